@@ -1,0 +1,1 @@
+"""`colony …` commands: thin layers that parse, call the store/API, and render."""

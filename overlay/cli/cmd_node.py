@@ -1,0 +1,78 @@
+"""`colony init`, `colony id`, `colony config`: create and inspect a node's identity."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from overlay.core.crypto import KeyPair
+from overlay.core.errors import ConfigError
+from overlay.runtime import config as cfg
+from overlay.runtime.identity import KEY_FILE, load_identity, write_identity
+
+
+def init_home(home: Any, *, quiet: bool = False) -> KeyPair:
+    """Create the data dir, identity key and commented config; refuse to overwrite."""
+    key_path = home / KEY_FILE
+    if key_path.exists():
+        raise ConfigError(f"{home} already holds a node (identity {key_path}); not overwriting")
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    kp = KeyPair.generate()
+    write_identity(key_path, kp)
+    conf = home / cfg.CONFIG_FILE
+    if not conf.exists():
+        conf.write_text(cfg.TEMPLATE)
+    if not quiet:
+        print(f"initialised colony node in {home}")
+        print(f"peer id: {kp.peer_id}")
+    return kp
+
+
+def _init(args: argparse.Namespace) -> int:
+    init_home(args.home)
+    return 0
+
+
+def _id(args: argparse.Namespace) -> int:
+    kp = load_identity(args.home / KEY_FILE)
+    if args.json:
+        json.dump({"id": str(kp.peer_id), "public_key": kp.public.raw.hex()}, sys.stdout)
+        print()
+    else:
+        print(kp.peer_id)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    conf = cfg.load(args.home)
+    if args.default:
+        sys.stdout.write(cfg.TEMPLATE)
+    else:
+        json.dump(conf, sys.stdout, indent=2)
+        print()
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "init",
+        parents=[common],
+        help="create a node: data dir, Ed25519 identity (mode 0600) and config.toml",
+        description="Create a node's data directory with a new Ed25519 identity key "
+        "(mode 0600) and a commented config.toml. Refuses to overwrite an existing node.",
+    )
+    p.set_defaults(func=_init)
+
+    p = sub.add_parser("id", parents=[common], help="print this node's libp2p peer id")
+    p.add_argument("--json", action="store_true", help="print id and public key as JSON")
+    p.set_defaults(func=_id)
+
+    p = sub.add_parser(
+        "config", parents=[common], help="show the effective configuration",
+        description="Print the configuration after merging defaults, config.toml and "
+        "COLONY_<SECTION>_<KEY> environment variables.",
+    )
+    p.add_argument("--default", action="store_true", help="print the commented default file")
+    p.set_defaults(func=_config)

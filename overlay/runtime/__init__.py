@@ -1,0 +1,1 @@
+"""I/O side of the node: trio driver, libp2p adapter, control API, executors, files."""

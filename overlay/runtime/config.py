@@ -1,0 +1,151 @@
+"""Node configuration: TOML file < environment < command-line flags.
+
+Every key has a default in `DEFAULTS`; the type of the default is the type a value
+must have. Unknown sections or keys are errors (a typo should not silently fall back
+to a default). Environment overrides are `COLONY_<SECTION>_<KEY>`, e.g.
+`COLONY_API_LISTEN=127.0.0.1:5200`; lists in the environment are comma-separated.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from overlay.core.errors import ConfigError
+
+CONFIG_FILE = "config.toml"
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "network": {
+        "listen": ["/ip4/0.0.0.0/tcp/4001"],
+        "bootstrap": [],
+        "mdns": False,
+        "max_frame_bytes": 4 * 1024 * 1024,
+    },
+    "api": {"listen": "127.0.0.1:5101"},
+    "store": {"cid_version": 1, "initial_map_size_mib": 256},
+    "dht": {"protocol": "/colony/kad/1.0.0", "k": 20, "alpha": 3},
+    "gossip": {"profile": "lan"},
+    "log": {"level": "info", "format": "auto"},
+}
+
+TEMPLATE = """\
+# Colony node configuration. Every key is optional; the values shown are the defaults.
+# Environment variables override this file: COLONY_<SECTION>_<KEY>, e.g.
+#   COLONY_API_LISTEN=127.0.0.1:5200   COLONY_NETWORK_BOOTSTRAP=/ip4/…/p2p/12D3…,/ip4/…
+# Command-line flags override both.
+
+[network]
+# Multiaddrs to listen on (libp2p TCP; Noise and Yamux are always on).
+listen = ["/ip4/0.0.0.0/tcp/4001"]
+# Peers to contact at start-up, as full multiaddrs ending in /p2p/<peer id>.
+bootstrap = []
+# Find peers on the local network by multicast DNS.
+mdns = false
+# Largest frame a peer may send us on a Colony protocol (bytes).
+max_frame_bytes = 4194304
+
+[api]
+# Control API used by the `colony` CLI (token in <home>/api.token).
+listen = "127.0.0.1:5101"
+
+[store]
+# CID version for `colony add` (0 = what `ipfs add` gives by default).
+cid_version = 1
+# LMDB map size to start with; it grows automatically when full.
+initial_map_size_mib = 256
+
+[dht]
+# libp2p Kademlia protocol id; "/ipfs/kad/1.0.0" joins the IPFS public DHT's wire.
+protocol = "/colony/kad/1.0.0"
+k = 20
+alpha = 3
+
+[gossip]
+# Timing profile: "lan", "wan" or "edge".
+profile = "lan"
+
+[log]
+# debug, info, warning, error
+level = "info"
+# "auto" (console on a tty, JSON lines otherwise), "console" or "json"
+format = "auto"
+"""
+
+
+def default_home() -> Path:
+    env = os.environ.get("COLONY_HOME")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "colony"
+
+
+def _check_type(section: str, key: str, value: Any, default: Any) -> Any:
+    where = f"[{section}] {key}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, not {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, not {value!r}")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, not {value!r}")
+    elif isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of strings, not {value!r}")
+    return value
+
+
+def _from_env(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            return raw  # reported by _check_type with the key's name
+    if isinstance(default, list):
+        return [p.strip() for p in raw.split(",") if p.strip()]
+    return raw
+
+
+def merge(base: dict[str, dict[str, Any]], overlay: Mapping[str, Any], origin: str) -> None:
+    for section, values in overlay.items():
+        if section not in DEFAULTS:
+            raise ConfigError(
+                f"{origin}: unknown section [{section}]; known: {', '.join(DEFAULTS)}"
+            )
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{origin}: [{section}] must be a table")
+        for key, value in values.items():
+            if key not in DEFAULTS[section]:
+                raise ConfigError(
+                    f"{origin}: unknown key {key!r} in [{section}]; "
+                    f"known: {', '.join(DEFAULTS[section])}"
+                )
+            base[section][key] = _check_type(section, key, value, DEFAULTS[section][key])
+
+
+def load(home: Path, env: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Defaults, then `<home>/config.toml` if present, then the environment."""
+    cfg = copy.deepcopy(DEFAULTS)
+    path = home / CONFIG_FILE
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        merge(cfg, data, str(path))
+    env = os.environ if env is None else env
+    for section, keys in DEFAULTS.items():
+        for key, default in keys.items():
+            name = f"COLONY_{section.upper()}_{key.upper()}"
+            if name in env:
+                merge(cfg, {section: {key: _from_env(env[name], default)}}, name)
+    return cfg

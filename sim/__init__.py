@@ -1,0 +1,1 @@
+"""Deterministic discrete-event simulator that drives the real sans-IO cores (DESIGN §8)."""
