@@ -67,7 +67,7 @@ class PublicKey:
 class KeyPair:
     """An Ed25519 signing key. Never serialised except by the identity file code."""
 
-    __slots__ = ("_sk", "public", "peer_id")
+    __slots__ = ("_sk", "peer_id", "public")
 
     def __init__(self, seed: bytes) -> None:
         if len(seed) != 32:

@@ -117,7 +117,7 @@ class FrameDecoder:
     so a peer cannot make us hold more than one frame's worth of memory.
     """
 
-    __slots__ = ("_buf", "max_frame_bytes", "_need")
+    __slots__ = ("_buf", "_need", "max_frame_bytes")
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self._buf = bytearray()

@@ -129,7 +129,10 @@ def merge(base: dict[str, dict[str, Any]], overlay: Mapping[str, Any], origin: s
                     f"{origin}: unknown key {key!r} in [{section}]; "
                     f"known: {', '.join(DEFAULTS[section])}"
                 )
-            base[section][key] = _check_type(section, key, value, DEFAULTS[section][key])
+            try:
+                base[section][key] = _check_type(section, key, value, DEFAULTS[section][key])
+            except ConfigError as e:
+                raise ConfigError(f"{origin}: {e}") from None
 
 
 def load(home: Path, env: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
