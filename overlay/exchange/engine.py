@@ -1,0 +1,378 @@
+"""Sans-IO Bitswap engine: fetch blocks from several providers, serve our own.
+
+Fetching: each wanted CID is asked (want-block, send-dont-have) of one provider at a
+time; the provider is the one with the fewest requests in flight that has not yet
+failed this CID, so a DAG's blocks spread over every provider in parallel and a slow
+provider gets less work. DONT_HAVE, a timeout or an unreachable peer moves the want to
+the next provider; after every provider failed it, the want is retried up to
+`max_rounds` times, then reported unavailable.
+
+Verification: every block's bytes are hashed against its CID before it is handed on
+(the wire decoder rebuilds the CID from the prefix too, but in-process delivery skips
+the decoder), so bytes that do not match a wanted CID are never delivered as it.
+Blocks nobody asked for count against the sender; after
+`bad_block_limit` of them the peer is disconnected and dropped as a provider.
+
+Serving: a peer's want-list is answered at once from a read-only `BlockSource` (the
+LMDB store in the daemon, a dict in the simulator) in responses of at most
+`max_response_bytes`; no per-peer state is kept, so wants cost us no memory.
+
+Invariants: every map is bounded (documented on its config field); dict iteration
+only, never sets, so the simulator stays deterministic.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from overlay.core.effects import (
+    CancelTimer,
+    Disconnect,
+    Effect,
+    Emit,
+    PeerUnreachable,
+    Received,
+    Send,
+    SetTimer,
+    TimerFired,
+)
+from overlay.core.ids import PeerId
+from overlay.exchange import cids
+from overlay.exchange.messages import (
+    BitswapMessage,
+    Block,
+    BlockPresence,
+    Presence,
+    WantEntry,
+    WantType,
+)
+
+TIMER = ("bitswap", "want-timeout")
+
+
+class BlockSource(Protocol):
+    """Read-only view of the local block store."""
+
+    def get_block(self, cid: bytes) -> bytes | None: ...
+
+    def has_block(self, cid: bytes) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeConfig:
+    want_timeout_s: float = 15.0
+    #: Requests in flight per provider (pipelining depth).
+    max_inflight_per_peer: int = 32
+    #: Full passes over the provider list before a want is reported unavailable.
+    max_rounds: int = 2
+    #: Bytes of blocks per response message (Bitswap messages are ≤ 4 MiB).
+    max_response_bytes: int = 2 * 1024 * 1024
+    #: Unsolicited blocks tolerated from one peer before it is disconnected.
+    bad_block_limit: int = 3
+    #: Outstanding wants (whole fetch queue).
+    max_wants: int = 1_000_000
+    #: Recently completed CIDs remembered to tell late duplicates from junk.
+    recent_done: int = 8192
+
+
+# ---------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Want these blocks; ask these providers (added to the known providers)."""
+
+    cids: tuple[bytes, ...]
+    providers: tuple[PeerId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AddProviders:
+    peers: tuple[PeerId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelFetch:
+    cids: tuple[bytes, ...]
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class BlockReceived:
+    cid: bytes
+    data: bytes
+    peer: PeerId
+
+
+@dataclass(frozen=True, slots=True)
+class BlockUnavailable:
+    cid: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerPenalised:
+    peer: PeerId
+    reason: str
+
+
+@dataclass(slots=True)
+class _Want:
+    peer: PeerId | None = None
+    deadline: float = 0.0
+    failed: list[PeerId] = field(default_factory=list)
+    rounds: int = 0
+
+
+@dataclass(slots=True)
+class ExchangeStats:
+    blocks_received: int = 0
+    bytes_received: int = 0
+    duplicate_blocks: int = 0
+    unsolicited_blocks: int = 0
+    blocks_served: int = 0
+    bytes_served: int = 0
+    dont_have_sent: int = 0
+    timeouts: int = 0
+    want_drops: int = 0
+    received_by_peer: dict[PeerId, int] = field(default_factory=dict)
+
+
+class Exchange:
+    def __init__(self, me: PeerId, source: BlockSource, config: ExchangeConfig | None = None):
+        self.me = me
+        self.source = source
+        self.config = config or ExchangeConfig()
+        self.stats = ExchangeStats()
+        self._wants: dict[bytes, _Want] = {}
+        self._providers: dict[PeerId, None] = {}
+        self._inflight: dict[PeerId, int] = {}
+        self._bad: dict[PeerId, int] = {}
+        self._done: OrderedDict[bytes, None] = OrderedDict()
+        self._timer_at: float | None = None
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def providers(self) -> list[PeerId]:
+        return list(self._providers)
+
+    def wanted(self) -> list[bytes]:
+        return list(self._wants)
+
+    def inflight(self, peer: PeerId) -> int:
+        return self._inflight.get(peer, 0)
+
+    # ------------------------------------------------------------ entry point
+
+    def handle(self, inp: object, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        if isinstance(inp, Received) and isinstance(inp.msg, BitswapMessage):
+            self._on_message(inp.peer, inp.msg, now, out)
+        elif isinstance(inp, TimerFired) and inp.timer == TIMER:
+            self._timer_at = None
+            self._on_timeouts(now, out)
+        elif isinstance(inp, Fetch):
+            for p in inp.providers:
+                self._add_provider(p)
+            for cid in inp.cids:
+                if cid not in self._wants:
+                    if len(self._wants) >= self.config.max_wants:
+                        self.stats.want_drops += 1
+                        continue
+                    self._wants[cid] = _Want()
+        elif isinstance(inp, AddProviders):
+            for p in inp.peers:
+                self._add_provider(p)
+        elif isinstance(inp, CancelFetch):
+            self._cancel(inp.cids, out)
+        elif isinstance(inp, PeerUnreachable):
+            self._drop_provider(inp.peer, now)
+        else:
+            return out
+        self._dispatch(now, out)
+        self._arm_timer(out)
+        return out
+
+    # ------------------------------------------------------------ fetching
+
+    def _add_provider(self, peer: PeerId) -> None:
+        if peer != self.me and self._bad.get(peer, 0) < self.config.bad_block_limit:
+            self._providers.setdefault(peer, None)
+
+    def _drop_provider(self, peer: PeerId, now: float) -> None:
+        self._providers.pop(peer, None)
+        for w in self._wants.values():
+            if w.peer == peer:
+                self._release(w, peer, failed=True)
+
+    def _release(self, w: _Want, peer: PeerId, *, failed: bool) -> None:
+        w.peer = None
+        self._inflight[peer] = max(0, self._inflight.get(peer, 0) - 1)
+        if failed:
+            w.failed.append(peer)
+
+    def _pick(self, w: _Want) -> PeerId | None:
+        best: PeerId | None = None
+        best_load = self.config.max_inflight_per_peer
+        for p in self._providers:
+            load = self._inflight.get(p, 0)
+            if load < best_load and p not in w.failed:
+                best, best_load = p, load
+        return best
+
+    def _dispatch(self, now: float, out: list[Effect]) -> None:
+        batches: dict[PeerId, list[WantEntry]] = {}
+        unavailable: list[bytes] = []
+        for cid, w in self._wants.items():
+            if w.peer is not None:
+                continue
+            peer = self._pick(w)
+            if peer is None and w.failed and len(w.failed) >= len(self._providers):
+                # Every provider failed this CID: start another round or give up.
+                w.rounds += 1
+                if w.rounds >= self.config.max_rounds:
+                    unavailable.append(cid)
+                    continue
+                w.failed.clear()
+                peer = self._pick(w)
+            if peer is None:
+                continue  # all providers busy (or none yet): wait for capacity
+            w.peer = peer
+            w.deadline = now + self.config.want_timeout_s
+            self._inflight[peer] = self._inflight.get(peer, 0) + 1
+            batches.setdefault(peer, []).append(
+                WantEntry(cid, priority=1, want_type=WantType.BLOCK, send_dont_have=True)
+            )
+        for cid in unavailable:
+            w = self._wants.pop(cid)
+            tried = len(self._providers)
+            out.append(
+                Emit(
+                    BlockUnavailable(
+                        cid,
+                        f"no provider delivered it ({tried} providers, {w.rounds} rounds)"
+                        if tried
+                        else "no providers known",
+                    )
+                )
+            )
+        for peer, entries in batches.items():
+            out.append(Send(peer, BitswapMessage(wants=tuple(entries))))
+
+    def _on_timeouts(self, now: float, out: list[Effect]) -> None:
+        cancels: dict[PeerId, list[WantEntry]] = {}
+        for cid, w in self._wants.items():
+            if w.peer is not None and w.deadline <= now:
+                peer = w.peer
+                self.stats.timeouts += 1
+                self._release(w, peer, failed=True)
+                cancels.setdefault(peer, []).append(WantEntry(cid, cancel=True))
+        for peer, entries in cancels.items():
+            out.append(Send(peer, BitswapMessage(wants=tuple(entries))))
+
+    def _cancel(self, cid_list: tuple[bytes, ...], out: list[Effect]) -> None:
+        cancels: dict[PeerId, list[WantEntry]] = {}
+        for cid in cid_list:
+            w = self._wants.pop(cid, None)
+            if w is not None and w.peer is not None:
+                self._release(w, w.peer, failed=False)
+                cancels.setdefault(w.peer, []).append(WantEntry(cid, cancel=True))
+        for peer, entries in cancels.items():
+            out.append(Send(peer, BitswapMessage(wants=tuple(entries))))
+
+    def _arm_timer(self, out: list[Effect]) -> None:
+        earliest = min(
+            (w.deadline for w in self._wants.values() if w.peer is not None), default=None
+        )
+        if earliest == self._timer_at:
+            return
+        self._timer_at = earliest
+        out.append(CancelTimer(TIMER) if earliest is None else SetTimer(TIMER, earliest))
+
+    def _remember_done(self, cid: bytes) -> None:
+        self._done[cid] = None
+        if len(self._done) > self.config.recent_done:
+            self._done.popitem(last=False)
+
+    # ------------------------------------------------------------ inbound
+
+    def _on_message(self, peer: PeerId, msg: BitswapMessage, now: float, out: list[Effect]) -> None:
+        for block in msg.blocks:
+            self._on_block(peer, block, now, out)
+        for pres in msg.presences:
+            w = self._wants.get(pres.cid)
+            if pres.presence == Presence.DONT_HAVE and w is not None and w.peer == peer:
+                self._release(w, peer, failed=True)
+        if msg.wants or msg.full:
+            self._serve(peer, msg, out)
+
+    def _on_block(self, peer: PeerId, block: Block, now: float, out: list[Effect]) -> None:
+        # Hash-check here, not only in the codec: in-process delivery (simulator,
+        # tests) skips decoding, and nothing unverified may be handed on (DESIGN §4).
+        genuine = cids.verify(block.cid, block.data)
+        w = self._wants.pop(block.cid, None) if genuine else None
+        if w is not None:
+            if w.peer is not None:
+                self._release(w, w.peer, failed=False)
+            self._remember_done(block.cid)
+            self.stats.blocks_received += 1
+            self.stats.bytes_received += len(block.data)
+            by = self.stats.received_by_peer
+            by[peer] = by.get(peer, 0) + 1
+            self._add_provider(peer)
+            out.append(Emit(BlockReceived(block.cid, block.data, peer)))
+            return
+        if genuine and block.cid in self._done:
+            self.stats.duplicate_blocks += 1
+            return
+        # Bytes that match no CID we want: a corrupt or made-up block.
+        self.stats.unsolicited_blocks += 1
+        bad = self._bad[peer] = self._bad.get(peer, 0) + 1
+        if bad == 1:
+            out.append(Emit(PeerPenalised(peer, "sent a block that matches no wanted CID")))
+        if bad >= self.config.bad_block_limit:
+            self._drop_provider(peer, now)
+            out.append(Disconnect(peer, f"bitswap: {bad} blocks matching no wanted CID"))
+
+    # ------------------------------------------------------------ serving
+
+    def _serve(self, peer: PeerId, msg: BitswapMessage, out: list[Effect]) -> None:
+        """Answer a want-list at once from what we hold; keep no per-peer state.
+
+        go-bitswap remembers wants for blocks it lacks and sends them when they arrive;
+        we answer DONT_HAVE (when asked) instead, so a peer's wants cost us no memory
+        beyond the message itself; its session re-asks or moves to another provider.
+        """
+        blocks: list[Block] = []
+        presences: list[BlockPresence] = []
+        size = 0
+        for e in msg.wants:
+            if e.cancel:
+                continue  # nothing is pending on our side to cancel
+            if e.want_type == WantType.HAVE:
+                has = self.source.has_block(e.cid)
+                if has or e.send_dont_have:
+                    presences.append(
+                        BlockPresence(e.cid, Presence.HAVE if has else Presence.DONT_HAVE)
+                    )
+                continue
+            data = self.source.get_block(e.cid)
+            if data is None:
+                if e.send_dont_have:
+                    presences.append(BlockPresence(e.cid, Presence.DONT_HAVE))
+                    self.stats.dont_have_sent += 1
+                continue
+            if blocks and size + len(data) > self.config.max_response_bytes:
+                out.append(Send(peer, BitswapMessage(blocks=tuple(blocks))))
+                blocks, size = [], 0
+            blocks.append(Block(e.cid, bytes(data)))
+            size += len(data)
+            self.stats.blocks_served += 1
+            self.stats.bytes_served += len(data)
+        if blocks or presences:
+            out.append(Send(peer, BitswapMessage(blocks=tuple(blocks), presences=tuple(presences))))

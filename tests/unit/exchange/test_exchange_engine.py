@@ -1,0 +1,145 @@
+"""Bitswap engines wired back to back through the in-memory router (virtual time)."""
+
+import hashlib
+from typing import Any
+
+from overlay.core.crypto import KeyPair
+from overlay.core.effects import Disconnect, PeerUnreachable
+from overlay.core.ids import PeerId
+from overlay.exchange.engine import (
+    BlockReceived,
+    BlockUnavailable,
+    Exchange,
+    ExchangeConfig,
+    Fetch,
+    PeerPenalised,
+)
+from overlay.exchange.messages import BitswapMessage, Block
+from sim.router import Router
+
+
+def cid_of(data: bytes) -> bytes:
+    return b"\x01\x55\x12\x20" + hashlib.sha256(data).digest()
+
+
+class DictSource:
+    def __init__(self, blocks: dict[bytes, bytes] | None = None) -> None:
+        self.blocks = dict(blocks or {})
+
+    def get_block(self, cid: bytes) -> bytes | None:
+        return self.blocks.get(cid)
+
+    def has_block(self, cid: bytes) -> bool:
+        return cid in self.blocks
+
+
+class LyingSource(DictSource):
+    """Answers every want with bytes that do not match the CID."""
+
+    def get_block(self, cid: bytes) -> bytes | None:
+        return b"not what you asked for " + cid[-4:]
+
+
+def peer(i: int) -> PeerId:
+    return KeyPair(bytes([i]) * 32).peer_id
+
+
+def colony(
+    n_providers: int, blocks: dict[bytes, bytes], **cfg: Any
+) -> tuple[Router, Exchange, list[PeerId]]:
+    router = Router(delay_s=0.005)
+    me = peer(100)
+    fetcher = Exchange(me, DictSource(), ExchangeConfig(**cfg))
+    router.add(me, fetcher)
+    providers = []
+    for i in range(n_providers):
+        p = peer(i + 1)
+        router.add(p, Exchange(p, DictSource(blocks)))
+        providers.append(p)
+    return router, fetcher, providers
+
+
+def received(router: Router) -> list[BlockReceived]:
+    return [e for _, _, e in router.emitted if isinstance(e, BlockReceived)]
+
+
+def test_fetch_spreads_over_providers_and_verifies() -> None:
+    blocks = {cid_of(bytes([i]) * 100): bytes([i]) * 100 for i in range(60)}
+    router, fetcher, providers = colony(3, blocks, max_inflight_per_peer=8)
+    me = fetcher.me
+    router.inject(me, Fetch(tuple(blocks), tuple(providers)))
+    router.run_for(5)
+    got = received(router)
+    assert {b.cid for b in got} == set(blocks)
+    assert all(blocks[b.cid] == b.data for b in got)
+    assert set(fetcher.stats.received_by_peer) == set(providers)
+    assert min(fetcher.stats.received_by_peer.values()) >= 10
+    assert fetcher.wanted() == []
+
+
+def test_dont_have_moves_want_to_next_provider() -> None:
+    data = b"only provider 2 has this"
+    cid = cid_of(data)
+    router, fetcher, providers = colony(2, {})
+    router.nodes[providers[1]].source.blocks[cid] = data  # type: ignore[attr-defined]
+    router.inject(fetcher.me, Fetch((cid,), tuple(providers)))
+    router.run_for(2)
+    assert [b.peer for b in received(router)] == [providers[1]]
+
+
+def test_timeout_moves_want_and_unavailable_after_rounds() -> None:
+    data = b"x" * 10
+    cid = cid_of(data)
+    router, fetcher, providers = colony(2, {cid: data}, want_timeout_s=1.0)
+    router.kill(providers[0])  # silent: its wants time out
+    router.inject(fetcher.me, Fetch((cid,), (providers[0],)))
+    router.run_for(5)
+    (ev,) = [e for _, _, e in router.emitted if isinstance(e, BlockUnavailable)]
+    assert ev.cid == cid and "1 providers" in ev.reason
+    assert fetcher.stats.timeouts == 2  # two rounds
+    router.inject(fetcher.me, Fetch((cid,), (providers[1],)))
+    router.run_for(5)
+    assert [b.cid for b in received(router)] == [cid]
+
+
+def test_lying_provider_is_penalised_disconnected_and_dropped() -> None:
+    blocks = {cid_of(bytes([i]) * 50): bytes([i]) * 50 for i in range(10)}
+    router, fetcher, providers = colony(1, blocks, want_timeout_s=1.0)
+    liar = peer(50)
+    router.add(liar, Exchange(liar, LyingSource()))
+    router.inject(fetcher.me, Fetch(tuple(blocks), (liar, *providers)))
+    router.run_for(10)
+    got = received(router)
+    assert {b.cid for b in got} == set(blocks)  # all from the honest provider
+    assert all(b.peer == providers[0] for b in got)
+    assert any(isinstance(e, PeerPenalised) and e.peer == liar for _, _, e in router.emitted)
+    assert any(d[2] == liar for d in router.disconnects)
+    assert liar not in fetcher.providers
+
+
+def test_unreachable_provider_releases_its_wants() -> None:
+    blocks = {cid_of(bytes([i])): bytes([i]) for i in range(4)}
+    _router, fetcher, providers = colony(2, blocks)
+    effects = fetcher.handle(Fetch(tuple(blocks), tuple(providers)), 0.0)
+    assert fetcher.inflight(providers[0]) > 0
+    fetcher.handle(PeerUnreachable(providers[0]), 0.1)
+    assert fetcher.inflight(providers[0]) == 0
+    assert providers[0] not in fetcher.providers
+    assert fetcher.inflight(providers[1]) == 4
+    assert not any(isinstance(e, Disconnect) for e in effects)
+
+
+def test_serving_batches_by_size_and_answers_dont_have() -> None:
+    big = {cid_of(bytes([i]) * 1000): bytes([i]) * 1000 for i in range(5)}
+    server = Exchange(peer(1), DictSource(big), ExchangeConfig(max_response_bytes=2500))
+    missing = cid_of(b"missing")
+    from overlay.core.effects import Received, Send
+    from overlay.exchange.messages import WantEntry
+
+    wants = tuple(WantEntry(c, send_dont_have=True) for c in [*big, missing])
+    out = server.handle(Received(peer(2), BitswapMessage(wants=wants)), 0.0)
+    msgs = [e.msg for e in out if isinstance(e, Send)]
+    assert [len(m.blocks) for m in msgs] == [2, 2, 1]
+    assert msgs[-1].presences[0].cid == missing
+    served = [b for m in msgs for b in m.blocks]
+    assert served == [Block(c, d) for c, d in big.items()]
