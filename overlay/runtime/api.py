@@ -1,0 +1,224 @@
+"""Control API: HTTP/1.1 on 127.0.0.1 with a bearer token (DESIGN §9).
+
+The `colony` CLI talks to the local daemon through this. Requests and responses are
+JSON; long-running or watch-style endpoints stream newline-delimited JSON (NDJSON,
+chunked transfer encoding) so the CLI can draw progress and follow events.
+
+Security: the token is 32 random bytes (hex) in `<home>/api.token`, mode 0600, made
+at daemon start if missing; every route except `/metrics` (Prometheus text; read-only
+counters) needs `Authorization: Bearer <token>`, compared in constant time. The server
+binds loopback by default; requests are bounded in header and body size, and a slow
+client costs only its own connection (per-connection timeouts).
+
+HTTP parsing is h11's (the sans-IO model this project imitates); this module only
+moves bytes between h11 and a trio stream.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import h11
+import structlog
+import trio
+
+from overlay.core.errors import ColonyError, ConfigError
+
+log = structlog.get_logger("colony.api")
+
+TOKEN_FILE = "api.token"
+MAX_BODY_BYTES = 16 * 1024 * 1024
+REQUEST_TIMEOUT_S = 30.0
+
+
+class ApiError(ColonyError):
+    """An error with an HTTP status, shown to the CLI user as its message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        if not self.body:
+            return {}
+        try:
+            return json.loads(self.body)
+        except ValueError as e:
+            raise ApiError(400, f"request body is not JSON: {e}") from None
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        vals = self.query.get(name)
+        return vals[0] if vals else default
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Any = None  # JSON-able
+    stream: AsyncIterator[Any] | None = None  # yields JSON-able items (NDJSON)
+    raw: bytes | None = None
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+Handler = Callable[[Request], Awaitable[Response | Any]]
+
+
+def load_or_create_token(home: Path) -> str:
+    path = home / TOKEN_FILE
+    if path.exists():
+        token = path.read_text().strip()
+        if len(token) < 32:
+            raise ConfigError(f"API token in {path} is too short; delete it to make a new one")
+        return token
+    token = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+class ApiServer:
+    def __init__(self, token: str, *, open_paths: tuple[str, ...] = ("/metrics",)) -> None:
+        self._token = token.encode()
+        self._routes: dict[tuple[str, str], Handler] = {}
+        self._open_paths = open_paths
+        self.requests = 0
+        self.errors = 0
+
+    def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
+        def deco(fn: Handler) -> Handler:
+            self._routes[(method.upper(), path)] = fn
+            return fn
+
+        return deco
+
+    def add(self, method: str, path: str, fn: Handler) -> None:
+        self._routes[(method.upper(), path)] = fn
+
+    async def serve(
+        self, host: str, port: int, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(self._handle_conn, listeners)
+
+    async def _handle_conn(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        try:
+            while True:
+                with trio.move_on_after(REQUEST_TIMEOUT_S) as scope:
+                    req = await self._read_request(conn, stream)
+                if scope.cancelled_caught or req is None:
+                    return
+                await self._respond(conn, stream, req)
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    return
+                conn.start_next_cycle()
+        except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            log.debug("api_connection_dropped", reason=str(e))
+        finally:
+            await stream.aclose()
+
+    async def _read_request(
+        self, conn: h11.Connection, stream: trio.SocketStream
+    ) -> Request | None:
+        head: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                conn.receive_data(data)
+                if not data and conn.their_state is not h11.DONE:
+                    return None
+                continue
+            if isinstance(event, h11.Request):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY_BYTES:
+                    raise h11.RemoteProtocolError("request body too large")
+            elif isinstance(event, h11.EndOfMessage):
+                assert head is not None
+                url = urlsplit(head.target.decode("latin-1"))
+                headers = {k.decode().lower(): v.decode("latin-1") for k, v in head.headers}
+                return Request(
+                    head.method.decode(), url.path, parse_qs(url.query), bytes(body), headers
+                )
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+
+    def _authorised(self, req: Request) -> bool:
+        if req.path in self._open_paths:
+            return True
+        auth = req.headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(auth[7:].strip().encode(), self._token)
+
+    async def _respond(
+        self, conn: h11.Connection, stream: trio.SocketStream, req: Request
+    ) -> None:
+        self.requests += 1
+        try:
+            if not self._authorised(req):
+                raise ApiError(401, "missing or wrong API token (see <home>/api.token)")
+            handler = self._routes.get((req.method, req.path))
+            if handler is None:
+                known = any(p == req.path for _, p in self._routes)
+                raise ApiError(405 if known else 404, f"no route {req.method} {req.path}")
+            result = await handler(req)
+            resp = result if isinstance(result, Response) else Response(body=result)
+        except ApiError as e:
+            resp = Response(e.status, {"error": str(e)})
+        except ColonyError as e:
+            resp = Response(400, {"error": str(e)})
+        except Exception as e:  # a handler bug must not take the daemon down
+            self.errors += 1
+            log.exception("api_handler_failed", path=req.path)
+            resp = Response(500, {"error": f"internal error: {type(e).__name__}: {e}"})
+        await self._send(conn, stream, resp)
+
+    async def _send(
+        self, conn: h11.Connection, stream: trio.SocketStream, resp: Response
+    ) -> None:
+        headers = [("content-type", resp.content_type), *resp.headers]
+        if resp.stream is None:
+            if resp.raw is not None:
+                payload = resp.raw
+            else:
+                payload = (json.dumps(resp.body) + "\n").encode()
+            headers.append(("content-length", str(len(payload))))
+            head = h11.Response(status_code=resp.status, headers=headers)
+            await stream.send_all(conn.send(head) + conn.send(h11.Data(data=payload)))
+        else:
+            headers[0] = ("content-type", "application/x-ndjson")
+            headers.append(("transfer-encoding", "chunked"))
+            head = h11.Response(status_code=resp.status, headers=headers)
+            await stream.send_all(conn.send(head))
+            try:
+                async for item in resp.stream:
+                    line = (json.dumps(item) + "\n").encode()
+                    await stream.send_all(conn.send(h11.Data(data=line)))
+            except ColonyError as e:
+                line = (json.dumps({"error": str(e)}) + "\n").encode()
+                await stream.send_all(conn.send(h11.Data(data=line)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
