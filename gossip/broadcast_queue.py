@@ -1,0 +1,130 @@
+"""Piggybacked dissemination: retransmit-limited, fewest-sent-first, byte-budgeted.
+
+memberlist queue.go keeps a btree ordered by (transmits, -id); we keep one dict per
+transmit count (insertion order; newest first within a count), which gives the same
+fewest-sent-first order with O(1) insert and invalidation. Each update is sent at
+most `retransmit_limit(N) = mult × ceil(log10(N + 1))` times.
+
+Invalidation: an update has a key (e.g. ("m", peer) for membership of `peer`); queuing
+a new update with the same key replaces the old one (a newer incarnation supersedes
+an older). Bounded: beyond `max_items` the oldest most-sent entry is dropped and
+counted in `dropped`.
+
+Two queues, one budget (`take_split`): user events get first claim on `user_share` of
+every message and membership on the rest; whatever one side leaves unused, the other
+may fill. memberlist lets membership churn starve user broadcasts at ~1,000 nodes; this
+split cannot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from typing import Any
+
+from gossip.messages import Update, update_size
+
+
+def retransmit_limit(mult: int, n_members: int) -> int:
+    return mult * max(1, math.ceil(math.log10(n_members + 1)))
+
+
+class _Item:
+    __slots__ = ("key", "size", "transmits", "update")
+
+    def __init__(self, key: Hashable, update: Update, size: int) -> None:
+        self.key = key
+        self.update = update
+        self.size = size
+        self.transmits = 0
+
+
+class BroadcastQueue:
+    __slots__ = ("_buckets", "_index", "dropped", "max_items")
+
+    def __init__(self, max_items: int) -> None:
+        self.max_items = max_items
+        #: transmits -> {key: item}, each bucket in insertion order.
+        self._buckets: dict[int, dict[Hashable, _Item]] = {}
+        self._index: dict[Hashable, _Item] = {}
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._index
+
+    def queue(self, key: Hashable, update: Update) -> None:
+        old = self._index.pop(key, None)
+        if old is not None:
+            self._remove_from_bucket(old)
+        elif len(self._index) >= self.max_items:
+            self._drop_one()
+        item = _Item(key, update, update_size(update.env))
+        self._index[key] = item
+        self._buckets.setdefault(0, {})[key] = item
+
+    def invalidate(self, key: Hashable) -> None:
+        old = self._index.pop(key, None)
+        if old is not None:
+            self._remove_from_bucket(old)
+
+    def _remove_from_bucket(self, item: _Item) -> None:
+        bucket = self._buckets[item.transmits]
+        del bucket[item.key]
+        if not bucket:
+            del self._buckets[item.transmits]
+
+    def _drop_one(self) -> None:
+        worst = max(self._buckets)
+        key = next(iter(self._buckets[worst]))
+        self._remove_from_bucket(self._index.pop(key))
+        self.dropped += 1
+
+    def take(self, budget: int, limit: int, out: list[Update]) -> int:
+        """Append updates fitting in `budget` bytes, fewest-sent first; return bytes used.
+
+        Each taken update counts one transmission; updates reaching `limit` leave the
+        queue. An update larger than the whole budget is skipped (the caller sizes
+        budgets so every legal update fits one).
+        """
+        used = 0
+        taken: list[_Item] = []
+        for t in sorted(self._buckets):
+            for item in reversed(self._buckets[t].values()):
+                if used + item.size <= budget:
+                    taken.append(item)
+                    used += item.size
+            if budget - used < 112:  # smaller than any envelope
+                break
+        for item in taken:
+            self._remove_from_bucket(item)
+            item.transmits += 1
+            if item.transmits >= limit:
+                del self._index[item.key]
+            else:
+                self._buckets.setdefault(item.transmits, {})[item.key] = item
+            out.append(item.update)
+        return used
+
+    def keys(self) -> list[Any]:
+        return list(self._index)
+
+
+def take_split(
+    members: BroadcastQueue,
+    users: BroadcastQueue,
+    budget: int,
+    user_share: float,
+    limit: int,
+) -> list[Update]:
+    """Fill one message: users first up to their share, membership, then leftovers."""
+    out: list[Update] = []
+    user_budget = int(budget * user_share)
+    used = users.take(user_budget, limit, out) if len(users) else 0
+    if len(members):
+        used += members.take(budget - used, limit, out)
+    if len(users) and budget - used >= 112:
+        users.take(budget - used, limit, out)
+    return out

@@ -1,0 +1,84 @@
+"""Vivaldi network coordinates (Dabek et al., SIGCOMM 2004; serf's coordinate package).
+
+Each node keeps a point in a low-dimensional Euclidean space plus a height (the
+access-link delay) and an error estimate. After every measured round trip to a peer
+whose coordinate it knows, it moves its own point along the force of the prediction
+error, weighted by the two error estimates. Distance between coordinates predicts the
+RTT between any two members, measured or not — placement uses that later.
+
+Pure maths on frozen values; invariants: every component finite, height ≥ min_height,
+0 < error ≤ max_error.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from overlay.core.errors import MalformedFrame
+
+DIMENSIONS = 4
+MAX_ERROR = 1.5
+MIN_HEIGHT_S = 1e-5
+CE = 0.25  # error-estimate gain (serf VivaldiCE)
+CC = 0.25  # coordinate gain (serf VivaldiCC)
+MAX_RTT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Coord:
+    vec: tuple[float, ...] = (0.0,) * DIMENSIONS
+    height: float = MIN_HEIGHT_S
+    error: float = MAX_ERROR
+
+    def distance_s(self, other: Coord) -> float:
+        d = math.sqrt(sum((a - b) ** 2 for a, b in zip(self.vec, other.vec, strict=True)))
+        return d + self.height + other.height
+
+    def to_wire(self) -> list[Any]:
+        return [list(self.vec), self.height, self.error]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Coord:
+        if not (isinstance(obj, list) and len(obj) == 3 and isinstance(obj[0], list)):
+            raise MalformedFrame("coordinate must be [vec, height, error]")
+        vec, h, e = obj
+        if len(vec) != DIMENSIONS:
+            raise MalformedFrame(f"coordinate must have {DIMENSIONS} dimensions")
+        vals = [*vec, h, e]
+        if not all(type(v) in (int, float) and math.isfinite(v) for v in vals):
+            raise MalformedFrame("coordinate components must be finite numbers")
+        if abs(max(vals, key=abs)) > 1e6 or h < 0 or not 0 < e <= MAX_ERROR:
+            raise MalformedFrame("coordinate out of range")
+        return cls(tuple(float(v) for v in vec), max(MIN_HEIGHT_S, float(h)), float(e))
+
+
+def update(me: Coord, other: Coord, rtt_s: float, rng: random.Random) -> Coord:
+    """Vivaldi step: `me` after observing `rtt_s` to a node at `other`."""
+    if not (0.0 < rtt_s <= MAX_RTT_S):
+        return me
+    dist = me.distance_s(other)
+    total_err = max(me.error + other.error, 1e-9)
+    weight = me.error / total_err
+    rel_err = abs(dist - rtt_s) / rtt_s
+    error = min(MAX_ERROR, max(1e-3, rel_err * CE * weight + me.error * (1.0 - CE * weight)))
+    force = CC * weight * (rtt_s - dist)
+    diff = [a - b for a, b in zip(me.vec, other.vec, strict=True)]
+    mag = math.sqrt(sum(d * d for d in diff))
+    if mag < 1e-9:  # coincident points: push in a random direction
+        unit = [rng.uniform(-1.0, 1.0) for _ in diff]
+        norm = math.sqrt(sum(u * u for u in unit)) or 1.0
+        unit = [u / norm for u in unit]
+        mag = 0.0
+    else:
+        unit = [d / mag for d in diff]
+    vec = tuple(a + force * u for a, u in zip(me.vec, unit, strict=True))
+    height = me.height
+    if mag > 0:
+        height = max(
+            MIN_HEIGHT_S,
+            (me.height + other.height) * force / (mag + me.height + other.height) + me.height,
+        )
+    return Coord(vec, height, error)

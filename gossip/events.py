@@ -1,0 +1,102 @@
+"""Commands a driver gives the gossip core, and the events the core emits.
+
+Commands are imperative (`Join`, `Leave`, `UpdateAd`, `SendUserEvent`); events are
+past-tense facts (`MemberJoined`, …) handed up in `Emit` effects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gossip.resources import ResourceAd
+from overlay.core.ids import PeerId
+
+# ------------------------------------------------------------------ commands
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Start the protocol and push-pull with `seeds` (none: found a new colony)."""
+
+    seeds: tuple[PeerId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Announce a graceful leave; `LeftColony` follows after `leave_propagate_s`."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateAd:
+    """Publish a new resource advertisement (as a delta when small)."""
+
+    ad: ResourceAd
+
+
+@dataclass(frozen=True, slots=True)
+class SendUserEvent:
+    name: str
+    payload: bytes
+
+
+Command = Join | Leave | UpdateAd | SendUserEvent
+COMMAND_TYPES: tuple[type, ...] = (Join, Leave, UpdateAd, SendUserEvent)
+
+# ------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True, slots=True)
+class MemberJoined:
+    peer: PeerId
+    incarnation: int
+    addrs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSuspected:
+    peer: PeerId
+    incarnation: int
+    accuser: PeerId
+
+
+@dataclass(frozen=True, slots=True)
+class MemberFailed:
+    peer: PeerId
+    incarnation: int
+    accuser: PeerId
+
+
+@dataclass(frozen=True, slots=True)
+class MemberLeft:
+    peer: PeerId
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUpdated:
+    """A member refuted a suspicion, changed its addresses or published a new ad."""
+
+    peer: PeerId
+    incarnation: int
+    ad: ResourceAd | None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberReaped:
+    """A dead or left member's tombstone expired; it is forgotten."""
+
+    peer: PeerId
+
+
+@dataclass(frozen=True, slots=True)
+class UserEventReceived:
+    sender: PeerId
+    name: str
+    payload: bytes
+    lamport: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeftColony:
+    """This node finished its graceful leave; the core is now inert."""
