@@ -22,7 +22,7 @@ import math
 from collections.abc import Hashable
 from typing import Any
 
-from gossip.messages import Update, update_size
+from gossip.messages import Update, UserEvent, update_size
 
 
 def retransmit_limit(mult: int, n_members: int) -> int:
@@ -40,10 +40,13 @@ class _Item:
 
 
 class BroadcastQueue:
-    __slots__ = ("_buckets", "_index", "dropped", "max_items")
+    __slots__ = ("_buckets", "_index", "dropped", "max_items", "newest_first")
 
-    def __init__(self, max_items: int) -> None:
+    def __init__(self, max_items: int, *, newest_first: bool = True) -> None:
         self.max_items = max_items
+        #: Membership: newest first (memberlist). User events: oldest first, so one
+        #: sender's events tend to arrive in order.
+        self.newest_first = newest_first
         #: transmits -> {key: item}, each bucket in insertion order.
         self._buckets: dict[int, dict[Hashable, _Item]] = {}
         self._index: dict[Hashable, _Item] = {}
@@ -82,18 +85,26 @@ class BroadcastQueue:
         self._remove_from_bucket(self._index.pop(key))
         self.dropped += 1
 
-    def take(self, budget: int, limit: int, out: list[Update]) -> int:
+    def take(
+        self,
+        budget: int,
+        limit: int,
+        out: list[Update],
+        skip: set[Hashable] | None = None,
+    ) -> int:
         """Append updates fitting in `budget` bytes, fewest-sent first; return bytes used.
 
         Each taken update counts one transmission; updates reaching `limit` leave the
         queue. An update larger than the whole budget is skipped (the caller sizes
-        budgets so every legal update fits one).
+        budgets so every legal update fits one); keys in `skip` are not taken (they are
+        already in this message).
         """
         used = 0
         taken: list[_Item] = []
         for t in sorted(self._buckets):
-            for item in reversed(self._buckets[t].values()):
-                if used + item.size <= budget:
+            bucket = self._buckets[t].values()
+            for item in reversed(bucket) if self.newest_first else bucket:
+                if used + item.size <= budget and (skip is None or item.key not in skip):
                     taken.append(item)
                     used += item.size
             if budget - used < 112:  # smaller than any envelope
@@ -123,8 +134,10 @@ def take_split(
     out: list[Update] = []
     user_budget = int(budget * user_share)
     used = users.take(user_budget, limit, out) if len(users) else 0
+    n_user = len(out)
     if len(members):
         used += members.take(budget - used, limit, out)
     if len(users) and budget - used >= 112:
-        users.take(budget - used, limit, out)
+        skip = {(u.sender, u.seq) for u in out[:n_user] if isinstance(u, UserEvent)}
+        users.take(budget - used, limit, out, skip={("ev", *k) for k in skip})
     return out

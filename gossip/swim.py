@@ -140,7 +140,7 @@ class Swim:
         self._suspicions: dict[PeerId, Suspicion] = {}
         self.awareness = Awareness(config.awareness_max_multiplier, enabled=config.lifeguard)
         self._bq = BroadcastQueue(config.max_broadcasts)
-        self._uq = BroadcastQueue(config.max_user_events_queued)
+        self._uq = BroadcastQueue(config.max_user_events_queued, newest_first=False)
         self._probe: _Probe | None = None
         self._seq = 0
         self._relays: dict[int, tuple[PeerId, int, PeerId]] = {}
@@ -786,6 +786,14 @@ class Swim:
         # Alive claims first, so that accusers and ad owners are known when their
         # accusations and ads are merged (a joiner learns everything in one go).
         for r in msg.states:
+            acc = r.accuse
+            if (
+                acc is not None
+                and acc.kind is not AccuseKind.SUSPECT
+                and acc.incarnation >= r.alive.incarnation
+                and r.alive.peer not in self.members
+            ):
+                continue  # do not learn (or resurrect after reaping) a dead member
             self._apply_update(r.alive, now, out, merge=True)
         for r in msg.states:
             if r.accuse is not None:
