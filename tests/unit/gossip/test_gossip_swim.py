@@ -54,9 +54,7 @@ class Wire:
     """Delivers Sends immediately in FIFO order; timers are recorded, fired by hand."""
 
     def __init__(self, cfg: SwimConfig = LAN, n: int = 3) -> None:
-        self.cores = {
-            IDS[i]: Swim(KEYS[i], cfg, rng=random.Random(i)) for i in range(n)
-        }
+        self.cores = {IDS[i]: Swim(KEYS[i], cfg, rng=random.Random(i)) for i in range(n)}
         self.down: set[PeerId] = set()
         self.events: list[tuple[PeerId, Any]] = []
         self.timers: dict[PeerId, dict[Any, float]] = {p: {} for p in self.cores}
