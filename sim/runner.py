@@ -1,0 +1,646 @@
+"""Run a scenario: build nodes from the real cores, drive churn, faults and workloads,
+and record metrics.
+
+Each node is an `overlay.node.Node` composing the real `gossip.swim.Swim` and
+`dht.core.Kademlia` cores (those the scenario lists), wired as in production: a
+member that gossip reports joined is offered to the DHT (`AddPeer`). Randomness comes
+from one seed, split into independent streams (keys, cores, network, churn,
+workloads), so adding a workload does not shift, say, the network's draws.
+
+What is measured (names as in metrics.json):
+- gossip: `detect_first_s` (crash → first suspicion raised by a prober),
+  `detect_failed_s` (→ first death notice), `detect_all_s` (→ every node that was
+  live at the crash declared it failed or left); false suspicions and failures of
+  live members per sample interval; `event_latency_s` and `event_coverage` of user
+  events; the view accuracy of sampled nodes over time (convergence);
+- dht: `lookup_hops`, `lookup_latency_s`, `lookup_queried`, `lookup_found_closest`
+  (sampled against the true closest live node), `providers_found`,
+  `provide_latency_s`, bulk `fetch_s`;
+- load: messages sent and received per node per second of uptime, by type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from overlay.core.crypto import KeyPair
+from overlay.core.ids import PeerId
+from overlay.node import Node
+from sim.engine import Engine
+from sim.metrics import Metrics
+from sim.network import Network, schedule_partitions
+from sim.scenario import Scenario, Workload
+from sim.world import World
+
+#: Lookups checked against the true closest live node (O(N) each).
+MAX_CLOSEST_CHECKS = 500
+
+
+@dataclass(slots=True)
+class _Death:
+    peer: PeerId
+    at: float
+    witnesses: int  # gossip nodes live at the crash, the victim excluded
+    graceful: bool
+    first_suspect: float | None = None
+    first_failed: float | None = None
+    declared: int = 0
+    all_at: float | None = None
+
+
+@dataclass(slots=True)
+class _Event:
+    sent_at: float
+    live_at_send: int
+    delays: list[float] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Req:
+    kind: str
+    start: float
+    node: int
+    key: bytes
+    check_closest: bool = False
+    fetch_bytes: int = 0
+
+
+class Simulation:
+    """One run of one scenario. `run()` returns the `Metrics`."""
+
+    def __init__(self, sc: Scenario, *, progress: bool = False) -> None:
+        self.sc = sc
+        self.progress = progress
+        master = random.Random(sc.seed)
+        self.rng_keys = random.Random(master.getrandbits(64))
+        self.rng_cores = random.Random(master.getrandbits(64))
+        self.rng_net = random.Random(master.getrandbits(64))
+        self.rng_churn = random.Random(master.getrandbits(64))
+        self.rng_work = random.Random(master.getrandbits(64))
+        self.engine = Engine()
+        self.net = Network(sc.network, self.rng_net)
+        self.metrics = Metrics()
+        self.gossip = "gossip" in sc.protocols
+        self.dht = "dht" in sc.protocols
+        self._setup_protocols()
+        self.world = World(self.engine, self.net, timer_grid=self._grid())
+        self.world.on_emit = self._on_emit
+        self.keys: list[KeyPair] = []
+        self._deaths: dict[PeerId, _Death] = {}
+        self._death_log: list[_Death] = []
+        self._events: dict[tuple[PeerId, int], _Event] = {}
+        self._reqs: dict[int, _Req] = {}
+        self._next_rid = 1
+        self._cids: list[tuple[bytes, int]] = []
+        self._closest_checks = 0
+        self._fp_window = {"false_suspicions": 0, "false_failures": 0}
+        self._leaving: dict[int, None] = {}
+
+    # ------------------------------------------------------------ node assembly
+
+    def _setup_protocols(self) -> None:
+        sc = self.sc
+        if self.gossip:
+            from gossip.profiles import profile
+            from gossip.trust import Verifier
+
+            self.swim_cfg = profile(sc.gossip_profile, **sc.gossip_overrides)
+            # One cache for the whole process: each signed object is verified once,
+            # as gossip/trust.py intends for simulators.
+            self.verifier = Verifier(max(4096, 16 * sc.nodes))
+        if self.dht:
+            from dht.api import KadConfig
+
+            self.kad_cfg = KadConfig(**sc.dht_overrides)
+
+    def _grid(self) -> dict[Any, float]:
+        if not (self.sc.lockstep and self.gossip):
+            return {}
+        c = self.swim_cfg
+        return {("gossip", "probe"): c.probe_interval_s, ("gossip", "gossip"): c.gossip_interval_s}
+
+    def _make_core(self, keys: KeyPair) -> Node:
+        node = Node(keys.peer_id)
+        rng = random.Random(self.rng_cores.getrandbits(64))
+        if self.gossip:
+            from gossip.events import COMMAND_TYPES as GOSSIP_COMMANDS
+            from gossip.events import MemberJoined
+            from gossip.messages import MESSAGE_TYPES
+            from gossip.swim import Swim
+
+            swim = Swim(keys, self.swim_cfg, rng=random.Random(rng.getrandbits(64)),
+                        verifier=self.verifier)
+            node.add_part("gossip", swim, messages=MESSAGE_TYPES, commands=GOSSIP_COMMANDS)
+        if self.dht:
+            from dht.api import COMMAND_TYPES as DHT_COMMANDS
+            from dht.api import AddPeer
+            from dht.core import Kademlia
+            from dht.wire import DhtRequest, DhtResponse
+
+            kad = Kademlia(keys.peer_id, self.kad_cfg, rng=random.Random(rng.getrandbits(64)))
+            node.add_part("dht", kad, messages=(DhtRequest, DhtResponse), commands=DHT_COMMANDS)
+            if self.gossip and self.sc.dht_from_gossip:
+                node.wire(MemberJoined, lambda e: [("dht", AddPeer(e.peer))])
+        return node
+
+    def part(self, idx: int, name: str) -> Any:
+        core = self.world.nodes[idx].core
+        assert isinstance(core, Node)
+        return core.parts[name]
+
+    # ------------------------------------------------------------ joining
+
+    def _new_keys(self) -> KeyPair:
+        return KeyPair.from_rng_seed(self.rng_keys.randbytes(32))
+
+    def _spawn(self) -> int:
+        keys = self._new_keys()
+        idx = self.world.add(keys.peer_id, self._make_core(keys))
+        self.keys.append(keys)
+        self.world.crash(idx)  # not up until its join time
+        self.world.nodes[idx].uptime_s = 0.0
+        return idx
+
+    def _seed_peers(self, me: int) -> list[int]:
+        """Up to `seeds` live nodes to join through: the bootstrap nodes first."""
+        out = [i for i in range(min(self.sc.seeds, len(self.world.nodes)))
+               if i != me and self.world.nodes[i].alive]
+        if not out:
+            live = [i for i in self.world.live() if i != me]
+            if live:
+                out = [self.rng_churn.choice(live)]
+        return out[: self.sc.seeds]
+
+    def _rid(self) -> int:
+        rid = self._next_rid
+        self._next_rid += 1
+        return rid
+
+    # ------------------------------------------------------------ churn and failures
+
+    def _start_churn(self, _: Any = None) -> None:
+        for idx in self.world.live():
+            self._schedule_session_end(idx)
+
+    def _schedule_session_end(self, idx: int) -> None:
+        ch = self.sc.churn
+        assert ch is not None
+        length = ch.session.sample(self.rng_churn)
+        graceful = self.rng_churn.random() < ch.graceful_fraction
+        epoch = self.world.nodes[idx].epoch
+        self.engine.at(self.engine.now + length, self._session_end, (idx, epoch, graceful))
+
+    def _session_end(self, arg: tuple[int, int, bool]) -> None:
+        idx, epoch, graceful = arg
+        n = self.world.nodes[idx]
+        if not n.alive or n.epoch != epoch:
+            return
+        self.metrics.count("churn_leaves_graceful" if graceful else "churn_crashes")
+        self._take_down(idx, graceful=graceful, rejoin=True)
+
+    def _take_down(self, idx: int, *, graceful: bool, rejoin: bool) -> None:
+        if graceful and self.gossip:
+            from gossip.events import Leave
+
+            self._leaving[idx] = None
+            self._note_death(idx, graceful=True)
+            self.world.inject(idx, Leave())
+            # The node stops when gossip emits LeftColony (see _on_emit); be safe.
+            delay = self.swim_cfg.leave_propagate_s + 1.0
+            self.engine.at(self.engine.now + delay, self._finish_leave, (idx, rejoin))
+            return
+        self._note_death(idx, graceful=graceful)
+        self.world.crash(idx)
+        if rejoin:
+            self._schedule_rejoin(idx)
+
+    def _finish_leave(self, arg: tuple[int, bool]) -> None:
+        idx, rejoin = arg
+        self._leaving.pop(idx, None)
+        if self.world.nodes[idx].alive:
+            self.world.crash(idx)
+            if rejoin:
+                self._schedule_rejoin(idx)
+
+    def _schedule_rejoin(self, idx: int) -> None:
+        ch = self.sc.churn
+        if ch is None:
+            return
+        down = ch.downtime.sample(self.rng_churn)
+        if not ch.same_identity:
+            idx = self._spawn()
+        self.engine.at(self.engine.now + down, self._rejoin, idx)
+
+    def _rejoin(self, idx: int) -> None:
+        w = self.world
+        if w.nodes[idx].alive:
+            return
+        w.nodes[idx].core = self._make_core(self.keys[idx])  # state lost with the process
+        self._join_fresh(idx)
+
+    def _join_fresh(self, idx: int) -> None:
+        w = self.world
+        core = w.nodes[idx].core
+        w.restart(idx, core)
+        seeds = [w.nodes[i].peer for i in self._seed_peers(idx)]
+        self.metrics.count("joins")
+        if self.gossip:
+            from gossip.events import Join
+
+            w.inject(idx, Join(tuple(seeds)))
+        if self.dht and seeds:
+            from dht.api import Bootstrap
+            from dht.wire import PeerInfo
+
+            w.inject(idx, Bootstrap(tuple(PeerInfo(p) for p in seeds), self._rid()))
+        if self.sc.churn is not None and self.engine.now >= self.sc.churn.start_s:
+            self._schedule_session_end(idx)
+
+    def _note_death(self, idx: int, *, graceful: bool) -> None:
+        if not self.gossip:
+            return
+        peer = self.world.nodes[idx].peer
+        witnesses = sum(1 for n in self.world.nodes if n.alive and n.idx != idx
+                        and n.idx not in self._leaving)
+        d = _Death(peer, self.engine.now, witnesses, graceful)
+        self._deaths[peer] = d
+        self._death_log.append(d)
+
+    # ------------------------------------------------------------ events from cores
+
+    def _on_emit(self, idx: int, ev: Any) -> None:
+        h = self._handlers.get(type(ev))
+        if h is not None:
+            h(idx, ev)
+
+    def _build_handlers(self) -> None:
+        self._handlers: dict[type, Callable[[int, Any], None]] = {}
+        if self.gossip:
+            from gossip.events import (
+                LeftColony,
+                MemberFailed,
+                MemberLeft,
+                MemberSuspected,
+                UserEventReceived,
+            )
+
+            self._handlers[MemberSuspected] = self._on_suspected
+            self._handlers[MemberFailed] = self._on_failed
+            self._handlers[MemberLeft] = self._on_left
+            self._handlers[UserEventReceived] = self._on_user_event
+            self._handlers[LeftColony] = self._on_left_colony
+        if self.dht:
+            from dht.api import LookupDone, ProvideDone
+
+            self._handlers[LookupDone] = self._on_lookup_done
+            self._handlers[ProvideDone] = self._on_provide_done
+
+    def _dead_record(self, peer: PeerId) -> _Death | None:
+        d = self._deaths.get(peer)
+        if d is None:
+            return None
+        i = self.world.index[peer]
+        n = self.world.nodes[i]
+        # Alive again (rejoined) → the record is about a past life.
+        return d if not n.alive or i in self._leaving else None
+
+    def _on_suspected(self, idx: int, ev: Any) -> None:
+        me = self.world.nodes[idx].peer
+        if ev.accuser != me:
+            return  # count each accusation once, at its origin
+        d = self._dead_record(ev.peer)
+        if d is None:
+            self._fp_window["false_suspicions"] += 1
+            self.metrics.count("false_suspicions")
+        elif d.first_suspect is None:
+            d.first_suspect = self.engine.now
+
+    def _on_failed(self, idx: int, ev: Any) -> None:
+        d = self._dead_record(ev.peer)
+        if d is None:
+            if ev.accuser == self.world.nodes[idx].peer:
+                self._fp_window["false_failures"] += 1
+                self.metrics.count("false_failures")
+            return
+        if d.first_failed is None:
+            d.first_failed = self.engine.now
+        self._declared(d)
+
+    def _on_left(self, idx: int, ev: Any) -> None:
+        d = self._dead_record(ev.peer)
+        if d is not None:
+            self._declared(d)
+
+    def _declared(self, d: _Death) -> None:
+        d.declared += 1
+        if d.all_at is None and d.declared >= d.witnesses:
+            d.all_at = self.engine.now
+
+    def _on_left_colony(self, idx: int, ev: Any) -> None:
+        if idx in self._leaving:
+            self._finish_leave((idx, self.sc.churn is not None))
+
+    def _on_user_event(self, idx: int, ev: Any) -> None:
+        rec = self._events.get((ev.sender, ev.seq))
+        if rec is not None:
+            rec.delays.append(self.engine.now - rec.sent_at)
+
+    def _on_lookup_done(self, idx: int, ev: Any) -> None:
+        req = self._reqs.pop(ev.request_id, None)
+        if req is None:
+            return
+        m = self.metrics
+        lat = self.engine.now - req.start
+        ok = ev.error is None
+        m.count(f"{req.kind}_{'ok' if ok else 'failed'}")
+        if not ok:
+            m.row("lookups", t=self.engine.now, kind=req.kind, hops=ev.hops,
+                  latency_s=lat, queried=ev.queried, ok=0, found=0)
+            return
+        m.sample("lookup_hops", ev.hops)
+        m.sample("lookup_latency_s", lat)
+        m.sample("lookup_queried", ev.queried)
+        found = 1
+        if req.kind == "find_node" and req.check_closest:
+            found = int(self._true_closest(req.key) in ev.result.peers)
+            m.sample("lookup_found_closest", found)
+        elif req.kind in ("get_providers", "fetch"):
+            provs = [p.peer for p in ev.result.providers]
+            found = int(bool(provs))
+            m.sample("providers_found", found)
+            if req.kind == "fetch":
+                self._start_fetch(req, provs)
+        m.row("lookups", t=self.engine.now, kind=req.kind, hops=ev.hops, latency_s=lat,
+              queried=ev.queried, ok=1, found=found)
+
+    def _on_provide_done(self, idx: int, ev: Any) -> None:
+        req = self._reqs.pop(ev.request_id, None)
+        if req is not None:
+            self.metrics.sample("provide_latency_s", self.engine.now - req.start)
+            self.metrics.count("provides_done")
+
+    def _true_closest(self, key: bytes) -> PeerId | None:
+        from overlay.core.ids import key_of_bytes
+
+        target = key_of_bytes(key)
+        best: PeerId | None = None
+        best_d = -1
+        for n in self.world.nodes:
+            if n.alive:
+                dist = n.peer.key ^ target
+                if best is None or dist < best_d:
+                    best, best_d = n.peer, dist
+        return best
+
+    # ------------------------------------------------------------ workloads
+
+    def _schedule_workload(self, w: Workload) -> None:
+        if w.rate_per_s > 0:
+            end = min(w.end_s, self.sc.duration_s)
+            t = max(w.start_s, 0.0) + self.rng_work.expovariate(w.rate_per_s)
+            if t < end:
+                self.engine.at(t, self._tick_workload, (w, end))
+        else:
+            self.engine.at(w.at_s, self._one_shot, w)
+
+    def _tick_workload(self, arg: tuple[Workload, float]) -> None:
+        w, end = arg
+        self._do(w)
+        t = self.engine.now + self.rng_work.expovariate(w.rate_per_s)
+        if t < end:
+            self.engine.at(t, self._tick_workload, arg)
+
+    def _one_shot(self, w: Workload) -> None:
+        for _ in range(w.count):
+            self._do(w)
+
+    def _random_live(self) -> int | None:
+        live = [i for i in self.world.live() if i not in self._leaving]
+        return self.rng_work.choice(live) if live else None
+
+    def _do(self, w: Workload) -> None:
+        idx = self._random_live()
+        if idx is None:
+            self.metrics.count("workload_no_live_node")
+            return
+        m = self.metrics
+        kind = w.kind
+        if kind == "kill":
+            m.count("kills")
+            self._take_down(idx, graceful=False, rejoin=False)
+        elif kind == "leave":
+            m.count("leaves")
+            self._take_down(idx, graceful=True, rejoin=False)
+        elif kind == "user_event":
+            self._send_event(idx, w)
+        elif kind == "lookup":
+            from dht.api import FindNode
+
+            key = self.rng_work.randbytes(32)
+            rid = self._rid()
+            check = self._closest_checks < MAX_CLOSEST_CHECKS
+            self._closest_checks += check
+            self._reqs[rid] = _Req("find_node", self.engine.now, idx, key, check)
+            m.count("lookups_started")
+            self.world.inject(idx, FindNode(rid, key))
+        elif kind == "provide":
+            from dht.api import Provide
+
+            digest = hashlib.sha256(self.rng_work.randbytes(32)).digest()
+            mh = b"\x12\x20" + digest
+            self._cids.append((mh, idx))
+            rid = self._rid()
+            self._reqs[rid] = _Req("provide", self.engine.now, idx, mh)
+            m.count("provides_started")
+            self.world.inject(idx, Provide(rid, (mh,)))
+        elif kind in ("get_providers", "fetch"):
+            from dht.api import GetProviders
+
+            if not self._cids:
+                m.count("get_providers_nothing_published")
+                return
+            mh, _ = self._cids[self.rng_work.randrange(len(self._cids))]
+            rid = self._rid()
+            self._reqs[rid] = _Req(kind, self.engine.now, idx, mh, fetch_bytes=w.size_bytes)
+            m.count(f"{kind}_started")
+            self.world.inject(idx, GetProviders(rid, mh))
+
+    def _send_event(self, idx: int, w: Workload) -> None:
+        from gossip.events import SendUserEvent
+
+        swim = self.part(idx, "gossip")
+        if not swim.started or swim.leaving:
+            return
+        seq = swim._event_seq  # the core numbers its events 0, 1, …; this is the next
+        live = sum(1 for n in self.world.nodes if n.alive) - 1
+        self._events[(self.world.nodes[idx].peer, seq)] = _Event(self.engine.now, live)
+        self.metrics.count("user_events_sent")
+        self.world.inject(idx, SendUserEvent("sim", bytes(w.payload_bytes)))
+
+    def _start_fetch(self, req: _Req, provs: list[PeerId]) -> None:
+        w, net = self.world, self.net
+        for p in provs:
+            src = w.index.get(p)
+            if src is None or not w.nodes[src].alive:
+                continue
+            if not net.reachable(req.node, src, self.engine.now):
+                continue
+            dur = net.transfer_time_s(src, req.node, req.fetch_bytes)
+            net.start_flow(src, req.node)
+            self.engine.at(self.engine.now + dur, self._end_fetch, (src, req))
+            return
+        self.metrics.count("fetch_no_reachable_provider")
+
+    def _end_fetch(self, arg: tuple[int, _Req]) -> None:
+        src, req = arg
+        self.net.end_flow(src, req.node)
+        total = self.engine.now - req.start
+        self.metrics.sample("fetch_s", total)
+        if total > 0:
+            self.metrics.sample("fetch_goodput_bps", req.fetch_bytes / total)
+        self.metrics.count("fetches_done")
+
+    # ------------------------------------------------------------ sampling
+
+    def _sample(self, _: Any = None) -> None:
+        w, m = self.world, self.metrics
+        live = w.live()
+        row: dict[str, Any] = {
+            "t": self.engine.now,
+            "live": len(live),
+            "messages": w.stats["sent"],
+        }
+        if self.gossip:
+            row.update(self._fp_window)
+            self._fp_window = {k: 0 for k in self._fp_window}
+            row["view_accuracy"], row["view_stale"] = self._view_accuracy(live)
+        if self.dht:
+            k = min(self.sc.view_sample, len(live))
+            pick = self.rng_work.sample(live, k) if k else []
+            sizes = [len(self.part(i, "dht").table) for i in pick]
+            row["dht_table_mean"] = sum(sizes) / len(sizes) if sizes else 0.0
+        m.row("timeseries", **row)
+
+    def _view_accuracy(self, live: list[int]) -> tuple[float, float]:
+        """Mean over sampled live nodes: share of live nodes they see as live, and
+        share of their live-looking members that are in fact down."""
+        from gossip.members import MemberState
+
+        k = min(self.sc.view_sample, len(live))
+        if k == 0:
+            return 0.0, 0.0
+        live_peers = {self.world.nodes[i].peer for i in live}
+        acc = stale = 0.0
+        for i in self.rng_work.sample(live, k):
+            swim = self.part(i, "gossip")
+            seen = [p for p, mm in swim.members.items()
+                    if mm.state in (MemberState.ALIVE, MemberState.SUSPECT)]
+            good = sum(1 for p in seen if p in live_peers)
+            acc += (good + 1) / len(live_peers)
+            stale += (len(seen) - good) / max(1, len(seen))
+        return acc / k, stale / k
+
+    # ------------------------------------------------------------ the run
+
+    def build(self) -> None:
+        sc = self.sc
+        self._build_handlers()
+        for _ in range(sc.nodes):
+            self._spawn()
+        n = sc.nodes
+        for i in range(n):
+            # Bootstrap nodes first, the rest spread over join_spread_s in order.
+            t = 0.0 if i < sc.seeds else sc.join_spread_s * i / n
+            self.engine.at(t, self._first_join, i)
+        schedule_partitions(self.net, list(sc.partitions), self.engine.at)
+        if sc.churn is not None:
+            self.engine.at(sc.churn.start_s, self._start_churn)
+        for w in sc.workloads:
+            self._schedule_workload(w)
+        t = sc.sample_interval_s
+        while t <= sc.duration_s + 1e-9:
+            self.engine.at(t, self._sample)
+            t += sc.sample_interval_s
+
+    def _first_join(self, idx: int) -> None:
+        self._join_fresh(idx)
+
+    def run(self) -> Metrics:
+        self.build()
+        sc = self.sc
+        steps = 200
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps, desc=sc.name, unit="step", leave=False,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| sim {postfix}")
+        for s in range(1, steps + 1):
+            self.engine.run_until(sc.duration_s * s / steps)
+            if bar is not None:
+                bar.set_postfix_str(f"{self.engine.now:.0f}/{sc.duration_s:.0f} s, "
+                                    f"{self.engine.events_run} events")
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        self._finish()
+        return self.metrics
+
+    def _finish(self) -> None:
+        m, w, sc = self.metrics, self.world, self.sc
+        m.info.update({
+            "scenario": sc.name,
+            "seed": sc.seed,
+            "nodes": sc.nodes,
+            "node_slots": len(w.nodes),
+            "protocols": list(sc.protocols),
+            "duration_s": sc.duration_s,
+            "events": self.engine.events_run,
+            "live_at_end": len(w.live()),
+        })
+        for k, v in sorted(w.stats.items()):
+            m.counters[f"net_{k}"] = v
+        for k, v in sorted(self.net.stats.items()):
+            m.counters[f"net_{k}"] = v
+        for k, v in sorted(w.by_type.items()):
+            m.counters[f"msg_{k}"] = v
+        for d in self._death_log:
+            first = None if d.first_suspect is None else d.first_suspect - d.at
+            failed = None if d.first_failed is None else d.first_failed - d.at
+            full = None if d.all_at is None else d.all_at - d.at
+            if not d.graceful:
+                if first is not None:
+                    m.sample("detect_first_s", first)
+                if failed is not None:
+                    m.sample("detect_failed_s", failed)
+            if full is not None:
+                m.sample("detect_all_s" if not d.graceful else "leave_all_s", full)
+            m.row("detections", t=d.at, graceful=int(d.graceful), witnesses=d.witnesses,
+                  first_suspect_s=first, first_failed_s=failed, declared=d.declared,
+                  all_s=full)
+        for (_, seq), ev in self._events.items():
+            cov = len(ev.delays) / ev.live_at_send if ev.live_at_send else 1.0
+            m.sample("event_coverage", cov)
+            for dly in ev.delays:
+                m.sample("event_latency_s", dly)
+            ds = sorted(ev.delays)
+            m.row("events", t=ev.sent_at, seq=seq, live=ev.live_at_send,
+                  received=len(ds), coverage=cov, last_s=ds[-1] if ds else None)
+        for n in w.nodes:
+            up = w.uptime_s(n.idx)
+            if up <= 0:
+                continue
+            m.sample("load_sent_per_s", w.sent[n.idx] / up)
+            m.sample("load_received_per_s", w.received[n.idx] / up)
+            m.row("load", node=n.idx, region=self.net.region_names[self.net.region[n.idx]],
+                  nat=int(self.net.nat[n.idx]), uptime_s=up, sent=w.sent[n.idx],
+                  received=w.received[n.idx], sent_per_s=w.sent[n.idx] / up,
+                  received_per_s=w.received[n.idx] / up)
+
+
+def run(sc: Scenario, *, progress: bool = False) -> Metrics:
+    return Simulation(sc, progress=progress).run()

@@ -1,0 +1,218 @@
+"""The simulator's driver: carries out every node's effects on the event heap.
+
+This is the simulated counterpart of overlay/runtime/driver.py. Each node slot holds
+one real sans-IO core (usually an `overlay.node.Node` composing dht and gossip); the
+world feeds it `Received`, `TimerFired` and commands at virtual times and carries out
+its effects:
+
+- `Send` → the network model decides loss, reachability (partitions, NAT) and delay,
+  and the message is delivered as `Received` at `now + delay` if the node is still up;
+- `SetTimer` → a heap entry; only the latest deadline of a timer id fires (replace
+  semantics of overlay/core/effects.py), and a crash invalidates all of a node's timers
+  (the `epoch` in each entry);
+- `Emit` → handed to `on_emit(idx, event)` for metrics;
+- `Disconnect` → counted.
+
+Lockstep: `timer_grid` maps timer ids to a round length; such deadlines are rounded
+up to the next multiple of it, so every node's rounds line up. The round-based
+analyses (SWIM's first-detection time, push-gossip rounds) assume synchronous rounds;
+docs/simulation.md reports both lockstep and free-running results.
+
+DHT requests keep the sender's request id on the way (the core serves each request
+within one `handle` call, so the id comes back in the response, as the runtime's
+per-stream mapping would do).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from overlay.core.effects import (
+    CancelTimer,
+    Disconnect,
+    Effect,
+    Emit,
+    PeerUnreachable,
+    Received,
+    Send,
+    SetTimer,
+    TimerFired,
+)
+from overlay.core.ids import PeerId
+from sim.engine import Engine
+from sim.network import Network
+
+
+class Core(Protocol):
+    def handle(self, inp: Any, now: float) -> list[Effect]: ...
+
+
+class SimNode:
+    __slots__ = ("alive", "core", "epoch", "idx", "peer", "timers", "up_since", "uptime_s")
+
+    def __init__(self, idx: int, peer: PeerId, core: Core, now: float) -> None:
+        self.idx = idx
+        self.peer = peer
+        self.core = core
+        self.alive = True
+        self.epoch = 0
+        self.timers: dict[Any, float] = {}
+        self.up_since = now
+        self.uptime_s = 0.0
+
+
+class World:
+    """Nodes, their timers and message delivery over a `Network`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        net: Network,
+        *,
+        timer_grid: dict[Any, float] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.net = net
+        self.nodes: list[SimNode] = []
+        self.index: dict[PeerId, int] = {}
+        self.timer_grid = timer_grid or {}
+        self.on_emit: Callable[[int, Any], None] | None = None
+        #: Per node slot: messages sent and received.
+        self.sent: list[int] = []
+        self.received: list[int] = []
+        #: Messages by type name (sent), for the load breakdown.
+        self.by_type: dict[str, int] = {}
+        self.stats: dict[str, int] = {
+            "sent": 0,
+            "delivered": 0,
+            "to_dead": 0,
+            "unknown_peer": 0,
+            "unreachable": 0,
+            "disconnects": 0,
+            "timers_fired": 0,
+        }
+
+    # ------------------------------------------------------------ population
+
+    def add(self, peer: PeerId, core: Core, *, region: str | None = None,
+            nat: bool | None = None) -> int:
+        idx = self.net.place(region, nat=nat)
+        assert idx == len(self.nodes)
+        self.nodes.append(SimNode(idx, peer, core, self.engine.now))
+        self.index[peer] = idx
+        self.sent.append(0)
+        self.received.append(0)
+        return idx
+
+    def crash(self, idx: int) -> None:
+        """Stop a node at once: no more inputs, its pending timers are void."""
+        n = self.nodes[idx]
+        if not n.alive:
+            return
+        n.alive = False
+        n.epoch += 1
+        n.timers = {}
+        n.uptime_s += self.engine.now - n.up_since
+
+    def restart(self, idx: int, core: Core) -> None:
+        """Bring a slot back with a fresh core (state lost, as after a process exit)."""
+        n = self.nodes[idx]
+        n.core = core
+        n.alive = True
+        n.epoch += 1
+        n.timers = {}
+        n.up_since = self.engine.now
+
+    def uptime_s(self, idx: int) -> float:
+        n = self.nodes[idx]
+        return n.uptime_s + (self.engine.now - n.up_since if n.alive else 0.0)
+
+    def inject(self, idx: int, inp: Any) -> None:
+        """Hand a command to a live node now and carry out its effects."""
+        n = self.nodes[idx]
+        if n.alive:
+            self.apply(n, n.core.handle(inp, self.engine.now))
+
+    # ------------------------------------------------------------ effects
+
+    def apply(self, n: SimNode, effects: list[Effect]) -> None:
+        engine = self.engine
+        for eff in effects:
+            t = type(eff)
+            if t is Send:
+                self._send(n, eff.peer, eff.msg)  # type: ignore[union-attr]
+            elif t is SetTimer:
+                at = eff.at  # type: ignore[union-attr]
+                timer = eff.timer  # type: ignore[union-attr]
+                if self.timer_grid:
+                    g = self.timer_grid.get(timer)
+                    if g is not None:
+                        # Round up to the grid; the 1e-9 keeps exact multiples in place.
+                        at = math.ceil(at / g - 1e-9) * g
+                n.timers[timer] = at
+                engine.at(at, self._fire, (n, n.epoch, timer, at))
+            elif t is CancelTimer:
+                n.timers.pop(eff.timer, None)  # type: ignore[union-attr]
+            elif t is Emit:
+                if self.on_emit is not None:
+                    self.on_emit(n.idx, eff.event)  # type: ignore[union-attr]
+            elif t is Disconnect:
+                self.stats["disconnects"] += 1
+
+    def _send(self, n: SimNode, dst: PeerId, msg: Any) -> None:
+        stats = self.stats
+        stats["sent"] += 1
+        src = n.idx
+        self.sent[src] += 1
+        name = type(msg).__name__
+        self.by_type[name] = self.by_type.get(name, 0) + 1
+        d = self.index.get(dst)
+        if d is None:
+            stats["unknown_peer"] += 1
+            return
+        net = self.net
+        now = self.engine.now
+        if not self.nodes[d].alive or not net.reachable(src, d, now):
+            stats["unreachable"] += 1
+            after = net.cfg.unreachable_after_s
+            if after > 0:
+                self.engine.at(now + after, self._unreachable, (n, n.epoch, dst))
+            return
+        delay = net.delay(src, d)
+        if delay is None:
+            return
+        self.engine.at(now + delay, self._deliver, (n.peer, d, msg))
+
+    def _deliver(self, arg: tuple[PeerId, int, Any]) -> None:
+        src, d, msg = arg
+        n = self.nodes[d]
+        if not n.alive:
+            self.stats["to_dead"] += 1
+            return
+        self.stats["delivered"] += 1
+        self.received[d] += 1
+        self.apply(n, n.core.handle(Received(src, msg), self.engine.now))
+
+    def _unreachable(self, arg: tuple[SimNode, int, PeerId]) -> None:
+        n, epoch, peer = arg
+        if n.alive and n.epoch == epoch:
+            self.apply(n, n.core.handle(PeerUnreachable(peer), self.engine.now))
+
+    def _fire(self, arg: tuple[SimNode, int, Any, float]) -> None:
+        n, epoch, timer, at = arg
+        if not n.alive or n.epoch != epoch or n.timers.get(timer) != at:
+            return  # cancelled, replaced, or the node crashed since
+        del n.timers[timer]
+        self.stats["timers_fired"] += 1
+        self.apply(n, n.core.handle(TimerFired(timer), self.engine.now))
+
+    # ------------------------------------------------------------ queries
+
+    def live(self) -> list[int]:
+        return [n.idx for n in self.nodes if n.alive]
+
+    def is_alive(self, peer: PeerId) -> bool:
+        i = self.index.get(peer)
+        return i is not None and self.nodes[i].alive
