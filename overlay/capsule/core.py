@@ -1,0 +1,280 @@
+"""`CapsuleCore`: one node's capsule layer — origin, custody and executor — as one core.
+
+`core.handle(inp, now) -> list[Effect]` (overlay.core.effects). Inputs:
+
+Commands from the node / control API
+    `MembersChanged(members)`      the live set with ads and roles (from gossip)
+    `SubmitCapsule(capsule, chain)` submit through this node (retried until acked)
+    `CancelCapsule(capsule_id)`    ask the custodians to cancel (origin/submitter only)
+    `QueryCapsule(capsule_id)`     ask the leader; answered by a `CapsuleStatusKnown`
+    `LocalityHint(cid, peers)`     DHT providers of an input CID (feeds placement)
+    `CapsuleExited(...)`           from the runtime: our process for a lease ended
+Inputs from the driver
+    `Received(peer, msg)` for the messages in `messages.MESSAGE_TYPES`,
+    `TimerFired(timer)`, `PeerUnreachable(peer)` (hides the peer until the next view).
+
+Effects are `Send`, `SetTimer`/`CancelTimer` (ids are tuples whose first element starts
+with "o." origin, "c." custody or "x." executor) and `Emit(event)` (overlay.capsule.events).
+Messages this node addresses to itself (it may be a custodian and the executor of the
+same capsule) are handled in place, up to `MAX_LOOPBACK` per input, so a driver never
+has to dial itself.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from overlay.capsule import events as ev
+from overlay.capsule.custody import Custody, CustodyConfig, LocalityHint
+from overlay.capsule.executor import CapsuleExited, Executor, ExecutorConfig
+from overlay.capsule.members import MembersChanged, MemberView
+from overlay.capsule.messages import (
+    CancelRequest,
+    Heartbeat,
+    LeaseOffer,
+    LeaseReply,
+    LeaseRevoked,
+    ReceiptMsg,
+    ReceiptReply,
+    Replicate,
+    ReplicateAck,
+    StatusQuery,
+    StatusReply,
+    Submit,
+    SubmitAck,
+    SyncReply,
+    SyncRequest,
+)
+from overlay.capsule.spec import Capsule, capsule_key
+from overlay.core.certs import Certificate, RevocationList
+from overlay.core.crypto import KeyPair
+from overlay.core.effects import (
+    CancelTimer,
+    Effect,
+    Emit,
+    PeerUnreachable,
+    Received,
+    Send,
+    SetTimer,
+    TimerFired,
+)
+from overlay.core.errors import LocalProtocolError
+from overlay.core.ids import PeerId
+
+MAX_LOOPBACK = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitCapsule:
+    capsule: Capsule
+    chain: tuple[Certificate, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CancelCapsule:
+    capsule_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryCapsule:
+    capsule_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OriginConfig:
+    submit_retry_s: float = 2.0
+    submit_max_tries: int = 15
+    max_pending: int = 10_000
+    max_watched: int = 100_000
+
+
+class Origin:
+    """The submitting side: retries a Submit until a leader acks it; reports statuses."""
+
+    def __init__(self, me: PeerId, view: MemberView, config: OriginConfig, k_c: int) -> None:
+        self.me = me
+        self.view = view
+        self.config = config
+        self.k_c = k_c
+        self._pending: dict[str, tuple[Submit, int]] = {}
+        self._watched: dict[str, None] = {}
+        self.stats: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        self.stats[name] = self.stats.get(name, 0) + 1
+
+    def _watch(self, cid: str) -> None:
+        if cid not in self._watched and len(self._watched) >= self.config.max_watched:
+            del self._watched[next(iter(self._watched))]
+        self._watched[cid] = None
+
+    def submit(self, cmd: SubmitCapsule, now: float) -> list[Effect]:
+        cap = cmd.capsule
+        if cap.id not in self._pending and len(self._pending) >= self.config.max_pending:
+            self._count("submits_dropped")
+            return [Emit(ev.SubmissionRejected(cap.id, "too many submissions in flight"))]
+        msg = Submit(cap, cmd.chain, self.me, 0)
+        self._pending[cap.id] = (msg, 1)
+        self._watch(cap.id)
+        return self._send(msg, now)
+
+    def _send(self, msg: Submit, now: float) -> list[Effect]:
+        leader = self.view.leader(msg.capsule.key, self.k_c)
+        cid = msg.capsule.id
+        return [Send(leader, msg), SetTimer(("o.submit", cid), now + self.config.submit_retry_s)]
+
+    def on_ack(self, peer: PeerId, msg: SubmitAck, now: float) -> list[Effect]:
+        if self._pending.pop(msg.capsule_id, None) is None:
+            return []
+        out: list[Effect] = [CancelTimer(("o.submit", msg.capsule_id))]
+        if msg.accepted:
+            out.append(Emit(ev.SubmissionAccepted(msg.capsule_id)))
+        else:
+            self._count("submits_rejected")
+            out.append(Emit(ev.SubmissionRejected(msg.capsule_id, msg.reason)))
+        return out
+
+    def on_timer(self, timer: tuple[Any, ...], now: float) -> list[Effect]:
+        item = self._pending.get(timer[1])
+        if item is None:
+            return []
+        msg, tries = item
+        if tries >= self.config.submit_max_tries:
+            del self._pending[timer[1]]
+            self._count("submits_unanswered")
+            why = f"no custodian acknowledged after {tries} tries"
+            return [Emit(ev.SubmissionRejected(timer[1], why))]
+        self._pending[timer[1]] = (msg, tries + 1)
+        self._count("submit_retries")
+        return self._send(msg, now)
+
+    def cancel(self, cmd: CancelCapsule, key: int) -> list[Effect]:
+        msg = CancelRequest(cmd.capsule_id, cmd.reason)
+        return [Send(p, msg) for p in self.view.closest(key, self.k_c)]
+
+    def query(self, cmd: QueryCapsule, key: int) -> list[Effect]:
+        self._watch(cmd.capsule_id)
+        return [Send(self.view.leader(key, self.k_c), StatusQuery(cmd.capsule_id))]
+
+    def on_status(self, msg: StatusReply) -> list[Effect]:
+        if msg.capsule_id not in self._watched:
+            return []
+        return [Emit(ev.CapsuleStatusKnown(msg.capsule_id, msg.state, msg.reason, msg.outputs,
+                                           msg.exit_status))]  # fmt: skip
+
+
+class CapsuleCore:
+    def __init__(
+        self,
+        me: PeerId,
+        keypair: KeyPair,
+        *,
+        custody: CustodyConfig | None = None,
+        executor: ExecutorConfig | None = None,
+        origin: OriginConfig | None = None,
+        rng: random.Random | None = None,
+        revocations: RevocationList | None = None,
+        unreachable_ttl_s: float = 30.0,
+    ) -> None:
+        if keypair.peer_id != me:
+            raise LocalProtocolError("keypair does not belong to this peer id")
+        self.me = me
+        self.view = MemberView(me, unreachable_ttl_s)
+        cc = custody or CustodyConfig()
+        self.custody = Custody(me, self.view, cc, rng, revocations)
+        self.executor = Executor(me, keypair, self.view, executor, cc.k_c)
+        self.origin = Origin(me, self.view, origin or OriginConfig(), cc.k_c)
+        self.loopback_overflow = 0
+
+    def handle(self, inp: Any, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        queue: deque[Received] = deque()
+        self._route(inp, now, out, queue)
+        hops = 0
+        while queue:
+            hops += 1
+            if hops > MAX_LOOPBACK:
+                self.loopback_overflow += len(queue)
+                break
+            self._route(queue.popleft(), now, out, queue)
+        return out
+
+    def _route(self, inp: Any, now: float, out: list[Effect], queue: deque[Received]) -> None:
+        for eff in self._dispatch(inp, now):
+            if isinstance(eff, Send) and eff.peer == self.me:
+                queue.append(Received(self.me, eff.msg))
+            else:
+                out.append(eff)
+
+    def _dispatch(self, inp: Any, now: float) -> list[Effect]:
+        c, x = self.custody, self.executor
+        if isinstance(inp, Received):
+            peer, msg = inp.peer, inp.msg
+            handler = _RECEIVE.get(type(msg))
+            if handler is None:
+                return []
+            result: list[Effect] = handler(self, peer, msg, now)
+            return result
+        if isinstance(inp, TimerFired):
+            t = inp.timer
+            if not isinstance(t, tuple) or len(t) < 2 or not isinstance(t[0], str):
+                return []
+            if t[0].startswith("c."):
+                return c.on_timer(t, now)
+            if t[0].startswith("x."):
+                return x.on_timer(t, now)
+            if t[0].startswith("o."):
+                return self.origin.on_timer(t, now)
+            return []
+        if isinstance(inp, MembersChanged):
+            self.view.update(inp.members)
+            return c.on_members_changed(now)
+        if isinstance(inp, PeerUnreachable):
+            self.view.expire(now)
+            if self.view.mark_unreachable(inp.peer, now):
+                return c.on_members_changed(now)
+            return []
+        if isinstance(inp, SubmitCapsule):
+            return self.origin.submit(inp, now)
+        if isinstance(inp, CancelCapsule):
+            return self.origin.cancel(inp, capsule_key(inp.capsule_id))
+        if isinstance(inp, QueryCapsule):
+            return self.origin.query(inp, capsule_key(inp.capsule_id))
+        if isinstance(inp, LocalityHint):
+            c.on_locality(inp)
+            return []
+        if isinstance(inp, CapsuleExited):
+            return x.on_exited(inp, now)
+        raise LocalProtocolError(f"CapsuleCore does not take {type(inp).__name__}")
+
+
+def _status(core: CapsuleCore, peer: PeerId, msg: StatusReply, now: float) -> list[Effect]:
+    return core.custody.on_status_reply(peer, msg, now) + core.origin.on_status(msg)
+
+
+_RECEIVE: dict[type, Any] = {
+    Submit: lambda k, p, m, n: k.custody.on_submit(p, m, n),
+    SubmitAck: lambda k, p, m, n: k.origin.on_ack(p, m, n),
+    Replicate: lambda k, p, m, n: k.custody.on_replicate(p, m, n),
+    ReplicateAck: lambda k, p, m, n: k.custody.on_replicate_ack(p, m, n),
+    SyncRequest: lambda k, p, m, n: k.custody.on_sync_request(p, m, n),
+    SyncReply: lambda k, p, m, n: k.custody.on_sync_reply(p, m, n),
+    LeaseOffer: lambda k, p, m, n: k.executor.on_offer(p, m, n),
+    LeaseReply: lambda k, p, m, n: k.custody.on_lease_reply(p, m, n),
+    Heartbeat: lambda k, p, m, n: k.custody.on_heartbeat(p, m, n),
+    LeaseRevoked: lambda k, p, m, n: k.executor.on_revoked(p, m, n),
+    ReceiptMsg: lambda k, p, m, n: k.custody.on_receipt(p, m, n),
+    ReceiptReply: lambda k, p, m, n: k.executor.on_receipt_reply(p, m, n),
+    StatusQuery: lambda k, p, m, n: k.custody.on_status_query(p, m, n),
+    StatusReply: _status,
+    CancelRequest: lambda k, p, m, n: k.custody.on_cancel(p, m, n),
+}
+
+#: Command types the node composition routes to this core.
+COMMAND_TYPES: tuple[type, ...] = (
+    MembersChanged, SubmitCapsule, CancelCapsule, QueryCapsule, LocalityHint, CapsuleExited,
+)  # fmt: skip

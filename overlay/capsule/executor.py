@@ -1,0 +1,256 @@
+"""The executor's sans-IO half: accept or refuse leases, heartbeat, sign receipts.
+
+The trio runtime only runs processes: it starts one on `RunRequested`, stops it on
+`KillRequested`, and reports `CapsuleExited` when it ends. Everything else is here:
+
+- A `LeaseOffer` is accepted when the capsule's conditions fit what is *left* of this
+  node's `ExecutorConfig` capacity (slots, cpu, memory, gpus; executor kind, labels,
+  location) and its token is higher than any this node has seen for the capsule
+  (fencing on the executor side too). An offer with a higher token for a capsule we
+  still run means custody gave our lease up: the old attempt is killed first.
+- While running, a `Heartbeat(capsule, token)` goes to every custodian in our view
+  every `heartbeat_s` (so a new leader already knows we are alive); `maxexectime_s`
+  is enforced locally with a `KillRequested`.
+- On exit we sign a `Receipt` and send it to every custodian, re-sending every
+  `receipt_retry_s` (to the custodians of the *current* view) until the leader answers
+  `ReceiptReply` or `receipt_max_tries` is reached (counted, `ReceiptSettled` with
+  accepted=False).
+- `LeaseRevoked` with our current token stops the attempt.
+
+Bounded: at most `slots` running leases, `max_outbox` unsettled receipts (oldest
+abandoned, counted), `max_tokens` remembered highest tokens (oldest forgotten).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from overlay.capsule import events as ev
+from overlay.capsule.members import MemberView
+from overlay.capsule.messages import (
+    Heartbeat,
+    LeaseOffer,
+    LeaseReply,
+    LeaseRevoked,
+    ReceiptMsg,
+    ReceiptReply,
+)
+from overlay.capsule.placement import NodeAd, first_failure
+from overlay.capsule.receipts import Receipt
+from overlay.capsule.spec import Capsule, Conditions, capsule_key
+from overlay.core.crypto import KeyPair
+from overlay.core.effects import CancelTimer, Effect, Emit, Send, SetTimer
+from overlay.core.ids import PeerId
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorConfig:
+    slots: int = 4
+    cpu: float = 4.0
+    mem_mib: int = 8192
+    gpu: int = 0
+    executors: tuple[str, ...] = ("subprocess",)
+    labels: tuple[tuple[str, str], ...] = ()
+    location: str = ""
+    receipt_retry_s: float = 2.0
+    receipt_max_tries: int = 30
+    max_outbox: int = 1024
+    max_tokens: int = 65536
+
+    def ad(self, used_slots: int = 0, cpu_load: float = 0.0) -> NodeAd:
+        """What to advertise (the node puts this in its signed resource ad)."""
+        return NodeAd(cpu=self.cpu, cpu_load=cpu_load, mem_mib=self.mem_mib, gpu=self.gpu,
+                      executors=self.executors, labels=self.labels, location=self.location,
+                      free_slots=max(0, self.slots - used_slots))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CapsuleExited:
+    """Command from the runtime: the process of lease `token` ended."""
+
+    capsule_id: str
+    token: int
+    exit_status: int
+    outputs: tuple[str, ...] = ()
+    log_cid: str = ""
+    started: float = 0.0
+    finished: float = 0.0
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class _Run:
+    capsule: Capsule
+    token: int
+    heartbeat_s: float
+
+
+class Executor:
+    def __init__(
+        self,
+        me: PeerId,
+        keypair: KeyPair,
+        view: MemberView,
+        config: ExecutorConfig | None = None,
+        k_c: int = 3,
+    ) -> None:
+        self.me = me
+        self.keypair = keypair
+        self.view = view
+        self.config = config or ExecutorConfig()
+        self.k_c = k_c
+        self.running: dict[str, _Run] = {}
+        self._outbox: dict[str, tuple[Receipt, int]] = {}
+        self._highest: dict[str, int] = {}
+        self.stats: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        self.stats[name] = self.stats.get(name, 0) + 1
+
+    def ad(self) -> NodeAd:
+        return self.config.ad(len(self.running))
+
+    def _custodians(self, key: int) -> list[PeerId]:
+        return self.view.closest(key, self.k_c)
+
+    def _remember(self, cid: str, token: int) -> None:
+        self._highest.pop(cid, None)
+        if len(self._highest) >= self.config.max_tokens:
+            del self._highest[next(iter(self._highest))]
+        self._highest[cid] = token
+
+    def capacity_problem(self, cond: Conditions, replacing: str | None = None) -> str | None:
+        """Why `cond` does not fit what is left, or None."""
+        cfg = self.config
+        runs = [r for cid, r in self.running.items() if cid != replacing]
+        used_cpu = sum(r.capsule.spec.conditions.cpu for r in runs)
+        used_mem = sum(r.capsule.spec.conditions.mem_mib for r in runs)
+        used_gpu = sum(r.capsule.spec.conditions.gpu for r in runs)
+        left = NodeAd(cpu=cfg.cpu - used_cpu, mem_mib=cfg.mem_mib - used_mem,
+                      gpu=cfg.gpu - used_gpu, executors=cfg.executors, labels=cfg.labels,
+                      location=cfg.location, free_slots=cfg.slots - len(runs))  # fmt: skip
+        why = first_failure(cond, left)
+        if why is None:
+            return None
+        return {
+            "executor": f"no {cond.executor} executor here",
+            "cpu": f"only {left.cpu:g} of {cond.cpu:g} cpu free",
+            "mem": f"only {left.mem_mib} of {cond.mem_mib} MiB free",
+            "gpu": f"only {left.gpu} of {cond.gpu} gpu free",
+            "label": "labels do not match",
+            "location": f"location is {cfg.location or 'unset'}",
+            "slots": f"all {cfg.slots} slots busy",
+        }.get(why, why)
+
+    # ------------------------------------------------------------ inputs
+
+    def on_offer(self, peer: PeerId, msg: LeaseOffer, now: float) -> list[Effect]:
+        cap = msg.capsule
+        cid = cap.id
+        if msg.token <= self._highest.get(cid, 0):
+            self._count("offers_stale")
+            return [Send(peer, LeaseReply(cid, msg.token, False, "stale token"))]
+        out: list[Effect] = []
+        why = self.capacity_problem(cap.spec.conditions, replacing=cid)
+        if why is not None:
+            self._count("offers_refused")
+            return [Send(peer, LeaseReply(cid, msg.token, False, why))]
+        old = self.running.pop(cid, None)
+        if old is not None:  # custody re-leased it: our attempt is fenced off
+            out += self._stop(cid, old.token, f"superseded by lease {msg.token}")
+        self._remember(cid, msg.token)
+        self.running[cid] = _Run(cap, msg.token, msg.timing.heartbeat_s)
+        self._count("offers_accepted")
+        out.append(Send(peer, LeaseReply(cid, msg.token, True)))
+        out.append(Emit(ev.RunRequested(cap, msg.token, cap.spec.maxexectime_s)))
+        out.append(SetTimer(("x.hb", cid), now + msg.timing.heartbeat_s))
+        if cap.spec.maxexectime_s > 0:
+            out.append(SetTimer(("x.kill", cid, msg.token), now + cap.spec.maxexectime_s))
+        return out
+
+    def on_revoked(self, peer: PeerId, msg: LeaseRevoked, now: float) -> list[Effect]:
+        run = self.running.get(msg.capsule_id)
+        if run is None or run.token != msg.token:
+            return []
+        if peer not in self._custodians(run.capsule.key):
+            self._count("revoke_from_non_custodian")
+            return []
+        del self.running[msg.capsule_id]
+        self._count("leases_revoked")
+        return self._stop(msg.capsule_id, msg.token, msg.reason or "lease revoked")
+
+    def _stop(self, cid: str, token: int, reason: str) -> list[Effect]:
+        return [
+            CancelTimer(("x.hb", cid)),
+            CancelTimer(("x.kill", cid, token)),
+            Emit(ev.KillRequested(cid, token, reason)),
+        ]
+
+    def on_exited(self, cmd: CapsuleExited, now: float) -> list[Effect]:
+        run = self.running.get(cmd.capsule_id)
+        if run is None or run.token != cmd.token:
+            self._count("exits_ignored")  # killed or superseded: custody moved on
+            return []
+        del self.running[cmd.capsule_id]
+        receipt = Receipt.sign(self.keypair, cmd.capsule_id, cmd.token, cmd.exit_status,
+                               cmd.outputs, cmd.log_cid, cmd.started, cmd.finished,
+                               cmd.reason)  # fmt: skip
+        out: list[Effect] = [CancelTimer(("x.hb", cmd.capsule_id)),
+                             CancelTimer(("x.kill", cmd.capsule_id, cmd.token))]  # fmt: skip
+        if cmd.capsule_id not in self._outbox and len(self._outbox) >= self.config.max_outbox:
+            victim = next(iter(self._outbox))
+            r, _ = self._outbox.pop(victim)
+            self._count("receipts_abandoned")
+            out.append(CancelTimer(("x.receipt", victim)))
+            out.append(Emit(ev.ReceiptSettled(victim, r.token, False, "receipt outbox full")))
+        self._outbox[cmd.capsule_id] = (receipt, 1)
+        out += self._send_receipt(receipt, run.capsule.key, now)
+        return out
+
+    def _send_receipt(self, r: Receipt, key: int, now: float) -> list[Effect]:
+        msg = ReceiptMsg(r)
+        out: list[Effect] = [Send(p, msg) for p in self._custodians(key)]
+        out.append(SetTimer(("x.receipt", r.capsule_id), now + self.config.receipt_retry_s))
+        return out
+
+    def on_receipt_reply(self, peer: PeerId, msg: ReceiptReply, now: float) -> list[Effect]:
+        item = self._outbox.get(msg.capsule_id)
+        if item is None or item[0].token != msg.token:
+            return []
+        del self._outbox[msg.capsule_id]
+        self._count("receipts_accepted" if msg.accepted else "receipts_rejected")
+        return [
+            CancelTimer(("x.receipt", msg.capsule_id)),
+            Emit(ev.ReceiptSettled(msg.capsule_id, msg.token, msg.accepted, msg.reason)),
+        ]
+
+    def on_timer(self, timer: tuple[Any, ...], now: float) -> list[Effect]:
+        kind, cid = timer[0], timer[1]
+        if kind == "x.hb":
+            run = self.running.get(cid)
+            if run is None:
+                return []
+            hb = Heartbeat(cid, run.token)
+            out: list[Effect] = [Send(p, hb) for p in self._custodians(run.capsule.key)]
+            out.append(SetTimer(("x.hb", cid), now + run.heartbeat_s))
+            return out
+        if kind == "x.kill":
+            run = self.running.get(cid)
+            if run is None or run.token != timer[2]:
+                return []
+            # Keep the lease: the runtime reports the killed process via CapsuleExited.
+            self._count("maxexectime_kills")
+            return [Emit(ev.KillRequested(cid, run.token, "maxexectime exceeded"))]
+        if kind == "x.receipt":
+            item = self._outbox.get(cid)
+            if item is None:
+                return []
+            receipt, tries = item
+            if tries >= self.config.receipt_max_tries:
+                del self._outbox[cid]
+                self._count("receipts_abandoned")
+                return [Emit(ev.ReceiptSettled(cid, receipt.token, False, "no custodian answered"))]
+            self._outbox[cid] = (receipt, tries + 1)
+            return self._send_receipt(receipt, capsule_key(cid), now)
+        return []

@@ -1,0 +1,173 @@
+"""Capsule lifecycle states, the transition table and the replicated custody record.
+
+Every rule about which state may follow which lives in `TRANSITIONS` (h11 style)::
+
+    submitted ──offer──► leased(token, executor) ──accept/heartbeat──► running
+        ▲                    │ refused / no answer / lease expired         │
+        └────────────────────┴──────────────── lease expired ◄────────────┘
+    submitted | leased | running ──► succeeded | failed | cancelled   (terminal)
+
+A `CustodyRecord` is what the leading custodian replicates to the others: the signed
+capsule, the state, the *fencing token* of the latest lease and its executor, the
+number of expired leases, the accepted receipt, a reason and a `version` that grows by
+one on every change. Followers keep the highest version they have seen; a new leader
+adopts the highest version among the custodians it can reach. Tokens only grow: each
+offer uses `token + 1` of the highest-version record, so a token is never reused
+across leaders (the property test checks this).
+
+Times are not replicated as absolute clock readings (nodes' clocks differ): the
+record carries `wait_elapsed_s`, the seconds the capsule had been waiting for an
+executor when the version was made; a receiver turns it into a local start time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from overlay.capsule.receipts import Receipt
+from overlay.capsule.spec import Capsule
+from overlay.core.errors import LocalProtocolError, MalformedFrame
+from overlay.core.ids import PeerId
+
+MAX_EXCLUDED = 16
+MAX_REASON = 512
+
+
+class State(StrEnum):
+    SUBMITTED = "submitted"
+    LEASED = "leased"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL: frozenset[State] = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
+_ENDS = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+
+#: state -> states it may move to. Receipts may arrive while `leased` (the executor's
+#: accept crossed the leader's offer timeout), so leased may finish directly.
+TRANSITIONS: dict[State, tuple[State, ...]] = {
+    State.SUBMITTED: (State.LEASED, State.FAILED, State.CANCELLED),
+    State.LEASED: (State.RUNNING, State.SUBMITTED, *_ENDS),
+    State.RUNNING: (State.SUBMITTED, *_ENDS),
+    State.SUCCEEDED: (),
+    State.FAILED: (),
+    State.CANCELLED: (),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTiming:
+    """Lease clock parameters, sent with each offer so executor and custody agree."""
+
+    lease_timeout_s: float = 6.0
+    heartbeat_s: float = 2.0
+    offer_timeout_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat_s * 2 <= self.lease_timeout_s:
+            raise ValueError("lease_timeout_s must allow at least two heartbeats")
+        if self.offer_timeout_s <= 0:
+            raise ValueError("offer_timeout_s must be positive")
+
+    def lease_deadline(self, last_heartbeat: float) -> float:
+        return last_heartbeat + self.lease_timeout_s
+
+
+@dataclass(frozen=True, slots=True)
+class CustodyRecord:
+    capsule: Capsule
+    origin: PeerId
+    state: State = State.SUBMITTED
+    version: int = 1
+    token: int = 0
+    executor: PeerId | None = None
+    attempts: int = 0
+    excluded: tuple[PeerId, ...] = ()
+    receipt: Receipt | None = None
+    reason: str = ""
+    wait_elapsed_s: float = 0.0
+
+    @property
+    def capsule_id(self) -> str:
+        return self.capsule.id
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def advance(self, state: State, **changes: Any) -> CustodyRecord:
+        """The next version in `state`; LocalProtocolError if the table forbids it."""
+        if state is not self.state and state not in TRANSITIONS[self.state]:
+            raise LocalProtocolError(f"capsule may not go from {self.state.value} to {state.value}")
+        if "token" in changes and changes["token"] < self.token:
+            raise LocalProtocolError("fencing tokens never decrease")
+        if "reason" in changes:
+            changes["reason"] = changes["reason"][:MAX_REASON]
+        return replace(self, state=state, version=self.version + 1, **changes)
+
+    def bumped(self, min_version: int = 0) -> CustodyRecord:
+        """Same state, a version above both this one and `min_version` (takeover)."""
+        return replace(self, version=max(self.version, min_version) + 1)
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.capsule.to_wire(),
+            self.origin.raw,
+            self.state.value,
+            self.version,
+            self.token,
+            self.executor.raw if self.executor else b"",
+            self.attempts,
+            [p.raw for p in self.excluded],
+            self.receipt.to_wire() if self.receipt else None,
+            self.reason,
+            self.wait_elapsed_s,
+        ]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> CustodyRecord:
+        if not isinstance(obj, list) or len(obj) != 11:
+            raise MalformedFrame("custody record must be an 11-element array")
+        cap, origin, state, version, token, executor, attempts, excl, rcpt, reason, waited = obj
+        if not isinstance(state, str) or state not in State._value2member_map_:
+            raise MalformedFrame(f"unknown capsule state {state!r}")
+        for name, v in (("version", version), ("token", token), ("attempts", attempts)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 63:
+                raise MalformedFrame(f"record {name} must be a non-negative integer")
+        if version < 1:
+            raise MalformedFrame("record version starts at 1")
+        if not isinstance(origin, bytes) or not isinstance(executor, bytes):
+            raise MalformedFrame("record peers must be bytes")
+        if not isinstance(excl, list) or len(excl) > MAX_EXCLUDED:
+            raise MalformedFrame(f"record excludes at most {MAX_EXCLUDED} peers")
+        if not all(isinstance(p, bytes) for p in excl):
+            raise MalformedFrame("record excluded peers must be bytes")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON:
+            raise MalformedFrame("record reason must be a short string")
+        if isinstance(waited, bool) or not isinstance(waited, (int, float)):
+            raise MalformedFrame("record wait_elapsed_s must be a number")
+        if not math.isfinite(waited) or waited < 0:
+            raise MalformedFrame("record wait_elapsed_s must be finite and ≥ 0")
+        capsule = Capsule.from_wire(cap)
+        receipt = None if rcpt is None else Receipt.from_wire(rcpt)
+        st = State(state)
+        if receipt is not None and (st not in TERMINAL or receipt.capsule_id != capsule.id):
+            raise MalformedFrame("a receipt belongs only to a finished record of its capsule")
+        return cls(
+            capsule,
+            PeerId.from_bytes(origin),
+            st,
+            version,
+            token,
+            PeerId.from_bytes(executor) if executor else None,
+            attempts,
+            tuple(PeerId.from_bytes(p) for p in excl),
+            receipt,
+            reason,
+            float(waited),
+        )

@@ -1,0 +1,394 @@
+"""Capsule protocol messages: frozen dataclasses with `to_wire()` / `from_wire()`.
+
+Every message encodes as a CBOR array whose first element is its tag; `decode_message`
+dispatches on the tag and validates every field, raising only the `WireError` family.
+Signed payloads (capsules, certificates, receipts) are decoded through their
+envelopes, so a message that decodes carries only verified signatures.
+
+Who sends what (C = custodian, L = leading custodian, X = executor, O = origin):
+
+    O→L  Submit            a signed capsule + the submitter's certificate chain
+    L→O  SubmitAck         accepted once a majority of custodians hold it (or why not)
+    L→C  Replicate         the whole custody record at a new version (also: handoff
+                           from any holder to a new leader)
+    C→L  ReplicateAck      the version the custodian now holds
+    L→C  SyncRequest       takeover: "send me your record"  C→L SyncReply
+    L→X  LeaseOffer        capsule + fencing token + lease timing
+    X→L  LeaseReply        accept or refuse (with a reason)
+    X→C  Heartbeat         keeps lease `token` alive (sent to every custodian)
+    L→X  LeaseRevoked      stop: token is stale / capsule cancelled / finished
+    X→C  ReceiptMsg        the signed receipt (to every custodian; L decides)
+    L→X  ReceiptReply      accepted (after majority) or rejected with a reason
+    *→C  StatusQuery       C→* StatusReply (also pushed to O when a capsule ends)
+    O→C  CancelRequest     from the origin or submitter only
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from overlay.capsule.leases import CustodyRecord, LeaseTiming, State
+from overlay.capsule.receipts import Receipt
+from overlay.capsule.spec import Capsule, SpecError, check_capsule_id, check_cid
+from overlay.core.certs import Certificate, chain_from_wire, chain_to_wire
+from overlay.core.errors import MalformedFrame
+from overlay.core.ids import PeerId
+from overlay.core.wire import cbor_decode, cbor_encode
+
+MAX_REASON = 1024
+MAX_HOPS = 8
+UNKNOWN = "unknown"
+
+
+def _uint(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 63:
+        raise MalformedFrame(f"{what} must be a non-negative integer")
+    return v
+
+
+def _reason(v: Any) -> str:
+    if not isinstance(v, str) or len(v) > MAX_REASON:
+        raise MalformedFrame(f"reason must be a string of at most {MAX_REASON} characters")
+    return v
+
+
+def _bool(v: Any, what: str) -> bool:
+    if not isinstance(v, bool):
+        raise MalformedFrame(f"{what} must be a bool")
+    return v
+
+
+def _pos(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise MalformedFrame(f"{what} must be a positive number")
+    return float(v)
+
+
+def _shape(obj: Any, tag: str, n: int) -> list[Any]:
+    if not isinstance(obj, list) or len(obj) != n or obj[0] != tag:
+        raise MalformedFrame(f"{tag} must be a {n}-element array starting with its tag")
+    return obj
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    TAG: ClassVar[str] = "c.submit"
+    capsule: Capsule
+    chain: tuple[Certificate, ...] = ()
+    origin: PeerId | None = None
+    hops: int = 0
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.TAG,
+            self.capsule.to_wire(),
+            chain_to_wire(self.chain) if self.chain else [],
+            self.origin.raw if self.origin else b"",
+            self.hops,
+        ]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Submit:
+        _, cap, chain, origin, hops = _shape(obj, cls.TAG, 5)
+        if not isinstance(origin, bytes):
+            raise MalformedFrame("submit origin must be bytes")
+        hops = _uint(hops, "hops")
+        if hops > MAX_HOPS:
+            raise MalformedFrame("submit forwarded too many times")
+        return cls(
+            Capsule.from_wire(cap),
+            chain_from_wire(chain) if chain != [] else (),
+            PeerId.from_bytes(origin) if origin else None,
+            hops,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitAck:
+    TAG: ClassVar[str] = "c.submit-ack"
+    capsule_id: str
+    accepted: bool
+    reason: str = ""
+
+    def to_wire(self) -> list[Any]:
+        return [self.TAG, self.capsule_id, self.accepted, self.reason]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> SubmitAck:
+        _, cid, ok, reason = _shape(obj, cls.TAG, 4)
+        return cls(check_capsule_id(cid), _bool(ok, "accepted"), _reason(reason))
+
+
+@dataclass(frozen=True, slots=True)
+class Replicate:
+    TAG: ClassVar[str] = "c.replicate"
+    record: CustodyRecord
+
+    def to_wire(self) -> list[Any]:
+        return [self.TAG, self.record.to_wire()]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Replicate:
+        _, rec = _shape(obj, cls.TAG, 2)
+        return cls(CustodyRecord.from_wire(rec))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicateAck:
+    TAG: ClassVar[str] = "c.replicate-ack"
+    capsule_id: str
+    version: int
+
+    def to_wire(self) -> list[Any]:
+        return [self.TAG, self.capsule_id, self.version]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> ReplicateAck:
+        _, cid, version = _shape(obj, cls.TAG, 3)
+        return cls(check_capsule_id(cid), _uint(version, "version"))
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    TAG: ClassVar[str] = "c.sync"
+    capsule_id: str
+
+    def to_wire(self) -> list[Any]:
+        return [self.TAG, self.capsule_id]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> SyncRequest:
+        _, cid = _shape(obj, cls.TAG, 2)
+        return cls(check_capsule_id(cid))
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReply:
+    TAG: ClassVar[str] = "c.sync-reply"
+    capsule_id: str
+    record: CustodyRecord | None
+
+    def to_wire(self) -> list[Any]:
+        return [self.TAG, self.capsule_id, self.record.to_wire() if self.record else None]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> SyncReply:
+        _, cid, rec = _shape(obj, cls.TAG, 3)
+        record = None if rec is None else CustodyRecord.from_wire(rec)
+        cid = check_capsule_id(cid)
+        if record is not None and record.capsule_id != cid:
+            raise MalformedFrame("sync reply record is for another capsule")
+        return cls(cid, record)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseOffer:
+    TAG: ClassVar[str] = "c.offer"
+    capsule: Capsule
+    token: int
+    timing: LeaseTiming
+
+    def to_wire(self) -> list[Any]:
+        t = self.timing
+        return [
+            self.TAG,
+            self.capsule.to_wire(),
+            self.token,
+            [t.lease_timeout_s, t.heartbeat_s, t.offer_timeout_s],
+        ]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> LeaseOffer:
+        _, cap, token, timing = _shape(obj, cls.TAG, 4)
+        if not isinstance(timing, list) or len(timing) != 3:
+            raise MalformedFrame("lease timing must be [lease, heartbeat, offer]")
+        try:
+            lt = LeaseTiming(*(_pos(x, "lease timing") for x in timing))
+        except ValueError as e:
+            raise MalformedFrame(f"lease timing: {e}") from None
+        token = _uint(token, "token")
+        if token == 0:
+            raise MalformedFrame("lease tokens start at 1")
+        return cls(Capsule.from_wire(cap), token, lt)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReply:
+    TAG: ClassVar[str] = "c.offer-reply"
+    capsule_id: str
+    token: int
+    accepted: bool
+    reason: str = ""
+
+    def to_wire(self) -> list[Any]:
+        return [self.TAG, self.capsule_id, self.token, self.accepted, self.reason]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> LeaseReply:
+        _, cid, token, ok, reason = _shape(obj, cls.TAG, 5)
+        return cls(check_capsule_id(cid), _uint(token, "token"), _bool(ok, "accepted"),
+                   _reason(reason))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    TAG: ClassVar[str] = "c.heartbeat"
+    capsule_id: str
+    token: int
+
+    def to_wire(self) -> list[Any]:
+        return [self.TAG, self.capsule_id, self.token]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Heartbeat:
+        _, cid, token = _shape(obj, cls.TAG, 3)
+        return cls(check_capsule_id(cid), _uint(token, "token"))
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevoked:
+    TAG: ClassVar[str] = "c.revoked"
+    capsule_id: str
+    token: int
+    reason: str = ""
+
+    def to_wire(self) -> list[Any]:
+        return [self.TAG, self.capsule_id, self.token, self.reason]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> LeaseRevoked:
+        _, cid, token, reason = _shape(obj, cls.TAG, 4)
+        return cls(check_capsule_id(cid), _uint(token, "token"), _reason(reason))
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptMsg:
+    TAG: ClassVar[str] = "c.receipt"
+    receipt: Receipt
+
+    def to_wire(self) -> list[Any]:
+        return [self.TAG, self.receipt.to_wire()]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> ReceiptMsg:
+        _, rcpt = _shape(obj, cls.TAG, 2)
+        return cls(Receipt.from_wire(rcpt))
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptReply:
+    TAG: ClassVar[str] = "c.receipt-reply"
+    capsule_id: str
+    token: int
+    accepted: bool
+    reason: str = ""
+
+    def to_wire(self) -> list[Any]:
+        return [self.TAG, self.capsule_id, self.token, self.accepted, self.reason]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> ReceiptReply:
+        _, cid, token, ok, reason = _shape(obj, cls.TAG, 5)
+        return cls(check_capsule_id(cid), _uint(token, "token"), _bool(ok, "accepted"),
+                   _reason(reason))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StatusQuery:
+    TAG: ClassVar[str] = "c.status?"
+    capsule_id: str
+
+    def to_wire(self) -> list[Any]:
+        return [self.TAG, self.capsule_id]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> StatusQuery:
+        _, cid = _shape(obj, cls.TAG, 2)
+        return cls(check_capsule_id(cid))
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReply:
+    """`state` is a `State` value or "unknown"; `outputs` are the accepted receipt's."""
+
+    TAG: ClassVar[str] = "c.status"
+    capsule_id: str
+    state: str
+    token: int = 0
+    reason: str = ""
+    outputs: tuple[str, ...] = ()
+    exit_status: int | None = None
+
+    def to_wire(self) -> list[Any]:
+        return [self.TAG, self.capsule_id, self.state, self.token, self.reason,
+                list(self.outputs), self.exit_status]  # fmt: skip
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> StatusReply:
+        _, cid, state, token, reason, outputs, status = _shape(obj, cls.TAG, 7)
+        if state != UNKNOWN and state not in State._value2member_map_:
+            raise MalformedFrame(f"unknown capsule state {state!r}")
+        if not isinstance(outputs, list) or len(outputs) > 1024:
+            raise MalformedFrame("status outputs must be a list")
+        if status is not None and (
+            isinstance(status, bool) or not isinstance(status, int) or abs(status) >= 1 << 31
+        ):
+            raise MalformedFrame("status exit status must be a 32-bit integer or null")
+        try:
+            outs = tuple(check_cid(c, "status output") for c in outputs)
+        except SpecError as e:
+            raise MalformedFrame(str(e)) from None
+        return cls(check_capsule_id(cid), state, _uint(token, "token"), _reason(reason),
+                   outs, status)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    TAG: ClassVar[str] = "c.cancel"
+    capsule_id: str
+    reason: str = ""
+
+    def to_wire(self) -> list[Any]:
+        return [self.TAG, self.capsule_id, self.reason]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> CancelRequest:
+        _, cid, reason = _shape(obj, cls.TAG, 3)
+        return cls(check_capsule_id(cid), _reason(reason))
+
+
+Message = (
+    Submit | SubmitAck | Replicate | ReplicateAck | SyncRequest | SyncReply | LeaseOffer
+    | LeaseReply | Heartbeat | LeaseRevoked | ReceiptMsg | ReceiptReply | StatusQuery
+    | StatusReply | CancelRequest
+)  # fmt: skip
+
+MESSAGE_TYPES: tuple[type[Message], ...] = (
+    Submit, SubmitAck, Replicate, ReplicateAck, SyncRequest, SyncReply, LeaseOffer,
+    LeaseReply, Heartbeat, LeaseRevoked, ReceiptMsg, ReceiptReply, StatusQuery,
+    StatusReply, CancelRequest,
+)  # fmt: skip
+_BY_TAG: dict[str, type[Message]] = {t.TAG: t for t in MESSAGE_TYPES}
+
+
+def decode_message(obj: Any) -> Message:
+    """Decode a CBOR value into a capsule message. Raises only the WireError family."""
+    if not isinstance(obj, list) or not obj or not isinstance(obj[0], str):
+        raise MalformedFrame("capsule message must be an array starting with a tag")
+    cls = _BY_TAG.get(obj[0])
+    if cls is None:
+        raise MalformedFrame(f"unknown capsule message tag {obj[0][:32]!r}")
+    try:
+        return cls.from_wire(obj)
+    except (RecursionError, OverflowError) as e:
+        raise MalformedFrame(f"{obj[0]}: {e}") from None
+
+
+def encode_bytes(msg: Message) -> bytes:
+    return cbor_encode(msg.to_wire())
+
+
+def decode_bytes(data: bytes) -> Message:
+    return decode_message(cbor_decode(data))

