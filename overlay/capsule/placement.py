@@ -14,7 +14,9 @@ Score (higher is better), each term in [0, 1] times its weight:
   `W_SLOTS`    × free slots after reservations, saturating at 4,
   `W_CPU`      × idle share of its cores (cores − load) / cores,
   −`W_DISTANCE` × rtt / 200 ms, saturating at 1.
-Ties break on the peer id bytes so that every custodian ranks identically.
+Ties break by rendezvous hashing, `peer.key XOR spread_key` (the capsule's key), so
+every custodian ranks identically for one capsule while different capsules with equal
+scores spread over different executors instead of all landing on the same one.
 """
 
 from __future__ import annotations
@@ -185,6 +187,7 @@ def place(
     rtt_s: Mapping[PeerId, float] | None = None,
     reserved: Mapping[PeerId, int] | None = None,
     exclude: Collection[PeerId] = (),
+    spread_key: int = 0,
 ) -> Placement:
     """Rank `candidates` for a capsule with conditions `cond` (see module docstring)."""
     holders = holders or {}
@@ -192,7 +195,7 @@ def place(
     reserved = reserved or {}
     fails: dict[str, int] = {}
     no_ad = 0
-    ranked: list[tuple[float, bytes, Scored]] = []
+    ranked: list[tuple[float, int, Scored]] = []
     for peer, ad in candidates:
         if ad is None:
             no_ad += 1
@@ -209,7 +212,7 @@ def place(
         idle = max(0.0, ad.cpu - ad.cpu_load) / ad.cpu if ad.cpu > 0 else 0.0
         dist = min(rtt_s.get(peer, 0.0) / RTT_SCALE_S, 1.0)
         score = W_LOCALITY * loc + W_SLOTS * slots + W_CPU * idle - W_DISTANCE * dist
-        ranked.append((-score, peer.raw, Scored(peer, score, loc)))
+        ranked.append((-score, peer.key ^ spread_key, Scored(peer, score, loc)))
     if ranked:
         ranked.sort(key=lambda t: (t[0], t[1]))
         return Placement(tuple(s for _, _, s in ranked))
