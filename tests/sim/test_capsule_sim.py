@@ -171,3 +171,100 @@ def test_200_capsules_finish_with_exactly_one_receipt(seed: int) -> None:
     c.run_until_done(cids, 600)
     assert all(c.submissions.get(x) for x in cids), f"seed={seed}"
     assert_exactly_once(c, cids, seed)
+
+
+def _aggregate(c: Cluster, part: str) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for core in c.cores.values():
+        for k, v in getattr(core, part).stats.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_killed_executors_are_released_and_capsules_finish(seed: int) -> None:
+    c = Cluster(30, seed, run_s=(6.0, 12.0))
+    cids = [c.submit(spec(i)).id for i in range(60)]
+    c.router.run_for(4.0)
+    running: dict[PeerId, None] = {}
+    for cid in cids:
+        for _, peer, _ in c.started.get(cid, []):
+            running[peer] = None
+    victims = list(running)[:3]
+    assert victims, f"seed={seed}: nothing started"
+    for v in victims:
+        c.kill(v)
+    c.run_until_done(cids, 600)
+    assert_exactly_once(c, cids, seed)
+    # Capsules that were running on a victim got a new lease with a higher token.
+    moved = [x for x in cids if any(p in victims for _, p, _ in c.started[x][:1])]
+    assert moved, f"seed={seed}"
+    for x in moved:
+        assert len(c.started[x]) >= 2 and c.started[x][-1][2] > c.started[x][0][2], f"seed={seed}"
+        assert c.accepted[x][0][1] not in victims
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_killed_leaders_hand_custody_to_another_custodian(seed: int) -> None:
+    c = Cluster(30, seed, run_s=(5.0, 10.0))
+    cids = [c.submit(spec(i)).id for i in range(60)]
+    c.router.run_for(3.0)
+    leaders: dict[PeerId, None] = {}
+    for cid in cids:
+        leaders[c.leader_of(cid)] = None
+    victims = list(leaders)[:4]
+    for v in victims:
+        c.kill(v)
+    c.run_until_done(cids, 600)
+    assert_exactly_once(c, cids, seed)
+    taken = {cid for _, cid in c.takeovers}
+    lost = [x for x in cids if x in taken]
+    assert lost, f"seed={seed}: no takeover happened"
+    for x in cids:
+        assert c.leader_of(x) not in victims
+
+
+def test_five_step_workflow_runs_in_dependency_order() -> None:
+    seed = 7
+    c = Cluster(30, seed, run_s=(1.0, 3.0))
+    wf = Workflow.from_dict({
+        "name": "pipeline",
+        "capsules": [
+            {"name": "e", "command": ["e"], "dependencies": ["c", "d"]},
+            {"name": "a", "command": ["a"]},
+            {"name": "b", "command": ["b"], "dependencies": ["a"]},
+            {"name": "c", "command": ["c"], "dependencies": ["b"]},
+            {"name": "d", "command": ["d"], "dependencies": ["b"]},
+        ],
+    })  # fmt: skip
+    via = c.peers[0]
+    caps = wf.sign(c.keys[via], c.now)
+    for cap in reversed(caps):  # children first: they must wait for their parents
+        c.router.inject(via, SubmitCapsule(cap, c.chains[via]))
+    ids = {cap.spec.name: cap.id for cap in caps}
+    c.run_until_done(list(ids.values()), 300)
+    assert_exactly_once(c, list(ids.values()), seed)
+    start = {n: c.started[i][0][0] for n, i in ids.items()}
+    end = {n: c.accepted[i][0][0] for n, i in ids.items()}
+    for child, parents in (("b", "a"), ("c", "b"), ("d", "b"), ("e", "cd")):
+        for p in parents:
+            assert start[child] >= end[p], f"{child} started before {p} finished"
+
+
+def test_failed_dependency_fails_the_dependants() -> None:
+    c = Cluster(10, 8, run_s=(1.0, 2.0), exit_status=lambda cid: 1 if cid == bad[0] else 0)
+    bad: list[str] = []
+    wf = Workflow.from_dict([
+        {"nodename": "a", "funcname": "fail"},
+        {"nodename": "b", "funcname": "next", "conditions": {"dependencies": ["a"]}},
+    ])  # fmt: skip
+    caps = wf.sign(c.keys[c.peers[0]], c.now)
+    bad.append(caps[0].id)
+    for cap in caps:
+        c.router.inject(c.peers[0], SubmitCapsule(cap, c.chains[c.peers[0]]))
+    c.run_until_done([x.id for x in caps], 120)
+    assert c.final_state(caps[0].id) is State.FAILED
+    assert c.final_state(caps[1].id) is State.FAILED
+    rec = c.cores[c.leader_of(caps[1].id)].custody.record(caps[1].id)
+    assert rec is not None and f"dependency {caps[0].id} failed" in rec.reason
+    assert caps[1].id not in c.started

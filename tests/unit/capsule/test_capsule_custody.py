@@ -1,0 +1,337 @@
+"""Custody, leases and receipts on a 4-node cluster in hand-advanced virtual time.
+
+Processes never run: tests decide when an executor's attempt exits (`finish`).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from overlay.capsule import events as ev
+from overlay.capsule.core import CancelCapsule, CapsuleCore, QueryCapsule, SubmitCapsule
+from overlay.capsule.custody import CustodyConfig
+from overlay.capsule.executor import CapsuleExited, ExecutorConfig
+from overlay.capsule.leases import CustodyRecord, LeaseTiming, State
+from overlay.capsule.members import Member, MembersChanged
+from overlay.capsule.messages import Heartbeat, LeaseOffer, LeaseRevoked
+from overlay.capsule.spec import Capsule, CapsuleSpec, Conditions
+from overlay.core.certs import Certificate
+from overlay.core.crypto import KeyPair
+from overlay.core.effects import Effect, Send
+from overlay.core.errors import LocalProtocolError
+from overlay.core.ids import PeerId
+from sim.router import Router
+
+OWNER = KeyPair(b"\xee" * 32)
+
+
+class Mute:
+    """Wraps a core and drops the heartbeats it sends (a hung executor)."""
+
+    def __init__(self, core: CapsuleCore) -> None:
+        self.core = core
+
+    def handle(self, inp: Any, now: float) -> list[Effect]:
+        return [e for e in self.core.handle(inp, now)
+                if not (isinstance(e, Send) and isinstance(e.msg, Heartbeat))]  # fmt: skip
+
+
+class Mini:
+    def __init__(self, n: int = 4, slots: int = 1, roles: tuple[str, ...] = ("execute",
+                 "member", "submit")) -> None:  # fmt: skip
+        self.router = Router(delay_s=0.01)
+        self.keys = [KeyPair(bytes([i + 1]) * 32) for i in range(n)]
+        self.peers = [k.peer_id for k in self.keys]
+        self.cfg = ExecutorConfig(slots=slots)
+        self.cores: dict[PeerId, CapsuleCore] = {}
+        self.chains = {k.peer_id: (Certificate.issue(OWNER, OWNER.public, k.peer_id, roles,
+                                                     0, 1e9),) for k in self.keys}  # fmt: skip
+        timing = LeaseTiming(lease_timeout_s=6, heartbeat_s=2, offer_timeout_s=3)
+        for k in self.keys:
+            core = CapsuleCore(k.peer_id, k, custody=CustodyConfig(
+                colony_owner=OWNER.public.raw, timing=timing), executor=self.cfg,
+                rng=random.Random(1))  # fmt: skip
+            self.cores[k.peer_id] = core
+            self.router.add(k.peer_id, core)
+        self.executors = list(self.peers)
+        self.announce()
+
+    def announce(self, executors: list[PeerId] | None = None) -> None:
+        if executors is not None:
+            self.executors = executors
+        members = tuple(Member(p, self.cfg.ad(), ("execute", "member", "submit")
+                               if p in self.executors else ("member",))
+                        for p in self.peers if p in self.router.alive)  # fmt: skip
+        for p in self.peers:
+            if p in self.router.alive:
+                self.router.inject(p, MembersChanged(members))
+
+    def events(self, kind: type, peer: PeerId | None = None) -> list[Any]:
+        return [e for _, p, e in self.router.emitted
+                if isinstance(e, kind) and (peer is None or p == peer)]  # fmt: skip
+
+    def capsule(self, via: int = 0, **kw: Any) -> Capsule:
+        spec = CapsuleSpec(command=("run",), **kw)
+        return Capsule.sign(self.keys[via], spec, 0.0)
+
+    def leader(self, cap: Capsule) -> PeerId:
+        live = next(p for p in self.peers if p in self.router.alive)
+        return self.cores[live].view.leader(cap.key, 3)
+
+    def submit(self, cap: Capsule, via: int = 0) -> None:
+        p = self.peers[via]
+        self.router.inject(p, SubmitCapsule(cap, self.chains[p]))
+
+    def finish(self, run: ev.RunRequested, status: int = 0, *, peer: PeerId | None = None) -> None:
+        who = peer or self.runner(run)
+        self.router.inject(who, CapsuleExited(run.capsule.id, run.token, status))
+
+    def runner(self, run: ev.RunRequested) -> PeerId:
+        for _, p, e in self.router.emitted:
+            if e is run:
+                return p
+        raise AssertionError("unknown run")
+
+    def record(self, cap: Capsule) -> CustodyRecord:
+        rec = self.cores[self.leader(cap)].custody.record(cap.id)
+        assert rec is not None
+        return rec
+
+    def non_leader_executors(self, cap: Capsule) -> None:
+        lead = self.leader(cap)
+        self.announce([p for p in self.peers if p != lead])
+
+    def run(self, dt: float) -> None:
+        self.router.run_for(dt)
+
+
+def test_submit_run_receipt_happy_path() -> None:
+    m = Mini()
+    cap = m.capsule(outputs=("out.txt",))
+    m.submit(cap)
+    m.run(1)
+    assert [e.capsule_id for e in m.events(ev.SubmissionAccepted)] == [cap.id]
+    (run,) = m.events(ev.RunRequested)
+    assert run.token == 1 and m.record(cap).state is State.RUNNING
+    m.finish(run)
+    m.run(1)
+    rec = m.record(cap)
+    assert rec.state is State.SUCCEEDED and rec.receipt is not None and rec.receipt.token == 1
+    assert len(m.events(ev.ReceiptAccepted)) == 1
+    (settled,) = m.events(ev.ReceiptSettled)
+    assert settled.accepted
+    status = m.events(ev.CapsuleStatusKnown, m.peers[0])
+    assert status and status[-1].state == "succeeded"
+    # Every custodian holds the finished record.
+    holders = [c for c in m.cores.values() if (r := c.custody.record(cap.id)) and r.terminal]
+    assert len(holders) == 3
+
+
+def test_expired_lease_is_reoffered_with_higher_token_and_stale_receipt_rejected() -> None:
+    m = Mini()
+    cap = m.capsule(maxretries=3)
+    m.non_leader_executors(cap)
+    m.submit(cap)
+    m.run(1)
+    (first,) = m.events(ev.RunRequested)
+    hung = m.runner(first)
+    m.router.link_up = lambda s, d: hung not in (s, d)  # partition the executor
+    m.run(9)
+    requeued = m.events(ev.CapsuleRequeued)
+    assert requeued and "no heartbeat for 6 s" in requeued[0].reason
+    runs = m.events(ev.RunRequested)
+    assert [r.token for r in runs] == [1, 2] and m.runner(runs[1]) != hung
+    m.router.link_up = None  # heal: the hung executor finishes its stale attempt
+    m.finish(first, peer=hung)
+    m.run(1)
+    (stale,) = m.events(ev.ReceiptSettled, hung)
+    assert not stale.accepted and "stale token 1" in stale.reason
+    assert m.record(cap).state is State.RUNNING
+    m.finish(runs[1])
+    m.run(1)
+    assert m.record(cap).state is State.SUCCEEDED and m.record(cap).receipt.token == 2  # type: ignore[union-attr]
+    assert len(m.events(ev.ReceiptAccepted)) == 1
+
+
+def test_heartbeats_with_stale_token_get_the_lease_revoked() -> None:
+    m = Mini()
+    cap = m.capsule()
+    m.non_leader_executors(cap)
+    m.submit(cap)
+    m.run(1)
+    (first,) = m.events(ev.RunRequested)
+    hung = m.runner(first)
+    m.router.link_up = lambda s, d: hung not in (s, d)
+    m.run(9)
+    m.router.link_up = None
+    m.run(3)  # the next heartbeat carries token 1: custody revokes it
+    kills = m.events(ev.KillRequested, hung)
+    assert kills and kills[0].token == 1
+    assert not m.cores[hung].executor.running
+
+
+def test_replayed_capsule_is_deduplicated() -> None:
+    m = Mini()
+    cap = m.capsule()
+    m.submit(cap, via=0)
+    m.submit(cap, via=1)  # the same signed bytes through another node
+    m.run(1)
+    assert len(m.events(ev.CapsuleAccepted)) == 1
+    assert len(m.events(ev.SubmissionAccepted)) == 2
+    (run,) = m.events(ev.RunRequested)
+    m.finish(run)
+    m.run(1)
+    m.submit(cap, via=2)  # replay after it finished: acknowledged, not re-run
+    m.run(1)
+    assert len(m.events(ev.RunRequested)) == 1 and len(m.events(ev.ReceiptAccepted)) == 1
+    assert m.cores[m.leader(cap)].custody.stats["duplicate_submits"] == 2
+
+
+def test_maxwaittime_fails_with_the_cannot_place_reason() -> None:
+    m = Mini()
+    cap = m.capsule(conditions=Conditions(gpu=1), maxwaittime_s=10)
+    m.submit(cap)
+    m.run(5)
+    waiting = m.events(ev.CapsuleWaiting)
+    assert waiting[0].reason == "no node with gpu≥1 (4 members checked: 4 lack gpu)"
+    assert m.record(cap).state is State.SUBMITTED
+    m.run(6)
+    rec = m.record(cap)
+    assert rec.state is State.FAILED
+    assert rec.reason == ("maxwaittime 10 s exceeded: no node with gpu≥1 "
+                          "(4 members checked: 4 lack gpu)")  # fmt: skip
+    assert m.events(ev.CapsuleStatusKnown, m.peers[0])[-1].state == "failed"
+
+
+def test_maxretries_exhausted_fails_the_capsule() -> None:
+    m = Mini()
+    cap = m.capsule(maxretries=1)
+    m.non_leader_executors(cap)
+    for p in m.executors:
+        m.router.nodes[p] = Mute(m.cores[p])  # accepts leases, never heartbeats
+    m.submit(cap)
+    m.run(30)
+    rec = m.record(cap)
+    assert rec.state is State.FAILED and rec.attempts == 2
+    assert rec.reason.endswith("no heartbeat for 6 s; maxretries=1 exhausted")
+    tokens = [e.token for e in m.events(ev.CapsuleLeased)]
+    assert tokens == [1, 2]
+    runners = [m.runner(r) for r in m.events(ev.RunRequested)]
+    assert runners[0] != runners[1]  # the executor whose lease expired is avoided
+
+
+def test_maxexectime_revokes_and_requeues() -> None:
+    m = Mini()
+    cap = m.capsule(maxexectime_s=5, maxretries=0)
+    m.submit(cap)
+    m.run(7)
+    assert any("maxexectime exceeded" in k.reason for k in m.events(ev.KillRequested))
+    rec = m.record(cap)
+    assert rec.state is State.FAILED and "maxexectime 5 s exceeded" in rec.reason
+
+
+def test_nonzero_exit_is_one_accepted_receipt_and_failure() -> None:
+    m = Mini()
+    cap = m.capsule()
+    m.submit(cap)
+    m.run(1)
+    (run,) = m.events(ev.RunRequested)
+    m.finish(run, status=3)
+    m.run(1)
+    rec = m.record(cap)
+    assert rec.state is State.FAILED and rec.reason == "exit status 3"
+    assert len(m.events(ev.ReceiptAccepted)) == 1
+
+
+def test_cancel_by_origin_kills_the_run_and_others_cannot_cancel() -> None:
+    m = Mini()
+    cap = m.capsule(via=0)
+    m.submit(cap, via=0)
+    m.run(1)
+    m.router.inject(m.peers[3], CancelCapsule(cap.id))
+    m.run(1)
+    assert m.record(cap).state is State.RUNNING
+    m.router.inject(m.peers[0], CancelCapsule(cap.id, "changed my mind"))
+    m.run(1)
+    rec = m.record(cap)
+    assert rec.state is State.CANCELLED and rec.reason.endswith("changed my mind")
+    assert m.events(ev.KillRequested)[0].reason == "cancelled"
+
+
+def test_submit_without_submit_role_is_rejected_with_reason() -> None:
+    m = Mini(roles=("execute", "member"))
+    cap = m.capsule()
+    m.submit(cap)
+    m.run(1)
+    (rej,) = m.events(ev.SubmissionRejected)
+    assert "role submit not granted" in rej.reason
+    assert not m.events(ev.CapsuleAccepted)
+
+
+def test_query_reports_unknown_and_known_states() -> None:
+    m = Mini()
+    cap = m.capsule()
+    m.router.inject(m.peers[1], QueryCapsule(cap.id))
+    m.run(1)
+    assert m.events(ev.CapsuleStatusKnown, m.peers[1])[-1].state == "unknown"
+    m.submit(cap)
+    m.run(1)
+    m.router.inject(m.peers[1], QueryCapsule(cap.id))
+    m.run(1)
+    assert m.events(ev.CapsuleStatusKnown, m.peers[1])[-1].state == "running"
+
+
+def test_leader_death_hands_over_running_capsule_without_rerun() -> None:
+    m = Mini(n=5)
+    cap = m.capsule()
+    m.non_leader_executors(cap)
+    m.submit(cap)
+    m.run(1)
+    (run,) = m.events(ev.RunRequested)
+    old = m.leader(cap)
+    m.router.kill(old)
+    m.announce()  # everyone learns the leader died
+    m.run(3)
+    new = m.leader(cap)
+    assert new != old and m.events(ev.CustodyTakenOver, new)
+    m.run(10)  # heartbeats reach the new leader: no re-lease
+    assert len(m.events(ev.RunRequested)) == 1
+    m.finish(run)
+    m.run(2)
+    assert m.record(cap).state is State.SUCCEEDED and len(m.events(ev.ReceiptAccepted)) == 1
+
+
+def test_executor_refuses_what_does_not_fit_and_stale_tokens() -> None:
+    m = Mini(slots=1)
+    ex = m.cores[m.peers[0]].executor
+    timing = LeaseTiming()
+    big = m.capsule(conditions=Conditions(gpu=1))
+    out = ex.on_offer(m.peers[1], LeaseOffer(big, 1, timing), 0.0)
+    assert out[0].msg.accepted is False and out[0].msg.reason == "only 0 of 1 gpu free"  # type: ignore[union-attr]
+    a, b = m.capsule(), m.capsule(via=1)
+    assert ex.on_offer(m.peers[1], LeaseOffer(a, 2, timing), 0.0)[0].msg.accepted  # type: ignore[union-attr]
+    busy = ex.on_offer(m.peers[1], LeaseOffer(b, 1, timing), 0.0)[0].msg
+    assert busy.reason == "all 1 slots busy"  # type: ignore[union-attr]
+    stale = ex.on_offer(m.peers[1], LeaseOffer(a, 2, timing), 0.0)[0].msg
+    assert stale.reason == "stale token"  # type: ignore[union-attr]
+    # a higher token for the same capsule supersedes our own attempt
+    out = ex.on_offer(m.peers[1], LeaseOffer(a, 3, timing), 0.0)
+    assert any(isinstance(e, Send) and e.msg.accepted for e in out)  # type: ignore[union-attr]
+    assert ex.running[a.id].token == 3
+    # revocation from a non-custodian is ignored
+    assert ex.on_revoked(KeyPair(b"\x99" * 32).peer_id, LeaseRevoked(a.id, 3), 0.0) == []
+
+
+def test_transition_table_refuses_illegal_moves() -> None:
+    rec = CustodyRecord(Mini(n=1).capsule(), KeyPair(b"\x01" * 32).peer_id)
+    done = rec.advance(State.CANCELLED)
+    with pytest.raises(LocalProtocolError):
+        done.advance(State.SUCCEEDED)
+    with pytest.raises(LocalProtocolError):
+        rec.advance(State.RUNNING)
+    leased = rec.advance(State.LEASED, token=4)
+    with pytest.raises(LocalProtocolError):
+        leased.advance(State.SUBMITTED, token=3)
