@@ -581,7 +581,8 @@ class Custody:
                     rtt[m.peer] = m.rtt_s
         holders = {c: self._holders.get(c, ()) for c in spec.inputs}
         kw: dict[str, Any] = {"inputs": spec.inputs, "holders": holders, "rtt_s": rtt,
-                              "reserved": self._reserved, "spread_key": rec.capsule.key}  # fmt: skip
+                              "reserved": self._reserved,
+                              "spread_key": rec.capsule.key}  # fmt: skip
         result = place(
             spec.conditions, cands, exclude={**e.refused, **dict.fromkeys(rec.excluded)}, **kw
         )

@@ -1,0 +1,147 @@
+"""Hypothesis state machine over a 6-node capsule cluster (real cores, sim router).
+
+Rules submit and replay capsules, advance virtual time, finish attempts (including
+stale ones whose lease was re-offered), hang executors (they stop heartbeating) and
+crash nodes (the others learn it at once). Invariants after every step:
+- per capsule, the fencing tokens of committed lease offers strictly increase;
+- no node's record token for a capsule ever decreases;
+- at most one receipt is accepted per capsule, across all nodes;
+- a finished record's receipt token equals its record token.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from overlay.capsule import events as ev
+from overlay.capsule.core import CapsuleCore, SubmitCapsule
+from overlay.capsule.custody import CustodyConfig
+from overlay.capsule.executor import CapsuleExited, ExecutorConfig
+from overlay.capsule.members import Member, MembersChanged
+from overlay.capsule.messages import Heartbeat
+from overlay.capsule.spec import Capsule, CapsuleSpec
+from overlay.core.crypto import KeyPair
+from overlay.core.effects import Effect, Send
+from overlay.core.ids import PeerId
+from sim.router import Router
+
+N = 6
+
+
+class Hangable:
+    def __init__(self, core: CapsuleCore) -> None:
+        self.core = core
+        self.hung = False
+
+    def handle(self, inp: Any, now: float) -> list[Effect]:
+        out = self.core.handle(inp, now)
+        if self.hung:
+            out = [e for e in out if not (isinstance(e, Send) and isinstance(e.msg, Heartbeat))]
+        return out
+
+
+class CustodyMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.router = Router(delay_s=0.01, rng=random.Random(0))
+        self.keys = [KeyPair(bytes([i + 1]) * 32) for i in range(N)]
+        self.peers = [k.peer_id for k in self.keys]
+        self.cfg = ExecutorConfig(slots=2)
+        self.wrappers: dict[PeerId, Hangable] = {}
+        for k in self.keys:
+            w = Hangable(CapsuleCore(k.peer_id, k, custody=CustodyConfig(),
+                                     executor=self.cfg))  # fmt: skip
+            self.wrappers[k.peer_id] = w
+            self.router.add(k.peer_id, w)
+        self.caps: list[Capsule] = []
+        self.token_seen: dict[tuple[PeerId, str], int] = {}
+        self.finished_runs: set[int] = set()
+        self.announce()
+
+    def live(self) -> list[PeerId]:
+        return [p for p in self.peers if p in self.router.alive]
+
+    def announce(self) -> None:
+        members = MembersChanged(tuple(Member(p, self.cfg.ad()) for p in self.live()))
+        for p in self.live():
+            self.router.inject(p, members)
+
+    @rule(via=st.integers(0, N - 1), retries=st.integers(0, 3), wait=st.sampled_from([0, 20]))
+    def submit(self, via: int, retries: int, wait: int) -> None:
+        live = self.live()
+        p = live[via % len(live)]
+        spec = CapsuleSpec(command=("x",), maxretries=retries, maxwaittime_s=wait)
+        cap = Capsule.sign(self.keys[self.peers.index(p)], spec, 0.0, len(self.caps))
+        self.caps.append(cap)
+        self.router.inject(p, SubmitCapsule(cap))
+
+    @precondition(lambda self: self.caps)
+    @rule(i=st.integers(0, 1000), via=st.integers(0, N - 1))
+    def replay(self, i: int, via: int) -> None:
+        live = self.live()
+        self.router.inject(live[via % len(live)], SubmitCapsule(self.caps[i % len(self.caps)]))
+
+    @rule(dt=st.floats(0.05, 8.0))
+    def advance(self, dt: float) -> None:
+        self.router.run_for(dt)
+
+    @rule(i=st.integers(0, 1000), status=st.sampled_from([0, 0, 1]))
+    def finish(self, i: int, status: int) -> None:
+        runs = [(n, p, e) for n, (_, p, e) in enumerate(self.router.emitted)
+                if isinstance(e, ev.RunRequested) and n not in self.finished_runs
+                and p in self.router.alive]  # fmt: skip
+        if not runs:
+            return
+        n, p, run = runs[i % len(runs)]
+        self.finished_runs.add(n)
+        self.router.inject(p, CapsuleExited(run.capsule.id, run.token, status))
+
+    @rule(i=st.integers(0, N - 1))
+    def hang(self, i: int) -> None:
+        w = self.wrappers[self.peers[i]]
+        w.hung = not w.hung
+
+    @precondition(lambda self: len(self.live()) > 3)
+    @rule(i=st.integers(0, N - 1))
+    def crash(self, i: int) -> None:
+        live = self.live()
+        self.router.kill(live[i % len(live)])
+        self.announce()
+
+    @invariant()
+    def tokens_strictly_increase_per_capsule(self) -> None:
+        seen: dict[str, int] = {}
+        for _, _, e in self.router.emitted:
+            if isinstance(e, ev.CapsuleLeased):
+                assert e.token > seen.get(e.capsule_id, 0), f"token {e.token} reused/decreased"
+                seen[e.capsule_id] = e.token
+
+    @invariant()
+    def record_tokens_never_decrease(self) -> None:
+        for p, w in self.wrappers.items():
+            for rec in w.core.custody.records():
+                k = (p, rec.capsule_id)
+                assert rec.token >= self.token_seen.get(k, 0)
+                self.token_seen[k] = rec.token
+                if rec.receipt is not None:
+                    assert rec.receipt.token == rec.token
+
+    @invariant()
+    def at_most_one_accepted_receipt(self) -> None:
+        count: dict[str, int] = {}
+        for _, _, e in self.router.emitted:
+            if isinstance(e, ev.ReceiptAccepted):
+                count[e.capsule_id] = count.get(e.capsule_id, 0) + 1
+                assert count[e.capsule_id] == 1, f"{e.capsule_id} accepted twice"
+
+
+CustodyMachine.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)  # fmt: skip
+test_custody_state_machine = CustodyMachine.TestCase
