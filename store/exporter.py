@@ -1,0 +1,245 @@
+"""Streaming UnixFS export: `cat`, `ls`, `get` over DAGs in the block store.
+
+A file is read depth-first, left to right, with an explicit stack of link lists (at
+most 174 entries per level), so memory does not depend on file size. Inside one
+zero-copy read transaction each block is hash-checked against the CID that named it
+before a byte of it is used (a corrupt or missing block raises `CorruptBlock` /
+`BlockNotFound` naming that CID and the root), and file payloads are handed to the
+caller as memoryviews into the LMDB map — no copy until the caller writes them.
+
+Every DAG is treated as untrusted (it may have come from a peer): node types are
+checked, each node's ``blocksizes`` must add up to what its children deliver, and
+directory entry names must be plain names (no ``/``, ``.``, ``..``, NUL) so `get`
+can never write outside its target directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from overlay.core.errors import ColonyError, WireError
+from store.blockstore import BlockStore, Reader
+from store.cid import DAG_PB, RAW, Cid
+from store.importer import MAX_DIR_DEPTH
+from store.unixfs import DataType, PBNode, UnixFSData, decode_pbnode, decode_unixfs
+
+
+class BadDag(ColonyError):
+    """A DAG that is not valid UnixFS (wrong node type, sizes that disagree, bad names)."""
+
+
+class NotAFile(BadDag):
+    """`cat` of a directory or symlink."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    cid: Cid
+    kind: str  # "file" | "directory" | "symlink" | "raw-block"
+    size: int  # file bytes for files; cumulative Tsize for directories
+    block_size: int
+    links: int
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    name: str
+    cid: Cid
+    tsize: int
+    kind: str
+    size: int
+
+
+def _check_name(name: str | None, parent: Cid) -> str:
+    if not name or "/" in name or "\0" in name or name in (".", ".."):
+        raise BadDag(f"directory {parent} has an entry with an unsafe name {name!r}")
+    return name
+
+
+class Exporter:
+    def __init__(self, store: BlockStore) -> None:
+        self.store = store
+
+    # ------------------------------------------------------------ nodes
+
+    @staticmethod
+    def _node(
+        r: Reader, cid: Cid, root: Cid
+    ) -> tuple[memoryview, PBNode | None, UnixFSData | None]:
+        ctx = "" if cid == root else f"part of {root}"
+        block = r.read(cid, context=ctx)
+        if cid.codec == RAW:
+            return block, None, None
+        try:
+            node = decode_pbnode(block)
+            if node.data is None:
+                raise BadDag(f"dag-pb node {cid} has no UnixFS Data")
+            return block, node, decode_unixfs(node.data)
+        except WireError as e:
+            raise BadDag(f"block {cid} is not valid dag-pb/UnixFS: {e}") from None
+
+    def stat(self, cid: Cid) -> NodeInfo:
+        with self.store.reader() as r:
+            return self._stat(r, cid)
+
+    def _stat(self, r: Reader, cid: Cid) -> NodeInfo:
+        block, node, u = self._node(r, cid, cid)
+        if node is None or u is None:
+            return NodeInfo(cid, "file", len(block), len(block), 0)
+        if u.type in (DataType.FILE, DataType.RAW):
+            return NodeInfo(cid, "file", u.file_size(), len(block), len(node.links))
+        if u.type is DataType.DIRECTORY:
+            tsize = len(block) + sum(lk.tsize or 0 for lk in node.links)
+            return NodeInfo(cid, "directory", tsize, len(block), len(node.links))
+        if u.type is DataType.SYMLINK:
+            return NodeInfo(cid, "symlink", len(u.data), len(block), 0)
+        raise BadDag(f"{cid} is a UnixFS {u.type.name} node, which Colony does not read")
+
+    # ------------------------------------------------------------ files
+
+    def iter_file(self, r: Reader, root: Cid) -> Iterator[memoryview]:
+        """Yield the file's bytes as views valid while `r` is open."""
+        _, node, u = self._node(r, root, root)
+        if node is None:
+            yield r.read(root, verify=False)  # already verified by _node
+            return
+        assert u is not None
+        if u.type is DataType.DIRECTORY:
+            raise NotAFile(f"{root} is a directory; use `colony ls` or `colony get`")
+        if u.type is DataType.SYMLINK:
+            raise NotAFile(f"{root} is a symlink to {bytes(u.data).decode(errors='replace')!r}")
+        # Stack of (node, its UnixFS data, its CID, index of the next link to read).
+        stack: list[tuple[PBNode, UnixFSData, Cid, int]] = []
+        total = 0
+        expect = u.file_size()
+        cur: tuple[PBNode, UnixFSData, Cid] | None = (node, u, root)
+        while cur is not None or stack:
+            if cur is not None:
+                n, d, c = cur
+                cur = None
+                if d.type not in (DataType.FILE, DataType.RAW):
+                    raise BadDag(f"{c} (inside file {root}) is a {d.type.name}, not file data")
+                if n.links and len(d.blocksizes) != len(n.links):
+                    raise BadDag(f"{c}: {len(n.links)} links but {len(d.blocksizes)} blocksizes")
+                if len(d.data) + sum(d.blocksizes) != d.file_size():
+                    raise BadDag(f"{c}: filesize {d.file_size()} disagrees with its blocksizes")
+                if len(d.data):
+                    total += len(d.data)
+                    yield memoryview(d.data)
+                if n.links:
+                    stack.append((n, d, c, 0))
+                continue
+            n, d, c, i = stack.pop()
+            if i >= len(n.links):
+                continue
+            stack.append((n, d, c, i + 1))
+            try:
+                child = Cid.from_bytes(n.links[i].hash)
+            except ColonyError as e:
+                raise BadDag(f"{c}: link {i} is not a CID: {e}") from None
+            before = total
+            if child.codec == RAW:
+                block = r.read(child, context=f"part of {root}")
+                total += len(block)
+                yield block
+            else:
+                _, cn, cu = self._node(r, child, root)
+                assert cn is not None and cu is not None
+                if cn.links:
+                    # Descend; its own blocksizes then account for every byte below it.
+                    if cu.file_size() != d.blocksizes[i]:
+                        raise BadDag(
+                            f"{child} declares {cu.file_size()} bytes but its parent {c} "
+                            f"says {d.blocksizes[i]}"
+                        )
+                    cur = (cn, cu, child)
+                    continue
+                if cu.type not in (DataType.FILE, DataType.RAW):
+                    raise BadDag(f"{child} (inside file {root}) is not file data")
+                total += len(cu.data)
+                if len(cu.data):
+                    yield memoryview(cu.data)
+            if total - before != d.blocksizes[i]:
+                raise BadDag(
+                    f"{child} holds {total - before} bytes but its parent {c} says "
+                    f"{d.blocksizes[i]}"
+                )
+        if total != expect:
+            raise BadDag(f"file {root} delivered {total} bytes but declares {expect}")
+
+    def cat(
+        self,
+        cid: Cid,
+        write: Callable[[memoryview], Any],
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Stream the file `cid` to `write`; returns the number of bytes."""
+        n = 0
+        with self.store.reader() as r:
+            for piece in self.iter_file(r, cid):
+                write(piece)
+                n += len(piece)
+                if progress is not None:
+                    progress(len(piece))
+        return n
+
+    def read_all(self, cid: Cid) -> bytes:
+        """Whole file in memory (tests and small files only)."""
+        parts: list[bytes] = []
+        self.cat(cid, lambda mv: parts.append(bytes(mv)))
+        return b"".join(parts)
+
+    # ------------------------------------------------------------ directories
+
+    def ls(self, cid: Cid) -> list[DirEntry]:
+        with self.store.reader() as r:
+            _, node, u = self._node(r, cid, cid)
+            if node is None or u is None or u.type is not DataType.DIRECTORY:
+                raise BadDag(f"{cid} is not a directory")
+            out = []
+            for lk in node.links:
+                child = Cid.from_bytes(lk.hash)
+                info = self._stat(r, child)
+                out.append(
+                    DirEntry(_check_name(lk.name, cid), child, lk.tsize or 0, info.kind, info.size)
+                )
+            return out
+
+    def get(
+        self, cid: Cid, out: Path, progress: Callable[[int], None] | None = None
+    ) -> NodeInfo:
+        """Write the file, directory tree or symlink `cid` to the new path `out`."""
+        if out.exists() or out.is_symlink():
+            raise BadDag(f"{out} already exists; choose a new output path")
+        with self.store.reader() as r:
+            info = self._stat(r, cid)
+            self._get(r, cid, out, progress, 0)
+        return info
+
+    def _get(
+        self, r: Reader, cid: Cid, out: Path, progress: Callable[[int], None] | None, depth: int
+    ) -> None:
+        if depth > MAX_DIR_DEPTH:
+            raise BadDag(f"{cid}: directories nested deeper than {MAX_DIR_DEPTH}")
+        _, node, u = self._node(r, cid, cid)
+        if node is not None and u is not None and u.type is DataType.DIRECTORY:
+            out.mkdir()
+            for lk in node.links:
+                name = _check_name(lk.name, cid)
+                self._get(r, Cid.from_bytes(lk.hash), out / name, progress, depth + 1)
+            return
+        if node is not None and u is not None and u.type is DataType.SYMLINK:
+            os.symlink(bytes(u.data), out)
+            return
+        with open(out, "xb") as f:
+            for piece in self.iter_file(r, cid):
+                f.write(piece)
+                if progress is not None:
+                    progress(len(piece))
+
+
+__all__ = ["DAG_PB", "BadDag", "DirEntry", "Exporter", "NodeInfo", "NotAFile"]
