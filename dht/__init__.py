@@ -1,0 +1,55 @@
+"""Kademlia DHT as a sans-IO core (DESIGN §5). See docs/dht.md.
+
+`Kademlia(me, KadConfig(), rng=random.Random(seed))` is the core; its commands and
+events are in `dht.api`, its wire messages in `dht.wire`.
+"""
+
+from dht.api import (
+    AddPeer,
+    Bootstrap,
+    BootstrapDone,
+    ClosestPeers,
+    FindNode,
+    GetProviders,
+    GetValue,
+    KadConfig,
+    LookupDone,
+    PeerAddressesLearned,
+    Provide,
+    ProvideDone,
+    Providers,
+    PutValue,
+    StopProviding,
+    Stored,
+    Value,
+)
+from dht.core import DhtStats, Kademlia
+from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType, PeerInfo, Record
+
+__all__ = [
+    "AddPeer",
+    "Bootstrap",
+    "BootstrapDone",
+    "ClosestPeers",
+    "DhtRequest",
+    "DhtResponse",
+    "DhtStats",
+    "FindNode",
+    "GetProviders",
+    "GetValue",
+    "KadConfig",
+    "KadMessage",
+    "Kademlia",
+    "LookupDone",
+    "MessageType",
+    "PeerAddressesLearned",
+    "PeerInfo",
+    "Provide",
+    "ProvideDone",
+    "Providers",
+    "PutValue",
+    "Record",
+    "StopProviding",
+    "Stored",
+    "Value",
+]

@@ -1,0 +1,191 @@
+"""Commands the node gives the DHT core, the events it emits, and its configuration.
+
+Commands are inputs to `Kademlia.handle(cmd, now)`; results come back as
+`Emit(LookupDone(request_id, result, …))` once the iterative lookup ends. Request ids
+are chosen by the caller and only echoed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dht.providers import PROVIDER_TTL_S, REPROVIDE_INTERVAL_S
+from dht.wire import PeerInfo
+from overlay.core.ids import PeerId
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True, slots=True)
+class KadConfig:
+    k: int = 20
+    alpha: int = 3
+    #: S/Kademlia disjoint paths per lookup (1 = plain Kademlia).
+    disjoint_paths: int = 1
+    rpc_timeout_s: float = 10.0
+    #: Consecutive RPC failures before a table entry without a replacement is evicted.
+    max_fails: int = 2
+    replacement_size: int = 10
+    #: A full bucket PINGs its least-recently-seen entry for a newcomer only if that
+    #: entry has been silent this long.
+    probe_after_s: float = 600.0
+    #: Refresh any bucket no lookup has touched for this long (kubo: 10 min; paper: 1 h).
+    refresh_interval_s: float = 3600.0
+    refresh_check_s: float = 600.0
+    #: Deeper buckets are covered by the self-lookup (go-libp2p-kbucket: 15).
+    max_refresh_cpl: int = 12
+    provider_ttl_s: float = PROVIDER_TTL_S
+    reprovide_interval_s: float = REPROVIDE_INTERVAL_S
+    #: Housekeeping (record expiry) period.
+    expire_interval_s: float = 3600.0
+    get_providers_count: int = 20
+    get_value_quorum: int = 3
+    #: At most this many lookups at once (commands beyond it fail with "busy").
+    max_lookups: int = 256
+    #: At most this many RPCs awaiting an answer; beyond it a query is treated as failed.
+    max_pending_rpcs: int = 4096
+    #: Multihashes this node keeps providing (reprovided every 22 h).
+    max_provided_keys: int = 1_000_000
+    #: Sweep: region lookups running at once, and peers fetched per region (m).
+    sweep_parallelism: int = 8
+    region_lookup_size: int = 80
+    max_record_bytes: int = 64 * 1024
+    #: Maximum providers returned in one GET_PROVIDERS answer.
+    max_providers_per_answer: int = 20
+
+
+# ---------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class AddPeer:
+    """A peer we heard of out of band (gossip, config). It is PINGed and enters the
+    table only when it answers."""
+
+    peer: PeerId
+    addrs: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Bootstrap:
+    """Join: ask these peers for our own neighbourhood, then refresh every bucket."""
+
+    peers: tuple[PeerInfo, ...]
+    request_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FindNode:
+    request_id: int
+    key: bytes  # a peer id's bytes, or any key bytes (its position is sha256(key))
+
+
+@dataclass(frozen=True, slots=True)
+class GetProviders:
+    request_id: int
+    key: bytes  # a CID's multihash bytes
+    count: int = 0  # 0: config.get_providers_count
+
+
+@dataclass(frozen=True, slots=True)
+class Provide:
+    """Start providing these multihashes: announce now (one lookup per key region) and
+    re-announce every `reprovide_interval_s`."""
+
+    request_id: int
+    keys: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StopProviding:
+    keys: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PutValue:
+    request_id: int
+    key: bytes
+    value: bytes  # a record value valid under the key's namespace
+
+
+@dataclass(frozen=True, slots=True)
+class GetValue:
+    request_id: int
+    key: bytes
+    quorum: int = 0  # 0: config.get_value_quorum
+
+
+Command = AddPeer | Bootstrap | FindNode | GetProviders | Provide | StopProviding | PutValue \
+    | GetValue
+COMMAND_TYPES: tuple[type, ...] = (AddPeer, Bootstrap, FindNode, GetProviders, Provide,
+                                   StopProviding, PutValue, GetValue)
+
+# ---------------------------------------------------------------- results and events
+
+
+@dataclass(frozen=True, slots=True)
+class ClosestPeers:
+    peers: tuple[PeerId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Providers:
+    providers: tuple[PeerInfo, ...]
+    closest: tuple[PeerId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """The best valid record found (None if none), with its sequence number."""
+
+    value: bytes | None
+    seq: int
+    payload: bytes | None
+    valid_responses: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """PUT_VALUE outcome: how many of the k closest acknowledged the record."""
+
+    acks: int
+    peers: tuple[PeerId, ...]
+
+
+Result = ClosestPeers | Providers | Value | Stored
+
+
+@dataclass(frozen=True, slots=True)
+class LookupDone:
+    request_id: int
+    result: Result
+    #: Sequential request rounds to the result (see lookup.Lookup.hops).
+    hops: int
+    #: Requests sent by the lookup walk.
+    queried: int
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProvideDone:
+    """A sweep (first announcement or reprovide) finished."""
+
+    request_id: int
+    keys: int
+    regions: int
+    lookups: int
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddressesLearned:
+    """Multiaddrs heard for a peer (from closerPeers/providerPeers); for the peerstore."""
+
+    peer: PeerId
+    addrs: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapDone:
+    request_id: int
+    table_size: int
