@@ -292,7 +292,8 @@ class Kademlia:
         target = key_of_bytes(key)
         size = k or cfg.k
         lk = self._new_lookup(target, size)
-        lk.add(self.table.closest(target, size * cfg.disjoint_paths), 1)
+        # Seed with 2k (d·k for disjoint paths) so early failures do not starve the walk.
+        lk.add(self.table.closest(target, size * max(2, cfg.disjoint_paths)), 1)
         if seeds:
             lk.add(seeds, 1)
         op = _Op(self._next_op, kind, request_id, key, lk)
