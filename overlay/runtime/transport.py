@@ -268,6 +268,16 @@ class _Drop(Exception):
         self.reason = reason
 
 
+def _sole_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside nested single-member groups, if that is the shape."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
+
+
 def _peer_of(net: INetStream | INetConn) -> PeerId:
     return PeerId(net.muxed_conn.peer_id.to_bytes())
 
@@ -339,7 +349,6 @@ class Transport:
             # One connection per peer: the dialler then stops after the first
             # success instead of waiting out the 250 ms happy-eyeballs delay.
             max_connections_per_peer=1,
-            # No auto-connector: whom to talk to is the DHT's and gossip's choice.
             min_connections=0,
             low_watermark=0,
             dial_timeout=self.config.dial_timeout_s,
@@ -387,21 +396,42 @@ class Transport:
         listen_addrs: Iterable[str],
         config: TransportConfig | None = None,
     ) -> AsyncIterator[Transport]:
-        """Start the host, listen, and yield the transport; closes everything on exit."""
+        """Start the host, listen, and yield the transport; closes everything on exit.
+
+        Raises ListenError if any address cannot be bound. An exception raised in
+        the body comes out as itself, not wrapped in the ExceptionGroups of the
+        nurseries py-libp2p runs the host in.
+        """
         t = cls(keypair, config)
-        wanted = [multiaddr.Multiaddr(a) for a in listen_addrs]
-        async with t._host.run(wanted), trio.open_nursery() as nursery:
-            t._nursery = nursery
-            failed = [str(m) for m in wanted if str(m) not in t._network.listeners]
-            if failed:
-                raise ListenError(f"could not listen on {', '.join(failed)}")
-            t._listen_addrs = [str(a) for a in t._host.get_transport_addrs()]
-            log.info("transport_started", peer=str(t.peer_id), addrs=t._listen_addrs)
-            try:
-                yield t
-            finally:
-                nursery.cancel_scope.cancel()
-                t._nursery = None
+        try:
+            wanted = [multiaddr.Multiaddr(a) for a in listen_addrs]
+        except Exception as e:
+            raise ListenError(f"bad listen address: {e}") from None
+        failed: list[str] = []
+        try:
+            async with t._host.run(wanted):
+                # No auto-connector: whom to talk to is the DHT's and gossip's
+                # choice. (Watermarks cannot switch it off: it aims at their midpoint.)
+                await t._network.auto_connector.stop()
+                failed = [str(m) for m in wanted if str(m) not in t._network.listeners]
+                if not failed:
+                    async with trio.open_nursery() as nursery:
+                        t._nursery = nursery
+                        t._listen_addrs = [str(a) for a in t._host.get_transport_addrs()]
+                        log.info("transport_started", peer=str(t.peer_id), addrs=t._listen_addrs)
+                        try:
+                            yield t
+                        finally:
+                            nursery.cancel_scope.cancel()
+                            t._nursery = None
+        except BaseExceptionGroup as group:
+            leaf = _sole_leaf(group)
+            if leaf is None:
+                raise
+            raise leaf from None
+        if failed:
+            # py-libp2p only logs a failed listen; a daemon must not run deaf.
+            raise ListenError(f"could not listen on {', '.join(failed)}")
 
     @property
     def listen_addrs(self) -> list[str]:
