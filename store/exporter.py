@@ -27,6 +27,9 @@ from store.cid import DAG_PB, RAW, Cid
 from store.importer import MAX_DIR_DEPTH
 from store.unixfs import DataType, PBNode, UnixFSData, decode_pbnode, decode_unixfs
 
+#: Bytes streamed between releases of mapped LMDB pages (bounds RSS; see blockstore).
+RELEASE_EVERY_BYTES = 32 * 1024 * 1024
+
 
 class BadDag(ColonyError):
     """A DAG that is not valid UnixFS (wrong node type, sizes that disagree, bad names)."""
@@ -179,12 +182,18 @@ class Exporter:
     ) -> int:
         """Stream the file `cid` to `write`; returns the number of bytes."""
         n = 0
+        since = 0
         with self.store.reader() as r:
             for piece in self.iter_file(r, cid):
                 write(piece)
                 n += len(piece)
+                since += len(piece)
+                if since >= RELEASE_EVERY_BYTES:
+                    self.store.release_mapped_pages()
+                    since = 0
                 if progress is not None:
                     progress(len(piece))
+        self.store.release_mapped_pages()
         return n
 
     def read_all(self, cid: Cid) -> bytes:
@@ -236,10 +245,16 @@ class Exporter:
             os.symlink(bytes(u.data), out)
             return
         with open(out, "xb") as f:
+            since = 0
             for piece in self.iter_file(r, cid):
                 f.write(piece)
+                since += len(piece)
+                if since >= RELEASE_EVERY_BYTES:
+                    self.store.release_mapped_pages()
+                    since = 0
                 if progress is not None:
                     progress(len(piece))
+        self.store.release_mapped_pages()
 
 
 __all__ = ["DAG_PB", "BadDag", "DirEntry", "Exporter", "NodeInfo", "NotAFile"]

@@ -124,6 +124,9 @@ class BlockSink:
     def flush(self) -> None:
         if self.store is not None and self._batch:
             self.new_blocks += self.store.put_many(self._batch)
+            # Inserting touches map pages (and fault-around maps their neighbours);
+            # drop them so RSS stays flat however large the import.
+            self.store.release_mapped_pages()
         self._batch = []
         self._bytes = 0
 

@@ -23,6 +23,9 @@ from overlay.core.errors import LocalProtocolError
 from store.blockstore import BlockNotFound, BlockStore, Reader, StoreError
 from store.cid import Cid
 
+#: Blocks visited between releases of mapped LMDB pages (a lookup maps the value's
+#: first page, and the kernel maps cached neighbours with it; see blockstore).
+RELEASE_EVERY_BLOCKS = 64
 #: Names are short labels, not paths or documents.
 MAX_PIN_NAME_CHARS = 255
 
@@ -89,6 +92,8 @@ def walk(
                 continue
             raise BlockNotFound(cid, f"part of the DAG of {root}")
         yield mh
+        if len(seen) % RELEASE_EVERY_BLOCKS == 0:
+            reader.store.release_mapped_pages()
         links = reader.links(mh)
         if links:
             for raw in reversed(links):

@@ -135,13 +135,9 @@ def run_demo(home: Path, out: Any = None, *, kept: bool = True) -> int:
     return 0
 
 
-#: Default of --home for this command only: "no --home given, use a temp dir".
-_TEMP_HOME = Path("\0colony-demo-temp-home")
-
-
 def _demo(args: argparse.Namespace) -> int:
-    if args.home != _TEMP_HOME:
-        return run_demo(args.home)
+    if args.demo_home is not None:
+        return run_demo(args.demo_home)
     tmp = Path(tempfile.mkdtemp(prefix="colony-demo-"))
     try:
         return run_demo(tmp / "node", kept=args.keep)
@@ -153,9 +149,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    # Not built on `common`: its --home defaults to $COLONY_HOME, while the demo's
+    # --home defaults to a fresh temp dir (argparse shares parent actions, so the
+    # default cannot be overridden per command).
     p = sub.add_parser(
         "demo",
-        parents=[common],
         help="run the end-to-end demo on a throw-away node",
         description="Create a node in a temporary directory, import a generated dataset, "
         "read it back and verify it, and show its CIDs and the repo statistics.\n\n"
@@ -163,7 +161,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "(a new node there, kept to explore afterwards)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    # --home (from `common`) names where to create the demo node; without it, a temp dir.
-    p.set_defaults(home=_TEMP_HOME)
+    p.add_argument("--home", dest="demo_home", type=Path, default=None,
+                   help="create the demo node here (must not hold a node yet); "
+                   "default: a temporary directory, removed afterwards")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"),
+                   default=None, help="log verbosity")
+    p.set_defaults(home=None)
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.set_defaults(func=_demo)
