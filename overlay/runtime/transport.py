@@ -46,6 +46,9 @@ from libp2p.crypto.ed25519 import Ed25519PrivateKey
 from libp2p.crypto.keys import KeyPair as Libp2pKeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.host.ping import ID as PING_PROTOCOL
+from libp2p.identity.identify.identify import ID as IDENTIFY_PROTOCOL
+from libp2p.identity.identify.pb.identify_pb2 import Identify as IdentifyMsg
+from libp2p.identity.update import update_peerstore_from_identify
 from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.network.stream.exceptions import StreamEOF, StreamError, StreamReset
 from libp2p.peer.id import ID
@@ -53,6 +56,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL
 from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.utils.varint import read_length_prefixed_protobuf
 
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import (
@@ -591,26 +595,38 @@ class Transport:
     # ------------------------------------------------------------ identify and ping
 
     async def identify(self, peer: PeerId, timeout: float = 10.0) -> PeerInfo:
-        """Run identify now (unless done on this connection) and report the result."""
+        """Ask the peer's /ipfs/id/1.0.0 now and report its answer.
+
+        We read the identify message ourselves: py-libp2p's background identify
+        stores protocols and addresses but drops the agent version.
+        """
         pid = ID(peer.raw)
         with trio.fail_after(timeout):
             await self._ensure_connected(peer)
-            if pid not in self._host._identified_peers:
-                await self._host._identify_peer(pid, reason="colony")
-        store = self._host.get_peerstore()
-        try:
-            protocols = tuple(store.get_protocols(pid))
-        except Exception:
-            protocols = ()
-        try:
-            agent = str(store.get(pid, "AgentVersion"))
-        except Exception:
-            agent = None
-        try:
-            addrs = tuple(str(a) for a in store.addrs(pid))
-        except Exception:
-            addrs = ()
-        return PeerInfo(peer, protocols, agent, addrs)
+            net = await self._host.new_stream(pid, [IDENTIFY_PROTOCOL])
+            try:
+                data = await read_length_prefixed_protobuf(
+                    net, use_varint_format=True, max_length=self.config.max_frame_bytes
+                )
+                msg = IdentifyMsg()
+                msg.ParseFromString(data)
+            except Exception as e:
+                await self._reset(net)
+                raise TransportError(f"identify of {peer.short()} failed: {e}") from None
+            with suppress(Exception):
+                await net.close()
+        with suppress(Exception):
+            await update_peerstore_from_identify(self._host.get_peerstore(), pid, msg)
+        addrs = []
+        for raw in msg.listen_addrs:
+            with suppress(Exception):
+                addrs.append(str(multiaddr.Multiaddr(raw)))
+        return PeerInfo(
+            peer,
+            tuple(msg.protocols),
+            msg.agent_version if msg.HasField("agent_version") else None,
+            tuple(addrs),
+        )
 
     async def ping(self, peer: PeerId, count: int = 1, timeout: float = 10.0) -> list[float]:
         """Round-trip times (s) of `count` /ipfs/ping/1.0.0 exchanges on one stream."""

@@ -423,6 +423,7 @@ def test_disconnect_events_ping_and_identify() -> None:
             assert len(rtts) == 3 and all(r > 0 for r in rtts)
             info = await a.identify(b.peer_id)
             assert P in info.protocols and "/ipfs/ping/1.0.0" in info.protocols
+            assert info.agent_version is not None and info.agent_version.startswith("py-libp2p")
             assert any(addr.startswith(b.listen_addrs[0]) for addr in info.addrs)
             assert (await next_event(b, PeerConnected)).peer == a.peer_id
             await a.disconnect(b.peer_id, "test")
