@@ -227,6 +227,11 @@ class Importer:
         self.on_entry = on_entry
         self.warnings: list[str] = []
 
+    def flush(self) -> None:
+        """Write pending blocks (`add_*` do this before returning; `directory` and
+        `symlink`, used to assemble trees by hand, leave it to the caller)."""
+        self.sink.flush()
+
     # ------------------------------------------------------------ files
 
     def _file(self, pieces: Iterable[bytes], name: str) -> Added:
