@@ -115,37 +115,63 @@ class FrameDecoder:
 
     Oversize is detected from the length prefix alone, before any body is buffered,
     so a peer cannot make us hold more than one frame's worth of memory.
+
+    Input chunks are kept as a list and joined once per complete frame: appending to
+    and trimming one bytearray copied every large body twice (profiled on the libp2p
+    data path, where 256 KiB frames arrive as 64 KiB Yamux chunks).
     """
 
-    __slots__ = ("_buf", "_need", "max_frame_bytes")
+    __slots__ = ("_chunks", "_need", "_size", "max_frame_bytes")
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
-        self._buf = bytearray()
+        self._chunks: list[bytes] = []
+        self._size = 0
         self.max_frame_bytes = max_frame_bytes
         self._need: tuple[int, int] | None = None  # (body start, body end)
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
+        if data:
+            self._chunks.append(bytes(data))
+            self._size += len(data)
+
+    def _header(self) -> tuple[int, int] | None:
+        head = self._chunks[0]
+        if len(head) < 9 and len(self._chunks) > 1:
+            head = b"".join(self._chunks)[:9]
+        try:
+            length, start = decode_varint(head)
+        except TruncatedFrame:
+            return None
+        if length > self.max_frame_bytes:
+            raise FrameTooLarge(
+                f"frame announces {length} bytes; limit is {self.max_frame_bytes}"
+            )
+        return start, start + length
 
     def next_raw(self) -> bytes | None:
         """Return the next whole frame body (undecoded), or None if more input is needed."""
         if self._need is None:
-            if not self._buf:
+            if not self._size:
                 return None
-            try:
-                length, start = decode_varint(self._buf)
-            except TruncatedFrame:
+            self._need = self._header()
+            if self._need is None:
                 return None
-            if length > self.max_frame_bytes:
-                raise FrameTooLarge(
-                    f"frame announces {length} bytes; limit is {self.max_frame_bytes}"
-                )
-            self._need = (start, start + length)
         start, end = self._need
-        if len(self._buf) < end:
+        if self._size < end:
             return None
-        body = bytes(self._buf[start:end])
-        del self._buf[:end]
+        first = self._chunks[0]
+        if len(first) >= end:
+            body = first[start:end]
+            rest = first[end:]
+            del self._chunks[0]
+        else:
+            joined = b"".join(self._chunks)
+            body = joined[start:end]
+            rest = joined[end:]
+            self._chunks.clear()
+        if rest:
+            self._chunks.insert(0, rest)
+        self._size -= end
         self._need = None
         return body
 
@@ -158,8 +184,8 @@ class FrameDecoder:
 
     @property
     def buffered_bytes(self) -> int:
-        return len(self._buf)
+        return self._size
 
     def at_frame_boundary(self) -> bool:
         """True when no partial frame is buffered (a clean EOF is allowed here)."""
-        return not self._buf
+        return not self._size
