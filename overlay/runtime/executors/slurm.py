@@ -6,8 +6,10 @@ code, so it can be read and resubmitted by hand:
 
 - ``--chdir`` = the attempt's ``work/``; ``--output`` = the attempt's log (stdout and
   stderr together, ``--open-mode=append``); ``--job-name=colony-<id tail>``;
-- ``--export=NONE`` and explicit ``export`` lines: the job sees the same minimal base
-  env plus spec env as a subprocess capsule, not the daemon's environment;
+- environment: sbatch runs with only the Slurm client settings of the daemon's
+  environment (SLURM_CONF, PATH, HOME, LANG, USER, LOGNAME); the script unsets every
+  variable but ``SLURM_*`` and then ``export``s the same minimal base env plus spec env
+  a subprocess capsule gets. The daemon's environment never reaches the job;
 - ``--time`` = ceil(maxexectime / 1 min) + 1 min: Slurm counts whole minutes, so it is
   only a backstop; the exact limit is our own deadline, enforced with ``scancel``;
 - ``--cpus-per-task`` = ceil(conditions.cpu), ``--mem`` = conditions.mem_mib (MiB);
@@ -132,6 +134,14 @@ def map_state(js: JobState) -> tuple[int, str]:
     return EXIT_LOST, f"unexpected Slurm state {js.state}"
 
 
+#: Unset every variable but SLURM_* (job id, node list, …), whatever Slurm passed in.
+_SCRUB = (
+    "for v in $(env | sed -n 's/^\\([A-Za-z_][A-Za-z0-9_]*\\)=.*/\\1/p'); do\n"
+    '  case "$v" in SLURM_*) ;; *) unset "$v" ;; esac\n'
+    "done"
+)
+
+
 def batch_script(job: Job, argv: Sequence[str], env: dict[str, str]) -> str:
     spec = job.spec
     cond = spec.conditions
@@ -142,7 +152,10 @@ def batch_script(job: Job, argv: Sequence[str], env: dict[str, str]) -> str:
         f"#SBATCH --chdir={job.work}",
         f"#SBATCH --output={job.log_path}",
         "#SBATCH --open-mode=append",
-        "#SBATCH --export=NONE",
+        # The job gets sbatch's own environment, which is only the client settings
+        # (client_env); the scrub below then removes everything but SLURM_*. Not
+        # --export=NONE: Slurm 22.05 then loads root's login environment on the node.
+        "#SBATCH --export=ALL",
         "#SBATCH --no-requeue",
         "#SBATCH --ntasks=1",
     ]
@@ -152,6 +165,7 @@ def batch_script(job: Job, argv: Sequence[str], env: dict[str, str]) -> str:
         lines.append(f"#SBATCH --cpus-per-task={math.ceil(cond.cpu)}")
     if cond.mem_mib > 0:
         lines.append(f"#SBATCH --mem={cond.mem_mib}M")
+    lines.append(_SCRUB)
     lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())
               if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]  # fmt: skip
     lines.append("exec " + shlex.join(argv))
