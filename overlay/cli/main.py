@@ -38,13 +38,15 @@ def _common_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--home",
         type=Path,
-        default=None,
+        # SUPPRESS: an option given before the subcommand must survive the
+        # subcommand's copy of this parser (argparse would reset it to the default).
+        default=argparse.SUPPRESS,
         help="node data directory (default: $COLONY_HOME or $XDG_DATA_HOME/colony)",
     )
     common.add_argument(
         "--log-level",
         choices=logs.LEVELS,
-        default=None,
+        default=argparse.SUPPRESS,
         help="log verbosity (default: warning for commands, info for the daemon)",
     )
     return common
@@ -72,10 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if args.home is None:
+    if getattr(args, "home", None) is None:
         args.home = default_home()
     default_level = getattr(args, "default_log_level", "warning")
-    logs.configure(args.log_level or default_level)
+    logs.configure(getattr(args, "log_level", None) or default_level)
     try:
         return int(args.func(args) or 0)
     except ColonyError as e:

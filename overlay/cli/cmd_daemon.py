@@ -1,0 +1,242 @@
+"""`colony daemon` and the commands that talk to a running daemon through its API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from overlay.core.errors import ConfigError
+from overlay.runtime.api_client import ApiClient
+
+_FMT = argparse.RawDescriptionHelpFormatter
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _client(args: argparse.Namespace, timeout_s: float = 600.0) -> ApiClient:
+    return ApiClient.for_home(args.home, timeout_s)
+
+
+def _print(obj: Any, as_json: bool) -> None:
+    if as_json:
+        json.dump(obj, sys.stdout, indent=2)
+        print()
+
+
+# ---------------------------------------------------------------- daemon
+
+
+def _daemon(args: argparse.Namespace) -> int:
+    env: dict[str, str] = {}
+    if args.listen:
+        env["COLONY_NETWORK_LISTEN"] = ",".join(args.listen)
+    if args.bootstrap:
+        env["COLONY_NETWORK_BOOTSTRAP"] = ",".join(args.bootstrap)
+    if args.api:
+        env["COLONY_API_LISTEN"] = args.api
+    if args.detach:
+        log = args.home / "daemon.log"
+        argv = [sys.executable, "-m", "overlay.cli.main", "--home", str(args.home), "daemon"]
+        for a in args.listen or []:
+            argv += ["--listen", a]
+        for b in args.bootstrap or []:
+            argv += ["--bootstrap", b]
+        if args.api:
+            argv += ["--api", args.api]
+        with open(log, "ab") as f:
+            proc = subprocess.Popen(
+                argv, stdout=f, stderr=f, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        print(f"daemon started in the background (pid {proc.pid}); log: {log}")
+        return 0
+    os.environ.update(env)
+    from overlay.runtime.run import run_daemon_blocking
+
+    return run_daemon_blocking(args.home)
+
+
+# ---------------------------------------------------------------- client commands
+
+
+def _members(args: argparse.Namespace) -> int:
+    rows = _client(args).call("GET", "/v1/members", all="1" if args.all else None)
+    if args.json:
+        _print(rows, True)
+        return 0
+    print(f"{'PEER':<54} {'STATE':<8} {'INC':>4} {'RTT':>8}  ADDRESS")
+    for r in rows:
+        rtt = "-" if r["rtt_ms"] is None else f"{r['rtt_ms']:.1f}ms"
+        me = " (self)" if r["self"] else ""
+        addr = r["addrs"][0] if r["addrs"] else "-"
+        print(f"{r['id'] + me:<54} {r['state']:<8} {r['incarnation']:>4} {rtt:>8}  {addr}")
+    return 0
+
+
+def _peers(args: argparse.Namespace) -> int:
+    peers = _client(args).call("GET", "/v1/peers")
+    if args.json:
+        _print(peers, True)
+    else:
+        print("\n".join(peers) if peers else "(no connected peers)")
+    return 0
+
+
+def _dht(args: argparse.Namespace) -> int:
+    c = _client(args)
+    if args.dht_cmd == "findprovs":
+        r = c.call("POST", "/v1/dht/findprovs", {"cid": args.target})
+        if not args.json:
+            print("\n".join(r["providers"]) if r["providers"] else "(no providers found)")
+    elif args.dht_cmd == "findpeer":
+        r = c.call("POST", "/v1/dht/findpeer", {"peer": args.target})
+        if not args.json:
+            print(f"{'found' if r['found'] else 'not found'} in {r['hops']} hops")
+    elif args.dht_cmd == "put":
+        r = c.call("POST", "/v1/dht/put", {"value": args.target})
+        if not args.json:
+            print(f"published {r['key']} (seq {r['seq']}) to {r['acks']} peers")
+    else:
+        r = c.call("POST", "/v1/dht/get", {"name": args.target})
+        if not args.json:
+            print(r["value"] if r["value"] is not None else "(no record found)")
+    _print(r, args.json)
+    return 0
+
+
+def _stream_with_bar(items: Any, label: str, total: int | None = None) -> dict[str, Any]:
+    """Render NDJSON progress on a tty; return the final item."""
+    tty = sys.stderr.isatty()
+    final: dict[str, Any] = {}
+    for item in items:
+        final = item
+        if tty and not item.get("done"):
+            got = item.get("bytes_fetched", item.get("bytes", 0))
+            rate = item.get("rate_bps")
+            provs = item.get("providers")
+            extra = f"  {_human(rate)}/s" if rate else ""
+            if isinstance(provs, dict):
+                extra += f"  from {len(provs)} providers"
+            sys.stderr.write(f"\r{label}: {_human(got)}{extra}   ")
+            sys.stderr.flush()
+    if tty:
+        sys.stderr.write("\r" + " " * 70 + "\r")
+    return final
+
+
+def _publish(args: argparse.Namespace) -> int:
+    path = Path(args.path).resolve()
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file or directory")
+    items = _client(args).stream(
+        "POST", "/v1/publish", {"path": str(path), "cid_version": args.cid_version}
+    )
+    final = _stream_with_bar(items, "publish")
+    if args.json:
+        _print(final, True)
+    else:
+        print(final["cid"])
+        print(f"published {_human(final['size'])} in {final['blocks']} blocks; "
+              f"announced with {final['provide']['lookups']} DHT lookups", file=sys.stderr)
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    items = _client(args).stream("POST", "/v1/fetch", {"cid": args.cid})
+    final = _stream_with_bar(items, "fetch")
+    if args.json:
+        _print(final, True)
+    else:
+        provs = ", ".join(f"{p[-6:]}: {n}" for p, n in final.get("providers", {}).items())
+        print(f"fetched {args.cid}: {final['blocks_fetched']} blocks "
+              f"({_human(final['bytes_fetched'])}), {final['blocks_local']} already local; "
+              f"blocks by provider: {provs or 'none'}", file=sys.stderr)
+    if args.output:
+        from overlay.cli.cmd_store import _get
+
+        return _get(argparse.Namespace(home=args.home, cid=args.cid, output=args.output))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    _print(_client(args).call("GET", "/v1/stats"), True)
+    return 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    c = _client(args, timeout_s=3600 * 24)
+    if args.events_cmd == "send":
+        r = c.call("POST", "/v1/events/send", {"name": args.name, "payload": args.payload})
+        print(f"sent event {args.name!r} ({r['bytes']} bytes)")
+        return 0
+    for ev in c.stream("GET", "/v1/events/watch"):
+        if args.json:
+            print(json.dumps(ev), flush=True)
+        else:
+            fields = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("time", "event"))
+            print(f"{ev['time']:.3f} {ev['event']} {fields}", flush=True)
+    return 0
+
+
+def _leave(args: argparse.Namespace) -> int:
+    _client(args).call("POST", "/v1/leave")
+    print("left the colony; daemon stopped")
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "daemon", parents=[common], formatter_class=_FMT,
+        help="run the node: libp2p host, DHT, gossip, block exchange, control API",
+        description="Run this node in the foreground (Ctrl-C leaves the colony "
+        "gracefully).\n\nexamples:\n  colony daemon\n"
+        "  colony daemon --listen /ip4/0.0.0.0/tcp/4001 "
+        "--bootstrap /ip4/10.0.0.5/tcp/4001/p2p/12D3KooW…\n"
+        "  colony daemon --detach          # background; log in <home>/daemon.log",
+    )
+    p.add_argument("--listen", action="append", metavar="MULTIADDR",
+                   help="listen address (repeatable; default from config)")
+    p.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
+                   help="peer to join through, ending in /p2p/<id> (repeatable)")
+    p.add_argument("--api", metavar="HOST:PORT",
+                   help="control API address (default 127.0.0.1:5101)")
+    p.add_argument("--detach", action="store_true", help="run in the background")
+    p.set_defaults(func=_daemon, default_log_level="info")
+
+    def client_cmd(name: str, help_: str, func: Any) -> argparse.ArgumentParser:
+        q: argparse.ArgumentParser = sub.add_parser(name, parents=[common], help=help_,
+                                                    description=help_, formatter_class=_FMT)
+        q.add_argument("--json", action="store_true", help="machine-readable output")
+        q.set_defaults(func=func)
+        return q
+
+    q = client_cmd("members", "list colony members seen by gossip (state, RTT, address)",
+                   _members)
+    q.add_argument("--all", action="store_true", help="include failed and departed members")
+    client_cmd("peers", "list peers with an open libp2p connection", _peers)
+    q = client_cmd("dht", "query the DHT: findprovs CID | findpeer PEER | get PEER | put VALUE",
+                   _dht)
+    q.add_argument("dht_cmd", choices=["findprovs", "findpeer", "get", "put"])
+    q.add_argument("target", help="CID, peer id, or value to publish under this node's name")
+    q = client_cmd("publish", "import a file or directory and announce it in the DHT", _publish)
+    q.add_argument("path")
+    q.add_argument("--cid-version", type=int, choices=[0, 1], default=1)
+    q = client_cmd("fetch", "fetch a DAG by CID from the colony (resumable)", _fetch)
+    q.add_argument("cid")
+    q.add_argument("-o", "--output", help="also write the content to this path")
+    client_cmd("stats", "node statistics (driver, dht, gossip, exchange, store)", _stats)
+    q = client_cmd("events", "user events: send NAME PAYLOAD | watch", _events)
+    q.add_argument("events_cmd", choices=["send", "watch"])
+    q.add_argument("name", nargs="?", default="")
+    q.add_argument("payload", nargs="?", default="")
+    client_cmd("leave", "leave the colony gracefully and stop the daemon", _leave)

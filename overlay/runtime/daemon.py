@@ -1,0 +1,366 @@
+"""`colony daemon`: one trio process running a node (DESIGN §9).
+
+Structure (one nursery): the libp2p transport; the driver loop owning the composed
+node core; the control API; a flush tick for fetched blocks; a state saver. Protocol
+handlers only decode and hand inputs to the driver; the send path only encodes and
+hands frames to the transport. Everything else is in the cores.
+
+Persistence: blocks are in LMDB (committed before a publish/fetch is acknowledged);
+peers' addresses and the member list are saved to `<home>/peers.json` every
+`SAVE_INTERVAL_S` and at shutdown, and dialled again at start, so a restarted node
+finds its colony without bootstrap flags. SIGINT/SIGTERM leave gracefully (gossip
+leave intent, bounded by `LEAVE_TIMEOUT_S`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import signal
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+import structlog
+import trio
+
+from dht.api import Bootstrap, LookupDone, PeerAddressesLearned, ProvideDone
+from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType, PeerInfo
+from gossip.events import Join, Leave, LeftColony, MemberJoined
+from gossip.messages import MESSAGE_TYPES as GOSSIP_MESSAGES
+from gossip.messages import decode_message as decode_gossip
+from overlay.core.crypto import KeyPair
+from overlay.core.effects import PeerUnreachable, Received
+from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
+from overlay.core.ids import PeerId
+from overlay.exchange.engine import BlockReceived, BlockUnavailable, Fetch
+from overlay.exchange.messages import BitswapMessage
+from overlay.runtime.api import ApiServer, load_or_create_token
+from overlay.runtime.api_client import split_hostport
+from overlay.runtime.driver import Driver
+from overlay.runtime.fetcher import BlockWriter, FetchSession
+from overlay.runtime.node_builder import (
+    PROTO_BITSWAP,
+    PROTO_GOSSIP,
+    build_node,
+    local_ad,
+)
+from overlay.runtime.transport import (
+    Codec,
+    PeerDisconnected,
+    SendFailed,
+    Transport,
+    TransportConfig,
+    TransportError,
+)
+from store.blockstore import BlockStore
+from store.cid import Cid
+
+log = structlog.get_logger("colony.daemon")
+
+PEERS_FILE = "peers.json"
+SAVE_INTERVAL_S = 30.0
+FLUSH_INTERVAL_S = 0.05
+LEAVE_TIMEOUT_S = 3.0
+KAD_SERVE_TIMEOUT_S = 10.0
+EVENT_LOG = 1000
+
+
+def _bin_addrs(addrs: list[str]) -> tuple[bytes, ...]:
+    out = []
+    for a in addrs:
+        try:
+            out.append(multiaddr.Multiaddr(a).to_bytes())
+        except Exception:
+            continue
+    return tuple(out)
+
+
+def _str_addrs(addrs: tuple[bytes, ...]) -> list[str]:
+    out = []
+    for a in addrs:
+        try:
+            out.append(str(multiaddr.Multiaddr(a)))
+        except Exception:
+            continue  # a peer's junk address costs nothing but itself
+    return out
+
+
+class _Waiter:
+    __slots__ = ("event", "value")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.value: Any = None
+
+
+class Daemon:
+    def __init__(
+        self, home: Path, conf: dict[str, dict[str, Any]], keypair: KeyPair, store: BlockStore
+    ) -> None:
+        self.home = home
+        self.conf = conf
+        self.keypair = keypair
+        self.store = store
+        self.me = keypair.peer_id
+        self.kad_proto: str = conf["dht"]["protocol"]
+        self.writer = BlockWriter(store)
+        self.sessions: dict[bytes, list[FetchSession]] = {}
+        self.events: deque[tuple[float, Any]] = deque(maxlen=EVENT_LOG)
+        self.watchers: list[trio.MemorySendChannel[Any]] = []
+        self._ids = itertools.count(1)
+        self._waiters: dict[int, _Waiter] = {}
+        self._kad_inbound: dict[int, _Waiter] = {}
+        self._left = trio.Event()
+        self.api_port: int | None = None
+        self.started = trio.Event()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        net = self.conf["network"]
+        tcfg = TransportConfig.from_config(self.conf)
+        async with Transport.open(self.keypair, net["listen"], tcfg) as t:
+            self.t = t
+            addrs = tuple(t.listen_addrs)
+            self.node, self.swim, self.kad, self.exchange = build_node(
+                self.keypair, self.conf, self.store,
+                addrs=addrs, addrs_bin=_bin_addrs(list(addrs)), ad=local_ad(self.home),
+                rng=random.Random(),
+            )
+            self.driver = Driver(
+                self.node, send=self._send, emit=self._on_event, disconnect=t.disconnect_soon
+            )
+            self._register_handlers()
+            token = load_or_create_token(self.home)
+            from overlay.runtime.routes import build_api
+
+            api: ApiServer = build_api(self, token)
+            host, port = split_hostport(self.conf["api"]["listen"])
+            async with trio.open_nursery() as n:
+                self.nursery = n
+                await n.start(self.driver.run)
+                self.api_port = await n.start(api.serve, host, port)
+                n.start_soon(self._watch_transport)
+                n.start_soon(self._flush_tick)
+                n.start_soon(self._save_tick)
+                n.start_soon(self._signals, n.cancel_scope)
+                await self._bootstrap()
+                log.info("daemon_started", peer=str(self.me), addrs=t.addrs, api=self.api_port)
+                self.started.set()
+                task_status.started(self)
+        self.writer.flush()
+        self.save_peers()
+
+    async def _signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as sigs:
+            async for sig in sigs:
+                log.info("daemon_stopping", signal=signal.Signals(sig).name)
+                await self.leave()
+                scope.cancel()
+                return
+
+    async def leave(self) -> None:
+        """Graceful leave: announce it, wait (bounded) until gossip sent it."""
+        if self._left.is_set():
+            return
+        await self.driver.submit_wait(Leave())
+        with trio.move_on_after(LEAVE_TIMEOUT_S):
+            await self._left.wait()
+        self.writer.flush()
+        self.save_peers()
+
+    async def _bootstrap(self) -> None:
+        addrs = list(self.conf["network"]["bootstrap"]) + self._saved_addrs()
+        seeds: list[PeerId] = []
+        infos: list[PeerInfo] = []
+        for addr in addrs:
+            try:
+                with trio.fail_after(10):
+                    peer = await self.t.connect(addr)
+            except (TransportError, trio.TooSlowError, ColonyError) as e:
+                log.warning("bootstrap_dial_failed", addr=addr, error=str(e))
+                continue
+            if peer != self.me and peer not in seeds:
+                seeds.append(peer)
+                infos.append(PeerInfo(peer, _bin_addrs([addr.split("/p2p/")[0]])))
+        await self.driver.submit_wait(Join(tuple(seeds)))
+        if infos:
+            await self.driver.submit_wait(Bootstrap(tuple(infos)))
+
+    # ------------------------------------------------------------ persistence
+
+    def _saved_addrs(self) -> list[str]:
+        path = self.home / PEERS_FILE
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return []
+        out = []
+        for peer, addrs in data.get("peers", {}).items():
+            out.extend(f"{a}/p2p/{peer}" for a in addrs[:2] if "/p2p/" not in a)
+        return out[:64]
+
+    def save_peers(self) -> None:
+        peers: dict[str, list[str]] = {}
+        try:
+            for m in self.swim.list_members():
+                if not m.is_self and m.addrs:
+                    peers[str(m.peer)] = list(m.addrs)
+        except AttributeError:
+            return  # not started
+        tmp = self.home / (PEERS_FILE + ".tmp")
+        tmp.write_text(json.dumps({"peers": peers}, indent=1))
+        os.replace(tmp, self.home / PEERS_FILE)  # atomic: a crash leaves old or new
+
+    async def _save_tick(self) -> None:
+        while True:
+            await trio.sleep(SAVE_INTERVAL_S)
+            self.save_peers()
+
+    async def _flush_tick(self) -> None:
+        while True:
+            await trio.sleep(FLUSH_INTERVAL_S)
+            self.writer.flush()
+
+    # ------------------------------------------------------------ inbound
+
+    def _register_handlers(self) -> None:
+        t = self.t
+        t.set_handler(PROTO_GOSSIP, on_message=self._on_gossip, codec=Codec.CBOR)
+        t.set_handler(PROTO_BITSWAP, on_message=self._on_bitswap, codec=Codec.RAW)
+        t.set_handler(self.kad_proto, on_request=self._serve_kad, codec=Codec.RAW)
+
+    def _on_gossip(self, peer: PeerId, obj: Any) -> None:
+        try:
+            msg = decode_gossip(obj)
+        except WireError as e:
+            raise RemoteProtocolError(f"bad gossip message: {e}") from None
+        self.driver.submit(Received(peer, msg))
+
+    def _on_bitswap(self, peer: PeerId, raw: Any) -> None:
+        try:
+            msg = BitswapMessage.from_bytes(raw)
+        except WireError as e:
+            raise RemoteProtocolError(f"bad bitswap message: {e}") from None
+        self.driver.submit(Received(peer, msg))
+
+    async def _serve_kad(self, peer: PeerId, raw: Any) -> bytes | None:
+        try:
+            msg = KadMessage.from_wire(raw)
+        except WireError as e:
+            raise RemoteProtocolError(f"bad kad message: {e}") from None
+        rid = next(self._ids)
+        self.driver.submit(Received(peer, DhtRequest(rid, msg)))
+        if msg.type == MessageType.ADD_PROVIDER:
+            return None  # the kad-dht spec has no answer to ADD_PROVIDER
+        w = self._kad_inbound[rid] = _Waiter()
+        try:
+            with trio.move_on_after(KAD_SERVE_TIMEOUT_S):
+                await w.event.wait()
+        finally:
+            self._kad_inbound.pop(rid, None)
+        reply: KadMessage | None = w.value
+        return reply.to_wire() if reply is not None else None
+
+    async def _watch_transport(self) -> None:
+        async for ev in self.t.events:
+            if isinstance(ev, (PeerDisconnected, SendFailed)):
+                self.driver.submit(PeerUnreachable(ev.peer))
+
+    # ------------------------------------------------------------ outbound
+
+    def _send(self, peer: PeerId, msg: Any) -> None:
+        if isinstance(msg, GOSSIP_MESSAGES):
+            self.t.post(peer, PROTO_GOSSIP, msg.to_wire())
+        elif isinstance(msg, BitswapMessage):
+            self.t.post(peer, PROTO_BITSWAP, msg.to_bytes())
+        elif isinstance(msg, DhtResponse):
+            w = self._kad_inbound.get(msg.rid)
+            if w is not None:
+                w.value = msg.msg
+                w.event.set()
+        elif isinstance(msg, DhtRequest):
+            if msg.msg.type == MessageType.ADD_PROVIDER:
+                self.t.post(peer, self.kad_proto, msg.msg.to_wire())
+            else:
+                self.nursery.start_soon(self._kad_request, peer, msg)
+        else:
+            log.error("unroutable_message", type=type(msg).__name__)
+
+    async def _kad_request(self, peer: PeerId, req: DhtRequest) -> None:
+        try:
+            raw = await self.t.request(
+                peer, self.kad_proto, req.msg.to_wire(), timeout=self.kad.config.rpc_timeout_s
+            )
+            reply = KadMessage.from_wire(raw)
+        except (TransportError, WireError) as e:
+            log.debug("kad_request_failed", peer=str(peer), error=str(e))
+            self.driver.submit(PeerUnreachable(peer))
+            return
+        self.driver.submit(Received(peer, DhtResponse(req.rid, reply)))
+
+    # ------------------------------------------------------------ events
+
+    def _on_event(self, ev: Any) -> None:
+        if isinstance(ev, MemberJoined) and ev.addrs:
+            self.t.add_addrs(ev.peer, ev.addrs)
+        elif isinstance(ev, PeerAddressesLearned):
+            addrs = _str_addrs(ev.addrs)
+            if addrs and ev.peer != self.me:
+                self.t.add_addrs(ev.peer, addrs)
+            return  # frequent and uninteresting to watchers
+        elif isinstance(ev, (LookupDone, ProvideDone)):
+            w = self._waiters.pop(ev.request_id, None)
+            if w is not None:
+                w.value = ev
+                w.event.set()
+        elif isinstance(ev, BlockReceived):
+            for s in self.sessions.get(ev.cid, ()):
+                s.on_block(ev.cid, ev.data, ev.peer)
+            self.sessions.pop(ev.cid, None)
+            return
+        elif isinstance(ev, BlockUnavailable):
+            for s in self.sessions.pop(ev.cid, ()):
+                s.on_unavailable(ev.cid, ev.reason)
+        elif isinstance(ev, LeftColony):
+            self._left.set()
+        now = self.driver.now()
+        self.events.append((now, ev))
+        for ch in list(self.watchers):
+            try:
+                ch.send_nowait((now, ev))
+            except trio.WouldBlock:
+                pass  # a slow watcher misses events rather than stalling the node
+            except trio.ClosedResourceError:
+                self.watchers.remove(ch)
+
+    # ------------------------------------------------------------ services for the API
+
+    async def dht(self, make: Callable[[int], Any], timeout_s: float = 60.0) -> Any:
+        """Run a DHT command built with a fresh request id; return its result event."""
+        rid = next(self._ids)
+        w = self._waiters[rid] = _Waiter()
+        await self.driver.submit_wait(make(rid))
+        try:
+            with trio.fail_after(timeout_s):
+                await w.event.wait()
+        except trio.TooSlowError:
+            raise ColonyError(f"DHT operation timed out after {timeout_s:.0f} s") from None
+        finally:
+            self._waiters.pop(rid, None)
+        return w.value
+
+    def start_fetch(self, root: Cid, providers: list[PeerId]) -> FetchSession:
+        def want(cids: list[bytes]) -> None:
+            for c in cids:
+                self.sessions.setdefault(c, []).append(session)
+            self.driver.handle_now(Fetch(tuple(cids), tuple(providers)))
+
+        session = FetchSession(root, self.writer, want)
+        session.start()
+        return session

@@ -1,0 +1,117 @@
+"""Assemble a daemon's node: gossip, DHT and block-exchange cores in one `Node`.
+
+Also owns the mapping from message types to libp2p protocol ids and codecs, which is
+the only thing the daemon's send path needs to know about each protocol:
+
+| part     | protocol id                 | codec                 | pattern            |
+|----------|-----------------------------|-----------------------|--------------------|
+| gossip   | /colony/gossip/1.0.0        | canonical CBOR frames | one-way messages   |
+| dht      | /colony/kad/1.0.0 (config)  | kad-dht protobuf      | request / response |
+| exchange | /ipfs/bitswap/1.2.0         | Bitswap protobuf      | one-way messages   |
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from typing import Any
+
+from dht.api import COMMAND_TYPES as DHT_COMMANDS
+from dht.api import AddPeer, KadConfig
+from dht.core import Kademlia
+from dht.wire import DhtRequest, DhtResponse
+from gossip.events import Join, Leave, MemberJoined, SendUserEvent, UpdateAd
+from gossip.messages import MESSAGE_TYPES as GOSSIP_MESSAGES
+from gossip.profiles import profile
+from gossip.resources import ResourceAd
+from gossip.swim import Swim
+from overlay.core.crypto import KeyPair
+from overlay.exchange.engine import AddProviders, CancelFetch, Exchange, Fetch
+from overlay.exchange.messages import BitswapMessage
+from overlay.node import Node
+from store.blockstore import BlockNotFound, BlockStore
+from store.cid import Cid
+
+PROTO_GOSSIP = "/colony/gossip/1.0.0"
+PROTO_BITSWAP = "/ipfs/bitswap/1.2.0"
+
+
+class StoreSource:
+    """The LMDB store as Bitswap's read-only block source (raw CID bytes in)."""
+
+    def __init__(self, store: BlockStore) -> None:
+        self.store = store
+
+    def get_block(self, cid: bytes) -> bytes | None:
+        try:
+            return self.store.get(Cid.from_bytes(cid))
+        except (BlockNotFound, ValueError):
+            return None
+        except Exception:  # an InvalidCid from a peer's want-list is just "don't have"
+            return None
+
+    def has_block(self, cid: bytes) -> bool:
+        try:
+            return self.store.has(Cid.from_bytes(cid))
+        except Exception:
+            return False
+
+
+def local_ad(home: Any) -> ResourceAd:
+    """What this machine offers, read from the OS (advertised by gossip)."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0] / cores
+    except OSError:
+        load = 0.0
+    page, pages = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_PHYS_PAGES")
+    avail = os.sysconf("SC_AVPHYS_PAGES")
+    disk = shutil.disk_usage(home)
+    return ResourceAd.make(
+        cpu_cores=cores,
+        cpu_load=round(load, 3),
+        mem_bytes=page * pages,
+        mem_free_bytes=page * avail,
+        disk_bytes=disk.total,
+        disk_free_bytes=disk.free,
+        executors=("subprocess",),
+    )
+
+
+def build_node(
+    keypair: KeyPair,
+    conf: dict[str, dict[str, Any]],
+    store: BlockStore,
+    *,
+    addrs: tuple[str, ...],
+    addrs_bin: tuple[bytes, ...],
+    ad: ResourceAd,
+    rng: random.Random | None = None,
+) -> tuple[Node, Swim, Kademlia, Exchange]:
+    rng = rng or random.Random()
+    me = keypair.peer_id
+    swim = Swim(
+        keypair, profile(conf["gossip"]["profile"]), rng=random.Random(rng.random()),
+        ad=ad, addrs=addrs,
+    )
+    kad = Kademlia(
+        me,
+        KadConfig(k=conf["dht"]["k"], alpha=conf["dht"]["alpha"]),
+        rng=random.Random(rng.random()),
+        addrs=addrs_bin,
+    )
+    exchange = Exchange(me, StoreSource(store))
+    node = Node(me)
+    node.add_part(
+        "gossip", swim, messages=GOSSIP_MESSAGES,
+        commands=(Join, Leave, UpdateAd, SendUserEvent),
+    )
+    node.add_part("dht", kad, messages=(DhtRequest, DhtResponse), commands=DHT_COMMANDS)
+    node.add_part(
+        "exchange", exchange, messages=(BitswapMessage,),
+        commands=(Fetch, AddProviders, CancelFetch),
+    )
+    # A member gossip vouches for (signed alive claim) is a DHT contact worth probing.
+    node.wire(MemberJoined, lambda ev: [("dht", AddPeer(ev.peer))])
+    return node, swim, kad, exchange
