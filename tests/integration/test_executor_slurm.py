@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -70,10 +71,14 @@ def executor() -> SlurmExecutor:
     return SlurmExecutor(poll_s=0.2, cancel_wait_s=20.0)
 
 
-def scontrol_job(cluster: object, job_name_tail: str) -> str:
-    r = subprocess.run(["scontrol", "show", "-o", "job"], env=cluster.env,  # type: ignore[attr-defined]
+def scontrol_job(cluster: object, reason: str) -> str:
+    """`scontrol show job` of the job a result's reason names ("Slurm job 5 cancelled")."""
+    m = re.search(r"Slurm job (\d+) cancelled", reason)
+    assert m is not None, reason
+    r = subprocess.run(["scontrol", "show", "-o", "job", m.group(1)],
+                       env=cluster.env,  # type: ignore[attr-defined]
                        capture_output=True, text=True, timeout=15, check=True)  # fmt: skip
-    return "\n".join(ln for ln in r.stdout.splitlines() if f"JobName=colony-{job_name_tail}" in ln)
+    return r.stdout
 
 
 def test_slurm_is_detected_as_available(slurm: object) -> None:
@@ -134,8 +139,9 @@ def test_kill_scancels_the_job(slurm: object, tmp_path: Path) -> None:
 
     res = h.run(executor(), spec, ctx, during=kill_when_running)
     assert res.exit_status == EXIT_CANCELLED and "lease revoked" in res.reason
-    line = scontrol_job(slurm, h.CAPSULE_ID[-12:])
-    assert "JobState=CANCELLED" in line
+    line = scontrol_job(slurm, res.reason)
+    assert "JobState=CANCELLED" in line and f"JobName=colony-{h.CAPSULE_ID[-12:]}" in line
+    assert "CANCELLED" in h.log_text(ctx, res)  # slurmstepd's note in the job's log
 
 
 def test_maxexectime_scancels_the_job(slurm: object, tmp_path: Path) -> None:
