@@ -377,6 +377,10 @@ class BaseExecutor(ABC):
         elif kill.killed:
             now = time.time()
             outcome = Outcome(EXIT_CANCELLED, f"killed before start: {kill.reason}", now, now)
+        elif trio.current_time() >= job.deadline:  # inputs took the whole maxexectime
+            now = time.time()
+            outcome = Outcome(EXIT_TIMEOUT, f"maxexectime {req.maxexectime_s:g}s exceeded "
+                              "before start (materialising inputs)", now, now)  # fmt: skip
         else:
             outcome = await self._execute(job, kill)
         return await self._collect(job, outcome)

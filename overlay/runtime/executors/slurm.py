@@ -150,7 +150,8 @@ def batch_script(job: Job, argv: Sequence[str], env: dict[str, str]) -> str:
         f"# Colony capsule {job.req.capsule_id}, lease token {job.req.token}",
         f"#SBATCH --job-name=colony-{job.req.capsule_id[-12:]}",
         f"#SBATCH --chdir={job.work}",
-        f"#SBATCH --output={job.log_path}",
+        # "%" starts a Slurm filename pattern (%j, %x, …); "%%" is a literal one.
+        f"#SBATCH --output={str(job.log_path).replace('%', '%%')}",
         "#SBATCH --open-mode=append",
         # The job gets sbatch's own environment, which is only the client settings
         # (client_env); the scrub below then removes everything but SLURM_*. Not
