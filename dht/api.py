@@ -46,9 +46,11 @@ class KadConfig:
     max_pending_rpcs: int = 4096
     #: Multihashes this node keeps providing (reprovided every 22 h).
     max_provided_keys: int = 1_000_000
-    #: Sweep: region lookups running at once, and peers fetched per region (m).
+    #: Sweep: region lookups running at once, and the window of each region lookup.
     sweep_parallelism: int = 8
-    region_lookup_size: int = 80
+    region_lookup_size: int = 40
+    #: Regions are sized to hold this many times k peers (see providers.region_bits).
+    region_peers_per_k: float = 1.0
     max_record_bytes: int = 64 * 1024
     #: Maximum providers returned in one GET_PROVIDERS answer.
     max_providers_per_answer: int = 20

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from dht import providers as prov
 from dht.api import (
@@ -105,8 +105,24 @@ class _Rpc:
 
 
 class _Op:
-    __slots__ = ("acked", "answers", "best", "count", "found", "id", "key", "kind", "lookup",
-                 "pending", "phase", "record", "region", "request_id", "sweep", "valid")
+    __slots__ = (
+        "acked",
+        "answers",
+        "best",
+        "count",
+        "found",
+        "id",
+        "job",
+        "key",
+        "kind",
+        "lookup",
+        "pending",
+        "phase",
+        "record",
+        "request_id",
+        "sweep",
+        "valid",
+    )
 
     def __init__(self, op_id: int, kind: int, request_id: int, key: bytes,
                  lookup: Lookup | DisjointLookup) -> None:
@@ -127,18 +143,31 @@ class _Op:
         self.record: ValidRecord | None = None
         self.acked: list[PeerId] = []
         self.pending = 0
-        #: REGION: owning sweep id and (prefix, bits, multihashes).
+        #: REGION: owning sweep id and region job.
         self.sweep = 0
-        self.region: tuple[int, int, list[bytes]] = (0, 0, [])
+        self.job: _Region | None = None
+
+
+class _Region:
+    """One key region being explored: its keys, the peers found, lookups outstanding."""
+
+    __slots__ = ("mhs", "peers", "pending")
+
+    def __init__(self, mhs: list[bytes]) -> None:
+        self.mhs = mhs
+        self.peers: dict[PeerId, None] = {}
+        self.pending = 0
 
 
 class _Sweep:
-    __slots__ = ("keys", "lookups", "messages", "queue", "regions", "request_id", "running")
+    __slots__ = ("bits", "keys", "lookups", "messages", "queue", "regions", "request_id",
+                 "running")
 
-    def __init__(self, request_id: int, keys: dict[bytes, int]) -> None:
+    def __init__(self, request_id: int, keys: dict[bytes, int], bits: int) -> None:
         self.request_id = request_id
         self.keys = keys
-        self.queue: deque[tuple[int, int, list[bytes]]] = deque()
+        self.bits = bits
+        self.queue: deque[list[bytes]] = deque()
         self.running = 0
         self.regions = 0
         self.lookups = 0
@@ -174,7 +203,8 @@ class Kademlia:
         self.table = RoutingTable(me, cfg.k, cfg.replacement_size, cfg.max_fails,
                                   cfg.probe_after_s)
         self.validators = validators or Validators()
-        self.providers = ProviderStore(provider_limits)
+        self.providers = ProviderStore(
+            replace(provider_limits or ProviderLimits(), ttl_s=cfg.provider_ttl_s))
         self.values = ValueStore(value_limits)
         self.stats = DhtStats()
         #: multihash → dht key of what we provide; bounded by max_provided_keys.
@@ -547,6 +577,9 @@ class Kademlia:
             return
         self._start(_REFRESH, 0, self.me.raw, now, out)
         for c in stale:
+            # Counted as refreshed even if no key was found: retry next interval, not
+            # at every check (deep empty buckets are normal in small networks).
+            self.table.touch(c, now)
             key = self._key_in_bucket(c)
             if key is not None:
                 self._start(_REFRESH, 0, key, now, out)
@@ -554,11 +587,11 @@ class Kademlia:
     def _key_in_bucket(self, cpl: int) -> bytes | None:
         """Key bytes whose sha256 has CPL `cpl` with us. An existing member's peer id if
         the bucket has one (its neighbourhood lies in the bucket's subtree), else a
-        bounded random search (expected 2^(cpl+1) hashes; cpl ≤ max_refresh_cpl)."""
+        bounded random search (expected 2^(cpl+1) hashes, at most 4096)."""
         b = self.table.bucket(cpl)
         if b is not None and b.peers:
             return self.rng.choice(b.peers).raw
-        for _ in range(1 << min(cpl + 3, 16)):
+        for _ in range(1 << min(cpl + 2, 12)):
             cand = self.rng.getrandbits(256).to_bytes(32, "big")
             if self.table.cpl(key_of_bytes(cand)) == cpl:
                 return cand
@@ -584,51 +617,62 @@ class Kademlia:
 
     def _sweep(self, request_id: int, keys: dict[bytes, int], now: float,
                out: list[Effect]) -> None:
-        sw = _Sweep(request_id, keys)
-        bits = prov.region_bits(self.table.estimate_network_size(), self.config.k)
-        for prefix, mhs in prov.group_by_region(keys, bits):
-            sw.queue.append((prefix, bits, mhs))
+        bits = prov.region_bits(self.table.estimate_network_size(), self.config.k,
+                                self.config.region_peers_per_k)
+        sw = _Sweep(request_id, keys, bits)
+        for _, mhs in prov.group_by_region(keys, bits):
+            sw.queue.append(mhs)
         sid = self._next_op
         self._next_op += 1
         self._sweeps[sid] = sw
         self._pump(sid, now, out)
 
     def _pump(self, sid: int, now: float, out: list[Effect]) -> None:
+        """Start region explorations while under `sweep_parallelism` lookups."""
         sw = self._sweeps[sid]
-        while sw.queue and sw.running < self.config.sweep_parallelism:
-            prefix, bits, mhs = sw.queue.popleft()
-            # A lone key needs only its own k closest: an ordinary lookup for it.
-            size = self.config.k if len(mhs) == 1 else self.config.region_lookup_size
-            op = self._start(_REGION, 0, mhs[0], now, out, defer=True, k=size)
-            if op is None:
-                break  # busy: retry when a region finishes
-            op.sweep = sid
-            op.region = (prefix, bits, mhs)
-            sw.running += 1
-            sw.lookups += 1
-            self._advance(op, now, out)
-        if not sw.queue and sw.running == 0:
+        cfg = self.config
+        while sw.queue and sw.running < cfg.sweep_parallelism:
+            if len(self._ops) + 2 > cfg.max_lookups:
+                break  # busy: retried when one of our region lookups finishes
+            mhs = sw.queue.popleft()
+            job = _Region(mhs)
+            # One lookup per half of the region that holds keys, aimed at its median
+            # key: together they enumerate the region's peers (docs/dht.md, "Sweep").
+            halves = [mhs] if len(mhs) == 1 else [
+                part for _, part in prov.group_by_region({m: sw.keys[m] for m in mhs},
+                                                         sw.bits + 1)]
+            for part in halves:
+                op = self._start(_REGION, 0, part[len(part) // 2], now, out, defer=True,
+                                 k=cfg.region_lookup_size)
+                if op is None:  # pragma: no cover - guarded by the busy check above
+                    break
+                op.sweep = sid
+                op.job = job
+                job.pending += 1
+                sw.running += 1
+                sw.lookups += 1
+            for op in [o for o in self._ops.values() if o.job is job]:
+                self._advance(op, now, out)
+        if sid in self._sweeps and not sw.queue and sw.running == 0:
             del self._sweeps[sid]
             out.append(Emit(ProvideDone(sw.request_id, len(sw.keys), sw.regions, sw.lookups,
                                         sw.messages)))
 
     def _region_done(self, op: _Op, now: float, out: list[Effect]) -> None:
         sid = op.sweep
+        job = op.job
         self._finish(op, ClosestPeers(()), out)
         sw = self._sweeps.get(sid)
-        if sw is None:
+        if sw is None or job is None:
             return
         sw.running -= 1
-        prefix, bits, mhs = op.region
-        peers = op.lookup.closest(len(op.lookup))
-        if len(mhs) > 1 and not prov.region_complete(peers, prefix, bits) and bits < 64:
-            # Region holds more peers than one lookup returned: split it (docs/dht.md).
-            for sub, sub_mhs in prov.group_by_region({m: sw.keys[m] for m in mhs}, bits + 1):
-                sw.queue.appendleft((sub, bits + 1, sub_mhs))
-        else:
+        job.pending -= 1
+        for p in op.lookup.closest(len(op.lookup)):
+            job.peers[p] = None
+        if job.pending == 0:
             sw.regions += 1
             me = (PeerInfo(self.me, self.addrs),)
-            for mh, targets in prov.assign(sw.keys, mhs, peers, self.config.k):
+            for mh, targets in prov.assign(sw.keys, job.mhs, list(job.peers), self.config.k):
                 msg = KadMessage(MessageType.ADD_PROVIDER, mh, provider_peers=me)
                 for p in targets:
                     out.append(Send(p, DhtRequest(0, msg)))

@@ -5,14 +5,15 @@ republished every 22 h, like kubo (go-libp2p-kad-dht `providers.ProvideValidity`
 `amino.DefaultReprovideInterval`). The store is bounded in total, per key and per
 providing peer; a record over a limit is refused (the caller counts it).
 
-Sweep: with the wire's one key per ADD_PROVIDER, batching means one *lookup* per key
-region rather than per CID (kubo's sweeping reprovider). Keys are grouped by their
-first `p` bits, p = ⌊log2(N / (2k))⌋, so a region expects 2k–4k peers; one lookup
-for the region (its m = 4k closest peers to a key in it) finds a set that contains the
-k closest peers of every key in the region whenever the region holds ≥ k peers (all
-peers inside a prefix are closer to every key in it than any peer outside). If every
-one of the m peers is inside the region, the region may hold more than m peers: it is
-split in two (p + 1) and each half gets its own lookup. docs/dht.md has the arithmetic.
+Sweep: with the wire's one key per ADD_PROVIDER, batching means one *exploration* per
+key region rather than one lookup per CID (kubo's sweeping reprovider). Keys are grouped
+by their first p bits, p = ⌊log2(N / k)⌋ (N estimated from our own table), so a region
+expects k–2k peers. Each half of a region that holds keys gets one lookup (window 2k)
+aimed at its median key; the union of the halves' answers is, in a converged network,
+every peer of the region plus its nearest outsiders. Each key's k closest peers are then
+picked from that union locally. All peers inside a prefix are closer to every key in it
+than any peer outside, so when the region holds ≥ k peers and was enumerated, the
+choice is exact. docs/dht.md has the arithmetic.
 """
 
 from __future__ import annotations
@@ -127,11 +128,13 @@ class ProviderStore:
 # ---------------------------------------------------------------- sweep planning
 
 
-def region_bits(network_size: float, k: int) -> int:
-    """Prefix length p so that a region of the keyspace expects 2k–4k of N peers."""
-    if network_size <= 4 * k:
+def region_bits(network_size: float, k: int, per_region: float = 1.0) -> int:
+    """Prefix length p so that a region expects between per_region·k and twice that
+    many of the N peers: p = ⌊log2(N / (per_region·k))⌋."""
+    target = per_region * k
+    if network_size <= 2 * target:
         return 0
-    return max(0, min(KEY_BITS - 1, math.floor(math.log2(network_size / (2 * k)))))
+    return max(0, min(KEY_BITS - 1, math.floor(math.log2(network_size / target))))
 
 
 def region_of(key: int, bits: int) -> int:
@@ -144,14 +147,6 @@ def group_by_region(keys: dict[bytes, int], bits: int) -> list[tuple[int, list[b
     for mh, key in keys.items():
         groups.setdefault(region_of(key, bits), []).append(mh)
     return sorted(groups.items())
-
-
-def region_complete(peers: list[PeerId], prefix: int, bits: int) -> bool:
-    """True when the lookup result reaches outside the region, so every peer inside the
-    region is in it (inside peers are nearer than outside ones to any in-region key)."""
-    if bits == 0:
-        return True
-    return any(region_of(p.key, bits) != prefix for p in peers)
 
 
 def assign(keys: dict[bytes, int], mhs: list[bytes], peers: list[PeerId],

@@ -231,10 +231,12 @@ class RoutingTable:
 
     def mark_refreshed(self, key: int, now: float) -> None:
         """A lookup for `key` completed: its bucket (and all shallower ones it passed) is fresh."""
-        c = min(self.cpl(key), KEY_BITS - 1)
-        b = self._buckets.get(c)
+        self.touch(min(self.cpl(key), KEY_BITS - 1), now)
+
+    def touch(self, cpl: int, now: float) -> None:
+        b = self._buckets.get(cpl)
         if b is None:
-            b = self._buckets[c] = Bucket(now)
+            b = self._buckets[cpl] = Bucket(now)
         b.last_refresh = now
 
     def stale_cpls(self, now: float, interval_s: float, max_cpl: int) -> list[int]:

@@ -127,11 +127,13 @@ def test_provider_store_limits_and_expiry() -> None:
     s.check_invariants()
 
 
-def test_region_bits_targets_two_to_four_k_peers() -> None:
-    assert prov.region_bits(50, 20) == 0
+def test_region_bits_targets_one_to_two_k_peers() -> None:
+    assert prov.region_bits(30, 20) == 0
     for n in (1_000, 10_000, 100_000):
         b = prov.region_bits(n, 20)
-        assert 2 * 20 <= n / 2**b < 4 * 20
+        assert 20 <= n / 2**b < 2 * 20
+        b2 = prov.region_bits(n, 20, per_region=2.0)
+        assert 40 <= n / 2**b2 < 80
 
 
 def test_grouping_and_assignment() -> None:
@@ -145,9 +147,3 @@ def test_grouping_and_assignment() -> None:
     for m, targets in prov.assign(keys, list(keys)[:10], peers, 20):
         assert targets == sorted(peers, key=lambda p: p.key ^ keys[m])[:20]
 
-
-def test_region_complete_detects_outside_peers() -> None:
-    peers = [pid(i) for i in range(40)]
-    inside = [p for p in peers if p.key >> 255 == 0]
-    assert not prov.region_complete(inside, 0, 1)
-    assert prov.region_complete(peers, 0, 1)
