@@ -15,7 +15,7 @@ from typing import Any
 class Engine:
     """A virtual clock with an event heap."""
 
-    __slots__ = ("_heap", "_seq", "now", "events_run")
+    __slots__ = ("_heap", "_seq", "events_run", "now")
 
     def __init__(self, start: float = 0.0) -> None:
         self._heap: list[tuple[float, int, Callable[[Any], None], Any]] = []

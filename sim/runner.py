@@ -524,6 +524,9 @@ class Simulation:
             sizes = [len(self.part(i, "dht").table) for i in pick]
             row["dht_table_mean"] = sum(sizes) / len(sizes) if sizes else 0.0
         m.row("timeseries", **row)
+        nxt = self.engine.now + self.sc.sample_interval_s
+        if nxt <= self.sc.duration_s + 1e-9:
+            self.engine.at(nxt, self._sample)
 
     def _view_accuracy(self, live: list[int]) -> tuple[float, float]:
         """Mean over sampled live nodes: share of live nodes they see as live, and
@@ -561,10 +564,7 @@ class Simulation:
             self.engine.at(sc.churn.start_s, self._start_churn)
         for w in sc.workloads:
             self._schedule_workload(w)
-        t = sc.sample_interval_s
-        while t <= sc.duration_s + 1e-9:
-            self.engine.at(t, self._sample)
-            t += sc.sample_interval_s
+        self.engine.at(sc.sample_interval_s, self._sample)
 
     def _first_join(self, idx: int) -> None:
         self._join_fresh(idx)

@@ -1,0 +1,164 @@
+"""`colony sim run|list|check|fidelity`: the deterministic simulator from the command line.
+
+Thin: parse, load the scenario, run `sim.runner`, write metrics (JSON, CSV) and plots
+(PNG), print a short summary. Errors in scenario files come back as `ScenarioError`
+(a ConfigError) naming the file, line, table and key; main.py prints them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RUN_EPILOG = """\
+SCENARIO is a TOML file or the name of a bundled scenario (see `colony sim list`).
+Outputs in --out (default ./sim-out/<scenario name>):
+  metrics.json      counters and distributions (count, mean, p50, p90, p99, …)
+  timeseries.csv    live nodes, false positives, view accuracy, … per sample interval
+  lookups.csv, detections.csv, events.csv, load.csv   one row per item
+  *.png             plots (unless --no-plots)
+The same scenario and seed give byte-identical metric files.
+
+examples:
+  colony sim run gossip-failures --seed 7
+  colony sim run my.toml --nodes 5000 --duration 600 --out /tmp/run1
+"""
+
+
+def _summary_lines(m: Any) -> list[str]:
+    d = m.summary()["distributions"]
+    lines = []
+    for key, label in (
+        ("lookup_hops", "lookup hops"),
+        ("lookup_latency_s", "lookup latency (s)"),
+        ("lookup_found_closest", "lookups that found the closest node"),
+        ("providers_found", "provider lookups that found a provider"),
+        ("detect_first_s", "first detection (s)"),
+        ("detect_all_s", "detection by all (s)"),
+        ("event_latency_s", "user event latency (s)"),
+        ("event_coverage", "user event coverage"),
+        ("load_sent_per_s", "messages sent per node per s"),
+        ("fetch_s", "fetch time (s)"),
+    ):
+        st = d.get(key)
+        if st and st.get("count"):
+            lines.append(f"  {label:<42} mean {st['mean']:<10g} p50 {st['p50']:<10g} "
+                         f"p99 {st['p99']:<10g} (n={st['count']})")
+    c = m.counters
+    lines.append(f"  false suspicions {c.get('false_suspicions', 0)}, "
+                 f"false failures {c.get('false_failures', 0)}, "
+                 f"messages {c.get('net_sent', 0)}")
+    return lines
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sim import runner, scenario
+
+    sc = scenario.load(scenario.resolve(args.scenario))
+    changes: dict[str, Any] = {}
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.nodes is not None:
+        changes["nodes"] = args.nodes
+    if args.duration is not None:
+        changes["duration_s"] = args.duration
+    if changes:
+        sc = sc.with_(**changes)
+    out = args.out or Path("sim-out") / sc.name
+    t0 = time.perf_counter()
+    sim = runner.Simulation(sc, progress=not args.quiet and sys.stderr.isatty())
+    m = sim.run()
+    wall = time.perf_counter() - t0
+    files = m.write(out)
+    if not args.no_plots:
+        from sim.plots import write_plots
+
+        files += write_plots(m, out)
+    if not args.quiet:
+        print(f"{sc.name}: {sc.nodes} nodes, {sc.duration_s:g} s simulated, seed {sc.seed}: "
+              f"{sim.engine.events_run} events in {wall:.1f} s wall")
+        for line in _summary_lines(m):
+            print(line)
+        print(f"wrote {len(files)} files to {out}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from sim import scenario
+
+    for p in scenario.bundled():
+        sc = scenario.load(p)
+        print(f"{p.stem:<22} {sc.nodes:>7} nodes {sc.duration_s:>7g} s  {sc.description}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from sim import scenario
+
+    path = scenario.resolve(args.scenario)
+    sc = scenario.load(path)
+    print(f"{path}: ok ({sc.nodes} nodes, {', '.join(sc.protocols)}, "
+          f"{len(sc.workloads)} workloads, {sc.duration_s:g} s)")
+    return 0
+
+
+def _fidelity(args: argparse.Namespace) -> int:
+    from sim import fidelity
+
+    rows = fidelity.run_all(quick=args.quick, seed=args.seed or 1)
+    for r in rows:
+        print(fidelity.format_row(r))
+    if args.out is not None:
+        fidelity.write(rows, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "sim",
+        parents=[common],
+        help="run deterministic simulations of many nodes (real dht + gossip cores)",
+        description="Deterministic discrete-event simulator: many nodes in one process, "
+        "each running the real dht/ and gossip/ cores over a modelled network (latency "
+        "by region, jitter, loss, NAT, partitions, bandwidth) with churn and workloads.",
+    )
+    s = p.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+    r = s.add_parser(
+        "run", parents=[common], help="run a scenario; write metrics (JSON/CSV) and plots",
+        description="Run one scenario and write its metrics and plots.",
+        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("scenario", metavar="SCENARIO", help="TOML file or bundled scenario name")
+    r.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    r.add_argument("--out", type=Path, default=None,
+                   help="output directory (default: sim-out/<scenario name>)")
+    r.add_argument("--nodes", type=int, default=None, help="override [nodes] count")
+    r.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="override [scenario] duration_s")
+    r.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    r.set_defaults(func=_run)
+
+    ls = s.add_parser("list", parents=[common], help="list the bundled scenarios")
+    ls.set_defaults(func=_list)
+
+    c = s.add_parser("check", parents=[common], help="validate a scenario file, run nothing")
+    c.add_argument("scenario", metavar="SCENARIO")
+    c.set_defaults(func=_check)
+
+    f = s.add_parser(
+        "fidelity", parents=[common],
+        help="compare simulated SWIM, Kademlia and push-gossip figures with their analyses",
+        description="Run the fidelity experiments of docs/simulation.md and print "
+        "formula, analytic value and simulated value for each.",
+    )
+    f.add_argument("--quick", action="store_true", help="small N (seconds, as in the tests)")
+    f.add_argument("--seed", type=int, default=None)
+    f.add_argument("--out", type=Path, default=None, help="also write the table as JSON")
+    f.set_defaults(func=_fidelity)
