@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ EXIT_CANCELLED = -3
 EXIT_OUTPUT_MISSING = -4
 EXIT_LOST = -5
 
-#: Variables a capsule process gets besides its spec's `env` (which may override them).
+#: PATH of the minimal environment every capsule process starts from (`Job.base_env`).
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 LOG_NAME = "log"
 WORK_NAME = "work"
@@ -245,11 +246,9 @@ def signal_status(signum: int) -> int:
 
 
 def describe_status(status: int) -> str:
-    import signal as _signal
-
     if status > 128:
         try:
-            return f"killed by {_signal.Signals(status - 128).name}"
+            return f"killed by {signal.Signals(status - 128).name}"
         except ValueError:
             return f"exit status {status}"
     return f"exit status {status}"

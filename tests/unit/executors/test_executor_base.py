@@ -6,6 +6,7 @@ import resource
 from pathlib import Path
 
 import pytest
+import trio
 
 from overlay.capsule.spec import CapsuleSpec, Conditions
 from overlay.runtime.executors import (
@@ -19,6 +20,7 @@ from overlay.runtime.executors import (
     SlurmExecutor,
     SubprocessExecutor,
     UnknownExecutor,
+    available_kinds,
     executor_for,
     kind_of,
 )
@@ -93,3 +95,12 @@ def test_setup_failed_result_and_exited_command() -> None:
     assert (ex.capsule_id, ex.token, ex.exit_status, ex.reason) == (
         "bafkreiabc", 4, EXIT_SETUP_FAILED, "inputs unobtainable")  # fmt: skip
     assert "block bafkreixyz" in str(InputMissing("bafyroot", "bafkreixyz"))
+
+
+def test_slurm_not_advertised_without_a_reachable_controller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sbatch may be installed, but a missing config (scontrol retries for a minute)
+    or a dead controller must not make the node advertise slurm."""
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "absent" / "slurm.conf"))
+    assert trio.run(available_kinds, 1.0) == ("subprocess", "function")
