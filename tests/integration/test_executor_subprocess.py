@@ -275,3 +275,21 @@ def test_output_import_uses_the_configured_cid_version(tmp_path: Path) -> None:
     res = h.run(SubprocessExecutor(), spec, ctx)
     # DESIGN §4 test vector: `ipfs add` of "hello\n".
     assert res.outputs == ("QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN",)
+
+
+def test_kill_before_start_runs_nothing(tmp_path: Path) -> None:
+    ctx = h.make_ctx(tmp_path)
+    marker = tmp_path / "ran"
+    spec = CapsuleSpec(command=("touch", str(marker)))
+
+    async def main() -> None:
+        kill = KillSwitch()
+        kill.kill("superseded by lease 2")
+        with trio.fail_after(30):
+            res = await SubprocessExecutor().run(ExecRequest(h.CAPSULE_ID, 1, spec, 0), ctx, kill)
+        assert res.exit_status == EXIT_CANCELLED
+        assert res.reason == "killed before start: superseded by lease 2"
+        assert "superseded by lease 2" in h.log_text(ctx, res)
+
+    trio.run(main)
+    assert not marker.exists()

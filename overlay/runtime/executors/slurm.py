@@ -208,6 +208,7 @@ class SlurmExecutor(BaseExecutor):
         self.cancel_wait_s = cancel_wait_s
         self.extra_args = tuple(extra_args)
         self._accounting: bool | None = None
+        self._last_warning_at = -math.inf
 
     def check(self, spec: CapsuleSpec) -> str | None:
         return check_function(spec) if spec.function else None
@@ -227,8 +228,12 @@ class SlurmExecutor(BaseExecutor):
         if rc == 0:
             return parse_scontrol(out)
         if "Invalid job id" not in err:
-            log.warning("slurm_query_failed", job=job_id, rc=rc, error=err.strip()[:200])
-            return None  # a transient controller problem: poll again
+            # A transient controller problem: poll again (warn once per minute, not per poll).
+            now = time.monotonic()
+            if now - self._last_warning_at >= 60.0:
+                self._last_warning_at = now
+                log.warning("slurm_query_failed", job=job_id, rc=rc, error=err.strip()[:200])
+            return None
         if await self.accounting():
             rc, out, _ = await slurm_cmd(
                 ["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State,ExitCode"]
