@@ -4,7 +4,12 @@ How the daemon uses this package (docs/executors.md has the whole contract)::
 
     kinds = await available_kinds()              # advertise these (ExecutorConfig.executors)
     ctx = ExecContext(store=store, workdir_root=home / "runs")
-    # Emit(RunRequested(capsule, token, maxexectime_s)):
+    attempts = Attempts(ctx, {k: executor_for(k) for k in kinds}, on_exit=driver.submit,
+                        fetch=fetch_inputs)
+    attempts.handle(nursery, event)    # RunRequested → a task; KillRequested → its kill
+
+or, without `Attempts`, per `RunRequested`::
+
     req, kill = ExecRequest.from_event(ev), KillSwitch()
     result = await executor_for(kind_of(req.spec)).run(req, ctx, kill)   # in a task
     driver.submit(result.to_exited())
@@ -13,7 +18,7 @@ How the daemon uses this package (docs/executors.md has the whole contract)::
 
 from __future__ import annotations
 
-from overlay.capsule.spec import CapsuleSpec
+from overlay.runtime.executors.attempts import Attempts
 from overlay.runtime.executors.base import (
     EXIT_CANCELLED,
     EXIT_LOST,
@@ -29,19 +34,13 @@ from overlay.runtime.executors.base import (
     InputMissing,
     KillSwitch,
     UnknownExecutor,
+    kind_of,
 )
 from overlay.runtime.executors.function import FunctionExecutor
 from overlay.runtime.executors.slurm import SlurmExecutor, slurm_available
 from overlay.runtime.executors.subprocess import SubprocessExecutor
 
 KINDS = ("subprocess", "function", "slurm")
-
-
-def kind_of(spec: CapsuleSpec) -> str:
-    """The executor kind a spec asks for: ``conditions.executor``, else by its shape."""
-    if spec.conditions.executor:
-        return spec.conditions.executor
-    return "function" if spec.function else "subprocess"
 
 
 def executor_for(kind: str) -> BaseExecutor:
@@ -71,6 +70,7 @@ __all__ = [
     "EXIT_SETUP_FAILED",
     "EXIT_TIMEOUT",
     "KINDS",
+    "Attempts",
     "BaseExecutor",
     "ExecContext",
     "ExecLimits",

@@ -118,6 +118,13 @@ class ExecRequest:
         return cls(ev.capsule.id, ev.token, ev.capsule.spec, ev.maxexectime_s)
 
 
+def kind_of(spec: CapsuleSpec) -> str:
+    """The executor kind a spec asks for: ``conditions.executor``, else by its shape."""
+    if spec.conditions.executor:
+        return spec.conditions.executor
+    return "function" if spec.function else "subprocess"
+
+
 @dataclass(frozen=True, slots=True)
 class ExecResult:
     capsule_id: str
