@@ -15,6 +15,7 @@ from overlay.capsule.events import KillRequested, RunRequested
 from overlay.capsule.executor import CapsuleExited
 from overlay.capsule.spec import Capsule, CapsuleSpec
 from overlay.core.crypto import KeyPair
+from overlay.core.errors import ColonyError
 from overlay.runtime.executors import (
     EXIT_CANCELLED,
     EXIT_SETUP_FAILED,
@@ -148,3 +149,39 @@ def test_missing_input_without_fetch_and_executor_bugs_become_results(tmp_path: 
     assert absent in by_id[missing.id].reason
     assert by_id[buggy.id].exit_status == EXIT_SETUP_FAILED
     assert by_id[buggy.id].reason == "executor error: RuntimeError: bug in executor"
+
+
+def test_failing_fetch_and_kill_during_fetch(tmp_path: Path) -> None:
+    ctx: ExecContext = h.make_ctx(tmp_path)
+    exits: list[CapsuleExited] = []
+    absent = str(Cid.of(RAW, b"nobody has this either"))
+    started_fetch = trio.Event()
+
+    async def unreachable(cid: str) -> None:
+        raise ColonyError(f"no provider for {cid}")
+
+    async def slow(cid: str) -> None:
+        started_fetch.set()
+        await trio.sleep_forever()
+
+    spec = CapsuleSpec(command=("true",), inputs=(absent,))
+    a, b = capsule(spec, 7), capsule(spec, 8)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            runner = {"subprocess": executor_for("subprocess")}
+            Attempts(ctx, runner, exits.append, fetch=unreachable).handle(
+                nursery, RunRequested(a, 1, 0.0))  # fmt: skip
+            slow_attempts = Attempts(ctx, runner, exits.append, fetch=slow)
+            slow_attempts.handle(nursery, RunRequested(b, 2, 0.0))
+            with trio.fail_after(10):
+                await started_fetch.wait()
+            slow_attempts.handle(nursery, KillRequested(b.id, 2, "lease revoked"))
+            await wait_for(exits, 2)
+
+    trio.run(main)
+    by_id = {e.capsule_id: e for e in exits}
+    assert by_id[a.id].exit_status == EXIT_SETUP_FAILED
+    assert by_id[a.id].reason == f"cannot fetch input {absent}: no provider for {absent}"
+    assert by_id[b.id].exit_status == EXIT_CANCELLED
+    assert by_id[b.id].reason == "killed while fetching inputs: lease revoked"

@@ -28,6 +28,7 @@ Rules:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
@@ -37,6 +38,8 @@ from overlay.capsule.events import KillRequested, RunRequested
 from overlay.capsule.executor import CapsuleExited
 from overlay.core.errors import ColonyError
 from overlay.runtime.executors.base import (
+    EXIT_CANCELLED,
+    EXIT_SETUP_FAILED,
     BaseExecutor,
     ExecContext,
     ExecRequest,
@@ -98,6 +101,30 @@ class Attempts:
         self._count("attempts_reported")
         self.on_exit(result.to_exited())
 
+    async def _fetch_unless_killed(self, cid: str, kill: KillSwitch) -> str | None:
+        """Await the daemon's fetch of `cid`: None when done, else why the attempt ends."""
+        assert self.fetch is not None
+        fetch = self.fetch
+        outcome: list[str | None] = [f"killed while fetching inputs: {kill.reason}"]
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_kill() -> None:
+                await kill.wait()
+                outcome[0] = f"killed while fetching inputs: {kill.reason}"
+                nursery.cancel_scope.cancel()
+
+            async def do_fetch() -> None:
+                try:
+                    await fetch(cid)
+                    outcome[0] = None
+                except (ColonyError, OSError) as err:  # caught here: nurseries wrap errors
+                    outcome[0] = f"cannot fetch input {cid}: {err}"
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop_on_kill)
+            nursery.start_soon(do_fetch)
+        return outcome[0]
+
     async def _run(self, req: ExecRequest, kill: KillSwitch) -> ExecResult:
         kind = kind_of(req.spec)
         executor = self.executors.get(kind)
@@ -111,10 +138,11 @@ class Attempts:
                 if self.fetch is None or fetched >= self.max_fetches or kill.killed:
                     return ExecResult.setup_failed(req, str(e))
                 fetched += 1
-                try:
-                    await self.fetch(e.input_cid)
-                except (ColonyError, OSError) as err:
-                    return ExecResult.setup_failed(req, f"cannot fetch input {e.input_cid}: {err}")
+                why = await self._fetch_unless_killed(e.input_cid, kill)
+                if why is not None:
+                    status = EXIT_CANCELLED if kill.killed else EXIT_SETUP_FAILED
+                    now = time.time()
+                    return ExecResult(req.capsule_id, req.token, status, (), "", now, now, why)
             except Exception as e:  # a bug in an executor must not take the daemon down
                 log.exception("executor_crashed", capsule=req.capsule_id, token=req.token)
                 self._count("executor_errors")
