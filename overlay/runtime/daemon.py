@@ -37,7 +37,7 @@ from overlay.core.crypto import KeyPair
 from overlay.core.effects import PeerUnreachable, Received
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
-from overlay.exchange.engine import BlockReceived, BlockUnavailable, Fetch
+from overlay.exchange.engine import BlockReceived, BlockUnavailable, CancelFetch, Fetch
 from overlay.exchange.messages import BitswapMessage
 from overlay.runtime.api import ApiServer, load_or_create_token
 from overlay.runtime.api_client import split_hostport
@@ -68,6 +68,8 @@ FLUSH_INTERVAL_S = 0.05
 LEAVE_TIMEOUT_S = 3.0
 KAD_SERVE_TIMEOUT_S = 10.0
 EVENT_LOG = 1000
+#: Peers remembered for the next start (most recently seen kept).
+MAX_KNOWN_PEERS = 256
 
 
 def _bin_addrs(addrs: list[str]) -> tuple[bytes, ...]:
@@ -116,6 +118,9 @@ class Daemon:
         self._waiters: dict[int, _Waiter] = {}
         self._kad_inbound: dict[int, _Waiter] = {}
         self._left = trio.Event()
+        #: peer id → addresses, from gossip; survives leave/failure so a restart can
+        #: dial back into the colony.
+        self.known_peers: dict[str, list[str]] = {}
         self.api_port: int | None = None
         self.started = trio.Event()
 
@@ -205,16 +210,18 @@ class Daemon:
             out.extend(f"{a}/p2p/{peer}" for a in addrs[:2] if "/p2p/" not in a)
         return out[:64]
 
+    def _remember(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
+        key = str(peer)
+        self.known_peers.pop(key, None)
+        self.known_peers[key] = list(addrs)[:4]
+        while len(self.known_peers) > MAX_KNOWN_PEERS:
+            del self.known_peers[next(iter(self.known_peers))]
+
     def save_peers(self) -> None:
-        peers: dict[str, list[str]] = {}
-        try:
-            for m in self.swim.list_members():
-                if not m.is_self and m.addrs:
-                    peers[str(m.peer)] = list(m.addrs)
-        except AttributeError:
-            return  # not started
+        if not self.known_peers:
+            return  # never overwrite a useful file with nothing
         tmp = self.home / (PEERS_FILE + ".tmp")
-        tmp.write_text(json.dumps({"peers": peers}, indent=1))
+        tmp.write_text(json.dumps({"peers": self.known_peers}, indent=1))
         os.replace(tmp, self.home / PEERS_FILE)  # atomic: a crash leaves old or new
 
     async def _save_tick(self) -> None:
@@ -309,6 +316,7 @@ class Daemon:
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, MemberJoined) and ev.addrs:
             self.t.add_addrs(ev.peer, ev.addrs)
+            self._remember(ev.peer, ev.addrs)
         elif isinstance(ev, PeerAddressesLearned):
             addrs = _str_addrs(ev.addrs)
             if addrs and ev.peer != self.me:
@@ -364,3 +372,15 @@ class Daemon:
         session = FetchSession(root, self.writer, want)
         session.start()
         return session
+
+    def cancel_fetch(self, session: FetchSession) -> None:
+        orphaned = []
+        for c in session.outstanding:
+            waiting = self.sessions.get(c, [])
+            if session in waiting:
+                waiting.remove(session)
+            if not waiting:
+                self.sessions.pop(c, None)
+                orphaned.append(c)  # no other fetch wants it: withdraw the want
+        self.driver.handle_now(CancelFetch(tuple(orphaned)))
+        self.writer.flush()

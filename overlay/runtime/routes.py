@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
 import trio
 
 from dht.api import FindNode, GetProviders, GetValue, Provide, PutValue
@@ -27,7 +28,11 @@ from store.importer import Importer, ImportOptions
 if TYPE_CHECKING:
     from overlay.runtime.daemon import Daemon
 
+d_log = structlog.get_logger("colony.api")
+
 PROGRESS_INTERVAL_S = 0.25
+#: A fetch with no new block for this long gives up (what it got stays stored).
+STALL_TIMEOUT_S = 60.0
 MAX_PROVIDERS = 8
 
 
@@ -80,6 +85,13 @@ def _dag_multihashes(d: Daemon, root: Cid) -> list[bytes]:
             links = r.links(mh) or []
             stack.extend(Cid.from_bytes(c).multihash for c in links)
     return out
+
+
+async def _provide_quietly(d: Daemon, keys: tuple[bytes, ...]) -> None:
+    try:
+        await d.dht(lambda rid: Provide(rid, keys), timeout_s=300)
+    except ColonyError as e:
+        d_log.warning("provide_after_fetch_failed", error=str(e), blocks=len(keys))
 
 
 def build_api(d: Daemon, token: str) -> ApiServer:
@@ -190,17 +202,33 @@ def build_api(d: Daemon, token: str) -> ApiServer:
             if not providers:  # ask connected members, as Bitswap broadcasts wants
                 providers = [p for p in d.t.connected_peers() if p != d.me]
             providers = providers[:MAX_PROVIDERS]
+            if not providers and not d.store.has(cid):
+                raise ApiError(404, f"no providers found for {cid} and no peers connected")
             yield {"phase": "providers", "providers": [str(p) for p in providers]}
             session = d.start_fetch(cid, providers)
+            last, last_change = -1, trio.current_time()
             while not session.progress.done:
                 yield session.progress.as_dict()
                 with trio.move_on_after(PROGRESS_INTERVAL_S):
                     while not session.progress.done:
                         await trio.sleep(0.02)
+                got = session.progress.blocks_fetched
+                if got != last:
+                    last, last_change = got, trio.current_time()
+                elif trio.current_time() - last_change > STALL_TIMEOUT_S:
+                    d.cancel_fetch(session)
+                    raise ColonyError(
+                        f"fetch of {cid} stalled: no block for {STALL_TIMEOUT_S:.0f} s "
+                        f"({session.progress.outstanding} outstanding); run it again to resume"
+                    )
             d.writer.flush()
             final = session.progress.as_dict()
             if final["error"]:
                 raise ColonyError(str(final["error"]))
+            # Like kubo, a node that holds a DAG provides it, so later fetches can
+            # spread over every holder. Background: the fetch is already complete.
+            keys = tuple(_dag_multihashes(d, cid))
+            d.nursery.start_soon(_provide_quietly, d, keys)
             yield final
 
         return Response(stream=gen())

@@ -7,6 +7,7 @@ from pathlib import Path
 import structlog
 import trio
 
+from overlay.core.errors import ConfigError
 from overlay.runtime import config as cfg
 from overlay.runtime.daemon import Daemon
 from overlay.runtime.identity import KEY_FILE, load_identity
@@ -20,6 +21,12 @@ def run_daemon_blocking(home: Path) -> int:
     keypair = load_identity(home / KEY_FILE)
     with open_home_store(home, conf) as store:
         daemon = Daemon(home, conf, keypair, store)
-        trio.run(daemon.run)
+        try:
+            trio.run(daemon.run)
+        except OSError as e:  # e.g. the API port is taken by another daemon
+            raise ConfigError(
+                f"cannot start: {e.strerror or e}; is another daemon using this home or "
+                "these ports? (see [api] listen and [network] listen in config.toml)"
+            ) from None
     log.info("daemon_stopped")
     return 0
