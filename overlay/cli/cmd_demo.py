@@ -4,7 +4,7 @@ Creates a node in a temporary directory (or ``--home``), generates a small,
 deterministic dataset (a few files in nested directories, one larger than a 256 KiB
 chunk), imports it, reads every file back and checks the bytes, then shows the DAG as
 a tree with CIDs and sizes and the repo statistics. Exit status 0 means every check
-passed. (A later step of the demo adds a multi-node colony on 127.0.0.1.)
+passed. Then a local colony of daemons on 127.0.0.1 (overlay/cli/demo_colony.py).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def _tree(ex: Exporter, cid: Cid, name: str, out: list[str], prefix: str = "",
         _tree(ex, e.cid, label, out, child_prefix, i == len(entries) - 1, False)
 
 
-def run_demo(home: Path, out: Any = None, *, kept: bool = True) -> int:
+def run_demo(home: Path, out: Any = None, *, kept: bool = True, nodes: int = 5) -> int:
     say = (lambda *a: print(*a, file=out)) if out is not None else print
     say(f"1. creating a node in {home}")
     kp = init_home(home, quiet=True)
@@ -128,19 +128,25 @@ def run_demo(home: Path, out: Any = None, *, kept: bool = True) -> int:
             return 1
     finally:
         store.close()
+    if nodes > 1:
+        from overlay.cli.demo_colony import run_colony_demo
+
+        big = work / "data" / "raw" / "camera.bin"
+        big.write_bytes(sample_bytes("camera", 6 * 1024 * 1024))
+        run_colony_demo(home.parent / "colony", nodes, work, say)
     if kept:
         say(f"demo complete: explore with `colony --home {home} ls {root.cid}`")
     else:
-        say("demo complete (the throw-away node is removed; --home DIR keeps one)")
+        say("demo complete (the throw-away nodes are removed; --home DIR keeps one)")
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     if args.demo_home is not None:
-        return run_demo(args.demo_home)
+        return run_demo(args.demo_home, nodes=args.nodes)
     tmp = Path(tempfile.mkdtemp(prefix="colony-demo-"))
     try:
-        return run_demo(tmp / "node", kept=args.keep)
+        return run_demo(tmp / "node", kept=args.keep, nodes=args.nodes)
     finally:
         if args.keep:
             print(f"(kept {tmp})", file=sys.stderr)
@@ -156,7 +162,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "demo",
         help="run the end-to-end demo on a throw-away node",
         description="Create a node in a temporary directory, import a generated dataset, "
-        "read it back and verify it, and show its CIDs and the repo statistics.\n\n"
+        "read it back and verify it, and show its CIDs and the repo statistics; then start "
+        "a local colony of daemons on 127.0.0.1, publish the dataset on one node, fetch it "
+        "on two others (from several providers) and verify it.\n\n"
         "examples:\n  colony demo\n  colony demo --home /tmp/demo-node   "
         "(a new node there, kept to explore afterwards)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -168,4 +176,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    default=None, help="log verbosity")
     p.set_defaults(home=None)
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--nodes", type=int, default=5,
+                   help="daemons in the local colony part (1 = single-node tour only)")
     p.set_defaults(func=_demo)
