@@ -328,7 +328,9 @@ class StatusReply:
     @classmethod
     def from_wire(cls, obj: Any) -> StatusReply:
         _, cid, state, token, reason, outputs, status = _shape(obj, cls.TAG, 7)
-        if state != UNKNOWN and state not in State._value2member_map_:
+        if not isinstance(state, str) or (
+            state != UNKNOWN and state not in State._value2member_map_
+        ):
             raise MalformedFrame(f"unknown capsule state {state!r}")
         if not isinstance(outputs, list) or len(outputs) > 1024:
             raise MalformedFrame("status outputs must be a list")
