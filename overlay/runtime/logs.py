@@ -13,6 +13,7 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 
 def configure(level: str = "info", *, json: bool | None = None, stream: Any = None) -> None:
     """Configure structlog once per process. `json=None` means: JSON unless stderr is a tty."""
+    explicit = stream is not None
     stream = stream or sys.stderr
     if level not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}")
@@ -34,7 +35,14 @@ def configure(level: str = "info", *, json: bool | None = None, stream: Any = No
         wrapper_class=structlog.make_filtering_bound_logger(
             getattr(logging, level.upper())
         ),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # Resolve the stream at each logger creation (cache is off), not now: a stream
+        # captured at configure time may be closed later (pytest's capture, a detached
+        # daemon's redirected stderr), and a log call must never raise.
+        logger_factory=(
+            structlog.PrintLoggerFactory(stream)
+            if explicit
+            else (lambda *args: structlog.PrintLogger(sys.stderr))
+        ),
         cache_logger_on_first_use=False,
     )
     # py-libp2p and others log through stdlib logging; keep them quiet below our level.
