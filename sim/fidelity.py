@@ -314,8 +314,8 @@ def run_all(*, quick: bool, seed: int = 1) -> list[Row]:
     if not quick:
         _, load_small = swim_detection(100, seed=seed, waves=2)
         rows.append(load_small)
-    for n in ((300, 1000) if quick else (300, 1000, 3000)):
+    for n in ((300,) if quick else (300, 1000)):
         rows.append(push_gossip_rounds(n, seed=seed))
-    for n in ((200, 600) if quick else (250, 1000, 4000)):
+    for n in ((200,) if quick else (250, 1000, 2000)):
         rows.append(kademlia_hops(n, seed=seed)[0])
     return rows
