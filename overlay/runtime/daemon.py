@@ -121,6 +121,7 @@ class Daemon:
         #: peer id → addresses, from gossip; survives leave/failure so a restart can
         #: dial back into the colony.
         self.known_peers: dict[str, list[str]] = {}
+        self._peers_new = False
         self.api_port: int | None = None
         self.started = trio.Event()
 
@@ -212,7 +213,8 @@ class Daemon:
 
     def _remember(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
         key = str(peer)
-        self.known_peers.pop(key, None)
+        if self.known_peers.pop(key, None) is None:
+            self._peers_new = True  # saved within a second: a crash soon after join
         self.known_peers[key] = list(addrs)[:4]
         while len(self.known_peers) > MAX_KNOWN_PEERS:
             del self.known_peers[next(iter(self.known_peers))]
@@ -225,9 +227,13 @@ class Daemon:
         os.replace(tmp, self.home / PEERS_FILE)  # atomic: a crash leaves old or new
 
     async def _save_tick(self) -> None:
+        last = trio.current_time()
         while True:
-            await trio.sleep(SAVE_INTERVAL_S)
-            self.save_peers()
+            await trio.sleep(1.0)
+            if self._peers_new or trio.current_time() - last >= SAVE_INTERVAL_S:
+                self._peers_new = False
+                last = trio.current_time()
+                self.save_peers()
 
     async def _flush_tick(self) -> None:
         while True:
