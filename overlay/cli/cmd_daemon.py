@@ -10,18 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from overlay.cli.fmt import human_bytes as _human
 from overlay.core.errors import ConfigError
 from overlay.runtime.api_client import ApiClient
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def _client(args: argparse.Namespace, timeout_s: float = 600.0) -> ApiClient:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from overlay.cli.cmd_node import init_home
+from overlay.cli.fmt import human_bytes as _human
 from overlay.core.errors import ColonyError
 from store.blockstore import BlockStore, open_home_store
 from store.cid import Cid
@@ -61,13 +62,6 @@ def make_dataset(root: Path) -> dict[str, bytes]:
     return files
 
 
-def _human(n: int) -> str:
-    f = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if f < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{f:.1f} {unit}"
-        f /= 1024
-    return f"{n} B"
 
 
 def _tree(ex: Exporter, cid: Cid, name: str, out: list[str], prefix: str = "",

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from overlay.cli.fmt import human_bytes as _human
 from overlay.core.errors import WireError
 from overlay.runtime import config as cfg
 from store import gc
@@ -32,12 +33,6 @@ def _store(args: argparse.Namespace) -> BlockStore:
     return open_home_store(args.home, cfg.load(args.home))
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 @contextmanager

@@ -117,7 +117,7 @@ def _final(items: Any) -> dict[str, Any]:
 
 
 def run_colony_demo(root: Path, n: int, dataset: Path, say: Callable[..., None]) -> int:
-    from overlay.cli.cmd_demo import _human
+    from overlay.cli.fmt import human_bytes as _human
 
     colony = LocalColony(root, n)
     try:
