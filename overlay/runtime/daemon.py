@@ -24,7 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import multiaddr
 import structlog
 import trio
 
@@ -46,8 +45,10 @@ from overlay.runtime.fetcher import BlockWriter, FetchSession
 from overlay.runtime.node_builder import (
     PROTO_BITSWAP,
     PROTO_GOSSIP,
+    bin_addrs,
     build_node,
     local_ad,
+    str_addrs,
 )
 from overlay.runtime.transport import (
     Codec,
@@ -70,26 +71,6 @@ KAD_SERVE_TIMEOUT_S = 10.0
 EVENT_LOG = 1000
 #: Peers remembered for the next start (most recently seen kept).
 MAX_KNOWN_PEERS = 256
-
-
-def _bin_addrs(addrs: list[str]) -> tuple[bytes, ...]:
-    out = []
-    for a in addrs:
-        try:
-            out.append(multiaddr.Multiaddr(a).to_bytes())
-        except Exception:
-            continue
-    return tuple(out)
-
-
-def _str_addrs(addrs: tuple[bytes, ...]) -> list[str]:
-    out = []
-    for a in addrs:
-        try:
-            out.append(str(multiaddr.Multiaddr(a)))
-        except Exception:
-            continue  # a peer's junk address costs nothing but itself
-    return out
 
 
 class _Waiter:
@@ -135,7 +116,7 @@ class Daemon:
             addrs = tuple(t.listen_addrs)
             self.node, self.swim, self.kad, self.exchange = build_node(
                 self.keypair, self.conf, self.store,
-                addrs=addrs, addrs_bin=_bin_addrs(list(addrs)), ad=local_ad(self.home),
+                addrs=addrs, addrs_bin=bin_addrs(list(addrs)), ad=local_ad(self.home),
                 rng=random.Random(),
             )
             self.driver = Driver(
@@ -193,7 +174,7 @@ class Daemon:
                 continue
             if peer != self.me and peer not in seeds:
                 seeds.append(peer)
-                infos.append(PeerInfo(peer, _bin_addrs([addr.split("/p2p/")[0]])))
+                infos.append(PeerInfo(peer, bin_addrs([addr.split("/p2p/")[0]])))
         await self.driver.submit_wait(Join(tuple(seeds)))
         if infos:
             await self.driver.submit_wait(Bootstrap(tuple(infos)))
@@ -324,7 +305,7 @@ class Daemon:
             self.t.add_addrs(ev.peer, ev.addrs)
             self._remember(ev.peer, ev.addrs)
         elif isinstance(ev, PeerAddressesLearned):
-            addrs = _str_addrs(ev.addrs)
+            addrs = str_addrs(ev.addrs)
             if addrs and ev.peer != self.me:
                 self.t.add_addrs(ev.peer, addrs)
             return  # frequent and uninteresting to watchers

@@ -17,6 +17,8 @@ import random
 import shutil
 from typing import Any
 
+import multiaddr
+
 from dht.api import COMMAND_TYPES as DHT_COMMANDS
 from dht.api import AddPeer, KadConfig
 from dht.core import Kademlia
@@ -27,10 +29,11 @@ from gossip.profiles import profile
 from gossip.resources import ResourceAd
 from gossip.swim import Swim
 from overlay.core.crypto import KeyPair
+from overlay.core.errors import ColonyError
 from overlay.exchange.engine import AddProviders, CancelFetch, Exchange, Fetch
 from overlay.exchange.messages import BitswapMessage
 from overlay.node import Node
-from store.blockstore import BlockNotFound, BlockStore
+from store.blockstore import BlockStore
 from store.cid import Cid
 
 PROTO_GOSSIP = "/colony/gossip/1.0.0"
@@ -43,19 +46,41 @@ class StoreSource:
     def __init__(self, store: BlockStore) -> None:
         self.store = store
 
+    # Missing, unparsable (a peer's want-list) or corrupt (`repo verify` will list it):
+    # all mean "we don't have it" to a remote peer.
     def get_block(self, cid: bytes) -> bytes | None:
         try:
             return self.store.get(Cid.from_bytes(cid))
-        except (BlockNotFound, ValueError):
-            return None
-        except Exception:  # an InvalidCid from a peer's want-list is just "don't have"
+        except ColonyError:
             return None
 
     def has_block(self, cid: bytes) -> bool:
         try:
             return self.store.has(Cid.from_bytes(cid))
-        except Exception:
+        except ColonyError:
             return False
+
+
+def bin_addrs(addrs: list[str]) -> tuple[bytes, ...]:
+    """Text multiaddrs → binary (the kad-dht wire form); unparsable ones are skipped."""
+    out = []
+    for a in addrs:
+        try:
+            out.append(multiaddr.Multiaddr(a).to_bytes())
+        except Exception:
+            continue
+    return tuple(out)
+
+
+def str_addrs(addrs: tuple[bytes, ...]) -> list[str]:
+    """Binary multiaddrs from a peer → text; a peer's junk address costs only itself."""
+    out = []
+    for a in addrs:
+        try:
+            out.append(str(multiaddr.Multiaddr(a)))
+        except Exception:
+            continue
+    return out
 
 
 def local_ad(home: Any) -> ResourceAd:

@@ -22,6 +22,7 @@ from overlay.core.errors import ColonyError
 from overlay.core.ids import PeerId
 from overlay.runtime.api import ApiError, ApiServer, Request, Response
 from overlay.runtime.metrics import StatsCollector, render
+from overlay.runtime.node_builder import str_addrs
 from store.cid import Cid
 from store.importer import Importer, ImportOptions
 
@@ -196,9 +197,7 @@ def build_api(d: Daemon, token: str) -> ApiServer:
             providers = [p.peer for p in ev.result.providers if p.peer != d.me]
             for p in ev.result.providers:
                 if p.addrs and p.peer != d.me:
-                    from overlay.runtime.daemon import _str_addrs
-
-                    d.t.add_addrs(p.peer, _str_addrs(p.addrs))
+                    d.t.add_addrs(p.peer, str_addrs(p.addrs))
             if not providers:  # ask connected members, as Bitswap broadcasts wants
                 providers = [p for p in d.t.connected_peers() if p != d.me]
             providers = providers[:MAX_PROVIDERS]
