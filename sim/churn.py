@@ -49,20 +49,20 @@ class Dist:
         if self.kind == "exponential":
             return rng.expovariate(math.log(2.0) / m)
         if self.kind == "weibull":
-            scale = m / math.log(2.0) ** (1.0 / self.shape)
+            scale = m / math.pow(math.log(2.0), 1.0 / self.shape)
             return rng.weibullvariate(scale, self.shape)
         # Lomax (Pareto II, support from 0): x_m·((1-u)^(-1/α) - 1); median x_m(2^(1/α)-1).
-        xm = m / (2.0 ** (1.0 / self.shape) - 1.0)
-        return xm * ((1.0 - rng.random()) ** (-1.0 / self.shape) - 1.0)
+        xm = m / (math.pow(2.0, 1.0 / self.shape) - 1.0)
+        return xm * (math.pow(1.0 - rng.random(), -1.0 / self.shape) - 1.0)
 
     def mean_s(self) -> float:
         m = self.median_s
         if self.kind == "exponential":
             return m / math.log(2.0)
         if self.kind == "weibull":
-            scale = m / math.log(2.0) ** (1.0 / self.shape)
+            scale = m / math.pow(math.log(2.0), 1.0 / self.shape)
             return scale * math.gamma(1.0 + 1.0 / self.shape)
-        xm = m / (2.0 ** (1.0 / self.shape) - 1.0)
+        xm = m / (math.pow(2.0, 1.0 / self.shape) - 1.0)
         return xm / (self.shape - 1.0)
 
 

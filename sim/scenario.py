@@ -319,8 +319,9 @@ def _network(src: str, path: str, data: Any) -> tuple[NetworkConfig, list[Partit
     for i, p in enumerate(raw):
         pc = _Checker(src, path, ("network", "partition", i), p)
         start = pc.get("start_s", float, required=True, check=_nonneg, rule="must be ≥ 0")
-        end = pc.get("end_s", float, required=True, check=lambda v, s=start: v > s,
-                     rule="must be after start_s")
+        end = pc.get("end_s", float, required=True)
+        if end <= start:
+            pc.fail("end_s", f"must be after start_s, got {end!r}")
         groups = pc.get("groups", list, [], check=lambda v: all(
             isinstance(grp, list) and all(r in names for r in grp) for grp in v),
             rule="must be a list of lists of region names used by [network] regions")
@@ -367,7 +368,7 @@ def _workload(c: _Checker, protocols: list[str]) -> Workload:
         c.fail("kind", f"workload {kind!r} needs protocol {need!r} in [nodes] protocols")
     rate = c.get("rate_per_s", float, 0.0, check=_nonneg, rule="must be ≥ 0")
     start = c.get("start_s", float, 0.0, check=_nonneg, rule="must be ≥ 0")
-    end = c.get("end_s", float, float("inf"), check=lambda v, s=start: v > s,
+    end = c.get("end_s", float, float("inf"), check=lambda v: bool(v > start),
                 rule="must be after start_s")
     at = c.get("at_s", float, 0.0, check=_nonneg, rule="must be ≥ 0")
     count = c.get("count", int, 1, check=lambda v: v >= 1, rule="must be ≥ 1")
