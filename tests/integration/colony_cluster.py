@@ -64,6 +64,10 @@ def colony_cmd(home: Path, *args: str, timeout: float = 120.0,
     return r
 
 
+class DaemonExited(RuntimeError):
+    """A daemon process died while we waited on it: fail now, not at the deadline."""
+
+
 def wait_for(pred: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
@@ -72,6 +76,8 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str, every: float = 
             v = pred()
             if v:
                 return v
+        except DaemonExited:
+            raise
         except Exception as e:  # a daemon not up yet, a refused connection
             last_exc = e
         if time.monotonic() > deadline:
@@ -127,7 +133,7 @@ class Node:
 
     def up(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"daemon {self.home.name} exited {self.proc.returncode}: "
+            raise DaemonExited(f"daemon {self.home.name} exited {self.proc.returncode}: "
                                + self.log.read_text()[-2000:])
         return bool(self.api(5).call("GET", "/v1/id"))
 
@@ -194,6 +200,9 @@ class Cluster:
             node.init_config()
         seed = self.nodes[0]
         seed.start(env=self.env)
+        # The seed must listen before the others dial it: a daemon whose every
+        # bootstrap dial fails does not retry (it starts alone).
+        wait_for(seed.up, self.start_timeout, "the seed daemon's API")
         for node in self.nodes[1:]:
             node.start([seed.addr], env=self.env)
         for node in self.nodes:
@@ -211,7 +220,17 @@ class Cluster:
                     return False
             return True
 
-        wait_for(converged, timeout, f"{len(nodes)} nodes to see each other alive", every=0.5)
+        try:
+            wait_for(converged, timeout, f"{len(nodes)} nodes to see each other alive", every=0.5)
+        except AssertionError as e:
+            seen = []
+            for n in nodes:
+                try:
+                    seen.append(sum(r["state"] == "alive" and r["id"] in want
+                                    for r in n.members()))
+                except Exception as x:
+                    seen.append(repr(x))  # type: ignore[arg-type]
+            raise AssertionError(f"{e}; alive counts per node: {seen}") from None
 
     def close(self) -> None:
         for node in self.nodes:
