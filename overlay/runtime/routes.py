@@ -7,6 +7,7 @@ object carrying `"done": true`; errors come back as `{"error": …}` with a stat
 from __future__ import annotations
 
 import base64
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -239,7 +240,7 @@ def build_api(d: Daemon, token: str) -> ApiServer:
             "dht": d.kad.stats.as_dict(),
             "gossip": _plain(d.swim.stats),
             "exchange": _plain(d.exchange.stats),
-            "store": vars(d.store.stat()),
+            "store": dataclasses.asdict(d.store.stat()),  # slotted: no vars()
             "connected_peers": len(d.t.connected_peers()),
         }
 
