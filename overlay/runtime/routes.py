@@ -68,6 +68,8 @@ def _event_json(t: float, ev: Any) -> dict[str, Any]:
 
 def _plain(stats: Any) -> dict[str, Any]:
     """A stats object's scalar counters (slotted dataclass or plain object)."""
+    if isinstance(stats, dict):  # gossip keeps its counters in a plain dict
+        return {k: v for k, v in stats.items() if isinstance(v, (int, float))}
     names = getattr(stats, "__slots__", None) or list(vars(stats))
     return {n: getattr(stats, n) for n in names if isinstance(getattr(stats, n), (int, float))}
 
