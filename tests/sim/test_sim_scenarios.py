@@ -41,7 +41,7 @@ groups = [["europe"]]
 def test_churn_crashes_leaves_rejoins_and_lookups_still_succeed() -> None:
     sc = scenario.parse("""
 [scenario]
-duration_s = 240
+duration_s = 180
 seed = 99
 sample_interval_s = 20
 [nodes]
@@ -70,7 +70,7 @@ start_s = 40
     live = [r["live"] for r in m.tables["timeseries"]]
     assert min(live) < 80 and max(live[3:]) > 40
     ok, failed = c.get("find_node_ok", 0), c.get("find_node_failed", 0)
-    assert ok > 100 and failed <= ok * 0.1, f"seed={SEED}: {ok} ok, {failed} failed"
+    assert ok > 70 and failed <= ok * 0.1, f"seed={SEED}: {ok} ok, {failed} failed"
     found = m.samples["lookup_found_closest"]
     assert sum(found) / len(found) > 0.8, f"seed={SEED}"
     assert m.samples.get("detect_first_s"), "crashes were detected"
