@@ -12,6 +12,7 @@ stored, and its RSS grew by less than a generous bound (a memory check, not timi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -25,13 +26,13 @@ from libp2p.peer.id import ID
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
 from overlay.core.multiformats import encode_varint
+from overlay.exchange import cids
 from overlay.exchange.messages import BitswapMessage, Block
 from overlay.runtime.node_builder import PROTO_BITSWAP, PROTO_GOSSIP
 from overlay.runtime.transport import Codec, Transport, TransportConfig, TransportError
-from overlay.exchange import cids
 
 sys.path.insert(0, str(Path(__file__).parent))
-from colony_cluster import Cluster, colony_cmd, deterministic_bytes, wait_for  # noqa: E402
+from colony_cluster import Cluster, colony_cmd, deterministic_bytes, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -53,10 +54,8 @@ async def _attack(t: Transport, target: PeerId, addr: str, port: int) -> dict[st
     for i in range(20):
         with trio.fail_after(10):
             s = await trio.open_tcp_stream("127.0.0.1", port)
-            try:
+            with contextlib.suppress(trio.BrokenResourceError):
                 await s.send_all(os.urandom(256 + 97 * i))
-            except trio.BrokenResourceError:
-                pass
             await s.aclose()
 
     if True:  # the caller keeps `t` (and the streams below) open
@@ -103,7 +102,7 @@ async def _attack(t: Transport, target: PeerId, addr: str, port: int) -> dict[st
         out["stream_errors"] = []
         for i in range(MANY_STREAMS):
             proto = (PROTO_GOSSIP, PROTO_BITSWAP, KAD)[i % 3]
-            for attempt in range(2):
+            for _attempt in range(2):
                 try:
                     with trio.fail_after(10):
                         s = await host.new_stream(ID(target.raw), [proto])

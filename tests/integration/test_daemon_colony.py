@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from colony_cluster import Cluster, colony_cmd, deterministic_bytes, wait_for  # noqa: E402
+from colony_cluster import Cluster, colony_cmd, deterministic_bytes, wait_for
 
 N = 20
 DATASET = 64 * 1024 * 1024
