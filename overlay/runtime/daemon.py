@@ -67,6 +67,8 @@ PEERS_FILE = "peers.json"
 SAVE_INTERVAL_S = 30.0
 FLUSH_INTERVAL_S = 0.05
 LEAVE_TIMEOUT_S = 3.0
+#: Longest wait between bootstrap attempts when no seed answered at start.
+BOOTSTRAP_RETRY_MAX_S = 30.0
 KAD_SERVE_TIMEOUT_S = 10.0
 EVENT_LOG = 1000
 #: Peers remembered for the next start (most recently seen kept).
@@ -163,6 +165,21 @@ class Daemon:
 
     async def _bootstrap(self) -> None:
         addrs = list(self.conf["network"]["bootstrap"]) + self._saved_addrs()
+        if not await self._join_through(addrs) and addrs:
+            # Nobody answered (e.g. the seed is starting at the same moment): keep
+            # trying in the background, with back-off, until some peer is reached.
+            self.nursery.start_soon(self._retry_bootstrap, addrs)
+
+    async def _retry_bootstrap(self, addrs: list[str]) -> None:
+        delay = 1.0
+        while len(self.swim.list_members()) <= 1:  # alone: only ourselves
+            await trio.sleep(delay)
+            if len(self.swim.list_members()) > 1 or await self._join_through(addrs):
+                return
+            delay = min(delay * 2, BOOTSTRAP_RETRY_MAX_S)
+
+    async def _join_through(self, addrs: list[str]) -> bool:
+        """Dial `addrs`, join gossip and the DHT through those reached; True if any."""
         seeds: list[PeerId] = []
         infos: list[PeerInfo] = []
         for addr in addrs:
@@ -178,6 +195,7 @@ class Daemon:
         await self.driver.submit_wait(Join(tuple(seeds)))
         if infos:
             await self.driver.submit_wait(Bootstrap(tuple(infos)))
+        return bool(seeds)
 
     # ------------------------------------------------------------ persistence
 
