@@ -185,6 +185,11 @@ class Cluster:
         self.close()
 
     def start(self) -> None:
+        self.prepare()
+        self.launch()
+
+    def prepare(self) -> None:
+        """Homes, identities and ports for every node; no daemon started."""
         # `colony init` per node is a short subprocess: run them concurrently.
         procs = []
         for node in self.nodes:
@@ -198,6 +203,8 @@ class Cluster:
         for node in self.nodes:
             node.peer_id = colony_cmd(node.home, "id").stdout.strip()
             node.init_config()
+
+    def launch(self) -> None:
         seed = self.nodes[0]
         seed.start(env=self.env)
         # The seed must listen before the others dial it: a daemon whose every
