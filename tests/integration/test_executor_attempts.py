@@ -3,11 +3,9 @@ CapsuleExited per attempt out; inputs fetched from a second real store when miss
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
+import executor_helpers as h
 import pytest
 import trio
 
@@ -30,19 +28,6 @@ from store.cid import DAG_PB, RAW, Cid
 from store.importer import Importer
 from store.pins import walk
 
-
-def _load(name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-h = _load("executor_helpers")
 pytestmark = pytest.mark.slow
 SUBMITTER = KeyPair(b"\x07" * 32)
 

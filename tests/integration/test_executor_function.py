@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
+import executor_helpers as h
 import pytest
 
 from overlay.capsule.spec import CapsuleSpec
@@ -19,19 +17,6 @@ from overlay.runtime.executors import (
     kind_of,
 )
 
-
-def _load(name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-h = _load("executor_helpers")
 pytestmark = pytest.mark.slow
 
 MODULE = """

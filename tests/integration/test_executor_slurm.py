@@ -7,17 +7,16 @@ installed but does not come up is an error.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
+import executor_helpers as h
 import pytest
+import slurm_cluster as sc
 import trio
 
 from overlay.capsule.spec import CapsuleSpec
@@ -31,20 +30,6 @@ from overlay.runtime.executors import (
     kind_of,
 )
 
-
-def _load(name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-h = _load("executor_helpers")
-sc = _load("slurm_cluster")
 pytestmark = pytest.mark.slow
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
 
+import executor_helpers as h
 import pytest
 import trio
 
@@ -28,19 +27,6 @@ from store.exporter import Exporter
 from store.importer import ImportOptions
 from store.pins import Pins
 
-
-def _load(name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-h = _load("executor_helpers")
 pytestmark = pytest.mark.slow
 PY = sys.executable
 
