@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +22,10 @@ from overlay.cli.cmd_node import init_home
 from overlay.core.errors import ColonyError
 from overlay.runtime.api_client import ApiClient, ApiUnavailable
 from overlay.runtime.identity import KEY_FILE, load_identity
+from overlay.runtime.ports import free_port
 
 START_TIMEOUT_S = 30.0
 CONVERGE_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LocalColony:

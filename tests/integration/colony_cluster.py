@@ -15,7 +15,6 @@ import atexit
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from overlay.runtime.api_client import ApiClient
+from overlay.runtime.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 _LIVE: set[subprocess.Popen[bytes]] = set()
@@ -43,13 +43,6 @@ def _killpg(p: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(Exception):
         p.wait(timeout=10)
     _LIVE.discard(p)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind test)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def colony_cmd(home: Path, *args: str, timeout: float = 120.0,

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from overlay.runtime.ports import free_port
+
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 MUNGE_KEY = Path("/etc/munge/munge.key")
 START_TIMEOUT_S = 45.0
@@ -59,12 +61,6 @@ def _exe(name: str) -> str:
     if found is None:
         raise ClusterError(f"{name} not found")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _munge_works() -> bool:
@@ -165,8 +161,8 @@ def _write_conf(root: Path, node: str) -> Path:
             [
                 "ClusterName=colonytest",
                 "SlurmctldHost=localhost",
-                f"SlurmctldPort={_free_port()}",
-                f"SlurmdPort={_free_port()}",
+                f"SlurmctldPort={free_port()}",
+                f"SlurmdPort={free_port()}",
                 "SlurmUser=root",
                 "SlurmdUser=root",
                 "AuthType=auth/munge",
