@@ -768,6 +768,23 @@ class Kademlia:
     def running_lookups(self) -> int:
         return len(self._ops)
 
+    def table_snapshot(self, now: float, limit: int = 1024) -> list[tuple[PeerInfo, float]]:
+        """Routing-table entries as (peer info, seconds since last heard), freshest first.
+
+        For persistence (DESIGN §9): the daemon saves this and, at the next start, hands
+        each entry back as `AddPeer`, so it re-enters the table only once it answers a
+        PING (entries come from real traffic, §5): a peer gone meanwhile costs one PING,
+        never a lookup timeout.
+        """
+        rows: list[tuple[PeerInfo, float]] = []
+        for c in self.table.bucket_cpls():
+            b = self.table.bucket(c)
+            assert b is not None
+            for peer, seen in zip(b.peers, b.seen_at, strict=True):
+                rows.append((PeerInfo(peer, self.table.addrs(peer)), max(0.0, now - seen)))
+        rows.sort(key=lambda r: r[1])
+        return rows[:limit]
+
 
 def _empty_result(kind: int) -> Result:
     if kind == _PROVIDERS:

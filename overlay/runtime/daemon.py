@@ -27,7 +27,7 @@ from typing import Any
 import structlog
 import trio
 
-from dht.api import Bootstrap, LookupDone, PeerAddressesLearned, ProvideDone
+from dht.api import AddPeer, Bootstrap, LookupDone, PeerAddressesLearned, ProvideDone
 from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType, PeerInfo
 from gossip.events import Join, Leave, LeftColony, MemberJoined
 from gossip.messages import MESSAGE_TYPES as GOSSIP_MESSAGES
@@ -73,6 +73,10 @@ KAD_SERVE_TIMEOUT_S = 10.0
 EVENT_LOG = 1000
 #: Peers remembered for the next start (most recently seen kept).
 MAX_KNOWN_PEERS = 256
+#: Routing-table entries saved in peers.json and PINGed at the next start.
+MAX_TABLE_SAVED = 512
+#: Routing-table peers also dialled to rejoin gossip when no saved member answers.
+MAX_TABLE_DIALS = 16
 
 
 class _Waiter:
@@ -164,7 +168,13 @@ class Daemon:
         self.save_peers()
 
     async def _bootstrap(self) -> None:
+        table = self._saved_table()
         addrs = list(self.conf["network"]["bootstrap"]) + self._saved_addrs()
+        # Routing-table peers that are not saved members are a second way back in.
+        addrs += [a for a in _dial_addrs(table) if a.split("/p2p/")[-1] not in
+                  {x.split("/p2p/")[-1] for x in addrs}][:MAX_TABLE_DIALS]
+        for info in table:  # each is PINGed; it re-enters the table when it answers
+            await self.driver.submit_wait(AddPeer(info.peer, info.addrs))
         if not await self._join_through(addrs) and addrs:
             # Nobody answered (e.g. the seed is starting at the same moment): keep
             # trying in the background, with back-off, until some peer is reached.
@@ -210,6 +220,37 @@ class Daemon:
             out.extend(f"{a}/p2p/{peer}" for a in addrs[:2] if "/p2p/" not in a)
         return out[:64]
 
+    def _saved_table(self) -> list[PeerInfo]:
+        """The DHT routing table saved by `save_peers` (freshest first); [] if none."""
+        try:
+            rows = json.loads((self.home / PEERS_FILE).read_text()).get("dht", [])
+        except (OSError, ValueError, AttributeError):
+            return []
+        out: list[PeerInfo] = []
+        for row in rows[:MAX_TABLE_SAVED] if isinstance(rows, list) else ():
+            try:
+                peer = PeerId.from_base58(str(row["id"]))
+                addrs = bin_addrs([str(a) for a in row.get("addrs", [])][:4])
+            except (ColonyError, KeyError, TypeError, ValueError):
+                continue  # a damaged entry costs itself only
+            if peer != self.me:
+                out.append(PeerInfo(peer, addrs))
+        return out
+
+    def _table_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for info, age_s in self.kad.table_snapshot(self.driver.now(), MAX_TABLE_SAVED):
+            addrs = str_addrs(info.addrs) or self.t.known_addrs(info.peer)
+            addrs = [a for a in addrs if "/p2p/" not in a][:4]
+            if addrs:  # an entry we could not dial is no use after a restart
+                rows.append({"id": str(info.peer), "addrs": addrs,
+                             "seen_ago_s": round(age_s, 1)})
+        return rows
+
+    def _table_signature(self) -> tuple[int, int, int]:
+        st = self.kad.table.stats
+        return (len(self.kad.table), st.added, st.evicted)
+
     def _remember(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
         key = str(peer)
         if self.known_peers.pop(key, None) is None:
@@ -219,19 +260,29 @@ class Daemon:
             del self.known_peers[next(iter(self.known_peers))]
 
     def save_peers(self) -> None:
-        if not self.known_peers:
+        """Write members and the routing table to peers.json (DESIGN §9)."""
+        table = self._table_rows()
+        if not self.known_peers and not table:
             return  # never overwrite a useful file with nothing
         tmp = self.home / (PEERS_FILE + ".tmp")
-        tmp.write_text(json.dumps({"peers": self.known_peers}, indent=1))
+        with open(tmp, "w") as f:
+            json.dump({"peers": self.known_peers, "dht": table}, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())  # the rename below must not expose an empty file
         os.replace(tmp, self.home / PEERS_FILE)  # atomic: a crash leaves old or new
 
     async def _save_tick(self) -> None:
         last = trio.current_time()
+        table = self._table_signature()
         while True:
             await trio.sleep(1.0)
-            if self._peers_new or trio.current_time() - last >= SAVE_INTERVAL_S:
+            # Saved within a second of a new member or a routing-table change, so a
+            # kill -9 soon after loses at most that second.
+            changed = self._table_signature() != table
+            if self._peers_new or changed or trio.current_time() - last >= SAVE_INTERVAL_S:
                 self._peers_new = False
                 last = trio.current_time()
+                table = self._table_signature()
                 self.save_peers()
 
     async def _flush_tick(self) -> None:
@@ -389,3 +440,13 @@ class Daemon:
                 orphaned.append(c)  # no other fetch wants it: withdraw the want
         self.driver.handle_now(CancelFetch(tuple(orphaned)))
         self.writer.flush()
+
+
+def _dial_addrs(infos: list[PeerInfo]) -> list[str]:
+    """`…/p2p/<id>` dial strings for saved routing-table peers (first address each)."""
+    out = []
+    for info in infos:
+        addrs = str_addrs(info.addrs)
+        if addrs:
+            out.append(f"{addrs[0]}/p2p/{info.peer}")
+    return out
