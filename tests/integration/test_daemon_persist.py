@@ -14,7 +14,6 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from colony_cluster import Cluster, Node, colony_cmd, deterministic_bytes, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
