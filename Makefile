@@ -27,6 +27,18 @@ system-deps:
 	  { apt-get update -qq && apt-get install -y -qq slurm-wlm munge >/dev/null; } \
 	    || echo "warning: apt-get install slurm-wlm munge failed (offline?): Slurm tests will skip" >&2; \
 	fi
+	@# Edge/NAT tests (issue 10): iptables MASQUERADE, nft loss rules, coturn STUN/TURN,
+	@# ethtool (offloads off on the delay line's links). Same warn-and-skip rule.
+	@if command -v iptables >/dev/null 2>&1 && command -v nft >/dev/null 2>&1 \
+	   && command -v turnserver >/dev/null 2>&1 && command -v ethtool >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "warning: iptables/nft/turnserver/ethtool missing and apt-get unusable: NAT tests will skip" >&2; \
+	else \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+	      iptables nftables coturn ethtool >/dev/null; } \
+	    || echo "warning: apt-get install iptables nftables coturn ethtool failed: NAT tests will skip" >&2; \
+	fi
 
 ## Install what the tests need and run the whole suite (unit, property, sim, integration).
 test: $(STAMP) system-deps
