@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from overlay.cli.fmt import human_bytes as _human
 from overlay.core.errors import ConfigError
+from overlay.runtime import pidfile
 from overlay.runtime.api_client import ApiClient
 
 _FMT = argparse.RawDescriptionHelpFormatter
@@ -33,32 +36,119 @@ def _print(obj: Any, as_json: bool) -> None:
 
 
 def _daemon(args: argparse.Namespace) -> int:
-    env: dict[str, str] = {}
+    if args.action == "stop":
+        return _stop(args)
+    if args.action == "status":
+        return _status(args)
     if args.listen:
-        env["COLONY_NETWORK_LISTEN"] = ",".join(args.listen)
+        os.environ["COLONY_NETWORK_LISTEN"] = ",".join(args.listen)
     if args.bootstrap:
-        env["COLONY_NETWORK_BOOTSTRAP"] = ",".join(args.bootstrap)
+        os.environ["COLONY_NETWORK_BOOTSTRAP"] = ",".join(args.bootstrap)
     if args.api:
-        env["COLONY_API_LISTEN"] = args.api
+        os.environ["COLONY_API_LISTEN"] = args.api
     if args.detach:
-        log = args.home / "daemon.log"
-        argv = [sys.executable, "-m", "overlay.cli.main", "--home", str(args.home), "daemon"]
-        for a in args.listen or []:
-            argv += ["--listen", a]
-        for b in args.bootstrap or []:
-            argv += ["--bootstrap", b]
-        if args.api:
-            argv += ["--api", args.api]
-        with open(log, "ab") as f:
-            proc = subprocess.Popen(
-                argv, stdout=f, stderr=f, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-        print(f"daemon started in the background (pid {proc.pid}); log: {log}")
-        return 0
-    os.environ.update(env)
+        return _detach(args)
     from overlay.runtime.run import run_daemon_blocking
 
     return run_daemon_blocking(args.home)
+
+
+def _detach(args: argparse.Namespace) -> int:
+    """Re-run this command without --detach in a new session, logging to daemon.log;
+    return once its API answers, so a script can use the daemon right after."""
+    pid = pidfile.running_pid(args.home)
+    if pid is not None:
+        raise pidfile.AlreadyRunning(args.home, pid)
+    if not (args.home / "identity.key").exists():
+        raise ConfigError(f"{args.home} is not a node home; run `colony --home {args.home} init`")
+    log = args.home / "daemon.log"
+    # Absolute: the child runs from / (a relative --home would point elsewhere).
+    argv = [sys.executable, "-m", "overlay.cli.main", "--home", str(args.home.resolve())]
+    if getattr(args, "log_level", None):
+        argv += ["--log-level", args.log_level]
+    argv.append("daemon")  # flags travel in the environment set by _daemon
+    with open(log, "ab") as f:
+        # A new session: no controlling terminal, so the shell's SIGHUP/SIGINT on
+        # exit never reach it; stdin from /dev/null; cwd / so no mount is held busy.
+        proc = subprocess.Popen(argv, stdout=f, stderr=f, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd="/",
+                                env={**os.environ, "PYTHONPATH": _import_path()})
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            raise ConfigError(
+                f"the daemon exited during start-up (status {proc.returncode}); "
+                f"last lines of {log}:\n  " + "\n  ".join(tail))
+        if pidfile.running_pid(args.home) == proc.pid and _api_up(args.home):
+            print(f"daemon running in the background (pid {proc.pid}); log: {log}; "
+                  f"stop it with `colony --home {args.home} daemon stop`")
+            return 0
+        time.sleep(0.2)
+    print(f"daemon started (pid {proc.pid}) but its API did not answer within "
+          f"{args.wait:.0f} s; see {log}", file=sys.stderr)
+    return 1
+
+
+def _import_path() -> str:
+    """PYTHONPATH that finds this very `overlay` package from cwd / (source checkouts)."""
+    here = str(Path(__file__).resolve().parents[2])
+    old = os.environ.get("PYTHONPATH")
+    return here + (os.pathsep + old if old else "")
+
+
+def _api_up(home: Path) -> bool:
+    try:
+        return bool(ApiClient.for_home(home, 2.0).call("GET", "/v1/id"))
+    except Exception:  # not listening yet, token not written yet
+        return False
+
+
+def _stop(args: argparse.Namespace) -> int:
+    pid = pidfile.running_pid(args.home)
+    if pid is None:
+        if pidfile.remove_stale(args.home):
+            print(f"no daemon running on {args.home}; removed a stale pid file")
+        else:
+            print(f"no daemon running on {args.home}")
+        return 0
+    if pid < 0:
+        raise ConfigError(f"{args.home / pidfile.PID_FILE} is locked but holds no pid; "
+                          "is a daemon starting right now?")
+    # SIGTERM is a graceful leave (gossip leave intent, state saved), as with Ctrl-C.
+    os.kill(pid, signal.SIGTERM)
+    if _wait_gone(args.home, pid, args.wait):
+        print(f"daemon (pid {pid}) left the colony and stopped")
+        return 0
+    if not args.force:
+        raise ConfigError(f"daemon (pid {pid}) did not stop within {args.wait:.0f} s; "
+                          "retry with --force to kill it (SIGKILL loses no acknowledged data)")
+    os.kill(pid, signal.SIGKILL)
+    if not _wait_gone(args.home, pid, 10.0):
+        raise ConfigError(f"daemon (pid {pid}) survived SIGKILL for 10 s")
+    pidfile.remove_stale(args.home)
+    print(f"daemon (pid {pid}) killed")
+    return 0
+
+
+def _wait_gone(home: Path, pid: int, timeout_s: float) -> bool:
+    """Wait for the lock to go (state saved, store closed) and then the process."""
+    deadline = time.monotonic() + timeout_s
+    while pidfile.running_pid(home) is not None or pidfile.process_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _status(args: argparse.Namespace) -> int:
+    pid = pidfile.running_pid(args.home)
+    if pid is None:
+        print(f"not running ({args.home})")
+        return 3  # LSB: program is not running
+    up = _api_up(args.home)
+    print(f"running (pid {pid}); API {'answers' if up else 'not answering yet'}")
+    return 0
 
 
 # ---------------------------------------------------------------- client commands
@@ -194,18 +284,32 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "daemon", parents=[common], formatter_class=_FMT,
         help="run the node: libp2p host, DHT, gossip, block exchange, control API",
         description="Run this node in the foreground (Ctrl-C leaves the colony "
-        "gracefully).\n\nexamples:\n  colony daemon\n"
+        "gracefully), or in the background with --detach.\n\n"
+        "One daemon per home: it holds <home>/daemon.pid locked while it runs; a second "
+        "start\nrefuses, and a pid file left by a killed daemon is taken over.\n\n"
+        "examples:\n  colony daemon\n"
         "  colony daemon --listen /ip4/0.0.0.0/tcp/4001 "
         "--bootstrap /ip4/10.0.0.5/tcp/4001/p2p/12D3KooW…\n"
-        "  colony daemon --detach          # background; log in <home>/daemon.log",
+        "  colony daemon --detach          # background; log in <home>/daemon.log\n"
+        "  colony daemon status            # running? (exit status 3 when not)\n"
+        "  colony daemon stop              # graceful leave, wait until it exited",
     )
+    p.add_argument("action", nargs="?", choices=["run", "stop", "status"], default="run",
+                   help="run (default), stop the running daemon, or show its status")
     p.add_argument("--listen", action="append", metavar="MULTIADDR",
                    help="listen address (repeatable; default from config)")
     p.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
                    help="peer to join through, ending in /p2p/<id> (repeatable)")
     p.add_argument("--api", metavar="HOST:PORT",
                    help="control API address (default 127.0.0.1:5101)")
-    p.add_argument("--detach", action="store_true", help="run in the background")
+    p.add_argument("--detach", action="store_true",
+                   help="run in the background (new session, log in <home>/daemon.log); "
+                   "returns once the control API answers")
+    p.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                   help="--detach: how long to wait for the API; stop: for the exit "
+                   "(default 60)")
+    p.add_argument("--force", action="store_true",
+                   help="stop: SIGKILL the daemon if it has not exited after --wait")
     p.set_defaults(func=_daemon, default_log_level="info")
 
     def client_cmd(name: str, help_: str, func: Any) -> argparse.ArgumentParser:

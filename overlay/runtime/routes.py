@@ -24,6 +24,7 @@ from overlay.core.ids import PeerId
 from overlay.runtime.api import ApiError, ApiServer, Request, Response
 from overlay.runtime.metrics import StatsCollector, render
 from overlay.runtime.node_builder import str_addrs
+from overlay.runtime.routes_capsules import add_capsule_routes
 from store.cid import Cid
 from store.importer import Importer, ImportOptions
 
@@ -270,7 +271,14 @@ def build_api(d: Daemon, token: str) -> ApiServer:
 
     async def leave(req: Request) -> Any:
         await d.leave()
-        d.nursery.cancel_scope.cancel()
+
+        async def stop_after_reply() -> None:
+            # Cancelling now would also cancel this very request before its reply is
+            # written (the client saw "connection closed"); give the reply a moment.
+            await trio.sleep(0.3)
+            d.nursery.cancel_scope.cancel()
+
+        d.nursery.start_soon(stop_after_reply)
         return {"left": True}
 
     async def metrics_route(req: Request) -> Response:
@@ -286,6 +294,7 @@ def build_api(d: Daemon, token: str) -> ApiServer:
         ("GET", "/metrics", metrics_route),
     ]:
         api.add(method, path, fn)
+    add_capsule_routes(api, d)
     return api
 
 

@@ -1,4 +1,9 @@
-"""Process entry for `colony daemon`: load config and identity, open the store, run."""
+"""Process entry for `colony daemon`: load config and identity, open the store, run.
+
+The pid file (`<home>/daemon.pid`, locked for the daemon's life) is taken before the
+store is opened, so a second daemon on the same home stops with a clear error before
+it touches anything.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from overlay.core.errors import ConfigError
 from overlay.runtime import config as cfg
 from overlay.runtime.daemon import Daemon
 from overlay.runtime.identity import KEY_FILE, load_identity
+from overlay.runtime.pidfile import PidFile
 from store.blockstore import open_home_store
 
 log = structlog.get_logger("colony.daemon")
@@ -19,7 +25,7 @@ log = structlog.get_logger("colony.daemon")
 def run_daemon_blocking(home: Path) -> int:
     conf = cfg.load(home)
     keypair = load_identity(home / KEY_FILE)
-    with open_home_store(home, conf) as store:
+    with PidFile(home), open_home_store(home, conf) as store:
         daemon = Daemon(home, conf, keypair, store)
         try:
             trio.run(daemon.run)
