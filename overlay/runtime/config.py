@@ -31,6 +31,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "dht": {"protocol": "/colony/kad/1.0.0", "k": 20, "alpha": 3},
     "gossip": {"profile": "lan"},
     "log": {"level": "info", "format": "auto"},
+    "capsule": {"slots": 4, "executors": [], "labels": [], "location": ""},
 }
 
 TEMPLATE = """\
@@ -68,6 +69,17 @@ alpha = 3
 [gossip]
 # Timing profile: "lan", "wan" or "edge".
 profile = "lan"
+
+[capsule]
+# Capsules this node runs at once (0 = never execute; it still keeps custody).
+slots = 4
+# Executor kinds to offer; [] = every kind that works here (subprocess, function,
+# and slurm when sbatch reaches a controller). Kinds that do not work are never offered.
+executors = []
+# Labels capsules can require (conditions.labels), as "key=value" strings.
+labels = []
+# Free-form location capsules can require (conditions.location).
+location = ""
 
 [log]
 # debug, info, warning, error

@@ -40,6 +40,7 @@ from overlay.exchange.engine import BlockReceived, BlockUnavailable, CancelFetch
 from overlay.exchange.messages import BitswapMessage
 from overlay.runtime.api import ApiServer, load_or_create_token
 from overlay.runtime.api_client import split_hostport
+from overlay.runtime.capsule_service import CAPSULE_MESSAGES, CapsuleService, prepare_capsules
 from overlay.runtime.driver import Driver
 from overlay.runtime.fetcher import BlockWriter, FetchSession
 from overlay.runtime.node_builder import (
@@ -120,14 +121,17 @@ class Daemon:
         async with Transport.open(self.keypair, net["listen"], tcfg) as t:
             self.t = t
             addrs = tuple(t.listen_addrs)
+            caps = await prepare_capsules(self.home, self.conf, self.keypair)
             self.node, self.swim, self.kad, self.exchange = build_node(
                 self.keypair, self.conf, self.store,
-                addrs=addrs, addrs_bin=bin_addrs(list(addrs)), ad=local_ad(self.home),
-                rng=random.Random(),
+                addrs=addrs, addrs_bin=bin_addrs(list(addrs)),
+                ad=local_ad(self.home, **caps.ad_fields()), rng=random.Random(),
+                capsule=caps.core,
             )
             self.driver = Driver(
                 self.node, send=self._send, emit=self._on_event, disconnect=t.disconnect_soon
             )
+            self.capsules = CapsuleService(self, caps)
             self._register_handlers()
             token = load_or_create_token(self.home)
             from overlay.runtime.routes import build_api
@@ -137,6 +141,7 @@ class Daemon:
             async with trio.open_nursery() as n:
                 self.nursery = n
                 await n.start(self.driver.run)
+                await self.capsules.restore()  # custody records first (overlay/capsule/durable.py)
                 self.api_port = await n.start(api.serve, host, port)
                 n.start_soon(self._watch_transport)
                 n.start_soon(self._flush_tick)
@@ -297,6 +302,7 @@ class Daemon:
         t.set_handler(PROTO_GOSSIP, on_message=self._on_gossip, codec=Codec.CBOR)
         t.set_handler(PROTO_BITSWAP, on_message=self._on_bitswap, codec=Codec.RAW)
         t.set_handler(self.kad_proto, on_request=self._serve_kad, codec=Codec.RAW)
+        self.capsules.register()
 
     def _on_gossip(self, peer: PeerId, obj: Any) -> None:
         try:
@@ -352,6 +358,8 @@ class Daemon:
                 self.t.post(peer, self.kad_proto, msg.msg.to_wire())
             else:
                 self.nursery.start_soon(self._kad_request, peer, msg)
+        elif isinstance(msg, CAPSULE_MESSAGES):
+            self.capsules.send(peer, msg)
         else:
             log.error("unroutable_message", type=type(msg).__name__)
 
@@ -370,6 +378,7 @@ class Daemon:
     # ------------------------------------------------------------ events
 
     def _on_event(self, ev: Any) -> None:
+        self.capsules.on_event(ev)  # runs, kills, custody persistence, API waiters
         if isinstance(ev, MemberJoined) and ev.addrs:
             self.t.add_addrs(ev.peer, ev.addrs)
             self._remember(ev.peer, ev.addrs)

@@ -8,6 +8,7 @@ the only thing the daemon's send path needs to know about each protocol:
 | gossip   | /colony/gossip/1.0.0        | canonical CBOR frames | one-way messages   |
 | dht      | /colony/kad/1.0.0 (config)  | kad-dht protobuf      | request / response |
 | exchange | /ipfs/bitswap/1.2.0         | Bitswap protobuf      | one-way messages   |
+| capsule  | /colony/capsule/1.0.0       | canonical CBOR frames | one-way messages   |
 """
 
 from __future__ import annotations
@@ -23,16 +24,33 @@ from dht.api import COMMAND_TYPES as DHT_COMMANDS
 from dht.api import AddPeer, KadConfig
 from dht.core import Kademlia
 from dht.wire import DhtRequest, DhtResponse
-from gossip.events import Join, Leave, MemberJoined, SendUserEvent, UpdateAd
+from gossip.events import (
+    Join,
+    Leave,
+    MemberFailed,
+    MemberJoined,
+    MemberLeft,
+    MemberReaped,
+    MemberUpdated,
+    SendUserEvent,
+    UpdateAd,
+)
 from gossip.messages import MESSAGE_TYPES as GOSSIP_MESSAGES
 from gossip.profiles import profile
 from gossip.resources import ResourceAd
 from gossip.swim import Swim
+from overlay.capsule.core import CapsuleCore
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError
 from overlay.exchange.engine import AddProviders, CancelFetch, Exchange, Fetch
 from overlay.exchange.messages import BitswapMessage
 from overlay.node import Node
+from overlay.runtime.capsule_service import (
+    CAPSULE_MESSAGES,
+    SLOTS_TAG,
+    CapsulePart,
+    members_changed,
+)
 from store.blockstore import BlockStore
 from store.cid import Cid
 
@@ -83,8 +101,12 @@ def str_addrs(addrs: tuple[bytes, ...]) -> list[str]:
     return out
 
 
-def local_ad(home: Any) -> ResourceAd:
-    """What this machine offers, read from the OS (advertised by gossip)."""
+def local_ad(
+    home: Any, executors: tuple[str, ...] = ("subprocess",), slots: int = 0,
+    labels: tuple[tuple[str, str], ...] = (), location: str = "",
+) -> ResourceAd:
+    """What this machine offers, read from the OS (advertised by gossip); `executors`
+    are the capsule executor kinds that really work here (executors.available_kinds)."""
     cores = os.cpu_count() or 1
     try:
         load = os.getloadavg()[0] / cores
@@ -100,7 +122,10 @@ def local_ad(home: Any) -> ResourceAd:
         mem_free_bytes=page * avail,
         disk_bytes=disk.total,
         disk_free_bytes=disk.free,
-        executors=("subprocess",),
+        executors=executors,
+        labels=dict(labels),
+        location=location,
+        tags=(f"{SLOTS_TAG}{slots}",) if slots else (),
     )
 
 
@@ -113,6 +138,7 @@ def build_node(
     addrs_bin: tuple[bytes, ...],
     ad: ResourceAd,
     rng: random.Random | None = None,
+    capsule: CapsuleCore | None = None,
 ) -> tuple[Node, Swim, Kademlia, Exchange]:
     rng = rng or random.Random()
     me = keypair.peer_id
@@ -139,4 +165,10 @@ def build_node(
     )
     # A member gossip vouches for (signed alive claim) is a DHT contact worth probing.
     node.wire(MemberJoined, lambda ev: [("dht", AddPeer(ev.peer))])
+    if capsule is not None:
+        node.add_part("capsule", CapsulePart(capsule), messages=CAPSULE_MESSAGES,
+                      commands=CapsulePart.COMMANDS)  # fmt: skip
+        # The capsule core takes the whole live set (with ads) on every change.
+        for ev_type in (MemberJoined, MemberUpdated, MemberFailed, MemberLeft, MemberReaped):
+            node.wire(ev_type, lambda ev: [("capsule", members_changed(swim))])
     return node, swim, kad, exchange

@@ -24,6 +24,7 @@ from overlay.core.ids import PeerId
 from overlay.runtime.api import ApiError, ApiServer, Request, Response
 from overlay.runtime.metrics import StatsCollector, render
 from overlay.runtime.node_builder import str_addrs
+from overlay.runtime.routes_capsules import add_capsule_routes
 from store.cid import Cid
 from store.importer import Importer, ImportOptions
 
@@ -293,6 +294,7 @@ def build_api(d: Daemon, token: str) -> ApiServer:
         ("GET", "/metrics", metrics_route),
     ]:
         api.add(method, path, fn)
+    add_capsule_routes(api, d)
     return api
 
 

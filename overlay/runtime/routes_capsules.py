@@ -1,0 +1,268 @@
+"""Control-API routes for capsules and workflows (docs/capsules.md, "Running capsules").
+
+| method, path                 | body / query               | result                         |
+|------------------------------|----------------------------|--------------------------------|
+| POST /v1/capsules/submit     | {spec, nonce?}             | {id, state, reason, placement} |
+| GET  /v1/capsules            |                            | [{id, name, state, …}]  (ps)   |
+| GET  /v1/capsules/get        | ?id=                       | the custody record as JSON     |
+| GET  /v1/capsules/wait       | ?id=&timeout=              | NDJSON states, last {done}     |
+| GET  /v1/capsules/logs       | ?id=&follow=1              | NDJSON {data}, last {done}     |
+| POST /v1/capsules/cancel     | {id, reason?}              | {id, state}                    |
+| POST /v1/workflows/submit    | {workflow, nonce?}         | {name: id}, capsules           |
+
+Specs are signed here with the node's key (the node's user is the submitter) and go
+to custody through the capsule core. Reads ask this node and the capsule's custodians
+(`CapsuleService.find_record`), so `get`, `wait` and `logs` work from any node.
+"""
+
+from __future__ import annotations
+
+import codecs
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from overlay.capsule.leases import State
+from overlay.capsule.placement import place
+from overlay.capsule.spec import Capsule, CapsuleSpec, SpecError, Workflow, check_capsule_id
+from overlay.core.errors import ColonyError, WireError
+from overlay.runtime.api import ApiError, ApiServer, Request, Response
+from overlay.runtime.capsule_service import fetch_dag, record_json
+from store.cid import Cid
+from store.exporter import Exporter
+
+if TYPE_CHECKING:
+    from overlay.runtime.capsule_service import CapsuleService
+    from overlay.runtime.daemon import Daemon
+
+POLL_S = 0.5
+LOG_POLL_S = 0.5
+#: `ps` refreshes at most this many unfinished capsules from their custodians.
+PS_REFRESH = 64
+MAX_WAIT_S = 7 * 24 * 3600.0
+
+
+def _id(text: Any) -> str:
+    try:
+        return check_capsule_id(text)
+    except WireError as e:
+        raise ApiError(400, f"not a capsule id: {e}") from None
+
+
+def _nonce(body: dict[str, Any]) -> int:
+    n = body.get("nonce")
+    if n is None:
+        return secrets.randbits(62)  # every submit is a new capsule unless asked otherwise
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 1 << 63:
+        raise ApiError(400, "nonce must be a non-negative integer")
+    return n
+
+
+def placement_hint(svc: CapsuleService, spec: CapsuleSpec) -> str:
+    """Why no member this node knows of could run `spec` now ("" when some could)."""
+    cands = [(m.peer, m.ad) for m in svc.core.view.members() if "execute" in m.roles]
+    result = place(spec.conditions, cands, inputs=spec.inputs)
+    return "" if result.ok else result.reason
+
+
+def _record_or_404(rec: Any, cid: str) -> dict[str, Any]:
+    if rec is None:
+        raise ApiError(404, f"capsule {cid} is unknown to this node and its custodians")
+    out: dict[str, Any] = record_json(rec)
+    return out
+
+
+def add_capsule_routes(api: ApiServer, d: Daemon) -> None:
+    svc = d.capsules
+
+    async def submit_one(cap: Capsule) -> dict[str, Any]:
+        hint = placement_hint(svc, cap.spec)
+        k = await svc.submit(cap)
+        if k.state == "rejected":
+            raise ApiError(422, f"capsule {cap.id} rejected: {k.reason}")
+        return {"id": cap.id, "name": cap.spec.name, "state": k.state, "reason": k.reason,
+                "placement": hint}  # fmt: skip
+
+    async def submit(req: Request) -> Any:
+        body = req.json()
+        try:
+            spec = CapsuleSpec.from_dict(body.get("spec"))
+        except SpecError as e:
+            raise ApiError(400, f"bad capsule spec: {e}") from None
+        if spec.dependencies:
+            raise ApiError(400, "dependencies name other capsules of a workflow: "
+                           "submit it with `colony workflow submit`")  # fmt: skip
+        cap = Capsule.sign(d.keypair, spec, time.time(), _nonce(body))
+        return await submit_one(cap)
+
+    async def workflow_submit(req: Request) -> Any:
+        body = req.json()
+        try:
+            wf = Workflow.from_dict(body.get("workflow"))
+        except SpecError as e:
+            raise ApiError(400, f"bad workflow: {e}") from None
+        caps = wf.sign(d.keypair, time.time(), _nonce(body))
+        names = [s.name for s in wf.order()]
+        out = []
+        for name, cap in zip(names, caps, strict=True):
+            item = await submit_one(cap)  # parents first: custody polls them by id
+            item["name"] = name
+            out.append(item)
+        return {"workflow": wf.name, "ids": {i["name"]: i["id"] for i in out}, "capsules": out}
+
+    async def ps(req: Request) -> Any:
+        rows: dict[str, dict[str, Any]] = {}
+        for rec in svc.core.custody.records():
+            row = record_json(rec)
+            row["role"] = "leader" if svc.core.custody.is_leading(rec.capsule_id) else "custodian"
+            rows[rec.capsule_id] = row
+        stale = []
+        for cid, k in svc.known.items():
+            if cid in rows:
+                rows[cid]["role"] += "+origin"
+                continue
+            rows[cid] = {**k.as_json(), "role": "origin"}
+            if k.state not in ("succeeded", "failed", "cancelled", "rejected"):
+                stale.append(cid)
+
+        async def refresh(cid: str) -> None:
+            rec = await svc.find_record(cid)
+            if rec is not None:
+                rows[cid] = {**record_json(rec), "role": "origin"}
+
+        async with trio.open_nursery() as n:
+            for cid in stale[-PS_REFRESH:]:
+                n.start_soon(refresh, cid)
+        return sorted(rows.values(), key=lambda r: r.get("submitted_at") or 0.0)
+
+    async def get(req: Request) -> Any:
+        cid = _id(req.arg("id"))
+        out = _record_or_404(await svc.find_record(cid), cid)
+        if out["state"] == State.SUBMITTED.value:
+            rec = await svc.find_record(cid)
+            assert rec is not None
+            out["placement"] = placement_hint(svc, rec.capsule.spec)
+        return out
+
+    async def wait(req: Request) -> Response:
+        cid = _id(req.arg("id"))
+        try:
+            timeout = float(req.arg("timeout") or MAX_WAIT_S)
+        except ValueError:
+            raise ApiError(400, "timeout must be a number of seconds") from None
+        first = await svc.find_record(cid)
+        _record_or_404(first, cid)
+
+        async def gen() -> AsyncIterator[Any]:
+            rec = first
+            last = None
+            deadline = trio.current_time() + timeout
+            while True:
+                assert rec is not None
+                row = record_json(rec)
+                key = (row["state"], row["token"])
+                if rec.terminal:
+                    yield {**row, "done": True}
+                    return
+                if key != last:
+                    last = key
+                    if row["state"] == State.SUBMITTED.value:
+                        row["placement"] = placement_hint(svc, rec.capsule.spec)
+                    yield row
+                if trio.current_time() >= deadline:
+                    raise ColonyError(f"capsule {cid} still {row['state']} after {timeout:g} s")
+                await svc.changed(POLL_S)
+                rec = await svc.find_record(cid) or rec
+
+        return Response(stream=gen())
+
+    async def logs(req: Request) -> Response:
+        cid = _id(req.arg("id"))
+        follow = req.arg("follow") in ("1", "true", "yes")
+        first = await svc.find_record(cid)
+        _record_or_404(first, cid)
+
+        async def gen() -> AsyncIterator[Any]:
+            rec = first
+            token, offset = -1, 0
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            while True:
+                assert rec is not None
+                if rec.terminal:
+                    r = rec.receipt
+                    if r is not None and r.log_cid:
+                        data = await _read_cid(d, r.log_cid)
+                        # The stored log is the run's log plus a trailer: skip what we
+                        # already streamed of this attempt.
+                        start = offset if token == r.token else 0
+                        text = decoder.decode(data[start:], final=True)
+                        if text:
+                            yield {"data": text}
+                    yield {"done": True, "state": rec.state.value, "reason": rec.reason,
+                           "exit_status": r.exit_status if r else None,
+                           "log_cid": r.log_cid if r else None}  # fmt: skip
+                    return
+                if rec.state in (State.LEASED, State.RUNNING) and rec.executor is not None:
+                    if rec.token != token:
+                        if token != -1:
+                            yield {"attempt": rec.token, "executor": str(rec.executor)}
+                        token, offset = rec.token, 0
+                        decoder.reset()
+                    try:
+                        data, _gone = await svc.read_log(rec.executor, cid, token, offset)
+                    except ColonyError:
+                        data = b""  # executor unreachable for now; custody will decide
+                    if data:
+                        offset += len(data)
+                        yield {"data": decoder.decode(data)}
+                        continue  # more may be waiting: read again at once
+                if not follow:
+                    yield {"done": True, "state": rec.state.value, "reason": rec.reason,
+                           "exit_status": None, "log_cid": None}  # fmt: skip
+                    return
+                await trio.sleep(LOG_POLL_S)
+                rec = await svc.find_record(cid) or rec
+
+        return Response(stream=gen())
+
+    async def cancel(req: Request) -> Any:
+        body = req.json()
+        cid = _id(body.get("id"))
+        rec = await svc.find_record(cid)
+        _record_or_404(rec, cid)
+        assert rec is not None
+        if d.me not in (rec.origin, rec.capsule.submitter):
+            raise ApiError(403, f"capsule {cid} was submitted through {rec.origin.short()}; "
+                           "only that node or the submitter may cancel it")  # fmt: skip
+        await svc.cancel(cid, str(body.get("reason", ""))[:200])
+        with trio.move_on_after(10.0):
+            while rec is not None and not rec.terminal:
+                await svc.changed(POLL_S)
+                rec = await svc.find_record(cid) or rec
+        assert rec is not None
+        return {"id": cid, "state": rec.state.value, "reason": rec.reason}
+
+    for method, path, fn in [
+        ("POST", "/v1/capsules/submit", submit), ("GET", "/v1/capsules", ps),
+        ("GET", "/v1/capsules/get", get), ("GET", "/v1/capsules/wait", wait),
+        ("GET", "/v1/capsules/logs", logs), ("POST", "/v1/capsules/cancel", cancel),
+        ("POST", "/v1/workflows/submit", workflow_submit),
+    ]:
+        api.add(method, path, fn)
+
+
+async def _read_cid(d: Daemon, text: str) -> bytes:
+    """A (small) file by CID: from the local store, fetched from the colony if needed."""
+    cid = Cid.parse(text)
+
+    def read() -> bytes:
+        return Exporter(d.store).read_all(cid)
+
+    try:
+        return await trio.to_thread.run_sync(read)
+    except ColonyError:
+        await fetch_dag(d, cid)
+        return await trio.to_thread.run_sync(read)
