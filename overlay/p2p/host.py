@@ -1,0 +1,336 @@
+"""A libp2p host on our own wire: TCP listeners, dialling, protocol handlers,
+identify and ping (trio).
+
+    host = Host(keypair, agent_version="colony/0.1.0")
+    host.set_stream_handler("/colony/swim/1.0.0", handler)   # async (P2PStream) -> None
+    async with host.serve(["/ip4/0.0.0.0/tcp/4001"]):
+        conn = await host.dial(peer, ["/ip4/10.0.0.7/tcp/4001"])
+        s = await host.new_stream(peer, ["/colony/swim/1.0.0"])
+
+Every connection is `upgrade`d (overlay.p2p.connection) and run in the host's
+nursery; `attach` does the same for a stream that did not come from TCP (a WebRTC
+data channel, a relay circuit). Inbound streams are negotiated with
+multistream-select against the registered protocols; a handler's exception
+resets its stream and is logged (py-libp2p let it stop the whole host). At most
+`max_pending_handshakes` inbound handshakes run at once; more connections are
+closed at once, so a flood of half-open TCP connections costs sockets, not memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import structlog
+import trio
+
+from overlay.core.crypto import KeyPair
+from overlay.core.errors import MalformedFrame, WireError
+from overlay.core.ids import PeerId
+from overlay.core.multiformats import decode_varint, encode_varint
+from overlay.p2p import identify, multiaddr, multistream, yamux
+from overlay.p2p.connection import Connection, P2PStream, upgrade
+from overlay.p2p.errors import NegotiationError, ProtobufError, StreamError
+
+log = structlog.get_logger("colony.p2p")
+
+PING_PROTOCOL = "/ipfs/ping/1.0.0"
+PING_PAYLOAD_BYTES = 32
+DEFAULT_AGENT = "colony/0.1.0"
+
+StreamHandler = Callable[[P2PStream], Awaitable[None]]
+PeerCallback = Callable[[PeerId], None]
+
+
+class HostError(Exception):
+    """Base of the host's own errors (dial and listen failures)."""
+
+
+class HostListenError(HostError):
+    pass
+
+
+class HostDialError(HostError):
+    pass
+
+
+class Host:
+    def __init__(
+        self,
+        keypair: KeyPair,
+        *,
+        agent_version: str = DEFAULT_AGENT,
+        dial_timeout_s: float = 10.0,
+        handshake_timeout_s: float = 10.0,
+        max_window: int = yamux.DEFAULT_MAX_WINDOW,
+        max_pending_handshakes: int = 64,
+        on_connected: PeerCallback | None = None,
+        on_disconnected: PeerCallback | None = None,
+    ) -> None:
+        self.keypair = keypair
+        self.peer_id = keypair.peer_id
+        self.agent_version = agent_version
+        self.dial_timeout_s = dial_timeout_s
+        self.handshake_timeout_s = handshake_timeout_s
+        self.max_window = max_window
+        self._handshakes = trio.Semaphore(max_pending_handshakes)
+        self.on_connected = on_connected
+        self.on_disconnected = on_disconnected
+        self._handlers: dict[str, StreamHandler] = {
+            identify.PROTOCOL_ID: self._serve_identify,
+            PING_PROTOCOL: self._serve_ping,
+        }
+        self._conns: dict[PeerId, list[Connection]] = {}
+        self._nursery: trio.Nursery | None = None
+        self.listen_addrs: list[str] = []
+        self.handshakes_failed = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    @asynccontextmanager
+    async def serve(self, listen_addrs: Iterable[str]) -> AsyncIterator[Host]:
+        """Listen on every address (HostListenError if one fails) and run."""
+        listeners: list[trio.SocketListener] = []
+        try:
+            for addr in listen_addrs:
+                try:
+                    host, port = multiaddr.tcp_host_port(addr)
+                    bound = await trio.open_tcp_listeners(port, host=host)
+                except (OSError, MalformedFrame) as e:
+                    raise HostListenError(f"could not listen on {addr}: {e}") from None
+                listeners.extend(bound)
+                for sl in bound:
+                    name = sl.socket.getsockname()
+                    self.listen_addrs.append(multiaddr.from_sockaddr(name[0], name[1]))
+            async with trio.open_nursery() as n:
+                self._nursery = n
+                for sl in listeners:
+                    n.start_soon(self._accept_loop, sl)
+                try:
+                    yield self
+                finally:
+                    n.cancel_scope.cancel()
+                    self._nursery = None
+        finally:
+            for sl in listeners:
+                with suppress(Exception):
+                    await sl.aclose()
+
+    async def _accept_loop(self, listener: trio.SocketListener) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as e:  # EMFILE and friends: back off, keep listening
+                log.warning("accept_failed", error=str(e))
+                await trio.sleep(0.1)
+                continue
+            assert self._nursery is not None
+            self._nursery.start_soon(self._accept_one, stream)
+
+    async def _accept_one(self, stream: trio.SocketStream) -> None:
+        try:
+            self._handshakes.acquire_nowait()
+        except trio.WouldBlock:
+            await stream.aclose()
+            return
+        try:
+            peername = stream.socket.getpeername()
+            remote = multiaddr.from_sockaddr(peername[0], peername[1])
+        except (OSError, ValueError):
+            remote = None
+        try:
+            try:
+                conn = await upgrade(
+                    stream, self.keypair, initiator=False, remote_addr=remote,
+                    max_window=self.max_window, timeout_s=self.handshake_timeout_s,
+                )
+            finally:
+                self._handshakes.release()
+        except (WireError, trio.TooSlowError) as e:
+            self.handshakes_failed += 1
+            log.info("inbound_handshake_failed", remote=remote, error=str(e)[:200])
+            with trio.CancelScope(shield=True), suppress(Exception):
+                await stream.aclose()
+            return
+        await self._run_connection(conn)
+
+    async def _run_connection(
+        self, conn: Connection, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        peer = conn.remote_peer
+        conns = self._conns.setdefault(peer, [])
+        conns.append(conn)
+        first = len(conns) == 1
+        try:
+            async with trio.open_nursery() as n:
+                await n.start(conn.run, self._on_stream)
+                task_status.started()
+                if first and self.on_connected is not None:
+                    self.on_connected(peer)
+        finally:
+            conns = self._conns.get(peer, [])
+            if conn in conns:
+                conns.remove(conn)
+            if not conns:
+                self._conns.pop(peer, None)
+                if self.on_disconnected is not None:
+                    self.on_disconnected(peer)
+
+    def _spawn_connection(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise HostError("host is not running (use Host.serve)")
+        return self._nursery
+
+    # ------------------------------------------------------------ handlers
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+        self._handlers[protocol] = handler
+
+    @property
+    def protocols(self) -> list[str]:
+        return list(self._handlers)
+
+    async def _on_stream(self, s: P2PStream) -> None:
+        try:
+            with trio.fail_after(self.handshake_timeout_s):
+                s.protocol = await multistream.select_listener(s, self._handlers)
+        except (NegotiationError, StreamError, trio.TooSlowError):
+            await s.reset()
+            return
+        await self._handlers[s.protocol](s)
+
+    # ------------------------------------------------------------ connections
+
+    def connection(self, peer: PeerId) -> Connection | None:
+        for conn in reversed(self._conns.get(peer, ())):
+            if not conn.closed:
+                return conn
+        return None
+
+    def is_connected(self, peer: PeerId) -> bool:
+        return self.connection(peer) is not None
+
+    def connected_peers(self) -> list[PeerId]:
+        return [p for p in self._conns if self.connection(p) is not None]
+
+    async def dial(self, peer: PeerId, addrs: Iterable[str]) -> Connection:
+        """Connect to `peer` at the first address that answers (each tried in turn)."""
+        errors: list[str] = []
+        for addr in addrs:
+            try:
+                host, port = multiaddr.tcp_host_port(addr)
+            except MalformedFrame as e:
+                errors.append(str(e))
+                continue
+            stream: trio.SocketStream | None = None
+            try:
+                with trio.fail_after(self.dial_timeout_s):
+                    stream = await trio.open_tcp_stream(host, port)
+                return await self.attach(stream, initiator=True, expected_peer=peer,
+                                         remote_addr=addr)
+            except (OSError, WireError, trio.TooSlowError, HostError) as e:
+                errors.append(f"{addr}: {type(e).__name__}: {e}")
+                if stream is not None:
+                    with trio.CancelScope(shield=True), suppress(Exception):
+                        await stream.aclose()
+        raise HostDialError("; ".join(errors) or "no address to dial")
+
+    async def attach(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        initiator: bool,
+        expected_peer: PeerId | None = None,
+        remote_addr: str | None = None,
+    ) -> Connection:
+        """Secure and multiplex any byte stream and serve it like a TCP connection.
+
+        The initiator side must name `expected_peer` (Noise checks it). Raises
+        WireError subclasses or trio.TooSlowError when the handshake fails; the
+        caller then owns (and should close) `stream`.
+        """
+        nursery = self._spawn_connection()
+        conn = await upgrade(
+            stream, self.keypair, initiator=initiator, expected_peer=expected_peer,
+            remote_addr=remote_addr, max_window=self.max_window,
+            timeout_s=self.handshake_timeout_s,
+        )
+        await nursery.start(self._run_connection, conn)
+        return conn
+
+    async def new_stream(self, peer: PeerId, protocols: Iterable[str]) -> P2PStream:
+        conn = self.connection(peer)
+        if conn is None:
+            raise HostDialError(f"not connected to {peer}")
+        return await conn.open_stream(protocols)
+
+    async def disconnect(self, peer: PeerId) -> None:
+        for conn in list(self._conns.get(peer, ())):
+            await conn.close("disconnect")
+        with trio.move_on_after(2.0):
+            while peer in self._conns:
+                await trio.sleep(0.005)  # let the connection tasks finish
+
+    # ------------------------------------------------------------ identify and ping
+
+    def _identify_message(self, observed: str | None) -> bytes:
+        body = identify.encode(
+            self.keypair.public.raw, self.listen_addrs, self.protocols, observed,
+            self.agent_version,
+        )
+        return encode_varint(len(body)) + body
+
+    async def _serve_identify(self, s: P2PStream) -> None:
+        await s.write(self._identify_message(s.conn.remote_addr))
+        await s.close()
+
+    async def _serve_ping(self, s: P2PStream) -> None:
+        while True:
+            try:
+                payload = await s.read_exact(PING_PAYLOAD_BYTES)
+            except NegotiationError:  # EOF between pings: done
+                break
+            await s.write(payload)
+        await s.close()
+
+    async def identify(self, peer: PeerId) -> identify.IdentifyInfo:
+        s = await self.new_stream(peer, [identify.PROTOCOL_ID])
+        try:
+            data = bytearray()
+            while len(data) <= identify.MAX_MESSAGE_BYTES + 8:
+                chunk = await s.read()
+                if not chunk:
+                    break
+                data += chunk
+            try:
+                length, start = decode_varint(data)
+            except WireError as e:
+                raise ProtobufError(f"identify message: {e}") from None
+            if length > identify.MAX_MESSAGE_BYTES or len(data) < start + length:
+                raise ProtobufError(f"identify message of {length} bytes is bad or cut")
+            info = identify.decode(bytes(data[start : start + length]))
+        finally:
+            await s.close()
+        if info.peer is not None and info.peer != peer:
+            raise ProtobufError(f"identify of {peer} carries the key of {info.peer}")
+        return info
+
+    async def ping(self, peer: PeerId, count: int = 1) -> list[float]:
+        s = await self.new_stream(peer, [PING_PROTOCOL])
+        rtts: list[float] = []
+        try:
+            for _ in range(count):
+                payload = os.urandom(PING_PAYLOAD_BYTES)
+                started = trio.current_time()
+                await s.write(payload)
+                if await s.read_exact(PING_PAYLOAD_BYTES) != payload:
+                    raise ProtobufError("ping answer differs from what we sent")
+                rtts.append(trio.current_time() - started)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await s.reset()
+            raise
+        await s.close()
+        return rtts

@@ -1,0 +1,339 @@
+"""Noise XX with the libp2p handshake payload (libp2p noise spec), sans-IO.
+
+Protocol `Noise_XX_25519_ChaChaPoly_SHA256`, empty prologue:
+
+    -> e
+    <- e, ee, s, es     payload: responder's NoiseHandshakePayload
+    -> s, se            payload: initiator's NoiseHandshakePayload
+
+Each handshake and transport message travels as `uint16-be(len) ‖ message`, at most
+65535 bytes. The payload is `NoiseHandshakePayload { bytes identity_key = 1; bytes
+identity_sig = 2; }`: the libp2p PublicKey protobuf of the identity key and its
+Ed25519 signature over `"noise-libp2p-static-key:" ‖ noise static public key`. A
+peer that cannot sign for its static key, or whose peer id is not the one we
+dialled, fails with HandshakeError before any application byte is exchanged.
+
+`Handshake` is a plain state machine: `write_message()` returns the next framed
+message to send, `read_message(msg)` takes the next one received (without its
+length prefix). After three messages, `result()` gives the remote peer id and a
+`CipherPair`. X25519 comes from libsodium (pynacl), ChaCha20-Poly1305 from
+pyca/cryptography (≈3.2 GB/s here vs ≈1.2 GB/s through pynacl), HKDF from hmac.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+
+import nacl.bindings
+import nacl.signing
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from overlay.core.ids import PeerId
+from overlay.p2p import keys, pb
+from overlay.p2p.errors import DecryptError, HandshakeError
+
+PROTOCOL_ID = "/noise"
+PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_SHA256"
+SIGNATURE_PREFIX = b"noise-libp2p-static-key:"
+MAX_MESSAGE_BYTES = 65535
+TAG_BYTES = 16
+#: Plaintext per transport message: the 65535-byte limit minus the AEAD tag.
+MAX_PLAINTEXT_BYTES = MAX_MESSAGE_BYTES - TAG_BYTES
+DH_BYTES = 32
+_MAX_NONCE = 2**64 - 1
+
+
+def _hkdf2(chaining_key: bytes, ikm: bytes) -> tuple[bytes, bytes]:
+    temp = hmac.digest(chaining_key, ikm, "sha256")
+    out1 = hmac.digest(temp, b"\x01", "sha256")
+    out2 = hmac.digest(temp, out1 + b"\x02", "sha256")
+    return out1, out2
+
+
+def _dh(secret: bytes, public: bytes) -> bytes:
+    try:
+        shared = nacl.bindings.crypto_scalarmult(secret, public)
+    except Exception as e:  # libsodium refuses low-order points (all-zero output)
+        raise HandshakeError(f"invalid X25519 public key: {e}") from None
+    if shared == bytes(DH_BYTES):
+        raise HandshakeError("X25519 shared secret is zero (low-order point)")
+    return bytes(shared)
+
+
+class CipherState:
+    """A ChaCha20-Poly1305 key with its 64-bit message counter (Noise §5.1)."""
+
+    __slots__ = ("_aead", "n")
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = ChaCha20Poly1305(key)
+        self.n = 0
+
+    def _nonce(self) -> bytes:
+        if self.n >= _MAX_NONCE:
+            raise DecryptError("Noise nonce exhausted; the session must be rekeyed")
+        nonce = b"\0\0\0\0" + self.n.to_bytes(8, "little")
+        self.n += 1
+        return nonce
+
+    def encrypt(self, plaintext: bytes | memoryview, ad: bytes | None = None) -> bytes:
+        return self._aead.encrypt(self._nonce(), plaintext, ad)
+
+    def decrypt(self, ciphertext: bytes | memoryview, ad: bytes | None = None) -> bytes:
+        try:
+            return self._aead.decrypt(self._nonce(), ciphertext, ad)
+        except InvalidTag:
+            raise DecryptError("Noise message failed authentication") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CipherPair:
+    """The transport keys after the handshake: one per direction."""
+
+    send: CipherState
+    recv: CipherState
+
+
+class _Symmetric:
+    """Noise SymmetricState: chaining key, handshake hash, optional cipher."""
+
+    def __init__(self) -> None:
+        # The protocol name is exactly HASHLEN (32) bytes: h = name, unhashed.
+        self.h = PROTOCOL_NAME
+        self.ck = PROTOCOL_NAME
+        self.cipher: CipherState | None = None
+        self.mix_hash(b"")  # empty prologue
+
+    def mix_hash(self, data: bytes) -> None:
+        self.h = hashlib.sha256(self.h + data).digest()
+
+    def mix_key(self, ikm: bytes) -> None:
+        self.ck, key = _hkdf2(self.ck, ikm)
+        self.cipher = CipherState(key)
+
+    def encrypt_and_hash(self, plaintext: bytes) -> bytes:
+        out = plaintext if self.cipher is None else self.cipher.encrypt(plaintext, self.h)
+        self.mix_hash(out)
+        return out
+
+    def decrypt_and_hash(self, data: bytes) -> bytes:
+        if self.cipher is None:
+            out = data
+        else:
+            try:
+                out = self.cipher.decrypt(data, self.h)
+            except DecryptError:
+                raise HandshakeError("handshake message failed authentication") from None
+        self.mix_hash(data)
+        return out
+
+    def split(self) -> tuple[CipherState, CipherState]:
+        k1, k2 = _hkdf2(self.ck, b"")
+        return CipherState(k1), CipherState(k2)
+
+
+def _x25519_keypair() -> tuple[bytes, bytes]:
+    secret = os.urandom(32)
+    return secret, bytes(nacl.bindings.crypto_scalarmult_base(secret))
+
+
+def encode_payload(identity_seed: bytes, static_public: bytes) -> bytes:
+    sk = nacl.signing.SigningKey(identity_seed)
+    sig = sk.sign(SIGNATURE_PREFIX + static_public).signature
+    return pb.field_bytes(1, keys.encode_public_key(bytes(sk.verify_key))) + pb.field_bytes(2, sig)
+
+
+def verify_payload(payload: bytes, remote_static: bytes) -> PeerId:
+    """Check the remote's identity payload against its Noise static key."""
+    fields = pb.decode(payload)
+    key_pb = pb.get_bytes(fields, 1)
+    sig = pb.get_bytes(fields, 2)
+    if key_pb is None or sig is None:
+        raise HandshakeError("handshake payload lacks identity_key or identity_sig")
+    public = keys.decode_public_key(key_pb)
+    keys.verify(public, SIGNATURE_PREFIX + remote_static, sig)
+    return keys.peer_id_of(public)
+
+
+class Handshake:
+    """One side of a Noise XX handshake with libp2p payloads.
+
+    Message order: initiator writes 1, reads 2, writes 3; responder reads 1,
+    writes 2, reads 3. Calling out of order raises HandshakeError (`LocalProtocolError`
+    would be ours, but the order is driven by the caller's code, not the peer, so
+    any misuse shows up in tests at once).
+    """
+
+    def __init__(
+        self,
+        initiator: bool,
+        identity_seed: bytes,
+        expected_peer: PeerId | None = None,
+        *,
+        static_secret: bytes | None = None,
+        ephemeral_secret: bytes | None = None,
+    ) -> None:
+        self.initiator = initiator
+        self.expected_peer = expected_peer
+        self._sym = _Symmetric()
+        if static_secret is None:
+            self._s, self._s_pub = _x25519_keypair()
+        else:
+            self._s = static_secret
+            self._s_pub = bytes(nacl.bindings.crypto_scalarmult_base(static_secret))
+        if ephemeral_secret is None:
+            self._e, self._e_pub = _x25519_keypair()
+        else:
+            self._e = ephemeral_secret
+            self._e_pub = bytes(nacl.bindings.crypto_scalarmult_base(ephemeral_secret))
+        self._payload = encode_payload(identity_seed, self._s_pub)
+        self._re = b""
+        self._rs = b""
+        self._step = 0  # messages processed so far (0..3)
+        self.remote_peer: PeerId | None = None
+        self._ciphers: CipherPair | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self._step == 3
+
+    def _expect(self, writing: bool) -> None:
+        if self._step >= 3:
+            raise HandshakeError("handshake already complete")
+        ours = (self._step % 2 == 0) == self.initiator
+        if ours != writing:
+            raise HandshakeError(f"handshake message {self._step + 1} is not ours to "
+                                 f"{'write' if writing else 'read'}")
+
+    def write_message(self) -> bytes:
+        """The next handshake message, framed (`uint16-be len ‖ message`)."""
+        self._expect(writing=True)
+        sym = self._sym
+        out = bytearray()
+        if self._step == 0:  # -> e
+            out += self._e_pub
+            sym.mix_hash(self._e_pub)
+            out += sym.encrypt_and_hash(b"")
+        elif self._step == 1:  # <- e, ee, s, es
+            out += self._e_pub
+            sym.mix_hash(self._e_pub)
+            sym.mix_key(_dh(self._e, self._re))
+            out += sym.encrypt_and_hash(self._s_pub)
+            sym.mix_key(_dh(self._s, self._re))
+            out += sym.encrypt_and_hash(self._payload)
+        else:  # -> s, se
+            out += sym.encrypt_and_hash(self._s_pub)
+            sym.mix_key(_dh(self._s, self._re))
+            out += sym.encrypt_and_hash(self._payload)
+        self._advance()
+        return len(out).to_bytes(2, "big") + bytes(out)
+
+    def read_message(self, msg: bytes) -> None:
+        """Process the next received handshake message (without its length prefix)."""
+        self._expect(writing=False)
+        sym = self._sym
+        if self._step == 0:  # -> e
+            if len(msg) < DH_BYTES:
+                raise HandshakeError("handshake message 1 is too short")
+            self._re = msg[:DH_BYTES]
+            sym.mix_hash(self._re)
+            sym.decrypt_and_hash(msg[DH_BYTES:])  # payload: empty or ignored
+        elif self._step == 1:  # <- e, ee, s, es
+            if len(msg) < DH_BYTES + DH_BYTES + TAG_BYTES + TAG_BYTES:
+                raise HandshakeError("handshake message 2 is too short")
+            self._re = msg[:DH_BYTES]
+            sym.mix_hash(self._re)
+            sym.mix_key(_dh(self._e, self._re))
+            self._rs = sym.decrypt_and_hash(msg[DH_BYTES : 2 * DH_BYTES + TAG_BYTES])
+            sym.mix_key(_dh(self._e, self._rs))
+            payload = sym.decrypt_and_hash(msg[2 * DH_BYTES + TAG_BYTES :])
+            self._check_remote(payload)
+        else:  # -> s, se
+            if len(msg) < DH_BYTES + TAG_BYTES + TAG_BYTES:
+                raise HandshakeError("handshake message 3 is too short")
+            self._rs = sym.decrypt_and_hash(msg[: DH_BYTES + TAG_BYTES])
+            sym.mix_key(_dh(self._e, self._rs))
+            payload = sym.decrypt_and_hash(msg[DH_BYTES + TAG_BYTES :])
+            self._check_remote(payload)
+        self._advance()
+
+    def _check_remote(self, payload: bytes) -> None:
+        peer = verify_payload(payload, self._rs)
+        if self.expected_peer is not None and peer != self.expected_peer:
+            raise HandshakeError(f"dialled {self.expected_peer} but the peer is {peer}")
+        self.remote_peer = peer
+
+    def _advance(self) -> None:
+        self._step += 1
+        if self._step == 3:
+            c1, c2 = self._sym.split()
+            self._ciphers = CipherPair(c1, c2) if self.initiator else CipherPair(c2, c1)
+
+    def result(self) -> tuple[PeerId, CipherPair]:
+        if self._ciphers is None or self.remote_peer is None:
+            raise HandshakeError("handshake not complete")
+        return self.remote_peer, self._ciphers
+
+
+def encrypt_frames(cipher: CipherState, data: bytes | bytearray | memoryview) -> bytes:
+    """`data` as consecutive framed Noise transport messages, joined for one send.
+
+    Messages carry up to 65,519 plaintext bytes each (the 65,535-byte limit minus
+    the tag): a 1 MiB write costs 17 AEAD calls and one join, not 17 sends.
+    """
+    view = memoryview(data)
+    size = len(view)
+    if size <= MAX_PLAINTEXT_BYTES:
+        ct = cipher.encrypt(view)
+        return len(ct).to_bytes(2, "big") + ct
+    parts: list[bytes] = []
+    for off in range(0, size, MAX_PLAINTEXT_BYTES):
+        ct = cipher.encrypt(view[off : off + MAX_PLAINTEXT_BYTES])
+        parts.append(len(ct).to_bytes(2, "big"))
+        parts.append(ct)
+    return b"".join(parts)
+
+
+class FrameReader:
+    """Splits a received byte stream into Noise messages and decrypts them.
+
+    `feed(data)` then `decrypt_available()` → plaintext chunks. Holds at most one
+    partial message (≤ 65,537 bytes) beyond what was fed in one call.
+    """
+
+    __slots__ = ("_buf", "_cipher")
+
+    def __init__(self, cipher: CipherState) -> None:
+        self._cipher = cipher
+        self._buf = bytearray()
+
+    def feed_and_decrypt(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        if buf:
+            buf += data
+            view = memoryview(buf)
+        else:
+            view = memoryview(data)
+        out: list[bytes] = []
+        pos = 0
+        end = len(view)
+        while end - pos >= 2:
+            length = view[pos] << 8 | view[pos + 1]
+            if end - pos - 2 < length:
+                break
+            if length < TAG_BYTES:
+                raise DecryptError(f"Noise message of {length} bytes is shorter than its tag")
+            out.append(self._cipher.decrypt(view[pos + 2 : pos + 2 + length]))
+            pos += 2 + length
+        rest = bytes(view[pos:])
+        view.release()
+        self._buf = bytearray(rest)
+        return out
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buf)
