@@ -39,6 +39,8 @@ _KEYS: dict[str, str] = {
     "loc": "location",
     "bw": "bandwidth_bps",
     "t": "tags",
+    # "public", "nat", "nat/<mapping>" or absent (unknown): overlay/runtime/reachability.py
+    "r": "reachability",
 }
 _ATTRS = {v: k for k, v in _KEYS.items()}
 
@@ -68,7 +70,7 @@ def _decode_field(attr: str, v: Any) -> Any:
         return float(v)
     if attr in ("gpu_kinds", "executors", "tags"):
         return _strs(v, attr)
-    if attr == "location":
+    if attr in ("location", "reachability"):
         return _str(v, attr)
     if attr == "labels":
         if not isinstance(v, dict) or len(v) > MAX_ITEMS:
@@ -94,6 +96,9 @@ class ResourceAd:
     location: str = ""
     bandwidth_bps: int = 0
     tags: tuple[str, ...] = ()
+    #: How peers can reach this node: "public", "nat[/endpoint-independent|/symmetric]",
+    #: "" while unknown (issue 10; decided by dial-back checks and STUN probes).
+    reachability: str = ""
 
     @classmethod
     def make(cls, *, labels: dict[str, str] | None = None, **kw: Any) -> ResourceAd:
