@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gossip.resources import ResourceAd
+from overlay.core.crypto import Envelope
 from overlay.core.ids import PeerId
 
 # ------------------------------------------------------------------ commands
@@ -39,8 +40,16 @@ class SendUserEvent:
     payload: bytes
 
 
-Command = Join | Leave | UpdateAd | SendUserEvent
-COMMAND_TYPES: tuple[type, ...] = (Join, Leave, UpdateAd, SendUserEvent)
+@dataclass(frozen=True, slots=True)
+class PublishRevocation:
+    """Colony mode: apply and gossip a signed revocation (a `colony-revocation`
+    envelope, see overlay.core.certs)."""
+
+    envelope: Envelope
+
+
+Command = Join | Leave | UpdateAd | SendUserEvent | PublishRevocation
+COMMAND_TYPES: tuple[type, ...] = (Join, Leave, UpdateAd, SendUserEvent, PublishRevocation)
 
 # ------------------------------------------------------------------ events
 
@@ -95,6 +104,33 @@ class UserEventReceived:
     payload: bytes
     lamport: int
     seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRefused:
+    """Colony mode: a claim or message from `peer` was refused (no valid `member`
+    certificate, expired, revoked, or not a member). Rate-limited per peer."""
+
+    peer: PeerId
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberExpelled:
+    """Colony mode: a member's certificate expired or was revoked; it is forgotten
+    and its later messages are refused."""
+
+    peer: PeerId
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationLearned:
+    """A new, valid revocation was added (from a peer or `PublishRevocation`)."""
+
+    cert_id: bytes
+    revoker: PeerId
+    envelope: Envelope
 
 
 @dataclass(frozen=True, slots=True)

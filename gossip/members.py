@@ -10,11 +10,13 @@ State rules (memberlist state.go, with signatures):
 - an alive replaces the state only with a *higher* incarnation (or first sight);
 - an accusation applies when its incarnation ≥ the current one and it is stronger
   than the current state (suspect < dead/left);
-- a member is never removed except by reaping after `tombstone_s` in dead/left.
+- a member is never removed except by reaping after `tombstone_s` in dead/left, or
+  (colony mode) by expulsion when its certificate expires or is revoked.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -32,7 +34,7 @@ class MemberState(IntEnum):
 
 
 class Member:
-    __slots__ = ("accuse", "ad", "ad_deltas", "ad_full", "alive", "since", "state")
+    __slots__ = ("accuse", "ad", "ad_deltas", "ad_full", "alive", "since", "state", "valid_until")
 
     def __init__(self, alive: Alive, now: float) -> None:
         self.state = MemberState.ALIVE
@@ -42,6 +44,8 @@ class Member:
         self.ad_deltas: tuple[AdUpdate, ...] = ()
         self.ad: ResourceAd | None = None
         self.since = now
+        #: Colony mode: when the member's certificate chain stops being valid.
+        self.valid_until = math.inf
 
     @property
     def incarnation(self) -> int:

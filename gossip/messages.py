@@ -4,13 +4,21 @@ Every message is a CBOR array whose first element is a tag. Membership claims ar
 *signed updates* that any member may forward unchanged (they are shared by reference
 in the simulator, verified once per node thanks to `trust.Verifier`):
 
-    Alive    envelope "gossip-alive"   signed by the subject: {i: incarnation, a: [addr]}
+    Alive    envelope "gossip-alive"   signed by the subject: {i: incarnation, a: [addr],
+                                        c: [certificate envelope…] (colony mode only)}
     Accuse   envelope "gossip-accuse"  signed by the accuser: {t: target id, i: inc,
                                         s: 0 suspect | 1 dead | 2 left (accuser = target)}
     AdUpdate envelope "resource-ad"    signed by the subject: {v: version, r: ad fields,
                                         b: base version (deltas only)}
     UserEvent envelope "user-event"    signed by the sender: {n: name, p: payload,
                                         l: Lamport time, s: per-sender sequence}
+    Revoke   envelope "colony-revocation" signed by the revoker (overlay.core.certs)
+
+In colony mode an alive claim carries the subject's certificate chain (root first,
+DESIGN §3): the claim travels wherever membership travels (gossip, piggyback,
+push-pull), so every node — and every simulated core — can check it without another
+round trip. The chain's envelopes are parsed here but only verified by the core's
+`Admission` gate, when the claim would change state.
 
 Updates on the wire are `[kind, envelope]`. Top-level messages:
 
@@ -19,7 +27,8 @@ Updates on the wire are `[kind, envelope]`. Top-level messages:
     [3, seq]                                       Nack
     [4, seq, target, [update…]]                    PingReq
     [5, [update…]]                                 Gossip
-    [6, flags, [state…], page, pages]              PushPull (flags: 1 reply, 2 join)
+    [6, flags, [state…], page, pages, [revoke…]]   PushPull (flags: 1 reply, 2 join;
+                                                   the revocation list is optional)
     state = [alive, accuse|null, [ad…]]
 
 Decoding validates every field (including the CBOR inside envelopes, which is decoded
@@ -35,6 +44,7 @@ from typing import Any
 
 from gossip.coordinates import Coord
 from gossip.resources import ResourceAd
+from overlay.core.certs import CERT_KIND, MAX_CHAIN_DEPTH, REVOCATION_KIND
 from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.errors import MalformedFrame, WireError
 from overlay.core.ids import PeerId
@@ -44,6 +54,7 @@ KIND_ALIVE = "gossip-alive"
 KIND_ACCUSE = "gossip-accuse"
 KIND_AD = "resource-ad"
 KIND_EVENT = "user-event"
+KIND_REVOKE = REVOCATION_KIND
 
 MAX_UPDATES = 4096
 MAX_STATES = 100_000
@@ -51,6 +62,8 @@ MAX_USER_PAYLOAD_BYTES = 64 * 1024
 MAX_EVENT_NAME_BYTES = 128
 MAX_ADDR_CHARS = 256
 MAX_ADDRS = 16
+#: Revocations carried by one push-pull page (the rest follow on later exchanges).
+MAX_PUSH_PULL_REVOCATIONS = 1024
 _U63 = 1 << 63
 
 
@@ -97,33 +110,58 @@ def update_size(env: Envelope) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Alive:
-    """ "I am alive at incarnation i" — only the subject can sign it."""
+    """ "I am alive at incarnation i" — only the subject can sign it.
+
+    `chain` is the subject's certificate chain (unverified envelopes; empty in open
+    mode). It is inside the signed body, so a forwarder cannot swap it.
+    """
 
     env: Envelope
     peer: PeerId
     incarnation: int
     addrs: tuple[str, ...] = ()
+    chain: tuple[Envelope, ...] = ()
 
     TAG = 1
 
     @classmethod
-    def create(cls, keys: KeyPair, incarnation: int, addrs: tuple[str, ...] = ()) -> Alive:
+    def create(
+        cls,
+        keys: KeyPair,
+        incarnation: int,
+        addrs: tuple[str, ...] = (),
+        chain: tuple[Envelope, ...] = (),
+    ) -> Alive:
         body: dict[str, Any] = {"i": incarnation}
         if addrs:
             body["a"] = list(addrs)
-        return cls(keys.seal(KIND_ALIVE, body), keys.peer_id, incarnation, addrs)
+        if chain:
+            body["c"] = [e.to_wire() for e in chain]
+        return cls(keys.seal(KIND_ALIVE, body), keys.peer_id, incarnation, addrs, tuple(chain))
 
     @classmethod
     def from_envelope(cls, env: Envelope) -> Alive:
         body = _body(env, KIND_ALIVE)
-        _keys(body, {"i"}, {"a"}, KIND_ALIVE)
+        _keys(body, {"i"}, {"a", "c"}, KIND_ALIVE)
         addrs = body.get("a", [])
         if not isinstance(addrs, list) or len(addrs) > MAX_ADDRS:
             raise MalformedFrame("alive addrs must be a short list")
         for a in addrs:
             if not isinstance(a, str) or not a or len(a) > MAX_ADDR_CHARS:
                 raise MalformedFrame("alive addr must be a non-empty short string")
-        return cls(env, env.signer_id, _uint(body["i"], "incarnation"), tuple(addrs))
+        chain = _chain(body.get("c", []))
+        return cls(env, env.signer_id, _uint(body["i"], "incarnation"), tuple(addrs), chain)
+
+
+def _chain(obj: Any) -> tuple[Envelope, ...]:
+    """Structural check of a certificate chain (signatures are the gate's business)."""
+    if not isinstance(obj, list) or len(obj) > MAX_CHAIN_DEPTH:
+        raise MalformedFrame(f"alive certificate chain must hold at most {MAX_CHAIN_DEPTH}")
+    chain = tuple(Envelope.from_wire(c) for c in obj)
+    for e in chain:
+        if e.kind != CERT_KIND:
+            raise MalformedFrame(f"alive chain holds a {e.kind!r} envelope, not a certificate")
+    return chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,8 +294,34 @@ def check_event(name: Any, payload: Any) -> None:
         raise MalformedFrame(f"event payload must be at most {MAX_USER_PAYLOAD_BYTES} bytes")
 
 
-Update = Alive | Accuse | AdUpdate | UserEvent
-_UPDATE_TYPES: dict[int, Any] = {1: Alive, 2: Accuse, 3: AdUpdate, 4: UserEvent}
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """A signed certificate revocation (overlay.core.certs.Revocation), gossiped.
+
+    Parsed structurally only; the core verifies it (through `Revocation`) when it is
+    news, so duplicates forwarded by many members cost no signature checks.
+    """
+
+    env: Envelope
+    colony: bytes
+    cert_id: bytes
+
+    TAG = 5
+
+    @classmethod
+    def from_envelope(cls, env: Envelope) -> Revoke:
+        body = _body(env, KIND_REVOKE)
+        _keys(body, {"colony", "cert", "cert_expires", "issued"}, set(), KIND_REVOKE)
+        colony, cert = body["colony"], body["cert"]
+        if not isinstance(colony, bytes) or len(colony) != 32:
+            raise MalformedFrame("revocation colony must be a 32-byte owner key")
+        if not isinstance(cert, bytes) or len(cert) != 34:
+            raise MalformedFrame("revocation must name a sha2-256 certificate id")
+        return cls(env, colony, cert)
+
+
+Update = Alive | Accuse | AdUpdate | UserEvent | Revoke
+_UPDATE_TYPES: dict[int, Any] = {1: Alive, 2: Accuse, 3: AdUpdate, 4: UserEvent, 5: Revoke}
 
 
 def update_to_wire(u: Update) -> list[Any]:
@@ -422,16 +486,22 @@ class PushPull:
     join: bool = False
     page: int = 0
     pages: int = 1
+    #: Colony mode: the revocations the sender knows (first page only).
+    revocations: tuple[Revoke, ...] = ()
 
     TAG = 6
 
     def to_wire(self) -> list[Any]:
         flags = (1 if self.reply else 0) | (2 if self.join else 0)
-        return [6, flags, [s.to_wire() for s in self.states], self.page, self.pages]
+        out = [6, flags, [s.to_wire() for s in self.states], self.page, self.pages]
+        if self.revocations:
+            out.append([update_to_wire(r) for r in self.revocations])
+        return out
 
     @classmethod
     def from_fields(cls, f: list[Any]) -> PushPull:
-        _arity(f, 5, "push-pull")
+        if len(f) not in (5, 6):
+            raise MalformedFrame(f"push-pull must have 5 or 6 fields, got {len(f)}")
         flags = _uint(f[1], "flags")
         if flags > 3:
             raise MalformedFrame("unknown push-pull flags")
@@ -441,7 +511,15 @@ class PushPull:
         if not page < pages <= MAX_STATES:
             raise MalformedFrame("push-pull page out of range")
         states = tuple(MemberRecord.from_wire(s) for s in f[2])
-        return cls(states, bool(flags & 1), bool(flags & 2), page, pages)
+        revs: tuple[Revoke, ...] = ()
+        if len(f) == 6:
+            if not isinstance(f[5], list) or len(f[5]) > MAX_PUSH_PULL_REVOCATIONS:
+                raise MalformedFrame("push-pull revocations must be a bounded list")
+            us = tuple(update_from_wire(r) for r in f[5])
+            if not all(isinstance(u, Revoke) for u in us):
+                raise MalformedFrame("push-pull revocation list holds another update kind")
+            revs = us  # type: ignore[assignment]
+        return cls(states, bool(flags & 1), bool(flags & 2), page, pages, revs)
 
 
 Message = Ping | Ack | Nack | PingReq | Gossip | PushPull

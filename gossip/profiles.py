@@ -72,6 +72,10 @@ class SwimConfig:
     #: Token bucket per accuser: burst, and tokens refilled per probe interval.
     accuse_burst: int = 10
     accuse_refill_per_probe: float = 2.0
+    #: Colony mode: peers whose refusal reason is remembered, so that a peer retrying
+    #: every second is reported once per `refuse_report_interval_s`, not every time.
+    max_refused: int = 1024
+    refuse_report_interval_s: float = 60.0
     # --- resource ads
     #: A full ad whose envelope is at most this large also rides on gossip.
     ad_gossip_max_bytes: int = 1024

@@ -17,6 +17,14 @@ their accuser (a known member, rate-limited per accuser), ads and user events by
 owner. Signatures are checked (through a cache) before any state changes, and only
 for claims that would change state; stale claims are dropped unverified.
 
+Colony mode (`admission` given, gossip/admission.py, DESIGN §3): an alive claim is
+accepted only with a certificate chain granting ``member`` in this colony; messages
+from peers that are not members are refused (a push-pull may carry the sender's own
+certified claim: that is how a node joins); nothing is sent to a non-member except a
+joiner's own claim to its seeds. A member whose chain expires or is revoked is
+expelled. Revocations travel as signed updates and in push-pull. Every refusal is
+counted and reported (`MemberRefused`, rate-limited per peer) with its reason.
+
 Invariants: own incarnation never decreases; member incarnations never decrease
 (except by reaping); every map/queue is bounded and overflow is counted in `stats`.
 """
@@ -29,6 +37,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from gossip import coordinates
+from gossip.admission import Admission
 from gossip.awareness import Awareness
 from gossip.broadcast_queue import BroadcastQueue, retransmit_limit, take_split
 from gossip.coordinates import Coord
@@ -36,12 +45,16 @@ from gossip.events import (
     Join,
     Leave,
     LeftColony,
+    MemberExpelled,
     MemberFailed,
     MemberJoined,
     MemberLeft,
     MemberReaped,
+    MemberRefused,
     MemberSuspected,
     MemberUpdated,
+    PublishRevocation,
+    RevocationLearned,
     SendUserEvent,
     UpdateAd,
     UserEventReceived,
@@ -52,6 +65,7 @@ from gossip.messages import (
     KIND_AD,
     KIND_ALIVE,
     KIND_EVENT,
+    MAX_PUSH_PULL_REVOCATIONS,
     MAX_USER_PAYLOAD_BYTES,
     Accuse,
     AccuseKind,
@@ -64,6 +78,7 @@ from gossip.messages import (
     Ping,
     PingReq,
     PushPull,
+    Revoke,
     Update,
     UserEvent,
     check_event,
@@ -74,7 +89,7 @@ from gossip.resources import Query, ResourceAd
 from gossip.suspicion import Suspicion, suspicion_timeout_s
 from gossip.trust import AccuserLimiter, Verifier
 from gossip.user_events import EventOrderer
-from overlay.core.crypto import KeyPair
+from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.effects import (
     CancelTimer,
     Effect,
@@ -125,6 +140,8 @@ class Swim:
         addrs: tuple[str, ...] = (),
         initial_incarnation: int = 0,
         verifier: Verifier | None = None,
+        admission: Admission | None = None,
+        chain: tuple[Envelope, ...] = (),
     ) -> None:
         self.keys = keys
         self.me = keys.peer_id
@@ -132,7 +149,13 @@ class Swim:
         self.rng = rng
         self.addrs = tuple(addrs[: config.max_addrs])
         self.incarnation = initial_incarnation
-        self._alive = Alive.create(keys, initial_incarnation, self.addrs)
+        #: Colony mode gate (None: open mode) and our own certificate chain.
+        self.admission = admission
+        self.chain = tuple(chain)
+        self._alive = Alive.create(keys, initial_incarnation, self.addrs, self.chain)
+        self._refused: dict[PeerId, tuple[str, float]] = {}
+        self._expiry_at = math.inf
+        self._admission_gen = 0 if admission is None else admission.generation
         self.members: dict[PeerId, Member] = {}
         self._ids: list[PeerId] = []  # every member once: probe order and sampling
         self._probe_idx = 0
@@ -189,6 +212,8 @@ class Swim:
             self._update_ad(inp.ad, out)
         elif isinstance(inp, SendUserEvent):
             self._send_event(inp.name, inp.payload, now)
+        elif isinstance(inp, PublishRevocation):
+            self._publish_revocation(inp.envelope, now, out)
         else:
             raise LocalProtocolError(f"gossip core does not take {type(inp).__name__}")
         return out
@@ -211,6 +236,16 @@ class Swim:
                 self._publish_ad(self.ad, full=True)
         for seed in self._seeds:
             self._send_push_pull(seed, reply=True, join=True, out=out)
+
+    def _publish_revocation(self, env: Envelope, now: float, out: list[Effect]) -> None:
+        if self.admission is None:
+            raise LocalProtocolError("revocations need colony mode (an Admission gate)")
+        try:
+            r = Revoke.from_envelope(env)
+        except WireError as e:
+            raise LocalProtocolError(f"not a revocation: {e}") from None
+        if not self._on_revoke(r, now, out):
+            raise LocalProtocolError("revocation refused (see the revocation_* counters)")
 
     def _leave(self, now: float, out: list[Effect]) -> None:
         if not self.started:
@@ -274,6 +309,9 @@ class Swim:
             self._gossip_tick(now, out)
         elif timer == "pushpull":
             self._push_pull_tick(now, out)
+        elif timer == "cert-expiry":
+            self._expiry_at = math.inf
+            self._recheck_members(now, out, only_expired=True)
         elif timer == "leave":
             self.stopped = True
             out.extend(CancelTimer(t) for t in ("gossip", "pushpull"))
@@ -481,7 +519,7 @@ class Swim:
     def _refute(self, incarnation: int) -> None:
         """Someone claims we are suspect/dead/left (or we see a past life): outbid it."""
         self.incarnation = max(self.incarnation, incarnation) + 1
-        self._alive = Alive.create(self.keys, self.incarnation, self.addrs)
+        self._alive = Alive.create(self.keys, self.incarnation, self.addrs, self.chain)
         self._bq.queue(("m", self.me), self._alive)
         self.awareness.apply_delta(1)  # Lifeguard: being suspected hints we are slow
         self._count("refuted")
@@ -489,6 +527,13 @@ class Swim:
     # ================================================================ messages
 
     def _on_message(self, peer: PeerId, msg: Any, now: float, out: list[Effect]) -> None:
+        if self.admission is not None and peer not in self.members and peer != self.me:
+            # Colony mode: only members talk to us. A push-pull may admit its sender
+            # through the sender's own certified claim; everything else is refused.
+            if not (isinstance(msg, PushPull) and self._admit_sender(peer, msg, now, out)):
+                self._count("refused_non_member")
+                self._refuse(peer, self._refusal_reason(peer), now, out)
+                return
         if isinstance(msg, Ping):
             self._apply_updates(msg.updates, now, out)
             self._on_ping(peer, msg, out)
@@ -521,6 +566,8 @@ class Swim:
                 self._on_ad(u, out)
             elif isinstance(u, UserEvent):
                 self._on_user_event(u, now, out)
+            elif isinstance(u, Revoke):
+                self._on_revoke(u, now, out)
             else:
                 self._count("unknown_update")
         except BadSignature:
@@ -546,6 +593,14 @@ class Swim:
             self._count("members_full")
             return
         self.verifier.check(a.env, KIND_ALIVE)
+        valid_until = math.inf
+        if self.admission is not None:
+            verdict = self.admission.check(a, now)
+            if isinstance(verdict, str):
+                self._count("alive_refused")
+                self._refuse(peer, verdict, now, out)
+                return
+            valid_until = verdict
         if m is None:
             m = self.members[peer] = Member(a, now)
             self._add_id(peer)
@@ -561,6 +616,10 @@ class Swim:
                 out.append(Emit(MemberJoined(peer, a.incarnation, a.addrs)))
             else:
                 out.append(Emit(MemberUpdated(peer, a.incarnation, m.ad)))
+        m.valid_until = valid_until
+        if valid_until < self._expiry_at:
+            self._expiry_at = valid_until
+            out.append(SetTimer("cert-expiry", valid_until))
         self._bq.queue(("m", peer), a)
 
     # ---------------------------------------------------------------- accusations
@@ -773,16 +832,29 @@ class Swim:
         return recs
 
     def _send_push_pull(self, peer: PeerId, *, reply: bool, join: bool, out: list[Effect]) -> None:
-        recs = self._records()
+        revs: tuple[Revoke, ...] = ()
+        if self.admission is None:
+            recs = self._records()
+        elif peer not in self.members:
+            # Colony mode, a seed not yet known to be a member: show only our own
+            # certified claim; the seed answers with its state if it admits us.
+            recs = self._records()[:1]
+        else:
+            recs = self._records()
+            revs = self.admission.known_revocations(MAX_PUSH_PULL_REVOCATIONS)
         page = self.config.push_pull_page
         pages = max(1, -(-len(recs) // page))
         for i in range(pages):
             chunk = tuple(recs[i * page : (i + 1) * page])
-            out.append(Send(peer, PushPull(chunk, reply and i == 0, join, i, pages)))
+            first = i == 0
+            out.append(Send(peer, PushPull(chunk, reply and first, join, i, pages,
+                                           revs if first else ())))
         self._count("push_pull_sent")
 
     def _on_push_pull(self, peer: PeerId, msg: PushPull, now: float, out: list[Effect]) -> None:
         self._count("push_pull_received")
+        for rv in msg.revocations:  # before the claims they may invalidate
+            self._on_revoke(rv, now, out)
         # Alive claims first, so that accusers and ad owners are known when their
         # accusations and ads are merged (a joiner learns everything in one go).
         for r in msg.states:
@@ -800,7 +872,7 @@ class Swim:
                 self._apply_update(r.accuse, now, out, merge=True)
             for ad in r.ads:
                 self._apply_update(ad, now, out, merge=True)
-        if msg.reply and not self.leaving:
+        if msg.reply and not self.leaving and (self.admission is None or peer in self.members):
             self._send_push_pull(peer, reply=False, join=False, out=out)
 
     def _reap(self, now: float, out: list[Effect]) -> None:
@@ -821,6 +893,90 @@ class Swim:
         self._ids = [p for p in self._ids if p not in gone_set]
         self._probe_idx = min(self._probe_idx, len(self._ids))
         self._count("reaped", len(gone))
+
+    # ================================================================ colony mode
+
+    def _admit_sender(self, peer: PeerId, msg: PushPull, now: float, out: list[Effect]) -> bool:
+        """A push-pull from a non-member: admit the sender through its own record."""
+        own = next((r.alive for r in msg.states if r.alive.peer == peer), None)
+        if own is None:
+            return False
+        for rv in msg.revocations:
+            self._on_revoke(rv, now, out)
+        self._apply_update(own, now, out, merge=True)
+        return peer in self.members
+
+    def _refusal_reason(self, peer: PeerId) -> str:
+        """Why a non-member's message is refused: the last reason its claim was
+        refused for (expired, revoked, …), else that it is not a member."""
+        last = self._refused.get(peer)
+        return last[0] if last else f"{peer.short()} is not a member of this colony"
+
+    def _refuse(self, peer: PeerId, reason: str, now: float, out: list[Effect]) -> None:
+        """Report a refusal once per peer and reason per `refuse_report_interval_s`."""
+        last = self._refused.pop(peer, None)
+        interval = self.config.refuse_report_interval_s
+        if last is None or last[0] != reason or now - last[1] >= interval:
+            out.append(Emit(MemberRefused(peer, reason)))
+            last = (reason, now)
+        if len(self._refused) >= self.config.max_refused:
+            del self._refused[next(iter(self._refused))]
+        self._refused[peer] = last
+
+    def _on_revoke(self, r: Revoke, now: float, out: list[Effect]) -> bool:
+        """Record a revocation if new and valid, gossip it on, re-check members."""
+        adm = self.admission
+        if adm is None:
+            self._count("revocation_ignored_open_mode")
+            return False
+        if adm.knows(r):
+            self._count("revocation_duplicate")
+            return True
+        verdict = adm.add_revocation(r, now)
+        if isinstance(verdict, str):
+            self._count("revocation_refused")
+            return False
+        self._count("revocation_learned")
+        self._bq.queue(("rv", r.cert_id, r.env.signer), r)
+        out.append(Emit(RevocationLearned(r.cert_id, r.env.signer_id, r.env)))
+        self._recheck_members(now, out, only_expired=False)
+        return True
+
+    def _recheck_members(self, now: float, out: list[Effect], *, only_expired: bool) -> None:
+        """Expel members whose chain expired (timer) or no longer verifies (after a
+        revocation), then re-arm the expiry timer at the earliest remaining expiry."""
+        adm = self.admission
+        if adm is None:
+            return
+        expel: list[tuple[PeerId, str]] = []
+        for p, m in self.members.items():
+            if only_expired and m.valid_until > now:
+                continue
+            verdict = adm.check(m.alive, now)
+            if isinstance(verdict, str):
+                expel.append((p, verdict))
+            else:
+                m.valid_until = verdict
+        for p, reason in expel:
+            self._expel(p, reason, now, out)
+        nxt = min((m.valid_until for m in self.members.values()), default=math.inf)
+        if nxt < math.inf and nxt != self._expiry_at:
+            self._expiry_at = nxt
+            out.append(SetTimer("cert-expiry", nxt))
+
+    def _expel(self, peer: PeerId, reason: str, now: float, out: list[Effect]) -> None:
+        m = self.members.pop(peer)
+        if m.state in _LIVE:
+            self._n_live -= 1
+        if self._suspicions.pop(peer, None) is not None:
+            out.append(CancelTimer(("suspect", peer)))
+        self._coords.pop(peer, None)
+        self._rtt.pop(peer, None)
+        self._ids = [p for p in self._ids if p != peer]
+        self._probe_idx = min(self._probe_idx, len(self._ids))
+        self._count("expelled")
+        self._refused[peer] = (reason, now)  # reported now, by MemberExpelled
+        out.append(Emit(MemberExpelled(peer, reason)))
 
     # ================================================================ members API
 

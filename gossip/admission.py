@@ -1,0 +1,139 @@
+"""Colony membership gate: who may be a gossip member (DESIGN §3, docs/trust.md).
+
+A colony is an owner key. In colony mode every alive claim carries its subject's
+certificate chain (gossip/messages.py); `Admission.check` says whether that chain lets
+the subject hold role ``member`` now, and until when. The rules themselves live in
+`overlay.core.certs.verify_chain`; this module adds what a gossip core needs around
+them:
+
+- a bounded cache keyed by the leaf certificate's signature, so a member's chain is
+  verified once, not at every incarnation or every forwarder;
+- the revocations known to this node (`RevocationList` for the rule, the signed
+  envelopes to forward them in push-pull), bounded, pruned once the certificate they
+  name would be expired anyway;
+- `generation`, bumped whenever a revocation is added, so the core knows to re-check
+  its current members.
+
+No gate (``Swim(admission=None)``) is open mode: anyone with a valid signature joins,
+exactly as before colonies existed.
+
+Invariants: `check` never raises for bad peer input (it returns the reason);
+`len(cache) ≤ max_cache`; `len(revocations) ≤ max_revocations`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from gossip.messages import Alive, Revoke
+from overlay.core.certs import Certificate, Revocation, RevocationList, Role, verify_chain
+from overlay.core.errors import RemoteProtocolError
+from overlay.core.ids import PeerId
+
+
+class Admission:
+    __slots__ = (
+        "_cache",
+        "_revs",
+        "colony_owner",
+        "generation",
+        "max_cache",
+        "max_revocations",
+        "revocations",
+    )
+
+    def __init__(
+        self,
+        colony_owner: bytes,
+        revocations: RevocationList | None = None,
+        *,
+        max_cache: int = 4096,
+        max_revocations: int = 4096,
+    ) -> None:
+        if len(colony_owner) != 32:
+            raise ValueError("colony owner must be a 32-byte Ed25519 public key")
+        self.colony_owner = bytes(colony_owner)
+        self.max_revocations = max(1, max_revocations)
+        self.revocations = revocations or RevocationList(colony_owner, self.max_revocations)
+        self.max_cache = max(1, max_cache)
+        # leaf signature -> (subject, chain, not_before, valid_until)
+        self._cache: dict[bytes, tuple[PeerId, tuple[Certificate, ...], float, float]] = {}
+        # (cert id, revoker key) -> revocation, in arrival order
+        self._revs: dict[tuple[bytes, bytes], Revocation] = {}
+        self.generation = 0
+
+    # ------------------------------------------------------------ members
+
+    def check(self, alive: Alive, now: float) -> float | str:
+        """`valid_until` (earliest expiry in the chain) if `alive.peer` may be a member
+        at `now`; otherwise the reason it may not, naming the peer and the rule."""
+        if not alive.chain:
+            return f"no colony certificate presented by {alive.peer.short()}"
+        leaf_sig = alive.chain[-1].signature
+        hit = self._cache.get(leaf_sig)
+        if hit is not None and hit[0] == alive.peer and hit[2] <= now < hit[3]:
+            if [c.envelope for c in hit[1]] == list(alive.chain):
+                return hit[3]
+        try:
+            certs = tuple(Certificate.from_envelope(e) for e in alive.chain)
+            verify_chain(certs, self.colony_owner, alive.peer, Role.MEMBER, now, self.revocations)
+        except RemoteProtocolError as e:
+            return str(e)
+        not_before = max(c.issued for c in certs)
+        valid_until = min(c.expires for c in certs)
+        if len(self._cache) >= self.max_cache:
+            del self._cache[next(iter(self._cache))]
+        self._cache[leaf_sig] = (alive.peer, certs, not_before, valid_until)
+        return valid_until
+
+    def chain_of(self, alive: Alive) -> tuple[Certificate, ...] | None:
+        """The verified chain of an alive claim that passed `check` (cached)."""
+        hit = self._cache.get(alive.chain[-1].signature) if alive.chain else None
+        return None if hit is None or hit[0] != alive.peer else hit[1]
+
+    # ------------------------------------------------------------ revocations
+
+    def knows(self, r: Revoke) -> bool:
+        return (r.cert_id, r.env.signer) in self._revs
+
+    def add_revocation(self, r: Revoke, now: float) -> Revocation | str:
+        """Verify and record a revocation. Returns it if it is new and in force,
+        else the reason it was not added. Raises nothing for bad peer input."""
+        if r.colony != self.colony_owner:
+            return "revocation for another colony"
+        if self.knows(r):
+            return "revocation already known"
+        try:
+            rev = Revocation.from_envelope(r.env)
+        except RemoteProtocolError as e:
+            return f"bad revocation: {e}"
+        if not self.revocations.add(rev, now):
+            return "revocation for an expired certificate"
+        if len(self._revs) >= self.max_revocations:
+            self.prune(now)
+        while len(self._revs) >= self.max_revocations:
+            del self._revs[next(iter(self._revs))]
+        self._revs[(rev.cert_id, rev.revoker)] = rev
+        self._cache.clear()  # cached verdicts predate this revocation
+        self.generation += 1
+        return rev
+
+    def prune(self, now: float) -> None:
+        self.revocations.prune(now)
+        for k in [k for k, r in self._revs.items() if r.cert_expires <= now]:
+            del self._revs[k]
+
+    def known_revocations(self, limit: int) -> tuple[Revoke, ...]:
+        """Newest first, at most `limit`, as gossip updates."""
+        out: list[Revoke] = []
+        for rev in reversed(self._revs.values()):
+            if len(out) >= limit:
+                break
+            out.append(Revoke(rev.envelope, rev.colony, rev.cert_id))
+        return tuple(out)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+NEVER = math.inf

@@ -1,0 +1,324 @@
+"""Colony mode of the gossip core (gossip/admission.py + swim.py), on virtual time.
+
+Cores are wired back to back by a FIFO wire (no sockets); timers fire by hand. Every
+node's certificate is signed by one owner key, as `colony colony create` / `cert issue`
+would make them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Any
+
+import pytest
+
+from gossip.admission import Admission
+from gossip.events import (
+    Join,
+    MemberExpelled,
+    MemberJoined,
+    MemberRefused,
+    PublishRevocation,
+    RevocationLearned,
+)
+from gossip.messages import Alive, Gossip, Ping, PushPull, Revoke, decode_message
+from gossip.profiles import LAN
+from gossip.swim import Swim
+from overlay.core.certs import ALL_ROLES, Certificate, Revocation
+from overlay.core.crypto import KeyPair
+from overlay.core.effects import Effect, Emit, Received, Send, SetTimer, TimerFired
+from overlay.core.errors import LocalProtocolError, MalformedFrame
+from overlay.core.ids import PeerId
+from overlay.core.wire import cbor_decode, cbor_encode
+
+OWNER = KeyPair(b"\x77" * 32)
+KEYS = [KeyPair(bytes([i + 1]) * 32) for i in range(6)]
+IDS = [k.peer_id for k in KEYS]
+A, B, C, D, E, F = IDS
+T0 = 1_000_000.0  # wall-clock-like start (certificates carry absolute times)
+
+
+def cert(
+    subject: KeyPair,
+    *,
+    expires: float = T0 + 86400,
+    roles: tuple[str, ...] = ("member",),
+    issuer: KeyPair = OWNER,
+) -> Certificate:
+    return Certificate.issue(issuer, OWNER.public, subject.peer_id, roles, T0 - 10, expires)
+
+
+class Net:
+    """Cores keyed by peer id; `Send`s delivered at once, FIFO; timers by hand."""
+
+    def __init__(self) -> None:
+        self.cores: dict[PeerId, Swim] = {}
+        self.timers: dict[PeerId, dict[Any, float]] = {}
+        self.events: list[tuple[PeerId, Any]] = []
+        self.sent: list[tuple[PeerId, PeerId, Any]] = []
+
+    def add(self, kp: KeyPair, chain: tuple[Certificate, ...] | None, seed: int = 0) -> Swim:
+        core = Swim(
+            kp, LAN, rng=random.Random(seed),
+            admission=Admission(OWNER.public.raw),
+            chain=tuple(c.envelope for c in chain or ()),
+        )  # fmt: skip
+        self.cores[kp.peer_id] = core
+        self.timers[kp.peer_id] = {}
+        return core
+
+    def feed(self, peer: PeerId, inp: Any, now: float) -> None:
+        q: deque[tuple[PeerId, Effect]] = deque(
+            (peer, e) for e in self.cores[peer].handle(inp, now)
+        )
+        for _ in range(100_000):
+            if not q:
+                return
+            who, e = q.popleft()
+            if isinstance(e, Send):
+                self.sent.append((who, e.peer, e.msg))
+                # Through the codec, as the daemon does: the wire form is what counts.
+                msg = decode_message(cbor_decode(cbor_encode(e.msg.to_wire())))
+                if e.peer in self.cores:
+                    more = self.cores[e.peer].handle(Received(who, msg), now)
+                    q.extend((e.peer, x) for x in more)
+            elif isinstance(e, SetTimer):
+                self.timers[who][e.timer] = e.at
+            elif isinstance(e, Emit):
+                self.events.append((who, e.event))
+        raise AssertionError("message storm")
+
+    def run_until(self, t: float) -> None:
+        """Fire every due timer in deadline order up to `t`."""
+        for _ in range(100_000):
+            due = [(at, str(p), p, tid) for p, ts in self.timers.items()
+                   for tid, at in ts.items() if at <= t]  # fmt: skip
+            if not due:
+                return
+            at, _, p, tid = min(due, key=lambda x: (x[0], x[1], str(x[3])))
+            del self.timers[p][tid]
+            self.feed(p, TimerFired(tid), at)
+        raise AssertionError("timer storm")
+
+    def of(self, kind: type, at: PeerId | None = None) -> list[Any]:
+        return [e for p, e in self.events if isinstance(e, kind) and (at is None or p == at)]
+
+    def members(self, at: PeerId) -> set[PeerId]:
+        return {m.peer for m in self.cores[at].list_members() if not m.is_self}
+
+
+def colony(n: int = 3) -> Net:
+    net = Net()
+    for i in range(n):
+        net.add(KEYS[i], (cert(KEYS[i]),), seed=i)
+    net.feed(A, Join(), T0)
+    for p in IDS[1:n]:
+        net.feed(p, Join((A,)), T0)
+    return net
+
+
+def test_certified_nodes_join_through_a_seed_and_learn_each_other() -> None:
+    net = colony(3)
+    net.run_until(T0 + 5)
+    assert net.members(A) == {B, C}
+    assert net.members(B) == {A, C}
+    assert net.members(C) == {A, B}
+    assert not net.of(MemberRefused)
+
+
+def test_uncertified_joiner_is_refused_with_a_reason_and_gets_no_state() -> None:
+    net = colony(3)
+    net.add(KEYS[3], None, seed=3)
+    net.feed(D, Join((A,)), T0 + 1)
+    net.run_until(T0 + 40)  # includes a push-pull round where D knocks again
+    for p in (A, B, C):
+        assert D not in net.members(p)
+    assert net.members(D) == set()
+    refused = net.of(MemberRefused, A)
+    assert refused and refused[0].peer == D
+    assert "no colony certificate" in refused[0].reason
+    # A never sent D anything: no ack, no push-pull, no gossip.
+    assert not [m for s, d, m in net.sent if s in (A, B, C) and d == D]
+    assert net.cores[A].stats["refused_non_member"] >= 1
+    # Reported once per interval, not once per message.
+    assert len(refused) == 1
+
+
+def test_chain_from_another_colony_and_forged_chain_are_refused() -> None:
+    net = colony(1)
+    other = KeyPair(b"\x55" * 32)
+    foreign = Certificate.issue(other, other.public, B, ["member"], T0 - 10, T0 + 100)
+    net.add(KEYS[1], (foreign,), seed=1)
+    net.feed(B, Join((A,)), T0)
+    assert B not in net.members(A)
+    assert "another colony" in net.of(MemberRefused, A)[0].reason
+    # C presents B's (valid) certificate: the chain is for someone else.
+    net.add(KEYS[2], (cert(KEYS[1]),), seed=2)
+    net.feed(C, Join((A,)), T0)
+    assert C not in net.members(A)
+    assert "not " in net.of(MemberRefused, A)[-1].reason
+
+
+def test_certificate_without_member_role_is_refused() -> None:
+    net = colony(1)
+    net.add(KEYS[1], (cert(KEYS[1], roles=("submit",)),), seed=1)
+    net.feed(B, Join((A,)), T0)
+    assert B not in net.members(A)
+    assert "role member not granted" in net.of(MemberRefused, A)[0].reason
+
+
+def test_delegated_chain_is_accepted_and_outliving_delegation_is_refused() -> None:
+    net = colony(1)
+    admitter = cert(KEYS[1], roles=ALL_ROLES, expires=T0 + 1000)
+    net.add(KEYS[1], (admitter,), seed=1)
+    net.feed(B, Join((A,)), T0)
+    delegated = cert(KEYS[2], issuer=KEYS[1], expires=T0 + 500)
+    net.add(KEYS[2], (admitter, delegated), seed=2)
+    net.feed(C, Join((A,)), T0)
+    assert {B, C} <= net.members(A)
+    outliving = cert(KEYS[3], issuer=KEYS[1], expires=T0 + 5000)
+    net.add(KEYS[3], (admitter, outliving), seed=3)
+    net.feed(D, Join((A,)), T0)
+    assert D not in net.members(A)
+    assert "after its delegator" in net.of(MemberRefused, A)[-1].reason
+
+
+def test_member_whose_certificate_expires_is_expelled_everywhere() -> None:
+    net = Net()
+    net.add(KEYS[0], (cert(KEYS[0]),), seed=0)
+    net.add(KEYS[1], (cert(KEYS[1]),), seed=1)
+    net.add(KEYS[2], (cert(KEYS[2], expires=T0 + 20),), seed=2)
+    net.feed(A, Join(), T0)
+    net.feed(B, Join((A,)), T0)
+    net.feed(C, Join((A,)), T0)
+    net.run_until(T0 + 10)
+    assert C in net.members(A) and C in net.members(B)
+    net.run_until(T0 + 21)
+    for p in (A, B):
+        assert C not in net.members(p)
+        expelled = [e for e in net.of(MemberExpelled, p) if e.peer == C]
+        assert expelled and "expired" in expelled[0].reason
+    # C keeps talking (it still pings its old members): refused, with the reason.
+    net.run_until(T0 + 30)
+    assert C not in net.members(A) and C not in net.members(B)
+    assert net.cores[A].stats["refused_non_member"] >= 1
+
+
+def test_revocation_expels_the_member_and_spreads_by_gossip() -> None:
+    net = colony(3)
+    net.run_until(T0 + 5)
+    c_cert = cert(KEYS[2])
+    # Same certificate as C presents (certificates are deterministic in Ed25519).
+    assert c_cert.envelope == net.cores[C].chain[0]
+    rev = Revocation.issue(OWNER, c_cert, T0 + 5)
+    net.feed(A, PublishRevocation(rev.envelope), T0 + 5)
+    assert C not in net.members(A)
+    assert "revoked" in net.of(MemberExpelled, A)[0].reason
+    assert net.of(RevocationLearned, A)[0].cert_id == c_cert.cert_id
+    net.run_until(T0 + 8)  # gossip ticks carry the revocation to B
+    assert C not in net.members(B)
+    assert [e for e in net.of(MemberExpelled, B) if e.peer == C]
+    # A revocation arriving twice is learned once.
+    assert len(net.of(RevocationLearned, B)) == 1
+
+
+def test_revocation_reaches_a_late_joiner_by_push_pull() -> None:
+    net = colony(2)
+    net.run_until(T0 + 2)
+    d_cert = cert(KEYS[3])
+    net.feed(A, PublishRevocation(Revocation.issue(OWNER, d_cert, T0 + 2).envelope), T0 + 2)
+    net.add(KEYS[2], (cert(KEYS[2]),), seed=2)
+    net.feed(C, Join((A,)), T0 + 3)
+    assert net.of(RevocationLearned, C)  # came with A's push-pull reply
+    net.add(KEYS[3], (d_cert,), seed=3)
+    net.feed(D, Join((C,)), T0 + 4)
+    assert D not in net.members(C)
+    assert "revoked" in net.of(MemberRefused, C)[-1].reason
+
+
+def test_revocation_by_a_key_without_authority_changes_nothing() -> None:
+    net = colony(3)
+    net.run_until(T0 + 5)
+    c_cert = cert(KEYS[2])
+    # B holds no authority over C's owner-signed certificate: recorded, but inert.
+    net.feed(A, PublishRevocation(Revocation.issue(KEYS[1], c_cert, T0 + 5).envelope), T0 + 5)
+    assert C in net.members(A)
+    assert not net.of(MemberExpelled)
+
+
+def test_publish_revocation_misuse_raises() -> None:
+    open_core = Swim(KEYS[0], LAN, rng=random.Random(0))
+    rev = Revocation.issue(OWNER, cert(KEYS[1]), T0)
+    with pytest.raises(LocalProtocolError):
+        open_core.handle(PublishRevocation(rev.envelope), T0)
+    net = colony(1)
+    with pytest.raises(LocalProtocolError):
+        net.cores[A].handle(PublishRevocation(OWNER.seal("gossip-alive", {"i": 1})), T0)
+
+
+def test_open_mode_accepts_alive_without_chain_as_before() -> None:
+    core = Swim(KEYS[0], LAN, rng=random.Random(0))
+    core.handle(Join(), T0)
+    eff = core.handle(Received(B, Gossip((Alive.create(KEYS[1], 1),))), T0)
+    assert B in core.members
+    assert any(isinstance(e, Emit) and isinstance(e.event, MemberJoined) for e in eff)
+
+
+def test_forwarded_claim_of_uncertified_peer_is_refused() -> None:
+    net = colony(2)
+    net.run_until(T0 + 2)
+    # B (a member) forwards D's alive, which has no chain.
+    net.feed(A, Received(B, Gossip((Alive.create(KEYS[3], 5),))), T0 + 3)
+    assert D not in net.members(A)
+    assert net.cores[A].stats["alive_refused"] == 1
+
+
+def test_admission_cache_verifies_a_chain_once() -> None:
+    adm = Admission(OWNER.public.raw)
+    chain = (cert(KEYS[1]).envelope,)
+    a1 = Alive.create(KEYS[1], 1, (), chain)
+    a2 = Alive.create(KEYS[1], 2, (), chain)
+    assert adm.check(a1, T0) == T0 + 86400
+    assert adm.check(a2, T0 + 1) == T0 + 86400
+    assert len(adm) == 1
+    # After expiry, the cached verdict is not trusted: the reason comes back.
+    verdict = adm.check(a2, T0 + 86400)
+    assert isinstance(verdict, str) and "expired" in verdict
+
+
+# ---------------------------------------------------------------- codec
+
+
+def test_alive_with_chain_and_revoke_round_trip_through_the_codec() -> None:
+    chain = (cert(KEYS[1]).envelope,)
+    alive = Alive.create(KEYS[1], 3, ("/ip4/127.0.0.1/tcp/1",), chain)
+    rev = Revocation.issue(OWNER, cert(KEYS[2]), T0)
+    r = Revoke.from_envelope(rev.envelope)
+    pp = PushPull((), False, True, 0, 1, (r,))
+    back = decode_message(cbor_decode(cbor_encode(Gossip((alive, r)).to_wire())))
+    assert isinstance(back, Gossip) and back.updates == (alive, r)
+    back_pp = decode_message(cbor_decode(cbor_encode(pp.to_wire())))
+    assert isinstance(back_pp, PushPull) and back_pp.revocations == (r,)
+    # The 5-field form (no revocations) still decodes.
+    assert decode_message(cbor_decode(cbor_encode(PushPull(()).to_wire()))) == PushPull(())
+
+
+def test_alive_chain_must_hold_certificates_and_be_short() -> None:
+    wrong_kind = (OWNER.seal("gossip-alive", {"i": 1}),)
+    with pytest.raises(MalformedFrame):
+        Alive.from_envelope(KEYS[1].seal("gossip-alive", {"i": 1, "c": [wrong_kind[0].to_wire()]}))
+    long = [cert(KEYS[1]).envelope.to_wire()] * 4
+    with pytest.raises(MalformedFrame):
+        Alive.from_envelope(KEYS[1].seal("gossip-alive", {"i": 1, "c": long}))
+    with pytest.raises(MalformedFrame):
+        decode_message([6, 0, [], 0, 1, [[1, cert(KEYS[1]).envelope.to_wire()]]])
+
+
+def test_ping_from_non_member_gets_no_ack() -> None:
+    net = colony(1)
+    net.add(KEYS[4], None)
+    before = len(net.sent)
+    net.feed(A, Received(E, Ping(7, A)), T0)
+    assert not [m for s, d, m in net.sent[before:] if s == A]
+    assert net.of(MemberRefused, A)[0].peer == E
