@@ -1,0 +1,360 @@
+"""How the daemon reaches a peer: direct TCP → WebRTC via signalling → relay (issue #10).
+
+`Dialer.connect(peer)` tries, in `[edge] dial_order` order:
+
+* `direct`: the transport's own dial (TCP to the peer's known addresses);
+* `webrtc`: an offer through a member connected to both (`/colony/signal/1.0.0`,
+  overlay.runtime.signal), an aiortc data channel with ICE (host, STUN-reflexive and
+  TURN candidates), and the libp2p stack attached over it;
+* `relay`: a circuit through a member that relays and where the peer holds a
+  reservation (`/colony/relay/1.0.0`, overlay.runtime.relay), the libp2p stack
+  attached over it (end-to-end Noise).
+
+Once attached, the peer is an ordinary connection of the transport: gossip, DHT,
+Bitswap and capsules run over it without knowing. The dialer records for each peer
+how it is connected (`direct`, `webrtc` with the ICE candidate pair, or `relayed`
+with the relay) — `status()` is what `colony doctor` shows as "direct vs relayed
+per peer" and "relays in use".
+
+Intermediaries ("via" peers) are tried in order: configured relays/forwarders,
+then other connected peers, at most `max_via` of them per method, so one dial
+costs a bounded number of requests. Failed peers back off (1 s doubling to 60 s).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import trio
+
+from overlay.core.ids import PeerId
+from overlay.runtime.relay import RelayRefused, RelayService
+from overlay.runtime.signal import SignalRefused, SignalService
+from overlay.runtime.stream_attach import AttachError, attach_stream
+
+log = structlog.get_logger("colony.dialer")
+
+DIRECT = "direct"
+WEBRTC = "webrtc"
+RELAYED = "relayed"
+METHODS = ("direct", "webrtc", "relay")
+BACKOFF_MIN_S = 1.0
+BACKOFF_MAX_S = 60.0
+
+
+class DialFailed(Exception):
+    """No method reached the peer; the message lists each method's reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerPath:
+    """How we are connected to one peer."""
+
+    kind: str  # direct | webrtc | relayed
+    via: PeerId | None = None  # the signalling forwarder or the relay
+    detail: str = ""  # ICE candidate pair for webrtc, e.g. "srflx->host"
+    since: float = 0.0  # wall clock
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "via": str(self.via) if self.via else None,
+            "detail": self.detail,
+            "since": round(self.since, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DialConfig:
+    order: tuple[str, ...] = METHODS
+    #: Peers tried first as signalling forwarders and relays (e.g. bootstrap members).
+    preferred_via: tuple[PeerId, ...] = ()
+    max_via: int = 3
+    #: Relay reservations a NAT'd node keeps (0: none, the node is reachable).
+    keep_reservations: int = 0
+    #: Peers to reserve at (in order); empty: any connected peer that agrees.
+    relays: tuple[PeerId, ...] = ()
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, dict[str, Any]]) -> DialConfig:
+        edge = cfg.get("edge", {})
+        order = tuple(edge.get("dial_order", METHODS))
+        bad = [m for m in order if m not in METHODS]
+        if bad:
+            raise ValueError(f"[edge] dial_order: unknown method(s) {bad}; known: {list(METHODS)}")
+        relays = tuple(PeerId.from_base58(p) for p in edge.get("relays", ()))
+        return cls(
+            order=order,
+            preferred_via=relays,
+            keep_reservations=int(edge.get("keep_reservations", 0)),
+            relays=relays,
+        )
+
+
+@dataclass
+class DialStats:
+    attempts: dict[str, int] = field(default_factory=dict)
+    successes: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+class Dialer:
+    def __init__(
+        self,
+        transport: Any,
+        *,
+        signal: SignalService | None,
+        relay: RelayService,
+        config: DialConfig | None = None,
+        nursery: Any = None,
+    ) -> None:
+        self.t = transport
+        self.signal = signal
+        self.relay = relay
+        self.config = config or DialConfig()
+        self.nursery = nursery
+        self.paths: dict[PeerId, PeerPath] = {}
+        self.stats = DialStats()
+        self._inflight: dict[PeerId, trio.Event] = {}
+        self._backoff: dict[PeerId, tuple[float, float]] = {}  # peer → (until, delay)
+        self.last_errors: dict[PeerId, str] = {}
+
+    # ------------------------------------------------------------ dialling
+
+    async def connect(self, peer: PeerId) -> PeerPath:
+        """Reach `peer` by the first method that works; DialFailed lists every reason."""
+        if self.t.is_connected(peer):
+            return self.paths.get(peer) or self._record(peer, PeerPath(DIRECT, since=time.time()))
+        running = self._inflight.get(peer)
+        if running is not None:  # one dial per peer at a time; others wait for it
+            await running.wait()
+            if self.t.is_connected(peer):
+                return self.paths.get(peer) or PeerPath(DIRECT, since=time.time())
+            raise DialFailed(self.last_errors.get(peer, "concurrent dial failed"))
+        done = self._inflight[peer] = trio.Event()
+        errors: list[str] = []
+        try:
+            for method in self.config.order:
+                self.stats.attempts[method] = self.stats.attempts.get(method, 0) + 1
+                try:
+                    path = await getattr(self, f"_via_{method}")(peer)
+                except (Exception, trio.TooSlowError) as e:
+                    self.stats.failures[method] = self.stats.failures.get(method, 0) + 1
+                    errors.append(f"{method}: {type(e).__name__}: {e}"[:300])
+                    continue
+                self.stats.successes[method] = self.stats.successes.get(method, 0) + 1
+                self._backoff.pop(peer, None)
+                self.last_errors.pop(peer, None)
+                log.info("peer_reached", peer=str(peer), **path.to_json())
+                return self._record(peer, path)
+            msg = "; ".join(errors) or "no dial method configured"
+            self.last_errors[peer] = msg
+            raise DialFailed(f"could not reach {peer.short()}: {msg}")
+        finally:
+            del self._inflight[peer]
+            done.set()
+
+    def ensure_soon(self, peer: PeerId) -> None:
+        """Background dial after a failed send (deduplicated, with back-off)."""
+        if self.nursery is None or peer in self._inflight or self.t.is_connected(peer):
+            return
+        now = time.monotonic()
+        until, _ = self._backoff.get(peer, (0.0, 0.0))
+        if now < until:
+            return
+        self.nursery.start_soon(self._ensure, peer)
+
+    async def _ensure(self, peer: PeerId) -> None:
+        try:
+            await self.connect(peer)
+        except DialFailed as e:
+            _, last = self._backoff.get(peer, (0.0, 0.0))
+            delay = min(max(last * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
+            self._backoff[peer] = (time.monotonic() + delay, delay)
+            log.info("peer_unreachable", peer=str(peer), error=str(e)[:500], retry_s=delay)
+
+    async def _via_direct(self, peer: PeerId) -> PeerPath:
+        await self.t.connect(peer)
+        return PeerPath(DIRECT, since=time.time())
+
+    async def _via_webrtc(self, peer: PeerId) -> PeerPath:
+        if self.signal is None or self.signal.endpoint is None:
+            raise DialFailed("WebRTC is off")
+        reasons = []
+        for via in self._via_candidates(peer):
+            try:
+                stream = await self.signal.dial(peer, via)
+            except SignalRefused as e:
+                reasons.append(f"{via.short()}: {e}")
+                continue
+            await attach_stream(self.t, stream, initiator=True, peer=peer)
+            return PeerPath(WEBRTC, via=via, detail=stream.path, since=time.time())
+        raise DialFailed(
+            "no forwarder passed the offer: " + ("; ".join(reasons) or "none connected")
+        )
+
+    async def _via_relay(self, peer: PeerId) -> PeerPath:
+        reasons = []
+        for via in self._via_candidates(peer):
+            try:
+                circuit = await self.relay.connect(via, peer)
+            except RelayRefused as e:
+                reasons.append(f"{via.short()}: {e}")
+                continue
+            await attach_stream(self.t, circuit, initiator=True, peer=peer, relayed=True)
+            return PeerPath(RELAYED, via=via, since=time.time())
+        raise DialFailed("no relay connected us: " + ("; ".join(reasons) or "none connected"))
+
+    def _via_candidates(self, peer: PeerId) -> list[PeerId]:
+        out: list[PeerId] = []
+        connected = [
+            p
+            for p in self.t.connected_peers()
+            if p not in self.paths or self.paths[p].kind == DIRECT
+        ]
+        for p in [*self.config.preferred_via, *sorted(connected, key=lambda p: p.raw)]:
+            if p != peer and p not in out and self.t.is_connected(p):
+                out.append(p)
+        return out[: self.config.max_via]
+
+    # ------------------------------------------------------------ inbound
+
+    async def accept_webrtc(self, stream: Any, src: PeerId) -> None:
+        """SignalService hands us an answered, open channel from `src`."""
+        await self._accept(stream, src, PeerPath(WEBRTC, detail=stream.path, since=time.time()))
+
+    async def accept_circuit(self, relay: PeerId, src: PeerId, stream: Any) -> None:
+        """RelayService hands us a circuit from `src` through `relay`."""
+        await self._accept(
+            stream, src, PeerPath(RELAYED, via=relay, since=time.time()), relayed=True
+        )
+
+    async def _accept(
+        self, stream: Any, src: PeerId, path: PeerPath, relayed: bool = False
+    ) -> None:
+        try:
+            remote = await attach_stream(self.t, stream, initiator=False, relayed=relayed)
+        except AttachError as e:
+            log.info("inbound_attach_failed", peer=str(src), kind=path.kind, error=str(e)[:300])
+            return
+        if remote != src:
+            # Noise proved another key than the one that signed the offer: drop it.
+            log.warning("inbound_peer_mismatch", expected=str(src), got=str(remote))
+            await self.t.disconnect(remote, "peer id does not match the offer")
+            return
+        log.info("peer_accepted", peer=str(src), **path.to_json())
+        self._record(src, path)
+
+    # ------------------------------------------------------------ reservations
+
+    async def keep_reservations(self, candidates: Callable[[], Iterable[PeerId]]) -> None:
+        """Hold `keep_reservations` relay reservations, renewing at half their ttl."""
+        want = self.config.keep_reservations
+        if want <= 0:
+            return
+        while True:
+            held = 0
+            next_s = 30.0
+            tried: set[PeerId] = set()
+            for relay in [*self.config.relays, *candidates()]:
+                if held >= want or relay in tried:
+                    continue
+                tried.add(relay)
+                try:
+                    ttl = await self.relay.reserve(relay)
+                except (Exception, trio.TooSlowError) as e:
+                    self.relay.reservations.pop(relay, None)
+                    log.debug("relay_reserve_failed", relay=str(relay), error=str(e)[:200])
+                    continue
+                held += 1
+                next_s = min(next_s, max(1.0, ttl / 2))
+            await trio.sleep(next_s if held >= want else min(next_s, 5.0))
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _record(self, peer: PeerId, path: PeerPath) -> PeerPath:
+        self.paths[peer] = path
+        return path
+
+    def forget(self, peer: PeerId) -> None:
+        """The transport reported the peer disconnected."""
+        self.paths.pop(peer, None)
+
+    def status(self) -> dict[str, Any]:
+        """For `colony doctor` and /v1 stats: how each connected peer is reached,
+        which relays carry our circuits or hold our reservations, dial counters."""
+        peers: dict[str, Any] = {}
+        for p in self.t.connected_peers():
+            path = self.paths.get(p) or PeerPath(DIRECT)
+            peers[str(p)] = path.to_json()
+        relays_in_use = sorted(
+            {str(p.via) for p in self.paths.values() if p.kind == RELAYED and p.via}
+            | {str(r) for r in self.relay.reservations}
+        )
+        counts = {DIRECT: 0, WEBRTC: 0, RELAYED: 0}
+        for info in peers.values():
+            counts[info["kind"]] = counts.get(info["kind"], 0) + 1
+        return {
+            "peers": peers,
+            "counts": counts,
+            "relays_in_use": relays_in_use,
+            "relay": self.relay.status(),
+            "dials": {
+                "attempts": dict(self.stats.attempts),
+                "successes": dict(self.stats.successes),
+                "failures": dict(self.stats.failures),
+            },
+            "signal_refusals": dict(self.signal.guard.refusals) if self.signal else {},
+        }
+
+
+@asynccontextmanager
+async def open_edge(
+    transport: Any,
+    keypair: Any,
+    conf: dict[str, dict[str, Any]],
+    is_member: Callable[[PeerId], bool],
+) -> AsyncIterator[Dialer]:
+    """Compose the edge stack on a running transport: the asyncio bridge and WebRTC
+    endpoint (when `[edge] webrtc`), the signal and relay protocols, the dialer, and
+    the reservation keeper. Everything stops when the block exits."""
+    from overlay.runtime.relay import RelayLimits
+    from overlay.runtime.signal import SignalConfig
+
+    edge = conf.get("edge", {})
+    dial_cfg = DialConfig.from_config(conf)
+    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+        endpoint = None
+        if edge.get("webrtc", True):
+            from overlay.runtime.webrtc_bridge import IceConfig, WebRtcEndpoint, open_bridge
+
+            bridge = await stack.enter_async_context(open_bridge())
+            endpoint = WebRtcEndpoint(bridge, IceConfig.from_config(conf))
+        relay = RelayService(transport, RelayLimits.from_config(conf), is_member)
+        dialer = Dialer(transport, signal=None, relay=relay, config=dial_cfg, nursery=nursery)
+        signal = SignalService(
+            transport,
+            keypair,
+            endpoint,
+            is_member,
+            nursery,
+            dialer.accept_webrtc,
+            SignalConfig(),
+        )
+        dialer.signal = signal
+        relay.on_inbound_circuit = dialer.accept_circuit
+        signal.register()
+        relay.register()
+        if dial_cfg.keep_reservations > 0:
+            nursery.start_soon(
+                dialer.keep_reservations, lambda: dialer._via_candidates(transport.peer_id)
+            )
+        try:
+            yield dialer
+        finally:
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,572 @@
+"""`/colony/relay/1.0.0`: a circuit relay for members with no direct path (issue #10).
+
+Modelled on libp2p circuit relay v2 (reservation + hop/stop), Colony-sized:
+
+1. A NAT'd member B **reserves** a slot at a public member R that agreed to relay
+   (`[relay] enabled = true`): `{"op": "reserve"}` on a new stream to R, answered
+   `{"ok": true, "ttl_s", "limits"}` or `{"ok": false, "reason"}`. B renews it before
+   `ttl_s` runs out (overlay.runtime.dialer keeps it).
+2. A member A **connects** through R: `{"op": "connect", "dst": B}`. R checks its
+   limits, opens a stream to B on its existing connection (`{"op": "stop", "src":
+   A, "limits"}`), and when B says ok it answers A ok and **splices** the two
+   streams, counting bytes and time.
+3. A and B then run the libp2p secure + muxed stack over the spliced stream
+   (overlay.runtime.stream_attach, A as Noise initiator): R sees only Noise
+   ciphertext and cannot impersonate either end (Noise proves both peer ids).
+
+Limits (`RelayLimits`, from `[relay]`): reservations, concurrent circuits (total
+and per peer), bytes per circuit (both directions), duration per circuit, rate per
+circuit (token bucket, bytes/s: the splice waits, so back-pressure reaches the
+senders through Yamux windows). Refusals before the splice are answered with a
+reason; a circuit that reaches its byte or time limit is closed (both streams
+reset) and the reason is logged and counted at R (`relay_circuit_closed`), since
+the ends speak Noise over it and cannot be told in-band.
+
+`RelayBook` holds every rule and is pure (`now` passed in), so the limits have
+virtual-time unit tests; `RelayService` is the trio part.
+
+Handshake frames: unsigned-varint length + canonical CBOR, ≤ `HANDSHAKE_MAX_BYTES`,
+read byte-exactly so nothing of the circuit's payload is consumed with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import trio
+
+from overlay.core.errors import RemoteProtocolError, WireError
+from overlay.core.ids import PeerId
+from overlay.core.multiformats import encode_varint
+from overlay.core.wire import cbor_decode, cbor_encode
+
+log = structlog.get_logger("colony.relay")
+
+PROTO_RELAY = "/colony/relay/1.0.0"
+HANDSHAKE_MAX_BYTES = 4096
+HANDSHAKE_TIMEOUT_S = 10.0
+SPLICE_CHUNK_BYTES = 64 * 1024
+
+
+class RelayRefused(RemoteProtocolError):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason if not detail else f"{reason}: {detail}")
+        self.reason = reason
+
+
+class CircuitTerminated(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------- limits (pure)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayLimits:
+    """`[relay]` configuration. Sizes in bytes, durations in seconds, rate in bytes/s."""
+
+    enabled: bool = False
+    max_reservations: int = 64
+    max_circuits: int = 16
+    max_circuits_per_peer: int = 4
+    max_bytes: int = 256 * 1024 * 1024
+    max_duration_s: float = 600.0
+    max_rate: int = 4 * 1024 * 1024
+    reservation_ttl_s: float = 300.0
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, dict[str, Any]]) -> RelayLimits:
+        r = cfg.get("relay", {})
+        d = cls()
+        return cls(
+            enabled=bool(r.get("enabled", d.enabled)),
+            max_reservations=int(r.get("max_reservations", d.max_reservations)),
+            max_circuits=int(r.get("max_circuits", d.max_circuits)),
+            max_circuits_per_peer=int(r.get("max_circuits_per_peer", d.max_circuits_per_peer)),
+            max_bytes=int(r.get("max_bytes", d.max_bytes)),
+            max_duration_s=float(r.get("max_duration_s", d.max_duration_s)),
+            max_rate=int(r.get("max_rate", d.max_rate)),
+            reservation_ttl_s=float(r.get("reservation_ttl_s", d.reservation_ttl_s)),
+        )
+
+    def advertised(self) -> dict[str, Any]:
+        return {
+            "max_bytes": self.max_bytes,
+            "max_duration_s": float(self.max_duration_s),
+            "max_rate": self.max_rate,
+        }
+
+
+@dataclass(slots=True)
+class Circuit:
+    """One spliced circuit and its accounting (a token bucket for the rate)."""
+
+    id: int
+    src: PeerId
+    dst: PeerId
+    started: float
+    deadline: float
+    max_bytes: int
+    rate: float
+    bytes: int = 0
+    tokens: float = 0.0
+    last: float = 0.0
+
+    def account(self, n: int, now: float) -> float:
+        """Charge `n` bytes at `now`; return how long to wait before passing them on.
+
+        Raises CircuitTerminated("max_bytes"/"max_duration") when a limit is hit.
+        """
+        if now >= self.deadline:
+            raise CircuitTerminated("max_duration")
+        self.bytes += n
+        if self.bytes > self.max_bytes:
+            raise CircuitTerminated("max_bytes")
+        if self.rate <= 0:
+            return 0.0
+        # Bucket holds at most one second's worth; refill since the last charge.
+        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        self.tokens -= n
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+@dataclass
+class RelayStats:
+    reservations_granted: int = 0
+    circuits_opened: int = 0
+    circuits_closed: dict[str, int] = field(default_factory=dict)
+    refusals: dict[str, int] = field(default_factory=dict)
+    bytes_relayed: int = 0
+
+
+class RelayBook:
+    """Reservations and circuits at a relay; every admission rule, pure."""
+
+    def __init__(self, limits: RelayLimits) -> None:
+        self.limits = limits
+        self.reservations: dict[PeerId, float] = {}  # peer → expiry
+        self.circuits: dict[int, Circuit] = {}
+        self._ids = itertools.count(1)
+        self.stats = RelayStats()
+
+    def _refuse(self, reason: str, detail: str = "") -> RelayRefused:
+        self.stats.refusals[reason] = self.stats.refusals.get(reason, 0) + 1
+        return RelayRefused(reason, detail)
+
+    def _expire(self, now: float) -> None:
+        for peer in [p for p, until in self.reservations.items() if until <= now]:
+            del self.reservations[peer]
+
+    def reserve(self, peer: PeerId, now: float, is_member: Callable[[PeerId], bool]) -> float:
+        """Grant or renew `peer`'s reservation; return its expiry."""
+        if not self.limits.enabled:
+            raise self._refuse("relay_disabled", "this node does not relay")
+        if not is_member(peer):
+            raise self._refuse("not_a_member", "reservations are for colony members")
+        self._expire(now)
+        if peer not in self.reservations and len(self.reservations) >= self.limits.max_reservations:
+            raise self._refuse("too_many_reservations", f"limit {self.limits.max_reservations}")
+        until = now + self.limits.reservation_ttl_s
+        self.reservations[peer] = until
+        self.stats.reservations_granted += 1
+        return until
+
+    def open_circuit(
+        self, src: PeerId, dst: PeerId, now: float, is_member: Callable[[PeerId], bool]
+    ) -> Circuit:
+        if not self.limits.enabled:
+            raise self._refuse("relay_disabled", "this node does not relay")
+        if not is_member(src):
+            raise self._refuse("not_a_member", f"{src.short()} is not a member")
+        if src == dst:
+            raise self._refuse("bad_request", "a circuit to oneself")
+        self._expire(now)
+        if dst not in self.reservations:
+            raise self._refuse("no_reservation", f"{dst.short()} has no reservation here")
+        if not is_member(dst):
+            raise self._refuse("unknown_peer", f"{dst.short()} is not a member")
+        if len(self.circuits) >= self.limits.max_circuits:
+            raise self._refuse("too_many_circuits", f"limit {self.limits.max_circuits}")
+        per_peer = sum(
+            1 for c in self.circuits.values() if src in (c.src, c.dst) or dst in (c.src, c.dst)
+        )
+        if per_peer >= self.limits.max_circuits_per_peer:
+            raise self._refuse(
+                "too_many_circuits_for_peer", f"limit {self.limits.max_circuits_per_peer}"
+            )
+        c = Circuit(
+            next(self._ids),
+            src,
+            dst,
+            now,
+            now + self.limits.max_duration_s,
+            self.limits.max_bytes,
+            float(self.limits.max_rate),
+            tokens=float(self.limits.max_rate),
+            last=now,
+        )
+        self.circuits[c.id] = c
+        self.stats.circuits_opened += 1
+        return c
+
+    def close_circuit(self, c: Circuit, reason: str) -> None:
+        if self.circuits.pop(c.id, None) is not None:
+            self.stats.circuits_closed[reason] = self.stats.circuits_closed.get(reason, 0) + 1
+            self.stats.bytes_relayed += c.bytes
+
+
+# ---------------------------------------------------------------- handshake frames
+
+
+def encode_handshake(obj: dict[str, Any]) -> bytes:
+    body = cbor_encode(obj)
+    if len(body) > HANDSHAKE_MAX_BYTES:
+        raise ValueError("relay handshake frame too large")
+    return encode_varint(len(body)) + body
+
+
+async def read_handshake(stream: trio.abc.Stream) -> dict[str, Any]:
+    """Read one frame byte-exactly (nothing past it is consumed). WireError on faults."""
+    length = 0
+    shift = 0
+    for _ in range(3):  # HANDSHAKE_MAX_BYTES fits in 2 varint bytes
+        b = await _read_exactly(stream, 1)
+        length |= (b[0] & 0x7F) << shift
+        shift += 7
+        if not b[0] & 0x80:
+            break
+    else:
+        raise WireError("relay handshake length prefix too long")
+    if length > HANDSHAKE_MAX_BYTES:
+        raise WireError(f"relay handshake frame of {length} bytes > {HANDSHAKE_MAX_BYTES}")
+    obj = cbor_decode(await _read_exactly(stream, length))
+    if not isinstance(obj, dict) or not isinstance(obj.get("op", obj.get("ok")), (str, bool)):
+        raise WireError("relay handshake must be a map with op or ok")
+    return obj
+
+
+async def _read_exactly(stream: trio.abc.Stream, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = await stream.receive_some(n - len(buf))
+        if not chunk:
+            raise WireError("relay stream closed during the handshake")
+        buf += chunk
+    return buf
+
+
+def _peer_field(obj: dict[str, Any], key: str) -> PeerId:
+    raw = obj.get(key)
+    if not isinstance(raw, bytes):
+        raise RelayRefused("bad_request", f"{key} must be peer id bytes")
+    try:
+        return PeerId.from_bytes(raw)
+    except WireError as e:
+        raise RelayRefused("bad_request", f"bad {key}: {e}") from None
+
+
+# ---------------------------------------------------------------- libp2p streams
+
+
+class NetStream(trio.abc.Stream):
+    """A py-libp2p stream (Yamux over Noise) as a trio byte stream."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+        self._closed = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        from libp2p.network.stream.exceptions import StreamClosed, StreamEOF, StreamError
+
+        if self._closed:
+            raise trio.ClosedResourceError("stream closed")
+        try:
+            return bytes(await self.net.read(max_bytes or SPLICE_CHUNK_BYTES))
+        except (StreamEOF, StreamClosed):
+            return b""
+        except StreamError as e:
+            raise trio.BrokenResourceError(str(e)) from None
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        from libp2p.network.stream.exceptions import StreamError
+
+        if self._closed:
+            raise trio.ClosedResourceError("stream closed")
+        try:
+            await self.net.write(bytes(data))
+        except StreamError as e:
+            raise trio.BrokenResourceError(str(e)) from None
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+            try:
+                await self.net.close()
+            except Exception:
+                await self.reset()
+
+    async def reset(self) -> None:
+        self._closed = True
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(2.0),
+            contextlib.suppress(Exception),
+        ):
+            await self.net.reset()
+
+
+def _stream_peer(net: Any) -> PeerId:
+    return PeerId(net.muxed_conn.peer_id.to_bytes())
+
+
+async def open_raw_stream(transport: Any, peer: PeerId, protocol: str) -> NetStream:
+    """A new libp2p stream to a peer we are connected to (or can dial)."""
+    from libp2p.peer.id import ID
+
+    await transport.connect(peer)
+    net = await transport._host.new_stream(ID(peer.raw), [protocol])
+    return NetStream(net)
+
+
+def set_raw_handler(
+    transport: Any, protocol: str, handler: Callable[[PeerId, NetStream], Awaitable[None]]
+) -> None:
+    """Accept raw streams on `protocol`. An exception costs the stream, not the host
+    (py-libp2p stops the whole host when a handler raises; see docs/transport.md)."""
+
+    async def guarded(net: Any) -> None:
+        s = NetStream(net)
+        try:
+            await handler(_stream_peer(net), s)
+        except Exception as e:
+            log.info("relay_stream_failed", error=f"{type(e).__name__}: {e}"[:300])
+            await s.reset()
+
+    transport._host.set_stream_handler(protocol, guarded)
+
+
+# ---------------------------------------------------------------- the service
+
+
+OnCircuit = Callable[[PeerId, PeerId, trio.abc.Stream], Awaitable[None]]
+
+
+class RelayService:
+    """Both roles on one node: relay (if enabled) and circuit end (reserve/connect/stop).
+
+    `on_inbound_circuit(relay, src, stream)` gets circuits arriving through a relay
+    we hold a reservation at; the dialer attaches the libp2p stack to them.
+    """
+
+    def __init__(
+        self,
+        transport: Any,
+        limits: RelayLimits,
+        is_member: Callable[[PeerId], bool],
+        on_inbound_circuit: OnCircuit | None = None,
+    ) -> None:
+        self.t = transport
+        self.book = RelayBook(limits)
+        self.is_member = is_member
+        self.on_inbound_circuit = on_inbound_circuit
+        #: relays where we hold a reservation → its expiry (wall clock).
+        self.reservations: dict[PeerId, float] = {}
+
+    def register(self) -> None:
+        set_raw_handler(self.t, PROTO_RELAY, self._handle)
+
+    # -- client side ------------------------------------------------------------
+
+    async def reserve(self, relay: PeerId) -> float:
+        """Reserve (or renew) a slot at `relay`; return the reservation's ttl in s."""
+        s = await open_raw_stream(self.t, relay, PROTO_RELAY)
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+                await s.send_all(encode_handshake({"op": "reserve"}))
+                resp = await read_handshake(s)
+        finally:
+            await s.aclose()
+        if resp.get("ok") is not True:
+            raise RelayRefused(str(resp.get("reason", "refused")), str(resp.get("detail", "")))
+        ttl = float(resp.get("ttl_s", 0.0))
+        self.reservations[relay] = time.time() + ttl
+        return ttl
+
+    async def connect(self, relay: PeerId, dst: PeerId) -> NetStream:
+        """A circuit to `dst` through `relay`: a byte stream, not yet secured."""
+        s = await open_raw_stream(self.t, relay, PROTO_RELAY)
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT_S * 2):
+                await s.send_all(encode_handshake({"op": "connect", "dst": dst.raw}))
+                resp = await read_handshake(s)
+        except BaseException:
+            await s.reset()
+            raise
+        if resp.get("ok") is not True:
+            await s.reset()
+            raise RelayRefused(str(resp.get("reason", "refused")), str(resp.get("detail", "")))
+        return s
+
+    # -- server side ------------------------------------------------------------
+
+    async def _handle(self, peer: PeerId, s: NetStream) -> None:
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+                req = await read_handshake(s)
+        except (WireError, trio.TooSlowError) as e:
+            self.book.stats.refusals["malformed"] = self.book.stats.refusals.get("malformed", 0) + 1
+            await _answer(s, False, "malformed", str(e))
+            await s.reset()
+            return
+        op = req.get("op")
+        try:
+            if op == "reserve":
+                until = self.book.reserve(peer, trio.current_time(), self.is_member)
+                await _answer(
+                    s,
+                    True,
+                    ttl_s=float(until - trio.current_time()),
+                    limits=self.book.limits.advertised(),
+                )
+                await s.aclose()
+                log.info("relay_reservation", peer=str(peer))
+            elif op == "connect":
+                await self._hop(peer, _peer_field(req, "dst"), s)
+            elif op == "stop":
+                await self._stop(peer, _peer_field(req, "src"), s)
+            else:
+                raise RelayRefused("bad_request", f"unknown op {op!r}")
+        except RelayRefused as e:
+            log.info("relay_refused", peer=str(peer), op=str(op), reason=e.reason)
+            await _answer(s, False, e.reason, str(e))
+            await s.aclose()
+
+    async def _hop(self, src: PeerId, dst: PeerId, a: NetStream) -> None:
+        circuit = self.book.open_circuit(src, dst, trio.current_time(), self.is_member)
+        reason = "closed"
+        b: NetStream | None = None
+        try:
+            if not self.t.is_connected(dst):
+                raise RelayRefused("target_not_connected", f"{dst.short()} is not connected")
+            try:
+                b = await open_raw_stream(self.t, dst, PROTO_RELAY)
+                with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+                    await b.send_all(
+                        encode_handshake(
+                            {"op": "stop", "src": src.raw, "limits": self.book.limits.advertised()}
+                        )
+                    )
+                    resp = await read_handshake(b)
+            except (WireError, trio.TooSlowError, Exception) as e:
+                if isinstance(e, RelayRefused):
+                    raise
+                raise RelayRefused("target_failed", f"{type(e).__name__}: {e}") from None
+            if resp.get("ok") is not True:
+                raise RelayRefused("target_refused", str(resp.get("reason", "")))
+            await _answer(a, True, limits=self.book.limits.advertised())
+            log.info("relay_circuit_opened", id=circuit.id, src=str(src), dst=str(dst))
+            reason = await self._splice(circuit, a, b)
+        except RelayRefused:
+            reason = "refused"
+            if b is not None:
+                await b.reset()
+            raise
+        finally:
+            self.book.close_circuit(circuit, reason)
+            if reason != "refused":
+                log.info("relay_circuit_closed", id=circuit.id, reason=reason, bytes=circuit.bytes)
+
+    async def _splice(self, c: Circuit, a: NetStream, b: NetStream) -> str:
+        reason = "closed"
+
+        async def pump(src: NetStream, dst: NetStream, cancel: trio.CancelScope) -> None:
+            nonlocal reason
+            try:
+                while True:
+                    data = await src.receive_some(SPLICE_CHUNK_BYTES)
+                    if not data:
+                        reason = "eof"
+                        break
+                    wait = c.account(len(data), trio.current_time())
+                    if wait > 0:
+                        await trio.sleep(wait)
+                    await dst.send_all(data)
+            except CircuitTerminated as e:
+                reason = e.reason
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                reason = f"stream_error: {e}"[:100]
+            cancel.cancel()
+
+        with trio.move_on_at(c.deadline) as timer:
+            async with trio.open_nursery() as n:
+                n.start_soon(pump, a, b, n.cancel_scope)
+                n.start_soon(pump, b, a, n.cancel_scope)
+        if timer.cancelled_caught:
+            reason = "max_duration"
+        if reason == "eof":
+            await a.aclose()
+            await b.aclose()
+        else:
+            await a.reset()
+            await b.reset()
+        return reason
+
+    async def _stop(self, relay: PeerId, src: PeerId, s: NetStream) -> None:
+        """A circuit from `src` arrives through `relay`: accept if we reserved there."""
+        if relay not in self.reservations:
+            raise RelayRefused("no_reservation", f"no reservation at {relay.short()}")
+        if not self.is_member(src):
+            raise RelayRefused("not_a_member", f"{src.short()} is not a member")
+        if self.on_inbound_circuit is None:
+            raise RelayRefused("not_accepting", "no circuit handler")
+        await _answer(s, True)
+        await self.on_inbound_circuit(relay, src, s)
+
+    def status(self) -> dict[str, Any]:
+        """For `colony doctor`: our reservations and, as a relay, circuits and counters."""
+        now = time.time()
+        st = self.book.stats
+        return {
+            "reservations_held": {
+                str(p): round(until - now, 1) for p, until in self.reservations.items()
+            },
+            "relaying": {
+                "enabled": self.book.limits.enabled,
+                "reservations": len(self.book.reservations),
+                "circuits": len(self.book.circuits),
+                "circuits_opened": st.circuits_opened,
+                "circuits_closed": dict(st.circuits_closed),
+                "refusals": dict(st.refusals),
+                "bytes_relayed": st.bytes_relayed
+                + sum(c.bytes for c in self.book.circuits.values()),
+            },
+        }
+
+
+async def _answer(
+    s: trio.abc.Stream, ok: bool, reason: str = "", detail: str = "", **extra: Any
+) -> None:
+    msg: dict[str, Any] = {"ok": ok, **extra}
+    if not ok:
+        msg["reason"] = reason
+        msg["detail"] = detail[:200]
+    try:
+        with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
+            await s.send_all(encode_handshake(msg))
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass

@@ -1,0 +1,52 @@
+"""Test helper: real libp2p transports on 127.0.0.1 with the edge stack (signal,
+relay, dialer, aiortc bridge) composed as the daemon does (overlay.runtime.dialer.
+open_edge). Used by test_webrtc_*.py and test_relay_*.py."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from overlay.core.crypto import KeyPair
+from overlay.core.ids import PeerId
+from overlay.runtime.config import DEFAULTS
+from overlay.runtime.dialer import Dialer, open_edge
+from overlay.runtime.transport import Transport
+
+ECHO = "/test/echo/1.0.0"
+
+
+@dataclass
+class EdgeNode:
+    keypair: KeyPair
+    t: Transport
+    dialer: Dialer
+
+    @property
+    def peer(self) -> PeerId:
+        return self.keypair.peer_id
+
+
+def conf(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    c = copy.deepcopy(DEFAULTS)
+    for name, values in sections.items():
+        c.setdefault(name, {}).update(values)
+    return c
+
+
+@asynccontextmanager
+async def edge_node(
+    members: set[PeerId], keypair: KeyPair | None = None, **sections: dict[str, Any]
+) -> AsyncIterator[EdgeNode]:
+    kp = keypair or KeyPair.generate()
+    async with Transport.open(kp, ["/ip4/127.0.0.1/tcp/0"]) as t:
+
+        async def echo(peer: PeerId, obj: Any) -> Any:
+            return ["echo", obj]
+
+        t.set_handler(ECHO, on_request=echo)
+        async with open_edge(t, kp, conf(**sections), members.__contains__) as d:
+            yield EdgeNode(kp, t, d)
