@@ -1,10 +1,16 @@
 """`kill -9` in the middle of `colony add`, and bounded memory for large files.
 
 Crash: the add reads from a pipe we feed. A write to a pipe returns only once the
-reader has taken all but the pipe buffer, and the importer commits a batch (64 blocks,
-16 MiB) before it reads the next chunk, so once 40 MiB have gone in at least two
-batches are committed — no sleeping or guessing. We keep feeding from a thread and
+reader has taken all but the pipe buffer. The importer hands each full batch (64
+blocks, 16 MiB) to its writer thread before it reads the next chunk, and the hand-over
+waits while one batch is queued, so when batch n is handed over batch n-2 is committed
+(store/batch_writer.py). Once 72 MiB have gone in, batch 4 was handed over and at least
+two batches are committed — no sleeping or guessing. We keep feeding from a thread and
 kill the add while it is busy.
+
+Acknowledged = durable: a `colony add` killed with SIGKILL the moment it prints the
+root CID, and a daemon killed the moment its add request answers, leave every block of
+the file in the store.
 
 Memory: peak RSS of a `colony add`/`colony cat` of a 256 MiB file, measured with
 getrusage(RUSAGE_CHILDREN) inside a fresh wrapper process, so no other child of the
@@ -22,6 +28,8 @@ from pathlib import Path
 import pytest
 
 from store.blockstore import BlockStore
+from store.cid import Cid
+from store.exporter import Exporter
 from store.importer import Importer
 
 pytestmark = pytest.mark.slow
@@ -49,13 +57,13 @@ def test_kill_9_mid_add_then_resume(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
     )
     assert proc.stdin is not None
-    proc.stdin.write(data[: 40 * MiB])
+    proc.stdin.write(data[: 72 * MiB])
     proc.stdin.flush()
 
     def feed_rest() -> None:
         try:
             assert proc.stdin is not None
-            proc.stdin.write(data[40 * MiB :])
+            proc.stdin.write(data[72 * MiB :])
         except (BrokenPipeError, ValueError):
             pass  # killed: expected
 
@@ -86,6 +94,32 @@ def test_kill_9_mid_add_then_resume(tmp_path: Path) -> None:
     got = subprocess.run([sys.executable, "-m", "overlay.cli.main", "cat", str(want.cid)],
                          env=env_for(home), capture_output=True, timeout=120)
     assert got.returncode == 0 and got.stdout == data
+
+
+def test_acknowledged_add_survives_kill_9(tmp_path: Path) -> None:
+    home = tmp_path / "node"
+    assert colony(home, "init").returncode == 0
+    # Three batches and a partial one: the last blocks are still queued for the writer
+    # thread while the DAG's root is computed.
+    data = random.Random(10).randbytes(56 * MiB + 12345)
+    src = tmp_path / "f.bin"
+    src.write_bytes(data)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "overlay.cli.main", "add", "-q", str(src)],
+        env={**env_for(home), "PYTHONUNBUFFERED": "1"},  # the line leaves at print()
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # the acknowledgement: the root CID
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    cid = line.strip()
+    assert cid == str(Importer(None).add_bytes(data).cid), proc.stderr.read() if proc.stderr else ""
+    with BlockStore(home / "blocks") as store:
+        assert store.verify_all() == []
+        out = bytearray()
+        Exporter(store).cat(Cid.parse(cid), out.extend)
+    assert bytes(out) == data
 
 
 MEASURE = """
