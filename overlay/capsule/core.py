@@ -15,6 +15,11 @@ Inputs from the driver
 
 Effects are `Send`, `SetTimer`/`CancelTimer` (ids are tuples whose first element starts
 with "o." origin, "c." custody or "x." executor) and `Emit(event)` (overlay.capsule.events).
+Persistence: `CustodyRecordChanged` events (one per custody record changed by this
+input, latest bytes only) come first in the returned list, before every Send, timer or
+other Emit, so the driver writes them to disk before anything acts on them. A
+restarted node calls `restore(stored_records, now)` before any other input.
+
 Messages this node addresses to itself (it may be a custodian and the executor of the
 same capsule) are handled in place, up to `MAX_LOOPBACK` per input, so a driver never
 has to dial itself.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,7 +207,18 @@ class CapsuleCore:
                 self.loopback_overflow += len(queue)
                 break
             self._route(queue.popleft(), now, out, queue)
-        return out
+        durable = self.custody.take_durable()
+        return durable + out if durable else out
+
+    def restore(self, records: Iterable[bytes], now: float) -> list[Effect]:
+        """Reload custody records a previous run persisted; call before any other input.
+
+        Nothing is acted on yet: at the next `MembersChanged` a restored leader re-syncs
+        with the other custodians (adopting the highest version, then offering expired
+        leases with a token above any it persisted) and a restored follower hands its
+        copy to the leader. Returns `CustodyRecordSkipped` events for unusable records.
+        """
+        return self.custody.restore(records, now)
 
     def _route(self, inp: Any, now: float, out: list[Effect], queue: deque[Received]) -> None:
         for eff in self._dispatch(inp, now):

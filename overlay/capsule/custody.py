@@ -29,17 +29,28 @@ Limits, stated plainly: custodian sets come from each node's own view; while vie
 disagree two nodes may both lead. Fencing tokens keep executors safe, and the version
 rule (followers ack only higher versions) lets at most one of two leaders with the same
 custodian set commit a given version, but a partition that gives each side a majority
-of *different* custodian sets could accept two receipts. Records are in memory;
-persisting them is the daemon's job.
+of *different* custodian sets could accept two receipts.
+
+Durability (DESIGN §9; overlay/capsule/durable.py): every change to a held record marks
+it dirty; `take_durable()` turns the dirty set into `CustodyRecordChanged` events that
+`CapsuleCore.handle` puts *before* every other effect of the same input, so a record is
+on disk before the ack, offer or reply that depends on it leaves. `restore()` loads
+stored records without acting on them: leadership is decided at the next
+`MembersChanged`, when a restored leader syncs with the other custodians and a restored
+follower hands its copy to the leader. Each entry also keeps `max_token`, the highest
+token it ever issued or saw in any copy; offers use `max_token + 1`, so a custody set
+that restarts from disk never reissues a token.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from overlay.capsule import events as ev
+from overlay.capsule.durable import DurableRecord, record_key
 from overlay.capsule.leases import TERMINAL, CustodyRecord, LeaseTiming, State
 from overlay.capsule.members import MemberView
 from overlay.capsule.messages import (
@@ -63,9 +74,9 @@ from overlay.capsule.messages import (
 from overlay.capsule.placement import place
 from overlay.capsule.receipts import Receipt, ReceiptRejected, check_receipt
 from overlay.capsule.spec import capsule_key
-from overlay.core.certs import RevocationList, verify_chain
+from overlay.core.certs import Certificate, RevocationList, verify_chain
 from overlay.core.effects import CancelTimer, Effect, Emit, Send, SetTimer
-from overlay.core.errors import ExpiredError, RemoteProtocolError
+from overlay.core.errors import ColonyError, ExpiredError, RemoteProtocolError
 from overlay.core.ids import PeerId
 
 LIVE = (State.LEASED, State.RUNNING)
@@ -84,6 +95,9 @@ class CustodyConfig:
     forward_hops: int = 3
     #: When set, a Submit must carry a chain granting `submit` to the capsule's signer.
     colony_owner: bytes | None = None
+    #: Emit `CustodyRecordChanged` for every change (off only in simulations that do
+    #: not model disks: encoding every version costs CPU).
+    durable: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +113,9 @@ MAX_LOCALITY = 4096
 
 class _Entry:
     __slots__ = (
-        "acks", "actions", "committed", "deps", "last_hb", "last_reason", "leading",
-        "pending_receipt", "record", "refused", "sync_wait", "syncing", "wait_start",
+        "acks", "actions", "chain", "committed", "deps", "last_hb", "last_reason", "leading",
+        "max_token", "pending_receipt", "record", "refused", "sync_wait", "syncing",
+        "wait_start",
     )  # fmt: skip
 
     def __init__(self, record: CustodyRecord, now: float) -> None:
@@ -117,6 +132,8 @@ class _Entry:
         self.deps: dict[str, None] = {}
         self.pending_receipt: Receipt | None = None
         self.last_reason = ""
+        self.max_token = record.token
+        self.chain: tuple[Certificate, ...] = ()
 
 
 class Custody:
@@ -139,6 +156,7 @@ class Custody:
         self._reserved: dict[PeerId, int] = {}
         self._dep_waiters: dict[str, dict[str, None]] = {}
         self._holders: dict[str, tuple[PeerId, ...]] = {}
+        self._dirty: dict[str, None] = {}
         self.stats: dict[str, int] = {}
 
     # ------------------------------------------------------------ helpers
@@ -177,6 +195,71 @@ class Custody:
         if rec.state in LIVE and rec.executor is not None:
             self._reserved[rec.executor] = self._reserved.get(rec.executor, 0) + 1
         e.record = rec
+        if rec.token > e.max_token:
+            e.max_token = rec.token
+        if self.config.durable:
+            self._dirty[rec.capsule_id] = None
+
+    def _saw_token(self, e: _Entry, token: int) -> None:
+        """Another custodian's copy holds `token`: never offer it (or below) again."""
+        if token > e.max_token:
+            e.max_token = token
+            if self.config.durable:
+                self._dirty[e.record.capsule_id] = None
+
+    # ------------------------------------------------------------ durability
+
+    def take_durable(self) -> list[Effect]:
+        """`CustodyRecordChanged` for every record changed since the last call."""
+        if not self._dirty:
+            return []
+        out: list[Effect] = []
+        for cid in self._dirty:
+            e = self._entries.get(cid)
+            blob = DurableRecord(e.record, e.chain, e.max_token).to_bytes() if e else None
+            out.append(Emit(ev.CustodyRecordChanged(record_key(cid), blob)))
+        self._dirty = {}
+        return out
+
+    def restore(self, blobs: Iterable[bytes], now: float) -> list[Effect]:
+        """Load stored records (see durable.py); act on none of them until the next view.
+
+        A record that does not decode or verify is skipped with a
+        `CustodyRecordSkipped` saying why; of two copies of one capsule the higher
+        version wins. Nothing is re-persisted (the records are on disk already).
+        """
+        out: list[Effect] = []
+        best: dict[str, DurableRecord] = {}
+        for i, blob in enumerate(blobs):
+            try:
+                d = DurableRecord.from_bytes(blob)
+            except (ColonyError, ValueError, TypeError, OverflowError, RecursionError) as err:
+                self._count("restore_skipped")
+                why = f"stored custody record #{i} skipped: {err}"
+                out.append(Emit(ev.CustodyRecordSkipped("", why)))
+                continue
+            old = best.get(d.capsule_id)
+            if old is None or d.record.version > old.record.version:
+                best[d.capsule_id] = d
+        for cid, d in best.items():
+            e = self._entries.get(cid)
+            if e is not None:
+                if d.record.version > e.record.version:
+                    self._set_record(e, d.record)
+                self._saw_token(e, d.max_token)
+                continue
+            if not self._admit(cid):
+                out.append(Emit(ev.CustodyRecordSkipped(cid, "custody full: record not restored")))
+                continue
+            e = _Entry(d.record, now)
+            e.max_token = d.max_token
+            e.chain = d.chain
+            self._entries[cid] = e
+            self._set_record(e, d.record)
+            self._index_deps(e)
+            self._dirty.pop(cid, None)
+            self._count("restored")
+        return out
 
     def _admit(self, capsule_id: str) -> bool:
         """Make room for one more record; False (counted) if every record is live."""
@@ -193,6 +276,7 @@ class Custody:
     def _drop(self, cid: str) -> None:
         e = self._entries.pop(cid)
         self._set_record(e, CustodyRecord(e.record.capsule, e.record.origin, State.FAILED))
+        # Marked dirty by _set_record; take_durable finds no entry and emits a delete.
         for dep in e.deps:
             waiters = self._dep_waiters.get(dep)
             if waiters is not None:
@@ -277,6 +361,7 @@ class Custody:
         if not self._admit(cap.id):
             return [Send(origin, SubmitAck(cap.id, False, "custody full"))]
         e = _Entry(CustodyRecord(cap, origin), now)
+        e.chain = msg.chain
         self._entries[cap.id] = e
         self._set_record(e, e.record)
         e.leading = True
@@ -318,6 +403,8 @@ class Custody:
                 # Someone else led a newer version: adopt it and carry on from there.
                 self._count("adopted_newer")
                 out.extend(self._resume(e, now))
+        else:
+            self._saw_token(e, rec.token)
         out.append(Send(peer, ReplicateAck(rec.capsule_id, e.record.version)))
         return out
 
@@ -342,6 +429,7 @@ class Custody:
         del e.sync_wait[peer]
         if msg.record is not None:
             e.acks[peer] = msg.record.version
+            self._saw_token(e, msg.record.token)
             if msg.record.version > e.record.version:
                 self._set_record(e, msg.record)
                 e.wait_start = now - msg.record.wait_elapsed_s
@@ -597,7 +685,7 @@ class Custody:
                 out.append(Emit(ev.CapsuleWaiting(cid, result.reason)))
             return out
         executor = result.ranked[0].peer
-        token = rec.token + 1
+        token = max(rec.token, e.max_token) + 1
         self._count("offers")
         new = rec.advance(State.LEASED, token=token, executor=executor)
         offer = LeaseOffer(rec.capsule, token, self.config.timing)

@@ -7,6 +7,9 @@ Custody (on the leading custodian, after the change is replicated to a majority)
 Origin (the node a user submitted through): `SubmissionAccepted`, `SubmissionRejected`,
 `CapsuleStatusKnown`. Executor: `RunRequested` (the runtime starts the process),
 `KillRequested` (stop it), `ReceiptSettled` (custody accepted or rejected our receipt).
+Persistence (every custodian, see overlay/capsule/durable.py): `CustodyRecordChanged`
+comes before any effect that acts on the change; the runtime writes it to disk while
+carrying out the Emit. `CustodyRecordSkipped`: `restore` refused a stored record.
 """
 
 from __future__ import annotations
@@ -119,4 +122,24 @@ class ReceiptSettled:
     capsule_id: str
     token: int
     accepted: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustodyRecordChanged:
+    """Persist this custody record now (write-ahead), before the effects that follow.
+
+    `capsule_id` is the key to store under (`durable.record_key`: the capsule id's
+    ASCII bytes); `record` is `DurableRecord.to_bytes()`, or None: delete the record.
+    """
+
+    capsule_id: bytes
+    record: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class CustodyRecordSkipped:
+    """`CapsuleCore.restore` skipped a stored record it could not use, and why."""
+
+    capsule_id: str
     reason: str

@@ -1,12 +1,19 @@
 """Hypothesis state machine over a 6-node capsule cluster (real cores, sim router).
 
 Rules submit and replay capsules, advance virtual time, finish attempts (including
-stale ones whose lease was re-offered), hang executors (they stop heartbeating) and
-crash nodes (the others learn it at once). Invariants after every step:
+stale ones whose lease was re-offered), hang executors (they stop heartbeating), crash
+nodes for good (the others learn it at once), crash *every* custodian of a capsule at
+once and restart them from their persisted records (before the colony notices), and
+restart long-dead nodes from disk. Each node's "disk" is a dict fed by its
+`CustodyRecordChanged` events, in effect order, exactly as the runtime writes them.
+Invariants after every step:
 - per capsule, the fencing tokens of committed lease offers strictly increase;
-- no node's record token for a capsule ever decreases;
+- no node's record token for a capsule ever decreases, across restarts;
 - at most one receipt is accepted per capsule, across all nodes;
-- a finished record's receipt token equals its record token.
+- a finished record's receipt token equals its record token;
+- every live node's disk holds exactly its in-memory custody records (write-ahead:
+  nothing a node acted on is missing from its disk), and a restarted node's records
+  equal what it held when it crashed.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from overlay.capsule import events as ev
 from overlay.capsule.core import CapsuleCore, SubmitCapsule
 from overlay.capsule.custody import CustodyConfig
+from overlay.capsule.durable import DurableRecord, record_key
 from overlay.capsule.executor import CapsuleExited, ExecutorConfig
 from overlay.capsule.members import Member, MembersChanged
 from overlay.capsule.messages import Heartbeat
@@ -31,7 +39,8 @@ from overlay.core.ids import PeerId
 from sim.router import Router
 
 N = 6
-#: Simulated seconds between crashes: more than the custody takeover sync window.
+#: Simulated seconds between *permanent* crashes: more than the custody takeover sync
+#: window. Crashes followed by a restart from disk need no spacing.
 CRASH_SPACING_S = 5.0
 
 
@@ -55,16 +64,39 @@ class CustodyMachine(RuleBasedStateMachine):
         self.peers = [k.peer_id for k in self.keys]
         self.cfg = ExecutorConfig(slots=2)
         self.wrappers: dict[PeerId, Hangable] = {}
+        self.disks: dict[PeerId, dict[bytes, bytes]] = {p: {} for p in self.peers}
         for k in self.keys:
-            w = Hangable(CapsuleCore(k.peer_id, k, custody=CustodyConfig(),
-                                     executor=self.cfg))  # fmt: skip
+            w = Hangable(self.new_core(k))
             self.wrappers[k.peer_id] = w
             self.router.add(k.peer_id, w)
+        self.router.on_emit = self.on_emit
         self.caps: list[Capsule] = []
         self.last_crash = -CRASH_SPACING_S
         self.token_seen: dict[tuple[PeerId, str], int] = {}
         self.finished_runs: set[int] = set()
         self.announce()
+
+    def new_core(self, k: KeyPair) -> CapsuleCore:
+        return CapsuleCore(k.peer_id, k, custody=CustodyConfig(), executor=self.cfg)
+
+    def on_emit(self, t: float, peer: PeerId, event: Any) -> None:
+        if isinstance(event, ev.CustodyRecordChanged):
+            disk = self.disks[peer]
+            if event.record is None:
+                disk.pop(event.capsule_id, None)
+            else:
+                disk[event.capsule_id] = event.record
+
+    def restart(self, p: PeerId) -> None:
+        """A fresh process for `p` that restores custody from its disk (kill -9 + start)."""
+        before = {r.capsule_id: r for r in self.wrappers[p].core.custody.records()}
+        core = self.new_core(self.keys[self.peers.index(p)])
+        skipped = core.restore(list(self.disks[p].values()), self.router.now)
+        assert skipped == [], skipped
+        after = {r.capsule_id: r for r in core.custody.records()}
+        assert after == before, "restored custody differs from what the node held"
+        self.wrappers[p] = Hangable(core)
+        self.router.revive(p, self.wrappers[p])
 
     def live(self) -> list[PeerId]:
         return [p for p in self.peers if p in self.router.alive]
@@ -126,6 +158,41 @@ class CustodyMachine(RuleBasedStateMachine):
         self.last_crash = self.router.now
         self.announce()
 
+    # Every custodian of one capsule crashes at once (power cut of a rack) and restarts
+    # from disk `down_s` later, before the colony's membership noticed (no announce
+    # while they are down, so no one else starts a fresh record for the capsule).
+    @precondition(lambda self: self.caps)
+    @rule(i=st.integers(0, 1000), down_s=st.sampled_from([0.0, 0.5, 3.0, 10.0]))
+    def crash_all_custodians(self, i: int, down_s: float) -> None:
+        cap = self.caps[i % len(self.caps)]
+        view = self.wrappers[self.live()[0]].core.view
+        victims = [p for p in view.closest(cap.key, 3) if p in self.router.alive]
+        for p in victims:
+            self.router.kill(p)
+        self.router.run_for(down_s)
+        for p in victims:
+            self.restart(p)
+        self.announce()
+
+    # A node that crashed for good comes back from its disk, possibly much later.
+    @precondition(lambda self: len(self.live()) < N)
+    @rule(i=st.integers(0, N - 1))
+    def restart_dead(self, i: int) -> None:
+        dead = [p for p in self.peers if p not in self.router.alive]
+        self.restart(dead[i % len(dead)])
+        self.announce()
+
+    @invariant()
+    def disk_holds_what_memory_holds(self) -> None:
+        for p in self.live():
+            custody = self.wrappers[p].core.custody
+            want = {}
+            for rec in custody.records():
+                e = custody._entries[rec.capsule_id]
+                durable = DurableRecord(rec, e.chain, e.max_token)
+                want[record_key(rec.capsule_id)] = durable.to_bytes()
+            assert self.disks[p] == want, f"{p.short()}: disk and memory differ"
+
     @invariant()
     def tokens_strictly_increase_per_capsule(self) -> None:
         seen: dict[str, int] = {}
@@ -154,7 +221,7 @@ class CustodyMachine(RuleBasedStateMachine):
 
 
 CustodyMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=40, deadline=None,
+    max_examples=200, stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )  # fmt: skip
 test_custody_state_machine = CustodyMachine.TestCase

@@ -1,0 +1,90 @@
+"""The durable custody record: what a custodian writes to disk so custody survives kill -9.
+
+DESIGN §9: custody state survives `kill -9`. The custody core emits
+`CustodyRecordChanged(capsule_id, record)` *before* any Send or timer that acts on the
+change (write-ahead: a follower's `ReplicateAck` and a leader's `LeaseOffer` only leave
+after the record that justifies them has been handed to the runtime, which persists it
+synchronously while carrying out the Emit). A restarted node reads every stored record
+back and calls `CapsuleCore.restore(records, now)` before any other input.
+
+Bytes: canonical CBOR of ``["colony/custody/1", record, chain, max_token]`` where
+
+- ``record`` is `CustodyRecord.to_wire()` (signed capsule, origin, state, version,
+  fencing token, executor, attempts, excluded executors, accepted receipt, reason,
+  wait_elapsed_s), the same form custodians replicate to each other;
+- ``chain`` is the submitter's certificate chain when this node received the Submit
+  (followers are replicated the record only, so theirs is empty);
+- ``max_token`` is the highest fencing token this node ever issued or saw for the
+  capsule (≥ the record's token). A leader's next offer uses a token above it, so a
+  restarted custody set never reissues a token an executor may still hold.
+
+Records read from disk are untrusted like wire input (a disk may be corrupt, a file
+edited): `DurableRecord.from_bytes` checks everything, including the capsule's and the
+receipt's signatures, and raises only the `WireError` family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from overlay.capsule.leases import CustodyRecord
+from overlay.core.certs import Certificate, chain_from_wire, chain_to_wire
+from overlay.core.errors import MalformedFrame
+from overlay.core.wire import cbor_decode, cbor_encode
+
+DURABLE_TAG = "colony/custody/1"
+#: A stored record larger than this is refused (a capsule envelope is far smaller).
+MAX_DURABLE_BYTES = 4 * 1024 * 1024
+
+
+def record_key(capsule_id: str) -> bytes:
+    """The key the runtime stores a capsule's record under (the id's ASCII bytes)."""
+    return capsule_id.encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class DurableRecord:
+    record: CustodyRecord
+    chain: tuple[Certificate, ...] = ()
+    max_token: int = 0
+
+    @property
+    def capsule_id(self) -> str:
+        return self.record.capsule_id
+
+    def to_bytes(self) -> bytes:
+        return cbor_encode(self.to_wire())
+
+    def to_wire(self) -> list[Any]:
+        chain = chain_to_wire(self.chain) if self.chain else []
+        return [DURABLE_TAG, self.record.to_wire(), chain, max(self.max_token, self.record.token)]
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DurableRecord:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise MalformedFrame("a stored custody record must be bytes")
+        if len(data) > MAX_DURABLE_BYTES:
+            raise MalformedFrame(
+                f"stored custody record of {len(data)} bytes exceeds {MAX_DURABLE_BYTES}"
+            )
+        obj = cbor_decode(bytes(data))  # raises the WireError family only
+        return cls.from_wire(obj)
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> DurableRecord:
+        if not isinstance(obj, list) or len(obj) != 4 or obj[0] != DURABLE_TAG:
+            raise MalformedFrame(f"stored custody record must be [{DURABLE_TAG!r}, record, "
+                                 "chain, max_token]")  # fmt: skip
+        _, rec, chain, max_token = obj
+        if isinstance(max_token, bool) or not isinstance(max_token, int):
+            raise MalformedFrame("stored max_token must be an integer")
+        if not 0 <= max_token < 1 << 63:
+            raise MalformedFrame("stored max_token out of range")
+        record = CustodyRecord.from_wire(rec)
+        if max_token < record.token:
+            raise MalformedFrame(
+                f"stored max_token {max_token} is below the record's token {record.token}"
+            )
+        certs = chain_from_wire(chain) if chain != [] else ()
+        return cls(record, certs, max_token)
