@@ -335,7 +335,12 @@ def _stream_peer(net: Any) -> PeerId:
 
 
 async def open_raw_stream(transport: Any, peer: PeerId, protocol: str) -> NetStream:
-    """A new libp2p stream to a peer we are connected to (or can dial)."""
+    """A new negotiated byte stream to `peer` (the transport's raw-stream API; the
+    py-libp2p host directly on transports that predate it)."""
+    opener = getattr(transport, "open_stream", None)
+    if opener is not None:
+        stream: NetStream = await opener(peer, protocol)
+        return stream
     from libp2p.peer.id import ID
 
     await transport.connect(peer)
@@ -346,8 +351,11 @@ async def open_raw_stream(transport: Any, peer: PeerId, protocol: str) -> NetStr
 def set_raw_handler(
     transport: Any, protocol: str, handler: Callable[[PeerId, NetStream], Awaitable[None]]
 ) -> None:
-    """Accept raw streams on `protocol`. An exception costs the stream, not the host
-    (py-libp2p stops the whole host when a handler raises; see docs/transport.md)."""
+    """Accept raw streams on `protocol`. An exception costs the stream, not the host."""
+    setter = getattr(transport, "set_stream_handler", None)
+    if setter is not None:
+        setter(protocol, handler)
+        return
 
     async def guarded(net: Any) -> None:
         s = NetStream(net)

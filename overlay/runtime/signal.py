@@ -195,6 +195,7 @@ class SignalGuard:
         is_connected: Callable[[PeerId], bool],
     ) -> Signal:
         """A `forward` request from `sender`: may we pass it to its target?"""
+        self._prune(now)
         with self._counting():
             if not is_member(sender):
                 raise SignalRefused("not_a_member", "forwarding is for colony members only")
@@ -214,6 +215,7 @@ class SignalGuard:
 
     def check_deliver(self, wire: Any, now: float, is_member: Callable[[PeerId], bool]) -> Signal:
         """A `deliver` request (an offer for us, via a forwarder)."""
+        self._prune(now)
         with self._counting():
             _, sig = open_envelope(wire, self.config.max_signal_bytes)
             if sig.type != OFFER:
@@ -247,12 +249,15 @@ class SignalGuard:
                 "expiry_too_far", f"expiry more than {self.config.max_ttl_s:.0f} s ahead"
             )
 
-    def _check_nonce(self, sig: Signal, now: float) -> None:
+    def _prune(self, now: float) -> None:
+        """Forget nonces whose signals have expired (they are refused as expired)."""
         while self._seen:
             nonce, until = next(iter(self._seen.items()))
             if until > now:
                 break
             del self._seen[nonce]
+
+    def _check_nonce(self, sig: Signal, now: float) -> None:
         # Keyed by (nonce, src) digest-free: a nonce is 16 random bytes.
         if sig.nonce in self._seen:
             raise SignalRefused("replayed", "nonce already seen")

@@ -151,6 +151,8 @@ class AsyncioBridge:
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """From trio: run `await fn(*args)` on the asyncio loop and return its result."""
         self.calls += 1
+        if self.stopped:
+            raise WebRtcError("the WebRTC bridge has stopped")
         done = trio.Event()
         fut = asyncio.run_coroutine_threadsafe(_as_coro(fn, *args), self.loop)
         fut.add_done_callback(lambda _f: self.to_trio(done.set))
@@ -163,7 +165,14 @@ class AsyncioBridge:
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """From trio: run a plain function on the asyncio loop, fire and forget."""
-        self.loop.call_soon_threadsafe(fn, *args)
+        if not self.stopped:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    @property
+    def stopped(self) -> bool:
+        """After stop() (or before start()) nothing can run on the loop: every
+        peer connection is closed already."""
+        return not self._thread.is_alive() or self.loop.is_closed()
 
 
 async def _as_coro(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -287,6 +296,9 @@ class DataChannelStream(trio.abc.Stream):
             return
         self._closed = True
         self._rx_ready.set()
+        if self._bridge.stopped:  # the bridge closed every peer connection already
+            await trio.lowlevel.checkpoint()
+            return
         with trio.CancelScope(shield=True), trio.move_on_after(5.0):
             await self._bridge.call(_close_pc, self._pc, self._channel, self._bridge)
 
@@ -367,6 +379,9 @@ class PendingSession:
         return self.stream
 
     async def close(self) -> None:
+        if self.bridge.stopped:
+            await trio.lowlevel.checkpoint()
+            return
         with trio.CancelScope(shield=True), trio.move_on_after(5.0):
             await self.bridge.call(_close_pc, self.pc, self.channel, self.bridge)
 

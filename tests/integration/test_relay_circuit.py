@@ -1,0 +1,98 @@
+"""A relayed connection through a third member on /colony/relay/1.0.0 (issue #10):
+reservation, circuit, the libp2p stack end to end over it, and the relay's limits
+(refusals with reasons before the splice, termination at the byte limit)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from edge_stack import ECHO, edge_node
+
+from overlay.core.crypto import KeyPair
+from overlay.runtime.relay import RelayRefused
+from overlay.runtime.transport import TransportError
+
+pytestmark = pytest.mark.slow
+
+RELAY_ON = {"enabled": True, "max_circuits": 1, "max_bytes": 2 * 1024 * 1024, "max_rate": 0}
+
+
+def test_relayed_connection_carries_overlay_protocols() -> None:
+    trio.run(_relayed)
+
+
+async def _relayed() -> None:
+    ka, kr, kb, kc = (KeyPair.generate() for _ in range(4))
+    members = {k.peer_id for k in (ka, kr, kb, kc)}
+    with trio.fail_after(60):
+        async with (
+            edge_node(members, kr, relay=RELAY_ON) as r,
+            edge_node(members, ka, edge={"dial_order": ["relay"]}) as a,
+            edge_node(members, kb) as b,
+            edge_node(members, kc, edge={"dial_order": ["relay"]}) as c,
+        ):
+            for n in (a, b, c):
+                await n.t.connect(r.t.addrs[0])
+            # Before B reserves, R refuses to connect anyone to it.
+            with pytest.raises(RelayRefused, match="no_reservation"):
+                await a.dialer.relay.connect(r.peer, b.peer)
+            assert await b.dialer.relay.reserve(r.peer) > 0
+            path = await a.dialer.connect(b.peer)
+            assert path.kind == "relayed" and path.via == r.peer
+            assert await a.t.request(b.peer, ECHO, {"n": 1}) == ["echo", {"n": 1}]
+            assert await b.t.request(a.peer, ECHO, b"z" * 100_000) == ["echo", b"z" * 100_000]
+            assert len(await a.t.ping(b.peer, count=2)) == 2
+            st = a.dialer.status()
+            assert st["peers"][str(b.peer)] == {**st["peers"][str(b.peer)], "kind": "relayed"}
+            assert st["relays_in_use"] == [str(r.peer)]
+            for _ in range(100):
+                if str(a.peer) in b.dialer.status()["peers"]:
+                    break
+                await trio.sleep(0.05)
+            assert b.dialer.status()["peers"][str(a.peer)]["kind"] == "relayed"
+            assert str(r.peer) in b.dialer.status()["relays_in_use"]
+            # R allows one circuit at a time: C is refused with the reason.
+            with pytest.raises(RelayRefused, match="too_many_circuits"):
+                await c.dialer.relay.connect(r.peer, b.peer)
+            # The circuit ends at its byte limit (2 MiB both ways): R closes it and
+            # counts why; the ends see their connection go.
+            with pytest.raises(TransportError):
+                for _ in range(20):
+                    await a.t.request(b.peer, ECHO, b"y" * 200_000, timeout=10)
+            rs = r.dialer.relay.status()["relaying"]
+            for _ in range(100):
+                if rs["circuits_closed"]:
+                    break
+                await trio.sleep(0.05)
+                rs = r.dialer.relay.status()["relaying"]
+            assert rs["circuits_closed"] == {"max_bytes": 1}
+            assert rs["refusals"] == {"no_reservation": 1, "too_many_circuits": 1}
+            # R and everyone else are unaffected.
+            assert await a.t.request(r.peer, ECHO, 2) == ["echo", 2]
+
+
+def test_relay_refuses_non_members_and_when_disabled() -> None:
+    trio.run(_refusals)
+
+
+async def _refusals() -> None:
+    ka, kr, kb, kq = (KeyPair.generate() for _ in range(4))
+    outsider = KeyPair.generate()
+    members = {ka.peer_id, kr.peer_id, kb.peer_id, kq.peer_id}
+    with trio.fail_after(60):
+        async with (
+            edge_node(members, kr, relay=RELAY_ON) as r,
+            edge_node(members, kq) as q,
+            edge_node(members, kb) as b,
+            edge_node(members | {outsider.peer_id}, outsider) as o,
+        ):
+            for n in (b, o):
+                await n.t.connect(r.t.addrs[0])
+            await b.t.connect(q.t.addrs[0])
+            with pytest.raises(RelayRefused, match="not_a_member"):
+                await o.dialer.relay.reserve(r.peer)
+            await b.dialer.relay.reserve(r.peer)
+            with pytest.raises(RelayRefused, match="not_a_member"):
+                await o.dialer.relay.connect(r.peer, b.peer)
+            with pytest.raises(RelayRefused, match="relay_disabled"):
+                await b.dialer.relay.reserve(q.peer)
