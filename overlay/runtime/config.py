@@ -32,6 +32,28 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "gossip": {"profile": "lan"},
     "log": {"level": "info", "format": "auto"},
     "capsule": {"slots": 4, "executors": [], "labels": [], "location": ""},
+    # NAT traversal (overlay/runtime/dialer.py, docs/edge-nat.md).
+    "edge": {
+        "webrtc": True,
+        "stun": [],
+        "turn": [],
+        "turn_username": "",
+        "turn_password": "",
+        "dial_order": ["direct", "webrtc", "relay"],
+        "relays": [],
+        "keep_reservations": 0,
+    },
+    # Relaying for others (overlay/runtime/relay.py): off unless this node agrees.
+    "relay": {
+        "enabled": False,
+        "max_reservations": 64,
+        "max_circuits": 16,
+        "max_circuits_per_peer": 4,
+        "max_bytes": 256 * 1024 * 1024,
+        "max_duration_s": 600,
+        "max_rate": 4 * 1024 * 1024,
+        "reservation_ttl_s": 300,
+    },
 }
 
 TEMPLATE = """\
@@ -80,6 +102,36 @@ executors = []
 labels = []
 # Free-form location capsules can require (conditions.location).
 location = ""
+
+[edge]
+# Reaching peers behind NATs (docs/edge-nat.md). Try in this order: "direct" (TCP),
+# "webrtc" (a data channel; offer/answer forwarded by a member both reach),
+# "relay" (a circuit through a member with [relay] enabled; end-to-end encrypted).
+dial_order = ["direct", "webrtc", "relay"]
+# Accept and make WebRTC connections (aiortc; a thread with its own asyncio loop).
+webrtc = true
+# ICE servers: STUN urls ("stun:host:3478") add server-reflexive candidates (the
+# [network] stun_servers are used too); TURN urls ("turn:host:3478?transport=udp")
+# add relayed candidates, with these credentials.
+stun = []
+turn = []
+turn_username = ""
+turn_password = ""
+# Relay reservations to keep (a NAT'd node: 2), and peer ids to reserve at first.
+keep_reservations = 0
+relays = []
+
+[relay]
+# Relay circuits for other members (this node must be reachable). Each circuit is
+# limited in bytes (both ways), duration and rate (bytes/s; 0 = unlimited).
+enabled = false
+max_reservations = 64
+max_circuits = 16
+max_circuits_per_peer = 4
+max_bytes = 268435456
+max_duration_s = 600
+max_rate = 4194304
+reservation_ttl_s = 300
 
 [log]
 # debug, info, warning, error
