@@ -820,6 +820,12 @@ class Transport:
                     nonlocal reason
                     assert s is not None
                     reason = await self._read_loop(s, ch)
+                    if reason == "eof" and not ch.pending and not ch.raw_waiters:
+                        # The peer closed only its half: helia's Bitswap does so on
+                        # every inbound stream at once (it answers on a stream of its
+                        # own) and still reads ours. Keep writing; a peer that is
+                        # really gone fails the next write.
+                        return
                     n.cancel_scope.cancel()
 
                 n.start_soon(read_then_stop)
