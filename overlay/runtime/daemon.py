@@ -41,6 +41,7 @@ from overlay.exchange.messages import BitswapMessage
 from overlay.runtime.api import ApiServer, load_or_create_token
 from overlay.runtime.api_client import split_hostport
 from overlay.runtime.capsule_service import CAPSULE_MESSAGES, CapsuleService, prepare_capsules
+from overlay.runtime.dialer import run_for_daemon as run_edge_for_daemon
 from overlay.runtime.driver import Driver
 from overlay.runtime.fetcher import BlockWriter, FetchSession
 from overlay.runtime.node_builder import (
@@ -143,6 +144,8 @@ class Daemon:
                 await n.start(self.driver.run)
                 await self.capsules.restore()  # custody records first (overlay/capsule/durable.py)
                 self.api_port = await n.start(api.serve, host, port)
+                # Edge stack: WebRTC signalling, relay, dialer (overlay/runtime/dialer.py).
+                self.dialer = await n.start(run_edge_for_daemon, self)
                 n.start_soon(self._watch_transport)
                 n.start_soon(self._flush_tick)
                 n.start_soon(self._save_tick)
@@ -340,6 +343,12 @@ class Daemon:
         async for ev in self.t.events:
             if isinstance(ev, (PeerDisconnected, SendFailed)):
                 self.driver.submit(PeerUnreachable(ev.peer))
+            # A peer we cannot dial may be NAT'd: try WebRTC, then a relay, in the
+            # background; the next frames then use that connection.
+            if isinstance(ev, SendFailed) and ev.reason.startswith("dial_failed"):
+                self.dialer.ensure_soon(ev.peer)
+            elif isinstance(ev, PeerDisconnected):
+                self.dialer.forget(ev.peer)
 
     # ------------------------------------------------------------ outbound
 

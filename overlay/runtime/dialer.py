@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,9 @@ RELAYED = "relayed"
 METHODS = ("direct", "webrtc", "relay")
 BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 60.0
+#: Reservations a node that reachability found NAT'd keeps when none are configured.
+AUTO_RESERVATIONS = 2
+RESERVATION_CHECK_S = 30.0
 
 
 class DialFailed(Exception):
@@ -112,8 +115,11 @@ class Dialer:
         relay: RelayService,
         config: DialConfig | None = None,
         nursery: Any = None,
+        is_nat: Callable[[], bool] | None = None,
     ) -> None:
         self.t = transport
+        #: True when reachability found us behind a NAT: then we keep reservations.
+        self.is_nat = is_nat or (lambda: False)
         self.signal = signal
         self.relay = relay
         self.config = config or DialConfig()
@@ -252,14 +258,16 @@ class Dialer:
 
     # ------------------------------------------------------------ reservations
 
+    def reservations_wanted(self) -> int:
+        """`[edge] keep_reservations`, or 2 when reachability says we are NAT'd."""
+        return self.config.keep_reservations or (AUTO_RESERVATIONS if self.is_nat() else 0)
+
     async def keep_reservations(self, candidates: Callable[[], Iterable[PeerId]]) -> None:
-        """Hold `keep_reservations` relay reservations, renewing at half their ttl."""
-        want = self.config.keep_reservations
-        if want <= 0:
-            return
+        """Hold the wanted relay reservations, renewing each at half its ttl."""
         while True:
+            want = self.reservations_wanted()
+            next_s = RESERVATION_CHECK_S
             held = 0
-            next_s = 30.0
             tried: set[PeerId] = set()
             for relay in [*self.config.relays, *candidates()]:
                 if held >= want or relay in tried:
@@ -273,7 +281,9 @@ class Dialer:
                     continue
                 held += 1
                 next_s = min(next_s, max(1.0, ttl / 2))
-            await trio.sleep(next_s if held >= want else min(next_s, 5.0))
+            if held < want:
+                next_s = min(next_s, 5.0)  # no relay yet: look again soon
+            await trio.sleep(next_s)
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -319,6 +329,7 @@ async def open_edge(
     keypair: Any,
     conf: dict[str, dict[str, Any]],
     is_member: Callable[[PeerId], bool],
+    is_nat: Callable[[], bool] | None = None,
 ) -> AsyncIterator[Dialer]:
     """Compose the edge stack on a running transport: the asyncio bridge and WebRTC
     endpoint (when `[edge] webrtc`), the signal and relay protocols, the dialer, and
@@ -328,15 +339,16 @@ async def open_edge(
 
     edge = conf.get("edge", {})
     dial_cfg = DialConfig.from_config(conf)
-    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+    async with trio.open_nursery() as nursery:
         endpoint = None
         if edge.get("webrtc", True):
-            from overlay.runtime.webrtc_bridge import IceConfig, WebRtcEndpoint, open_bridge
+            from overlay.runtime.webrtc_bridge import IceConfig, LazyEndpoint
 
-            bridge = await stack.enter_async_context(open_bridge())
-            endpoint = WebRtcEndpoint(bridge, IceConfig.from_config(conf))
+            endpoint = LazyEndpoint(IceConfig.from_config(conf))
         relay = RelayService(transport, RelayLimits.from_config(conf), is_member)
-        dialer = Dialer(transport, signal=None, relay=relay, config=dial_cfg, nursery=nursery)
+        dialer = Dialer(
+            transport, signal=None, relay=relay, config=dial_cfg, nursery=nursery, is_nat=is_nat
+        )
         signal = SignalService(
             transport,
             keypair,
@@ -350,11 +362,41 @@ async def open_edge(
         relay.on_inbound_circuit = dialer.accept_circuit
         signal.register()
         relay.register()
-        if dial_cfg.keep_reservations > 0:
-            nursery.start_soon(
-                dialer.keep_reservations, lambda: dialer._via_candidates(transport.peer_id)
-            )
+        nursery.start_soon(
+            dialer.keep_reservations, lambda: dialer._via_candidates(transport.peer_id)
+        )
         try:
             yield dialer
         finally:
             nursery.cancel_scope.cancel()
+            if endpoint is not None:
+                endpoint.close()
+
+
+async def run_for_daemon(d: Any, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """The daemon's hook: compose the edge stack on `d.t`, report the Dialer through
+    `task_status`, run until cancelled.
+
+    Membership: with a colony owner key (`d.trust.enabled`) a member is a peer with
+    a valid certificate; in an open colony, a peer gossip lists as alive or suspect.
+    NAT'd: what the reachability service (overlay/runtime/dialback.py) concluded.
+    """
+    from gossip.members import MemberState
+
+    def is_member(peer: PeerId) -> bool:
+        trust = getattr(d, "trust", None)
+        if trust is not None and trust.enabled:
+            return bool(trust.is_member(peer, time.time()))
+        return any(
+            m.peer == peer and m.state in (MemberState.ALIVE, MemberState.SUSPECT)
+            for m in d.swim.list_members()
+        )
+
+    def is_nat() -> bool:
+        reach = getattr(d, "reachability", None)
+        status = getattr(getattr(reach, "core", None), "status", None)
+        return getattr(status, "value", "") == "nat"
+
+    async with open_edge(d.t, d.keypair, d.conf, is_member, is_nat) as dialer:
+        task_status.started(dialer)
+        await trio.sleep_forever()

@@ -552,3 +552,41 @@ async def connect_pair(
 
 def describe(streams: Iterable[DataChannelStream]) -> list[str]:
     return [s.path for s in streams]
+
+
+class LazyEndpoint:
+    """A WebRtcEndpoint whose bridge thread (and the aiortc import, ~50 MiB RSS) starts
+    on the first offer or answer: a daemon that never needs WebRTC never pays for it
+    (the edge profile's memory budget)."""
+
+    def __init__(self, ice: IceConfig | None = None) -> None:
+        self.ice = ice or IceConfig()
+        self._bridge: AsyncioBridge | None = None
+        self._endpoint: WebRtcEndpoint | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._bridge is not None
+
+    def _get(self) -> WebRtcEndpoint:
+        if self._endpoint is None:
+            self._bridge = AsyncioBridge()
+            self._bridge.start()
+            self._endpoint = WebRtcEndpoint(self._bridge, self.ice)
+        return self._endpoint
+
+    async def offer(self) -> tuple[str, PendingSession]:
+        return await self._get().offer()
+
+    async def answer(self, offer_sdp: str) -> tuple[str, PendingSession]:
+        problem = sdp_problem(offer_sdp)  # junk is refused before the bridge starts
+        if problem:
+            raise WebRtcError(f"bad offer: {problem}")
+        return await self._get().answer(offer_sdp)
+
+    async def complete(self, session: PendingSession, answer_sdp: str) -> None:
+        await self._get().complete(session, answer_sdp)
+
+    def close(self) -> None:
+        if self._bridge is not None:
+            self._bridge.stop()
