@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -48,7 +48,7 @@ from overlay.capsule.placement import NodeAd
 from overlay.capsule.spec import Capsule, capsule_key, check_capsule_id
 from overlay.core.certs import Certificate
 from overlay.core.crypto import KeyPair
-from overlay.core.effects import Effect, Received
+from overlay.core.effects import Effect, PeerUnreachable, Received
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
 from overlay.runtime.custody_store import CustodyStore
@@ -77,6 +77,10 @@ CAPSULE_MESSAGES: tuple[type, ...] = tuple(MESSAGE_TYPES)
 SLOTS_TAG = "slots="
 RUNS_DIR = "runs"
 INFO_TIMEOUT_S = 3.0
+#: Reads ask this many members beyond the k_c closest (views differ during churn).
+READ_EXTRA = 2
+MAX_HIDDEN = 4096
+REFRESH_MEMBERS_S = 2.0
 #: Largest log piece one info request returns (well under the 4 MiB frame limit).
 LOG_CHUNK_BYTES = 256 * 1024
 #: Capsules remembered for `ps` (submitted through this node); oldest forgotten.
@@ -175,15 +179,64 @@ class RestoreCustody:
     records: tuple[bytes, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class RefreshMembers:
+    """Command (periodic): re-read the live set; un-hide peers that are reachable again."""
+
+
 class CapsulePart:
-    """The capsule core as a node part, plus the one runtime-only command (restore)."""
+    """The capsule core as a node part, with the runtime's view of reachability.
 
-    COMMANDS: tuple[type, ...] = (*COMMAND_TYPES, RestoreCustody)
+    The driver reports `PeerUnreachable` on every dropped connection and failed dial,
+    and py-libp2p drops connections that are re-made at once. The core hides such a
+    peer from its custodian sets until its next `MembersChanged`, so a spurious report
+    would move leadership around for nothing. Here a report for a peer that is still
+    (or again) connected is dropped; a real one hides the peer for `hide_s`, and every
+    view given to the core (from gossip, or the periodic `RefreshMembers`) leaves out
+    hidden peers that are still not connected. A crashed custodian is thus out of
+    every set at once, and a peer that comes back is in again within a refresh.
+    """
 
-    def __init__(self, core: CapsuleCore) -> None:
+    COMMANDS: tuple[type, ...] = (*COMMAND_TYPES, RestoreCustody, RefreshMembers)
+
+    def __init__(self, core: CapsuleCore, members: Callable[[], MembersChanged] | None = None,
+                 hide_s: float = 30.0) -> None:  # fmt: skip
         self.core = core
+        self.members = members
+        self.hide_s = hide_s
+        self.is_connected: Callable[[PeerId], bool] = lambda peer: False
+        self._hidden: dict[PeerId, float] = {}
+        self._last: MembersChanged | None = None
+        self.dropped_unreachable = 0
+
+    def _filtered(self, mc: MembersChanged, now: float) -> MembersChanged:
+        for p, until in list(self._hidden.items()):
+            if until <= now or self.is_connected(p):
+                del self._hidden[p]
+        if not self._hidden:
+            return mc
+        return MembersChanged(tuple(m for m in mc.members if m.peer not in self._hidden))
 
     def handle(self, inp: Any, now: float) -> list[Effect]:
+        if isinstance(inp, MembersChanged | RefreshMembers):
+            if isinstance(inp, MembersChanged):
+                fresh = inp
+            elif self.members is not None:
+                fresh = self.members()
+            else:
+                return []
+            mc = self._filtered(fresh, now)
+            if isinstance(inp, RefreshMembers) and mc == self._last:
+                return []  # nothing changed: spare the core a re-evaluation of every record
+            self._last = mc
+            return self.core.handle(mc, now)
+        if isinstance(inp, PeerUnreachable):
+            if inp.peer == self.core.me or self.is_connected(inp.peer):
+                self.dropped_unreachable += 1
+                return []
+            if len(self._hidden) < MAX_HIDDEN or inp.peer in self._hidden:
+                self._hidden[inp.peer] = now + self.hide_s
+            return self.core.handle(inp, now)
         if isinstance(inp, RestoreCustody):
             restore = getattr(self.core, "restore", None)
             if restore is None:  # the core does not persist custody yet: nothing to do
@@ -324,15 +377,25 @@ class CapsuleService:
     async def restore(self) -> int:
         """Hand persisted custody records back to the core, before any other input
         reaches it but the node's own membership (overlay/capsule/durable.py)."""
+        part = self.d.node.parts["capsule"]
+        assert isinstance(part, CapsulePart)
+        part.is_connected = self.d.t.is_connected
+        self.part = part
         # The core's first view: this node with its own ad (later views come from
-        # gossip membership events, wired in node_builder).
+        # gossip membership events, wired in node_builder, and the refresher).
         await self.d.driver.submit_wait(members_changed(self.d.swim))
+        self.d.nursery.start_soon(self._refresh_members)
         records = tuple(self.custody_store.load())
         if records:
             await self.d.driver.submit_wait(RestoreCustody(records))
             log.info("custody_restored", records=len(records),
                      supported=hasattr(self.core, "restore"))  # fmt: skip
         return len(records)
+
+    async def _refresh_members(self) -> None:
+        while True:
+            await trio.sleep(REFRESH_MEMBERS_S)
+            await self.d.driver.submit_wait(RefreshMembers())
 
     # ------------------------------------------------------------ events from the core
 
@@ -517,8 +580,11 @@ class CapsuleService:
     async def find_record(self, capsule_id: str) -> CustodyRecord | None:
         """The newest custody record among this node and the capsule's custodians."""
         best = self.local_record(capsule_id)
-        peers = [p for p in self.core.view.closest(capsule_key(capsule_id), self.core.custody
-                 .config.k_c + 1) if p != self.d.me]  # fmt: skip
+        # Ask beyond the custodians of our own view: the core hides a peer for a while
+        # after a dropped connection, and views differ while membership settles.
+        key = capsule_key(capsule_id)
+        live = sorted((m.peer for m in self.d.swim.list_members()), key=lambda p: p.key ^ key)
+        peers = [p for p in live[: self.core.custody.config.k_c + READ_EXTRA] if p != self.d.me]
         found: list[CustodyRecord] = []
 
         async def ask(peer: PeerId) -> None:

@@ -9,6 +9,7 @@
 | GET  /v1/capsules/logs       | ?id=&follow=1              | NDJSON {data}, last {done}     |
 | POST /v1/capsules/cancel     | {id, reason?}              | {id, state}                    |
 | POST /v1/workflows/submit    | {workflow, nonce?}         | {name: id}, capsules           |
+| GET  /v1/capsules/stats      |                            | view size, core counters       |
 
 Specs are signed here with the node's key (the node's user is the submitter) and go
 to custody through the capsule core. Reads ask this node and the capsule's custodians
@@ -245,7 +246,19 @@ def add_capsule_routes(api: ApiServer, d: Daemon) -> None:
         assert rec is not None
         return {"id": cid, "state": rec.state.value, "reason": rec.reason}
 
+    async def stats(req: Request) -> Any:
+        core = svc.core
+        return {
+            "members": len(core.view), "view_version": core.view.version,
+            "records": len(core.custody.records()), "running": len(core.executor.running),
+            "custody": dict(core.custody.stats), "executor": dict(core.executor.stats),
+            "origin": dict(core.origin.stats), "attempts": dict(svc.attempts.stats),
+            "service": dict(svc.stats), "custody_store_writes": svc.custody_store.writes,
+            "executors": list(svc.kinds),
+        }
+
     for method, path, fn in [
+        ("GET", "/v1/capsules/stats", stats),
         ("POST", "/v1/capsules/submit", submit), ("GET", "/v1/capsules", ps),
         ("GET", "/v1/capsules/get", get), ("GET", "/v1/capsules/wait", wait),
         ("GET", "/v1/capsules/logs", logs), ("POST", "/v1/capsules/cancel", cancel),

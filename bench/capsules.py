@@ -1,0 +1,112 @@
+"""Capsule placement latency and throughput on a loopback colony (issue 9).
+
+Prints, for N daemons (default 20) on 127.0.0.1:
+  * submit→running latency p50/p99: from the client's submit call to the leading
+    custodian's `CapsuleStarted` event (the lease was offered, the executor accepted,
+    and RUNNING was replicated to a majority) — sequential submissions from random
+    nodes, so each capsule meets an idle colony (goal p50 ≤ 100 ms; ColonyOS reports
+    25 ms to assign with a central server);
+  * submit→accepted (the API call returns once custody acknowledged the capsule);
+  * throughput: M capsules (`true`) submitted concurrently from random nodes, from the
+    first submit to the last `CapsuleFinished`, in capsules/s;
+  * the limit, measured in the same run: one capsule-info request/response between two
+    daemons as the API sees it (`GET /v1/capsules/get` of a capsule this node does
+    not hold: the local HTTP call plus one parallel round trip to its custodians).
+    Placement needs at least four such round trips (submit, replicate, offer/accept,
+    replicate RUNNING), so the ratio latency / limit says how close to the wire we are.
+
+Run: .venv/bin/python bench/capsules.py [--nodes 20] [--latency 40] [--burst 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+from capsule_helpers import EventLog, submit  # noqa: E402
+from colony_cluster import Cluster, wait_for  # noqa: E402
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nodes", type=int, default=20)
+    ap.add_argument("--latency", type=int, default=40, help="sequential capsules")
+    ap.add_argument("--burst", type=int, default=200, help="concurrent capsules")
+    args = ap.parse_args()
+    rng = random.Random(1)
+    spec = {"command": ["true"], "maxexectime_s": 60}
+
+    with tempfile.TemporaryDirectory() as tmp, Cluster(Path(tmp) / "c", args.nodes) as c:
+        t0 = time.perf_counter()
+        c.wait_converged(180)
+        print(f"{args.nodes} daemons converged in {time.perf_counter() - t0:.1f} s "
+              "after start", flush=True)  # fmt: skip
+        events = EventLog(c.nodes, ("CapsuleStarted", "CapsuleFinished"))
+        time.sleep(2.0)  # let ads and RTT estimates settle
+
+        # Limit: a capsule-info round trip, as the API sees it.
+        probe = submit(c.nodes[0], spec)
+        wait_for(lambda: events.count("CapsuleFinished")[probe] >= 1, 30, "probe capsule")
+        rtts = []
+        for _ in range(40):
+            node = c.nodes[rng.randrange(args.nodes)]
+            api = node.api(30)
+            t = time.perf_counter()
+            api.call("GET", "/v1/capsules/get", id=probe)
+            rtts.append(time.perf_counter() - t)
+        limit = statistics.median(rtts)
+
+        # Latency: one capsule at a time.
+        lat, acc = [], []
+        for _ in range(args.latency):
+            node = c.nodes[rng.randrange(args.nodes)]
+            t_submit = time.time()
+            cid = submit(node, spec)
+            acc.append(time.time() - t_submit)
+            wait_for(lambda cid=cid: events.count("CapsuleFinished")[cid] >= 1, 30,
+                     "capsule to finish", every=0.01)  # fmt: skip
+            lat.append(events.first_time("CapsuleStarted")[cid] - t_submit)
+
+        # Throughput: a burst from random nodes at once.
+        def one(i: int) -> str:
+            return submit(c.nodes[rng.randrange(args.nodes)], spec, 120)
+
+        t_burst = time.time()
+        with ThreadPoolExecutor(32) as pool:
+            ids = list(pool.map(one, range(args.burst)))
+        t_submitted = time.time()
+        wait_for(lambda: all(events.count("CapsuleFinished")[i] >= 1 for i in ids), 600,
+                 "burst to finish", every=0.1)  # fmt: skip
+        fin = events.first_time("CapsuleFinished")
+        t_end = max(fin[i] for i in ids)
+        rate = len(ids) / (t_end - t_burst)
+
+    ms = 1e3
+    print(f"{'capsule-info round trip via the API (limit)':<48} p50 {limit * ms:7.1f} ms")
+    print(f"{'submit→accepted (API call returns)':<48} p50 {statistics.median(acc) * ms:7.1f} ms"
+          f"  p99 {pct(acc, 99) * ms:7.1f} ms")  # fmt: skip
+    p50, p99 = statistics.median(lat), pct(lat, 99)
+    print(f"{'submit→running':<48} p50 {p50 * ms:7.1f} ms  p99 {p99 * ms:7.1f} ms  "
+          f"(goal p50 ≤ 100 ms: {'met' if p50 <= 0.1 else 'NOT met'}; "
+          f"ratio to limit {p50 / limit:.1f})")  # fmt: skip
+    print(f"{'burst of ' + str(args.burst) + ' capsules':<48} {rate:7.1f} capsules/s  "
+          f"(submitting took {t_submitted - t_burst:.1f} s; all finished "
+          f"{t_end - t_burst:.1f} s after the first submit)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
