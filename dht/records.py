@@ -15,6 +15,13 @@ verifies, the signer's peer id is the one in the name, the body names this very 
 highest `seq`, then the later `expires`, then the larger value bytes (a total order, so
 every node picks the same record).
 
+`/colony/revoke/<certificate id hex>`: the value is a signed `colony-revocation`
+envelope (overlay.core.certs.Revocation) naming that very certificate id; it expires
+with the certificate it revokes. Whether the revoker had authority depends on the
+certificate's chain and is decided where the chain is checked (`verify_chain`); the
+DHT only keeps well-formed, signed statements. Several revokers may revoke one
+certificate; the selector prefers the earliest issued, then the smaller signature.
+
 Records are verified *before* they are stored; the store has a total limit, a limit
 per storing peer and a value-size limit, and evicts expired records.
 """
@@ -25,11 +32,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from overlay.core.certs import Revocation
 from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.errors import BadSignature, ExpiredError, MalformedFrame, RemoteProtocolError
 from overlay.core.ids import PeerId
 
 NAME_PREFIX = b"/colony/name/"
+REVOKE_PREFIX = b"/colony/revoke/"
 RECORD_KIND = "dht-record"
 
 
@@ -100,6 +109,36 @@ class NameValidator:
         return best
 
 
+def revoke_key(cert_id: bytes) -> bytes:
+    return REVOKE_PREFIX + cert_id.hex().encode()
+
+
+class RevokeValidator:
+    """Validator and selector for `/colony/revoke/<cert id hex>` revocations."""
+
+    __slots__ = ()
+
+    def validate(self, key: bytes, value: bytes, now: float) -> ValidRecord:
+        if not key.startswith(REVOKE_PREFIX):
+            raise UnknownNamespace("not a /colony/revoke/ key")
+        rev = Revocation.from_envelope(Envelope.from_bytes(value))  # BadSignature if forged
+        if key != revoke_key(rev.cert_id):
+            raise BadSignature("revocation stored under another certificate's key")
+        if not rev.cert_expires > now:
+            raise ExpiredError("revoked certificate has expired; the record is moot")
+        return ValidRecord(key, value, 0, rev.cert_expires, value)
+
+    def select(self, key: bytes, records: Sequence[ValidRecord]) -> int:
+        if not records:
+            raise ValueError("select needs at least one record")
+
+        def rank(r: ValidRecord) -> tuple[float, bytes]:
+            env = Envelope.from_bytes(r.value)
+            return (Revocation.from_envelope(env).issued, env.signature)
+
+        return min(range(len(records)), key=lambda i: rank(records[i]))
+
+
 def make_name_record(kp: KeyPair, value: bytes, seq: int, expires: float) -> tuple[bytes, bytes]:
     """(key, record value) of a signed `/colony/name/` record for `kp`'s peer id."""
     key = name_key(kp.peer_id)
@@ -117,7 +156,9 @@ class Validators:
 
     def __init__(self, by_prefix: dict[bytes, Validator] | None = None) -> None:
         self._by_prefix: dict[bytes, Validator] = (
-            dict(by_prefix) if by_prefix is not None else {NAME_PREFIX: NameValidator()}
+            dict(by_prefix)
+            if by_prefix is not None
+            else {NAME_PREFIX: NameValidator(), REVOKE_PREFIX: RevokeValidator()}
         )
 
     def register(self, prefix: bytes, v: Validator) -> None:
@@ -237,7 +278,9 @@ class ValueStore:
 __all__ = [
     "NAME_PREFIX",
     "RECORD_KIND",
+    "REVOKE_PREFIX",
     "NameValidator",
+    "RevokeValidator",
     "UnknownNamespace",
     "ValidRecord",
     "Validator",
@@ -246,4 +289,5 @@ __all__ = [
     "ValueStoreLimits",
     "make_name_record",
     "name_key",
+    "revoke_key",
 ]

@@ -34,6 +34,7 @@ from overlay.core.ids import PeerId
 class Admission:
     __slots__ = (
         "_cache",
+        "_peer_leaf",
         "_revs",
         "colony_owner",
         "generation",
@@ -54,10 +55,16 @@ class Admission:
             raise ValueError("colony owner must be a 32-byte Ed25519 public key")
         self.colony_owner = bytes(colony_owner)
         self.max_revocations = max(1, max_revocations)
-        self.revocations = revocations or RevocationList(colony_owner, self.max_revocations)
+        self.revocations = (
+            revocations
+            if revocations is not None  # an empty list is falsy: test for None
+            else RevocationList(colony_owner, self.max_revocations)
+        )
         self.max_cache = max(1, max_cache)
         # leaf signature -> (subject, chain, not_before, valid_until)
         self._cache: dict[bytes, tuple[PeerId, tuple[Certificate, ...], float, float]] = {}
+        # peer -> leaf signature of its last admitted chain (same bound as the cache)
+        self._peer_leaf: dict[PeerId, bytes] = {}
         # (cert id, revoker key) -> revocation, in arrival order
         self._revs: dict[tuple[bytes, bytes], Revocation] = {}
         self.generation = 0
@@ -84,12 +91,23 @@ class Admission:
         if len(self._cache) >= self.max_cache:
             del self._cache[next(iter(self._cache))]
         self._cache[leaf_sig] = (alive.peer, certs, not_before, valid_until)
+        self._peer_leaf.pop(alive.peer, None)
+        if len(self._peer_leaf) >= self.max_cache:
+            del self._peer_leaf[next(iter(self._peer_leaf))]
+        self._peer_leaf[alive.peer] = leaf_sig
         return valid_until
 
     def chain_of(self, alive: Alive) -> tuple[Certificate, ...] | None:
         """The verified chain of an alive claim that passed `check` (cached)."""
         hit = self._cache.get(alive.chain[-1].signature) if alive.chain else None
         return None if hit is None or hit[0] != alive.peer else hit[1]
+
+    def chain_for(self, peer: PeerId) -> tuple[Certificate, ...] | None:
+        """The last chain `peer` was admitted with (for role checks by other layers;
+        the caller re-verifies it against the time and revocations)."""
+        sig = self._peer_leaf.get(peer)
+        hit = None if sig is None else self._cache.get(sig)
+        return None if hit is None or hit[0] != peer else hit[1]
 
     # ------------------------------------------------------------ revocations
 
@@ -114,7 +132,9 @@ class Admission:
         while len(self._revs) >= self.max_revocations:
             del self._revs[next(iter(self._revs))]
         self._revs[(rev.cert_id, rev.revoker)] = rev
-        self._cache.clear()  # cached verdicts predate this revocation
+        # Cached verdicts predate this revocation. Chains stay known (`chain_for`)
+        # until re-checked; callers re-verify them with the revocations anyway.
+        self._cache = {k: (v[0], v[1], v[2], -math.inf) for k, v in self._cache.items()}
         self.generation += 1
         return rev
 
@@ -135,5 +155,3 @@ class Admission:
     def __len__(self) -> int:
         return len(self._cache)
 
-
-NEVER = math.inf

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "gossip": {"profile": "lan"},
     "log": {"level": "info", "format": "auto"},
     "capsule": {"slots": 4, "executors": [], "labels": [], "location": ""},
+    "trust": {"serve_public": True},
     # NAT traversal (overlay/runtime/dialer.py, docs/edge-nat.md).
     "edge": {
         "webrtc": True,
@@ -91,6 +92,12 @@ alpha = 3
 [gossip]
 # Timing profile: "lan", "wan" or "edge".
 profile = "lan"
+
+[trust]
+# Colony mode only (see `colony colony create` / `colony join`): serve blocks over
+# Bitswap to peers that are not members of the colony (published, public datasets).
+# false: only members get blocks.
+serve_public = true
 
 [capsule]
 # Capsules this node runs at once (0 = never execute; it still keeps custody).

@@ -60,6 +60,8 @@ from overlay.runtime.transport import (
     TransportConfig,
     TransportError,
 )
+from overlay.runtime.trust import Trust
+from overlay.runtime.trust_service import TrustService
 from store.blockstore import BlockStore
 from store.cid import Cid
 
@@ -113,6 +115,8 @@ class Daemon:
         self._peers_new = False
         self.api_port: int | None = None
         self.started = trio.Event()
+        #: Colony membership (no colony configured: open mode). docs/trust.md
+        self.trust = Trust(home, conf)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -128,16 +132,19 @@ class Daemon:
                 addrs=addrs, addrs_bin=bin_addrs(list(addrs)),
                 ad=local_ad(self.home, **caps.ad_fields()), rng=random.Random(),
                 capsule=caps.core,
+                admission=self.trust.admission, chain=self.trust.chain_envelopes,
             )
             self.driver = Driver(
                 self.node, send=self._send, emit=self._on_event, disconnect=t.disconnect_soon
             )
             self.capsules = CapsuleService(self, caps)
+            self.trust_service = TrustService(self)
             self._register_handlers()
             token = load_or_create_token(self.home)
             from overlay.runtime.routes import build_api
 
             api: ApiServer = build_api(self, token)
+            self.trust_service.add_routes(api)
             host, port = split_hostport(self.conf["api"]["listen"])
             async with trio.open_nursery() as n:
                 self.nursery = n
@@ -177,7 +184,7 @@ class Daemon:
 
     async def _bootstrap(self) -> None:
         table = self._saved_table()
-        addrs = list(self.conf["network"]["bootstrap"]) + self._saved_addrs()
+        addrs = list(self.conf["network"]["bootstrap"]) + self.trust.bootstrap + self._saved_addrs()
         # Routing-table peers that are not saved members are a second way back in.
         addrs += [a for a in _dial_addrs(table) if a.split("/p2p/")[-1] not in
                   {x.split("/p2p/")[-1] for x in addrs}][:MAX_TABLE_DIALS]
@@ -319,6 +326,8 @@ class Daemon:
             msg = BitswapMessage.from_bytes(raw)
         except WireError as e:
             raise RemoteProtocolError(f"bad bitswap message: {e}") from None
+        if not self.trust_service.allow_bitswap(peer):
+            return  # colony mode, serve_public = false, peer not a member (logged)
         self.driver.submit(Received(peer, msg))
 
     async def _serve_kad(self, peer: PeerId, raw: Any) -> bytes | None:
@@ -388,6 +397,7 @@ class Daemon:
 
     def _on_event(self, ev: Any) -> None:
         self.capsules.on_event(ev)  # runs, kills, custody persistence, API waiters
+        self.trust_service.on_event(ev)  # refusal logs, revocations saved
         if isinstance(ev, MemberJoined) and ev.addrs:
             self.t.add_addrs(ev.peer, ev.addrs)
             self._remember(ev.peer, ev.addrs)

@@ -24,14 +24,17 @@ from dht.api import COMMAND_TYPES as DHT_COMMANDS
 from dht.api import AddPeer, KadConfig
 from dht.core import Kademlia
 from dht.wire import DhtRequest, DhtResponse
+from gossip.admission import Admission
 from gossip.events import (
     Join,
     Leave,
+    MemberExpelled,
     MemberFailed,
     MemberJoined,
     MemberLeft,
     MemberReaped,
     MemberUpdated,
+    PublishRevocation,
     SendUserEvent,
     UpdateAd,
 )
@@ -40,7 +43,7 @@ from gossip.profiles import profile
 from gossip.resources import ResourceAd
 from gossip.swim import Swim
 from overlay.capsule.core import CapsuleCore
-from overlay.core.crypto import KeyPair
+from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.errors import ColonyError
 from overlay.exchange.engine import AddProviders, CancelFetch, Exchange, Fetch
 from overlay.exchange.messages import BitswapMessage
@@ -139,12 +142,15 @@ def build_node(
     ad: ResourceAd,
     rng: random.Random | None = None,
     capsule: CapsuleCore | None = None,
+    admission: Admission | None = None,
+    chain: tuple[Envelope, ...] = (),
 ) -> tuple[Node, Swim, Kademlia, Exchange]:
     rng = rng or random.Random()
     me = keypair.peer_id
     swim = Swim(
         keypair, profile(conf["gossip"]["profile"]), rng=random.Random(rng.random()),
         ad=ad, addrs=addrs,
+        admission=admission, chain=chain,  # colony mode (overlay/runtime/trust.py)
     )
     kad = Kademlia(
         me,
@@ -156,7 +162,7 @@ def build_node(
     node = Node(me)
     node.add_part(
         "gossip", swim, messages=GOSSIP_MESSAGES,
-        commands=(Join, Leave, UpdateAd, SendUserEvent),
+        commands=(Join, Leave, UpdateAd, SendUserEvent, PublishRevocation),
     )
     node.add_part("dht", kad, messages=(DhtRequest, DhtResponse), commands=DHT_COMMANDS)
     node.add_part(
@@ -169,6 +175,7 @@ def build_node(
         node.add_part("capsule", CapsulePart(capsule), messages=CAPSULE_MESSAGES,
                       commands=CapsulePart.COMMANDS)  # fmt: skip
         # The capsule core takes the whole live set (with ads) on every change.
-        for ev_type in (MemberJoined, MemberUpdated, MemberFailed, MemberLeft, MemberReaped):
+        for ev_type in (MemberJoined, MemberUpdated, MemberFailed, MemberLeft, MemberReaped,
+                        MemberExpelled):
             node.wire(ev_type, lambda ev: [("capsule", members_changed(swim))])
     return node, swim, kad, exchange

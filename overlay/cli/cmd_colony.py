@@ -1,0 +1,131 @@
+"""`colony colony create NAME`, `colony colony status`: found a colony, see its trust state.
+
+A colony is an owner key (DESIGN §3, docs/trust.md). `create` makes that key on this
+node (mode 0600, `<home>/trust/owner.key`) and gives this node an owner-signed
+certificate with every role; `status` shows the colony, this node's certificate, the
+members with their roles, and peers refused or expelled (with the reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from overlay.runtime.api_client import ApiClient, ApiUnavailable
+from overlay.runtime.identity import KEY_FILE, load_identity
+from overlay.runtime.trust import (
+    DEFAULT_CERT_LIFETIME_S,
+    Trust,
+    colony_id,
+    human_time,
+    parse_duration,
+    serial,
+)
+
+
+def _create(args: argparse.Namespace) -> int:
+    node = load_identity(args.home / KEY_FILE)
+    lifetime = parse_duration(args.expires) if args.expires else DEFAULT_CERT_LIFETIME_S
+    t = Trust.create_colony(args.home, args.name, node, time.time(), lifetime)
+    cid = colony_id(t.require_colony())
+    if args.json:
+        json.dump({"colony": str(cid), "name": args.name, "serial": serial(t.own_chain[0])},
+                  sys.stdout)  # fmt: skip
+        print()
+        return 0
+    print(f"created colony {args.name!r}")
+    print(f"colony id: {cid}")
+    print(f"owner key: {t.dir / 'owner.key'} (mode 0600 — keep it safe; it signs certificates)")
+    print(f"this node ({node.peer_id}) holds roles {', '.join(t.own_chain[0].roles)} "
+          f"until {human_time(t.own_chain[0].expires)}")  # fmt: skip
+    print("next: on another machine run `colony id`, then here "
+          "`colony cert issue PEERID --roles member,submit,execute` and give it the token")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        st = ApiClient.for_home(args.home, timeout_s=10).call("GET", "/v1/trust")
+    except ApiUnavailable:
+        st = _offline_status(Trust(args.home))
+    if args.json:
+        json.dump(st, sys.stdout, indent=1)
+        print()
+        return 0
+    if not st.get("enabled"):
+        print("open mode: this node is not in a colony (anyone may join its gossip)")
+        print("found one with `colony colony create NAME`, or join with `colony join TOKEN`")
+        return 0
+    print(f"colony {st['name']!r}  id {st['colony']}")
+    if st.get("owner_key_here"):
+        print("owner key: on this node")
+    for c in st["chain"]:
+        print(f"  cert {c['serial'][:16]}  {c['subject']}  roles {','.join(c['roles'])}  "
+              f"expires {human_time(c['expires'])}  {c['status']}")  # fmt: skip
+    if "members" in st:
+        print(f"members ({len(st['members'])}):")
+        for m in st["members"]:
+            note = f"  PROBLEM: {m['problem']}" if m.get("problem") else ""
+            exp = human_time(m["expires"]) if m.get("expires") else "-"
+            print(f"  {m['id']}  {m['state']}  roles {','.join(m['roles']) or '-'}  "
+                  f"cert expires {exp}{note}")  # fmt: skip
+    else:
+        print("(daemon not running: members unknown)")
+    if st.get("refused"):
+        print("refused / expelled peers (newest last):")
+        for r in st["refused"]:
+            what = "expelled" if r["expelled"] else "refused"
+            print(f"  {human_time(r['time'])}  {r['peer']}  {what}: {r['reason']}")
+    return 0
+
+
+def _offline_status(t: Trust) -> dict[str, Any]:
+    if not t.enabled:
+        return {"enabled": False}
+    now = time.time()
+    from overlay.runtime.trust_service import cert_json
+
+    return {
+        "enabled": True, "colony": str(colony_id(t.require_colony())), "name": t.name,
+        "owner_key_here": t.owner_key is not None,
+        "chain": [cert_json(c, now, t) for c in t.own_chain], "refused": [],
+    }  # fmt: skip
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "colony", parents=[common], help="found a colony (owner key) or show its trust state",
+        description="A colony is an owner key: it signs membership certificates, and in a "
+        "colony only certified nodes gossip, get capsules and private blocks. "
+        "See docs/trust.md.",
+    )
+    csub = p.add_subparsers(dest="colony_command", metavar="SUBCOMMAND")
+    c = csub.add_parser(
+        "create", parents=[common], help="make an owner key and certify this node",
+        description="Create a new colony: an Ed25519 owner key stored (mode 0600) in "
+        "<home>/trust/owner.key, and an owner-signed certificate for this node with all "
+        "roles (member, submit, execute, admit). Prints the colony id (the owner key as "
+        "a peer id). Run `colony init` first.",
+    )
+    c.add_argument("name", help="a name for people (the id is the owner key)")
+    c.add_argument("--expires", default="365d",
+                   help="lifetime of this node's certificate (default 365d; e.g. 30d, 12h)")
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
+    c.set_defaults(func=_create)
+    s = csub.add_parser(
+        "status", parents=[common], help="colony id, this node's certificate, members, refusals",
+        description="Show the colony this node belongs to, its certificate chain, and "
+        "(from the running daemon) members with their roles and peers refused or expelled "
+        "with the reason.",
+    )
+    s.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    s.set_defaults(func=_status)
+
+    def _help(args: argparse.Namespace) -> int:
+        p.print_help()
+        return 2
+
+    p.set_defaults(func=_help)

@@ -1,0 +1,157 @@
+"""The daemon's colony-trust glue: logs refusals, persists revocations, gates Bitswap,
+and serves the trust API (`/v1/trust`, `/v1/trust/revoke`).
+
+The rules live in the cores (gossip/admission.py, overlay/core/certs.py); the state
+lives in `Trust` (overlay/runtime/trust.py). This module only connects them to the
+running daemon, so the daemon itself needs a few one-line hooks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from dht.api import GetValue, PutValue
+from dht.records import revoke_key
+from gossip.events import MemberExpelled, MemberRefused, PublishRevocation, RevocationLearned
+from overlay.core.certs import Revocation
+from overlay.core.crypto import Envelope
+from overlay.core.errors import ColonyError, LocalProtocolError, RemoteProtocolError
+from overlay.core.ids import PeerId
+from overlay.runtime.api import ApiError, ApiServer, Request
+from overlay.runtime.trust import Trust, colony_id, serial
+
+if TYPE_CHECKING:
+    from overlay.runtime.daemon import Daemon
+
+log = structlog.get_logger("colony.trust")
+
+#: Bitswap refusals logged per peer at most this often.
+BITSWAP_REFUSAL_LOG_S = 60.0
+
+
+def cert_json(c: Any, now: float, trust: Trust | None = None) -> dict[str, Any]:
+    status = "valid"
+    if now >= c.expires:
+        status = "expired"
+    elif trust is not None and trust.revocations is not None and trust.revocations.revokers(
+        c.cert_id
+    ):
+        status = "revoked"
+    return {
+        "serial": serial(c), "subject": str(c.subject), "issuer": str(c.issuer),
+        "roles": list(c.roles), "issued": c.issued, "expires": c.expires, "status": status,
+    }  # fmt: skip
+
+
+class TrustService:
+    def __init__(self, d: Daemon) -> None:
+        self.d = d
+        self.trust: Trust = d.trust
+        self._bitswap_logged: dict[PeerId, float] = {}
+        if self.trust.enabled:
+            log.info(
+                "colony_mode", colony=str(colony_id(self.trust.require_colony())),
+                name=self.trust.name, roles=list(self.trust.own_chain[-1].roles)
+                if self.trust.own_chain else [], serve_public=self.trust.serve_public,
+            )  # fmt: skip
+
+    # ------------------------------------------------------------ events
+
+    def on_event(self, ev: Any) -> None:
+        if isinstance(ev, MemberRefused):
+            log.warning("gossip_refused", peer=str(ev.peer), reason=ev.reason)
+            self.trust.note_refusal(time.time(), ev.peer, ev.reason, expelled=False)
+        elif isinstance(ev, MemberExpelled):
+            log.warning("member_expelled", peer=str(ev.peer), reason=ev.reason)
+            self.trust.note_refusal(time.time(), ev.peer, ev.reason, expelled=True)
+        elif isinstance(ev, RevocationLearned):
+            try:
+                self.trust.add_revocation(ev.envelope, time.time())
+            except (ColonyError, RemoteProtocolError) as e:
+                log.warning("revocation_not_saved", error=str(e))
+            log.info("revocation_learned", cert=ev.cert_id[2:].hex(), revoker=str(ev.revoker))
+
+    # ------------------------------------------------------------ bitswap
+
+    def allow_bitswap(self, peer: PeerId) -> bool:
+        """Colony mode with `serve_public = false`: only members exchange blocks."""
+        t = self.trust
+        if not t.enabled or t.serve_public:
+            return True
+        reason = t.check(peer, "member", time.time())
+        if reason is None:
+            return True
+        now = time.monotonic()
+        if now - self._bitswap_logged.get(peer, -1e9) >= BITSWAP_REFUSAL_LOG_S:
+            if len(self._bitswap_logged) >= 1024:
+                self._bitswap_logged.clear()
+            self._bitswap_logged[peer] = now
+            log.warning("bitswap_refused", peer=str(peer), reason=reason)
+        return False
+
+    # ------------------------------------------------------------ API
+
+    def add_routes(self, api: ApiServer) -> None:
+        api.add("GET", "/v1/trust", self._status)
+        api.add("POST", "/v1/trust/revoke", self._revoke)
+        api.add("POST", "/v1/trust/lookup", self._lookup)
+
+    async def _status(self, req: Request) -> Any:
+        t, now = self.trust, time.time()
+        if not t.enabled:
+            return {"enabled": False}
+        members = []
+        for m in self.d.swim.list_members():
+            reason = t.check(m.peer, "member", now)
+            chain = t._chain_of(m.peer)
+            members.append({
+                "id": str(m.peer), "self": m.is_self, "state": m.state.name.lower(),
+                "roles": list(chain[-1].roles) if chain else [],
+                "expires": min(c.expires for c in chain) if chain else None,
+                "problem": reason,
+            })  # fmt: skip
+        return {
+            "enabled": True, "colony": str(colony_id(t.require_colony())), "name": t.name,
+            "owner_key_here": t.owner_key is not None, "serve_public": t.serve_public,
+            "chain": [cert_json(c, now, t) for c in t.own_chain],
+            "revocations": len(t.revocations or ()), "members": members,
+            "refused": [
+                {"time": r.time, "peer": r.peer, "reason": r.reason, "expelled": r.expelled}
+                for r in t.refusals
+            ],
+        }  # fmt: skip
+
+    async def _revoke(self, req: Request) -> Any:
+        """Apply a signed revocation (made by `colony cert revoke`): gossip it to the
+        colony and store it in the DHT under /colony/revoke/<cert id>."""
+        try:
+            env = Envelope.from_bytes(bytes.fromhex(str(req.json().get("revocation", ""))))
+            rev = Revocation.from_envelope(env)
+            self.trust.add_revocation(env, time.time())
+        except (ValueError, ColonyError, RemoteProtocolError) as e:
+            raise ApiError(400, f"bad revocation: {e}") from None
+        try:
+            await self.d.driver.submit_wait(PublishRevocation(env))
+        except LocalProtocolError as e:
+            raise ApiError(400, str(e)) from None
+        key = revoke_key(rev.cert_id)
+        ev = await self.d.dht(lambda rid: PutValue(rid, key, env.to_bytes()))
+        return {"cert": rev.cert_id[2:].hex(), "gossiped": True,
+                "dht_key": key.decode(), "dht_acks": ev.result.acks, "dht_error": ev.error}
+
+    async def _lookup(self, req: Request) -> Any:
+        """Is certificate `cert` (hex id) revoked according to the DHT?"""
+        try:
+            cert_id = bytes.fromhex("1220" + str(req.json().get("cert", ""))[-64:])
+        except ValueError:
+            raise ApiError(400, "cert must be a certificate serial (hex)") from None
+        ev = await self.d.dht(lambda rid: GetValue(rid, revoke_key(cert_id)))
+        r = ev.result
+        if not r.payload:
+            return {"cert": cert_id[2:].hex(), "revoked": False, "error": ev.error}
+        rev = Revocation.from_envelope(Envelope.from_bytes(r.payload))
+        return {"cert": cert_id[2:].hex(), "revoked": True, "revoker": str(rev.envelope.signer_id),
+                "issued": rev.issued}
