@@ -13,8 +13,9 @@ from overlay.runtime import config as cfg
 from overlay.runtime.identity import KEY_FILE, load_identity, write_identity
 
 
-def init_home(home: Any, *, quiet: bool = False) -> KeyPair:
+def init_home(home: Any, *, quiet: bool = False, profile: str = "lan") -> KeyPair:
     """Create the data dir, identity key and commented config; refuse to overwrite."""
+    template = cfg.template_for(profile)  # an unknown profile fails before any write
     key_path = home / KEY_FILE
     if key_path.exists():
         raise ConfigError(f"{home} already holds a node (identity {key_path}); not overwriting")
@@ -23,7 +24,7 @@ def init_home(home: Any, *, quiet: bool = False) -> KeyPair:
     write_identity(key_path, kp)
     conf = home / cfg.CONFIG_FILE
     if not conf.exists():
-        conf.write_text(cfg.TEMPLATE)
+        conf.write_text(template)
     if not quiet:
         print(f"initialised colony node in {home}")
         print(f"peer id: {kp.peer_id}")
@@ -31,7 +32,7 @@ def init_home(home: Any, *, quiet: bool = False) -> KeyPair:
 
 
 def _init(args: argparse.Namespace) -> int:
-    init_home(args.home)
+    init_home(args.home, profile=args.profile)
     return 0
 
 
@@ -61,8 +62,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="create a node: data dir, Ed25519 identity (mode 0600) and config.toml",
         description="Create a node's data directory with a new Ed25519 identity key "
-        "(mode 0600) and a commented config.toml. Refuses to overwrite an existing node.",
+        "(mode 0600) and a commented config.toml.\nRefuses to overwrite an existing node.\n\n"
+        "--profile edge writes the preset for small devices behind NATs (Raspberry-Pi\n"
+        "class): slower gossip, fewer parallel DHT queries, smaller caches (docs/edge.md).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--profile", choices=sorted(cfg.NODE_PROFILES), default="lan",
+                   help="preset written into config.toml as [node] profile (default: lan)")
     p.set_defaults(func=_init)
 
     p = sub.add_parser("id", parents=[common], help="print this node's libp2p peer id")

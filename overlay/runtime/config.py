@@ -9,6 +9,7 @@ to a default). Environment overrides are `COLONY_<SECTION>_<KEY>`, e.g.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from overlay.core.errors import ConfigError
 CONFIG_FILE = "config.toml"
 
 DEFAULTS: dict[str, dict[str, Any]] = {
+    "node": {"profile": "lan", "event_log": 1000, "max_known_peers": 256},
     "network": {
         "listen": ["/ip4/0.0.0.0/tcp/4001"],
         "bootstrap": [],
@@ -57,11 +59,36 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: `[node] profile` presets: defaults for other keys; config.toml and the environment
+#: still override each key. `edge` is for Raspberry-Pi-class devices (docs/edge.md):
+#: slower gossip (gossip's edge profile), fewer parallel DHT queries, a smaller first
+#: LMDB map, and shorter in-memory event log and peer memory.
+NODE_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "lan": {},
+    "wan": {"gossip": {"profile": "wan"}},
+    "edge": {
+        "gossip": {"profile": "edge"},
+        "dht": {"alpha": 2},
+        "store": {"initial_map_size_mib": 64},
+        "node": {"event_log": 200, "max_known_peers": 64},
+    },
+}
+
 TEMPLATE = """\
 # Colony node configuration. Every key is optional; the values shown are the defaults.
 # Environment variables override this file: COLONY_<SECTION>_<KEY>, e.g.
 #   COLONY_API_LISTEN=127.0.0.1:5200   COLONY_NETWORK_BOOTSTRAP=/ip4/…/p2p/12D3…,/ip4/…
 # Command-line flags override both.
+
+[node]
+# Preset for the keys below: "lan", "wan" or "edge" (small devices, slow or NAT'd
+# links: slower gossip, fewer parallel DHT queries, smaller caches; docs/edge.md).
+# Keys set in this file still win over the preset.
+profile = "lan"
+# Node events kept in memory for `colony events watch` clients that fall behind.
+event_log = 1000
+# Peers remembered in peers.json for the next start.
+max_known_peers = 256
 
 [network]
 # Multiaddrs to listen on (libp2p TCP; Noise and Yamux are always on).
@@ -148,6 +175,24 @@ format = "auto"
 """
 
 
+def template_for(profile: str) -> str:
+    """TEMPLATE with the profile's preset values written in (what `init --profile` saves)."""
+    if profile not in NODE_PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; known: {', '.join(NODE_PROFILES)}")
+    preset = {**NODE_PROFILES[profile], "node": {
+        **NODE_PROFILES[profile].get("node", {}), "profile": profile}}
+    out, section = [], ""
+    for line in TEMPLATE.splitlines(keepends=True):
+        if line.startswith("["):
+            section = line.strip().strip("[]")
+        key = line.split("=", 1)[0].strip() if "=" in line and line[0].isalpha() else ""
+        if key and key in preset.get(section, {}):
+            value = preset[section][key]
+            line = f"{key} = {json.dumps(value)}\n"  # TOML and JSON agree on str/int/bool
+        out.append(line)
+    return "".join(out)
+
+
 def default_home() -> Path:
     env = os.environ.get("COLONY_HOME")
     if env:
@@ -207,16 +252,25 @@ def merge(base: dict[str, dict[str, Any]], overlay: Mapping[str, Any], origin: s
 
 
 def load(home: Path, env: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
-    """Defaults, then `<home>/config.toml` if present, then the environment."""
+    """Defaults, the `[node] profile` preset, `<home>/config.toml`, the environment."""
     cfg = copy.deepcopy(DEFAULTS)
     path = home / CONFIG_FILE
+    data: dict[str, Any] = {}
     if path.exists():
         try:
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: {e}") from None
-        merge(cfg, data, str(path))
     env = os.environ if env is None else env
+    node = data.get("node")
+    name = env.get("COLONY_NODE_PROFILE") or (
+        node.get("profile", "lan") if isinstance(node, dict) else "lan")
+    if name not in NODE_PROFILES:
+        raise ConfigError(f"[node] profile must be one of {', '.join(NODE_PROFILES)}, "
+                          f"not {name!r}")
+    merge(cfg, NODE_PROFILES[name], f"profile {name}")
+    if data:
+        merge(cfg, data, str(path))
     for section, keys in DEFAULTS.items():
         for key, default in keys.items():
             name = f"COLONY_{section.upper()}_{key.upper()}"

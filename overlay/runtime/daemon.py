@@ -43,6 +43,7 @@ from overlay.runtime.api_client import split_hostport
 from overlay.runtime.capsule_service import CAPSULE_MESSAGES, CapsuleService, prepare_capsules
 from overlay.runtime.dialer import run_for_daemon as run_edge_for_daemon
 from overlay.runtime.driver import Driver
+from overlay.runtime.dialback import ReachabilityService
 from overlay.runtime.fetcher import BlockWriter, FetchSession
 from overlay.runtime.node_builder import (
     PROTO_BITSWAP,
@@ -103,7 +104,8 @@ class Daemon:
         self.kad_proto: str = conf["dht"]["protocol"]
         self.writer = BlockWriter(store)
         self.sessions: dict[bytes, list[FetchSession]] = {}
-        self.events: deque[tuple[float, Any]] = deque(maxlen=EVENT_LOG)
+        self.events: deque[tuple[float, Any]] = deque(
+            maxlen=conf["node"]["event_log"])  # [node] event_log (EVENT_LOG by default)
         self.watchers: list[trio.MemorySendChannel[Any]] = []
         self._ids = itertools.count(1)
         self._waiters: dict[int, _Waiter] = {}
@@ -140,6 +142,8 @@ class Daemon:
             self.capsules = CapsuleService(self, caps)
             self.trust_service = TrustService(self)
             self._register_handlers()
+            self.reachability = ReachabilityService(self)  # /colony/dialback, STUN
+            self.reachability.register()
             token = load_or_create_token(self.home)
             from overlay.runtime.routes import build_api
 
@@ -156,6 +160,7 @@ class Daemon:
                 n.start_soon(self._watch_transport)
                 n.start_soon(self._flush_tick)
                 n.start_soon(self._save_tick)
+                n.start_soon(self.reachability.run)
                 n.start_soon(self._signals, n.cancel_scope)
                 await self._bootstrap()
                 log.info("daemon_started", peer=str(self.me), addrs=t.addrs, api=self.api_port)
@@ -271,7 +276,7 @@ class Daemon:
         if self.known_peers.pop(key, None) is None:
             self._peers_new = True  # saved within a second: a crash soon after join
         self.known_peers[key] = list(addrs)[:4]
-        while len(self.known_peers) > MAX_KNOWN_PEERS:
+        while len(self.known_peers) > self.conf["node"]["max_known_peers"]:
             del self.known_peers[next(iter(self.known_peers))]
 
     def save_peers(self) -> None:

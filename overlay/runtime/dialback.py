@@ -18,7 +18,7 @@ requester's own, so only its own network could fake a success.
 
 `ReachabilityService` drives `ReachabilityCore` (overlay/runtime/reachability.py)
 with the real clock: asks connected members, runs STUN probes against
-`[network] stun_servers`, puts the result into the node's resource ad, and keeps
+`[edge] stun`, puts the result into the node's resource ad, and keeps
 what `colony doctor` shows (observed addresses, clock offsets, last errors).
 """
 
@@ -87,6 +87,51 @@ def _multiaddr(ip: str, port: int) -> str:
     return f"/{'ip6' if ':' in ip else 'ip4'}/{ip}/tcp/{port}"
 
 
+def observed_remote(t: Any, peer: PeerId) -> tuple[str, int] | None:
+    """(ip, port) of `peer`'s end of our live connection: where we observe it.
+
+    Asks the transport (`remote_addr(peer)`) when it offers that; otherwise reads it
+    from the backend's connection (native stack: `host.connection(peer).remote_addr`,
+    a multiaddr; py-libp2p: the swarm connection's `get_remote_address()`).
+    """
+    fn = getattr(t, "remote_addr", None)
+    if fn is not None:
+        ra: tuple[str, int] | None = fn(peer)
+        return ra
+    backend = getattr(t, "_backend", None)
+    host = getattr(backend, "host", None)
+    if host is not None and hasattr(host, "connection"):
+        conn = host.connection(peer)
+        return parse_ip_tcp(getattr(conn, "remote_addr", None) or "") if conn else None
+    network = getattr(backend, "_network", None)
+    if network is not None:
+        from contextlib import suppress
+
+        for conn in network.connections.get(_libp2p_id(peer), ()):
+            with suppress(Exception):
+                got = conn.muxed_conn.get_remote_address()
+                if got:
+                    return str(got[0]), int(got[1])
+    return None
+
+
+def _libp2p_id(peer: PeerId) -> Any:
+    from libp2p.peer.id import ID
+
+    return ID(peer.raw)
+
+
+def parse_ip_tcp(addr: str) -> tuple[str, int] | None:
+    """"/ip4/1.2.3.4/tcp/5[/…]" → ("1.2.3.4", 5); anything else → None."""
+    parts = addr.split("/")
+    if len(parts) >= 5 and parts[1] in ("ip4", "ip6") and parts[3] == "tcp":
+        try:
+            return parts[2], int(parts[4])
+        except ValueError:
+            return None
+    return None
+
+
 async def check_listener(ip: str, port: int, timeout_s: float = DIAL_TIMEOUT_S) -> str:
     """"" when a libp2p listener answers at ip:port, else why not."""
     try:
@@ -112,7 +157,8 @@ async def check_listener(ip: str, port: int, timeout_s: float = DIAL_TIMEOUT_S) 
 class ReachabilityService:
     def __init__(self, d: Daemon, config: ReachabilityConfig | None = None) -> None:
         self.d = d
-        self.stun_servers: list[str] = list(d.conf["network"].get("stun_servers", []))
+        # The same STUN servers WebRTC's ICE uses (`[edge] stun`, "stun:host:port").
+        self.stun_servers: list[str] = [str(u) for u in d.conf.get("edge", {}).get("stun", [])]
         self.core = ReachabilityCore(config or ReachabilityConfig(), random.Random(),
                                      trio.current_time())
         self.guard = DialbackGuard()
@@ -130,8 +176,7 @@ class ReachabilityService:
 
     async def _serve(self, peer: PeerId, obj: Any) -> Any:
         addrs, _ = decode_request(obj)  # MalformedFrame → refusal with the reason
-        remote = getattr(self.d.t, "remote_addr", None)
-        seen = remote(peer) if remote is not None else None
+        seen = observed_remote(self.d.t, peer)
         if seen is None:
             raise RemoteProtocolError("dial-back: cannot tell which address you connect from")
         ip, port = seen
@@ -208,7 +253,7 @@ class ReachabilityService:
     async def _probe_stun(self) -> None:
         if not self.stun_servers:
             self._apply(self.core.on_stun("unknown", trio.current_time(),
-                                          "no STUN servers configured ([network] stun_servers)"))
+                                          "no STUN servers configured ([edge] stun)"))
             return
         self.stun = await stun_probe.probe(self.stun_servers)
         self._apply(self.core.on_stun(self.stun.nat_type, trio.current_time(), self.stun.error))

@@ -25,6 +25,7 @@ from overlay.runtime.api import ApiError, ApiServer, Request, Response
 from overlay.runtime.metrics import StatsCollector, render
 from overlay.runtime.node_builder import str_addrs
 from overlay.runtime.routes_capsules import add_capsule_routes
+from overlay.runtime.routes_doctor import add_doctor_routes
 from store.cid import Cid
 from store.importer import Importer, ImportOptions
 
@@ -295,6 +296,7 @@ def build_api(d: Daemon, token: str) -> ApiServer:
     ]:
         api.add(method, path, fn)
     add_capsule_routes(api, d)
+    add_doctor_routes(api, d)
     return api
 
 

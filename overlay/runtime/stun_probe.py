@@ -116,7 +116,8 @@ def classify(local: tuple[str, int], mapped: list[tuple[str, int]]) -> str:
 
 
 def parse_server(text: str) -> tuple[str, int]:
-    host, _, port = text.strip().removeprefix("stun:").rpartition(":")
+    # Also takes ICE-style urls: "stun:host:3478", "stun:host:3478?transport=udp".
+    host, _, port = text.strip().removeprefix("stun:").split("?")[0].rpartition(":")
     try:
         return host or text, int(port) if port else 3478
     except ValueError:

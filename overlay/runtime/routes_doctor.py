@@ -1,0 +1,97 @@
+"""`GET /v1/doctor`: what `colony doctor` shows from a running daemon (issue 10).
+
+Reachability (dial-back status, NAT mapping, observed addresses), how each connected
+peer is reached (direct / webrtc / relayed, and relays in use — from the edge
+dialer when the daemon runs one, `d.dialer.status()`; otherwise every transport
+connection is direct), clock offsets measured in dial-back exchanges, member
+counts, and the local checks of overlay/runtime/doctor_checks.py.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from overlay.runtime import doctor_checks as dc
+from overlay.runtime.api import ApiServer, Request
+from overlay.runtime.dialback import observed_remote
+
+if TYPE_CHECKING:
+    from overlay.runtime.daemon import Daemon
+
+
+def _connections(d: Daemon) -> dict[str, Any]:
+    dialer = getattr(d, "dialer", None)
+    if dialer is not None:
+        status: dict[str, Any] = dialer.status()
+    else:
+        peers = {str(p): {"kind": "direct"} for p in d.t.connected_peers()}
+        status = {"peers": peers, "counts": {"direct": len(peers), "webrtc": 0, "relayed": 0},
+                  "relays_in_use": []}
+    by_id = {str(p): p for p in d.t.connected_peers()}
+    for peer, info in status.get("peers", {}).items():
+        if info.get("kind") == "direct" and "remote" not in info and peer in by_id:
+            ra = observed_remote(d.t, by_id[peer])
+            info["remote"] = f"{ra[0]}:{ra[1]}" if ra else None
+    return status
+
+
+def reachability_check(snap: dict[str, Any], listen: list[str]) -> dc.Check:
+    status = snap["status"]
+    n = sum(1 for a in snap["answers"].values() if a["ok"] == (status == "public"))
+    if status == "public":
+        return dc.Check("reachability", True,
+                        f"publicly reachable: {n} member(s) dialled back successfully")
+    if status == "nat":
+        port = listen[0].split("/tcp/")[-1].split("/")[0] if listen else "4001"
+        return dc.Check("reachability", False,
+                        f"behind NAT or firewall: {n} member(s) could not dial back",
+                        "normal for an edge node: peers reach it through WebRTC or a relay; "
+                        f"forward TCP port {port} on the router to make it public")
+    return dc.Check("reachability", False,
+                    f"not determined yet ({len(snap['answers'])} dial-back answer(s))",
+                    "needs connected members to dial back; wait, or check [network] bootstrap")
+
+
+def doctor_report(d: Daemon) -> dict[str, Any]:
+    from store.blockstore import MAX_MAP_SIZE
+
+    snap = d.reachability.snapshot()
+    listen = d.t.listen_addrs
+    conns = _connections(d)
+    counts: dict[str, int] = {}
+    for m in d.swim.list_members(include_gone=True):
+        counts[m.state.name.lower()] = counts.get(m.state.name.lower(), 0) + 1
+    st = d.store.stat()
+    checks = [
+        reachability_check(snap, listen),
+        dc.stun_check(snap["stun"], snap["stun_error"]),
+        dc.clock_check(snap["clock_offsets_s"]),
+        *dc.store_checks(d.home, st.map_size, st.file_size, MAX_MAP_SIZE),
+        *dc.config_checks(d.home, d.conf),
+    ]
+    c = conns.get("counts", {})
+    checks.insert(1, dc.Check(
+        "connections", bool(d.t.connected_peers()),
+        f"{len(d.t.connected_peers())} connected peer(s): {c.get('direct', 0)} direct, "
+        f"{c.get('webrtc', 0)} webrtc, {c.get('relayed', 0)} relayed"
+        + (f"; relays in use: {', '.join(conns['relays_in_use'])}"
+           if conns.get("relays_in_use") else ""),
+        "" if d.t.connected_peers() else "no peer connected: check bootstrap and the network"))
+    return {
+        "daemon": True,
+        "id": str(d.me),
+        "listen_addrs": listen,
+        "reachability": snap,
+        "connections": conns,
+        "members": counts,
+        "store": {"map_size": st.map_size, "file_size": st.file_size, "bytes": st.bytes,
+                  "blocks": st.blocks},
+        "checks": [ch.as_dict() for ch in checks],
+    }
+
+
+def add_doctor_routes(api: ApiServer, d: Daemon) -> None:
+    async def doctor(req: Request) -> Any:
+        return doctor_report(d)
+
+    api.add("GET", "/v1/doctor", doctor)
