@@ -50,6 +50,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from overlay.capsule import events as ev
+from overlay.capsule.dataflow import ParentOutput, named_outputs, parent_label
 from overlay.capsule.durable import DurableRecord, record_key
 from overlay.capsule.leases import TERMINAL, CustodyRecord, LeaseTiming, State
 from overlay.capsule.members import MemberView
@@ -113,9 +114,9 @@ MAX_LOCALITY = 4096
 
 class _Entry:
     __slots__ = (
-        "acks", "actions", "chain", "committed", "deps", "last_hb", "last_reason", "leading",
-        "max_token", "pending_receipt", "record", "refused", "sync_wait", "syncing",
-        "wait_start",
+        "acks", "actions", "chain", "committed", "dep_outputs", "deps", "last_hb",
+        "last_reason", "leading", "max_token", "pending_receipt", "record", "refused",
+        "sync_wait", "syncing", "wait_start",
     )  # fmt: skip
 
     def __init__(self, record: CustodyRecord, now: float) -> None:
@@ -130,6 +131,7 @@ class _Entry:
         self.actions: list[tuple[int, list[Effect]]] = []
         self.refused: dict[PeerId, None] = {}
         self.deps: dict[str, None] = {}
+        self.dep_outputs: dict[str, tuple[ParentOutput, ...]] = {}
         self.pending_receipt: Receipt | None = None
         self.last_reason = ""
         self.max_token = record.token
@@ -496,7 +498,7 @@ class Custody:
         for cid in list(waiters):
             e = self._entries.get(cid)
             if e is not None:
-                out.extend(self._dep_done(e, msg.capsule_id, msg.state, msg.reason, now))
+                out.extend(self._dep_done(e, msg, now))
         return out
 
     def on_cancel(self, peer: PeerId, msg: CancelRequest, now: float) -> list[Effect]:
@@ -634,7 +636,7 @@ class Custody:
         if rec.capsule.spec.maxwaittime_s > 0 and rec.state in (State.SUBMITTED, State.LEASED):
             out.append(SetTimer(("c.wait", cid), e.wait_start + rec.capsule.spec.maxwaittime_s))
         if rec.state is State.SUBMITTED:
-            if rec.token == 0 and rec.capsule.spec.dependencies:
+            if rec.parent_outputs is None and rec.token == 0 and rec.capsule.spec.dependencies:
                 self._index_deps(e)
                 if e.deps:
                     return out + self._poll_deps(e, now)
@@ -667,8 +669,9 @@ class Custody:
                 cands.append((m.peer, m.ad))
                 if m.rtt_s is not None:
                     rtt[m.peer] = m.rtt_s
-        holders = {c: self._holders.get(c, ()) for c in spec.inputs}
-        kw: dict[str, Any] = {"inputs": spec.inputs, "holders": holders, "rtt_s": rtt,
+        inputs = (*spec.inputs, *(p.cid for p in rec.parent_outputs or ()))
+        holders = {c: self._holders.get(c, ()) for c in inputs}
+        kw: dict[str, Any] = {"inputs": inputs, "holders": holders, "rtt_s": rtt,
                               "reserved": self._reserved,
                               "spread_key": rec.capsule.key}  # fmt: skip
         result = place(
@@ -688,7 +691,7 @@ class Custody:
         token = max(rec.token, e.max_token) + 1
         self._count("offers")
         new = rec.advance(State.LEASED, token=token, executor=executor)
-        offer = LeaseOffer(rec.capsule, token, self.config.timing)
+        offer = LeaseOffer(rec.capsule, token, self.config.timing, rec.parent_outputs or ())
         out = self._change(e, new, now, [Send(executor, offer),
                                          Emit(ev.CapsuleLeased(cid, token, executor))])  # fmt: skip
         # The offer clock runs from now; commit takes a round trip, so allow for it.
@@ -807,8 +810,12 @@ class Custody:
     @staticmethod
     def _status(rec: CustodyRecord) -> StatusReply:
         r = rec.receipt
+        spec = rec.capsule.spec
+        named = named_outputs(spec, r.outputs) if r else ()
         return StatusReply(rec.capsule_id, rec.state.value, rec.token, rec.reason,
-                           r.outputs if r else (), r.exit_status if r else None)  # fmt: skip
+                           tuple(c for _, c in named), r.exit_status if r else None,
+                           tuple(n for n, _ in named),
+                           parent_label(spec, rec.capsule_id))  # fmt: skip
 
     # ------------------------------------------------------------ dependencies
 
@@ -816,6 +823,8 @@ class Custody:
         rec = e.record
         if rec.state is not State.SUBMITTED or rec.token != 0 or e.deps:
             return
+        if rec.parent_outputs is not None:
+            return  # resolved before a takeover: nothing to wait for
         for dep in rec.capsule.spec.dependencies:
             e.deps[dep] = None
             self._dep_waiters.setdefault(dep, {})[rec.capsule_id] = None
@@ -830,9 +839,7 @@ class Custody:
                 and local.record.terminal
                 and local.committed >= local.record.version
             ):
-                out.extend(
-                    self._dep_done(e, dep, local.record.state.value, local.record.reason, now)
-                )
+                out.extend(self._dep_done(e, self._status(local.record), now))
                 if e.record.terminal or not e.deps:
                     return out
                 continue
@@ -841,7 +848,10 @@ class Custody:
             out.append(SetTimer(("c.deps", cid), now + self.config.dep_poll_s))
         return out
 
-    def _dep_done(self, e: _Entry, dep: str, state: str, reason: str, now: float) -> list[Effect]:
+    def _dep_done(self, e: _Entry, status: StatusReply, now: float) -> list[Effect]:
+        """Parent `status.capsule_id` finished; once all have succeeded, record their
+        outputs as this capsule's parent outputs (replicated, persisted) and place it."""
+        dep, state, reason = status.capsule_id, status.state, status.reason
         if dep not in e.deps or not e.leading or e.syncing or e.record.terminal:
             return []
         del e.deps[dep]
@@ -851,8 +861,24 @@ class Custody:
             if not waiters:
                 del self._dep_waiters[dep]
         if state != State.SUCCEEDED.value:
-            why = f"dependency {dep} {state}" + (f": {reason}" if reason else "")
+            name = f" ({status.label})" if status.label and status.label != dep else ""
+            why = f"dependency {dep}{name} {state}" + (f": {reason}" if reason else "")
             return self._finish(e, State.FAILED, why, None, now)
+        names = status.output_names or status.outputs  # an old peer sends no names
+        label = status.label or dep
+        e.dep_outputs[dep] = tuple(
+            ParentOutput(dep, label, n, c) for n, c in zip(names, status.outputs, strict=True)
+        )
         if e.deps:
             return []
-        return [CancelTimer(("c.deps", e.record.capsule_id)), *self._place(e, now)]
+        rec = e.record
+        outs = tuple(o for d in rec.capsule.spec.dependencies for o in e.dep_outputs.get(d, ()))
+        e.dep_outputs = {}
+        cid = rec.capsule_id
+        actions: list[Effect] = []
+        if outs:
+            actions.append(Emit(ev.ProvidersWanted(cid, tuple(dict.fromkeys(o.cid for o in outs)))))
+        out: list[Effect] = [CancelTimer(("c.deps", cid))]
+        out += self._change(e, rec.advance(State.SUBMITTED, parent_outputs=outs), now, actions)
+        out += self._place(e, now)
+        return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from overlay.capsule.dataflow import ParentOutput
 from overlay.capsule.receipts import Receipt
 from overlay.capsule.spec import Capsule
 from overlay.core.ids import PeerId
@@ -105,9 +106,24 @@ class CapsuleStatusKnown:
 
 @dataclass(frozen=True, slots=True)
 class RunRequested:
+    """Start lease `token` of `capsule`.
+
+    `parent_outputs` are the outputs of the capsule's finished dependencies: the runtime
+    materialises each at ``work/inputs/<p.path>`` (``<parent name>/<output name>``)
+    besides the spec's own inputs at ``work/inputs/<cid>``; `input_cids` lists every
+    CID the attempt needs locally (fetch these first).
+    """
+
     capsule: Capsule
     token: int
     maxexectime_s: float
+    parent_outputs: tuple[ParentOutput, ...] = ()
+
+    @property
+    def input_cids(self) -> tuple[str, ...]:
+        cids = dict.fromkeys(self.capsule.spec.inputs)
+        cids.update(dict.fromkeys(p.cid for p in self.parent_outputs))
+        return tuple(cids)
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,7 +163,8 @@ class Executor:
         self.running[cid] = _Run(cap, msg.token, msg.timing.heartbeat_s)
         self._count("offers_accepted")
         out.append(Send(peer, LeaseReply(cid, msg.token, True)))
-        out.append(Emit(ev.RunRequested(cap, msg.token, cap.spec.maxexectime_s)))
+        out.append(Emit(ev.RunRequested(cap, msg.token, cap.spec.maxexectime_s,
+                                        msg.parent_outputs)))  # fmt: skip
         out.append(SetTimer(("x.hb", cid), now + msg.timing.heartbeat_s))
         if cap.spec.maxexectime_s > 0:
             out.append(SetTimer(("x.kill", cid, msg.token), now + cap.spec.maxexectime_s))

@@ -15,6 +15,10 @@ adopts the highest version among the custodians it can reach. Tokens only grow: 
 offer uses `token + 1` of the highest-version record, so a token is never reused
 across leaders (the property test checks this).
 
+A record of a capsule with dependencies also carries `parent_outputs` once every
+parent has succeeded (None until then): the parents' output CIDs by name, which the
+lease offer hands to the executor (overlay/capsule/dataflow.py).
+
 Times are not replicated as absolute clock readings (nodes' clocks differ): the
 record carries `wait_elapsed_s`, the seconds the capsule had been waiting for an
 executor when the version was made; a receiver turns it into a local start time.
@@ -27,6 +31,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from overlay.capsule.dataflow import ParentOutput, parent_outputs_from_wire, parent_outputs_to_wire
 from overlay.capsule.receipts import Receipt
 from overlay.capsule.spec import Capsule
 from overlay.core.errors import LocalProtocolError, MalformedFrame
@@ -91,6 +96,7 @@ class CustodyRecord:
     receipt: Receipt | None = None
     reason: str = ""
     wait_elapsed_s: float = 0.0
+    parent_outputs: tuple[ParentOutput, ...] | None = None
 
     @property
     def capsule_id(self) -> str:
@@ -127,13 +133,17 @@ class CustodyRecord:
             self.receipt.to_wire() if self.receipt else None,
             self.reason,
             self.wait_elapsed_s,
+            parent_outputs_to_wire(self.parent_outputs),
         ]
 
     @classmethod
     def from_wire(cls, obj: Any) -> CustodyRecord:
-        if not isinstance(obj, list) or len(obj) != 11:
-            raise MalformedFrame("custody record must be an 11-element array")
-        cap, origin, state, version, token, executor, attempts, excl, rcpt, reason, waited = obj
+        if not isinstance(obj, list) or len(obj) != 12:
+            raise MalformedFrame("custody record must be a 12-element array")
+        cap, origin, state, version, token, executor, attempts, excl, rcpt, reason, waited = obj[
+            :11
+        ]
+        parents = parent_outputs_from_wire(obj[11], optional=True)
         if not isinstance(state, str) or state not in State._value2member_map_:
             raise MalformedFrame(f"unknown capsule state {state!r}")
         for name, v in (("version", version), ("token", token), ("attempts", attempts)):
@@ -170,4 +180,5 @@ class CustodyRecord:
             receipt,
             reason,
             float(waited),
+            parents,
         )

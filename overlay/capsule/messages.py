@@ -29,6 +29,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from overlay.capsule.dataflow import (
+    ParentOutput,
+    parent_outputs_from_wire,
+    parent_outputs_to_wire,
+    safe_name,
+)
 from overlay.capsule.leases import CustodyRecord, LeaseTiming, State
 from overlay.capsule.receipts import Receipt
 from overlay.capsule.spec import Capsule, SpecError, check_capsule_id, check_cid
@@ -185,10 +191,13 @@ class SyncReply:
 
 @dataclass(frozen=True, slots=True)
 class LeaseOffer:
+    """`parent_outputs`: the finished parents' outputs this capsule takes as inputs."""
+
     TAG: ClassVar[str] = "c.offer"
     capsule: Capsule
     token: int
     timing: LeaseTiming
+    parent_outputs: tuple[ParentOutput, ...] = ()
 
     def to_wire(self) -> list[Any]:
         t = self.timing
@@ -197,11 +206,12 @@ class LeaseOffer:
             self.capsule.to_wire(),
             self.token,
             [t.lease_timeout_s, t.heartbeat_s, t.offer_timeout_s],
+            parent_outputs_to_wire(self.parent_outputs),
         ]
 
     @classmethod
     def from_wire(cls, obj: Any) -> LeaseOffer:
-        _, cap, token, timing = _shape(obj, cls.TAG, 4)
+        _, cap, token, timing, parents = _shape(obj, cls.TAG, 5)
         if not isinstance(timing, list) or len(timing) != 3:
             raise MalformedFrame("lease timing must be [lease, heartbeat, offer]")
         try:
@@ -211,7 +221,8 @@ class LeaseOffer:
         token = _uint(token, "token")
         if token == 0:
             raise MalformedFrame("lease tokens start at 1")
-        return cls(Capsule.from_wire(cap), token, lt)
+        outs = parent_outputs_from_wire(parents, optional=False) or ()
+        return cls(Capsule.from_wire(cap), token, lt, outs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +322,12 @@ class StatusQuery:
 
 @dataclass(frozen=True, slots=True)
 class StatusReply:
-    """`state` is a `State` value or "unknown"; `outputs` are the accepted receipt's."""
+    """`state` is a `State` value or "unknown"; `outputs` are the accepted receipt's.
+
+    `output_names` name the outputs (same length; dataflow.named_outputs) and `label`
+    is how the capsule's children name it in their input paths (dataflow.parent_label);
+    both are empty when unknown.
+    """
 
     TAG: ClassVar[str] = "c.status"
     capsule_id: str
@@ -320,14 +336,17 @@ class StatusReply:
     reason: str = ""
     outputs: tuple[str, ...] = ()
     exit_status: int | None = None
+    output_names: tuple[str, ...] = ()
+    label: str = ""
 
     def to_wire(self) -> list[Any]:
         return [self.TAG, self.capsule_id, self.state, self.token, self.reason,
-                list(self.outputs), self.exit_status]  # fmt: skip
+                list(self.outputs), self.exit_status, list(self.output_names),
+                self.label]  # fmt: skip
 
     @classmethod
     def from_wire(cls, obj: Any) -> StatusReply:
-        _, cid, state, token, reason, outputs, status = _shape(obj, cls.TAG, 7)
+        _, cid, state, token, reason, outputs, status, names, label = _shape(obj, cls.TAG, 9)
         if not isinstance(state, str) or (
             state != UNKNOWN and state not in State._value2member_map_
         ):
@@ -342,8 +361,15 @@ class StatusReply:
             outs = tuple(check_cid(c, "status output") for c in outputs)
         except SpecError as e:
             raise MalformedFrame(str(e)) from None
+        if not isinstance(names, list) or len(names) not in (0, len(outs)):
+            raise MalformedFrame("status output names must be empty or one per output")
+        named = tuple(safe_name(n, "status output name", 4096) for n in names)
+        if label != "":
+            label = safe_name(label, "status label", 4096)
+            if "/" in label:
+                raise MalformedFrame("status label must be one path component")
         return cls(check_capsule_id(cid), state, _uint(token, "token"), _reason(reason),
-                   outs, status)  # fmt: skip
+                   outs, status, named, label)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from overlay.capsule.dataflow import ParentOutput
+from overlay.capsule.durable import DurableRecord
 from overlay.capsule.leases import CustodyRecord, LeaseTiming, State
 from overlay.capsule.messages import (
     CancelRequest,
@@ -75,6 +77,12 @@ capsules = st.builds(
     st.sampled_from(KEYS), specs, st.floats(0, 2e9), st.integers(0, 2**62),
 )  # fmt: skip
 tokens = st.integers(1, 2**40)
+names = st.from_regex(r"[a-z][a-z0-9_]{0,8}(/[a-z0-9_.]{1,8}){0,2}", fullmatch=True).filter(
+    lambda n: ".." not in n.split("/")
+)
+labels = names.filter(lambda n: "/" not in n)
+parent_outs = st.lists(st.builds(ParentOutput, cids, labels, names, cids),
+                       max_size=3).map(tuple)  # fmt: skip
 
 
 @st.composite
@@ -98,7 +106,19 @@ def records(draw: st.DrawFn) -> CustodyRecord:
                          draw(st.integers(0, 50)),
                          tuple(k.peer_id for k in draw(st.lists(st.sampled_from(KEYS),
                                                                 max_size=3))),
-                         rcpt, draw(text), draw(st.floats(0, 1e6)))  # fmt: skip
+                         rcpt, draw(text), draw(st.floats(0, 1e6)),
+                         draw(st.one_of(st.none(), parent_outs)))  # fmt: skip
+
+
+@st.composite
+def status_replies(draw: st.DrawFn) -> StatusReply:
+    outs = draw(st.lists(cids, max_size=2).map(tuple))
+    named = draw(st.lists(names, min_size=len(outs), max_size=len(outs)).map(tuple))
+    return StatusReply(draw(cids), draw(st.sampled_from(["unknown", *[s.value for s in State]])),
+                       draw(st.integers(0, 99)), draw(text), outs,
+                       draw(st.one_of(st.none(), st.integers(-255, 255))),
+                       draw(st.sampled_from([(), named])),
+                       draw(st.one_of(st.just(""), labels)))  # fmt: skip
 
 
 timing = st.builds(LeaseTiming, st.floats(4, 60), st.floats(0.1, 2), st.floats(0.1, 10))
@@ -111,16 +131,14 @@ messages = st.one_of(
     st.builds(SyncRequest, cids),
     records().map(lambda r: SyncReply(r.capsule_id, r)),
     st.builds(SyncReply, cids, st.none()),
-    st.builds(LeaseOffer, capsules, tokens, timing),
+    st.builds(LeaseOffer, capsules, tokens, timing, parent_outs),
     st.builds(LeaseReply, cids, tokens, st.booleans(), text),
     st.builds(Heartbeat, cids, tokens),
     st.builds(LeaseRevoked, cids, tokens, text),
     st.builds(ReceiptMsg, receipts()),
     st.builds(ReceiptReply, cids, tokens, st.booleans(), text),
     st.builds(StatusQuery, cids),
-    st.builds(StatusReply, cids, st.sampled_from(["unknown", *[s.value for s in State]]),
-              st.integers(0, 99), text, st.lists(cids, max_size=2).map(tuple),
-              st.one_of(st.none(), st.integers(-255, 255))),
+    status_replies(),
     st.builds(CancelRequest, cids, text),
 )  # fmt: skip
 
@@ -185,3 +203,17 @@ def test_join_token_fuzz_raises_only_wire_errors(data: bytes) -> None:
     token = base64.urlsafe_b64encode(cbor_encode({"o": data, "c": [], "a": []})).decode()
     with contextlib.suppress(WireError):
         JoinToken.decode(token)
+
+
+@SETTINGS
+@given(records(), st.integers(0, 2000), st.data())
+def test_durable_records_round_trip_and_mutations_raise_only_wire_errors(
+    rec: CustodyRecord, extra: int, data: st.DataObject
+) -> None:
+    d = DurableRecord(rec, data.draw(st.sampled_from([(), CHAIN])), rec.token + extra)
+    blob = d.to_bytes()
+    assert DurableRecord.from_bytes(blob) == d
+    i = data.draw(st.integers(0, len(blob) - 1))
+    flipped = blob[:i] + bytes([blob[i] ^ data.draw(st.integers(1, 255))]) + blob[i + 1 :]
+    with contextlib.suppress(WireError):  # decodes (a text byte changed) or a WireError
+        DurableRecord.from_bytes(flipped)

@@ -5,7 +5,9 @@ simulated by the harness: a `RunRequested` event schedules `CapsuleExited` later
 Asserted: every capsule ends with exactly one accepted receipt (counted over every
 node's `ReceiptAccepted` events); killing executors mid-run re-leases their capsules
 with higher tokens; killing leading custodians hands custody to another custodian;
-a 5-step workflow runs in dependency order. Seeds are printed on failure.
+a 5-step workflow runs in dependency order and each step receives its parents' outputs
+by name; a failing step fails everything downstream with the reason. Seeds are printed
+on failure.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 from overlay.capsule import events as ev
 from overlay.capsule.core import CapsuleCore, SubmitCapsule
 from overlay.capsule.custody import CustodyConfig
+from overlay.capsule.dataflow import ParentOutput, output_names
 from overlay.capsule.executor import CapsuleExited, ExecutorConfig
 from overlay.capsule.leases import TERMINAL, State
 from overlay.capsule.members import Member, MembersChanged
@@ -66,6 +69,8 @@ class Cluster:
         self.finished: dict[str, list[tuple[PeerId, str]]] = {}
         self.leased: dict[str, list[int]] = {}
         self.started: dict[str, list[tuple[float, PeerId, int]]] = {}
+        self.runs: dict[str, list[ev.RunRequested]] = {}
+        self.receipts: dict[str, ev.ReceiptAccepted] = {}
         self.takeovers: list[tuple[PeerId, str]] = []
         self.submissions: dict[str, bool] = {}
         self.router.on_emit = self._on_emit
@@ -96,11 +101,13 @@ class Cluster:
         if isinstance(event, ev.RunRequested):
             cid = event.capsule.id
             self.started.setdefault(cid, []).append((t, peer, event.token))
+            self.runs.setdefault(cid, []).append(event)
             d = self.rng.uniform(*self.run_s)
-            args = (peer, cid, event.token, t)
+            args = (peer, cid, event.token, t, output_names(event.capsule.spec))
             self.router.engine.after(d, self._exit, args)
         elif isinstance(event, ev.ReceiptAccepted):
             self.accepted.setdefault(event.capsule_id, []).append((t, peer, event.token))
+            self.receipts[event.capsule_id] = event
         elif isinstance(event, ev.CapsuleFinished):
             self.finished.setdefault(event.capsule_id, []).append((peer, event.state))
         elif isinstance(event, ev.CapsuleLeased):
@@ -112,12 +119,15 @@ class Cluster:
         elif isinstance(event, ev.SubmissionRejected):
             self.submissions[event.capsule_id] = False
 
-    def _exit(self, args: tuple[PeerId, str, int, float]) -> None:
-        peer, cid, token, t0 = args
+    def _exit(self, args: tuple[PeerId, str, int, float, tuple[str, ...]]) -> None:
+        peer, cid, token, t0, names = args
         if peer not in self.router.alive:
             return
-        out = capsule_cid(f"{cid}/{token}".encode())
-        self.router.inject(peer, CapsuleExited(cid, token, self.exit_status(cid), (out,), "",
+        # One stored output per declared name, distinct per attempt (as a real run's).
+        outs = tuple(capsule_cid(f"{cid}/{token}/{n}".encode()) for n in names) or (
+            capsule_cid(f"{cid}/{token}".encode()),
+        )
+        self.router.inject(peer, CapsuleExited(cid, token, self.exit_status(cid), outs, "",
                                                t0, self.now))  # fmt: skip
 
     def submit(self, spec: CapsuleSpec, via: PeerId | None = None, nonce: int = 0) -> Capsule:
@@ -224,31 +234,80 @@ def test_killed_leaders_hand_custody_to_another_custodian(seed: int) -> None:
         assert c.leader_of(x) not in victims
 
 
-def test_five_step_workflow_runs_in_dependency_order() -> None:
-    seed = 7
-    c = Cluster(30, seed, run_s=(1.0, 3.0))
-    wf = Workflow.from_dict({
-        "name": "pipeline",
-        "capsules": [
-            {"name": "e", "command": ["e"], "dependencies": ["c", "d"]},
-            {"name": "a", "command": ["a"]},
-            {"name": "b", "command": ["b"], "dependencies": ["a"]},
-            {"name": "c", "command": ["c"], "dependencies": ["b"]},
-            {"name": "d", "command": ["d"], "dependencies": ["b"]},
-        ],
-    })  # fmt: skip
+PIPELINE = {
+    "name": "pipeline",
+    "capsules": [
+        {"name": "e", "command": ["report"], "dependencies": ["c", "d"], "outputs": ["report.md"]},
+        {"name": "a", "command": ["fetch"], "outputs": ["raw.csv"]},
+        {"name": "b", "command": ["clean"], "dependencies": ["a"], "outputs": ["clean.csv"]},
+        {"name": "c", "function": "stats", "dependencies": ["b"], "outputs": ["stats/"]},
+        {"name": "d", "command": ["fit"], "dependencies": ["b"], "outputs": ["model.bin", "log"]},
+    ],
+}  # fmt: skip
+EDGES = (("b", "a"), ("c", "b"), ("d", "b"), ("e", "cd"))
+
+
+def _submit_pipeline(c: Cluster) -> dict[str, str]:
     via = c.peers[0]
-    caps = wf.sign(c.keys[via], c.now)
+    caps = Workflow.from_dict(PIPELINE).sign(c.keys[via], c.now)
     for cap in reversed(caps):  # children first: they must wait for their parents
         c.router.inject(via, SubmitCapsule(cap, c.chains[via]))
-    ids = {cap.spec.name: cap.id for cap in caps}
+    return {cap.spec.name: cap.id for cap in caps}
+
+
+@pytest.mark.parametrize("seed", [7])
+def test_five_step_workflow_passes_outputs_to_inputs_in_dependency_order(seed: int) -> None:
+    c = Cluster(30, seed, run_s=(1.0, 3.0))
+    ids = _submit_pipeline(c)
     c.run_until_done(list(ids.values()), 300)
     assert_exactly_once(c, list(ids.values()), seed)
     start = {n: c.started[i][0][0] for n, i in ids.items()}
     end = {n: c.accepted[i][0][0] for n, i in ids.items()}
-    for child, parents in (("b", "a"), ("c", "b"), ("d", "b"), ("e", "cd")):
+    for child, parents in EDGES:
         for p in parents:
-            assert start[child] >= end[p], f"{child} started before {p} finished"
+            assert start[child] >= end[p], f"seed={seed} {child} started before {p} finished"
+    # Each step's run got exactly its parents' accepted outputs, by name, parents in
+    # dependency order; a function parent's result.json comes first.
+    for child, parents in (("a", ""), *EDGES):
+        want = []
+        for p in parents:
+            r = c.receipts[ids[p]].receipt
+            spec = next(x for x in PIPELINE["capsules"] if x["name"] == p)  # type: ignore[index]
+            names = (["result.json"] if "function" in spec else []) + spec["outputs"]
+            assert len(r.outputs) == len(names), f"seed={seed}"
+            pairs = zip(names, r.outputs, strict=True)
+            want += [ParentOutput(ids[p], p, n, cid) for n, cid in pairs]
+        for run in c.runs[ids[child]]:
+            assert list(run.parent_outputs) == want, f"seed={seed} {child}: {run.parent_outputs}"
+        assert set(c.runs[ids[child]][-1].input_cids) == {o.cid for o in want}
+        # Custody replicated (and so persisted) the resolved inputs on every custodian.
+        holders = [core.custody.record(ids[child]) for core in c.cores.values()]
+        held = [h.parent_outputs for h in holders if h is not None]
+        assert len(held) >= 3 and all(h == (tuple(want) if parents else None) for h in held)
+
+
+@pytest.mark.parametrize("seed", [9])
+def test_failed_middle_step_fails_everything_downstream_with_the_reason(seed: int) -> None:
+    c = Cluster(20, seed, run_s=(1.0, 2.0),
+                exit_status=lambda cid: 3 if cid == ids["b"] else 0)  # fmt: skip
+    ids: dict[str, str] = {}
+    ids.update(_submit_pipeline(c))
+    c.run_until_done(list(ids.values()), 300)
+    state = {n: c.final_state(i) for n, i in ids.items()}
+    assert state == {"a": State.SUCCEEDED, "b": State.FAILED, "c": State.FAILED,
+                     "d": State.FAILED, "e": State.FAILED}, f"seed={seed}"  # fmt: skip
+    for n in "cde":
+        assert ids[n] not in c.started, f"seed={seed}: {n} ran"
+
+    def reason(n: str) -> str:
+        rec = c.cores[c.leader_of(ids[n])].custody.record(ids[n])
+        assert rec is not None
+        return rec.reason
+
+    assert reason("c") == f"dependency {ids['b']} (b) failed: exit status 3"
+    via_c = f"dependency {ids['c']} (c) failed: dependency {ids['b']} (b) failed"
+    via_d = f"dependency {ids['d']} (d) failed: dependency {ids['b']} (b) failed"
+    assert reason("e").startswith((via_c, via_d)), reason("e")
 
 
 def test_failed_dependency_fails_the_dependants() -> None:
@@ -266,5 +325,5 @@ def test_failed_dependency_fails_the_dependants() -> None:
     assert c.final_state(caps[0].id) is State.FAILED
     assert c.final_state(caps[1].id) is State.FAILED
     rec = c.cores[c.leader_of(caps[1].id)].custody.record(caps[1].id)
-    assert rec is not None and f"dependency {caps[0].id} failed" in rec.reason
+    assert rec is not None and rec.reason == f"dependency {caps[0].id} (a) failed: exit status 1"
     assert caps[1].id not in c.started
