@@ -27,6 +27,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "bootstrap": [],
         "mdns": False,
         "max_frame_bytes": 4 * 1024 * 1024,
+        # Network stack under the transport: "native" (overlay/p2p) or "py-libp2p".
+        "stack": "native",
+        # Bytes/s we send to any one peer (token bucket); 0 = unlimited.
+        "max_send_rate": 0,
     },
     "api": {"listen": "127.0.0.1:5101"},
     "store": {"cid_version": 1, "initial_map_size_mib": 256},
@@ -99,6 +103,12 @@ bootstrap = []
 mdns = false
 # Largest frame a peer may send us on a Colony protocol (bytes).
 max_frame_bytes = 4194304
+# libp2p wire implementation: "native" (Colony's own multistream-select, Noise XX
+# and Yamux; fast, small) or "py-libp2p" (the py-libp2p 0.8.1 host). Peers of any
+# libp2p implementation interoperate with either.
+stack = "native"
+# Send-rate limit per peer in bytes/s (a token bucket, as a WAN uplink); 0 = none.
+max_send_rate = 0
 
 [api]
 # Control API used by the `colony` CLI (token in <home>/api.token).

@@ -1,7 +1,10 @@
-"""The libp2p adapter: the only module in Colony that imports py-libp2p (DESIGN §3).
+"""The transport adapter: Colony's stream discipline over a libp2p network stack.
 
-One `Transport` per daemon: a py-libp2p 0.8.1 host (TCP, Noise, Yamux, identify,
-ping) keyed by the node's Ed25519 identity, plus Colony's stream discipline on top:
+One `Transport` per daemon. Underneath is a `Backend` (overlay/runtime/
+transport_backend.py): our own libp2p wire (overlay/p2p: multistream-select, Noise
+XX, Yamux, identify, ping; `[network] stack = "native"`, the default) or
+py-libp2p 0.8.1 (`stack = "py-libp2p"`, imported only then). Other libp2p
+implementations see the same TCP + Noise + Yamux peer either way. On top:
 
 * one long-lived outbound stream per (peer, protocol), opened on first use and
   reused for every later frame; requests on it carry request ids
@@ -12,328 +15,75 @@ ping) keyed by the node's Ed25519 identity, plus Colony's stream discipline on t
   libp2p Kademlia and Bitswap protobuf wires, whose responses match by order);
 * every outbound (peer, protocol) queue is bounded in frames, and `post` also
   bounds queued bytes per peer, so a slow peer costs dropped frames, not memory;
-* a bad peer costs a stream, never the daemon: every libp2p stream handler
-  (ours and py-libp2p's identify/ping) runs inside a guard, and an oversize,
-  malformed or non-canonical frame resets that stream with a logged reason.
+* an optional send-rate limit per peer (`[network] max_send_rate`, token bucket);
+* a bad peer costs a stream, never the daemon: an oversize, malformed or
+  non-canonical frame resets that stream with a logged reason, and a handler's
+  exception costs its stream only.
 
-py-libp2p 0.8.1 traits handled here on purpose (docs/transport.md has figures):
-plaintext is offered by default (we offer Noise only); dialling waits a 250 ms
-happy-eyeballs delay unless `max_connections_per_peer=1`; an exception escaping a
-stream handler tears the host down (guarded); a failed dial black-lists the peer
-for 60 s (we evict that cache and keep our own, shorter back-off); `host.connect`
-gives a peer's addresses a 120 s TTL (we keep our own address book and dial through
-the swarm); the auto-connector dials stored peers by itself (disabled: the DHT
-decides whom to talk to); a failed listen is only logged (we raise ListenError).
+Public types live in overlay/runtime/transport_types.py and are re-exported here.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
-from enum import Enum
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
-import multiaddr
 import structlog
 import trio
-from libp2p import new_host
-from libp2p.abc import INetConn, INetStream, INetwork, INotifee
-from libp2p.crypto.ed25519 import Ed25519PrivateKey
-from libp2p.crypto.keys import KeyPair as Libp2pKeyPair
-from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
-from libp2p.host.ping import ID as PING_PROTOCOL
-from libp2p.identity.identify.identify import ID as IDENTIFY_PROTOCOL
-from libp2p.identity.identify.pb.identify_pb2 import Identify as IdentifyMsg
-from libp2p.identity.update import update_peerstore_from_identify
-from libp2p.network.config import ConnectionConfig, RetryConfig
-from libp2p.network.stream.exceptions import StreamEOF, StreamError, StreamReset
-from libp2p.peer.id import ID
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL
-from libp2p.security.noise.transport import Transport as NoiseTransport
-from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL
-from libp2p.stream_muxer.yamux.yamux import Yamux
-from libp2p.utils.varint import read_length_prefixed_protobuf
 
 from overlay.core.crypto import KeyPair
-from overlay.core.errors import (
-    ColonyError,
-    FrameTooLarge,
-    LocalProtocolError,
-    NonCanonical,
-    RemoteProtocolError,
-    WireError,
-)
+from overlay.core.errors import LocalProtocolError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
-from overlay.core.wire import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, cbor_decode
+from overlay.core.wire import FrameDecoder, cbor_decode
+from overlay.p2p.errors import StreamError, StreamResetError
 from overlay.runtime.framing import Kind, decode_envelope, encode_envelope, encode_raw_frame
+from overlay.runtime.rate_limit import TokenBucket
+from overlay.runtime.transport_backend import Backend, BackendStream, make_backend
+from overlay.runtime.transport_channels import (
+    Drop,
+    Item,
+    Outbound,
+    Pending,
+    Registration,
+    Stream,
+    drain_queue,
+    sole_leaf,
+    wire_reason,
+)
+from overlay.runtime.transport_stream import TransportStream
+from overlay.runtime.transport_types import (
+    STACK_NATIVE,
+    STACK_PYLIBP2P,
+    AttachError,
+    Codec,
+    DialError,
+    ListenError,
+    OnMessage,
+    OnRequest,
+    PeerConnected,
+    PeerDisconnected,
+    PeerInfo,
+    RemoteError,
+    RequestTimeout,
+    SendError,
+    SendFailed,
+    TransportConfig,
+    TransportError,
+    TransportEvent,
+    TransportStats,
+    split_p2p_addr,
+)
 
 log = structlog.get_logger("colony.transport")
 
 READ_CHUNK_BYTES = 256 * 1024
 #: Queued frames are coalesced into one stream write up to this size: fewer Yamux
 #: and Noise frames per byte (both cost a Python-level header and copy each).
-WRITE_BATCH_BYTES = 256 * 1024
-PING_PAYLOAD_BYTES = 32
+WRITE_BATCH_BYTES = 1024 * 1024
 
-
-# ---------------------------------------------------------------- public types
-
-
-class Codec(Enum):
-    CBOR = "cbor"  # Colony protocols: envelope + canonical CBOR, request ids
-    RAW = "raw"  # libp2p protobuf protocols: opaque bodies, responses in order
-
-
-class TransportError(ColonyError):
-    """Base of the adapter's errors; the daemon catches this one class."""
-
-
-class ListenError(TransportError):
-    """A configured listen address could not be bound."""
-
-
-class DialError(TransportError):
-    """No connection to the peer could be made (no address, refused, timeout)."""
-
-
-class SendError(TransportError):
-    """A frame could not be delivered to the peer's stream."""
-
-
-class RequestTimeout(TransportError):
-    """No response arrived in time."""
-
-
-class RemoteError(TransportError):
-    """The peer answered a request with a refusal (its reason is the message)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PeerConnected:
-    peer: PeerId
-
-
-@dataclass(frozen=True, slots=True)
-class PeerDisconnected:
-    peer: PeerId
-
-
-@dataclass(frozen=True, slots=True)
-class SendFailed:
-    """Frames posted to `peer` were dropped (dial or stream failure)."""
-
-    peer: PeerId
-    protocol: str
-    reason: str
-    frames_dropped: int
-
-
-TransportEvent = PeerConnected | PeerDisconnected | SendFailed
-
-OnMessage = Callable[[PeerId, Any], None]
-OnRequest = Callable[[PeerId, Any], Awaitable[Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class PeerInfo:
-    """What identify told us about a peer."""
-
-    peer: PeerId
-    protocols: tuple[str, ...]
-    agent_version: str | None
-    addrs: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TransportConfig:
-    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
-    #: Frames waiting per outbound (peer, protocol) stream.
-    queue_frames: int = 256
-    #: Bytes that `post` may leave queued for one peer across its protocols.
-    queue_bytes_per_peer: int = 16 * 1024 * 1024
-    dial_timeout_s: float = 10.0
-    stream_open_timeout_s: float = 10.0
-    send_timeout_s: float = 30.0
-    request_timeout_s: float = 30.0
-    #: Requests served at once per inbound stream; the reader waits beyond this.
-    max_inflight_requests_per_stream: int = 64
-    #: Concurrent inbound streams per (peer, protocol); more are reset.
-    max_inbound_streams_per_peer_protocol: int = 4
-    dial_backoff_s: float = 1.0
-    dial_backoff_max_s: float = 30.0
-    max_addrs_per_peer: int = 16
-    max_known_peers: int = 100_000
-    event_queue: int = 4096
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Mapping[str, Any]], **overrides: Any) -> TransportConfig:
-        """From the node configuration (`[network] max_frame_bytes`)."""
-        return cls(max_frame_bytes=int(cfg["network"]["max_frame_bytes"]), **overrides)
-
-
-@dataclass
-class TransportStats:
-    """Plain counters; overlay.runtime.metrics exports them at scrape time."""
-
-    bytes_in: int = 0
-    bytes_out: int = 0
-    frames_in: int = 0
-    frames_out: int = 0
-    streams_opened: int = 0
-    streams_accepted: int = 0
-    dials: int = 0
-    dial_failures: int = 0
-    requests_sent: int = 0
-    requests_served: int = 0
-    request_timeouts: int = 0
-    frames_dropped_queue_full: int = 0
-    frames_dropped_send_failed: int = 0
-    unmatched_responses: int = 0
-    handler_errors: int = 0
-    events_dropped: int = 0
-    #: Streams closed by us because of the peer or a handler, by reason.
-    streams_dropped: dict[str, int] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------- internals
-
-
-@dataclass(slots=True)
-class _Registration:
-    protocol: str
-    codec: Codec
-    on_message: OnMessage | None
-    on_request: OnRequest | None
-
-
-class _Item:
-    """A frame waiting in an outbound queue; `done` is set for `send` callers."""
-
-    __slots__ = ("done", "error", "frame")
-
-    def __init__(self, frame: bytes, done: trio.Event | None = None) -> None:
-        self.frame = frame
-        self.done = done
-        self.error: str | None = None
-
-
-class _Pending:
-    __slots__ = ("done", "error", "peer", "protocol", "remote_error", "result")
-
-    def __init__(self, peer: PeerId, protocol: str) -> None:
-        self.peer = peer
-        self.protocol = protocol
-        self.done = trio.Event()
-        self.result: Any = None
-        self.error: str | None = None  # our side failed (stream dropped)
-        self.remote_error: str | None = None  # the peer refused
-
-
-class _Stream:
-    """A libp2p stream with our framing state; writes are serialised by `lock`."""
-
-    __slots__ = ("codec", "lock", "net", "outbound", "peer", "protocol")
-
-    def __init__(
-        self, net: INetStream, peer: PeerId, protocol: str, codec: Codec, outbound: bool
-    ) -> None:
-        self.net = net
-        self.peer = peer
-        self.protocol = protocol
-        self.codec = codec
-        self.outbound = outbound
-        self.lock = trio.Lock()
-
-
-class _Outbound:
-    """Our long-lived stream to (peer, protocol) with its bounded queue."""
-
-    def __init__(self, peer: PeerId, protocol: str, codec: Codec, queue_frames: int) -> None:
-        self.peer = peer
-        self.protocol = protocol
-        self.codec = codec
-        self.tx, self.rx = trio.open_memory_channel[_Item](queue_frames)
-        self.closed = False
-        self.stream: _Stream | None = None  # set once the stream is negotiated
-        self.busy = False  # the writer task holds frames it has not written yet
-        self.pending: set[int] = set()  # CBOR request ids awaiting a response
-        self.raw_waiters: deque[_Pending] = deque()  # RAW: responses come in order
-
-
-class _Drop(Exception):
-    """Raised inside a read loop: reset this stream for `reason`."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _sole_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception inside nested single-member groups, if that is the shape."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        if len(exc.exceptions) != 1:
-            return None
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _peer_of(net: INetStream | INetConn) -> PeerId:
-    return PeerId(net.muxed_conn.peer_id.to_bytes())
-
-
-def _wire_reason(e: WireError) -> str:
-    if isinstance(e, FrameTooLarge):
-        return "frame_too_large"
-    if isinstance(e, NonCanonical):
-        return "non_canonical"
-    return "malformed_frame"
-
-
-def split_p2p_addr(addr: str) -> tuple[PeerId, str]:
-    """`/ip4/…/tcp/N/p2p/12D3…` → (peer id, `/ip4/…/tcp/N`)."""
-    try:
-        ma = multiaddr.Multiaddr(addr)
-        peer_text = ma.value_for_protocol("p2p")
-    except Exception as e:
-        raise LocalProtocolError(f"not a multiaddr: {addr!r} ({e})") from None
-    if not peer_text:
-        raise LocalProtocolError(f"multiaddr {addr!r} has no /p2p/<peer id> part")
-    peer = PeerId.from_base58(str(peer_text))
-    base = str(ma.decapsulate(multiaddr.Multiaddr(f"/p2p/{peer_text}")))
-    return peer, base
-
-
-class _Notifee(INotifee):
-    """Turns swarm callbacks into PeerConnected/PeerDisconnected (first/last conn)."""
-
-    def __init__(self, transport: Transport) -> None:
-        self._t = transport
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._t._on_connected(_peer_of(conn))
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._t._on_disconnected(_peer_of(conn))
-
-    async def listen(self, network: INetwork, multiaddr: Any) -> None:
-        return None
-
-    async def listen_close(self, network: INetwork, multiaddr: Any) -> None:
-        return None
-
-
-# ---------------------------------------------------------------- the adapter
+RawStreamHandler = Callable[[PeerId, TransportStream], Awaitable[None]]
 
 
 class Transport:
@@ -343,52 +93,27 @@ class Transport:
         self.config = config or TransportConfig()
         self.peer_id = keypair.peer_id
         self.stats = TransportStats()
-        sk = Ed25519PrivateKey.new(keypair.seed)
-        lkp = Libp2pKeyPair(sk, sk.get_public_key())
-        # Noise only: py-libp2p's default also offers TLS, SECIO and *plaintext*.
-        security = {
-            NOISE_PROTOCOL: NoiseTransport(lkp, noise_privkey=new_x25519_key_pair().private_key)
-        }
-        conn_cfg = ConnectionConfig(
-            # One connection per peer: the dialler then stops after the first
-            # success instead of waiting out the 250 ms happy-eyeballs delay.
-            max_connections_per_peer=1,
-            min_connections=0,
-            low_watermark=0,
-            dial_timeout=self.config.dial_timeout_s,
-        )
-        self._host = new_host(
-            key_pair=lkp,
-            sec_opt=security,  # type: ignore[arg-type]
-            muxer_opt={YAMUX_PROTOCOL: Yamux},
-            connection_config=conn_cfg,
-            listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")],  # selects TCP
-        )
-        self._network: Any = self._host.get_network()
-        # Our own back-off replaces the swarm's retries and 60 s negative cache.
-        self._network.retry_config = RetryConfig(max_retries=0)
-        if ID(self.peer_id.raw) != self._host.get_id():
-            raise LocalProtocolError("libp2p derived a different peer id from our key")
-        self._handlers: dict[str, _Registration] = {}
-        self._outbound: dict[tuple[PeerId, str], _Outbound] = {}
+        self._backend: Backend = make_backend(keypair, self.config)
+        self._backend.on_connected = self._on_connected
+        self._backend.on_disconnected = self._on_disconnected
+        self._handlers: dict[str, Registration] = {}
+        self._outbound: dict[tuple[PeerId, str], Outbound] = {}
         self._inbound_count: dict[tuple[PeerId, str], int] = {}
         self._queued_bytes: dict[PeerId, int] = {}
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, Pending] = {}
         self._rids = itertools.count(1)
         self._addrs: dict[PeerId, list[str]] = {}
         self._backoff: dict[PeerId, tuple[float, float]] = {}  # peer → (until, last delay)
         self._connected: set[PeerId] = set()
+        self._buckets: dict[PeerId, TokenBucket] = {}
         self._events_tx, self.events = trio.open_memory_channel[TransportEvent](
             self.config.event_queue
         )
         self._nursery: trio.Nursery | None = None
-        self._listen_addrs: list[str] = []
-        # py-libp2p's own handlers (identify, identify/push, ping) get the guard too.
-        mux = self._host.get_mux()
-        for proto, handler in list(mux.handlers.items()):
-            if proto is not None and handler is not None:
-                mux.handlers[proto] = self._guard(str(proto), handler)
-        self._network.register_notifee(_Notifee(self))
+
+    @property
+    def stack(self) -> str:
+        return self.config.stack
 
     # ------------------------------------------------------------ lifecycle
 
@@ -404,48 +129,34 @@ class Transport:
 
         Raises ListenError if any address cannot be bound. An exception raised in
         the body comes out as itself, not wrapped in the ExceptionGroups of the
-        nurseries py-libp2p runs the host in.
+        nurseries the stack runs in.
         """
         t = cls(keypair, config)
         try:
-            wanted = [multiaddr.Multiaddr(a) for a in listen_addrs]
-        except Exception as e:
-            raise ListenError(f"bad listen address: {e}") from None
-        failed: list[str] = []
-        try:
-            async with t._host.run(wanted):
-                # No auto-connector: whom to talk to is the DHT's and gossip's
-                # choice. (Watermarks cannot switch it off: it aims at their midpoint.)
-                await t._network.auto_connector.stop()
-                failed = [str(m) for m in wanted if str(m) not in t._network.listeners]
-                if not failed:
-                    async with trio.open_nursery() as nursery:
-                        t._nursery = nursery
-                        t._listen_addrs = [str(a) for a in t._host.get_transport_addrs()]
-                        log.info("transport_started", peer=str(t.peer_id), addrs=t._listen_addrs)
-                        try:
-                            yield t
-                        finally:
-                            nursery.cancel_scope.cancel()
-                            t._nursery = None
+            async with t._backend.serve(list(listen_addrs)), trio.open_nursery() as nursery:
+                t._nursery = nursery
+                log.info("transport_started", peer=str(t.peer_id), addrs=t.listen_addrs,
+                         stack=t.stack)
+                try:
+                    yield t
+                finally:
+                    nursery.cancel_scope.cancel()
+                    t._nursery = None
         except BaseExceptionGroup as group:
-            leaf = _sole_leaf(group)
+            leaf = sole_leaf(group)
             if leaf is None:
                 raise
             raise leaf from None
-        if failed:
-            # py-libp2p only logs a failed listen; a daemon must not run deaf.
-            raise ListenError(f"could not listen on {', '.join(failed)}")
 
     @property
     def listen_addrs(self) -> list[str]:
         """Bound addresses (port 0 resolved), without the /p2p/ part."""
-        return list(self._listen_addrs)
+        return list(self._backend.listen_addrs)
 
     @property
     def addrs(self) -> list[str]:
         """Bound addresses as others dial them: `…/p2p/<our peer id>`."""
-        return [f"{a}/p2p/{self.peer_id}" for a in self._listen_addrs]
+        return [f"{a}/p2p/{self.peer_id}" for a in self._backend.listen_addrs]
 
     # ------------------------------------------------------------ handlers
 
@@ -465,31 +176,62 @@ class Transport:
         refusal. In RAW mode obj is bytes, every inbound frame is a request when
         `on_request` is set, and a None result sends no response.
         """
-        reg = _Registration(protocol, codec, on_message, on_request)
+        reg = Registration(protocol, codec, on_message, on_request)
         self._handlers[protocol] = reg
 
-        async def handler(net: INetStream) -> None:
-            await self._on_inbound_stream(net, reg)
+        async def handler(net: BackendStream, peer: PeerId) -> None:
+            await self._on_inbound_stream(net, peer, reg)
 
-        self._host.set_stream_handler(protocol, self._guard(protocol, handler))  # type: ignore[arg-type]
+        self._backend.set_stream_handler(protocol, handler)
 
-    def _guard(
-        self, protocol: str, handler: Callable[[INetStream], Awaitable[None]]
-    ) -> Callable[[INetStream], Awaitable[None]]:
-        """An exception escaping a py-libp2p stream handler stops the whole host;
-        here it costs the stream only."""
+    def codec_for(self, protocol: str, codec: Codec) -> None:
+        """Declare the codec of a protocol we only dial (no handler of our own)."""
+        if protocol not in self._handlers:
+            self._handlers[protocol] = Registration(protocol, codec, None, None)
 
-        async def guarded(net: INetStream) -> None:
+    # ------------------------------------------------------------ raw streams
+
+    def set_stream_handler(self, protocol: str, handler: RawStreamHandler) -> None:
+        """Accept plain byte streams on `protocol` (no Colony framing): relays,
+        splicing. An exception in `handler` resets that stream only."""
+
+        async def on_stream(net: BackendStream, peer: PeerId) -> None:
+            s = TransportStream(net, peer, protocol)
             try:
-                await handler(net)
+                await handler(peer, s)
             except Exception as e:
                 self._count_drop("handler_error")
-                log.warning(
-                    "stream_handler_failed", protocol=protocol, error=repr(e)[:300]
-                )
-                await self._reset(net)
+                log.info("stream_handler_failed", peer=str(peer), protocol=protocol,
+                         error=repr(e)[:300])
+                await s.reset()
 
-        return guarded
+        self._backend.set_stream_handler(protocol, on_stream)
+
+    async def open_stream(
+        self, peer: PeerId, protocol: str, timeout: float | None = None
+    ) -> TransportStream:
+        """A new negotiated byte stream to `peer` (dialling if needed)."""
+        with trio.fail_after(timeout or self.config.stream_open_timeout_s):
+            await self._ensure_connected(peer)
+            net = await self._backend.new_stream(peer, protocol)
+        self.stats.streams_opened += 1
+        return TransportStream(net, peer, protocol)
+
+    async def attach_stream(
+        self, stream: trio.abc.Stream, *, initiator: bool, peer: PeerId | None = None
+    ) -> PeerId:
+        """Run libp2p's secure + muxed stack (Noise XX, Yamux) over any trio byte
+        stream — a WebRTC data channel, a relay circuit — and make it a connection
+        of this transport; return the remote peer id.
+
+        The initiator names the `peer` it expects (Noise proves it; AttachError
+        otherwise). Afterwards post/send/request to that peer use this connection
+        exactly as a TCP one. On failure the stream is closed.
+        """
+        remote = await self._backend.attach_stream(stream, initiator=initiator, peer=peer)
+        if not isinstance(remote, PeerId):
+            raise AttachError("backend returned no peer id")
+        return remote
 
     # ------------------------------------------------------------ peers and dialling
 
@@ -525,10 +267,10 @@ class Transport:
         return peer
 
     def connected_peers(self) -> list[PeerId]:
-        return [PeerId(p.to_bytes()) for p in self._host.get_connected_peers()]
+        return self._backend.connected_peers()
 
     def is_connected(self, peer: PeerId) -> bool:
-        return bool(self._network.get_connections(ID(peer.raw)))
+        return self._backend.is_connected(peer)
 
     async def disconnect(self, peer: PeerId, reason: str = "") -> None:
         log.info("peer_disconnect", peer=str(peer), reason=reason)
@@ -536,15 +278,14 @@ class Transport:
             if p == peer:
                 ch.closed = True
                 ch.tx.close()
-        await self._host.disconnect(ID(peer.raw))
+        await self._backend.disconnect(peer)
 
     def disconnect_soon(self, peer: PeerId, reason: str) -> None:
         """Sync form for the driver's Disconnect effect."""
         self._spawn(self.disconnect, peer, reason)
 
     async def _ensure_connected(self, peer: PeerId) -> None:
-        pid = ID(peer.raw)
-        if self._network.get_connections(pid):
+        if self._backend.is_connected(peer):
             return
         if peer == self.peer_id:
             raise DialError("refusing to dial ourselves")
@@ -555,23 +296,17 @@ class Transport:
         addrs = self._addrs.get(peer)
         if not addrs:
             raise DialError(f"no known address for {peer}")
-        self._host.get_peerstore().add_addrs(pid, [multiaddr.Multiaddr(a) for a in addrs], 0)
-        cache = getattr(self._network, "_negative_peer_cache", None)
-        if cache is not None:
-            cache.evict(str(pid))  # our back-off is shorter and reset by new addresses
         self.stats.dials += 1
         try:
             with trio.fail_after(self.config.dial_timeout_s):
-                conns = await self._network.dial_peer(pid)
-                for conn in conns:
-                    started = getattr(conn, "event_started", None)
-                    if started is not None:
-                        await started.wait()
+                await self._backend.dial(peer, list(addrs))
         except (Exception, trio.TooSlowError) as e:
             self.stats.dial_failures += 1
             _, last = self._backoff.get(peer, (0.0, 0.0))
             delay = min(max(last * 2, self.config.dial_backoff_s), self.config.dial_backoff_max_s)
             self._backoff[peer] = (trio.current_time() + delay, delay)
+            if isinstance(e, DialError):
+                raise
             raise DialError(f"could not connect to {peer}: {type(e).__name__}: {e}") from None
         self._backoff.pop(peer, None)
 
@@ -582,8 +317,9 @@ class Transport:
             self._emit(PeerConnected(peer))
 
     def _on_disconnected(self, peer: PeerId) -> None:
-        if peer in self._connected and not self._network.get_connections(ID(peer.raw)):
+        if peer in self._connected and not self._backend.is_connected(peer):
             self._connected.discard(peer)
+            self._buckets.pop(peer, None)
             self._emit(PeerDisconnected(peer))
 
     def _emit(self, event: TransportEvent) -> None:
@@ -595,61 +331,16 @@ class Transport:
     # ------------------------------------------------------------ identify and ping
 
     async def identify(self, peer: PeerId, timeout: float = 10.0) -> PeerInfo:
-        """Ask the peer's /ipfs/id/1.0.0 now and report its answer.
-
-        We read the identify message ourselves: py-libp2p's background identify
-        stores protocols and addresses but drops the agent version.
-        """
-        pid = ID(peer.raw)
+        """Ask the peer's /ipfs/id/1.0.0 now and report its answer."""
         with trio.fail_after(timeout):
             await self._ensure_connected(peer)
-            net = await self._host.new_stream(pid, [IDENTIFY_PROTOCOL])
-            try:
-                data = await read_length_prefixed_protobuf(
-                    net, use_varint_format=True, max_length=self.config.max_frame_bytes
-                )
-                msg = IdentifyMsg()
-                msg.ParseFromString(data)
-            except Exception as e:
-                await self._reset(net)
-                raise TransportError(f"identify of {peer.short()} failed: {e}") from None
-            with suppress(Exception):
-                await net.close()
-        with suppress(Exception):
-            await update_peerstore_from_identify(self._host.get_peerstore(), pid, msg)
-        addrs = []
-        for raw in msg.listen_addrs:
-            with suppress(Exception):
-                addrs.append(str(multiaddr.Multiaddr(raw)))
-        return PeerInfo(
-            peer,
-            tuple(msg.protocols),
-            msg.agent_version if msg.HasField("agent_version") else None,
-            tuple(addrs),
-        )
+            return await self._backend.identify(peer)
 
     async def ping(self, peer: PeerId, count: int = 1, timeout: float = 10.0) -> list[float]:
         """Round-trip times (s) of `count` /ipfs/ping/1.0.0 exchanges on one stream."""
-        rtts: list[float] = []
         with trio.fail_after(timeout):
             await self._ensure_connected(peer)
-            net = await self._host.new_stream(ID(peer.raw), [PING_PROTOCOL])
-            try:
-                for _ in range(count):
-                    payload = os.urandom(PING_PAYLOAD_BYTES)
-                    started = trio.current_time()
-                    await net.write(payload)
-                    echo = b""
-                    while len(echo) < PING_PAYLOAD_BYTES:
-                        echo += await net.read(PING_PAYLOAD_BYTES - len(echo))
-                    if echo != payload:
-                        raise TransportError(f"ping to {peer.short()} returned other bytes")
-                    rtts.append(trio.current_time() - started)
-                await net.close()
-            except BaseException:
-                await self._reset(net)
-                raise
-        return rtts
+            return await self._backend.ping(peer, count)
 
     # ------------------------------------------------------------ sending
 
@@ -666,7 +357,7 @@ class Transport:
             self.stats.frames_dropped_queue_full += 1
             return False
         try:
-            ch.tx.send_nowait(_Item(frame))
+            ch.tx.send_nowait(Item(frame))
         except (trio.WouldBlock, trio.ClosedResourceError):
             self.stats.frames_dropped_queue_full += 1
             return False
@@ -682,7 +373,7 @@ class Transport:
         SendError, or SendError on timeout.
         """
         ch = self._outbound_for(peer, protocol)
-        item = _Item(self._encode_message(ch.codec, obj), trio.Event())
+        item = Item(self._encode_message(ch.codec, obj), trio.Event())
         try:
             with trio.fail_after(timeout or self.config.send_timeout_s):
                 await self._enqueue(ch, item)
@@ -703,16 +394,16 @@ class Transport:
         stream, because a late answer would be taken for the next request's.
         """
         ch = self._outbound_for(peer, protocol)
-        pending = _Pending(peer, protocol)
+        pending = Pending(peer, protocol)
         self.stats.requests_sent += 1
         rid = 0
         if ch.codec is Codec.CBOR:
             rid = next(self._rids)
-            item = _Item(encode_envelope(Kind.REQUEST, obj, rid, self.config.max_frame_bytes))
+            item = Item(encode_envelope(Kind.REQUEST, obj, rid, self.config.max_frame_bytes))
             self._pending[rid] = pending
             ch.pending.add(rid)
         else:
-            item = _Item(encode_raw_frame(self._raw_body(obj), self.config.max_frame_bytes))
+            item = Item(encode_raw_frame(self._raw_body(obj), self.config.max_frame_bytes))
             ch.raw_waiters.append(pending)
         enqueued = False
         try:
@@ -749,7 +440,7 @@ class Transport:
             raise LocalProtocolError(f"raw protocols send bytes, not {type(obj).__name__}")
         return bytes(obj)
 
-    async def _enqueue(self, ch: _Outbound, item: _Item) -> None:
+    async def _enqueue(self, ch: Outbound, item: Item) -> None:
         s = ch.stream
         if (
             s is not None
@@ -759,17 +450,13 @@ class Transport:
         ):
             # Fast path: nothing queued and the writer idle, so writing here keeps
             # frame order and saves a task switch per request (a round trip on
-            # loopback is only ~0.5 ms).
-            s.lock.acquire_nowait()
+            # loopback is only ~0.1 ms on the native stack).
             try:
-                await s.net.write(item.frame)
-                self.stats.bytes_out += len(item.frame)
-                self.stats.frames_out += 1
+                await self._write(s, item.frame)
             except StreamError as e:
                 item.error = f"{type(e).__name__}: {e}"
                 self._spawn(self._reset, s.net)  # the reader then ends the channel
             finally:
-                s.lock.release()
                 if item.done is not None:
                     item.done.set()
             if item.error is not None and item.done is None:
@@ -781,7 +468,7 @@ class Transport:
             raise SendError(f"stream to {ch.peer.short()} on {ch.protocol} closed") from None
         self._queued_bytes[ch.peer] = self._queued_bytes.get(ch.peer, 0) + len(item.frame)
 
-    def _outbound_for(self, peer: PeerId, protocol: str) -> _Outbound:
+    def _outbound_for(self, peer: PeerId, protocol: str) -> Outbound:
         if peer == self.peer_id:
             raise LocalProtocolError("cannot send to ourselves")
         key = (peer, protocol)
@@ -789,29 +476,24 @@ class Transport:
         if ch is None or ch.closed:
             reg = self._handlers.get(protocol)
             codec = reg.codec if reg is not None else Codec.CBOR
-            ch = _Outbound(peer, protocol, codec, self.config.queue_frames)
+            ch = Outbound(peer, protocol, codec, self.config.queue_frames)
             self._outbound[key] = ch
             self._spawn(self._run_outbound, ch)
         return ch
-
-    def codec_for(self, protocol: str, codec: Codec) -> None:
-        """Declare the codec of a protocol we only dial (no handler of our own)."""
-        if protocol not in self._handlers:
-            self._handlers[protocol] = _Registration(protocol, codec, None, None)
 
     def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         if self._nursery is None:
             raise LocalProtocolError("transport is not running (use Transport.open)")
         self._nursery.start_soon(fn, *args)
 
-    async def _run_outbound(self, ch: _Outbound) -> None:
+    async def _run_outbound(self, ch: Outbound) -> None:
         reason = "closed"
-        s: _Stream | None = None
+        s: Stream | None = None
         try:
             with trio.fail_after(self.config.dial_timeout_s + self.config.stream_open_timeout_s):
                 await self._ensure_connected(ch.peer)
-                net = await self._host.new_stream(ID(ch.peer.raw), [ch.protocol])  # type: ignore[list-item]
-            s = _Stream(net, ch.peer, ch.protocol, ch.codec, outbound=True)
+                net = await self._backend.new_stream(ch.peer, ch.protocol)
+            s = Stream(net, ch.peer, ch.protocol, ch.codec, outbound=True)
             ch.stream = s
             self.stats.streams_opened += 1
             async with trio.open_nursery() as n:
@@ -844,7 +526,7 @@ class Transport:
             if dropped:
                 self._emit(SendFailed(ch.peer, ch.protocol, reason, dropped))
 
-    async def _write_loop(self, ch: _Outbound, s: _Stream) -> None:
+    async def _write_loop(self, ch: Outbound, s: Stream) -> None:
         async for item in ch.rx:
             ch.busy = True
             batch = [item]
@@ -857,7 +539,8 @@ class Transport:
                 batch.append(more)
                 size += len(more.frame)
             try:
-                await self._write(s, b"".join(i.frame for i in batch), len(batch))
+                data = item.frame if len(batch) == 1 else b"".join(i.frame for i in batch)
+                await self._write(s, data, len(batch))
             except StreamError as e:
                 for i in batch:
                     i.error = f"{type(e).__name__}: {e}"
@@ -869,30 +552,34 @@ class Transport:
                     if i.done is not None:
                         i.done.set()
 
-    async def _write(self, s: _Stream, data: bytes, frames: int = 1) -> None:
+    async def _write(self, s: Stream, data: bytes, frames: int = 1) -> None:
         async with s.lock:
+            if self.config.max_send_rate:
+                await self._throttle(s.peer, len(data))
             await s.net.write(data)
         self.stats.bytes_out += len(data)
         self.stats.frames_out += frames
 
-    def _fail_outbound(self, ch: _Outbound, reason: str) -> int:
+    async def _throttle(self, peer: PeerId, size: int) -> None:
+        """Wait as the peer's token bucket says (`max_send_rate`)."""
+        bucket = self._buckets.get(peer)
+        if bucket is None:
+            bucket = self._buckets[peer] = TokenBucket(self.config.max_send_rate)
+        delay = bucket.take(size, trio.current_time())
+        if delay > 0:
+            self.stats.rate_limited_s += delay
+            await trio.sleep(delay)
+
+    def _fail_outbound(self, ch: Outbound, reason: str) -> int:
         """Close the queue, fail everything waiting on it; return frames dropped."""
         if self._outbound.get((ch.peer, ch.protocol)) is ch:
             del self._outbound[(ch.peer, ch.protocol)]
-        ch.closed = True
-        ch.tx.close()
-        dropped = 0
-        while True:
-            try:
-                item = ch.rx.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-            dropped += 1
+
+        def unqueue(item: Item) -> None:
             left = self._queued_bytes.get(ch.peer, 0) - len(item.frame)
             self._queued_bytes[ch.peer] = max(0, left)
-            item.error = reason
-            if item.done is not None:
-                item.done.set()
+
+        dropped = drain_queue(ch, reason, unqueue)
         for rid in ch.pending:
             p = self._pending.get(rid)
             if p is not None and not p.done.is_set():
@@ -909,8 +596,9 @@ class Transport:
 
     # ------------------------------------------------------------ receiving
 
-    async def _on_inbound_stream(self, net: INetStream, reg: _Registration) -> None:
-        peer = _peer_of(net)
+    async def _on_inbound_stream(
+        self, net: BackendStream, peer: PeerId, reg: Registration
+    ) -> None:
         key = (peer, reg.protocol)
         if self._inbound_count.get(key, 0) >= self.config.max_inbound_streams_per_peer_protocol:
             self._count_drop("too_many_streams")
@@ -920,7 +608,7 @@ class Transport:
             return
         self._inbound_count[key] = self._inbound_count.get(key, 0) + 1
         self.stats.streams_accepted += 1
-        s = _Stream(net, peer, reg.protocol, reg.codec, outbound=False)
+        s = Stream(net, peer, reg.protocol, reg.codec, outbound=False)
         reason = "closed"
         try:
             reason = await self._read_loop(s, None)
@@ -933,7 +621,7 @@ class Transport:
             with trio.CancelScope(shield=True):
                 await self._finish_stream(s, reason)
 
-    async def _read_loop(self, s: _Stream, ch: _Outbound | None) -> str:
+    async def _read_loop(self, s: Stream, ch: Outbound | None) -> str:
         """Read frames until EOF or a fault; return why the stream ended."""
         decoder = FrameDecoder(self.config.max_frame_bytes)
         inflight = trio.Semaphore(self.config.max_inflight_requests_per_stream)
@@ -941,10 +629,7 @@ class Transport:
         async with trio.open_nursery() as serving:
             try:
                 while True:
-                    try:
-                        data = await s.net.read(READ_CHUNK_BYTES)
-                    except StreamEOF:
-                        data = b""
+                    data = await s.net.read(READ_CHUNK_BYTES)
                     if not data:
                         reason = "eof" if decoder.at_frame_boundary() else "truncated_frame"
                         break
@@ -953,24 +638,24 @@ class Transport:
                     while (body := decoder.next_raw()) is not None:
                         self.stats.frames_in += 1
                         await self._dispatch(s, ch, body, serving, inflight)
-            except StreamReset:
+            except StreamResetError:
                 reason = "reset"
             except StreamError as e:
                 reason = f"stream_error: {e}"
             except WireError as e:
-                reason = _wire_reason(e)
+                reason = wire_reason(e)
                 log.info("stream_dropped", peer=str(s.peer), protocol=s.protocol,
                          reason=reason, detail=str(e)[:200])
                 serving.cancel_scope.cancel()
-            except _Drop as e:
+            except Drop as e:
                 reason = e.reason
                 serving.cancel_scope.cancel()
         return reason
 
     async def _dispatch(
         self,
-        s: _Stream,
-        ch: _Outbound | None,
+        s: Stream,
+        ch: Outbound | None,
         body: bytes,
         serving: trio.Nursery,
         inflight: trio.Semaphore,
@@ -978,9 +663,9 @@ class Transport:
         reg = self._handlers.get(s.protocol)
         if s.codec is Codec.RAW:
             if ch is not None and ch.raw_waiters:
-                p = ch.raw_waiters.popleft()
-                p.result = body
-                p.done.set()
+                waiter = ch.raw_waiters.popleft()
+                waiter.result = body
+                waiter.done.set()
             elif reg is not None and reg.on_request is not None and not s.outbound:
                 await self._serve(s, reg, 0, body)  # in order: responses match by position
             else:
@@ -1006,31 +691,31 @@ class Transport:
                 p.remote_error = str(env.body)
             p.done.set()
 
-    def _deliver(self, s: _Stream, reg: _Registration | None, obj: Any) -> None:
+    def _deliver(self, s: Stream, reg: Registration | None, obj: Any) -> None:
         if reg is None or reg.on_message is None:
-            raise _Drop("unexpected_message")
+            raise Drop("unexpected_message")
         try:
             reg.on_message(s.peer, obj)
         except RemoteProtocolError as e:
             log.info("stream_dropped", peer=str(s.peer), protocol=s.protocol,
                      reason="bad_message", detail=str(e)[:200])
-            raise _Drop("bad_message") from None
+            raise Drop("bad_message") from None
         except LocalProtocolError:
             raise  # our bug: crash loudly, as the driver does
         except Exception:
             self.stats.handler_errors += 1
             log.exception("message_handler_failed", peer=str(s.peer), protocol=s.protocol)
-            raise _Drop("handler_error") from None
+            raise Drop("handler_error") from None
 
     async def _serve_and_release(
-        self, s: _Stream, reg: _Registration, rid: int, obj: Any, inflight: trio.Semaphore
+        self, s: Stream, reg: Registration, rid: int, obj: Any, inflight: trio.Semaphore
     ) -> None:
         try:
             await self._serve(s, reg, rid, obj)
         finally:
             inflight.release()
 
-    async def _serve(self, s: _Stream, reg: _Registration, rid: int, obj: Any) -> None:
+    async def _serve(self, s: Stream, reg: Registration, rid: int, obj: Any) -> None:
         assert reg.on_request is not None
         self.stats.requests_served += 1
         frame: bytes | None
@@ -1045,7 +730,7 @@ class Transport:
                 frame = encode_envelope(Kind.RESPONSE, result, rid, self.config.max_frame_bytes)
         except RemoteProtocolError as e:
             if s.codec is Codec.RAW:
-                raise _Drop("bad_request") from None
+                raise Drop("bad_request") from None
             frame = encode_envelope(Kind.ERROR, f"refused: {e}", rid)
         except LocalProtocolError:
             raise
@@ -1053,7 +738,7 @@ class Transport:
             self.stats.handler_errors += 1
             log.exception("request_handler_failed", peer=str(s.peer), protocol=s.protocol)
             if s.codec is Codec.RAW:
-                raise _Drop("handler_error") from None
+                raise Drop("handler_error") from None
             frame = encode_envelope(Kind.ERROR, f"internal error: {type(e).__name__}", rid)
         if frame is not None:
             try:
@@ -1067,7 +752,7 @@ class Transport:
         key = reason.split(":", 1)[0]
         self.stats.streams_dropped[key] = self.stats.streams_dropped.get(key, 0) + 1
 
-    async def _finish_stream(self, s: _Stream, reason: str) -> None:
+    async def _finish_stream(self, s: Stream, reason: str) -> None:
         if reason in ("eof", "closed"):
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                 try:
@@ -1080,12 +765,18 @@ class Transport:
         await self._reset(s.net)
 
     @staticmethod
-    async def _reset(net: INetStream) -> None:
-        with trio.CancelScope(shield=True), trio.move_on_after(1.0), suppress(Exception):
-            await net.reset()
+    async def _reset(net: BackendStream) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+            try:
+                await net.reset()
+            except Exception:  # already gone: nothing left to reset
+                return
 
 
 __all__ = [
+    "STACK_NATIVE",
+    "STACK_PYLIBP2P",
+    "AttachError",
     "Codec",
     "DialError",
     "ListenError",
@@ -1101,5 +792,6 @@ __all__ = [
     "TransportError",
     "TransportEvent",
     "TransportStats",
+    "TransportStream",
     "split_p2p_addr",
 ]

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import trio
-from libp2p.peer.id import ID
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
@@ -97,7 +96,6 @@ async def _attack(t: Transport, target: PeerId, addr: str, port: int) -> dict[st
 
         # 5. Streams that never finish, many at once: each announces a 1000-byte frame,
         #    writes 10 bytes, and stays open while the good client is served.
-        host = t._host
         streams = []
         out["stream_errors"] = []
         for i in range(MANY_STREAMS):
@@ -105,8 +103,8 @@ async def _attack(t: Transport, target: PeerId, addr: str, port: int) -> dict[st
             for _attempt in range(2):
                 try:
                     with trio.fail_after(10):
-                        s = await host.new_stream(ID(target.raw), [proto])
-                        await s.write(encode_varint(1000) + b"x" * 10)
+                        s = await t.open_stream(target, proto)
+                        await s.send_all(encode_varint(1000) + b"x" * 10)
                     streams.append(s)
                     break
                 except Exception as e:

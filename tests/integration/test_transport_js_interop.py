@@ -21,7 +21,7 @@ import trio
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.runtime.transport import Transport
+from overlay.runtime.transport import Transport, TransportConfig
 
 JS_DIR = Path(__file__).parent / "js"
 
@@ -74,11 +74,13 @@ class JsPeer:
         return reply
 
 
-def test_js_libp2p_dials_us_and_we_dial_it() -> None:
+@pytest.mark.parametrize("stack", ["native", "py-libp2p"])
+def test_js_libp2p_dials_us_and_we_dial_it(stack: str) -> None:
     cache = _install()
 
     async def main() -> None:
-        async with Transport.open(KeyPair.generate(), ["/ip4/127.0.0.1/tcp/0"]) as t:
+        cfg = TransportConfig(stack=stack)
+        async with Transport.open(KeyPair.generate(), ["/ip4/127.0.0.1/tcp/0"], cfg) as t:
             proc = await trio.lowlevel.open_process(
                 ["node", "peer.mjs"], cwd=cache,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -95,7 +97,9 @@ def test_js_libp2p_dials_us_and_we_dial_it() -> None:
                 assert r["rttMs"] >= 0
                 assert "/ipfs/ping/1.0.0" in r["protocols"]
                 assert "/ipfs/id/1.0.0" in r["protocols"]
-                assert r["agentVersion"].startswith("py-libp2p")
+                assert r["agentVersion"].startswith(
+                    "colony/" if stack == "native" else "py-libp2p"
+                )
 
                 # We ping js on that connection and read what identify told us.
                 assert js_id in t.connected_peers()
@@ -115,6 +119,9 @@ def test_js_libp2p_dials_us_and_we_dial_it() -> None:
                 assert len(rtts) == 2
                 info = await t.identify(js_id)
                 assert "/ipfs/id/1.0.0" in info.protocols
+                # js reports where it sees our connection come from.
+                assert info.observed_addr is not None
+                assert info.observed_addr.startswith("/ip4/127.0.0.1/tcp/")
                 peer_info = await js.call(cmd="peer_info", peerId=str(t.peer_id))
                 assert "/ipfs/ping/1.0.0" in peer_info["protocols"]
                 await js.call(cmd="stop")

@@ -1,4 +1,5 @@
-"""overlay.runtime.transport on real py-libp2p hosts over 127.0.0.1 sockets.
+"""overlay.runtime.transport on real hosts over 127.0.0.1 sockets, on both network
+stacks (`native` = overlay/p2p, and `py-libp2p`): every test runs once per stack.
 
 Each py-libp2p 0.8.1 trait the adapter handles (docs/transport.md) has a test here:
 Noise only (a plaintext dialer is refused), one connection per peer, handler
@@ -43,14 +44,32 @@ RAW = "/colony/test-raw/1.0.0"
 
 pytestmark = pytest.mark.timeout(60)
 
+STACK = "native"
+
+
+@pytest.fixture(autouse=True, params=["native", "py-libp2p"])
+def stack(request: pytest.FixtureRequest) -> str:
+    """Run every test on both stacks; `cfg()` builds configs for the current one."""
+    global STACK
+    STACK = request.param
+    return STACK
+
+
+def cfg(**kw: Any) -> TransportConfig:
+    return TransportConfig(stack=STACK, **kw)
+
+
+def topen(kp: KeyPair, addrs: list[str], config: TransportConfig | None = None) -> Any:
+    return Transport.open(kp, addrs, config or cfg())
+
 
 @asynccontextmanager
 async def pair(
     config_a: TransportConfig | None = None, config_b: TransportConfig | None = None
 ) -> AsyncIterator[tuple[Transport, Transport]]:
     async with AsyncExitStack() as stack:
-        a = await stack.enter_async_context(Transport.open(KeyPair.generate(), [LOOP], config_a))
-        b = await stack.enter_async_context(Transport.open(KeyPair.generate(), [LOOP], config_b))
+        a = await stack.enter_async_context(topen(KeyPair.generate(), [LOOP], config_a))
+        b = await stack.enter_async_context(topen(KeyPair.generate(), [LOOP], config_b))
         a.add_addrs(b.peer_id, b.listen_addrs)
         yield a, b
 
@@ -100,7 +119,7 @@ async def echo(peer: PeerId, obj: Any) -> Any:
 def test_identity_addresses_and_one_connection_per_peer() -> None:
     async def main() -> None:
         kp = KeyPair.generate()
-        async with Transport.open(kp, [LOOP, "/ip4/127.0.0.2/tcp/0"]) as b, Transport.open(
+        async with topen(kp, [LOOP, "/ip4/127.0.0.2/tcp/0"]) as b, topen(
             KeyPair.generate(), [LOOP]
         ) as a:
             assert b.peer_id == kp.peer_id
@@ -115,12 +134,16 @@ def test_identity_addresses_and_one_connection_per_peer() -> None:
             assert (await next_event(a, PeerConnected)).peer == b.peer_id
             assert (await next_event(b, PeerConnected)).peer == a.peer_id
             assert a.stats.dials == 1
-            # py-libp2p's default of 3 connections per peer makes every dial wait
-            # out its 250 ms happy-eyeballs timer; at 1 it stops at the first.
-            assert a._network.connection_config.max_connections_per_peer == 1
-            assert len(a._network.get_connections()) == 1
-            # The auto-connector would dial every stored peer by itself.
-            assert not a._network.auto_connector._started
+            if STACK == "py-libp2p":
+                network = a._backend._network  # type: ignore[attr-defined]
+                # py-libp2p's default of 3 connections per peer makes every dial wait
+                # out its 250 ms happy-eyeballs timer; at 1 it stops at the first.
+                assert network.connection_config.max_connections_per_peer == 1
+                assert len(network.get_connections()) == 1
+                # The auto-connector would dial every stored peer by itself.
+                assert not network.auto_connector._started
+            else:
+                assert len(a._backend.host._conns[b.peer_id]) == 1  # type: ignore[attr-defined]
 
     run(main)
 
@@ -133,7 +156,7 @@ def test_listen_on_a_busy_port_raises_listen_error() -> None:
         port = sock.getsockname()[1]
         try:
             with pytest.raises(ListenError):
-                async with Transport.open(KeyPair.generate(), [f"/ip4/127.0.0.1/tcp/{port}"]):
+                async with topen(KeyPair.generate(), [f"/ip4/127.0.0.1/tcp/{port}"]):
                     pass
         finally:
             sock.close()
@@ -162,7 +185,7 @@ async def _multistream_select(port: int, protocol: str) -> bytes:
 
 def test_plaintext_dialer_is_refused_noise_is_offered() -> None:
     async def main() -> None:
-        async with Transport.open(KeyPair.generate(), [LOOP]) as t:
+        async with topen(KeyPair.generate(), [LOOP]) as t:
             port = int(t.listen_addrs[0].rsplit("/", 1)[1])
             for plaintext in ("/plaintext/2.0.0", "/plaintext/1.0.0", "/secio/1.0.0", "/tls/1.0.0"):
                 answer = await _multistream_select(port, plaintext)
@@ -321,8 +344,8 @@ def test_handler_exception_costs_the_stream_not_the_host() -> None:
 )
 def test_garbage_frames_drop_the_stream_with_a_logged_reason(body: bytes, reason: str) -> None:
     async def main() -> None:
-        small = TransportConfig(max_frame_bytes=1024)
-        async with pair(config_b=small) as (attacker, b), Transport.open(
+        small = cfg(max_frame_bytes=1024)
+        async with pair(config_b=small) as (attacker, b), topen(
             KeyPair.generate(), [LOOP]
         ) as good:
             inbox = Inbox()
@@ -389,8 +412,8 @@ def test_remote_close_is_a_clean_end_and_the_next_send_reopens() -> None:
 
 def test_unreachable_peer_bounded_queue_and_send_failed_event() -> None:
     async def main() -> None:
-        cfg = TransportConfig(queue_frames=8, queue_bytes_per_peer=10_000, dial_timeout_s=5)
-        async with Transport.open(KeyPair.generate(), [LOOP], cfg) as a:
+        config = cfg(queue_frames=8, queue_bytes_per_peer=10_000, dial_timeout_s=5)
+        async with topen(KeyPair.generate(), [LOOP], config) as a:
             ghost = KeyPair.generate().peer_id
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
@@ -410,7 +433,7 @@ def test_unreachable_peer_bounded_queue_and_send_failed_event() -> None:
                 await a.connect(KeyPair.generate().peer_id)
             # Byte budget: one frame bigger than the per-peer budget is refused.
             assert not a.post(ghost, P, b"x" * 20_000)
-            assert a._queued_bytes.get(ghost, 0) <= cfg.queue_bytes_per_peer
+            assert a._queued_bytes.get(ghost, 0) <= config.queue_bytes_per_peer
 
     run(main)
 
@@ -423,7 +446,11 @@ def test_disconnect_events_ping_and_identify() -> None:
             assert len(rtts) == 3 and all(r > 0 for r in rtts)
             info = await a.identify(b.peer_id)
             assert P in info.protocols and "/ipfs/ping/1.0.0" in info.protocols
-            assert info.agent_version is not None and info.agent_version.startswith("py-libp2p")
+            agent = "py-libp2p" if STACK == "py-libp2p" else "colony/"
+            assert info.agent_version is not None and info.agent_version.startswith(agent)
+            # identify's observedAddr: where b sees us connect from (loopback).
+            assert info.observed_addr is not None
+            assert info.observed_addr.startswith("/ip4/127.0.0.1/tcp/")
             assert any(addr.startswith(b.listen_addrs[0]) for addr in info.addrs)
             assert (await next_event(b, PeerConnected)).peer == a.peer_id
             await a.disconnect(b.peer_id, "test")

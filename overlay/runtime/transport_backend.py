@@ -1,0 +1,72 @@
+"""What the transport adapter needs from a network stack, and its two stacks.
+
+`Transport` (overlay/runtime/transport.py) keeps Colony's stream discipline —
+framing, queues, request ids, bounds — and talks to a `Backend` for everything
+libp2p: listening, dialling, opening and accepting negotiated streams, identify,
+ping. Two backends exist:
+
+* `native` — overlay.p2p (our own multistream-select, Noise XX, Yamux):
+  overlay/runtime/backend_native.py. The default.
+* `py-libp2p` — py-libp2p 0.8.1's host: overlay/runtime/backend_pylibp2p.py,
+  the only module that imports libp2p; imported lazily, only when chosen.
+
+Streams of either backend present `BackendStream`: `read` returns b"" at EOF and
+raises overlay.p2p.errors.StreamResetError on reset, StreamError on other
+failures; `write` raises StreamError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from overlay.core.crypto import KeyPair
+from overlay.core.ids import PeerId
+from overlay.runtime.transport_types import STACK_NATIVE, PeerInfo, TransportConfig
+
+
+class BackendStream(Protocol):
+    async def read(self, max_bytes: int) -> bytes: ...
+    async def write(self, data: bytes) -> None: ...
+    async def close(self) -> None: ...
+    async def reset(self) -> None: ...
+
+
+StreamHandler = Callable[[BackendStream, PeerId], Awaitable[None]]
+PeerCallback = Callable[[PeerId], None]
+
+
+class Backend(Protocol):
+    on_connected: PeerCallback | None
+    on_disconnected: PeerCallback | None
+
+    @property
+    def listen_addrs(self) -> list[str]: ...
+
+    def serve(self, listen_addrs: Iterable[str]) -> AbstractAsyncContextManager[None]:
+        """Listen (ListenError if an address fails) and run until the block exits."""
+        ...
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None: ...
+    async def new_stream(self, peer: PeerId, protocol: str) -> BackendStream: ...
+    def is_connected(self, peer: PeerId) -> bool: ...
+    def connected_peers(self) -> list[PeerId]: ...
+    async def dial(self, peer: PeerId, addrs: list[str]) -> None: ...
+    async def disconnect(self, peer: PeerId) -> None: ...
+    async def identify(self, peer: PeerId) -> PeerInfo: ...
+    async def ping(self, peer: PeerId, count: int) -> list[float]: ...
+    async def attach_stream(
+        self, stream: Any, *, initiator: bool, peer: PeerId | None
+    ) -> PeerId: ...
+
+
+def make_backend(keypair: KeyPair, config: TransportConfig) -> Backend:
+    """The backend `config.stack` names; py-libp2p is imported only here, on demand."""
+    if config.stack == STACK_NATIVE:
+        from overlay.runtime.backend_native import NativeBackend
+
+        return NativeBackend(keypair, config)
+    from overlay.runtime.backend_pylibp2p import PyLibp2pBackend
+
+    return PyLibp2pBackend(keypair, config)

@@ -1,0 +1,125 @@
+"""Internal bookkeeping of the transport adapter: queued frames, pending requests,
+streams with their framing state, and the outbound (peer, protocol) channels.
+
+Split out of overlay/runtime/transport.py; nothing here is public API.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from overlay.core.errors import FrameTooLarge, NonCanonical, WireError
+from overlay.core.ids import PeerId
+from overlay.runtime.transport_backend import BackendStream
+from overlay.runtime.transport_types import Codec, OnMessage, OnRequest
+
+
+@dataclass(slots=True)
+class Registration:
+    protocol: str
+    codec: Codec
+    on_message: OnMessage | None
+    on_request: OnRequest | None
+
+
+class Item:
+    """A frame waiting in an outbound queue; `done` is set for `send` callers."""
+
+    __slots__ = ("done", "error", "frame")
+
+    def __init__(self, frame: bytes, done: trio.Event | None = None) -> None:
+        self.frame = frame
+        self.done = done
+        self.error: str | None = None
+
+
+class Pending:
+    __slots__ = ("done", "error", "peer", "protocol", "remote_error", "result")
+
+    def __init__(self, peer: PeerId, protocol: str) -> None:
+        self.peer = peer
+        self.protocol = protocol
+        self.done = trio.Event()
+        self.result: Any = None
+        self.error: str | None = None  # our side failed (stream dropped)
+        self.remote_error: str | None = None  # the peer refused
+
+
+class Stream:
+    """A backend stream with our framing state; writes are serialised by `lock`."""
+
+    __slots__ = ("codec", "lock", "net", "outbound", "peer", "protocol")
+
+    def __init__(
+        self, net: BackendStream, peer: PeerId, protocol: str, codec: Codec, outbound: bool
+    ) -> None:
+        self.net = net
+        self.peer = peer
+        self.protocol = protocol
+        self.codec = codec
+        self.outbound = outbound
+        self.lock = trio.Lock()
+
+
+class Outbound:
+    """Our long-lived stream to (peer, protocol) with its bounded queue."""
+
+    def __init__(self, peer: PeerId, protocol: str, codec: Codec, queue_frames: int) -> None:
+        self.peer = peer
+        self.protocol = protocol
+        self.codec = codec
+        self.tx, self.rx = trio.open_memory_channel[Item](queue_frames)
+        self.closed = False
+        self.stream: Stream | None = None  # set once the stream is negotiated
+        self.busy = False  # the writer task holds frames it has not written yet
+        self.pending: set[int] = set()  # CBOR request ids awaiting a response
+        self.raw_waiters: deque[Pending] = deque()  # RAW: responses come in order
+
+
+class Drop(Exception):
+    """Raised inside a read loop: reset this stream for `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def sole_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside nested single-member groups, if that is the shape."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
+
+
+def wire_reason(e: WireError) -> str:
+    if isinstance(e, FrameTooLarge):
+        return "frame_too_large"
+    if isinstance(e, NonCanonical):
+        return "non_canonical"
+    return "malformed_frame"
+
+
+def drain_queue(ch: Outbound, reason: str, on_item: Callable[[Item], None]) -> int:
+    """Close `ch`'s queue and fail what is still in it; return how many frames."""
+    ch.closed = True
+    ch.tx.close()
+    dropped = 0
+    while True:
+        try:
+            item = ch.rx.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            break
+        dropped += 1
+        item.error = reason
+        on_item(item)
+        if item.done is not None:
+            item.done.set()
+    return dropped

@@ -1,0 +1,200 @@
+"""The native stack (overlay/p2p) behind the transport: interop with py-libp2p hosts
+in both directions, attach_stream over a foreign byte stream, the send-rate limit,
+a peer breaking Yamux after the handshake, and no libp2p import in native mode.
+Real sockets on 127.0.0.1; every wait bounded.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from overlay.core.crypto import KeyPair
+from overlay.core.ids import PeerId
+from overlay.p2p import noise
+from overlay.p2p.connection import upgrade
+from overlay.runtime.transport import (
+    AttachError,
+    Codec,
+    Transport,
+    TransportConfig,
+)
+
+LOOP = "/ip4/127.0.0.1/tcp/0"
+P = "/colony/test/1.0.0"
+RAW = "/colony/test-raw/1.0.0"
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def run(fn: Any) -> None:
+    async def bounded() -> None:
+        with trio.fail_after(45):
+            await fn()
+
+    trio.run(bounded)
+
+
+async def echo(peer: PeerId, obj: Any) -> Any:
+    return {"from": peer.raw, "echo": obj}
+
+
+async def reverse(peer: PeerId, body: bytes) -> bytes:
+    return body[::-1]
+
+
+@asynccontextmanager
+async def two(stack_a: str, stack_b: str, **kw: Any) -> AsyncIterator[tuple[Transport, Transport]]:
+    async with AsyncExitStack() as st:
+        a = await st.enter_async_context(
+            Transport.open(KeyPair.generate(), [LOOP], TransportConfig(stack=stack_a, **kw)))
+        b = await st.enter_async_context(
+            Transport.open(KeyPair.generate(), [LOOP], TransportConfig(stack=stack_b, **kw)))
+        for t in (a, b):
+            t.set_handler(P, on_request=echo)
+            t.set_handler(RAW, on_request=reverse, codec=Codec.RAW)
+        yield a, b
+
+
+@pytest.mark.parametrize(("dialler", "listener"), [("native", "py-libp2p"),
+                                                   ("py-libp2p", "native")])
+def test_interop_with_py_libp2p_both_directions(dialler: str, listener: str) -> None:
+    async def main() -> None:
+        async with two(dialler, listener) as (a, b):
+            a.add_addrs(b.peer_id, b.listen_addrs)
+            assert await a.request(b.peer_id, P, [1, b"x"]) == {"from": a.peer_id.raw,
+                                                                 "echo": [1, b"x"]}
+            big = bytes(range(256)) * 8192  # 2 MiB: many Yamux frames and window updates
+            assert await a.request(b.peer_id, RAW, big) == big[::-1]
+            # The listener answers on its own outbound stream over the same connection.
+            assert await b.request(a.peer_id, P, "back") == {"from": b.peer_id.raw,
+                                                             "echo": "back"}
+            assert len(await a.ping(b.peer_id, count=2)) == 2
+            info = await a.identify(b.peer_id)
+            assert P in info.protocols and RAW in info.protocols
+            info_b = await b.identify(a.peer_id)
+            assert "/ipfs/ping/1.0.0" in info_b.protocols
+            assert a.stats.dials == 1 and b.stats.dials == 0
+
+    run(main)
+
+
+def test_attach_stream_over_a_foreign_byte_stream() -> None:
+    async def main() -> None:
+        async with two("native", "native") as (a, b):
+            # A socketpair stands in for a WebRTC data channel or a relay circuit:
+            # neither side knows an address of the other.
+            sa, sb = trio.socket.socketpair()
+            left, right = trio.SocketStream(sa), trio.SocketStream(sb)
+            async with trio.open_nursery() as n:
+                got: list[PeerId] = []
+
+                async def responder() -> None:
+                    got.append(await b.attach_stream(right, initiator=False))
+
+                n.start_soon(responder)
+                assert await a.attach_stream(left, initiator=True, peer=b.peer_id) == b.peer_id
+            assert got == [a.peer_id]
+            assert a.known_addrs(b.peer_id) == []
+            assert await a.request(b.peer_id, P, "over the pipe") == {
+                "from": a.peer_id.raw, "echo": "over the pipe"}
+            assert await b.request(a.peer_id, RAW, b"abc") == b"cba"
+            assert a.stats.dials == 0
+
+            # The initiator names the peer it expects: anyone else is refused, and
+            # both ends report the failed upgrade.
+            sa, sb = trio.socket.socketpair()
+            left, right = trio.SocketStream(sa), trio.SocketStream(sb)
+            stranger = KeyPair.generate().peer_id
+            errors: dict[str, AttachError] = {}
+
+            async def refused_responder() -> None:
+                try:
+                    await b.attach_stream(right, initiator=False)
+                except AttachError as e:
+                    errors["b"] = e
+
+            async with trio.open_nursery() as n:
+                n.start_soon(refused_responder)
+                try:
+                    await a.attach_stream(left, initiator=True, peer=stranger)
+                except AttachError as e:
+                    errors["a"] = e
+            assert "dialled" in str(errors["a"]) and "b" in errors
+
+    run(main)
+
+
+def test_send_rate_limit_holds_the_average() -> None:
+    rate = 4_000_000  # bytes/s
+
+    async def main() -> None:
+        async with two("native", "native", max_send_rate=rate) as (a, b):
+            got = trio.Event()
+            total = 0
+
+            def on_message(peer: PeerId, body: bytes) -> None:
+                nonlocal total
+                total += len(body)
+                if total >= 6_000_000:
+                    got.set()
+
+            b.set_handler(RAW, on_message=on_message, codec=Codec.RAW)
+            a.codec_for(RAW, Codec.RAW)
+            a.add_addrs(b.peer_id, b.listen_addrs)
+            await a.connect(b.peer_id)
+            started = trio.current_time()
+            for _ in range(24):
+                await a.send(b.peer_id, RAW, bytes(250_000))
+            await got.wait()
+            elapsed = trio.current_time() - started
+            # The bucket allows one burst (~200 KB at this rate), then the rate:
+            # sending 6 MB cannot take less than (6 MB - burst) / rate.
+            assert elapsed >= (6_000_000 - 250_000) / rate * 0.95
+            assert a.stats.rate_limited_s > 1.0
+
+    run(main)
+
+
+def test_yamux_garbage_after_the_handshake_costs_only_that_connection() -> None:
+    async def main() -> None:
+        async with two("native", "native") as (a, b):
+            port = int(b.listen_addrs[0].rsplit("/", 1)[1])
+            evil_key = KeyPair.generate()
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            conn = await upgrade(stream, evil_key, initiator=True, expected_peer=b.peer_id)
+            # A valid Noise message carrying an invalid Yamux header (version 7).
+            await stream.send_all(noise.encrypt_frames(conn.ciphers.send, b"\x07" + bytes(11)))
+            with trio.fail_after(10):
+                while True:  # b answers with GoAway and closes: we read EOF
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        break
+            assert not b.is_connected(evil_key.peer_id)
+            a.add_addrs(b.peer_id, b.listen_addrs)
+            assert (await a.request(b.peer_id, P, 1))["echo"] == 1
+
+    run(main)
+
+
+def test_native_mode_never_imports_libp2p() -> None:
+    code = (
+        "import sys, trio\n"
+        "from overlay.core.crypto import KeyPair\n"
+        "from overlay.runtime.transport import Transport\n"
+        "async def main():\n"
+        "    async with Transport.open(KeyPair.generate(), ['/ip4/127.0.0.1/tcp/0']) as t:\n"
+        "        assert t.stack == 'native'\n"
+        "trio.run(main)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('libp2p', 'multiaddr'))\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

@@ -1,0 +1,99 @@
+"""Noise XX with libp2p payloads: two handshake state machines back to back."""
+
+from __future__ import annotations
+
+import pytest
+
+from overlay.core.crypto import KeyPair
+from overlay.p2p import noise
+from overlay.p2p.errors import DecryptError, HandshakeError
+
+
+def _run(init: noise.Handshake, resp: noise.Handshake) -> None:
+    for writer, reader in ((init, resp), (resp, init), (init, resp)):
+        framed = writer.write_message()
+        assert int.from_bytes(framed[:2], "big") == len(framed) - 2
+        reader.read_message(framed[2:])
+
+
+def test_handshake_authenticates_both_peers_and_keys_match() -> None:
+    a, b = KeyPair.generate(), KeyPair.generate()
+    init = noise.Handshake(True, a.seed, expected_peer=b.peer_id)
+    resp = noise.Handshake(False, b.seed)
+    _run(init, resp)
+    assert init.complete and resp.complete
+    peer_b, ca = init.result()
+    peer_a, cb = resp.result()
+    assert peer_b == b.peer_id and peer_a == a.peer_id
+    for msg in (b"", b"x", bytes(range(256)) * 300):
+        wire = noise.encrypt_frames(ca.send, msg)
+        out = noise.FrameReader(cb.recv).feed_and_decrypt(wire)
+        assert b"".join(out) == msg
+    back = noise.encrypt_frames(cb.send, b"reply")
+    assert noise.FrameReader(ca.recv).feed_and_decrypt(back) == [b"reply"]
+
+
+def test_large_writes_become_few_max_size_messages() -> None:
+    a, b = KeyPair.generate(), KeyPair.generate()
+    init, resp = noise.Handshake(True, a.seed), noise.Handshake(False, b.seed)
+    _run(init, resp)
+    _, ca = init.result()
+    _, cb = resp.result()
+    data = bytes(1_000_000)
+    wire = noise.encrypt_frames(ca.send, data)
+    n_msgs = -(-len(data) // noise.MAX_PLAINTEXT_BYTES)
+    assert len(wire) == len(data) + n_msgs * (2 + noise.TAG_BYTES)
+    reader = noise.FrameReader(cb.recv)
+    got: list[bytes] = []
+    for i in range(0, len(wire), 7777):  # arbitrary TCP segmentation
+        got += reader.feed_and_decrypt(wire[i : i + 7777])
+    assert len(got) == n_msgs and b"".join(got) == data
+    assert reader.buffered_bytes == 0
+
+
+def test_wrong_expected_peer_is_refused() -> None:
+    a, b, c = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
+    init = noise.Handshake(True, a.seed, expected_peer=c.peer_id)
+    resp = noise.Handshake(False, b.seed)
+    init_msg = init.write_message()
+    resp.read_message(init_msg[2:])
+    with pytest.raises(HandshakeError, match="dialled"):
+        init.read_message(resp.write_message()[2:])
+
+
+def test_tampered_handshake_and_transport_messages_fail_cleanly() -> None:
+    a, b = KeyPair.generate(), KeyPair.generate()
+    init, resp = noise.Handshake(True, a.seed), noise.Handshake(False, b.seed)
+    resp.read_message(init.write_message()[2:])
+    msg2 = bytearray(resp.write_message()[2:])
+    msg2[40] ^= 1  # inside the encrypted static key
+    with pytest.raises(HandshakeError):
+        init.read_message(bytes(msg2))
+
+    init, resp = noise.Handshake(True, a.seed), noise.Handshake(False, b.seed)
+    _run(init, resp)
+    _, ca = init.result()
+    _, cb = resp.result()
+    wire = bytearray(noise.encrypt_frames(ca.send, b"secret"))
+    wire[5] ^= 0x80
+    with pytest.raises(DecryptError):
+        noise.FrameReader(cb.recv).feed_and_decrypt(bytes(wire))
+
+
+def test_payload_signed_by_another_identity_is_refused() -> None:
+    a, b, mallory = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
+    resp = noise.Handshake(False, b.seed)
+    # Mallory signs someone else's static key: the signature cannot verify.
+    resp._payload = noise.encode_payload(mallory.seed, b"\x01" * 32)
+    init = noise.Handshake(True, a.seed)
+    resp.read_message(init.write_message()[2:])
+    with pytest.raises(HandshakeError, match="signature"):
+        init.read_message(resp.write_message()[2:])
+
+
+def test_out_of_order_use_is_an_error() -> None:
+    init = noise.Handshake(True, KeyPair.generate().seed)
+    with pytest.raises(HandshakeError):
+        init.read_message(b"\x00" * 32)
+    with pytest.raises(HandshakeError):
+        init.result()
