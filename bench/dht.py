@@ -20,7 +20,6 @@ Usage: .venv/bin/python bench/dht.py [--sizes 1000,10000] [--lookups 300]
 from __future__ import annotations
 
 import argparse
-import bisect
 import math
 import random
 import statistics
@@ -32,35 +31,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dht import FindNode, KadConfig, Kademlia, LookupDone
-from overlay.core.ids import KEY_BITS, PeerId, key_of_bytes
+from overlay.core.ids import PeerId, key_of_bytes
+from sim.dht_static import random_peer_ids, seed_tables
 from sim.router import Router
-
-
-def seed_tables(ids: list[PeerId], cores: dict[PeerId, Kademlia], k: int,
-                rng: random.Random) -> None:
-    srt = sorted(ids, key=lambda p: p.key)
-    keys = [p.key for p in srt]
-    for p in ids:
-        x = p.key
-        table = cores[p].table
-        for c in range(KEY_BITS):
-            shift = KEY_BITS - c - 1
-            lo = ((x >> shift) ^ 1) << shift
-            a, b = bisect.bisect_left(keys, lo), bisect.bisect_left(keys, lo + (1 << shift))
-            members = srt[a:b]
-            if len(members) > k:
-                members = rng.sample(members, k)
-            for m in members:
-                table.seen(m, 0.0)
-            own = (x >> shift) << shift
-            if bisect.bisect_left(keys, own + (1 << shift)) - bisect.bisect_left(keys, own) <= 1:
-                break
 
 
 def run(n: int, lookups: int, seed: int) -> None:
     cfg = KadConfig()
     rng = random.Random(seed)
-    ids = [PeerId.from_ed25519(rng.randbytes(32)) for _ in range(n)]
+    ids = random_peer_ids(n, rng)
     router = Router(delay_s=0.05, rng=random.Random(seed))
     cores: dict[PeerId, Kademlia] = {}
     tracemalloc.start()

@@ -48,6 +48,9 @@ class KadConfig:
     max_provided_keys: int = 1_000_000
     #: Sweep: region lookups running at once, and the window of each region lookup.
     sweep_parallelism: int = 8
+    #: Spread a reprovide's regions over the interval by keyspace position (kubo's
+    #: sweeping reprovider) instead of announcing them all at once.
+    pace_reprovide: bool = True
     region_lookup_size: int = 40
     #: Regions are sized to hold this many times k peers (see providers.region_bits).
     region_peers_per_k: float = 1.0

@@ -160,18 +160,30 @@ class _Region:
 
 
 class _Sweep:
-    __slots__ = ("bits", "keys", "lookups", "messages", "queue", "regions", "request_id",
-                 "running")
+    """One sweep: key regions waiting for their start time, lookups running, counters.
 
-    def __init__(self, request_id: int, keys: dict[bytes, int], bits: int) -> None:
+    `queue` holds (start time, region prefix, multihashes) in start order. A first
+    announcement (`Provide`) starts every region at once; a reprovide spreads them over
+    the interval by keyspace position (`_sweep`), so `pending` maps the prefix of every
+    region not started yet to its list, where keys provided meanwhile are added."""
+
+    __slots__ = ("bits", "keys", "lookups", "messages", "paced", "pending", "queue",
+                 "regions", "request_id", "running", "timer_at")
+
+    def __init__(self, request_id: int, keys: dict[bytes, int], bits: int,
+                 paced: bool) -> None:
         self.request_id = request_id
         self.keys = keys
         self.bits = bits
-        self.queue: deque[list[bytes]] = deque()
+        self.paced = paced
+        self.queue: deque[tuple[float, int, list[bytes]]] = deque()
+        self.pending: dict[int, list[bytes]] = {}
         self.running = 0
         self.regions = 0
         self.lookups = 0
         self.messages = 0
+        #: Deadline of this sweep's ("sweep", id) timer, if armed (stale firings differ).
+        self.timer_at: float | None = None
 
 
 _WALK_TYPE = {
@@ -552,6 +564,12 @@ class Kademlia:
             self.stats.rpc_timeouts += 1
             self._rpc_failed(rpc, now, out)
             return
+        if name == "sweep" and len(timer) == 2:
+            sw = self._sweeps.get(timer[1])
+            if sw is not None and sw.timer_at is not None and now >= sw.timer_at:
+                sw.timer_at = None
+                self._pump(timer[1], now, out)
+            return
         due = self._hk.get(name) if isinstance(name, str) else None
         if due is None or now < due:
             return  # stale or unknown
@@ -565,8 +583,10 @@ class Kademlia:
             self.values.expire(now)
         elif name == "reprovide":
             self._arm("reprovide", now + cfg.reprovide_interval_s, out)
+            self._retire_paced_sweeps(now, out)
             if self.provided:
-                self._sweep(0, dict(self.provided), now, out)
+                spread = cfg.reprovide_interval_s if cfg.pace_reprovide else 0.0
+                self._sweep(0, dict(self.provided), now, out, spread_s=spread)
 
     def _refresh(self, now: float, out: list[Effect], force: bool = False) -> None:
         """Refresh stale buckets (Kademlia §2.3): a lookup for a key in each one."""
@@ -613,50 +633,107 @@ class Kademlia:
             keys[mh] = key
         if "reprovide" not in self._hk:
             self._arm("reprovide", now + self.config.reprovide_interval_s, out)
+        self._join_paced_sweeps(keys)
         self._sweep(cmd.request_id, keys, now, out)
 
+    def _join_paced_sweeps(self, keys: dict[bytes, int]) -> None:
+        """Add newly provided keys to the reprovide under way when their region has not
+        started yet, so none waits almost two intervals for its first reprovide."""
+        for sw in self._sweeps.values():
+            if not sw.paced or not sw.pending:
+                continue
+            for mh, key in keys.items():
+                region = sw.pending.get(prov.region_of(key, sw.bits))
+                if region is not None and mh not in sw.keys:
+                    region.append(mh)
+                    sw.keys[mh] = key
+
     def _sweep(self, request_id: int, keys: dict[bytes, int], now: float,
-               out: list[Effect]) -> None:
+               out: list[Effect], *, spread_s: float = 0.0) -> None:
+        """Announce `keys` region by region. With `spread_s`, region r of 2^p starts at
+        now + spread_s·r/2^p (its keyspace position, as kubo's sweeping reprovider), so
+        a reprovide is an even trickle of lookups and ADD_PROVIDERs over the interval
+        rather than a burst, and each key comes round once per interval."""
         bits = prov.region_bits(self.table.estimate_network_size(), self.config.k,
                                 self.config.region_peers_per_k)
-        sw = _Sweep(request_id, keys, bits)
-        for _, mhs in prov.group_by_region(keys, bits):
-            sw.queue.append(mhs)
+        sw = _Sweep(request_id, keys, bits, paced=spread_s > 0)
+        for region, mhs in prov.group_by_region(keys, bits):
+            sw.queue.append((now + spread_s * region / (1 << bits), region, mhs))
+            if sw.paced:
+                sw.pending[region] = mhs
         sid = self._next_op
         self._next_op += 1
         self._sweeps[sid] = sw
         self._pump(sid, now, out)
 
+    def _retire_paced_sweeps(self, now: float, out: list[Effect]) -> None:
+        """A new reprovide cycle covers every key: regions of the last one that never
+        started (the node was too busy) are dropped, running lookups finish."""
+        for sid, sw in list(self._sweeps.items()):
+            if sw.paced and sw.queue:
+                sw.queue.clear()
+                sw.pending.clear()
+                self._pump(sid, now, out)
+
     def _pump(self, sid: int, now: float, out: list[Effect]) -> None:
-        """Start region explorations while under `sweep_parallelism` lookups."""
+        """Start due regions while under `sweep_parallelism` lookups; arm the sweep's
+        timer for the next region that is not due yet."""
         sw = self._sweeps[sid]
         cfg = self.config
+        busy = False
         while sw.queue and sw.running < cfg.sweep_parallelism:
+            at, region, mhs = sw.queue[0]
+            if at > now:
+                break
             if len(self._ops) + 2 > cfg.max_lookups:
-                break  # busy: retried when one of our region lookups finishes
-            mhs = sw.queue.popleft()
-            job = _Region(mhs)
-            # One lookup per half of the region that holds keys, aimed at its median
-            # key: together they enumerate the region's peers (docs/dht.md, "Sweep").
-            halves = [mhs] if len(mhs) == 1 else [
-                part for _, part in prov.group_by_region({m: sw.keys[m] for m in mhs},
-                                                         sw.bits + 1)]
-            for part in halves:
-                op = self._start(_REGION, 0, part[len(part) // 2], now, out, defer=True,
-                                 k=cfg.region_lookup_size)
-                if op is None:  # pragma: no cover - guarded by the busy check above
-                    break
-                op.sweep = sid
-                op.job = job
-                job.pending += 1
-                sw.running += 1
-                sw.lookups += 1
-            for op in [o for o in self._ops.values() if o.job is job]:
-                self._advance(op, now, out)
-        if sid in self._sweeps and not sw.queue and sw.running == 0:
+                busy = True  # retried when a lookup of ours ends, or by the timer below
+                break
+            sw.queue.popleft()
+            sw.pending.pop(region, None)
+            if sw.paced:  # stopped since the cycle began: not reprovided
+                mhs = [m for m in mhs if m in self.provided]
+                if not mhs:
+                    continue
+            self._explore(sid, sw, mhs, now, out)
+        if sid not in self._sweeps:
+            return
+        if sw.queue:
+            at = sw.queue[0][0]
+            if busy and sw.running == 0:
+                at = now + cfg.rpc_timeout_s
+            if at > now and sw.timer_at != at:
+                sw.timer_at = at
+                out.append(SetTimer(("sweep", sid), at))
+        elif sw.running == 0:
             del self._sweeps[sid]
+            if sw.timer_at is not None:
+                out.append(CancelTimer(("sweep", sid)))
             out.append(Emit(ProvideDone(sw.request_id, len(sw.keys), sw.regions, sw.lookups,
                                         sw.messages)))
+
+    def _explore(self, sid: int, sw: _Sweep, mhs: list[bytes], now: float,
+                 out: list[Effect]) -> None:
+        cfg = self.config
+        job = _Region(mhs)
+        # One lookup per half of the region that holds keys, aimed at its median
+        # key: together they enumerate the region's peers (docs/dht.md, "Sweep").
+        halves = [mhs] if len(mhs) == 1 else [
+            part for _, part in prov.group_by_region({m: sw.keys[m] for m in mhs},
+                                                     sw.bits + 1)]
+        ops: list[_Op] = []
+        for part in halves:
+            op = self._start(_REGION, 0, part[len(part) // 2], now, out, defer=True,
+                             k=cfg.region_lookup_size)
+            if op is None:  # pragma: no cover - guarded by the busy check in _pump
+                break
+            op.sweep = sid
+            op.job = job
+            ops.append(op)
+            job.pending += 1
+            sw.running += 1
+            sw.lookups += 1
+        for op in ops:
+            self._advance(op, now, out)
 
     def _region_done(self, op: _Op, now: float, out: list[Effect]) -> None:
         sid = op.sweep

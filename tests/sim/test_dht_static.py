@@ -1,14 +1,13 @@
 """Static network of 2,000 DHT cores on the in-memory router.
 
-Routing tables are seeded from the sorted id list (every bucket gets up to k random
-members of its subtree, as a converged network would have); every lookup then runs
-through the real message path: Send → router → Received → core. Ground truth is the
-true 20 closest by XOR over all ids.
+Routing tables are seeded from the sorted id list by sim/dht_static.py (every bucket
+gets up to k random members of its subtree, as a converged network would have); every
+lookup then runs through the real message path: Send → router → Received → core.
+Ground truth is the true 20 closest by XOR over all ids.
 """
 
 from __future__ import annotations
 
-import bisect
 import random
 import statistics
 
@@ -16,57 +15,22 @@ from dht import (
     FindNode,
     GetProviders,
     KadConfig,
-    Kademlia,
     LookupDone,
     Provide,
     ProvideDone,
     Providers,
 )
-from overlay.core.ids import KEY_BITS, PeerId, key_of_bytes
+from overlay.core.ids import PeerId, key_of_bytes
 from overlay.core.multiformats import multihash_sha256
-from sim.router import Router
+from sim.dht_static import build_static_network
 
 SEED = 20240501
 N = 2000
 
 
-def seed_tables(ids: list[PeerId], cores: dict[PeerId, Kademlia], k: int,
-                rng: random.Random) -> None:
-    srt = sorted(ids, key=lambda p: p.key)
-    keys = [p.key for p in srt]
-    for p in ids:
-        x = p.key
-        table = cores[p].table
-        for c in range(KEY_BITS):
-            shift = KEY_BITS - c - 1
-            lo = ((x >> shift) ^ 1) << shift
-            a, b = bisect.bisect_left(keys, lo), bisect.bisect_left(keys, lo + (1 << shift))
-            members = srt[a:b]
-            if len(members) > k:
-                members = rng.sample(members, k)
-            for m in members:
-                table.seen(m, 0.0)
-            own = (x >> shift) << shift  # our own half at this depth
-            if bisect.bisect_left(keys, own + (1 << shift)) - bisect.bisect_left(keys, own) <= 1:
-                break  # nobody else shares c + 1 bits with us: deeper buckets are empty
-
-
-def build(n: int, seed: int, cfg: KadConfig) -> tuple[list[PeerId], dict[PeerId, Kademlia],
-                                                      Router]:
-    rng = random.Random(seed)
-    ids = [PeerId.from_ed25519(rng.randbytes(32)) for _ in range(n)]
-    router = Router(delay_s=0.05, rng=random.Random(seed))
-    cores: dict[PeerId, Kademlia] = {}
-    for i, p in enumerate(ids):
-        cores[p] = Kademlia(p, cfg, rng=random.Random(seed * 7919 + i))
-        router.add(p, cores[p])
-    seed_tables(ids, cores, cfg.k, rng)
-    return ids, cores, router
-
-
 def test_static_network_find_node_and_providers() -> None:
     cfg = KadConfig()
-    ids, cores, router = build(N, SEED, cfg)
+    ids, cores, router = build_static_network(N, SEED, cfg)
     results: dict[int, LookupDone] = {}
     provided: list[ProvideDone] = []
 
