@@ -4,6 +4,7 @@
 
 Commands from the node / control API
     `MembersChanged(members)`      the live set with ads and roles (from gossip)
+    `ViewRefreshed()`              a shared `Directory` changed in place (simulators)
     `SubmitCapsule(capsule, chain)` submit through this node (retried until acked)
     `CancelCapsule(capsule_id)`    ask the custodians to cancel (origin/submitter only)
     `QueryCapsule(capsule_id)`     ask the leader; answered by a `CapsuleStatusKnown`
@@ -36,7 +37,7 @@ from typing import Any
 from overlay.capsule import events as ev
 from overlay.capsule.custody import Custody, CustodyConfig, LocalityHint
 from overlay.capsule.executor import CapsuleExited, Executor, ExecutorConfig
-from overlay.capsule.members import MembersChanged, MemberView
+from overlay.capsule.members import Directory, MembersChanged, MemberView, ViewRefreshed
 from overlay.capsule.messages import (
     CancelRequest,
     Heartbeat,
@@ -185,11 +186,14 @@ class CapsuleCore:
         rng: random.Random | None = None,
         revocations: RevocationList | None = None,
         unreachable_ttl_s: float = 30.0,
+        directory: Directory | None = None,
     ) -> None:
+        """`directory`: a live-member directory shared with other cores (simulators
+        only; announce its changes with `ViewRefreshed` instead of `MembersChanged`)."""
         if keypair.peer_id != me:
             raise LocalProtocolError("keypair does not belong to this peer id")
         self.me = me
-        self.view = MemberView(me, unreachable_ttl_s)
+        self.view = MemberView(me, unreachable_ttl_s, directory)
         cc = custody or CustodyConfig()
         self.custody = Custody(me, self.view, cc, rng, revocations)
         self.executor = Executor(me, keypair, self.view, executor, cc.k_c)
@@ -250,6 +254,9 @@ class CapsuleCore:
         if isinstance(inp, MembersChanged):
             self.view.update(inp.members)
             return c.on_members_changed(now)
+        if isinstance(inp, ViewRefreshed):
+            self.view.refreshed()
+            return c.on_members_changed(now)
         if isinstance(inp, PeerUnreachable):
             self.view.expire(now)
             if self.view.mark_unreachable(inp.peer, now):
@@ -294,4 +301,5 @@ _RECEIVE: dict[type, Any] = {
 #: Command types the node composition routes to this core.
 COMMAND_TYPES: tuple[type, ...] = (
     MembersChanged, SubmitCapsule, CancelCapsule, QueryCapsule, LocalityHint, CapsuleExited,
+    ViewRefreshed,
 )  # fmt: skip

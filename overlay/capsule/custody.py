@@ -94,6 +94,10 @@ class CustodyConfig:
     max_records: int = 100_000
     max_refused: int = 64
     forward_hops: int = 3
+    #: Placement scores at most this many executors: every member of a colony this
+    #: small, else a uniform sample (power of d choices, as Sparrow), so a placement
+    #: costs O(d), not O(colony size).
+    max_candidates: int = 512
     #: When set, a Submit must carry a chain granting `submit` to the capsule's signer.
     colony_owner: bytes | None = None
     #: Emit `CustodyRecordChanged` for every change (off only in simulations that do
@@ -664,7 +668,7 @@ class Custody:
         spec = rec.capsule.spec
         cands = []
         rtt: dict[PeerId, float] = {}
-        for m in self.view.members():
+        for m in self.view.candidates(self.rng, self.config.max_candidates):
             if "execute" in m.roles:
                 cands.append((m.peer, m.ad))
                 if m.rtt_s is not None:

@@ -5,12 +5,20 @@ driver (`PeerUnreachable`, which hides a peer for `unreachable_ttl_s` or until i
 listed again with a *new* `MembersChanged`). Custodians of a key are the `k` live
 members closest to it by XOR over the 256-bit keyspace (DESIGN §7); the first is the
 leader. Iteration is over dicts kept in peer-id order, never over sets.
+
+The live set is a `Directory`: members plus their keys in a sorted list, so the `k`
+XOR-closest members are found by walking the implicit binary trie with bisection
+(O(k + log N) per query instead of a scan of all N members), and placement can draw a
+bounded random sample of candidates. A simulator may share one `Directory` between all
+its nodes (an oracle of the live set, updated in place; nodes are told with
+`ViewRefreshed`), which keeps memory O(N) instead of O(N²).
 """
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Iterable
+import random
+from bisect import bisect_left, insort
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
 from overlay.capsule.placement import NodeAd
@@ -19,6 +27,9 @@ from overlay.core.ids import PeerId
 #: Roles a member has when the node does not say (a colony without certificates).
 DEFAULT_ROLES: tuple[str, ...] = ("execute", "member", "submit")
 MAX_UNREACHABLE = 4096
+KEY_BITS = 256
+#: Below this many keys in a trie branch, sort the branch instead of splitting it.
+_BRUTE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,28 +47,124 @@ class MembersChanged:
     members: tuple[Member, ...]
 
 
-class MemberView:
-    __slots__ = ("_live", "_unreachable", "me", "unreachable_ttl_s", "version")
+@dataclass(frozen=True, slots=True)
+class ViewRefreshed:
+    """Command: the (shared) `Directory` behind this node's view changed in place."""
 
-    def __init__(self, me: PeerId, unreachable_ttl_s: float = 30.0) -> None:
+
+class Directory:
+    """Live members with an XOR-closest index (keys kept sorted)."""
+
+    __slots__ = ("_keys", "_peer_at", "live", "version")
+
+    def __init__(self, members: Iterable[Member] = ()) -> None:
+        self.live: dict[PeerId, Member] = {}
+        self._keys: list[int] = []
+        self._peer_at: dict[int, PeerId] = {}
+        self.version = 0
+        self.replace(members)
+
+    def replace(self, members: Iterable[Member]) -> None:
+        self.live = {m.peer: m for m in sorted(members, key=lambda m: m.peer.raw)}
+        self._peer_at = {p.key: p for p in self.live}
+        self._keys = sorted(self._peer_at)
+        self.version += 1
+
+    def put(self, member: Member) -> None:
+        """Add a member, or replace its entry (new ad, roles or rtt)."""
+        p = member.peer
+        if p not in self.live:
+            insort(self._keys, p.key)
+            self._peer_at[p.key] = p
+        self.live[p] = member
+        self.version += 1
+
+    def remove(self, peer: PeerId) -> bool:
+        if self.live.pop(peer, None) is None:
+            return False
+        i = bisect_left(self._keys, peer.key)
+        del self._keys[i]
+        del self._peer_at[peer.key]
+        self.version += 1
+        return True
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+    def __contains__(self, peer: object) -> bool:
+        return peer in self.live
+
+    def closest(self, target: int, k: int, skip: Container[PeerId] = ()) -> list[PeerId]:
+        """The `k` members closest to `target` by XOR (closest first), minus `skip`."""
+        keys, peer_at = self._keys, self._peer_at
+        out: list[PeerId] = []
+
+        def walk(lo: int, hi: int, bit: int) -> None:
+            # Invariant: keys[lo:hi] agree on every bit above `bit`, so their XOR
+            # distances to `target` differ only below it: the half that matches
+            # target's `bit` is entirely closer than the other half.
+            if lo >= hi or len(out) >= k:
+                return
+            if hi - lo <= k - len(out) + _BRUTE or bit < 0:
+                for x in sorted(keys[lo:hi], key=lambda x: x ^ target):
+                    p = peer_at[x]
+                    if p not in skip:
+                        out.append(p)
+                        if len(out) >= k:
+                            return
+                return
+            split = ((keys[lo] >> (bit + 1)) << (bit + 1)) | (1 << bit)
+            mid = bisect_left(keys, split, lo, hi)
+            if (target >> bit) & 1:
+                walk(mid, hi, bit - 1)
+                walk(lo, mid, bit - 1)
+            else:
+                walk(lo, mid, bit - 1)
+                walk(mid, hi, bit - 1)
+
+        walk(0, len(keys), KEY_BITS - 1)
+        return out
+
+    def sample(self, rng: random.Random, n: int) -> list[Member]:
+        """Up to `n` members drawn uniformly without replacement (all when fewer)."""
+        if len(self.live) <= n:
+            return list(self.live.values())
+        idx = sorted(rng.sample(range(len(self._keys)), n))
+        return [self.live[self._peer_at[self._keys[i]]] for i in idx]
+
+
+class MemberView:
+    __slots__ = ("_dir", "_unreachable", "me", "unreachable_ttl_s", "version")
+
+    def __init__(
+        self, me: PeerId, unreachable_ttl_s: float = 30.0, directory: Directory | None = None
+    ) -> None:
         self.me = me
         self.unreachable_ttl_s = unreachable_ttl_s
-        self._live: dict[PeerId, Member] = {me: Member(me)}
+        self._dir = directory if directory is not None else Directory([Member(me)])
         self._unreachable: dict[PeerId, float] = {}
         #: Grows on every change, so cores can tell whether a custodian set may differ.
         self.version = 0
 
+    @property
+    def directory(self) -> Directory:
+        return self._dir
+
     def update(self, members: Iterable[Member]) -> None:
-        live = {m.peer: m for m in sorted(members, key=lambda m: m.peer.raw)}
-        if self.me not in live:
-            live[self.me] = Member(self.me)
-        self._live = live
+        live = list(members)
+        if not any(m.peer == self.me for m in live):
+            live.append(Member(self.me))
+        self._dir.replace(live)
         self._unreachable = {}
+        self.version += 1
+
+    def refreshed(self) -> None:
+        """The shared directory changed in place (`ViewRefreshed`)."""
         self.version += 1
 
     def mark_unreachable(self, peer: PeerId, now: float) -> bool:
         """Hide `peer` until `now + unreachable_ttl_s`; False if it was not live."""
-        if peer == self.me or peer not in self._live:
+        if peer == self.me or peer not in self._dir.live:
             return False
         if len(self._unreachable) >= MAX_UNREACHABLE:
             del self._unreachable[next(iter(self._unreachable))]
@@ -73,21 +180,29 @@ class MemberView:
             self.version += 1
 
     def is_live(self, peer: PeerId) -> bool:
-        return peer in self._live and peer not in self._unreachable
+        return peer in self._dir.live and peer not in self._unreachable
 
     def get(self, peer: PeerId) -> Member | None:
-        return self._live.get(peer) if self.is_live(peer) else None
+        return self._dir.live.get(peer) if self.is_live(peer) else None
 
     def members(self) -> list[Member]:
-        return [m for p, m in self._live.items() if p not in self._unreachable]
+        return [m for p, m in self._dir.live.items() if p not in self._unreachable]
+
+    def candidates(self, rng: random.Random, n: int) -> list[Member]:
+        """At most about `n` live members for placement: all of them in a colony of
+        up to `n`, else a uniform sample (power-of-d-choices placement)."""
+        if n <= 0 or len(self._dir) <= n:
+            return self.members()
+        return [m for m in self._dir.sample(rng, n) if m.peer not in self._unreachable]
 
     def __len__(self) -> int:
-        return len(self._live) - len(self._unreachable)
+        hidden = sum(1 for p in self._unreachable if p in self._dir.live)
+        return len(self._dir) - hidden
 
     def closest(self, key: int, k: int) -> list[PeerId]:
         """The `k` live members closest to `key` by XOR, closest first."""
-        peers = (p for p in self._live if p not in self._unreachable)
-        return heapq.nsmallest(k, peers, key=lambda p: p.key ^ key)
+        return self._dir.closest(key, k, self._unreachable)
 
     def leader(self, key: int, k: int) -> PeerId:
-        return self.closest(key, k)[0]
+        found = self._dir.closest(key, 1, self._unreachable)
+        return found[0] if found else self.me
