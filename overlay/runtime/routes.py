@@ -120,6 +120,7 @@ def build_api(d: Daemon, token: str) -> ApiServer:
                     "cpu_cores": ad.cpu_cores, "cpu_load": ad.cpu_load,
                     "mem_free_bytes": ad.mem_free_bytes, "disk_free_bytes": ad.disk_free_bytes,
                     "gpus": ad.gpus, "executors": list(ad.executors), "labels": ad.label_map,
+                    "reachability": ad.reachability or "unknown",  # issue 10
                 },
             })
         return out

@@ -420,6 +420,28 @@ def delay_line(if_a: str, if_b: str, delay_ms: float, max_queue: int = 20_000) -
 # ---------------------------------------------------------------- daemons in namespaces
 
 
+def set_toml_key(text: str, section: str, key: str, value: str) -> str:
+    """Set `key = value` in `[section]` of a TOML text (added if absent)."""
+    lines = text.splitlines()
+    try:
+        start = lines.index(f"[{section}]")
+    except ValueError:
+        return text.rstrip("\n") + f"\n\n[{section}]\n{key} = {value}\n"
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")),
+               len(lines))
+    for i in range(start + 1, end):
+        if re.match(rf"{re.escape(key)}\s*=", lines[i]):
+            lines[i] = f"{key} = {value}"
+            break
+    else:
+        lines.insert(start + 1, f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+class DaemonExited(RuntimeError):
+    """The daemon process is gone: waiting longer cannot help."""
+
+
 class NsDaemon:
     """A `colony daemon` inside a namespace: its own home, API on that netns' loopback."""
 
@@ -436,8 +458,10 @@ class NsDaemon:
     def addr(self) -> str:
         return f"/ip4/{self.ip}/tcp/{self.P2P_PORT}/p2p/{self.peer_id}"
 
-    def init(self, profile: str = "lan", extra: str = "") -> None:
-        """`colony init` (with `--profile` when not lan), then fixed ports and JSON logs."""
+    def init(self, profile: str = "lan", extra: str = "",
+             settings: dict[tuple[str, str], str] | None = None) -> None:
+        """`colony init` (with `--profile` when not lan), then fixed ports, JSON logs,
+        `settings` ((section, key) → TOML value) and `extra` text appended."""
         args = ["init"] if profile == "lan" else ["init", "--profile", profile]
         self.colony(*args)
         self.peer_id = self.colony("id").strip()
@@ -446,6 +470,8 @@ class NsDaemon:
         text = re.sub(r'(?m)^listen = \["[^"]*"\]',
                       f'listen = ["/ip4/{self.ip}/tcp/{self.P2P_PORT}"]', text, count=1)
         text = re.sub(r'(?m)^format = "auto"', 'format = "json"', text, count=1)
+        for (section, key), value in (settings or {}).items():
+            text = set_toml_key(text, section, key, value)
         conf.write_text(text + extra)
 
     def colony(self, *args: str, timeout: float = 60.0, check: bool = True) -> str:
@@ -464,7 +490,7 @@ class NsDaemon:
     def api(self, method: str, path: str, body: Any = None, timeout: float = 20.0) -> Any:
         """One control-API call from inside the namespace (stdlib client, no CLI import)."""
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"daemon {self.name} exited {self.proc.returncode}: "
+            raise DaemonExited(f"daemon {self.name} exited {self.proc.returncode}: "
                                + self.log.read_text(errors="replace")[-2000:])
         code = (
             "import http.client,json,sys\n"
@@ -487,6 +513,37 @@ class NsDaemon:
         return {r["id"] for r in self.api("GET", "/v1/members") if r["state"] == "alive"}
 
 
+def start_edge_colony(topo: Topology, root: Path, profile: str = "edge",
+                      extra: str = "") -> dict[str, NsDaemon]:
+    """Daemons on the topology: "pub1", "pub2" (public), "edge-a" (endpoint-independent
+    NAT), "edge-b" (symmetric NAT); pub1 is the seed, the others bootstrap through it.
+    Every node gets `[edge] stun` = both coturn addresses when the config knows [edge].
+    Returns once every API answers (membership may still be converging)."""
+    from overlay.runtime import config as cfg
+
+    settings: dict[tuple[str, str], str] = {}
+    if "edge" in cfg.DEFAULTS:
+        settings["edge", "stun"] = "[" + ", ".join(f'"stun:{s}"' for s in topo.stun_servers) + "]"
+    nodes: dict[str, NsDaemon] = {}
+    for ns, ip in topo.public.items():
+        name = ns.rsplit("-", 1)[1]
+        nodes[name] = NsDaemon(topo, ns, ip, root / name, name)
+    for site in topo.sites.values():
+        name = f"edge-{site.label}"
+        nodes[name] = NsDaemon(topo, site.host_ns, site.host_ip, root / name, name)
+    for n in nodes.values():
+        n.init(profile, extra, settings)
+    seed = nodes["pub1"]
+    seed.start()
+    wait_until(lambda: seed.api("GET", "/v1/id"), 60, "the seed's API")
+    for n in nodes.values():
+        if n is not seed:
+            n.start([seed.addr])
+    for n in nodes.values():
+        wait_until(lambda n=n: n.api("GET", "/v1/id"), 60, f"{n.name}'s API")
+    return nodes
+
+
 def wait_until(pred: Any, timeout: float, what: str, every: float = 0.5) -> Any:
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
@@ -495,6 +552,8 @@ def wait_until(pred: Any, timeout: float, what: str, every: float = 0.5) -> Any:
             v = pred()
             if v:
                 return v
+        except DaemonExited:
+            raise
         except Exception as e:  # not up yet
             last = e
         if time.monotonic() > deadline:
@@ -507,9 +566,6 @@ def wait_until(pred: Any, timeout: float, what: str, every: float = 0.5) -> Any:
 def topology(tmp: Path, **kw: Any) -> Iterator[Topology]:
     with Topology(tmp, **kw) as t:
         yield t
-
-
-
 
 
 if __name__ == "__main__":
