@@ -25,13 +25,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "network": {
         "listen": ["/ip4/0.0.0.0/tcp/4001"],
         "bootstrap": [],
-        "mdns": False,
+        "mdns": False,  # deprecated: read as [discovery] mdns (old config files)
         "max_frame_bytes": 4 * 1024 * 1024,
         # Network stack under the transport: "native" (overlay/p2p) or "py-libp2p".
         "stack": "native",
         # Bytes/s we send to any one peer (token bucket); 0 = unlimited.
         "max_send_rate": 0,
     },
+    "discovery": {"mdns": False},
     "api": {"listen": "127.0.0.1:5101"},
     "store": {"cid_version": 1, "initial_map_size_mib": 256},
     "dht": {"protocol": "/colony/kad/1.0.0", "k": 20, "alpha": 3},
@@ -99,8 +100,6 @@ max_known_peers = 256
 listen = ["/ip4/0.0.0.0/tcp/4001"]
 # Peers to contact at start-up, as full multiaddrs ending in /p2p/<peer id>.
 bootstrap = []
-# Find peers on the local network by multicast DNS.
-mdns = false
 # Largest frame a peer may send us on a Colony protocol (bytes).
 max_frame_bytes = 4194304
 # libp2p wire implementation: "native" (Colony's own multistream-select, Noise XX
@@ -109,6 +108,12 @@ max_frame_bytes = 4194304
 stack = "native"
 # Send-rate limit per peer in bytes/s (a token bucket, as a WAN uplink); 0 = none.
 max_send_rate = 0
+
+[discovery]
+# Find peers on the local network by multicast DNS (the libp2p mDNS spec, so
+# js-libp2p and kubo nodes on the LAN see us and we see them). Off by default:
+# it announces this node's addresses to everyone on the link.
+mdns = false
 
 [api]
 # Control API used by the `colony` CLI (token in <home>/api.token).
@@ -287,3 +292,8 @@ def load(home: Path, env: Mapping[str, str] | None = None) -> dict[str, dict[str
             if name in env:
                 merge(cfg, {section: {key: _from_env(env[name], default)}}, name)
     return cfg
+
+
+def mdns_enabled(conf: Mapping[str, Mapping[str, Any]]) -> bool:
+    """`[discovery] mdns`, or the older `[network] mdns` key of existing config files."""
+    return bool(conf["discovery"]["mdns"] or conf["network"]["mdns"])

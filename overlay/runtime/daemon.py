@@ -82,6 +82,8 @@ MAX_KNOWN_PEERS = 256
 MAX_TABLE_SAVED = 512
 #: Routing-table peers also dialled to rejoin gossip when no saved member answers.
 MAX_TABLE_DIALS = 16
+#: A peer found by mDNS is dialled at most this often (it answers every query).
+MDNS_REDIAL_S = 30.0
 
 
 class _Waiter:
@@ -163,6 +165,7 @@ class Daemon:
                 n.start_soon(self.reachability.run)
                 n.start_soon(self._signals, n.cancel_scope)
                 await self._bootstrap()
+                n.start_soon(self._run_mdns)
                 log.info("daemon_started", peer=str(self.me), addrs=t.addrs, api=self.api_port)
                 self.started.set()
                 task_status.started(self)
@@ -199,6 +202,34 @@ class Daemon:
             # Nobody answered (e.g. the seed is starting at the same moment): keep
             # trying in the background, with back-off, until some peer is reached.
             self.nursery.start_soon(self._retry_bootstrap, addrs)
+
+    async def _run_mdns(self) -> None:
+        """LAN discovery (`[discovery] mdns`): peers found are joined like bootstrap peers."""
+        from overlay.runtime.config import mdns_enabled
+        from overlay.runtime.mdns import MdnsService
+
+        if not mdns_enabled(self.conf):
+            return
+        tried: dict[str, float] = {}
+
+        def found(peer: str, addrs: list[str]) -> None:
+            now = trio.current_time()
+            if now - tried.get(peer, -MDNS_REDIAL_S) < MDNS_REDIAL_S:
+                return
+            if peer in {str(m.peer) for m in self.swim.list_members()}:
+                return  # already a member: nothing to join
+            tried.pop(peer, None)
+            tried[peer] = now
+            while len(tried) > MAX_KNOWN_PEERS:  # bounded: a LAN may be noisy
+                del tried[next(iter(tried))]
+            log.info("mdns_peer_found", peer=peer, addrs=addrs)
+            self.nursery.start_soon(self._join_through, addrs)
+
+        self.mdns = MdnsService(str(self.me), lambda: list(self.t.addrs), found)
+        try:
+            await self.mdns.run()
+        except OSError as e:  # no multicast-capable interface, port 5353 refused
+            log.warning("mdns_unavailable", error=str(e))
 
     async def _retry_bootstrap(self, addrs: list[str]) -> None:
         delay = 1.0
