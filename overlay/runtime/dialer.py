@@ -36,6 +36,7 @@ from overlay.core.ids import PeerId
 from overlay.runtime.relay import RelayRefused, RelayService
 from overlay.runtime.signal import SignalRefused, SignalService
 from overlay.runtime.stream_attach import AttachError, attach_stream
+from overlay.runtime.transport import DialError
 
 log = structlog.get_logger("colony.dialer")
 
@@ -50,8 +51,28 @@ AUTO_RESERVATIONS = 2
 RESERVATION_CHECK_S = 30.0
 
 
-class DialFailed(Exception):
+class DialFailed(DialError):
     """No method reached the peer; the message lists each method's reason."""
+
+
+def plan(order: tuple[str, ...], theirs: str, ours: str, have_turn: bool) -> list[str]:
+    """Which methods to try for a peer, from both sides' resource-ad reachability
+    ("public", "nat", "nat/<mapping>", "" = unknown).
+
+    * A NAT'd peer cannot be dialled directly (its dial-back checks failed).
+    * Two NATs of which one maps symmetrically defeat ICE hole punching (the
+      symmetric side's port toward the other is unknowable from STUN), so WebRTC is
+      skipped unless TURN is configured (then ICE can use relayed candidates).
+    Unknown reachability keeps the configured order.
+    """
+    out = list(order)
+    if theirs.startswith("nat") and "direct" in out and len(out) > 1:
+        out.remove("direct")
+    both_nat = theirs.startswith("nat") and ours.startswith("nat")
+    symmetric = theirs.endswith("/symmetric") or ours.endswith("/symmetric")
+    if both_nat and symmetric and not have_turn and "webrtc" in out and len(out) > 1:
+        out.remove("webrtc")
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +137,11 @@ class Dialer:
         config: DialConfig | None = None,
         nursery: Any = None,
         is_nat: Callable[[], bool] | None = None,
+        reachability_of: Callable[[PeerId | None], str] | None = None,
     ) -> None:
         self.t = transport
+        #: Resource-ad reachability of a peer (None: ourselves); "" when unknown.
+        self.reachability_of = reachability_of or (lambda p: "")
         #: True when reachability found us behind a NAT: then we keep reservations.
         self.is_nat = is_nat or (lambda: False)
         self.signal = signal
@@ -133,7 +157,12 @@ class Dialer:
     # ------------------------------------------------------------ dialling
 
     async def connect(self, peer: PeerId) -> PeerPath:
-        """Reach `peer` by the first method that works; DialFailed lists every reason."""
+        """Reach `peer` by the first method that works; DialFailed lists every reason.
+
+        Installed as the transport's `dial_hook`, so every dial of the daemon (a
+        gossip frame, a Bitswap want, a DHT request) comes through here and waits
+        for WebRTC or a relay when the peer is NAT'd, instead of failing.
+        """
         if self.t.is_connected(peer):
             return self.paths.get(peer) or self._record(peer, PeerPath(DIRECT, since=time.time()))
         running = self._inflight.get(peer)
@@ -142,10 +171,29 @@ class Dialer:
             if self.t.is_connected(peer):
                 return self.paths.get(peer) or PeerPath(DIRECT, since=time.time())
             raise DialFailed(self.last_errors.get(peer, "concurrent dial failed"))
+        until, _ = self._backoff.get(peer, (0.0, 0.0))
+        if time.monotonic() < until:
+            raise DialFailed(
+                f"backing off {peer.short()} for {until - time.monotonic():.1f} s more: "
+                + self.last_errors.get(peer, "")
+            )
         done = self._inflight[peer] = trio.Event()
         errors: list[str] = []
+        methods = plan(
+            self.config.order,
+            self.reachability_of(peer),
+            self.reachability_of(None),
+            bool(
+                self.signal
+                and self.signal.endpoint
+                and getattr(self.signal.endpoint, "ice", None)
+                and self.signal.endpoint.ice.turn
+            ),
+        )
+        if not any(p != peer for p in self.t.connected_peers()):
+            methods = ["direct"]  # alone (bootstrapping): nobody to signal or relay through
         try:
-            for method in self.config.order:
+            for method in methods:
                 self.stats.attempts[method] = self.stats.attempts.get(method, 0) + 1
                 try:
                     path = await getattr(self, f"_via_{method}")(peer)
@@ -160,6 +208,9 @@ class Dialer:
                 return self._record(peer, path)
             msg = "; ".join(errors) or "no dial method configured"
             self.last_errors[peer] = msg
+            _, last = self._backoff.get(peer, (0.0, 0.0))
+            delay = min(max(last * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
+            self._backoff[peer] = (time.monotonic() + delay, delay)
             raise DialFailed(f"could not reach {peer.short()}: {msg}")
         finally:
             del self._inflight[peer]
@@ -179,13 +230,11 @@ class Dialer:
         try:
             await self.connect(peer)
         except DialFailed as e:
-            _, last = self._backoff.get(peer, (0.0, 0.0))
-            delay = min(max(last * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
-            self._backoff[peer] = (time.monotonic() + delay, delay)
-            log.info("peer_unreachable", peer=str(peer), error=str(e)[:500], retry_s=delay)
+            log.info("peer_unreachable", peer=str(peer), error=str(e)[:500])
 
     async def _via_direct(self, peer: PeerId) -> PeerPath:
-        await self.t.connect(peer)
+        direct = getattr(self.t, "dial_direct", None)  # not t.connect: that calls us
+        await (direct(peer) if direct is not None else self.t.connect(peer))
         return PeerPath(DIRECT, since=time.time())
 
     async def _via_webrtc(self, peer: PeerId) -> PeerPath:
@@ -330,6 +379,7 @@ async def open_edge(
     conf: dict[str, dict[str, Any]],
     is_member: Callable[[PeerId], bool],
     is_nat: Callable[[], bool] | None = None,
+    reachability_of: Callable[[PeerId | None], str] | None = None,
 ) -> AsyncIterator[Dialer]:
     """Compose the edge stack on a running transport: the asyncio bridge and WebRTC
     endpoint (when `[edge] webrtc`), the signal and relay protocols, the dialer, and
@@ -347,7 +397,13 @@ async def open_edge(
             endpoint = LazyEndpoint(IceConfig.from_config(conf))
         relay = RelayService(transport, RelayLimits.from_config(conf), is_member)
         dialer = Dialer(
-            transport, signal=None, relay=relay, config=dial_cfg, nursery=nursery, is_nat=is_nat
+            transport,
+            signal=None,
+            relay=relay,
+            config=dial_cfg,
+            nursery=nursery,
+            is_nat=is_nat,
+            reachability_of=reachability_of,
         )
         signal = SignalService(
             transport,
@@ -365,9 +421,13 @@ async def open_edge(
         nursery.start_soon(
             dialer.keep_reservations, lambda: dialer._via_candidates(transport.peer_id)
         )
+        if hasattr(transport, "dial_hook"):
+            transport.dial_hook = dialer.connect  # every dial: direct, WebRTC or relay
         try:
             yield dialer
         finally:
+            if hasattr(transport, "dial_hook"):
+                transport.dial_hook = None
             nursery.cancel_scope.cancel()
             if endpoint is not None:
                 endpoint.close()
@@ -397,6 +457,16 @@ async def run_for_daemon(d: Any, task_status: Any = trio.TASK_STATUS_IGNORED) ->
         status = getattr(getattr(reach, "core", None), "status", None)
         return getattr(status, "value", "") == "nat"
 
-    async with open_edge(d.t, d.keypair, d.conf, is_member, is_nat) as dialer:
+    def reachability_of(peer: PeerId | None) -> str:
+        if peer is None:
+            core = getattr(getattr(d, "reachability", None), "core", None)
+            snapshot = getattr(core, "snapshot", None)
+            return str(snapshot().get("ad_value", "")) if snapshot is not None else ""
+        for m in d.swim.list_members():
+            if m.peer == peer:
+                return str(getattr(m.ad, "reachability", "") or "")
+        return ""
+
+    async with open_edge(d.t, d.keypair, d.conf, is_member, is_nat, reachability_of) as dialer:
         task_status.started(dialer)
         await trio.sleep_forever()

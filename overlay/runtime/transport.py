@@ -110,6 +110,9 @@ class Transport:
             self.config.event_queue
         )
         self._nursery: trio.Nursery | None = None
+        #: When set (overlay/runtime/dialer.py), every dial goes through it: it may
+        #: connect by WebRTC or a relay instead of TCP; it raises DialError on failure.
+        self.dial_hook: Callable[[PeerId], Awaitable[None]] | None = None
 
     @property
     def stack(self) -> str:
@@ -285,6 +288,16 @@ class Transport:
         self._spawn(self.disconnect, peer, reason)
 
     async def _ensure_connected(self, peer: PeerId) -> None:
+        if self._backend.is_connected(peer):
+            return
+        if self.dial_hook is not None:
+            # The edge dialer chooses: direct (dial_direct), WebRTC or a relay.
+            await self.dial_hook(peer)
+            return
+        await self.dial_direct(peer)
+
+    async def dial_direct(self, peer: PeerId) -> None:
+        """Dial the peer's known addresses (TCP), with our back-off."""
         if self._backend.is_connected(peer):
             return
         if peer == self.peer_id:
