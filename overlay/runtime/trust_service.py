@@ -130,10 +130,13 @@ class TrustService:
         try:
             env = Envelope.from_bytes(bytes.fromhex(str(req.json().get("revocation", ""))))
             rev = Revocation.from_envelope(env)
-            self.trust.add_revocation(env, time.time())
         except (ValueError, ColonyError, RemoteProtocolError) as e:
             raise ApiError(400, f"bad revocation: {e}") from None
+        if rev.colony != self.trust.colony_owner:
+            raise ApiError(400, "the revocation is for another colony (or none: open mode)")
         try:
+            # The gossip core applies it (expelling the member), gossips it, and emits
+            # RevocationLearned, which saves it in <home>/trust (see on_event).
             await self.d.driver.submit_wait(PublishRevocation(env))
         except LocalProtocolError as e:
             raise ApiError(400, str(e)) from None
