@@ -2,7 +2,8 @@
 
 (a) helia fetches, by CID, datasets `colony publish`ed on a real daemon (CIDv1 with
     raw leaves and CIDv0, several blocks each) and the bytes match;
-(b) the daemon `colony fetch`es a dataset added to helia, and the bytes match.
+(b) the daemon `colony fetch`es a dataset added to helia, and the bytes match;
+on both network stacks under the transport (native and py-libp2p).
 helia has no routers and no DHT: every block it gets came over Bitswap from our
 daemon, and the daemon, finding no DHT provider, asks its connected peers (helia).
 
@@ -104,9 +105,10 @@ class Helia:
             self._log.close()
 
 
-def test_helia_and_colony_exchange_datasets_over_bitswap(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stack", ["native", "py-libp2p"])
+def test_helia_and_colony_exchange_datasets_over_bitswap(tmp_path: Path, stack: str) -> None:
     cache = _install()
-    with Cluster(tmp_path / "c", 1) as c:
+    with Cluster(tmp_path / "c", 1, env={"COLONY_NETWORK_STACK": stack}) as c:
         node = c.nodes[0]
         helia = Helia(cache, tmp_path / "helia.log")
         try:
