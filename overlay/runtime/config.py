@@ -88,12 +88,13 @@ TEMPLATE = """\
 [node]
 # Preset for the keys below: "lan", "wan" or "edge" (small devices, slow or NAT'd
 # links: slower gossip, fewer parallel DHT queries, smaller caches; docs/edge.md).
-# Keys set in this file still win over the preset.
+# Keys the preset sets are left commented out below ("preset: lan … / edge …"):
+# uncomment one to override the preset.
 profile = "lan"
 # Node events kept in memory for `colony events watch` clients that fall behind.
-event_log = 1000
+# event_log = 1000                   # preset: lan/wan 1000, edge 200
 # Peers remembered in peers.json for the next start.
-max_known_peers = 256
+# max_known_peers = 256              # preset: lan/wan 256, edge 64
 
 [network]
 # Multiaddrs to listen on (libp2p TCP; Noise and Yamux are always on).
@@ -123,17 +124,18 @@ listen = "127.0.0.1:5101"
 # CID version for `colony add` (0 = what `ipfs add` gives by default).
 cid_version = 1
 # LMDB map size to start with; it grows automatically when full.
-initial_map_size_mib = 256
+# initial_map_size_mib = 256         # preset: lan/wan 256, edge 64
 
 [dht]
 # libp2p Kademlia protocol id; "/ipfs/kad/1.0.0" joins the IPFS public DHT's wire.
 protocol = "/colony/kad/1.0.0"
 k = 20
-alpha = 3
+# Parallel queries per lookup.
+# alpha = 3                          # preset: lan/wan 3, edge 2
 
 [gossip]
 # Timing profile: "lan", "wan" or "edge".
-profile = "lan"
+# profile = "lan"                    # preset: [node] profile's name
 
 [trust]
 # Colony mode only (see `colony colony create` / `colony join`): serve blocks over
