@@ -440,10 +440,12 @@ class Trust:
 def load_token(text: str) -> JoinToken:
     """A join token given inline, or the path of a file holding one."""
     text = text.strip()
-    if len(text) < 1024:  # a token is longer than any sensible path
+    try:
         path = Path(text).expanduser()
         if path.is_file():
             text = path.read_text().strip()
+    except OSError:
+        pass  # not a usable path (e.g. a token longer than NAME_MAX): take it as a token
     try:
         return JoinToken.decode(text)
     except (WireError, RemoteProtocolError) as e:
