@@ -1,16 +1,18 @@
-"""Transport baselines: what the libp2p data path costs next to raw TCP (DESIGN §3).
+"""Transport baselines: what each libp2p data path costs next to raw TCP (DESIGN §3).
 
-Prints, each with its limit and ratio:
+Prints, each with its limit and ratio, for both network stacks (`native` =
+overlay/p2p, our own multistream/Noise/Yamux; `py-libp2p` = py-libp2p 0.8.1):
   * raw trio TCP loopback MB/s (the limit for everything below);
-  * one py-libp2p Noise+Yamux stream MB/s, bare and through the adapter (RAW
-    frames), in one process and between two processes;
-  * 1 KiB request/response rate on one long-lived stream (adapter, request ids)
-    vs a new stream per request (multistream-select each time), vs raw TCP;
-  * connection set-up time with max_connections_per_peer=1 vs py-libp2p's 3;
-  * RSS of a process after importing the adapter (py-libp2p) vs without;
-  * a cProfile of the bulk data path: where the time goes.
+  * one bare Noise+Yamux stream MB/s (no Colony framing), in one process and
+    between two processes;
+  * the adapter with RAW 256 KiB frames between two processes;
+  * 1 KiB request/response rate on one long-lived stream (adapter, request ids),
+    a new stream per request (multistream-select each time), and raw TCP;
+  * connection set-up time;
+  * RSS of a process after importing each stack vs without either;
+  * with --profile, a cProfile of the native bulk path (both ends in one process).
 
-Run: .venv/bin/python bench/transport.py [--quick] [--profile]
+Run: .venv/bin/python bench/transport.py [--quick] [--profile] [--stack native|py-libp2p]
 Loopback on a shared 2-core machine is noisy: every figure is the best of N runs.
 """
 
@@ -33,18 +35,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.runtime.transport import Codec, Transport, TransportConfig
+from overlay.runtime.transport import Codec, Transport, TransportConfig, TransportStream
 
 LOOP = "/ip4/127.0.0.1/tcp/0"
 BULK = "/colony/bench-bulk/1.0.0"
+BARE = "/colony/bench-bare/1.0.0"
 RPC = "/colony/bench-rpc/1.0.0"
+ONCE = "/colony/bench-once/1.0.0"
 CHUNK = 256 * 1024
+WRITE = 1024 * 1024  # bare-stream writes: large, as a bulk sender would
 MiB = 1024 * 1024
+STACKS = ("native", "py-libp2p")
 
 
 def line(name: str, value: float, unit: str, limit: float | None = None, what: str = "") -> None:
     ratio = f"  ratio {value / limit:.3f} of {what} ({limit:,.0f} {unit})" if limit else ""
-    print(f"{name:<52} {value:>10,.1f} {unit}{ratio}", flush=True)
+    print(f"{name:<58} {value:>10,.1f} {unit}{ratio}", flush=True)
 
 
 def best(n: int, fn: Callable[[], Awaitable[float]]) -> Callable[[], Awaitable[float]]:
@@ -71,7 +77,7 @@ async def raw_tcp_mb_s(total: int) -> float:
         done.set()
 
     async with trio.open_nursery() as n:
-        listeners = await n.start(trio.serve_tcp, sink, 0, )
+        listeners = await n.start(trio.serve_tcp, sink, 0)
         port = listeners[0].socket.getsockname()[1]
         client = await trio.open_tcp_stream("127.0.0.1", port)
         payload = b"x" * CHUNK
@@ -112,63 +118,40 @@ async def raw_tcp_rps(count: int) -> float:
     return count / dt
 
 
-# ---------------------------------------------------------------- libp2p in one process
+# ---------------------------------------------------------------- one process
 
 
-async def _pair_run(body: Callable[[Transport, Transport], Awaitable[float]]) -> float:
-    async with Transport.open(KeyPair.generate(), [LOOP]) as a, Transport.open(
-        KeyPair.generate(), [LOOP]
+async def _pair_run(
+    body: Callable[[Transport, Transport], Awaitable[float]], stack: str = "native"
+) -> float:
+    cfg = TransportConfig(stack=stack)
+    async with Transport.open(KeyPair.generate(), [LOOP], cfg) as a, Transport.open(
+        KeyPair.generate(), [LOOP], cfg
     ) as b:
         a.add_addrs(b.peer_id, b.listen_addrs)
         return await body(a, b)
 
 
-async def adapter_mb_s(a: Transport, b: Transport, total: int) -> float:
-    """RAW frames of 256 KiB through the adapter (framing, queue, batching)."""
-    got = 0
-    done = trio.Event()
-
-    def on_message(peer: PeerId, body: bytes) -> None:
-        nonlocal got
-        got += len(body)
-        if got >= total:
-            done.set()
-
-    b.set_handler(BULK, on_message=on_message, codec=Codec.RAW)
-    a.codec_for(BULK, Codec.RAW)
-    payload = b"x" * CHUNK
-    await a.send(b.peer_id, BULK, payload)  # open the stream first
-    got = 0
-    t0 = time.perf_counter()
-    for _ in range(total // CHUNK):
-        await a.send(b.peer_id, BULK, payload)
-    await done.wait()
-    return total / (time.perf_counter() - t0) / MiB
+async def _sink(peer: PeerId, s: TransportStream) -> None:
+    while await s.receive_some(CHUNK):
+        pass
+    await s.send_all(b"k")  # acknowledge after EOF: everything was read
+    await s.aclose()
 
 
 async def bare_stream_mb_s(a: Transport, b: Transport, total: int) -> float:
-    """A py-libp2p stream with no adapter framing: write 256 KiB, read to a sink."""
-    done = trio.Event()
-
-    async def sink(net: Any) -> None:
-        got = 0
-        while got < total:
-            data = await net.read(CHUNK)
-            if not data:
-                break
-            got += len(data)
-        done.set()
-
-    b._host.set_stream_handler("/bench/bare/1", sink)
-    await a.connect(b.peer_id)
-    net = await a._host.new_stream(a._host.get_id().__class__(b.peer_id.raw), ["/bench/bare/1"])
-    payload = b"x" * CHUNK
+    """One negotiated stream, no Colony framing: 1 MiB writes to a sink that
+    acknowledges after reading everything."""
+    b.set_stream_handler(BARE, _sink)
+    s = await a.open_stream(b.peer_id, BARE)
+    payload = b"x" * WRITE
     t0 = time.perf_counter()
-    for _ in range(total // CHUNK):
-        await net.write(payload)
-    await done.wait()
+    for _ in range(total // WRITE):
+        await s.send_all(payload)
+    await s.send_eof()
+    assert await s.receive_some(1) == b"k"
     dt = time.perf_counter() - t0
-    bare_stream_mb_s.zero_window_waits = getattr(net.muxed_stream, "_zero_window_waits", -1)  # type: ignore[attr-defined]
+    await s.aclose()
     return total / dt / MiB
 
 
@@ -186,31 +169,30 @@ async def long_lived_rps(a: Transport, b: Transport, count: int) -> float:
 
 
 async def stream_per_request_rps(a: Transport, b: Transport, count: int) -> float:
-    async def echo(net: Any) -> None:
-        data = await net.read(65536)
-        await net.write(data)
-        await net.close()
+    async def echo(peer: PeerId, s: TransportStream) -> None:
+        data = await s.receive_some(65536)
+        await s.send_all(data)
+        await s.aclose()
 
-    b._host.set_stream_handler("/bench/echo-once/1", echo)
+    b.set_stream_handler(ONCE, echo)
     await a.connect(b.peer_id)
-    pid = a._host.get_id().__class__(b.peer_id.raw)
     msg = b"x" * 1024
     t0 = time.perf_counter()
     for _ in range(count):
-        net = await a._host.new_stream(pid, ["/bench/echo-once/1"])
-        await net.write(msg)
+        s = await a.open_stream(b.peer_id, ONCE)
+        await s.send_all(msg)
         got = 0
         while got < len(msg):
-            got += len(await net.read(65536))
-        await net.close()
+            got += len(await s.receive_some(65536))
+        await s.aclose()
     return count / (time.perf_counter() - t0)
 
 
-async def connect_ms(per_peer: int) -> float:
-    async with Transport.open(KeyPair.generate(), [LOOP]) as a, Transport.open(
-        KeyPair.generate(), [LOOP]
+async def connect_ms(stack: str) -> float:
+    cfg = TransportConfig(stack=stack)
+    async with Transport.open(KeyPair.generate(), [LOOP], cfg) as a, Transport.open(
+        KeyPair.generate(), [LOOP], cfg
     ) as b:
-        a._network.connection_config.max_connections_per_peer = per_peer
         t0 = time.perf_counter()
         await a.connect(b.addrs[0])
         return (time.perf_counter() - t0) * 1000
@@ -222,59 +204,86 @@ async def connect_ms(per_peer: int) -> float:
 SERVE = """
 import logging, sys, structlog, trio
 sys.path.insert(0, {root!r})
-logging.disable(logging.WARNING)
+logging.disable(logging.CRITICAL)
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 from overlay.core.crypto import KeyPair
-from overlay.runtime.transport import Codec, Transport
+from overlay.runtime.transport import Codec, Transport, TransportConfig
+async def sink(peer, s):
+    while await s.receive_some(262144):
+        pass
+    await s.send_all(b"k")
+    await s.aclose()
 async def main():
-    async with Transport.open(KeyPair.generate(), ["/ip4/127.0.0.1/tcp/0"]) as t:
-        total = {total}
+    cfg = TransportConfig(stack={stack!r})
+    async with Transport.open(KeyPair.generate(), ["/ip4/127.0.0.1/tcp/0"], cfg) as t:
         got = 0
-        done = trio.Event()
         def on_message(peer, body):
             nonlocal got
             got += len(body)
-            if got >= total:
-                done.set()
-        t.set_handler({proto!r}, on_message=on_message, codec=Codec.RAW)
+            if got >= {total}:
+                print("done", flush=True)
+        t.set_handler({bulk!r}, on_message=on_message, codec=Codec.RAW)
+        t.set_stream_handler({bare!r}, sink)
         print(t.addrs[0], flush=True)
-        await done.wait()
-        print("done", flush=True)
-        await trio.sleep(0.5)
+        await trio.sleep_forever()
 trio.run(main)
 """
 
 
-async def two_process_mb_s(total: int) -> float:
-    root = str(Path(__file__).resolve().parent.parent)
-    code = SERVE.format(root=root, total=total + CHUNK, proto=BULK)
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE
-    )
-    assert proc.stdout is not None
-    buf = b""
-    with trio.fail_after(30):
-        while b"\n" not in buf:
-            buf += await proc.stdout.receive_some(4096)
-    addr = buf.split(b"\n", 1)[0].decode()
-    try:
-        async with Transport.open(KeyPair.generate(), [LOOP], TransportConfig()) as a:
-            a.codec_for(BULK, Codec.RAW)
+class Server:
+    """A transport in another process: a RAW-frame counter and a bare-stream sink."""
+
+    def __init__(self, stack: str, total: int) -> None:
+        self.stack = stack
+        self.total = total
+        self.proc: trio.Process | None = None
+        self.buf = b""
+
+    async def __aenter__(self) -> str:
+        root = str(Path(__file__).resolve().parent.parent)
+        code = SERVE.format(root=root, total=self.total, stack=self.stack, bulk=BULK, bare=BARE)
+        self.proc = await trio.lowlevel.open_process(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE
+        )
+        await self.read_until(b"\n", 60)
+        return self.buf.split(b"\n", 1)[0].decode()
+
+    async def read_until(self, marker: bytes, timeout: float) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with trio.fail_after(timeout):
+            while marker not in self.buf:
+                self.buf += await self.proc.stdout.receive_some(4096)
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        await self.proc.wait()
+
+
+async def two_process(stack: str, total: int, bare: bool) -> float:
+    server = Server(stack, total + CHUNK)
+    async with server as addr:
+        cfg = TransportConfig(stack=stack)
+        async with Transport.open(KeyPair.generate(), [LOOP], cfg) as a:
             peer = await a.connect(addr)
+            if bare:
+                s = await a.open_stream(peer, BARE)
+                payload = b"x" * WRITE
+                t0 = time.perf_counter()
+                for _ in range(total // WRITE):
+                    await s.send_all(payload)
+                await s.send_eof()
+                with trio.fail_after(120):
+                    assert await s.receive_some(1) == b"k"
+                return total / (time.perf_counter() - t0) / MiB
+            a.codec_for(BULK, Codec.RAW)
             payload = b"x" * CHUNK
             await a.send(peer, BULK, payload)
             t0 = time.perf_counter()
             for _ in range(total // CHUNK):
                 await a.send(peer, BULK, payload)
-            with trio.fail_after(60):
-                while b"done" not in buf:
-                    buf += await proc.stdout.receive_some(4096)
+            await server.read_until(b"done", 120)
             return total / (time.perf_counter() - t0) / MiB
-    finally:
-        with trio.move_on_after(5):
-            await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
 
 
 # ---------------------------------------------------------------- RSS
@@ -296,46 +305,61 @@ def rss_mib(imports: str) -> float:
 # ---------------------------------------------------------------- main
 
 
-async def main(quick: bool, profile: bool) -> None:
+async def main(quick: bool, profile: bool, stacks: tuple[str, ...]) -> None:
     reps = 2 if quick else 3
-    bulk = (32 if quick else 128) * MiB
+    bulk = (64 if quick else 256) * MiB
     rpc = 500 if quick else 2000
 
-    raw = await best(reps, lambda: raw_tcp_mb_s(bulk * 4))()
+    raw = await best(reps, lambda: raw_tcp_mb_s(bulk * 2))()
     line("raw trio TCP loopback (one process)", raw, "MB/s")
-    bare = await best(reps, lambda: _pair_run(lambda a, b: bare_stream_mb_s(a, b, bulk)))()
-    line("py-libp2p Noise+Yamux stream, bare (one process)", bare, "MB/s", raw, "raw TCP")
-    adapted = await best(reps, lambda: _pair_run(lambda a, b: adapter_mb_s(a, b, bulk)))()
-    line("adapter RAW 256 KiB frames (one process)", adapted, "MB/s", raw, "raw TCP")
-    two = await best(reps, lambda: two_process_mb_s(bulk))()
-    line("adapter RAW 256 KiB frames (two processes)", two, "MB/s", raw, "raw TCP")
-
     raw_rps = await best(reps, lambda: raw_tcp_rps(rpc * 4))()
     line("raw trio TCP 1 KiB round trips", raw_rps, "req/s")
-    ll = await best(reps, lambda: _pair_run(lambda a, b: long_lived_rps(a, b, rpc)))()
-    line("adapter request on one long-lived stream (1 KiB)", ll, "req/s", raw_rps, "raw TCP")
-    per = await best(reps, lambda: _pair_run(lambda a, b: stream_per_request_rps(a, b, rpc)))()
-    line("new libp2p stream per request (1 KiB)", per, "req/s", ll, "long-lived")
+    results: dict[str, dict[str, float]] = {}
+    for stack in stacks:
+        r = results[stack] = {}
+        print(f"-- {stack}")
+        r["bare1"] = await best(
+            reps, lambda st=stack: _pair_run(lambda a, b: bare_stream_mb_s(a, b, bulk), st))()
+        line(f"{stack}: bare Noise+Yamux stream (one process)", r["bare1"], "MB/s", raw,
+             "raw TCP")
+        r["bare2"] = await best(reps, lambda st=stack: two_process(st, bulk, True))()
+        line(f"{stack}: bare stream (two processes)", r["bare2"], "MB/s", raw, "raw TCP")
+        r["adapter2"] = await best(reps, lambda st=stack: two_process(st, bulk, False))()
+        line(f"{stack}: adapter RAW 256 KiB frames (two processes)", r["adapter2"], "MB/s",
+             r["bare2"], "bare stream")
+        r["rps"] = await best(
+            reps, lambda st=stack: _pair_run(lambda a, b: long_lived_rps(a, b, rpc), st))()
+        line(f"{stack}: request on one long-lived stream (1 KiB)", r["rps"], "req/s", raw_rps,
+             "raw TCP")
+        per = await best(
+            reps, lambda st=stack: _pair_run(lambda a, b: stream_per_request_rps(a, b, rpc), st))()
+        line(f"{stack}: new stream per request (1 KiB)", per, "req/s", r["rps"], "long-lived")
+        conn = min([await connect_ms(stack) for _ in range(reps)])
+        line(f"{stack}: connection set-up (TCP+Noise+Yamux)", conn, "ms")
+    if len(stacks) == 2:
+        print("-- native vs py-libp2p")
+        n, p = results["native"], results["py-libp2p"]
+        line("bare stream, two processes: native", n["bare2"], "MB/s", p["bare2"], "py-libp2p")
+        line("1 KiB requests: native", n["rps"], "req/s", p["rps"], "py-libp2p")
 
-    one = min([await connect_ms(1) for _ in range(reps)])
-    three = min([await connect_ms(3) for _ in range(reps)])
-    line("connection set-up, max_connections_per_peer=1", one, "ms")
-    line("connection set-up, py-libp2p default (3)", three, "ms", one, "per_peer=1")
-
-    base = rss_mib("import trio, cbor2, nacl.signing, structlog, overlay.core.wire")
-    with_p2p = rss_mib("import trio, cbor2, nacl.signing, structlog, overlay.core.wire\n"
-                       "import overlay.runtime.transport")
-    line("RSS after imports, without py-libp2p", base, "MiB")
-    line("RSS after importing the adapter (py-libp2p)", with_p2p, "MiB", base, "without")
+    base_imports = "import trio, cbor2, nacl.signing, structlog, overlay.core.wire"
+    base = rss_mib(base_imports)
+    native = rss_mib(f"{base_imports}\nimport overlay.runtime.transport, overlay.runtime."
+                     "backend_native")
+    pylibp2p = rss_mib(f"{base_imports}\nimport overlay.runtime.transport, overlay.runtime."
+                       "backend_pylibp2p")
+    line("RSS after base imports (trio, cbor2, nacl, structlog)", base, "MiB")
+    line("RSS after importing the transport, native stack", native, "MiB", base, "base")
+    line("RSS after importing the transport, py-libp2p stack", pylibp2p, "MiB", base, "base")
 
     if profile:
         prof = cProfile.Profile()
         prof.enable()
-        await _pair_run(lambda a, b: adapter_mb_s(a, b, bulk))
+        await _pair_run(lambda a, b: bare_stream_mb_s(a, b, bulk), "native")
         prof.disable()
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(18)
-        print("\ncProfile of the adapter bulk path (sorted by own time):")
+        print("\ncProfile of the native bare-stream path, both ends (sorted by own time):")
         print("\n".join(out.getvalue().splitlines()[6:]))
 
 
@@ -346,9 +370,11 @@ if __name__ == "__main__":
     logging.disable(logging.CRITICAL)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller transfers, fewer runs")
-    ap.add_argument("--profile", action="store_true", help="cProfile the bulk data path")
+    ap.add_argument("--profile", action="store_true", help="cProfile the native bulk path")
+    ap.add_argument("--stack", choices=STACKS, action="append",
+                    help="measure only this stack (repeatable; default: both)")
     args = ap.parse_args()
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    trio.run(main, args.quick, args.profile)
+    trio.run(main, args.quick, args.profile, tuple(args.stack or STACKS))

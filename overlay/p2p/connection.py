@@ -49,6 +49,8 @@ RECV_BYTES = 256 * 1024
 #: A writer waits while more than this is queued for the socket on its connection.
 HIGH_WATER_BYTES = 4 * 1024 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0
+#: Buffers per sendmsg call (Linux IOV_MAX is 1024).
+_IOV_MAX = 512
 
 
 class BufferedIO:
@@ -176,7 +178,7 @@ class P2PStream:
         self.conn = conn
         self.sid = sid
         self.protocol = ""
-        self._buf: deque[bytes] = deque()
+        self._buf: deque[bytes | memoryview] = deque()
         self._buffered = 0
         self.eof = False
         self.reset_reason: str | None = None
@@ -189,7 +191,7 @@ class P2PStream:
 
     # ------------------------------------------------------------ reading
 
-    def _deliver(self, data: bytes) -> None:
+    def _deliver(self, data: bytes | memoryview) -> None:
         self._buf.append(data)
         self._buffered += len(data)
         self._readable.set()
@@ -216,9 +218,9 @@ class P2PStream:
         first = self._buf[0]
         if len(first) <= max_bytes:
             self._buf.popleft()
-            out = first
+            out = bytes(first)  # a view into a received Noise message (≤ 64 KiB)
         else:
-            out = first[:max_bytes]
+            out = bytes(first[:max_bytes])
             self._buf[0] = first[max_bytes:]
         self._buffered -= len(out)
         self.conn._consumed(self.sid, len(out))
@@ -422,18 +424,15 @@ class Connection:
             if self._leftover:
                 self._handle(self.session.receive_data(self._leftover), nursery, on_stream)
                 self._leftover = b""
-            receive = self.stream.receive_some
             decrypt = self.reader.feed_and_decrypt
+            receive = self._receiver()
             while True:
-                data = await receive(RECV_BYTES)
+                data = await receive()
                 if not data:
                     break
                 self.bytes_in += len(data)
-                plain = decrypt(data)
-                if not plain:
-                    continue
-                joined = plain[0] if len(plain) == 1 else b"".join(plain)
-                self._handle(self.session.receive_data(joined), nursery, on_stream)
+                for plain in decrypt(data):
+                    self._handle(self.session.receive_data(plain), nursery, on_stream)
         except WireError as e:
             reason = f"{type(e).__name__}: {e}"
             log.info("connection_dropped", peer=str(self.remote_peer), reason=reason[:200])
@@ -444,6 +443,26 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             reason = f"connection lost: {e}"
         self._shutdown(reason)
+
+    def _receiver(self) -> Callable[[], Awaitable[bytes | memoryview]]:
+        """`receive_some`, or on a TCP socket `recv_into` one reused buffer: a
+        fresh 256 KiB bytes object per read costs page faults (it is above
+        malloc's mmap threshold); the Noise reader copies out what it keeps."""
+        if not isinstance(self.stream, trio.SocketStream):
+            stream = self.stream
+
+            async def receive_some() -> bytes | memoryview:
+                return await stream.receive_some(RECV_BYTES)
+
+            return receive_some
+        sock = self.stream.socket
+        buf = memoryview(bytearray(RECV_BYTES))
+
+        async def recv_into() -> bytes | memoryview:
+            n = await sock.recv_into(buf)
+            return buf[:n]
+
+        return recv_into
 
     def _handle(
         self, events: list[yamux.Event], nursery: trio.Nursery, on_stream: OnStream | None
@@ -514,16 +533,32 @@ class Connection:
     async def _send_pending(self) -> None:
         async with self._send_lock:
             while self.session.outbound_bytes and not self.closed:
-                pieces = self.session.take_outbound()
-                plain = b"".join(pieces)
-                wire = noise.encrypt_frames(self.ciphers.send, plain)
+                parts = noise.encrypt_pieces(self.ciphers.send, self.session.take_outbound())
+                size = sum(len(p) for p in parts)
                 try:
-                    await self.stream.send_all(wire)
+                    await self._send_parts(parts)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                     self._shutdown(f"send failed: {e}")
                     raise ConnectionClosedError(f"send failed: {e}") from None
-                self.bytes_out += len(wire)
+                self.bytes_out += size
             self._drained.set()
+
+    async def _send_parts(self, parts: list[bytes]) -> None:
+        """One vectored send (sendmsg) on a TCP socket: no join of a megabyte of
+        ciphertext into yet another buffer. Other streams get one `send_all`."""
+        if not isinstance(self.stream, trio.SocketStream):
+            await self.stream.send_all(b"".join(parts))
+            return
+        sock = self.stream.socket
+        views: list[bytes | memoryview] = list(parts)
+        i = 0
+        while i < len(views):
+            sent = await sock.sendmsg(views[i : i + _IOV_MAX])
+            while i < len(views) and sent >= len(views[i]):
+                sent -= len(views[i])
+                i += 1
+            if sent:
+                views[i] = memoryview(views[i])[sent:]
 
     async def _writer(self) -> None:
         while not self.closed:

@@ -61,8 +61,10 @@ class StreamOpened:
 
 @dataclass(frozen=True, slots=True)
 class DataReceived:
+    """Payload bytes for `sid`: a read-only view into the received buffer."""
+
     sid: int
-    data: bytes
+    data: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +135,10 @@ class Session:
         self.max_streams = max_streams
         self._next_sid = 1 if client else 2
         self._streams: dict[int, _Stream] = {}
-        self._in: list[bytes | bytearray | memoryview] = []  # unparsed input chunks
-        self._in_size = 0
-        self._need = HEADER_BYTES  # input bytes needed before parsing can progress
+        self._hdr = bytearray()  # a header split across receive_data calls
+        self._data_left = 0  # payload bytes of the current Data frame still to come
+        self._data_sid = 0  # its stream (0: unknown or reset stream, payload dropped)
+        self._data_fin = False  # its FIN flag, applied after the payload
         self._out: list[bytes | memoryview] = []
         self.outbound_bytes = 0
         self.go_away_sent = False
@@ -244,62 +247,72 @@ class Session:
     # ------------------------------------------------------------ input
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Parse what the peer sent; return the events it caused, in order."""
-        if not data:
-            return []
-        self._in.append(data)
-        self._in_size += len(data)
-        if self._in_size < self._need:
-            return []  # a large frame arrives in pieces: join once, when whole
-        buf = memoryview(self._in[0] if len(self._in) == 1 else b"".join(self._in))
-        self._in.clear()
-        self._need = HEADER_BYTES
+        """Parse what the peer sent; return the events it caused, in order.
+
+        Data payloads are delivered as they arrive, as slices of `data` (no join,
+        no copy: a 256 KiB frame spread over four Noise messages becomes four
+        DataReceived events). `data` must not be mutated afterwards.
+        """
+        view = memoryview(data)
         events: list[Event] = []
         pos = 0
-        end = len(buf)
-        while end - pos >= HEADER_BYTES:
-            version, typ, flags, sid, length = HEADER.unpack_from(buf, pos)
-            if version != VERSION:
-                raise MuxerError(f"yamux version {version} (expected 0)")
-            if typ == TYPE_DATA:
-                if length > self.max_window:
-                    raise MuxerError(f"data frame of {length} bytes exceeds any window")
-                if end - pos - HEADER_BYTES < length:
-                    self._need = HEADER_BYTES + length
-                    break  # wait for the payload
-                payload = buf[pos + HEADER_BYTES : pos + HEADER_BYTES + length]
-                pos += HEADER_BYTES + length
-                self._on_stream_frame(events, typ, flags, sid, length, payload)
+        end = len(view)
+        while pos < end:
+            if self._data_left:  # inside a Data frame's payload
+                n = min(self._data_left, end - pos)
+                if self._data_sid:
+                    events.append(DataReceived(self._data_sid, view[pos : pos + n]))
+                self._data_left -= n
+                pos += n
+                if not self._data_left:
+                    self._end_data_frame(events)
                 continue
-            pos += HEADER_BYTES
-            if typ == TYPE_WINDOW_UPDATE:
-                self._on_stream_frame(events, typ, flags, sid, length, None)
-            elif typ == TYPE_PING:
-                if flags & FLAG_SYN:
-                    self._frame(TYPE_PING, FLAG_ACK, 0, length)
-                elif flags & FLAG_ACK:
-                    events.append(PingAcked(length))
-            elif typ == TYPE_GO_AWAY:
-                self.go_away_received = True
-                events.append(GoAwayReceived(length))
+            if self._hdr or end - pos < HEADER_BYTES:
+                take = min(HEADER_BYTES - len(self._hdr), end - pos)
+                self._hdr += view[pos : pos + take]
+                pos += take
+                if len(self._hdr) < HEADER_BYTES:
+                    break
+                header: bytes | memoryview = bytes(self._hdr)
+                self._hdr.clear()
             else:
-                raise MuxerError(f"unknown yamux frame type {typ}")
-        if pos < end:
-            self._in.append(bytes(buf[pos:]))
-        self._in_size = end - pos
+                header = view[pos : pos + HEADER_BYTES]
+                pos += HEADER_BYTES
+            self._on_header(events, *HEADER.unpack(header))
         return events
 
+    def _on_header(
+        self, events: list[Event], version: int, typ: int, flags: int, sid: int, length: int
+    ) -> None:
+        if version != VERSION:
+            raise MuxerError(f"yamux version {version} (expected 0)")
+        if typ == TYPE_DATA:
+            if length > self.max_window:
+                raise MuxerError(f"data frame of {length} bytes exceeds any window")
+            self._on_stream_frame(events, typ, flags, sid, length)
+        elif typ == TYPE_WINDOW_UPDATE:
+            self._on_stream_frame(events, typ, flags, sid, length)
+        elif typ == TYPE_PING:
+            if flags & FLAG_SYN:
+                self._frame(TYPE_PING, FLAG_ACK, 0, length)
+            elif flags & FLAG_ACK:
+                events.append(PingAcked(length))
+        elif typ == TYPE_GO_AWAY:
+            self.go_away_received = True
+            events.append(GoAwayReceived(length))
+        else:
+            raise MuxerError(f"unknown yamux frame type {typ}")
+
     def _on_stream_frame(
-        self,
-        events: list[Event],
-        typ: int,
-        flags: int,
-        sid: int,
-        length: int,
-        payload: memoryview | None,
+        self, events: list[Event], typ: int, flags: int, sid: int, length: int
     ) -> None:
         if sid == 0:
             raise MuxerError("data or window update on stream 0")
+        if typ == TYPE_DATA:
+            # The payload follows; it is skipped if the stream is unknown or reset.
+            self._data_left = length
+            self._data_sid = 0
+            self._data_fin = False
         st = self._streams.get(sid)
         if flags & FLAG_SYN:
             if st is not None:
@@ -327,7 +340,7 @@ class Session:
                     raise MuxerError(f"window update overflows stream {sid}'s window")
                 st.send_window += length
                 events.append(SendWindowOpened(sid))
-        elif payload is not None and length:
+        elif length:
             if st.remote_closed:
                 raise MuxerError(f"data on stream {sid} after its FIN")
             if length > st.recv_left:
@@ -335,7 +348,21 @@ class Session:
                     f"peer sent {length} bytes on stream {sid}; window left {st.recv_left}"
                 )
             st.recv_left -= length
-            events.append(DataReceived(sid, bytes(payload)))
+            self._data_sid = sid
+            if flags & FLAG_FIN:
+                self._data_fin = True  # applied once the payload has been delivered
+                return
+        self._fin(events, st, sid, flags)
+
+    def _end_data_frame(self, events: list[Event]) -> None:
+        sid, fin = self._data_sid, self._data_fin
+        self._data_sid = 0
+        self._data_fin = False
+        st = self._streams.get(sid) if sid else None
+        if st is not None and fin:
+            self._fin(events, st, sid, FLAG_FIN)
+
+    def _fin(self, events: list[Event], st: _Stream, sid: int, flags: int) -> None:
         if flags & FLAG_FIN and not st.remote_closed:
             st.remote_closed = True
             events.append(StreamEnded(sid))

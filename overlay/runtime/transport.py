@@ -468,7 +468,11 @@ class Transport:
                 await self._write(s, item.frame)
             except StreamError as e:
                 item.error = f"{type(e).__name__}: {e}"
-                self._spawn(self._reset, s.net)  # the reader then ends the channel
+                self._spawn(self._reset, s.net)
+                # End the channel here: its reader may be gone already (a peer's
+                # half-close ends the reader but keeps the channel writing).
+                ch.closed = True
+                ch.tx.close()
             finally:
                 if item.done is not None:
                     item.done.set()

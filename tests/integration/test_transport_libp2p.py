@@ -400,9 +400,20 @@ def test_remote_close_is_a_clean_end_and_the_next_send_reopens() -> None:
             assert ch.stream is not None
             await ch.stream.net.close()  # half-close: b reads EOF and closes its side
             with trio.fail_after(10):
-                while (b.peer_id, P) in a._outbound:
+                while b._inbound_count:
                     await trio.sleep(0.01)
-            await a.send(b.peer_id, P, "two")
+            assert b.stats.streams_dropped == {}  # EOF is not a fault
+            # A peer's half-close alone keeps our half open (helia's Bitswap closes
+            # its write half at once and still reads); a reset ends our channel and
+            # the next send opens a new stream.
+            await ch.stream.net.reset()
+            with trio.fail_after(10):
+                while True:
+                    try:
+                        await a.send(b.peer_id, P, "two")
+                        break
+                    except SendError:  # the write on the reset stream ends the channel
+                        await trio.sleep(0.01)
             assert await inbox.wait(2) == ["one", "two"]
             assert a.stats.streams_opened == 2
             assert b.stats.streams_dropped == {}  # EOF is not a fault
