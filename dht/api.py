@@ -8,6 +8,7 @@ are chosen by the caller and only echoed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from dht.providers import PROVIDER_TTL_S, REPROVIDE_INTERVAL_S
 from dht.wire import PeerInfo
@@ -18,6 +19,9 @@ from overlay.core.ids import PeerId
 
 @dataclass(frozen=True, slots=True)
 class KadConfig:
+    #: "server" answers and stores; "client" only looks up (kad-dht client mode: it
+    #: neither answers requests nor enters other peers' routing tables).
+    mode: Literal["server", "client"] = "server"
     k: int = 20
     alpha: int = 3
     #: S/Kademlia disjoint paths per lookup (1 = plain Kademlia).
@@ -57,6 +61,13 @@ class KadConfig:
     max_record_bytes: int = 64 * 1024
     #: Maximum providers returned in one GET_PROVIDERS answer.
     max_providers_per_answer: int = 20
+    #: Server/client verdicts on requesters remembered (oldest dropped), and how long.
+    max_role_checks: int = 4096
+    role_check_ttl_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("server", "client"):
+            raise ValueError(f'dht mode must be "server" or "client", not {self.mode!r}')
 
 
 # ---------------------------------------------------------------- commands
@@ -69,6 +80,15 @@ class AddPeer:
 
     peer: PeerId
     addrs: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRoleLearned:
+    """The node learned whether `peer` is a DHT server, out of band (e.g. identify
+    listed the kad protocol, or did not). Spares the PING that would verify it."""
+
+    peer: PeerId
+    server: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +141,9 @@ class GetValue:
 
 
 Command = AddPeer | Bootstrap | FindNode | GetProviders | Provide | StopProviding | PutValue \
-    | GetValue
+    | GetValue | PeerRoleLearned
 COMMAND_TYPES: tuple[type, ...] = (AddPeer, Bootstrap, FindNode, GetProviders, Provide,
-                                   StopProviding, PutValue, GetValue)
+                                   StopProviding, PutValue, GetValue, PeerRoleLearned)
 
 # ---------------------------------------------------------------- results and events
 

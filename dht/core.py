@@ -37,6 +37,7 @@ from dht.api import (
     KadConfig,
     LookupDone,
     PeerAddressesLearned,
+    PeerRoleLearned,
     Provide,
     ProvideDone,
     Providers,
@@ -68,6 +69,8 @@ from overlay.core.multiformats import split_multihash
 # op kinds
 _FIND, _PROVIDERS, _GET, _PUT, _REFRESH, _BOOTSTRAP, _REGION = range(7)
 _WALK, _PUTTING = 0, 1
+#: The op id of a PING that checks whether a requester is a DHT server.
+_VERIFY = -1
 
 
 @dataclass(slots=True)
@@ -90,6 +93,12 @@ class DhtStats:
     lookups_refused_busy: int = 0
     provided_keys_refused: int = 0
     requests_served: int = 0
+    #: Requests a client-mode core received (it answers none).
+    requests_refused_client: int = 0
+    #: PINGs sent to requesters not in the table, and how many went unanswered (a
+    #: client, or a peer gone since): those requesters stay out of the table.
+    role_checks_sent: int = 0
+    role_checks_failed: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -226,6 +235,11 @@ class Kademlia:
         self._sweeps: dict[int, _Sweep] = {}
         self._next_rid = 1
         self._next_op = 1
+        #: Requesters not in our table: peer → (is a DHT server, when we learned it).
+        #: Insertion ordered, ≤ config.max_role_checks (oldest dropped).
+        self._roles: dict[PeerId, tuple[bool, float]] = {}
+        #: Requesters whose verifying PING is in flight.
+        self._verifying: dict[PeerId, None] = {}
         #: Deadlines of housekeeping timers, to recognise stale firings.
         self._hk: dict[str, float] = {}
 
@@ -298,6 +312,10 @@ class Kademlia:
         elif isinstance(cmd, StopProviding):
             for mh in cmd.keys:
                 self.provided.pop(mh, None)
+        elif isinstance(cmd, PeerRoleLearned):
+            self._learn_role(cmd.peer, cmd.server, now)
+            if not cmd.server:
+                self.table.remove(cmd.peer)
         elif isinstance(cmd, AddPeer):
             if cmd.addrs:
                 out.append(Emit(PeerAddressesLearned(cmd.peer, cmd.addrs)))
@@ -459,6 +477,9 @@ class Kademlia:
             self.stats.mismatched_responses += 1
             self._rpc_failed(rpc, now, out)
             return
+        if rpc.op == _VERIFY:
+            self._verifying.pop(peer, None)
+            self._learn_role(peer, True, now)
         self._seen(peer, now, out)
         op = self._ops.get(rpc.op)
         if op is None:
@@ -539,6 +560,12 @@ class Kademlia:
             self._request(probe, KadMessage(MessageType.PING), 0, now, out)
 
     def _rpc_failed(self, rpc: _Rpc, now: float, out: list[Effect]) -> None:
+        if rpc.op == _VERIFY:
+            # No kad answer: a client (no handler), or gone. Either way not a contact.
+            self._verifying.pop(rpc.peer, None)
+            self._learn_role(rpc.peer, False, now)
+            self.stats.role_checks_failed += 1
+            return
         self.table.failed(rpc.peer)
         op = self._ops.get(rpc.op)
         if op is None:
@@ -761,8 +788,13 @@ class Kademlia:
     def _serve(self, peer: PeerId, req: DhtRequest, now: float, out: list[Effect]) -> None:
         if peer == self.me:
             return
+        if self.config.mode == "client":
+            # kad-dht client mode: we do not serve (the driver should not even accept
+            # the stream); the requester's RPC times out and it drops us.
+            self.stats.requests_refused_client += 1
+            return
         self.stats.requests_served += 1
-        self._seen(peer, now, out)
+        self._requester(peer, now, out)
         m = req.msg
         t = m.type
         if t == MessageType.PING:
@@ -790,6 +822,35 @@ class Kademlia:
         else:  # PUT_VALUE
             reply = KadMessage(t, m.key, self._put_value(peer, m, now))
         out.append(Send(peer, DhtResponse(req.rid, reply)))
+
+    # ================================================================ client mode
+
+    def _requester(self, peer: PeerId, now: float, out: list[Effect]) -> None:
+        """A request is proof of life but not of being a server: kad-dht clients ask
+        without answering, and must not enter routing tables (go-libp2p-kad-dht adds only
+        peers that speak the kad protocol). A requester already in our table was
+        verified by answering us; one we know nothing about gets one PING, and enters
+        the table (via `_seen`) only if it answers. docs/dht.md, "Client mode"."""
+        if peer in self.table:
+            self._seen(peer, now, out)
+            return
+        role = self._roles.get(peer)
+        if role is not None and now - role[1] < self.config.role_check_ttl_s:
+            if role[0]:
+                self._seen(peer, now, out)
+            return
+        if peer in self._verifying:
+            return
+        if self._request(peer, KadMessage(MessageType.PING), _VERIFY, now, out):
+            self._verifying[peer] = None
+            self.stats.role_checks_sent += 1
+
+    def _learn_role(self, peer: PeerId, server: bool, now: float) -> None:
+        roles = self._roles
+        roles.pop(peer, None)
+        roles[peer] = (server, now)
+        while len(roles) > self.config.max_role_checks:
+            del roles[next(iter(roles))]
 
     def _closer(self, key: bytes, requester: PeerId) -> tuple[PeerInfo, ...]:
         t = self.table

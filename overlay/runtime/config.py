@@ -35,7 +35,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "discovery": {"mdns": False},
     "api": {"listen": "127.0.0.1:5101"},
     "store": {"cid_version": 1, "initial_map_size_mib": 256},
-    "dht": {"protocol": "/colony/kad/1.0.0", "k": 20, "alpha": 3},
+    "dht": {"protocol": "/colony/kad/1.0.0", "k": 20, "alpha": 3, "mode": "server"},
     "gossip": {"profile": "lan"},
     "log": {"level": "info", "format": "auto"},
     "capsule": {"slots": 4, "executors": [], "labels": [], "location": ""},
@@ -132,6 +132,9 @@ protocol = "/colony/kad/1.0.0"
 k = 20
 # Parallel queries per lookup.
 # alpha = 3                          # preset: lan/wan 3, edge 2
+# "server" answers lookups and stores records for others; "client" only looks up
+# and provides (kad-dht client mode: for nodes others cannot reach, e.g. behind NAT).
+# mode = "server"
 
 [gossip]
 # Timing profile: "lan", "wan" or "edge".
