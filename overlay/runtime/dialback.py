@@ -203,7 +203,7 @@ class ReachabilityService:
             self._nursery = n
             while True:
                 self.core.set_candidates(self._candidates())
-                self._apply(self.core.handle_timer(trio.current_time()))
+                self._apply(self.core.handle_timer(trio.current_time()), wake=False)
                 with trio.move_on_at(self.core.next_deadline()):
                     await self._wake.wait()
                 self._wake = trio.Event()
@@ -211,7 +211,9 @@ class ReachabilityService:
     def _candidates(self) -> list[PeerId]:
         return [p for p in self.d.t.connected_peers() if p != self.d.me]
 
-    def _apply(self, effects: list[Effect]) -> None:
+    def _apply(self, effects: list[Effect], wake: bool = True) -> None:
+        """Carry out effects; `wake`: an answer came in from outside the loop, so the
+        loop re-reads the core's deadline (never from the loop itself: it would spin)."""
         for e in effects:
             if isinstance(e, AskDialback):
                 self._nursery.start_soon(self._ask, e.peer)
@@ -220,7 +222,8 @@ class ReachabilityService:
             elif isinstance(e, StatusChanged):
                 log.info("reachability_changed", status=e.status.value, nat_type=e.nat_type)
                 self._nursery.start_soon(self._publish, e.ad_value)
-        self._wake.set()
+        if wake:
+            self._wake.set()
 
     async def _ask(self, peer: PeerId) -> None:
         from overlay.runtime.transport import TransportError
