@@ -32,6 +32,7 @@ from enum import IntEnum
 
 from overlay.core.errors import MalformedFrame, TruncatedFrame
 from overlay.core.multiformats import encode_varint
+from overlay.core.protobuf import read_uvarint
 
 Buf = bytes | bytearray | memoryview
 
@@ -77,27 +78,11 @@ class UnixFSData:
 
 
 # ---------------------------------------------------------------- varint helpers
-
-
-def _uvarint(buf: Buf, i: int, end: int) -> tuple[int, int]:
-    value = 0
-    shift = 0
-    start = i
-    while True:
-        if i >= end:
-            raise TruncatedFrame("dag-pb: input ended inside a varint")
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, i
-        shift += 7
-        if i - start >= 10:
-            raise MalformedFrame("dag-pb: varint longer than 10 bytes")
+# dag-pb is protobuf: its varints are protobuf's (overlay.core.protobuf.read_uvarint).
 
 
 def _len_delim(buf: Buf, i: int, end: int, what: str) -> tuple[int, int]:
-    n, i = _uvarint(buf, i, end)
+    n, i = read_uvarint(buf, i, end)
     if i + n > end:
         raise TruncatedFrame(f"{what} claims {n} bytes, only {end - i} left")
     return i, i + n
@@ -136,7 +121,7 @@ def _decode_link(buf: Buf, i: int, end: int) -> PBLink:
     tsize: int | None = None
     last = 0
     while i < end:
-        tag, i = _uvarint(buf, i, end)
+        tag, i = read_uvarint(buf, i, end)
         fnum, wtype = tag >> 3, tag & 7
         if fnum <= last:
             raise MalformedFrame("dag-pb: PBLink fields out of order or repeated")
@@ -151,7 +136,7 @@ def _decode_link(buf: Buf, i: int, end: int) -> PBLink:
             except UnicodeDecodeError:
                 raise MalformedFrame("dag-pb: PBLink.Name is not UTF-8") from None
         elif fnum == 3 and wtype == 0:
-            tsize, i = _uvarint(buf, i, end)
+            tsize, i = read_uvarint(buf, i, end)
         else:
             raise MalformedFrame(f"dag-pb: unexpected PBLink field {fnum} (wire type {wtype})")
     if cid is None:
@@ -167,7 +152,7 @@ def decode_pbnode(block: Buf) -> PBNode:
     links: list[PBLink] = []
     data: memoryview | None = None
     while i < end:
-        tag, i = _uvarint(mv, i, end)
+        tag, i = read_uvarint(mv, i, end)
         fnum, wtype = tag >> 3, tag & 7
         if wtype != 2:
             raise MalformedFrame(f"dag-pb: PBNode field {fnum} has wire type {wtype}")
@@ -231,9 +216,9 @@ def _decode_mtime(buf: Buf, i: int, end: int) -> tuple[int, int | None]:
     secs = 0
     nsecs: int | None = None
     while i < end:
-        tag, i = _uvarint(buf, i, end)
+        tag, i = read_uvarint(buf, i, end)
         if tag == 0x08:
-            secs, i = _uvarint(buf, i, end)
+            secs, i = read_uvarint(buf, i, end)
             if secs >= 1 << 63:
                 secs -= 1 << 64
         elif tag == 0x15:
@@ -258,10 +243,10 @@ def decode_unixfs(data: Buf) -> UnixFSData:
     kw: dict[str, int | None] = {"hash_type": None, "fanout": None, "mode": None}
     mtime: tuple[int, int | None] | None = None
     while i < end:
-        tag, i = _uvarint(mv, i, end)
+        tag, i = read_uvarint(mv, i, end)
         fnum, wtype = tag >> 3, tag & 7
         if wtype == 0:
-            v, i = _uvarint(mv, i, end)
+            v, i = read_uvarint(mv, i, end)
             if fnum == 1:
                 dtype = v
             elif fnum == 3:
@@ -283,7 +268,7 @@ def decode_unixfs(data: Buf) -> UnixFSData:
             elif fnum == 4:  # packed blocksizes, accepted on read
                 j = s
                 while j < i:
-                    v, j = _uvarint(mv, j, i)
+                    v, j = read_uvarint(mv, j, i)
                     blocksizes.append(v)
             elif fnum == 8:
                 mtime = _decode_mtime(mv, s, i)

@@ -20,11 +20,16 @@ LEN = 2
 I32 = 5
 
 
-def _uvarint(buf: bytes | memoryview, i: int) -> tuple[int, int]:
-    """Protobuf varints may be up to 10 bytes and need not be minimal."""
+def read_uvarint(buf: bytes | bytearray | memoryview, i: int,
+                 end: int | None = None) -> tuple[int, int]:
+    """(value, next offset) of the varint at `i`, reading no further than `end`.
+
+    Protobuf varints may be up to 10 bytes and need not be minimal (unlike multiformats'
+    unsigned-varint, `multiformats.decode_varint`)."""
     value = 0
     shift = 0
-    end = len(buf)
+    if end is None:
+        end = len(buf)
     start = i
     while True:
         if i >= end:
@@ -44,15 +49,15 @@ def iter_fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, int | bytes
     i = 0
     end = len(buf)
     while i < end:
-        tag, i = _uvarint(buf, i)
+        tag, i = read_uvarint(buf, i)
         field, wtype = tag >> 3, tag & 7
         if field == 0:
             raise MalformedFrame("protobuf: field number 0")
         if wtype == VARINT:
-            v, i = _uvarint(buf, i)
+            v, i = read_uvarint(buf, i)
             yield field, wtype, v
         elif wtype == LEN:
-            n, i = _uvarint(buf, i)
+            n, i = read_uvarint(buf, i)
             if i + n > end:
                 raise TruncatedFrame(f"protobuf: field {field} claims {n} bytes, {end - i} left")
             yield field, wtype, bytes(buf[i : i + n])
