@@ -1,17 +1,18 @@
 """Fetch throughput of real daemons vs the transport baselines (issue 8).
 
-Prints, each with its limit and ratio:
+Prints, in one run, each with its limit and ratio:
   * raw trio TCP loopback MB/s (the ceiling);
-  * one bare py-libp2p Noise+Yamux stream MB/s (bench/transport.py), the limit for
-    a fetch over one connection;
-  * `fetch` of a 64 MiB dataset between separate daemon processes from 1 provider
-    and from 3 providers (the publisher plus two earlier fetchers, found by the DHT),
-    each as a ratio to the bare stream.
+  * one bare Noise+Yamux stream between two processes, py-libp2p and native
+    (bench/transport.py): the limit for a fetch over one connection;
+  * 1 KiB request/response rate on one long-lived stream, both stacks;
+  * `fetch` of a dataset between separate daemon processes from 1 provider and
+    from 3 providers (the publisher plus two earlier fetchers, found by the DHT),
+    as ratios to the bare stream of the daemons' stack (goal: ≥ 0.8);
+  * the same with every daemon's send rate capped at 20 MB/s
+    (`[network] max_send_rate`, as WAN peers would be): 3 providers vs 1
+    (goal: ≥ 2.5×).
 
-The rate-limited case (each provider capped at 20 MB/s) is not measured: it needs a
-send-path knob in overlay/runtime/transport.py, which this bench does not add.
-
-Run: .venv/bin/python bench/fetch.py [--mib 64]
+Run: .venv/bin/python bench/fetch.py [--mib 64] [--stack native|py-libp2p]
 Loopback on a shared 2-core machine is noisy; all daemons and the client share it.
 """
 
@@ -32,13 +33,23 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from colony_cluster import Cluster, Node, colony_cmd, deterministic_bytes, wait_for  # noqa: E402
-from transport import MiB, _pair_run, bare_stream_mb_s, best, line, raw_tcp_mb_s  # noqa: E402
+from transport import (  # noqa: E402
+    MiB,
+    _pair_run,
+    best,
+    line,
+    long_lived_rps,
+    raw_tcp_mb_s,
+    two_process,
+)
+
+RATE_LIMIT = 20_000_000  # bytes/s per provider
 
 
 def timed_fetch(node: Node, cid: str) -> tuple[float, dict[str, object]]:
     t0 = time.perf_counter()
     final: dict[str, object] = {}
-    for item in node.api(300).stream("POST", "/v1/fetch", {"cid": cid}):
+    for item in node.api(600).stream("POST", "/v1/fetch", {"cid": cid}):
         final = item
     dt = time.perf_counter() - t0
     assert final.get("done") and not final.get("error"), final
@@ -53,39 +64,70 @@ def wait_providers(node: Node, cid: str, want: set[str]) -> None:
     wait_for(ok, 60, f"{len(want)} providers of {cid}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mib", type=int, default=64)
-    args = ap.parse_args()
-    size = args.mib * MiB
-
-    tcp = trio.run(best(3, lambda: raw_tcp_mb_s(256 * MiB)))
-    line("raw trio TCP loopback", tcp, "MB/s")
-    bare = trio.run(best(3, lambda: _pair_run(lambda a, b: bare_stream_mb_s(a, b, size))))
-    line("bare py-libp2p stream (1 process)", bare, "MB/s", tcp, "raw TCP")
-
-    with tempfile.TemporaryDirectory() as tmp, Cluster(Path(tmp) / "c", 4) as c:
+def fetch_run(tmp: Path, size: int, stack: str, rate: int) -> tuple[float, float]:
+    """(MB/s from 1 provider, MB/s from 3 providers) on a fresh 4-daemon colony."""
+    env = {"COLONY_NETWORK_STACK": stack, "COLONY_NETWORK_MAX_SEND_RATE": str(rate)}
+    tag = f"{stack}-{rate}"
+    with Cluster(tmp / f"c-{tag}", 4, env=env) as c:
         c.wait_converged(60)
-        data = Path(tmp) / "data.bin"
-        data.write_bytes(deterministic_bytes(size, seed=64))
-        t0 = time.perf_counter()
+        data = tmp / "data.bin"
+        if not data.exists():
+            data.write_bytes(deterministic_bytes(size, seed=64))
         r = colony_cmd(c.nodes[0].home, "publish", str(data), "--json", timeout=300)
         cid = json.loads(r.stdout)["cid"]
-        line(f"publish {args.mib} MiB (import + provide)", size / (time.perf_counter() - t0) / 1e6,
-             "MB/s")
         n0, n1, n2, n3 = c.nodes
         one, f1 = timed_fetch(n1, cid)
-        line(f"fetch {args.mib} MiB from 1 provider", one, "MB/s", bare, "bare stream")
         wait_providers(n2, cid, {n0.peer_id, n1.peer_id})
-        _, f2 = timed_fetch(n2, cid)
+        timed_fetch(n2, cid)
         wait_providers(n3, cid, {n0.peer_id, n1.peer_id, n2.peer_id})
         three, f3 = timed_fetch(n3, cid)
-        line(f"fetch {args.mib} MiB from 3 providers", three, "MB/s", bare, "bare stream")
-        for name, f in (("1 provider", f1), ("2 providers", f2), ("3 providers", f3)):
-            print(f"  blocks by provider, {name}: "
+        for name, f in (("1 provider", f1), ("3 providers", f3)):
+            print(f"  [{tag}] blocks by provider, {name}: "
                   f"{sorted(f['providers'].values(), reverse=True)}")  # type: ignore[attr-defined]
-    print("rate-limited providers (20 MB/s each): not measured (needs a transport knob)")
+        return one, three
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mib", type=int, default=64, help="dataset size (MiB)")
+    ap.add_argument("--stack", default="native", choices=("native", "py-libp2p"),
+                    help="network stack of the daemons")
+    args = ap.parse_args()
+    size = args.mib * MiB
+    bulk = 128 * MiB
+
+    # bench/transport.py reports MiB/s; everything here is in MB/s (10^6 bytes).
+    tcp = trio.run(best(3, lambda: raw_tcp_mb_s(256 * MiB))) * MiB / 1e6
+    line("raw trio TCP loopback", tcp, "MB/s")
+    bare: dict[str, float] = {}
+    for stack in ("py-libp2p", "native"):
+        bare[stack] = trio.run(best(2, lambda st=stack: two_process(st, bulk, True))) * MiB / 1e6
+        line(f"bare {stack} Noise+Yamux stream (two processes)", bare[stack], "MB/s", tcp,
+             "raw TCP")
+    line("bare stream: native", bare["native"], "MB/s", bare["py-libp2p"], "py-libp2p")
+    rps: dict[str, float] = {}
+    for stack in ("py-libp2p", "native"):
+        rps[stack] = trio.run(best(2, lambda st=stack: _pair_run(
+            lambda a, b: long_lived_rps(a, b, 1000), st)))
+        line(f"{stack}: 1 KiB requests on one long-lived stream", rps[stack], "req/s")
+    line("1 KiB requests: native", rps["native"], "req/s", rps["py-libp2p"], "py-libp2p")
+
+    limit = bare[args.stack]
+    with tempfile.TemporaryDirectory() as tmp:
+        one, three = fetch_run(Path(tmp), size, args.stack, 0)
+        line(f"fetch {args.mib} MiB from 1 provider ({args.stack})", one, "MB/s", limit,
+             "bare stream")
+        line(f"fetch {args.mib} MiB from 3 providers ({args.stack})", three, "MB/s", limit,
+             "bare stream")
+        one_l, three_l = fetch_run(Path(tmp), size, args.stack, RATE_LIMIT)
+        line("fetch, providers capped at 20 MB/s: 1 provider", one_l, "MB/s", RATE_LIMIT / 1e6,
+             "the cap")
+        line("fetch, providers capped at 20 MB/s: 3 providers", three_l, "MB/s", one_l,
+             "1 provider (goal 2.5)")
 
 
 if __name__ == "__main__":
+    import logging
+
+    logging.disable(logging.CRITICAL)
     main()
