@@ -24,6 +24,7 @@ from overlay.runtime.trust import (
     parse_duration,
     serial,
 )
+from store.cid import Cid
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -82,6 +83,26 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _private(args: argparse.Namespace) -> int:
+    t = Trust(args.home)
+    t.require_colony()
+    if args.cid is None:
+        for r in t.private_roots():
+            print(r)
+        return 0
+    try:
+        res = ApiClient.for_home(args.home, timeout_s=60).call(
+            "POST", "/v1/trust/private", {"cid": args.cid, "private": not args.public})
+    except ApiUnavailable:
+        t.set_private(str(Cid.parse(args.cid)), not args.public)
+        print(f"{args.cid}: {'public' if args.public else 'private'} "
+              "(daemon not running: takes effect when it starts)")  # fmt: skip
+        return 0
+    state = "private (members only)" if res["private"] else "public"
+    print(f"{res['cid']}: {state}; {res['private_blocks']} private blocks on this node")
+    return 0
+
+
 def _offline_status(t: Trust) -> dict[str, Any]:
     if not t.enabled:
         return {"enabled": False}
@@ -123,6 +144,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     s.add_argument("--json", action="store_true", help="print the raw status as JSON")
     s.set_defaults(func=_status)
+
+    pv = csub.add_parser(
+        "private", parents=[common], help="serve a DAG to colony members only",
+        description="Mark the DAG under CID (already imported or fetched here) as "
+        "private: this node serves its blocks over Bitswap only to members of the "
+        "colony, while other data stays servable to anyone when [trust] serve_public = "
+        "true. Without CID, list the private roots.",
+    )
+    pv.add_argument("cid", nargs="?", metavar="CID")
+    pv.add_argument("--public", action="store_true", help="undo: serve it to anyone again")
+    pv.set_defaults(func=_private)
 
     def _help(args: argparse.Namespace) -> int:
         p.print_help()

@@ -362,9 +362,10 @@ class Daemon:
             msg = BitswapMessage.from_bytes(raw)
         except WireError as e:
             raise RemoteProtocolError(f"bad bitswap message: {e}") from None
-        if not self.trust_service.allow_bitswap(peer):
-            return  # colony mode, serve_public = false, peer not a member (logged)
-        self.driver.submit(Received(peer, msg))
+        kept = self.trust_service.filter_bitswap(peer, msg)  # colony mode: members-only data
+        if kept is None:
+            return  # logged by the trust service
+        self.driver.submit(Received(peer, kept))
 
     async def _serve_kad(self, peer: PeerId, raw: Any) -> bytes | None:
         try:

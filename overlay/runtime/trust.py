@@ -8,6 +8,7 @@ Files (all written atomically; keys mode 0600):
     trust/chain.cbor        this node's certificate chain, root first
     trust/issued.cbor       certificates this node signed (for `cert ls` / `cert revoke`)
     trust/revocations.cbor  every revocation this node knows (own and learned)
+    trust/private.json      roots of DAGs served to colony members only
 
 No `colony.json` = open mode: the daemon behaves exactly as before colonies existed.
 
@@ -45,10 +46,12 @@ from overlay.core.certs import (
     verify_chain,
 )
 from overlay.core.crypto import Envelope, KeyPair, PublicKey
-from overlay.core.errors import ConfigError, RemoteProtocolError, WireError
+from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
 from overlay.core.wire import cbor_decode, cbor_encode
 from overlay.runtime.identity import load_identity, write_identity
+from store.blockstore import BlockStore
+from store.cid import Cid
 
 TRUST_DIR = "trust"
 COLONY_FILE = "colony.json"
@@ -56,6 +59,9 @@ OWNER_KEY = "owner.key"
 CHAIN_FILE = "chain.cbor"
 ISSUED_FILE = "issued.cbor"
 REVOCATIONS_FILE = "revocations.cbor"
+PRIVATE_FILE = "private.json"
+#: DAG roots a node may mark private.
+MAX_PRIVATE_ROOTS = 1024
 #: Certificates this node remembers having issued (oldest forgotten first).
 MAX_ISSUED = 10_000
 #: Refusals kept for `colony colony status` (newest last).
@@ -433,6 +439,30 @@ class Trust:
         cls._write_colony(tdir, name, token.colony_owner, list(token.bootstrap))
         return cls(home)
 
+    # ------------------------------------------------------------ private data
+
+    def private_roots(self) -> list[str]:
+        """CIDs (text) of DAGs served only to members of the colony."""
+        path = self.dir / PRIVATE_FILE
+        if not path.exists():
+            return []
+        try:
+            roots = json.loads(path.read_text())["roots"]
+            return [str(r) for r in roots][:MAX_PRIVATE_ROOTS]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"{path} is corrupt ({e}); fix or delete it") from None
+
+    def set_private(self, cid: str, private: bool) -> list[str]:
+        """Mark (or unmark) the DAG under `cid` as members-only; returns the roots."""
+        self.require_colony()
+        roots = [r for r in self.private_roots() if r != cid]
+        if private:
+            if len(roots) >= MAX_PRIVATE_ROOTS:
+                raise ConfigError(f"at most {MAX_PRIVATE_ROOTS} private roots")
+            roots.append(cid)
+        _write_atomic(self.dir / PRIVATE_FILE, json.dumps({"roots": roots}).encode())
+        return roots
+
     def token_for(self, chain: Sequence[Certificate], bootstrap: Sequence[str]) -> str:
         return JoinToken(self.require_colony(), tuple(chain), tuple(bootstrap)).encode()
 
@@ -450,6 +480,30 @@ def load_token(text: str) -> JoinToken:
         return JoinToken.decode(text)
     except (WireError, RemoteProtocolError) as e:
         raise ConfigError(f"not a valid join token: {e}") from None
+
+
+def private_multihashes(store: BlockStore, roots: Iterable[str]) -> set[bytes]:
+    """Every block multihash of the stored DAGs under `roots` (from the store's
+    reference index). Blocks not stored yet are not included: mark a DAG private
+    after it is imported or fetched (the daemon recomputes on every mark)."""
+    out: set[bytes] = set()
+    with store.reader() as r:
+        for text in roots:
+            try:
+                stack = [Cid.parse(text).multihash]
+            except ColonyError:
+                continue
+            while stack:
+                mh = stack.pop()
+                if mh in out:
+                    continue
+                out.add(mh)
+                for link in r.links(mh) or []:
+                    try:
+                        stack.append(Cid.from_bytes(bytes(link)).multihash)
+                    except ColonyError:
+                        continue
+    return out
 
 
 def capsule_authority(
@@ -471,5 +525,6 @@ __all__ = [
     "load_token",
     "parse_colony_id",
     "parse_duration",
+    "private_multihashes",
     "serial",
 ]

@@ -1,6 +1,11 @@
 """The daemon's colony-trust glue: logs refusals, persists revocations, gates Bitswap,
 and serves the trust API (`/v1/trust`, `/v1/trust/revoke`).
 
+Blocks: peers outside the colony get blocks only with `[trust] serve_public = true`,
+and never blocks of DAGs marked private (`colony colony private CID`): their wants
+for those are removed before the exchange core sees them, so they simply get no
+answer (as from a node without the block).
+
 The rules live in the cores (gossip/admission.py, overlay/core/certs.py); the state
 lives in `Trust` (overlay/runtime/trust.py). This module only connects them to the
 running daemon, so the daemon itself needs a few one-line hooks.
@@ -8,6 +13,7 @@ running daemon, so the daemon itself needs a few one-line hooks.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +26,10 @@ from overlay.core.certs import Revocation
 from overlay.core.crypto import Envelope
 from overlay.core.errors import ColonyError, LocalProtocolError, RemoteProtocolError
 from overlay.core.ids import PeerId
+from overlay.exchange.messages import BitswapMessage
 from overlay.runtime.api import ApiError, ApiServer, Request
-from overlay.runtime.trust import Trust, colony_id, serial
+from overlay.runtime.trust import Trust, colony_id, private_multihashes, serial
+from store.cid import Cid
 
 if TYPE_CHECKING:
     from overlay.runtime.daemon import Daemon
@@ -46,11 +54,31 @@ def cert_json(c: Any, now: float, trust: Trust | None = None) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def strip_private_wants(msg: BitswapMessage, private: set[bytes]) -> BitswapMessage:
+    """`msg` without the wants (not cancels) for blocks in `private` (multihashes).
+    A want we cannot parse is left for the exchange core to judge."""
+    if not private or not msg.wants:
+        return msg
+    kept = []
+    for w in msg.wants:
+        if not w.cancel:
+            try:
+                if Cid.from_bytes(w.cid).multihash in private:
+                    continue
+            except ColonyError:
+                pass
+        kept.append(w)
+    return dataclasses.replace(msg, wants=tuple(kept))
+
+
 class TrustService:
     def __init__(self, d: Daemon) -> None:
         self.d = d
         self.trust: Trust = d.trust
-        self._bitswap_logged: dict[PeerId, float] = {}
+        self._bitswap_logged: dict[tuple[PeerId, str], float] = {}
+        self.private: set[bytes] = set()
+        if self.trust.enabled:
+            self.refresh_private()
         if self.trust.enabled:
             log.info(
                 "colony_mode", colony=str(colony_id(self.trust.require_colony())),
@@ -76,21 +104,34 @@ class TrustService:
 
     # ------------------------------------------------------------ bitswap
 
-    def allow_bitswap(self, peer: PeerId) -> bool:
-        """Colony mode with `serve_public = false`: only members exchange blocks."""
+    def refresh_private(self) -> None:
+        self.private = private_multihashes(self.d.store, self.trust.private_roots())
+
+    def filter_bitswap(self, peer: PeerId, msg: BitswapMessage) -> BitswapMessage | None:
+        """Colony mode: members get everything. Others get nothing when
+        `serve_public = false`, and never blocks of DAGs marked private."""
         t = self.trust
-        if not t.enabled or t.serve_public:
-            return True
+        if not t.enabled:
+            return msg
         reason = t.check(peer, "member", time.time())
         if reason is None:
-            return True
+            return msg
+        if not t.serve_public:
+            self._log_refusal(peer, "bitswap_refused", reason)
+            return None
+        kept = strip_private_wants(msg, self.private)
+        if len(kept.wants) != len(msg.wants):
+            self._log_refusal(peer, "bitswap_private_refused", reason)
+        return kept
+
+    def _log_refusal(self, peer: PeerId, event: str, reason: str) -> None:
         now = time.monotonic()
-        if now - self._bitswap_logged.get(peer, -1e9) >= BITSWAP_REFUSAL_LOG_S:
+        key = (peer, event)
+        if now - self._bitswap_logged.get(key, -1e9) >= BITSWAP_REFUSAL_LOG_S:
             if len(self._bitswap_logged) >= 1024:
                 self._bitswap_logged.clear()
-            self._bitswap_logged[peer] = now
-            log.warning("bitswap_refused", peer=str(peer), reason=reason)
-        return False
+            self._bitswap_logged[key] = now
+            log.warning(event, peer=str(peer), reason=reason)
 
     # ------------------------------------------------------------ API
 
@@ -98,6 +139,20 @@ class TrustService:
         api.add("GET", "/v1/trust", self._status)
         api.add("POST", "/v1/trust/revoke", self._revoke)
         api.add("POST", "/v1/trust/lookup", self._lookup)
+        api.add("POST", "/v1/trust/private", self._private)
+
+    async def _private(self, req: Request) -> Any:
+        """Mark (`private: true`) or unmark the DAG under `cid` as members-only."""
+        body = req.json()
+        text = str(body.get("cid", ""))
+        try:
+            cid = str(Cid.parse(text))
+            roots = self.trust.set_private(cid, bool(body.get("private", True)))
+        except ColonyError as e:
+            raise ApiError(400, str(e)) from None
+        self.refresh_private()
+        return {"cid": cid, "private": cid in roots, "roots": roots,
+                "private_blocks": len(self.private)}
 
     async def _status(self, req: Request) -> Any:
         t, now = self.trust, time.time()
@@ -118,6 +173,7 @@ class TrustService:
             "owner_key_here": t.owner_key is not None, "serve_public": t.serve_public,
             "chain": [cert_json(c, now, t) for c in t.own_chain],
             "revocations": len(t.revocations or ()), "members": members,
+            "private_roots": t.private_roots(), "private_blocks": len(self.private),
             "refused": [
                 {"time": r.time, "peer": r.peer, "reason": r.reason, "expelled": r.expelled}
                 for r in t.refusals

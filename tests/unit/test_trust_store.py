@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import stat
@@ -222,3 +223,54 @@ def test_revoke_record_validator() -> None:
     later = Revocation.issue(other, cert, NOW + 5)
     recs = [v.validate(key, later.envelope.to_bytes(), NOW), rec]
     assert v.for_key(key).select(key, recs) == 1  # the earliest issued wins
+
+
+# ---------------------------------------------------------------- private data
+
+
+def test_private_dag_blocks_are_stripped_from_outsiders_wants(tmp_path: Path) -> None:
+    from overlay.exchange.messages import BitswapMessage, WantEntry
+    from overlay.runtime.trust import private_multihashes
+    from overlay.runtime.trust_service import strip_private_wants
+    from store.blockstore import BlockStore
+    from store.cid import Cid
+    from store.importer import Importer, ImportOptions
+
+    with BlockStore(tmp_path / "s") as store:
+        imp = Importer(store, ImportOptions(cid_version=1, chunk_size=1024))
+        # 5 KiB of distinct chunks: a root and 5 leaves
+        secret = imp.add_bytes(hashlib.shake_256(b"secret").digest(5 * 1024))
+        public = imp.add_bytes(b"public data " * 200)
+        private = private_multihashes(store, [str(secret.cid), "not-a-cid"])
+        assert secret.cid.multihash in private and len(private) == 6
+        assert public.cid.multihash not in private
+        with store.reader() as r:
+            leaves = [bytes(c) for c in r.links(secret.cid.multihash) or []]
+    wants = (
+        WantEntry(secret.cid.to_bytes()),
+        WantEntry(leaves[0]),
+        WantEntry(leaves[1], cancel=True),  # cancels always pass
+        WantEntry(public.cid.to_bytes()),
+        WantEntry(b"\x01junk"),  # unparsable: left for the exchange core to refuse
+    )
+    kept = strip_private_wants(BitswapMessage(wants=wants), private)
+    assert [w.cid for w in kept.wants] == [leaves[1], public.cid.to_bytes(), b"\x01junk"]
+    assert Cid.from_bytes(kept.wants[1].cid) == public.cid
+    assert strip_private_wants(BitswapMessage(wants=wants), set()).wants == wants
+
+
+HELLO = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"  # `hello\n` as CIDv0 (DESIGN §4)
+
+
+def test_private_roots_persist_and_need_a_colony(tmp_path: Path) -> None:
+    ha, ka = node(tmp_path, "a")
+    with pytest.raises(ConfigError, match="not in a colony"):
+        Trust(ha).set_private(HELLO, True)
+    t = Trust.create_colony(ha, "lab", ka, NOW, 86400)
+    assert t.set_private(HELLO, True) == [HELLO]
+    assert Trust(ha).private_roots() == [HELLO]
+    assert t.set_private(HELLO, False) == []
+    rc, out, _ = run(ha, "colony", "private", HELLO)
+    assert rc == 0 and "daemon not running" in out
+    rc, out, _ = run(ha, "colony", "private")
+    assert out.split() == [HELLO]

@@ -1,0 +1,89 @@
+"""Private data in a colony, with real daemons on 127.0.0.1 (docs/trust.md).
+
+n0 founds a colony and publishes two files; it marks one private
+(`colony colony private CID`). n1 is a certified member, n2 has no certificate. With
+the default `[trust] serve_public = true`, n2 fetches the public file byte-identical
+but gets nothing of the private one (n0 logs why), while member n1 fetches both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from colony_cluster import Cluster, Node, colony_cmd, deterministic_bytes, wait_for
+
+from overlay.cli.main import main as colony_main
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+
+
+def cli(home: Path, *args: str) -> str:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
+        rc = colony_main(["--home", str(home), *args])
+    assert rc == 0, f"colony {' '.join(args)} failed: {buf.getvalue()}"
+    return buf.getvalue()
+
+
+def publish(n: Node, path: Path) -> str:
+    final = json.loads(colony_cmd(n.home, "publish", str(path), "--json", timeout=60).stdout)
+    assert final["done"]
+    return str(final["cid"])
+
+
+def fetch(n: Node, cid: str, out: Path, timeout: float) -> dict[str, Any]:
+    r = colony_cmd(n.home, "fetch", cid, "-o", str(out), "--json", timeout=timeout)
+    final: dict[str, Any] = json.loads(r.stdout)
+    return final
+
+
+def test_private_dag_is_served_to_members_only(tmp_path: Path) -> None:
+    c = Cluster(tmp_path / "c", 3)
+    try:
+        c.prepare()
+        n0, n1, n2 = c.nodes
+        cli(n0.home, "colony", "create", "lab")
+        tok = tmp_path / "n1.token"
+        cli(n0.home, "cert", "issue", n1.peer_id, "--roles", "member", "--expires", "1d",
+            "--bootstrap", n0.addr, "--out", str(tok))  # fmt: skip
+        cli(n1.home, "join", str(tok))
+        c.launch()
+        c.wait_converged(timeout=30, nodes=[n0, n1])
+
+        public, secret = tmp_path / "public.bin", tmp_path / "secret.bin"
+        public.write_bytes(deterministic_bytes(600_000, seed=1))
+        secret.write_bytes(deterministic_bytes(600_000, seed=2))
+        public_cid, secret_cid = publish(n0, public), publish(n0, secret)
+        out = colony_cmd(n0.home, "colony", "private", secret_cid).stdout
+        assert "private (members only)" in out
+
+        # Outsider n2: the public dataset comes through, byte-identical ...
+        got = fetch(n2, public_cid, tmp_path / "p2.bin", timeout=60)
+        assert got["done"] and not got["error"]
+        assert (tmp_path / "p2.bin").read_bytes() == public.read_bytes()
+        # ... the private one does not (its wants get no answer).
+        with pytest.raises(subprocess.TimeoutExpired):
+            fetch(n2, secret_cid, tmp_path / "s2.bin", timeout=8)
+        refused = wait_for(
+            lambda: [ln for ln in n0.log.read_text().splitlines()
+                     if "bitswap_private_refused" in ln and n2.peer_id in ln],
+            10, "n0 to log the refused private wants",
+        )  # fmt: skip
+        assert "no certificate known" in refused[0]
+        assert not (tmp_path / "s2.bin").exists()
+
+        # Member n1 gets the private dataset.
+        got = fetch(n1, secret_cid, tmp_path / "s1.bin", timeout=60)
+        assert got["done"] and not got["error"]
+        assert (tmp_path / "s1.bin").read_bytes() == secret.read_bytes()
+    finally:
+        c.close()
