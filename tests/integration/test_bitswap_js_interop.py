@@ -32,10 +32,11 @@ JS_DIR = Path(__file__).parent / "js_bitswap"
 NETWORK_ERRORS = ("ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ETIMEDOUT", "ENETUNREACH",
                   "ECONNRESET", "network")
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]  # first run: npm ci
 
 
-def _install() -> Path:
+def install_js_peers() -> Path:
+    """`npm ci` the js peers once per lock file; return the directory to run them in."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("helia interop needs node and npm (not installed)")
@@ -54,7 +55,8 @@ def _install() -> Path:
             if any(e in r.stderr for e in NETWORK_ERRORS):
                 pytest.skip(f"npm registry unreachable, cannot install helia: {r.stderr[-300:]}")
             raise AssertionError(f"npm ci failed ({r.returncode}): {r.stderr[-2000:]}")
-    shutil.copyfile(JS_DIR / "peer.mjs", cache / "peer.mjs")
+    for script in JS_DIR.glob("*.mjs"):
+        shutil.copyfile(script, cache / script.name)
     return cache
 
 
@@ -107,7 +109,7 @@ class Helia:
 
 @pytest.mark.parametrize("stack", ["native", "py-libp2p"])
 def test_helia_and_colony_exchange_datasets_over_bitswap(tmp_path: Path, stack: str) -> None:
-    cache = _install()
+    cache = install_js_peers()
     with Cluster(tmp_path / "c", 1, env={"COLONY_NETWORK_STACK": stack}) as c:
         node = c.nodes[0]
         helia = Helia(cache, tmp_path / "helia.log")
