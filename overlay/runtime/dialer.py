@@ -23,6 +23,8 @@ costs a bounded number of requests. Failed peers back off (1 s doubling to 60 s)
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -46,6 +48,8 @@ RELAYED = "relayed"
 METHODS = ("direct", "webrtc", "relay")
 BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 60.0
+#: Longest wait for a direct TCP dial when WebRTC or a relay could follow.
+DIRECT_TIMEOUT_S = 3.0
 #: Reservations a node that reachability found NAT'd keeps when none are configured.
 AUTO_RESERVATIONS = 2
 RESERVATION_CHECK_S = 30.0
@@ -166,18 +170,31 @@ class Dialer:
         if self.t.is_connected(peer):
             return self.paths.get(peer) or self._record(peer, PeerPath(DIRECT, since=time.time()))
         running = self._inflight.get(peer)
-        if running is not None:  # one dial per peer at a time; others wait for it
-            await running.wait()
-            if self.t.is_connected(peer):
-                return self.paths.get(peer) or PeerPath(DIRECT, since=time.time())
-            raise DialFailed(self.last_errors.get(peer, "concurrent dial failed"))
-        until, _ = self._backoff.get(peer, (0.0, 0.0))
-        if time.monotonic() < until:
-            raise DialFailed(
-                f"backing off {peer.short()} for {until - time.monotonic():.1f} s more: "
-                + self.last_errors.get(peer, "")
-            )
-        done = self._inflight[peer] = trio.Event()
+        if running is None:
+            until, _ = self._backoff.get(peer, (0.0, 0.0))
+            if time.monotonic() < until:
+                raise DialFailed(
+                    f"backing off {peer.short()} for {until - time.monotonic():.1f} s more: "
+                    + self.last_errors.get(peer, "")
+                )
+            running = self._inflight[peer] = trio.Event()
+            if self.nursery is not None:
+                # The dial runs in our own task: a caller that gives up (the
+                # transport's stream-open timeout) does not cut the chain short, and
+                # the next caller finds the connection made.
+                self.nursery.start_soon(self._dial, peer, running)
+            else:
+                await self._dial(peer, running)
+        await running.wait()
+        if self.t.is_connected(peer) and peer in self.paths:
+            return self.paths[peer]
+        if self.t.is_connected(peer):
+            return self._record(peer, PeerPath(DIRECT, since=time.time()))
+        raise DialFailed(
+            f"could not reach {peer.short()}: {self.last_errors.get(peer, 'dial failed')}"
+        )
+
+    async def _dial(self, peer: PeerId, done: trio.Event) -> None:
         errors: list[str] = []
         methods = plan(
             self.config.order,
@@ -195,25 +212,38 @@ class Dialer:
         try:
             for method in methods:
                 self.stats.attempts[method] = self.stats.attempts.get(method, 0) + 1
+                started = time.monotonic()
                 try:
                     path = await getattr(self, f"_via_{method}")(peer)
                 except (Exception, trio.TooSlowError) as e:
                     self.stats.failures[method] = self.stats.failures.get(method, 0) + 1
                     errors.append(f"{method}: {type(e).__name__}: {e}"[:300])
+                    log.info(
+                        "dial_method_failed",
+                        peer=str(peer),
+                        method=method,
+                        seconds=round(time.monotonic() - started, 2),
+                        error=errors[-1],
+                    )
                     continue
                 self.stats.successes[method] = self.stats.successes.get(method, 0) + 1
                 self._backoff.pop(peer, None)
                 self.last_errors.pop(peer, None)
                 log.info("peer_reached", peer=str(peer), **path.to_json())
-                return self._record(peer, path)
-            msg = "; ".join(errors) or "no dial method configured"
-            self.last_errors[peer] = msg
+                self._record(peer, path)
+                return
+            self.last_errors[peer] = "; ".join(errors) or "no dial method configured"
             _, last = self._backoff.get(peer, (0.0, 0.0))
             delay = min(max(last * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
             self._backoff[peer] = (time.monotonic() + delay, delay)
-            raise DialFailed(f"could not reach {peer.short()}: {msg}")
+            log.info(
+                "peer_unreachable",
+                peer=str(peer),
+                error=self.last_errors[peer][:500],
+                retry_s=delay,
+            )
         finally:
-            del self._inflight[peer]
+            self._inflight.pop(peer, None)
             done.set()
 
     def ensure_soon(self, peer: PeerId) -> None:
@@ -227,14 +257,20 @@ class Dialer:
         self.nursery.start_soon(self._ensure, peer)
 
     async def _ensure(self, peer: PeerId) -> None:
-        try:
+        with contextlib.suppress(DialFailed):
             await self.connect(peer)
-        except DialFailed as e:
-            log.info("peer_unreachable", peer=str(peer), error=str(e)[:500])
 
     async def _via_direct(self, peer: PeerId) -> PeerPath:
         direct = getattr(self.t, "dial_direct", None)  # not t.connect: that calls us
-        await (direct(peer) if direct is not None else self.t.connect(peer))
+        # Time-boxed when other methods follow: a TCP connect to a reachable peer takes
+        # well under a second (3 s covers a lost SYN), while a dial into someone's NAT
+        # (a private address, packets dropped) would wait out the full dial timeout.
+        limit = DIRECT_TIMEOUT_S if len(self.config.order) > 1 else math.inf
+        try:
+            with trio.fail_after(limit):
+                await (direct(peer) if direct is not None else self.t.connect(peer))
+        except trio.TooSlowError:
+            raise DialFailed(f"no TCP connection within {limit:.0f} s") from None
         return PeerPath(DIRECT, since=time.time())
 
     async def _via_webrtc(self, peer: PeerId) -> PeerPath:
@@ -312,27 +348,42 @@ class Dialer:
         return self.config.keep_reservations or (AUTO_RESERVATIONS if self.is_nat() else 0)
 
     async def keep_reservations(self, candidates: Callable[[], Iterable[PeerId]]) -> None:
-        """Hold the wanted relay reservations, renewing each at half its ttl."""
+        """Hold the wanted relay reservations: renew each at half its ttl, look for
+        more relays every RESERVATION_CHECK_S (every 5 s while none is held)."""
+        ttl_of: dict[PeerId, float] = {}
         while True:
             want = self.reservations_wanted()
-            next_s = RESERVATION_CHECK_S
-            held = 0
-            tried: set[PeerId] = set()
+            now = time.time()
+            held = [
+                r
+                for r, until in self.relay.reservations.items()
+                if until - now > ttl_of.get(r, 0.0) / 2
+            ]
+            tried: set[PeerId] = set(held)
             for relay in [*self.config.relays, *candidates()]:
-                if held >= want or relay in tried:
+                if len(held) >= want or relay in tried:
                     continue
                 tried.add(relay)
                 try:
-                    ttl = await self.relay.reserve(relay)
+                    ttl_of[relay] = await self.relay.reserve(relay)
                 except (Exception, trio.TooSlowError) as e:
                     self.relay.reservations.pop(relay, None)
                     log.debug("relay_reserve_failed", relay=str(relay), error=str(e)[:200])
                     continue
-                held += 1
-                next_s = min(next_s, max(1.0, ttl / 2))
-            if held < want:
+                held.append(relay)
+            # Sleep until the first renewal is due, at most RESERVATION_CHECK_S.
+            now = time.time()
+            renew = [
+                self.relay.reservations[r] - ttl_of.get(r, 0.0) / 2 - now
+                for r in held
+                if r in self.relay.reservations
+            ]
+            next_s = min([RESERVATION_CHECK_S, *renew])
+            if want > 0 and not held:
                 next_s = min(next_s, 5.0)  # no relay yet: look again soon
-            await trio.sleep(next_s)
+            elif want == 0:
+                next_s = min(next_s, 5.0)  # reachability may find us NAT'd any moment
+            await trio.sleep(max(1.0, next_s))
 
     # ------------------------------------------------------------ bookkeeping
 

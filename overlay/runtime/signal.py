@@ -334,7 +334,7 @@ class SignalService:
         on_inbound: Callable[[Any, PeerId], Any],
         config: SignalConfig | None = None,
         ttl_s: float = 30.0,
-        open_timeout_s: float = 20.0,
+        open_timeout_s: float = 8.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.t = transport
@@ -428,7 +428,8 @@ class SignalService:
                     via,
                     PROTO_SIGNAL,
                     {"op": "forward", "env": env.to_wire()},
-                    timeout=self.open_timeout_s,
+                    # the forwarder waits up to open_timeout_s for the target
+                    timeout=self.open_timeout_s * 1.5,
                 )
             except RemoteError as e:
                 raise SignalRefused(_reason_of(str(e)), str(e)) from None
