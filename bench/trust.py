@@ -101,7 +101,7 @@ class Sim:
         self.cores = {
             k.peer_id: Swim(k, LAN, rng=random.Random(seed + i),
                             admission=Admission(OWNER.public.raw),
-                            chain=(c.envelope,))  # fmt: skip
+                            chain=(c.envelope,))
             for i, (k, c) in enumerate(zip(self.keys, self.certs, strict=True))
         }
         self.q: list[tuple[float, int, Any, Any]] = []
