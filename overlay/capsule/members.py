@@ -27,9 +27,10 @@ from overlay.core.ids import PeerId
 #: Roles a member has when the node does not say (a colony without certificates).
 DEFAULT_ROLES: tuple[str, ...] = ("execute", "member", "submit")
 MAX_UNREACHABLE = 4096
-KEY_BITS = 256
 #: Below this many keys in a trie branch, sort the branch instead of splitting it.
-_BRUTE = 8
+_BRUTE = 16
+#: Closest-set answers a view remembers until its membership changes.
+MAX_CLOSEST_CACHE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +56,16 @@ class ViewRefreshed:
 class Directory:
     """Live members with an XOR-closest index (keys kept sorted)."""
 
-    __slots__ = ("_keys", "_peer_at", "live", "version")
+    __slots__ = ("_keys", "_peer_at", "keys_version", "live", "version")
 
     def __init__(self, members: Iterable[Member] = ()) -> None:
         self.live: dict[PeerId, Member] = {}
         self._keys: list[int] = []
         self._peer_at: dict[int, PeerId] = {}
+        #: Grows on every change; `keys_version` only when the set of members changes
+        #: (not on a new ad), so closest-set caches survive ad updates.
         self.version = 0
+        self.keys_version = 0
         self.replace(members)
 
     def replace(self, members: Iterable[Member]) -> None:
@@ -69,6 +73,7 @@ class Directory:
         self._peer_at = {p.key: p for p in self.live}
         self._keys = sorted(self._peer_at)
         self.version += 1
+        self.keys_version += 1
 
     def put(self, member: Member) -> None:
         """Add a member, or replace its entry (new ad, roles or rtt)."""
@@ -76,6 +81,7 @@ class Directory:
         if p not in self.live:
             insort(self._keys, p.key)
             self._peer_at[p.key] = p
+            self.keys_version += 1
         self.live[p] = member
         self.version += 1
 
@@ -86,6 +92,7 @@ class Directory:
         del self._keys[i]
         del self._peer_at[peer.key]
         self.version += 1
+        self.keys_version += 1
         return True
 
     def __len__(self) -> int:
@@ -98,31 +105,30 @@ class Directory:
         """The `k` members closest to `target` by XOR (closest first), minus `skip`."""
         keys, peer_at = self._keys, self._peer_at
         out: list[PeerId] = []
-
-        def walk(lo: int, hi: int, bit: int) -> None:
-            # Invariant: keys[lo:hi] agree on every bit above `bit`, so their XOR
-            # distances to `target` differ only below it: the half that matches
-            # target's `bit` is entirely closer than the other half.
-            if lo >= hi or len(out) >= k:
-                return
-            if hi - lo <= k - len(out) + _BRUTE or bit < 0:
+        # Branches of the implicit binary trie over the sorted keys, nearest on top.
+        # keys[lo:hi] agree on every bit above the highest bit where its first and
+        # last key differ, so their XOR distances to `target` differ only below it:
+        # the half that matches target's bit there is entirely closer than the other.
+        stack = [(0, len(keys))]
+        while stack and len(out) < k:
+            lo, hi = stack.pop()
+            if hi - lo <= k - len(out) + _BRUTE:
                 for x in sorted(keys[lo:hi], key=lambda x: x ^ target):
                     p = peer_at[x]
                     if p not in skip:
                         out.append(p)
                         if len(out) >= k:
-                            return
-                return
+                            break
+                continue
+            bit = (keys[lo] ^ keys[hi - 1]).bit_length() - 1
             split = ((keys[lo] >> (bit + 1)) << (bit + 1)) | (1 << bit)
             mid = bisect_left(keys, split, lo, hi)
             if (target >> bit) & 1:
-                walk(mid, hi, bit - 1)
-                walk(lo, mid, bit - 1)
+                stack.append((lo, mid))
+                stack.append((mid, hi))
             else:
-                walk(lo, mid, bit - 1)
-                walk(mid, hi, bit - 1)
-
-        walk(0, len(keys), KEY_BITS - 1)
+                stack.append((mid, hi))
+                stack.append((lo, mid))
         return out
 
     def sample(self, rng: random.Random, n: int) -> list[Member]:
@@ -134,7 +140,8 @@ class Directory:
 
 
 class MemberView:
-    __slots__ = ("_dir", "_unreachable", "me", "unreachable_ttl_s", "version")
+    __slots__ = ("_cache", "_cache_at", "_dir", "_unreachable", "me", "unreachable_ttl_s",
+                 "version")  # fmt: skip
 
     def __init__(
         self, me: PeerId, unreachable_ttl_s: float = 30.0, directory: Directory | None = None
@@ -145,6 +152,10 @@ class MemberView:
         self._unreachable: dict[PeerId, float] = {}
         #: Grows on every change, so cores can tell whether a custodian set may differ.
         self.version = 0
+        # closest() answers, valid while (version, directory keys_version) is unchanged:
+        # custody asks for the same capsule's custodians on every message it handles.
+        self._cache: dict[tuple[int, int], list[PeerId]] = {}
+        self._cache_at = (-1, -1)
 
     @property
     def directory(self) -> Directory:
@@ -201,8 +212,15 @@ class MemberView:
 
     def closest(self, key: int, k: int) -> list[PeerId]:
         """The `k` live members closest to `key` by XOR, closest first."""
-        return self._dir.closest(key, k, self._unreachable)
+        at = (self.version, self._dir.keys_version)
+        if at != self._cache_at or len(self._cache) >= MAX_CLOSEST_CACHE:
+            self._cache = {}
+            self._cache_at = at
+        found = self._cache.get((key, k))
+        if found is None:
+            found = self._cache[(key, k)] = self._dir.closest(key, k, self._unreachable)
+        return list(found)
 
     def leader(self, key: int, k: int) -> PeerId:
-        found = self._dir.closest(key, 1, self._unreachable)
+        found = self.closest(key, k)
         return found[0] if found else self.me
