@@ -4,6 +4,7 @@ n0 founds a colony and publishes two files; it marks one private
 (`colony colony private CID`). n1 is a certified member, n2 has no certificate. With
 the default `[trust] serve_public = true`, n2 fetches the public file byte-identical
 but gets nothing of the private one (n0 logs why), while member n1 fetches both.
+Capsule submission uses the same chains: n1 (role `member` only) is refused, n0 runs.
 """
 
 from __future__ import annotations
@@ -85,5 +86,16 @@ def test_private_dag_is_served_to_members_only(tmp_path: Path) -> None:
         got = fetch(n1, secret_cid, tmp_path / "s1.bin", timeout=60)
         assert got["done"] and not got["error"]
         assert (tmp_path / "s1.bin").read_bytes() == secret.read_bytes()
+
+        # Capsules get roles from the same chains (capsule_service reads
+        # trust.capsule_authority): n1 holds only `member`, so custody refuses its
+        # submission with the reason; n0 holds `submit` and its capsule runs.
+        spec = tmp_path / "hello.toml"
+        spec.write_text('name = "hello"\ncommand = ["sh", "-c", "echo hi > out.txt"]\n'
+                        'outputs = ["out.txt"]\nmaxexectime_s = 30\n')  # fmt: skip
+        r = colony_cmd(n1.home, "capsule", "submit", str(spec), check=False, timeout=60)
+        assert r.returncode != 0 and "role submit not granted" in r.stderr, r.stderr
+        r = colony_cmd(n0.home, "capsule", "submit", str(spec), "--wait", timeout=60)
+        assert "succeeded" in r.stdout + r.stderr, r.stdout + r.stderr
     finally:
         c.close()
