@@ -302,6 +302,20 @@ def rss_mib(imports: str) -> float:
     return float(out.stdout.strip())
 
 
+def daemon_idle_rss_mib(stack: str) -> float:
+    """RSS of one idle `colony daemon` (alone, up 5 s) on `stack`."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+    from colony_cluster import Cluster
+
+    with tempfile.TemporaryDirectory() as tmp, Cluster(
+        Path(tmp) / "c", 1, env={"COLONY_NETWORK_STACK": stack}
+    ) as c:
+        time.sleep(5)
+        return c.nodes[0].rss_kib() / 1024
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -351,6 +365,10 @@ async def main(quick: bool, profile: bool, stacks: tuple[str, ...]) -> None:
     line("RSS after base imports (trio, cbor2, nacl, structlog)", base, "MiB")
     line("RSS after importing the transport, native stack", native, "MiB", base, "base")
     line("RSS after importing the transport, py-libp2p stack", pylibp2p, "MiB", base, "base")
+    d_native = daemon_idle_rss_mib("native")
+    d_py = daemon_idle_rss_mib("py-libp2p")
+    line("idle daemon RSS, native stack", d_native, "MiB", d_py, "py-libp2p daemon")
+    line("idle daemon RSS, py-libp2p stack", d_py, "MiB")
 
     if profile:
         prof = cProfile.Profile()
