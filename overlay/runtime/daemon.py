@@ -133,6 +133,8 @@ class Daemon:
             self.t = t
             addrs = tuple(t.listen_addrs)
             caps = await prepare_capsules(self.home, self.conf, self.keypair)
+            # One revocation list: those learned by gossip also bind capsule submitters.
+            caps.core.custody.revocations = self.trust.revocations
             self.node, self.swim, self.kad, self.exchange = build_node(
                 self.keypair, self.conf, self.store,
                 addrs=addrs, addrs_bin=bin_addrs(list(addrs)),
