@@ -21,7 +21,7 @@ adversarial region can capture at most the paths that pass through it.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from overlay.core.ids import PeerId
 
@@ -110,19 +110,28 @@ class Lookup:
 
     # ------------------------------------------------------------------ decisions
 
-    def next_queries(self) -> list[PeerId]:
-        """Peers to query now (marked as waiting): the closest new ones among the k
-        closest not-failed candidates, keeping at most α in flight."""
-        out: list[PeerId] = []
-        if self.inflight >= self.alpha:
-            return out
+    def _window(self) -> Iterator[tuple[PeerId, int]]:
+        """(peer, state) of the k closest candidates that have not failed, closest first:
+        the only peers a lookup asks, and the ones its termination rule waits for."""
         window = 0
         info = self._info
         for _, p in self._order:
             st = info[p] & 3
             if st == FAILED:
                 continue
+            yield p, st
             window += 1
+            if window >= self.k:
+                return
+
+    def next_queries(self) -> list[PeerId]:
+        """Peers to query now (marked as waiting): the closest new ones among the k
+        closest not-failed candidates, keeping at most α in flight."""
+        out: list[PeerId] = []
+        if self.inflight >= self.alpha:
+            return out
+        info = self._info
+        for p, st in self._window():
             if st == NEW:
                 info[p] = (info[p] & ~3) | WAITING
                 self.inflight += 1
@@ -130,23 +139,15 @@ class Lookup:
                 out.append(p)
                 if self.inflight >= self.alpha:
                     break
-            if window >= self.k:
-                break
         return out
 
     def finished(self) -> bool:
-        window = 0
-        info = self._info
-        for _, p in self._order:
-            st = info[p] & 3
-            if st == FAILED:
-                continue
+        full = 0
+        for _, st in self._window():
             if st != ANSWERED:
                 return False
-            window += 1
-            if window >= self.k:
-                return True
-        return self.inflight == 0
+            full += 1
+        return full >= self.k or self.inflight == 0
 
     def state(self, peer: PeerId) -> int | None:
         info = self._info.get(peer)

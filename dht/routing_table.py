@@ -184,15 +184,8 @@ class RoutingTable:
 
         Returns True when the peer was evicted from its bucket.
         """
-        c = self.cpl(peer.key)
-        b = self._buckets.get(c)
-        if b is None:
-            return False
-        if peer in b.replacements:
-            b.replacements.remove(peer)
-            self._addrs.pop(peer, None)
-            return False
-        if peer not in b.peers:
+        b = self._buckets.get(self.cpl(peer.key))
+        if b is None or self._drop_replacement(b, peer) or peer not in b.peers:
             return False
         fails = self._fails.get(peer, 0) + 1
         if b.probing == peer or b.replacements or fails >= self.max_fails:
@@ -204,16 +197,20 @@ class RoutingTable:
     def remove(self, peer: PeerId) -> bool:
         """Evict unconditionally (a misbehaving peer); a replacement is promoted."""
         b = self._buckets.get(self.cpl(peer.key))
-        if b is None:
-            return False
-        if peer in b.replacements:
-            b.replacements.remove(peer)
-            self._addrs.pop(peer, None)
+        if b is None or self._drop_replacement(b, peer):
             return False
         if peer in b.peers:
             self._evict(b, peer)
             return True
         return False
+
+    def _drop_replacement(self, b: Bucket, peer: PeerId) -> bool:
+        """Forget `peer` if it waits in `b`'s replacement cache (True if it did)."""
+        if peer not in b.replacements:
+            return False
+        b.replacements.remove(peer)
+        self._addrs.pop(peer, None)
+        return True
 
     def _evict(self, b: Bucket, peer: PeerId) -> None:
         i = b.peers.index(peer)

@@ -181,18 +181,24 @@ class Exporter:
         progress: Callable[[int], None] | None = None,
     ) -> int:
         """Stream the file `cid` to `write`; returns the number of bytes."""
+        with self.store.reader() as r:
+            return self._stream(r, cid, write, progress)
+
+    def _stream(self, r: Reader, cid: Cid, write: Callable[[memoryview], Any],
+                progress: Callable[[int], None] | None) -> int:
+        """Write the file's pieces, unmapping the pages read every
+        RELEASE_EVERY_BYTES so RSS stays flat however large the file."""
         n = 0
         since = 0
-        with self.store.reader() as r:
-            for piece in self.iter_file(r, cid):
-                write(piece)
-                n += len(piece)
-                since += len(piece)
-                if since >= RELEASE_EVERY_BYTES:
-                    self.store.release_mapped_pages()
-                    since = 0
-                if progress is not None:
-                    progress(len(piece))
+        for piece in self.iter_file(r, cid):
+            write(piece)
+            n += len(piece)
+            since += len(piece)
+            if since >= RELEASE_EVERY_BYTES:
+                self.store.release_mapped_pages()
+                since = 0
+            if progress is not None:
+                progress(len(piece))
         self.store.release_mapped_pages()
         return n
 
@@ -245,16 +251,7 @@ class Exporter:
             os.symlink(bytes(u.data), out)
             return
         with open(out, "xb") as f:
-            since = 0
-            for piece in self.iter_file(r, cid):
-                f.write(piece)
-                since += len(piece)
-                if since >= RELEASE_EVERY_BYTES:
-                    self.store.release_mapped_pages()
-                    since = 0
-                if progress is not None:
-                    progress(len(piece))
-        self.store.release_mapped_pages()
+            self._stream(r, cid, f.write, progress)
 
 
 __all__ = ["DAG_PB", "BadDag", "DirEntry", "Exporter", "NodeInfo", "NotAFile"]
