@@ -70,7 +70,18 @@ class _Req:
 
 
 class Simulation:
-    """One run of one scenario. `run()` returns the `Metrics`."""
+    """One run of one scenario. `run()` returns the `Metrics`.
+
+    A scenario with the "capsule" protocol gets a `sim.capsules.CapsuleSimulation`
+    (a subclass: capsule cores, oracle membership) from this same constructor.
+    """
+
+    def __new__(cls, sc: Scenario, *, progress: bool = False) -> Simulation:
+        if cls is Simulation and "capsule" in sc.protocols:
+            from sim.capsules import CapsuleSimulation
+
+            return super().__new__(CapsuleSimulation)
+        return super().__new__(cls)
 
     def __init__(self, sc: Scenario, *, progress: bool = False) -> None:
         self.sc = sc

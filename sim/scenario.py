@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from overlay.core.errors import ConfigError
+from sim.capsule_config import CapsuleSimConfig
 from sim.churn import KINDS, PRESETS, ChurnConfig, Dist
 from sim.network import DEFAULT_REGIONS, NetworkConfig, Partition, Region
 
-PROTOCOLS = ("gossip", "dht")
-WORKLOADS = ("lookup", "provide", "get_providers", "user_event", "kill", "leave", "fetch")
+PROTOCOLS = ("gossip", "dht", "capsule")
+WORKLOADS = ("lookup", "provide", "get_providers", "user_event", "kill", "leave", "fetch",
+             "capsule")  # fmt: skip
 
 
 class ScenarioError(ConfigError):
@@ -87,6 +89,8 @@ class Workload:
     #: Bulk transfer size (fetch).
     size_bytes: int = 0
     payload_bytes: int = 64
+    #: Rate workloads: stop after this many operations (0 = no limit).
+    limit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,8 @@ class Scenario:
     workloads: tuple[Workload, ...] = ()
     #: Nodes whose views are sampled for the convergence curve (bounded cost).
     view_sample: int = 64
+    #: `[capsule]`: the capsule simulation's settings (protocol "capsule").
+    capsule: CapsuleSimConfig = field(default_factory=CapsuleSimConfig)
     path: str = "<memory>"
 
     def with_(self, **changes: Any) -> Scenario:
@@ -234,9 +240,10 @@ def parse(source: str, path: str = "<memory>") -> Scenario:
         raise ScenarioError(f"{path}: not valid TOML: {e}") from None
     root = _Checker(source, path, (), doc)
     for k in doc:
-        if k not in ("scenario", "nodes", "gossip", "dht", "network", "churn", "workload"):
+        if k not in ("scenario", "nodes", "gossip", "dht", "network", "churn", "workload",
+                     "capsule"):
             root.fail(k, "unknown table; expected scenario, nodes, gossip, dht, network, "
-                         "churn, workload")
+                         "churn, workload, capsule")
 
     s = _Checker(source, path, ("scenario",), doc.get("scenario", {}))
     name = s.get("name", str, Path(path).stem)
@@ -255,7 +262,14 @@ def parse(source: str, path: str = "<memory>") -> Scenario:
                       rule=f"must be a non-empty list of {', '.join(PROTOCOLS)}")
     join_spread = n.get("join_spread_s", float, 10.0, check=_nonneg, rule="must be ≥ 0")
     seeds = n.get("seeds", int, 3, check=lambda v: v >= 1, rule="must be ≥ 1")
+    if "capsule" in protocols and len(protocols) > 1:
+        n.fail("protocols", "capsule runs alone (membership comes from an oracle of the "
+                            "live set, see docs/simulation.md); drop gossip and dht")
     n.finish()
+    capsule = CapsuleSimConfig()
+    if "capsule" in doc:
+        cc = _Checker(source, path, ("capsule",), doc["capsule"])
+        capsule = CapsuleSimConfig(**_overrides(cc, CapsuleSimConfig, ()))
 
     g = _Checker(source, path, ("gossip",), doc.get("gossip", {}))
     profile = g.get("profile", str, "lan", check=lambda v: v in ("lan", "wan", "edge"),
@@ -289,7 +303,8 @@ def parse(source: str, path: str = "<memory>") -> Scenario:
         join_spread_s=join_spread, seeds=seeds, gossip_profile=profile,
         gossip_overrides=gossip_overrides, lockstep=lockstep, dht_overrides=dht_overrides,
         dht_from_gossip=dht_from_gossip, network=network, partitions=tuple(partitions),
-        churn=churn, workloads=tuple(workloads), view_sample=view_sample, path=path,
+        churn=churn, workloads=tuple(workloads), view_sample=view_sample, capsule=capsule,
+        path=path,
     )
 
 
@@ -357,7 +372,7 @@ def _churn(src: str, path: str, data: Any) -> ChurnConfig:
 
 
 _NEEDS = {"lookup": "dht", "provide": "dht", "get_providers": "dht", "fetch": "dht",
-          "user_event": "gossip"}
+          "user_event": "gossip", "capsule": "capsule"}
 
 
 def _workload(c: _Checker, protocols: list[str]) -> Workload:
@@ -376,11 +391,12 @@ def _workload(c: _Checker, protocols: list[str]) -> Workload:
                  rule="must be ≥ 0")
     payload = c.get("payload_bytes", int, 64, check=lambda v: 0 <= v <= 8192,
                     rule="must be in [0, 8192]")
-    if kind in ("lookup", "get_providers", "user_event", "fetch") and rate == 0 \
+    limit = c.get("limit", int, 0, check=_nonneg, rule="must be ≥ 0")
+    if kind in ("lookup", "get_providers", "user_event", "fetch", "capsule") and rate == 0 \
             and "at_s" not in c.data:
         c.fail("rate_per_s", f"workload {kind!r} needs rate_per_s > 0 (or a one-shot at_s)")
     c.finish()
-    return Workload(kind, rate, start, end, at, count, size, payload)
+    return Workload(kind, rate, start, end, at, count, size, payload, limit)
 
 
 def load(path: str | Path) -> Scenario:
