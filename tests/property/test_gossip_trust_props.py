@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -190,3 +190,33 @@ ColonyCore.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )  # fmt: skip
 TestColonyCore = ColonyCore.TestCase
+
+
+@st.composite
+def junk_cert(draw: Any) -> Envelope:
+    """A signed `colony-cert` envelope whose body is anything CBOR can hold."""
+    body = draw(st.one_of(
+        st.dictionaries(st.sampled_from(["colony", "subject", "roles", "issued", "expires",
+                                         "x"]),
+                        st.one_of(st.binary(max_size=40), st.integers(-5, 2**64),
+                                  st.floats(allow_nan=True), st.lists(st.text(max_size=8),
+                                                                      max_size=5)),
+                        max_size=6),
+        st.integers(), st.text(max_size=10),
+    ))  # fmt: skip
+    signer = draw(st.sampled_from([OWNER, KD, KE]))
+    return signer.seal("colony-cert", body)
+
+
+@settings(max_examples=150, deadline=None)
+@given(chain=st.lists(junk_cert(), min_size=1, max_size=3), inc=incs)
+def test_junk_chains_never_raise_and_never_admit(chain: list[Envelope], inc: int) -> None:
+    core = Swim(KA, LAN, rng=random.Random(0), admission=Admission(OWNER.public.raw))
+    core.handle(Join(), T0)
+    alive = Alive.create(KD, inc, (), tuple(chain))
+    core.handle(Received(KD.peer_id, PushPull((MemberRecord(alive),), reply=True)), T0)
+    k, good_chain = GOOD[KB.peer_id]
+    core.handle(Received(KB.peer_id, PushPull((MemberRecord(Alive.create(k, 1, (), good_chain)),))),
+                T0)  # fmt: skip
+    core.handle(Received(KB.peer_id, Gossip((alive,))), T0)
+    assert KD.peer_id not in core.members and KB.peer_id in core.members
