@@ -85,6 +85,10 @@ class TrustService:
                 name=self.trust.name, roles=list(self.trust.own_chain[-1].roles)
                 if self.trust.own_chain else [], serve_public=self.trust.serve_public,
             )  # fmt: skip
+            reason = self.trust.check(d.me, "member", time.time())
+            if reason is not None:  # members will refuse us: say so where it is seen
+                log.warning("own_certificate_invalid", reason=reason,
+                            hint=f"ask an admin for a new token: colony cert issue {d.me}")
 
     # ------------------------------------------------------------ events
 
