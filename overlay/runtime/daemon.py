@@ -86,6 +86,9 @@ MAX_TABLE_SAVED = 512
 MAX_TABLE_DIALS = 16
 #: A peer found by mDNS is dialled at most this often (it answers every query).
 MDNS_REDIAL_S = 30.0
+#: Joins of mDNS-found peers in flight; more answers wait for a later round, so a
+#: host flooding the LAN with made-up peers cannot make us dial without bound.
+MDNS_MAX_JOINS = 4
 
 
 class _Waiter:
@@ -215,9 +218,18 @@ class Daemon:
         if not mdns_enabled(self.conf):
             return
         tried: dict[str, float] = {}
+        joining = [0]
+
+        async def join(addrs: list[str]) -> None:
+            try:
+                await self._join_through(addrs)
+            finally:
+                joining[0] -= 1
 
         def found(peer: str, addrs: list[str]) -> None:
             now = trio.current_time()
+            if joining[0] >= MDNS_MAX_JOINS:
+                return
             if now - tried.get(peer, -MDNS_REDIAL_S) < MDNS_REDIAL_S:
                 return
             if peer in {str(m.peer) for m in self.swim.list_members()}:
@@ -227,7 +239,8 @@ class Daemon:
             while len(tried) > MAX_KNOWN_PEERS:  # bounded: a LAN may be noisy
                 del tried[next(iter(tried))]
             log.info("mdns_peer_found", peer=peer, addrs=addrs)
-            self.nursery.start_soon(self._join_through, addrs)
+            joining[0] += 1
+            self.nursery.start_soon(join, addrs[:4])
 
         self.mdns = MdnsService(str(self.me), lambda: list(self.t.addrs), found)
         try:
