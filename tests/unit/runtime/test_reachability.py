@@ -210,3 +210,50 @@ def test_stun_codec_round_trip() -> None:
 ])
 def test_classify(local: tuple[str, int], mapped: list[tuple[str, int]], want: str) -> None:
     assert classify(local, mapped) == want
+
+
+# ---------------------------------------------------------------- the service's loop
+
+
+class _Transport:
+    """Just enough transport for the service loop: no peers connected."""
+
+    listen_addrs = ("/ip4/127.0.0.1/tcp/4001",)
+
+    def connected_peers(self) -> list[object]:
+        return []
+
+
+class _Daemon:
+    def __init__(self) -> None:
+        self.conf: dict[str, dict[str, object]] = {"edge": {"stun": []}}
+        self.t = _Transport()
+        self.me = object()
+
+
+def test_service_loop_sleeps_between_rounds() -> None:
+    """Idle (nobody to ask): the loop wakes once per round, not in a spin."""
+    import trio
+    import trio.testing
+
+    from overlay.runtime.dialback import ReachabilityService
+
+    calls = [0]
+
+    async def main() -> None:
+        svc = ReachabilityService(_Daemon())  # type: ignore[arg-type]
+        real = svc.core.handle_timer
+
+        def counted(now: float) -> list[object]:
+            calls[0] += 1
+            if calls[0] > 1000:
+                raise AssertionError("reachability loop spins")
+            return real(now)  # type: ignore[return-value]
+
+        svc.core.handle_timer = counted  # type: ignore[method-assign]
+        with trio.move_on_after(100):
+            await svc.run()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    # A round every first_check_s (2 s) while nobody can be asked, + the STUN result.
+    assert 40 <= calls[0] <= 60, calls[0]
