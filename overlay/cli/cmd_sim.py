@@ -42,12 +42,19 @@ def _summary_lines(m: Any) -> list[str]:
         ("event_coverage", "user event coverage"),
         ("load_sent_per_s", "messages sent per node per s"),
         ("fetch_s", "fetch time (s)"),
+        ("capsule_submit_to_running_s", "capsule submit → running (s)"),
+        ("capsule_submit_to_finished_s", "capsule submit → finished (s)"),
     ):
         st = d.get(key)
         if st and st.get("count"):
             lines.append(f"  {label:<42} mean {st['mean']:<10g} p50 {st['p50']:<10g} "
                          f"p99 {st['p99']:<10g} (n={st['count']})")
     c = m.counters
+    if "capsule_completion_rate" in m.info:
+        lines.append(f"  capsules: {c['capsules_submitted']} submitted, completion rate "
+                     f"{m.info['capsule_completion_rate']:.4f}, "
+                     f"{m.info['capsule_messages_per_capsule']:.1f} messages per capsule, "
+                     f"{c['capsules_accepted_twice']} accepted twice")
     lines.append(f"  false suspicions {c.get('false_suspicions', 0)}, "
                  f"false failures {c.get('false_failures', 0)}, "
                  f"messages {c.get('net_sent', 0)}")
