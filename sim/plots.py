@@ -94,7 +94,8 @@ def write_plots(m: Metrics, out: Path) -> list[Path]:
         ax2.set_ylabel("live nodes")
         ax.set_xlabel("simulated time (s)")
         ax.set_title("Convergence")
-        ax.legend(loc="lower right")
+        if "view_accuracy" in ts[0]:
+            ax.legend(loc="lower right")
         _save(plt, fig, out / "convergence.png", written)
 
     if s.get("load_sent_per_s"):
@@ -122,4 +123,23 @@ def write_plots(m: Metrics, out: Path) -> list[Path]:
         ax.set_ylabel("CDF")
         ax.set_title("Bulk fetch time")
         _save(plt, fig, out / "fetch_time.png", written)
+
+    if s.get("capsule_submit_to_finished_s"):
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        _cdf(a1, s.get("capsule_submit_to_running_s", []), "submit → running")
+        _cdf(a1, s["capsule_submit_to_finished_s"], "submit → finished")
+        a1.set_xscale("log")
+        a1.set_xlabel("seconds")
+        a1.set_ylabel("CDF")
+        a1.set_title("Capsule latency")
+        a1.legend(loc="lower right")
+        if ts and "finished" in ts[0]:
+            t = [r["t"] for r in ts]
+            for key in ("submitted", "started", "finished"):
+                a2.plot(t, [r[key] for r in ts], label=key)
+            a2.set_xlabel("simulated time (s)")
+            a2.set_ylabel("capsules")
+            a2.set_title("Capsules over time")
+            a2.legend(loc="upper left")
+        _save(plt, fig, out / "capsules.png", written)
     return written
