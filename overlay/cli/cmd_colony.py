@@ -26,6 +26,21 @@ from overlay.runtime.trust import (
 )
 from store.cid import Cid
 
+HELP = """\
+A colony is an owner key: it signs membership certificates, and in a colony only
+certified nodes gossip, get capsules and private blocks (docs/trust.md). A node
+without a colony runs in open mode: anyone may join it.
+
+three machines, alpha founding:
+  alpha$ colony init && colony colony create lab && colony daemon --detach
+  beta$  colony init && colony id                  # send the printed id to alpha
+  alpha$ colony cert issue <beta id> --roles member,submit,execute --out beta.token
+  beta$  colony join beta.token && colony daemon --detach
+  (gamma as beta)
+  alpha$ colony colony status                      # members, roles, refusals + reasons
+  alpha$ colony cert revoke <gamma id>             # every member drops gamma
+"""
+
 
 def _create(args: argparse.Namespace) -> int:
     node = load_identity(args.home / KEY_FILE)
@@ -119,9 +134,7 @@ def _offline_status(t: Trust) -> dict[str, Any]:
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "colony", parents=[common], help="found a colony (owner key) or show its trust state",
-        description="A colony is an owner key: it signs membership certificates, and in a "
-        "colony only certified nodes gossip, get capsules and private blocks. "
-        "See docs/trust.md.",
+        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     csub = p.add_subparsers(dest="colony_command", metavar="SUBCOMMAND")
     c = csub.add_parser(
