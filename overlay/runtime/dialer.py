@@ -63,6 +63,7 @@ def plan(order: tuple[str, ...], theirs: str, ours: str, have_turn: bool) -> lis
     """Which methods to try for a peer, from both sides' resource-ad reachability
     ("public", "nat", "nat/<mapping>", "" = unknown).
 
+    * A public peer is dialled directly only (if that fails, it is down).
     * A NAT'd peer cannot be dialled directly (its dial-back checks failed).
     * Two NATs of which one maps symmetrically defeat ICE hole punching (the
       symmetric side's port toward the other is unknowable from STUN), so WebRTC is
@@ -70,6 +71,10 @@ def plan(order: tuple[str, ...], theirs: str, ours: str, have_turn: bool) -> lis
     Unknown reachability keeps the configured order.
     """
     out = list(order)
+    if theirs == "public" and "direct" in out:
+        # Public: members dialled it back. If TCP fails now it is down, and a
+        # WebRTC offer (which would start aiortc, ~50 MiB) or a relay cannot help.
+        return ["direct"]
     if theirs.startswith("nat") and "direct" in out and len(out) > 1:
         out.remove("direct")
     both_nat = theirs.startswith("nat") and ours.startswith("nat")
