@@ -446,6 +446,9 @@ class Swim:
         if msg.target == self.me:
             out.append(Send(peer, Ack(msg.seq)))
             return
+        if self.admission is not None and msg.target not in self.members:
+            self._count("ping_req_non_member")  # colony mode: never probe outsiders
+            return
         if len(self._relays) >= self.config.max_relays:
             self._count("relay_dropped")
             return

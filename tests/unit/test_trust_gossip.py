@@ -22,7 +22,7 @@ from gossip.events import (
     PublishRevocation,
     RevocationLearned,
 )
-from gossip.messages import Alive, Gossip, Ping, PushPull, Revoke, decode_message
+from gossip.messages import Alive, Gossip, Ping, PingReq, PushPull, Revoke, decode_message
 from gossip.profiles import LAN
 from gossip.swim import Swim
 from overlay.core.certs import ALL_ROLES, Certificate, Revocation
@@ -322,3 +322,13 @@ def test_ping_from_non_member_gets_no_ack() -> None:
     net.feed(A, Received(E, Ping(7, A)), T0)
     assert not [m for s, d, m in net.sent[before:] if s == A]
     assert net.of(MemberRefused, A)[0].peer == E
+
+
+def test_ping_req_for_an_outsider_is_not_relayed() -> None:
+    net = colony(2)
+    net.run_until(T0 + 2)
+    net.add(KEYS[5], None)
+    before = len(net.sent)
+    net.feed(A, Received(B, PingReq(9, F)), T0 + 3)
+    assert not [d for s, d, m in net.sent[before:] if d == F]
+    assert net.cores[A].stats["ping_req_non_member"] == 1
