@@ -39,7 +39,7 @@ from gossip.resources import ResourceAd
 from gossip.swim import Swim
 from overlay.core.certs import Certificate, Revocation
 from overlay.core.crypto import Envelope, KeyPair
-from overlay.core.effects import Received
+from overlay.core.effects import Received, TimerFired
 
 OWNER = KeyPair(b"\x42" * 32)
 KA, KB, KC, KD, KE, KF = (KeyPair(bytes([i + 10]) * 32) for i in range(6))
@@ -177,6 +177,16 @@ class ColonyCore(RuleBasedStateMachine):
         members = set(self.core.members)
         self.core.handle(Received(via, Gossip((Revoke.from_envelope(rev.envelope),))), self.now)
         assert set(self.core.members) == members
+
+    @rule(via=st.sampled_from(GOOD_IDS), target=st.sampled_from(BAD_IDS),
+          seq=st.integers(0, 1000))
+    def member_asks_to_probe_an_outsider(self, via: Any, target: Any, seq: int) -> None:
+        self._check_unchanged(Received(via, PingReq(seq, target)))
+
+    @rule(timer=st.sampled_from(["probe", "probe-timeout", "gossip", "pushpull"]))
+    def timer_fires(self, timer: str) -> None:
+        for e in self.core.handle(TimerFired(timer), self.now):
+            assert getattr(e, "peer", None) not in BAD  # never gossip to outsiders
 
     @invariant()
     def bad_claimants_never_members(self) -> None:
