@@ -296,6 +296,8 @@ def load(home: Path, env: Mapping[str, str] | None = None) -> dict[str, dict[str
             name = f"COLONY_{section.upper()}_{key.upper()}"
             if name in env:
                 merge(cfg, {section: {key: _from_env(env[name], default)}}, name)
+    if cfg["dht"]["mode"] not in ("server", "client"):
+        raise ConfigError(f'[dht] mode must be "server" or "client", not {cfg["dht"]["mode"]!r}')
     return cfg
 
 

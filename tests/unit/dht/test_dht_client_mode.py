@@ -8,6 +8,7 @@ static servers plus 20 client cores on the in-memory router (virtual time).
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -25,8 +26,10 @@ from dht import (
 )
 from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType
 from overlay.core.effects import PeerUnreachable, Received, Send, TimerFired
+from overlay.core.errors import ConfigError
 from overlay.core.ids import PeerId, key_of_bytes
 from overlay.core.multiformats import multihash_sha256
+from overlay.runtime import config
 from sim.dht_static import build_static_network, random_peer_ids
 
 SEED = 99
@@ -160,3 +163,12 @@ def test_clients_look_up_and_provide_but_stay_out_of_every_table() -> None:
     assert isinstance(res, Providers)
     assert [i.peer for i in res.providers] == [clients[0]]
     assert sum(cores[p].stats.requests_refused_client for p in clients) > 0
+
+
+def test_daemon_config_mode_is_checked(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('[dht]\nmode = "client"\n')
+    assert config.load(tmp_path, env={})["dht"]["mode"] == "client"
+    assert config.load(tmp_path, env={"COLONY_DHT_MODE": "server"})["dht"]["mode"] == "server"
+    (tmp_path / "config.toml").write_text('[dht]\nmode = "leech"\n')
+    with pytest.raises(ConfigError, match=r'\[dht\] mode must be "server" or "client"'):
+        config.load(tmp_path, env={})
