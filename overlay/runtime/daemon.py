@@ -365,7 +365,10 @@ class Daemon:
         t = self.t
         t.set_handler(PROTO_GOSSIP, on_message=self._on_gossip, codec=Codec.CBOR)
         t.set_handler(PROTO_BITSWAP, on_message=self._on_bitswap, codec=Codec.RAW)
-        t.set_handler(self.kad_proto, on_request=self._serve_kad, codec=Codec.RAW)
+        if self.kad.config.mode == "server":
+            t.set_handler(self.kad_proto, on_request=self._serve_kad, codec=Codec.RAW)
+        else:  # a DHT client only dials kad: it answers no kad requests (docs/dht.md)
+            t.codec_for(self.kad_proto, Codec.RAW)
         self.capsules.register()
 
     def _on_gossip(self, peer: PeerId, obj: Any) -> None:

@@ -154,7 +154,7 @@ def build_node(
     )
     kad = Kademlia(
         me,
-        KadConfig(k=conf["dht"]["k"], alpha=conf["dht"]["alpha"]),
+        KadConfig(mode=conf["dht"]["mode"], k=conf["dht"]["k"], alpha=conf["dht"]["alpha"]),
         rng=random.Random(rng.random()),
         addrs=addrs_bin,
     )
