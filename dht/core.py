@@ -50,6 +50,7 @@ from dht.api import (
 from dht.lookup import DisjointLookup, Lookup
 from dht.providers import ProviderLimits, ProviderStore
 from dht.records import Validators, ValidRecord, ValueStore, ValueStoreLimits
+from dht.roles import RequesterRoles
 from dht.routing_table import RoutingTable
 from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType, PeerInfo, Record
 from overlay.core.effects import (
@@ -235,11 +236,8 @@ class Kademlia:
         self._sweeps: dict[int, _Sweep] = {}
         self._next_rid = 1
         self._next_op = 1
-        #: Requesters not in our table: peer → (is a DHT server, when we learned it).
-        #: Insertion ordered, ≤ config.max_role_checks (oldest dropped).
-        self._roles: dict[PeerId, tuple[bool, float]] = {}
-        #: Requesters whose verifying PING is in flight.
-        self._verifying: dict[PeerId, None] = {}
+        #: Server/client verdicts on requesters not in our table (client mode).
+        self.roles = RequesterRoles(cfg.max_role_checks, cfg.role_check_ttl_s)
         #: Deadlines of housekeeping timers, to recognise stale firings.
         self._hk: dict[str, float] = {}
 
@@ -313,7 +311,7 @@ class Kademlia:
             for mh in cmd.keys:
                 self.provided.pop(mh, None)
         elif isinstance(cmd, PeerRoleLearned):
-            self._learn_role(cmd.peer, cmd.server, now)
+            self.roles.learn(cmd.peer, cmd.server, now)
             if not cmd.server:
                 self.table.remove(cmd.peer)
         elif isinstance(cmd, AddPeer):
@@ -478,8 +476,7 @@ class Kademlia:
             self._rpc_failed(rpc, now, out)
             return
         if rpc.op == _VERIFY:
-            self._verifying.pop(peer, None)
-            self._learn_role(peer, True, now)
+            self.roles.learn(peer, True, now)
         self._seen(peer, now, out)
         op = self._ops.get(rpc.op)
         if op is None:
@@ -562,8 +559,7 @@ class Kademlia:
     def _rpc_failed(self, rpc: _Rpc, now: float, out: list[Effect]) -> None:
         if rpc.op == _VERIFY:
             # No kad answer: a client (no handler), or gone. Either way not a contact.
-            self._verifying.pop(rpc.peer, None)
-            self._learn_role(rpc.peer, False, now)
+            self.roles.learn(rpc.peer, False, now)
             self.stats.role_checks_failed += 1
             return
         self.table.failed(rpc.peer)
@@ -834,23 +830,16 @@ class Kademlia:
         if peer in self.table:
             self._seen(peer, now, out)
             return
-        role = self._roles.get(peer)
-        if role is not None and now - role[1] < self.config.role_check_ttl_s:
-            if role[0]:
+        server = self.roles.verdict(peer, now)
+        if server is not None:
+            if server:
                 self._seen(peer, now, out)
             return
-        if peer in self._verifying:
+        if peer in self.roles.checking:
             return
         if self._request(peer, KadMessage(MessageType.PING), _VERIFY, now, out):
-            self._verifying[peer] = None
+            self.roles.checking[peer] = None
             self.stats.role_checks_sent += 1
-
-    def _learn_role(self, peer: PeerId, server: bool, now: float) -> None:
-        roles = self._roles
-        roles.pop(peer, None)
-        roles[peer] = (server, now)
-        while len(roles) > self.config.max_role_checks:
-            del roles[next(iter(roles))]
 
     def _closer(self, key: bytes, requester: PeerId) -> tuple[PeerInfo, ...]:
         t = self.table

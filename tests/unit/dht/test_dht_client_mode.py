@@ -103,7 +103,7 @@ def test_role_memory_is_bounded() -> None:
     c = Kademlia(ME, KadConfig(max_role_checks=10), rng=random.Random(1))
     for p in random_peer_ids(25, random.Random(5)):
         c.handle(PeerRoleLearned(p, server=False), 0.0)
-    assert len(c._roles) == 10
+    assert len(c.roles) == 10
 
 
 def test_client_core_answers_nothing_and_stores_nothing() -> None:
