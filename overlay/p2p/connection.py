@@ -206,8 +206,11 @@ class P2PStream:
         self._readable.set()
         self._writable.set()
 
-    async def read(self, max_bytes: int = RECV_BYTES) -> bytes:
-        """Up to `max_bytes` bytes; b"" at EOF; StreamResetError if reset."""
+    async def read(self, max_bytes: int = RECV_BYTES) -> bytes | memoryview:
+        """Up to `max_bytes` bytes; b"" at EOF; StreamResetError if reset.
+
+        Returns a read-only view into a received Noise message when it can (no
+        copy; the message is immutable and stays alive while the view does)."""
         while not self._buf:
             if self.reset_reason is not None:
                 raise StreamResetError(self.reset_reason)
@@ -218,16 +221,16 @@ class P2PStream:
         first = self._buf[0]
         if len(first) <= max_bytes:
             self._buf.popleft()
-            out = bytes(first)  # a view into a received Noise message (≤ 64 KiB)
+            out = first
         else:
-            out = bytes(first[:max_bytes])
+            out = first[:max_bytes]
             self._buf[0] = first[max_bytes:]
         self._buffered -= len(out)
         self.conn._consumed(self.sid, len(out))
         return out
 
     async def read_exact(self, n: int) -> bytes:
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         need = n
         while need:
             chunk = await self.read(need)

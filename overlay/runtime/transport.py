@@ -36,9 +36,15 @@ import trio
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import LocalProtocolError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
-from overlay.core.wire import FrameDecoder, cbor_decode
+from overlay.core.wire import cbor_decode
 from overlay.p2p.errors import StreamError, StreamResetError
-from overlay.runtime.framing import Kind, decode_envelope, encode_envelope, encode_raw_frame
+from overlay.runtime.framing import (
+    FrameReader,
+    Kind,
+    decode_envelope,
+    encode_envelope,
+    encode_raw_frame,
+)
 from overlay.runtime.rate_limit import TokenBucket
 from overlay.runtime.transport_backend import Backend, BackendStream, make_backend
 from overlay.runtime.transport_channels import (
@@ -640,7 +646,7 @@ class Transport:
 
     async def _read_loop(self, s: Stream, ch: Outbound | None) -> str:
         """Read frames until EOF or a fault; return why the stream ended."""
-        decoder = FrameDecoder(self.config.max_frame_bytes)
+        decoder = FrameReader(self.config.max_frame_bytes)
         inflight = trio.Semaphore(self.config.max_inflight_requests_per_stream)
         reason = "eof"
         async with trio.open_nursery() as serving:
@@ -652,7 +658,7 @@ class Transport:
                         break
                     self.stats.bytes_in += len(data)
                     decoder.feed(data)
-                    while (body := decoder.next_raw()) is not None:
+                    while (body := decoder.next_body()) is not None:
                         self.stats.frames_in += 1
                         await self._dispatch(s, ch, body, serving, inflight)
             except StreamResetError:

@@ -10,7 +10,9 @@ ping. Two backends exist:
 * `py-libp2p` — py-libp2p 0.8.1's host: overlay/runtime/backend_pylibp2p.py,
   the only module that imports libp2p; imported lazily, only when chosen.
 
-Streams of either backend present `BackendStream`: `read` returns b"" at EOF and
+Streams of either backend present `BackendStream`: `read` returns bytes or a
+read-only memoryview (the native stack hands out views of decrypted messages),
+b"" at EOF, and
 raises overlay.p2p.errors.StreamResetError on reset, StreamError on other
 failures; `write` raises StreamError.
 """
@@ -27,7 +29,7 @@ from overlay.runtime.transport_types import STACK_NATIVE, PeerInfo, TransportCon
 
 
 class BackendStream(Protocol):
-    async def read(self, max_bytes: int) -> bytes: ...
+    async def read(self, max_bytes: int) -> bytes | memoryview: ...
     async def write(self, data: bytes) -> None: ...
     async def close(self) -> None: ...
     async def reset(self) -> None: ...

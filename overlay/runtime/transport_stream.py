@@ -29,7 +29,7 @@ class TransportStream(trio.abc.Stream):
         if self._closed:
             raise trio.ClosedResourceError("stream closed")
         try:
-            return await self.net.read(max_bytes or READ_BYTES)
+            return bytes(await self.net.read(max_bytes or READ_BYTES))
         except StreamError as e:
             raise trio.BrokenResourceError(str(e)) from None
 
