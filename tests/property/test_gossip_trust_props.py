@@ -118,9 +118,11 @@ class ColonyCore(RuleBasedStateMachine):
         self.core.handle(Join(), self.now)
         rev = Revocation.issue(OWNER, F_CERT, T0)
         self.core.handle(PublishRevocation(rev.envelope), self.now)
-        for p in GOOD_IDS:
+        for p in GOOD_IDS:  # members join by push-pull, as a real joiner does
             k, chain = GOOD[p]
-            self.core.handle(Received(p, Gossip((Alive.create(k, 1, (), chain),))), self.now)
+            rec = MemberRecord(Alive.create(k, 1, (), chain))
+            self.core.handle(Received(p, PushPull((rec,), reply=True, join=True)), self.now)
+        assert set(self.core.members) == set(GOOD_IDS)
         self.incs = {p: 1 for p in GOOD_IDS}
 
     def snapshot(self) -> Any:
@@ -188,6 +190,11 @@ class ColonyCore(RuleBasedStateMachine):
     def timer_fires(self, timer: str) -> None:
         for e in self.core.handle(TimerFired(timer), self.now):
             assert getattr(e, "peer", None) not in BAD  # never gossip to outsiders
+
+    @invariant()
+    def good_members_stay(self) -> None:
+        # Nothing in this machine expels B or C (it is not vacuous: they are members).
+        assert set(self.core.members) == set(GOOD_IDS)
 
     @invariant()
     def bad_claimants_never_members(self) -> None:
