@@ -66,6 +66,8 @@ MAX_PRIVATE_ROOTS = 1024
 MAX_ISSUED = 10_000
 #: Refusals kept for `colony colony status` (newest last).
 MAX_REFUSALS = 64
+#: Cached positive `check` verdicts (peer, role).
+MAX_VERDICTS = 4096
 DEFAULT_CERT_LIFETIME_S = 365 * 86400.0
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -162,6 +164,7 @@ class Trust:
         self.revocations: RevocationList | None = None
         self.admission: Admission | None = None
         self._learned: dict[PeerId, tuple[Certificate, ...]] = {}
+        self._verdicts: dict[tuple[PeerId, str], tuple[bytes, int, float, float]] = {}
         self.refusals: deque[Refusal] = deque(maxlen=MAX_REFUSALS)
         self._load()
 
@@ -216,10 +219,22 @@ class Trust:
         chain = self._chain_of(peer)
         if chain is None:
             return f"no certificate known for {peer.short()}"
+        # Positive verdicts are cached (Bitswap asks on every message): valid while
+        # the chain, the revocation generation and the validity window are unchanged.
+        key = (peer, str(role))
+        gen = self.admission.generation if self.admission is not None else 0
+        hit = self._verdicts.get(key)
+        if hit and hit[0] == chain[-1].envelope.signature and hit[1] == gen \
+                and hit[2] <= now < hit[3]:
+            return None
         try:
             verify_chain(chain, self.colony_owner, peer, role, now, self.revocations)
         except RemoteProtocolError as e:
             return str(e)
+        if len(self._verdicts) >= MAX_VERDICTS:
+            del self._verdicts[next(iter(self._verdicts))]
+        self._verdicts[key] = (chain[-1].envelope.signature, gen,
+                               max(c.issued for c in chain), min(c.expires for c in chain))
         return None
 
     def _chain_of(self, peer: PeerId) -> tuple[Certificate, ...] | None:

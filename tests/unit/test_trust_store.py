@@ -126,9 +126,12 @@ def test_revoke_persists_and_is_enforced_by_check(tmp_path: Path) -> None:
     assert t.check(kb.peer_id, "member", NOW) is None
     assert t.find_issued(str(kb.peer_id)) == [chain_b[-1]]
     assert t.find_issued(serial(chain_b[-1])[:10]) == [chain_b[-1]]
+    assert t.check(kb.peer_id, "member", NOW + 1) is None  # cached verdict
     t.revoke(ka, chain_b[-1], NOW)
-    reason = t.check(kb.peer_id, "member", NOW)
+    reason = t.check(kb.peer_id, "member", NOW + 1)  # the revocation beats the cache
     assert reason is not None and "revoked" in reason
+    expired = t.check(ka.peer_id, "member", NOW + 101 * 86400)  # and so does expiry
+    assert expired is not None and "expired" in expired
     reloaded = Trust(ha)
     assert len(reloaded.saved_revocations()) == 1
     assert reloaded.revocations is not None and reloaded.revocations.revokers(
