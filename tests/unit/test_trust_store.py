@@ -277,3 +277,38 @@ def test_private_roots_persist_and_need_a_colony(tmp_path: Path) -> None:
     assert rc == 0 and "daemon not running" in out
     rc, out, _ = run(ha, "colony", "private")
     assert out.split() == [HELLO]
+
+
+@pytest.mark.parametrize("serve_public", [True, False])
+def test_bitswap_policy_members_outsiders_and_serve_public(
+    tmp_path: Path, serve_public: bool
+) -> None:
+    """`TrustService.filter_bitswap` on a real home and LMDB store (the daemon object
+    is reduced to the three attributes the service reads)."""
+    import types
+
+    from overlay.exchange.messages import BitswapMessage, WantEntry
+    from overlay.runtime.trust_service import TrustService
+    from store.blockstore import BlockStore
+    from store.importer import Importer
+
+    ha, ka = node(tmp_path, "a")
+    _, kb = node(tmp_path, "b")
+    outsider = KeyPair(b"\x33" * 32).peer_id
+    t = Trust.create_colony(ha, "lab", ka, NOW, 86400)
+    chain_b = t.issue(ka, kb.peer_id, ["member"], 3600, NOW)
+    with BlockStore(tmp_path / "s") as store:
+        imp = Importer(store)
+        secret = imp.add_bytes(b"members only")
+        public = imp.add_bytes(b"anyone")
+        t.set_private(str(secret.cid), True)
+        trust = Trust(ha, {"trust": {"serve_public": serve_public}})
+        assert trust.learn(kb.peer_id, chain_b, time.time()) is None
+        svc = TrustService(types.SimpleNamespace(trust=trust, store=store, me=ka.peer_id))  # type: ignore[arg-type]
+    msg = BitswapMessage(wants=(WantEntry(secret.cid.to_bytes()), WantEntry(public.cid.to_bytes())))
+    assert svc.filter_bitswap(kb.peer_id, msg) is msg  # a member gets everything
+    out = svc.filter_bitswap(outsider, msg)
+    if serve_public:
+        assert out is not None and [w.cid for w in out.wants] == [public.cid.to_bytes()]
+    else:
+        assert out is None  # outsiders get nothing at all
