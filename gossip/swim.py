@@ -155,7 +155,6 @@ class Swim:
         self._alive = Alive.create(keys, initial_incarnation, self.addrs, self.chain)
         self._refused: dict[PeerId, tuple[str, float]] = {}
         self._expiry_at = math.inf
-        self._admission_gen = 0 if admission is None else admission.generation
         self.members: dict[PeerId, Member] = {}
         self._ids: list[PeerId] = []  # every member once: probe order and sampling
         self._probe_idx = 0
@@ -244,8 +243,9 @@ class Swim:
             r = Revoke.from_envelope(env)
         except WireError as e:
             raise LocalProtocolError(f"not a revocation: {e}") from None
-        if not self._on_revoke(r, now, out):
-            raise LocalProtocolError("revocation refused (see the revocation_* counters)")
+        refused = self._on_revoke(r, now, out)
+        if refused is not None:
+            raise LocalProtocolError(f"revocation refused: {refused}")
 
     def _leave(self, now: float, out: list[Effect]) -> None:
         if not self.started:
@@ -926,24 +926,25 @@ class Swim:
             del self._refused[next(iter(self._refused))]
         self._refused[peer] = last
 
-    def _on_revoke(self, r: Revoke, now: float, out: list[Effect]) -> bool:
-        """Record a revocation if new and valid, gossip it on, re-check members."""
+    def _on_revoke(self, r: Revoke, now: float, out: list[Effect]) -> str | None:
+        """Record a revocation if new and valid, gossip it on, re-check members.
+        Returns None if it is (now or already) in force, else why not."""
         adm = self.admission
         if adm is None:
             self._count("revocation_ignored_open_mode")
-            return False
+            return "open mode: no colony"
         if adm.knows(r):
             self._count("revocation_duplicate")
-            return True
+            return None
         verdict = adm.add_revocation(r, now)
         if isinstance(verdict, str):
             self._count("revocation_refused")
-            return False
+            return verdict
         self._count("revocation_learned")
         self._bq.queue(("rv", r.cert_id, r.env.signer), r)
         out.append(Emit(RevocationLearned(r.cert_id, r.env.signer_id, r.env)))
         self._recheck_members(now, out, only_expired=False)
-        return True
+        return None
 
     def _recheck_members(self, now: float, out: list[Effect], *, only_expired: bool) -> None:
         """Expel members whose chain expired (timer) or no longer verifies (after a
