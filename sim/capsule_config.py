@@ -27,7 +27,7 @@ class CapsuleSimConfig:
     #: their custody (the only ones whose custodian sets can contain it).
     notify_nearest: int = 12
     #: Placement samples this many candidate executors (CustodyConfig.max_candidates).
-    max_candidates: int = 64
+    max_candidates: int = 16
     #: Custodians persist records and a returning node restores them (durable custody).
     durable: bool = True
     lease_timeout_s: float = 6.0

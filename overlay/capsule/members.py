@@ -29,8 +29,11 @@ DEFAULT_ROLES: tuple[str, ...] = ("execute", "member", "submit")
 MAX_UNREACHABLE = 4096
 #: Below this many keys in a trie branch, sort the branch instead of splitting it.
 _BRUTE = 16
-#: Closest-set answers a view remembers until its membership changes.
+#: Closest-set answers a view remembers (cleared when full).
 MAX_CLOSEST_CACHE = 4096
+#: Keys added or removed that a directory remembers, so cached answers can be checked
+#: against the changes since they were computed instead of being recomputed.
+MAX_CHANGE_LOG = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,7 @@ class ViewRefreshed:
 class Directory:
     """Live members with an XOR-closest index (keys kept sorted)."""
 
-    __slots__ = ("_keys", "_peer_at", "keys_version", "live", "version")
+    __slots__ = ("_keys", "_log", "_log_base", "_peer_at", "keys_version", "live", "version")
 
     def __init__(self, members: Iterable[Member] = ()) -> None:
         self.live: dict[PeerId, Member] = {}
@@ -66,6 +69,9 @@ class Directory:
         #: (not on a new ad), so closest-set caches survive ad updates.
         self.version = 0
         self.keys_version = 0
+        # _log[i] is the key added or removed by change keys_version == _log_base + i + 1.
+        self._log: list[int] = []
+        self._log_base = 0
         self.replace(members)
 
     def replace(self, members: Iterable[Member]) -> None:
@@ -74,6 +80,26 @@ class Directory:
         self._keys = sorted(self._peer_at)
         self.version += 1
         self.keys_version += 1
+        self._log = []
+        self._log_base = self.keys_version  # answers from before a replace are void
+
+    def _changed(self, key: int) -> None:
+        self.keys_version += 1
+        if len(self._log) >= MAX_CHANGE_LOG:
+            drop = MAX_CHANGE_LOG // 2
+            del self._log[:drop]
+            self._log_base += drop
+        self._log.append(key)
+
+    def still_valid(self, since: int, target: int, radius: int) -> bool:
+        """Whether a closest-set answer for `target` computed at `keys_version == since`,
+        whose farthest member is at XOR distance `radius`, is unchanged: no key added or
+        removed since lies within the radius (-1: the answer held fewer than k)."""
+        if since == self.keys_version:
+            return True
+        if since < self._log_base:
+            return False
+        return all((x ^ target) > radius for x in self._log[since - self._log_base :])
 
     def put(self, member: Member) -> None:
         """Add a member, or replace its entry (new ad, roles or rtt)."""
@@ -81,7 +107,7 @@ class Directory:
         if p not in self.live:
             insort(self._keys, p.key)
             self._peer_at[p.key] = p
-            self.keys_version += 1
+            self._changed(p.key)
         self.live[p] = member
         self.version += 1
 
@@ -92,7 +118,7 @@ class Directory:
         del self._keys[i]
         del self._peer_at[peer.key]
         self.version += 1
-        self.keys_version += 1
+        self._changed(peer.key)
         return True
 
     def __len__(self) -> int:
@@ -140,8 +166,8 @@ class Directory:
 
 
 class MemberView:
-    __slots__ = ("_cache", "_cache_at", "_dir", "_unreachable", "me", "unreachable_ttl_s",
-                 "version")  # fmt: skip
+    __slots__ = ("_cache", "_cache_epoch", "_dir", "_local", "_unreachable", "me",
+                 "unreachable_ttl_s", "version")  # fmt: skip
 
     def __init__(
         self, me: PeerId, unreachable_ttl_s: float = 30.0, directory: Directory | None = None
@@ -152,10 +178,12 @@ class MemberView:
         self._unreachable: dict[PeerId, float] = {}
         #: Grows on every change, so cores can tell whether a custodian set may differ.
         self.version = 0
-        # closest() answers, valid while (version, directory keys_version) is unchanged:
-        # custody asks for the same capsule's custodians on every message it handles.
-        self._cache: dict[tuple[int, int], list[PeerId]] = {}
-        self._cache_at = (-1, -1)
+        # closest() answers: custody asks for the same capsule's custodians on every
+        # message it handles. An entry is (answer, directory keys_version, radius);
+        # `_local` counts changes to this view's own hidden set, which void them all.
+        self._cache: dict[tuple[int, int], tuple[list[PeerId], int, int]] = {}
+        self._cache_epoch = 0
+        self._local = 0
 
     @property
     def directory(self) -> Directory:
@@ -168,6 +196,7 @@ class MemberView:
         self._dir.replace(live)
         self._unreachable = {}
         self.version += 1
+        self._local += 1
 
     def refreshed(self) -> None:
         """The shared directory changed in place (`ViewRefreshed`)."""
@@ -181,6 +210,7 @@ class MemberView:
             del self._unreachable[next(iter(self._unreachable))]
         self._unreachable[peer] = now + self.unreachable_ttl_s
         self.version += 1
+        self._local += 1
         return True
 
     def expire(self, now: float) -> None:
@@ -189,6 +219,7 @@ class MemberView:
             del self._unreachable[p]
         if gone:
             self.version += 1
+            self._local += 1
 
     def is_live(self, peer: PeerId) -> bool:
         return peer in self._dir.live and peer not in self._unreachable
@@ -212,13 +243,19 @@ class MemberView:
 
     def closest(self, key: int, k: int) -> list[PeerId]:
         """The `k` live members closest to `key` by XOR, closest first."""
-        at = (self.version, self._dir.keys_version)
-        if at != self._cache_at or len(self._cache) >= MAX_CLOSEST_CACHE:
+        d = self._dir
+        if self._local != self._cache_epoch or len(self._cache) >= MAX_CLOSEST_CACHE:
             self._cache = {}
-            self._cache_at = at
-        found = self._cache.get((key, k))
-        if found is None:
-            found = self._cache[(key, k)] = self._dir.closest(key, k, self._unreachable)
+            self._cache_epoch = self._local
+        hit = self._cache.get((key, k))
+        if hit is not None and d.still_valid(hit[1], key, hit[2]):
+            if hit[1] != d.keys_version:
+                self._cache[(key, k)] = (hit[0], d.keys_version, hit[2])
+            return list(hit[0])
+        found = d.closest(key, k, self._unreachable)
+        # Radius: an answer with fewer than k members changes with any new member.
+        radius = found[-1].key ^ key if len(found) >= k else (1 << 256)
+        self._cache[(key, k)] = (found, d.keys_version, radius)
         return list(found)
 
     def leader(self, key: int, k: int) -> PeerId:

@@ -50,3 +50,33 @@ def test_sample_and_candidates_draw_distinct_live_members(n: int, d: int, seed: 
         view.mark_unreachable(POOL[1], 0.0)
     cands = view.candidates(random.Random(seed), d)
     assert all(view.is_live(m.peer) for m in cands)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["add", "remove", "hide", "query"]),
+                  st.integers(0, 59), st.integers(1, 6)),
+        max_size=80,
+    ),
+    st.lists(st.integers(0, 2**256 - 1), min_size=1, max_size=4),
+)  # fmt: skip
+def test_cached_view_answers_track_directory_changes(
+    ops: list[tuple[str, int, int]], targets: list[int]
+) -> None:
+    """A view's cached closest sets stay exact while the shared directory changes."""
+    d = Directory(Member(p) for p in POOL[:30])
+    view = MemberView(POOL[0], directory=d)
+    now = 0.0
+    for op, i, k in ops:
+        now += 1.0
+        if op == "add":
+            d.put(Member(POOL[i]))
+        elif op == "remove" and i != 0:
+            d.remove(POOL[i])
+        elif op == "hide":
+            view.mark_unreachable(POOL[i], now)
+        for t in targets if op == "query" else targets[:1]:
+            live = [p for p in d.live if view.is_live(p)]
+            want = sorted(live, key=lambda p: p.key ^ t)[:k]
+            assert view.closest(t, k) == want
