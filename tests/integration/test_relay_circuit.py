@@ -9,7 +9,7 @@ import trio
 from edge_stack import ECHO, edge_node
 
 from overlay.core.crypto import KeyPair
-from overlay.runtime.relay import RelayRefused
+from overlay.runtime.relay import PROTO_RELAY, RelayRefused, read_handshake
 from overlay.runtime.transport import TransportError
 
 pytestmark = pytest.mark.slow
@@ -96,3 +96,13 @@ async def _refusals() -> None:
                 await o.dialer.relay.connect(r.peer, b.peer)
             with pytest.raises(RelayRefused, match="relay_disabled"):
                 await b.dialer.relay.reserve(q.peer)
+            # Garbage and an oversized length prefix: refused as malformed, costing
+            # only that stream; the relay still serves B afterwards.
+            for junk in (b"\x05hello", b"\xff\xff\x7f" + b"x" * 10):
+                s = await b.t.open_stream(r.peer, PROTO_RELAY)
+                await s.send_all(junk)
+                resp = await read_handshake(s)
+                assert resp["ok"] is False and resp["reason"] == "malformed", resp
+                await s.aclose()
+            assert await b.dialer.relay.reserve(r.peer) > 0
+            assert r.dialer.relay.status()["relaying"]["refusals"]["malformed"] == 2
