@@ -8,7 +8,9 @@ Prints, each with its limit (measured in the same run) and the ratio:
   * the libp2p stack (Noise + Yamux, RAW 256 KiB frames through the adapter) over
     that data channel vs over a direct TCP connection (the overlay's view);
   * the same over a relay circuit (/colony/relay/1.0.0 through a third transport);
-  * connection set-up: WebRTC (ICE with host candidates, DTLS, SCTP) and relay.
+  * connection set-up: WebRTC (ICE with host candidates, DTLS, SCTP) and relay;
+  * the raw data channel between two processes (each end its own asyncio thread and
+    core, as on two machines).
 
 `measure(size_mib)` returns the figures as a dict, for bench/edge.py to call.
 
@@ -23,8 +25,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +140,54 @@ async def adapter_mbps(a: Transport, b: Transport, size: int) -> float:
     return size / (time.perf_counter() - t0) / 1e6
 
 
+CHILD = """
+import json, sys, trio
+sys.path.insert(0, sys.argv[1])
+from overlay.runtime.webrtc_bridge import WebRtcEndpoint, open_bridge
+async def main():
+    async with open_bridge() as br:
+        ep = WebRtcEndpoint(br)
+        offer = json.loads(sys.stdin.readline())["sdp"]
+        answer, session = await ep.answer(offer)
+        print(json.dumps({"sdp": answer}), flush=True)
+        stream = await session.wait_open(30)
+        size, got = int(sys.argv[2]), 0
+        while got < size:
+            got += len(await stream.receive_some(1 << 20))
+        await stream.send_all(b"k")
+        await trio.sleep(1)
+trio.run(main)
+"""
+
+
+async def two_process_mbps(size: int) -> float:
+    """Raw data channel to a child process: each end has its own asyncio thread."""
+    root = str(Path(__file__).resolve().parent.parent)
+    async with open_bridge() as br, trio.open_nursery() as n:
+        proc = await n.start(partial(
+            trio.run_process, [sys.executable, "-c", CHILD, root, str(size)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            check=False,
+        ))
+        ep = WebRtcEndpoint(br)
+        offer, session = await ep.offer()
+        await proc.stdin.send_all(json.dumps({"sdp": offer}).encode() + b"\n")
+        buf = b""
+        while b"\n" not in buf:
+            buf += await proc.stdout.receive_some(65536)
+        await ep.complete(session, json.loads(buf.split(b"\n", 1)[0])["sdp"])
+        stream = await session.wait_open(30)
+        chunk = b"x" * CHUNK
+        t0 = time.perf_counter()
+        for _ in range(size // CHUNK):
+            await stream.send_all(chunk)
+        await stream.receive_some(1)  # the child's ack: everything arrived
+        mbps = size / (time.perf_counter() - t0) / 1e6
+        await stream.aclose()
+        n.cancel_scope.cancel()
+    return mbps
+
+
 def _conf(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
     c = copy.deepcopy(DEFAULTS)
     for k, v in sections.items():
@@ -183,6 +236,7 @@ async def measure(size_mib: int = 16) -> dict[str, float]:
         await da.connect(b.peer_id)
         out["relay_setup_s"] = time.perf_counter() - t0
         out["libp2p_relayed_mbps"] = await adapter_mbps(a, b, size)
+    out["datachannel_two_process_mbps"] = await two_process_mbps(size)
     return out
 
 
@@ -199,6 +253,8 @@ def main() -> None:
          f["libp2p_direct_mbps"], "libp2p over direct TCP")
     line("libp2p over a relay circuit (no rate limit)", f["libp2p_relayed_mbps"], "MB/s",
          f["libp2p_direct_mbps"], "libp2p over direct TCP")
+    line("raw data channel, two processes", f["datachannel_two_process_mbps"], "MB/s",
+         f["tcp_loopback_mbps"], "raw TCP loopback")
     line("WebRTC set-up (ICE host, DTLS, SCTP)", f["webrtc_setup_s"] * 1000, "ms")
     line("relay circuit set-up incl. Noise + Yamux", f["relay_setup_s"] * 1000, "ms")
 
