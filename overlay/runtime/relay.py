@@ -36,7 +36,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import trio
@@ -277,6 +277,16 @@ def _peer_field(obj: dict[str, Any], key: str) -> PeerId:
 # ---------------------------------------------------------------- libp2p streams
 
 
+class ResettableStream(Protocol):
+    """A byte stream that can also be reset (both the transport's TransportStream
+    and NetStream below): what the relay reads, writes and splices."""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes: ...
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None: ...
+    async def aclose(self) -> None: ...
+    async def reset(self) -> None: ...
+
+
 class NetStream(trio.abc.Stream):
     """A py-libp2p stream (Yamux over Noise) as a trio byte stream."""
 
@@ -499,10 +509,12 @@ class RelayService:
             if reason != "refused":
                 log.info("relay_circuit_closed", id=circuit.id, reason=reason, bytes=circuit.bytes)
 
-    async def _splice(self, c: Circuit, a: NetStream, b: NetStream) -> str:
+    async def _splice(self, c: Circuit, a: ResettableStream, b: ResettableStream) -> str:
         reason = "closed"
 
-        async def pump(src: NetStream, dst: NetStream, cancel: trio.CancelScope) -> None:
+        async def pump(
+            src: ResettableStream, dst: ResettableStream, cancel: trio.CancelScope
+        ) -> None:
             nonlocal reason
             try:
                 while True:

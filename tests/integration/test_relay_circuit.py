@@ -4,6 +4,8 @@ reservation, circuit, the libp2p stack end to end over it, and the relay's limit
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import trio
 from edge_stack import ECHO, edge_node
@@ -15,6 +17,30 @@ from overlay.runtime.transport import TransportError
 pytestmark = pytest.mark.slow
 
 RELAY_ON = {"enabled": True, "max_circuits": 1, "max_bytes": 2 * 1024 * 1024, "max_rate": 0}
+
+
+class Tap(trio.abc.Stream):
+    """Passes a relay's spliced stream through unchanged, keeping what it read."""
+
+    def __init__(self, inner: Any, seen: bytearray) -> None:
+        self.inner, self.seen = inner, seen
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        data: bytes = await self.inner.receive_some(max_bytes)
+        self.seen += data
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def reset(self) -> None:
+        await self.inner.reset()
 
 
 def test_relayed_connection_carries_overlay_protocols() -> None:
@@ -33,6 +59,14 @@ async def _relayed() -> None:
         ):
             for n in (a, b, c):
                 await n.t.connect(r.t.addrs[0])
+            # Everything R splices passes a tap: R must see only Noise ciphertext.
+            seen = bytearray()
+            splice = r.dialer.relay._splice
+
+            async def tapped(circuit: Any, x: Any, y: Any) -> str:
+                return await splice(circuit, Tap(x, seen), Tap(y, seen))
+
+            setattr(r.dialer.relay, "_splice", tapped)  # noqa: B010 (a spy, not a stub)
             # Before B reserves, R refuses to connect anyone to it.
             with pytest.raises(RelayRefused, match="no_reservation"):
                 await a.dialer.relay.connect(r.peer, b.peer)
@@ -42,6 +76,9 @@ async def _relayed() -> None:
             assert await a.t.request(b.peer, ECHO, {"n": 1}) == ["echo", {"n": 1}]
             assert await b.t.request(a.peer, ECHO, b"z" * 100_000) == ["echo", b"z" * 100_000]
             assert len(await a.t.ping(b.peer, count=2)) == 2
+            marker = b"colony-plaintext-marker/"
+            assert await a.t.request(b.peer, ECHO, marker * 100) == ["echo", marker * 100]
+            assert len(seen) > 5_000 and marker not in bytes(seen)
             st = a.dialer.status()
             assert st["peers"][str(b.peer)] == {**st["peers"][str(b.peer)], "kind": "relayed"}
             assert st["relays_in_use"] == [str(r.peer)]
