@@ -216,6 +216,11 @@ class Dialer:
             methods = ["direct"]  # alone (bootstrapping): nobody to signal or relay through
         try:
             for method in methods:
+                if self.t.is_connected(peer):
+                    # The peer reached us meanwhile (both sides dial at once when each
+                    # has something to send): use that connection, make no second one.
+                    log.info("peer_reached_us_first", peer=str(peer), method_skipped=method)
+                    return
                 self.stats.attempts[method] = self.stats.attempts.get(method, 0) + 1
                 started = time.monotonic()
                 try:
