@@ -19,6 +19,19 @@ from overlay.runtime.transport import Transport
 ECHO = "/test/echo/1.0.0"
 
 
+def skip_without_host_candidates() -> None:
+    """aioice gathers host candidates from every interface except 127.0.0.1; on a
+    machine with loopback only, ICE has nothing to pair and WebRTC cannot work."""
+    import ifaddr
+    import pytest
+
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str) and ip.ip != "127.0.0.1":
+                return
+    pytest.skip("no non-loopback IPv4 address: aioice gathers no ICE host candidates")
+
+
 @dataclass
 class EdgeNode:
     keypair: KeyPair

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from edge_stack import skip_without_host_candidates
 
 from overlay.runtime.webrtc_bridge import (
     MESSAGE_BYTES,
@@ -19,6 +20,11 @@ from overlay.runtime.webrtc_bridge import (
 )
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _host_candidates() -> None:
+    skip_without_host_candidates()
 
 
 async def read_exactly(s: DataChannelStream, n: int) -> bytes:

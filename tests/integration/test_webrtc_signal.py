@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import trio
-from edge_stack import ECHO, EdgeNode, edge_node
+from edge_stack import ECHO, EdgeNode, edge_node, skip_without_host_candidates
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_webrtc_via_forwarder_carries_overlay_protocols() -> None:
+    skip_without_host_candidates()
     trio.run(_webrtc_via_forwarder)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from edge_stack import skip_without_host_candidates
 
 from overlay.runtime.webrtc_bridge import IceConfig, WebRtcEndpoint, candidate_types, open_bridge
 
@@ -33,6 +34,7 @@ def free_udp_port() -> int:
 
 @pytest.fixture
 def turn_url(tmp_path: Path) -> Iterator[str]:
+    skip_without_host_candidates()  # aioice talks to TURN from host-candidate sockets
     if shutil.which("turnserver") is None:
         pytest.skip("coturn's turnserver is not installed (make system-deps installs it)")
     port = free_udp_port()
