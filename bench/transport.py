@@ -43,7 +43,7 @@ BARE = "/colony/bench-bare/1.0.0"
 RPC = "/colony/bench-rpc/1.0.0"
 ONCE = "/colony/bench-once/1.0.0"
 CHUNK = 256 * 1024
-WRITE = 1024 * 1024  # bare-stream writes: large, as a bulk sender would
+WRITE = 256 * 1024  # bare-stream write size, as in the earlier py-libp2p baseline
 MiB = 1024 * 1024
 STACKS = ("native", "py-libp2p")
 

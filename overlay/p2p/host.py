@@ -204,10 +204,19 @@ class Host:
     # ------------------------------------------------------------ connections
 
     def connection(self, peer: PeerId) -> Connection | None:
+        """The connection new streams to `peer` use: a TCP one if there is one
+        (a WebRTC data channel or relay circuit attached later is much slower:
+        the edge dialer may attach one while a direct connection exists), else
+        the newest."""
+        best: Connection | None = None
         for conn in reversed(self._conns.get(peer, ())):
-            if not conn.closed:
+            if conn.closed:
+                continue
+            if isinstance(conn.stream, trio.SocketStream):
                 return conn
-        return None
+            if best is None:
+                best = conn
+        return best
 
     def is_connected(self, peer: PeerId) -> bool:
         return self.connection(peer) is not None

@@ -145,7 +145,7 @@ class Transport:
             async with t._backend.serve(list(listen_addrs)), trio.open_nursery() as nursery:
                 t._nursery = nursery
                 log.info("transport_started", peer=str(t.peer_id), addrs=t.listen_addrs,
-                         stack=t.stack)
+                         network_stack=t.stack)
                 try:
                     yield t
                 finally:
