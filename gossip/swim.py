@@ -904,8 +904,8 @@ class Swim:
         own = next((r.alive for r in msg.states if r.alive.peer == peer), None)
         if own is None:
             return False
-        for rv in msg.revocations:
-            self._on_revoke(rv, now, out)
+        # Its revocations wait until it is admitted (`_on_push_pull`): an outsider
+        # must not be able to fill the bounded revocation list.
         self._apply_update(own, now, out, merge=True)
         return peer in self.members
 

@@ -332,3 +332,18 @@ def test_ping_req_for_an_outsider_is_not_relayed() -> None:
     net.feed(A, Received(B, PingReq(9, F)), T0 + 3)
     assert not [d for s, d, m in net.sent[before:] if d == F]
     assert net.cores[A].stats["ping_req_non_member"] == 1
+
+
+def test_outsiders_revocations_are_not_taken() -> None:
+    net = colony(1)
+    junk = KeyPair(b"\x66" * 32)
+    revs = tuple(
+        Revoke.from_envelope(Revocation.issue(junk, cert(KEYS[i]), T0).envelope)
+        for i in range(1, 4)
+    )
+    net.add(KEYS[3], None)
+    own = net.cores[D]._records()[:1]
+    net.feed(A, Received(D, PushPull(own, True, True, 0, 1, revs)), T0)
+    adm = net.cores[A].admission
+    assert adm is not None and len(adm.revocations) == 0
+    assert not net.of(RevocationLearned, A)
