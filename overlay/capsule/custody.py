@@ -625,6 +625,11 @@ class Custody:
             Emit(ev.CustodyTakenOver(rec.capsule_id, rec.state.value, rec.token))
         ]
         if rec.terminal:
+            # The old leader may have died between committing the end and announcing
+            # it: say it again (the API may see CapsuleFinished twice, never a second
+            # ReceiptAccepted).
+            actions.append(Emit(ev.CapsuleFinished(rec.capsule_id, rec.state.value, rec.reason,
+                                                   rec.receipt)))  # fmt: skip
             actions.append(Send(rec.origin, self._status(rec)))
         out = self._change(e, rec, now, actions)
         out.extend(self._resume(e, now))
