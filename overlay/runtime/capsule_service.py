@@ -80,7 +80,16 @@ INFO_TIMEOUT_S = 3.0
 #: Reads ask this many members beyond the k_c closest (views differ during churn).
 READ_EXTRA = 2
 MAX_HIDDEN = 4096
+#: How long a peer reported unreachable stays out of custodian sets unless it is
+#: connected again: about SWIM's time to declare a crashed member dead on the lan
+#: profile (probe round + suspicion), after which gossip's view excludes it anyway.
+#: Being unconnected proves nothing (connections are made on demand), so a longer
+#: hide would keep a live, restarted peer out for no reason.
+HIDE_S = 10.0
 REFRESH_MEMBERS_S = 2.0
+#: Activation waits for the member count to stay unchanged this long (at most MAX).
+SETTLE_QUIET_S = 1.0
+SETTLE_MAX_S = 5.0
 #: Largest log piece one info request returns (well under the 4 MiB frame limit).
 LOG_CHUNK_BYTES = 256 * 1024
 #: Capsules remembered for `ps` (submitted through this node); oldest forgotten.
@@ -180,6 +189,11 @@ class RestoreCustody:
 
 
 @dataclass(frozen=True, slots=True)
+class Activate:
+    """Command: the node has joined; give the core its first view and let peers in."""
+
+
+@dataclass(frozen=True, slots=True)
 class RefreshMembers:
     """Command (periodic): re-read the live set; un-hide peers that are reachable again."""
 
@@ -191,16 +205,22 @@ class CapsulePart:
     and py-libp2p drops connections that are re-made at once. The core hides such a
     peer from its custodian sets until its next `MembersChanged`, so a spurious report
     would move leadership around for nothing. Here a report for a peer that is still
-    (or again) connected is dropped; a real one hides the peer for `hide_s`, and every
+    (or again) connected is dropped; another hides the peer for `hide_s`, and every
     view given to the core (from gossip, or the periodic `RefreshMembers`) leaves out
     hidden peers that are still not connected. A crashed custodian is thus out of
     every set at once, and a peer that comes back is in again within a refresh.
+
+    The part stays inactive until the daemon has joined the colony and membership
+    has settled (`activate`): before that, its view would hold only this node, which
+    would then lead every capsule alone — and a node restarted from its custody store
+    would re-run leases the others already settled. Meanwhile capsule messages from
+    peers are dropped (their senders retry, as if this node were still starting).
     """
 
-    COMMANDS: tuple[type, ...] = (*COMMAND_TYPES, RestoreCustody, RefreshMembers)
+    COMMANDS: tuple[type, ...] = (*COMMAND_TYPES, RestoreCustody, RefreshMembers, Activate)
 
     def __init__(self, core: CapsuleCore, members: Callable[[], MembersChanged] | None = None,
-                 hide_s: float = 30.0) -> None:  # fmt: skip
+                 hide_s: float = HIDE_S) -> None:  # fmt: skip
         self.core = core
         self.members = members
         self.hide_s = hide_s
@@ -208,6 +228,8 @@ class CapsulePart:
         self._hidden: dict[PeerId, float] = {}
         self._last: MembersChanged | None = None
         self.dropped_unreachable = 0
+        self.active = False
+        self.dropped_inactive = 0
 
     def _filtered(self, mc: MembersChanged, now: float) -> MembersChanged:
         for p, until in list(self._hidden.items()):
@@ -218,6 +240,14 @@ class CapsulePart:
         return MembersChanged(tuple(m for m in mc.members if m.peer not in self._hidden))
 
     def handle(self, inp: Any, now: float) -> list[Effect]:
+        if not self.active and isinstance(
+            inp, Received | MembersChanged | RefreshMembers | PeerUnreachable
+        ):
+            self.dropped_inactive += 1
+            return []
+        if isinstance(inp, Activate):
+            self.active = True
+            inp = RefreshMembers()
         if isinstance(inp, MembersChanged | RefreshMembers):
             if isinstance(inp, MembersChanged):
                 fresh = inp
@@ -236,6 +266,9 @@ class CapsulePart:
                 return []
             if len(self._hidden) < MAX_HIDDEN or inp.peer in self._hidden:
                 self._hidden[inp.peer] = now + self.hide_s
+            # The core now hides the peer until its next view: make sure the next
+            # refresh sends one, so the peer is back as soon as it is reachable.
+            self._last = None
             return self.core.handle(inp, now)
         if isinstance(inp, RestoreCustody):
             restore = getattr(self.core, "restore", None)
@@ -350,6 +383,7 @@ class CapsuleService:
         self._changed = trio.Event()
         #: Attempts of workflow children waiting for their parents' outputs.
         self._resolving: dict[tuple[str, int], trio.CancelScope] = {}
+        self.activated = trio.Event()
         self.stats: dict[str, int] = {}
 
     def _count(self, name: str) -> None:
@@ -375,22 +409,36 @@ class CapsuleService:
         self.d.t.post(peer, PROTO_CAPSULE, msg.to_wire())
 
     async def restore(self) -> int:
-        """Hand persisted custody records back to the core, before any other input
-        reaches it but the node's own membership (overlay/capsule/durable.py)."""
+        """Hand persisted custody records back to the core before any other input
+        (overlay/capsule/durable.py), then give it its first view of the members."""
         part = self.d.node.parts["capsule"]
         assert isinstance(part, CapsulePart)
         part.is_connected = self.d.t.is_connected
         self.part = part
-        # The core's first view: this node with its own ad (later views come from
-        # gossip membership events, wired in node_builder, and the refresher).
-        await self.d.driver.submit_wait(members_changed(self.d.swim))
-        self.d.nursery.start_soon(self._refresh_members)
         records = tuple(self.custody_store.load())
         if records:
             await self.d.driver.submit_wait(RestoreCustody(records))
             log.info("custody_restored", records=len(records),
                      supported=hasattr(self.core, "restore"))  # fmt: skip
+        self.d.nursery.start_soon(self._activate_when_joined)
         return len(records)
+
+    async def _activate_when_joined(self) -> None:
+        """Start the capsule layer once the daemon joined and membership settled."""
+        await self.d.started.wait()
+        last, stable_since = -1, trio.current_time()
+        with trio.move_on_after(SETTLE_MAX_S):
+            while trio.current_time() - stable_since < SETTLE_QUIET_S:
+                n = len(self.d.swim.list_members())
+                if n != last:
+                    last, stable_since = n, trio.current_time()
+                await trio.sleep(0.1)
+        # The core's first view; later views come from gossip membership events
+        # (wired in node_builder) and the refresher.
+        await self.d.driver.submit_wait(Activate())
+        self.activated.set()
+        log.info("capsules_active", members=len(self.d.swim.list_members()))
+        self.d.nursery.start_soon(self._refresh_members)
 
     async def _refresh_members(self) -> None:
         while True:
@@ -406,7 +454,10 @@ class CapsuleService:
             self.custody_store.apply(ev.capsule_id, ev.record)
             return
         if isinstance(ev, cev.RunRequested):
-            if ev.capsule.spec.dependencies:
+            parents = getattr(ev, "parent_outputs", ())
+            if parents:  # the core already learnt the parents' outputs from custody
+                self.attempts.handle(self.d.nursery, with_inputs(ev, [p.cid for p in parents]))
+            elif ev.capsule.spec.dependencies:
                 self._start_resolving(ev)
             else:
                 self.attempts.handle(self.d.nursery, ev)
@@ -489,15 +540,13 @@ class CapsuleService:
 
         The signed spec names parents by capsule id only (their outputs did not exist
         when it was signed). Custody places the child only after every parent
-        succeeded, so here we read each parent's accepted receipt from its custodians
-        and run the spec with those output CIDs appended to `inputs` (fetched and
-        materialised like any input, under `inputs/<cid>`) and listed, in dependency
-        order, one relative path per line, in `COLONY_DEP_OUTPUTS`. The signed capsule
-        (and so its id) is unchanged; only the local run sees the extended spec.
+        succeeded; when the core's `RunRequested` does not carry the parents' outputs
+        itself, we read each parent's accepted receipt from its custodians and run
+        the spec with those output CIDs as extra inputs (`with_inputs`).
         """
         key = (ev.capsule.id, ev.token)
         spec = ev.capsule.spec
-        extra: list[str] = []
+        extra: list[str] = []  # parents' output CIDs, in dependency order
         why = ""
         with scope:
             for dep in spec.dependencies:
@@ -518,12 +567,7 @@ class CapsuleService:
         if why:
             self._report_unstarted(key[0], key[1], EXIT_SETUP_FAILED, why)
             return
-        inputs = tuple(dict.fromkeys((*spec.inputs, *extra)))
-        env = dict(spec.env)
-        env.setdefault("COLONY_DEP_OUTPUTS", "\n".join(f"inputs/{c}" for c in extra))
-        local = replace(spec, inputs=inputs, env=tuple(sorted(env.items())))
-        run = cev.RunRequested(replace(ev.capsule, spec=local), ev.token, ev.maxexectime_s)
-        self.attempts.handle(self.d.nursery, run)
+        self.attempts.handle(self.d.nursery, with_inputs(ev, extra))
 
     async def fetch_input(self, cid_text: str) -> None:
         """Fetch a whole DAG by CID from the colony into the local store."""
@@ -556,6 +600,8 @@ class CapsuleService:
         """Submit through this node; return once custody acknowledged or refused it."""
         from overlay.capsule.core import SubmitCapsule
 
+        with trio.move_on_after(timeout_s):
+            await self.activated.wait()
         k = self.remember(capsule)
         if k.state in ("submitting", "rejected"):
             k.state, k.reason = "submitting", ""
@@ -648,6 +694,22 @@ def _uint(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 62:
         raise RemoteProtocolError("log token and offset must be non-negative integers")
     return v
+
+
+def with_inputs(ev: cev.RunRequested, extra: list[str]) -> cev.RunRequested:
+    """`ev` for a local run whose spec also lists `extra` (parents' outputs) as inputs.
+
+    They are fetched and materialised like any input, at ``inputs/<cid>``, and listed
+    in order, one path per line, in `COLONY_DEP_OUTPUTS` (relative to the work dir).
+    The signed capsule, and so its id, is unchanged; only this run sees the extra
+    inputs.
+    """
+    spec = ev.capsule.spec
+    inputs = tuple(dict.fromkeys((*spec.inputs, *extra)))
+    env = dict(spec.env)
+    env.setdefault("COLONY_DEP_OUTPUTS", "\n".join(f"inputs/{c}" for c in extra))
+    local = replace(spec, inputs=inputs, env=tuple(sorted(env.items())))
+    return replace(ev, capsule=replace(ev.capsule, spec=local))
 
 
 def read_run_log(runs_dir: Path, capsule_id: str, token: int, offset: int) -> tuple[bytes, bool]:

@@ -172,7 +172,8 @@ def build_node(
     # A member gossip vouches for (signed alive claim) is a DHT contact worth probing.
     node.wire(MemberJoined, lambda ev: [("dht", AddPeer(ev.peer))])
     if capsule is not None:
-        node.add_part("capsule", CapsulePart(capsule), messages=CAPSULE_MESSAGES,
+        part = CapsulePart(capsule, lambda: members_changed(swim))
+        node.add_part("capsule", part, messages=CAPSULE_MESSAGES,
                       commands=CapsulePart.COMMANDS)  # fmt: skip
         # The capsule core takes the whole live set (with ads) on every change.
         for ev_type in (MemberJoined, MemberUpdated, MemberFailed, MemberLeft, MemberReaped,

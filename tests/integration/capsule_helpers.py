@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -28,14 +29,19 @@ class EventLog:
 
         def run() -> None:
             try:
-                stream = node.api(3600).stream("GET", "/v1/events/watch")
+                # Open the connection here (the client's stream() is lazy), so no event
+                # emitted after watch() returns is missed.
+                _conn, resp = node.api(3600)._open("GET", "/v1/events/watch", None, None)
                 ready.set()
-                for ev in stream:
+                while line := resp.readline():
+                    ev = json.loads(line)
                     if ev.get("event") in self.kinds:
                         with self._lock:
                             self.events.append((node.peer_id, ev))
             except Exception:
-                ready.set()  # the daemon was killed: its stream ends
+                pass  # the daemon was killed: its stream ends
+            finally:
+                ready.set()
 
         t = threading.Thread(target=run, daemon=True)
         t.start()
@@ -75,9 +81,17 @@ def wait_done(node: Node, cid: str, timeout_s: float) -> dict[str, Any]:
 
 
 def wait_state(node: Node, cid: str, states: tuple[str, ...], timeout_s: float) -> dict[str, Any]:
-    row: dict[str, Any] = wait_for(lambda: (r := get(node, cid))["state"] in states and r,
-                                   timeout_s, f"capsule {cid} to be {'/'.join(states)}",
-                                   every=0.1)  # fmt: skip
+    last: list[Any] = [None]
+
+    def reached() -> Any:
+        last[0] = r = get(node, cid)
+        return r["state"] in states and r
+
+    try:
+        row: dict[str, Any] = wait_for(reached, timeout_s,
+                                       f"capsule {cid} to be {'/'.join(states)}", every=0.1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last seen: {last[0]}") from None
     return row
 
 
