@@ -4,7 +4,8 @@ Wire (canonical CBOR request/response on the transport's request stream):
 
     request  {"addrs": [multiaddr, …] (≤ 8), "t_ms": sender unix ms}
     response {"observed": "/ip4/IP/tcp/PORT", "results": [{"addr", "ok", "error"}],
-              "t_ms": server unix ms}
+              "t_ms": server unix ms when the request arrived,
+              "proc_ms": time the server spent dialling before it answered}
 
 The server dials the *observed* IP of the requesting connection at the requested
 TCP ports only (see `plan_dialback`), rate-limited per IP and overall
@@ -101,8 +102,15 @@ def observed_remote(t: Any, peer: PeerId) -> tuple[str, int] | None:
     backend = getattr(t, "_backend", None)
     host = getattr(backend, "host", None)
     if host is not None and hasattr(host, "connection"):
-        conn = host.connection(peer)
-        return parse_ip_tcp(getattr(conn, "remote_addr", None) or "") if conn else None
+        # A peer may also have a WebRTC or relayed connection (attached streams have no
+        # socket address): use its newest open TCP connection.
+        conns = list(getattr(host, "_conns", {}).get(peer, ())) or [host.connection(peer)]
+        for conn in reversed(conns):
+            if conn is not None and not getattr(conn, "closed", False):
+                got = parse_ip_tcp(getattr(conn, "remote_addr", None) or "")
+                if got is not None:
+                    return got
+        return None
     network = getattr(backend, "_network", None)
     if network is not None:
         from contextlib import suppress
@@ -175,6 +183,7 @@ class ReachabilityService:
     # ------------------------------------------------------------ server
 
     async def _serve(self, peer: PeerId, obj: Any) -> Any:
+        received = time.time()
         addrs, _ = decode_request(obj)  # MalformedFrame → refusal with the reason
         seen = observed_remote(self.d.t, peer)
         if seen is None:
@@ -194,7 +203,7 @@ class ReachabilityService:
                 n.start_soon(one, i, tip, tport)
         self.served += 1
         return {"observed": _multiaddr(ip, port), "results": results,
-                "t_ms": int(time.time() * 1000)}
+                "t_ms": int(received * 1000), "proc_ms": int((time.time() - received) * 1000)}
 
     # ------------------------------------------------------------ client
 
@@ -236,6 +245,8 @@ class ReachabilityService:
                  "t_ms": int(sent_wall * 1000)},
                 timeout=REQUEST_TIMEOUT_S)
             observed, results, t_ms = decode_response(raw)
+            proc_ms = raw.get("proc_ms", 0) if isinstance(raw, dict) else 0
+            proc_s = proc_ms / 1000 if type(proc_ms) is int and proc_ms >= 0 else 0.0
         except (TransportError, RemoteProtocolError) as e:
             self.errors[str(peer)] = str(e)[:200]
             self._apply(self.core.on_no_answer(peer, trio.current_time()))
@@ -243,8 +254,8 @@ class ReachabilityService:
         now = trio.current_time()
         self.errors.pop(str(peer), None)
         offset = None
-        if t_ms is not None:  # their clock at the midpoint of the round trip
-            offset = t_ms / 1000 - (sent_wall + (now - sent) / 2)
+        if t_ms is not None:  # their clock on arrival vs ours: half the network time
+            offset = t_ms / 1000 - (sent_wall + max(0.0, now - sent - proc_s) / 2)
         if not results:
             self.errors[str(peer)] = "nothing to dial (no TCP listen address)"
             self._apply(self.core.on_no_answer(peer, now))

@@ -168,6 +168,8 @@ def clock_check(offsets: dict[str, float]) -> Check:
 
 
 def _gib(n: float) -> str:
+    if n >= 1 << 40:
+        return f"{n / (1 << 40):.1f} TiB"
     if n >= 1 << 30:
         return f"{n / (1 << 30):.1f} GiB"
     return f"{n / (1 << 20):.0f} MiB"

@@ -11,7 +11,10 @@ Rules (every one of them lives in this file):
   `public` when ≥ `need` peers reached us and they outnumber the failures, `nat`
   when ≥ `need` failed and outnumber the successes, else `unknown`;
   `need = min(confirmations, peers we could ask)`, so a two-node colony decides too;
-* refusals (rate-limited, no address to try) and unanswered requests are no evidence;
+* refusals (rate-limited, no address to try, a peer that reaches us only over
+  WebRTC or a relay and so sees no IP of ours) and unanswered requests are no
+  evidence, and such a peer does not count among those we could ask (for
+  `result_ttl_s`), so a colony where one peer can answer still decides;
 * a round asks up to `peers_per_round` peers, preferring those not asked for
   longest; rounds repeat every `interval_unknown_s` while unknown and every
   `interval_settled_s` once decided;
@@ -125,6 +128,7 @@ class ReachabilityCore:
         self.nat_type = "unknown"
         self.answers: dict[Any, _Answer] = {}
         self._asked_at: dict[Any, float] = {}
+        self._unable: dict[Any, float] = {}  # peer → when it last could not answer
         self._candidates: list[Any] = []
         self._next_round = now + config.first_check_s
         self._next_stun: float | None = now + config.first_check_s
@@ -155,6 +159,7 @@ class ReachabilityCore:
                   clock_offset_s: float | None = None) -> list[Effect]:
         """A peer tried to dial us back (`ok`: some address of ours answered)."""
         self.answers.pop(peer, None)
+        self._unable.pop(peer, None)
         self.answers[peer] = _Answer(ok, now, observed, clock_offset_s)
         while len(self.answers) > self.config.max_peers:
             del self.answers[next(iter(self.answers))]
@@ -163,8 +168,15 @@ class ReachabilityCore:
         return out
 
     def on_no_answer(self, peer: Any, now: float) -> list[Effect]:
-        """The request failed or was refused: no evidence either way."""
-        return []
+        """The request failed or was refused: no evidence either way, and the peer
+        is left out of `need` until it answers again (or `result_ttl_s` passes)."""
+        self._unable.pop(peer, None)
+        self._unable[peer] = now
+        while len(self._unable) > self.config.max_peers:
+            del self._unable[next(iter(self._unable))]
+        out: list[Effect] = []
+        self._reconsider(now, out)
+        return out
 
     def on_stun(self, nat_type: str, now: float, error: str = "") -> list[Effect]:
         self.stun_error = error
@@ -210,7 +222,8 @@ class ReachabilityCore:
         # member shares the load of answering.
         pool = list(self._candidates)
         self.rng.shuffle(pool)
-        pool.sort(key=lambda p: self._asked_at.get(p, float("-inf")))
+        # Peers that could not answer lately go last.
+        pool.sort(key=lambda p: (self._is_unable(p, now), self._asked_at.get(p, float("-inf"))))
         chosen = pool[: self.config.peers_per_round]
         for p in chosen:
             self._asked_at.pop(p, None)
@@ -220,6 +233,10 @@ class ReachabilityCore:
         if not chosen:  # nobody to ask yet (still joining): look again soon
             self._next_round = now + self.config.first_check_s
         return [AskDialback(p) for p in chosen]
+
+    def _is_unable(self, peer: Any, now: float) -> bool:
+        at = self._unable.get(peer)
+        return at is not None and now - at <= self.config.result_ttl_s
 
     def _interval(self) -> float:
         """Settled (a status backed by `confirmations` answers): re-check rarely."""
@@ -236,7 +253,8 @@ class ReachabilityCore:
 
     def _reconsider(self, now: float, out: list[Effect]) -> None:
         fresh = [a.ok for a in self.answers.values() if now - a.at <= self.config.result_ttl_s]
-        askable = len(set(self._candidates) | set(self.answers))
+        askable = len({p for p in self._candidates if not self._is_unable(p, now)}
+                      | set(self.answers))
         need = max(1, min(self.config.confirmations, askable))
         status = decide(fresh, need)
         if status is not self.status:

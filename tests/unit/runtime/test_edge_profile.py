@@ -51,3 +51,10 @@ def test_generated_template_loads_to_its_preset(tmp_path: Path, profile: str) ->
 def test_editing_the_profile_line_of_a_lan_template_takes_effect(tmp_path: Path) -> None:
     text = cfg.template_for("lan").replace('profile = "lan"', 'profile = "edge"', 1)
     assert _load(tmp_path, text)["gossip"]["profile"] == "edge"
+
+
+def test_docs_example_config_for_a_small_device_loads(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[3] / "docs" / "edge.example.toml"
+    c = _load(tmp_path, example.read_text())
+    assert c["node"]["profile"] == "edge" and c["gossip"]["profile"] == "edge"
+    assert c["dht"]["alpha"] == 2 and len(c["edge"]["stun"]) == 2

@@ -114,6 +114,21 @@ def test_refusals_are_no_evidence() -> None:
     assert core.status is Status.UNKNOWN and core.answers == {}
 
 
+def test_peers_that_cannot_answer_do_not_block_a_decision() -> None:
+    """Two of three peers reach us only over WebRTC (no IP to dial back): the one
+    that can answer decides, and the others are asked last in later rounds."""
+    core = ReachabilityCore(CFG, random.Random(8), now=0.0)
+    core.set_candidates(["relayed1", "relayed2", "direct"])
+    core.handle_timer(2.0)
+    core.on_no_answer("relayed1", 2.1)
+    assert core.on_answer("direct", True, 2.2) == []  # need is still 2 of 2 askable
+    out = core.on_no_answer("relayed2", 2.3)
+    assert out == [StatusChanged(Status.PUBLIC, "unknown")]
+    core.set_candidates(["relayed1", "relayed2", "direct", "new"])
+    following = asked(core.handle_timer(core.next_deadline()))
+    assert set(following[:2]) == {"direct", "new"} and len(following) == 3
+
+
 def test_stun_result_reaches_the_ad_value() -> None:
     core = ReachabilityCore(CFG, random.Random(7), now=0.0)
     core.set_candidates(["a"])
