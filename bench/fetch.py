@@ -129,5 +129,8 @@ def main() -> None:
 if __name__ == "__main__":
     import logging
 
+    import structlog
+
     logging.disable(logging.CRITICAL)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     main()

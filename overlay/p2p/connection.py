@@ -534,7 +534,12 @@ class Connection:
             await self._drained.wait()
 
     async def _send_pending(self) -> None:
-        async with self._send_lock:
+        lock = self._send_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()  # no extra checkpoint: the send below is one
+        try:
             while self.session.outbound_bytes and not self.closed:
                 parts = noise.encrypt_pieces(self.ciphers.send, self.session.take_outbound())
                 size = sum(len(p) for p in parts)
@@ -545,6 +550,8 @@ class Connection:
                     raise ConnectionClosedError(f"send failed: {e}") from None
                 self.bytes_out += size
             self._drained.set()
+        finally:
+            lock.release()
 
     async def _send_parts(self, parts: list[bytes]) -> None:
         """One vectored send (sendmsg) on a TCP socket: no join of a megabyte of

@@ -576,10 +576,16 @@ class Transport:
                         i.done.set()
 
     async def _write(self, s: Stream, data: bytes, frames: int = 1) -> None:
-        async with s.lock:
+        if s.lock.locked():
+            await s.lock.acquire()
+        else:
+            s.lock.acquire_nowait()  # no extra checkpoint: the write is one
+        try:
             if self.config.max_send_rate:
                 await self._throttle(s.peer, len(data))
             await s.net.write(data)
+        finally:
+            s.lock.release()
         self.stats.bytes_out += len(data)
         self.stats.frames_out += frames
 
