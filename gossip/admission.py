@@ -33,6 +33,7 @@ from overlay.core.ids import PeerId
 
 class Admission:
     __slots__ = (
+        "_authority",
         "_cache",
         "_peer_leaf",
         "_revs",
@@ -65,6 +66,8 @@ class Admission:
         self._cache: dict[bytes, tuple[PeerId, tuple[Certificate, ...], float, float]] = {}
         # peer -> leaf signature of its last admitted chain (same bound as the cache)
         self._peer_leaf: dict[PeerId, bytes] = {}
+        # certificate id -> keys with authority to revoke it, from chains we verified
+        self._authority: dict[bytes, frozenset[bytes]] = {}
         # (cert id, revoker key) -> revocation, in arrival order
         self._revs: dict[tuple[bytes, bytes], Revocation] = {}
         self.generation = 0
@@ -95,6 +98,12 @@ class Admission:
         if len(self._peer_leaf) >= self.max_cache:
             del self._peer_leaf[next(iter(self._peer_leaf))]
         self._peer_leaf[alive.peer] = leaf_sig
+        signers: list[bytes] = []
+        for c in certs:  # who may revoke each link: its issuer and those above
+            signers.append(c.envelope.signer)
+            if len(self._authority) >= 3 * self.max_cache:
+                del self._authority[next(iter(self._authority))]
+            self._authority[c.cert_id] = frozenset(signers)
         return valid_until
 
     def chain_of(self, alive: Alive) -> tuple[Certificate, ...] | None:
@@ -114,13 +123,24 @@ class Admission:
     def knows(self, r: Revoke) -> bool:
         return (r.cert_id, r.env.signer) in self._revs
 
-    def add_revocation(self, r: Revoke, now: float) -> Revocation | str:
+    def add_revocation(self, r: Revoke, now: float, *, trusted: bool = True) -> Revocation | str:
         """Verify and record a revocation. Returns it if it is new and in force,
-        else the reason it was not added. Raises nothing for bad peer input."""
+        else the reason it was not added. Raises nothing for bad peer input.
+
+        From a peer (`trusted=False`), a revocation is taken only when signed by the
+        owner or by an issuer we have seen in a chain above that very certificate:
+        otherwise any member could fill the bounded list with junk and push real
+        revocations out. (One we refuse now comes again in later push-pulls, once
+        we know the chain it is about.)"""
         if r.colony != self.colony_owner:
             return "revocation for another colony"
         if self.knows(r):
             return "revocation already known"
+        signer = r.env.signer
+        if not trusted and signer != self.colony_owner and signer not in self._authority.get(
+            r.cert_id, ()
+        ):
+            return "revocation signed by a key with no known authority over that certificate"
         try:
             rev = Revocation.from_envelope(r.env)
         except RemoteProtocolError as e:

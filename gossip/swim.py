@@ -243,7 +243,7 @@ class Swim:
             r = Revoke.from_envelope(env)
         except WireError as e:
             raise LocalProtocolError(f"not a revocation: {e}") from None
-        refused = self._on_revoke(r, now, out)
+        refused = self._on_revoke(r, now, out, local=True)
         if refused is not None:
             raise LocalProtocolError(f"revocation refused: {refused}")
 
@@ -926,9 +926,12 @@ class Swim:
             del self._refused[next(iter(self._refused))]
         self._refused[peer] = last
 
-    def _on_revoke(self, r: Revoke, now: float, out: list[Effect]) -> str | None:
+    def _on_revoke(
+        self, r: Revoke, now: float, out: list[Effect], *, local: bool = False
+    ) -> str | None:
         """Record a revocation if new and valid, gossip it on, re-check members.
-        Returns None if it is (now or already) in force, else why not."""
+        Returns None if it is (now or already) in force, else why not. `local`: from
+        this node's operator, taken without the known-authority filter."""
         adm = self.admission
         if adm is None:
             self._count("revocation_ignored_open_mode")
@@ -936,7 +939,7 @@ class Swim:
         if adm.knows(r):
             self._count("revocation_duplicate")
             return None
-        verdict = adm.add_revocation(r, now)
+        verdict = adm.add_revocation(r, now, trusted=local)
         if isinstance(verdict, str):
             self._count("revocation_refused")
             return verdict

@@ -347,3 +347,25 @@ def test_outsiders_revocations_are_not_taken() -> None:
     adm = net.cores[A].admission
     assert adm is not None and len(adm.revocations) == 0
     assert not net.of(RevocationLearned, A)
+
+
+def test_members_junk_revocations_are_refused_delegates_own_are_taken() -> None:
+    net = colony(1)
+    admitter = cert(KEYS[1], roles=ALL_ROLES, expires=T0 + 1000)
+    net.add(KEYS[1], (admitter,), seed=1)
+    net.feed(B, Join((A,)), T0)
+    delegated = cert(KEYS[2], issuer=KEYS[1], expires=T0 + 500)
+    net.add(KEYS[2], (admitter, delegated), seed=2)
+    net.feed(C, Join((A,)), T0)
+    assert {B, C} <= net.members(A)
+    adm = net.cores[A].admission
+    assert adm is not None
+    # Member B forwards a revocation signed by a key with no authority: not taken.
+    junk = Revocation.issue(KeyPair(b"\x66" * 32), delegated, T0 + 1)
+    net.feed(A, Received(B, Gossip((Revoke.from_envelope(junk.envelope),))), T0 + 1)
+    assert len(adm.revocations) == 0 and net.cores[A].stats["revocation_refused"] == 1
+    # B revokes the certificate it issued itself: B has authority, A takes it.
+    own = Revocation.issue(KEYS[1], delegated, T0 + 2)
+    net.feed(A, Received(B, Gossip((Revoke.from_envelope(own.envelope),))), T0 + 2)
+    assert C not in net.members(A)
+    assert "revoked" in next(e for e in net.of(MemberExpelled, A) if e.peer == C).reason
