@@ -172,12 +172,31 @@ def node_ad(ad: ResourceAd | None) -> NodeAd | None:
                   free_slots=slots)  # fmt: skip
 
 
+def _roles(swim: Swim, peer: PeerId, is_self: bool) -> tuple[str, ...]:
+    """Open mode: every member may do everything. Colony mode: the roles of the leaf
+    certificate gossip admitted the member with (placement only offers leases to
+    members with `execute`; submissions are checked by custody against the chain)."""
+    admission = getattr(swim, "admission", None)
+    if admission is None:
+        return DEFAULT_ROLES
+    try:
+        if is_self:
+            chain = getattr(swim, "chain", ())
+            leaf = Certificate.from_envelope(chain[-1]) if chain else None
+        else:
+            certs = admission.chain_for(peer)
+            leaf = certs[-1] if certs else None
+    except ColonyError:
+        leaf = None
+    return tuple(sorted(leaf.roles)) if leaf is not None else ()
+
+
 def members_changed(swim: Swim) -> MembersChanged:
     """The capsule core's input: every live member (self included) with its ad."""
     out = []
     for m in swim.list_members():
         rtt = None if m.is_self else swim.rtt_estimate(m.peer)
-        out.append(Member(m.peer, node_ad(m.ad), DEFAULT_ROLES, rtt))
+        out.append(Member(m.peer, node_ad(m.ad), _roles(swim, m.peer, m.is_self), rtt))
     return MembersChanged(tuple(out))
 
 
