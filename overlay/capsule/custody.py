@@ -50,7 +50,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from overlay.capsule import events as ev
-from overlay.capsule.dataflow import ParentOutput, named_outputs, parent_label
+from overlay.capsule.dataflow import (
+    MAX_PARENT_OUTPUTS,
+    ParentOutput,
+    named_outputs,
+    parent_label,
+)
 from overlay.capsule.durable import DurableRecord, record_key
 from overlay.capsule.leases import TERMINAL, CustodyRecord, LeaseTiming, State
 from overlay.capsule.members import MemberView
@@ -883,6 +888,10 @@ class Custody:
         rec = e.record
         outs = tuple(o for d in rec.capsule.spec.dependencies for o in e.dep_outputs.get(d, ()))
         e.dep_outputs = {}
+        if len(outs) > MAX_PARENT_OUTPUTS:  # must stay decodable by peers and on restore
+            why = (f"dependencies produced {len(outs)} outputs; at most "
+                   f"{MAX_PARENT_OUTPUTS} can feed one capsule")  # fmt: skip
+            return self._finish(e, State.FAILED, why, None, now)
         cid = rec.capsule_id
         actions: list[Effect] = []
         if outs:

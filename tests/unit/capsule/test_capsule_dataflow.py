@@ -64,3 +64,24 @@ def test_status_reply_names_must_match_outputs() -> None:
         StatusReply.from_wire(["c.status", A, "succeeded", 1, "", [B, C], 0, ["x"], ""])
     with pytest.raises(MalformedFrame):
         StatusReply.from_wire(["c.status", A, "succeeded", 1, "", [B], 0, ["x"], "a/b"])
+
+
+def test_too_many_parent_outputs_fail_the_child_with_a_reason() -> None:
+    from overlay.capsule import events as ev
+    from overlay.capsule.core import CapsuleCore, SubmitCapsule
+    from overlay.capsule.dataflow import MAX_PARENT_OUTPUTS
+    from overlay.core.effects import Emit, Received
+
+    core = CapsuleCore(KEY.peer_id, KEY)
+    child = Capsule.sign(KEY, CapsuleSpec(command=("x",), dependencies=(A, B)), 0.0)
+    core.handle(SubmitCapsule(child), 0.0)
+    n = MAX_PARENT_OUTPUTS // 2 + 1
+    cids = tuple(capsule_cid(i.to_bytes(4, "big")) for i in range(n))
+    out = []
+    for parent in (A, B):
+        reply = StatusReply(parent, "succeeded", 1, "", cids, 0, tuple(f"o{i}" for i in range(n)))
+        out += core.handle(Received(KEY.peer_id, reply), 1.0)
+    done = [e.event for e in out if isinstance(e, Emit) and isinstance(e.event, ev.CapsuleFinished)]
+    assert done and done[0].state == "failed"
+    assert done[0].reason == (f"dependencies produced {2 * n} outputs; at most "
+                              f"{MAX_PARENT_OUTPUTS} can feed one capsule")  # fmt: skip
