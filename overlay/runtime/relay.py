@@ -31,12 +31,11 @@ read byte-exactly so nothing of the circuit's payload is consumed with them.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 import trio
@@ -45,6 +44,7 @@ from overlay.core.errors import RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
 from overlay.core.multiformats import encode_varint
 from overlay.core.wire import cbor_decode, cbor_encode
+from overlay.runtime.transport_stream import TransportStream
 
 log = structlog.get_logger("colony.relay")
 
@@ -277,105 +277,20 @@ def _peer_field(obj: dict[str, Any], key: str) -> PeerId:
 # ---------------------------------------------------------------- libp2p streams
 
 
-class ResettableStream(Protocol):
-    """A byte stream that can also be reset (both the transport's TransportStream
-    and NetStream below): what the relay reads, writes and splices."""
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes: ...
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None: ...
-    async def aclose(self) -> None: ...
-    async def reset(self) -> None: ...
-
-
-class NetStream(trio.abc.Stream):
-    """A py-libp2p stream (Yamux over Noise) as a trio byte stream."""
-
-    def __init__(self, net: Any) -> None:
-        self.net = net
-        self._closed = False
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        from libp2p.network.stream.exceptions import StreamClosed, StreamEOF, StreamError
-
-        if self._closed:
-            raise trio.ClosedResourceError("stream closed")
-        try:
-            return bytes(await self.net.read(max_bytes or SPLICE_CHUNK_BYTES))
-        except (StreamEOF, StreamClosed):
-            return b""
-        except StreamError as e:
-            raise trio.BrokenResourceError(str(e)) from None
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        from libp2p.network.stream.exceptions import StreamError
-
-        if self._closed:
-            raise trio.ClosedResourceError("stream closed")
-        try:
-            await self.net.write(bytes(data))
-        except StreamError as e:
-            raise trio.BrokenResourceError(str(e)) from None
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def aclose(self) -> None:
-        if self._closed:
-            await trio.lowlevel.checkpoint()
-            return
-        self._closed = True
-        with trio.CancelScope(shield=True), trio.move_on_after(2.0):
-            try:
-                await self.net.close()
-            except Exception:
-                await self.reset()
-
-    async def reset(self) -> None:
-        self._closed = True
-        with (
-            trio.CancelScope(shield=True),
-            trio.move_on_after(2.0),
-            contextlib.suppress(Exception),
-        ):
-            await self.net.reset()
-
-
-def _stream_peer(net: Any) -> PeerId:
-    return PeerId(net.muxed_conn.peer_id.to_bytes())
-
-
-async def open_raw_stream(transport: Any, peer: PeerId, protocol: str) -> NetStream:
-    """A new negotiated byte stream to `peer` (the transport's raw-stream API; the
-    py-libp2p host directly on transports that predate it)."""
-    opener = getattr(transport, "open_stream", None)
-    if opener is not None:
-        stream: NetStream = await opener(peer, protocol)
-        return stream
-    from libp2p.peer.id import ID
-
-    await transport.connect(peer)
-    net = await transport._host.new_stream(ID(peer.raw), [protocol])
-    return NetStream(net)
+async def open_raw_stream(transport: Any, peer: PeerId, protocol: str) -> TransportStream:
+    """A new negotiated byte stream to `peer` (Transport.open_stream)."""
+    stream: TransportStream = await transport.open_stream(peer, protocol)
+    return stream
 
 
 def set_raw_handler(
-    transport: Any, protocol: str, handler: Callable[[PeerId, NetStream], Awaitable[None]]
+    transport: Any,
+    protocol: str,
+    handler: Callable[[PeerId, TransportStream], Awaitable[None]],
 ) -> None:
-    """Accept raw streams on `protocol`. An exception costs the stream, not the host."""
-    setter = getattr(transport, "set_stream_handler", None)
-    if setter is not None:
-        setter(protocol, handler)
-        return
-
-    async def guarded(net: Any) -> None:
-        s = NetStream(net)
-        try:
-            await handler(_stream_peer(net), s)
-        except Exception as e:
-            log.info("relay_stream_failed", error=f"{type(e).__name__}: {e}"[:300])
-            await s.reset()
-
-    transport._host.set_stream_handler(protocol, guarded)
+    """Accept raw streams on `protocol` (Transport.set_stream_handler: an exception
+    in the handler resets that stream only)."""
+    transport.set_stream_handler(protocol, handler)
 
 
 # ---------------------------------------------------------------- the service
@@ -425,7 +340,7 @@ class RelayService:
         self.reservations[relay] = time.time() + ttl
         return ttl
 
-    async def connect(self, relay: PeerId, dst: PeerId) -> NetStream:
+    async def connect(self, relay: PeerId, dst: PeerId) -> TransportStream:
         """A circuit to `dst` through `relay`: a byte stream, not yet secured."""
         s = await open_raw_stream(self.t, relay, PROTO_RELAY)
         try:
@@ -442,14 +357,14 @@ class RelayService:
 
     # -- server side ------------------------------------------------------------
 
-    async def _handle(self, peer: PeerId, s: NetStream) -> None:
+    async def _handle(self, peer: PeerId, s: TransportStream) -> None:
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT_S):
                 req = await read_handshake(s)
         except (WireError, trio.TooSlowError) as e:
             self.book.stats.refusals["malformed"] = self.book.stats.refusals.get("malformed", 0) + 1
             await _answer(s, False, "malformed", str(e))
-            await s.reset()
+            await s.aclose()  # not reset: that could discard the answer before it is read
             return
         op = req.get("op")
         try:
@@ -474,10 +389,10 @@ class RelayService:
             await _answer(s, False, e.reason, str(e))
             await s.aclose()
 
-    async def _hop(self, src: PeerId, dst: PeerId, a: NetStream) -> None:
+    async def _hop(self, src: PeerId, dst: PeerId, a: TransportStream) -> None:
         circuit = self.book.open_circuit(src, dst, trio.current_time(), self.is_member)
         reason = "closed"
-        b: NetStream | None = None
+        b: TransportStream | None = None
         try:
             if not self.t.is_connected(dst):
                 raise RelayRefused("target_not_connected", f"{dst.short()} is not connected")
@@ -509,11 +424,11 @@ class RelayService:
             if reason != "refused":
                 log.info("relay_circuit_closed", id=circuit.id, reason=reason, bytes=circuit.bytes)
 
-    async def _splice(self, c: Circuit, a: ResettableStream, b: ResettableStream) -> str:
+    async def _splice(self, c: Circuit, a: TransportStream, b: TransportStream) -> str:
         reason = "closed"
 
         async def pump(
-            src: ResettableStream, dst: ResettableStream, cancel: trio.CancelScope
+            src: TransportStream, dst: TransportStream, cancel: trio.CancelScope
         ) -> None:
             nonlocal reason
             try:
@@ -546,7 +461,7 @@ class RelayService:
             await b.reset()
         return reason
 
-    async def _stop(self, relay: PeerId, src: PeerId, s: NetStream) -> None:
+    async def _stop(self, relay: PeerId, src: PeerId, s: TransportStream) -> None:
         """A circuit from `src` arrives through `relay`: accept if we reserved there."""
         if relay not in self.reservations:
             raise RelayRefused("no_reservation", f"no reservation at {relay.short()}")

@@ -14,7 +14,10 @@ from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
 from overlay.runtime.config import DEFAULTS
 from overlay.runtime.dialer import Dialer, open_edge
-from overlay.runtime.transport import Transport
+from overlay.runtime.transport import Transport, TransportConfig
+
+#: Both network stacks under the transport (overlay/p2p and py-libp2p).
+STACKS = ("native", "py-libp2p")
 
 ECHO = "/test/echo/1.0.0"
 
@@ -52,10 +55,13 @@ def conf(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @asynccontextmanager
 async def edge_node(
-    members: set[PeerId], keypair: KeyPair | None = None, **sections: dict[str, Any]
+    members: set[PeerId],
+    keypair: KeyPair | None = None,
+    stack: str = "native",
+    **sections: dict[str, Any],
 ) -> AsyncIterator[EdgeNode]:
     kp = keypair or KeyPair.generate()
-    async with Transport.open(kp, ["/ip4/127.0.0.1/tcp/0"]) as t:
+    async with Transport.open(kp, ["/ip4/127.0.0.1/tcp/0"], TransportConfig(stack=stack)) as t:
 
         async def echo(peer: PeerId, obj: Any) -> Any:
             return ["echo", obj]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import trio
-from edge_stack import ECHO, edge_node
+from edge_stack import ECHO, STACKS, edge_node
 
 from overlay.core.crypto import KeyPair
 from overlay.runtime.relay import PROTO_RELAY, RelayRefused, read_handshake
@@ -43,28 +43,30 @@ class Tap(trio.abc.Stream):
         await self.inner.reset()
 
 
-def test_relayed_connection_carries_overlay_protocols() -> None:
-    trio.run(_relayed)
+@pytest.mark.parametrize("stack", STACKS)
+def test_relayed_connection_carries_overlay_protocols(stack: str) -> None:
+    trio.run(_relayed, stack)
 
 
-async def _relayed() -> None:
+async def _relayed(stack: str) -> None:
     ka, kr, kb, kc = (KeyPair.generate() for _ in range(4))
     members = {k.peer_id for k in (ka, kr, kb, kc)}
     with trio.fail_after(60):
         async with (
-            edge_node(members, kr, relay=RELAY_ON) as r,
-            edge_node(members, ka, edge={"dial_order": ["relay"]}) as a,
-            edge_node(members, kb) as b,
-            edge_node(members, kc, edge={"dial_order": ["relay"]}) as c,
+            edge_node(members, kr, relay=RELAY_ON, stack=stack) as r,
+            edge_node(members, ka, edge={"dial_order": ["relay"]}, stack=stack) as a,
+            edge_node(members, kb, stack=stack) as b,
+            edge_node(members, kc, edge={"dial_order": ["relay"]}, stack=stack) as c,
         ):
             for n in (a, b, c):
                 await n.t.connect(r.t.addrs[0])
             # Everything R splices passes a tap: R must see only Noise ciphertext.
             seen = bytearray()
-            splice = r.dialer.relay._splice
+            splice: Any = r.dialer.relay._splice
 
             async def tapped(circuit: Any, x: Any, y: Any) -> str:
-                return await splice(circuit, Tap(x, seen), Tap(y, seen))
+                reason: str = await splice(circuit, Tap(x, seen), Tap(y, seen))
+                return reason
 
             setattr(r.dialer.relay, "_splice", tapped)  # noqa: B010 (a spy, not a stub)
             # Before B reserves, R refuses to connect anyone to it.
@@ -108,20 +110,21 @@ async def _relayed() -> None:
             assert await a.t.request(r.peer, ECHO, 2) == ["echo", 2]
 
 
-def test_relay_refuses_non_members_and_when_disabled() -> None:
-    trio.run(_refusals)
+@pytest.mark.parametrize("stack", STACKS)
+def test_relay_refuses_non_members_and_when_disabled(stack: str) -> None:
+    trio.run(_refusals, stack)
 
 
-async def _refusals() -> None:
+async def _refusals(stack: str) -> None:
     ka, kr, kb, kq = (KeyPair.generate() for _ in range(4))
     outsider = KeyPair.generate()
     members = {ka.peer_id, kr.peer_id, kb.peer_id, kq.peer_id}
     with trio.fail_after(60):
         async with (
-            edge_node(members, kr, relay=RELAY_ON) as r,
-            edge_node(members, kq) as q,
-            edge_node(members, kb) as b,
-            edge_node(members | {outsider.peer_id}, outsider) as o,
+            edge_node(members, kr, relay=RELAY_ON, stack=stack) as r,
+            edge_node(members, kq, stack=stack) as q,
+            edge_node(members, kb, stack=stack) as b,
+            edge_node(members | {outsider.peer_id}, outsider, stack=stack) as o,
         ):
             for n in (b, o):
                 await n.t.connect(r.t.addrs[0])

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import trio
-from edge_stack import ECHO, EdgeNode, edge_node, skip_without_host_candidates
+from edge_stack import ECHO, STACKS, EdgeNode, edge_node, skip_without_host_candidates
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
@@ -20,19 +20,20 @@ from overlay.runtime.transport import RemoteError
 pytestmark = pytest.mark.slow
 
 
-def test_webrtc_via_forwarder_carries_overlay_protocols() -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_webrtc_via_forwarder_carries_overlay_protocols(stack: str) -> None:
     skip_without_host_candidates()
-    trio.run(_webrtc_via_forwarder)
+    trio.run(_webrtc_via_forwarder, stack)
 
 
-async def _webrtc_via_forwarder() -> None:
+async def _webrtc_via_forwarder(stack: str) -> None:
     ka, kr, kb = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
     members = {ka.peer_id, kr.peer_id, kb.peer_id}
     with trio.fail_after(60):
         async with (
-            edge_node(members, kr, edge={"webrtc": False}) as r,
-            edge_node(members, ka, edge={"dial_order": ["webrtc"]}) as a,
-            edge_node(members, kb) as b,
+            edge_node(members, kr, edge={"webrtc": False}, stack=stack) as r,
+            edge_node(members, ka, edge={"dial_order": ["webrtc"]}, stack=stack) as a,
+            edge_node(members, kb, stack=stack) as b,
         ):
             # A and B know only R (B is "behind NAT": A has no address for it).
             await a.t.connect(r.t.addrs[0])
@@ -58,20 +59,21 @@ async def _webrtc_via_forwarder() -> None:
             assert r.dialer.signal is not None and r.dialer.signal.forwarded == 1
 
 
-def test_forwarder_refuses_bad_signals_with_reasons() -> None:
-    trio.run(_bad_signals)
+@pytest.mark.parametrize("stack", STACKS)
+def test_forwarder_refuses_bad_signals_with_reasons(stack: str) -> None:
+    trio.run(_bad_signals, stack)
 
 
-async def _bad_signals() -> None:
+async def _bad_signals(stack: str) -> None:
     ka, kr, kb = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
     outsider = KeyPair.generate()
     members = {ka.peer_id, kr.peer_id, kb.peer_id}
     with trio.fail_after(60):
         async with (
-            edge_node(members, kr, edge={"webrtc": False}) as r,
-            edge_node(members, ka) as a,
-            edge_node(members, kb) as b,
-            edge_node(members | {outsider.peer_id}, outsider) as o,
+            edge_node(members, kr, edge={"webrtc": False}, stack=stack) as r,
+            edge_node(members, ka, stack=stack) as a,
+            edge_node(members, kb, stack=stack) as b,
+            edge_node(members | {outsider.peer_id}, outsider, stack=stack) as o,
         ):
             for n in (a, b, o):
                 await n.t.connect(r.t.addrs[0])
