@@ -34,6 +34,7 @@ from typing import Any
 import structlog
 import trio
 
+from overlay.core.errors import ColonyError, ConfigError
 from overlay.core.ids import PeerId
 from overlay.runtime.relay import RelayRefused, RelayService
 from overlay.runtime.signal import SignalRefused, SignalService
@@ -119,13 +120,18 @@ class DialConfig:
         order = tuple(edge.get("dial_order", METHODS))
         bad = [m for m in order if m not in METHODS]
         if bad:
-            raise ValueError(f"[edge] dial_order: unknown method(s) {bad}; known: {list(METHODS)}")
-        relays = tuple(PeerId.from_base58(p) for p in edge.get("relays", ()))
+            raise ConfigError(f"[edge] dial_order: unknown method(s) {bad}; known: {list(METHODS)}")
+        relays = []
+        for text in edge.get("relays", ()):
+            try:
+                relays.append(PeerId.from_base58(text))
+            except (ColonyError, ValueError) as e:
+                raise ConfigError(f"[edge] relays: {text!r} is not a peer id ({e})") from None
         return cls(
             order=order,
-            preferred_via=relays,
+            preferred_via=tuple(relays),
             keep_reservations=int(edge.get("keep_reservations", 0)),
-            relays=relays,
+            relays=tuple(relays),
         )
 
 
