@@ -29,6 +29,7 @@ string that the peer gets back as `refused: <reason>`):
 | `now < expires ≤ now + max_ttl_s` | `expired` / `expiry_too_far` |
 | nonce not seen before (kept until expiry; bounded) | `replayed` / `replay_cache_full` |
 | ≤ `max_forwards_per_min` per sender | `rate_limited` |
+| target: ≤ `MAX_PENDING_ANSWERS` answers awaiting their channel | `busy` |
 
 Nothing here dials, so a forwarder cannot be used to reach non-members or to
 amplify traffic; nothing crosses colonies because membership is checked at both
@@ -60,6 +61,8 @@ DEFAULT_MAX_SIGNAL_BYTES = 16 * 1024
 DEFAULT_MAX_TTL_S = 60.0
 DEFAULT_REPLAY_CAPACITY = 4096
 DEFAULT_MAX_FORWARDS_PER_MIN = 60
+#: WebRTC answers awaiting their channel at once on a target; more are refused "busy".
+MAX_PENDING_ANSWERS = 16
 #: Senders tracked for rate limiting at most (oldest forgotten first).
 MAX_RATE_SENDERS = 4096
 
@@ -350,6 +353,8 @@ class SignalService:
         self.clock = clock or time.time
         self.forwarded = 0
         self.answered = 0
+        #: Answers whose channel has not opened yet (≤ MAX_PENDING_ANSWERS).
+        self.pending_answers = 0
 
     def register(self) -> None:
         self.t.set_handler(PROTO_SIGNAL, on_request=self._serve)
@@ -387,13 +392,23 @@ class SignalService:
         if self.endpoint is None:
             raise SignalRefused("webrtc_disabled", "this node does not accept WebRTC")
         sig = self.guard.check_deliver(wire, self.clock(), self.is_member)
+        if self.pending_answers >= MAX_PENDING_ANSWERS:
+            # Each answer holds a peer connection (sockets, ICE, DTLS) until it opens
+            # or times out: a member spamming offers gets refused, not our memory.
+            self.guard.refusals["busy"] = self.guard.refusals.get("busy", 0) + 1
+            raise SignalRefused("busy", f"{MAX_PENDING_ANSWERS} WebRTC answers pending")
         from overlay.runtime.webrtc_bridge import WebRtcError
 
+        self.pending_answers += 1
         try:
             answer_sdp, session = await self.endpoint.answer(sig.sdp)
         except WebRtcError as e:
+            self.pending_answers -= 1
             self.guard.refusals["bad_sdp"] = self.guard.refusals.get("bad_sdp", 0) + 1
             raise SignalRefused("bad_sdp", str(e)) from None
+        except BaseException:
+            self.pending_answers -= 1
+            raise
         env = make_answer(self.keypair, sig, answer_sdp, self.clock(), self.ttl_s)
 
         async def accept() -> None:
@@ -402,6 +417,8 @@ class SignalService:
             except Exception as e:
                 log.info("webrtc_accept_failed", peer=str(sig.src), error=str(e))
                 return
+            finally:
+                self.pending_answers -= 1
             await self.on_inbound(stream, sig.src)
 
         self.nursery.start_soon(accept)

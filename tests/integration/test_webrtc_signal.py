@@ -14,7 +14,7 @@ from edge_stack import ECHO, STACKS, EdgeNode, edge_node, skip_without_host_cand
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.runtime.signal import PROTO_SIGNAL, make_offer
+from overlay.runtime.signal import MAX_PENDING_ANSWERS, PROTO_SIGNAL, make_offer
 from overlay.runtime.transport import RemoteError
 
 pytestmark = pytest.mark.slow
@@ -107,6 +107,15 @@ async def _bad_signals(stack: str) -> None:
                 await forward(a, wire)
             with pytest.raises(RemoteError, match="replayed"):
                 await forward(a, wire)
+            # A target holds at most MAX_PENDING_ANSWERS unopened answers: real offers
+            # that never complete ICE fill them; the next is refused "busy".
+            assert a.dialer.signal is not None and a.dialer.signal.endpoint is not None
+            real_sdp, session = await a.dialer.signal.endpoint.offer()
+            for _ in range(MAX_PENDING_ANSWERS):
+                assert "env" in await forward(a, offer(ka, b.peer, sdp=real_sdp))
+            with pytest.raises(RemoteError, match=r"target_refused.*busy"):
+                await forward(a, offer(ka, b.peer, sdp=real_sdp))
+            await session.close()
             assert r.dialer.signal is not None
             counts = r.dialer.signal.guard.refusals
             assert counts["not_a_member"] == 1 and counts["replayed"] == 1
