@@ -49,6 +49,8 @@ RELAYED = "relayed"
 METHODS = ("direct", "webrtc", "relay")
 BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 60.0
+#: Peers whose failed dial (back-off, last error) we remember at most.
+MAX_FAILED_PEERS = 4096
 #: Longest wait for a direct TCP dial when WebRTC or a relay could follow.
 DIRECT_TIMEOUT_S = 3.0
 #: Reservations a node that reachability found NAT'd keeps when none are configured.
@@ -252,6 +254,9 @@ class Dialer:
             _, last = self._backoff.get(peer, (0.0, 0.0))
             delay = min(max(last * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
             self._backoff[peer] = (time.monotonic() + delay, delay)
+            for table in (self._backoff, self.last_errors):  # bounded: oldest go first
+                while len(table) > MAX_FAILED_PEERS:
+                    del table[next(iter(table))]
             log.info(
                 "peer_unreachable",
                 peer=str(peer),
