@@ -254,15 +254,16 @@ class ReachabilityService:
         now = trio.current_time()
         self.errors.pop(str(peer), None)
         offset = None
-        if t_ms is not None:  # their clock on arrival vs ours: half the network time
-            offset = t_ms / 1000 - (sent_wall + max(0.0, now - sent - proc_s) / 2)
+        rtt = max(0.0, now - sent - proc_s)  # network time (and stream set-up) only
+        if t_ms is not None:  # their clock on arrival vs ours half a round trip later
+            offset = t_ms / 1000 - (sent_wall + rtt / 2)
         if not results:
             self.errors[str(peer)] = "nothing to dial (no TCP listen address)"
             self._apply(self.core.on_no_answer(peer, now))
             return
         ok = any(r["ok"] for r in results)
         self._apply(self.core.on_answer(peer, ok, now, observed=observed,
-                                        clock_offset_s=offset))
+                                        clock_offset_s=offset, rtt_s=rtt))
 
     async def _probe_stun(self) -> None:
         if not self.stun_servers:
@@ -284,8 +285,9 @@ class ReachabilityService:
         out["stun_servers"] = self.stun_servers
         out["stun"] = self.stun.as_dict() if self.stun else None
         out["stun_error"] = self.core.stun_error
-        out["clock_offsets_s"] = {str(p): round(o, 4)
-                                  for p, o in self.core.clock_offsets().items()}
+        clocks = self.core.clock_offsets()
+        out["clock_offsets_s"] = {str(p): round(o, 4) for p, (o, _) in clocks.items()}
+        out["clock_uncertainty_s"] = {str(p): round(u, 4) for p, (_, u) in clocks.items()}
         out["errors"] = dict(self.errors)
         out["served"] = self.served
         out["refused"] = self.guard.refused

@@ -156,13 +156,17 @@ def stun_check(result: dict[str, Any] | None, error: str = "") -> Check:
     return Check("nat_type", True, detail)
 
 
-def clock_check(offsets: dict[str, float]) -> Check:
+def clock_check(offsets: dict[str, float], uncertainty: dict[str, float] | None = None
+                ) -> Check:
+    """Worst offset of a member's clock from ours; skewed only beyond the error bar."""
     if not offsets:
         return Check("clock", True, "no peer clock sample yet", checked=False)
+    unc = uncertainty or {}
     worst_peer, worst = max(offsets.items(), key=lambda kv: abs(kv[1]))
-    ok = abs(worst) <= MAX_CLOCK_SKEW_S
+    err = unc.get(worst_peer, 0.0)
+    ok = abs(worst) - err <= MAX_CLOCK_SKEW_S
     return Check("clock", ok, f"clock offset vs {len(offsets)} member(s): worst "
-                 f"{worst:+.3f} s ({worst_peer[-8:]})",
+                 f"{worst:+.3f} s ± {err:.3f} ({worst_peer[-8:]})",
                  "" if ok else "synchronise the clock (NTP/chrony): signatures and "
                  "records carry expiry times")
 

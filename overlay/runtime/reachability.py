@@ -129,6 +129,9 @@ class ReachabilityCore:
         self.answers: dict[Any, _Answer] = {}
         self._asked_at: dict[Any, float] = {}
         self._unable: dict[Any, float] = {}  # peer → when it last could not answer
+        #: peer → (clock offset, round trip, when): the sample with the shortest round
+        #: trip is kept (its error is at most half of it, NTP's rule).
+        self._clock: dict[Any, tuple[float, float, float]] = {}
         self._candidates: list[Any] = []
         self._next_round = now + config.first_check_s
         self._next_stun: float | None = now + config.first_check_s
@@ -156,11 +159,20 @@ class ReachabilityCore:
         return out
 
     def on_answer(self, peer: Any, ok: bool, now: float, *, observed: str | None = None,
-                  clock_offset_s: float | None = None) -> list[Effect]:
+                  clock_offset_s: float | None = None, rtt_s: float | None = None
+                  ) -> list[Effect]:
         """A peer tried to dial us back (`ok`: some address of ours answered)."""
         self.answers.pop(peer, None)
         self._unable.pop(peer, None)
         self.answers[peer] = _Answer(ok, now, observed, clock_offset_s)
+        if clock_offset_s is not None:
+            rtt = rtt_s if rtt_s is not None else float("inf")
+            old = self._clock.get(peer)
+            if old is None or rtt <= old[1] or now - old[2] > self.config.result_ttl_s:
+                self._clock.pop(peer, None)
+                self._clock[peer] = (clock_offset_s, rtt, now)
+            while len(self._clock) > self.config.max_peers:
+                del self._clock[next(iter(self._clock))]
         while len(self.answers) > self.config.max_peers:
             del self.answers[next(iter(self.answers))]
         out: list[Effect] = []
@@ -198,9 +210,9 @@ class ReachabilityCore:
                 counts[a.observed] = counts.get(a.observed, 0) + 1
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
-    def clock_offsets(self) -> dict[Any, float]:
-        return {p: a.clock_offset_s for p, a in self.answers.items()
-                if a.clock_offset_s is not None}
+    def clock_offsets(self) -> dict[Any, tuple[float, float]]:
+        """peer → (offset of its clock from ours, uncertainty = half the round trip)."""
+        return {p: (off, rtt / 2) for p, (off, rtt, _) in self._clock.items()}
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -65,7 +65,7 @@ def doctor_report(d: Daemon) -> dict[str, Any]:
     checks = [
         reachability_check(snap, listen),
         dc.stun_check(snap["stun"], snap["stun_error"]),
-        dc.clock_check(snap["clock_offsets_s"]),
+        dc.clock_check(snap["clock_offsets_s"], snap["clock_uncertainty_s"]),
         *dc.store_checks(d.home, st.map_size, st.file_size, MAX_MAP_SIZE),
         *dc.config_checks(d.home, d.conf),
     ]

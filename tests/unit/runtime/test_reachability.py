@@ -272,3 +272,22 @@ def test_service_loop_sleeps_between_rounds() -> None:
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     # A round every first_check_s (2 s) while nobody can be asked, + the STUN result.
     assert 40 <= calls[0] <= 60, calls[0]
+
+
+def test_clock_keeps_the_shortest_round_trip_sample() -> None:
+    core = ReachabilityCore(CFG, random.Random(9), now=0.0)
+    core.on_answer("a", True, 1.0, clock_offset_s=0.30, rtt_s=0.50)
+    core.on_answer("a", True, 20.0, clock_offset_s=0.02, rtt_s=0.04)
+    core.on_answer("a", True, 40.0, clock_offset_s=0.20, rtt_s=0.30)
+    assert core.clock_offsets() == {"a": (0.02, 0.02)}
+
+
+@pytest.mark.parametrize(("offsets", "unc", "ok"), [
+    ({"p": 0.1}, {"p": 0.05}, True),
+    ({"p": -2.5}, {"p": 0.1}, False),
+    ({"p": 2.1}, {"p": 0.2}, True),  # within the error bar of the limit
+])
+def test_clock_check(offsets: dict[str, float], unc: dict[str, float], ok: bool) -> None:
+    from overlay.runtime.doctor_checks import clock_check
+
+    assert clock_check(offsets, unc).ok is ok
