@@ -14,7 +14,11 @@ Prints, each with its limit (measured in the same run) and the ratio:
 
 `measure(size_mib)` returns the figures as a dict, for bench/edge.py to call.
 
-Run: .venv/bin/python bench/webrtc.py [--mib 16]
+With --netns (root; tests/integration/netns_topology.py: 20 ms delay lines, 1 % loss,
+40 Mbit/s on the WAN): a data channel from the endpoint-independent NAT'd host to a
+public member vs the libp2p stack over TCP on the same path (`measure_netns`).
+
+Run: .venv/bin/python bench/webrtc.py [--mib 16] [--netns]
 Both ends share one process and one asyncio thread (aiortc is pure Python: its
 SCTP, DTLS record layer and the bridge all run there), so the data-channel figure
 is a floor for two machines, each with its own core. Loopback on a shared 2-core
@@ -188,6 +192,106 @@ async def two_process_mbps(size: int) -> float:
     return mbps
 
 
+NETNS_PEER = """
+import json, sys, time, trio
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from overlay.core.crypto import KeyPair
+from overlay.runtime.transport import Codec, Transport
+from overlay.runtime.webrtc_bridge import IceConfig, WebRtcEndpoint, open_bridge
+role, d, size, mode = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+extra = sys.argv[6:]  # webrtc: STUN urls; tcp: the receiver's IP
+async def wait_file(p):
+    with trio.fail_after(60):
+        while not p.exists():
+            await trio.sleep(0.05)
+    return p.read_text()
+async def put(p, text):
+    p.with_suffix(".tmp").write_text(text)
+    p.with_suffix(".tmp").rename(p)
+async def webrtc():
+    async with open_bridge() as br:
+        ep = WebRtcEndpoint(br, IceConfig(stun=tuple(extra)))
+        if role == "send":
+            sdp, s = await ep.offer()
+            await put(d / "offer.sdp", sdp)
+            await ep.complete(s, await wait_file(d / "answer.sdp"))
+        else:
+            sdp, s = await ep.answer(await wait_file(d / "offer.sdp"))
+            await put(d / "answer.sdp", sdp)
+        st = await s.wait_open(30)
+        if role == "send":
+            t0 = time.perf_counter()
+            for _ in range(size // 262144):
+                await st.send_all(b"x" * 262144)
+            await st.receive_some(1)
+            print(json.dumps({"mbps": size / (time.perf_counter() - t0) / 1e6, "path": st.path}))
+        else:
+            got = 0
+            while got < size:
+                got += len(await st.receive_some(1 << 20))
+            await st.send_all(b"k")
+            await trio.sleep(2)
+async def tcp():
+    kp = KeyPair.generate()
+    listen = ["/ip4/0.0.0.0/tcp/4101"] if role == "recv" else ["/ip4/0.0.0.0/tcp/0"]
+    async with Transport.open(kp, listen) as t:
+        done = trio.Event()
+        seen = 0
+        def on_message(peer, raw):
+            nonlocal seen
+            seen += len(raw)
+            if seen >= size:
+                done.set()
+        t.set_handler("/bench/1", on_message=on_message, codec=Codec.RAW)
+        t.codec_for("/bench/1", Codec.RAW)
+        if role == "recv":
+            await put(d / "addr", f"/ip4/{extra[0]}/tcp/4101/p2p/{t.peer_id}")
+            with trio.fail_after(120):
+                await done.wait()
+            await trio.sleep(1)
+        else:
+            peer = await t.connect(await wait_file(d / "addr"))
+            t0 = time.perf_counter()
+            for _ in range(size // 262144):
+                await t.send(peer, "/bench/1", b"y" * 262144)
+            await t.ping(peer)  # in order behind the frames: all have been read
+            print(json.dumps({"mbps": size / (time.perf_counter() - t0) / 1e6}))
+trio.run(webrtc if mode == "webrtc" else tcp)
+"""
+
+
+def measure_netns(size_mib: int = 4) -> dict[str, float]:
+    """Data channel vs libp2p-over-TCP from the EIM-NAT'd host to a public member."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+    from netns_topology import Topology, skip_reason
+
+    why = skip_reason()
+    if why:
+        raise SystemExit(f"--netns: {why}")
+    root = str(Path(__file__).resolve().parent.parent)
+    size = size_mib * MiB
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp, \
+            Topology(Path(tmp) / "net", delay_ms=20, loss_pct=1, rate_mbit=40) as topo:
+        pub_ns, pub_ip = next(iter(topo.public.items()))
+        edge_ns = topo.sites["a"].host_ns
+        stun = [f"stun:{s}" for s in topo.stun_servers]
+        for kind, extra in (("webrtc", stun), ("tcp", [pub_ip])):
+            d = Path(tmp) / kind
+            d.mkdir()
+            recv = topo.popen(pub_ns, [sys.executable, "-c", NETNS_PEER, root, "recv", str(d),
+                                       str(size), kind, *extra], log=d / "recv.log")
+            r = topo.run(edge_ns, sys.executable, "-c", NETNS_PEER, root, "send", str(d),
+                         str(size), kind, *extra, timeout=300)
+            recv.wait(timeout=30)
+            line_out = [ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1]
+            out[f"netns_{kind}_mbps"] = float(json.loads(line_out)["mbps"])
+    return out
+
+
 def _conf(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
     c = copy.deepcopy(DEFAULTS)
     for k, v in sections.items():
@@ -243,7 +347,13 @@ async def measure(size_mib: int = 16) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mib", type=int, default=16, help="bytes moved per figure (MiB)")
+    ap.add_argument("--netns", action="store_true",
+                    help="also measure across the NAT test topology (root)")
     args = ap.parse_args()
+    if args.netns:
+        n = measure_netns(max(1, args.mib // 4))
+        line("netns: data channel, NAT'd host -> public member", n["netns_webrtc_mbps"],
+             "MB/s", n["netns_tcp_mbps"], "libp2p over TCP on the same path")
     f = trio.run(measure, args.mib)
     line("asyncio bridge round trips (trio→asyncio→trio)", f["bridge_calls_per_s"], "calls/s",
          f["trio_checkpoints_per_s"], "trio checkpoints")
