@@ -31,6 +31,12 @@ from overlay.core.errors import RemoteProtocolError
 from overlay.core.ids import PeerId
 
 
+def who(peer: PeerId) -> str:
+    """A peer id as the certificate checks print it ("12D3…xyz123")."""
+    text = peer.to_base58()
+    return f"{text[:4]}…{text[-6:]}" if len(text) > 12 else text
+
+
 class Admission:
     __slots__ = (
         "_authority",
@@ -78,7 +84,7 @@ class Admission:
         """`valid_until` (earliest expiry in the chain) if `alive.peer` may be a member
         at `now`; otherwise the reason it may not, naming the peer and the rule."""
         if not alive.chain:
-            return f"no colony certificate presented by {alive.peer.short()}"
+            return f"no colony certificate presented by {who(alive.peer)}"
         leaf_sig = alive.chain[-1].signature
         hit = self._cache.get(leaf_sig)
         if hit is not None and hit[0] == alive.peer and hit[2] <= now < hit[3]:

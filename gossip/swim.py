@@ -37,7 +37,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from gossip import coordinates
-from gossip.admission import Admission
+from gossip.admission import Admission, who
 from gossip.awareness import Awareness
 from gossip.broadcast_queue import BroadcastQueue, retransmit_limit, take_split
 from gossip.coordinates import Coord
@@ -913,7 +913,7 @@ class Swim:
         """Why a non-member's message is refused: the last reason its claim was
         refused for (expired, revoked, …), else that it is not a member."""
         last = self._refused.get(peer)
-        return last[0] if last else f"{peer.short()} is not a member of this colony"
+        return last[0] if last else f"{who(peer)} is not a member of this colony"
 
     def _refuse(self, peer: PeerId, reason: str, now: float, out: list[Effect]) -> None:
         """Report a refusal once per peer and reason per `refuse_report_interval_s`."""

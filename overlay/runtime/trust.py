@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gossip.admission import Admission
+from gossip.admission import Admission, who
 from gossip.messages import Revoke
 from overlay.core.certs import (
     ALL_ROLES,
@@ -216,9 +216,9 @@ class Trust:
         Open mode allows everything."""
         if self.colony_owner is None:
             return None
-        chain = self._chain_of(peer)
+        chain = self.chain_of(peer)
         if chain is None:
-            return f"no certificate known for {peer.short()}"
+            return f"no certificate known for {who(peer)}"
         # Positive verdicts are cached (Bitswap asks on every message): valid while
         # the chain, the revocation generation and the validity window are unchanged.
         key = (peer, str(role))
@@ -237,7 +237,7 @@ class Trust:
                                max(c.issued for c in chain), min(c.expires for c in chain))
         return None
 
-    def _chain_of(self, peer: PeerId) -> tuple[Certificate, ...] | None:
+    def chain_of(self, peer: PeerId) -> tuple[Certificate, ...] | None:
         if self.own_chain and self.own_chain[-1].subject == peer:
             return self.own_chain
         if self.admission is not None:
@@ -252,7 +252,7 @@ class Trust:
         if self.colony_owner is None:
             return None
         if not chain:
-            return f"no certificate presented by {peer.short()}"
+            return f"no certificate presented by {who(peer)}"
         try:
             leaf = verify_chain(tuple(chain), self.colony_owner, peer, chain[-1].roles[0], now,
                                 self.revocations)  # fmt: skip

@@ -94,7 +94,12 @@ class TrustService:
 
     def on_event(self, ev: Any) -> None:
         if isinstance(ev, MemberRefused):
-            log.warning("gossip_refused", peer=str(ev.peer), reason=ev.reason)
+            # "not a member" alone (no claim seen) is usually a member we have not
+            # heard of yet, pinging us a moment early during a join: info, not warning.
+            # Refused *claims* (no/expired/revoked/foreign certificate) are warnings.
+            level = log.info if ev.reason.endswith("is not a member of this colony") \
+                else log.warning
+            level("gossip_refused", peer=str(ev.peer), reason=ev.reason)
             self.trust.note_refusal(time.time(), ev.peer, ev.reason, expelled=False)
         elif isinstance(ev, MemberExpelled):
             log.warning("member_expelled", peer=str(ev.peer), reason=ev.reason)
@@ -165,7 +170,7 @@ class TrustService:
         members = []
         for m in self.d.swim.list_members():
             reason = t.check(m.peer, "member", now)
-            chain = t._chain_of(m.peer)
+            chain = t.chain_of(m.peer)
             members.append({
                 "id": str(m.peer), "self": m.is_self, "state": m.state.name.lower(),
                 "roles": list(chain[-1].roles) if chain else [],
