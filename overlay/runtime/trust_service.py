@@ -177,15 +177,17 @@ class TrustService:
                 "expires": min(c.expires for c in chain) if chain else None,
                 "problem": reason,
             })  # fmt: skip
+        current = {m["id"] for m in members}
         return {
             "enabled": True, "colony": str(colony_id(t.require_colony())), "name": t.name,
             "owner_key_here": t.owner_key is not None, "serve_public": t.serve_public,
             "chain": [cert_json(c, now, t) for c in t.own_chain],
             "revocations": len(t.revocations or ()), "members": members,
             "private_roots": t.private_roots(), "private_blocks": len(self.private),
+            # A refusal of a peer that is a member now was the join race: not shown.
             "refused": [
                 {"time": r.time, "peer": r.peer, "reason": r.reason, "expelled": r.expelled}
-                for r in t.refusals
+                for r in t.refusals if r.expelled or r.peer not in current
             ],
         }  # fmt: skip
 
