@@ -210,8 +210,8 @@ class Host:
         the newest."""
         best: Connection | None = None
         for conn in reversed(self._conns.get(peer, ())):
-            if conn.closed:
-                continue
+            if conn.closed or conn.session.go_away_received:
+                continue  # a peer going away takes no new streams: dial afresh
             if isinstance(conn.stream, trio.SocketStream):
                 return conn
             if best is None:
