@@ -208,3 +208,27 @@ def test_unplaceable_capsule_says_why(colony: tuple[Cluster, EventLog], tmp_path
     assert r.returncode == 1
     assert "no node with gpu≥1" in r.stderr + r.stdout
     assert "maxwaittime 2 s exceeded" in r.stdout
+
+
+def test_logs_follow_streams_a_running_capsule_and_cancel_stops_one(
+    colony: tuple[Cluster, EventLog],
+) -> None:
+    c, _ = colony
+    origin, reader = c.nodes[3], c.nodes[4]
+    spec = {"name": "talk", "maxexectime_s": 60,
+            "command": ["sh", "-c", "for i in 1 2 3 4; do echo line-$i; sleep 0.5; done"]}
+    cid = submit(origin, spec)
+    wait_state(reader, cid, ("running", "succeeded"), 30)
+    out = colony_cmd(reader.home, "capsule", "logs", cid, "--follow", timeout=60).stdout
+    assert [ln for ln in out.splitlines() if ln.startswith("line-")] == [
+        "line-1", "line-2", "line-3", "line-4"], out
+    assert out.rstrip().endswith("[colony] exit status 0")
+
+    long = submit(origin, {"name": "forever", "command": ["sleep", "300"]})
+    wait_state(origin, long, ("running",), 30)
+    r = colony_cmd(reader.home, "capsule", "cancel", long, check=False)
+    assert r.returncode == 1 and "only that node or the submitter" in r.stderr
+    r = colony_cmd(origin.home, "capsule", "cancel", long, "--reason", "test")
+    assert "cancelled" in r.stdout
+    row = get(reader, long)
+    assert row["state"] == "cancelled" and "test" in row["reason"], row
