@@ -1,0 +1,123 @@
+"""The capsule runtime's own logic, without a network: the durable custody store (a
+real LMDB file), the reachability filter in front of the capsule core (a real core,
+virtual time), ad → placement mapping, and the spec rewrite for workflow children."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from gossip.resources import ResourceAd
+from overlay.capsule.core import CapsuleCore
+from overlay.capsule.events import RunRequested
+from overlay.capsule.members import Member, MembersChanged
+from overlay.capsule.spec import Capsule, CapsuleSpec
+from overlay.core.crypto import KeyPair
+from overlay.core.effects import PeerUnreachable
+from overlay.core.ids import PeerId
+from overlay.runtime.capsule_service import (
+    Activate,
+    CapsulePart,
+    RefreshMembers,
+    node_ad,
+    parse_labels,
+    with_inputs,
+)
+from overlay.runtime.custody_store import CustodyStore
+
+CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+
+
+def test_custody_store_survives_reopen_and_deletes(tmp_path: Path) -> None:
+    store = CustodyStore.open(tmp_path)
+    store.apply(b"bafkrei-a", b"record-a-v1")
+    store.apply("bafkrei-b", b"record-b")
+    store.apply(b"bafkrei-a", b"record-a-v2")  # a newer version replaces the old
+    store.close()
+    store = CustodyStore.open(tmp_path)
+    assert sorted(store.load()) == [b"record-a-v2", b"record-b"]
+    store.apply(b"bafkrei-b", None)
+    assert list(store.load()) == [b"record-a-v2"] and len(store) == 1
+    store.close()
+
+
+def test_custody_store_grows_its_map(tmp_path: Path) -> None:
+    store = CustodyStore.open(tmp_path)
+    big = b"x" * (1 << 20)
+    for i in range(80):  # 80 MiB > the 64 MiB initial map
+        store.apply(f"id{i}", big)
+    assert len(store) == 80
+    store.close()
+
+
+def _peers(n: int) -> list[KeyPair]:
+    return [KeyPair.generate() for _ in range(n)]
+
+
+def _part(me: KeyPair, peers: list[PeerId], connected: set[PeerId]) -> CapsulePart:
+    core = CapsuleCore(me.peer_id, me, rng=random.Random(1))
+    view = MembersChanged(tuple(Member(p) for p in [me.peer_id, *peers]))
+    part = CapsulePart(core, lambda: view, hide_s=10.0)
+    part.is_connected = lambda p: p in connected
+    return part
+
+
+def test_inactive_part_ignores_views_and_peers_until_activated() -> None:
+    me, a, b = _peers(3)
+    part = _part(me, [a.peer_id, b.peer_id], set())
+    part.handle(MembersChanged((Member(me.peer_id),)), 0.0)
+    assert len(part.core.view) == 1 and part.dropped_inactive == 1
+    part.handle(Activate(), 1.0)
+    assert len(part.core.view) == 3
+
+
+def test_unreachable_peer_hidden_until_connected_or_expired() -> None:
+    me, a, b = _peers(3)
+    connected = {a.peer_id}
+    part = _part(me, [a.peer_id, b.peer_id], connected)
+    part.handle(Activate(), 0.0)
+    # A report about a peer we are connected to is stale: dropped.
+    part.handle(PeerUnreachable(a.peer_id), 1.0)
+    assert part.dropped_unreachable == 1 and part.core.view.is_live(a.peer_id)
+    # A real one hides the peer, and refreshes keep it out while it stays unconnected.
+    part.handle(PeerUnreachable(b.peer_id), 1.0)
+    assert not part.core.view.is_live(b.peer_id)
+    part.handle(RefreshMembers(), 3.0)
+    assert not part.core.view.is_live(b.peer_id)
+    # Connected again: back at the next refresh.
+    connected.add(b.peer_id)
+    part.handle(RefreshMembers(), 5.0)
+    assert part.core.view.is_live(b.peer_id)
+    # Unconnected but the hide expired (gossip still lists it alive): back too.
+    connected.discard(b.peer_id)
+    part.handle(PeerUnreachable(b.peer_id), 6.0)
+    assert not part.core.view.is_live(b.peer_id)
+    part.handle(RefreshMembers(), 17.0)
+    assert part.core.view.is_live(b.peer_id)
+
+
+def test_node_ad_maps_gossiped_ad_for_placement() -> None:
+    ad = ResourceAd.make(cpu_cores=8, cpu_load=1.5, mem_bytes=16 << 30, gpus=1,
+                         executors=("subprocess", "slurm"), labels={"site": "lab"},
+                         location="eu", tags=("slots=6",))  # fmt: skip
+    na = node_ad(ad)
+    assert na is not None
+    assert (na.cpu, na.mem_mib, na.gpu, na.free_slots) == (8.0, 16 << 10, 1, 6)
+    assert na.executors == ("subprocess", "slurm") and na.labels == (("site", "lab"),)
+    # No slot tag (or a junk one): the node offers no executor slots.
+    assert node_ad(ResourceAd.make(cpu_cores=2)).free_slots == 0  # type: ignore[union-attr]
+    assert node_ad(ResourceAd.make(tags=("slots=x",))).free_slots == 0  # type: ignore[union-attr]
+    assert node_ad(None) is None
+    assert parse_labels(["b=2", "a = 1"]) == (("a", "1"), ("b", "2"))
+
+
+def test_workflow_child_runs_with_parent_outputs_as_inputs() -> None:
+    kp = KeyPair.generate()
+    spec = CapsuleSpec.from_dict({"command": ["true"], "inputs": [CID]})
+    cap = Capsule.sign(kp, spec, 1.0)
+    parent_out = "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
+    run = with_inputs(RunRequested(cap, 3, 10.0), [parent_out, CID])
+    assert run.capsule.id == cap.id and run.token == 3  # the signed capsule is unchanged
+    assert run.capsule.spec.inputs == (CID, parent_out)
+    env = dict(run.capsule.spec.env)
+    assert env["COLONY_DEP_OUTPUTS"] == f"inputs/{parent_out}\ninputs/{CID}"
