@@ -237,6 +237,7 @@ class ReachabilityService:
     async def _ask(self, peer: PeerId) -> None:
         from overlay.runtime.transport import TransportError
 
+        await self._identify(peer)
         sent_wall, sent = time.time(), trio.current_time()
         try:
             raw = await self.d.t.request(
@@ -264,6 +265,17 @@ class ReachabilityService:
         ok = any(r["ok"] for r in results)
         self._apply(self.core.on_answer(peer, ok, now, observed=observed,
                                         clock_offset_s=offset, rtt_s=rtt))
+
+    async def _identify(self, peer: PeerId) -> None:
+        """identify's observedAddr, when the transport reports it (native stack)."""
+        from overlay.runtime.transport import TransportError
+
+        try:
+            info = await self.d.t.identify(peer, timeout=REQUEST_TIMEOUT_S)
+        except (TransportError, RemoteProtocolError, trio.TooSlowError):
+            return
+        observed = getattr(info, "observed_addr", None)
+        self.core.on_identify(peer, observed if isinstance(observed, str) else None)
 
     async def _probe_stun(self) -> None:
         if not self.stun_servers:

@@ -132,6 +132,8 @@ class ReachabilityCore:
         #: peer → (clock offset, round trip, when): the sample with the shortest round
         #: trip is kept (its error is at most half of it, NTP's rule).
         self._clock: dict[Any, tuple[float, float, float]] = {}
+        #: peer → the address identify's observedAddr says it sees us at.
+        self._identified: dict[Any, str] = {}
         self._candidates: list[Any] = []
         self._next_round = now + config.first_check_s
         self._next_stun: float | None = now + config.first_check_s
@@ -179,6 +181,14 @@ class ReachabilityCore:
         self._reconsider(now, out)
         return out
 
+    def on_identify(self, peer: Any, observed: str | None) -> None:
+        """identify's observedAddr from `peer` (None: it sent none)."""
+        self._identified.pop(peer, None)
+        if observed:
+            self._identified[peer] = observed
+            while len(self._identified) > self.config.max_peers:
+                del self._identified[next(iter(self._identified))]
+
     def on_no_answer(self, peer: Any, now: float) -> list[Effect]:
         """The request failed or was refused: no evidence either way, and the peer
         is left out of `need` until it answers again (or `result_ttl_s` passes)."""
@@ -203,11 +213,15 @@ class ReachabilityCore:
     # ------------------------------------------------------------ queries
 
     def observed_addrs(self) -> dict[str, int]:
-        """Addresses peers saw us at → how many peers saw each (most seen first)."""
-        counts: dict[str, int] = {}
-        for a in self.answers.values():
+        """Addresses peers saw us at (dial-back answers and identify) → how many peers
+        report each (most seen first)."""
+        seen: dict[str, set[Any]] = {}
+        for p, a in self.answers.items():
             if a.observed:
-                counts[a.observed] = counts.get(a.observed, 0) + 1
+                seen.setdefault(a.observed, set()).add(p)
+        for p, addr in self._identified.items():
+            seen.setdefault(addr, set()).add(p)
+        counts = {addr: len(peers) for addr, peers in seen.items()}
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def clock_offsets(self) -> dict[Any, tuple[float, float]]:

@@ -291,3 +291,14 @@ def test_clock_check(offsets: dict[str, float], unc: dict[str, float], ok: bool)
     from overlay.runtime.doctor_checks import clock_check
 
     assert clock_check(offsets, unc).ok is ok
+
+
+def test_observed_addrs_merge_dialback_and_identify_per_peer() -> None:
+    core = ReachabilityCore(CFG, random.Random(10), now=0.0)
+    core.on_answer("a", False, 1.0, observed="/ip4/198.18.0.21/tcp/1000")
+    core.on_identify("a", "/ip4/198.18.0.21/tcp/1000")  # same peer, same address: once
+    core.on_identify("b", "/ip4/198.18.0.21/tcp/1000")
+    core.on_identify("c", "/ip4/198.18.0.21/tcp/2000")
+    core.on_identify("d", None)
+    assert core.observed_addrs() == {"/ip4/198.18.0.21/tcp/1000": 2,
+                                     "/ip4/198.18.0.21/tcp/2000": 1}
