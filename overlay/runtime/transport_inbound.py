@@ -1,0 +1,232 @@
+"""The receiving half of the transport adapter: inbound streams, the read loop,
+frame dispatch (messages, requests, responses) and stream teardown.
+
+A mixin of `Transport` (overlay/runtime/transport.py), split out to keep each
+module readable; it uses the transport's state declared below and its `_write`.
+Every rule about a peer's bad input lives here: an oversize, malformed or
+non-canonical frame, or a handler's failure, costs that stream only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+import trio
+
+from overlay.core.errors import LocalProtocolError, RemoteProtocolError, WireError
+from overlay.core.ids import PeerId
+from overlay.core.wire import cbor_decode
+from overlay.p2p.errors import StreamError, StreamResetError
+from overlay.runtime.framing import (
+    FrameReader,
+    Kind,
+    decode_envelope,
+    encode_envelope,
+    encode_raw_frame,
+)
+from overlay.runtime.transport_backend import BackendStream
+from overlay.runtime.transport_channels import (
+    Drop,
+    Outbound,
+    Pending,
+    Registration,
+    Stream,
+    wire_reason,
+)
+from overlay.runtime.transport_types import Codec, TransportConfig, TransportStats
+
+log = structlog.get_logger("colony.transport")
+
+READ_CHUNK_BYTES = 256 * 1024
+
+
+class InboundMixin:
+    config: TransportConfig
+    stats: TransportStats
+    _handlers: dict[str, Registration]
+    _inbound_count: dict[tuple[PeerId, str], int]
+    _pending: dict[int, Pending]
+
+    async def _write(self, s: Stream, data: bytes, frames: int = 1) -> None:
+        raise NotImplementedError  # Transport._write
+
+    @staticmethod
+    def _raw_body(obj: Any) -> bytes:
+        raise NotImplementedError  # Transport._raw_body
+
+    async def _on_inbound_stream(
+        self, net: BackendStream, peer: PeerId, reg: Registration
+    ) -> None:
+        key = (peer, reg.protocol)
+        if self._inbound_count.get(key, 0) >= self.config.max_inbound_streams_per_peer_protocol:
+            self._count_drop("too_many_streams")
+            log.info("stream_dropped", peer=str(peer), protocol=reg.protocol,
+                     reason="too_many_streams")
+            await self._reset(net)
+            return
+        self._inbound_count[key] = self._inbound_count.get(key, 0) + 1
+        self.stats.streams_accepted += 1
+        s = Stream(net, peer, reg.protocol, reg.codec, outbound=False)
+        reason = "closed"
+        try:
+            reason = await self._read_loop(s, None)
+        finally:
+            left = self._inbound_count.get(key, 1) - 1
+            if left > 0:
+                self._inbound_count[key] = left
+            else:
+                self._inbound_count.pop(key, None)
+            with trio.CancelScope(shield=True):
+                await self._finish_stream(s, reason)
+
+    async def _read_loop(self, s: Stream, ch: Outbound | None) -> str:
+        """Read frames until EOF or a fault; return why the stream ended."""
+        decoder = FrameReader(self.config.max_frame_bytes)
+        inflight = trio.Semaphore(self.config.max_inflight_requests_per_stream)
+        reason = "eof"
+        async with trio.open_nursery() as serving:
+            try:
+                while True:
+                    data = await s.net.read(READ_CHUNK_BYTES)
+                    if not data:
+                        reason = "eof" if decoder.at_frame_boundary() else "truncated_frame"
+                        break
+                    self.stats.bytes_in += len(data)
+                    decoder.feed(data)
+                    while (body := decoder.next_body()) is not None:
+                        self.stats.frames_in += 1
+                        await self._dispatch(s, ch, body, serving, inflight)
+            except StreamResetError:
+                reason = "reset"
+            except StreamError as e:
+                reason = f"stream_error: {e}"
+            except WireError as e:
+                reason = wire_reason(e)
+                log.info("stream_dropped", peer=str(s.peer), protocol=s.protocol,
+                         reason=reason, detail=str(e)[:200])
+                serving.cancel_scope.cancel()
+            except Drop as e:
+                reason = e.reason
+                serving.cancel_scope.cancel()
+        return reason
+
+    async def _dispatch(
+        self,
+        s: Stream,
+        ch: Outbound | None,
+        body: bytes,
+        serving: trio.Nursery,
+        inflight: trio.Semaphore,
+    ) -> None:
+        reg = self._handlers.get(s.protocol)
+        if s.codec is Codec.RAW:
+            if ch is not None and ch.raw_waiters:
+                waiter = ch.raw_waiters.popleft()
+                waiter.result = body
+                waiter.done.set()
+            elif reg is not None and reg.on_request is not None and not s.outbound:
+                await self._serve(s, reg, 0, body)  # in order: responses match by position
+            else:
+                self._deliver(s, reg, body)
+            return
+        env = decode_envelope(cbor_decode(body))
+        if env.kind is Kind.MESSAGE:
+            self._deliver(s, reg, env.body)
+        elif env.kind is Kind.REQUEST:
+            if reg is None or reg.on_request is None:
+                await self._write(s, encode_envelope(Kind.ERROR, "no request handler", env.rid))
+                return
+            await inflight.acquire()  # back-pressure: stop reading while saturated
+            serving.start_soon(self._serve_and_release, s, reg, env.rid, env.body, inflight)
+        else:
+            p = self._pending.get(env.rid)
+            if p is None or p.peer != s.peer or p.protocol != s.protocol:
+                self.stats.unmatched_responses += 1  # late (timed out) or bogus
+                return
+            if env.kind is Kind.RESPONSE:
+                p.result = env.body
+            else:
+                p.remote_error = str(env.body)
+            p.done.set()
+
+    def _deliver(self, s: Stream, reg: Registration | None, obj: Any) -> None:
+        if reg is None or reg.on_message is None:
+            raise Drop("unexpected_message")
+        try:
+            reg.on_message(s.peer, obj)
+        except RemoteProtocolError as e:
+            log.info("stream_dropped", peer=str(s.peer), protocol=s.protocol,
+                     reason="bad_message", detail=str(e)[:200])
+            raise Drop("bad_message") from None
+        except LocalProtocolError:
+            raise  # our bug: crash loudly, as the driver does
+        except Exception:
+            self.stats.handler_errors += 1
+            log.exception("message_handler_failed", peer=str(s.peer), protocol=s.protocol)
+            raise Drop("handler_error") from None
+
+    async def _serve_and_release(
+        self, s: Stream, reg: Registration, rid: int, obj: Any, inflight: trio.Semaphore
+    ) -> None:
+        try:
+            await self._serve(s, reg, rid, obj)
+        finally:
+            inflight.release()
+
+    async def _serve(self, s: Stream, reg: Registration, rid: int, obj: Any) -> None:
+        assert reg.on_request is not None
+        self.stats.requests_served += 1
+        frame: bytes | None
+        try:
+            with trio.fail_after(self.config.request_timeout_s):
+                result = await reg.on_request(s.peer, obj)
+            if s.codec is Codec.RAW:
+                frame = None if result is None else encode_raw_frame(
+                    self._raw_body(result), self.config.max_frame_bytes
+                )
+            else:
+                frame = encode_envelope(Kind.RESPONSE, result, rid, self.config.max_frame_bytes)
+        except RemoteProtocolError as e:
+            if s.codec is Codec.RAW:
+                raise Drop("bad_request") from None
+            frame = encode_envelope(Kind.ERROR, f"refused: {e}", rid)
+        except LocalProtocolError:
+            raise
+        except Exception as e:
+            self.stats.handler_errors += 1
+            log.exception("request_handler_failed", peer=str(s.peer), protocol=s.protocol)
+            if s.codec is Codec.RAW:
+                raise Drop("handler_error") from None
+            frame = encode_envelope(Kind.ERROR, f"internal error: {type(e).__name__}", rid)
+        if frame is not None:
+            try:
+                await self._write(s, frame)
+            except StreamError:
+                return  # the peer went away; the read loop reports why
+
+    # ------------------------------------------------------------ stream teardown
+
+    def _count_drop(self, reason: str) -> None:
+        key = reason.split(":", 1)[0]
+        self.stats.streams_dropped[key] = self.stats.streams_dropped.get(key, 0) + 1
+
+    async def _finish_stream(self, s: Stream, reason: str) -> None:
+        if reason in ("eof", "closed"):
+            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                try:
+                    await s.net.close()
+                except Exception:
+                    await self._reset(s.net)
+            return
+        if reason not in ("reset",) and not reason.startswith("stream_error"):
+            self._count_drop(reason)
+        await self._reset(s.net)
+
+    @staticmethod
+    async def _reset(net: BackendStream) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+            try:
+                await net.reset()
+            except Exception:  # already gone: nothing left to reset
+                return
