@@ -35,6 +35,13 @@ examples:
 
 
 def _offline_report(home: Path, reason: str, stun: bool) -> dict[str, Any]:
+    if not (home / "identity.key").exists():
+        where = next((p for p in (home, *home.parents) if p.exists()), Path("/"))
+        none = [dc.Check("node", False, f"no Colony node at {home}",
+                         "create one with `colony init` (`--profile edge` on small "
+                         "devices), or point --home / COLONY_HOME at it"),
+                dc.disk_check(where)]
+        return {"daemon": False, "checks": [c.as_dict() for c in none]}
     checks: list[dc.Check] = [dc.Check("daemon", False, f"daemon not running: {reason}",
                                        "start it with `colony daemon` (or --detach)")]
     try:
