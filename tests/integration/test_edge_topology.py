@@ -4,6 +4,7 @@ no inbound path into the NAT'd sites, and teardown. Other edge tests build on it
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def test_wan_latency_from_the_delay_line(topo: Topology) -> None:
 def test_no_inbound_path_into_a_nat(topo: Topology) -> None:
     """A listener behind the NAT is unreachable at the router's public address."""
     site = topo.sites["a"]
-    listener = topo.popen(site.host_ns, ["python3", "-c",
+    listener = topo.popen(site.host_ns, [sys.executable, "-c",
                           "import socket,time\ns=socket.create_server(('0.0.0.0',4001))\n"
                           "time.sleep(60)"])
     try:
@@ -73,7 +74,7 @@ def test_rate_limit_and_loss_on_the_wan(topo: Topology) -> None:
     """2 MiB uploaded from a NAT'd host take at least size/rate; the nft loss rule is set."""
     site, pub_ns = topo.sites["b"], next(iter(topo.public))
     pub_ip = topo.public[pub_ns]
-    sink = topo.popen(pub_ns, ["python3", "-c",
+    sink = topo.popen(pub_ns, [sys.executable, "-c",
                       "import socket\ns=socket.create_server(('0.0.0.0',5001))\n"
                       "c,_=s.accept()\nwhile c.recv(1<<16): pass\n"])
     try:
