@@ -3,7 +3,8 @@
 Prints:
   * idle RSS of a running `colony daemon` (one node, joined to nobody, after it has
     been up a few seconds) vs a bare Python process that only imports the same
-    dependencies (trio, libp2p, nacl, cbor2, lmdb, structlog), both measured here;
+    third-party dependencies (the default native stack does not import libp2p),
+    both measured here; bench/edge.py has the edge profile, both stacks and idle CPU;
   * time for 20 daemons (separate processes, started together, bootstrapped through
     one seed) from launch to every node listing all 20 alive.
 
@@ -24,7 +25,9 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from colony_cluster import Cluster, wait_for  # noqa: E402
 
-DEPS = "import trio, libp2p, nacl.signing, cbor2, lmdb, structlog"
+# What the daemon imports from outside the repo with `[network] stack = "native"`.
+DEPS = ("import trio, structlog, cbor2, nacl.signing, lmdb, h11, multiaddr, prometheus_client, "
+        "cryptography.hazmat.primitives.ciphers.aead")
 
 
 def bare_rss_kib() -> int:
