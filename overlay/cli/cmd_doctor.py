@@ -21,6 +21,7 @@ Check this node and say what to fix, one line per check (✓ fine, ✗ needs a l
   nat_type       the NAT's mapping behaviour from STUN ([edge] stun): endpoint-
                  independent (hole punching works) or symmetric (needs a relay)
   clock          clock offset against members, measured in dial-back exchanges
+  dht_mode       DHT server mode on a NAT'd node (others could not reach it)
   disk, lmdb_map free disk and LMDB map headroom of the block store
   identity, api_loopback, bootstrap, profile, stun_servers   config sanity
 

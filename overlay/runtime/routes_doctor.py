@@ -52,6 +52,19 @@ def reachability_check(snap: dict[str, Any], listen: list[str]) -> dc.Check:
                     "needs connected members to dial back; wait, or check [network] bootstrap")
 
 
+def dht_mode_check(status: str, conf: dict[str, dict[str, Any]]) -> dc.Check:
+    """A node others cannot dial should not ask to be in their routing tables."""
+    mode = str(conf["dht"].get("mode", "server"))
+    if status == "nat" and mode == "server":
+        return dc.Check("dht_mode", False, "DHT server mode behind a NAT: members that "
+                        "add this node to their routing tables cannot reach it",
+                        'set [dht] mode = "client" (docs/edge.md)')
+    if status == "public" and mode == "client":
+        return dc.Check("dht_mode", True, "DHT client mode on a public node",
+                        'it could serve the DHT: [dht] mode = "server"')
+    return dc.Check("dht_mode", True, f"DHT {mode} mode")
+
+
 def doctor_report(d: Daemon) -> dict[str, Any]:
     from store.blockstore import MAX_MAP_SIZE
 
@@ -66,6 +79,7 @@ def doctor_report(d: Daemon) -> dict[str, Any]:
         reachability_check(snap, listen),
         dc.stun_check(snap["stun"], snap["stun_error"]),
         dc.clock_check(snap["clock_offsets_s"], snap["clock_uncertainty_s"]),
+        dht_mode_check(snap["status"], d.conf),
         *dc.store_checks(d.home, st.map_size, st.file_size, MAX_MAP_SIZE),
         *dc.config_checks(d.home, d.conf),
     ]

@@ -302,3 +302,13 @@ def test_observed_addrs_merge_dialback_and_identify_per_peer() -> None:
     core.on_identify("d", None)
     assert core.observed_addrs() == {"/ip4/198.18.0.21/tcp/1000": 2,
                                      "/ip4/198.18.0.21/tcp/2000": 1}
+
+
+@pytest.mark.parametrize(("status", "mode", "ok"), [
+    ("nat", "server", False), ("nat", "client", True), ("public", "server", True),
+    ("public", "client", True), ("unknown", "server", True),
+])
+def test_dht_mode_check(status: str, mode: str, ok: bool) -> None:
+    from overlay.runtime.routes_doctor import dht_mode_check
+
+    assert dht_mode_check(status, {"dht": {"mode": mode}}).ok is ok
