@@ -13,9 +13,10 @@ from overlay.runtime.api_client import ApiClient
 DESCRIPTION = """\
 Submit a workflow: named capsules whose `dependencies` name other capsules of the same
 file. Custody starts a capsule only after every capsule it depends on succeeded (one
-that failed fails its dependants). A child runs with its parents' output CIDs as extra
-inputs, materialised as inputs/<cid>; $COLONY_DEP_OUTPUTS lists their paths, one per
-line, in dependency order. ColonyOS workflow JSON (a list of function specs with
+that failed fails its dependants, naming the step). A child finds each parent's
+outputs, fetched by CID, at inputs/<parent name>/<output path> (a function parent's
+return value is result.json); $COLONY_DEP_OUTPUTS also lists them as inputs/<cid>, one
+per line, in dependency order. ColonyOS workflow JSON (a list of function specs with
 nodename and conditions.dependencies) is accepted too.
 
 example (pipeline.toml):
@@ -27,7 +28,7 @@ example (pipeline.toml):
   [[capsules]]
   name = "sum"
   dependencies = ["make"]
-  command = ["sh", "-c", "awk '{s+=$1} END {print s}' $COLONY_DEP_OUTPUTS > sum.txt"]
+  command = ["sh", "-c", "awk '{s+=$1} END {print s}' inputs/make/numbers.txt > sum.txt"]
   outputs = ["sum.txt"]
 
   colony workflow submit pipeline.toml --wait

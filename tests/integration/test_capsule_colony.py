@@ -112,10 +112,13 @@ def test_five_step_workflow_passes_data_by_cid(
     steps = ['[[capsules]]\nname = "s1"\ncommand = ["sh", "-c", "echo 1 > v.txt"]\n'
              'outputs = ["v.txt"]\n']  # fmt: skip
     for i in range(2, 6):
-        # Each step reads its parent's output (materialised by CID) and appends to it.
+        # Each step reads its parent's output, fetched by CID and materialised as
+        # inputs/<parent>/<output> (the last step through $COLONY_DEP_OUTPUTS instead),
+        # and appends to it.
+        src = "$COLONY_DEP_OUTPUTS" if i == 5 else f"inputs/s{i - 1}/v.txt"
         steps.append(
             f'[[capsules]]\nname = "s{i}"\ndependencies = ["s{i - 1}"]\n'
-            f'command = ["sh", "-c", "cat $COLONY_DEP_OUTPUTS > v.txt; echo {i} >> v.txt"]\n'
+            f'command = ["sh", "-c", "cat {src} > v.txt; echo {i} >> v.txt"]\n'
             'outputs = ["v.txt"]\n'
         )
     wf = tmp_path / "chain.toml"

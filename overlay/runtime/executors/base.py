@@ -112,10 +112,13 @@ class ExecRequest:
     token: int
     spec: CapsuleSpec
     maxexectime_s: float = 0.0  # 0 = no limit
+    #: Workflow parents' outputs as (path under inputs/, cid): "<parent>/<name>".
+    parent_outputs: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_event(cls, ev: RunRequested) -> ExecRequest:
-        return cls(ev.capsule.id, ev.token, ev.capsule.spec, ev.maxexectime_s)
+        parents = tuple((p.path, p.cid) for p in ev.parent_outputs)
+        return cls(ev.capsule.id, ev.token, ev.capsule.spec, ev.maxexectime_s, parents)
 
 
 def kind_of(spec: CapsuleSpec) -> str:
@@ -304,6 +307,19 @@ def materialise_inputs(store: BlockStore, inputs: list[Cid], dest: Path) -> None
             exporter.get(cid, out)
 
 
+def materialise_parent_outputs(
+    store: BlockStore, outputs: tuple[tuple[str, str], ...], dest: Path
+) -> None:
+    """Workflow parents' outputs at ``inputs/<parent>/<name>`` (their CIDs must be
+    local: the daemon lists them as inputs too, so they are fetched first)."""
+    exporter = Exporter(store)
+    for rel, text in outputs:
+        out = output_path(dest, rel)  # relative, no "..", stays inside inputs/
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not out.exists():
+            exporter.get(Cid.parse(text), out)
+
+
 def import_results(
     ctx: ExecContext,
     capsule_id: str,
@@ -375,6 +391,9 @@ class BaseExecutor(ABC):
                 await trio.to_thread.run_sync(
                     materialise_inputs, ctx.store, cids, job.work / INPUTS_NAME
                 )
+                if req.parent_outputs:
+                    await trio.to_thread.run_sync(materialise_parent_outputs, ctx.store,
+                                                  req.parent_outputs, job.work / INPUTS_NAME)
             except (ColonyError, OSError) as e:
                 why = f"cannot materialise inputs: {e}"
         if why is not None:
