@@ -8,6 +8,8 @@ overlay/p2p, our own multistream/Noise/Yamux; `py-libp2p` = py-libp2p 0.8.1):
   * the adapter with RAW 256 KiB frames between two processes;
   * 1 KiB request/response rate on one long-lived stream (adapter, request ids),
     a new stream per request (multistream-select each time), and raw TCP;
+  * CPU time per bulk MiB and per request (both ends in one process): steadier
+    than wall-clock figures when other work shares the cores;
   * connection set-up time;
   * RSS of a process after importing each stack vs without either;
   * with --profile, a cProfile of the native bulk path (both ends in one process).
@@ -341,6 +343,17 @@ async def main(quick: bool, profile: bool, stacks: tuple[str, ...]) -> None:
         r["adapter2"] = await best(reps, lambda st=stack: two_process(st, bulk, False))()
         line(f"{stack}: adapter RAW 256 KiB frames (two processes)", r["adapter2"], "MB/s",
              r["bare2"], "bare stream")
+        # CPU time (both ends in this process, kernel included) is steadier than
+        # wall time on a shared machine: it does not count waiting for a core.
+        c0 = time.process_time()
+        await _pair_run(lambda a, b: bare_stream_mb_s(a, b, bulk), stack)
+        r["bulk_cpu"] = bulk / MiB / (time.process_time() - c0)
+        line(f"{stack}: bulk MiB per CPU-second (both ends, one process)", r["bulk_cpu"],
+             "MiB/cpu-s")
+        c0 = time.process_time()
+        await _pair_run(lambda a, b: long_lived_rps(a, b, rpc), stack)
+        r["req_cpu"] = (time.process_time() - c0) / rpc * 1e6
+        line(f"{stack}: CPU per 1 KiB request round trip (both ends)", r["req_cpu"], "us")
         r["rps"] = await best(
             reps, lambda st=stack: _pair_run(lambda a, b: long_lived_rps(a, b, rpc), st))()
         line(f"{stack}: request on one long-lived stream (1 KiB)", r["rps"], "req/s", raw_rps,
@@ -355,6 +368,9 @@ async def main(quick: bool, profile: bool, stacks: tuple[str, ...]) -> None:
         n, p = results["native"], results["py-libp2p"]
         line("bare stream, two processes: native", n["bare2"], "MB/s", p["bare2"], "py-libp2p")
         line("1 KiB requests: native", n["rps"], "req/s", p["rps"], "py-libp2p")
+        line("bulk MiB per CPU-second: native", n["bulk_cpu"], "MiB/cpu-s", p["bulk_cpu"],
+             "py-libp2p")
+        line("CPU per request: py-libp2p", p["req_cpu"], "us", n["req_cpu"], "native")
 
     base_imports = "import trio, cbor2, nacl.signing, structlog, overlay.core.wire"
     base = rss_mib(base_imports)
