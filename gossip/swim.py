@@ -155,6 +155,9 @@ class Swim:
         self._alive = Alive.create(keys, initial_incarnation, self.addrs, self.chain)
         self._refused: dict[PeerId, tuple[str, float]] = {}
         self._expiry_at = math.inf
+        #: Colony mode: members a message came from (they know us; `_introduce`).
+        #: Kept outside `Member` so open mode pays nothing; membership tests only.
+        self._heard: set[PeerId] = set()
         self.members: dict[PeerId, Member] = {}
         self._ids: list[PeerId] = []  # every member once: probe order and sampling
         self._probe_idx = 0
@@ -366,7 +369,7 @@ class Swim:
             return
         probe = self._probe = _Probe(self._next_seq(), target, now)
         buddy = self.members[target].accuse if c.lifeguard else None
-        updates = self._piggyback(c.piggyback_bytes, buddy)
+        updates = self._introduce(target, self._piggyback(c.piggyback_bytes, buddy))
         out.append(Send(target, Ping(probe.seq, target, updates, self.coord)))
         out.append(SetTimer("probe-timeout", now + self.awareness.scale(c.probe_timeout_s)))
 
@@ -455,7 +458,9 @@ class Swim:
         seq = self._next_seq()
         self._relays[seq] = (peer, msg.seq, msg.target)
         out.append(
-            Send(msg.target, Ping(seq, msg.target, self._piggyback(self.config.piggyback_bytes)))
+            Send(msg.target, Ping(seq, msg.target,
+                                  self._introduce(msg.target,
+                                                  self._piggyback(self.config.piggyback_bytes))))
         )
         out.append(SetTimer(("relay", seq), now + self.config.probe_timeout_s))
 
@@ -530,13 +535,17 @@ class Swim:
     # ================================================================ messages
 
     def _on_message(self, peer: PeerId, msg: Any, now: float, out: list[Effect]) -> None:
-        if self.admission is not None and peer not in self.members and peer != self.me:
-            # Colony mode: only members talk to us. A push-pull may admit its sender
-            # through the sender's own certified claim; everything else is refused.
-            if not (isinstance(msg, PushPull) and self._admit_sender(peer, msg, now, out)):
+        if self.admission is not None and peer != self.me:
+            m = self.members.get(peer)
+            # Colony mode: only members talk to us. A message may admit its sender
+            # through the sender's own certified claim inside it (push-pull record, or
+            # the alive a member piggybacks on its first pings: `_introduce`);
+            # everything else from a non-member is refused.
+            if m is None and not self._admit_sender(peer, msg, now, out):
                 self._count("refused_non_member")
                 self._refuse(peer, self._refusal_reason(peer), now, out)
                 return
+            self._heard.add(peer)
         if isinstance(msg, Ping):
             self._apply_updates(msg.updates, now, out)
             self._on_ping(peer, msg, out)
@@ -889,6 +898,7 @@ class Swim:
             return
         for p in gone:
             del self.members[p]
+            self._heard.discard(p)
             self._coords.pop(p, None)
             self._rtt.pop(p, None)
             out.append(Emit(MemberReaped(p)))
@@ -899,15 +909,31 @@ class Swim:
 
     # ================================================================ colony mode
 
-    def _admit_sender(self, peer: PeerId, msg: PushPull, now: float, out: list[Effect]) -> bool:
-        """A push-pull from a non-member: admit the sender through its own record."""
-        own = next((r.alive for r in msg.states if r.alive.peer == peer), None)
+    def _admit_sender(self, peer: PeerId, msg: Any, now: float, out: list[Effect]) -> bool:
+        """A message from a non-member: admit the sender through its own alive claim
+        in it (a push-pull record, or a piggybacked update), if it carries one."""
+        if isinstance(msg, PushPull):
+            own = next((r.alive for r in msg.states if r.alive.peer == peer), None)
+        else:
+            own = next((u for u in getattr(msg, "updates", ())
+                        if isinstance(u, Alive) and u.peer == peer), None)  # fmt: skip
         if own is None:
             return False
         # Its revocations wait until it is admitted (`_on_push_pull`): an outsider
         # must not be able to fill the bounded revocation list.
         self._apply_update(own, now, out, merge=True)
         return peer in self.members
+
+    def _introduce(self, target: PeerId, updates: tuple[Update, ...]) -> tuple[Update, ...]:
+        """Colony mode: until `target` has talked to us, our pings to it carry our own
+        certified alive first. It may have heard of us only from others, or not at all
+        yet (joins race); without the claim it would refuse the ping and we would
+        suspect a healthy member."""
+        if self.admission is None:
+            return updates
+        if target not in self.members or target in self._heard:
+            return updates
+        return (self._alive, *(u for u in updates if u is not self._alive))
 
     def _refusal_reason(self, peer: PeerId) -> str:
         """Why a non-member's message is refused: the last reason its claim was
@@ -973,6 +999,7 @@ class Swim:
 
     def _expel(self, peer: PeerId, reason: str, now: float, out: list[Effect]) -> None:
         m = self.members.pop(peer)
+        self._heard.discard(peer)
         if m.state in _LIVE:
             self._n_live -= 1
         if self._suspicions.pop(peer, None) is not None:

@@ -22,7 +22,17 @@ from gossip.events import (
     PublishRevocation,
     RevocationLearned,
 )
-from gossip.messages import Alive, Gossip, Ping, PingReq, PushPull, Revoke, decode_message
+from gossip.messages import (
+    Ack,
+    Alive,
+    Gossip,
+    MemberRecord,
+    Ping,
+    PingReq,
+    PushPull,
+    Revoke,
+    decode_message,
+)
 from gossip.profiles import LAN
 from gossip.swim import Swim
 from overlay.core.certs import ALL_ROLES, Certificate, Revocation
@@ -369,3 +379,87 @@ def test_members_junk_revocations_are_refused_delegates_own_are_taken() -> None:
     net.feed(A, Received(B, Gossip((Revoke.from_envelope(own.envelope),))), T0 + 2)
     assert C not in net.members(A)
     assert "revoked" in next(e for e in net.of(MemberExpelled, A) if e.peer == C).reason
+
+
+def test_first_pings_carry_the_senders_claim_and_admit_it() -> None:
+    net = colony(2)
+    net.run_until(T0 + 2)
+    # C is certified but A has never heard of it: its ping carries its own alive.
+    c_core = net.add(KEYS[2], (cert(KEYS[2]),), seed=2)
+    before = len(net.sent)
+    net.feed(A, Received(C, Ping(5, A, (c_core._alive,))), T0 + 3)
+    assert C in net.members(A)
+    assert [m for s, d, m in net.sent[before:] if s == A and d == C and isinstance(m, Ack)]
+
+
+def test_probes_introduce_us_until_the_target_has_talked_to_us() -> None:
+    net = Net()
+    net.add(KEYS[0], (cert(KEYS[0]),), seed=0)
+    b = net.add(KEYS[1], (cert(KEYS[1]),), seed=1)
+    c = net.add(KEYS[2], (cert(KEYS[2]),), seed=2)
+    # B learns A second-hand, from C's push-pull: A has never heard of B.
+    b.handle(Join(), T0)
+    recs = (MemberRecord(c._alive), MemberRecord(net.cores[A]._alive))
+    b.handle(Received(C, PushPull(recs)), T0)
+    assert A in b.members and B not in net.cores[A].members
+    pings = []
+    for i in range(20):
+        for e in b.handle(TimerFired("probe"), T0 + 1 + i):
+            if isinstance(e, Send) and isinstance(e.msg, Ping) and e.peer == A:
+                pings.append(e.msg)
+        if pings:
+            break
+    assert pings and isinstance(pings[0].updates[0], Alive)
+    assert pings[0].updates[0].peer == B  # our claim rides first
+    # Once A has talked to B, B's pings to A no longer carry it.
+    b.handle(Received(A, Ack(pings[0].seq)), T0 + 30)
+    assert b._introduce(A, ()) == ()
+
+
+def test_simultaneous_joins_raise_no_false_suspicion() -> None:
+    """20 certified nodes join through one seed at once over 5 ms links: members
+    learn each other second-hand and ping before being heard of. When only a
+    push-pull could admit its sender, those pings were refused and healthy members
+    suspected (measured with 60 nodes: 810 suspicions, convergence 30.7 s instead of
+    0.6 s); a sender's own claim in any message now admits it (and `_introduce`
+    makes sure first pings carry it)."""
+    import heapq
+
+    n = 20
+    keys = [KeyPair((i + 200).to_bytes(4, "big") * 8) for i in range(n)]
+    cores = {k.peer_id: Swim(k, LAN, rng=random.Random(i), admission=Admission(OWNER.public.raw),
+                             chain=(cert(k).envelope,))
+             for i, k in enumerate(keys)}  # fmt: skip
+    q: list[tuple[float, int, PeerId, Any]] = []
+    timers: dict[tuple[PeerId, Any], float] = {}
+    seq = 0
+    suspected = 0
+
+    def feed(p: PeerId, inp: Any, now: float) -> None:
+        nonlocal seq, suspected
+        for e in cores[p].handle(inp, now):
+            seq += 1
+            if isinstance(e, Send):
+                heapq.heappush(q, (now + 0.005, seq, e.peer, Received(p, e.msg)))
+            elif isinstance(e, SetTimer):
+                timers[(p, e.timer)] = e.at
+                heapq.heappush(q, (e.at, seq, p, ("t", e.timer, e.at)))
+            elif isinstance(e, Emit) and type(e.event).__name__ == "MemberSuspected":
+                suspected += 1
+
+    ids = list(cores)
+    feed(ids[0], Join(), T0)
+    for p in ids[1:]:
+        feed(p, Join((ids[0],)), T0)
+    converged_at = None
+    while q and q[0][0] <= T0 + 10:
+        at, _, p, inp = heapq.heappop(q)
+        if isinstance(inp, tuple):
+            if timers.get((p, inp[1])) != inp[2]:
+                continue
+            inp = TimerFired(inp[1])
+        feed(p, inp, at)
+        if converged_at is None and all(c.num_members() == n for c in cores.values()):
+            converged_at = at - T0
+    assert converged_at is not None and converged_at < 2.0
+    assert suspected == 0
