@@ -298,8 +298,11 @@ class ReachabilityCore:
 
 @dataclass(frozen=True, slots=True)
 class GuardConfig:
-    per_ip_burst: int = 3
-    per_ip_refill_s: float = 20.0
+    # We dial only the requester's own IP, so the per-IP bucket protects that IP's
+    # hosts (several nodes may share one NAT, or loopback) from being dialled in a
+    # loop; the global bucket protects us.
+    per_ip_burst: int = 8
+    per_ip_refill_s: float = 5.0
     global_burst: int = 20
     global_refill_s: float = 2.0
     max_dial_addrs: int = 4

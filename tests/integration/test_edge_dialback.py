@@ -12,10 +12,11 @@ import trio
 from colony_cluster import Cluster
 
 from overlay.core.crypto import KeyPair
-from overlay.runtime.reachability import PROTO_DIALBACK
+from overlay.runtime.reachability import PROTO_DIALBACK, GuardConfig
 from overlay.runtime.transport import RemoteError, Transport
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+BURST = GuardConfig().per_ip_burst
 
 
 def test_dialback_dials_only_the_observed_ip_and_rate_limits(tmp_path: Path) -> None:
@@ -35,7 +36,7 @@ def test_dialback_dials_only_the_observed_ip_and_rate_limits(tmp_path: Path) -> 
                 req = {"addrs": [f"/ip4/192.0.2.7/tcp/{port}", "/ip4/198.51.100.1/tcp/9"],
                        "t_ms": 0}
                 outcome["first"] = await t.request(peer, PROTO_DIALBACK, req, timeout=30)
-                for _ in range(2):  # the per-IP burst is 3
+                for _ in range(BURST - 1):
                     await t.request(peer, PROTO_DIALBACK, req, timeout=30)
                 with pytest.raises(RemoteError, match="rate limit"):
                     await t.request(peer, PROTO_DIALBACK, req, timeout=30)
@@ -49,4 +50,4 @@ def test_dialback_dials_only_the_observed_ip_and_rate_limits(tmp_path: Path) -> 
         assert isinstance(first["t_ms"], int) and first["proc_ms"] >= 0
         # The daemon is fine and counted what it did.
         snap = node.api().call("GET", "/v1/doctor")["reachability"]
-        assert snap["served"] == 3 and snap["refused"] == 1, snap
+        assert snap["served"] == BURST and snap["refused"] == 1, snap
