@@ -198,3 +198,24 @@ def test_native_mode_never_imports_libp2p() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_new_streams_prefer_tcp_over_a_later_attached_connection() -> None:
+    """The edge dialer may attach a (slow) WebRTC channel to a peer we also reach
+    by TCP: new streams must keep using TCP."""
+    from trio.testing import memory_stream_pair
+
+    async def main() -> None:
+        async with two("native", "native") as (a, b):
+            a.add_addrs(b.peer_id, b.listen_addrs)
+            await a.connect(b.peer_id)
+            left, right = memory_stream_pair()
+            async with trio.open_nursery() as n:
+                n.start_soon(lambda: b.attach_stream(right, initiator=False))
+                await a.attach_stream(left, initiator=True, peer=b.peer_id)
+            host = a._backend.host  # type: ignore[attr-defined]
+            assert len(host._conns[b.peer_id]) == 2
+            assert isinstance(host.connection(b.peer_id).stream, trio.SocketStream)
+            assert (await a.request(b.peer_id, P, "x"))["echo"] == "x"
+
+    run(main)
