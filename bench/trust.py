@@ -11,6 +11,10 @@
    router, timers in virtual time); the owner's revocation is published on one node;
    virtual seconds until every other node has expelled the revoked member, next to the
    time gossip needs to spread any update (a fresh alive) in the same colony.
+4. Simultaneous join: N nodes join through one seed at the same instant, colony mode
+   vs open mode in the same harness: virtual seconds to full membership and the false
+   suspicions raised on the way (colony mode refuses strangers, so this is where a
+   member pinging a peer that has not heard of it yet would hurt).
 
 Run: .venv/bin/python bench/trust.py [--n 100]
 """
@@ -30,7 +34,13 @@ if sys.path and pathlib.Path(sys.path[0] or ".").resolve() == _HERE:
     sys.path[0] = str(_HERE.parent)
 
 from gossip.admission import Admission  # noqa: E402
-from gossip.events import Join, MemberExpelled, MemberJoined, PublishRevocation  # noqa: E402
+from gossip.events import (  # noqa: E402
+    Join,
+    MemberExpelled,
+    MemberJoined,
+    MemberSuspected,
+    PublishRevocation,
+)
 from gossip.messages import Alive, Gossip, MemberRecord, PushPull, update_size  # noqa: E402
 from gossip.profiles import LAN  # noqa: E402
 from gossip.swim import Swim  # noqa: E402
@@ -171,6 +181,27 @@ def revocation_spread(n: int) -> None:
     print(f"   ({joined} joins, {expelled} expulsions recorded)")
 
 
+def simultaneous_join(n: int) -> None:
+    print(f"4. {n} nodes join through one seed at once, 5 ms links (virtual time)")
+    for colony in (False, True):
+        sim = Sim(n, seed=5)
+        if not colony:  # the same cores in open mode
+            for core in sim.cores.values():
+                core.admission, core.chain = None, ()
+                core._alive = Alive.create(core.keys, 0, core.addrs)
+        ids = list(sim.cores)
+        sim.feed(ids[0], Join(), T0)
+        for p in ids[1:]:
+            sim.feed(p, Join((ids[0],)), T0)
+        cores = list(sim.cores.values())
+        end = sim.run_until(T0 + 120, stop=lambda cores=cores: all(  # type: ignore[misc]
+            c.num_members() == n for c in cores))
+        sim.run_until(end + 5)
+        suspected = sum(1 for _, _, e in sim.events if isinstance(e, MemberSuspected))
+        label = "colony mode" if colony else "open mode  "
+        print(f"   {label}  converged in {end - T0:6.2f} s, {suspected} false suspicions")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100, help="cores in the spread test")
@@ -179,6 +210,7 @@ def main() -> None:
     sizes()
     admission_rate(args.claims)
     revocation_spread(args.n)
+    simultaneous_join(args.n)
     _ = Envelope  # keep the import for readers following the types
 
 
