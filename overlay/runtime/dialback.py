@@ -249,7 +249,7 @@ class ReachabilityService:
             proc_ms = raw.get("proc_ms", 0) if isinstance(raw, dict) else 0
             proc_s = proc_ms / 1000 if type(proc_ms) is int and proc_ms >= 0 else 0.0
         except (TransportError, RemoteProtocolError) as e:
-            self.errors[str(peer)] = str(e)[:200]
+            self._error(peer, str(e)[:200])
             self._apply(self.core.on_no_answer(peer, trio.current_time()))
             return
         now = trio.current_time()
@@ -259,12 +259,18 @@ class ReachabilityService:
         if t_ms is not None:  # their clock on arrival vs ours half a round trip later
             offset = t_ms / 1000 - (sent_wall + rtt / 2)
         if not results:
-            self.errors[str(peer)] = "nothing to dial (no TCP listen address)"
+            self._error(peer, "nothing to dial (no TCP listen address)")
             self._apply(self.core.on_no_answer(peer, now))
             return
         ok = any(r["ok"] for r in results)
         self._apply(self.core.on_answer(peer, ok, now, observed=observed,
                                         clock_offset_s=offset, rtt_s=rtt))
+
+    def _error(self, peer: PeerId, why: str) -> None:
+        self.errors.pop(str(peer), None)
+        self.errors[str(peer)] = why
+        while len(self.errors) > self.core.config.max_peers:  # oldest first out
+            del self.errors[next(iter(self.errors))]
 
     async def _identify(self, peer: PeerId) -> None:
         """identify's observedAddr, when the transport reports it (native stack)."""
