@@ -80,10 +80,10 @@ def add_capsule_routes(api: ApiServer, d: Daemon) -> None:
     svc = d.capsules
 
     async def submit_one(cap: Capsule) -> dict[str, Any]:
-        hint = placement_hint(svc, cap.spec)
         k = await svc.submit(cap)
         if k.state == "rejected":
             raise ApiError(422, f"capsule {cap.id} rejected: {k.reason}")
+        hint = placement_hint(svc, cap.spec)  # after submit: the capsule layer is up
         return {"id": cap.id, "name": cap.spec.name, "state": k.state, "reason": k.reason,
                 "placement": hint}  # fmt: skip
 
