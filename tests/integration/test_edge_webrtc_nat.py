@@ -8,7 +8,8 @@ pub1 (which relays: `[relay] enabled`).
 
 Expected and asserted:
 * all four see each other alive (gossip reaches the NAT'd nodes);
-* pub2 reaches both NAT'd nodes over WebRTC (no inbound TCP into a NAT; ICE with
+* pub2 and both NAT'd nodes connect over WebRTC (no inbound TCP into a NAT; the
+  NAT'd nodes are configured not to dial members but the seed over TCP; ICE with
   STUN candidates works since one side is public), signalled through pub1;
 * a ↔ b: ICE cannot punch a symmetric NAT from behind another NAT, so they connect
   through pub1's relay (end-to-end Noise over the circuit);
@@ -61,6 +62,10 @@ def configure(d: NsDaemon, topo: Topology, *, relay: bool, nat: bool) -> None:
         text = set_key(text, "relay", "enabled", "true")
     if nat:  # as an edge device's operator would: don't wait for reachability
         text = set_key(text, "edge", "keep_reservations", "1")
+        # No outbound TCP to members other than the seed (dialled directly while
+        # alone): otherwise whether a ↔ pub2 is TCP (a dials first) or WebRTC (pub2
+        # dials first) would be a race, and the WebRTC path is what is under test.
+        text = set_key(text, "edge", "dial_order", '["webrtc", "relay"]')
     conf.write_text(text)
 
 
