@@ -23,10 +23,8 @@ submit and execute) until a colony owner is configured.
 
 from __future__ import annotations
 
-import os
 import random
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -36,21 +34,25 @@ import structlog
 import trio
 
 from dht.api import GetProviders, Provide
-from gossip.resources import ResourceAd
 from overlay.capsule import events as cev
-from overlay.capsule.core import COMMAND_TYPES, CapsuleCore
+from overlay.capsule.core import CancelCapsule, CapsuleCore, SubmitCapsule
 from overlay.capsule.custody import CustodyConfig, LocalityHint
 from overlay.capsule.executor import CapsuleExited, ExecutorConfig
 from overlay.capsule.leases import TERMINAL, CustodyRecord
-from overlay.capsule.members import DEFAULT_ROLES, Member, MembersChanged
 from overlay.capsule.messages import MESSAGE_TYPES, decode_message
-from overlay.capsule.placement import NodeAd
 from overlay.capsule.spec import Capsule, capsule_key, check_capsule_id
 from overlay.core.certs import Certificate
 from overlay.core.crypto import KeyPair
-from overlay.core.effects import Effect, PeerUnreachable, Received
+from overlay.core.effects import Received
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
+from overlay.runtime.capsule_part import (
+    Activate,
+    CapsulePart,
+    RefreshMembers,
+    RestoreCustody,
+    executor_config,
+)
 from overlay.runtime.custody_store import CustodyStore
 from overlay.runtime.executors import (
     EXIT_CANCELLED,
@@ -61,11 +63,11 @@ from overlay.runtime.executors import (
     executor_for,
 )
 from overlay.runtime.executors.base import LOG_NAME
+from overlay.runtime.transport import Codec
 from store.cid import Cid
 from store.importer import ImportOptions
 
 if TYPE_CHECKING:
-    from gossip.swim import Swim
     from overlay.runtime.daemon import Daemon
 
 log = structlog.get_logger("colony.capsules")
@@ -73,19 +75,10 @@ log = structlog.get_logger("colony.capsules")
 PROTO_CAPSULE = "/colony/capsule/1.0.0"
 PROTO_CAPSULE_INFO = "/colony/capsule-info/1.0.0"
 CAPSULE_MESSAGES: tuple[type, ...] = tuple(MESSAGE_TYPES)
-#: Resource-ad tag carrying the executor slot count (gossip ads have no slot field).
-SLOTS_TAG = "slots="
 RUNS_DIR = "runs"
 INFO_TIMEOUT_S = 3.0
 #: Reads ask this many members beyond the k_c closest (views differ during churn).
 READ_EXTRA = 2
-MAX_HIDDEN = 4096
-#: How long a peer reported unreachable stays out of custodian sets unless it is
-#: connected again: about SWIM's time to declare a crashed member dead on the lan
-#: profile (probe round + suspicion), after which gossip's view excludes it anyway.
-#: Being unconnected proves nothing (connections are made on demand), so a longer
-#: hide would keep a live, restarted peer out for no reason.
-HIDE_S = 10.0
 REFRESH_MEMBERS_S = 2.0
 #: Activation waits for the member count to stay unchanged this long (at most MAX).
 SETTLE_QUIET_S = 1.0
@@ -127,175 +120,6 @@ def load_authority(home: Path, conf: dict[str, dict[str, Any]]) -> Authority:
         return Authority()
     owner, chain = fn(home, conf)
     return Authority(owner, tuple(chain))
-
-
-# ---------------------------------------------------------------- ads and members
-
-
-def parse_labels(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    out = []
-    for item in items:
-        k, sep, v = item.partition("=")
-        if not sep or not k:
-            raise ColonyError(f"[capsule] labels: {item!r} is not key=value")
-        out.append((k.strip(), v.strip()))
-    return tuple(sorted(out))
-
-
-def executor_config(conf: dict[str, dict[str, Any]], kinds: tuple[str, ...]) -> ExecutorConfig:
-    """This node's executor capacity: `[capsule]` settings, kinds that really work here."""
-    c = conf.get("capsule", {})
-    page, pages = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_PHYS_PAGES")
-    return ExecutorConfig(
-        slots=int(c.get("slots", 4)),
-        cpu=float(os.cpu_count() or 1),
-        mem_mib=(page * pages) >> 20,
-        executors=kinds,
-        labels=parse_labels(c.get("labels", [])),
-        location=str(c.get("location", "")),
-    )
-
-
-def node_ad(ad: ResourceAd | None) -> NodeAd | None:
-    """Placement's view of a gossiped resource ad (slots come from a `slots=N` tag)."""
-    if ad is None:
-        return None
-    slots = 0
-    for tag in ad.tags:
-        if tag.startswith(SLOTS_TAG):
-            try:
-                slots = max(0, int(tag[len(SLOTS_TAG):]))
-            except ValueError:
-                slots = 0  # a peer's junk tag: it offers no slots
-    return NodeAd(cpu=float(ad.cpu_cores), cpu_load=ad.cpu_load, mem_mib=ad.mem_bytes >> 20,
-                  gpu=ad.gpus, executors=ad.executors, labels=ad.labels, location=ad.location,
-                  free_slots=slots)  # fmt: skip
-
-
-def _roles(swim: Swim, peer: PeerId, is_self: bool) -> tuple[str, ...]:
-    """Open mode: every member may do everything. Colony mode: the roles of the leaf
-    certificate gossip admitted the member with (placement only offers leases to
-    members with `execute`; submissions are checked by custody against the chain)."""
-    admission = getattr(swim, "admission", None)
-    if admission is None:
-        return DEFAULT_ROLES
-    try:
-        if is_self:
-            chain = getattr(swim, "chain", ())
-            leaf = Certificate.from_envelope(chain[-1]) if chain else None
-        else:
-            certs = admission.chain_for(peer)
-            leaf = certs[-1] if certs else None
-    except ColonyError:
-        leaf = None
-    return tuple(sorted(leaf.roles)) if leaf is not None else ()
-
-
-def members_changed(swim: Swim) -> MembersChanged:
-    """The capsule core's input: every live member (self included) with its ad."""
-    out = []
-    for m in swim.list_members():
-        rtt = None if m.is_self else swim.rtt_estimate(m.peer)
-        out.append(Member(m.peer, node_ad(m.ad), _roles(swim, m.peer, m.is_self), rtt))
-    return MembersChanged(tuple(out))
-
-
-@dataclass(frozen=True, slots=True)
-class RestoreCustody:
-    """Command: persisted custody records to hand back to the core at start."""
-
-    records: tuple[bytes, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Activate:
-    """Command: the node has joined; give the core its first view and let peers in."""
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshMembers:
-    """Command (periodic): re-read the live set; un-hide peers that are reachable again."""
-
-
-class CapsulePart:
-    """The capsule core as a node part, with the runtime's view of reachability.
-
-    The driver reports `PeerUnreachable` on every dropped connection and failed dial,
-    and py-libp2p drops connections that are re-made at once. The core hides such a
-    peer from its custodian sets until its next `MembersChanged`, so a spurious report
-    would move leadership around for nothing. Here a report for a peer that is still
-    (or again) connected is dropped; another hides the peer for `hide_s`, and every
-    view given to the core (from gossip, or the periodic `RefreshMembers`) leaves out
-    hidden peers that are still not connected. A crashed custodian is thus out of
-    every set at once, and a peer that comes back is in again within a refresh.
-
-    The part stays inactive until the daemon has joined the colony and membership
-    has settled (`activate`): before that, its view would hold only this node, which
-    would then lead every capsule alone — and a node restarted from its custody store
-    would re-run leases the others already settled. Meanwhile capsule messages from
-    peers are dropped (their senders retry, as if this node were still starting).
-    """
-
-    COMMANDS: tuple[type, ...] = (*COMMAND_TYPES, RestoreCustody, RefreshMembers, Activate)
-
-    def __init__(self, core: CapsuleCore, members: Callable[[], MembersChanged] | None = None,
-                 hide_s: float = HIDE_S) -> None:  # fmt: skip
-        self.core = core
-        self.members = members
-        self.hide_s = hide_s
-        self.is_connected: Callable[[PeerId], bool] = lambda peer: False
-        self._hidden: dict[PeerId, float] = {}
-        self._last: MembersChanged | None = None
-        self.dropped_unreachable = 0
-        self.active = False
-        self.dropped_inactive = 0
-
-    def _filtered(self, mc: MembersChanged, now: float) -> MembersChanged:
-        for p, until in list(self._hidden.items()):
-            if until <= now or self.is_connected(p):
-                del self._hidden[p]
-        if not self._hidden:
-            return mc
-        return MembersChanged(tuple(m for m in mc.members if m.peer not in self._hidden))
-
-    def handle(self, inp: Any, now: float) -> list[Effect]:
-        if not self.active and isinstance(
-            inp, Received | MembersChanged | RefreshMembers | PeerUnreachable
-        ):
-            self.dropped_inactive += 1
-            return []
-        if isinstance(inp, Activate):
-            self.active = True
-            inp = RefreshMembers()
-        if isinstance(inp, MembersChanged | RefreshMembers):
-            if isinstance(inp, MembersChanged):
-                fresh = inp
-            elif self.members is not None:
-                fresh = self.members()
-            else:
-                return []
-            mc = self._filtered(fresh, now)
-            if isinstance(inp, RefreshMembers) and mc == self._last:
-                return []  # nothing changed: spare the core a re-evaluation of every record
-            self._last = mc
-            return self.core.handle(mc, now)
-        if isinstance(inp, PeerUnreachable):
-            if inp.peer == self.core.me or self.is_connected(inp.peer):
-                self.dropped_unreachable += 1
-                return []
-            if len(self._hidden) < MAX_HIDDEN or inp.peer in self._hidden:
-                self._hidden[inp.peer] = now + self.hide_s
-            # The core now hides the peer until its next view: make sure the next
-            # refresh sends one, so the peer is back as soon as it is reachable.
-            self._last = None
-            return self.core.handle(inp, now)
-        if isinstance(inp, RestoreCustody):
-            restore = getattr(self.core, "restore", None)
-            if restore is None:  # the core does not persist custody yet: nothing to do
-                return []
-            effects = restore(inp.records, now)
-            return list(effects or [])
-        return self.core.handle(inp, now)
 
 
 # ---------------------------------------------------------------- JSON views
@@ -412,8 +236,6 @@ class CapsuleService:
 
     def register(self) -> None:
         t = self.d.t
-        from overlay.runtime.transport import Codec
-
         t.set_handler(PROTO_CAPSULE, on_message=self.on_message, codec=Codec.CBOR)
         t.set_handler(PROTO_CAPSULE_INFO, on_request=self.on_info_request, codec=Codec.CBOR)
 
@@ -491,6 +313,7 @@ class CapsuleService:
         elif isinstance(ev, cev.ProvidersWanted):
             self.d.nursery.start_soon(self._locate, ev.cids)
         else:
+            _log_event(ev)
             self._note(ev)
 
     def _note(self, ev: Any) -> None:
@@ -617,8 +440,6 @@ class CapsuleService:
 
     async def submit(self, capsule: Capsule, timeout_s: float = 40.0) -> Known:
         """Submit through this node; return once custody acknowledged or refused it."""
-        from overlay.capsule.core import SubmitCapsule
-
         with trio.move_on_after(timeout_s):
             await self.activated.wait()
         k = self.remember(capsule)
@@ -633,8 +454,6 @@ class CapsuleService:
         return k
 
     async def cancel(self, capsule_id: str, reason: str) -> None:
-        from overlay.capsule.core import CancelCapsule
-
         await self.d.driver.submit_wait(CancelCapsule(capsule_id, reason))
 
     # ------------------------------------------------------------ reading state
@@ -707,6 +526,28 @@ class CapsuleService:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _log_event(ev: Any) -> None:
+    """The capsule lifecycle in the daemon log (structlog events with fields)."""
+    if isinstance(ev, cev.SubmissionRejected):
+        log.warning("capsule_submission_rejected", capsule=ev.capsule_id, reason=ev.reason)
+    elif isinstance(ev, cev.CapsuleWaiting):
+        log.info("capsule_waiting", capsule=ev.capsule_id, reason=ev.reason)
+    elif isinstance(ev, cev.CapsuleRequeued):
+        log.info("capsule_requeued", capsule=ev.capsule_id, token=ev.token,
+                 attempts=ev.attempts, reason=ev.reason)  # fmt: skip
+    elif isinstance(ev, cev.CapsuleFinished):
+        log.info("capsule_finished", capsule=ev.capsule_id, state=ev.state, reason=ev.reason)
+    elif isinstance(ev, cev.CustodyTakenOver):
+        log.info("capsule_custody_taken_over", capsule=ev.capsule_id, state=ev.state,
+                 token=ev.token)  # fmt: skip
+    elif isinstance(ev, cev.ReceiptSettled) and not ev.accepted:
+        log.warning("capsule_receipt_not_accepted", capsule=ev.capsule_id, token=ev.token,
+                    reason=ev.reason)  # fmt: skip
+    elif type(ev).__name__ == "CustodyRecordSkipped":
+        log.warning("custody_record_skipped", capsule=str(getattr(ev, "capsule_id", "")),
+                    reason=str(getattr(ev, "reason", "")))  # fmt: skip
 
 
 def _uint(v: Any) -> int:

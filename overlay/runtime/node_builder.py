@@ -48,12 +48,8 @@ from overlay.core.errors import ColonyError
 from overlay.exchange.engine import AddProviders, CancelFetch, Exchange, Fetch
 from overlay.exchange.messages import BitswapMessage
 from overlay.node import Node
-from overlay.runtime.capsule_service import (
-    CAPSULE_MESSAGES,
-    SLOTS_TAG,
-    CapsulePart,
-    members_changed,
-)
+from overlay.runtime.capsule_part import SLOTS_TAG, CapsulePart, members_changed
+from overlay.runtime.capsule_service import CAPSULE_MESSAGES
 from store.blockstore import BlockStore
 from store.cid import Cid
 

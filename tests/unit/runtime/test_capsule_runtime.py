@@ -15,14 +15,14 @@ from overlay.capsule.spec import Capsule, CapsuleSpec
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import PeerUnreachable
 from overlay.core.ids import PeerId
-from overlay.runtime.capsule_service import (
+from overlay.runtime.capsule_part import (
     Activate,
     CapsulePart,
     RefreshMembers,
     node_ad,
     parse_labels,
-    with_inputs,
 )
+from overlay.runtime.capsule_service import with_inputs
 from overlay.runtime.custody_store import CustodyStore
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
