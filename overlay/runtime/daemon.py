@@ -41,9 +41,9 @@ from overlay.exchange.messages import BitswapMessage
 from overlay.runtime.api import ApiServer, load_or_create_token
 from overlay.runtime.api_client import split_hostport
 from overlay.runtime.capsule_service import CAPSULE_MESSAGES, CapsuleService, prepare_capsules
+from overlay.runtime.dialback import ReachabilityService
 from overlay.runtime.dialer import run_for_daemon as run_edge_for_daemon
 from overlay.runtime.driver import Driver
-from overlay.runtime.dialback import ReachabilityService
 from overlay.runtime.fetcher import BlockWriter, FetchSession
 from overlay.runtime.node_builder import (
     PROTO_BITSWAP,
