@@ -90,14 +90,24 @@ def skip_reason() -> str | None:
     return None
 
 
+def _delete_namespace(name: str) -> None:
+    """Kill what still runs inside (it would keep the namespace alive), then delete."""
+    r = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+    for pid in r.stdout.split():
+        with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
 def remove_stale_namespaces() -> None:
-    """Delete namespaces made by runs whose process no longer exists (kill -9'd tests)."""
+    """Delete namespaces made by runs whose process no longer exists (kill -9'd tests),
+    with the daemons, coturn and delay lines those runs left inside them."""
     r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
     for line in r.stdout.splitlines():
         name = line.split()[0] if line.split() else ""
         m = re.match(r"cy(\d+)x[0-9a-f]+-", name)
         if m and not Path(f"/proc/{m.group(1)}").exists():
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            _delete_namespace(name)
 
 
 @dataclass
@@ -337,7 +347,7 @@ table inet wanloss {{
                 p.wait(timeout=10)
         self.procs.clear()
         for ns in reversed(self.namespaces):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            _delete_namespace(ns)  # also what left our process groups (e.g. --detach)
         self.namespaces.clear()
         if self in _LIVE:
             _LIVE.remove(self)
