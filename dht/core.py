@@ -22,7 +22,6 @@ Rules (Maymounkov & Mazières 2002; libp2p kad-dht spec):
 from __future__ import annotations
 
 import random
-from collections import deque
 from dataclasses import dataclass, fields, replace
 
 from dht import providers as prov
@@ -52,6 +51,7 @@ from dht.providers import ProviderLimits, ProviderStore
 from dht.records import Validators, ValidRecord, ValueStore, ValueStoreLimits
 from dht.roles import RequesterRoles
 from dht.routing_table import RoutingTable
+from dht.sweep import Region, Sweep
 from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType, PeerInfo, Record
 from overlay.core.effects import (
     CancelTimer,
@@ -155,45 +155,7 @@ class _Op:
         self.pending = 0
         #: REGION: owning sweep id and region job.
         self.sweep = 0
-        self.job: _Region | None = None
-
-
-class _Region:
-    """One key region being explored: its keys, the peers found, lookups outstanding."""
-
-    __slots__ = ("mhs", "peers", "pending")
-
-    def __init__(self, mhs: list[bytes]) -> None:
-        self.mhs = mhs
-        self.peers: dict[PeerId, None] = {}
-        self.pending = 0
-
-
-class _Sweep:
-    """One sweep: key regions waiting for their start time, lookups running, counters.
-
-    `queue` holds (start time, region prefix, multihashes) in start order. A first
-    announcement (`Provide`) starts every region at once; a reprovide spreads them over
-    the interval by keyspace position (`_sweep`), so `pending` maps the prefix of every
-    region not started yet to its list, where keys provided meanwhile are added."""
-
-    __slots__ = ("bits", "keys", "lookups", "messages", "paced", "pending", "queue",
-                 "regions", "request_id", "running", "timer_at")
-
-    def __init__(self, request_id: int, keys: dict[bytes, int], bits: int,
-                 paced: bool) -> None:
-        self.request_id = request_id
-        self.keys = keys
-        self.bits = bits
-        self.paced = paced
-        self.queue: deque[tuple[float, int, list[bytes]]] = deque()
-        self.pending: dict[int, list[bytes]] = {}
-        self.running = 0
-        self.regions = 0
-        self.lookups = 0
-        self.messages = 0
-        #: Deadline of this sweep's ("sweep", id) timer, if armed (stale firings differ).
-        self.timer_at: float | None = None
+        self.job: Region | None = None
 
 
 _WALK_TYPE = {
@@ -233,7 +195,7 @@ class Kademlia:
         self.provided: dict[bytes, int] = {}
         self._rpcs: dict[int, _Rpc] = {}
         self._ops: dict[int, _Op] = {}
-        self._sweeps: dict[int, _Sweep] = {}
+        self._sweeps: dict[int, Sweep] = {}
         self._next_rid = 1
         self._next_op = 1
         #: Server/client verdicts on requesters not in our table (client mode).
@@ -663,30 +625,16 @@ class Kademlia:
         """Add newly provided keys to the reprovide under way when their region has not
         started yet, so none waits almost two intervals for its first reprovide."""
         for sw in self._sweeps.values():
-            if not sw.paced or not sw.pending:
-                continue
-            for mh, key in keys.items():
-                region = sw.pending.get(prov.region_of(key, sw.bits))
-                if region is not None and mh not in sw.keys:
-                    region.append(mh)
-                    sw.keys[mh] = key
+            sw.add_keys(keys)
 
     def _sweep(self, request_id: int, keys: dict[bytes, int], now: float,
                out: list[Effect], *, spread_s: float = 0.0) -> None:
-        """Announce `keys` region by region. With `spread_s`, region r of 2^p starts at
-        now + spread_s·r/2^p (its keyspace position, as kubo's sweeping reprovider), so
-        a reprovide is an even trickle of lookups and ADD_PROVIDERs over the interval
-        rather than a burst, and each key comes round once per interval."""
+        """Announce `keys` region by region, spread over `spread_s` (dht/sweep.py)."""
         bits = prov.region_bits(self.table.estimate_network_size(), self.config.k,
                                 self.config.region_peers_per_k)
-        sw = _Sweep(request_id, keys, bits, paced=spread_s > 0)
-        for region, mhs in prov.group_by_region(keys, bits):
-            sw.queue.append((now + spread_s * region / (1 << bits), region, mhs))
-            if sw.paced:
-                sw.pending[region] = mhs
         sid = self._next_op
         self._next_op += 1
-        self._sweeps[sid] = sw
+        self._sweeps[sid] = Sweep(request_id, keys, bits, now, spread_s)
         self._pump(sid, now, out)
 
     def _retire_paced_sweeps(self, now: float, out: list[Effect]) -> None:
@@ -694,8 +642,7 @@ class Kademlia:
         started (the node was too busy) are dropped, running lookups finish."""
         for sid, sw in list(self._sweeps.items()):
             if sw.paced and sw.queue:
-                sw.queue.clear()
-                sw.pending.clear()
+                sw.retire()
                 self._pump(sid, now, out)
 
     def _pump(self, sid: int, now: float, out: list[Effect]) -> None:
@@ -704,15 +651,15 @@ class Kademlia:
         sw = self._sweeps[sid]
         cfg = self.config
         busy = False
-        while sw.queue and sw.running < cfg.sweep_parallelism:
-            at, region, mhs = sw.queue[0]
-            if at > now:
+        while sw.running < cfg.sweep_parallelism:
+            start = sw.next_start()
+            if start is None or start > now:
                 break
             if len(self._ops) + 2 > cfg.max_lookups:
                 busy = True  # retried when a lookup of ours ends, or by the timer below
                 break
-            sw.queue.popleft()
-            sw.pending.pop(region, None)
+            mhs = sw.next_due(now)
+            assert mhs is not None  # due: checked above
             if sw.paced:  # stopped since the cycle began: not reprovided
                 mhs = [m for m in mhs if m in self.provided]
                 if not mhs:
@@ -720,24 +667,24 @@ class Kademlia:
             self._explore(sid, sw, mhs, now, out)
         if sid not in self._sweeps:
             return
-        if sw.queue:
-            at = sw.queue[0][0]
+        at = sw.next_start()
+        if at is not None:
             if busy and sw.running == 0:
                 at = now + cfg.rpc_timeout_s
             if at > now and sw.timer_at != at:
                 sw.timer_at = at
                 out.append(SetTimer(("sweep", sid), at))
-        elif sw.running == 0:
+        elif sw.done():
             del self._sweeps[sid]
             if sw.timer_at is not None:
                 out.append(CancelTimer(("sweep", sid)))
             out.append(Emit(ProvideDone(sw.request_id, len(sw.keys), sw.regions, sw.lookups,
                                         sw.messages)))
 
-    def _explore(self, sid: int, sw: _Sweep, mhs: list[bytes], now: float,
+    def _explore(self, sid: int, sw: Sweep, mhs: list[bytes], now: float,
                  out: list[Effect]) -> None:
         cfg = self.config
-        job = _Region(mhs)
+        job = Region(mhs)
         # One lookup per half of the region that holds keys, aimed at its median
         # key: together they enumerate the region's peers (docs/dht.md, "Sweep").
         halves = [mhs] if len(mhs) == 1 else [
