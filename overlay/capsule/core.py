@@ -222,7 +222,8 @@ class CapsuleCore:
         leases with a token above any it persisted) and a restored follower hands its
         copy to the leader. Returns `CustodyRecordSkipped` events for unusable records.
         """
-        return self.custody.restore(records, now)
+        out = self.custody.restore(records, now)
+        return self.custody.take_durable() + out  # deletes of records evicted to fit
 
     def _route(self, inp: Any, now: float, out: list[Effect], queue: deque[Received]) -> None:
         for eff in self._dispatch(inp, now):
