@@ -34,6 +34,7 @@ import structlog
 import trio
 
 from dht.api import GetProviders, Provide
+from gossip.members import MemberState
 from overlay.capsule import events as cev
 from overlay.capsule.core import CancelCapsule, CapsuleCore, SubmitCapsule
 from overlay.capsule.custody import CustodyConfig, LocalityHint
@@ -239,7 +240,18 @@ class CapsuleService:
         t.set_handler(PROTO_CAPSULE, on_message=self.on_message, codec=Codec.CBOR)
         t.set_handler(PROTO_CAPSULE_INFO, on_request=self.on_info_request, codec=Codec.CBOR)
 
+    def _check_member(self, peer: PeerId) -> None:
+        """Colony mode: capsule traffic only from members gossip admitted (DESIGN §3).
+        Open mode: anyone; the core still verifies every signature and fencing token."""
+        if self.authority.colony_owner is None:
+            return
+        m = self.d.swim.members.get(peer)
+        if m is None or m.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+            self._count("refused_non_member")
+            raise RemoteProtocolError(f"{peer.short()} is not a member of this colony")
+
     def on_message(self, peer: PeerId, obj: Any) -> None:
+        self._check_member(peer)
         try:
             msg = decode_message(obj)
         except WireError as e:
@@ -508,6 +520,7 @@ class CapsuleService:
         return reply["data"], bool(reply.get("gone"))
 
     async def on_info_request(self, peer: PeerId, obj: Any) -> Any:
+        self._check_member(peer)
         if not isinstance(obj, dict):
             raise RemoteProtocolError("capsule info request must be a map")
         op = obj.get("op")

@@ -7,6 +7,7 @@ Three daemons: n0 founds the colony (every role); n1 is certified `member,execut
   ("role submit not granted …");
 - capsules submitted through n2 run, but never on n2 (placement only offers leases to
   members whose certificate grants `execute`);
+- a node outside the colony is refused on the capsule protocols ("not a member");
 - the daemon reads its colony owner and chain through capsule_service.load_authority
   (overlay/runtime/trust.py's capsule_authority), not from any capsule-specific file.
 """
@@ -18,10 +19,15 @@ import io
 from pathlib import Path
 
 import pytest
+import trio
 from capsule_helpers import submit, wait_done
 from colony_cluster import Cluster, colony_cmd
 
 from overlay.cli.main import main as colony_main
+from overlay.core.crypto import KeyPair
+from overlay.core.ids import PeerId
+from overlay.runtime.capsule_service import PROTO_CAPSULE_INFO
+from overlay.runtime.transport import Transport, TransportConfig, TransportError
 
 pytestmark = pytest.mark.slow
 
@@ -64,5 +70,19 @@ def test_roles_decide_who_submits_and_who_executes(tmp_path: Path) -> None:
             executors.add(final["executor"])
         assert n2.peer_id not in executors, "a member without execute ran a capsule"
         assert executors <= {n0.peer_id, n1.peer_id}
+
+        # A node outside the colony cannot even read capsule state.
+        async def outsider() -> str:
+            async with Transport.open(KeyPair.generate(), ["/ip4/127.0.0.1/tcp/0"],
+                                      TransportConfig()) as t:  # fmt: skip
+                await t.connect(n0.addr)
+                try:
+                    await t.request(PeerId.from_base58(n0.peer_id), PROTO_CAPSULE_INFO,
+                                    {"op": "status", "id": cid}, timeout=10)  # fmt: skip
+                except TransportError as e:
+                    return str(e)
+                return "answered"
+
+        assert "not a member of this colony" in trio.run(outsider)
     finally:
         c.close()
