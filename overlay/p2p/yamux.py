@@ -40,7 +40,7 @@ FLAG_SYN, FLAG_ACK, FLAG_FIN, FLAG_RST = 1, 2, 4, 8
 GO_AWAY_NORMAL, GO_AWAY_PROTOCOL_ERROR, GO_AWAY_INTERNAL_ERROR = 0, 1, 2
 INITIAL_WINDOW = 256 * 1024
 DEFAULT_MAX_WINDOW = 16 * 1024 * 1024
-DEFAULT_MAX_STREAMS = 512
+DEFAULT_MAX_STREAMS = 256
 #: Largest Data frame we emit: big enough that headers cost nothing, small
 #: enough that streams sharing a connection interleave.
 MAX_DATA_FRAME = 256 * 1024
