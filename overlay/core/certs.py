@@ -40,7 +40,7 @@ from __future__ import annotations
 import base64
 import datetime
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -115,7 +115,15 @@ def _roles(v: Any) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Certificate:
-    """A verified membership certificate and the envelope that carries it."""
+    """A membership certificate and the envelope that carries it.
+
+    Built by `from_envelope` (and so by `issue`, `from_wire`, `chain_from_wire`), it is
+    verified: the signature was checked and every field was parsed from the signed
+    body. That constructor records the exact objects it checked (`_verified`, not an
+    init argument, so `dataclasses.replace` and hand-built instances start without
+    it), and `verify_chain` trusts the record only while every field is still that
+    very object; anything else is re-verified from its envelope.
+    """
 
     colony: bytes
     subject: PeerId
@@ -123,6 +131,20 @@ class Certificate:
     issued: float
     expires: float
     envelope: Envelope
+    _verified: tuple[Any, ...] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _fields(self) -> tuple[Any, ...]:
+        env = self.envelope
+        return (self.colony, self.subject, self.roles, self.issued, self.expires,
+                env, env.kind, env.body, env.signer, env.signature)  # fmt: skip
+
+    @property
+    def verified(self) -> bool:
+        """True if `from_envelope` checked exactly what this object now holds (the
+        identity of every field, so a field or envelope byte swapped after parsing,
+        even with ``object.__setattr__``, clears it)."""
+        rec = self._verified
+        return rec is not None and all(a is b for a, b in zip(rec, self._fields(), strict=True))
 
     @property
     def issuer(self) -> PeerId:
@@ -186,7 +208,9 @@ class Certificate:
         expires = _time(body["expires"], "certificate expires")
         if expires <= issued:
             raise MalformedFrame("certificate expires before it is issued")
-        return cls(colony, subject, _roles(body["roles"]), issued, expires, env)
+        cert = cls(colony, subject, _roles(body["roles"]), issued, expires, env)
+        object.__setattr__(cert, "_verified", cert._fields())  # frozen: only we set it
+        return cert
 
     def to_wire(self) -> list[Any]:
         return self.envelope.to_wire()
@@ -312,6 +336,20 @@ class RevocationList:
 # ---------------------------------------------------------------- chains
 
 
+def _check_link(cert: Certificate) -> None:
+    """Raise `BadSignature` unless `cert` is exactly what its signed envelope says."""
+    if cert.verified:
+        return  # checked by `from_envelope`, and nothing in it changed since
+    try:
+        parsed = Certificate.from_envelope(cert.envelope)
+    except BadSignature:
+        raise
+    except WireError as e:
+        raise BadSignature(f"certificate does not parse from its envelope: {e}") from None
+    if parsed != cert:
+        raise BadSignature(f"certificate for {_short(cert.subject)} differs from its signed body")
+
+
 def verify_chain(
     chain: Sequence[Certificate],
     colony_owner: PublicKey | bytes,
@@ -322,9 +360,11 @@ def verify_chain(
 ) -> Certificate:
     """Check that `chain` lets `subject` act with `role` in the colony; return the leaf.
 
-    Certificates are already signature-checked by their constructors; this function
-    re-checks each link's envelope (a `Certificate` may have been built by hand) and
-    the delegation rules listed in the module docstring.
+    A link built by `Certificate.from_envelope` and unchanged since
+    (`Certificate.verified`) is not verified again; any other link (built by hand, by
+    `dataclasses.replace`, or altered after parsing) is re-parsed from its envelope —
+    signature included — and must match it field for field. Then the delegation rules
+    listed in the module docstring.
     """
     owner = colony_owner.raw if isinstance(colony_owner, PublicKey) else bytes(colony_owner)
     want = role.value if isinstance(role, Role) else role
@@ -338,7 +378,7 @@ def verify_chain(
     issuers: list[bytes] = []
     prev: Certificate | None = None
     for depth, cert in enumerate(chain):
-        cert.envelope.verify(CERT_KIND)
+        _check_link(cert)
         who = _short(cert.subject)
         if cert.colony != owner:
             raise NotAuthorized(f"certificate for {who} belongs to another colony")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
+
 import pytest
 
 from overlay.core.certs import (
@@ -13,8 +16,9 @@ from overlay.core.certs import (
     Revoked,
     verify_chain,
 )
-from overlay.core.crypto import Envelope, KeyPair
+from overlay.core.crypto import Envelope, KeyPair, PublicKey
 from overlay.core.errors import BadSignature, ExpiredError, MalformedFrame, WireError
+from overlay.core.wire import cbor_decode, cbor_encode
 
 OWNER = KeyPair(b"\x01" * 32)
 OTHER_OWNER = KeyPair(b"\x02" * 32)
@@ -128,6 +132,90 @@ def test_forged_signature_is_rejected_on_decode_and_on_verify() -> None:
                              good.expires, forged)  # fmt: skip
     with pytest.raises(BadSignature):
         verify_chain([hand_built], OWNER.public, C.peer_id, "member", NOW)
+
+
+def _count_verifications(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls = [0]
+    real = PublicKey.verify
+
+    def counting(self: PublicKey, kind: str, body: bytes, sig: bytes) -> None:
+        calls[0] += 1
+        real(self, kind, body, sig)
+
+    monkeypatch.setattr(PublicKey, "verify", counting)
+    return calls
+
+
+def test_parsed_chain_is_verified_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    wire = [cert(OWNER, A, ("admit", "member")).to_wire(), cert(A, C, ("member",)).to_wire()]
+    calls = _count_verifications(monkeypatch)
+    chain = [Certificate.from_wire(w) for w in wire]
+    assert calls[0] == 2 and all(c.verified for c in chain)
+    verify_chain(chain, OWNER.public, C.peer_id, "member", NOW)
+    verify_chain(chain, OWNER.public, C.peer_id, "member", NOW)
+    assert calls[0] == 2  # parsing verified each link; verify_chain trusts that
+
+
+def test_hand_built_or_replaced_certificates_are_reverified(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    good = cert(OWNER, C, ("member",))
+    same = Certificate(good.colony, good.subject, good.roles, good.issued, good.expires,
+                       good.envelope)  # fmt: skip
+    copy = dataclasses.replace(good)
+    assert not same.verified and not copy.verified and same == good
+    calls = _count_verifications(monkeypatch)
+    verify_chain([same], OWNER.public, C.peer_id, "member", NOW)
+    verify_chain([copy], OWNER.public, C.peer_id, "member", NOW)
+    assert calls[0] == 2  # faithful, but not built by the verifying constructor
+    # A hand-built certificate with a genuine envelope but more roles than it signs.
+    inflated = dataclasses.replace(good, roles=("admit", "member", "submit"))
+    with pytest.raises(BadSignature, match="differs from its signed body"):
+        verify_chain([inflated], OWNER.public, C.peer_id, "submit", NOW)
+    # A genuine signature over a body that is not a certificate.
+    junk = OWNER.seal("colony-cert", {"x": 1})
+    with pytest.raises(BadSignature, match="does not parse"):
+        verify_chain([dataclasses.replace(good, envelope=junk)], OWNER.public, C.peer_id,
+                     "member", NOW)  # fmt: skip
+
+
+def test_certificate_tampered_after_parsing_cannot_slip_through() -> None:
+    """A parsed (verified) certificate whose bytes or fields are swapped afterwards,
+    even past `frozen` with object.__setattr__, loses its verified mark."""
+    body = cbor_decode(cert(OWNER, C, ("member",)).envelope.body)
+    body["roles"] = ["admit", "execute", "member", "submit"]
+    greedy = cbor_encode(body)
+
+    c1 = Certificate.from_wire(cert(OWNER, C, ("member",)).to_wire())
+    object.__setattr__(c1.envelope, "body", greedy)  # the envelope's bytes, in place
+    assert not c1.verified
+    with pytest.raises(BadSignature):
+        verify_chain([c1], OWNER.public, C.peer_id, "member", NOW)
+
+    c2 = Certificate.from_wire(cert(OWNER, C, ("member",)).to_wire())
+    env = c2.envelope
+    object.__setattr__(c2, "envelope", Envelope(env.kind, greedy, env.signer, env.signature))
+    assert not c2.verified
+    with pytest.raises(BadSignature):
+        verify_chain([c2], OWNER.public, C.peer_id, "submit", NOW)
+
+    c3 = Certificate.from_wire(cert(OWNER, C, ("member",)).to_wire())
+    object.__setattr__(c3, "roles", ("admit", "execute", "member", "submit"))
+    assert not c3.verified
+    with pytest.raises(BadSignature, match="differs from its signed body"):
+        verify_chain([c3], OWNER.public, C.peer_id, "submit", NOW)
+
+    c4 = Certificate.from_wire(cert(OWNER, C, ("member",)).to_wire())
+    object.__setattr__(c4, "expires", NOW + 100 * DAY)  # an equal-looking new value
+    with pytest.raises(BadSignature, match="differs from its signed body"):
+        verify_chain([c4], OWNER.public, C.peer_id, "member", NOW)
+
+
+def test_verified_certificate_survives_pickling_safely() -> None:
+    c = cert(OWNER, C, ("member",))
+    back = pickle.loads(pickle.dumps(c))
+    assert back == c
+    verify_chain([back], OWNER.public, C.peer_id, "member", NOW)  # verified or re-checked
 
 
 def test_revocation_by_owner_or_chain_admitter_but_not_by_outsider() -> None:
