@@ -160,8 +160,9 @@ async def upgrade(
                 await multistream.select_listener(nio, [yamux.PROTOCOL_ID])
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             raise HandshakeError(f"connection lost during the handshake: {e}") from None
-    leftover = b"".join([*nio.reader.feed_and_decrypt(nio.leftover), bytes(nio.plain)]) \
-        if nio.leftover else bytes(nio.plain)
+    # Plaintext that arrived with the negotiation (the peer's first Yamux frames),
+    # then anything still encrypted: the connection's reader starts with these.
+    leftover = b"".join([bytes(nio.plain), *nio.reader.feed_and_decrypt(nio.leftover)])
     return Connection(
         stream, ciphers, nio.reader, leftover, peer, keypair.peer_id,
         initiator=initiator, remote_addr=remote_addr, max_window=max_window,
