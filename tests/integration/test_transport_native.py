@@ -219,3 +219,51 @@ def test_new_streams_prefer_tcp_over_a_later_attached_connection() -> None:
             assert (await a.request(b.peer_id, P, "x"))["echo"] == "x"
 
     run(main)
+
+
+def test_lazy_dialer_sending_yamux_frames_with_the_negotiation() -> None:
+    """A dialer may send its first Yamux frames right behind its muxer proposal,
+    before our answer (lazy multistream-select): they must not be lost."""
+    from overlay.p2p import multistream, yamux
+    from overlay.p2p.connection import BufferedIO, P2PStream
+
+    async def main() -> None:
+        kp_a, kp_b = KeyPair.generate(), KeyPair.generate()
+        sa, sb = trio.socket.socketpair()
+        left, right = trio.SocketStream(sa), trio.SocketStream(sb)
+        got: list[bytes] = []
+        done = trio.Event()
+
+        async def on_stream(s: P2PStream) -> None:
+            s.protocol = await multistream.select_listener(s, ["/echo/1"])
+            got.append(bytes(await s.read_exact(5)))
+            done.set()
+
+        async def responder() -> None:
+            conn = await upgrade(right, kp_b, initiator=False)
+            await conn.run(on_stream)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(responder)
+            io = BufferedIO(left)
+            await multistream.select_dialer(io, [noise.PROTOCOL_ID])
+            hs = noise.Handshake(True, kp_a.seed, kp_b.peer_id)
+            await io.write(hs.write_message())
+            n2 = int.from_bytes(await io.read_exact(2), "big")
+            hs.read_message(await io.read_exact(n2))
+            await io.write(hs.write_message())
+            _, ciphers = hs.result()
+            session = yamux.Session(client=True)
+            sid = session.open_stream()
+            session.send(sid, multistream.encode(multistream.HEADER)
+                         + multistream.encode("/echo/1") + b"hello")
+            plain = (multistream.encode(multistream.HEADER)
+                     + multistream.encode(yamux.PROTOCOL_ID)
+                     + b"".join(bytes(p) for p in session.take_outbound()))
+            await left.send_all(noise.encrypt_frames(ciphers.send, plain))  # all at once
+            with trio.fail_after(10):
+                await done.wait()
+            n.cancel_scope.cancel()
+        assert got == [b"hello"]
+
+    run(main)
