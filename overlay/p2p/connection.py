@@ -354,7 +354,8 @@ class Connection:
         if self.closed:
             return
         self.session.go_away(yamux.GO_AWAY_NORMAL)
-        with trio.move_on_after(1.0):
+        # Best effort: the peer may be gone already; closing must not fail.
+        with trio.move_on_after(1.0), suppress(ConnectionClosedError):
             await self._flush()
         self._shutdown(reason)
         await _close_quietly(self.stream)
@@ -442,7 +443,7 @@ class Connection:
             log.info("connection_dropped", peer=str(self.remote_peer), reason=reason[:200])
             code = yamux.GO_AWAY_PROTOCOL_ERROR
             self.session.go_away(code)
-            with trio.move_on_after(1.0):
+            with trio.move_on_after(1.0), suppress(ConnectionClosedError):
                 await self._flush()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             reason = f"connection lost: {e}"
