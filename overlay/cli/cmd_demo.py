@@ -4,7 +4,8 @@ Creates a node in a temporary directory (or ``--home``), generates a small,
 deterministic dataset (a few files in nested directories, one larger than a 256 KiB
 chunk), imports it, reads every file back and checks the bytes, then shows the DAG as
 a tree with CIDs and sizes and the repo statistics. Exit status 0 means every check
-passed. Then a local colony of daemons on 127.0.0.1 (overlay/cli/demo_colony.py).
+passed. Then a local colony of daemons on 127.0.0.1 shares the dataset and runs a
+capsule over it (overlay/cli/demo_colony.py).
 """
 
 from __future__ import annotations
@@ -127,12 +128,19 @@ def run_demo(home: Path, out: Any = None, *, kept: bool = True, nodes: int = 5) 
 
         big = work / "data" / "raw" / "camera.bin"
         big.write_bytes(sample_bytes("camera", 6 * 1024 * 1024))
-        run_colony_demo(home.parent / "colony", nodes, work, say)
+        run_colony_demo(colony_root(home), nodes, work, say)
     if kept:
         say(f"demo complete: explore with `colony --home {home} ls {root.cid}`")
+        if nodes > 1:
+            say(f"   (the colony's homes, daemon logs and capsule spec: {colony_root(home)})")
     else:
         say("demo complete (the throw-away nodes are removed; --home DIR keeps one)")
     return 0
+
+
+def colony_root(home: Path) -> Path:
+    """Where the local colony's node homes go: next to the demo node."""
+    return home.with_name(home.name + "-colony")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -158,9 +166,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Create a node in a temporary directory, import a generated dataset, "
         "read it back and verify it, and show its CIDs and the repo statistics; then start "
         "a local colony of daemons on 127.0.0.1, publish the dataset on one node, fetch it "
-        "on two others (from several providers) and verify it.\n\n"
+        "on two others (from several providers) and verify it; submit a capsule (a shell "
+        "command over the dataset's CID) from a node that lacks it, follow its placement "
+        "and run, and read its output by CID on another node. Every daemon is stopped at "
+        "the end, also on Ctrl-C.\n\n"
         "examples:\n  colony demo\n  colony demo --home /tmp/demo-node   "
-        "(a new node there, kept to explore afterwards)",
+        "(a new node there, kept to explore afterwards)\n  colony demo --nodes 1   "
+        "(the single-node tour only)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--home", dest="demo_home", type=Path, default=None,

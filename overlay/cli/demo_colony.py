@@ -1,31 +1,67 @@
 """The multi-node half of `colony demo`: a local colony of daemons on 127.0.0.1.
 
-Starts N `colony daemon` processes (separate homes, free ports, the first one as
-bootstrap), waits until every node's gossip view lists every member alive, publishes a
-generated dataset on node 1, fetches it on two other nodes (the second fetch is served
-by both earlier holders), verifies the bytes, shows who served which blocks, sends a
-user event, and stops every process it started — also on error or Ctrl-C.
+Starts N `colony daemon` processes (separate homes, free ports; the first one is the
+bootstrap and the others start together once it answers), waits until every node's
+gossip view lists every member alive, publishes a generated dataset on node 1, fetches
+it on two other nodes (the second fetch is served by both earlier holders), verifies
+the bytes, then submits a capsule from a node that does not hold the dataset: a shell
+command that reads the dataset as an input CID and writes a summary. It shows which
+node the custodians placed it on, follows it to its end and reads the output by CID on
+yet another node. Every process it started is stopped at the end — also on error,
+Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from overlay.cli.cmd_node import init_home
+from overlay.cli.fmt import human_bytes as _human
 from overlay.core.errors import ColonyError
 from overlay.runtime.api_client import ApiClient, ApiUnavailable
-from overlay.runtime.identity import KEY_FILE, load_identity
 from overlay.runtime.ports import free_port
 
 START_TIMEOUT_S = 30.0
 CONVERGE_TIMEOUT_S = 60.0
+CAPSULE_TIMEOUT_S = 60.0
+
+#: The capsule's command: summarise the dataset it gets as inputs/<cid>.
+SUMMARY_SCRIPT = r"""set -e
+d="inputs/$DATASET"
+{
+  echo "summary of $DATASET"
+  awk -F, 'NR > 1 { n++; s += $2 }
+    END { printf "measurements.csv: %d rows, mean value %.2f\n", n, s / n }' \
+    "$d/data/measurements.csv"
+  for f in "$d"/data/raw/*.bin; do
+    cksum < "$f" | awk -v f="$(basename "$f")" '{ printf "%s: %d bytes, crc %s\n", f, $2, $1 }'
+  done
+} > summary.txt
+echo "wrote summary.txt ($(wc -l < summary.txt) lines)"
+"""
+
+
+def summary_spec(dataset_cid: str) -> dict[str, Any]:
+    """The capsule spec the demo submits (also written to summarise.json)."""
+    return {
+        "name": "summarise",
+        "command": ["sh", "-c", SUMMARY_SCRIPT],
+        "env": {"DATASET": dataset_cid},
+        "inputs": [dataset_cid],
+        "outputs": ["summary.txt"],
+        "maxexectime_s": 60,
+        "maxwaittime_s": 30,
+        "conditions": {"executor": "subprocess"},
+    }
 
 
 class LocalColony:
@@ -37,27 +73,40 @@ class LocalColony:
         self.clients: list[ApiClient] = []
         self.ids: list[str] = []
 
+    def name(self, peer: str | None) -> str:
+        """`nodeN` for a peer id of this colony."""
+        return f"node{self.ids.index(peer) + 1}" if peer in self.ids else str(peer)
+
     def start(self, say: Callable[..., None]) -> None:
-        bootstrap: list[str] = []
-        for i, home in enumerate(self.homes):
-            kp = init_home(home, quiet=True)
-            self.ids.append(str(kp.peer_id))
-            p2p, api = free_port(), free_port()
-            argv = [sys.executable, "-m", "overlay.cli.main", "--home", str(home), "daemon",
-                    "--listen", f"/ip4/127.0.0.1/tcp/{p2p}", "--api", f"127.0.0.1:{api}"]
-            for b in bootstrap:
-                argv += ["--bootstrap", b]
-            log = open(home / "daemon.log", "wb")  # noqa: SIM115 - closed with the process
+        """Node 1 first (the bootstrap), then all the others at once."""
+        ports = [(free_port(), free_port()) for _ in self.homes]
+        for home in self.homes:
+            self.ids.append(str(init_home(home, quiet=True).peer_id))
+        boot = f"/ip4/127.0.0.1/tcp/{ports[0][0]}/p2p/{self.ids[0]}"
+        for i, (p2p, api) in enumerate(ports):
+            self._spawn(i, p2p, api, [] if i == 0 else [boot])
+            if i == 0:
+                self.clients.append(self._wait_api(0, api))
+                say(f"   node1  {self.ids[0]}  p2p :{p2p}  api :{api}  (bootstrap)")
+        for i, (p2p, api) in enumerate(ports[1:], start=1):
+            self.clients.append(self._wait_api(i, api))
+            say(f"   node{i + 1}  {self.ids[i]}  p2p :{p2p}  api :{api}")
+
+    def _spawn(self, i: int, p2p: int, api: int, bootstrap: list[str]) -> None:
+        home = self.homes[i]
+        argv = [sys.executable, "-m", "overlay.cli.main", "--home", str(home), "daemon",
+                "--listen", f"/ip4/127.0.0.1/tcp/{p2p}", "--api", f"127.0.0.1:{api}"]
+        for b in bootstrap:
+            argv += ["--bootstrap", b]
+        with open(home / "daemon.log", "wb") as log:
+            # Own session: a Ctrl-C in the terminal reaches the demo only, which then
+            # stops every daemon gracefully (stop() below).
             self.procs.append(subprocess.Popen(
                 argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
             ))
-            log.close()
-            self._wait_api(i, home, api)
-            if i == 0:
-                bootstrap.append(f"/ip4/127.0.0.1/tcp/{p2p}/p2p/{kp.peer_id}")
-            say(f"   node{i + 1}  {kp.peer_id}  p2p :{p2p}  api :{api}")
 
-    def _wait_api(self, i: int, home: Path, port: int) -> None:
+    def _wait_api(self, i: int, port: int) -> ApiClient:
+        home = self.homes[i]
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self.procs[i].poll() is not None:
@@ -67,12 +116,12 @@ class LocalColony:
                 token = (home / "api.token").read_text().strip()
                 client = ApiClient("127.0.0.1", port, token, timeout_s=300)
                 client.call("GET", "/v1/id")
-                self.clients.append(client)
-                return
+                return client
             except (OSError, ApiUnavailable):
                 if time.monotonic() > deadline:
                     raise ColonyError(
-                        f"node{i + 1} did not start within {START_TIMEOUT_S:.0f} s"
+                        f"node{i + 1} did not start within {START_TIMEOUT_S:.0f} s "
+                        f"(log: {home / 'daemon.log'})"
                     ) from None
                 time.sleep(0.1)
 
@@ -110,44 +159,148 @@ def _final(items: Any) -> dict[str, Any]:
     return last
 
 
-def run_colony_demo(root: Path, n: int, dataset: Path, say: Callable[..., None]) -> int:
-    from overlay.cli.fmt import human_bytes as _human
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (e.g. `timeout`, a CI runner) unwinds like Ctrl-C, so the daemons —
+    in sessions of their own — are stopped too."""
 
-    colony = LocalColony(root, n)
+    def raise_interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
     try:
-        say(f"7. starting a local colony of {n} daemons on 127.0.0.1")
-        colony.start(say)
-        took = colony.wait_converged()
-        say(f"8. gossip converged in {took:.1f} s: every node sees {n} members alive")
-        for m in colony.clients[-1].call("GET", "/v1/members"):
-            rtt = "" if m["rtt_ms"] is None else f"  rtt {m['rtt_ms']:.1f} ms"
-            me = f"  (node{n} itself)" if m["self"] else ""
-            say(f"   {m['id']}  {m['state']}{rtt}{me}")
-        pub = _final(colony.clients[0].stream("POST", "/v1/publish", {"path": str(dataset)}))
-        cid = pub["cid"]
-        say(f"9. node1 published {dataset.name}/: {cid}")
-        say(f"   {pub['blocks']} blocks, {_human(pub['size'])}; "
-            f"announced to the DHT with {pub['provide']['lookups']} lookup(s)")
-        provs = colony.clients[1].call("POST", "/v1/dht/findprovs", {"cid": cid})
-        say(f"10. node2 asks the DHT who provides it: {len(provs['providers'])} provider(s) "
-            f"in {provs['hops']} hop(s)")
-        for i in (1, n - 1):
-            res = _final(colony.clients[i].stream("POST", "/v1/fetch", {"cid": cid}))
-            by = ", ".join(
-                f"node{colony.ids.index(p) + 1}: {k}" for p, k in res["providers"].items()
-            )
-            say(f"11. node{i + 1} fetched {res['blocks_fetched']} blocks "
-                f"({_human(res['bytes_fetched'])}); blocks came from {by}")
-            time.sleep(1.0)  # let the fetcher's provider record land before the next fetch
-        _verify(colony.homes[n - 1], cid, dataset)
-        say(f"12. node{n} exported the dataset from its own store: byte-identical to the original")
-        colony.clients[2].call("POST", "/v1/events/send",
-                               {"name": "demo", "payload": "hello from node3"})
-        say("13. node3 sent a user event to the colony (see `colony events watch`)")
+        old = signal.signal(signal.SIGTERM, raise_interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
     finally:
-        colony.stop()
-        say(f"14. stopped all {n} daemons (graceful leave)")
+        signal.signal(signal.SIGTERM, old)
+
+
+def run_colony_demo(root: Path, n: int, dataset: Path, say: Callable[..., None]) -> int:
+    colony = LocalColony(root, n)
+    done = False
+    with _sigterm_as_interrupt():
+        try:
+            say(f"7. starting a local colony of {n} daemons on 127.0.0.1")
+            t0 = time.monotonic()
+            colony.start(say)
+            took = colony.wait_converged()
+            say(f"8. all up in {time.monotonic() - t0:.1f} s; gossip converged {took:.1f} s "
+                f"after the last start: every node sees {n} members alive")
+            cid = _share_dataset(colony, dataset, say)
+            if n >= 3:
+                _run_capsule(colony, cid, say)
+            done = True
+        finally:
+            colony.stop()
+            started = len(colony.procs)
+            if done:
+                say(f"17. stopped all {started} daemons (graceful leave)")
+            else:
+                say(f"demo stopped early: stopped the {started} daemon(s) it had started "
+                    f"(logs: {colony.root}/node*/daemon.log, kept with --keep or --home)")
     return 0
+
+
+def _share_dataset(colony: LocalColony, dataset: Path, say: Callable[..., None]) -> str:
+    """Publish on node1, find it in the DHT, fetch it on node2 and on the last node."""
+    n = colony.n
+    for m in colony.clients[-1].call("GET", "/v1/members"):
+        rtt = "" if m["rtt_ms"] is None else f"  rtt {m['rtt_ms']:.1f} ms"
+        me = f"  (node{n} itself)" if m["self"] else ""
+        say(f"   {colony.name(m['id'])}  {m['id']}  {m['state']}{rtt}{me}")
+    pub = _final(colony.clients[0].stream("POST", "/v1/publish", {"path": str(dataset)}))
+    cid = str(pub["cid"])
+    say(f"9. node1 published {dataset.name}/: {cid}")
+    say(f"   {pub['blocks']} blocks, {_human(pub['size'])}; "
+        f"announced to the DHT with {pub['provide']['lookups']} lookup(s)")
+    provs = colony.clients[1].call("POST", "/v1/dht/findprovs", {"cid": cid})
+    say(f"10. node2 asks the DHT who provides it: {len(provs['providers'])} provider(s) "
+        f"in {provs['hops']} hop(s)")
+    for i in sorted({1, n - 1}):
+        res = _final(colony.clients[i].stream("POST", "/v1/fetch", {"cid": cid}))
+        by = ", ".join(f"{colony.name(p)}: {k}" for p, k in res["providers"].items())
+        say(f"11. node{i + 1} fetched {res['blocks_fetched']} blocks "
+            f"({_human(res['bytes_fetched'])}); blocks came from {by}")
+        if i != n - 1:
+            time.sleep(1.0)  # let the fetcher's provider record land before the next fetch
+    _verify(colony.homes[n - 1], cid, dataset)
+    say(f"12. node{n} exported the dataset from its own store: byte-identical to the original")
+    return cid
+
+
+def _run_capsule(colony: LocalColony, dataset_cid: str, say: Callable[..., None]) -> None:
+    """Node3 submits a capsule over the dataset; another node reads its output by CID."""
+    sub = 2  # node3: it does not hold the dataset
+    spec = summary_spec(dataset_cid)
+    spec_file = colony.root / "summarise.json"
+    spec_file.write_text(json.dumps(spec, indent=2) + "\n")
+    client = colony.clients[sub]
+    t0 = time.monotonic()
+    r = client.call("POST", "/v1/capsules/submit", {"spec": spec})
+    cap = str(r["id"])
+    say(f"13. node3 submitted a capsule (signed with its key): {cap}")
+    say(f"    sh -c: reads inputs/<dataset CID>, writes summary.txt "
+        f"(= `colony capsule submit {spec_file.name} --wait`)")
+    if r.get("placement"):
+        say(f"    waiting: {r['placement']}")
+    final: dict[str, Any] = {}
+    for row in client.stream("GET", "/v1/capsules/wait", id=cap,
+                             timeout=str(CAPSULE_TIMEOUT_S)):  # fmt: skip
+        final = row
+        at = f"+{time.monotonic() - t0:.2f} s"
+        if row.get("done"):
+            break
+        where = ""
+        if row.get("executor"):
+            ex = row["executor"]
+            holders = (colony.ids[0], colony.ids[1], colony.ids[-1])
+            holds = (" (holds the dataset)" if ex in holders
+                     else " (fetches the dataset by CID first)")
+            where = f" on {colony.name(ex)}{holds}, lease token {row['token']}"
+        say(f"    {at:>8}  {row['state']}{where}")
+    ex = final.get("executor") or final.get("receipt_executor")
+    say(f"    {'+' + format(time.monotonic() - t0, '.2f') + ' s':>8}  {final['state']} "
+        f"on {colony.name(ex)}, exit status {final.get('exit_status')}")
+    if final.get("state") != "succeeded":
+        raise ColonyError(f"demo: capsule {cap} {final.get('state')}: {final.get('reason')}"
+                          f" (see `colony --home {colony.homes[sub]} capsule logs {cap}`)")
+    custody = _custodians(colony, cap)
+    say(f"14. custody: {custody} — the 3 nodes closest to the capsule id; "
+        f"the leader placed it on {colony.name(ex)}")
+    out_cid = str(final["outputs"][0])
+    say(f"15. its signed receipt names the output summary.txt = {out_cid}")
+    # A node that neither submitted nor ran it.
+    reader = next(i for i in (3, 1, 0, 4) if i < colony.n and colony.ids[i] != ex and i != sub)
+    res = _final(colony.clients[reader].stream("POST", "/v1/fetch", {"cid": out_cid}))
+    text = _read(colony.homes[reader], out_cid)
+    by = ", ".join(colony.name(p) for p in res["providers"]) or "its own store"
+    say(f"16. node{reader + 1} fetched the output by CID (from {by}) and reads it:")
+    for line in text.decode(errors="replace").splitlines():
+        say(f"    | {line}")
+    if "measurements.csv: 4000 rows" not in text.decode(errors="replace"):
+        raise ColonyError("demo: the capsule's summary is not what the dataset gives")
+
+
+def _custodians(colony: LocalColony, cap: str) -> str:
+    held = []
+    for i, c in enumerate(colony.clients):
+        for row in c.call("GET", "/v1/capsules"):
+            role = str(row.get("role", ""))
+            if row["id"] == cap and ("leader" in role or "custodian" in role):
+                held.append(f"node{i + 1}" + (" (leader)" if "leader" in role else ""))
+    return ", ".join(sorted(held, key=lambda s: "leader" not in s)) or "?"
+
+
+def _read(home: Path, cid: str) -> bytes:
+    from store.blockstore import open_home_store
+    from store.cid import Cid
+    from store.exporter import Exporter
+
+    with open_home_store(home) as store:
+        return Exporter(store).read_all(Cid.parse(cid))
 
 
 def _verify(home: Path, cid: str, original: Path) -> None:
@@ -161,4 +314,3 @@ def _verify(home: Path, cid: str, original: Path) -> None:
     for f in sorted(original.rglob("*")):
         if f.is_file() and (out / f.relative_to(original)).read_bytes() != f.read_bytes():
             raise ColonyError(f"demo: {f.relative_to(original)} differs after the fetch")
-    load_identity(home / KEY_FILE)

@@ -171,11 +171,3 @@ def test_unreadable_file(node: Path, tmp_path: Path) -> None:
     f.chmod(0)
     r = colony(node, "add", str(f))
     assert r.returncode == 1 and b"Permission denied" in r.stderr
-
-
-def test_demo_runs_and_verifies(tmp_path: Path) -> None:
-    r = colony(tmp_path / "unused", "demo", "--home", str(tmp_path / "demo"))
-    assert r.returncode == 0, r.stderr
-    text = out(r)
-    assert "5/5 files identical" in text and "all blocks hash to their CIDs" in text
-    assert "sensor-a.bin" in text and "bafy" in text
