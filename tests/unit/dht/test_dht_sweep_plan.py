@@ -1,11 +1,19 @@
-"""The sweep plan (dht/sweep.py): region start times, joining and retiring; pure."""
+"""The sweep plan (dht/sweep.py): region start times, joining and retiring (pure), and
+the core retrying a sweep that found every lookup slot taken."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from dht import FindNode, KadConfig, Kademlia, Provide
 from dht.sweep import Sweep, start_times
+from dht.wire import DhtRequest, MessageType
+from overlay.core.effects import PeerUnreachable, Send, SetTimer, TimerFired
 from overlay.core.ids import KEY_BITS
+from overlay.core.multiformats import multihash_sha256
+from sim.dht_static import random_peer_ids
 
 
 @pytest.mark.parametrize(
@@ -52,3 +60,27 @@ def test_first_announcement_is_not_paced_and_retire_drops_the_rest() -> None:
     assert paced.next_start() is None and not paced.done()  # its lookup still runs
     paced.running = 0
     assert paced.done()
+
+
+def test_a_sweep_refused_for_busy_lookups_retries_on_its_timer() -> None:
+    """Before pacing, a sweep that found the lookup slots full with none of its own
+    running was never pumped again (no ProvideDone); now its timer retries."""
+    ids = random_peer_ids(30, random.Random(3))
+    cfg = KadConfig(max_lookups=2)
+    c = Kademlia(ids[0], cfg, rng=random.Random(1))
+    for p in ids[1:]:
+        c.table.seen(p, 0.0)
+    c.handle(FindNode(1, b"busy"), 1.0)  # holds one of the two lookup slots
+    out = c.handle(Provide(2, (multihash_sha256(b"x"),)), 1.0)
+    (retry,) = [e for e in out if isinstance(e, SetTimer) and e.timer[0] == "sweep"]
+    assert retry.at == 1.0 + cfg.rpc_timeout_s
+    assert not [e for e in out if isinstance(e, Send)]  # nothing started yet
+    for _ in range(len(ids)):  # the FindNode fails at every peer it asks, and ends
+        for p in ids[1:]:
+            c.handle(PeerUnreachable(p), 2.0)
+        if c.running_lookups() == 0:
+            break
+    assert c.running_lookups() == 0
+    out = c.handle(TimerFired(retry.timer), retry.at)
+    assert any(isinstance(e, Send) and isinstance(e.msg, DhtRequest)
+               and e.msg.msg.type == MessageType.FIND_NODE for e in out)
