@@ -222,6 +222,16 @@ class Dialer:
         )
         if not any(p != peer for p in self.t.connected_peers()):
             methods = ["direct"]  # alone (bootstrapping): nobody to signal or relay through
+        elif (
+            "direct" in methods
+            and not self.t.known_addrs(peer)
+            and not self.reachability_of(peer)
+        ):
+            # Unknown reachability and no address yet: gossip named the peer a moment
+            # before its addresses and ad arrived. That is no evidence of a NAT, and a
+            # WebRTC offer would start aiortc (+34 MiB) for nothing; the next dial,
+            # once the ad says "nat", takes the WebRTC/relay path.
+            methods = ["direct"]
         try:
             for method in methods:
                 if self.t.is_connected(peer):
