@@ -34,7 +34,9 @@ import structlog
 import trio
 
 from dht.api import GetProviders, Provide
+from gossip.events import UpdateAd
 from gossip.members import MemberState
+from gossip.resources import ResourceAd
 from overlay.capsule import events as cev
 from overlay.capsule.core import CancelCapsule, CapsuleCore, SubmitCapsule
 from overlay.capsule.custody import CustodyConfig, LocalityHint
@@ -81,6 +83,11 @@ INFO_TIMEOUT_S = 3.0
 #: Reads ask this many members beyond the k_c closest (views differ during churn).
 READ_EXTRA = 2
 REFRESH_MEMBERS_S = 2.0
+#: The resource ad is re-read this often and re-gossiped when the load per core moved
+#: by AD_LOAD_STEP or free memory by the fraction AD_MEM_STEP.
+AD_REFRESH_S = 15.0
+AD_LOAD_STEP = 0.25
+AD_MEM_STEP = 0.2
 #: Activation waits for the member count to stay unchanged this long (at most MAX).
 SETTLE_QUIET_S = 1.0
 SETTLE_MAX_S = 5.0
@@ -91,6 +98,9 @@ MAX_KNOWN = 10_000
 MAX_PROVIDERS = 8
 FETCH_STALL_S = 60.0
 DEP_RESOLVE_TRIES = 10
+#: How long `scontrol ping` may take at start (only asked when sbatch is installed; a
+#: loaded machine answered in more than the executors' default 5 s).
+SLURM_DETECT_TIMEOUT_S = 15.0
 
 
 # ---------------------------------------------------------------- authority
@@ -197,7 +207,7 @@ async def prepare_capsules(
 ) -> CapsuleSetup:
     """Detect executor kinds (Slurm needs a controller that answers) and build the core."""
     configured = conf.get("capsule", {}).get("executors", [])
-    kinds = await available_kinds()
+    kinds = await available_kinds(SLURM_DETECT_TIMEOUT_S)
     if configured:  # an operator may offer fewer kinds than work here, never more
         kinds = tuple(k for k in kinds if k in configured)
     authority = load_authority(home, conf)
@@ -216,6 +226,7 @@ class CapsuleService:
         self.core = setup.core
         self.kinds = setup.kinds
         self.authority = setup.authority
+        self.setup = setup
         self.runs_dir = d.home / RUNS_DIR
         self.runs_dir.mkdir(exist_ok=True)
         self.custody_store = CustodyStore.open(d.home)
@@ -292,11 +303,24 @@ class CapsuleService:
         self.activated.set()
         log.info("capsules_active", members=len(self.d.swim.list_members()))
         self.d.nursery.start_soon(self._refresh_members)
+        self.d.nursery.start_soon(self._refresh_ad)
 
     async def _refresh_members(self) -> None:
         while True:
             await trio.sleep(REFRESH_MEMBERS_S)
             await self.d.driver.submit_wait(RefreshMembers())
+
+    async def _refresh_ad(self) -> None:
+        """Keep the gossiped ad's load and free memory current (placement scores idle
+        cores), re-advertising only on a real change so gossip is not flooded."""
+        from overlay.runtime.node_builder import local_ad  # node_builder imports us
+
+        while True:
+            await trio.sleep(AD_REFRESH_S)
+            old = self.d.swim.ad
+            fresh = local_ad(self.d.home, **self.setup.ad_fields())
+            if old is None or _ad_moved(old, fresh):
+                await self.d.driver.submit_wait(UpdateAd(fresh))
 
     # ------------------------------------------------------------ events from the core
 
@@ -539,6 +563,13 @@ class CapsuleService:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _ad_moved(old: ResourceAd, new: ResourceAd) -> bool:
+    if abs(new.cpu_load - old.cpu_load) >= AD_LOAD_STEP:
+        return True
+    base = max(old.mem_free_bytes, 1)
+    return abs(new.mem_free_bytes - old.mem_free_bytes) / base >= AD_MEM_STEP
 
 
 def _log_event(ev: Any) -> None:

@@ -22,7 +22,7 @@ from overlay.runtime.capsule_part import (
     node_ad,
     parse_labels,
 )
-from overlay.runtime.capsule_service import with_inputs
+from overlay.runtime.capsule_service import _ad_moved, with_inputs
 from overlay.runtime.custody_store import CustodyStore
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
@@ -121,3 +121,10 @@ def test_workflow_child_runs_with_parent_outputs_as_inputs() -> None:
     assert run.capsule.spec.inputs == (CID, parent_out)
     env = dict(run.capsule.spec.env)
     assert env["COLONY_DEP_OUTPUTS"] == f"inputs/{parent_out}\ninputs/{CID}"
+
+
+def test_ad_is_re_gossiped_only_on_a_real_change() -> None:
+    base = ResourceAd.make(cpu_cores=4, cpu_load=0.5, mem_free_bytes=1000)
+    assert not _ad_moved(base, ResourceAd.make(cpu_cores=4, cpu_load=0.6, mem_free_bytes=1100))
+    assert _ad_moved(base, ResourceAd.make(cpu_cores=4, cpu_load=0.8, mem_free_bytes=1000))
+    assert _ad_moved(base, ResourceAd.make(cpu_cores=4, cpu_load=0.5, mem_free_bytes=700))
