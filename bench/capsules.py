@@ -9,6 +9,8 @@ Prints, for N daemons (default 20) on 127.0.0.1:
   * submit→accepted (the API call returns once custody acknowledged the capsule);
   * throughput: M capsules (`true`) submitted concurrently from random nodes, from the
     first submit to the last `CapsuleFinished`, in capsules/s;
+  * a second limit: fsync'd custody commits per second on this disk, and how many
+    each capsule costs (every custodian commits every version before acting on it);
   * the limit, measured in the same run: one capsule-info request/response between two
     daemons as the API sees it (`GET /v1/capsules/get` of a capsule this node does
     not hold: the local HTTP call plus one parallel round trip to its custodians).
@@ -34,6 +36,8 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from capsule_helpers import EventLog, submit  # noqa: E402
 from colony_cluster import Cluster, wait_for  # noqa: E402
+
+from overlay.runtime.custody_store import CustodyStore  # noqa: E402
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -94,6 +98,10 @@ def main() -> None:
         fin = events.first_time("CapsuleFinished")
         t_end = max(fin[i] for i in ids)
         rate = len(ids) / (t_end - t_burst)
+        writes = sum(n.api().call("GET", "/v1/capsules/stats")["custody_store_writes"]
+                     for n in c.nodes)  # fmt: skip
+        n_capsules = 1 + args.latency + args.burst
+        fsync_rate = durable_write_rate(Path(tmp))
 
     ms = 1e3
     print(f"{'capsule-info round trip via the API (limit)':<48} p50 {limit * ms:7.1f} ms")
@@ -106,6 +114,23 @@ def main() -> None:
     print(f"{'burst of ' + str(args.burst) + ' capsules':<48} {rate:7.1f} capsules/s  "
           f"(submitting took {t_submitted - t_burst:.1f} s; all finished "
           f"{t_end - t_burst:.1f} s after the first submit)")  # fmt: skip
+    per = writes / n_capsules
+    print(f"{'durable custody commits (fsync) on this disk':<48} {fsync_rate:7.0f} /s  "
+          f"({per:.1f} per capsule over its custodians → at most "
+          f"{fsync_rate / per:.0f} capsules/s if commits do not overlap; "
+          f"burst ratio {rate / (fsync_rate / per):.2f})")  # fmt: skip
+
+
+def durable_write_rate(root: Path, n: int = 200) -> float:
+    """fsync'd custody-store commits per second from one process (the disk's limit)."""
+    store = CustodyStore.open(root / "fsync-probe")
+    record = b"x" * 1500  # about one custody record
+    t = time.perf_counter()
+    for i in range(n):
+        store.apply(f"bafkreiprobe{i}", record)
+    rate = n / (time.perf_counter() - t)
+    store.close()
+    return rate
 
 
 if __name__ == "__main__":
