@@ -379,42 +379,51 @@ def verify_chain(
     prev: Certificate | None = None
     for depth, cert in enumerate(chain):
         _check_link(cert)
-        who = _short(cert.subject)
+        # The subject's name is built only for an error message (base58 is not cheap).
         if cert.colony != owner:
-            raise NotAuthorized(f"certificate for {who} belongs to another colony")
+            raise NotAuthorized(f"certificate for {_short(cert.subject)} belongs to another colony")
         if prev is None:
             if cert.envelope.signer != owner:
-                raise BadSignature(f"root certificate for {who} is not signed by the owner")
+                raise BadSignature(
+                    f"root certificate for {_short(cert.subject)} is not signed by the owner"
+                )
         else:
             if cert.envelope.signer_id != prev.subject:
                 raise BadSignature(
-                    f"certificate for {who} is not signed by its delegator {_short(prev.subject)}"
+                    f"certificate for {_short(cert.subject)} is not signed by its delegator "
+                    f"{_short(prev.subject)}"
                 )
             if not prev.grants(Role.ADMIT.value):
-                raise NotAuthorized(f"{_short(prev.subject)} delegated to {who} without role admit")
+                raise NotAuthorized(
+                    f"{_short(prev.subject)} delegated to {_short(cert.subject)} without role admit"
+                )
             extra = [r for r in cert.roles if r not in prev.roles]
             if extra:
                 raise NotAuthorized(
-                    f"certificate for {who} grants {', '.join(extra)} beyond its "
+                    f"certificate for {_short(cert.subject)} grants {', '.join(extra)} beyond its "
                     f"delegator {_short(prev.subject)}"
                 )
             if cert.expires > prev.expires:
                 raise NotAuthorized(
-                    f"certificate for {who} expires at {_fmt_time(cert.expires)}, after its "
+                    f"certificate for {_short(cert.subject)} expires at "
+                    f"{_fmt_time(cert.expires)}, after its "
                     f"delegator's at {_fmt_time(prev.expires)}"
                 )
         if now >= cert.expires:
-            raise ExpiredError(f"certificate for {who} expired at {_fmt_time(cert.expires)}")
+            raise ExpiredError(
+                f"certificate for {_short(cert.subject)} expired at {_fmt_time(cert.expires)}"
+            )
         if now < cert.issued:
             raise NotAuthorized(
-                f"certificate for {who} is not valid before {_fmt_time(cert.issued)}"
+                f"certificate for {_short(cert.subject)} is not valid before "
+                f"{_fmt_time(cert.issued)}"
             )
         issuers.append(cert.envelope.signer)
-        if revocations is not None:
+        if revocations:  # (an empty list skips hashing the certificate for its id)
             by = revocations.revokers(cert.cert_id)
             # Authority over link `depth`: the owner or any issuer at or above it.
             if any(k == owner or k in issuers for k in by):
-                raise Revoked(f"certificate for {who} (link {depth}) was revoked")
+                raise Revoked(f"certificate for {_short(cert.subject)} (link {depth}) was revoked")
         prev = cert
     leaf = chain[-1]
     if leaf.subject != subject:
