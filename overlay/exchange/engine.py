@@ -312,9 +312,10 @@ class Exchange:
             self._serve(peer, msg, out)
 
     def _on_block(self, peer: PeerId, block: Block, now: float, out: list[Effect]) -> None:
-        # Hash-check here, not only in the codec: in-process delivery (simulator,
-        # tests) skips decoding, and nothing unverified may be handed on (DESIGN §4).
-        genuine = cids.verify(block.cid, block.data)
+        # Hash-check once: the wire decoder already rebuilt the CID from the data's
+        # hash (`verified`); in-process delivery (simulator, tests) skips decoding, so
+        # those blocks are hashed here. Nothing unverified is handed on (DESIGN §4).
+        genuine = block.verified or cids.verify(block.cid, block.data)
         w = self._wants.pop(block.cid, None) if genuine else None
         if w is not None:
             if w.peer is not None:

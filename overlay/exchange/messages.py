@@ -23,10 +23,11 @@ field and enforces per-message limits, raising the `WireError` family only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from overlay.core.errors import MalformedFrame
+from overlay.core.multiformats import encode_varint
 from overlay.core.protobuf import Writer, as_int32, expect_bytes, expect_int, iter_fields
 from overlay.exchange import cids
 
@@ -65,6 +66,10 @@ class WantEntry:
 class Block:
     cid: bytes
     data: bytes
+    #: True when `cid` was computed from `data` (the wire decoder hashes every block
+    #: to rebuild its CID), so the engine need not hash the bytes a second time.
+    #: Blocks built in-process (simulator, tests) leave it False and are hashed.
+    verified: bool = field(default=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +107,8 @@ class BitswapMessage:
             if self.full:
                 wl.varint(2, 1)
             w.message(1, wl)
-        for b in self.blocks:
-            w.message(3, Writer().blob(1, cids.prefix(b.cid)).blob(2, b.data))
+        head = w.finish()
+        w = Writer()
         for p in self.presences:
             pw = Writer().blob(1, p.cid)
             if p.presence:
@@ -111,7 +116,19 @@ class BitswapMessage:
             w.message(4, pw)
         if self.pending_bytes:
             w.varint(5, self.pending_bytes)
-        return w.finish()
+        if not self.blocks:
+            return head + w.finish()
+        # Blocks are most of the bytes: lay out every field header by hand and join
+        # once, so each block's data is copied once (nested Writers copied it twice).
+        parts = [head]
+        for b in self.blocks:
+            pfx = cids.prefix(b.cid)
+            n = len(b.data)
+            inner = 2 + len(pfx) + len(_uvarint(len(pfx))) + len(_uvarint(n)) + n
+            parts += (b"\x1a", _uvarint(inner), b"\x0a", _uvarint(len(pfx)), pfx,
+                      b"\x12", _uvarint(n), b.data)
+        parts.append(w.finish())
+        return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> BitswapMessage:
@@ -127,7 +144,7 @@ class BitswapMessage:
                 full = _decode_wantlist(expect_bytes(f, wt, v), wants) or full
             elif f == 2:  # Bitswap 1.0.0: bare block bytes, CIDv0 implied
                 raw = expect_bytes(f, wt, v)
-                blocks.append(Block(cids.from_prefix(b"\x00\x70\x12\x20", raw), raw))
+                blocks.append(Block(cids.from_prefix(b"\x00\x70\x12\x20", raw), raw, True))
             elif f == 3:
                 blocks.append(_decode_block(expect_bytes(f, wt, v)))
             elif f == 4:
@@ -137,6 +154,9 @@ class BitswapMessage:
             if len(wants) + len(blocks) + len(presences) > MAX_ENTRIES:
                 raise MalformedFrame(f"bitswap message with more than {MAX_ENTRIES} entries")
         return cls(tuple(wants), full, tuple(blocks), tuple(presences), max(0, pending))
+
+
+_uvarint = encode_varint
 
 
 def _check_cid(raw: bytes) -> bytes:
@@ -182,7 +202,7 @@ def _decode_block(buf: bytes) -> Block:
             data = expect_bytes(f, wt, v)
     if not pfx:
         raise MalformedFrame("bitswap: block without prefix")
-    return Block(cids.from_prefix(pfx, data), data)
+    return Block(cids.from_prefix(pfx, data), data, True)  # CID hashed from the data
 
 
 def _decode_presence(buf: bytes) -> BlockPresence:

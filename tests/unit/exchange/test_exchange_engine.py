@@ -143,3 +143,33 @@ def test_serving_batches_by_size_and_answers_dont_have() -> None:
     assert msgs[-1].presences[0].cid == missing
     served = [b for m in msgs for b in m.blocks]
     assert served == [Block(c, d) for c, d in big.items()]
+
+
+def test_each_block_is_hashed_once(monkeypatch: Any) -> None:
+    """A block from the wire decoder (CID rebuilt from its hash) is not hashed again;
+    one built in-process is hashed by the engine, and a mismatch is still refused."""
+    from overlay.core.effects import Received
+    from overlay.exchange import engine as engine_mod
+
+    hashed: list[bytes] = []
+    real = engine_mod.cids.verify
+
+    def counting(cid: bytes, data: bytes) -> bool:
+        hashed.append(cid)
+        return real(cid, data)
+
+    monkeypatch.setattr(engine_mod.cids, "verify", counting)
+    me, prov = peer(100), peer(1)
+    datas = [b"one", b"two", b"three"]
+    ex = Exchange(me, DictSource())
+    ex.handle(Fetch(tuple(cid_of(d) for d in datas), (prov,)), 0.0)
+    wire = BitswapMessage(blocks=(Block(cid_of(datas[0]), datas[0]),)).to_bytes()
+    out = ex.handle(Received(prov, BitswapMessage.from_bytes(wire)), 0.1)
+    assert hashed == [] and [e.event.cid for e in out if hasattr(e, "event")
+                             and isinstance(e.event, BlockReceived)] == [cid_of(datas[0])]
+    out = ex.handle(Received(prov, BitswapMessage(blocks=(Block(cid_of(datas[1]), datas[1]),))), 0.2)
+    assert hashed == [cid_of(datas[1])]
+    assert any(isinstance(getattr(e, "event", None), BlockReceived) for e in out)
+    out = ex.handle(Received(prov, BitswapMessage(blocks=(Block(cid_of(datas[2]), b"forged"),))), 0.3)
+    assert not any(isinstance(getattr(e, "event", None), BlockReceived) for e in out)
+    assert ex.stats.unsolicited_blocks == 1 and cid_of(datas[2]) in ex.wanted()
