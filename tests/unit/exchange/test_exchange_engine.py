@@ -167,9 +167,11 @@ def test_each_block_is_hashed_once(monkeypatch: Any) -> None:
     out = ex.handle(Received(prov, BitswapMessage.from_bytes(wire)), 0.1)
     assert hashed == [] and [e.event.cid for e in out if hasattr(e, "event")
                              and isinstance(e.event, BlockReceived)] == [cid_of(datas[0])]
-    out = ex.handle(Received(prov, BitswapMessage(blocks=(Block(cid_of(datas[1]), datas[1]),))), 0.2)
+    built = BitswapMessage(blocks=(Block(cid_of(datas[1]), datas[1]),))
+    out = ex.handle(Received(prov, built), 0.2)
     assert hashed == [cid_of(datas[1])]
     assert any(isinstance(getattr(e, "event", None), BlockReceived) for e in out)
-    out = ex.handle(Received(prov, BitswapMessage(blocks=(Block(cid_of(datas[2]), b"forged"),))), 0.3)
+    forged = BitswapMessage(blocks=(Block(cid_of(datas[2]), b"forged"),))
+    out = ex.handle(Received(prov, forged), 0.3)
     assert not any(isinstance(getattr(e, "event", None), BlockReceived) for e in out)
     assert ex.stats.unsolicited_blocks == 1 and cid_of(datas[2]) in ex.wanted()
