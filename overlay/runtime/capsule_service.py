@@ -318,9 +318,15 @@ class CapsuleService:
         while True:
             await trio.sleep(AD_REFRESH_S)
             old = self.d.swim.ad
-            fresh = local_ad(self.d.home, **self.setup.ad_fields())
-            if old is None or _ad_moved(old, fresh):
-                await self.d.driver.submit_wait(UpdateAd(fresh))
+            machine = local_ad(self.d.home, **self.setup.ad_fields())
+            if old is None or not _ad_moved(old, machine):
+                continue
+            # Only the machine's changing state: every other field of the ad (e.g. the
+            # reachability that its own service publishes) is kept as it is.
+            fresh = replace(old, cpu_load=machine.cpu_load,
+                            mem_free_bytes=machine.mem_free_bytes,
+                            disk_free_bytes=machine.disk_free_bytes)  # fmt: skip
+            await self.d.driver.submit_wait(UpdateAd(fresh))
 
     # ------------------------------------------------------------ events from the core
 
