@@ -6,6 +6,12 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
 
 from gossip.resources import ResourceAd
 from overlay.capsule.core import CapsuleCore
@@ -22,7 +28,7 @@ from overlay.runtime.capsule_part import (
     node_ad,
     parse_labels,
 )
-from overlay.runtime.capsule_service import _ad_moved, with_inputs
+from overlay.runtime.capsule_service import CapsuleService, _ad_moved, with_inputs
 from overlay.runtime.custody_store import CustodyStore
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
@@ -128,3 +134,30 @@ def test_ad_is_re_gossiped_only_on_a_real_change() -> None:
     assert not _ad_moved(base, ResourceAd.make(cpu_cores=4, cpu_load=0.6, mem_free_bytes=1100))
     assert _ad_moved(base, ResourceAd.make(cpu_cores=4, cpu_load=0.8, mem_free_bytes=1000))
     assert _ad_moved(base, ResourceAd.make(cpu_cores=4, cpu_load=0.5, mem_free_bytes=700))
+
+
+class _OneRefresh(Exception):
+    """Stops the refresher after its first re-advertisement."""
+
+
+def test_ad_refresh_keeps_the_reachability_the_dialback_service_set(tmp_path: Path) -> None:
+    """The refresher re-reads the machine (load, memory); the `reachability` field is
+    the reachability service's, published only when its status changes. A refresh
+    that dropped it left every member's view of the ad without it (test_edge_nat)."""
+    sent: list[Any] = []
+
+    async def submit_wait(cmd: Any) -> None:
+        sent.append(cmd.ad)
+        raise _OneRefresh
+
+    old = ResourceAd.make(cpu_cores=1, cpu_load=1e6, reachability="nat/symmetric")
+    svc = CapsuleService.__new__(CapsuleService)  # only what _refresh_ad touches
+    svc.d = SimpleNamespace(  # type: ignore[assignment]
+        home=tmp_path, swim=SimpleNamespace(ad=old),
+        driver=SimpleNamespace(submit_wait=submit_wait))
+    svc.setup = SimpleNamespace(ad_fields=dict)  # type: ignore[assignment]
+
+    with pytest.raises(_OneRefresh):
+        trio.run(svc._refresh_ad, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert len(sent) == 1 and sent[0].reachability == "nat/symmetric", sent
+    assert sent[0].cpu_load != old.cpu_load  # the measured figures did move
