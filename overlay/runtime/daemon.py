@@ -168,6 +168,7 @@ class Daemon:
                 self.dialer = await n.start(run_edge_for_daemon, self)
                 n.start_soon(self._watch_transport)
                 n.start_soon(self._flush_tick)
+                n.start_soon(self.writer.run)  # commits fetched blocks off the event loop
                 n.start_soon(self._save_tick)
                 n.start_soon(self.reachability.run)
                 n.start_soon(self._signals, n.cancel_scope)
@@ -357,7 +358,7 @@ class Daemon:
         while True:
             # Fetched blocks arrive only while a fetch session runs (bench/edge.py).
             await trio.sleep(FLUSH_INTERVAL_S if self.sessions else IDLE_FLUSH_INTERVAL_S)
-            self.writer.flush()
+            self.writer.commit_soon()  # on the writer's thread; acknowledgers flush()
 
     # ------------------------------------------------------------ inbound
 

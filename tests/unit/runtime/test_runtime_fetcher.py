@@ -1,0 +1,116 @@
+"""BlockWriter: batches committed on a worker thread, flush() commits everything."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from overlay.runtime import fetcher
+from overlay.runtime.fetcher import BlockWriter
+from store.blockstore import BlockStore
+from store.cid import RAW, Cid
+
+
+def block(i: int, size: int = 1024) -> tuple[Cid, bytes]:
+    data = i.to_bytes(4, "big") * (size // 4)
+    return Cid.from_multihash(b"\x12\x20" + hashlib.sha256(data).digest(), RAW, 1), data
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    with BlockStore(tmp_path / "blocks", initial_map_size_mib=16) as s:
+        yield s
+
+
+def test_without_the_commit_task_add_commits_inline_at_the_threshold(store: BlockStore) -> None:
+    w = BlockWriter(store)
+    blocks = [block(i) for i in range(fetcher.FLUSH_BLOCKS)]
+    for cid, data in blocks[:-1]:
+        w.add(cid, data, None)
+    assert w.commits == 0 and w.has(blocks[0][0]) and not store.has(blocks[0][0])
+    w.add(*blocks[-1], None)
+    assert w.commits == 1 and all(store.has(c) for c, _ in blocks)
+
+
+def test_background_commits_then_flush_commits_the_rest(store: BlockStore) -> None:
+    blocks = [block(i) for i in range(fetcher.FLUSH_BLOCKS + 5)]
+
+    async def main() -> None:
+        w = BlockWriter(store)
+        async with trio.open_nursery() as n:
+            await n.start(w.run)
+            for cid, data in blocks[: fetcher.FLUSH_BLOCKS]:
+                w.add(cid, data, None)
+            assert w.commits == 0  # handed to the task, not committed inline
+            for _ in range(200):  # wait for the thread
+                if w.background_commits:
+                    break
+                await trio.sleep(0.01)
+            assert w.background_commits == 1
+            assert all(store.has(c) for c, _ in blocks[: fetcher.FLUSH_BLOCKS])
+            for cid, data in blocks[fetcher.FLUSH_BLOCKS :]:
+                w.add(cid, data, None)
+            assert not store.has(blocks[-1][0]) and w.has(blocks[-1][0])
+            w.flush()  # acknowledgement point: everything committed on return
+            assert all(store.has(c) for c, _ in blocks)
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_flush_also_commits_the_batch_still_on_the_thread(store: BlockStore) -> None:
+    w = BlockWriter(store)
+    (c1, d1), (c2, d2) = block(1), block(2)
+    w._committing = {c1.multihash: (c1, d1, None)}  # as if mid-commit on the thread
+    w.add(c2, d2, None)
+    assert w.has(c1) and w.pending_block(c1.multihash) == d1
+    w.flush()
+    assert store.has(c1) and store.has(c2)
+    assert store.stat().blocks == 2
+    store.put_many([(c1, d1, None)])  # the thread's late commit: a no-op, counted once
+    assert store.stat().blocks == 2
+
+
+def test_buffer_beyond_the_limit_commits_inline(store: BlockStore, monkeypatch: Any) -> None:
+    monkeypatch.setattr(fetcher, "FLUSH_BLOCKS", 2)
+    monkeypatch.setattr(fetcher, "MAX_BUFFERED_BYTES", 3 * 1024)
+    w = BlockWriter(store)
+    w._running = True  # a commit task that is busy (never takes the batch)
+    for i in range(2):
+        w.add(*block(i), None)
+    assert w.commits == 0  # handed to the (busy) task
+    w.add(*block(2), None)
+    assert w.commits == 1 and all(store.has(block(i)[0]) for i in range(3))
+
+
+def test_a_failed_background_commit_keeps_the_blocks(
+    store: BlockStore, monkeypatch: Any
+) -> None:
+    blocks = [block(i) for i in range(fetcher.FLUSH_BLOCKS)]
+    real = store.put_many
+
+    def failing(items: Any) -> int:
+        raise OSError("disk gone")
+
+    async def main() -> None:
+        w = BlockWriter(store)
+        async with trio.open_nursery() as n:
+            await n.start(w.run)
+            monkeypatch.setattr(store, "put_many", failing)
+            for cid, data in blocks:
+                w.add(cid, data, None)
+            for _ in range(200):
+                if not w._running:
+                    break
+                await trio.sleep(0.01)
+            assert not w._running and all(w.has(c) for c, _ in blocks)
+            monkeypatch.setattr(store, "put_many", real)
+            w.commit_soon()  # no thread any more: commits inline
+            assert all(store.has(c) for c, _ in blocks)
+            n.cancel_scope.cancel()
+
+    trio.run(main)
