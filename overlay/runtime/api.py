@@ -35,6 +35,9 @@ from overlay.core.errors import ColonyError, ConfigError
 log = structlog.get_logger("colony.api")
 
 TOKEN_FILE = "api.token"
+#: Where a running daemon writes the address its API really listens on, so the CLI
+#: finds a daemon started with `--api HOST:PORT` (or port 0) without a config edit.
+ADDR_FILE = "api.addr"
 MAX_BODY_BYTES = 16 * 1024 * 1024
 REQUEST_TIMEOUT_S = 30.0
 
@@ -93,6 +96,16 @@ def load_or_create_token(home: Path) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token
+
+
+def write_api_addr(home: Path, host: str, port: int) -> None:
+    tmp = home / (ADDR_FILE + ".tmp")
+    tmp.write_text(f"{host}:{port}\n")
+    os.replace(tmp, home / ADDR_FILE)  # atomic: a reader sees the old or the new address
+
+
+def remove_api_addr(home: Path) -> None:
+    (home / ADDR_FILE).unlink(missing_ok=True)
 
 
 class ApiServer:

@@ -1,6 +1,7 @@
 """Client for the control API, used by the CLI (synchronous, stdlib only).
 
-Finds the daemon from `<home>/config.toml` (`[api] listen`) and `<home>/api.token`.
+Finds the daemon from `<home>/api.addr` (written by the running daemon), else
+`<home>/config.toml` (`[api] listen`), and `<home>/api.token`.
 Errors come back as `ApiUnavailable` (no daemon listening) or `ApiCallFailed` (the
 daemon answered with an error), each with a message meant for the user.
 """
@@ -16,7 +17,7 @@ from urllib.parse import urlencode
 
 from overlay.core.errors import ColonyError
 from overlay.runtime import config as cfg
-from overlay.runtime.api import TOKEN_FILE
+from overlay.runtime.api import ADDR_FILE, TOKEN_FILE
 
 
 class ApiUnavailable(ColonyError):
@@ -43,8 +44,11 @@ class ApiClient:
 
     @classmethod
     def for_home(cls, home: Path, timeout_s: float = 60.0) -> ApiClient:
-        conf = cfg.load(home)
-        host, port = split_hostport(conf["api"]["listen"])
+        try:  # the address a running daemon really bound (`--api`, env, port 0)
+            listen = (home / ADDR_FILE).read_text().strip()
+        except OSError:
+            listen = cfg.load(home)["api"]["listen"]
+        host, port = split_hostport(listen)
         token_path = home / TOKEN_FILE
         if not token_path.exists():
             raise ApiUnavailable(

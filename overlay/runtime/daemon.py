@@ -38,7 +38,12 @@ from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
 from overlay.exchange.engine import BlockReceived, BlockUnavailable, CancelFetch, Fetch
 from overlay.exchange.messages import BitswapMessage
-from overlay.runtime.api import ApiServer, load_or_create_token
+from overlay.runtime.api import (
+    ApiServer,
+    load_or_create_token,
+    remove_api_addr,
+    write_api_addr,
+)
 from overlay.runtime.api_client import split_hostport
 from overlay.runtime.capsule_service import CAPSULE_MESSAGES, CapsuleService, prepare_capsules
 from overlay.runtime.dialback import ReachabilityService
@@ -164,6 +169,7 @@ class Daemon:
                 await n.start(self.driver.run)
                 await self.capsules.restore()  # custody records first (overlay/capsule/durable.py)
                 self.api_port = await n.start(api.serve, host, port)
+                write_api_addr(self.home, host, self.api_port)
                 # Edge stack: WebRTC signalling, relay, dialer (overlay/runtime/dialer.py).
                 self.dialer = await n.start(run_edge_for_daemon, self)
                 n.start_soon(self._watch_transport)
@@ -177,6 +183,7 @@ class Daemon:
                 log.info("daemon_started", peer=str(self.me), addrs=t.addrs, api=self.api_port)
                 self.started.set()
                 task_status.started(self)
+        remove_api_addr(self.home)
         self.writer.flush()
         self.save_peers()
 
