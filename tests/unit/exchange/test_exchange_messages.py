@@ -2,6 +2,7 @@
 
 import contextlib
 import hashlib
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -135,3 +136,19 @@ def test_decoded_blocks_are_marked_verified_and_built_ones_are_not() -> None:
     assert not built.verified
     (got,) = BitswapMessage.from_bytes(BitswapMessage(blocks=(built,)).to_bytes()).blocks
     assert got.verified and got == built  # `verified` takes no part in equality
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_view_fields_decode_like_iter_fields(data: bytes) -> None:
+    """The copy-free field reader yields what protobuf.iter_fields does, or raises alike."""
+    from overlay.core.protobuf import iter_fields
+    from overlay.exchange.messages import _view_fields
+
+    def run(it: Any) -> Any:
+        try:
+            return [(f, w, bytes(v) if isinstance(v, memoryview) else v) for f, w, v in it]
+        except WireError as e:
+            return type(e)
+
+    assert run(_view_fields(memoryview(data))) == run(iter_fields(data))
