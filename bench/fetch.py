@@ -10,7 +10,10 @@ Prints, in one run, each with its limit and ratio:
     as ratios to the bare stream of the daemons' stack (goal: ≥ 0.8);
   * the same with every daemon's send rate capped at 20 MB/s
     (`[network] max_send_rate`, as WAN peers would be): 3 providers vs 1
-    (goal: ≥ 2.5×).
+    (goal: ≥ 2.5×);
+  * CPU seconds per GiB fetched, of the fetching daemon and of all providers together
+    (utime + stime of every thread, from /proc): steadier than MB/s on a shared
+    machine, and what the fetch path costs whatever the other load.
 
 Run: .venv/bin/python bench/fetch.py [--mib 64] [--stack native|py-libp2p]
 Loopback on a shared 2-core machine is noisy; all daemons and the client share it.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -46,13 +50,30 @@ from transport import (  # noqa: E402
 RATE_LIMIT = 20_000_000  # bytes/s per provider
 
 
-def timed_fetch(node: Node, cid: str) -> tuple[float, dict[str, object]]:
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_fetch(
+    node: Node, cid: str, providers: list[Node] | None = None
+) -> tuple[float, dict[str, object]]:
+    """(MB/s, final progress); the progress also gets `cpu_s_per_gib` of the fetcher
+    and of `providers` together."""
+    provs = providers or []
+    c0 = cpu_s(node.pid), sum(cpu_s(p.pid) for p in provs)
     t0 = time.perf_counter()
     final: dict[str, object] = {}
     for item in node.api(600).stream("POST", "/v1/fetch", {"cid": cid}):
         final = item
     dt = time.perf_counter() - t0
     assert final.get("done") and not final.get("error"), final
+    gib = int(final["bytes_fetched"]) / 2**30  # type: ignore[call-overload]
+    c1 = cpu_s(node.pid), sum(cpu_s(p.pid) for p in provs)
+    final["cpu_s_per_gib"] = {"fetcher": round((c1[0] - c0[0]) / gib, 2),
+                              "providers": round((c1[1] - c0[1]) / gib, 2)}
     return int(final["bytes_fetched"]) / dt / 1e6, final  # type: ignore[call-overload]
 
 
@@ -76,14 +97,15 @@ def fetch_run(tmp: Path, size: int, stack: str, rate: int) -> tuple[float, float
         r = colony_cmd(c.nodes[0].home, "publish", str(data), "--json", timeout=300)
         cid = json.loads(r.stdout)["cid"]
         n0, n1, n2, n3 = c.nodes
-        one, f1 = timed_fetch(n1, cid)
+        one, f1 = timed_fetch(n1, cid, [n0])
         wait_providers(n2, cid, {n0.peer_id, n1.peer_id})
         timed_fetch(n2, cid)
         wait_providers(n3, cid, {n0.peer_id, n1.peer_id, n2.peer_id})
-        three, f3 = timed_fetch(n3, cid)
+        three, f3 = timed_fetch(n3, cid, [n0, n1, n2])
         for name, f in (("1 provider", f1), ("3 providers", f3)):
             print(f"  [{tag}] blocks by provider, {name}: "
-                  f"{sorted(f['providers'].values(), reverse=True)}")  # type: ignore[attr-defined]
+                  f"{sorted(f['providers'].values(), reverse=True)}; "  # type: ignore[attr-defined]
+                  f"CPU s/GiB {f['cpu_s_per_gib']}")
         return one, three
 
 

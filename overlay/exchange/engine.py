@@ -18,7 +18,10 @@ LMDB store in the daemon, a dict in the simulator) in responses of at most
 `max_response_bytes`; no per-peer state is kept, so wants cost us no memory.
 
 Invariants: every map is bounded (documented on its config field); dict iteration
-only, never sets, so the simulator stays deterministic.
+only, never sets, so the simulator stays deterministic. Each want is either idle
+(`_idle`, waiting for a provider) or in flight (`_out`, in the order it was sent,
+which is deadline order: every deadline is `now + want_timeout_s`), so one message
+costs work in proportion to what it changes, not to the size of the fetch queue.
 """
 
 from __future__ import annotations
@@ -149,6 +152,9 @@ class Exchange:
         self.config = config or ExchangeConfig()
         self.stats = ExchangeStats()
         self._wants: dict[bytes, _Want] = {}
+        #: Wants not in flight, oldest first; and wants in flight, in deadline order.
+        self._idle: dict[bytes, None] = {}
+        self._out: dict[bytes, None] = {}
         self._providers: dict[PeerId, None] = {}
         self._inflight: dict[PeerId, int] = {}
         self._bad: dict[PeerId, int] = {}
@@ -185,6 +191,7 @@ class Exchange:
                         self.stats.want_drops += 1
                         continue
                     self._wants[cid] = _Want()
+                    self._idle[cid] = None
         elif isinstance(inp, AddProviders):
             for p in inp.peers:
                 self._add_provider(p)
@@ -206,13 +213,20 @@ class Exchange:
 
     def _drop_provider(self, peer: PeerId, now: float) -> None:
         self._providers.pop(peer, None)
-        for w in self._wants.values():
+        for cid in list(self._out):
+            w = self._wants[cid]
             if w.peer == peer:
-                self._release(w, peer, failed=True)
+                self._release(cid, w, peer, failed=True)
 
-    def _release(self, w: _Want, peer: PeerId, *, failed: bool) -> None:
+    def _release(
+        self, cid: bytes, w: _Want, peer: PeerId, *, failed: bool, requeue: bool = True
+    ) -> None:
+        """The want is no longer in flight at `peer`; idle again unless it is done."""
         w.peer = None
         self._inflight[peer] = max(0, self._inflight.get(peer, 0) - 1)
+        self._out.pop(cid, None)
+        if requeue:
+            self._idle[cid] = None
         if failed:
             w.failed.append(peer)
 
@@ -228,9 +242,14 @@ class Exchange:
     def _dispatch(self, now: float, out: list[Effect]) -> None:
         batches: dict[PeerId, list[WantEntry]] = {}
         unavailable: list[bytes] = []
-        for cid, w in self._wants.items():
-            if w.peer is not None:
-                continue
+        cap = self.config.max_inflight_per_peer
+        room = sum(max(0, cap - self._inflight.get(p, 0)) for p in self._providers)
+        for cid in list(self._idle):
+            if room <= 0 and self._providers:
+                # Every provider is at its pipelining depth: nothing more can be sent
+                # (a want every provider failed is settled when room frees up).
+                break
+            w = self._wants[cid]
             peer = self._pick(w)
             if peer is None and w.failed and len(w.failed) >= len(self._providers):
                 # Every provider failed this CID: start another round or give up.
@@ -245,11 +264,15 @@ class Exchange:
             w.peer = peer
             w.deadline = now + self.config.want_timeout_s
             self._inflight[peer] = self._inflight.get(peer, 0) + 1
+            room -= 1
+            del self._idle[cid]
+            self._out[cid] = None
             batches.setdefault(peer, []).append(
                 WantEntry(cid, priority=1, want_type=WantType.BLOCK, send_dont_have=True)
             )
         for cid in unavailable:
             w = self._wants.pop(cid)
+            del self._idle[cid]
             tried = len(self._providers)
             out.append(
                 Emit(
@@ -266,12 +289,14 @@ class Exchange:
 
     def _on_timeouts(self, now: float, out: list[Effect]) -> None:
         cancels: dict[PeerId, list[WantEntry]] = {}
-        for cid, w in self._wants.items():
-            if w.peer is not None and w.deadline <= now:
-                peer = w.peer
-                self.stats.timeouts += 1
-                self._release(w, peer, failed=True)
-                cancels.setdefault(peer, []).append(WantEntry(cid, cancel=True))
+        for cid in list(self._out):  # deadline order: stop at the first one not due
+            w = self._wants[cid]
+            if w.deadline > now or w.peer is None:
+                break
+            peer = w.peer
+            self.stats.timeouts += 1
+            self._release(cid, w, peer, failed=True)
+            cancels.setdefault(peer, []).append(WantEntry(cid, cancel=True))
         for peer, entries in cancels.items():
             out.append(Send(peer, BitswapMessage(wants=tuple(entries))))
 
@@ -279,16 +304,16 @@ class Exchange:
         cancels: dict[PeerId, list[WantEntry]] = {}
         for cid in cid_list:
             w = self._wants.pop(cid, None)
+            self._idle.pop(cid, None)
             if w is not None and w.peer is not None:
-                self._release(w, w.peer, failed=False)
-                cancels.setdefault(w.peer, []).append(WantEntry(cid, cancel=True))
+                peer = w.peer
+                self._release(cid, w, peer, failed=False, requeue=False)
+                cancels.setdefault(peer, []).append(WantEntry(cid, cancel=True))
         for peer, entries in cancels.items():
             out.append(Send(peer, BitswapMessage(wants=tuple(entries))))
 
     def _arm_timer(self, out: list[Effect]) -> None:
-        earliest = min(
-            (w.deadline for w in self._wants.values() if w.peer is not None), default=None
-        )
+        earliest = self._wants[next(iter(self._out))].deadline if self._out else None
         if earliest == self._timer_at:
             return
         self._timer_at = earliest
@@ -307,7 +332,7 @@ class Exchange:
         for pres in msg.presences:
             w = self._wants.get(pres.cid)
             if pres.presence == Presence.DONT_HAVE and w is not None and w.peer == peer:
-                self._release(w, peer, failed=True)
+                self._release(pres.cid, w, peer, failed=True)
         if msg.wants or msg.full:
             self._serve(peer, msg, out)
 
@@ -318,8 +343,9 @@ class Exchange:
         genuine = block.verified or cids.verify(block.cid, block.data)
         w = self._wants.pop(block.cid, None) if genuine else None
         if w is not None:
+            self._idle.pop(block.cid, None)
             if w.peer is not None:
-                self._release(w, w.peer, failed=False)
+                self._release(block.cid, w, w.peer, failed=False, requeue=False)
             self._remember_done(block.cid)
             self.stats.blocks_received += 1
             self.stats.bytes_received += len(block.data)

@@ -75,6 +75,7 @@ def test_fetch_spreads_over_providers_and_verifies() -> None:
     assert set(fetcher.stats.received_by_peer) == set(providers)
     assert min(fetcher.stats.received_by_peer.values()) >= 10
     assert fetcher.wanted() == []
+    assert_queues_consistent(fetcher)
 
 
 def test_dont_have_moves_want_to_next_provider() -> None:
@@ -175,3 +176,49 @@ def test_each_block_is_hashed_once(monkeypatch: Any) -> None:
     out = ex.handle(Received(prov, forged), 0.3)
     assert not any(isinstance(getattr(e, "event", None), BlockReceived) for e in out)
     assert ex.stats.unsolicited_blocks == 1 and cid_of(datas[2]) in ex.wanted()
+
+
+def assert_queues_consistent(ex: Exchange) -> None:
+    """Every want is idle or in flight, never both; in-flight ones in deadline order."""
+    assert set(ex._idle).isdisjoint(ex._out)
+    assert set(ex._idle) | set(ex._out) == set(ex._wants)
+    assert all(ex._wants[c].peer is not None for c in ex._out)
+    assert all(ex._wants[c].peer is None for c in ex._idle)
+    deadlines = [ex._wants[c].deadline for c in ex._out]
+    assert deadlines == sorted(deadlines)
+
+
+def test_a_long_queue_sends_only_the_window_and_times_out_in_order() -> None:
+    from overlay.core.effects import Send, SetTimer, TimerFired
+    from overlay.exchange.engine import TIMER
+
+    me, prov = peer(100), peer(1)
+    ex = Exchange(me, DictSource(), ExchangeConfig(max_inflight_per_peer=4, want_timeout_s=1.0))
+    wants = tuple(cid_of(i.to_bytes(4, "big")) for i in range(10_000))
+    out = ex.handle(Fetch(wants[:2], (prov,)), 0.0)
+    out += ex.handle(Fetch(wants[2:], ()), 0.5)
+    sent = [e.cid for eff in out if isinstance(eff, Send) for e in eff.msg.wants]
+    assert sent == list(wants[:4])  # the window, in queue order
+    assert [eff.at for eff in out if isinstance(eff, SetTimer)] == [1.0]
+    assert len(ex._idle) == 10_000 - 4
+    assert_queues_consistent(ex)
+    out = ex.handle(TimerFired(TIMER), 1.0)  # the first two (sent at 0.0) are due
+    cancelled = [e.cid for eff in out if isinstance(eff, Send) for e in eff.msg.wants
+                 if e.cancel]
+    assert cancelled == list(wants[:2]) and ex.stats.timeouts == 2
+    assert_queues_consistent(ex)
+
+
+def test_cancel_fetch_sends_cancels_to_the_peer_that_had_the_want() -> None:
+    from overlay.core.effects import Send
+    from overlay.exchange.engine import CancelFetch
+
+    me, prov = peer(100), peer(1)
+    ex = Exchange(me, DictSource(), ExchangeConfig(max_inflight_per_peer=1))
+    a, b = cid_of(b"a"), cid_of(b"b")
+    ex.handle(Fetch((a, b), (prov,)), 0.0)  # a in flight, b idle
+    out = ex.handle(CancelFetch((a, b)), 0.1)
+    sends = [eff for eff in out if isinstance(eff, Send)]
+    assert [(s.peer, [e.cid for e in s.msg.wants]) for s in sends] == [(prov, [a])]
+    assert ex.wanted() == [] and ex.inflight(prov) == 0
+    assert_queues_consistent(ex)
