@@ -210,7 +210,17 @@ class Swim(AntiEntropy):
             self._count("unknown_message")
 
     def _apply_updates(self, updates: tuple[Update, ...], now: float, out: list[Effect]) -> None:
+        # Ads last, oldest version first. The broadcast queue sends newest first, and a
+        # delta applies only on top of exactly its base (gossip/dissemination.py): two
+        # deltas of one owner queued within a gossip interval (a load refresh, then the
+        # reachability) arrived newest first, the newer was dropped as a gap, and every
+        # member kept the older ad until push-pull (60 s in the edge profile). Last
+        # also puts an ad after its owner's alive claim, as push-pull merges them.
+        ads = sorted((u for u in updates if isinstance(u, AdUpdate)), key=lambda u: u.version)
         for u in updates:
+            if not isinstance(u, AdUpdate):
+                self._apply_update(u, now, out, merge=False)
+        for u in ads:
             self._apply_update(u, now, out, merge=False)
 
     def _apply_update(self, u: Any, now: float, out: list[Effect], *, merge: bool) -> None:

@@ -362,6 +362,22 @@ def test_ads_full_then_deltas_and_queries() -> None:
     assert w2.members[B].ad == busy
 
 
+def test_two_ad_deltas_in_one_gossip_message_both_apply() -> None:
+    """Two updates of one ad queued within a gossip interval ride in one message,
+    newest first; the receiver applies them oldest first (else the newer is a gap)."""
+    w = Wire(n=3)
+    w.join_all()
+    w.feed(B, UpdateAd(ResourceAd.make(cpu_cores=8)), 1.0)
+    w.fire(B, "gossip", 1.1)
+    w.feed(B, UpdateAd(ResourceAd.make(cpu_cores=8, cpu_load=3.0)), 2.0)
+    last = ResourceAd.make(cpu_cores=8, cpu_load=3.0, reachability="public")
+    w.feed(B, UpdateAd(last), 2.01)
+    w.fire(B, "gossip", 2.1)
+    for p in (A, C):
+        assert w.cores[p].members[B].ad == last, p
+        assert "ad_gap" not in w.cores[p].stats, w.cores[p].stats
+
+
 def test_forged_ad_is_rejected() -> None:
     w = Wire(n=2)
     w.join_all()
