@@ -18,10 +18,12 @@ LMDB store in the daemon, a dict in the simulator) in responses of at most
 `max_response_bytes`; no per-peer state is kept, so wants cost us no memory.
 
 Invariants: every map is bounded (documented on its config field); dict iteration
-only, never sets, so the simulator stays deterministic. Each want is either idle
-(`_idle`, waiting for a provider) or in flight (`_out`, in the order it was sent,
-which is deadline order: every deadline is `now + want_timeout_s`), so one message
-costs work in proportion to what it changes, not to the size of the fetch queue.
+only, never sets, so the simulator stays deterministic. Each want is either waiting
+for a provider (`_retry` if it was sent before and released — retried first, so a
+want that keeps failing is settled promptly — else `_idle`) or in flight (`_out`,
+in the order it was sent, which is deadline order: every deadline is
+`now + want_timeout_s`), so timeouts and the timer cost work in proportion to the
+wants in flight, not to the fetch queue.
 """
 
 from __future__ import annotations
@@ -152,7 +154,9 @@ class Exchange:
         self.config = config or ExchangeConfig()
         self.stats = ExchangeStats()
         self._wants: dict[bytes, _Want] = {}
-        #: Wants not in flight, oldest first; and wants in flight, in deadline order.
+        #: Wants not in flight: released ones (retried first, as the oldest), then
+        #: never-sent ones in queue order; and wants in flight, in deadline order.
+        self._retry: dict[bytes, None] = {}
         self._idle: dict[bytes, None] = {}
         self._out: dict[bytes, None] = {}
         self._providers: dict[PeerId, None] = {}
@@ -226,9 +230,13 @@ class Exchange:
         self._inflight[peer] = max(0, self._inflight.get(peer, 0) - 1)
         self._out.pop(cid, None)
         if requeue:
-            self._idle[cid] = None
+            self._retry[cid] = None
         if failed:
             w.failed.append(peer)
+
+    def _unidle(self, cid: bytes) -> None:
+        self._retry.pop(cid, None)
+        self._idle.pop(cid, None)
 
     def _pick(self, w: _Want) -> PeerId | None:
         best: PeerId | None = None
@@ -242,13 +250,11 @@ class Exchange:
     def _dispatch(self, now: float, out: list[Effect]) -> None:
         batches: dict[PeerId, list[WantEntry]] = {}
         unavailable: list[bytes] = []
-        cap = self.config.max_inflight_per_peer
-        room = sum(max(0, cap - self._inflight.get(p, 0)) for p in self._providers)
-        for cid in list(self._idle):
-            if room <= 0 and self._providers:
-                # Every provider is at its pipelining depth: nothing more can be sent
-                # (a want every provider failed is settled when room frees up).
-                break
+        # Every idle want is looked at, even when every provider is at its window: a
+        # want every provider failed must be retried or reported unavailable now (with
+        # a break at zero room it went to the back of the queue behind never-sent
+        # wants and, while blocks kept being lost, was never settled: a silent stall).
+        for cid in [*self._retry, *self._idle]:
             w = self._wants[cid]
             peer = self._pick(w)
             if peer is None and w.failed and len(w.failed) >= len(self._providers):
@@ -264,15 +270,14 @@ class Exchange:
             w.peer = peer
             w.deadline = now + self.config.want_timeout_s
             self._inflight[peer] = self._inflight.get(peer, 0) + 1
-            room -= 1
-            del self._idle[cid]
+            self._unidle(cid)
             self._out[cid] = None
             batches.setdefault(peer, []).append(
                 WantEntry(cid, priority=1, want_type=WantType.BLOCK, send_dont_have=True)
             )
         for cid in unavailable:
             w = self._wants.pop(cid)
-            del self._idle[cid]
+            self._unidle(cid)
             tried = len(self._providers)
             out.append(
                 Emit(
@@ -304,7 +309,7 @@ class Exchange:
         cancels: dict[PeerId, list[WantEntry]] = {}
         for cid in cid_list:
             w = self._wants.pop(cid, None)
-            self._idle.pop(cid, None)
+            self._unidle(cid)
             if w is not None and w.peer is not None:
                 peer = w.peer
                 self._release(cid, w, peer, failed=False, requeue=False)
@@ -343,7 +348,7 @@ class Exchange:
         genuine = block.verified or cids.verify(block.cid, block.data)
         w = self._wants.pop(block.cid, None) if genuine else None
         if w is not None:
-            self._idle.pop(block.cid, None)
+            self._unidle(block.cid)
             if w.peer is not None:
                 self._release(block.cid, w, w.peer, failed=False, requeue=False)
             self._remember_done(block.cid)

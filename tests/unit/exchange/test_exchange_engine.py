@@ -180,10 +180,11 @@ def test_each_block_is_hashed_once(monkeypatch: Any) -> None:
 
 def assert_queues_consistent(ex: Exchange) -> None:
     """Every want is idle or in flight, never both; in-flight ones in deadline order."""
-    assert set(ex._idle).isdisjoint(ex._out)
-    assert set(ex._idle) | set(ex._out) == set(ex._wants)
+    waiting = [*ex._retry, *ex._idle]
+    assert len(waiting) == len(set(waiting)) and set(waiting).isdisjoint(ex._out)
+    assert set(waiting) | set(ex._out) == set(ex._wants)
     assert all(ex._wants[c].peer is not None for c in ex._out)
-    assert all(ex._wants[c].peer is None for c in ex._idle)
+    assert all(ex._wants[c].peer is None for c in waiting)
     deadlines = [ex._wants[c].deadline for c in ex._out]
     assert deadlines == sorted(deadlines)
 
@@ -200,7 +201,7 @@ def test_a_long_queue_sends_only_the_window_and_times_out_in_order() -> None:
     sent = [e.cid for eff in out if isinstance(eff, Send) for e in eff.msg.wants]
     assert sent == list(wants[:4])  # the window, in queue order
     assert [eff.at for eff in out if isinstance(eff, SetTimer)] == [1.0]
-    assert len(ex._idle) == 10_000 - 4
+    assert len(ex._idle) + len(ex._retry) == 10_000 - 4
     assert_queues_consistent(ex)
     out = ex.handle(TimerFired(TIMER), 1.0)  # the first two (sent at 0.0) are due
     cancelled = [e.cid for eff in out if isinstance(eff, Send) for e in eff.msg.wants
@@ -222,3 +223,25 @@ def test_cancel_fetch_sends_cancels_to_the_peer_that_had_the_want() -> None:
     assert [(s.peer, [e.cid for e in s.msg.wants]) for s in sends] == [(prov, [a])]
     assert ex.wanted() == [] and ex.inflight(prov) == 0
     assert_queues_consistent(ex)
+
+
+def test_wants_lost_twice_are_reported_unavailable_behind_a_full_window() -> None:
+    """A provider whose blocks never arrive: the wants that timed out in both rounds
+    are reported unavailable even though newer wants fill the window again."""
+    from overlay.core.effects import Emit, TimerFired
+    from overlay.exchange.engine import TIMER
+
+    me, prov = peer(100), peer(1)
+    ex = Exchange(me, DictSource(), ExchangeConfig(max_inflight_per_peer=2, want_timeout_s=1.0))
+    wants = tuple(cid_of(i.to_bytes(4, "big")) for i in range(6))
+    ex.handle(Fetch(wants, (prov,)), 0.0)
+    gone: dict[bytes, float] = {}
+    for t in range(1, 12):
+        out = ex.handle(TimerFired(TIMER), float(t))
+        gone.update((e.event.cid, t) for e in out
+                    if isinstance(e, Emit) and isinstance(e.event, BlockUnavailable))
+        assert_queues_consistent(ex)
+    assert sorted(gone) == sorted(wants) and ex.wanted() == []
+    # Retried before never-sent wants: the first window fails twice and is settled
+    # at its second timeout, not after the whole queue has been cycled through.
+    assert gone[wants[0]] == gone[wants[1]] == 2
