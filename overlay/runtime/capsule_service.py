@@ -326,7 +326,10 @@ class CapsuleService:
             fresh = replace(old, cpu_load=machine.cpu_load,
                             mem_free_bytes=machine.mem_free_bytes,
                             disk_free_bytes=machine.disk_free_bytes)  # fmt: skip
-            await self.d.driver.submit_wait(UpdateAd(fresh))
+            # Read-modify-write with no checkpoint in between (handle_now, not a queued
+            # submit): a queued update built from an older ad would undo the
+            # reachability service's field, and vice versa.
+            self.d.driver.handle_now(UpdateAd(fresh))
 
     # ------------------------------------------------------------ events from the core
 

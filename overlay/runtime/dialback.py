@@ -294,7 +294,8 @@ class ReachabilityService:
     async def _publish(self, value: str) -> None:
         ad = self.d.swim.ad
         if ad is not None and ad.reachability != value:
-            await self.d.driver.submit_wait(UpdateAd(replace(ad, reachability=value)))
+            # Atomic read-modify-write (no checkpoint), like the capsule ad refresh.
+            self.d.driver.handle_now(UpdateAd(replace(ad, reachability=value)))
 
     # ------------------------------------------------------------ for the API
 

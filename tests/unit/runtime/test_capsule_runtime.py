@@ -146,7 +146,7 @@ def test_ad_refresh_keeps_the_reachability_the_dialback_service_set(tmp_path: Pa
     that dropped it left every member's view of the ad without it (test_edge_nat)."""
     sent: list[Any] = []
 
-    async def submit_wait(cmd: Any) -> None:
+    def handle_now(cmd: Any) -> list[Any]:
         sent.append(cmd.ad)
         raise _OneRefresh
 
@@ -154,7 +154,7 @@ def test_ad_refresh_keeps_the_reachability_the_dialback_service_set(tmp_path: Pa
     svc = CapsuleService.__new__(CapsuleService)  # only what _refresh_ad touches
     svc.d = SimpleNamespace(  # type: ignore[assignment]
         home=tmp_path, swim=SimpleNamespace(ad=old),
-        driver=SimpleNamespace(submit_wait=submit_wait))
+        driver=SimpleNamespace(handle_now=handle_now))
     svc.setup = SimpleNamespace(ad_fields=dict)  # type: ignore[assignment]
 
     with pytest.raises(_OneRefresh):
