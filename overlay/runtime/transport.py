@@ -88,6 +88,9 @@ WRITE_BATCH_BYTES = 1024 * 1024
 RawStreamHandler = Callable[[PeerId, TransportStream], Awaitable[None]]
 
 
+#: How long a dial waits for an address of a peer we were told about a moment ago.
+ADDR_GRACE_S = 1.0
+
 class Transport(InboundMixin):
     """A libp2p host with Colony framing. Create with `Transport.open(...)`."""
 
@@ -310,7 +313,16 @@ class Transport(InboundMixin):
             raise DialError(f"backing off {peer.short()} for {until - now:.1f} s more")
         addrs = self._addrs.get(peer)
         if not addrs:
-            raise DialError(f"no known address for {peer}")
+            # Gossip's MemberJoined is wired to a DHT PING, whose send can start a
+            # moment before the same event hands us the member's addresses: wait
+            # briefly rather than fail (a failed PING keeps the peer out of the
+            # routing table until the next refresh).
+            with trio.move_on_after(ADDR_GRACE_S):
+                while not self._addrs.get(peer):
+                    await trio.sleep(0.02)
+            addrs = self._addrs.get(peer)
+            if not addrs:
+                raise DialError(f"no known address for {peer}")
         self.stats.dials += 1
         try:
             with trio.fail_after(self.config.dial_timeout_s):
