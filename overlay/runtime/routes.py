@@ -22,6 +22,7 @@ from gossip.events import SendUserEvent
 from overlay.core.errors import ColonyError
 from overlay.core.ids import PeerId
 from overlay.runtime.api import ApiError, ApiServer, Request, Response
+from overlay.runtime.capsule_service import dag_multihashes
 from overlay.runtime.metrics import StatsCollector, render
 from overlay.runtime.node_builder import str_addrs
 from overlay.runtime.routes_capsules import add_capsule_routes
@@ -74,23 +75,6 @@ def _plain(stats: Any) -> dict[str, Any]:
         return {k: v for k, v in stats.items() if isinstance(v, (int, float))}
     names = getattr(stats, "__slots__", None) or list(vars(stats))
     return {n: getattr(stats, n) for n in names if isinstance(getattr(stats, n), (int, float))}
-
-
-def _dag_multihashes(d: Daemon, root: Cid) -> list[bytes]:
-    """Every block of a stored DAG (from the reference index), root first."""
-    out: list[bytes] = []
-    seen: set[bytes] = set()
-    stack = [root.multihash]
-    with d.store.reader() as r:
-        while stack:
-            mh = stack.pop()
-            if mh in seen:
-                continue
-            seen.add(mh)
-            out.append(mh)
-            links = r.links(mh) or []
-            stack.extend(Cid.from_bytes(c).multihash for c in links)
-    return out
 
 
 async def _provide_quietly(d: Daemon, keys: tuple[bytes, ...]) -> None:
@@ -185,7 +169,7 @@ def build_api(d: Daemon, token: str) -> ApiServer:
                         while not result:
                             await trio.sleep(0.02)
             added = result[0]
-            keys = _dag_multihashes(d, added.cid)
+            keys = dag_multihashes(d, added.cid)
             yield {"phase": "provide", "blocks": len(keys), "bytes": done_bytes[0]}
             ev = await d.dht(lambda rid: Provide(rid, tuple(keys)), timeout_s=300)
             yield {"done": True, "cid": str(added.cid), "size": added.size, "blocks": len(keys),
@@ -232,7 +216,7 @@ def build_api(d: Daemon, token: str) -> ApiServer:
                 raise ColonyError(str(final["error"]))
             # Like kubo, a node that holds a DAG provides it, so later fetches can
             # spread over every holder. Background: the fetch is already complete.
-            keys = tuple(_dag_multihashes(d, cid))
+            keys = tuple(dag_multihashes(d, cid))
             d.nursery.start_soon(_provide_quietly, d, keys)
             yield final
 
