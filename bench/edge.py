@@ -40,8 +40,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 THIRD_PARTY = ("trio", "structlog", "cbor2", "nacl.signing", "lmdb", "h11", "multiaddr",
                "cryptography.hazmat.primitives.ciphers.aead", "prometheus_client")
 STEPS = (*THIRD_PARTY, "gossip.swim", "dht.core", "store.blockstore", "overlay.capsule.core",
-         "overlay.p2p.host", "overlay.runtime.transport", "overlay.runtime.routes",
-         "overlay.runtime.daemon", "overlay.runtime.run")
+         "overlay.p2p.host", "overlay.runtime.net.transport", "overlay.runtime.api.routes",
+         "overlay.runtime.daemon", "overlay.runtime.process.run")
 
 _RSS_CODE = """
 import importlib, sys
@@ -83,7 +83,7 @@ def loaded_webrtc(pid: int) -> bool:
 
 
 def stack_supported(stack: str) -> bool:
-    from overlay.runtime import config as cfg
+    from overlay.runtime.process import config as cfg
 
     return "stack" in cfg.DEFAULTS["network"] or stack == "native"
 

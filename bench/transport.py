@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.runtime.transport import Codec, Transport, TransportConfig, TransportStream
+from overlay.runtime.net.transport import Codec, Transport, TransportConfig, TransportStream
 
 LOOP = "/ip4/127.0.0.1/tcp/0"
 BULK = "/colony/bench-bulk/1.0.0"
@@ -209,7 +209,7 @@ sys.path.insert(0, {root!r})
 logging.disable(logging.CRITICAL)
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 from overlay.core.crypto import KeyPair
-from overlay.runtime.transport import Codec, Transport, TransportConfig
+from overlay.runtime.net.transport import Codec, Transport, TransportConfig
 async def sink(peer, s):
     while await s.receive_some(262144):
         pass
@@ -374,9 +374,9 @@ async def main(quick: bool, profile: bool, stacks: tuple[str, ...]) -> None:
 
     base_imports = "import trio, cbor2, nacl.signing, structlog, overlay.core.wire"
     base = rss_mib(base_imports)
-    native = rss_mib(f"{base_imports}\nimport overlay.runtime.transport, overlay.runtime."
+    native = rss_mib(f"{base_imports}\nimport overlay.runtime.net.transport, overlay.runtime."
                      "backend_native")
-    pylibp2p = rss_mib(f"{base_imports}\nimport overlay.runtime.transport, overlay.runtime."
+    pylibp2p = rss_mib(f"{base_imports}\nimport overlay.runtime.net.transport, overlay.runtime."
                        "backend_pylibp2p")
     line("RSS after base imports (trio, cbor2, nacl, structlog)", base, "MiB")
     line("RSS after importing the transport, native stack", native, "MiB", base, "base")

@@ -43,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.runtime.config import DEFAULTS
-from overlay.runtime.dialer import open_edge
-from overlay.runtime.stream_attach import attach_stream
-from overlay.runtime.transport import Codec, Transport
-from overlay.runtime.webrtc_bridge import WebRtcEndpoint, connect_pair, open_bridge
+from overlay.runtime.edge.dialer import open_edge
+from overlay.runtime.edge.webrtc_bridge import WebRtcEndpoint, connect_pair, open_bridge
+from overlay.runtime.net.stream_attach import attach_stream
+from overlay.runtime.net.transport import Codec, Transport
+from overlay.runtime.process.config import DEFAULTS
 
 MiB = 1024 * 1024
 CHUNK = 256 * 1024
@@ -147,7 +147,7 @@ async def adapter_mbps(a: Transport, b: Transport, size: int) -> float:
 CHILD = """
 import json, sys, trio
 sys.path.insert(0, sys.argv[1])
-from overlay.runtime.webrtc_bridge import WebRtcEndpoint, open_bridge
+from overlay.runtime.edge.webrtc_bridge import WebRtcEndpoint, open_bridge
 async def main():
     async with open_bridge() as br:
         ep = WebRtcEndpoint(br)
@@ -197,8 +197,8 @@ import json, sys, time, trio
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from overlay.core.crypto import KeyPair
-from overlay.runtime.transport import Codec, Transport
-from overlay.runtime.webrtc_bridge import IceConfig, WebRtcEndpoint, open_bridge
+from overlay.runtime.net.transport import Codec, Transport
+from overlay.runtime.edge.webrtc_bridge import IceConfig, WebRtcEndpoint, open_bridge
 role, d, size, mode = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 extra = sys.argv[6:]  # webrtc: STUN urls; tcp: the receiver's IP
 async def wait_file(p):

@@ -39,7 +39,7 @@ _KEYS: dict[str, str] = {
     "loc": "location",
     "bw": "bandwidth_bps",
     "t": "tags",
-    # "public", "nat", "nat/<mapping>" or absent (unknown): overlay/runtime/reachability.py
+    # "public", "nat", "nat/<mapping>" or absent (unknown): overlay/p2p/reachability.py
     "r": "reachability",
 }
 _ATTRS = {v: k for k, v in _KEYS.items()}

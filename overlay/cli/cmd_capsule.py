@@ -1,6 +1,6 @@
 """`colony capsule …`: submit signed task capsules to the colony and follow them.
 
-Thin: parse, call the local daemon's API (overlay/runtime/routes_capsules.py), render.
+Thin: parse, call the local daemon's API (overlay/runtime/api/routes_capsules.py), render.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from overlay.core.errors import ColonyError
-from overlay.runtime.api_client import ApiClient
+from overlay.runtime.api.client import ApiClient
 
 _FMT = argparse.RawDescriptionHelpFormatter
 

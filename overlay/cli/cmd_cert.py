@@ -20,9 +20,9 @@ from typing import Any
 from overlay.core.certs import ALL_ROLES, Certificate, verify_chain
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError
 from overlay.core.ids import PeerId
-from overlay.runtime.api_client import ApiClient, ApiUnavailable
-from overlay.runtime.identity import KEY_FILE, load_identity
-from overlay.runtime.trust import (
+from overlay.runtime.api.client import ApiClient, ApiUnavailable
+from overlay.runtime.process.identity import KEY_FILE, load_identity
+from overlay.runtime.services.trust_state import (
     Trust,
     human_time,
     load_token,

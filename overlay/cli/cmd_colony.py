@@ -14,9 +14,9 @@ import sys
 import time
 from typing import Any
 
-from overlay.runtime.api_client import ApiClient, ApiUnavailable
-from overlay.runtime.identity import KEY_FILE, load_identity
-from overlay.runtime.trust import (
+from overlay.runtime.api.client import ApiClient, ApiUnavailable
+from overlay.runtime.process.identity import KEY_FILE, load_identity
+from overlay.runtime.services.trust_state import (
     DEFAULT_CERT_LIFETIME_S,
     Trust,
     colony_id,
@@ -122,7 +122,7 @@ def _offline_status(t: Trust) -> dict[str, Any]:
     if not t.enabled:
         return {"enabled": False}
     now = time.time()
-    from overlay.runtime.trust_service import cert_json
+    from overlay.runtime.services.trust import cert_json
 
     return {
         "enabled": True, "colony": str(colony_id(t.require_colony())), "name": t.name,

@@ -14,8 +14,8 @@ from typing import Any
 
 from overlay.cli.fmt import human_bytes as _human
 from overlay.core.errors import ConfigError
-from overlay.runtime import pidfile
-from overlay.runtime.api_client import ApiClient
+from overlay.runtime.api.client import ApiClient
+from overlay.runtime.process import pidfile
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -48,7 +48,7 @@ def _daemon(args: argparse.Namespace) -> int:
         os.environ["COLONY_API_LISTEN"] = args.api
     if args.detach:
         return _detach(args)
-    from overlay.runtime.run import run_daemon_blocking
+    from overlay.runtime.process.run import run_daemon_blocking
 
     return run_daemon_blocking(args.home)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from overlay.core.errors import ColonyError
-from overlay.runtime import config as cfg
-from overlay.runtime import doctor_checks as dc
+from overlay.runtime.edge import doctor_checks as dc
+from overlay.runtime.process import config as cfg
 
 DESCRIPTION = """\
 Check this node and say what to fix, one line per check (✓ fine, ✗ needs a look,
@@ -67,7 +67,7 @@ def _offline_report(home: Path, reason: str, stun: bool) -> dict[str, Any]:
     servers = [str(s) for s in conf.get("edge", {}).get("stun", [])]
     stun_result: dict[str, Any] | None = None
     if stun and servers:
-        from overlay.runtime.stun_probe import probe_sync
+        from overlay.runtime.edge.stun_probe import probe_sync
 
         stun_result = probe_sync(servers).as_dict()
         checks.append(dc.stun_check(stun_result))
@@ -108,7 +108,7 @@ def _render(report: dict[str, Any], home: Path) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from overlay.runtime.api_client import ApiCallFailed, ApiClient, ApiUnavailable
+    from overlay.runtime.api.client import ApiCallFailed, ApiClient, ApiUnavailable
 
     report: dict[str, Any]
     try:

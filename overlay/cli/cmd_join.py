@@ -12,8 +12,8 @@ import sys
 import time
 from typing import Any
 
-from overlay.runtime.identity import KEY_FILE, load_identity
-from overlay.runtime.trust import Trust, colony_id, human_time, load_token
+from overlay.runtime.process.identity import KEY_FILE, load_identity
+from overlay.runtime.services.trust_state import Trust, colony_id, human_time, load_token
 
 
 def _join(args: argparse.Namespace) -> int:

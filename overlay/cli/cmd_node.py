@@ -9,8 +9,8 @@ from typing import Any
 
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ConfigError
-from overlay.runtime import config as cfg
-from overlay.runtime.identity import KEY_FILE, load_identity, write_identity
+from overlay.runtime.process import config as cfg
+from overlay.runtime.process.identity import KEY_FILE, load_identity, write_identity
 
 
 def init_home(home: Any, *, quiet: bool = False, profile: str = "lan") -> KeyPair:

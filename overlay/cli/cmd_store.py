@@ -19,7 +19,7 @@ from typing import Any
 
 from overlay.cli.fmt import human_bytes as _human
 from overlay.core.errors import WireError
-from overlay.runtime import config as cfg
+from overlay.runtime.process import config as cfg
 from store import gc
 from store.blockstore import BlockStore, StoreError, open_home_store
 from store.cid import DAG_PB, RAW, Cid

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from overlay.cli.cmd_capsule import describe, load_document
-from overlay.runtime.api_client import ApiClient
+from overlay.runtime.api.client import ApiClient
 
 DESCRIPTION = """\
 Submit a workflow: named capsules whose `dependencies` name other capsules of the same

@@ -17,8 +17,8 @@ from pathlib import Path
 import overlay
 import overlay.cli
 from overlay.core.errors import ColonyError
-from overlay.runtime import logs
-from overlay.runtime.config import default_home
+from overlay.runtime.process import logs
+from overlay.runtime.process.config import default_home
 
 DESCRIPTION = """\
 Colony: a peer-to-peer overlay node. Nodes join a Kademlia DHT, gossip membership and

@@ -38,27 +38,17 @@ from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
 from overlay.exchange.engine import BlockReceived, BlockUnavailable, CancelFetch, Fetch
 from overlay.exchange.messages import BitswapMessage
-from overlay.runtime.api import (
+from overlay.runtime.api.client import split_hostport
+from overlay.runtime.api.server import (
     ApiServer,
     load_or_create_token,
     remove_api_addr,
     write_api_addr,
 )
-from overlay.runtime.api_client import split_hostport
-from overlay.runtime.capsule_service import CAPSULE_MESSAGES, CapsuleService, prepare_capsules
-from overlay.runtime.dialback import ReachabilityService
-from overlay.runtime.dialer import run_for_daemon as run_edge_for_daemon
 from overlay.runtime.driver import Driver
-from overlay.runtime.fetcher import BlockWriter, FetchSession
-from overlay.runtime.node_builder import (
-    PROTO_BITSWAP,
-    PROTO_GOSSIP,
-    bin_addrs,
-    build_node,
-    local_ad,
-    str_addrs,
-)
-from overlay.runtime.transport import (
+from overlay.runtime.edge.dialback import ReachabilityService
+from overlay.runtime.edge.dialer import run_for_daemon as run_edge_for_daemon
+from overlay.runtime.net.transport import (
     Codec,
     PeerDisconnected,
     SendFailed,
@@ -66,8 +56,18 @@ from overlay.runtime.transport import (
     TransportConfig,
     TransportError,
 )
-from overlay.runtime.trust import Trust
-from overlay.runtime.trust_service import TrustService
+from overlay.runtime.services.capsules import CAPSULE_MESSAGES, CapsuleService, prepare_capsules
+from overlay.runtime.services.fetch import BlockWriter, FetchSession
+from overlay.runtime.services.node_builder import (
+    PROTO_BITSWAP,
+    PROTO_GOSSIP,
+    bin_addrs,
+    build_node,
+    local_ad,
+    str_addrs,
+)
+from overlay.runtime.services.trust import TrustService
+from overlay.runtime.services.trust_state import Trust
 from store.blockstore import BlockStore
 from store.cid import Cid
 
@@ -159,7 +159,7 @@ class Daemon:
             self.reachability = ReachabilityService(self)  # /colony/dialback, STUN
             self.reachability.register()
             token = load_or_create_token(self.home)
-            from overlay.runtime.routes import build_api
+            from overlay.runtime.api.routes import build_api
 
             api: ApiServer = build_api(self, token)
             self.trust_service.add_routes(api)
@@ -170,7 +170,7 @@ class Daemon:
                 await self.capsules.restore()  # custody records first (overlay/capsule/durable.py)
                 self.api_port = await n.start(api.serve, host, port)
                 write_api_addr(self.home, host, self.api_port)
-                # Edge stack: WebRTC signalling, relay, dialer (overlay/runtime/dialer.py).
+                # Edge stack: WebRTC signalling, relay, dialer (overlay/runtime/edge/dialer.py).
                 self.dialer = await n.start(run_edge_for_daemon, self)
                 n.start_soon(self._watch_transport)
                 n.start_soon(self._flush_tick)
@@ -220,8 +220,8 @@ class Daemon:
 
     async def _run_mdns(self) -> None:
         """LAN discovery (`[discovery] mdns`): peers found are joined like bootstrap peers."""
-        from overlay.runtime.config import mdns_enabled
-        from overlay.runtime.mdns import MdnsService
+        from overlay.runtime.net.mdns import MdnsService
+        from overlay.runtime.process.config import mdns_enabled
 
         if not mdns_enabled(self.conf):
             return

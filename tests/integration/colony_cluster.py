@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from overlay.runtime.api_client import ApiClient
-from overlay.runtime.ports import free_port
+from overlay.runtime.api.client import ApiClient
+from overlay.runtime.net.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 _LIVE: set[subprocess.Popen[bytes]] = set()

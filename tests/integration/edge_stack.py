@@ -1,5 +1,5 @@
 """Test helper: real libp2p transports on 127.0.0.1 with the edge stack (signal,
-relay, dialer, aiortc bridge) composed as the daemon does (overlay.runtime.dialer.
+relay, dialer, aiortc bridge) composed as the daemon does (overlay.runtime.edge.dialer.
 open_edge). Used by test_webrtc_*.py and test_relay_*.py."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.runtime.config import DEFAULTS
-from overlay.runtime.dialer import Dialer, open_edge
-from overlay.runtime.transport import Transport, TransportConfig
+from overlay.runtime.edge.dialer import Dialer, open_edge
+from overlay.runtime.net.transport import Transport, TransportConfig
+from overlay.runtime.process.config import DEFAULTS
 
 #: Both network stacks under the transport (overlay/p2p and py-libp2p).
 STACKS = ("native", "py-libp2p")

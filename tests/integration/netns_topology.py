@@ -356,7 +356,7 @@ table inet wanloss {{
 
     def stun_probe(self, ns: str) -> dict[str, Any]:
         """STUN Binding from one socket in `ns` to both coturn addresses (mapping type)."""
-        out = self.run(ns, sys.executable, "-m", "overlay.runtime.stun_probe",
+        out = self.run(ns, sys.executable, "-m", "overlay.runtime.edge.stun_probe",
                        *self.stun_servers, timeout=30).stdout
         result: dict[str, Any] = json.loads(out)
         return result
@@ -529,7 +529,7 @@ def start_edge_colony(topo: Topology, root: Path, profile: str = "edge",
     NAT), "edge-b" (symmetric NAT); pub1 is the seed, the others bootstrap through it.
     Every node gets `[edge] stun` = both coturn addresses when the config knows [edge].
     Returns once every API answers (membership may still be converging)."""
-    from overlay.runtime import config as cfg
+    from overlay.runtime.process import config as cfg
 
     settings: dict[tuple[str, str], str] = {}
     if "edge" in cfg.DEFAULTS:

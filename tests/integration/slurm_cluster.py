@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from overlay.runtime.ports import free_port
+from overlay.runtime.net.ports import free_port
 
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 MUNGE_KEY = Path("/etc/munge/munge.key")

@@ -23,8 +23,8 @@ from overlay.capsule.messages import ReceiptMsg
 from overlay.capsule.receipts import Receipt
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.runtime.capsule_service import PROTO_CAPSULE, PROTO_CAPSULE_INFO
-from overlay.runtime.transport import Codec, Transport, TransportConfig, TransportError
+from overlay.runtime.net.transport import Codec, Transport, TransportConfig, TransportError
+from overlay.runtime.services.capsules import PROTO_CAPSULE, PROTO_CAPSULE_INFO
 
 pytestmark = pytest.mark.slow
 

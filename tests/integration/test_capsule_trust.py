@@ -9,7 +9,7 @@ Three daemons: n0 founds the colony (every role); n1 is certified `member,execut
   members whose certificate grants `execute`);
 - a node outside the colony is refused on the capsule protocols ("not a member");
 - the daemon reads its colony owner and chain through capsule_service.load_authority
-  (overlay/runtime/trust.py's capsule_authority), not from any capsule-specific file.
+  (overlay/runtime/services/trust_state.py's capsule_authority), not from any capsule-specific file.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from colony_cluster import Cluster, colony_cmd
 from overlay.cli.main import main as colony_main
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.runtime.capsule_service import PROTO_CAPSULE_INFO
-from overlay.runtime.transport import Transport, TransportConfig, TransportError
+from overlay.runtime.net.transport import Transport, TransportConfig, TransportError
+from overlay.runtime.services.capsules import PROTO_CAPSULE_INFO
 
 pytestmark = pytest.mark.slow
 

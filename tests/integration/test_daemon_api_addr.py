@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from colony_cluster import Node, colony_cmd
 
-from overlay.runtime.api import ADDR_FILE
-from overlay.runtime.ports import free_port
+from overlay.runtime.api.server import ADDR_FILE
+from overlay.runtime.net.ports import free_port
 
 pytestmark = [pytest.mark.timeout(120)]
 

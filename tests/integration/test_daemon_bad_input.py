@@ -2,7 +2,7 @@
 
 Two daemons on 127.0.0.1: the target (node 0, holding a small published file) and a
 well-behaved peer (node 1). A test-process attacker with its own KeyPair, using
-overlay.runtime.transport.Transport (and its py-libp2p host for raw streams), sends
+overlay.runtime.net.transport.Transport (and its py-libp2p host for raw streams), sends
 random bytes to the libp2p port, garbage and oversized frames on the Colony
 protocols, streams that never finish, 300 streams at once, and Bitswap blocks nobody
 asked for or with a bogus CID prefix. Afterwards the target is still running, its API
@@ -27,8 +27,8 @@ from overlay.core.ids import PeerId
 from overlay.core.multiformats import encode_varint
 from overlay.exchange import cids
 from overlay.exchange.messages import BitswapMessage, Block
-from overlay.runtime.node_builder import PROTO_BITSWAP, PROTO_GOSSIP
-from overlay.runtime.transport import Codec, Transport, TransportConfig, TransportError
+from overlay.runtime.net.transport import Codec, Transport, TransportConfig, TransportError
+from overlay.runtime.services.node_builder import PROTO_BITSWAP, PROTO_GOSSIP
 
 sys.path.insert(0, str(Path(__file__).parent))
 from colony_cluster import Cluster, colony_cmd, deterministic_bytes, wait_for

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from colony_cluster import Node, colony_cmd, wait_for
 
-from overlay.runtime.pidfile import PID_FILE, process_alive, running_pid
+from overlay.runtime.process.pidfile import PID_FILE, process_alive, running_pid
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

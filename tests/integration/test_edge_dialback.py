@@ -12,8 +12,8 @@ import trio
 from colony_cluster import Cluster
 
 from overlay.core.crypto import KeyPair
-from overlay.runtime.reachability import PROTO_DIALBACK, GuardConfig
-from overlay.runtime.transport import RemoteError, Transport
+from overlay.p2p.reachability import PROTO_DIALBACK, GuardConfig
+from overlay.runtime.net.transport import RemoteError, Transport
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 BURST = GuardConfig().per_ip_burst

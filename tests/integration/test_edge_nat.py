@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from netns_topology import NsDaemon, Topology, skip_reason, start_edge_colony, wait_until
 
-from overlay.runtime import config as cfg
+from overlay.runtime.process import config as cfg
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import trio
 from edge_stack import ECHO, STACKS, edge_node
 
 from overlay.core.crypto import KeyPair
-from overlay.runtime.relay import PROTO_RELAY, RelayRefused, read_handshake
-from overlay.runtime.transport import TransportError
+from overlay.runtime.edge.relay import PROTO_RELAY, RelayRefused, read_handshake
+from overlay.runtime.net.transport import TransportError
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ import trio
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.runtime.transport import Transport, TransportConfig
+from overlay.runtime.net.transport import Transport, TransportConfig
 
 JS_DIR = Path(__file__).parent / "js"
 

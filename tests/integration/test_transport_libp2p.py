@@ -1,4 +1,4 @@
-"""overlay.runtime.transport on real hosts over 127.0.0.1 sockets, on both network
+"""overlay.runtime.net.transport on real hosts over 127.0.0.1 sockets, on both network
 stacks (`native` = overlay/p2p, and `py-libp2p`): every test runs once per stack.
 
 Each py-libp2p 0.8.1 trait the adapter handles (docs/transport.md) has a test here:
@@ -23,7 +23,7 @@ from overlay.core.crypto import KeyPair
 from overlay.core.errors import LocalProtocolError, MalformedFrame
 from overlay.core.ids import PeerId
 from overlay.core.multiformats import encode_varint
-from overlay.runtime.transport import (
+from overlay.runtime.net.transport import (
     Codec,
     DialError,
     ListenError,

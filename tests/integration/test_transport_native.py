@@ -19,7 +19,7 @@ from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
 from overlay.p2p import noise
 from overlay.p2p.connection import upgrade
-from overlay.runtime.transport import (
+from overlay.runtime.net.transport import (
     AttachError,
     Codec,
     Transport,
@@ -185,7 +185,7 @@ def test_native_mode_never_imports_libp2p() -> None:
     code = (
         "import sys, trio\n"
         "from overlay.core.crypto import KeyPair\n"
-        "from overlay.runtime.transport import Transport\n"
+        "from overlay.runtime.net.transport import Transport\n"
         "async def main():\n"
         "    async with Transport.open(KeyPair.generate(), ['/ip4/127.0.0.1/tcp/0']) as t:\n"
         "        assert t.stack == 'native'\n"

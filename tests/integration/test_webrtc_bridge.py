@@ -1,4 +1,4 @@
-"""The aiortc ↔ trio bridge and DataChannelStream (overlay/runtime/webrtc_bridge.py):
+"""The aiortc ↔ trio bridge and DataChannelStream (overlay/runtime/edge/webrtc_bridge.py):
 two real data channel ends in one process (ICE over the host's addresses)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import trio
 from edge_stack import skip_without_host_candidates
 
-from overlay.runtime.webrtc_bridge import (
+from overlay.runtime.edge.webrtc_bridge import (
     MESSAGE_BYTES,
     DataChannelStream,
     LazyEndpoint,

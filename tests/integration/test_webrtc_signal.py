@@ -14,8 +14,8 @@ from edge_stack import ECHO, STACKS, EdgeNode, edge_node, skip_without_host_cand
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.runtime.signal import MAX_PENDING_ANSWERS, PROTO_SIGNAL, make_offer
-from overlay.runtime.transport import RemoteError
+from overlay.runtime.edge.signalling import MAX_PENDING_ANSWERS, PROTO_SIGNAL, make_offer
+from overlay.runtime.net.transport import RemoteError
 
 pytestmark = pytest.mark.slow
 

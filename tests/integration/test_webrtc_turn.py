@@ -19,7 +19,12 @@ import pytest
 import trio
 from edge_stack import skip_without_host_candidates
 
-from overlay.runtime.webrtc_bridge import IceConfig, WebRtcEndpoint, candidate_types, open_bridge
+from overlay.runtime.edge.webrtc_bridge import (
+    IceConfig,
+    WebRtcEndpoint,
+    candidate_types,
+    open_bridge,
+)
 
 pytestmark = pytest.mark.slow
 

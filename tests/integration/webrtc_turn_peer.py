@@ -17,7 +17,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from overlay.runtime.webrtc_bridge import IceConfig, WebRtcEndpoint, open_bridge
+from overlay.runtime.edge.webrtc_bridge import IceConfig, WebRtcEndpoint, open_bridge
 
 PAYLOAD = bytes(range(256)) * 256
 

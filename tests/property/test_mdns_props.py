@@ -1,4 +1,4 @@
-"""Hypothesis and table tests for the mDNS packet codec (overlay/runtime/mdns.py).
+"""Hypothesis and table tests for the mDNS packet codec (overlay/runtime/net/mdns.py).
 
 Properties: messages round-trip; any bytes (random, truncated or bit-flipped valid
 packets) either decode or raise `DnsError`, never anything else; compression loops
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from overlay.runtime import mdns
-from overlay.runtime.mdns import (
+from overlay.runtime.net import mdns
+from overlay.runtime.net.mdns import (
     SERVICE,
     TYPE_A,
     TYPE_PTR,

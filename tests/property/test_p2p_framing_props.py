@@ -1,4 +1,4 @@
-"""overlay.runtime.framing.FrameReader: the same bodies whatever the segmentation,
+"""overlay.runtime.net.framing.FrameReader: the same bodies whatever the segmentation,
 oversize refused from the prefix, garbage raises only WireError."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from overlay.core.errors import FrameTooLarge, WireError
 from overlay.core.multiformats import encode_varint
-from overlay.runtime.framing import FrameReader, encode_raw_frame
+from overlay.runtime.net.framing import FrameReader, encode_raw_frame
 
 
 def _cut(data: bytes, cuts: list[int]) -> list[bytes]:

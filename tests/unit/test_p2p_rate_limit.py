@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from overlay.runtime.rate_limit import TokenBucket
+from overlay.runtime.net.rate_limit import TokenBucket
 
 
 def test_burst_then_rate() -> None:

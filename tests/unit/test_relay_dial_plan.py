@@ -1,11 +1,11 @@
-"""The dial plan (overlay.runtime.dialer.plan): which of direct / webrtc / relay to try
+"""The dial plan (overlay.runtime.edge.dialer.plan): which of direct / webrtc / relay to try
 for a peer, from both sides' resource-ad reachability. A table test."""
 
 from __future__ import annotations
 
 import pytest
 
-from overlay.runtime.dialer import METHODS, plan
+from overlay.runtime.edge.dialer import METHODS, plan
 
 ALL = list(METHODS)
 

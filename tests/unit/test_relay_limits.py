@@ -1,4 +1,4 @@
-"""Relay admission and circuit limits (overlay.runtime.relay.RelayBook): pure, virtual
+"""Relay admission and circuit limits (overlay.runtime.edge.relay.RelayBook): pure, virtual
 time (`now` passed in), no sockets."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.runtime.relay import CircuitTerminated, RelayBook, RelayLimits, RelayRefused
+from overlay.runtime.edge.relay import CircuitTerminated, RelayBook, RelayLimits, RelayRefused
 
 P = [KeyPair.from_rng_seed(bytes([i + 1]) * 32).peer_id for i in range(6)]
 MEMBERS = set(P[:5])

@@ -1,4 +1,4 @@
-"""/colony/signal/1.0.0 codec and guard (overlay.runtime.signal): pure, virtual time."""
+"""/colony/signal/1.0.0 codec and guard (overlay.runtime.edge.signalling): pure, virtual time."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.runtime.signal import (
+from overlay.runtime.edge.signalling import (
     ANSWER,
     OFFER,
     Signal,

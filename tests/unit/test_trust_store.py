@@ -1,4 +1,4 @@
-"""overlay/runtime/trust.py and the `colony colony|cert|join` commands, on real homes
+"""overlay/runtime/services/trust_state.py and the `colony colony|cert|join` commands, on real homes
 (temp dirs, real key files), plus the DHT's `/colony/revoke/` validator."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from overlay.cli.main import main as colony_main
 from overlay.core.certs import Certificate, JoinToken, Revocation
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import BadSignature, ConfigError, ExpiredError
-from overlay.runtime.identity import KEY_FILE, load_identity
-from overlay.runtime.trust import (
+from overlay.runtime.process.identity import KEY_FILE, load_identity
+from overlay.runtime.services.trust_state import (
     Trust,
     capsule_authority,
     colony_id,
@@ -233,8 +233,8 @@ def test_revoke_record_validator() -> None:
 
 def test_private_dag_blocks_are_stripped_from_outsiders_wants(tmp_path: Path) -> None:
     from overlay.exchange.messages import BitswapMessage, WantEntry
-    from overlay.runtime.trust import private_multihashes
-    from overlay.runtime.trust_service import strip_private_wants
+    from overlay.runtime.services.trust import strip_private_wants
+    from overlay.runtime.services.trust_state import private_multihashes
     from store.blockstore import BlockStore
     from store.cid import Cid
     from store.importer import Importer, ImportOptions
@@ -288,7 +288,7 @@ def test_bitswap_policy_members_outsiders_and_serve_public(
     import types
 
     from overlay.exchange.messages import BitswapMessage, WantEntry
-    from overlay.runtime.trust_service import TrustService
+    from overlay.runtime.services.trust import TrustService
     from store.blockstore import BlockStore
     from store.importer import Importer
 

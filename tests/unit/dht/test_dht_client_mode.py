@@ -29,7 +29,7 @@ from overlay.core.effects import PeerUnreachable, Received, Send, TimerFired
 from overlay.core.errors import ConfigError
 from overlay.core.ids import PeerId, key_of_bytes
 from overlay.core.multiformats import multihash_sha256
-from overlay.runtime import config
+from overlay.runtime.process import config
 from sim.dht_static import build_static_network, random_peer_ids
 
 SEED = 99

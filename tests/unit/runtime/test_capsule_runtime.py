@@ -17,19 +17,19 @@ from gossip.resources import ResourceAd
 from overlay.capsule.core import CapsuleCore
 from overlay.capsule.events import RunRequested
 from overlay.capsule.members import Member, MembersChanged
-from overlay.capsule.spec import Capsule, CapsuleSpec
-from overlay.core.crypto import KeyPair
-from overlay.core.effects import PeerUnreachable
-from overlay.core.ids import PeerId
-from overlay.runtime.capsule_part import (
+from overlay.capsule.part import (
     Activate,
     CapsulePart,
     RefreshMembers,
     node_ad,
     parse_labels,
 )
-from overlay.runtime.capsule_service import CapsuleService, _ad_moved, with_inputs
-from overlay.runtime.custody_store import CustodyStore
+from overlay.capsule.spec import Capsule, CapsuleSpec
+from overlay.core.crypto import KeyPair
+from overlay.core.effects import PeerUnreachable
+from overlay.core.ids import PeerId
+from overlay.runtime.services.capsules import CapsuleService, _ad_moved, with_inputs
+from overlay.runtime.services.custody_store import CustodyStore
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 

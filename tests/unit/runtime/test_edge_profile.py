@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from overlay.core.errors import ConfigError
-from overlay.runtime import config as cfg
+from overlay.runtime.process import config as cfg
 
 
 def _load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]

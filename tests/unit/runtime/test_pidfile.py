@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from overlay.runtime.pidfile import (
+from overlay.runtime.process.pidfile import (
     PID_FILE,
     AlreadyRunning,
     PidFile,
@@ -34,7 +34,7 @@ def test_second_holder_is_refused_with_the_pid(tmp_path: Path) -> None:
 def test_file_left_by_a_dead_process_is_stale(tmp_path: Path) -> None:
     # A child takes the lock and dies without cleaning up (as after kill -9).
     code = ("import os, sys; from pathlib import Path; "
-            "from overlay.runtime.pidfile import PidFile; "
+            "from overlay.runtime.process.pidfile import PidFile; "
             "PidFile(Path(sys.argv[1])).__enter__(); os._exit(0)")
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=60)
     assert (tmp_path / PID_FILE).exists()

@@ -8,8 +8,7 @@ import struct
 import pytest
 
 from overlay.core.errors import MalformedFrame
-from overlay.runtime.dialback import decode_request, decode_response
-from overlay.runtime.reachability import (
+from overlay.p2p.reachability import (
     AskDialback,
     DialbackGuard,
     GuardConfig,
@@ -22,7 +21,8 @@ from overlay.runtime.reachability import (
     decide,
     plan_dialback,
 )
-from overlay.runtime.stun_probe import (
+from overlay.runtime.edge.dialback import decode_request, decode_response
+from overlay.runtime.edge.stun_probe import (
     MAGIC_COOKIE,
     StunError,
     binding_request,
@@ -251,7 +251,7 @@ def test_service_loop_sleeps_between_rounds() -> None:
     import trio
     import trio.testing
 
-    from overlay.runtime.dialback import ReachabilityService
+    from overlay.runtime.edge.dialback import ReachabilityService
 
     calls = [0]
 
@@ -288,7 +288,7 @@ def test_clock_keeps_the_shortest_round_trip_sample() -> None:
     ({"p": 2.1}, {"p": 0.2}, True),  # within the error bar of the limit
 ])
 def test_clock_check(offsets: dict[str, float], unc: dict[str, float], ok: bool) -> None:
-    from overlay.runtime.doctor_checks import clock_check
+    from overlay.runtime.edge.doctor_checks import clock_check
 
     assert clock_check(offsets, unc).ok is ok
 
@@ -309,6 +309,6 @@ def test_observed_addrs_merge_dialback_and_identify_per_peer() -> None:
     ("public", "client", True), ("unknown", "server", True),
 ])
 def test_dht_mode_check(status: str, mode: str, ok: bool) -> None:
-    from overlay.runtime.routes_doctor import dht_mode_check
+    from overlay.runtime.api.routes_doctor import dht_mode_check
 
     assert dht_mode_check(status, {"dht": {"mode": mode}}).ok is ok

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import trio
 
-from overlay.runtime import fetcher
-from overlay.runtime.fetcher import BlockWriter
+from overlay.runtime.services import fetch as fetcher
+from overlay.runtime.services.fetch import BlockWriter
 from store.blockstore import BlockStore
 from store.cid import RAW, Cid
 

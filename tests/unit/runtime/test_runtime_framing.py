@@ -1,4 +1,4 @@
-"""Envelope codec of Colony CBOR protocols (overlay.runtime.framing)."""
+"""Envelope codec of Colony CBOR protocols (overlay.runtime.net.framing)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from overlay.core.errors import FrameTooLarge, MalformedFrame
 from overlay.core.wire import decode_frame, encode_frame
-from overlay.runtime.framing import (
+from overlay.runtime.net.framing import (
     MAX_REQUEST_ID,
     Kind,
     decode_envelope,

@@ -7,8 +7,8 @@ import pytest
 
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ConfigError
-from overlay.runtime import config as cfg
-from overlay.runtime.identity import load_identity, write_identity
+from overlay.runtime.process import config as cfg
+from overlay.runtime.process.identity import load_identity, write_identity
 
 
 def test_identity_roundtrip_and_mode(tmp_path: Path) -> None:

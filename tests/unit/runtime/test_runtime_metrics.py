@@ -2,7 +2,7 @@
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from overlay.runtime.metrics import StatsCollector, render
+from overlay.runtime.api.metrics import StatsCollector, render
 
 
 def test_render_reads_current_values() -> None:

@@ -1,6 +1,6 @@
 """The transport's py-libp2p 0.8.1 backend: the only module in Colony that imports
 libp2p (DESIGN §3). Chosen with `[network] stack = "py-libp2p"`; imported lazily by
-overlay.runtime.transport_backend.make_backend, so the native stack never pays its
+overlay.runtime.net.transport_backend.make_backend, so the native stack never pays its
 ~50 MiB of imports.
 
 py-libp2p traits handled here on purpose (docs/transport.md has figures):
@@ -49,8 +49,8 @@ from overlay.core.crypto import KeyPair
 from overlay.core.errors import LocalProtocolError
 from overlay.core.ids import PeerId
 from overlay.p2p.errors import StreamError, StreamResetError
-from overlay.runtime.transport_backend import BackendStream, PeerCallback, StreamHandler
-from overlay.runtime.transport_types import (
+from overlay.runtime.net.transport_backend import BackendStream, PeerCallback, StreamHandler
+from overlay.runtime.net.transport_types import (
     AttachError,
     DialError,
     ListenError,

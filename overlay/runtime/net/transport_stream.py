@@ -13,7 +13,7 @@ import trio
 
 from overlay.core.ids import PeerId
 from overlay.p2p.errors import StreamError
-from overlay.runtime.transport_backend import BackendStream
+from overlay.runtime.net.transport_backend import BackendStream
 
 READ_BYTES = 256 * 1024
 

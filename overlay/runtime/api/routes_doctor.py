@@ -4,16 +4,16 @@ Reachability (dial-back status, NAT mapping, observed addresses), how each conne
 peer is reached (direct / webrtc / relayed, and relays in use — from the edge
 dialer when the daemon runs one, `d.dialer.status()`; otherwise every transport
 connection is direct), clock offsets measured in dial-back exchanges, member
-counts, and the local checks of overlay/runtime/doctor_checks.py.
+counts, and the local checks of overlay/runtime/edge/doctor_checks.py.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from overlay.runtime import doctor_checks as dc
-from overlay.runtime.api import ApiServer, Request
-from overlay.runtime.dialback import observed_remote
+from overlay.runtime.api.server import ApiServer, Request
+from overlay.runtime.edge import doctor_checks as dc
+from overlay.runtime.edge.dialback import observed_remote
 
 if TYPE_CHECKING:
     from overlay.runtime.daemon import Daemon

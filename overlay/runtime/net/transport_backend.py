@@ -1,13 +1,13 @@
 """What the transport adapter needs from a network stack, and its two stacks.
 
-`Transport` (overlay/runtime/transport.py) keeps Colony's stream discipline —
+`Transport` (overlay/runtime/net/transport.py) keeps Colony's stream discipline —
 framing, queues, request ids, bounds — and talks to a `Backend` for everything
 libp2p: listening, dialling, opening and accepting negotiated streams, identify,
 ping. Two backends exist:
 
 * `native` — overlay.p2p (our own multistream-select, Noise XX, Yamux):
-  overlay/runtime/backend_native.py. The default.
-* `py-libp2p` — py-libp2p 0.8.1's host: overlay/runtime/backend_pylibp2p.py,
+  overlay/runtime/net/backend_native.py. The default.
+* `py-libp2p` — py-libp2p 0.8.1's host: overlay/runtime/net/backend_pylibp2p.py,
   the only module that imports libp2p; imported lazily, only when chosen.
 
 Streams of either backend present `BackendStream`: `read` returns bytes or a
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.runtime.transport_types import STACK_NATIVE, PeerInfo, TransportConfig
+from overlay.runtime.net.transport_types import STACK_NATIVE, PeerInfo, TransportConfig
 
 
 class BackendStream(Protocol):
@@ -66,9 +66,9 @@ class Backend(Protocol):
 def make_backend(keypair: KeyPair, config: TransportConfig) -> Backend:
     """The backend `config.stack` names; py-libp2p is imported only here, on demand."""
     if config.stack == STACK_NATIVE:
-        from overlay.runtime.backend_native import NativeBackend
+        from overlay.runtime.net.backend_native import NativeBackend
 
         return NativeBackend(keypair, config)
-    from overlay.runtime.backend_pylibp2p import PyLibp2pBackend
+    from overlay.runtime.net.backend_pylibp2p import PyLibp2pBackend
 
     return PyLibp2pBackend(keypair, config)

@@ -4,10 +4,10 @@
 
 * `direct`: the transport's own dial (TCP to the peer's known addresses);
 * `webrtc`: an offer through a member connected to both (`/colony/signal/1.0.0`,
-  overlay.runtime.signal), an aiortc data channel with ICE (host, STUN-reflexive and
+  overlay.runtime.edge.signalling), an aiortc data channel with ICE (host, STUN-reflexive and
   TURN candidates), and the libp2p stack attached over it;
 * `relay`: a circuit through a member that relays and where the peer holds a
-  reservation (`/colony/relay/1.0.0`, overlay.runtime.relay), the libp2p stack
+  reservation (`/colony/relay/1.0.0`, overlay.runtime.edge.relay), the libp2p stack
   attached over it (end-to-end Noise).
 
 Once attached, the peer is an ordinary connection of the transport: gossip, DHT,
@@ -36,10 +36,10 @@ import trio
 
 from overlay.core.errors import ColonyError, ConfigError
 from overlay.core.ids import PeerId
-from overlay.runtime.relay import RelayRefused, RelayService
-from overlay.runtime.signal import SignalRefused, SignalService
-from overlay.runtime.stream_attach import AttachError, attach_stream
-from overlay.runtime.transport import DialError
+from overlay.runtime.edge.relay import RelayRefused, RelayService
+from overlay.runtime.edge.signalling import SignalRefused, SignalService
+from overlay.runtime.net.stream_attach import AttachError, attach_stream
+from overlay.runtime.net.transport import DialError
 
 log = structlog.get_logger("colony.dialer")
 
@@ -466,15 +466,15 @@ async def open_edge(
     """Compose the edge stack on a running transport: the asyncio bridge and WebRTC
     endpoint (when `[edge] webrtc`), the signal and relay protocols, the dialer, and
     the reservation keeper. Everything stops when the block exits."""
-    from overlay.runtime.relay import RelayLimits
-    from overlay.runtime.signal import SignalConfig
+    from overlay.runtime.edge.relay import RelayLimits
+    from overlay.runtime.edge.signalling import SignalConfig
 
     edge = conf.get("edge", {})
     dial_cfg = DialConfig.from_config(conf)
     async with trio.open_nursery() as nursery:
         endpoint = None
         if edge.get("webrtc", True):
-            from overlay.runtime.webrtc_bridge import IceConfig, LazyEndpoint
+            from overlay.runtime.edge.webrtc_bridge import IceConfig, LazyEndpoint
 
             endpoint = LazyEndpoint(IceConfig.from_config(conf))
         relay = RelayService(transport, RelayLimits.from_config(conf), is_member)
@@ -521,7 +521,7 @@ async def run_for_daemon(d: Any, task_status: Any = trio.TASK_STATUS_IGNORED) ->
 
     Membership: with a colony owner key (`d.trust.enabled`) a member is a peer with
     a valid certificate; in an open colony, a peer gossip lists as alive or suspect.
-    NAT'd: what the reachability service (overlay/runtime/dialback.py) concluded.
+    NAT'd: what the reachability service (overlay/runtime/edge/dialback.py) concluded.
     """
     from gossip.members import MemberState
 

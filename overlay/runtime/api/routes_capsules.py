@@ -30,14 +30,14 @@ from overlay.capsule.leases import State
 from overlay.capsule.placement import place
 from overlay.capsule.spec import Capsule, CapsuleSpec, SpecError, Workflow, check_capsule_id
 from overlay.core.errors import ColonyError, WireError
-from overlay.runtime.api import ApiError, ApiServer, Request, Response
-from overlay.runtime.capsule_service import fetch_dag, record_json
+from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
+from overlay.runtime.services.capsules import fetch_dag, record_json
 from store.cid import Cid
 from store.exporter import Exporter
 
 if TYPE_CHECKING:
-    from overlay.runtime.capsule_service import CapsuleService
     from overlay.runtime.daemon import Daemon
+    from overlay.runtime.services.capsules import CapsuleService
 
 POLL_S = 0.5
 LOG_POLL_S = 0.5

@@ -1,6 +1,6 @@
 """Public types of the transport adapter: codecs, errors, events, config, stats.
 
-Re-exported by overlay.runtime.transport (import them from there). No I/O and no
+Re-exported by overlay.runtime.net.transport (import them from there). No I/O and no
 libp2p import here: the daemon, the CLI and tests can use these types without
 loading either network stack.
 """
@@ -140,7 +140,7 @@ class TransportConfig:
 
 @dataclass
 class TransportStats:
-    """Plain counters; overlay.runtime.metrics exports them at scrape time."""
+    """Plain counters; overlay.runtime.api.metrics exports them at scrape time."""
 
     bytes_in: int = 0
     bytes_out: int = 0

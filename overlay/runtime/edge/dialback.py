@@ -17,7 +17,7 @@ whatever NAT or firewall is in between, without reusing our existing connection.
 It does not prove the listener's identity (no Noise handshake); the IP is the
 requester's own, so only its own network could fake a success.
 
-`ReachabilityService` drives `ReachabilityCore` (overlay/runtime/reachability.py)
+`ReachabilityService` drives `ReachabilityCore` (overlay/p2p/reachability.py)
 with the real clock: asks connected members, runs STUN probes against
 `[edge] stun`, puts the result into the node's resource ad, and keeps
 what `colony doctor` shows (observed addresses, clock offsets, last errors).
@@ -36,8 +36,7 @@ import trio
 from gossip.events import UpdateAd
 from overlay.core.errors import MalformedFrame, RemoteProtocolError
 from overlay.core.ids import PeerId
-from overlay.runtime import stun_probe
-from overlay.runtime.reachability import (
+from overlay.p2p.reachability import (
     PROTO_DIALBACK,
     AskDialback,
     DialbackGuard,
@@ -48,6 +47,7 @@ from overlay.runtime.reachability import (
     StatusChanged,
     plan_dialback,
 )
+from overlay.runtime.edge import stun_probe
 
 if TYPE_CHECKING:
     from overlay.runtime.daemon import Daemon
@@ -176,7 +176,7 @@ class ReachabilityService:
         self._wake = trio.Event()
 
     def register(self) -> None:
-        from overlay.runtime.transport import Codec
+        from overlay.runtime.net.transport import Codec
 
         self.d.t.set_handler(PROTO_DIALBACK, on_request=self._serve, codec=Codec.CBOR)
 
@@ -235,7 +235,7 @@ class ReachabilityService:
             self._wake.set()
 
     async def _ask(self, peer: PeerId) -> None:
-        from overlay.runtime.transport import TransportError
+        from overlay.runtime.net.transport import TransportError
 
         await self._identify(peer)
         sent_wall, sent = time.time(), trio.current_time()
@@ -274,7 +274,7 @@ class ReachabilityService:
 
     async def _identify(self, peer: PeerId) -> None:
         """identify's observedAddr, when the transport reports it (native stack)."""
-        from overlay.runtime.transport import TransportError
+        from overlay.runtime.net.transport import TransportError
 
         try:
             info = await self.d.t.identify(peer, timeout=REQUEST_TIMEOUT_S)

@@ -372,7 +372,7 @@ class SignalService:
         return await self._deliver(peer, obj["env"])
 
     async def _forward(self, sender: PeerId, wire: Any) -> Any:
-        from overlay.runtime.transport import RemoteError, TransportError
+        from overlay.runtime.net.transport import RemoteError, TransportError
 
         sig = self.guard.check_forward(
             sender, wire, self.clock(), self.is_member, self.t.is_connected
@@ -397,7 +397,7 @@ class SignalService:
             # or times out: a member spamming offers gets refused, not our memory.
             self.guard.refusals["busy"] = self.guard.refusals.get("busy", 0) + 1
             raise SignalRefused("busy", f"{MAX_PENDING_ANSWERS} WebRTC answers pending")
-        from overlay.runtime.webrtc_bridge import WebRtcError
+        from overlay.runtime.edge.webrtc_bridge import WebRtcError
 
         self.pending_answers += 1
         try:
@@ -431,7 +431,7 @@ class SignalService:
         Raises SignalRefused (the forwarder's or target's reason), TransportError, or
         WebRtcError; the half-made session is closed on every failure.
         """
-        from overlay.runtime.transport import RemoteError
+        from overlay.runtime.net.transport import RemoteError
 
         if self.endpoint is None:
             raise SignalRefused("webrtc_disabled", "WebRTC is off on this node")

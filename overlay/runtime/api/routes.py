@@ -21,12 +21,12 @@ from dht.records import make_name_record, name_key
 from gossip.events import SendUserEvent
 from overlay.core.errors import ColonyError
 from overlay.core.ids import PeerId
-from overlay.runtime.api import ApiError, ApiServer, Request, Response
-from overlay.runtime.capsule_service import dag_multihashes
-from overlay.runtime.metrics import StatsCollector, render
-from overlay.runtime.node_builder import str_addrs
-from overlay.runtime.routes_capsules import add_capsule_routes
-from overlay.runtime.routes_doctor import add_doctor_routes
+from overlay.runtime.api.metrics import StatsCollector, render
+from overlay.runtime.api.routes_capsules import add_capsule_routes
+from overlay.runtime.api.routes_doctor import add_doctor_routes
+from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
+from overlay.runtime.services.capsules import dag_multihashes
+from overlay.runtime.services.node_builder import str_addrs
 from store.cid import Cid
 from store.importer import Importer, ImportOptions
 

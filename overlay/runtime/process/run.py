@@ -13,10 +13,10 @@ import structlog
 import trio
 
 from overlay.core.errors import ConfigError
-from overlay.runtime import config as cfg
 from overlay.runtime.daemon import Daemon
-from overlay.runtime.identity import KEY_FILE, load_identity
-from overlay.runtime.pidfile import PidFile
+from overlay.runtime.process import config as cfg
+from overlay.runtime.process.identity import KEY_FILE, load_identity
+from overlay.runtime.process.pidfile import PidFile
 from store.blockstore import open_home_store
 
 log = structlog.get_logger("colony.daemon")

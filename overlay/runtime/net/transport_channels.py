@@ -1,7 +1,7 @@
 """Internal bookkeeping of the transport adapter: queued frames, pending requests,
 streams with their framing state, and the outbound (peer, protocol) channels.
 
-Split out of overlay/runtime/transport.py; nothing here is public API.
+Split out of overlay/runtime/net/transport.py; nothing here is public API.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import trio
 
 from overlay.core.errors import FrameTooLarge, NonCanonical, WireError
 from overlay.core.ids import PeerId
-from overlay.runtime.transport_backend import BackendStream
-from overlay.runtime.transport_types import Codec, OnMessage, OnRequest
+from overlay.runtime.net.transport_backend import BackendStream
+from overlay.runtime.net.transport_types import Codec, OnMessage, OnRequest
 
 
 @dataclass(slots=True)

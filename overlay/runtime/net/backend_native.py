@@ -18,8 +18,8 @@ from overlay.core.ids import PeerId
 from overlay.p2p.connection import P2PStream
 from overlay.p2p.errors import StreamError
 from overlay.p2p.host import Host, HostDialError, HostListenError
-from overlay.runtime.transport_backend import BackendStream, PeerCallback, StreamHandler
-from overlay.runtime.transport_types import (
+from overlay.runtime.net.transport_backend import BackendStream, PeerCallback, StreamHandler
+from overlay.runtime.net.transport_types import (
     AttachError,
     DialError,
     ListenError,

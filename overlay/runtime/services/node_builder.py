@@ -43,13 +43,13 @@ from gossip.profiles import profile
 from gossip.resources import ResourceAd
 from gossip.swim import Swim
 from overlay.capsule.core import CapsuleCore
+from overlay.capsule.part import SLOTS_TAG, CapsulePart, members_changed
 from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.errors import ColonyError
 from overlay.exchange.engine import AddProviders, CancelFetch, Exchange, Fetch
 from overlay.exchange.messages import BitswapMessage
 from overlay.node import Node
-from overlay.runtime.capsule_part import SLOTS_TAG, CapsulePart, members_changed
-from overlay.runtime.capsule_service import CAPSULE_MESSAGES
+from overlay.runtime.services.capsules import CAPSULE_MESSAGES
 from store.blockstore import BlockStore
 from store.cid import Cid
 
@@ -146,7 +146,7 @@ def build_node(
     swim = Swim(
         keypair, profile(conf["gossip"]["profile"]), rng=random.Random(rng.random()),
         ad=ad, addrs=addrs,
-        admission=admission, chain=chain,  # colony mode (overlay/runtime/trust.py)
+        admission=admission, chain=chain,  # colony mode (overlay/runtime/services/trust_state.py)
     )
     kad = Kademlia(
         me,

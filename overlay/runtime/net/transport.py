@@ -8,7 +8,7 @@ implementations see the same TCP + Noise + Yamux peer either way. On top:
 
 * one long-lived outbound stream per (peer, protocol), opened on first use and
   reused for every later frame; requests on it carry request ids
-  (overlay.runtime.framing), so a request costs one round trip, not a
+  (overlay.runtime.net.framing), so a request costs one round trip, not a
   multistream-select negotiation as well;
 * frames are `unsigned-varint length ‖ body` with a hard size limit; the body is
   canonical CBOR in an envelope (Colony protocols) or opaque bytes (raw mode: the
@@ -20,8 +20,8 @@ implementations see the same TCP + Noise + Yamux peer either way. On top:
   non-canonical frame resets that stream with a logged reason, and a handler's
   exception costs its stream only.
 
-Public types live in overlay/runtime/transport_types.py and are re-exported here;
-the receiving half (read loop, dispatch, teardown) is overlay/runtime/transport_inbound.py.
+Public types live in overlay/runtime/net/transport_types.py and are re-exported here;
+the receiving half (read loop, dispatch, teardown) is overlay/runtime/net/transport_inbound.py.
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ from overlay.core.crypto import KeyPair
 from overlay.core.errors import LocalProtocolError
 from overlay.core.ids import PeerId
 from overlay.p2p.errors import StreamError
-from overlay.runtime.framing import (
+from overlay.runtime.net.framing import (
     Kind,
     encode_envelope,
     encode_raw_frame,
 )
-from overlay.runtime.rate_limit import TokenBucket
-from overlay.runtime.transport_backend import Backend, BackendStream, make_backend
-from overlay.runtime.transport_channels import (
+from overlay.runtime.net.rate_limit import TokenBucket
+from overlay.runtime.net.transport_backend import Backend, BackendStream, make_backend
+from overlay.runtime.net.transport_channels import (
     Item,
     Outbound,
     Pending,
@@ -54,9 +54,9 @@ from overlay.runtime.transport_channels import (
     drain_queue,
     sole_leaf,
 )
-from overlay.runtime.transport_inbound import InboundMixin
-from overlay.runtime.transport_stream import TransportStream
-from overlay.runtime.transport_types import (
+from overlay.runtime.net.transport_inbound import InboundMixin
+from overlay.runtime.net.transport_stream import TransportStream
+from overlay.runtime.net.transport_types import (
     STACK_NATIVE,
     STACK_PYLIBP2P,
     AttachError,
@@ -115,7 +115,7 @@ class Transport(InboundMixin):
             self.config.event_queue
         )
         self._nursery: trio.Nursery | None = None
-        #: When set (overlay/runtime/dialer.py), every dial goes through it: it may
+        #: When set (overlay/runtime/edge/dialer.py), every dial goes through it: it may
         #: connect by WebRTC or a relay instead of TCP; it raises DialError on failure.
         self.dial_hook: Callable[[PeerId], Awaitable[None]] | None = None
 

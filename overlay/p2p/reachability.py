@@ -2,7 +2,7 @@
 
 Modelled on libp2p AutoNAT v1 (specs/autonat): a node asks a few connected members
 to *dial it back* at its listen addresses (`/colony/dialback/1.0.0`, see
-overlay/runtime/dialback.py) and counts the answers. Each answer also tells it the
+overlay/runtime/edge/dialback.py) and counts the answers. Each answer also tells it the
 address the member observed it at, and the member's clock (for skew). A STUN probe
 of two server addresses gives the NAT's mapping behaviour (overlay/runtime/stun_probe).
 

@@ -40,7 +40,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "log": {"level": "info", "format": "auto"},
     "capsule": {"slots": 4, "executors": [], "labels": [], "location": ""},
     "trust": {"serve_public": True},
-    # NAT traversal (overlay/runtime/dialer.py, docs/edge-nat.md).
+    # NAT traversal (overlay/runtime/edge/dialer.py, docs/edge-nat.md).
     "edge": {
         "webrtc": True,
         "stun": [],
@@ -51,7 +51,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "relays": [],
         "keep_reservations": 0,
     },
-    # Relaying for others (overlay/runtime/relay.py): off unless this node agrees.
+    # Relaying for others (overlay/runtime/edge/relay.py): off unless this node agrees.
     "relay": {
         "enabled": False,
         "max_reservations": 64,

@@ -43,20 +43,19 @@ from overlay.capsule.custody import CustodyConfig, LocalityHint
 from overlay.capsule.executor import CapsuleExited, ExecutorConfig
 from overlay.capsule.leases import TERMINAL, CustodyRecord
 from overlay.capsule.messages import MESSAGE_TYPES, decode_message
-from overlay.capsule.spec import Capsule, capsule_key, check_capsule_id
-from overlay.core.certs import Certificate
-from overlay.core.crypto import KeyPair
-from overlay.core.effects import Received
-from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
-from overlay.core.ids import PeerId
-from overlay.runtime.capsule_part import (
+from overlay.capsule.part import (
     Activate,
     CapsulePart,
     RefreshMembers,
     RestoreCustody,
     executor_config,
 )
-from overlay.runtime.custody_store import CustodyStore
+from overlay.capsule.spec import Capsule, capsule_key, check_capsule_id
+from overlay.core.certs import Certificate
+from overlay.core.crypto import KeyPair
+from overlay.core.effects import Received
+from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
+from overlay.core.ids import PeerId
 from overlay.runtime.executors import (
     EXIT_CANCELLED,
     EXIT_SETUP_FAILED,
@@ -66,7 +65,8 @@ from overlay.runtime.executors import (
     executor_for,
 )
 from overlay.runtime.executors.base import LOG_NAME
-from overlay.runtime.transport import Codec
+from overlay.runtime.net.transport import Codec
+from overlay.runtime.services.custody_store import CustodyStore
 from store.cid import Cid
 from store.importer import ImportOptions
 
@@ -118,12 +118,12 @@ class Authority:
 def load_authority(home: Path, conf: dict[str, dict[str, Any]]) -> Authority:
     """The one place the daemon learns its colony's trust settings.
 
-    Until the trust module (overlay/runtime/trust.py, `colony colony create`, `cert
+    Until the trust module (overlay/runtime/services/trust_state.py, `colony colony create`, `cert
     issue`, `join`) provides `capsule_authority(home, conf) -> (owner, chain)`, the
     daemon runs in open mode.
     """
     try:
-        from overlay.runtime import trust  # type: ignore[attr-defined,unused-ignore]
+        from overlay.runtime.services import trust_state as trust  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return Authority()
     fn = getattr(trust, "capsule_authority", None)
@@ -313,7 +313,7 @@ class CapsuleService:
     async def _refresh_ad(self) -> None:
         """Keep the gossiped ad's load and free memory current (placement scores idle
         cores), re-advertising only on a real change so gossip is not flooded."""
-        from overlay.runtime.node_builder import local_ad  # node_builder imports us
+        from overlay.runtime.services.node_builder import local_ad  # node_builder imports us
 
         while True:
             await trio.sleep(AD_REFRESH_S)
@@ -654,7 +654,7 @@ def dag_multihashes(d: Daemon, root: Cid) -> list[bytes]:
 async def fetch_dag(d: Daemon, cid: Cid) -> None:
     """Fetch `cid` (and everything below it) from its DHT providers, else from
     connected peers (as Bitswap broadcasts wants); ColonyError when it cannot."""
-    from overlay.runtime.node_builder import str_addrs  # node_builder imports this module
+    from overlay.runtime.services.node_builder import str_addrs  # node_builder imports this module
 
     ev = await d.dht(lambda rid: GetProviders(rid, cid.multihash), timeout_s=30)
     providers = [p.peer for p in ev.result.providers if p.peer != d.me]

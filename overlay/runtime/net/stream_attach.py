@@ -1,7 +1,7 @@
 """Run the secure + muxed libp2p stack over any trio byte stream (issue #10).
 
-A WebRTC data channel (overlay.runtime.webrtc_bridge) or a relayed circuit
-(overlay.runtime.relay) is a plain `trio.abc.Stream`. `attach_stream` makes it a
+A WebRTC data channel (overlay.runtime.edge.webrtc_bridge) or a relayed circuit
+(overlay.runtime.edge.relay) is a plain `trio.abc.Stream`. `attach_stream` makes it a
 connection of the daemon's transport (`Transport.attach_stream`, on either network
 stack): multistream-select of Noise, the Noise XX handshake — which authenticates
 the remote peer id, so a relay in the middle sees only ciphertext and cannot
@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from overlay.core.ids import PeerId
-from overlay.runtime.transport_types import AttachError
+from overlay.runtime.net.transport_types import AttachError
 
 __all__ = ["AttachError", "attach_stream"]
 

@@ -1,6 +1,6 @@
 """Checks `colony doctor` runs on the node's own machine (issue 10).
 
-Shared by the daemon's `/v1/doctor` route (overlay/runtime/routes_doctor.py) and by
+Shared by the daemon's `/v1/doctor` route (overlay/runtime/api/routes_doctor.py) and by
 `colony doctor` when no daemon answers, so both say the same about the things
 that need no network: configuration, identity file, disk, LMDB map headroom, and
 the NAT's mapping behaviour from a STUN probe. Each check is a `Check`: ok or not,

@@ -1,7 +1,7 @@
 """The receiving half of the transport adapter: inbound streams, the read loop,
 frame dispatch (messages, requests, responses) and stream teardown.
 
-A mixin of `Transport` (overlay/runtime/transport.py), split out to keep each
+A mixin of `Transport` (overlay/runtime/net/transport.py), split out to keep each
 module readable; it uses the transport's state declared below and its `_write`.
 Every rule about a peer's bad input lives here: an oversize, malformed or
 non-canonical frame, or a handler's failure, costs that stream only.
@@ -18,15 +18,15 @@ from overlay.core.errors import LocalProtocolError, RemoteProtocolError, WireErr
 from overlay.core.ids import PeerId
 from overlay.core.wire import cbor_decode
 from overlay.p2p.errors import StreamError, StreamResetError
-from overlay.runtime.framing import (
+from overlay.runtime.net.framing import (
     FrameReader,
     Kind,
     decode_envelope,
     encode_envelope,
     encode_raw_frame,
 )
-from overlay.runtime.transport_backend import BackendStream
-from overlay.runtime.transport_channels import (
+from overlay.runtime.net.transport_backend import BackendStream
+from overlay.runtime.net.transport_channels import (
     Drop,
     Outbound,
     Pending,
@@ -34,7 +34,7 @@ from overlay.runtime.transport_channels import (
     Stream,
     wire_reason,
 )
-from overlay.runtime.transport_types import Codec, TransportConfig, TransportStats
+from overlay.runtime.net.transport_types import Codec, TransportConfig, TransportStats
 
 log = structlog.get_logger("colony.transport")
 

@@ -49,7 +49,7 @@ from overlay.core.crypto import Envelope, KeyPair, PublicKey
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
 from overlay.core.wire import cbor_decode, cbor_encode
-from overlay.runtime.identity import load_identity, write_identity
+from overlay.runtime.process.identity import load_identity, write_identity
 from store.blockstore import BlockStore
 from store.cid import Cid
 
@@ -524,7 +524,7 @@ def private_multihashes(store: BlockStore, roots: Iterable[str]) -> set[bytes]:
 def capsule_authority(
     home: Path, conf: dict[str, dict[str, Any]]
 ) -> tuple[bytes | None, tuple[Certificate, ...]]:
-    """The hook overlay/runtime/capsule_service.py reads: (colony owner, own chain).
+    """The hook overlay/runtime/services/capsules.py reads: (colony owner, own chain).
     Open mode gives (None, ())."""
     t = Trust(home, conf)
     return t.colony_owner, t.own_chain

@@ -5,13 +5,13 @@ Modelled on libp2p circuit relay v2 (reservation + hop/stop), Colony-sized:
 1. A NAT'd member B **reserves** a slot at a public member R that agreed to relay
    (`[relay] enabled = true`): `{"op": "reserve"}` on a new stream to R, answered
    `{"ok": true, "ttl_s", "limits"}` or `{"ok": false, "reason"}`. B renews it before
-   `ttl_s` runs out (overlay.runtime.dialer keeps it).
+   `ttl_s` runs out (overlay.runtime.edge.dialer keeps it).
 2. A member A **connects** through R: `{"op": "connect", "dst": B}`. R checks its
    limits, opens a stream to B on its existing connection (`{"op": "stop", "src":
    A, "limits"}`), and when B says ok it answers A ok and **splices** the two
    streams, counting bytes and time.
 3. A and B then run the libp2p secure + muxed stack over the spliced stream
-   (overlay.runtime.stream_attach, A as Noise initiator): R sees only Noise
+   (overlay.runtime.net.stream_attach, A as Noise initiator): R sees only Noise
    ciphertext and cannot impersonate either end (Noise proves both peer ids).
 
 Limits (`RelayLimits`, from `[relay]`): reservations, concurrent circuits (total
@@ -44,7 +44,7 @@ from overlay.core.errors import RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
 from overlay.core.multiformats import encode_varint
 from overlay.core.wire import cbor_decode, cbor_encode
-from overlay.runtime.transport_stream import TransportStream
+from overlay.runtime.net.transport_stream import TransportStream
 
 log = structlog.get_logger("colony.relay")
 

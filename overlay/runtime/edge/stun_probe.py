@@ -13,7 +13,7 @@ A node sends one Binding request from one UDP socket to two STUN server addresse
 The codec is pure (`binding_request`, `parse_binding_response`, `classify`);
 `probe_sync` (stdlib socket) serves `colony doctor` without a daemon and the test
 topology, `probe` (trio) serves the daemon. Run as a script inside a namespace:
-`python -m overlay.runtime.stun_probe 198.18.0.10:3478 198.18.0.11:3478`.
+`python -m overlay.runtime.edge.stun_probe 198.18.0.10:3478 198.18.0.11:3478`.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ async def probe(servers: list[str], timeout_s: float = TRY_TIMEOUT_S) -> StunRes
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m overlay.runtime.stun_probe HOST:PORT [HOST:PORT ...]\n"
+        print("usage: python -m overlay.runtime.edge.stun_probe HOST:PORT [HOST:PORT ...]\n"
               "Send STUN Binding requests from one UDP socket; print mapped addresses "
               "and the NAT mapping type as JSON.")
         return 2

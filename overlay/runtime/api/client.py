@@ -16,8 +16,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from overlay.core.errors import ColonyError
-from overlay.runtime import config as cfg
-from overlay.runtime.api import ADDR_FILE, TOKEN_FILE
+from overlay.runtime.api.server import ADDR_FILE, TOKEN_FILE
+from overlay.runtime.process import config as cfg
 
 
 class ApiUnavailable(ColonyError):

@@ -7,7 +7,7 @@ for those are removed before the exchange core sees them, so they simply get no
 answer (as from a node without the block).
 
 The rules live in the cores (gossip/admission.py, overlay/core/certs.py); the state
-lives in `Trust` (overlay/runtime/trust.py). This module only connects them to the
+lives in `Trust` (overlay/runtime/services/trust_state.py). This module only connects them to the
 running daemon, so the daemon itself needs a few one-line hooks.
 """
 
@@ -27,8 +27,8 @@ from overlay.core.crypto import Envelope
 from overlay.core.errors import ColonyError, LocalProtocolError, RemoteProtocolError
 from overlay.core.ids import PeerId
 from overlay.exchange.messages import BitswapMessage
-from overlay.runtime.api import ApiError, ApiServer, Request
-from overlay.runtime.trust import Trust, colony_id, private_multihashes, serial
+from overlay.runtime.api.server import ApiError, ApiServer, Request
+from overlay.runtime.services.trust_state import Trust, colony_id, private_multihashes, serial
 from store.cid import Cid
 
 if TYPE_CHECKING:
