@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean system-deps
+.PHONY: demo test lint bench clean system-deps sim-golden
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ test: $(STAMP) system-deps
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+## Re-pin the simulator's golden outputs (only for a change meant to alter behaviour).
+sim-golden: $(STAMP)
+	PYTHONPATH=. $(PY) tests/sim/test_sim_golden.py --update
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
