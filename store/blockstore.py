@@ -25,7 +25,8 @@ Invariants:
   is what makes an interrupted import resumable.
 - The map grows instead of failing: on ``MapFullError`` the batch is retried after
   doubling the map size; on ``MapResizedError`` (another process grew it) the new size
-  is adopted.
+  is adopted. Either replaces the memory map, so it runs only while no transaction is
+  open on any thread (store/txn_gate.py: every transaction goes through the gate).
 - Reads are zero-copy: `reader()` opens a ``buffers=True`` transaction whose values are
   memoryviews into the map, valid until the transaction ends.
 """
@@ -36,6 +37,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import fcntl
+import functools
 import hashlib
 import os
 import struct
@@ -49,6 +51,7 @@ import lmdb
 from overlay.core.errors import ColonyError, ConfigError
 from overlay.core.multiformats import decode_varint, encode_varint
 from store.cid import DAG_PB, Cid
+from store.txn_gate import GateBusy, TxnGate
 from store.unixfs import link_cids
 
 FORMAT_VERSION = 1
@@ -170,6 +173,9 @@ class BlockStore:
             )
         except lmdb.Error as e:
             raise StoreError(f"cannot open block store {self.path}: {e}") from None
+        #: Every transaction enters through the gate, so the map is never replaced
+        #: under an open one (store/txn_gate.py).
+        self.gate = TxnGate()
         create = not readonly
         self._blocks = self.env.open_db(b"blocks", create=create)
         self._refs = self.env.open_db(b"refs", create=create)
@@ -237,8 +243,21 @@ class BlockStore:
 
     # ------------------------------------------------------------ transactions
 
-    def _grow(self) -> None:
+    def _resize(self, fn: Callable[[], None]) -> None:
+        """Replace the map (`fn` calls set_mapsize) with no transaction open anywhere."""
+        try:
+            self.gate.resize(fn)
+        except GateBusy:
+            raise StoreError(
+                f"block store {self.path}: the map must grow, but this thread holds a "
+                "read transaction; finish reading before writing"
+            ) from None
+
+    def _grow(self, seen: int) -> None:
+        """Double the map, unless another thread already grew it past `seen`."""
         cur = self.env.info()["map_size"]
+        if cur > seen:
+            return
         if cur * 2 > MAX_MAP_SIZE:
             raise StoreError(f"block store {self.path} reached the {MAX_MAP_SIZE} byte limit")
         self.env.set_mapsize(cur * 2)
@@ -246,27 +265,39 @@ class BlockStore:
     def _write(self, fn: Callable[[Any], T]) -> T:
         """Run `fn(txn)` in one write transaction, growing the map as needed."""
         for _ in range(64):  # doubling 64 times exceeds any address space
+            seen = self.env.info()["map_size"]
             try:
-                with self.env.begin(write=True) as txn:
+                with self.gate.txn(), self.env.begin(write=True) as txn:
                     return fn(txn)
             except lmdb.MapFullError:
-                self._grow()
+                self._resize(functools.partial(self._grow, seen))
             except lmdb.MapResizedError:
-                self.env.set_mapsize(0)  # adopt the size another process grew to
+                self._resize(lambda: self.env.set_mapsize(0))  # another process grew it
         raise StoreError(f"block store {self.path}: could not grow the map")
+
+    @contextlib.contextmanager
+    def _read_txn(self, buffers: bool) -> Iterator[Any]:
+        """A read transaction held through the gate (see `_write`)."""
+        for _ in range(8):
+            with self.gate.txn():
+                try:
+                    txn: Any = self.env.begin(buffers=True) if buffers else self.env.begin()
+                except lmdb.MapResizedError:
+                    pass  # adopt the size another process grew to, then retry
+                else:
+                    try:
+                        yield txn
+                    finally:
+                        txn.abort()
+                    return
+            self._resize(lambda: self.env.set_mapsize(0))
+        raise StoreError(f"block store {self.path}: the map keeps being resized")
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[Reader]:
         """A zero-copy read transaction. Values are valid only inside the `with`."""
-        try:
-            txn = self.env.begin(buffers=True)
-        except lmdb.MapResizedError:
-            self.env.set_mapsize(0)
-            txn = self.env.begin(buffers=True)
-        try:
+        with self._read_txn(buffers=True) as txn:
             yield Reader(self, txn)
-        finally:
-            txn.abort()
 
     # ------------------------------------------------------------ writes
 
@@ -346,7 +377,7 @@ class BlockStore:
             return r.has(cid)
 
     def stat(self) -> RepoStat:
-        with self.env.begin() as txn:
+        with self._read_txn(buffers=False) as txn:
             b = txn.get(b"blocks", db=self._meta)
             n = txn.get(b"bytes", db=self._meta)
             pins = txn.stat(self.pins_db)["entries"]
@@ -365,7 +396,7 @@ class BlockStore:
         after: bytes | None = None
         while True:
             out: list[bytes] = []
-            with self.env.begin() as txn:
+            with self._read_txn(buffers=False) as txn:
                 cur = txn.cursor(db=self._blocks)
                 ok = cur.set_range(after) if after is not None else cur.first()
                 if ok and after is not None and cur.key() == after:
