@@ -5,8 +5,7 @@ the leader. `Replicator` is the leader's write path: `change` adopts a new versi
 sends it (`Replicate`) to every follower that has not acked it, and holds the change's
 Send/Emit effects in `Entry.actions` until a majority of the custodians
 (`n // 2 + 1` of `n = min(k_c, live members)`, counting the leader) hold that version;
-`commit` then releases them in version order (Raft-style commit on a majority, without
-terms: versions play that role).
+`commit` then releases them in version order.
 
 `Takeover` is everything that happens when leadership moves:
 
