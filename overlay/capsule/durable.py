@@ -21,16 +21,25 @@ Bytes: canonical CBOR of ``["colony/custody/1", record, chain, max_token]`` wher
 Records read from disk are untrusted like wire input (a disk may be corrupt, a file
 edited): `DurableRecord.from_bytes` checks everything, including the capsule's and the
 receipt's signatures, and raises only the `WireError` family.
+
+The custody table marks a capsule dirty on every change to its record or `max_token`;
+`changed_events` turns the dirty ids into the `CustodyRecordChanged` events that
+`CapsuleCore.handle` puts first. `load_stored` is the decoding half of a restart: it
+keeps the highest version per capsule and reports each unusable record with a
+`CustodyRecordSkipped` naming why, never raising.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from overlay.capsule import events as ev
 from overlay.capsule.leases import CustodyRecord
 from overlay.core.certs import Certificate, chain_from_wire, chain_to_wire
-from overlay.core.errors import MalformedFrame
+from overlay.core.effects import Effect, Emit
+from overlay.core.errors import ColonyError, MalformedFrame
 from overlay.core.wire import cbor_decode, cbor_encode
 
 DURABLE_TAG = "colony/custody/1"
@@ -88,3 +97,33 @@ class DurableRecord:
             )
         certs = chain_from_wire(chain) if chain != [] else ()
         return cls(record, certs, max_token)
+
+
+def changed_events(
+    dirty: Iterable[str], snapshot: Callable[[str], DurableRecord | None]
+) -> list[Effect]:
+    """One `CustodyRecordChanged` per id in `dirty`, in order; no snapshot means delete."""
+    out: list[Effect] = []
+    for cid in dirty:
+        d = snapshot(cid)
+        blob = d.to_bytes() if d else None
+        out.append(Emit(ev.CustodyRecordChanged(record_key(cid), blob)))
+    return out
+
+
+def load_stored(blobs: Iterable[bytes]) -> tuple[dict[str, DurableRecord], list[Effect]]:
+    """Decode stored records: the highest version of each capsule, and a
+    `CustodyRecordSkipped` for every record that does not decode or verify."""
+    skipped: list[Effect] = []
+    best: dict[str, DurableRecord] = {}
+    for i, blob in enumerate(blobs):
+        try:
+            d = DurableRecord.from_bytes(blob)
+        except (ColonyError, ValueError, TypeError, OverflowError, RecursionError) as err:
+            why = f"stored custody record #{i} skipped: {err}"
+            skipped.append(Emit(ev.CustodyRecordSkipped("", why)))
+            continue
+        old = best.get(d.capsule_id)
+        if old is None or d.record.version > old.record.version:
+            best[d.capsule_id] = d
+    return best, skipped

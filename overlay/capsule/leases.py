@@ -51,6 +51,8 @@ class State(StrEnum):
 
 
 TERMINAL: frozenset[State] = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
+#: States in which an executor holds the lease (its heartbeats keep it).
+LIVE = (State.LEASED, State.RUNNING)
 _ENDS = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
 
 #: state -> states it may move to. Receipts may arrive while `leased` (the executor's

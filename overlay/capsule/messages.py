@@ -25,7 +25,6 @@ Who sends what (C = custodian, L = leading custodian, X = executor, O = origin):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -41,35 +40,18 @@ from overlay.capsule.spec import Capsule, SpecError, check_capsule_id, check_cid
 from overlay.core.certs import Certificate, chain_from_wire, chain_to_wire
 from overlay.core.errors import MalformedFrame
 from overlay.core.ids import PeerId
+from overlay.core.validate import flag, number, string, uint
 from overlay.core.wire import cbor_decode, cbor_encode
 
 MAX_REASON = 1024
 MAX_HOPS = 8
 UNKNOWN = "unknown"
-
-
-def _uint(v: Any, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 63:
-        raise MalformedFrame(f"{what} must be a non-negative integer")
-    return v
+_POSITIVE = "{what} must be a positive number"
 
 
 def _reason(v: Any) -> str:
-    if not isinstance(v, str) or len(v) > MAX_REASON:
-        raise MalformedFrame(f"reason must be a string of at most {MAX_REASON} characters")
-    return v
-
-
-def _bool(v: Any, what: str) -> bool:
-    if not isinstance(v, bool):
-        raise MalformedFrame(f"{what} must be a bool")
-    return v
-
-
-def _pos(v: Any, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise MalformedFrame(f"{what} must be a positive number")
-    return float(v)
+    return string(v, "reason", limit=MAX_REASON,
+                  message="{what} must be a string of at most {limit} characters")  # fmt: skip
 
 
 def _shape(obj: Any, tag: str, n: int) -> list[Any]:
@@ -100,7 +82,7 @@ class Submit:
         _, cap, chain, origin, hops = _shape(obj, cls.TAG, 5)
         if not isinstance(origin, bytes):
             raise MalformedFrame("submit origin must be bytes")
-        hops = _uint(hops, "hops")
+        hops = uint(hops, "hops")
         if hops > MAX_HOPS:
             raise MalformedFrame("submit forwarded too many times")
         return cls(
@@ -124,7 +106,7 @@ class SubmitAck:
     @classmethod
     def from_wire(cls, obj: Any) -> SubmitAck:
         _, cid, ok, reason = _shape(obj, cls.TAG, 4)
-        return cls(check_capsule_id(cid), _bool(ok, "accepted"), _reason(reason))
+        return cls(check_capsule_id(cid), flag(ok, "accepted"), _reason(reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +135,7 @@ class ReplicateAck:
     @classmethod
     def from_wire(cls, obj: Any) -> ReplicateAck:
         _, cid, version = _shape(obj, cls.TAG, 3)
-        return cls(check_capsule_id(cid), _uint(version, "version"))
+        return cls(check_capsule_id(cid), uint(version, "version"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,10 +197,12 @@ class LeaseOffer:
         if not isinstance(timing, list) or len(timing) != 3:
             raise MalformedFrame("lease timing must be [lease, heartbeat, offer]")
         try:
-            lt = LeaseTiming(*(_pos(x, "lease timing") for x in timing))
+            lt = LeaseTiming(
+                *(number(x, "lease timing", above=True, message=_POSITIVE) for x in timing)
+            )
         except ValueError as e:
             raise MalformedFrame(f"lease timing: {e}") from None
-        token = _uint(token, "token")
+        token = uint(token, "token")
         if token == 0:
             raise MalformedFrame("lease tokens start at 1")
         outs = parent_outputs_from_wire(parents, optional=False) or ()
@@ -239,7 +223,7 @@ class LeaseReply:
     @classmethod
     def from_wire(cls, obj: Any) -> LeaseReply:
         _, cid, token, ok, reason = _shape(obj, cls.TAG, 5)
-        return cls(check_capsule_id(cid), _uint(token, "token"), _bool(ok, "accepted"),
+        return cls(check_capsule_id(cid), uint(token, "token"), flag(ok, "accepted"),
                    _reason(reason))  # fmt: skip
 
 
@@ -255,7 +239,7 @@ class Heartbeat:
     @classmethod
     def from_wire(cls, obj: Any) -> Heartbeat:
         _, cid, token = _shape(obj, cls.TAG, 3)
-        return cls(check_capsule_id(cid), _uint(token, "token"))
+        return cls(check_capsule_id(cid), uint(token, "token"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +255,7 @@ class LeaseRevoked:
     @classmethod
     def from_wire(cls, obj: Any) -> LeaseRevoked:
         _, cid, token, reason = _shape(obj, cls.TAG, 4)
-        return cls(check_capsule_id(cid), _uint(token, "token"), _reason(reason))
+        return cls(check_capsule_id(cid), uint(token, "token"), _reason(reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +286,7 @@ class ReceiptReply:
     @classmethod
     def from_wire(cls, obj: Any) -> ReceiptReply:
         _, cid, token, ok, reason = _shape(obj, cls.TAG, 5)
-        return cls(check_capsule_id(cid), _uint(token, "token"), _bool(ok, "accepted"),
+        return cls(check_capsule_id(cid), uint(token, "token"), flag(ok, "accepted"),
                    _reason(reason))  # fmt: skip
 
 
@@ -368,7 +352,7 @@ class StatusReply:
             label = safe_name(label, "status label", 4096)
             if "/" in label:
                 raise MalformedFrame("status label must be one path component")
-        return cls(check_capsule_id(cid), state, _uint(token, "token"), _reason(reason),
+        return cls(check_capsule_id(cid), state, uint(token, "token"), _reason(reason),
                    outs, status, named, label)  # fmt: skip
 
 

@@ -54,6 +54,13 @@ class Receipt:
     def succeeded(self) -> bool:
         return self.exit_status == 0
 
+    @property
+    def failure(self) -> str:
+        """The record's reason once custody accepts it: empty when it succeeded."""
+        if self.succeeded:
+            return ""
+        return f"exit status {self.exit_status}" + (f": {self.reason}" if self.reason else "")
+
     @classmethod
     def sign(
         cls,

@@ -41,6 +41,7 @@ from overlay.core.multiformats import (
     multihash_sha256,
     split_multihash,
 )
+from overlay.core.validate import integer, number, string, strings
 
 CAPSULE_KIND = "capsule"
 RAW_CODEC = 0x55
@@ -113,28 +114,23 @@ def check_capsule_id(text: Any, what: str = "capsule id") -> str:
 # ---------------------------------------------------------------- field helpers
 
 
-def _str(v: Any, what: str, limit: int = MAX_STR, empty: bool = True) -> str:
-    if not isinstance(v, str) or len(v) > limit or (not empty and not v):
-        raise SpecError(f"{what} must be a {'' if empty else 'non-empty '}string")
-    return v
+# The shared validators (overlay/core/validate.py) with the spec's error and limits.
 
 
-def _num(v: Any, what: str, lo: float = 0.0) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo:
-        raise SpecError(f"{what} must be a finite number ≥ {lo:g}")
-    return float(v)
+def _str(v: Any, what: str, limit: int = MAX_STR) -> str:
+    return string(v, what, limit=limit, error=SpecError)
+
+
+def _num(v: Any, what: str) -> float:
+    return number(v, what, error=SpecError)
 
 
 def _int(v: Any, what: str, lo: int = 0, hi: int = _U31) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise SpecError(f"{what} must be an integer in [{lo}, {hi}]")
-    return v
+    return integer(v, what, lo, hi, error=SpecError)
 
 
 def _strs(v: Any, what: str) -> tuple[str, ...]:
-    if not isinstance(v, (list, tuple)) or len(v) > MAX_ITEMS:
-        raise SpecError(f"{what} must be a list of at most {MAX_ITEMS} strings")
-    return tuple(_str(x, f"{what}[]") for x in v)
+    return strings(v, what, max_items=MAX_ITEMS, limit=MAX_STR, error=SpecError)
 
 
 def _pairs(v: Any, what: str) -> tuple[tuple[str, str], ...]:

@@ -1,0 +1,162 @@
+"""The custody table: every capsule this node holds as a custodian, and its indexes.
+
+One `Entry` per capsule: the replicated `CustodyRecord` plus what only this node knows
+about it (leading or following, the takeover sync in progress, which custodian acked
+which version, the effects waiting for a majority, refused executors, dependencies
+still awaited, a receipt kept for a takeover, the highest fencing token ever seen).
+
+`CustodyTable` owns the entries and keeps three indexes consistent with them, so the
+concern modules (replication.py, leasing.py, workflow.py) change a record only through
+`set_record` and never edit an index by hand:
+
+- `reserved`: executor → number of live leases it holds here (placement spreads load);
+- `waiters`: parent capsule id → children waiting for it (workflow dependencies);
+- `dirty`: capsule ids changed since the last `take_durable` (durable.py, DESIGN §9).
+
+Invariants: `len(entries) <= max_records`; to admit one more, the oldest finished
+record with no pending effects is evicted (counted), else admission is refused
+(counted). `Entry.max_token >= record.token` always (offers use `max_token + 1`).
+Timer ids of a record's leader are `("c.<kind>", capsule_id[, token])`;
+`cancel_timers` lists them all.
+"""
+
+from __future__ import annotations
+
+from overlay.capsule.dataflow import ParentOutput, named_outputs, parent_label
+from overlay.capsule.durable import DurableRecord, changed_events
+from overlay.capsule.leases import LIVE, CustodyRecord, State
+from overlay.capsule.messages import StatusReply
+from overlay.capsule.receipts import Receipt
+from overlay.core.certs import Certificate
+from overlay.core.effects import CancelTimer, Effect
+from overlay.core.ids import PeerId
+
+
+def count(stats: dict[str, int], name: str, n: int = 1) -> None:
+    stats[name] = stats.get(name, 0) + n
+
+
+class Entry:
+    """This node's state for one capsule it holds (see the module docstring)."""
+
+    __slots__ = (
+        "acks", "actions", "chain", "committed", "dep_outputs", "deps", "last_hb",
+        "last_reason", "leading", "max_token", "pending_receipt", "record", "refused",
+        "sync_wait", "syncing", "wait_start",
+    )  # fmt: skip
+
+    def __init__(self, record: CustodyRecord, now: float) -> None:
+        self.record = record
+        self.wait_start = now - record.wait_elapsed_s
+        self.last_hb = now
+        self.leading = False
+        self.syncing = False
+        self.sync_wait: dict[PeerId, None] = {}
+        self.acks: dict[PeerId, int] = {}
+        self.committed = 0
+        self.actions: list[tuple[int, list[Effect]]] = []
+        self.refused: dict[PeerId, None] = {}
+        self.deps: dict[str, None] = {}
+        self.dep_outputs: dict[str, tuple[ParentOutput, ...]] = {}
+        self.pending_receipt: Receipt | None = None
+        self.last_reason = ""
+        self.max_token = record.token
+        self.chain: tuple[Certificate, ...] = ()
+
+
+def cancel_timers(e: Entry) -> list[Effect]:
+    """Cancel every timer the leader of `e` may have armed."""
+    cid, tok = e.record.capsule_id, e.record.token
+    return [CancelTimer(t) for t in (("c.place", cid), ("c.wait", cid), ("c.deps", cid),
+            ("c.repl", cid), ("c.offer", cid, tok), ("c.lease", cid, tok),
+            ("c.exec", cid, tok))]  # fmt: skip
+
+
+def status_reply(rec: CustodyRecord) -> StatusReply:
+    """The answer to a `StatusQuery` (and the origin's notice when a capsule ends)."""
+    r = rec.receipt
+    spec = rec.capsule.spec
+    named = named_outputs(spec, r.outputs) if r else ()
+    return StatusReply(rec.capsule_id, rec.state.value, rec.token, rec.reason,
+                       tuple(c for _, c in named), r.exit_status if r else None,
+                       tuple(n for n, _ in named),
+                       parent_label(spec, rec.capsule_id))  # fmt: skip
+
+
+class CustodyTable:
+    """The entries, bounded by `max_records`, and the indexes kept with them."""
+
+    def __init__(self, *, max_records: int, durable: bool, stats: dict[str, int]) -> None:
+        self.max_records = max_records
+        #: Track changes for `take_durable` (off only where no disk is modelled).
+        self.durable = durable
+        self.stats = stats
+        self.entries: dict[str, Entry] = {}
+        self.reserved: dict[PeerId, int] = {}
+        self.waiters: dict[str, dict[str, None]] = {}
+        self.dirty: dict[str, None] = {}
+
+    def set_record(self, e: Entry, rec: CustodyRecord) -> None:
+        """Make `rec` the entry's record, keeping `reserved`, `max_token` and `dirty`."""
+        old = e.record
+        if old.state in LIVE and old.executor is not None:
+            n = self.reserved.get(old.executor, 0) - 1
+            if n > 0:
+                self.reserved[old.executor] = n
+            else:
+                self.reserved.pop(old.executor, None)
+        if rec.state in LIVE and rec.executor is not None:
+            self.reserved[rec.executor] = self.reserved.get(rec.executor, 0) + 1
+        e.record = rec
+        if rec.token > e.max_token:
+            e.max_token = rec.token
+        if self.durable:
+            self.dirty[rec.capsule_id] = None
+
+    def saw_token(self, e: Entry, token: int) -> None:
+        """Another custodian's copy holds `token`: never offer it (or below) again."""
+        if token > e.max_token:
+            e.max_token = token
+            if self.durable:
+                self.dirty[e.record.capsule_id] = None
+
+    def admit(self, capsule_id: str) -> bool:
+        """Make room for one more record; False (counted) if every record is live."""
+        if len(self.entries) < self.max_records:
+            return True
+        for cid, e in self.entries.items():
+            if e.record.terminal and not e.actions:
+                self.drop(cid)
+                count(self.stats, "evicted_finished")
+                return True
+        count(self.stats, "custody_full")
+        return False
+
+    def drop(self, cid: str) -> None:
+        e = self.entries.pop(cid)
+        self.set_record(e, CustodyRecord(e.record.capsule, e.record.origin, State.FAILED))
+        # Marked dirty by set_record; take_durable finds no entry and emits a delete.
+        for dep in e.deps:
+            self.stop_waiting(dep, cid)
+
+    def wait_for(self, dep: str, child: str) -> None:
+        self.waiters.setdefault(dep, {})[child] = None
+
+    def stop_waiting(self, dep: str, child: str) -> None:
+        waiters = self.waiters.get(dep)
+        if waiters is not None:
+            waiters.pop(child, None)
+            if not waiters:
+                del self.waiters[dep]
+
+    def take_durable(self) -> list[Effect]:
+        """`CustodyRecordChanged` for every record changed since the last call."""
+        if not self.dirty:
+            return []
+        out = changed_events(self.dirty, self._snapshot)
+        self.dirty = {}
+        return out
+
+    def _snapshot(self, cid: str) -> DurableRecord | None:
+        e = self.entries.get(cid)
+        return DurableRecord(e.record, e.chain, e.max_token) if e else None
