@@ -24,7 +24,8 @@ from dht.api import (
     Stored,
     Value,
 )
-from dht.core import DhtStats, Kademlia
+from dht.core import Kademlia
+from dht.stats import DhtStats
 from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType, PeerInfo, Record
 
 __all__ = [

@@ -23,7 +23,9 @@ import math
 from dataclasses import dataclass
 
 from dht.wire import PeerInfo
+from overlay.core.errors import WireError
 from overlay.core.ids import KEY_BITS, PeerId
+from overlay.core.multiformats import split_multihash
 
 PROVIDER_TTL_S = 48 * 3600.0
 REPROVIDE_INTERVAL_S = 22 * 3600.0
@@ -35,6 +37,15 @@ class ProviderLimits:
     max_per_key: int = 64
     max_per_peer: int = 200_000
     ttl_s: float = PROVIDER_TTL_S
+
+
+def is_provider_key(key: bytes) -> bool:
+    """Provider keys are multihashes (a CID's), at most 128 bytes."""
+    try:
+        split_multihash(key)
+    except WireError:
+        return False
+    return 0 < len(key) <= 128
 
 
 class ProviderStore:

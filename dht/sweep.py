@@ -2,7 +2,7 @@
 
 A sweep announces a set of keys one key region at a time (dht/providers.py has the
 region maths; docs/dht.md, "Sweep"). This module holds a sweep's plan and counters;
-the core (dht/core.py) runs the region lookups and sends the ADD_PROVIDERs.
+dht/reprovide.py runs the region lookups and sends the ADD_PROVIDERs.
 
 Pacing (kubo's sweeping reprovider): a first announcement starts every region at
 once; a reprovide over `spread_s` starts region r of 2^p at start + spread_s·r/2^p —

@@ -128,7 +128,7 @@ def test_closer_peer_list_longer_than_k_is_cut_and_self_referral_dropped() -> No
     c.handle(Received(s.peer, DhtResponse(s.msg.rid, reply)), 0.5)
     assert c.stats.peer_lists_truncated == 1
     assert c.stats.self_referrals == 1
-    op = next(iter(c._ops.values()))
+    op = next(iter(c.lookups.ops.values()))
     # only the first k entries (minus the self-referral) became candidates
     assert sum(op.lookup.state(pid(1000 + i)) is not None for i in range(40)) <= 4
 

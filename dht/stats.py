@@ -1,0 +1,42 @@
+"""The DHT core's counters: one field per thing it dropped, refused or did.
+
+Every untrusted input the core cuts, drops or refuses is counted here (docs/dht.md),
+so a misbehaving peer shows up in `/metrics` rather than in an exception. Plain
+counters, only ever incremented; `as_dict` keeps field order (metrics and sim output
+read it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(slots=True)
+class DhtStats:
+    rpcs_sent: int = 0
+    rpc_timeouts: int = 0
+    rpcs_refused_pending_limit: int = 0
+    late_or_duplicate_responses: int = 0
+    unsolicited_responses: int = 0
+    mismatched_responses: int = 0
+    peer_lists_truncated: int = 0
+    self_referrals: int = 0
+    records_rejected: int = 0
+    records_stored: int = 0
+    record_store_refusals: int = 0
+    providers_stored: int = 0
+    provider_refusals: int = 0
+    provider_sender_mismatch: int = 0
+    bad_keys: int = 0
+    lookups_refused_busy: int = 0
+    provided_keys_refused: int = 0
+    requests_served: int = 0
+    #: Requests a client-mode core received (it answers none).
+    requests_refused_client: int = 0
+    #: PINGs sent to requesters not in the table, and how many went unanswered (a
+    #: client, or a peer gone since): those requesters stay out of the table.
+    role_checks_sent: int = 0
+    role_checks_failed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
