@@ -33,6 +33,10 @@ class MemberState(IntEnum):
     LEFT = 3
 
 
+#: Member states that count as live (probed, gossiped to, listed).
+LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
+
+
 class Member:
     __slots__ = ("accuse", "ad", "ad_deltas", "ad_full", "alive", "since", "state", "valid_until")
 
