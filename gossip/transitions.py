@@ -17,6 +17,11 @@ States and the claims that move a member between them (`m` is the member's entry
            or a past life's alive─────────────────► refute: ours = max(ours, inc') + 1
     self ──Leave──────────────────────────────────► left, signed by us
 
+Leaving the table is not a state: DEAD/LEFT members are reaped after `tombstone_s`
+(`MemberTable.reap`, on the push-pull tick) and, in colony mode, a member whose chain
+expired or was revoked is expelled in any state (`ColonyGate.to_expel`); `Swim`
+carries both out and calls `forget` here.
+
 A remote dead notice merged by push-pull becomes our own suspicion (see Trust below);
 a left notice needs no rate-limit token (only the subject signs it).
 
