@@ -30,12 +30,11 @@ if sys.path and pathlib.Path(sys.path[0] or ".").resolve() == _HERE:
 
 import nacl.signing  # noqa: E402
 
-from gossip.broadcast_queue import BroadcastQueue  # noqa: E402
+from gossip.claim_verifier import Verifier  # noqa: E402
 from gossip.events import Join, MemberJoined  # noqa: E402
 from gossip.messages import Alive, Gossip, MemberRecord, Ping, PushPull  # noqa: E402
 from gossip.profiles import LAN  # noqa: E402
 from gossip.swim import Swim  # noqa: E402
-from gossip.trust import Verifier  # noqa: E402
 from overlay.core.crypto import KeyPair, signing_input  # noqa: E402
 from overlay.core.effects import Received  # noqa: E402
 from sim.router import Router  # noqa: E402
@@ -82,12 +81,13 @@ def bench_join(n: int, seed: int = 7) -> tuple[float, int]:
     cores = [
         Swim(k, LAN, rng=random.Random(rng.getrandbits(64)), verifier=verifier) for k in keys
     ]
-    recs = tuple(MemberRecord(c._alive) for c in cores[:n])
+    recs = tuple(MemberRecord(c.local.alive) for c in cores[:n])
     for k, c in zip(keys[:n], cores[:n], strict=True):
         router.add(k.peer_id, c)
         router.inject(k.peer_id, Join())
         c.handle(Received(keys[0].peer_id, PushPull(recs)), 0.0)  # converged colony
-        c._bq = BroadcastQueue(c.config.max_broadcasts)  # nothing left to spread
+        for key in c.spread.bq.keys():  # noqa: SIM118 (a queue: nothing left to spread)
+            c.spread.bq.invalidate(key)
     router.run_until(5.0)
     newcomer = keys[n].peer_id
     router.add(newcomer, cores[n])

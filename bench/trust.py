@@ -161,7 +161,7 @@ def revocation_spread(n: int) -> None:
     victim = ids[-1]
     t0 = end
     core = sim.cores[victim]
-    core._refute(core.incarnation)  # a fresh alive at a higher incarnation, queued
+    core.transitions.refute(core.incarnation)  # a fresh alive at a higher incarnation, queued
     want = core.incarnation
     t_alive = sim.run_until(t0 + 60, stop=lambda: all(
         c.members[victim].incarnation >= want for p, c in sim.cores.items() if p != victim))
@@ -187,8 +187,8 @@ def simultaneous_join(n: int) -> None:
         sim = Sim(n, seed=5)
         if not colony:  # the same cores in open mode
             for core in sim.cores.values():
-                core.admission, core.chain = None, ()
-                core._alive = Alive.create(core.keys, 0, core.addrs)
+                core.gate.admission, core.local.chain = None, ()
+                core.local.alive = Alive.create(core.keys, 0, core.addrs)
         ids = list(sim.cores)
         sim.feed(ids[0], Join(), T0)
         for p in ids[1:]:

@@ -5,14 +5,22 @@ is accepted only with a certificate chain granting ``member`` in this colony; me
 from peers that are not members are refused — unless they carry the sender's own
 certified claim (a push-pull record: how a node joins; or a piggybacked alive: a
 member's first pings to a peer that has not talked to it yet carry its alive first,
-`_introduce`). Nothing is sent to a non-member except a joiner's own claim to its seeds.
+`introduce`). Nothing is sent to a non-member except a joiner's own claim to its seeds.
 Members whose chain expires (`cert-expiry` timer) or is revoked are expelled.
 Revocations travel as signed updates and on the first push-pull page; from a peer they
 are taken only when signed by the owner or an issuer seen above that certificate in a
 verified chain. Every refusal is counted and reported (`MemberRefused`) once per peer
 and reason per `refuse_report_interval_s`. In open mode (`admission is None`) nothing
-here filters: `_introduce` passes updates through, a gossiped revocation is counted
-and ignored, and `PublishRevocation` is a `LocalProtocolError`.
+here filters: `introduce` passes updates through, `admit_claim` admits until forever,
+a gossiped revocation is counted and ignored, and `PublishRevocation` is a
+`LocalProtocolError`.
+
+`ColonyGate` decides and reports; it never edits the member table. It returns its
+outcomes (a claim's `valid_until` or None, the members to expel, whether a revocation
+was learned) and `gossip.swim.Swim` carries them out.
+
+Invariants: `len(refused) ≤ max_refused` (plus expelled members, recorded once each);
+`expiry_at` is the deadline of the armed `cert-expiry` timer (inf: none armed).
 """
 
 from __future__ import annotations
@@ -20,105 +28,151 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gossip.admission import who
+from gossip.admission import Admission, who
+from gossip.broadcast_queue import BroadcastQueue
+from gossip.counters import count
 from gossip.events import MemberExpelled, MemberRefused, RevocationLearned
+from gossip.local_node import LocalNode
+from gossip.member_table import MemberTable
 from gossip.messages import Alive, PushPull, Revoke, Update
-from gossip.swim_state import LIVE
-from gossip.user_event_gossip import UserEventGossip
+from gossip.profiles import SwimConfig
 from overlay.core.crypto import Envelope
-from overlay.core.effects import CancelTimer, Effect, Emit, SetTimer
+from overlay.core.effects import Effect, Emit, SetTimer
 from overlay.core.errors import LocalProtocolError, WireError
 from overlay.core.ids import PeerId
 
 
-class ColonyGate(UserEventGossip):
+class ColonyGate:
     """Admission glue between the gossip core and `gossip.admission.Admission`."""
 
-    def _publish_revocation(self, env: Envelope, now: float, out: list[Effect]) -> None:
-        if self.admission is None:
-            raise LocalProtocolError("revocations need colony mode (an Admission gate)")
-        try:
-            r = Revoke.from_envelope(env)
-        except WireError as e:
-            raise LocalProtocolError(f"not a revocation: {e}") from None
-        refused = self._on_revoke(r, now, out, local=True)
-        if refused is not None:
-            raise LocalProtocolError(f"revocation refused: {refused}")
+    __slots__ = ("admission", "bq", "config", "expiry_at", "heard", "local", "refused",
+                 "stats", "table")  # fmt: skip
 
-    def _admit_sender(self, peer: PeerId, msg: Any, now: float, out: list[Effect]) -> bool:
-        """A message from a non-member: admit the sender through its own alive claim
-        in it (a push-pull record, or a piggybacked update), if it carries one."""
+    def __init__(
+        self,
+        admission: Admission | None,
+        local: LocalNode,
+        table: MemberTable,
+        bq: BroadcastQueue,
+        config: SwimConfig,
+        stats: dict[str, int],
+    ) -> None:
+        #: The colony gate (None: open mode).
+        self.admission = admission
+        self.local = local
+        self.table = table
+        self.bq = bq
+        self.config = config
+        self.stats = stats
+        #: peer -> (last refusal reason, when it was reported)
+        self.refused: dict[PeerId, tuple[str, float]] = {}
+        self.expiry_at = math.inf
+        #: Colony mode: members a message came from (they know us; `introduce`).
+        #: Kept outside `Member` so open mode pays nothing; membership tests only.
+        self.heard: set[PeerId] = set()
+
+    # ------------------------------------------------------------ senders and claims
+
+    def own_claim(self, peer: PeerId, msg: Any) -> Alive | None:
+        """A message from a non-member: the sender's own alive claim in it (a
+        push-pull record, or a piggybacked update), if it carries one."""
         if isinstance(msg, PushPull):
-            own = next((r.alive for r in msg.states if r.alive.peer == peer), None)
-        else:
-            own = next((u for u in getattr(msg, "updates", ())
-                        if isinstance(u, Alive) and u.peer == peer), None)  # fmt: skip
-        if own is None:
-            return False
-        # Its revocations wait until it is admitted (`_on_push_pull`): an outsider
-        # must not be able to fill the bounded revocation list.
-        self._apply_update(own, now, out, merge=True)
-        return peer in self.members
+            return next((r.alive for r in msg.states if r.alive.peer == peer), None)
+        return next((u for u in getattr(msg, "updates", ())
+                     if isinstance(u, Alive) and u.peer == peer), None)  # fmt: skip
 
-    def _introduce(self, target: PeerId, updates: tuple[Update, ...]) -> tuple[Update, ...]:
+    def introduce(self, target: PeerId, updates: tuple[Update, ...]) -> tuple[Update, ...]:
         """Colony mode: until `target` has talked to us, our pings to it carry our own
         certified alive first. It may have heard of us only from others, or not at all
         yet (joins race); without the claim it would refuse the ping and we would
         suspect a healthy member."""
         if self.admission is None:
             return updates
-        if target not in self.members or target in self._heard:
+        if target not in self.table or target in self.heard:
             return updates
-        return (self._alive, *(u for u in updates if u is not self._alive))
+        alive = self.local.alive
+        return (alive, *(u for u in updates if u is not alive))
 
-    def _refusal_reason(self, peer: PeerId) -> str:
+    def admit_claim(self, a: Alive, now: float, out: list[Effect]) -> float | None:
+        """Until when `a.peer` may be a member (inf in open mode), or None: refused,
+        counted and reported."""
+        if self.admission is None:
+            return math.inf
+        verdict = self.admission.check(a, now)
+        if isinstance(verdict, str):
+            count(self.stats, "alive_refused")
+            self.refuse(a.peer, verdict, now, out)
+            return None
+        return verdict
+
+    def track_expiry(self, valid_until: float, out: list[Effect]) -> None:
+        """Arm `cert-expiry` earlier if a newly admitted chain expires sooner."""
+        if valid_until < self.expiry_at:
+            self.expiry_at = valid_until
+            out.append(SetTimer("cert-expiry", valid_until))
+
+    # ------------------------------------------------------------ refusals
+
+    def refusal_reason(self, peer: PeerId) -> str:
         """Why a non-member's message is refused: the last reason its claim was
         refused for (expired, revoked, …), else that it is not a member."""
-        last = self._refused.get(peer)
+        last = self.refused.get(peer)
         return last[0] if last else f"{who(peer)} is not a member of this colony"
 
-    def _refuse(self, peer: PeerId, reason: str, now: float, out: list[Effect]) -> None:
+    def refuse(self, peer: PeerId, reason: str, now: float, out: list[Effect]) -> None:
         """Report a refusal once per peer and reason per `refuse_report_interval_s`."""
-        last = self._refused.pop(peer, None)
+        last = self.refused.pop(peer, None)
         interval = self.config.refuse_report_interval_s
         if last is None or last[0] != reason or now - last[1] >= interval:
             out.append(Emit(MemberRefused(peer, reason)))
             last = (reason, now)
-        if len(self._refused) >= self.config.max_refused:
-            del self._refused[next(iter(self._refused))]
-        self._refused[peer] = last
+        if len(self.refused) >= self.config.max_refused:
+            del self.refused[next(iter(self.refused))]
+        self.refused[peer] = last
 
-    def _on_revoke(
-        self, r: Revoke, now: float, out: list[Effect], *, local: bool = False
-    ) -> str | None:
-        """Record a revocation if new and valid, gossip it on, re-check members.
-        Returns None if it is (now or already) in force, else why not. `local`: from
-        this node's operator, taken without the known-authority filter."""
+    # ------------------------------------------------------------ revocations
+
+    def parse_revocation(self, env: Envelope) -> Revoke:
+        """The `PublishRevocation` command's envelope; misuse raises."""
+        if self.admission is None:
+            raise LocalProtocolError("revocations need colony mode (an Admission gate)")
+        try:
+            return Revoke.from_envelope(env)
+        except WireError as e:
+            raise LocalProtocolError(f"not a revocation: {e}") from None
+
+    def on_revoke(
+        self, r: Revoke, now: float, out: list[Effect], *, local: bool
+    ) -> tuple[bool, str | None]:
+        """Record a revocation if new and valid, and gossip it on. Returns (learned:
+        members must be re-checked, None if it is in force else why not). `local`:
+        from this node's operator, taken without the known-authority filter."""
         adm = self.admission
         if adm is None:
-            self._count("revocation_ignored_open_mode")
-            return "open mode: no colony"
+            count(self.stats, "revocation_ignored_open_mode")
+            return False, "open mode: no colony"
         if adm.knows(r):
-            self._count("revocation_duplicate")
-            return None
+            count(self.stats, "revocation_duplicate")
+            return False, None
         verdict = adm.add_revocation(r, now, trusted=local)
         if isinstance(verdict, str):
-            self._count("revocation_refused")
-            return verdict
-        self._count("revocation_learned")
-        self._bq.queue(("rv", r.cert_id, r.env.signer), r)
+            count(self.stats, "revocation_refused")
+            return False, verdict
+        count(self.stats, "revocation_learned")
+        self.bq.queue(("rv", r.cert_id, r.env.signer), r)
         out.append(Emit(RevocationLearned(r.cert_id, r.env.signer_id, r.env)))
-        self._recheck_members(now, out, only_expired=False)
-        return None
+        return True, None
 
-    def _recheck_members(self, now: float, out: list[Effect], *, only_expired: bool) -> None:
-        """Expel members whose chain expired (timer) or no longer verifies (after a
-        revocation), then re-arm the expiry timer at the earliest remaining expiry."""
+    # ------------------------------------------------------------ expulsion
+
+    def to_expel(self, now: float, *, only_expired: bool) -> list[tuple[PeerId, str]]:
+        """Members whose chain expired (`only_expired`: those past `valid_until`) or
+        no longer verifies, with the reason; refreshes `valid_until` of the rest."""
         adm = self.admission
         if adm is None:
-            return
+            return []
         expel: list[tuple[PeerId, str]] = []
-        for p, m in self.members.items():
+        for p, m in self.table.items():
             if only_expired and m.valid_until > now:
                 continue
             verdict = adm.check(m.alive, now)
@@ -126,24 +180,20 @@ class ColonyGate(UserEventGossip):
                 expel.append((p, verdict))
             else:
                 m.valid_until = verdict
-        for p, reason in expel:
-            self._expel(p, reason, now, out)
-        nxt = min((m.valid_until for m in self.members.values()), default=math.inf)
-        if nxt < math.inf and nxt != self._expiry_at:
-            self._expiry_at = nxt
-            out.append(SetTimer("cert-expiry", nxt))
+        return expel
 
-    def _expel(self, peer: PeerId, reason: str, now: float, out: list[Effect]) -> None:
-        m = self.members.pop(peer)
-        self._heard.discard(peer)
-        if m.state in LIVE:
-            self._n_live -= 1
-        if self._suspicions.pop(peer, None) is not None:
-            out.append(CancelTimer(("suspect", peer)))
-        self._coords.pop(peer, None)
-        self._rtt.pop(peer, None)
-        self._ids = [p for p in self._ids if p != peer]
-        self._probe_idx = min(self._probe_idx, len(self._ids))
-        self._count("expelled")
-        self._refused[peer] = (reason, now)  # reported now, by MemberExpelled
+    def expelled(self, peer: PeerId, reason: str, now: float, out: list[Effect]) -> None:
+        """`peer` left the table by expulsion: remember and report why."""
+        self.heard.discard(peer)
+        count(self.stats, "expelled")
+        self.refused[peer] = (reason, now)  # reported now, by MemberExpelled
         out.append(Emit(MemberExpelled(peer, reason)))
+
+    def rearm_expiry(self, out: list[Effect]) -> None:
+        """Arm `cert-expiry` at the earliest remaining expiry (colony mode)."""
+        if self.admission is None:
+            return
+        nxt = min((m.valid_until for m in self.table.values()), default=math.inf)
+        if nxt < math.inf and nxt != self.expiry_at:
+            self.expiry_at = nxt
+            out.append(SetTimer("cert-expiry", nxt))

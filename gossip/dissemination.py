@@ -7,97 +7,142 @@ user events oldest-first — fewest-transmitted-first, each update sent
 events first claim on `user_share`, so user payloads are never starved (DESIGN §6).
 Pings to a suspect carry the accusation first (buddy system, Lifeguard §IV-C).
 
-Ads: a full signed ad on publish (gossiped only when ≤ `ad_gossip_max_bytes`; push-pull
-carries it otherwise), then signed deltas against exactly the previous version; after
-`max_ad_deltas` deltas a fresh full ad.
+Ads (`Ads`): a full signed ad on publish (gossiped only when ≤ `ad_gossip_max_bytes`;
+push-pull carries it otherwise), then signed deltas against exactly the previous
+version; after `max_ad_deltas` deltas a fresh full ad. A member's delta applies only
+on top of exactly its base; a gap waits for push-pull.
+
+Invariants: both queues stay within their `SwimConfig` maximum (the queue drops and
+counts); a member's ad chain holds at most `2 × max_ad_deltas` deltas.
 """
 
 from __future__ import annotations
 
-from gossip.broadcast_queue import retransmit_limit, take_split
-from gossip.events import MemberUpdated, UserEventReceived
-from gossip.members import MemberState
+import random
+
+from gossip.broadcast_queue import BroadcastQueue, retransmit_limit, take_split
+from gossip.claim_verifier import Verifier
+from gossip.counters import count
+from gossip.events import MemberUpdated
+from gossip.local_node import LocalNode
+from gossip.member_table import MemberTable
+from gossip.members import LIVE, MemberState
 from gossip.messages import KIND_AD, AdUpdate, Gossip, Update, update_size
+from gossip.profiles import SwimConfig
 from gossip.resources import ResourceAd
-from gossip.swim_state import LIVE, SwimState
-from overlay.core.effects import Effect, Emit, Send, SetTimer
+from overlay.core.effects import Effect, Emit, Send
 
 
-class Dissemination(SwimState):
-    """Piggybacking, gossip rounds and resource-ad publication (see module docstring)."""
+class Dissemination:
+    """The two broadcast queues, piggybacking and gossip rounds."""
+
+    __slots__ = ("bq", "config", "rng", "table", "uq")
+
+    def __init__(self, config: SwimConfig, table: MemberTable, rng: random.Random) -> None:
+        self.config = config
+        self.table = table
+        self.rng = rng
+        #: Membership, revocations and ads: newest first.
+        self.bq = BroadcastQueue(config.max_broadcasts)
+        #: User events: oldest first, first claim on `user_share` of every message.
+        self.uq = BroadcastQueue(config.max_user_events_queued, newest_first=False)
 
     def retransmit_limit(self) -> int:
-        return retransmit_limit(self.config.retransmit_mult, self._n_live)
+        return retransmit_limit(self.config.retransmit_mult, self.table.n_live)
 
-    def _piggyback(self, budget: int, first: Update | None = None) -> tuple[Update, ...]:
-        taken = take_split(
-            self._bq, self._uq, budget, self.config.user_share, self.retransmit_limit()
-        )
+    def piggyback(self, budget: int, first: Update | None = None) -> tuple[Update, ...]:
+        """Updates for one message of `budget` bytes; `first` (a suspicion) leads."""
+        c = self.config
+        taken = take_split(self.bq, self.uq, budget, c.user_share, self.retransmit_limit())
         if first is not None:  # buddy system: the suspicion rides first
             taken = [first, *(u for u in taken if u is not first)]
         return tuple(taken)
 
-    def _gossip_tick(self, now: float, out: list[Effect]) -> None:
+    def gossip_round(self, now: float, out: list[Effect]) -> None:
+        """Send queued updates to `gossip_nodes` random live (or recently dead) members."""
         c = self.config
-        out.append(SetTimer("gossip", now + c.gossip_interval_s))
-        for ev in self._events.expire(now):
-            out.append(Emit(UserEventReceived(ev.sender, ev.name, ev.payload, ev.lamport, ev.seq)))
-        if not (len(self._bq) or len(self._uq)):
+        if not (len(self.bq) or len(self.uq)):
             return
         limit = self.retransmit_limit()
-        targets = self._sample(c.gossip_nodes, LIVE, dead_since=now - c.gossip_to_the_dead_s)
+        targets = self.table.sample(
+            c.gossip_nodes, LIVE, self.rng, dead_since=now - c.gossip_to_the_dead_s
+        )
         for peer in targets:
-            updates = take_split(self._bq, self._uq, c.gossip_bytes, c.user_share, limit)
+            updates = take_split(self.bq, self.uq, c.gossip_bytes, c.user_share, limit)
             if not updates:
                 break
             out.append(Send(peer, Gossip(tuple(updates))))
 
-    # ---------------------------------------------------------------- ads
 
-    def _update_ad(self, ad: ResourceAd, out: list[Effect]) -> None:
-        if ad == self.ad and self._ad_full is not None:
+class Ads:
+    """Our own ad chain (publish) and the members' ad chains (apply)."""
+
+    __slots__ = ("bq", "config", "local", "stats", "table", "verifier")
+
+    def __init__(
+        self,
+        local: LocalNode,
+        table: MemberTable,
+        bq: BroadcastQueue,
+        config: SwimConfig,
+        verifier: Verifier,
+        stats: dict[str, int],
+    ) -> None:
+        self.local = local
+        self.table = table
+        self.bq = bq
+        self.config = config
+        self.verifier = verifier
+        self.stats = stats
+
+    def update(self, ad: ResourceAd) -> None:
+        """The `UpdateAd` command: publish now if started, else remember it."""
+        me = self.local
+        if ad == me.ad and me.ad_full is not None:
             return
-        if self.started:
-            full = self._ad_full is None or len(self._ad_deltas) >= self.config.max_ad_deltas
-            self._publish_ad(ad, full=full)
+        if me.started:
+            full = me.ad_full is None or len(me.ad_deltas) >= self.config.max_ad_deltas
+            self.publish(ad, full=full)
         else:
-            self.ad = ad
+            me.ad = ad
 
-    def _publish_ad(self, ad: ResourceAd, *, full: bool) -> None:
-        version = self._ad_version + 1
-        if full or self.ad is None or self._ad_full is None:
-            u = AdUpdate.create(self.keys, version, ad.to_body())
-            self._ad_full, self._ad_deltas = u, ()
+    def publish(self, ad: ResourceAd, *, full: bool) -> None:
+        me = self.local
+        version = me.ad_version + 1
+        if full or me.ad is None or me.ad_full is None:
+            u = AdUpdate.create(me.keys, version, ad.to_body())
+            me.ad_full, me.ad_deltas = u, ()
             if update_size(u.env) <= self.config.ad_gossip_max_bytes:
-                self._bq.queue(("ad", self.me, version), u)
+                self.bq.queue(("ad", me.me, version), u)
         else:
-            u = AdUpdate.create(self.keys, version, ad.delta_from(self.ad), self._ad_version)
-            self._ad_deltas = (*self._ad_deltas, u)
-            self._bq.queue(("ad", self.me, version), u)
-        self._ad_version = version
-        self.ad = ad
+            u = AdUpdate.create(me.keys, version, ad.delta_from(me.ad), me.ad_version)
+            me.ad_deltas = (*me.ad_deltas, u)
+            self.bq.queue(("ad", me.me, version), u)
+        me.ad_version = version
+        me.ad = ad
 
-    def _on_ad(self, u: AdUpdate, out: list[Effect]) -> None:
-        if u.peer == self.me:
-            if u.version > self._ad_version and u.env.signature not in self._own_ad_sigs():
+    def on_ad(self, u: AdUpdate, out: list[Effect]) -> None:
+        me = self.local
+        if u.peer == me.me:
+            if u.version > me.ad_version and u.env.signature not in me.own_ad_sigs():
                 self.verifier.check(u.env, KIND_AD)
-                self._ad_version = u.version  # a previous life's ad: supersede it
-                if self.ad is not None:
-                    self._publish_ad(self.ad, full=True)
+                me.ad_version = u.version  # a previous life's ad: supersede it
+                if me.ad is not None:
+                    self.publish(me.ad, full=True)
             return
-        m = self.members.get(u.peer)
+        m = self.table.get(u.peer)
         if m is None or m.state is MemberState.LEFT:
-            self._count("ad_unknown_member")
+            count(self.stats, "ad_unknown_member")
             return
         current = m.ad_version
         if u.version <= current:
-            self._count("stale_ad")
+            count(self.stats, "stale_ad")
             return
         if u.base is not None and u.base != current:
-            self._count("ad_gap")  # a full ad will come by push-pull
+            count(self.stats, "ad_gap")  # a full ad will come by push-pull
             return
         if u.base is not None and len(m.ad_deltas) >= 2 * self.config.max_ad_deltas:
-            self._count("ad_chain_full")
+            count(self.stats, "ad_chain_full")
             return
         self.verifier.check(u.env, KIND_AD)
         if u.base is None:
@@ -107,10 +152,4 @@ class Dissemination(SwimState):
             m.ad = u.apply_to(m.ad or ResourceAd())
         out.append(Emit(MemberUpdated(u.peer, m.incarnation, m.ad)))
         if u.base is not None or update_size(u.env) <= self.config.ad_gossip_max_bytes:
-            self._bq.queue(("ad", u.peer, u.version), u)
-
-    def _own_ad_sigs(self) -> list[bytes]:
-        own = [d.env.signature for d in self._ad_deltas]
-        if self._ad_full is not None:
-            own.append(self._ad_full.env.signature)
-        return own
+            self.bq.queue(("ad", u.peer, u.version), u)

@@ -1,11 +1,12 @@
-"""The member table: one compact entry per known member, and its public view.
+"""Member entries: one compact entry per known member, and its public view.
 
 An entry holds references to the *signed* objects that justify its state (the
 member's latest alive, the accusation that made it suspect/dead/left, its ad chain),
 never copies: in the simulator those objects are shared by every core, so an entry
 costs one slotted object plus its dict slot (~150 bytes, measured in the tests).
 
-State rules (memberlist state.go, with signatures):
+State rules (memberlist state.go, with signatures; applied in gossip/transitions.py,
+booked in gossip/member_table.py):
 - incarnation = max(alive.incarnation, accusation.incarnation);
 - an alive replaces the state only with a *higher* incarnation (or first sight);
 - an accusation applies when its incarnation ≥ the current one and it is stronger
@@ -31,6 +32,10 @@ class MemberState(IntEnum):
     SUSPECT = 1
     DEAD = 2
     LEFT = 3
+
+
+#: Member states that count as live (probed, gossiped to, listed).
+LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
 
 
 class Member:

@@ -2,7 +2,7 @@
 
 Every message is a CBOR array whose first element is a tag. Membership claims are
 *signed updates* that any member may forward unchanged (they are shared by reference
-in the simulator, verified once per node thanks to `trust.Verifier`):
+in the simulator, verified once per node thanks to `claim_verifier.Verifier`):
 
     Alive    envelope "gossip-alive"   signed by the subject: {i: incarnation, a: [addr],
                                         c: [certificate envelope…] (colony mode only)}

@@ -6,26 +6,34 @@ its whole member table, paged by `push_pull_page`, to one random live member, wh
 answers with its own. Joining is a push-pull to the seeds. Each tick also tries one
 dead member (serf-style reconnect) so healed partitions merge. Alive claims are merged
 before accusations and ads, so their authors are known; revocations come first of all,
-since they may invalidate the claims. Dead and left members are reaped after
-`tombstone_s`.
+since they may invalidate the claims (`merge_order`). Dead and left members are reaped
+after `tombstone_s` (gossip/member_table.py).
+
+`AntiEntropy` builds and sends exchanges and says in which order a received one is
+merged; applying the claims is the state machine's job (gossip/transitions.py).
 """
 
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Iterator
 
-from gossip.events import MemberReaped
+from gossip.colony_gate import ColonyGate
+from gossip.counters import count
+from gossip.local_node import LocalNode
+from gossip.member_table import MemberTable
 from gossip.members import MemberState
 from gossip.messages import (
     MAX_PUSH_PULL_REVOCATIONS,
     AccuseKind,
-    AdUpdate,
     MemberRecord,
     PushPull,
     Revoke,
+    Update,
 )
-from gossip.probing import Probing
-from overlay.core.effects import Effect, Emit, Send, SetTimer
+from gossip.profiles import SwimConfig
+from overlay.core.effects import Effect, Send
 from overlay.core.ids import PeerId
 
 
@@ -36,96 +44,98 @@ def push_pull_scale(interval_s: float, n: int) -> float:
     return interval_s * (math.ceil(math.log2(n) - math.log2(32)) + 1)
 
 
-class AntiEntropy(Probing):
-    """Push-pull exchange and reaping of dead members."""
+class AntiEntropy:
+    """Push-pull exchanges: whom to send to, what to send, how to merge a reply."""
 
-    def _push_pull_interval(self) -> float:
-        return push_pull_scale(self.config.push_pull_interval_s, self._n_live)
+    __slots__ = ("config", "gate", "local", "rng", "seeds", "stats", "table")
 
-    def _push_pull_tick(self, now: float, out: list[Effect]) -> None:
-        out.append(SetTimer("pushpull", now + self._push_pull_interval()))
-        self._reap(now, out)
-        if self.leaving:
+    def __init__(
+        self,
+        local: LocalNode,
+        table: MemberTable,
+        gate: ColonyGate,
+        config: SwimConfig,
+        rng: random.Random,
+        stats: dict[str, int],
+    ) -> None:
+        self.local = local
+        self.table = table
+        self.gate = gate
+        self.config = config
+        self.rng = rng
+        self.stats = stats
+        #: The seeds of the last `Join` (at most `max_seeds`, never ourselves).
+        self.seeds: tuple[PeerId, ...] = ()
+
+    def interval(self) -> float:
+        return push_pull_scale(self.config.push_pull_interval_s, self.table.n_live)
+
+    def exchange(self, now: float, out: list[Effect]) -> None:
+        """One tick: push-pull with a random alive member (or the seeds while we know
+        nobody), and with one recently dead member."""
+        if self.local.leaving:
             return
-        live = self._sample(1, (MemberState.ALIVE,))
+        live = self.table.sample(1, (MemberState.ALIVE,), self.rng)
         if live:
-            self._send_push_pull(live[0], reply=True, join=False, out=out)
-        elif self._seeds:  # nobody known yet: keep knocking on the seeds
-            for seed in self._seeds:
-                self._send_push_pull(seed, reply=True, join=True, out=out)
+            self.send(live[0], reply=True, join=False, out=out)
+        elif self.seeds:  # nobody known yet: keep knocking on the seeds
+            for seed in self.seeds:
+                self.send(seed, reply=True, join=True, out=out)
         # serf-style reconnect: try one failed member, so healed partitions merge.
-        dead = self._sample(1, (), dead_since=now - self.config.tombstone_s)
+        dead = self.table.sample(1, (), self.rng, dead_since=now - self.config.tombstone_s)
         if dead:
-            self._send_push_pull(dead[0], reply=True, join=False, out=out)
+            self.send(dead[0], reply=True, join=False, out=out)
 
-    def _records(self) -> list[MemberRecord]:
-        ads: tuple[AdUpdate, ...] = ()
-        if self._ad_full is not None:
-            ads = (self._ad_full, *self._ad_deltas)
-        recs = [MemberRecord(self._alive, self._left, ads)]
-        recs.extend(m.record() for m in self.members.values())
+    def records(self) -> list[MemberRecord]:
+        """Our own record first, then every member's, in table order."""
+        recs = [self.local.record()]
+        recs.extend(m.record() for m in self.table.values())
         return recs
 
-    def _send_push_pull(self, peer: PeerId, *, reply: bool, join: bool, out: list[Effect]) -> None:
+    def send(self, peer: PeerId, *, reply: bool, join: bool, out: list[Effect]) -> None:
         revs: tuple[Revoke, ...] = ()
-        if self.admission is None:
-            recs = self._records()
-        elif peer not in self.members:
+        admission = self.gate.admission
+        if admission is None:
+            recs = self.records()
+        elif peer not in self.table:
             # Colony mode, a seed not yet known to be a member: show only our own
             # certified claim; the seed answers with its state if it admits us.
-            recs = self._records()[:1]
+            recs = self.records()[:1]
         else:
-            recs = self._records()
-            revs = self.admission.known_revocations(MAX_PUSH_PULL_REVOCATIONS)
+            recs = self.records()
+            revs = admission.known_revocations(MAX_PUSH_PULL_REVOCATIONS)
         page = self.config.push_pull_page
         pages = max(1, -(-len(recs) // page))
         for i in range(pages):
             chunk = tuple(recs[i * page : (i + 1) * page])
             first = i == 0
             out.append(Send(peer, PushPull(chunk, reply and first, join, i, pages,
-                                           revs if first else ())))
-        self._count("push_pull_sent")
+                                           revs if first else ())))  # fmt: skip
+        count(self.stats, "push_pull_sent")
 
-    def _on_push_pull(self, peer: PeerId, msg: PushPull, now: float, out: list[Effect]) -> None:
-        self._count("push_pull_received")
-        for rv in msg.revocations:  # before the claims they may invalidate
-            self._on_revoke(rv, now, out)
-        # Alive claims first, so that accusers and ad owners are known when their
-        # accusations and ads are merged (a joiner learns everything in one go).
+    def merge_order(self, msg: PushPull) -> Iterator[Update]:
+        """The claims of a received exchange, in the order to apply them (after its
+        revocations): alive claims first, so that accusers and ad owners are known when
+        their accusations and ads are merged (a joiner learns everything in one go).
+        Lazy: whether a member is known is read as each claim is reached."""
         for r in msg.states:
             acc = r.accuse
             if (
                 acc is not None
                 and acc.kind is not AccuseKind.SUSPECT
                 and acc.incarnation >= r.alive.incarnation
-                and r.alive.peer not in self.members
+                and r.alive.peer not in self.table
             ):
                 continue  # do not learn (or resurrect after reaping) a dead member
-            self._apply_update(r.alive, now, out, merge=True)
+            yield r.alive
         for r in msg.states:
             if r.accuse is not None:
-                self._apply_update(r.accuse, now, out, merge=True)
-            for ad in r.ads:
-                self._apply_update(ad, now, out, merge=True)
-        if msg.reply and not self.leaving and (self.admission is None or peer in self.members):
-            self._send_push_pull(peer, reply=False, join=False, out=out)
+                yield r.accuse
+            yield from r.ads
 
-    def _reap(self, now: float, out: list[Effect]) -> None:
-        horizon = now - self.config.tombstone_s
-        gone = [
-            p
-            for p, m in self.members.items()
-            if m.state in (MemberState.DEAD, MemberState.LEFT) and m.since <= horizon
-        ]
-        if not gone:
-            return
-        for p in gone:
-            del self.members[p]
-            self._heard.discard(p)
-            self._coords.pop(p, None)
-            self._rtt.pop(p, None)
-            out.append(Emit(MemberReaped(p)))
-        gone_set = set(gone)
-        self._ids = [p for p in self._ids if p not in gone_set]
-        self._probe_idx = min(self._probe_idx, len(self._ids))
-        self._count("reaped", len(gone))
+    def should_reply(self, peer: PeerId, msg: PushPull) -> bool:
+        return (
+            msg.reply
+            and not self.local.leaving
+            and (self.gate.admission is None or peer in self.table)
+        )

@@ -25,36 +25,56 @@ joiner's own claim to its seeds. A member whose chain expires or is revoked is
 expelled. Revocations travel as signed updates and in push-pull. Every refusal is
 counted and reported (`MemberRefused`, rate-limited per peer) with its reason.
 
+Layout: `Swim` is the composition root of the core. It holds the entry point
+(`handle`), the commands, the timer and message dispatch and the member queries, and
+wires plain collaborators that each own their state:
+
+    LocalNode        our keys, claims, lifecycle flags, ad chain   (local_node.py)
+    MemberTable      members, probe order, live count              (member_table.py)
+    Transitions      every alive/suspect/dead/left/refute rule     (transitions.py)
+    ColonyGate       admission, refusals, revocations, expiry      (colony_gate.py)
+    Prober           probe rounds, ping/ack/nack/ping-req, RTT     (prober.py)
+    Dissemination    broadcast queues, piggyback, gossip rounds    (dissemination.py)
+    Ads              our ad chain and the members' ad chains       (dissemination.py)
+    UserEventGossip  user events: send, verify, ordered delivery   (user_event_gossip.py)
+    AntiEntropy      push-pull exchange and merge order            (push_pull.py)
+
+Collaborators return outcomes (a failed probe target, members to expel, a learned
+revocation) and `Swim` carries out the steps that span several of them (expulsion,
+reaping). They share one rng, drawn in a fixed order, and one `stats` dict.
+
 Invariants: own incarnation never decreases; member incarnations never decrease
 (except by reaping); every map/queue is bounded and overflow is counted in `stats`.
-
-Layout: this module holds the entry point (`handle`), the commands, the timer and
-message dispatch, alive claims and the member queries; the rest of the protocol lives
-in layers below `Swim` (gossip/swim_state.py lists them: dissemination, user events,
-colony admission, accusations, probing, push-pull).
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Hashable
 from typing import Any
 
+from gossip.admission import Admission
+from gossip.awareness import Awareness
+from gossip.claim_verifier import Verifier
+from gossip.colony_gate import ColonyGate
+from gossip.coordinates import Coord
+from gossip.counters import count
+from gossip.dissemination import Ads, Dissemination
 from gossip.events import (
     Join,
     Leave,
     LeftColony,
-    MemberJoined,
-    MemberUpdated,
+    MemberReaped,
     PublishRevocation,
     SendUserEvent,
     UpdateAd,
 )
-from gossip.members import Member, MemberInfo, MemberState
+from gossip.local_node import LocalNode
+from gossip.member_table import MemberTable
+from gossip.members import LIVE, MemberInfo
 from gossip.messages import (
-    KIND_ALIVE,
     Accuse,
-    AccuseKind,
     Ack,
     AdUpdate,
     Alive,
@@ -67,9 +87,13 @@ from gossip.messages import (
     Update,
     UserEvent,
 )
-from gossip.push_pull import AntiEntropy, push_pull_scale
-from gossip.resources import Query
-from gossip.swim_state import LIVE, RTT_ALPHA
+from gossip.prober import Prober
+from gossip.profiles import LAN, SwimConfig
+from gossip.push_pull import AntiEntropy
+from gossip.resources import Query, ResourceAd
+from gossip.transitions import Transitions
+from gossip.user_event_gossip import UserEventGossip
+from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.effects import (
     CancelTimer,
     Effect,
@@ -83,35 +107,71 @@ from overlay.core.effects import (
 from overlay.core.errors import BadSignature, LocalProtocolError, WireError
 from overlay.core.ids import PeerId
 
-__all__ = ["RTT_ALPHA", "Swim", "push_pull_scale"]
+__all__ = ["Swim"]
 
 
-class Swim(AntiEntropy):
-    """The gossip core. `handle(inp, now) -> list[Effect]`; see docs/gossip.md.
+class Swim:
+    """The gossip core. `handle(inp, now) -> list[Effect]`; see docs/gossip.md."""
 
-    Constructor: `SwimState.__init__` (gossip/swim_state.py)."""
+    def __init__(
+        self,
+        keys: KeyPair,
+        config: SwimConfig = LAN,
+        *,
+        rng: random.Random,
+        ad: ResourceAd | None = None,
+        addrs: tuple[str, ...] = (),
+        initial_incarnation: int = 0,
+        verifier: Verifier | None = None,
+        admission: Admission | None = None,
+        chain: tuple[Envelope, ...] = (),
+    ) -> None:
+        self.config = config
+        self.rng = rng
+        self.stats: dict[str, int] = {}
+        self.stopped = False
+        self.verifier = verifier or Verifier(config.verify_cache_size)
+        self.awareness = Awareness(config.awareness_max_multiplier, enabled=config.lifeguard)
+        stats = self.stats
+        local = self.local = LocalNode(
+            keys, tuple(addrs[: config.max_addrs]), initial_incarnation, tuple(chain), ad
+        )
+        table = self.table = MemberTable()
+        spread = self.spread = Dissemination(config, table, rng)
+        gate = self.gate = ColonyGate(admission, local, table, spread.bq, config, stats)
+        self.transitions = Transitions(
+            local=local, table=table, gate=gate, bq=spread.bq, awareness=self.awareness,
+            verifier=self.verifier, config=config, rng=rng, stats=stats,
+        )  # fmt: skip
+        self.prober = Prober(
+            local=local, table=table, spread=spread, gate=gate, awareness=self.awareness,
+            config=config, rng=rng, stats=stats,
+        )  # fmt: skip
+        self.ads = Ads(local, table, spread.bq, config, self.verifier, stats)
+        self.user_events = UserEventGossip(local, table, spread.uq, config, self.verifier, stats)
+        self.anti_entropy = AntiEntropy(local, table, gate, config, rng, stats)
 
     # ================================================================ entry point
 
     def handle(self, inp: Any, now: float) -> list[Effect]:
         out: list[Effect] = []
         if self.stopped:
-            self._count("input_after_leave")
+            count(self.stats, "input_after_leave")
             return out
         if isinstance(inp, Received):
             self._on_message(inp.peer, inp.msg, now, out)
         elif isinstance(inp, TimerFired):
             self._on_timer(inp.timer, now, out)
         elif isinstance(inp, PeerUnreachable):
-            self._count("peer_unreachable")
+            count(self.stats, "peer_unreachable")
         elif isinstance(inp, Join):
             self._join(inp.seeds, now, out)
         elif isinstance(inp, Leave):
             self._leave(now, out)
         elif isinstance(inp, UpdateAd):
-            self._update_ad(inp.ad, out)
+            self.ads.update(inp.ad)
         elif isinstance(inp, SendUserEvent):
-            self._send_event(inp.name, inp.payload, now)
+            self.user_events.send(inp.name, inp.payload, now)
         elif isinstance(inp, PublishRevocation):
             self._publish_revocation(inp.envelope, now, out)
         else:
@@ -121,93 +181,115 @@ class Swim(AntiEntropy):
     # ================================================================ commands
 
     def _join(self, seeds: tuple[PeerId, ...], now: float, out: list[Effect]) -> None:
-        self._seeds = tuple(s for s in seeds if s != self.me)[: self.config.max_seeds]
-        if not self.started:
-            self.started = True
-            c = self.config
+        me, c = self.local, self.config
+        ae = self.anti_entropy
+        ae.seeds = tuple(s for s in seeds if s != me.me)[: c.max_seeds]
+        if not me.started:
+            me.started = True
             out.append(SetTimer("probe", now + self.rng.uniform(0, c.probe_interval_s)))
             out.append(SetTimer("gossip", now + self.rng.uniform(0, c.gossip_interval_s)))
-            out.append(SetTimer("pushpull", now + self._push_pull_interval()))
-            self._bq.queue(("m", self.me), self._alive)
-            if self.ad is not None:
-                self._publish_ad(self.ad, full=True)
-        for seed in self._seeds:
-            self._send_push_pull(seed, reply=True, join=True, out=out)
+            out.append(SetTimer("pushpull", now + ae.interval()))
+            self.spread.bq.queue(("m", me.me), me.alive)
+            if me.ad is not None:
+                self.ads.publish(me.ad, full=True)
+        for seed in ae.seeds:
+            ae.send(seed, reply=True, join=True, out=out)
 
     def _leave(self, now: float, out: list[Effect]) -> None:
-        if not self.started:
+        if not self.local.started:
             self.stopped = True
             out.append(Emit(LeftColony()))
             return
-        if self.leaving:
+        if self.local.leaving:
             return
-        self.leaving = True
-        self._left = Accuse.create(self.keys, self.me, self.incarnation, AccuseKind.LEFT)
-        self._bq.queue(("m", self.me), self._left)
-        for peer in self._sample(self.config.gossip_nodes, LIVE):
-            out.append(Send(peer, Gossip((self._left,))))
+        left = self.transitions.leave()
+        for peer in self.table.sample(self.config.gossip_nodes, LIVE, self.rng):
+            out.append(Send(peer, Gossip((left,))))
         out.append(CancelTimer("probe"))
         out.append(CancelTimer("probe-timeout"))
         out.append(SetTimer("leave", now + self.config.leave_propagate_s))
+
+    def _publish_revocation(self, env: Envelope, now: float, out: list[Effect]) -> None:
+        r = self.gate.parse_revocation(env)
+        refused = self._on_revoke(r, now, out, local=True)
+        if refused is not None:
+            raise LocalProtocolError(f"revocation refused: {refused}")
 
     # ================================================================ timers
 
     def _on_timer(self, timer: Hashable, now: float, out: list[Effect]) -> None:
         if timer == "probe":
-            self._probe_tick(now, out)
+            failed = self.prober.conclude()
+            if failed is not None:
+                self.transitions.probe_failed(failed, now, out)
+            self.prober.start_round(now, out)
         elif timer == "probe-timeout":
-            self._probe_timeout(now, out)
+            self.prober.probe_timeout(out)
         elif timer == "gossip":
-            self._gossip_tick(now, out)
+            out.append(SetTimer("gossip", now + self.config.gossip_interval_s))
+            self.user_events.expire(now, out)
+            self.spread.gossip_round(now, out)
         elif timer == "pushpull":
-            self._push_pull_tick(now, out)
+            out.append(SetTimer("pushpull", now + self.anti_entropy.interval()))
+            self._reap(now, out)
+            self.anti_entropy.exchange(now, out)
         elif timer == "cert-expiry":
-            self._expiry_at = math.inf
+            self.gate.expiry_at = math.inf
             self._recheck_members(now, out, only_expired=True)
         elif timer == "leave":
             self.stopped = True
             out.extend(CancelTimer(t) for t in ("gossip", "pushpull"))
             out.append(Emit(LeftColony()))
         elif isinstance(timer, tuple) and len(timer) == 2 and timer[0] == "suspect":
-            self._suspicion_expired(timer[1], now, out)
+            self.transitions.suspicion_expired(timer[1], now, out)
         elif isinstance(timer, tuple) and len(timer) == 2 and timer[0] == "relay":
-            relay = self._relays.pop(timer[1], None)
-            if relay is not None and self.config.lifeguard:
-                out.append(Send(relay[0], Nack(relay[1])))
+            self.prober.relay_expired(timer[1], out)
         else:
-            self._count("unknown_timer")
+            count(self.stats, "unknown_timer")
 
     # ================================================================ messages
 
     def _on_message(self, peer: PeerId, msg: Any, now: float, out: list[Effect]) -> None:
-        if self.admission is not None and peer != self.me:
-            m = self.members.get(peer)
+        gate = self.gate
+        if gate.admission is not None and peer != self.local.me:
             # Colony mode: only members talk to us. A message may admit its sender
             # through the sender's own certified claim inside it (push-pull record, or
-            # the alive a member piggybacks on its first pings: `_introduce`);
+            # the alive a member piggybacks on its first pings: `ColonyGate.introduce`);
             # everything else from a non-member is refused.
-            if m is None and not self._admit_sender(peer, msg, now, out):
-                self._count("refused_non_member")
-                self._refuse(peer, self._refusal_reason(peer), now, out)
+            if peer not in self.table and not self._admit_sender(peer, msg, now, out):
+                count(self.stats, "refused_non_member")
+                gate.refuse(peer, gate.refusal_reason(peer), now, out)
                 return
-            self._heard.add(peer)
+            gate.heard.add(peer)
+        prober = self.prober
         if isinstance(msg, Ping):
             self._apply_updates(msg.updates, now, out)
-            self._on_ping(peer, msg, out)
+            prober.on_ping(peer, msg, out)
         elif isinstance(msg, Ack):
             self._apply_updates(msg.updates, now, out)
-            self._on_ack(peer, msg, now, out)
+            prober.on_ack(peer, msg, now, out)
         elif isinstance(msg, Nack):
-            self._on_nack(peer, msg)
+            prober.on_nack(peer, msg)
         elif isinstance(msg, PingReq):
             self._apply_updates(msg.updates, now, out)
-            self._on_ping_req(peer, msg, now, out)
+            prober.on_ping_req(peer, msg, now, out)
         elif isinstance(msg, Gossip):
             self._apply_updates(msg.updates, now, out)
         elif isinstance(msg, PushPull):
             self._on_push_pull(peer, msg, now, out)
         else:
-            self._count("unknown_message")
+            count(self.stats, "unknown_message")
+
+    def _admit_sender(self, peer: PeerId, msg: Any, now: float, out: list[Effect]) -> bool:
+        """A message from a non-member: admit the sender through its own alive claim
+        in it, if it carries one."""
+        own = self.gate.own_claim(peer, msg)
+        if own is None:
+            return False
+        # Its revocations wait until it is admitted (`_on_push_pull`): an outsider
+        # must not be able to fill the bounded revocation list.
+        self._apply_update(own, now, out, merge=True)
+        return peer in self.table
 
     def _apply_updates(self, updates: tuple[Update, ...], now: float, out: list[Effect]) -> None:
         # Ads last, oldest version first. The broadcast queue sends newest first, and a
@@ -224,79 +306,120 @@ class Swim(AntiEntropy):
             self._apply_update(u, now, out, merge=False)
 
     def _apply_update(self, u: Any, now: float, out: list[Effect], *, merge: bool) -> None:
+        """Apply one signed update (alive, accusation, ad, user event, revocation)."""
         try:
             if isinstance(u, Alive):
-                self._on_alive(u, now, out)
+                self.transitions.on_alive(u, now, out)
             elif isinstance(u, Accuse):
-                self._on_accuse(u, now, out, merge=merge)
+                self.transitions.on_accuse(u, now, out, merge=merge)
             elif isinstance(u, AdUpdate):
-                self._on_ad(u, out)
+                self.ads.on_ad(u, out)
             elif isinstance(u, UserEvent):
-                self._on_user_event(u, now, out)
+                self.user_events.on_event(u, now, out)
             elif isinstance(u, Revoke):
                 self._on_revoke(u, now, out)
             else:
-                self._count("unknown_update")
+                count(self.stats, "unknown_update")
         except BadSignature:
-            self._count("bad_signature")
+            count(self.stats, "bad_signature")
         except WireError:
-            self._count("malformed_update")
+            count(self.stats, "malformed_update")
 
-    def _on_alive(self, a: Alive, now: float, out: list[Effect]) -> None:
-        peer = a.peer
-        if peer == self.me:
-            if a.env.signature != self._alive.env.signature and a.incarnation >= self.incarnation:
-                self.verifier.check(a.env, KIND_ALIVE)
-                if not self.leaving:
-                    self._refute(a.incarnation)  # a previous life of ours
-            return
-        m = self.members.get(peer)
-        if m is not None and a.incarnation <= m.incarnation:
-            self._count("stale_alive")
-            return
-        if m is None and len(self.members) >= self.config.max_members:
-            self._count("members_full")
-            return
-        self.verifier.check(a.env, KIND_ALIVE)
-        valid_until = math.inf
-        if self.admission is not None:
-            verdict = self.admission.check(a, now)
-            if isinstance(verdict, str):
-                self._count("alive_refused")
-                self._refuse(peer, verdict, now, out)
-                return
-            valid_until = verdict
-        if m is None:
-            m = self.members[peer] = Member(a, now)
-            self._add_id(peer)
-            self._n_live += 1
-            out.append(Emit(MemberJoined(peer, a.incarnation, a.addrs)))
-        else:
-            rejoined = m.state not in LIVE
-            if self._suspicions.pop(peer, None) is not None:
-                out.append(CancelTimer(("suspect", peer)))
-            self._set_state(m, MemberState.ALIVE, now)
-            m.alive, m.accuse = a, None
-            if rejoined:
-                out.append(Emit(MemberJoined(peer, a.incarnation, a.addrs)))
-            else:
-                out.append(Emit(MemberUpdated(peer, a.incarnation, m.ad)))
-        m.valid_until = valid_until
-        if valid_until < self._expiry_at:
-            self._expiry_at = valid_until
-            out.append(SetTimer("cert-expiry", valid_until))
-        self._bq.queue(("m", peer), a)
+    def _on_push_pull(self, peer: PeerId, msg: PushPull, now: float, out: list[Effect]) -> None:
+        count(self.stats, "push_pull_received")
+        for rv in msg.revocations:  # before the claims they may invalidate
+            self._on_revoke(rv, now, out)
+        ae = self.anti_entropy
+        for u in ae.merge_order(msg):
+            self._apply_update(u, now, out, merge=True)
+        if ae.should_reply(peer, msg):
+            ae.send(peer, reply=False, join=False, out=out)
+
+    # ================================================================ leaving the table
+
+    def _on_revoke(
+        self, r: Revoke, now: float, out: list[Effect], *, local: bool = False
+    ) -> str | None:
+        """Apply a revocation; None if it is (now or already) in force, else why not."""
+        learned, refused = self.gate.on_revoke(r, now, out, local=local)
+        if learned:
+            self._recheck_members(now, out, only_expired=False)
+        return refused
+
+    def _recheck_members(self, now: float, out: list[Effect], *, only_expired: bool) -> None:
+        """Expel members whose chain expired (timer) or no longer verifies (after a
+        revocation), then re-arm the expiry timer at the earliest remaining expiry."""
+        for p, reason in self.gate.to_expel(now, only_expired=only_expired):
+            self.table.remove(p)
+            self.transitions.forget(p, out)
+            self.prober.forget(p)
+            self.gate.expelled(p, reason, now, out)
+        self.gate.rearm_expiry(out)
+
+    def _reap(self, now: float, out: list[Effect]) -> None:
+        gone = self.table.reap(now - self.config.tombstone_s)
+        for p in gone:
+            self.gate.heard.discard(p)
+            self.prober.forget(p)
+            out.append(Emit(MemberReaped(p)))
+        if gone:
+            count(self.stats, "reaped", len(gone))
 
     # ================================================================ members API
 
+    @property
+    def members(self) -> MemberTable:
+        """Known members (never this node), a read-only mapping peer -> `Member`."""
+        return self.table
+
+    @property
+    def me(self) -> PeerId:
+        return self.local.me
+
+    @property
+    def keys(self) -> KeyPair:
+        return self.local.keys
+
+    @property
+    def addrs(self) -> tuple[str, ...]:
+        return self.local.addrs
+
+    @property
+    def chain(self) -> tuple[Envelope, ...]:
+        return self.local.chain
+
+    @property
+    def incarnation(self) -> int:
+        return self.local.incarnation
+
+    @property
+    def ad(self) -> ResourceAd | None:
+        return self.local.ad
+
+    @property
+    def started(self) -> bool:
+        return self.local.started
+
+    @property
+    def leaving(self) -> bool:
+        return self.local.leaving
+
+    @property
+    def admission(self) -> Admission | None:
+        return self.gate.admission
+
+    @property
+    def coord(self) -> Coord:
+        return self.prober.coord
+
     def num_members(self) -> int:
         """Live members (alive or suspect), this node included."""
-        return self._n_live
+        return self.table.n_live
 
     def member(self, peer: PeerId) -> MemberInfo | None:
-        if peer == self.me:
-            return self._self_info()
-        m = self.members.get(peer)
+        if peer == self.local.me:
+            return self.local.info(self.prober.coord)
+        m = self.table.get(peer)
         if m is None:
             return None
         return MemberInfo(
@@ -307,28 +430,13 @@ class Swim(AntiEntropy):
             m.ad,
             m.ad_version,
             m.since,
-            self.rtt_estimate(peer),
-            self._coords.get(peer),
-        )
-
-    def _self_info(self) -> MemberInfo:
-        state = MemberState.LEFT if self.leaving else MemberState.ALIVE
-        return MemberInfo(
-            self.me,
-            state,
-            self.incarnation,
-            self.addrs,
-            self.ad,
-            self._ad_version,
-            0.0,
-            0.0,
-            self.coord,
-            is_self=True,
+            self.prober.rtt_estimate(peer),
+            self.prober.coords.get(peer),
         )
 
     def list_members(self, *, include_gone: bool = False) -> list[MemberInfo]:
-        out = [self._self_info()]
-        for p, m in self.members.items():
+        out = [self.local.info(self.prober.coord)]
+        for p, m in self.table.items():
             if include_gone or m.state in LIVE:
                 info = self.member(p)
                 if info is not None:
@@ -337,28 +445,25 @@ class Swim(AntiEntropy):
 
     def find(self, query: Query) -> list[PeerId]:
         """Live members (self included) whose latest ad matches `query`."""
-        found = [self.me] if not self.leaving and query.matches(self.ad) else []
-        found.extend(p for p, m in self.members.items() if m.state in LIVE and query.matches(m.ad))
+        me = self.local
+        found = [me.me] if not me.leaving and query.matches(me.ad) else []
+        found.extend(p for p, m in self.table.items() if m.state in LIVE and query.matches(m.ad))
         return found
 
     def rtt_estimate(self, peer: PeerId) -> float | None:
         """Measured RTT (EWMA) if we probed `peer`, else the Vivaldi prediction."""
-        rtt = self._rtt.get(peer)
-        if rtt is not None:
-            return rtt
-        coord = self._coords.get(peer)
-        return None if coord is None else self.coord.distance_s(coord)
+        return self.prober.rtt_estimate(peer)
 
     def queue_sizes(self) -> dict[str, int]:
         return {
-            "broadcasts": len(self._bq),
-            "user_events": len(self._uq),
-            "relays": len(self._relays),
-            "suspicions": len(self._suspicions),
-            "event_senders": len(self._events),
-            "held_events": self._events.held_count(),
-            "accusers": len(self._limiter),
+            "broadcasts": len(self.spread.bq),
+            "user_events": len(self.spread.uq),
+            "relays": len(self.prober.relays),
+            "suspicions": len(self.transitions.suspicions),
+            "event_senders": len(self.user_events.orderer),
+            "held_events": self.user_events.orderer.held_count(),
+            "accusers": len(self.transitions.limiter),
             "verify_cache": len(self.verifier),
-            "coords": len(self._coords),
-            "rtts": len(self._rtt),
+            "coords": len(self.prober.coords),
+            "rtts": len(self.prober.rtt),
         }

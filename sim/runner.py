@@ -116,12 +116,12 @@ class Simulation:
     def _setup_protocols(self) -> None:
         sc = self.sc
         if self.gossip:
+            from gossip.claim_verifier import Verifier
             from gossip.profiles import profile
-            from gossip.trust import Verifier
 
             self.swim_cfg = profile(sc.gossip_profile, **sc.gossip_overrides)
             # One cache for the whole process: each signed object is verified once,
-            # as gossip/trust.py intends for simulators.
+            # as gossip/claim_verifier.py intends for simulators.
             self.verifier = Verifier(max(4096, 16 * sc.nodes))
         if self.dht:
             from dht.api import KadConfig
@@ -486,7 +486,7 @@ class Simulation:
         swim = self.part(idx, "gossip")
         if not swim.started or swim.leaving:
             return
-        seq = swim._event_seq  # the core numbers its events 0, 1, …; this is the next
+        seq = swim.user_events.next_seq  # the core numbers its events 0, 1, …; this is the next
         live = sum(1 for n in self.world.nodes if n.alive) - 1
         self._events[(self.world.nodes[idx].peer, seq)] = _Event(self.engine.now, live)
         self.metrics.count("user_events_sent")

@@ -131,7 +131,7 @@ class ColonyCore(RuleBasedStateMachine):
             p: (m.state, m.incarnation, m.ad_version, m.valid_until)
             for p, m in c.members.items()
         }
-        return (members, c.incarnation, c.num_members(), len(c._bq), len(c._uq),
+        return (members, c.incarnation, c.num_members(), len(c.spread.bq), len(c.spread.uq),
                 len(c.admission.revocations) if c.admission else 0)  # fmt: skip
 
     def _check_unchanged(self, inp: Any) -> None:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from gossip.claim_verifier import Verifier
 from gossip.events import Join, MemberFailed, MemberSuspected
 from gossip.members import MemberState
 from gossip.profiles import LAN, SwimConfig
 from gossip.suspicion import suspicion_timeout_s
 from gossip.swim import Swim
-from gossip.trust import Verifier
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
 from sim.router import Router

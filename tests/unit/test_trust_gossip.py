@@ -352,7 +352,7 @@ def test_outsiders_revocations_are_not_taken() -> None:
         for i in range(1, 4)
     )
     net.add(KEYS[3], None)
-    own = net.cores[D]._records()[:1]
+    own = net.cores[D].anti_entropy.records()[:1]
     net.feed(A, Received(D, PushPull(own, True, True, 0, 1, revs)), T0)
     adm = net.cores[A].admission
     assert adm is not None and len(adm.revocations) == 0
@@ -387,7 +387,7 @@ def test_first_pings_carry_the_senders_claim_and_admit_it() -> None:
     # C is certified but A has never heard of it: its ping carries its own alive.
     c_core = net.add(KEYS[2], (cert(KEYS[2]),), seed=2)
     before = len(net.sent)
-    net.feed(A, Received(C, Ping(5, A, (c_core._alive,))), T0 + 3)
+    net.feed(A, Received(C, Ping(5, A, (c_core.local.alive,))), T0 + 3)
     assert C in net.members(A)
     assert [m for s, d, m in net.sent[before:] if s == A and d == C and isinstance(m, Ack)]
 
@@ -399,7 +399,7 @@ def test_probes_introduce_us_until_the_target_has_talked_to_us() -> None:
     c = net.add(KEYS[2], (cert(KEYS[2]),), seed=2)
     # B learns A second-hand, from C's push-pull: A has never heard of B.
     b.handle(Join(), T0)
-    recs = (MemberRecord(c._alive), MemberRecord(net.cores[A]._alive))
+    recs = (MemberRecord(c.local.alive), MemberRecord(net.cores[A].local.alive))
     b.handle(Received(C, PushPull(recs)), T0)
     assert A in b.members and B not in net.cores[A].members
     pings = []
@@ -413,7 +413,7 @@ def test_probes_introduce_us_until_the_target_has_talked_to_us() -> None:
     assert pings[0].updates[0].peer == B  # our claim rides first
     # Once A has talked to B, B's pings to A no longer carry it.
     b.handle(Received(A, Ack(pings[0].seq)), T0 + 30)
-    assert b._introduce(A, ()) == ()
+    assert b.gate.introduce(A, ()) == ()
 
 
 def test_simultaneous_joins_raise_no_false_suspicion() -> None:

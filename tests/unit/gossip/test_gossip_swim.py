@@ -338,7 +338,7 @@ def test_dead_members_are_reaped_after_tombstone() -> None:
     w.fire(A, "pushpull", 40.0)
     assert C in w.cores[A].members
     w.fire(A, "pushpull", 61.0)
-    assert C not in w.cores[A].members and C not in w.cores[A]._ids
+    assert C not in w.cores[A].members and C not in w.cores[A].table.probe_order
     assert [e.peer for e in w.of(MemberReaped, A)] == [C]
 
 
@@ -383,7 +383,7 @@ def test_forged_ad_is_rejected() -> None:
     w.join_all()
     good = UpdateAd(ResourceAd(cpu_cores=2))
     w.feed(B, good, 1.0)
-    env = w.cores[B]._ad_full.env  # type: ignore[union-attr]
+    env = w.cores[B].local.ad_full.env  # type: ignore[union-attr]
     forged = Envelope(env.kind, cbor_encode({"v": 7, "r": {"c": 999}}), env.signer, env.signature)
     from gossip.messages import AdUpdate
 

@@ -8,8 +8,8 @@ import pytest
 
 from gossip.awareness import Awareness
 from gossip.broadcast_queue import retransmit_limit
+from gossip.push_pull import push_pull_scale
 from gossip.suspicion import Suspicion, remaining_suspicion_time_s, suspicion_timeout_s
-from gossip.swim import push_pull_scale
 from overlay.core.crypto import KeyPair
 
 A, B, C, D, E = (KeyPair(bytes([i]) * 32).peer_id for i in range(1, 6))

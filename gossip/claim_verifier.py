@@ -1,4 +1,5 @@
-"""Signature verification cache and per-accuser rate limits.
+"""Claim checks before state changes: a signature-verification cache and a
+per-accuser rate limiter.
 
 `Verifier` remembers envelopes whose signature already verified, keyed by the
 signature bytes (an Ed25519 signature commits to key and message, and we also compare
