@@ -50,6 +50,8 @@ MAX_STR = 4096
 MAX_NAME = 128
 MAX_DEPENDENCIES = 64
 MAX_WORKFLOW = 1024
+#: Longest maxwaittime / maxexectime a spec may ask for (100 years, in seconds).
+MAX_DEADLINE_S = 100 * 365 * 86400
 _U31 = 1 << 31
 
 
@@ -311,12 +313,19 @@ _SPEC_KNOWN = (
 
 
 def _deadline(v: Any, what: str) -> float:
-    """ColonyOS uses -1 (and 0) for "no limit"; we store 0.0 for that."""
+    """ColonyOS uses -1 (and 0) for "no limit"; we store 0.0 for that.
+
+    Bounded by MAX_DEADLINE_S: a peer-chosen 2^63 s used to reach the executor and
+    crash its child set-up (setrlimit overflow); nothing real waits a century."""
     if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
         if v != -1:
             raise SpecError(f"{what} must be ≥ 0 (or -1 for no limit)")
         return 0.0
-    return _num(v, what)
+    out = _num(v, what)
+    if out > MAX_DEADLINE_S:
+        raise SpecError(f"{what} must be at most {MAX_DEADLINE_S} s (100 years; "
+                        "-1 or 0 for no limit)")
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,8 +439,8 @@ class CapsuleSpec:
                 outputs=_strs(obj["out"], "out"),
                 conditions=Conditions.from_wire(obj["cond"]),
                 priority=_int(obj["prio"], "prio", -_U31, _U31),
-                maxwaittime_s=_num(obj["wait"], "wait"),
-                maxexectime_s=_num(obj["exec"], "exec"),
+                maxwaittime_s=_deadline(obj["wait"], "wait"),
+                maxexectime_s=_deadline(obj["exec"], "exec"),
                 maxretries=_int(obj["retries"], "retries", 0, 1000),
                 dependencies=deps,
             )

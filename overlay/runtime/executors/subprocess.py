@@ -52,6 +52,8 @@ from overlay.runtime.executors.base import (
 )
 
 _INF = resource.RLIM_INFINITY
+#: Largest finite limit setrlimit takes (rlim_t is a 64-bit value; Python passes a C long).
+_RLIM_MAX = (1 << 63) - 1
 
 
 def rlimits_for(job: Job) -> list[tuple[int, int, int]]:
@@ -72,6 +74,9 @@ def rlimits_for(job: Job) -> list[tuple[int, int, int]]:
         want.append((resource.RLIMIT_FSIZE, lim.max_file_bytes, lim.max_file_bytes))
     out = []
     for res, soft, hard in want:
+        # Never ask setrlimit for more than rlim_t holds (it raises OverflowError in
+        # the child's preexec_fn); anything that large means "unlimited" anyway.
+        soft, hard = min(soft, _RLIM_MAX), min(hard, _RLIM_MAX)
         _, cur_hard = resource.getrlimit(res)
         if cur_hard != _INF:
             hard = min(hard, cur_hard)

@@ -83,6 +83,8 @@ def test_native_form_with_cids_and_labels() -> None:
         ({"command": ["x"], "conditions": {"nodes": 4}}, "multi-node"),
         ({"command": ["x"], "maxretries": -1}, "maxretries"),
         ({"command": ["x"], "maxwaittime": -5}, "maxwaittime"),
+        ({"command": ["x"], "maxexectime": 2**63}, "maxexectime must be at most"),
+        ({"command": ["x"], "maxwaittime_s": 1e300}, "maxwaittime must be at most"),
         ({"command": ["x"], "fs": {}, "maxretries": 1}, None),
         ({"command": ["x"], "fs": {"dirs": [1]}}, "fs: ColonyOS file sync"),
         ({"command": ["x"], "args": [{"nested": 1}]}, "args"),
@@ -94,6 +96,14 @@ def test_bad_specs_name_the_problem(d: dict[str, object], msg: str | None) -> No
         return
     with pytest.raises(SpecError, match=msg):
         CapsuleSpec.from_dict(d)
+
+
+def test_wire_form_refuses_absurd_deadlines() -> None:
+    wire = CapsuleSpec.from_dict({"command": ["x"], "maxexectime": 60}).to_wire()
+    assert CapsuleSpec.from_wire(wire).maxexectime_s == 60
+    for bad in (2**63, 1e300):
+        with pytest.raises(MalformedFrame, match="exec must be at most"):
+            CapsuleSpec.from_wire({**wire, "exec": bad})
 
 
 def test_capsule_id_is_cidv1_raw_of_signed_bytes_and_key_follows() -> None:

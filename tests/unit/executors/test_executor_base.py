@@ -71,6 +71,13 @@ def test_rlimits_never_exceed_the_daemons_hard_limit(tmp_path: Path) -> None:
     assert soft <= h and (hard == resource.RLIM_INFINITY or h <= hard)
 
 
+def test_rlimits_of_an_enormous_maxexectime_fit_setrlimit(tmp_path: Path) -> None:
+    """2^63 s × 2^20 cores used to overflow setrlimit in the child's preexec_fn."""
+    spec = CapsuleSpec(command=("x",), conditions=Conditions(cpu=2**20))
+    for res, soft, hard in rlimits_for(_job(tmp_path, spec, 2.0**63, ExecLimits())):
+        assert -1 <= soft <= hard < 2**63 or hard == resource.RLIM_INFINITY, (res, soft, hard)
+
+
 def test_status_text() -> None:
     assert describe_status(137) == "killed by SIGKILL"
     assert describe_status(143) == "killed by SIGTERM"
