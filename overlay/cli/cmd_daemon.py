@@ -48,7 +48,7 @@ def _daemon(args: argparse.Namespace) -> int:
         os.environ["COLONY_API_LISTEN"] = args.api
     if args.detach:
         return _detach(args)
-    from overlay.runtime.process.run import run_daemon_blocking
+    from overlay.runtime.run import run_daemon_blocking
 
     return run_daemon_blocking(args.home)
 

@@ -1,6 +1,6 @@
 """The transport's py-libp2p 0.8.1 backend: the only module in Colony that imports
 libp2p (DESIGN §3). Chosen with `[network] stack = "py-libp2p"`; imported lazily by
-overlay.runtime.net.transport_backend.make_backend, so the native stack never pays its
+overlay.runtime.net.transport.make_backend, so the native stack never pays its
 ~50 MiB of imports.
 
 py-libp2p traits handled here on purpose (docs/transport.md has figures):

@@ -44,7 +44,7 @@ from overlay.runtime.net.framing import (
     encode_raw_frame,
 )
 from overlay.runtime.net.rate_limit import TokenBucket
-from overlay.runtime.net.transport_backend import Backend, BackendStream, make_backend
+from overlay.runtime.net.transport_backend import Backend, BackendStream
 from overlay.runtime.net.transport_channels import (
     Item,
     Outbound,
@@ -90,6 +90,18 @@ RawStreamHandler = Callable[[PeerId, TransportStream], Awaitable[None]]
 
 #: How long a dial waits for an address of a peer we were told about a moment ago.
 ADDR_GRACE_S = 1.0
+
+
+def make_backend(keypair: KeyPair, config: TransportConfig) -> Backend:
+    """The backend `config.stack` names; py-libp2p is imported only here, on demand."""
+    if config.stack == STACK_NATIVE:
+        from overlay.runtime.net.backend_native import NativeBackend
+
+        return NativeBackend(keypair, config)
+    from overlay.runtime.net.backend_pylibp2p import PyLibp2pBackend
+
+    return PyLibp2pBackend(keypair, config)
+
 
 class Transport(InboundMixin):
     """A libp2p host with Colony framing. Create with `Transport.open(...)`."""
