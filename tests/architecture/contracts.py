@@ -17,6 +17,7 @@ Loaded by `lint-imports` through `[tool.importlinter] contract_types` in pyproje
 from __future__ import annotations
 
 import sys
+from typing import cast
 
 import grimp
 from importlinter import Contract, ContractCheck, fields, output
@@ -31,12 +32,16 @@ class ExternalAllowlistContract(Contract):
     source_modules = fields.ListField(subfield=fields.StringField())
     allowed_external = fields.ListField(subfield=fields.StringField(), required=False)
 
+    def _strings(self, field: str) -> list[str]:
+        """A parsed list field (set on the instance by `Contract._populate_fields`)."""
+        return cast("list[str]", self.__dict__.get(field) or [])
+
     def check(self, graph: grimp.ImportGraph, verbose: bool) -> ContractCheck:
         roots = set(self.session_options["root_packages"])
-        allowed = set(self.allowed_external or []) | set(sys.stdlib_module_names) | roots
+        allowed = set(self._strings("allowed_external")) | set(sys.stdlib_module_names) | roots
         allowed.add("__future__")
         invalid: list[dict[str, object]] = []
-        for source in sorted(self.source_modules):  # type: ignore[arg-type]
+        for source in sorted(self._strings("source_modules")):
             modules = {source} | graph.find_descendants(source)
             for importer in sorted(modules):
                 for imported in sorted(graph.find_modules_directly_imported_by(importer)):
@@ -49,7 +54,7 @@ class ExternalAllowlistContract(Contract):
         return ContractCheck(kept=not invalid, metadata={"invalid": invalid})
 
     def render_broken_contract(self, check: ContractCheck) -> None:
-        allowed = ", ".join(["stdlib", *sorted(self.allowed_external or [])])  # type: ignore[arg-type]
+        allowed = ", ".join(["stdlib", *sorted(self._strings("allowed_external"))])
         for item in check.metadata["invalid"]:
             lines = ", ".join(f"l.{n}" for n in item["lines"])
             output.print_error(

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Protocol
+
+import trio
 
 from overlay.core.ids import PeerId
 from overlay.runtime.net.transport_types import PeerInfo
@@ -61,6 +63,6 @@ class Backend(Protocol):
     async def identify(self, peer: PeerId) -> PeerInfo: ...
     async def ping(self, peer: PeerId, count: int) -> list[float]: ...
     async def attach_stream(
-        self, stream: Any, *, initiator: bool, peer: PeerId | None
+        self, stream: trio.abc.Stream, *, initiator: bool, peer: PeerId | None
     ) -> PeerId: ...
 
