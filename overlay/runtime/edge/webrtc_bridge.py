@@ -340,11 +340,8 @@ async def _send_chunks(channel: RTCDataChannel, chunks: list[bytes]) -> bool:
     return bool(channel.readyState == "open")
 
 
-async def _close_pc(
-    pc: RTCPeerConnection, channel: RTCDataChannel, bridge: AsyncioBridge | None = None
-) -> None:
-    if bridge is not None:
-        bridge.pcs.discard(pc)
+async def _close_pc(pc: RTCPeerConnection, channel: RTCDataChannel, bridge: AsyncioBridge) -> None:
+    bridge.pcs.discard(pc)
     with contextlib.suppress(Exception):
         channel.close()
     with contextlib.suppress(Exception):
@@ -354,9 +351,7 @@ async def _close_pc(
 _CLOSING: set[asyncio.Future[None]] = set()  # keep close tasks referenced until done
 
 
-def _close_pc_soon(
-    pc: RTCPeerConnection, channel: RTCDataChannel, bridge: AsyncioBridge | None = None
-) -> None:
+def _close_pc_soon(pc: RTCPeerConnection, channel: RTCDataChannel, bridge: AsyncioBridge) -> None:
     task = asyncio.ensure_future(_close_pc(pc, channel, bridge))
     _CLOSING.add(task)
     task.add_done_callback(_CLOSING.discard)
