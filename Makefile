@@ -44,9 +44,12 @@ system-deps:
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
+## ruff, mypy --strict (files in pyproject's [tool.mypy]) and the import-linter contracts
+## of DESIGN §1 ([tool.importlinter]); CI runs this before the tests.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 ## Re-pin the simulator's golden outputs (only for a change meant to alter behaviour).
 sim-golden: $(STAMP)

@@ -41,7 +41,7 @@ THIRD_PARTY = ("trio", "structlog", "cbor2", "nacl.signing", "lmdb", "h11", "mul
                "cryptography.hazmat.primitives.ciphers.aead", "prometheus_client")
 STEPS = (*THIRD_PARTY, "gossip.swim", "dht.core", "store.blockstore", "overlay.capsule.core",
          "overlay.p2p.host", "overlay.runtime.net.transport", "overlay.runtime.api.routes",
-         "overlay.runtime.daemon", "overlay.runtime.process.run")
+         "overlay.runtime.daemon", "overlay.runtime.run")
 
 _RSS_CODE = """
 import importlib, sys

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from overlay.cli.fmt import Command, Subparsers
 from overlay.core.errors import ColonyError
 from overlay.runtime.api.client import ApiClient
 
@@ -93,7 +94,7 @@ def load_document(path: str) -> Any:
         raise ColonyError(f"{name}: neither JSON nor TOML") from None
 
 
-def _json_out(obj: Any) -> None:
+def _json_out(obj: object) -> None:
     json.dump(obj, sys.stdout, indent=2)
     print()
 
@@ -131,7 +132,7 @@ def describe(row: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _follow_wait(items: Iterator[Any], as_json: bool) -> dict[str, Any]:
+def _follow_wait(items: Iterator[dict[str, Any]], as_json: bool) -> dict[str, Any]:
     final: dict[str, Any] = {}
     for item in items:
         final = item
@@ -251,13 +252,13 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0 if r["state"] in END_STATES else 1
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("capsule", parents=[common], formatter_class=_FMT,
                        help="run task capsules in the colony: submit, ps, get, logs, wait, cancel",
                        description=DESCRIPTION)  # fmt: skip
     cs = p.add_subparsers(dest="capsule_cmd", metavar="SUBCOMMAND", required=True)
 
-    def cmd(name: str, help_: str, func: Any, desc: str = "") -> argparse.ArgumentParser:
+    def cmd(name: str, help_: str, func: Command, desc: str = "") -> argparse.ArgumentParser:
         q: argparse.ArgumentParser = cs.add_parser(
             name, parents=[common], help=help_, description=desc or help_, formatter_class=_FMT)
         q.add_argument("--json", action="store_true", help="machine-readable output")

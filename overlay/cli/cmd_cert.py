@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from overlay.cli.fmt import Subparsers, help_command
 from overlay.core.certs import ALL_ROLES, Certificate, verify_chain
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError
 from overlay.core.ids import PeerId
@@ -172,7 +173,7 @@ def _revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "cert", parents=[common], help="issue, list, show and revoke membership certificates",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -221,8 +222,4 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     r.add_argument("what", metavar="SERIAL|PEERID")
     r.set_defaults(func=_revoke)
 
-    def _help(args: argparse.Namespace) -> int:
-        p.print_help()
-        return 2
-
-    p.set_defaults(func=_help)
+    p.set_defaults(func=help_command(p))

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from overlay.cli.fmt import Subparsers, help_command
 from overlay.runtime.api.client import ApiClient, ApiUnavailable
 from overlay.runtime.process.identity import KEY_FILE, load_identity
 from overlay.runtime.services.trust_state import (
@@ -131,7 +132,7 @@ def _offline_status(t: Trust) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "colony", parents=[common], help="found a colony (owner key) or show its trust state",
         description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -169,8 +170,4 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     pv.add_argument("--public", action="store_true", help="undo: serve it to anyone again")
     pv.set_defaults(func=_private)
 
-    def _help(args: argparse.Namespace) -> int:
-        p.print_help()
-        return 2
-
-    p.set_defaults(func=_help)
+    p.set_defaults(func=help_command(p))

@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from overlay.cli.fmt import Command, Subparsers
 from overlay.cli.fmt import human_bytes as _human
 from overlay.core.errors import ConfigError
 from overlay.runtime.api.client import ApiClient
@@ -26,7 +28,7 @@ def _client(args: argparse.Namespace, timeout_s: float = 600.0) -> ApiClient:
     return ApiClient.for_home(args.home, timeout_s)
 
 
-def _print(obj: Any, as_json: bool) -> None:
+def _print(obj: object, as_json: bool) -> None:
     if as_json:
         json.dump(obj, sys.stdout, indent=2)
         print()
@@ -48,7 +50,7 @@ def _daemon(args: argparse.Namespace) -> int:
         os.environ["COLONY_API_LISTEN"] = args.api
     if args.detach:
         return _detach(args)
-    from overlay.runtime.process.run import run_daemon_blocking
+    from overlay.runtime.run import run_daemon_blocking
 
     return run_daemon_blocking(args.home)
 
@@ -199,7 +201,9 @@ def _dht(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stream_with_bar(items: Any, label: str, total: int | None = None) -> dict[str, Any]:
+def _stream_with_bar(
+    items: Iterable[dict[str, Any]], label: str, total: int | None = None
+) -> dict[str, Any]:
     """Render NDJSON progress on a tty; return the final item."""
     tty = sys.stderr.isatty()
     final: dict[str, Any] = {}
@@ -279,7 +283,7 @@ def _leave(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "daemon", parents=[common], formatter_class=_FMT,
         help="run the node: libp2p host, DHT, gossip, block exchange, control API",
@@ -315,7 +319,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="stop: SIGKILL the daemon if it has not exited after --wait")
     p.set_defaults(func=_daemon, default_log_level="info")
 
-    def client_cmd(name: str, help_: str, func: Any) -> argparse.ArgumentParser:
+    def client_cmd(name: str, help_: str, func: Command) -> argparse.ArgumentParser:
         q: argparse.ArgumentParser = sub.add_parser(name, parents=[common], help=help_,
                                                     description=help_, formatter_class=_FMT)
         q.add_argument("--json", action="store_true", help="machine-readable output")

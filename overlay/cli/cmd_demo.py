@@ -16,9 +16,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
 from overlay.cli.cmd_node import init_home
+from overlay.cli.fmt import Subparsers
 from overlay.cli.fmt import human_bytes as _human
 from overlay.core.errors import ColonyError
 from store.blockstore import BlockStore, open_home_store
@@ -80,7 +81,7 @@ def _tree(ex: Exporter, cid: Cid, name: str, out: list[str], prefix: str = "",
         _tree(ex, e.cid, label, out, child_prefix, i == len(entries) - 1, False)
 
 
-def run_demo(home: Path, out: Any = None, *, kept: bool = True, nodes: int = 5) -> int:
+def run_demo(home: Path, out: TextIO | None = None, *, kept: bool = True, nodes: int = 5) -> int:
     say = (lambda *a: print(*a, file=out)) if out is not None else print
     say(f"1. creating a node in {home}")
     kp = init_home(home, quiet=True)
@@ -156,7 +157,7 @@ def _demo(args: argparse.Namespace) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     # Not built on `common`: its --home defaults to $COLONY_HOME, while the demo's
     # --home defaults to a fresh temp dir (argparse shares parent actions, so the
     # default cannot be overridden per command).

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from overlay.cli.fmt import Subparsers
 from overlay.core.errors import ColonyError
 from overlay.runtime.edge import doctor_checks as dc
 from overlay.runtime.process import config as cfg
@@ -128,7 +129,7 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "doctor", parents=[common], help="check reachability, NAT, connections, clock, "
         "disk and config; advise", description=DESCRIPTION,

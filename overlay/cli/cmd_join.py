@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
 
+from overlay.cli.fmt import Subparsers
 from overlay.runtime.process.identity import KEY_FILE, load_identity
 from overlay.runtime.services.trust_state import Trust, colony_id, human_time, load_token
 
@@ -33,7 +33,7 @@ def _join(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "join", parents=[common], help="join a colony with a token from `colony cert issue`",
         description="Install a join token made by a colony admin with `colony cert issue "

@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from pathlib import Path
 
+from overlay.cli.fmt import Subparsers
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ConfigError
 from overlay.runtime.process import config as cfg
 from overlay.runtime.process.identity import KEY_FILE, load_identity, write_identity
 
 
-def init_home(home: Any, *, quiet: bool = False, profile: str = "lan") -> KeyPair:
+def init_home(home: Path, *, quiet: bool = False, profile: str = "lan") -> KeyPair:
     """Create the data dir, identity key and commented config; refuse to overwrite."""
     template = cfg.template_for(profile)  # an unknown profile fails before any write
     key_path = home / KEY_FILE
@@ -56,7 +57,7 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "init",
         parents=[common],

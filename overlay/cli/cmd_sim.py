@@ -11,7 +11,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from overlay.cli.fmt import Subparsers, help_command
+
+if TYPE_CHECKING:
+    from sim.metrics import Metrics
 
 RUN_EPILOG = """\
 SCENARIO is a TOML file or the name of a bundled scenario (see `colony sim list`).
@@ -28,7 +33,7 @@ examples:
 """
 
 
-def _summary_lines(m: Any) -> list[str]:
+def _summary_lines(m: Metrics) -> list[str]:
     d = m.summary()["distributions"]
     lines = []
     for key, label in (
@@ -124,7 +129,7 @@ def _fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "sim",
         parents=[common],
@@ -134,7 +139,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "by region, jitter, loss, NAT, partitions, bandwidth) with churn and workloads.",
     )
     s = p.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
-    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+    p.set_defaults(func=help_command(p))
 
     r = s.add_parser(
         "run", parents=[common], help="run a scenario; write metrics (JSON/CSV) and plots",

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
+from overlay.cli.fmt import Command, Subparsers, help_command
 from overlay.cli.fmt import human_bytes as _human
 from overlay.core.errors import WireError
 from overlay.runtime.process import config as cfg
@@ -72,7 +72,7 @@ def _cid(text: str) -> Cid:
     return Cid.parse(text)
 
 
-def _emit_json(obj: Any) -> None:
+def _emit_json(obj: object) -> None:
     json.dump(obj, sys.stdout, indent=None)
     sys.stdout.write("\n")
 
@@ -321,15 +321,15 @@ def _block_rm(args: argparse.Namespace) -> int:
 _FMT = argparse.RawDescriptionHelpFormatter
 
 
-def _cmd(sub: Any, common: argparse.ArgumentParser, name: str, help_: str, desc: str,
-         func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+def _cmd(sub: Subparsers, common: argparse.ArgumentParser, name: str, help_: str, desc: str,
+         func: Command) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         name, parents=[common], help=help_, description=desc, formatter_class=_FMT)
     p.set_defaults(func=func)
     return p
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = _cmd(sub, common, "add", "import files or directories; print their CIDs", """\
 Import files (or with -r directory trees) into the local block store, chunked in
 256 KiB pieces as a balanced UnixFS DAG, and pin them. CIDs are those `ipfs add`
@@ -387,7 +387,7 @@ example:
                          description="Pins keep blocks from garbage collection. A recursive "
                          "pin keeps a whole DAG, a direct pin one block; pins may be named.",
                          formatter_class=_FMT)
-    pin.set_defaults(func=lambda a: (pin.print_help(), 2)[1])
+    pin.set_defaults(func=help_command(pin))
     psub = pin.add_subparsers(dest="pin_command", metavar="COMMAND")
     p = _cmd(psub, common, "add", "pin CIDs (recursively by default)", """\
 examples:
@@ -420,7 +420,7 @@ example:
 
     repo = sub.add_parser("repo", parents=[common], help="store statistics and integrity",
                           description="Inspect the block store.", formatter_class=_FMT)
-    repo.set_defaults(func=lambda a: (repo.print_help(), 2)[1])
+    repo.set_defaults(func=help_command(repo))
     rsub = repo.add_subparsers(dest="repo_command", metavar="COMMAND")
     p = _cmd(rsub, common, "stat", "blocks, bytes, pins, file and map size",
              "example:\n  colony repo stat --json", _repo_stat)
@@ -436,7 +436,7 @@ example:
     block = sub.add_parser("block", parents=[common], help="raw blocks: get, put, stat, rm",
                            description="Work with single blocks by CID.",
                            formatter_class=_FMT)
-    block.set_defaults(func=lambda a: (block.print_help(), 2)[1])
+    block.set_defaults(func=help_command(block))
     bsub = block.add_subparsers(dest="block_command", metavar="COMMAND")
     p = _cmd(bsub, common, "get", "write a block's bytes to stdout",
              "example:\n  colony block get bafkrei… > block.bin", _block_get)

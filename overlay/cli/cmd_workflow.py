@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from overlay.cli.cmd_capsule import describe, load_document
+from overlay.cli.fmt import Subparsers
 from overlay.runtime.api.client import ApiClient
 
 DESCRIPTION = """\
@@ -68,7 +69,7 @@ def _submit(args: argparse.Namespace) -> int:
     return 0 if all(f.get("state") == "succeeded" for f in finals) else 1
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("workflow", parents=[common], help="submit a DAG of capsules",
                        description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip

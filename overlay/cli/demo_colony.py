@@ -19,9 +19,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from overlay.cli.cmd_node import init_home
@@ -152,7 +153,7 @@ class LocalColony:
                 p.wait()
 
 
-def _final(items: Any) -> dict[str, Any]:
+def _final(items: Iterable[dict[str, Any]]) -> dict[str, Any]:
     last: dict[str, Any] = {}
     for item in items:
         last = item
@@ -164,7 +165,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (e.g. `timeout`, a CI runner) unwinds like Ctrl-C, so the daemons —
     in sessions of their own — are stopped too."""
 
-    def raise_interrupt(signum: int, frame: Any) -> None:
+    def raise_interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     try:

@@ -1,6 +1,25 @@
-"""Shared output formatting for the `colony` commands."""
+"""Shared output formatting and parser types for the `colony` commands."""
 
 from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TypeAlias
+
+#: What each `cmd_*.register` gets: the result of `parser.add_subparsers(...)`.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+#: A command, set as `func` on its parser: the parsed arguments in, the exit status out.
+Command: TypeAlias = Callable[[argparse.Namespace], int]
+
+
+def help_command(parser: argparse.ArgumentParser) -> Command:
+    """The `func` of a command group run without a subcommand: print its help, exit 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    return run
 
 
 def human_bytes(n: float) -> str:

@@ -44,7 +44,9 @@ log = structlog.get_logger("colony.driver")
 
 
 class Core(Protocol):
-    def handle(self, inp: Any, now: float) -> list[Effect]: ...
+    """What the driver runs; inputs are opaque to it (it only counts them by type)."""
+
+    def handle(self, inp: object, now: float) -> list[Effect]: ...
 
 
 @dataclass
@@ -76,7 +78,7 @@ class Driver:
         self._send = send
         self._emit = emit
         self._disconnect = disconnect
-        self._tx, self._rx = trio.open_memory_channel[Any](inbox_size)
+        self._tx, self._rx = trio.open_memory_channel[object](inbox_size)
         self._timers: dict[TimerId, float] = {}
         self._heap: list[tuple[float, int, TimerId]] = []
         self._seq = itertools.count()
@@ -90,7 +92,7 @@ class Driver:
             self._offset = time.time() - trio.current_time()
         return trio.current_time() + self._offset
 
-    def submit(self, inp: Any) -> bool:
+    def submit(self, inp: object) -> bool:
         """Queue an input without waiting; False (and counted) if the inbox is full.
 
         Network readers use this: a flood from one peer then costs that peer's
@@ -103,11 +105,11 @@ class Driver:
             self.stats.inputs_dropped += 1
             return False
 
-    async def submit_wait(self, inp: Any) -> None:
+    async def submit_wait(self, inp: object) -> None:
         """Queue an input, waiting for room (local commands must not be dropped)."""
         await self._tx.send(inp)
 
-    def handle_now(self, inp: Any) -> list[Effect]:
+    def handle_now(self, inp: object) -> list[Effect]:
         """Run one input synchronously inside the trio thread (for the control API's
         queries that need an answer in the same call). Effects are carried out."""
         return self._run(inp)
@@ -118,7 +120,7 @@ class Driver:
         task_status.started()
         while True:
             deadline = self._next_deadline()
-            inp = None
+            inp: object | None = None
             with trio.move_on_at(self._to_trio(deadline) if deadline is not None else float("inf")):
                 inp = await self._rx.receive()
             if inp is not None:
@@ -146,7 +148,7 @@ class Driver:
             self.stats.timers_fired += 1
             self._run(TimerFired(timer))
 
-    def _run(self, inp: Any) -> list[Effect]:
+    def _run(self, inp: object) -> list[Effect]:
         self.stats.inputs += 1
         name = type(inp).__name__
         self.stats.by_input[name] = self.stats.by_input.get(name, 0) + 1

@@ -56,7 +56,9 @@ class ApiClient:
             )
         return cls(host, port, token_path.read_text().strip(), timeout_s)
 
-    def _open(self, method: str, path: str, body: Any, query: dict[str, Any] | None) -> Any:
+    def _open(
+        self, method: str, path: str, body: object, query: dict[str, object] | None
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         if query:
             path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
@@ -82,7 +84,7 @@ class ApiClient:
             raise ApiCallFailed(resp.status, msg)
         return conn, resp
 
-    def call(self, method: str, path: str, body: Any = None, **query: Any) -> Any:
+    def call(self, method: str, path: str, body: object = None, **query: object) -> Any:
         conn, resp = self._open(method, path, body, query)
         try:
             data = resp.read()
@@ -92,7 +94,9 @@ class ApiClient:
             return json.loads(data) if data else None
         return data
 
-    def stream(self, method: str, path: str, body: Any = None, **query: Any) -> Iterator[Any]:
+    def stream(
+        self, method: str, path: str, body: object = None, **query: object
+    ) -> Iterator[Any]:
         """Yield NDJSON items as the daemon produces them."""
         conn, resp = self._open(method, path, body, query)
         try:

@@ -7,14 +7,15 @@ call into a metrics library and there is no second copy of any count.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-Sample = float | int | dict[str, float | int]
+#: One reading: a number, or numbers by label value (a Mapping, so `dict[str, int]` fits).
+Sample = float | Mapping[str, float]
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class StatsCollector(Collector):
             full = f"{self.prefix}_{s.name}"
             value = s.read()
             fam: CounterMetricFamily | GaugeMetricFamily
-            if isinstance(value, dict):
+            if isinstance(value, Mapping):
                 fam = (CounterMetricFamily if s.kind == "counter" else GaugeMetricFamily)(
                     full, s.help, labels=[s.label]
                 )

@@ -74,14 +74,15 @@ class Request:
 @dataclass
 class Response:
     status: int = 200
-    body: Any = None  # JSON-able
-    stream: AsyncIterator[Any] | None = None  # yields JSON-able items (NDJSON)
+    body: object = None  # JSON-able
+    stream: AsyncIterator[object] | None = None  # yields JSON-able items (NDJSON)
     raw: bytes | None = None
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-Handler = Callable[[Request], Awaitable[Response | Any]]
+#: A route: returns a Response, or a JSON-able body for a 200 response.
+Handler = Callable[[Request], Awaitable[object]]
 
 
 def load_or_create_token(home: Path) -> str:

@@ -35,7 +35,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -45,6 +45,9 @@ from overlay.core.ids import PeerId
 from overlay.core.multiformats import encode_varint
 from overlay.core.wire import cbor_decode, cbor_encode
 from overlay.runtime.net.transport_stream import TransportStream
+
+if TYPE_CHECKING:
+    from overlay.runtime.net.transport import Transport
 
 log = structlog.get_logger("colony.relay")
 
@@ -277,14 +280,13 @@ def _peer_field(obj: dict[str, Any], key: str) -> PeerId:
 # ---------------------------------------------------------------- libp2p streams
 
 
-async def open_raw_stream(transport: Any, peer: PeerId, protocol: str) -> TransportStream:
+async def open_raw_stream(transport: Transport, peer: PeerId, protocol: str) -> TransportStream:
     """A new negotiated byte stream to `peer` (Transport.open_stream)."""
-    stream: TransportStream = await transport.open_stream(peer, protocol)
-    return stream
+    return await transport.open_stream(peer, protocol)
 
 
 def set_raw_handler(
-    transport: Any,
+    transport: Transport,
     protocol: str,
     handler: Callable[[PeerId, TransportStream], Awaitable[None]],
 ) -> None:
@@ -308,7 +310,7 @@ class RelayService:
 
     def __init__(
         self,
-        transport: Any,
+        transport: Transport,
         limits: RelayLimits,
         is_member: Callable[[PeerId], bool],
         on_inbound_circuit: OnCircuit | None = None,
@@ -494,7 +496,7 @@ class RelayService:
 
 
 async def _answer(
-    s: trio.abc.Stream, ok: bool, reason: str = "", detail: str = "", **extra: Any
+    s: trio.abc.Stream, ok: bool, reason: str = "", detail: str = "", **extra: object
 ) -> None:
     msg: dict[str, Any] = {"ok": ok, **extra}
     if not ok:

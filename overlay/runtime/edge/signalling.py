@@ -41,9 +41,10 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -51,6 +52,16 @@ from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.errors import BadSignature, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
 from overlay.core.wire import cbor_encode
+
+if TYPE_CHECKING:  # both imported lazily at run time (aiortc is heavy)
+    import trio
+
+    from overlay.runtime.edge.webrtc_bridge import (
+        DataChannelStream,
+        LazyEndpoint,
+        WebRtcEndpoint,
+    )
+    from overlay.runtime.net.transport import Transport
 
 log = structlog.get_logger("colony.signal")
 
@@ -89,7 +100,7 @@ class Signal:
     expires: float
     sdp: str
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> dict[str, object]:
         return {
             "type": self.type,
             "src": self.src.raw,
@@ -100,7 +111,7 @@ class Signal:
         }
 
     @classmethod
-    def from_body(cls, obj: Any) -> Signal:
+    def from_body(cls, obj: object) -> Signal:
         """Validate a decoded body; raise SignalRefused("malformed") on any fault."""
         if not isinstance(obj, dict) or set(obj) != {
             "type",
@@ -146,7 +157,7 @@ def encode(env: Envelope) -> list[Any]:
     return env.to_wire()
 
 
-def open_envelope(wire: Any, max_signal_bytes: int) -> tuple[Envelope, Signal]:
+def open_envelope(wire: object, max_signal_bytes: int) -> tuple[Envelope, Signal]:
     """Size check, decode, verify, decode the body; SignalRefused on any fault."""
     try:
         size = len(cbor_encode(wire))
@@ -192,7 +203,7 @@ class SignalGuard:
     def check_forward(
         self,
         sender: PeerId,
-        wire: Any,
+        wire: object,
         now: float,
         is_member: Callable[[PeerId], bool],
         is_connected: Callable[[PeerId], bool],
@@ -216,7 +227,9 @@ class SignalGuard:
             self._check_nonce(sig, now)
             return sig
 
-    def check_deliver(self, wire: Any, now: float, is_member: Callable[[PeerId], bool]) -> Signal:
+    def check_deliver(
+        self, wire: object, now: float, is_member: Callable[[PeerId], bool]
+    ) -> Signal:
         """A `deliver` request (an offer for us, via a forwarder)."""
         self._prune(now)
         with self._counting():
@@ -231,7 +244,7 @@ class SignalGuard:
             self._check_nonce(sig, now)
             return sig
 
-    def check_answer(self, offer: Signal, wire: Any, now: float) -> Signal:
+    def check_answer(self, offer: Signal, wire: object, now: float) -> Signal:
         """The answer to our `offer`: from its target, to us, same nonce."""
         with self._counting():
             _, sig = open_envelope(wire, self.config.max_signal_bytes)
@@ -299,7 +312,12 @@ class _RefusalCounter:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, tp: Any, exc: Any, tb: Any) -> None:
+    def __exit__(
+        self,
+        tp: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if isinstance(exc, SignalRefused):
             self.counts[exc.reason] = self.counts.get(exc.reason, 0) + 1
 
@@ -329,12 +347,12 @@ class SignalService:
 
     def __init__(
         self,
-        transport: Any,
+        transport: Transport,
         keypair: KeyPair,
-        endpoint: Any,
+        endpoint: WebRtcEndpoint | LazyEndpoint | None,
         is_member: Callable[[PeerId], bool],
-        nursery: Any,
-        on_inbound: Callable[[Any, PeerId], Any],
+        nursery: trio.Nursery,
+        on_inbound: Callable[[DataChannelStream, PeerId], Awaitable[None]],
         config: SignalConfig | None = None,
         ttl_s: float = 30.0,
         open_timeout_s: float = 8.0,
@@ -359,7 +377,7 @@ class SignalService:
     def register(self) -> None:
         self.t.set_handler(PROTO_SIGNAL, on_request=self._serve)
 
-    async def _serve(self, peer: PeerId, obj: Any) -> Any:
+    async def _serve(self, peer: PeerId, obj: object) -> object:
         if (
             not isinstance(obj, dict)
             or obj.get("op") not in ("forward", "deliver")
@@ -371,7 +389,7 @@ class SignalService:
             return await self._forward(peer, obj["env"])
         return await self._deliver(peer, obj["env"])
 
-    async def _forward(self, sender: PeerId, wire: Any) -> Any:
+    async def _forward(self, sender: PeerId, wire: object) -> object:
         from overlay.runtime.net.transport import RemoteError, TransportError
 
         sig = self.guard.check_forward(
@@ -388,7 +406,7 @@ class SignalService:
         self.forwarded += 1
         return resp
 
-    async def _deliver(self, forwarder: PeerId, wire: Any) -> Any:
+    async def _deliver(self, forwarder: PeerId, wire: object) -> dict[str, object]:
         if self.endpoint is None:
             raise SignalRefused("webrtc_disabled", "this node does not accept WebRTC")
         sig = self.guard.check_deliver(wire, self.clock(), self.is_member)
@@ -425,7 +443,7 @@ class SignalService:
         self.answered += 1
         return {"env": env.to_wire()}
 
-    async def dial(self, peer: PeerId, via: PeerId) -> Any:
+    async def dial(self, peer: PeerId, via: PeerId) -> DataChannelStream:
         """Offer through `via`, apply the answer, return the open DataChannelStream.
 
         Raises SignalRefused (the forwarder's or target's reason), TransportError, or

@@ -44,14 +44,18 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 import structlog
 import trio
 
+if TYPE_CHECKING:  # aiortc itself is imported lazily (~50 MiB RSS): see LazyEndpoint
+    from aiortc import RTCDataChannel, RTCPeerConnection
+
 log = structlog.get_logger("colony.webrtc")
 
 T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
 #: Largest data-channel message we send (aiortc/SCTP default limit is 65,536).
 MESSAGE_BYTES = 64 * 1024 - 1024
@@ -104,7 +108,7 @@ class AsyncioBridge:
         self._token: trio.lowlevel.TrioToken | None = None
         self.calls = 0
         #: Live peer connections (asyncio side), closed gracefully at stop.
-        self.pcs: set[Any] = set()
+        self.pcs: set[RTCPeerConnection] = set()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -143,12 +147,12 @@ class AsyncioBridge:
             raise RuntimeError("bridge not started")
         return self._token
 
-    def to_trio(self, fn: Callable[..., None], *args: Any) -> None:
+    def to_trio(self, fn: Callable[[*Args], object], *args: *Args) -> None:
         """From the asyncio thread: run `fn(*args)` in trio soon (sync, non-blocking)."""
         with contextlib.suppress(trio.RunFinishedError):
             self.token.run_sync_soon(fn, *args)
 
-    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def call(self, fn: Callable[[*Args], Awaitable[T]], *args: *Args) -> T:
         """From trio: run `await fn(*args)` on the asyncio loop and return its result."""
         self.calls += 1
         if self.stopped:
@@ -163,7 +167,7 @@ class AsyncioBridge:
             raise
         return fut.result()
 
-    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+    def call_soon(self, fn: Callable[[*Args], object], *args: *Args) -> None:
         """From trio: run a plain function on the asyncio loop, fire and forget."""
         if not self.stopped:
             self.loop.call_soon_threadsafe(fn, *args)
@@ -175,7 +179,7 @@ class AsyncioBridge:
         return not self._thread.is_alive() or self.loop.is_closed()
 
 
-async def _as_coro(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+async def _as_coro(fn: Callable[[*Args], Awaitable[T]], *args: *Args) -> T:
     return await fn(*args)
 
 
@@ -198,8 +202,8 @@ class DataChannelStream(trio.abc.Stream):
     def __init__(
         self,
         bridge: AsyncioBridge,
-        pc: Any,
-        channel: Any,
+        pc: RTCPeerConnection,
+        channel: RTCDataChannel,
         *,
         max_receive_buffer_bytes: int = DEFAULT_MAX_RECEIVE_BUFFER_BYTES,
         path: str = "unknown",
@@ -307,7 +311,7 @@ class DataChannelStream(trio.abc.Stream):
         return self._eof or self._broken is not None
 
 
-async def _send_chunks(channel: Any, chunks: list[bytes]) -> bool:
+async def _send_chunks(channel: RTCDataChannel, chunks: list[bytes]) -> bool:
     """asyncio side of send_all: queue chunks, wait while the send buffer is high."""
     for chunk in chunks:
         if channel.readyState != "open":
@@ -336,9 +340,8 @@ async def _send_chunks(channel: Any, chunks: list[bytes]) -> bool:
     return bool(channel.readyState == "open")
 
 
-async def _close_pc(pc: Any, channel: Any, bridge: AsyncioBridge | None = None) -> None:
-    if bridge is not None:
-        bridge.pcs.discard(pc)
+async def _close_pc(pc: RTCPeerConnection, channel: RTCDataChannel, bridge: AsyncioBridge) -> None:
+    bridge.pcs.discard(pc)
     with contextlib.suppress(Exception):
         channel.close()
     with contextlib.suppress(Exception):
@@ -348,7 +351,7 @@ async def _close_pc(pc: Any, channel: Any, bridge: AsyncioBridge | None = None) 
 _CLOSING: set[asyncio.Future[None]] = set()  # keep close tasks referenced until done
 
 
-def _close_pc_soon(pc: Any, channel: Any, bridge: AsyncioBridge | None = None) -> None:
+def _close_pc_soon(pc: RTCPeerConnection, channel: RTCDataChannel, bridge: AsyncioBridge) -> None:
     task = asyncio.ensure_future(_close_pc(pc, channel, bridge))
     _CLOSING.add(task)
     task.add_done_callback(_CLOSING.discard)
@@ -360,7 +363,9 @@ def _close_pc_soon(pc: Any, channel: Any, bridge: AsyncioBridge | None = None) -
 class PendingSession:
     """One side of a WebRTC session between SDP exchange and an open channel."""
 
-    def __init__(self, bridge: AsyncioBridge, pc: Any, channel: Any) -> None:
+    def __init__(
+        self, bridge: AsyncioBridge, pc: RTCPeerConnection, channel: RTCDataChannel
+    ) -> None:
         self.bridge = bridge
         self.pc = pc
         self.channel = channel
@@ -472,12 +477,12 @@ def _as_bytes(m: bytes | str) -> bytes:
     return m.encode() if isinstance(m, str) else m
 
 
-async def _make_offer(pc: Any) -> str:
+async def _make_offer(pc: RTCPeerConnection) -> str:
     await pc.setLocalDescription(await pc.createOffer())  # gathers all candidates
     return str(pc.localDescription.sdp)
 
 
-async def _make_answer(pc: Any, offer_sdp: str) -> str:
+async def _make_answer(pc: RTCPeerConnection, offer_sdp: str) -> str:
     from aiortc import RTCSessionDescription
 
     await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
@@ -485,7 +490,7 @@ async def _make_answer(pc: Any, offer_sdp: str) -> str:
     return str(pc.localDescription.sdp)
 
 
-async def _apply_answer(pc: Any, answer_sdp: str) -> None:
+async def _apply_answer(pc: RTCPeerConnection, answer_sdp: str) -> None:
     from aiortc import RTCSessionDescription
 
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))

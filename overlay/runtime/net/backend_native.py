@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
-from typing import Any
 
 import trio
 
@@ -108,7 +107,7 @@ class NativeBackend:
             raise TransportError(f"ping of {peer.short()} failed: {e}") from None
 
     async def attach_stream(
-        self, stream: Any, *, initiator: bool, peer: PeerId | None
+        self, stream: trio.abc.Stream, *, initiator: bool, peer: PeerId | None
     ) -> PeerId:
         if initiator and peer is None:
             raise ValueError("the initiator must name the peer it expects")

@@ -1,6 +1,6 @@
 """The transport's py-libp2p 0.8.1 backend: the only module in Colony that imports
 libp2p (DESIGN §3). Chosen with `[network] stack = "py-libp2p"`; imported lazily by
-overlay.runtime.net.transport_backend.make_backend, so the native stack never pays its
+overlay.runtime.net.transport.make_backend, so the native stack never pays its
 ~50 MiB of imports.
 
 py-libp2p traits handled here on purpose (docs/transport.md has figures):
@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import cast
 
 import multiaddr
 import structlog
@@ -38,6 +38,7 @@ from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.network.stream.exceptions import StreamError as Libp2pStreamError
 from libp2p.network.stream.exceptions import StreamReset as Libp2pStreamReset
+from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -127,10 +128,10 @@ class _Notifee(INotifee):
         if self._b.on_disconnected is not None and not self._b.is_connected(peer):
             self._b.on_disconnected(peer)
 
-    async def listen(self, network: INetwork, multiaddr: Any) -> None:
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         return None
 
-    async def listen_close(self, network: INetwork, multiaddr: Any) -> None:
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         return None
 
 
@@ -161,8 +162,8 @@ class PyLibp2pBackend:
             connection_config=conn_cfg,
             listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")],  # selects TCP
         )
-        network: Any = self._host.get_network()
-        self._network = network
+        # The swarm, not just INetwork: upgrader, retry_config and add_conn are used below.
+        self._network = cast(Swarm, self._host.get_network())
         # The adapter's back-off replaces the swarm's retries and 60 s negative cache.
         self._network.retry_config = RetryConfig(max_retries=0)
         if ID(keypair.peer_id.raw) != self._host.get_id():
@@ -300,7 +301,7 @@ class PyLibp2pBackend:
         return rtts
 
     async def attach_stream(
-        self, stream: Any, *, initiator: bool, peer: PeerId | None
+        self, stream: trio.abc.Stream, *, initiator: bool, peer: PeerId | None
     ) -> PeerId:
         """py-libp2p's own upgrader over a foreign stream, as its relay transport does."""
         if initiator and peer is None:

@@ -57,11 +57,11 @@ class Envelope:
 
 
 def encode_envelope(
-    kind: Kind, body: Any, rid: int = 0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    kind: Kind, body: object, rid: int = 0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
 ) -> bytes:
     """A whole frame (length prefix included). Raises FrameTooLarge over the limit."""
     if kind is Kind.MESSAGE:
-        value: list[Any] = [0, body]
+        value: list[object] = [0, body]
     else:
         if not 0 <= rid <= MAX_REQUEST_ID:
             raise ValueError(f"request id {rid} out of range")
@@ -71,7 +71,7 @@ def encode_envelope(
     return encode_frame(value, max_frame_bytes)
 
 
-def decode_envelope(obj: Any) -> Envelope:
+def decode_envelope(obj: object) -> Envelope:
     """Validate a decoded CBOR frame body as an envelope."""
     if not isinstance(obj, list) or not obj:
         raise MalformedFrame("envelope must be a non-empty array")

@@ -16,18 +16,18 @@ This wrapper only bounds the time and gives the dialer one error type.
 from __future__ import annotations
 
 from contextlib import suppress
-from typing import Any
 
 import trio
 
 from overlay.core.ids import PeerId
+from overlay.runtime.net.transport import Transport
 from overlay.runtime.net.transport_types import AttachError
 
 __all__ = ["AttachError", "attach_stream"]
 
 
 async def attach_stream(
-    transport: Any,
+    transport: Transport,
     stream: trio.abc.Stream,
     *,
     initiator: bool,
@@ -46,7 +46,7 @@ async def attach_stream(
         raise ValueError("the initiator must name the peer it expects")
     try:
         with trio.fail_after(timeout_s):
-            remote: PeerId = await transport.attach_stream(stream, initiator=initiator, peer=peer)
+            remote = await transport.attach_stream(stream, initiator=initiator, peer=peer)
     except AttachError:
         raise
     except (Exception, trio.TooSlowError) as e:

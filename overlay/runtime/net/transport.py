@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVarTuple
 
 import structlog
 import trio
@@ -44,7 +44,7 @@ from overlay.runtime.net.framing import (
     encode_raw_frame,
 )
 from overlay.runtime.net.rate_limit import TokenBucket
-from overlay.runtime.net.transport_backend import Backend, BackendStream, make_backend
+from overlay.runtime.net.transport_backend import Backend, BackendStream
 from overlay.runtime.net.transport_channels import (
     Item,
     Outbound,
@@ -87,9 +87,23 @@ WRITE_BATCH_BYTES = 1024 * 1024
 
 RawStreamHandler = Callable[[PeerId, TransportStream], Awaitable[None]]
 
+_Args = TypeVarTuple("_Args")
+
 
 #: How long a dial waits for an address of a peer we were told about a moment ago.
 ADDR_GRACE_S = 1.0
+
+
+def make_backend(keypair: KeyPair, config: TransportConfig) -> Backend:
+    """The backend `config.stack` names; py-libp2p is imported only here, on demand."""
+    if config.stack == STACK_NATIVE:
+        from overlay.runtime.net.backend_native import NativeBackend
+
+        return NativeBackend(keypair, config)
+    from overlay.runtime.net.backend_pylibp2p import PyLibp2pBackend
+
+    return PyLibp2pBackend(keypair, config)
+
 
 class Transport(InboundMixin):
     """A libp2p host with Colony framing. Create with `Transport.open(...)`."""
@@ -371,7 +385,7 @@ class Transport(InboundMixin):
 
     # ------------------------------------------------------------ sending
 
-    def post(self, peer: PeerId, protocol: str, obj: Any) -> bool:
+    def post(self, peer: PeerId, protocol: str, obj: object) -> bool:
         """Queue a one-way frame without waiting (the driver's Send effect).
 
         False when this peer's queue is full (counted): a slow or dead peer loses
@@ -392,7 +406,7 @@ class Transport(InboundMixin):
         return True
 
     async def send(
-        self, peer: PeerId, protocol: str, obj: Any, timeout: float | None = None
+        self, peer: PeerId, protocol: str, obj: object, timeout: float | None = None
     ) -> None:
         """Write one frame on our stream to the peer, dialling if needed.
 
@@ -412,7 +426,7 @@ class Transport(InboundMixin):
             raise SendError(f"send to {peer.short()} on {protocol} failed: {item.error}")
 
     async def request(
-        self, peer: PeerId, protocol: str, obj: Any, timeout: float | None = None
+        self, peer: PeerId, protocol: str, obj: object, timeout: float | None = None
     ) -> Any:
         """Send a request on the long-lived stream and wait for its response.
 
@@ -456,13 +470,13 @@ class Transport(InboundMixin):
             raise RemoteError(pending.remote_error)
         return pending.result
 
-    def _encode_message(self, codec: Codec, obj: Any) -> bytes:
+    def _encode_message(self, codec: Codec, obj: object) -> bytes:
         if codec is Codec.CBOR:
             return encode_envelope(Kind.MESSAGE, obj, 0, self.config.max_frame_bytes)
         return encode_raw_frame(self._raw_body(obj), self.config.max_frame_bytes)
 
     @staticmethod
-    def _raw_body(obj: Any) -> bytes:
+    def _raw_body(obj: object) -> bytes:
         if not isinstance(obj, (bytes, bytearray, memoryview)):
             raise LocalProtocolError(f"raw protocols send bytes, not {type(obj).__name__}")
         return bytes(obj)
@@ -512,7 +526,7 @@ class Transport(InboundMixin):
             self._spawn(self._run_outbound, ch)
         return ch
 
-    def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    def _spawn(self, fn: Callable[[*_Args], Awaitable[object]], *args: *_Args) -> None:
         if self._nursery is None:
             raise LocalProtocolError("transport is not running (use Transport.open)")
         self._nursery.start_soon(fn, *args)

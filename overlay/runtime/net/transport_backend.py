@@ -10,6 +10,9 @@ ping. Two backends exist:
 * `py-libp2p` — py-libp2p 0.8.1's host: overlay/runtime/net/backend_pylibp2p.py,
   the only module that imports libp2p; imported lazily, only when chosen.
 
+`make_backend` (the choice between them) lives in overlay/runtime/net/transport.py, so
+the backends can import this module without an import cycle.
+
 Streams of either backend present `BackendStream`: `read` returns bytes or a
 read-only memoryview (the native stack hands out views of decrypted messages),
 b"" at EOF, and
@@ -21,11 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Protocol
 
-from overlay.core.crypto import KeyPair
+import trio
+
 from overlay.core.ids import PeerId
-from overlay.runtime.net.transport_types import STACK_NATIVE, PeerInfo, TransportConfig
+from overlay.runtime.net.transport_types import PeerInfo
 
 
 class BackendStream(Protocol):
@@ -59,16 +63,6 @@ class Backend(Protocol):
     async def identify(self, peer: PeerId) -> PeerInfo: ...
     async def ping(self, peer: PeerId, count: int) -> list[float]: ...
     async def attach_stream(
-        self, stream: Any, *, initiator: bool, peer: PeerId | None
+        self, stream: trio.abc.Stream, *, initiator: bool, peer: PeerId | None
     ) -> PeerId: ...
 
-
-def make_backend(keypair: KeyPair, config: TransportConfig) -> Backend:
-    """The backend `config.stack` names; py-libp2p is imported only here, on demand."""
-    if config.stack == STACK_NATIVE:
-        from overlay.runtime.net.backend_native import NativeBackend
-
-        return NativeBackend(keypair, config)
-    from overlay.runtime.net.backend_pylibp2p import PyLibp2pBackend
-
-    return PyLibp2pBackend(keypair, config)

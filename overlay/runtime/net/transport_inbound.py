@@ -9,8 +9,6 @@ non-canonical frame, or a handler's failure, costs that stream only.
 
 from __future__ import annotations
 
-from typing import Any
-
 import structlog
 import trio
 
@@ -52,7 +50,7 @@ class InboundMixin:
         raise NotImplementedError  # Transport._write
 
     @staticmethod
-    def _raw_body(obj: Any) -> bytes:
+    def _raw_body(obj: object) -> bytes:
         raise NotImplementedError  # Transport._raw_body
 
     async def _on_inbound_stream(
@@ -150,7 +148,7 @@ class InboundMixin:
                 p.remote_error = str(env.body)
             p.done.set()
 
-    def _deliver(self, s: Stream, reg: Registration | None, obj: Any) -> None:
+    def _deliver(self, s: Stream, reg: Registration | None, obj: object) -> None:
         if reg is None or reg.on_message is None:
             raise Drop("unexpected_message")
         try:
@@ -167,14 +165,14 @@ class InboundMixin:
             raise Drop("handler_error") from None
 
     async def _serve_and_release(
-        self, s: Stream, reg: Registration, rid: int, obj: Any, inflight: trio.Semaphore
+        self, s: Stream, reg: Registration, rid: int, obj: object, inflight: trio.Semaphore
     ) -> None:
         try:
             await self._serve(s, reg, rid, obj)
         finally:
             inflight.release()
 
-    async def _serve(self, s: Stream, reg: Registration, rid: int, obj: Any) -> None:
+    async def _serve(self, s: Stream, reg: Registration, rid: int, obj: object) -> None:
         assert reg.on_request is not None
         self.stats.requests_served += 1
         frame: bytes | None

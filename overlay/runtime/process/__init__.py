@@ -1,2 +1,2 @@
 """The daemon as an operating-system process: configuration, identity file, pid file,
-logging set-up, and the process entry point."""
+and logging set-up (the process entry point is overlay/runtime/run.py)."""

@@ -221,7 +221,7 @@ def default_home() -> Path:
     return Path(xdg) / "colony"
 
 
-def _check_type(section: str, key: str, value: Any, default: Any) -> Any:
+def _check_type(section: str, key: str, value: object, default: object) -> object:
     where = f"[{section}] {key}"
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -238,7 +238,7 @@ def _check_type(section: str, key: str, value: Any, default: Any) -> Any:
     return value
 
 
-def _from_env(raw: str, default: Any) -> Any:
+def _from_env(raw: str, default: object) -> object:
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if isinstance(default, int):

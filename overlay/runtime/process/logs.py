@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TextIO
 
 import structlog
+from structlog.typing import Processor
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-def configure(level: str = "info", *, json: bool | None = None, stream: Any = None) -> None:
+def configure(
+    level: str = "info", *, json: bool | None = None, stream: TextIO | None = None
+) -> None:
     """Configure structlog once per process. `json=None` means: JSON unless stderr is a tty."""
     explicit = stream is not None
     stream = stream or sys.stderr
@@ -19,7 +22,7 @@ def configure(level: str = "info", *, json: bool | None = None, stream: Any = No
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}")
     if json is None:
         json = not stream.isatty()
-    renderer: Any = (
+    renderer: Processor = (
         structlog.processors.JSONRenderer()
         if json
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())

@@ -3,6 +3,9 @@
 The pid file (`<home>/daemon.pid`, locked for the daemon's life) is taken before the
 store is opened, so a second daemon on the same home stops with a clear error before
 it touches anything.
+
+It sits beside daemon.py, not in process/: it builds the Daemon, and the Daemon imports
+process/ (config, identity), so from process/ it would close an import cycle.
 """
 
 from __future__ import annotations
