@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from overlay.core.cid import Cid
 from overlay.runtime.api.client import ApiClient, ApiUnavailable
 from overlay.runtime.process.identity import KEY_FILE, load_identity
 from overlay.runtime.services.trust_state import (
@@ -24,7 +25,6 @@ from overlay.runtime.services.trust_state import (
     parse_duration,
     serial,
 )
-from store.cid import Cid
 
 HELP = """\
 A colony is an owner key: it signs membership certificates, and in a colony only

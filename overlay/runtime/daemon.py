@@ -32,6 +32,7 @@ from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType, PeerInfo
 from gossip.events import Join, Leave, LeftColony, MemberJoined
 from gossip.messages import MESSAGE_TYPES as GOSSIP_MESSAGES
 from gossip.messages import decode_message as decode_gossip
+from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import PeerUnreachable, Received
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
@@ -69,7 +70,6 @@ from overlay.runtime.services.node_builder import (
 from overlay.runtime.services.trust import TrustService
 from overlay.runtime.services.trust_state import Trust
 from store.blockstore import BlockStore
-from store.cid import Cid
 
 log = structlog.get_logger("colony.daemon")
 

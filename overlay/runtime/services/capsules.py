@@ -52,6 +52,7 @@ from overlay.capsule.part import (
 )
 from overlay.capsule.spec import Capsule, capsule_key, check_capsule_id
 from overlay.core.certs import Certificate
+from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import Received
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
@@ -67,7 +68,6 @@ from overlay.runtime.executors import (
 from overlay.runtime.executors.base import LOG_NAME
 from overlay.runtime.net.transport import Codec
 from overlay.runtime.services.custody_store import CustodyStore
-from store.cid import Cid
 from store.importer import ImportOptions
 
 if TYPE_CHECKING:

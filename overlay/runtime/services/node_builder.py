@@ -44,6 +44,7 @@ from gossip.resources import ResourceAd
 from gossip.swim import Swim
 from overlay.capsule.core import CapsuleCore
 from overlay.capsule.part import SLOTS_TAG, CapsulePart, members_changed
+from overlay.core.cid import Cid
 from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.errors import ColonyError
 from overlay.exchange.engine import AddProviders, CancelFetch, Exchange, Fetch
@@ -51,7 +52,6 @@ from overlay.exchange.messages import BitswapMessage
 from overlay.node import Node
 from overlay.runtime.services.capsules import CAPSULE_MESSAGES
 from store.blockstore import BlockStore
-from store.cid import Cid
 
 PROTO_GOSSIP = "/colony/gossip/1.0.0"
 PROTO_BITSWAP = "/ipfs/bitswap/1.2.0"
