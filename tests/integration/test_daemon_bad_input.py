@@ -28,7 +28,7 @@ from overlay.core.ids import PeerId
 from overlay.core.multiformats import encode_varint
 from overlay.exchange.messages import BitswapMessage, Block
 from overlay.runtime.net.transport import Codec, Transport, TransportConfig, TransportError
-from overlay.runtime.services.node_builder import PROTO_BITSWAP, PROTO_GOSSIP
+from overlay.runtime.services.host_ad import PROTO_BITSWAP, PROTO_GOSSIP
 
 sys.path.insert(0, str(Path(__file__).parent))
 from colony_cluster import Cluster, colony_cmd, deterministic_bytes, wait_for

@@ -27,7 +27,7 @@ from overlay.runtime.api.routes_capsules import add_capsule_routes
 from overlay.runtime.api.routes_doctor import add_doctor_routes
 from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
 from overlay.runtime.services.capsules import dag_multihashes
-from overlay.runtime.services.node_builder import str_addrs
+from overlay.runtime.services.host_ad import str_addrs
 from store.importer import Importer, ImportOptions
 
 if TYPE_CHECKING:
