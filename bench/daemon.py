@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from colony_cluster import Cluster, wait_for  # noqa: E402
 
 # What the daemon imports from outside the repo with `[network] stack = "native"`.
-DEPS = ("import trio, structlog, cbor2, nacl.signing, lmdb, h11, multiaddr, prometheus_client, "
+DEPS = ("import trio, structlog, cbor2, nacl.signing, lmdb, h11, prometheus_client, "
         "cryptography.hazmat.primitives.ciphers.aead")
 
 

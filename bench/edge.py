@@ -37,7 +37,7 @@ from colony_cluster import Cluster, wait_for  # noqa: E402
 CPU_LIMIT_PCT = 1.0
 RSS_LIMIT_MIB = 60e6 / (1 << 20)
 TICK = os.sysconf("SC_CLK_TCK")
-THIRD_PARTY = ("trio", "structlog", "cbor2", "nacl.signing", "lmdb", "h11", "multiaddr",
+THIRD_PARTY = ("trio", "structlog", "cbor2", "nacl.signing", "lmdb", "h11",
                "cryptography.hazmat.primitives.ciphers.aead", "prometheus_client")
 STEPS = (*THIRD_PARTY, "gossip.swim", "dht.core", "store.blockstore", "overlay.capsule.core",
          "overlay.p2p.host", "overlay.runtime.net.transport", "overlay.runtime.api.routes",

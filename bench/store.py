@@ -31,8 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from overlay.cli.cmd_node import init_home
+from overlay.core.cid import Cid
 from store.blockstore import BlockStore
-from store.cid import Cid
 from store.exporter import Exporter
 from store.importer import Importer, ImportOptions
 

@@ -375,9 +375,9 @@ async def main(quick: bool, profile: bool, stacks: tuple[str, ...]) -> None:
     base_imports = "import trio, cbor2, nacl.signing, structlog, overlay.core.wire"
     base = rss_mib(base_imports)
     native = rss_mib(f"{base_imports}\nimport overlay.runtime.net.transport, overlay.runtime."
-                     "backend_native")
+                     "net.backend_native")
     pylibp2p = rss_mib(f"{base_imports}\nimport overlay.runtime.net.transport, overlay.runtime."
-                       "backend_pylibp2p")
+                       "net.backend_pylibp2p")
     line("RSS after base imports (trio, cbor2, nacl, structlog)", base, "MiB")
     line("RSS after importing the transport, native stack", native, "MiB", base, "base")
     line("RSS after importing the transport, py-libp2p stack", pylibp2p, "MiB", base, "base")

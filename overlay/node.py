@@ -13,13 +13,47 @@ makes the node's several protocol cores look like one:
 
 Keeping the wiring here, as data, is what lets every core stay ignorant of the others.
 Wiring runs to a fixed depth (`MAX_CASCADE`), so two parts cannot loop forever.
+
+`build_node` is the one composition of the production cores, used by the daemon
+(overlay/runtime/daemon.py) and the simulator (sim/runner.py) alike. It reads no files,
+environment or clocks: configuration, addresses, the resource ad and the block source
+arrive as parameters. Parts are added in a fixed order (gossip, dht, exchange, capsule;
+`PeerUnreachable` reaches them in that order) and each core's rng is seeded by one
+64-bit draw from the caller's rng, gossip's first, so a seeded caller builds the same
+node every time.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gossip.trust import Verifier
+
+from dht.api import COMMAND_TYPES as DHT_COMMANDS
+from dht.api import AddPeer, KadConfig
+from dht.core import Kademlia
+from dht.wire import DhtRequest, DhtResponse
+from gossip.admission import Admission
+from gossip.events import COMMAND_TYPES as GOSSIP_COMMANDS
+from gossip.events import (
+    MemberExpelled,
+    MemberFailed,
+    MemberJoined,
+    MemberLeft,
+    MemberReaped,
+    MemberUpdated,
+)
+from gossip.messages import MESSAGE_TYPES as GOSSIP_MESSAGES
+from gossip.profiles import SwimConfig
+from gossip.resources import ResourceAd
+from gossip.swim import Swim
+from overlay.capsule.core import CapsuleCore
+from overlay.capsule.messages import MESSAGE_TYPES as CAPSULE_MESSAGES
+from overlay.capsule.part import CapsulePart, members_changed
+from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.effects import (
     CancelTimer,
     Effect,
@@ -31,6 +65,8 @@ from overlay.core.effects import (
 )
 from overlay.core.errors import LocalProtocolError
 from overlay.core.ids import PeerId
+from overlay.exchange.engine import AddProviders, BlockSource, CancelFetch, Exchange, Fetch
+from overlay.exchange.messages import BitswapMessage
 
 MAX_CASCADE = 4
 
@@ -129,3 +165,89 @@ class Node:
         for fn in fns:
             for target, command in fn(event):
                 self._run(target, command, now, out, depth + 1)
+
+
+# ---------------------------------------------------------------- composition
+
+#: Gossip events after which the capsule core is given the whole live set again.
+_MEMBERSHIP_EVENTS: tuple[type, ...] = (
+    MemberJoined, MemberUpdated, MemberFailed, MemberLeft, MemberReaped, MemberExpelled,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GossipSetup:
+    """What the gossip core is built from. `admission`/`chain`: colony mode."""
+
+    config: SwimConfig
+    ad: ResourceAd | None = None
+    addrs: tuple[str, ...] = ()
+    verifier: Verifier | None = None
+    admission: Admission | None = None
+    chain: tuple[Envelope, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DhtSetup:
+    """What the DHT core is built from; `addrs` in binary multiaddr form (kad wire)."""
+
+    config: KadConfig
+    addrs: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeParts:
+    """A built node and its cores (None: not part of this node)."""
+
+    node: Node
+    swim: Swim | None
+    kad: Kademlia | None
+    exchange: Exchange | None
+    capsule: CapsulePart | None
+
+
+def build_node(
+    keypair: KeyPair,
+    rng: random.Random,
+    *,
+    gossip: GossipSetup | None = None,
+    dht: DhtSetup | None = None,
+    blocks: BlockSource | None = None,
+    capsule: CapsuleCore | None = None,
+    dht_from_gossip: bool = True,
+) -> NodeParts:
+    """Compose the cores named into one `Node` (see the module docstring).
+
+    `blocks` adds the Bitswap exchange, serving from that source; `capsule` needs gossip
+    (its members come from gossip's live set). With `dht_from_gossip`, a member gossip
+    vouches for (signed alive claim) is offered to the DHT as a contact worth probing.
+    """
+    me = keypair.peer_id
+    node = Node(me)
+    swim = kad = exchange = part = None
+    if gossip is not None:
+        swim = Swim(
+            keypair, gossip.config, rng=random.Random(rng.getrandbits(64)),
+            ad=gossip.ad, addrs=gossip.addrs, verifier=gossip.verifier,
+            admission=gossip.admission, chain=gossip.chain,
+        )
+        node.add_part("gossip", swim, messages=GOSSIP_MESSAGES, commands=GOSSIP_COMMANDS)
+    if dht is not None:
+        kad = Kademlia(me, dht.config, rng=random.Random(rng.getrandbits(64)), addrs=dht.addrs)
+        node.add_part("dht", kad, messages=(DhtRequest, DhtResponse), commands=DHT_COMMANDS)
+    if blocks is not None:
+        exchange = Exchange(me, blocks)
+        node.add_part("exchange", exchange, messages=(BitswapMessage,),
+                      commands=(Fetch, AddProviders, CancelFetch))  # fmt: skip
+    if swim is not None and kad is not None and dht_from_gossip:
+        node.wire(MemberJoined, lambda ev: [("dht", AddPeer(ev.peer))])
+    if capsule is not None:
+        if swim is None:
+            raise LocalProtocolError("a capsule part needs gossip (its members come from it)")
+        gossip_core = swim
+        part = CapsulePart(capsule, lambda: members_changed(gossip_core))
+        node.add_part("capsule", part, messages=CAPSULE_MESSAGES, commands=CapsulePart.COMMANDS)
+        # The capsule core takes the whole live set (with ads) on every change.
+        for ev_type in _MEMBERSHIP_EVENTS:
+            node.wire(ev_type, lambda ev: [("capsule", members_changed(gossip_core))])
+    return NodeParts(node, swim, kad, exchange, part)

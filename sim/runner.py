@@ -2,10 +2,11 @@
 and record metrics.
 
 Each node is an `overlay.node.Node` composing the real `gossip.swim.Swim` and
-`dht.core.Kademlia` cores (those the scenario lists), wired as in production: a
-member that gossip reports joined is offered to the DHT (`AddPeer`). Randomness comes
-from one seed, split into independent streams (keys, cores, network, churn,
-workloads), so adding a workload does not shift, say, the network's draws.
+`dht.core.Kademlia` cores (those the scenario lists) with `overlay.node.build_node`,
+the daemon's composition: a member that gossip reports joined is offered to the DHT
+(`AddPeer`). Randomness comes from one seed, split into independent streams (keys,
+cores, network, churn, workloads), so adding a workload does not shift, say, the
+network's draws.
 
 What is measured (names as in metrics.json):
 - gossip: `detect_first_s` (crash → first suspicion raised by a prober),
@@ -29,7 +30,7 @@ from typing import Any
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.node import Node
+from overlay.node import DhtSetup, GossipSetup, Node, build_node
 from sim.engine import Engine
 from sim.metrics import Metrics
 from sim.network import Network, schedule_partitions
@@ -135,28 +136,11 @@ class Simulation:
         return {("gossip", "probe"): c.probe_interval_s, ("gossip", "gossip"): c.gossip_interval_s}
 
     def _make_core(self, keys: KeyPair) -> Node:
-        node = Node(keys.peer_id)
         rng = random.Random(self.rng_cores.getrandbits(64))
-        if self.gossip:
-            from gossip.events import COMMAND_TYPES as GOSSIP_COMMANDS
-            from gossip.events import MemberJoined
-            from gossip.messages import MESSAGE_TYPES
-            from gossip.swim import Swim
-
-            swim = Swim(keys, self.swim_cfg, rng=random.Random(rng.getrandbits(64)),
-                        verifier=self.verifier)
-            node.add_part("gossip", swim, messages=MESSAGE_TYPES, commands=GOSSIP_COMMANDS)
-        if self.dht:
-            from dht.api import COMMAND_TYPES as DHT_COMMANDS
-            from dht.api import AddPeer
-            from dht.core import Kademlia
-            from dht.wire import DhtRequest, DhtResponse
-
-            kad = Kademlia(keys.peer_id, self.kad_cfg, rng=random.Random(rng.getrandbits(64)))
-            node.add_part("dht", kad, messages=(DhtRequest, DhtResponse), commands=DHT_COMMANDS)
-            if self.gossip and self.sc.dht_from_gossip:
-                node.wire(MemberJoined, lambda e: [("dht", AddPeer(e.peer))])
-        return node
+        gossip = GossipSetup(self.swim_cfg, verifier=self.verifier) if self.gossip else None
+        dht = DhtSetup(self.kad_cfg) if self.dht else None
+        return build_node(keys, rng, gossip=gossip, dht=dht,
+                          dht_from_gossip=self.sc.dht_from_gossip).node  # fmt: skip
 
     def part(self, idx: int, name: str) -> Any:
         core = self.world.nodes[idx].core

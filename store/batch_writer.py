@@ -26,8 +26,8 @@ import queue
 import threading
 from collections.abc import Sequence
 
+from overlay.core.cid import Cid
 from store.blockstore import BlockStore
-from store.cid import Cid
 
 Batch = Sequence[tuple[Cid, bytes, Sequence[bytes] | None]]
 

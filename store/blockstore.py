@@ -48,9 +48,9 @@ from typing import Any, TypeVar
 
 import lmdb
 
+from overlay.core.cid import DAG_PB, Cid
 from overlay.core.errors import ColonyError, ConfigError
 from overlay.core.multiformats import decode_varint, encode_varint
-from store.cid import DAG_PB, Cid
 from store.txn_gate import GateBusy, TxnGate
 from store.unixfs import link_cids
 

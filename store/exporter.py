@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from overlay.core.cid import DAG_PB, RAW, Cid
 from overlay.core.errors import ColonyError, WireError
 from store.blockstore import BlockStore, Reader
-from store.cid import DAG_PB, RAW, Cid
 from store.importer import MAX_DIR_DEPTH
 from store.unixfs import DataType, PBNode, UnixFSData, decode_pbnode, decode_unixfs
 

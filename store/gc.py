@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from overlay.core.cid import Cid
 from store.blockstore import BlockStore
-from store.cid import Cid
 from store.pins import PinMode, Pins, walk
 
 SWEEP_BATCH = 1024

@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from overlay.core.cid import DAG_PB, RAW, Cid
 from overlay.core.errors import ColonyError
 from overlay.core.multiformats import encode_varint
 from store.batch_writer import BatchWriter
@@ -57,7 +58,6 @@ from store.chunker import (
     chunk_bytes,
     chunks,
 )
-from store.cid import DAG_PB, RAW, Cid
 from store.unixfs import DataType, encode_link, encode_node, encode_unixfs
 
 #: Links per dag-pb node in the balanced layout (kubo's DefaultLinksPerBlock).

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from overlay.core.cid import Cid
 from overlay.core.errors import LocalProtocolError
 from store.blockstore import BlockNotFound, BlockStore, Reader, StoreError
-from store.cid import Cid
 
 #: Blocks visited between releases of mapped LMDB pages (a lookup maps the value's
 #: first page, and the kernel maps cached neighbours with it; see blockstore).

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from overlay.cli.fmt import Subparsers, help_command
+from overlay.core.cid import Cid
 from overlay.runtime.api.client import ApiClient, ApiUnavailable
 from overlay.runtime.process.identity import KEY_FILE, load_identity
 from overlay.runtime.services.trust_state import (
@@ -25,7 +26,6 @@ from overlay.runtime.services.trust_state import (
     parse_duration,
     serial,
 )
-from store.cid import Cid
 
 HELP = """\
 A colony is an owner key: it signs membership certificates, and in a colony only

@@ -21,9 +21,9 @@ from typing import TextIO
 from overlay.cli.cmd_node import init_home
 from overlay.cli.fmt import Subparsers
 from overlay.cli.fmt import human_bytes as _human
+from overlay.core.cid import Cid
 from overlay.core.errors import ColonyError
 from store.blockstore import BlockStore, open_home_store
-from store.cid import Cid
 from store.exporter import Exporter
 from store.importer import Importer, ImportOptions
 from store.pins import Pins

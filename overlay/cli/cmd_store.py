@@ -18,11 +18,11 @@ from pathlib import Path
 
 from overlay.cli.fmt import Command, Subparsers, help_command
 from overlay.cli.fmt import human_bytes as _human
+from overlay.core.cid import DAG_PB, RAW, Cid
 from overlay.core.errors import WireError
 from overlay.runtime.process import config as cfg
 from store import gc
 from store.blockstore import BlockStore, StoreError, open_home_store
-from store.cid import DAG_PB, RAW, Cid
 from store.exporter import Exporter
 from store.importer import Added, Importer, ImportOptions
 from store.pins import PinMode, Pins

@@ -296,8 +296,8 @@ def _custodians(colony: LocalColony, cap: str) -> str:
 
 
 def _read(home: Path, cid: str) -> bytes:
+    from overlay.core.cid import Cid
     from store.blockstore import open_home_store
-    from store.cid import Cid
     from store.exporter import Exporter
 
     with open_home_store(home) as store:
@@ -305,8 +305,8 @@ def _read(home: Path, cid: str) -> bytes:
 
 
 def _verify(home: Path, cid: str, original: Path) -> None:
+    from overlay.core.cid import Cid
     from store.blockstore import open_home_store
-    from store.cid import Cid
     from store.exporter import Exporter
 
     out = home / "exported"

@@ -32,6 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from overlay.core.cid import verify_bytes
 from overlay.core.effects import (
     CancelTimer,
     Disconnect,
@@ -44,7 +45,6 @@ from overlay.core.effects import (
     TimerFired,
 )
 from overlay.core.ids import PeerId
-from overlay.exchange import cids
 from overlay.exchange.messages import (
     BitswapMessage,
     Block,
@@ -345,7 +345,7 @@ class Exchange:
         # Hash-check once: the wire decoder already rebuilt the CID from the data's
         # hash (`verified`); in-process delivery (simulator, tests) skips decoding, so
         # those blocks are hashed here. Nothing unverified is handed on (DESIGN §4).
-        genuine = block.verified or cids.verify(block.cid, block.data)
+        genuine = block.verified or verify_bytes(block.cid, block.data)
         w = self._wants.pop(block.cid, None) if genuine else None
         if w is not None:
             self._unidle(block.cid)

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from overlay.core.cid import block_prefix, from_block_prefix, parse_bytes
 from overlay.core.errors import MalformedFrame, TruncatedFrame
 from overlay.core.multiformats import encode_varint
 from overlay.core.protobuf import (
@@ -41,7 +42,6 @@ from overlay.core.protobuf import (
     iter_fields,
     read_uvarint,
 )
-from overlay.exchange import cids
 
 PROTOCOL_IDS = (
     "/ipfs/bitswap/1.2.0",
@@ -134,7 +134,7 @@ class BitswapMessage:
         # once, so each block's data is copied once (nested Writers copied it twice).
         parts = [head]
         for b in self.blocks:
-            pfx = cids.prefix(b.cid)
+            pfx = block_prefix(b.cid)
             n = len(b.data)
             inner = 2 + len(pfx) + len(_uvarint(len(pfx))) + len(_uvarint(n)) + n
             parts += (b"\x1a", _uvarint(inner), b"\x0a", _uvarint(len(pfx)), pfx,
@@ -159,7 +159,7 @@ class BitswapMessage:
                 full = _decode_wantlist(bytes(_expect_view(f, wt, v)), wants) or full
             elif f == 2:  # Bitswap 1.0.0: bare block bytes, CIDv0 implied
                 raw = bytes(_expect_view(f, wt, v))
-                blocks.append(Block(cids.from_prefix(b"\x00\x70\x12\x20", raw), raw, True))
+                blocks.append(Block(from_block_prefix(b"\x00\x70\x12\x20", raw), raw, True))
             elif f == 3:
                 blocks.append(_decode_block(_expect_view(f, wt, v)))
             elif f == 4:
@@ -213,7 +213,7 @@ _uvarint = encode_varint
 def _check_cid(raw: bytes) -> bytes:
     if not raw or len(raw) > MAX_CID_BYTES:
         raise MalformedFrame("bitswap: CID missing or too long")
-    cids.parse(raw)
+    parse_bytes(raw)
     return raw
 
 
@@ -254,7 +254,7 @@ def _decode_block(buf: memoryview) -> Block:
     if not pfx:
         raise MalformedFrame("bitswap: block without prefix")
     data = bytes(view)  # the one copy: the Block outlives the message buffer
-    return Block(cids.from_prefix(pfx, data), data, True)  # CID hashed from the data
+    return Block(from_block_prefix(pfx, data), data, True)  # CID hashed from the data
 
 
 def _decode_presence(buf: bytes) -> BlockPresence:

@@ -30,11 +30,11 @@ if TYPE_CHECKING:
 
     from gossip.members import MemberInfo
     from gossip.resources import ResourceAd
+    from overlay.core.cid import Cid
     from overlay.core.effects import Effect
     from overlay.core.ids import PeerId
     from overlay.runtime.net.transport_types import Codec
     from store.blockstore import BlockStore
-    from store.cid import Cid
 
 #: A handler of one-way frames on a protocol: (peer, decoded frame) → None.
 MessageHandler = Callable[["PeerId", Any], None]

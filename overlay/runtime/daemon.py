@@ -27,17 +27,20 @@ from typing import Any
 import structlog
 import trio
 
-from dht.api import AddPeer, Bootstrap, LookupDone, PeerAddressesLearned, ProvideDone
+from dht.api import AddPeer, Bootstrap, KadConfig, LookupDone, PeerAddressesLearned, ProvideDone
 from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType, PeerInfo
 from gossip.events import Join, Leave, LeftColony, MemberJoined
 from gossip.messages import MESSAGE_TYPES as GOSSIP_MESSAGES
 from gossip.messages import decode_message as decode_gossip
+from gossip.profiles import profile
+from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import PeerUnreachable, Received
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
 from overlay.exchange.engine import BlockReceived, BlockUnavailable, CancelFetch, Fetch
 from overlay.exchange.messages import BitswapMessage
+from overlay.node import DhtSetup, GossipSetup, build_node
 from overlay.runtime.api.client import split_hostport
 from overlay.runtime.api.server import (
     ApiServer,
@@ -58,18 +61,17 @@ from overlay.runtime.net.transport import (
 )
 from overlay.runtime.services.capsules import CAPSULE_MESSAGES, CapsuleService, prepare_capsules
 from overlay.runtime.services.fetch import BlockWriter, FetchSession
-from overlay.runtime.services.node_builder import (
+from overlay.runtime.services.host_ad import (
     PROTO_BITSWAP,
     PROTO_GOSSIP,
+    StoreSource,
     bin_addrs,
-    build_node,
     local_ad,
     str_addrs,
 )
 from overlay.runtime.services.trust import TrustService
 from overlay.runtime.services.trust_state import Trust
 from store.blockstore import BlockStore
-from store.cid import Cid
 
 log = structlog.get_logger("colony.daemon")
 
@@ -143,13 +145,22 @@ class Daemon:
             caps = await prepare_capsules(self.home, self.conf, self.keypair)
             # One revocation list: those learned by gossip also bind capsule submitters.
             caps.core.custody.revocations = self.trust.revocations
-            self.node, self.swim, self.kad, self.exchange = build_node(
-                self.keypair, self.conf, self.store,
-                addrs=addrs, addrs_bin=bin_addrs(list(addrs)),
-                ad=local_ad(self.home, **caps.ad_fields()), rng=random.Random(),
-                capsule=caps.core,
-                admission=self.trust.admission, chain=self.trust.chain_envelopes,
+            gconf, dconf = self.conf["gossip"], self.conf["dht"]
+            built = build_node(
+                self.keypair, random.Random(),
+                gossip=GossipSetup(
+                    profile(gconf["profile"]), ad=local_ad(self.home, **caps.ad_fields()),
+                    addrs=addrs, admission=self.trust.admission,  # colony mode: trust_state.py
+                    chain=self.trust.chain_envelopes,
+                ),
+                dht=DhtSetup(KadConfig(mode=dconf["mode"], k=dconf["k"], alpha=dconf["alpha"]),
+                             addrs=bin_addrs(addrs)),
+                blocks=StoreSource(self.store), capsule=caps.core,
             )
+            assert built.swim is not None and built.kad is not None
+            assert built.exchange is not None
+            self.node, self.swim, self.kad, self.exchange = (
+                built.node, built.swim, built.kad, built.exchange)  # fmt: skip
             self.driver = Driver(
                 self.node, send=self._send, emit=self._on_event, disconnect=t.disconnect_soon
             )

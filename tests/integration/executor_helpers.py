@@ -9,6 +9,7 @@ from pathlib import Path
 import trio
 
 from overlay.capsule.spec import CapsuleSpec
+from overlay.core.cid import Cid
 from overlay.runtime.executors import (
     BaseExecutor,
     ExecContext,
@@ -18,7 +19,6 @@ from overlay.runtime.executors import (
     KillSwitch,
 )
 from store.blockstore import BlockStore
-from store.cid import Cid
 from store.exporter import Exporter
 from store.importer import Importer
 

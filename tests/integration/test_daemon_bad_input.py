@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 import trio
 
+from overlay.core.cid import from_block_prefix
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
 from overlay.core.multiformats import encode_varint
-from overlay.exchange import cids
 from overlay.exchange.messages import BitswapMessage, Block
 from overlay.runtime.net.transport import Codec, Transport, TransportConfig, TransportError
-from overlay.runtime.services.node_builder import PROTO_BITSWAP, PROTO_GOSSIP
+from overlay.runtime.services.host_ad import PROTO_BITSWAP, PROTO_GOSSIP
 
 sys.path.insert(0, str(Path(__file__).parent))
 from colony_cluster import Cluster, colony_cmd, deterministic_bytes, wait_for
@@ -87,10 +87,10 @@ async def _attack(t: Transport, target: PeerId, addr: str, port: int) -> dict[st
         unsolicited = [deterministic_bytes(256 * 1024, seed=1000 + i) for i in range(40)]
         for i in range(0, len(unsolicited), 4):
             msg = BitswapMessage(blocks=tuple(
-                Block(cids.from_prefix(b"\x01\x55\x12\x20", d), d) for d in unsolicited[i:i + 4]
+                Block(from_block_prefix(b"\x01\x55\x12\x20", d), d) for d in unsolicited[i:i + 4]
             ))
             await try_send(PROTO_BITSWAP, msg.to_bytes())
-        out["unsolicited"] = [cids.from_prefix(b"\x01\x55\x12\x20", d) for d in unsolicited]
+        out["unsolicited"] = [from_block_prefix(b"\x01\x55\x12\x20", d) for d in unsolicited]
         for prefix in (b"\x01\x55\xee\x20", b"\x01\x55\x12\x05", b"\x07", b"\x01\x55\x00\x00"):
             await try_send(PROTO_BITSWAP, _pb_block(prefix, os.urandom(4096)))
 

@@ -12,6 +12,7 @@ import trio
 from overlay.capsule.events import KillRequested, RunRequested
 from overlay.capsule.executor import CapsuleExited
 from overlay.capsule.spec import Capsule, CapsuleSpec
+from overlay.core.cid import DAG_PB, RAW, Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError
 from overlay.runtime.executors import (
@@ -24,7 +25,6 @@ from overlay.runtime.executors import (
 )
 from overlay.runtime.executors.base import ExecContext
 from store.blockstore import BlockStore
-from store.cid import DAG_PB, RAW, Cid
 from store.importer import Importer
 from store.pins import walk
 

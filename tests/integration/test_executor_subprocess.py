@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from overlay.capsule.spec import CapsuleSpec, Conditions
+from overlay.core.cid import RAW, Cid
 from overlay.runtime.executors import (
     EXIT_CANCELLED,
     EXIT_OUTPUT_MISSING,
@@ -22,7 +23,6 @@ from overlay.runtime.executors import (
     SubprocessExecutor,
 )
 from store.blockstore import BlockStore
-from store.cid import RAW, Cid
 from store.exporter import Exporter
 from store.importer import ImportOptions
 from store.pins import Pins

@@ -119,8 +119,8 @@ def test_corrupt_blocks_are_named_and_all_listed(node: Path, tmp_path: Path) -> 
     env = lmdb.open(str(node / "blocks"), max_dbs=8)
     blocks = env.open_db(b"blocks")
     refs = env.open_db(b"refs")
+    from overlay.core.cid import Cid
     from store.blockstore import decode_links
-    from store.cid import Cid
 
     with env.begin(write=True) as txn:
         leaves = [Cid.from_bytes(c) for c in decode_links(txn.get(Cid.parse(root).multihash,

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from overlay.core.cid import Cid
 from store.blockstore import BlockStore
-from store.cid import Cid
 from store.exporter import Exporter
 from store.importer import Importer
 

@@ -5,9 +5,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from overlay.core.cid import CODEC_NAMES, DAG_PB, Cid
 from overlay.core.errors import InvalidCid, WireError
 from store.blockstore import BlockStore
-from store.cid import CODEC_NAMES, DAG_PB, Cid
 from store.exporter import Exporter
 from store.importer import Importer, ImportOptions
 from store.unixfs import (

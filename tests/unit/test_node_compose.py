@@ -1,10 +1,17 @@
-"""Node composition: routing, timer namespacing, event wiring, misuse errors."""
+"""Node composition: routing, timer namespacing, event wiring, misuse errors, and
+`build_node` (the production cores composed for the daemon and the simulator)."""
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from dht.api import KadConfig
+from dht.wire import DhtRequest, KadMessage, MessageType
+from gossip.events import Join
+from gossip.profiles import profile
+from overlay.capsule.core import CapsuleCore
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import (
     CancelTimer,
@@ -17,7 +24,8 @@ from overlay.core.effects import (
     TimerFired,
 )
 from overlay.core.errors import LocalProtocolError
-from overlay.node import Node
+from overlay.exchange.messages import BitswapMessage
+from overlay.node import DhtSetup, GossipSetup, Node, NodeParts, build_node
 
 ME = KeyPair(b"\x07" * 32).peer_id
 P = KeyPair(b"\x08" * 32).peer_id
@@ -103,3 +111,49 @@ def test_wiring_loops_are_cut() -> None:
     node.wire(Joined, lambda ev: [("a", AddPeer(ev.peer))])
     with pytest.raises(LocalProtocolError, match="deeper"):
         node.handle(AddPeer(P), 0.0)
+
+
+# ---------------------------------------------------------------- build_node
+
+
+class _NoBlocks:
+    def get_block(self, cid: bytes) -> bytes | None:
+        return None
+
+    def has_block(self, cid: bytes) -> bool:
+        return False
+
+
+def _full(seed: int) -> NodeParts:
+    kp = KeyPair(b"\x07" * 32)
+    return build_node(
+        kp, random.Random(seed), gossip=GossipSetup(profile("lan")),
+        dht=DhtSetup(KadConfig()), blocks=_NoBlocks(),
+        capsule=CapsuleCore(kp.peer_id, kp, rng=random.Random(seed)),
+    )
+
+
+def test_build_node_composes_the_production_cores_in_order() -> None:
+    built = _full(1)
+    node = built.node
+    assert list(node.parts) == ["gossip", "dht", "exchange", "capsule"]
+    assert node.parts["gossip"] is built.swim and node.parts["dht"] is built.kad
+    assert node.parts["exchange"] is built.exchange and node.parts["capsule"] is built.capsule
+    assert node.part_for_message(BitswapMessage()) == "exchange"
+    assert node.part_for_message(DhtRequest(1, KadMessage(MessageType.PING))) == "dht"
+
+
+def test_build_node_is_deterministic_for_a_seeded_rng() -> None:
+    """Same seed, same node: every core's rng is drawn from the caller's rng."""
+    a, b, c = _full(7), _full(7), _full(8)
+    first = a.node.handle(Join(), 0.0)
+    assert first == b.node.handle(Join(), 0.0) != c.node.handle(Join(), 0.0)
+    assert any(isinstance(e, SetTimer) and e.timer == ("gossip", "probe") for e in first)
+
+
+def test_build_node_only_what_is_named() -> None:
+    kp = KeyPair(b"\x07" * 32)
+    built = build_node(kp, random.Random(1), dht=DhtSetup(KadConfig()))
+    assert list(built.node.parts) == ["dht"] and built.swim is None and built.exchange is None
+    with pytest.raises(LocalProtocolError, match="needs gossip"):
+        build_node(kp, random.Random(1), capsule=CapsuleCore(kp.peer_id, kp))

@@ -232,11 +232,11 @@ def test_revoke_record_validator() -> None:
 
 
 def test_private_dag_blocks_are_stripped_from_outsiders_wants(tmp_path: Path) -> None:
+    from overlay.core.cid import Cid
     from overlay.exchange.messages import BitswapMessage, WantEntry
     from overlay.runtime.services.trust import strip_private_wants
     from overlay.runtime.services.trust_state import private_multihashes
     from store.blockstore import BlockStore
-    from store.cid import Cid
     from store.importer import Importer, ImportOptions
 
     with BlockStore(tmp_path / "s") as store:

@@ -19,6 +19,7 @@ import trio
 from dht.api import FindNode, GetProviders, GetValue, Provide, PutValue
 from dht.records import make_name_record, name_key
 from gossip.events import SendUserEvent
+from overlay.core.cid import Cid
 from overlay.core.errors import ColonyError
 from overlay.core.ids import PeerId
 from overlay.runtime.api.metrics import StatsCollector, render
@@ -26,8 +27,7 @@ from overlay.runtime.api.routes_capsules import add_capsule_routes
 from overlay.runtime.api.routes_doctor import add_doctor_routes
 from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
 from overlay.runtime.services.capsules import dag_multihashes
-from overlay.runtime.services.node_builder import str_addrs
-from store.cid import Cid
+from overlay.runtime.services.host_ad import str_addrs
 from store.importer import Importer, ImportOptions
 
 if TYPE_CHECKING:

@@ -29,10 +29,10 @@ import trio
 from overlay.capsule.leases import State
 from overlay.capsule.placement import place
 from overlay.capsule.spec import Capsule, CapsuleSpec, SpecError, Workflow, check_capsule_id
+from overlay.core.cid import Cid
 from overlay.core.errors import ColonyError, WireError
 from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
 from overlay.runtime.services.capsules import fetch_dag, record_json
-from store.cid import Cid
 from store.exporter import Exporter
 
 if TYPE_CHECKING:

@@ -60,9 +60,9 @@ import trio
 from overlay.capsule.events import RunRequested
 from overlay.capsule.executor import CapsuleExited
 from overlay.capsule.spec import CapsuleSpec
+from overlay.core.cid import Cid
 from overlay.core.errors import ColonyError, InvalidCid
 from store.blockstore import BlockNotFound, BlockStore
-from store.cid import Cid
 from store.exporter import Exporter
 from store.importer import Importer, ImportOptions
 from store.pins import Pins, walk

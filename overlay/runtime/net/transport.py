@@ -35,7 +35,7 @@ import structlog
 import trio
 
 from overlay.core.crypto import KeyPair
-from overlay.core.errors import LocalProtocolError
+from overlay.core.errors import ConfigError, LocalProtocolError
 from overlay.core.ids import PeerId
 from overlay.p2p.errors import StreamError
 from overlay.runtime.net.framing import (
@@ -100,8 +100,15 @@ def make_backend(keypair: KeyPair, config: TransportConfig) -> Backend:
         from overlay.runtime.net.backend_native import NativeBackend
 
         return NativeBackend(keypair, config)
-    from overlay.runtime.net.backend_pylibp2p import PyLibp2pBackend
-
+    try:
+        from overlay.runtime.net.backend_pylibp2p import PyLibp2pBackend
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in ("libp2p", "multiaddr"):
+            raise
+        raise ConfigError(
+            '[network] stack = "py-libp2p" needs the pylibp2p extra: '
+            "pip install 'colony[pylibp2p]' (or use the default stack = \"native\")"
+        ) from e
     return PyLibp2pBackend(keypair, config)
 
 

@@ -5,7 +5,7 @@ receipts. This module gives it what it cannot do itself (DESIGN §7, docs/capsul
 
 - wire: `/colony/capsule/1.0.0`, one-way CBOR frames like gossip (`send` / `on_message`);
 - members: the live gossip set with resource ads → `MembersChanged` (`members_changed`,
-  wired in node_builder on every membership event);
+  wired in overlay.node.build_node on every membership event);
 - locality: `ProvidersWanted` → a DHT provider lookup per input CID → `LocalityHint`;
 - execution: `RunRequested` / `KillRequested` → `Attempts` (overlay/runtime/executors);
   inputs missing locally are fetched by CID over the block exchange; a workflow child
@@ -52,6 +52,7 @@ from overlay.capsule.part import (
 )
 from overlay.capsule.spec import Capsule, capsule_key, check_capsule_id
 from overlay.core.certs import Certificate
+from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import Received
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
@@ -67,7 +68,6 @@ from overlay.runtime.executors import (
 from overlay.runtime.executors.base import LOG_NAME
 from overlay.runtime.net.transport import Codec
 from overlay.runtime.services.custody_store import CustodyStore
-from store.cid import Cid
 from store.importer import ImportOptions
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ class CapsuleSetup:
     core: CapsuleCore
 
     def ad_fields(self) -> dict[str, Any]:
-        """Keyword arguments for node_builder.local_ad (what gossip advertises)."""
+        """Keyword arguments for host_ad.local_ad (what gossip advertises)."""
         x = self.executor
         return {"executors": self.kinds, "slots": x.slots, "labels": x.labels,
                 "location": x.location}  # fmt: skip
@@ -298,7 +298,7 @@ class CapsuleService:
                     last, stable_since = n, trio.current_time()
                 await trio.sleep(0.1)
         # The core's first view; later views come from gossip membership events
-        # (wired in node_builder) and the refresher.
+        # (wired in overlay.node.build_node) and the refresher.
         await self.d.driver.submit_wait(Activate())
         self.activated.set()
         log.info("capsules_active", members=len(self.d.swim.list_members()))
@@ -313,7 +313,7 @@ class CapsuleService:
     async def _refresh_ad(self) -> None:
         """Keep the gossiped ad's load and free memory current (placement scores idle
         cores), re-advertising only on a real change so gossip is not flooded."""
-        from overlay.runtime.services.node_builder import local_ad  # node_builder imports us
+        from overlay.runtime.services.host_ad import local_ad
 
         while True:
             await trio.sleep(AD_REFRESH_S)
@@ -654,7 +654,7 @@ def dag_multihashes(d: Daemon, root: Cid) -> list[bytes]:
 async def fetch_dag(d: Daemon, cid: Cid) -> None:
     """Fetch `cid` (and everything below it) from its DHT providers, else from
     connected peers (as Bitswap broadcasts wants); ColonyError when it cannot."""
-    from overlay.runtime.services.node_builder import str_addrs  # node_builder imports this module
+    from overlay.runtime.services.host_ad import str_addrs
 
     ev = await d.dht(lambda rid: GetProviders(rid, cid.multihash), timeout_s=30)
     providers = [p.peer for p in ev.result.providers if p.peer != d.me]

@@ -28,9 +28,9 @@ from typing import Any
 import structlog
 import trio
 
+from overlay.core.cid import DAG_PB, Cid
 from overlay.core.ids import PeerId
 from store.blockstore import BlockStore
-from store.cid import DAG_PB, Cid
 from store.unixfs import link_cids
 
 log = structlog.get_logger("colony.fetch")

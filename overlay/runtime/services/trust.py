@@ -23,13 +23,13 @@ from dht.api import GetValue, PutValue
 from dht.records import revoke_key
 from gossip.events import MemberExpelled, MemberRefused, PublishRevocation, RevocationLearned
 from overlay.core.certs import Revocation
+from overlay.core.cid import Cid
 from overlay.core.crypto import Envelope
 from overlay.core.errors import ColonyError, LocalProtocolError, RemoteProtocolError
 from overlay.core.ids import PeerId
 from overlay.exchange.messages import BitswapMessage
 from overlay.runtime.api.server import ApiError, ApiServer, Request
 from overlay.runtime.services.trust_state import Trust, colony_id, private_multihashes, serial
-from store.cid import Cid
 
 if TYPE_CHECKING:
     from overlay.runtime.daemon import Daemon

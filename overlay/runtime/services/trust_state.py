@@ -45,13 +45,13 @@ from overlay.core.certs import (
     chain_to_wire,
     verify_chain,
 )
+from overlay.core.cid import Cid
 from overlay.core.crypto import Envelope, KeyPair, PublicKey
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
 from overlay.core.wire import cbor_decode, cbor_encode
 from overlay.runtime.process.identity import load_identity, write_identity
 from store.blockstore import BlockStore
-from store.cid import Cid
 
 TRUST_DIR = "trust"
 COLONY_FILE = "colony.json"

@@ -153,13 +153,13 @@ def test_each_block_is_hashed_once(monkeypatch: Any) -> None:
     from overlay.exchange import engine as engine_mod
 
     hashed: list[bytes] = []
-    real = engine_mod.cids.verify
+    real = engine_mod.verify_bytes
 
     def counting(cid: bytes, data: bytes) -> bool:
         hashed.append(cid)
         return real(cid, data)
 
-    monkeypatch.setattr(engine_mod.cids, "verify", counting)
+    monkeypatch.setattr(engine_mod, "verify_bytes", counting)
     me, prov = peer(100), peer(1)
     datas = [b"one", b"two", b"three"]
     ex = Exchange(me, DictSource())

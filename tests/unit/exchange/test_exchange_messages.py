@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from overlay.core.cid import block_prefix, verify_bytes
 from overlay.core.errors import WireError
-from overlay.exchange import cids
 from overlay.exchange.messages import (
     BitswapMessage,
     Block,
@@ -41,7 +41,7 @@ def test_block_prefix_rebuilds_cid() -> None:
     for cid in (v0(data), v1_raw(data)):
         back = BitswapMessage.from_bytes(BitswapMessage(blocks=(Block(cid, data),)).to_bytes())
         assert back.blocks == (Block(cid, data),)
-        assert cids.verify(cid, data)
+        assert verify_bytes(cid, data)
 
 
 def test_block_with_wrong_bytes_gets_a_different_cid() -> None:
@@ -108,7 +108,7 @@ def _nested_encoding(msg: BitswapMessage) -> bytes:
 
     w = Writer()
     for b in msg.blocks:
-        w.message(3, Writer().blob(1, cids.prefix(b.cid)).blob(2, b.data))
+        w.message(3, Writer().blob(1, block_prefix(b.cid)).blob(2, b.data))
     for p in msg.presences:
         pw = Writer().blob(1, p.cid)
         if p.presence:

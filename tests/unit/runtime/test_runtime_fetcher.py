@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import trio
 
+from overlay.core.cid import RAW, Cid
 from overlay.runtime.services import fetch as fetcher
 from overlay.runtime.services.fetch import BlockWriter
 from store.blockstore import BlockStore
-from store.cid import RAW, Cid
 
 
 def block(i: int, size: int = 1024) -> tuple[Cid, bytes]:

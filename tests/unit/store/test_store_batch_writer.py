@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from overlay.core.cid import RAW, Cid
 from store.batch_writer import BatchWriter
 from store.blockstore import BlockStore
-from store.cid import RAW, Cid
 from store.importer import Importer, ImportOptions, ImportPathError
 
 

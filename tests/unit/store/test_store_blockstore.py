@@ -6,9 +6,9 @@ from pathlib import Path
 import lmdb
 import pytest
 
+from overlay.core.cid import DAG_PB, RAW, Cid
 from store import gc
 from store.blockstore import BlockNotFound, BlockStore, CorruptBlock, StoreBusy
-from store.cid import DAG_PB, RAW, Cid
 from store.exporter import Exporter
 from store.importer import Importer, ImportOptions
 from store.pins import NotPinned, PinMode, Pins

@@ -2,8 +2,8 @@
 
 import pytest
 
+from overlay.core.cid import DAG_PB, RAW, Cid
 from overlay.core.errors import InvalidCid
-from store.cid import DAG_PB, RAW, Cid
 
 HELLO_V0 = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
 EMPTY_RAW = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"

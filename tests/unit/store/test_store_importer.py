@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from overlay.core.cid import DAG_PB, RAW, Cid
 from store.blockstore import BlockStore
-from store.cid import DAG_PB, RAW, Cid
 from store.exporter import BadDag, Exporter, NotAFile
 from store.importer import Importer, ImportOptions, ImportPathError
 from store.unixfs import DataType, decode_pbnode, decode_unixfs

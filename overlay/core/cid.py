@@ -14,6 +14,16 @@ raw (0x55) and dag-pb (0x70). The multihash is what the block store keys blocks 
 Invariant: ``Cid.parse(str(c)) == c`` and ``Cid.from_bytes(c.to_bytes()) == c`` for
 every `Cid` this module constructs. Every parse failure raises `InvalidCid` with a
 message that quotes the offending text.
+
+Block exchange works on raw CID bytes instead (the functions at the end): Bitswap
+carries CIDs as bytes and blocks as (prefix, data), and a remote peer may want CIDs of
+any codec. The receiver rebuilds the CID from the prefix and the data's hash, so a peer
+can only ever send a block that is what its CID says. Malformed wire bytes raise
+`MalformedFrame` there, as any other undecodable frame does (spec: ipfs/specs
+BITSWAP.md).
+
+This is the one CID module: the store (keys blocks by `Cid.multihash`), block exchange,
+the runtime and the CLI all import it; it imports only overlay.core.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from overlay.core.errors import InvalidCid, WireError
+from overlay.core.errors import InvalidCid, MalformedFrame, WireError
 from overlay.core.multiformats import (
     SHA2_256,
     b32decode_lower,
@@ -29,6 +39,7 @@ from overlay.core.multiformats import (
     b58decode,
     b58encode,
     decode_varint,
+    encode_varint,
 )
 
 RAW = 0x55
@@ -163,3 +174,59 @@ class Cid:
         """True when `data` hashes to this CID's digest."""
         return hashlib.sha256(data).digest() == self.digest
 
+
+
+# ---------------------------------------------------------------- raw CID bytes (Bitswap)
+
+
+def parse_bytes(cid: bytes) -> tuple[int, int, int, bytes]:
+    """(version, codec, multihash code, digest) of binary CID bytes, any codec."""
+    if len(cid) == 34 and cid[0] == 0x12 and cid[1] == 0x20:
+        return 0, DAG_PB, SHA2_256, cid[2:]
+    version, i = decode_varint(cid)
+    if version != 1:
+        raise MalformedFrame(f"unsupported CID version {version}")
+    codec, i = decode_varint(cid, i)
+    code, i = decode_varint(cid, i)
+    length, i = decode_varint(cid, i)
+    digest = cid[i:]
+    if len(digest) != length:
+        raise MalformedFrame("CID multihash length mismatch")
+    return 1, codec, code, digest
+
+
+def block_prefix(cid: bytes) -> bytes:
+    """Bitswap 1.1+ block prefix: version, codec, multihash code and length."""
+    version, codec, code, digest = parse_bytes(cid)
+    return encode_varint(version) + encode_varint(codec) + encode_varint(code) + encode_varint(
+        len(digest)
+    )
+
+
+def from_block_prefix(pfx: bytes, data: bytes | memoryview) -> bytes:
+    """Compute the CID bytes of `data` under `pfx` (hashing it). Only sha2-256 is accepted."""
+    version, i = decode_varint(pfx)
+    codec, i = decode_varint(pfx, i)
+    code, i = decode_varint(pfx, i)
+    length, i = decode_varint(pfx, i)
+    if i != len(pfx):
+        raise MalformedFrame("trailing bytes in block prefix")
+    if code != SHA2_256 or length != 32:
+        raise MalformedFrame(f"unsupported multihash {code:#x}/{length} in block prefix")
+    digest = hashlib.sha256(data).digest()
+    if version == 0:
+        if codec != DAG_PB:
+            raise MalformedFrame("CIDv0 must be dag-pb")
+        return _MH_PREFIX + digest
+    if version != 1:
+        raise MalformedFrame(f"unsupported CID version {version} in block prefix")
+    return b"\x01" + encode_varint(codec) + _MH_PREFIX + digest
+
+
+def verify_bytes(cid: bytes, data: bytes | memoryview) -> bool:
+    """True when `data` hashes to the binary CID `cid` (sha2-256 only)."""
+    try:
+        _, _, code, digest = parse_bytes(cid)
+    except MalformedFrame:
+        return False
+    return code == SHA2_256 and hashlib.sha256(data).digest() == digest
