@@ -13,8 +13,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from overlay.core.cid import RAW, Cid
 from store.blockstore import BlockStore
-from store.cid import RAW, Cid
 
 BLOCK = 64 * 1024
 READERS = 3

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from overlay.core.cid import RAW, Cid
 from store.blockstore import BlockStore, StoreError
-from store.cid import RAW, Cid
 from store.txn_gate import GateBusy, TxnGate
 
 ROOT = Path(__file__).resolve().parents[3]
