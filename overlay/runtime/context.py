@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from overlay.core.effects import Effect
     from overlay.core.ids import PeerId
     from overlay.runtime.net.transport_types import Codec
+    from overlay.runtime.services.fetch import FetchProgress
     from store.blockstore import BlockStore
     from store.cid import Cid
 
@@ -126,9 +127,12 @@ class Blocks(Protocol):
         self,
         root: Cid,
         providers: Sequence[PeerId] = (),
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[FetchProgress], None] | None = None,
     ) -> None:
-        """Fetch every missing block of `root`'s DAG; committed when it returns."""
+        """Fetch every missing block of `root`'s DAG (from `providers`, or the ones the
+        DHT names, else connected peers); committed when it returns. ColonyError when
+        there is no one to ask, a block is unavailable or no block came for the stall
+        limit (what arrived stays stored: fetching again resumes)."""
         ...
 
     def dag_multihashes(self, root: Cid) -> list[bytes]:
