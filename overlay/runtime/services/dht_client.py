@@ -64,6 +64,11 @@ class DhtClient:
         self._waiters: dict[int, _Waiter] = {}
         self._inbound: dict[int, _Waiter] = {}
 
+    @property
+    def pending(self) -> int:
+        """Commands and inbound requests waiting for the core."""
+        return len(self._waiters) + len(self._inbound)
+
     # ------------------------------------------------------------ commands
 
     async def call(self, make: Callable[[int], Any], timeout_s: float = 60.0) -> Any:
