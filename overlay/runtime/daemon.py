@@ -161,7 +161,7 @@ class Daemon:
         self.capsules = CapsuleService(self, caps)
         self.trust_service = TrustService(self)
         self.router = Router(
-            t, driver, self.dht_client, gossip_protocol=PROTO_GOSSIP,
+            t, driver.submit, self.dht_client, gossip_protocol=PROTO_GOSSIP,
             bitswap_protocol=PROTO_BITSWAP, kad_server=self.kad.config.mode == "server",
             bitswap_filter=self.trust_service.filter_bitswap,  # colony mode: members-only data
             routes=[(CAPSULE_MESSAGES, self.capsules.send)],

@@ -33,7 +33,6 @@ from overlay.runtime.net.transport_types import Codec, PeerDisconnected, SendFai
 if TYPE_CHECKING:
     from gossip.messages import Message as GossipMessage
     from overlay.core.ids import PeerId
-    from overlay.runtime.context import Cores
     from overlay.runtime.net.transport import Transport
 
 log = structlog.get_logger("colony.daemon")
@@ -42,6 +41,8 @@ log = structlog.get_logger("colony.daemon")
 BitswapFilter = Callable[["PeerId", BitswapMessage], "BitswapMessage | None"]
 #: (message types, send) for core messages carried by another service's protocol.
 Route = tuple[tuple[type, ...], Callable[["PeerId", Any], None]]
+#: Queue an input for the cores without waiting (the driver's `submit`).
+Submit = Callable[[object], bool]
 
 
 class KadEndpoint(Protocol):
@@ -49,7 +50,7 @@ class KadEndpoint(Protocol):
 
     protocol: str
 
-    def serve(self, peer: PeerId, raw: Any) -> Awaitable[bytes | None]: ...
+    def serve(self, peer: PeerId, raw: bytes) -> Awaitable[bytes | None]: ...
 
     def answer(self, resp: DhtResponse) -> None: ...
 
@@ -66,12 +67,12 @@ class DialHooks(Protocol):
 
 class Router:
     def __init__(
-        self, transport: Transport, cores: Cores, kad: KadEndpoint, *,
+        self, transport: Transport, submit: Submit, kad: KadEndpoint, *,
         gossip_protocol: str, bitswap_protocol: str, kad_server: bool,
         bitswap_filter: BitswapFilter, routes: Sequence[Route] = (),
     ) -> None:
         self._t = transport
-        self._cores = cores
+        self._submit = submit
         self._kad = kad
         self._gossip = gossip_protocol
         self._bitswap = bitswap_protocol
@@ -95,9 +96,9 @@ class Router:
             msg = decode_gossip(obj)
         except WireError as e:
             raise RemoteProtocolError(f"bad gossip message: {e}") from None
-        self._cores.submit(Received(peer, msg))
+        self._submit(Received(peer, msg))
 
-    def _on_bitswap(self, peer: PeerId, raw: Any) -> None:
+    def _on_bitswap(self, peer: PeerId, raw: bytes) -> None:
         try:
             msg = BitswapMessage.from_bytes(raw)
         except WireError as e:
@@ -105,12 +106,12 @@ class Router:
         kept = self._filter(peer, msg)  # colony mode: members-only data
         if kept is None:
             return  # logged by the trust service
-        self._cores.submit(Received(peer, kept))
+        self._submit(Received(peer, kept))
 
     async def watch_transport(self, dialer: DialHooks) -> None:
         async for ev in self._t.events:
             if isinstance(ev, (PeerDisconnected, SendFailed)):
-                self._cores.submit(PeerUnreachable(ev.peer))
+                self._submit(PeerUnreachable(ev.peer))
             # A peer we cannot dial may be NAT'd: try WebRTC, then a relay, in the
             # background; the next frames then use that connection.
             if isinstance(ev, SendFailed) and ev.reason.startswith("dial_failed"):
@@ -120,7 +121,7 @@ class Router:
 
     # ------------------------------------------------------------ outbound
 
-    def send(self, peer: PeerId, msg: Any) -> None:
+    def send(self, peer: PeerId, msg: object) -> None:
         if isinstance(msg, GOSSIP_MESSAGES):
             self._t.post(peer, self._gossip, cast("GossipMessage", msg).to_wire())
         elif isinstance(msg, BitswapMessage):

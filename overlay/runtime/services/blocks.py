@@ -123,10 +123,11 @@ class BlockService:
         self,
         root: Cid,
         providers: Sequence[PeerId] = (),
-        progress: Callable[[FetchProgress], None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
         """Fetch every missing block of `root`'s DAG (from its providers, found when none
-        are given); committed when it returns, ColonyError when it cannot."""
+        are given); committed when it returns, ColonyError when it cannot.
+        `progress(blocks fetched, blocks outstanding)` is called every `POLL_S`."""
         if not providers:
             providers = await self.find_providers(root, FIND_PROVIDERS_TIMEOUT_S)
             if not providers:
@@ -135,7 +136,7 @@ class BlockService:
         while not fetch.progress.done:
             await fetch.wait(POLL_S)
             if progress is not None:
-                progress(fetch.progress)
+                progress(fetch.progress.blocks_fetched, fetch.progress.outstanding)
         fetch.finish()
 
     def dag_multihashes(self, root: Cid) -> list[bytes]:

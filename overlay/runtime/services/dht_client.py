@@ -94,7 +94,7 @@ class DhtClient:
 
     # ------------------------------------------------------------ inbound
 
-    async def serve(self, peer: PeerId, raw: Any) -> bytes | None:
+    async def serve(self, peer: PeerId, raw: bytes) -> bytes | None:
         try:
             msg = KadMessage.from_wire(raw)
         except WireError as e:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import trio
 
@@ -29,7 +28,7 @@ UNLOGGED: tuple[type, ...] = (PeerAddressesLearned, BlockReceived)
 #: Events a watcher's channel holds before it starts missing them.
 WATCH_BUFFER = 256
 
-Stamped = tuple[float, Any]
+Stamped = tuple[float, object]
 
 
 class EventBus:
@@ -37,11 +36,11 @@ class EventBus:
 
     def __init__(self, clock: Callable[[], float], max_events: int) -> None:
         self._clock = clock
-        self._handlers: list[Callable[[Any], None]] = []
+        self._handlers: list[Callable[[object], None]] = []
         self._log: deque[Stamped] = deque(maxlen=max_events)
         self._watchers: list[trio.MemorySendChannel[Stamped]] = []
 
-    def subscribe(self, handler: Callable[[Any], None]) -> None:
+    def subscribe(self, handler: Callable[[object], None]) -> None:
         """Call `handler(event)` for every event, in subscription order."""
         self._handlers.append(handler)
 
@@ -58,7 +57,7 @@ class EventBus:
     def watchers(self) -> int:
         return len(self._watchers)
 
-    def publish(self, ev: Any) -> None:
+    def publish(self, ev: object) -> None:
         """The driver's `emit`: hand `ev` to subscribers, then log and watchers."""
         for handler in self._handlers:
             handler(ev)
