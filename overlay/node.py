@@ -30,13 +30,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gossip.trust import Verifier
-
 from dht.api import COMMAND_TYPES as DHT_COMMANDS
 from dht.api import AddPeer, KadConfig
 from dht.core import Kademlia
 from dht.wire import DhtRequest, DhtResponse
 from gossip.admission import Admission
+from gossip.claim_verifier import Verifier
 from gossip.events import COMMAND_TYPES as GOSSIP_COMMANDS
 from gossip.events import (
     MemberExpelled,

@@ -47,15 +47,15 @@ class Cores(Protocol):
 
     def now(self) -> float: ...
 
-    def submit(self, inp: Any) -> bool:
+    def submit(self, inp: object) -> bool:
         """Queue an input; False when the bounded queue is full (counted by the driver)."""
         ...
 
-    async def submit_wait(self, inp: Any) -> None:
+    async def submit_wait(self, inp: object) -> None:
         """Queue an input, waiting for room."""
         ...
 
-    def handle_now(self, inp: Any) -> list[Effect]:
+    def handle_now(self, inp: object) -> list[Effect]:
         """Run an input at once, on the caller's task (no checkpoint in between)."""
         ...
 
@@ -66,7 +66,7 @@ class Network(Protocol):
     @property
     def addrs(self) -> list[str]: ...
 
-    def post(self, peer: PeerId, protocol: str, obj: Any) -> bool: ...
+    def post(self, peer: PeerId, protocol: str, obj: object) -> bool: ...
 
     async def request(
         self, peer: PeerId, protocol: str, obj: Any, timeout: float = ...
@@ -128,7 +128,11 @@ class Blocks(Protocol):
         providers: Sequence[PeerId] = (),
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
-        """Fetch every missing block of `root`'s DAG; committed when it returns."""
+        """Fetch every missing block of `root`'s DAG (from `providers`, or the ones the
+        DHT names, else connected peers); committed when it returns. ColonyError when
+        there is no one to ask, a block is unavailable or no block came for the stall
+        limit (what arrived stays stored: fetching again resumes). `progress(blocks
+        fetched, blocks outstanding)` is called as the fetch goes."""
         ...
 
     def dag_multihashes(self, root: Cid) -> list[bytes]:
@@ -139,15 +143,15 @@ class Blocks(Protocol):
 class EventBus(Protocol):
     """The node's events (from the cores' `Emit` effects), fanned out."""
 
-    def subscribe(self, handler: Callable[[Any], None]) -> None:
+    def subscribe(self, handler: Callable[[object], None]) -> None:
         """Call `handler(event)` for every event, in order, on the driver's task."""
         ...
 
-    def watch(self, max_buffer: int = ...) -> trio.MemoryReceiveChannel[tuple[float, Any]]:
+    def watch(self, max_buffer: int = ...) -> trio.MemoryReceiveChannel[tuple[float, object]]:
         """A channel of (time, event); a slow watcher misses events, never stalls us."""
         ...
 
-    def recent(self) -> list[tuple[float, Any]]:
+    def recent(self) -> list[tuple[float, object]]:
         """The bounded log of recent (time, event) pairs, oldest first."""
         ...
 

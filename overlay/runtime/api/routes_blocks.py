@@ -1,0 +1,103 @@
+"""Control-API routes of blocks: publish a file or directory, fetch a DAG.
+
+| method, path     | body                 | NDJSON stream                                    |
+|------------------|----------------------|--------------------------------------------------|
+| POST /v1/publish | {path, cid_version?} | {phase: import / provide, …}, last {done, cid, …} |
+| POST /v1/fetch   | {cid}                | {phase: providers}, progress…, last the final one |
+
+Both stream progress every `PROGRESS_INTERVAL_S` and end with one object carrying
+`"done": true`; errors come back as `{"error": …}`. A fetch uses the one fetch of
+services/blocks.py; like kubo, a node that holds a DAG provides it afterwards (in the
+background: the fetch is already complete), so later fetches spread over every holder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+import trio
+
+from dht.api import Provide
+from overlay.core.errors import ColonyError
+from overlay.runtime.api.params import cid_arg
+from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
+from store.importer import Added, Importer, ImportOptions
+
+if TYPE_CHECKING:
+    from overlay.runtime.context import DhtCalls, Spawn
+    from overlay.runtime.services.blocks import BlockService
+
+log = structlog.get_logger("colony.api")
+
+PROGRESS_INTERVAL_S = 0.25
+#: Provider announcements of a published or fetched DAG may take this long.
+PROVIDE_TIMEOUT_S = 300
+
+
+async def _provide_quietly(dht: DhtCalls, keys: tuple[bytes, ...]) -> None:
+    try:
+        await dht.call(lambda rid: Provide(rid, keys), timeout_s=PROVIDE_TIMEOUT_S)
+    except ColonyError as e:
+        log.warning("provide_after_fetch_failed", error=str(e), blocks=len(keys))
+
+
+def add_block_routes(api: ApiServer, blocks: BlockService, dht: DhtCalls, spawn: Spawn) -> None:
+    async def publish(req: Request) -> Response:
+        body = req.json()
+        path = Path(str(body.get("path", "")))
+        opts = ImportOptions(cid_version=int(body.get("cid_version", 1)))
+        done_bytes = [0]
+
+        def count(n: int) -> None:
+            done_bytes[0] += n
+
+        def do_import() -> Added:
+            return Importer(blocks.store, opts, progress=count).add_path(path, recursive=True)
+
+        async def gen() -> AsyncIterator[object]:
+            async with trio.open_nursery() as n:
+                result: list[Added] = []
+
+                async def run() -> None:
+                    result.append(await trio.to_thread.run_sync(do_import))
+
+                n.start_soon(run)
+                while not result:
+                    yield {"phase": "import", "bytes": done_bytes[0]}
+                    with trio.move_on_after(PROGRESS_INTERVAL_S):
+                        while not result:
+                            await trio.sleep(0.02)
+            added = result[0]
+            keys = blocks.dag_multihashes(added.cid)
+            yield {"phase": "provide", "blocks": len(keys), "bytes": done_bytes[0]}
+            ev = await dht.call(lambda rid: Provide(rid, tuple(keys)), timeout_s=PROVIDE_TIMEOUT_S)
+            yield {"done": True, "cid": str(added.cid), "size": added.size, "blocks": len(keys),
+                   "provide": {"regions": ev.regions, "lookups": ev.lookups,
+                               "messages": ev.messages}}
+
+        return Response(stream=gen())
+
+    async def fetch(req: Request) -> Response:
+        body = req.json()
+        cid = cid_arg(body.get("cid"))
+
+        async def gen() -> AsyncIterator[object]:
+            providers = await blocks.find_providers(cid)
+            if not providers and not blocks.store.has(cid):
+                raise ApiError(404, f"no providers found for {cid} and no peers connected")
+            yield {"phase": "providers", "providers": [str(p) for p in providers]}
+            fetching = blocks.begin(cid, providers)
+            while not fetching.progress.done:
+                yield fetching.progress.as_dict()
+                await fetching.wait(PROGRESS_INTERVAL_S)
+            final = fetching.finish().as_dict()
+            spawn(_provide_quietly, dht, tuple(blocks.dag_multihashes(cid)))
+            yield final
+
+        return Response(stream=gen())
+
+    api.add("POST", "/v1/publish", publish)
+    api.add("POST", "/v1/fetch", fetch)

@@ -1,0 +1,194 @@
+"""Blocks: the block store and the one way to fetch a DAG from the network
+(context.Blocks).
+
+A fetch finds providers (DHT provider records, else the connected peers, as Bitswap
+broadcasts wants), starts a `FetchSession` (services/fetch.py: walks what is stored,
+asks the exchange for the rest, commits what arrives) and watches it: a fetch that
+gets no new block for `STALL_TIMEOUT_S` is cancelled and fails (what it got stays
+stored, so running it again resumes). `fetch_dag` is that whole loop for services;
+the API's fetch route drives the same `DagFetch` to stream progress.
+
+Sessions: the exchange reports `BlockReceived` / `BlockUnavailable` per CID; `on_event`
+hands each to the sessions waiting for that CID. Cancelling a session withdraws the
+wants no other session shares. While a session runs, buffered blocks are committed
+every `FLUSH_INTERVAL_S`, otherwise every `IDLE_FLUSH_INTERVAL_S`.
+
+Invariant: when `fetch_dag` returns, or `DagFetch.finish` returns, every block of the
+DAG is committed to the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import trio
+
+from dht.api import GetProviders
+from overlay.core.cid import Cid
+from overlay.core.errors import ColonyError
+from overlay.exchange.engine import BlockReceived, BlockUnavailable, CancelFetch, Fetch
+from overlay.runtime.services.fetch import BlockWriter, FetchProgress, FetchSession
+from overlay.runtime.services.host_ad import str_addrs
+
+if TYPE_CHECKING:
+    from overlay.core.ids import PeerId
+    from overlay.runtime.context import Cores, DhtCalls, Network
+    from store.blockstore import BlockStore
+
+#: Providers one fetch asks at most.
+MAX_PROVIDERS = 8
+#: A fetch with no new block for this long gives up (what it got stays stored).
+STALL_TIMEOUT_S = 60.0
+#: How often `fetch_dag` looks at its session.
+POLL_S = 0.02
+#: Provider lookup bound of `fetch_dag` (the API's fetch allows the DHT default).
+FIND_PROVIDERS_TIMEOUT_S = 30.0
+FLUSH_INTERVAL_S = 0.05
+#: Flush tick while no fetch runs: 20 wake-ups/s were ~80 % of an idle daemon's CPU.
+IDLE_FLUSH_INTERVAL_S = 1.0
+
+
+class DagFetch:
+    """One running fetch of a DAG: its progress, a bounded wait that notices a stall,
+    and the finish that commits and reports."""
+
+    def __init__(self, blocks: BlockService, session: FetchSession) -> None:
+        self._blocks = blocks
+        self.session = session
+        self._last = -1
+        self._last_change = trio.current_time()
+
+    @property
+    def progress(self) -> FetchProgress:
+        return self.session.progress
+
+    async def wait(self, max_s: float) -> None:
+        """Wait until done or `max_s`; ColonyError (fetch cancelled) when stalled."""
+        p = self.session.progress
+        with trio.move_on_after(max_s):
+            while not p.done:
+                await trio.sleep(POLL_S)
+        if p.blocks_fetched != self._last:
+            self._last, self._last_change = p.blocks_fetched, trio.current_time()
+        elif trio.current_time() - self._last_change > STALL_TIMEOUT_S:
+            self._blocks.cancel_fetch(self.session)
+            raise ColonyError(
+                f"fetch of {self.session.root} stalled: no block for {STALL_TIMEOUT_S:.0f} s "
+                f"({p.outstanding} outstanding); run it again to resume"
+            )
+
+    def finish(self) -> FetchProgress:
+        """Commit what arrived; ColonyError when a block was unavailable."""
+        self._blocks.writer.flush()
+        if self.session.progress.error:
+            raise ColonyError(str(self.session.progress.error))
+        return self.session.progress
+
+
+class BlockService:
+    def __init__(
+        self, store: BlockStore, cores: Cores, network: Network, dht: DhtCalls, me: PeerId
+    ) -> None:
+        self._store = store
+        self._cores = cores
+        self._net = network
+        self._dht = dht
+        self._me = me
+        self.writer = BlockWriter(store)
+        #: CID (bytes) → the sessions waiting for it.
+        self.sessions: dict[bytes, list[FetchSession]] = {}
+
+    @property
+    def store(self) -> BlockStore:
+        return self._store
+
+    # ------------------------------------------------------------ one fetch
+
+    async def find_providers(self, root: Cid, timeout_s: float = 60.0) -> list[PeerId]:
+        """Up to MAX_PROVIDERS peers to fetch `root` from; their addresses are noted."""
+        ev = await self._dht.call(lambda rid: GetProviders(rid, root.multihash), timeout_s)
+        providers = [p.peer for p in ev.result.providers if p.peer != self._me]
+        for p in ev.result.providers:
+            if p.addrs and p.peer != self._me:
+                self._net.add_addrs(p.peer, str_addrs(p.addrs))
+        if not providers:  # ask connected members, as Bitswap broadcasts wants
+            providers = [p for p in self._net.connected_peers() if p != self._me]
+        return providers[:MAX_PROVIDERS]
+
+    def begin(self, root: Cid, providers: Sequence[PeerId]) -> DagFetch:
+        return DagFetch(self, self.start_fetch(root, list(providers)))
+
+    async def fetch_dag(
+        self,
+        root: Cid,
+        providers: Sequence[PeerId] = (),
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Fetch every missing block of `root`'s DAG (from its providers, found when none
+        are given); committed when it returns, ColonyError when it cannot.
+        `progress(blocks fetched, blocks outstanding)` is called every `POLL_S`."""
+        if not providers:
+            providers = await self.find_providers(root, FIND_PROVIDERS_TIMEOUT_S)
+            if not providers:
+                raise ColonyError(f"no providers for {root} and no peers connected")
+        fetch = self.begin(root, providers[:MAX_PROVIDERS])
+        while not fetch.progress.done:
+            await fetch.wait(POLL_S)
+            if progress is not None:
+                progress(fetch.progress.blocks_fetched, fetch.progress.outstanding)
+        fetch.finish()
+
+    def dag_multihashes(self, root: Cid) -> list[bytes]:
+        """Every block of a stored DAG (from the reference index), root first."""
+        out: list[bytes] = []
+        seen: set[bytes] = set()
+        stack = [root.multihash]
+        with self._store.reader() as r:
+            while stack:
+                mh = stack.pop()
+                if mh in seen:
+                    continue
+                seen.add(mh)
+                out.append(mh)
+                stack.extend(Cid.from_bytes(c).multihash for c in r.links(mh) or [])
+        return out
+
+    # ------------------------------------------------------------ sessions
+
+    def start_fetch(self, root: Cid, providers: list[PeerId]) -> FetchSession:
+        def want(cids: list[bytes]) -> None:
+            for c in cids:
+                self.sessions.setdefault(c, []).append(session)
+            self._cores.handle_now(Fetch(tuple(cids), tuple(providers)))
+
+        session = FetchSession(root, self.writer, want)
+        session.start()
+        return session
+
+    def cancel_fetch(self, session: FetchSession) -> None:
+        orphaned = []
+        for c in session.outstanding:
+            waiting = self.sessions.get(c, [])
+            if session in waiting:
+                waiting.remove(session)
+            if not waiting:
+                self.sessions.pop(c, None)
+                orphaned.append(c)  # no other fetch wants it: withdraw the want
+        self._cores.handle_now(CancelFetch(tuple(orphaned)))
+        self.writer.flush()
+
+    def on_event(self, ev: object) -> None:
+        if isinstance(ev, BlockReceived):
+            for s in self.sessions.get(ev.cid, ()):
+                s.on_block(ev.cid, ev.data, ev.peer)
+            self.sessions.pop(ev.cid, None)
+        elif isinstance(ev, BlockUnavailable):
+            for s in self.sessions.pop(ev.cid, ()):
+                s.on_unavailable(ev.cid, ev.reason)
+
+    async def flush_tick(self) -> None:
+        while True:
+            # Fetched blocks arrive only while a fetch session runs (bench/edge.py).
+            await trio.sleep(FLUSH_INTERVAL_S if self.sessions else IDLE_FLUSH_INTERVAL_S)
+            self.writer.commit_soon()  # on the writer's thread; acknowledgers flush()

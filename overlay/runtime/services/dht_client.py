@@ -1,0 +1,140 @@
+"""The DHT client: the trio side of the Kademlia core (context.DhtCalls).
+
+Three paths, all carrying the core's own messages (dht/wire.py) and no protocol
+logic (the core decides what to send and when a lookup ends):
+
+- commands: `call(make)` gives a command a fresh request id, submits it and waits for
+  the `LookupDone` / `ProvideDone` event with that id (`on_event`);
+- inbound kad requests (`serve`, a request handler on the kad protocol): the request
+  goes to the core under a fresh id, and its `DhtResponse` (routed back to `answer`)
+  becomes the reply, or no reply after `KAD_SERVE_TIMEOUT_S`; ADD_PROVIDER has no
+  answer in the kad-dht spec;
+- outbound kad requests (`send`): ADD_PROVIDER is posted, every other request runs as
+  a background request whose reply (or failure: `PeerUnreachable`) goes back to the core.
+
+One counter numbers both command and inbound ids, so they never collide in the core.
+Bounds: waiters exist only while their caller waits (`timeout_s`, `KAD_SERVE_TIMEOUT_S`)
+and are removed when it stops waiting, answered or not.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import trio
+
+from dht.api import LookupDone, ProvideDone
+from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType
+from overlay.core.effects import PeerUnreachable, Received
+from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
+from overlay.runtime.net.transport import TransportError
+
+if TYPE_CHECKING:
+    from overlay.core.ids import PeerId
+    from overlay.runtime.context import Cores, Network, Spawn
+
+log = structlog.get_logger("colony.daemon")
+
+#: An inbound kad request the core has not answered by then gets no reply.
+KAD_SERVE_TIMEOUT_S = 10.0
+
+
+class _Waiter:
+    __slots__ = ("event", "value")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.value: Any = None
+
+
+class DhtClient:
+    def __init__(
+        self, cores: Cores, network: Network, spawn: Spawn, *, protocol: str,
+        rpc_timeout_s: float,
+    ) -> None:
+        self._cores = cores
+        self._net = network
+        self._spawn = spawn
+        self.protocol = protocol
+        self._rpc_timeout_s = rpc_timeout_s
+        self._ids = itertools.count(1)
+        self._waiters: dict[int, _Waiter] = {}
+        self._inbound: dict[int, _Waiter] = {}
+
+    @property
+    def pending(self) -> int:
+        """Commands and inbound requests waiting for the core."""
+        return len(self._waiters) + len(self._inbound)
+
+    # ------------------------------------------------------------ commands
+
+    async def call(self, make: Callable[[int], Any], timeout_s: float = 60.0) -> Any:
+        """Run a DHT command built with a fresh request id; return its result event."""
+        rid = next(self._ids)
+        w = self._waiters[rid] = _Waiter()
+        await self._cores.submit_wait(make(rid))
+        try:
+            with trio.fail_after(timeout_s):
+                await w.event.wait()
+        except trio.TooSlowError:
+            raise ColonyError(f"DHT operation timed out after {timeout_s:.0f} s") from None
+        finally:
+            self._waiters.pop(rid, None)
+        return w.value
+
+    def on_event(self, ev: object) -> None:
+        if isinstance(ev, (LookupDone, ProvideDone)):
+            w = self._waiters.pop(ev.request_id, None)
+            if w is not None:
+                w.value = ev
+                w.event.set()
+
+    # ------------------------------------------------------------ inbound
+
+    async def serve(self, peer: PeerId, raw: bytes) -> bytes | None:
+        try:
+            msg = KadMessage.from_wire(raw)
+        except WireError as e:
+            raise RemoteProtocolError(f"bad kad message: {e}") from None
+        rid = next(self._ids)
+        self._cores.submit(Received(peer, DhtRequest(rid, msg)))
+        if msg.type == MessageType.ADD_PROVIDER:
+            return None  # the kad-dht spec has no answer to ADD_PROVIDER
+        w = self._inbound[rid] = _Waiter()
+        try:
+            with trio.move_on_after(KAD_SERVE_TIMEOUT_S):
+                await w.event.wait()
+        finally:
+            self._inbound.pop(rid, None)
+        reply: KadMessage | None = w.value
+        return reply.to_wire() if reply is not None else None
+
+    def answer(self, resp: DhtResponse) -> None:
+        """The core's answer to an inbound request `serve` is waiting on."""
+        w = self._inbound.get(resp.rid)
+        if w is not None:
+            w.value = resp.msg
+            w.event.set()
+
+    # ------------------------------------------------------------ outbound
+
+    def send(self, peer: PeerId, req: DhtRequest) -> None:
+        if req.msg.type == MessageType.ADD_PROVIDER:
+            self._net.post(peer, self.protocol, req.msg.to_wire())
+        else:
+            self._spawn(self._request, peer, req)
+
+    async def _request(self, peer: PeerId, req: DhtRequest) -> None:
+        try:
+            raw = await self._net.request(
+                peer, self.protocol, req.msg.to_wire(), timeout=self._rpc_timeout_s
+            )
+            reply = KadMessage.from_wire(raw)
+        except (TransportError, WireError) as e:
+            log.debug("kad_request_failed", peer=str(peer), error=str(e))
+            self._cores.submit(PeerUnreachable(peer))
+            return
+        self._cores.submit(Received(peer, DhtResponse(req.rid, reply)))

@@ -1,0 +1,161 @@
+"""services/dht_client.DhtClient on virtual time, with the real driver and a small core."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from dht.api import ClosestPeers, FindNode, LookupDone
+from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType
+from overlay.core.crypto import KeyPair
+from overlay.core.effects import Effect, Emit, PeerUnreachable, Received, Send, SetTimer, TimerFired
+from overlay.core.errors import ColonyError
+from overlay.runtime.driver import Driver
+from overlay.runtime.net.transport import TransportError
+from overlay.runtime.services import dht_client
+from overlay.runtime.services.dht_client import DhtClient
+
+A = KeyPair(b"\x01" * 32).peer_id
+PROTO = "/colony/kad/1.0.0"
+
+
+class SlowKad:
+    """Ends a FindNode lookup `lookup_s` later (never when the key is b"lost");
+    answers inbound FIND_NODE requests at once, never GET_VALUE ones."""
+
+    def __init__(self, lookup_s: float = 2.0) -> None:
+        self.lookup_s = lookup_s
+        self.inputs: list[Any] = []
+
+    def handle(self, inp: Any, now: float) -> list[Effect]:
+        self.inputs.append(inp)
+        if isinstance(inp, FindNode) and inp.key != b"lost":
+            timer: Hashable = ("lookup", inp.request_id)
+            return [SetTimer(timer, now + self.lookup_s)]
+        if isinstance(inp, TimerFired):
+            rid = inp.timer[1]  # type: ignore[index]
+            return [Emit(LookupDone(rid, ClosestPeers((A,)), hops=2, queried=3))]
+        if isinstance(inp, Received) and isinstance(inp.msg, DhtRequest):
+            if inp.msg.msg.type == MessageType.FIND_NODE:
+                reply = KadMessage(MessageType.FIND_NODE, key=b"answer")
+                return [Send(inp.peer, DhtResponse(inp.msg.rid, reply))]
+        return []
+
+
+class Net:
+    """Records posts; `request` answers with `reply`, or fails when it is None."""
+
+    def __init__(self, reply: bytes | None) -> None:
+        self.posts: list[tuple[Any, str, Any]] = []
+        self.reply = reply
+
+    def post(self, peer: Any, protocol: str, obj: Any) -> bool:
+        self.posts.append((peer, protocol, obj))
+        return True
+
+    async def request(self, peer: Any, protocol: str, obj: Any, timeout: float = 0) -> Any:
+        await trio.sleep(0.5)
+        if self.reply is None:
+            raise TransportError("dial_failed: nobody there")
+        return self.reply
+
+
+def run(test: Any, core: SlowKad, net: Net) -> None:
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            client: DhtClient
+
+            def send(peer: Any, msg: Any) -> None:
+                client.answer(msg)
+
+            driver = Driver(core, send=send, emit=lambda ev: client.on_event(ev))
+            client = DhtClient(driver, net, n.start_soon,  # type: ignore[arg-type]
+                               protocol=PROTO, rpc_timeout_s=5.0)
+            await n.start(driver.run)
+            await test(client, driver)
+            n.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_call_returns_the_event_that_completes_its_request_id() -> None:
+    async def test(client: DhtClient, driver: Driver) -> None:
+        t0 = trio.current_time()
+        first, second = await _both(client.call(lambda rid: FindNode(rid, b"k1")),
+                                    client.call(lambda rid: FindNode(rid, b"k2")))
+        assert trio.current_time() - t0 == pytest.approx(2.0)
+        assert {first.request_id, second.request_id} == {1, 2}  # each its own
+        assert first.result == ClosestPeers((A,)) and first.hops == 2
+        assert client.pending == 0
+
+    run(test, SlowKad(), Net(None))
+
+
+def test_call_times_out_with_a_colony_error_and_forgets_its_waiter() -> None:
+    async def test(client: DhtClient, driver: Driver) -> None:
+        t0 = trio.current_time()
+        with pytest.raises(ColonyError, match="timed out after 7 s"):
+            await client.call(lambda rid: FindNode(rid, b"lost"), timeout_s=7.0)
+        assert trio.current_time() - t0 == pytest.approx(7.0)
+        assert client.pending == 0
+
+    run(test, SlowKad(), Net(None))
+
+
+def test_serve_answers_with_the_cores_reply_or_nothing_after_the_limit() -> None:
+    core = SlowKad()
+
+    async def test(client: DhtClient, driver: Driver) -> None:
+        raw = await client.serve(A, KadMessage(MessageType.FIND_NODE, key=b"x").to_wire())
+        assert raw is not None and KadMessage.from_wire(raw).key == b"answer"
+        t0 = trio.current_time()
+        assert await client.serve(A, KadMessage(MessageType.GET_VALUE, key=b"x").to_wire()) is None
+        assert trio.current_time() - t0 == pytest.approx(dht_client.KAD_SERVE_TIMEOUT_S)
+        # ADD_PROVIDER has no answer: nothing is awaited.
+        t0 = trio.current_time()
+        add = KadMessage(MessageType.ADD_PROVIDER, key=b"x")
+        assert await client.serve(A, add.to_wire()) is None
+        assert trio.current_time() == t0
+        # Inbound requests and commands share one id sequence: no collision in the core.
+        done = await client.call(lambda rid: FindNode(rid, b"k"))
+        rids = [i.msg.rid for i in core.inputs if isinstance(i, Received)]
+        assert rids == [1, 2, 3] and done.request_id == 4
+        assert client.pending == 0
+
+    run(test, core, Net(None))
+
+
+def test_outbound_requests_post_or_ask_and_a_failure_makes_the_peer_unreachable() -> None:
+    core = SlowKad()
+    net = Net(None)
+
+    async def test(client: DhtClient, driver: Driver) -> None:
+        add = KadMessage(MessageType.ADD_PROVIDER, key=b"k")
+        client.send(A, DhtRequest(7, add))
+        assert net.posts == [(A, PROTO, add.to_wire())]
+        client.send(A, DhtRequest(8, KadMessage(MessageType.FIND_NODE, key=b"k")))
+        await trio.sleep(1.0)
+        assert PeerUnreachable(A) in core.inputs
+        net.reply = KadMessage(MessageType.FIND_NODE, key=b"back").to_wire()
+        client.send(A, DhtRequest(9, KadMessage(MessageType.FIND_NODE, key=b"k")))
+        await trio.sleep(1.0)
+        assert Received(A, DhtResponse(9, KadMessage(MessageType.FIND_NODE, key=b"back"))) in (
+            core.inputs)
+
+    run(test, core, net)
+
+
+async def _both(a: Any, b: Any) -> tuple[Any, Any]:
+    out: list[Any] = [None, None]
+
+    async def one(i: int, aw: Any) -> None:
+        out[i] = await aw
+
+    async with trio.open_nursery() as n:
+        n.start_soon(one, 0, a)
+        n.start_soon(one, 1, b)
+    return out[0], out[1]
