@@ -21,6 +21,7 @@ import random
 import signal
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from gossip.events import Join, Leave, LeftColony, MemberJoined
 from gossip.messages import MESSAGE_TYPES as GOSSIP_MESSAGES
 from gossip.messages import decode_message as decode_gossip
 from overlay.core.crypto import KeyPair
-from overlay.core.effects import PeerUnreachable, Received
+from overlay.core.effects import Connected, Disconnected, PeerUnreachable, Received
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
 from overlay.exchange.engine import BlockReceived, BlockUnavailable, CancelFetch, Fetch
@@ -47,9 +48,10 @@ from overlay.runtime.api.server import (
 )
 from overlay.runtime.driver import Driver
 from overlay.runtime.edge.dialback import ReachabilityService
-from overlay.runtime.edge.dialer import run_for_daemon as run_edge_for_daemon
+from overlay.runtime.edge.dialer import run_edge
 from overlay.runtime.net.transport import (
     Codec,
+    PeerConnected,
     PeerDisconnected,
     SendFailed,
     Transport,
@@ -58,6 +60,7 @@ from overlay.runtime.net.transport import (
 )
 from overlay.runtime.services.capsules import CAPSULE_MESSAGES, CapsuleService, prepare_capsules
 from overlay.runtime.services.fetch import BlockWriter, FetchSession
+from overlay.runtime.services.interim_context import DhtFunction, SessionBlocks, SwimMembership
 from overlay.runtime.services.node_builder import (
     PROTO_BITSWAP,
     PROTO_GOSSIP,
@@ -140,9 +143,9 @@ class Daemon:
         async with Transport.open(self.keypair, net["listen"], tcfg) as t:
             self.t = t
             addrs = tuple(t.listen_addrs)
-            caps = await prepare_capsules(self.home, self.conf, self.keypair)
             # One revocation list: those learned by gossip also bind capsule submitters.
-            caps.core.custody.revocations = self.trust.revocations
+            caps = await prepare_capsules(self.home, self.conf, self.keypair,
+                                          self.trust.revocations)
             self.node, self.swim, self.kad, self.exchange = build_node(
                 self.keypair, self.conf, self.store,
                 addrs=addrs, addrs_bin=bin_addrs(list(addrs)),
@@ -153,10 +156,24 @@ class Daemon:
             self.driver = Driver(
                 self.node, send=self._send, emit=self._on_event, disconnect=t.disconnect_soon
             )
-            self.capsules = CapsuleService(self, caps)
-            self.trust_service = TrustService(self)
+            # Narrow interfaces for the services (overlay/runtime/context.py).
+            self.membership = SwimMembership(self.swim)
+            self.dht_calls = DhtFunction(self.dht)
+            self.blocks = SessionBlocks(self.store, self.writer, me=self.me, dht=self.dht_calls,
+                                        network=t, start_fetch=self.start_fetch,
+                                        cancel_fetch=self.cancel_fetch)
+            self.capsules = CapsuleService(
+                caps, cores=self.driver, network=t, membership=self.membership,
+                dht=self.dht_calls, blocks=self.blocks, started=self.started,
+                spawn=lambda fn, *args: self.nursery.start_soon(fn, *args),
+                home=self.home, conf=self.conf)
+            self.trust_service = TrustService(
+                self.trust, me=self.me, store=self.store, membership=self.membership,
+                cores=self.driver, dht=self.dht_calls)
             self._register_handlers()
-            self.reachability = ReachabilityService(self)  # /colony/dialback, STUN
+            self.reachability = ReachabilityService(  # /colony/dialback, STUN
+                t, self.membership, self.driver, me=self.me,
+                stun_servers=[str(u) for u in self.conf.get("edge", {}).get("stun", [])])
             self.reachability.register()
             token = load_or_create_token(self.home)
             from overlay.runtime.api.routes import build_api
@@ -171,7 +188,9 @@ class Daemon:
                 self.api_port = await n.start(api.serve, host, port)
                 write_api_addr(self.home, host, self.api_port)
                 # Edge stack: WebRTC signalling, relay, dialer (overlay/runtime/edge/dialer.py).
-                self.dialer = await n.start(run_edge_for_daemon, self)
+                self.dialer = await n.start(partial(
+                    run_edge, t, self.keypair, self.conf, trust=self.trust,
+                    membership=self.membership, reachability=self.reachability))
                 n.start_soon(self._watch_transport)
                 n.start_soon(self._flush_tick)
                 n.start_soon(self.writer.run)  # commits fetched blocks off the event loop
@@ -416,6 +435,11 @@ class Daemon:
 
     async def _watch_transport(self) -> None:
         async for ev in self.t.events:
+            # Connectivity reaches the cores as inputs (the capsule part tracks it).
+            if isinstance(ev, PeerConnected):
+                self.driver.submit(Connected(ev.peer))
+            elif isinstance(ev, PeerDisconnected):
+                self.driver.submit(Disconnected(ev.peer))
             if isinstance(ev, (PeerDisconnected, SendFailed)):
                 self.driver.submit(PeerUnreachable(ev.peer))
             # A peer we cannot dial may be NAT'd: try WebRTC, then a relay, in the

@@ -23,9 +23,9 @@ from overlay.core.errors import ColonyError
 from overlay.core.ids import PeerId
 from overlay.runtime.api.metrics import StatsCollector, render
 from overlay.runtime.api.routes_capsules import add_capsule_routes
-from overlay.runtime.api.routes_doctor import add_doctor_routes
+from overlay.runtime.api.routes_doctor import DoctorSources, add_doctor_routes
 from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
-from overlay.runtime.services.capsules import dag_multihashes
+from overlay.runtime.services.interim_context import dag_multihashes
 from overlay.runtime.services.node_builder import str_addrs
 from store.cid import Cid
 from store.importer import Importer, ImportOptions
@@ -169,7 +169,7 @@ def build_api(d: Daemon, token: str) -> ApiServer:
                         while not result:
                             await trio.sleep(0.02)
             added = result[0]
-            keys = dag_multihashes(d, added.cid)
+            keys = dag_multihashes(d.store, added.cid)
             yield {"phase": "provide", "blocks": len(keys), "bytes": done_bytes[0]}
             ev = await d.dht(lambda rid: Provide(rid, tuple(keys)), timeout_s=300)
             yield {"done": True, "cid": str(added.cid), "size": added.size, "blocks": len(keys),
@@ -216,7 +216,7 @@ def build_api(d: Daemon, token: str) -> ApiServer:
                 raise ColonyError(str(final["error"]))
             # Like kubo, a node that holds a DAG provides it, so later fetches can
             # spread over every holder. Background: the fetch is already complete.
-            keys = tuple(dag_multihashes(d, cid))
+            keys = tuple(dag_multihashes(d.store, cid))
             d.nursery.start_soon(_provide_quietly, d, keys)
             yield final
 
@@ -280,8 +280,10 @@ def build_api(d: Daemon, token: str) -> ApiServer:
         ("GET", "/metrics", metrics_route),
     ]:
         api.add(method, path, fn)
-    add_capsule_routes(api, d)
-    add_doctor_routes(api, d)
+    add_capsule_routes(api, d.capsules, d.keypair, d.blocks)
+    add_doctor_routes(api, DoctorSources(
+        d.me, d.home, d.conf, d.t, d.membership, d.store, d.reachability,
+        lambda: getattr(d, "dialer", None)))  # the edge stack starts after the API
     return api
 
 

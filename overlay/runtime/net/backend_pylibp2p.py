@@ -224,6 +224,14 @@ class PyLibp2pBackend:
     def connected_peers(self) -> list[PeerId]:
         return [PeerId(p.to_bytes()) for p in self._host.get_connected_peers()]
 
+    def remote_addr(self, peer: PeerId) -> tuple[str, int] | None:
+        for conn in self._network.connections.get(ID(peer.raw), ()):
+            with suppress(Exception):
+                got = conn.muxed_conn.get_remote_address()
+                if got:
+                    return str(got[0]), int(got[1])
+        return None
+
     async def dial(self, peer: PeerId, addrs: list[str]) -> None:
         pid = ID(peer.raw)
         self._host.get_peerstore().add_addrs(pid, [multiaddr.Multiaddr(a) for a in addrs], 0)
