@@ -435,10 +435,11 @@ class Daemon:
 
     async def _watch_transport(self) -> None:
         async for ev in self.t.events:
-            # Connectivity reaches the cores as inputs (the capsule part tracks it).
+            # Connectivity reaches the cores as inputs (the capsule part tracks it). A
+            # connection re-made at once (py-libp2p does that) is no disconnection.
             if isinstance(ev, PeerConnected):
                 self.driver.submit(Connected(ev.peer))
-            elif isinstance(ev, PeerDisconnected):
+            elif isinstance(ev, PeerDisconnected) and not self.t.is_connected(ev.peer):
                 self.driver.submit(Disconnected(ev.peer))
             if isinstance(ev, (PeerDisconnected, SendFailed)):
                 self.driver.submit(PeerUnreachable(ev.peer))
