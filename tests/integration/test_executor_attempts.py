@@ -124,9 +124,9 @@ def test_missing_input_without_fetch_and_executor_bugs_become_results(tmp_path: 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             Attempts(ctx, {"subprocess": executor_for("subprocess")}, exits.append).handle(
-                nursery, RunRequested(missing, 1, 0.0))  # fmt: skip
+                nursery.start_soon, RunRequested(missing, 1, 0.0))  # fmt: skip
             Attempts(ctx, {"subprocess": Broken()}, exits.append).handle(
-                nursery, RunRequested(buggy, 1, 0.0))  # fmt: skip
+                nursery.start_soon, RunRequested(buggy, 1, 0.0))  # fmt: skip
             await wait_for(exits, 2)
 
     trio.run(main)
@@ -157,7 +157,7 @@ def test_failing_fetch_and_kill_during_fetch(tmp_path: Path) -> None:
         async with trio.open_nursery() as nursery:
             runner = {"subprocess": executor_for("subprocess")}
             Attempts(ctx, runner, exits.append, fetch=unreachable).handle(
-                nursery, RunRequested(a, 1, 0.0))  # fmt: skip
+                nursery.start_soon, RunRequested(a, 1, 0.0))  # fmt: skip
             slow_attempts = Attempts(ctx, runner, exits.append, fetch=slow)
             slow_attempts.handle(nursery.start_soon, RunRequested(b, 2, 0.0))
             with trio.fail_after(10):
