@@ -5,7 +5,8 @@
   mode; the admitted certificate's roles in colony mode).
 - `CapsulePart`: wraps `CapsuleCore` with the runtime's view of reachability and the
   start-up gate (see its docstring), plus the runtime-only commands `RestoreCustody`,
-  `Activate` and `RefreshMembers`.
+  `Activate` and `RefreshMembers`. Connectivity arrives as inputs (`Connected`,
+  `Disconnected`, `PeerUnreachable`), never as a callback into the transport.
 - `executor_config`: this node's executor capacity from `[capsule]` and the kinds that
   really work here.
 """
@@ -23,7 +24,7 @@ from overlay.capsule.executor import ExecutorConfig
 from overlay.capsule.members import DEFAULT_ROLES, Member, MembersChanged
 from overlay.capsule.placement import NodeAd
 from overlay.core.certs import Certificate
-from overlay.core.effects import Effect, PeerUnreachable, Received
+from overlay.core.effects import Connected, Disconnected, Effect, PeerUnreachable, Received
 from overlay.core.errors import ColonyError
 from overlay.core.ids import PeerId
 
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 #: Resource-ad tag carrying the executor slot count (gossip ads have no slot field).
 SLOTS_TAG = "slots="
 MAX_HIDDEN = 4096
+#: Peers tracked as connected; `Connected` inputs beyond it are counted and dropped
+#: (such a peer only counts as unconnected: hidden a little longer, never wrongly kept).
+MAX_CONNECTED = 4096
 #: How long a peer reported unreachable stays out of custodian sets unless it is
 #: connected again: about SWIM's time to declare a crashed member dead on the lan
 #: profile (probe round + suspicion), after which gossip's view excludes it anyway.
@@ -143,21 +147,42 @@ class CapsulePart:
     would then lead every capsule alone — and a node restarted from its custody store
     would re-run leases the others already settled. Meanwhile capsule messages from
     peers are dropped (their senders retry, as if this node were still starting).
+
+    Which peers are connected the part learns from the driver's `Connected` and
+    `Disconnected` inputs (in the order the transport reported them; tracked while
+    inactive too), at most `MAX_CONNECTED` of them.
     """
 
-    COMMANDS: tuple[type, ...] = (*COMMAND_TYPES, RestoreCustody, RefreshMembers, Activate)
+    COMMANDS: tuple[type, ...] = (
+        *COMMAND_TYPES, RestoreCustody, RefreshMembers, Activate, Connected, Disconnected
+    )
 
     def __init__(self, core: CapsuleCore, members: Callable[[], MembersChanged] | None = None,
                  hide_s: float = HIDE_S) -> None:  # fmt: skip
         self.core = core
         self.members = members
         self.hide_s = hide_s
-        self.is_connected: Callable[[PeerId], bool] = lambda peer: False
+        #: Peers the driver reported connected (insertion order; used as a set).
+        self._connected: dict[PeerId, None] = {}
+        self.dropped_connected = 0
         self._hidden: dict[PeerId, float] = {}
         self._last: MembersChanged | None = None
         self.dropped_unreachable = 0
         self.active = False
         self.dropped_inactive = 0
+
+    def is_connected(self, peer: PeerId) -> bool:
+        """As last reported by the driver (`Connected` / `Disconnected` inputs)."""
+        return peer in self._connected
+
+    def _track(self, inp: Connected | Disconnected) -> list[Effect]:
+        if isinstance(inp, Disconnected):
+            self._connected.pop(inp.peer, None)
+        elif inp.peer in self._connected or len(self._connected) < MAX_CONNECTED:
+            self._connected[inp.peer] = None
+        else:
+            self.dropped_connected += 1
+        return []
 
     def _filtered(self, mc: MembersChanged, now: float) -> MembersChanged:
         for p, until in list(self._hidden.items()):
@@ -168,6 +193,8 @@ class CapsulePart:
         return MembersChanged(tuple(m for m in mc.members if m.peer not in self._hidden))
 
     def handle(self, inp: Any, now: float) -> list[Effect]:
+        if isinstance(inp, Connected | Disconnected):
+            return self._track(inp)
         if not self.active and isinstance(
             inp, Received | MembersChanged | RefreshMembers | PeerUnreachable
         ):

@@ -44,6 +44,20 @@ class PeerUnreachable:
     peer: PeerId
 
 
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The driver holds a connection to `peer` now (its first one)."""
+
+    peer: PeerId
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The driver's last connection to `peer` closed."""
+
+    peer: PeerId
+
+
 # ---------------------------------------------------------------- effects
 
 

@@ -221,6 +221,10 @@ class Host:
     def is_connected(self, peer: PeerId) -> bool:
         return self.connection(peer) is not None
 
+    def connections(self, peer: PeerId) -> list[Connection]:
+        """Every connection to `peer`, oldest first (a closing one until it is gone)."""
+        return list(self._conns.get(peer, ()))
+
     def connected_peers(self) -> list[PeerId]:
         return [p for p in self._conns if self.connection(p) is not None]
 

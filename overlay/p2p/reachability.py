@@ -1,4 +1,4 @@
-"""Is this node publicly reachable? The sans-IO decision logic (issue 10).
+"""Is this node publicly reachable? The sans-IO decision logic.
 
 Modelled on libp2p AutoNAT v1 (specs/autonat): a node asks a few connected members
 to *dial it back* at its listen addresses (`/colony/dialback/1.0.0`, see
@@ -22,7 +22,13 @@ Rules (every one of them lives in this file):
   it observed the request come from (no amplification towards third parties), at
   most `max_dial_addrs` ports, under a token bucket per requester IP and a global one.
 
-Cores take `now`; nothing here reads a clock, sleeps or opens a socket.
+`ReachabilityCore` follows the core contract (DESIGN §2): `handle(input, now)` returns
+effects (`AskDialback`, `ProbeStun`, `StatusChanged`); its inputs are the frozen
+dataclasses below (`TimerFired`, `CandidatesChanged`, `DialbackAnswered`,
+`DialbackFailed`, `IdentifyObserved`, `StunProbed`). Like aioquic's `get_timer()`,
+`next_deadline()` tells the driver when to deliver the next `TimerFired(TIMER)`; an
+early or repeated one is harmless (nothing is due yet). Cores take `now`; nothing
+here reads a clock, sleeps or opens a socket.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from overlay.core.effects import TimerFired
 from overlay.core.errors import LocalProtocolError
 
 PROTO_DIALBACK = "/colony/dialback/1.0.0"
@@ -60,6 +67,58 @@ class ReachabilityConfig:
     def __post_init__(self) -> None:
         if self.peers_per_round < 1 or self.confirmations < 1 or self.max_peers < 1:
             raise LocalProtocolError("reachability: counts must be ≥ 1")
+
+
+# ---------------------------------------------------------------- inputs
+
+#: The core's one timer: deliver `TimerFired(TIMER)` at `next_deadline()`.
+TIMER = "reachability"
+
+
+@dataclass(frozen=True, slots=True)
+class CandidatesChanged:
+    """Peers we may ask now (connected members), in a stable order."""
+
+    peers: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DialbackAnswered:
+    """`peer` tried to dial us back (`ok`: some address of ours answered); `observed`
+    is where it sees us, `clock_offset_s` its clock minus ours over `rtt_s`."""
+
+    peer: Any
+    ok: bool
+    observed: str | None = None
+    clock_offset_s: float | None = None
+    rtt_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DialbackFailed:
+    """The request to `peer` failed or was refused (no evidence either way)."""
+
+    peer: Any
+
+
+@dataclass(frozen=True, slots=True)
+class IdentifyObserved:
+    """identify's observedAddr from `peer` (None: it sent none)."""
+
+    peer: Any
+    observed: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StunProbed:
+    """A STUN mapping probe ended: the NAT's mapping behaviour, or why not."""
+
+    nat_type: str
+    error: str = ""
+
+
+Input = TimerFired | CandidatesChanged | DialbackAnswered | DialbackFailed | IdentifyObserved \
+    | StunProbed
 
 
 # ---------------------------------------------------------------- effects
@@ -142,15 +201,29 @@ class ReachabilityCore:
 
     # ------------------------------------------------------------ inputs
 
-    def set_candidates(self, peers: list[Any]) -> None:
-        """Peers we may ask now (connected members), in a stable order."""
-        self._candidates = list(dict.fromkeys(peers))
+    def handle(self, inp: Input, now: float) -> list[Effect]:
+        """The one entry point: an input at time `now` → effects to carry out."""
+        if isinstance(inp, TimerFired):
+            return self._on_timer(now) if inp.timer == TIMER else []
+        if isinstance(inp, CandidatesChanged):
+            self._candidates = list(dict.fromkeys(inp.peers))
+            return []
+        if isinstance(inp, DialbackAnswered):
+            return self._on_answer(inp, now)
+        if isinstance(inp, DialbackFailed):
+            return self._on_no_answer(inp.peer, now)
+        if isinstance(inp, IdentifyObserved):
+            self._on_identify(inp.peer, inp.observed)
+            return []
+        if isinstance(inp, StunProbed):
+            return self._on_stun(inp.nat_type, now, inp.error)
+        raise LocalProtocolError(f"reachability: unknown input {type(inp).__name__}")
 
     def next_deadline(self) -> float:
         return self._next_round if self._next_stun is None else min(self._next_round,
                                                                      self._next_stun)
 
-    def handle_timer(self, now: float) -> list[Effect]:
+    def _on_timer(self, now: float) -> list[Effect]:
         out: list[Effect] = []
         if self._next_stun is not None and now >= self._next_stun:
             self._next_stun = None  # re-armed when the result arrives
@@ -160,13 +233,11 @@ class ReachabilityCore:
             self._expire(now, out)
         return out
 
-    def on_answer(self, peer: Any, ok: bool, now: float, *, observed: str | None = None,
-                  clock_offset_s: float | None = None, rtt_s: float | None = None
-                  ) -> list[Effect]:
-        """A peer tried to dial us back (`ok`: some address of ours answered)."""
+    def _on_answer(self, a: DialbackAnswered, now: float) -> list[Effect]:
+        peer, clock_offset_s, rtt_s = a.peer, a.clock_offset_s, a.rtt_s
         self.answers.pop(peer, None)
         self._unable.pop(peer, None)
-        self.answers[peer] = _Answer(ok, now, observed, clock_offset_s)
+        self.answers[peer] = _Answer(a.ok, now, a.observed, clock_offset_s)
         if clock_offset_s is not None:
             rtt = rtt_s if rtt_s is not None else float("inf")
             old = self._clock.get(peer)
@@ -181,15 +252,14 @@ class ReachabilityCore:
         self._reconsider(now, out)
         return out
 
-    def on_identify(self, peer: Any, observed: str | None) -> None:
-        """identify's observedAddr from `peer` (None: it sent none)."""
+    def _on_identify(self, peer: Any, observed: str | None) -> None:
         self._identified.pop(peer, None)
         if observed:
             self._identified[peer] = observed
             while len(self._identified) > self.config.max_peers:
                 del self._identified[next(iter(self._identified))]
 
-    def on_no_answer(self, peer: Any, now: float) -> list[Effect]:
+    def _on_no_answer(self, peer: Any, now: float) -> list[Effect]:
         """The request failed or was refused: no evidence either way, and the peer
         is left out of `need` until it answers again (or `result_ttl_s` passes)."""
         self._unable.pop(peer, None)
@@ -200,7 +270,7 @@ class ReachabilityCore:
         self._reconsider(now, out)
         return out
 
-    def on_stun(self, nat_type: str, now: float, error: str = "") -> list[Effect]:
+    def _on_stun(self, nat_type: str, now: float, error: str) -> list[Effect]:
         self.stun_error = error
         if nat_type != "unknown" or self.nat_type == "unknown":
             self.nat_type = nat_type

@@ -28,6 +28,7 @@ from __future__ import annotations
 import random
 import signal
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from overlay.node import DhtSetup, GossipSetup, build_node
 from overlay.runtime.api.client import split_hostport
 from overlay.runtime.api.routes import build_api
 from overlay.runtime.api.routes_capsules import add_capsule_routes
-from overlay.runtime.api.routes_doctor import add_doctor_routes
+from overlay.runtime.api.routes_doctor import DoctorSources, add_doctor_routes
 from overlay.runtime.api.routes_node import CoreStats
 from overlay.runtime.api.server import (
     ApiServer,
@@ -52,7 +53,7 @@ from overlay.runtime.api.server import (
 )
 from overlay.runtime.driver import Driver
 from overlay.runtime.edge.dialback import ReachabilityService
-from overlay.runtime.edge.dialer import run_for_daemon as run_edge_for_daemon
+from overlay.runtime.edge.dialer import run_edge
 from overlay.runtime.net.router import Router
 from overlay.runtime.net.transport import Transport, TransportConfig
 from overlay.runtime.process.config import mdns_enabled
@@ -104,9 +105,9 @@ class Daemon:
         async with Transport.open(self.keypair, self.conf["network"]["listen"], tcfg) as t:
             self.t = t
             addrs = tuple(t.listen_addrs)
-            caps = await prepare_capsules(self.home, self.conf, self.keypair)
             # One revocation list: those learned by gossip also bind capsule submitters.
-            caps.core.custody.revocations = self.trust.revocations
+            caps = await prepare_capsules(self.home, self.conf, self.keypair,
+                                          self.trust.revocations)
             gconf, dconf = self.conf["gossip"], self.conf["dht"]
             built = build_node(
                 self.keypair, random.Random(),
@@ -132,10 +133,12 @@ class Daemon:
                 self.api_port = api_port = await n.start(api.serve, host, port)
                 write_api_addr(self.home, host, api_port)
                 # Edge stack: WebRTC signalling, relay, dialer (overlay/runtime/edge/dialer.py).
-                self.dialer = await n.start(run_edge_for_daemon, self)
+                self.dialer = await n.start(partial(
+                    run_edge, t, self.keypair, self.conf, trust=self.trust,
+                    membership=self.membership, reachability=self.reachability))
                 n.start_soon(self.router.watch_transport, self.dialer)
                 n.start_soon(self.blocks.flush_tick)
-                n.start_soon(self.writer.run)  # commits fetched blocks off the event loop
+                n.start_soon(self.blocks.writer.run)  # commits fetched blocks off the loop
                 n.start_soon(self.peer_book.save_tick)
                 n.start_soon(self.reachability.run)
                 n.start_soon(self._signals, n.cancel_scope)
@@ -147,7 +150,7 @@ class Daemon:
                 self.started.set()
                 task_status.started(self)
         remove_api_addr(self.home)
-        self.writer.flush()
+        self.blocks.writer.flush()
         self.peer_book.save()
 
     def _wire(self, t: Transport, caps: CapsuleSetup) -> ApiServer:
@@ -167,11 +170,13 @@ class Daemon:
         self.membership = SwimMembership(self.swim)
         self.bootstrapper = Bootstrapper(
             self.me, t.connect, driver, self.membership, self.peer_book, self.spawn)
-        # Services still built from the daemon; they read these four names of it.
-        self.dht, self.writer = self.dht_client.call, self.blocks.writer
-        self.start_fetch, self.cancel_fetch = self.blocks.start_fetch, self.blocks.cancel_fetch
-        self.capsules = CapsuleService(self, caps)
-        self.trust_service = TrustService(self)
+        self.capsules = CapsuleService(
+            caps, cores=driver, network=t, membership=self.membership, dht=self.dht_client,
+            blocks=self.blocks, started=self.started, spawn=self.spawn, home=self.home,
+            conf=self.conf)
+        self.trust_service = TrustService(
+            self.trust, me=self.me, store=self.store, membership=self.membership,
+            cores=driver, dht=self.dht_client)
         self.router = Router(
             t, driver.submit, self.dht_client, gossip_protocol=PROTO_GOSSIP,
             bitswap_protocol=PROTO_BITSWAP, kad_server=self.kad.config.mode == "server",
@@ -185,7 +190,9 @@ class Daemon:
                          self.peer_book.on_event, self.dht_client.on_event,
                          self.blocks.on_event, self._on_event):
             self.events.subscribe(on_event)
-        self.reachability = ReachabilityService(self)  # /colony/dialback, STUN
+        self.reachability = ReachabilityService(  # /colony/dialback, STUN
+            t, self.membership, driver, me=self.me,
+            stun_servers=[str(u) for u in self.conf.get("edge", {}).get("stun", [])])
         self.reachability.register()
         api = build_api(
             load_or_create_token(self.home), keypair=self.keypair, node=self,
@@ -193,8 +200,10 @@ class Daemon:
             blocks=self.blocks, events=self.events, spawn=self.spawn,
             stats=CoreStats(driver, self.kad, self.swim, self.exchange),
         )
-        add_capsule_routes(api, self)
-        add_doctor_routes(api, self)
+        add_capsule_routes(api, self.capsules, self.keypair, self.blocks)
+        add_doctor_routes(api, DoctorSources(
+            self.me, self.home, self.conf, t, self.membership, self.store, self.reachability,
+            lambda: getattr(self, "dialer", None)))  # the dialer starts after the API
         self.trust_service.add_routes(api)
         return api
 
@@ -226,5 +235,5 @@ class Daemon:
         await self.driver.submit_wait(Leave())
         with trio.move_on_after(LEAVE_TIMEOUT_S):
             await self._left.wait()
-        self.writer.flush()
+        self.blocks.writer.flush()
         self.peer_book.save()

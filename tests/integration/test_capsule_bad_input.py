@@ -24,7 +24,8 @@ from overlay.capsule.receipts import Receipt
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
 from overlay.runtime.net.transport import Codec, Transport, TransportConfig, TransportError
-from overlay.runtime.services.capsules import PROTO_CAPSULE, PROTO_CAPSULE_INFO
+from overlay.runtime.services.capsule_info import PROTO_CAPSULE_INFO
+from overlay.runtime.services.capsules import PROTO_CAPSULE
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,7 @@ from overlay.cli.main import main as colony_main
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
 from overlay.runtime.net.transport import Transport, TransportConfig, TransportError
-from overlay.runtime.services.capsules import PROTO_CAPSULE_INFO
+from overlay.runtime.services.capsule_info import PROTO_CAPSULE_INFO
 
 pytestmark = pytest.mark.slow
 

@@ -78,16 +78,17 @@ def test_events_in_exits_out_with_fetch_kill_and_unknown_kind(tmp_path: Path) ->
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            assert attempts.handle(nursery, RunRequested(uses_input, 1, 30.0))
-            assert attempts.handle(nursery, RunRequested(uses_input, 1, 30.0))  # duplicate
-            attempts.handle(nursery, RunRequested(sleeper, 4, 0.0))
-            attempts.handle(nursery, RunRequested(on_slurm, 1, 0.0))
-            assert not attempts.handle(nursery, "not an executor event")
+            spawn = nursery.start_soon
+            assert attempts.handle(spawn, RunRequested(uses_input, 1, 30.0))
+            assert attempts.handle(spawn, RunRequested(uses_input, 1, 30.0))  # duplicate
+            attempts.handle(spawn, RunRequested(sleeper, 4, 0.0))
+            attempts.handle(spawn, RunRequested(on_slurm, 1, 0.0))
+            assert not attempts.handle(spawn, "not an executor event")
             await h.wait_for_file(marker)
-            attempts.handle(nursery, KillRequested(sleeper.id, 3, "stale token"))  # not ours
-            attempts.handle(nursery, KillRequested(sleeper.id, 4, "lease revoked"))
+            attempts.handle(spawn, KillRequested(sleeper.id, 3, "stale token"))  # not ours
+            attempts.handle(spawn, KillRequested(sleeper.id, 4, "lease revoked"))
             await wait_for(exits, 3)
-        attempts.handle(nursery, KillRequested(sleeper.id, 4, "late"))  # already ended
+        attempts.handle(spawn, KillRequested(sleeper.id, 4, "late"))  # already ended
 
     trio.run(main)
     by_id = {e.capsule_id: e for e in exits}
@@ -123,9 +124,9 @@ def test_missing_input_without_fetch_and_executor_bugs_become_results(tmp_path: 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             Attempts(ctx, {"subprocess": executor_for("subprocess")}, exits.append).handle(
-                nursery, RunRequested(missing, 1, 0.0))  # fmt: skip
+                nursery.start_soon, RunRequested(missing, 1, 0.0))  # fmt: skip
             Attempts(ctx, {"subprocess": Broken()}, exits.append).handle(
-                nursery, RunRequested(buggy, 1, 0.0))  # fmt: skip
+                nursery.start_soon, RunRequested(buggy, 1, 0.0))  # fmt: skip
             await wait_for(exits, 2)
 
     trio.run(main)
@@ -156,12 +157,12 @@ def test_failing_fetch_and_kill_during_fetch(tmp_path: Path) -> None:
         async with trio.open_nursery() as nursery:
             runner = {"subprocess": executor_for("subprocess")}
             Attempts(ctx, runner, exits.append, fetch=unreachable).handle(
-                nursery, RunRequested(a, 1, 0.0))  # fmt: skip
+                nursery.start_soon, RunRequested(a, 1, 0.0))  # fmt: skip
             slow_attempts = Attempts(ctx, runner, exits.append, fetch=slow)
-            slow_attempts.handle(nursery, RunRequested(b, 2, 0.0))
+            slow_attempts.handle(nursery.start_soon, RunRequested(b, 2, 0.0))
             with trio.fail_after(10):
                 await started_fetch.wait()
-            slow_attempts.handle(nursery, KillRequested(b.id, 2, "lease revoked"))
+            slow_attempts.handle(nursery.start_soon, KillRequested(b.id, 2, "lease revoked"))
             await wait_for(exits, 2)
 
     trio.run(main)

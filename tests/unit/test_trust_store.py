@@ -283,14 +283,22 @@ def test_private_roots_persist_and_need_a_colony(tmp_path: Path) -> None:
 def test_bitswap_policy_members_outsiders_and_serve_public(
     tmp_path: Path, serve_public: bool
 ) -> None:
-    """`TrustService.filter_bitswap` on a real home and LMDB store (the daemon object
-    is reduced to the three attributes the service reads)."""
-    import types
+    """`TrustService.filter_bitswap` on a real home and LMDB store; the service's
+    other interfaces are real too (a driver over a gossip core, gossip's membership)
+    and the DHT is one that is never reached."""
+    import random
 
+    from gossip.swim import Swim
     from overlay.exchange.messages import BitswapMessage, WantEntry
+    from overlay.runtime.driver import Driver
+    from overlay.runtime.services.membership import SwimMembership
     from overlay.runtime.services.trust import TrustService
     from store.blockstore import BlockStore
     from store.importer import Importer
+
+    class NoDht:
+        async def call(self, make: object, timeout_s: float = 60.0) -> object:
+            raise AssertionError("filter_bitswap needs no DHT")
 
     ha, ka = node(tmp_path, "a")
     _, kb = node(tmp_path, "b")
@@ -304,7 +312,10 @@ def test_bitswap_policy_members_outsiders_and_serve_public(
         t.set_private(str(secret.cid), True)
         trust = Trust(ha, {"trust": {"serve_public": serve_public}})
         assert trust.learn(kb.peer_id, chain_b, time.time()) is None
-        svc = TrustService(types.SimpleNamespace(trust=trust, store=store, me=ka.peer_id))  # type: ignore[arg-type]
+        swim = Swim(ka, rng=random.Random(1))
+        svc = TrustService(trust, me=ka.peer_id, store=store, membership=SwimMembership(swim),
+                           cores=Driver(swim, send=lambda peer, msg: None),
+                           dht=NoDht())  # fmt: skip
     msg = BitswapMessage(wants=(WantEntry(secret.cid.to_bytes()), WantEntry(public.cid.to_bytes())))
     assert svc.filter_bitswap(kb.peer_id, msg) is msg  # a member gets everything
     out = svc.filter_bitswap(outsider, msg)

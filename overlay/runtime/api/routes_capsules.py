@@ -14,6 +14,7 @@
 Specs are signed here with the node's key (the node's user is the submitter) and go
 to custody through the capsule core. Reads ask this node and the capsule's custodians
 (`CapsuleService.find_record`), so `get`, `wait` and `logs` work from any node.
+The routes use the capsule service, the node's key and `Blocks`, not the daemon.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import codecs
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
@@ -30,14 +31,13 @@ from overlay.capsule.leases import State
 from overlay.capsule.placement import place
 from overlay.capsule.spec import Capsule, CapsuleSpec, SpecError, Workflow, check_capsule_id
 from overlay.core.cid import Cid
+from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError, WireError
 from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
-from overlay.runtime.services.capsules import fetch_dag, record_json
+from overlay.runtime.context import Blocks
+from overlay.runtime.services.capsule_info import record_json
+from overlay.runtime.services.capsules import CapsuleService
 from store.exporter import Exporter
-
-if TYPE_CHECKING:
-    from overlay.runtime.daemon import Daemon
-    from overlay.runtime.services.capsules import CapsuleService
 
 POLL_S = 0.5
 LOG_POLL_S = 0.5
@@ -76,8 +76,10 @@ def _record_or_404(rec: Any, cid: str) -> dict[str, Any]:
     return out
 
 
-def add_capsule_routes(api: ApiServer, d: Daemon) -> None:
-    svc = d.capsules
+def add_capsule_routes(
+    api: ApiServer, svc: CapsuleService, keypair: KeyPair, blocks: Blocks
+) -> None:
+    me = keypair.peer_id
 
     async def submit_one(cap: Capsule) -> dict[str, Any]:
         k = await svc.submit(cap)
@@ -96,7 +98,7 @@ def add_capsule_routes(api: ApiServer, d: Daemon) -> None:
         if spec.dependencies:
             raise ApiError(400, "dependencies name other capsules of a workflow: "
                            "submit it with `colony workflow submit`")  # fmt: skip
-        cap = Capsule.sign(d.keypair, spec, time.time(), _nonce(body))
+        cap = Capsule.sign(keypair, spec, time.time(), _nonce(body))
         return await submit_one(cap)
 
     async def workflow_submit(req: Request) -> Any:
@@ -105,7 +107,7 @@ def add_capsule_routes(api: ApiServer, d: Daemon) -> None:
             wf = Workflow.from_dict(body.get("workflow"))
         except SpecError as e:
             raise ApiError(400, f"bad workflow: {e}") from None
-        caps = wf.sign(d.keypair, time.time(), _nonce(body))
+        caps = wf.sign(keypair, time.time(), _nonce(body))
         names = [s.name for s in wf.order()]
         out = []
         for name, cap in zip(names, caps, strict=True):
@@ -195,7 +197,7 @@ def add_capsule_routes(api: ApiServer, d: Daemon) -> None:
                 if rec.terminal:
                     r = rec.receipt
                     if r is not None and r.log_cid:
-                        data = await _read_cid(d, r.log_cid)
+                        data = await _read_cid(blocks, r.log_cid)
                         # The stored log is the run's log plus a trailer: skip what we
                         # already streamed of this attempt.
                         start = offset if token == r.token else 0
@@ -235,7 +237,7 @@ def add_capsule_routes(api: ApiServer, d: Daemon) -> None:
         rec = await svc.find_record(cid)
         _record_or_404(rec, cid)
         assert rec is not None
-        if d.me not in (rec.origin, rec.capsule.submitter):
+        if me not in (rec.origin, rec.capsule.submitter):
             raise ApiError(403, f"capsule {cid} was submitted through {rec.origin.short()}; "
                            "only that node or the submitter may cancel it")  # fmt: skip
         await svc.cancel(cid, str(body.get("reason", ""))[:200])
@@ -267,15 +269,15 @@ def add_capsule_routes(api: ApiServer, d: Daemon) -> None:
         api.add(method, path, fn)
 
 
-async def _read_cid(d: Daemon, text: str) -> bytes:
+async def _read_cid(blocks: Blocks, text: str) -> bytes:
     """A (small) file by CID: from the local store, fetched from the colony if needed."""
     cid = Cid.parse(text)
 
     def read() -> bytes:
-        return Exporter(d.store).read_all(cid)
+        return Exporter(blocks.store).read_all(cid)
 
     try:
         return await trio.to_thread.run_sync(read)
     except ColonyError:
-        await fetch_dag(d, cid)
+        await blocks.fetch_dag(cid)
         return await trio.to_thread.run_sync(read)

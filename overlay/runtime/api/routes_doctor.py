@@ -1,36 +1,56 @@
-"""`GET /v1/doctor`: what `colony doctor` shows from a running daemon (issue 10).
+"""`GET /v1/doctor`: what `colony doctor` shows from a running daemon.
 
 Reachability (dial-back status, NAT mapping, observed addresses), how each connected
 peer is reached (direct / webrtc / relayed, and relays in use — from the edge
-dialer when the daemon runs one, `d.dialer.status()`; otherwise every transport
+dialer when the daemon runs one, `Dialer.status()`; otherwise every transport
 connection is direct), clock offsets measured in dial-back exchanges, member
-counts, and the local checks of overlay/runtime/edge/doctor_checks.py.
+counts, and the local checks of overlay/runtime/edge/doctor_checks.py. The route
+reads what it shows from `DoctorSources` (narrow interfaces), not the daemon.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from overlay.core.ids import PeerId
 from overlay.runtime.api.server import ApiServer, Request
+from overlay.runtime.context import Membership
 from overlay.runtime.edge import doctor_checks as dc
-from overlay.runtime.edge.dialback import observed_remote
+from overlay.runtime.edge.dialback import DialbackNetwork, ReachabilityService
+from overlay.runtime.edge.dialer import Dialer
+from store.blockstore import BlockStore
 
-if TYPE_CHECKING:
-    from overlay.runtime.daemon import Daemon
+
+@dataclass(frozen=True, slots=True)
+class DoctorSources:
+    """What the doctor report reads. `dialer()` is None until (or unless) the daemon
+    runs its edge stack."""
+
+    me: PeerId
+    home: Path
+    conf: dict[str, dict[str, Any]]
+    network: DialbackNetwork
+    membership: Membership
+    store: BlockStore
+    reachability: ReachabilityService
+    dialer: Callable[[], Dialer | None]
 
 
-def _connections(d: Daemon) -> dict[str, Any]:
-    dialer = getattr(d, "dialer", None)
+def _connections(d: DoctorSources) -> dict[str, Any]:
+    dialer = d.dialer()
     if dialer is not None:
         status: dict[str, Any] = dialer.status()
     else:
-        peers = {str(p): {"kind": "direct"} for p in d.t.connected_peers()}
+        peers = {str(p): {"kind": "direct"} for p in d.network.connected_peers()}
         status = {"peers": peers, "counts": {"direct": len(peers), "webrtc": 0, "relayed": 0},
                   "relays_in_use": []}
-    by_id = {str(p): p for p in d.t.connected_peers()}
+    by_id = {str(p): p for p in d.network.connected_peers()}
     for peer, info in status.get("peers", {}).items():
         if info.get("kind") == "direct" and "remote" not in info and peer in by_id:
-            ra = observed_remote(d.t, by_id[peer])
+            ra = d.network.remote_addr(by_id[peer])
             info["remote"] = f"{ra[0]}:{ra[1]}" if ra else None
     return status
 
@@ -65,14 +85,14 @@ def dht_mode_check(status: str, conf: dict[str, dict[str, Any]]) -> dc.Check:
     return dc.Check("dht_mode", True, f"DHT {mode} mode")
 
 
-def doctor_report(d: Daemon) -> dict[str, Any]:
+def doctor_report(d: DoctorSources) -> dict[str, Any]:
     from store.blockstore import MAX_MAP_SIZE
 
     snap = d.reachability.snapshot()
-    listen = d.t.listen_addrs
+    listen = d.network.listen_addrs
     conns = _connections(d)
     counts: dict[str, int] = {}
-    for m in d.swim.list_members(include_gone=True):
+    for m in d.membership.list_members(include_gone=True):
         counts[m.state.name.lower()] = counts.get(m.state.name.lower(), 0) + 1
     st = d.store.stat()
     checks = [
@@ -84,13 +104,14 @@ def doctor_report(d: Daemon) -> dict[str, Any]:
         *dc.config_checks(d.home, d.conf),
     ]
     c = conns.get("counts", {})
+    connected = d.network.connected_peers()
     checks.insert(1, dc.Check(
-        "connections", bool(d.t.connected_peers()),
-        f"{len(d.t.connected_peers())} connected peer(s): {c.get('direct', 0)} direct, "
+        "connections", bool(connected),
+        f"{len(connected)} connected peer(s): {c.get('direct', 0)} direct, "
         f"{c.get('webrtc', 0)} webrtc, {c.get('relayed', 0)} relayed"
         + (f"; relays in use: {', '.join(conns['relays_in_use'])}"
            if conns.get("relays_in_use") else ""),
-        "" if d.t.connected_peers() else "no peer connected: check bootstrap and the network"))
+        "" if connected else "no peer connected: check bootstrap and the network"))
     return {
         "daemon": True,
         "id": str(d.me),
@@ -104,7 +125,7 @@ def doctor_report(d: Daemon) -> dict[str, Any]:
     }
 
 
-def add_doctor_routes(api: ApiServer, d: Daemon) -> None:
+def add_doctor_routes(api: ApiServer, d: DoctorSources) -> None:
     async def doctor(req: Request) -> Any:
         return doctor_report(d)
 

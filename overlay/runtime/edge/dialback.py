@@ -1,4 +1,4 @@
-"""`/colony/dialback/1.0.0` and the daemon's reachability service (issue 10).
+"""`/colony/dialback/1.0.0` and the daemon's reachability service.
 
 Wire (canonical CBOR request/response on the transport's request stream):
 
@@ -18,9 +18,11 @@ It does not prove the listener's identity (no Noise handshake); the IP is the
 requester's own, so only its own network could fake a success.
 
 `ReachabilityService` drives `ReachabilityCore` (overlay/p2p/reachability.py)
-with the real clock: asks connected members, runs STUN probes against
-`[edge] stun`, puts the result into the node's resource ad, and keeps
-what `colony doctor` shows (observed addresses, clock offsets, last errors).
+with the real clock, feeding it inputs through `handle(input, now)`: asks connected
+members, runs STUN probes against `[edge] stun`, puts the result into the node's
+resource ad, and keeps what `colony doctor` shows (observed addresses, clock
+offsets, last errors). It uses the network (`DialbackNetwork`), the membership's
+own ad and the cores (`handle_now`), never the daemon.
 """
 
 from __future__ import annotations
@@ -28,29 +30,35 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 import trio
 
 from gossip.events import UpdateAd
+from overlay.core.effects import TimerFired
 from overlay.core.errors import MalformedFrame, RemoteProtocolError
 from overlay.core.ids import PeerId
 from overlay.p2p.reachability import (
     PROTO_DIALBACK,
+    TIMER,
     AskDialback,
+    CandidatesChanged,
+    DialbackAnswered,
+    DialbackFailed,
     DialbackGuard,
     Effect,
+    IdentifyObserved,
     ProbeStun,
     ReachabilityConfig,
     ReachabilityCore,
     StatusChanged,
+    StunProbed,
     plan_dialback,
 )
+from overlay.runtime.context import Cores, Membership, Network
 from overlay.runtime.edge import stun_probe
-
-if TYPE_CHECKING:
-    from overlay.runtime.daemon import Daemon
+from overlay.runtime.net.transport import Codec, PeerInfo, TransportError
 
 log = structlog.get_logger("colony.reachability")
 
@@ -88,56 +96,17 @@ def _multiaddr(ip: str, port: int) -> str:
     return f"/{'ip6' if ':' in ip else 'ip4'}/{ip}/tcp/{port}"
 
 
-def observed_remote(t: Any, peer: PeerId) -> tuple[str, int] | None:
-    """(ip, port) of `peer`'s end of our live connection: where we observe it.
+class DialbackNetwork(Network, Protocol):
+    """`context.Network` plus what dial-back needs of the transport besides."""
 
-    Asks the transport (`remote_addr(peer)`) when it offers that; otherwise reads it
-    from the backend's connection (native stack: `host.connection(peer).remote_addr`,
-    a multiaddr; py-libp2p: the swarm connection's `get_remote_address()`).
-    """
-    fn = getattr(t, "remote_addr", None)
-    if fn is not None:
-        ra: tuple[str, int] | None = fn(peer)
-        return ra
-    backend = getattr(t, "_backend", None)
-    host = getattr(backend, "host", None)
-    if host is not None and hasattr(host, "connection"):
-        # A peer may also have a WebRTC or relayed connection (attached streams have no
-        # socket address): use its newest open TCP connection.
-        conns = list(getattr(host, "_conns", {}).get(peer, ())) or [host.connection(peer)]
-        for conn in reversed(conns):
-            if conn is not None and not getattr(conn, "closed", False):
-                got = parse_ip_tcp(getattr(conn, "remote_addr", None) or "")
-                if got is not None:
-                    return got
-        return None
-    network = getattr(backend, "_network", None)
-    if network is not None:
-        from contextlib import suppress
+    @property
+    def listen_addrs(self) -> list[str]: ...
 
-        for conn in network.connections.get(_libp2p_id(peer), ()):
-            with suppress(Exception):
-                got = conn.muxed_conn.get_remote_address()
-                if got:
-                    return str(got[0]), int(got[1])
-    return None
+    def remote_addr(self, peer: PeerId) -> tuple[str, int] | None:
+        """(ip, port) of `peer`'s end of our newest open TCP connection, if any."""
+        ...
 
-
-def _libp2p_id(peer: PeerId) -> Any:
-    from libp2p.peer.id import ID
-
-    return ID(peer.raw)
-
-
-def parse_ip_tcp(addr: str) -> tuple[str, int] | None:
-    """"/ip4/1.2.3.4/tcp/5[/…]" → ("1.2.3.4", 5); anything else → None."""
-    parts = addr.split("/")
-    if len(parts) >= 5 and parts[1] in ("ip4", "ip6") and parts[3] == "tcp":
-        try:
-            return parts[2], int(parts[4])
-        except ValueError:
-            return None
-    return None
+    async def identify(self, peer: PeerId, timeout: float = ...) -> PeerInfo: ...
 
 
 async def check_listener(ip: str, port: int, timeout_s: float = DIAL_TIMEOUT_S) -> str:
@@ -163,10 +132,22 @@ async def check_listener(ip: str, port: int, timeout_s: float = DIAL_TIMEOUT_S) 
 
 
 class ReachabilityService:
-    def __init__(self, d: Daemon, config: ReachabilityConfig | None = None) -> None:
-        self.d = d
+    def __init__(
+        self,
+        network: DialbackNetwork,
+        membership: Membership,
+        cores: Cores,
+        *,
+        me: PeerId,
+        stun_servers: list[str],
+        config: ReachabilityConfig | None = None,
+    ) -> None:
+        self.network = network
+        self.membership = membership
+        self.cores = cores
+        self.me = me
         # The same STUN servers WebRTC's ICE uses (`[edge] stun`, "stun:host:port").
-        self.stun_servers: list[str] = [str(u) for u in d.conf.get("edge", {}).get("stun", [])]
+        self.stun_servers = list(stun_servers)
         self.core = ReachabilityCore(config or ReachabilityConfig(), random.Random(),
                                      trio.current_time())
         self.guard = DialbackGuard()
@@ -176,16 +157,14 @@ class ReachabilityService:
         self._wake = trio.Event()
 
     def register(self) -> None:
-        from overlay.runtime.net.transport import Codec
-
-        self.d.t.set_handler(PROTO_DIALBACK, on_request=self._serve, codec=Codec.CBOR)
+        self.network.set_handler(PROTO_DIALBACK, on_request=self._serve, codec=Codec.CBOR)
 
     # ------------------------------------------------------------ server
 
     async def _serve(self, peer: PeerId, obj: Any) -> Any:
         received = time.time()
         addrs, _ = decode_request(obj)  # MalformedFrame → refusal with the reason
-        seen = observed_remote(self.d.t, peer)
+        seen = self.network.remote_addr(peer)
         if seen is None:
             raise RemoteProtocolError("dial-back: cannot tell which address you connect from")
         ip, port = seen
@@ -211,14 +190,15 @@ class ReachabilityService:
         async with trio.open_nursery() as n:
             self._nursery = n
             while True:
-                self.core.set_candidates(self._candidates())
-                self._apply(self.core.handle_timer(trio.current_time()), wake=False)
+                now = trio.current_time()
+                self.core.handle(CandidatesChanged(tuple(self._candidates())), now)
+                self._apply(self.core.handle(TimerFired(TIMER), now), wake=False)
                 with trio.move_on_at(self.core.next_deadline()):
                     await self._wake.wait()
                 self._wake = trio.Event()
 
     def _candidates(self) -> list[PeerId]:
-        return [p for p in self.d.t.connected_peers() if p != self.d.me]
+        return [p for p in self.network.connected_peers() if p != self.me]
 
     def _apply(self, effects: list[Effect], wake: bool = True) -> None:
         """Carry out effects; `wake`: an answer came in from outside the loop, so the
@@ -235,14 +215,12 @@ class ReachabilityService:
             self._wake.set()
 
     async def _ask(self, peer: PeerId) -> None:
-        from overlay.runtime.net.transport import TransportError
-
         await self._identify(peer)
         sent_wall, sent = time.time(), trio.current_time()
         try:
-            raw = await self.d.t.request(
+            raw = await self.network.request(
                 peer, PROTO_DIALBACK,
-                {"addrs": self.d.t.listen_addrs[:MAX_REQUEST_ADDRS],
+                {"addrs": self.network.listen_addrs[:MAX_REQUEST_ADDRS],
                  "t_ms": int(sent_wall * 1000)},
                 timeout=REQUEST_TIMEOUT_S)
             observed, results, t_ms = decode_response(raw)
@@ -250,7 +228,7 @@ class ReachabilityService:
             proc_s = proc_ms / 1000 if type(proc_ms) is int and proc_ms >= 0 else 0.0
         except (TransportError, RemoteProtocolError) as e:
             self._error(peer, str(e)[:200])
-            self._apply(self.core.on_no_answer(peer, trio.current_time()))
+            self._apply(self.core.handle(DialbackFailed(peer), trio.current_time()))
             return
         now = trio.current_time()
         self.errors.pop(str(peer), None)
@@ -260,11 +238,10 @@ class ReachabilityService:
             offset = t_ms / 1000 - (sent_wall + rtt / 2)
         if not results:
             self._error(peer, "nothing to dial (no TCP listen address)")
-            self._apply(self.core.on_no_answer(peer, now))
+            self._apply(self.core.handle(DialbackFailed(peer), now))
             return
         ok = any(r["ok"] for r in results)
-        self._apply(self.core.on_answer(peer, ok, now, observed=observed,
-                                        clock_offset_s=offset, rtt_s=rtt))
+        self._apply(self.core.handle(DialbackAnswered(peer, ok, observed, offset, rtt), now))
 
     def _error(self, peer: PeerId, why: str) -> None:
         self.errors.pop(str(peer), None)
@@ -274,28 +251,29 @@ class ReachabilityService:
 
     async def _identify(self, peer: PeerId) -> None:
         """identify's observedAddr, when the transport reports it (native stack)."""
-        from overlay.runtime.net.transport import TransportError
-
         try:
-            info = await self.d.t.identify(peer, timeout=REQUEST_TIMEOUT_S)
+            info = await self.network.identify(peer, timeout=REQUEST_TIMEOUT_S)
         except (TransportError, RemoteProtocolError, trio.TooSlowError):
             return
         observed = getattr(info, "observed_addr", None)
-        self.core.on_identify(peer, observed if isinstance(observed, str) else None)
+        observed = observed if isinstance(observed, str) else None
+        self.core.handle(IdentifyObserved(peer, observed), trio.current_time())
 
     async def _probe_stun(self) -> None:
         if not self.stun_servers:
-            self._apply(self.core.on_stun("unknown", trio.current_time(),
-                                          "no STUN servers configured ([edge] stun)"))
+            self._apply(self.core.handle(
+                StunProbed("unknown", "no STUN servers configured ([edge] stun)"),
+                trio.current_time()))
             return
         self.stun = await stun_probe.probe(self.stun_servers)
-        self._apply(self.core.on_stun(self.stun.nat_type, trio.current_time(), self.stun.error))
+        self._apply(self.core.handle(StunProbed(self.stun.nat_type, self.stun.error),
+                                     trio.current_time()))  # fmt: skip
 
     async def _publish(self, value: str) -> None:
-        ad = self.d.swim.ad
+        ad = self.membership.own_ad()
         if ad is not None and ad.reachability != value:
             # Atomic read-modify-write (no checkpoint), like the capsule ad refresh.
-            self.d.driver.handle_now(UpdateAd(replace(ad, reachability=value)))
+            self.cores.handle_now(UpdateAd(replace(ad, reachability=value)))
 
     # ------------------------------------------------------------ for the API
 

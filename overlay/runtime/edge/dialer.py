@@ -1,4 +1,4 @@
-"""How the daemon reaches a peer: direct TCP → WebRTC via signalling → relay (issue #10).
+"""How the daemon reaches a peer: direct TCP → WebRTC via signalling → relay.
 
 `Dialer.connect(peer)` tries, in `[edge] dial_order` order:
 
@@ -34,12 +34,16 @@ from typing import Any
 import structlog
 import trio
 
+from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError, ConfigError
 from overlay.core.ids import PeerId
+from overlay.runtime.context import Membership
+from overlay.runtime.edge.dialback import ReachabilityService
 from overlay.runtime.edge.relay import RelayRefused, RelayService
 from overlay.runtime.edge.signalling import SignalRefused, SignalService
 from overlay.runtime.net.stream_attach import AttachError, attach_stream
-from overlay.runtime.net.transport import DialError
+from overlay.runtime.net.transport import DialError, Transport
+from overlay.runtime.services.trust_state import Trust
 
 log = structlog.get_logger("colony.dialer")
 
@@ -515,40 +519,44 @@ async def open_edge(
                 endpoint.close()
 
 
-async def run_for_daemon(d: Any, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """The daemon's hook: compose the edge stack on `d.t`, report the Dialer through
+async def run_edge(
+    transport: Transport,
+    keypair: KeyPair,
+    conf: dict[str, dict[str, Any]],
+    *,
+    trust: Trust,
+    membership: Membership,
+    reachability: ReachabilityService,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The daemon's edge stack: compose it on `transport`, report the Dialer through
     `task_status`, run until cancelled.
 
-    Membership: with a colony owner key (`d.trust.enabled`) a member is a peer with
-    a valid certificate; in an open colony, a peer gossip lists as alive or suspect.
+    Membership: with a colony owner key (`trust.enabled`) a member is a peer with a
+    valid certificate; in an open colony, a peer gossip lists as alive or suspect.
     NAT'd: what the reachability service (overlay/runtime/edge/dialback.py) concluded.
     """
     from gossip.members import MemberState
 
+    live = (MemberState.ALIVE, MemberState.SUSPECT)
+
     def is_member(peer: PeerId) -> bool:
-        trust = getattr(d, "trust", None)
-        if trust is not None and trust.enabled:
+        if trust.enabled:
             return bool(trust.is_member(peer, time.time()))
-        return any(
-            m.peer == peer and m.state in (MemberState.ALIVE, MemberState.SUSPECT)
-            for m in d.swim.list_members()
-        )
+        m = membership.member(peer)
+        return m is not None and m.state in live
 
     def is_nat() -> bool:
-        reach = getattr(d, "reachability", None)
-        status = getattr(getattr(reach, "core", None), "status", None)
-        return getattr(status, "value", "") == "nat"
+        return reachability.core.status.value == "nat"
 
     def reachability_of(peer: PeerId | None) -> str:
         if peer is None:
-            core = getattr(getattr(d, "reachability", None), "core", None)
-            snapshot = getattr(core, "snapshot", None)
-            return str(snapshot().get("ad_value", "")) if snapshot is not None else ""
-        for m in d.swim.list_members():
-            if m.peer == peer:
-                return str(getattr(m.ad, "reachability", "") or "")
-        return ""
+            return str(reachability.core.snapshot().get("ad_value", ""))
+        m = membership.member(peer)
+        if m is None or not (m.is_self or m.state in live) or m.ad is None:
+            return ""
+        return str(m.ad.reachability or "")
 
-    async with open_edge(d.t, d.keypair, d.conf, is_member, is_nat, reachability_of) as dialer:
+    async with open_edge(transport, keypair, conf, is_member, is_nat, reachability_of) as dialer:
         task_status.started(dialer)
         await trio.sleep_forever()

@@ -6,7 +6,7 @@ How the daemon uses this package (docs/executors.md has the whole contract)::
     ctx = ExecContext(store=store, workdir_root=home / "runs")
     attempts = Attempts(ctx, {k: executor_for(k) for k in kinds}, on_exit=driver.submit,
                         fetch=fetch_inputs)
-    attempts.handle(nursery, event)    # RunRequested → a task; KillRequested → its kill
+    attempts.handle(nursery.start_soon, event)  # RunRequested → a task; Kill… → its kill
 
 or, without `Attempts`, per `RunRequested`::
 

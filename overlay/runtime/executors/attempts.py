@@ -8,7 +8,7 @@ emits; it starts one task per `RunRequested` in the daemon's nursery, routes
     attempts = Attempts(ctx, {k: executor_for(k) for k in await available_kinds()},
                         on_exit=driver.submit, fetch=fetch_inputs)
     # in the daemon's emit callback:
-    attempts.handle(nursery, event)      # True if it was RunRequested / KillRequested
+    attempts.handle(nursery.start_soon, event)  # True if RunRequested / KillRequested
 
 Rules:
 
@@ -72,8 +72,9 @@ class Attempts:
     def _count(self, name: str) -> None:
         self.stats[name] = self.stats.get(name, 0) + 1
 
-    def handle(self, nursery: trio.Nursery, event: object) -> bool:
-        """Act on a runtime-facing event; False for events this class does not handle."""
+    def handle(self, spawn: Callable[..., None], event: object) -> bool:
+        """Act on a runtime-facing event; False for events this class does not handle.
+        `spawn` starts a task in the daemon's nursery (`nursery.start_soon`)."""
         if isinstance(event, RunRequested):
             req = ExecRequest.from_event(event)
             key = (req.capsule_id, req.token)
@@ -82,7 +83,7 @@ class Attempts:
                 return True
             kill = KillSwitch()
             self.running[key] = kill
-            nursery.start_soon(self._attempt, req, kill)
+            spawn(self._attempt, req, kill)
             return True
         if isinstance(event, KillRequested):
             switch = self.running.get((event.capsule_id, event.token))

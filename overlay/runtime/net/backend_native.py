@@ -30,6 +30,17 @@ from overlay.runtime.net.transport_types import (
 AGENT_VERSION = "colony/0.1.0"
 
 
+def parse_ip_tcp(addr: str) -> tuple[str, int] | None:
+    """"/ip4/1.2.3.4/tcp/5[/…]" → ("1.2.3.4", 5); anything else → None."""
+    parts = addr.split("/")
+    if len(parts) >= 5 and parts[1] in ("ip4", "ip6") and parts[3] == "tcp":
+        try:
+            return parts[2], int(parts[4])
+        except ValueError:
+            return None
+    return None
+
+
 class NativeBackend:
     def __init__(self, keypair: KeyPair, config: TransportConfig) -> None:
         self.config = config
@@ -81,6 +92,16 @@ class NativeBackend:
 
     def connected_peers(self) -> list[PeerId]:
         return self.host.connected_peers()
+
+    def remote_addr(self, peer: PeerId) -> tuple[str, int] | None:
+        # A peer may also have a WebRTC or relayed connection (attached streams have
+        # no socket address): use its newest open TCP connection.
+        for conn in reversed(self.host.connections(peer)):
+            if not conn.closed:
+                got = parse_ip_tcp(conn.remote_addr or "")
+                if got is not None:
+                    return got
+        return None
 
     async def dial(self, peer: PeerId, addrs: list[str]) -> None:
         try:

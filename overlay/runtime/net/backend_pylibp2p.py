@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
-from typing import cast
+from typing import Any, cast
 
 import multiaddr
 import structlog
@@ -224,6 +224,15 @@ class PyLibp2pBackend:
 
     def connected_peers(self) -> list[PeerId]:
         return [PeerId(p.to_bytes()) for p in self._host.get_connected_peers()]
+
+    def remote_addr(self, peer: PeerId) -> tuple[str, int] | None:
+        for conn in self._network.connections.get(ID(peer.raw), ()):
+            muxed: Any = conn.muxed_conn  # yamux/mplex connections have it; the stub lacks it
+            with suppress(Exception):
+                got = muxed.get_remote_address()
+                if got:
+                    return str(got[0]), int(got[1])
+        return None
 
     async def dial(self, peer: PeerId, addrs: list[str]) -> None:
         pid = ID(peer.raw)

@@ -25,10 +25,10 @@ import structlog
 from dht.wire import DhtRequest, DhtResponse
 from gossip.messages import MESSAGE_TYPES as GOSSIP_MESSAGES
 from gossip.messages import decode_message as decode_gossip
-from overlay.core.effects import PeerUnreachable, Received
+from overlay.core.effects import Connected, Disconnected, PeerUnreachable, Received
 from overlay.core.errors import RemoteProtocolError, WireError
 from overlay.exchange.messages import BitswapMessage
-from overlay.runtime.net.transport_types import Codec, PeerDisconnected, SendFailed
+from overlay.runtime.net.transport_types import Codec, PeerConnected, PeerDisconnected, SendFailed
 
 if TYPE_CHECKING:
     from gossip.messages import Message as GossipMessage
@@ -110,6 +110,12 @@ class Router:
 
     async def watch_transport(self, dialer: DialHooks) -> None:
         async for ev in self._t.events:
+            # Connectivity reaches the cores as inputs (the capsule part hides peers
+            # whose connections all closed); a peer re-connected at once stays shown.
+            if isinstance(ev, PeerConnected):
+                self._submit(Connected(ev.peer))
+            elif isinstance(ev, PeerDisconnected) and not self._t.is_connected(ev.peer):
+                self._submit(Disconnected(ev.peer))
             if isinstance(ev, (PeerDisconnected, SendFailed)):
                 self._submit(PeerUnreachable(ev.peer))
             # A peer we cannot dial may be NAT'd: try WebRTC, then a relay, in the

@@ -301,6 +301,11 @@ class Transport(InboundMixin):
     def is_connected(self, peer: PeerId) -> bool:
         return self._backend.is_connected(peer)
 
+    def remote_addr(self, peer: PeerId) -> tuple[str, int] | None:
+        """(ip, port) of `peer`'s end of our newest open TCP connection: where we
+        observe it (None when there is none, e.g. only WebRTC or a relay)."""
+        return self._backend.remote_addr(peer)
+
     async def disconnect(self, peer: PeerId, reason: str = "") -> None:
         log.info("peer_disconnect", peer=str(peer), reason=reason)
         for (p, _), ch in list(self._outbound.items()):

@@ -8,14 +8,15 @@ answer (as from a node without the block).
 
 The rules live in the cores (gossip/admission.py, overlay/core/certs.py); the state
 lives in `Trust` (overlay/runtime/services/trust_state.py). This module only connects them to the
-running daemon, so the daemon itself needs a few one-line hooks.
+running node through the narrow interfaces of overlay/runtime/context.py (membership
+to list, cores to submit a revocation to, DHT calls to store and look one up).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -29,10 +30,9 @@ from overlay.core.errors import ColonyError, LocalProtocolError, RemoteProtocolE
 from overlay.core.ids import PeerId
 from overlay.exchange.messages import BitswapMessage
 from overlay.runtime.api.server import ApiError, ApiServer, Request
+from overlay.runtime.context import Cores, DhtCalls, Membership
 from overlay.runtime.services.trust_state import Trust, colony_id, private_multihashes, serial
-
-if TYPE_CHECKING:
-    from overlay.runtime.daemon import Daemon
+from store.blockstore import BlockStore
 
 log = structlog.get_logger("colony.trust")
 
@@ -72,9 +72,22 @@ def strip_private_wants(msg: BitswapMessage, private: set[bytes]) -> BitswapMess
 
 
 class TrustService:
-    def __init__(self, d: Daemon) -> None:
-        self.d = d
-        self.trust: Trust = d.trust
+    def __init__(
+        self,
+        trust: Trust,
+        *,
+        me: PeerId,
+        store: BlockStore,
+        membership: Membership,
+        cores: Cores,
+        dht: DhtCalls,
+    ) -> None:
+        self.trust = trust
+        self.me = me
+        self.store = store
+        self.membership = membership
+        self.cores = cores
+        self.dht = dht
         self._bitswap_logged: dict[tuple[PeerId, str], float] = {}
         self.private: set[bytes] = set()
         if self.trust.enabled:
@@ -85,10 +98,10 @@ class TrustService:
                 name=self.trust.name, roles=list(self.trust.own_chain[-1].roles)
                 if self.trust.own_chain else [], serve_public=self.trust.serve_public,
             )  # fmt: skip
-            reason = self.trust.check(d.me, "member", time.time())
+            reason = self.trust.check(me, "member", time.time())
             if reason is not None:  # members will refuse us: say so where it is seen
                 log.warning("own_certificate_invalid", reason=reason,
-                            hint=f"ask an admin for a new token: colony cert issue {d.me}")
+                            hint=f"ask an admin for a new token: colony cert issue {me}")
 
     # ------------------------------------------------------------ events
 
@@ -114,7 +127,7 @@ class TrustService:
     # ------------------------------------------------------------ bitswap
 
     def refresh_private(self) -> None:
-        self.private = private_multihashes(self.d.store, self.trust.private_roots())
+        self.private = private_multihashes(self.store, self.trust.private_roots())
 
     def filter_bitswap(self, peer: PeerId, msg: BitswapMessage) -> BitswapMessage | None:
         """Colony mode: members get everything. Others get nothing when
@@ -168,7 +181,7 @@ class TrustService:
         if not t.enabled:
             return {"enabled": False}
         members = []
-        for m in self.d.swim.list_members():
+        for m in self.membership.list_members():
             reason = t.check(m.peer, "member", now)
             chain = t.chain_of(m.peer)
             members.append({
@@ -204,11 +217,11 @@ class TrustService:
         try:
             # The gossip core applies it (expelling the member), gossips it, and emits
             # RevocationLearned, which saves it in <home>/trust (see on_event).
-            await self.d.driver.submit_wait(PublishRevocation(env))
+            await self.cores.submit_wait(PublishRevocation(env))
         except LocalProtocolError as e:
             raise ApiError(400, str(e)) from None
         key = revoke_key(rev.cert_id)
-        ev = await self.d.dht(lambda rid: PutValue(rid, key, env.to_bytes()))
+        ev = await self.dht.call(lambda rid: PutValue(rid, key, env.to_bytes()))
         return {"cert": rev.cert_id[2:].hex(), "gossiped": True,
                 "dht_key": key.decode(), "dht_acks": ev.result.acks, "dht_error": ev.error}
 
@@ -218,7 +231,7 @@ class TrustService:
             cert_id = bytes.fromhex("1220" + str(req.json().get("cert", ""))[-64:])
         except ValueError:
             raise ApiError(400, "cert must be a certificate serial (hex)") from None
-        ev = await self.d.dht(lambda rid: GetValue(rid, revoke_key(cert_id)))
+        ev = await self.dht.call(lambda rid: GetValue(rid, revoke_key(cert_id)))
         r = ev.result
         if not r.payload:
             return {"cert": cert_id[2:].hex(), "revoked": False, "error": ev.error}

@@ -1,19 +1,22 @@
 """The capsule runtime's own logic, without a network: the durable custody store (a
 real LMDB file), the reachability filter in front of the capsule core (a real core,
-virtual time), ad → placement mapping, and the spec rewrite for workflow children."""
+virtual time, connectivity as inputs), ad → placement mapping, the spec rewrite for
+workflow children, and the ad refresher of a `CapsuleService` built from small real
+objects behind the narrow interfaces (a driver over a real gossip core, a real
+block store and an unopened transport)."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import pytest
 import trio
 import trio.testing
 
 from gossip.resources import ResourceAd
+from gossip.swim import Swim
 from overlay.capsule.core import CapsuleCore
 from overlay.capsule.events import RunRequested
 from overlay.capsule.members import Member, MembersChanged
@@ -21,15 +24,29 @@ from overlay.capsule.part import (
     Activate,
     CapsulePart,
     RefreshMembers,
+    executor_config,
     node_ad,
     parse_labels,
 )
 from overlay.capsule.spec import Capsule, CapsuleSpec
 from overlay.core.crypto import KeyPair
-from overlay.core.effects import PeerUnreachable
+from overlay.core.effects import Connected, Disconnected, PeerUnreachable
+from overlay.core.errors import ColonyError
 from overlay.core.ids import PeerId
-from overlay.runtime.services.capsules import CapsuleService, _ad_moved, with_inputs
+from overlay.runtime.driver import Driver
+from overlay.runtime.net.transport import Transport
+from overlay.runtime.services.blocks import BlockService
+from overlay.runtime.services.capsule_runs import with_inputs
+from overlay.runtime.services.capsules import (
+    AD_REFRESH_S,
+    Authority,
+    CapsuleService,
+    CapsuleSetup,
+    _ad_moved,
+)
 from overlay.runtime.services.custody_store import CustodyStore
+from overlay.runtime.services.membership import SwimMembership
+from store.blockstore import BlockStore
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 
@@ -60,17 +77,15 @@ def _peers(n: int) -> list[KeyPair]:
     return [KeyPair.generate() for _ in range(n)]
 
 
-def _part(me: KeyPair, peers: list[PeerId], connected: set[PeerId]) -> CapsulePart:
+def _part(me: KeyPair, peers: list[PeerId]) -> CapsulePart:
     core = CapsuleCore(me.peer_id, me, rng=random.Random(1))
     view = MembersChanged(tuple(Member(p) for p in [me.peer_id, *peers]))
-    part = CapsulePart(core, lambda: view, hide_s=10.0)
-    part.is_connected = lambda p: p in connected
-    return part
+    return CapsulePart(core, lambda: view, hide_s=10.0)
 
 
 def test_inactive_part_ignores_views_and_peers_until_activated() -> None:
     me, a, b = _peers(3)
-    part = _part(me, [a.peer_id, b.peer_id], set())
+    part = _part(me, [a.peer_id, b.peer_id])
     part.handle(MembersChanged((Member(me.peer_id),)), 0.0)
     assert len(part.core.view) == 1 and part.dropped_inactive == 1
     part.handle(Activate(), 1.0)
@@ -79,8 +94,8 @@ def test_inactive_part_ignores_views_and_peers_until_activated() -> None:
 
 def test_unreachable_peer_hidden_until_connected_or_expired() -> None:
     me, a, b = _peers(3)
-    connected = {a.peer_id}
-    part = _part(me, [a.peer_id, b.peer_id], connected)
+    part = _part(me, [a.peer_id, b.peer_id])
+    part.handle(Connected(a.peer_id), 0.0)  # tracked while inactive too
     part.handle(Activate(), 0.0)
     # A report about a peer we are connected to is stale: dropped.
     part.handle(PeerUnreachable(a.peer_id), 1.0)
@@ -91,11 +106,11 @@ def test_unreachable_peer_hidden_until_connected_or_expired() -> None:
     part.handle(RefreshMembers(), 3.0)
     assert not part.core.view.is_live(b.peer_id)
     # Connected again: back at the next refresh.
-    connected.add(b.peer_id)
+    part.handle(Connected(b.peer_id), 4.0)
     part.handle(RefreshMembers(), 5.0)
     assert part.core.view.is_live(b.peer_id)
     # Unconnected but the hide expired (gossip still lists it alive): back too.
-    connected.discard(b.peer_id)
+    part.handle(Disconnected(b.peer_id), 5.5)
     part.handle(PeerUnreachable(b.peer_id), 6.0)
     assert not part.core.view.is_live(b.peer_id)
     part.handle(RefreshMembers(), 17.0)
@@ -136,28 +151,41 @@ def test_ad_is_re_gossiped_only_on_a_real_change() -> None:
     assert _ad_moved(base, ResourceAd.make(cpu_cores=4, cpu_load=0.5, mem_free_bytes=700))
 
 
-class _OneRefresh(Exception):
-    """Stops the refresher after its first re-advertisement."""
+class _NoDht:
+    """DHT calls for a test with no network: every call fails as a timeout would."""
+
+    async def call(self, make: Callable[[int], Any], timeout_s: float = 60.0) -> Any:
+        raise ColonyError("no DHT in this test")
 
 
 def test_ad_refresh_keeps_the_reachability_the_dialback_service_set(tmp_path: Path) -> None:
     """The refresher re-reads the machine (load, memory); the `reachability` field is
     the reachability service's, published only when its status changes. A refresh
     that dropped it left every member's view of the ad without it (test_edge_nat)."""
-    sent: list[Any] = []
-
-    def handle_now(cmd: Any) -> list[Any]:
-        sent.append(cmd.ad)
-        raise _OneRefresh
-
+    kp = KeyPair.generate()
     old = ResourceAd.make(cpu_cores=1, cpu_load=1e6, reachability="nat/symmetric")
-    svc = CapsuleService.__new__(CapsuleService)  # only what _refresh_ad touches
-    svc.d = SimpleNamespace(  # type: ignore[assignment]
-        home=tmp_path, swim=SimpleNamespace(ad=old),
-        driver=SimpleNamespace(handle_now=handle_now))
-    svc.setup = SimpleNamespace(ad_fields=dict)  # type: ignore[assignment]
+    swim = Swim(kp, rng=random.Random(1), ad=old)
+    membership = SwimMembership(swim)
+    network = Transport(kp)  # never opened: the refresher sends nothing
+    core = CapsuleCore(kp.peer_id, kp, rng=random.Random(2))
+    setup = CapsuleSetup(("subprocess",), executor_config({}, ("subprocess",)), Authority(), core)
 
-    with pytest.raises(_OneRefresh):
-        trio.run(svc._refresh_ad, clock=trio.testing.MockClock(autojump_threshold=0))
-    assert len(sent) == 1 and sent[0].reachability == "nat/symmetric", sent
-    assert sent[0].cpu_load != old.cpu_load  # the measured figures did move
+    async def main() -> None:
+        driver = Driver(swim, send=lambda peer, msg: None)
+        with BlockStore(tmp_path / "blocks") as store:
+            dht = _NoDht()
+            blocks = BlockService(store, driver, network, dht, kp.peer_id)
+            async with trio.open_nursery() as n:
+                svc = CapsuleService(
+                    setup, cores=driver, network=network, membership=membership, dht=dht,
+                    blocks=blocks, spawn=n.start_soon, started=trio.Event(), home=tmp_path,
+                    conf={"store": {"cid_version": 1}})
+                n.start_soon(svc._refresh_ad)
+                await trio.sleep(AD_REFRESH_S * 1.5)  # one refresh
+                n.cancel_scope.cancel()
+            svc.custody_store.close()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    fresh = membership.own_ad()
+    assert fresh is not None and fresh.reachability == "nat/symmetric", fresh
+    assert fresh.cpu_load != old.cpu_load  # the measured figures did move

@@ -1,0 +1,210 @@
+"""Reads of capsule state for the API: `/colony/capsule-info/1.0.0` and its JSON views.
+
+Request/response (canonical CBOR) between members:
+
+    {"op": "status", "id": capsule id}                → {"record": custody record | None}
+    {"op": "log", "id", "token": n, "offset": bytes}  → {"data": bytes, "gone": bool}
+
+"status" answers this node's copy of the capsule's custody record; "log" answers
+bytes of a running attempt's log from `offset` (at most `LOG_CHUNK_BYTES`), `gone`
+once the run directory no longer exists (the attempt ended; its log is in the store).
+These are reads of state the capsule core already keeps; they change nothing.
+`CapsuleReads.find_record` asks this node and the capsule's custodians (k_c closest
+live members, plus `READ_EXTRA` since views differ during churn) and keeps the
+newest version. Colony mode: only members gossip admitted may ask (`MemberGate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from overlay.capsule.core import CapsuleCore
+from overlay.capsule.leases import CustodyRecord
+from overlay.capsule.spec import Capsule, capsule_key, check_capsule_id
+from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
+from overlay.core.ids import PeerId
+from overlay.runtime.context import Membership, Network
+from overlay.runtime.executors.base import LOG_NAME
+
+log = structlog.get_logger("colony.capsules")
+
+PROTO_CAPSULE_INFO = "/colony/capsule-info/1.0.0"
+INFO_TIMEOUT_S = 3.0
+#: Reads ask this many members beyond the k_c closest (views differ during churn).
+READ_EXTRA = 2
+#: Largest log piece one info request returns (well under the 4 MiB frame limit).
+LOG_CHUNK_BYTES = 256 * 1024
+
+
+def record_json(rec: CustodyRecord) -> dict[str, Any]:
+    spec = rec.capsule.spec
+    r = rec.receipt
+    return {
+        "id": rec.capsule_id,
+        "name": spec.name,
+        "state": rec.state.value,
+        "reason": rec.reason,
+        "version": rec.version,
+        "token": rec.token,
+        "executor": str(rec.executor) if rec.executor else None,
+        "attempts": rec.attempts,
+        "submitter": str(rec.capsule.submitter),
+        "origin": str(rec.origin),
+        "submitted_at": rec.capsule.submitted_at,
+        "command": list(spec.command),
+        "function": spec.function,
+        "inputs": list(spec.inputs),
+        "declared_outputs": list(spec.outputs),
+        "dependencies": list(spec.dependencies),
+        "exit_status": r.exit_status if r else None,
+        "outputs": list(r.outputs) if r else [],
+        "log_cid": (r.log_cid or None) if r else None,
+        "receipt_executor": str(r.executor) if r else None,
+        "started": r.started if r else None,
+        "finished": r.finished if r else None,
+    }
+
+
+@dataclass
+class Known:
+    """What this node knows of a capsule submitted through it (for `ps`)."""
+
+    capsule: Capsule
+    state: str = "submitting"
+    reason: str = ""
+    outputs: tuple[str, ...] = ()
+    exit_status: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.capsule.id, "name": self.capsule.spec.name, "state": self.state,
+                "reason": self.reason, "outputs": list(self.outputs),
+                "exit_status": self.exit_status,
+                "submitted_at": self.capsule.submitted_at}  # fmt: skip
+
+
+class MemberGate:
+    """Colony mode: capsule traffic only from members gossip admitted (DESIGN §3).
+    Open mode (`colony_owner` None): anyone; the core still verifies every signature
+    and fencing token. Refusals are counted in `stats["refused_non_member"]`."""
+
+    def __init__(
+        self, colony_owner: bytes | None, membership: Membership, stats: dict[str, int]
+    ) -> None:
+        self.colony_owner = colony_owner
+        self.membership = membership
+        self.stats = stats
+
+    def check(self, peer: PeerId) -> None:
+        if self.colony_owner is None:
+            return
+        if not self.membership.is_member(peer):
+            self.stats["refused_non_member"] = self.stats.get("refused_non_member", 0) + 1
+            raise RemoteProtocolError(f"{peer.short()} is not a member of this colony")
+
+
+class CapsuleReads:
+    """Both ends of `/colony/capsule-info/1.0.0`: asking custodians, answering them."""
+
+    def __init__(
+        self,
+        core: CapsuleCore,
+        network: Network,
+        membership: Membership,
+        gate: MemberGate,
+        runs_dir: Path,
+    ) -> None:
+        self.core = core
+        self.network = network
+        self.membership = membership
+        self.gate = gate
+        self.runs_dir = runs_dir
+        self.me = core.me
+
+    def local_record(self, capsule_id: str) -> CustodyRecord | None:
+        return self.core.custody.record(capsule_id)
+
+    async def find_record(self, capsule_id: str) -> CustodyRecord | None:
+        """The newest custody record among this node and the capsule's custodians."""
+        best = self.local_record(capsule_id)
+        # Ask beyond the custodians of our own view: the core hides a peer for a while
+        # after a dropped connection, and views differ while membership settles.
+        key = capsule_key(capsule_id)
+        live = sorted((m.peer for m in self.membership.list_members()),
+                      key=lambda p: p.key ^ key)  # fmt: skip
+        peers = [p for p in live[: self.core.custody.config.k_c + READ_EXTRA] if p != self.me]
+        found: list[CustodyRecord] = []
+
+        async def ask(peer: PeerId) -> None:
+            try:
+                reply = await self.network.request(
+                    peer, PROTO_CAPSULE_INFO, {"op": "status", "id": capsule_id},
+                    timeout=INFO_TIMEOUT_S,
+                )
+                if isinstance(reply, dict) and reply.get("record") is not None:
+                    rec = CustodyRecord.from_wire(reply["record"])
+                    if rec.capsule_id == capsule_id:
+                        found.append(rec)
+            except (ColonyError, KeyError, TypeError) as e:
+                log.debug("capsule_info_failed", peer=str(peer), error=str(e))
+
+        async with trio.open_nursery() as n:
+            for p in peers:
+                n.start_soon(ask, p)
+        for rec in found:
+            if best is None or rec.version > best.version:
+                best = rec
+        return best
+
+    async def read_log(self, executor: PeerId, capsule_id: str, token: int,
+                       offset: int) -> tuple[bytes, bool]:  # fmt: skip
+        """Bytes of a running attempt's log from `offset`; (data, gone) — gone when the
+        run directory no longer exists (the attempt ended; its log is in the store)."""
+        if executor == self.me:
+            return read_run_log(self.runs_dir, capsule_id, token, offset)
+        reply = await self.network.request(
+            executor, PROTO_CAPSULE_INFO,
+            {"op": "log", "id": capsule_id, "token": token, "offset": offset},
+            timeout=INFO_TIMEOUT_S,
+        )
+        if not isinstance(reply, dict) or not isinstance(reply.get("data"), bytes):
+            raise ColonyError(f"bad log reply from {executor.short()}")
+        return reply["data"], bool(reply.get("gone"))
+
+    async def on_info_request(self, peer: PeerId, obj: Any) -> Any:
+        self.gate.check(peer)
+        if not isinstance(obj, dict):
+            raise RemoteProtocolError("capsule info request must be a map")
+        op = obj.get("op")
+        try:
+            cid = check_capsule_id(obj.get("id"))
+        except WireError as e:
+            raise RemoteProtocolError(str(e)) from None
+        if op == "status":
+            rec = self.local_record(cid)
+            return {"record": rec.to_wire() if rec else None}
+        if op == "log":
+            token, offset = _uint(obj.get("token")), _uint(obj.get("offset"))
+            data, gone = read_run_log(self.runs_dir, cid, token, offset)
+            return {"data": data, "gone": gone}
+        raise RemoteProtocolError(f"unknown capsule info op {op!r}")
+
+
+def _uint(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 62:
+        raise RemoteProtocolError("log token and offset must be non-negative integers")
+    return v
+
+
+def read_run_log(runs_dir: Path, capsule_id: str, token: int, offset: int) -> tuple[bytes, bool]:
+    path = runs_dir / f"{capsule_id}.{token}" / LOG_NAME
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(LOG_CHUNK_BYTES), False
+    except FileNotFoundError:
+        return b"", True
