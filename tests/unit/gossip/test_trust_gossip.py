@@ -1,9 +1,8 @@
 """Colony mode of the gossip core (gossip/admission.py + swim.py), on virtual time.
 
 Cores are wired back to back by a FIFO wire (no sockets); timers fire on the virtual
-clock. Every
-node's certificate is signed by one owner key, as `colony colony create` / `cert issue`
-would make them.
+clock. Every node's certificate is signed by one owner key, as `colony colony create` /
+`cert issue` would make them.
 """
 
 from __future__ import annotations
