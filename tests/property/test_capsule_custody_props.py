@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from helpers.core_net import CoreNet
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -36,7 +37,6 @@ from overlay.capsule.spec import Capsule, CapsuleSpec
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import Effect, Send
 from overlay.core.ids import PeerId
-from sim.router import Router
 
 N = 6
 #: Simulated seconds between *permanent* crashes: more than the custody takeover sync
@@ -59,7 +59,7 @@ class Hangable:
 class CustodyMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.router = Router(delay_s=0.01, rng=random.Random(0))
+        self.router = CoreNet(delay_s=0.01, rng=random.Random(0))
         self.keys = [KeyPair(bytes([i + 1]) * 32) for i in range(N)]
         self.peers = [k.peer_id for k in self.keys]
         self.cfg = ExecutorConfig(slots=2)

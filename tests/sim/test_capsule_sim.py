@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from helpers.core_net import CoreNet
 
 from overlay.capsule import events as ev
 from overlay.capsule.core import CapsuleCore, SubmitCapsule
@@ -29,7 +30,6 @@ from overlay.capsule.spec import Capsule, CapsuleSpec, Workflow, capsule_cid
 from overlay.core.certs import Certificate
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from sim.router import Router
 
 ROLES = ("execute", "member", "submit")
 
@@ -45,7 +45,7 @@ class Cluster:
         exit_status: Callable[[str], int] | None = None,
     ) -> None:
         self.rng = random.Random(seed)
-        self.router = Router(delay_s=0.01, rng=random.Random(seed + 1))
+        self.router = CoreNet(delay_s=0.01, rng=random.Random(seed + 1))
         self.owner = KeyPair.from_rng_seed(self.rng.randbytes(32))
         self.keys: dict[PeerId, KeyPair] = {}
         self.chains: dict[PeerId, tuple[Certificate, ...]] = {}

@@ -7,6 +7,8 @@ import random
 import statistics
 from typing import Any
 
+from helpers.core_net import CoreNet
+
 from dht import (
     Bootstrap,
     FindNode,
@@ -30,7 +32,6 @@ from overlay.core.crypto import KeyPair
 from overlay.core.effects import Effect, Received, Send
 from overlay.core.ids import PeerId, key_of_bytes
 from overlay.core.multiformats import multihash_sha256
-from sim.router import Router
 
 SEED = 777
 
@@ -74,7 +75,7 @@ class Net:
         rng = self.rng = random.Random(seed)
         self.ids = [PeerId.from_ed25519(rng.randbytes(32)) for _ in range(n)]
         self.keys = {p: KeyPair.from_rng_seed(rng.randbytes(32)) for p in self.ids[:5]}
-        self.router = Router(delay_s=0.02, rng=random.Random(seed))
+        self.router = CoreNet(delay_s=0.02, rng=random.Random(seed))
         self.cores: dict[PeerId, Kademlia] = {}
         self.hostile = self.ids[-hostile:] if hostile else []
         for i, p in enumerate(self.ids):

@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from helpers.core_net import CoreNet
 
 from gossip.claim_verifier import Verifier
 from gossip.events import Join, MemberFailed, MemberSuspected
@@ -17,7 +18,6 @@ from gossip.suspicion import suspicion_timeout_s
 from gossip.swim import Swim
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from sim.router import Router
 
 SEED = 20240601
 
@@ -27,7 +27,7 @@ class Cluster:
         self, n: int, cfg: SwimConfig, seed: int, *, loss: float = 0.0, delay_s: float = 0.005
     ) -> None:
         rng = random.Random(seed)
-        self.router = Router(delay_s=delay_s, loss=loss, rng=random.Random(seed + 1))
+        self.router = CoreNet(delay_s=delay_s, loss=loss, rng=random.Random(seed + 1))
         verifier = Verifier(4 * n * n)  # shared, as the simulator shares it
         self.cores: dict[PeerId, Swim] = {}
         for _ in range(n):

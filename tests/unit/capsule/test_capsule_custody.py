@@ -9,6 +9,7 @@ import random
 from typing import Any
 
 import pytest
+from helpers.core_net import CoreNet
 
 from overlay.capsule import events as ev
 from overlay.capsule.core import CancelCapsule, CapsuleCore, QueryCapsule, SubmitCapsule
@@ -23,7 +24,6 @@ from overlay.core.crypto import KeyPair
 from overlay.core.effects import Effect, Send
 from overlay.core.errors import LocalProtocolError
 from overlay.core.ids import PeerId
-from sim.router import Router
 
 OWNER = KeyPair(b"\xee" * 32)
 
@@ -42,7 +42,7 @@ class Mute:
 class Mini:
     def __init__(self, n: int = 4, slots: int = 1, roles: tuple[str, ...] = ("execute",
                  "member", "submit")) -> None:  # fmt: skip
-        self.router = Router(delay_s=0.01)
+        self.router = CoreNet(delay_s=0.01)
         self.keys = [KeyPair(bytes([i + 1]) * 32) for i in range(n)]
         self.peers = [k.peer_id for k in self.keys]
         self.cfg = ExecutorConfig(slots=slots)
@@ -70,8 +70,7 @@ class Mini:
                 self.router.inject(p, MembersChanged(members))
 
     def events(self, kind: type, peer: PeerId | None = None) -> list[Any]:
-        return [e for _, p, e in self.router.emitted
-                if isinstance(e, kind) and (peer is None or p == peer)]  # fmt: skip
+        return self.router.of(kind, peer)
 
     def capsule(self, via: int = 0, **kw: Any) -> Capsule:
         spec = CapsuleSpec(command=("run",), **kw)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers.core_net import CoreNet
 
 from overlay.capsule import events as ev
 from overlay.capsule.core import CapsuleCore, SubmitCapsule
@@ -25,14 +26,13 @@ from overlay.core.effects import Effect, Emit, Received, Send
 from overlay.core.errors import WireError
 from overlay.core.ids import PeerId
 from overlay.core.wire import cbor_decode, cbor_encode
-from sim.router import Router
 
 TIMING = LeaseTiming(lease_timeout_s=6, heartbeat_s=2, offer_timeout_s=3)
 
 
 class Colony:
     def __init__(self, n: int = 6, **custody: Any) -> None:
-        self.router = Router(delay_s=0.01)
+        self.router = CoreNet(delay_s=0.01)
         self.keys = {k.peer_id: k for k in (KeyPair(bytes([i + 1]) * 32) for i in range(n))}
         self.peers = list(self.keys)
         self.exec_cfg = ExecutorConfig(slots=2)
@@ -77,7 +77,7 @@ class Colony:
         return out
 
     def events(self, kind: type) -> list[Any]:
-        return [e for _, _, e in self.router.emitted if isinstance(e, kind)]
+        return self.router.of(kind)
 
     def capsule(self, **kw: Any) -> Capsule:
         return Capsule.sign(self.keys[self.peers[0]], CapsuleSpec(command=("x",), **kw), 0.0)

@@ -3,6 +3,8 @@
 import hashlib
 from typing import Any
 
+from helpers.core_net import CoreNet
+
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import Disconnect, PeerUnreachable
 from overlay.core.ids import PeerId
@@ -15,7 +17,6 @@ from overlay.exchange.engine import (
     PeerPenalised,
 )
 from overlay.exchange.messages import BitswapMessage, Block
-from sim.router import Router
 
 
 def cid_of(data: bytes) -> bytes:
@@ -46,8 +47,8 @@ def peer(i: int) -> PeerId:
 
 def colony(
     n_providers: int, blocks: dict[bytes, bytes], **cfg: Any
-) -> tuple[Router, Exchange, list[PeerId]]:
-    router = Router(delay_s=0.005)
+) -> tuple[CoreNet, Exchange, list[PeerId]]:
+    router = CoreNet(delay_s=0.005)
     me = peer(100)
     fetcher = Exchange(me, DictSource(), ExchangeConfig(**cfg))
     router.add(me, fetcher)
@@ -59,8 +60,8 @@ def colony(
     return router, fetcher, providers
 
 
-def received(router: Router) -> list[BlockReceived]:
-    return [e for _, _, e in router.emitted if isinstance(e, BlockReceived)]
+def received(router: CoreNet) -> list[BlockReceived]:
+    return router.of(BlockReceived)
 
 
 def test_fetch_spreads_over_providers_and_verifies() -> None:

@@ -3,10 +3,10 @@
 import random
 import sys
 import tracemalloc
-from collections import deque
 from typing import Any
 
 import pytest
+from helpers.core_net import CoreNet
 
 from gossip.events import (
     Join,
@@ -40,7 +40,7 @@ from gossip.profiles import LAN, SwimConfig
 from gossip.resources import ResourceAd, parse_query
 from gossip.swim import Swim
 from overlay.core.crypto import Envelope, KeyPair
-from overlay.core.effects import Effect, Emit, Received, Send, SetTimer, TimerFired
+from overlay.core.effects import Received, TimerFired
 from overlay.core.errors import LocalProtocolError
 from overlay.core.ids import PeerId
 from overlay.core.wire import cbor_encode
@@ -50,43 +50,13 @@ IDS = [k.peer_id for k in KEYS]
 A, B, C, D = IDS[:4]
 
 
-class Wire:
+class Wire(CoreNet):
     """Delivers Sends immediately in FIFO order; timers are recorded, fired by hand."""
 
     def __init__(self, cfg: SwimConfig = LAN, n: int = 3) -> None:
-        self.cores = {IDS[i]: Swim(KEYS[i], cfg, rng=random.Random(i)) for i in range(n)}
-        self.down: set[PeerId] = set()
-        self.events: list[tuple[PeerId, Any]] = []
-        self.timers: dict[PeerId, dict[Any, float]] = {p: {} for p in self.cores}
-        self.sent: list[tuple[PeerId, PeerId, Any]] = []
-
-    def feed(self, peer: PeerId, inp: Any, now: float) -> list[Effect]:
-        effects = self.cores[peer].handle(inp, now)
-        self.run(peer, effects, now)
-        return effects
-
-    def run(self, src: PeerId, effects: list[Effect], now: float) -> None:
-        q: deque[tuple[PeerId, Effect]] = deque((src, e) for e in effects)
-        for _ in range(100_000):
-            if not q:
-                return
-            who, e = q.popleft()
-            if isinstance(e, Send):
-                self.sent.append((who, e.peer, e.msg))
-                if e.peer in self.cores and e.peer not in self.down:
-                    more = self.cores[e.peer].handle(Received(who, e.msg), now)
-                    q.extend((e.peer, x) for x in more)
-            elif isinstance(e, SetTimer):
-                self.timers[who][e.timer] = e.at
-            elif isinstance(e, Emit):
-                self.events.append((who, e.event))
-        raise AssertionError("message storm")
-
-    def fire(self, peer: PeerId, timer: Any, now: float) -> list[Effect]:
-        return self.feed(peer, TimerFired(timer), now)
-
-    def of(self, kind: type, at: PeerId | None = None) -> list[Any]:
-        return [e for p, e in self.events if isinstance(e, kind) and (at is None or p == at)]
+        super().__init__(manual_timers=True)
+        for i in range(n):
+            self.add(IDS[i], Swim(KEYS[i], cfg, rng=random.Random(i)))
 
     def join_all(self, now: float = 0.0) -> None:
         ids = list(self.cores)
@@ -116,7 +86,7 @@ def test_join_by_push_pull_learns_everyone() -> None:
 def probe_until(w: Wire, prober: PeerId, target: PeerId, now: float) -> Ping:
     for i in range(50):
         w.fire(prober, "probe", now + i * 0.001)
-        pings = [m for s, d, m in w.sent if s == prober and isinstance(m, Ping) and d == target]
+        pings = [m for s, d, m in w.sends if s == prober and isinstance(m, Ping) and d == target]
         if pings:
             return pings[-1]
     raise AssertionError("target never probed")
@@ -134,14 +104,14 @@ def test_probe_ack_measures_rtt_and_lowers_health_score() -> None:
 def test_failed_probe_goes_indirect_then_suspects() -> None:
     w = Wire(n=3)
     w.join_all()
-    w.down.add(C)
+    w.kill(C)
     probe_until(w, A, C, 1.0)
     w.fire(A, "probe-timeout", 1.5)
-    reqs = [m for s, d, m in w.sent if s == A and isinstance(m, PingReq)]
+    reqs = [m for s, d, m in w.sends if s == A and isinstance(m, PingReq)]
     assert reqs and reqs[-1].target == C
     relay = next(t for t in w.timers[B] if isinstance(t, tuple) and t[0] == "relay")
     w.fire(B, relay, 2.0)  # B got no ack from C: nack to A (Lifeguard)
-    assert any(isinstance(m, Nack) for s, d, m in w.sent if s == B and d == A)
+    assert any(isinstance(m, Nack) for s, d, m in w.sends if s == B and d == A)
     score = w.cores[A].awareness.score
     w.fire(A, "probe", 2.1)  # end of the probe interval
     assert w.cores[A].awareness.score == score  # the nack arrived: we are healthy
@@ -154,7 +124,8 @@ def test_failed_probe_goes_indirect_then_suspects() -> None:
 def test_missing_nacks_raise_own_health_score() -> None:
     w = Wire(n=3)
     w.join_all()
-    w.down.update({B, C})
+    w.kill(B)
+    w.kill(C)
     probe_until(w, A, C, 1.0)
     w.fire(A, "probe-timeout", 1.5)
     w.fire(A, "probe", 2.0)
@@ -196,7 +167,7 @@ def test_buddy_system_tells_the_suspect_first() -> None:
     w = Wire(n=3)
     w.join_all()
     acc = Accuse.create(KEYS[1], C, 0, AccuseKind.SUSPECT)
-    w.down.add(C)
+    w.kill(C)
     w.feed(A, Received(B, Gossip((acc,))), 1.0)
     ping = probe_until(w, A, C, 1.1)
     assert ping.updates[0] == acc
@@ -334,7 +305,7 @@ def test_dead_members_are_reaped_after_tombstone() -> None:
     dead = Gossip((Accuse.create(KEYS[1], C, 0, AccuseKind.DEAD),))
     w.feed(A, Received(B, dead), 10.0)
     w.feed(B, Received(A, dead), 10.0)
-    w.down.add(C)  # really gone: the reconnect attempt goes unanswered
+    w.kill(C)  # really gone: the reconnect attempt goes unanswered
     w.fire(A, "pushpull", 40.0)
     assert C in w.cores[A].members
     w.fire(A, "pushpull", 61.0)
@@ -418,7 +389,7 @@ def test_ping_to_someone_else_is_ignored_and_ack_unexpected_counted() -> None:
 def test_push_pull_pages_large_states() -> None:
     w = Wire(LAN.with_(push_pull_page=2), n=5)
     w.join_all()
-    pages = [m for s, d, m in w.sent if isinstance(m, PushPull) and s == A]
+    pages = [m for s, d, m in w.sends if isinstance(m, PushPull) and s == A]
     assert max(m.pages for m in pages) == 3
     assert all(len(m.states) <= 2 for m in pages)
     assert len(w.cores[B].members) == 4

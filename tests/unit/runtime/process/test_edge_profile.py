@@ -54,7 +54,7 @@ def test_editing_the_profile_line_of_a_lan_template_takes_effect(tmp_path: Path)
 
 
 def test_docs_example_config_for_a_small_device_loads(tmp_path: Path) -> None:
-    example = Path(__file__).resolve().parents[3] / "docs" / "edge.example.toml"
+    example = Path(__file__).resolve().parents[4] / "docs" / "edge.example.toml"
     c = _load(tmp_path, example.read_text())
     assert c["node"]["profile"] == "edge" and c["gossip"]["profile"] == "edge"
     assert c["dht"]["alpha"] == 2 and len(c["edge"]["stun"]) == 2

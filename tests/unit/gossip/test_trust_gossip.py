@@ -1,17 +1,16 @@
 """Colony mode of the gossip core (gossip/admission.py + swim.py), on virtual time.
 
-Cores are wired back to back by a FIFO wire (no sockets); timers fire by hand. Every
-node's certificate is signed by one owner key, as `colony colony create` / `cert issue`
-would make them.
+Cores are wired back to back by a FIFO wire (no sockets); timers fire on the virtual
+clock. Every node's certificate is signed by one owner key, as `colony colony create` /
+`cert issue` would make them.
 """
 
 from __future__ import annotations
 
 import random
-from collections import deque
-from typing import Any
 
 import pytest
+from helpers.core_net import CoreNet
 
 from gossip.admission import Admission
 from gossip.events import (
@@ -37,7 +36,7 @@ from gossip.profiles import LAN
 from gossip.swim import Swim
 from overlay.core.certs import ALL_ROLES, Certificate, Revocation
 from overlay.core.crypto import KeyPair
-from overlay.core.effects import Effect, Emit, Received, Send, SetTimer, TimerFired
+from overlay.core.effects import Emit, Received, Send, TimerFired
 from overlay.core.errors import LocalProtocolError, MalformedFrame
 from overlay.core.ids import PeerId
 from overlay.core.wire import cbor_decode, cbor_encode
@@ -59,60 +58,21 @@ def cert(
     return Certificate.issue(issuer, OWNER.public, subject.peer_id, roles, T0 - 10, expires)
 
 
-class Net:
-    """Cores keyed by peer id; `Send`s delivered at once, FIFO; timers by hand."""
+class Net(CoreNet):
+    """Cores keyed by peer id; `Send`s delivered at once, FIFO, through the codec."""
 
     def __init__(self) -> None:
-        self.cores: dict[PeerId, Swim] = {}
-        self.timers: dict[PeerId, dict[Any, float]] = {}
-        self.events: list[tuple[PeerId, Any]] = []
-        self.sent: list[tuple[PeerId, PeerId, Any]] = []
+        # Through the codec, as the daemon does: the wire form is what counts.
+        super().__init__(transcode=lambda m: decode_message(cbor_decode(cbor_encode(m.to_wire()))))
 
-    def add(self, kp: KeyPair, chain: tuple[Certificate, ...] | None, seed: int = 0) -> Swim:
+    def add_swim(self, kp: KeyPair, chain: tuple[Certificate, ...] | None, seed: int = 0) -> Swim:
         core = Swim(
             kp, LAN, rng=random.Random(seed),
             admission=Admission(OWNER.public.raw),
             chain=tuple(c.envelope for c in chain or ()),
         )  # fmt: skip
-        self.cores[kp.peer_id] = core
-        self.timers[kp.peer_id] = {}
+        self.add(kp.peer_id, core)
         return core
-
-    def feed(self, peer: PeerId, inp: Any, now: float) -> None:
-        q: deque[tuple[PeerId, Effect]] = deque(
-            (peer, e) for e in self.cores[peer].handle(inp, now)
-        )
-        for _ in range(100_000):
-            if not q:
-                return
-            who, e = q.popleft()
-            if isinstance(e, Send):
-                self.sent.append((who, e.peer, e.msg))
-                # Through the codec, as the daemon does: the wire form is what counts.
-                msg = decode_message(cbor_decode(cbor_encode(e.msg.to_wire())))
-                if e.peer in self.cores:
-                    more = self.cores[e.peer].handle(Received(who, msg), now)
-                    q.extend((e.peer, x) for x in more)
-            elif isinstance(e, SetTimer):
-                self.timers[who][e.timer] = e.at
-            elif isinstance(e, Emit):
-                self.events.append((who, e.event))
-        raise AssertionError("message storm")
-
-    def run_until(self, t: float) -> None:
-        """Fire every due timer in deadline order up to `t`."""
-        for _ in range(100_000):
-            due = [(at, str(p), p, tid) for p, ts in self.timers.items()
-                   for tid, at in ts.items() if at <= t]  # fmt: skip
-            if not due:
-                return
-            at, _, p, tid = min(due, key=lambda x: (x[0], x[1], str(x[3])))
-            del self.timers[p][tid]
-            self.feed(p, TimerFired(tid), at)
-        raise AssertionError("timer storm")
-
-    def of(self, kind: type, at: PeerId | None = None) -> list[Any]:
-        return [e for p, e in self.events if isinstance(e, kind) and (at is None or p == at)]
 
     def members(self, at: PeerId) -> set[PeerId]:
         return {m.peer for m in self.cores[at].list_members() if not m.is_self}
@@ -121,7 +81,7 @@ class Net:
 def colony(n: int = 3) -> Net:
     net = Net()
     for i in range(n):
-        net.add(KEYS[i], (cert(KEYS[i]),), seed=i)
+        net.add_swim(KEYS[i], (cert(KEYS[i]),), seed=i)
     net.feed(A, Join(), T0)
     for p in IDS[1:n]:
         net.feed(p, Join((A,)), T0)
@@ -139,7 +99,7 @@ def test_certified_nodes_join_through_a_seed_and_learn_each_other() -> None:
 
 def test_uncertified_joiner_is_refused_with_a_reason_and_gets_no_state() -> None:
     net = colony(3)
-    net.add(KEYS[3], None, seed=3)
+    net.add_swim(KEYS[3], None, seed=3)
     net.feed(D, Join((A,)), T0 + 1)
     net.run_until(T0 + 40)  # includes a push-pull round where D knocks again
     for p in (A, B, C):
@@ -149,7 +109,7 @@ def test_uncertified_joiner_is_refused_with_a_reason_and_gets_no_state() -> None
     assert refused and refused[0].peer == D
     assert "no colony certificate" in refused[0].reason
     # A never sent D anything: no ack, no push-pull, no gossip.
-    assert not [m for s, d, m in net.sent if s in (A, B, C) and d == D]
+    assert not [m for s, d, m in net.sends if s in (A, B, C) and d == D]
     assert net.cores[A].stats["refused_non_member"] >= 1
     # Reported once per interval, not once per message.
     assert len(refused) == 1
@@ -159,12 +119,12 @@ def test_chain_from_another_colony_and_forged_chain_are_refused() -> None:
     net = colony(1)
     other = KeyPair(b"\x55" * 32)
     foreign = Certificate.issue(other, other.public, B, ["member"], T0 - 10, T0 + 100)
-    net.add(KEYS[1], (foreign,), seed=1)
+    net.add_swim(KEYS[1], (foreign,), seed=1)
     net.feed(B, Join((A,)), T0)
     assert B not in net.members(A)
     assert "another colony" in net.of(MemberRefused, A)[0].reason
     # C presents B's (valid) certificate: the chain is for someone else.
-    net.add(KEYS[2], (cert(KEYS[1]),), seed=2)
+    net.add_swim(KEYS[2], (cert(KEYS[1]),), seed=2)
     net.feed(C, Join((A,)), T0)
     assert C not in net.members(A)
     assert "not " in net.of(MemberRefused, A)[-1].reason
@@ -172,7 +132,7 @@ def test_chain_from_another_colony_and_forged_chain_are_refused() -> None:
 
 def test_certificate_without_member_role_is_refused() -> None:
     net = colony(1)
-    net.add(KEYS[1], (cert(KEYS[1], roles=("submit",)),), seed=1)
+    net.add_swim(KEYS[1], (cert(KEYS[1], roles=("submit",)),), seed=1)
     net.feed(B, Join((A,)), T0)
     assert B not in net.members(A)
     assert "role member not granted" in net.of(MemberRefused, A)[0].reason
@@ -181,14 +141,14 @@ def test_certificate_without_member_role_is_refused() -> None:
 def test_delegated_chain_is_accepted_and_outliving_delegation_is_refused() -> None:
     net = colony(1)
     admitter = cert(KEYS[1], roles=ALL_ROLES, expires=T0 + 1000)
-    net.add(KEYS[1], (admitter,), seed=1)
+    net.add_swim(KEYS[1], (admitter,), seed=1)
     net.feed(B, Join((A,)), T0)
     delegated = cert(KEYS[2], issuer=KEYS[1], expires=T0 + 500)
-    net.add(KEYS[2], (admitter, delegated), seed=2)
+    net.add_swim(KEYS[2], (admitter, delegated), seed=2)
     net.feed(C, Join((A,)), T0)
     assert {B, C} <= net.members(A)
     outliving = cert(KEYS[3], issuer=KEYS[1], expires=T0 + 5000)
-    net.add(KEYS[3], (admitter, outliving), seed=3)
+    net.add_swim(KEYS[3], (admitter, outliving), seed=3)
     net.feed(D, Join((A,)), T0)
     assert D not in net.members(A)
     assert "after its delegator" in net.of(MemberRefused, A)[-1].reason
@@ -196,9 +156,9 @@ def test_delegated_chain_is_accepted_and_outliving_delegation_is_refused() -> No
 
 def test_member_whose_certificate_expires_is_expelled_everywhere() -> None:
     net = Net()
-    net.add(KEYS[0], (cert(KEYS[0]),), seed=0)
-    net.add(KEYS[1], (cert(KEYS[1]),), seed=1)
-    net.add(KEYS[2], (cert(KEYS[2], expires=T0 + 20),), seed=2)
+    net.add_swim(KEYS[0], (cert(KEYS[0]),), seed=0)
+    net.add_swim(KEYS[1], (cert(KEYS[1]),), seed=1)
+    net.add_swim(KEYS[2], (cert(KEYS[2], expires=T0 + 20),), seed=2)
     net.feed(A, Join(), T0)
     net.feed(B, Join((A,)), T0)
     net.feed(C, Join((A,)), T0)
@@ -238,10 +198,10 @@ def test_revocation_reaches_a_late_joiner_by_push_pull() -> None:
     net.run_until(T0 + 2)
     d_cert = cert(KEYS[3])
     net.feed(A, PublishRevocation(Revocation.issue(OWNER, d_cert, T0 + 2).envelope), T0 + 2)
-    net.add(KEYS[2], (cert(KEYS[2]),), seed=2)
+    net.add_swim(KEYS[2], (cert(KEYS[2]),), seed=2)
     net.feed(C, Join((A,)), T0 + 3)
     assert net.of(RevocationLearned, C)  # came with A's push-pull reply
-    net.add(KEYS[3], (d_cert,), seed=3)
+    net.add_swim(KEYS[3], (d_cert,), seed=3)
     net.feed(D, Join((C,)), T0 + 4)
     assert D not in net.members(C)
     assert "revoked" in net.of(MemberRefused, C)[-1].reason
@@ -327,20 +287,20 @@ def test_alive_chain_must_hold_certificates_and_be_short() -> None:
 
 def test_ping_from_non_member_gets_no_ack() -> None:
     net = colony(1)
-    net.add(KEYS[4], None)
-    before = len(net.sent)
+    net.add_swim(KEYS[4], None)
+    before = len(net.sends)
     net.feed(A, Received(E, Ping(7, A)), T0)
-    assert not [m for s, d, m in net.sent[before:] if s == A]
+    assert not [m for s, d, m in net.sends[before:] if s == A]
     assert net.of(MemberRefused, A)[0].peer == E
 
 
 def test_ping_req_for_an_outsider_is_not_relayed() -> None:
     net = colony(2)
     net.run_until(T0 + 2)
-    net.add(KEYS[5], None)
-    before = len(net.sent)
+    net.add_swim(KEYS[5], None)
+    before = len(net.sends)
     net.feed(A, Received(B, PingReq(9, F)), T0 + 3)
-    assert not [d for s, d, m in net.sent[before:] if d == F]
+    assert not [d for s, d, m in net.sends[before:] if d == F]
     assert net.cores[A].stats["ping_req_non_member"] == 1
 
 
@@ -351,7 +311,7 @@ def test_outsiders_revocations_are_not_taken() -> None:
         Revoke.from_envelope(Revocation.issue(junk, cert(KEYS[i]), T0).envelope)
         for i in range(1, 4)
     )
-    net.add(KEYS[3], None)
+    net.add_swim(KEYS[3], None)
     own = net.cores[D].anti_entropy.records()[:1]
     net.feed(A, Received(D, PushPull(own, True, True, 0, 1, revs)), T0)
     adm = net.cores[A].admission
@@ -362,10 +322,10 @@ def test_outsiders_revocations_are_not_taken() -> None:
 def test_members_junk_revocations_are_refused_delegates_own_are_taken() -> None:
     net = colony(1)
     admitter = cert(KEYS[1], roles=ALL_ROLES, expires=T0 + 1000)
-    net.add(KEYS[1], (admitter,), seed=1)
+    net.add_swim(KEYS[1], (admitter,), seed=1)
     net.feed(B, Join((A,)), T0)
     delegated = cert(KEYS[2], issuer=KEYS[1], expires=T0 + 500)
-    net.add(KEYS[2], (admitter, delegated), seed=2)
+    net.add_swim(KEYS[2], (admitter, delegated), seed=2)
     net.feed(C, Join((A,)), T0)
     assert {B, C} <= net.members(A)
     adm = net.cores[A].admission
@@ -385,18 +345,18 @@ def test_first_pings_carry_the_senders_claim_and_admit_it() -> None:
     net = colony(2)
     net.run_until(T0 + 2)
     # C is certified but A has never heard of it: its ping carries its own alive.
-    c_core = net.add(KEYS[2], (cert(KEYS[2]),), seed=2)
-    before = len(net.sent)
+    c_core = net.add_swim(KEYS[2], (cert(KEYS[2]),), seed=2)
+    before = len(net.sends)
     net.feed(A, Received(C, Ping(5, A, (c_core.local.alive,))), T0 + 3)
     assert C in net.members(A)
-    assert [m for s, d, m in net.sent[before:] if s == A and d == C and isinstance(m, Ack)]
+    assert [m for s, d, m in net.sends[before:] if s == A and d == C and isinstance(m, Ack)]
 
 
 def test_probes_introduce_us_until_the_target_has_talked_to_us() -> None:
     net = Net()
-    net.add(KEYS[0], (cert(KEYS[0]),), seed=0)
-    b = net.add(KEYS[1], (cert(KEYS[1]),), seed=1)
-    c = net.add(KEYS[2], (cert(KEYS[2]),), seed=2)
+    net.add_swim(KEYS[0], (cert(KEYS[0]),), seed=0)
+    b = net.add_swim(KEYS[1], (cert(KEYS[1]),), seed=1)
+    c = net.add_swim(KEYS[2], (cert(KEYS[2]),), seed=2)
     # B learns A second-hand, from C's push-pull: A has never heard of B.
     b.handle(Join(), T0)
     recs = (MemberRecord(c.local.alive), MemberRecord(net.cores[A].local.alive))
@@ -423,43 +383,22 @@ def test_simultaneous_joins_raise_no_false_suspicion() -> None:
     suspected (measured with 60 nodes: 810 suspicions, convergence 30.7 s instead of
     0.6 s); a sender's own claim in any message now admits it (and `_introduce`
     makes sure first pings carry it)."""
-    import heapq
-
     n = 20
     keys = [KeyPair((i + 200).to_bytes(4, "big") * 8) for i in range(n)]
-    cores = {k.peer_id: Swim(k, LAN, rng=random.Random(i), admission=Admission(OWNER.public.raw),
-                             chain=(cert(k).envelope,))
-             for i, k in enumerate(keys)}  # fmt: skip
-    q: list[tuple[float, int, PeerId, Any]] = []
-    timers: dict[tuple[PeerId, Any], float] = {}
-    seq = 0
-    suspected = 0
-
-    def feed(p: PeerId, inp: Any, now: float) -> None:
-        nonlocal seq, suspected
-        for e in cores[p].handle(inp, now):
-            seq += 1
-            if isinstance(e, Send):
-                heapq.heappush(q, (now + 0.005, seq, e.peer, Received(p, e.msg)))
-            elif isinstance(e, SetTimer):
-                timers[(p, e.timer)] = e.at
-                heapq.heappush(q, (e.at, seq, p, ("t", e.timer, e.at)))
-            elif isinstance(e, Emit) and type(e.event).__name__ == "MemberSuspected":
-                suspected += 1
+    net = CoreNet(delay_s=0.005, start=T0)
+    for i, k in enumerate(keys):
+        net.add(k.peer_id, Swim(k, LAN, rng=random.Random(i), admission=Admission(
+            OWNER.public.raw), chain=(cert(k).envelope,)))  # fmt: skip
+    cores = net.cores
 
     ids = list(cores)
-    feed(ids[0], Join(), T0)
+    net.inject(ids[0], Join())
     for p in ids[1:]:
-        feed(p, Join((ids[0],)), T0)
+        net.inject(p, Join((ids[0],)))
     converged_at = None
-    while q and q[0][0] <= T0 + 10:
-        at, _, p, inp = heapq.heappop(q)
-        if isinstance(inp, tuple):
-            if timers.get((p, inp[1])) != inp[2]:
-                continue
-            inp = TimerFired(inp[1])
-        feed(p, inp, at)
+    while net.engine.run_until(T0 + 10, max_events=1):
         if converged_at is None and all(c.num_members() == n for c in cores.values()):
-            converged_at = at - T0
+            converged_at = net.now - T0
+    suspected = sum(type(e).__name__ == "MemberSuspected" for _, _, e in net.emitted)
     assert converged_at is not None and converged_at < 2.0
     assert suspected == 0
