@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sim import scenario
-from sim.runner import Simulation
+from sim.simulations import simulation_for
 
 FULL_NODES = 10_000
 FULL_CAPSULES = 100_000
@@ -76,7 +76,7 @@ def main() -> None:
 
     bare = bare_hold(300_000, 50_000, args.seed)
     c0 = time.process_time()
-    sim = Simulation(sc)
+    sim = simulation_for(sc)
     m = sim.run()
     cpu = time.process_time() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from capsule_helpers import EventLog, submit  # noqa: E402
 from colony_cluster import Cluster, wait_for  # noqa: E402
 
-from overlay.runtime.services.custody_store import CustodyStore  # noqa: E402
+from store.custody_store import CustodyStore  # noqa: E402
 
 
 def pct(xs: list[float], p: float) -> float:

@@ -3,7 +3,7 @@ churn, at 10^4 nodes and 10^5 capsules in one process.
 
 Scenario: ``[nodes] protocols = ["capsule"]``, a ``[capsule]`` table
 (sim/capsule_config.py) and ``[[workload]] kind = "capsule"`` (Poisson submissions
-through random live nodes; ``limit`` caps their number). `runner.Simulation(sc)`
+through random live nodes; ``limit`` caps their number). `sim.simulations.simulation_for(sc)`
 returns a `CapsuleSimulation` for such scenarios, so ``colony sim run`` runs them.
 
 What is real and what is modelled:

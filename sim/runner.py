@@ -73,16 +73,10 @@ class _Req:
 class Simulation:
     """One run of one scenario. `run()` returns the `Metrics`.
 
-    A scenario with the "capsule" protocol gets a `sim.capsules.CapsuleSimulation`
-    (a subclass: capsule cores, oracle membership) from this same constructor.
+    A scenario with the "capsule" protocol needs `sim.capsules.CapsuleSimulation` (a
+    subclass: capsule cores, oracle membership); `sim.simulations.simulation_for`
+    picks the class for a scenario.
     """
-
-    def __new__(cls, sc: Scenario, *, progress: bool = False) -> Simulation:
-        if cls is Simulation and "capsule" in sc.protocols:
-            from sim.capsules import CapsuleSimulation
-
-            return super().__new__(CapsuleSimulation)
-        return super().__new__(cls)
 
     def __init__(self, sc: Scenario, *, progress: bool = False) -> None:
         self.sc = sc
@@ -635,7 +629,3 @@ class Simulation:
                   nat=int(self.net.nat[n.idx]), uptime_s=up, sent=w.sent[n.idx],
                   received=w.received[n.idx], sent_per_s=w.sent[n.idx] / up,
                   received_per_s=w.received[n.idx] / up)
-
-
-def run(sc: Scenario, *, progress: bool = False) -> Metrics:
-    return Simulation(sc, progress=progress).run()

@@ -67,7 +67,7 @@ def _summary_lines(m: Metrics) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sim import runner, scenario
+    from sim import scenario, simulations
 
     sc = scenario.load(scenario.resolve(args.scenario))
     changes: dict[str, Any] = {}
@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         sc = sc.with_(**changes)
     out = args.out or Path("sim-out") / sc.name
     t0 = time.perf_counter()
-    sim = runner.Simulation(sc, progress=not args.quiet and sys.stderr.isatty())
+    sim = simulations.simulation_for(sc, progress=not args.quiet and sys.stderr.isatty())
     m = sim.run()
     wall = time.perf_counter() - t0
     files = m.write(out)

@@ -45,6 +45,7 @@ from overlay.runtime.api.routes import build_api
 from overlay.runtime.api.routes_capsules import add_capsule_routes
 from overlay.runtime.api.routes_doctor import DoctorSources, add_doctor_routes
 from overlay.runtime.api.routes_node import CoreStats
+from overlay.runtime.api.routes_trust import add_trust_routes
 from overlay.runtime.api.server import (
     ApiServer,
     load_or_create_token,
@@ -204,7 +205,7 @@ class Daemon:
         add_doctor_routes(api, DoctorSources(
             self.me, self.home, self.conf, t, self.membership, self.store, self.reachability,
             lambda: getattr(self, "dialer", None)))  # the dialer starts after the API
-        self.trust_service.add_routes(api)
+        add_trust_routes(api, self.trust_service)
         return api
 
     # ------------------------------------------------------------ lifecycle

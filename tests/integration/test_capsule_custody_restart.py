@@ -2,7 +2,7 @@
 
 Three daemons — so all three are the capsule's custodians — and a capsule running on
 one of them. All three are SIGKILLed together and restarted from their homes: the
-custody records come back from `<home>/custody` (overlay/runtime/services/custody_store.py),
+custody records come back from `<home>/custody` (store/custody_store.py),
 the lost lease is re-offered with a higher fencing token, and the capsule finishes
 with exactly one accepted receipt.
 """

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from sim import scenario
 from sim.capsules import CapsuleSimulation
-from sim.runner import Simulation
+from sim.simulations import simulation_for
 
 SEED = 1
 
 
 def _run(out: Path) -> tuple[dict[str, bytes], dict[str, int], dict[str, object]]:
-    sim = Simulation(scenario.load(scenario.resolve("capsule-small")).with_(seed=SEED))
+    sim = simulation_for(scenario.load(scenario.resolve("capsule-small")).with_(seed=SEED))
     assert isinstance(sim, CapsuleSimulation)
     m = sim.run()
     m.write(out)

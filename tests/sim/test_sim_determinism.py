@@ -7,7 +7,7 @@ import pytest
 
 from overlay.cli.main import main
 from sim import scenario
-from sim.runner import Simulation
+from sim.simulations import simulation_for
 
 SEED = 424242
 
@@ -18,7 +18,7 @@ def _small(seed: int) -> scenario.Scenario:
 
 
 def _files(out: Path, seed: int) -> dict[str, bytes]:
-    Simulation(_small(seed)).run().write(out)
+    simulation_for(_small(seed)).run().write(out)
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
 
 

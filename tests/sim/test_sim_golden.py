@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from sim import scenario
-from sim.runner import Simulation
+from sim.simulations import simulation_for
 
 SUMS = Path(__file__).with_name("golden_sums.json")
 #: scenario → (nodes, duration_s): small enough for the suite (~20 s in all).
@@ -41,7 +41,7 @@ def digests(name: str) -> dict[str, str]:
     sc = scenario.load(scenario.resolve(name)).with_(nodes=nodes, duration_s=duration_s)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        Simulation(sc).run().write(out)
+        simulation_for(sc).run().write(out)
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
                 for p in sorted(out.iterdir())}
 

@@ -2,7 +2,7 @@
 takes nodes down and back (crash and graceful) and the DHT keeps answering."""
 
 from sim import scenario
-from sim.runner import Simulation
+from sim.simulations import simulation_for
 
 SEED = 99
 
@@ -25,7 +25,7 @@ start_s = 20
 end_s = 60
 groups = [["europe"]]
 """, "partition.toml")
-    sim = Simulation(sc)
+    sim = simulation_for(sc)
     m = sim.run()
     ts = m.tables["timeseries"]
     before = [r for r in ts if r["t"] <= 20]
@@ -63,7 +63,7 @@ kind = "lookup"
 rate_per_s = 1
 start_s = 40
 """, "churn.toml")
-    m = Simulation(sc).run()
+    m = simulation_for(sc).run()
     c = m.counters
     assert c["churn_crashes"] > 5 and c["churn_leaves_graceful"] > 5, f"seed={SEED}: {c}"
     assert c["joins"] > 80 + 5  # rejoins after downtime

@@ -60,7 +60,7 @@ from overlay.runtime.services.capsule_info import (
     MemberGate,
 )
 from overlay.runtime.services.capsule_runs import Runs
-from overlay.runtime.services.custody_store import CustodyStore
+from store.custody_store import CustodyStore
 from store.importer import ImportOptions
 
 log = structlog.get_logger("colony.capsules")

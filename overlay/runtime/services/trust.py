@@ -26,10 +26,9 @@ from gossip.events import MemberExpelled, MemberRefused, PublishRevocation, Revo
 from overlay.core.certs import Revocation
 from overlay.core.cid import Cid
 from overlay.core.crypto import Envelope
-from overlay.core.errors import ColonyError, LocalProtocolError, RemoteProtocolError
+from overlay.core.errors import ColonyError, RemoteProtocolError
 from overlay.core.ids import PeerId
 from overlay.exchange.messages import BitswapMessage
-from overlay.runtime.api.server import ApiError, ApiServer, Request
 from overlay.runtime.context import Cores, DhtCalls, Membership
 from overlay.runtime.services.trust_state import Trust, colony_id, private_multihashes, serial
 from store.blockstore import BlockStore
@@ -155,28 +154,17 @@ class TrustService:
             self._bitswap_logged[key] = now
             log.warning(event, peer=str(peer), reason=reason)
 
-    # ------------------------------------------------------------ API
+    # ------------------------------------------------------------ actions (api/routes_trust.py)
 
-    def add_routes(self, api: ApiServer) -> None:
-        api.add("GET", "/v1/trust", self._status)
-        api.add("POST", "/v1/trust/revoke", self._revoke)
-        api.add("POST", "/v1/trust/lookup", self._lookup)
-        api.add("POST", "/v1/trust/private", self._private)
-
-    async def _private(self, req: Request) -> Any:
-        """Mark (`private: true`) or unmark the DAG under `cid` as members-only."""
-        body = req.json()
-        text = str(body.get("cid", ""))
-        try:
-            cid = str(Cid.parse(text))
-            roots = self.trust.set_private(cid, bool(body.get("private", True)))
-        except ColonyError as e:
-            raise ApiError(400, str(e)) from None
+    def set_private(self, text: str, private: bool) -> dict[str, Any]:
+        """Mark (or unmark) the DAG under `text` as members-only; ColonyError if bad."""
+        cid = str(Cid.parse(text))
+        roots = self.trust.set_private(cid, private)
         self.refresh_private()
         return {"cid": cid, "private": cid in roots, "roots": roots,
                 "private_blocks": len(self.private)}
 
-    async def _status(self, req: Request) -> Any:
+    def status(self) -> dict[str, Any]:
         t, now = self.trust, time.time()
         if not t.enabled:
             return {"enabled": False}
@@ -204,33 +192,29 @@ class TrustService:
             ],
         }  # fmt: skip
 
-    async def _revoke(self, req: Request) -> Any:
+    async def revoke(self, hex_envelope: str) -> dict[str, Any]:
         """Apply a signed revocation (made by `colony cert revoke`): gossip it to the
-        colony and store it in the DHT under /colony/revoke/<cert id>."""
+        colony and store it in the DHT under /colony/revoke/<cert id>.
+
+        Raises ColonyError (or ValueError for bad hex) when it cannot be applied."""
         try:
-            env = Envelope.from_bytes(bytes.fromhex(str(req.json().get("revocation", ""))))
+            env = Envelope.from_bytes(bytes.fromhex(hex_envelope))
             rev = Revocation.from_envelope(env)
         except (ValueError, ColonyError, RemoteProtocolError) as e:
-            raise ApiError(400, f"bad revocation: {e}") from None
+            raise ColonyError(f"bad revocation: {e}") from None
         if rev.colony != self.trust.colony_owner:
-            raise ApiError(400, "the revocation is for another colony (or none: open mode)")
-        try:
-            # The gossip core applies it (expelling the member), gossips it, and emits
-            # RevocationLearned, which saves it in <home>/trust (see on_event).
-            await self.cores.submit_wait(PublishRevocation(env))
-        except LocalProtocolError as e:
-            raise ApiError(400, str(e)) from None
+            raise ColonyError("the revocation is for another colony (or none: open mode)")
+        # The gossip core applies it (expelling the member), gossips it, and emits
+        # RevocationLearned, which saves it in <home>/trust (see on_event).
+        await self.cores.submit_wait(PublishRevocation(env))
         key = revoke_key(rev.cert_id)
         ev = await self.dht.call(lambda rid: PutValue(rid, key, env.to_bytes()))
         return {"cert": rev.cert_id[2:].hex(), "gossiped": True,
                 "dht_key": key.decode(), "dht_acks": ev.result.acks, "dht_error": ev.error}
 
-    async def _lookup(self, req: Request) -> Any:
-        """Is certificate `cert` (hex id) revoked according to the DHT?"""
-        try:
-            cert_id = bytes.fromhex("1220" + str(req.json().get("cert", ""))[-64:])
-        except ValueError:
-            raise ApiError(400, "cert must be a certificate serial (hex)") from None
+    async def lookup(self, cert_hex: str) -> dict[str, Any]:
+        """Is certificate `cert_hex` revoked according to the DHT? ValueError if not hex."""
+        cert_id = bytes.fromhex("1220" + cert_hex[-64:])
         ev = await self.dht.call(lambda rid: GetValue(rid, revoke_key(cert_id)))
         r = ev.result
         if not r.payload:

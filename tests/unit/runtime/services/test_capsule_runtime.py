@@ -44,9 +44,9 @@ from overlay.runtime.services.capsules import (
     CapsuleSetup,
     _ad_moved,
 )
-from overlay.runtime.services.custody_store import CustodyStore
 from overlay.runtime.services.membership import SwimMembership
 from store.blockstore import BlockStore
+from store.custody_store import CustodyStore
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 

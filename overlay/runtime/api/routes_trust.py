@@ -1,0 +1,42 @@
+"""Control-API routes for colony trust (docs/trust.md): status, revoke, lookup, private.
+
+Thin: each route reads its JSON body, calls the trust service and turns a refusal
+(ColonyError, a LocalProtocolError from the gossip core, bad hex) into a 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from overlay.core.errors import ColonyError, LocalProtocolError
+from overlay.runtime.api.server import ApiError, ApiServer, Request
+from overlay.runtime.services.trust import TrustService
+
+
+def add_trust_routes(api: ApiServer, svc: TrustService) -> None:
+    async def status(req: Request) -> Any:
+        return svc.status()
+
+    async def private(req: Request) -> Any:
+        body = req.json()
+        try:
+            return svc.set_private(str(body.get("cid", "")), bool(body.get("private", True)))
+        except ColonyError as e:
+            raise ApiError(400, str(e)) from None
+
+    async def revoke(req: Request) -> Any:
+        try:
+            return await svc.revoke(str(req.json().get("revocation", "")))
+        except (ColonyError, LocalProtocolError) as e:
+            raise ApiError(400, str(e)) from None
+
+    async def lookup(req: Request) -> Any:
+        try:
+            return await svc.lookup(str(req.json().get("cert", "")))
+        except ValueError:
+            raise ApiError(400, "cert must be a certificate serial (hex)") from None
+
+    api.add("GET", "/v1/trust", status)
+    api.add("POST", "/v1/trust/revoke", revoke)
+    api.add("POST", "/v1/trust/lookup", lookup)
+    api.add("POST", "/v1/trust/private", private)
