@@ -1,4 +1,4 @@
-"""Capsule placement latency and throughput on a loopback colony (issue 9).
+"""Capsule placement latency and throughput on a loopback colony.
 
 Prints, for N daemons (default 20) on 127.0.0.1:
   * submit→running latency p50/p99: from the client's submit call to the leading

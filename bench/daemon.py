@@ -1,4 +1,4 @@
-"""Daemon footprint and colony formation (issue 8).
+"""Daemon footprint and colony formation.
 
 Prints:
   * idle RSS of a running `colony daemon` (one node, joined to nobody, after it has

@@ -1,4 +1,4 @@
-"""Edge profile footprint (issue 10): idle CPU and RSS of daemons, and where memory goes.
+"""Edge profile footprint: idle CPU and RSS of daemons, and where memory goes.
 
 Measured in one run, on loopback:
   * three colonies of 3 daemons each, started together and left idle (joined,
@@ -11,7 +11,7 @@ Measured in one run, on loopback:
   * the RSS each import step adds (python → trio → … → the daemon module), which is
     where the memory goes.
 
-Limits (issue 10): idle CPU < 1 %, idle RSS ≤ 60 MB (= 57.2 MiB). Each figure is
+Limits: idle CPU < 1 %, idle RSS ≤ 60 MB (= 57.2 MiB). Each figure is
 printed with its ratio to the limit. On a 2-core machine shared with other work the
 CPU figures are noisy: compare profiles within one run.
 

@@ -1,4 +1,4 @@
-"""Fetch throughput of real daemons vs the transport baselines (issue 8).
+"""Fetch throughput of real daemons vs the transport baselines.
 
 Prints, in one run, each with its limit and ratio:
   * raw trio TCP loopback MB/s (the ceiling);

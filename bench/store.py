@@ -1,4 +1,4 @@
-"""Store throughput: import and cat against the sha256 limit (DESIGN §4, issue 4).
+"""Store throughput: import and cat against the sha256 limit (DESIGN §4).
 
 One run on generated data (1 GiB by default, `--size-mib` to shrink) prints:
 

@@ -1,4 +1,4 @@
-"""WebRTC data channels and relay circuits vs a direct stream (issue #10).
+"""WebRTC data channels and relay circuits vs a direct stream.
 
 Prints, each with its limit (measured in the same run) and the ratio:
   * the asyncio bridge: trio → asyncio → trio round trips per second (the cost of

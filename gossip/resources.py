@@ -97,7 +97,7 @@ class ResourceAd:
     bandwidth_bps: int = 0
     tags: tuple[str, ...] = ()
     #: How peers can reach this node: "public", "nat[/endpoint-independent|/symmetric]",
-    #: "" while unknown (issue 10; decided by dial-back checks and STUN probes).
+    #: "" while unknown (decided by dial-back checks and STUN probes).
     reachability: str = ""
 
     @classmethod

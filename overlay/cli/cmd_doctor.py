@@ -1,4 +1,4 @@
-"""`colony doctor`: is this node healthy and reachable, and what to do if not (issue 10)."""
+"""`colony doctor`: is this node healthy and reachable, and what to do if not."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The edge/NAT test topology (issue 10) built from network namespaces.
+"""The edge/NAT test topology built from network namespaces.
 
 ```
             ┌──────────────────────── ns inet ("the Internet") ───────────────────────┐

@@ -1,4 +1,4 @@
-"""Capsules on a colony of real daemons (issue #9): submit from any node, custody,
+"""Capsules on a colony of real daemons: submit from any node, custody,
 executors, receipts, outputs by CID, workflows, executor and custodian crashes.
 
 One 5-daemon colony is shared by the tests of this module (starting it costs ~15 s).

@@ -1,4 +1,4 @@
-"""Custody survives `kill -9` of every custodian at once (DESIGN §9, issue #9).
+"""Custody survives `kill -9` of every custodian at once (DESIGN §9).
 
 Three daemons — so all three are the capsule's custodians — and a capsule running on
 one of them. All three are SIGKILLed together and restarted from their homes: the

@@ -1,5 +1,5 @@
 """The issue's colony run: 10 daemons, 200 capsules submitted from random nodes, every
-one finishes with exactly one accepted receipt (issue #9).
+one finishes with exactly one accepted receipt.
 
 "Exactly one" is checked two ways: the custody cores' own counters of accepted
 receipts summed over the colony equal the number of capsules, and no capsule shows

@@ -1,4 +1,4 @@
-"""A capsule with executor kind slurm runs through a real slurmctld (issue #9).
+"""A capsule with executor kind slurm runs through a real slurmctld.
 
 Two daemons; both find the private one-node Slurm cluster (slurm_cluster.py) through
 SLURM_CONF, so both detect and advertise the slurm executor kind. The capsule is

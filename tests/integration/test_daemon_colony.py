@@ -1,4 +1,4 @@
-"""A colony of real `colony daemon` processes on 127.0.0.1 (issue 8).
+"""A colony of real `colony daemon` processes on 127.0.0.1.
 
 One module-scoped colony of N daemons (N = 20), exercised in order: membership
 converges; a published dataset is found by `dht findprovs` from every node; it is

@@ -1,4 +1,4 @@
-"""`/colony/dialback/1.0.0` against a real daemon (issue 10): it dials back only the
+"""`/colony/dialback/1.0.0` against a real daemon: it dials back only the
 IP the request came from, refuses malformed requests and requesters over its rate
 limit with a reason, and stays up. Loopback only; no root needed."""
 

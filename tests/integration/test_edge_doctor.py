@@ -1,4 +1,4 @@
-"""`colony doctor` without a daemon (issue 10), no root needed: what it can check
+"""`colony doctor` without a daemon, no root needed: what it can check
 locally is checked, the rest is marked '?', a missing node is said plainly."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Edge nodes behind NATs join a colony (issue 10), on the netns topology of
+"""Edge nodes behind NATs join a colony, on the netns topology of
 netns_topology.py: two public members (one the seed), one node behind an
 endpoint-independent NAT and one behind a symmetric NAT, WAN links with 20 ms
 latency each way, 1 % loss and a 40 Mbit/s rate limit.

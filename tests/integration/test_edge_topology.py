@@ -1,4 +1,4 @@
-"""The NAT test topology itself (issue 10): NAT mapping behaviour, latency, loss, rate,
+"""The NAT test topology itself: NAT mapping behaviour, latency, loss, rate,
 no inbound path into the NAT'd sites, and teardown. Other edge tests build on it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""NAT'd members over WebRTC and the relay, in network namespaces (issue #10).
+"""NAT'd members over WebRTC and the relay, in network namespaces.
 
 Topology (tests/integration/netns_topology.py): two public members pub1 and pub2,
 site a behind an endpoint-independent NAT, site b behind a symmetric NAT

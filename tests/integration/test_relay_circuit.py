@@ -1,4 +1,4 @@
-"""A relayed connection through a third member on /colony/relay/1.0.0 (issue #10):
+"""A relayed connection through a third member on /colony/relay/1.0.0:
 reservation, circuit, the libp2p stack end to end over it, and the relay's limits
 (refusals with reasons before the splice, termination at the byte limit)."""
 

@@ -1,5 +1,5 @@
 """Two real libp2p transports reach each other over a real aiortc data channel whose
-offer and answer a third member forwards on /colony/signal/1.0.0 (issue #10); the
+offer and answer a third member forwards on /colony/signal/1.0.0; the
 forwarder refuses non-members, unknown peers, replays and oversized signals."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """TURN as the configured fallback (`[edge] turn`): a data channel whose only
-candidates are relayed ones, through a real coturn on 127.0.0.1 (issue #10).
+candidates are relayed ones, through a real coturn on 127.0.0.1.
 
 Host candidates are stripped from both SDPs, so ICE can only pair the TURN
 allocations: the channel opening proves allocation, permissions and the relayed

@@ -1,4 +1,4 @@
-"""Checks `colony doctor` runs on the node's own machine (issue 10).
+"""Checks `colony doctor` runs on the node's own machine.
 
 Shared by the daemon's `/v1/doctor` route (overlay/runtime/api/routes_doctor.py) and by
 `colony doctor` when no daemon answers, so both say the same about the things

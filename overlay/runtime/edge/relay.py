@@ -1,4 +1,4 @@
-"""`/colony/relay/1.0.0`: a circuit relay for members with no direct path (issue #10).
+"""`/colony/relay/1.0.0`: a circuit relay for members with no direct path.
 
 Modelled on libp2p circuit relay v2 (reservation + hop/stop), Colony-sized:
 

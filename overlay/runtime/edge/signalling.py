@@ -1,4 +1,4 @@
-"""`/colony/signal/1.0.0`: WebRTC offers and answers relayed through a member (issue #10).
+"""`/colony/signal/1.0.0`: WebRTC offers and answers relayed through a member.
 
 A NAT'd node keeps outbound connections to a few public members. A peer that wants
 to reach it signs an offer and asks one of those members to forward it:

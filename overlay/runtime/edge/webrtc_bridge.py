@@ -1,4 +1,4 @@
-"""WebRTC data channels (aiortc) for the trio daemon: the asyncio bridge (issue #10).
+"""WebRTC data channels (aiortc) for the trio daemon: the asyncio bridge.
 
 aiortc runs on asyncio; the daemon runs on trio. `AsyncioBridge` runs one asyncio
 event loop in a dedicated daemon thread, and every aiortc object lives and is

@@ -1,4 +1,4 @@
-"""Run the secure + muxed libp2p stack over any trio byte stream (issue #10).
+"""Run the secure + muxed libp2p stack over any trio byte stream.
 
 A WebRTC data channel (overlay.runtime.edge.webrtc_bridge) or a relayed circuit
 (overlay.runtime.edge.relay) is a plain `trio.abc.Stream`. `attach_stream` makes it a

@@ -1,4 +1,4 @@
-"""`[node] profile` presets (issue 10): edge lowers rates and bounds, keys still win."""
+"""`[node] profile` presets: edge lowers rates and bounds, keys still win."""
 
 from __future__ import annotations
 
