@@ -76,6 +76,9 @@ if _libc is not None and hasattr(_libc, "mallopt"):
     _libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
     _libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024 * 1024)
 
+#: Free bytes below which a failed commit is reported as a full disk (LMDB needs room
+#: for a batch's pages plus its B-tree copies; 4 MiB is one import batch's order).
+DISK_LOW_BYTES = 4 << 20
 #: Largest map we will grow to before giving up (1 TiB; LMDB reserves address space).
 MAX_MAP_SIZE = 1 << 40
 
@@ -107,6 +110,14 @@ class CorruptBlock(StoreError):
 
 class StoreBusy(StoreError):
     """Another process holds the store lock (e.g. gc while an add runs)."""
+
+
+class DiskFull(StoreError):
+    """A write failed because the disk holding the store has no room left.
+
+    LMDB aborts the failed transaction and keeps its last committed state (the meta
+    page is written last), so nothing stored before is lost and the store works again
+    once space is freed: tests/integration/test_store_full_disk.py."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +284,24 @@ class BlockStore:
                 self._resize(functools.partial(self._grow, seen))
             except lmdb.MapResizedError:
                 self._resize(lambda: self.env.set_mapsize(0))  # another process grew it
+            except lmdb.Error as e:
+                raise self._write_failed(e) from None
         raise StoreError(f"block store {self.path}: could not grow the map")
+
+    def _write_failed(self, e: lmdb.Error) -> StoreError:
+        """A clear error for a failed commit. On a full disk LMDB reports ENOSPC, or EIO
+        when a page write came back short (seen on tmpfs), so the free space decides."""
+        try:
+            st = os.statvfs(self.path)
+            free = st.f_bavail * st.f_frsize
+        except OSError:
+            free = -1
+        if 0 <= free < DISK_LOW_BYTES or "No space left" in str(e):
+            return DiskFull(
+                f"the disk holding the block store {self.path} is full ({free} bytes "
+                "free): the write in progress was not stored and everything committed "
+                "before it is intact; free some space and try again (an add resumes)")
+        return StoreError(f"block store {self.path}: write failed: {e}")
 
     @contextlib.contextmanager
     def _read_txn(self, buffers: bool) -> Iterator[Any]:

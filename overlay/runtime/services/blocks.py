@@ -79,9 +79,13 @@ class DagFetch:
             )
 
     def finish(self) -> FetchProgress:
-        """Commit what arrived; ColonyError when a block was unavailable."""
+        """Commit what arrived; ColonyError when a block was unavailable or the store
+        refused a commit (a full disk: the wants still out are withdrawn)."""
         self._blocks.writer.flush()
+        self.session.writer_failed()
         if self.session.progress.error:
+            if self.session.outstanding:
+                self._blocks.cancel_fetch(self.session)
             raise ColonyError(str(self.session.progress.error))
         return self.session.progress
 

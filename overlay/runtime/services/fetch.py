@@ -12,10 +12,15 @@ after an interruption therefore only asks for what is still missing.
 inside LMDB calls), so receiving, hashing and the next batch overlap the fsync of the
 previous one; profiled, the commit on the event loop was a third of the fetcher's time.
 
-Invariants: one commit in flight at a time, in order; `flush()` returns only when
+Invariants: one commit in flight at a time, in order; `flush()` returns True only when
 every block added so far is committed (a fetch is acknowledged after it); buffered
 bytes are bounded by `MAX_BUFFERED_BYTES` plus the batch being committed — beyond it
 `add` commits synchronously, which is the back-pressure on the network.
+
+A commit the store refuses (a full disk: `DiskFull`) drops that batch, counts it in
+`failures` and keeps `last_error`; every session that had blocks in it sees the count
+change and fails with that error (nothing it reported fetched is missing), and the
+daemon keeps running — the next fetch works once space is freed.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import trio
 
 from overlay.core.cid import DAG_PB, Cid
 from overlay.core.ids import PeerId
-from store.blockstore import BlockStore
+from store.blockstore import BlockStore, StoreError
 from store.unixfs import link_cids
 
 log = structlog.get_logger("colony.fetch")
@@ -58,6 +63,23 @@ class BlockWriter:
         self._running = False
         self.commits = 0
         self.background_commits = 0
+        #: Commits the store refused (e.g. a full disk) and the last such error.
+        self.failures = 0
+        self.last_error: StoreError | None = None
+
+    def _put(self, entries: list[_Entry]) -> bool:
+        """Commit `entries`; on a store error drop them, count it and return False."""
+        try:
+            self.store.put_many(entries)
+        except StoreError as e:
+            self._failed(e, len(entries))
+            return False
+        return True
+
+    def _failed(self, e: StoreError, blocks: int) -> None:
+        self.failures += 1
+        self.last_error = e
+        log.error("block_commit_failed", error=str(e), blocks=blocks)
 
     def add(self, cid: Cid, data: bytes, links: list[bytes] | None) -> None:
         self._pending[cid.multihash] = (cid, data, links)
@@ -84,18 +106,21 @@ class BlockWriter:
             else:
                 self.flush()
 
-    def flush(self) -> None:
-        """Commit everything added so far before returning (on the calling thread).
+    def flush(self) -> bool:
+        """Commit everything added so far before returning (on the calling thread);
+        False when the store refused it (the blocks are dropped, see `failures`).
 
         A batch still on the commit thread is written again here: `put_many` never
         overwrites, so whichever transaction commits second finds its blocks present
         and adds nothing, and either way every block is committed when this returns.
         """
-        if self._pending or self._committing:
-            self.store.put_many([*self._committing.values(), *self._pending.values()])
-            self._pending.clear()
-            self._bytes = 0
-            self.commits += 1
+        if not (self._pending or self._committing):
+            return True
+        ok = self._put([*self._committing.values(), *self._pending.values()])
+        self._pending.clear()
+        self._bytes = 0
+        self.commits += ok
+        return ok
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Commit batches on a worker thread, one at a time, until cancelled."""
@@ -114,12 +139,15 @@ class BlockWriter:
         batch, nbytes = self._pending, self._bytes
         self._pending, self._bytes = {}, 0
         if not self._has_room(nbytes):
-            self.store.put_many(list(batch.values()))  # may grow the map: event loop
-            self.commits += 1
+            # Near a full map: commit here rather than have the thread wait for readers.
+            self.commits += self._put(list(batch.values()))
             return
         self._committing = batch
         try:
             await trio.to_thread.run_sync(self.store.put_many, list(batch.values()))
+        except StoreError as e:  # refused (a full disk): the batch is dropped, see flush
+            self._failed(e, len(batch))
+            return
         except Exception as e:  # keep the blocks; commit inline from now on
             log.error("background_commit_failed", error=str(e), blocks=len(batch))
             self._running = False
@@ -178,6 +206,16 @@ class FetchSession:
         self.want = want
         self.outstanding: dict[bytes, None] = {}
         self.progress = FetchProgress(str(root))
+        self._failures = writer.failures
+
+    def writer_failed(self) -> bool:
+        """True (and the session failed) when a commit was refused since it began."""
+        if self.writer.failures == self._failures:
+            return False
+        if not self.progress.done:
+            self.progress.error = str(self.writer.last_error)
+            self.progress.done = True
+        return True
 
     def start(self) -> None:
         self._expand([self.root])
@@ -210,12 +248,14 @@ class FetchSession:
             self._finish()
 
     def on_block(self, raw_cid: bytes, data: bytes, peer: PeerId) -> None:
-        if raw_cid not in self.outstanding:
+        if raw_cid not in self.outstanding or self.writer_failed():
             return
         del self.outstanding[raw_cid]
         cid = Cid.from_bytes(raw_cid)
         links = link_cids(data) if cid.codec == DAG_PB else None
         self.writer.add(cid, data, links)
+        if self.writer_failed():
+            return
         p = self.progress
         p.blocks_fetched += 1
         p.bytes_fetched += len(data)
@@ -235,4 +275,5 @@ class FetchSession:
 
     def _finish(self) -> None:
         self.writer.flush()
-        self.progress.done = True
+        if not self.writer_failed():
+            self.progress.done = True
