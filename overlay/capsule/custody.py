@@ -350,7 +350,7 @@ class Custody:
             out.extend(self.leasing.place(e, now))
         elif rec.state is State.LEASED:
             r = e.pending_receipt
-            if r is not None and r.token == rec.token:
+            if r is not None and r.token == rec.token and r.executor == rec.executor:
                 return out + self.leasing.accept_receipt(e, r, now)
             out.append(
                 SetTimer(("c.offer", cid, rec.token), now + self.config.timing.offer_timeout_s)
