@@ -32,7 +32,8 @@ Limits, stated plainly: custodian sets come from each node's own view; while vie
 disagree two nodes may both lead. Fencing tokens keep executors safe, and the version
 rule (followers ack only higher versions) lets at most one of two leaders with the same
 custodian set commit a given version, but a partition that gives each side a majority
-of *different* custodian sets could accept two receipts.
+of *different* custodian sets could accept two receipts (docs/capsules.md, "Custody
+epochs", designs the fix).
 
 Durability (DESIGN §9; overlay/capsule/durable.py): every change to a held record marks
 it dirty; `take_durable()` turns the dirty set into `CustodyRecordChanged` events that
