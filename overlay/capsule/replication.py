@@ -20,9 +20,10 @@ Send/Emit effects in `Entry.actions` until a majority of the custodians
 - the follower side: keep the highest version sent, ack it, and note every token seen.
 
 Receipts survive leader loss: a follower keeps the receipt the executor sent it for the
-current lease (`Entry.pending_receipt`), returns it in its `SyncReply` and forwards it
-(`ReceiptMsg`) with its handoff to a new leader, so a new leader settles a finished
-capsule from a held receipt (its `resume`) instead of leasing it again.
+current lease (`Entry.pending_receipt`), returns it in its `SyncReply`, and forwards it
+(`ReceiptMsg`) with its handoff to a new leader and to any leader that replicates a
+version still leasing it (a lost `SyncReply` does not lose the receipt), so a new
+leader settles a finished capsule from a held receipt instead of leasing it again.
 
 Invariant: a follower acks only the version it holds, and acks only ever grow, so of
 two leaders with the same custodian set at most one commits a given version.
@@ -236,6 +237,13 @@ class Takeover:
         else:
             self.table.saw_token(e, rec.token)
         out.append(Send(peer, ReplicateAck(rec.capsule_id, e.record.version)))
+        r = e.pending_receipt
+        if (r is not None and not e.leading and rec.state in LIVE and r.token == rec.token
+                and r.executor == rec.executor):  # fmt: skip
+            # The sender still leases what we hold a receipt for (its takeover sync
+            # missed ours, or the executor cannot reach it): tell it.
+            count(self.table.stats, "receipts_forwarded")
+            out.append(Send(peer, ReceiptMsg(r)))
         return out
 
     def on_replicate_ack(self, peer: PeerId, msg: ReplicateAck, now: float) -> list[Effect]:
