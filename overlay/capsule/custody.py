@@ -32,7 +32,8 @@ Limits, stated plainly: custodian sets come from each node's own view; while vie
 disagree two nodes may both lead. Fencing tokens keep executors safe, and the version
 rule (followers ack only higher versions) lets at most one of two leaders with the same
 custodian set commit a given version, but a partition that gives each side a majority
-of *different* custodian sets could accept two receipts.
+of *different* custodian sets could accept two receipts (docs/capsules.md, "Custody
+epochs", designs the fix).
 
 Durability (DESIGN §9; overlay/capsule/durable.py): every change to a held record marks
 it dirty; `take_durable()` turns the dirty set into `CustodyRecordChanged` events that
@@ -350,7 +351,7 @@ class Custody:
             out.extend(self.leasing.place(e, now))
         elif rec.state is State.LEASED:
             r = e.pending_receipt
-            if r is not None and r.token == rec.token:
+            if r is not None and r.token == rec.token and r.executor == rec.executor:
                 return out + self.leasing.accept_receipt(e, r, now)
             out.append(
                 SetTimer(("c.offer", cid, rec.token), now + self.config.timing.offer_timeout_s)

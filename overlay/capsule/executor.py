@@ -11,14 +11,19 @@ The trio runtime only runs processes: it starts one on `RunRequested`, stops it 
 - While running, a `Heartbeat(capsule, token)` goes to every custodian in our view
   every `heartbeat_s` (so a new leader already knows we are alive); `maxexectime_s`
   is enforced locally with a `KillRequested`.
-- On exit we sign a `Receipt` and send it to every custodian, re-sending every
-  `receipt_retry_s` (to the custodians of the *current* view) until the leader answers
-  `ReceiptReply` or `receipt_max_tries` is reached (counted, `ReceiptSettled` with
-  accepted=False).
-- `LeaseRevoked` with our current token stops the attempt.
+- On exit we sign a `Receipt` and send it to every custodian (of the *current* view),
+  re-sending until the lease is settled: the leader answers `ReceiptReply`, or a
+  custodian revokes the lease (`LeaseRevoked` with its token). Re-sends back off from
+  `receipt_retry_s`, doubling, up to `lease_timeout_s - heartbeat_s` of the lease's
+  timing: a custodian that takes over a leader that died gives the lease a fresh
+  `lease_timeout_s`, and a receipt must reach it within that window or it re-leases
+  the capsule (which would run it again). Bounded: after `receipt_give_up_s` without
+  an answer the receipt is abandoned (counted, `ReceiptSettled` with accepted=False).
+- `LeaseRevoked` with our current token stops the attempt (or settles its receipt).
 
 Bounded: at most `slots` running leases, `max_outbox` unsettled receipts (oldest
-abandoned, counted), `max_tokens` remembered highest tokens (oldest forgotten).
+abandoned, counted), each re-sent for at most `receipt_give_up_s`, and `max_tokens`
+remembered highest tokens (oldest forgotten).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from overlay.capsule.messages import (
 )
 from overlay.capsule.placement import NodeAd, first_failure
 from overlay.capsule.receipts import Receipt
-from overlay.capsule.spec import Capsule, Conditions, capsule_key
+from overlay.capsule.spec import Capsule, Conditions
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import CancelTimer, Effect, Emit, Send, SetTimer
 from overlay.core.ids import PeerId
@@ -54,7 +59,9 @@ class ExecutorConfig:
     labels: tuple[tuple[str, str], ...] = ()
     location: str = ""
     receipt_retry_s: float = 2.0
-    receipt_max_tries: int = 30
+    #: Re-send a receipt until settled or revoked, for at most this long: longer than
+    #: any takeover (gossip's death verdict, the takeover sync) takes.
+    receipt_give_up_s: float = 900.0
     max_outbox: int = 1024
     max_tokens: int = 65536
 
@@ -84,6 +91,18 @@ class _Run:
     capsule: Capsule
     token: int
     heartbeat_s: float
+    lease_timeout_s: float = 6.0
+
+
+@dataclass(slots=True)
+class _Unsettled:
+    """A receipt waiting for its lease to be settled (accepted, rejected or revoked)."""
+
+    receipt: Receipt
+    key: int
+    since: float
+    interval: float
+    max_interval: float
 
 
 class Executor:
@@ -101,7 +120,7 @@ class Executor:
         self.config = config or ExecutorConfig()
         self.k_c = k_c
         self.running: dict[str, _Run] = {}
-        self._outbox: dict[str, tuple[Receipt, int]] = {}
+        self._outbox: dict[str, _Unsettled] = {}
         self._highest: dict[str, int] = {}
         self.stats: dict[str, int] = {}
 
@@ -160,7 +179,7 @@ class Executor:
         if old is not None:  # custody re-leased it: our attempt is fenced off
             out += self._stop(cid, old.token, f"superseded by lease {msg.token}")
         self._remember(cid, msg.token)
-        self.running[cid] = _Run(cap, msg.token, msg.timing.heartbeat_s)
+        self.running[cid] = _Run(cap, msg.token, msg.timing.heartbeat_s, msg.timing.lease_timeout_s)
         self._count("offers_accepted")
         out.append(Send(peer, LeaseReply(cid, msg.token, True)))
         out.append(Emit(ev.RunRequested(cap, msg.token, cap.spec.maxexectime_s,
@@ -173,13 +192,27 @@ class Executor:
     def on_revoked(self, peer: PeerId, msg: LeaseRevoked, now: float) -> list[Effect]:
         run = self.running.get(msg.capsule_id)
         if run is None or run.token != msg.token:
-            return []
+            return self._revoked_receipt(peer, msg)
         if peer not in self._custodians(run.capsule.key):
             self._count("revoke_from_non_custodian")
             return []
         del self.running[msg.capsule_id]
         self._count("leases_revoked")
         return self._stop(msg.capsule_id, msg.token, msg.reason or "lease revoked")
+
+    def _revoked_receipt(self, peer: PeerId, msg: LeaseRevoked) -> list[Effect]:
+        """A revocation of a finished attempt whose receipt is unsettled: stop re-sending."""
+        item = self._outbox.get(msg.capsule_id)
+        if item is None or item.receipt.token != msg.token:
+            return []
+        if peer not in self._custodians(item.key):
+            self._count("revoke_from_non_custodian")
+            return []
+        del self._outbox[msg.capsule_id]
+        self._count("receipts_revoked")
+        why = f"lease revoked: {msg.reason}" if msg.reason else "lease revoked"
+        return [CancelTimer(("x.receipt", msg.capsule_id)),
+                Emit(ev.ReceiptSettled(msg.capsule_id, msg.token, False, why))]  # fmt: skip
 
     def _stop(self, cid: str, token: int, reason: str) -> list[Effect]:
         return [
@@ -201,23 +234,28 @@ class Executor:
                              CancelTimer(("x.kill", cmd.capsule_id, cmd.token))]  # fmt: skip
         if cmd.capsule_id not in self._outbox and len(self._outbox) >= self.config.max_outbox:
             victim = next(iter(self._outbox))
-            r, _ = self._outbox.pop(victim)
+            old = self._outbox.pop(victim)
             self._count("receipts_abandoned")
             out.append(CancelTimer(("x.receipt", victim)))
-            out.append(Emit(ev.ReceiptSettled(victim, r.token, False, "receipt outbox full")))
-        self._outbox[cmd.capsule_id] = (receipt, 1)
-        out += self._send_receipt(receipt, run.capsule.key, now)
+            why = "receipt outbox full"
+            out.append(Emit(ev.ReceiptSettled(victim, old.receipt.token, False, why)))
+        cap = max(run.heartbeat_s, run.lease_timeout_s - run.heartbeat_s)
+        first = min(self.config.receipt_retry_s, cap)
+        item = _Unsettled(receipt, run.capsule.key, now, first, cap)
+        self._outbox[cmd.capsule_id] = item
+        out += self._send_receipt(item, now)
         return out
 
-    def _send_receipt(self, r: Receipt, key: int, now: float) -> list[Effect]:
-        msg = ReceiptMsg(r)
-        out: list[Effect] = [Send(p, msg) for p in self._custodians(key)]
-        out.append(SetTimer(("x.receipt", r.capsule_id), now + self.config.receipt_retry_s))
+    def _send_receipt(self, item: _Unsettled, now: float) -> list[Effect]:
+        msg = ReceiptMsg(item.receipt)
+        out: list[Effect] = [Send(p, msg) for p in self._custodians(item.key)]
+        out.append(SetTimer(("x.receipt", item.receipt.capsule_id), now + item.interval))
+        item.interval = min(item.interval * 2, item.max_interval)
         return out
 
     def on_receipt_reply(self, peer: PeerId, msg: ReceiptReply, now: float) -> list[Effect]:
         item = self._outbox.get(msg.capsule_id)
-        if item is None or item[0].token != msg.token:
+        if item is None or item.receipt.token != msg.token:
             return []
         del self._outbox[msg.capsule_id]
         self._count("receipts_accepted" if msg.accepted else "receipts_rejected")
@@ -247,11 +285,11 @@ class Executor:
             item = self._outbox.get(cid)
             if item is None:
                 return []
-            receipt, tries = item
-            if tries >= self.config.receipt_max_tries:
+            if now - item.since >= self.config.receipt_give_up_s:
                 del self._outbox[cid]
                 self._count("receipts_abandoned")
-                return [Emit(ev.ReceiptSettled(cid, receipt.token, False, "no custodian answered"))]
-            self._outbox[cid] = (receipt, tries + 1)
-            return self._send_receipt(receipt, capsule_key(cid), now)
+                why = f"no custodian answered in {self.config.receipt_give_up_s:g} s"
+                return [Emit(ev.ReceiptSettled(cid, item.receipt.token, False, why))]
+            self._count("receipt_resends")
+            return self._send_receipt(item, now)
         return []

@@ -15,8 +15,9 @@ Receipts (receipts.py): the leader accepts one only for the current token, from 
 lease's executor, while the lease is live (`check_receipt`); acceptance is a
 replicated transition to a terminal state, so at most one receipt is accepted per
 capsule, and the executor hears "accepted" only once a majority holds it. A follower
-keeps a matching receipt (`Entry.pending_receipt`): if it takes over, that receipt
-settles the capsule without a re-run.
+keeps a matching receipt (`Entry.pending_receipt`) and hands it over in the takeover
+sync (replication.py): whichever custodian takes over settles the capsule with it
+instead of re-running it.
 
 Every change goes through `Replicator.change` (replication.py), so its effects leave
 only once committed. Locality hints (DHT providers of input CIDs) are kept for at most
@@ -273,9 +274,12 @@ class Leasing:
             return []
         rec = e.record
         if not e.leading or e.syncing:
-            # Keep it: if we take over, it settles the capsule without a re-run.
+            # Keep it (and hand it over in a takeover sync): if we or another custodian
+            # takes over, it settles the capsule without a re-run. It also proves the
+            # executor alive, like a heartbeat.
             if r.token == rec.token and r.executor == rec.executor:
                 e.pending_receipt = r
+                e.last_hb = now
             return []
         if rec.receipt is not None and rec.receipt.envelope == r.envelope:
             if e.committed >= rec.version:

@@ -12,12 +12,14 @@ Who sends what (C = custodian, L = leading custodian, X = executor, O = origin):
     L→C  Replicate         the whole custody record at a new version (also: handoff
                            from any holder to a new leader)
     C→L  ReplicateAck      the version the custodian now holds
-    L→C  SyncRequest       takeover: "send me your record"  C→L SyncReply
+    L→C  SyncRequest       takeover: "send me your record"  C→L SyncReply (+ the
+                           receipt it holds for the current lease)
     L→X  LeaseOffer        capsule + fencing token + lease timing
     X→L  LeaseReply        accept or refuse (with a reason)
     X→C  Heartbeat         keeps lease `token` alive (sent to every custodian)
     L→X  LeaseRevoked      stop: token is stale / capsule cancelled / finished
-    X→C  ReceiptMsg        the signed receipt (to every custodian; L decides)
+    X→C  ReceiptMsg        the signed receipt (to every custodian; L decides; a
+                           follower forwards the one it holds to a new leader)
     L→X  ReceiptReply      accepted (after majority) or rejected with a reason
     *→C  StatusQuery       C→* StatusReply (also pushed to O when a capsule ends)
     O→C  CancelRequest     from the origin or submitter only
@@ -154,21 +156,32 @@ class SyncRequest:
 
 @dataclass(frozen=True, slots=True)
 class SyncReply:
+    """A custodian's copy for a takeover, with the receipt it holds for the current
+    lease (`receipt`, sent to it by the executor), so a new leader that never got the
+    receipt itself settles the capsule from it instead of leasing it again."""
+
     TAG: ClassVar[str] = "c.sync-reply"
     capsule_id: str
     record: CustodyRecord | None
+    receipt: Receipt | None = None
 
     def to_wire(self) -> list[Any]:
-        return [self.TAG, self.capsule_id, self.record.to_wire() if self.record else None]
+        rec = self.record.to_wire() if self.record else None
+        return [self.TAG, self.capsule_id, rec, self.receipt.to_wire() if self.receipt else None]
 
     @classmethod
     def from_wire(cls, obj: Any) -> SyncReply:
-        _, cid, rec = _shape(obj, cls.TAG, 3)
+        if isinstance(obj, list) and len(obj) == 3:  # a peer that holds no receipts
+            obj = [*obj, None]
+        _, cid, rec, rcpt = _shape(obj, cls.TAG, 4)
         record = None if rec is None else CustodyRecord.from_wire(rec)
+        receipt = None if rcpt is None else Receipt.from_wire(rcpt)
         cid = check_capsule_id(cid)
         if record is not None and record.capsule_id != cid:
             raise MalformedFrame("sync reply record is for another capsule")
-        return cls(cid, record)
+        if receipt is not None and receipt.capsule_id != cid:
+            raise MalformedFrame("sync reply receipt is for another capsule")
+        return cls(cid, record, receipt)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,12 @@ Send/Emit effects in `Entry.actions` until a majority of the custodians
   as a handoff), so a brand-new leader learns about capsules it never held;
 - the follower side: keep the highest version sent, ack it, and note every token seen.
 
+Receipts survive leader loss: a follower keeps the receipt the executor sent it for the
+current lease (`Entry.pending_receipt`), returns it in its `SyncReply`, and forwards it
+(`ReceiptMsg`) with its handoff to a new leader and to any leader that replicates a
+version still leasing it (a lost `SyncReply` does not lose the receipt), so a new
+leader settles a finished capsule from a held receipt instead of leasing it again.
+
 Invariant: a follower acks only the version it holds, and acks only ever grow, so of
 two leaders with the same custodian set at most one commits a given version.
 """
@@ -38,7 +44,13 @@ from overlay.capsule.custody_table import (
 )
 from overlay.capsule.leases import LIVE, CustodyRecord, State
 from overlay.capsule.members import MemberView
-from overlay.capsule.messages import Replicate, ReplicateAck, SyncReply, SyncRequest
+from overlay.capsule.messages import (
+    ReceiptMsg,
+    Replicate,
+    ReplicateAck,
+    SyncReply,
+    SyncRequest,
+)
 from overlay.core.effects import Effect, Emit, Send, SetTimer
 from overlay.core.ids import PeerId
 
@@ -155,10 +167,13 @@ class Takeover:
             count(self.table.stats, "stepped_down")
             out.extend(cancel_timers(e))
         if leader != self.me and not e.leading:
-            # Handoff: make sure the (possibly new) leader holds our copy.
+            # Handoff: make sure the (possibly new) leader holds our copy, and the
+            # executor's receipt we hold (it may never have reached that leader).
             if e.acks.get(leader, 0) < e.record.version:
                 e.acks[leader] = e.record.version
                 out.append(Send(leader, Replicate(e.record)))
+                if e.pending_receipt is not None:
+                    out.append(Send(leader, ReceiptMsg(e.pending_receipt)))
         return out
 
     def start_sync(self, e: Entry, now: float) -> list[Effect]:
@@ -222,6 +237,13 @@ class Takeover:
         else:
             self.table.saw_token(e, rec.token)
         out.append(Send(peer, ReplicateAck(rec.capsule_id, e.record.version)))
+        r = e.pending_receipt
+        if (r is not None and not e.leading and rec.state in LIVE and r.token == rec.token
+                and r.executor == rec.executor):  # fmt: skip
+            # The sender still leases what we hold a receipt for (its takeover sync
+            # missed ours, or the executor cannot reach it): tell it.
+            count(self.table.stats, "receipts_forwarded")
+            out.append(Send(peer, ReceiptMsg(r)))
         return out
 
     def on_replicate_ack(self, peer: PeerId, msg: ReplicateAck, now: float) -> list[Effect]:
@@ -236,7 +258,9 @@ class Takeover:
 
     def on_sync_request(self, peer: PeerId, msg: SyncRequest, now: float) -> list[Effect]:
         e = self.table.entries.get(msg.capsule_id)
-        return [Send(peer, SyncReply(msg.capsule_id, e.record if e else None))]
+        if e is None:
+            return [Send(peer, SyncReply(msg.capsule_id, None))]
+        return [Send(peer, SyncReply(msg.capsule_id, e.record, e.pending_receipt))]
 
     def on_sync_reply(self, peer: PeerId, msg: SyncReply, now: float) -> list[Effect]:
         e = self.table.entries.get(msg.capsule_id)
@@ -249,6 +273,11 @@ class Takeover:
             if msg.record.version > e.record.version:
                 self.table.set_record(e, msg.record)
                 e.wait_start = now - msg.record.wait_elapsed_s
+        held = e.pending_receipt
+        if msg.receipt is not None and (held is None or msg.receipt.token > held.token):
+            # Handed over: `resume` settles the capsule with it if it matches the lease.
+            count(self.table.stats, "receipts_handed_over")
+            e.pending_receipt = msg.receipt
         if not e.sync_wait:
             return self.finish_sync(e, now)
         return []

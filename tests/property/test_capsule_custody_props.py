@@ -3,8 +3,10 @@
 Rules submit and replay capsules, advance virtual time, finish attempts (including
 stale ones whose lease was re-offered), hang executors (they stop heartbeating), crash
 nodes for good (the others learn it at once), crash *every* custodian of a capsule at
-once and restart them from their persisted records (before the colony notices), and
-restart long-dead nodes from disk. Each node's "disk" is a dict fed by its
+once and restart them from their persisted records (before the colony notices),
+restart long-dead nodes from disk, and **partition** the nodes into two sides (messages
+across the cut dropped, each side's membership view only its own side, so the sides
+compute different custodian sets) and heal. Each node's "disk" is a dict fed by its
 `CustodyRecordChanged` events, in effect order, exactly as the runtime writes them.
 Invariants after every step:
 - per capsule, the fencing tokens of committed lease offers strictly increase;
@@ -21,8 +23,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
 from helpers.core_net import CoreNet
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -72,6 +75,8 @@ class CustodyMachine(RuleBasedStateMachine):
         self.router.on_emit = self.on_emit
         self.caps: list[Capsule] = []
         self.last_crash = -CRASH_SPACING_S
+        #: peer -> side of the current partition (None: no partition).
+        self.side: dict[PeerId, int] | None = None
         self.token_seen: dict[tuple[PeerId, str], int] = {}
         self.finished_runs: set[int] = set()
         self.announce()
@@ -102,9 +107,13 @@ class CustodyMachine(RuleBasedStateMachine):
         return [p for p in self.peers if p in self.router.alive]
 
     def announce(self) -> None:
-        members = MembersChanged(tuple(Member(p, self.cfg.ad()) for p in self.live()))
-        for p in self.live():
-            self.router.inject(p, members)
+        """Each live node learns the live members it can reach (its side of a cut)."""
+        side = self.side
+        for s in (0, 1) if side is not None else (0,):
+            group = [p for p in self.live() if side is None or side.get(p, 0) == s]
+            members = MembersChanged(tuple(Member(p, self.cfg.ad()) for p in group))
+            for p in group:
+                self.router.inject(p, members)
 
     @rule(via=st.integers(0, N - 1), retries=st.integers(0, 3), wait=st.sampled_from([0, 20]))
     def submit(self, via: int, retries: int, wait: int) -> None:
@@ -148,8 +157,7 @@ class CustodyMachine(RuleBasedStateMachine):
     # restarts fencing tokens at 1 (found by this test; fixed only once custody
     # records are persisted or tokens carry an epoch — see docs/capsules.md gaps).
     @precondition(
-        lambda self: len(self.live()) > 3
-        and self.router.now - self.last_crash > CRASH_SPACING_S
+        lambda self: len(self.live()) > 3 and self.router.now - self.last_crash > CRASH_SPACING_S
     )
     @rule(i=st.integers(0, N - 1))
     def crash(self, i: int) -> None:
@@ -225,3 +233,75 @@ CustodyMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )  # fmt: skip
 test_custody_state_machine = CustodyMachine.TestCase
+
+
+class PartitionMachine(CustodyMachine):
+    """The same cluster and invariants, plus partitions and heals."""
+
+    # A partition: the nodes split into two sides; messages across the cut are lost
+    # and each side's membership view holds only its own side (gossip on each side
+    # declares the other side dead), so the two sides compute different custodian
+    # sets for the same capsule. Later rules (crash, restart) keep the cut.
+    @rule(mask=st.integers(1, (1 << N) - 2))
+    def partition(self, mask: int) -> None:
+        side = {p: (mask >> i) & 1 for i, p in enumerate(self.peers)}
+        self.side = side
+        self.router.link_up = lambda s, d: side[s] == side[d]
+        self.announce()
+
+    @precondition(lambda self: self.side is not None)
+    @rule()
+    def heal(self) -> None:
+        self.side = None
+        self.router.link_up = None
+        self.announce()
+
+    # No replays *during* a cut: a Submit replayed into a side that holds no copy of the
+    # record cannot be told from a new capsule and starts a second lineage, a limit of
+    # any design without agreement on membership (docs/capsules.md, "Custody epochs").
+    @precondition(lambda self: self.caps and self.side is None)
+    @rule(i=st.integers(0, 1000), via=st.integers(0, N - 1))
+    def replay(self, i: int, via: int) -> None:
+        super().replay(i, via)
+
+
+#: Custodian sets come from each node's own view: the two sides of a cut compute
+#: different sets, each holding a majority of its own, and both act. Closing this
+#: needs custody epochs (docs/capsules.md, "Custody epochs"), not implemented yet.
+PARTITION_HOLE = "custody epochs not implemented: two sides of a partition both accept"
+
+PartitionMachine.TestCase.settings = settings(
+    max_examples=200, stateful_step_count=40, deadline=None, derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow],
+)  # fmt: skip
+test_custody_state_machine_with_partitions = pytest.mark.xfail(strict=True, reason=PARTITION_HOLE)(
+    PartitionMachine.TestCase
+)
+
+
+@pytest.mark.xfail(strict=True, reason=PARTITION_HOLE)
+def test_partition_gives_each_side_a_majority_of_a_different_custodian_set() -> None:
+    """The smallest example the partition rules found, replayed step by step.
+
+    Custodians of the capsule are nodes 4 (leader, also the executor), 5 and 3. The
+    cut puts 4 with node 0: their view's custodian set is {4, 0} (majority 2: both),
+    the other side's is {5, 3, 1} (5 leads, syncs with 3 and 1). Side B sees no
+    heartbeat, expires the lease and leases it again with token 2; side A's attempt
+    ends and 4 accepts its receipt with 0's ack; side B's attempt ends and 5 accepts
+    a second receipt.
+    """
+    m = PartitionMachine()
+    m.submit(via=0, retries=3, wait=0)
+    m.advance(dt=1.0)
+    cap = m.caps[0]
+    custodians = m.wrappers[m.peers[0]].core.view.closest(cap.key, 3)
+    assert [m.peers.index(p) for p in custodians] == [4, 5, 3]
+    m.partition(mask=(1 << 0) | (1 << 4))
+    m.advance(dt=8.0)
+    m.advance(dt=2.0)
+    m.finish(i=0, status=0)
+    m.finish(i=0, status=0)
+    m.advance(dt=2.0)
+    m.tokens_strictly_increase_per_capsule()
+    m.at_most_one_accepted_receipt()  # fails today: receipts for tokens 1 and 2

@@ -17,11 +17,11 @@ from overlay.capsule.custody import CustodyConfig
 from overlay.capsule.executor import CapsuleExited, ExecutorConfig
 from overlay.capsule.leases import CustodyRecord, LeaseTiming, State
 from overlay.capsule.members import Member, MembersChanged
-from overlay.capsule.messages import Heartbeat, LeaseOffer, LeaseRevoked
+from overlay.capsule.messages import Heartbeat, LeaseOffer, LeaseRevoked, ReceiptMsg
 from overlay.capsule.spec import Capsule, CapsuleSpec, Conditions
 from overlay.core.certs import Certificate
 from overlay.core.crypto import KeyPair
-from overlay.core.effects import Effect, Send
+from overlay.core.effects import Effect, Emit, Send, SetTimer
 from overlay.core.errors import LocalProtocolError
 from overlay.core.ids import PeerId
 
@@ -334,3 +334,73 @@ def test_transition_table_refuses_illegal_moves() -> None:
     leased = rec.advance(State.LEASED, token=4)
     with pytest.raises(LocalProtocolError):
         leased.advance(State.SUBMITTED, token=3)
+
+
+def test_new_leader_settles_from_a_receipt_handed_over_in_the_takeover_sync() -> None:
+    m = Mini(n=5)
+    cap = m.capsule()
+    by_distance = sorted(m.peers, key=lambda p: p.key ^ cap.key)
+    old, heir, follower, _spare, executor = by_distance
+    m.announce([executor])
+    m.submit(cap)
+    m.run(1)
+    (run,) = m.events(ev.RunRequested)
+    assert m.runner(run) == executor
+    # The heir never hears from the executor; the leader dies as the attempt ends.
+    m.router.link_up = lambda s, d: not (s == executor and d == heir)
+    m.router.kill(old)
+    m.finish(run)
+    m.run(0.5)
+    assert m.cores[follower].custody._entries[cap.id].pending_receipt is not None
+    assert m.cores[heir].custody._entries[cap.id].pending_receipt is None
+    # Only the heir learns of the death: it takes over and syncs with the follower,
+    # whose view still has the old leader (so it does not hand off by itself).
+    live = tuple(Member(p, m.cfg.ad(), ("execute", "member", "submit") if p == executor
+                        else ("member",)) for p in m.peers if p != old)  # fmt: skip
+    m.router.inject(heir, MembersChanged(live))
+    m.run(0.5)
+    assert m.cores[heir].custody.stats["receipts_handed_over"] == 1
+    rec = m.cores[heir].custody.record(cap.id)
+    assert rec is not None and rec.state is State.SUCCEEDED and rec.receipt is not None
+    assert rec.receipt.token == 1 and rec.token == 1
+    (accepted,) = m.events(ev.ReceiptAccepted)
+    assert accepted.token == 1 and m.events(ev.ReceiptAccepted, heir)
+    (settled,) = m.events(ev.ReceiptSettled, executor)
+    assert settled.accepted
+    m.run(30)  # nothing is leased again
+    assert len(m.events(ev.RunRequested)) == 1 and len(m.events(ev.CapsuleLeased)) == 1
+
+
+def test_executor_resends_its_receipt_with_backoff_until_settled_or_revoked() -> None:
+    m = Mini(n=4)
+    ex = m.cores[m.peers[0]].executor
+    cap = m.capsule(via=1)
+    timing = LeaseTiming(lease_timeout_s=6, heartbeat_s=2, offer_timeout_s=3)
+    ex.on_offer(m.peers[1], LeaseOffer(cap, 1, timing), 0.0)
+    out = ex.on_exited(CapsuleExited(cap.id, 1, 0), 1.0)
+    times = [e.at for e in out if isinstance(e, SetTimer)]
+    now, gaps = 1.0, []
+    for _ in range(6):
+        (at,) = times
+        gaps.append(at - now)
+        now = at
+        out = ex.on_timer(("x.receipt", cap.id), now)
+        assert any(isinstance(e, Send) and isinstance(e.msg, ReceiptMsg) for e in out)
+        times = [e.at for e in out if isinstance(e, SetTimer)]
+    # Doubling, capped at lease_timeout - heartbeat: a new leader's fresh lease window
+    # always sees a re-send.
+    assert gaps == [2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
+    # Well past the old 60 s give-up it still re-sends; a revocation settles it.
+    assert ex.on_timer(("x.receipt", cap.id), 200.0)
+    custodian = m.cores[m.peers[0]].view.closest(cap.key, 3)[0]
+    out = ex.on_revoked(custodian, LeaseRevoked(cap.id, 1, "lease 1 lost"), 201.0)
+    settled = [e.event for e in out if isinstance(e, Emit)]
+    assert settled == [ev.ReceiptSettled(cap.id, 1, False, "lease revoked: lease 1 lost")]
+    assert ex.on_timer(("x.receipt", cap.id), 205.0) == []
+    # Bounded: abandoned after receipt_give_up_s.
+    ex.on_offer(m.peers[1], LeaseOffer(cap, 2, timing), 300.0)
+    ex.on_exited(CapsuleExited(cap.id, 2, 0), 301.0)
+    out = ex.on_timer(("x.receipt", cap.id), 301.0 + ex.config.receipt_give_up_s)
+    assert [e.event.reason for e in out if isinstance(e, Emit)] == [
+        "no custodian answered in 900 s"
+    ]
