@@ -364,6 +364,9 @@ class Swim:
             out.append(Emit(MemberReaped(p)))
         if gone:
             count(self.stats, "reaped", len(gone))
+        dropped = self.table.tombstones_dropped - self.stats.get("tombstones_dropped", 0)
+        if dropped:
+            count(self.stats, "tombstones_dropped", dropped)
 
     # ================================================================ members API
 

@@ -26,7 +26,6 @@ executor when the version was made; a receiver turns it into a local start time.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -36,6 +35,7 @@ from overlay.capsule.receipts import Receipt
 from overlay.capsule.spec import Capsule
 from overlay.core.errors import LocalProtocolError, MalformedFrame
 from overlay.core.ids import PeerId
+from overlay.core.validate import finite
 
 MAX_EXCLUDED = 16
 MAX_REASON = 512
@@ -163,7 +163,7 @@ class CustodyRecord:
             raise MalformedFrame("record reason must be a short string")
         if isinstance(waited, bool) or not isinstance(waited, (int, float)):
             raise MalformedFrame("record wait_elapsed_s must be a number")
-        if not math.isfinite(waited) or waited < 0:
+        if not finite(waited) or waited < 0:
             raise MalformedFrame("record wait_elapsed_s must be finite and ≥ 0")
         capsule = Capsule.from_wire(cap)
         receipt = None if rcpt is None else Receipt.from_wire(rcpt)
