@@ -46,7 +46,8 @@ class Wire:
         self.events: list[tuple[PeerId, Any]] = []
 
     def feed(self, peer: PeerId, inp: Any, now: float) -> None:
-        q: deque[tuple[PeerId, Effect]] = deque((peer, e) for e in self.cores[peer].handle(inp, now))
+        first = self.cores[peer].handle(inp, now)
+        q: deque[tuple[PeerId, Effect]] = deque((peer, e) for e in first)
         while q:
             who, e = q.popleft()
             if isinstance(e, Send) and e.peer in self.cores and e.peer not in self.down:
@@ -93,14 +94,19 @@ def test_accusation_jump_is_limited_and_the_refutation_always_decodes() -> None:
     assert a.incarnation == MAX_COUNTER_JUMP + 1 and roundtrips(a.local.alive)
 
 
+def accuse(inc: int) -> Accuse:
+    """B says we (A) are dead at `inc`."""
+    return Accuse.create(KEYS[1], A, inc, AccuseKind.DEAD)
+
+
 def test_refutation_never_leaves_the_range() -> None:
     w = Wire()
     w.join_all()
     a = w.cores[A]
     a.local.incarnation = COUNTER_LIMIT - 2  # as if pushed there by 2^30 accepted claims
-    w.feed(A, Received(B, Gossip((Accuse.create(KEYS[1], A, COUNTER_LIMIT - 1, AccuseKind.DEAD),))), 1.0)
+    w.feed(A, Received(B, Gossip((accuse(COUNTER_LIMIT - 1),))), 1.0)
     assert a.incarnation == COUNTER_LIMIT and roundtrips(a.local.alive)
-    w.feed(A, Received(B, Gossip((Accuse.create(KEYS[1], A, COUNTER_LIMIT, AccuseKind.DEAD),))), 1.1)
+    w.feed(A, Received(B, Gossip((accuse(COUNTER_LIMIT),))), 1.1)
     assert a.incarnation == COUNTER_LIMIT  # refused: the refutation would leave the range
 
 
