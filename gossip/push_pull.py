@@ -130,6 +130,7 @@ class AntiEntropy:
                 and acc.kind is not AccuseKind.SUSPECT
                 and acc.incarnation >= r.alive.incarnation
                 and r.alive.peer not in self.table
+                and r.alive.peer != self.local.me  # our past life: we refute it
             ):
                 continue  # do not learn (or resurrect after reaping) a dead member
             yield r.alive

@@ -19,6 +19,7 @@ from gossip.messages import (
     Alive,
     Gossip,
     MemberRecord,
+    PushPull,
     UserEvent,
     decode_message,
 )
@@ -194,3 +195,13 @@ def test_tombstones_are_bounded_and_drops_counted() -> None:
     assert t.tombstone_count() == 2 and t.tombstones_dropped == 1
     assert t.tombstone(B) is None and isinstance(t.tombstone(D), MemberRecord)
     t.check_invariants()
+
+
+def test_restarted_member_refutes_its_past_life_even_if_the_accuser_is_unknown() -> None:
+    fresh = Swim(KEYS[2], LAN, rng=random.Random(5))
+    fresh.handle(Join((A,)), 0.0)
+    old = Alive.create(KEYS[2], 3)
+    tomb = MemberRecord(old, Accuse.create(KEYS[3], C, 3, AccuseKind.DEAD))  # D: unknown
+    me_a = MemberRecord(Alive.create(KEYS[0], 0))
+    fresh.handle(Received(A, PushPull((me_a, tomb), reply=True)), 1.0)
+    assert fresh.incarnation == 4  # outbids the tombstone (3) through its old alive
