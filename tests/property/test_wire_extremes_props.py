@@ -77,7 +77,7 @@ INTS = [0, 1, -1, 2**31, 2**32, 2**53, 2**62, 2**63 - 1, 2**63, 2**64 - 1, 2**64
 FLOATS = [0.5, -0.0, 2.0**63, 1e300, -1e300, math.inf, -math.inf, math.nan]
 #: Values at the edges of the ranges decoders and cores use, drawn half of the time.
 EDGES = [2**62 - 1, 2**62, 2**63 - 1, 2**63, 2**64 - 1, 2**32 + 1]
-EXTREMES = st.one_of(st.sampled_from(EDGES),
+EXTREMES: st.SearchStrategy[Any] = st.one_of(st.sampled_from(EDGES),
                      st.sampled_from([*INTS, *FLOATS, True, None, "", b"", [], {}]))
 U64 = 1 << 64
 
@@ -125,7 +125,8 @@ def mutated(draw: st.DrawFn, seeds: list[Any]) -> Any:
     for _ in range(draw(st.integers(1, 2))):
         nodes = list(paths(wire))
         ints = [p for p, v in nodes if isinstance(v, int) and not isinstance(v, bool)]
-        pool = ints if ints and draw(st.integers(0, 3)) else [p for p, _ in nodes]
+        pick_int = draw(st.integers(0, 3)) > 0
+        pool = ints if ints and pick_int else [p for p, _ in nodes]
         wire = replace_at(wire, draw(st.sampled_from(pool)), draw(EXTREMES))
     return wire
 
@@ -186,8 +187,8 @@ def gossip_updates() -> tuple[Any, ...]:
 
 
 U = gossip_updates()
-GOSSIP_SEEDS = [
-    m.to_wire()
+GOSSIP_SEEDS: list[Any] = [
+    m.to_wire()  # type: ignore[attr-defined]
     for m in (
         Ping(5, None, U[:4], COORD),
         Ping(6, C, U[4:], None),
