@@ -64,6 +64,12 @@ class KadConfig:
     #: Server/client verdicts on requesters remembered (oldest dropped), and how long.
     max_role_checks: int = 4096
     role_check_ttl_s: float = 600.0
+    #: Inbound requests per peer: a token bucket of `request_burst` refilled at
+    #: `request_rate_per_s`; over-limit requests are dropped and counted
+    #: (dht/rate_limit.py). At most `max_rate_limited_peers` buckets are kept.
+    request_burst: int = 500
+    request_rate_per_s: float = 100.0
+    max_rate_limited_peers: int = 4096
 
     def __post_init__(self) -> None:
         if self.mode not in ("server", "client"):

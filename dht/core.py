@@ -19,6 +19,8 @@ Rules kept here (Maymounkov & Mazières 2002; libp2p kad-dht spec):
 - Any message from a peer is proof of life (`RoutingTable.seen`); a full bucket makes
   the core PING the least-recently-seen entry, which is evicted only if that fails.
 - A requester enters the table only once it has answered us (client mode).
+- Inbound requests pass a per-peer token bucket first (dht/rate_limit.py); over the
+  limit they are dropped unanswered, before any table or store work, and counted.
 - Housekeeping timers: ("refresh",) bucket refresh, ("reprovide",) 22 h sweep,
   ("expire",) record expiry. A stale TimerFired (earlier than the deadline we set, or
   for an rpc no longer pending) is ignored.
@@ -45,6 +47,7 @@ from dht.api import (
 from dht.lookup_runner import LookupRunner
 from dht.ops import NO_OP, VERIFY_OP, BootstrapOp, FindOp, GetOp, ProvidersOp, PutOp, Rpc, RpcTable
 from dht.providers import ProviderLimits, ProviderStore, is_provider_key
+from dht.rate_limit import PeerRateLimiter
 from dht.records import Validators, ValueStore, ValueStoreLimits
 from dht.reprovide import Reprovider
 from dht.roles import RequesterRoles
@@ -104,6 +107,9 @@ class Kademlia:
                                    self.validators, self.provided, self.stats)
         #: Server/client verdicts on requesters not in our table (client mode).
         self.roles = RequesterRoles(cfg.max_role_checks, cfg.role_check_ttl_s)
+        #: Per-peer token buckets for inbound requests.
+        self.limiter = PeerRateLimiter(cfg.request_burst, cfg.request_rate_per_s,
+                                       cfg.max_rate_limited_peers)
         #: Deadlines of the ("refresh",) and ("expire",) timers, to recognise stale firings.
         self._hk: dict[str, float] = {}
 
@@ -275,6 +281,10 @@ class Kademlia:
             # the stream); the requester's RPC times out and it drops us.
             self.stats.requests_refused_client += 1
             return
+        if not self.limiter.allow(peer, now):
+            self.stats.requests_rate_limited += 1
+            return
+        self.stats.rate_limit_buckets_dropped = self.limiter.dropped
         self.stats.requests_served += 1
         self._requester(peer, now, out)
         reply = serve(peer, req.msg, now, self._serving)

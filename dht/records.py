@@ -28,6 +28,7 @@ per storing peer and a value-size limit, and evicts expired records.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,6 +37,7 @@ from overlay.core.certs import Revocation
 from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.errors import BadSignature, ExpiredError, MalformedFrame, RemoteProtocolError
 from overlay.core.ids import PeerId
+from overlay.core.validate import number, uint
 
 NAME_PREFIX = b"/colony/name/"
 REVOKE_PREFIX = b"/colony/revoke/"
@@ -90,13 +92,14 @@ class NameValidator:
             raise BadSignature("name record signed for another key")
         if not isinstance(payload, bytes):
             raise MalformedFrame("name record value must be bytes")
-        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 1 << 63:
-            raise MalformedFrame("name record seq must be a non-negative int")
-        if not isinstance(expires, (int, float)) or isinstance(expires, bool):
-            raise MalformedFrame("name record expires must be a number")
-        if not expires > now:
+        seq = uint(seq, "name record seq", message="{what} must be a non-negative int")
+        # Finite and a float: a bignum or an infinity would otherwise escape as
+        # OverflowError or keep the record forever.
+        when = number(expires, "name record expires", lo=-math.inf,
+                      message="{what} must be a finite number")
+        if not when > now:
             raise ExpiredError("name record has expired")
-        return ValidRecord(key, value, seq, float(expires), payload)
+        return ValidRecord(key, value, seq, when, payload)
 
     def select(self, key: bytes, records: Sequence[ValidRecord]) -> int:
         if not records:

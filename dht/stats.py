@@ -37,6 +37,10 @@ class DhtStats:
     #: client, or a peer gone since): those requesters stay out of the table.
     role_checks_sent: int = 0
     role_checks_failed: int = 0
+    #: Inbound requests dropped by the per-peer rate limit (dht/rate_limit.py), and
+    #: limiter buckets dropped to keep its table bounded.
+    requests_rate_limited: int = 0
+    rate_limit_buckets_dropped: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -27,8 +27,10 @@ import math
 
 from gossip.messages import Alive, Revoke
 from overlay.core.certs import Certificate, Revocation, RevocationList, Role, verify_chain
+from overlay.core.crypto import Envelope
 from overlay.core.errors import RemoteProtocolError
 from overlay.core.ids import PeerId
+from overlay.core.multiformats import multihash_sha256
 
 
 def who(peer: PeerId) -> str:
@@ -168,6 +170,14 @@ class Admission:
         self.revocations.prune(now)
         for k in [k for k, r in self._revs.items() if r.cert_expires <= now]:
             del self._revs[k]
+
+    def revocation_naming(self, chain: tuple[Envelope, ...]) -> Revoke | None:
+        """A known revocation of one of the certificates in `chain`, if any."""
+        ids = {multihash_sha256(e.to_bytes()) for e in chain}
+        for (cert_id, _), rev in self._revs.items():
+            if cert_id in ids:
+                return Revoke(rev.envelope, rev.colony, rev.cert_id)
+        return None
 
     def known_revocations(self, limit: int) -> tuple[Revoke, ...]:
         """Newest first, at most `limit`, as gossip updates."""

@@ -5,8 +5,13 @@ is accepted only with a certificate chain granting ``member`` in this colony; me
 from peers that are not members are refused — unless they carry the sender's own
 certified claim (a push-pull record: how a node joins; or a piggybacked alive: a
 member's first pings to a peer that has not talked to it yet carry its alive first,
-`introduce`). Nothing is sent to a non-member except a joiner's own claim to its seeds.
+`introduce`). Nothing is sent to a non-member except a joiner's own claim to its seeds
+and a revoked node's revocation (below).
 Members whose chain expires (`cert-expiry` timer) or is revoked are expelled.
+A revoked node is told: when a peer whose chain we know to be revoked (from its
+expelled entry, or the claim in its message) talks to us, we send it the signed
+revocation, at most once per `refuse_report_interval_s` (`notice_for`); a node that
+learns a valid revocation of its own chain emits `OwnCertificateRevoked`.
 Revocations travel as signed updates and on the first push-pull page; from a peer they
 are taken only when signed by the owner or an issuer seen above that certificate in a
 verified chain. Every refusal is counted and reported (`MemberRefused`) once per peer
@@ -31,7 +36,12 @@ from typing import Any
 from gossip.admission import Admission, who
 from gossip.broadcast_queue import BroadcastQueue
 from gossip.counters import count
-from gossip.events import MemberExpelled, MemberRefused, RevocationLearned
+from gossip.events import (
+    MemberExpelled,
+    MemberRefused,
+    OwnCertificateRevoked,
+    RevocationLearned,
+)
 from gossip.local_node import LocalNode
 from gossip.member_table import MemberTable
 from gossip.messages import Alive, PushPull, Revoke, Update
@@ -46,7 +56,7 @@ class ColonyGate:
     """Admission glue between the gossip core and `gossip.admission.Admission`."""
 
     __slots__ = ("admission", "bq", "config", "expiry_at", "heard", "local", "refused",
-                 "stats", "table")  # fmt: skip
+                 "revoked", "stats", "table")  # fmt: skip
 
     def __init__(
         self,
@@ -70,6 +80,9 @@ class ColonyGate:
         #: Colony mode: members a message came from (they know us; `introduce`).
         #: Kept outside `Member` so open mode pays nothing; membership tests only.
         self.heard: set[PeerId] = set()
+        #: Refused peers whose chain is revoked (bounded like `refused`): the chain,
+        #: and when we last sent them the revocation.
+        self.revoked: dict[PeerId, tuple[tuple[Envelope, ...], float]] = {}
 
     # ------------------------------------------------------------ senders and claims
 
@@ -130,6 +143,28 @@ class ColonyGate:
             del self.refused[next(iter(self.refused))]
         self.refused[peer] = last
 
+    def notice_for(self, peer: PeerId, msg: Any, now: float) -> Revoke | None:
+        """The revocation of refused `peer`'s chain, if we know its chain (expelled
+        entry, or the claim in `msg`) and it is revoked; at most once per
+        `refuse_report_interval_s` per peer."""
+        if self.admission is None:
+            return None
+        chain, last = self.revoked.pop(peer, ((), -math.inf))
+        if not chain:
+            own = self.own_claim(peer, msg)
+            chain = own.chain if own is not None else ()
+        notice = self.admission.revocation_naming(chain) if chain else None
+        if notice is None:
+            return None
+        due = now - last >= self.config.refuse_report_interval_s
+        self._remember_revoked(peer, chain, now if due else last)
+        return notice if due else None
+
+    def _remember_revoked(self, peer: PeerId, chain: tuple[Envelope, ...], at: float) -> None:
+        if len(self.revoked) >= self.config.max_refused:
+            del self.revoked[next(iter(self.revoked))]
+        self.revoked[peer] = (chain, at)
+
     # ------------------------------------------------------------ revocations
 
     def parse_revocation(self, env: Envelope) -> Revoke:
@@ -161,6 +196,9 @@ class ColonyGate:
         count(self.stats, "revocation_learned")
         self.bq.queue(("rv", r.cert_id, r.env.signer), r)
         out.append(Emit(RevocationLearned(r.cert_id, r.env.signer_id, r.env)))
+        if adm.revocation_naming(self.local.chain) is not None:
+            count(self.stats, "own_certificate_revoked")
+            out.append(Emit(OwnCertificateRevoked(r.cert_id, r.env.signer_id, r.env)))
         return True, None
 
     # ------------------------------------------------------------ expulsion
@@ -182,9 +220,15 @@ class ColonyGate:
                 m.valid_until = verdict
         return expel
 
-    def expelled(self, peer: PeerId, reason: str, now: float, out: list[Effect]) -> None:
-        """`peer` left the table by expulsion: remember and report why."""
+    def expelled(
+        self, peer: PeerId, chain: tuple[Envelope, ...], reason: str, now: float,
+        out: list[Effect],
+    ) -> None:
+        """`peer` (presenting `chain`) left the table by expulsion: remember and
+        report why."""
         self.heard.discard(peer)
+        if self.admission is not None and self.admission.revocation_naming(chain):
+            self._remember_revoked(peer, chain, -math.inf)
         count(self.stats, "expelled")
         self.refused[peer] = (reason, now)  # reported now, by MemberExpelled
         out.append(Emit(MemberExpelled(peer, reason)))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from overlay.core.errors import MalformedFrame
+from overlay.core.validate import finite
 
 DIMENSIONS = 4
 MAX_ERROR = 1.5
@@ -48,7 +49,7 @@ class Coord:
         if len(vec) != DIMENSIONS:
             raise MalformedFrame(f"coordinate must have {DIMENSIONS} dimensions")
         vals = [*vec, h, e]
-        if not all(type(v) in (int, float) and math.isfinite(v) for v in vals):
+        if not all(type(v) in (int, float) and finite(v) for v in vals):
             raise MalformedFrame("coordinate components must be finite numbers")
         if abs(max(vals, key=abs)) > 1e6 or h < 0 or not 0 < e <= MAX_ERROR:
             raise MalformedFrame("coordinate out of range")

@@ -31,6 +31,7 @@ from gossip.messages import KIND_AD, AdUpdate, Gossip, Update, update_size
 from gossip.profiles import SwimConfig
 from gossip.resources import ResourceAd
 from overlay.core.effects import Effect, Emit, Send
+from overlay.core.validate import counter_step_ok
 
 
 class Dissemination:
@@ -124,7 +125,11 @@ class Ads:
     def on_ad(self, u: AdUpdate, out: list[Effect]) -> None:
         me = self.local
         if u.peer == me.me:
-            if u.version > me.ad_version and u.env.signature not in me.own_ad_sigs():
+            if (
+                u.version > me.ad_version
+                and counter_step_ok(u.version, me.ad_version)
+                and u.env.signature not in me.own_ad_sigs()
+            ):
                 self.verifier.check(u.env, KIND_AD)
                 me.ad_version = u.version  # a previous life's ad: supersede it
                 if me.ad is not None:

@@ -134,5 +134,16 @@ class RevocationLearned:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnCertificateRevoked:
+    """A valid revocation names a certificate of this node's own chain: the colony no
+    longer admits us (members refuse our messages). The host should log it and stop
+    (or get a new certificate); the core does not stop by itself."""
+
+    cert_id: bytes
+    revoker: PeerId
+    envelope: Envelope
+
+
+@dataclass(frozen=True, slots=True)
 class LeftColony:
     """This node finished its graceful leave; the core is now inert."""

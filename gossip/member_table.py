@@ -9,7 +9,13 @@ members, so its invariants hold by construction:
 - the probe order holds every member exactly once (a permutation of the table's
   keys), and `0 ≤ probe index ≤ len(probe order)`;
 - a member leaves the table only by `remove` (colony expulsion) or `reap` (after its
-  tombstone time in DEAD/LEFT).
+  tombstone time in DEAD/LEFT);
+- a reaped member leaves a *tombstone*: its last alive claim and the signed dead/left
+  notice that ended it. At most `MAX_TOMBSTONES` are kept (the oldest is dropped and
+  counted in `tombstones_dropped`); a tombstone goes when the member is re-added. The
+  state machine refuses alive claims no newer than a tombstone, so a replayed old
+  claim cannot resurrect a reaped member, and push-pull hands a restarted member its
+  tombstone so that it can outbid it.
 
 Which transitions happen, and when, is decided in gossip/transitions.py; this class
 only keeps the books. All randomness comes from the `rng` passed in, in the same
@@ -23,20 +29,28 @@ import random
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 
 from gossip.members import LIVE, Member, MemberState
-from gossip.messages import Alive
+from gossip.messages import Alive, MemberRecord
 from overlay.core.ids import PeerId
+
+#: Reaped members remembered (about 1 KiB each, more with a colony certificate chain).
+MAX_TOMBSTONES = 4096
 
 
 class MemberTable(Mapping[PeerId, Member]):
     """Known members (never this node) and their probe order; see the module docstring."""
 
-    __slots__ = ("_members", "_n_live", "_order", "_probe_idx")
+    __slots__ = ("_members", "_n_live", "_order", "_probe_idx", "_tombs", "max_tombstones",
+                 "tombstones_dropped")  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, max_tombstones: int = MAX_TOMBSTONES) -> None:
         self._members: dict[PeerId, Member] = {}
         self._order: list[PeerId] = []  # every member once: probe order and sampling
         self._probe_idx = 0
         self._n_live = 1  # ALIVE + SUSPECT members, this node included
+        #: Reaped members: their last alive claim and the notice that ended them.
+        self._tombs: dict[PeerId, MemberRecord] = {}
+        self.max_tombstones = max(1, max_tombstones)
+        self.tombstones_dropped = 0
 
     # ------------------------------------------------------------ mapping (read only)
 
@@ -73,6 +87,13 @@ class MemberTable(Mapping[PeerId, Member]):
     def probe_order(self) -> tuple[PeerId, ...]:
         return tuple(self._order)
 
+    def tombstone(self, peer: PeerId) -> MemberRecord | None:
+        """The record `peer` had when it was reaped, if we still remember it."""
+        return self._tombs.get(peer)
+
+    def tombstone_count(self) -> int:
+        return len(self._tombs)
+
     # ------------------------------------------------------------ edits
 
     def add(self, alive: Alive, now: float, rng: random.Random) -> Member:
@@ -83,6 +104,7 @@ class MemberTable(Mapping[PeerId, Member]):
         if peer in self._members:
             raise ValueError("member already known")
         m = self._members[peer] = Member(alive, now)
+        self._tombs.pop(peer, None)
         order = self._order
         order.append(peer)
         j = rng.randint(min(self._probe_idx, len(order) - 1), len(order) - 1)
@@ -116,11 +138,19 @@ class MemberTable(Mapping[PeerId, Member]):
         if not gone:
             return gone
         for p in gone:
-            del self._members[p]
+            m = self._members.pop(p)
+            self._bury(p, MemberRecord(m.alive, m.accuse))
         gone_set = set(gone)
         self._order = [p for p in self._order if p not in gone_set]
         self._probe_idx = min(self._probe_idx, len(self._order))
         return gone
+
+    def _bury(self, peer: PeerId, rec: MemberRecord) -> None:
+        self._tombs.pop(peer, None)
+        if len(self._tombs) >= self.max_tombstones:
+            del self._tombs[next(iter(self._tombs))]
+            self.tombstones_dropped += 1
+        self._tombs[peer] = rec
 
     # ------------------------------------------------------------ choosing members
 
@@ -174,3 +204,5 @@ class MemberTable(Mapping[PeerId, Member]):
         assert len(self._order) == len(self._members)
         assert set(self._order) == set(self._members)
         assert 0 <= self._probe_idx <= len(self._order)
+        assert len(self._tombs) <= self.max_tombstones
+        assert not self._tombs.keys() & self._members.keys()

@@ -544,5 +544,5 @@ def decode_message(obj: Any) -> Message:
         return msg
     except WireError:
         raise
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as e:
         raise MalformedFrame(f"bad gossip message: {e}") from None

@@ -104,6 +104,11 @@ class AntiEntropy:
         else:
             recs = self.records()
             revs = admission.known_revocations(MAX_PUSH_PULL_REVOCATIONS)
+        tomb = self.table.tombstone(peer)
+        if tomb is not None and tomb.accuse is not None:
+            # A reaped member talks to us again (a restart): show it the notice that
+            # ended its past life, so it refutes with a higher incarnation.
+            recs = [*recs, tomb]
         page = self.config.push_pull_page
         pages = max(1, -(-len(recs) // page))
         for i in range(pages):
@@ -125,6 +130,7 @@ class AntiEntropy:
                 and acc.kind is not AccuseKind.SUSPECT
                 and acc.incarnation >= r.alive.incarnation
                 and r.alive.peer not in self.table
+                and r.alive.peer != self.local.me  # our past life: we refute it
             ):
                 continue  # do not learn (or resurrect after reaping) a dead member
             yield r.alive

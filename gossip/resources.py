@@ -14,11 +14,11 @@ Queries ("cpu ≥ 4, gpu ≥ 1, label site=x") are evaluated against the local v
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from overlay.core.errors import MalformedFrame
+from overlay.core.validate import finite
 
 MAX_STR = 256
 MAX_ITEMS = 64
@@ -65,7 +65,7 @@ def _strs(v: Any, what: str) -> tuple[str, ...]:
 
 def _decode_field(attr: str, v: Any) -> Any:
     if attr == "cpu_load":
-        if type(v) not in (int, float) or not math.isfinite(v) or v < 0:
+        if type(v) not in (int, float) or not finite(v) or v < 0:
             raise MalformedFrame("ad field cpu_load must be a finite non-negative number")
         return float(v)
     if attr in ("gpu_kinds", "executors", "tags"):

@@ -259,6 +259,10 @@ class Swim:
             if peer not in self.table and not self._admit_sender(peer, msg, now, out):
                 count(self.stats, "refused_non_member")
                 gate.refuse(peer, gate.refusal_reason(peer), now, out)
+                notice = gate.notice_for(peer, msg, now)
+                if notice is not None:  # tell a revoked node why, signed
+                    count(self.stats, "revocation_notice_sent")
+                    out.append(Send(peer, Gossip((notice,))))
                 return
             gate.heard.add(peer)
         prober = self.prober
@@ -350,10 +354,10 @@ class Swim:
         """Expel members whose chain expired (timer) or no longer verifies (after a
         revocation), then re-arm the expiry timer at the earliest remaining expiry."""
         for p, reason in self.gate.to_expel(now, only_expired=only_expired):
-            self.table.remove(p)
+            m = self.table.remove(p)
             self.transitions.forget(p, out)
             self.prober.forget(p)
-            self.gate.expelled(p, reason, now, out)
+            self.gate.expelled(p, m.alive.chain, reason, now, out)
         self.gate.rearm_expiry(out)
 
     def _reap(self, now: float, out: list[Effect]) -> None:
@@ -364,6 +368,9 @@ class Swim:
             out.append(Emit(MemberReaped(p)))
         if gone:
             count(self.stats, "reaped", len(gone))
+        dropped = self.table.tombstones_dropped - self.stats.get("tombstones_dropped", 0)
+        if dropped:
+            count(self.stats, "tombstones_dropped", dropped)
 
     # ================================================================ members API
 

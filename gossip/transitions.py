@@ -18,7 +18,10 @@ States and the claims that move a member between them (`m` is the member's entry
     self ──Leave──────────────────────────────────► left, signed by us
 
 Leaving the table is not a state: DEAD/LEFT members are reaped after `tombstone_s`
-(`MemberTable.reap`, on the push-pull tick) and, in colony mode, a member whose chain
+(`MemberTable.reap`, on the push-pull tick) and leave a tombstone: an alive claim no
+newer than it is refused (`stale_alive_reaped`), so an old signed claim replayed later
+cannot bring the member back; a restarted member learns its tombstone from push-pull
+and refutes it like any accusation about itself and, in colony mode, a member whose chain
 expired or was revoked is expelled in any state (`ColonyGate.to_expel`); `Swim`
 carries both out and calls `forget` here.
 
@@ -31,6 +34,15 @@ independent signed confirmation down to `min = suspicion_mult × log10(N) ×
 probe_interval` (pure maths in gossip/suspicion.py). Only the subject can refute, by
 signing a higher incarnation; being suspected also raises our own health score
 (gossip/awareness.py). `lifeguard=False` gives plain SWIM: a fixed `min` timeout.
+
+Bounds: an incarnation is accepted only below `COUNTER_LIMIT` (2^62) and, for an
+accusation (or a past life's alive) about a member we know — ourselves included — at
+most `MAX_COUNTER_JUMP` (2^32) above the incarnation we hold (overlay/core/validate.py,
+`counter_step_ok`); anything else is dropped unverified and counted
+(`incarnation_out_of_range`). So a refutation, ≤ 2^62, always fits the wire's 63 bits,
+and one signed accusation cannot push us to the edge: observers apply the same jump
+limit against an incarnation no newer than the subject's own, so whatever they accept
+the subject accepts too and can refute.
 
 Trust: stale claims are dropped unverified; an accusation is checked for news before
 its accuser's rate limit and its signature, so the many gossiped copies of one
@@ -64,6 +76,7 @@ from gossip.profiles import SwimConfig
 from gossip.suspicion import Suspicion, suspicion_timeout_s
 from overlay.core.effects import CancelTimer, Effect, Emit, SetTimer
 from overlay.core.ids import PeerId
+from overlay.core.validate import counter_step_ok
 
 
 class Transitions:
@@ -110,13 +123,22 @@ class Transitions:
         me = self.local
         if peer == me.me:
             if a.env.signature != me.alive.env.signature and a.incarnation >= me.incarnation:
+                if not counter_step_ok(a.incarnation, me.incarnation):
+                    count(self.stats, "incarnation_out_of_range")
+                    return
                 self.verifier.check(a.env, KIND_ALIVE)
                 if not me.leaving:
                     self.refute(a.incarnation)  # a previous life of ours
             return
+        if not counter_step_ok(a.incarnation, None):
+            count(self.stats, "incarnation_out_of_range")
+            return
         m = self.table.get(peer)
         if m is not None and a.incarnation <= m.incarnation:
             count(self.stats, "stale_alive")
+            return
+        if m is None and self._buried(a):
+            count(self.stats, "stale_alive_reaped")
             return
         if m is None and len(self.table) >= self.config.max_members:
             count(self.stats, "members_full")
@@ -141,6 +163,16 @@ class Transitions:
         m.valid_until = valid_until
         self.gate.track_expiry(valid_until, out)
         self.bq.queue(("m", peer), a)
+
+    def _buried(self, a: Alive) -> bool:
+        """Is `a` no newer than the member's tombstone (a replay of a past life)?"""
+        tomb = self.table.tombstone(a.peer)
+        if tomb is None:
+            return False
+        inc = tomb.alive.incarnation
+        if tomb.accuse is not None:
+            inc = max(inc, tomb.accuse.incarnation)
+        return a.incarnation <= inc
 
     def refute(self, incarnation: int) -> None:
         """Someone claims we are suspect/dead/left (or we see a past life): outbid it."""
@@ -168,6 +200,9 @@ class Transitions:
             if me.leaving or acc.incarnation < me.incarnation:
                 count(self.stats, "stale_accusation")
                 return
+            if not counter_step_ok(acc.incarnation, me.incarnation):
+                count(self.stats, "incarnation_out_of_range")
+                return
             if acc.accuser != me.me and not self._accuser_ok(acc, now):
                 return
             self.verifier.check(acc.env, KIND_ACCUSE)
@@ -180,6 +215,9 @@ class Transitions:
         inc = m.incarnation
         if acc.incarnation < inc or (acc.incarnation == inc and not self._news(acc, m)):
             count(self.stats, "stale_accusation")
+            return
+        if not counter_step_ok(acc.incarnation, inc):
+            count(self.stats, "incarnation_out_of_range")
             return
         if acc.kind is not AccuseKind.LEFT and not self._accuser_ok(acc, now):
             return

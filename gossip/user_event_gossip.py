@@ -5,6 +5,10 @@ time; receivers deliver per-sender in order after a hold-back of `holdback_s` an
 duplicates with a 64-entry window (gossip/user_events.py, `EventOrderer`). Events ride
 the oldest-first user queue, which has first claim on `user_share` of each message.
 
+An event whose Lamport time is ≥ 2^62 or more than 2^32 ahead of our clock is
+dropped and counted (`event_lamport_out_of_range`): witnessing it would push our next
+event's time out of the wire's range.
+
 Invariants: our own sequence numbers are 0, 1, … with no gap (`next_seq` is the next);
 only events from live members are verified, queued or delivered.
 """
@@ -23,6 +27,7 @@ from gossip.profiles import SwimConfig
 from gossip.user_events import EventOrderer
 from overlay.core.effects import Effect, Emit
 from overlay.core.errors import LocalProtocolError, WireError
+from overlay.core.validate import counter_step_ok
 
 
 class UserEventGossip:
@@ -76,6 +81,9 @@ class UserEventGossip:
             return
         if self.orderer.is_duplicate(ev):
             count(self.stats, "event_duplicate")
+            return
+        if not counter_step_ok(ev.lamport, self.orderer.lamport):
+            count(self.stats, "event_lamport_out_of_range")
             return
         self.verifier.check(ev.env, KIND_EVENT)
         is_new, ready = self.orderer.offer(ev, now)

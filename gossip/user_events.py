@@ -8,6 +8,10 @@ counted). A 64-bit window of recently delivered sequence numbers suppresses
 duplicates; the first event seen from a sender starts its sequence (events older
 than that, arriving later, are delivered once as `late` if still in the window).
 
+The Lamport clock only moves by witnessing times `UserEventGossip` accepted: below
+2^62 and at most 2^32 ahead of ours (overlay/core/validate.py, `counter_step_ok`), so
+our own next time always fits the wire's 63 bits.
+
 Bounded: at most `max_senders` senders (oldest forgotten) and `max_held` held events
 per sender (on overflow the gap is skipped).
 """

@@ -13,7 +13,9 @@ number of expired leases, the accepted receipt, a reason and a `version` that gr
 one on every change. Followers keep the highest version they have seen; a new leader
 adopts the highest version among the custodians it can reach. Tokens only grow: each
 offer uses `token + 1` of the highest-version record, so a token is never reused
-across leaders (the property test checks this).
+across leaders (the property test checks this). A decoded record's version, token and
+attempts are below 2^62 (`COUNTER_LIMIT`, overlay/core/validate.py), so the `+ 1` a
+leader derives from a received record still fits the wire's 63 bits.
 
 A record of a capsule with dependencies also carries `parent_outputs` once every
 parent has succeeded (None until then): the parents' output CIDs by name, which the
@@ -26,7 +28,6 @@ executor when the version was made; a receiver turns it into a local start time.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -36,6 +37,7 @@ from overlay.capsule.receipts import Receipt
 from overlay.capsule.spec import Capsule
 from overlay.core.errors import LocalProtocolError, MalformedFrame
 from overlay.core.ids import PeerId
+from overlay.core.validate import COUNTER_LIMIT, finite, uint
 
 MAX_EXCLUDED = 16
 MAX_REASON = 512
@@ -148,9 +150,11 @@ class CustodyRecord:
         parents = parent_outputs_from_wire(obj[11], optional=True)
         if not isinstance(state, str) or state not in State._value2member_map_:
             raise MalformedFrame(f"unknown capsule state {state!r}")
+        # Below COUNTER_LIMIT (2^62), not only 2^63: a leader derives the next version
+        # and lease token from these by `+ 1`, which must still fit the wire.
         for name, v in (("version", version), ("token", token), ("attempts", attempts)):
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 63:
-                raise MalformedFrame(f"record {name} must be a non-negative integer")
+            uint(v, f"record {name}", limit=COUNTER_LIMIT,
+                 message="{what} must be a non-negative integer below 2^62")
         if version < 1:
             raise MalformedFrame("record version starts at 1")
         if not isinstance(origin, bytes) or not isinstance(executor, bytes):
@@ -163,7 +167,7 @@ class CustodyRecord:
             raise MalformedFrame("record reason must be a short string")
         if isinstance(waited, bool) or not isinstance(waited, (int, float)):
             raise MalformedFrame("record wait_elapsed_s must be a number")
-        if not math.isfinite(waited) or waited < 0:
+        if not finite(waited) or waited < 0:
             raise MalformedFrame("record wait_elapsed_s must be finite and ≥ 0")
         capsule = Capsule.from_wire(cap)
         receipt = None if rcpt is None else Receipt.from_wire(rcpt)

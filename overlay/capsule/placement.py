@@ -21,7 +21,6 @@ scores spread over different executors instead of all landing on the same one.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 from overlay.capsule.spec import Conditions, SpecError, parse_mem_mib
 from overlay.core.errors import MalformedFrame
 from overlay.core.ids import PeerId
+from overlay.core.validate import finite
 
 W_LOCALITY = 2.0
 W_SLOTS = 1.0
@@ -76,7 +76,7 @@ class NodeAd:
 
         def num(k: str) -> float:
             v = d.get(k, 0)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not finite(v):
                 raise SpecError(f"ad field {k} must be a finite number")
             return max(0.0, float(v))
 

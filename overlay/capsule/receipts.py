@@ -15,7 +15,6 @@ accepted per capsule; custody records it in the replicated state, so a later rec
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from overlay.capsule.spec import SpecError, check_capsule_id, check_cid
 from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.errors import MalformedFrame, RemoteProtocolError
 from overlay.core.ids import PeerId
+from overlay.core.validate import finite
 
 RECEIPT_KIND = "receipt"
 MAX_OUTPUTS = 1024
@@ -103,7 +103,7 @@ class Receipt:
         times = []
         for k in ("started", "finished"):
             t = body[k]
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not finite(t):
                 raise MalformedFrame(f"receipt {k} must be a finite number")
             times.append(float(t))
         reason = body["reason"]

@@ -41,7 +41,7 @@ from overlay.core.multiformats import (
     multihash_sha256,
     split_multihash,
 )
-from overlay.core.validate import integer, number, string, strings
+from overlay.core.validate import finite, integer, number, string, strings
 
 CAPSULE_KIND = "capsule"
 RAW_CODEC = 0x55
@@ -480,7 +480,7 @@ class Capsule:
         if not isinstance(body, dict) or set(body) != {"spec", "at", "nonce"}:
             raise MalformedFrame("capsule body must hold exactly spec, at, nonce")
         at, nonce = body["at"], body["nonce"]
-        if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not finite(at):
             raise MalformedFrame("capsule submitted_at must be a finite number")
         if isinstance(nonce, bool) or not isinstance(nonce, int) or not 0 <= nonce < 1 << 63:
             raise MalformedFrame("capsule nonce must be a non-negative integer")

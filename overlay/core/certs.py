@@ -99,7 +99,10 @@ def _short(peer: PeerId) -> str:
 def _time(v: Any, what: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0:
         raise MalformedFrame(f"{what} must be a non-negative number")
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:  # an integer beyond any float
+        raise MalformedFrame(f"{what} is out of range") from None
 
 
 def _roles(v: Any) -> tuple[str, ...]:

@@ -12,10 +12,16 @@ keeps the exact text it has always produced. Booleans are never accepted as numb
 (`True` is an `int` in Python, not in CBOR). On success the value comes back as the
 type the caller stores (a tuple for `strings`, a float for `number`).
 
+Counters a peer can influence (incarnations, Lamport times, record versions, fencing
+tokens) travel as unsigned 63-bit integers (`U63`) but are *accepted* only below
+`COUNTER_LIMIT` = 2^62 and, where a previous value is known, at most
+`MAX_COUNTER_JUMP` above it (`counter_step_ok`). A value derived from an accepted one
+(`+ 1`, `max(…) + 1`) therefore always fits the wire format, and pushing one of our
+counters to the edge takes 2^30 accepted messages instead of one.
+
 Invariants: no I/O, no clocks, no randomness; a check either returns the value or
-raises `error(message)`; nothing else escapes except `OverflowError` from
-`math.isfinite` on an integer too large for a float (as before, callers catch it
-where it matters).
+raises `error(message)`; nothing else escapes (an integer too large for a float is
+refused by `number`, not an `OverflowError`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,17 @@ from overlay.core.errors import MalformedFrame
 ErrorType = type[Exception]
 
 U63 = 1 << 63
+#: Peer-influenced counters are accepted only below this (see the module docstring).
+COUNTER_LIMIT = 1 << 62
+#: …and at most this far above the value already known for the same subject.
+MAX_COUNTER_JUMP = 1 << 32
+
+
+def counter_step_ok(new: int, known: int | None) -> bool:
+    """May a peer move a counter from `known` (None: first sight) to `new`?"""
+    if not 0 <= new < COUNTER_LIMIT:
+        return False
+    return known is None or new <= known + MAX_COUNTER_JUMP
 
 
 def uint(
@@ -72,11 +89,19 @@ def number(
     message: str = "{what} must be a finite number ≥ {lo:g}",
 ) -> float:
     """A finite int or float ≥ lo (> lo when `above`), returned as a float."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not finite(v):
         raise error(message.format(what=what, lo=lo))
     if v <= lo if above else v < lo:
         raise error(message.format(what=what, lo=lo))
     return float(v)
+
+
+def finite(v: int | float) -> bool:
+    """`math.isfinite` that answers False, not OverflowError, for a huge integer."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def flag(

@@ -39,7 +39,7 @@ from gossip.resources import ResourceAd
 from gossip.swim import Swim
 from overlay.core.certs import Certificate, Revocation
 from overlay.core.crypto import Envelope, KeyPair
-from overlay.core.effects import Received, TimerFired
+from overlay.core.effects import Received, Send, TimerFired
 
 OWNER = KeyPair(b"\x42" * 32)
 KA, KB, KC, KD, KE, KF = (KeyPair(bytes([i + 10]) * 32) for i in range(6))
@@ -138,9 +138,14 @@ class ColonyCore(RuleBasedStateMachine):
         before = self.snapshot()
         effects = self.core.handle(inp, self.now)
         assert self.snapshot() == before
-        # Nothing is sent to a bad claimant in answer.
+        # Nothing is sent to a bad claimant in answer, except to the revoked one (F):
+        # the signed revocation of its own certificate, so it learns why.
         for e in effects:
-            assert getattr(e, "peer", None) not in BAD
+            peer = getattr(e, "peer", None)
+            if peer == KF.peer_id and isinstance(e, Send) and isinstance(e.msg, Gossip):
+                assert [u.cert_id for u in e.msg.updates] == [F_CERT.cert_id]
+                continue
+            assert peer not in BAD
 
     # -------------------------------------------------------------- legitimate traffic
 

@@ -22,7 +22,13 @@ import structlog
 
 from dht.api import GetValue, PutValue
 from dht.records import revoke_key
-from gossip.events import MemberExpelled, MemberRefused, PublishRevocation, RevocationLearned
+from gossip.events import (
+    MemberExpelled,
+    MemberRefused,
+    OwnCertificateRevoked,
+    PublishRevocation,
+    RevocationLearned,
+)
 from overlay.core.certs import Revocation
 from overlay.core.cid import Cid
 from overlay.core.crypto import Envelope
@@ -122,6 +128,10 @@ class TrustService:
             except (ColonyError, RemoteProtocolError) as e:
                 log.warning("revocation_not_saved", error=str(e))
             log.info("revocation_learned", cert=ev.cert_id[2:].hex(), revoker=str(ev.revoker))
+        elif isinstance(ev, OwnCertificateRevoked):
+            log.error("own_certificate_revoked", cert=ev.cert_id[2:].hex(),
+                      revoker=str(ev.revoker),
+                      hint="members refuse this node; ask an admin for a new certificate")
 
     # ------------------------------------------------------------ bitswap
 
