@@ -48,6 +48,7 @@ from overlay.core.certs import CERT_KIND, MAX_CHAIN_DEPTH, REVOCATION_KIND
 from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.errors import MalformedFrame, WireError
 from overlay.core.ids import PeerId
+from overlay.core.validate import uint
 from overlay.core.wire import cbor_decode
 
 KIND_ALIVE = "gossip-alive"
@@ -64,7 +65,6 @@ MAX_ADDR_CHARS = 256
 MAX_ADDRS = 16
 #: Revocations carried by one push-pull page (the rest follow on later exchanges).
 MAX_PUSH_PULL_REVOCATIONS = 1024
-_U63 = 1 << 63
 
 
 class AccuseKind(IntEnum):
@@ -74,9 +74,7 @@ class AccuseKind(IntEnum):
 
 
 def _uint(v: Any, what: str) -> int:
-    if type(v) is not int or not 0 <= v < _U63:
-        raise MalformedFrame(f"{what} must be an unsigned 63-bit integer")
-    return v
+    return uint(v, what, exact=True, message="{what} must be an unsigned 63-bit integer")
 
 
 def _body(env: Envelope, kind: str) -> dict[str, Any]:

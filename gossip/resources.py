@@ -18,11 +18,10 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from overlay.core.errors import MalformedFrame
-from overlay.core.validate import finite
+from overlay.core.validate import finite, string, strings, uint
 
 MAX_STR = 256
 MAX_ITEMS = 64
-_U63 = 1 << 63
 
 # wire key -> attribute name; keys are short because ads ride in every gossip budget.
 _KEYS: dict[str, str] = {
@@ -46,21 +45,18 @@ _ATTRS = {v: k for k, v in _KEYS.items()}
 
 
 def _uint(v: Any, what: str) -> int:
-    if type(v) is not int or not 0 <= v < _U63:
-        raise MalformedFrame(f"ad field {what} must be an unsigned integer")
-    return v
+    return uint(v, what, exact=True, message="ad field {what} must be an unsigned integer")
 
 
 def _str(v: Any, what: str) -> str:
-    if not isinstance(v, str) or len(v) > MAX_STR:
-        raise MalformedFrame(f"ad field {what} must be a string of at most {MAX_STR} chars")
-    return v
+    return string(v, what, limit=MAX_STR,
+                  message="ad field {what} must be a string of at most {limit} chars")
 
 
 def _strs(v: Any, what: str) -> tuple[str, ...]:
-    if not isinstance(v, list) or len(v) > MAX_ITEMS:
-        raise MalformedFrame(f"ad field {what} must be a list of at most {MAX_ITEMS} strings")
-    return tuple(_str(s, what) for s in v)
+    return strings(v, what, max_items=MAX_ITEMS, limit=MAX_STR, tuples=False, item_what=what,
+                   message="ad field {what} must be a list of at most {max_items} strings",
+                   item_message="ad field {what} must be a string of at most {limit} chars")
 
 
 def _decode_field(attr: str, v: Any) -> Any:

@@ -28,6 +28,7 @@ from overlay.capsule.leases import CustodyRecord
 from overlay.capsule.spec import Capsule, capsule_key, check_capsule_id
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
+from overlay.core.validate import uint
 from overlay.runtime.context import Membership, Network
 from overlay.runtime.executors.base import LOG_NAME
 
@@ -195,9 +196,8 @@ class CapsuleReads:
 
 
 def _uint(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 62:
-        raise RemoteProtocolError("log token and offset must be non-negative integers")
-    return v
+    return uint(v, "", limit=1 << 62, error=RemoteProtocolError,
+                message="log token and offset must be non-negative integers")
 
 
 def read_run_log(runs_dir: Path, capsule_id: str, token: int, offset: int) -> tuple[bytes, bool]:
