@@ -32,6 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, bench/ comes first on sys.path and bench/store.py would shadow the
+# store package: put the repository root there instead.
+if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
+    sys.path[0] = str(ROOT)
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from capsule_helpers import EventLog, submit  # noqa: E402
