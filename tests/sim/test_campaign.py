@@ -18,7 +18,14 @@ from __future__ import annotations
 import pytest
 
 from sim import faults as F
-from sim.campaign import CampaignConfig, Campaign, replay_command, run_campaign, run_seed
+from sim.campaign import (
+    Campaign,
+    CampaignConfig,
+    Summary,
+    replay_command,
+    run_campaign,
+    run_seed,
+)
 from sim.campaign_check import INVARIANTS
 
 SEEDS = 10
@@ -27,7 +34,7 @@ KNOWN = ("one_receipt", "token_increase", "liveness")
 
 
 @pytest.fixture(scope="module")
-def summary():  # type: ignore[no-untyped-def]
+def summary() -> Summary:
     return run_campaign(SEEDS, 0, CampaignConfig())
 
 
@@ -36,7 +43,7 @@ def test_every_invariant_is_either_strict_or_a_known_finding() -> None:
 
 
 @pytest.mark.parametrize("kind", STRICT)
-def test_strict_invariants_hold(summary, kind: str) -> None:  # type: ignore[no-untyped-def]
+def test_strict_invariants_hold(summary: Summary, kind: str) -> None:
     bad = summary.failing(kind)
     lines = [v.line() for r in summary.results if r.seed in bad for v in r.checker.violations
              if v.kind == kind]  # fmt: skip
@@ -46,7 +53,7 @@ def test_strict_invariants_hold(summary, kind: str) -> None:  # type: ignore[no-
 
 
 @pytest.mark.parametrize("kind", KNOWN)
-def test_known_findings_are_found(summary, kind: str) -> None:  # type: ignore[no-untyped-def]
+def test_known_findings_are_found(summary: Summary, kind: str) -> None:
     # Expected finding, not a pass: when this fails because nothing was found, the
     # fix has landed: move `kind` to STRICT.
     assert summary.failing(kind), f"{kind}: no violation on {SEEDS} seeds; make it STRICT"
