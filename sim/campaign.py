@@ -6,8 +6,8 @@ gossip (`Swim`) plus the capsule core, composed as in the daemon — so each nod
 capsule custody runs over *its own* gossip view (`MembersChanged` from the gossip
 events, a periodic `RefreshMembers`), not the shared oracle `Directory` of
 sim/capsules.py: divergent views are what partitions produce, and what the campaign
-is for. On top: a Poisson-free workload (`capsules` submissions at uniform random
-times through random active nodes), the simulated executor of sim/capsules.py (runs
+is for. On top: a workload of `capsules` submissions at uniform random times
+through random active nodes, the simulated executor of sim/capsules.py (runs
 take a uniform time; a crashed executor's run never reports), durable custody (each
 node's "disk" holds its `CustodyRecordChanged` records; a restarted node restores them
 unless its disk was lost), and the fault schedule of sim/faults.py.

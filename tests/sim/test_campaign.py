@@ -9,8 +9,9 @@ Invariants split in two:
   invariant from KNOWN to STRICT (the test then fails if it is still violated).
   Today: `one_receipt` and `token_increase` (two sides of a partition lease and accept
   on their own; a leader lost after accepting a receipt it had not replicated) and
-  `liveness` (a capsule left RUNNING on every custodian with no process, after
-  partitions or graceful leaves, is never requeued).
+  `liveness` (after partitions, and after graceful leaves: followers hand their
+  records to a rejoined leader while its capsule part is still in the start-up gate,
+  which drops them; nobody retries, and the capsule stays RUNNING with no process).
 """
 
 from __future__ import annotations
