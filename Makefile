@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean system-deps sim-golden
+.PHONY: demo test lint bench clean system-deps sim-golden faults
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,13 @@ lint: $(STAMP)
 ## Re-pin the simulator's golden outputs (only for a change meant to alter behaviour).
 sim-golden: $(STAMP)
 	PYTHONPATH=. $(PY) tests/sim/test_sim_golden.py --update
+
+## The simulated fault campaign, long version (tests/sim/test_campaign.py runs 10 seeds):
+## random fault schedules over a capsule workload, invariants checked after every step.
+## Prints seeds/minute, violations per invariant and a replay command per failure.
+FAULT_SEEDS ?= 500
+faults: $(STAMP)
+	PYTHONPATH=. $(VENV)/bin/colony sim campaign --seeds $(FAULT_SEEDS)
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

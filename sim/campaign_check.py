@@ -1,0 +1,109 @@
+"""The fault campaign's invariant checker (sim/campaign.py feeds it every event).
+
+Safety invariants are checked at the event that could break them, i.e. after every
+step of the simulation; liveness and convergence at their stated deadlines:
+
+- `one_receipt`: at most one receipt accepted per capsule. Custody may accept the
+  *same* receipt twice (a new leader after a takeover, the executor re-sending it):
+  one outcome. Two receipts with different (token, executor) are two runs settled.
+- `token_increase`: every new lease of a capsule carries a token above every earlier
+  one, whichever custodian issued it. The same (token, executor) announced again by a
+  new leader is the same lease, not a new one.
+- `liveness`: every capsule whose submission custody acknowledged ends (succeeded,
+  failed or cancelled) by `quiet_at + liveness_bound_s`.
+- `membership`: every live node's gossip view equals the set of live nodes by
+  `quiet_at + converge_bound_s` (all nodes are up after `quiet_at`).
+- `member_only`: every accepted submission and receipt was signed by a member of the
+  colony. The campaign runs in open mode, where every node with a key is a member:
+  the check is the trivial one (signers are campaign nodes), kept so colony mode
+  plugs in; it does not exercise certificate admission.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from overlay.core.ids import PeerId
+
+INVARIANTS = ("one_receipt", "token_increase", "liveness", "membership", "member_only")
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    kind: str
+    t: float
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.kind} at t={self.t:.2f}: {self.detail}"
+
+
+@dataclass(slots=True)
+class Checker:
+    members: frozenset[PeerId]
+    violations: list[Violation] = field(default_factory=list)
+    submitted: dict[str, float] = field(default_factory=dict)
+    acked: dict[str, float] = field(default_factory=dict)
+    finished: dict[str, tuple[float, str]] = field(default_factory=dict)
+    receipts: dict[str, dict[tuple[int, PeerId], None]] = field(default_factory=dict)
+    leases: dict[str, dict[tuple[int, PeerId], None]] = field(default_factory=dict)
+    max_token: dict[str, int] = field(default_factory=dict)
+    converged_at: float | None = None
+    #: Violations per kind are capped (a broken invariant repeats; the first few tell).
+    cap: int = 5
+    _seen: dict[str, int] = field(default_factory=dict)
+
+    def _fail(self, kind: str, t: float, detail: str) -> None:
+        n = self._seen.get(kind, 0)
+        self._seen[kind] = n + 1
+        if n < self.cap:
+            self.violations.append(Violation(kind, t, detail))
+
+    def counts(self) -> dict[str, int]:
+        return {k: self._seen.get(k, 0) for k in INVARIANTS}
+
+    # ------------------------------------------------------------ safety, per event
+
+    def on_accepted_submission(self, t: float, cid: str, submitter: PeerId) -> None:
+        if submitter not in self.members:
+            self._fail("member_only", t, f"capsule {cid[:16]} from non-member {submitter}")
+
+    def on_leased(self, t: float, cid: str, token: int, executor: PeerId) -> None:
+        seen = self.leases.setdefault(cid, {})
+        if (token, executor) in seen:
+            return  # the same lease announced again (takeover): not a new one
+        top = self.max_token.get(cid, 0)
+        if token <= top:
+            self._fail("token_increase", t, f"capsule {cid[:16]} leased with token {token} "
+                       f"to {executor} after token {top}")  # fmt: skip
+        seen[(token, executor)] = None
+        self.max_token[cid] = max(top, token)
+
+    def on_receipt(self, t: float, node: PeerId, cid: str, token: int, executor: PeerId) -> None:
+        if executor not in self.members:
+            self._fail("member_only", t, f"receipt for {cid[:16]} from non-member {executor}")
+        got = self.receipts.setdefault(cid, {})
+        if (token, executor) in got:
+            return
+        got[(token, executor)] = None
+        if len(got) > 1:
+            runs = ", ".join(f"token {tk} by {ex}" for tk, ex in got)
+            self._fail("one_receipt", t, f"capsule {cid[:16]}: {len(got)} receipts accepted "
+                       f"({runs}); the last by custodian {node}")  # fmt: skip
+
+    def on_finished(self, t: float, cid: str, state: str) -> None:
+        if cid in self.submitted and cid not in self.finished:
+            self.finished[cid] = (t, state)
+
+    # ------------------------------------------------------------ deadlines
+
+    def check_liveness(self, t: float, bound_s: float) -> None:
+        for cid, t0 in self.acked.items():
+            if cid not in self.finished:
+                self._fail("liveness", t, f"capsule {cid[:16]} acknowledged at t={t0:.2f} "
+                           f"not finished {bound_s:g} s after faults stopped")  # fmt: skip
+
+    def check_membership(self, t: float, bound_s: float, wrong: list[str]) -> None:
+        if self.converged_at is None:
+            self._fail("membership", t, f"views not converged {bound_s:g} s after heal: "
+                       + "; ".join(wrong[:4]))  # fmt: skip
