@@ -122,7 +122,12 @@ def test_private_dag_is_served_to_members_only(tmp_path: Path) -> None:
         got = fetch(n1, other_cid, tmp_path / "o1.bin", timeout=60)
         assert got["done"] and not got["error"]
 
-        # n1 becomes the only holder. The outsider gets the public DAG from n1 ...
+        # n1 becomes the only holder (once the DHT names it, as it provides what it
+        # fetched). The outsider gets the public DAG from n1 ...
+        for cid in (other_cid, secret_cid):
+            wait_for(lambda cid=cid: n1.peer_id in colony_cmd(
+                n2.home, "dht", "findprovs", cid, check=False, timeout=30).stdout,
+                60, "the DHT to name n1 a provider")  # fmt: skip
         n0.kill()
         got = fetch(n2, other_cid, tmp_path / "o2.bin", timeout=90)
         assert got["done"] and not got["error"]

@@ -217,12 +217,15 @@ class TrustService:
 
     async def before_fetch(self, root: Cid, providers: Sequence[PeerId]) -> None:
         """Colony mode: learn the mark of `root`'s DAG from its member providers (before
-        any block arrives), keep it, and treat the DAG as growing until `after_fetch`."""
+        any block arrives) and keep it. A private DAG (marked, or inside one held
+        here) is growing until `after_fetch`: see `filter_bitswap`."""
         if not self.trust.enabled:
             return
         text = str(root)
-        self.growing[text] = self.growing.get(text, 0) + 1
-        if root.multihash in self.private or self.network is None:
+        if root.multihash in self.private:  # inside a private DAG held here already
+            self.growing[text] = self.growing.get(text, 0) + 1
+            return
+        if self.network is None:
             return
         now, owner = time.time(), self.trust.require_colony()
         network = self.network
@@ -243,6 +246,7 @@ class TrustService:
                     n.start_soon(ask, p)
         if found:
             mark = found[0]
+            self.growing[text] = self.growing.get(text, 0) + 1
             self.trust.set_private(text, True, mark.to_bytes())
             self.refresh_private()
             log.info("private_mark_learned", cid=text, root=str(mark.root),
@@ -250,13 +254,14 @@ class TrustService:
 
     def after_fetch(self, root: Cid) -> None:
         text = str(root)
-        left = self.growing.get(text, 0) - 1
+        if text not in self.growing:
+            return  # not a private DAG: nothing to reclassify
+        left = self.growing[text] - 1
         if left > 0:
             self.growing[text] = left
         else:
-            self.growing.pop(text, None)
-        if self.trust.enabled:
-            self.refresh_private()
+            del self.growing[text]
+        self.refresh_private()
 
     def mark_outputs(self, cids: Sequence[str]) -> None:
         """Colony mode: a capsule's outputs and log are members-only (docs/trust.md)."""
