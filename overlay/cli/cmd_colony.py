@@ -110,7 +110,14 @@ def _private(args: argparse.Namespace) -> int:
         res = ApiClient.for_home(args.home, timeout_s=60).call(
             "POST", "/v1/trust/private", {"cid": args.cid, "private": not args.public})
     except ApiUnavailable:
-        t.set_private(str(Cid.parse(args.cid)), not args.public)
+        cid = str(Cid.parse(args.cid))
+        if args.public:
+            me = load_identity(args.home / KEY_FILE).peer_id
+            why = t.may_unmark(cid, me, time.time())
+            if why is not None:
+                print(f"error: {why}", file=sys.stderr)
+                return 1
+        t.set_private(cid, not args.public)
         print(f"{args.cid}: {'public' if args.public else 'private'} "
               "(daemon not running: takes effect when it starts)")  # fmt: skip
         return 0

@@ -177,7 +177,9 @@ class Daemon:
             conf=self.conf)
         self.trust_service = TrustService(
             self.trust, me=self.me, store=self.store, membership=self.membership,
-            cores=driver, dht=self.dht_client)
+            cores=driver, dht=self.dht_client, keypair=self.keypair, network=t)
+        self.blocks.hooks = self.trust_service  # the private mark travels with the DAG
+        self.capsules.mark_outputs = self.trust_service.mark_outputs
         self.router = Router(
             t, driver.submit, self.dht_client, gossip_protocol=PROTO_GOSSIP,
             bitswap_protocol=PROTO_BITSWAP, kad_server=self.kad.config.mode == "server",
@@ -186,6 +188,7 @@ class Daemon:
         )
         self.router.register()
         self.capsules.register()
+        self.trust_service.register()
         for on_event in (self.capsules.on_event,  # runs, kills, custody persistence
                          self.trust_service.on_event,  # refusal logs, revocations saved
                          self.peer_book.on_event, self.dht_client.on_event,

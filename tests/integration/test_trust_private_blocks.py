@@ -4,7 +4,13 @@ n0 founds a colony and publishes two files; it marks one private
 (`colony colony private CID`). n1 is a certified member, n2 has no certificate. With
 the default `[trust] serve_public = true`, n2 fetches the public file byte-identical
 but gets nothing of the private one (n0 logs why), while member n1 fetches both.
-Capsule submission uses the same chains: n1 (role `member` only) is refused, n0 runs.
+Capsule submission uses the same chains: n1 (role `member` only) is refused, n0 runs,
+and the outputs and log of its run are marked private by the executor.
+
+The mark travels with the DAG: n1 learns it from n0 with its fetch (n1 never marked
+anything itself). Then n0 is killed, so n1 is the only holder: outsider n2 asks n1
+for the private DAG and is refused (n1 logs why), while another public DAG that n1
+fetched flows from n1 to n2.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from colony_cluster import Cluster, Node, colony_cmd, deterministic_bytes, wait_
 
 from overlay.cli.main import main as colony_main
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def cli(home: Path, *args: str) -> str:
@@ -95,7 +101,46 @@ def test_private_dag_is_served_to_members_only(tmp_path: Path) -> None:
                         'outputs = ["out.txt"]\nmaxexectime_s = 30\n')  # fmt: skip
         r = colony_cmd(n1.home, "capsule", "submit", str(spec), check=False, timeout=60)
         assert r.returncode != 0 and "role submit not granted" in r.stderr, r.stderr
+        before = set(cli(n0.home, "colony", "private").split())
         r = colony_cmd(n0.home, "capsule", "submit", str(spec), "--wait", timeout=60)
         assert "succeeded" in r.stdout + r.stderr, r.stdout + r.stderr
+        # Its output and log are members-only (marked by the executor, n0).
+        marked = set(cli(n0.home, "colony", "private").split()) - before
+        assert len(marked) >= 2, marked
+
+        # The mark travelled with n1's copy: n1 learned it from n0 while fetching.
+        learned = wait_for(
+            lambda: [ln for ln in n1.log.read_text().splitlines()
+                     if "private_mark_learned" in ln and secret_cid in ln],
+            10, "n1 to learn the private mark from n0",
+        )  # fmt: skip
+        assert n0.peer_id in learned[0]
+        assert secret_cid in cli(n1.home, "colony", "private").split()
+        other = tmp_path / "public2.bin"
+        other.write_bytes(deterministic_bytes(300_000, seed=3))
+        other_cid = publish(n0, other)
+        got = fetch(n1, other_cid, tmp_path / "o1.bin", timeout=60)
+        assert got["done"] and not got["error"]
+
+        # n1 becomes the only holder (once the DHT names it, as it provides what it
+        # fetched). The outsider gets the public DAG from n1 ...
+        for cid in (other_cid, secret_cid):
+            wait_for(lambda cid=cid: n1.peer_id in colony_cmd(
+                n2.home, "dht", "findprovs", cid, check=False, timeout=30).stdout,
+                60, "the DHT to name n1 a provider")  # fmt: skip
+        n0.kill()
+        got = fetch(n2, other_cid, tmp_path / "o2.bin", timeout=90)
+        assert got["done"] and not got["error"]
+        assert (tmp_path / "o2.bin").read_bytes() == other.read_bytes()
+        # ... but not the private one: n1 honours n0's mark (its own serve_public is true).
+        with pytest.raises((subprocess.TimeoutExpired, AssertionError)):
+            fetch(n2, secret_cid, tmp_path / "s2b.bin", timeout=8)
+        refused = wait_for(
+            lambda: [ln for ln in n1.log.read_text().splitlines()
+                     if "bitswap_private_refused" in ln and n2.peer_id in ln],
+            15, "n1 to refuse the outsider's wants for the private DAG",
+        )  # fmt: skip
+        assert "no certificate known" in refused[0]
+        assert not (tmp_path / "s2b.bin").exists()
     finally:
         c.close()

@@ -89,11 +89,15 @@ def add_block_routes(api: ApiServer, blocks: BlockService, dht: DhtCalls, spawn:
             if not providers and not blocks.store.has(cid):
                 raise ApiError(404, f"no providers found for {cid} and no peers connected")
             yield {"phase": "providers", "providers": [str(p) for p in providers]}
-            fetching = blocks.begin(cid, providers)
-            while not fetching.progress.done:
-                yield fetching.progress.as_dict()
-                await fetching.wait(PROGRESS_INTERVAL_S)
-            final = fetching.finish().as_dict()
+            await blocks.before_fetch(cid, providers)  # colony mode: learn its private mark
+            try:
+                fetching = blocks.begin(cid, providers)
+                while not fetching.progress.done:
+                    yield fetching.progress.as_dict()
+                    await fetching.wait(PROGRESS_INTERVAL_S)
+                final = fetching.finish().as_dict()
+            finally:
+                blocks.after_fetch(cid)
             spawn(_provide_quietly, dht, tuple(blocks.dag_multihashes(cid)))
             yield final
 

@@ -20,7 +20,7 @@ DAG is committed to the store.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -47,6 +47,16 @@ FIND_PROVIDERS_TIMEOUT_S = 30.0
 FLUSH_INTERVAL_S = 0.05
 #: Flush tick while no fetch runs: 20 wake-ups/s were ~80 % of an idle daemon's CPU.
 IDLE_FLUSH_INTERVAL_S = 1.0
+
+
+class FetchHooks(Protocol):
+    """Told of every fetch (colony mode: the private mark travels with the DAG,
+    services/trust.py): `before_fetch` runs before the first want goes out,
+    `after_fetch` once the fetch ended, however it ended."""
+
+    async def before_fetch(self, root: Cid, providers: Sequence[PeerId]) -> None: ...
+
+    def after_fetch(self, root: Cid) -> None: ...
 
 
 class DagFetch:
@@ -102,6 +112,8 @@ class BlockService:
         self.writer = BlockWriter(store)
         #: CID (bytes) → the sessions waiting for it.
         self.sessions: dict[bytes, list[FetchSession]] = {}
+        #: Set by the daemon in colony mode (services/trust.py).
+        self.hooks: FetchHooks | None = None
 
     @property
     def store(self) -> BlockStore:
@@ -136,12 +148,25 @@ class BlockService:
             providers = await self.find_providers(root, FIND_PROVIDERS_TIMEOUT_S)
             if not providers:
                 raise ColonyError(f"no providers for {root} and no peers connected")
-        fetch = self.begin(root, providers[:MAX_PROVIDERS])
-        while not fetch.progress.done:
-            await fetch.wait(POLL_S)
-            if progress is not None:
-                progress(fetch.progress.blocks_fetched, fetch.progress.outstanding)
-        fetch.finish()
+        await self.before_fetch(root, providers[:MAX_PROVIDERS])
+        try:
+            fetch = self.begin(root, providers[:MAX_PROVIDERS])
+            while not fetch.progress.done:
+                await fetch.wait(POLL_S)
+                if progress is not None:
+                    progress(fetch.progress.blocks_fetched, fetch.progress.outstanding)
+            fetch.finish()
+        finally:
+            self.after_fetch(root)
+
+    async def before_fetch(self, root: Cid, providers: Sequence[PeerId]) -> None:
+        """Call before `begin`; pair with `after_fetch` (try/finally)."""
+        if self.hooks is not None:
+            await self.hooks.before_fetch(root, providers)
+
+    def after_fetch(self, root: Cid) -> None:
+        if self.hooks is not None:
+            self.hooks.after_fetch(root)
 
     def dag_multihashes(self, root: Cid) -> list[bytes]:
         """Every block of a stored DAG (from the reference index), root first."""

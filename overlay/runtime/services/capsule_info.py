@@ -11,7 +11,11 @@ once the run directory no longer exists (the attempt ended; its log is in the st
 These are reads of state the capsule core already keeps; they change nothing.
 `CapsuleReads.find_record` asks this node and the capsule's custodians (k_c closest
 live members, plus `READ_EXTRA` since views differ during churn) and keeps the
-newest version. Colony mode: only members gossip admitted may ask (`MemberGate`).
+newest version.
+
+Who may read (docs/trust.md, "Private data"): colony mode, members gossip admitted
+only (`MemberGate`), and a run's stored log and outputs are private DAGs (the
+executor marks them); open mode, anyone — there is no privacy without a colony.
 """
 
 from __future__ import annotations

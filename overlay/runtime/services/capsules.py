@@ -25,6 +25,7 @@ submit and execute) until a colony owner is configured.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -201,6 +202,8 @@ class CapsuleService:
         self.gate = MemberGate(self.authority.colony_owner, membership, self.stats)
         self.reads = CapsuleReads(self.core, network, membership, self.gate, self.runs_dir)
         self.runs = Runs(self.attempts, cores, spawn, self.reads.find_record)
+        #: Colony mode: marks a run's outputs and log private (services/trust.py).
+        self.mark_outputs: Callable[[Sequence[str]], None] | None = None
 
     # ------------------------------------------------------------ wiring
 
@@ -324,8 +327,10 @@ class CapsuleService:
     # ------------------------------------------------------------ execution
 
     def _on_exit(self, exited: CapsuleExited) -> None:
-        self.cores.submit(exited)
         cids = [c for c in (*exited.outputs, exited.log_cid) if c]
+        if cids and self.mark_outputs is not None:
+            self.mark_outputs(cids)  # colony mode: members only, before the receipt names them
+        self.cores.submit(exited)
         if cids:
             self.spawn(self._provide, cids)
 

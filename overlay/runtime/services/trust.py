@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import structlog
+import trio
 
 from dht.api import GetValue, PutValue
 from dht.records import revoke_key
@@ -31,11 +33,13 @@ from gossip.events import (
 )
 from overlay.core.certs import Revocation
 from overlay.core.cid import Cid
-from overlay.core.crypto import Envelope
+from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.errors import ColonyError, RemoteProtocolError
 from overlay.core.ids import PeerId
+from overlay.core.private_mark import PrivateMark, check_mark
 from overlay.exchange.messages import BitswapMessage
-from overlay.runtime.context import Cores, DhtCalls, Membership
+from overlay.runtime.context import Cores, DhtCalls, Membership, Network
+from overlay.runtime.net.transport import Codec
 from overlay.runtime.services.trust_state import Trust, colony_id, private_multihashes, serial
 from store.blockstore import BlockStore
 
@@ -43,6 +47,11 @@ log = structlog.get_logger("colony.trust")
 
 #: Bitswap refusals logged per peer at most this often.
 BITSWAP_REFUSAL_LOG_S = 60.0
+#: Members ask a DAG's providers for its private mark on this protocol (CBOR):
+#: {"cid": CID bytes} → {"mark": envelope bytes | None}.
+PROTO_PRIVATE_MARK = "/colony/private-mark/1.0.0"
+#: How long a fetch waits for its providers' marks before it starts.
+MARK_TIMEOUT_S = 3.0
 
 
 def cert_json(c: Any, now: float, trust: Trust | None = None) -> dict[str, Any]:
@@ -59,7 +68,18 @@ def cert_json(c: Any, now: float, trust: Trust | None = None) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def strip_private_wants(msg: BitswapMessage, private: set[bytes]) -> BitswapMessage:
+def _wanted(msg: BitswapMessage) -> list[Cid]:
+    out = []
+    for w in msg.wants:
+        if not w.cancel:
+            try:
+                out.append(Cid.from_bytes(w.cid))
+            except ColonyError:
+                continue
+    return out
+
+
+def strip_private_wants(msg: BitswapMessage, private: Collection[bytes]) -> BitswapMessage:
     """`msg` without the wants (not cancels) for blocks in `private` (multihashes).
     A want we cannot parse is left for the exchange core to judge."""
     if not private or not msg.wants:
@@ -86,6 +106,8 @@ class TrustService:
         membership: Membership,
         cores: Cores,
         dht: DhtCalls,
+        keypair: KeyPair | None = None,
+        network: Network | None = None,
     ) -> None:
         self.trust = trust
         self.me = me
@@ -93,9 +115,18 @@ class TrustService:
         self.membership = membership
         self.cores = cores
         self.dht = dht
+        self.keypair = keypair
+        self.network = network
         self._bitswap_logged: dict[tuple[PeerId, str], float] = {}
-        self.private: set[bytes] = set()
+        #: Multihash of every stored block of a private DAG → the private root (text)
+        #: whose walk reached it.
+        self.private: dict[bytes, str] = {}
+        #: Private root (text) → its mark (envelope bytes), from trust/private.json.
+        self.marks: dict[str, bytes] = {}
+        #: Private roots being fetched now (their block sets grow as blocks arrive).
+        self.growing: dict[str, int] = {}
         if self.trust.enabled:
+            self._sign_unmarked()
             self.refresh_private()
         if self.trust.enabled:
             log.info(
@@ -136,11 +167,18 @@ class TrustService:
     # ------------------------------------------------------------ bitswap
 
     def refresh_private(self) -> None:
-        self.private = private_multihashes(self.store, self.trust.private_roots())
+        index: dict[bytes, str] = {}
+        for root in self.trust.private_roots():
+            for mh in private_multihashes(self.store, [root]):
+                index.setdefault(mh, root)
+        self.private = index
+        self.marks = self.trust.private_marks()
 
     def filter_bitswap(self, peer: PeerId, msg: BitswapMessage) -> BitswapMessage | None:
         """Colony mode: members get everything. Others get nothing when
-        `serve_public = false`, and never blocks of DAGs marked private."""
+        `serve_public = false`, and never blocks of private DAGs — marked here or
+        fetched under a mark (while one is being fetched, also no block that was
+        not stored before the set was recomputed: it cannot be classified yet)."""
         t = self.trust
         if not t.enabled:
             return msg
@@ -150,10 +188,126 @@ class TrustService:
         if not t.serve_public:
             self._log_refusal(peer, "bitswap_refused", reason)
             return None
-        kept = strip_private_wants(msg, self.private)
+        private: Collection[bytes] = self.private
+        if self.growing and msg.wants:
+            # Stored-ness first, then the walk: every block stored at the first look is
+            # seen by the walk, so none slips between the two.
+            absent = {c.multihash for c in _wanted(msg) if not self.store.has(c)}
+            self.refresh_private()
+            private = self.private.keys() | absent
+        kept = strip_private_wants(msg, private)
         if len(kept.wants) != len(msg.wants):
             self._log_refusal(peer, "bitswap_private_refused", reason)
         return kept
+
+    # ------------------------------------------------------------ private marks
+
+    def register(self) -> None:
+        """Answer members' questions for the marks of DAGs this node holds."""
+        if self.network is not None:
+            self.network.set_handler(PROTO_PRIVATE_MARK, on_request=self.on_mark_request,
+                                     codec=Codec.CBOR)  # fmt: skip
+
+    def mark_for(self, cid: Cid) -> bytes | None:
+        """The mark covering stored block `cid`, if it is in a private DAG here."""
+        root = self.private.get(cid.multihash)
+        return None if root is None else self.marks.get(root)
+
+    async def on_mark_request(self, peer: PeerId, obj: Any) -> Any:
+        if not self.trust.enabled:
+            raise RemoteProtocolError("this node is in open mode: no private data")
+        reason = self.trust.check(peer, "member", time.time())
+        if reason is not None:
+            raise RemoteProtocolError(reason)
+        try:
+            cid = Cid.from_bytes(obj["cid"])
+        except (ColonyError, KeyError, TypeError) as e:
+            raise RemoteProtocolError(f"bad private-mark request: {e}") from None
+        return {"mark": self.mark_for(cid)}
+
+    async def before_fetch(self, root: Cid, providers: Sequence[PeerId]) -> None:
+        """Colony mode: learn the mark of `root`'s DAG from its member providers (before
+        any block arrives) and keep it. A private DAG (marked, or inside one held
+        here) is growing until `after_fetch`: see `filter_bitswap`."""
+        if not self.trust.enabled:
+            return
+        text = str(root)
+        if root.multihash in self.private:  # inside a private DAG held here already
+            self.growing[text] = self.growing.get(text, 0) + 1
+            return
+        if self.network is None:
+            return
+        now, owner = time.time(), self.trust.require_colony()
+        network = self.network
+        found: list[PrivateMark] = []
+
+        async def ask(peer: PeerId) -> None:
+            try:
+                reply = await network.request(peer, PROTO_PRIVATE_MARK,
+                                              {"cid": root.to_bytes()}, timeout=MARK_TIMEOUT_S)
+                if isinstance(reply, dict) and reply.get("mark") is not None:
+                    found.append(check_mark(reply["mark"], owner, now))
+            except ColonyError as e:
+                log.info("private_mark_not_learned", peer=str(peer), cid=text, error=str(e))
+
+        async with trio.open_nursery() as n:
+            for p in providers:
+                if p != self.me and self.trust.check(p, "member", now) is None:
+                    n.start_soon(ask, p)
+        if found:
+            mark = found[0]
+            self.growing[text] = self.growing.get(text, 0) + 1
+            self.trust.set_private(text, True, mark.to_bytes())
+            self.refresh_private()
+            log.info("private_mark_learned", cid=text, root=str(mark.root),
+                     marker=str(mark.marker))  # fmt: skip
+
+    def after_fetch(self, root: Cid) -> None:
+        text = str(root)
+        if text not in self.growing:
+            return  # not a private DAG: nothing to reclassify
+        left = self.growing[text] - 1
+        if left > 0:
+            self.growing[text] = left
+        else:
+            del self.growing[text]
+        self.refresh_private()
+
+    def mark_outputs(self, cids: Sequence[str]) -> None:
+        """Colony mode: a capsule's outputs and log are members-only (docs/trust.md)."""
+        if not self.trust.enabled:
+            return
+        for text in cids:
+            try:
+                self._mark(Cid.parse(text))
+            except ColonyError as e:
+                log.warning("capsule_output_not_private", cid=text, error=str(e))
+        self.refresh_private()
+
+    def _mark(self, cid: Cid) -> None:
+        if self.keypair is None:
+            raise ColonyError("this node cannot sign private marks")
+        reason = self.trust.check(self.me, "member", time.time())
+        if reason is not None:
+            raise ColonyError(f"only a member may mark data private: {reason}")
+        mark = PrivateMark.issue(self.keypair, self.trust.require_colony(), cid,
+                                 self.trust.own_chain, time.time())  # fmt: skip
+        self.trust.set_private(str(cid), True, mark.to_bytes())
+
+    def _sign_unmarked(self) -> None:
+        """Roots marked with the daemon stopped (the CLI has no key at hand) are signed
+        at start: this node marked them."""
+        marks = self.trust.private_marks()
+        for root in self.trust.private_roots():
+            if root not in marks:
+                try:
+                    self._mark(Cid.parse(root))
+                except ColonyError as e:
+                    log.warning("private_mark_not_signed", cid=root, error=str(e))
+
+    def may_unmark(self, cid: str) -> str | None:
+        """None if this node may make `cid` public again, else why not."""
+        return self.trust.may_unmark(cid, self.me, time.time())
 
     def _log_refusal(self, peer: PeerId, event: str, reason: str) -> None:
         now = time.monotonic()
@@ -169,8 +323,15 @@ class TrustService:
     def set_private(self, text: str, private: bool) -> dict[str, Any]:
         """Mark (or unmark) the DAG under `text` as members-only; ColonyError if bad."""
         cid = str(Cid.parse(text))
-        roots = self.trust.set_private(cid, private)
+        if private:
+            self._mark(Cid.parse(cid))
+        else:
+            why = self.may_unmark(cid)
+            if why is not None:
+                raise ColonyError(why)
+            self.trust.set_private(cid, False)
         self.refresh_private()
+        roots = self.trust.private_roots()
         return {"cid": cid, "private": cid in roots, "roots": roots,
                 "private_blocks": len(self.private)}
 

@@ -8,7 +8,8 @@ Files (all written atomically; keys mode 0600):
     trust/chain.cbor        this node's certificate chain, root first
     trust/issued.cbor       certificates this node signed (for `cert ls` / `cert revoke`)
     trust/revocations.cbor  every revocation this node knows (own and learned)
-    trust/private.json      roots of DAGs served to colony members only
+    trust/private.json      roots of DAGs served to colony members only, with the
+                            signed private mark covering each (core/private_mark.py)
 
 No `colony.json` = open mode: the daemon behaves exactly as before colonies existed.
 
@@ -49,6 +50,7 @@ from overlay.core.cid import Cid
 from overlay.core.crypto import Envelope, KeyPair, PublicKey
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
+from overlay.core.private_mark import PrivateMark
 from overlay.core.wire import cbor_decode, cbor_encode
 from overlay.runtime.process.identity import load_identity, write_identity
 from store.blockstore import BlockStore
@@ -61,7 +63,7 @@ ISSUED_FILE = "issued.cbor"
 REVOCATIONS_FILE = "revocations.cbor"
 PRIVATE_FILE = "private.json"
 #: DAG roots a node may mark private.
-MAX_PRIVATE_ROOTS = 1024
+MAX_PRIVATE_ROOTS = 16384
 #: Certificates this node remembers having issued (oldest forgotten first).
 MAX_ISSUED = 10_000
 #: Refusals kept for `colony colony status` (newest last).
@@ -456,27 +458,66 @@ class Trust:
 
     # ------------------------------------------------------------ private data
 
-    def private_roots(self) -> list[str]:
-        """CIDs (text) of DAGs served only to members of the colony."""
+    def _private_file(self) -> dict[str, Any]:
         path = self.dir / PRIVATE_FILE
         if not path.exists():
-            return []
+            return {"roots": [], "marks": {}}
         try:
-            roots = json.loads(path.read_text())["roots"]
-            return [str(r) for r in roots][:MAX_PRIVATE_ROOTS]
+            data = json.loads(path.read_text())
+            roots = [str(r) for r in data["roots"]][:MAX_PRIVATE_ROOTS]
+            marks = {str(k): str(v) for k, v in dict(data.get("marks", {})).items()}
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"{path} is corrupt ({e}); fix or delete it") from None
+        return {"roots": roots, "marks": marks}
 
-    def set_private(self, cid: str, private: bool) -> list[str]:
-        """Mark (or unmark) the DAG under `cid` as members-only; returns the roots."""
+    def private_roots(self) -> list[str]:
+        """CIDs (text) of the stored DAGs served only to members of the colony: roots
+        marked here and roots fetched under a mark (which may lie inside the marked DAG)."""
+        return list(self._private_file()["roots"])
+
+    def private_marks(self) -> dict[str, bytes]:
+        """Private root (text) → the signed mark covering it (envelope bytes). Roots
+        marked before marks existed have none."""
+        out = {}
+        for root, text in self._private_file()["marks"].items():
+            try:
+                out[root] = bytes.fromhex(text)
+            except ValueError:
+                continue  # a damaged entry costs only its mark; the root stays private
+        return out
+
+    def set_private(self, cid: str, private: bool, mark: bytes | None = None) -> list[str]:
+        """Mark (or unmark) the DAG under `cid` as members-only, keeping `mark` (the
+        signed statement that covers it) with it; returns the roots. Who may unmark
+        is decided by the caller (services/trust.py)."""
         self.require_colony()
-        roots = [r for r in self.private_roots() if r != cid]
+        data = self._private_file()
+        roots = [r for r in data["roots"] if r != cid]
+        marks = {k: v for k, v in data["marks"].items() if k != cid}
         if private:
             if len(roots) >= MAX_PRIVATE_ROOTS:
                 raise ConfigError(f"at most {MAX_PRIVATE_ROOTS} private roots")
             roots.append(cid)
-        _write_atomic(self.dir / PRIVATE_FILE, json.dumps({"roots": roots}).encode())
+            if mark is not None:
+                marks[cid] = mark.hex()
+        body = json.dumps({"roots": roots, "marks": marks})
+        _write_atomic(self.dir / PRIVATE_FILE, body.encode())
         return roots
+
+    def may_unmark(self, cid: str, me: PeerId, now: float) -> str | None:
+        """None if node `me` may make `cid` public again, else why not: only the
+        member that signed its mark, or a holder of `admit` (an admin)."""
+        data = self.private_marks().get(cid)
+        if data is None or self.check(me, Role.ADMIT, now) is None:
+            return None
+        try:
+            marker = PrivateMark.from_bytes(data).marker
+        except ColonyError:
+            return None  # a damaged mark protects nothing; its root may be unmarked
+        if marker == me:
+            return None
+        return (f"{cid} was marked private by {marker}; only that member or an admin "
+                "(role admit) may make it public")
 
     def token_for(self, chain: Sequence[Certificate], bootstrap: Sequence[str]) -> str:
         return JoinToken(self.require_colony(), tuple(chain), tuple(bootstrap)).encode()
