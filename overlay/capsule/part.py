@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 #: Resource-ad tag carrying the executor slot count (gossip ads have no slot field).
 SLOTS_TAG = "slots="
 MAX_HIDDEN = 4096
+#: Capsule messages held while the part is inactive (see `CapsulePart`).
+MAX_HELD = 256
 #: Peers tracked as connected; `Connected` inputs beyond it are counted and dropped
 #: (such a peer only counts as unconnected: hidden a little longer, never wrongly kept).
 MAX_CONNECTED = 4096
@@ -146,7 +148,11 @@ class CapsulePart:
     has settled (`activate`): before that, its view would hold only this node, which
     would then lead every capsule alone — and a node restarted from its custody store
     would re-run leases the others already settled. Meanwhile capsule messages from
-    peers are dropped (their senders retry, as if this node were still starting).
+    peers are held (at most `MAX_HELD`, more are counted and dropped) and handed to
+    the core right after the first view: not every sender retries — a follower's
+    takeover hand-off to a node that just rejoined and now leads is sent once, and
+    dropping it left the capsule RUNNING with no process behind it (found by the
+    fault campaign: `colony sim campaign --seeds 1 --start 0 --only Leave`).
 
     Which peers are connected the part learns from the driver's `Connected` and
     `Disconnected` inputs (in the order the transport reported them; tracked while
@@ -170,6 +176,8 @@ class CapsulePart:
         self.dropped_unreachable = 0
         self.active = False
         self.dropped_inactive = 0
+        #: Peers' capsule messages received while inactive, handed over at `Activate`.
+        self._held: list[Received] = []
 
     def is_connected(self, peer: PeerId) -> bool:
         """As last reported by the driver (`Connected` / `Disconnected` inputs)."""
@@ -198,11 +206,18 @@ class CapsulePart:
         if not self.active and isinstance(
             inp, Received | MembersChanged | RefreshMembers | PeerUnreachable
         ):
-            self.dropped_inactive += 1
+            if isinstance(inp, Received) and len(self._held) < MAX_HELD:
+                self._held.append(inp)
+            else:
+                self.dropped_inactive += 1
             return []
         if isinstance(inp, Activate):
             self.active = True
-            inp = RefreshMembers()
+            effects = self.handle(RefreshMembers(), now)
+            held, self._held = self._held, []
+            for r in held:  # in arrival order, now that the core has its view
+                effects += self.core.handle(r, now)
+            return effects
         if isinstance(inp, MembersChanged | RefreshMembers):
             if isinstance(inp, MembersChanged):
                 fresh = inp
