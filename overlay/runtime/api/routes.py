@@ -6,7 +6,7 @@
 | routes_dht        | /v1/dht/findprovs, findpeer, put, get               |
 | routes_blocks     | /v1/publish, /v1/fetch                              |
 | routes_events     | /v1/events/send, /v1/events/watch                   |
-| routes_capsules, routes_doctor, services/trust | added by the daemon   |
+| routes_capsules, routes_doctor, routes_trust | added by the daemon    |
 
 Routes are thin translations to node commands and queries; each area gets only the
 interfaces it uses (overlay/runtime/context.py). Long operations (publish, fetch)

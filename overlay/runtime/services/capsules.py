@@ -5,7 +5,7 @@ receipts. This module gives it what it cannot do itself (DESIGN §7, docs/capsul
 
 - wire: `/colony/capsule/1.0.0`, one-way CBOR frames like gossip (`send` / `on_message`);
 - members: the live gossip set with resource ads → `MembersChanged` (`members_changed`,
-  wired in node_builder on every membership event);
+  wired in overlay.node.build_node on every membership event);
 - locality: `ProvidersWanted` → a DHT provider lookup per input CID → `LocalityHint`;
 - execution: `RunRequested` / `KillRequested` → `Attempts` (overlay/runtime/executors),
   through `Runs` (services/capsule_runs.py: a workflow child also gets its parents'
@@ -129,7 +129,7 @@ class CapsuleSetup:
     core: CapsuleCore
 
     def ad_fields(self) -> dict[str, Any]:
-        """Keyword arguments for node_builder.local_ad (what gossip advertises)."""
+        """Keyword arguments for host_ad.local_ad (what gossip advertises)."""
         x = self.executor
         return {"executors": self.kinds, "slots": x.slots, "labels": x.labels,
                 "location": x.location}  # fmt: skip
@@ -261,7 +261,7 @@ class CapsuleService:
     async def _refresh_ad(self) -> None:
         """Keep the gossiped ad's load and free memory current (placement scores idle
         cores), re-advertising only on a real change so gossip is not flooded."""
-        from overlay.runtime.services.host_ad import local_ad  # node_builder imports us
+        from overlay.runtime.services.host_ad import local_ad
 
         while True:
             await trio.sleep(AD_REFRESH_S)
