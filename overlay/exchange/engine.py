@@ -8,11 +8,13 @@ provider; after every provider failed it, the want is retried up to `max_rounds`
 times, then reported unavailable.
 
 Frame loss: a timeout is not DONT_HAVE. Frames are lost on the way (a full send queue
-at the provider or here, a full driver inbox), so a want that timed out is re-sent at
-once, to another provider if one has not timed out on it yet, else to the same ones
-again; it is reported unavailable only when every provider said DONT_HAVE (or became
-unreachable) in `max_rounds` rounds, or after `max_timeouts` timeouts in a row: about
-`max_timeouts * want_timeout_s` of silence, the bound the fetch's stall limit follows.
+at the provider or here, a full driver inbox, a reset stream), so a want that timed
+out is re-sent at once, to another provider if one has not timed out on it yet, else
+to the same ones again; a failed send to the only provider left (PeerUnreachable)
+counts as a timeout and keeps that provider. A want is reported unavailable only when
+every provider said DONT_HAVE (or became unreachable) in `max_rounds` rounds, or after
+`max_timeouts` timeouts: about `max_timeouts * want_timeout_s` of silence, the bound
+the fetch's stall limit follows.
 
 Verification: every block's bytes are hashed against its CID before it is handed on
 (the wire decoder rebuilds the CID from the prefix too, but in-process delivery skips
@@ -216,7 +218,7 @@ class Exchange:
         elif isinstance(inp, CancelFetch):
             self._cancel(inp.cids, out)
         elif isinstance(inp, PeerUnreachable):
-            self._drop_provider(inp.peer, now)
+            self._unreachable(inp.peer, now)
         else:
             return out
         self._dispatch(now, out)
@@ -235,6 +237,23 @@ class Exchange:
             w = self._wants[cid]
             if w.peer == peer:
                 self._release(cid, w, peer, failed=True)
+
+    def _unreachable(self, peer: PeerId, now: float) -> None:
+        """Frames to `peer` were dropped (its stream failed, a dial failed).
+
+        Another provider takes its wants; the only provider left is kept and asked
+        again, its wants counting a timeout each (forgotten, it left those wants
+        waiting for a provider until the fetch's stall limit).
+        """
+        if list(self._providers) != [peer]:
+            self._drop_provider(peer, now)
+            return
+        for cid in list(self._out):
+            w = self._wants[cid]
+            if w.peer == peer:
+                w.timeouts += 1
+                self._release(cid, w, peer, failed=False)
+                w.slow.append(peer)
 
     def _release(
         self, cid: bytes, w: _Want, peer: PeerId, *, failed: bool, requeue: bool = True
@@ -271,6 +290,9 @@ class Exchange:
         for cid in [*self._retry, *self._idle]:
             w = self._wants[cid]
             peer = self._pick(w)
+            if peer is None and not self._providers and (w.failed or w.timeouts or w.rounds):
+                unavailable.append(cid)  # every provider it was sent to is gone
+                continue
             if peer is None and w.slow:
                 # Every provider left timed out on it: its frames were lost, not
                 # refused. Ask them again now, unless it timed out too often.

@@ -286,3 +286,31 @@ def test_a_provider_that_only_times_out_is_given_up_after_max_timeouts() -> None
     router.run_for(10)
     (ev,) = router.of(BlockUnavailable)
     assert "timed out 4 times" in ev.reason and fetcher.stats.timeouts == 4
+
+
+def test_the_only_provider_unreachable_once_is_asked_again_not_stalled() -> None:
+    """A send to the only provider failed (its stream reset, the frames were dropped:
+    the daemon reports PeerUnreachable). Its wants are re-sent to it at once and the
+    fetch completes; before, the provider was forgotten and the wants waited for one
+    until the fetch's stall limit."""
+    blocks = {cid_of(bytes([i]) * 100): bytes([i]) * 100 for i in range(10)}
+    router, fetcher, (prov,) = colony(1, blocks, want_timeout_s=15.0)
+    router.hold = lambda src, dst, msg: dst == prov and not router.sends[:-1]
+    router.feed(fetcher.me, Fetch(tuple(blocks), (prov,)), 0.0)
+    assert router.drop_held() == 1  # the want-list was lost with the stream
+    router.feed(fetcher.me, PeerUnreachable(prov), 0.1)
+    router.run_until(1.0)
+    assert {b.cid for b in received(router)} == set(blocks)
+    assert router.of(BlockUnavailable) == [] and fetcher.providers == [prov]
+
+
+def test_the_only_provider_unreachable_for_good_is_reported_unavailable() -> None:
+    data = b"x" * 10
+    cid = cid_of(data)
+    router, fetcher, (prov,) = colony(1, {cid: data}, want_timeout_s=15.0, max_timeouts=3)
+    router.kill(prov)
+    router.feed(fetcher.me, Fetch((cid,), (prov,)), 0.0)
+    for t in (0.1, 0.2, 0.3):
+        router.feed(fetcher.me, PeerUnreachable(prov), t)
+    (ev,) = router.of(BlockUnavailable)
+    assert "3 times" in ev.reason and router.now < 1.0
