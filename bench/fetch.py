@@ -128,19 +128,22 @@ def repeat_run(tmp: Path, size: int, stack: str, n: int) -> dict[str, object]:
         cid = json.loads(r.stdout)["cid"]
         provider, fetcher = c.nodes
         times: list[float] = []
+        fetched = 0
         for i in range(n):
             colony_cmd(fetcher.home, "gc", "--json", timeout=300)  # fetch it all again
             t0 = time.perf_counter()
-            timed_fetch(fetcher, cid, [provider])
+            _, final = timed_fetch(fetcher, cid, [provider])
             times.append(time.perf_counter() - t0)
-            print(f"  fetch {i + 1}/{n}: {times[-1]:.2f} s", flush=True)
+            got = int(final["bytes_fetched"])  # type: ignore[call-overload]
+            fetched += got
+            print(f"  fetch {i + 1}/{n}: {times[-1]:.2f} s, {got / MiB:.1f} MiB", flush=True)
         median = sorted(times)[len(times) // 2]
         stalls = [round(t, 2) for t in times if t > STALL_FACTOR * median]
         drops = {name: node.api().call("GET", "/v1/stats")["drops"]
                  for name, node in (("provider", provider), ("fetcher", fetcher))}
         ex = fetcher.api().call("GET", "/v1/stats")["exchange"]
     return {"fetches": n, "mib": size // MiB, "median_s": round(median, 3),
-            "max_s": round(max(times), 3), "stalls": stalls,
+            "max_s": round(max(times), 3), "stalls": stalls, "mib_fetched": fetched // MiB,
             "fetcher_want_timeouts": ex["timeouts"], "fetcher_rewants": ex["rewants"],
             "drops": drops}
 
