@@ -224,6 +224,7 @@ class Daemon:
             "router.unroutable": self.router.unroutable,
             "events.slow_watcher": self.events.watcher_drops,
             "exchange.want_queue_full": self.exchange.stats.want_drops,
+            "dht.announces_lost": self.dht_client.announces_lost,
             "exchange.want_timeouts": self.exchange.stats.timeouts,
         }
         for proto, n in sorted(t.queue_full_by_protocol.items()):
