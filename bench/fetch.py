@@ -16,6 +16,11 @@ Prints, in one run, each with its limit and ratio:
     machine, and what the fetch path costs whatever the other load.
 
 Run: .venv/bin/python bench/fetch.py [--mib 64] [--stack native|py-libp2p]
+
+`--repeat N` instead fetches one dataset N times in a row between two daemons (the
+fetcher's copy is removed by `colony gc` before each fetch) and reports the stalls
+(fetches slower than 5x the median), the slowest fetch and every drop counter of both
+daemons (/v1/stats "drops"), e.g. `bench/fetch.py --repeat 300 --mib 64`.
 Loopback on a shared 2-core machine is noisy; all daemons and the client share it.
 """
 
@@ -109,13 +114,54 @@ def fetch_run(tmp: Path, size: int, stack: str, rate: int) -> tuple[float, float
         return one, three
 
 
+STALL_FACTOR = 5.0
+
+
+def repeat_run(tmp: Path, size: int, stack: str, n: int) -> dict[str, object]:
+    """`n` consecutive fetches of one dataset from one provider: times, stalls, drops."""
+    env = {"COLONY_NETWORK_STACK": stack}
+    with Cluster(tmp / f"r-{stack}", 2, env=env) as c:
+        c.wait_converged(60)
+        data = tmp / "repeat.bin"
+        data.write_bytes(deterministic_bytes(size, seed=65))
+        r = colony_cmd(c.nodes[0].home, "publish", str(data), "--json", timeout=300)
+        cid = json.loads(r.stdout)["cid"]
+        provider, fetcher = c.nodes
+        times: list[float] = []
+        fetched = 0
+        for i in range(n):
+            colony_cmd(fetcher.home, "gc", "--json", timeout=300)  # fetch it all again
+            t0 = time.perf_counter()
+            _, final = timed_fetch(fetcher, cid, [provider])
+            times.append(time.perf_counter() - t0)
+            got = int(final["bytes_fetched"])  # type: ignore[call-overload]
+            fetched += got
+            print(f"  fetch {i + 1}/{n}: {times[-1]:.2f} s, {got / MiB:.1f} MiB", flush=True)
+        median = sorted(times)[len(times) // 2]
+        stalls = [round(t, 2) for t in times if t > STALL_FACTOR * median]
+        drops = {name: node.api().call("GET", "/v1/stats")["drops"]
+                 for name, node in (("provider", provider), ("fetcher", fetcher))}
+        ex = fetcher.api().call("GET", "/v1/stats")["exchange"]
+    return {"fetches": n, "mib": size // MiB, "median_s": round(median, 3),
+            "max_s": round(max(times), 3), "stalls": stalls, "mib_fetched": fetched // MiB,
+            "fetcher_want_timeouts": ex["timeouts"], "fetcher_rewants": ex["rewants"],
+            "drops": drops}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mib", type=int, default=64, help="dataset size (MiB)")
     ap.add_argument("--stack", default="native", choices=("native", "py-libp2p"),
                     help="network stack of the daemons")
+    ap.add_argument("--repeat", type=int, default=0, metavar="N",
+                    help="only fetch the dataset N times in a row; report stalls and drops")
     args = ap.parse_args()
     size = args.mib * MiB
+    if args.repeat:
+        with tempfile.TemporaryDirectory() as tmp:
+            res = repeat_run(Path(tmp), size, args.stack, args.repeat)
+        print(json.dumps(res, indent=2))
+        return
     bulk = 128 * MiB
 
     # bench/transport.py reports MiB/s; everything here is in MB/s (10^6 bytes).

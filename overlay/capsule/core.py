@@ -37,6 +37,7 @@ from typing import Any
 from overlay.capsule import events as ev
 from overlay.capsule.custody import Custody, CustodyConfig, LocalityHint
 from overlay.capsule.executor import CapsuleExited, Executor, ExecutorConfig
+from overlay.capsule.leases import TERMINAL
 from overlay.capsule.members import Directory, MembersChanged, MemberView, ViewRefreshed
 from overlay.capsule.messages import (
     CancelRequest,
@@ -91,6 +92,10 @@ class QueryCapsule:
     capsule_id: str
 
 
+#: Capsule states (StatusReply.state) after which a cancel has nothing left to do.
+TERMINAL_NAMES: frozenset[str] = frozenset(s.value for s in TERMINAL)
+
+
 @dataclass(frozen=True, slots=True)
 class OriginConfig:
     submit_retry_s: float = 2.0
@@ -100,7 +105,9 @@ class OriginConfig:
 
 
 class Origin:
-    """The submitting side: retries a Submit until a leader acks it; reports statuses."""
+    """The submitting side: retries a Submit until a leader acks it, and a cancel until
+    the capsule's end is reported (a lost CancelRequest left it running); reports
+    statuses."""
 
     def __init__(self, me: PeerId, view: MemberView, config: OriginConfig, k_c: int) -> None:
         self.me = me
@@ -108,6 +115,8 @@ class Origin:
         self.config = config
         self.k_c = k_c
         self._pending: dict[str, tuple[Submit, int]] = {}
+        #: Cancels not yet seen to end their capsule: capsule id -> (request, key, tries).
+        self._cancels: dict[str, tuple[CancelRequest, int, int]] = {}
         self._watched: dict[str, None] = {}
         self.stats: dict[str, int] = {}
 
@@ -146,6 +155,8 @@ class Origin:
         return out
 
     def on_timer(self, timer: tuple[Any, ...], now: float) -> list[Effect]:
+        if timer[0] == "o.cancel":
+            return self._cancel_again(timer[1], now)
         item = self._pending.get(timer[1])
         if item is None:
             return []
@@ -159,9 +170,33 @@ class Origin:
         self._count("submit_retries")
         return self._send(msg, now)
 
-    def cancel(self, cmd: CancelCapsule, key: int) -> list[Effect]:
-        msg = CancelRequest(cmd.capsule_id, cmd.reason)
-        return [Send(p, msg) for p in self.view.closest(key, self.k_c)]
+    def cancel(self, cmd: CancelCapsule, key: int, now: float) -> list[Effect]:
+        cid = cmd.capsule_id
+        if cid not in self._cancels and len(self._cancels) >= self.config.max_pending:
+            self._count("cancels_dropped")  # the API reports the capsule still running
+            return []
+        msg = CancelRequest(cid, cmd.reason)
+        self._cancels[cid] = (msg, key, 1)
+        self._watch(cid)
+        return self._send_cancel(msg, key, now)
+
+    def _send_cancel(self, msg: CancelRequest, key: int, now: float) -> list[Effect]:
+        out: list[Effect] = [Send(p, msg) for p in self.view.closest(key, self.k_c)]
+        out.append(SetTimer(("o.cancel", msg.capsule_id), now + self.config.submit_retry_s))
+        return out
+
+    def _cancel_again(self, cid: str, now: float) -> list[Effect]:
+        item = self._cancels.get(cid)
+        if item is None:
+            return []
+        msg, key, tries = item
+        if tries >= self.config.submit_max_tries:
+            del self._cancels[cid]
+            self._count("cancels_unanswered")
+            return []
+        self._cancels[cid] = (msg, key, tries + 1)
+        self._count("cancel_retries")
+        return self._send_cancel(msg, key, now)
 
     def query(self, cmd: QueryCapsule, key: int) -> list[Effect]:
         self._watch(cmd.capsule_id)
@@ -170,7 +205,11 @@ class Origin:
     def on_status(self, msg: StatusReply) -> list[Effect]:
         if msg.capsule_id not in self._watched:
             return []
-        return [Emit(ev.CapsuleStatusKnown(msg.capsule_id, msg.state, msg.reason, msg.outputs,
+        out: list[Effect] = []
+        ended = msg.state in TERMINAL_NAMES
+        if ended and self._cancels.pop(msg.capsule_id, None) is not None:
+            out.append(CancelTimer(("o.cancel", msg.capsule_id)))
+        return [*out, Emit(ev.CapsuleStatusKnown(msg.capsule_id, msg.state, msg.reason, msg.outputs,
                                            msg.exit_status))]  # fmt: skip
 
 
@@ -266,7 +305,7 @@ class CapsuleCore:
         if isinstance(inp, SubmitCapsule):
             return self.origin.submit(inp, now)
         if isinstance(inp, CancelCapsule):
-            return self.origin.cancel(inp, capsule_key(inp.capsule_id))
+            return self.origin.cancel(inp, capsule_key(inp.capsule_id), now)
         if isinstance(inp, QueryCapsule):
             return self.origin.query(inp, capsule_key(inp.capsule_id))
         if isinstance(inp, LocalityHint):

@@ -295,9 +295,11 @@ class Leasing:
 
     def on_cancel(self, peer: PeerId, msg: CancelRequest, now: float) -> list[Effect]:
         e = self.table.entries.get(msg.capsule_id)
-        if e is None or not e.leading or e.syncing or e.record.terminal:
+        if e is None or not e.leading or e.syncing:
             return []
         rec = e.record
+        if rec.terminal:  # already over (its end may have been lost): stop the retries
+            return [Send(peer, status_reply(rec))]
         if peer not in (rec.origin, rec.capsule.submitter):
             self._count("cancel_unauthorized")
             return []

@@ -258,7 +258,18 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    _print(_client(args).call("GET", "/v1/stats"), True)
+    stats = _client(args).call("GET", "/v1/stats")
+    if args.json or not isinstance(stats, dict):
+        _print(stats, True)
+        return 0
+    for group, values in stats.items():
+        if not isinstance(values, dict):
+            print(f"{group}: {values}")
+            continue
+        print(f"{group}:")
+        for name, value in values.items():
+            if not isinstance(value, dict):  # per-peer maps: --json
+                print(f"  {name:<34} {value}")
     return 0
 
 
@@ -340,7 +351,8 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     q = client_cmd("fetch", "fetch a DAG by CID from the colony (resumable)", _fetch)
     q.add_argument("cid")
     q.add_argument("-o", "--output", help="also write the content to this path")
-    client_cmd("stats", "node statistics (driver, dht, gossip, exchange, store)", _stats)
+    client_cmd("stats", "node statistics (driver, dht, gossip, exchange, drops: every frame, "
+               "input or event dropped, by where; store)", _stats)
     q = client_cmd("events", "user events: send NAME PAYLOAD | watch", _events)
     q.add_argument("events_cmd", choices=["send", "watch"])
     q.add_argument("name", nargs="?", default="")

@@ -3,9 +3,18 @@
 Fetching: each wanted CID is asked (want-block, send-dont-have) of one provider at a
 time; the provider is the one with the fewest requests in flight that has not yet
 failed this CID, so a DAG's blocks spread over every provider in parallel and a slow
-provider gets less work. DONT_HAVE, a timeout or an unreachable peer moves the want to
-the next provider; after every provider failed it, the want is retried up to
-`max_rounds` times, then reported unavailable.
+provider gets less work. DONT_HAVE or an unreachable peer moves the want to the next
+provider; after every provider failed it, the want is retried up to `max_rounds`
+times, then reported unavailable.
+
+Frame loss: a timeout is not DONT_HAVE. Frames are lost on the way (a full send queue
+at the provider or here, a full driver inbox, a reset stream), so a want that timed
+out is re-sent at once, to another provider if one has not timed out on it yet, else
+to the same ones again; a failed send to the only provider left (PeerUnreachable)
+counts as a timeout and keeps that provider. A want is reported unavailable only when
+every provider said DONT_HAVE (or became unreachable) in `max_rounds` rounds, or after
+`max_timeouts` timeouts: about `max_timeouts * want_timeout_s` of silence, the bound
+the fetch's stall limit follows.
 
 Verification: every block's bytes are hashed against its CID before it is handed on
 (the wire decoder rebuilds the CID from the prefix too, but in-process delivery skips
@@ -72,6 +81,8 @@ class ExchangeConfig:
     max_inflight_per_peer: int = 32
     #: Full passes over the provider list before a want is reported unavailable.
     max_rounds: int = 2
+    #: Timeouts of one want (lost frames, silent providers) before it is unavailable.
+    max_timeouts: int = 4
     #: Bytes of blocks per response message (Bitswap messages are ≤ 4 MiB).
     max_response_bytes: int = 2 * 1024 * 1024
     #: Unsolicited blocks tolerated from one peer before it is disconnected.
@@ -130,7 +141,10 @@ class _Want:
     peer: PeerId | None = None
     deadline: float = 0.0
     failed: list[PeerId] = field(default_factory=list)
+    #: Providers whose answer to this want was lost (timed out) in the current pass.
+    slow: list[PeerId] = field(default_factory=list)
     rounds: int = 0
+    timeouts: int = 0
 
 
 @dataclass(slots=True)
@@ -143,6 +157,8 @@ class ExchangeStats:
     bytes_served: int = 0
     dont_have_sent: int = 0
     timeouts: int = 0
+    #: Wants re-sent after a timeout (the answer or the want was lost on the way).
+    rewants: int = 0
     want_drops: int = 0
     received_by_peer: dict[PeerId, int] = field(default_factory=dict)
 
@@ -202,7 +218,7 @@ class Exchange:
         elif isinstance(inp, CancelFetch):
             self._cancel(inp.cids, out)
         elif isinstance(inp, PeerUnreachable):
-            self._drop_provider(inp.peer, now)
+            self._unreachable(inp.peer, now)
         else:
             return out
         self._dispatch(now, out)
@@ -221,6 +237,23 @@ class Exchange:
             w = self._wants[cid]
             if w.peer == peer:
                 self._release(cid, w, peer, failed=True)
+
+    def _unreachable(self, peer: PeerId, now: float) -> None:
+        """Frames to `peer` were dropped (its stream failed, a dial failed).
+
+        Another provider takes its wants; the only provider left is kept and asked
+        again, its wants counting a timeout each (forgotten, it left those wants
+        waiting for a provider until the fetch's stall limit).
+        """
+        if list(self._providers) != [peer]:
+            self._drop_provider(peer, now)
+            return
+        for cid in list(self._out):
+            w = self._wants[cid]
+            if w.peer == peer:
+                w.timeouts += 1
+                self._release(cid, w, peer, failed=False)
+                w.slow.append(peer)
 
     def _release(
         self, cid: bytes, w: _Want, peer: PeerId, *, failed: bool, requeue: bool = True
@@ -243,7 +276,7 @@ class Exchange:
         best_load = self.config.max_inflight_per_peer
         for p in self._providers:
             load = self._inflight.get(p, 0)
-            if load < best_load and p not in w.failed:
+            if load < best_load and p not in w.failed and p not in w.slow:
                 best, best_load = p, load
         return best
 
@@ -257,6 +290,17 @@ class Exchange:
         for cid in [*self._retry, *self._idle]:
             w = self._wants[cid]
             peer = self._pick(w)
+            if peer is None and not self._providers and (w.failed or w.timeouts or w.rounds):
+                unavailable.append(cid)  # every provider it was sent to is gone
+                continue
+            if peer is None and w.slow:
+                # Every provider left timed out on it: its frames were lost, not
+                # refused. Ask them again now, unless it timed out too often.
+                if w.timeouts >= self.config.max_timeouts:
+                    unavailable.append(cid)
+                    continue
+                w.slow.clear()
+                peer = self._pick(w)
             if peer is None and w.failed and len(w.failed) >= len(self._providers):
                 # Every provider failed this CID: start another round or give up.
                 w.rounds += 1
@@ -268,6 +312,8 @@ class Exchange:
             if peer is None:
                 continue  # all providers busy (or none yet): wait for capacity
             w.peer = peer
+            if w.timeouts:
+                self.stats.rewants += 1
             w.deadline = now + self.config.want_timeout_s
             self._inflight[peer] = self._inflight.get(peer, 0) + 1
             self._unidle(cid)
@@ -278,19 +324,17 @@ class Exchange:
         for cid in unavailable:
             w = self._wants.pop(cid)
             self._unidle(cid)
-            tried = len(self._providers)
-            out.append(
-                Emit(
-                    BlockUnavailable(
-                        cid,
-                        f"no provider delivered it ({tried} providers, {w.rounds} rounds)"
-                        if tried
-                        else "no providers known",
-                    )
-                )
-            )
+            out.append(Emit(BlockUnavailable(cid, self._why(w))))
         for peer, entries in batches.items():
             out.append(Send(peer, BitswapMessage(wants=tuple(entries))))
+
+    def _why(self, w: _Want) -> str:
+        tried = len(self._providers)
+        if not tried:
+            return "no providers known"
+        if w.timeouts >= self.config.max_timeouts:
+            return f"no provider answered: timed out {w.timeouts} times ({tried} providers)"
+        return f"no provider delivered it ({tried} providers, {w.rounds} rounds)"
 
     def _on_timeouts(self, now: float, out: list[Effect]) -> None:
         cancels: dict[PeerId, list[WantEntry]] = {}
@@ -300,7 +344,9 @@ class Exchange:
                 break
             peer = w.peer
             self.stats.timeouts += 1
-            self._release(cid, w, peer, failed=True)
+            w.timeouts += 1
+            self._release(cid, w, peer, failed=False)
+            w.slow.append(peer)
             cancels.setdefault(peer, []).append(WantEntry(cid, cancel=True))
         for peer, entries in cancels.items():
             out.append(Send(peer, BitswapMessage(wants=tuple(entries))))

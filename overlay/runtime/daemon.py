@@ -202,7 +202,7 @@ class Daemon:
             load_or_create_token(self.home), keypair=self.keypair, node=self,
             cores=driver, network=t, membership=self.membership, dht=self.dht_client,
             blocks=self.blocks, events=self.events, spawn=self.spawn,
-            stats=CoreStats(driver, self.kad, self.swim, self.exchange),
+            stats=CoreStats(driver, self.kad, self.swim, self.exchange, self._drops),
         )
         add_capsule_routes(api, self.capsules, self.keypair, self.blocks)
         add_doctor_routes(api, DoctorSources(
@@ -210,6 +210,29 @@ class Daemon:
             lambda: getattr(self, "dialer", None)))  # the dialer starts after the API
         add_trust_routes(api, self.trust_service)
         return api
+
+    def _drops(self) -> dict[str, int]:
+        """Every frame, input or event dropped on purpose, by where (/v1/stats "drops").
+
+        Each is recovered from by its protocol (docs/capsules.md "Lost messages").
+        """
+        t = self.t.stats
+        out = {
+            "transport.queue_full": t.frames_dropped_queue_full,
+            "transport.send_failed": t.frames_dropped_send_failed,
+            "transport.events": t.events_dropped,
+            "transport.handler_error": t.handler_errors,
+            "driver.inbox_full": self.driver.stats.inputs_dropped,
+            "router.bitswap_filtered": self.router.bitswap_filtered,
+            "router.unroutable": self.router.unroutable,
+            "events.slow_watcher": self.events.watcher_drops,
+            "exchange.want_queue_full": self.exchange.stats.want_drops,
+            "dht.announces_lost": self.dht_client.announces_lost,
+            "exchange.want_timeouts": self.exchange.stats.timeouts,
+        }
+        for proto, n in sorted(t.queue_full_by_protocol.items()):
+            out[f"transport.queue_full.{proto}"] = n
+        return out
 
     # ------------------------------------------------------------ lifecycle
 

@@ -84,6 +84,7 @@ class Driver:
         self._seq = itertools.count()
         self._offset = wall_offset
         self.stats = DriverStats()
+        self._drop_logged_at = float("-inf")
 
     # ------------------------------------------------------------ inputs
 
@@ -103,6 +104,13 @@ class Driver:
             return True
         except trio.WouldBlock:
             self.stats.inputs_dropped += 1
+            now = trio.current_time()
+            if now - self._drop_logged_at >= 1.0:  # rate-limited: a flood is many drops
+                self._drop_logged_at = now
+                peer = getattr(inp, "peer", None)
+                log.debug("input_dropped_inbox_full", input=type(inp).__name__,
+                          peer=str(peer) if peer is not None else None,
+                          total=self.stats.inputs_dropped)
             return False
 
     async def submit_wait(self, inp: object) -> None:

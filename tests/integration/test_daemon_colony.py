@@ -107,6 +107,18 @@ def test_fetch_byte_identical_from_several_providers(
     assert len(third["providers"]) >= 2, third["providers"]  # type: ignore[arg-type]
 
 
+def test_every_drop_counter_is_shown_by_stats(colony: Cluster) -> None:
+    """/v1/stats "drops" names every place a frame, input or event can be dropped;
+    `colony stats` shows them (human and --json)."""
+    home = colony.nodes[13].home
+    drops = json.loads(colony_cmd(home, "stats", "--json").stdout)["drops"]
+    for name in ("transport.queue_full", "transport.send_failed", "driver.inbox_full",
+                 "router.unroutable", "events.slow_watcher", "exchange.want_timeouts"):
+        assert isinstance(drops[name], int), name
+    human = colony_cmd(home, "stats").stdout
+    assert "drops:" in human and "transport.queue_full" in human
+
+
 def test_sigkilled_daemon_is_marked_dead_then_rejoins(colony: Cluster) -> None:
     colony.wait_converged(timeout=120)
     victim = colony.nodes[-1]

@@ -434,6 +434,7 @@ def test_unreachable_peer_bounded_queue_and_send_failed_event() -> None:
             accepted = [a.post(ghost, P, b"x" * 100) for _ in range(20)]
             assert accepted[:8] == [True] * 8 and not any(accepted[8:])  # 8 frames max
             assert a.stats.frames_dropped_queue_full == 12
+            assert a.stats.queue_full_by_protocol == {P: 12}  # /v1/stats "drops"
             failed = await next_event(a, SendFailed)
             assert failed.peer == ghost and failed.frames_dropped == 8
             assert failed.reason.startswith("dial_failed")

@@ -6,7 +6,7 @@ Prometheus metrics.
 | GET  /v1/id       | {id, addrs, api_port}                                     |
 | GET  /v1/members  | [{id, state, incarnation, addrs, rtt_ms, self, ad}] (?all=1: gone too) |
 | GET  /v1/peers    | [peer id] connected                                       |
-| GET  /v1/stats    | {id, driver, dht, gossip, exchange, store, connected_peers} |
+| GET  /v1/stats    | {id, driver, dht, gossip, exchange, drops, store, connected_peers} |
 | POST /v1/leave    | {left: true}; the daemon stops a moment later             |
 | GET  /metrics     | Prometheus text                                           |
 
@@ -25,6 +25,8 @@ from overlay.runtime.api.metrics import StatsCollector, render
 from overlay.runtime.api.server import ApiServer, Request, Response
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from dht.core import Kademlia
     from gossip.members import MemberInfo
     from gossip.swim import Swim
@@ -56,6 +58,8 @@ class CoreStats:
     kad: Kademlia
     swim: Swim
     exchange: Exchange
+    #: Every counter of frames, messages or events dropped on purpose, by name.
+    drops: Callable[[], dict[str, int]] = dict
 
     def driver_stats(self) -> DriverStats:
         return self.driver.stats
@@ -121,6 +125,7 @@ def add_node_routes(
             "dht": stats.dht_counters(),
             "gossip": _plain(stats.gossip_stats()),
             "exchange": _plain(stats.exchange_stats()),
+            "drops": stats.drops(),
             "store": dataclasses.asdict(store.stat()),  # slotted: no vars()
             "connected_peers": len(network.connected_peers()),
         }

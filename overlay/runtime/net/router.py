@@ -79,6 +79,10 @@ class Router:
         self._kad_server = kad_server
         self._filter = bitswap_filter
         self._routes = tuple(routes)
+        #: Inbound Bitswap messages the trust filter dropped whole (non-members).
+        self.bitswap_filtered = 0
+        #: Outbound messages of no known protocol (a bug: logged at error).
+        self.unroutable = 0
 
     def register(self) -> None:
         t = self._t
@@ -105,6 +109,7 @@ class Router:
             raise RemoteProtocolError(f"bad bitswap message: {e}") from None
         kept = self._filter(peer, msg)  # colony mode: members-only data
         if kept is None:
+            self.bitswap_filtered += 1
             return  # logged by the trust service
         self._submit(Received(peer, kept))
 
@@ -141,4 +146,5 @@ class Router:
                 if isinstance(msg, types):
                     route(peer, msg)
                     return
+            self.unroutable += 1
             log.error("unroutable_message", type=type(msg).__name__)

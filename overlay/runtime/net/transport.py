@@ -128,6 +128,7 @@ class Transport(InboundMixin):
         self._queued_bytes: dict[PeerId, int] = {}
         self._pending: dict[int, Pending] = {}
         self._rids = itertools.count(1)
+        self._drop_logged_at = float("-inf")
         self._addrs: dict[PeerId, list[str]] = {}
         self._backoff: dict[PeerId, tuple[float, float]] = {}  # peer → (until, last delay)
         self._connected: set[PeerId] = set()
@@ -407,15 +408,27 @@ class Transport(InboundMixin):
         frame = self._encode_message(ch.codec, obj)
         queued = self._queued_bytes.get(peer, 0)
         if queued + len(frame) > self.config.queue_bytes_per_peer:
-            self.stats.frames_dropped_queue_full += 1
+            self._queue_full(peer, protocol, queued)
             return False
         try:
             ch.tx.send_nowait(Item(frame))
         except (trio.WouldBlock, trio.ClosedResourceError):
-            self.stats.frames_dropped_queue_full += 1
+            self._queue_full(peer, protocol, queued)
             return False
         self._queued_bytes[peer] = queued + len(frame)
         return True
+
+    def _queue_full(self, peer: PeerId, protocol: str, queued: int) -> None:
+        """Count a frame `post` dropped; log it at debug, at most once a second."""
+        st = self.stats
+        st.frames_dropped_queue_full += 1
+        by = st.queue_full_by_protocol
+        by[protocol] = by.get(protocol, 0) + 1
+        now = trio.current_time()
+        if now - self._drop_logged_at >= 1.0:
+            self._drop_logged_at = now
+            log.debug("frame_dropped_queue_full", peer=str(peer), protocol=protocol,
+                      queued_bytes=queued, total=st.frames_dropped_queue_full)
 
     async def send(
         self, peer: PeerId, protocol: str, obj: object, timeout: float | None = None

@@ -155,6 +155,8 @@ class TransportStats:
     request_timeouts: int = 0
     frames_dropped_queue_full: int = 0
     frames_dropped_send_failed: int = 0
+    #: Frames dropped by `post` (queue full), by protocol.
+    queue_full_by_protocol: dict[str, int] = field(default_factory=dict)
     unmatched_responses: int = 0
     handler_errors: int = 0
     events_dropped: int = 0

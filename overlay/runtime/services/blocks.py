@@ -27,7 +27,13 @@ import trio
 from dht.api import GetProviders
 from overlay.core.cid import Cid
 from overlay.core.errors import ColonyError
-from overlay.exchange.engine import BlockReceived, BlockUnavailable, CancelFetch, Fetch
+from overlay.exchange.engine import (
+    BlockReceived,
+    BlockUnavailable,
+    CancelFetch,
+    ExchangeConfig,
+    Fetch,
+)
 from overlay.runtime.services.fetch import BlockWriter, FetchProgress, FetchSession
 from overlay.runtime.services.host_ad import str_addrs
 
@@ -38,8 +44,12 @@ if TYPE_CHECKING:
 
 #: Providers one fetch asks at most.
 MAX_PROVIDERS = 8
-#: A fetch with no new block for this long gives up (what it got stays stored).
-STALL_TIMEOUT_S = 60.0
+_EXCHANGE = ExchangeConfig()
+#: A fetch with no new block for this long gives up (what it got stays stored). The
+#: exchange re-wants a want whose answer was lost every `want_timeout_s` and reports
+#: it unavailable after `max_timeouts` of them; the stall limit is one timeout longer,
+#: so a fetch is cancelled as stalled only when the exchange is not settling it.
+STALL_TIMEOUT_S = _EXCHANGE.want_timeout_s * (_EXCHANGE.max_timeouts + 1)
 #: How often `fetch_dag` looks at its session.
 POLL_S = 0.02
 #: Provider lookup bound of `fetch_dag` (the API's fetch allows the DHT default).

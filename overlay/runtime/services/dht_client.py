@@ -11,6 +11,10 @@ logic (the core decides what to send and when a lookup ends):
   answer in the kad-dht spec;
 - outbound kad requests (`send`): ADD_PROVIDER is posted, every other request runs as
   a background request whose reply (or failure: `PeerUnreachable`) goes back to the core.
+  A fetch announces every block it got, so ADD_PROVIDERs to one peer can overflow its
+  send queue: one dropped there is posted again after `REPOST_DELAYS_S` (at most
+  `MAX_REPOSTING` at a time); one still dropped is counted in `announces_lost` (the
+  next reprovide repairs it).
 
 One counter numbers both command and inbound ids, so they never collide in the core.
 Bounds: waiters exist only while their caller waits (`timeout_s`, `KAD_SERVE_TIMEOUT_S`)
@@ -40,6 +44,10 @@ log = structlog.get_logger("colony.daemon")
 
 #: An inbound kad request the core has not answered by then gets no reply.
 KAD_SERVE_TIMEOUT_S = 10.0
+#: Waits before posting a dropped ADD_PROVIDER again (its queue was full).
+REPOST_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+#: ADD_PROVIDERs waiting to be posted again at most (more are counted as lost).
+MAX_REPOSTING = 4096
 
 
 class _Waiter:
@@ -63,6 +71,9 @@ class DhtClient:
         self._ids = itertools.count(1)
         self._waiters: dict[int, _Waiter] = {}
         self._inbound: dict[int, _Waiter] = {}
+        self._reposting = 0
+        #: ADD_PROVIDERs dropped (queue full) and still dropped after every repost.
+        self.announces_lost = 0
 
     @property
     def pending(self) -> int:
@@ -123,9 +134,26 @@ class DhtClient:
 
     def send(self, peer: PeerId, req: DhtRequest) -> None:
         if req.msg.type == MessageType.ADD_PROVIDER:
-            self._net.post(peer, self.protocol, req.msg.to_wire())
+            wire = req.msg.to_wire()
+            if not self._net.post(peer, self.protocol, wire):
+                if self._reposting >= MAX_REPOSTING:
+                    self.announces_lost += 1
+                else:
+                    self._reposting += 1
+                    self._spawn(self._repost, peer, wire)
         else:
             self._spawn(self._request, peer, req)
+
+    async def _repost(self, peer: PeerId, wire: bytes) -> None:
+        """Post a dropped ADD_PROVIDER again once the peer's queue has drained."""
+        try:
+            for delay in REPOST_DELAYS_S:
+                await trio.sleep(delay)
+                if self._net.post(peer, self.protocol, wire):
+                    return
+            self.announces_lost += 1
+        finally:
+            self._reposting -= 1
 
     async def _request(self, peer: PeerId, req: DhtRequest) -> None:
         try:

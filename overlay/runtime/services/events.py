@@ -39,6 +39,8 @@ class EventBus:
         self._handlers: list[Callable[[object], None]] = []
         self._log: deque[Stamped] = deque(maxlen=max_events)
         self._watchers: list[trio.MemorySendChannel[Stamped]] = []
+        #: Events a slow watcher missed (its channel was full).
+        self.watcher_drops = 0
 
     def subscribe(self, handler: Callable[[object], None]) -> None:
         """Call `handler(event)` for every event, in subscription order."""
@@ -69,7 +71,7 @@ class EventBus:
             try:
                 ch.send_nowait(stamped)
             except trio.WouldBlock:
-                pass  # a slow watcher misses events rather than stalling the node
+                self.watcher_drops += 1  # a slow watcher misses events, the node goes on
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._watchers.remove(ch)  # its reader is gone
                 ch.close()

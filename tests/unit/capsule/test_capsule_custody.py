@@ -404,3 +404,29 @@ def test_executor_resends_its_receipt_with_backoff_until_settled_or_revoked() ->
     assert [e.event.reason for e in out if isinstance(e, Emit)] == [
         "no custodian answered in 900 s"
     ]
+
+
+def test_a_lost_cancel_is_sent_again_until_the_capsule_ends() -> None:
+    """Every copy of the first CancelRequest is dropped (a full send queue): the
+    origin sends it again after `submit_retry_s` and the capsule is cancelled; once
+    its end is reported the origin stops sending it."""
+    from overlay.capsule.messages import CancelRequest
+
+    m = Mini()
+    cap = next(c for c in (m.capsule(via=0, name=f"c{i}") for i in range(50))
+               if m.leader(c) != m.peers[0])  # the leader's copy goes on the wire
+    m.submit(cap, via=0)
+    m.run(1)
+    first = {"open": True}
+    m.router.hold = lambda src, dst, msg: isinstance(msg, CancelRequest) and first["open"]
+    m.router.inject(m.peers[0], CancelCapsule(cap.id, "changed my mind"))
+    first["open"] = False
+    assert m.router.drop_held() >= 1  # the custodians' copies (ours is local)
+    m.run(1)
+    assert m.record(cap).state is State.RUNNING  # lost: nothing happened yet
+    m.run(2)
+    assert m.record(cap).state is State.CANCELLED
+    assert m.cores[m.peers[0]].origin.stats.get("cancel_retries") == 1
+    sent = len([s for s in m.router.sends if isinstance(s[2], CancelRequest)])
+    m.run(10)
+    assert len([s for s in m.router.sends if isinstance(s[2], CancelRequest)]) == sent

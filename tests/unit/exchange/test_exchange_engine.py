@@ -97,8 +97,8 @@ def test_timeout_moves_want_and_unavailable_after_rounds() -> None:
     router.inject(fetcher.me, Fetch((cid,), (providers[0],)))
     router.run_for(5)
     (ev,) = [e for _, _, e in router.emitted if isinstance(e, BlockUnavailable)]
-    assert ev.cid == cid and "1 providers" in ev.reason
-    assert fetcher.stats.timeouts == 2  # two rounds
+    assert ev.cid == cid and "timed out 4 times (1 providers)" in ev.reason
+    assert fetcher.stats.timeouts == 4  # max_timeouts: a silent provider is asked again
     router.inject(fetcher.me, Fetch((cid,), (providers[1],)))
     router.run_for(5)
     assert [b.cid for b in received(router)] == [cid]
@@ -233,7 +233,8 @@ def test_wants_lost_twice_are_reported_unavailable_behind_a_full_window() -> Non
     from overlay.exchange.engine import TIMER
 
     me, prov = peer(100), peer(1)
-    ex = Exchange(me, DictSource(), ExchangeConfig(max_inflight_per_peer=2, want_timeout_s=1.0))
+    ex = Exchange(me, DictSource(), ExchangeConfig(max_inflight_per_peer=2, want_timeout_s=1.0,
+                                                 max_timeouts=2))
     wants = tuple(cid_of(i.to_bytes(4, "big")) for i in range(6))
     ex.handle(Fetch(wants, (prov,)), 0.0)
     gone: dict[bytes, float] = {}
@@ -246,3 +247,70 @@ def test_wants_lost_twice_are_reported_unavailable_behind_a_full_window() -> Non
     # Retried before never-sent wants: the first window fails twice and is settled
     # at its second timeout, not after the whole queue has been cycled through.
     assert gone[wants[0]] == gone[wants[1]] == 2
+
+
+def test_a_dropped_response_is_re_wanted_from_the_only_provider_until_it_arrives() -> None:
+    """Frame loss (a provider's full send queue) is not DONT_HAVE: the only provider's
+    responses carrying one block are dropped three times in a row; the want is re-sent
+    to it on every timeout and the block arrives, it is never reported unavailable."""
+    blocks = {cid_of(bytes([i]) * 100): bytes([i]) * 100 for i in range(20)}
+    lost = next(iter(blocks))
+    router, fetcher, (prov,) = colony(1, blocks, want_timeout_s=1.0)
+    drops = {"left": 3}
+
+    def lose(src: PeerId, dst: PeerId, msg: Any) -> bool:
+        if src == prov and any(b.cid == lost for b in msg.blocks) and drops["left"]:
+            drops["left"] -= 1
+            return True
+        return False
+
+    router.hold = lose
+    router.inject(fetcher.me, Fetch(tuple(blocks), (prov,)))
+    router.run_for(10)
+    router.drop_held()
+    assert router.of(BlockUnavailable) == []
+    assert {b.cid for b in received(router)} == set(blocks)
+    assert fetcher.stats.timeouts == 3 * len(blocks)  # the lost responses held them all
+    assert fetcher.stats.rewants == 3 * len(blocks) and fetcher.wanted() == []
+    t_lost = next(t for t, _, e in router.emitted
+                  if isinstance(e, BlockReceived) and e.cid == lost)
+    assert t_lost < 3 * 1.0 + 0.5  # re-wanted at each timeout, not after a stall
+
+
+def test_a_provider_that_only_times_out_is_given_up_after_max_timeouts() -> None:
+    data = b"x" * 10
+    cid = cid_of(data)
+    router, fetcher, (prov,) = colony(1, {cid: data}, want_timeout_s=1.0, max_timeouts=4)
+    router.kill(prov)
+    router.inject(fetcher.me, Fetch((cid,), (prov,)))
+    router.run_for(10)
+    (ev,) = router.of(BlockUnavailable)
+    assert "timed out 4 times" in ev.reason and fetcher.stats.timeouts == 4
+
+
+def test_the_only_provider_unreachable_once_is_asked_again_not_stalled() -> None:
+    """A send to the only provider failed (its stream reset, the frames were dropped:
+    the daemon reports PeerUnreachable). Its wants are re-sent to it at once and the
+    fetch completes; before, the provider was forgotten and the wants waited for one
+    until the fetch's stall limit."""
+    blocks = {cid_of(bytes([i]) * 100): bytes([i]) * 100 for i in range(10)}
+    router, fetcher, (prov,) = colony(1, blocks, want_timeout_s=15.0)
+    router.hold = lambda src, dst, msg: dst == prov and not router.sends[:-1]
+    router.feed(fetcher.me, Fetch(tuple(blocks), (prov,)), 0.0)
+    assert router.drop_held() == 1  # the want-list was lost with the stream
+    router.feed(fetcher.me, PeerUnreachable(prov), 0.1)
+    router.run_until(1.0)
+    assert {b.cid for b in received(router)} == set(blocks)
+    assert router.of(BlockUnavailable) == [] and fetcher.providers == [prov]
+
+
+def test_the_only_provider_unreachable_for_good_is_reported_unavailable() -> None:
+    data = b"x" * 10
+    cid = cid_of(data)
+    router, fetcher, (prov,) = colony(1, {cid: data}, want_timeout_s=15.0, max_timeouts=3)
+    router.kill(prov)
+    router.feed(fetcher.me, Fetch((cid,), (prov,)), 0.0)
+    for t in (0.1, 0.2, 0.3):
+        router.feed(fetcher.me, PeerUnreachable(prov), t)
+    (ev,) = router.of(BlockUnavailable)
+    assert "3 times" in ev.reason and router.now < 1.0

@@ -159,3 +159,36 @@ async def _both(a: Any, b: Any) -> tuple[Any, Any]:
         n.start_soon(one, 0, a)
         n.start_soon(one, 1, b)
     return out[0], out[1]
+
+
+class FullNet(Net):
+    """A peer's send queue that refuses the first `full` posts (frames dropped)."""
+
+    def __init__(self, full: int) -> None:
+        super().__init__(None)
+        self.full = full
+
+    def post(self, peer: Any, protocol: str, obj: Any) -> bool:
+        if self.full:
+            self.full -= 1
+            return False
+        return super().post(peer, protocol, obj)
+
+
+def test_an_add_provider_dropped_at_a_full_queue_is_posted_again() -> None:
+    add = DhtRequest(7, KadMessage(MessageType.ADD_PROVIDER, key=b"block"))
+
+    async def test(client: DhtClient, driver: Driver) -> None:
+        client.send(A, add)
+        assert net.posts == []  # dropped: the queue was full
+        await trio.sleep(1.0)  # reposted after 0.25 s (refused), then 0.5 s (taken)
+        assert [p[2] for p in net.posts] == [add.msg.to_wire()]
+        assert client.announces_lost == 0
+        never = FullNet(100)
+        client._net = never  # type: ignore[assignment]
+        client.send(A, add)
+        await trio.sleep(sum(dht_client.REPOST_DELAYS_S) + 1)
+        assert never.posts == [] and client.announces_lost == 1
+
+    net = FullNet(2)
+    run(test, SlowKad(), net)
