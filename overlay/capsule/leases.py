@@ -39,6 +39,22 @@ from overlay.core.ids import PeerId
 
 MAX_EXCLUDED = 16
 MAX_REASON = 512
+MAX_CONFIG = 16
+#: Bits of a fencing token below the epoch: `token = epoch << EPOCH_SHIFT | n`.
+EPOCH_SHIFT = 22
+
+#: A custody ballot `(epoch, leader id bytes)`, totally ordered (docs/capsules.md,
+#: "Custody epochs"); `NO_BALLOT` is below every real one.
+Ballot = tuple[int, bytes]
+NO_BALLOT: Ballot = (0, b"")
+
+
+def ballot_from_wire(epoch: Any, leader: Any, what: str) -> Ballot:
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < 1 << 41:
+        raise MalformedFrame(f"{what} epoch must be an integer below 2^41")
+    if not isinstance(leader, bytes) or len(leader) > 64:
+        raise MalformedFrame(f"{what} leader must be peer id bytes")
+    return (epoch, leader)
 
 
 class State(StrEnum):
@@ -99,6 +115,20 @@ class CustodyRecord:
     reason: str = ""
     wait_elapsed_s: float = 0.0
     parent_outputs: tuple[ParentOutput, ...] | None = None
+    #: The custody epoch this version belongs to and its configuration, the k_c
+    #: custodians its leader chose (leader first). Epoch 0: not yet activated.
+    epoch: int = 0
+    config: tuple[PeerId, ...] = ()
+
+    @property
+    def ballot(self) -> Ballot:
+        """`(epoch, leader)` of the epoch that wrote this version."""
+        return (self.epoch, self.config[0].raw if self.config else b"")
+
+    @property
+    def order(self) -> tuple[int, bytes, int]:
+        """Newer-than order of copies: ballot first, then version."""
+        return (self.epoch, self.config[0].raw if self.config else b"", self.version)
 
     @property
     def capsule_id(self) -> str:
@@ -136,12 +166,22 @@ class CustodyRecord:
             self.reason,
             self.wait_elapsed_s,
             parent_outputs_to_wire(self.parent_outputs),
+            self.epoch,
+            [p.raw for p in self.config],
         ]
 
     @classmethod
     def from_wire(cls, obj: Any) -> CustodyRecord:
-        if not isinstance(obj, list) or len(obj) != 12:
-            raise MalformedFrame("custody record must be a 12-element array")
+        if isinstance(obj, list) and len(obj) == 12:  # written before custody epochs
+            obj = [*obj, 0, []]
+        if not isinstance(obj, list) or len(obj) != 14:
+            raise MalformedFrame("custody record must be a 14-element array")
+        epoch, _ = ballot_from_wire(obj[12], b"", "record")
+        cfg = obj[13]
+        if not isinstance(cfg, list) or len(cfg) > MAX_CONFIG:
+            raise MalformedFrame(f"record config holds at most {MAX_CONFIG} peers")
+        if not all(isinstance(p, bytes) for p in cfg):
+            raise MalformedFrame("record config peers must be bytes")
         cap, origin, state, version, token, executor, attempts, excl, rcpt, reason, waited = obj[
             :11
         ]
@@ -183,4 +223,6 @@ class CustodyRecord:
             reason,
             float(waited),
             parents,
+            epoch,
+            tuple(PeerId.from_bytes(p) for p in cfg),
         )

@@ -136,6 +136,15 @@ class Leasing:
         out.append(SetTimer(("c.offer", cid, token), at))
         return out
 
+    def reoffer(self, e: Entry, now: float) -> list[Effect]:
+        """The same offer again (same token), with one more offer timeout (and one
+        heartbeat period: an accept and two heartbeats may arrive) to answer."""
+        rec = e.record
+        assert rec.executor is not None
+        offer = LeaseOffer(rec.capsule, rec.token, self.timing, rec.parent_outputs or ())
+        at = now + self.timing.offer_timeout_s + self.timing.heartbeat_s
+        return [Send(rec.executor, offer), SetTimer(("c.offer", rec.capsule_id, rec.token, 1), at)]
+
     def refused(self, e: Entry, peer: PeerId, reason: str, now: float) -> list[Effect]:
         if len(e.refused) < self.max_refused:
             e.refused[peer] = None
@@ -143,6 +152,7 @@ class Leasing:
         rec = e.record.advance(State.SUBMITTED, executor=None, reason=reason)
         out = self.replicator.change(e, rec, now, [])
         out.append(CancelTimer(("c.offer", rec.capsule_id, rec.token)))
+        out.append(CancelTimer(("c.offer", rec.capsule_id, rec.token, 1)))
         out.extend(self.place(e, now))
         return out
 
@@ -159,6 +169,7 @@ class Leasing:
         new = rec.advance(State.RUNNING, reason="")
         out = self.replicator.change(e, new, now, [Emit(ev.CapsuleStarted(cid, token, peer))])
         out.append(CancelTimer(("c.offer", cid, token)))
+        out.append(CancelTimer(("c.offer", cid, token, 1)))
         out.append(SetTimer(("c.lease", cid, token), self.timing.lease_deadline(now)))
         limit = rec.capsule.spec.maxexectime_s
         if limit > 0:
