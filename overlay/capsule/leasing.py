@@ -2,8 +2,9 @@
 
 A waiting capsule is placed (placement.py scores at most `max_candidates` executors,
 preferring holders of its inputs) and offered with a fresh *fencing token*:
-`max(record.token, Entry.max_token) + 1`, above every token this node issued or saw in
-any copy, so a token is never reused across leaders or restarts. The offer waits
+`max(record.token, Entry.max_token, epoch << EPOCH_SHIFT) + 1`, above every token this
+node issued or saw in any copy and every token of an earlier custody epoch, so a token
+is never reused across leaders, restarts or lineages. The offer waits
 `offer_timeout_s` (plus one replication round trip) for an accept; a refusal or
 silence re-places it, skipping refusers (at most `max_refused` per round). An accept or
 heartbeat for the current token keeps the lease for `lease_timeout_s`; silence,
@@ -38,7 +39,7 @@ from overlay.capsule.custody_table import (
     count,
     status_reply,
 )
-from overlay.capsule.leases import LIVE, LeaseTiming, State
+from overlay.capsule.leases import EPOCH_SHIFT, LIVE, LeaseTiming, State
 from overlay.capsule.members import MemberView
 from overlay.capsule.messages import (
     CancelRequest,
@@ -125,7 +126,8 @@ class Leasing:
                 out.append(Emit(ev.CapsuleWaiting(cid, result.reason)))
             return out
         executor = result.ranked[0].peer
-        token = max(rec.token, e.max_token) + 1
+        # Above every token issued or seen, and every token of an earlier epoch.
+        token = max(rec.token, e.max_token, rec.epoch << EPOCH_SHIFT) + 1
         self._count("offers")
         new = rec.advance(State.LEASED, token=token, executor=executor)
         offer = LeaseOffer(rec.capsule, token, self.timing, rec.parent_outputs or ())

@@ -195,8 +195,8 @@ class Takeover:
         if leader != self.me and not e.leading:
             # Handoff: make sure the (possibly new) leader holds our copy, and the
             # executor's receipt we hold (it may never have reached that leader).
+            # Re-sent on every view change until that leader acks a copy as new.
             if e.acks.get(leader, 0) < e.record.version:
-                e.acks[leader] = e.record.version
                 out.append(Send(leader, Replicate(e.record)))
                 if e.pending_receipt is not None:
                     out.append(Send(leader, ReceiptMsg(e.pending_receipt)))
@@ -235,7 +235,13 @@ class Takeover:
         rec = e.record
         e.syncing = True
         e.committed = 0
-        e.ballot = (max(rec.epoch, e.promise[0], e.ballot[0]) + 1, self.me.raw)
+        epoch = max(rec.epoch, e.promise[0], e.ballot[0]) + 1
+        if rec.epoch == 0:
+            # A brand-new record starts its epoch at the clock (wall-clock seconds), so
+            # its tokens (`epoch << EPOCH_SHIFT | n`) are above those of any lineage
+            # started earlier, even one whose every copy was lost.
+            epoch = max(epoch, min(int(now), (1 << 41) - 1))
+        e.ballot = (epoch, self.me.raw)
         self.table.promise(e, e.ballot)
         e.promised = {self.me: None}
         e.need = [rec.config or tuple(self.replicator.custodians(rec.capsule.key))]
@@ -359,7 +365,11 @@ class Takeover:
 
     def on_replicate_ack(self, peer: PeerId, msg: ReplicateAck, now: float) -> list[Effect]:
         e = self.table.entries.get(msg.capsule_id)
-        if e is None or not e.leading:
+        if e is None:
+            return []
+        if not e.leading:
+            if msg.version > e.acks.get(peer, 0):
+                e.acks[peer] = msg.version  # our handoff arrived (or it holds newer)
             return []
         if msg.promise > e.ballot:
             self.table.promise(e, msg.promise)  # learnt: our ballot is superseded
