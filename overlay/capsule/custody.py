@@ -28,12 +28,13 @@ Invariants (checked by tests/property/test_capsule_custody_props.py):
   submission is refused and counted), `max_refused` refusals per placement round,
   `leases.MAX_EXCLUDED` excluded executors per record.
 
-Limits, stated plainly: custodian sets come from each node's own view; while views
-disagree two nodes may both lead. Fencing tokens keep executors safe, and the version
-rule (followers ack only higher versions) lets at most one of two leaders with the same
-custodian set commit a given version, but a partition that gives each side a majority
-of *different* custodian sets could accept two receipts (docs/capsules.md, "Custody
-epochs", designs the fix).
+Custody epochs (docs/capsules.md, "Custody epochs"; replication.py): custodian sets
+come from each node's own view, so two nodes may both try to lead; each record carries
+its epoch and configuration, every takeover, reconfiguration and creation is a phase 1
+on a majority of the newest configuration, and a version commits only on a majority
+of its configuration at the leader's ballot, so two sides of a partition never both
+act. Limits: a side without such a majority waits, and a Submit replayed into a side
+holding no copy starts a second lineage (with higher tokens).
 
 Durability (DESIGN §9; overlay/capsule/durable.py): every change to a held record marks
 it dirty; `take_durable()` turns the dirty set into `CustodyRecordChanged` events that

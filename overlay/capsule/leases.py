@@ -10,10 +10,12 @@ Every rule about which state may follow which lives in `TRANSITIONS` (h11 style)
 A `CustodyRecord` is what the leading custodian replicates to the others: the signed
 capsule, the state, the *fencing token* of the latest lease and its executor, the
 number of expired leases, the accepted receipt, a reason and a `version` that grows by
-one on every change. Followers keep the highest version they have seen; a new leader
-adopts the highest version among the custodians it can reach. Tokens only grow: each
-offer uses `token + 1` of the highest-version record, so a token is never reused
-across leaders (the property test checks this).
+one on every change, and the custody `epoch` and configuration (`config`, leader
+first) that wrote it (replication.py). Custodians keep the copy of highest `order`
+`(epoch, leader, version)` they have seen; a new leader adopts the newest copy a
+majority of the configuration holds. Committed tokens only grow: each offer uses
+`max(token, max_token, epoch << EPOCH_SHIFT) + 1`, so a token is never reused across
+leaders or epochs (the property test checks this).
 
 A record of a capsule with dependencies also carries `parent_outputs` once every
 parent has succeeded (None until then): the parents' output CIDs by name, which the

@@ -1,23 +1,33 @@
-"""Replication and takeover of custody records among a capsule's custodians (DESIGN §7).
+"""Replication, custody epochs and takeover among a capsule's custodians (DESIGN §7).
 
-The `k_c` live members closest to a capsule's key are its custodians; the closest is
-the leader. `Replicator` is the leader's write path: `change` adopts a new version,
-sends it (`Replicate`) to every follower that has not acked it, and holds the change's
-Send/Emit effects in `Entry.actions` until a majority of the custodians
-(`n // 2 + 1` of `n = min(k_c, live members)`, counting the leader) hold that version;
-`commit` then releases them in version order.
+Reconfigurable Paxos over one register per capsule (docs/capsules.md, "Custody
+epochs"): the record is the value, the custodians are acceptors, and each record
+carries its `epoch` and `config` (the k_c custodians its leader chose, leader first);
+a ballot is `(epoch, leader)`.
 
-`Takeover` is everything that happens when leadership moves:
+`Replicator` is the leader's write path: `change` adopts a new version, sends it
+(`Replicate`) to every custodian of the configuration (and, until the epoch's
+activation commits, of the previous one) that has not acked it, and holds the change's
+Send/Emit effects in `Entry.actions` until a majority of each of those configurations
+holds it at the leader's ballot; `commit` then releases them in version order. An ack
+counts only when its ballot and the custodian's promise both equal the leader's ballot.
 
-- a node whose view makes it the leader of a record it holds asks every other
-  custodian for its copy (`SyncRequest`), adopts the highest version once all replied
-  or `sync_timeout_s` passed, bumps the version and resumes (the `resume` it is given:
-  re-place a waiting capsule with a token above any seen, or give a leased/running one a
-  fresh lease period in which the executor's heartbeats keep it);
-- a node that stops leading drops its held effects and cancels its timers;
+`Takeover` opens epochs and is the acceptor side:
+
+- phase 1 (`start_sync`), on a takeover, a change of the view's custodian set, and a
+  new record: `SyncRequest(ballot, copy)` to the newest configuration held; custodians
+  promise (persisted) a ballot not below their promise and reply with their copy and
+  held receipt, or refuse naming their promise. It needs a majority of that
+  configuration and of every newer one a reply reveals (chase); a timeout only asks
+  again, with a higher ballot once refused. Then `finish_sync` activates: the newest
+  copy, in the new epoch and configuration, at a version above all seen;
+- a leader that sees a higher ballot steps aside (`step_aside`); a node that stops
+  leading drops its held effects and cancels its timers;
 - any holder whose computed leader changes pushes its copy to that leader (`Replicate`
-  as a handoff), so a brand-new leader learns about capsules it never held;
-- the follower side: keep the highest version sent, ack it, and note every token seen.
+  as a handoff, re-sent on view changes until acked), so a brand-new leader learns
+  about capsules it never held;
+- the acceptor side: keep the copy of highest `(epoch, leader, version)` ever seen, ack
+  with its ballot and the promise, note every token seen.
 
 Receipts survive leader loss: a follower keeps the receipt the executor sent it for the
 current lease (`Entry.pending_receipt`), returns it in its `SyncReply`, and forwards it
@@ -25,8 +35,9 @@ current lease (`Entry.pending_receipt`), returns it in its `SyncReply`, and forw
 version still leasing it (a lost `SyncReply` does not lose the receipt), so a new
 leader settles a finished capsule from a held receipt instead of leasing it again.
 
-Invariant: a follower acks only the version it holds, and acks only ever grow, so of
-two leaders with the same custodian set at most one commits a given version.
+Invariant: a version committed in epoch e is in every record a later epoch starts from
+(phase-1 majorities intersect the commit majorities, activation is joint), so at most
+one receipt is accepted and committed tokens strictly increase.
 """
 
 from __future__ import annotations
