@@ -67,6 +67,11 @@ class DurableRecord:
     max_token: int = 0
     promise: Ballot = NO_BALLOT
 
+    def __post_init__(self) -> None:
+        # A custodian holding a record promised at least the ballot that wrote it.
+        if self.promise < self.record.ballot:
+            object.__setattr__(self, "promise", self.record.ballot)
+
     @property
     def capsule_id(self) -> str:
         return self.record.capsule_id
@@ -77,8 +82,7 @@ class DurableRecord:
     def to_wire(self) -> list[Any]:
         chain = chain_to_wire(self.chain) if self.chain else []
         max_token = max(self.max_token, self.record.token)
-        promise = max(self.promise, self.record.ballot)
-        return [DURABLE_TAG, self.record.to_wire(), chain, max_token, *promise]
+        return [DURABLE_TAG, self.record.to_wire(), chain, max_token, *self.promise]
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DurableRecord:
@@ -110,7 +114,7 @@ class DurableRecord:
                 f"stored max_token {max_token} is below the record's token {record.token}"
             )
         certs = chain_from_wire(chain) if chain != [] else ()
-        return cls(record, certs, max_token, max(promise, record.ballot))
+        return cls(record, certs, max_token, promise)
 
 
 def changed_events(
