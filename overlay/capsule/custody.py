@@ -28,12 +28,13 @@ Invariants (checked by tests/property/test_capsule_custody_props.py):
   submission is refused and counted), `max_refused` refusals per placement round,
   `leases.MAX_EXCLUDED` excluded executors per record.
 
-Limits, stated plainly: custodian sets come from each node's own view; while views
-disagree two nodes may both lead. Fencing tokens keep executors safe, and the version
-rule (followers ack only higher versions) lets at most one of two leaders with the same
-custodian set commit a given version, but a partition that gives each side a majority
-of *different* custodian sets could accept two receipts (docs/capsules.md, "Custody
-epochs", designs the fix).
+Custody epochs (docs/capsules.md, "Custody epochs"; replication.py): custodian sets
+come from each node's own view, so two nodes may both try to lead; each record carries
+its epoch and configuration, every takeover, reconfiguration and creation is a phase 1
+on a majority of the newest configuration, and a version commits only on a majority
+of its configuration at the leader's ballot, so two sides of a partition never both
+act. Limits: a side without such a majority waits, and a Submit replayed into a side
+holding no copy starts a second lineage (with higher tokens).
 
 Durability (DESIGN §9; overlay/capsule/durable.py): every change to a held record marks
 it dirty; `take_durable()` turns the dirty set into `CustodyRecordChanged` events that
@@ -180,15 +181,17 @@ class Custody:
         for cid, d in best.items():
             e = self._entries.get(cid)
             if e is not None:
-                if d.record.version > e.record.version:
+                if d.record.order > e.record.order:
                     table.set_record(e, d.record)
                 table.saw_token(e, d.max_token)
+                table.promise(e, d.promise)
                 continue
             if not table.admit(cid):
                 out.append(Emit(ev.CustodyRecordSkipped(cid, "custody full: record not restored")))
                 continue
             e = Entry(d.record, now)
             e.max_token = d.max_token
+            e.promise = d.promise
             e.chain = d.chain
             self._entries[cid] = e
             table.set_record(e, d.record)
@@ -227,7 +230,9 @@ class Custody:
                 return [Send(origin, SubmitAck(cap.id, False, str(err)))]
         if not self.table.admit(cap.id):
             return [Send(origin, SubmitAck(cap.id, False, "custody full"))]
-        e = Entry(CustodyRecord(cap, origin), now)
+        # Epoch 0 is a placeholder naming the custodians asked for promises: opening
+        # epoch 1 is a phase 1 like any takeover (docs/capsules.md, "Custody epochs").
+        e = Entry(CustodyRecord(cap, origin, config=self.replicator.config(cap.key)), now)
         e.chain = msg.chain
         self._entries[cap.id] = e
         self.table.set_record(e, e.record)
@@ -239,11 +244,8 @@ class Custody:
         ]
         if cap.spec.inputs:
             actions.append(Emit(ev.ProvidersWanted(cap.id, cap.spec.inputs)))
-        out = self.replicator.replicate(e, now)
         e.actions.append((1, actions))
-        out.extend(self.replicator.commit(e))
-        out.extend(self._resume(e, now))
-        return out
+        return self.takeover.start_sync(e, now)
 
     def on_replicate(self, peer: PeerId, msg: Replicate, now: float) -> list[Effect]:
         return self.takeover.on_replicate(peer, msg, now)
@@ -287,7 +289,12 @@ class Custody:
             out.extend(self.takeover.ensure_leading(e, now))
             if e.leading and not e.syncing:
                 rec = e.record
-                if rec.state in LIVE and rec.executor and not self.view.is_live(rec.executor):
+                if rec.config != self.replicator.config(rec.capsule.key):
+                    # The custodian set changed: that is a new epoch, never a silent
+                    # switch of the set a majority is counted in.
+                    count(self.stats, "reconfigurations")
+                    out.extend(self.takeover.start_sync(e, now))
+                elif rec.state in LIVE and rec.executor and not self.view.is_live(rec.executor):
                     out.extend(self.leasing.lease_lost(e, "executor left the colony", now))
                 else:
                     out.extend(self.replicator.replicate(e, now))
@@ -302,7 +309,7 @@ class Custody:
         if e is None:
             return []
         if kind == "c.sync":
-            return self.takeover.finish_sync(e, now) if e.syncing else []
+            return self.takeover.retry_sync(e, now) if e.leading and e.syncing else []
         if not e.leading or e.syncing:
             return []
         rec = e.record
@@ -320,6 +327,11 @@ class Custody:
         timing = self.config.timing
         if kind == "c.offer" and rec.state is State.LEASED:
             assert rec.executor is not None
+            if len(timer) == 3:
+                # Not one accept or heartbeat yet (each may have been lost): offer
+                # once more; the executor answers again if it runs this lease.
+                count(self.stats, "offers_repeated")
+                return self.leasing.reoffer(e, now)
             count(self.stats, "offers_unanswered")
             why = f"{rec.executor.short()} did not answer"
             return self.leasing.refused(e, rec.executor, why, now)

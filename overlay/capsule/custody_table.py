@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from overlay.capsule.dataflow import ParentOutput, named_outputs, parent_label
 from overlay.capsule.durable import DurableRecord, changed_events
-from overlay.capsule.leases import LIVE, CustodyRecord, State
+from overlay.capsule.leases import LIVE, NO_BALLOT, Ballot, CustodyRecord, State
 from overlay.capsule.messages import StatusReply
 from overlay.capsule.receipts import Receipt
 from overlay.core.certs import Certificate
@@ -40,9 +40,10 @@ class Entry:
     """This node's state for one capsule it holds (see the module docstring)."""
 
     __slots__ = (
-        "acks", "actions", "chain", "committed", "dep_outputs", "deps", "last_hb",
-        "last_reason", "leading", "max_token", "pending_receipt", "record", "refused",
-        "sync_wait", "syncing", "wait_start",
+        "acks", "actions", "ballot", "chain", "committed", "dep_outputs", "deps", "joint",
+        "last_hb", "last_reason", "leading", "max_token", "max_version", "need",
+        "pending_receipt", "promise", "promised", "record", "refused", "sync_tries",
+        "syncing", "wait_start",
     )  # fmt: skip
 
     def __init__(self, record: CustodyRecord, now: float) -> None:
@@ -51,7 +52,19 @@ class Entry:
         self.last_hb = now
         self.leading = False
         self.syncing = False
-        self.sync_wait: dict[PeerId, None] = {}
+        #: The highest ballot this node promised (persisted with the record).
+        self.promise: Ballot = record.ballot
+        #: The ballot this node leads (or tries to open) the record with.
+        self.ballot: Ballot = NO_BALLOT
+        #: Phase 1: custodians that promised `ballot`, the configurations of which a
+        #: majority must promise, the retries so far, the highest version seen.
+        self.promised: dict[PeerId, None] = {}
+        self.need: list[tuple[PeerId, ...]] = []
+        self.sync_tries = 0
+        self.max_version = record.version
+        #: The previous epoch's configuration until this epoch's activation commits.
+        self.joint: tuple[PeerId, ...] = ()
+        #: Custodian -> version it acked at `ballot` (a follower: what it handed over).
         self.acks: dict[PeerId, int] = {}
         self.committed = 0
         self.actions: list[tuple[int, list[Effect]]] = []
@@ -68,8 +81,8 @@ def cancel_timers(e: Entry) -> list[Effect]:
     """Cancel every timer the leader of `e` may have armed."""
     cid, tok = e.record.capsule_id, e.record.token
     return [CancelTimer(t) for t in (("c.place", cid), ("c.wait", cid), ("c.deps", cid),
-            ("c.repl", cid), ("c.offer", cid, tok), ("c.lease", cid, tok),
-            ("c.exec", cid, tok))]  # fmt: skip
+            ("c.repl", cid), ("c.offer", cid, tok), ("c.offer", cid, tok, 1),
+            ("c.lease", cid, tok), ("c.exec", cid, tok))]  # fmt: skip
 
 
 def status_reply(rec: CustodyRecord) -> StatusReply:
@@ -108,6 +121,8 @@ class CustodyTable:
         if rec.state in LIVE and rec.executor is not None:
             self.reserved[rec.executor] = self.reserved.get(rec.executor, 0) + 1
         e.record = rec
+        if rec.ballot > e.promise:
+            e.promise = rec.ballot
         if rec.token > e.max_token:
             e.max_token = rec.token
         if self.durable:
@@ -117,6 +132,13 @@ class CustodyTable:
         """Another custodian's copy holds `token`: never offer it (or below) again."""
         if token > e.max_token:
             e.max_token = token
+            if self.durable:
+                self.dirty[e.record.capsule_id] = None
+
+    def promise(self, e: Entry, ballot: Ballot) -> None:
+        """Promise `ballot` (never lower); persisted with the record."""
+        if ballot > e.promise:
+            e.promise = ballot
             if self.durable:
                 self.dirty[e.record.capsule_id] = None
 
@@ -159,4 +181,4 @@ class CustodyTable:
 
     def _snapshot(self, cid: str) -> DurableRecord | None:
         e = self.entries.get(cid)
-        return DurableRecord(e.record, e.chain, e.max_token) if e else None
+        return DurableRecord(e.record, e.chain, e.max_token, e.promise) if e else None

@@ -7,7 +7,8 @@ after the record that justifies them has been handed to the runtime, which persi
 synchronously while carrying out the Emit). A restarted node reads every stored record
 back and calls `CapsuleCore.restore(records, now)` before any other input.
 
-Bytes: canonical CBOR of ``["colony/custody/1", record, chain, max_token]`` where
+Bytes: canonical CBOR of ``["colony/custody/2", record, chain, max_token, promise
+epoch, promise leader]`` where
 
 - ``record`` is `CustodyRecord.to_wire()` (signed capsule, origin, state, version,
   fencing token, executor, attempts, excluded executors, accepted receipt, reason,
@@ -16,7 +17,13 @@ Bytes: canonical CBOR of ``["colony/custody/1", record, chain, max_token]`` wher
   (followers are replicated the record only, so theirs is empty);
 - ``max_token`` is the highest fencing token this node ever issued or saw for the
   capsule (≥ the record's token). A leader's next offer uses a token above it, so a
-  restarted custody set never reissues a token an executor may still hold.
+  restarted custody set never reissues a token an executor may still hold;
+- the promise is the highest custody ballot `(epoch, leader)` this node promised
+  (docs/capsules.md, "Custody epochs"): persisted before the `SyncReply` that
+  promises it leaves, so a restarted custodian never accepts a ballot it refused.
+
+Records written before custody epochs (``colony/custody/1``, no promise) still load:
+their promise is the record's own ballot.
 
 Records read from disk are untrusted like wire input (a disk may be corrupt, a file
 edited): `DurableRecord.from_bytes` checks everything, including the capsule's and the
@@ -36,13 +43,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from overlay.capsule import events as ev
-from overlay.capsule.leases import CustodyRecord
+from overlay.capsule.leases import NO_BALLOT, Ballot, CustodyRecord, ballot_from_wire
 from overlay.core.certs import Certificate, chain_from_wire, chain_to_wire
 from overlay.core.effects import Effect, Emit
 from overlay.core.errors import ColonyError, MalformedFrame
 from overlay.core.wire import cbor_decode, cbor_encode
 
-DURABLE_TAG = "colony/custody/1"
+DURABLE_TAG = "colony/custody/2"
+DURABLE_TAG_V1 = "colony/custody/1"
 #: A stored record larger than this is refused (a capsule envelope is far smaller).
 MAX_DURABLE_BYTES = 4 * 1024 * 1024
 
@@ -57,6 +65,12 @@ class DurableRecord:
     record: CustodyRecord
     chain: tuple[Certificate, ...] = ()
     max_token: int = 0
+    promise: Ballot = NO_BALLOT
+
+    def __post_init__(self) -> None:
+        # A custodian holding a record promised at least the ballot that wrote it.
+        if self.promise < self.record.ballot:
+            object.__setattr__(self, "promise", self.record.ballot)
 
     @property
     def capsule_id(self) -> str:
@@ -67,7 +81,8 @@ class DurableRecord:
 
     def to_wire(self) -> list[Any]:
         chain = chain_to_wire(self.chain) if self.chain else []
-        return [DURABLE_TAG, self.record.to_wire(), chain, max(self.max_token, self.record.token)]
+        max_token = max(self.max_token, self.record.token)
+        return [DURABLE_TAG, self.record.to_wire(), chain, max_token, *self.promise]
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DurableRecord:
@@ -82,10 +97,13 @@ class DurableRecord:
 
     @classmethod
     def from_wire(cls, obj: Any) -> DurableRecord:
-        if not isinstance(obj, list) or len(obj) != 4 or obj[0] != DURABLE_TAG:
+        if isinstance(obj, list) and len(obj) == 4 and obj[0] == DURABLE_TAG_V1:
+            obj = [DURABLE_TAG, *obj[1:], 0, b""]
+        if not isinstance(obj, list) or len(obj) != 6 or obj[0] != DURABLE_TAG:
             raise MalformedFrame(f"stored custody record must be [{DURABLE_TAG!r}, record, "
-                                 "chain, max_token]")  # fmt: skip
-        _, rec, chain, max_token = obj
+                                 "chain, max_token, promise epoch, promise leader]")  # fmt: skip
+        _, rec, chain, max_token, pe, pl = obj
+        promise = ballot_from_wire(pe, pl, "stored promise")
         if isinstance(max_token, bool) or not isinstance(max_token, int):
             raise MalformedFrame("stored max_token must be an integer")
         if not 0 <= max_token < 1 << 63:
@@ -96,7 +114,7 @@ class DurableRecord:
                 f"stored max_token {max_token} is below the record's token {record.token}"
             )
         certs = chain_from_wire(chain) if chain != [] else ()
-        return cls(record, certs, max_token)
+        return cls(record, certs, max_token, promise)
 
 
 def changed_events(
@@ -124,6 +142,6 @@ def load_stored(blobs: Iterable[bytes]) -> tuple[dict[str, DurableRecord], list[
             skipped.append(Emit(ev.CustodyRecordSkipped("", why)))
             continue
         old = best.get(d.capsule_id)
-        if old is None or d.record.version > old.record.version:
+        if old is None or d.record.order > old.record.order:
             best[d.capsule_id] = d
     return best, skipped

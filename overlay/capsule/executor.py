@@ -167,6 +167,11 @@ class Executor:
     def on_offer(self, peer: PeerId, msg: LeaseOffer, now: float) -> list[Effect]:
         cap = msg.capsule
         cid = cap.id
+        run = self.running.get(cid)
+        if run is not None and run.token == msg.token:
+            # The leader asks again (our accept and heartbeats may all have been lost).
+            self._count("offers_repeated")
+            return [Send(peer, LeaseReply(cid, msg.token, True))]
         if msg.token <= self._highest.get(cid, 0):
             self._count("offers_stale")
             return [Send(peer, LeaseReply(cid, msg.token, False, "stale token"))]

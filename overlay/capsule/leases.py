@@ -10,11 +10,13 @@ Every rule about which state may follow which lives in `TRANSITIONS` (h11 style)
 A `CustodyRecord` is what the leading custodian replicates to the others: the signed
 capsule, the state, the *fencing token* of the latest lease and its executor, the
 number of expired leases, the accepted receipt, a reason and a `version` that grows by
-one on every change. Followers keep the highest version they have seen; a new leader
-adopts the highest version among the custodians it can reach. Tokens only grow: each
-offer uses `token + 1` of the highest-version record, so a token is never reused
-across leaders (the property test checks this). A decoded record's version, token and
-attempts are below 2^62 (`COUNTER_LIMIT`, overlay/core/validate.py), so the `+ 1` a
+one on every change, and the custody `epoch` and configuration (`config`, leader
+first) that wrote it (replication.py). Custodians keep the copy of highest `order`
+`(epoch, leader, version)` they have seen; a new leader adopts the newest copy a
+majority of the configuration holds. Committed tokens only grow: each offer uses
+`max(token, max_token, epoch << EPOCH_SHIFT) + 1`, so a token is never reused across
+leaders or epochs (the property test checks this). A decoded record's version, token
+and attempts are below 2^62 (`COUNTER_LIMIT`, overlay/core/validate.py), so the `+ 1` a
 leader derives from a received record still fits the wire's 63 bits.
 
 A record of a capsule with dependencies also carries `parent_outputs` once every
@@ -41,6 +43,22 @@ from overlay.core.validate import COUNTER_LIMIT, finite, uint
 
 MAX_EXCLUDED = 16
 MAX_REASON = 512
+MAX_CONFIG = 16
+#: Bits of a fencing token below the epoch: `token = epoch << EPOCH_SHIFT | n`.
+EPOCH_SHIFT = 22
+
+#: A custody ballot `(epoch, leader id bytes)`, totally ordered (docs/capsules.md,
+#: "Custody epochs"); `NO_BALLOT` is below every real one.
+Ballot = tuple[int, bytes]
+NO_BALLOT: Ballot = (0, b"")
+
+
+def ballot_from_wire(epoch: Any, leader: Any, what: str) -> Ballot:
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < 1 << 41:
+        raise MalformedFrame(f"{what} epoch must be an integer below 2^41")
+    if not isinstance(leader, bytes) or len(leader) > 64:
+        raise MalformedFrame(f"{what} leader must be peer id bytes")
+    return (epoch, leader)
 
 
 class State(StrEnum):
@@ -101,6 +119,20 @@ class CustodyRecord:
     reason: str = ""
     wait_elapsed_s: float = 0.0
     parent_outputs: tuple[ParentOutput, ...] | None = None
+    #: The custody epoch this version belongs to and its configuration, the k_c
+    #: custodians its leader chose (leader first). Epoch 0: not yet activated.
+    epoch: int = 0
+    config: tuple[PeerId, ...] = ()
+
+    @property
+    def ballot(self) -> Ballot:
+        """`(epoch, leader)` of the epoch that wrote this version."""
+        return (self.epoch, self.config[0].raw if self.config else b"")
+
+    @property
+    def order(self) -> tuple[int, bytes, int]:
+        """Newer-than order of copies: ballot first, then version."""
+        return (self.epoch, self.config[0].raw if self.config else b"", self.version)
 
     @property
     def capsule_id(self) -> str:
@@ -138,12 +170,22 @@ class CustodyRecord:
             self.reason,
             self.wait_elapsed_s,
             parent_outputs_to_wire(self.parent_outputs),
+            self.epoch,
+            [p.raw for p in self.config],
         ]
 
     @classmethod
     def from_wire(cls, obj: Any) -> CustodyRecord:
-        if not isinstance(obj, list) or len(obj) != 12:
-            raise MalformedFrame("custody record must be a 12-element array")
+        if isinstance(obj, list) and len(obj) == 12:  # written before custody epochs
+            obj = [*obj, 0, []]
+        if not isinstance(obj, list) or len(obj) != 14:
+            raise MalformedFrame("custody record must be a 14-element array")
+        epoch, _ = ballot_from_wire(obj[12], b"", "record")
+        cfg = obj[13]
+        if not isinstance(cfg, list) or len(cfg) > MAX_CONFIG:
+            raise MalformedFrame(f"record config holds at most {MAX_CONFIG} peers")
+        if not all(isinstance(p, bytes) for p in cfg):
+            raise MalformedFrame("record config peers must be bytes")
         cap, origin, state, version, token, executor, attempts, excl, rcpt, reason, waited = obj[
             :11
         ]
@@ -187,4 +229,6 @@ class CustodyRecord:
             reason,
             float(waited),
             parents,
+            epoch,
+            tuple(PeerId.from_bytes(p) for p in cfg),
         )

@@ -2,8 +2,9 @@
 
 A waiting capsule is placed (placement.py scores at most `max_candidates` executors,
 preferring holders of its inputs) and offered with a fresh *fencing token*:
-`max(record.token, Entry.max_token) + 1`, above every token this node issued or saw in
-any copy, so a token is never reused across leaders or restarts. The offer waits
+`max(record.token, Entry.max_token, epoch << EPOCH_SHIFT) + 1`, above every token this
+node issued or saw in any copy and every token of an earlier custody epoch, so a token
+is never reused across leaders, restarts or lineages. The offer waits
 `offer_timeout_s` (plus one replication round trip) for an accept; a refusal or
 silence re-places it, skipping refusers (at most `max_refused` per round). An accept or
 heartbeat for the current token keeps the lease for `lease_timeout_s`; silence,
@@ -38,7 +39,7 @@ from overlay.capsule.custody_table import (
     count,
     status_reply,
 )
-from overlay.capsule.leases import LIVE, LeaseTiming, State
+from overlay.capsule.leases import EPOCH_SHIFT, LIVE, LeaseTiming, State
 from overlay.capsule.members import MemberView
 from overlay.capsule.messages import (
     CancelRequest,
@@ -125,7 +126,8 @@ class Leasing:
                 out.append(Emit(ev.CapsuleWaiting(cid, result.reason)))
             return out
         executor = result.ranked[0].peer
-        token = max(rec.token, e.max_token) + 1
+        # Above every token issued or seen, and every token of an earlier epoch.
+        token = max(rec.token, e.max_token, rec.epoch << EPOCH_SHIFT) + 1
         self._count("offers")
         new = rec.advance(State.LEASED, token=token, executor=executor)
         offer = LeaseOffer(rec.capsule, token, self.timing, rec.parent_outputs or ())
@@ -136,6 +138,15 @@ class Leasing:
         out.append(SetTimer(("c.offer", cid, token), at))
         return out
 
+    def reoffer(self, e: Entry, now: float) -> list[Effect]:
+        """The same offer again (same token), with one more offer timeout (and one
+        heartbeat period: an accept and two heartbeats may arrive) to answer."""
+        rec = e.record
+        assert rec.executor is not None
+        offer = LeaseOffer(rec.capsule, rec.token, self.timing, rec.parent_outputs or ())
+        at = now + self.timing.offer_timeout_s + self.timing.heartbeat_s
+        return [Send(rec.executor, offer), SetTimer(("c.offer", rec.capsule_id, rec.token, 1), at)]
+
     def refused(self, e: Entry, peer: PeerId, reason: str, now: float) -> list[Effect]:
         if len(e.refused) < self.max_refused:
             e.refused[peer] = None
@@ -143,6 +154,7 @@ class Leasing:
         rec = e.record.advance(State.SUBMITTED, executor=None, reason=reason)
         out = self.replicator.change(e, rec, now, [])
         out.append(CancelTimer(("c.offer", rec.capsule_id, rec.token)))
+        out.append(CancelTimer(("c.offer", rec.capsule_id, rec.token, 1)))
         out.extend(self.place(e, now))
         return out
 
@@ -159,6 +171,7 @@ class Leasing:
         new = rec.advance(State.RUNNING, reason="")
         out = self.replicator.change(e, new, now, [Emit(ev.CapsuleStarted(cid, token, peer))])
         out.append(CancelTimer(("c.offer", cid, token)))
+        out.append(CancelTimer(("c.offer", cid, token, 1)))
         out.append(SetTimer(("c.lease", cid, token), self.timing.lease_deadline(now)))
         limit = rec.capsule.spec.maxexectime_s
         if limit > 0:

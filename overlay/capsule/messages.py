@@ -11,9 +11,11 @@ Who sends what (C = custodian, L = leading custodian, X = executor, O = origin):
     L→O  SubmitAck         accepted once a majority of custodians hold it (or why not)
     L→C  Replicate         the whole custody record at a new version (also: handoff
                            from any holder to a new leader)
-    C→L  ReplicateAck      the version the custodian now holds
-    L→C  SyncRequest       takeover: "send me your record"  C→L SyncReply (+ the
-                           receipt it holds for the current lease)
+    C→L  ReplicateAck      the version the custodian now holds, its ballot, and the
+                           custodian's promise
+    L→C  SyncRequest       phase 1 of an epoch (ballot + the sender's copy): "promise
+                           it, send me your record"  C→L SyncReply (promised or
+                           refused with the higher promise, + the receipt it holds)
     L→X  LeaseOffer        capsule + fencing token + lease timing
     X→L  LeaseReply        accept or refuse (with a reason)
     X→C  Heartbeat         keeps lease `token` alive (sent to every custodian)
@@ -36,7 +38,14 @@ from overlay.capsule.dataflow import (
     parent_outputs_to_wire,
     safe_name,
 )
-from overlay.capsule.leases import CustodyRecord, LeaseTiming, State
+from overlay.capsule.leases import (
+    NO_BALLOT,
+    Ballot,
+    CustodyRecord,
+    LeaseTiming,
+    State,
+    ballot_from_wire,
+)
 from overlay.capsule.receipts import Receipt
 from overlay.capsule.spec import Capsule, SpecError, check_capsule_id, check_cid
 from overlay.core.certs import Certificate, chain_from_wire, chain_to_wire
@@ -127,53 +136,84 @@ class Replicate:
 
 @dataclass(frozen=True, slots=True)
 class ReplicateAck:
+    """The version a custodian holds, the ballot that wrote it and the custodian's
+    promise: a leader counts it only when both equal its own ballot."""
+
     TAG: ClassVar[str] = "c.replicate-ack"
     capsule_id: str
     version: int
+    ballot: Ballot = NO_BALLOT
+    promise: Ballot = NO_BALLOT
 
     def to_wire(self) -> list[Any]:
-        return [self.TAG, self.capsule_id, self.version]
+        return [self.TAG, self.capsule_id, self.version, *self.ballot, *self.promise]
 
     @classmethod
     def from_wire(cls, obj: Any) -> ReplicateAck:
-        _, cid, version = _shape(obj, cls.TAG, 3)
-        return cls(check_capsule_id(cid), uint(version, "version"))
+        if isinstance(obj, list) and len(obj) == 3:  # a peer from before custody epochs
+            obj = [*obj, 0, b"", 0, b""]
+        _, cid, version, be, bl, pe, pl = _shape(obj, cls.TAG, 7)
+        ballot = ballot_from_wire(be, bl, "ack")
+        promise = ballot_from_wire(pe, pl, "ack promise")
+        return cls(check_capsule_id(cid), uint(version, "version"), ballot, promise)
 
 
 @dataclass(frozen=True, slots=True)
 class SyncRequest:
+    """Phase 1 of custody epoch `ballot`: "promise it, send me your record". It carries
+    the sender's copy (`record`), so a custodian that holds nothing yet keeps it and can
+    persist its promise (opening a brand-new record's first epoch)."""
+
     TAG: ClassVar[str] = "c.sync"
     capsule_id: str
+    ballot: Ballot = NO_BALLOT
+    record: CustodyRecord | None = None
 
     def to_wire(self) -> list[Any]:
-        return [self.TAG, self.capsule_id]
+        rec = self.record.to_wire() if self.record else None
+        return [self.TAG, self.capsule_id, *self.ballot, rec]
 
     @classmethod
     def from_wire(cls, obj: Any) -> SyncRequest:
-        _, cid = _shape(obj, cls.TAG, 2)
-        return cls(check_capsule_id(cid))
+        if isinstance(obj, list) and len(obj) == 2:
+            obj = [*obj, 0, b"", None]
+        _, cid, be, bl, rec = _shape(obj, cls.TAG, 5)
+        record = None if rec is None else CustodyRecord.from_wire(rec)
+        cid = check_capsule_id(cid)
+        if record is not None and record.capsule_id != cid:
+            raise MalformedFrame("sync request record is for another capsule")
+        return cls(cid, ballot_from_wire(be, bl, "sync"), record)
 
 
 @dataclass(frozen=True, slots=True)
 class SyncReply:
     """A custodian's copy for a takeover, with the receipt it holds for the current
     lease (`receipt`, sent to it by the executor), so a new leader that never got the
-    receipt itself settles the capsule from it instead of leasing it again."""
+    receipt itself settles the capsule from it instead of leasing it again. `ballot`
+    is the request's; `promised` says whether the custodian promised it, and
+    `promise` is its (possibly higher) promise."""
 
     TAG: ClassVar[str] = "c.sync-reply"
     capsule_id: str
     record: CustodyRecord | None
     receipt: Receipt | None = None
+    ballot: Ballot = NO_BALLOT
+    promised: bool = False
+    promise: Ballot = NO_BALLOT
 
     def to_wire(self) -> list[Any]:
         rec = self.record.to_wire() if self.record else None
-        return [self.TAG, self.capsule_id, rec, self.receipt.to_wire() if self.receipt else None]
+        rcpt = self.receipt.to_wire() if self.receipt else None
+        return [self.TAG, self.capsule_id, rec, rcpt, *self.ballot, self.promised,
+                *self.promise]  # fmt: skip
 
     @classmethod
     def from_wire(cls, obj: Any) -> SyncReply:
         if isinstance(obj, list) and len(obj) == 3:  # a peer that holds no receipts
             obj = [*obj, None]
-        _, cid, rec, rcpt = _shape(obj, cls.TAG, 4)
+        if isinstance(obj, list) and len(obj) == 4:  # a peer from before custody epochs
+            obj = [*obj, 0, b"", False, 0, b""]
+        _, cid, rec, rcpt, be, bl, ok, pe, pl = _shape(obj, cls.TAG, 9)
         record = None if rec is None else CustodyRecord.from_wire(rec)
         receipt = None if rcpt is None else Receipt.from_wire(rcpt)
         cid = check_capsule_id(cid)
@@ -181,7 +221,9 @@ class SyncReply:
             raise MalformedFrame("sync reply record is for another capsule")
         if receipt is not None and receipt.capsule_id != cid:
             raise MalformedFrame("sync reply receipt is for another capsule")
-        return cls(cid, record, receipt)
+        ballot = ballot_from_wire(be, bl, "sync reply")
+        promise = ballot_from_wire(pe, pl, "sync reply promise")
+        return cls(cid, record, receipt, ballot, flag(ok, "promised"), promise)
 
 
 @dataclass(frozen=True, slots=True)

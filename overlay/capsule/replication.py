@@ -1,23 +1,33 @@
-"""Replication and takeover of custody records among a capsule's custodians (DESIGN §7).
+"""Replication, custody epochs and takeover among a capsule's custodians (DESIGN §7).
 
-The `k_c` live members closest to a capsule's key are its custodians; the closest is
-the leader. `Replicator` is the leader's write path: `change` adopts a new version,
-sends it (`Replicate`) to every follower that has not acked it, and holds the change's
-Send/Emit effects in `Entry.actions` until a majority of the custodians
-(`n // 2 + 1` of `n = min(k_c, live members)`, counting the leader) hold that version;
-`commit` then releases them in version order.
+Reconfigurable Paxos over one register per capsule (docs/capsules.md, "Custody
+epochs"): the record is the value, the custodians are acceptors, and each record
+carries its `epoch` and `config` (the k_c custodians its leader chose, leader first);
+a ballot is `(epoch, leader)`.
 
-`Takeover` is everything that happens when leadership moves:
+`Replicator` is the leader's write path: `change` adopts a new version, sends it
+(`Replicate`) to every custodian of the configuration (and, until the epoch's
+activation commits, of the previous one) that has not acked it, and holds the change's
+Send/Emit effects in `Entry.actions` until a majority of each of those configurations
+holds it at the leader's ballot; `commit` then releases them in version order. An ack
+counts only when its ballot and the custodian's promise both equal the leader's ballot.
 
-- a node whose view makes it the leader of a record it holds asks every other
-  custodian for its copy (`SyncRequest`), adopts the highest version once all replied
-  or `sync_timeout_s` passed, bumps the version and resumes (the `resume` it is given:
-  re-place a waiting capsule with a token above any seen, or give a leased/running one a
-  fresh lease period in which the executor's heartbeats keep it);
-- a node that stops leading drops its held effects and cancels its timers;
+`Takeover` opens epochs and is the acceptor side:
+
+- phase 1 (`start_sync`), on a takeover, a change of the view's custodian set, and a
+  new record: `SyncRequest(ballot, copy)` to the newest configuration held; custodians
+  promise (persisted) a ballot not below their promise and reply with their copy and
+  held receipt, or refuse naming their promise. It needs a majority of that
+  configuration and of every newer one a reply reveals (chase); a timeout only asks
+  again, with a higher ballot once refused. Then `finish_sync` activates: the newest
+  copy, in the new epoch and configuration, at a version above all seen;
+- a leader that sees a higher ballot steps aside (`step_aside`); a node that stops
+  leading drops its held effects and cancels its timers;
 - any holder whose computed leader changes pushes its copy to that leader (`Replicate`
-  as a handoff), so a brand-new leader learns about capsules it never held;
-- the follower side: keep the highest version sent, ack it, and note every token seen.
+  as a handoff, re-sent on view changes until acked), so a brand-new leader learns
+  about capsules it never held;
+- the acceptor side: keep the copy of highest `(epoch, leader, version)` ever seen, ack
+  with its ballot and the promise, note every token seen.
 
 Receipts survive leader loss: a follower keeps the receipt the executor sent it for the
 current lease (`Entry.pending_receipt`), returns it in its `SyncReply`, and forwards it
@@ -25,8 +35,9 @@ current lease (`Entry.pending_receipt`), returns it in its `SyncReply`, and forw
 version still leasing it (a lost `SyncReply` does not lose the receipt), so a new
 leader settles a finished capsule from a held receipt instead of leasing it again.
 
-Invariant: a follower acks only the version it holds, and acks only ever grow, so of
-two leaders with the same custodian set at most one commits a given version.
+Invariant: a version committed in epoch e is in every record a later epoch starts from
+(phase-1 majorities intersect the commit majorities, activation is joint), so at most
+one receipt is accepted and committed tokens strictly increase.
 """
 
 from __future__ import annotations
@@ -42,16 +53,17 @@ from overlay.capsule.custody_table import (
     count,
     status_reply,
 )
-from overlay.capsule.leases import LIVE, CustodyRecord, State
+from overlay.capsule.leases import LIVE, NO_BALLOT, CustodyRecord, State
 from overlay.capsule.members import MemberView
 from overlay.capsule.messages import (
     ReceiptMsg,
     Replicate,
     ReplicateAck,
+    SubmitAck,
     SyncReply,
     SyncRequest,
 )
-from overlay.core.effects import Effect, Emit, Send, SetTimer
+from overlay.core.effects import CancelTimer, Effect, Emit, Send, SetTimer
 from overlay.core.ids import PeerId
 
 #: Re-arm a record's timers and act on its state (custody.Custody._resume).
@@ -79,11 +91,29 @@ class Replicator:
     def custodians(self, key: int) -> list[PeerId]:
         return self.view.closest(key, self.k_c)
 
-    def followers(self, e: Entry) -> list[PeerId]:
-        return [p for p in self.custodians(e.record.capsule.key) if p != self.me]
+    def config(self, key: int) -> tuple[PeerId, ...]:
+        """The configuration this node would lead with: itself first, then the view's
+        closest (k_c in all)."""
+        rest = [p for p in self.custodians(key) if p != self.me]
+        return (self.me, *rest)[: self.k_c]
 
-    def majority(self, key: int) -> int:
-        return len(self.custodians(key)) // 2 + 1
+    def followers(self, e: Entry) -> list[PeerId]:
+        """Every custodian of the current configuration and, until the activation
+        commits, of the previous one (joint)."""
+        peers = dict.fromkeys(e.record.config)
+        peers.update(dict.fromkeys(e.joint))
+        peers.pop(self.me, None)
+        return list(peers)
+
+    def committed_by(self, e: Entry, version: int) -> bool:
+        """A majority of the configuration (and, while joint, of the previous one)
+        holds `version` at this node's ballot."""
+        mine = e.promise == e.ballot and e.record.ballot == e.ballot
+        for cfg in (e.record.config, e.joint) if e.joint else (e.record.config,):
+            have = sum(mine if p == self.me else e.acks.get(p, 0) >= version for p in cfg)
+            if not cfg or have < len(cfg) // 2 + 1:
+                return False
+        return True
 
     def change(
         self, e: Entry, rec: CustodyRecord, now: float, actions: list[Effect]
@@ -100,6 +130,8 @@ class Replicator:
 
     def replicate(self, e: Entry, now: float) -> list[Effect]:
         out: list[Effect] = []
+        if not e.leading or e.syncing:
+            return out
         msg = Replicate(e.record)
         lagging = False
         for p in self.followers(e):
@@ -112,24 +144,30 @@ class Replicator:
 
     def commit(self, e: Entry) -> list[Effect]:
         """Release the actions of every version a majority of custodians holds."""
-        if not e.actions:
+        if not e.leading or e.syncing:
             return []
-        followers = self.followers(e)
-        need = self.majority(e.record.capsule.key)
         out: list[Effect] = []
         while e.actions:
             version, acts = e.actions[0]
-            have = 1 + sum(1 for p in followers if e.acks.get(p, 0) >= version)
-            if have < need:
+            if not self.committed_by(e, version):
                 break
             e.actions.pop(0)
             e.committed = max(e.committed, version)
             out.extend(acts)
+        if e.joint and self.committed_by(e, e.record.version):
+            e.joint = ()  # activated: later versions need a majority of this epoch only
+            e.committed = max(e.committed, e.record.version)
         return out
 
 
+def _keep_on_adopt(acts: list[Effect]) -> list[Effect]:
+    """Of effects held for a lineage another leader superseded, only the submitter's
+    acknowledgement still holds (the capsule is in custody either way)."""
+    return [a for a in acts if isinstance(a, Send) and isinstance(a.msg, SubmitAck)]
+
+
 class Takeover:
-    """Leadership changes, the takeover sync, and the follower side of replication."""
+    """Opening epochs (phase 1, activation), stepping aside, and the acceptor side."""
 
     def __init__(
         self,
@@ -159,55 +197,151 @@ class Takeover:
         if leader == self.me and not e.leading:
             e.leading = True
             e.acks = {}
+            e.sync_tries = 0
             out.extend(self.start_sync(e, now))
         elif leader != self.me and e.leading:
+            out.extend(self._stop(e))
             e.leading = False
-            e.syncing = False
-            e.actions = []
             count(self.table.stats, "stepped_down")
-            out.extend(cancel_timers(e))
         if leader != self.me and not e.leading:
             # Handoff: make sure the (possibly new) leader holds our copy, and the
             # executor's receipt we hold (it may never have reached that leader).
+            # Re-sent on every view change until that leader acks a copy as new.
             if e.acks.get(leader, 0) < e.record.version:
-                e.acks[leader] = e.record.version
                 out.append(Send(leader, Replicate(e.record)))
                 if e.pending_receipt is not None:
                     out.append(Send(leader, ReceiptMsg(e.pending_receipt)))
         return out
 
-    def start_sync(self, e: Entry, now: float) -> list[Effect]:
+    def _stop(self, e: Entry) -> list[Effect]:
+        """Stop acting on `e` (held effects dropped, timers cancelled)."""
+        e.syncing = False
+        e.actions = []
+        e.acks = {}
+        e.joint = ()
+        e.ballot = NO_BALLOT
+        return [*cancel_timers(e), CancelTimer(("c.sync", e.record.capsule_id))]
+
+    def step_aside(self, e: Entry, now: float) -> list[Effect]:
+        """Another ballot is above ours: stop acting; if the view still makes us the
+        leader, open a higher epoch after the sync back-off (not at once, so two
+        nodes whose views disagree do not outbid each other at message speed)."""
+        count(self.table.stats, "ballot_superseded")
+        out = self._stop(e)
+        if self.view.leader(e.record.capsule.key, self.k_c) != self.me:
+            e.leading = False
+            return out
         e.syncing = True
-        e.sync_wait = {p: None for p in self.replicator.followers(e)}
-        cid = e.record.capsule_id
-        if not e.sync_wait:
-            return self.finish_sync(e, now)
-        out: list[Effect] = [Send(p, SyncRequest(cid)) for p in e.sync_wait]
-        out.append(SetTimer(("c.sync", cid), now + self.sync_timeout_s))
+        e.sync_tries += 1
+        out.append(SetTimer(("c.sync", e.record.capsule_id), now + self._backoff(e)))
         return out
 
+    def _backoff(self, e: Entry) -> float:
+        return self.sync_timeout_s * (1 << min(e.sync_tries, 3))
+
+    # ------------------------------------------------------------ phase 1
+
+    def start_sync(self, e: Entry, now: float) -> list[Effect]:
+        """Open a new epoch: ask the newest configuration we know for promises."""
+        rec = e.record
+        e.syncing = True
+        e.committed = 0
+        epoch = max(rec.epoch, e.promise[0], e.ballot[0]) + 1
+        if rec.epoch == 0:
+            # A brand-new record starts its epoch at the clock (wall-clock seconds), so
+            # its tokens (`epoch << EPOCH_SHIFT | n`) are above those of any lineage
+            # started earlier, even one whose every copy was lost.
+            epoch = max(epoch, min(int(now), (1 << 41) - 1))
+        e.ballot = (epoch, self.me.raw)
+        self.table.promise(e, e.ballot)
+        e.promised = {self.me: None}
+        e.need = [rec.config or tuple(self.replicator.custodians(rec.capsule.key))]
+        e.max_version = max(e.max_version, rec.version)
+        return self._ask(e, now)
+
+    def _ask(self, e: Entry, now: float) -> list[Effect]:
+        cid = e.record.capsule_id
+        asked: dict[PeerId, None] = {}
+        for cfg in e.need:
+            asked.update((p, None) for p in cfg if p not in e.promised)
+        out: list[Effect] = [Send(p, SyncRequest(cid, e.ballot, e.record)) for p in asked]
+        out.append(SetTimer(("c.sync", cid), now + self._backoff(e)))
+        return out + self._maybe_finish(e, now)
+
+    def retry_sync(self, e: Entry, now: float) -> list[Effect]:
+        """No quorum yet: ask again, with a higher ballot once ours was refused."""
+        e.sync_tries += 1
+        count(self.table.stats, "sync_retries")
+        if e.promise != e.ballot:
+            return self.start_sync(e, now)
+        return self._ask(e, now)
+
+    def _maybe_finish(self, e: Entry, now: float) -> list[Effect]:
+        if not e.syncing or e.promise != e.ballot:
+            return []
+        for cfg in e.need:
+            if sum(p in e.promised for p in cfg) < len(cfg) // 2 + 1:
+                return []
+        return self.finish_sync(e, now)
+
+    def _learn(self, e: Entry, rec: CustodyRecord, now: float) -> None:
+        """A copy from another custodian: keep it if newer; a leader in phase 1 also
+        chases a newer epoch's configuration."""
+        self.table.saw_token(e, rec.token)
+        e.max_version = max(e.max_version, rec.version)
+        if rec.order <= e.record.order:
+            return
+        if e.leading and rec.ballot != e.record.ballot:
+            e.actions = [(v, _keep_on_adopt(a)) for v, a in e.actions]
+        self.table.set_record(e, rec)
+        e.wait_start = now - rec.wait_elapsed_s
+        if rec.state in LIVE:
+            e.last_hb = max(e.last_hb, now)
+        if e.syncing and rec.epoch > 0 and rec.config not in e.need:
+            e.need.append(rec.config)
+
     def finish_sync(self, e: Entry, now: float) -> list[Effect]:
+        """Activation: the adopted record in our epoch and configuration, replicated to
+        both the previous and the new configuration (committed on a majority of each)."""
         e.syncing = False
-        e.sync_wait = {}
-        count(self.table.stats, "takeovers")
-        rec = e.record.bumped(max(e.acks.values(), default=0))
+        e.sync_tries = 0
+        cid = e.record.capsule_id
+        old = e.record
+        cfg = self.replicator.config(old.capsule.key)
+        e.joint = old.config if old.config and old.config != cfg else ()
+        e.acks = {}
+        fresh = old.epoch == 0
+        rec = replace(old, version=max(e.max_version, old.version) + 1, epoch=e.ballot[0],
+                      config=cfg)  # fmt: skip
         if rec.state in LIVE:
             e.last_hb = max(e.last_hb, now)  # a fresh lease period from the takeover
-        actions: list[Effect] = [
-            Emit(ev.CustodyTakenOver(rec.capsule_id, rec.state.value, rec.token))
-        ]
+        actions: list[Effect] = []
+        if not fresh:
+            count(self.table.stats, "takeovers")
+            actions.append(Emit(ev.CustodyTakenOver(cid, rec.state.value, rec.token)))
         if rec.terminal:
             # The old leader may have died between committing the end and announcing
             # it: say it again (the API may see CapsuleFinished twice, never a second
             # ReceiptAccepted).
-            actions.append(Emit(ev.CapsuleFinished(rec.capsule_id, rec.state.value, rec.reason,
+            actions.append(Emit(ev.CapsuleFinished(cid, rec.state.value, rec.reason,
                                                    rec.receipt)))  # fmt: skip
             actions.append(Send(rec.origin, status_reply(rec)))
-        out = self.replicator.change(e, rec, now, actions)
+        out: list[Effect] = [CancelTimer(("c.sync", cid))]
+        out.extend(self.replicator.change(e, rec, now, actions))
         out.extend(self.resume(e, now))
         return out
 
     # ------------------------------------------------------------ messages
+
+    def _admit(self, peer: PeerId, rec: CustodyRecord, now: float) -> Entry | None:
+        if not self.table.admit(rec.capsule_id):
+            return None
+        e = Entry(rec, now)
+        self.table.entries[rec.capsule_id] = e
+        self.table.set_record(e, rec)
+        self.index_deps(e)
+        e.acks[peer] = rec.version  # the sender holds it: no handoff back to it
+        return e
 
     def on_replicate(self, peer: PeerId, msg: Replicate, now: float) -> list[Effect]:
         rec = msg.record
@@ -217,26 +351,20 @@ class Takeover:
         e = self.table.entries.get(rec.capsule_id)
         out: list[Effect] = []
         if e is None:
-            if not self.table.admit(rec.capsule_id):
+            e = self._admit(peer, rec, now)
+            if e is None:
                 return []
-            e = Entry(rec, now)
-            self.table.entries[rec.capsule_id] = e
-            self.table.set_record(e, rec)
-            self.index_deps(e)
-            e.acks[peer] = rec.version  # the sender holds it: no handoff back to it
             out.extend(self.ensure_leading(e, now))
-        elif rec.version > e.record.version:
-            self.table.set_record(e, rec)
-            e.wait_start = now - rec.wait_elapsed_s
-            if rec.state in LIVE:
-                e.last_hb = max(e.last_hb, now)
-            if e.leading and not e.syncing:
-                # Someone else led a newer version: adopt it and carry on from there.
-                count(self.table.stats, "adopted_newer")
-                out.extend(self.resume(e, now))
         else:
-            self.table.saw_token(e, rec.token)
-        out.append(Send(peer, ReplicateAck(rec.capsule_id, e.record.version)))
+            newer, n_need = rec.order > e.record.order, len(e.need)
+            self._learn(e, rec, now)
+            if newer and e.leading and not e.syncing and e.ballot != rec.ballot:
+                # Another leader activated a higher ballot: ours no longer commits.
+                out.extend(self.step_aside(e, now))
+            elif e.leading and e.syncing and len(e.need) > n_need:
+                out.extend(self._ask(e, now))  # a handoff from a newer epoch: chase it
+        out.append(Send(peer, ReplicateAck(rec.capsule_id, e.record.version, e.record.ballot,
+                                           e.promise)))  # fmt: skip
         r = e.pending_receipt
         if (r is not None and not e.leading and rec.state in LIVE and r.token == rec.token
                 and r.executor == rec.executor):  # fmt: skip
@@ -248,36 +376,55 @@ class Takeover:
 
     def on_replicate_ack(self, peer: PeerId, msg: ReplicateAck, now: float) -> list[Effect]:
         e = self.table.entries.get(msg.capsule_id)
-        if e is None or not e.leading:
+        if e is None:
             return []
-        if msg.version > e.acks.get(peer, 0):
-            e.acks[peer] = msg.version
-        if msg.version > e.record.version and not e.syncing:
-            return self.start_sync(e, now)  # a follower knows a newer version
+        if not e.leading:
+            if msg.version > e.acks.get(peer, 0):
+                e.acks[peer] = msg.version  # our handoff arrived (or it holds newer)
+            return []
+        if msg.promise > e.ballot:
+            self.table.promise(e, msg.promise)  # learnt: our ballot is superseded
+            return [] if e.syncing else self.step_aside(e, now)
+        if msg.ballot == e.ballot and msg.promise == e.ballot:
+            if msg.version > e.acks.get(peer, 0):
+                e.acks[peer] = msg.version
         return self.replicator.commit(e)
 
     def on_sync_request(self, peer: PeerId, msg: SyncRequest, now: float) -> list[Effect]:
-        e = self.table.entries.get(msg.capsule_id)
+        cid = msg.capsule_id
+        e = self.table.entries.get(cid)
+        if e is None and msg.record is not None and msg.ballot != NO_BALLOT:
+            e = self._admit(peer, msg.record, now)
         if e is None:
-            return [Send(peer, SyncReply(msg.capsule_id, None))]
-        return [Send(peer, SyncReply(msg.capsule_id, e.record, e.pending_receipt))]
+            return [Send(peer, SyncReply(cid, None, None, msg.ballot, False, NO_BALLOT))]
+        out: list[Effect] = []
+        ok = msg.ballot >= e.promise and msg.ballot != NO_BALLOT
+        if ok:
+            if e.leading and msg.ballot != e.ballot:
+                out.extend(self.step_aside(e, now))  # the leader is an acceptor too
+            self.table.promise(e, msg.ballot)
+        out.append(Send(peer, SyncReply(cid, e.record, e.pending_receipt, msg.ballot, ok,
+                                        e.promise)))  # fmt: skip
+        return out
 
     def on_sync_reply(self, peer: PeerId, msg: SyncReply, now: float) -> list[Effect]:
         e = self.table.entries.get(msg.capsule_id)
-        if e is None or not e.syncing or peer not in e.sync_wait:
+        if e is None or not e.leading:
             return []
-        del e.sync_wait[peer]
+        if msg.promise > e.promise:
+            self.table.promise(e, msg.promise)  # refused: retry_sync outbids it
+        if not e.syncing or msg.ballot != e.ballot:
+            return []
+        n_need = len(e.need)
         if msg.record is not None:
-            e.acks[peer] = msg.record.version
-            self.table.saw_token(e, msg.record.token)
-            if msg.record.version > e.record.version:
-                self.table.set_record(e, msg.record)
-                e.wait_start = now - msg.record.wait_elapsed_s
+            self._learn(e, msg.record, now)
         held = e.pending_receipt
         if msg.receipt is not None and (held is None or msg.receipt.token > held.token):
             # Handed over: `resume` settles the capsule with it if it matches the lease.
             count(self.table.stats, "receipts_handed_over")
             e.pending_receipt = msg.receipt
-        if not e.sync_wait:
-            return self.finish_sync(e, now)
-        return []
+        if msg.promised:
+            e.promised[peer] = None
+        if len(e.need) > n_need:
+            return self._ask(e, now)  # chase the newer epoch's configuration
+        return self._maybe_finish(e, now)

@@ -107,7 +107,13 @@ def records(draw: st.DrawFn) -> CustodyRecord:
                          tuple(k.peer_id for k in draw(st.lists(st.sampled_from(KEYS),
                                                                 max_size=3))),
                          rcpt, draw(text), draw(st.floats(0, 1e6)),
-                         draw(st.one_of(st.none(), parent_outs)))  # fmt: skip
+                         draw(st.one_of(st.none(), parent_outs)), draw(st.integers(0, 2**41 - 1)),
+                         tuple(k.peer_id for k in draw(st.lists(st.sampled_from(KEYS),
+                                                                max_size=3))))  # fmt: skip
+
+
+ballots = st.tuples(st.integers(0, 2**41 - 1), st.sampled_from([b""] + [k.peer_id.raw
+                                                                         for k in KEYS]))
 
 
 @st.composite
@@ -128,8 +134,12 @@ messages = st.one_of(
     st.builds(SubmitAck, cids, st.booleans(), text),
     st.builds(Replicate, records()),
     st.builds(ReplicateAck, cids, st.integers(0, 2**40)),
+    st.builds(ReplicateAck, cids, st.integers(0, 2**40), ballots, ballots),
     st.builds(SyncRequest, cids),
+    st.builds(lambda r, b: SyncRequest(r.capsule_id, b, r), records(), ballots),
     records().map(lambda r: SyncReply(r.capsule_id, r)),
+    st.builds(lambda r, b, ok, p: SyncReply(r.capsule_id, r, None, b, ok, p), records(),
+              ballots, st.booleans(), ballots),
     st.builds(SyncReply, cids, st.none()),
     st.builds(LeaseOffer, capsules, tokens, timing, parent_outs),
     st.builds(LeaseReply, cids, tokens, st.booleans(), text),

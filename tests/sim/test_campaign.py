@@ -1,17 +1,17 @@
 """The simulated fault campaign, short version (`make faults` runs the long one).
 
 Invariants split in two:
-- STRICT: hold today; any violation fails the test.
-- KNOWN: violated today by the custody layer under faults, and being fixed (custody
-  epochs: a new custodian set acts only after the previous one handed over). For
-  these the test asserts that the checker *finds* the violation on some seed of the
-  short campaign, so the checker is known to work; when the fix lands, move the
-  invariant from KNOWN to STRICT (the test then fails if it is still violated).
-  Today: `one_receipt` and `token_increase` (two sides of a partition lease and accept
-  on their own; a leader lost after accepting a receipt it had not replicated) and
-  `liveness` (after partitions, and after graceful leaves: followers hand their
-  records to a rejoined leader while its capsule part is still in the start-up gate,
-  which drops them; nobody retries, and the capsule stays RUNNING with no process).
+- STRICT: hold on the short campaign; any violation fails the test.
+- KNOWN: still violated on some seeds; each has a seed that shows it, and the test
+  asserts the checker finds it there (so the checker is known to work). When a fix
+  lands, that test fails: move the invariant to STRICT.
+  Today (with custody epochs): `one_receipt` and `token_increase` under partitions
+  with crash-with-disk-loss (configurations do not name incarnations yet, so a
+  custodian that lost its disk answers for promises it forgot) and with Submits
+  retried into a side of a partition that holds no copy (a second lineage: the
+  design's stated limit, docs/capsules.md "Custody epochs"). 40 seeds: one_receipt
+  on 17 (8 with a disk loss), token_increase on 1. `liveness` became STRICT once the
+  capsule part held (instead of dropped) messages during its start-up gate.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from sim.campaign import (
 from sim.campaign_check import INVARIANTS
 
 SEEDS = 10
-STRICT = ("membership", "member_only")
-KNOWN = ("one_receipt", "token_increase", "liveness")
+STRICT = ("membership", "member_only", "liveness")
+#: invariant → a seed of the default campaign that violates it today.
+KNOWN = {"one_receipt": 1, "token_increase": 34}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def summary() -> Summary:
 
 
 def test_every_invariant_is_either_strict_or_a_known_finding() -> None:
-    assert sorted(STRICT + KNOWN) == sorted(INVARIANTS)
+    assert sorted((*STRICT, *KNOWN)) == sorted(INVARIANTS)
 
 
 @pytest.mark.parametrize("kind", STRICT)
@@ -53,11 +54,13 @@ def test_strict_invariants_hold(summary: Summary, kind: str) -> None:
     )
 
 
-@pytest.mark.parametrize("kind", KNOWN)
-def test_known_findings_are_found(summary: Summary, kind: str) -> None:
+@pytest.mark.parametrize("kind", sorted(KNOWN))
+def test_known_findings_are_found(kind: str) -> None:
     # Expected finding, not a pass: when this fails because nothing was found, the
     # fix has landed: move `kind` to STRICT.
-    assert summary.failing(kind), f"{kind}: no violation on {SEEDS} seeds; make it STRICT"
+    r = run_seed(KNOWN[kind], CampaignConfig())
+    found = {v.kind for v in r.checker.violations}
+    assert kind in found, f"{kind}: no violation on seed {KNOWN[kind]}; make it STRICT"
 
 
 def test_no_violation_without_faults() -> None:

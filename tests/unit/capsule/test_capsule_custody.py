@@ -15,7 +15,7 @@ from overlay.capsule import events as ev
 from overlay.capsule.core import CancelCapsule, CapsuleCore, QueryCapsule, SubmitCapsule
 from overlay.capsule.custody import CustodyConfig
 from overlay.capsule.executor import CapsuleExited, ExecutorConfig
-from overlay.capsule.leases import CustodyRecord, LeaseTiming, State
+from overlay.capsule.leases import EPOCH_SHIFT, CustodyRecord, LeaseTiming, State
 from overlay.capsule.members import Member, MembersChanged
 from overlay.capsule.messages import Heartbeat, LeaseOffer, LeaseRevoked, ReceiptMsg
 from overlay.capsule.spec import Capsule, CapsuleSpec, Conditions
@@ -24,6 +24,9 @@ from overlay.core.crypto import KeyPair
 from overlay.core.effects import Effect, Emit, Send, SetTimer
 from overlay.core.errors import LocalProtocolError
 from overlay.core.ids import PeerId
+
+#: The first fencing token of custody epoch 1 (`epoch << EPOCH_SHIFT | n`).
+T1 = 1 << EPOCH_SHIFT | 1
 
 OWNER = KeyPair(b"\xee" * 32)
 
@@ -114,11 +117,11 @@ def test_submit_run_receipt_happy_path() -> None:
     m.run(1)
     assert [e.capsule_id for e in m.events(ev.SubmissionAccepted)] == [cap.id]
     (run,) = m.events(ev.RunRequested)
-    assert run.token == 1 and m.record(cap).state is State.RUNNING
+    assert run.token == T1 and m.record(cap).state is State.RUNNING
     m.finish(run)
     m.run(1)
     rec = m.record(cap)
-    assert rec.state is State.SUCCEEDED and rec.receipt is not None and rec.receipt.token == 1
+    assert rec.state is State.SUCCEEDED and rec.receipt is not None and rec.receipt.token == T1
     assert len(m.events(ev.ReceiptAccepted)) == 1
     (settled,) = m.events(ev.ReceiptSettled)
     assert settled.accepted
@@ -142,16 +145,16 @@ def test_expired_lease_is_reoffered_with_higher_token_and_stale_receipt_rejected
     requeued = m.events(ev.CapsuleRequeued)
     assert requeued and "no heartbeat for 6 s" in requeued[0].reason
     runs = m.events(ev.RunRequested)
-    assert [r.token for r in runs] == [1, 2] and m.runner(runs[1]) != hung
+    assert [r.token for r in runs] == [T1, T1 + 1] and m.runner(runs[1]) != hung
     m.router.link_up = None  # heal: the hung executor finishes its stale attempt
     m.finish(first, peer=hung)
     m.run(1)
     (stale,) = m.events(ev.ReceiptSettled, hung)
-    assert not stale.accepted and "stale token 1" in stale.reason
+    assert not stale.accepted and f"stale token {T1} " in stale.reason
     assert m.record(cap).state is State.RUNNING
     m.finish(runs[1])
     m.run(1)
-    assert m.record(cap).state is State.SUCCEEDED and m.record(cap).receipt.token == 2  # type: ignore[union-attr]
+    assert m.record(cap).state is State.SUCCEEDED and m.record(cap).receipt.token == T1 + 1  # type: ignore[union-attr]
     assert len(m.events(ev.ReceiptAccepted)) == 1
 
 
@@ -168,7 +171,7 @@ def test_heartbeats_with_stale_token_get_the_lease_revoked() -> None:
     m.router.link_up = None
     m.run(3)  # the next heartbeat carries token 1: custody revokes it
     kills = m.events(ev.KillRequested, hung)
-    assert kills and kills[0].token == 1
+    assert kills and kills[0].token == T1
     assert not m.cores[hung].executor.running
 
 
@@ -217,7 +220,7 @@ def test_maxretries_exhausted_fails_the_capsule() -> None:
     assert rec.state is State.FAILED and rec.attempts == 2
     assert rec.reason.endswith("no heartbeat for 6 s; maxretries=1 exhausted")
     tokens = [e.token for e in m.events(ev.CapsuleLeased)]
-    assert tokens == [1, 2]
+    assert tokens == [T1, T1 + 1]
     runners = [m.runner(r) for r in m.events(ev.RunRequested)]
     assert runners[0] != runners[1]  # the executor whose lease expired is avoided
 
@@ -314,7 +317,10 @@ def test_executor_refuses_what_does_not_fit_and_stale_tokens() -> None:
     assert ex.on_offer(m.peers[1], LeaseOffer(a, 2, timing), 0.0)[0].msg.accepted  # type: ignore[union-attr]
     busy = ex.on_offer(m.peers[1], LeaseOffer(b, 1, timing), 0.0)[0].msg
     assert busy.reason == "all 1 slots busy"  # type: ignore[union-attr]
-    stale = ex.on_offer(m.peers[1], LeaseOffer(a, 2, timing), 0.0)[0].msg
+    # the leader repeating the offer of the lease we run hears "accepted" again
+    again = ex.on_offer(m.peers[1], LeaseOffer(a, 2, timing), 0.0)
+    assert len(again) == 1 and again[0].msg.accepted  # type: ignore[union-attr]
+    stale = ex.on_offer(m.peers[1], LeaseOffer(a, 1, timing), 0.0)[0].msg
     assert stale.reason == "stale token"  # type: ignore[union-attr]
     # a higher token for the same capsule supersedes our own attempt
     out = ex.on_offer(m.peers[1], LeaseOffer(a, 3, timing), 0.0)
@@ -362,9 +368,9 @@ def test_new_leader_settles_from_a_receipt_handed_over_in_the_takeover_sync() ->
     assert m.cores[heir].custody.stats["receipts_handed_over"] == 1
     rec = m.cores[heir].custody.record(cap.id)
     assert rec is not None and rec.state is State.SUCCEEDED and rec.receipt is not None
-    assert rec.receipt.token == 1 and rec.token == 1
+    assert rec.receipt.token == T1 and rec.token == T1
     (accepted,) = m.events(ev.ReceiptAccepted)
-    assert accepted.token == 1 and m.events(ev.ReceiptAccepted, heir)
+    assert accepted.token == T1 and m.events(ev.ReceiptAccepted, heir)
     (settled,) = m.events(ev.ReceiptSettled, executor)
     assert settled.accepted
     m.run(30)  # nothing is leased again

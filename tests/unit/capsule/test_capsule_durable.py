@@ -17,7 +17,7 @@ from overlay.capsule.core import CapsuleCore, SubmitCapsule
 from overlay.capsule.custody import CustodyConfig
 from overlay.capsule.durable import DurableRecord, record_key
 from overlay.capsule.executor import CapsuleExited, ExecutorConfig
-from overlay.capsule.leases import CustodyRecord, LeaseTiming, State
+from overlay.capsule.leases import EPOCH_SHIFT, CustodyRecord, LeaseTiming, State
 from overlay.capsule.members import Member, MembersChanged
 from overlay.capsule.messages import Heartbeat, Replicate, ReplicateAck
 from overlay.capsule.spec import Capsule, CapsuleSpec
@@ -26,6 +26,9 @@ from overlay.core.effects import Effect, Emit, Received, Send
 from overlay.core.errors import WireError
 from overlay.core.ids import PeerId
 from overlay.core.wire import cbor_decode, cbor_encode
+
+#: The first fencing token of custody epoch 1 (`epoch << EPOCH_SHIFT | n`).
+T1 = 1 << EPOCH_SHIFT | 1
 
 TIMING = LeaseTiming(lease_timeout_s=6, heartbeat_s=2, offer_timeout_s=3)
 
@@ -158,7 +161,7 @@ def test_all_custodians_crash_and_restart_from_disk_keeps_the_lease() -> None:
     c = Colony()
     cap = c.capsule(maxretries=3)
     run, executor = _lease_running(c, cap)
-    assert run.token == 1
+    assert run.token == T1
     victims = c.custodians(cap)
     for p in victims:
         c.router.kill(p)
@@ -169,11 +172,11 @@ def test_all_custodians_crash_and_restart_from_disk_keeps_the_lease() -> None:
     # The origin replays the submission to the restored leader: deduplicated.
     c.router.inject(c.peers[0], SubmitCapsule(cap))
     c.router.run_for(2)
-    c.router.inject(executor, CapsuleExited(cap.id, 1, 0))
+    c.router.inject(executor, CapsuleExited(cap.id, T1, 0))
     c.router.run_for(2)
     accepted = c.events(ev.ReceiptAccepted)
-    assert [(a.capsule_id, a.token) for a in accepted] == [(cap.id, 1)]
-    assert [e.token for e in c.events(ev.CapsuleLeased)] == [1]
+    assert [(a.capsule_id, a.token) for a in accepted] == [(cap.id, T1)]
+    assert [e.token for e in c.events(ev.CapsuleLeased)] == [T1]
     rec = c.cores[c.custodians(cap)[0]].custody.record(cap.id)
     assert rec is not None and rec.state is State.SUCCEEDED
 
@@ -194,7 +197,7 @@ def test_restored_custody_reoffers_an_expired_lease_with_a_higher_token() -> Non
     c.announce()
     c.router.run_for(20)
     tokens = [e.token for e in c.events(ev.CapsuleLeased)]
-    assert tokens[0] == 1 and len(tokens) >= 2 and tokens == sorted(set(tokens)), tokens
+    assert tokens[0] == T1 and len(tokens) >= 2 and tokens == sorted(set(tokens)), tokens
     # The hung executor's receipt for token 1 is stale now and is rejected.
     c.router.link_up = None
     c.router.inject(hung, CapsuleExited(cap.id, 1, 0))
@@ -220,7 +223,9 @@ def test_without_the_disk_the_restarted_custodians_would_reuse_token_1() -> None
     c.announce()
     c.router.inject(c.peers[0], SubmitCapsule(cap))
     c.router.run_for(1)
-    assert [e.token for e in c.events(ev.CapsuleLeased)] == [1, 1]
+    # Both lineages start in epoch 1 here (the simulated clock is below 2 s); on a real
+    # clock the second one's epoch, and so its tokens, would be higher.
+    assert [e.token for e in c.events(ev.CapsuleLeased)] == [T1, T1]
 
 
 def test_evicted_finished_records_are_deleted_from_disk() -> None:
