@@ -360,6 +360,9 @@ class Exchange:
                 peer = w.peer
                 self._release(cid, w, peer, failed=False, requeue=False)
                 cancels.setdefault(peer, []).append(WantEntry(cid, cancel=True))
+                # The block may already be on its way: when it comes it is a late
+                # duplicate, not a made-up block to penalise the provider for.
+                self._remember_done(cid)
         for peer, entries in cancels.items():
             out.append(Send(peer, BitswapMessage(wants=tuple(entries))))
 

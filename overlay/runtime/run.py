@@ -15,7 +15,7 @@ from pathlib import Path
 import structlog
 import trio
 
-from overlay.core.errors import ConfigError
+from overlay.core.errors import ColonyError, ConfigError
 from overlay.runtime.daemon import Daemon
 from overlay.runtime.process import config as cfg
 from overlay.runtime.process.identity import KEY_FILE, load_identity
@@ -33,6 +33,8 @@ def run_daemon_blocking(home: Path) -> int:
         try:
             trio.run(daemon.run)
         except OSError as e:  # e.g. the API port is taken by another daemon
+            if daemon.started.is_set():  # not a start-up problem: say what failed
+                raise ColonyError(f"daemon stopped: {e.strerror or e}") from None
             raise ConfigError(
                 f"cannot start: {e.strerror or e}; is another daemon using this home or "
                 "these ports? (see [api] listen and [network] listen in config.toml)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from typing import TextIO
@@ -10,6 +11,34 @@ import structlog
 from structlog.typing import Processor
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
+
+#: Log writes that failed (a full disk under the log file, a closed pipe; a line is
+#: one or two writes).
+dropped_writes = 0
+
+
+class SafeStream:
+    """A text stream whose writes never raise: a log call must not take the daemon
+    down when the disk holding its log is full (ENOSPC) or the reader went away;
+    such writes are counted in `dropped_writes` instead."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        global dropped_writes
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):  # ValueError: write to a closed file
+            dropped_writes += 1
+            return 0
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
 
 
 def configure(
@@ -42,9 +71,9 @@ def configure(
         # captured at configure time may be closed later (pytest's capture, a detached
         # daemon's redirected stderr), and a log call must never raise.
         logger_factory=(
-            structlog.PrintLoggerFactory(stream)
+            (lambda *args: structlog.PrintLogger(SafeStream(stream)))  # type: ignore[arg-type]
             if explicit
-            else (lambda *args: structlog.PrintLogger(sys.stderr))
+            else (lambda *args: structlog.PrintLogger(SafeStream(sys.stderr)))  # type: ignore[arg-type]
         ),
         cache_logger_on_first_use=False,
     )

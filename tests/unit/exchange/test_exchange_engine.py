@@ -226,6 +226,24 @@ def test_cancel_fetch_sends_cancels_to_the_peer_that_had_the_want() -> None:
     assert_queues_consistent(ex)
 
 
+def test_blocks_arriving_after_a_cancel_do_not_penalise_the_provider() -> None:
+    """A cancel races the blocks already sent: they are late duplicates, and the
+    provider stays (it used to be disconnected after three of them)."""
+    from overlay.core.effects import Received
+    from overlay.exchange.engine import CancelFetch
+
+    me, prov = peer(100), peer(1)
+    ex = Exchange(me, DictSource(), ExchangeConfig())
+    datas = [bytes([i]) * 64 for i in range(5)]
+    cids = tuple(cid_of(d) for d in datas)
+    ex.handle(Fetch(cids, (prov,)), 0.0)
+    ex.handle(CancelFetch(cids), 0.1)
+    late = BitswapMessage(blocks=tuple(Block(c, d) for c, d in zip(cids, datas, strict=True)))
+    out = ex.handle(Received(prov, late), 0.2)
+    assert not [e for e in out if isinstance(e, Disconnect)]
+    assert ex.stats.unsolicited_blocks == 0 and ex.stats.duplicate_blocks == 5
+
+
 def test_wants_lost_twice_are_reported_unavailable_behind_a_full_window() -> None:
     """A provider whose blocks never arrive: the wants that timed out in both rounds
     are reported unavailable even though newer wants fill the window again."""
