@@ -29,7 +29,6 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from gossip.admission import Admission, who
 from gossip.messages import Revoke
@@ -50,6 +49,7 @@ from overlay.core.crypto import Envelope, KeyPair, PublicKey
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
 from overlay.core.wire import cbor_decode, cbor_encode
+from overlay.runtime.process.config import Config
 from overlay.runtime.process.identity import load_identity, write_identity
 from store.blockstore import BlockStore
 
@@ -150,7 +150,7 @@ class Refusal:
 class Trust:
     """This node's colony settings and the checks the daemon's layers share."""
 
-    def __init__(self, home: Path, conf: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, home: Path, conf: Config | None = None) -> None:
         self.home = home
         self.dir = home / TRUST_DIR
         trust_conf = (conf or {}).get("trust", {})
@@ -522,7 +522,7 @@ def private_multihashes(store: BlockStore, roots: Iterable[str]) -> set[bytes]:
 
 
 def capsule_authority(
-    home: Path, conf: dict[str, dict[str, Any]]
+    home: Path, conf: Config
 ) -> tuple[bytes | None, tuple[Certificate, ...]]:
     """The hook overlay/runtime/services/capsules.py reads: (colony owner, own chain).
     Open mode gives (None, ())."""
