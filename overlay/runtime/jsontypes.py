@@ -3,7 +3,6 @@
 `Json` is what `json.dumps` accepts and the HTTP API sends: nested containers are
 read-only (`Sequence`, `Mapping`) so a `list[str]` or a `dict[str, int]` is a `Json`
 without a copy. `JsonObject` is a JSON object a function builds and returns.
-
 """
 
 from __future__ import annotations
