@@ -57,7 +57,7 @@ from overlay.runtime.edge.dialback import ReachabilityService
 from overlay.runtime.edge.dialer import run_edge
 from overlay.runtime.net.router import Router
 from overlay.runtime.net.transport import Transport, TransportConfig
-from overlay.runtime.process.config import mdns_enabled
+from overlay.runtime.process.config import Config, mdns_enabled
 from overlay.runtime.services.blocks import BlockService
 from overlay.runtime.services.bootstrap import Bootstrapper
 from overlay.runtime.services.capsules import (
@@ -88,7 +88,7 @@ LEAVE_TIMEOUT_S = 3.0
 
 class Daemon:
     def __init__(
-        self, home: Path, conf: dict[str, dict[str, Any]], keypair: KeyPair, store: BlockStore
+        self, home: Path, conf: Config, keypair: KeyPair, store: BlockStore
     ) -> None:
         self.home = home
         self.conf = conf

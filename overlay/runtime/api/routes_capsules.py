@@ -33,8 +33,9 @@ from overlay.capsule.spec import Capsule, CapsuleSpec, SpecError, Workflow, chec
 from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError, WireError
-from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
+from overlay.runtime.api.server import ApiError, ApiServer, Reply, Request, Response
 from overlay.runtime.context import Blocks
+from overlay.runtime.jsontypes import Json, JsonObject
 from overlay.runtime.services.capsule_info import record_json
 from overlay.runtime.services.capsules import CapsuleService
 from store.exporter import Exporter
@@ -53,7 +54,7 @@ def _id(text: Any) -> str:
         raise ApiError(400, f"not a capsule id: {e}") from None
 
 
-def _nonce(body: dict[str, Any]) -> int:
+def _nonce(body: JsonObject) -> int:
     n = body.get("nonce")
     if n is None:
         return secrets.randbits(62)  # every submit is a new capsule unless asked otherwise
@@ -69,10 +70,10 @@ def placement_hint(svc: CapsuleService, spec: CapsuleSpec) -> str:
     return "" if result.ok else result.reason
 
 
-def _record_or_404(rec: Any, cid: str) -> dict[str, Any]:
+def _record_or_404(rec: Any, cid: str) -> JsonObject:
     if rec is None:
         raise ApiError(404, f"capsule {cid} is unknown to this node and its custodians")
-    out: dict[str, Any] = record_json(rec)
+    out: JsonObject = record_json(rec)
     return out
 
 
@@ -89,7 +90,7 @@ def add_capsule_routes(
         return {"id": cap.id, "name": cap.spec.name, "state": k.state, "reason": k.reason,
                 "placement": hint}  # fmt: skip
 
-    async def submit(req: Request) -> Any:
+    async def submit(req: Request) -> Reply:
         body = req.json()
         try:
             spec = CapsuleSpec.from_dict(body.get("spec"))
@@ -101,7 +102,7 @@ def add_capsule_routes(
         cap = Capsule.sign(keypair, spec, time.time(), _nonce(body))
         return await submit_one(cap)
 
-    async def workflow_submit(req: Request) -> Any:
+    async def workflow_submit(req: Request) -> Reply:
         body = req.json()
         try:
             wf = Workflow.from_dict(body.get("workflow"))
@@ -116,7 +117,7 @@ def add_capsule_routes(
             out.append(item)
         return {"workflow": wf.name, "ids": {i["name"]: i["id"] for i in out}, "capsules": out}
 
-    async def ps(req: Request) -> Any:
+    async def ps(req: Request) -> Reply:
         rows: dict[str, dict[str, Any]] = {}
         for rec in svc.core.custody.records():
             row = record_json(rec)
@@ -141,7 +142,7 @@ def add_capsule_routes(
                 n.start_soon(refresh, cid)
         return sorted(rows.values(), key=lambda r: r.get("submitted_at") or 0.0)
 
-    async def get(req: Request) -> Any:
+    async def get(req: Request) -> Reply:
         cid = _id(req.arg("id"))
         out = _record_or_404(await svc.find_record(cid), cid)
         if out["state"] == State.SUBMITTED.value:
@@ -159,7 +160,7 @@ def add_capsule_routes(
         first = await svc.find_record(cid)
         _record_or_404(first, cid)
 
-        async def gen() -> AsyncIterator[Any]:
+        async def gen() -> AsyncIterator[Json]:
             rec = first
             last = None
             deadline = trio.current_time() + timeout
@@ -188,7 +189,7 @@ def add_capsule_routes(
         first = await svc.find_record(cid)
         _record_or_404(first, cid)
 
-        async def gen() -> AsyncIterator[Any]:
+        async def gen() -> AsyncIterator[Json]:
             rec = first
             token, offset = -1, 0
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -231,7 +232,7 @@ def add_capsule_routes(
 
         return Response(stream=gen())
 
-    async def cancel(req: Request) -> Any:
+    async def cancel(req: Request) -> Reply:
         body = req.json()
         cid = _id(body.get("id"))
         rec = await svc.find_record(cid)
@@ -248,7 +249,7 @@ def add_capsule_routes(
         assert rec is not None
         return {"id": cid, "state": rec.state.value, "reason": rec.reason}
 
-    async def stats(req: Request) -> Any:
+    async def stats(req: Request) -> Reply:
         core = svc.core
         return {
             "members": len(core.view), "view_version": core.view.version,

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from overlay.core.ids import PeerId
-from overlay.runtime.api.server import ApiServer, Request
+from overlay.runtime.api.server import ApiServer, Reply, Request
 from overlay.runtime.context import Membership
 from overlay.runtime.edge import doctor_checks as dc
 from overlay.runtime.edge.dialback import DialbackNetwork, ReachabilityService
 from overlay.runtime.edge.dialer import Dialer
+from overlay.runtime.process.config import Config
 from store.blockstore import BlockStore
 
 
@@ -31,7 +32,7 @@ class DoctorSources:
 
     me: PeerId
     home: Path
-    conf: dict[str, dict[str, Any]]
+    conf: Config
     network: DialbackNetwork
     membership: Membership
     store: BlockStore
@@ -72,7 +73,7 @@ def reachability_check(snap: dict[str, Any], listen: list[str]) -> dc.Check:
                     "needs connected members to dial back; wait, or check [network] bootstrap")
 
 
-def dht_mode_check(status: str, conf: dict[str, dict[str, Any]]) -> dc.Check:
+def dht_mode_check(status: str, conf: Config) -> dc.Check:
     """A node others cannot dial should not ask to be in their routing tables."""
     mode = str(conf["dht"].get("mode", "server"))
     if status == "nat" and mode == "server":
@@ -126,7 +127,7 @@ def doctor_report(d: DoctorSources) -> dict[str, Any]:
 
 
 def add_doctor_routes(api: ApiServer, d: DoctorSources) -> None:
-    async def doctor(req: Request) -> Any:
+    async def doctor(req: Request) -> Reply:
         return doctor_report(d)
 
     api.add("GET", "/v1/doctor", doctor)

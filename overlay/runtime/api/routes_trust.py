@@ -6,31 +6,29 @@ Thin: each route reads its JSON body, calls the trust service and turns a refusa
 
 from __future__ import annotations
 
-from typing import Any
-
 from overlay.core.errors import ColonyError, LocalProtocolError
-from overlay.runtime.api.server import ApiError, ApiServer, Request
+from overlay.runtime.api.server import ApiError, ApiServer, Reply, Request
 from overlay.runtime.services.trust import TrustService
 
 
 def add_trust_routes(api: ApiServer, svc: TrustService) -> None:
-    async def status(req: Request) -> Any:
+    async def status(req: Request) -> Reply:
         return svc.status()
 
-    async def private(req: Request) -> Any:
+    async def private(req: Request) -> Reply:
         body = req.json()
         try:
             return svc.set_private(str(body.get("cid", "")), bool(body.get("private", True)))
         except ColonyError as e:
             raise ApiError(400, str(e)) from None
 
-    async def revoke(req: Request) -> Any:
+    async def revoke(req: Request) -> Reply:
         try:
             return await svc.revoke(str(req.json().get("revocation", "")))
         except (ColonyError, LocalProtocolError) as e:
             raise ApiError(400, str(e)) from None
 
-    async def lookup(req: Request) -> Any:
+    async def lookup(req: Request) -> Reply:
         try:
             return await svc.lookup(str(req.json().get("cert", "")))
         except ValueError:

@@ -31,6 +31,7 @@ import structlog
 import trio
 
 from overlay.core.errors import ColonyError, ConfigError
+from overlay.runtime.jsontypes import Json
 
 log = structlog.get_logger("colony.api")
 
@@ -82,6 +83,8 @@ class Response:
 
 
 #: A route: returns a Response, or a JSON-able body for a 200 response.
+#: What a route that builds its reply itself returns.
+Reply = Json | Response
 Handler = Callable[[Request], Awaitable[object]]
 
 

@@ -58,6 +58,7 @@ from overlay.p2p.reachability import (
 )
 from overlay.runtime.context import Cores, Membership, Network
 from overlay.runtime.edge import stun_probe
+from overlay.runtime.jsontypes import JsonObject
 from overlay.runtime.net.transport import Codec, PeerInfo, TransportError
 
 log = structlog.get_logger("colony.reachability")
@@ -81,7 +82,7 @@ def decode_request(obj: Any) -> tuple[list[str], int]:
     return addrs, t_ms
 
 
-def decode_response(obj: Any) -> tuple[str | None, list[dict[str, Any]], int | None]:
+def decode_response(obj: Any) -> tuple[str | None, list[JsonObject], int | None]:
     if not isinstance(obj, dict) or not isinstance(obj.get("results", []), list):
         raise MalformedFrame("dial-back response must be a map with a results list")
     observed = obj.get("observed")
@@ -171,7 +172,7 @@ class ReachabilityService:
         if not self.guard.allow(ip, trio.current_time()):
             raise RemoteProtocolError("dial-back: rate limit for your address; try later")
         targets = plan_dialback(ip, addrs, self.guard.config.max_dial_addrs)
-        results: list[dict[str, Any]] = [{} for _ in targets]
+        results: list[JsonObject] = [{} for _ in targets]
 
         async def one(i: int, tip: str, tport: int) -> None:
             err = await check_listener(tip, tport)

@@ -43,6 +43,7 @@ from overlay.runtime.edge.relay import RelayRefused, RelayService
 from overlay.runtime.edge.signalling import SignalRefused, SignalService
 from overlay.runtime.net.stream_attach import AttachError, attach_stream
 from overlay.runtime.net.transport import DialError, Transport
+from overlay.runtime.process.config import Config
 from overlay.runtime.services.trust_state import Trust
 
 log = structlog.get_logger("colony.dialer")
@@ -121,7 +122,7 @@ class DialConfig:
     relays: tuple[PeerId, ...] = ()
 
     @classmethod
-    def from_config(cls, cfg: dict[str, dict[str, Any]]) -> DialConfig:
+    def from_config(cls, cfg: Config) -> DialConfig:
         edge = cfg.get("edge", {})
         order = tuple(edge.get("dial_order", METHODS))
         bad = [m for m in order if m not in METHODS]
@@ -462,7 +463,7 @@ class Dialer:
 async def open_edge(
     transport: Any,
     keypair: Any,
-    conf: dict[str, dict[str, Any]],
+    conf: Config,
     is_member: Callable[[PeerId], bool],
     is_nat: Callable[[], bool] | None = None,
     reachability_of: Callable[[PeerId | None], str] | None = None,
@@ -522,7 +523,7 @@ async def open_edge(
 async def run_edge(
     transport: Transport,
     keypair: KeyPair,
-    conf: dict[str, dict[str, Any]],
+    conf: Config,
     *,
     trust: Trust,
     membership: Membership,

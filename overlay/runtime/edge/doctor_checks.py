@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from overlay.runtime.process.config import Config
+
 MIN_DISK_FREE_BYTES = 1 << 30
 MIN_DISK_FREE_RATIO = 0.05
 MAX_CLOCK_SKEW_S = 2.0
@@ -50,7 +52,7 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def config_checks(home: Path, conf: dict[str, dict[str, Any]]) -> list[Check]:
+def config_checks(home: Path, conf: Config) -> list[Check]:
     out: list[Check] = []
     key = home / "identity.key"
     if not key.exists():

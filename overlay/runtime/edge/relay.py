@@ -45,6 +45,7 @@ from overlay.core.ids import PeerId
 from overlay.core.multiformats import encode_varint
 from overlay.core.wire import cbor_decode, cbor_encode
 from overlay.runtime.net.transport_stream import TransportStream
+from overlay.runtime.process.config import Config
 
 if TYPE_CHECKING:
     from overlay.runtime.net.transport import Transport
@@ -86,7 +87,7 @@ class RelayLimits:
     reservation_ttl_s: float = 300.0
 
     @classmethod
-    def from_config(cls, cfg: dict[str, dict[str, Any]]) -> RelayLimits:
+    def from_config(cls, cfg: Config) -> RelayLimits:
         r = cfg.get("relay", {})
         d = cls()
         return cls(

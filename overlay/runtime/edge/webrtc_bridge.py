@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 import structlog
 import trio
 
+from overlay.runtime.process.config import Config
+
 if TYPE_CHECKING:  # aiortc itself is imported lazily (~50 MiB RSS): see LazyEndpoint
     from aiortc import RTCDataChannel, RTCPeerConnection
 
@@ -86,7 +88,7 @@ class IceConfig:
     turn_password: str = ""
 
     @classmethod
-    def from_config(cls, cfg: dict[str, dict[str, Any]]) -> IceConfig:
+    def from_config(cls, cfg: Config) -> IceConfig:
         edge = cfg.get("edge", {})
         return cls(
             stun=tuple(edge.get("stun", ())),

@@ -20,7 +20,10 @@ from overlay.core.errors import ConfigError
 
 CONFIG_FILE = "config.toml"
 
-DEFAULTS: dict[str, dict[str, Any]] = {
+#: A loaded configuration: section name → key → value (TOML types), see DEFAULTS.
+Config = dict[str, dict[str, Any]]
+
+DEFAULTS: Config = {
     "node": {"profile": "lan", "event_log": 1000, "max_known_peers": 256},
     "network": {
         "listen": ["/ip4/0.0.0.0/tcp/4001"],
@@ -68,7 +71,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 #: still override each key. `edge` is for Raspberry-Pi-class devices (docs/edge.md):
 #: slower gossip (gossip's edge profile), fewer parallel DHT queries, a smaller first
 #: LMDB map, and shorter in-memory event log and peer memory.
-NODE_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+NODE_PROFILES: dict[str, Config] = {
     "lan": {},
     "wan": {"gossip": {"profile": "wan"}},
     "edge": {
@@ -251,7 +254,7 @@ def _from_env(raw: str, default: object) -> object:
     return raw
 
 
-def merge(base: dict[str, dict[str, Any]], overlay: Mapping[str, Any], origin: str) -> None:
+def merge(base: Config, overlay: Mapping[str, Any], origin: str) -> None:
     for section, values in overlay.items():
         if section not in DEFAULTS:
             raise ConfigError(
@@ -271,7 +274,7 @@ def merge(base: dict[str, dict[str, Any]], overlay: Mapping[str, Any], origin: s
                 raise ConfigError(f"{origin}: {e}") from None
 
 
-def load(home: Path, env: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+def load(home: Path, env: Mapping[str, str] | None = None) -> Config:
     """Defaults, the `[node] profile` preset, `<home>/config.toml`, the environment."""
     cfg = copy.deepcopy(DEFAULTS)
     path = home / CONFIG_FILE

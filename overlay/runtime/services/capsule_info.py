@@ -35,6 +35,7 @@ from overlay.core.ids import PeerId
 from overlay.core.validate import uint
 from overlay.runtime.context import Membership, Network
 from overlay.runtime.executors.base import LOG_NAME
+from overlay.runtime.jsontypes import JsonObject
 
 log = structlog.get_logger("colony.capsules")
 
@@ -46,7 +47,7 @@ READ_EXTRA = 2
 LOG_CHUNK_BYTES = 256 * 1024
 
 
-def record_json(rec: CustodyRecord) -> dict[str, Any]:
+def record_json(rec: CustodyRecord) -> JsonObject:
     spec = rec.capsule.spec
     r = rec.receipt
     return {
@@ -85,7 +86,7 @@ class Known:
     outputs: tuple[str, ...] = ()
     exit_status: int | None = None
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return {"id": self.capsule.id, "name": self.capsule.spec.name, "state": self.state,
                 "reason": self.reason, "outputs": list(self.outputs),
                 "exit_status": self.exit_status,

@@ -54,6 +54,7 @@ from overlay.core.ids import PeerId
 from overlay.runtime.context import Blocks, Cores, DhtCalls, Membership, Network, Spawn
 from overlay.runtime.executors import Attempts, ExecContext, available_kinds, executor_for
 from overlay.runtime.net.transport import Codec
+from overlay.runtime.process.config import Config
 from overlay.runtime.services.capsule_info import (
     PROTO_CAPSULE_INFO,
     CapsuleReads,
@@ -97,7 +98,7 @@ class Authority:
     chain: tuple[Certificate, ...] = ()
 
 
-def load_authority(home: Path, conf: dict[str, dict[str, Any]]) -> Authority:
+def load_authority(home: Path, conf: Config) -> Authority:
     """The one place the daemon learns its colony's trust settings.
 
     Until the trust module (overlay/runtime/services/trust_state.py, `colony colony create`, `cert
@@ -137,7 +138,7 @@ class CapsuleSetup:
 
 async def prepare_capsules(
     home: Path,
-    conf: dict[str, dict[str, Any]],
+    conf: Config,
     keypair: KeyPair,
     revocations: RevocationList | None = None,
 ) -> CapsuleSetup:
@@ -178,7 +179,7 @@ class CapsuleService:
         spawn: Spawn,
         started: trio.Event,
         home: Path,
-        conf: dict[str, dict[str, Any]],
+        conf: Config,
     ) -> None:
         self.cores, self.network, self.membership = cores, network, membership
         self.dht, self.blocks, self.spawn, self.started = dht, blocks, spawn, started

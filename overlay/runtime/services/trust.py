@@ -39,6 +39,7 @@ from overlay.core.ids import PeerId
 from overlay.core.private_mark import PrivateMark, check_mark
 from overlay.exchange.messages import BitswapMessage
 from overlay.runtime.context import Cores, DhtCalls, Membership, Network
+from overlay.runtime.jsontypes import JsonObject
 from overlay.runtime.net.transport import Codec
 from overlay.runtime.services.trust_state import Trust, colony_id, private_multihashes, serial
 from store.blockstore import BlockStore
@@ -54,7 +55,7 @@ PROTO_PRIVATE_MARK = "/colony/private-mark/1.0.0"
 MARK_TIMEOUT_S = 3.0
 
 
-def cert_json(c: Any, now: float, trust: Trust | None = None) -> dict[str, Any]:
+def cert_json(c: Any, now: float, trust: Trust | None = None) -> JsonObject:
     status = "valid"
     if now >= c.expires:
         status = "expired"
@@ -320,7 +321,7 @@ class TrustService:
 
     # ------------------------------------------------------------ actions (api/routes_trust.py)
 
-    def set_private(self, text: str, private: bool) -> dict[str, Any]:
+    def set_private(self, text: str, private: bool) -> JsonObject:
         """Mark (or unmark) the DAG under `text` as members-only; ColonyError if bad."""
         cid = str(Cid.parse(text))
         if private:
@@ -363,7 +364,7 @@ class TrustService:
             ],
         }  # fmt: skip
 
-    async def revoke(self, hex_envelope: str) -> dict[str, Any]:
+    async def revoke(self, hex_envelope: str) -> JsonObject:
         """Apply a signed revocation (made by `colony cert revoke`): gossip it to the
         colony and store it in the DHT under /colony/revoke/<cert id>.
 
@@ -383,7 +384,7 @@ class TrustService:
         return {"cert": rev.cert_id[2:].hex(), "gossiped": True,
                 "dht_key": key.decode(), "dht_acks": ev.result.acks, "dht_error": ev.error}
 
-    async def lookup(self, cert_hex: str) -> dict[str, Any]:
+    async def lookup(self, cert_hex: str) -> JsonObject:
         """Is certificate `cert_hex` revoked according to the DHT? ValueError if not hex."""
         cert_id = bytes.fromhex("1220" + cert_hex[-64:])
         ev = await self.dht.call(lambda rid: GetValue(rid, revoke_key(cert_id)))

@@ -52,6 +52,7 @@ from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError, W
 from overlay.core.ids import PeerId
 from overlay.core.private_mark import PrivateMark
 from overlay.core.wire import cbor_decode, cbor_encode
+from overlay.runtime.process.config import Config
 from overlay.runtime.process.identity import load_identity, write_identity
 from store.blockstore import BlockStore
 
@@ -152,7 +153,7 @@ class Refusal:
 class Trust:
     """This node's colony settings and the checks the daemon's layers share."""
 
-    def __init__(self, home: Path, conf: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, home: Path, conf: Config | None = None) -> None:
         self.home = home
         self.dir = home / TRUST_DIR
         trust_conf = (conf or {}).get("trust", {})
@@ -563,7 +564,7 @@ def private_multihashes(store: BlockStore, roots: Iterable[str]) -> set[bytes]:
 
 
 def capsule_authority(
-    home: Path, conf: dict[str, dict[str, Any]]
+    home: Path, conf: Config
 ) -> tuple[bytes | None, tuple[Certificate, ...]]:
     """The hook overlay/runtime/services/capsules.py reads: (colony owner, own chain).
     Open mode gives (None, ())."""
