@@ -135,7 +135,18 @@ def _add_one(imp: Importer, path: str, recursive: bool) -> Added:
     return imp.add_path(Path(path), recursive=recursive)
 
 
+def _inline(text: str) -> bytes | None:
+    """The bytes of a raw identity CID (its data is the CID; no node needed)."""
+    path = parse_path(text)
+    root = path.root
+    return root.digest if not path.segments and root.is_identity and root.codec == RAW else None
+
+
 def _cat(args: argparse.Namespace) -> int:
+    data = _inline(args.cid)
+    if data is not None:
+        sys.stdout.buffer.write(data)
+        return 0
     with _store(args) as store:
         cid = _target(store, args.cid)
         out = sys.stdout.buffer
@@ -146,6 +157,16 @@ def _cat(args: argparse.Namespace) -> int:
 
 def _get(args: argparse.Namespace) -> int:
     path = parse_path(args.cid)
+    data = _inline(args.cid)
+    if data is not None:
+        target = Path(args.output or str(path.root))
+        try:
+            with open(target, "xb") as f:
+                f.write(data)
+        except OSError as e:
+            raise StoreError(f"{target}: {e.strerror or e}") from None
+        print(f"saved {path.root} to {target}", file=sys.stderr)
+        return 0
     with _store(args) as store:
         cid = _target(store, args.cid)
         out = Path(args.output or (path.segments[-1] if path.segments else str(cid)))

@@ -200,3 +200,16 @@ def test_paths_in_cat_ls_get(node: Path, tmp_path: Path) -> None:
     ):
         r = colony(node, *args)
         assert r.returncode == 1 and msg in r.stderr.decode(), (args, r.stderr)
+
+
+def test_identity_cids_need_no_block_nor_node(node: Path, tmp_path: Path) -> None:
+    for home in (node, tmp_path / "nothing"):
+        r = colony(home, "cat", "bafkqabtimvwgy3yk")  # raw identity CID of b"hello\n"
+        assert r.returncode == 0 and r.stdout == b"hello\n", r.stderr
+    r = colony(node, "get", "k10vj2didmfdtj4a", "-o", str(tmp_path / "h"))
+    assert r.returncode == 0 and (tmp_path / "h").read_bytes() == b"hello\n", r.stderr
+    r = colony(node, "block", "get", "bafkqabtimvwgy3yk")
+    assert r.returncode == 0 and r.stdout == b"hello\n", r.stderr
+    blake3 = "bafkr4iaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    r = colony(node, "cat", blake3)
+    assert r.returncode == 1 and b"cannot verify multihash 0x1e (blake3)" in r.stderr, r.stderr
