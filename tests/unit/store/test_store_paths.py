@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from overlay.core.cid import DAG_PB, Cid
+from overlay.core.cid import DAG_PB, RAW, Cid
 from store.blockstore import BlockNotFound, BlockStore
 from store.importer import Importer
 from store.paths import (
@@ -16,7 +16,7 @@ from store.paths import (
     parse_path,
     resolve,
 )
-from store.unixfs import DataType, encode_link, encode_node, encode_unixfs
+from store.unixfs import DataType, UnixFSData, encode_link, encode_node, encode_unixfs_full
 
 HELLO_V1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"
 
@@ -114,16 +114,37 @@ def test_literal_percent_that_is_not_a_separator_is_a_name() -> None:
     assert parse_path(HELLO_V1 + "/100%25 done").segments == ("100%25 done",)
 
 
-def test_hamt_directory_is_refused_by_name(tmp_path: Path) -> None:
+def _put_shard(store: BlockStore, links: list[bytes], hash_type: int = 0x22,
+               fanout: int = 256) -> Cid:
+    u = UnixFSData(DataType.HAMT_SHARD, b"\x01", hash_type=hash_type, fanout=fanout)
+    block = encode_node(links, encode_unixfs_full(u))
+    cid = Cid.of(DAG_PB, block)
+    store.put(cid, block)
+    return cid
+
+
+def test_hamt_directories_resolve_through_sub_shards(tmp_path: Path) -> None:
     with BlockStore(tmp_path / "s") as store:
         hello = Cid.parse(HELLO_V1)
         store.put(hello, b"hello\n")
-        shard = encode_node([encode_link(hello.to_bytes(), "00hello", 6)],
-                            encode_unixfs(DataType.HAMT_SHARD))
-        sc = Cid.of(DAG_PB, shard)
-        store.put(sc, shard)
-        with pytest.raises(PathError, match="HAMT-sharded directory"):
-            _resolve(store, f"{sc}/hello")
+        world = Cid.of(RAW, b"world\n")
+        store.put(world, b"world\n")
+        sub = _put_shard(store, [encode_link(world.to_bytes(), "07world.txt", 6)])
+        top = _put_shard(store, [encode_link(hello.to_bytes(), "A0hello", 6),
+                                 encode_link(sub.to_bytes(), "F1", 100)])
+        assert _resolve(store, f"{top}/hello") == hello
+        assert _resolve(store, f"{top}/world.txt") == world
+        with pytest.raises(PathError, match=f"no entry nope in directory {top}"):
+            _resolve(store, f"{top}/nope")
+        with pytest.raises(PathError, match="is a file, not a directory"):
+            _resolve(store, f"{top}/hello/x")
+        odd = _put_shard(store, [encode_link(hello.to_bytes(), "A0hello", 6)], fanout=100)
+        with pytest.raises(PathError, match="HAMT-sharded directory with hash type 34 and "
+                           "fanout 100"):
+            _resolve(store, f"{odd}/hello")
+        other = _put_shard(store, [encode_link(hello.to_bytes(), "A0hello", 6)], hash_type=1)
+        with pytest.raises(PathError, match="only murmur3-x64-64"):
+            _resolve(store, f"{other}/hello")
 
 
 def test_missing_block_names_the_path(tmp_path: Path) -> None:
