@@ -50,7 +50,7 @@ import lmdb
 
 from overlay.core.cid import DAG_PB, Cid
 from overlay.core.errors import ColonyError, ConfigError
-from overlay.core.multiformats import decode_varint, encode_varint
+from overlay.core.multiformats import SHA2_256, decode_varint, encode_varint
 from store.txn_gate import GateBusy, TxnGate
 from store.unixfs import link_cids
 
@@ -336,8 +336,16 @@ class BlockStore:
 
         `links` may be None for a dag-pb block (then it is decoded here) and is ignored
         for raw blocks. The caller vouches that each block hashes to its CID. Returns
-        how many blocks were new.
+        how many blocks were new. Only sha2-256 blocks are stored: identity CIDs hold
+        their data (skipped), any other multihash is refused (`UnverifiableHash`).
         """
+        if any(cid.hash_code != SHA2_256 for cid, _, _ in items):
+            for cid, data, _ in items:
+                if cid.hash_code != SHA2_256 and not cid.verify(data):
+                    raise CorruptBlock(cid, "refusing to store bytes that do not match the CID")
+            items = [it for it in items if it[0].hash_code == SHA2_256]
+            if not items:
+                return 0
 
         def txn_fn(txn: Any) -> int:
             new = 0
@@ -465,10 +473,19 @@ class Reader:
         self.txn = txn
 
     def has(self, cid: Cid) -> bool:
+        if cid.hash_code != SHA2_256:
+            return cid.is_identity
         return self.txn.get(cid.multihash, db=self.store._blocks) is not None
 
     def read(self, cid: Cid, *, verify: bool = True, context: str = "") -> memoryview:
-        """The block's bytes as a memoryview into the map; hash-checked by default."""
+        """The block's bytes as a memoryview into the map; hash-checked by default.
+
+        An identity CID's bytes are its digest (no stored block); a CID under a hash
+        this node cannot verify raises `UnverifiableHash` (nothing is stored under one)."""
+        if cid.hash_code != SHA2_256:
+            if cid.is_identity:
+                return memoryview(cid.digest)
+            cid.verify(b"")  # raises UnverifiableHash naming the multihash
         val = self.txn.get(cid.multihash, db=self.store._blocks)
         if val is None:
             raise BlockNotFound(cid, context)
@@ -478,6 +495,8 @@ class Reader:
         return mv
 
     def size(self, cid: Cid) -> int | None:
+        if cid.is_identity:
+            return len(cid.digest)
         val = self.txn.get(cid.multihash, db=self.store._blocks)
         return None if val is None else len(val)
 

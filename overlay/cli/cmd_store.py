@@ -25,6 +25,7 @@ from store import gc
 from store.blockstore import BlockStore, StoreError, open_home_store
 from store.exporter import Exporter
 from store.importer import Added, Importer, ImportOptions
+from store.paths import parse_path, resolve
 from store.pins import PinMode, Pins
 from store.unixfs import decode_pbnode
 
@@ -70,6 +71,15 @@ def _tree_bytes(paths: list[Path]) -> int | None:
 
 def _cid(text: str) -> Cid:
     return Cid.parse(text)
+
+
+def _target(store: BlockStore, text: str) -> Cid:
+    """The CID named by ``CID``, ``CID/a/b`` or ``/ipfs/CID/a/b`` (store/paths.py)."""
+    path = parse_path(text)
+    if not path.segments:
+        return path.root
+    with store.reader() as r:
+        return resolve(r, path)
 
 
 def _emit_json(obj: object) -> None:
@@ -125,9 +135,20 @@ def _add_one(imp: Importer, path: str, recursive: bool) -> Added:
     return imp.add_path(Path(path), recursive=recursive)
 
 
+def _inline(text: str) -> bytes | None:
+    """The bytes of a raw identity CID (its data is the CID; no node needed)."""
+    path = parse_path(text)
+    root = path.root
+    return root.digest if not path.segments and root.is_identity and root.codec == RAW else None
+
+
 def _cat(args: argparse.Namespace) -> int:
-    cid = _cid(args.cid)
+    data = _inline(args.cid)
+    if data is not None:
+        sys.stdout.buffer.write(data)
+        return 0
     with _store(args) as store:
+        cid = _target(store, args.cid)
         out = sys.stdout.buffer
         Exporter(store).cat(cid, out.write)
         out.flush()
@@ -135,9 +156,20 @@ def _cat(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace) -> int:
-    cid = _cid(args.cid)
-    out = Path(args.output) if args.output else Path(str(cid))
+    path = parse_path(args.cid)
+    data = _inline(args.cid)
+    if data is not None:
+        target = Path(args.output or str(path.root))
+        try:
+            with open(target, "xb") as f:
+                f.write(data)
+        except OSError as e:
+            raise StoreError(f"{target}: {e.strerror or e}") from None
+        print(f"saved {path.root} to {target}", file=sys.stderr)
+        return 0
     with _store(args) as store:
+        cid = _target(store, args.cid)
+        out = Path(args.output or (path.segments[-1] if path.segments else str(cid)))
         ex = Exporter(store)
         info = ex.stat(cid)
         total = info.size if info.kind == "file" else None
@@ -148,8 +180,8 @@ def _get(args: argparse.Namespace) -> int:
 
 
 def _ls(args: argparse.Namespace) -> int:
-    cid = _cid(args.cid)
     with _store(args) as store:
+        cid = _target(store, args.cid)
         entries = Exporter(store).ls(cid)
     if args.json:
         _emit_json({"cid": str(cid), "entries": [
@@ -364,7 +396,7 @@ hash-checked as it is read; a missing or corrupt block stops with an error namin
 
 example:
   colony cat bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am""", _cat)
-    p.add_argument("cid", metavar="CID")
+    p.add_argument("cid", metavar="CID[/PATH]")
 
     p = _cmd(sub, common, "get", "save a file or directory tree to disk", """\
 Write a file, directory tree or symlink from the local store to PATH (default: the
@@ -372,7 +404,7 @@ CID, in the current directory). PATH must not exist yet.
 
 example:
   colony get bafybei… -o dataset-copy""", _get)
-    p.add_argument("cid", metavar="CID")
+    p.add_argument("cid", metavar="CID[/PATH]")
     p.add_argument("-o", "--output", metavar="PATH", help="where to write (must not exist)")
 
     p = _cmd(sub, common, "ls", "list a directory's entries", """\
@@ -380,7 +412,7 @@ List a UnixFS directory: CID, size and name of each entry (directories end in /)
 
 example:
   colony ls --json bafybei…""", _ls)
-    p.add_argument("cid", metavar="CID")
+    p.add_argument("cid", metavar="CID[/PATH]")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     pin = sub.add_parser("pin", parents=[common], help="keep content from gc: add, rm, ls",

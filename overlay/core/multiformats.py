@@ -97,6 +97,34 @@ def b32decode_lower(text: str) -> bytes:
         raise MalformedFrame(f"invalid base32: {e}") from None
 
 
+_B36_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def b36encode_lower(data: bytes) -> str:
+    """Multibase base36 (prefix 'k'): big-endian integer, leading zero bytes as '0'."""
+    n = int.from_bytes(data, "big")
+    out: list[str] = []
+    while n:
+        n, r = divmod(n, 36)
+        out.append(_B36_ALPHABET[r])
+    pad = len(data) - len(data.lstrip(b"\0"))
+    return "0" * pad + "".join(reversed(out))
+
+
+def b36decode(text: str) -> bytes:
+    """Decode base36 (either case; the multibase prefix already stripped)."""
+    t = text.lower()
+    n = 0
+    for ch in t:
+        v = _B36_ALPHABET.find(ch)
+        if v < 0:
+            raise MalformedFrame(f"invalid base36 character {ch!r}")
+        n = n * 36 + v
+    pad = len(t) - len(t.lstrip("0"))
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
+    return b"\0" * pad + body
+
+
 def multihash_sha256(data: bytes | memoryview) -> bytes:
     return b"\x12\x20" + hashlib.sha256(data).digest()
 

@@ -171,3 +171,45 @@ def test_unreadable_file(node: Path, tmp_path: Path) -> None:
     f.chmod(0)
     r = colony(node, "add", str(f))
     assert r.returncode == 1 and b"Permission denied" in r.stderr
+
+
+def test_paths_in_cat_ls_get(node: Path, tmp_path: Path) -> None:
+    src = tmp_path / "data"
+    (src / "sub" / "inner").mkdir(parents=True)
+    (src / "sub" / "file.txt").write_bytes(b"in a path\n")
+    (src / "sub" / "inner" / "x").write_bytes(b"x\n")
+    r = colony(node, "add", "-r", "-Q", str(src))
+    assert r.returncode == 0, r.stderr
+    root = out(r).strip()
+    for form in (f"{root}/sub/file.txt", f"/ipfs/{root}/sub/file.txt"):
+        r = colony(node, "cat", form)
+        assert r.returncode == 0 and r.stdout == b"in a path\n", r.stderr
+    r = colony(node, "ls", "--json", f"{root}/sub")
+    assert r.returncode == 0, r.stderr
+    assert sorted(e["name"] for e in json.loads(out(r))["entries"]) == ["file.txt", "inner"]
+    r = colony(node, "get", f"{root}/sub", "-o", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "file.txt").read_bytes() == b"in a path\n"
+    assert (tmp_path / "out" / "inner" / "x").read_bytes() == b"x\n"
+    for args, msg in (
+        (("cat", f"{root}/sub/nope"), f"no entry nope in directory {root}/sub"),
+        (("ls", f"{root}/sub/file.txt/x"), f"{root}/sub/file.txt is a file, not a directory"),
+        (("cat", f"{root}/../etc/passwd"), "'..' is refused"),
+        (("cat", f"{root}/sub%2Ffile.txt"), "percent-encoded"),
+        (("get", f"{root}//sub"), "empty segment"),
+    ):
+        r = colony(node, *args)
+        assert r.returncode == 1 and msg in r.stderr.decode(), (args, r.stderr)
+
+
+def test_identity_cids_need_no_block_nor_node(node: Path, tmp_path: Path) -> None:
+    for home in (node, tmp_path / "nothing"):
+        r = colony(home, "cat", "bafkqabtimvwgy3yk")  # raw identity CID of b"hello\n"
+        assert r.returncode == 0 and r.stdout == b"hello\n", r.stderr
+    r = colony(node, "get", "k10vj2didmfdtj4a", "-o", str(tmp_path / "h"))
+    assert r.returncode == 0 and (tmp_path / "h").read_bytes() == b"hello\n", r.stderr
+    r = colony(node, "block", "get", "bafkqabtimvwgy3yk")
+    assert r.returncode == 0 and r.stdout == b"hello\n", r.stderr
+    blake3 = "bafkr4iaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    r = colony(node, "cat", blake3)
+    assert r.returncode == 1 and b"cannot verify multihash 0x1e (blake3)" in r.stderr, r.stderr

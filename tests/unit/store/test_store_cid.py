@@ -63,12 +63,15 @@ def test_invalid_cids_raise_naming_the_text(text: str) -> None:
         assert repr(text[:20])[:10] in str(e.value) or "too long" in str(e.value)
 
 
-def test_unsupported_codec_and_hash_are_rejected() -> None:
-    # dag-cbor (0x71) and a sha2-512 multihash: valid CIDs, but not for this store.
-    with pytest.raises(InvalidCid, match="codec"):
-        Cid.from_bytes(b"\x01\x71\x12\x20" + bytes(32))
+def test_other_codecs_and_hashes_parse_but_only_known_hashes_verify() -> None:
+    # dag-cbor (0x71) and a sha2-512 multihash: well-formed, so they pass through.
+    assert Cid.from_bytes(b"\x01\x71\x12\x20" + bytes(32)).codec_name == "dag-cbor"
+    c = Cid.from_bytes(b"\x01\x55\x13\x40" + bytes(64))
+    assert c.hash_code == 0x13 and not c.verifiable
+    with pytest.raises(InvalidCid, match=r"cannot verify multihash 0x13 \(sha2-512\)"):
+        c.verify(b"")
     with pytest.raises(InvalidCid, match="sha2-256"):
-        Cid.from_bytes(b"\x01\x55\x13\x40" + bytes(64))
+        Cid.from_bytes(b"\x01\x55\x12\x40" + bytes(64))  # sha2-256 of 64 bytes
     with pytest.raises(InvalidCid):
         Cid(0, RAW, bytes(32))
     with pytest.raises(InvalidCid):
