@@ -24,8 +24,12 @@ def _export(args: argparse.Namespace) -> int:
     root = Cid.parse(args.cid)
     with _store(args) as store:
         if args.output:
-            with open(args.output, "wb") as f, _progress(True, None, "export") as prog:
-                export_car(store, root, f.write, prog)
+            try:
+                with open(args.output, "wb") as f, _progress(True, None, "export") as prog:
+                    export_car(store, root, f.write, prog)
+            except BaseException:
+                Path(args.output).unlink(missing_ok=True)  # no half-written CAR left behind
+                raise
         else:
             out = sys.stdout.buffer
             with _progress(True, None, "export") as prog:
@@ -35,6 +39,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    for name in args.files:
+        if not Path(name).is_file():
+            print(f"colony: error: {name}: no such file", file=sys.stderr)
+            return 1
     results = []
     with _store(args) as store, store.lock(exclusive=False):
         for name in args.files:
