@@ -112,12 +112,17 @@ class TableMachine(RuleBasedStateMachine):
 
     @rule()
     def probe(self) -> None:
+        before = self.rng.getstate()
         target = self.t.next_probe_target(self.rng)
         live = {p for p, s in self.model.items() if s in LIVE}
-        if live:
+        if target is not None:
             assert target in live
-        else:
-            assert target is None
+        elif live:
+            # Kept from the original prober (the simulator's output pins it): a call
+            # that reaches the end of a pass reshuffles and then scans only as many
+            # entries as it had left, so it can miss the live members of the new
+            # order and skip one probe period. Only a reshuffling call may do that.
+            assert self.rng.getstate() != before, "no target though a member is live"
 
     @rule(k=st.integers(0, 5), alive_only=st.booleans())
     def sample(self, k: int, alive_only: bool) -> None:
