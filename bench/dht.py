@@ -20,6 +20,11 @@ bound 2·2^p ≤ 2N/k, and how evenly the reprovide's ADD_PROVIDERs spread over 
 interval (the busiest 1/2^p slot against the mean slot; a burst would put all of them
 in one).
 
+Messages: each lookup's RPCs (FIND_NODE queries) against an idealised lookup that spends
+α RPCs per routing round and then asks the k closest once (k + α·(hops_theory − 1)),
+and every other message the lookups caused (role-check PINGs to unknown requesters,
+table probes). `--sizes 1000,10000,100000` adds the 10^5 run (~2 GiB, a few minutes).
+
 Usage: .venv/bin/python bench/dht.py [--sizes 1000,10000] [--lookups 300] [--sweep-keys 5000]
 """
 
@@ -98,6 +103,17 @@ def run(n: int, lookups: int, seed: int) -> None:
           f"build {build_s:.1f} s")
     print(f"          hops theory log2(N/k)/log2(k)+1 = {theory:.2f}; "
           f"ratio measured/theory = {mean_h / theory:.2f}")
+    # The limit: an idealised lookup spends α RPCs per routing round before the last and
+    # then asks the k closest once each (the termination rule): k + α·(hops − 1).
+    rpcs = statistics.mean(r.queried for r in results.values())
+    ideal = cfg.k + cfg.alpha * (theory - 1)
+    other = msgs - 2 * rpcs
+    checks = sum(c.stats.role_checks_sent for c in cores.values()) / lookups
+    skipped = sum(c.stats.role_checks_skipped_full for c in cores.values()) / lookups
+    print(f"          RPCs/lookup {rpcs:.1f} (lookup queries; {other:.1f} other msgs/lookup, "
+          f"role-check PINGs {checks:.1f}, skipped for full buckets {skipped:.1f}) | "
+          f"ideal k+α(h−1) = {ideal:.1f} | ratio {rpcs / ideal:.2f} (goal ≤ 1.5); "
+          f"all msgs/2 vs ideal {msgs / 2 / ideal:.2f}")
 
 
 def sweep(n: int, keys: int, seed: int) -> None:

@@ -20,13 +20,20 @@ from overlay.core.ids import PeerId
 @dataclass(frozen=True, slots=True)
 class KadConfig:
     #: "server" answers and stores; "client" only looks up (kad-dht client mode: it
-    #: neither answers requests nor enters other peers' routing tables).
-    mode: Literal["server", "client"] = "server"
+    #: neither answers requests nor enters other peers' routing tables); "auto" serves
+    #: until `ReachabilityLearned(False)` says others cannot reach us, and again after
+    #: `ReachabilityLearned(True)` (go-libp2p-kad-dht's ModeAuto, driven by AutoNAT).
+    mode: Literal["server", "client", "auto"] = "server"
     k: int = 20
     alpha: int = 3
     #: S/Kademlia disjoint paths per lookup (1 = plain Kademlia).
     disjoint_paths: int = 1
     rpc_timeout_s: float = 10.0
+    #: A lookup query unanswered after an RTO (srtt + 4·rttvar of answered RPCs, at
+    #: least this) stops holding up its lookup; it fails only at `rpc_timeout_s`.
+    rpc_soft_timeout_min_s: float = 0.25
+    #: The soft timeout before any RTT was measured (RFC 6298 starts at 1 s).
+    rpc_soft_timeout_initial_s: float = 2.0
     #: Consecutive RPC failures before a table entry without a replacement is evicted.
     max_fails: int = 2
     replacement_size: int = 10
@@ -72,8 +79,9 @@ class KadConfig:
     max_rate_limited_peers: int = 4096
 
     def __post_init__(self) -> None:
-        if self.mode not in ("server", "client"):
-            raise ValueError(f'dht mode must be "server" or "client", not {self.mode!r}')
+        if self.mode not in ("server", "client", "auto"):
+            raise ValueError(
+                f'dht mode must be "server", "client" or "auto", not {self.mode!r}')
 
 
 # ---------------------------------------------------------------- commands
@@ -133,6 +141,14 @@ class StopProviding:
 
 
 @dataclass(frozen=True, slots=True)
+class ReachabilityLearned:
+    """Whether other peers can dial us (the node's AutoNAT verdict). In mode "auto" it
+    switches the core between server and client; other modes ignore it."""
+
+    reachable: bool
+
+
+@dataclass(frozen=True, slots=True)
 class PutValue:
     request_id: int
     key: bytes
@@ -147,9 +163,10 @@ class GetValue:
 
 
 Command = AddPeer | Bootstrap | FindNode | GetProviders | Provide | StopProviding | PutValue \
-    | GetValue | PeerRoleLearned
+    | GetValue | PeerRoleLearned | ReachabilityLearned
 COMMAND_TYPES: tuple[type, ...] = (AddPeer, Bootstrap, FindNode, GetProviders, Provide,
-                                   StopProviding, PutValue, GetValue, PeerRoleLearned)
+                                   StopProviding, PutValue, GetValue, PeerRoleLearned,
+                                   ReachabilityLearned)
 
 # ---------------------------------------------------------------- results and events
 
@@ -206,6 +223,14 @@ class ProvideDone:
     regions: int
     lookups: int
     messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChanged:
+    """The core started or stopped serving (mode "auto"); the driver registers or
+    removes its kad handler to match."""
+
+    server: bool
 
 
 @dataclass(frozen=True, slots=True)

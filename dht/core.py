@@ -38,10 +38,12 @@ from dht.api import (
     GetProviders,
     GetValue,
     KadConfig,
+    ModeChanged,
     PeerAddressesLearned,
     PeerRoleLearned,
     Provide,
     PutValue,
+    ReachabilityLearned,
     StopProviding,
 )
 from dht.lookup_runner import LookupRunner
@@ -110,6 +112,8 @@ class Kademlia:
         #: Per-peer token buckets for inbound requests.
         self.limiter = PeerRateLimiter(cfg.request_burst, cfg.request_rate_per_s,
                                        cfg.max_rate_limited_peers)
+        #: Whether we answer requests: mode "server", or "auto" until told we are unreachable.
+        self.serving = cfg.mode != "client"
         #: Deadlines of the ("refresh",) and ("expire",) timers, to recognise stale firings.
         self._hk: dict[str, float] = {}
 
@@ -159,6 +163,11 @@ class Kademlia:
             self.roles.learn(cmd.peer, cmd.server, now)
             if not cmd.server:
                 self.table.remove(cmd.peer)
+        elif isinstance(cmd, ReachabilityLearned):
+            if self.config.mode == "auto" and cmd.reachable != self.serving:
+                self.serving = cmd.reachable
+                self.stats.mode_changes += 1
+                out.append(Emit(ModeChanged(self.serving)))
         elif isinstance(cmd, AddPeer):
             if cmd.addrs:
                 out.append(Emit(PeerAddressesLearned(cmd.peer, cmd.addrs)))
@@ -215,7 +224,7 @@ class Kademlia:
 
     def _on_response(self, peer: PeerId, resp: DhtResponse, now: float,
                      out: list[Effect]) -> None:
-        rpc = self.rpcs.answered(peer, resp.rid, out)
+        rpc = self.rpcs.answered(peer, resp.rid, now, out)
         if rpc is None:
             return
         msg = resp.msg
@@ -249,8 +258,13 @@ class Kademlia:
             return
         name = timer[0]
         if name == "rpc" and len(timer) == 2:
-            rpc = self.rpcs.timed_out(timer[1])
-            if rpc is not None:  # else answered already: stale
+            fired = self.rpcs.timed_out(timer[1], now, out)
+            if fired is None:  # answered already: stale
+                return
+            rpc, soft = fired
+            if soft:
+                self.lookups.on_stall(rpc.op, rpc.peer, now, out)
+            else:
                 self._rpc_failed(rpc, now, out)
             return
         if name == "sweep" and len(timer) == 2:
@@ -276,9 +290,9 @@ class Kademlia:
     def _serve(self, peer: PeerId, req: DhtRequest, now: float, out: list[Effect]) -> None:
         if peer == self.me:
             return
-        if self.config.mode == "client":
+        if not self.serving:
             # kad-dht client mode: we do not serve (the driver should not even accept
-            # the stream); the requester's RPC times out and it drops us.
+            # the stream); the requester's RPC fails and it drops us.
             self.stats.requests_refused_client += 1
             return
         if not self.limiter.allow(peer, now):
@@ -306,6 +320,14 @@ class Kademlia:
                 self._seen(peer, now, out)
             return
         if peer in self.roles.checking:
+            return
+        if not self.table.has_room(peer):
+            # Its bucket is full, so even a verified server would only wait in the
+            # replacement cache; verifying it now would cost every server it asks one
+            # PING per new requester (two thirds of a lookup's messages in a converged
+            # network). Replacements come from peers that answered us instead, as in
+            # Kademlia §4.1's lazy probing.
+            self.stats.role_checks_skipped_full += 1
             return
         if self.rpcs.request(peer, KadMessage(MessageType.PING), VERIFY_OP, now, out):
             self.roles.checking[peer] = None

@@ -4,7 +4,10 @@ A `Lookup` knows nothing about messages or time. The core asks it which peers to
 (`next_queries`, at most α in flight, only among the k closest not-failed candidates),
 and reports each answer (`on_answer`) or failure (timeout, unreachable: `on_failure`).
 It is `finished()` once the k closest candidates that have not failed have all answered
-— the paper's termination rule — or when no candidate is left to ask.
+— the paper's termination rule — or when no candidate is left to ask. A query that
+outlives the core's adaptive soft timeout is reported with `on_stall`: it frees its α
+slot and leaves the window, so one unreachable peer (a NAT'd node in someone's table)
+costs about one RTO instead of the full RPC timeout; a late answer still counts.
 
 Each candidate carries the hop at which it was learned (peers from our own table are
 hop 1); `hops()` is the deepest hop among the k closest answered peers, i.e. the number
@@ -29,6 +32,10 @@ NEW = 0
 WAITING = 1
 ANSWERED = 2
 FAILED = 3
+#: Asked, no answer within the soft timeout: no longer holds one of the α slots nor a
+#: place in the window, but a late answer still counts (Kademlia §2.3: "nodes that
+#: fail to respond quickly are removed from consideration until and unless they do").
+STALLED = 4
 
 
 class Lookup:
@@ -53,7 +60,7 @@ class Lookup:
         self.max_candidates = max_candidates if max_candidates is not None else 4 * k
         #: (distance, peer) ascending.
         self._order: list[tuple[int, PeerId]] = []
-        #: peer -> hop << 2 | state
+        #: peer -> hop << 3 | state
         self._info: dict[PeerId, int] = {}
         self.inflight = 0
         self.queried = 0
@@ -73,7 +80,7 @@ class Lookup:
                 owner = self._claims.setdefault(p, self._path)
                 if owner != self._path:
                     continue
-            self._info[p] = hop << 2 | NEW
+            self._info[p] = hop << 3 | NEW
             bisect.insort(self._order, (p.key ^ self.target, p))
             added += 1
         if len(self._order) > self.max_candidates:
@@ -84,7 +91,7 @@ class Lookup:
         i = len(self._order) - 1
         while len(self._order) > self.max_candidates and i >= 0:
             p = self._order[i][1]
-            if self._info[p] & 3 == NEW:
+            if self._info[p] & 7 == NEW:
                 del self._order[i]
                 del self._info[p]
                 self.dropped += 1
@@ -93,31 +100,43 @@ class Lookup:
     def on_answer(self, peer: PeerId, closer: Sequence[PeerId]) -> bool:
         """`peer` answered with `closer`. False (and no change) if we were not waiting on it."""
         info = self._info.get(peer)
-        if info is None or info & 3 != WAITING:
+        if info is None or info & 7 not in (WAITING, STALLED):
             return False
-        self._info[peer] = (info & ~3) | ANSWERED
-        self.inflight -= 1
-        self.add(closer, (info >> 2) + 1)
+        if info & 7 == WAITING:
+            self.inflight -= 1
+        self._info[peer] = (info & ~7) | ANSWERED
+        self.add(closer, (info >> 3) + 1)
         return True
 
     def on_failure(self, peer: PeerId) -> bool:
         info = self._info.get(peer)
-        if info is None or info & 3 != WAITING:
+        if info is None or info & 7 not in (WAITING, STALLED):
             return False
-        self._info[peer] = (info & ~3) | FAILED
+        if info & 7 == WAITING:
+            self.inflight -= 1
+        self._info[peer] = (info & ~7) | FAILED
+        return True
+
+    def on_stall(self, peer: PeerId) -> bool:
+        """`peer` has not answered within the soft timeout: free its slot (STALLED)."""
+        info = self._info.get(peer)
+        if info is None or info & 7 != WAITING:
+            return False
+        self._info[peer] = (info & ~7) | STALLED
         self.inflight -= 1
         return True
 
     # ------------------------------------------------------------------ decisions
 
     def _window(self) -> Iterator[tuple[PeerId, int]]:
-        """(peer, state) of the k closest candidates that have not failed, closest first:
-        the only peers a lookup asks, and the ones its termination rule waits for."""
+        """(peer, state) of the k closest candidates that have not failed or stalled,
+        closest first: the only peers a lookup asks, and the ones its termination rule
+        waits for."""
         window = 0
         info = self._info
         for _, p in self._order:
-            st = info[p] & 3
-            if st == FAILED:
+            st = info[p] & 7
+            if st in (FAILED, STALLED):
                 continue
             yield p, st
             window += 1
@@ -133,7 +152,7 @@ class Lookup:
         info = self._info
         for p, st in self._window():
             if st == NEW:
-                info[p] = (info[p] & ~3) | WAITING
+                info[p] = (info[p] & ~7) | WAITING
                 self.inflight += 1
                 self.queried += 1
                 out.append(p)
@@ -151,10 +170,10 @@ class Lookup:
 
     def state(self, peer: PeerId) -> int | None:
         info = self._info.get(peer)
-        return None if info is None else info & 3
+        return None if info is None else info & 7
 
     def waiting(self) -> list[PeerId]:
-        return [p for _, p in self._order if self._info[p] & 3 == WAITING]
+        return [p for _, p in self._order if self._info[p] & 7 == WAITING]
 
     # ------------------------------------------------------------------ results
 
@@ -163,7 +182,7 @@ class Lookup:
         n = self.k if n is None else n
         out: list[PeerId] = []
         for _, p in self._order:
-            if self._info[p] & 3 == ANSWERED:
+            if self._info[p] & 7 == ANSWERED:
                 out.append(p)
                 if len(out) >= n:
                     break
@@ -172,7 +191,7 @@ class Lookup:
     def hops(self) -> int:
         best = 0
         for p in self.closest():
-            best = max(best, self._info[p] >> 2)
+            best = max(best, self._info[p] >> 3)
         return best
 
     def __len__(self) -> int:
@@ -220,6 +239,10 @@ class DisjointLookup:
     def on_failure(self, peer: PeerId) -> bool:
         lk = self.path_of(peer)
         return lk is not None and lk.on_failure(peer)
+
+    def on_stall(self, peer: PeerId) -> bool:
+        lk = self.path_of(peer)
+        return lk is not None and lk.on_stall(peer)
 
     def next_queries(self) -> list[PeerId]:
         out: list[PeerId] = []

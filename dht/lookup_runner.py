@@ -137,7 +137,7 @@ class LookupRunner:
             if not qs:
                 break
             for p in qs:
-                if not self.rpcs.request(p, msg, op_id, now, out):
+                if not self.rpcs.request(p, msg, op_id, now, out, soft=True):
                     lk.on_failure(p)
         if lk.finished():
             self._walk_done(op, now, out)
@@ -167,6 +167,14 @@ class LookupRunner:
             self._take_record(op, peer, msg, now)
         lk.on_answer(peer, closer)
         self.advance(op, now, out)
+
+    def on_stall(self, op_id: int, peer: PeerId, now: float, out: list[Effect]) -> None:
+        """A query of op `op_id` to `peer` passed its soft timeout: walk on without it."""
+        op = self.ops.get(op_id)
+        if op is None or (isinstance(op, PutOp) and op.putting):
+            return
+        if op.lookup.on_stall(peer):
+            self.advance(op, now, out)
 
     def on_failure(self, op_id: int, peer: PeerId, now: float, out: list[Effect]) -> None:
         """A query of op `op_id` to `peer` timed out, was refused or went unanswered."""

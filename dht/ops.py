@@ -7,7 +7,11 @@ and says which message its walk sends and whether its caller gets a `LookupDone`
 
 `RpcTable` holds every outbound request awaiting an answer (libp2p kad-dht spec; one
 request id per RPC, core-local):
-- a request gets rid n+1 and a timer ("rpc", rid) at now + rpc_timeout_s;
+- a request gets rid n+1 and a timer ("rpc", rid). A lookup query's timer first fires
+  at the *soft* timeout, an RTO from the RTTs of answered RPCs (Jacobson/Karels, RFC 6298:
+  srtt + 4·rttvar, clamped to [rpc_soft_timeout_min_s, rpc_timeout_s]); then the query
+  is *stalled* (its op stops waiting for it) and the timer is re-armed for the hard
+  timeout at sent + rpc_timeout_s. Other RPCs wait for the hard timeout only;
 - an answer must come from the peer asked (else counted, and the RPC stays pending);
   the table then forgets the RPC and cancels its timer;
 - a timeout or an unreachable peer fails the RPC; the caller decides what that means.
@@ -184,45 +188,88 @@ class RegionOp(Op):
 
 
 class Rpc:
-    """One request awaiting an answer: the peer asked, the op it serves, its type."""
+    """One request awaiting an answer: the peer asked, the op it serves, its type,
+    when it left, and whether its soft timeout has passed."""
 
-    __slots__ = ("kind", "op", "peer")
+    __slots__ = ("kind", "op", "peer", "sent_at", "soft", "stalled")
 
-    def __init__(self, peer: PeerId, op: int, kind: MessageType) -> None:
+    def __init__(self, peer: PeerId, op: int, kind: MessageType, sent_at: float) -> None:
         self.peer = peer
         self.op = op
         self.kind = kind
+        self.sent_at = sent_at
+        #: Armed first for the soft timeout; `stalled` once that passed.
+        self.soft = False
+        self.stalled = False
+
+
+class RttEstimator:
+    """Smoothed RTT and its variation over answered RPCs (RFC 6298 §2, α=1/8, β=1/4)."""
+
+    __slots__ = ("initial_s", "max_s", "min_s", "rttvar", "samples", "srtt")
+
+    def __init__(self, initial_s: float, min_s: float, max_s: float) -> None:
+        self.initial_s = initial_s
+        self.min_s = min_s
+        self.max_s = max_s
+        self.srtt = 0.0
+        self.rttvar = 0.0
+        self.samples = 0
+
+    def sample(self, rtt: float) -> None:
+        if rtt < 0.0 or rtt != rtt:  # a clock going backwards gives no evidence
+            return
+        if self.samples == 0:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self.samples += 1
+
+    def rto(self) -> float:
+        base = self.initial_s if self.samples == 0 else self.srtt + 4 * self.rttvar
+        return min(self.max_s, max(self.min_s, base))
 
 
 class RpcTable:
     """The pending RPCs by request id (see the module docstring)."""
 
-    __slots__ = ("_next_rid", "config", "pending", "stats")
+    __slots__ = ("_next_rid", "config", "pending", "rtt", "stats")
 
     def __init__(self, config: KadConfig, stats: DhtStats) -> None:
         self.config = config
         self.stats = stats
         self.pending: dict[int, Rpc] = {}
         self._next_rid = 1
+        self.rtt = RttEstimator(min(config.rpc_soft_timeout_initial_s, config.rpc_timeout_s),
+                                config.rpc_soft_timeout_min_s, config.rpc_timeout_s)
 
     def __len__(self) -> int:
         return len(self.pending)
 
     def request(self, peer: PeerId, msg: KadMessage, op_id: int, now: float,
-                out: list[Effect]) -> bool:
-        """Send `msg` to `peer` and arm its timeout; False if the pending limit refuses."""
+                out: list[Effect], *, soft: bool = False) -> bool:
+        """Send `msg` to `peer` and arm its timeout (first the soft one if `soft`);
+        False if the pending limit refuses."""
         if len(self.pending) >= self.config.max_pending_rpcs:
             self.stats.rpcs_refused_pending_limit += 1
             return False
         rid = self._next_rid
         self._next_rid += 1
-        self.pending[rid] = Rpc(peer, op_id, msg.type)
+        rpc = Rpc(peer, op_id, msg.type, now)
+        self.pending[rid] = rpc
         self.stats.rpcs_sent += 1
         out.append(Send(peer, DhtRequest(rid, msg)))
-        out.append(SetTimer(("rpc", rid), now + self.config.rpc_timeout_s))
+        wait = self.config.rpc_timeout_s
+        if soft:
+            soft_wait = self.rtt.rto()
+            if soft_wait < wait:
+                wait = soft_wait
+                rpc.soft = True
+        out.append(SetTimer(("rpc", rid), now + wait))
         return True
 
-    def answered(self, peer: PeerId, rid: int, out: list[Effect]) -> Rpc | None:
+    def answered(self, peer: PeerId, rid: int, now: float, out: list[Effect]) -> Rpc | None:
         """The RPC `peer` answered with `rid`, now no longer pending; None (counted) if
         there is none or another peer was asked (then it stays pending)."""
         rpc = self.pending.get(rid)
@@ -234,14 +281,25 @@ class RpcTable:
             return None
         del self.pending[rid]
         out.append(CancelTimer(("rpc", rid)))
+        if rpc.stalled:
+            self.stats.late_answers_after_stall += 1
+        self.rtt.sample(now - rpc.sent_at)
         return rpc
 
-    def timed_out(self, rid: int) -> Rpc | None:
-        """The RPC whose ("rpc", rid) timer fired; None if answered already (stale)."""
-        rpc = self.pending.pop(rid, None)
-        if rpc is not None:
-            self.stats.rpc_timeouts += 1
-        return rpc
+    def timed_out(self, rid: int, now: float, out: list[Effect]) -> tuple[Rpc, bool] | None:
+        """The RPC whose ("rpc", rid) timer fired and whether this was its soft timeout
+        (then it stays pending, re-armed for the hard one); None if answered already."""
+        rpc = self.pending.get(rid)
+        if rpc is None:
+            return None
+        if rpc.soft and not rpc.stalled:
+            rpc.stalled = True
+            self.stats.rpc_stalls += 1
+            out.append(SetTimer(("rpc", rid), rpc.sent_at + self.config.rpc_timeout_s))
+            return rpc, True
+        del self.pending[rid]
+        self.stats.rpc_timeouts += 1
+        return rpc, False
 
     def drop_peer(self, peer: PeerId, out: list[Effect]) -> Iterator[Rpc]:
         """Forget the RPCs to an unreachable peer, one at a time: each is removed (and

@@ -133,6 +133,11 @@ class RoutingTable:
 
     # ------------------------------------------------------------------ updates
 
+    def has_room(self, peer: PeerId) -> bool:
+        """Whether `peer` would enter its bucket now (not only its replacement cache)."""
+        b = self._buckets.get(self.cpl(peer.key))
+        return b is None or len(b.peers) < self.k or peer in b.peers
+
     def seen(self, peer: PeerId, now: float, addrs: tuple[bytes, ...] = ()) -> PeerId | None:
         """`peer` answered us or asked us something. Return a peer to PING, if any.
 

@@ -33,10 +33,18 @@ class DhtStats:
     requests_served: int = 0
     #: Requests a client-mode core received (it answers none).
     requests_refused_client: int = 0
+    #: Server ↔ client switches in mode "auto".
+    mode_changes: int = 0
     #: PINGs sent to requesters not in the table, and how many went unanswered (a
     #: client, or a peer gone since): those requesters stay out of the table.
     role_checks_sent: int = 0
     role_checks_failed: int = 0
+    #: Unknown requesters not verified because their bucket is full (they could only
+    #: have waited in the replacement cache).
+    role_checks_skipped_full: int = 0
+    #: Lookup queries past their soft (RTT-based) timeout, and answers that came later.
+    rpc_stalls: int = 0
+    late_answers_after_stall: int = 0
     #: Inbound requests dropped by the per-peer rate limit (dht/rate_limit.py), and
     #: limiter buckets dropped to keep its table bounded.
     requests_rate_limited: int = 0

@@ -164,7 +164,8 @@ class Daemon:
         )
         self.events = EventBus(driver.now, self.conf["node"]["event_log"])
         self.dht_client = DhtClient(driver, t, self.spawn, protocol=self.conf["dht"]["protocol"],
-                                    rpc_timeout_s=self.kad.config.rpc_timeout_s)
+                                    rpc_timeout_s=self.kad.config.rpc_timeout_s,
+                                    serving=self.kad.serving)
         self.blocks = BlockService(self.store, driver, t, self.dht_client, self.me)
         self.peer_book = PeerBook(self.home, self.me, t, self.kad, driver.now,
                                   max_known_peers=self.conf["node"]["max_known_peers"])
@@ -182,7 +183,7 @@ class Daemon:
         self.capsules.mark_outputs = self.trust_service.mark_outputs
         self.router = Router(
             t, driver.submit, self.dht_client, gossip_protocol=PROTO_GOSSIP,
-            bitswap_protocol=PROTO_BITSWAP, kad_server=self.kad.config.mode == "server",
+            bitswap_protocol=PROTO_BITSWAP, kad_server=self.kad.config.mode != "client",
             bitswap_filter=self.trust_service.filter_bitswap,  # colony mode: members-only data
             routes=[(CAPSULE_MESSAGES, self.capsules.send)],
         )
@@ -228,6 +229,7 @@ class Daemon:
             "events.slow_watcher": self.events.watcher_drops,
             "exchange.want_queue_full": self.exchange.stats.want_drops,
             "dht.announces_lost": self.dht_client.announces_lost,
+            "dht.refused_client_mode": self.dht_client.refused_client,
             "exchange.want_timeouts": self.exchange.stats.timeouts,
         }
         for proto, n in sorted(t.queue_full_by_protocol.items()):

@@ -39,8 +39,8 @@ def test_client_daemon_looks_up_and_provides_but_stays_out_of_tables(tmp_path: P
         server0, server1, client = c.nodes
         conf = client.home / "config.toml"
         text = conf.read_text()
-        assert '# mode = "server"' in text
-        conf.write_text(text.replace('# mode = "server"', 'mode = "client"'))
+        assert '# mode = "auto"' in text
+        conf.write_text(text.replace('# mode = "auto"', 'mode = "client"'))
         c.launch()
         c.wait_converged(timeout=60)
 

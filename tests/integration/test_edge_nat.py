@@ -100,6 +100,13 @@ def test_doctor_reports_public_and_nat(edge_colony: tuple[Topology, dict[str, Ns
         want_ip = n.ip if status == "public" else edge_colony[0].sites[name[-1]].wan_ip
         assert all(f"/ip4/{want_ip}/tcp/" in a for a in observed), (name, observed)
         assert checks["clock"]["ok"] and checks["clock"]["checked"], checks["clock"]
+        # DHT mode "auto" (the default) followed the verdict: a NAT'd node stopped
+        # serving kad requests, a public one still serves.
+        assert checks["dht_mode"]["ok"], checks["dht_mode"]
+        serving = "client" if status == "nat" else "server"
+        assert f"auto mode: {serving}" in checks["dht_mode"]["detail"], checks["dht_mode"]
+        dht = n.api("GET", "/v1/stats")["dht"]
+        assert dht["mode_changes"] == (1 if status == "nat" else 0), (name, dht)
 
     # The status travels in the resource ad: every node sees the others' values.
     def ads_seen() -> bool:

@@ -75,11 +75,14 @@ def reachability_check(snap: dict[str, Any], listen: list[str]) -> dc.Check:
 
 def dht_mode_check(status: str, conf: Config) -> dc.Check:
     """A node others cannot dial should not ask to be in their routing tables."""
-    mode = str(conf["dht"].get("mode", "server"))
+    mode = str(conf["dht"].get("mode", "auto"))
+    if mode == "auto":
+        serving = "client" if status == "nat" else "server"
+        return dc.Check("dht_mode", True, f"DHT auto mode: {serving} (reachability {status})")
     if status == "nat" and mode == "server":
         return dc.Check("dht_mode", False, "DHT server mode behind a NAT: members that "
                         "add this node to their routing tables cannot reach it",
-                        'set [dht] mode = "client" (docs/edge.md)')
+                        'set [dht] mode = "auto" or "client" (docs/edge.md)')
     if status == "public" and mode == "client":
         return dc.Check("dht_mode", True, "DHT client mode on a public node",
                         'it could serve the DHT: [dht] mode = "server"')

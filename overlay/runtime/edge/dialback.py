@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import structlog
 import trio
 
+from dht import ReachabilityLearned
 from gossip.events import UpdateAd
 from overlay.core.effects import TimerFired
 from overlay.core.errors import MalformedFrame, RemoteProtocolError
@@ -52,6 +53,7 @@ from overlay.p2p.reachability import (
     ProbeStun,
     ReachabilityConfig,
     ReachabilityCore,
+    Status,
     StatusChanged,
     StunProbed,
     plan_dialback,
@@ -211,6 +213,8 @@ class ReachabilityService:
                 self._nursery.start_soon(self._probe_stun)
             elif isinstance(e, StatusChanged):
                 log.info("reachability_changed", status=e.status.value, nat_type=e.nat_type)
+                if e.status is not Status.UNKNOWN:  # DHT mode "auto" follows the verdict
+                    self.cores.submit(ReachabilityLearned(e.status is Status.PUBLIC))
                 self._nursery.start_soon(self._publish, e.ad_value)
         if wake:
             self._wake.set()

@@ -38,7 +38,7 @@ DEFAULTS: Config = {
     "discovery": {"mdns": False},
     "api": {"listen": "127.0.0.1:5101"},
     "store": {"cid_version": 1, "initial_map_size_mib": 256},
-    "dht": {"protocol": "/colony/kad/1.0.0", "k": 20, "alpha": 3, "mode": "server"},
+    "dht": {"protocol": "/colony/kad/1.0.0", "k": 20, "alpha": 3, "mode": "auto"},
     "gossip": {"profile": "lan"},
     "log": {"level": "info", "format": "auto"},
     "capsule": {"slots": 4, "executors": [], "labels": [], "location": ""},
@@ -136,8 +136,10 @@ k = 20
 # Parallel queries per lookup.
 # alpha = 3                          # preset: lan/wan 3, edge 2
 # "server" answers lookups and stores records for others; "client" only looks up
-# and provides (kad-dht client mode: for nodes others cannot reach, e.g. behind NAT).
-# mode = "server"
+# and provides (kad-dht client mode: for nodes others cannot reach, e.g. behind NAT);
+# "auto" serves until the reachability check (dial-back) finds the node behind a NAT,
+# and serves again once it is public (kubo's default).
+# mode = "auto"
 
 [gossip]
 # Timing profile: "lan", "wan" or "edge".
@@ -299,8 +301,9 @@ def load(home: Path, env: Mapping[str, str] | None = None) -> Config:
             name = f"COLONY_{section.upper()}_{key.upper()}"
             if name in env:
                 merge(cfg, {section: {key: _from_env(env[name], default)}}, name)
-    if cfg["dht"]["mode"] not in ("server", "client"):
-        raise ConfigError(f'[dht] mode must be "server" or "client", not {cfg["dht"]["mode"]!r}')
+    if cfg["dht"]["mode"] not in ("server", "client", "auto"):
+        raise ConfigError('[dht] mode must be "server", "client" or "auto", '
+                          f'not {cfg["dht"]["mode"]!r}')
     return cfg
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import trio
 
-from dht.api import LookupDone, ProvideDone
+from dht.api import LookupDone, ModeChanged, ProvideDone
 from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType
 from overlay.core.effects import PeerUnreachable, Received
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
@@ -61,7 +61,7 @@ class _Waiter:
 class DhtClient:
     def __init__(
         self, cores: Cores, network: Network, spawn: Spawn, *, protocol: str,
-        rpc_timeout_s: float,
+        rpc_timeout_s: float, serving: bool = True,
     ) -> None:
         self._cores = cores
         self._net = network
@@ -74,6 +74,10 @@ class DhtClient:
         self._reposting = 0
         #: ADD_PROVIDERs dropped (queue full) and still dropped after every repost.
         self.announces_lost = 0
+        #: Whether the core serves kad requests (mode "auto" follows reachability:
+        #: `ModeChanged`), and the inbound requests refused while it did not.
+        self.serving = serving
+        self.refused_client = 0
 
     @property
     def pending(self) -> int:
@@ -97,7 +101,10 @@ class DhtClient:
         return w.value
 
     def on_event(self, ev: object) -> None:
-        if isinstance(ev, (LookupDone, ProvideDone)):
+        if isinstance(ev, ModeChanged):
+            self.serving = ev.server
+            log.info("dht_mode_changed", mode="server" if ev.server else "client")
+        elif isinstance(ev, (LookupDone, ProvideDone)):
             w = self._waiters.pop(ev.request_id, None)
             if w is not None:
                 w.value = ev
@@ -106,6 +113,11 @@ class DhtClient:
     # ------------------------------------------------------------ inbound
 
     async def serve(self, peer: PeerId, raw: bytes) -> bytes | None:
+        if not self.serving:
+            # DHT mode "auto" behind a NAT: refuse at once, so the requester's RPC fails
+            # now (and it drops us) instead of waiting for its timeout.
+            self.refused_client += 1
+            raise RemoteProtocolError("DHT client mode: this node serves no kad requests")
         try:
             msg = KadMessage.from_wire(raw)
         except WireError as e:

@@ -19,13 +19,15 @@ from dht import (
     KadConfig,
     Kademlia,
     LookupDone,
+    ModeChanged,
     PeerInfo,
     PeerRoleLearned,
     Provide,
     Providers,
+    ReachabilityLearned,
 )
 from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType
-from overlay.core.effects import PeerUnreachable, Received, Send, TimerFired
+from overlay.core.effects import Emit, PeerUnreachable, Received, Send, TimerFired
 from overlay.core.errors import ConfigError
 from overlay.core.ids import PeerId, key_of_bytes
 from overlay.core.multiformats import multihash_sha256
@@ -116,6 +118,37 @@ def test_client_core_answers_nothing_and_stores_nothing() -> None:
     assert len(c.providers) == 0 and ASKER not in c.table
 
 
+def test_auto_mode_serves_until_told_it_is_unreachable_and_again_after() -> None:
+    c = Kademlia(ME, KadConfig(mode="auto"), rng=random.Random(1))
+    assert any(isinstance(s.msg, DhtResponse) for s in ask(c, ASKER, 1.0))
+    assert [e for e in c.handle(ReachabilityLearned(True), 2.0)
+            if not isinstance(e, Send)] == []  # already serving: no change
+    assert Emit(ModeChanged(False)) in c.handle(ReachabilityLearned(False), 3.0)
+    assert ask(c, OTHER, 4.0) == [] and c.stats.requests_refused_client == 1
+    assert Emit(ModeChanged(True)) in c.handle(ReachabilityLearned(True), 5.0)
+    assert any(isinstance(s.msg, DhtResponse) for s in ask(c, OTHER, 6.0))
+    assert c.stats.mode_changes == 2
+    # Fixed modes ignore the verdict.
+    fixed = Kademlia(ME, KadConfig(mode="server"), rng=random.Random(1))
+    fixed.handle(ReachabilityLearned(False), 1.0)
+    assert fixed.serving and fixed.stats.mode_changes == 0
+
+
+def test_a_requester_whose_bucket_is_full_is_served_without_a_ping() -> None:
+    # Fill the bucket ASKER would go to, so that even a verified server could only wait
+    # in the replacement cache: the PING that would verify it is not worth sending.
+    c = Kademlia(ME, KadConfig(k=2), rng=random.Random(1))
+    cpl = c.table.cpl(ASKER.key)
+    same = [p for p in random_peer_ids(400, random.Random(3))
+            if c.table.cpl(p.key) == cpl and p != ASKER][:2]
+    for p in same:
+        c.table.seen(p, 0.0)
+    out = ask(c, ASKER, 1.0)
+    assert any(isinstance(s.msg, DhtResponse) for s in out)
+    assert [s for s in out if isinstance(s.msg, DhtRequest)] == []
+    assert c.stats.role_checks_skipped_full == 1 and c.stats.role_checks_sent == 0
+
+
 def test_bad_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="server"):
         KadConfig(mode="peer")  # type: ignore[arg-type]
@@ -170,5 +203,5 @@ def test_daemon_config_mode_is_checked(tmp_path: Path) -> None:
     assert config.load(tmp_path, env={})["dht"]["mode"] == "client"
     assert config.load(tmp_path, env={"COLONY_DHT_MODE": "server"})["dht"]["mode"] == "server"
     (tmp_path / "config.toml").write_text('[dht]\nmode = "leech"\n')
-    with pytest.raises(ConfigError, match=r'\[dht\] mode must be "server" or "client"'):
+    with pytest.raises(ConfigError, match=r'\[dht\] mode must be "server", "client" or "auto"'):
         config.load(tmp_path, env={})

@@ -160,7 +160,8 @@ def test_find_node_sends_alpha_requests_with_timers() -> None:
     for s in ss:
         assert isinstance(s.msg, DhtRequest)
         assert s.msg.msg == KadMessage(MessageType.FIND_NODE, b"target")
-        assert SetTimer(("rpc", s.msg.rid), 105.0) in eff
+        # First the soft timeout: no RTT measured yet, so the initial RTO (2 s).
+        assert SetTimer(("rpc", s.msg.rid), 102.0) in eff
 
 
 def test_timeout_late_duplicate_and_foreign_responses() -> None:
@@ -169,10 +170,15 @@ def test_timeout_late_duplicate_and_foreign_responses() -> None:
     (s1,) = sends(eff)
     assert isinstance(s1.msg, DhtRequest)
     rid1 = s1.msg.rid
-    # The peer we asked times out: the next candidate is asked.
-    eff = core.handle(TimerFired(("rpc", rid1)), 5.0)
+    # The peer we asked passes its soft timeout: it stalls, the next candidate is asked,
+    # and its timer is re-armed for the hard timeout.
+    eff = core.handle(TimerFired(("rpc", rid1)), 2.0)
     (s2,) = sends(eff)
     assert s2.peer != s1.peer
+    assert SetTimer(("rpc", rid1), 5.0) in eff
+    assert core.stats.rpc_stalls == 1 and core.stats.rpc_timeouts == 0
+    # The hard timeout fails it.
+    assert sends(core.handle(TimerFired(("rpc", rid1)), 5.0)) == []
     assert core.stats.rpc_timeouts == 1
     # A second, stale firing of the same timer is a no-op.
     assert core.handle(TimerFired(("rpc", rid1)), 5.5) == []
@@ -245,3 +251,66 @@ def test_housekeeping_timers_are_armed_and_stale_firings_ignored() -> None:
     assert core.handle(TimerFired(("refresh",)), 10.0) == []  # early: stale
     eff = core.handle(TimerFired(("refresh",)), 50.0)
     assert SetTimer(("refresh",), 100.0) in eff
+
+
+def test_stalled_query_frees_its_slot_and_a_late_answer_still_counts() -> None:
+    core = make_core(n_peers=6, alpha=1, k=3, rpc_timeout_s=10.0)
+    (s1,) = sends(core.handle(FindNode(9, b"t"), 0.0))
+    assert isinstance(s1.msg, DhtRequest)
+    (s2,) = sends(core.handle(TimerFired(("rpc", s1.msg.rid)), 2.0))
+    # s1 answers late, before its hard timeout: its answer is used, not dropped.
+    answer(core, s1, [], 3.0)
+    assert core.stats.late_answers_after_stall == 1
+    assert core.stats.late_or_duplicate_responses == 0
+    eff = answer(core, s2, [], 3.1)
+    t = 3.2
+    for _ in range(20):
+        ss = sends(eff)
+        if not ss:
+            break
+        eff = []
+        for s in ss:
+            eff += answer(core, s, [], t)
+        t += 0.1
+    (ld,) = done(eff)
+    assert isinstance(ld.result, ClosestPeers)
+    assert s1.peer in ld.result.peers
+
+
+def test_soft_timeout_follows_measured_rtts() -> None:
+    core = make_core(n_peers=40, alpha=3, k=20, rpc_timeout_s=10.0)
+    eff = core.handle(FindNode(1, b"x"), 0.0)
+    t = 0.0
+    # Every query answers after 0.1 s: the RTO converges to max(0.25, srtt + 4·rttvar).
+    for _ in range(30):
+        ss = sends(eff)
+        if not ss:
+            break
+        t += 0.1
+        eff = []
+        for s in ss:
+            eff += answer(core, s, [], t)
+    rto = core.rpcs.rtt.rto()
+    assert 0.25 <= rto < 0.5
+    timers = [e.at for e in core.handle(FindNode(2, b"y"), 50.0)
+              if isinstance(e, SetTimer) and e.timer[0] == "rpc"]
+    assert timers and all(at == 50.0 + rto for at in timers)
+
+
+def test_lookup_on_stall_frees_a_slot_and_leaves_the_window() -> None:
+    target = 0
+    lk = Lookup(target, ME, k=3, alpha=1)
+    near = by_distance(target, POOL[:6])
+    lk.add(near, 1)
+    (q1,) = lk.next_queries()
+    assert lk.next_queries() == []  # α = 1 in flight
+    assert lk.on_stall(q1) and not lk.on_stall(q1)
+    (q2,) = lk.next_queries()
+    assert q2 != q1 and lk.inflight == 1
+    # A late answer from the stalled peer is taken; its slot was already freed.
+    assert lk.on_answer(q1, []) and lk.inflight == 1
+    assert lk.on_answer(q2, [])
+    while qs := lk.next_queries():
+        for q in qs:
+            lk.on_answer(q, [])
+    assert lk.finished() and lk.closest() == near[:3]

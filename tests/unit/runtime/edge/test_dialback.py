@@ -128,7 +128,8 @@ def test_clock_check(offsets: dict[str, float], unc: dict[str, float], ok: bool)
 
 @pytest.mark.parametrize(("status", "mode", "ok"), [
     ("nat", "server", False), ("nat", "client", True), ("public", "server", True),
-    ("public", "client", True), ("unknown", "server", True),
+    ("public", "client", True), ("unknown", "server", True), ("nat", "auto", True),
+    ("public", "auto", True),
 ])
 def test_dht_mode_check(status: str, mode: str, ok: bool) -> None:
     from overlay.runtime.api.routes_doctor import dht_mode_check
