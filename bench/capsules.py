@@ -15,14 +15,22 @@ Prints, for N daemons (default 20) on 127.0.0.1:
     daemons as the API sees it (`GET /v1/capsules/get` of a capsule this node does
     not hold: the local HTTP call plus one parallel round trip to its custodians).
     Placement needs at least four such round trips (submit, replicate, offer/accept,
-    replicate RUNNING), so the ratio latency / limit says how close to the wire we are.
+    replicate RUNNING), so the ratio latency / limit says how close to the wire we are;
+  * a workflow chain: `colony workflow submit --wait` of K steps (default 5), each
+    reading its parent's output by CID and appending to it (as
+    tests/integration/test_capsule_colony.py runs it, without a time limit there),
+    next to a 1-step workflow of the same kind through the same command in the same
+    run (the limit: one CLI start, one placement, one run, one output upload). The
+    ratio chain / limit is at most K when a dependent step costs no more than a lone
+    capsule (the CLI start is paid once in both).
 
-Run: .venv/bin/python bench/capsules.py [--nodes 20] [--latency 40] [--burst 200]
+Run: .venv/bin/python bench/capsules.py [--nodes 20] [--latency 40] [--burst 200] [--chain 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -39,7 +47,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from capsule_helpers import EventLog, submit  # noqa: E402
-from colony_cluster import Cluster, wait_for  # noqa: E402
+from colony_cluster import Cluster, colony_cmd, wait_for  # noqa: E402
 
 from store.custody_store import CustodyStore  # noqa: E402
 
@@ -54,6 +62,7 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=20)
     ap.add_argument("--latency", type=int, default=40, help="sequential capsules")
     ap.add_argument("--burst", type=int, default=200, help="concurrent capsules")
+    ap.add_argument("--chain", type=int, default=5, help="workflow steps (0: skip)")
     args = ap.parse_args()
     rng = random.Random(1)
     spec = {"command": ["true"], "maxexectime_s": 60}
@@ -106,6 +115,8 @@ def main() -> None:
                      for n in c.nodes)  # fmt: skip
         n_capsules = 1 + args.latency + args.burst
         fsync_rate = durable_write_rate(Path(tmp))
+        chain = workflow_timing(c.nodes[rng.randrange(args.nodes)].home, Path(tmp),
+                                args.chain) if args.chain else None  # fmt: skip
 
     ms = 1e3
     print(f"{'capsule-info round trip via the API (limit)':<48} p50 {limit * ms:7.1f} ms")
@@ -123,6 +134,45 @@ def main() -> None:
           f"({per:.1f} per capsule over its custodians → at most "
           f"{fsync_rate / per:.0f} capsules/s if commits do not overlap; "
           f"burst ratio {rate / (fsync_rate / per):.2f})")  # fmt: skip
+    if chain is not None:
+        chain_s, one_s = chain
+        print(f"{'1-step workflow, submit --wait (limit)':<48} {one_s:7.2f} s")
+        print(f"{f'{args.chain}-step workflow, data by CID, submit --wait':<48} {chain_s:7.2f} s"
+              f"  ratio to limit {chain_s / one_s:.2f} (≤ {args.chain}: a dependent step "
+              "costs no more than a lone capsule)")  # fmt: skip
+
+
+def chain_workflow(steps: int) -> str:
+    """A workflow of `steps` capsules; each appends to its parent's output, fetched by CID
+    (materialised as inputs/<parent>/v.txt) and hands its own on as an output."""
+    parts = ['name = "chain"\n[[capsules]]\nname = "s1"\n'
+             'command = ["sh", "-c", "echo 1 > v.txt"]\noutputs = ["v.txt"]\n']  # fmt: skip
+    for i in range(2, steps + 1):
+        parts.append(
+            f'[[capsules]]\nname = "s{i}"\ndependencies = ["s{i - 1}"]\n'
+            f'command = ["sh", "-c", "cat inputs/s{i - 1}/v.txt > v.txt; echo {i} >> v.txt"]\n'
+            'outputs = ["v.txt"]\n'
+        )
+    return "\n".join(parts)
+
+
+def workflow_timing(home: Path, tmp: Path, steps: int) -> tuple[float, float]:
+    """(seconds for a `steps`-step chain, median seconds for a 1-step workflow), each
+    from the start of `colony workflow submit --wait` to its exit, every step checked."""
+
+    def run(k: int, tag: str) -> float:
+        wf = tmp / f"chain-{tag}.toml"
+        wf.write_text(chain_workflow(k))
+        t = time.perf_counter()
+        r = colony_cmd(home, "workflow", "submit", str(wf), "--wait", "--json", timeout=600)
+        dt = time.perf_counter() - t
+        states = [x["state"] for x in json.loads(r.stdout)["capsules"]]
+        if states != ["succeeded"] * k:
+            raise RuntimeError(f"workflow of {k} did not succeed: {states}")
+        return dt
+
+    one = statistics.median(run(1, f"one{i}") for i in range(3))
+    return run(steps, "chain"), one
 
 
 def durable_write_rate(root: Path, n: int = 200) -> float:

@@ -15,17 +15,27 @@
    vs open mode in the same harness: virtual seconds to full membership and the false
    suspicions raised on the way (colony mode refuses strangers, so this is where a
    member pinging a peer that has not heard of it yet would hurt).
+5. Revocation on real daemons (127.0.0.1, `--daemons` of them, default 5, 0 skips):
+   wall-clock seconds from `colony cert revoke` on the owner until no other member
+   lists the revoked one as live (as tests/integration/test_trust_colony.py checks it,
+   without a time limit there), next to the same-run limit: a graceful leave (SIGTERM:
+   the daemon gossips its signed leave notice) until no member lists the leaver,
+   observed by the same polling of `GET /v1/members`. Ratio revocation / leave.
 
-Run: .venv/bin/python bench/trust.py [--n 100]
+Run: .venv/bin/python bench/trust.py [--n 100] [--daemons 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
+import io
 import pathlib
 import random
+import signal
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -202,15 +212,70 @@ def simultaneous_join(n: int) -> None:
         print(f"   {label}  converged in {end - T0:6.2f} s, {suspected} false suspicions")
 
 
+def revocation_on_daemons(n: int) -> None:
+    sys.path.insert(0, str(_HERE.parent / "tests" / "integration"))
+    from colony_cluster import Cluster, Node, wait_for
+
+    from overlay.cli.main import main as colony_main
+
+    def cli(home: pathlib.Path, *args: str) -> None:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            rc = colony_main(["--home", str(home), *args])
+        if rc != 0:
+            raise RuntimeError(f"colony {' '.join(args)} failed: {out.getvalue()}")
+
+    def live(node: Node) -> set[str]:
+        return {r["id"] for r in node.members() if r["state"] in ("alive", "suspect")}
+
+    def gone_everywhere(peer: str, nodes: list[Node]) -> None:
+        wait_for(lambda: all(peer not in live(x) for x in nodes), 120,
+                 f"{peer[-6:]} to leave every view", every=0.02)  # fmt: skip
+
+    with tempfile.TemporaryDirectory() as tmp:
+        c = Cluster(pathlib.Path(tmp) / "c", n)
+        try:
+            c.prepare()
+            owner, *members = c.nodes
+            cli(owner.home, "colony", "create", "bench")
+            for node in members:
+                tok = node.home.parent / f"{node.home.name}.token"
+                cli(owner.home, "cert", "issue", node.peer_id, "--roles", "member,submit",
+                    "--expires", "30d", "--bootstrap", owner.addr, "--out", str(tok))
+                cli(node.home, "join", str(tok))
+            c.launch()
+            c.wait_converged(timeout=120)
+            time.sleep(2.0)  # let the first gossip rounds settle
+            leaver, revoked = members[-1], members[0]
+            t = time.perf_counter()
+            leaver.kill(signal.SIGTERM)
+            rest = [x for x in c.nodes if x is not leaver]
+            gone_everywhere(leaver.peer_id, rest)
+            leave_s = time.perf_counter() - t
+            t = time.perf_counter()
+            cli(owner.home, "cert", "revoke", revoked.peer_id)
+            gone_everywhere(revoked.peer_id, [x for x in rest if x is not revoked])
+            revoke_s = time.perf_counter() - t
+        finally:
+            c.close()
+    print(f"5. revocation on {n} real daemons, 127.0.0.1 (wall clock)")
+    print(f"   graceful leave gone everywhere (limit)   {leave_s:6.2f} s")
+    print(f"   revocation expels everywhere             {revoke_s:6.2f} s   "
+          f"ratio {revoke_s / leave_s:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100, help="cores in the spread test")
     ap.add_argument("--claims", type=int, default=2000, help="claims in the rate test")
+    ap.add_argument("--daemons", type=int, default=5, help="real daemons in 5 (0: skip)")
     args = ap.parse_args()
     sizes()
     admission_rate(args.claims)
     revocation_spread(args.n)
     simultaneous_join(args.n)
+    if args.daemons:
+        revocation_on_daemons(args.daemons)
     _ = Envelope  # keep the import for readers following the types
 
 

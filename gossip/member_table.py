@@ -155,14 +155,23 @@ class MemberTable(Mapping[PeerId, Member]):
     # ------------------------------------------------------------ choosing members
 
     def next_probe_target(self, rng: random.Random) -> PeerId | None:
-        """The next live member in probe order; reshuffles at the end of each pass."""
+        """The next live member in probe order; reshuffles at the end of each pass.
+
+        As memberlist's `probe` (state.go): skip members that are not live, wrap and
+        reshuffle at the end of the order, and keep looking until a live member or a
+        whole pass of the new order. So a call returns a target whenever a live
+        member exists (a probe period is never skipped while one does), and None
+        only when none does; it reshuffles at most once.
+        """
         order = self._order
-        for _ in range(len(order) + 1):
+        reshuffled = False
+        while order:
             if self._probe_idx >= len(order):
+                if reshuffled:
+                    return None  # a whole pass of the new order: nothing live
                 self._probe_idx = 0
                 rng.shuffle(order)
-                if not order:
-                    return None
+                reshuffled = True
             peer = order[self._probe_idx]
             self._probe_idx += 1
             if self._members[peer].state in LIVE:

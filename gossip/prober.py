@@ -14,19 +14,14 @@ bounded by `max_relays`. The prober never changes a member's state.
 
 from __future__ import annotations
 
-import random
-
 from gossip import coordinates
 from gossip.awareness import Awareness
-from gossip.colony_gate import ColonyGate
+from gossip.cell import Cell
 from gossip.coordinates import Coord
 from gossip.counters import count
 from gossip.dissemination import Dissemination
-from gossip.local_node import LocalNode
-from gossip.member_table import MemberTable
 from gossip.members import MemberState
 from gossip.messages import Ack, Nack, Ping, PingReq
-from gossip.profiles import SwimConfig
 from overlay.core.effects import CancelTimer, Effect, Send, SetTimer
 from overlay.core.ids import PeerId
 
@@ -55,26 +50,12 @@ class Prober:
     __slots__ = ("awareness", "config", "coord", "coords", "gate", "local", "probe", "relays",
                  "rng", "rtt", "seq", "spread", "stats", "table")  # fmt: skip
 
-    def __init__(
-        self,
-        *,
-        local: LocalNode,
-        table: MemberTable,
-        spread: Dissemination,
-        gate: ColonyGate,
-        awareness: Awareness,
-        config: SwimConfig,
-        rng: random.Random,
-        stats: dict[str, int],
-    ) -> None:
-        self.local = local
-        self.table = table
+    def __init__(self, cell: Cell, *, spread: Dissemination, awareness: Awareness) -> None:
+        self.local, self.table = cell.local, cell.table
+        self.gate = cell.gate  # colony mode: introduce ourselves, never probe outsiders
+        self.config, self.rng, self.stats = cell.config, cell.rng, cell.stats
         self.spread = spread  # what rides on our pings and acks
-        self.gate = gate  # colony mode: introduce ourselves, never probe outsiders
         self.awareness = awareness
-        self.config = config
-        self.rng = rng
-        self.stats = stats
         self.probe: ProbeRound | None = None
         self.seq = 0
         #: our seq -> (who asked, their seq, target): pings we relay for a ping-req.

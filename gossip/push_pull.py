@@ -16,13 +16,10 @@ merged; applying the claims is the state machine's job (gossip/transitions.py).
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Iterator
 
-from gossip.colony_gate import ColonyGate
+from gossip.cell import Cell
 from gossip.counters import count
-from gossip.local_node import LocalNode
-from gossip.member_table import MemberTable
 from gossip.members import MemberState
 from gossip.messages import (
     MAX_PUSH_PULL_REVOCATIONS,
@@ -32,7 +29,6 @@ from gossip.messages import (
     Revoke,
     Update,
 )
-from gossip.profiles import SwimConfig
 from overlay.core.effects import Effect, Send
 from overlay.core.ids import PeerId
 
@@ -49,21 +45,9 @@ class AntiEntropy:
 
     __slots__ = ("config", "gate", "local", "rng", "seeds", "stats", "table")
 
-    def __init__(
-        self,
-        local: LocalNode,
-        table: MemberTable,
-        gate: ColonyGate,
-        config: SwimConfig,
-        rng: random.Random,
-        stats: dict[str, int],
-    ) -> None:
-        self.local = local
-        self.table = table
-        self.gate = gate
-        self.config = config
-        self.rng = rng
-        self.stats = stats
+    def __init__(self, cell: Cell) -> None:
+        self.local, self.table, self.gate = cell.local, cell.table, cell.gate
+        self.config, self.rng, self.stats = cell.config, cell.rng, cell.stats
         #: The seeds of the last `Join` (at most `max_seeds`, never ourselves).
         self.seeds: tuple[PeerId, ...] = ()
 

@@ -56,6 +56,7 @@ from typing import Any
 
 from gossip.admission import Admission
 from gossip.awareness import Awareness
+from gossip.cell import Cell
 from gossip.claim_verifier import Verifier
 from gossip.colony_gate import ColonyGate
 from gossip.coordinates import Coord
@@ -139,17 +140,13 @@ class Swim:
         table = self.table = MemberTable()
         spread = self.spread = Dissemination(config, table, rng)
         gate = self.gate = ColonyGate(admission, local, table, spread.bq, config, stats)
-        self.transitions = Transitions(
-            local=local, table=table, gate=gate, bq=spread.bq, awareness=self.awareness,
-            verifier=self.verifier, config=config, rng=rng, stats=stats,
-        )  # fmt: skip
-        self.prober = Prober(
-            local=local, table=table, spread=spread, gate=gate, awareness=self.awareness,
-            config=config, rng=rng, stats=stats,
-        )  # fmt: skip
+        cell = Cell(local, table, gate, config, rng, stats)
+        self.transitions = Transitions(cell, bq=spread.bq, awareness=self.awareness,
+                                       verifier=self.verifier)  # fmt: skip
+        self.prober = Prober(cell, spread=spread, awareness=self.awareness)
         self.ads = Ads(local, table, spread.bq, config, self.verifier, stats)
         self.user_events = UserEventGossip(local, table, spread.uq, config, self.verifier, stats)
-        self.anti_entropy = AntiEntropy(local, table, gate, config, rng, stats)
+        self.anti_entropy = AntiEntropy(cell)
 
     # ================================================================ entry point
 

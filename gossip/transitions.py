@@ -60,19 +60,14 @@ count, probe order) are kept by gossip/member_table.py.
 
 from __future__ import annotations
 
-import random
-
 from gossip.awareness import Awareness
 from gossip.broadcast_queue import BroadcastQueue
+from gossip.cell import Cell
 from gossip.claim_verifier import AccuserLimiter, Verifier
-from gossip.colony_gate import ColonyGate
 from gossip.counters import count
 from gossip.events import MemberFailed, MemberJoined, MemberLeft, MemberSuspected, MemberUpdated
-from gossip.local_node import LocalNode
-from gossip.member_table import MemberTable
 from gossip.members import LIVE, Member, MemberState
 from gossip.messages import KIND_ACCUSE, KIND_ALIVE, Accuse, AccuseKind, Alive
-from gossip.profiles import SwimConfig
 from gossip.suspicion import Suspicion, suspicion_timeout_s
 from overlay.core.effects import CancelTimer, Effect, Emit, SetTimer
 from overlay.core.ids import PeerId
@@ -87,27 +82,14 @@ class Transitions:
                  "suspicions", "table", "verifier")  # fmt: skip
 
     def __init__(
-        self,
-        *,
-        local: LocalNode,
-        table: MemberTable,
-        gate: ColonyGate,
-        bq: BroadcastQueue,
-        awareness: Awareness,
-        verifier: Verifier,
-        config: SwimConfig,
-        rng: random.Random,
-        stats: dict[str, int],
+        self, cell: Cell, *, bq: BroadcastQueue, awareness: Awareness, verifier: Verifier
     ) -> None:
-        self.local = local
-        self.table = table
-        self.gate = gate
+        self.local, self.table, self.gate = cell.local, cell.table, cell.gate
+        self.config, self.rng, self.stats = cell.config, cell.rng, cell.stats
         self.bq = bq
         self.awareness = awareness
         self.verifier = verifier
-        self.config = config
-        self.rng = rng
-        self.stats = stats
+        config = cell.config
         self.limiter = AccuserLimiter(
             config.accuse_burst,
             config.accuse_refill_per_probe / config.probe_interval_s,

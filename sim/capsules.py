@@ -99,6 +99,7 @@ class CapsuleSimulation(Simulation):
         self._nonce = 0
         self._limits: dict[int, int] = {}
         self._initial = False
+        self.workloads.register("capsule", self._submit_capsule)
 
     # ------------------------------------------------------------ nodes
 
@@ -261,10 +262,8 @@ class CapsuleSimulation(Simulation):
 
     # ------------------------------------------------------------ workload
 
-    def _do(self, w: Workload) -> None:
-        if w.kind != "capsule":
-            super()._do(w)
-            return
+    def _submit_capsule(self, w: Workload) -> None:
+        """One draw of a "capsule" workload: a signed capsule through a random live node."""
         key = id(w)
         done = self._limits.get(key, 0)
         if w.limit and done >= w.limit:

@@ -179,11 +179,11 @@ def push_gossip_rounds(n: int = 500, *, seed: int = 1, events: int = 8) -> Row:
     w = Workload("user_event", payload_bytes=16)
     senders = sim.rng_work.sample(sim.world.live(), events)
     for idx in senders:
-        sim._send_event(idx, w)
+        sim.workloads.send_event(idx, w)
     sim.engine.run_until(t0 + 100 * rounds_s)
     first_tick = t0 + rounds_s / 2
     rounds: list[float] = []
-    for ev in sim._events.values():
+    for ev in sim.workloads.events.values():
         if len(ev.delays) < n - 1:
             raise RuntimeError(f"event reached {len(ev.delays)} of {n - 1} members")
         last = max(ev.delays) + ev.sent_at

@@ -22,6 +22,7 @@ What is measured (names as in metrics.json):
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from sim.engine import Engine
 from sim.metrics import Metrics
 from sim.network import Network, schedule_partitions
 from sim.scenario import Scenario
-from sim.workloads import WorkloadMixin, _Event, _Req
+from sim.workloads import Workloads
 from sim.world import World
 
 
@@ -50,12 +51,13 @@ class _Death:
     all_at: float | None = None
 
 
-class Simulation(WorkloadMixin):
+class Simulation:
     """One run of one scenario. `run()` returns the `Metrics`.
 
     A scenario with the "capsule" protocol needs `sim.capsules.CapsuleSimulation` (a
     subclass: capsule cores, oracle membership); `sim.simulations.simulation_for`
-    picks the class for a scenario.
+    picks the class for a scenario. Workloads and the outcomes of their requests are
+    a collaborator, `self.workloads` (sim/workloads.py).
     """
 
     def __init__(self, sc: Scenario, *, progress: bool = False) -> None:
@@ -78,13 +80,14 @@ class Simulation(WorkloadMixin):
         self.keys: list[KeyPair] = []
         self._deaths: dict[PeerId, _Death] = {}
         self._death_log: list[_Death] = []
-        self._events: dict[tuple[PeerId, int], _Event] = {}
-        self._reqs: dict[int, _Req] = {}
-        self._next_rid = 1
-        self._cids: list[tuple[bytes, int]] = []
-        self._closest_checks = 0
+        self._rids = itertools.count(1)
         self._fp_window = {"false_suspicions": 0, "false_failures": 0}
         self._leaving: dict[int, None] = {}
+        self.workloads = Workloads(
+            duration_s=sc.duration_s, engine=self.engine, net=self.net, world=self.world,
+            metrics=self.metrics, rng=self.rng_work, pick_live=self._random_live,
+            take_down=self._take_down_for_good, rids=self._rids, part=self.part,
+        )
 
     # ------------------------------------------------------------ node assembly
 
@@ -144,10 +147,10 @@ class Simulation(WorkloadMixin):
                 out = [self.rng_churn.choice(live)]
         return out[: self.sc.seeds]
 
-    def _rid(self) -> int:
-        rid = self._next_rid
-        self._next_rid += 1
-        return rid
+    def _random_live(self) -> int | None:
+        """A live node that is not leaving, drawn from the workload stream."""
+        live = [i for i in self.world.live() if i not in self._leaving]
+        return self.rng_work.choice(live) if live else None
 
     # ------------------------------------------------------------ churn and failures
 
@@ -187,6 +190,9 @@ class Simulation(WorkloadMixin):
         if rejoin:
             self._schedule_rejoin(idx)
 
+    def _take_down_for_good(self, idx: int, graceful: bool) -> None:
+        self._take_down(idx, graceful=graceful, rejoin=False)
+
     def _finish_leave(self, arg: tuple[int, bool]) -> None:
         idx, rejoin = arg
         self._leaving.pop(idx, None)
@@ -225,7 +231,7 @@ class Simulation(WorkloadMixin):
             from dht.api import Bootstrap
             from dht.wire import PeerInfo
 
-            w.inject(idx, Bootstrap(tuple(PeerInfo(p) for p in seeds), self._rid()))
+            w.inject(idx, Bootstrap(tuple(PeerInfo(p) for p in seeds), next(self._rids)))
         if self.sc.churn is not None and self.engine.now >= self.sc.churn.start_s:
             self._schedule_session_end(idx)
 
@@ -260,13 +266,13 @@ class Simulation(WorkloadMixin):
             self._handlers[MemberSuspected] = self._on_suspected
             self._handlers[MemberFailed] = self._on_failed
             self._handlers[MemberLeft] = self._on_left
-            self._handlers[UserEventReceived] = self._on_user_event
+            self._handlers[UserEventReceived] = self.workloads.on_user_event
             self._handlers[LeftColony] = self._on_left_colony
         if self.dht:
             from dht.api import LookupDone, ProvideDone
 
-            self._handlers[LookupDone] = self._on_lookup_done
-            self._handlers[ProvideDone] = self._on_provide_done
+            self._handlers[LookupDone] = self.workloads.on_lookup_done
+            self._handlers[ProvideDone] = self.workloads.on_provide_done
 
     def _dead_record(self, peer: PeerId) -> _Death | None:
         d = self._deaths.get(peer)
@@ -312,62 +318,6 @@ class Simulation(WorkloadMixin):
     def _on_left_colony(self, idx: int, ev: Any) -> None:
         if idx in self._leaving:
             self._finish_leave((idx, self.sc.churn is not None))
-
-    def _on_user_event(self, idx: int, ev: Any) -> None:
-        rec = self._events.get((ev.sender, ev.seq))
-        if rec is not None:
-            rec.delays.append(self.engine.now - rec.sent_at)
-
-    def _on_lookup_done(self, idx: int, ev: Any) -> None:
-        req = self._reqs.pop(ev.request_id, None)
-        if req is None:
-            return
-        m = self.metrics
-        lat = self.engine.now - req.start
-        ok = ev.error is None
-        m.count(f"{req.kind}_{'ok' if ok else 'failed'}")
-        if not ok:
-            m.row("lookups", t=self.engine.now, kind=req.kind, hops=ev.hops,
-                  latency_s=lat, queried=ev.queried, ok=0, found=0)
-            return
-        m.sample("lookup_hops", ev.hops)
-        m.sample("lookup_latency_s", lat)
-        m.sample("lookup_queried", ev.queried)
-        found = 1
-        if req.kind == "find_node" and req.check_closest:
-            found = int(self._true_closest(req.key) in ev.result.peers)
-            m.sample("lookup_found_closest", found)
-        elif req.kind in ("get_providers", "fetch"):
-            provs = [p.peer for p in ev.result.providers]
-            found = int(bool(provs))
-            m.sample("providers_found", found)
-            if req.kind == "fetch":
-                self._start_fetch(req, provs)
-        m.row("lookups", t=self.engine.now, kind=req.kind, hops=ev.hops, latency_s=lat,
-              queried=ev.queried, ok=1, found=found)
-
-    def _on_provide_done(self, idx: int, ev: Any) -> None:
-        req = self._reqs.pop(ev.request_id, None)
-        if req is not None:
-            self.metrics.sample("provide_latency_s", self.engine.now - req.start)
-            self.metrics.count("provides_done")
-
-    def _true_closest(self, key: bytes) -> PeerId | None:
-        from overlay.core.ids import key_of_bytes
-
-        target = key_of_bytes(key)
-        best: PeerId | None = None
-        best_d = -1
-        for n in self.world.nodes:
-            if n.alive:
-                dist = n.peer.key ^ target
-                if best is None or dist < best_d:
-                    best, best_d = n.peer, dist
-        return best
-
-    # ------------------------------------------------------------ workloads
-
-    # (workloads: sim/workloads.py, WorkloadMixin)
 
     # ------------------------------------------------------------ sampling
 
@@ -428,7 +378,7 @@ class Simulation(WorkloadMixin):
         if sc.churn is not None:
             self.engine.at(sc.churn.start_s, self._start_churn)
         for w in sc.workloads:
-            self._schedule_workload(w)
+            self.workloads.schedule(w)
         self.engine.at(sc.sample_interval_s, self._sample)
 
     def _first_join(self, idx: int) -> None:
@@ -487,7 +437,7 @@ class Simulation(WorkloadMixin):
             m.row("detections", t=d.at, graceful=int(d.graceful), witnesses=d.witnesses,
                   first_suspect_s=first, first_failed_s=failed, declared=d.declared,
                   all_s=full)
-        for (_, seq), ev in self._events.items():
+        for (_, seq), ev in self.workloads.events.items():
             cov = len(ev.delays) / ev.live_at_send if ev.live_at_send else 1.0
             m.sample("event_coverage", cov)
             for dly in ev.delays:

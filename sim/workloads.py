@@ -1,15 +1,23 @@
 """Workloads of a simulation run: user events, DHT lookups, provides, provider
-queries and bulk fetches, drawn from the scenario's `Workload` list.
+queries and bulk fetches, drawn from the scenario's `Workload` list, and the
+outcomes of the requests they start.
 
-A mixin of `sim.runner.Simulation`, split out to keep each module readable; it
-uses the simulation's state declared below. Every draw comes from `rng_work`, in
-the order the runner always made them, so the output is unchanged by the split.
+`Workloads` is a collaborator of `sim.runner.Simulation` with a narrow interface:
+it gets the scheduler, world, network, metrics and its rng stream, plus four
+callables of the run (pick a live node, take a node down, the next request id, a
+node's core part). It owns what only workloads use: requests in flight, user
+events sent, published CIDs. A subclass of the runner adds a workload kind with
+`register(kind, fn)` (sim/capsules.py does, for "capsule").
+
+Invariant: every draw comes from the `rng` it is given, in the order the runner
+always made them, so the output is byte-identical (tests/sim/test_sim_golden.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +25,7 @@ from overlay.core.ids import PeerId
 from sim.engine import Engine
 from sim.metrics import Metrics
 from sim.network import Network
-from sim.scenario import Scenario, Workload
+from sim.scenario import Workload
 from sim.world import World
 
 #: Lookups checked against the true closest live node (O(N) each).
@@ -25,7 +33,9 @@ MAX_CLOSEST_CHECKS = 500
 
 
 @dataclass(slots=True)
-class _Event:
+class SentEvent:
+    """A user event a workload sent, and when each live node received it."""
+
     sent_at: float
     live_at_send: int
     delays: list[float] = field(default_factory=list)
@@ -41,54 +51,77 @@ class _Req:
     fetch_bytes: int = 0
 
 
-class WorkloadMixin:
-    sc: Scenario
-    engine: Engine
-    net: Network
-    world: World
-    metrics: Metrics
-    rng_work: random.Random
-    _leaving: dict[int, None]
-    _events: dict[tuple[PeerId, int], _Event]
-    _reqs: dict[int, _Req]
-    _cids: list[tuple[bytes, int]]
-    _closest_checks: int
+class Workloads:
+    """Schedules the scenario's workloads and records the outcomes of their requests."""
 
-    def _take_down(self, idx: int, *, graceful: bool, rejoin: bool) -> None:
-        raise NotImplementedError  # Simulation._take_down
+    def __init__(
+        self,
+        *,
+        duration_s: float,
+        engine: Engine,
+        net: Network,
+        world: World,
+        metrics: Metrics,
+        rng: random.Random,
+        pick_live: Callable[[], int | None],
+        take_down: Callable[[int, bool], None],
+        rids: Iterator[int],
+        part: Callable[[int, str], Any],
+    ) -> None:
+        """`pick_live()` draws a live node not leaving (None when there is none);
+        `take_down(idx, graceful)` crashes or removes a node for good; `rids` numbers
+        requests (shared with the runner's bootstraps); `part(idx, name)` is a
+        node's core part ("gossip")."""
+        self.duration_s = duration_s
+        self.engine = engine
+        self.net = net
+        self.world = world
+        self.metrics = metrics
+        self.rng = rng
+        self._pick_live = pick_live
+        self._take_down = take_down
+        self._rids = rids
+        self._part = part
+        self._custom: dict[str, Callable[[Workload], None]] = {}
+        #: (sender, seq) → the user event sent; read by the runner's summary.
+        self.events: dict[tuple[PeerId, int], SentEvent] = {}
+        self._reqs: dict[int, _Req] = {}
+        self._cids: list[tuple[bytes, int]] = []
+        self._closest_checks = 0
 
-    def _rid(self) -> int:
-        raise NotImplementedError  # Simulation._rid
+    def register(self, kind: str, do: Callable[[Workload], None]) -> None:
+        """Run `do(w)` for every draw of workload kind `kind` (it picks its own node)."""
+        self._custom[kind] = do
 
-    def part(self, idx: int, name: str) -> Any:
-        raise NotImplementedError  # Simulation.part
+    # ------------------------------------------------------------ scheduling
 
-    def _schedule_workload(self, w: Workload) -> None:
+    def schedule(self, w: Workload) -> None:
         if w.rate_per_s > 0:
-            end = min(w.end_s, self.sc.duration_s)
-            t = max(w.start_s, 0.0) + self.rng_work.expovariate(w.rate_per_s)
+            end = min(w.end_s, self.duration_s)
+            t = max(w.start_s, 0.0) + self.rng.expovariate(w.rate_per_s)
             if t < end:
-                self.engine.at(t, self._tick_workload, (w, end))
+                self.engine.at(t, self._tick, (w, end))
         else:
             self.engine.at(w.at_s, self._one_shot, w)
 
-    def _tick_workload(self, arg: tuple[Workload, float]) -> None:
+    def _tick(self, arg: tuple[Workload, float]) -> None:
         w, end = arg
-        self._do(w)
-        t = self.engine.now + self.rng_work.expovariate(w.rate_per_s)
+        self.do(w)
+        t = self.engine.now + self.rng.expovariate(w.rate_per_s)
         if t < end:
-            self.engine.at(t, self._tick_workload, arg)
+            self.engine.at(t, self._tick, arg)
 
     def _one_shot(self, w: Workload) -> None:
         for _ in range(w.count):
-            self._do(w)
+            self.do(w)
 
-    def _random_live(self) -> int | None:
-        live = [i for i in self.world.live() if i not in self._leaving]
-        return self.rng_work.choice(live) if live else None
-
-    def _do(self, w: Workload) -> None:
-        idx = self._random_live()
+    def do(self, w: Workload) -> None:
+        """One draw of workload `w`, at a random live node."""
+        custom = self._custom.get(w.kind)
+        if custom is not None:
+            custom(w)
+            return
+        idx = self._pick_live()
         if idx is None:
             self.metrics.count("workload_no_live_node")
             return
@@ -96,17 +129,17 @@ class WorkloadMixin:
         kind = w.kind
         if kind == "kill":
             m.count("kills")
-            self._take_down(idx, graceful=False, rejoin=False)
+            self._take_down(idx, False)
         elif kind == "leave":
             m.count("leaves")
-            self._take_down(idx, graceful=True, rejoin=False)
+            self._take_down(idx, True)
         elif kind == "user_event":
-            self._send_event(idx, w)
+            self.send_event(idx, w)
         elif kind == "lookup":
             from dht.api import FindNode
 
-            key = self.rng_work.randbytes(32)
-            rid = self._rid()
+            key = self.rng.randbytes(32)
+            rid = next(self._rids)
             check = self._closest_checks < MAX_CLOSEST_CHECKS
             self._closest_checks += check
             self._reqs[rid] = _Req("find_node", self.engine.now, idx, key, check)
@@ -115,10 +148,10 @@ class WorkloadMixin:
         elif kind == "provide":
             from dht.api import Provide
 
-            digest = hashlib.sha256(self.rng_work.randbytes(32)).digest()
+            digest = hashlib.sha256(self.rng.randbytes(32)).digest()
             mh = b"\x12\x20" + digest
             self._cids.append((mh, idx))
-            rid = self._rid()
+            rid = next(self._rids)
             self._reqs[rid] = _Req("provide", self.engine.now, idx, mh)
             m.count("provides_started")
             self.world.inject(idx, Provide(rid, (mh,)))
@@ -128,23 +161,78 @@ class WorkloadMixin:
             if not self._cids:
                 m.count("get_providers_nothing_published")
                 return
-            mh, _ = self._cids[self.rng_work.randrange(len(self._cids))]
-            rid = self._rid()
+            mh, _ = self._cids[self.rng.randrange(len(self._cids))]
+            rid = next(self._rids)
             self._reqs[rid] = _Req(kind, self.engine.now, idx, mh, fetch_bytes=w.size_bytes)
             m.count(f"{kind}_started")
             self.world.inject(idx, GetProviders(rid, mh))
 
-    def _send_event(self, idx: int, w: Workload) -> None:
+    def send_event(self, idx: int, w: Workload) -> None:
+        """Node `idx` broadcasts a user event of `w.payload_bytes` (if it is a member)."""
         from gossip.events import SendUserEvent
 
-        swim = self.part(idx, "gossip")
+        swim = self._part(idx, "gossip")
         if not swim.started or swim.leaving:
             return
         seq = swim.user_events.next_seq  # the core numbers its events 0, 1, …; this is the next
         live = sum(1 for n in self.world.nodes if n.alive) - 1
-        self._events[(self.world.nodes[idx].peer, seq)] = _Event(self.engine.now, live)
+        self.events[(self.world.nodes[idx].peer, seq)] = SentEvent(self.engine.now, live)
         self.metrics.count("user_events_sent")
         self.world.inject(idx, SendUserEvent("sim", bytes(w.payload_bytes)))
+
+    # ------------------------------------------------------------ outcomes (core events)
+
+    def on_user_event(self, idx: int, ev: Any) -> None:
+        rec = self.events.get((ev.sender, ev.seq))
+        if rec is not None:
+            rec.delays.append(self.engine.now - rec.sent_at)
+
+    def on_lookup_done(self, idx: int, ev: Any) -> None:
+        req = self._reqs.pop(ev.request_id, None)
+        if req is None:
+            return
+        m = self.metrics
+        lat = self.engine.now - req.start
+        ok = ev.error is None
+        m.count(f"{req.kind}_{'ok' if ok else 'failed'}")
+        if not ok:
+            m.row("lookups", t=self.engine.now, kind=req.kind, hops=ev.hops,
+                  latency_s=lat, queried=ev.queried, ok=0, found=0)
+            return
+        m.sample("lookup_hops", ev.hops)
+        m.sample("lookup_latency_s", lat)
+        m.sample("lookup_queried", ev.queried)
+        found = 1
+        if req.kind == "find_node" and req.check_closest:
+            found = int(self._true_closest(req.key) in ev.result.peers)
+            m.sample("lookup_found_closest", found)
+        elif req.kind in ("get_providers", "fetch"):
+            provs = [p.peer for p in ev.result.providers]
+            found = int(bool(provs))
+            m.sample("providers_found", found)
+            if req.kind == "fetch":
+                self._start_fetch(req, provs)
+        m.row("lookups", t=self.engine.now, kind=req.kind, hops=ev.hops, latency_s=lat,
+              queried=ev.queried, ok=1, found=found)
+
+    def on_provide_done(self, idx: int, ev: Any) -> None:
+        req = self._reqs.pop(ev.request_id, None)
+        if req is not None:
+            self.metrics.sample("provide_latency_s", self.engine.now - req.start)
+            self.metrics.count("provides_done")
+
+    def _true_closest(self, key: bytes) -> PeerId | None:
+        from overlay.core.ids import key_of_bytes
+
+        target = key_of_bytes(key)
+        best: PeerId | None = None
+        best_d = -1
+        for n in self.world.nodes:
+            if n.alive:
+                dist = n.peer.key ^ target
+                if best is None or dist < best_d:
+                    best, best_d = n.peer, dist
+        return best
 
     def _start_fetch(self, req: _Req, provs: list[PeerId]) -> None:
         w, net = self.world, self.net

@@ -49,6 +49,8 @@ def decode_car_header(data: bytes) -> tuple[int, list[bytes]]:
     except MalformedFrame:
         raise
     except Exception as e:  # cbor2 raises several types on garbage
+        if isinstance(e.__cause__, MalformedFrame):
+            raise e.__cause__ from None  # our hook's, wrapped by cbor2 (≥ 6)
         raise MalformedFrame(f"CAR header is not dag-cbor: {e}") from None
     if not isinstance(obj, dict):
         raise MalformedFrame("CAR header is not a dag-cbor map")

@@ -7,11 +7,19 @@ cbor2 exception, so a reader needs exactly one `except` to drop a bad peer's str
 
 `FrameDecoder` is incremental in the h11 style: `feed(data)` then `next_frame()`
 until it returns None. It never buffers more than `max_frame_bytes` + 9 bytes.
+
+No CBOR tags (RFC 8949 §3.4): any tagged item is refused with
+`MalformedFrame("CBOR tag N is not allowed")`. cbor2 (≥ 6) decodes a set of tags
+itself (bignums, dates, sets, self-describe, …) and calls `tag_hook(tag, immutable)`
+only for the others, so both routes refuse: `_BUILTIN_TAGS` overrides its semantic
+decoders and `_tag_refused` is the hook. cbor2 wraps an exception raised in either in
+its own `CBORDecodeError`; `cbor_decode` re-raises ours, so the message names the tag.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import cbor2
 
@@ -55,8 +63,29 @@ def _check_plain(obj: Any, depth: int = 0) -> None:
     raise MalformedFrame(f"CBOR value of unsupported type {type(obj).__name__}")
 
 
-def _tag_refused(decoder: Any, tag: Any) -> Any:
+def _tag_refused(tag: cbor2.CBORTag, _immutable: bool) -> NoReturn:
+    """cbor2's `tag_hook` (its signature since cbor2 6.0: the tag, then whether the
+    value is to be immutable), called for every tag it has no decoder of its own for."""
     raise MalformedFrame(f"CBOR tag {tag.tag} is not allowed")
+
+
+def _refuse_tag(number: int) -> Callable[[Any, bool], NoReturn]:
+    def refuse(_value: Any, _immutable: bool) -> NoReturn:
+        raise MalformedFrame(f"CBOR tag {number} is not allowed")
+
+    return refuse
+
+
+#: The tags cbor2 decodes itself (its docs: date/time 0, 1, 100, 1004; bignums 2, 3;
+#: decimal and bigfloat 4, 5; string refs 25, 256; shared values 28, 29; rational 30;
+#: regex 35; MIME 36; UUID 37; IP addresses and networks 52, 54, 260, 261; set 258;
+#: complex 43000; self-describe 55799), each mapped to a refusal. A test probes every
+#: tag number up to 2^16 and beyond, so a tag a later cbor2 adds cannot slip through.
+_BUILTIN_TAGS: dict[int, Callable[[Any, bool], NoReturn]] = {
+    n: _refuse_tag(n)
+    for n in (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260,
+              261, 1004, 43000, 55799)
+}
 
 
 def cbor_decode(data: bytes | memoryview, *, canonical: bool = True) -> Any:
@@ -70,12 +99,14 @@ def cbor_decode(data: bytes | memoryview, *, canonical: bool = True) -> Any:
     if not raw:
         raise MalformedFrame("empty CBOR input")
     try:
-        obj = cbor2.loads(raw, tag_hook=_tag_refused)
+        obj = cbor2.loads(raw, tag_hook=_tag_refused, semantic_decoders=_BUILTIN_TAGS)
     except WireError:
         raise
     except RecursionError:
         raise MalformedFrame("CBOR nested too deeply") from None
     except Exception as e:  # cbor2 raises a zoo: CBORDecodeError, ValueError, ...
+        if isinstance(e.__cause__, WireError):
+            raise e.__cause__ from None  # ours, raised in a hook and wrapped by cbor2
         raise MalformedFrame(f"invalid CBOR: {e}") from None
     _check_plain(obj)
     if canonical:

@@ -123,7 +123,8 @@ def test_five_step_workflow_passes_data_by_cid(
         )
     wf = tmp_path / "chain.toml"
     wf.write_text('name = "chain"\n' + "\n".join(steps))
-    t0 = time.monotonic()
+    # The command's timeout is a hang guard only; how long a chain takes is measured in
+    # bench/capsules.py (workflow section).
     r = colony_cmd(c.nodes[2].home, "workflow", "submit", str(wf), "--wait", "--json",
                    timeout=120)  # fmt: skip
     out = json.loads(r.stdout)
@@ -132,7 +133,6 @@ def test_five_step_workflow_passes_data_by_cid(
     assert last["name"] == "s5"
     assert last["dependencies"] == [out["capsules"][3]["id"]]
     assert _cat(c.nodes[4].home, last["outputs"][0]) == "1\n2\n3\n4\n5\n"
-    assert time.monotonic() - t0 < 90
 
 
 def test_executor_killed_mid_run_is_re_leased_and_finishes(

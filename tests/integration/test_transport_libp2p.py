@@ -396,11 +396,11 @@ def test_remote_close_is_a_clean_end_and_the_next_send_reopens() -> None:
             b.set_handler(P, on_message=inbox)
             await a.send(b.peer_id, P, "one")
             await inbox.wait(1)
-            ch = a._outbound[(b.peer_id, P)]
+            ch = a._sender.channels[(b.peer_id, P)]
             assert ch.stream is not None
             await ch.stream.net.close()  # half-close: b reads EOF and closes its side
             with trio.fail_after(10):
-                while b._inbound_count:
+                while b._receiver.open_streams:
                     await trio.sleep(0.01)
             assert b.stats.streams_dropped == {}  # EOF is not a fault
             # A peer's half-close alone keeps our half open (helia's Bitswap closes
@@ -445,7 +445,7 @@ def test_unreachable_peer_bounded_queue_and_send_failed_event() -> None:
                 await a.connect(KeyPair.generate().peer_id)
             # Byte budget: one frame bigger than the per-peer budget is refused.
             assert not a.post(ghost, P, b"x" * 20_000)
-            assert a._queued_bytes.get(ghost, 0) <= config.queue_bytes_per_peer
+            assert a._sender.queued_bytes.get(ghost, 0) <= config.queue_bytes_per_peer
 
     run(main)
 

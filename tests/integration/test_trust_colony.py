@@ -73,13 +73,14 @@ def test_colony_admits_only_certified_daemons(tmp_path: Path) -> None:
             cli(n0.home, "cert", "issue", node.peer_id, "--roles", "member,submit",
                 "--expires", expires, "--bootstrap", n0.addr, "--out", str(tok))  # fmt: skip
             assert "joined colony" in cli(node.home, "join", str(tok))
-        short_deadline = time.monotonic() + SHORT_EXPIRY_S
+        issued = time.monotonic()
         c.launch()  # n1..n4 bootstrap through n0 (n1–n3 also via their token), n4 uncertified
 
+        # n3 among the converged proves it was admitted, so before its certificate ran
+        # out (members refuse an expired chain): no wall-clock check needed here.
         c.wait_converged(timeout=30, nodes=[n0, n1, n2, n3])
-        print(f"converged {SHORT_EXPIRY_S - (short_deadline - time.monotonic()):.1f} s "
-              "after the short certificate was issued")
-        assert time.monotonic() < short_deadline, "machine too slow: n3 expired before join"
+        print(f"converged {time.monotonic() - issued:.1f} s after the short certificate "
+              "was issued")
         # n4 dialled n0 and knocked with its (uncertified) claim: refused, with a reason.
         refusals = wait_for(
             lambda: [r for r in log_events(n0, "gossip_refused") if r["peer"] == n4.peer_id],
@@ -92,12 +93,13 @@ def test_colony_admits_only_certified_daemons(tmp_path: Path) -> None:
         status = colony_cmd(n0.home, "colony", "status").stdout
         assert n4.peer_id in status and "no colony certificate" in status
 
-        # Revocation: gossiped from n0, n2 dropped everywhere.
+        # Revocation: gossiped from n0, n2 dropped everywhere. The bound is a hang guard;
+        # how fast it spreads is measured in bench/trust.py (5: real daemons).
         t0 = time.monotonic()
         out = colony_cmd(n0.home, "cert", "revoke", n2.peer_id).stdout
         assert "gossiped to the colony" in out and "/colony/revoke/" in out
         for n in (n0, n1, n3):
-            wait_for(lambda n=n: n2.peer_id not in live_ids(n), 15,
+            wait_for(lambda n=n: n2.peer_id not in live_ids(n), 45,
                      f"{n.home.name} to drop revoked n2")  # fmt: skip
         revoke_s = time.monotonic() - t0
         expelled = [r for r in log_events(n1, "member_expelled") if r["peer"] == n2.peer_id]

@@ -20,10 +20,12 @@ implementations see the same TCP + Noise + Yamux peer either way. On top:
   non-canonical frame resets that stream with a logged reason, and a handler's
   exception costs its stream only.
 
-Public types live in overlay/runtime/net/transport_types.py and are re-exported here;
-the sending half (outbound queues, write loop, rate limit) is
-overlay/runtime/net/transport_outbound.py and the receiving half (read loop, dispatch,
-teardown) overlay/runtime/net/transport_inbound.py.
+Public types live in overlay/runtime/net/transport_types.py and are re-exported here.
+`Transport` composes three collaborators, each given only what it uses: a
+`FrameWriter` (stream lock, send-rate limit; net/transport_channels.py), a `Sender`
+(outbound queues and streams, write loop; net/transport_outbound.py) and a
+`Receiver` (read loop, dispatch, teardown; net/transport_inbound.py). The transport
+itself keeps the handlers, pending requests, addresses and dialling, and events.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVarTuple
 
 import structlog
 import trio
@@ -44,16 +46,18 @@ from overlay.runtime.net.framing import (
     encode_envelope,
     encode_raw_frame,
 )
-from overlay.runtime.net.rate_limit import TokenBucket
 from overlay.runtime.net.transport_backend import Backend, BackendStream
 from overlay.runtime.net.transport_channels import (
+    FrameWriter,
     Item,
     Outbound,
     Pending,
     Registration,
+    raw_body,
     sole_leaf,
 )
-from overlay.runtime.net.transport_outbound import OutboundMixin
+from overlay.runtime.net.transport_inbound import Receiver
+from overlay.runtime.net.transport_outbound import Sender
 from overlay.runtime.net.transport_stream import TransportStream
 from overlay.runtime.net.transport_types import (
     STACK_NATIVE,
@@ -82,6 +86,8 @@ log = structlog.get_logger("colony.transport")
 
 RawStreamHandler = Callable[[PeerId, TransportStream], Awaitable[None]]
 
+_Args = TypeVarTuple("_Args")
+
 
 #: How long a dial waits for an address of a peer we were told about a moment ago.
 ADDR_GRACE_S = 1.0
@@ -105,7 +111,7 @@ def make_backend(keypair: KeyPair, config: TransportConfig) -> Backend:
     return PyLibp2pBackend(keypair, config)
 
 
-class Transport(OutboundMixin):
+class Transport:
     """A libp2p host with Colony framing. Create with `Transport.open(...)`."""
 
     def __init__(self, keypair: KeyPair, config: TransportConfig | None = None) -> None:
@@ -116,16 +122,12 @@ class Transport(OutboundMixin):
         self._backend.on_connected = self._on_connected
         self._backend.on_disconnected = self._on_disconnected
         self._handlers: dict[str, Registration] = {}
-        self._outbound: dict[tuple[PeerId, str], Outbound] = {}
-        self._inbound_count: dict[tuple[PeerId, str], int] = {}
-        self._queued_bytes: dict[PeerId, int] = {}
         self._pending: dict[int, Pending] = {}
         self._rids = itertools.count(1)
         self._drop_logged_at = float("-inf")
         self._addrs: dict[PeerId, list[str]] = {}
         self._backoff: dict[PeerId, tuple[float, float]] = {}  # peer → (until, last delay)
         self._connected: set[PeerId] = set()
-        self._buckets: dict[PeerId, TokenBucket] = {}
         self._events_tx, self.events = trio.open_memory_channel[TransportEvent](
             self.config.event_queue
         )
@@ -133,6 +135,14 @@ class Transport(OutboundMixin):
         #: When set (overlay/runtime/edge/dialer.py), every dial goes through it: it may
         #: connect by WebRTC or a relay instead of TCP; it raises DialError on failure.
         self.dial_hook: Callable[[PeerId], Awaitable[None]] | None = None
+        self._writer = FrameWriter(self.config, self.stats)
+        self._receiver = Receiver(self.config, self.stats, self._handlers, self._pending,
+                                  self._writer)  # fmt: skip
+        self._sender = Sender(
+            self.config, self.stats, self._writer, self._receiver, self._pending,
+            connect=self._ensure_connected, new_stream=self._backend.new_stream,
+            emit=self._emit, spawn=self._spawn,
+        )
 
     @property
     def stack(self) -> str:
@@ -203,7 +213,7 @@ class Transport(OutboundMixin):
         self._handlers[protocol] = reg
 
         async def handler(net: BackendStream, peer: PeerId) -> None:
-            await self._on_inbound_stream(net, peer, reg)
+            await self._receiver.on_stream(net, peer, reg)
 
         self._backend.set_stream_handler(protocol, handler)
 
@@ -223,7 +233,7 @@ class Transport(OutboundMixin):
             try:
                 await handler(peer, s)
             except Exception as e:
-                self._count_drop("handler_error")
+                self._receiver.count_drop("handler_error")
                 log.info("stream_handler_failed", peer=str(peer), protocol=protocol,
                          error=repr(e)[:300])
                 await s.reset()
@@ -302,15 +312,17 @@ class Transport(OutboundMixin):
 
     async def disconnect(self, peer: PeerId, reason: str = "") -> None:
         log.info("peer_disconnect", peer=str(peer), reason=reason)
-        for (p, _), ch in list(self._outbound.items()):
-            if p == peer:
-                ch.closed = True
-                ch.tx.close()
+        self._sender.close_peer(peer)
         await self._backend.disconnect(peer)
 
     def disconnect_soon(self, peer: PeerId, reason: str) -> None:
         """Sync form for the driver's Disconnect effect."""
         self._spawn(self.disconnect, peer, reason)
+
+    def _spawn(self, fn: Callable[[*_Args], Awaitable[object]], *args: *_Args) -> None:
+        if self._nursery is None:
+            raise LocalProtocolError("transport is not running (use Transport.open)")
+        self._nursery.start_soon(fn, *args)
 
     async def _ensure_connected(self, peer: PeerId) -> None:
         if self._backend.is_connected(peer):
@@ -366,7 +378,7 @@ class Transport(OutboundMixin):
     def _on_disconnected(self, peer: PeerId) -> None:
         if peer in self._connected and not self._backend.is_connected(peer):
             self._connected.discard(peer)
-            self._buckets.pop(peer, None)
+            self._writer.forget(peer)
             self._emit(PeerDisconnected(peer))
 
     def _emit(self, event: TransportEvent) -> None:
@@ -399,16 +411,9 @@ class Transport(OutboundMixin):
         """
         ch = self._outbound_for(peer, protocol)
         frame = self._encode_message(ch.codec, obj)
-        queued = self._queued_bytes.get(peer, 0)
-        if queued + len(frame) > self.config.queue_bytes_per_peer:
-            self._queue_full(peer, protocol, queued)
+        if not self._sender.offer(ch, frame):
+            self._queue_full(peer, protocol, self._sender.queued_bytes.get(peer, 0))
             return False
-        try:
-            ch.tx.send_nowait(Item(frame))
-        except (trio.WouldBlock, trio.ClosedResourceError):
-            self._queue_full(peer, protocol, queued)
-            return False
-        self._queued_bytes[peer] = queued + len(frame)
         return True
 
     def _queue_full(self, peer: PeerId, protocol: str, queued: int) -> None:
@@ -435,7 +440,7 @@ class Transport(OutboundMixin):
         item = Item(self._encode_message(ch.codec, obj), trio.Event())
         try:
             with trio.fail_after(timeout or self.config.send_timeout_s):
-                await self._enqueue(ch, item)
+                await self._sender.enqueue(ch, item)
                 assert item.done is not None
                 await item.done.wait()
         except trio.TooSlowError:
@@ -462,12 +467,12 @@ class Transport(OutboundMixin):
             self._pending[rid] = pending
             ch.pending.add(rid)
         else:
-            item = Item(encode_raw_frame(self._raw_body(obj), self.config.max_frame_bytes))
+            item = Item(encode_raw_frame(raw_body(obj), self.config.max_frame_bytes))
             ch.raw_waiters.append(pending)
         enqueued = False
         try:
             with trio.fail_after(timeout or self.config.request_timeout_s):
-                await self._enqueue(ch, item)
+                await self._sender.enqueue(ch, item)
                 enqueued = True
                 await pending.done.wait()
         except trio.TooSlowError:
@@ -479,7 +484,7 @@ class Transport(OutboundMixin):
                 ch.pending.discard(rid)
             elif not pending.done.is_set():
                 if enqueued:
-                    self._fail_outbound(ch, "request_abandoned")  # order is now unknown
+                    self._sender.fail(ch, "request_abandoned")  # order is now unknown
                 elif pending in ch.raw_waiters:
                     ch.raw_waiters.remove(pending)
         if pending.error is not None:
@@ -491,26 +496,13 @@ class Transport(OutboundMixin):
     def _encode_message(self, codec: Codec, obj: object) -> bytes:
         if codec is Codec.CBOR:
             return encode_envelope(Kind.MESSAGE, obj, 0, self.config.max_frame_bytes)
-        return encode_raw_frame(self._raw_body(obj), self.config.max_frame_bytes)
-
-    @staticmethod
-    def _raw_body(obj: object) -> bytes:
-        if not isinstance(obj, (bytes, bytearray, memoryview)):
-            raise LocalProtocolError(f"raw protocols send bytes, not {type(obj).__name__}")
-        return bytes(obj)
+        return encode_raw_frame(raw_body(obj), self.config.max_frame_bytes)
 
     def _outbound_for(self, peer: PeerId, protocol: str) -> Outbound:
         if peer == self.peer_id:
             raise LocalProtocolError("cannot send to ourselves")
-        key = (peer, protocol)
-        ch = self._outbound.get(key)
-        if ch is None or ch.closed:
-            reg = self._handlers.get(protocol)
-            codec = reg.codec if reg is not None else Codec.CBOR
-            ch = Outbound(peer, protocol, codec, self.config.queue_frames)
-            self._outbound[key] = ch
-            self._spawn(self._run_outbound, ch)
-        return ch
+        reg = self._handlers.get(protocol)
+        return self._sender.channel(peer, protocol, reg.codec if reg is not None else Codec.CBOR)
 
 
 __all__ = [

@@ -1,5 +1,7 @@
 """Internal bookkeeping of the transport adapter: queued frames, pending requests,
-streams with their framing state, and the outbound (peer, protocol) channels.
+streams with their framing state, the outbound (peer, protocol) channels, and the
+one place that writes to a stream (`FrameWriter`: write lock, send-rate limit,
+byte and frame counters), shared by the sending and the receiving half.
 
 Split out of overlay/runtime/net/transport.py; nothing here is public API.
 """
@@ -13,10 +15,17 @@ from typing import Any
 
 import trio
 
-from overlay.core.errors import FrameTooLarge, NonCanonical, WireError
+from overlay.core.errors import FrameTooLarge, LocalProtocolError, NonCanonical, WireError
 from overlay.core.ids import PeerId
+from overlay.runtime.net.rate_limit import TokenBucket
 from overlay.runtime.net.transport_backend import BackendStream
-from overlay.runtime.net.transport_types import Codec, OnMessage, OnRequest
+from overlay.runtime.net.transport_types import (
+    Codec,
+    OnMessage,
+    OnRequest,
+    TransportConfig,
+    TransportStats,
+)
 
 
 @dataclass(slots=True)
@@ -123,3 +132,58 @@ def drain_queue(ch: Outbound, reason: str, on_item: Callable[[Item], None]) -> i
         if item.done is not None:
             item.done.set()
     return dropped
+
+
+class FrameWriter:
+    """Writes frames to a stream: one writer at a time (the stream's lock), paced by
+    the peer's token bucket when `[network] max_send_rate` is set, counted in
+    `stats`. Holds one bucket per connected peer (`forget` drops it)."""
+
+    def __init__(self, config: TransportConfig, stats: TransportStats) -> None:
+        self._config = config
+        self._stats = stats
+        self._buckets: dict[PeerId, TokenBucket] = {}
+
+    async def write(self, s: Stream, data: bytes, frames: int = 1) -> None:
+        if s.lock.locked():
+            await s.lock.acquire()
+        else:
+            s.lock.acquire_nowait()  # no extra checkpoint: the write is one
+        try:
+            if self._config.max_send_rate:
+                await self._throttle(s.peer, len(data))
+            await s.net.write(data)
+        finally:
+            s.lock.release()
+        self._stats.bytes_out += len(data)
+        self._stats.frames_out += frames
+
+    async def _throttle(self, peer: PeerId, size: int) -> None:
+        """Wait as the peer's token bucket says (`max_send_rate`)."""
+        bucket = self._buckets.get(peer)
+        if bucket is None:
+            bucket = self._buckets[peer] = TokenBucket(self._config.max_send_rate)
+        delay = bucket.take(size, trio.current_time())
+        if delay > 0:
+            self._stats.rate_limited_s += delay
+            await trio.sleep(delay)
+
+    def forget(self, peer: PeerId) -> None:
+        """The peer disconnected: drop its bucket (a new connection starts full)."""
+        self._buckets.pop(peer, None)
+
+
+def raw_body(obj: object) -> bytes:
+    """The body of a raw-protocol frame; a raw protocol sends bytes only."""
+    if not isinstance(obj, (bytes, bytearray, memoryview)):
+        raise LocalProtocolError(f"raw protocols send bytes, not {type(obj).__name__}")
+    return bytes(obj)
+
+
+async def reset_stream(net: BackendStream) -> None:
+    """Reset `net`, waiting at most a second, shielded from cancellation."""
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        try:
+            await net.reset()
+        except Exception:  # already gone: nothing left to reset
+            return

@@ -1,13 +1,18 @@
 """The receiving half of the transport adapter: inbound streams, the read loop,
 frame dispatch (messages, requests, responses) and stream teardown.
 
-A mixin of `Transport` (overlay/runtime/net/transport.py), split out to keep each
-module readable; it uses the transport's state declared below and its `_write`.
-Every rule about a peer's bad input lives here: an oversize, malformed or
-non-canonical frame, or a handler's failure, costs that stream only.
+`Receiver` is a collaborator of `Transport` (overlay/runtime/net/transport.py) with
+a narrow interface: the config and stats, the protocol registrations and pending
+requests it reads (both owned by the transport), and the `FrameWriter` it answers
+with. It owns the count of open inbound streams per (peer, protocol), bounded by
+`max_inbound_streams_per_peer_protocol`. Every rule about a peer's bad input lives
+here: an oversize, malformed or non-canonical frame, or a handler's failure, costs
+that stream only.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import structlog
 import trio
@@ -26,10 +31,13 @@ from overlay.runtime.net.framing import (
 from overlay.runtime.net.transport_backend import BackendStream
 from overlay.runtime.net.transport_channels import (
     Drop,
+    FrameWriter,
     Outbound,
     Pending,
     Registration,
     Stream,
+    raw_body,
+    reset_stream,
     wire_reason,
 )
 from overlay.runtime.net.transport_types import Codec, TransportConfig, TransportStats
@@ -39,46 +47,50 @@ log = structlog.get_logger("colony.transport")
 READ_CHUNK_BYTES = 256 * 1024
 
 
-class InboundMixin:
-    config: TransportConfig
-    stats: TransportStats
-    _handlers: dict[str, Registration]
-    _inbound_count: dict[tuple[PeerId, str], int]
-    _pending: dict[int, Pending]
+class Receiver:
+    """Reads streams, dispatches their frames and tears them down."""
 
-    async def _write(self, s: Stream, data: bytes, frames: int = 1) -> None:
-        raise NotImplementedError  # Transport._write
-
-    @staticmethod
-    def _raw_body(obj: object) -> bytes:
-        raise NotImplementedError  # Transport._raw_body
-
-    async def _on_inbound_stream(
-        self, net: BackendStream, peer: PeerId, reg: Registration
+    def __init__(
+        self,
+        config: TransportConfig,
+        stats: TransportStats,
+        handlers: Mapping[str, Registration],
+        pending: Mapping[int, Pending],
+        writer: FrameWriter,
     ) -> None:
+        self.config = config
+        self.stats = stats
+        self._handlers = handlers
+        self._pending = pending
+        self._writer = writer
+        #: Open inbound streams per (peer, protocol); an entry goes when its count is 0.
+        self.open_streams: dict[tuple[PeerId, str], int] = {}
+
+    async def on_stream(self, net: BackendStream, peer: PeerId, reg: Registration) -> None:
+        """Serve an inbound stream of `reg.protocol` until it ends."""
         key = (peer, reg.protocol)
-        if self._inbound_count.get(key, 0) >= self.config.max_inbound_streams_per_peer_protocol:
-            self._count_drop("too_many_streams")
+        if self.open_streams.get(key, 0) >= self.config.max_inbound_streams_per_peer_protocol:
+            self.count_drop("too_many_streams")
             log.info("stream_dropped", peer=str(peer), protocol=reg.protocol,
                      reason="too_many_streams")
-            await self._reset(net)
+            await reset_stream(net)
             return
-        self._inbound_count[key] = self._inbound_count.get(key, 0) + 1
+        self.open_streams[key] = self.open_streams.get(key, 0) + 1
         self.stats.streams_accepted += 1
         s = Stream(net, peer, reg.protocol, reg.codec, outbound=False)
         reason = "closed"
         try:
-            reason = await self._read_loop(s, None)
+            reason = await self.read_loop(s, None)
         finally:
-            left = self._inbound_count.get(key, 1) - 1
+            left = self.open_streams.get(key, 1) - 1
             if left > 0:
-                self._inbound_count[key] = left
+                self.open_streams[key] = left
             else:
-                self._inbound_count.pop(key, None)
+                self.open_streams.pop(key, None)
             with trio.CancelScope(shield=True):
-                await self._finish_stream(s, reason)
+                await self.finish_stream(s, reason)
 
-    async def _read_loop(self, s: Stream, ch: Outbound | None) -> str:
+    async def read_loop(self, s: Stream, ch: Outbound | None) -> str:
         """Read frames until EOF or a fault; return why the stream ended."""
         decoder = FrameReader(self.config.max_frame_bytes)
         inflight = trio.Semaphore(self.config.max_inflight_requests_per_stream)
@@ -133,7 +145,8 @@ class InboundMixin:
             self._deliver(s, reg, env.body)
         elif env.kind is Kind.REQUEST:
             if reg is None or reg.on_request is None:
-                await self._write(s, encode_envelope(Kind.ERROR, "no request handler", env.rid))
+                refusal = encode_envelope(Kind.ERROR, "no request handler", env.rid)
+                await self._writer.write(s, refusal)
                 return
             await inflight.acquire()  # back-pressure: stop reading while saturated
             serving.start_soon(self._serve_and_release, s, reg, env.rid, env.body, inflight)
@@ -181,7 +194,7 @@ class InboundMixin:
                 result = await reg.on_request(s.peer, obj)
             if s.codec is Codec.RAW:
                 frame = None if result is None else encode_raw_frame(
-                    self._raw_body(result), self.config.max_frame_bytes
+                    raw_body(result), self.config.max_frame_bytes
                 )
             else:
                 frame = encode_envelope(Kind.RESPONSE, result, rid, self.config.max_frame_bytes)
@@ -199,32 +212,24 @@ class InboundMixin:
             frame = encode_envelope(Kind.ERROR, f"internal error: {type(e).__name__}", rid)
         if frame is not None:
             try:
-                await self._write(s, frame)
+                await self._writer.write(s, frame)
             except StreamError:
                 return  # the peer went away; the read loop reports why
 
     # ------------------------------------------------------------ stream teardown
 
-    def _count_drop(self, reason: str) -> None:
+    def count_drop(self, reason: str) -> None:
         key = reason.split(":", 1)[0]
         self.stats.streams_dropped[key] = self.stats.streams_dropped.get(key, 0) + 1
 
-    async def _finish_stream(self, s: Stream, reason: str) -> None:
+    async def finish_stream(self, s: Stream, reason: str) -> None:
         if reason in ("eof", "closed"):
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                 try:
                     await s.net.close()
                 except Exception:
-                    await self._reset(s.net)
+                    await reset_stream(s.net)
             return
         if reason not in ("reset",) and not reason.startswith("stream_error"):
-            self._count_drop(reason)
-        await self._reset(s.net)
-
-    @staticmethod
-    async def _reset(net: BackendStream) -> None:
-        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-            try:
-                await net.reset()
-            except Exception:  # already gone: nothing left to reset
-                return
+            self.count_drop(reason)
+        await reset_stream(s.net)

@@ -1,33 +1,46 @@
 """The sending half of the transport adapter: per-(peer, protocol) outbound queues,
-the stream each one opens, the batched write loop, the send-rate limit and the
-failure of everything queued when a stream ends.
+the stream each one opens, the batched write loop and the failure of everything
+queued when a stream ends.
 
-A mixin of `Transport` (overlay/runtime/net/transport.py), split out to keep each
-module readable; it uses the transport's state declared below. Frame order on a
-stream is the order of `_enqueue` calls; a queue is bounded in frames (and `post`
-bounds queued bytes per peer), so a slow peer costs dropped frames, not memory.
+`Sender` is a collaborator of `Transport` (overlay/runtime/net/transport.py) with a
+narrow interface: the config and stats, the `FrameWriter` (lock, rate limit), the
+`Receiver` that reads the responses on our streams, the pending requests it fails
+when a stream ends, and four callables of the transport (connect to a peer, open a
+stream, emit an event, spawn a task). It owns the outbound channels and the queued
+bytes per peer. Frame order on a stream is the order of `enqueue` calls; a queue
+is bounded in frames and `offer` bounds queued bytes per peer, so a slow peer costs
+dropped frames, not memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVarTuple
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol, TypeVarTuple
 
 import structlog
 import trio
 
-from overlay.core.errors import LocalProtocolError
 from overlay.core.ids import PeerId
 from overlay.p2p.errors import StreamError
-from overlay.runtime.net.rate_limit import TokenBucket
-from overlay.runtime.net.transport_backend import Backend
-from overlay.runtime.net.transport_channels import Item, Outbound, Stream, drain_queue
-from overlay.runtime.net.transport_inbound import InboundMixin
+from overlay.runtime.net.transport_backend import BackendStream
+from overlay.runtime.net.transport_channels import (
+    FrameWriter,
+    Item,
+    Outbound,
+    Pending,
+    Stream,
+    drain_queue,
+    reset_stream,
+)
+from overlay.runtime.net.transport_inbound import Receiver
 from overlay.runtime.net.transport_types import (
+    Codec,
     DialError,
     SendError,
     SendFailed,
+    TransportConfig,
     TransportEvent,
+    TransportStats,
 )
 
 log = structlog.get_logger("colony.transport")
@@ -39,21 +52,75 @@ WRITE_BATCH_BYTES = 1024 * 1024
 _Args = TypeVarTuple("_Args")
 
 
-class OutboundMixin(InboundMixin):
-    peer_id: PeerId
-    _backend: Backend
-    _nursery: trio.Nursery | None
-    _outbound: dict[tuple[PeerId, str], Outbound]
-    _queued_bytes: dict[PeerId, int]
-    _buckets: dict[PeerId, TokenBucket]
+class Spawn(Protocol):
+    """Start `fn(*args)` as a task of the running transport."""
 
-    async def _ensure_connected(self, peer: PeerId) -> None:
-        raise NotImplementedError  # Transport._ensure_connected
+    def __call__(self, fn: Callable[[*_Args], Awaitable[object]], *args: *_Args) -> None: ...
 
-    def _emit(self, event: TransportEvent) -> None:
-        raise NotImplementedError  # Transport._emit
 
-    async def _enqueue(self, ch: Outbound, item: Item) -> None:
+class Sender:
+    """Owns the outbound channels: opens their streams, writes, fails them."""
+
+    def __init__(
+        self,
+        config: TransportConfig,
+        stats: TransportStats,
+        writer: FrameWriter,
+        receiver: Receiver,
+        pending: Mapping[int, Pending],
+        *,
+        connect: Callable[[PeerId], Awaitable[None]],
+        new_stream: Callable[[PeerId, str], Awaitable[BackendStream]],
+        emit: Callable[[TransportEvent], None],
+        spawn: Spawn,
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self._writer = writer
+        self._receiver = receiver
+        self._pending = pending
+        self._connect = connect
+        self._new_stream = new_stream
+        self._emit = emit
+        self._spawn = spawn
+        #: Our long-lived stream per (peer, protocol); a failed one is removed.
+        self.channels: dict[tuple[PeerId, str], Outbound] = {}
+        #: Bytes queued and not yet written, per peer (an entry goes at 0).
+        self.queued_bytes: dict[PeerId, int] = {}
+
+    def channel(self, peer: PeerId, protocol: str, codec: Codec) -> Outbound:
+        """The open channel to (peer, protocol), or a new one whose stream opens now."""
+        key = (peer, protocol)
+        ch = self.channels.get(key)
+        if ch is None or ch.closed:
+            ch = Outbound(peer, protocol, codec, self.config.queue_frames)
+            self.channels[key] = ch
+            self._spawn(self._run, ch)
+        return ch
+
+    def offer(self, ch: Outbound, frame: bytes) -> bool:
+        """Queue `frame` without waiting; False (nothing queued) when the peer's
+        byte budget or the channel's frame queue is full, or the channel closed."""
+        queued = self.queued_bytes.get(ch.peer, 0)
+        if queued + len(frame) > self.config.queue_bytes_per_peer:
+            return False
+        try:
+            ch.tx.send_nowait(Item(frame))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            return False
+        self.queued_bytes[ch.peer] = queued + len(frame)
+        return True
+
+    def close_peer(self, peer: PeerId) -> None:
+        """Stop every channel to `peer` from taking frames (their streams end)."""
+        for (p, _), ch in list(self.channels.items()):
+            if p == peer:
+                ch.closed = True
+                ch.tx.close()
+
+    async def enqueue(self, ch: Outbound, item: Item) -> None:
+        """Queue `item` in order, waiting for room (back-pressure); SendError when
+        the channel is closed or the fast-path write fails for a `post`-style item."""
         s = ch.stream
         if (
             s is not None
@@ -65,10 +132,10 @@ class OutboundMixin(InboundMixin):
             # frame order and saves a task switch per request (a round trip on
             # loopback is only ~0.1 ms on the native stack).
             try:
-                await self._write(s, item.frame)
+                await self._writer.write(s, item.frame)
             except StreamError as e:
                 item.error = f"{type(e).__name__}: {e}"
-                self._spawn(self._reset, s.net)
+                self._spawn(reset_stream, s.net)
                 # End the channel here: its reader may be gone already (a peer's
                 # half-close ends the reader but keeps the channel writing).
                 ch.closed = True
@@ -83,20 +150,15 @@ class OutboundMixin(InboundMixin):
             await ch.tx.send(item)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise SendError(f"stream to {ch.peer.short()} on {ch.protocol} closed") from None
-        self._queued_bytes[ch.peer] = self._queued_bytes.get(ch.peer, 0) + len(item.frame)
+        self.queued_bytes[ch.peer] = self.queued_bytes.get(ch.peer, 0) + len(item.frame)
 
-    def _spawn(self, fn: Callable[[*_Args], Awaitable[object]], *args: *_Args) -> None:
-        if self._nursery is None:
-            raise LocalProtocolError("transport is not running (use Transport.open)")
-        self._nursery.start_soon(fn, *args)
-
-    async def _run_outbound(self, ch: Outbound) -> None:
+    async def _run(self, ch: Outbound) -> None:
         reason = "closed"
         s: Stream | None = None
         try:
             with trio.fail_after(self.config.dial_timeout_s + self.config.stream_open_timeout_s):
-                await self._ensure_connected(ch.peer)
-                net = await self._backend.new_stream(ch.peer, ch.protocol)
+                await self._connect(ch.peer)
+                net = await self._new_stream(ch.peer, ch.protocol)
             s = Stream(net, ch.peer, ch.protocol, ch.codec, outbound=True)
             ch.stream = s
             self.stats.streams_opened += 1
@@ -105,7 +167,7 @@ class OutboundMixin(InboundMixin):
                 async def read_then_stop() -> None:
                     nonlocal reason
                     assert s is not None
-                    reason = await self._read_loop(s, ch)
+                    reason = await self._receiver.read_loop(s, ch)
                     if reason == "eof" and not ch.pending and not ch.raw_waiters:
                         # The peer closed only its half: helia's Bitswap does so on
                         # every inbound stream at once (it answers on a stream of its
@@ -124,9 +186,9 @@ class OutboundMixin(InboundMixin):
         except Exception as e:
             reason = f"stream_failed: {type(e).__name__}: {e}"
         finally:
-            dropped = self._fail_outbound(ch, reason)
+            dropped = self.fail(ch, reason)
             if s is not None:
-                await self._finish_stream(s, reason)
+                await self._receiver.finish_stream(s, reason)
             if dropped:
                 self._emit(SendFailed(ch.peer, ch.protocol, reason, dropped))
 
@@ -144,50 +206,26 @@ class OutboundMixin(InboundMixin):
                 size += len(more.frame)
             try:
                 data = item.frame if len(batch) == 1 else b"".join(i.frame for i in batch)
-                await self._write(s, data, len(batch))
+                await self._writer.write(s, data, len(batch))
             except StreamError as e:
                 for i in batch:
                     i.error = f"{type(e).__name__}: {e}"
                 raise
             finally:
                 ch.busy = False
-                self._queued_bytes[ch.peer] = max(0, self._queued_bytes.get(ch.peer, 0) - size)
+                self.queued_bytes[ch.peer] = max(0, self.queued_bytes.get(ch.peer, 0) - size)
                 for i in batch:
                     if i.done is not None:
                         i.done.set()
 
-    async def _write(self, s: Stream, data: bytes, frames: int = 1) -> None:
-        if s.lock.locked():
-            await s.lock.acquire()
-        else:
-            s.lock.acquire_nowait()  # no extra checkpoint: the write is one
-        try:
-            if self.config.max_send_rate:
-                await self._throttle(s.peer, len(data))
-            await s.net.write(data)
-        finally:
-            s.lock.release()
-        self.stats.bytes_out += len(data)
-        self.stats.frames_out += frames
-
-    async def _throttle(self, peer: PeerId, size: int) -> None:
-        """Wait as the peer's token bucket says (`max_send_rate`)."""
-        bucket = self._buckets.get(peer)
-        if bucket is None:
-            bucket = self._buckets[peer] = TokenBucket(self.config.max_send_rate)
-        delay = bucket.take(size, trio.current_time())
-        if delay > 0:
-            self.stats.rate_limited_s += delay
-            await trio.sleep(delay)
-
-    def _fail_outbound(self, ch: Outbound, reason: str) -> int:
+    def fail(self, ch: Outbound, reason: str) -> int:
         """Close the queue, fail everything waiting on it; return frames dropped."""
-        if self._outbound.get((ch.peer, ch.protocol)) is ch:
-            del self._outbound[(ch.peer, ch.protocol)]
+        if self.channels.get((ch.peer, ch.protocol)) is ch:
+            del self.channels[(ch.peer, ch.protocol)]
 
         def unqueue(item: Item) -> None:
-            left = self._queued_bytes.get(ch.peer, 0) - len(item.frame)
-            self._queued_bytes[ch.peer] = max(0, left)
+            left = self.queued_bytes.get(ch.peer, 0) - len(item.frame)
+            self.queued_bytes[ch.peer] = max(0, left)
 
         dropped = drain_queue(ch, reason, unqueue)
         for rid in ch.pending:
@@ -199,7 +237,7 @@ class OutboundMixin(InboundMixin):
             p.error = reason
             p.done.set()
         ch.raw_waiters.clear()
-        if not self._queued_bytes.get(ch.peer):
-            self._queued_bytes.pop(ch.peer, None)
+        if not self.queued_bytes.get(ch.peer):
+            self.queued_bytes.pop(ch.peer, None)
         self.stats.frames_dropped_send_failed += dropped
         return dropped

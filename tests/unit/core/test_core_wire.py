@@ -1,13 +1,19 @@
-"""Framing and canonical CBOR: limits, truncation, non-canonical input."""
+"""Framing and canonical CBOR: limits, truncation, non-canonical input, no tags."""
 
+from collections.abc import Callable
+from typing import Any
+
+import cbor2
 import pytest
 
+from overlay.core.dagcbor import decode_car_header, encode_car_header
 from overlay.core.errors import (
     FrameTooLarge,
     MalformedFrame,
     NonCanonical,
     TruncatedFrame,
 )
+from overlay.core.multiformats import encode_varint
 from overlay.core.wire import (
     FrameDecoder,
     cbor_decode,
@@ -75,3 +81,55 @@ def test_decoder_reassembles_frames_split_anywhere() -> None:
                 got.append(obj["i"])
         assert got == list(range(20))
         assert dec.at_frame_boundary()
+
+
+def _incremental(body: bytes) -> Any:
+    dec = FrameDecoder()
+    dec.feed(encode_varint(len(body)) + body)
+    return dec.next_frame()
+
+
+#: Every way untrusted CBOR is decoded here, each given a bare CBOR body.
+ENTRY_POINTS: dict[str, Callable[[bytes], Any]] = {
+    "cbor_decode": cbor_decode,
+    "cbor_decode(canonical=False)": lambda b: cbor_decode(b, canonical=False),
+    "decode_frame": lambda b: decode_frame(encode_varint(len(b)) + b),
+    "FrameDecoder.next_frame": _incremental,
+}
+
+#: (tag number, tagged CBOR body): a tag cbor2 leaves to the hook, and tags it decodes
+#: itself into a plain-looking value (a bignum is an int; self-describe wraps anything).
+TAGGED = [
+    (4242, bytes.fromhex("d91092820102")),  # 4242([1, 2]): no decoder in cbor2
+    (2, bytes.fromhex("c249010000000000000000")),  # bignum 2^64
+    (3, bytes.fromhex("c349010000000000000000")),  # negative bignum
+    (55799, bytes.fromhex("d9d9f701")),  # self-described 1
+    (0, cbor2.dumps(cbor2.CBORTag(0, "2020-01-01T00:00:00Z"))),  # date/time string
+    (258, bytes.fromhex("d90102820102")),  # set {1, 2}
+    (28, cbor2.dumps(cbor2.CBORTag(28, [1]))),  # shareable value
+    (4242, bytes.fromhex("a1616b8201d9109201")),  # {"k": [1, 4242(1)]}: nested
+]
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+@pytest.mark.parametrize(("tag", "body"), TAGGED, ids=[f"tag{t}" for t, _ in TAGGED])
+def test_tagged_cbor_is_refused_naming_the_tag(entry: str, tag: int, body: bytes) -> None:
+    with pytest.raises(MalformedFrame, match=f"^CBOR tag {tag} is not allowed$"):
+        ENTRY_POINTS[entry](body)
+
+
+def test_no_tag_number_gets_through() -> None:
+    # cbor2 decodes some tags itself: every number must still meet our refusal, also
+    # any tag a later cbor2 starts decoding (wire._BUILTIN_TAGS would then be stale).
+    numbers = [*range(1 << 16), 1 << 16, (1 << 32) - 1, 1 << 32, (1 << 64) - 1]
+    for n in numbers:
+        with pytest.raises(MalformedFrame, match=f"^CBOR tag {n} is not allowed$"):
+            cbor_decode(cbor2.dumps(cbor2.CBORTag(n, 0)))
+
+
+def test_car_header_with_a_foreign_tag_names_it() -> None:
+    good = encode_car_header([b"\x01\x55\x12\x20" + bytes(32)])
+    assert decode_car_header(good)[0] == 1
+    bad = cbor2.dumps({"roots": [cbor2.CBORTag(43, b"\x00\x01")], "version": 1})
+    with pytest.raises(MalformedFrame, match=r"^CBOR tag 43 is not allowed in dag-cbor$"):
+        decode_car_header(bad)
