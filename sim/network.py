@@ -204,6 +204,13 @@ class Network:
             seen[src] = now  # type: ignore[index]  # inbound traffic keeps the binding
         return True
 
+    def fresh_dial_ok(self, src: int, dst: int) -> bool:
+        """Would a *new* connection from `src` to `dst`'s listen address get through (a
+        dial-back, AutoNAT's test)? No NAT mapping helps it; nothing is recorded."""
+        if any(cut[src] != cut[dst] for cut in self._cut):
+            return False
+        return not self.nat[dst]
+
     def _prune(self, dialed: dict[int, float], now: float) -> None:
         limit = now - self.cfg.nat_timeout_s
         for peer in [p for p, t in dialed.items() if t < limit]:

@@ -34,6 +34,7 @@ from overlay.node import DhtSetup, GossipSetup, Node, build_node
 from sim.engine import Engine
 from sim.metrics import Metrics
 from sim.network import Network, schedule_partitions
+from sim.reachability import SimAutoNat
 from sim.scenario import Scenario
 from sim.workloads import Workloads
 from sim.world import World
@@ -69,6 +70,8 @@ class Simulation:
         self.rng_net = random.Random(master.getrandbits(64))
         self.rng_churn = random.Random(master.getrandbits(64))
         self.rng_work = random.Random(master.getrandbits(64))
+        #: Drawn after the others so that adding it changed none of them.
+        self.rng_reach = random.Random(master.getrandbits(64))
         self.engine = Engine()
         self.net = Network(sc.network, self.rng_net)
         self.metrics = Metrics()
@@ -83,6 +86,12 @@ class Simulation:
         self._rids = itertools.count(1)
         self._fp_window = {"false_suspicions": 0, "false_failures": 0}
         self._leaving: dict[int, None] = {}
+        #: DHT mode "auto": each node learns its reachability as the daemon does.
+        self.autonat: SimAutoNat | None = None
+        if self.dht and self.kad_cfg.mode == "auto":
+            self.autonat = SimAutoNat(self.engine, self.world, self.net, self.metrics,
+                                      self.rng_reach, self._dht_peers)
+            self.world.refuse = self._refuses_kad
         self.workloads = Workloads(
             duration_s=sc.duration_s, engine=self.engine, net=self.net, world=self.world,
             metrics=self.metrics, rng=self.rng_work, pick_live=self._random_live,
@@ -118,6 +127,15 @@ class Simulation:
         dht = DhtSetup(self.kad_cfg) if self.dht else None
         return build_node(keys, rng, gossip=gossip, dht=dht,
                           dht_from_gossip=self.sc.dht_from_gossip).node  # fmt: skip
+
+    def _refuses_kad(self, idx: int, msg: Any) -> bool:
+        """A DHT client refuses kad streams at once (the daemon registers no handler)."""
+        from dht.wire import DhtRequest
+
+        return isinstance(msg, DhtRequest) and not self.part(idx, "dht").serving
+
+    def _dht_peers(self, idx: int) -> list[PeerId]:
+        return list(self.part(idx, "dht").table.peers())
 
     def part(self, idx: int, name: str) -> Any:
         core = self.world.nodes[idx].core
@@ -232,6 +250,8 @@ class Simulation:
             from dht.wire import PeerInfo
 
             w.inject(idx, Bootstrap(tuple(PeerInfo(p) for p in seeds), next(self._rids)))
+        if self.autonat is not None:
+            self.autonat.start(idx)
         if self.sc.churn is not None and self.engine.now >= self.sc.churn.start_s:
             self._schedule_session_end(idx)
 

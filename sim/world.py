@@ -78,6 +78,8 @@ class World:
         self.nodes: list[SimNode] = []
         self.index: dict[PeerId, int] = {}
         self.timer_grid = timer_grid or {}
+        #: (receiver, message) → True if the receiver refuses the stream at once.
+        self.refuse: Callable[[int, Any], bool] | None = None
         self.on_emit: Callable[[int, Any], None] | None = None
         #: Per node slot: messages sent and received.
         self.sent: list[int] = []
@@ -191,9 +193,23 @@ class World:
         if not n.alive:
             self.stats["to_dead"] += 1
             return
+        if self.refuse is not None and self.refuse(d, msg):
+            self._refused(src, d)
+            return
         self.stats["delivered"] += 1
         self.received[d] += 1
         self.apply(n, n.core.handle(Received(src, msg), self.engine.now))
+
+    def _refused(self, src: PeerId, d: int) -> None:
+        """The receiver refused the stream (no handler for the protocol, as a DHT client
+        in the daemon): the sender learns it one way later as `PeerUnreachable`."""
+        self.stats["refused"] = self.stats.get("refused", 0) + 1
+        s = self.index.get(src)
+        if s is None:
+            return
+        sender = self.nodes[s]
+        back = self.engine.now + self.net.base_delay_s(d, s)
+        self.engine.at(back, self._unreachable, (sender, sender.epoch, self.nodes[d].peer))
 
     def _unreachable(self, arg: tuple[SimNode, int, PeerId]) -> None:
         n, epoch, peer = arg
