@@ -8,10 +8,11 @@ are chosen by the caller and only echoed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from dht.providers import PROVIDER_TTL_S, REPROVIDE_INTERVAL_S
 from dht.wire import PeerInfo
+from overlay.core.errors import LocalProtocolError
 from overlay.core.ids import PeerId
 
 # ---------------------------------------------------------------- configuration
@@ -201,6 +202,7 @@ class Stored:
 
 
 Result = ClosestPeers | Providers | Value | Stored
+R = TypeVar("R", ClosestPeers, Providers, Value, Stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +214,15 @@ class LookupDone:
     #: Requests sent by the lookup walk.
     queried: int
     error: str | None = None
+
+
+def result_as(ev: LookupDone, kind: type[R]) -> R:
+    """`ev`'s result as the type its command always gives (FindNode: ClosestPeers,
+    GetProviders: Providers, GetValue: Value, PutValue: Stored; also on error)."""
+    if not isinstance(ev.result, kind):
+        raise LocalProtocolError(
+            f"DHT result is {type(ev.result).__name__}, not {kind.__name__}")
+    return ev.result
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,11 +23,12 @@ submitted through `Cores`, never as callbacks patched onto a part.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, overload
 
 if TYPE_CHECKING:
     import trio
 
+    from dht.api import FindNode, GetProviders, GetValue, LookupDone, Provide, ProvideDone, PutValue
     from gossip.members import MemberInfo
     from gossip.resources import ResourceAd
     from overlay.core.cid import Cid
@@ -36,10 +37,13 @@ if TYPE_CHECKING:
     from overlay.runtime.net.transport_types import Codec
     from store.blockstore import BlockStore
 
-#: A handler of one-way frames on a protocol: (peer, decoded frame) → None.
-MessageHandler = Callable[["PeerId", Any], None]
-#: A handler of requests on a protocol: (peer, decoded request) → reply (None: no reply).
-RequestHandler = Callable[["PeerId", Any], Awaitable[Any]]
+#: A handler of one-way frames on a protocol: (peer, decoded frame) → None. The frame is
+#: what the peer sent, decoded by the protocol's codec (CBOR values, or bytes for raw
+#: protocols) and not yet validated: `object`, so each handler must narrow it.
+MessageHandler = Callable[["PeerId", object], None]
+#: A handler of requests on a protocol: (peer, decoded request) → reply (None: no
+#: reply); the reply must be encodable by the protocol's codec.
+RequestHandler = Callable[["PeerId", object], Awaitable[object]]
 
 
 class Cores(Protocol):
@@ -69,8 +73,10 @@ class Network(Protocol):
     def post(self, peer: PeerId, protocol: str, obj: object) -> bool: ...
 
     async def request(
-        self, peer: PeerId, protocol: str, obj: Any, timeout: float = ...
-    ) -> Any: ...
+        self, peer: PeerId, protocol: str, obj: object, timeout: float = ...
+    ) -> object:
+        """Send a request and return the peer's decoded (unvalidated) reply."""
+        ...
 
     def set_handler(
         self,
@@ -109,8 +115,18 @@ class Membership(Protocol):
 class DhtCalls(Protocol):
     """Run a DHT command and await the event that completes it."""
 
-    async def call(self, make: Callable[[int], Any], timeout_s: float = 60.0) -> Any:
-        """`make(request_id)` builds the command; returns its result event.
+    @overload
+    async def call(self, make: Callable[[int], Provide], timeout_s: float = ...
+                   ) -> ProvideDone: ...
+
+    @overload
+    async def call(self, make: Callable[[int], FindNode | GetProviders | GetValue | PutValue],
+                   timeout_s: float = ...) -> LookupDone: ...
+
+    async def call(self, make: Callable[[int], object], timeout_s: float = 60.0
+                   ) -> LookupDone | ProvideDone:
+        """`make(request_id)` builds the command; returns its result event (a Provide
+        ends with `ProvideDone`, every other command with `LookupDone`).
 
         Raises ColonyError when it does not complete within `timeout_s`."""
         ...

@@ -30,7 +30,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
@@ -81,6 +81,9 @@ from overlay.runtime.services.trust import TrustService
 from overlay.runtime.services.trust_state import Trust
 from store.blockstore import BlockStore
 
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
 log = structlog.get_logger("colony.daemon")
 
 LEAVE_TIMEOUT_S = 3.0
@@ -101,7 +104,7 @@ class Daemon:
         #: Colony membership (no colony configured: open mode). docs/trust.md
         self.trust = Trust(home, conf)
 
-    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
         tcfg = TransportConfig.from_config(self.conf)
         async with Transport.open(self.keypair, self.conf["network"]["listen"], tcfg) as t:
             self.t = t

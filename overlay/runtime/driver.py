@@ -22,7 +22,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 import trio
@@ -39,6 +39,9 @@ from overlay.core.effects import (
 )
 from overlay.core.errors import LocalProtocolError
 from overlay.core.ids import PeerId
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
 
 log = structlog.get_logger("colony.driver")
 
@@ -124,7 +127,7 @@ class Driver:
 
     # ------------------------------------------------------------ loop
 
-    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
             deadline = self._next_deadline()

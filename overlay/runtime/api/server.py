@@ -23,7 +23,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -32,6 +32,9 @@ import trio
 
 from overlay.core.errors import ColonyError, ConfigError
 from overlay.runtime.jsontypes import Json
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
 
 log = structlog.get_logger("colony.api")
 
@@ -131,7 +134,7 @@ class ApiServer:
         self._routes[(method.upper(), path)] = fn
 
     async def serve(
-        self, host: str, port: int, task_status: Any = trio.TASK_STATUS_IGNORED
+        self, host: str, port: int, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
         listeners = await trio.open_tcp_listeners(port, host=host)
         task_status.started(listeners[0].socket.getsockname()[1])

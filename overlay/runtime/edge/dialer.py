@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -45,6 +45,9 @@ from overlay.runtime.net.stream_attach import AttachError, attach_stream
 from overlay.runtime.net.transport import DialError, Transport
 from overlay.runtime.process.config import Config
 from overlay.runtime.services.trust_state import Trust
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
 
 log = structlog.get_logger("colony.dialer")
 
@@ -528,7 +531,7 @@ async def run_edge(
     trust: Trust,
     membership: Membership,
     reachability: ReachabilityService,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
+    task_status: TaskStatus[Dialer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The daemon's edge stack: compose it on `transport`, report the Dialer through
     `task_status`, run until cancelled.

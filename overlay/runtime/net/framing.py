@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
 
 from overlay.core.errors import FrameTooLarge, MalformedFrame, TruncatedFrame
 from overlay.core.multiformats import MAX_VARINT_BYTES, decode_varint, encode_varint
@@ -53,7 +52,7 @@ class Envelope:
 
     kind: Kind
     rid: int  # 0 for MESSAGE
-    body: Any  # the message, or the reason text for ERROR
+    body: object  # the message (not validated), or the reason text for ERROR
 
 
 def encode_envelope(

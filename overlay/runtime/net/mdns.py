@@ -37,12 +37,15 @@ import string
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
 
 from overlay.core.errors import LocalProtocolError, WireError
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
 
 log = structlog.get_logger("colony.mdns")
 
@@ -453,7 +456,7 @@ class MdnsService:
                           f"{GROUP_V4}")
         return sock
 
-    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         sock = self._open()
         await sock.bind(("0.0.0.0", self.port))
         log.info("mdns_started", interfaces=[i[1] for i in self._ifaces], name=self.peer_name)

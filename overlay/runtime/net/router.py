@@ -18,7 +18,7 @@ Transport events become core inputs: a peer disconnected or a failed send is
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import structlog
 
@@ -40,7 +40,7 @@ log = structlog.get_logger("colony.daemon")
 #: The trust filter of inbound Bitswap: the message to keep, or None to drop it.
 BitswapFilter = Callable[["PeerId", BitswapMessage], "BitswapMessage | None"]
 #: (message types, send) for core messages carried by another service's protocol.
-Route = tuple[tuple[type, ...], Callable[["PeerId", Any], None]]
+Route = tuple[tuple[type, ...], Callable[["PeerId", object], None]]
 #: Queue an input for the cores without waiting (the driver's `submit`).
 Submit = Callable[[object], bool]
 
@@ -50,7 +50,7 @@ class KadEndpoint(Protocol):
 
     protocol: str
 
-    def serve(self, peer: PeerId, raw: bytes) -> Awaitable[bytes | None]: ...
+    def serve(self, peer: PeerId, raw: object) -> Awaitable[bytes | None]: ...
 
     def answer(self, resp: DhtResponse) -> None: ...
 
@@ -95,14 +95,16 @@ class Router:
 
     # ------------------------------------------------------------ inbound
 
-    def _on_gossip(self, peer: PeerId, obj: Any) -> None:
+    def _on_gossip(self, peer: PeerId, obj: object) -> None:
         try:
             msg = decode_gossip(obj)
         except WireError as e:
             raise RemoteProtocolError(f"bad gossip message: {e}") from None
         self._submit(Received(peer, msg))
 
-    def _on_bitswap(self, peer: PeerId, raw: bytes) -> None:
+    def _on_bitswap(self, peer: PeerId, raw: object) -> None:
+        if not isinstance(raw, bytes):  # a RAW protocol: the codec gives bytes
+            raise RemoteProtocolError(f"bad bitswap frame: {type(raw).__name__}")
         try:
             msg = BitswapMessage.from_bytes(raw)
         except WireError as e:

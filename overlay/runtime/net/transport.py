@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVarTuple
+from typing import TypeVarTuple
 
 import structlog
 import trio
@@ -450,7 +450,7 @@ class Transport:
 
     async def request(
         self, peer: PeerId, protocol: str, obj: object, timeout: float | None = None
-    ) -> Any:
+    ) -> object:
         """Send a request on the long-lived stream and wait for its response.
 
         CBOR: matched by request id, many in flight at once. RAW: the next frame

@@ -78,8 +78,10 @@ class SendFailed:
 
 TransportEvent = PeerConnected | PeerDisconnected | SendFailed
 
-OnMessage = Callable[[PeerId, Any], None]
-OnRequest = Callable[[PeerId, Any], Awaitable[Any]]
+#: Handlers get the frame as the peer sent it, decoded by the protocol's codec (CBOR
+#: values; bytes for RAW) but not validated: `object`, which each handler narrows.
+OnMessage = Callable[[PeerId, object], None]
+OnRequest = Callable[[PeerId, object], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)

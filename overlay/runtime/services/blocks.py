@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from dht.api import GetProviders
+from dht.api import GetProviders, Providers, result_as
 from overlay.core.cid import Cid
 from overlay.core.errors import ColonyError
 from overlay.exchange.engine import (
@@ -134,8 +134,9 @@ class BlockService:
     async def find_providers(self, root: Cid, timeout_s: float = 60.0) -> list[PeerId]:
         """Up to MAX_PROVIDERS peers to fetch `root` from; their addresses are noted."""
         ev = await self._dht.call(lambda rid: GetProviders(rid, root.multihash), timeout_s)
-        providers = [p.peer for p in ev.result.providers if p.peer != self._me]
-        for p in ev.result.providers:
+        found = result_as(ev, Providers).providers
+        providers = [p.peer for p in found if p.peer != self._me]
+        for p in found:
             if p.addrs and p.peer != self._me:
                 self._net.add_addrs(p.peer, str_addrs(p.addrs))
         if not providers:  # ask connected members, as Bitswap broadcasts wants

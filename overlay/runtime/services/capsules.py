@@ -29,12 +29,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import structlog
 import trio
 
-from dht.api import GetProviders, Provide
+from dht.api import GetProviders, Provide, Providers, result_as
 from gossip.events import UpdateAd
 from gossip.resources import ResourceAd
 from overlay.capsule import events as cev
@@ -49,7 +49,7 @@ from overlay.core.certs import Certificate, RevocationList
 from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import Received
-from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
+from overlay.core.errors import ColonyError, LocalProtocolError, RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
 from overlay.runtime.context import Blocks, Cores, DhtCalls, Membership, Network, Spawn
 from overlay.runtime.executors import Attempts, ExecContext, available_kinds, executor_for
@@ -129,11 +129,20 @@ class CapsuleSetup:
     authority: Authority
     core: CapsuleCore
 
-    def ad_fields(self) -> dict[str, Any]:
+    def ad_fields(self) -> AdFields:
         """Keyword arguments for host_ad.local_ad (what gossip advertises)."""
         x = self.executor
         return {"executors": self.kinds, "slots": x.slots, "labels": x.labels,
                 "location": x.location}  # fmt: skip
+
+
+class AdFields(TypedDict):
+    """What the capsule side adds to the resource ad (host_ad.local_ad's keywords)."""
+
+    executors: tuple[str, ...]
+    slots: int
+    labels: tuple[tuple[str, str], ...]
+    location: str
 
 
 async def prepare_capsules(
@@ -214,7 +223,7 @@ class CapsuleService:
         net.set_handler(PROTO_CAPSULE_INFO, on_request=self.reads.on_info_request,
                         codec=Codec.CBOR)  # fmt: skip
 
-    def on_message(self, peer: PeerId, obj: Any) -> None:
+    def on_message(self, peer: PeerId, obj: object) -> None:
         self.gate.check(peer)
         try:
             msg = decode_message(obj)
@@ -222,7 +231,9 @@ class CapsuleService:
             raise RemoteProtocolError(f"bad capsule message: {e}") from None
         self.cores.submit(Received(peer, msg))
 
-    def send(self, peer: PeerId, msg: Any) -> None:
+    def send(self, peer: PeerId, msg: object) -> None:
+        if not isinstance(msg, MESSAGE_TYPES):  # the router routes only these here
+            raise LocalProtocolError(f"not a capsule message: {type(msg).__name__}")
         self.network.post(peer, PROTO_CAPSULE, msg.to_wire())
 
     async def restore(self) -> int:
@@ -282,9 +293,9 @@ class CapsuleService:
 
     # ------------------------------------------------------------ events from the core
 
-    def on_event(self, ev: Any) -> None:
+    def on_event(self, ev: object) -> None:
         """Called by the daemon for every event the node core emits (in order)."""
-        if type(ev).__name__ == "CustodyRecordChanged":
+        if isinstance(ev, cev.CustodyRecordChanged):
             # Durable before the effects that follow it in this effect list run.
             self.custody_store.apply(ev.capsule_id, ev.record)
             return
@@ -298,7 +309,7 @@ class CapsuleService:
             _log_event(ev)
             self._note(ev)
 
-    def _note(self, ev: Any) -> None:
+    def _note(self, ev: object) -> None:
         cid = getattr(ev, "capsule_id", None)
         k = self.known.get(cid) if isinstance(cid, str) else None
         if k is None:
@@ -361,7 +372,7 @@ class CapsuleService:
             except ColonyError as e:
                 log.debug("capsule_locality_lookup_failed", cid=text, error=str(e))
                 continue
-            peers = tuple(p.peer for p in ev.result.providers)
+            peers = tuple(p.peer for p in result_as(ev, Providers).providers)
             if self.blocks.store.has(cid) and self.me not in peers:
                 peers = (*peers, self.me)
             await self.cores.submit_wait(LocalityHint(text, peers))
@@ -419,7 +430,7 @@ def _ad_moved(old: ResourceAd, new: ResourceAd) -> bool:
     return abs(new.mem_free_bytes - old.mem_free_bytes) / base >= AD_MEM_STEP
 
 
-def _log_event(ev: Any) -> None:
+def _log_event(ev: object) -> None:
     """The capsule lifecycle in the daemon log (structlog events with fields)."""
     if isinstance(ev, cev.SubmissionRejected):
         log.warning("capsule_submission_rejected", capsule=ev.capsule_id, reason=ev.reason)

@@ -25,12 +25,21 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
 import structlog
 import trio
 
-from dht.api import LookupDone, ModeChanged, ProvideDone
+from dht.api import (
+    FindNode,
+    GetProviders,
+    GetValue,
+    LookupDone,
+    ModeChanged,
+    Provide,
+    ProvideDone,
+    PutValue,
+)
 from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType
 from overlay.core.effects import PeerUnreachable, Received
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
@@ -41,6 +50,7 @@ if TYPE_CHECKING:
     from overlay.runtime.context import Cores, Network, Spawn
 
 log = structlog.get_logger("colony.daemon")
+T = TypeVar("T")
 
 #: An inbound kad request the core has not answered by then gets no reply.
 KAD_SERVE_TIMEOUT_S = 10.0
@@ -50,12 +60,12 @@ REPOST_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 MAX_REPOSTING = 4096
 
 
-class _Waiter:
+class _Waiter(Generic[T]):
     __slots__ = ("event", "value")
 
     def __init__(self) -> None:
         self.event = trio.Event()
-        self.value: Any = None
+        self.value: T | None = None
 
 
 class DhtClient:
@@ -69,8 +79,8 @@ class DhtClient:
         self.protocol = protocol
         self._rpc_timeout_s = rpc_timeout_s
         self._ids = itertools.count(1)
-        self._waiters: dict[int, _Waiter] = {}
-        self._inbound: dict[int, _Waiter] = {}
+        self._waiters: dict[int, _Waiter[LookupDone | ProvideDone]] = {}
+        self._inbound: dict[int, _Waiter[KadMessage]] = {}
         self._reposting = 0
         #: ADD_PROVIDERs dropped (queue full) and still dropped after every repost.
         self.announces_lost = 0
@@ -86,10 +96,20 @@ class DhtClient:
 
     # ------------------------------------------------------------ commands
 
-    async def call(self, make: Callable[[int], Any], timeout_s: float = 60.0) -> Any:
+    @overload
+    async def call(self, make: Callable[[int], Provide], timeout_s: float = ...
+                   ) -> ProvideDone: ...
+
+    @overload
+    async def call(self, make: Callable[[int], FindNode | GetProviders | GetValue | PutValue],
+                   timeout_s: float = ...) -> LookupDone: ...
+
+    async def call(self, make: Callable[[int], object], timeout_s: float = 60.0
+                   ) -> LookupDone | ProvideDone:
         """Run a DHT command built with a fresh request id; return its result event."""
         rid = next(self._ids)
-        w = self._waiters[rid] = _Waiter()
+        w: _Waiter[LookupDone | ProvideDone] = _Waiter()
+        self._waiters[rid] = w
         await self._cores.submit_wait(make(rid))
         try:
             with trio.fail_after(timeout_s):
@@ -98,6 +118,7 @@ class DhtClient:
             raise ColonyError(f"DHT operation timed out after {timeout_s:.0f} s") from None
         finally:
             self._waiters.pop(rid, None)
+        assert w.value is not None  # set before the event
         return w.value
 
     def on_event(self, ev: object) -> None:
@@ -112,12 +133,14 @@ class DhtClient:
 
     # ------------------------------------------------------------ inbound
 
-    async def serve(self, peer: PeerId, raw: bytes) -> bytes | None:
+    async def serve(self, peer: PeerId, raw: object) -> bytes | None:
         if not self.serving:
             # DHT mode "auto" behind a NAT: refuse at once, so the requester's RPC fails
             # now (and it drops us) instead of waiting for its timeout.
             self.refused_client += 1
             raise RemoteProtocolError("DHT client mode: this node serves no kad requests")
+        if not isinstance(raw, bytes):  # a RAW protocol: the codec gives bytes
+            raise RemoteProtocolError(f"bad kad frame: {type(raw).__name__}")
         try:
             msg = KadMessage.from_wire(raw)
         except WireError as e:
@@ -126,13 +149,14 @@ class DhtClient:
         self._cores.submit(Received(peer, DhtRequest(rid, msg)))
         if msg.type == MessageType.ADD_PROVIDER:
             return None  # the kad-dht spec has no answer to ADD_PROVIDER
-        w = self._inbound[rid] = _Waiter()
+        w: _Waiter[KadMessage] = _Waiter()
+        self._inbound[rid] = w
         try:
             with trio.move_on_after(KAD_SERVE_TIMEOUT_S):
                 await w.event.wait()
         finally:
             self._inbound.pop(rid, None)
-        reply: KadMessage | None = w.value
+        reply = w.value
         return reply.to_wire() if reply is not None else None
 
     def answer(self, resp: DhtResponse) -> None:
@@ -172,6 +196,8 @@ class DhtClient:
             raw = await self._net.request(
                 peer, self.protocol, req.msg.to_wire(), timeout=self._rpc_timeout_s
             )
+            if not isinstance(raw, bytes):  # a raw protocol: the codec gives bytes
+                raise WireError(f"kad reply is {type(raw).__name__}, not bytes")
             reply = KadMessage.from_wire(raw)
         except (TransportError, WireError) as e:
             log.debug("kad_request_failed", peer=str(peer), error=str(e))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
@@ -37,6 +37,9 @@ from overlay.core.cid import DAG_PB, Cid
 from overlay.core.ids import PeerId
 from store.blockstore import BlockStore, StoreError
 from store.unixfs import link_cids
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
 
 log = structlog.get_logger("colony.fetch")
 
@@ -122,7 +125,7 @@ class BlockWriter:
         self.commits += ok
         return ok
 
-    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Commit batches on a worker thread, one at a time, until cancelled."""
         self._running = True
         task_status.started()

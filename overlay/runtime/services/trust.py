@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 import trio
 
-from dht.api import GetValue, PutValue
+from dht.api import GetValue, PutValue, Stored, Value, result_as
 from dht.records import revoke_key
 from gossip.events import (
     MemberExpelled,
@@ -382,13 +382,14 @@ class TrustService:
         key = revoke_key(rev.cert_id)
         ev = await self.dht.call(lambda rid: PutValue(rid, key, env.to_bytes()))
         return {"cert": rev.cert_id[2:].hex(), "gossiped": True,
-                "dht_key": key.decode(), "dht_acks": ev.result.acks, "dht_error": ev.error}
+                "dht_key": key.decode(), "dht_acks": result_as(ev, Stored).acks,
+                "dht_error": ev.error}
 
     async def lookup(self, cert_hex: str) -> JsonObject:
         """Is certificate `cert_hex` revoked according to the DHT? ValueError if not hex."""
         cert_id = bytes.fromhex("1220" + cert_hex[-64:])
         ev = await self.dht.call(lambda rid: GetValue(rid, revoke_key(cert_id)))
-        r = ev.result
+        r = result_as(ev, Value)
         if not r.payload:
             return {"cert": cert_id[2:].hex(), "revoked": False, "error": ev.error}
         rev = Revocation.from_envelope(Envelope.from_bytes(r.payload))
