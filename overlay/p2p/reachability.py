@@ -37,7 +37,7 @@ import ipaddress
 import random
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypedDict
 
 from overlay.core.effects import TimerFired
 from overlay.core.errors import LocalProtocolError
@@ -119,6 +119,22 @@ class StunProbed:
 
 Input = TimerFired | CandidatesChanged | DialbackAnswered | DialbackFailed | IdentifyObserved \
     | StunProbed
+
+
+class AnswerJson(TypedDict):
+    ok: bool
+    observed: str | None
+
+
+class CoreSnapshot(TypedDict):
+    """`ReachabilityCore.snapshot()`: the status and the evidence behind it."""
+
+    status: str
+    nat_type: str
+    ad_value: str
+    answers: dict[str, AnswerJson]
+    observed_addrs: dict[str, int]
+    rounds: int
 
 
 # ---------------------------------------------------------------- effects
@@ -298,7 +314,7 @@ class ReachabilityCore:
         """peer → (offset of its clock from ours, uncertainty = half the round trip)."""
         return {p: (off, rtt / 2) for p, (off, rtt, _) in self._clock.items()}
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> CoreSnapshot:
         return {
             "status": self.status.value,
             "nat_type": self.nat_type,

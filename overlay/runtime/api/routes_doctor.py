@@ -13,14 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from overlay.core.ids import PeerId
-from overlay.runtime.api.server import ApiServer, Reply, Request
+from overlay.runtime.api.server import ApiServer, Reply, Request, Response
 from overlay.runtime.context import Membership
 from overlay.runtime.edge import doctor_checks as dc
-from overlay.runtime.edge.dialback import DialbackNetwork, ReachabilityService
-from overlay.runtime.edge.dialer import Dialer
+from overlay.runtime.edge.dialback import (
+    DialbackNetwork,
+    ReachabilityService,
+    ReachabilitySnapshot,
+)
+from overlay.runtime.edge.dialer import Dialer, DialerStatus, PathJson
 from overlay.runtime.process.config import Config
 from store.blockstore import BlockStore
 
@@ -40,23 +44,33 @@ class DoctorSources:
     dialer: Callable[[], Dialer | None]
 
 
-def _connections(d: DoctorSources) -> dict[str, Any]:
+class BareConnections(TypedDict):
+    """`connections` before the dialer started: every connection is direct."""
+
+    peers: dict[str, PathJson]
+    counts: dict[str, int]
+    relays_in_use: list[str]
+
+
+def _connections(d: DoctorSources) -> DialerStatus | BareConnections:
     dialer = d.dialer()
+    status: DialerStatus | BareConnections
     if dialer is not None:
-        status: dict[str, Any] = dialer.status()
+        status = dialer.status()
     else:
-        peers = {str(p): {"kind": "direct"} for p in d.network.connected_peers()}
+        peers = {str(p): PathJson(kind="direct", via=None, detail="", since=0.0)
+                 for p in d.network.connected_peers()}
         status = {"peers": peers, "counts": {"direct": len(peers), "webrtc": 0, "relayed": 0},
                   "relays_in_use": []}
     by_id = {str(p): p for p in d.network.connected_peers()}
-    for peer, info in status.get("peers", {}).items():
-        if info.get("kind") == "direct" and "remote" not in info and peer in by_id:
+    for peer, info in status["peers"].items():
+        if info["kind"] == "direct" and "remote" not in info and peer in by_id:
             ra = d.network.remote_addr(by_id[peer])
             info["remote"] = f"{ra[0]}:{ra[1]}" if ra else None
     return status
 
 
-def reachability_check(snap: dict[str, Any], listen: list[str]) -> dc.Check:
+def reachability_check(snap: ReachabilitySnapshot, listen: list[str]) -> dc.Check:
     status = snap["status"]
     n = sum(1 for a in snap["answers"].values() if a["ok"] == (status == "public"))
     if status == "public":
@@ -89,7 +103,7 @@ def dht_mode_check(status: str, conf: Config) -> dc.Check:
     return dc.Check("dht_mode", True, f"DHT {mode} mode")
 
 
-def doctor_report(d: DoctorSources) -> dict[str, Any]:
+def doctor_report(d: DoctorSources) -> dict[str, object]:
     from store.blockstore import MAX_MAP_SIZE
 
     snap = d.reachability.snapshot()
@@ -107,14 +121,14 @@ def doctor_report(d: DoctorSources) -> dict[str, Any]:
         *dc.store_checks(d.home, st.map_size, st.file_size, MAX_MAP_SIZE),
         *dc.config_checks(d.home, d.conf),
     ]
-    c = conns.get("counts", {})
+    c = conns["counts"]
     connected = d.network.connected_peers()
     checks.insert(1, dc.Check(
         "connections", bool(connected),
         f"{len(connected)} connected peer(s): {c.get('direct', 0)} direct, "
         f"{c.get('webrtc', 0)} webrtc, {c.get('relayed', 0)} relayed"
         + (f"; relays in use: {', '.join(conns['relays_in_use'])}"
-           if conns.get("relays_in_use") else ""),
+           if conns["relays_in_use"] else ""),
         "" if connected else "no peer connected: check bootstrap and the network"))
     return {
         "daemon": True,
@@ -131,6 +145,6 @@ def doctor_report(d: DoctorSources) -> dict[str, Any]:
 
 def add_doctor_routes(api: ApiServer, d: DoctorSources) -> None:
     async def doctor(req: Request) -> Reply:
-        return doctor_report(d)
+        return Response(body=doctor_report(d))
 
     api.add("GET", "/v1/doctor", doctor)

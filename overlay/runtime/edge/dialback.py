@@ -45,6 +45,7 @@ from overlay.p2p.reachability import (
     TIMER,
     AskDialback,
     CandidatesChanged,
+    CoreSnapshot,
     DialbackAnswered,
     DialbackFailed,
     DialbackGuard,
@@ -132,6 +133,19 @@ async def check_listener(ip: str, port: int, timeout_s: float = DIAL_TIMEOUT_S) 
     if not got.startswith(MSS_HEADER):
         return "something answered, but not libp2p multistream-select"
     return ""
+
+
+class ReachabilitySnapshot(CoreSnapshot):
+    """What `colony doctor` shows under "reachability"."""
+
+    stun_servers: list[str]
+    stun: dict[str, object] | None
+    stun_error: str
+    clock_offsets_s: dict[str, float]
+    clock_uncertainty_s: dict[str, float]
+    errors: dict[str, str]
+    served: int
+    refused: int
 
 
 class ReachabilityService:
@@ -282,15 +296,16 @@ class ReachabilityService:
 
     # ------------------------------------------------------------ for the API
 
-    def snapshot(self) -> dict[str, Any]:
-        out = self.core.snapshot()
-        out["stun_servers"] = self.stun_servers
-        out["stun"] = self.stun.as_dict() if self.stun else None
-        out["stun_error"] = self.core.stun_error
+    def snapshot(self) -> ReachabilitySnapshot:
         clocks = self.core.clock_offsets()
-        out["clock_offsets_s"] = {str(p): round(o, 4) for p, (o, _) in clocks.items()}
-        out["clock_uncertainty_s"] = {str(p): round(u, 4) for p, (_, u) in clocks.items()}
-        out["errors"] = dict(self.errors)
-        out["served"] = self.served
-        out["refused"] = self.guard.refused
-        return out
+        return {
+            **self.core.snapshot(),
+            "stun_servers": self.stun_servers,
+            "stun": self.stun.as_dict() if self.stun else None,
+            "stun_error": self.core.stun_error,
+            "clock_offsets_s": {str(p): round(o, 4) for p, (o, _) in clocks.items()},
+            "clock_uncertainty_s": {str(p): round(u, 4) for p, (_, u) in clocks.items()},
+            "errors": dict(self.errors),
+            "served": self.served,
+            "refused": self.guard.refused,
+        }

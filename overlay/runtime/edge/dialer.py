@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 import structlog
 import trio
@@ -39,7 +39,7 @@ from overlay.core.errors import ColonyError, ConfigError
 from overlay.core.ids import PeerId
 from overlay.runtime.context import Membership
 from overlay.runtime.edge.dialback import ReachabilityService
-from overlay.runtime.edge.relay import RelayRefused, RelayService
+from overlay.runtime.edge.relay import RelayRefused, RelayService, RelayStatus
 from overlay.runtime.edge.signalling import SignalRefused, SignalService
 from overlay.runtime.net.stream_attach import AttachError, attach_stream
 from overlay.runtime.net.transport import DialError, Transport
@@ -48,6 +48,8 @@ from overlay.runtime.services.trust_state import Trust
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
+
+    from overlay.runtime.edge.webrtc_bridge import DataChannelStream
 
 log = structlog.get_logger("colony.dialer")
 
@@ -95,6 +97,32 @@ def plan(order: tuple[str, ...], theirs: str, ours: str, have_turn: bool) -> lis
     return out
 
 
+class PathJson(TypedDict):
+    kind: str
+    via: str | None
+    detail: str
+    since: float
+    #: ip:port of a direct connection, added by `colony doctor`.
+    remote: NotRequired[str | None]
+
+
+class DialCounts(TypedDict):
+    attempts: dict[str, int]
+    successes: dict[str, int]
+    failures: dict[str, int]
+
+
+class DialerStatus(TypedDict):
+    """`Dialer.status()`: what `colony doctor` shows under "connections"."""
+
+    peers: dict[str, PathJson]
+    counts: dict[str, int]
+    relays_in_use: list[str]
+    relay: RelayStatus
+    dials: DialCounts
+    signal_refusals: dict[str, int]
+
+
 @dataclass(frozen=True, slots=True)
 class PeerPath:
     """How we are connected to one peer."""
@@ -104,7 +132,7 @@ class PeerPath:
     detail: str = ""  # ICE candidate pair for webrtc, e.g. "srflx->host"
     since: float = 0.0  # wall clock
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> PathJson:
         return {
             "kind": self.kind,
             "via": str(self.via) if self.via else None,
@@ -155,12 +183,12 @@ class DialStats:
 class Dialer:
     def __init__(
         self,
-        transport: Any,
+        transport: Transport,
         *,
         signal: SignalService | None,
         relay: RelayService,
         config: DialConfig | None = None,
-        nursery: Any = None,
+        nursery: trio.Nursery | None = None,
         is_nat: Callable[[], bool] | None = None,
         reachability_of: Callable[[PeerId | None], str] | None = None,
     ) -> None:
@@ -354,18 +382,18 @@ class Dialer:
 
     # ------------------------------------------------------------ inbound
 
-    async def accept_webrtc(self, stream: Any, src: PeerId) -> None:
+    async def accept_webrtc(self, stream: DataChannelStream, src: PeerId) -> None:
         """SignalService hands us an answered, open channel from `src`."""
         await self._accept(stream, src, PeerPath(WEBRTC, detail=stream.path, since=time.time()))
 
-    async def accept_circuit(self, relay: PeerId, src: PeerId, stream: Any) -> None:
+    async def accept_circuit(self, relay: PeerId, src: PeerId, stream: trio.abc.Stream) -> None:
         """RelayService hands us a circuit from `src` through `relay`."""
         await self._accept(
             stream, src, PeerPath(RELAYED, via=relay, since=time.time()), relayed=True
         )
 
     async def _accept(
-        self, stream: Any, src: PeerId, path: PeerPath, relayed: bool = False
+        self, stream: trio.abc.Stream, src: PeerId, path: PeerPath, relayed: bool = False
     ) -> None:
         try:
             remote = await attach_stream(self.t, stream, initiator=False, relayed=relayed)
@@ -434,10 +462,10 @@ class Dialer:
         """The transport reported the peer disconnected."""
         self.paths.pop(peer, None)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> DialerStatus:
         """For `colony doctor` and /v1 stats: how each connected peer is reached,
         which relays carry our circuits or hold our reservations, dial counters."""
-        peers: dict[str, Any] = {}
+        peers: dict[str, PathJson] = {}
         for p in self.t.connected_peers():
             path = self.paths.get(p) or PeerPath(DIRECT)
             peers[str(p)] = path.to_json()
@@ -464,8 +492,8 @@ class Dialer:
 
 @asynccontextmanager
 async def open_edge(
-    transport: Any,
-    keypair: Any,
+    transport: Transport,
+    keypair: KeyPair,
     conf: Config,
     is_member: Callable[[PeerId], bool],
     is_nat: Callable[[], bool] | None = None,

@@ -35,7 +35,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import structlog
 import trio
@@ -101,7 +101,7 @@ class RelayLimits:
             reservation_ttl_s=float(r.get("reservation_ttl_s", d.reservation_ttl_s)),
         )
 
-    def advertised(self) -> dict[str, Any]:
+    def advertised(self) -> dict[str, int | float]:
         return {
             "max_bytes": self.max_bytes,
             "max_duration_s": float(self.max_duration_s),
@@ -475,7 +475,7 @@ class RelayService:
         await _answer(s, True)
         await self.on_inbound_circuit(relay, src, s)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> RelayStatus:
         """For `colony doctor`: our reservations and, as a relay, circuits and counters."""
         now = time.time()
         st = self.book.stats
@@ -494,6 +494,23 @@ class RelayService:
                 + sum(c.bytes for c in self.book.circuits.values()),
             },
         }
+
+
+class RelayingStatus(TypedDict):
+    enabled: bool
+    reservations: int
+    circuits: int
+    circuits_opened: int
+    circuits_closed: dict[str, int]
+    refusals: dict[str, int]
+    bytes_relayed: int
+
+
+class RelayStatus(TypedDict):
+    """`RelayService.status()`: reservations we hold (seconds left) and our relaying."""
+
+    reservations_held: dict[str, float]
+    relaying: RelayingStatus
 
 
 async def _answer(

@@ -134,7 +134,7 @@ class Transport:
         self._nursery: trio.Nursery | None = None
         #: When set (overlay/runtime/edge/dialer.py), every dial goes through it: it may
         #: connect by WebRTC or a relay instead of TCP; it raises DialError on failure.
-        self.dial_hook: Callable[[PeerId], Awaitable[None]] | None = None
+        self.dial_hook: Callable[[PeerId], Awaitable[object]] | None = None
         self._writer = FrameWriter(self.config, self.stats)
         self._receiver = Receiver(self.config, self.stats, self._handlers, self._pending,
                                   self._writer)  # fmt: skip
