@@ -22,7 +22,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 import trio
@@ -71,8 +71,8 @@ class Driver:
         self,
         core: Core,
         *,
-        send: Callable[[PeerId, Any], None],
-        emit: Callable[[Any], None] = lambda event: None,
+        send: Callable[[PeerId, object], None],
+        emit: Callable[[object], None] = lambda event: None,
         disconnect: Callable[[PeerId, str], None] = lambda peer, reason: None,
         inbox_size: int = 4096,
         wall_offset: float | None = None,

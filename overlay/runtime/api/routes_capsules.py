@@ -23,11 +23,10 @@ import codecs
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import trio
 
-from overlay.capsule.leases import State
+from overlay.capsule.leases import CustodyRecord, State
 from overlay.capsule.placement import place
 from overlay.capsule.spec import Capsule, CapsuleSpec, SpecError, Workflow, check_capsule_id
 from overlay.core.cid import Cid
@@ -47,7 +46,7 @@ PS_REFRESH = 64
 MAX_WAIT_S = 7 * 24 * 3600.0
 
 
-def _id(text: Any) -> str:
+def _id(text: object) -> str:
     try:
         return check_capsule_id(text)
     except WireError as e:
@@ -70,11 +69,15 @@ def placement_hint(svc: CapsuleService, spec: CapsuleSpec) -> str:
     return "" if result.ok else result.reason
 
 
-def _record_or_404(rec: Any, cid: str) -> JsonObject:
+def _record_or_404(rec: CustodyRecord | None, cid: str) -> JsonObject:
     if rec is None:
         raise ApiError(404, f"capsule {cid} is unknown to this node and its custodians")
-    out: JsonObject = record_json(rec)
-    return out
+    return record_json(rec)
+
+
+def _submitted_at(row: JsonObject) -> float:
+    t = row.get("submitted_at")
+    return float(t) if isinstance(t, (int, float)) else 0.0
 
 
 def add_capsule_routes(
@@ -82,7 +85,7 @@ def add_capsule_routes(
 ) -> None:
     me = keypair.peer_id
 
-    async def submit_one(cap: Capsule) -> dict[str, Any]:
+    async def submit_one(cap: Capsule) -> JsonObject:
         k = await svc.submit(cap)
         if k.state == "rejected":
             raise ApiError(422, f"capsule {cap.id} rejected: {k.reason}")
@@ -110,15 +113,17 @@ def add_capsule_routes(
             raise ApiError(400, f"bad workflow: {e}") from None
         caps = wf.sign(keypair, time.time(), _nonce(body))
         names = [s.name for s in wf.order()]
-        out = []
+        out: list[Json] = []
+        ids: JsonObject = {}
         for name, cap in zip(names, caps, strict=True):
             item = await submit_one(cap)  # parents first: custody polls them by id
             item["name"] = name
+            ids[name] = cap.id
             out.append(item)
-        return {"workflow": wf.name, "ids": {i["name"]: i["id"] for i in out}, "capsules": out}
+        return {"workflow": wf.name, "ids": ids, "capsules": out}
 
     async def ps(req: Request) -> Reply:
-        rows: dict[str, dict[str, Any]] = {}
+        rows: dict[str, JsonObject] = {}
         for rec in svc.core.custody.records():
             row = record_json(rec)
             row["role"] = "leader" if svc.core.custody.is_leading(rec.capsule_id) else "custodian"
@@ -126,7 +131,7 @@ def add_capsule_routes(
         stale = []
         for cid, k in svc.known.items():
             if cid in rows:
-                rows[cid]["role"] += "+origin"
+                rows[cid]["role"] = f"{rows[cid]['role']}+origin"
                 continue
             rows[cid] = {**k.as_json(), "role": "origin"}
             if k.state not in ("succeeded", "failed", "cancelled", "rejected"):
@@ -140,7 +145,7 @@ def add_capsule_routes(
         async with trio.open_nursery() as n:
             for cid in stale[-PS_REFRESH:]:
                 n.start_soon(refresh, cid)
-        return sorted(rows.values(), key=lambda r: r.get("submitted_at") or 0.0)
+        return sorted(rows.values(), key=_submitted_at)
 
     async def get(req: Request) -> Reply:
         cid = _id(req.arg("id"))

@@ -30,7 +30,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 import trio
@@ -73,7 +73,7 @@ DIAL_TIMEOUT_S = 4.0
 REQUEST_TIMEOUT_S = 15.0
 
 
-def decode_request(obj: Any) -> tuple[list[str], int]:
+def decode_request(obj: object) -> tuple[list[str], int]:
     if not isinstance(obj, dict):
         raise MalformedFrame("dial-back request must be a map")
     addrs, t_ms = obj.get("addrs"), obj.get("t_ms", 0)
@@ -85,7 +85,7 @@ def decode_request(obj: Any) -> tuple[list[str], int]:
     return addrs, t_ms
 
 
-def decode_response(obj: Any) -> tuple[str | None, list[JsonObject], int | None]:
+def decode_response(obj: object) -> tuple[str | None, list[JsonObject], int | None]:
     if not isinstance(obj, dict) or not isinstance(obj.get("results", []), list):
         raise MalformedFrame("dial-back response must be a map with a results list")
     observed = obj.get("observed")
@@ -178,7 +178,7 @@ class ReachabilityService:
 
     # ------------------------------------------------------------ server
 
-    async def _serve(self, peer: PeerId, obj: Any) -> Any:
+    async def _serve(self, peer: PeerId, obj: object) -> object:
         received = time.time()
         addrs, _ = decode_request(obj)  # MalformedFrame → refusal with the reason
         seen = self.network.remote_addr(peer)

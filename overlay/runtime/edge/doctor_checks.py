@@ -18,10 +18,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
+from overlay.runtime.jsontypes import JsonObject
 from overlay.runtime.process.config import Config
 
 MIN_DISK_FREE_BYTES = 1 << 30
@@ -41,7 +42,7 @@ class Check:
     #: False: could not be checked (e.g. needs the running daemon); `ok` is then True.
     checked: bool = True
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return asdict(self)
 
 
@@ -142,19 +143,20 @@ def store_checks(home: Path, map_size: int | None, file_size: int | None,
     return out
 
 
-def stun_check(result: dict[str, Any] | None, error: str = "") -> Check:
+def stun_check(result: Mapping[str, object] | None, error: str = "") -> Check:
     if result is None:
         return Check("nat_type", True, error or "no STUN probe run", checked=False)
     nat = str(result.get("nat_type", "unknown"))
-    mapped = ", ".join(f"{s} saw {m}" for s, m in result.get("mapped", {}).items())
+    seen = result.get("mapped")
+    mapped = ", ".join(f"{s} saw {m}" for s, m in seen.items()) if isinstance(seen, dict) else ""
     detail = f"NAT mapping: {nat} (local {result.get('local')}; {mapped or 'no answer'})"
     if nat == "symmetric":
         return Check("nat_type", False, detail, "symmetric NAT: direct WebRTC paths will "
                      "mostly fail; peers reach this node through a relay ([relay] on a "
                      "public member)")
     if nat == "unknown":
-        return Check("nat_type", False, detail, result.get("error") or
-                     "STUN servers did not answer: check [edge] stun and UDP egress")
+        return Check("nat_type", False, detail, str(result.get("error") or
+                     "STUN servers did not answer: check [edge] stun and UDP egress"))
     return Check("nat_type", True, detail)
 
 

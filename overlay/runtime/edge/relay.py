@@ -35,7 +35,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import structlog
 import trio
@@ -231,14 +231,14 @@ class RelayBook:
 # ---------------------------------------------------------------- handshake frames
 
 
-def encode_handshake(obj: dict[str, Any]) -> bytes:
+def encode_handshake(obj: dict[str, object]) -> bytes:
     body = cbor_encode(obj)
     if len(body) > HANDSHAKE_MAX_BYTES:
         raise ValueError("relay handshake frame too large")
     return encode_varint(len(body)) + body
 
 
-async def read_handshake(stream: trio.abc.Stream) -> dict[str, Any]:
+async def read_handshake(stream: trio.abc.Stream) -> dict[str, object]:
     """Read one frame byte-exactly (nothing past it is consumed). WireError on faults."""
     length = 0
     shift = 0
@@ -268,7 +268,7 @@ async def _read_exactly(stream: trio.abc.Stream, n: int) -> bytes:
     return buf
 
 
-def _peer_field(obj: dict[str, Any], key: str) -> PeerId:
+def _peer_field(obj: dict[str, object], key: str) -> PeerId:
     raw = obj.get(key)
     if not isinstance(raw, bytes):
         raise RelayRefused("bad_request", f"{key} must be peer id bytes")
@@ -339,7 +339,9 @@ class RelayService:
             await s.aclose()
         if resp.get("ok") is not True:
             raise RelayRefused(str(resp.get("reason", "refused")), str(resp.get("detail", "")))
-        ttl = float(resp.get("ttl_s", 0.0))
+        ttl = resp.get("ttl_s", 0.0)
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 <= ttl < 1e9:
+            raise RelayRefused("bad_answer", f"reservation ttl_s {ttl!r} is not a duration")
         self.reservations[relay] = time.time() + ttl
         return ttl
 
@@ -516,7 +518,7 @@ class RelayStatus(TypedDict):
 async def _answer(
     s: trio.abc.Stream, ok: bool, reason: str = "", detail: str = "", **extra: object
 ) -> None:
-    msg: dict[str, Any] = {"ok": ok, **extra}
+    msg: dict[str, object] = {"ok": ok, **extra}
     if not ok:
         msg["reason"] = reason
         msg["detail"] = detail[:200]

@@ -44,7 +44,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -153,7 +153,7 @@ def seal(keypair: KeyPair, signal: Signal) -> Envelope:
     return keypair.seal(SIGNAL_KIND, signal.body())
 
 
-def encode(env: Envelope) -> list[Any]:
+def encode(env: Envelope) -> list[object]:
     return env.to_wire()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -54,7 +53,7 @@ class Pending:
         self.peer = peer
         self.protocol = protocol
         self.done = trio.Event()
-        self.result: Any = None
+        self.result: object = None  # the decoded reply, not validated
         self.error: str | None = None  # our side failed (stream dropped)
         self.remote_error: str | None = None  # the peer refused
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 import trio
@@ -181,7 +180,7 @@ class CapsuleReads:
             raise ColonyError(f"bad log reply from {executor.short()}")
         return reply["data"], bool(reply.get("gone"))
 
-    async def on_info_request(self, peer: PeerId, obj: Any) -> Any:
+    async def on_info_request(self, peer: PeerId, obj: object) -> object:
         self.gate.check(peer)
         if not isinstance(obj, dict):
             raise RemoteProtocolError("capsule info request must be a map")
@@ -200,7 +199,7 @@ class CapsuleReads:
         raise RemoteProtocolError(f"unknown capsule info op {op!r}")
 
 
-def _uint(v: Any) -> int:
+def _uint(v: object) -> int:
     return uint(v, "", limit=1 << 62, error=RemoteProtocolError,
                 message="log token and offset must be non-negative integers")
 

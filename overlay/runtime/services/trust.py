@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Collection, Sequence
-from typing import Any
 
 import structlog
 import trio
@@ -31,7 +30,7 @@ from gossip.events import (
     PublishRevocation,
     RevocationLearned,
 )
-from overlay.core.certs import Revocation
+from overlay.core.certs import Certificate, Revocation
 from overlay.core.cid import Cid
 from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.errors import ColonyError, RemoteProtocolError
@@ -55,7 +54,7 @@ PROTO_PRIVATE_MARK = "/colony/private-mark/1.0.0"
 MARK_TIMEOUT_S = 3.0
 
 
-def cert_json(c: Any, now: float, trust: Trust | None = None) -> JsonObject:
+def cert_json(c: Certificate, now: float, trust: Trust | None = None) -> JsonObject:
     status = "valid"
     if now >= c.expires:
         status = "expired"
@@ -142,7 +141,7 @@ class TrustService:
 
     # ------------------------------------------------------------ events
 
-    def on_event(self, ev: Any) -> None:
+    def on_event(self, ev: object) -> None:
         if isinstance(ev, MemberRefused):
             # "not a member" alone (no claim seen) is usually a member we have not
             # heard of yet, pinging us a moment early during a join: info, not warning.
@@ -214,15 +213,18 @@ class TrustService:
         root = self.private.get(cid.multihash)
         return None if root is None else self.marks.get(root)
 
-    async def on_mark_request(self, peer: PeerId, obj: Any) -> Any:
+    async def on_mark_request(self, peer: PeerId, obj: object) -> object:
         if not self.trust.enabled:
             raise RemoteProtocolError("this node is in open mode: no private data")
         reason = self.trust.check(peer, "member", time.time())
         if reason is not None:
             raise RemoteProtocolError(reason)
+        raw = obj.get("cid") if isinstance(obj, dict) else None
+        if not isinstance(raw, bytes):
+            raise RemoteProtocolError("bad private-mark request: no cid bytes")
         try:
-            cid = Cid.from_bytes(obj["cid"])
-        except (ColonyError, KeyError, TypeError) as e:
+            cid = Cid.from_bytes(raw)
+        except ColonyError as e:
             raise RemoteProtocolError(f"bad private-mark request: {e}") from None
         return {"mark": self.mark_for(cid)}
 
@@ -336,11 +338,11 @@ class TrustService:
         return {"cid": cid, "private": cid in roots, "roots": roots,
                 "private_blocks": len(self.private)}
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         t, now = self.trust, time.time()
         if not t.enabled:
             return {"enabled": False}
-        members = []
+        members: list[JsonObject] = []
         for m in self.membership.list_members():
             reason = t.check(m.peer, "member", now)
             chain = t.chain_of(m.peer)

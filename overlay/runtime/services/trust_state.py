@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from gossip.admission import Admission, who
 from gossip.messages import Revoke
@@ -138,6 +138,13 @@ def _read_envelopes(path: Path) -> list[Envelope]:
 
 def _write_envelopes(path: Path, envs: Iterable[Envelope]) -> None:
     _write_atomic(path, cbor_encode([e.to_wire() for e in envs]))
+
+
+class PrivateFile(TypedDict):
+    """<home>/trust/private.json: private DAG roots and the marks learned for others."""
+
+    roots: list[str]
+    marks: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,7 +466,7 @@ class Trust:
 
     # ------------------------------------------------------------ private data
 
-    def _private_file(self) -> dict[str, Any]:
+    def _private_file(self) -> PrivateFile:
         path = self.dir / PRIVATE_FILE
         if not path.exists():
             return {"roots": [], "marks": {}}
