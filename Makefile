@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean system-deps sim-golden faults
+.PHONY: demo test lint bench clean system-deps sim-golden faults faults-real
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,8 +59,14 @@ sim-golden: $(STAMP)
 ## random fault schedules over a capsule workload, invariants checked after every step.
 ## Prints seeds/minute, violations per invariant and a replay command per failure.
 FAULT_SEEDS ?= 500
+REAL_FAULT_SEEDS ?= 1
 faults: $(STAMP)
 	PYTHONPATH=. $(VENV)/bin/colony sim campaign --seeds $(FAULT_SEEDS)
+
+# Real daemons: kill -9 of random daemons in a loop during fetches and capsule runs
+# (bench/faults_real.py; ~6 min); the short version is in the suite.
+faults-real: $(STAMP)
+	$(PY) bench/faults_real.py --seeds $(REAL_FAULT_SEEDS)
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

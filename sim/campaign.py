@@ -37,7 +37,7 @@ figure.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gossip.claim_verifier import Verifier
@@ -46,6 +46,7 @@ from gossip.profiles import profile
 from gossip.resources import ResourceAd
 from gossip.swim import Swim
 from overlay.capsule import events as ev
+from overlay.capsule.amnesia import Amnesia
 from overlay.capsule.core import CapsuleCore, SubmitCapsule
 from overlay.capsule.custody import CustodyConfig
 from overlay.capsule.executor import CapsuleExited, ExecutorConfig
@@ -207,6 +208,11 @@ class Campaign:
         self.keys = [KeyPair.from_rng_seed(self.rng_keys.randbytes(32)) for _ in range(cfg.nodes)]
         self.checker = Checker(frozenset(k.peer_id for k in self.keys))
         self.disks: list[dict[bytes, bytes]] = [{} for _ in range(cfg.nodes)]
+        #: Nodes that lost their custody store (but kept their keys), and when, by
+        #: their own clock: they restart amnesiac (overlay/capsule/amnesia.py). Kept
+        #: beside the keys, so a later restart without disk loss still knows.
+        self.forgot: dict[int, float] = {}
+        self._lost: set[int] = set()
         self.active: list[bool] = [False] * cfg.nodes
         self.stats: dict[str, int] = {}
         self._nonce = 0
@@ -222,9 +228,12 @@ class Campaign:
 
     # ------------------------------------------------------------ nodes
 
-    def _make_core(self, keys: KeyPair) -> _Clocked:
+    def _make_core(self, keys: KeyPair, forgot_before: float | None = None) -> _Clocked:
         rng = random.Random(self.rng_cores.getrandbits(64))
-        capsule = CapsuleCore(keys.peer_id, keys, custody=self.custody_cfg,
+        custody = self.custody_cfg
+        if forgot_before is not None:
+            custody = replace(custody, amnesia=Amnesia(forgot_before))
+        capsule = CapsuleCore(keys.peer_id, keys, custody=custody,
                               executor=self.exec_cfg,
                               rng=random.Random(rng.getrandbits(64)))  # fmt: skip
         ad = ResourceAd(cpu_cores=self.cfg.slots, mem_bytes=(1024 * self.cfg.slots) << 20,
@@ -252,7 +261,10 @@ class Campaign:
         w = self.world
         old_offset = self._clocked(idx).offset
         if fresh:
-            core = self._make_core(self.keys[idx])
+            if idx in self._lost:  # it finds its custody store empty, its keys intact
+                self._lost.discard(idx)
+                self.forgot[idx] = self.engine.now + old_offset
+            core = self._make_core(self.keys[idx], self.forgot.get(idx))
             core.offset = old_offset  # the machine's clock, not the process's
             w.restart(idx, core)
         else:
@@ -321,6 +333,7 @@ class Campaign:
         if f.disk_loss:
             self._count("disk_losses")
             self.disks[f.node] = {}
+            self._lost.add(f.node)
 
     def _leave(self, f: F.Leave) -> None:
         n = self.world.nodes[f.node]

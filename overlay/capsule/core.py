@@ -133,7 +133,8 @@ class Origin:
         if cap.id not in self._pending and len(self._pending) >= self.config.max_pending:
             self._count("submits_dropped")
             return [Emit(ev.SubmissionRejected(cap.id, "too many submissions in flight"))]
-        msg = Submit(cap, cmd.chain, self.me, 0)
+        # The first configuration is fixed here, once: every retry carries the same.
+        msg = Submit(cap, cmd.chain, self.me, 0, tuple(self.view.closest(cap.key, self.k_c)))
         self._pending[cap.id] = (msg, 1)
         self._watch(cap.id)
         return self._send(msg, now)

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from overlay.capsule import events as ev
+from overlay.capsule.amnesia import Amnesia
 from overlay.capsule.custody_table import CustodyTable, Entry, count, status_reply
 from overlay.capsule.durable import load_stored
 from overlay.capsule.leases import LIVE, CustodyRecord, LeaseTiming, State
@@ -103,6 +104,8 @@ class CustodyConfig:
     #: Emit `CustodyRecordChanged` for every change (off only in simulations that do
     #: not model disks: encoding every version costs CPU).
     durable: bool = True
+    #: Set when this node lost its custody store but kept its identity (amnesia.py).
+    amnesia: Amnesia = field(default_factory=Amnesia)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,8 @@ class Custody:
                                   stats=self.stats)  # fmt: skip
         self._entries = self.table.entries  # the same dict (tests read it)
         self.replicator = Replicator(me, view, self.table, k_c=cfg.k_c,
-                                     replicate_retry_s=cfg.replicate_retry_s)  # fmt: skip
+                                     replicate_retry_s=cfg.replicate_retry_s,
+                                     amnesia=cfg.amnesia)  # fmt: skip
         self.leasing = Leasing(
             view, self.table, self.replicator, self.rng, timing=cfg.timing,
             place_retry_s=cfg.place_retry_s, max_candidates=cfg.max_candidates,
@@ -146,6 +150,7 @@ class Custody:
         self.takeover = Takeover(
             me, view, self.table, self.replicator, k_c=cfg.k_c,
             sync_timeout_s=cfg.sync_timeout_s, index_deps=self.deps.index, resume=self._resume,
+            amnesia=cfg.amnesia,
         )  # fmt: skip
 
     # ------------------------------------------------------------ reads
@@ -212,7 +217,7 @@ class Custody:
                 count(self.stats, "submit_unroutable")
                 return []
             count(self.stats, "submit_forwarded")
-            return [Send(leader, Submit(cap, msg.chain, origin, msg.hops + 1))]
+            return [Send(leader, Submit(cap, msg.chain, origin, msg.hops + 1, msg.config))]
         if e is not None:
             count(self.stats, "duplicate_submits")
             out = self.takeover.ensure_leading(e, now)
@@ -232,7 +237,9 @@ class Custody:
             return [Send(origin, SubmitAck(cap.id, False, "custody full"))]
         # Epoch 0 is a placeholder naming the custodians asked for promises: opening
         # epoch 1 is a phase 1 like any takeover (docs/capsules.md, "Custody epochs").
-        e = Entry(CustodyRecord(cap, origin, config=self.replicator.config(cap.key)), now)
+        # It is the origin's first configuration when it named one (messages.Submit).
+        first = msg.config[: self.config.k_c] or self.replicator.config(cap.key)
+        e = Entry(CustodyRecord(cap, origin, config=first), now)
         e.chain = msg.chain
         self._entries[cap.id] = e
         self.table.set_record(e, e.record)

@@ -39,6 +39,7 @@ from overlay.capsule.dataflow import (
     safe_name,
 )
 from overlay.capsule.leases import (
+    MAX_CONFIG,
     NO_BALLOT,
     Ballot,
     CustodyRecord,
@@ -73,34 +74,51 @@ def _shape(obj: Any, tag: str, n: int) -> list[Any]:
 
 @dataclass(frozen=True, slots=True)
 class Submit:
+    """A capsule for custody. `config` is the capsule's first configuration, chosen once
+    by the origin from its view and sent unchanged with every retry: whoever creates
+    the record needs promises from a majority of it, so a retry into a side of a
+    partition that cannot reach that majority cannot start a second lineage
+    (docs/capsules.md, "Custody epochs"). Empty (an older sender): the creator's own."""
+
     TAG: ClassVar[str] = "c.submit"
     capsule: Capsule
     chain: tuple[Certificate, ...] = ()
     origin: PeerId | None = None
     hops: int = 0
+    config: tuple[PeerId, ...] = ()
 
     def to_wire(self) -> list[Any]:
-        return [
+        out = [
             self.TAG,
             self.capsule.to_wire(),
             chain_to_wire(self.chain) if self.chain else [],
             self.origin.raw if self.origin else b"",
             self.hops,
         ]
+        if self.config:
+            out.append([p.raw for p in self.config])
+        return out
 
     @classmethod
     def from_wire(cls, obj: Any) -> Submit:
-        _, cap, chain, origin, hops = _shape(obj, cls.TAG, 5)
+        if isinstance(obj, list) and len(obj) == 5:
+            obj = [*obj, []]  # the form before first configurations
+        _, cap, chain, origin, hops, cfg = _shape(obj, cls.TAG, 6)
         if not isinstance(origin, bytes):
             raise MalformedFrame("submit origin must be bytes")
         hops = uint(hops, "hops")
         if hops > MAX_HOPS:
             raise MalformedFrame("submit forwarded too many times")
+        if not isinstance(cfg, list) or len(cfg) > MAX_CONFIG:
+            raise MalformedFrame(f"submit config holds at most {MAX_CONFIG} peers")
+        if not all(isinstance(p, bytes) for p in cfg):
+            raise MalformedFrame("submit config peers must be bytes")
         return cls(
             Capsule.from_wire(cap),
             chain_from_wire(chain) if chain != [] else (),
             PeerId.from_bytes(origin) if origin else None,
             hops,
+            tuple(dict.fromkeys(PeerId.from_bytes(p) for p in cfg)),
         )
 
 

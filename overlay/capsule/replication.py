@@ -46,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from overlay.capsule import events as ev
+from overlay.capsule.amnesia import Amnesia
 from overlay.capsule.custody_table import (
     CustodyTable,
     Entry,
@@ -81,8 +82,10 @@ class Replicator:
         *,
         k_c: int,
         replicate_retry_s: float,
+        amnesia: Amnesia | None = None,
     ) -> None:
         self.me = me
+        self.amnesia = amnesia or Amnesia()
         self.view = view
         self.table = table
         self.k_c = k_c
@@ -108,7 +111,8 @@ class Replicator:
     def committed_by(self, e: Entry, version: int) -> bool:
         """A majority of the configuration (and, while joint, of the previous one)
         holds `version` at this node's ballot."""
-        mine = e.promise == e.ballot and e.record.ballot == e.ballot
+        mine = (e.promise == e.ballot and e.record.ballot == e.ballot
+                and not self.amnesia.abstains(e.record))
         for cfg in (e.record.config, e.joint) if e.joint else (e.record.config,):
             have = sum(mine if p == self.me else e.acks.get(p, 0) >= version for p in cfg)
             if not cfg or have < len(cfg) // 2 + 1:
@@ -180,8 +184,10 @@ class Takeover:
         sync_timeout_s: float,
         index_deps: Callable[[Entry], None],
         resume: Resume,
+        amnesia: Amnesia | None = None,
     ) -> None:
         self.me = me
+        self.amnesia = amnesia or Amnesia()
         self.view = view
         self.table = table
         self.replicator = replicator
@@ -254,7 +260,8 @@ class Takeover:
             epoch = max(epoch, min(int(now), (1 << 41) - 1))
         e.ballot = (epoch, self.me.raw)
         self.table.promise(e, e.ballot)
-        e.promised = {self.me: None}
+        # The leader is an acceptor too, unless it forgot what it promised (amnesia.py).
+        e.promised = {} if self.amnesia.abstains(rec) else {self.me: None}
         e.need = [rec.config or tuple(self.replicator.custodians(rec.capsule.key))]
         e.max_version = max(e.max_version, rec.version)
         return self._ask(e, now)
@@ -363,8 +370,11 @@ class Takeover:
                 out.extend(self.step_aside(e, now))
             elif e.leading and e.syncing and len(e.need) > n_need:
                 out.extend(self._ask(e, now))  # a handoff from a newer epoch: chase it
+        # An amnesiac custodian acks (so a handoff stops) but names no promise: a leader
+        # counts only acks whose promise is its ballot.
+        promise = NO_BALLOT if self.amnesia.abstains(e.record) else e.promise
         out.append(Send(peer, ReplicateAck(rec.capsule_id, e.record.version, e.record.ballot,
-                                           e.promise)))  # fmt: skip
+                                           promise)))  # fmt: skip
         r = e.pending_receipt
         if (r is not None and not e.leading and rec.state in LIVE and r.token == rec.token
                 and r.executor == rec.executor):  # fmt: skip
@@ -398,6 +408,13 @@ class Takeover:
         if e is None:
             return [Send(peer, SyncReply(cid, None, None, msg.ballot, False, NO_BALLOT))]
         out: list[Effect] = []
+        if self.amnesia.abstains(e.record):
+            count(self.table.stats, "amnesia_abstained")
+            if e.leading and msg.ballot > e.ballot:
+                out.extend(self.step_aside(e, now))  # no promise, but no contest either
+            out.append(Send(peer, SyncReply(cid, e.record, e.pending_receipt, msg.ballot,
+                                            False, NO_BALLOT)))  # fmt: skip
+            return out
         ok = msg.ballot >= e.promise and msg.ballot != NO_BALLOT
         if ok:
             if e.leading and msg.ballot != e.ballot:

@@ -1,0 +1,59 @@
+"""A custodian that lost its custody store (keeping its identity) abstains from votes
+on capsules it may have voted on before (overlay/capsule/amnesia.py), and a Submit
+carries the origin's first configuration on the wire (messages.Submit)."""
+
+from __future__ import annotations
+
+import random
+
+from overlay.capsule.amnesia import Amnesia
+from overlay.capsule.leases import NO_BALLOT, CustodyRecord
+from overlay.capsule.messages import Submit, SyncReply, SyncRequest
+from overlay.capsule.replication import Takeover
+from overlay.capsule.spec import Capsule, CapsuleSpec
+from overlay.core.crypto import KeyPair
+from overlay.core.effects import Send
+
+KEYS = [KeyPair.from_rng_seed(bytes([i]) * 32) for i in range(1, 5)]
+PEERS = [k.peer_id for k in KEYS]
+
+
+def capsule(at: float) -> Capsule:
+    return Capsule.sign(KEYS[0], CapsuleSpec(name="x", command=("true",)), at, 1)
+
+
+def test_abstains_only_for_capsules_submitted_before_the_loss_plus_margin() -> None:
+    a = Amnesia(forgot_before=1000.0, clock_margin_s=60.0)
+    assert a.abstains(CustodyRecord(capsule(999.0), PEERS[0]))
+    assert a.abstains(CustodyRecord(capsule(1059.0), PEERS[0]))  # within the margin
+    assert not a.abstains(CustodyRecord(capsule(1061.0), PEERS[0]))
+    assert not Amnesia().abstains(CustodyRecord(capsule(0.0), PEERS[0]))
+
+
+def test_an_amnesiac_acceptor_answers_with_its_copy_but_promises_nothing() -> None:
+    from overlay.capsule.core import CapsuleCore
+    from overlay.capsule.custody import CustodyConfig
+
+    def core(amnesia: Amnesia) -> CapsuleCore:
+        c = CapsuleCore(PEERS[1], KEYS[1], custody=CustodyConfig(amnesia=amnesia),
+                        rng=random.Random(1))
+        return c
+
+    rec = CustodyRecord(capsule(10.0), PEERS[0], config=tuple(PEERS[:3]))
+    ballot = (20, PEERS[0].raw)
+    for amnesia, promised in ((Amnesia(), True), (Amnesia(forgot_before=15.0), False)):
+        takeover: Takeover = core(amnesia).custody.takeover
+        out = takeover.on_sync_request(PEERS[0], SyncRequest(rec.capsule_id, ballot, rec), 30.0)
+        (reply,) = [e.msg for e in out if isinstance(e, Send)]
+        assert isinstance(reply, SyncReply)
+        assert reply.promised is promised
+        if not promised:
+            assert reply.promise == NO_BALLOT and reply.record is not None
+
+
+def test_submit_carries_the_first_configuration_and_old_form_still_decodes() -> None:
+    cap = capsule(5.0)
+    msg = Submit(cap, (), PEERS[0], 1, tuple(PEERS[1:4]))
+    assert Submit.from_wire(msg.to_wire()) == msg
+    old = Submit(cap, (), PEERS[0], 1)
+    assert len(old.to_wire()) == 5 and Submit.from_wire(old.to_wire()) == old
