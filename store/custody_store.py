@@ -18,6 +18,8 @@ small write transactions do not queue behind large block imports.
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +36,58 @@ MAX_KEY_BYTES = 511
 
 class CustodyStoreError(ColonyError):
     pass
+
+
+#: Beside the identity key: the id of the custody store this identity used.
+IDENTITY_MARK = "identity.custody"
+STORE_ID = "store.id"
+FORGOT = "forgot_before"
+
+
+def amnesia_since(home: Path, now: float) -> float | None:
+    """When this node lost the custody store its identity used, or None.
+
+    The identity key and the custody store can outlive each other (a data disk lost or
+    wiped, `[store]` on another volume, a restored backup of the key). A custodian that
+    forgot its promises must not vote as itself again (overlay/capsule/amnesia.py). So
+    the store gets a random id at creation, recorded beside the identity key; a store
+    whose id differs from the recorded one, or a new store while one was recorded, means
+    the old one is gone. The verdict is kept in the store (`forgot_before`), so later
+    restarts still know. Call before `CustodyStore.open` creates a fresh store.
+    """
+    d = home / CUSTODY_DIR
+    forgot = d / FORGOT
+    if forgot.exists():
+        try:
+            return float(forgot.read_text())
+        except ValueError:
+            raise CustodyStoreError(f"{forgot} is corrupt; fix or delete it") from None
+    mark = home / IDENTITY_MARK
+    sid_file = d / STORE_ID
+    recorded = mark.read_text().strip() if mark.exists() else None
+    if sid_file.exists():
+        sid = sid_file.read_text().strip()
+    else:
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        sid = secrets.token_hex(16)
+        _write_synced(sid_file, sid)
+    if recorded is None:
+        _write_synced(mark, sid)  # first use of this identity (or an older home)
+        return None
+    if recorded == sid:
+        return None
+    _write_synced(forgot, repr(now))
+    _write_synced(mark, sid)
+    return now
+
+
+def _write_synced(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 class CustodyStore:

@@ -25,6 +25,7 @@ submit and execute) until a colony owner is configured.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -38,6 +39,7 @@ from dht.api import GetProviders, Provide, Providers, result_as
 from gossip.events import UpdateAd
 from gossip.resources import ResourceAd
 from overlay.capsule import events as cev
+from overlay.capsule.amnesia import Amnesia
 from overlay.capsule.core import CancelCapsule, CapsuleCore, SubmitCapsule
 from overlay.capsule.custody import CustodyConfig, LocalityHint
 from overlay.capsule.executor import CapsuleExited, ExecutorConfig
@@ -62,7 +64,7 @@ from overlay.runtime.services.capsule_info import (
     MemberGate,
 )
 from overlay.runtime.services.capsule_runs import Runs
-from store.custody_store import CustodyStore
+from store.custody_store import CustodyStore, amnesia_since
 from store.importer import ImportOptions
 
 log = structlog.get_logger("colony.capsules")
@@ -161,8 +163,14 @@ async def prepare_capsules(
         kinds = tuple(k for k in kinds if k in configured)
     authority = load_authority(home, conf)
     executor = executor_config(conf, kinds)
+    forgot = amnesia_since(home, time.time())
+    if forgot is not None:
+        log.warning("custody_store_lost", forgot_before=forgot,
+                    detail="abstaining from custody votes on capsules submitted before "
+                           "(overlay/capsule/amnesia.py)")
     core = CapsuleCore(keypair.peer_id, keypair,
-                       custody=CustodyConfig(colony_owner=authority.colony_owner),
+                       custody=CustodyConfig(colony_owner=authority.colony_owner,
+                                             amnesia=Amnesia(forgot)),
                        executor=executor, rng=random.Random(),
                        revocations=revocations)  # fmt: skip
     log.info("capsules_ready", executors=list(kinds), slots=executor.slots,

@@ -189,3 +189,23 @@ def test_ad_refresh_keeps_the_reachability_the_dialback_service_set(tmp_path: Pa
     fresh = membership.own_ad()
     assert fresh is not None and fresh.reachability == "nat/symmetric", fresh
     assert fresh.cpu_load != old.cpu_load  # the measured figures did move
+
+
+def test_a_lost_custody_store_under_a_kept_identity_is_detected_and_remembered(
+    tmp_path: Path,
+) -> None:
+    from store.custody_store import CUSTODY_DIR, amnesia_since
+
+    home = tmp_path / "home"
+    home.mkdir()
+    assert amnesia_since(home, 100.0) is None  # first use: the store id is recorded
+    assert amnesia_since(home, 200.0) is None  # same store: nothing lost
+    import shutil
+
+    shutil.rmtree(home / CUSTODY_DIR)  # the data disk is gone, the key is not
+    assert amnesia_since(home, 300.0) == 300.0
+    assert amnesia_since(home, 400.0) == 300.0  # remembered across restarts
+    # A home lost whole (key included) is a new identity: nothing to detect.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert amnesia_since(fresh, 500.0) is None
