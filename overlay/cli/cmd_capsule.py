@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from overlay.cli.fmt import Command, Subparsers
+from overlay.client import ApiClient
 from overlay.core.errors import ColonyError
-from overlay.runtime.api.client import ApiClient
 
 _FMT = argparse.RawDescriptionHelpFormatter
 

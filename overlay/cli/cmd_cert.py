@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from overlay.cli.fmt import Subparsers, help_command
+from overlay.client import ApiClient, ApiUnavailable
 from overlay.core.certs import ALL_ROLES, Certificate, verify_chain
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError
 from overlay.core.ids import PeerId
-from overlay.runtime.api.client import ApiClient, ApiUnavailable
 from overlay.runtime.process.identity import KEY_FILE, load_identity
 from overlay.runtime.services.trust_state import (
     Trust,

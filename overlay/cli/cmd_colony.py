@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 from overlay.cli.fmt import Subparsers, help_command
+from overlay.client import ApiClient, ApiUnavailable
 from overlay.core.cid import Cid
-from overlay.runtime.api.client import ApiClient, ApiUnavailable
 from overlay.runtime.process.identity import KEY_FILE, load_identity
 from overlay.runtime.services.trust_state import (
     DEFAULT_CERT_LIFETIME_S,

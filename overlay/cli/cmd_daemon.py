@@ -9,14 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from overlay.cli.fmt import Command, Subparsers
 from overlay.cli.fmt import human_bytes as _human
+from overlay.client import ApiClient, Colony, Progress
 from overlay.core.errors import ConfigError
-from overlay.runtime.api.client import ApiClient
 from overlay.runtime.process import pidfile
 
 _FMT = argparse.RawDescriptionHelpFormatter
@@ -26,6 +24,10 @@ _FMT = argparse.RawDescriptionHelpFormatter
 
 def _client(args: argparse.Namespace, timeout_s: float = 600.0) -> ApiClient:
     return ApiClient.for_home(args.home, timeout_s)
+
+
+def _colony(args: argparse.Namespace, timeout_s: float = 600.0) -> Colony:
+    return Colony.for_home(args.home, timeout_s=timeout_s)
 
 
 def _print(obj: object, as_json: bool) -> None:
@@ -156,8 +158,20 @@ def _status(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- client commands
 
 
+def _labels(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--label wants KEY=VALUE, not {pair!r}")
+        out[key] = value
+    return out
+
+
 def _members(args: argparse.Namespace) -> int:
-    rows = _client(args).call("GET", "/v1/members", all="1" if args.all else None)
+    found = _colony(args).members(include_all=args.all, status=args.status,
+                                  labels=_labels(args.label))
+    rows = [m.raw for m in found]
     if args.json:
         _print(rows, True)
         return 0
@@ -167,6 +181,15 @@ def _members(args: argparse.Namespace) -> int:
         me = " (self)" if r["self"] else ""
         addr = r["addrs"][0] if r["addrs"] else "-"
         print(f"{r['id'] + me:<54} {r['state']:<8} {r['incarnation']:>4} {rtt:>8}  {addr}")
+    return 0
+
+
+def _connect(args: argparse.Namespace) -> int:
+    r = _colony(args).connect(args.multiaddr)
+    if args.json:
+        _print(r, True)
+    else:
+        print(f"connected to {r['id']}")
     return 0
 
 
@@ -201,36 +224,36 @@ def _dht(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stream_with_bar(
-    items: Iterable[dict[str, Any]], label: str, total: int | None = None
-) -> dict[str, Any]:
-    """Render NDJSON progress on a tty; return the final item."""
-    tty = sys.stderr.isatty()
-    final: dict[str, Any] = {}
-    for item in items:
-        final = item
-        if tty and not item.get("done"):
-            got = item.get("bytes_fetched", item.get("bytes", 0))
-            rate = item.get("rate_bps")
-            provs = item.get("providers")
+class _ProgressLine:
+    """The SDK's progress callback drawn as one line on a tty (publish, fetch)."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.tty = label, sys.stderr.isatty()
+
+    def __call__(self, p: Progress) -> None:
+        if self.tty and not p.done:
+            rate = p.raw.get("rate_bps")
+            provs = p.raw.get("providers")
             extra = f"  {_human(rate)}/s" if rate else ""
             if isinstance(provs, dict):
                 extra += f"  from {len(provs)} providers"
-            sys.stderr.write(f"\r{label}: {_human(got)}{extra}   ")
+            sys.stderr.write(f"\r{self.label}: {_human(p.bytes)}{extra}   ")
             sys.stderr.flush()
-    if tty:
-        sys.stderr.write("\r" + " " * 70 + "\r")
-    return final
+
+    def __enter__(self) -> _ProgressLine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tty:
+            sys.stderr.write("\r" + " " * 70 + "\r")
 
 
 def _publish(args: argparse.Namespace) -> int:
     path = Path(args.path).resolve()
     if not path.exists():
         raise ConfigError(f"{path}: no such file or directory")
-    items = _client(args).stream(
-        "POST", "/v1/publish", {"path": str(path), "cid_version": args.cid_version}
-    )
-    final = _stream_with_bar(items, "publish")
+    with _ProgressLine("publish") as bar:
+        final = _colony(args).publish(path, cid_version=args.cid_version, progress=bar).raw
     if args.json:
         _print(final, True)
     else:
@@ -241,8 +264,8 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    items = _client(args).stream("POST", "/v1/fetch", {"cid": args.cid})
-    final = _stream_with_bar(items, "fetch")
+    with _ProgressLine("fetch") as bar:
+        final = _colony(args).fetch(args.cid, progress=bar).raw
     if args.json:
         _print(final, True)
     else:
@@ -340,7 +363,14 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     q = client_cmd("members", "list colony members seen by gossip (state, RTT, address)",
                    _members)
     q.add_argument("--all", action="store_true", help="include failed and departed members")
+    q.add_argument("--status", choices=["alive", "suspect", "dead", "left"],
+                   help="only members in this state")
+    q.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="only members whose resource ad has this label (repeatable; all match)")
     client_cmd("peers", "list peers with an open libp2p connection", _peers)
+    q = client_cmd("connect", "dial a peer now from the running daemon (kubo's swarm connect)",
+                   _connect)
+    q.add_argument("multiaddr", help="e.g. /ip4/10.0.0.2/tcp/4001/p2p/12D3KooW…")
     q = client_cmd("dht", "query the DHT: findprovs CID | findpeer PEER | get PEER | put VALUE",
                    _dht)
     q.add_argument("dht_cmd", choices=["findprovs", "findpeer", "get", "put"])

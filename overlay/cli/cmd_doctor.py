@@ -109,7 +109,7 @@ def _render(report: dict[str, Any], home: Path) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from overlay.runtime.api.client import ApiCallFailed, ApiClient, ApiUnavailable
+    from overlay.client import ApiCallFailed, ApiClient, ApiUnavailable
 
     report: dict[str, Any]
     try:

@@ -96,7 +96,13 @@ def _add(args: argparse.Namespace) -> int:
     opts = ImportOptions(cid_version=version, raw_leaves=args.raw_leaves)
     paths = [Path(p) for p in args.paths]
 
+    entries: list[dict[str, object]] = []
+
     def show(a: Added) -> None:
+        if args.json:  # one JSON document at the end: every entry, roots marked
+            entries.append({"path": a.path, "cid": str(a.cid), "size": a.size,
+                            "tsize": a.tsize, "kind": a.kind})
+            return
         if args.quieter:
             return
         if args.quiet:
@@ -107,7 +113,8 @@ def _add(args: argparse.Namespace) -> int:
     store = None if args.only_hash else open_home_store(args.home, conf)
     try:
         total = None if args.paths == ["-"] else _tree_bytes(paths)
-        with _progress(not args.quieter and not args.quiet, total, "add") as prog:
+        quiet = args.quieter or args.quiet or args.json
+        with _progress(not quiet, total, "add") as prog:
             imp = Importer(store, opts, progress=prog, on_entry=show)
             roots: list[Added] = []
             if store is None:
@@ -120,7 +127,9 @@ def _add(args: argparse.Namespace) -> int:
                             Pins(store).add(roots[-1].cid, recursive=True)
         for w in imp.warnings:
             print(f"colony: warning: {w}", file=sys.stderr)
-        if args.quieter:
+        if args.json:
+            print(json.dumps({"entries": entries, "roots": [str(r.cid) for r in roots]}))
+        elif args.quieter:
             for r in roots:
                 print(r.cid)
     finally:
@@ -389,6 +398,8 @@ examples:
                    help="print only the CID of each root")
     p.add_argument("-n", "--only-hash", action="store_true",
                    help="compute CIDs without writing to the store")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: every entry (path, cid, size, kind) and the roots")
 
     p = _cmd(sub, common, "cat", "write a file's contents to stdout", """\
 Stream a UnixFS file (or a raw block) from the local store to stdout. Every block is

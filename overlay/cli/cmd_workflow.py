@@ -9,7 +9,7 @@ from typing import Any
 
 from overlay.cli.cmd_capsule import describe, load_document
 from overlay.cli.fmt import Subparsers
-from overlay.runtime.api.client import ApiClient
+from overlay.client import ApiClient
 
 DESCRIPTION = """\
 Submit a workflow: named capsules whose `dependencies` name other capsules of the same

@@ -45,6 +45,11 @@ LOG_POLL_S = 0.5
 #: `ps` refreshes at most this many unfinished capsules from their custodians.
 PS_REFRESH = 64
 MAX_WAIT_S = 7 * 24 * 3600.0
+#: Custody states as ColonyOS counts them (waiting = not yet running).
+_COLONYOS_STATE = {
+    State.SUBMITTED: "waiting", State.LEASED: "waiting", State.RUNNING: "running",
+    State.SUCCEEDED: "succeeded", State.FAILED: "failed", State.CANCELLED: "cancelled",
+}
 
 
 def _id(text: Any) -> str:
@@ -248,6 +253,19 @@ def add_capsule_routes(
                 rec = await svc.find_record(cid) or rec
         assert rec is not None
         return {"id": cid, "state": rec.state.value, "reason": rec.reason}
+
+    def counts() -> dict[tuple[str, ...], float]:
+        """Capsules this node leads, by ColonyOS state and executor kind: each capsule
+        has one leader, so summing the series over a colony's nodes counts it once."""
+        out: dict[tuple[str, ...], float] = {}
+        for rec in svc.core.custody.records():
+            if svc.core.custody.is_leading(rec.capsule_id):
+                key = (_COLONYOS_STATE[rec.state], rec.capsule.spec.conditions.executor or "any")
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    api.metrics.gauge("capsules", "capsules led here by state (waiting, running, succeeded, "
+                      "failed, cancelled) and executor kind", counts, "state,executor")
 
     async def stats(req: Request) -> Reply:
         core = svc.core

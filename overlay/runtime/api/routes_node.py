@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
+from overlay.core.errors import ColonyError
 from overlay.runtime.api.metrics import StatsCollector, render
-from overlay.runtime.api.server import ApiServer, Request, Response
+from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 #: Time the reply to /v1/leave gets before the daemon stops.
 LEAVE_REPLY_S = 0.3
+#: How long `POST /v1/connect` waits for the dial and handshakes.
+CONNECT_TIMEOUT_S = 30.0
 
 
 class Lifecycle(Protocol):
@@ -106,7 +109,7 @@ def add_node_routes(
     api: ApiServer, me: PeerId, node: Lifecycle, network: Network, membership: Membership,
     store: BlockStore, stats: CoreStats, spawn: Spawn,
 ) -> None:
-    metrics = _metrics(network, membership, store, stats)
+    metrics = _metrics(api.metrics, network, membership, store, stats)
 
     async def ident(req: Request) -> object:
         return {"id": str(me), "addrs": network.addrs, "api_port": node.api_port}
@@ -117,6 +120,19 @@ def add_node_routes(
 
     async def peers(req: Request) -> object:
         return [str(p) for p in network.connected_peers()]
+
+    async def connect(req: Request) -> object:
+        """Dial a multiaddr ending in /p2p/PEER now (kubo's `swarm connect`)."""
+        addr = req.json().get("addr")
+        if not isinstance(addr, str) or "/p2p/" not in addr:
+            raise ApiError(400, f"not a multiaddr with /p2p/PEER: {addr!r}")
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                peer = await network.connect(addr)
+        except (ColonyError, OSError, trio.TooSlowError) as e:
+            raise ApiError(502, f"cannot connect to {addr}: {e or 'timed out'}",
+                           code="dial_failed") from None
+        return {"id": str(peer), "addr": addr, "connected": network.is_connected(peer)}
 
     async def stats_route(req: Request) -> object:
         return {
@@ -148,15 +164,16 @@ def add_node_routes(
     api.add("GET", "/v1/id", ident)
     api.add("GET", "/v1/members", members)
     api.add("GET", "/v1/peers", peers)
+    api.add("POST", "/v1/connect", connect)
     api.add("GET", "/v1/stats", stats_route)
     api.add("POST", "/v1/leave", leave)
     api.add("GET", "/metrics", metrics_route)
 
 
 def _metrics(
-    network: Network, membership: Membership, store: BlockStore, stats: CoreStats
+    c: StatsCollector, network: Network, membership: Membership, store: BlockStore,
+    stats: CoreStats,
 ) -> StatsCollector:
-    c = StatsCollector()
     c.gauge("connected_peers", "libp2p peers connected", lambda: len(network.connected_peers()))
     c.gauge("members_alive", "live gossip members (self included)",
             lambda: len(membership.list_members()))
