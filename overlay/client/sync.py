@@ -87,7 +87,9 @@ class Colony:
         self, path: Path | str, *, cid_version: int | None = None,
         progress: ProgressFn | None = None, timeout_s: float | None = None,
     ) -> Published:
-        body = {"path": str(Path(path).resolve()), "cid_version": cid_version}
+        body: JsonDict = {"path": str(Path(path).resolve())}
+        if cid_version is not None:
+            body["cid_version"] = cid_version
         final = _drain(self._with(timeout_s).stream("POST", "/v1/publish", body), progress)
         return Published.from_json(final)
 

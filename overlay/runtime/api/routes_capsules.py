@@ -33,6 +33,7 @@ from overlay.capsule.spec import Capsule, CapsuleSpec, SpecError, Workflow, chec
 from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError, WireError
+from overlay.runtime.api.openapi import ANY, BOOL, INT, OBJ, STR, RouteDoc, arr, nullable, obj
 from overlay.runtime.api.server import ApiError, ApiServer, Reply, Request, Response
 from overlay.runtime.context import Blocks
 from overlay.runtime.jsontypes import Json, JsonObject
@@ -45,6 +46,10 @@ LOG_POLL_S = 0.5
 #: `ps` refreshes at most this many unfinished capsules from their custodians.
 PS_REFRESH = 64
 MAX_WAIT_S = 7 * 24 * 3600.0
+SUBMITTED = obj(("id", "state"), id=STR, name=nullable(STR), state=STR, reason=ANY,
+                placement=nullable(STR))
+RECORD = obj(("id", "state"), id=STR, name=nullable(STR), state=STR, reason=ANY,
+             executor=nullable(STR), exit_status=nullable(INT), role=STR)
 #: Custody states as ColonyOS counts them (waiting = not yet running).
 _COLONYOS_STATE = {
     State.SUBMITTED: "waiting", State.LEASED: "waiting", State.RUNNING: "running",
@@ -278,14 +283,37 @@ def add_capsule_routes(
             "executors": list(svc.kinds),
         }
 
-    for method, path, fn in [
-        ("GET", "/v1/capsules/stats", stats),
-        ("POST", "/v1/capsules/submit", submit), ("GET", "/v1/capsules", ps),
-        ("GET", "/v1/capsules/get", get), ("GET", "/v1/capsules/wait", wait),
-        ("GET", "/v1/capsules/logs", logs), ("POST", "/v1/capsules/cancel", cancel),
-        ("POST", "/v1/workflows/submit", workflow_submit),
+    id_q = {"id": STR}
+    for method, path, fn, doc in [
+        ("GET", "/v1/capsules/stats", stats, RouteDoc(
+            "capsule view size and core counters", response=OBJ)),
+        ("POST", "/v1/capsules/submit", submit, RouteDoc(
+            "sign a capsule spec with this node's key and submit it",
+            body=obj(("spec",), spec=OBJ, nonce=INT), response=SUBMITTED)),
+        ("GET", "/v1/capsules", ps, RouteDoc(
+            "capsules submitted through or held by this node (ps)", response=arr(RECORD))),
+        ("GET", "/v1/capsules/get", get, RouteDoc(
+            "one capsule's custody record", query=id_q, response=RECORD)),
+        ("GET", "/v1/capsules/wait", wait, RouteDoc(
+            "follow a capsule's state until it ends; the last line has done",
+            query={**id_q, "timeout": STR}, response=obj((), state=STR, done=BOOL),
+            stream=True)),
+        ("GET", "/v1/capsules/logs", logs, RouteDoc(
+            "a capsule's log: {data} chunks, {attempt}, last {done, state}",
+            query={**id_q, "follow": {"enum": ["1", "0"]}},
+            response=obj((), data=STR, done=BOOL, state=STR), stream=True)),
+        ("POST", "/v1/capsules/cancel", cancel, RouteDoc(
+            "cancel a capsule (its origin node or submitter only)",
+            body=obj(("id",), id=STR, reason=nullable(STR)),
+            response=obj(("id", "state"), id=STR, state=STR, reason=nullable(STR)))),
+        ("POST", "/v1/workflows/submit", workflow_submit, RouteDoc(
+            "sign and submit a workflow: a DAG of capsules by name",
+            body=obj(("workflow",), workflow=OBJ, nonce=INT),
+            response=obj(("workflow", "ids", "capsules"), workflow=STR, ids=OBJ,
+                         capsules=arr(SUBMITTED)))),
     ]:
-        api.add(method, path, fn)
+        api.add(method, path, fn, RouteDoc(doc.summary, doc.query, doc.body, doc.response,
+                                           doc.stream, tag="capsules"))
 
 
 async def _read_cid(blocks: Blocks, text: str) -> bytes:

@@ -32,6 +32,7 @@ import trio
 
 from overlay.core.errors import ColonyError, ConfigError
 from overlay.runtime.api.metrics import StatsCollector
+from overlay.runtime.api.openapi import OBJ, RouteDoc, build_document
 from overlay.runtime.jsontypes import Json
 
 log = structlog.get_logger("colony.api")
@@ -41,6 +42,8 @@ TOKEN_FILE = "api.token"
 #: finds a daemon started with `--api HOST:PORT` (or port 0) without a config edit.
 ADDR_FILE = "api.addr"
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: The version in the OpenAPI document; routes live under /v1.
+API_VERSION = "1.0.0"
 REQUEST_TIMEOUT_S = 30.0
 
 
@@ -77,12 +80,16 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
+        """The body: a JSON object (every route takes one), else a 400."""
         if not self.body:
             return {}
         try:
-            return json.loads(self.body)
+            body = json.loads(self.body)
         except ValueError as e:
             raise ApiError(400, f"request body is not JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, f"request body must be a JSON object, not {type(body).__name__}")
+        return body
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         vals = self.query.get(name)
@@ -142,11 +149,14 @@ class ApiServer:
     def __init__(self, token: str, *, open_paths: tuple[str, ...] = ("/metrics",)) -> None:
         self._token = token.encode()
         self._routes: dict[tuple[str, str], Handler] = {}
+        self._docs: dict[tuple[str, str], RouteDoc] = {}
         self._open_paths = open_paths
         #: What `/metrics` exports; route modules add the series of their area.
         self.metrics = StatsCollector()
         self.requests = 0
         self.errors = 0
+        self.add("GET", "/v1/openapi.json", self._openapi, RouteDoc(
+            "this document: OpenAPI 3.1, generated from the route declarations", response=OBJ))
 
     def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
@@ -155,8 +165,14 @@ class ApiServer:
 
         return deco
 
-    def add(self, method: str, path: str, fn: Handler) -> None:
+    def add(self, method: str, path: str, fn: Handler, doc: RouteDoc | None = None) -> None:
+        """Register a route; `doc` declares it in `/v1/openapi.json`."""
         self._routes[(method.upper(), path)] = fn
+        if doc is not None:
+            self._docs[(method.upper(), path)] = doc
+
+    async def _openapi(self, req: Request) -> object:
+        return build_document(self._routes, self._docs, self._open_paths, API_VERSION)
 
     async def serve(
         self, host: str, port: int, task_status: Any = trio.TASK_STATUS_IGNORED
