@@ -26,4 +26,8 @@ def test_every_example_of_docs_sdk_runs(tmp_path: Path, monkeypatch: pytest.Monk
                 exec(compile(code, f"docs/sdk.md block {i}", "exec"), namespace)
             except Exception as e:
                 raise AssertionError(f"docs/sdk.md block {i} failed: {e!r}\n{code}") from e
+        # the capsule the page ran is counted in /metrics, by state and executor kind
+        metrics = c.nodes[0].api().call("GET", "/metrics").decode()
+        assert 'colony_capsules{executor="any",state="succeeded"} 1.0' in metrics, [
+            line for line in metrics.splitlines() if "capsules" in line]
     assert os.environ["COLONY_HOME"]
