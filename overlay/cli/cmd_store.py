@@ -208,9 +208,12 @@ def _ls(args: argparse.Namespace) -> int:
 
 def _pin_add(args: argparse.Namespace) -> int:
     with _store(args) as store:
-        for text in args.cids:
-            pin = Pins(store).add(_cid(text), recursive=not args.direct, name=args.name)
-            print(f"pinned {pin.cid} {pin.mode.value}")
+        pins = [Pins(store).add(_cid(text), recursive=not args.direct, name=args.name)
+                for text in args.cids]
+    if args.json:
+        print(json.dumps([{"cid": str(p.cid), "mode": p.mode.value} for p in pins]))
+    for pin in [] if args.json else pins:
+        print(f"pinned {pin.cid} {pin.mode.value}")
     return 0
 
 
@@ -323,7 +326,7 @@ def _block_put(args: argparse.Namespace) -> int:
         store.put(cid, data)
         if args.pin:
             Pins(store).add(cid, recursive=False)
-    print(cid)
+    print(json.dumps({"cid": str(cid), "size": len(data)}) if args.json else cid)
     return 0
 
 
@@ -440,6 +443,7 @@ examples:
     p.add_argument("cids", nargs="+", metavar="CID")
     p.add_argument("--direct", action="store_true", help="pin the block only, not its DAG")
     p.add_argument("--name", help="a label for this pin")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p = _cmd(psub, common, "rm", "unpin CIDs (or remove one name)", """\
 examples:
   colony pin rm bafybei…
@@ -493,6 +497,7 @@ examples:
     p.add_argument("--format", choices=("raw", "dag-pb"), default="raw")
     p.add_argument("--cid-version", type=int, choices=(0, 1), default=1)
     p.add_argument("--pin", action="store_true", help="pin the block directly")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p = _cmd(bsub, common, "stat", "a block's size",
              "example:\n  colony block stat bafkrei…", _block_stat)
     p.add_argument("cid", metavar="CID")
