@@ -13,17 +13,13 @@ from pathlib import Path
 
 from overlay.cli.fmt import Command, Subparsers
 from overlay.cli.fmt import human_bytes as _human
-from overlay.client import ApiClient, Colony, Progress
+from overlay.client import Colony, Progress
 from overlay.core.errors import ConfigError
 from overlay.runtime.process import pidfile
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
 
-
-
-def _client(args: argparse.Namespace, timeout_s: float = 600.0) -> ApiClient:
-    return ApiClient.for_home(args.home, timeout_s)
 
 
 def _colony(args: argparse.Namespace, timeout_s: float = 600.0) -> Colony:
@@ -103,7 +99,7 @@ def _import_path() -> str:
 
 def _api_up(home: Path) -> bool:
     try:
-        return bool(ApiClient.for_home(home, 2.0).call("GET", "/v1/id"))
+        return bool(Colony.for_home(home, timeout_s=2.0).id().id)
     except Exception:  # not listening yet, token not written yet
         return False
 
@@ -194,7 +190,7 @@ def _connect(args: argparse.Namespace) -> int:
 
 
 def _peers(args: argparse.Namespace) -> int:
-    peers = _client(args).call("GET", "/v1/peers")
+    peers = _colony(args).peers()
     if args.json:
         _print(peers, True)
     else:
@@ -203,21 +199,21 @@ def _peers(args: argparse.Namespace) -> int:
 
 
 def _dht(args: argparse.Namespace) -> int:
-    c = _client(args)
+    c = _colony(args)
     if args.dht_cmd == "findprovs":
-        r = c.call("POST", "/v1/dht/findprovs", {"cid": args.target})
+        r = c.dht("findprovs", cid=args.target)
         if not args.json:
             print("\n".join(r["providers"]) if r["providers"] else "(no providers found)")
     elif args.dht_cmd == "findpeer":
-        r = c.call("POST", "/v1/dht/findpeer", {"peer": args.target})
+        r = c.dht("findpeer", peer=args.target)
         if not args.json:
             print(f"{'found' if r['found'] else 'not found'} in {r['hops']} hops")
     elif args.dht_cmd == "put":
-        r = c.call("POST", "/v1/dht/put", {"value": args.target})
+        r = c.dht("put", value=args.target)
         if not args.json:
             print(f"published {r['key']} (seq {r['seq']}) to {r['acks']} peers")
     else:
-        r = c.call("POST", "/v1/dht/get", {"name": args.target})
+        r = c.dht("get", name=args.target)
         if not args.json:
             print(r["value"] if r["value"] is not None else "(no record found)")
     _print(r, args.json)
@@ -281,7 +277,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    stats = _client(args).call("GET", "/v1/stats")
+    stats = _colony(args).stats()
     if args.json or not isinstance(stats, dict):
         _print(stats, True)
         return 0
@@ -297,12 +293,12 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
-    c = _client(args, timeout_s=3600 * 24)
+    c = _colony(args)
     if args.events_cmd == "send":
-        r = c.call("POST", "/v1/events/send", {"name": args.name, "payload": args.payload})
+        r = c.send_event(args.name, args.payload)
         print(f"sent event {args.name!r} ({r['bytes']} bytes)")
         return 0
-    for ev in c.stream("GET", "/v1/events/watch"):
+    for ev in c.events():
         if args.json:
             print(json.dumps(ev), flush=True)
         else:
@@ -312,7 +308,7 @@ def _events(args: argparse.Namespace) -> int:
 
 
 def _leave(args: argparse.Namespace) -> int:
-    _client(args).call("POST", "/v1/leave")
+    _colony(args).leave()
     print("left the colony; daemon stopped")
     return 0
 

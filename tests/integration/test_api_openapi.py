@@ -68,6 +68,12 @@ def test_document_is_openapi_31_and_real_responses_match(pair: Cluster, tmp_path
     assert r.returncode == 0, r.stderr
     _check(doc, "POST", "/v1/connect", json.loads(r.stdout))
     wait_for(lambda: n0.peer_id in n1.api().call("GET", "/v1/peers"), 30, "n1 connected")
+    alive = json.loads(colony_cmd(n1.home, "members", "--status", "alive", "--json").stdout)
+    assert n1.peer_id in {m["id"] for m in alive} and {m["state"] for m in alive} == {"alive"}
+    r = colony_cmd(n1.home, "members", "--status", "alive", "--label", "site=x", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == []
+    r = colony_cmd(n1.home, "members", "--label", "nonsense", check=False)
+    assert r.returncode != 0 and "KEY=VALUE" in r.stderr
     api = n1.api(60)
     for path in ["/v1/id", "/v1/members", "/v1/peers", "/v1/stats", "/v1/capsules",
                  "/v1/capsules/stats", "/v1/trust", "/v1/openapi.json"]:
