@@ -109,6 +109,15 @@ class AsyncColony:
     async def cancel(self, capsule_id: str, reason: str | None = None) -> JsonDict:
         return await _run(self.sync.cancel, capsule_id, reason)
 
+    async def trust(self) -> JsonDict:
+        return await _run(self.sync.trust)
+
+    async def set_private(self, cid: str, private: bool = True) -> JsonDict:
+        return await _run(self.sync.set_private, cid, private)
+
+    async def revoke(self, revocation_hex: str) -> JsonDict:
+        return await _run(self.sync.revoke, revocation_hex)
+
     async def send_event(self, name: str, payload: str = "") -> JsonDict:
         return await _run(self.sync.send_event, name, payload)
 

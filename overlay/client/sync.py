@@ -148,6 +148,19 @@ class Colony:
         return dict(self.api.call("POST", "/v1/capsules/cancel",
                                   {"id": capsule_id, "reason": reason}))
 
+    # ------------------------------------------------------------ trust
+    def trust(self) -> JsonDict:
+        """Colony trust state: owner, this node's certificate, revocations."""
+        return dict(self.api.call("GET", "/v1/trust"))
+
+    def set_private(self, cid: str, private: bool = True) -> JsonDict:
+        return dict(self.api.call("POST", "/v1/trust/private",
+                                  {"cid": cid, "private": private}))
+
+    def revoke(self, revocation_hex: str) -> JsonDict:
+        """Publish a signed revocation (hex of its envelope bytes)."""
+        return dict(self.api.call("POST", "/v1/trust/revoke", {"revocation": revocation_hex}))
+
     # ------------------------------------------------------------ events
     def send_event(self, name: str, payload: str = "") -> JsonDict:
         return dict(self.api.call("POST", "/v1/events/send", {"name": name, "payload": payload}))
