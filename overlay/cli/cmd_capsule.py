@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from overlay.cli.fmt import Command, Subparsers
+from overlay.client import Colony
 from overlay.core.errors import ColonyError
-from overlay.runtime.api.client import ApiClient
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -62,8 +62,8 @@ examples:
 END_STATES = ("succeeded", "failed", "cancelled")
 
 
-def _client(args: argparse.Namespace, timeout_s: float = 120.0) -> ApiClient:
-    return ApiClient.for_home(args.home, timeout_s)
+def _colony(args: argparse.Namespace, timeout_s: float = 120.0) -> Colony:
+    return Colony.for_home(args.home, timeout_s=timeout_s)
 
 
 def load_document(path: str) -> Any:
@@ -154,11 +154,7 @@ def _exit_code(row: dict[str, Any]) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     spec = load_document(args.spec)
-    body: dict[str, Any] = {"spec": spec}
-    if args.nonce is not None:
-        body["nonce"] = args.nonce
-    c = _client(args)
-    r = c.call("POST", "/v1/capsules/submit", body)
+    r = _colony(args).submit(spec, nonce=args.nonce).raw
     if not args.wait:
         if args.json:
             _json_out(r)
@@ -181,11 +177,8 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _wait_for(args: argparse.Namespace, cid: str) -> dict[str, Any]:
-    c = _client(args, timeout_s=3600 * 24)
-    query: dict[str, Any] = {"id": cid}
-    if getattr(args, "timeout", None):
-        query["timeout"] = str(args.timeout)
-    return _follow_wait(c.stream("GET", "/v1/capsules/wait", **query), args.json)
+    timeout = getattr(args, "timeout", None) or None
+    return _follow_wait(_colony(args).watch(cid, timeout_s=timeout), args.json)
 
 
 def _wait(args: argparse.Namespace) -> int:
@@ -198,7 +191,7 @@ def _wait(args: argparse.Namespace) -> int:
 
 
 def _ps(args: argparse.Namespace) -> int:
-    rows = _client(args).call("GET", "/v1/capsules")
+    rows = [c.raw for c in _colony(args).ps()]
     if args.json:
         _json_out(rows)
         return 0
@@ -214,7 +207,7 @@ def _ps(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace) -> int:
-    row = _client(args).call("GET", "/v1/capsules/get", id=args.id)
+    row = _colony(args).capsule(args.id).raw
     if args.json:
         _json_out(row)
     else:
@@ -223,10 +216,8 @@ def _get(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    c = _client(args, timeout_s=3600 * 24)
     final: dict[str, Any] = {}
-    for item in c.stream("GET", "/v1/capsules/logs", id=args.id,
-                         follow="1" if args.follow else None):  # fmt: skip
+    for item in _colony(args).logs(args.id, follow=args.follow):
         if args.json:
             print(json.dumps(item), flush=True)
         elif "data" in item:
@@ -244,7 +235,7 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    r = _client(args).call("POST", "/v1/capsules/cancel", {"id": args.id, "reason": args.reason})
+    r = _colony(args).cancel(args.id, args.reason)
     if args.json:
         _json_out(r)
     else:

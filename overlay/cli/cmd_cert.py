@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from overlay.cli.fmt import Subparsers, help_command
+from overlay.client import ApiUnavailable, Colony
 from overlay.core.certs import ALL_ROLES, Certificate, verify_chain
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError
 from overlay.core.ids import PeerId
-from overlay.runtime.api.client import ApiClient, ApiUnavailable
 from overlay.runtime.process.identity import KEY_FILE, load_identity
 from overlay.runtime.services.trust_state import (
     Trust,
@@ -46,7 +46,7 @@ def _bootstrap_addrs(args: argparse.Namespace) -> list[str]:
     if args.bootstrap:
         return list(args.bootstrap)
     try:
-        ident = ApiClient.for_home(args.home, timeout_s=5).call("GET", "/v1/id")
+        ident = Colony.for_home(args.home, timeout_s=5).id().raw
     except ColonyError:
         print("warning: daemon not running, the token holds no bootstrap address; "
               "pass --bootstrap /ip4/…/tcp/…/p2p/… or set [network] bootstrap on the "
@@ -161,9 +161,7 @@ def _revoke(args: argparse.Namespace) -> int:
         rev = t.revoke(node, c, now)
         print(f"revoked certificate {serial(c)[:16]} of {c.subject}")
         try:
-            res = ApiClient.for_home(args.home, timeout_s=60).call(
-                "POST", "/v1/trust/revoke", {"revocation": rev.envelope.to_bytes().hex()}
-            )
+            res = Colony.for_home(args.home, timeout_s=60).revoke(rev.envelope.to_bytes().hex())
         except ApiUnavailable:
             print("  daemon not running: saved here; it is gossiped when the daemon starts "
                   "(and reaches members through push-pull)")  # fmt: skip

@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 from overlay.cli.fmt import Subparsers, help_command
+from overlay.client import ApiUnavailable, Colony
 from overlay.core.cid import Cid
-from overlay.runtime.api.client import ApiClient, ApiUnavailable
 from overlay.runtime.process.identity import KEY_FILE, load_identity
 from overlay.runtime.services.trust_state import (
     DEFAULT_CERT_LIFETIME_S,
@@ -65,7 +65,7 @@ def _create(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     try:
-        st = ApiClient.for_home(args.home, timeout_s=10).call("GET", "/v1/trust")
+        st = Colony.for_home(args.home, timeout_s=10).trust()
     except ApiUnavailable:
         st = _offline_status(Trust(args.home))
     if args.json:
@@ -107,8 +107,7 @@ def _private(args: argparse.Namespace) -> int:
             print(r)
         return 0
     try:
-        res = ApiClient.for_home(args.home, timeout_s=60).call(
-            "POST", "/v1/trust/private", {"cid": args.cid, "private": not args.public})
+        res = Colony.for_home(args.home, timeout_s=60).set_private(args.cid, not args.public)
     except ApiUnavailable:
         cid = str(Cid.parse(args.cid))
         if args.public:

@@ -9,14 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from overlay.cli.fmt import Command, Subparsers
 from overlay.cli.fmt import human_bytes as _human
+from overlay.client import Colony, Progress
 from overlay.core.errors import ConfigError
-from overlay.runtime.api.client import ApiClient
 from overlay.runtime.process import pidfile
 
 _FMT = argparse.RawDescriptionHelpFormatter
@@ -24,8 +22,8 @@ _FMT = argparse.RawDescriptionHelpFormatter
 
 
 
-def _client(args: argparse.Namespace, timeout_s: float = 600.0) -> ApiClient:
-    return ApiClient.for_home(args.home, timeout_s)
+def _colony(args: argparse.Namespace, timeout_s: float = 600.0) -> Colony:
+    return Colony.for_home(args.home, timeout_s=timeout_s)
 
 
 def _print(obj: object, as_json: bool) -> None:
@@ -101,7 +99,7 @@ def _import_path() -> str:
 
 def _api_up(home: Path) -> bool:
     try:
-        return bool(ApiClient.for_home(home, 2.0).call("GET", "/v1/id"))
+        return bool(Colony.for_home(home, timeout_s=2.0).id().id)
     except Exception:  # not listening yet, token not written yet
         return False
 
@@ -156,8 +154,20 @@ def _status(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- client commands
 
 
+def _labels(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--label wants KEY=VALUE, not {pair!r}")
+        out[key] = value
+    return out
+
+
 def _members(args: argparse.Namespace) -> int:
-    rows = _client(args).call("GET", "/v1/members", all="1" if args.all else None)
+    found = _colony(args).members(include_all=args.all, status=args.status,
+                                  labels=_labels(args.label))
+    rows = [m.raw for m in found]
     if args.json:
         _print(rows, True)
         return 0
@@ -170,8 +180,17 @@ def _members(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connect(args: argparse.Namespace) -> int:
+    r = _colony(args).connect(args.multiaddr)
+    if args.json:
+        _print(r, True)
+    else:
+        print(f"connected to {r['id']}")
+    return 0
+
+
 def _peers(args: argparse.Namespace) -> int:
-    peers = _client(args).call("GET", "/v1/peers")
+    peers = _colony(args).peers()
     if args.json:
         _print(peers, True)
     else:
@@ -180,57 +199,57 @@ def _peers(args: argparse.Namespace) -> int:
 
 
 def _dht(args: argparse.Namespace) -> int:
-    c = _client(args)
+    c = _colony(args)
     if args.dht_cmd == "findprovs":
-        r = c.call("POST", "/v1/dht/findprovs", {"cid": args.target})
+        r = c.dht("findprovs", cid=args.target)
         if not args.json:
             print("\n".join(r["providers"]) if r["providers"] else "(no providers found)")
     elif args.dht_cmd == "findpeer":
-        r = c.call("POST", "/v1/dht/findpeer", {"peer": args.target})
+        r = c.dht("findpeer", peer=args.target)
         if not args.json:
             print(f"{'found' if r['found'] else 'not found'} in {r['hops']} hops")
     elif args.dht_cmd == "put":
-        r = c.call("POST", "/v1/dht/put", {"value": args.target})
+        r = c.dht("put", value=args.target)
         if not args.json:
             print(f"published {r['key']} (seq {r['seq']}) to {r['acks']} peers")
     else:
-        r = c.call("POST", "/v1/dht/get", {"name": args.target})
+        r = c.dht("get", name=args.target)
         if not args.json:
             print(r["value"] if r["value"] is not None else "(no record found)")
     _print(r, args.json)
     return 0
 
 
-def _stream_with_bar(
-    items: Iterable[dict[str, Any]], label: str, total: int | None = None
-) -> dict[str, Any]:
-    """Render NDJSON progress on a tty; return the final item."""
-    tty = sys.stderr.isatty()
-    final: dict[str, Any] = {}
-    for item in items:
-        final = item
-        if tty and not item.get("done"):
-            got = item.get("bytes_fetched", item.get("bytes", 0))
-            rate = item.get("rate_bps")
-            provs = item.get("providers")
+class _ProgressLine:
+    """The SDK's progress callback drawn as one line on a tty (publish, fetch)."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.tty = label, sys.stderr.isatty()
+
+    def __call__(self, p: Progress) -> None:
+        if self.tty and not p.done:
+            rate = p.raw.get("rate_bps")
+            provs = p.raw.get("providers")
             extra = f"  {_human(rate)}/s" if rate else ""
             if isinstance(provs, dict):
                 extra += f"  from {len(provs)} providers"
-            sys.stderr.write(f"\r{label}: {_human(got)}{extra}   ")
+            sys.stderr.write(f"\r{self.label}: {_human(p.bytes)}{extra}   ")
             sys.stderr.flush()
-    if tty:
-        sys.stderr.write("\r" + " " * 70 + "\r")
-    return final
+
+    def __enter__(self) -> _ProgressLine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tty:
+            sys.stderr.write("\r" + " " * 70 + "\r")
 
 
 def _publish(args: argparse.Namespace) -> int:
     path = Path(args.path).resolve()
     if not path.exists():
         raise ConfigError(f"{path}: no such file or directory")
-    items = _client(args).stream(
-        "POST", "/v1/publish", {"path": str(path), "cid_version": args.cid_version}
-    )
-    final = _stream_with_bar(items, "publish")
+    with _ProgressLine("publish") as bar:
+        final = _colony(args).publish(path, cid_version=args.cid_version, progress=bar).raw
     if args.json:
         _print(final, True)
     else:
@@ -241,8 +260,8 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    items = _client(args).stream("POST", "/v1/fetch", {"cid": args.cid})
-    final = _stream_with_bar(items, "fetch")
+    with _ProgressLine("fetch") as bar:
+        final = _colony(args).fetch(args.cid, progress=bar).raw
     if args.json:
         _print(final, True)
     else:
@@ -258,7 +277,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    stats = _client(args).call("GET", "/v1/stats")
+    stats = _colony(args).stats()
     if args.json or not isinstance(stats, dict):
         _print(stats, True)
         return 0
@@ -274,12 +293,12 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
-    c = _client(args, timeout_s=3600 * 24)
+    c = _colony(args)
     if args.events_cmd == "send":
-        r = c.call("POST", "/v1/events/send", {"name": args.name, "payload": args.payload})
+        r = c.send_event(args.name, args.payload)
         print(f"sent event {args.name!r} ({r['bytes']} bytes)")
         return 0
-    for ev in c.stream("GET", "/v1/events/watch"):
+    for ev in c.events():
         if args.json:
             print(json.dumps(ev), flush=True)
         else:
@@ -289,7 +308,7 @@ def _events(args: argparse.Namespace) -> int:
 
 
 def _leave(args: argparse.Namespace) -> int:
-    _client(args).call("POST", "/v1/leave")
+    _colony(args).leave()
     print("left the colony; daemon stopped")
     return 0
 
@@ -340,7 +359,14 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     q = client_cmd("members", "list colony members seen by gossip (state, RTT, address)",
                    _members)
     q.add_argument("--all", action="store_true", help="include failed and departed members")
+    q.add_argument("--status", choices=["alive", "suspect", "dead", "left"],
+                   help="only members in this state")
+    q.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="only members whose resource ad has this label (repeatable; all match)")
     client_cmd("peers", "list peers with an open libp2p connection", _peers)
+    q = client_cmd("connect", "dial a peer now from the running daemon (kubo's swarm connect)",
+                   _connect)
+    q.add_argument("multiaddr", help="e.g. /ip4/10.0.0.2/tcp/4001/p2p/12D3KooW…")
     q = client_cmd("dht", "query the DHT: findprovs CID | findpeer PEER | get PEER | put VALUE",
                    _dht)
     q.add_argument("dht_cmd", choices=["findprovs", "findpeer", "get", "put"])

@@ -109,11 +109,11 @@ def _render(report: dict[str, Any], home: Path) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from overlay.runtime.api.client import ApiCallFailed, ApiClient, ApiUnavailable
+    from overlay.client import ApiCallFailed, ApiUnavailable, Colony
 
     report: dict[str, Any]
     try:
-        report = ApiClient.for_home(args.home, args.timeout).call("GET", "/v1/doctor")
+        report = Colony.for_home(args.home, timeout_s=args.timeout).doctor()
     except ApiUnavailable as e:
         report = _offline_report(args.home, str(e), not args.no_stun)
     except ApiCallFailed as e:

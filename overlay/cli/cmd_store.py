@@ -96,7 +96,13 @@ def _add(args: argparse.Namespace) -> int:
     opts = ImportOptions(cid_version=version, raw_leaves=args.raw_leaves)
     paths = [Path(p) for p in args.paths]
 
+    entries: list[dict[str, object]] = []
+
     def show(a: Added) -> None:
+        if args.json:  # one JSON document at the end: every entry, roots marked
+            entries.append({"path": a.path, "cid": str(a.cid), "size": a.size,
+                            "tsize": a.tsize, "kind": a.kind})
+            return
         if args.quieter:
             return
         if args.quiet:
@@ -107,7 +113,8 @@ def _add(args: argparse.Namespace) -> int:
     store = None if args.only_hash else open_home_store(args.home, conf)
     try:
         total = None if args.paths == ["-"] else _tree_bytes(paths)
-        with _progress(not args.quieter and not args.quiet, total, "add") as prog:
+        quiet = args.quieter or args.quiet or args.json
+        with _progress(not quiet, total, "add") as prog:
             imp = Importer(store, opts, progress=prog, on_entry=show)
             roots: list[Added] = []
             if store is None:
@@ -120,7 +127,9 @@ def _add(args: argparse.Namespace) -> int:
                             Pins(store).add(roots[-1].cid, recursive=True)
         for w in imp.warnings:
             print(f"colony: warning: {w}", file=sys.stderr)
-        if args.quieter:
+        if args.json:
+            print(json.dumps({"entries": entries, "roots": [str(r.cid) for r in roots]}))
+        elif args.quieter:
             for r in roots:
                 print(r.cid)
     finally:
@@ -199,9 +208,12 @@ def _ls(args: argparse.Namespace) -> int:
 
 def _pin_add(args: argparse.Namespace) -> int:
     with _store(args) as store:
-        for text in args.cids:
-            pin = Pins(store).add(_cid(text), recursive=not args.direct, name=args.name)
-            print(f"pinned {pin.cid} {pin.mode.value}")
+        pins = [Pins(store).add(_cid(text), recursive=not args.direct, name=args.name)
+                for text in args.cids]
+    if args.json:
+        print(json.dumps([{"cid": str(p.cid), "mode": p.mode.value} for p in pins]))
+    for pin in [] if args.json else pins:
+        print(f"pinned {pin.cid} {pin.mode.value}")
     return 0
 
 
@@ -314,7 +326,7 @@ def _block_put(args: argparse.Namespace) -> int:
         store.put(cid, data)
         if args.pin:
             Pins(store).add(cid, recursive=False)
-    print(cid)
+    print(json.dumps({"cid": str(cid), "size": len(data)}) if args.json else cid)
     return 0
 
 
@@ -389,6 +401,8 @@ examples:
                    help="print only the CID of each root")
     p.add_argument("-n", "--only-hash", action="store_true",
                    help="compute CIDs without writing to the store")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: every entry (path, cid, size, kind) and the roots")
 
     p = _cmd(sub, common, "cat", "write a file's contents to stdout", """\
 Stream a UnixFS file (or a raw block) from the local store to stdout. Every block is
@@ -429,6 +443,7 @@ examples:
     p.add_argument("cids", nargs="+", metavar="CID")
     p.add_argument("--direct", action="store_true", help="pin the block only, not its DAG")
     p.add_argument("--name", help="a label for this pin")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p = _cmd(psub, common, "rm", "unpin CIDs (or remove one name)", """\
 examples:
   colony pin rm bafybei…
@@ -482,6 +497,7 @@ examples:
     p.add_argument("--format", choices=("raw", "dag-pb"), default="raw")
     p.add_argument("--cid-version", type=int, choices=(0, 1), default=1)
     p.add_argument("--pin", action="store_true", help="pin the block directly")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p = _cmd(bsub, common, "stat", "a block's size",
              "example:\n  colony block stat bafkrei…", _block_stat)
     p.add_argument("cid", metavar="CID")

@@ -9,7 +9,7 @@ from typing import Any
 
 from overlay.cli.cmd_capsule import describe, load_document
 from overlay.cli.fmt import Subparsers
-from overlay.runtime.api.client import ApiClient
+from overlay.client import Colony
 
 DESCRIPTION = """\
 Submit a workflow: named capsules whose `dependencies` name other capsules of the same
@@ -38,9 +38,8 @@ example (pipeline.toml):
 
 def _submit(args: argparse.Namespace) -> int:
     wf = load_document(args.file)
-    body: dict[str, Any] = {"workflow": wf}
-    c = ApiClient.for_home(args.home, 120.0)
-    r = c.call("POST", "/v1/workflows/submit", body)
+    colony = Colony.for_home(args.home, timeout_s=120.0)
+    r = colony.submit_workflow(wf)
     if not args.wait:
         if args.json:
             json.dump(r, sys.stdout, indent=2)
@@ -49,13 +48,12 @@ def _submit(args: argparse.Namespace) -> int:
             for item in r["capsules"]:
                 print(f"{item['id']}  {item['name']}")
         return 0
-    waiter = ApiClient.for_home(args.home, 3600 * 24.0)
     finals = []
     for item in r["capsules"]:
         if not args.json:
             print(f"{item['id']}  {item['name']}", flush=True)
         final: dict[str, Any] = {}
-        for ev in waiter.stream("GET", "/v1/capsules/wait", id=item["id"]):
+        for ev in colony.watch(item["id"]):
             final = ev
         final["name"] = item["name"]
         finals.append(final)

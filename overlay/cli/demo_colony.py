@@ -27,8 +27,8 @@ from typing import Any
 
 from overlay.cli.cmd_node import init_home
 from overlay.cli.fmt import human_bytes as _human
+from overlay.client import ApiClient, ApiUnavailable
 from overlay.core.errors import ColonyError
-from overlay.runtime.api.client import ApiClient, ApiUnavailable
 from overlay.runtime.net.ports import free_port
 
 START_TIMEOUT_S = 30.0

@@ -40,7 +40,6 @@ from gossip.events import Leave, LeftColony
 from gossip.profiles import profile
 from overlay.core.crypto import KeyPair
 from overlay.node import DhtSetup, GossipSetup, build_node
-from overlay.runtime.api.client import split_hostport
 from overlay.runtime.api.routes import build_api
 from overlay.runtime.api.routes_capsules import add_capsule_routes
 from overlay.runtime.api.routes_doctor import DoctorSources, add_doctor_routes
@@ -50,6 +49,7 @@ from overlay.runtime.api.server import (
     ApiServer,
     load_or_create_token,
     remove_api_addr,
+    split_hostport,
     write_api_addr,
 )
 from overlay.runtime.driver import Driver

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from overlay.runtime.api.client import ApiClient
+from overlay.client import ApiClient
 from overlay.runtime.net.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]

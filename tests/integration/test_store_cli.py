@@ -213,3 +213,16 @@ def test_identity_cids_need_no_block_nor_node(node: Path, tmp_path: Path) -> Non
     blake3 = "bafkr4iaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
     r = colony(node, "cat", blake3)
     assert r.returncode == 1 and b"cannot verify multihash 0x1e (blake3)" in r.stderr, r.stderr
+
+
+def test_add_block_put_and_pin_add_print_json(node: Path, tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_bytes(b"hello\n")
+    added = json.loads(out(colony(node, "add", "-r", "--json", str(tmp_path / "d"))))
+    assert [e["path"] for e in added["entries"]] == ["d/a.txt", "d"]
+    assert added["roots"] == [added["entries"][-1]["cid"]]
+    assert added["entries"][0]["kind"] == "file" and added["entries"][0]["size"] == 6
+    put = json.loads(out(colony(node, "block", "put", "--json", str(tmp_path / "d" / "a.txt"))))
+    assert put["size"] == 6
+    pins = json.loads(out(colony(node, "pin", "add", "--json", put["cid"])))
+    assert pins == [{"cid": put["cid"], "mode": "recursive"}]

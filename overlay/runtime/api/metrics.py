@@ -14,8 +14,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-#: One reading: a number, or numbers by label value (a Mapping, so `dict[str, int]` fits).
-Sample = float | Mapping[str, float]
+#: One reading: a number, or numbers by label value (a Mapping, so `dict[str, int]` fits);
+#: with several labels (`label="state,executor"`) the keys are tuples of label values.
+Sample = float | Mapping[str, float] | Mapping[tuple[str, ...], float]
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,11 @@ class StatsCollector(Collector):
             fam: CounterMetricFamily | GaugeMetricFamily
             if isinstance(value, Mapping):
                 fam = (CounterMetricFamily if s.kind == "counter" else GaugeMetricFamily)(
-                    full, s.help, labels=[s.label]
+                    full, s.help, labels=s.label.split(",")
                 )
                 for key, v in sorted(value.items()):
-                    fam.add_metric([str(key)], float(v))
+                    keys = key if isinstance(key, tuple) else (key,)
+                    fam.add_metric([str(k) for k in keys], float(v))
             elif s.kind == "counter":
                 fam = CounterMetricFamily(full, s.help, value=float(value))
             else:

@@ -15,6 +15,16 @@ def peer_arg(text: object) -> PeerId:
         raise ApiError(400, f"not a peer id: {text!r}") from None
 
 
+def int_field(body: dict[str, object], name: str, default: int) -> int:
+    """An optional integer field of a JSON body (absent or null: `default`)."""
+    v = body.get(name)
+    if v is None:
+        return default
+    if type(v) is not int:
+        raise ApiError(400, f"{name} must be an integer, not {v!r:.60}")
+    return v
+
+
 def cid_arg(text: object) -> Cid:
     try:
         return Cid.parse(str(text))

@@ -22,6 +22,7 @@ import trio
 
 from dht.api import Provide
 from overlay.core.errors import ColonyError
+from overlay.runtime.api.openapi import ANY, BOOL, INT, OBJ, STR, RouteDoc, nullable, obj
 from overlay.runtime.api.params import cid_arg
 from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
 from store.importer import Added, Importer, ImportOptions
@@ -48,7 +49,10 @@ def add_block_routes(api: ApiServer, blocks: BlockService, dht: DhtCalls, spawn:
     async def publish(req: Request) -> Response:
         body = req.json()
         path = Path(str(body.get("path", "")))
-        opts = ImportOptions(cid_version=int(body.get("cid_version", 1)))
+        version = body.get("cid_version")
+        if version is not None and (type(version) is not int or version not in (0, 1)):
+            raise ApiError(400, f"cid_version must be 0 or 1, not {version!r}")
+        opts = ImportOptions(cid_version=1 if version is None else version)
         done_bytes = [0]
 
         def count(n: int) -> None:
@@ -103,5 +107,13 @@ def add_block_routes(api: ApiServer, blocks: BlockService, dht: DhtCalls, spawn:
 
         return Response(stream=gen())
 
-    api.add("POST", "/v1/publish", publish)
-    api.add("POST", "/v1/fetch", fetch)
+    api.add("POST", "/v1/publish", publish, RouteDoc(
+        "import a file or directory on this host and announce it in the DHT", tag="data",
+        body=obj(("path",), path=STR, cid_version=nullable({"enum": [0, 1]})),
+        response=obj((), phase=STR, bytes=INT, done=BOOL, cid=STR, size=INT, blocks=INT,
+                      provide=OBJ), stream=True))
+    api.add("POST", "/v1/fetch", fetch, RouteDoc(
+        "fetch a DAG by CID from its providers (resumable), with progress", tag="data",
+        body=obj(("cid",), cid=STR),
+        response=obj((), phase=STR, providers=ANY, done=BOOL, blocks_fetched=INT,
+                     bytes_fetched=INT, blocks_local=INT), stream=True))

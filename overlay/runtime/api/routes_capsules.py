@@ -32,6 +32,7 @@ from overlay.capsule.spec import Capsule, CapsuleSpec, SpecError, Workflow, chec
 from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError, WireError
+from overlay.runtime.api.openapi import ANY, BOOL, INT, OBJ, STR, RouteDoc, arr, nullable, obj
 from overlay.runtime.api.server import ApiError, ApiServer, Reply, Request, Response
 from overlay.runtime.context import Blocks
 from overlay.runtime.jsontypes import Json, JsonObject
@@ -44,6 +45,15 @@ LOG_POLL_S = 0.5
 #: `ps` refreshes at most this many unfinished capsules from their custodians.
 PS_REFRESH = 64
 MAX_WAIT_S = 7 * 24 * 3600.0
+SUBMITTED = obj(("id", "state"), id=STR, name=nullable(STR), state=STR, reason=ANY,
+                placement=nullable(STR))
+RECORD = obj(("id", "state"), id=STR, name=nullable(STR), state=STR, reason=ANY,
+             executor=nullable(STR), exit_status=nullable(INT), role=STR)
+#: Custody states as ColonyOS counts them (waiting = not yet running).
+_COLONYOS_STATE = {
+    State.SUBMITTED: "waiting", State.LEASED: "waiting", State.RUNNING: "running",
+    State.SUCCEEDED: "succeeded", State.FAILED: "failed", State.CANCELLED: "cancelled",
+}
 
 
 def _id(text: object) -> str:
@@ -254,6 +264,19 @@ def add_capsule_routes(
         assert rec is not None
         return {"id": cid, "state": rec.state.value, "reason": rec.reason}
 
+    def counts() -> dict[tuple[str, ...], float]:
+        """Capsules this node leads, by ColonyOS state and executor kind: each capsule
+        has one leader, so summing the series over a colony's nodes counts it once."""
+        out: dict[tuple[str, ...], float] = {}
+        for rec in svc.core.custody.records():
+            if svc.core.custody.is_leading(rec.capsule_id):
+                key = (_COLONYOS_STATE[rec.state], rec.capsule.spec.conditions.executor or "any")
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    api.metrics.gauge("capsules", "capsules led here by state (waiting, running, succeeded, "
+                      "failed, cancelled) and executor kind", counts, "state,executor")
+
     async def stats(req: Request) -> Reply:
         core = svc.core
         return {
@@ -265,14 +288,37 @@ def add_capsule_routes(
             "executors": list(svc.kinds),
         }
 
-    for method, path, fn in [
-        ("GET", "/v1/capsules/stats", stats),
-        ("POST", "/v1/capsules/submit", submit), ("GET", "/v1/capsules", ps),
-        ("GET", "/v1/capsules/get", get), ("GET", "/v1/capsules/wait", wait),
-        ("GET", "/v1/capsules/logs", logs), ("POST", "/v1/capsules/cancel", cancel),
-        ("POST", "/v1/workflows/submit", workflow_submit),
+    id_q = {"id": STR}
+    for method, path, fn, doc in [
+        ("GET", "/v1/capsules/stats", stats, RouteDoc(
+            "capsule view size and core counters", response=OBJ)),
+        ("POST", "/v1/capsules/submit", submit, RouteDoc(
+            "sign a capsule spec with this node's key and submit it",
+            body=obj(("spec",), spec=OBJ, nonce=INT), response=SUBMITTED)),
+        ("GET", "/v1/capsules", ps, RouteDoc(
+            "capsules submitted through or held by this node (ps)", response=arr(RECORD))),
+        ("GET", "/v1/capsules/get", get, RouteDoc(
+            "one capsule's custody record", query=id_q, response=RECORD)),
+        ("GET", "/v1/capsules/wait", wait, RouteDoc(
+            "follow a capsule's state until it ends; the last line has done",
+            query={**id_q, "timeout": STR}, response=obj((), state=STR, done=BOOL),
+            stream=True)),
+        ("GET", "/v1/capsules/logs", logs, RouteDoc(
+            "a capsule's log: {data} chunks, {attempt}, last {done, state}",
+            query={**id_q, "follow": {"enum": ["1", "0"]}},
+            response=obj((), data=STR, done=BOOL, state=STR), stream=True)),
+        ("POST", "/v1/capsules/cancel", cancel, RouteDoc(
+            "cancel a capsule (its origin node or submitter only)",
+            body=obj(("id",), id=STR, reason=nullable(STR)),
+            response=obj(("id", "state"), id=STR, state=STR, reason=nullable(STR)))),
+        ("POST", "/v1/workflows/submit", workflow_submit, RouteDoc(
+            "sign and submit a workflow: a DAG of capsules by name",
+            body=obj(("workflow",), workflow=OBJ, nonce=INT),
+            response=obj(("workflow", "ids", "capsules"), workflow=STR, ids=OBJ,
+                         capsules=arr(SUBMITTED)))),
     ]:
-        api.add(method, path, fn)
+        api.add(method, path, fn, RouteDoc(doc.summary, doc.query, doc.body, doc.response,
+                                           doc.stream, tag="capsules"))
 
 
 async def _read_cid(blocks: Blocks, text: str) -> bytes:

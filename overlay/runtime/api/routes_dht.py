@@ -25,7 +25,8 @@ from dht.api import (
     result_as,
 )
 from dht.records import make_name_record, name_key
-from overlay.runtime.api.params import cid_arg, peer_arg
+from overlay.runtime.api.openapi import BOOL, INT, STR, RouteDoc, arr, nullable, obj
+from overlay.runtime.api.params import cid_arg, int_field, peer_arg
 from overlay.runtime.api.server import ApiServer, Request
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def add_dht_routes(api: ApiServer, dht: DhtCalls, keypair: KeyPair) -> None:
     async def dht_put(req: Request) -> object:
         body = req.json()
         value = str(body.get("value", "")).encode()
-        seq = int(body.get("seq") or time.time() * 1000)
+        seq = int_field(body, "seq", int(time.time() * 1000))
         key, record = make_name_record(keypair, value, seq, time.time() + NAME_RECORD_TTL_S)
         ev = await dht.call(lambda rid: PutValue(rid, key, record))
         return {"key": "/colony/name/" + str(me), "seq": seq,
@@ -72,7 +73,20 @@ def add_dht_routes(api: ApiServer, dht: DhtCalls, keypair: KeyPair) -> None:
                 if r.payload else None, "seq": r.seq, "responses": r.valid_responses,
                 "error": ev.error}
 
-    api.add("POST", "/v1/dht/findprovs", findprovs)
-    api.add("POST", "/v1/dht/findpeer", findpeer)
-    api.add("POST", "/v1/dht/put", dht_put)
-    api.add("POST", "/v1/dht/get", dht_get)
+    err = nullable(STR)
+    api.add("POST", "/v1/dht/findprovs", findprovs, RouteDoc(
+        "providers of a CID", tag="dht", body=obj(("cid",), cid=STR),
+        response=obj(("cid", "hops", "providers"), cid=STR, hops=INT, error=err,
+                     providers=arr(STR))))
+    api.add("POST", "/v1/dht/findpeer", findpeer, RouteDoc(
+        "look a peer up", tag="dht", body=obj(("peer",), peer=STR),
+        response=obj(("peer", "found", "hops"), peer=STR, found=BOOL, hops=INT,
+                     closest=arr(STR))))
+    api.add("POST", "/v1/dht/put", dht_put, RouteDoc(
+        "publish a value under this node's name", tag="dht",
+        body=obj((), value=STR, seq=INT),
+        response=obj(("key", "seq", "acks"), key=STR, seq=INT, acks=INT, error=err)))
+    api.add("POST", "/v1/dht/get", dht_get, RouteDoc(
+        "read a node's name record", tag="dht", body=obj(("name",), name=STR),
+        response=obj(("name", "value"), name=STR, value=nullable(STR), seq=nullable(INT),
+                     responses=INT, error=err)))

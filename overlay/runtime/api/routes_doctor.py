@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from overlay.core.ids import PeerId
+from overlay.runtime.api.openapi import ANY, OBJ, RouteDoc, arr, obj
 from overlay.runtime.api.server import ApiServer, Reply, Request, Response
 from overlay.runtime.context import Membership
 from overlay.runtime.edge import doctor_checks as dc
@@ -147,4 +148,6 @@ def add_doctor_routes(api: ApiServer, d: DoctorSources) -> None:
     async def doctor(req: Request) -> Reply:
         return Response(body=doctor_report(d))
 
-    api.add("GET", "/v1/doctor", doctor)
+    api.add("GET", "/v1/doctor", doctor, RouteDoc(
+        "the `colony doctor` report: reachability, NAT, members, store, checks",
+        tag="node", response=obj(("checks",), checks=arr(OBJ), members=ANY, store=OBJ)))

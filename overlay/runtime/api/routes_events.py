@@ -16,8 +16,11 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from gossip.events import SendUserEvent
+from gossip.messages import check_event
+from overlay.core.errors import ColonyError
 from overlay.core.ids import PeerId
-from overlay.runtime.api.server import ApiServer, Request, Response
+from overlay.runtime.api.openapi import BOOL, INT, NUM, STR, RouteDoc, obj
+from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
 
 if TYPE_CHECKING:
     from overlay.runtime.context import Cores, EventBus
@@ -42,8 +45,17 @@ def add_event_routes(api: ApiServer, cores: Cores, events: EventBus) -> None:
     async def events_send(req: Request) -> object:
         body = req.json()
         payload = body.get("payload", "")
-        data = base64.b64decode(payload) if body.get("base64") else str(payload).encode()
-        await cores.submit_wait(SendUserEvent(str(body.get("name", "")), data))
+        try:
+            data = (base64.b64decode(str(payload), validate=True) if body.get("base64")
+                    else str(payload).encode())
+        except ValueError as e:
+            raise ApiError(400, f"payload is not base64: {e}") from None
+        name = str(body.get("name", ""))
+        try:  # checked here: the gossip core raises on a bad command, and that is fatal
+            check_event(name, data)
+        except ColonyError as e:
+            raise ApiError(400, str(e)) from None
+        await cores.submit_wait(SendUserEvent(name, data))
         return {"sent": True, "bytes": len(data)}
 
     async def events_watch(req: Request) -> Response:
@@ -56,5 +68,10 @@ def add_event_routes(api: ApiServer, cores: Cores, events: EventBus) -> None:
 
         return Response(stream=gen())
 
-    api.add("POST", "/v1/events/send", events_send)
-    api.add("GET", "/v1/events/watch", events_watch)
+    api.add("POST", "/v1/events/send", events_send, RouteDoc(
+        "gossip a user event to the colony", tag="events",
+        body=obj(("name",), name=STR, payload=STR, base64=BOOL),
+        response=obj(("sent", "bytes"), sent=BOOL, bytes=INT)))
+    api.add("GET", "/v1/events/watch", events_watch, RouteDoc(
+        "follow this node's events as they happen", tag="events",
+        response=obj(("time", "event"), time=NUM, event=STR), stream=True))

@@ -21,8 +21,22 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
+from overlay.core.errors import ColonyError
 from overlay.runtime.api.metrics import StatsCollector, render
-from overlay.runtime.api.server import ApiServer, Request, Response
+from overlay.runtime.api.openapi import (
+    ANY,
+    BOOL,
+    INT,
+    NUM,
+    OBJ,
+    STR,
+    RouteDoc,
+    arr,
+    nullable,
+    obj,
+)
+from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
+from overlay.runtime.net.transport_types import split_p2p_addr
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,6 +52,13 @@ if TYPE_CHECKING:
 
 #: Time the reply to /v1/leave gets before the daemon stops.
 LEAVE_REPLY_S = 0.3
+MEMBER = obj(
+    ("id", "state", "incarnation", "addrs", "rtt_ms", "self", "ad"),
+    id=STR, state={"enum": ["alive", "suspect", "dead", "left"]}, incarnation=INT,
+    addrs=arr(STR), rtt_ms=nullable(NUM), self=BOOL, ad=nullable(OBJ),
+)
+#: How long `POST /v1/connect` waits for the dial and handshakes.
+CONNECT_TIMEOUT_S = 30.0
 
 
 class Lifecycle(Protocol):
@@ -106,7 +127,7 @@ def add_node_routes(
     api: ApiServer, me: PeerId, node: Lifecycle, network: Network, membership: Membership,
     store: BlockStore, stats: CoreStats, spawn: Spawn,
 ) -> None:
-    metrics = _metrics(network, membership, store, stats)
+    metrics = _metrics(api.metrics, network, membership, store, stats)
 
     async def ident(req: Request) -> object:
         return {"id": str(me), "addrs": network.addrs, "api_port": node.api_port}
@@ -117,6 +138,21 @@ def add_node_routes(
 
     async def peers(req: Request) -> object:
         return [str(p) for p in network.connected_peers()]
+
+    async def connect(req: Request) -> object:
+        """Dial a multiaddr ending in /p2p/PEER now (kubo's `swarm connect`)."""
+        addr = req.json().get("addr")
+        try:
+            split_p2p_addr(str(addr))  # a malformed address is the caller's error: 400
+        except ColonyError as e:
+            raise ApiError(400, str(e)) from None
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                peer = await network.connect(addr)
+        except (ColonyError, OSError, trio.TooSlowError) as e:
+            raise ApiError(502, f"cannot connect to {addr}: {e or 'timed out'}",
+                           code="dial_failed") from None
+        return {"id": str(peer), "addr": addr, "connected": network.is_connected(peer)}
 
     async def stats_route(req: Request) -> object:
         return {
@@ -145,18 +181,34 @@ def add_node_routes(
     async def metrics_route(req: Request) -> Response:
         return Response(raw=render(metrics), content_type="text/plain; version=0.0.4")
 
-    api.add("GET", "/v1/id", ident)
-    api.add("GET", "/v1/members", members)
-    api.add("GET", "/v1/peers", peers)
-    api.add("GET", "/v1/stats", stats_route)
-    api.add("POST", "/v1/leave", leave)
-    api.add("GET", "/metrics", metrics_route)
+    api.add("GET", "/v1/id", ident, RouteDoc(
+        "this node's peer id, listen addresses and API port", tag="node",
+        response=obj(("id", "addrs"), id=STR, addrs=arr(STR), api_port=nullable(INT))))
+    api.add("GET", "/v1/members", members, RouteDoc(
+        "colony members in this node's gossip view", tag="node",
+        query={"all": {"enum": ["1", "0"]}}, response=arr(MEMBER)))
+    api.add("GET", "/v1/peers", peers, RouteDoc(
+        "peers with an open libp2p connection", tag="node", response=arr(STR)))
+    api.add("POST", "/v1/connect", connect, RouteDoc(
+        "dial a multiaddr ending in /p2p/PEER (kubo's swarm connect)", tag="node",
+        body=obj(("addr",), addr=STR),
+        response=obj(("id", "addr", "connected"), id=STR, addr=STR, connected=BOOL)))
+    api.add("GET", "/v1/stats", stats_route, RouteDoc(
+        "counters of the driver, DHT, gossip, exchange, drops and store", tag="node",
+        response=obj(("id", "driver", "dht", "gossip", "exchange", "drops", "store"),
+                     id=STR, driver=OBJ, dht=OBJ, gossip=OBJ, exchange=OBJ, drops=OBJ,
+                     store=OBJ, connected_peers=INT)))
+    api.add("POST", "/v1/leave", leave, RouteDoc(
+        "leave the colony gracefully and stop the daemon", tag="node",
+        response=obj(("left",), left=BOOL)))
+    api.add("GET", "/metrics", metrics_route, RouteDoc(
+        "Prometheus metrics (no token needed)", tag="node", response=ANY))
 
 
 def _metrics(
-    network: Network, membership: Membership, store: BlockStore, stats: CoreStats
+    c: StatsCollector, network: Network, membership: Membership, store: BlockStore,
+    stats: CoreStats,
 ) -> StatsCollector:
-    c = StatsCollector()
     c.gauge("connected_peers", "libp2p peers connected", lambda: len(network.connected_peers()))
     c.gauge("members_alive", "live gossip members (self included)",
             lambda: len(membership.list_members()))

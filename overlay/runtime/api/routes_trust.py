@@ -7,6 +7,7 @@ Thin: each route reads its JSON body, calls the trust service and turns a refusa
 from __future__ import annotations
 
 from overlay.core.errors import ColonyError, LocalProtocolError
+from overlay.runtime.api.openapi import BOOL, OBJ, STR, RouteDoc, obj
 from overlay.runtime.api.server import ApiError, ApiServer, Reply, Request
 from overlay.runtime.services.trust import TrustService
 
@@ -34,7 +35,14 @@ def add_trust_routes(api: ApiServer, svc: TrustService) -> None:
         except ValueError:
             raise ApiError(400, "cert must be a certificate serial (hex)") from None
 
-    api.add("GET", "/v1/trust", status)
-    api.add("POST", "/v1/trust/revoke", revoke)
-    api.add("POST", "/v1/trust/lookup", lookup)
-    api.add("POST", "/v1/trust/private", private)
+    api.add("GET", "/v1/trust", status, RouteDoc(
+        "colony trust state: owner, certificate, revocations", tag="trust", response=OBJ))
+    api.add("POST", "/v1/trust/revoke", revoke, RouteDoc(
+        "publish a signed revocation", tag="trust", body=obj(("revocation",), revocation=STR),
+        response=OBJ))
+    api.add("POST", "/v1/trust/lookup", lookup, RouteDoc(
+        "is this certificate serial revoked?", tag="trust", body=obj(("cert",), cert=STR),
+        response=OBJ))
+    api.add("POST", "/v1/trust/private", private, RouteDoc(
+        "mark a CID private to the colony (or public again)", tag="trust",
+        body=obj(("cid",), cid=STR, private=BOOL), response=OBJ))

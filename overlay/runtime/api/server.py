@@ -31,6 +31,8 @@ import structlog
 import trio
 
 from overlay.core.errors import ColonyError, ConfigError
+from overlay.runtime.api.metrics import StatsCollector
+from overlay.runtime.api.openapi import OBJ, RouteDoc, build_document
 from overlay.runtime.jsontypes import Json
 
 if TYPE_CHECKING:
@@ -43,15 +45,33 @@ TOKEN_FILE = "api.token"
 #: finds a daemon started with `--api HOST:PORT` (or port 0) without a config edit.
 ADDR_FILE = "api.addr"
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: The version in the OpenAPI document; routes live under /v1.
+API_VERSION = "1.0.0"
 REQUEST_TIMEOUT_S = 30.0
 
 
-class ApiError(ColonyError):
-    """An error with an HTTP status, shown to the CLI user as its message."""
+#: The stable error code each status gets unless a route names a finer one. Every
+#: error response, plain or the last line of an NDJSON stream, has one shape:
+#: `{"error": {"code": CODE, "message": TEXT}}` (the SDK maps CODE to its exceptions).
+ERROR_CODES: dict[int, str] = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 422: "unprocessable", 500: "internal",
+    502: "bad_gateway", 503: "unavailable",
+}
 
-    def __init__(self, status: int, message: str) -> None:
+
+class ApiError(ColonyError):
+    """An error with an HTTP status and a stable code, shown to the user as its message."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code or ERROR_CODES.get(status, "bad_request" if status < 500 else "internal")
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    """The one JSON error shape of the control API."""
+    return {"error": {"code": code, "message": message}}
 
 
 @dataclass
@@ -63,12 +83,16 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
+        """The body: a JSON object (every route takes one), else a 400."""
         if not self.body:
             return {}
         try:
-            return json.loads(self.body)
+            body = json.loads(self.body)
         except ValueError as e:
             raise ApiError(400, f"request body is not JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, f"request body must be a JSON object, not {type(body).__name__}")
+        return body
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         vals = self.query.get(name)
@@ -111,6 +135,15 @@ def write_api_addr(home: Path, host: str, port: int) -> None:
     os.replace(tmp, home / ADDR_FILE)  # atomic: a reader sees the old or the new address
 
 
+def split_hostport(listen: str) -> tuple[str, int]:
+    """`HOST:PORT` (or `[V6]:PORT`) of an `[api] listen` value or an api.addr file."""
+    host, _, port = listen.rpartition(":")
+    try:
+        return host.strip("[]") or "127.0.0.1", int(port)
+    except ValueError:
+        raise ConfigError(f"API address {listen!r} is not host:port") from None
+
+
 def remove_api_addr(home: Path) -> None:
     (home / ADDR_FILE).unlink(missing_ok=True)
 
@@ -119,9 +152,14 @@ class ApiServer:
     def __init__(self, token: str, *, open_paths: tuple[str, ...] = ("/metrics",)) -> None:
         self._token = token.encode()
         self._routes: dict[tuple[str, str], Handler] = {}
+        self._docs: dict[tuple[str, str], RouteDoc] = {}
         self._open_paths = open_paths
+        #: What `/metrics` exports; route modules add the series of their area.
+        self.metrics = StatsCollector()
         self.requests = 0
         self.errors = 0
+        self.add("GET", "/v1/openapi.json", self._openapi, RouteDoc(
+            "this document: OpenAPI 3.1, generated from the route declarations", response=OBJ))
 
     def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
@@ -130,8 +168,14 @@ class ApiServer:
 
         return deco
 
-    def add(self, method: str, path: str, fn: Handler) -> None:
+    def add(self, method: str, path: str, fn: Handler, doc: RouteDoc | None = None) -> None:
+        """Register a route; `doc` declares it in `/v1/openapi.json`."""
         self._routes[(method.upper(), path)] = fn
+        if doc is not None:
+            self._docs[(method.upper(), path)] = doc
+
+    async def _openapi(self, req: Request) -> object:
+        return build_document(self._routes, self._docs, self._open_paths, API_VERSION)
 
     async def serve(
         self, host: str, port: int, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -208,13 +252,15 @@ class ApiServer:
             result = await handler(req)
             resp = result if isinstance(result, Response) else Response(body=result)
         except ApiError as e:
-            resp = Response(e.status, {"error": str(e)})
+            resp = Response(e.status, error_body(e.code, str(e)))
         except ColonyError as e:
-            resp = Response(400, {"error": str(e)})
+            resp = Response(400, error_body("bad_request", str(e)))
         except Exception as e:  # a handler bug must not take the daemon down
             self.errors += 1
             log.exception("api_handler_failed", path=req.path)
-            resp = Response(500, {"error": f"internal error: {type(e).__name__}: {e}"})
+            resp = Response(
+                500, error_body("internal", f"internal error: {type(e).__name__}: {e}")
+            )
         await self._send(conn, stream, resp)
 
     async def _send(
@@ -239,6 +285,7 @@ class ApiServer:
                     line = (json.dumps(item) + "\n").encode()
                     await stream.send_all(conn.send(h11.Data(data=line)))
             except ColonyError as e:
-                line = (json.dumps({"error": str(e)}) + "\n").encode()
+                code = e.code if isinstance(e, ApiError) else "bad_request"
+                line = (json.dumps(error_body(code, str(e))) + "\n").encode()
                 await stream.send_all(conn.send(h11.Data(data=line)))
         await stream.send_all(conn.send(h11.EndOfMessage()))

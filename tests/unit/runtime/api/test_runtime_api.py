@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-from overlay.runtime.api.client import ApiCallFailed, ApiClient, ApiUnavailable
+from overlay.client import ApiCallFailed, ApiClient, ApiUnavailable
 from overlay.runtime.api.server import ApiError, ApiServer, Request, Response, load_or_create_token
 
 TOKEN = "t" * 64

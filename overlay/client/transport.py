@@ -1,9 +1,9 @@
-"""Client for the control API, used by the CLI (synchronous, stdlib only).
+"""The SDK's HTTP transport to the control API (synchronous, stdlib only).
 
 Finds the daemon from `<home>/api.addr` (written by the running daemon), else
-`<home>/config.toml` (`[api] listen`), and `<home>/api.token`.
-Errors come back as `ApiUnavailable` (no daemon listening) or `ApiCallFailed` (the
-daemon answered with an error), each with a message meant for the user.
+`<home>/config.toml` (`[api] listen`), and `<home>/api.token`. One HTTP/1.1 request
+per call (the daemon is on loopback; a connection costs ~0.1 ms) with a per-call
+timeout. Errors are the SDK's hierarchy (overlay/client/errors.py).
 """
 
 from __future__ import annotations
@@ -15,46 +15,35 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from overlay.core.errors import ColonyError
-from overlay.runtime.api.server import ADDR_FILE, TOKEN_FILE
+from overlay.client.errors import DaemonUnavailable, from_response
+from overlay.runtime.api.server import ADDR_FILE, TOKEN_FILE, split_hostport
 from overlay.runtime.process import config as cfg
 
 
-class ApiUnavailable(ColonyError):
-    pass
-
-
-class ApiCallFailed(ColonyError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def split_hostport(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    try:
-        return host.strip("[]") or "127.0.0.1", int(port)
-    except ValueError:
-        raise ColonyError(f"API address {listen!r} is not host:port") from None
+def daemon_address(home: Path) -> tuple[str, int, str]:
+    """(host, port, token) of the daemon whose home is `home`."""
+    try:  # the address a running daemon really bound (`--api`, env, port 0)
+        listen = (home / ADDR_FILE).read_text().strip()
+    except OSError:
+        listen = cfg.load(home)["api"]["listen"]
+    host, port = split_hostport(listen)
+    token_path = home / TOKEN_FILE
+    if not token_path.exists():
+        raise DaemonUnavailable(
+            f"no API token in {home}: is the daemon running? start it with `colony daemon`"
+        )
+    return host, port, token_path.read_text().strip()
 
 
 class ApiClient:
+    """Raw JSON calls and NDJSON streams; `overlay.client.Colony` wraps it with types."""
+
     def __init__(self, host: str, port: int, token: str, timeout_s: float = 60.0) -> None:
         self.host, self.port, self.token, self.timeout_s = host, port, token, timeout_s
 
     @classmethod
     def for_home(cls, home: Path, timeout_s: float = 60.0) -> ApiClient:
-        try:  # the address a running daemon really bound (`--api`, env, port 0)
-            listen = (home / ADDR_FILE).read_text().strip()
-        except OSError:
-            listen = cfg.load(home)["api"]["listen"]
-        host, port = split_hostport(listen)
-        token_path = home / TOKEN_FILE
-        if not token_path.exists():
-            raise ApiUnavailable(
-                f"no API token in {home}: is the daemon running? start it with `colony daemon`"
-            )
-        return cls(host, port, token_path.read_text().strip(), timeout_s)
+        return cls(*daemon_address(home), timeout_s)
 
     def _open(
         self, method: str, path: str, body: object, query: dict[str, object] | None
@@ -69,25 +58,27 @@ class ApiClient:
         try:
             conn.request(method, path, body=payload, headers=headers)
             resp = conn.getresponse()
-        except (ConnectionRefusedError, OSError) as e:
+        except OSError as e:  # refused, reset, timed out
             conn.close()
-            raise ApiUnavailable(
+            raise DaemonUnavailable(
                 f"cannot reach the daemon at {self.host}:{self.port} ({e.strerror or e}); "
                 "start it with `colony daemon`"
             ) from None
         if resp.status >= 400:
             try:
-                msg = json.loads(resp.read()).get("error", resp.reason)
+                err: object = json.loads(resp.read())
             except ValueError:
-                msg = resp.reason
+                err = None
             conn.close()
-            raise ApiCallFailed(resp.status, msg)
+            raise from_response(resp.status, err, resp.reason)
         return conn, resp
 
     def call(self, method: str, path: str, body: object = None, **query: object) -> Any:
         conn, resp = self._open(method, path, body, query)
         try:
             data = resp.read()
+        except OSError as e:
+            raise DaemonUnavailable(f"the daemon stopped answering: {e}") from None
         finally:
             conn.close()
         if resp.getheader("content-type", "").startswith("application/json"):
@@ -97,13 +88,15 @@ class ApiClient:
     def stream(
         self, method: str, path: str, body: object = None, **query: object
     ) -> Iterator[Any]:
-        """Yield NDJSON items as the daemon produces them."""
+        """Yield NDJSON items as the daemon produces them; an error line raises."""
         conn, resp = self._open(method, path, body, query)
         try:
             while line := resp.readline():
                 item = json.loads(line)
                 if isinstance(item, dict) and set(item) == {"error"}:
-                    raise ApiCallFailed(500, item["error"])
+                    raise from_response(500, item)
                 yield item
+        except OSError as e:
+            raise DaemonUnavailable(f"the daemon stopped answering: {e}") from None
         finally:
             conn.close()

@@ -1,0 +1,135 @@
+"""`AsyncColony`: the SDK for trio and asyncio programs, on top of the sync `Colony`.
+
+Each call runs the sync client in a worker thread through anyio, so one implementation
+serves both event loops (anyio picks the running one) and the event loop never blocks
+on a socket. Streams (`watch`, `logs`, `events`) become async iterators that fetch one
+item per thread hop. The price is a thread hop per call (bench/sdk.py measures it next
+to a bare HTTP request); the control API is local, so calls are few and short.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable, Generator
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import anyio.to_thread
+
+from overlay.client.sync import Colony
+from overlay.client.types import (
+    Capsule,
+    Fetched,
+    JsonDict,
+    Member,
+    NodeId,
+    Progress,
+    Published,
+    Submitted,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def _run(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+async def _aiter(it: Generator[JsonDict, None, None]) -> AsyncIterator[JsonDict]:
+    try:
+        while True:
+            item = await anyio.to_thread.run_sync(next, it, None)
+            if item is None:
+                return
+            yield item
+    finally:
+        it.close()  # closes the HTTP connection of a stream left early
+
+
+class AsyncColony:
+    """The async twin of `Colony`: same methods, same results and errors, awaitable."""
+
+    def __init__(self, sync: Colony) -> None:
+        self.sync = sync
+
+    @classmethod
+    def for_home(cls, home: Path | str, *, timeout_s: float = 60.0) -> AsyncColony:
+        return cls(Colony.for_home(home, timeout_s=timeout_s))
+
+    @classmethod
+    def connect_to(cls, host: str, port: int, token: str, *, timeout_s: float = 60.0
+                   ) -> AsyncColony:
+        return cls(Colony(host, port, token, timeout_s=timeout_s))
+
+    async def id(self) -> NodeId:
+        return await _run(self.sync.id)
+
+    async def members(self, *, include_all: bool = False, status: str | None = None,
+                      labels: dict[str, str] | None = None) -> list[Member]:
+        return await _run(self.sync.members, include_all=include_all, status=status,
+                          labels=labels)
+
+    async def peers(self) -> list[str]:
+        return await _run(self.sync.peers)
+
+    async def connect(self, multiaddr: str) -> JsonDict:
+        return await _run(self.sync.connect, multiaddr)
+
+    async def stats(self) -> JsonDict:
+        return await _run(self.sync.stats)
+
+    async def doctor(self) -> JsonDict:
+        return await _run(self.sync.doctor)
+
+    async def publish(self, path: Path | str, *, cid_version: int | None = None,
+                      progress: Callable[[Progress], None] | None = None) -> Published:
+        return await _run(self.sync.publish, path, cid_version=cid_version, progress=progress)
+
+    async def fetch(self, cid: str, *, progress: Callable[[Progress], None] | None = None
+                    ) -> Fetched:
+        return await _run(self.sync.fetch, cid, progress=progress)
+
+    async def submit(self, spec: JsonDict, *, nonce: int | None = None) -> Submitted:
+        return await _run(self.sync.submit, spec, nonce=nonce)
+
+    async def submit_workflow(self, workflow: JsonDict, *, nonce: int | None = None
+                              ) -> JsonDict:
+        return await _run(self.sync.submit_workflow, workflow, nonce=nonce)
+
+    async def ps(self) -> list[Capsule]:
+        return await _run(self.sync.ps)
+
+    async def capsule(self, capsule_id: str) -> Capsule:
+        return await _run(self.sync.capsule, capsule_id)
+
+    async def wait(self, capsule_id: str, *, timeout_s: float | None = None) -> Capsule:
+        return await _run(self.sync.wait, capsule_id, timeout_s=timeout_s)
+
+    async def cancel(self, capsule_id: str, reason: str | None = None) -> JsonDict:
+        return await _run(self.sync.cancel, capsule_id, reason)
+
+    async def trust(self) -> JsonDict:
+        return await _run(self.sync.trust)
+
+    async def set_private(self, cid: str, private: bool = True) -> JsonDict:
+        return await _run(self.sync.set_private, cid, private)
+
+    async def revoke(self, revocation_hex: str) -> JsonDict:
+        return await _run(self.sync.revoke, revocation_hex)
+
+    async def send_event(self, name: str, payload: str = "") -> JsonDict:
+        return await _run(self.sync.send_event, name, payload)
+
+    def watch(self, capsule_id: str, *, timeout_s: float | None = None
+              ) -> AsyncIterator[JsonDict]:
+        return _aiter(self.sync.watch(capsule_id, timeout_s=timeout_s))
+
+    def logs(self, capsule_id: str, *, follow: bool = False) -> AsyncIterator[JsonDict]:
+        return _aiter(self.sync.logs(capsule_id, follow=follow))
+
+    def events(self) -> AsyncIterator[JsonDict]:
+        return _aiter(self.sync.events())
+
+
+__all__ = ["AsyncColony"]

@@ -1,0 +1,185 @@
+"""`Colony`: the synchronous SDK over the control API (DESIGN §9), used by the CLI.
+
+One method per thing the CLI does; each returns typed results (overlay/client/types.py)
+or, for data with no fixed shape yet (stats, doctor, DHT replies), the JSON object.
+Long operations stream: `publish`/`fetch` call `progress(Progress)` per item, `wait`
+and `logs` and `events` yield as the daemon reports. Every call has a timeout
+(`timeout_s` of the client, or the call's own for the long ones) and raises the SDK's
+errors (overlay/client/errors.py), never a bare OSError or KeyError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+from overlay.client.errors import ClientError
+from overlay.client.transport import ApiClient
+from overlay.client.types import (
+    Capsule,
+    Fetched,
+    JsonDict,
+    Member,
+    NodeId,
+    Progress,
+    Published,
+    Submitted,
+)
+
+ProgressFn = Callable[[Progress], None]
+#: An NDJSON stream; closing it early closes its HTTP connection.
+JsonStream = Generator[JsonDict, None, None]
+#: Timeout of calls that follow something for as long as it lasts (wait, logs, events).
+FOLLOW_TIMEOUT_S = 24 * 3600.0
+
+
+class Colony:
+    """A client of one daemon. `Colony.for_home(path)` finds it from its home."""
+
+    def __init__(self, host: str, port: int, token: str, *, timeout_s: float = 60.0) -> None:
+        self.api = ApiClient(host, port, token, timeout_s)
+
+    @classmethod
+    def for_home(cls, home: Path | str, *, timeout_s: float = 60.0) -> Colony:
+        c = cls.__new__(cls)
+        c.api = ApiClient.for_home(Path(home), timeout_s)
+        return c
+
+    def _with(self, timeout_s: float | None) -> ApiClient:
+        if timeout_s is None or timeout_s == self.api.timeout_s:
+            return self.api
+        return ApiClient(self.api.host, self.api.port, self.api.token, timeout_s)
+
+    # ------------------------------------------------------------ node
+    def id(self) -> NodeId:
+        return NodeId.from_json(self.api.call("GET", "/v1/id"))
+
+    def members(
+        self, *, include_all: bool = False, status: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> list[Member]:
+        """Members in this node's view; `status` and `labels` filter (all must match)."""
+        rows = [Member.from_json(r) for r in
+                self.api.call("GET", "/v1/members", all="1" if include_all or status else None)]
+        return [m for m in rows
+                if (status is None or m.state == status)
+                and all_match(m.labels, labels or {})]
+
+    def peers(self) -> list[str]:
+        return list(self.api.call("GET", "/v1/peers"))
+
+    def connect(self, multiaddr: str) -> JsonDict:
+        """Dial a peer at `multiaddr` (…/p2p/PEER) from the running daemon."""
+        return dict(self.api.call("POST", "/v1/connect", {"addr": multiaddr}))
+
+    def stats(self) -> JsonDict:
+        return dict(self.api.call("GET", "/v1/stats"))
+
+    def doctor(self, *, timeout_s: float | None = None) -> JsonDict:
+        return dict(self._with(timeout_s).call("GET", "/v1/doctor"))
+
+    def leave(self) -> None:
+        self.api.call("POST", "/v1/leave")
+
+    # ------------------------------------------------------------ data
+    def publish(
+        self, path: Path | str, *, cid_version: int | None = None,
+        progress: ProgressFn | None = None, timeout_s: float | None = None,
+    ) -> Published:
+        body: JsonDict = {"path": str(Path(path).resolve())}
+        if cid_version is not None:
+            body["cid_version"] = cid_version
+        final = _drain(self._with(timeout_s).stream("POST", "/v1/publish", body), progress)
+        return Published.from_json(final)
+
+    def fetch(
+        self, cid: str, *, progress: ProgressFn | None = None, timeout_s: float | None = None,
+    ) -> Fetched:
+        final = _drain(self._with(timeout_s).stream("POST", "/v1/fetch", {"cid": cid}),
+                       progress)
+        return Fetched.from_json(cid, final)
+
+    def dht(self, op: str, **body: str) -> JsonDict:
+        """`op` is findprovs {cid}, findpeer {peer}, put {value} or get {name}."""
+        return dict(self.api.call("POST", f"/v1/dht/{op}", body))
+
+    # ------------------------------------------------------------ capsules
+    def submit(self, spec: JsonDict, *, nonce: int | None = None) -> Submitted:
+        body: JsonDict = {"spec": spec}
+        if nonce is not None:
+            body["nonce"] = nonce
+        return Submitted.from_json(self.api.call("POST", "/v1/capsules/submit", body))
+
+    def submit_workflow(self, workflow: JsonDict, *, nonce: int | None = None) -> JsonDict:
+        body: JsonDict = {"workflow": workflow}
+        if nonce is not None:
+            body["nonce"] = nonce
+        return dict(self.api.call("POST", "/v1/workflows/submit", body))
+
+    def ps(self) -> list[Capsule]:
+        return [Capsule.from_json(r) for r in self.api.call("GET", "/v1/capsules")]
+
+    def capsule(self, capsule_id: str) -> Capsule:
+        return Capsule.from_json(self.api.call("GET", "/v1/capsules/get", id=capsule_id))
+
+    def watch(self, capsule_id: str, *, timeout_s: float | None = None) -> JsonStream:
+        """The capsule's states as they change; the last item has `done`."""
+        query = {"id": capsule_id, "timeout": None if timeout_s is None else str(timeout_s)}
+        api = self._with(FOLLOW_TIMEOUT_S if timeout_s is None else timeout_s + 30.0)
+        yield from api.stream("GET", "/v1/capsules/wait", **query)
+
+    def wait(self, capsule_id: str, *, timeout_s: float | None = None) -> Capsule:
+        """Block until the capsule ends (or the daemon's wait times out); its last state."""
+        final: JsonDict = {}
+        for item in self.watch(capsule_id, timeout_s=timeout_s):
+            final = item
+        if "id" not in final:
+            raise ClientError(f"wait for {capsule_id} ended with no state: {final}")
+        return Capsule.from_json(final)
+
+    def logs(self, capsule_id: str, *, follow: bool = False) -> JsonStream:
+        """NDJSON log items: `{data}` chunks, `{attempt, executor}`, last `{done, state}`."""
+        api = self._with(FOLLOW_TIMEOUT_S if follow else None)
+        yield from api.stream("GET", "/v1/capsules/logs", id=capsule_id,
+                              follow="1" if follow else None)
+
+    def cancel(self, capsule_id: str, reason: str | None = None) -> JsonDict:
+        return dict(self.api.call("POST", "/v1/capsules/cancel",
+                                  {"id": capsule_id, "reason": reason}))
+
+    # ------------------------------------------------------------ trust
+    def trust(self) -> JsonDict:
+        """Colony trust state: owner, this node's certificate, revocations."""
+        return dict(self.api.call("GET", "/v1/trust"))
+
+    def set_private(self, cid: str, private: bool = True) -> JsonDict:
+        return dict(self.api.call("POST", "/v1/trust/private",
+                                  {"cid": cid, "private": private}))
+
+    def revoke(self, revocation_hex: str) -> JsonDict:
+        """Publish a signed revocation (hex of its envelope bytes)."""
+        return dict(self.api.call("POST", "/v1/trust/revoke", {"revocation": revocation_hex}))
+
+    # ------------------------------------------------------------ events
+    def send_event(self, name: str, payload: str = "") -> JsonDict:
+        return dict(self.api.call("POST", "/v1/events/send", {"name": name, "payload": payload}))
+
+    def events(self) -> JsonStream:
+        """Follow the node's events until the caller stops iterating."""
+        yield from self._with(FOLLOW_TIMEOUT_S).stream("GET", "/v1/events/watch")
+
+
+def all_match(have: dict[str, str], want: dict[str, str]) -> bool:
+    return all(have.get(k) == v for k, v in want.items())
+
+
+def _drain(items: Iterator[Any], progress: ProgressFn | None) -> JsonDict:
+    final: JsonDict = {}
+    for item in items:
+        final = item
+        if progress is not None:
+            progress(Progress.from_json(item))
+    if not final.get("done"):
+        raise ClientError(f"the stream ended before it was done: {final}")
+    return final
