@@ -150,6 +150,17 @@ class ReachabilityLearned:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestFailed:
+    """Our request `rid` to `peer` failed on its stream (refused: a DHT client has no
+    handler; reset; a bad reply). Fails that one RPC. Unlike `PeerUnreachable`, which
+    the driver sends when a connection is lost, it says nothing about the peer's other
+    protocols, so it reaches the DHT core only."""
+
+    peer: PeerId
+    rid: int
+
+
+@dataclass(frozen=True, slots=True)
 class PutValue:
     request_id: int
     key: bytes
@@ -164,10 +175,10 @@ class GetValue:
 
 
 Command = AddPeer | Bootstrap | FindNode | GetProviders | Provide | StopProviding | PutValue \
-    | GetValue | PeerRoleLearned | ReachabilityLearned
+    | GetValue | PeerRoleLearned | ReachabilityLearned | RequestFailed
 COMMAND_TYPES: tuple[type, ...] = (AddPeer, Bootstrap, FindNode, GetProviders, Provide,
                                    StopProviding, PutValue, GetValue, PeerRoleLearned,
-                                   ReachabilityLearned)
+                                   ReachabilityLearned, RequestFailed)
 
 # ---------------------------------------------------------------- results and events
 

@@ -44,6 +44,7 @@ from dht.api import (
     Provide,
     PutValue,
     ReachabilityLearned,
+    RequestFailed,
     StopProviding,
 )
 from dht.lookup_runner import LookupRunner
@@ -163,6 +164,10 @@ class Kademlia:
             self.roles.learn(cmd.peer, cmd.server, now)
             if not cmd.server:
                 self.table.remove(cmd.peer)
+        elif isinstance(cmd, RequestFailed):
+            rpc = self.rpcs.fail(cmd.rid, cmd.peer, out)
+            if rpc is not None:
+                self._rpc_failed(rpc, now, out)
         elif isinstance(cmd, ReachabilityLearned):
             if self.config.mode == "auto" and cmd.reachable != self.serving:
                 self.serving = cmd.reachable

@@ -301,6 +301,15 @@ class RpcTable:
         self.stats.rpc_timeouts += 1
         return rpc, False
 
+    def fail(self, rid: int, peer: PeerId, out: list[Effect]) -> Rpc | None:
+        """Forget RPC `rid` to `peer` (its stream failed); None if not pending."""
+        rpc = self.pending.get(rid)
+        if rpc is None or rpc.peer != peer:
+            return None
+        del self.pending[rid]
+        out.append(CancelTimer(("rpc", rid)))
+        return rpc
+
     def drop_peer(self, peer: PeerId, out: list[Effect]) -> Iterator[Rpc]:
         """Forget the RPCs to an unreachable peer, one at a time: each is removed (and
         its timer cancelled) just before it is yielded, so the caller fails it before

@@ -103,10 +103,10 @@ class Router:
         self._submit(Received(peer, msg))
 
     def _on_bitswap(self, peer: PeerId, raw: object) -> None:
-        if not isinstance(raw, bytes):  # a RAW protocol: the codec gives bytes
+        if not isinstance(raw, (bytes, bytearray, memoryview)):  # RAW: a bytes-like body
             raise RemoteProtocolError(f"bad bitswap frame: {type(raw).__name__}")
         try:
-            msg = BitswapMessage.from_bytes(raw)
+            msg = BitswapMessage.from_bytes(bytes(raw))
         except WireError as e:
             raise RemoteProtocolError(f"bad bitswap message: {e}") from None
         kept = self._filter(peer, msg)  # colony mode: members-only data

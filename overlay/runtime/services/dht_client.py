@@ -39,9 +39,10 @@ from dht.api import (
     Provide,
     ProvideDone,
     PutValue,
+    RequestFailed,
 )
 from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType
-from overlay.core.effects import PeerUnreachable, Received
+from overlay.core.effects import Received
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
 from overlay.runtime.net.transport import TransportError
 
@@ -139,10 +140,10 @@ class DhtClient:
             # now (and it drops us) instead of waiting for its timeout.
             self.refused_client += 1
             raise RemoteProtocolError("DHT client mode: this node serves no kad requests")
-        if not isinstance(raw, bytes):  # a RAW protocol: the codec gives bytes
+        if not isinstance(raw, (bytes, bytearray, memoryview)):  # RAW: a bytes-like body
             raise RemoteProtocolError(f"bad kad frame: {type(raw).__name__}")
         try:
-            msg = KadMessage.from_wire(raw)
+            msg = KadMessage.from_wire(bytes(raw))
         except WireError as e:
             raise RemoteProtocolError(f"bad kad message: {e}") from None
         rid = next(self._ids)
@@ -196,11 +197,14 @@ class DhtClient:
             raw = await self._net.request(
                 peer, self.protocol, req.msg.to_wire(), timeout=self._rpc_timeout_s
             )
-            if not isinstance(raw, bytes):  # a raw protocol: the codec gives bytes
+            if not isinstance(raw, (bytes, bytearray, memoryview)):  # RAW: bytes-like
                 raise WireError(f"kad reply is {type(raw).__name__}, not bytes")
-            reply = KadMessage.from_wire(raw)
+            reply = KadMessage.from_wire(bytes(raw))
         except (TransportError, WireError) as e:
+            # This RPC only: a refusal (a DHT client) or a bad reply says nothing about
+            # the peer's other protocols. A lost connection reaches every core as
+            # PeerUnreachable from the transport's own events (net/router.py).
             log.debug("kad_request_failed", peer=str(peer), error=str(e))
-            self._cores.submit(PeerUnreachable(peer))
+            self._cores.submit(RequestFailed(peer, req.rid))
             return
         self._cores.submit(Received(peer, DhtResponse(req.rid, reply)))

@@ -314,3 +314,17 @@ def test_lookup_on_stall_frees_a_slot_and_leaves_the_window() -> None:
         for q in qs:
             lk.on_answer(q, [])
     assert lk.finished() and lk.closest() == near[:3]
+
+
+def test_request_failed_fails_that_rpc_only() -> None:
+    from dht import RequestFailed
+
+    core = make_core(n_peers=6, alpha=2, k=3, rpc_timeout_s=10.0)
+    s1, s2 = sends(core.handle(FindNode(4, b"t"), 0.0))
+    assert isinstance(s1.msg, DhtRequest) and isinstance(s2.msg, DhtRequest)
+    assert sends(core.handle(RequestFailed(s2.peer, s1.msg.rid), 0.5)) == []  # not its rpc
+    eff = core.handle(RequestFailed(s1.peer, s1.msg.rid), 0.5)
+    assert CancelTimer(("rpc", s1.msg.rid)) in eff
+    (s3,) = sends(eff)  # the walk goes on without it
+    assert s3.peer not in (s1.peer, s2.peer)
+    assert core.pending_rpcs() == 2
