@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean system-deps sim-golden faults
+.PHONY: demo test lint bench clean system-deps sim-golden faults faults-real
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ system-deps:
 	      iptables nftables coturn ethtool >/dev/null; } \
 	    || echo "warning: apt-get install iptables nftables coturn ethtool failed: NAT tests will skip" >&2; \
 	fi
+	@# Clock-skew fault runs: libfaketime (one daemon's clock moved). Same warn-and-skip rule.
+	@if command -v faketime >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "warning: faketime missing and apt-get unusable: clock-skew fault runs will skip" >&2; \
+	else \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends faketime >/dev/null; } \
+	    || echo "warning: apt-get install faketime failed: clock-skew fault runs will skip" >&2; \
+	fi
 
 ## Install what the tests need and run the whole suite (unit, property, sim, integration).
 test: $(STAMP) system-deps
@@ -61,6 +70,12 @@ sim-golden: $(STAMP)
 FAULT_SEEDS ?= 500
 faults: $(STAMP)
 	PYTHONPATH=. $(VENV)/bin/colony sim campaign --seeds $(FAULT_SEEDS)
+
+## Real daemons under faults (root + network namespaces; skips with the reason otherwise):
+## a 10-node colony in namespaces, 200 capsules, a 3/7 partition held 60 s, healed; the
+## receipt checker's figures. Short version in the suite: tests/integration/test_faults_*.py.
+faults-real: $(STAMP) system-deps
+	PYTHONPATH=. $(PY) bench/faults_real.py
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
