@@ -16,7 +16,7 @@ the invariants are checked:
 - **one receipt**: the nodes that hold a terminal custody record of a capsule agree
   on its final lease (token and executor): two accepted receipts would show as two.
 
-Used by tests/integration/test_faults_kill_loop.py (short) and bench/faults_real.py
+Used by tests/integration/test_faults_kill_loop.py (short) and bench/faults_kill.py
 (`make faults-real`, long). Every loop is bounded by its deadline.
 """
 

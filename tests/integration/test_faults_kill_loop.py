@@ -1,6 +1,6 @@
 """kill -9 of random daemons in a loop during fetches and capsule runs (short run).
 
-The long run is `make faults-real` (bench/faults_real.py); tests/integration/kill_loop.py
+The long run is `make faults-real` (bench/faults_kill.py); tests/integration/kill_loop.py
 says what is injected and what is checked: every daemon starts again on its home,
 the published file is intact everywhere, every acknowledged capsule succeeds, and the
 nodes holding a capsule's terminal record agree on its one receipt.

@@ -1,0 +1,264 @@
+"""A colony of real daemons in network namespaces on one bridge, for fault runs.
+
+```
+        ns hub: br0 10.77.0.1/24
+     ┌──────┬──────┬── … ──┐   (one veth per node, plugged into br0)
+   ns n00  ns n01  ns n02 …     node i at 10.77.0.(10+i), its own `colony daemon`
+```
+
+Every node is an `NsDaemon` (netns_topology.py): its own home, the API on its
+namespace's loopback, libp2p on its bridge address. Node 0 is the seed.
+
+Faults:
+* `partition(a, b)`: iptables DROP in every node of each group for the addresses of
+  the other group (INPUT and OUTPUT), so no packet crosses, in either direction;
+  `heal()` flushes those rules. Connections are not reset: they stall, as behind a
+  cut cable, and the daemons find out by their own timeouts.
+
+The receipt checker (`ReceiptCheck`) reuses the simulator campaign's invariant
+definitions (sim/campaign_check.Checker): it is fed snapshots of every reachable
+node's custody records (`GET /v1/capsules`), polled during the run, so
+`token_increase` sees every (token, executor) lease a snapshot caught, and
+`one_receipt` sees every receipt any custodian holds. A snapshot cannot see a lease
+that came and went between two polls: the check is as fine as the polling.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netns_topology import NsDaemon, Topology, remove_stale_namespaces, wait_until
+
+from overlay.core.ids import PeerId
+from sim.campaign_check import Checker
+
+NET = "10.77.0"
+END_STATES = ("succeeded", "failed", "cancelled")
+
+
+@dataclass
+class BridgeColony:
+    """`with BridgeColony(tmp, n) as c:` — n daemons up in n namespaces on one bridge."""
+
+    tmp: Path
+    n: int
+    topo: Topology = field(init=False)
+    nodes: list[NsDaemon] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Topology gives names, run/popen/close; build() is not called (no NAT sites).
+        self.topo = Topology(self.tmp)
+
+    def __enter__(self) -> BridgeColony:
+        try:
+            self.build()
+            self.start()
+        except BaseException:
+            self.topo.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.topo.close()
+
+    def build(self) -> None:
+        remove_stale_namespaces()
+        from netns_topology import _LIVE
+
+        _LIVE.append(self.topo)
+        t = self.topo
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        hub = t._add_ns("hub")
+        t.ip(hub, "link", "add", "br0", "type", "bridge", "forward_delay", "0")
+        t.ip(hub, "addr", "add", f"{NET}.1/24", "dev", "br0")
+        t.ip(hub, "link", "set", "br0", "up")
+        for i in range(self.n):
+            ns = t._add_ns(f"n{i:02d}")
+            port = f"v{i:02d}"
+            t.ip(ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", hub)
+            t.ip(hub, "link", "set", port, "master", "br0")
+            t.ip(hub, "link", "set", port, "up")
+            ip = f"{NET}.{10 + i}"
+            t.ip(ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+            t.ip(ns, "link", "set", "eth0", "up")
+            self.nodes.append(NsDaemon(t, ns, ip, self.tmp / f"n{i:02d}", f"n{i:02d}"))
+
+    def start(self) -> None:
+        for nd in self.nodes:
+            nd.home.parent.mkdir(parents=True, exist_ok=True)
+            nd.init()
+        seed = self.nodes[0]
+        seed.start()
+        wait_until(lambda: seed.api("GET", "/v1/id"), 60, "the seed's API")
+        for nd in self.nodes[1:]:
+            nd.start([seed.addr])
+        for nd in self.nodes:
+            wait_until(lambda nd=nd: nd.api("GET", "/v1/id"), 90, f"{nd.name}'s API")
+
+    def wait_converged(self, timeout: float, nodes: Sequence[NsDaemon] | None = None) -> float:
+        """Every given node sees every given node alive; seconds it took."""
+        group = list(nodes or self.nodes)
+        want = {nd.peer_id for nd in group}
+        t0 = time.monotonic()
+        wait_until(
+            lambda: all(want <= nd.alive_ids() for nd in group),
+            timeout,
+            f"{len(group)} nodes to see each other alive",
+        )
+        return time.monotonic() - t0
+
+    # ------------------------------------------------------------ faults
+
+    def partition(self, a: Sequence[NsDaemon], b: Sequence[NsDaemon]) -> None:
+        for side, other in ((a, b), (b, a)):
+            for nd in side:
+                for peer in other:
+                    for chain, flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
+                        self.topo.run(nd.ns, "iptables", "-A", chain, flag, peer.ip, "-j", "DROP")
+
+    def heal(self) -> None:
+        for nd in self.nodes:
+            self.topo.run(nd.ns, "iptables", "-F", "INPUT")
+            self.topo.run(nd.ns, "iptables", "-F", "OUTPUT")
+
+
+@dataclass
+class ReceiptCheck:
+    """The campaign's invariants over snapshots of real custody records."""
+
+    members: frozenset[PeerId]
+    checker: Checker = field(init=False)
+    t0: float = field(default_factory=time.monotonic)
+    snapshots: int = 0
+    unreachable: int = 0
+
+    def __post_init__(self) -> None:
+        self.checker = Checker(self.members)
+
+    def acked(self, cid: str) -> None:
+        now = time.monotonic() - self.t0
+        self.checker.submitted[cid] = now
+        self.checker.acked[cid] = now
+
+    def snapshot(self, nodes: Sequence[Any]) -> None:
+        """Feed every reachable node's custody records to the checker (`nodes`:
+        NsDaemon, or colony_cluster.Node on 127.0.0.1)."""
+        now = time.monotonic() - self.t0
+        self.snapshots += 1
+        rows: list[tuple[str, dict[str, Any]]] = []
+        for nd in nodes:
+            try:
+                got = (nd.api("GET", "/v1/capsules", timeout=30) if isinstance(nd, NsDaemon)
+                       else nd.api(30).call("GET", "/v1/capsules"))
+            except Exception:
+                self.unreachable += 1
+                continue
+            rows += [
+                (nd.peer_id, r) for r in got if "leader" in r["role"] or "custodian" in r["role"]
+            ]
+        # Leases in token order within a snapshot: a later snapshot's new lease with a
+        # token at or below an earlier one is what `token_increase` catches.
+        for _node, r in sorted(rows, key=lambda x: x[1].get("token") or 0):
+            if r.get("token") and r.get("executor"):
+                self.checker.on_leased(
+                    now, r["id"], int(r["token"]), PeerId.from_base58(r["executor"])
+                )
+        for node, r in rows:
+            if r.get("receipt_executor"):
+                self.checker.on_receipt(
+                    now,
+                    PeerId.from_base58(node),
+                    r["id"],
+                    int(r["token"] or 0),
+                    PeerId.from_base58(r["receipt_executor"]),
+                )
+            if r["state"] in END_STATES:
+                self.checker.on_finished(now, r["id"], r["state"])
+
+    def unfinished(self) -> list[str]:
+        return [c for c in self.checker.acked if c not in self.checker.finished]
+
+    def violations(self) -> list[str]:
+        return [v.line() for v in self.checker.violations]
+
+
+@dataclass
+class PartitionResult:
+    acked: int
+    refused: int
+    violations: list[str]
+    unfinished: list[str]
+    heal_to_done_s: float
+    snapshots: int
+
+    def summary(self) -> str:
+        return (
+            f"acked={self.acked} refused={self.refused} snapshots={self.snapshots} "
+            f"heal_to_done_s={self.heal_to_done_s:.1f} unfinished={self.unfinished[:5]} "
+            f"violations={self.violations}"
+        )
+
+
+def _submit(nd: NsDaemon, i: int) -> str | None:
+    spec = {"name": f"p{i}", "command": ["sh", "-c", f"echo r{i} > r.txt"], "outputs": ["r.txt"]}
+    try:
+        return str(nd.api("POST", "/v1/capsules/submit", {"spec": spec}, timeout=40)["id"])
+    except Exception:
+        return None  # refused or timed out: not acknowledged, not owed completion
+
+
+def run_partition(
+    c: BridgeColony, capsules: int, hold_s: float, small: int, complete_bound_s: float
+) -> PartitionResult:
+    """Submit capsules round-robin (a third before, the rest during the partition of
+    the first `small` nodes from the others), heal, then wait for completion.
+    Every submission the API acknowledged with an id must end by heal + bound."""
+    c.wait_converged(90)
+    check = ReceiptCheck(frozenset(PeerId.from_base58(nd.peer_id) for nd in c.nodes))
+    refused = 0
+    before = capsules // 3
+    for i in range(capsules):
+        if i == before:
+            c.partition(c.nodes[:small], c.nodes[small:])
+            cut_at = time.monotonic()
+        cid = _submit(c.nodes[i % len(c.nodes)], i)
+        if cid is None:
+            refused += 1
+        else:
+            check.acked(cid)
+        if i % 5 == 4:
+            check.snapshot(c.nodes)
+    while time.monotonic() < cut_at + hold_s:
+        check.snapshot(c.nodes)
+        time.sleep(1.0)
+    c.heal()
+    healed = time.monotonic()
+    while check.unfinished() and time.monotonic() < healed + complete_bound_s:
+        check.snapshot(c.nodes)
+        time.sleep(1.0)
+    check.snapshot(c.nodes)
+    # Completion is judged from custody records; also ask each origin, which finds
+    # the record by the DHT when its own copy is not a custodian's.
+    left = [cid for cid in check.unfinished() if not _ended_somewhere(c, cid)]
+    return PartitionResult(
+        len(check.checker.acked),
+        refused,
+        check.violations(),
+        left,
+        time.monotonic() - healed,
+        check.snapshots,
+    )
+
+
+def _ended_somewhere(c: BridgeColony, cid: str) -> bool:
+    for nd in c.nodes:
+        try:
+            if nd.api("GET", f"/v1/capsules/get?id={cid}")["state"] in END_STATES:
+                return True
+        except Exception:
+            continue
+    return False
