@@ -39,6 +39,7 @@ from overlay.capsule.dataflow import (
     safe_name,
 )
 from overlay.capsule.leases import (
+    MAX_CONFIG,
     NO_BALLOT,
     Ballot,
     CustodyRecord,
@@ -78,6 +79,11 @@ class Submit:
     chain: tuple[Certificate, ...] = ()
     origin: PeerId | None = None
     hops: int = 0
+    #: The capsule's initial configuration, fixed by the origin at its first attempt
+    #: and carried unchanged by every retry and forward: a leader may open the first
+    #: epoch only with promises from a majority of it (docs/capsules.md, "Custody
+    #: epochs"), so a retry into a side holding no copy cannot start a second lineage.
+    config: tuple[PeerId, ...] = ()
 
     def to_wire(self) -> list[Any]:
         return [
@@ -86,21 +92,27 @@ class Submit:
             chain_to_wire(self.chain) if self.chain else [],
             self.origin.raw if self.origin else b"",
             self.hops,
+            [p.raw for p in self.config],
         ]
 
     @classmethod
     def from_wire(cls, obj: Any) -> Submit:
-        _, cap, chain, origin, hops = _shape(obj, cls.TAG, 5)
+        _, cap, chain, origin, hops, config = _shape(obj, cls.TAG, 6)
         if not isinstance(origin, bytes):
             raise MalformedFrame("submit origin must be bytes")
         hops = uint(hops, "hops")
         if hops > MAX_HOPS:
             raise MalformedFrame("submit forwarded too many times")
+        if not isinstance(config, list) or len(config) > MAX_CONFIG:
+            raise MalformedFrame(f"submit config holds at most {MAX_CONFIG} peers")
+        if not all(isinstance(p, bytes) for p in config):
+            raise MalformedFrame("submit config peers must be bytes")
         return cls(
             Capsule.from_wire(cap),
             chain_from_wire(chain) if chain != [] else (),
             PeerId.from_bytes(origin) if origin else None,
             hops,
+            tuple(PeerId.from_bytes(p) for p in config),
         )
 
 
