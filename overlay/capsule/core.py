@@ -133,8 +133,9 @@ class Origin:
         if cap.id not in self._pending and len(self._pending) >= self.config.max_pending:
             self._count("submits_dropped")
             return [Emit(ev.SubmissionRejected(cap.id, "too many submissions in flight"))]
-        # The first configuration is fixed here, once: every retry carries the same.
-        msg = Submit(cap, cmd.chain, self.me, 0, tuple(self.view.closest(cap.key, self.k_c)))
+        # The initial configuration is fixed here, once: every retry carries the same.
+        config = tuple(self.view.closest(cap.key, self.k_c))
+        msg = Submit(cap, cmd.chain, self.me, 0, config)
         self._pending[cap.id] = (msg, 1)
         self._watch(cap.id)
         return self._send(msg, now)

@@ -33,8 +33,12 @@ come from each node's own view, so two nodes may both try to lead; each record c
 its epoch and configuration, every takeover, reconfiguration and creation is a phase 1
 on a majority of the newest configuration, and a version commits only on a majority
 of its configuration at the leader's ballot, so two sides of a partition never both
-act. Limits: a side without such a majority waits, and a Submit replayed into a side
-holding no copy starts a second lineage (with higher tokens).
+act. A new record's first phase 1 is on the origin's initial configuration (carried by
+every retry of its Submit), so a retry into a side holding no copy waits instead of
+starting a second lineage. Limits: a side without such a majority waits; a capsule
+submitted again by a user, through a view naming another configuration, after every
+copy was lost, still starts one; a custodian that lost only its custody store answers
+as its old self (configurations do not name incarnations).
 
 Durability (DESIGN §9; overlay/capsule/durable.py): every change to a held record marks
 it dirty; `take_durable()` turns the dirty set into `CustodyRecordChanged` events that
@@ -51,7 +55,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from overlay.capsule import events as ev
@@ -217,7 +221,7 @@ class Custody:
                 count(self.stats, "submit_unroutable")
                 return []
             count(self.stats, "submit_forwarded")
-            return [Send(leader, Submit(cap, msg.chain, origin, msg.hops + 1, msg.config))]
+            return [Send(leader, replace(msg, origin=origin, hops=msg.hops + 1))]
         if e is not None:
             count(self.stats, "duplicate_submits")
             out = self.takeover.ensure_leading(e, now)
@@ -235,11 +239,13 @@ class Custody:
                 return [Send(origin, SubmitAck(cap.id, False, str(err)))]
         if not self.table.admit(cap.id):
             return [Send(origin, SubmitAck(cap.id, False, "custody full"))]
-        # Epoch 0 is a placeholder naming the custodians asked for promises: opening
-        # epoch 1 is a phase 1 like any takeover (docs/capsules.md, "Custody epochs").
-        # It is the origin's first configuration when it named one (messages.Submit).
-        first = msg.config[: self.config.k_c] or self.replicator.config(cap.key)
-        e = Entry(CustodyRecord(cap, origin, config=first), now)
+        # Epoch 0 is a placeholder naming the custodians asked for promises: the
+        # origin's configuration, the same in every retry. Opening epoch 1 is a phase 1
+        # like any takeover (docs/capsules.md, "Custody epochs"): every node that opened
+        # an epoch of this capsule had a majority of it, so phase 1 meets its copy; a
+        # side holding no copy and no such majority waits.
+        config = msg.config or self.replicator.config(cap.key)
+        e = Entry(CustodyRecord(cap, origin, config=config), now)
         e.chain = msg.chain
         self._entries[cap.id] = e
         self.table.set_record(e, e.record)

@@ -63,7 +63,7 @@ class Entry:
         self.sync_tries = 0
         self.max_version = record.version
         #: The previous epoch's configuration until this epoch's activation commits.
-        self.joint: tuple[PeerId, ...] = ()
+        self.joint: tuple[tuple[PeerId, ...], ...] = ()
         #: Custodian -> version it acked at `ballot` (a follower: what it handed over).
         self.acks: dict[PeerId, int] = {}
         self.committed = 0

@@ -44,6 +44,9 @@ from overlay.core.validate import COUNTER_LIMIT, finite, uint
 MAX_EXCLUDED = 16
 MAX_REASON = 512
 MAX_CONFIG = 16
+#: Earlier configurations a record may still name as joint (a liveness bound only:
+#: a leader that would exceed it waits instead of dropping one).
+MAX_JOINT = 32
 #: Bits of a fencing token below the epoch: `token = epoch << EPOCH_SHIFT | n`.
 EPOCH_SHIFT = 22
 
@@ -123,6 +126,12 @@ class CustodyRecord:
     #: custodians its leader chose (leader first). Epoch 0: not yet activated.
     epoch: int = 0
     config: tuple[PeerId, ...] = ()
+    #: The earlier configurations while this epoch's activation is not known to have
+    #: committed on a majority of each (joint): a phase 1 that finds this copy needs a
+    #: majority of every one, because an earlier epoch may still be acting, and the
+    #: next activation carries them on (an activation that never committed does not
+    #: retire the configuration before it).
+    joint: tuple[tuple[PeerId, ...], ...] = ()
 
     @property
     def ballot(self) -> Ballot:
@@ -172,20 +181,26 @@ class CustodyRecord:
             parent_outputs_to_wire(self.parent_outputs),
             self.epoch,
             [p.raw for p in self.config],
+            [[p.raw for p in c] for c in self.joint],
         ]
 
     @classmethod
     def from_wire(cls, obj: Any) -> CustodyRecord:
         if isinstance(obj, list) and len(obj) == 12:  # written before custody epochs
             obj = [*obj, 0, []]
-        if not isinstance(obj, list) or len(obj) != 14:
-            raise MalformedFrame("custody record must be a 14-element array")
+        if isinstance(obj, list) and len(obj) == 14:  # written before joint copies
+            obj = [*obj, []]
+        if not isinstance(obj, list) or len(obj) != 15:
+            raise MalformedFrame("custody record must be a 15-element array")
         epoch, _ = ballot_from_wire(obj[12], b"", "record")
-        cfg = obj[13]
-        if not isinstance(cfg, list) or len(cfg) > MAX_CONFIG:
-            raise MalformedFrame(f"record config holds at most {MAX_CONFIG} peers")
-        if not all(isinstance(p, bytes) for p in cfg):
-            raise MalformedFrame("record config peers must be bytes")
+        cfg, joint = obj[13], obj[14]
+        if not isinstance(joint, list) or len(joint) > MAX_JOINT:
+            raise MalformedFrame(f"record joint holds at most {MAX_JOINT} configurations")
+        for what, peers in (("config", cfg), *(("joint", c) for c in joint)):
+            if not isinstance(peers, list) or len(peers) > MAX_CONFIG:
+                raise MalformedFrame(f"record {what} holds at most {MAX_CONFIG} peers")
+            if not all(isinstance(p, bytes) for p in peers):
+                raise MalformedFrame(f"record {what} peers must be bytes")
         cap, origin, state, version, token, executor, attempts, excl, rcpt, reason, waited = obj[
             :11
         ]
@@ -231,4 +246,5 @@ class CustodyRecord:
             parents,
             epoch,
             tuple(PeerId.from_bytes(p) for p in cfg),
+            tuple(tuple(PeerId.from_bytes(p) for p in c) for c in joint),
         )

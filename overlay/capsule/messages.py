@@ -74,51 +74,48 @@ def _shape(obj: Any, tag: str, n: int) -> list[Any]:
 
 @dataclass(frozen=True, slots=True)
 class Submit:
-    """A capsule for custody. `config` is the capsule's first configuration, chosen once
-    by the origin from its view and sent unchanged with every retry: whoever creates
-    the record needs promises from a majority of it, so a retry into a side of a
-    partition that cannot reach that majority cannot start a second lineage
-    (docs/capsules.md, "Custody epochs"). Empty (an older sender): the creator's own."""
-
     TAG: ClassVar[str] = "c.submit"
     capsule: Capsule
     chain: tuple[Certificate, ...] = ()
     origin: PeerId | None = None
     hops: int = 0
+    #: The capsule's initial configuration, fixed by the origin at its first attempt
+    #: and carried unchanged by every retry and forward: a leader may open the first
+    #: epoch only with promises from a majority of it (docs/capsules.md, "Custody
+    #: epochs"), so a retry into a side holding no copy cannot start a second lineage.
     config: tuple[PeerId, ...] = ()
 
     def to_wire(self) -> list[Any]:
-        out = [
+        return [
             self.TAG,
             self.capsule.to_wire(),
             chain_to_wire(self.chain) if self.chain else [],
             self.origin.raw if self.origin else b"",
             self.hops,
+            [p.raw for p in self.config],
         ]
-        if self.config:
-            out.append([p.raw for p in self.config])
-        return out
 
     @classmethod
     def from_wire(cls, obj: Any) -> Submit:
         if isinstance(obj, list) and len(obj) == 5:
-            obj = [*obj, []]  # the form before first configurations
-        _, cap, chain, origin, hops, cfg = _shape(obj, cls.TAG, 6)
+            obj = [*obj, []]  # the form before initial configurations
+        _, cap, chain, origin, hops, config = _shape(obj, cls.TAG, 6)
         if not isinstance(origin, bytes):
             raise MalformedFrame("submit origin must be bytes")
         hops = uint(hops, "hops")
         if hops > MAX_HOPS:
             raise MalformedFrame("submit forwarded too many times")
-        if not isinstance(cfg, list) or len(cfg) > MAX_CONFIG:
+        if not isinstance(config, list) or len(config) > MAX_CONFIG:
             raise MalformedFrame(f"submit config holds at most {MAX_CONFIG} peers")
-        if not all(isinstance(p, bytes) for p in cfg):
+        if not all(isinstance(p, bytes) for p in config):
             raise MalformedFrame("submit config peers must be bytes")
         return cls(
             Capsule.from_wire(cap),
             chain_from_wire(chain) if chain != [] else (),
             PeerId.from_bytes(origin) if origin else None,
             hops,
-            tuple(dict.fromkeys(PeerId.from_bytes(p) for p in cfg)),
+            # Once each: a peer listed twice would count twice towards a majority.
+            tuple(dict.fromkeys(PeerId.from_bytes(p) for p in config)),
         )
 
 

@@ -18,9 +18,13 @@ counts only when its ballot and the custodian's promise both equal the leader's 
   new record: `SyncRequest(ballot, copy)` to the newest configuration held; custodians
   promise (persisted) a ballot not below their promise and reply with their copy and
   held receipt, or refuse naming their promise. It needs a majority of that
-  configuration and of every newer one a reply reveals (chase); a timeout only asks
-  again, with a higher ballot once refused. Then `finish_sync` activates: the newest
-  copy, in the new epoch and configuration, at a version above all seen;
+  configuration, of every configuration the copy is still joint with (`record.joint`:
+  its activation may not have committed, so an earlier epoch may still act) and of
+  every newer one a reply reveals (chase); a timeout only asks again, with a higher
+  ballot once refused. A new record's configuration is the origin's (`Submit.config`).
+  Then `finish_sync` activates: the newest copy, in the new epoch and configuration,
+  at a version above all seen, joint with the old configuration and every one the old
+  copy was joint with (cleared by the first change after it commits);
 - a leader that sees a higher ballot steps aside (`step_aside`); a node that stops
   leading drops its held effects and cancels its timers;
 - any holder whose computed leader changes pushes its copy to that leader (`Replicate`
@@ -54,7 +58,7 @@ from overlay.capsule.custody_table import (
     count,
     status_reply,
 )
-from overlay.capsule.leases import LIVE, NO_BALLOT, CustodyRecord, State
+from overlay.capsule.leases import LIVE, MAX_JOINT, NO_BALLOT, CustodyRecord, State
 from overlay.capsule.members import MemberView
 from overlay.capsule.messages import (
     ReceiptMsg,
@@ -104,7 +108,8 @@ class Replicator:
         """Every custodian of the current configuration and, until the activation
         commits, of the previous one (joint)."""
         peers = dict.fromkeys(e.record.config)
-        peers.update(dict.fromkeys(e.joint))
+        for cfg in e.joint:
+            peers.update(dict.fromkeys(cfg))
         peers.pop(self.me, None)
         return list(peers)
 
@@ -113,7 +118,7 @@ class Replicator:
         holds `version` at this node's ballot."""
         mine = (e.promise == e.ballot and e.record.ballot == e.ballot
                 and not self.amnesia.abstains(e.record))
-        for cfg in (e.record.config, e.joint) if e.joint else (e.record.config,):
+        for cfg in (e.record.config, *e.joint):
             have = sum(mine if p == self.me else e.acks.get(p, 0) >= version for p in cfg)
             if not cfg or have < len(cfg) // 2 + 1:
                 return False
@@ -125,6 +130,8 @@ class Replicator:
         """Adopt `rec` as leader, replicate it, and hold `actions` until it commits."""
         if rec.state in (State.SUBMITTED, State.LEASED):
             rec = replace(rec, wait_elapsed_s=max(0.0, now - e.wait_start))
+        if rec.joint and not e.joint:
+            rec = replace(rec, joint=())  # activated: copies stop naming the old one
         self.table.set_record(e, rec)
         if actions:
             e.actions.append((rec.version, actions))
@@ -263,6 +270,8 @@ class Takeover:
         # The leader is an acceptor too, unless it forgot what it promised (amnesia.py).
         e.promised = {} if self.amnesia.abstains(rec) else {self.me: None}
         e.need = [rec.config or tuple(self.replicator.custodians(rec.capsule.key))]
+        # Not known activated: an earlier epoch may still act, so ask its configurations.
+        e.need.extend(c for c in rec.joint if c and c not in e.need)
         e.max_version = max(e.max_version, rec.version)
         return self._ask(e, now)
 
@@ -304,8 +313,10 @@ class Takeover:
         e.wait_start = now - rec.wait_elapsed_s
         if rec.state in LIVE:
             e.last_hb = max(e.last_hb, now)
-        if e.syncing and rec.epoch > 0 and rec.config not in e.need:
-            e.need.append(rec.config)
+        if e.syncing and rec.epoch > 0:
+            for cfg in (rec.config, *rec.joint):
+                if cfg and cfg not in e.need:
+                    e.need.append(cfg)
 
     def finish_sync(self, e: Entry, now: float) -> list[Effect]:
         """Activation: the adopted record in our epoch and configuration, replicated to
@@ -315,11 +326,19 @@ class Takeover:
         cid = e.record.capsule_id
         old = e.record
         cfg = self.replicator.config(old.capsule.key)
-        e.joint = old.config if old.config and old.config != cfg else ()
+        # Joint with the old configuration and with every one the old copy still
+        # names: an activation that never committed does not retire its predecessor.
+        joint = tuple(dict.fromkeys(c for c in (old.config, *old.joint) if c and c != cfg))
+        if len(joint) > MAX_JOINT:
+            # Dropping one would be unsafe: wait (a liveness limit, counted).
+            count(self.table.stats, "joint_too_long")
+            e.syncing = True
+            return [SetTimer(("c.sync", cid), now + self._backoff(e))]
+        e.joint = joint
         e.acks = {}
         fresh = old.epoch == 0
         rec = replace(old, version=max(e.max_version, old.version) + 1, epoch=e.ballot[0],
-                      config=cfg)  # fmt: skip
+                      config=cfg, joint=e.joint)  # fmt: skip
         if rec.state in LIVE:
             e.last_hb = max(e.last_hb, now)  # a fresh lease period from the takeover
         actions: list[Effect] = []

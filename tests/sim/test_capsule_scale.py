@@ -31,8 +31,11 @@ def _unexplained(sim: CapsuleSimulation) -> tuple[list[str], int]:
         for n in nodes:  # the dead too: their records are what their disks hold
             if isinstance(n.core, CapsuleCore) and (r := n.core.custody.record(cid)):
                 recs.append(r)
-        cfg = max(recs, key=lambda r: r.order).config if recs else ()
-        if cfg and sum(p not in live for p in cfg) >= len(cfg) // 2 + 1:
+        # The newest copy's configuration and every one it is still joint with (an
+        # activation not known committed): phase 1 needs a majority of each.
+        top = max(recs, key=lambda r: r.order) if recs else None
+        cfgs = (top.config, *top.joint) if top else ()
+        if any(c and sum(p not in live for p in c) >= len(c) // 2 + 1 for c in cfgs):
             blocked += 1
         else:
             bad.append(cid)
@@ -60,7 +63,9 @@ def test_capsule_sim_is_deterministic_and_exactly_once_under_churn(tmp_path: Pat
     assert info["unexplained"] == [], f"seed={SEED}: unfinished with a live majority"
     blocked = info["blocked"]
     assert isinstance(blocked, int), blocked
-    assert c["capsules_unfinished"] == blocked <= 6, f"seed={SEED}: {c}"
+    # 4 before joint copies, 7 after: a record not known activated also waits for a
+    # majority of the configurations it is joint with (docs/capsules.md).
+    assert c["capsules_unfinished"] == blocked <= 8, f"seed={SEED}: {c}"
     assert c["capsules_succeeded"] == 600 - blocked
     # The churn really exercised custody: crashes, takeovers, re-leases, restores.
     assert c["churn_crashes"] > 20 and c["capsule_takeovers"] > 20, f"seed={SEED}: {c}"
