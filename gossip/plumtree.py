@@ -108,6 +108,7 @@ class Plumtree:
         self.counters: dict[str, int] = {
             "bad_id": 0, "duplicates": 0, "grafts_sent": 0, "graft_miss": 0,
             "cache_evicted": 0, "seen_evicted": 0, "missing_evicted": 0, "ihave_dropped": 0,
+            "not_neighbor": 0,
         }
 
     # ------------------------------------------------------------ neighbours
@@ -146,6 +147,10 @@ class Plumtree:
         t = type(msg)
         if t is Gossip:
             self._on_gossip(peer, msg, out, now)  # type: ignore[arg-type]
+        elif peer not in self.eager and peer not in self.lazy:
+            # Tree control only on links of the active view: a stray IHAVE or GRAFT
+            # from elsewhere would leave state no NeighborDown ever clears.
+            self.counters["not_neighbor"] += 1
         elif t is IHave:
             self._on_ihave(peer, msg.items, out, now)  # type: ignore[union-attr]
         elif t is Graft:

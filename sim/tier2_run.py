@@ -52,6 +52,9 @@ class OverlayRun:
     repair_s: float = 30.0
     settle_s: float = 3.0
     wire: bool = False
+    #: Every round from the same live sender (iroh-gossip's "single sender" test);
+    #: otherwise a random live node each round ("multiple senders").
+    single_sender: bool = False
     network: NetworkConfig = field(default_factory=NetworkConfig)
 
     def topics_config(self) -> TopicsConfig:
@@ -117,6 +120,7 @@ class OverlaySim:
         self._got: dict[bytes, set[int]] = {}
         self._copies: dict[bytes, int] = {}
         self._hop: dict[bytes, int] = {}
+        self._sender: int | None = None
 
     # ------------------------------------------------------------ hooks
 
@@ -154,6 +158,10 @@ class OverlaySim:
     def broadcast_round(self, phase: str) -> Round:
         live = self.world.live()
         sender = live[self.rng_work.randrange(len(live))]
+        if self.cfg.single_sender:
+            if self._sender is None or not self.world.alive[self._sender]:
+                self._sender = sender
+            sender = self._sender
         payload = b"m%d" % len(self.report.rounds) + self.rng_work.randbytes(8)
         start = self.engine.now
         mid = message_id(payload)
