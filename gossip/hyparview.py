@@ -370,7 +370,13 @@ class HyParView:
 
     def _pick(self, view: dict[PeerId, None], skip: tuple[PeerId | None, ...],
               exclude: dict[PeerId, bool] | None = None) -> PeerId | None:
-        cands = [p for p in view if p not in skip and (exclude is None or p not in exclude)]
+        # Dict lookups, not tuple scans: a PeerId's __eq__ is a Python-level call.
+        drop = {s: None for s in skip if s is not None and s in view}
+        if exclude:
+            drop.update((p, None) for p in exclude if p in view)
+        if not drop:
+            return list(view)[self.rng.randrange(len(view))] if view else None
+        cands = [p for p in view if p not in drop]
         return cands[self.rng.randrange(len(cands))] if cands else None
 
     def _sample(self, view: dict[PeerId, None], k: int,
