@@ -52,6 +52,9 @@ class OverlayRun:
     repair_s: float = 30.0
     settle_s: float = 3.0
     wire: bool = False
+    #: Extra delay before the other end of a crashed node's connection notices (0: an
+    #: RST at once; a keep-alive timeout is seconds).
+    close_detect_s: float = 0.0
     #: Every round from the same live sender (iroh-gossip's "single sender" test);
     #: otherwise a random live node each round ("multiple senders").
     single_sender: bool = False
@@ -112,7 +115,8 @@ class OverlaySim:
         self.rng_net = random.Random(master.getrandbits(64))
         self.rng_work = random.Random(master.getrandbits(64))
         self.engine = Engine()
-        self.world = LinkWorld(self.engine, Network(run.network, self.rng_net), wire=run.wire)
+        self.world = LinkWorld(self.engine, Network(run.network, self.rng_net), wire=run.wire,
+                               close_detect_s=run.close_detect_s)
         self.world.on_emit = self._on_emit
         self.world.on_gossip = self._on_gossip
         self.report = OverlayReport(run)
