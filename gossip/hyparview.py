@@ -201,10 +201,9 @@ class HyParView:
         out: list[Effect] = []
         was_pending = self.pending.pop(peer, None) is not None
         if peer in self.active:
+            # Not kept as passive: a closed connection is the failure signal (§4.3).
             self._drop_active(peer, out)
-        elif unreachable or was_pending:
-            self.passive.pop(peer, None)
-        if unreachable:
+        if unreachable or was_pending:
             self.passive.pop(peer, None)
         self._refill(out, now)
         return out

@@ -147,7 +147,11 @@ class LinkWorld:
         if t is NeighborUp or t is NeighborDown:
             other = self.index.get(ev.peer)
             if other is not None:
-                if t is NeighborUp and self.alive[other]:
+                if t is NeighborUp and not self.alive[other]:
+                    # Its acceptance was in flight when it crashed: the connection
+                    # the node now relies on is already closed.
+                    self._close_notice(idx, other)
+                elif t is NeighborUp:
                     self.links[idx][other] = None
                     self.linked_by[other][idx] = None
                 elif t is NeighborDown:
