@@ -13,10 +13,13 @@ Seeded; a failure message names the seed. Larger runs: bench/overlay.py.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from overlay.cli.main import main
 from sim.tier2_run import OverlayReport, OverlayRun, run_overlay
 
 
@@ -75,3 +78,17 @@ def test_wire_encoding_changes_nothing_and_runs_are_deterministic() -> None:
         assert other.rounds == plain.rounds
         assert other.messages == plain.messages
         assert other.views == plain.views
+
+
+def test_colony_sim_overlay_command_writes_its_report(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "overlay.json"
+    assert main(["sim", "overlay", "--nodes", "60", "--broadcasts", "2", "--crash", "0.25",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "stable" in text and "repaired" in text
+    data = json.loads(out.read_text())
+    assert data["run"]["nodes"] == 60
+    assert {r["phase"] for r in data["rounds"]} == {"first", "stable", "during-failure",
+                                                    "repaired"}
+    assert data["views"]["repaired"]["live"] == 45
