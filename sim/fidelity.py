@@ -30,6 +30,8 @@ explains each comparison.
    uniform sample of the bucket's range), which costs up to ≈ 0.5 hop at N in the
    hundreds to thousands; docs/simulation.md shows the diagnosis (the idealised
    lookup run over the core's own tables reproduces the core's figure).
+5. The tier-2 overlay (HyParView + Plumtree): delivery, RMR and LDH against the papers
+   and iroh-gossip's test bounds, delivery after crashes (`sim/fidelity_overlay.py`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sim.fidelity_overlay import overlay_figures
 from sim.network import NetworkConfig, Region
 from sim.runner import Simulation
 from sim.scenario import Scenario, Workload
@@ -318,4 +321,6 @@ def run_all(*, quick: bool, seed: int = 1) -> list[Row]:
         rows.append(push_gossip_rounds(n, seed=seed))
     for n in ((200,) if quick else (250, 1000, 2000)):
         rows.append(kademlia_hops(n, seed=seed)[0])
+    for n in ((100,) if quick else (100, 1000)):
+        rows += [Row(*f) for f in overlay_figures(n, seed=seed)]
     return rows

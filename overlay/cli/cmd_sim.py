@@ -1,4 +1,4 @@
-"""`colony sim run|list|check|fidelity|campaign`: the deterministic simulator from the command line.
+"""`colony sim run|list|check|fidelity|campaign|overlay`: the simulator from the command line.
 
 Thin: parse, load the scenario, run `sim.runner`, write metrics (JSON, CSV) and plots
 (PNG), print a short summary. Errors in scenario files come back as `ScenarioError`
@@ -129,6 +129,25 @@ def _fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overlay(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+
+    from sim.tier2_run import OverlayRun, run_overlay, summary_lines, to_json
+
+    run = OverlayRun(nodes=args.nodes, seed=args.seed, broadcasts=args.broadcasts,
+                     crash_fraction=args.crash, single_sender=args.single_sender)
+    if args.active:
+        run = replace(run, active_size=args.active, passive_size=6 * args.active)
+    rep = run_overlay(run)
+    for line in summary_lines(rep):
+        print(line)
+    if args.out is not None:
+        args.out.write_text(json.dumps(to_json(rep), indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _campaign(args: argparse.Namespace) -> int:
     from sim import campaign as C
     from sim.campaign_check import INVARIANTS
@@ -224,6 +243,25 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     f.add_argument("--seed", type=int, default=None)
     f.add_argument("--out", type=Path, default=None, help="also write the table as JSON")
     f.set_defaults(func=_fidelity)
+
+    o = s.add_parser(
+        "overlay", parents=[common],
+        help="tier-2 overlay: HyParView + Plumtree over N nodes (delivery, RMR, LDH)",
+        description="N nodes join one topic (HyParView), broadcast from random nodes "
+        "(Plumtree), optionally lose a share of nodes at once and broadcast again after "
+        "repair. Prints delivery, RMR and LDH per phase and the active-view checks.",
+    )
+    o.add_argument("--nodes", type=int, default=200)
+    o.add_argument("--seed", type=int, default=1)
+    o.add_argument("--broadcasts", type=int, default=10, help="rounds per phase")
+    o.add_argument("--crash", type=float, default=0.0, metavar="FRACTION",
+                   help="crash this share of nodes after the stable rounds (e.g. 0.2)")
+    o.add_argument("--active", type=int, default=0,
+                   help="active view size (passive = 6x); default 5")
+    o.add_argument("--single-sender", action="store_true",
+                   help="every round from the same node (default: a random node)")
+    o.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
+    o.set_defaults(func=_overlay)
 
     cp = s.add_parser(
         "campaign", parents=[common],
