@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from dht.api import ClosestPeers, FindNode, LookupDone
+from dht.api import ClosestPeers, FindNode, LookupDone, RequestFailed
 from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import Effect, Emit, PeerUnreachable, Received, Send, SetTimer, TimerFired
@@ -129,7 +129,7 @@ def test_serve_answers_with_the_cores_reply_or_nothing_after_the_limit() -> None
     run(test, core, Net(None))
 
 
-def test_outbound_requests_post_or_ask_and_a_failure_makes_the_peer_unreachable() -> None:
+def test_outbound_requests_post_or_ask_and_a_failure_fails_that_request_only() -> None:
     core = SlowKad()
     net = Net(None)
 
@@ -139,7 +139,10 @@ def test_outbound_requests_post_or_ask_and_a_failure_makes_the_peer_unreachable(
         assert net.posts == [(A, PROTO, add.to_wire())]
         client.send(A, DhtRequest(8, KadMessage(MessageType.FIND_NODE, key=b"k")))
         await trio.sleep(1.0)
-        assert PeerUnreachable(A) in core.inputs
+        # That RPC fails; the peer's other protocols are not told anything (a DHT
+        # client refusing kad says nothing about its Bitswap or gossip).
+        assert RequestFailed(A, 8) in core.inputs
+        assert PeerUnreachable(A) not in core.inputs
         net.reply = KadMessage(MessageType.FIND_NODE, key=b"back").to_wire()
         client.send(A, DhtRequest(9, KadMessage(MessageType.FIND_NODE, key=b"k")))
         await trio.sleep(1.0)
