@@ -14,6 +14,7 @@ them and runs them in one nursery; it holds no protocol logic. The pieces:
 | services/peer_book       | known peers and peers.json                               |
 | services/bootstrap       | joins through seeds, saved peers and mDNS                |
 | services/capsules, trust | capsules; colony trust (docs/trust.md)                   |
+| services/handlers        | `[handlers]` scripts on member and user events (serf's)  |
 | edge/dialback, dialer    | reachability; NAT traversal (WebRTC, relay)              |
 | api/routes               | the control API                                          |
 
@@ -68,6 +69,7 @@ from overlay.runtime.services.capsules import (
 )
 from overlay.runtime.services.dht_client import DhtClient
 from overlay.runtime.services.events import EventBus
+from overlay.runtime.services.handlers import EventHandlers
 from overlay.runtime.services.host_ad import (
     PROTO_BITSWAP,
     PROTO_GOSSIP,
@@ -136,6 +138,9 @@ class Daemon:
                 await self.capsules.restore()  # custody records first (overlay/capsule/durable.py)
                 self.api_port = api_port = await n.start(api.serve, host, port)
                 write_api_addr(self.home, host, api_port)
+                if self.handlers:
+                    self.handlers.set_api(f"{host}:{api_port}")
+                    n.start_soon(self.handlers.run)
                 # Edge stack: WebRTC signalling, relay, dialer (overlay/runtime/edge/dialer.py).
                 self.dialer = await n.start(partial(
                     run_edge, t, self.keypair, self.conf, trust=self.trust,
@@ -173,6 +178,8 @@ class Daemon:
         self.peer_book = PeerBook(self.home, self.me, t, self.kad, driver.now,
                                   max_known_peers=self.conf["node"]["max_known_peers"])
         self.membership = SwimMembership(self.swim)
+        self.handlers = EventHandlers.from_config(
+            self.conf["handlers"], home=self.home, self_id=self.me, membership=self.membership)
         self.bootstrapper = Bootstrapper(
             self.me, t.connect, driver, self.membership, self.peer_book, self.spawn)
         self.capsules = CapsuleService(
@@ -196,7 +203,7 @@ class Daemon:
         for on_event in (self.capsules.on_event,  # runs, kills, custody persistence
                          self.trust_service.on_event,  # refusal logs, revocations saved
                          self.peer_book.on_event, self.dht_client.on_event,
-                         self.blocks.on_event, self._on_event):
+                         self.blocks.on_event, self.handlers.on_event, self._on_event):
             self.events.subscribe(on_event)
         self.reachability = ReachabilityService(  # /colony/dialback, STUN
             t, self.membership, driver, me=self.me,
@@ -234,6 +241,8 @@ class Daemon:
             "dht.announces_lost": self.dht_client.announces_lost,
             "dht.refused_client_mode": self.dht_client.refused_client,
             "exchange.want_timeouts": self.exchange.stats.timeouts,
+            "handlers.queue_full": self.handlers.stats.queue_full,
+            "handlers.timed_out": self.handlers.stats.timed_out,
         }
         for proto, n in sorted(t.queue_full_by_protocol.items()):
             out[f"transport.queue_full.{proto}"] = n

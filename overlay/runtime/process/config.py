@@ -43,6 +43,8 @@ DEFAULTS: Config = {
     "log": {"level": "info", "format": "auto"},
     "capsule": {"slots": 4, "executors": [], "labels": [], "location": ""},
     "trust": {"serve_public": True},
+    # Event handler scripts, serf-style (overlay/runtime/services/handlers.py).
+    "handlers": {"scripts": [], "timeout_s": 60, "queue": 256},
     # NAT traversal (overlay/runtime/edge/dialer.py, docs/edge-nat.md).
     "edge": {
         "webrtc": True,
@@ -161,6 +163,18 @@ executors = []
 labels = []
 # Free-form location capsules can require (conditions.location).
 location = ""
+
+[handlers]
+# Local commands run on node events, as serf's event handlers: "FILTER=COMMAND",
+# FILTER one or more of member-join, member-leave, member-failed, member-update,
+# member-reap, user, user:NAME, * (comma-separated). The command runs by /bin/sh in
+# the node's home with the event in COLONY_* (and SERF_*) variables and on stdin
+# (docs/daemon.md "Event handlers"). Set this list here, not in the environment.
+scripts = []
+# Seconds a command may run before it is killed (SIGTERM, SIGKILL 2 s later).
+timeout_s = 60
+# Events waiting per handler; beyond it events are dropped and counted.
+queue = 256
 
 [edge]
 # Reaching peers behind NATs (docs/edge-nat.md). Try in this order: "direct" (TCP),
