@@ -27,9 +27,16 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
+from overlay.capsule.trigger_def import (
+    TRIGGER_FUNCTION,
+    Origin,
+    TriggerDef,
+    TriggerError,
+    parse_origin,
+)
 from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.errors import InvalidCid, LocalProtocolError, MalformedFrame
 from overlay.core.ids import PeerId, key_of_bytes
@@ -42,8 +49,10 @@ from overlay.core.multiformats import (
     split_multihash,
 )
 from overlay.core.validate import finite, integer, number, string, strings
+from overlay.core.wire import cbor_encode
 
 CAPSULE_KIND = "capsule"
+DERIVED_KIND = "colony/derived"
 RAW_CODEC = 0x55
 MAX_ITEMS = 256
 MAX_STR = 4096
@@ -453,7 +462,12 @@ class CapsuleSpec:
 
 @dataclass(frozen=True, slots=True)
 class Capsule:
-    """A spec signed by its submitter. `id` is the CID of the envelope bytes."""
+    """A spec signed by its submitter. `id` is the CID of the envelope bytes.
+
+    A *derived* capsule (launched by a trigger: trigger_def.py) has no envelope of
+    its own: `envelope` is its trigger's (so `submitter` is the trigger's creator),
+    `derived` holds the trigger capsule and the `Origin`, the wire form is
+    ``[DERIVED_KIND, trigger wire, origin wire]`` and `id` is the CID of that."""
 
     spec: CapsuleSpec
     submitted_at: float
@@ -461,6 +475,7 @@ class Capsule:
     envelope: Envelope
     id: str
     key: int
+    derived: tuple[Capsule, Origin] | None = None
 
     @property
     def submitter(self) -> PeerId:
@@ -488,102 +503,50 @@ class Capsule:
         cid = capsule_cid(env.to_bytes())
         return cls(spec, float(at), nonce, env, cid, capsule_key(cid))
 
+    @property
+    def trigger_def(self) -> TriggerDef | None:
+        """The definition, when this capsule is a trigger (TriggerError if it is bad)."""
+        if self.spec.function != TRIGGER_FUNCTION:
+            return None
+        return TriggerDef.from_kwargs(dict(self.spec.kwargs))
+
     def to_wire(self) -> list[Any]:
+        if self.derived is not None:
+            trigger, origin = self.derived
+            return [DERIVED_KIND, trigger.to_wire(), origin.to_wire()]
         return self.envelope.to_wire()
 
     @classmethod
     def from_wire(cls, obj: Any) -> Capsule:
+        if isinstance(obj, list) and len(obj) == 3 and obj[0] == DERIVED_KIND:
+            trigger = cls.from_envelope(Envelope.from_wire(obj[1]))  # one level, no nesting
+            return cls.derive(trigger, parse_origin(obj[2]))
         return cls.from_envelope(Envelope.from_wire(obj))
 
-
-# ---------------------------------------------------------------- workflows
-
-
-@dataclass(frozen=True, slots=True)
-class Workflow:
-    """Named specs whose `dependencies` name other specs of the same workflow."""
-
-    name: str
-    specs: tuple[CapsuleSpec, ...]
-
     @classmethod
-    def from_dict(cls, d: Any) -> Workflow:
-        """``{"name": …, "capsules": [spec…]}``; a bare list (ColonyOS workflow JSON:
-        function specs with ``nodename`` and ``conditions.dependencies``) is accepted."""
-        if isinstance(d, list):
-            d = {"capsules": d}
-        if not isinstance(d, Mapping):
-            raise SpecError("a workflow must be a table with a capsules list")
-        _reject_unknown(d, ("name", "capsules", "functionspecs"), "")
-        raw = d.get("capsules", d.get("functionspecs"))
-        if not isinstance(raw, list) or not raw or len(raw) > MAX_WORKFLOW:
-            raise SpecError(f"a workflow needs 1..{MAX_WORKFLOW} capsules")
-        specs = []
-        for i, item in enumerate(raw):
-            if isinstance(item, Mapping) and isinstance(item.get("conditions"), Mapping):
-                cond = dict(item["conditions"])
-                deps = cond.pop("dependencies", None)
-                if deps:  # ColonyOS puts workflow edges in conditions.dependencies
-                    item = {**item, "conditions": cond, "dependencies": deps}
-            try:
-                specs.append(CapsuleSpec.from_dict(item))
-            except SpecError as e:
-                raise SpecError(f"capsules[{i}]: {e}") from None
-        wf = cls(_str(d.get("name", ""), "name", MAX_NAME), tuple(specs))
-        wf.order()
-        return wf
+    def derive(cls, trigger: Capsule, origin: Origin) -> Capsule:
+        """The capsule `trigger` launches for `origin`; the same on every node.
 
-    def order(self) -> list[CapsuleSpec]:
-        """Specs in a dependency-respecting order; SpecError on a cycle or bad name."""
-        by_name: dict[str, CapsuleSpec] = {}
-        for s in self.specs:
-            if not s.name:
-                raise SpecError("every capsule of a workflow needs a name")
-            if s.name in by_name:
-                raise SpecError(f"two capsules are named {s.name!r}")
-            by_name[s.name] = s
-        for s in self.specs:
-            for dep in s.dependencies:
-                if dep not in by_name:
-                    raise SpecError(f"{s.name!r} depends on unknown capsule {dep!r}")
-        # Iterative DFS with colours; order of visiting = declaration order (determinism).
-        state: dict[str, int] = {}  # 1 = on stack, 2 = done
-        out: list[CapsuleSpec] = []
-        for root in by_name:
-            if state.get(root):
-                continue
-            stack: list[tuple[str, int]] = [(root, 0)]
-            state[root] = 1
-            while stack:
-                name, i = stack[-1]
-                deps = by_name[name].dependencies
-                if i < len(deps):
-                    stack[-1] = (name, i + 1)
-                    dep = deps[i]
-                    if state.get(dep) == 1:
-                        path = [n for n, _ in stack]
-                        cycle = [*path[path.index(dep) :], dep]
-                        raise SpecError("dependency cycle: " + " → ".join(cycle))
-                    if not state.get(dep):
-                        state[dep] = 1
-                        stack.append((dep, 0))
-                else:
-                    state[name] = 2
-                    out.append(by_name[name])
-                    stack.pop()
-        return out
-
-    def sign(self, keypair: KeyPair, submitted_at: float, nonce: int = 0) -> list[Capsule]:
-        """Sign every spec, parents first, with dependency names replaced by ids."""
-        ids: dict[str, str] = {}
-        out: list[Capsule] = []
-        for spec in self.order():
-            resolved = _replace_deps(spec, tuple(ids[d] for d in spec.dependencies))
-            cap = Capsule.sign(keypair, resolved, submitted_at, nonce)
-            ids[spec.name] = cap.id
-            out.append(cap)
-        return out
-
-
-def _replace_deps(spec: CapsuleSpec, deps: tuple[str, ...]) -> CapsuleSpec:
-    return replace(spec, dependencies=deps)
+        Raises MalformedFrame when `trigger` is not a trigger, `origin` could not
+        have fired it (a tick off the schedule, an event its filter refuses), or the
+        rendered template is not a valid spec."""
+        try:
+            tdef = trigger.trigger_def
+        except TriggerError as e:
+            raise MalformedFrame(f"trigger {trigger.id}: {e}") from None
+        if tdef is None:
+            raise MalformedFrame(f"capsule {trigger.id} is not a trigger")
+        why = tdef.accepts(origin, trigger.submitted_at)
+        if why:
+            raise MalformedFrame(f"trigger {trigger.id}: {why}")
+        try:
+            spec = CapsuleSpec.from_dict(tdef.render(trigger.id, trigger.spec.name, origin))
+        except SpecError as e:
+            raise MalformedFrame(f"trigger {trigger.id}: its template gives a bad spec: {e}"
+                                 ) from None
+        wire = [DERIVED_KIND, trigger.to_wire(), origin.to_wire()]
+        cid = capsule_cid(cbor_encode(wire))
+        # A tick is the capsule's time; for events, the trigger's creation time: a
+        # signed, deterministic time (amnesia.py compares it with a store loss).
+        at = float(origin.tick) if origin.tick is not None else trigger.submitted_at
+        return cls(spec, at, 0, trigger.envelope, cid, capsule_key(cid), (trigger, origin))

@@ -26,7 +26,8 @@ from overlay.capsule.dataflow import ParentOutput, output_names
 from overlay.capsule.executor import CapsuleExited, ExecutorConfig
 from overlay.capsule.leases import TERMINAL, State
 from overlay.capsule.members import Member, MembersChanged
-from overlay.capsule.spec import Capsule, CapsuleSpec, Workflow, capsule_cid, capsule_key
+from overlay.capsule.spec import Capsule, CapsuleSpec, capsule_cid, capsule_key
+from overlay.capsule.workflow_spec import Workflow
 from overlay.core.certs import Certificate
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId

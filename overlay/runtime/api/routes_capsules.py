@@ -28,7 +28,8 @@ import trio
 
 from overlay.capsule.leases import CustodyRecord, State
 from overlay.capsule.placement import place
-from overlay.capsule.spec import Capsule, CapsuleSpec, SpecError, Workflow, check_capsule_id
+from overlay.capsule.spec import Capsule, CapsuleSpec, SpecError, check_capsule_id
+from overlay.capsule.workflow_spec import Workflow
 from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError, WireError

@@ -9,11 +9,11 @@ from overlay.capsule.spec import (
     CapsuleSpec,
     Conditions,
     SpecError,
-    Workflow,
     capsule_key,
     check_cid,
     cid_multihash,
 )
+from overlay.capsule.workflow_spec import Workflow
 from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.errors import BadSignature, MalformedFrame
 from overlay.core.ids import key_of_bytes

@@ -1,0 +1,260 @@
+"""Triggers, crons and generators: what launches a capsule, and from which event.
+
+A trigger is itself a capsule (function `colony.trigger`, executor kind `trigger`), so
+it gets everything a capsule has: a signature by its creator (who needs the `submit`
+role), custody by the `k_c` members closest to its id, a fencing-token lease on one
+node that runs it, re-placement when that node dies, `colony capsule ps`, cancel. Its
+definition is in the spec's kwargs (`TriggerDef.from_kwargs`):
+
+| kwarg      | meaning                                                              |
+|------------|----------------------------------------------------------------------|
+| `on`       | `user`, `user:NAME` (user events) or `cron`                          |
+| `schedule` | for `cron`: a schedule (overlay/capsule/cron.py)                     |
+| `filter`   | an expression over the event (overlay/capsule/trigger_filter.py)     |
+| `template` | the capsule spec to launch, as JSON text with `${…}` variables        |
+| `catchup`  | for `cron`: `skip` (default) or `all` — ticks missed while no node ran it |
+| `count`    | a generator: launch once `count` matching events were collected ...   |
+| `within_s` | ... or `within_s` after the first of them, with all collected         |
+
+The capsule it launches is *derived* (spec.py `Capsule.derive`): its wire form is the
+trigger capsule plus the `Origin` (the signed user events, or the cron tick), and its
+id is the CID of exactly that — so every node that fires the same trigger for the
+same event builds the same capsule, and custody, which keeps one record per capsule
+id, collapses duplicates. That is what makes firing exactly-once without a central
+scheduler (docs/triggers.md). Nothing in a derived capsule is unsigned: the creator
+signed the trigger, the senders signed the events, and a cron tick is checked
+against the schedule; anyone can fire, nobody can forge.
+
+Template variables (an unknown `${name}` is refused when the trigger is created):
+`${trigger.id}`, `${trigger.name}`, `${event.name}`, `${event.payload}`,
+`${event.sender}`, `${event.lamport}`, `${event.seq}`, `${tick}` (POSIX seconds),
+`${tick.iso}`, `${count}` and `${payloads}` (a JSON list of the payloads as text).
+`$$` is a literal `$`. Every derived capsule also gets `COLONY_TRIGGER_ID` and
+`COLONY_EVENT` (a JSON description of its event or events) in its environment.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gossip.messages import KIND_EVENT, UserEvent
+from overlay.capsule.cron import CronError, Schedule
+from overlay.capsule.trigger_filter import EventFields, Filter, FilterError
+from overlay.core.crypto import Envelope
+from overlay.core.errors import MalformedFrame, WireError
+
+TRIGGER_FUNCTION = "colony.trigger"
+TRIGGER_EXECUTOR = "trigger"
+#: Events one generator batch may hold, and their total payload bytes.
+MAX_BATCH = 64
+MAX_BATCH_BYTES = 1 << 20
+MAX_TEMPLATE_CHARS = 4096
+_VAR = re.compile(r"\$(\$|\{([a-z.]+)\})")
+VARIABLES = ("trigger.id", "trigger.name", "event.name", "event.payload", "event.sender",
+             "event.lamport", "event.seq", "tick", "tick.iso", "count", "payloads")  # fmt: skip
+
+
+class TriggerError(ValueError):
+    """A trigger definition that cannot work, with the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """What a derived capsule was launched by: signed user events, or a cron tick."""
+
+    events: tuple[UserEvent, ...] = ()
+    tick: int | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        if self.tick is not None:
+            return {"t": self.tick}
+        return {"u": [e.env.to_wire() for e in self.events]}
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Origin:
+        if not isinstance(obj, dict) or len(obj) != 1:
+            raise MalformedFrame("a trigger origin is {t: tick} or {u: [events]}")
+        if "t" in obj:
+            tick = obj["t"]
+            if isinstance(tick, bool) or not isinstance(tick, int) or not 0 < tick < 1 << 40:
+                raise MalformedFrame("a cron tick must be a positive integer")
+            return cls(tick=tick)
+        raw = obj.get("u")
+        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
+            raise MalformedFrame(f"a trigger origin holds 1..{MAX_BATCH} events")
+        envs = [Envelope.from_wire(e) for e in raw]
+        for env in envs:
+            env.verify(KIND_EVENT)  # gossip checks lazily; a derived capsule checks here
+        events = tuple(UserEvent.from_envelope(env) for env in envs)
+        if sum(len(e.payload) for e in events) > MAX_BATCH_BYTES:
+            raise MalformedFrame(f"a trigger origin holds at most {MAX_BATCH_BYTES} bytes")
+        return cls(events=events)
+
+
+def fields_of(ev: UserEvent) -> EventFields:
+    return EventFields(ev.name, ev.payload, str(ev.sender), ev.lamport, ev.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerDef:
+    """A trigger's definition, checked; `accepts` and `render` are pure."""
+
+    on: str  # "user" or "cron"
+    event_name: str  # for on = user: "" = any name
+    schedule: Schedule | None
+    filter: Filter
+    template: Mapping[str, Any]
+    catchup: str
+    count: int
+    within_s: float
+
+    @property
+    def is_generator(self) -> bool:
+        return self.count > 1 or self.within_s > 0
+
+    @classmethod
+    def from_kwargs(cls, kw: Mapping[str, object]) -> TriggerDef:
+        known = {"on", "schedule", "filter", "template", "catchup", "count", "within_s"}
+        unknown = set(kw) - known
+        if unknown:
+            raise TriggerError(f"unknown trigger settings: {', '.join(sorted(unknown))}")
+        on = str(kw.get("on", ""))
+        kind, _, name = on.partition(":")
+        schedule = None
+        if kind == "cron":
+            try:
+                schedule = Schedule.parse(str(kw.get("schedule", "")))
+            except CronError as e:
+                raise TriggerError(f"schedule: {e}") from None
+        elif kind != "user":
+            raise TriggerError(f"on must be user, user:NAME or cron, not {on!r}")
+        try:
+            flt = Filter.parse(str(kw.get("filter", "")))
+        except FilterError as e:
+            raise TriggerError(str(e)) from None
+        text = str(kw.get("template", ""))
+        if len(text) > MAX_TEMPLATE_CHARS:
+            raise TriggerError(f"template longer than {MAX_TEMPLATE_CHARS} characters")
+        try:
+            template = json.loads(text)
+        except ValueError as e:
+            raise TriggerError(f"template is not JSON: {e}") from None
+        if not isinstance(template, dict):
+            raise TriggerError("template must be a capsule spec (a JSON object)")
+        _check_variables(template)
+        catchup = str(kw.get("catchup", "skip"))
+        if catchup not in ("skip", "all"):
+            raise TriggerError(f"catchup must be skip or all, not {catchup!r}")
+        within = kw.get("within_s", 0.0)
+        # A generator given only a time collects as many as one batch holds.
+        count = kw.get("count", MAX_BATCH if within else 1)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_BATCH:
+            raise TriggerError(f"count must be 1..{MAX_BATCH}")
+        if isinstance(within, bool) or not isinstance(within, int | float) \
+                or not 0 <= within <= 86400:
+            raise TriggerError("within_s must be 0..86400")
+        if kind == "cron" and (count > 1 or within > 0 or flt.tree is not None):
+            raise TriggerError("count, within_s and filter apply to user events, not cron")
+        return cls(kind, name, schedule, flt, template, catchup, count, float(within))
+
+    def matches(self, ev: UserEvent) -> bool:
+        """Whether a user event fires (or joins a batch of) this trigger."""
+        if self.on != "user" or (self.event_name and ev.name != self.event_name):
+            return False
+        return self.filter.matches(fields_of(ev))
+
+    def accepts(self, origin: Origin, created_at: float) -> str | None:
+        """Why `origin` cannot have launched this trigger, or None if it can."""
+        if origin.tick is not None:
+            if self.schedule is None:
+                return "a cron tick for a trigger on user events"
+            if origin.tick <= created_at or not self.schedule.matches(origin.tick, created_at):
+                return f"tick {origin.tick} is not on the schedule {self.schedule.text!r}"
+            return None
+        if self.on != "user":
+            return "user events for a cron trigger"
+        if len(origin.events) > self.count:
+            return f"{len(origin.events)} events for a batch of at most {self.count}"
+        if len(origin.events) > 1 and not self.is_generator:
+            return "several events for a trigger that fires on one"
+        for ev in origin.events:
+            if not self.matches(ev):
+                return f"event {ev.name!r} from {ev.sender} does not match the trigger"
+        return None
+
+    def render(self, trigger_id: str, trigger_name: str, origin: Origin) -> dict[str, Any]:
+        """The capsule spec (as from_dict input) this trigger launches for `origin`."""
+        values = _variables(trigger_id, trigger_name, origin)
+        spec = _substitute(self.template, values)
+        assert isinstance(spec, dict)
+        env = dict(spec.get("env") or {})
+        env["COLONY_TRIGGER_ID"] = trigger_id
+        env["COLONY_EVENT"] = _event_json(origin)
+        spec["env"] = env
+        return spec
+
+
+def _variables(trigger_id: str, trigger_name: str, origin: Origin) -> dict[str, str]:
+    first = origin.events[0] if origin.events else None
+    tick = origin.tick or 0
+    return {
+        "trigger.id": trigger_id, "trigger.name": trigger_name,
+        "event.name": first.name if first else "",
+        "event.payload": first.payload.decode(errors="replace") if first else "",
+        "event.sender": str(first.sender) if first else "",
+        "event.lamport": str(first.lamport) if first else "",
+        "event.seq": str(first.seq) if first else "",
+        "tick": str(tick) if origin.tick is not None else "",
+        "tick.iso": datetime.fromtimestamp(tick, UTC).isoformat() if origin.tick else "",
+        "count": str(len(origin.events) if origin.events else 1),
+        "payloads": json.dumps([e.payload.decode(errors="replace") for e in origin.events]),
+    }  # fmt: skip
+
+
+def _event_json(origin: Origin) -> str:
+    if origin.tick is not None:
+        return json.dumps({"tick": origin.tick})
+    return json.dumps([{"name": e.name, "sender": str(e.sender), "lamport": e.lamport,
+                        "seq": e.seq, "payload": e.payload.decode(errors="replace")}
+                       for e in origin.events])  # fmt: skip
+
+
+def _substitute(value: object, values: Mapping[str, str]) -> object:
+    if isinstance(value, str):
+        return _VAR.sub(lambda m: "$" if m.group(1) == "$" else values[m.group(2)], value)
+    if isinstance(value, list):
+        return [_substitute(v, values) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, values) for k, v in value.items()}
+    return value
+
+
+def _check_variables(value: object) -> None:
+    if isinstance(value, str):
+        for m in _VAR.finditer(value):
+            if m.group(1) != "$" and m.group(2) not in VARIABLES:
+                raise TriggerError(f"template uses unknown variable ${{{m.group(2)}}}; "
+                                   f"known: {', '.join(VARIABLES)}")
+        if re.search(r"\$\{(?![a-z.]+\})", value):
+            raise TriggerError(f"template has a malformed variable in {value[:60]!r}")
+    elif isinstance(value, list):
+        for v in value:
+            _check_variables(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _check_variables(v)
+
+
+def parse_origin(obj: Any) -> Origin:
+    """`Origin.from_wire`, with every failure a WireError (bad signatures included)."""
+    try:
+        return Origin.from_wire(obj)
+    except WireError:
+        raise
+    except ValueError as e:
+        raise MalformedFrame(f"trigger origin: {e}") from None
