@@ -6,7 +6,7 @@ past-tense facts (`MemberJoined`, …) handed up in `Emit` effects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gossip.resources import ResourceAd
 from overlay.core.crypto import Envelope
@@ -104,6 +104,20 @@ class UserEventReceived:
     payload: bytes
     lamport: int
     seq: int
+    #: The sender's signed event (triggers carry it as the proof of their origin).
+    env: Envelope | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class UserEventSent:
+    """Our own user event, as it left (a sender is not delivered its own events)."""
+
+    sender: PeerId
+    name: str
+    payload: bytes
+    lamport: int
+    seq: int
+    env: Envelope | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

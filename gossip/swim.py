@@ -70,6 +70,7 @@ from gossip.events import (
     PublishRevocation,
     SendUserEvent,
     UpdateAd,
+    UserEventSent,
 )
 from gossip.local_node import LocalNode
 from gossip.member_table import MemberTable
@@ -168,7 +169,8 @@ class Swim:
         elif isinstance(inp, UpdateAd):
             self.ads.update(inp.ad)
         elif isinstance(inp, SendUserEvent):
-            self.user_events.send(inp.name, inp.payload, now)
+            e = self.user_events.send(inp.name, inp.payload, now)
+            out.append(Emit(UserEventSent(e.sender, e.name, e.payload, e.lamport, e.seq, e.env)))
         elif isinstance(inp, PublishRevocation):
             self._publish_revocation(inp.envelope, now, out)
         else:

@@ -55,7 +55,7 @@ class UserEventGossip:
         #: Sequence number of our next event.
         self.next_seq = 0
 
-    def send(self, name: str, payload: bytes, now: float) -> None:
+    def send(self, name: str, payload: bytes, now: float) -> UserEvent:
         """The `SendUserEvent` command; misuse raises `LocalProtocolError`."""
         try:
             check_event(name, payload)
@@ -68,6 +68,7 @@ class UserEventGossip:
         self.next_seq += 1
         self.orderer.offer(ev, now)  # remember it, so echoes are duplicates
         self.uq.queue(("ev", me.me, ev.seq), ev)
+        return ev
 
     def on_event(self, ev: UserEvent, now: float, out: list[Effect]) -> None:
         if len(ev.payload) > MAX_USER_PAYLOAD_BYTES:
@@ -90,9 +91,11 @@ class UserEventGossip:
         if is_new:
             self.uq.queue(("ev", ev.sender, ev.seq), ev)
         for e in ready:
-            out.append(Emit(UserEventReceived(e.sender, e.name, e.payload, e.lamport, e.seq)))
+            out.append(Emit(UserEventReceived(e.sender, e.name, e.payload, e.lamport, e.seq,
+                                                e.env)))
 
     def expire(self, now: float, out: list[Effect]) -> None:
         """Deliver held events whose hold-back has passed (gaps skipped)."""
         for ev in self.orderer.expire(now):
-            out.append(Emit(UserEventReceived(ev.sender, ev.name, ev.payload, ev.lamport, ev.seq)))
+            out.append(Emit(UserEventReceived(ev.sender, ev.name, ev.payload, ev.lamport,
+                                                ev.seq, ev.env)))

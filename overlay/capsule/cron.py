@@ -12,8 +12,9 @@ Syntax (Vixie cron, as `crontab(5)`; `@every` as robfig/cron, which ColonyOS use
   a day matches if *either* matches (crontab(5)'s rule, surprising but standard).
 - ``@yearly`` (``@annually``), ``@monthly``, ``@weekly``, ``@daily`` (``@midnight``),
   ``@hourly``.
-- ``@every 30s``, ``@every 5m``, ``@every 1h30m``: ticks at ``anchor + k·d``, k ≥ 1, for
-  an anchor the caller fixes (a trigger uses its creation time, so every node agrees).
+- ``@every 30s``, ``@every 5m``, ``@every 1h30m``: ticks at ``⌊anchor⌋ + k·d``, k ≥ 1,
+  for an anchor the caller fixes (a trigger uses its creation time, so every node
+  agrees).
 
 Errors are `CronError` (a `ValueError`) naming the field and the text.
 """
@@ -129,8 +130,7 @@ class Schedule:
     def matches(self, tick: int, anchor: float = 0.0) -> bool:
         """True when `tick` is one of the schedule's ticks (`anchor`: see `@every`)."""
         if self.every_s:
-            return tick > anchor and (tick - int(anchor)) % self.every_s == 0 \
-                and float(anchor).is_integer()
+            return tick > anchor and (tick - int(anchor)) % self.every_s == 0
         if tick % 60:
             return False
         d = datetime.fromtimestamp(tick, UTC)

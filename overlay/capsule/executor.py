@@ -44,6 +44,7 @@ from overlay.capsule.messages import (
 from overlay.capsule.placement import NodeAd, first_failure
 from overlay.capsule.receipts import Receipt
 from overlay.capsule.spec import Capsule, Conditions
+from overlay.capsule.trigger_def import TRIGGER_FUNCTION
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import CancelTimer, Effect, Emit, Send, SetTimer
 from overlay.core.ids import PeerId
@@ -127,8 +128,12 @@ class Executor:
     def _count(self, name: str) -> None:
         self.stats[name] = self.stats.get(name, 0) + 1
 
+    def _working(self) -> list[_Run]:
+        """Runs that use a slot: every lease but a trigger's (it fires, it runs nothing)."""
+        return [r for r in self.running.values() if r.capsule.spec.function != TRIGGER_FUNCTION]
+
     def ad(self) -> NodeAd:
-        return self.config.ad(len(self.running))
+        return self.config.ad(len(self._working()))
 
     def _custodians(self, key: int) -> list[PeerId]:
         return self.view.closest(key, self.k_c)
@@ -142,7 +147,7 @@ class Executor:
     def capacity_problem(self, cond: Conditions, replacing: str | None = None) -> str | None:
         """Why `cond` does not fit what is left, or None."""
         cfg = self.config
-        runs = [r for cid, r in self.running.items() if cid != replacing]
+        runs = [r for r in self._working() if r.capsule.id != replacing]
         used_cpu = sum(r.capsule.spec.conditions.cpu for r in runs)
         used_mem = sum(r.capsule.spec.conditions.mem_mib for r in runs)
         used_gpu = sum(r.capsule.spec.conditions.gpu for r in runs)

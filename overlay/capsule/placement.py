@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from overlay.capsule.spec import Conditions, SpecError, parse_mem_mib
+from overlay.capsule.trigger_def import TRIGGER_EXECUTOR
 from overlay.core.errors import MalformedFrame
 from overlay.core.ids import PeerId
 from overlay.core.validate import finite
@@ -173,8 +174,8 @@ def first_failure(
             return "label"
     if cond.location and ad.location != cond.location:
         return "location"
-    if ad.free_slots - reserved <= 0:
-        return "slots"
+    if ad.free_slots - reserved <= 0 and cond.executor != TRIGGER_EXECUTOR:
+        return "slots"  # a trigger's lease uses no slot (it fires, it does not run)
     return None
 
 

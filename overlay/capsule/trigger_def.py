@@ -119,7 +119,8 @@ class TriggerDef:
 
     @classmethod
     def from_kwargs(cls, kw: Mapping[str, object]) -> TriggerDef:
-        known = {"on", "schedule", "filter", "template", "catchup", "count", "within_s"}
+        # `chain` (the creator's certificate chain) is for the runtime, not the definition.
+        known = {"on", "schedule", "filter", "template", "catchup", "count", "within_s", "chain"}
         unknown = set(kw) - known
         if unknown:
             raise TriggerError(f"unknown trigger settings: {', '.join(sorted(unknown))}")

@@ -109,6 +109,23 @@ class AsyncColony:
     async def cancel(self, capsule_id: str, reason: str | None = None) -> JsonDict:
         return await _run(self.sync.cancel, capsule_id, reason)
 
+    async def add_trigger(self, template: JsonDict, *, on: str, name: str = "",
+                          schedule: str | None = None, filter: str | None = None,
+                          catchup: str | None = None, count: int | None = None,
+                          within_s: float | None = None) -> JsonDict:
+        return await _run(self.sync.add_trigger, template, on=on, name=name,
+                          schedule=schedule, filter=filter, catchup=catchup, count=count,
+                          within_s=within_s)
+
+    async def triggers(self) -> list[JsonDict]:
+        return await _run(self.sync.triggers)
+
+    async def trigger(self, trigger_id: str) -> JsonDict:
+        return await _run(self.sync.trigger, trigger_id)
+
+    async def remove_trigger(self, trigger_id: str) -> JsonDict:
+        return await _run(self.sync.remove_trigger, trigger_id)
+
     async def trust(self) -> JsonDict:
         return await _run(self.sync.trust)
 

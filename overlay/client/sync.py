@@ -148,6 +148,29 @@ class Colony:
         return dict(self.api.call("POST", "/v1/capsules/cancel",
                                   {"id": capsule_id, "reason": reason}))
 
+    # ------------------------------------------------------------ triggers
+    def add_trigger(self, template: JsonDict, *, on: str, name: str = "",
+                    schedule: str | None = None, filter: str | None = None,
+                    catchup: str | None = None, count: int | None = None,
+                    within_s: float | None = None) -> JsonDict:
+        """Create a trigger (`on="user:NAME"`), a cron (`on="cron", schedule=…`) or a
+        generator (`count`/`within_s`); `template` is the capsule spec it launches."""
+        body: JsonDict = {"template": template, "on": on, "name": name}
+        for key, v in (("schedule", schedule), ("filter", filter), ("catchup", catchup),
+                       ("count", count), ("within_s", within_s)):
+            if v is not None:
+                body[key] = v
+        return dict(self.api.call("POST", "/v1/triggers/add", body))
+
+    def triggers(self) -> list[JsonDict]:
+        return [dict(r) for r in self.api.call("GET", "/v1/triggers")]
+
+    def trigger(self, trigger_id: str) -> JsonDict:
+        return dict(self.api.call("GET", "/v1/triggers/get", id=trigger_id))
+
+    def remove_trigger(self, trigger_id: str) -> JsonDict:
+        return dict(self.api.call("POST", "/v1/triggers/rm", {"id": trigger_id}))
+
     # ------------------------------------------------------------ trust
     def trust(self) -> JsonDict:
         """Colony trust state: owner, this node's certificate, revocations."""

@@ -45,6 +45,7 @@ from overlay.runtime.api.routes import build_api
 from overlay.runtime.api.routes_capsules import add_capsule_routes
 from overlay.runtime.api.routes_doctor import DoctorSources, add_doctor_routes
 from overlay.runtime.api.routes_node import CoreStats
+from overlay.runtime.api.routes_triggers import add_trigger_routes
 from overlay.runtime.api.routes_trust import add_trust_routes
 from overlay.runtime.api.server import (
     ApiServer,
@@ -79,6 +80,7 @@ from overlay.runtime.services.host_ad import (
 )
 from overlay.runtime.services.membership import SwimMembership
 from overlay.runtime.services.peer_book import PeerBook
+from overlay.runtime.services.trigger_runs import TriggerRuns
 from overlay.runtime.services.trust import TrustService
 from overlay.runtime.services.trust_state import Trust
 from store.blockstore import BlockStore
@@ -189,6 +191,8 @@ class Daemon:
         self.trust_service = TrustService(
             self.trust, me=self.me, store=self.store, membership=self.membership,
             cores=driver, dht=self.dht_client, keypair=self.keypair, network=t)
+        self.triggers = TriggerRuns(driver, self.spawn, self.events.recent)
+        self.capsules.triggers = self.triggers  # a trigger's lease fires, not executes
         self.blocks.hooks = self.trust_service  # the private mark travels with the DAG
         self.capsules.mark_outputs = self.trust_service.mark_outputs
         self.router = Router(
@@ -203,7 +207,8 @@ class Daemon:
         for on_event in (self.capsules.on_event,  # runs, kills, custody persistence
                          self.trust_service.on_event,  # refusal logs, revocations saved
                          self.peer_book.on_event, self.dht_client.on_event,
-                         self.blocks.on_event, self.handlers.on_event, self._on_event):
+                         self.blocks.on_event, self.handlers.on_event,
+                         self.triggers.on_event, self._on_event):
             self.events.subscribe(on_event)
         self.reachability = ReachabilityService(  # /colony/dialback, STUN
             t, self.membership, driver, me=self.me,
@@ -216,6 +221,7 @@ class Daemon:
             stats=CoreStats(driver, self.kad, self.swim, self.exchange, self._drops),
         )
         add_capsule_routes(api, self.capsules, self.keypair, self.blocks)
+        add_trigger_routes(api, self.capsules, self.keypair, self.triggers)
         add_doctor_routes(api, DoctorSources(
             self.me, self.home, self.conf, t, self.membership, self.store, self.reachability,
             lambda: getattr(self, "dialer", None)))  # the dialer starts after the API

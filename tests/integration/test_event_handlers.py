@@ -43,7 +43,8 @@ def test_handlers_run_once_per_event_with_serf_env(tmp_path: Path) -> None:
     try:
         c.prepare()
         conf = c.nodes[0].home / "config.toml"
-        scripts = [f"member-join,member-leave,user:deploy={RECORD}", "user:slow=sleep 600"]
+        scripts = [f"member-join,member-leave,user:deploy,user:local={RECORD}",
+                   "user:slow=sleep 600"]
         conf.write_text(conf.read_text().replace(
             "scripts = []", f"scripts = {json.dumps(scripts)}").replace(
             "timeout_s = 60", "timeout_s = 1"))
@@ -59,11 +60,16 @@ def test_handlers_run_once_per_event_with_serf_env(tmp_path: Path) -> None:
                   if env["COLONY_EVENT"] == "member-join"}
         assert joined == {n1.peer_id, n2.peer_id}
 
+        colony_cmd(n0.home, "events", "send", "local", "mine")  # serf runs its own too
         colony_cmd(n1.home, "events", "send", "deploy", "v2")
         colony_cmd(n1.home, "events", "send", "other", "ignored")
         colony_cmd(n1.home, "events", "send", "slow", "")
-        wait_for(lambda: "user" in kinds(), 30, "the user:deploy handler run")
-        (env, stdin), = [r for r in _records(tmp_path) if r[0]["COLONY_EVENT"] == "user"]
+        wait_for(lambda: kinds().count("user") == 2, 30, "the user:deploy and user:local runs")
+        users = {r[0]["COLONY_USER_EVENT"]: r for r in _records(tmp_path)
+                 if r[0]["COLONY_EVENT"] == "user"}
+        assert users["local"][1] == b"mine"
+        assert users["local"][0]["COLONY_USER_SENDER"] == n0.peer_id
+        env, stdin = users["deploy"]
         assert stdin == b"v2"
         assert env["COLONY_USER_EVENT"] == env["SERF_USER_EVENT"] == "deploy"
         assert env["COLONY_USER_SENDER"] == n1.peer_id
@@ -81,6 +87,6 @@ def test_handlers_run_once_per_event_with_serf_env(tmp_path: Path) -> None:
 
         wait_for(lambda: timed_out() == 1, 30, "the slow handler to be killed and counted")
         assert n0.up()  # the node went on
-        assert sorted(kinds()) == ["member-join", "member-join", "member-leave", "user"]
+        assert sorted(kinds()) == ["member-join", "member-join", "member-leave", "user", "user"]
     finally:
         c.close()

@@ -61,6 +61,8 @@ def record_json(rec: CustodyRecord) -> JsonObject:
         "submitter": str(rec.capsule.submitter),
         "origin": str(rec.origin),
         "submitted_at": rec.capsule.submitted_at,
+        # Lineage: the trigger, cron or generator that launched it (trigger_def.py).
+        "trigger": rec.capsule.derived[0].id if rec.capsule.derived else None,
         "command": list(spec.command),
         "function": spec.function,
         "inputs": list(spec.inputs),

@@ -47,6 +47,7 @@ from overlay.capsule.leases import TERMINAL, CustodyRecord
 from overlay.capsule.messages import MESSAGE_TYPES, decode_message
 from overlay.capsule.part import Activate, RefreshMembers, RestoreCustody, executor_config
 from overlay.capsule.spec import Capsule
+from overlay.capsule.trigger_def import TRIGGER_EXECUTOR, TRIGGER_FUNCTION
 from overlay.core.certs import Certificate, RevocationList
 from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
@@ -64,6 +65,7 @@ from overlay.runtime.services.capsule_info import (
     MemberGate,
 )
 from overlay.runtime.services.capsule_runs import Runs
+from overlay.runtime.services.trigger_runs import TriggerRuns
 from store.custody_store import CustodyStore, amnesia_since
 from store.importer import ImportOptions
 
@@ -159,6 +161,8 @@ async def prepare_capsules(
     learnt by gossip also bind capsule submitters."""
     configured = conf.get("capsule", {}).get("executors", [])
     kinds = await available_kinds(SLURM_DETECT_TIMEOUT_S)
+    if conf.get("capsule", {}).get("slots", 4) > 0:
+        kinds = (*kinds, TRIGGER_EXECUTOR)  # holds a trigger's lease; uses no slot
     if configured:  # an operator may offer fewer kinds than work here, never more
         kinds = tuple(k for k in kinds if k in configured)
     authority = load_authority(home, conf)
@@ -211,7 +215,8 @@ class CapsuleService:
         self.custody_store = CustodyStore.open(home)
         opts = ImportOptions(cid_version=int(conf["store"]["cid_version"]))
         ctx = ExecContext(store=blocks.store, workdir_root=self.runs_dir, import_options=opts)
-        self.attempts = Attempts(ctx, {k: executor_for(k) for k in self.kinds},
+        processes = [k for k in self.kinds if k != TRIGGER_EXECUTOR]  # triggers fire here
+        self.attempts = Attempts(ctx, {k: executor_for(k) for k in processes},
                                  on_exit=self._on_exit, fetch=self.fetch_input)  # fmt: skip
         self.known: dict[str, Known] = {}
         self._changed = trio.Event()
@@ -222,6 +227,8 @@ class CapsuleService:
         self.runs = Runs(self.attempts, cores, spawn, self.reads.find_record)
         #: Colony mode: marks a run's outputs and log private (services/trust.py).
         self.mark_outputs: Callable[[Sequence[str]], None] | None = None
+        #: Triggers leased to this node (services/trigger_runs.py), set by the daemon.
+        self.triggers: TriggerRuns | None = None
 
     # ------------------------------------------------------------ wiring
 
@@ -308,9 +315,13 @@ class CapsuleService:
             self.custody_store.apply(ev.capsule_id, ev.record)
             return
         if isinstance(ev, cev.RunRequested):
-            self.runs.run(ev)
+            if self.triggers is not None and ev.capsule.spec.function == TRIGGER_FUNCTION:
+                self.triggers.start(ev)  # a trigger's lease: fire, don't execute
+            else:
+                self.runs.run(ev)
         elif isinstance(ev, cev.KillRequested):
-            self.runs.kill(ev)
+            if self.triggers is None or not self.triggers.kill(ev):
+                self.runs.kill(ev)
         elif isinstance(ev, cev.ProvidersWanted):
             self.spawn(self._locate, ev.cids)
         else:

@@ -51,6 +51,7 @@ from gossip.events import (
     MemberReaped,
     MemberUpdated,
     UserEventReceived,
+    UserEventSent,
 )
 from overlay.core.errors import ConfigError
 from overlay.core.ids import PeerId
@@ -117,7 +118,7 @@ class HandlerSpec:
 
 def describe(ev: object, membership: Membership | None) -> HandlerEvent | None:
     """The script's view of a node event, or None for events no handler takes."""
-    if isinstance(ev, UserEventReceived):
+    if isinstance(ev, UserEventReceived | UserEventSent):  # serf runs its own events too
         return HandlerEvent("user", ev.name, ev.payload, {
             "COLONY_USER_EVENT": ev.name, "COLONY_USER_LTIME": str(ev.lamport),
             "COLONY_USER_SENDER": str(ev.sender),

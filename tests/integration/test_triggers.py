@@ -1,0 +1,147 @@
+"""Triggers, crons and generators on real daemons (docs/triggers.md).
+
+Four `colony daemon` processes on 127.0.0.1. A trigger on `user:job` launches exactly
+one capsule per event for events sent from every node, also after the node holding
+the trigger's lease is killed with SIGKILL mid-stream (the trigger is re-placed and
+catches up from its recent-events log; duplicates collapse by derived id). A cron
+`@every 2s` fires once per tick; a generator of 3 events launches one capsule with
+the three payloads; bad definitions are refused with the reason. Counting is over
+the custody records of every live node: one record per (trigger, event) is the
+exactly-once property.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from colony_cluster import Cluster, colony_cmd, wait_for
+
+pytestmark = [pytest.mark.timeout(240)]
+
+ECHO = {"name": "job-${event.payload}", "command": ["sh", "-c", "echo $COLONY_EVENT"],
+        "maxexectime_s": 30}
+
+
+def _derived(nodes: list[Any], trigger_id: str) -> dict[str, set[str]]:
+    """Capsule name → ids of the capsules `trigger_id` launched, over every node."""
+    out: dict[str, set[str]] = {}
+    for n in nodes:
+        try:
+            rows = n.api(10).call("GET", "/v1/capsules")
+        except Exception:
+            continue  # a killed node
+        for r in rows:
+            if r.get("trigger") == trigger_id:
+                out.setdefault(r["name"], set()).add(r["id"])
+    return out
+
+
+def _states(nodes: list[Any], trigger_id: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for n in nodes:
+        for r in n.api(10).call("GET", "/v1/capsules"):
+            if r.get("trigger") == trigger_id and r.get("state"):
+                if out.get(r["id"]) != "succeeded":
+                    out[r["id"]] = r["state"]
+    return out
+
+
+def _send(node: Any, name: str, payload: str) -> None:
+    node.api(10).call("POST", "/v1/events/send", {"name": name, "payload": payload})
+
+
+@pytest.fixture(scope="module")
+def colony(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with Cluster(tmp_path_factory.mktemp("triggers"), 4) as c:
+        c.wait_converged(timeout=60)
+        yield c
+
+
+def test_bad_definitions_are_refused(colony: Cluster, tmp_path: Path) -> None:
+    spec = tmp_path / "s.json"
+    spec.write_text(json.dumps({"command": ["echo", "${event.colour}"]}))
+    home = colony.nodes[0].home
+    r = colony_cmd(home, "trigger", "add", "--on", "job", str(spec), check=False)
+    assert r.returncode == 1 and "unknown variable ${event.colour}" in r.stderr
+    spec.write_text(json.dumps(ECHO))
+    r = colony_cmd(home, "trigger", "add", "--on", "job", "--filter", "name ==", str(spec),
+                   check=False)
+    assert r.returncode == 1 and "filter does not parse" in r.stderr
+    r = colony_cmd(home, "cron", "add", "61 * * * *", str(spec), check=False)
+    assert r.returncode == 1 and "minute: 61 is outside 0-59" in r.stderr
+
+
+def test_one_capsule_per_event_across_a_kill(colony: Cluster, tmp_path: Path) -> None:
+    n0 = colony.nodes[0]
+    row = n0.api(30).call("POST", "/v1/triggers/add",
+                          {"on": "user:job", "template": ECHO, "name": "per-event"})
+    tid = row["id"]
+    asker = [n0]  # the node asked where the trigger runs (never the one killed)
+
+    def holder() -> str | None:
+        rec = asker[0].api(10).call("GET", "/v1/triggers/get", id=tid)["record"]
+        return rec["executor"] if rec["state"] in ("leased", "running") else None
+
+    first = wait_for(holder, 60, "the trigger to be leased")
+    sent: list[str] = []
+    for i in range(12):
+        node = colony.nodes[i % 4]
+        _send(node, "job", f"a{i}")
+        sent.append(f"job-a{i}")
+    wait_for(lambda: set(_derived(colony.nodes, tid)) >= set(sent), 60,
+             "a capsule for each of the first 12 events")
+    victim = next(n for n in colony.nodes if n.peer_id == first)
+    victim.kill()
+    live = [n for n in colony.nodes if n is not victim]
+    asker[0] = live[0]
+    for i in range(12):
+        _send(live[i % 3], "job", f"b{i}")
+        sent.append(f"job-b{i}")
+    wait_for(lambda: holder() not in (None, first), 90, "the trigger re-placed")
+    wait_for(lambda: set(_derived(live, tid)) >= set(sent), 90,
+             "a capsule for each of the 24 events")
+    derived = _derived(live, tid)
+    assert {name: len(ids) for name, ids in derived.items() if len(ids) != 1} == {}
+    assert set(derived) == set(sent)
+    wait_for(lambda: set(_states(live, tid).values()) == {"succeeded"}, 90,
+             "every launched capsule to succeed")
+
+
+def test_cron_fires_once_per_tick(colony: Cluster) -> None:
+    n1 = colony.nodes[1]
+    tmpl = {"name": "tick-${tick}", "command": ["true"]}
+    row = n1.api(30).call("POST", "/v1/triggers/add",
+                          {"on": "cron", "schedule": "@every 2s", "template": tmpl})
+    tid, t0 = row["id"], time.time()
+    time.sleep(12)
+    n1.api(30).call("POST", "/v1/triggers/rm", {"id": tid})
+    elapsed = time.time() - t0
+    live = [n for n in colony.nodes if n.proc and n.proc.poll() is None]
+    time.sleep(3)
+    derived = _derived(live, tid)
+    assert all(len(ids) == 1 for ids in derived.values())
+    ticks = sorted(int(name.split("-")[1]) for name in derived)
+    assert all(b - a == 2 for a, b in zip(ticks, ticks[1:], strict=False))
+    assert elapsed / 2 - 3 <= len(ticks) <= elapsed / 2 + 1
+
+
+def test_generator_launches_one_capsule_per_batch(colony: Cluster) -> None:
+    n2 = colony.nodes[2]
+    tmpl = {"name": "batch-${count}", "command": ["echo", "${payloads}"]}
+    row = n2.api(30).call("POST", "/v1/triggers/add",
+                          {"on": "user:reading", "count": 3, "template": tmpl})
+    tid = row["id"]
+    wait_for(lambda: n2.api(10).call("GET", "/v1/triggers/get", id=tid)["record"]["state"]
+             in ("leased", "running"), 60, "the generator to be leased")
+    for i in range(3):
+        _send(n2, "reading", f"r{i}")
+    wait_for(lambda: "batch-3" in _derived([n2, *colony.nodes], tid), 60, "one batch")
+    live = [n for n in colony.nodes if n.proc and n.proc.poll() is None]
+    assert list(_derived(live, tid)) == ["batch-3"]
