@@ -12,6 +12,7 @@ exactly-once property.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -128,7 +129,7 @@ def test_cron_fires_once_per_tick(colony: Cluster) -> None:
     derived = _derived(live, tid)
     assert all(len(ids) == 1 for ids in derived.values())
     ticks = sorted(int(name.split("-")[1]) for name in derived)
-    assert all(b - a == 2 for a, b in zip(ticks, ticks[1:], strict=False))
+    assert all(b - a == 2 for a, b in itertools.pairwise(ticks))
     assert elapsed / 2 - 3 <= len(ticks) <= elapsed / 2 + 1
 
 
