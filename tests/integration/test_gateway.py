@@ -29,6 +29,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from colony_cluster import Cluster, Node, colony_cmd, deterministic_bytes
 
+from overlay.client import BadRequest, Colony, Conflict, NotFound
 from overlay.core.cid import Cid
 from overlay.runtime.net.ports import free_port
 from store.blockstore import BlockStore
@@ -278,3 +279,30 @@ def test_helia_verified_fetch(site: Site, verified_fetch: list[str]) -> None:
     assert [g["status"] for g in got] == [200, 200, 200]
     for g, data in zip(got, want, strict=True):
         assert Path(g["out"]).read_bytes() == data, g["url"]
+
+
+def test_api_cat_ls_get(site: Site) -> None:
+    """The control API's cat/ls/get by path, through the SDK (the owner reads all)."""
+    colony = Colony.for_home(site.node.home)
+    big = (site.src / "sub" / "big.bin").read_bytes()
+    assert b"".join(colony.cat(f"{site.root}/sub/big.bin")) == big
+    assert b"".join(colony.cat(f"/ipfs/{site.root}/sub/big.bin", offset=262140,
+                               length=10)) == big[262140:262150]
+    assert b"".join(colony.cat(site.secret)) == (site.tmp / "secret.bin").read_bytes()
+    listing = colony.ls(f"{site.root}/sub")
+    assert listing["kind"] == "directory"
+    page = (site.src / "sub" / "page").read_bytes()
+    assert {(e["name"], e["kind"], e["size"]) for e in listing["entries"]} == {
+        ("big.bin", "file", len(big)), ("page", "file", len(page))}
+    assert colony.ls(f"{site.root}/hello.txt")["entries"] == []
+    final = colony.get(f"{site.root}/sub", site.tmp / "got")
+    assert final["done"] and final["kind"] == "directory"
+    assert (site.tmp / "got" / "big.bin").read_bytes() == big
+    with pytest.raises(NotFound, match="no entry nope"):
+        b"".join(colony.cat(f"{site.root}/nope"))
+    with pytest.raises(BadRequest, match="relative"):
+        colony.ls(f"{site.root}/sub/..")
+    with pytest.raises(BadRequest, match="is a directory"):
+        b"".join(colony.cat(site.root))
+    with pytest.raises(Conflict, match="already exists"):
+        colony.get(site.root, site.tmp / "got")
