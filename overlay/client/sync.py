@@ -100,6 +100,24 @@ class Colony:
                        progress)
         return Fetched.from_json(cid, final)
 
+    def cat(self, path: str, *, offset: int = 0, length: int | None = None,
+            timeout_s: float | None = None) -> Iterator[bytes]:
+        """The bytes of the file at `path` (CID, CID/a/b or /ipfs/CID/a/b), in pieces as
+        they arrive; `b"".join(colony.cat(p))` for a small file."""
+        yield from self._with(timeout_s).read_bytes(
+            "/v1/cat", arg=path, offset=offset or None, length=length)
+
+    def ls(self, path: str) -> JsonDict:
+        """{path, cid, kind, size, entries: [{name, cid, kind, size, tsize}]}."""
+        return dict(self.api.call("GET", "/v1/ls", arg=path))
+
+    def get(self, path: str, output: Path | str, *, progress: ProgressFn | None = None,
+            timeout_s: float | None = None) -> JsonDict:
+        """Write the file or tree at `path` to the new path `output`. The daemon writes
+        it, so `output` is on the daemon's host (as `publish` reads there)."""
+        body = {"arg": path, "output": str(Path(output).resolve())}
+        return _drain(self._with(timeout_s).stream("POST", "/v1/get", body), progress)
+
     def dht(self, op: str, **body: str) -> JsonDict:
         """`op` is findprovs {cid}, findpeer {peer}, put {value} or get {name}."""
         return dict(self.api.call("POST", f"/v1/dht/{op}", body))

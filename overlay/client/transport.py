@@ -85,6 +85,19 @@ class ApiClient:
             return json.loads(data) if data else None
         return data
 
+    def read_bytes(
+        self, path: str, chunk_bytes: int = 1 << 20, **query: object
+    ) -> Iterator[bytes]:
+        """Yield a GET's byte body in pieces as it arrives (a file of any size)."""
+        conn, resp = self._open("GET", path, None, query)
+        try:
+            while piece := resp.read(chunk_bytes):
+                yield piece
+        except (OSError, http.client.IncompleteRead) as e:
+            raise DaemonUnavailable(f"the daemon's answer ended early: {e}") from None
+        finally:
+            conn.close()
+
     def stream(
         self, method: str, path: str, body: object = None, **query: object
     ) -> Iterator[Any]:

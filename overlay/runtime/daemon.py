@@ -17,6 +17,7 @@ them and runs them in one nursery; it holds no protocol logic. The pieces:
 | services/handlers        | `[handlers]` scripts on member and user events (serf's)  |
 | edge/dialback, dialer    | reachability; NAT traversal (WebRTC, relay)              |
 | api/routes               | the control API                                          |
+| gateway/service          | the trustless HTTP gateway, when `[gateway] listen` is set |
 
 Persistence: blocks are in LMDB (committed before a publish/fetch is acknowledged);
 peers.json is saved by the peer book and at shutdown, so a restarted node finds its
@@ -57,6 +58,7 @@ from overlay.runtime.api.server import (
 from overlay.runtime.driver import Driver
 from overlay.runtime.edge.dialback import ReachabilityService
 from overlay.runtime.edge.dialer import run_edge
+from overlay.runtime.gateway.service import Gateway, GatewayConfig, TrustPolicy
 from overlay.runtime.net.router import Router
 from overlay.runtime.net.transport import Transport, TransportConfig
 from overlay.runtime.process.config import Config, mdns_enabled
@@ -104,6 +106,8 @@ class Daemon:
         self.me = keypair.peer_id
         self._left = trio.Event()
         self.api_port: int | None = None
+        #: The trustless HTTP gateway's port, when `[gateway] listen` is set.
+        self.gateway_port: int | None = None
         self.started = trio.Event()
         #: Colony membership (no colony configured: open mode). docs/trust.md
         self.trust = Trust(home, conf)
@@ -143,6 +147,10 @@ class Daemon:
                 if self.handlers:
                     self.handlers.set_api(f"{host}:{api_port}")
                     n.start_soon(self.handlers.run)
+                if self.gateway is not None:  # [gateway] listen: docs/gateway.md
+                    ghost, gport = split_hostport(self.gateway.config.listen)
+                    self.gateway_port = await n.start(self.gateway.serve, ghost, gport)
+                    log.info("gateway_started", addr=f"{ghost}:{self.gateway_port}")
                 # Edge stack: WebRTC signalling, relay, dialer (overlay/runtime/edge/dialer.py).
                 self.dialer = await n.start(partial(
                     run_edge, t, self.keypair, self.conf, trust=self.trust,
@@ -226,6 +234,9 @@ class Daemon:
             self.me, self.home, self.conf, t, self.membership, self.store, self.reachability,
             lambda: getattr(self, "dialer", None)))  # the dialer starts after the API
         add_trust_routes(api, self.trust_service)
+        gconf = GatewayConfig.from_config(self.conf)
+        self.gateway = Gateway(self.store, TrustPolicy(self.trust_service), gconf,
+                               fetch=self.blocks.fetch_dag) if gconf.listen else None
         return api
 
     def _drops(self) -> dict[str, int]:

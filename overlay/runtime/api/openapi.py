@@ -57,6 +57,8 @@ class RouteDoc:
     #: The response is NDJSON: `response` is the schema of one line.
     stream: bool = False
     tag: str = ""
+    #: The response is bytes of this media type (e.g. a file), not JSON.
+    media: str = ""
 
 
 Route = tuple[str, str]
@@ -69,7 +71,10 @@ def _summary(fn: Callable[..., object] | None, method: str, path: str) -> str:
 
 def _operation(method: str, path: str, doc: RouteDoc, open_paths: tuple[str, ...]) -> Schema:
     ok: Schema
-    if doc.stream:
+    if doc.media:
+        ok = {"description": "the bytes", "content": {doc.media: {
+            "schema": {"type": "string", "description": "the raw bytes"}}}}
+    elif doc.stream:
         ok = {"description": "NDJSON stream; each line is one item, the last may be an "
                              "error object", "content": {"application/x-ndjson": {
                                  "schema": doc.response}}}

@@ -33,6 +33,7 @@ import trio
 from overlay.core.errors import ColonyError, ConfigError
 from overlay.runtime.api.metrics import StatsCollector
 from overlay.runtime.api.openapi import OBJ, RouteDoc, build_document
+from overlay.runtime.gateway.httpserver import Body, pump
 from overlay.runtime.jsontypes import Json
 
 if TYPE_CHECKING:
@@ -105,6 +106,8 @@ class Response:
     body: object = None  # JSON-able
     stream: AsyncIterator[object] | None = None  # yields JSON-able items (NDJSON)
     raw: bytes | None = None
+    #: Bytes read from the store on worker threads, sent chunked (routes_content.py).
+    byte_stream: Body | None = None
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
 
@@ -267,7 +270,9 @@ class ApiServer:
         self, conn: h11.Connection, stream: trio.SocketStream, resp: Response
     ) -> None:
         headers = [("content-type", resp.content_type), *resp.headers]
-        if resp.stream is None:
+        if resp.byte_stream is not None:
+            await self._send_bytes(conn, stream, resp, resp.byte_stream)
+        elif resp.stream is None:
             if resp.raw is not None:
                 payload = resp.raw
             else:
@@ -289,3 +294,26 @@ class ApiServer:
                 line = (json.dumps(error_body(code, str(e))) + "\n").encode()
                 await stream.send_all(conn.send(h11.Data(data=line)))
         await stream.send_all(conn.send(h11.EndOfMessage()))
+
+    async def _send_bytes(
+        self, conn: h11.Connection, stream: trio.SocketStream, resp: Response, body: Body
+    ) -> None:
+        """A chunked byte body. A failure once it started cannot change the status:
+        the connection is closed before the last chunk, so the client sees a
+        truncated body, never a complete-looking one."""
+        headers = [("content-type", resp.content_type), *resp.headers,
+                   ("transfer-encoding", "chunked")]
+        await stream.send_all(conn.send(h11.Response(status_code=resp.status, headers=headers)))
+
+        async def write(piece: bytes | memoryview) -> None:
+            for part in conn.send_with_data_passthrough(h11.Data(data=piece)) or ():  # type: ignore[arg-type]
+                await stream.send_all(part)
+
+        try:
+            await pump(body, write)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise
+        except Exception as e:
+            level = log.warning if isinstance(e, ColonyError) else log.exception
+            level("api_byte_stream_broken", error=str(e))
+            raise trio.BrokenResourceError(str(e)) from None

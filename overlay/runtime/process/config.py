@@ -45,6 +45,8 @@ DEFAULTS: Config = {
     "trust": {"serve_public": True},
     # Event handler scripts, serf-style (overlay/runtime/services/handlers.py).
     "handlers": {"scripts": [], "timeout_s": 60, "queue": 256},
+    # Trustless HTTP gateway (overlay/runtime/gateway, docs/gateway.md); "" = off.
+    "gateway": {"listen": "", "fetch": False, "fetch_timeout_s": 30, "max_connections": 64},
     # NAT traversal (overlay/runtime/edge/dialer.py, docs/edge-nat.md).
     "edge": {
         "webrtc": True,
@@ -152,6 +154,18 @@ k = 20
 # Bitswap to peers that are not members of the colony (published, public datasets).
 # false: only members get blocks.
 serve_public = true
+
+[gateway]
+# Read-only trustless HTTP gateway: GET /ipfs/CID[/path] as raw blocks, CAR streams,
+# files and directory listings (docs/gateway.md). Off while empty; e.g. "127.0.0.1:8080".
+# Serves only what this node serves to peers outside the colony (never private DAGs).
+listen = ""
+# Fetch a DAG whose root is not stored here before answering (else 404), waiting at
+# most fetch_timeout_s seconds (then 504).
+fetch = false
+fetch_timeout_s = 30
+# Connections served at once (more wait in the listen backlog).
+max_connections = 64
 
 [capsule]
 # Capsules this node runs at once (0 = never execute; it still keeps custody).
