@@ -131,7 +131,8 @@ class Swim:
         self.rng = rng
         self.stats: dict[str, int] = {}
         self.stopped = False
-        self.verifier = verifier or Verifier(config.verify_cache_size)
+        # `is None`, not `or`: an empty shared Verifier is falsy (it has a length).
+        self.verifier = Verifier(config.verify_cache_size) if verifier is None else verifier
         self.awareness = Awareness(config.awareness_max_multiplier, enabled=config.lifeguard)
         stats = self.stats
         local = self.local = LocalNode(
@@ -435,7 +436,7 @@ class Swim:
             m.ad_version,
             m.since,
             self.prober.rtt_estimate(peer),
-            self.prober.coords.get(peer),
+            self.prober.coord_of(peer),
         )
 
     def list_members(self, *, include_gone: bool = False) -> list[MemberInfo]:
