@@ -57,6 +57,7 @@ from typing import Any
 from gossip.admission import Admission
 from gossip.awareness import Awareness
 from gossip.cell import Cell
+from gossip.cells import CellId, cell_key
 from gossip.claim_verifier import Verifier
 from gossip.colony_gate import ColonyGate
 from gossip.coordinates import Coord
@@ -64,8 +65,10 @@ from gossip.counters import count
 from gossip.dissemination import Ads, Dissemination
 from gossip.events import (
     Join,
+    KeepCell,
     Leave,
     LeftColony,
+    MemberLeftCell,
     MemberReaped,
     PublishRevocation,
     SendUserEvent,
@@ -172,6 +175,8 @@ class Swim:
             self.user_events.send(inp.name, inp.payload, now)
         elif isinstance(inp, PublishRevocation):
             self._publish_revocation(inp.envelope, now, out)
+        elif isinstance(inp, KeepCell):
+            self._keep_cell(inp.cell, out)
         else:
             raise LocalProtocolError(f"gossip core does not take {type(inp).__name__}")
         return out
@@ -357,6 +362,19 @@ class Swim:
             self.prober.forget(p)
             self.gate.expelled(p, m.alive.chain, reason, now, out)
         self.gate.rearm_expiry(out)
+
+    def _keep_cell(self, cell: CellId | None, out: list[Effect]) -> None:
+        """Restrict membership to `cell` (a split): drop the members outside it."""
+        self.transitions.cell = cell
+        if cell is None:
+            return
+        for p in [p for p in self.table if not cell.contains(cell_key(p))]:
+            self.table.remove(p)
+            self.transitions.forget(p, out)
+            self.prober.forget(p)
+            self.gate.heard.discard(p)
+            out.append(Emit(MemberLeftCell(p, cell)))
+        count(self.stats, "cell_changes")
 
     def _reap(self, now: float, out: list[Effect]) -> None:
         gone = self.table.reap(now - self.config.tombstone_s)
