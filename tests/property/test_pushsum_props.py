@@ -58,7 +58,7 @@ def graphs(draw: st.DrawFn) -> tuple[int, dict[int, list[int]]]:
     return n, {i: sorted(e) for i, e in edges.items()}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(graphs(), st.data(), st.booleans())
 def test_mass_is_conserved_and_estimates_converge(g: tuple[int, dict[int, list[int]]],
                                                   data: st.DataObject, average: bool) -> None:
@@ -67,17 +67,23 @@ def test_mass_is_conserved_and_estimates_converge(g: tuple[int, dict[int, list[i
     nodes = _network(n, values, edges, average=average, seed=n)
     s0 = sum(ps.sums[0] for ps in nodes)
     w0 = sum(ps.weight for ps in nodes)
-    for r in range(400):
+    truth = (sum(values) / n if average else sum(values), 1.0 if average else float(n))
+
+    def converged() -> bool:
+        ests = [ps.estimate() for ps in nodes]
+        return all(e is not None and math.isclose(e[0], truth[0], rel_tol=1e-4, abs_tol=1e-4)
+                   and math.isclose(e[1], truth[1], rel_tol=1e-4) for e in ests)
+
+    # Mixing time depends on the graph (a star or a path is slow): run until every
+    # estimate is within 1e-4, with a generous cap.
+    for r in range(5000):
         _round(nodes, float(r + 1))
         assert math.isclose(sum(ps.sums[0] for ps in nodes), s0, rel_tol=1e-9, abs_tol=1e-9)
         assert math.isclose(sum(ps.weight for ps in nodes), w0, rel_tol=1e-9)
         assert all(ps.weight >= 0 for ps in nodes)
-    truth = sum(values) / n if average else sum(values)
-    for ps in nodes:
-        est = ps.estimate()
-        assert est is not None
-        assert math.isclose(est[0], truth, rel_tol=1e-4, abs_tol=1e-4)
-        assert math.isclose(est[1], 1.0 if average else n, rel_tol=1e-4)
+        if r % 50 == 49 and converged():
+            break
+    assert converged()
 
 
 def test_stale_epochs_are_dropped_and_newer_ones_joined() -> None:
