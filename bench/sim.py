@@ -117,6 +117,72 @@ def child_memory(n: int, protocols: tuple[str, ...], warm_s: float) -> dict[str,
             "events": sim.engine.events_run}
 
 
+def _peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def child_cell(n: int, max_broadcasts: int) -> dict[str, float]:
+    """One cell of `n` full-membership gossip cores (real `Swim`, one shared
+    `Verifier`, each node with a signed resource ad), filled the way a join fills it:
+    every core merges one push-pull holding every member's record, the same objects for
+    all (as the simulator passes messages by reference). Returns RSS per node before
+    the merge (keys, cores, own claims: O(1) per node) and per member entry after it.
+    `max_broadcasts` bounds each core's broadcast queue (default 4,096): the queue of
+    freshly learned claims drains after a few gossip rounds, so a small value measures
+    the settled table; the default measures the peak just after a mass join. Then one
+    probe pass is played directly on each prober (an RTT and a coordinate per member,
+    what every node holds after probing each member once)."""
+    from gossip.claim_verifier import Verifier
+    from gossip.messages import PushPull
+    from gossip.profiles import profile
+    from gossip.resources import ResourceAd
+    from gossip.swim import Swim
+    from overlay.core.crypto import KeyPair
+    from overlay.core.effects import Received
+
+    gc.collect()
+    base = _rss()
+    rng = random.Random(1)
+    cfg = profile("lan", max_broadcasts=max_broadcasts)
+    verifier = Verifier(max(4096, 2 * n))
+    cores = []
+    for _ in range(n):
+        keys = KeyPair.from_rng_seed(rng.randbytes(32))
+        cores.append(Swim(keys, cfg, rng=random.Random(rng.getrandbits(64)), verifier=verifier,
+                          ad=ResourceAd.make(cpu_cores=8, mem_bytes=16 << 30)))
+    recs = tuple(c.local.record() for c in cores)
+    gc.collect()
+    built = _rss()
+    t0 = time.perf_counter()
+    msg = PushPull(recs)
+    src = cores[0].local.me
+    for c in cores:
+        c.handle(Received(src, msg), 1.0)
+    # One probe pass: each member probed once, its RTT and reported coordinate kept.
+    # A fresh Coord per observation, as acks carry each sender's current coordinate.
+    from gossip.coordinates import Coord
+
+    for i, c in enumerate(cores):
+        for j, other in enumerate(cores):
+            if i != j:
+                o = other.prober.coord
+                coord = Coord(tuple(v + 0.0 for v in o.vec), o.height + 0.0, o.error + 0.0)
+                c.prober._observe_rtt(other.local.me, 0.001 + 1e-6 * ((i * j) % 997), coord)
+    wall = time.perf_counter() - t0
+    del msg, recs
+    assert all(len(c.members) == n - 1 for c in cores)
+    gc.collect()
+    after = _rss()
+    entries = n * (n - 1)
+    return {"n": n, "node_bytes": (built - base) / n, "entry_bytes": (after - built) / entries,
+            "total_gib": (after - base) / GIB, "peak_gib": _peak_rss() / GIB, "wall_s": wall,
+            "verified": verifier.verified, "max_broadcasts": max_broadcasts}
+
+
 def child_wall(n: int, warm_s: float, sim_s: float) -> dict[str, float]:
     import cProfile
     import pstats
@@ -160,6 +226,30 @@ def _child(args: list[str]) -> dict[str, object]:
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def cell_rows(sizes: list[int]) -> None:
+    """Memory of one full-membership cell: bytes per node and per member entry, each
+    size in a fresh child; 10^4 extrapolated from the largest measured size."""
+    limit = 20 * GIB / (1e4 * (1e4 - 1))  # one 10^4 cell in 20 GiB
+    rows = []
+    for n in sizes:
+        for mb in (16, 4096):
+            r = _child(["cell", str(n), str(mb)])
+            rows.append(r)
+            print(f"cell memory N={n:<6} max_broadcasts={mb:<5} "
+                  f"{float(r['entry_bytes']):6.0f} B/member entry (limit {limit:.0f} B: "  # type: ignore[arg-type]
+                  f"ratio {float(r['entry_bytes']) / limit:.2f}), "  # type: ignore[arg-type]
+                  f"{float(r['node_bytes']) / 1024:.1f} KiB/node fixed, total "  # type: ignore[arg-type]
+                  f"{float(r['total_gib']):.2f} GiB, peak RSS {float(r['peak_gib']):.2f} GiB, "  # type: ignore[arg-type]
+                  f"merge {float(r['wall_s']):.0f} s wall, {r['verified']:,} signatures verified")
+    settled = [r for r in rows if r["max_broadcasts"] == 16]
+    big = max(settled, key=lambda r: float(r["n"]))  # type: ignore[arg-type]
+    e, nb = float(big["entry_bytes"]), float(big["node_bytes"])  # type: ignore[arg-type]
+    est = (e * 1e4 * (1e4 - 1) + nb * 1e4) / GIB
+    print(f"  one cell of 10^4 nodes ≈ {est:.1f} GiB (extrapolated from N={big['n']}: "
+          f"{e:.0f} B/entry, {nb / 1024:.1f} KiB/node; limit 20 GiB: ratio {est / 20:.2f}; "
+          f"plus ≤ 4,096 queued broadcasts per node right after a mass join)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
@@ -168,11 +258,16 @@ def main() -> int:
     ap.add_argument("--mem-nodes", type=int, nargs=2, default=(300, 600))
     ap.add_argument("--wall-nodes", type=int, default=600)
     ap.add_argument("--wall-sim-s", type=float, default=120.0)
+    ap.add_argument("--cell-nodes", type=int, nargs="*", default=(1000, 2000, 4000),
+                    help="cell sizes for the member-entry memory rows")
+    ap.add_argument("--only-cell", action="store_true", help="only the cell memory rows")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         kind = a.child[0]
-        if kind == "mem":
+        if kind == "cell":
+            res = child_cell(int(a.child[1]), int(a.child[2]))
+        elif kind == "mem":
             res = child_memory(int(a.child[1]), tuple(a.child[2].split("+")),
                                float(a.child[3]))
         else:
@@ -181,6 +276,11 @@ def main() -> int:
         return 0
     if a.quick:
         a.events, a.mem_nodes, a.wall_nodes, a.wall_sim_s = 300_000, (200, 400), 300, 30.0
+        a.cell_nodes = (500, 1000)
+    if a.cell_nodes:
+        cell_rows(a.cell_nodes)
+    if a.only_cell:
+        return 0
 
     # 1. engine vs bare loop (best of 3 each, interleaved, same process)
     bare = max(bare_hold(a.events, a.heap, s) for s in range(3))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gossip.cells import CellId
 from gossip.resources import ResourceAd
 from overlay.core.crypto import Envelope
 from overlay.core.ids import PeerId
@@ -52,6 +53,15 @@ Command = Join | Leave | UpdateAd | SendUserEvent | PublishRevocation
 COMMAND_TYPES: tuple[type, ...] = (Join, Leave, UpdateAd, SendUserEvent, PublishRevocation)
 
 # ------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True, slots=True)
+class KeepCell:
+    """Command: keep only members whose cell key lies in `cell` (gossip/cells.py), now
+    and for every member learned later; members outside it are dropped unsigned
+    (`MemberLeftCell`), as after a cell split. None lifts the restriction."""
+
+    cell: CellId | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +166,14 @@ class OwnCertificateRevoked:
     cert_id: bytes
     revoker: PeerId
     envelope: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class MemberLeftCell:
+    """`peer` was dropped because its key is outside this node's cell (`KeepCell`)."""
+
+    peer: PeerId
+    cell: CellId
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,15 +20,24 @@ members, so its invariants hold by construction:
 Which transitions happen, and when, is decided in gossip/transitions.py; this class
 only keeps the books. All randomness comes from the `rng` passed in, in the same
 order as the calls, so a seeded core replays exactly. Read access is a mapping
-(`table[peer]`, `peer in table`, `table.items()`, …) in insertion order.
+(`table[peer]`, `peer in table`, `table.items()`, …) in insertion order; the values are
+`Member` views of the column store (gossip/members.py), fresh per lookup.
+
+Per-member floats that other parts keep (the prober's RTT EWMA and Vivaldi
+coordinates) live in `FloatColumn`s attached to the table's slots, so they cost 8
+bytes per float instead of a dict entry and boxed floats. A column behaves like a
+dict keyed by peer (get, set, pop, len); a value for a peer outside the table is kept
+in a small side dict and follows the peer in and out of the table.
 """
 
 from __future__ import annotations
 
+import math
 import random
+from array import array
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 
-from gossip.members import LIVE, Member, MemberState
+from gossip.members import LIVE, Member, MemberColumns, MemberState, slot_int
 from gossip.messages import Alive, MemberRecord
 from overlay.core.ids import PeerId
 
@@ -36,14 +45,105 @@ from overlay.core.ids import PeerId
 MAX_TOMBSTONES = 4096
 
 
+class FloatColumn:
+    """`width` floats per member, stored in the table's slots (NaN: no value).
+
+    Semantics of a dict peer → tuple of floats; `len` counts the peers with a value.
+    Values of peers not in the table (set before they were added, or kept after they
+    left) sit in `_extra` and move into the slot when the peer is (re-)added.
+    """
+
+    __slots__ = ("_data", "_extra", "_n", "_table", "width")
+
+    def __init__(self, table: MemberTable, width: int) -> None:
+        self._table = table
+        self.width = width
+        self._data = array("d")
+        self._n = 0
+        self._extra: dict[PeerId, tuple[float, ...]] = {}
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __contains__(self, peer: PeerId) -> bool:
+        return self.first(peer) is not None
+
+    def get(self, peer: PeerId) -> tuple[float, ...] | None:
+        i = self._table._slot.get(peer)
+        if i is None:
+            return self._extra.get(peer)
+        w = self.width
+        row = self._data[i * w : i * w + w]
+        return None if math.isnan(row[0]) else tuple(row)
+
+    def first(self, peer: PeerId) -> float | None:
+        """The first float of `peer`'s value (a width-1 column's value) or None."""
+        i = self._table._slot.get(peer)
+        if i is None:
+            v = self._extra.get(peer)
+            return None if v is None else v[0]
+        x = self._data[i * self.width]
+        return None if math.isnan(x) else x
+
+    def set(self, peer: PeerId, value: tuple[float, ...]) -> None:
+        if len(value) != self.width or math.isnan(value[0]):
+            raise ValueError("a column value has the column's width and is not NaN")
+        i = self._table._slot.get(peer)
+        if i is None:
+            self._n += peer not in self._extra
+            self._extra[peer] = value
+            return
+        w = self.width
+        self._n += math.isnan(self._data[i * w])
+        self._data[i * w : i * w + w] = array("d", value)
+
+    def pop(self, peer: PeerId) -> None:
+        i = self._table._slot.get(peer)
+        if i is None:
+            self._n -= self._extra.pop(peer, None) is not None
+            return
+        w = self.width
+        if not math.isnan(self._data[i * w]):
+            self._n -= 1
+            self._data[i * w : i * w + w] = _nans(w)
+
+    # -- the table's hooks
+
+    def _grow(self, slots: int) -> None:
+        missing = slots * self.width - len(self._data)
+        if missing > 0:
+            self._data.extend(_nans(missing))
+
+    def _enter(self, peer: PeerId, i: int) -> None:
+        """`peer` took slot `i` (empty): bring its value from the side dict."""
+        self._grow(i + 1)
+        v = self._extra.pop(peer, None)
+        if v is not None:
+            w = self.width
+            self._data[i * w : i * w + w] = array("d", v)
+
+    def _leave(self, peer: PeerId, i: int) -> None:
+        """`peer` gives slot `i` up: keep its value in the side dict, empty the slot."""
+        w = self.width
+        if not math.isnan(self._data[i * w]):
+            self._extra[peer] = tuple(self._data[i * w : i * w + w])
+            self._data[i * w : i * w + w] = _nans(w)
+
+
+def _nans(n: int) -> array[float]:
+    return array("d", (math.nan,)) * n
+
+
 class MemberTable(Mapping[PeerId, Member]):
     """Known members (never this node) and their probe order; see the module docstring."""
 
-    __slots__ = ("_members", "_n_live", "_order", "_probe_idx", "_tombs", "max_tombstones",
-                 "tombstones_dropped")  # fmt: skip
+    __slots__ = ("_cols", "_columns", "_n_live", "_order", "_probe_idx", "_slot", "_tombs",
+                 "max_tombstones", "tombstones_dropped")  # fmt: skip
 
     def __init__(self, max_tombstones: int = MAX_TOMBSTONES) -> None:
-        self._members: dict[PeerId, Member] = {}
+        self._slot: dict[PeerId, int] = {}  # peer → its slot in `_cols`, table order
+        self._cols = MemberColumns()
+        self._columns: list[FloatColumn] = []
         self._order: list[PeerId] = []  # every member once: probe order and sampling
         self._probe_idx = 0
         self._n_live = 1  # ALIVE + SUSPECT members, this node included
@@ -52,31 +152,44 @@ class MemberTable(Mapping[PeerId, Member]):
         self.max_tombstones = max(1, max_tombstones)
         self.tombstones_dropped = 0
 
+    def column(self, width: int) -> FloatColumn:
+        """A new per-member float column of `width` floats (see `FloatColumn`)."""
+        col = FloatColumn(self, width)
+        col._grow(len(self._cols.alive))
+        self._columns.append(col)
+        return col
+
     # ------------------------------------------------------------ mapping (read only)
 
     def __getitem__(self, peer: PeerId) -> Member:
-        return self._members[peer]
+        return Member(self._cols, self._slot[peer])
 
     def __contains__(self, peer: object) -> bool:
-        return peer in self._members
+        return peer in self._slot
 
     def __iter__(self) -> Iterator[PeerId]:
-        return iter(self._members)
+        return iter(self._slot)
 
     def __len__(self) -> int:
-        return len(self._members)
+        return len(self._slot)
 
     def get(self, peer: PeerId, default: Member | None = None) -> Member | None:  # type: ignore[override]
-        return self._members.get(peer, default)
+        i = self._slot.get(peer)
+        return default if i is None else Member(self._cols, i)
 
     def items(self) -> ItemsView[PeerId, Member]:
-        return self._members.items()
+        return _Items(self)
 
     def values(self) -> ValuesView[Member]:
-        return self._members.values()
+        return _Values(self)
 
     def keys(self) -> KeysView[PeerId]:
-        return self._members.keys()
+        return self._slot.keys()
+
+    def state_of(self, peer: PeerId) -> MemberState | None:
+        """`peer`'s state, without building a view (hot paths)."""
+        i = self._slot.get(peer)
+        return None if i is None else _STATES[self._cols.state[i]]
 
     @property
     def n_live(self) -> int:
@@ -101,45 +214,60 @@ class MemberTable(Mapping[PeerId, Member]):
         not-yet-probed one (memberlist does the same): otherwise every node would probe
         newcomers in the same order."""
         peer = alive.peer
-        if peer in self._members:
+        if peer in self._slot:
             raise ValueError("member already known")
-        m = self._members[peer] = Member(alive, now)
+        i = self._slot[peer] = slot_int(self._cols.new(alive, now))
+        for col in self._columns:
+            col._enter(peer, i)
         self._tombs.pop(peer, None)
         order = self._order
         order.append(peer)
         j = rng.randint(min(self._probe_idx, len(order) - 1), len(order) - 1)
         order[-1], order[j] = order[j], order[-1]
         self._n_live += 1
-        return m
+        return Member(self._cols, i)
 
     def set_state(self, m: Member, state: MemberState, now: float) -> None:
         """Move a member to `state` since `now`, keeping the live count."""
         self._n_live += int(state in LIVE) - int(m.state in LIVE)
-        m.state = state
-        m.since = now
+        cols, i = self._cols, m._i
+        cols.state[i] = state
+        cols.since[i] = now
 
-    def remove(self, peer: PeerId) -> Member:
-        """Drop one member in any state (colony expulsion)."""
-        m = self._members.pop(peer)
-        if m.state in LIVE:
+    def _free(self, peer: PeerId) -> MemberRecord:
+        """Take `peer` out of the slots; returns its record."""
+        i = self._slot.pop(peer)
+        rec = Member(self._cols, i).record()
+        for col in self._columns:
+            col._leave(peer, i)
+        self._cols.release(i)
+        return rec
+
+    def remove(self, peer: PeerId) -> MemberRecord:
+        """Drop one member in any state (colony expulsion); returns its last record."""
+        if self.state_of(peer) in LIVE:
             self._n_live -= 1
+        rec = self._free(peer)
         self._order = [p for p in self._order if p != peer]
         self._probe_idx = min(self._probe_idx, len(self._order))
-        return m
+        return rec
 
     def reap(self, horizon: float) -> list[PeerId]:
         """Drop members DEAD or LEFT since `horizon` or earlier; returns them in table
         order. They are not live, so the live count stays."""
+        cols = self._cols
+        state, since = cols.state, cols.since
+        dead, left = MemberState.DEAD, MemberState.LEFT
         gone = [
             p
-            for p, m in self._members.items()
-            if m.state in (MemberState.DEAD, MemberState.LEFT) and m.since <= horizon
+            for p, i in self._slot.items()
+            if (state[i] == dead or state[i] == left) and since[i] <= horizon
         ]
         if not gone:
             return gone
         for p in gone:
-            m = self._members.pop(p)
-            self._bury(p, MemberRecord(m.alive, m.accuse))
+            rec = self._free(p)
+            self._bury(p, MemberRecord(rec.alive, rec.accuse))
         gone_set = set(gone)
         self._order = [p for p in self._order if p not in gone_set]
         self._probe_idx = min(self._probe_idx, len(self._order))
@@ -164,6 +292,7 @@ class MemberTable(Mapping[PeerId, Member]):
         only when none does; it reshuffles at most once.
         """
         order = self._order
+        slot, state, suspect = self._slot, self._cols.state, MemberState.SUSPECT
         reshuffled = False
         while order:
             if self._probe_idx >= len(order):
@@ -174,7 +303,7 @@ class MemberTable(Mapping[PeerId, Member]):
                 reshuffled = True
             peer = order[self._probe_idx]
             self._probe_idx += 1
-            if self._members[peer].state in LIVE:
+            if state[slot[peer]] <= suspect:  # ALIVE or SUSPECT
                 return peer
         return None
 
@@ -197,9 +326,11 @@ class MemberTable(Mapping[PeerId, Member]):
             peer = order[rng.randrange(len(order))]
             if peer == exclude or peer in chosen:
                 continue
-            m = self._members[peer]
-            if m.state in states or (
-                dead_since is not None and m.state is MemberState.DEAD and m.since >= dead_since
+            i = self._slot[peer]
+            st = _STATES[self._cols.state[i]]
+            if st in states or (
+                dead_since is not None and st is MemberState.DEAD
+                and self._cols.since[i] >= dead_since
             ):
                 chosen[peer] = None
                 if len(chosen) >= k:
@@ -208,10 +339,43 @@ class MemberTable(Mapping[PeerId, Member]):
 
     def check_invariants(self) -> None:
         """Raise AssertionError if the books disagree (tests call this)."""
-        live = sum(1 for m in self._members.values() if m.state in LIVE)
+        live = sum(1 for i in self._slot.values() if _STATES[self._cols.state[i]] in LIVE)
         assert self._n_live == 1 + live, (self._n_live, live)
-        assert len(self._order) == len(self._members)
-        assert set(self._order) == set(self._members)
+        assert len(self._order) == len(self._slot)
+        assert set(self._order) == set(self._slot)
+        used = sorted(self._slot.values())
+        assert len(set(used)) == len(used)
+        assert not set(used) & set(self._cols.free)
+        assert len(used) + len(self._cols.free) == len(self._cols.alive)
         assert 0 <= self._probe_idx <= len(self._order)
         assert len(self._tombs) <= self.max_tombstones
-        assert not self._tombs.keys() & self._members.keys()
+        assert not self._tombs.keys() & self._slot.keys()
+        for col in self._columns:
+            n_in = sum(1 for i in used if not math.isnan(col._data[i * col.width]))
+            assert col._n == n_in + len(col._extra), (col._n, n_in, len(col._extra))
+            assert not col._extra.keys() & self._slot.keys()
+
+
+_STATES = tuple(MemberState)
+
+
+class _Items(ItemsView[PeerId, Member]):
+    """(peer, view) pairs in table order, views built as iterated."""
+
+    _mapping: MemberTable
+
+    def __iter__(self) -> Iterator[tuple[PeerId, Member]]:
+        cols = self._mapping._cols
+        for p, i in self._mapping._slot.items():
+            yield p, Member(cols, i)
+
+
+class _Values(ValuesView[Member]):
+    """Member views in table order."""
+
+    _mapping: MemberTable
+
+    def __iter__(self) -> Iterator[Member]:
+        cols = self._mapping._cols
+        for i in self._mapping._slot.values():
+            yield Member(cols, i)

@@ -8,7 +8,8 @@ returns the target, and gossip/transitions.py signs a suspicion. Missing nacks a
 failed probes raise the local health score, acks lower it (gossip/awareness.py).
 
 Measured probe RTTs feed a per-member EWMA (`RTT_ALPHA`) and Vivaldi coordinates
-(gossip/coordinates.py); both maps are bounded by `max_coords`. Relayed pings are
+(gossip/coordinates.py); both are float columns of the member table (8 bytes per float,
+gossip/member_table.py `FloatColumn`), bounded by `max_coords`. Relayed pings are
 bounded by `max_relays`. The prober never changes a member's state.
 """
 
@@ -61,8 +62,10 @@ class Prober:
         #: our seq -> (who asked, their seq, target): pings we relay for a ping-req.
         self.relays: dict[int, tuple[PeerId, int, PeerId]] = {}
         self.coord = Coord()
-        self.coords: dict[PeerId, Coord] = {}
-        self.rtt: dict[PeerId, float] = {}
+        #: Per member: the last coordinate it reported (vec…, height, error).
+        self.coords = cell.table.column(coordinates.DIMENSIONS + 2)
+        #: Per member: the EWMA of our probe RTTs to it.
+        self.rtt = cell.table.column(1)
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFFFFFFFF
@@ -180,27 +183,35 @@ class Prober:
 
     def rtt_estimate(self, peer: PeerId) -> float | None:
         """Measured RTT (EWMA) if we probed `peer`, else the Vivaldi prediction."""
-        rtt = self.rtt.get(peer)
+        rtt = self.rtt.first(peer)
         if rtt is not None:
             return rtt
-        coord = self.coords.get(peer)
+        coord = self.coord_of(peer)
         return None if coord is None else self.coord.distance_s(coord)
+
+    def coord_of(self, peer: PeerId) -> Coord | None:
+        """The last coordinate `peer` reported to us, if any."""
+        row = self.coords.get(peer)
+        if row is None:
+            return None
+        d = coordinates.DIMENSIONS
+        return Coord(row[:d], row[d], row[d + 1])
 
     def forget(self, peer: PeerId) -> None:
         """`peer` left the table."""
-        self.coords.pop(peer, None)
-        self.rtt.pop(peer, None)
+        self.coords.pop(peer)
+        self.rtt.pop(peer)
 
     def _observe_rtt(self, peer: PeerId, rtt_s: float, coord: Coord | None) -> None:
         if peer not in self.rtt and len(self.rtt) >= self.config.max_coords:
             count(self.stats, "rtt_dropped")
             return
-        old = self.rtt.get(peer)
-        self.rtt[peer] = rtt_s if old is None else old + RTT_ALPHA * (rtt_s - old)
+        old = self.rtt.first(peer)
+        self.rtt.set(peer, (rtt_s if old is None else old + RTT_ALPHA * (rtt_s - old),))
         if coord is not None:
             self.coord = coordinates.update(self.coord, coord, rtt_s, self.rng)
             self._remember_coord(peer, coord)
 
     def _remember_coord(self, peer: PeerId, coord: Coord) -> None:
         if peer in self.coords or len(self.coords) < self.config.max_coords:
-            self.coords[peer] = coord
+            self.coords.set(peer, (*coord.vec, coord.height, coord.error))

@@ -57,6 +57,7 @@ from typing import Any
 from gossip.admission import Admission
 from gossip.awareness import Awareness
 from gossip.cell import Cell
+from gossip.cells import CellId, cell_key
 from gossip.claim_verifier import Verifier
 from gossip.colony_gate import ColonyGate
 from gossip.coordinates import Coord
@@ -64,8 +65,10 @@ from gossip.counters import count
 from gossip.dissemination import Ads, Dissemination
 from gossip.events import (
     Join,
+    KeepCell,
     Leave,
     LeftColony,
+    MemberLeftCell,
     MemberReaped,
     PublishRevocation,
     SendUserEvent,
@@ -132,7 +135,8 @@ class Swim:
         self.rng = rng
         self.stats: dict[str, int] = {}
         self.stopped = False
-        self.verifier = verifier or Verifier(config.verify_cache_size)
+        # `is None`, not `or`: an empty shared Verifier is falsy (it has a length).
+        self.verifier = Verifier(config.verify_cache_size) if verifier is None else verifier
         self.awareness = Awareness(config.awareness_max_multiplier, enabled=config.lifeguard)
         stats = self.stats
         local = self.local = LocalNode(
@@ -173,6 +177,8 @@ class Swim:
             out.append(Emit(UserEventSent(e.sender, e.name, e.payload, e.lamport, e.seq, e.env)))
         elif isinstance(inp, PublishRevocation):
             self._publish_revocation(inp.envelope, now, out)
+        elif isinstance(inp, KeepCell):
+            self._keep_cell(inp.cell, out)
         else:
             raise LocalProtocolError(f"gossip core does not take {type(inp).__name__}")
         return out
@@ -359,6 +365,19 @@ class Swim:
             self.gate.expelled(p, m.alive.chain, reason, now, out)
         self.gate.rearm_expiry(out)
 
+    def _keep_cell(self, cell: CellId | None, out: list[Effect]) -> None:
+        """Restrict membership to `cell` (a split): drop the members outside it."""
+        self.transitions.cell = cell
+        if cell is None:
+            return
+        for p in [p for p in self.table if not cell.contains(cell_key(p))]:
+            self.table.remove(p)
+            self.transitions.forget(p, out)
+            self.prober.forget(p)
+            self.gate.heard.discard(p)
+            out.append(Emit(MemberLeftCell(p, cell)))
+        count(self.stats, "cell_changes")
+
     def _reap(self, now: float, out: list[Effect]) -> None:
         gone = self.table.reap(now - self.config.tombstone_s)
         for p in gone:
@@ -437,7 +456,7 @@ class Swim:
             m.ad_version,
             m.since,
             self.prober.rtt_estimate(peer),
-            self.prober.coords.get(peer),
+            self.prober.coord_of(peer),
         )
 
     def list_members(self, *, include_gone: bool = False) -> list[MemberInfo]:

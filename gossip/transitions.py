@@ -63,6 +63,7 @@ from __future__ import annotations
 from gossip.awareness import Awareness
 from gossip.broadcast_queue import BroadcastQueue
 from gossip.cell import Cell
+from gossip.cells import CellId, cell_key
 from gossip.claim_verifier import AccuserLimiter, Verifier
 from gossip.counters import count
 from gossip.events import MemberFailed, MemberJoined, MemberLeft, MemberSuspected, MemberUpdated
@@ -78,8 +79,8 @@ class Transitions:
     """The member state machine (see module docstring). Effects are appended to `out`;
     new states are queued for gossip on the broadcast queue."""
 
-    __slots__ = ("awareness", "bq", "config", "gate", "limiter", "local", "rng", "stats",
-                 "suspicions", "table", "verifier")  # fmt: skip
+    __slots__ = ("awareness", "bq", "cell", "config", "gate", "limiter", "local", "rng",
+                 "stats", "suspicions", "table", "verifier")  # fmt: skip
 
     def __init__(
         self, cell: Cell, *, bq: BroadcastQueue, awareness: Awareness, verifier: Verifier
@@ -89,6 +90,8 @@ class Transitions:
         self.bq = bq
         self.awareness = awareness
         self.verifier = verifier
+        #: Tier-1 cell (gossip/cells.py): new members must have a key inside it.
+        self.cell: CellId | None = None
         config = cell.config
         self.limiter = AccuserLimiter(
             config.accuse_burst,
@@ -121,6 +124,9 @@ class Transitions:
             return
         if m is None and self._buried(a):
             count(self.stats, "stale_alive_reaped")
+            return
+        if m is None and self.cell is not None and not self.cell.contains(cell_key(peer)):
+            count(self.stats, "outside_cell")
             return
         if m is None and len(self.table) >= self.config.max_members:
             count(self.stats, "members_full")

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sim.fidelity_overlay import overlay_figures
+from sim.fidelity_overlay import aggregation_figures, overlay_figures
 from sim.network import NetworkConfig, Region
 from sim.runner import Simulation
 from sim.scenario import Scenario, Workload
@@ -323,4 +323,6 @@ def run_all(*, quick: bool, seed: int = 1) -> list[Row]:
         rows.append(kademlia_hops(n, seed=seed)[0])
     for n in ((100,) if quick else (100, 1000)):
         rows += [Row(*f) for f in overlay_figures(n, seed=seed)]
+    for n in ((500,) if quick else (500, 2000)):
+        rows += [Row(*f) for f in aggregation_figures(n, seed=seed)]
     return rows

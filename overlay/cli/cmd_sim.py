@@ -1,4 +1,5 @@
-"""`colony sim run|list|check|fidelity|campaign|overlay`: the simulator from the command line.
+"""`colony sim run|list|check|fidelity|campaign|overlay|cells|aggregate`: the simulator from
+the command line.
 
 Thin: parse, load the scenario, run `sim.runner`, write metrics (JSON, CSV) and plots
 (PNG), print a short summary. Errors in scenario files come back as `ScenarioError`
@@ -148,6 +149,28 @@ def _overlay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cells(args: argparse.Namespace) -> int:
+    from sim.cells_run import CellsRun, run_cells, summary_lines
+
+    rep = run_cells(CellsRun(nodes=args.nodes, seed=args.seed, cap=args.cap,
+                             settle_s=args.settle))  # fmt: skip
+    for line in summary_lines(rep):
+        print(line)
+    return 0
+
+
+def _aggregate(args: argparse.Namespace) -> int:
+    from sim.aggregation import AggregationRun, run_aggregation
+    from sim.aggregation import summary_lines as agg_lines
+
+    rep = run_aggregation(AggregationRun(
+        nodes=args.nodes, seed=args.seed, rounds=args.rounds, pull=not args.push_only,
+        graph=args.graph, crash_fraction=args.crash))
+    for line in agg_lines(rep):
+        print(line)
+    return 0
+
+
 def _campaign(args: argparse.Namespace) -> int:
     from sim import campaign as C
     from sim.campaign_check import INVARIANTS
@@ -262,6 +285,35 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                    help="every round from the same node (default: a random node)")
     o.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
     o.set_defaults(func=_overlay)
+
+    ce = s.add_parser(
+        "cells", parents=[common],
+        help="tier-1 cells: N SWIM nodes join, cells split at the cap (key prefixes)",
+        description="N nodes of real SWIM + cell cores join one after another; a cell "
+        "above the cap splits by key prefix. Prints the cells, splits and whether every "
+        "node's SWIM view is exactly its cell.",
+    )
+    ce.add_argument("--nodes", type=int, default=400)
+    ce.add_argument("--seed", type=int, default=1)
+    ce.add_argument("--cap", type=int, default=100, help="cell size cap (daemon: 5,000)")
+    ce.add_argument("--settle", type=float, default=240.0, help="simulated s after the joins")
+    ce.set_defaults(func=_cells)
+
+    ag = s.add_parser(
+        "aggregate", parents=[common],
+        help="push-sum over the tier-2 overlay: aggregation error per round",
+        description="Build the HyParView overlay, then run push-sum (average of free "
+        "CPUs; sum of member count and free CPUs) and print the error per round.",
+    )
+    ag.add_argument("--nodes", type=int, default=500)
+    ag.add_argument("--seed", type=int, default=1)
+    ag.add_argument("--rounds", type=int, default=20)
+    ag.add_argument("--graph", choices=("overlay", "complete"), default="overlay",
+                    help="targets from the active view, or uniform over all nodes")
+    ag.add_argument("--push-only", action="store_true", help="no pull half (Kempe's push-sum)")
+    ag.add_argument("--crash", type=float, default=0.0, metavar="FRACTION",
+                    help="crash this share of nodes at round 10")
+    ag.set_defaults(func=_aggregate)
 
     cp = s.add_parser(
         "campaign", parents=[common],

@@ -1,0 +1,209 @@
+"""Cells in the simulator: N nodes of real SWIM + cell cores join, cells split at the cap.
+
+Each node is a `gossip.cell_node.CellNode` (the real `Swim` and `CellCore`) on
+`sim/world.py` with the network model. What is modelled, and why:
+
+- the *cell directory* is an oracle of what the DHT rendezvous keys would return
+  (docs/gossip.md "Cells"): which cells exist and some of their members. A joining
+  node picks its cell with `choose_cell(key, site, cells in the directory)` and
+  joins through up to three random members of it; a node's `CellChanged` event moves
+  it in the directory at once;
+- *sibling digests* arrive every `digest_interval_s` with the directory's count of the
+  sibling cell (tier 2 carries digests; here it is not simulated), with a few sibling
+  members as `merge_seeds`.
+
+Measured at the end (and in `timeline`): the cells and their sizes, splits and
+merges, and per node whether its SWIM view is its cell: *accuracy* = share of its
+cell's live members it lists as live, *foreign* = members it lists that are in
+another cell; the largest member table (bounded by the cap, not by N).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from gossip.cell_node import CellNode
+from gossip.cells import (
+    CellChanged,
+    CellConfig,
+    CellCore,
+    CellId,
+    SiblingSize,
+    StartCells,
+    cell_key,
+    choose_cell,
+)
+from gossip.claim_verifier import Verifier
+from gossip.events import Join
+from gossip.members import LIVE
+from gossip.profiles import profile
+from gossip.resources import ResourceAd
+from gossip.swim import Swim
+from overlay.core.crypto import KeyPair
+from sim.engine import Engine
+from sim.network import Network, NetworkConfig
+from sim.world import World
+
+
+@dataclass(frozen=True, slots=True)
+class CellsRun:
+    nodes: int = 400
+    seed: int = 1
+    cap: int = 100
+    join_spacing_s: float = 0.25
+    #: Simulated time after the last join.
+    settle_s: float = 240.0
+    hold_s: float = 30.0
+    check_interval_s: float = 5.0
+    digest_interval_s: float = 10.0
+    profile: str = "lan"
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+
+
+@dataclass(slots=True)
+class CellsReport:
+    run: CellsRun
+    cells: dict[str, int] = field(default_factory=dict)
+    splits: int = 0
+    merges: int = 0
+    accuracy_min: float = 0.0
+    accuracy_mean: float = 0.0
+    foreign_max: int = 0
+    max_members: int = 0
+    outside_cell_refused: int = 0
+    #: (time, number of cells, largest cell) every `digest_interval_s`.
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)
+    events: int = 0
+
+
+class CellsSim:
+    def __init__(self, run: CellsRun) -> None:
+        self.cfg = run
+        master = random.Random(run.seed)
+        self.rng_keys = random.Random(master.getrandbits(64))
+        self.rng_cores = random.Random(master.getrandbits(64))
+        self.rng_net = random.Random(master.getrandbits(64))
+        self.rng_work = random.Random(master.getrandbits(64))
+        self.engine = Engine()
+        self.world = World(self.engine, Network(run.network, self.rng_net))
+        self.world.on_emit = self._on_emit
+        self.swim_cfg = profile(run.profile)
+        self.cell_cfg = CellConfig(cap=run.cap, hold_s=run.hold_s,
+                                   check_interval_s=run.check_interval_s)  # fmt: skip
+        self.verifier = Verifier(max(4096, 16 * run.nodes))
+        self.keys: list[KeyPair] = []
+        #: The directory oracle: cell → its members (node slots, join order).
+        self.directory: dict[CellId, dict[int, None]] = {}
+        self.cell_of: dict[int, CellId] = {}
+        self.report = CellsReport(run)
+
+    # ------------------------------------------------------------ building
+
+    def build(self) -> None:
+        cfg = self.cfg
+        for i in range(cfg.nodes):
+            keys = KeyPair.from_rng_seed(self.rng_keys.randbytes(32))
+            self.keys.append(keys)
+            idx = self.world.add(keys.peer_id, self._core(keys))
+            self.world.crash(idx)  # up at its join time
+            self.engine.at(i * cfg.join_spacing_s, self._join, idx)
+        self.engine.at(cfg.digest_interval_s, self._digests, None)
+
+    def _core(self, keys: KeyPair) -> CellNode:
+        rng = random.Random(self.rng_cores.getrandbits(64))
+        swim = Swim(keys, self.swim_cfg, rng=random.Random(rng.getrandbits(64)),
+                    verifier=self.verifier, ad=ResourceAd.make(cpu_cores=8))
+        return CellNode(swim, CellCore(keys.peer_id, self.cell_cfg,
+                                       random.Random(rng.getrandbits(64))))
+
+    def _join(self, idx: int) -> None:
+        self.world.restart(idx, self.world.nodes[idx].core)
+        key = cell_key(self.keys[idx].peer_id)
+        cell = choose_cell(key, "", list(self.directory))
+        members = list(self.directory.get(cell, ()))
+        seeds = self.rng_work.sample(members, min(3, len(members)))
+        self._move(idx, cell)
+        self.world.inject(idx, StartCells(cell))
+        self.world.inject(idx, Join(tuple(self.keys[s].peer_id for s in seeds)))
+
+    def _move(self, idx: int, cell: CellId) -> None:
+        old = self.cell_of.get(idx)
+        if old is not None:
+            members = self.directory[old]
+            members.pop(idx, None)
+            if not members:
+                del self.directory[old]
+        self.directory.setdefault(cell, {})[idx] = None
+        self.cell_of[idx] = cell
+
+    def _on_emit(self, idx: int, ev: Any) -> None:
+        if type(ev) is CellChanged:
+            self._move(idx, ev.new)
+            if ev.reason == "split":
+                self.report.splits += 1
+            else:
+                self.report.merges += 1
+
+    def _digests(self, _: Any) -> None:
+        """Tier 2's sibling digests, from the directory: count and a few members."""
+        for idx, cell in self.cell_of.items():
+            node = self.world.nodes[idx]
+            sib = cell.sibling()
+            if not node.alive or sib is None or sib not in self.directory:
+                continue
+            members = list(self.directory[sib])
+            core = node.core
+            assert isinstance(core, CellNode)
+            core.merge_seeds = tuple(self.keys[m].peer_id for m in members[:3])
+            self.world.inject(idx, SiblingSize(sib, len(members)))
+        sizes = [len(m) for m in self.directory.values()]
+        self.report.timeline.append((self.engine.now, len(sizes), max(sizes, default=0)))
+        self.engine.at(self.engine.now + self.cfg.digest_interval_s, self._digests, None)
+
+    # ------------------------------------------------------------ measuring
+
+    def measure(self) -> None:
+        rep = self.report
+        rep.cells = {c.name(): len(m) for c, m in sorted(self.directory.items())}
+        accs: list[float] = []
+        for idx, cell in self.cell_of.items():
+            core = self.world.nodes[idx].core
+            assert isinstance(core, CellNode)
+            table = core.swim.table
+            listed = {p for p, m in table.items() if m.state in LIVE}
+            truth = {self.keys[j].peer_id for j in self.directory[cell] if j != idx}
+            accs.append(len(listed & truth) / len(truth) if truth else 1.0)
+            rep.foreign_max = max(rep.foreign_max, len(listed - truth))
+            rep.max_members = max(rep.max_members, len(table))
+            rep.outside_cell_refused += core.swim.stats.get("outside_cell", 0)
+        rep.accuracy_min = min(accs, default=1.0)
+        rep.accuracy_mean = statistics.fmean(accs) if accs else 1.0
+
+    def run(self) -> CellsReport:
+        cfg = self.cfg
+        self.build()
+        self.engine.run_until(cfg.nodes * cfg.join_spacing_s + cfg.settle_s)
+        self.measure()
+        self.report.events = self.engine.events_run
+        return self.report
+
+
+def run_cells(run: CellsRun) -> CellsReport:
+    return CellsSim(run).run()
+
+
+def summary_lines(rep: CellsReport) -> list[str]:
+    r = rep.run
+    sizes = list(rep.cells.values())
+    return [
+        f"cells: N={r.nodes}, cap {r.cap}, seed {r.seed}: {len(sizes)} cells, sizes "
+        f"{min(sizes)}..{max(sizes)} ({', '.join(f'{k} {v}' for k, v in rep.cells.items())})",
+        f"splits {rep.splits}, merges {rep.merges} (node decisions); largest member table "
+        f"{rep.max_members}; claims refused as outside the cell {rep.outside_cell_refused:,}",
+        f"SWIM view = own cell: accuracy mean {rep.accuracy_mean:.4f}, min "
+        f"{rep.accuracy_min:.4f}; foreign members listed (max per node) {rep.foreign_max}",
+        f"{rep.events:,} events",
+    ]
