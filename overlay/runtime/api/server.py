@@ -6,7 +6,10 @@ chunked transfer encoding) so the CLI can draw progress and follow events.
 
 Security: the token is 32 random bytes (hex) in `<home>/api.token`, mode 0600, made
 at daemon start if missing; every route except `/metrics` (Prometheus text; read-only
-counters) needs `Authorization: Bearer <token>`, compared in constant time. The server
+counters) needs `Authorization: Bearer <token>`, compared in constant time, or another
+credential the daemon plugs in (`session_auth`: the web dashboard's HttpOnly session
+cookie, overlay/runtime/dashboard/). A `mount`ed prefix (the dashboard's static pages
+and its login) is served without either: its handler checks what it must. The server
 binds loopback by default; requests are bounded in header and body size, and a slow
 client costs only its own connection (per-connection timeouts).
 
@@ -113,6 +116,9 @@ class Response:
 #: What a route that builds its reply itself returns.
 Reply = Json | Response
 Handler = Callable[[Request], Awaitable[object]]
+#: A credential other than the bearer token: True when the request carries a valid
+#: one, False when it carries none; raises ApiError (401/403) for a bad one.
+SessionAuth = Callable[[Request], bool]
 
 
 def load_or_create_token(home: Path) -> str:
@@ -154,6 +160,9 @@ class ApiServer:
         self._routes: dict[tuple[str, str], Handler] = {}
         self._docs: dict[tuple[str, str], RouteDoc] = {}
         self._open_paths = open_paths
+        #: (prefix, handler): open paths outside the OpenAPI document (static pages).
+        self._mounts: list[tuple[str, Handler]] = []
+        self.session_auth: SessionAuth | None = None
         #: What `/metrics` exports; route modules add the series of their area.
         self.metrics = StatsCollector()
         self.requests = 0
@@ -173,6 +182,20 @@ class ApiServer:
         self._routes[(method.upper(), path)] = fn
         if doc is not None:
             self._docs[(method.upper(), path)] = doc
+
+    def mount(self, prefix: str, fn: Handler) -> None:
+        """Serve every method and path under `prefix` with `fn`, without the token and
+        outside the OpenAPI document: for static pages and a login that checks the
+        token itself. Registered routes win over a mount."""
+        self._mounts.append((prefix, fn))
+
+    def _mounted(self, req: Request) -> Handler | None:
+        if (req.method, req.path) in self._routes:
+            return None
+        for prefix, fn in self._mounts:
+            if req.path == prefix.rstrip("/") or req.path.startswith(prefix):
+                return fn
+        return None
 
     async def _openapi(self, req: Request) -> object:
         return build_document(self._routes, self._docs, self._open_paths, API_VERSION)
@@ -234,18 +257,19 @@ class ApiServer:
         if req.path in self._open_paths:
             return True
         auth = req.headers.get("authorization", "")
-        if not auth.startswith("Bearer "):
-            return False
-        return hmac.compare_digest(auth[7:].strip().encode(), self._token)
+        if auth.startswith("Bearer "):
+            return hmac.compare_digest(auth[7:].strip().encode(), self._token)
+        return self.session_auth is not None and self.session_auth(req)
 
     async def _respond(
         self, conn: h11.Connection, stream: trio.SocketStream, req: Request
     ) -> None:
         self.requests += 1
         try:
-            if not self._authorised(req):
+            handler = self._mounted(req)
+            if handler is None and not self._authorised(req):
                 raise ApiError(401, "missing or wrong API token (see <home>/api.token)")
-            handler = self._routes.get((req.method, req.path))
+            handler = handler or self._routes.get((req.method, req.path))
             if handler is None:
                 known = any(p == req.path for _, p in self._routes)
                 raise ApiError(405 if known else 404, f"no route {req.method} {req.path}")
