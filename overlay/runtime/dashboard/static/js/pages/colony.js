@@ -55,8 +55,10 @@ function plot(members) {
                               'data-id': m.id });
     dot.append(s('title', {}, `${m.id}\n${m.state}, height ${m.coord.height_ms} ms, ` +
                              `error ${m.coord.error}`));
-    svg.append(dot, s('text', { x: (x + 8).toFixed(1), y: (y + 4).toFixed(1),
-                                class: 'pt-label' }, short(m.id).slice(0, 8)));
+    const left = x > PLOT_W / 2; // labels inward, never clipped at the edge
+    svg.append(dot, s('text', { x: (left ? x - 8 : x + 8).toFixed(1), y: (y + 4).toFixed(1),
+                                'text-anchor': left ? 'end' : 'start', class: 'pt-label' },
+                      m.id.slice(-6)));
   }
   return svg;
 }
@@ -69,7 +71,7 @@ export default async function colony(main, ctx) {
   main.append(
     h('h2', {}, 'Colony members ', count),
     h('div.row', {}, h('label', {}, showGone, ' include dead and left members')),
-    h('div.grid', {}, h('div.card', {}, list), h('div.card', {}, h('h3', {}, 'Network coordinates'), map)),
+    h('div.grid.members', {}, h('div.card', {}, list), h('div.card', {}, h('h3', {}, 'Network coordinates'), map)),
   );
   let paths = {};
   const refreshPaths = async () => {
