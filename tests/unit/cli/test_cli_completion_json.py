@@ -67,3 +67,32 @@ def test_json_on_init_add_pin_rm_and_block_rm(
     assert code == 0 and json.loads(out) == [{"cid": root, "removed": True, "error": None}]
     code, out = run(capsys, "--home", str(home), "block", "rm", "--json", root)
     assert code == 1 and json.loads(out)[0]["error"] == "not_found"
+
+
+def test_publish_and_fetch_progress_is_a_tqdm_bar_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from overlay.cli.cmd_daemon import _ProgressBar
+    from overlay.client import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    err = Tty()
+    monkeypatch.setattr("sys.stderr", err)
+    with _ProgressBar("fetch") as bar:
+        for n in (1024, 4096, 4096, 1 << 20):
+            bar(Progress(False, n, {"providers": {"a": 1, "b": 2}}))
+        assert bar.bar is not None and bar.bar.n == 1 << 20  # cumulative bytes → deltas
+        assert bar.bar.postfix == "providers=2"
+        bar.bar.refresh()
+        bar(Progress(True, 1 << 20, {}))
+    drawn = err.getvalue()
+    assert "fetch" in drawn and "providers=2" in drawn and "1.00MB" in drawn, drawn
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal: draws nothing
+    with _ProgressBar("publish", 100) as quiet:
+        quiet(Progress(False, 50, {}))
+    assert quiet.bar is None
