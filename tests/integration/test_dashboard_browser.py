@@ -1,8 +1,9 @@
 """The web dashboard in a real browser (headless Debian Chromium via Playwright)
 against a real 3-daemon colony on 127.0.0.1: log in, see every member, submit a
 capsule from the page and watch it reach succeeded, read its log, fetch and browse a
-published DAG by path, see a user event arrive; a bad token, a stale session and a
-stopped daemon each show a message. Screenshots go to tests/artifacts/dashboard/."""
+published DAG by path, see a user event arrive, open a `colony sim run` folder; a
+bad token, a stale session and a stopped daemon each show a message. Screenshots go
+to tests/artifacts/dashboard/."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from browser import chromium, login, missing, shot
-from colony_cluster import Cluster, Node, wait_for
+from colony_cluster import Cluster, Node, colony_cmd, wait_for
 
 from overlay.client import Colony
 
@@ -144,6 +146,22 @@ def test_events_metrics_and_doctor_pages(colony: Cluster, page: Any) -> None:
     page.wait_for_selector("#doctor table")
     assert re.search(r"connections\s+ok", page.inner_text("#doctor"))
     shot(page, "doctor")
+
+
+def test_simulation_page_opens_a_sim_run_folder(
+    colony: Cluster, page: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "sim-run"
+    colony_cmd(colony.nodes[0].home, "sim", "run", "gossip-failures", "--nodes", "16",
+               "--duration", "20", "--out", str(out))
+    page.goto(base(colony.nodes[0]) + "/dashboard/#/sim/" + quote(str(out), safe=""))
+    page.wait_for_selector("#sim-series .name:has-text('live')")
+    assert "gossip-failures" in page.inner_text("#sim-run")
+    plot = page.locator("img.sim-plot").first
+    plot.wait_for()
+    wait_for(lambda: plot.evaluate("img => img.complete && img.naturalWidth") > 0, 10,
+             "a PNG plot of the run drawn in the page")
+    shot(page, "simulation")
 
 
 def test_a_stopped_daemon_shows_a_message(colony: Cluster, page: Any) -> None:

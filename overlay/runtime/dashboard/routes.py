@@ -7,6 +7,8 @@
 | POST /dashboard/logout      | none          | drops the session, clears the cookie       |
 | GET  /v1/dashboard/pins     | token/cookie  | [{cid, type, names}] pins of this node     |
 | GET  /v1/dashboard/ls       | token/cookie  | ?path=CID[/a/b]: directory entries or file head |
+| GET  /v1/dashboard/sim      | token/cookie  | ?dir=: a sim run folder's metrics, plot names |
+| GET  /v1/dashboard/sim/file | token/cookie  | ?dir=&name=: one plot (PNG) or table (CSV) of it |
 
 Every other route of the API accepts the session cookie as well as the bearer
 token (`ApiServer.session_auth`), with the CSRF rule of sessions.py for calls that
@@ -27,9 +29,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from overlay.core.errors import ColonyError
-from overlay.runtime.api.openapi import INT, STR, RouteDoc, arr, nullable, obj
+from overlay.runtime.api.openapi import ANY, INT, OBJ, STR, RouteDoc, arr, nullable, obj
 from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
 from overlay.runtime.dashboard import sessions as ss
+from overlay.runtime.dashboard import simruns
 from store.exporter import Exporter
 from store.paths import parse_path, resolve
 from store.pins import Pins
@@ -104,6 +107,14 @@ def add_dashboard_routes(
     now: Callable[[], float] = time.monotonic,
 ) -> ss.SessionStore:
     """Serve the dashboard on `api` and let it accept the session cookie."""
+    _add_read_routes(api, store)
+    return _add_pages_and_login(api, token, now)
+
+
+def _add_pages_and_login(
+    api: ApiServer, token: str, now: Callable[[], float]
+) -> ss.SessionStore:
+    """The static pages, login and logout, and the cookie check of every other route."""
     files = load_static()
     sessions = ss.SessionStore()
     want = token.encode()
@@ -145,13 +156,21 @@ def add_dashboard_routes(
             return await login(req)
         if req.path == PREFIX + "logout" and req.method == "POST":
             return await logout(req)
-        if req.method not in ("GET", "HEAD"):
+        if req.method != "GET":
             raise ApiError(405, f"no route {req.method} {req.path}")
         hit = files.get(req.path)
         if hit is None:
             raise ApiError(404, f"no dashboard page {req.path}")
         body, ctype = hit
         return Response(raw=body, content_type=ctype, headers=list(PAGE_HEADERS))
+
+    api.session_auth = session_auth
+    api.mount(PREFIX, page)
+    return sessions
+
+
+def _add_read_routes(api: ApiServer, store: BlockStore) -> None:
+    """What the data and simulation pages read beyond the API."""
 
     async def pins(req: Request) -> object:
         def read() -> list[dict[str, object]]:
@@ -170,8 +189,20 @@ def add_dashboard_routes(
             raise ApiError(404, f"{text}: {e} (fetch the DAG to this node first)",
                            code="not_found") from None
 
-    api.session_auth = session_auth
-    api.mount(PREFIX, page)
+    async def sim(req: Request) -> object:
+        try:
+            return await trio.to_thread.run_sync(simruns.summary, req.arg("dir") or "")
+        except simruns.SimRunError as e:
+            raise ApiError(404, str(e)) from None
+
+    async def sim_file(req: Request) -> Response:
+        try:
+            data, ctype = await trio.to_thread.run_sync(
+                simruns.run_file, req.arg("dir") or "", req.arg("name") or "")
+        except simruns.SimRunError as e:
+            raise ApiError(404, str(e)) from None
+        return Response(raw=data, content_type=ctype, headers=[("cache-control", "no-cache")])
+
     api.add("GET", "/v1/dashboard/pins", pins, RouteDoc(
         "this node's pins (the dashboard's data page)", tag="dashboard",
         response=arr(obj(("cid", "type", "names"), cid=STR, type=STR, names=arr(STR)))))
@@ -180,4 +211,11 @@ def add_dashboard_routes(
         "node's store", tag="dashboard", query={"path": STR},
         response=obj(("path", "cid", "type", "size"), path=STR, cid=STR, type=STR, size=INT,
                      entries=nullable(arr(ENTRY)), preview=nullable(STR))))
-    return sessions
+    api.add("GET", "/v1/dashboard/sim", sim, RouteDoc(
+        "a `colony sim run` output folder on this host: metrics.json, plot and table names",
+        tag="dashboard", query={"dir": STR},
+        response=obj(("dir", "metrics", "plots", "tables"), dir=STR, metrics=OBJ,
+                     plots=arr(STR), tables=arr(STR))))
+    api.add("GET", "/v1/dashboard/sim/file", sim_file, RouteDoc(
+        "one plot (image/png) or table (text/csv, first 2000 rows) of a sim run folder",
+        tag="dashboard", query={"dir": STR, "name": STR}, response=ANY))

@@ -151,3 +151,43 @@ def test_pins_and_dag_browser_by_path(tmp_path: Path) -> None:
             assert req(port, "GET", "/v1/dashboard/ls", headers=auth)[0] == 400
 
         serve(store, Clock(), run)
+
+
+def test_sim_run_folder_reads_are_confined_to_the_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(
+        {"counters": {"joins": 3}, "distributions": {}, "info": {"nodes": 3}}))
+    (run / "timeseries.csv").write_text("t,live\n10.0,2\n20.0,3\n")
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
+    (run / "plot.png").write_bytes(png)
+    (tmp_path / "secret.png").write_bytes(b"not the run's")
+    (run / "link.png").symlink_to(tmp_path / "secret.png")
+    (tmp_path / "other").mkdir()
+
+    def run_(port: int) -> None:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+
+        def get(path: str, **q: str) -> tuple[int, dict[str, str], bytes]:
+            from urllib.parse import urlencode
+            return req(port, "GET", f"{path}?{urlencode(q)}", headers=auth)
+
+        st, _, body = get("/v1/dashboard/sim", dir=str(run))
+        r = json.loads(body)
+        assert st == 200 and r["metrics"]["counters"] == {"joins": 3}
+        assert r["plots"] == ["link.png", "plot.png"] and r["tables"] == ["timeseries.csv"]
+        st, hdrs, body = get("/v1/dashboard/sim/file", dir=str(run), name="plot.png")
+        assert st == 200 and hdrs["content-type"] == "image/png" and body == png
+        st, _, body = get("/v1/dashboard/sim/file", dir=str(run), name="timeseries.csv")
+        assert st == 200 and body.decode().splitlines()[-1] == "20.0,3"
+        for bad in [dict(dir=str(run), name="../secret.png"),  # out of the run
+                    dict(dir=str(run), name="link.png"),  # a link out of it
+                    dict(dir=str(run), name="metrics.json"),  # not a plot or table
+                    dict(dir=str(tmp_path / "other"), name="x.png")]:  # not a run
+            st, _, body = get("/v1/dashboard/sim/file", **bad)
+            assert st == 404 and code(body) == "not_found", bad
+        assert get("/v1/dashboard/sim", dir="relative/run")[0] == 404
+        assert get("/v1/dashboard/sim", dir=str(tmp_path / "other"))[0] == 404
+
+    with BlockStore(tmp_path / "b") as store:
+        serve(store, Clock(), run_)

@@ -11,8 +11,9 @@ import data from './pages/data.js';
 import events from './pages/events.js';
 import metrics from './pages/metrics.js';
 import doctor from './pages/doctor.js';
+import sim from './pages/sim.js';
 
-const PAGES = { colony, capsules, data, events, metrics, doctor };
+const PAGES = { colony, capsules, data, events, metrics, doctor, sim };
 const RETRY_MS = 3000;
 const main = document.getElementById('main');
 const banner = document.getElementById('banner');

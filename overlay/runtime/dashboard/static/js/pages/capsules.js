@@ -73,6 +73,7 @@ function specPairs(r) {
   return [
     ['name', r.name], ['command', (r.command || []).join(' ')], ['function', r.function],
     ['inputs', (r.inputs || []).join(', ')], ['declared outputs', (r.declared_outputs || []).join(', ')],
+    ['depends on (workflow parents)', h('span.mono', {}, (r.dependencies || []).join(', '))],
     ['conditions', `cpu ${c.cpu ?? 0}, mem ${c.mem_mib ?? 0} MiB, gpu ${c.gpu ?? 0}` +
       `${c.executor ? ', executor ' + c.executor : ''}` +
       `${c.labels && Object.keys(c.labels).length ? ', labels ' + JSON.stringify(c.labels) : ''}`],

@@ -62,9 +62,24 @@ function fetcher(ctx, afterFetch) {
       text.className = 'error';
     }
   };
+  const provs = h('div', { id: 'providers' });
+  const findProviders = async () => {
+    const cid = input.value.trim();
+    clear(provs, h('p.muted', {}, 'asking the DHT…'));
+    try {
+      const r = await call('POST', '/v1/dht/findprovs', { body: { cid }, signal: ctx.signal, timeoutMs: 60000 });
+      clear(provs, h('p.muted', {}, `${r.providers.length} provider(s) in ${r.hops} hop(s)${r.error ? '; ' + r.error : ''}`),
+        r.providers.length ? table(['provider', 'addresses'], r.providers.map((p) => [
+          h('span.mono', { title: p.id || p }, short(p.id || p)), (p.addrs || []).join(' ')])) : '');
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      clear(provs, h('p.error', {}, e.message));
+    }
+  };
   return h('div.card', {}, h('h3', {}, 'Fetch a DAG from the colony'),
-    h('div.row', {}, input, h('button', { id: 'fetch-go', type: 'button', onclick: () => run().catch((e) => ctx.fail(e)) }, 'fetch')),
-    h('div.row', {}, bar, text));
+    h('div.row', {}, input, h('button', { id: 'fetch-go', type: 'button', onclick: () => run().catch((e) => ctx.fail(e)) }, 'fetch'),
+      h('button', { id: 'find-providers', type: 'button', onclick: () => findProviders().catch((e) => ctx.fail(e)) }, 'find providers')),
+    h('div.row', {}, bar, text), provs);
 }
 
 export default async function data(main, ctx) {
