@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from overlay.core.errors import ColonyError
-from overlay.runtime.api.openapi import ANY, INT, OBJ, STR, RouteDoc, arr, nullable, obj
+from overlay.runtime.api.openapi import ANY, BOOL, INT, OBJ, STR, RouteDoc, arr, nullable, obj
 from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
 from overlay.runtime.dashboard import sessions as ss
 from overlay.runtime.dashboard import simruns
@@ -52,6 +52,8 @@ PAGE_HEADERS = [("content-security-policy", CSP), ("x-frame-options", "DENY"),
                 ("cache-control", "no-cache")]
 #: A file shown in the DAG browser: at most this many bytes of its head.
 PREVIEW_BYTES = 16 * 1024
+#: A directory shows at most this many entries (each costs a block read).
+MAX_ENTRIES = 1000
 ENTRY = obj(("name", "cid", "type", "size"), name=STR, cid=STR, type=STR, size=INT)
 
 
@@ -93,10 +95,13 @@ def _ls(store: BlockStore, text: str) -> dict[str, object]:
         cid = resolve(r, path) if path.segments else path.root
     info = ex.stat(cid)
     out: dict[str, object] = {"path": str(path), "cid": str(cid), "type": info.kind,
-                              "size": info.size, "entries": None, "preview": None}
+                              "size": info.size, "entries": None, "preview": None,
+                              "truncated": False}
     if info.kind == "directory":
+        entries = ex.ls(cid)
+        out["truncated"] = len(entries) > MAX_ENTRIES
         out["entries"] = [{"name": e.name, "cid": str(e.cid), "type": e.kind, "size": e.size}
-                          for e in ex.ls(cid)]
+                          for e in entries[:MAX_ENTRIES]]
     elif info.kind in ("file", "raw-block"):
         out["preview"] = _preview(ex, cid)
     return out
@@ -210,7 +215,7 @@ def _add_read_routes(api: ApiServer, store: BlockStore) -> None:
         "a directory's entries or a file's first 16 KiB, by CID or CID/path, from this "
         "node's store", tag="dashboard", query={"path": STR},
         response=obj(("path", "cid", "type", "size"), path=STR, cid=STR, type=STR, size=INT,
-                     entries=nullable(arr(ENTRY)), preview=nullable(STR))))
+                     entries=nullable(arr(ENTRY)), preview=nullable(STR), truncated=BOOL)))
     api.add("GET", "/v1/dashboard/sim", sim, RouteDoc(
         "a `colony sim run` output folder on this host: metrics.json, plot and table names",
         tag="dashboard", query={"dir": STR},

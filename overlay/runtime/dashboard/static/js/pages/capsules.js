@@ -5,7 +5,8 @@
 import { ApiError, call, stream } from '../api.js';
 import { clear, h, kv, short, stateBadge, table, when } from '../ui.js';
 
-const LIST_MS = 1500;
+// ps asks the custodians of unfinished capsules submitted here: poll gently
+const LIST_MS = 3000;
 const STATES = ['', 'submitted', 'leased', 'running', 'succeeded', 'failed', 'cancelled', 'rejected'];
 const EXAMPLE = JSON.stringify({ name: 'hello', command: ['sh', '-c', 'echo hello from $(hostname)'] }, null, 2);
 

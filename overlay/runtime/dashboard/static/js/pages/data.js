@@ -23,7 +23,8 @@ function browser(ctx) {
     clear(where, parts.map((p, i) => h('a', { href: '#/data', onclick: (ev) => { ev.preventDefault(); open(parts.slice(0, i + 1).join('/')).catch((x) => ctx.fail(x)); } },
       i ? p : short(p))).flatMap((a, i) => (i ? [' / ', a] : [a])));
     if (r.entries) {
-      clear(out, h('p.muted', {}, `directory ${r.cid}, ${r.entries.length} entries`),
+      clear(out, h('p.muted', {}, `directory ${r.cid}, ${r.entries.length}` +
+                   `${r.truncated ? ' (first)' : ''} entries`),
         table(['name', 'type', 'size', 'cid'], r.entries.map((e) => [
           h('a.entry', { href: '#/data', onclick: (ev) => { ev.preventDefault(); open(`${r.path}/${e.name}`).catch((x) => ctx.fail(x)); } },
             e.name + (e.type === 'directory' ? '/' : '')),
