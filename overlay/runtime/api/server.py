@@ -304,12 +304,44 @@ class ApiServer:
             headers.append(("transfer-encoding", "chunked"))
             head = h11.Response(status_code=resp.status, headers=headers)
             await stream.send_all(conn.send(head))
-            try:
-                async for item in resp.stream:
-                    line = (json.dumps(item) + "\n").encode()
-                    await stream.send_all(conn.send(h11.Data(data=line)))
-            except ColonyError as e:
-                code = e.code if isinstance(e, ApiError) else "bad_request"
-                line = (json.dumps(error_body(code, str(e))) + "\n").encode()
-                await stream.send_all(conn.send(h11.Data(data=line)))
+            await self._stream_body(conn, stream, resp.stream)
         await stream.send_all(conn.send(h11.EndOfMessage()))
+
+    async def _stream_body(
+        self, conn: h11.Connection, stream: trio.SocketStream, items: AsyncIterator[object]
+    ) -> None:
+        """Send `items` as NDJSON lines; stop them as soon as the client hangs up.
+
+        A watch may wait long between lines (events, a running capsule's log, a dashboard
+        tab closed mid-stream); without this, a client that went away is noticed only at
+        the next write, and its generator (an event-bus channel, a poller of custodians)
+        runs until then. A client that half-closes its side is taken as gone (HTTP
+        clients do not); bytes of a next request are kept by h11 for the next cycle."""
+        gone = False
+        try:
+            async with trio.open_nursery() as n:
+
+                async def watch_hangup() -> None:
+                    nonlocal gone
+                    while data := await stream.receive_some(65536):
+                        conn.receive_data(data)
+                    gone = True
+                    n.cancel_scope.cancel()
+
+                n.start_soon(watch_hangup)
+                try:
+                    async for item in items:
+                        line = (json.dumps(item) + "\n").encode()
+                        await stream.send_all(conn.send(h11.Data(data=line)))
+                except ColonyError as e:
+                    code = e.code if isinstance(e, ApiError) else "bad_request"
+                    line = (json.dumps(error_body(code, str(e))) + "\n").encode()
+                    await stream.send_all(conn.send(h11.Data(data=line)))
+                n.cancel_scope.cancel()
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope(shield=True):
+                    await aclose()
+        if gone:
+            raise trio.BrokenResourceError("the client closed the connection during a stream")
