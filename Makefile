@@ -48,6 +48,17 @@ system-deps:
 	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends faketime >/dev/null; } \
 	    || echo "warning: apt-get install faketime failed: clock-skew fault runs will skip" >&2; \
 	fi
+	@# Dashboard browser tests: Debian's Chromium (+ its driver), driven by Playwright for
+	@# Python pointed at /usr/bin/chromium (never `playwright install`). Same rule.
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "warning: chromium missing and apt-get unusable: dashboard browser tests will skip" >&2; \
+	else \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+	      chromium chromium-driver >/dev/null; } \
+	    || echo "warning: apt-get install chromium chromium-driver failed: dashboard browser tests will skip" >&2; \
+	fi
 
 ## Install what the tests need and run the whole suite (unit, property, sim, integration).
 test: $(STAMP) system-deps

@@ -68,7 +68,13 @@ def _issue(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(token + "\n")
         print(f"join token written to {args.out}", file=sys.stderr)
-    else:
+    if args.json:
+        print(json.dumps({"token": None if args.out else token, "out": args.out,
+                          "serial": serial(leaf), "subject": str(subject),
+                          "roles": list(leaf.roles), "expires": leaf.expires,
+                          "chain": len(chain)}))
+        return 0
+    if not args.out:
         print(token)
     print(f"certificate {serial(leaf)[:16]} for {subject}: roles {','.join(leaf.roles)}, "
           f"expires {human_time(leaf.expires)}, chain of {len(chain)}",
@@ -157,17 +163,25 @@ def _revoke(args: argparse.Namespace) -> int:
             "digits) or a peer id from `colony cert ls`"
         )
     now = time.time()
+    rows: list[dict[str, Any]] = []
+    say = (lambda text: None) if args.json else print
     for c in found:
         rev = t.revoke(node, c, now)
-        print(f"revoked certificate {serial(c)[:16]} of {c.subject}")
+        row: dict[str, Any] = {"serial": serial(c), "subject": str(c.subject),
+                               "gossiped": False, "dht_key": None, "dht_acks": None}
+        rows.append(row)
+        say(f"revoked certificate {serial(c)[:16]} of {c.subject}")
         try:
             res = Colony.for_home(args.home, timeout_s=60).revoke(rev.envelope.to_bytes().hex())
         except ApiUnavailable:
-            print("  daemon not running: saved here; it is gossiped when the daemon starts "
-                  "(and reaches members through push-pull)")  # fmt: skip
+            say("  daemon not running: saved here; it is gossiped when the daemon starts "
+                "(and reaches members through push-pull)")  # fmt: skip
             continue
-        print(f"  gossiped to the colony; stored in the DHT under {res['dht_key']} "
-              f"({res['dht_acks']} acks)")  # fmt: skip
+        row.update(gossiped=True, dht_key=res["dht_key"], dht_acks=res["dht_acks"])
+        say(f"  gossiped to the colony; stored in the DHT under {res['dht_key']} "
+            f"({res['dht_acks']} acks)")  # fmt: skip
+    if args.json:
+        print(json.dumps(rows))
     return 0
 
 
@@ -194,6 +208,8 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                    help="address the new node dials first (repeatable; default: this "
                    "node's addresses from its running daemon)")
     i.add_argument("--out", metavar="FILE", help="write the token to FILE instead of stdout")
+    i.add_argument("--json", action="store_true",
+                   help="print token, serial, subject, roles and expiry as JSON")
     i.set_defaults(func=_issue)
 
     s = csub.add_parser("ls", parents=[common],
@@ -218,6 +234,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "stores it in the DHT under /colony/revoke/<certificate id>.",
     )
     r.add_argument("what", metavar="SERIAL|PEERID")
+    r.add_argument("--json", action="store_true", help="print what was revoked as JSON")
     r.set_defaults(func=_revoke)
 
     p.set_defaults(func=help_command(p))

@@ -103,8 +103,9 @@ def _private(args: argparse.Namespace) -> int:
     t = Trust(args.home)
     t.require_colony()
     if args.cid is None:
-        for r in t.private_roots():
-            print(r)
+        roots = [str(r) for r in t.private_roots()]
+        for line in [json.dumps(roots)] if args.json else roots:
+            print(line)
         return 0
     try:
         res = Colony.for_home(args.home, timeout_s=60).set_private(args.cid, not args.public)
@@ -117,8 +118,15 @@ def _private(args: argparse.Namespace) -> int:
                 print(f"error: {why}", file=sys.stderr)
                 return 1
         t.set_private(cid, not args.public)
+        if args.json:
+            print(json.dumps({"cid": cid, "private": not args.public, "private_blocks": None,
+                              "daemon": False}))
+            return 0
         print(f"{args.cid}: {'public' if args.public else 'private'} "
               "(daemon not running: takes effect when it starts)")  # fmt: skip
+        return 0
+    if args.json:
+        print(json.dumps({**res, "daemon": True}))
         return 0
     state = "private (members only)" if res["private"] else "public"
     print(f"{res['cid']}: {state}; {res['private_blocks']} private blocks on this node")
@@ -174,6 +182,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     pv.add_argument("cid", nargs="?", metavar="CID")
     pv.add_argument("--public", action="store_true", help="undo: serve it to anyone again")
+    pv.add_argument("--json", action="store_true", help="print the result as JSON")
     pv.set_defaults(func=_private)
 
     p.set_defaults(func=help_command(p))

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from overlay.cli.fmt import Command, Subparsers
 from overlay.cli.fmt import human_bytes as _human
@@ -220,35 +221,45 @@ def _dht(args: argparse.Namespace) -> int:
     return 0
 
 
-class _ProgressLine:
-    """The SDK's progress callback drawn as one line on a tty (publish, fetch)."""
+class _ProgressBar:
+    """The SDK's progress callback as a tqdm bar on stderr when it is a terminal
+    (publish, fetch), like `add` and `get`: bytes, rate and, for a fetch, providers."""
 
-    def __init__(self, label: str) -> None:
-        self.label, self.tty = label, sys.stderr.isatty()
+    def __init__(self, label: str, total: int | None = None) -> None:
+        self.label, self.total = label, total
+        self.bar: Any = None
+        self.seen = 0
 
-    def __call__(self, p: Progress) -> None:
-        if self.tty and not p.done:
-            rate = p.raw.get("rate_bps")
-            provs = p.raw.get("providers")
-            extra = f"  {_human(rate)}/s" if rate else ""
-            if isinstance(provs, dict):
-                extra += f"  from {len(provs)} providers"
-            sys.stderr.write(f"\r{self.label}: {_human(p.bytes)}{extra}   ")
-            sys.stderr.flush()
+    def __enter__(self) -> _ProgressBar:
+        if sys.stderr.isatty():
+            from tqdm import tqdm
 
-    def __enter__(self) -> _ProgressLine:
+            self.bar = tqdm(total=self.total, unit="B", unit_scale=True, unit_divisor=1024,
+                            desc=self.label, file=sys.stderr, leave=False)
         return self
 
+    def __call__(self, p: Progress) -> None:
+        if self.bar is None or p.done:
+            return
+        if p.bytes > self.seen:
+            self.bar.update(p.bytes - self.seen)
+            self.seen = p.bytes
+        provs = p.raw.get("providers")
+        if isinstance(provs, (dict, list)):
+            self.bar.set_postfix(providers=len(provs), refresh=False)
+
     def __exit__(self, *exc: object) -> None:
-        if self.tty:
-            sys.stderr.write("\r" + " " * 70 + "\r")
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _publish(args: argparse.Namespace) -> int:
     path = Path(args.path).resolve()
     if not path.exists():
         raise ConfigError(f"{path}: no such file or directory")
-    with _ProgressLine("publish") as bar:
+    from overlay.cli.cmd_store import _tree_bytes
+
+    with _ProgressBar("publish", _tree_bytes([path])) as bar:
         final = _colony(args).publish(path, cid_version=args.cid_version, progress=bar).raw
     if args.json:
         _print(final, True)
@@ -260,7 +271,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    with _ProgressLine("fetch") as bar:
+    with _ProgressBar("fetch") as bar:
         final = _colony(args).fetch(args.cid, progress=bar).raw
     if args.json:
         _print(final, True)

@@ -33,7 +33,11 @@ def init_home(home: Path, *, quiet: bool = False, profile: str = "lan") -> KeyPa
 
 
 def _init(args: argparse.Namespace) -> int:
-    init_home(args.home, profile=args.profile)
+    kp = init_home(args.home, profile=args.profile, quiet=args.json)
+    if args.json:
+        json.dump({"home": str(args.home), "id": str(kp.peer_id), "profile": args.profile},
+                  sys.stdout)
+        print()
     return 0
 
 
@@ -70,6 +74,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--profile", choices=sorted(cfg.NODE_PROFILES), default="lan",
                    help="preset written into config.toml as [node] profile (default: lan)")
+    p.add_argument("--json", action="store_true", help="print home, id and profile as JSON")
     p.set_defaults(func=_init)
 
     p = sub.add_parser("id", parents=[common], help="print this node's libp2p peer id")

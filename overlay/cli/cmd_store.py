@@ -218,14 +218,21 @@ def _pin_add(args: argparse.Namespace) -> int:
 
 
 def _pin_rm(args: argparse.Namespace) -> int:
+    rows: list[dict[str, object]] = []
     with _store(args) as store:
         for text in args.cids:
             left = Pins(store).rm(_cid(text), name=args.name)
+            rows.append({"cid": text, "pinned": left is not None,
+                         "names": list(left.names) if left else []})
+            if args.json:
+                continue
             if left is None:
                 print(f"unpinned {text}")
             else:
                 print(f"removed name {args.name!r}; {text} stays pinned as "
                       f"{', '.join(left.names)}")
+    if args.json:
+        _emit_json(rows)
     return 0
 
 
@@ -346,17 +353,24 @@ def _block_rm(args: argparse.Namespace) -> int:
     status = 0
     with _store(args) as store, store.lock(exclusive=True):
         live = set() if args.force else gc.mark(store)[0]
+        rows: list[dict[str, object]] = []
         for cid in cids:
             if cid.multihash in live:
                 print(f"colony: error: {cid} is pinned (directly or inside a pinned DAG); "
                       "unpin it first or use --force", file=sys.stderr)
                 status = 1
+                rows.append({"cid": str(cid), "removed": False, "error": "pinned"})
             elif store.delete(cid):
-                print(f"removed {cid}")
+                rows.append({"cid": str(cid), "removed": True, "error": None})
+                if not args.json:
+                    print(f"removed {cid}")
             else:
                 print(f"colony: error: block {cid} not found in the local store",
                       file=sys.stderr)
                 status = 1
+                rows.append({"cid": str(cid), "removed": False, "error": "not_found"})
+    if args.json:
+        _emit_json(rows)
     return status
 
 
@@ -451,6 +465,7 @@ examples:
              _pin_rm)
     p.add_argument("cids", nargs="+", metavar="CID")
     p.add_argument("--name", help="remove only this name")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p = _cmd(psub, common, "ls", "list pins", "example:\n  colony pin ls --type recursive",
              _pin_ls)
     p.add_argument("--type", choices=("all", "recursive", "direct"), default="all")
@@ -506,4 +521,5 @@ examples:
              "example:\n  colony block rm bafkrei…", _block_rm)
     p.add_argument("cids", nargs="+", metavar="CID")
     p.add_argument("--force", action="store_true", help="delete even if pinned")
+    p.add_argument("--json", action="store_true", help="print JSON")
 

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import shtab
+
 import overlay
 import overlay.cli
 from overlay.core.errors import ColonyError
@@ -35,7 +37,7 @@ Start here:
 
 def _common_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    home = common.add_argument(
         "--home",
         type=Path,
         # SUPPRESS: an option given before the subcommand must survive the
@@ -43,6 +45,7 @@ def _common_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="node data directory (default: $COLONY_HOME or $XDG_DATA_HOME/colony)",
     )
+    home.complete = shtab.DIRECTORY  # type: ignore[attr-defined]  # shtab reads it
     common.add_argument(
         "--log-level",
         choices=logs.LEVELS,

@@ -55,6 +55,7 @@ from overlay.runtime.api.server import (
     split_hostport,
     write_api_addr,
 )
+from overlay.runtime.dashboard.routes import add_dashboard_routes
 from overlay.runtime.driver import Driver
 from overlay.runtime.edge.dialback import ReachabilityService
 from overlay.runtime.edge.dialer import run_edge
@@ -222,8 +223,9 @@ class Daemon:
             t, self.membership, driver, me=self.me,
             stun_servers=[str(u) for u in self.conf.get("edge", {}).get("stun", [])])
         self.reachability.register()
+        token = load_or_create_token(self.home)
         api = build_api(
-            load_or_create_token(self.home), keypair=self.keypair, node=self,
+            token, keypair=self.keypair, node=self,
             cores=driver, network=t, membership=self.membership, dht=self.dht_client,
             blocks=self.blocks, events=self.events, spawn=self.spawn,
             stats=CoreStats(driver, self.kad, self.swim, self.exchange, self._drops),
@@ -237,6 +239,7 @@ class Daemon:
         gconf = GatewayConfig.from_config(self.conf)
         self.gateway = Gateway(self.store, TrustPolicy(self.trust_service), gconf,
                                fetch=self.blocks.fetch_dag) if gconf.listen else None
+        add_dashboard_routes(api, token, self.store)  # pages + session cookie, same port
         return api
 
     def _drops(self) -> dict[str, int]:

@@ -4,7 +4,7 @@ Prometheus metrics.
 | method, path      | result                                                    |
 |-------------------|-----------------------------------------------------------|
 | GET  /v1/id       | {id, addrs, api_port}                                     |
-| GET  /v1/members  | [{id, state, incarnation, addrs, rtt_ms, self, ad}] (?all=1: gone too) |
+| GET  /v1/members  | [{id, state, incarnation, addrs, rtt_ms, self, coord, ad}] (?all=1) |
 | GET  /v1/peers    | [peer id] connected                                       |
 | GET  /v1/stats    | {id, driver, dht, gossip, exchange, drops, store, connected_peers} |
 | POST /v1/leave    | {left: true}; the daemon stops a moment later             |
@@ -56,6 +56,7 @@ MEMBER = obj(
     ("id", "state", "incarnation", "addrs", "rtt_ms", "self", "ad"),
     id=STR, state={"enum": ["alive", "suspect", "dead", "left"]}, incarnation=INT,
     addrs=arr(STR), rtt_ms=nullable(NUM), self=BOOL, ad=nullable(OBJ),
+    coord=nullable(obj(("vec", "height_ms", "error"), vec=arr(NUM), height_ms=NUM, error=NUM)),
 )
 #: How long `POST /v1/connect` waits for the dial and handshakes.
 CONNECT_TIMEOUT_S = 30.0
@@ -114,6 +115,10 @@ def _member_json(m: MemberInfo) -> dict[str, object]:
         "addrs": list(m.addrs),
         "rtt_ms": None if m.rtt_s is None else round(m.rtt_s * 1e3, 2),
         "self": m.is_self,
+        # Vivaldi network coordinate (gossip/coordinates.py), in milliseconds.
+        "coord": None if m.coord is None else {
+            "vec": [round(x * 1e3, 3) for x in m.coord.vec],
+            "height_ms": round(m.coord.height * 1e3, 3), "error": round(m.coord.error, 3)},
         "ad": None if ad is None else {
             "cpu_cores": ad.cpu_cores, "cpu_load": ad.cpu_load,
             "mem_free_bytes": ad.mem_free_bytes, "disk_free_bytes": ad.disk_free_bytes,

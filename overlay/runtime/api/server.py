@@ -6,7 +6,10 @@ chunked transfer encoding) so the CLI can draw progress and follow events.
 
 Security: the token is 32 random bytes (hex) in `<home>/api.token`, mode 0600, made
 at daemon start if missing; every route except `/metrics` (Prometheus text; read-only
-counters) needs `Authorization: Bearer <token>`, compared in constant time. The server
+counters) needs `Authorization: Bearer <token>`, compared in constant time, or another
+credential the daemon plugs in (`session_auth`: the web dashboard's HttpOnly session
+cookie, overlay/runtime/dashboard/). A `mount`ed prefix (the dashboard's static pages
+and its login) is served without either: its handler checks what it must. The server
 binds loopback by default; requests are bounded in header and body size, and a slow
 client costs only its own connection (per-connection timeouts).
 
@@ -116,6 +119,9 @@ class Response:
 #: What a route that builds its reply itself returns.
 Reply = Json | Response
 Handler = Callable[[Request], Awaitable[object]]
+#: A credential other than the bearer token: True when the request carries a valid
+#: one, False when it carries none; raises ApiError (401/403) for a bad one.
+SessionAuth = Callable[[Request], bool]
 
 
 def load_or_create_token(home: Path) -> str:
@@ -157,6 +163,9 @@ class ApiServer:
         self._routes: dict[tuple[str, str], Handler] = {}
         self._docs: dict[tuple[str, str], RouteDoc] = {}
         self._open_paths = open_paths
+        #: (prefix, handler): open paths outside the OpenAPI document (static pages).
+        self._mounts: list[tuple[str, Handler]] = []
+        self.session_auth: SessionAuth | None = None
         #: What `/metrics` exports; route modules add the series of their area.
         self.metrics = StatsCollector()
         self.requests = 0
@@ -176,6 +185,20 @@ class ApiServer:
         self._routes[(method.upper(), path)] = fn
         if doc is not None:
             self._docs[(method.upper(), path)] = doc
+
+    def mount(self, prefix: str, fn: Handler) -> None:
+        """Serve every method and path under `prefix` with `fn`, without the token and
+        outside the OpenAPI document: for static pages and a login that checks the
+        token itself. Registered routes win over a mount."""
+        self._mounts.append((prefix, fn))
+
+    def _mounted(self, req: Request) -> Handler | None:
+        if (req.method, req.path) in self._routes:
+            return None
+        for prefix, fn in self._mounts:
+            if req.path == prefix.rstrip("/") or req.path.startswith(prefix):
+                return fn
+        return None
 
     async def _openapi(self, req: Request) -> object:
         return build_document(self._routes, self._docs, self._open_paths, API_VERSION)
@@ -237,18 +260,19 @@ class ApiServer:
         if req.path in self._open_paths:
             return True
         auth = req.headers.get("authorization", "")
-        if not auth.startswith("Bearer "):
-            return False
-        return hmac.compare_digest(auth[7:].strip().encode(), self._token)
+        if auth.startswith("Bearer "):
+            return hmac.compare_digest(auth[7:].strip().encode(), self._token)
+        return self.session_auth is not None and self.session_auth(req)
 
     async def _respond(
         self, conn: h11.Connection, stream: trio.SocketStream, req: Request
     ) -> None:
         self.requests += 1
         try:
-            if not self._authorised(req):
+            handler = self._mounted(req)
+            if handler is None and not self._authorised(req):
                 raise ApiError(401, "missing or wrong API token (see <home>/api.token)")
-            handler = self._routes.get((req.method, req.path))
+            handler = handler or self._routes.get((req.method, req.path))
             if handler is None:
                 known = any(p == req.path for _, p in self._routes)
                 raise ApiError(405 if known else 404, f"no route {req.method} {req.path}")
@@ -285,14 +309,7 @@ class ApiServer:
             headers.append(("transfer-encoding", "chunked"))
             head = h11.Response(status_code=resp.status, headers=headers)
             await stream.send_all(conn.send(head))
-            try:
-                async for item in resp.stream:
-                    line = (json.dumps(item) + "\n").encode()
-                    await stream.send_all(conn.send(h11.Data(data=line)))
-            except ColonyError as e:
-                code = e.code if isinstance(e, ApiError) else "bad_request"
-                line = (json.dumps(error_body(code, str(e))) + "\n").encode()
-                await stream.send_all(conn.send(h11.Data(data=line)))
+            await self._stream_body(conn, stream, resp.stream)
         await stream.send_all(conn.send(h11.EndOfMessage()))
 
     async def _send_bytes(
@@ -317,3 +334,42 @@ class ApiServer:
             level = log.warning if isinstance(e, ColonyError) else log.exception
             level("api_byte_stream_broken", error=str(e))
             raise trio.BrokenResourceError(str(e)) from None
+
+    async def _stream_body(
+        self, conn: h11.Connection, stream: trio.SocketStream, items: AsyncIterator[object]
+    ) -> None:
+        """Send `items` as NDJSON lines; stop them as soon as the client hangs up.
+
+        A watch may wait long between lines (events, a running capsule's log, a dashboard
+        tab closed mid-stream); without this, a client that went away is noticed only at
+        the next write, and its generator (an event-bus channel, a poller of custodians)
+        runs until then. A client that half-closes its side is taken as gone (HTTP
+        clients do not); bytes of a next request are kept by h11 for the next cycle."""
+        gone = False
+        try:
+            async with trio.open_nursery() as n:
+
+                async def watch_hangup() -> None:
+                    nonlocal gone
+                    while data := await stream.receive_some(65536):
+                        conn.receive_data(data)
+                    gone = True
+                    n.cancel_scope.cancel()
+
+                n.start_soon(watch_hangup)
+                try:
+                    async for item in items:
+                        line = (json.dumps(item) + "\n").encode()
+                        await stream.send_all(conn.send(h11.Data(data=line)))
+                except ColonyError as e:
+                    code = e.code if isinstance(e, ApiError) else "bad_request"
+                    line = (json.dumps(error_body(code, str(e))) + "\n").encode()
+                    await stream.send_all(conn.send(h11.Data(data=line)))
+                n.cancel_scope.cancel()
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope(shield=True):
+                    await aclose()
+        if gone:
+            raise trio.BrokenResourceError("the client closed the connection during a stream")

@@ -63,6 +63,16 @@ def record_json(rec: CustodyRecord) -> JsonObject:
         "submitted_at": rec.capsule.submitted_at,
         # Lineage: the trigger, cron or generator that launched it (trigger_def.py).
         "trigger": rec.capsule.derived[0].id if rec.capsule.derived else None,
+        # custody: the epoch and its k_c custodians, leader first; executors excluded
+        "epoch": rec.epoch,
+        "custodians": [str(p) for p in rec.config],
+        "excluded": [str(p) for p in rec.excluded],
+        "conditions": {"cpu": spec.conditions.cpu, "mem_mib": spec.conditions.mem_mib,
+                       "gpu": spec.conditions.gpu, "executor": spec.conditions.executor,
+                       "labels": dict(spec.conditions.labels),
+                       "location": spec.conditions.location},
+        "priority": spec.priority, "maxexectime_s": spec.maxexectime_s,
+        "maxretries": spec.maxretries,
         "command": list(spec.command),
         "function": spec.function,
         "inputs": list(spec.inputs),

@@ -1,0 +1,79 @@
+"""An NDJSON stream whose client hangs up is stopped at once, not at its next line:
+a watch that waits long between lines (events, a running capsule's log) must not
+keep its generator (an event-bus channel, a poller) running for a client gone."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+
+from overlay.runtime.api.server import ApiServer, Request, Response
+
+TOKEN = "s" * 64
+
+
+def test_a_hung_up_watch_is_closed_and_the_server_keeps_serving() -> None:
+    closed = trio.Event()
+    seen: list[str] = []
+
+    async def main() -> None:
+        api = ApiServer(TOKEN)
+
+        @api.route("GET", "/v1/quiet")
+        async def quiet(req: Request) -> Response:
+            async def gen() -> AsyncIterator[Any]:
+                try:
+                    yield {"first": True}
+                    await trio.sleep_forever()  # a watch with nothing more to say
+                    yield {"never": True}
+                finally:
+                    closed.set()
+
+            return Response(stream=gen())
+
+        @api.route("GET", "/v1/count")
+        async def count(req: Request) -> Response:
+            async def gen() -> AsyncIterator[Any]:
+                for i in range(3):
+                    yield {"i": i}
+
+            return Response(stream=gen())
+
+        async with trio.open_nursery() as n:
+            port = await n.start(api.serve, "127.0.0.1", 0)
+
+            def hang_up() -> None:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.sendall(f"GET /v1/quiet HTTP/1.1\r\nHost: x\r\n"
+                          f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
+                got = b""
+                while b'{"first": true}' not in got:
+                    got += s.recv(4096)
+                seen.append("first")
+                s.close()
+
+            await trio.to_thread.run_sync(hang_up)
+            with trio.fail_after(5):
+                await closed.wait()  # stopped by the hang-up, not by a later write
+
+            def full_stream() -> list[Any]:  # a normal stream still ends normally
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                c.request("GET", "/v1/count", headers={"Authorization": f"Bearer {TOKEN}"})
+                r = c.getresponse()
+                lines = [json.loads(x) for x in r.read().splitlines()]
+                c.request("GET", "/v1/count", headers={"Authorization": f"Bearer {TOKEN}"})
+                lines += [json.loads(x) for x in c.getresponse().read().splitlines()]
+                c.close()  # the same connection served two streams (keep-alive)
+                return lines
+
+            lines = await trio.to_thread.run_sync(full_stream)
+            assert lines == [{"i": 0}, {"i": 1}, {"i": 2}] * 2
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+    assert seen == ["first"]
