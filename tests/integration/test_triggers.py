@@ -115,8 +115,12 @@ def test_one_capsule_per_event_across_a_kill(colony: Cluster, tmp_path: Path) ->
              "every launched capsule to succeed")
 
 
+def _live(colony: Cluster) -> list[Any]:
+    return [n for n in colony.nodes if n.proc and n.proc.poll() is None]
+
+
 def test_cron_fires_once_per_tick(colony: Cluster) -> None:
-    n1 = colony.nodes[1]
+    n1 = _live(colony)[0]  # the per-event test killed one node
     tmpl = {"name": "tick-${tick}", "command": ["true"]}
     row = n1.api(30).call("POST", "/v1/triggers/add",
                           {"on": "cron", "schedule": "@every 2s", "template": tmpl})
@@ -124,7 +128,7 @@ def test_cron_fires_once_per_tick(colony: Cluster) -> None:
     time.sleep(12)
     n1.api(30).call("POST", "/v1/triggers/rm", {"id": tid})
     elapsed = time.time() - t0
-    live = [n for n in colony.nodes if n.proc and n.proc.poll() is None]
+    live = _live(colony)
     time.sleep(3)
     derived = _derived(live, tid)
     assert all(len(ids) == 1 for ids in derived.values())
@@ -134,7 +138,7 @@ def test_cron_fires_once_per_tick(colony: Cluster) -> None:
 
 
 def test_generator_launches_one_capsule_per_batch(colony: Cluster) -> None:
-    n2 = colony.nodes[2]
+    n2 = _live(colony)[-1]
     tmpl = {"name": "batch-${count}", "command": ["echo", "${payloads}"]}
     row = n2.api(30).call("POST", "/v1/triggers/add",
                           {"on": "user:reading", "count": 3, "template": tmpl})
@@ -143,6 +147,5 @@ def test_generator_launches_one_capsule_per_batch(colony: Cluster) -> None:
              in ("leased", "running"), 60, "the generator to be leased")
     for i in range(3):
         _send(n2, "reading", f"r{i}")
-    wait_for(lambda: "batch-3" in _derived([n2, *colony.nodes], tid), 60, "one batch")
-    live = [n for n in colony.nodes if n.proc and n.proc.poll() is None]
-    assert list(_derived(live, tid)) == ["batch-3"]
+    wait_for(lambda: "batch-3" in _derived(_live(colony), tid), 60, "one batch")
+    assert list(_derived(_live(colony), tid)) == ["batch-3"]
