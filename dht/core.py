@@ -47,6 +47,7 @@ from dht.api import (
     RequestFailed,
     StopProviding,
 )
+from dht.labels import default_validators
 from dht.lookup_runner import LookupRunner
 from dht.ops import NO_OP, VERIFY_OP, BootstrapOp, FindOp, GetOp, ProvidersOp, PutOp, Rpc, RpcTable
 from dht.providers import ProviderLimits, ProviderStore, is_provider_key
@@ -94,7 +95,7 @@ class Kademlia:
         self.addrs = addrs
         self.table = RoutingTable(me, cfg.k, cfg.replacement_size, cfg.max_fails,
                                   cfg.probe_after_s)
-        self.validators = validators or Validators()
+        self.validators = validators or default_validators()
         self.providers = ProviderStore(
             replace(provider_limits or ProviderLimits(), ttl_s=cfg.provider_ttl_s))
         self.values = ValueStore(value_limits)

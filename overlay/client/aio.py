@@ -126,6 +126,16 @@ class AsyncColony:
     async def remove_trigger(self, trigger_id: str) -> JsonDict:
         return await _run(self.sync.remove_trigger, trigger_id)
 
+    async def sync_pull(self, label: str, directory: Path | str) -> JsonDict:
+        return await _run(self.sync.sync_pull, label, directory)
+
+    async def sync_push(self, label: str, directory: Path | str, *, base: str | None = None,
+                        conflict: str = "keep-newest") -> JsonDict:
+        return await _run(self.sync.sync_push, label, directory, base=base, conflict=conflict)
+
+    async def sync_status(self, label: str, directory: Path | str | None = None) -> JsonDict:
+        return await _run(self.sync.sync_status, label, directory)
+
     async def trust(self) -> JsonDict:
         return await _run(self.sync.trust)
 

@@ -189,6 +189,26 @@ class Colony:
     def remove_trigger(self, trigger_id: str) -> JsonDict:
         return dict(self.api.call("POST", "/v1/triggers/rm", {"id": trigger_id}))
 
+    # ------------------------------------------------------------ sync labels
+    def sync_pull(self, label: str, directory: Path | str) -> JsonDict:
+        """Write the label's current version at `directory` (a new path)."""
+        return dict(self.api.call("POST", "/v1/sync/pull",
+                                  {"label": label, "dir": str(Path(directory).resolve())}))
+
+    def sync_push(self, label: str, directory: Path | str, *, base: str | None = None,
+                  conflict: str = "keep-newest") -> JsonDict:
+        """Import `directory` and move the label to it; `conflict` decides when the
+        label moved since `base` (default: what this node last pulled or pushed there)."""
+        body: JsonDict = {"label": label, "dir": str(Path(directory).resolve()),
+                          "conflict": conflict}
+        if base is not None:
+            body["base"] = base
+        return dict(self.api.call("POST", "/v1/sync/push", body))
+
+    def sync_status(self, label: str, directory: Path | str | None = None) -> JsonDict:
+        d = str(Path(directory).resolve()) if directory is not None else None
+        return dict(self.api.call("GET", "/v1/sync/status", label=label, dir=d))
+
     # ------------------------------------------------------------ trust
     def trust(self) -> JsonDict:
         """Colony trust state: owner, this node's certificate, revocations."""

@@ -46,6 +46,7 @@ from overlay.runtime.api.routes import build_api
 from overlay.runtime.api.routes_capsules import add_capsule_routes
 from overlay.runtime.api.routes_doctor import DoctorSources, add_doctor_routes
 from overlay.runtime.api.routes_node import CoreStats
+from overlay.runtime.api.routes_sync import add_sync_routes
 from overlay.runtime.api.routes_triggers import add_trigger_routes
 from overlay.runtime.api.routes_trust import add_trust_routes
 from overlay.runtime.api.server import (
@@ -83,10 +84,12 @@ from overlay.runtime.services.host_ad import (
 )
 from overlay.runtime.services.membership import SwimMembership
 from overlay.runtime.services.peer_book import PeerBook
+from overlay.runtime.services.sync import SyncService
 from overlay.runtime.services.trigger_runs import TriggerRuns
 from overlay.runtime.services.trust import TrustService
-from overlay.runtime.services.trust_state import Trust
+from overlay.runtime.services.trust_state import Trust, colony_id
 from store.blockstore import BlockStore
+from store.importer import ImportOptions
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -232,6 +235,13 @@ class Daemon:
         )
         add_capsule_routes(api, self.capsules, self.keypair, self.blocks)
         add_trigger_routes(api, self.capsules, self.keypair, self.triggers)
+        trust = self.trust
+        self.sync = SyncService(
+            self.dht_client, self.blocks, self.keypair,
+            colony=lambda: colony_id(trust.colony_owner) if trust.colony_owner else None,
+            chain=lambda: trust.own_chain, state=self.home / "sync.json",
+            options=ImportOptions(cid_version=int(self.conf["store"]["cid_version"])))
+        add_sync_routes(api, self.sync)  # labels: docs/sync.md
         add_doctor_routes(api, DoctorSources(
             self.me, self.home, self.conf, t, self.membership, self.store, self.reachability,
             lambda: getattr(self, "dialer", None)))  # the dialer starts after the API
