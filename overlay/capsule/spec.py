@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from overlay.capsule.sync_spec import MAX_SYNC, SyncDirective, parse_sync
 from overlay.capsule.trigger_def import (
     TRIGGER_FUNCTION,
     Origin,
@@ -179,6 +180,24 @@ _MEM_UNITS = {
 }
 
 
+def _sync(v: Any) -> tuple[SyncDirective, ...]:
+    try:
+        return parse_sync(v)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
+
+
+def _sync_wire(v: Any) -> tuple[SyncDirective, ...]:
+    if v is None:
+        return ()
+    if not isinstance(v, list) or not v or len(v) > MAX_SYNC:
+        raise SpecError(f"sync must hold 1..{MAX_SYNC} directives")
+    try:
+        return tuple(SyncDirective.from_wire(x) for x in v)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
+
+
 def parse_mem_mib(v: Any, what: str) -> int:
     """Kubernetes/ColonyOS memory quantities ("512Mi", "1Gi", "2G"); numbers are MiB."""
     if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -317,7 +336,7 @@ _SPEC_KNOWN = (
     "conditions", "priority", "maxwaittime_s", "maxexectime_s", "maxretries",
     "dependencies",
     # ColonyOS function-spec aliases and fields we accept
-    "funcname", "nodename", "label", "maxwaittime", "maxexectime", "fs", "channels",
+    "funcname", "nodename", "label", "maxwaittime", "maxexectime", "fs", "channels", "sync",
 )  # fmt: skip
 
 
@@ -353,6 +372,7 @@ class CapsuleSpec:
     maxexectime_s: float = 0.0
     maxretries: int = 3
     dependencies: tuple[str, ...] = ()
+    sync: tuple[SyncDirective, ...] = ()
 
     def __post_init__(self) -> None:
         if bool(self.command) == bool(self.function):
@@ -367,7 +387,8 @@ class CapsuleSpec:
             raise SpecError("a capsule spec must be a table / JSON object")
         _reject_unknown(d, _SPEC_KNOWN, "")
         if d.get("fs"):
-            raise SpecError("fs: ColonyOS file sync is not supported; list input CIDs in inputs")
+            raise SpecError("fs: ColonyOS file sync is not supported; use sync directives "
+                            "on labels (docs/sync.md) or list input CIDs in inputs")
         if d.get("channels"):
             raise SpecError("channels: not supported")
         cmd: Any = d.get("command", ())
@@ -400,6 +421,7 @@ class CapsuleSpec:
             maxexectime_s=_deadline(d.get("maxexectime_s", d.get("maxexectime", 0)), "maxexectime"),
             maxretries=_int(d.get("maxretries", 3), "maxretries", 0, 1000),
             dependencies=_strs(d.get("dependencies", ()), "dependencies"),
+            sync=_sync(d.get("sync")),
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -418,6 +440,8 @@ class CapsuleSpec:
             "exec": self.maxexectime_s,
             "retries": self.maxretries,
             "deps": list(self.dependencies),
+            # Only when present: every capsule without sync keeps its bytes (and its id).
+            **({"sync": [x.to_wire() for x in self.sync]} if self.sync else {}),
         }
 
     _WIRE = ("name", "cmd", "fn", "args", "kw", "env", "in", "out", "cond", "prio", "wait",
@@ -425,7 +449,7 @@ class CapsuleSpec:
 
     @classmethod
     def from_wire(cls, obj: Any) -> CapsuleSpec:
-        if not isinstance(obj, dict) or set(obj) != set(cls._WIRE):
+        if not isinstance(obj, dict) or set(obj) - {"sync"} != set(cls._WIRE):
             raise MalformedFrame("capsule spec has the wrong fields")
         try:
             kw = obj["kw"]
@@ -452,6 +476,7 @@ class CapsuleSpec:
                 maxexectime_s=_deadline(obj["exec"], "exec"),
                 maxretries=_int(obj["retries"], "retries", 0, 1000),
                 dependencies=deps,
+                sync=_sync_wire(obj.get("sync")),
             )
         except SpecError as e:
             raise MalformedFrame(f"capsule spec: {e}") from None

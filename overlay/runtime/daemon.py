@@ -84,7 +84,7 @@ from overlay.runtime.services.host_ad import (
 )
 from overlay.runtime.services.membership import SwimMembership
 from overlay.runtime.services.peer_book import PeerBook
-from overlay.runtime.services.sync import SyncService
+from overlay.runtime.services.sync import RunSync, SyncService
 from overlay.runtime.services.trigger_runs import TriggerRuns
 from overlay.runtime.services.trust import TrustService
 from overlay.runtime.services.trust_state import Trust, colony_id
@@ -242,6 +242,7 @@ class Daemon:
             chain=lambda: trust.own_chain, state=self.home / "sync.json",
             options=ImportOptions(cid_version=int(self.conf["store"]["cid_version"])))
         add_sync_routes(api, self.sync)  # labels: docs/sync.md
+        self.capsules.attempts.ctx.sync = RunSync(self.sync)  # capsules' sync directives
         add_doctor_routes(api, DoctorSources(
             self.me, self.home, self.conf, t, self.membership, self.store, self.reachability,
             lambda: getattr(self, "dialer", None)))  # the dialer starts after the API

@@ -35,7 +35,9 @@ Exit status (what `ExecResult.exit_status` and the receipt carry):
   `EXIT_SETUP_FAILED` (-1: could not start: no such command, bad spec, sbatch refused),
   `EXIT_TIMEOUT` (-2: maxexectime exceeded, killed), `EXIT_CANCELLED` (-3: killed on
   request), `EXIT_OUTPUT_MISSING` (-4: exited 0 but a declared output does not exist),
-  `EXIT_LOST` (-5: the batch system lost the job: node failure, preemption, purged).
+  `EXIT_LOST` (-5: the batch system lost the job: node failure, preemption, purged),
+  `EXIT_SYNC_FAILED` (-6: exited 0 but a sync directive's push was refused, e.g. by
+  its conflict rule; docs/sync.md).
   `reason` says what happened in words.
 
 `outputs` holds the CIDs of the declared outputs that exist, in declaration order, so
@@ -53,6 +55,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 import structlog
 import trio
@@ -74,6 +77,7 @@ EXIT_TIMEOUT = -2
 EXIT_CANCELLED = -3
 EXIT_OUTPUT_MISSING = -4
 EXIT_LOST = -5
+EXIT_SYNC_FAILED = -6
 
 #: PATH of the minimal environment every capsule process starts from (`Job.base_env`).
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -196,6 +200,18 @@ class ExecLimits:
     kill_grace_s: float = 2.0
 
 
+class SyncHooks(Protocol):
+    """Sync directives (overlay/capsule/sync_spec.py), done by the node for its runs."""
+
+    async def before(self, capsule_id: str, spec: CapsuleSpec, work: Path) -> None:
+        """Write each pulled label's version at ``work/<dir>``; ColonyError if not."""
+        ...
+
+    async def after(self, capsule_id: str, spec: CapsuleSpec, work: Path) -> str | None:
+        """Push each ``work/<dir>``; why a push was refused, or None."""
+        ...
+
+
 @dataclass
 class ExecContext:
     """What the node gives its executors: where to work and where blocks live."""
@@ -206,6 +222,8 @@ class ExecContext:
     import_options: ImportOptions = field(default_factory=ImportOptions)
     pin: bool = True
     keep_rundirs: bool = False
+    #: Sync directives' pulls and pushes (None: a spec with sync fails to start).
+    sync: SyncHooks | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +414,14 @@ class BaseExecutor(ABC):
                                                   req.parent_outputs, job.work / INPUTS_NAME)
             except (ColonyError, OSError) as e:
                 why = f"cannot materialise inputs: {e}"
+        if why is None and req.spec.sync:
+            if ctx.sync is None:
+                why = "this node cannot sync labels (no sync service)"
+            else:
+                try:
+                    await ctx.sync.before(req.capsule_id, req.spec, job.work)
+                except (ColonyError, OSError) as e:
+                    why = f"cannot pull sync labels: {e}"
         if why is not None:
             now = time.time()
             outcome = Outcome(EXIT_SETUP_FAILED, why, now, now)
@@ -408,6 +434,11 @@ class BaseExecutor(ABC):
                               "before start (materialising inputs)", now, now)  # fmt: skip
         else:
             outcome = await self._execute(job, kill)
+            if outcome.exit_status == 0 and req.spec.sync and ctx.sync is not None:
+                refused = await ctx.sync.after(req.capsule_id, req.spec, job.work)
+                if refused:
+                    outcome = Outcome(EXIT_SYNC_FAILED, refused, outcome.started, time.time(),
+                                      outcome.extra_outputs)
         return await self._collect(job, outcome)
 
     async def _collect(self, job: Job, outcome: Outcome) -> ExecResult:

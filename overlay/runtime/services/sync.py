@@ -35,6 +35,7 @@ import trio
 
 from dht.api import GetValue, Provide, PutValue, Stored, Value, result_as
 from dht.labels import LabelRecord, label_key, make_label_record, parse_label_record
+from overlay.capsule.spec import CapsuleSpec
 from overlay.core.certs import Certificate
 from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
@@ -117,9 +118,10 @@ class SyncService:
         except RemoteProtocolError as e:  # the DHT validated it; it may have expired since
             raise ColonyError(f"label {label}: {e}") from None
 
-    async def pull(self, label: str, dest: Path) -> LabelRecord:
-        """Fetch the label's version and write it at `dest` (a new path)."""
-        rec = await self.resolve(label)
+    async def pull(self, label: str, dest: Path, record: LabelRecord | None = None,
+                   remember: bool = True) -> LabelRecord:
+        """Fetch the label's version (or `record`'s) and write it at `dest` (a new path)."""
+        rec = record or await self.resolve(label)
         if rec is None:
             raise ColonyError(f"label {label} names nothing yet (push it first)")
         cid = Cid.parse(rec.value)
@@ -127,11 +129,12 @@ class SyncService:
         store = self.blocks.store
         await trio.to_thread.run_sync(lambda: Exporter(store).get(cid, dest))
         self._pin(label, cid)
-        self._set_base(label, dest, rec.value)
+        if remember:
+            self._set_base(label, dest, rec.value)
         return rec
 
     async def push(self, label: str, src: Path, base: str | None = None,
-                   conflict: str = "keep-newest") -> Pushed:
+                   conflict: str = "keep-newest", remember: bool = True) -> Pushed:
         """Import `src` and move the label to it. `base`: the version the tree was
         made from (default: what this node last pulled or pushed at `src`)."""
         if base is None:
@@ -162,13 +165,15 @@ class SyncService:
                 prev = cur.value
             seq = cur.seq + 1 if cur is not None else 0
             if cur is not None and cur.value == value:
-                self._set_base(label, src, value)
+                if remember:
+                    self._set_base(label, src, value)
                 return Pushed(label, value, cur.seq, mine, cur.prev, applied)
             await self._write(label, value, seq, prev)
             back = await self.resolve(label)
             if back is not None and back.value == value and back.writer == self.keypair.peer_id:
                 log.info("label_pushed", label=label, cid=value, seq=seq, conflict=applied)
-                self._set_base(label, src, value)
+                if remember:
+                    self._set_base(label, src, value)
                 return Pushed(label, value, back.seq, mine, prev, applied)
             base = prev  # lost a race to the same seq: apply the rule against the winner
         raise ColonyError(f"label {label}: still racing other writers after {MAX_ROUNDS} rounds")
@@ -176,10 +181,14 @@ class SyncService:
     async def _write(self, label: str, value: str, seq: int, prev: str) -> None:
         key, record = make_label_record(self.keypair, self.colony(), label, value, seq,
                                         time.time() + LABEL_TTL_S, prev, self.chain())
-        ev = await self.dht.call(lambda rid: PutValue(rid, key, record), timeout_s=60)
-        if result_as(ev, Stored).acks == 0:
-            raise ColonyError(f"label {label}: no DHT node stored the record "
-                              f"({ev.error or 'no peers'})")
+        for delay in (1.0, 2.0, 4.0, 0.0):  # a young node's routing table may be empty
+            ev = await self.dht.call(lambda rid: PutValue(rid, key, record), timeout_s=60)
+            if result_as(ev, Stored).acks > 0:
+                return
+            if delay:
+                await trio.sleep(delay)
+        raise ColonyError(f"label {label}: no DHT node stored the record "
+                          f"({ev.error or 'no peers'})")
 
     async def _both(self, mine: Cid, theirs: Cid) -> str:
         """Our tree plus `.conflict-<their cid>/` holding theirs, as a new directory."""
@@ -213,3 +222,45 @@ class SyncService:
             if old.cid != cid:
                 pins.rm(old.cid, name=name)
         pins.add(cid, recursive=True, name=name)
+
+
+class RunSync:
+    """A capsule run's sync directives (executors' `SyncHooks`) on a `SyncService`.
+
+    `before` writes each pulled label at ``work/<dir>`` (an empty directory for a new
+    label, or with ``on_start = ""``) and remembers the version as the push's base;
+    `after` pushes each ``on_exit = "push"`` directory with its rule, and reports a
+    refusal (the attempt then ends `EXIT_SYNC_FAILED`). Bases live only for the run."""
+
+    def __init__(self, sync: SyncService) -> None:
+        self.sync = sync
+        self._bases: dict[tuple[str, str], str] = {}
+
+    async def before(self, capsule_id: str, spec: CapsuleSpec, work: Path) -> None:
+        for d in spec.sync:
+            dest = work / d.dir
+            rec = await self.sync.resolve(d.label)
+            self._bases[(capsule_id, d.dir)] = rec.value if rec is not None else ""
+            if rec is not None and d.on_start == "pull":
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                await self.sync.pull(d.label, dest, rec, remember=False)
+            else:
+                dest.mkdir(parents=True, exist_ok=True)
+
+    async def after(self, capsule_id: str, spec: CapsuleSpec, work: Path) -> str | None:
+        try:
+            for d in spec.sync:
+                base = self._bases.get((capsule_id, d.dir), "")
+                if d.on_exit != "push":
+                    continue
+                try:
+                    await self.sync.push(d.label, work / d.dir, base, d.conflict,
+                                         remember=False)
+                except SyncConflict as e:
+                    return str(e)
+                except (ColonyError, OSError) as e:
+                    return f"sync push of label {d.label} failed: {e}"
+            return None
+        finally:
+            for d in spec.sync:
+                self._bases.pop((capsule_id, d.dir), None)
