@@ -144,9 +144,19 @@ class SyncService:
         store, opts = self.blocks.store, self.options
         added = await trio.to_thread.run_sync(
             lambda: Importer(store, opts).add_path(src, recursive=True))
-        mine = str(added.cid)
         self._pin(label, added.cid)
-        await self._provide(added.cid)
+        # The root first, the rest after the label moved: providing every block is many
+        # DHT requests, and the peers' per-peer rate limits would refuse the label's
+        # write queued behind them. A puller fetches the DAG from the root's providers.
+        await self._provide(added.cid, root_only=True)
+        try:
+            return await self._move(label, src, added.cid, base, conflict, remember)
+        finally:
+            await self._provide(added.cid)
+
+    async def _move(self, label: str, src: Path, added: Cid, base: str, conflict: str,
+                    remember: bool) -> Pushed:
+        mine = str(added)
         applied = ""
         for _ in range(MAX_ROUNDS):
             cur = await self.resolve(label)
@@ -159,7 +169,7 @@ class SyncService:
                         f"(seq {cur.seq}, by {cur.writer.short()}) since your base; your "
                         f"version {mine} is kept in this node's store, pinned as sync/{label}")
                 if conflict == "both":
-                    value = await self._both(added.cid, Cid.parse(cur.value))
+                    value = await self._both(added, Cid.parse(cur.value))
                 prev = cur.value
             elif cur is not None:
                 prev = cur.value
@@ -209,8 +219,8 @@ class SyncService:
         await self._provide(Cid.parse(cid))
         return cid
 
-    async def _provide(self, cid: Cid) -> None:
-        keys = tuple(self.blocks.dag_multihashes(cid))
+    async def _provide(self, cid: Cid, root_only: bool = False) -> None:
+        keys = (cid.multihash,) if root_only else tuple(self.blocks.dag_multihashes(cid))
         try:
             await self.dht.call(lambda rid: Provide(rid, keys), timeout_s=PROVIDE_TIMEOUT_S)
         except ColonyError as e:  # pulled from us directly still works; the DHT catches up
