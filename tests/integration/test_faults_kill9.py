@@ -89,7 +89,7 @@ def test_kill9_loop_loses_no_acknowledged_block_and_keeps_one_receipt(tmp_path: 
             wait_for(all_ended, 90, f"every acknowledged capsule to end {where}", every=1.0)
             stuck = ""
         except AssertionError as e:
-            stuck = str(e)
+            stuck = f"{e}; " + _describe(c.nodes, check.unfinished())
         # Safety first, whatever liveness did.
         assert check.violations() == [], f"{check.violations()} {where}"
         assert check.checker.acked, "no capsule was acknowledged: the loop tested nothing"
@@ -108,3 +108,19 @@ def _state(node: Node, cid: str) -> str | None:
     except Exception:
         return None
 
+
+
+def _describe(nodes: list[Node], cids: list[str]) -> str:
+    """Each node's view of each unfinished capsule: what a stall report needs."""
+    out = []
+    for cid in cids:
+        for n in nodes:
+            try:
+                r = n.api(20).call("GET", "/v1/capsules/get", id=cid)
+                out.append(f"{cid[-8:]}@{n.home.name}: {r['state']} epoch {r.get('epoch')} "
+                           f"token {r.get('token')} executor {str(r.get('executor'))[-6:]} "
+                           f"custodians {[str(p)[-6:] for p in r.get('custodians', [])]} "
+                           f"reason {r.get('reason')!r}")
+            except Exception as e:
+                out.append(f"{cid[-8:]}@{n.home.name}: {e}")
+    return "; ".join(out)
