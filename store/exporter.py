@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from overlay.core.cid import DAG_PB, RAW, Cid
-from overlay.core.errors import ColonyError, WireError
+from overlay.core.errors import ColonyError, InvalidCid, WireError
+from store import hamt
 from store.blockstore import BlockStore, Reader
 from store.importer import MAX_DIR_DEPTH
-from store.unixfs import DataType, PBNode, UnixFSData, decode_pbnode, decode_unixfs
+from store.unixfs import DataType, PBLink, PBNode, UnixFSData, decode_pbnode, decode_unixfs
 
 #: Bytes streamed between releases of mapped LMDB pages (bounds RSS; see blockstore).
 RELEASE_EVERY_BYTES = 32 * 1024 * 1024
@@ -95,7 +96,7 @@ class Exporter:
             return NodeInfo(cid, "file", len(block), len(block), 0)
         if u.type in (DataType.FILE, DataType.RAW):
             return NodeInfo(cid, "file", u.file_size(), len(block), len(node.links))
-        if u.type is DataType.DIRECTORY:
+        if u.type in (DataType.DIRECTORY, DataType.HAMT_SHARD):
             tsize = len(block) + sum(lk.tsize or 0 for lk in node.links)
             return NodeInfo(cid, "directory", tsize, len(block), len(node.links))
         if u.type is DataType.SYMLINK:
@@ -211,18 +212,36 @@ class Exporter:
     # ------------------------------------------------------------ directories
 
     def ls(self, cid: Cid) -> list[DirEntry]:
+        """A directory's entries (a HAMT-sharded one's sorted by name, as flat ones are)."""
         with self.store.reader() as r:
-            _, node, u = self._node(r, cid, cid)
-            if node is None or u is None or u.type is not DataType.DIRECTORY:
-                raise BadDag(f"{cid} is not a directory")
             out = []
-            for lk in node.links:
+            for name, lk in self._entries(r, cid):
                 child = Cid.from_bytes(lk.hash)
                 info = self._stat(r, child)
-                out.append(
-                    DirEntry(_check_name(lk.name, cid), child, lk.tsize or 0, info.kind, info.size)
-                )
+                out.append(DirEntry(name, child, lk.tsize or 0, info.kind, info.size))
             return out
+
+    def _entries(self, r: Reader, cid: Cid) -> list[tuple[str, PBLink]]:
+        """(checked name, link) of a flat or HAMT-sharded directory; BadDag otherwise."""
+        _, node, u = self._node(r, cid, cid)
+        if node is None or u is None:
+            raise BadDag(f"{cid} is not a directory")
+        if u.type is DataType.DIRECTORY:
+            return [(_check_name(lk.name, cid), lk) for lk in node.links]
+        if u.type is not DataType.HAMT_SHARD:
+            raise BadDag(f"{cid} is not a directory")
+
+        def read(c: Cid) -> tuple[PBNode, UnixFSData]:
+            _, n, d = self._node(r, c, cid)
+            if n is None or d is None:
+                raise BadDag(f"{c} inside HAMT directory {cid} is not a dag-pb node")
+            return n, d
+
+        try:
+            found = [(_check_name(name, cid), lk) for name, lk in hamt.leaves(read, cid)]
+        except (hamt.HamtError, InvalidCid) as e:
+            raise BadDag(str(e)) from None
+        return sorted(found, key=lambda e: e[0].encode("utf-8"))
 
     def get(
         self, cid: Cid, out: Path, progress: Callable[[int], None] | None = None
@@ -241,10 +260,10 @@ class Exporter:
         if depth > MAX_DIR_DEPTH:
             raise BadDag(f"{cid}: directories nested deeper than {MAX_DIR_DEPTH}")
         _, node, u = self._node(r, cid, cid)
-        if node is not None and u is not None and u.type is DataType.DIRECTORY:
+        if node is not None and u is not None and u.type in (DataType.DIRECTORY,
+                                                              DataType.HAMT_SHARD):
             out.mkdir()
-            for lk in node.links:
-                name = _check_name(lk.name, cid)
+            for name, lk in self._entries(r, cid):
                 self._get(r, Cid.from_bytes(lk.hash), out / name, progress, depth + 1)
             return
         if node is not None and u is not None and u.type is DataType.SYMLINK:

@@ -31,9 +31,8 @@ roughly doubled import speed (bench/store.py). `add_*` return, and `on_entry` se
 import's root, only after every block is committed (fsync'd with the store's default
 sync), so an acknowledged add survives ``kill -9`` and power loss.
 
-Known difference from kubo: directories whose links would exceed kubo's 256 KiB
-sharding threshold are written flat (kubo switches to a HAMT shard); `warnings`
-records each one.
+Directories above kubo's 256 KiB sharding threshold are written as HAMT shard trees
+exactly as kubo and helia write them (store/hamt.py), so their CIDs are `ipfs add`'s.
 """
 
 from __future__ import annotations
@@ -58,12 +57,11 @@ from store.chunker import (
     chunk_bytes,
     chunks,
 )
+from store.hamt import build_shard, should_shard
 from store.unixfs import DataType, encode_link, encode_node, encode_unixfs
 
 #: Links per dag-pb node in the balanced layout (kubo's DefaultLinksPerBlock).
 DEFAULT_MAX_LINKS = 174
-#: kubo's HAMTShardingSize: estimated directory links bytes before it shards.
-HAMT_THRESHOLD_BYTES = 256 * 1024
 #: Deepest directory nesting we follow (guards the recursion; kubo has no deeper trees).
 MAX_DIR_DEPTH = 512
 
@@ -306,21 +304,24 @@ class Importer:
 
     # ------------------------------------------------------------ directories
 
-    def directory(self, entries: list[tuple[str, Cid, int]], name: str = "") -> Added:
-        """Build a directory node from (name, cid, tsize) entries (any order)."""
+    def directory(self, entries: list[tuple[str, Cid, int]], name: str = "",
+                  dirs: frozenset[str] = frozenset()) -> Added:
+        """Build a directory node from (name, cid, tsize) entries (any order); `dirs`
+        names the entries that are directories (they do not count towards the HAMT
+        threshold, as in kubo and helia: store/hamt.py). Above the threshold the
+        directory is written as a HAMT shard tree, as `ipfs add` writes it."""
         names = set()
         for n, _, _ in entries:
             if not n or "/" in n or n in (".", "..") or n in names:
                 raise ImportPathError(f"invalid or duplicate directory entry name {n!r}")
             names.add(n)
         ordered = sorted(entries, key=lambda e: e[0].encode("utf-8"))
+        if should_shard(ordered, dirs, self.version):
+            cid, tsize = build_shard(ordered, self.version, self.sink.put)
+            added = Added(name, cid, tsize, tsize, "directory")
+            self._report(added)
+            return added
         links = [encode_link(c.to_bytes(), n, t) for n, c, t in ordered]
-        estimate = sum(len(n.encode("utf-8")) + len(c.to_bytes()) for n, c, _ in ordered)
-        if estimate > HAMT_THRESHOLD_BYTES:
-            self.warnings.append(
-                f"directory {name or '.'} has {len(ordered)} entries; kubo would shard it "
-                "(HAMT), Colony writes it flat, so its CID differs from `ipfs add`"
-            )
         block = encode_node(links, _DIR_DATA)
         cid = Cid(self.version, DAG_PB, hashlib.sha256(block).digest())
         self.sink.put(cid, block, [c.to_bytes() for _, c, _ in ordered])
@@ -383,6 +384,7 @@ class Importer:
         except OSError as e:
             raise ImportPathError(f"{p}: cannot list directory: {e.strerror or e}") from None
         entries: list[tuple[str, Cid, int]] = []
+        subdirs: set[str] = set()
         for raw_name in names:
             try:
                 name = os.fsencode(raw_name).decode("utf-8")
@@ -403,7 +405,9 @@ class Importer:
             else:
                 added = self._path_file(child, st, sub)
             entries.append((name, added.cid, added.tsize))
-        return self.directory(entries, display)
+            if added.kind == "directory":
+                subdirs.add(name)
+        return self.directory(entries, display, frozenset(subdirs))
 
 
 def _kind(mode: int) -> str:

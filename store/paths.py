@@ -14,11 +14,9 @@ Invariants:
   `MAX_SEGMENT_BYTES` bytes per segment.
 - Every block on the way is hash-checked by the `Reader` before it is decoded.
 - HAMT-sharded directories (UnixFS type 5, as kubo writes above its threshold) are
-  resolved by scanning the shard tree: a link named with exactly the bucket prefix
-  (``fanout - 1`` in upper-case hex, 2 characters for kubo's 256) is a sub-shard, a
-  longer name is prefix + entry name. The scan is not hash-directed (no murmur3 here),
-  so it reads at most `MAX_HAMT_NODES` shard nodes; a shard with a hash type other than
-  murmur3-x64-64 (0x22) or a fanout that is not a power of two is refused by name.
+  resolved by the entry name's murmur3 hash, one shard per level (store/hamt.py); a
+  shard with a hash type other than murmur3-x64-64 (0x22), a fanout that is not a
+  power of two, or a bitfield that disagrees with its links is refused by name.
   Symlinks on the way are not followed (their target is outside the DAG's control).
 """
 
@@ -29,15 +27,13 @@ from dataclasses import dataclass
 
 from overlay.core.cid import RAW, Cid
 from overlay.core.errors import ColonyError, InvalidCid, WireError
+from store import hamt
 from store.blockstore import Reader
-from store.unixfs import DataType, PBLink, decode_pbnode, decode_unixfs
+from store.unixfs import DataType, PBLink, PBNode, UnixFSData, decode_pbnode, decode_unixfs
 
 MAX_PATH_CHARS = 4096
 MAX_PATH_DEPTH = 64
 MAX_SEGMENT_BYTES = 255
-#: Shard nodes one HAMT directory lookup may read.
-MAX_HAMT_NODES = 4096
-MURMUR3_X64_64 = 0x22
 #: Percent-encodings of ``/``, ``\``, ``.`` and NUL: a path that hides them is refused.
 _ENCODED = re.compile(r"%(2f|5c|2e|00)", re.IGNORECASE)
 
@@ -139,43 +135,24 @@ def _link_cid(links: tuple[PBLink, ...], name: str, here: str, pad: int) -> Cid 
     return None
 
 
-def _shard(r: Reader, cid: Cid, here: str) -> tuple[tuple[PBLink, ...], int]:
-    """A HAMT shard node's links and its bucket-prefix length (hex digits)."""
-    try:
-        node = decode_pbnode(r.read(cid, context=f"resolving {here}"))
-        u = decode_unixfs(node.data if node.data is not None else b"")
-    except WireError as e:
-        raise PathError(f"{here}: HAMT shard {cid} is not valid dag-pb/UnixFS: {e}") from None
-    if u.type is not DataType.HAMT_SHARD:
-        raise PathError(f"{here}: {cid} inside a HAMT directory is not a shard")
-    fanout = u.fanout or 0
-    if u.hash_type != MURMUR3_X64_64 or fanout < 2 or fanout & (fanout - 1):
-        raise PathError(
-            f"{here} is a HAMT-sharded directory with hash type {u.hash_type} and fanout "
-            f"{fanout}; only murmur3-x64-64 (0x22) with a power-of-two fanout is read"
-        )
-    return node.links, len(f"{fanout - 1:X}")
-
-
 def _hamt_lookup(r: Reader, root: Cid, name: str, here: str) -> Cid:
-    """The entry `name` of the HAMT-sharded directory `root` (a bounded scan)."""
-    stack = [root]
-    seen = 0
-    while stack:
-        seen += 1
-        if seen > MAX_HAMT_NODES:
-            raise PathError(f"{here}: HAMT directory larger than {MAX_HAMT_NODES} shard nodes")
-        links, pad = _shard(r, stack.pop(), here)
-        for lk in links:
-            if lk.name is not None and len(lk.name) == pad:
-                try:
-                    stack.append(Cid.from_bytes(lk.hash))
-                except InvalidCid as e:
-                    raise PathError(f"{here}: HAMT bucket has a bad CID: {e}") from None
-        found = _link_cid(links, name, here, pad)
-        if found is not None:
-            return found
-    raise PathError(f"no entry {name} in directory {here} (HAMT-sharded)")
+    """The entry `name` of the HAMT-sharded directory `root`, by its hash (store/hamt.py)."""
+
+    def read(cid: Cid) -> tuple[PBNode, UnixFSData]:
+        try:
+            node = decode_pbnode(r.read(cid, context=f"resolving {here}"))
+            return node, decode_unixfs(node.data if node.data is not None else b"")
+        except WireError as e:
+            raise PathError(f"{here}: HAMT shard {cid} is not valid dag-pb/UnixFS: {e}"
+                            ) from None
+
+    try:
+        found = hamt.find(read, root, name)
+    except (hamt.HamtError, InvalidCid) as e:
+        raise PathError(f"{here}: {e}") from None
+    if found is None:
+        raise PathError(f"no entry {name} in directory {here} (HAMT-sharded)")
+    return found
 
 
 __all__ = ["MAX_PATH_CHARS", "MAX_PATH_DEPTH", "ContentPath", "PathError", "parse_path",

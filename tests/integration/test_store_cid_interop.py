@@ -102,3 +102,37 @@ def test_cids_match_the_js_reference(
     assert ours == theirs
     if version == 0:
         assert ours["hello"] == "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
+
+
+def _hamt_corpus(d: Path, big_too: bool) -> dict[str, Path]:
+    """Directories around kubo's sharding threshold (store/hamt.py: 256 KiB of
+    estimated link bytes, names counted in UTF-16 code units, subdirectories not)."""
+    out = {}
+    if big_too:  # the js importer takes ~7 s for it: once, in v1
+        big = d / "ten-thousand"
+        big.mkdir()
+        for i in range(10_000):
+            (big / f"file-{i:05d}.txt").write_bytes(f"{i}\n".encode())
+        (big / "sub").mkdir()  # a directory entry inside a shard
+        (big / "sub" / "x").write_bytes(b"x")
+        out["ten-thousand"] = big
+    # 1638 × (124 UTF-16 units + 36) = 262,080 ≤ 262,144: flat; one more: sharded.
+    # 'é' is 2 UTF-8 bytes but 1 UTF-16 unit: a byte count would shard both.
+    for label, n in (("below", 1638), ("above", 1639)):
+        p = d / label
+        p.mkdir()
+        for i in range(n):
+            (p / (f"{i:04d}" + "é" * 120)).write_bytes(b"")
+        out[label] = p
+    return out
+
+
+@pytest.mark.parametrize("version", [1, 0])
+def test_hamt_directories_match_the_js_reference(
+    js_reference: Path, tmp_path_factory: pytest.TempPathFactory, version: int
+) -> None:
+    corpus = _hamt_corpus(tmp_path_factory.mktemp(f"hamt{version}"), big_too=version == 1)
+    theirs = _js_cids(js_reference, f"v{version}", corpus)
+    imp = Importer(None, ImportOptions(cid_version=version))
+    ours = {name: str(imp.add_path(p, recursive=True).cid) for name, p in corpus.items()}
+    assert ours == theirs

@@ -5,7 +5,7 @@ import { importer } from 'ipfs-unixfs-importer'
 import { fixedSize } from 'ipfs-unixfs-importer/chunker'
 import { balanced } from 'ipfs-unixfs-importer/layout'
 import { MemoryBlockstore } from 'blockstore-core/memory'
-import { createReadStream, readdirSync, lstatSync } from 'node:fs'
+import { createReadStream, readdirSync, lstatSync, readFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
 
 const mode = process.argv[2]
@@ -26,6 +26,8 @@ function * entries (abs, rel) {
     yield { path: rel }
     const names = readdirSync(abs).sort()
     for (const n of names) yield * entries(join(abs, n), rel + '/' + n)
+  } else if (st.size < (1 << 20)) {
+    yield { path: rel, content: readFileSync(abs) } // small: no stream per file (fast)
   } else {
     yield { path: rel, content: createReadStream(abs, { highWaterMark: 1 << 20 }) }
   }

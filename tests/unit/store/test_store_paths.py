@@ -16,7 +16,15 @@ from store.paths import (
     parse_path,
     resolve,
 )
-from store.unixfs import DataType, UnixFSData, encode_link, encode_node, encode_unixfs_full
+from store.unixfs import (
+    DataType,
+    UnixFSData,
+    decode_pbnode,
+    decode_unixfs,
+    encode_link,
+    encode_node,
+    encode_unixfs_full,
+)
 
 HELLO_V1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"
 
@@ -123,28 +131,33 @@ def _put_shard(store: BlockStore, links: list[bytes], hash_type: int = 0x22,
     return cid
 
 
-def test_hamt_directories_resolve_through_sub_shards(tmp_path: Path) -> None:
+def test_hamt_directories_resolve_by_hash(tmp_path: Path) -> None:
+    src = tmp_path / "big"
+    src.mkdir()
+    names = [f"{i:04d}-" + "n" * 100 for i in range(2700)]  # > 256 KiB estimate: sharded
+    for i, n in enumerate(names):
+        (src / n).write_bytes(f"{i}\n".encode())
     with BlockStore(tmp_path / "s") as store:
-        hello = Cid.parse(HELLO_V1)
-        store.put(hello, b"hello\n")
-        world = Cid.of(RAW, b"world\n")
-        store.put(world, b"world\n")
-        sub = _put_shard(store, [encode_link(world.to_bytes(), "07world.txt", 6)])
-        top = _put_shard(store, [encode_link(hello.to_bytes(), "A0hello", 6),
-                                 encode_link(sub.to_bytes(), "F1", 100)])
-        assert _resolve(store, f"{top}/hello") == hello
-        assert _resolve(store, f"{top}/world.txt") == world
+        top = Importer(store).add_path(src, recursive=True).cid
+        with store.reader() as r:
+            assert decode_unixfs(decode_pbnode(r.read(top)).data or b"").type is \
+                DataType.HAMT_SHARD
+        for i in (0, 1234, 2699):
+            assert _resolve(store, f"{top}/{names[i]}") == Cid.of(RAW, f"{i}\n".encode())
         with pytest.raises(PathError, match=f"no entry nope in directory {top}"):
             _resolve(store, f"{top}/nope")
         with pytest.raises(PathError, match="is a file, not a directory"):
-            _resolve(store, f"{top}/hello/x")
+            _resolve(store, f"{top}/{names[5]}/x")
+        hello = Cid.parse(HELLO_V1)
         odd = _put_shard(store, [encode_link(hello.to_bytes(), "A0hello", 6)], fanout=100)
-        with pytest.raises(PathError, match="HAMT-sharded directory with hash type 34 and "
-                           "fanout 100"):
+        with pytest.raises(PathError, match="hash type 34 and fanout 100"):
             _resolve(store, f"{odd}/hello")
         other = _put_shard(store, [encode_link(hello.to_bytes(), "A0hello", 6)], hash_type=1)
         with pytest.raises(PathError, match="only murmur3-x64-64"):
             _resolve(store, f"{other}/hello")
+        liar = _put_shard(store, [encode_link(hello.to_bytes(), "A0hello", 6)])  # bit 0 only
+        with pytest.raises(PathError, match="not in its bitfield"):
+            _resolve(store, f"{liar}/hello")
 
 
 def test_missing_block_names_the_path(tmp_path: Path) -> None:
