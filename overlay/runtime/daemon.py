@@ -72,6 +72,7 @@ from overlay.runtime.services.capsules import (
     CapsuleSetup,
     prepare_capsules,
 )
+from overlay.runtime.services.dag_stream import DagStreams
 from overlay.runtime.services.dht_client import DhtClient
 from overlay.runtime.services.events import EventBus
 from overlay.runtime.services.handlers import EventHandlers
@@ -189,6 +190,8 @@ class Daemon:
                                     rpc_timeout_s=self.kad.config.rpc_timeout_s,
                                     serving=self.kad.serving)
         self.blocks = BlockService(self.store, driver, t, self.dht_client, self.me)
+        self.dag_streams = DagStreams(t, self.store, self.blocks.writer)  # bulk, members
+        self.blocks.streams = self.dag_streams
         self.peer_book = PeerBook(self.home, self.me, t, self.kad, driver.now,
                                   max_known_peers=self.conf["node"]["max_known_peers"])
         self.membership = SwimMembership(self.swim)
@@ -206,6 +209,8 @@ class Daemon:
         self.triggers = TriggerRuns(driver, self.spawn, self.events.recent)
         self.capsules.triggers = self.triggers  # a trigger's lease fires, not executes
         self.blocks.hooks = self.trust_service  # the private mark travels with the DAG
+        self.dag_streams.may_serve = self.trust_service.may_stream  # outsiders: Bitswap
+        self.dag_streams.register()
         self.capsules.mark_outputs = self.trust_service.mark_outputs
         self.router = Router(
             t, driver.submit, self.dht_client, gossip_protocol=PROTO_GOSSIP,
@@ -272,6 +277,10 @@ class Daemon:
             "dht.announces_lost": self.dht_client.announces_lost,
             "dht.refused_client_mode": self.dht_client.refused_client,
             "exchange.want_timeouts": self.exchange.stats.timeouts,
+            "dag_stream.failed": self.dag_streams.stats.streams_failed,
+            "dag_stream.bad_blocks": self.dag_streams.stats.bad_blocks,
+            "dag_stream.unexpected_blocks": self.dag_streams.stats.unexpected_blocks,
+            "dag_stream.refused": self.dag_streams.stats.served_refused,
             "handlers.queue_full": self.handlers.stats.queue_full,
             "handlers.timed_out": self.handlers.stats.timed_out,
         }

@@ -8,7 +8,7 @@ received, one less, so its bounds are shifted by +1 here):
 - Plumtree (SRDS 2007 §5): 100 % delivery in a stable network, RMR near 0 once the
   tree has formed (the first payload floods: RMR ≈ degree − 2), and reliability kept
   through failures of a large share of the nodes once HyParView repaired the views.
-Seeded; a failure message names the seed. Larger runs: bench/overlay.py.
+Seeded; a failure message names the seed. Larger runs: bench/topic_overlay.py.
 """
 
 from __future__ import annotations

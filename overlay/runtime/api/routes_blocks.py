@@ -25,6 +25,7 @@ from overlay.core.errors import ColonyError
 from overlay.runtime.api.openapi import ANY, BOOL, INT, OBJ, STR, RouteDoc, nullable, obj
 from overlay.runtime.api.params import cid_arg
 from overlay.runtime.api.server import ApiError, ApiServer, Request, Response
+from overlay.runtime.services.fetch import FetchProgress
 from store.importer import Added, Importer, ImportOptions
 
 if TYPE_CHECKING:
@@ -95,7 +96,20 @@ def add_block_routes(api: ApiServer, blocks: BlockService, dht: DhtCalls, spawn:
             yield {"phase": "providers", "providers": [str(p) for p in providers]}
             await blocks.before_fetch(cid, providers)  # colony mode: learn its private mark
             try:
-                fetching = blocks.begin(cid, providers)
+                streamed = FetchProgress(str(cid))
+                async with trio.open_nursery() as n:  # bulk stream from colony peers first
+                    done = trio.Event()
+
+                    async def stream() -> None:
+                        await blocks.stream(cid, providers, streamed)
+                        done.set()
+
+                    n.start_soon(stream)
+                    while not done.is_set():
+                        yield streamed.as_dict()
+                        with trio.move_on_after(PROGRESS_INTERVAL_S):
+                            await done.wait()
+                fetching = blocks.begin(cid, providers, streamed)
                 while not fetching.progress.done:
                     yield fetching.progress.as_dict()
                     await fetching.wait(PROGRESS_INTERVAL_S)

@@ -250,6 +250,11 @@ class Transport:
         self.stats.streams_opened += 1
         return TransportStream(net, peer, protocol)
 
+    async def pace(self, peer: PeerId, nbytes: int) -> None:
+        """Before sending `nbytes` on a raw stream to `peer`: honour `[network]
+        max_send_rate` (the same per-peer token bucket as framed sends)."""
+        await self._writer.pace(peer, nbytes)
+
     async def attach_stream(
         self, stream: trio.abc.Stream, *, initiator: bool, peer: PeerId | None = None
     ) -> PeerId:

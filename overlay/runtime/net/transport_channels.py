@@ -157,6 +157,12 @@ class FrameWriter:
         self._stats.bytes_out += len(data)
         self._stats.frames_out += frames
 
+    async def pace(self, peer: PeerId, size: int) -> None:
+        """For raw streams that send in bulk: wait as `peer`'s bucket says, count it."""
+        if self._config.max_send_rate:
+            await self._throttle(peer, size)
+        self._stats.bytes_out += size
+
     async def _throttle(self, peer: PeerId, size: int) -> None:
         """Wait as the peer's token bucket says (`max_send_rate`)."""
         bucket = self._buckets.get(peer)

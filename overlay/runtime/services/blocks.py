@@ -34,6 +34,7 @@ from overlay.exchange.engine import (
     ExchangeConfig,
     Fetch,
 )
+from overlay.runtime.services.dag_stream import DagStreams
 from overlay.runtime.services.fetch import BlockWriter, FetchProgress, FetchSession
 from overlay.runtime.services.host_ad import str_addrs
 
@@ -124,6 +125,8 @@ class BlockService:
         self.sessions: dict[bytes, list[FetchSession]] = {}
         #: Set by the daemon in colony mode (services/trust.py).
         self.hooks: FetchHooks | None = None
+        #: The bulk stream between colony peers (services/dag_stream.py), set by the daemon.
+        self.streams: DagStreams | None = None
 
     @property
     def store(self) -> BlockStore:
@@ -143,8 +146,17 @@ class BlockService:
             providers = [p for p in self._net.connected_peers() if p != self._me]
         return providers[:MAX_PROVIDERS]
 
-    def begin(self, root: Cid, providers: Sequence[PeerId]) -> DagFetch:
-        return DagFetch(self, self.start_fetch(root, list(providers)))
+    def begin(self, root: Cid, providers: Sequence[PeerId],
+              progress: FetchProgress | None = None) -> DagFetch:
+        """Fetch what is still missing by Bitswap (after `stream`, with its progress)."""
+        return DagFetch(self, self.start_fetch(root, list(providers), progress))
+
+    async def stream(self, root: Cid, providers: Sequence[PeerId],
+                     progress: FetchProgress) -> None:
+        """The bulk phase: stream the DAG from colony providers (services/dag_stream.py);
+        `progress` counts what arrives. Whatever it misses `begin` fetches."""
+        if self.streams is not None:
+            await self.streams.fetch(root, providers[:MAX_PROVIDERS], progress)
 
     async def fetch_dag(
         self,
@@ -161,7 +173,9 @@ class BlockService:
                 raise ColonyError(f"no providers for {root} and no peers connected")
         await self.before_fetch(root, providers[:MAX_PROVIDERS])
         try:
-            fetch = self.begin(root, providers[:MAX_PROVIDERS])
+            streamed = FetchProgress(str(root))
+            await self.stream(root, providers, streamed)
+            fetch = self.begin(root, providers[:MAX_PROVIDERS], streamed)
             while not fetch.progress.done:
                 await fetch.wait(POLL_S)
                 if progress is not None:
@@ -196,13 +210,14 @@ class BlockService:
 
     # ------------------------------------------------------------ sessions
 
-    def start_fetch(self, root: Cid, providers: list[PeerId]) -> FetchSession:
+    def start_fetch(self, root: Cid, providers: list[PeerId],
+                    progress: FetchProgress | None = None) -> FetchSession:
         def want(cids: list[bytes]) -> None:
             for c in cids:
                 self.sessions.setdefault(c, []).append(session)
             self._cores.handle_now(Fetch(tuple(cids), tuple(providers)))
 
-        session = FetchSession(root, self.writer, want)
+        session = FetchSession(root, self.writer, want, progress)
         session.start()
         return session
 

@@ -202,13 +202,16 @@ class FetchSession:
     """One DAG being fetched. `want(cids)` hands missing CIDs to the exchange."""
 
     def __init__(
-        self, root: Cid, writer: BlockWriter, want: Callable[[list[bytes]], None]
+        self, root: Cid, writer: BlockWriter, want: Callable[[list[bytes]], None],
+        progress: FetchProgress | None = None,
     ) -> None:
         self.root = root
         self.writer = writer
         self.want = want
         self.outstanding: dict[bytes, None] = {}
-        self.progress = FetchProgress(str(root))
+        #: Given when a bulk stream (services/dag_stream.py) fetched first: it goes on.
+        self.progress = progress or FetchProgress(str(root))
+        self._streamed = self.progress.blocks_fetched
         self._failures = writer.failures
 
     def writer_failed(self) -> bool:
@@ -222,6 +225,8 @@ class FetchSession:
 
     def start(self) -> None:
         self._expand([self.root])
+        # Blocks a stream fetched are "fetched", not "already local".
+        self.progress.blocks_local = max(0, self.progress.blocks_local - self._streamed)
 
     def _expand(self, cids: list[Cid]) -> None:
         """Walk what we already hold; ask for the rest. Iterative: DAGs can be deep."""

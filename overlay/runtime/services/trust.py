@@ -174,6 +174,13 @@ class TrustService:
         self.private = index
         self.marks = self.trust.private_marks()
 
+    def may_stream(self, peer: PeerId) -> bool:
+        """Whether `peer` may fetch DAGs by bulk stream (services/dag_stream.py): anyone
+        in open mode, members in a colony. Outsiders use Bitswap, whose filter keeps
+        private DAGs private."""
+        t = self.trust
+        return not t.enabled or t.check(peer, "member", time.time()) is None
+
     def filter_bitswap(self, peer: PeerId, msg: BitswapMessage) -> BitswapMessage | None:
         """Colony mode: members get everything. Others get nothing when
         `serve_public = false`, and never blocks of private DAGs — marked here or

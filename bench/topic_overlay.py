@@ -17,7 +17,7 @@ each size, with the limit it is judged by and the ratio:
 - simulator events/s, against 0.1 × a bare heapq loop measured in the same run.
 
 The load average is printed next to the figures (the machine is shared).
-Run: .venv/bin/python bench/overlay.py [--big] [--sizes 1000,10000]
+Run: .venv/bin/python bench/topic_overlay.py [--big] [--sizes 1000,10000]
 """
 
 from __future__ import annotations

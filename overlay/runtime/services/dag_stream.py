@@ -1,0 +1,299 @@
+"""Bulk DAG transfer between colony peers: `/colony/dag/1.0.0`, CAR-framed blocks.
+
+Bitswap asks for blocks one want at a time and was built for strangers; between
+colony peers a fetch can ask once and receive the DAG as a stream. The fetcher sends
+one request, `varint(len) CBOR {"roots": [CID bytes…]}`; the provider answers with
+the DAG under each root, depth-first, each block once, as CAR sections
+(`varint(len(cid) + len(block)) cid block`, store/car.py's framing) and ends with a
+zero-length section. Several providers split one DAG: the fetcher gets the root
+block first, then asks each provider for a contiguous range of the root's children.
+
+Trust: the fetcher verifies every block on arrival — sha2-256 against its CID
+(`store.car.verify_section`) — and takes only blocks it expects: a requested root,
+or a link of a dag-pb block it already took (so a provider cannot push unrelated
+data into our store). A block that fails either check resets the stream and is
+counted; whatever is still missing is then fetched by Bitswap, which stays the path
+for IPFS peers, for colony outsiders and for everything the stream did not deliver.
+The provider does not re-hash what it serves (its store verified every block on the
+way in; the fetcher verifies anyway) and serves only peers `may_serve` admits: every
+peer in open mode, members in a colony (outsiders use Bitswap, whose filter keeps
+private DAGs private).
+
+Bounded: a request holds at most `MAX_ROOTS` roots; a section at most
+`MAX_SECTION` bytes; the provider reads `BATCH_BYTES` of blocks at a time from LMDB
+on a worker thread; the fetcher's buffered blocks go through `BlockWriter`'s bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+
+from overlay.core.cid import DAG_PB, Cid
+from overlay.core.errors import ColonyError, WireError
+from overlay.core.ids import PeerId
+from overlay.core.multiformats import decode_varint, encode_varint
+from overlay.core.wire import cbor_decode, cbor_encode
+from overlay.runtime.net.transport import Transport
+from overlay.runtime.services.fetch import BlockWriter, FetchProgress
+from store.blockstore import BlockStore
+from store.car import CarError, _cid_length, verify_section
+from store.unixfs import link_cids
+
+log = structlog.get_logger("colony.dag_stream")
+
+PROTO_DAG = "/colony/dag/1.0.0"
+MAX_ROOTS = 1024
+MAX_REQUEST = 64 * 1024
+MAX_SECTION = 4 * 1024 * 1024 + 1024
+BATCH_BYTES = 8 * 1024 * 1024
+READ_BYTES = 1 << 20
+PACE_BYTES = 1 << 20
+#: A stream that delivers nothing for this long is given up (Bitswap takes over).
+STALL_S = 20.0
+
+
+@dataclass
+class StreamStats:
+    served_streams: int = 0
+    served_blocks: int = 0
+    served_refused: int = 0
+    fetched_blocks: int = 0
+    fetched_bytes: int = 0
+    streams_failed: int = 0
+    bad_blocks: int = 0
+    unexpected_blocks: int = 0
+    by_peer: dict[str, int] = field(default_factory=dict)
+
+
+def _request(roots: Sequence[Cid], only: bool = False) -> bytes:
+    body = cbor_encode({"roots": [c.to_bytes() for c in roots], "only": only})
+    return encode_varint(len(body)) + body
+
+
+class DagStreams:
+    """Both sides of `/colony/dag/1.0.0` for one node."""
+
+    def __init__(self, transport: Transport, store: BlockStore, writer: BlockWriter,
+                 may_serve: Callable[[PeerId], bool] = lambda peer: True) -> None:
+        self.transport = transport
+        self.store = store
+        self.writer = writer
+        self.may_serve = may_serve
+        self.stats = StreamStats()
+
+    def register(self) -> None:
+        self.transport.set_stream_handler(PROTO_DAG, self._serve)
+
+    # ------------------------------------------------------------ provider
+
+    async def _serve(self, peer: PeerId, s: trio.abc.Stream) -> None:
+        if not self.may_serve(peer):
+            self.stats.served_refused += 1
+            await s.aclose()
+            return
+        buf = bytearray()
+        while True:
+            try:
+                n, i = decode_varint(bytes(buf[:10]))
+                if n > MAX_REQUEST:
+                    raise ColonyError(f"request of {n} bytes")
+                if len(buf) >= i + n:
+                    break
+            except WireError:
+                if len(buf) >= 10:
+                    raise ColonyError("malformed request length") from None
+            chunk = await s.receive_some(MAX_REQUEST)
+            if not chunk:
+                return
+            buf += chunk
+        body = cbor_decode(bytes(buf[i:i + n]))
+        raw = body.get("roots") if isinstance(body, dict) else None
+        if not isinstance(raw, list) or not 0 < len(raw) <= MAX_ROOTS:
+            raise ColonyError(f"a request names 1..{MAX_ROOTS} roots")
+        only = bool(body.get("only"))  # the roots' own blocks, not their DAGs
+        roots = [Cid.from_bytes(r) for r in raw if isinstance(r, bytes)]
+        self.stats.served_streams += 1
+        seen: set[bytes] = set()
+        stack = list(reversed(roots))
+        while stack:
+            frames, stack = await trio.to_thread.run_sync(self._read_batch, stack, seen, only)
+            if frames:
+                # In pieces, so `[network] max_send_rate` paces the stream smoothly.
+                view = memoryview(frames)
+                for i in range(0, len(frames), PACE_BYTES):
+                    piece = view[i:i + PACE_BYTES]
+                    await self.transport.pace(peer, len(piece))
+                    await s.send_all(piece)
+        await s.send_all(b"\x00")  # end of the DAG
+        await s.aclose()
+
+    def _read_batch(self, stack: list[Cid], seen: set[bytes],
+                    only: bool = False) -> tuple[bytes, list[Cid]]:
+        """Up to BATCH_BYTES of frames, depth-first from `stack`; what is left to do."""
+        out: list[bytes] = []
+        size = 0
+        with self.store.reader() as r:
+            while stack and size < BATCH_BYTES:
+                cid = stack.pop()
+                mh = cid.multihash
+                if mh in seen:
+                    continue
+                seen.add(mh)
+                block = bytes(r.read(cid, verify=False))  # verified when it was stored
+                cb = cid.to_bytes()
+                out.append(encode_varint(len(cb) + len(block)) + cb + block)
+                size += len(block)
+                self.stats.served_blocks += 1
+                if not only:
+                    children = r.links(mh) or []
+                    stack.extend(Cid.from_bytes(c) for c in reversed(children))
+        return b"".join(out), stack
+
+    # ------------------------------------------------------------ fetcher
+
+    async def fetch(self, root: Cid, providers: Sequence[PeerId],
+                    progress: FetchProgress | None = None) -> int:
+        """Stream `root`'s DAG from `providers` into the store; the blocks taken.
+        Never raises for a provider's fault: what is missing is left to Bitswap.
+        `progress` (a fetch's) counts the blocks, bytes and providers as they come."""
+        prog = progress or FetchProgress(str(root))
+        if not providers:
+            return 0
+        taken = 0
+        if not self.writer.has(root):
+            if len(providers) == 1:
+                return await self._one(providers[0], [root], {root.multihash}, prog)
+            taken += await self._one(providers[0], [root], {root.multihash}, prog,
+                                     only_root=True)
+            if not self.writer.has(root):
+                return taken
+        block = self.writer.pending_block(root.multihash)
+        if block is None:
+            with self.store.reader() as r:
+                block = bytes(r.read(root, verify=False))
+        children = ([Cid.from_bytes(c) for c in link_cids(block)]
+                    if root.codec == DAG_PB else [])
+        if not children:
+            return taken
+        k = min(len(providers), len(children))
+        parts = [children[i * len(children) // k:(i + 1) * len(children) // k]
+                 for i in range(k)]
+        counts: list[int] = []
+
+        async def run(peer: PeerId, part: list[Cid]) -> None:
+            counts.append(await self._one(peer, part, {c.multihash for c in part}, prog))
+
+        async with trio.open_nursery() as n:
+            for peer, part in zip(providers, parts, strict=False):
+                n.start_soon(run, peer, part)
+        return taken + sum(counts)
+
+    async def _one(self, peer: PeerId, roots: list[Cid], expected: set[bytes],
+                   progress: FetchProgress, only_root: bool = False) -> int:
+        """One stream from `peer`; the blocks taken. Failures are logged and counted."""
+        got = 0
+        key = str(peer)  # base58 once, not per block
+        try:
+            s = await self.transport.open_stream(peer, PROTO_DAG, timeout=10.0)
+        except Exception as e:  # not a colony peer (helia, kubo), or unreachable: Bitswap
+            log.debug("dag_stream_unavailable", peer=str(peer), error=repr(e)[:200])
+            return 0
+        try:
+            await s.send_all(_request(roots, only_root))
+            buf = bytearray()
+            pos = 0
+            while True:
+                with trio.move_on_after(STALL_S) as stall:
+                    chunk = await s.receive_some(READ_BYTES)
+                if stall.cancelled_caught:
+                    raise ColonyError(f"no data for {STALL_S:g} s")
+                if not chunk:
+                    raise ColonyError("the stream ended before the DAG did")
+                buf += chunk
+                pos, done, sections = self._split(buf, pos, only_root)
+                if sections:
+                    try:
+                        cids = await trio.to_thread.run_sync(_verify_all, sections)
+                    except CarError:
+                        self.stats.bad_blocks += 1
+                        raise
+                    got += self._accept(sections, cids, expected, key, progress)
+                if done:
+                    break
+                if pos > READ_BYTES:
+                    del buf[:pos]
+                    pos = 0
+            self.writer.commit_soon()
+            return got
+        except Exception as e:  # a bad block, a reset, a stall: this stream only
+            self.stats.streams_failed += 1
+            log.info("dag_stream_failed", peer=str(peer), error=str(e)[:200], blocks=got)
+            return got
+        finally:
+            self.stats.by_peer[str(peer)] = self.stats.by_peer.get(str(peer), 0) + got
+            with trio.CancelScope(shield=True):
+                await s.aclose()
+
+    def _split(self, buf: bytearray, pos: int,
+               only_root: bool) -> tuple[int, bool, list[bytes]]:
+        """Whole sections from `buf[pos:]`: (new pos, finished, sections)."""
+        out: list[bytes] = []
+        mv = memoryview(buf)
+        try:
+            while True:
+                try:
+                    n, i = decode_varint(bytes(mv[pos:pos + 10]))
+                except WireError:
+                    if len(buf) - pos >= 10:
+                        raise
+                    return pos, False, out
+                if n == 0:
+                    return pos + i, True, out
+                if n > MAX_SECTION:
+                    raise ColonyError(f"section of {n} bytes")
+                if len(buf) - pos < i + n:
+                    return pos, False, out
+                out.append(bytes(mv[pos + i:pos + i + n]))
+                pos += i + n
+                if only_root:
+                    return pos, True, out
+        finally:
+            mv.release()
+
+    def _accept(self, sections: list[bytes], cids: list[Cid | None], expected: set[bytes],
+                peer_key: str, p: FetchProgress) -> int:
+        """Take verified sections that belong to the DAG, in order (parents first)."""
+        taken = 0
+        for section, cid in zip(sections, cids, strict=True):
+            if cid is None:
+                continue  # identity: nothing to store
+            if cid.multihash not in expected:
+                self.stats.unexpected_blocks += 1
+                raise ColonyError(f"{cid} is not part of the requested DAG")
+            expected.discard(cid.multihash)
+            block = section[_cid_length(section, 0):]
+            links = link_cids(block) if cid.codec == DAG_PB else []
+            expected.update(Cid.from_bytes(c).multihash for c in links)
+            if not self.writer.has(cid):
+                self.writer.add(cid, block, links)
+                self.stats.fetched_blocks += 1
+                self.stats.fetched_bytes += len(block)
+                p.blocks_fetched += 1
+                p.bytes_fetched += len(block)
+                p.by_peer[peer_key] = p.by_peer.get(peer_key, 0) + 1
+            taken += 1
+        return taken
+
+
+def _verify_all(sections: list[bytes]) -> list[Cid | None]:
+    """Hash-check each section against its CID (on a worker thread: hashlib releases
+    the GIL, so the event loop keeps receiving meanwhile)."""
+    out = []
+    for section in sections:
+        clen = _cid_length(section, 0)
+        out.append(verify_section(section[:clen], section[clen:]))
+    return out
