@@ -16,7 +16,7 @@ them and runs them in one nursery; it holds no protocol logic. The pieces:
 | services/capsules, trust | capsules; colony trust (docs/trust.md)                   |
 | edge/dialback, dialer    | reachability; NAT traversal (WebRTC, relay)              |
 | api/routes               | the control API                                          |
-| gateway/service          | the trustless HTTP gateway, when `[gateway] listen` is set |
+| gateway/service          | HTTP gateway, if `[gateway] listen` (docs/gateway.md)    |
 
 Persistence: blocks are in LMDB (committed before a publish/fetch is acknowledged);
 peers.json is saved by the peer book and at shutdown, so a restarted node finds its
