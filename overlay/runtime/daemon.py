@@ -224,6 +224,10 @@ class Daemon:
         gconf = GatewayConfig.from_config(self.conf)
         self.gateway = Gateway(self.store, TrustPolicy(self.trust_service), gconf,
                                fetch=self.blocks.fetch_dag) if gconf.listen else None
+        if self.gateway is not None:
+            api.metrics.counter("gateway", "trustless gateway: requests, bytes_sent, "
+                                "streams_broken, refused (blocks), fetched (roots)",
+                                self.gateway.stats)
         return api
 
     def _drops(self) -> dict[str, int]:
