@@ -226,7 +226,7 @@ class Daemon:
                                fetch=self.blocks.fetch_dag) if gconf.listen else None
         if self.gateway is not None:
             api.metrics.counter("gateway", "trustless gateway: requests, bytes_sent, "
-                                "streams_broken, refused (blocks), fetched (roots)",
+                                "streams_broken, busy (503s), refused (blocks), fetched (roots)",
                                 self.gateway.stats)
         return api
 

@@ -41,6 +41,7 @@ from store.paths import parse_path, resolve
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 JS_DIR = Path(__file__).parent / "js_gateway"
 IMMUTABLE = "public, max-age=29030400, immutable"
+MAX_CONNECTIONS = 16
 
 
 @dataclass
@@ -67,7 +68,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         pytest.skip("curl is not installed")
     tmp = tmp_path_factory.mktemp("gw")
     port = free_port()
-    c = Cluster(tmp / "c", 1, env={"COLONY_GATEWAY_LISTEN": f"127.0.0.1:{port}"})
+    c = Cluster(tmp / "c", 1, env={"COLONY_GATEWAY_LISTEN": f"127.0.0.1:{port}",
+                                   "COLONY_GATEWAY_MAX_CONNECTIONS": str(MAX_CONNECTIONS)})
     try:
         c.prepare()
         n0 = c.nodes[0]
@@ -325,6 +327,20 @@ def test_a_stalled_client_costs_only_its_connection(site: Site) -> None:
             site.tmp / "more.bin").read_bytes()
     metrics = site.node.api().call("GET", "/metrics").decode()
     assert 'colony_gateway_total{kind="requests"}' in metrics
+
+
+def test_connections_over_the_limit_get_503(site: Site) -> None:
+    port = int(site.url.rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        # The server accepts in the background: wait until every slot is taken.
+        wait_for(lambda: curl(site, "/ipfs/bafkqaaa").status == 503, 10, "a 503")
+        g = curl(site, "/ipfs/bafkqaaa")
+        assert g.status == 503 and g.headers["retry-after"] == "1"
+    finally:
+        for s in idle:
+            s.close()
+    wait_for(lambda: curl(site, "/ipfs/bafkqaaa").status == 200, 10, "a free slot")
 
 
 def test_fetch_on_miss(tmp_path: Path) -> None:

@@ -137,7 +137,8 @@ class Gateway:
 
     def stats(self) -> dict[str, int]:
         return {"requests": self.http.requests, "bytes_sent": self.http.bytes_sent,
-                "streams_broken": self.http.streams_broken, "refused": self.policy.refused,
+                "streams_broken": self.http.streams_broken, "busy": self.http.busy,
+                "refused": self.policy.refused,
                 "fetched": self.fetched}
 
 
