@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 from colony_cluster import Cluster, Node, colony_cmd, deterministic_bytes, wait_for
 
-from overlay.client import BadRequest, Colony, Conflict, NotFound
+from overlay.client import AsyncColony, BadRequest, Colony, Conflict, NotFound
 from overlay.core.cid import Cid
 from overlay.runtime.net.ports import free_port
 from store.blockstore import BlockStore
@@ -309,6 +310,13 @@ def test_api_cat_ls_get(site: Site) -> None:
         b"".join(colony.cat(site.root))
     with pytest.raises(Conflict, match="already exists"):
         colony.get(site.root, site.tmp / "got")
+
+    async def async_twin() -> None:
+        ac = AsyncColony.for_home(site.node.home)
+        assert b"".join([p async for p in ac.cat(f"{site.root}/sub/big.bin")]) == big
+        assert (await ac.ls(site.root))["cid"] == site.root
+
+    trio.run(async_twin)
 
 
 def test_a_stalled_client_costs_only_its_connection(site: Site) -> None:
