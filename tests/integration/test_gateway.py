@@ -251,6 +251,11 @@ def test_private_dag_is_never_served(site: Site) -> None:
         g = curl(site, f"/ipfs/{site.secret}{q}")
         assert g.status == 404 and b"not available from this gateway" in g.body, q
         assert not g.body.startswith(b"\x3a\xa2")  # no CAR header either
+    # only-if-cached answers a private root as it answers a missing one (412).
+    missing = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    for cid in (site.secret, missing):
+        assert curl(site, f"/ipfs/{cid}", "-H", "Cache-Control: only-if-cached").status == 412
+    assert curl(site, f"/ipfs/{site.public}", "-H", "Cache-Control: only-if-cached").status == 200
 
 
 @pytest.fixture(scope="module")

@@ -61,6 +61,10 @@ class GatewayConfig:
                 int(g["max_connections"]))
         if c.fetch_timeout_s <= 0 or c.max_connections <= 0:
             raise ConfigError("[gateway] fetch_timeout_s and max_connections must be positive")
+        host, _, port = c.listen.rpartition(":")
+        if c.listen and (not host or not port.isdigit() or int(port) > 65535):
+            raise ConfigError(f"[gateway] listen {c.listen!r} is not HOST:PORT "
+                              '(e.g. "127.0.0.1:8080"; "" turns the gateway off)')
         return c
 
 
@@ -113,8 +117,9 @@ class Gateway:
             root = content_path(req.path).root
         except HttpError:
             return None  # the planner answers with the reason
-        if self.store.has(root):
+        if self.store.has(root) and self._served(root):
             return None
+        # Not here, or here but not public: both look the same from outside.
         if "only-if-cached" in (req.header("cache-control") or ""):
             return Reply(412)
         if self._fetch is None:
@@ -129,6 +134,13 @@ class Gateway:
                                    f"{self.config.fetch_timeout_s} s; try again later")
         self.fetched += 1
         return None
+
+    def _served(self, root: Cid) -> bool:
+        try:
+            self.policy(root)
+        except NotServed:
+            return False
+        return True
 
     async def serve(
         self, host: str, port: int, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED

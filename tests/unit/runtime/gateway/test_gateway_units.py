@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from overlay.core.cid import Cid
+from overlay.core.errors import ConfigError
 from overlay.runtime.gateway import present
 from overlay.runtime.gateway.dag import (
     Entry,
@@ -33,6 +34,7 @@ from overlay.runtime.gateway.request import (
     query,
     resolve_entity_bytes,
 )
+from overlay.runtime.gateway.service import GatewayConfig
 from store.blockstore import BlockStore
 from store.importer import Importer, ImportOptions
 from store.paths import parse_path
@@ -231,3 +233,13 @@ def test_planner_answers_without_a_daemon(store: BlockStore, tmp_path: Path) -> 
     for path in (f"/ipfs/{root}/f.txt", f"/ipfs/{root}/"):
         rep = Planner(store, refuse).plan(HttpRequest("GET", path, "format=car", {}))
         assert rep.status == 404 and b"not available" in rep.body
+
+
+@pytest.mark.parametrize("listen", ["8080", "localhost:", ":8080", "h:99999", "h:x"])
+def test_gateway_config_refuses_a_bad_listen(listen: str) -> None:
+    conf = {"gateway": {"listen": listen, "fetch": False, "fetch_timeout_s": 30,
+                        "max_connections": 64}}
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        GatewayConfig.from_config(conf)
+    conf["gateway"]["listen"] = "127.0.0.1:8080"
+    assert GatewayConfig.from_config(conf).listen == "127.0.0.1:8080"
