@@ -84,7 +84,8 @@ def _batches(pieces: Iterator[bytes | memoryview]) -> list[bytes | memoryview]:
     return out
 
 
-async def pump(body: Body, write: Callable[[bytes | memoryview], Awaitable[None]]) -> int:
+async def pump(body: Body, write: Callable[[bytes | memoryview], Awaitable[None]],
+               limiter: trio.CapacityLimiter | None = None) -> int:
     """Run `body` on worker threads and `write` its pieces in order; the byte count.
 
     An error of either side (reading the store, writing the socket) stops both and is
@@ -102,7 +103,7 @@ async def pump(body: Body, write: Callable[[bytes | memoryview], Awaitable[None]
     async def produce() -> None:
         async with send:
             try:
-                while batch := await trio.to_thread.run_sync(take):
+                while batch := await trio.to_thread.run_sync(take, limiter=limiter):
                     await send.send(batch)
             except Exception as e:  # the reader's error ends the body; raised below
                 failed.append(e)
@@ -134,8 +135,10 @@ def _reason(status: int) -> bytes:
 class HttpServer:
     """Serves `handler` on a TCP listener; one task per connection."""
 
-    def __init__(self, handler: Handler, *, max_connections: int = 64) -> None:
+    def __init__(self, handler: Handler, *, max_connections: int = 64,
+                 threads: trio.CapacityLimiter | None = None) -> None:
         self._handler = handler
+        self._threads = threads
         self._limit = trio.CapacityLimiter(max_connections)
         #: Connections answered 503 because `max_connections` were being served.
         self.busy = 0
@@ -271,7 +274,7 @@ class HttpServer:
                 for part in parts or ():
                     await self._send(stream, part)
             try:
-                self.bytes_sent += await pump(reply.stream, write)
+                self.bytes_sent += await pump(reply.stream, write, self._threads)
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
                 return False  # the client went away or stopped reading
             except Exception as e:  # the store failed mid-body: end it short

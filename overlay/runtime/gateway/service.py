@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("colony.gateway")
 
+#: Worker threads the gateway's store reads may use at once (trio's default pool is 40).
+WORKER_THREADS = 8
 #: A DAG fetch: returns once every block of the root's DAG is stored.
 Fetch = Callable[[Cid], Awaitable[None]]
 
@@ -99,7 +101,11 @@ class Gateway:
         self.config = config
         self._fetch = fetch if config.fetch else None
         self.planner = Planner(store, policy)
-        self.http = HttpServer(self.handle, max_connections=config.max_connections)
+        #: Store reads of the gateway run on at most this many threads, so a busy
+        #: gateway cannot take every worker thread from the rest of the daemon.
+        self.threads = trio.CapacityLimiter(WORKER_THREADS)
+        self.http = HttpServer(self.handle, max_connections=config.max_connections,
+                               threads=self.threads)
         self.fetched = 0
 
     async def handle(self, req: HttpRequest) -> Reply:
@@ -107,7 +113,7 @@ class Gateway:
         early = await self._before(req)
         if early is not None:
             return early
-        return await trio.to_thread.run_sync(self.planner.plan, req)
+        return await trio.to_thread.run_sync(self.planner.plan, req, limiter=self.threads)
 
     async def _before(self, req: HttpRequest) -> Reply | None:
         """`only-if-cached` (412) and the optional fetch of a missing root."""
