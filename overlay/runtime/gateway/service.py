@@ -151,7 +151,10 @@ class Gateway:
     async def serve(
         self, host: str, port: int, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        await self.http.serve(host, port, task_status=task_status)
+        try:
+            await self.http.serve(host, port, task_status=task_status)
+        except OSError as e:  # the port is taken, the address is not ours
+            raise ConfigError(f"[gateway] listen {host}:{port}: {e.strerror or e}") from None
 
     def stats(self) -> dict[str, int]:
         return {"requests": self.http.requests, "bytes_sent": self.http.bytes_sent,
