@@ -31,7 +31,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).parent))
 from colony_cluster import Cluster, Node, colony_cmd, deterministic_bytes, wait_for
 
-from overlay.client import AsyncColony, BadRequest, Colony, Conflict, NotFound
+from overlay.client import ApiCallFailed, AsyncColony, BadRequest, Colony, Conflict, NotFound
 from overlay.core.cid import Cid
 from overlay.runtime.net.ports import free_port
 from store.blockstore import BlockStore
@@ -315,6 +315,12 @@ def test_api_cat_ls_get(site: Site) -> None:
         b"".join(colony.cat(site.root))
     with pytest.raises(Conflict, match="already exists"):
         colony.get(site.root, site.tmp / "got")
+
+    # A bad path given to publish is an error line in the stream; the daemon stays up
+    # (it used to stop: the import's error left its nursery as an exception group).
+    with pytest.raises(ApiCallFailed, match="no such file"):
+        colony.publish(site.tmp / "does-not-exist")
+    assert colony.id().id == site.node.peer_id
 
     async def async_twin() -> None:
         ac = AsyncColony.for_home(site.node.home)
