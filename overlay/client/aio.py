@@ -47,6 +47,14 @@ async def _aiter(it: Generator[JsonDict, None, None]) -> AsyncIterator[JsonDict]
         it.close()  # closes the HTTP connection of a stream left early
 
 
+async def _abytes(it: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
+    try:
+        while piece := await anyio.to_thread.run_sync(next, it, b""):
+            yield piece
+    finally:
+        it.close()
+
+
 class AsyncColony:
     """The async twin of `Colony`: same methods, same results and errors, awaitable."""
 
@@ -89,6 +97,18 @@ class AsyncColony:
     async def fetch(self, cid: str, *, progress: Callable[[Progress], None] | None = None
                     ) -> Fetched:
         return await _run(self.sync.fetch, cid, progress=progress)
+
+    def cat(self, path: str, *, offset: int = 0, length: int | None = None
+            ) -> AsyncIterator[bytes]:
+        """The file's bytes in pieces, one piece per thread hop."""
+        return _abytes(self.sync.cat(path, offset=offset, length=length))
+
+    async def ls(self, path: str) -> JsonDict:
+        return await _run(self.sync.ls, path)
+
+    async def get(self, path: str, output: Path | str, *,
+                  progress: Callable[[Progress], None] | None = None) -> JsonDict:
+        return await _run(self.sync.get, path, output, progress=progress)
 
     async def submit(self, spec: JsonDict, *, nonce: int | None = None) -> Submitted:
         return await _run(self.sync.submit, spec, nonce=nonce)

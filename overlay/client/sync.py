@@ -101,7 +101,7 @@ class Colony:
         return Fetched.from_json(cid, final)
 
     def cat(self, path: str, *, offset: int = 0, length: int | None = None,
-            timeout_s: float | None = None) -> Iterator[bytes]:
+            timeout_s: float | None = None) -> Generator[bytes, None, None]:
         """The bytes of the file at `path` (CID, CID/a/b or /ipfs/CID/a/b), in pieces as
         they arrive; `b"".join(colony.cat(p))` for a small file."""
         yield from self._with(timeout_s).read_bytes(

@@ -17,7 +17,7 @@ them and runs them in one nursery; it holds no protocol logic. The pieces:
 | services/handlers        | `[handlers]` scripts on member and user events (serf's)  |
 | edge/dialback, dialer    | reachability; NAT traversal (WebRTC, relay)              |
 | api/routes               | the control API                                          |
-| gateway/service          | the trustless HTTP gateway, when `[gateway] listen` is set |
+| gateway/service          | HTTP gateway, if `[gateway] listen` (docs/gateway.md)    |
 
 Persistence: blocks are in LMDB (committed before a publish/fetch is acknowledged);
 peers.json is saved by the peer book and at shutdown, so a restarted node finds its
@@ -256,6 +256,10 @@ class Daemon:
         self.gateway = Gateway(self.store, TrustPolicy(self.trust_service), gconf,
                                fetch=self.blocks.fetch_dag) if gconf.listen else None
         add_dashboard_routes(api, token, self.store)  # pages + session cookie, same port
+        if self.gateway is not None:
+            api.metrics.counter("gateway", "trustless gateway: requests, bytes_sent, "
+                                "streams_broken, busy (503s), refused (blocks), fetched (roots)",
+                                self.gateway.stats)
         return api
 
     def _drops(self) -> dict[str, int]:

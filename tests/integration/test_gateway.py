@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from colony_cluster import Cluster, Node, colony_cmd, deterministic_bytes
+from colony_cluster import Cluster, Node, colony_cmd, deterministic_bytes, wait_for
 
-from overlay.client import BadRequest, Colony, Conflict, NotFound
+from overlay.client import ApiCallFailed, AsyncColony, BadRequest, Colony, Conflict, NotFound
 from overlay.core.cid import Cid
 from overlay.runtime.net.ports import free_port
 from store.blockstore import BlockStore
@@ -40,6 +42,7 @@ from store.paths import parse_path, resolve
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 JS_DIR = Path(__file__).parent / "js_gateway"
 IMMUTABLE = "public, max-age=29030400, immutable"
+MAX_CONNECTIONS = 16
 
 
 @dataclass
@@ -66,7 +69,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         pytest.skip("curl is not installed")
     tmp = tmp_path_factory.mktemp("gw")
     port = free_port()
-    c = Cluster(tmp / "c", 1, env={"COLONY_GATEWAY_LISTEN": f"127.0.0.1:{port}"})
+    c = Cluster(tmp / "c", 1, env={"COLONY_GATEWAY_LISTEN": f"127.0.0.1:{port}",
+                                   "COLONY_GATEWAY_MAX_CONNECTIONS": str(MAX_CONNECTIONS)})
     try:
         c.prepare()
         n0 = c.nodes[0]
@@ -247,6 +251,11 @@ def test_private_dag_is_never_served(site: Site) -> None:
         g = curl(site, f"/ipfs/{site.secret}{q}")
         assert g.status == 404 and b"not available from this gateway" in g.body, q
         assert not g.body.startswith(b"\x3a\xa2")  # no CAR header either
+    # only-if-cached answers a private root as it answers a missing one (412).
+    missing = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    for cid in (site.secret, missing):
+        assert curl(site, f"/ipfs/{cid}", "-H", "Cache-Control: only-if-cached").status == 412
+    assert curl(site, f"/ipfs/{site.public}", "-H", "Cache-Control: only-if-cached").status == 200
 
 
 @pytest.fixture(scope="module")
@@ -306,3 +315,84 @@ def test_api_cat_ls_get(site: Site) -> None:
         b"".join(colony.cat(site.root))
     with pytest.raises(Conflict, match="already exists"):
         colony.get(site.root, site.tmp / "got")
+
+    # A bad path given to publish is an error line in the stream; the daemon stays up
+    # (it used to stop: the import's error left its nursery as an exception group).
+    with pytest.raises(ApiCallFailed, match="no such file"):
+        colony.publish(site.tmp / "does-not-exist")
+    assert colony.id().id == site.node.peer_id
+
+    async def async_twin() -> None:
+        ac = AsyncColony.for_home(site.node.home)
+        assert b"".join([p async for p in ac.cat(f"{site.root}/sub/big.bin")]) == big
+        assert (await ac.ls(site.root))["cid"] == site.root
+
+    trio.run(async_twin)
+
+
+def test_a_stalled_client_costs_only_its_connection(site: Site) -> None:
+    """A client that asks for a large file and stops reading holds no store
+    transaction: other requests (and a block write) go on while it sits there."""
+    port = int(site.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(f"GET /ipfs/{site.root}/sub/big.bin HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert s.recv(12) == b"HTTP/1.1 200"
+        for _ in range(3):
+            assert curl(site, f"/ipfs/{site.root}/hello.txt").body == b"hello\n"
+        (site.tmp / "more.bin").write_bytes(deterministic_bytes(400_000, seed=9))
+        added = colony_cmd(site.node.home, "add", "-Q", str(site.tmp / "more.bin"))
+        assert curl(site, f"/ipfs/{added.stdout.strip()}").body == (
+            site.tmp / "more.bin").read_bytes()
+    metrics = site.node.api().call("GET", "/metrics").decode()
+    assert 'colony_gateway_total{kind="requests"}' in metrics
+
+
+def test_connections_over_the_limit_get_503(site: Site) -> None:
+    port = int(site.url.rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        # The server accepts in the background: wait until every slot is taken.
+        wait_for(lambda: curl(site, "/ipfs/bafkqaaa").status == 503, 10, "a 503")
+        g = curl(site, "/ipfs/bafkqaaa")
+        assert g.status == 503 and g.headers["retry-after"] == "1"
+    finally:
+        for s in idle:
+            s.close()
+    wait_for(lambda: curl(site, "/ipfs/bafkqaaa").status == 200, 10, "a free slot")
+
+
+def test_fetch_on_miss(tmp_path: Path) -> None:
+    """`[gateway] fetch = true`: a root not stored here is fetched from the colony
+    first (then served, and kept); one nobody has is a 504 after fetch_timeout_s."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    c = Cluster(tmp_path / "c", 2)
+    try:
+        c.prepare()
+        n0, n1 = c.nodes
+        n0.start()
+        wait_for(n0.up, 60, "n0")
+        port = free_port()
+        n1.start([n0.addr], env={"COLONY_GATEWAY_LISTEN": f"127.0.0.1:{port}",
+                                 "COLONY_GATEWAY_FETCH": "true",
+                                 "COLONY_GATEWAY_FETCH_TIMEOUT_S": "4"})
+        wait_for(n1.up, 60, "n1")
+        c.wait_converged(timeout=30)
+        data = deterministic_bytes(700_000, seed=11)
+        (tmp_path / "f.bin").write_bytes(data)
+        cid = json.loads(colony_cmd(n0.home, "publish", str(tmp_path / "f.bin"), "--json",
+                                    timeout=60).stdout)["cid"]
+        site = Site(n1, f"http://127.0.0.1:{port}", cid, tmp_path, "", "", tmp_path)
+        g = curl(site, f"/ipfs/{cid}")
+        assert g.status == 200 and g.body == data
+        assert b"".join(Colony.for_home(n1.home).cat(cid)) == data  # kept on n1
+        nobody = "/ipfs/bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+        assert curl(site, nobody, "-H", "Cache-Control: only-if-cached").status == 412
+        g = curl(site, nobody)
+        # 504 when the fetch is still waiting at 4 s; 502 if the exchange gave up first.
+        assert (g.status, g.body[:20]) in ((504, b"fetching bafkreigh2"),
+                                           (502, b"could not fetch bafk")), g
+        assert curl(site, f"/ipfs/{cid}", "-H", "Cache-Control: only-if-cached").status == 200
+    finally:
+        c.close()

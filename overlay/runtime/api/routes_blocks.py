@@ -64,10 +64,16 @@ def add_block_routes(api: ApiServer, blocks: BlockService, dht: DhtCalls, spawn:
 
         async def gen() -> AsyncIterator[object]:
             async with trio.open_nursery() as n:
-                result: list[Added] = []
+                result: list[Added | Exception] = []
 
                 async def run() -> None:
-                    result.append(await trio.to_thread.run_sync(do_import))
+                    # Kept, then raised outside the nursery: raised inside, it left as an
+                    # exception group the server did not catch, and a bad path given to
+                    # the API stopped the daemon.
+                    try:
+                        result.append(await trio.to_thread.run_sync(do_import))
+                    except Exception as e:
+                        result.append(e)
 
                 n.start_soon(run)
                 while not result:
@@ -76,6 +82,8 @@ def add_block_routes(api: ApiServer, blocks: BlockService, dht: DhtCalls, spawn:
                         while not result:
                             await trio.sleep(0.02)
             added = result[0]
+            if isinstance(added, Exception):
+                raise added
             keys = blocks.dag_multihashes(added.cid)
             yield {"phase": "provide", "blocks": len(keys), "bytes": done_bytes[0]}
             ev = await dht.call(lambda rid: Provide(rid, tuple(keys)), timeout_s=PROVIDE_TIMEOUT_S)

@@ -18,7 +18,8 @@ output path must not exist.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -69,6 +70,54 @@ def _int_arg(req: Request, name: str) -> int | None:
     return int(v)
 
 
+def _get_route(store: BlockStore) -> Callable[[Request], Awaitable[Response]]:
+    """`POST /v1/get`: the exporter writes the tree on a worker thread while the
+    stream reports its progress."""
+
+    async def get(req: Request) -> Response:
+        body = req.json()
+        path = _path(body.get("arg"))
+        output = body.get("output")
+        if not isinstance(output, str) or not output:
+            raise ApiError(400, "output (a new path on the daemon's host) is required")
+        out = Path(output)
+        if out.exists() or out.is_symlink():
+            raise ApiError(409, f"{out} already exists; choose a new output path")
+        exporter = Exporter(store)
+        done = [0]
+
+        def run() -> NodeInfo:
+            return exporter.get(_target(store, path), out,
+                                progress=lambda n: done.__setitem__(0, done[0] + n))
+
+        async def gen() -> AsyncIterator[object]:
+            # A plain thread, not a nursery task: an async generator must not yield
+            # inside a nursery (a client that leaves would strand it).
+            result: list[NodeInfo | Exception] = []
+
+            def work() -> None:
+                try:
+                    result.append(run())
+                except Exception as e:  # raised below, in the stream
+                    result.append(e)
+
+            threading.Thread(target=work, name="api-get", daemon=True).start()
+            while not result:
+                yield {"phase": "get", "bytes": done[0]}
+                with trio.move_on_after(PROGRESS_INTERVAL_S):
+                    while not result:
+                        await trio.sleep(0.02)
+            info = result[0]
+            if isinstance(info, Exception):
+                raise info
+            yield {"done": True, "cid": str(info.cid), "kind": info.kind, "size": info.size,
+                   "bytes": done[0], "output": str(out)}
+
+        return Response(stream=gen())
+
+    return get
+
+
 def add_content_routes(api: ApiServer, store: BlockStore) -> None:
     async def cat(req: Request) -> Response:
         path = _path(req.arg("arg"))
@@ -103,45 +152,6 @@ def add_content_routes(api: ApiServer, store: BlockStore) -> None:
 
         return await trio.to_thread.run_sync(listing)
 
-    async def get(req: Request) -> Response:
-        body = req.json()
-        path = _path(body.get("arg"))
-        output = body.get("output")
-        if not isinstance(output, str) or not output:
-            raise ApiError(400, "output (a new path on the daemon's host) is required")
-        out = Path(output)
-        if out.exists() or out.is_symlink():
-            raise ApiError(409, f"{out} already exists; choose a new output path")
-        exporter = Exporter(store)
-        done = [0]
-
-        def run() -> NodeInfo:
-            return exporter.get(_target(store, path), out,
-                                progress=lambda n: done.__setitem__(0, done[0] + n))
-
-        async def gen() -> AsyncIterator[object]:
-            result: list[NodeInfo | Exception] = []
-            async with trio.open_nursery() as n:
-                async def work() -> None:
-                    try:
-                        result.append(await trio.to_thread.run_sync(run))
-                    except Exception as e:  # raised below as itself, not as a group
-                        result.append(e)
-
-                n.start_soon(work)
-                while not result:
-                    yield {"phase": "get", "bytes": done[0]}
-                    with trio.move_on_after(PROGRESS_INTERVAL_S):
-                        while not result:
-                            await trio.sleep(0.02)
-            info = result[0]
-            if isinstance(info, Exception):
-                raise info
-            yield {"done": True, "cid": str(info.cid), "kind": info.kind, "size": info.size,
-                   "bytes": done[0], "output": str(out)}
-
-        return Response(stream=gen())
-
     api.add("GET", "/v1/cat", cat, RouteDoc(
         "the bytes of a file by CID or CID/path (hash-checked as read)", tag="data",
         query={"arg": STR, "offset": INT, "length": INT}, media="application/octet-stream"))
@@ -151,7 +161,7 @@ def add_content_routes(api: ApiServer, store: BlockStore) -> None:
             ("path", "cid", "kind", "size", "entries"), path=STR, cid=STR, kind=STR, size=INT,
             entries=arr(obj(("name", "cid", "kind", "size", "tsize"), name=STR, cid=STR,
                             kind=STR, size=INT, tsize=INT)))))
-    api.add("POST", "/v1/get", get, RouteDoc(
+    api.add("POST", "/v1/get", _get_route(store), RouteDoc(
         "write a file, directory tree or symlink by CID or CID/path to a new path on the "
         "daemon's host", tag="data", body=obj(("arg", "output"), arg=STR, output=STR),
         response=obj((), phase=STR, bytes=INT, done=BOOL, cid=STR, kind=STR, size=INT,

@@ -41,7 +41,8 @@ from store.unixfs import DataType, PBLink, PBNode, UnixFSData, decode_pbnode, de
 #: A check run on every block before it is served: raises `NotServed` to refuse it.
 Policy = Callable[[Cid], None]
 #: Bytes read between releases of mapped LMDB pages (RSS stays flat; blockstore.py).
-RELEASE_EVERY_BYTES = 32 * 1024 * 1024
+#: Blocks are copied out, so the mapping is only ever read once: release it often.
+RELEASE_EVERY_BYTES = 8 * 1024 * 1024
 #: Shard nodes a HAMT directory listing reads at most (as store/paths.py).
 MAX_HAMT_NODES = 4096
 #: Blocks a `dag-scope=all` walk remembers for de-duplication (CAR `dups=n`).

@@ -9,7 +9,7 @@ store (overlay/runtime/gateway/dag.py). `pump` runs that iterator on worker thre
 sending); at most `QUEUE_BATCHES` + 2 batches exist at once, so a response of any
 size costs a few MiB.
 
-Bounds: at most `max_connections` connections (others wait in the listen backlog);
+Bounds: at most `max_connections` connections (one more gets a 503 at once);
 a request head of at most 64 KiB, read within `HEAD_TIMEOUT_S`; a request body is
 refused (413); each send must progress within `SEND_TIMEOUT_S`. A failure while a body
 streams closes the connection before the body ends, so the client sees a truncated
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("colony.gateway")
 
 HEAD_TIMEOUT_S = 30.0
+#: How long a connection over the limit may take to send its request before its 503.
+BUSY_TIMEOUT_S = 2.0
 SEND_TIMEOUT_S = 60.0
 MAX_HEAD_BYTES = 64 * 1024
 BATCH_BYTES = 1 << 20
@@ -82,7 +84,8 @@ def _batches(pieces: Iterator[bytes | memoryview]) -> list[bytes | memoryview]:
     return out
 
 
-async def pump(body: Body, write: Callable[[bytes | memoryview], Awaitable[None]]) -> int:
+async def pump(body: Body, write: Callable[[bytes | memoryview], Awaitable[None]],
+               limiter: trio.CapacityLimiter | None = None) -> int:
     """Run `body` on worker threads and `write` its pieces in order; the byte count.
 
     An error of either side (reading the store, writing the socket) stops both and is
@@ -100,7 +103,7 @@ async def pump(body: Body, write: Callable[[bytes | memoryview], Awaitable[None]
     async def produce() -> None:
         async with send:
             try:
-                while batch := await trio.to_thread.run_sync(take):
+                while batch := await trio.to_thread.run_sync(take, limiter=limiter):
                     await send.send(batch)
             except Exception as e:  # the reader's error ends the body; raised below
                 failed.append(e)
@@ -132,9 +135,13 @@ def _reason(status: int) -> bytes:
 class HttpServer:
     """Serves `handler` on a TCP listener; one task per connection."""
 
-    def __init__(self, handler: Handler, *, max_connections: int = 64) -> None:
+    def __init__(self, handler: Handler, *, max_connections: int = 64,
+                 threads: trio.CapacityLimiter | None = None) -> None:
         self._handler = handler
+        self._threads = threads
         self._limit = trio.CapacityLimiter(max_connections)
+        #: Connections answered 503 because `max_connections` were being served.
+        self.busy = 0
         self.requests = 0
         self.bytes_sent = 0
         self.streams_broken = 0
@@ -147,27 +154,54 @@ class HttpServer:
         await trio.serve_listeners(self._conn, listeners)
 
     async def _conn(self, stream: trio.SocketStream) -> None:
-        async with self._limit:
-            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-            try:
-                while True:
-                    req = None
-                    with trio.move_on_after(HEAD_TIMEOUT_S):
-                        req = await self._read(conn, stream)
-                    if req is None:
-                        return
-                    if not await self._answer(conn, stream, req):
-                        return
-                    if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                        return
-                    conn.start_next_cycle()
-            except h11.RemoteProtocolError as e:
-                await self._refuse(conn, stream, e)
-            except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError,
-                    trio.TooSlowError) as e:
-                log.debug("gateway_connection_dropped", reason=str(e))
-            finally:
-                await stream.aclose()
+        try:
+            self._limit.acquire_nowait()
+        except trio.WouldBlock:  # full: say so at once rather than queue sockets
+            self.busy += 1
+            await self._busy(stream)
+            return
+        try:
+            await self._serve(stream)
+        finally:
+            self._limit.release()
+
+    async def _busy(self, stream: trio.SocketStream) -> None:
+        """503 to a connection over `max_connections` (its request read first, briefly,
+        so closing does not reset the connection before the client reads the 503)."""
+        body = b"the gateway is serving as many connections as it may; retry shortly\n"
+        head = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; "
+                b"charset=utf-8\r\nretry-after: 1\r\nconnection: close\r\n"
+                b"content-length: %d\r\n\r\n" % len(body))
+        try:
+            with trio.move_on_after(BUSY_TIMEOUT_S):
+                await stream.receive_some(MAX_HEAD_BYTES)
+                await stream.send_all(head + body)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await stream.aclose()
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        try:
+            while True:
+                req = None
+                with trio.move_on_after(HEAD_TIMEOUT_S):
+                    req = await self._read(conn, stream)
+                if req is None:
+                    return
+                if not await self._answer(conn, stream, req):
+                    return
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    return
+                conn.start_next_cycle()
+        except h11.RemoteProtocolError as e:
+            await self._refuse(conn, stream, e)
+        except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError,
+                trio.TooSlowError) as e:
+            log.debug("gateway_connection_dropped", reason=str(e))
+        finally:
+            await stream.aclose()
 
     async def _refuse(
         self, conn: h11.Connection, stream: trio.SocketStream, e: h11.RemoteProtocolError
@@ -240,7 +274,7 @@ class HttpServer:
                 for part in parts or ():
                     await self._send(stream, part)
             try:
-                self.bytes_sent += await pump(reply.stream, write)
+                self.bytes_sent += await pump(reply.stream, write, self._threads)
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
                 return False  # the client went away or stopped reading
             except Exception as e:  # the store failed mid-body: end it short

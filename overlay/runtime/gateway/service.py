@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("colony.gateway")
 
+#: Worker threads the gateway's store reads may use at once (trio's default pool is 40).
+WORKER_THREADS = 8
 #: A DAG fetch: returns once every block of the root's DAG is stored.
 Fetch = Callable[[Cid], Awaitable[None]]
 
@@ -61,6 +63,10 @@ class GatewayConfig:
                 int(g["max_connections"]))
         if c.fetch_timeout_s <= 0 or c.max_connections <= 0:
             raise ConfigError("[gateway] fetch_timeout_s and max_connections must be positive")
+        host, _, port = c.listen.rpartition(":")
+        if c.listen and (not host or not port.isdigit() or int(port) > 65535):
+            raise ConfigError(f"[gateway] listen {c.listen!r} is not HOST:PORT "
+                              '(e.g. "127.0.0.1:8080"; "" turns the gateway off)')
         return c
 
 
@@ -95,7 +101,11 @@ class Gateway:
         self.config = config
         self._fetch = fetch if config.fetch else None
         self.planner = Planner(store, policy)
-        self.http = HttpServer(self.handle, max_connections=config.max_connections)
+        #: Store reads of the gateway run on at most this many threads, so a busy
+        #: gateway cannot take every worker thread from the rest of the daemon.
+        self.threads = trio.CapacityLimiter(WORKER_THREADS)
+        self.http = HttpServer(self.handle, max_connections=config.max_connections,
+                               threads=self.threads)
         self.fetched = 0
 
     async def handle(self, req: HttpRequest) -> Reply:
@@ -103,7 +113,7 @@ class Gateway:
         early = await self._before(req)
         if early is not None:
             return early
-        return await trio.to_thread.run_sync(self.planner.plan, req)
+        return await trio.to_thread.run_sync(self.planner.plan, req, limiter=self.threads)
 
     async def _before(self, req: HttpRequest) -> Reply | None:
         """`only-if-cached` (412) and the optional fetch of a missing root."""
@@ -113,8 +123,9 @@ class Gateway:
             root = content_path(req.path).root
         except HttpError:
             return None  # the planner answers with the reason
-        if self.store.has(root):
+        if self.store.has(root) and self._served(root):
             return None
+        # Not here, or here but not public: both look the same from outside.
         if "only-if-cached" in (req.header("cache-control") or ""):
             return Reply(412)
         if self._fetch is None:
@@ -130,14 +141,25 @@ class Gateway:
         self.fetched += 1
         return None
 
+    def _served(self, root: Cid) -> bool:
+        try:
+            self.policy(root)
+        except NotServed:
+            return False
+        return True
+
     async def serve(
         self, host: str, port: int, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        await self.http.serve(host, port, task_status=task_status)
+        try:
+            await self.http.serve(host, port, task_status=task_status)
+        except OSError as e:  # the port is taken, the address is not ours
+            raise ConfigError(f"[gateway] listen {host}:{port}: {e.strerror or e}") from None
 
     def stats(self) -> dict[str, int]:
         return {"requests": self.http.requests, "bytes_sent": self.http.bytes_sent,
-                "streams_broken": self.http.streams_broken, "refused": self.policy.refused,
+                "streams_broken": self.http.streams_broken, "busy": self.http.busy,
+                "refused": self.policy.refused,
                 "fetched": self.fetched}
 
 

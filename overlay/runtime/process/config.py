@@ -164,7 +164,7 @@ listen = ""
 # most fetch_timeout_s seconds (then 504).
 fetch = false
 fetch_timeout_s = 30
-# Connections served at once (more wait in the listen backlog).
+# Connections served at once (one more is answered 503 with Retry-After).
 max_connections = 64
 
 [capsule]
