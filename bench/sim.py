@@ -36,6 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sim.engine import Engine
 
 GIB = 1 << 30
+#: Per-node state of the tier-2 overlay at 10^4 nodes (bench/overlay.py, docs/simulation.md).
+TIER2_NODE_BYTES = 18_300
+#: Per-node DHT state (this bench's dht rows: ≈ 115 KiB marginal per node).
+DHT_NODE_BYTES = 115 * 1024
 
 
 def bare_hold(n_events: int, heap_size: int, seed: int) -> float:
@@ -183,6 +187,45 @@ def child_cell(n: int, max_broadcasts: int) -> dict[str, float]:
             "verified": verifier.verified, "max_broadcasts": max_broadcasts}
 
 
+def child_cell_wall(n: int, warm_s: float, sim_s: float) -> dict[str, float]:
+    """CPU seconds of one gossip-only cell of `n` (the runner's joins, then `sim_s`
+    simulated seconds of steady state: probes, gossip, push-pull)."""
+    from sim.runner import Simulation
+
+    sim = Simulation(_scenario(n, ("gossip",), warm_s + sim_s, traffic=False))  # type: ignore[arg-type]
+    c0 = time.process_time()
+    sim.build()
+    sim.engine.run_until(warm_s)
+    c1 = time.process_time()
+    e0 = sim.engine.events_run
+    sim.engine.run_until(warm_s + sim_s)
+    c2 = time.process_time()
+    return {"n": n, "join_cpu_s": c1 - c0, "steady_cpu_s": c2 - c1, "sim_s": sim_s,
+            "events": sim.engine.events_run - e0, "peak_gib": _peak_rss() / GIB}
+
+
+def cell_wall_rows(sizes: list[int]) -> None:
+    """Steady-state CPU per node·simulated s of one cell at two sizes, fitted as
+    a + b·n (push-pull sends the whole cell every scaled interval) and extrapolated
+    to 10^4 nodes in cells of 5,000 for one simulated hour (stated as extrapolated)."""
+    pts = []
+    for n in sizes:
+        r = _child(["cellwall", str(n), "120", "120"])
+        per = float(r["steady_cpu_s"]) / (n * float(r["sim_s"]))  # type: ignore[arg-type]
+        pts.append((n, per))
+        print(f"cell CPU N={n:<6} steady {per * 1e6:7.1f} µs per node·sim-s "
+              f"({r['events']:,} events in {float(r['steady_cpu_s']):.1f} s CPU for "  # type: ignore[arg-type]
+              f"{float(r['sim_s']):g} sim-s); join + 120 s warm-up "  # type: ignore[arg-type]
+              f"{float(r['join_cpu_s']):.1f} s CPU; peak RSS {float(r['peak_gib']):.2f} GiB")  # type: ignore[arg-type]
+    (n1, p1), (n2, p2) = pts[0], pts[-1]
+    b = max(0.0, (p2 - p1) / (n2 - n1)) if n2 != n1 else 0.0
+    a = p1 - b * n1
+    est = (a + b * 5000) * 1e4 * 3600
+    print(f"  10^4 nodes in cells of 5,000 × 1 simulated hour ≈ {est / 3600:.2f} h CPU "
+          f"(extrapolated: {a * 1e6:.1f} + {b * 1e9:.2f}e-3·n µs per node·sim-s; limit 1 h: "
+          f"ratio {est / 3600:.2f}; joins not included)")
+
+
 def child_wall(n: int, warm_s: float, sim_s: float) -> dict[str, float]:
     import cProfile
     import pstats
@@ -248,6 +291,16 @@ def cell_rows(sizes: list[int]) -> None:
     print(f"  one cell of 10^4 nodes ≈ {est:.1f} GiB (extrapolated from N={big['n']}: "
           f"{e:.0f} B/entry, {nb / 1024:.1f} KiB/node; limit 20 GiB: ratio {est / 20:.2f}; "
           f"plus ≤ 4,096 queued broadcasts per node right after a mass join)")
+    # 10^5 nodes in cells: each node holds its cell (cap − 1 entries), its own state
+    # and its tier-2 state (bench/overlay.py measured 18.3 KB per node at 10^4, and it
+    # does not grow with N); optionally the DHT (≈ 115 KiB per node, the dht rows).
+    per_node_budget = 20 * GIB / 1e5
+    for label, extra in (("cells + tier 2", TIER2_NODE_BYTES),
+                         ("cells + tier 2 + DHT", TIER2_NODE_BYTES + DHT_NODE_BYTES)):
+        cap = int((per_node_budget - nb - extra) / e) + 1
+        at5000 = 1e5 * (nb + extra + 4999 * e) / GIB
+        print(f"  10^5 nodes, {label}: cells of 5,000 ≈ {at5000:.0f} GiB (extrapolated; limit "
+              f"20 GiB: ratio {at5000 / 20:.1f}); the largest cell cap that fits ≈ {cap:,}")
 
 
 def main() -> int:
@@ -260,13 +313,17 @@ def main() -> int:
     ap.add_argument("--wall-sim-s", type=float, default=120.0)
     ap.add_argument("--cell-nodes", type=int, nargs="*", default=(1000, 2000, 4000),
                     help="cell sizes for the member-entry memory rows")
-    ap.add_argument("--only-cell", action="store_true", help="only the cell memory rows")
+    ap.add_argument("--cell-wall-nodes", type=int, nargs="*", default=(250, 500),
+                    help="cell sizes for the steady-state CPU rows")
+    ap.add_argument("--only-cell", action="store_true", help="only the cell rows")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         kind = a.child[0]
         if kind == "cell":
             res = child_cell(int(a.child[1]), int(a.child[2]))
+        elif kind == "cellwall":
+            res = child_cell_wall(int(a.child[1]), float(a.child[2]), float(a.child[3]))
         elif kind == "mem":
             res = child_memory(int(a.child[1]), tuple(a.child[2].split("+")),
                                float(a.child[3]))
@@ -276,9 +333,11 @@ def main() -> int:
         return 0
     if a.quick:
         a.events, a.mem_nodes, a.wall_nodes, a.wall_sim_s = 300_000, (200, 400), 300, 30.0
-        a.cell_nodes = (500, 1000)
+        a.cell_nodes, a.cell_wall_nodes = (500, 1000), (150, 300)
     if a.cell_nodes:
         cell_rows(a.cell_nodes)
+    if a.cell_wall_nodes:
+        cell_wall_rows(a.cell_wall_nodes)
     if a.only_cell:
         return 0
 
