@@ -365,6 +365,14 @@ class ApiServer:
                     code = e.code if isinstance(e, ApiError) else "bad_request"
                     line = (json.dumps(error_body(code, str(e))) + "\n").encode()
                     await stream.send_all(conn.send(h11.Data(data=line)))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    raise
+                except Exception as e:  # a stream's bug ends that stream, not the daemon
+                    self.errors += 1
+                    log.exception("api_stream_failed")
+                    line = (json.dumps(error_body("internal", f"internal error: {e!r}"[:300]))
+                            + "\n").encode()
+                    await stream.send_all(conn.send(h11.Data(data=line)))
                 n.cancel_scope.cancel()
         finally:
             aclose = getattr(items, "aclose", None)

@@ -77,3 +77,39 @@ def test_a_hung_up_watch_is_closed_and_the_server_keeps_serving() -> None:
 
     trio.run(main)
     assert seen == ["first"]
+
+
+def test_a_stream_that_raises_ends_with_an_error_line_and_the_server_lives() -> None:
+    async def main() -> list[str]:
+        api = ApiServer(TOKEN)
+
+        @api.route("GET", "/v1/broken")
+        async def broken(req: Request) -> Response:
+            async def gen() -> AsyncIterator[Any]:
+                yield {"ok": 1}
+                raise RuntimeError("a bug in a stream")
+
+            return Response(stream=gen())
+
+        @api.route("GET", "/v1/fine")
+        async def fine(req: Request) -> dict[str, int]:
+            return {"fine": 1}
+
+        async with trio.open_nursery() as n:
+            port = await n.start(api.serve, "127.0.0.1", 0)
+
+            def get(path: str) -> str:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                c.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
+                return c.getresponse().read().decode()
+
+            lines = await trio.to_thread.run_sync(get, "/v1/broken")
+            after = await trio.to_thread.run_sync(get, "/v1/fine")
+            n.cancel_scope.cancel()
+        return [lines, after]
+
+    lines, after = trio.run(main)
+    items = [json.loads(x) for x in lines.splitlines()]
+    assert items[0] == {"ok": 1}
+    assert items[-1]["error"]["code"] == "internal" and "a bug in a stream" in lines
+    assert json.loads(after) == {"fine": 1}
