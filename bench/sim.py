@@ -14,6 +14,12 @@ Prints, for each figure, the measured value and its ratio to the limit it is jud
    seconds after warm-up, extrapolated linearly to 10^4 nodes × 1 simulated hour (the
    steady-state cost per node-second grows with N for gossip; the extrapolation says so).
 
+5. Memory of one full-membership cell (`--cell-nodes`, `--only-cell`): bytes per
+   member entry after a join-like fill and one probe pass, before and after the
+   broadcast queue drained; one 10^4 cell and 10^5 nodes in cells extrapolated.
+6. Steady-state CPU of one cell (`--cell-wall-nodes`), fitted against the push-pull
+   record rate and extrapolated to 10^4 nodes in cells of 5,000 for one hour.
+
 Flags shrink everything (`--quick`). Run: .venv/bin/python bench/sim.py [--quick]
 """
 
