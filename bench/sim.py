@@ -14,6 +14,12 @@ Prints, for each figure, the measured value and its ratio to the limit it is jud
    seconds after warm-up, extrapolated linearly to 10^4 nodes × 1 simulated hour (the
    steady-state cost per node-second grows with N for gossip; the extrapolation says so).
 
+5. Memory of one full-membership cell (`--cell-nodes`, `--only-cell`): bytes per
+   member entry after a join-like fill and one probe pass, before and after the
+   broadcast queue drained; one 10^4 cell and 10^5 nodes in cells extrapolated.
+6. Steady-state CPU of one cell (`--cell-wall-nodes`), fitted against the push-pull
+   record rate and extrapolated to 10^4 nodes in cells of 5,000 for one hour.
+
 Flags shrink everything (`--quick`). Run: .venv/bin/python bench/sim.py [--quick]
 """
 
@@ -217,13 +223,27 @@ def cell_wall_rows(sizes: list[int]) -> None:
               f"({r['events']:,} events in {float(r['steady_cpu_s']):.1f} s CPU for "  # type: ignore[arg-type]
               f"{float(r['sim_s']):g} sim-s); join + 120 s warm-up "  # type: ignore[arg-type]
               f"{float(r['join_cpu_s']):.1f} s CPU; peak RSS {float(r['peak_gib']):.2f} GiB")  # type: ignore[arg-type]
+    # Per node and simulated second: a fixed part (probe and gossip ticks) plus the
+    # push-pull records merged, 2·n / interval(n) (memberlist's scaled interval), so
+    # fit cost = a + b · n / interval(n) rather than linearly in n.
+    from gossip.profiles import profile
+    from gossip.push_pull import push_pull_scale
+
+    base = profile("lan").push_pull_interval_s
+
+    def rate(n: int) -> float:
+        return n / push_pull_scale(base, n)
+
     (n1, p1), (n2, p2) = pts[0], pts[-1]
-    b = max(0.0, (p2 - p1) / (n2 - n1)) if n2 != n1 else 0.0
-    a = p1 - b * n1
-    est = (a + b * 5000) * 1e4 * 3600
+    b = max(0.0, (p2 - p1) / (rate(n2) - rate(n1))) if rate(n2) != rate(n1) else 0.0
+    a = p1 - b * rate(n1)
+    per = a + b * rate(5000)
+    est = per * 1e4 * 3600
+    lin = (p1 + (p2 - p1) / (n2 - n1) * (5000 - n1)) * 1e4 * 3600
     print(f"  10^4 nodes in cells of 5,000 × 1 simulated hour ≈ {est / 3600:.2f} h CPU "
-          f"(extrapolated: {a * 1e6:.1f} + {b * 1e9:.2f}e-3·n µs per node·sim-s; limit 1 h: "
-          f"ratio {est / 3600:.2f}; joins not included)")
+          f"(extrapolated: {a * 1e6:.1f} µs + {b * 1e6:.2f} µs per push-pull record/s, "
+          f"{per * 1e6:.0f} µs per node·sim-s at 5,000; limit 1 h: ratio {est / 3600:.2f}; "
+          f"linear in n instead: {lin / 3600:.2f} h; joins not included)")
 
 
 def child_wall(n: int, warm_s: float, sim_s: float) -> dict[str, float]:

@@ -189,3 +189,37 @@ def test_swim_keeps_only_its_cell_after_a_split() -> None:
     # Claims of the other half are refused from now on (counted).
     me.handle(Received(keys[1].peer_id, PushPull(recs)), 3.0)
     assert set(me.members) == inside and me.stats["outside_cell"] == len(dropped)
+
+
+def test_cell_node_splits_swim_with_its_cell_and_rejoins_on_merge() -> None:
+    from gossip.cell_node import CellNode
+    from overlay.core.effects import Send
+
+    rng = random.Random(7)
+    keys = [KeyPair.from_rng_seed(rng.randbytes(32)) for _ in range(30)]
+    cores = [Swim(k, LAN, rng=random.Random(i)) for i, k in enumerate(keys)]
+    me = keys[0].peer_id
+    node = CellNode(cores[0], CellCore(me, CellConfig(cap=20, hold_s=10.0,
+                                                      check_interval_s=5.0), random.Random(1)))
+    node.handle(StartCells(CellId()), 0.0)
+    node.handle(Received(keys[1].peer_id, PushPull(tuple(c.local.record() for c in cores))), 1.0)
+    assert len(node.swim.members) == 29  # 30 live > cap 20
+    node.handle(TimerFired(CHECK_TIMER), 5.0)
+    out = node.handle(TimerFired(CHECK_TIMER), 16.0)
+    [ev] = [e.event for e in out if isinstance(e, Emit) and isinstance(e.event, CellChanged)]
+    assert ev.reason == "split" and node.cells.cell == ev.new
+    assert all(ev.new.contains(cell_key(p)) for p in node.swim.members)
+    # Raise the cap (as if the cell and its sibling had shrunk below half of it):
+    # merge back and join through the sibling's members.
+    node.cells.config = CellConfig(cap=100, hold_s=10.0, check_interval_s=5.0)
+    sib = ev.new.sibling()
+    assert sib is not None
+    outside = [k.peer_id for k in keys if sib.contains(cell_key(k.peer_id))]
+    node.merge_seeds = tuple(outside[:2])
+    node.handle(SiblingSize(sib, len(outside)), 17.0)
+    node.handle(TimerFired(CHECK_TIMER), 20.0)
+    out = node.handle(TimerFired(CHECK_TIMER), 31.0)
+    assert any(isinstance(e, Emit) and isinstance(e.event, CellChanged)
+               and e.event.reason == "merge" for e in out)
+    assert {e.peer for e in out if isinstance(e, Send)} >= set(outside[:2])
+    assert node.swim.transitions.cell == CellId()
