@@ -33,11 +33,11 @@ from store.importer import MAX_DIR_DEPTH
 from store.unixfs import DataType, PBNode, UnixFSData, decode_pbnode, decode_unixfs
 
 #: Bytes streamed between releases of mapped LMDB pages (bounds RSS; see blockstore).
-RELEASE_EVERY_BYTES = 32 * 1024 * 1024
+RELEASE_EVERY_BYTES = 16 * 1024 * 1024
 #: How far ahead of the writer `cat`/`get` look up and hash raw leaves. Looking a block
 #: up faults in its first page, and the kernel's read-around brings in the rest while
 #: earlier blocks are hashed: cold reads keep the disk busy. Measured in docs/store.md.
-VERIFY_AHEAD_BYTES = 64 * 1024 * 1024
+VERIFY_AHEAD_BYTES = 32 * 1024 * 1024
 #: Threads hashing leaves ahead (hashlib releases the GIL on large buffers).
 VERIFY_THREADS = 2
 
