@@ -7,8 +7,9 @@ One run on generated data (1 GiB by default, `--size-mib` to shrink) prints:
   blocks (64-block transactions, CIDs computed beforehand). The durable-write limit of
   an import is min(sha256, LMDB puts): an add overlaps the two on two threads;
 - add MB/s in-process (Importer → LMDB) and through the CLI into a fresh home
-  (`colony add`, a real subprocess, including interpreter start-up), with the ratio of
-  the CLI figure to the durable-write limit;
+  (`colony add`, a real subprocess, including interpreter start-up), with the ratio to
+  the durable-write limit; limit and adds in `--rounds` interleaved rounds (medians,
+  ratios within a round);
 - cold reads, in `--rounds` interleaved rounds (this VM's disk scatters 2-3× between
   consecutive reads, so each figure is a median and ratios are taken within a round):
   the same bytes read from a flat file, the flat file read and sha256-hashed (the work
@@ -145,45 +146,69 @@ def load() -> str:
 
 
 def print_rate(name: str, rate: float, ref: float, ref_name: str) -> None:
-    print(f"  {name:<44} {rate:8.0f} MB/s   {rate / ref:6.2f} of {ref_name}")
+    print(f"  {name:<44} {rate:8.0f} MB/s   {rate / ref:5.2f} of {ref_name}")
 
 
-def imports(tmp: Path, src: Path, size: int) -> tuple[Cid, float]:
-    """Limits and adds; prints them and returns the v1 CID and the durable limit."""
-    sha, sha_cpu = sha256_limit(min(size, 256 << 20))
-    disk = disk_limit(tmp, size)
-    puts = lmdb_put_limit(src, tmp)
-    limit = min(sha, puts)
-    print(f"import ({load()})")
-    print(f"  {'sha256 on 256 KiB blocks':<44} {sha:8.0f} MB/s")
-    print(f"  {'disk write + fdatasync':<44} {disk:8.0f} MB/s")
-    print(f"  {'bare synced LMDB puts of the same blocks':<44} {puts:8.0f} MB/s")
-    print(f"  {'durable-write limit = min(sha256, puts)':<44} {limit:8.0f} MB/s")
-    with BlockStore(tmp / "inproc", initial_map_size_mib=256) as store:
+def add_inproc(src: Path, dir_: Path, version: int) -> tuple[float, float, Cid]:
+    """(MB/s, CPU s per GiB over all threads, root) of an Importer add into `dir_`."""
+    shutil.rmtree(dir_, ignore_errors=True)
+    size = src.stat().st_size
+    with BlockStore(dir_, initial_map_size_mib=256) as store:
         t, c = time.perf_counter(), time.process_time()
-        added = Importer(store, ImportOptions(cid_version=1)).add_path(src)
-        print_rate("add in-process (v1, raw leaves)", size / (time.perf_counter() - t) / MB,
-                   limit, "limit")
-        add_cpu = (time.process_time() - c) / (size / 2**30)
-    with BlockStore(tmp / "inproc-v0", initial_map_size_mib=256) as store:
-        t = time.perf_counter()
-        Importer(store, ImportOptions(cid_version=0)).add_path(src)
-        print_rate("add in-process (v0, dag-pb leaves)", size / (time.perf_counter() - t) / MB,
-                   limit, "limit")
-    shutil.rmtree(tmp / "inproc-v0")
-    home = tmp / "node"  # a fresh home, as a user runs it
+        added = Importer(store, ImportOptions(cid_version=version)).add_path(src)
+        rate = size / (time.perf_counter() - t) / MB
+        cpu = (time.process_time() - c) / (size / 2**30)
+    return rate, cpu, added.cid
+
+
+def add_cli(src: Path, home: Path) -> tuple[float, str]:
+    """MB/s of `colony add` into a fresh home, as a user runs it (with start-up)."""
+    shutil.rmtree(home, ignore_errors=True)
     init_home(home, quiet=True)
     env = {**os.environ, "COLONY_HOME": str(home)}
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "overlay.cli.main", "add", "-Q", str(src)],
                        env=env, capture_output=True, text=True, check=True)
-    print_rate("add via CLI into a fresh home (colony add)",
-               size / (time.perf_counter() - t) / MB, limit, "limit")
-    assert r.stdout.strip() == str(added.cid), "CLI and in-process CIDs differ"
-    shutil.rmtree(home)
-    print(f"  CPU per GiB added in-process (v1): {add_cpu:.2f} s, all threads; sha256 alone "
-          f"{sha_cpu:.2f} s")
-    return added.cid, limit
+    return src.stat().st_size / (time.perf_counter() - t) / MB, r.stdout.strip()
+
+
+def imports(tmp: Path, src: Path, size: int, rounds: int) -> Cid:
+    """Limits and adds in interleaved rounds (medians; ratios within a round); prints
+    them and returns the v1 CID, left in ``tmp/inproc`` for the reads."""
+    sha, sha_cpu = sha256_limit(min(size, 256 << 20))
+    disk = disk_limit(tmp, size)
+    lo = os.getloadavg()[0]
+    runs: dict[str, list[float]] = {"puts": [], "inproc": [], "cli": []}
+    cpu: list[float] = []
+    cid = None
+    for _ in range(rounds):
+        runs["puts"].append(lmdb_put_limit(src, tmp))
+        rate, c, cid = add_inproc(src, tmp / "inproc", 1)
+        runs["inproc"].append(rate)
+        cpu.append(c)
+        rate, printed = add_cli(src, tmp / "node")
+        runs["cli"].append(rate)
+        assert printed == str(cid), "CLI and in-process CIDs differ"
+    shutil.rmtree(tmp / "node")
+    v0 = add_inproc(src, tmp / "inproc-v0", 0)[0]
+    shutil.rmtree(tmp / "inproc-v0")
+    hi = os.getloadavg()[0]
+    limits = [min(sha, p) for p in runs["puts"]]
+    print(f"import, {rounds} rounds (load {lo:.1f}→{hi:.1f})")
+    print(f"  {'sha256 on 256 KiB blocks':<44} {sha:8.0f} MB/s")
+    print(f"  {'disk write + fdatasync':<44} {disk:8.0f} MB/s")
+    for name, key in (("bare synced LMDB puts of the same blocks", "puts"),
+                      ("add in-process (v1, raw leaves)", "inproc"),
+                      ("add via CLI into a fresh home (colony add)", "cli")):
+        ratios = [a / b for a, b in zip(runs[key], limits, strict=True)]
+        print(f"  {name:<44} {statistics.median(runs[key]):8.0f} MB/s   "
+              f"{statistics.median(ratios):5.2f} of min(sha256, puts) "
+              f"(rounds: {' '.join(f'{x:.0f}' for x in runs[key])})")
+    print(f"  {'add in-process (v0, dag-pb leaves), once':<44} {v0:8.0f} MB/s")
+    print(f"  CPU per GiB added in-process (v1): {statistics.median(cpu):.2f} s, all threads; "
+          f"sha256 alone {sha_cpu:.2f} s")
+    assert cid is not None
+    return cid
 
 
 def reads(src: Path, store_dir: Path, cid: Cid, size: int, rounds: int,
@@ -241,7 +266,7 @@ def main() -> int:
         src = tmp / "data.bin"
         make_file(src, size)
         print(f"store benchmark: {args.size_mib} MiB, 256 KiB chunks")
-        cid, _ = imports(tmp, src, size)
+        cid = imports(tmp, src, size, args.rounds)
         reads(src, tmp / "inproc", cid, size, args.rounds, args.nordahead)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
