@@ -1,19 +1,25 @@
-"""Store throughput: import and cat against the sha256 limit (DESIGN §4).
+"""Store throughput: import and cat against limits measured in the same run (DESIGN §4).
 
 One run on generated data (1 GiB by default, `--size-mib` to shrink) prints:
 
-- sha256 MB/s on 256 KiB blocks: the limit (every byte must be hashed once on import
-  and once on a verified read);
-- disk write + fdatasync MB/s of the same amount of data (a second limit: an add is
-  acknowledged only once its blocks are fsync'd, so it cannot beat the disk);
-- add MB/s in-process (Importer → LMDB) and through the CLI (`colony add`, a real
-  subprocess, including interpreter start-up);
-- cat MB/s warm (pages cached) and cold (page cache dropped with
-  /proc/sys/vm/drop_caches, or posix_fadvise(DONTNEED) on data.mdb when that is not
-  permitted), for LMDB opened with readahead on (the default) and off (MDB_NORDAHEAD);
-- each figure's ratio to the sha256 limit;
-- CPU seconds (all threads) per GiB of the in-process add against sha256's: steadier
-  than wall-clock rates on a shared machine.
+- limits: sha256 MB/s on 256 KiB blocks (every byte is hashed once on import and once
+  on a verified read), disk write + fdatasync, and bare synced LMDB puts of the same
+  blocks (64-block transactions, CIDs computed beforehand). The durable-write limit of
+  an import is min(sha256, LMDB puts): an add overlaps the two on two threads;
+- add MB/s in-process (Importer → LMDB) and through the CLI into a fresh home
+  (`colony add`, a real subprocess, including interpreter start-up), with the ratio to
+  the durable-write limit; limit and adds in `--rounds` interleaved rounds (medians,
+  ratios within a round);
+- cold reads, in `--rounds` interleaved rounds (this VM's disk scatters 2-3× between
+  consecutive reads, so each figure is a median and ratios are taken within a round):
+  the same bytes read from a flat file, the flat file read and sha256-hashed (the work
+  of a verified read), and `cat` through the exporter with and without hashing ahead
+  on threads (`Exporter(verify_ahead=...)`). The page cache is dropped before each
+  read with /proc/sys/vm/drop_caches (as root), otherwise posix_fadvise(DONTNEED) on
+  data.mdb and the flat file; the header says which;
+- warm reads: `cat` vs the flat file with everything cached;
+- `--nordahead`: also a cold `cat` with LMDB opened with MDB_NORDAHEAD (slow);
+- the load average next to the figures (the machine is shared).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import argparse
 import hashlib
 import os
 import random
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,9 +39,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from overlay.cli.cmd_node import init_home
-from overlay.core.cid import Cid
+from overlay.core.cid import RAW, Cid
 from store.blockstore import BlockStore
-from store.exporter import Exporter
+from store.exporter import VERIFY_AHEAD_BYTES, Exporter
 from store.importer import Importer, ImportOptions
 
 MB = 1e6
@@ -79,98 +87,189 @@ def make_file(path: Path, size: int) -> None:
             left -= n
 
 
-def drop_caches(store_dir: Path) -> str:
+def drop_caches(*files: Path) -> str:
+    """Evict the page cache: all of it when allowed, else these files' pages."""
     os.sync()
     try:
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
         return "drop_caches"
     except OSError:
-        fd = os.open(store_dir / "data.mdb", os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-        return "fadvise"
+        for path in files:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+        return "posix_fadvise(DONTNEED)"
 
 
-def cat_rate(store_dir: Path, cid: Cid, *, readahead: bool) -> tuple[float, int]:
+def lmdb_put_limit(src: Path, dir_: Path) -> float:
+    """Bare synced LMDB puts of the file's 256 KiB blocks, 64 per transaction, with
+    the CIDs computed beforehand: the store's share of a durable import."""
+    with open(src, "rb") as f:
+        cids = [Cid.of(RAW, b) for b in iter(lambda: f.read(CHUNK), b"")]
+    with BlockStore(dir_ / "puts", initial_map_size_mib=256) as store, open(src, "rb") as f:
+        t = time.perf_counter()
+        for i in range(0, len(cids), 64):
+            store.put_many([(c, f.read(CHUNK), None) for c in cids[i:i + 64]])
+            store.release_mapped_pages()
+        rate = src.stat().st_size / (time.perf_counter() - t) / MB
+    shutil.rmtree(dir_ / "puts")
+    return rate
+
+
+def flat_rate(src: Path, *, hashed: bool) -> float:
+    """Read `src` in 256 KiB reads (and hash each, if `hashed`)."""
+    t = time.perf_counter()
+    with open(src, "rb", buffering=0) as f:
+        for b in iter(lambda: f.read(CHUNK), b""):
+            if hashed:
+                hashlib.sha256(b).digest()
+    return src.stat().st_size / (time.perf_counter() - t) / MB
+
+
+def cat_rate(store_dir: Path, cid: Cid, *, readahead: bool = True,
+             ahead: int = VERIFY_AHEAD_BYTES) -> tuple[float, int]:
     with BlockStore(store_dir, readahead=readahead) as store:
         fd = os.open(os.devnull, os.O_WRONLY)
         try:
             t = time.perf_counter()
-            n = Exporter(store).cat(cid, lambda mv: os.write(fd, mv))
+            n = Exporter(store, verify_ahead=ahead).cat(cid, lambda mv: os.write(fd, mv))
             dt = time.perf_counter() - t
         finally:
             os.close(fd)
     return n / dt / MB, n
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size-mib", type=int, default=1024)
-    ap.add_argument("--dir", type=Path, default=None, help="work dir (default: a temp dir)")
-    args = ap.parse_args()
-    size = args.size_mib << 20
-    tmp = Path(tempfile.mkdtemp(prefix="colony-bench-store-", dir=args.dir))
-    src = tmp / "data.bin"
-    make_file(src, size)
+def load() -> str:
+    return "load " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
-    limit, sha_cpu = sha256_limit(min(size, 256 << 20))
-    disk = disk_limit(tmp, size)
-    rows: list[tuple[str, float]] = []
 
-    # In-process add into a fresh store (source file warm in the page cache). CPU time
-    # (all threads) per GiB is steadier than wall time on a shared machine.
-    with BlockStore(tmp / "inproc", initial_map_size_mib=256) as store:
+def print_rate(name: str, rate: float, ref: float, ref_name: str) -> None:
+    print(f"  {name:<44} {rate:8.0f} MB/s   {rate / ref:5.2f} of {ref_name}")
+
+
+def add_inproc(src: Path, dir_: Path, version: int) -> tuple[float, float, Cid]:
+    """(MB/s, CPU s per GiB over all threads, root) of an Importer add into `dir_`."""
+    shutil.rmtree(dir_, ignore_errors=True)
+    size = src.stat().st_size
+    with BlockStore(dir_, initial_map_size_mib=256) as store:
         t, c = time.perf_counter(), time.process_time()
-        added = Importer(store, ImportOptions(cid_version=1)).add_path(src)
-        rows.append(("add in-process (v1, raw leaves)", size / (time.perf_counter() - t) / MB))
-        add_cpu = (time.process_time() - c) / (size / 2**30)
-    with BlockStore(tmp / "inproc-v0", initial_map_size_mib=256) as store:
-        t = time.perf_counter()
-        Importer(store, ImportOptions(cid_version=0)).add_path(src)
-        rows.append(("add in-process (v0, dag-pb leaves)", size / (time.perf_counter() - t) / MB))
+        added = Importer(store, ImportOptions(cid_version=version)).add_path(src)
+        rate = size / (time.perf_counter() - t) / MB
+        cpu = (time.process_time() - c) / (size / 2**30)
+    return rate, cpu, added.cid
 
-    # Through the CLI, as a user runs it.
-    home = tmp / "node"
+
+def add_cli(src: Path, home: Path) -> tuple[float, str]:
+    """MB/s of `colony add` into a fresh home, as a user runs it (with start-up)."""
+    shutil.rmtree(home, ignore_errors=True)
     init_home(home, quiet=True)
     env = {**os.environ, "COLONY_HOME": str(home)}
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "overlay.cli.main", "add", "-Q", str(src)],
                        env=env, capture_output=True, text=True, check=True)
-    rows.append(("add via CLI (colony add)", size / (time.perf_counter() - t) / MB))
-    assert r.stdout.strip() == str(added.cid), "CLI and in-process CIDs differ"
+    return src.stat().st_size / (time.perf_counter() - t) / MB, r.stdout.strip()
 
-    store_dir = tmp / "inproc"
-    cat_rate(store_dir, added.cid, readahead=True)  # warm the cache
-    warm, n = cat_rate(store_dir, added.cid, readahead=True)
-    assert n == size
-    rows.append(("cat warm (verified, zero-copy)", warm))
+
+def imports(tmp: Path, src: Path, size: int, rounds: int) -> Cid:
+    """Limits and adds in interleaved rounds (medians; ratios within a round); prints
+    them and returns the v1 CID, left in ``tmp/inproc`` for the reads."""
+    sha, sha_cpu = sha256_limit(min(size, 256 << 20))
+    disk = disk_limit(tmp, size)
+    lo = os.getloadavg()[0]
+    runs: dict[str, list[float]] = {"puts": [], "inproc": [], "cli": []}
+    cpu: list[float] = []
+    cid = None
+    for _ in range(rounds):
+        runs["puts"].append(lmdb_put_limit(src, tmp))
+        rate, c, cid = add_inproc(src, tmp / "inproc", 1)
+        runs["inproc"].append(rate)
+        cpu.append(c)
+        rate, printed = add_cli(src, tmp / "node")
+        runs["cli"].append(rate)
+        assert printed == str(cid), "CLI and in-process CIDs differ"
+    shutil.rmtree(tmp / "node")
+    v0 = add_inproc(src, tmp / "inproc-v0", 0)[0]
+    shutil.rmtree(tmp / "inproc-v0")
+    hi = os.getloadavg()[0]
+    limits = [min(sha, p) for p in runs["puts"]]
+    print(f"import, {rounds} rounds (load {lo:.1f}→{hi:.1f})")
+    print(f"  {'sha256 on 256 KiB blocks':<44} {sha:8.0f} MB/s")
+    print(f"  {'disk write + fdatasync':<44} {disk:8.0f} MB/s")
+    for name, key in (("bare synced LMDB puts of the same blocks", "puts"),
+                      ("add in-process (v1, raw leaves)", "inproc"),
+                      ("add via CLI into a fresh home (colony add)", "cli")):
+        ratios = [a / b for a, b in zip(runs[key], limits, strict=True)]
+        print(f"  {name:<44} {statistics.median(runs[key]):8.0f} MB/s   "
+              f"{statistics.median(ratios):5.2f} of min(sha256, puts) "
+              f"(rounds: {' '.join(f'{x:.0f}' for x in runs[key])})")
+    print(f"  {'add in-process (v0, dag-pb leaves), once':<44} {v0:8.0f} MB/s")
+    print(f"  CPU per GiB added in-process (v1): {statistics.median(cpu):.2f} s, all threads; "
+          f"sha256 alone {sha_cpu:.2f} s")
+    assert cid is not None
+    return cid
+
+
+def reads(src: Path, store_dir: Path, cid: Cid, size: int, rounds: int,
+          nordahead: bool) -> None:
+    """Cold reads in interleaved rounds (medians, ratios within a round), then warm."""
+    files = (src, store_dir / "data.mdb")
+    names = ("flat file", "flat file + sha256", "cat, verify ahead", "cat, no verify ahead")
+    runs: dict[str, list[float]] = {n: [] for n in names}
     how = ""
-    for ra in (True, False):
-        how = drop_caches(store_dir)
-        cold, _ = cat_rate(store_dir, added.cid, readahead=ra)
-        rows.append((f"cat cold, readahead={'on' if ra else 'off'}", cold))
-    # A cold read of the same bytes as a flat file, for scale.
-    drop_caches(store_dir)
-    t = time.perf_counter()
-    with open(src, "rb", buffering=0) as f:
-        while f.read(CHUNK):
-            pass
-    rows.append(("flat file cold read (reference)", size / (time.perf_counter() - t) / MB))
+    lo = os.getloadavg()[0]
+    for _ in range(rounds):
+        how = drop_caches(*files)
+        runs[names[0]].append(flat_rate(src, hashed=False))
+        drop_caches(*files)
+        runs[names[1]].append(flat_rate(src, hashed=True))
+        drop_caches(*files)
+        rate, n = cat_rate(store_dir, cid)
+        assert n == size
+        runs[names[2]].append(rate)
+        drop_caches(*files)
+        runs[names[3]].append(cat_rate(store_dir, cid, ahead=0)[0])
+    hi = os.getloadavg()[0]
+    print(f"cold reads, {rounds} rounds, page cache dropped with {how} (load {lo:.1f}→{hi:.1f})")
+    flat = runs[names[0]]
+    for name in names:
+        med = statistics.median(runs[name])
+        ratios = [a / b for a, b in zip(runs[name], flat, strict=True)]
+        print(f"  {name:<44} {med:8.0f} MB/s   {statistics.median(ratios):5.2f} of flat file "
+              f"(rounds: {' '.join(f'{x:.0f}' for x in runs[name])})")
+    if nordahead:
+        drop_caches(*files)
+        rate, _ = cat_rate(store_dir, cid, readahead=False)
+        print(f"  {'cat, LMDB MDB_NORDAHEAD':<44} {rate:8.0f} MB/s")
+    cat_rate(store_dir, cid)  # warm the cache
+    flat_rate(src, hashed=False)
+    print(f"warm reads ({load()})")
+    fw = statistics.median(flat_rate(src, hashed=False) for _ in range(3))
+    print(f"  {'flat file':<44} {fw:8.0f} MB/s")
+    for ahead in (VERIFY_AHEAD_BYTES, 0):
+        rate = statistics.median(cat_rate(store_dir, cid, ahead=ahead)[0] for _ in range(3))
+        print_rate(f"cat, verify ahead {ahead >> 20} MiB", rate, fw, "flat file")
 
-    print(f"store benchmark: {args.size_mib} MiB, 256 KiB chunks, cold via {how}")
-    print(f"  {'sha256 on 256 KiB blocks (limit)':<40} {limit:8.0f} MB/s")
-    print(f"  {'disk write + fdatasync (durable limit)':<40} {disk:8.0f} MB/s")
-    for name, rate in rows:
-        print(f"  {name:<40} {rate:8.0f} MB/s   {rate / limit:6.1%} of sha256"
-              + (f"   {rate / disk:6.1%} of disk" if name.startswith("add") else ""))
-    print(f"  CPU per GiB added in-process (v1): {add_cpu:.2f} s, all threads; sha256 alone "
-          f"{sha_cpu:.2f} s (ratio {add_cpu / sha_cpu:.2f})")
-    import shutil
 
-    shutil.rmtree(tmp, ignore_errors=True)
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--nordahead", action="store_true", help="also cat with MDB_NORDAHEAD")
+    ap.add_argument("--dir", type=Path, default=None, help="work dir (default: a temp dir)")
+    args = ap.parse_args()
+    size = args.size_mib << 20
+    tmp = Path(tempfile.mkdtemp(prefix="colony-bench-store-", dir=args.dir))
+    try:
+        src = tmp / "data.bin"
+        make_file(src, size)
+        print(f"store benchmark: {args.size_mib} MiB, 256 KiB chunks")
+        cid = imports(tmp, src, size, args.rounds)
+        reads(src, tmp / "inproc", cid, size, args.rounds, args.nordahead)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -13,6 +13,7 @@ Prints, for N daemons (default 20) on 127.0.0.1:
     the check that each event launched exactly one capsule.
 
 Run: .venv/bin/python bench/triggers.py [--nodes 20] [--latency 30] [--burst 100]
+     [--kill holder|leader]   (the issue's run: --nodes 10 --burst 500 --kill leader)
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=20)
     ap.add_argument("--latency", type=int, default=30, help="events one at a time")
     ap.add_argument("--burst", type=int, default=100, help="events sent at once")
+    ap.add_argument("--kill", choices=["holder", "leader"], default=None,
+                    help="kill -9, half-way through the burst, the node holding the "
+                         "trigger's lease or its leading custodian (events then sent "
+                         "one at a time)")
     args = ap.parse_args()
     rng = random.Random(1)
     spec: dict[str, Any] = {"command": ["true"], "maxexectime_s": 60}
@@ -95,16 +100,32 @@ def main() -> None:
         first = events.first_time("CapsuleStarted")
         lat = [min(first[i] for i in found[n] if i in first) - t for n, t in sent.items()]
 
+        killed: list[Node] = []
+        live = list(c.nodes)
+
         def send(i: int) -> None:
-            c.nodes[rng.randrange(args.nodes)].api(30).call(
-                "POST", "/v1/events/send", {"name": "bench", "payload": f"b{i}"})
+            if args.kill and i == args.burst // 2:  # kill -9 mid-stream
+                rec = live[0].api(10).call("GET", "/v1/triggers/get", id=tid)["record"]
+                who = rec["executor"] if args.kill == "holder" else rec["custodians"][0]
+                victim = next(n for n in c.nodes if n.peer_id == who)
+                if victim is not c.nodes[0]:
+                    victim.kill()
+                    killed.append(victim)
+                    live.remove(victim)
+            node = live[rng.randrange(len(live))]
+            try:
+                node.api(30).call("POST", "/v1/events/send",
+                                  {"name": "bench", "payload": f"b{i}"})
+            except Exception:  # it was just killed: send through another
+                live[0].api(30).call("POST", "/v1/events/send",
+                                     {"name": "bench", "payload": f"b{i}"})
 
         t_burst = time.time()
-        with ThreadPoolExecutor(16) as pool:
+        with ThreadPoolExecutor(1 if args.kill else 16) as pool:
             list(pool.map(send, range(args.burst)))
         names = {f"ev-b{i}" for i in range(args.burst)}
-        wait_for(lambda: names <= set(derived(c.nodes, tid)), 600, "burst launched", every=0.5)
-        found = derived(c.nodes, tid)
+        wait_for(lambda: names <= set(derived(live, tid)), 600, "burst launched", every=0.5)
+        found = derived(live, tid)
         ids = [i for n in names for i in found[n]]
         wait_for(lambda: all(events.count("CapsuleFinished")[i] >= 1 for i in ids), 600,
                  "burst finished", every=0.2)  # fmt: skip
@@ -121,6 +142,9 @@ def main() -> None:
     print(f"{'event→running, triggered capsule':<44} p50 {p50 * ms:7.1f} ms  "
           f"p99 {pct(lat, 99) * ms:7.1f} ms  (goal p50 ≤ 100 ms: "
           f"{'met' if p50 <= 0.1 else 'NOT met'}; ratio to limit {p50 / lim:.2f})")
+    if args.kill:
+        print(f"killed the trigger's {args.kill} half-way: "
+              f"{[n.home.name for n in killed] or 'no (it was the API node)'}")
     print(f"{'burst of ' + str(args.burst) + ' events':<44} {rate:7.1f} triggered capsules/s"
           f"  ({dupes} duplicate capsules: exactly once {'held' if dupes == 0 else 'BROKEN'})")
 

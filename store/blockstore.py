@@ -196,6 +196,8 @@ class BlockStore:
             self._write(lambda txn: txn.put(b"format", _U64.pack(FORMAT_VERSION),
                                             db=self._meta, overwrite=False))
         self._lock_fd: int | None = None
+        #: (gate.resizes, address ranges of data.mdb's mapping) for release_mapped_pages.
+        self._mapped: tuple[int, list[tuple[int, int]]] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -242,15 +244,29 @@ class BlockStore:
         """
         if _libc is None:
             return
+        # The map moves only in a resize (set_mapsize, always through the gate), so
+        # the ranges found in /proc/self/maps (≈ 2 ms to parse) are kept until the
+        # next one. Holding the gate keeps a resize from running in between.
+        with self.gate.txn():
+            key = self.gate.resizes
+            if self._mapped is None or self._mapped[0] != key:
+                self._mapped = (key, self._map_ranges())
+            for lo, hi in self._mapped[1]:
+                _libc.madvise(lo, hi - lo, _MADV_DONTNEED)
+
+    def _map_ranges(self) -> list[tuple[int, int]]:
+        """Address ranges of this process's mappings of data.mdb."""
         target = str((self.path / "data.mdb").resolve())
+        out: list[tuple[int, int]] = []
         try:
             with open("/proc/self/maps") as f:
-                lines = [ln for ln in f if ln.rstrip("\n").endswith(target)]
+                for ln in f:
+                    if ln.rstrip("\n").endswith(target):
+                        lo, hi = ln.split(None, 1)[0].split("-")
+                        out.append((int(lo, 16), int(hi, 16)))
         except OSError:
-            return
-        for ln in lines:
-            lo, hi = (int(x, 16) for x in ln.split(None, 1)[0].split("-"))
-            _libc.madvise(lo, hi - lo, _MADV_DONTNEED)
+            pass
+        return out
 
     # ------------------------------------------------------------ transactions
 
