@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean system-deps sim-golden faults faults-real
+.PHONY: demo test test-long lint bench clean system-deps sim-golden faults faults-real
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,9 @@ faults: $(STAMP)
 ## held 60 s, healed (bench/faults_real.py); then kill -9 of random daemons in a loop
 ## during fetches and capsule runs (bench/faults_kill.py, ~5 min). Short versions in
 ## the suite: tests/integration/test_faults_*.py.
+test-long: $(STAMP) system-deps
+	$(PY) -m pytest -q -m long
+
 faults-real: $(STAMP) system-deps
 	PYTHONPATH=. $(PY) bench/faults_real.py
 	PYTHONPATH=. $(PY) bench/faults_kill.py --seeds $(REAL_FAULT_SEEDS)

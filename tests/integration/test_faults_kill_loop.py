@@ -14,7 +14,9 @@ import pytest
 from colony_cluster import Cluster
 from kill_loop import KillLoop
 
-pytestmark = pytest.mark.slow
+# Long (~40 s): not in the default suite (`make test-long`); test_faults_kill9.py is the
+# suite's short kill -9 run, bench/faults_kill.py the long campaign with the same harness.
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 SEED = 5
 
