@@ -15,7 +15,10 @@ of ``chain[i]``. `verify_chain` enforces, in this order, for every link:
 2. same colony throughout; chain length ≤ `MAX_CHAIN_DEPTH`;
 3. every non-leaf link grants ``admit``; a delegated link carries a subset of its
    delegator's roles and expires no later than it (no outliving the delegator);
-4. ``issued ≤ now < expires`` for every link;
+4. ``issued − CLOCK_SKEW_S ≤ now < expires`` for every link: a certificate is taken up
+   to `CLOCK_SKEW_S` before its issue time, because the checker's clock may be behind
+   the issuer's (a node 5 min slow refused every fresh member before); expiry is
+   strict by the checker's clock (a fast clock only expels early, the safe side);
 5. no link is revoked by a key with authority over it (the owner, or any issuer at or
    above that link in the chain);
 6. the leaf's subject is the expected peer and it grants the requested role.
@@ -353,6 +356,11 @@ def _check_link(cert: Certificate) -> None:
         raise BadSignature(f"certificate for {_short(cert.subject)} differs from its signed body")
 
 
+#: How far behind an issuer's clock a checker's may be (verify_chain rule 4): 10 min,
+#: twice the 5 min Kerberos allows, since colonies span sites without a shared NTP.
+CLOCK_SKEW_S = 600.0
+
+
 def verify_chain(
     chain: Sequence[Certificate],
     colony_owner: PublicKey | bytes,
@@ -416,7 +424,7 @@ def verify_chain(
             raise ExpiredError(
                 f"certificate for {_short(cert.subject)} expired at {_fmt_time(cert.expires)}"
             )
-        if now < cert.issued:
+        if now + CLOCK_SKEW_S < cert.issued:
             raise NotAuthorized(
                 f"certificate for {_short(cert.subject)} is not valid before "
                 f"{_fmt_time(cert.issued)}"

@@ -8,6 +8,7 @@ import pickle
 import pytest
 
 from overlay.core.certs import (
+    CLOCK_SKEW_S,
     Certificate,
     JoinToken,
     NotAuthorized,
@@ -57,10 +58,13 @@ def test_expired_certificate_names_peer_and_time() -> None:
         verify_chain([c], OWNER.public, C.peer_id, "member", NOW)
 
 
-def test_not_yet_valid_certificate_is_refused() -> None:
-    c = cert(OWNER, C, ("member",), issued=NOW + 10)
+def test_not_yet_valid_certificate_is_refused_beyond_the_clock_skew() -> None:
+    late = cert(OWNER, C, ("member",), issued=NOW + CLOCK_SKEW_S + 10)
     with pytest.raises(NotAuthorized, match="not valid before"):
-        verify_chain([c], OWNER.public, C.peer_id, "member", NOW)
+        verify_chain([late], OWNER.public, C.peer_id, "member", NOW)
+    # A checker whose clock is behind the issuer's (by less than the skew) accepts it.
+    fresh = cert(OWNER, C, ("member",), issued=NOW + 300)
+    assert verify_chain([fresh], OWNER.public, C.peer_id, "member", NOW).subject == C.peer_id
 
 
 def test_wrong_colony_is_refused() -> None:
