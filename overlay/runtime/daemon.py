@@ -290,6 +290,10 @@ class Daemon:
         }
         for proto, n in sorted(t.queue_full_by_protocol.items()):
             out[f"transport.queue_full.{proto}"] = n
+        # Inbound streams reset for their peer's fault (bad message, bad request, too
+        # many streams…): the frames still on them are lost with them.
+        for reason, n in sorted(t.streams_dropped.items()):
+            out[f"transport.stream_dropped.{reason}"] = n
         return out
 
     # ------------------------------------------------------------ lifecycle

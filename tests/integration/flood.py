@@ -1,0 +1,71 @@
+"""A peer flooding a daemon with frames while another fetches from it (the harness of
+test_faults_flood.py and bench/flood.py).
+
+The flooder is a Transport in the calling process with its own key: it connects to
+the target and posts, at `rate` frames/s, a mix of malformed frames (random bytes and
+truncated CBOR on the gossip and DHT protocols) and well-formed Bitswap want lists for
+blocks nobody has. Posting never blocks the flooder (full queues drop on its side), so
+the offered rate is what the target must absorb.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import trio
+
+from overlay.core.cid import RAW, Cid
+from overlay.core.crypto import KeyPair
+from overlay.core.ids import PeerId
+from overlay.exchange.messages import BitswapMessage, WantEntry
+from overlay.runtime.net.transport import Codec, Transport
+from overlay.runtime.services.host_ad import PROTO_BITSWAP, PROTO_GOSSIP
+
+KAD = "/colony/kad/1.0.0"
+
+
+@dataclass
+class FloodReport:
+    offered: int = 0
+    posted: int = 0
+    reconnects: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _frames() -> list[tuple[str, bytes]]:
+    wants = BitswapMessage(wants=tuple(
+        WantEntry(Cid.of(RAW, os.urandom(16)).to_bytes(), priority=1)
+        for _ in range(8))).to_bytes()
+    return [(PROTO_GOSSIP, os.urandom(200)), (KAD, b"\x82\x00\xff"),
+            (PROTO_BITSWAP, wants), (PROTO_GOSSIP, b"\xa1\x61"), (KAD, os.urandom(64))]
+
+
+async def flood(target: PeerId, addr: str, rate: int, seconds: float,
+                report: FloodReport) -> None:
+    """Post `rate` frames/s at `target` for `seconds`, reconnecting if it drops us."""
+    async with Transport.open(KeyPair.generate(), ["/ip4/127.0.0.1/tcp/0"]) as t:
+        for proto in (PROTO_GOSSIP, PROTO_BITSWAP, KAD):
+            t.codec_for(proto, Codec.RAW)
+        await t.connect(addr)
+        frames = _frames()
+        tick = 0.01
+        per_tick = max(1, int(rate * tick))
+        deadline = trio.current_time() + seconds
+        i = 0
+        while trio.current_time() < deadline:
+            if not t.is_connected(target):
+                report.reconnects += 1
+                try:
+                    with trio.fail_after(5):
+                        await t.connect(addr)
+                except Exception as e:  # the target refuses us for now: keep trying
+                    report.errors.append(repr(e)[:120])
+                    await trio.sleep(0.2)
+                    continue
+            for _ in range(per_tick):
+                proto, body = frames[i % len(frames)]
+                i += 1
+                report.offered += 1
+                report.posted += bool(t.post(target, proto, body))
+            await trio.sleep(tick)

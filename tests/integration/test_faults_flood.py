@@ -1,0 +1,68 @@
+"""A peer flooding a daemon with ~10^4 frames/s (malformed gossip and DHT frames,
+Bitswap wants for blocks nobody has) while another daemon fetches a DAG from it: the
+target lives, the fetch completes byte-identical, the target's memory stays bounded
+and what it dropped is counted in /v1/stats. No timing asserted; bench/flood.py
+compares the flooded fetch rate with an unflooded one in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+sys.path.insert(0, str(Path(__file__).parent))
+from colony_cluster import Cluster, colony_cmd, deterministic_bytes
+from flood import FloodReport, flood
+
+from overlay.core.ids import PeerId
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+RSS_GROWTH_BOUND_KIB = 150 * 1024
+
+
+def _bad_frames(stats: dict[str, object]) -> int:
+    drops = stats["drops"]
+    assert isinstance(drops, dict)
+    return sum(int(v) for k, v in drops.items() if k.startswith("transport."))
+
+
+def test_a_flooding_peer_costs_only_itself(tmp_path: Path) -> None:
+    data = tmp_path / "d.bin"
+    data.write_bytes(deterministic_bytes(16 * 1024 * 1024, seed=9))
+    with Cluster(tmp_path / "c", 2) as c:
+        target, good = c.nodes
+        c.wait_converged(60)
+        cid = json.loads(colony_cmd(target.home, "publish", str(data), "--json",
+                                    timeout=120).stdout)["cid"]
+        rss0 = target.rss_kib()
+        before = target.api().call("GET", "/v1/stats")
+        report = FloodReport()
+        out = tmp_path / "got.bin"
+
+        async def main() -> None:
+            async with trio.open_nursery() as n:
+                n.start_soon(flood, PeerId.from_base58(target.peer_id), target.addr,
+                             10_000, 8.0, report)
+                await trio.sleep(1.0)
+                await trio.to_thread.run_sync(lambda: colony_cmd(
+                    good.home, "fetch", cid, "-o", str(out), timeout=120))
+
+        trio.run(main)
+        assert target.proc is not None and target.proc.poll() is None, "the target died"
+        assert out.read_bytes() == data.read_bytes()
+        after = target.api().call("GET", "/v1/stats")
+        print(f"flood: offered {report.offered}, posted {report.posted}, reconnects "
+              f"{report.reconnects}; target drops {after['drops']}")
+        assert report.offered > 20_000  # the flood ran at its rate
+        # The garbage was counted: each bad frame resets its stream, counted by reason.
+        assert sum(v for k, v in after["drops"].items()
+                   if k.startswith("transport.stream_dropped.")) > 0
+        assert _bad_frames(after) > _bad_frames(before)
+        growth = target.rss_kib() - rss0
+        assert growth < RSS_GROWTH_BOUND_KIB, f"RSS grew by {growth} KiB"
+        assert {m["id"] for m in target.members() if m["state"] == "alive"} == {
+            target.peer_id, good.peer_id}
