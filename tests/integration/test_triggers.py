@@ -124,17 +124,20 @@ def test_cron_fires_once_per_tick(colony: Cluster) -> None:
     tmpl = {"name": "tick-${tick}", "command": ["true"]}
     row = n1.api(30).call("POST", "/v1/triggers/add",
                           {"on": "cron", "schedule": "@every 2s", "template": tmpl})
-    tid, t0 = row["id"], time.time()
+    tid, created = row["id"], float(row["created"])
     time.sleep(12)
     n1.api(30).call("POST", "/v1/triggers/rm", {"id": tid})
-    elapsed = time.time() - t0
+    removed = time.time()
     live = _live(colony)
     time.sleep(3)
     derived = _derived(live, tid)
     assert all(len(ids) == 1 for ids in derived.values())
     ticks = sorted(int(name.split("-")[1]) for name in derived)
+    # Once each, consecutive, on the schedule, none before creation or after removal
+    # (no count against the wall clock: bench/triggers.py measures timing).
+    assert len(ticks) >= 3
     assert all(b - a == 2 for a, b in itertools.pairwise(ticks))
-    assert elapsed / 2 - 3 <= len(ticks) <= elapsed / 2 + 1
+    assert (ticks[0] - int(created)) % 2 == 0 and created < ticks[0] and ticks[-1] <= removed
 
 
 def test_generator_launches_one_capsule_per_batch(colony: Cluster) -> None:

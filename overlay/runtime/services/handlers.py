@@ -269,10 +269,10 @@ class EventHandlers:
 async def _feed(proc: trio.Process, data: bytes) -> None:
     assert proc.stdin is not None
     try:
-        if data:
-            await proc.stdin.send_all(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass  # the script did not read its stdin: fine
+        # A script that does not read its stdin closes it: that is fine.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            if data:
+                await proc.stdin.send_all(data)
     finally:
         await proc.stdin.aclose()
 
