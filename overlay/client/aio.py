@@ -178,5 +178,15 @@ class AsyncColony:
     def events(self) -> AsyncIterator[JsonDict]:
         return _aiter(self.sync.events())
 
+    async def topic_publish(self, topic: str, data: bytes | str) -> JsonDict:
+        return await _run(self.sync.topic_publish, topic, data)
+
+    def topic_subscribe(self, topic: str, *, base64_data: bool = False
+                        ) -> AsyncIterator[JsonDict]:
+        return _aiter(self.sync.topic_subscribe(topic, base64_data=base64_data))
+
+    async def topics(self) -> list[JsonDict]:
+        return await _run(self.sync.topics)
+
 
 __all__ = ["AsyncColony"]

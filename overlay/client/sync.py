@@ -10,6 +10,7 @@ errors (overlay/client/errors.py), never a bare OSError or KeyError.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -229,6 +230,27 @@ class Colony:
     def events(self) -> JsonStream:
         """Follow the node's events until the caller stops iterating."""
         yield from self._with(FOLLOW_TIMEOUT_S).stream("GET", "/v1/events/watch")
+
+
+    # ------------------------------------------------------------ topics
+    def topic_publish(self, topic: str, data: bytes | str) -> JsonDict:
+        """Sign and publish `data` (≤ ~60 KiB) to `topic`; {topic, id, seq, bytes}."""
+        if isinstance(data, str):
+            body: JsonDict = {"topic": topic, "data": data}
+        else:
+            body = {"topic": topic, "data": base64.b64encode(data).decode(), "base64": True}
+        return dict(self.api.call("POST", "/v1/topics/publish", body))
+
+    def topic_subscribe(self, topic: str, *, base64_data: bool = False) -> JsonStream:
+        """Follow `topic` until the caller stops iterating. The first item is
+        `{"subscribed": true, "topic"}` (the node is in the topic's swarm); then one
+        item per message: {topic, id, publisher, epoch, seq, time, data, hop, gap, local}."""
+        yield from self._with(FOLLOW_TIMEOUT_S).stream(
+            "GET", "/v1/topics/subscribe", topic=topic, base64="1" if base64_data else None)
+
+    def topics(self) -> list[JsonDict]:
+        """Topics this node is in, with their views and counters."""
+        return [dict(r) for r in self.api.call("GET", "/v1/topics")]
 
 
 def all_match(have: dict[str, str], want: dict[str, str]) -> bool:

@@ -15,6 +15,7 @@ them and runs them in one nursery; it holds no protocol logic. The pieces:
 | services/bootstrap       | joins through seeds, saved peers and mDNS                |
 | services/capsules, trust | capsules; colony trust (docs/trust.md)                   |
 | services/handlers        | `[handlers]` scripts on member and user events (serf's)  |
+| services/topics          | tier-2 topics (HyParView + Plumtree), its own driver     |
 | edge/dialback, dialer    | reachability; NAT traversal (WebRTC, relay)              |
 | api/routes               | the control API                                          |
 | gateway/service          | HTTP gateway, if `[gateway] listen` (docs/gateway.md)    |
@@ -47,6 +48,7 @@ from overlay.runtime.api.routes_capsules import add_capsule_routes
 from overlay.runtime.api.routes_doctor import DoctorSources, add_doctor_routes
 from overlay.runtime.api.routes_node import CoreStats
 from overlay.runtime.api.routes_sync import add_sync_routes
+from overlay.runtime.api.routes_topics import add_topic_routes
 from overlay.runtime.api.routes_triggers import add_trigger_routes
 from overlay.runtime.api.routes_trust import add_trust_routes
 from overlay.runtime.api.server import (
@@ -86,6 +88,7 @@ from overlay.runtime.services.host_ad import (
 from overlay.runtime.services.membership import SwimMembership
 from overlay.runtime.services.peer_book import PeerBook
 from overlay.runtime.services.sync import RunSync, SyncService
+from overlay.runtime.services.topics import TopicService
 from overlay.runtime.services.trigger_runs import TriggerRuns
 from overlay.runtime.services.trust import TrustService
 from overlay.runtime.services.trust_state import Trust, colony_id
@@ -146,6 +149,8 @@ class Daemon:
             async with trio.open_nursery() as n:
                 self.nursery = n
                 await n.start(self.driver.run)
+                await n.start(self.topics.driver.run)  # the tier-2 overlay's own loop
+                n.start_soon(self.topics.run)
                 await self.capsules.restore()  # custody records first (overlay/capsule/durable.py)
                 self.api_port = api_port = await n.start(api.serve, host, port)
                 write_api_addr(self.home, host, api_port)
@@ -212,11 +217,15 @@ class Daemon:
         self.dag_streams.may_serve = self.trust_service.may_stream  # outsiders: Bitswap
         self.dag_streams.register()
         self.capsules.mark_outputs = self.trust_service.mark_outputs
+        self.topics = TopicService(self.keypair, self.trust, t, self.dht_client, driver,
+                                   self.conf["topics"])
+        self.topics.register()  # /colony/topics/1.0.0
         self.router = Router(
             t, driver.submit, self.dht_client, gossip_protocol=PROTO_GOSSIP,
             bitswap_protocol=PROTO_BITSWAP, kad_server=self.kad.config.mode != "client",
             bitswap_filter=self.trust_service.filter_bitswap,  # colony mode: members-only data
             routes=[(CAPSULE_MESSAGES, self.capsules.send)],
+            listeners=[self.topics.connectivity],  # HyParView's failure signal
         )
         self.router.register()
         self.capsules.register()
@@ -252,6 +261,7 @@ class Daemon:
             self.me, self.home, self.conf, t, self.membership, self.store, self.reachability,
             lambda: getattr(self, "dialer", None)))  # the dialer starts after the API
         add_trust_routes(api, self.trust_service)
+        add_topic_routes(api, self.topics)
         gconf = GatewayConfig.from_config(self.conf)
         self.gateway = Gateway(self.store, TrustPolicy(self.trust_service), gconf,
                                fetch=self.blocks.fetch_dag) if gconf.listen else None
@@ -288,6 +298,7 @@ class Daemon:
             "handlers.queue_full": self.handlers.stats.queue_full,
             "handlers.timed_out": self.handlers.stats.timed_out,
         }
+        out.update(self.topics.drops())
         for proto, n in sorted(t.queue_full_by_protocol.items()):
             out[f"transport.queue_full.{proto}"] = n
         # Inbound streams reset for their peer's fault (bad message, bad request, too

@@ -13,6 +13,9 @@ message no route takes is a bug, logged.
 
 Transport events become core inputs: a peer disconnected or a failed send is
 `PeerUnreachable`; a failed dial asks the dialer for another path (WebRTC, relay).
+`Disconnected` (the last connection closed) and `PeerUnreachable` (a send failed) also
+go to the `listeners`: cores run by drivers of their own (the topics overlay,
+services/topics.py).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class Router:
         self, transport: Transport, submit: Submit, kad: KadEndpoint, *,
         gossip_protocol: str, bitswap_protocol: str, kad_server: bool,
         bitswap_filter: BitswapFilter, routes: Sequence[Route] = (),
+        listeners: Sequence[Submit] = (),
     ) -> None:
         self._t = transport
         self._submit = submit
@@ -79,6 +83,7 @@ class Router:
         self._kad_server = kad_server
         self._filter = bitswap_filter
         self._routes = tuple(routes)
+        self._listeners = tuple(listeners)
         #: Inbound Bitswap messages the trust filter dropped whole (non-members).
         self.bitswap_filtered = 0
         #: Outbound messages of no known protocol (a bug: logged at error).
@@ -123,8 +128,13 @@ class Router:
                 self._submit(Connected(ev.peer))
             elif isinstance(ev, PeerDisconnected) and not self._t.is_connected(ev.peer):
                 self._submit(Disconnected(ev.peer))
+                for listener in self._listeners:
+                    listener(Disconnected(ev.peer))
             if isinstance(ev, (PeerDisconnected, SendFailed)):
                 self._submit(PeerUnreachable(ev.peer))
+            if isinstance(ev, SendFailed):  # a listener hears of a closed one as above
+                for listener in self._listeners:
+                    listener(PeerUnreachable(ev.peer))
             # A peer we cannot dial may be NAT'd: try WebRTC, then a relay, in the
             # background; the next frames then use that connection.
             if isinstance(ev, SendFailed) and ev.reason.startswith("dial_failed"):

@@ -45,6 +45,9 @@ DEFAULTS: Config = {
     "trust": {"serve_public": True},
     # Event handler scripts, serf-style (overlay/runtime/services/handlers.py).
     "handlers": {"scripts": [], "timeout_s": 60, "queue": 256},
+    # Tier-2 topics (services/topics.py, docs/gossip.md): roles needed in colony mode;
+    # `roles` entries "NAME=PUBLISH/SUBSCRIBE" (NAME may end with *) override per topic.
+    "topics": {"publish_role": "submit", "subscribe_role": "member", "roles": []},
     # Trustless HTTP gateway (overlay/runtime/gateway, docs/gateway.md); "" = off.
     "gateway": {"listen": "", "fetch": False, "fetch_timeout_s": 30, "max_connections": 64},
     # NAT traversal (overlay/runtime/edge/dialer.py, docs/edge-nat.md).
@@ -166,6 +169,14 @@ fetch = false
 fetch_timeout_s = 30
 # Connections served at once (one more is answered 503 with Retry-After).
 max_connections = 64
+
+[topics]
+# `colony topic sub|pub` (docs/gossip.md "Topics in the daemon"). Colony mode only:
+# the certificate role a node needs to publish to / subscribe to a topic; `roles`
+# entries "NAME=PUBLISH/SUBSCRIBE" override them per topic (NAME may end with *).
+publish_role = "submit"
+subscribe_role = "member"
+roles = []
 
 [capsule]
 # Capsules this node runs at once (0 = never execute; it still keeps custody).
