@@ -16,7 +16,9 @@ what users are promised (docs/gossip.md "Topics in the daemon"):
   seq), and released per publisher in order (`TopicMessage.gap` counts skipped ones).
 
 Entry point `handle(inp, now)` (DESIGN §2). Commands: `Subscribe(name, bootstrap,
-publish_role)` (joins, or adds rendezvous contacts to a joined topic), `Unsubscribe`,
+publish_role)` (joins; on a joined topic, JOINs through the first contact that is not
+a neighbour while the active view has room, which merges swarms that formed apart),
+`Unsubscribe`,
 `Publish(name, data, ref)`. Inputs: `Received(peer, topic message)`, `TimerFired`,
 `Disconnected(peer)`, `PeerUnreachable(peer)`. Effects: those of `TopicsCore`, with its
 `Delivered` replaced by `Emit(TopicMessage)`, plus `Emit(Published)` and the hold
@@ -219,20 +221,28 @@ class PubSub:
         sub = self.subs.get(tid)
         if sub is not None:
             sub.publish_role = cmd.publish_role
-            topic = self.core.topics.get(tid)
-            views = ({} if topic is None else
-                     {**topic.membership.active, **topic.membership.passive,
-                      **dict.fromkeys(topic.membership.pending)})
-            new = tuple(p for p in cmd.bootstrap if p not in views and p != self.me)
-            if not new and (topic is None or topic.membership.active):
+            contacts = self._new_contacts(tid, cmd.bootstrap)
+            if not contacts:
                 return []
-            contacts = new or cmd.bootstrap
         else:
             if len(self.subs) >= self.core.cfg.max_topics:
                 raise LocalProtocolError(f"at most {self.core.cfg.max_topics} topics")
             self.subs[tid] = _Sub(cmd.name, cmd.publish_role, PublisherOrder(self._order_cfg))
             contacts = cmd.bootstrap
         return self._follow(self.core.handle(JoinTopic(tid, contacts), now), now)
+
+    def _new_contacts(self, tid: bytes, peers: tuple[PeerId, ...]) -> tuple[PeerId, ...]:
+        """Rendezvous peers worth a JOIN on a joined topic: not neighbours (nor asked
+        already) while the active view has room, else unknown to both views. A JOIN
+        through a peer of another swarm merges the two."""
+        topic = self.core.topics.get(tid)
+        if topic is None:
+            return peers
+        hpv = topic.membership
+        known: dict[PeerId, object] = {**hpv.active, **hpv.pending}
+        if len(hpv.active) >= hpv.cfg.active_size:
+            known.update(hpv.passive)
+        return tuple(p for p in peers if p not in known and p != self.me)
 
     def _publish(self, cmd: Publish, now: float) -> list[Effect]:
         tid = topic_id(cmd.name, self.colony)

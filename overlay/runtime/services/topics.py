@@ -12,8 +12,10 @@ traffic has its own bounded inbox and never delays SWIM, the DHT or capsules, an
 - finds a topic's swarm by DHT rendezvous: joining provides the key
   `multihash(sha2-256, topic id)` and looks its providers up; they are the bootstrap
   peers (the first gets JOIN, the rest wait in the passive view). The lookup is
-  repeated every `REFRESH_S` (sooner while the node has no neighbour), and a provider
-  neither view knows is joined through, which merges swarms that formed apart;
+  repeated 0.5, 1, 2, 4… s after joining, then every `REFRESH_S` (every 1 s while the node
+  has no neighbour); the core joins through a provider that is not a neighbour while
+  its active view has room (or that neither view knows), which merges swarms that
+  formed apart;
 - in colony mode, takes topic frames only from peers holding the topic's subscribe
   role (`trust.check`: peers known from gossip or from a chain they showed), and
   publishes or subscribes locally only with this node's own role;
@@ -71,9 +73,11 @@ if TYPE_CHECKING:
 log = structlog.get_logger("colony.topics")
 
 PROTO_TOPICS = "/colony/topics/1.0.0"
-#: Rendezvous lookups: every REFRESH_S, and every REFRESH_ALONE_S with no neighbour.
+#: Rendezvous lookups: every REFRESH_S, and every REFRESH_ALONE_S with no neighbour;
+#: a fresh join looks again after SECOND_LOOKUP_S (records of concurrent joiners).
 REFRESH_S = 30.0
-REFRESH_ALONE_S = 2.0
+REFRESH_ALONE_S = 1.0
+SECOND_LOOKUP_S = 0.5
 #: A topic stays joined this long after its last subscriber left and its last publish.
 LINGER_S = 120.0
 #: A first publish waits at most this long for a neighbour (when others provide).
@@ -140,6 +144,9 @@ class _Joined:
     last_publish: float = 0.0
     idle_since: float = 0.0
     next_refresh: float = 0.0
+    refresh_s: float = REFRESH_ALONE_S
+    #: Set once the join settled (second lookup done, a first neighbour or timeout).
+    settled: trio.Event = field(default_factory=trio.Event)
 
 
 @dataclass
@@ -232,11 +239,15 @@ class TopicService:
         Subscribe with the providers found."""
         joined = self.joined.get(name)
         if joined is not None:
+            await joined.settled.wait()
             return joined
         busy = self._joining.get(name)
         if busy is not None:
             await busy.wait()
             return await self._join(name)
+        if len(self.joined) + len(self._joining) >= self.core.core.cfg.max_topics:
+            raise ColonyError(f"this node is in {len(self.joined)} topics already, the most "
+                              "it takes; leave one first")
         self._joining[name] = done = trio.Event()
         try:
             tid = topic_id(name, self._trust.colony_owner)
@@ -247,10 +258,27 @@ class TopicService:
             self._by_tid[tid] = joined
             joined.next_refresh = self.driver.now() + REFRESH_ALONE_S
             log.info("topic_joined", topic=name, contacts=len(peers))
-            return joined
         finally:
             del self._joining[name]
             done.set()
+        try:
+            await self._settle(joined, bool(peers))
+        finally:
+            joined.settled.set()
+        return joined
+
+    async def _settle(self, joined: _Joined, found: bool) -> None:
+        """A fresh join looks again once concurrent joiners' records are in (two first
+        subscribers that found nobody would otherwise form two swarms until the next
+        refresh), then waits (bounded) for a first neighbour."""
+        with trio.move_on_after(JOIN_WAIT_S):
+            await trio.sleep(SECOND_LOOKUP_S)
+            more = await self._providers(joined, provide=False)
+            if more:
+                await self.driver.submit_wait(Subscribe(joined.name, more, joined.roles.publish))
+            if found or more:
+                while not self._active(joined):
+                    await trio.sleep(0.05)
 
     async def _providers(self, joined: _Joined, *, provide: bool) -> tuple[PeerId, ...]:
         """Peers that announced the topic in the DHT (members holding its subscribe
@@ -290,22 +318,27 @@ class TopicService:
         log.info("topic_left", topic=joined.name)
 
     async def run(self) -> None:
-        """Rendezvous refresh and idle leave, once a second."""
+        """Rendezvous refresh and idle leave, twice a second."""
         while True:
-            await trio.sleep(1.0)
-            now = self.driver.now()
+            await trio.sleep(0.5)
             for joined in list(self.joined.values()):
-                if (not joined.subscribers and now - joined.idle_since > LINGER_S
-                        and now - joined.last_publish > LINGER_S):
-                    await self._leave(joined)
-                    continue
-                if now >= joined.next_refresh:
-                    alone = not self._active(joined)
-                    peers = await self._providers(joined, provide=False)
-                    if peers:
-                        await self.driver.submit_wait(
-                            Subscribe(joined.name, peers, joined.roles.publish))
-                    joined.next_refresh = now + (REFRESH_ALONE_S if alone else REFRESH_S)
+                await self._tick(joined, self.driver.now())
+
+    async def _tick(self, joined: _Joined, now: float) -> None:
+        if (not joined.subscribers and now - joined.idle_since > LINGER_S
+                and now - joined.last_publish > LINGER_S):
+            await self._leave(joined)
+            return
+        if now < joined.next_refresh:
+            return
+        # Swarms that formed apart (two first subscribers that found nobody) merge
+        # here: soon after joining, the lookups come every 2, 4, 8… s up to REFRESH_S.
+        alone = not self._active(joined)
+        joined.refresh_s = REFRESH_ALONE_S if alone else min(2 * joined.refresh_s, REFRESH_S)
+        joined.next_refresh = now + joined.refresh_s
+        peers = await self._providers(joined, provide=False)
+        if peers:
+            await self.driver.submit_wait(Subscribe(joined.name, peers, joined.roles.publish))
 
     # ------------------------------------------------------------ API
 
@@ -315,13 +348,8 @@ class TopicService:
             raise ColonyError(f"a topic message is at most {MAX_DATA_BYTES} bytes")
         roles = self.policy.roles(name)
         self._check_role(name, roles.publish, "publish to")
-        joined = await self._join(name)
+        joined = await self._join(name)  # settled: a neighbour, unless nobody else is in
         joined.last_publish = self.driver.now()
-        if not self._active(joined):
-            # Just joined: give the JOIN a moment to be answered (bounded).
-            with trio.move_on_after(JOIN_WAIT_S):
-                while not self._active(joined):
-                    await trio.sleep(0.05)
         ref = next(self._refs)
         tx, rx = trio.open_memory_channel[Published](1)
         self._published[ref] = tx
