@@ -348,8 +348,11 @@ class TopicService:
             raise ColonyError(f"a topic message is at most {MAX_DATA_BYTES} bytes")
         roles = self.policy.roles(name)
         self._check_role(name, roles.publish, "publish to")
-        joined = await self._join(name)  # settled: a neighbour, unless nobody else is in
-        joined.last_publish = self.driver.now()
+        while True:  # settled: a neighbour, unless nobody else is in
+            joined = await self._join(name)
+            if self.joined.get(name) is joined:  # not left while we waited
+                break
+        joined.last_publish = self.driver.now()  # no checkpoint since the test above
         ref = next(self._refs)
         tx, rx = trio.open_memory_channel[Published](1)
         self._published[ref] = tx
