@@ -252,10 +252,14 @@ class TopicService:
         try:
             tid = topic_id(name, self._trust.colony_owner)
             joined = _Joined(name, tid, self.policy.roles(name), idle_since=self.driver.now())
-            peers = await self._providers(joined, provide=True)
-            await self.driver.submit_wait(Subscribe(name, peers, joined.roles.publish))
+            # In the core before we announce ourselves: a JOIN that follows our provider
+            # record must find the topic (else it is dropped and its sender waits 1 s).
+            await self.driver.submit_wait(Subscribe(name, (), joined.roles.publish))
             self.joined[name] = joined
             self._by_tid[tid] = joined
+            peers = await self._providers(joined, provide=True)
+            if peers:
+                await self.driver.submit_wait(Subscribe(name, peers, joined.roles.publish))
             joined.next_refresh = self.driver.now() + REFRESH_ALONE_S
             log.info("topic_joined", topic=name, contacts=len(peers))
         finally:
