@@ -406,14 +406,18 @@ class CapsuleService:
             k = self.known[capsule.id] = Known(capsule)
         return k
 
-    async def submit(self, capsule: Capsule, timeout_s: float = 40.0) -> Known:
-        """Submit through this node; return once custody acknowledged or refused it."""
+    async def submit(self, capsule: Capsule, timeout_s: float = 40.0, *,
+                     chain: Sequence[Certificate] | None = None, grant: bytes = b"") -> Known:
+        """Submit through this node; return once custody acknowledged or refused it.
+        Another colony's capsule carries its submitter's `chain` and this colony's
+        `grant` to it (services/federation.py); our own carry this node's chain."""
         with trio.move_on_after(timeout_s):
             await self.activated.wait()
         k = self.remember(capsule)
         if k.state in ("submitting", "rejected"):
             k.state, k.reason = "submitting", ""
-            await self.cores.submit_wait(SubmitCapsule(capsule, self.authority.chain))
+            own = self.authority.chain if chain is None else tuple(chain)
+            await self.cores.submit_wait(SubmitCapsule(capsule, own, grant))
         with trio.move_on_after(timeout_s):
             while k.state == "submitting":
                 await self.changed(1.0)
