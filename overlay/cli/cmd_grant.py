@@ -10,7 +10,9 @@ revocation of it; the daemon gossips it in A and puts it in the DHT.
 
 On colony B: `accept TOKEN` installs it on a node; that node then proves itself to
 A's nodes with its own chain plus the grant when it fetches from them, and `submit
-COLONY_A_ID SPEC` runs a capsule in A; `get COLONY_A_ID ID` reads its record there.
+COLONY_A_ID SPEC` runs a capsule in A; `get COLONY_A_ID ID` reads its record there;
+`label COLONY_A_ID LABEL` resolves a label of A under the grant's prefix (then
+`colony fetch CID` reads it).
 """
 
 from __future__ import annotations
@@ -210,6 +212,17 @@ def _get(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label(args: argparse.Namespace) -> int:
+    r = _daemon(args).fed_label(args.colony, args.label)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(r["cid"])
+        print(f"label {args.label} of colony {args.colony}: seq {r['seq']}; "
+              f"`colony fetch {r['cid']}` reads it", file=sys.stderr)  # fmt: skip
+    return 0
+
+
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("grant", parents=[common], help="grants between colonies (federation)",
                        description=__doc__,
@@ -265,5 +278,12 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     s.add_argument("id", metavar="ID")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_get)
+
+    s = gsub.add_parser("label", parents=[common],
+                        help="the current root of another colony's label a held grant covers")
+    s.add_argument("colony", metavar="COLONY")
+    s.add_argument("label", metavar="LABEL")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_label)
 
     p.set_defaults(func=help_command(p))

@@ -238,6 +238,11 @@ class Colony:
             body["nonce"] = nonce
         return dict(self.api.call("POST", "/v1/federation/submit", body))
 
+    def fed_label(self, colony: str, label: str) -> JsonDict:
+        """The current root of another colony's label that a held grant covers."""
+        return dict(self.api.call("POST", "/v1/federation/label",
+                                  {"colony": colony, "label": label}))
+
     def fed_capsule(self, colony: str, capsule_id: str) -> JsonDict:
         """A capsule submitted to colony `colony`: its record (receipt) as A's nodes see it."""
         return dict(self.api.call("GET", "/v1/federation/capsule", colony=colony, id=capsule_id))

@@ -6,6 +6,7 @@
 | POST /v1/grants/publish      | {grant: hex}          | kept here, put in the DHT           |
 | POST /v1/federation/submit   | {colony, spec, nonce?}| a capsule run in that colony        |
 | GET  /v1/federation/capsule  | ?colony=&id=          | its custody record there            |
+| POST /v1/federation/label    | {colony, label}       | a granted label's current root      |
 
 Thin: each route reads its input, calls the federation service and turns a refusal
 (ColonyError, a peer's RemoteError) into a 400 (422 for a refused capsule).
@@ -59,6 +60,16 @@ def add_grant_routes(api: ApiServer, svc: FederationService) -> None:
             raise ApiError(404, f"capsule {cid} is unknown to colony {colony}")
         return record_json(rec)
 
+    async def label(req: Request) -> Reply:
+        body = req.json()
+        try:
+            return await svc.read_label(str(body.get("colony", "")), str(body.get("label", "")))
+        except ColonyError as e:
+            raise ApiError(400, str(e)) from None
+
+    api.add("POST", "/v1/federation/label", label, RouteDoc(
+        "resolve a label of another colony that a held grant covers", tag="trust",
+        body=obj(("colony", "label"), colony=STR, label=STR), response=OBJ))
     api.add("GET", "/v1/grants", grants, RouteDoc(
         "grants given (with today's usage) and held", tag="trust", response=OBJ))
     api.add("POST", "/v1/grants/publish", publish, RouteDoc(

@@ -123,6 +123,9 @@ class FederationService:
         self._proved: dict[PeerId, float] = {}
         #: B side: roots fetched with an accepted proof (marked private in B after).
         self._granted_fetch: dict[str, None] = {}
+        #: B side: a label root (text) → the granting colony's label naming it, sent
+        #: with the proof so A's providers resolve it (`read_label`).
+        self._label_of: dict[str, str] = {}
 
     @property
     def ledger(self) -> QuotaLedger:
@@ -198,7 +201,7 @@ class FederationService:
         key = grant_key(self.trust.require_colony(), grantee)
         try:
             ev = await self.dht.call(lambda rid: GetValue(rid, key), timeout_s=10)
-            payload = result_as(ev, Value).payload
+            payload = result_as(ev, Value).value
             return check_grant_record(key, payload, time.time()) if payload else None
         except (ColonyError, RemoteProtocolError) as e:
             log.info("federation_grant_lookup_failed", key=key.decode(), error=str(e))
@@ -218,7 +221,7 @@ class FederationService:
             try:
                 key = label_key(me, name)
                 ev = await self.dht.call(partial(GetValue, key=key), timeout_s=10)
-                payload = result_as(ev, Value).payload
+                payload = result_as(ev, Value).value
                 if not payload:
                     continue
                 rec = parse_label_record(key, payload, time.time())
@@ -432,15 +435,17 @@ class FederationService:
         # Every held read grant, expired ones too: the granting colony judges (and
         # says why it refuses); none held: it looks the grant up in the DHT.
         grants = [h.grant.to_bytes() for h in self.grants.held() if h.grant.gives(READ)]
+        label = self._label_of.get(str(root))
         accepted: list[bool] = []
 
         async def prove(p: PeerId) -> None:
-            if now - self._proved.get(p, -1e18) < REPROVE_S:
+            if label is None and now - self._proved.get(p, -1e18) < REPROVE_S:
                 accepted.append(True)
                 return
             try:
                 reply = await self.network.request(
-                    p, PROTO_FEDERATION, {"op": "prove", "grants": grants, "labels": [],
+                    p, PROTO_FEDERATION, {"op": "prove", "grants": grants,
+                                          "labels": [label] if label else [],
                                           "chain": chain_to_wire(self.trust.own_chain)},
                     timeout=REQUEST_TIMEOUT_S)  # fmt: skip
             except ColonyError as e:
@@ -473,6 +478,28 @@ class FederationService:
         """A connection closed: prove again on the next fetch (A forgets nothing: its
         sessions end with the grant)."""
         self._proved.pop(peer, None)
+
+    async def read_label(self, colony: str, label: str) -> JsonObject:
+        """The current root of label `label` of colony `colony`, if a held grant's
+        prefix covers it; later fetches of that root name the label to A's providers."""
+        owner = parse_colony_id(colony)
+        held = held_for(self.grants, owner, READ, time.time())
+        if not held.grant.covers_label(label):
+            raise ConfigError(f"label {label!r} is not under the prefix "
+                              f"{held.grant.prefix!r} of grant {held.grant.serial[:12]}")
+        key = label_key(colony_id(owner), label)
+        ev = await self.dht.call(partial(GetValue, key=key), timeout_s=30)
+        payload = result_as(ev, Value).value
+        if not payload:
+            raise ColonyError(f"label {label!r} of colony {colony} not found in the DHT")
+        try:
+            rec = parse_label_record(key, payload, time.time())
+        except RemoteProtocolError as e:
+            raise ColonyError(f"label {label!r} of colony {colony}: {e}") from None
+        if len(self._label_of) >= MAX_SESSIONS:
+            del self._label_of[next(iter(self._label_of))]
+        self._label_of[rec.value] = label
+        return {"colony": colony, "label": label, "cid": rec.value, "seq": rec.seq}
 
     # ------------------------------------------------------------ B: capsules
 
