@@ -219,6 +219,7 @@ class Daemon:
         self.dag_streams.may_serve = self.trust_service.may_stream  # outsiders: Bitswap
         self.dag_streams.register()
         self.capsules.mark_outputs = self.trust_service.mark_outputs
+        self.capsules.on_outputs = self.federation.on_outputs  # a grantee reads its outputs
         self.router = Router(
             t, driver.submit, self.dht_client, gossip_protocol=PROTO_GOSSIP,
             bitswap_protocol=PROTO_BITSWAP, kad_server=self.kad.config.mode != "client",
@@ -231,6 +232,7 @@ class Daemon:
         self.federation.register()
         for on_event in (self.capsules.on_event,  # runs, kills, custody persistence
                          self.trust_service.on_event,  # refusal logs, revocations saved
+                         self.federation.on_event,  # runs of other colonies' capsules
                          self.peer_book.on_event, self.dht_client.on_event,
                          self.blocks.on_event, self.handlers.on_event,
                          self.triggers.on_event, self._on_event):

@@ -12,8 +12,9 @@ gives B a grant: read of the first and third, submit, 2 capsules a day.
 - b1 first holds only bad grants (one signed by a1, who lacks admit; one expired):
   A refuses both, naming why, and b1 reads nothing. With none held, A finds the grant
   in the DHT (/colony/grant/<A>/<B>) and b1 reads the DAG.
-- b0 submits a capsule that runs in A and reads its receipt through A's nodes; the
-  third capsule of the day is refused and the refusal names the quota and figures.
+- b0 submits a capsule that runs in A, reads its receipt through A's nodes and its
+  output (private in A) from the executor; the third capsule of the day is refused
+  and the refusal names the quota and figures.
 - `colony colony status` shows the grant given (with usage) on a0 and held on b0.
 - a0 revokes the grant: every A node has the revocation within the stated bound
   (measured), and b1's next read of a granted DAG is refused.
@@ -224,6 +225,11 @@ def test_capsule_runs_in_a_receipt_readable_and_quota_refusal(world: World) -> N
     rec = wait_for(done, 60, "B's capsule to succeed in A")
     assert rec["receipt_executor"] in a_ids and rec["exit_status"] == 0 and rec["outputs"]
     assert rec["submitter"] == b0.peer_id
+    # Its output is private in A, yet its submitter reads it from the executor.
+    assert any(log_lines(n, "federation_outputs", first["id"]) for n in world.a.nodes)
+    out = world.root / "b0-out"
+    fetch_ok(b0, rec["outputs"][0], out)
+    assert (out / "out.txt" if out.is_dir() else out).read_text() == "one\n"
     cmd(b0, "grant", "submit", world.a_id, str(_spec(world.root, "two")))
     rc, _, err = run(b0, "grant", "submit", world.a_id, str(_spec(world.root, "three")))
     assert rc != 0

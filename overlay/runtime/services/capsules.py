@@ -227,6 +227,9 @@ class CapsuleService:
         self.runs = Runs(self.attempts, cores, spawn, self.reads.find_record)
         #: Colony mode: marks a run's outputs and log private (services/trust.py).
         self.mark_outputs: Callable[[Sequence[str]], None] | None = None
+        #: Told (capsule id, outputs and log) of every run here (services/federation.py:
+        #: another colony's submitter may read its own capsule's outputs).
+        self.on_outputs: Callable[[str, Sequence[str]], None] | None = None
         #: Triggers leased to this node (services/trigger_runs.py), set by the daemon.
         self.triggers: TriggerRuns | None = None
 
@@ -361,6 +364,8 @@ class CapsuleService:
         cids = [c for c in (*exited.outputs, exited.log_cid) if c]
         if cids and self.mark_outputs is not None:
             self.mark_outputs(cids)  # colony mode: members only, before the receipt names them
+        if cids and self.on_outputs is not None:
+            self.on_outputs(exited.capsule_id, cids)
         self.cores.submit(exited)
         if cids:
             self.spawn(self._provide, cids)

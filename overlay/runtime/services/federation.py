@@ -50,6 +50,7 @@ import trio
 from dht.api import GetValue, PutValue, Stored, Value, result_as
 from dht.grants import check_grant_record, grant_key
 from dht.labels import label_key, parse_label_record
+from overlay.capsule.events import RunRequested
 from overlay.capsule.leases import CustodyRecord
 from overlay.capsule.spec import Capsule, CapsuleSpec, check_capsule_id
 from overlay.core.certs import chain_from_wire, chain_to_wire
@@ -243,7 +244,7 @@ class FederationService:
         granted, rest = [], []
         with self.ts.store.reader() as r:
             for w in msg.wants:
-                g = None if w.cancel else self._covering(grants, w.cid)
+                g = None if w.cancel else self._covering(peer, grants, w.cid)
                 if g is None:
                     rest.append(w)
                     continue
@@ -267,7 +268,11 @@ class FederationService:
             return False
         return True
 
-    def _covering(self, grants: Collection[Grant], cid_bytes: bytes) -> Grant | None:
+    def _covering(self, peer: PeerId, grants: Collection[Grant], cid_bytes: bytes
+                  ) -> Grant | None:  # fmt: skip
+        """The grant under which `peer` may have this block: one giving `read` of a DAG
+        holding it, or one giving `submit` when it is an output (or log) of a capsule
+        `peer` submitted and this node ran."""
         try:
             mh = Cid.from_bytes(cid_bytes).multihash
         except ColonyError:
@@ -275,7 +280,36 @@ class FederationService:
         for g in grants:
             if g.gives(READ) and mh in self._blocks_of(g):
                 return g
+        outputs = self.state.outputs.get(peer)
+        if outputs:
+            for g in grants:
+                if g.gives(SUBMIT) and mh in self._output_blocks(peer, outputs):
+                    return g
         return None
+
+    def _output_blocks(self, peer: PeerId, roots: Sequence[str]) -> Collection[bytes]:
+        key = f"outputs:{peer}"
+        hit = self.state.blocks.get(key)
+        if hit is not None and time.monotonic() - hit[0] < BLOCKS_TTL_S:
+            return hit[1]
+        blocks = frozenset(private_multihashes(self.ts.store, roots))
+        self.state.blocks[key] = (time.monotonic(), blocks)
+        return blocks
+
+    def on_event(self, ev: object) -> None:
+        """Executor side: remember runs of capsules whose submitter is no member here
+        (another colony's, admitted through a grant)."""
+        if isinstance(ev, RunRequested) and self.trust.enabled:
+            who = ev.capsule.submitter
+            if self.trust.check(who, "member", time.time()) is not None:
+                self.state.note_run(ev.capsule.id, who)
+
+    def on_outputs(self, capsule_id: str, cids: Sequence[str]) -> None:
+        who = self.state.note_outputs(capsule_id, cids)
+        if who is not None:
+            self.state.blocks.pop(f"outputs:{who}", None)
+            log.info("federation_outputs", capsule=capsule_id, submitter=str(who),
+                     roots=list(cids))  # fmt: skip
 
     def _blocks_of(self, g: Grant) -> Collection[bytes]:
         now = time.monotonic()

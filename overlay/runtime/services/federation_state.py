@@ -9,6 +9,9 @@
   the granted DAGs held here).
 - `capsules`: capsule id → the colony (owner key) it was submitted for/by, so a
   grantee's other members may read its record through this node.
+- `runs` / `outputs` (executor side): another colony's capsules run here and the
+  output and log roots of each, readable by its submitter while it holds a grant
+  giving `submit` (in memory: lost when the executor restarts).
 - `ledger`: the quota counts of this node (overlay/core/quota.py), saved in
   `<home>/trust/federation_usage.json` at every capsule charge and at most every
   `SAVE_EVERY_S` for bytes (a crash loses at most that much byte accounting).
@@ -32,6 +35,8 @@ from overlay.runtime.services.trust_state import Trust, colony_id, write_atomic
 
 SAVE_EVERY_S = 5.0
 MAX_CAPSULES = 10_000
+#: Output and log roots remembered per submitter of another colony (newest kept).
+MAX_OUTPUT_ROOTS = 256
 
 
 def grant_json(g: Grant, t: Trust, now: float) -> JsonObject:
@@ -69,6 +74,10 @@ class FederationState:
         self.label_roots: dict[str, list[Cid]] = {}
         self.blocks: dict[str, tuple[float, frozenset[bytes]]] = {}
         self.capsules: dict[str, bytes] = {}
+        #: Executor side: capsule id → its submitter, for runs of another colony's
+        #: capsules here; then submitter → the output and log roots of its runs.
+        self.runs: dict[str, PeerId] = {}
+        self.outputs: dict[PeerId, list[str]] = {}
         self._dirty = False
         self._saved_at = 0.0
 
@@ -112,6 +121,23 @@ class FederationState:
 
     def capsule_colony(self, capsule_id: str) -> bytes | None:
         return self.capsules.get(capsule_id)
+
+    def note_run(self, capsule_id: str, submitter: PeerId) -> None:
+        if len(self.runs) >= MAX_CAPSULES:
+            del self.runs[next(iter(self.runs))]
+        self.runs[capsule_id] = submitter
+
+    def note_outputs(self, capsule_id: str, cids: Sequence[str]) -> PeerId | None:
+        """The outputs of a run of another colony's capsule: readable by its submitter."""
+        who = self.runs.get(capsule_id)
+        if who is None:
+            return None
+        if who not in self.outputs and len(self.outputs) >= MAX_CAPSULES:
+            del self.outputs[next(iter(self.outputs))]
+        roots = self.outputs.setdefault(who, [])
+        roots.extend(c for c in cids if c not in roots)
+        del roots[:-MAX_OUTPUT_ROOTS]
+        return who
 
     # ------------------------------------------------------------ ledger
 
