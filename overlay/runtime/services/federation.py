@@ -7,7 +7,8 @@ colony; federation rides direct connections and the DHT, on one protocol,
     {"op": "prove", "chain", "grants": [grant…], "labels": [name…]}
         B → A, once per connection (re-sent after `REPROVE_S`): B's node shows its chain
         to B's owner and the grants it holds (none: A looks the grant up in the DHT
-        under /colony/grant/<A>/<B>). A's node verifies each (role `read`) and
+        under /colony/grant/<A>/<B>). A's node verifies each (`read`, else the role
+        it gives) and
         remembers (peer → grants) in `sessions` — until the grant expires or is
         revoked, checked at every use. Labels under a grant's prefix are resolved
         (DHT) and their current roots readable too.
@@ -181,8 +182,8 @@ class FederationService:
             grants = [found] if found is not None else []
         accepted = []
         for g in grants:
-            try:
-                self._verify(Proof(chain, g), peer, READ)
+            try:  # read: the DAGs it covers; submit: the outputs of B's own capsules
+                self._verify(Proof(chain, g), peer, _some_role(g))
             except RemoteProtocolError as e:
                 refused.append(str(e))
                 continue
@@ -466,9 +467,9 @@ class FederationService:
                      and self.trust.check(p, "member", now) is not None]  # fmt: skip
         if not strangers:
             return
-        # Every held read grant, expired ones too: the granting colony judges (and
-        # says why it refuses); none held: it looks the grant up in the DHT.
-        grants = [h.grant.to_bytes() for h in self.grants.held() if h.grant.gives(READ)]
+        # Every held grant, expired ones too: the granting colony judges (and says why
+        # it refuses); none held: it looks the grant up in the DHT.
+        grants = [h.grant.to_bytes() for h in self.grants.held()]
         label = self._label_of.get(str(root))
         accepted: list[bool] = []
 
