@@ -471,3 +471,19 @@ def test_another_colonys_capsule_needs_a_grant_giving_submit() -> None:
     assert "is not a member of colony" in rejected[0].reason
     _, rejected = submit(("submit",), revoke=True)
     assert "was revoked" in rejected[0].reason
+
+
+def test_submit_wire_carries_a_grant_and_stays_six_elements_without() -> None:
+    from overlay.capsule.messages import Submit
+    from overlay.core.errors import MalformedFrame
+    from overlay.core.grants import Grant
+
+    m = Mini()
+    cap = m.capsule()
+    plain = Submit(cap, m.chains[m.peers[0]], m.peers[0], 1, (m.peers[1],))
+    assert len(plain.to_wire()) == 6 and Submit.from_wire(plain.to_wire()) == plain
+    g = Grant.issue(OWNER, OWNER.public.raw, KeyPair(b"\xb0" * 32).public.raw, ["submit"], 0, 9)
+    fed = Submit(cap, (), m.peers[0], 0, (), g.to_bytes())
+    assert len(fed.to_wire()) == 7 and Submit.from_wire(fed.to_wire()) == fed
+    with pytest.raises(MalformedFrame, match="grant must be at most"):
+        Submit.from_wire([*fed.to_wire()[:6], "not bytes"])

@@ -16,7 +16,7 @@ from dht.labels import default_validators
 from overlay.cli.main import main as colony_main
 from overlay.core.certs import Certificate
 from overlay.core.crypto import KeyPair
-from overlay.core.errors import ExpiredError, MalformedFrame
+from overlay.core.errors import ConfigError, ExpiredError, MalformedFrame
 from overlay.core.grants import Grant, GrantToken
 from overlay.runtime.process.identity import KEY_FILE, load_identity
 from overlay.runtime.services.grant_store import GrantStore, grant_status
@@ -126,3 +126,38 @@ def test_grant_record_validator() -> None:
                         chain=ok_chain)  # fmt: skip
     rec2 = v.validate(key, newer.to_bytes(), NOW)
     assert v.better(rec, rec2) and not v.better(rec2, rec)
+
+
+def test_federation_state_sessions_end_with_the_grant_and_are_bounded(tmp_path: Path) -> None:
+    from overlay.runtime.services.federation_state import FederationState, held_for
+
+    ha, _ = colony(tmp_path, "a")
+    hb, b_id = colony(tmp_path, "b")
+    t = Trust(ha)
+    kp = load_identity(ha / KEY_FILE)
+    g = GrantStore(t).issue(kp, b_id, ["submit"], 60, NOW)
+    st = FederationState(t.dir, t)
+    peers = [KeyPair(bytes([40 + i]) * 32).peer_id for i in range(3)]
+    for p in peers:
+        st.open_session(p, [g], {}, max_sessions=2)
+    assert list(st.sessions) == peers[1:]  # the oldest forgotten
+    alive = [True]
+    assert st.live_grants(peers[2], NOW, lambda g, now: alive[0]) == [g]
+    alive[0] = False  # revoked or expired: the session ends at its next use
+    assert st.live_grants(peers[2], NOW, lambda g, now: alive[0]) == []
+    assert peers[2] not in st.sessions and st.session_count() == 1
+    # Outputs of another colony's run here are readable by its submitter only.
+    st.note_run("cap1", peers[0])
+    assert st.note_outputs("cap1", ["bafyout"]) == peers[0]
+    assert st.note_outputs("other", ["bafyx"]) is None and st.outputs == {peers[0]: ["bafyout"]}
+    st.ledger.charge_submit(g, "cap1", 5.0, NOW)
+    st.save()
+    assert FederationState(t.dir, t).ledger.usage(g.serial, NOW).capsules == 1
+    # B side: the newest valid held grant from A, for a role.
+    tb = Trust(hb)
+    with pytest.raises(ConfigError, match="holds no valid grant"):
+        held_for(GrantStore(tb), t.require_colony(), "submit", NOW)
+    GrantStore(tb).accept(GrantToken(g), NOW)
+    assert held_for(GrantStore(tb), t.require_colony(), "submit", NOW).grant == g
+    with pytest.raises(ConfigError, match="giving read"):
+        held_for(GrantStore(tb), t.require_colony(), "read", NOW)
