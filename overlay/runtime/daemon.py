@@ -77,6 +77,7 @@ from overlay.runtime.services.dag_stream import DagStreams
 from overlay.runtime.services.dht_client import DhtClient
 from overlay.runtime.services.events import EventBus
 from overlay.runtime.services.federation import FederationService
+from overlay.runtime.services.federation_grantee import Grantee
 from overlay.runtime.services.handlers import EventHandlers
 from overlay.runtime.services.host_ad import (
     PROTO_BITSWAP,
@@ -213,9 +214,11 @@ class Daemon:
         self.federation = FederationService(
             self.trust_service, keypair=self.keypair, network=t, membership=self.membership,
             dht=self.dht_client, capsules=self.capsules)
+        self.grantee = Grantee(self.trust_service, keypair=self.keypair, network=t,
+                               dht=self.dht_client)
         self.triggers = TriggerRuns(driver, self.spawn, self.events.recent)
         self.capsules.triggers = self.triggers  # a trigger's lease fires, not executes
-        self.blocks.hooks = self.federation  # private marks travel; grantees prove themselves
+        self.blocks.hooks = self.grantee  # private marks travel; we prove ourselves to grantors
         self.dag_streams.may_serve = self.trust_service.may_stream  # outsiders: Bitswap
         self.dag_streams.register()
         self.capsules.mark_outputs = self.trust_service.mark_outputs
@@ -262,7 +265,7 @@ class Daemon:
             self.me, self.home, self.conf, t, self.membership, self.store, self.reachability,
             lambda: getattr(self, "dialer", None)))  # the dialer starts after the API
         add_trust_routes(api, self.trust_service)
-        add_grant_routes(api, self.federation)
+        add_grant_routes(api, self.federation, self.grantee)
         gconf = GatewayConfig.from_config(self.conf)
         self.gateway = Gateway(self.store, TrustPolicy(self.trust_service), gconf,
                                fetch=self.blocks.fetch_dag) if gconf.listen else None

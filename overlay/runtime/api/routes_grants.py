@@ -22,9 +22,10 @@ from overlay.runtime.api.openapi import OBJ, STR, RouteDoc, obj
 from overlay.runtime.api.server import ApiError, ApiServer, Reply, Request
 from overlay.runtime.services.capsule_info import record_json
 from overlay.runtime.services.federation import FederationService
+from overlay.runtime.services.federation_grantee import Grantee
 
 
-def add_grant_routes(api: ApiServer, svc: FederationService) -> None:
+def add_grant_routes(api: ApiServer, svc: FederationService, grantee: Grantee) -> None:
     async def grants(req: Request) -> Reply:
         return await svc.status()
 
@@ -44,7 +45,7 @@ def add_grant_routes(api: ApiServer, svc: FederationService) -> None:
         if not isinstance(nonce, int) or isinstance(nonce, bool) or not 0 <= nonce < 1 << 63:
             nonce = secrets.randbits(62)
         try:
-            return await svc.submit_to(str(body.get("colony", "")), spec, nonce)
+            return await grantee.submit_to(str(body.get("colony", "")), spec, nonce)
         except ConfigError as e:
             raise ApiError(422, str(e)) from None
         except ColonyError as e:
@@ -53,7 +54,7 @@ def add_grant_routes(api: ApiServer, svc: FederationService) -> None:
     async def capsule(req: Request) -> Reply:
         colony, cid = req.arg("colony") or "", req.arg("id") or ""
         try:
-            rec = await svc.record_in(colony, cid)
+            rec = await grantee.record_in(colony, cid)
         except ColonyError as e:
             raise ApiError(400, str(e)) from None
         if rec is None:
@@ -63,7 +64,7 @@ def add_grant_routes(api: ApiServer, svc: FederationService) -> None:
     async def label(req: Request) -> Reply:
         body = req.json()
         try:
-            return await svc.read_label(str(body.get("colony", "")), str(body.get("label", "")))
+            return await grantee.read_label(str(body.get("colony", "")), str(body.get("label", "")))
         except ColonyError as e:
             raise ApiError(400, str(e)) from None
 

@@ -1,11 +1,12 @@
-"""Federation in the daemon: grants between colonies, both ends (docs/federation.md).
+"""Federation in the daemon, the granting colony's end (docs/federation.md; the
+grantee's end is services/federation_grantee.py).
 
 Colony A gave colony B a grant (overlay/core/grants.py). Gossip membership stays per
 colony; federation rides direct connections and the DHT, on one protocol,
 `/colony/federation/1.0.0` (request/response, canonical CBOR):
 
     {"op": "prove", "chain", "grants": [grant…], "labels": [name…]}
-        B → A, once per connection (re-sent after `REPROVE_S`): B's node shows its chain
+        B → A, before B fetches from A (again after `REPROVE_S`): B's node shows its chain
         to B's owner and the grants it holds (none: A looks the grant up in the DHT
         under /colony/grant/<A>/<B>). A's node verifies each (`read`, else the role
         it gives) and
@@ -31,10 +32,10 @@ Submit carrying B's chain and a grant giving `submit`; the quota holder checks a
 charges capsules and CPU-seconds first (quota.py), then submits through its own
 capsule core, so the capsule is placed and kept like A's own.
 
-At B: before a fetch (`before_fetch`), the node proves itself to the providers that
-are not members of B; a DAG fetched from another colony is marked private in B (a
-copy is no less private than the original). `submit` and `capsule` go to the
-addresses the grant token carried.
+At B (federation_grantee.py): before a fetch the node proves itself to the providers
+that are not members of B; a DAG fetched from another colony is marked private in B
+(a copy is no less private than the original); submissions and status requests go
+to the addresses the grant token carried.
 """
 
 from __future__ import annotations
@@ -52,9 +53,8 @@ from dht.api import GetValue, PutValue, Stored, Value, result_as
 from dht.grants import check_grant_record, grant_key
 from dht.labels import label_key, parse_label_record
 from overlay.capsule.events import RunRequested
-from overlay.capsule.leases import CustodyRecord
-from overlay.capsule.spec import Capsule, CapsuleSpec, check_capsule_id
-from overlay.core.certs import chain_from_wire, chain_to_wire
+from overlay.capsule.spec import Capsule, check_capsule_id
+from overlay.core.certs import chain_from_wire
 from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError
@@ -75,17 +75,14 @@ from overlay.runtime.context import DhtCalls, Membership, Network
 from overlay.runtime.jsontypes import JsonObject
 from overlay.runtime.net.transport import Codec
 from overlay.runtime.services.capsules import CapsuleService
-from overlay.runtime.services.federation_state import FederationState, grant_json, held_for
-from overlay.runtime.services.grant_store import GrantStore, Held
+from overlay.runtime.services.federation_grantee import PROTO_FEDERATION
+from overlay.runtime.services.federation_state import FederationState, grant_json
+from overlay.runtime.services.grant_store import GrantStore
 from overlay.runtime.services.trust import TrustService
-from overlay.runtime.services.trust_state import colony_id, parse_colony_id, private_multihashes
+from overlay.runtime.services.trust_state import colony_id, private_multihashes
 
 log = structlog.get_logger("colony.federation")
 
-PROTO_FEDERATION = "/colony/federation/1.0.0"
-REQUEST_TIMEOUT_S = 5.0
-#: A B node proves itself to an A peer again after this long (or a reconnect).
-REPROVE_S = 30.0
 #: A granted DAG's block set is recomputed at most this often (blocks arrive).
 BLOCKS_TTL_S = 5.0
 #: Peers with a verified session remembered at once (oldest forgotten first).
@@ -98,8 +95,8 @@ MAX_USAGE_PEERS = 32
 
 
 class FederationService:
-    """Both ends of federation for one node: A (verify, serve, admit) and B (prove,
-    submit, read)."""
+    """The granting colony's end: verify proofs, serve granted DAGs, admit capsules
+    within quota, answer status and usage."""
 
     def __init__(
         self,
@@ -121,13 +118,6 @@ class FederationService:
         self.dht = dht
         self.capsules = capsules
         self.state = FederationState(self.trust.dir, self.trust)
-        #: B side: peer → when this node last proved itself to it.
-        self._proved: dict[PeerId, float] = {}
-        #: B side: roots fetched with an accepted proof (marked private in B after).
-        self._granted_fetch: dict[str, None] = {}
-        #: B side: a label root (text) → the granting colony's label naming it, sent
-        #: with the proof so A's providers resolve it (`read_label`).
-        self._label_of: dict[str, str] = {}
 
     @property
     def ledger(self) -> QuotaLedger:
@@ -450,127 +440,6 @@ class FederationService:
                 for p in peers[:MAX_USAGE_PEERS]:
                     n.start_soon(ask, p)
         return total
-
-    # ------------------------------------------------------------ B: proving, fetching
-
-    def _proof_wire(self, g: Grant) -> dict[str, Any]:
-        return Proof(self.trust.own_chain, g).to_wire()
-
-    async def before_fetch(self, root: Cid, providers: Sequence[PeerId]) -> None:
-        """The fetch hook (wrapping the trust service's): prove this node to providers
-        outside its colony before the first want goes out."""
-        await self.ts.before_fetch(root, providers)
-        if not self.trust.enabled or not self.trust.own_chain:
-            return
-        now = time.time()
-        strangers = [p for p in providers if p != self.me
-                     and self.trust.check(p, "member", now) is not None]  # fmt: skip
-        if not strangers:
-            return
-        # Every held grant, expired ones too: the granting colony judges (and says why
-        # it refuses); none held: it looks the grant up in the DHT.
-        grants = [h.grant.to_bytes() for h in self.grants.held()]
-        label = self._label_of.get(str(root))
-        accepted: list[bool] = []
-
-        async def prove(p: PeerId) -> None:
-            if label is None and now - self._proved.get(p, -1e18) < REPROVE_S:
-                accepted.append(True)
-                return
-            try:
-                reply = await self.network.request(
-                    p, PROTO_FEDERATION, {"op": "prove", "grants": grants,
-                                          "labels": [label] if label else [],
-                                          "chain": chain_to_wire(self.trust.own_chain)},
-                    timeout=REQUEST_TIMEOUT_S)  # fmt: skip
-            except ColonyError as e:
-                log.info("federation_prove_failed", peer=str(p), error=str(e))
-                return
-            ok = isinstance(reply, dict) and bool(reply.get("accepted"))
-            if ok:
-                if len(self._proved) >= MAX_SESSIONS:
-                    del self._proved[next(iter(self._proved))]
-                self._proved[p] = now
-                accepted.append(True)
-            log.info("federation_proved", peer=str(p), accepted=ok,
-                     refused=reply.get("refused") if isinstance(reply, dict) else None)
-
-        async with trio.open_nursery() as n:
-            for p in strangers[:8]:
-                n.start_soon(prove, p)
-        if accepted:
-            self._granted_fetch[str(root)] = None
-
-    def after_fetch(self, root: Cid) -> None:
-        self.ts.after_fetch(root)
-        if self._granted_fetch.pop(str(root), 1) is None and root.multihash not in self.ts.private:
-            try:  # read through a grant: members-only here too
-                self.ts.set_private(str(root), True)
-            except ColonyError as e:
-                log.warning("federation_copy_not_private", cid=str(root), error=str(e))
-
-    def forget_peer(self, peer: PeerId) -> None:
-        """A connection closed: prove again on the next fetch (A forgets nothing: its
-        sessions end with the grant)."""
-        self._proved.pop(peer, None)
-
-    async def read_label(self, colony: str, label: str) -> JsonObject:
-        """The current root of label `label` of colony `colony`, if a held grant's
-        prefix covers it; later fetches of that root name the label to A's providers."""
-        owner = parse_colony_id(colony)
-        held = held_for(self.grants, owner, READ, time.time())
-        if not held.grant.covers_label(label):
-            raise ConfigError(f"label {label!r} is not under the prefix "
-                              f"{held.grant.prefix!r} of grant {held.grant.serial[:12]}")
-        key = label_key(colony_id(owner), label)
-        ev = await self.dht.call(partial(GetValue, key=key), timeout_s=30)
-        payload = result_as(ev, Value).value
-        if not payload:
-            raise ColonyError(f"label {label!r} of colony {colony} not found in the DHT")
-        try:
-            rec = parse_label_record(key, payload, time.time())
-        except RemoteProtocolError as e:
-            raise ColonyError(f"label {label!r} of colony {colony}: {e}") from None
-        if len(self._label_of) >= MAX_SESSIONS:
-            del self._label_of[next(iter(self._label_of))]
-        self._label_of[rec.value] = label
-        return {"colony": colony, "label": label, "cid": rec.value, "seq": rec.seq}
-
-    # ------------------------------------------------------------ B: capsules
-
-    async def _ask(self, held: Held, body: dict[str, Any], timeout: float) -> object:
-        """Send `body` to the first of the granting colony's nodes that answers."""
-        errors = []
-        for addr in held.addrs or ():
-            try:
-                peer = await self.network.connect(addr)
-                return await self.network.request(peer, PROTO_FEDERATION, body, timeout=timeout)
-            except ColonyError as e:
-                errors.append(f"{addr}: {e}")
-        raise ColonyError("no node of colony " + str(colony_id(held.grant.colony)) +
-                          " answered: " + ("; ".join(errors) or "the grant token held no "
-                                           "address; accept it again with one"))
-
-    async def submit_to(self, colony: str, spec: CapsuleSpec, nonce: int) -> JsonObject:
-        held = held_for(self.grants, parse_colony_id(colony), SUBMIT, time.time())
-        cap = Capsule.sign(self.keypair, spec, time.time(), nonce)
-        reply = await self._ask(held, {"op": "submit", "proof": self._proof_wire(held.grant),
-                                       "capsule": cap.to_wire()}, 90.0)  # fmt: skip
-        if not isinstance(reply, dict):
-            raise ColonyError("bad reply to a federated submission")
-        if not reply.get("accepted"):
-            raise ConfigError(f"colony {colony} refused capsule {cap.id}: {reply.get('reason')}")
-        self.state.note_capsule(cap.id, held.grant.colony)
-        return {"id": cap.id, "state": str(reply.get("state")), "reason": str(reply.get("reason")),
-                "colony": colony}  # fmt: skip
-
-    async def record_in(self, colony: str, capsule_id: str) -> CustodyRecord | None:
-        owner = parse_colony_id(colony)
-        held = held_for(self.grants, owner, None, time.time())
-        reply = await self._ask(held, {"op": "status", "id": capsule_id,
-                                       "proof": self._proof_wire(held.grant)}, 15.0)  # fmt: skip
-        raw = reply.get("record") if isinstance(reply, dict) else None
-        return None if raw is None else CustodyRecord.from_wire(raw)
 
     # ------------------------------------------------------------ status and publishing
 
