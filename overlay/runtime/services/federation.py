@@ -244,7 +244,7 @@ class FederationService:
                 if why is None:
                     granted.append(w)
                 else:
-                    self.ts._log_refusal(peer, "federation_quota_refused", why)
+                    self.ts.log_refusal(peer, "federation_quota_refused", why)
         if granted:
             self.state.dirty()
         filtered = self.ts.filter_bitswap(peer, dataclasses.replace(msg, wants=tuple(rest)))

@@ -3,6 +3,7 @@ delegated grants, refusals with reasons, and the DHT's `/colony/grant/` validato
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -18,6 +19,7 @@ from overlay.core.certs import Certificate
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ConfigError, ExpiredError, MalformedFrame
 from overlay.core.grants import Grant, GrantToken
+from overlay.core.wire import cbor_encode
 from overlay.runtime.process.identity import KEY_FILE, load_identity
 from overlay.runtime.services.grant_store import GrantStore, grant_status
 from overlay.runtime.services.trust_state import Trust, colony_id
@@ -52,6 +54,15 @@ def test_cli_issue_accept_ls_show_revoke(tmp_path: Path) -> None:
     row = json.loads(out)
     assert rc == 0 and row["colony"] == a_id and row["quota"] == {"capsules": 5, "cpu_s": 3600}
     assert row["addrs"] == ["/ip4/127.0.0.1/tcp/9"] and row["status"] == "valid"
+    # A token whose grant was altered after signing is refused, naming why.
+    tok = GrantToken.decode(token.strip())
+    env = tok.grant.envelope
+    forged_env = type(env)(env.kind, env.body.replace(b"read", b"exec"), env.signer,
+                           env.signature)  # fmt: skip
+    raw = cbor_encode({"g": forged_env.to_bytes(), "a": []})
+    forged = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    rc, _, err = run(hb, "grant", "accept", forged)
+    assert rc == 1 and "signature on 'colony-grant' does not verify" in err, err
     # The grant is for b: a third colony cannot install it.
     hc, _ = colony(tmp_path, "c")
     rc, _, err = run(hc, "grant", "accept", token.strip())
