@@ -216,6 +216,7 @@ class Daemon:
             dht=self.dht_client, capsules=self.capsules)
         self.grantee = Grantee(self.trust_service, keypair=self.keypair, network=t,
                                dht=self.dht_client)
+        self.federation.proved_to = self.grantee.proved_to
         self.triggers = TriggerRuns(driver, self.spawn, self.events.recent)
         self.capsules.triggers = self.triggers  # a trigger's lease fires, not executes
         self.blocks.hooks = self.grantee  # private marks travel; we prove ourselves to grantors

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -118,6 +118,9 @@ class FederationService:
         self.dht = dht
         self.capsules = capsules
         self.state = FederationState(self.trust.dir, self.trust)
+        #: Whether this node proved itself to `peer` (federation_grantee.py; the
+        #: daemon wires it): that peer's blocks are answers to our granted wants.
+        self.proved_to: Callable[[PeerId], bool] = lambda peer: False
 
     @property
     def ledger(self) -> QuotaLedger:
@@ -231,7 +234,12 @@ class FederationService:
         service's rule (members: all; outsiders: public only, or nothing)."""
         grants = self.state.live_grants(peer, time.time(), self._in_force)
         if not grants or not msg.wants:
-            return self.ts.filter_bitswap(peer, msg)
+            kept = self.ts.filter_bitswap(peer, msg)
+            if kept is None and (msg.blocks or msg.presences) and self.proved_to(peer):
+                # This node asked that colony for granted blocks: take its answers even
+                # with `serve_public = false` (which still refuses it every want).
+                return dataclasses.replace(msg, wants=())
+            return kept
         granted, rest = [], []
         with self.ts.store.reader() as r:
             for w in msg.wants:

@@ -72,6 +72,10 @@ class Grantee:
 
     # ------------------------------------------------------------ B: proving, fetching
 
+    def proved_to(self, peer: PeerId) -> bool:
+        """Whether a node of another colony accepted this node's proof (recently)."""
+        return peer in self._proved
+
     def _proof_wire(self, g: Grant) -> dict[str, Any]:
         return Proof(self.trust.own_chain, g).to_wire()
 
