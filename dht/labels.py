@@ -27,6 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dht.grants import GRANT_PREFIX, GrantValidator
 from dht.records import UnknownNamespace, Validators, ValidRecord
 from overlay.core.certs import (
     Certificate,
@@ -149,7 +150,8 @@ class LabelValidator:
 
 
 def default_validators() -> Validators:
-    """Every namespace a node serves: names, revocations and labels."""
+    """Every namespace a node serves: names, revocations, labels and grants."""
     v = Validators()
     v.register(LABEL_PREFIX, LabelValidator())
+    v.register(GRANT_PREFIX, GrantValidator())
     return v

@@ -114,6 +114,14 @@ class Admission:
             self._authority[c.cert_id] = frozenset(signers)
         return valid_until
 
+    def note_authority(self, object_id: bytes, signers: frozenset[bytes]) -> None:
+        """Keys with authority to revoke `object_id` beyond the owner (a grant's signer
+        and its chain, overlay/core/grants.py), so a peer's revocation by one of them
+        is taken like one of a certificate seen in a verified chain."""
+        if len(self._authority) >= 3 * self.max_cache:
+            del self._authority[next(iter(self._authority))]
+        self._authority[object_id] = signers
+
     def chain_of(self, alive: Alive) -> tuple[Certificate, ...] | None:
         """The verified chain of an alive claim that passed `check` (cached)."""
         hit = self._cache.get(alive.chain[-1].signature) if alive.chain else None

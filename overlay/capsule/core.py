@@ -79,6 +79,8 @@ MAX_LOOPBACK = 64
 class SubmitCapsule:
     capsule: Capsule
     chain: tuple[Certificate, ...] = ()
+    #: Another colony's capsule: this colony's grant to it (envelope bytes).
+    grant: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +137,7 @@ class Origin:
             return [Emit(ev.SubmissionRejected(cap.id, "too many submissions in flight"))]
         # The initial configuration is fixed here, once: every retry carries the same.
         config = tuple(self.view.closest(cap.key, self.k_c))
-        msg = Submit(cap, cmd.chain, self.me, 0, config)
+        msg = Submit(cap, cmd.chain, self.me, 0, config, cmd.grant)
         self._pending[cap.id] = (msg, 1)
         self._watch(cap.id)
         return self._send(msg, now)

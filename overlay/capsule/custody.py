@@ -85,6 +85,7 @@ from overlay.capsule.workflow import Dependencies
 from overlay.core.certs import RevocationList, verify_chain
 from overlay.core.effects import Effect, Emit, Send, SetTimer
 from overlay.core.errors import ExpiredError, RemoteProtocolError
+from overlay.core.grants import SUBMIT, Proof, parse_grant, verify_proof
 from overlay.core.ids import PeerId
 
 
@@ -231,12 +232,10 @@ class Custody:
             e.actions.append((e.record.version, ack))
             return out
         if self.config.colony_owner is not None:
-            try:
-                verify_chain(msg.chain, self.config.colony_owner, cap.submitter, "submit", now,
-                             self.revocations)  # fmt: skip
-            except (RemoteProtocolError, ExpiredError) as err:
+            why = self._unauthorized(msg, now)
+            if why is not None:
                 count(self.stats, "submit_unauthorized")
-                return [Send(origin, SubmitAck(cap.id, False, str(err)))]
+                return [Send(origin, SubmitAck(cap.id, False, why))]
         if not self.table.admit(cap.id):
             return [Send(origin, SubmitAck(cap.id, False, "custody full"))]
         # Epoch 0 is a placeholder naming the custodians asked for promises: the
@@ -259,6 +258,25 @@ class Custody:
             actions.append(Emit(ev.ProvidersWanted(cap.id, cap.spec.inputs)))
         e.actions.append((1, actions))
         return self.takeover.start_sync(e, now)
+
+    def _unauthorized(self, msg: Submit, now: float) -> str | None:
+        """None if the submitter may submit here, else why not: a member's chain must
+        grant `submit`; another colony's member shows its chain to its own owner plus
+        this colony's grant giving `submit` (overlay/core/grants.py; the quota is
+        checked before, by the grant's quota holder, services/federation.py)."""
+        assert self.config.colony_owner is not None
+        cap = msg.capsule
+        try:
+            if msg.grant:
+                proof = Proof(msg.chain, parse_grant(msg.grant))
+                verify_proof(proof, self.config.colony_owner, cap.submitter, SUBMIT, now,
+                             self.revocations)  # fmt: skip
+            else:
+                verify_chain(msg.chain, self.config.colony_owner, cap.submitter, "submit", now,
+                             self.revocations)  # fmt: skip
+        except (RemoteProtocolError, ExpiredError) as err:
+            return str(err)
+        return None
 
     def on_replicate(self, peer: PeerId, msg: Replicate, now: float) -> list[Effect]:
         return self.takeover.on_replicate(peer, msg, now)

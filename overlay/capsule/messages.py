@@ -57,6 +57,8 @@ from overlay.core.wire import cbor_decode, cbor_encode
 
 MAX_REASON = 1024
 MAX_HOPS = 8
+#: A grant envelope (roots, chain and quotas inside) is far below this.
+MAX_GRANT_BYTES = 32 * 1024
 UNKNOWN = "unknown"
 _POSITIVE = "{what} must be a positive number"
 
@@ -84,9 +86,12 @@ class Submit:
     #: epoch only with promises from a majority of it (docs/capsules.md, "Custody
     #: epochs"), so a retry into a side holding no copy cannot start a second lineage.
     config: tuple[PeerId, ...] = ()
+    #: A capsule of another colony's member: the envelope bytes of this colony's grant
+    #: to that colony (overlay/core/grants.py); `chain` then leads to *its* owner.
+    grant: bytes = b""
 
     def to_wire(self) -> list[Any]:
-        return [
+        out = [
             self.TAG,
             self.capsule.to_wire(),
             chain_to_wire(self.chain) if self.chain else [],
@@ -94,12 +99,17 @@ class Submit:
             self.hops,
             [p.raw for p in self.config],
         ]
+        return [*out, self.grant] if self.grant else out  # 6 elements without a grant
 
     @classmethod
     def from_wire(cls, obj: Any) -> Submit:
         if isinstance(obj, list) and len(obj) == 5:
             obj = [*obj, []]  # the form before initial configurations
-        _, cap, chain, origin, hops, config = _shape(obj, cls.TAG, 6)
+        if isinstance(obj, list) and len(obj) == 6:
+            obj = [*obj, b""]  # no grant: a member's own capsule
+        _, cap, chain, origin, hops, config, grant = _shape(obj, cls.TAG, 7)
+        if not isinstance(grant, bytes) or len(grant) > MAX_GRANT_BYTES:
+            raise MalformedFrame(f"submit grant must be at most {MAX_GRANT_BYTES} bytes")
         if not isinstance(origin, bytes):
             raise MalformedFrame("submit origin must be bytes")
         hops = uint(hops, "hops")
@@ -116,6 +126,7 @@ class Submit:
             hops,
             # Once each: a peer listed twice would count twice towards a majority.
             tuple(dict.fromkeys(PeerId.from_bytes(p) for p in config)),
+            grant,
         )
 
 

@@ -65,7 +65,10 @@ def _create(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     try:
-        st = Colony.for_home(args.home, timeout_s=10).trust()
+        client = Colony.for_home(args.home, timeout_s=10)
+        st = client.trust()
+        if st.get("enabled"):
+            st["grants"] = client.grants()  # docs/federation.md
     except ApiUnavailable:
         st = _offline_status(Trust(args.home))
     if args.json:
@@ -96,7 +99,21 @@ def _status(args: argparse.Namespace) -> int:
         for r in st["refused"]:
             what = "expelled" if r["expelled"] else "refused"
             print(f"  {human_time(r['time'])}  {r['peer']}  {what}: {r['reason']}")
+    _print_grants(st.get("grants") or {})
     return 0
+
+
+def _print_grants(g: dict[str, Any]) -> None:
+    """Grants given (with today's usage against each quota) and held (federation)."""
+    for row in g.get("given", []):
+        u, q = row.get("usage") or {}, row.get("quota") or {}
+        used = ", ".join(f"{k} {u.get(k, 0):,.0f}" + (f" of {q[k]:,}" if k in q else "")
+                         for k in ("capsules", "cpu_s", "bytes"))  # fmt: skip
+        print(f"grant given {row['serial'][:12]} to {row['grantee']}  "
+              f"{','.join(row['roles'])}  {row['status']}  today: {used}")  # fmt: skip
+    for row in g.get("held", []):
+        print(f"grant held  {row['serial'][:12]} from {row['colony']}  "
+              f"{','.join(row['roles'])}  {row['status']}  quota {row.get('quota') or 'none'}")
 
 
 def _private(args: argparse.Namespace) -> int:
@@ -137,12 +154,17 @@ def _offline_status(t: Trust) -> dict[str, Any]:
     if not t.enabled:
         return {"enabled": False}
     now = time.time()
+    from overlay.runtime.services.federation_state import grant_json
+    from overlay.runtime.services.grant_store import GrantStore
     from overlay.runtime.services.trust import cert_json
 
+    store = GrantStore(t)
     return {
         "enabled": True, "colony": str(colony_id(t.require_colony())), "name": t.name,
         "owner_key_here": t.owner_key is not None,
         "chain": [cert_json(c, now, t) for c in t.own_chain], "refused": [],
+        "grants": {"given": [grant_json(g, t, now) for g in store.given()],
+                   "held": [grant_json(h.grant, t, now) for h in store.held()]},
     }  # fmt: skip
 
 

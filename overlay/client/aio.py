@@ -165,6 +165,15 @@ class AsyncColony:
     async def revoke(self, revocation_hex: str) -> JsonDict:
         return await _run(self.sync.revoke, revocation_hex)
 
+    async def grants(self) -> JsonDict:
+        return await _run(self.sync.grants)
+
+    async def fed_submit(self, colony: str, spec: JsonDict) -> JsonDict:
+        return await _run(self.sync.fed_submit, colony, spec)
+
+    async def fed_capsule(self, colony: str, capsule_id: str) -> JsonDict:
+        return await _run(self.sync.fed_capsule, colony, capsule_id)
+
     async def send_event(self, name: str, payload: str = "") -> JsonDict:
         return await _run(self.sync.send_event, name, payload)
 

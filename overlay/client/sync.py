@@ -223,6 +223,31 @@ class Colony:
         """Publish a signed revocation (hex of its envelope bytes)."""
         return dict(self.api.call("POST", "/v1/trust/revoke", {"revocation": revocation_hex}))
 
+    # ------------------------------------------------------------ federation
+    def grants(self) -> JsonDict:
+        """Grants this colony gave and holds, with the usage counted (docs/federation.md)."""
+        return dict(self.api.call("GET", "/v1/grants"))
+
+    def publish_grant(self, grant_hex: str) -> JsonDict:
+        """Keep a grant of this colony in the daemon and put it in the DHT."""
+        return dict(self.api.call("POST", "/v1/grants/publish", {"grant": grant_hex}))
+
+    def fed_submit(self, colony: str, spec: JsonDict, *, nonce: int | None = None) -> JsonDict:
+        """Submit a capsule to colony `colony` through a grant this colony holds."""
+        body: JsonDict = {"colony": colony, "spec": spec}
+        if nonce is not None:
+            body["nonce"] = nonce
+        return dict(self.api.call("POST", "/v1/federation/submit", body))
+
+    def fed_label(self, colony: str, label: str) -> JsonDict:
+        """The current root of another colony's label that a held grant covers."""
+        return dict(self.api.call("POST", "/v1/federation/label",
+                                  {"colony": colony, "label": label}))
+
+    def fed_capsule(self, colony: str, capsule_id: str) -> JsonDict:
+        """A capsule submitted to colony `colony`: its record (receipt) as A's nodes see it."""
+        return dict(self.api.call("GET", "/v1/federation/capsule", colony=colony, id=capsule_id))
+
     # ------------------------------------------------------------ events
     def send_event(self, name: str, payload: str = "") -> JsonDict:
         return dict(self.api.call("POST", "/v1/events/send", {"name": name, "payload": payload}))

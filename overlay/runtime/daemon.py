@@ -46,6 +46,7 @@ from overlay.node import DhtSetup, GossipSetup, build_node
 from overlay.runtime.api.routes import build_api
 from overlay.runtime.api.routes_capsules import add_capsule_routes
 from overlay.runtime.api.routes_doctor import DoctorSources, add_doctor_routes
+from overlay.runtime.api.routes_grants import add_grant_routes
 from overlay.runtime.api.routes_node import CoreStats
 from overlay.runtime.api.routes_sync import add_sync_routes
 from overlay.runtime.api.routes_topics import add_topic_routes
@@ -77,6 +78,8 @@ from overlay.runtime.services.capsules import (
 from overlay.runtime.services.dag_stream import DagStreams
 from overlay.runtime.services.dht_client import DhtClient
 from overlay.runtime.services.events import EventBus
+from overlay.runtime.services.federation import FederationService
+from overlay.runtime.services.federation_grantee import Grantee
 from overlay.runtime.services.handlers import EventHandlers
 from overlay.runtime.services.host_ad import (
     PROTO_BITSWAP,
@@ -211,27 +214,38 @@ class Daemon:
         self.trust_service = TrustService(
             self.trust, me=self.me, store=self.store, membership=self.membership,
             cores=driver, dht=self.dht_client, keypair=self.keypair, network=t)
+        # Grants between colonies (docs/federation.md): wraps the trust service's fetch
+        # hook and Bitswap filter with the grantees' sessions.
+        self.federation = FederationService(
+            self.trust_service, keypair=self.keypair, network=t, membership=self.membership,
+            dht=self.dht_client, capsules=self.capsules)
+        self.grantee = Grantee(self.trust_service, keypair=self.keypair, network=t,
+                               dht=self.dht_client)
+        self.federation.proved_to = self.grantee.proved_to
         self.triggers = TriggerRuns(driver, self.spawn, self.events.recent)
         self.capsules.triggers = self.triggers  # a trigger's lease fires, not executes
-        self.blocks.hooks = self.trust_service  # the private mark travels with the DAG
+        self.blocks.hooks = self.grantee  # private marks travel; we prove ourselves to grantors
         self.dag_streams.may_serve = self.trust_service.may_stream  # outsiders: Bitswap
         self.dag_streams.register()
         self.capsules.mark_outputs = self.trust_service.mark_outputs
         self.topics = TopicService(self.keypair, self.trust, t, self.dht_client, driver,
                                    self.conf["topics"])
         self.topics.register()  # /colony/topics/1.0.0
+        self.capsules.on_outputs = self.federation.on_outputs  # a grantee reads its outputs
         self.router = Router(
             t, driver.submit, self.dht_client, gossip_protocol=PROTO_GOSSIP,
             bitswap_protocol=PROTO_BITSWAP, kad_server=self.kad.config.mode != "client",
-            bitswap_filter=self.trust_service.filter_bitswap,  # colony mode: members-only data
+            bitswap_filter=self.federation.filter_bitswap,  # members; grantees; outsiders
             routes=[(CAPSULE_MESSAGES, self.capsules.send)],
             listeners=[self.topics.connectivity],  # HyParView's failure signal
         )
         self.router.register()
         self.capsules.register()
         self.trust_service.register()
+        self.federation.register()
         for on_event in (self.capsules.on_event,  # runs, kills, custody persistence
                          self.trust_service.on_event,  # refusal logs, revocations saved
+                         self.federation.on_event,  # runs of other colonies' capsules
                          self.peer_book.on_event, self.dht_client.on_event,
                          self.blocks.on_event, self.handlers.on_event,
                          self.triggers.on_event, self._on_event):
@@ -262,6 +276,7 @@ class Daemon:
             lambda: getattr(self, "dialer", None)))  # the dialer starts after the API
         add_trust_routes(api, self.trust_service)
         add_topic_routes(api, self.topics)
+        add_grant_routes(api, self.federation, self.grantee)
         gconf = GatewayConfig.from_config(self.conf)
         self.gateway = Gateway(self.store, TrustPolicy(self.trust_service), gconf,
                                fetch=self.blocks.fetch_dag) if gconf.listen else None

@@ -227,6 +227,9 @@ class CapsuleService:
         self.runs = Runs(self.attempts, cores, spawn, self.reads.find_record)
         #: Colony mode: marks a run's outputs and log private (services/trust.py).
         self.mark_outputs: Callable[[Sequence[str]], None] | None = None
+        #: Told (capsule id, outputs and log) of every run here (services/federation.py:
+        #: another colony's submitter may read its own capsule's outputs).
+        self.on_outputs: Callable[[str, Sequence[str]], None] | None = None
         #: Triggers leased to this node (services/trigger_runs.py), set by the daemon.
         self.triggers: TriggerRuns | None = None
 
@@ -361,6 +364,8 @@ class CapsuleService:
         cids = [c for c in (*exited.outputs, exited.log_cid) if c]
         if cids and self.mark_outputs is not None:
             self.mark_outputs(cids)  # colony mode: members only, before the receipt names them
+        if cids and self.on_outputs is not None:
+            self.on_outputs(exited.capsule_id, cids)
         self.cores.submit(exited)
         if cids:
             self.spawn(self._provide, cids)
@@ -406,14 +411,18 @@ class CapsuleService:
             k = self.known[capsule.id] = Known(capsule)
         return k
 
-    async def submit(self, capsule: Capsule, timeout_s: float = 40.0) -> Known:
-        """Submit through this node; return once custody acknowledged or refused it."""
+    async def submit(self, capsule: Capsule, timeout_s: float = 40.0, *,
+                     chain: Sequence[Certificate] | None = None, grant: bytes = b"") -> Known:
+        """Submit through this node; return once custody acknowledged or refused it.
+        Another colony's capsule carries its submitter's `chain` and this colony's
+        `grant` to it (services/federation.py); our own carry this node's chain."""
         with trio.move_on_after(timeout_s):
             await self.activated.wait()
         k = self.remember(capsule)
         if k.state in ("submitting", "rejected"):
             k.state, k.reason = "submitting", ""
-            await self.cores.submit_wait(SubmitCapsule(capsule, self.authority.chain))
+            own = self.authority.chain if chain is None else tuple(chain)
+            await self.cores.submit_wait(SubmitCapsule(capsule, own, grant))
         with trio.move_on_after(timeout_s):
             while k.state == "submitting":
                 await self.changed(1.0)

@@ -193,7 +193,7 @@ class TrustService:
         if reason is None:
             return msg
         if not t.serve_public:
-            self._log_refusal(peer, "bitswap_refused", reason)
+            self.log_refusal(peer, "bitswap_refused", reason)
             return None
         private: Collection[bytes] = self.private
         if self.growing and msg.wants:
@@ -204,7 +204,7 @@ class TrustService:
             private = self.private.keys() | absent
         kept = strip_private_wants(msg, private)
         if len(kept.wants) != len(msg.wants):
-            self._log_refusal(peer, "bitswap_private_refused", reason)
+            self.log_refusal(peer, "bitswap_private_refused", reason)
         return kept
 
     # ------------------------------------------------------------ private marks
@@ -319,7 +319,7 @@ class TrustService:
         """None if this node may make `cid` public again, else why not."""
         return self.trust.may_unmark(cid, self.me, time.time())
 
-    def _log_refusal(self, peer: PeerId, event: str, reason: str) -> None:
+    def log_refusal(self, peer: PeerId, event: str, reason: str) -> None:
         now = time.monotonic()
         key = (peer, event)
         if now - self._bitswap_logged.get(key, -1e9) >= BITSWAP_REFUSAL_LOG_S:

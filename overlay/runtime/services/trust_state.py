@@ -124,6 +124,10 @@ def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
+#: For the other files of trust/ (services/grant_store.py).
+write_atomic = _write_atomic
+
+
 def _read_envelopes(path: Path) -> list[Envelope]:
     if not path.exists():
         return []

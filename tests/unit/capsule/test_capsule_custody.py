@@ -436,3 +436,54 @@ def test_a_lost_cancel_is_sent_again_until_the_capsule_ends() -> None:
     sent = len([s for s in m.router.sends if isinstance(s[2], CancelRequest)])
     m.run(10)
     assert len([s for s in m.router.sends if isinstance(s[2], CancelRequest)]) == sent
+
+
+def test_another_colonys_capsule_needs_a_grant_giving_submit() -> None:
+    """Custody takes a capsule of colony B's member when the Submit carries the
+    member's chain to B's owner and this colony's grant to B (overlay/core/grants.py)."""
+    from overlay.core.certs import RevocationList
+    from overlay.core.grants import Grant, revoke_grant
+
+    m = Mini()
+    b_owner, b_node = KeyPair(b"\xb0" * 32), KeyPair(b"\xb1" * 32)
+    b_chain = (Certificate.issue(b_owner, b_owner.public, b_node.peer_id,
+                                 ("member", "submit"), 0, 1e9),)  # fmt: skip
+
+    def submit(roles: tuple[str, ...], *, chain: tuple[Certificate, ...] = b_chain,
+               revoke: bool = False) -> tuple[Capsule, list[Any]]:  # fmt: skip
+        g = Grant.issue(OWNER, OWNER.public.raw, b_owner.public.raw, roles, 0, 1e9,
+                        prefix="shared/")
+        revs = RevocationList(OWNER.public)
+        if revoke:
+            revs.add(revoke_grant(OWNER, g, 0), 0)
+        for core in m.cores.values():
+            core.custody.revocations = revs
+        cap = Capsule.sign(b_node, CapsuleSpec(command=("run",)), 0.0, len(m.router.emitted))
+        m.router.inject(m.peers[0], SubmitCapsule(cap, chain, g.to_bytes()))
+        m.run(1)
+        return cap, [e for e in m.events(ev.SubmissionRejected) if e.capsule_id == cap.id]
+
+    cap, rejected = submit(("submit",))
+    assert not rejected and cap.id in [e.capsule_id for e in m.events(ev.SubmissionAccepted)]
+    _, rejected = submit(("read",))
+    assert "does not give submit" in rejected[0].reason
+    _, rejected = submit(("submit",), chain=m.chains[m.peers[1]])  # a chain of this colony
+    assert "is not a member of colony" in rejected[0].reason
+    _, rejected = submit(("submit",), revoke=True)
+    assert "was revoked" in rejected[0].reason
+
+
+def test_submit_wire_carries_a_grant_and_stays_six_elements_without() -> None:
+    from overlay.capsule.messages import Submit
+    from overlay.core.errors import MalformedFrame
+    from overlay.core.grants import Grant
+
+    m = Mini()
+    cap = m.capsule()
+    plain = Submit(cap, m.chains[m.peers[0]], m.peers[0], 1, (m.peers[1],))
+    assert len(plain.to_wire()) == 6 and Submit.from_wire(plain.to_wire()) == plain
+    g = Grant.issue(OWNER, OWNER.public.raw, KeyPair(b"\xb0" * 32).public.raw, ["submit"], 0, 9)
+    fed = Submit(cap, (), m.peers[0], 0, (), g.to_bytes())
+    assert len(fed.to_wire()) == 7 and Submit.from_wire(fed.to_wire()) == fed
+    with pytest.raises(MalformedFrame, match="grant must be at most"):
+        Submit.from_wire([*fed.to_wire()[:6], "not bytes"])

@@ -1,0 +1,193 @@
+"""Federation at the grantee's end: colony B's node proving itself to colony A and
+using A's grants (docs/federation.md; A's end is services/federation.py).
+
+- `before_fetch` / `after_fetch` (the block service's fetch hooks, wrapping the trust
+  service's): before the first want goes to providers outside this colony, prove this
+  node to them on `/colony/federation/1.0.0` (its chain, every grant it holds, the
+  label naming the root if it was resolved through one), at most once per `REPROVE_S`
+  per provider; a DAG fetched after such a proof was accepted is marked private here.
+- `read_label`: a label of A under a held grant's prefix → its current root (DHT).
+- `submit_to` / `record_in`: a capsule signed by this node, run in A through a held
+  grant giving `submit`, and its custody record there — sent to the addresses the
+  grant token carried (the first that answers).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import structlog
+import trio
+
+from dht.api import GetValue, Value, result_as
+from dht.labels import label_key, parse_label_record
+from overlay.capsule.leases import CustodyRecord
+from overlay.capsule.spec import Capsule, CapsuleSpec
+from overlay.core.certs import chain_to_wire
+from overlay.core.cid import Cid
+from overlay.core.crypto import KeyPair
+from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError
+from overlay.core.grants import READ, SUBMIT, Grant, Proof
+from overlay.core.ids import PeerId
+from overlay.runtime.context import DhtCalls, Network
+from overlay.runtime.jsontypes import JsonObject
+from overlay.runtime.services.federation_state import held_for
+from overlay.runtime.services.grant_store import GrantStore, Held
+from overlay.runtime.services.trust import TrustService
+from overlay.runtime.services.trust_state import colony_id, parse_colony_id
+
+log = structlog.get_logger("colony.federation")
+
+PROTO_FEDERATION = "/colony/federation/1.0.0"
+REQUEST_TIMEOUT_S = 5.0
+#: This node proves itself to a provider of another colony again after this long (the
+#: provider may have restarted and forgotten the session).
+REPROVE_S = 30.0
+#: Providers proved to at once before one fetch; peers and label roots remembered.
+MAX_PROVE = 8
+MAX_REMEMBERED = 1024
+
+
+class Grantee:
+    """This node as a member of a grantee colony."""
+
+    def __init__(self, trust_service: TrustService, *, keypair: KeyPair, network: Network,
+                 dht: DhtCalls) -> None:  # fmt: skip
+        self.ts = trust_service
+        self.trust = trust_service.trust
+        self.grants = GrantStore(self.trust)
+        self.me = keypair.peer_id
+        self.keypair = keypair
+        self.network = network
+        self.dht = dht
+        #: peer → when this node last proved itself to it (accepted).
+        self._proved: dict[PeerId, float] = {}
+        #: roots fetched with an accepted proof (marked private here after).
+        self._granted_fetch: dict[str, None] = {}
+        #: a label root (text) → the granting colony's label naming it.
+        self._label_of: dict[str, str] = {}
+
+    # ------------------------------------------------------------ B: proving, fetching
+
+    def proved_to(self, peer: PeerId) -> bool:
+        """Whether a node of another colony accepted this node's proof (recently)."""
+        return peer in self._proved
+
+    def _proof_wire(self, g: Grant) -> dict[str, Any]:
+        return Proof(self.trust.own_chain, g).to_wire()
+
+    async def before_fetch(self, root: Cid, providers: Sequence[PeerId]) -> None:
+        """The fetch hook (wrapping the trust service's): prove this node to providers
+        outside its colony before the first want goes out."""
+        await self.ts.before_fetch(root, providers)
+        if not self.trust.enabled or not self.trust.own_chain:
+            return
+        now = time.time()
+        strangers = [p for p in providers if p != self.me
+                     and self.trust.check(p, "member", now) is not None]  # fmt: skip
+        if not strangers:
+            return
+        # Every held grant, expired ones too: the granting colony judges (and says why
+        # it refuses); none held: it looks the grant up in the DHT.
+        grants = [h.grant.to_bytes() for h in self.grants.held()]
+        label = self._label_of.get(str(root))
+        accepted: list[bool] = []
+
+        async def prove(p: PeerId) -> None:
+            if label is None and now - self._proved.get(p, -1e18) < REPROVE_S:
+                accepted.append(True)
+                return
+            try:
+                reply = await self.network.request(
+                    p, PROTO_FEDERATION, {"op": "prove", "grants": grants,
+                                          "labels": [label] if label else [],
+                                          "chain": chain_to_wire(self.trust.own_chain)},
+                    timeout=REQUEST_TIMEOUT_S)  # fmt: skip
+            except ColonyError as e:
+                log.info("federation_prove_failed", peer=str(p), error=str(e))
+                return
+            ok = isinstance(reply, dict) and bool(reply.get("accepted"))
+            if ok:
+                if len(self._proved) >= MAX_REMEMBERED:
+                    del self._proved[next(iter(self._proved))]
+                self._proved[p] = now
+                accepted.append(True)
+            log.info("federation_proved", peer=str(p), accepted=ok,
+                     refused=reply.get("refused") if isinstance(reply, dict) else None)
+
+        async with trio.open_nursery() as n:
+            for p in strangers[:MAX_PROVE]:
+                n.start_soon(prove, p)
+        if accepted:
+            self._granted_fetch[str(root)] = None
+
+    def after_fetch(self, root: Cid) -> None:
+        self.ts.after_fetch(root)
+        if self._granted_fetch.pop(str(root), 1) is None and root.multihash not in self.ts.private:
+            try:  # read through a grant: members-only here too
+                self.ts.set_private(str(root), True)
+            except ColonyError as e:
+                log.warning("federation_copy_not_private", cid=str(root), error=str(e))
+
+    async def read_label(self, colony: str, label: str) -> JsonObject:
+        """The current root of label `label` of colony `colony`, if a held grant's
+        prefix covers it; later fetches of that root name the label to A's providers."""
+        owner = parse_colony_id(colony)
+        held = held_for(self.grants, owner, READ, time.time())
+        if not held.grant.covers_label(label):
+            raise ConfigError(f"label {label!r} is not under the prefix "
+                              f"{held.grant.prefix!r} of grant {held.grant.serial[:12]}")
+        key = label_key(colony_id(owner), label)
+        ev = await self.dht.call(partial(GetValue, key=key), timeout_s=30)
+        payload = result_as(ev, Value).value
+        if not payload:
+            raise ColonyError(f"label {label!r} of colony {colony} not found in the DHT")
+        try:
+            rec = parse_label_record(key, payload, time.time())
+        except RemoteProtocolError as e:
+            raise ColonyError(f"label {label!r} of colony {colony}: {e}") from None
+        if len(self._label_of) >= MAX_REMEMBERED:
+            del self._label_of[next(iter(self._label_of))]
+        self._label_of[rec.value] = label
+        return {"colony": colony, "label": label, "cid": rec.value, "seq": rec.seq}
+
+    # ------------------------------------------------------------ B: capsules
+
+    async def _ask(self, held: Held, body: dict[str, Any], timeout: float) -> object:
+        """Send `body` to the first of the granting colony's nodes that answers."""
+        errors = []
+        for addr in held.addrs or ():
+            try:
+                peer = await self.network.connect(addr)
+                return await self.network.request(peer, PROTO_FEDERATION, body, timeout=timeout)
+            except ColonyError as e:
+                errors.append(f"{addr}: {e}")
+        raise ColonyError("no node of colony " + str(colony_id(held.grant.colony)) +
+                          " answered: " + ("; ".join(errors) or "the grant token held no "
+                                           "address; accept it again with one"))
+
+    async def submit_to(self, colony: str, spec: CapsuleSpec, nonce: int) -> JsonObject:
+        held = held_for(self.grants, parse_colony_id(colony), SUBMIT, time.time())
+        cap = Capsule.sign(self.keypair, spec, time.time(), nonce)
+        reply = await self._ask(held, {"op": "submit", "proof": self._proof_wire(held.grant),
+                                       "capsule": cap.to_wire()}, 90.0)  # fmt: skip
+        if not isinstance(reply, dict):
+            raise ColonyError("bad reply to a federated submission")
+        if not reply.get("accepted"):
+            raise ConfigError(f"colony {colony} refused capsule {cap.id}: {reply.get('reason')}")
+        return {"id": cap.id, "state": str(reply.get("state")), "reason": str(reply.get("reason")),
+                "colony": colony}  # fmt: skip
+
+    async def record_in(self, colony: str, capsule_id: str) -> CustodyRecord | None:
+        owner = parse_colony_id(colony)
+        held = held_for(self.grants, owner, None, time.time())
+        reply = await self._ask(held, {"op": "status", "id": capsule_id,
+                                       "proof": self._proof_wire(held.grant)}, 15.0)  # fmt: skip
+        raw = reply.get("record") if isinstance(reply, dict) else None
+        return None if raw is None else CustodyRecord.from_wire(raw)
+
+
+__all__ = ["PROTO_FEDERATION", "Grantee"]

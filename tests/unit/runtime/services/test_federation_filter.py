@@ -1,0 +1,120 @@
+"""`FederationService` at the granting colony's end, on real homes and a real LMDB store:
+the prove request (good, expired and malformed grants), the Bitswap filter (granted DAG
+served, others by the outsider rule, the byte quota, a revoked grant ends the
+session), and a grantee with `serve_public = false` still taking its answers. The
+gossip core, driver and membership are real; the DHT and capsule service are never
+reached by these paths."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from gossip.swim import Swim
+from overlay.cli.main import main as colony_main
+from overlay.core.certs import chain_to_wire
+from overlay.core.cid import Cid
+from overlay.core.grants import Grant, revoke_grant
+from overlay.exchange.messages import BitswapMessage, Block, WantEntry
+from overlay.runtime.driver import Driver
+from overlay.runtime.process.identity import KEY_FILE, load_identity
+from overlay.runtime.services.federation import FederationService
+from overlay.runtime.services.membership import SwimMembership
+from overlay.runtime.services.trust import TrustService
+from overlay.runtime.services.trust_state import Trust
+from store.blockstore import BlockStore
+from store.importer import Importer, ImportOptions
+
+NOW = time.time()
+
+
+class NoDht:
+    async def call(self, make: object, timeout_s: float = 60.0) -> object:
+        raise AssertionError("these paths need no DHT")
+
+
+def founded(tmp: Path, name: str) -> tuple[Path, Trust]:
+    home = tmp / name
+    assert colony_main(["--home", str(home), "init"]) == 0
+    kp = load_identity(home / KEY_FILE)
+    return home, Trust.create_colony(home, name, kp, NOW, 86400)
+
+
+def service(ha: Path, store: BlockStore, serve_public: bool) -> FederationService:
+    ka = load_identity(ha / KEY_FILE)
+    trust = Trust(ha, {"trust": {"serve_public": serve_public}})
+    swim = Swim(ka, rng=random.Random(1))
+    ts = TrustService(trust, me=ka.peer_id, store=store, membership=SwimMembership(swim),
+                      cores=Driver(swim, send=lambda peer, msg: None), dht=NoDht())  # fmt: skip
+    return FederationService(ts, keypair=ka, network=None, membership=SwimMembership(swim),  # type: ignore[arg-type]
+                             dht=NoDht(), capsules=None)  # type: ignore[arg-type]
+
+
+def wants(*cids: Any) -> BitswapMessage:
+    return BitswapMessage(wants=tuple(WantEntry(c.to_bytes()) for c in cids))
+
+
+@pytest.mark.parametrize("serve_public", [True, False])
+def test_session_serves_the_granted_dag_within_quota_until_revoked(
+    tmp_path: Path, serve_public: bool
+) -> None:
+    ha, ta = founded(tmp_path, "a")
+    hb, tb = founded(tmp_path, "b")
+    b_node = load_identity(hb / KEY_FILE).peer_id
+    with BlockStore(tmp_path / "s") as store:
+        imp = Importer(store, ImportOptions(cid_version=1, chunk_size=1024))
+        secret = imp.add_bytes(b"s" * 3000)  # a root and 3 leaves
+        other = imp.add_bytes(b"o" * 100)
+        public = imp.add_bytes(b"p" * 100)
+        for c in (secret, other):
+            ta.set_private(str(c.cid), True)
+        with store.reader() as r:
+            leaves = [bytes(x) for x in r.links(secret.cid.multihash) or []]
+            size = sum(r.size(Cid.from_bytes(x)) or 0 for x in leaves)
+            root_size = r.size(secret.cid) or 0
+        owner = ta.owner_key
+        assert owner is not None
+        g = Grant.issue(owner, ta.require_colony(), tb.require_colony(), ["read"], NOW - 5,
+                        NOW + 3600, roots=[secret.cid],
+                        quota={"bytes": size + root_size})  # fmt: skip
+        expired = Grant.issue(owner, ta.require_colony(), tb.require_colony(), ["read"],
+                              NOW - 7200, NOW - 3600, roots=[other.cid])  # fmt: skip
+        svc = service(ha, store, serve_public)
+        svc.ts.refresh_private()
+        req = {"op": "prove", "chain": chain_to_wire(tb.own_chain), "labels": [],
+               "grants": [g.to_bytes(), expired.to_bytes(), b"\x00junk"]}
+        reply = trio.run(svc.on_request, b_node, req)
+        assert reply["accepted"] == [g.serial]
+        reasons = "\n".join(reply["refused"])
+        assert f"grant {expired.serial[:12]} expired at" in reasons
+        assert "grant refused: " in reasons  # malformed: said, the others still judged
+        # The granted DAG is served; the other private one never; public ones by the rule.
+        out = svc.filter_bitswap(b_node, wants(secret.cid, other.cid, public.cid))
+        assert out is not None
+        got = {w.cid for w in out.wants}
+        assert secret.cid.to_bytes() in got and other.cid.to_bytes() not in got
+        assert (public.cid.to_bytes() in got) is serve_public
+        # The byte quota: the leaves fit; asking the root again goes over.
+        out = svc.filter_bitswap(b_node, BitswapMessage(wants=tuple(WantEntry(x) for x in leaves)))
+        assert out is not None and len(out.wants) == 3
+        out = svc.filter_bitswap(b_node, wants(secret.cid))
+        assert out is not None and not out.wants
+        assert svc.ledger.usage(g.serial, time.time()).bytes == size + root_size
+        # Revoked: the session ends at the next message.
+        svc.trust.add_revocation(revoke_grant(owner, g, time.time()).envelope, time.time())
+        out = svc.filter_bitswap(b_node, wants(secret.cid))
+        assert out is None or not out.wants
+        assert svc.state.session_count() == 0
+        # A node of A answering our own granted wants: its blocks are taken even with
+        # serve_public = false (its wants still go by the rule).
+        answer = BitswapMessage(wants=(WantEntry(public.cid.to_bytes()),),
+                                blocks=(Block(public.cid.to_bytes()[:4], b"p" * 100),))  # fmt: skip
+        svc.proved_to = lambda peer: peer == b_node
+        kept = svc.filter_bitswap(b_node, answer)
+        assert kept is not None and kept.blocks == answer.blocks
+        assert bool(kept.wants) is serve_public
