@@ -6,9 +6,9 @@ would double the start-up of every `colony` command although most (id, add, cat.
 never log through it. The configuration is then applied by a one-shot import hook
 right after structlog is first imported, before the importing module's next line —
 so a module doing `log = structlog.get_logger()` at import time is configured exactly
-as if `configure` had imported structlog itself. stdlib logging is set up at once.
-(The hook classes are duck-typed, not importlib.abc subclasses: importlib.abc and
-logging are imported only when `configure` runs, not with LEVELS by `colony --version`.)
+as if `configure` had imported structlog itself. stdlib `logging` (~7 ms) is handled
+the same way. The hook classes are duck-typed, not importlib.abc subclasses, so this
+module imports nothing costly (`colony --version` imports it for LEVELS).
 """
 
 from __future__ import annotations
@@ -58,21 +58,25 @@ class SafeStream:
 
 
 class _ConfigureOnImport:
-    """One-shot import hook: runs `apply` right after the `structlog` package has been
-    executed. It finds the real spec with the other finders and wraps only its loader."""
+    """One-shot import hook: runs `apply` right after the top-level module `name` has
+    been executed. It finds the real spec with the other finders, wraps only its loader,
+    and steps aside while doing so (`busy`) so that it does not find itself."""
 
-    def __init__(self, apply: Callable[[], None]) -> None:
-        self.apply = apply
+    def __init__(self, name: str, apply: Callable[[], None]) -> None:
+        self.name, self.apply, self.busy = name, apply, False
 
     def find_spec(
         self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if name != "structlog":
+        if name != self.name or self.busy:
             return None
         import importlib.util
 
-        _drop_hook()
-        spec = importlib.util.find_spec(name)  # the finders after this one
+        self.busy = True
+        try:
+            spec = importlib.util.find_spec(name)  # the finders after this one
+        finally:
+            _drop_hook(self.name)
         if spec is None or spec.loader is None:
             return spec
         spec.loader = _ThenApply(spec.loader, self.apply)  # type: ignore[assignment]
@@ -96,8 +100,19 @@ class _ThenApply:
         return getattr(self._inner, name)
 
 
-def _drop_hook() -> None:
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _ConfigureOnImport)]
+def _drop_hook(name: str) -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path
+                        if not (isinstance(f, _ConfigureOnImport) and f.name == name)]
+
+
+def _when_imported(name: str, apply: Callable[[], None]) -> None:
+    """Run `apply` now if module `name` is loaded, else right after it first is; a later
+    call for the same module replaces a pending one."""
+    _drop_hook(name)
+    if name in sys.modules:
+        apply()
+    else:
+        sys.meta_path.insert(0, _ConfigureOnImport(name, apply))
 
 
 def configure(
@@ -105,9 +120,8 @@ def configure(
 ) -> None:
     """Configure structlog once per process. `json=None` means: JSON unless stderr is a tty.
 
-    Applied now if structlog is imported, else when it first is (see the module doc)."""
-    import logging
-
+    Applied now if structlog (stdlib logging) is imported, else when it first is (see
+    the module doc)."""
     explicit = stream is not None
     stream = stream or sys.stderr
     if level not in LEVELS:
@@ -115,18 +129,18 @@ def configure(
     if json is None:
         json = not stream.isatty()
     colors = stream.isatty()
-    _drop_hook()  # a later configure replaces a pending one
 
-    def apply() -> None:
-        _configure_structlog(level, json, colors, stream if explicit else None)
+    def apply_stdlib() -> None:
+        import logging
 
-    if "structlog" in sys.modules:
-        apply()
-    else:
-        sys.meta_path.insert(0, _ConfigureOnImport(apply))
-    # py-libp2p and others log through stdlib logging; keep them quiet below our level.
-    logging.basicConfig(level=max(logging.WARNING, getattr(logging, level.upper())),
-                        stream=stream)
+        # py-libp2p and others log through stdlib logging; keep them quiet below our level.
+        logging.basicConfig(level=max(logging.WARNING, getattr(logging, level.upper())),
+                            stream=stream)
+
+    # stdlib first: structlog imports logging, so a pending stdlib set-up runs first then.
+    _when_imported("logging", apply_stdlib)
+    _when_imported("structlog", lambda: _configure_structlog(
+        level, json, colors, stream if explicit else None))
 
 
 def _configure_structlog(level: str, json: bool, colors: bool, stream: TextIO | None) -> None:
