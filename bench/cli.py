@@ -1,4 +1,4 @@
-"""Start-up time of the `colony` command (docs/cli.md, "Start-up time").
+"""Start-up time of the `colony` command (docs/architecture.md, "`colony` start-up").
 
 Every `colony` invocation builds the whole argparse tree (each `overlay/cli/cmd_*.py`
 registers its parser), so what those modules import at their top is paid by every
