@@ -8,14 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overlay.cli.fmt import Command, Subparsers
-from overlay.client import Colony
 from overlay.core.errors import ColonyError
+
+if TYPE_CHECKING:
+    from overlay.client import Colony
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -63,11 +64,15 @@ END_STATES = ("succeeded", "failed", "cancelled")
 
 
 def _colony(args: argparse.Namespace, timeout_s: float = 120.0) -> Colony:
+    from overlay.client import Colony
+
     return Colony.for_home(args.home, timeout_s=timeout_s)
 
 
 def load_document(path: str) -> Any:
     """A TOML or JSON document from a file (by extension) or stdin (`-`)."""
+    import tomllib  # ~3 ms: only for commands that read a spec
+
     if path == "-":
         text = sys.stdin.read()
         name = "stdin"

@@ -15,24 +15,22 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overlay.cli.fmt import Subparsers, help_command
-from overlay.client import ApiUnavailable, Colony
-from overlay.core.certs import ALL_ROLES, Certificate, verify_chain
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError
-from overlay.core.ids import PeerId
-from overlay.runtime.process.identity import KEY_FILE, load_identity
-from overlay.runtime.services.trust_state import (
-    Trust,
-    human_time,
-    load_token,
-    parse_duration,
-    serial,
-)
+
+if TYPE_CHECKING:
+    from overlay.core.certs import Certificate
+    from overlay.core.ids import PeerId
+    from overlay.runtime.services.trust_state import (
+        Trust,
+    )
 
 
 def _peer(text: str) -> PeerId:
+    from overlay.core.ids import PeerId
+
     try:
         return PeerId.from_base58(text.strip())
     except (ColonyError, ValueError):
@@ -43,6 +41,8 @@ def _peer(text: str) -> PeerId:
 
 def _bootstrap_addrs(args: argparse.Namespace) -> list[str]:
     """--bootstrap, else this node's own addresses from its running daemon."""
+    from overlay.client import Colony
+
     if args.bootstrap:
         return list(args.bootstrap)
     try:
@@ -58,6 +58,9 @@ def _bootstrap_addrs(args: argparse.Namespace) -> list[str]:
 
 
 def _issue(args: argparse.Namespace) -> int:
+    from overlay.runtime.process.identity import KEY_FILE, load_identity
+    from overlay.runtime.services.trust_state import Trust, human_time, parse_duration, serial
+
     node = load_identity(args.home / KEY_FILE)
     t = Trust(args.home)
     subject = _peer(args.peer)
@@ -84,6 +87,8 @@ def _issue(args: argparse.Namespace) -> int:
 
 
 def _cert_row(c: Certificate, t: Trust, now: float, what: str) -> dict[str, Any]:
+    from overlay.runtime.services.trust_state import serial
+
     status = "valid"
     if now >= c.expires:
         status = "expired"
@@ -95,6 +100,8 @@ def _cert_row(c: Certificate, t: Trust, now: float, what: str) -> dict[str, Any]
 
 
 def _ls(args: argparse.Namespace) -> int:
+    from overlay.runtime.services.trust_state import Trust, human_time
+
     t = Trust(args.home)
     t.require_colony()
     now = time.time()
@@ -114,6 +121,9 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from overlay.core.certs import verify_chain
+    from overlay.runtime.services.trust_state import Trust, human_time, load_token
+
     t = Trust(args.home)
     now = time.time()
     if args.what is None:
@@ -153,6 +163,10 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
+    from overlay.client import ApiUnavailable, Colony
+    from overlay.runtime.process.identity import KEY_FILE, load_identity
+    from overlay.runtime.services.trust_state import Trust, serial
+
     node = load_identity(args.home / KEY_FILE)
     t = Trust(args.home)
     t.require_colony()
@@ -185,6 +199,11 @@ def _revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+#: `overlay.core.certs.ALL_ROLES`, spelled out so that building the parser does not
+#: import the certificate code and its crypto (a unit test keeps the two equal).
+ROLES = ("admit", "execute", "member", "submit")
+
+
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "cert", parents=[common], help="issue, list, show and revoke membership certificates",
@@ -195,7 +214,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "issue", parents=[common], help="certify a peer id; prints a join token",
         description="Sign a membership certificate for PEERID (from `colony id` on that "
         "machine) and print a join token for `colony join`. Roles: "
-        f"{', '.join(ALL_ROLES)} (member: gossip membership; submit: submit capsules; "
+        f"{', '.join(ROLES)} (member: gossip membership; submit: submit capsules; "
         "execute: run capsules; admit: certify others). Without the owner key, this node "
         "delegates: it needs `admit`, may grant only its own roles, and the certificate "
         "must expire before its own.",

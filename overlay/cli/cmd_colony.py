@@ -12,20 +12,14 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overlay.cli.fmt import Subparsers, help_command
-from overlay.client import ApiUnavailable, Colony
-from overlay.core.cid import Cid
-from overlay.runtime.process.identity import KEY_FILE, load_identity
-from overlay.runtime.services.trust_state import (
-    DEFAULT_CERT_LIFETIME_S,
-    Trust,
-    colony_id,
-    human_time,
-    parse_duration,
-    serial,
-)
+
+if TYPE_CHECKING:
+    from overlay.runtime.services.trust_state import (
+        Trust,
+    )
 
 HELP = """\
 A colony is an owner key: it signs membership certificates, and in a colony only
@@ -44,6 +38,16 @@ three machines, alpha founding:
 
 
 def _create(args: argparse.Namespace) -> int:
+    from overlay.runtime.process.identity import KEY_FILE, load_identity
+    from overlay.runtime.services.trust_state import (
+        DEFAULT_CERT_LIFETIME_S,
+        Trust,
+        colony_id,
+        human_time,
+        parse_duration,
+        serial,
+    )
+
     node = load_identity(args.home / KEY_FILE)
     lifetime = parse_duration(args.expires) if args.expires else DEFAULT_CERT_LIFETIME_S
     t = Trust.create_colony(args.home, args.name, node, time.time(), lifetime)
@@ -64,6 +68,9 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from overlay.client import ApiUnavailable, Colony
+    from overlay.runtime.services.trust_state import Trust, human_time
+
     try:
         client = Colony.for_home(args.home, timeout_s=10)
         st = client.trust()
@@ -117,6 +124,11 @@ def _print_grants(g: dict[str, Any]) -> None:
 
 
 def _private(args: argparse.Namespace) -> int:
+    from overlay.client import ApiUnavailable, Colony
+    from overlay.core.cid import Cid
+    from overlay.runtime.process.identity import KEY_FILE, load_identity
+    from overlay.runtime.services.trust_state import Trust
+
     t = Trust(args.home)
     t.require_colony()
     if args.cid is None:
@@ -151,6 +163,8 @@ def _private(args: argparse.Namespace) -> int:
 
 
 def _offline_status(t: Trust) -> dict[str, Any]:
+    from overlay.runtime.services.trust_state import colony_id
+
     if not t.enabled:
         return {"enabled": False}
     now = time.time()

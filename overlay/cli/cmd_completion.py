@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import shtab
-
 from overlay.cli.fmt import Subparsers
 
 SHELLS = ("bash", "zsh", "tcsh")
@@ -23,9 +21,11 @@ examples:
 
 
 def _completion(args: argparse.Namespace) -> int:
+    import shtab
+
     from overlay.cli.main import build_parser  # the whole tree, every command module
 
-    sys.stdout.write(shtab.complete(build_parser(), shell=args.shell))
+    sys.stdout.write(shtab.complete(build_parser(completion=True), shell=args.shell))
     return 0
 
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overlay.cli.fmt import Command, Subparsers
 from overlay.cli.fmt import human_bytes as _human
-from overlay.client import Colony, Progress
 from overlay.core.errors import ConfigError
-from overlay.runtime.process import pidfile
+
+if TYPE_CHECKING:
+    from overlay.client import Colony, Progress
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -24,6 +23,8 @@ _FMT = argparse.RawDescriptionHelpFormatter
 
 
 def _colony(args: argparse.Namespace, timeout_s: float = 600.0) -> Colony:
+    from overlay.client import Colony
+
     return Colony.for_home(args.home, timeout_s=timeout_s)
 
 
@@ -57,6 +58,10 @@ def _daemon(args: argparse.Namespace) -> int:
 def _detach(args: argparse.Namespace) -> int:
     """Re-run this command without --detach in a new session, logging to daemon.log;
     return once its API answers, so a script can use the daemon right after."""
+    import subprocess
+
+    from overlay.runtime.process import pidfile
+
     pid = pidfile.running_pid(args.home)
     if pid is not None:
         raise pidfile.AlreadyRunning(args.home, pid)
@@ -99,6 +104,8 @@ def _import_path() -> str:
 
 
 def _api_up(home: Path) -> bool:
+    from overlay.client import Colony
+
     try:
         return bool(Colony.for_home(home, timeout_s=2.0).id().id)
     except Exception:  # not listening yet, token not written yet
@@ -106,6 +113,10 @@ def _api_up(home: Path) -> bool:
 
 
 def _stop(args: argparse.Namespace) -> int:
+    import signal
+
+    from overlay.runtime.process import pidfile
+
     pid = pidfile.running_pid(args.home)
     if pid is None:
         if pidfile.remove_stale(args.home):
@@ -134,6 +145,8 @@ def _stop(args: argparse.Namespace) -> int:
 
 def _wait_gone(home: Path, pid: int, timeout_s: float) -> bool:
     """Wait for the lock to go (state saved, store closed) and then the process."""
+    from overlay.runtime.process import pidfile
+
     deadline = time.monotonic() + timeout_s
     while pidfile.running_pid(home) is not None or pidfile.process_alive(pid):
         if time.monotonic() > deadline:
@@ -143,6 +156,8 @@ def _wait_gone(home: Path, pid: int, timeout_s: float) -> bool:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from overlay.runtime.process import pidfile
+
     pid = pidfile.running_pid(args.home)
     if pid is None:
         print(f"not running ({args.home})")

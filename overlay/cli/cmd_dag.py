@@ -12,15 +12,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from overlay.cli.cmd_store import _cmd, _emit_json, _progress, _store
 from overlay.cli.fmt import Subparsers, help_command
-from overlay.core.cid import Cid
-from store.car import export_car, import_car
-from store.pins import Pins
+
+if TYPE_CHECKING:
+    pass
 
 
 def _export(args: argparse.Namespace) -> int:
+    from overlay.core.cid import Cid
+    from store.car import export_car
+
     root = Cid.parse(args.cid)
     with _store(args) as store:
         if args.output:
@@ -39,6 +43,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from store.car import import_car
+    from store.pins import Pins
+
     for name in args.files:
         if not Path(name).is_file():
             print(f"colony: error: {name}: no such file", file=sys.stderr)

@@ -11,22 +11,19 @@ capsule over it (overlay/cli/demo_colony.py).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import shutil
 import sys
-import tempfile
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from overlay.cli.cmd_node import init_home
 from overlay.cli.fmt import Subparsers
 from overlay.cli.fmt import human_bytes as _human
-from overlay.core.cid import Cid
 from overlay.core.errors import ColonyError
-from store.blockstore import BlockStore, open_home_store
-from store.exporter import Exporter
-from store.importer import Importer, ImportOptions
-from store.pins import Pins
+
+if TYPE_CHECKING:
+    from overlay.core.cid import Cid
+    from store.blockstore import BlockStore
+    from store.exporter import Exporter
 
 #: name → size in bytes; contents are a seeded stream so every run has the same CIDs.
 SAMPLE_FILES: dict[str, int] = {
@@ -41,6 +38,8 @@ README = b"Colony demo dataset.\nEvery byte here is deterministic, so the CIDs a
 
 def sample_bytes(name: str, size: int) -> bytes:
     """Deterministic pseudo-random bytes (sha256 in counter mode, seeded by name)."""
+    import hashlib
+
     out = bytearray()
     seed = name.encode()
     counter = 0
@@ -82,6 +81,11 @@ def _tree(ex: Exporter, cid: Cid, name: str, out: list[str], prefix: str = "",
 
 
 def run_demo(home: Path, out: TextIO | None = None, *, kept: bool = True, nodes: int = 5) -> int:
+    from store.blockstore import open_home_store
+    from store.exporter import Exporter
+    from store.importer import Importer, ImportOptions
+    from store.pins import Pins
+
     say = (lambda *a: print(*a, file=out)) if out is not None else print
     say(f"1. creating a node in {home}")
     kp = init_home(home, quiet=True)
@@ -145,6 +149,9 @@ def colony_root(home: Path) -> Path:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
     if args.demo_home is not None:
         return run_demo(args.demo_home, nodes=args.nodes)
     tmp = Path(tempfile.mkdtemp(prefix="colony-demo-"))

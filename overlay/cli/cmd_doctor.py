@@ -6,12 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overlay.cli.fmt import Subparsers
 from overlay.core.errors import ColonyError
-from overlay.runtime.edge import doctor_checks as dc
-from overlay.runtime.process import config as cfg
+
+if TYPE_CHECKING:
+    from overlay.runtime.edge import doctor_checks as dc
 
 DESCRIPTION = """\
 Check this node and say what to fix, one line per check (✓ fine, ✗ needs a look,
@@ -37,6 +38,9 @@ examples:
 
 
 def _offline_report(home: Path, reason: str, stun: bool) -> dict[str, Any]:
+    from overlay.runtime.edge import doctor_checks as dc
+    from overlay.runtime.process import config as cfg
+
     if not (home / "identity.key").exists():
         where = next((p for p in (home, *home.parents) if p.exists()), Path("/"))
         none = [dc.Check("node", False, f"no Colony node at {home}",

@@ -10,13 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from overlay.cli.fmt import Subparsers
-from overlay.runtime.process.identity import KEY_FILE, load_identity
-from overlay.runtime.services.trust_state import Trust, colony_id, human_time, load_token
+
+if TYPE_CHECKING:
+    pass
 
 
 def _join(args: argparse.Namespace) -> int:
+    from overlay.runtime.process.identity import KEY_FILE, load_identity
+    from overlay.runtime.services.trust_state import Trust, colony_id, human_time, load_token
+
     node = load_identity(args.home / KEY_FILE)
     text = sys.stdin.read() if args.token == "-" else args.token
     token = load_token(text)

@@ -6,16 +6,21 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from overlay.cli.fmt import Subparsers
-from overlay.core.crypto import KeyPair
 from overlay.core.errors import ConfigError
-from overlay.runtime.process import config as cfg
-from overlay.runtime.process.identity import KEY_FILE, load_identity, write_identity
+
+if TYPE_CHECKING:
+    from overlay.core.crypto import KeyPair
 
 
 def init_home(home: Path, *, quiet: bool = False, profile: str = "lan") -> KeyPair:
     """Create the data dir, identity key and commented config; refuse to overwrite."""
+    from overlay.core.crypto import KeyPair
+    from overlay.runtime.process import config as cfg
+    from overlay.runtime.process.identity import KEY_FILE, write_identity
+
     template = cfg.template_for(profile)  # an unknown profile fails before any write
     key_path = home / KEY_FILE
     if key_path.exists():
@@ -42,6 +47,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _id(args: argparse.Namespace) -> int:
+    from overlay.runtime.process.identity import KEY_FILE, load_identity
+
     kp = load_identity(args.home / KEY_FILE)
     if args.json:
         json.dump({"id": str(kp.peer_id), "public_key": kp.public.raw.hex()}, sys.stdout)
@@ -52,6 +59,8 @@ def _id(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
+    from overlay.runtime.process import config as cfg
+
     conf = cfg.load(args.home)
     if args.default:
         sys.stdout.write(cfg.TEMPLATE)
@@ -59,6 +68,11 @@ def _config(args: argparse.Namespace) -> int:
         json.dump(conf, sys.stdout, indent=2)
         print()
     return 0
+
+
+#: `sorted(config.NODE_PROFILES)`, spelled out so that building the parser does not
+#: import the config module and tomllib (a unit test keeps the two equal).
+PROFILES = ("edge", "lan", "wan")
 
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -72,7 +86,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "class): slower gossip, fewer parallel DHT queries, smaller caches (docs/edge.md).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--profile", choices=sorted(cfg.NODE_PROFILES), default="lan",
+    p.add_argument("--profile", choices=PROFILES, default="lan",
                    help="preset written into config.toml as [node] profile (default: lan)")
     p.add_argument("--json", action="store_true", help="print home, id and profile as JSON")
     p.set_defaults(func=_init)

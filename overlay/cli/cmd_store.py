@@ -15,22 +15,22 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from overlay.cli.fmt import Command, Subparsers, help_command
 from overlay.cli.fmt import human_bytes as _human
-from overlay.core.cid import DAG_PB, RAW, Cid
 from overlay.core.errors import WireError
-from overlay.runtime.process import config as cfg
-from store import gc
-from store.blockstore import BlockStore, StoreError, open_home_store
-from store.exporter import Exporter
-from store.importer import Added, Importer, ImportOptions
-from store.paths import parse_path, resolve
-from store.pins import PinMode, Pins
-from store.unixfs import decode_pbnode
+
+if TYPE_CHECKING:
+    from overlay.core.cid import Cid
+    from store.blockstore import BlockStore
+    from store.importer import Added, Importer
 
 
 def _store(args: argparse.Namespace) -> BlockStore:
+    from overlay.runtime.process import config as cfg
+    from store.blockstore import open_home_store
+
     return open_home_store(args.home, cfg.load(args.home))
 
 
@@ -70,11 +70,15 @@ def _tree_bytes(paths: list[Path]) -> int | None:
 
 
 def _cid(text: str) -> Cid:
+    from overlay.core.cid import Cid
+
     return Cid.parse(text)
 
 
 def _target(store: BlockStore, text: str) -> Cid:
     """The CID named by ``CID``, ``CID/a/b`` or ``/ipfs/CID/a/b`` (store/paths.py)."""
+    from store.paths import parse_path, resolve
+
     path = parse_path(text)
     if not path.segments:
         return path.root
@@ -91,6 +95,11 @@ def _emit_json(obj: object) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
+    from overlay.runtime.process import config as cfg
+    from store.blockstore import open_home_store
+    from store.importer import Importer, ImportOptions
+    from store.pins import Pins
+
     conf = cfg.load(args.home)
     version = args.cid_version if args.cid_version is not None else conf["store"]["cid_version"]
     opts = ImportOptions(cid_version=version, raw_leaves=args.raw_leaves)
@@ -146,12 +155,17 @@ def _add_one(imp: Importer, path: str, recursive: bool) -> Added:
 
 def _inline(text: str) -> bytes | None:
     """The bytes of a raw identity CID (its data is the CID; no node needed)."""
+    from overlay.core.cid import RAW
+    from store.paths import parse_path
+
     path = parse_path(text)
     root = path.root
     return root.digest if not path.segments and root.is_identity and root.codec == RAW else None
 
 
 def _cat(args: argparse.Namespace) -> int:
+    from store.exporter import Exporter
+
     data = _inline(args.cid)
     if data is not None:
         sys.stdout.buffer.write(data)
@@ -165,6 +179,10 @@ def _cat(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace) -> int:
+    from store.blockstore import StoreError
+    from store.exporter import Exporter
+    from store.paths import parse_path
+
     path = parse_path(args.cid)
     data = _inline(args.cid)
     if data is not None:
@@ -189,6 +207,8 @@ def _get(args: argparse.Namespace) -> int:
 
 
 def _ls(args: argparse.Namespace) -> int:
+    from store.exporter import Exporter
+
     with _store(args) as store:
         cid = _target(store, args.cid)
         entries = Exporter(store).ls(cid)
@@ -207,6 +227,8 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _pin_add(args: argparse.Namespace) -> int:
+    from store.pins import Pins
+
     with _store(args) as store:
         pins = [Pins(store).add(_cid(text), recursive=not args.direct, name=args.name)
                 for text in args.cids]
@@ -218,6 +240,8 @@ def _pin_add(args: argparse.Namespace) -> int:
 
 
 def _pin_rm(args: argparse.Namespace) -> int:
+    from store.pins import Pins
+
     rows: list[dict[str, object]] = []
     with _store(args) as store:
         for text in args.cids:
@@ -237,6 +261,8 @@ def _pin_rm(args: argparse.Namespace) -> int:
 
 
 def _pin_ls(args: argparse.Namespace) -> int:
+    from store.pins import PinMode, Pins
+
     mode = None if args.type == "all" else PinMode(args.type)
     with _store(args) as store:
         pins = Pins(store).ls(mode)
@@ -253,6 +279,8 @@ def _pin_ls(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
+    from store import gc
+
     with _store(args) as store:
         res = gc.collect(store)
     if args.json:
@@ -283,6 +311,8 @@ def _repo_stat(args: argparse.Namespace) -> int:
 
 
 def _repo_verify(args: argparse.Namespace) -> int:
+    from overlay.core.cid import DAG_PB
+
     with _store(args) as store:
         st = store.stat()
         with _progress(True, st.bytes, "verify") as prog:
@@ -311,6 +341,11 @@ def _block_get(args: argparse.Namespace) -> int:
 
 
 def _block_put(args: argparse.Namespace) -> int:
+    from overlay.core.cid import DAG_PB, RAW, Cid
+    from store.blockstore import StoreError
+    from store.pins import Pins
+    from store.unixfs import decode_pbnode
+
     codec = RAW if args.format == "raw" else DAG_PB
     version = args.cid_version
     if codec == RAW and version == 0:
@@ -349,6 +384,8 @@ def _block_stat(args: argparse.Namespace) -> int:
 
 
 def _block_rm(args: argparse.Namespace) -> int:
+    from store import gc
+
     cids = [_cid(t) for t in args.cids]
     status = 0
     with _store(args) as store, store.lock(exclusive=True):

@@ -9,10 +9,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overlay.cli.fmt import Command, Subparsers
-from overlay.client import Colony
+
+if TYPE_CHECKING:
+    from overlay.client import Colony
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -44,6 +46,8 @@ Paths are on the daemon's host (as for publish). See docs/sync.md.
 
 
 def _colony(args: argparse.Namespace) -> Colony:
+    from overlay.client import Colony
+
     return Colony.for_home(args.home, timeout_s=600.0)
 
 

@@ -10,11 +10,13 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overlay.cli.cmd_capsule import load_document
 from overlay.cli.fmt import Command, Subparsers
-from overlay.client import Colony
+
+if TYPE_CHECKING:
+    from overlay.client import Colony
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -83,6 +85,8 @@ examples:
 
 
 def _colony(args: argparse.Namespace) -> Colony:
+    from overlay.client import Colony
+
     return Colony.for_home(args.home, timeout_s=60.0)
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overlay.cli.cmd_capsule import describe, load_document
 from overlay.cli.fmt import Subparsers
-from overlay.client import Colony
+
+if TYPE_CHECKING:
+    pass
 
 DESCRIPTION = """\
 Submit a workflow: named capsules whose `dependencies` name other capsules of the same
@@ -37,6 +39,8 @@ example (pipeline.toml):
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from overlay.client import Colony
+
     wf = load_document(args.file)
     colony = Colony.for_home(args.home, timeout_s=120.0)
     r = colony.submit_workflow(wf)
