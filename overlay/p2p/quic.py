@@ -64,6 +64,9 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 30.0
 MAX_PENDING_HANDSHAKES = 64
+#: QUIC's safe minimum path MTU payload; we do no path-MTU discovery (yet), so larger
+#: datagrams are only for paths known to carry them (loopback, a LAN with jumbo frames).
+MAX_DATAGRAM_SIZE = 1200
 _CID_LENGTH = 8
 _MIN_INITIAL_BYTES = 1200
 _RECV_BYTES = 65536
@@ -287,7 +290,12 @@ class QuicEndpoint:
         on_connection: Callable[[QuicConn], None] | None = None,
         wall_clock: Callable[[], float] | None = None,
         max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
+        max_datagram_size: int = MAX_DATAGRAM_SIZE,
     ) -> None:
+        if not 1200 <= max_datagram_size <= 16384:
+            # Above 16 KiB is untested (a 65,000-byte setting stalled on loopback).
+            raise ValueError(f"max_datagram_size {max_datagram_size} not in 1200..16384")
+        self.max_datagram_size = max_datagram_size
         self.keypair = keypair
         self.on_stream = on_stream
         self.on_connection = on_connection
@@ -317,6 +325,7 @@ class QuicEndpoint:
             max_stream_data=STREAM_WINDOW,
             verify_mode=0,  # ssl.CERT_NONE: libp2p verifies the certificate itself
             supported_versions=[QuicProtocolVersion.VERSION_1],
+            max_datagram_size=self.max_datagram_size,
         )
         cfg.certificate = self.certificate
         cfg.private_key = self.private_key
