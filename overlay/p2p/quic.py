@@ -119,7 +119,7 @@ class QuicConn:
         self.expected_peer = expected_peer
         self.local_peer = endpoint.keypair.peer_id
         self.remote_peer: PeerId = expected_peer or self.local_peer  # set on handshake
-        self.remote_addr = f"/ip4/{addr[0]}/udp/{addr[1]}/quic-v1"
+        self.remote_addr: str | None = f"/ip4/{addr[0]}/udp/{addr[1]}/quic-v1"
         self.streams: dict[int, QuicStream] = {}
         self.verified = False
         self.closed = False
@@ -337,26 +337,41 @@ class QuicEndpoint:
 
     # ------------------------------------------------------------ running
 
+    async def bind(self, addr: tuple[str, int]) -> tuple[str, int]:
+        """Open the UDP socket (OSError if the address is taken); `run` serves it."""
+        sock = trio.socket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM)
+        try:
+            for opt in (stdsocket.SO_RCVBUF, stdsocket.SO_SNDBUF):
+                with suppress(OSError):
+                    sock.setsockopt(stdsocket.SOL_SOCKET, opt, 4 * 1024 * 1024)
+            await sock.bind(addr)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.local_addr = sock.getsockname()[:2]
+        return self.local_addr
+
     async def run(
         self, bind: tuple[str, int] = ("127.0.0.1", 0), *,
         task_status: Any = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        sock = trio.socket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM)
+        """Serve until cancelled; `task_status.started` gets the bound (host, port)."""
+        if self.sock is None:
+            await self.bind(bind)
+        sock = self.sock
+        assert sock is not None
         with sock:
-            for opt in (stdsocket.SO_RCVBUF, stdsocket.SO_SNDBUF):
-                with suppress(OSError):
-                    sock.setsockopt(stdsocket.SOL_SOCKET, opt, 4 * 1024 * 1024)
-            await sock.bind(bind)
-            self.local_addr = sock.getsockname()[:2]
             # Non-blocking calls on the same descriptor: a batch of datagrams costs no
             # task switch per datagram (trio's socket methods checkpoint on each).
             raw = stdsocket.socket(fileno=sock.fileno())
             raw.setblocking(False)
-            self.sock, self._raw = sock, raw
+            self._raw = raw
             try:
                 await self._serve(sock, raw, task_status)
             finally:
                 self._raw = None
+                self.sock = None
                 raw.detach()
 
     async def _serve(
@@ -565,7 +580,7 @@ class QuicEndpoint:
         timeout_s: float = HANDSHAKE_TIMEOUT_S,
     ) -> QuicConn:
         """A verified connection to the peer at `addr`; HandshakeError otherwise."""
-        if self.sock is None:
+        if self._raw is None:
             raise RuntimeError("endpoint is not running")
         quic = _Libp2pQuicConnection(configuration=self._config(client=True))
         c = QuicConn(self, quic, addr, initiator=True, expected_peer=expected_peer)

@@ -35,6 +35,7 @@ class StreamConn(Protocol):
     closed: bool
     close_reason: str | None
     remote_peer: PeerId
+    remote_addr: str | None
 
     def send(self, sid: int, data: bytes, end: bool = False) -> None: ...
     def unacked(self, sid: int) -> int: ...
