@@ -128,6 +128,7 @@ class QuicConn:
         self.progress = trio.Event()
         self._done = trio.Event()
         self._early: list[events.QuicEvent] = []
+        self._max_inbound_sid = -1
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -267,8 +268,9 @@ class QuicConn:
                 if sid & 2:
                     self.endpoint.drops["unidirectional_stream"] += 1
                 return
-            if sid in self.quic.consumed:  # we reset it and forgot it already
+            if sid <= self._max_inbound_sid:  # one we reset and forgot: late data
                 return
+            self._max_inbound_sid = sid
             s = self._add_stream(sid)
             self.endpoint.spawn_stream(s)
         self.bytes_in += len(ev.data)
