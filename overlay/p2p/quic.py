@@ -293,7 +293,9 @@ class QuicEndpoint:
         wall_clock: Callable[[], float] | None = None,
         max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
         max_datagram_size: int = MAX_DATAGRAM_SIZE,
+        handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
     ) -> None:
+        self.handshake_timeout_s = handshake_timeout_s
         if not 1200 <= max_datagram_size <= 16384:
             # Above 16 KiB is untested (a 65,000-byte setting stalled on loopback).
             raise ValueError(f"max_datagram_size {max_datagram_size} not in 1200..16384")
@@ -472,7 +474,7 @@ class QuicEndpoint:
 
     async def _watch(self, c: QuicConn) -> None:
         """Drop a connection whose handshake does not finish; then announce it."""
-        with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
+        with trio.move_on_after(self.handshake_timeout_s):
             await c.ready.wait()
         if not c.ready.is_set():
             self.drops["handshake_timeout"] += 1

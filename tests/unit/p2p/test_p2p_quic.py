@@ -174,3 +174,39 @@ def test_garbage_datagrams_are_dropped_and_counted() -> None:
     assert sum(a.drops.values()) >= 4
     # No junk datagram became a connection: the only verified one is b's.
     assert [c.remote_peer for c in a.connections if c.verified] == [b.keypair.peer_id]
+
+
+def test_half_open_handshakes_are_bounded_and_timed_out() -> None:
+    """Clients that send a genuine Initial and then fall silent: at most
+    `max_pending_handshakes` are kept, each dropped after the handshake timeout."""
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    a = QuicEndpoint(KeyPair.from_rng_seed(b"a" * 32), on_stream=echo,
+                     max_pending_handshakes=2, handshake_timeout_s=0.3)
+    b = QuicEndpoint(KeyPair.from_rng_seed(b"b" * 32))
+
+    async def main() -> None:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as n:
+                addr = await n.start(a.run, ("127.0.0.1", 0))
+                await n.start(b.run, ("127.0.0.1", 0))
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+                    for _ in range(4):
+                        client = QuicConnection(configuration=QuicConfiguration(
+                            is_client=True, alpn_protocols=["libp2p"]))
+                        client.connect(addr, now=0.0)
+                        for data, _to in client.datagrams_to_send(now=0.0):
+                            silent.sendto(data, addr)
+                    await trio.sleep(0.1)
+                    assert len([c for c in a.connections if not c.verified]) == 2
+                    await trio.sleep(0.5)
+                assert not a.connections
+                # The listener still serves a real peer afterwards.
+                conn = await b.dial(addr, a.keypair.peer_id)
+                assert await roundtrip(conn, b"after the flood") == b"after the flood"
+                n.cancel_scope.cancel()
+
+    trio.run(main)
+    assert a.drops["too_many_handshakes"] == 2
+    assert a.drops["handshake_timeout"] == 2
