@@ -175,10 +175,11 @@ class QuicConn:
                 self.endpoint.transmit(self)
 
     def reset_stream(self, sid: int) -> None:
-        with suppress(Exception):  # the stream may be finished already in aioquic
+        # Either half may be finished already in aioquic (it then raises): best effort.
+        with suppress(Exception):
             self.quic.reset_stream(sid, 0)
-            if not self._locally_initiated(sid) or sid in self.quic._streams:
-                self.quic.stop_stream(sid, 0)
+        with suppress(Exception):
+            self.quic.stop_stream(sid, 0)
         self.forget(sid)
         self.endpoint.transmit(self)
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from overlay.core.crypto import KeyPair
-from overlay.p2p.errors import HandshakeError, NegotiationError
+from overlay.p2p.errors import HandshakeError, NegotiationError, StreamResetError
 from overlay.p2p.quic import QuicConn, QuicEndpoint, negotiate_inbound
 from overlay.p2p.quic_stream import QuicStream
 
@@ -210,3 +210,32 @@ def test_half_open_handshakes_are_bounded_and_timed_out() -> None:
     trio.run(main)
     assert a.drops["too_many_handshakes"] == 2
     assert a.drops["handshake_timeout"] == 2
+
+
+def test_handler_exception_resets_its_stream_only() -> None:
+    async def faulty(s: QuicStream) -> None:
+        await negotiate_inbound(s, [ECHO])
+        first = await s.read()
+        if first == b"boom":
+            raise ValueError("handler bug")
+        await s.write(first)
+        while data := await s.read():
+            await s.write(data)
+        await s.close()
+
+    async def body(a: QuicEndpoint, b: QuicEndpoint, addr: tuple[str, int]) -> None:
+        conn = await b.dial(addr, a.keypair.peer_id)
+        s = await conn.open_stream([ECHO])
+        await s.write(b"boom")
+        with pytest.raises(StreamResetError):
+            while await s.read():
+                pass
+        s2 = await conn.open_stream([ECHO])
+        await s2.write(b"fine")
+        await s2.close()
+        back = bytearray()
+        while data := await s2.read():
+            back += data
+        assert bytes(back) == b"fine" and not conn.closed
+
+    run_pair(body, on_stream=faulty)
