@@ -33,6 +33,8 @@ from overlay.core.multiformats import decode_varint, encode_varint
 from overlay.p2p import identify, multiaddr, multistream, yamux
 from overlay.p2p.connection import Connection, P2PStream, upgrade
 from overlay.p2p.errors import NegotiationError, ProtobufError, StreamError
+from overlay.p2p.quic import QuicConn, QuicEndpoint
+from overlay.p2p.quic_stream import QuicStream
 
 log = structlog.get_logger("colony.p2p")
 
@@ -40,7 +42,9 @@ PING_PROTOCOL = "/ipfs/ping/1.0.0"
 PING_PAYLOAD_BYTES = 32
 DEFAULT_AGENT = "colony/0.1.0"
 
-StreamHandler = Callable[[P2PStream], Awaitable[None]]
+AnyStream = P2PStream | QuicStream
+AnyConn = Connection | QuicConn
+StreamHandler = Callable[[AnyStream], Awaitable[None]]
 PeerCallback = Callable[[PeerId], None]
 
 
@@ -82,7 +86,8 @@ class Host:
             identify.PROTOCOL_ID: self._serve_identify,
             PING_PROTOCOL: self._serve_ping,
         }
-        self._conns: dict[PeerId, list[Connection]] = {}
+        self._conns: dict[PeerId, list[AnyConn]] = {}
+        self._quic: QuicEndpoint | None = None
         self._nursery: trio.Nursery | None = None
         self.listen_addrs: list[str] = []
         self.handshakes_failed = 0
@@ -91,11 +96,19 @@ class Host:
 
     @asynccontextmanager
     async def serve(self, listen_addrs: Iterable[str]) -> AsyncIterator[Host]:
-        """Listen on every address (HostListenError if one fails) and run."""
+        """Listen on every address (HostListenError if one fails) and run.
+        `/ip4/…/udp/…/quic-v1` addresses get a QUIC endpoint, the rest TCP."""
         listeners: list[trio.SocketListener] = []
+        endpoints: list[QuicEndpoint] = []
         try:
             for addr in listen_addrs:
                 try:
+                    if multiaddr.is_quic(addr):
+                        ep = self._new_quic_endpoint()
+                        await ep.bind(multiaddr.quic_host_port(addr))
+                        endpoints.append(ep)
+                        self.listen_addrs.append(ep.multiaddr)
+                        continue
                     host, port = multiaddr.tcp_host_port(addr)
                     bound = await trio.open_tcp_listeners(port, host=host)
                 except (OSError, MalformedFrame) as e:
@@ -108,15 +121,40 @@ class Host:
                 self._nursery = n
                 for sl in listeners:
                     n.start_soon(self._accept_loop, sl)
+                for ep in endpoints:
+                    await n.start(ep.run)
+                self._quic = endpoints[0] if endpoints else None
                 try:
                     yield self
                 finally:
                     n.cancel_scope.cancel()
                     self._nursery = None
+                    self._quic = None
         finally:
             for sl in listeners:
                 with suppress(Exception):
                     await sl.aclose()
+            for ep in endpoints:
+                if ep.sock is not None:
+                    ep.sock.close()
+
+    def _new_quic_endpoint(self) -> QuicEndpoint:
+        return QuicEndpoint(self.keypair, on_stream=self._on_stream,
+                            on_connection=self._adopt_quic)
+
+    def _adopt_quic(self, conn: QuicConn) -> None:
+        """An inbound QUIC connection whose peer is verified: serve it like TCP's."""
+        if self._nursery is not None:
+            self._nursery.start_soon(self._run_connection, conn)
+
+    async def _quic_endpoint(self) -> QuicEndpoint:
+        """The endpoint to dial from: the listening one (same port, as libp2p does,
+        so a NAT mapping serves both ways), else one on an ephemeral port."""
+        if self._quic is None:
+            ep = self._new_quic_endpoint()
+            await self._spawn_connection().start(ep.run, ("0.0.0.0", 0))
+            self._quic = ep
+        return self._quic
 
     async def _accept_loop(self, listener: trio.SocketListener) -> None:
         while True:
@@ -157,13 +195,19 @@ class Host:
         await self._run_connection(conn)
 
     async def _run_connection(
-        self, conn: Connection, task_status: Any = trio.TASK_STATUS_IGNORED
+        self, conn: AnyConn, task_status: Any = trio.TASK_STATUS_IGNORED
     ) -> None:
         peer = conn.remote_peer
         conns = self._conns.setdefault(peer, [])
         conns.append(conn)
         first = len(conns) == 1
         try:
+            if isinstance(conn, QuicConn):  # its endpoint runs it; wait for its end
+                task_status.started()
+                if first and self.on_connected is not None:
+                    self.on_connected(peer)
+                await conn.wait_closed()
+                return
             async with trio.open_nursery() as n:
                 await n.start(conn.run, self._on_stream)
                 task_status.started()
@@ -192,7 +236,7 @@ class Host:
     def protocols(self) -> list[str]:
         return list(self._handlers)
 
-    async def _on_stream(self, s: P2PStream) -> None:
+    async def _on_stream(self, s: AnyStream) -> None:
         try:
             with trio.fail_after(self.handshake_timeout_s):
                 s.protocol = await multistream.select_listener(s, self._handlers)
@@ -203,35 +247,47 @@ class Host:
 
     # ------------------------------------------------------------ connections
 
-    def connection(self, peer: PeerId) -> Connection | None:
+    def connection(self, peer: PeerId) -> AnyConn | None:
         """The connection new streams to `peer` use: a TCP one if there is one
         (a WebRTC data channel or relay circuit attached later is much slower:
-        the edge dialer may attach one while a direct connection exists), else
-        the newest."""
-        best: Connection | None = None
+        the edge dialer may attach one while a direct connection exists), then a
+        QUIC one (our pure-Python QUIC is slower than our TCP), else the newest."""
+        best: AnyConn | None = None
+        quic: QuicConn | None = None
         for conn in reversed(self._conns.get(peer, ())):
-            if conn.closed or conn.session.go_away_received:
+            if conn.closed:
+                continue
+            if isinstance(conn, QuicConn):
+                quic = quic or conn
+                continue
+            if conn.session.go_away_received:
                 continue  # a peer going away takes no new streams: dial afresh
             if isinstance(conn.stream, trio.SocketStream):
                 return conn
             if best is None:
                 best = conn
-        return best
+        return quic or best
 
     def is_connected(self, peer: PeerId) -> bool:
         return self.connection(peer) is not None
 
-    def connections(self, peer: PeerId) -> list[Connection]:
+    def connections(self, peer: PeerId) -> list[AnyConn]:
         """Every connection to `peer`, oldest first (a closing one until it is gone)."""
         return list(self._conns.get(peer, ()))
 
     def connected_peers(self) -> list[PeerId]:
         return [p for p in self._conns if self.connection(p) is not None]
 
-    async def dial(self, peer: PeerId, addrs: Iterable[str]) -> Connection:
+    async def dial(self, peer: PeerId, addrs: Iterable[str]) -> AnyConn:
         """Connect to `peer` at the first address that answers (each tried in turn)."""
         errors: list[str] = []
         for addr in addrs:
+            if multiaddr.is_quic(addr):
+                try:
+                    return await self._dial_quic(peer, addr)
+                except (OSError, WireError, MalformedFrame, HostError) as e:
+                    errors.append(f"{addr}: {type(e).__name__}: {e}")
+                continue
             try:
                 host, port = multiaddr.tcp_host_port(addr)
             except MalformedFrame as e:
@@ -249,6 +305,13 @@ class Host:
                     with trio.CancelScope(shield=True), suppress(Exception):
                         await stream.aclose()
         raise HostDialError("; ".join(errors) or "no address to dial")
+
+    async def _dial_quic(self, peer: PeerId, addr: str) -> QuicConn:
+        target = multiaddr.quic_host_port(addr)
+        ep = await self._quic_endpoint()
+        conn = await ep.dial(target, peer, timeout_s=self.dial_timeout_s)
+        await self._spawn_connection().start(self._run_connection, conn)
+        return conn
 
     async def attach(
         self,
@@ -273,7 +336,7 @@ class Host:
         await nursery.start(self._run_connection, conn)
         return conn
 
-    async def new_stream(self, peer: PeerId, protocols: Iterable[str]) -> P2PStream:
+    async def new_stream(self, peer: PeerId, protocols: Iterable[str]) -> AnyStream:
         conn = self.connection(peer)
         if conn is None:
             raise HostDialError(f"not connected to {peer}")
@@ -295,11 +358,11 @@ class Host:
         )
         return encode_varint(len(body)) + body
 
-    async def _serve_identify(self, s: P2PStream) -> None:
+    async def _serve_identify(self, s: AnyStream) -> None:
         await s.write(self._identify_message(s.conn.remote_addr))
         await s.close()
 
-    async def _serve_ping(self, s: P2PStream) -> None:
+    async def _serve_ping(self, s: AnyStream) -> None:
         while True:
             try:
                 payload = await s.read_exact(PING_PAYLOAD_BYTES)

@@ -160,6 +160,22 @@ def tcp_host_port(text: str) -> tuple[str, int]:
     return parts[2], port
 
 
+def is_quic(text: str) -> bool:
+    """Whether `text` names a QUIC v1 address (`…/udp/<port>/quic-v1`)."""
+    parts = text.split("/")
+    return len(parts) == 6 and parts[3] == "udp" and parts[5] == "quic-v1"
+
+
+def quic_host_port(text: str) -> tuple[str, int]:
+    """(ip, port) of `/ip4/<ip>/udp/<port>/quic-v1`; MalformedFrame otherwise (IPv4
+    only: the QUIC endpoint binds an AF_INET socket)."""
+    parts = text.split("/")
+    if not is_quic(text) or parts[0] or parts[1] != "ip4":
+        raise MalformedFrame(f"{text!r} is not an /ip4/<ip>/udp/<port>/quic-v1 address")
+    to_bytes(text)  # validates the ip and the port
+    return parts[2], int(parts[4])
+
+
 def from_sockaddr(host: str, port: int) -> str:
     """A socket address as a /ip4 or /ip6 TCP multiaddr."""
     ip = ipaddress.ip_address(host.split("%", 1)[0])

@@ -14,9 +14,8 @@ import trio
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import WireError
 from overlay.core.ids import PeerId
-from overlay.p2p.connection import P2PStream
 from overlay.p2p.errors import StreamError
-from overlay.p2p.host import Host, HostDialError, HostListenError
+from overlay.p2p.host import AnyStream, Host, HostDialError, HostListenError
 from overlay.runtime.net.transport_backend import BackendStream, PeerCallback, StreamHandler
 from overlay.runtime.net.transport_types import (
     AttachError,
@@ -76,7 +75,7 @@ class NativeBackend:
             raise ListenError(str(e)) from None
 
     def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
-        async def on_stream(s: P2PStream) -> None:
+        async def on_stream(s: AnyStream) -> None:
             await handler(s, s.peer)
 
         self.host.set_stream_handler(protocol, on_stream)
