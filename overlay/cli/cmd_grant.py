@@ -22,23 +22,31 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overlay.cli.cmd_capsule import describe, load_document
 from overlay.cli.fmt import Subparsers, help_command
-from overlay.client import ApiUnavailable, Colony
 from overlay.core.errors import ConfigError, RemoteProtocolError
-from overlay.core.grants import GRANT_ROLES, Grant, GrantToken, colony_name
-from overlay.runtime.process.identity import KEY_FILE, load_identity
-from overlay.runtime.services.grant_store import GrantStore, grant_status
-from overlay.runtime.services.trust_state import Trust, colony_id, human_time, parse_duration
+
+if TYPE_CHECKING:  # the handlers import these when they run (docs/cli.md start-up rule)
+    from overlay.client import Colony
+    from overlay.core.grants import Grant, GrantToken
+    from overlay.runtime.services.trust_state import Trust
+
+#: `overlay.core.grants.GRANT_ROLES`, spelled out so that building the parser does not
+#: load the crypto stack (a unit test keeps the two equal).
+ROLES = ("execute", "read", "submit")
 
 
 def _daemon(args: argparse.Namespace, timeout_s: float = 60.0) -> Colony:
+    from overlay.client import Colony
+
     return Colony.for_home(args.home, timeout_s=timeout_s)
 
 
 def _own_addrs(args: argparse.Namespace) -> list[str]:
+    from overlay.client import ApiUnavailable
+
     if args.bootstrap:
         return list(args.bootstrap)
     try:
@@ -56,6 +64,9 @@ def _quota(args: argparse.Namespace) -> dict[str, int]:
 
 
 def grant_row(g: Grant, t: Trust, now: float, kind: str) -> dict[str, Any]:
+    from overlay.runtime.services.grant_store import grant_status
+    from overlay.runtime.services.trust_state import colony_id
+
     return {
         "serial": g.serial, "kind": kind, "colony": str(colony_id(g.colony)),
         "grantee": str(colony_id(g.grantee)), "issuer": str(g.issuer),
@@ -66,6 +77,12 @@ def grant_row(g: Grant, t: Trust, now: float, kind: str) -> dict[str, Any]:
 
 
 def _issue(args: argparse.Namespace) -> int:
+    from overlay.client import ApiUnavailable
+    from overlay.core.grants import GrantToken, colony_name
+    from overlay.runtime.process.identity import KEY_FILE, load_identity
+    from overlay.runtime.services.grant_store import GrantStore
+    from overlay.runtime.services.trust_state import Trust, human_time, parse_duration
+
     node = load_identity(args.home / KEY_FILE)
     t = Trust(args.home)
     store = GrantStore(t)
@@ -96,6 +113,8 @@ def _issue(args: argparse.Namespace) -> int:
 
 
 def _load_token(text: str) -> GrantToken:
+    from overlay.core.grants import GrantToken
+
     text = text.strip()
     try:
         p = Path(text).expanduser()
@@ -110,6 +129,9 @@ def _load_token(text: str) -> GrantToken:
 
 
 def _accept(args: argparse.Namespace) -> int:
+    from overlay.runtime.services.grant_store import GrantStore
+    from overlay.runtime.services.trust_state import Trust, colony_id, human_time
+
     t = Trust(args.home)
     held = GrantStore(t).accept(_load_token(args.token), time.time())
     g = held.grant
@@ -123,12 +145,16 @@ def _accept(args: argparse.Namespace) -> int:
 
 
 def _rows(t: Trust) -> list[dict[str, Any]]:
+    from overlay.runtime.services.grant_store import GrantStore
+
     store, now = GrantStore(t), time.time()
     rows = [grant_row(g, t, now, "given") for g in store.given()]
     return rows + [grant_row(h.grant, t, now, "held") for h in store.held()]
 
 
 def _ls(args: argparse.Namespace) -> int:
+    from overlay.runtime.services.trust_state import Trust, human_time
+
     t = Trust(args.home)
     t.require_colony()
     rows = _rows(t)
@@ -145,6 +171,8 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _find(t: Trust, what: str) -> Grant:
+    from overlay.runtime.services.grant_store import GrantStore
+
     if len(what) > 120 or Path(what).is_file():
         return _load_token(what).grant
     found = GrantStore(t).find(what)
@@ -154,6 +182,8 @@ def _find(t: Trust, what: str) -> Grant:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from overlay.runtime.services.trust_state import Trust, human_time
+
     t = Trust(args.home)
     g = _find(t, args.what)
     row = grant_row(g, t, time.time(), "grant")
@@ -168,6 +198,12 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
+    from overlay.client import ApiUnavailable
+    from overlay.core.grants import colony_name
+    from overlay.runtime.process.identity import KEY_FILE, load_identity
+    from overlay.runtime.services.grant_store import GrantStore
+    from overlay.runtime.services.trust_state import Trust
+
     node = load_identity(args.home / KEY_FILE)
     t = Trust(args.home)
     store = GrantStore(t)
@@ -230,7 +266,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     gsub = p.add_subparsers(dest="grant_command", metavar="SUBCOMMAND")
     i = gsub.add_parser("issue", parents=[common], help="give another colony scoped roles",
                         description="Sign a grant to colony COLONY (its id, 12D3Koo…): roles "
-                        f"{', '.join(GRANT_ROLES)}, daily quotas, expiry. Prints a grant "
+                        f"{', '.join(ROLES)}, daily quotas, expiry. Prints a grant "
                         "token for that colony's admin.")  # fmt: skip
     i.add_argument("colony", metavar="COLONY", help="the grantee colony's id")
     i.add_argument("--roles", default="read", help="comma-separated: read,submit,execute")

@@ -9,10 +9,12 @@ import argparse
 import datetime
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overlay.cli.fmt import Command, Subparsers
-from overlay.client import Colony
+
+if TYPE_CHECKING:
+    from overlay.client import Colony
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -39,6 +41,8 @@ examples:
 
 
 def _colony(args: argparse.Namespace) -> Colony:
+    from overlay.client import Colony  # the SDK loads only when a command runs
+
     return Colony.for_home(args.home, timeout_s=30.0)
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from overlay.cli import cmd_cert, cmd_node
+from overlay.cli import cmd_cert, cmd_grant, cmd_node
 from overlay.core.certs import ALL_ROLES
+from overlay.core.grants import GRANT_ROLES
 from overlay.runtime.process import config
 
 HEAVY = ("trio", "anyio", "structlog", "lmdb", "overlay.client.sync", "overlay.client.aio",
@@ -78,4 +79,5 @@ def test_sdk_names_still_resolve_from_the_package() -> None:
 
 def test_spelled_out_choices_match_their_source() -> None:
     assert cmd_cert.ROLES == ALL_ROLES
+    assert tuple(sorted(GRANT_ROLES)) == cmd_grant.ROLES
     assert tuple(sorted(config.NODE_PROFILES)) == cmd_node.PROFILES
