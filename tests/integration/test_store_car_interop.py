@@ -83,3 +83,39 @@ def test_ipld_car_imported_by_us(js_car: list[str], home: Path, tmp_path: Path) 
     out = json.loads(_colony(home, "dag", "import", "--json", str(car)))
     assert out[0]["roots"] == [root] and out[0]["new"] == 4
     assert _colony(home, "cat", root) == data
+
+
+def test_hamt_directory_from_ipld_car_read_by_us(
+    js_car: list[str], home: Path, tmp_path: Path
+) -> None:
+    """A directory the js importer sharded (1,400 entries, above its 256 KiB threshold),
+    moved as a CAR by @ipld/car: `ls`, `cat CID/name` and `get` read it, and our
+    `dag export` of it holds the same blocks in the same order as the js CAR."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(1400):  # 1,400 × (190 + 36) bytes of links: above 256 KiB
+        (src / f"entry-{i:05d}-{'x' * 172}.txt").write_bytes(f"entry {i}\n".encode())
+    car = tmp_path / "dir.car"
+    r = subprocess.run([*js_car, "write", str(src), str(car)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    root = r.stdout.strip()
+    out = json.loads(_colony(home, "dag", "import", "--json", str(car)))
+    assert out[0]["roots"] == [root]
+    # the root is a shard: its block (Data last) ends with hashType 0x22, fanout 256
+    assert _colony(home, "block", "get", root).endswith(b"\x28\x22\x30\x80\x02")
+    listing = _colony(home, "ls", root).decode().splitlines()
+    assert len(listing) == 1400
+    name = f"entry-01234-{'x' * 172}.txt"
+    assert any(line.endswith(name) for line in listing)
+    assert _colony(home, "cat", f"{root}/{name}") == b"entry 1234\n"
+    _colony(home, "get", root, "-o", str(tmp_path / "out"))
+    got = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert got == sorted(p.name for p in src.iterdir())
+    assert (tmp_path / "out" / name).read_bytes() == b"entry 1234\n"
+    ours = tmp_path / "ours.car"
+    _colony(home, "dag", "export", root, "-o", str(ours))
+    read = [json.loads(subprocess.run([*js_car, "read", str(c)], capture_output=True,
+                                      text=True, timeout=120, check=True).stdout)
+            for c in (car, ours)]
+    assert read[0] == read[1] and read[0]["roots"] == [root]

@@ -2,6 +2,8 @@
 //   node car.mjs read FILE.car        -> JSON {roots: [cid], blocks: [[cid, sha256-hex]]}
 //   node car.mjs write IN OUT.car     -> imports IN with ipfs-unixfs-importer (CIDv1,
 //                                        raw leaves) and writes its DAG as a CARv1; prints the root
+//                                        (IN a file, or a directory of files: sharded as a HAMT
+//                                        above the importer's 256 KiB threshold)
 import fs from 'node:fs'
 import crypto from 'node:crypto'
 import { Readable } from 'node:stream'
@@ -21,9 +23,12 @@ if (mode === 'read') {
 } else if (mode === 'write') {
   const bs = new MemoryBlockstore()
   let root
-  for await (const entry of importer([{ content: fs.readFileSync(a) }], bs,
-    { cidVersion: 1, rawLeaves: true })) {
-    root = entry.cid
+  const source = fs.statSync(a).isDirectory()
+    ? fs.readdirSync(a).sort().map((n) => ({ path: 'd/' + n, content: fs.readFileSync(a + '/' + n) }))
+    : [{ content: fs.readFileSync(a) }]
+  for await (const entry of importer(source, bs,
+    { cidVersion: 1, rawLeaves: true, shardSplitThresholdBytes: 262144 })) {
+    root = entry.cid // the directory (path 'd') comes last
   }
   const { writer, out } = CarWriter.create([root])
   const done = new Promise((resolve, reject) => {
