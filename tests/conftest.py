@@ -6,7 +6,9 @@ every test parametrized with the "py-libp2p" stack is skipped, with that reason.
 Tests that run `colony` in-process (`overlay.cli.main.main`) configure structlog for
 the whole process, e.g. a WARNING filter; tests later in the same process that capture
 info-level events (`structlog.testing.capture_logs`) then saw nothing. Every test
-starts from the configuration the process had before it ran.
+starts from the configuration the process had before it ran, and so does every
+module: a module-scoped fixture that runs `colony` in-process (test_federation's
+colonies) configures before any function-scoped fixture could save the state.
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _restore_structlog_config() -> Iterator[None]:
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_structlog_config_per_module() -> Iterator[None]:
     saved = structlog.get_config()
     yield
     structlog.configure(**saved)
