@@ -28,7 +28,7 @@ remembered highest tokens (oldest forgotten).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from overlay.capsule import events as ev
@@ -143,6 +143,10 @@ class Executor:
         if len(self._highest) >= self.config.max_tokens:
             del self._highest[next(iter(self._highest))]
         self._highest[cid] = token
+
+    def relabel(self, labels: tuple[tuple[str, str], ...]) -> None:
+        """The node's labels changed: later offers are checked against these."""
+        self.config = replace(self.config, labels=labels)
 
     def capacity_problem(self, cond: Conditions, replacing: str | None = None) -> str | None:
         """Why `cond` does not fit what is left, or None."""

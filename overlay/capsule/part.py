@@ -128,6 +128,14 @@ class Activate:
 
 
 @dataclass(frozen=True, slots=True)
+class Relabel:
+    """Command: this node's labels changed while it runs (the executor checks offers
+    against them; the gossiped ad carries them to placement)."""
+
+    labels: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RefreshMembers:
     """Command (periodic): re-read the live set; un-hide peers that are reachable again."""
 
@@ -160,7 +168,8 @@ class CapsulePart:
     """
 
     COMMANDS: tuple[type, ...] = (
-        *COMMAND_TYPES, RestoreCustody, RefreshMembers, Activate, Connected, Disconnected
+        *COMMAND_TYPES, RestoreCustody, RefreshMembers, Activate, Connected, Disconnected,
+        Relabel,
     )
 
     def __init__(self, core: CapsuleCore, members: Callable[[], MembersChanged] | None = None,
@@ -240,6 +249,9 @@ class CapsulePart:
             # refresh sends one, so the peer is back as soon as it is reachable.
             self._last = None
             return self.core.handle(inp, now)
+        if isinstance(inp, Relabel):
+            self.core.executor.relabel(inp.labels)
+            return []
         if isinstance(inp, RestoreCustody):
             restore = getattr(self.core, "restore", None)
             if restore is None:  # the core does not persist custody yet: nothing to do

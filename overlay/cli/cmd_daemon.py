@@ -170,12 +170,12 @@ def _status(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- client commands
 
 
-def _labels(pairs: list[str]) -> dict[str, str]:
+def _labels(pairs: list[str], flag: str = "--label") -> dict[str, str]:
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--label wants KEY=VALUE, not {pair!r}")
+            raise ConfigError(f"{flag} wants KEY=VALUE, not {pair!r}")
         out[key] = value
     return out
 
@@ -202,6 +202,20 @@ def _connect(args: argparse.Namespace) -> int:
         _print(r, True)
     else:
         print(f"connected to {r['id']}")
+    return 0
+
+
+def _labels_cmd(args: argparse.Namespace) -> int:
+    """Show, or with --set/--delete change, the running node's labels (serf's `tags`)."""
+    c = _colony(args)
+    if args.set or args.delete:
+        labels = c.set_labels(_labels(args.set, "--set"), list(args.delete))
+    else:
+        labels = c.labels()
+    if args.json:
+        _print(labels, True)
+    else:
+        print("\n".join(f"{k}={v}" for k, v in labels.items()) or "(no labels)")
     return 0
 
 
@@ -389,6 +403,13 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                    help="only members in this state")
     q.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="only members whose resource ad has this label (repeatable; all match)")
+    q = client_cmd("labels", "show or change this node's labels while it runs (saved in "
+                   "labels.json, gossiped at once; capsules' conditions.labels match them)",
+                   _labels_cmd)
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="add or change a label (repeatable)")
+    q.add_argument("--delete", action="append", default=[], metavar="KEY",
+                   help="remove a label (repeatable)")
     client_cmd("peers", "list peers with an open libp2p connection", _peers)
     q = client_cmd("connect", "dial a peer now from the running daemon (kubo's swarm connect)",
                    _connect)

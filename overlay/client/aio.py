@@ -84,6 +84,13 @@ class AsyncColony:
     async def connect(self, multiaddr: str) -> JsonDict:
         return await _run(self.sync.connect, multiaddr)
 
+    async def labels(self) -> dict[str, str]:
+        return await _run(self.sync.labels)
+
+    async def set_labels(self, set: dict[str, str] | None = None,
+                         delete: list[str] | None = None) -> dict[str, str]:
+        return await _run(self.sync.set_labels, set, delete)
+
     async def stats(self) -> JsonDict:
         return await _run(self.sync.stats)
 

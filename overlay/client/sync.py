@@ -74,6 +74,17 @@ class Colony:
         """Dial a peer at `multiaddr` (…/p2p/PEER) from the running daemon."""
         return dict(self.api.call("POST", "/v1/connect", {"addr": multiaddr}))
 
+    def labels(self) -> dict[str, str]:
+        """This node's labels (what capsules' `conditions.labels` match)."""
+        return dict(self.api.call("GET", "/v1/labels")["labels"])
+
+    def set_labels(self, set: dict[str, str] | None = None,
+                   delete: list[str] | None = None) -> dict[str, str]:
+        """Change labels on the running node (saved, re-announced by gossip at once);
+        returns the new set."""
+        body = {"set": dict(set or {}), "delete": list(delete or [])}
+        return dict(self.api.call("POST", "/v1/labels", body)["labels"])
+
     def stats(self) -> JsonDict:
         return dict(self.api.call("GET", "/v1/stats"))
 

@@ -47,6 +47,7 @@ from overlay.runtime.api.routes import build_api
 from overlay.runtime.api.routes_capsules import add_capsule_routes
 from overlay.runtime.api.routes_doctor import DoctorSources, add_doctor_routes
 from overlay.runtime.api.routes_grants import add_grant_routes
+from overlay.runtime.api.routes_labels import add_label_routes
 from overlay.runtime.api.routes_node import CoreStats
 from overlay.runtime.api.routes_sync import add_sync_routes
 from overlay.runtime.api.routes_topics import add_topic_routes
@@ -89,6 +90,7 @@ from overlay.runtime.services.host_ad import (
     local_ad,
 )
 from overlay.runtime.services.membership import SwimMembership
+from overlay.runtime.services.node_labels import NodeLabels
 from overlay.runtime.services.peer_book import PeerBook
 from overlay.runtime.services.sync import RunSync, SyncService
 from overlay.runtime.services.topics import TopicService
@@ -211,6 +213,7 @@ class Daemon:
             caps, cores=driver, network=t, membership=self.membership, dht=self.dht_client,
             blocks=self.blocks, started=self.started, spawn=self.spawn, home=self.home,
             conf=self.conf)
+        self.node_labels = NodeLabels(self.home, caps.executor.labels, driver, self.membership)
         self.trust_service = TrustService(
             self.trust, me=self.me, store=self.store, membership=self.membership,
             cores=driver, dht=self.dht_client, keypair=self.keypair, network=t)
@@ -275,6 +278,7 @@ class Daemon:
             self.me, self.home, self.conf, t, self.membership, self.store, self.reachability,
             lambda: getattr(self, "dialer", None)))  # the dialer starts after the API
         add_trust_routes(api, self.trust_service)
+        add_label_routes(api, self.node_labels)
         add_topic_routes(api, self.topics)
         add_grant_routes(api, self.federation, self.grantee)
         gconf = GatewayConfig.from_config(self.conf)

@@ -65,6 +65,7 @@ from overlay.runtime.services.capsule_info import (
     MemberGate,
 )
 from overlay.runtime.services.capsule_runs import Runs
+from overlay.runtime.services.node_labels import stored_labels
 from overlay.runtime.services.trigger_runs import TriggerRuns
 from store.custody_store import CustodyStore, amnesia_since
 from store.importer import ImportOptions
@@ -167,6 +168,9 @@ async def prepare_capsules(
         kinds = tuple(k for k in kinds if k in configured)
     authority = load_authority(home, conf)
     executor = executor_config(conf, kinds)
+    stored = stored_labels(home)  # changed while running: they replace [capsule] labels
+    if stored is not None:
+        executor = replace(executor, labels=stored)
     forgot = amnesia_since(home, time.time())
     if forgot is not None:
         log.warning("custody_store_lost", forgot_before=forgot,
