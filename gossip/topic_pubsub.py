@@ -106,6 +106,8 @@ class TopicMessage:
     hop: int
     gap: int  # messages of this publisher skipped just before this one
     local: bool  # published by this node
+    #: The verified message with its signed envelope (triggers carry it as proof).
+    signed: SignedMessage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,8 +258,9 @@ class PubSub:
         sub.published += 1
         sub.delivered += 1
         msg_id = message_id(payload)
+        own = open_payload(payload, tid, self.colony)  # our own message, as others see it
         out.append(Emit(TopicMessage(cmd.name, msg_id, self.me, self.epoch, sub.seq, now,
-                                     cmd.data, 0, 0, True)))
+                                     cmd.data, 0, 0, True, own)))
         out.append(Emit(Published(cmd.name, msg_id, sub.seq, cmd.ref)))
         return out
 
@@ -309,7 +312,7 @@ class PubSub:
     def _deliver(sub: _Sub, m: SignedMessage, d: Delivered, gap: int) -> Emit:
         sub.delivered += 1
         return Emit(TopicMessage(sub.name, d.msg_id, m.publisher, m.epoch, m.seq, m.at, m.data,
-                                 d.hop, gap, False))
+                                 d.hop, gap, False, m))
 
     def _follow(self, effects: list[Effect], now: float) -> list[Effect]:
         """Replace Plumtree's `Delivered` with ordered `TopicMessage`s."""

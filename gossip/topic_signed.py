@@ -80,6 +80,8 @@ class SignedMessage:
     at: float
     data: bytes
     chain: tuple[Envelope, ...]
+    #: The publisher's signed envelope (what a trigger's derived capsule carries).
+    env: Envelope | None = None
 
 
 def seal_payload(keypair: KeyPair, chain: tuple[Envelope, ...], name: str, epoch: int,
@@ -113,12 +115,19 @@ def open_payload(payload: bytes, topic: bytes, colony: bytes | None) -> SignedMe
     return _fields(body, env, chain, topic, colony)
 
 
-def _fields(body: Any, env: Envelope, chain: tuple[Envelope, ...], topic: bytes,
+def open_envelope(env: Envelope) -> SignedMessage:
+    """A message's signed envelope alone (no chain, no topic id to check it against:
+    the name it was published to is inside what was signed); WireError if bad."""
+    body = env.open(MESSAGE_KIND)
+    return _fields(body, env, (), None, None)
+
+
+def _fields(body: Any, env: Envelope, chain: tuple[Envelope, ...], topic: bytes | None,
             colony: bytes | None) -> SignedMessage:
     if not isinstance(body, dict) or set(body) != {"t", "e", "s", "at", "d"}:
         raise MalformedFrame("topic message body has the wrong fields")
     name = check_name(body["t"])
-    if topic_id(name, colony) != topic:
+    if topic is not None and topic_id(name, colony) != topic:
         raise MalformedFrame(f"message for topic {name!r} arrived on another topic")
     data = body["d"]
     if not isinstance(data, bytes) or len(data) > MAX_DATA_BYTES:
@@ -128,4 +137,4 @@ def _fields(body: Any, env: Envelope, chain: tuple[Envelope, ...], topic: bytes,
     if seq < 1:
         raise MalformedFrame("seq starts at 1")
     at = number(body["at"], "message time")
-    return SignedMessage(name, env.signer_id, epoch, seq, at, data, chain)
+    return SignedMessage(name, env.signer_id, epoch, seq, at, data, chain, env)

@@ -8,7 +8,7 @@ definition is in the spec's kwargs (`TriggerDef.from_kwargs`):
 
 | kwarg      | meaning                                                              |
 |------------|----------------------------------------------------------------------|
-| `on`       | `user`, `user:NAME` (user events) or `cron`                          |
+| `on`       | `user`, `user:NAME` (user events), `topic:NAME` (topic messages) or `cron` |
 | `schedule` | for `cron`: a schedule (overlay/capsule/cron.py)                     |
 | `filter`   | an expression over the event (overlay/capsule/trigger_filter.py)     |
 | `template` | the capsule spec to launch, as JSON text with `${…}` variables        |
@@ -17,17 +17,21 @@ definition is in the spec's kwargs (`TriggerDef.from_kwargs`):
 | `within_s` | ... or `within_s` after the first of them, with all collected         |
 
 The capsule it launches is *derived* (spec.py `Capsule.derive`): its wire form is the
-trigger capsule plus the `Origin` (the signed user events, or the cron tick), and its
+trigger capsule plus the `Origin` (the signed user events or topic messages, or the
+cron tick), and its
 id is the CID of exactly that — so every node that fires the same trigger for the
 same event builds the same capsule, and custody, which keeps one record per capsule
 id, collapses duplicates. That is what makes firing exactly-once without a central
 scheduler (docs/triggers.md). Nothing in a derived capsule is unsigned: the creator
-signed the trigger, the senders signed the events, and a cron tick is checked
+signed the trigger, the senders signed the events (the publishers their topic
+messages: the topic's name is inside what they signed), and a cron tick is checked
 against the schedule; anyone can fire, nobody can forge.
 
 Template variables (an unknown `${name}` is refused when the trigger is created):
 `${trigger.id}`, `${trigger.name}`, `${event.name}`, `${event.payload}`,
 `${event.sender}`, `${event.lamport}`, `${event.seq}`, `${tick}` (POSIX seconds),
+(for a topic message: `event.name` is the topic, `event.sender` the publisher,
+`event.seq` its sequence number and `event.lamport` is empty),
 `${tick.iso}`, `${count}` and `${payloads}` (a JSON list of the payloads as text).
 `$$` is a literal `$`. Every derived capsule also gets `COLONY_TRIGGER_ID` and
 `COLONY_EVENT` (a JSON description of its event or events) in its environment.
@@ -43,6 +47,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gossip.messages import KIND_EVENT, UserEvent
+from gossip.topic_signed import SignedMessage, open_envelope
 from overlay.capsule.cron import CronError, Schedule
 from overlay.capsule.trigger_filter import EventFields, Filter, FilterError
 from overlay.core.crypto import Envelope
@@ -63,16 +68,38 @@ class TriggerError(ValueError):
     """A trigger definition that cannot work, with the reason."""
 
 
+#: What a user or topic trigger fires on: a signed user event or topic message.
+Event = UserEvent | SignedMessage
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """What a derived capsule was launched by: signed user events, or a cron tick."""
+    """What a derived capsule was launched by: signed user events, signed topic
+    messages (`messages`, each with its envelope), or a cron tick."""
 
     events: tuple[UserEvent, ...] = ()
     tick: int | None = None
+    messages: tuple[SignedMessage, ...] = ()
+
+    @classmethod
+    def of(cls, batch: tuple[Event, ...]) -> Origin:
+        """An origin of user events or of topic messages (a trigger has one kind)."""
+        if all(isinstance(e, SignedMessage) for e in batch):
+            return cls(messages=batch)  # type: ignore[arg-type]
+        return cls(events=batch)  # type: ignore[arg-type]
+
+    @property
+    def items(self) -> tuple[Event, ...]:
+        return self.messages or self.events
 
     def to_wire(self) -> dict[str, Any]:
         if self.tick is not None:
             return {"t": self.tick}
+        if self.messages:
+            envs = [m.env for m in self.messages]
+            if any(e is None for e in envs):
+                raise ValueError("a topic message without its signed envelope")
+            return {"m": [e.to_wire() for e in envs if e is not None]}
         return {"u": [e.env.to_wire() for e in self.events]}
 
     @classmethod
@@ -84,10 +111,15 @@ class Origin:
             if isinstance(tick, bool) or not isinstance(tick, int) or not 0 < tick < 1 << 40:
                 raise MalformedFrame("a cron tick must be a positive integer")
             return cls(tick=tick)
-        raw = obj.get("u")
+        raw = obj.get("u", obj.get("m"))
         if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
             raise MalformedFrame(f"a trigger origin holds 1..{MAX_BATCH} events")
         envs = [Envelope.from_wire(e) for e in raw]
+        if "m" in obj:
+            messages = tuple(open_envelope(env) for env in envs)  # signatures checked
+            if sum(len(m.data) for m in messages) > MAX_BATCH_BYTES:
+                raise MalformedFrame(f"a trigger origin holds at most {MAX_BATCH_BYTES} bytes")
+            return cls(messages=messages)
         for env in envs:
             env.verify(KIND_EVENT)  # gossip checks lazily; a derived capsule checks here
         events = tuple(UserEvent.from_envelope(env) for env in envs)
@@ -96,16 +128,22 @@ class Origin:
         return cls(events=events)
 
 
-def fields_of(ev: UserEvent) -> EventFields:
+def fields_of(ev: Event) -> EventFields:
+    if isinstance(ev, SignedMessage):
+        return EventFields(ev.name, ev.data, str(ev.publisher), 0, ev.seq)
     return EventFields(ev.name, ev.payload, str(ev.sender), ev.lamport, ev.seq)
+
+
+def payload_of(ev: Event) -> bytes:
+    return ev.data if isinstance(ev, SignedMessage) else ev.payload
 
 
 @dataclass(frozen=True, slots=True)
 class TriggerDef:
     """A trigger's definition, checked; `accepts` and `render` are pure."""
 
-    on: str  # "user" or "cron"
-    event_name: str  # for on = user: "" = any name
+    on: str  # "user", "topic" or "cron"
+    event_name: str  # on = user: "" = any name; on = topic: the topic
     schedule: Schedule | None
     filter: Filter
     template: Mapping[str, Any]
@@ -132,8 +170,11 @@ class TriggerDef:
                 schedule = Schedule.parse(str(kw.get("schedule", "")))
             except CronError as e:
                 raise TriggerError(f"schedule: {e}") from None
+        elif kind == "topic":
+            if not name:
+                raise TriggerError("on = topic:NAME needs the topic's name")
         elif kind != "user":
-            raise TriggerError(f"on must be user, user:NAME or cron, not {on!r}")
+            raise TriggerError(f"on must be user, user:NAME, topic:NAME or cron, not {on!r}")
         try:
             flt = Filter.parse(str(kw.get("filter", "")))
         except FilterError as e:
@@ -163,9 +204,10 @@ class TriggerDef:
             raise TriggerError("count, within_s and filter apply to user events, not cron")
         return cls(kind, name, schedule, flt, template, catchup, count, float(within))
 
-    def matches(self, ev: UserEvent) -> bool:
-        """Whether a user event fires (or joins a batch of) this trigger."""
-        if self.on != "user" or (self.event_name and ev.name != self.event_name):
+    def matches(self, ev: Event) -> bool:
+        """Whether a user event or topic message fires (or joins a batch of) this trigger."""
+        kind = "topic" if isinstance(ev, SignedMessage) else "user"
+        if self.on != kind or (self.event_name and ev.name != self.event_name):
             return False
         return self.filter.matches(fields_of(ev))
 
@@ -177,15 +219,17 @@ class TriggerDef:
             if origin.tick <= created_at or not self.schedule.matches(origin.tick, created_at):
                 return f"tick {origin.tick} is not on the schedule {self.schedule.text!r}"
             return None
-        if self.on != "user":
-            return "user events for a cron trigger"
-        if len(origin.events) > self.count:
-            return f"{len(origin.events)} events for a batch of at most {self.count}"
-        if len(origin.events) > 1 and not self.is_generator:
+        if self.on == "cron":
+            return "events for a cron trigger"
+        items = origin.items
+        if len(items) > self.count:
+            return f"{len(items)} events for a batch of at most {self.count}"
+        if len(items) > 1 and not self.is_generator:
             return "several events for a trigger that fires on one"
-        for ev in origin.events:
+        for ev in items:
             if not self.matches(ev):
-                return f"event {ev.name!r} from {ev.sender} does not match the trigger"
+                return (f"event {ev.name!r} from {fields_of(ev).sender} does not match "
+                        "the trigger")
         return None
 
     def render(self, trigger_id: str, trigger_name: str, origin: Origin) -> dict[str, Any]:
@@ -201,25 +245,30 @@ class TriggerDef:
 
 
 def _variables(trigger_id: str, trigger_name: str, origin: Origin) -> dict[str, str]:
-    first = origin.events[0] if origin.events else None
+    items = origin.items
+    first = fields_of(items[0]) if items else None
     tick = origin.tick or 0
     return {
         "trigger.id": trigger_id, "trigger.name": trigger_name,
         "event.name": first.name if first else "",
         "event.payload": first.payload.decode(errors="replace") if first else "",
-        "event.sender": str(first.sender) if first else "",
-        "event.lamport": str(first.lamport) if first else "",
+        "event.sender": first.sender if first else "",
+        "event.lamport": str(first.lamport) if first and not origin.messages else "",
         "event.seq": str(first.seq) if first else "",
         "tick": str(tick) if origin.tick is not None else "",
         "tick.iso": datetime.fromtimestamp(tick, UTC).isoformat() if origin.tick else "",
-        "count": str(len(origin.events) if origin.events else 1),
-        "payloads": json.dumps([e.payload.decode(errors="replace") for e in origin.events]),
+        "count": str(len(items) if items else 1),
+        "payloads": json.dumps([payload_of(e).decode(errors="replace") for e in items]),
     }  # fmt: skip
 
 
 def _event_json(origin: Origin) -> str:
     if origin.tick is not None:
         return json.dumps({"tick": origin.tick})
+    if origin.messages:
+        return json.dumps([{"topic": m.name, "sender": str(m.publisher), "epoch": m.epoch,
+                            "seq": m.seq, "at": m.at, "payload": m.data.decode(errors="replace")}
+                           for m in origin.messages])  # fmt: skip
     return json.dumps([{"name": e.name, "sender": str(e.sender), "lamport": e.lamport,
                         "seq": e.seq, "payload": e.payload.decode(errors="replace")}
                        for e in origin.events])  # fmt: skip

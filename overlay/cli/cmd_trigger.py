@@ -41,12 +41,14 @@ trigger, custody keeps one capsule per event (docs/triggers.md).
 
 TRIGGER_DESC = f"""\
 Launch a capsule on every matching user event (`colony events send NAME PAYLOAD`
-from any node). The trigger is itself a capsule: signed with this node's key, kept by
+from any node) or topic message (`--on topic:NAME`; `colony topic pub NAME MESSAGE`).
+The trigger is itself a capsule: signed with this node's key, kept by
 its custodians, leased to one node that fires it, re-placed if that node dies.
 
 examples:
   colony trigger add --on user:deploy job.toml
   colony trigger add --on user:reading --filter 'json.celsius > 30' alert.toml
+  colony trigger add --on topic:uploads job.toml   # each message of topic uploads
   colony trigger ls
   colony trigger show bafkrei…
   colony trigger rm bafkrei…
@@ -216,7 +218,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         else:
             q = cmd("add", f"create a {name}: --on EVENT SPEC", _trigger_add)
             q.add_argument("--on", required=True, metavar="EVENT",
-                           help="user event name (user:NAME or NAME; `user` = any)")
+                           help="user:NAME or NAME (a user event; `user` = any), or topic:NAME")
             q.add_argument("--filter", metavar="EXPR", help="expression the event must match")
             if name == "generator":
                 q.add_argument("--count", type=int, help="events per batch (at most 64)")

@@ -234,6 +234,7 @@ class Daemon:
         self.topics = TopicService(self.keypair, self.trust, t, self.dht_client, driver,
                                    self.conf["topics"])
         self.topics.register()  # /colony/topics/1.0.0
+        self.triggers.topics = self.topics  # topic triggers follow their topic
         self.capsules.on_outputs = self.federation.on_outputs  # a grantee reads its outputs
         self.router = Router(
             t, driver.submit, self.dht_client, gossip_protocol=PROTO_GOSSIP,

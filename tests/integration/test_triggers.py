@@ -152,3 +152,39 @@ def test_generator_launches_one_capsule_per_batch(colony: Cluster) -> None:
         _send(n2, "reading", f"r{i}")
     wait_for(lambda: "batch-3" in _derived(_live(colony), tid), 60, "one batch")
     assert list(_derived(_live(colony), tid)) == ["batch-3"]
+
+
+def _publish(node: Any, topic: str, data: str) -> None:
+    node.api(30).call("POST", "/v1/topics/publish", {"topic": topic, "data": data})
+
+
+def test_topic_trigger_launches_one_capsule_per_message(colony: Cluster) -> None:
+    """`on = topic:NAME`: the lease holder follows the topic; each message published
+    from any node launches one capsule (its id derived from the signed message)."""
+    live = _live(colony)
+    tmpl = {"name": "msg-${event.payload}", "command": ["sh", "-c", "echo $COLONY_EVENT"]}
+    row = live[0].api(30).call("POST", "/v1/triggers/add",
+                               {"on": "topic:news", "template": tmpl, "name": "on-news"})
+    tid = row["id"]
+    wait_for(lambda: live[0].api(10).call("GET", "/v1/triggers/get", id=tid)["record"]["state"]
+             in ("leased", "running"), 60, "the topic trigger to be leased")
+    # Warm-up: a message launches a capsule only once the holder's subscription has
+    # joined the topic's swarm (DHT rendezvous); publish until each node's first does.
+    for i, node in enumerate(live):
+        attempt = itertools.count()
+
+        def fired(node: Any = node, i: int = i, attempt: Any = attempt) -> bool:
+            _publish(node, "news", f"w{i}-{next(attempt)}")
+            return any(name.startswith(f"msg-w{i}-") for name in _derived(live, tid))
+
+        wait_for(fired, 60, f"a first message from node {i} to launch a capsule", every=1.0)
+    sent = []
+    for k in range(9):
+        _publish(live[k % len(live)], "news", f"p{k}")
+        sent.append(f"msg-p{k}")
+    wait_for(lambda: set(_derived(live, tid)) >= set(sent), 60, "a capsule per message")
+    derived = _derived(live, tid)
+    assert {name: len(ids) for name, ids in derived.items() if len(ids) != 1} == {}
+    ids = {next(iter(derived[name])) for name in sent}
+    wait_for(lambda: all(_states(live, tid).get(i) == "succeeded" for i in ids), 90,
+             "every message's capsule to succeed")

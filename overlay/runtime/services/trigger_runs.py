@@ -12,6 +12,9 @@ While active it fires:
   `UserEventSent` for the node's own) becomes `Capsule.derive(trigger, Origin(event))`;
   a generator collects events into a batch and fires when it holds `count` events,
   `within_s` after its first, or when the next event would exceed the byte budget.
+- `topic` triggers: every matching message of the topic, which the node subscribes to
+  (services/topics.py, through the narrow `TopicFeed`) for as long as it holds the
+  lease; generators batch them as they batch user events.
 - `cron` triggers: each tick of the schedule, at the tick.
 
 Exactly once: the derived capsule's id is fixed by (trigger, origin), so firing the
@@ -20,7 +23,10 @@ catch-up — submits the same capsule, and custody keeps one record per id. So a
 lease holder re-fires what it cannot know was fired: the user events in the node's
 recent-events log since the trigger was created, and for crons the ticks of the last
 `RECENT_TICKS_S` (`catchup = "skip"`) or since creation, at most `MAX_CATCHUP` ticks
-(`catchup = "all"`). A generator's partial batch is rebuilt from the same log.
+(`catchup = "all"`). A generator's partial batch is rebuilt from the same log. Topic
+messages are not in that log: those published while no node held the lease (a
+re-placement's gap, or before the new holder's subscription joined the swarm) are
+not fired (docs/triggers.md, known limits).
 
 Submission goes through the local capsule core (`SubmitCapsule`), which retries until
 custody acknowledges; the creator's certificate chain travels in the trigger's `chain`
@@ -30,18 +36,28 @@ kwarg (colony mode). Counters: `fired`, `fire_failed`, `events_matched`, `catchu
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 import trio
 
 from gossip.events import UserEventReceived, UserEventSent
 from gossip.messages import UserEvent
+from gossip.topic_pubsub import TopicMessage
 from overlay.capsule import events as cev
 from overlay.capsule.core import SubmitCapsule
 from overlay.capsule.executor import CapsuleExited
 from overlay.capsule.spec import Capsule
-from overlay.capsule.trigger_def import MAX_BATCH_BYTES, Origin, TriggerDef, TriggerError
+from overlay.capsule.trigger_def import (
+    MAX_BATCH_BYTES,
+    Event,
+    Origin,
+    TriggerDef,
+    TriggerError,
+    payload_of,
+)
 from overlay.core.certs import Certificate, chain_from_wire
 from overlay.core.errors import ColonyError, WireError
 from overlay.core.wire import cbor_decode
@@ -59,6 +75,14 @@ RECENT_TICKS_S = 120.0
 MAX_CATCHUP = 100
 
 Recent = Callable[[], list[tuple[float, object]]]
+
+
+class TopicFeed(Protocol):
+    """What a topic trigger needs of the topic service: its messages while held."""
+
+    def subscription(
+        self, name: str
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[TopicMessage]]: ...
 
 
 def _user_event(ev: object) -> UserEvent | None:
@@ -86,7 +110,7 @@ class _Active:
     tdef: TriggerDef
     chain: tuple[Certificate, ...]
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    batch: list[UserEvent] = field(default_factory=list)
+    batch: list[Event] = field(default_factory=list)
     batch_due: float = 0.0
     wake: trio.Event = field(default_factory=trio.Event)
 
@@ -102,7 +126,9 @@ class TriggerRuns:
         self.clock = clock or cores.now
         self.active: dict[str, _Active] = {}
         self.stats: dict[str, int] = {"fired": 0, "fire_failed": 0, "events_matched": 0,
-                                      "catchup": 0}  # fmt: skip
+                                      "catchup": 0, "topic_failed": 0}  # fmt: skip
+        #: Topic messages for `topic` triggers (the daemon sets it; None: not offered).
+        self.topics: TopicFeed | None = None
         #: Derived capsules submitted here, per trigger (bounded by the triggers known).
         self.fired_by: dict[str, int] = {}
 
@@ -153,15 +179,15 @@ class TriggerRuns:
         for act in list(self.active.values()):
             self._offer(act, uev)
 
-    def _offer(self, act: _Active, uev: UserEvent) -> None:
+    def _offer(self, act: _Active, uev: Event) -> None:
         if not act.tdef.matches(uev):
             return
         self.stats["events_matched"] += 1
         if not act.tdef.is_generator:
-            self.spawn(self._fire, act, Origin(events=(uev,)))
+            self.spawn(self._fire, act, Origin.of((uev,)))
             return
-        size = sum(len(e.payload) for e in act.batch)
-        if act.batch and size + len(uev.payload) > MAX_BATCH_BYTES:
+        size = sum(len(payload_of(e)) for e in act.batch)
+        if act.batch and size + len(payload_of(uev)) > MAX_BATCH_BYTES:
             self._flush(act)  # the budget is full: fire what we have, start anew
         if not act.batch:
             act.batch_due = self.clock() + act.tdef.within_s if act.tdef.within_s else 0.0
@@ -173,7 +199,7 @@ class TriggerRuns:
     def _flush(self, act: _Active) -> None:
         if act.batch:
             batch, act.batch = tuple(act.batch), []
-            self.spawn(self._fire, act, Origin(events=batch))
+            self.spawn(self._fire, act, Origin.of(batch))
 
     # ------------------------------------------------------------ running
 
@@ -182,10 +208,36 @@ class TriggerRuns:
             self._catch_up(act)
             if act.tdef.schedule is not None:
                 await self._tick_loop(act)
-            elif act.tdef.within_s:
-                await self._batch_timer(act)
-            else:
-                await trio.sleep_forever()
+                return
+            async with trio.open_nursery() as nursery:
+                if act.tdef.on == "topic":
+                    nursery.start_soon(self._follow_topic, act)
+                if act.tdef.within_s:
+                    nursery.start_soon(self._batch_timer, act)
+                nursery.start_soon(trio.sleep_forever)  # the lease lasts until killed
+
+    async def _follow_topic(self, act: _Active) -> None:
+        """Offer the topic's messages while the lease lasts. A subscription refused (this
+        node lacks the topic's subscribe role) ends the lease with the reason, so
+        custody places the trigger on a node that can follow the topic."""
+        if self.topics is None:
+            self._topic_failed(act, "this node runs no topic service")
+            return
+        try:
+            async with self.topics.subscription(act.tdef.event_name) as rx:
+                async for msg in rx:
+                    if msg.signed is not None:
+                        self._offer(act, msg.signed)
+        except ColonyError as e:
+            self._topic_failed(act, str(e))
+
+    def _topic_failed(self, act: _Active, reason: str) -> None:
+        self.stats["topic_failed"] += 1
+        log.warning("trigger_topic_failed", trigger=act.trigger.id, error=reason)
+        if self.active.get(act.trigger.id) is act:
+            del self.active[act.trigger.id]
+            self._exit(act.trigger.id, act.token, EXIT_SETUP_FAILED, f"topic: {reason}")
+        act.scope.cancel()
 
     def _catch_up(self, act: _Active) -> None:
         """Re-fire what a previous lease holder may have missed (duplicates collapse)."""
@@ -240,4 +292,4 @@ class TriggerRuns:
         if tid in self.fired_by or len(self.fired_by) < 4096:
             self.fired_by[tid] = self.fired_by.get(tid, 0) + 1
         log.info("trigger_fired", trigger=act.trigger.id, capsule=cap.id,
-                 tick=origin.tick, events=len(origin.events))
+                 tick=origin.tick, events=len(origin.items))

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from gossip.messages import UserEvent
+from gossip.topic_signed import SignedMessage, open_payload, seal_payload, topic_id
 from overlay.capsule.spec import Capsule, CapsuleSpec
 from overlay.capsule.trigger_def import (
     TRIGGER_EXECUTOR,
@@ -72,7 +73,8 @@ def test_bad_filters_are_refused_with_the_reason(text: str, reason: str) -> None
 
 
 @pytest.mark.parametrize(("kw", "reason"), [
-    ({"on": "topic:x"}, "on must be user, user:NAME or cron"),
+    ({"on": "mqtt:x"}, "on must be user, user:NAME, topic:NAME or cron"),
+    ({"on": "topic"}, "needs the topic's name"),
     ({"on": "cron", "schedule": "61 * * * *"}, "schedule: minute: 61"),
     ({"filter": "name =="}, "does not parse"),
     ({"template": "{not json"}, "template is not JSON"),
@@ -159,6 +161,56 @@ def test_a_template_giving_a_bad_spec_is_refused() -> None:
     t = trigger(template=json.dumps({"name": "x"}))  # neither command nor function
     with pytest.raises(MalformedFrame, match="template gives a bad spec"):
         Capsule.derive(t, Origin(events=(event(),)))
+
+
+def message(topic: str = "news", data: bytes = b"v2", seq: int = 1) -> SignedMessage:
+    payload = seal_payload(SENDER, (), topic, 7, seq, CREATED + seq, data)
+    return open_payload(payload, topic_id(topic), None)
+
+
+def test_topic_messages_derive_capsules_the_same_on_every_node() -> None:
+    t = trigger(on="topic:news", filter='payload != "skip"')
+    m = message()
+    a = Capsule.derive(t, Origin(messages=(m,)))
+    b = Capsule.derive(Capsule.from_wire(t.to_wire()),
+                       Origin.from_wire(Origin(messages=(m,)).to_wire()))
+    assert a.id == b.id and a.spec.name == "on-news" and a.spec.command == ("echo", "v2")
+    event_json = json.loads(dict(a.spec.env)["COLONY_EVENT"])[0]
+    assert event_json["topic"] == "news" and event_json["seq"] == 1
+    assert event_json["sender"] == str(SENDER.peer_id)
+    assert Capsule.from_wire(a.to_wire()).id == a.id
+    assert Capsule.derive(t, Origin(messages=(message(seq=2),))).id != a.id
+    # A user event named like the topic does not fire a topic trigger, and vice versa.
+    with pytest.raises(MalformedFrame, match="does not match"):
+        Capsule.derive(t, Origin(events=(event(name="news"),)))
+    with pytest.raises(MalformedFrame, match="does not match"):
+        Capsule.derive(trigger(), Origin(messages=(message("deploy"),)))
+    with pytest.raises(MalformedFrame, match="does not match"):
+        Capsule.derive(t, Origin(messages=(message("other"),)))
+    with pytest.raises(MalformedFrame, match="does not match"):
+        Capsule.derive(t, Origin(messages=(message(data=b"skip"),)))
+
+
+def test_a_forged_topic_message_is_refused() -> None:
+    t, m = trigger(on="topic:news"), message()
+    wire = Capsule.derive(t, Origin(messages=(m,))).to_wire()
+    assert m.env is not None
+    forged = Envelope(m.env.kind, m.env.body.replace(b"v2", b"v9"), m.env.signer,
+                      m.env.signature)
+    wire[2] = {"m": [forged.to_wire()]}
+    with pytest.raises(BadSignature):
+        Capsule.from_wire(wire)
+    wire[2] = {"m": [event().env.to_wire()]}  # a user event's envelope is not a message
+    with pytest.raises(BadSignature, match="expected a 'colony-topic-msg' envelope"):
+        Capsule.from_wire(wire)
+
+
+def test_topic_generators_batch_messages() -> None:
+    t = trigger(on="topic:news", count=2,
+                template=json.dumps({"command": ["echo", "${count}", "${payloads}"]}))
+    ms = (message(data=b"a", seq=1), message(data=b"b", seq=2))
+    cap = Capsule.derive(t, Origin.of(ms))
+    assert cap.spec.command == ("echo", "2", '["a", "b"]')
 
 
 def test_executor_kind_constant() -> None:
