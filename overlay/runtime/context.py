@@ -23,6 +23,7 @@ submitted through `Cores`, never as callbacks patched onto a part.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol, overload
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from dht.api import FindNode, GetProviders, GetValue, LookupDone, Provide, ProvideDone, PutValue
     from gossip.members import MemberInfo
     from gossip.resources import ResourceAd
+    from gossip.topic_pubsub import TopicMessage
     from overlay.core.cid import Cid
     from overlay.core.effects import Effect
     from overlay.core.ids import PeerId
@@ -176,3 +178,12 @@ class EventBus(Protocol):
 
 #: Start a background task in the daemon's nursery (`nursery.start_soon`).
 Spawn = Callable[..., None]
+
+
+class TopicFeed(Protocol):
+    """A topic's messages while the caller holds the subscription (services/topics.py);
+    for triggers and handlers, which follow topics but need nothing else of them."""
+
+    def subscription(
+        self, name: str
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[TopicMessage]]: ...

@@ -235,6 +235,7 @@ class Daemon:
                                    self.conf["topics"])
         self.topics.register()  # /colony/topics/1.0.0
         self.triggers.topics = self.topics  # topic triggers follow their topic
+        self.handlers.topics = self.topics  # so do topic:NAME handler scripts
         self.capsules.on_outputs = self.federation.on_outputs  # a grantee reads its outputs
         self.router = Router(
             t, driver.submit, self.dht_client, gossip_protocol=PROTO_GOSSIP,
@@ -317,6 +318,7 @@ class Daemon:
             "dag_stream.refused": self.dag_streams.stats.served_refused,
             "handlers.queue_full": self.handlers.stats.queue_full,
             "handlers.timed_out": self.handlers.stats.timed_out,
+            "handlers.topic_refused": self.handlers.stats.topic_refused,
         }
         out.update(self.topics.drops())
         for proto, n in sorted(t.queue_full_by_protocol.items()):

@@ -1,9 +1,10 @@
 """`[handlers]` scripts on a real daemon: joins, a graceful leave and user events.
 
 Three `colony daemon` processes on 127.0.0.1; node 0's config.toml runs a recording
-script on member-join, member-leave and user:deploy, and `sleep 600` (timeout 1 s) on
-user:slow. Each event must run its script exactly once with the right environment and
-stdin; the slow script is killed, counted in /v1/stats drops, and the node goes on.
+script on member-join, member-leave, user:deploy and topic:news, and `sleep 600`
+(timeout 1 s) on user:slow. Each event must run its script exactly once with the
+right environment and stdin; the slow script is killed, counted in /v1/stats drops,
+and the node goes on.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def test_handlers_run_once_per_event_with_serf_env(tmp_path: Path) -> None:
         c.prepare()
         conf = c.nodes[0].home / "config.toml"
         scripts = [f"member-join,member-leave,user:deploy,user:local={RECORD}",
-                   "user:slow=sleep 600"]
+                   "user:slow=sleep 600", f"topic:news={RECORD}"]
         conf.write_text(conf.read_text().replace(
             "scripts = []", f"scripts = {json.dumps(scripts)}").replace(
             "timeout_s = 60", "timeout_s = 1"))
@@ -87,6 +88,25 @@ def test_handlers_run_once_per_event_with_serf_env(tmp_path: Path) -> None:
 
         wait_for(lambda: timed_out() == 1, 30, "the slow handler to be killed and counted")
         assert n0.up()  # the node went on
-        assert sorted(kinds()) == ["member-join", "member-join", "member-leave", "user", "user"]
+        assert sorted(k for k in kinds() if k != "topic") == [
+            "member-join", "member-join", "member-leave", "user", "user"]
+
+        # topic:news: node 0 follows the topic while it runs. Publish until the first
+        # message arrives (node 0's subscription joins the swarm by DHT rendezvous).
+        sent: list[bytes] = []
+
+        def topic_ran() -> bool:
+            data = f"t{len(sent)}"
+            n1.api().call("POST", "/v1/topics/publish", {"topic": "news", "data": data})
+            sent.append(data.encode())
+            return "topic" in kinds()
+
+        wait_for(topic_ran, 30, "a topic:news handler run", every=1.0)
+        got = [(env, stdin) for env, stdin in _records(tmp_path)
+               if env["COLONY_EVENT"] == "topic"]
+        env, stdin = got[0]
+        assert env["COLONY_TOPIC"] == "news" and env["SERF_EVENT"] == "topic"
+        assert env["COLONY_TOPIC_PUBLISHER"] == n1.peer_id and stdin in sent
+        assert len({s for _, s in got}) == len(got)  # each message ran once
     finally:
         c.close()

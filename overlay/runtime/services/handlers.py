@@ -11,14 +11,20 @@ more comma-separated event kinds, the same words serf uses:
 | `member-update`   | a member refuted a suspicion, changed addresses or its ad |
 | `member-reap`     | a gone member's tombstone expired                         |
 | `user`, `user:NAME` | any user event, or the one named NAME                   |
-| `*`               | every one of the above                                    |
+| `topic:NAME`      | a message of topic NAME (the node subscribes while it runs) |
+| `*`               | every one of the above but topics (they need a name)      |
 
 The command runs through `/bin/sh -c` in the node's home, as serf does, with the event
 in its environment (`COLONY_EVENT`, `COLONY_SELF_ID`, `COLONY_API`, and for user events
 `COLONY_USER_EVENT`, `COLONY_USER_LTIME`, `COLONY_USER_SENDER`; serf's `SERF_EVENT`,
 `SERF_SELF_NAME`, `SERF_USER_EVENT` and `SERF_USER_LTIME` are set too, so serf scripts
 run unchanged) and on stdin: a user event's payload, or for member events one line
-`<peer id>\\t<addresses, comma-separated>\\t<incarnation>`.
+`<peer id>\\t<addresses, comma-separated>\\t<incarnation>`. A topic message's data is
+on stdin, with `COLONY_TOPIC`, `COLONY_TOPIC_PUBLISHER` and `COLONY_TOPIC_SEQ`
+(serf has no topics: `SERF_EVENT` is `topic`). Topic messages reach only a topic's
+subscribers, so a node with a `topic:NAME` handler subscribes to NAME for as long as
+it runs (services/topics.py, through the narrow `TopicFeed`); a node that may not
+(colony mode, no subscribe role) logs why and counts it (`handlers.topic_refused`).
 
 Why this shape: the node must never wait for a script. `on_event` runs on the driver's
 task, so it only offers the event to each matching handler's bounded queue
@@ -53,9 +59,10 @@ from gossip.events import (
     UserEventReceived,
     UserEventSent,
 )
-from overlay.core.errors import ConfigError
+from gossip.topic_pubsub import TopicMessage
+from overlay.core.errors import ColonyError, ConfigError
 from overlay.core.ids import PeerId
-from overlay.runtime.context import Membership
+from overlay.runtime.context import Membership, TopicFeed
 
 log = structlog.get_logger("colony.handlers")
 
@@ -67,6 +74,8 @@ MEMBER_KINDS = {
     MemberReaped: "member-reap",
 }
 KINDS = frozenset(MEMBER_KINDS.values()) | {"user"}
+#: Kinds `*` does not cover: a topic must be named (following it costs a subscription).
+NAMED_KINDS = frozenset({"topic"})
 #: SIGTERM → SIGKILL grace for a script past its timeout.
 KILL_GRACE_S = 2.0
 #: Bytes of a script's output kept for the log line.
@@ -103,11 +112,13 @@ class HandlerSpec:
                 filters.extend((k, "") for k in sorted(KINDS))
                 continue
             kind, _, name = word.partition(":")
-            if kind not in KINDS:
+            if kind not in KINDS | NAMED_KINDS:
                 raise ConfigError(f"{where}: unknown event {word!r}; known: "
-                                  f"{', '.join(sorted(KINDS))}, user:NAME, *")
-            if name and kind != "user":
-                raise ConfigError(f"{where}: only user events take a name ({word!r})")
+                                  f"{', '.join(sorted(KINDS))}, user:NAME, topic:NAME, *")
+            if name and kind not in ("user", "topic"):
+                raise ConfigError(f"{where}: only user events and topics take a name ({word!r})")
+            if kind in NAMED_KINDS and not name:
+                raise ConfigError(f"{where}: a topic handler names its topic (topic:NAME)")
             filters.append((kind, name))
         return cls(tuple(filters), command.strip())
 
@@ -115,9 +126,18 @@ class HandlerSpec:
         return any(kind == ev.kind and (not name or name == ev.name)
                    for kind, name in self.filters)
 
+    @property
+    def topics(self) -> frozenset[str]:
+        return frozenset(name for kind, name in self.filters if kind == "topic")
+
 
 def describe(ev: object, membership: Membership | None) -> HandlerEvent | None:
     """The script's view of a node event, or None for events no handler takes."""
+    if isinstance(ev, TopicMessage):
+        return HandlerEvent("topic", ev.name, ev.data, {
+            "COLONY_TOPIC": ev.name, "COLONY_TOPIC_PUBLISHER": str(ev.publisher),
+            "COLONY_TOPIC_SEQ": str(ev.seq),
+        })
     if isinstance(ev, UserEventReceived | UserEventSent):  # serf runs its own events too
         return HandlerEvent("user", ev.name, ev.payload, {
             "COLONY_USER_EVENT": ev.name, "COLONY_USER_LTIME": str(ev.lamport),
@@ -143,6 +163,7 @@ class HandlerStats:
     failed: int = 0
     timed_out: int = 0
     queue_full: int = 0
+    topic_refused: int = 0
 
 
 @dataclass
@@ -167,6 +188,8 @@ class EventHandlers:
             "COLONY_SELF_ID": str(self_id), "COLONY_HOME": str(home), "COLONY_API": api,
             "SERF_SELF_NAME": str(self_id),
         }
+        #: Where `topic:NAME` handlers get their messages (the daemon sets it).
+        self.topics: TopicFeed | None = None
         self._handlers: list[_Handler] = []
         for spec in specs:
             send, recv = trio.open_memory_channel[HandlerEvent](max(1, queue))
@@ -207,10 +230,25 @@ class EventHandlers:
                     log.warning("handler_queue_full", command=h.spec.command, kind=hev.kind)
 
     async def run(self) -> None:
-        """One worker per handler, until cancelled."""
+        """One worker per handler, one follower per topic handled, until cancelled."""
         async with trio.open_nursery() as n:
             for h in self._handlers:
                 n.start_soon(self._worker, h)
+            for name in sorted(frozenset().union(*(h.spec.topics for h in self._handlers))):
+                n.start_soon(self._follow_topic, name)
+
+    async def _follow_topic(self, name: str) -> None:
+        if self.topics is None:
+            self.stats.topic_refused += 1
+            log.warning("handler_topic_refused", topic=name, error="no topic service")
+            return
+        try:
+            async with self.topics.subscription(name) as rx:
+                async for msg in rx:
+                    self.on_event(msg)
+        except ColonyError as e:
+            self.stats.topic_refused += 1
+            log.warning("handler_topic_refused", topic=name, error=str(e))
 
     async def _worker(self, h: _Handler) -> None:
         async for hev in h.recv:

@@ -36,16 +36,13 @@ kwarg (colony mode). Counters: `fired`, `fire_failed`, `events_matched`, `catchu
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import structlog
 import trio
 
 from gossip.events import UserEventReceived, UserEventSent
 from gossip.messages import UserEvent
-from gossip.topic_pubsub import TopicMessage
 from overlay.capsule import events as cev
 from overlay.capsule.core import SubmitCapsule
 from overlay.capsule.executor import CapsuleExited
@@ -61,7 +58,7 @@ from overlay.capsule.trigger_def import (
 from overlay.core.certs import Certificate, chain_from_wire
 from overlay.core.errors import ColonyError, WireError
 from overlay.core.wire import cbor_decode
-from overlay.runtime.context import Cores, Spawn
+from overlay.runtime.context import Cores, Spawn, TopicFeed
 
 log = structlog.get_logger("colony.triggers")
 
@@ -75,14 +72,6 @@ RECENT_TICKS_S = 120.0
 MAX_CATCHUP = 100
 
 Recent = Callable[[], list[tuple[float, object]]]
-
-
-class TopicFeed(Protocol):
-    """What a topic trigger needs of the topic service: its messages while held."""
-
-    def subscription(
-        self, name: str
-    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[TopicMessage]]: ...
 
 
 def _user_event(ev: object) -> UserEvent | None:

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from gossip.events import MemberFailed, MemberJoined, MemberLeft, UserEventReceived
+from gossip.topic_pubsub import TopicMessage
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ConfigError
 from overlay.runtime.services.handlers import EventHandlers, HandlerSpec, describe
@@ -24,7 +25,8 @@ OTHER = KeyPair.generate().peer_id
     ("member-join", "expected FILTER=COMMAND"),
     ("member-join=", "expected FILTER=COMMAND"),
     ("member-joined=./x", "unknown event 'member-joined'"),
-    ("member-join:x=./x", "only user events take a name"),
+    ("member-join:x=./x", "only user events and topics take a name"),
+    ("topic=./x", "a topic handler names its topic"),
     ("query:load=./x", "unknown event 'query:load'"),
 ])
 def test_bad_entries_are_refused_with_the_reason(text: str, reason: str) -> None:
@@ -45,6 +47,13 @@ def test_filters_match_as_serf_does() -> None:
     every = HandlerSpec.parse("*=true")
     assert all(every.matches(e) for e in (join, deploy, other, left))
     assert describe(object(), None) is None
+    news = describe(TopicMessage("news", b"id", OTHER, 1, 4, 0.0, b"hi", 1, 0, False), None)
+    assert news is not None and news.stdin == b"hi" and news.env["COLONY_TOPIC_SEQ"] == "4"
+    assert not every.matches(news)  # `*` does not subscribe the node to every topic
+    topic = HandlerSpec.parse("topic:news,user=./t.sh")
+    assert topic.matches(news) and topic.topics == {"news"}
+    assert not topic.matches(describe(  # type: ignore[arg-type]
+        TopicMessage("other", b"id", OTHER, 1, 4, 0.0, b"", 1, 0, False), None))
 
 
 def test_member_event_line_and_user_event_env() -> None:
