@@ -12,8 +12,14 @@ Prints, for N daemons (default 20) on 127.0.0.1:
     from the first send to the last triggered capsule finished, in capsules/s; and
     the check that each event launched exactly one capsule.
 
+With `--on topic` the events are topic messages (`POST /v1/topics/publish` to topic
+`bench`, HyParView + Plumtree to the lease holder, which follows the topic) instead of
+user events; each node first publishes warm-up messages until one launches a capsule
+(the publisher's and the holder's joins of the swarm), not measured.
+
 Run: .venv/bin/python bench/triggers.py [--nodes 20] [--latency 30] [--burst 100]
-     [--kill holder|leader]   (the issue's run: --nodes 10 --burst 500 --kill leader)
+     [--kill holder|leader] [--on user|topic]
+     (the issue's run: --nodes 10 --burst 500 --kill leader)
 """
 
 from __future__ import annotations
@@ -61,7 +67,16 @@ def main() -> None:
                     help="kill -9, half-way through the burst, the node holding the "
                          "trigger's lease or its leading custodian (events then sent "
                          "one at a time)")
+    ap.add_argument("--on", choices=["user", "topic"], default="user",
+                    help="events are user events (SWIM) or topic messages (Plumtree)")
     args = ap.parse_args()
+
+    def emit(node: Node, payload: str) -> None:
+        if args.on == "topic":
+            node.api(30).call("POST", "/v1/topics/publish", {"topic": "bench", "data": payload})
+        else:
+            node.api(30).call("POST", "/v1/events/send", {"name": "bench", "payload": payload})
+
     rng = random.Random(1)
     spec: dict[str, Any] = {"command": ["true"], "maxexectime_s": 60}
     with tempfile.TemporaryDirectory() as tmp, Cluster(Path(tmp) / "c", args.nodes) as c:
@@ -70,9 +85,18 @@ def main() -> None:
         time.sleep(2.0)
         tmpl = {**spec, "name": "ev-${event.payload}"}
         tid = c.nodes[0].api(60).call("POST", "/v1/triggers/add",
-                                      {"on": "user:bench", "template": tmpl})["id"]
+                                      {"on": f"{args.on}:bench", "template": tmpl})["id"]
         wait_for(lambda: c.nodes[0].api(10).call("GET", "/v1/triggers/get", id=tid)
                  ["record"]["state"] in ("leased", "running"), 60, "the trigger's lease")
+        if args.on == "topic":  # warm-up: every node's messages reach the holder
+            for k, node in enumerate(c.nodes):
+                tries = iter(range(10**6))
+
+                def warm(node: Node = node, k: int = k, tries: Any = tries) -> bool:
+                    emit(node, f"w{k}-{next(tries)}")
+                    return any(n.startswith(f"ev-w{k}-") for n in derived(c.nodes, tid))
+
+                wait_for(warm, 120, f"node {k}'s first message to launch a capsule", every=1.0)
 
         plain: list[float] = []  # the limit: submit → running of a plain capsule
         for _ in range(args.latency):
@@ -86,8 +110,7 @@ def main() -> None:
         for i in range(args.latency):
             name = f"ev-l{i}"
             sent[name] = time.time()
-            c.nodes[rng.randrange(args.nodes)].api(10).call(
-                "POST", "/v1/events/send", {"name": "bench", "payload": f"l{i}"})
+            emit(c.nodes[rng.randrange(args.nodes)], f"l{i}")
 
             def started(name: str = name) -> bool:
                 # Polling costs time between events only: the start time is the
@@ -114,11 +137,9 @@ def main() -> None:
                     live.remove(victim)
             node = live[rng.randrange(len(live))]
             try:
-                node.api(30).call("POST", "/v1/events/send",
-                                  {"name": "bench", "payload": f"b{i}"})
+                emit(node, f"b{i}")
             except Exception:  # it was just killed: send through another
-                live[0].api(30).call("POST", "/v1/events/send",
-                                     {"name": "bench", "payload": f"b{i}"})
+                emit(live[0], f"b{i}")
 
         t_burst = time.time()
         with ThreadPoolExecutor(1 if args.kill else 16) as pool:
@@ -136,7 +157,8 @@ def main() -> None:
     ms = 1e3
     load = os.getloadavg()[0]
     p50, lim = statistics.median(lat), statistics.median(plain)
-    print(f"load average {load:.1f} on {os.cpu_count()} cores; {args.nodes} daemons")
+    print(f"load average {load:.1f} on {os.cpu_count()} cores; {args.nodes} daemons; "
+          f"events: {'topic messages' if args.on == 'topic' else 'user events'}")
     print(f"{'submit→running, plain capsule (limit)':<44} p50 {lim * ms:7.1f} ms  "
           f"p99 {pct(plain, 99) * ms:7.1f} ms")  # fmt: skip
     print(f"{'event→running, triggered capsule':<44} p50 {p50 * ms:7.1f} ms  "
