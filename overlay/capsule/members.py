@@ -203,8 +203,19 @@ class MemberView:
         self.version += 1
 
     def mark_unreachable(self, peer: PeerId, now: float) -> bool:
-        """Hide `peer` until `now + unreachable_ttl_s`; False if it was not live."""
+        """Hide `peer` until `now + unreachable_ttl_s`; True only if that changed the
+        view (a live peer that was not hidden yet).
+
+        A report about a peer already hidden only extends its deadline: it must not
+        count as a change. The caller re-evaluates custody on a change, which may send
+        to the hidden peer again (a record still joint with a configuration naming it),
+        and each frame refused by a dead peer comes back as another report — a feedback
+        loop of ~10^4 frames a second that overflowed the daemon's inbox (found by
+        test_faults_kill9.py; tests/unit/capsule/test_capsule_unreachable.py)."""
         if peer == self.me or peer not in self._dir.live:
+            return False
+        if peer in self._unreachable:
+            self._unreachable[peer] = max(self._unreachable[peer], now + self.unreachable_ttl_s)
             return False
         if len(self._unreachable) >= MAX_UNREACHABLE:
             del self._unreachable[next(iter(self._unreachable))]
