@@ -181,9 +181,12 @@ class Executor:
             # The leader asks again (our accept and heartbeats may all have been lost).
             self._count("offers_repeated")
             return [Send(peer, LeaseReply(cid, msg.token, True))]
-        if msg.token <= self._highest.get(cid, 0):
+        highest = self._highest.get(cid, 0)
+        if msg.token <= highest:
             self._count("offers_stale")
-            return [Send(peer, LeaseReply(cid, msg.token, False, "stale token"))]
+            # Name our highest: a leader whose custody lost every copy adopts it as its
+            # floor, so its next offer (to us or anyone) is above every earlier lease.
+            return [Send(peer, LeaseReply(cid, msg.token, False, "stale token", highest))]
         out: list[Effect] = []
         why = self.capacity_problem(cap.spec.conditions, replacing=cid)
         if why is not None:

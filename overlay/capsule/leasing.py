@@ -57,6 +57,9 @@ from overlay.core.effects import CancelTimer, Effect, Emit, Send, SetTimer
 from overlay.core.ids import PeerId
 
 MAX_LOCALITY = 4096
+#: How far (in epochs, i.e. seconds of wall clock or reconfigurations) an executor's
+#: token floor may be ahead of ours; beyond it is a peer pushing the counter.
+MAX_FLOOR_EPOCH_AHEAD = 1 << 24
 
 
 class Leasing:
@@ -266,8 +269,23 @@ class Leasing:
             return self.executor_alive(e, peer, msg.token, now)
         if rec.state is State.LEASED and msg.token == rec.token and peer == rec.executor:
             self._count("offers_refused")
+            if msg.highest > msg.token:
+                self._adopt_floor(e, msg.highest, now)
             return self.refused(e, peer, f"{peer.short()} refused: {msg.reason}", now)
         return []
+
+    def _adopt_floor(self, e: Entry, highest: int, now: float) -> None:
+        """The executor held a higher lease than we know of (our custody lost its
+        copies): offer above it from now on. A peer can push this counter, so it is
+        bounded: a token's epoch is at most the wall clock in seconds plus
+        reconfigurations (`MAX_FLOOR_EPOCH_AHEAD`); a floor beyond is refused,
+        counted, and tokens stay far below the wire's 2^63."""
+        limit = (max(int(now), e.record.epoch) + MAX_FLOOR_EPOCH_AHEAD) << EPOCH_SHIFT
+        if highest >= limit:
+            self._count("token_floor_refused")
+            return
+        self._count("token_floor_adopted")
+        self.table.saw_token(e, highest)
 
     def on_heartbeat(self, peer: PeerId, msg: Heartbeat, now: float) -> list[Effect]:
         e = self.table.entries.get(msg.capsule_id)

@@ -292,17 +292,28 @@ class LeaseOffer:
 
 @dataclass(frozen=True, slots=True)
 class LeaseReply:
+    """X→L: accept or refuse an offer. A refusal of a stale token names `highest`, the
+    highest token this executor was offered for the capsule: the leader's floor when
+    every custodian lost its disk (docs/capsules.md, "Custody epochs"). On the wire
+    only when set (a sixth element), so replies from older nodes still decode."""
+
     TAG: ClassVar[str] = "c.offer-reply"
     capsule_id: str
     token: int
     accepted: bool
     reason: str = ""
+    highest: int = 0
 
     def to_wire(self) -> list[Any]:
-        return [self.TAG, self.capsule_id, self.token, self.accepted, self.reason]
+        out = [self.TAG, self.capsule_id, self.token, self.accepted, self.reason]
+        return [*out, self.highest] if self.highest else out
 
     @classmethod
     def from_wire(cls, obj: Any) -> LeaseReply:
+        if isinstance(obj, list) and len(obj) == 6:
+            *head, highest = obj
+            r = cls.from_wire(head)
+            return cls(r.capsule_id, r.token, r.accepted, r.reason, uint(highest, "highest"))
         _, cid, token, ok, reason = _shape(obj, cls.TAG, 5)
         return cls(check_capsule_id(cid), uint(token, "token"), flag(ok, "accepted"),
                    _reason(reason))  # fmt: skip

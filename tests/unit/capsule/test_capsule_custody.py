@@ -22,7 +22,7 @@ from overlay.capsule.spec import Capsule, CapsuleSpec, Conditions
 from overlay.core.certs import Certificate
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import Effect, Emit, Send, SetTimer
-from overlay.core.errors import LocalProtocolError
+from overlay.core.errors import LocalProtocolError, MalformedFrame
 from overlay.core.ids import PeerId
 
 #: The first fencing token of custody epoch 1 (`epoch << EPOCH_SHIFT | n`).
@@ -487,3 +487,52 @@ def test_submit_wire_carries_a_grant_and_stays_six_elements_without() -> None:
     assert len(fed.to_wire()) == 7 and Submit.from_wire(fed.to_wire()) == fed
     with pytest.raises(MalformedFrame, match="grant must be at most"):
         Submit.from_wire([*fed.to_wire()[:6], "not bytes"])
+
+
+def test_an_executors_higher_token_becomes_the_leaders_floor() -> None:
+    """Every custodian lost its disk and its clock reads earlier than the lineage that
+    leased before: the executors still remember a higher token for the capsule. Their
+    stale-token refusals name it, the leader adopts it as its floor, and the next
+    offer is above it (tokens only rise). Without the floor every offer is stale."""
+    m = Mini()
+    cap = m.capsule()
+    earlier = (5000 << EPOCH_SHIFT) | 7  # a lineage started at t = 5000 s
+    for core in m.cores.values():
+        core.executor._remember(cap.id, earlier)
+    m.submit(cap)
+    m.run(20)
+    (run,) = m.events(ev.RunRequested)
+    assert run.token > earlier
+    lead = m.cores[m.leader(cap)]
+    assert lead.custody.stats.get("token_floor_adopted", 0) >= 1
+    m.finish(run)
+    m.run(2)
+    assert m.record(cap).state is State.SUCCEEDED
+
+
+def test_a_floor_from_far_ahead_is_refused_and_counted() -> None:
+    """A hostile executor names a token near 2^63: the leader keeps its counter."""
+    m = Mini()
+    cap = m.capsule()
+    hostile = (1 << 62) | 1
+    for core in m.cores.values():
+        core.executor._remember(cap.id, hostile)
+    m.submit(cap)
+    m.run(5)
+    assert m.events(ev.RunRequested) == []  # nobody accepts a lower token: it waits
+    lead = m.cores[m.leader(cap)]
+    assert lead.custody.stats.get("token_floor_refused", 0) >= 1
+    assert lead.custody.table.entries[cap.id].max_token < 1 << 40
+
+
+def test_lease_reply_wire_with_and_without_highest() -> None:
+    from overlay.capsule.messages import LeaseReply
+
+    plain = LeaseReply(cid := Mini().capsule().id, T1, False, "busy")
+    assert len(plain.to_wire()) == 5 and LeaseReply.from_wire(plain.to_wire()) == plain
+    floor = LeaseReply(cid, T1, False, "stale token", T1 + 5)
+    assert LeaseReply.from_wire(floor.to_wire()) == floor
+    with pytest.raises(MalformedFrame):
+        LeaseReply.from_wire([*floor.to_wire()[:5], -1])
+    with pytest.raises(MalformedFrame):
+        LeaseReply.from_wire([*floor.to_wire(), 1])
