@@ -33,7 +33,10 @@ from overlay.runtime.services.host_ad import PROTO_BITSWAP, PROTO_GOSSIP
 sys.path.insert(0, str(Path(__file__).parent))
 from colony_cluster import Cluster, colony_cmd, deterministic_bytes, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+# 300 s, the suite's default: in some runs each send after the first oversized frame
+# waits out its 10 s timeout and the test takes ~170 s, close to 180 (not understood
+# yet: docs/reliability.md, "Open").
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 KAD = "/colony/kad/1.0.0"
 RSS_GROWTH_BOUND_KIB = 100 * 1024
