@@ -27,8 +27,9 @@ Reading (`find`, `leaves`): any power-of-two fanout with murmur3-x64-64, as writ
 by kubo, helia or us; a lookup follows the name's hash (one shard per level), a
 listing walks every shard. Both are bounded (`MAX_SHARDS` nodes, `MAX_LEVEL` levels)
 and name what is wrong with a malformed shard: another hash type, a fanout that is
-not a power of two, a bitfield that disagrees with the links, a link name without
-its slot prefix.
+not a power of two or differs from its parent's, a bitfield that disagrees with the
+links, a link name without its slot prefix, and (listing) an entry not where its
+hash puts it or a shard linked twice.
 """
 
 from __future__ import annotations
@@ -159,13 +160,23 @@ def _slots(node: PBNode, u: UnixFSData, cid: Cid, bits: int) -> Iterator[tuple[i
         raise HamtError(f"HAMT shard {cid}: bitfield and links disagree")
 
 
+def _same_fanout(bits: int, parent: int | None, cid: Cid) -> None:
+    """Sub-shards share their root's fanout: the hash is cut in equal pieces."""
+    if parent is not None and bits != parent:
+        raise HamtError(f"HAMT shard {cid} has fanout {1 << bits} under a shard of "
+                        f"fanout {1 << parent}")
+
+
 def find(read: ReadNode, root: Cid, name: str) -> Cid | None:
     """The CID of entry `name` in the shard tree `root` (one shard per level)."""
     key = name.encode("utf-8")
     cur = root
+    parent: int | None = None
     for level in range(MAX_LEVEL):
         node, u = read(cur)
         bits = _shard_bits(u, cur)
+        _same_fanout(bits, parent, cur)
+        parent = bits
         pad = len(f"{(1 << bits) - 1:X}")
         want = lookup_index(key, level, bits)
         for slot, lk in _slots(node, u, cur, bits):
@@ -181,22 +192,34 @@ def find(read: ReadNode, root: Cid, name: str) -> Cid | None:
 
 
 def leaves(read: ReadNode, root: Cid) -> Iterator[tuple[str, PBLink]]:
-    """Every entry (name, link) of the shard tree `root`, in shard order."""
-    stack = [(root, 0)]
-    count = 0
+    """Every entry (name, link) of the shard tree `root`, in shard order.
+
+    Refuses what a lookup would not find, so `ls` and `get` show exactly what paths
+    reach: an entry in a slot its name's hash does not lead to, a sub-shard of
+    another fanout, and a shard linked twice (each visit would list its entries again:
+    a DAG of n distinct blocks could list 256^depth entries)."""
+    stack: list[tuple[Cid, int, int | None]] = [(root, 0, None)]
+    seen: set[Cid] = set()
     while stack:
-        cid, level = stack.pop()
-        count += 1
-        if count > MAX_SHARDS or level > MAX_LEVEL:
+        cid, level, parent = stack.pop()
+        if cid in seen:
+            raise HamtError(f"HAMT directory {root} links shard {cid} twice")
+        seen.add(cid)
+        if len(seen) > MAX_SHARDS or level > MAX_LEVEL:
             raise HamtError(f"HAMT directory {root} has more than {MAX_SHARDS} shards")
         node, u = read(cid)
         bits = _shard_bits(u, cid)
+        _same_fanout(bits, parent, cid)
         pad = len(f"{(1 << bits) - 1:X}")
-        subs = []
-        for _, lk in _slots(node, u, cid, bits):
+        subs: list[tuple[Cid, int, int | None]] = []
+        for slot, lk in _slots(node, u, cid, bits):
             name = lk.name or ""
             if len(name) == pad:
-                subs.append((Cid.from_bytes(lk.hash), level + 1))
-            else:
-                yield name[pad:], lk
+                subs.append((Cid.from_bytes(lk.hash), level + 1, bits))
+                continue
+            entry = name[pad:]
+            if lookup_index(entry.encode("utf-8"), level, bits) != slot:
+                raise HamtError(f"HAMT shard {cid}: entry {entry[:40]!r} is not where its "
+                                "hash puts it")
+            yield entry, lk
         stack.extend(reversed(subs))

@@ -18,7 +18,7 @@ from store.car import export_car, import_car
 from store.exporter import BadDag, Exporter
 from store.importer import Importer
 from store.murmur3 import murmur3_x64_128
-from store.unixfs import DataType, decode_pbnode, decode_unixfs
+from store.unixfs import DataType, PBNode, UnixFSData, decode_pbnode, decode_unixfs
 
 #: @multiformats/murmur3 (js) digests of these names, h1 ‖ h2 big-endian.
 JS_DIGESTS = {
@@ -104,10 +104,16 @@ def test_malformed_shards_are_refused_by_name(tmp_path: Path) -> None:
     with BlockStore(tmp_path / "s") as store:
         leaf = Cid.parse("bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am")
         store.put(leaf, b"hello\n")
+        slot = hamt.lookup_index(b"a", 0)
+        good, wrong = f"{slot:02X}a", f"{(slot + 1) % 256:02X}a"
+        other = 3 if slot != 3 else 4
         for data, links, why in [
-            (hamt.bitfield([1]), [encode_link(leaf.to_bytes(), "A0a", 6)], "not in its bitfield"),
-            (hamt.bitfield([0xA0, 3]), [encode_link(leaf.to_bytes(), "A0a", 6)], "disagree"),
-            (hamt.bitfield([0xA0]), [encode_link(leaf.to_bytes(), "zz", 6)], "no slot prefix"),
+            (hamt.bitfield([slot ^ 1]), [encode_link(leaf.to_bytes(), good, 6)],
+             "not in its bitfield"),
+            (hamt.bitfield([slot, other]), [encode_link(leaf.to_bytes(), good, 6)], "disagree"),
+            (hamt.bitfield([slot]), [encode_link(leaf.to_bytes(), "zz", 6)], "no slot prefix"),
+            (hamt.bitfield([(slot + 1) % 256]), [encode_link(leaf.to_bytes(), wrong, 6)],
+             "not where its hash puts it"),
         ]:
             u = UnixFSData(DataType.HAMT_SHARD, data, hash_type=0x22, fanout=256)
             block = encode_node(links, encode_unixfs_full(u))
@@ -115,3 +121,43 @@ def test_malformed_shards_are_refused_by_name(tmp_path: Path) -> None:
             store.put(cid, block)
             with pytest.raises(BadDag, match=why):
                 Exporter(store).ls(cid)
+
+
+def test_hostile_shard_trees_are_refused(tmp_path: Path) -> None:
+    """A sub-shard of another fanout, and one sub-shard linked under two slots (a DAG
+    bomb: each visit would list its entries again), are refused by name; a lookup
+    refuses the fanout change on its path too."""
+    from overlay.core.cid import DAG_PB
+    from store.unixfs import UnixFSData, encode_link, encode_node, encode_unixfs_full
+
+    def shard(store: BlockStore, links: list[tuple[int, str, Cid]], fanout: int = 256) -> Cid:
+        pad = len(f"{fanout - 1:X}")
+        u = UnixFSData(DataType.HAMT_SHARD, hamt.bitfield([s for s, _, _ in links]),
+                       hash_type=0x22, fanout=fanout)
+        block = encode_node([encode_link(c.to_bytes(), f"{s:0{pad}X}{n}", 6)
+                             for s, n, c in links], encode_unixfs_full(u))
+        cid = Cid.of(DAG_PB, block)
+        store.put(cid, block)
+        return cid
+
+    with BlockStore(tmp_path / "s") as store:
+        leaf = Cid.parse("bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am")
+        store.put(leaf, b"hello\n")
+        top = hamt.lookup_index(b"a", 0)
+        narrow = shard(store, [(hamt.lookup_index(b"a", 1, 4), "a", leaf)], fanout=16)
+        mixed = shard(store, [(top, "", narrow)])
+        with pytest.raises(BadDag, match="fanout 16 under a shard of fanout 256"):
+            Exporter(store).ls(mixed)
+        with pytest.raises(hamt.HamtError, match="fanout 16 under a shard of fanout 256"):
+            hamt.find(lambda c: _read(store, c), mixed, "a")
+        sub = shard(store, [(hamt.lookup_index(b"a", 1), "a", leaf)])
+        bomb = shard(store, [(top, "", sub), ((top + 1) % 256, "", sub)])
+        with pytest.raises(BadDag, match="twice"):
+            Exporter(store).ls(bomb)
+
+
+def _read(store: BlockStore, cid: Cid) -> tuple[PBNode, UnixFSData]:
+    block = store.get(cid)
+    assert block is not None
+    node = decode_pbnode(bytes(block))
+    return node, decode_unixfs(node.data or b"")
