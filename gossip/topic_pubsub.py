@@ -42,7 +42,7 @@ from gossip.admission import Admission
 from gossip.plumtree import Delivered, message_id
 from gossip.topic_messages import Gossip
 from gossip.topic_order import OrderConfig, PublisherOrder
-from gossip.topic_signed import SignedMessage, open_payload, seal_payload, topic_id
+from gossip.topic_signed import SignedMessage, open_payload, seal_message, topic_id
 from gossip.topics import Broadcast, JoinTopic, LeaveTopic, TopicsConfig, TopicsCore
 from overlay.core.certs import CLOCK_SKEW_S, Certificate, verify_chain
 from overlay.core.crypto import Envelope, KeyPair
@@ -252,13 +252,12 @@ class PubSub:
         if sub is None:
             raise LocalProtocolError(f"publish to topic {cmd.name!r} before joining it")
         sub.seq += 1
-        payload = seal_payload(self.keypair, self.chain, cmd.name, self.epoch, sub.seq, now,
-                               cmd.data)
+        payload, own = seal_message(self.keypair, self.chain, cmd.name, self.epoch, sub.seq,
+                                    now, cmd.data)
         out = self._follow(self.core.handle(Broadcast(tid, payload), now), now)
         sub.published += 1
         sub.delivered += 1
         msg_id = message_id(payload)
-        own = open_payload(payload, tid, self.colony)  # our own message, as others see it
         out.append(Emit(TopicMessage(cmd.name, msg_id, self.me, self.epoch, sub.seq, now,
                                      cmd.data, 0, 0, True, own)))
         out.append(Emit(Published(cmd.name, msg_id, sub.seq, cmd.ref)))

@@ -87,6 +87,13 @@ class SignedMessage:
 def seal_payload(keypair: KeyPair, chain: tuple[Envelope, ...], name: str, epoch: int,
                  seq: int, at: float, data: bytes) -> bytes:
     """Sign a user message and encode the Plumtree payload (bounded: else a bug)."""
+    return seal_message(keypair, chain, name, epoch, seq, at, data)[0]
+
+
+def seal_message(keypair: KeyPair, chain: tuple[Envelope, ...], name: str, epoch: int,
+                 seq: int, at: float, data: bytes) -> tuple[bytes, SignedMessage]:
+    """`seal_payload`, with the message as a receiver's `open_payload` gives it (the
+    publisher's own delivery; no need to verify the signature just made)."""
     if len(data) > MAX_DATA_BYTES:
         raise LocalProtocolError(f"topic message of {len(data)} bytes; at most {MAX_DATA_BYTES}")
     if not 0 <= epoch <= MAX_SEQ or not 1 <= seq <= MAX_SEQ:
@@ -96,7 +103,7 @@ def seal_payload(keypair: KeyPair, chain: tuple[Envelope, ...], name: str, epoch
     payload = cbor_encode([env.to_wire(), [c.to_wire() for c in chain]])
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise LocalProtocolError(f"signed topic message of {len(payload)} bytes is too large")
-    return payload
+    return payload, SignedMessage(name, keypair.peer_id, epoch, seq, at, data, chain, env)
 
 
 def open_payload(payload: bytes, topic: bytes, colony: bytes | None) -> SignedMessage:

@@ -310,13 +310,10 @@ class LeaseReply:
 
     @classmethod
     def from_wire(cls, obj: Any) -> LeaseReply:
-        if isinstance(obj, list) and len(obj) == 6:
-            *head, highest = obj
-            r = cls.from_wire(head)
-            return cls(r.capsule_id, r.token, r.accepted, r.reason, uint(highest, "highest"))
-        _, cid, token, ok, reason = _shape(obj, cls.TAG, 5)
+        n = 6 if isinstance(obj, list) and len(obj) == 6 else 5
+        _, cid, token, ok, reason, *highest = _shape(obj, cls.TAG, n)
         return cls(check_capsule_id(cid), uint(token, "token"), flag(ok, "accepted"),
-                   _reason(reason))  # fmt: skip
+                   _reason(reason), uint(highest[0], "highest") if highest else 0)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
