@@ -11,7 +11,10 @@ Frame loss: a timeout is not DONT_HAVE. Frames are lost on the way (a full send 
 at the provider or here, a full driver inbox, a reset stream), so a want that timed
 out is re-sent at once, to another provider if one has not timed out on it yet, else
 to the same ones again; a failed send to the only provider left (PeerUnreachable)
-counts as a timeout and keeps that provider. A want is reported unavailable only when
+counts as a timeout and keeps that provider. A want is not timed out while its
+provider is still answering, in order, the wants sent before it (a slow link drains
+a full window more slowly than `want_timeout_s`): its deadline moves on instead.
+A want is reported unavailable only when
 every provider said DONT_HAVE (or became unreachable) in `max_rounds` rounds, or after
 `max_timeouts` timeouts: about `max_timeouts * want_timeout_s` of silence, the bound
 the fetch's stall limit follows.
@@ -145,6 +148,9 @@ class _Want:
     slow: list[PeerId] = field(default_factory=list)
     rounds: int = 0
     timeouts: int = 0
+    #: Send order of the want's current request (per engine), to tell a lost want
+    #: (a later one to the same provider was answered) from one queued behind others.
+    seq: int = 0
 
 
 @dataclass(slots=True)
@@ -159,6 +165,9 @@ class ExchangeStats:
     timeouts: int = 0
     #: Wants re-sent after a timeout (the answer or the want was lost on the way).
     rewants: int = 0
+    #: Deadlines extended because the provider was still answering the wants sent
+    #: before this one (a slow link, not a lost frame).
+    deferrals: int = 0
     want_drops: int = 0
     received_by_peer: dict[PeerId, int] = field(default_factory=dict)
 
@@ -180,6 +189,9 @@ class Exchange:
         self._bad: dict[PeerId, int] = {}
         self._done: OrderedDict[bytes, None] = OrderedDict()
         self._timer_at: float | None = None
+        self._seq = 0
+        #: Per provider: the highest `seq` it answered and when it last answered.
+        self._answered: dict[PeerId, tuple[int, float]] = {}
 
     # ------------------------------------------------------------ queries
 
@@ -233,6 +245,7 @@ class Exchange:
 
     def _drop_provider(self, peer: PeerId, now: float) -> None:
         self._providers.pop(peer, None)
+        self._answered.pop(peer, None)
         for cid in list(self._out):
             w = self._wants[cid]
             if w.peer == peer:
@@ -315,6 +328,8 @@ class Exchange:
             if w.timeouts:
                 self.stats.rewants += 1
             w.deadline = now + self.config.want_timeout_s
+            self._seq += 1
+            w.seq = self._seq
             self._inflight[peer] = self._inflight.get(peer, 0) + 1
             self._unidle(cid)
             self._out[cid] = None
@@ -343,6 +358,17 @@ class Exchange:
             if w.deadline > now or w.peer is None:
                 break
             peer = w.peer
+            if self._queued_behind(w, peer, now):
+                # The provider answers in order and is still working through the
+                # wants sent before this one: on a slow link (a relay, a lossy WAN)
+                # a full window takes longer than `want_timeout_s` to drain. Re-
+                # asking would only send the same bytes twice and, after
+                # `max_timeouts`, report a block unavailable that is arriving.
+                self.stats.deferrals += 1
+                w.deadline = now + self.config.want_timeout_s
+                del self._out[cid]
+                self._out[cid] = None  # the latest deadline: deadline order holds
+                continue
             self.stats.timeouts += 1
             w.timeouts += 1
             self._release(cid, w, peer, failed=False)
@@ -350,6 +376,24 @@ class Exchange:
             cancels.setdefault(peer, []).append(WantEntry(cid, cancel=True))
         for peer, entries in cancels.items():
             out.append(Send(peer, BitswapMessage(wants=tuple(entries))))
+
+    def _queued_behind(self, w: _Want, peer: PeerId, now: float) -> bool:
+        """True if `peer` answered within the last timeout but no want sent after `w`.
+
+        A provider that answered a later want has skipped this one: its want or its
+        answer was lost, so it times out. One silent for a whole timeout times out
+        too. The wait is bounded: new wants go behind this one, so the queue in
+        front of it only drains.
+        """
+        answered = self._answered.get(peer)
+        if answered is None:
+            return False
+        top, at = answered
+        return top < w.seq and at > now - self.config.want_timeout_s
+
+    def _note_answer(self, peer: PeerId, w: _Want, now: float) -> None:
+        top, _ = self._answered.get(peer, (0, now))
+        self._answered[peer] = (max(top, w.seq), now)
 
     def _cancel(self, cid_list: tuple[bytes, ...], out: list[Effect]) -> None:
         cancels: dict[PeerId, list[WantEntry]] = {}
@@ -386,6 +430,7 @@ class Exchange:
         for pres in msg.presences:
             w = self._wants.get(pres.cid)
             if pres.presence == Presence.DONT_HAVE and w is not None and w.peer == peer:
+                self._note_answer(peer, w, now)
                 self._release(pres.cid, w, peer, failed=True)
         if msg.wants or msg.full:
             self._serve(peer, msg, out)
@@ -399,6 +444,8 @@ class Exchange:
         if w is not None:
             self._unidle(block.cid)
             if w.peer is not None:
+                if w.peer == peer:
+                    self._note_answer(peer, w, now)
                 self._release(block.cid, w, w.peer, failed=False, requeue=False)
             self._remember_done(block.cid)
             self.stats.blocks_received += 1

@@ -102,6 +102,20 @@ def edge_events(nodes: dict[str, NsDaemon]) -> str:
     return "\n".join(sorted(rows))
 
 
+def drop_counters(nodes: dict[str, NsDaemon]) -> str:
+    """Every node's non-zero drop and exchange counters (printed when the test fails)."""
+    rows = []
+    for name, d in nodes.items():
+        try:
+            st = d.api("GET", "/v1/stats", timeout=5)
+        except Exception as e:  # the node may be the failure
+            rows.append(f"{name:4} no stats: {e}")
+            continue
+        drops = {k: v for k, v in st.get("drops", {}).items() if v}
+        rows.append(f"{name:4} drops {drops} exchange {st.get('exchange')}")
+    return "\n".join(rows)
+
+
 def kinds(d: NsDaemon) -> dict[str, str]:
     """peer id → how `d` reaches it (direct / webrtc / relayed), from /v1/doctor."""
     report = d.api("GET", "/v1/doctor")
@@ -137,6 +151,7 @@ def test_nat_members_connect_over_webrtc_and_relay(tmp_path: Path) -> None:
             _scenario(topo, nodes, tmp_path, phase)
         except BaseException:
             print(edge_events(nodes))
+            print(drop_counters(nodes))
             raise
         _turn_between_nats(topo, tmp_path / "turn")
         phase("a <-> b over WebRTC through TURN")

@@ -332,3 +332,43 @@ def test_the_only_provider_unreachable_for_good_is_reported_unavailable() -> Non
         router.feed(fetcher.me, PeerUnreachable(prov), t)
     (ev,) = router.of(BlockUnavailable)
     assert "3 times" in ev.reason and router.now < 1.0
+
+
+def test_a_slow_provider_answering_in_order_is_waited_for_not_timed_out() -> None:
+    """A slow link (a relay, a lossy WAN) drains a full window more slowly than the
+    want timeout. While the provider keeps answering the wants sent before one, that
+    want's deadline moves on; a want it skipped (a later one was answered) times out
+    at once, and so does every want once the provider falls silent."""
+    from overlay.core.effects import Received, Send, TimerFired
+    from overlay.exchange.engine import TIMER
+
+    me, prov = peer(100), peer(1)
+    ex = Exchange(me, DictSource(), ExchangeConfig(max_inflight_per_peer=4, want_timeout_s=1.0))
+    datas = [bytes([i]) * 64 for i in range(8)]
+    cids = [cid_of(d) for d in datas]
+
+    def deliver(i: int, at: float) -> list[Any]:
+        return ex.handle(Received(prov, BitswapMessage(blocks=(Block(cids[i], datas[i]),))), at)
+
+    def cancels(out: list[Any]) -> list[bytes]:
+        return [e.cid for eff in out if isinstance(eff, Send) for e in eff.msg.wants if e.cancel]
+
+    ex.handle(Fetch(tuple(cids), (prov,)), 0.0)  # 0..3 in flight (window 4)
+    deliver(0, 0.9)  # 4 goes out at 0.9
+    assert cancels(ex.handle(TimerFired(TIMER), 1.0)) == []  # 1..3 queued behind: waited
+    assert ex.stats.timeouts == 0 and ex.stats.deferrals == 3
+    assert_queues_consistent(ex)
+    deliver(1, 1.8)  # 5 goes out at 1.8
+    assert cancels(ex.handle(TimerFired(TIMER), 2.0)) == []  # 2, 3 still behind
+    deliver(3, 2.5)  # 3 answered, 2 skipped: 2's want or its answer was lost
+    out = ex.handle(TimerFired(TIMER), 3.0)
+    assert cancels(out) == [cids[2]] and ex.stats.timeouts == 1
+    assert [e.cid for eff in out if isinstance(eff, Send) for e in eff.msg.wants
+            if not e.cancel] == [cids[2]]  # re-wanted at once
+    assert_queues_consistent(ex)
+    # Silence from now on: every want in flight times out within one timeout of the
+    # last answer (2.5), deferred at most once more.
+    timed_out: set[bytes] = set(cancels(ex.handle(TimerFired(TIMER), 3.6)))
+    timed_out |= set(cancels(ex.handle(TimerFired(TIMER), 4.1)))
+    assert {cids[4], cids[5]} <= timed_out
+    assert ex.stats.blocks_received == 3 and ex.wanted() and not ex.stats.want_drops
