@@ -24,7 +24,10 @@ Babaoglu, "Gossip-based aggregation in large dynamic networks", TOCS 2005): `Res
 starts an epoch with fresh values; a share of an older epoch is dropped (counted), a
 share of a newer one makes the node restart into it with its current values first.
 A node that hears of an epoch before its own `Restart` joins it with its current
-values (weight 1 in average mode, 0 in sum mode). A lost share loses mass: the
+values (weight 1 in average mode, 0 in sum mode); its own `Restart` of that epoch then
+*rebases* (s += x_new − x_joined, w += weight − join weight), which keeps mass
+conserved as if it had started the epoch with the new values (daemons start epochs
+by their clocks, so a peer's first share may come first). A lost share loses mass: the
 epoch's estimates are off until the next epoch.
 
 Sans-IO: `handle(inp, now) -> list[Effect]`; the round timer is an effect; the rng
@@ -101,8 +104,8 @@ class SetNeighbors:
 class PushSum:
     """One node's push-sum state; see the module docstring."""
 
-    __slots__ = ("average", "epoch", "interval_s", "neighbors", "pull", "rng", "started",
-                 "stats", "sums", "values", "weight")  # fmt: skip
+    __slots__ = ("average", "epoch", "interval_s", "neighbors", "own_epoch", "pull", "rng",
+                 "started", "stats", "sums", "values", "weight")  # fmt: skip
 
     def __init__(self, rng: random.Random, *, average: bool = False, pull: bool = False,
                  interval_s: float = 1.0) -> None:
@@ -120,6 +123,8 @@ class PushSum:
         self.weight = 0.0
         self.neighbors: tuple[PeerId, ...] = ()
         self.started = False
+        #: The last epoch this node started itself (a `Restart`), vs joined by hearing.
+        self.own_epoch = -1
         self.stats: dict[str, int] = {}
 
     def estimate(self) -> tuple[float, ...] | None:
@@ -133,7 +138,11 @@ class PushSum:
         out: list[Effect] = []
         t = type(inp)
         if t is Restart:
-            self._restart(inp.epoch, inp.values, inp.weight)
+            if inp.epoch == self.epoch and self.own_epoch < inp.epoch:
+                self._rebase(inp.values, inp.weight)
+            else:
+                self._restart(inp.epoch, inp.values, inp.weight)
+            self.own_epoch = inp.epoch
             if not self.started:
                 self.started = True
                 out.append(SetTimer(ROUND_TIMER, now + self.interval_s * self.rng.random()))
@@ -154,6 +163,17 @@ class PushSum:
         # s = x at every node; the weights alone say average (all 1) or sum (one 1).
         self.epoch, self.values = epoch, tuple(values)
         self.sums, self.weight = list(values), weight
+
+    def _rebase(self, values: tuple[float, ...], weight: float) -> None:
+        """Our own start of the epoch we joined by hearing: swap the values we joined
+        with for `values` and add the weight we did not join with (mass conserved)."""
+        if len(values) != len(self.values) or weight < 0 or not all(map(math.isfinite, values)):
+            raise LocalProtocolError("push-sum rebase needs as many finite values, weight ≥ 0")
+        for i, (new, old) in enumerate(zip(values, self.values, strict=True)):
+            self.sums[i] += new - old
+        self.weight = max(0.0, self.weight + weight - (1.0 if self.average else 0.0))
+        self.values = tuple(values)
+        self.stats["rebased"] = self.stats.get("rebased", 0) + 1
 
     def round(self, out: list[Effect]) -> None:
         """Keep half, send half to one random neighbour (nobody: keep all)."""

@@ -93,6 +93,8 @@ def test_stale_epochs_are_dropped_and_newer_ones_joined() -> None:
     assert ps.stats["stale_epoch"] == 1 and ps.estimate() == (3.0,)
     ps.handle(Received(PEERS[1], PushSumShare(6, (1.0,), 1.0)), 2.0)
     assert ps.epoch == 6 and ps.estimate() == (2.0,)  # (3 + 1) / (1 + 1)
+    ps.handle(Restart(6, (1.0,), 1.0), 3.0)  # own start of the epoch joined: rebase
+    assert ps.estimate() == (1.0,) and ps.stats["rebased"] == 1  # (4 + 1 − 3) / 2
     with pytest.raises(LocalProtocolError):
         ps.handle(Restart(6, (1.0,), 1.0), 3.0)
 
@@ -113,3 +115,29 @@ def test_decoding_anything_raises_only_wire_errors(obj: Any) -> None:
         return
     assert PushSumShare.from_wire(share.to_wire()) == share
     assert share.weight >= 0 and all(math.isfinite(v) for v in share.sums)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 100), min_size=3, max_size=12),
+       st.lists(st.floats(0, 100), min_size=12, max_size=12), st.integers(0, 2**16),
+       st.booleans())
+def test_a_late_own_restart_rebases_and_conserves_mass(
+        old: list[float], new: list[float], seed: int, average: bool) -> None:
+    """Clock-started epochs: every node but the first hears of epoch 2 before its own
+    Restart of it. After every node has restarted, Σs is the sum of the *new* values
+    and Σw the weights the Restarts gave, as if all had started together."""
+    n = len(old)
+    ring = {i: [(i - 1) % n, (i + 1) % n] for i in range(n)}
+    nodes = _network(n, old, ring, average=average, seed=seed)
+    w2 = [1.0 if average or i == n - 1 else 0.0 for i in range(n)]  # sum: the last initiates
+    nodes[0].handle(Restart(2, (new[0], 1.0), w2[0]), 1.0)
+    for r in range(3):  # epoch 2 spreads to some nodes by hearing
+        _round(nodes, 2.0 + r)
+    for i in range(1, n):
+        nodes[i].handle(Restart(2, (new[i], 1.0), w2[i]), 5.0)
+    assert all(ps.epoch == 2 and ps.own_epoch == 2 for ps in nodes)
+    assert math.isclose(sum(ps.sums[0] for ps in nodes), sum(new[:n]), rel_tol=1e-9,
+                        abs_tol=1e-6)
+    assert math.isclose(sum(ps.weight for ps in nodes), sum(w2), rel_tol=1e-9)
+    with pytest.raises(LocalProtocolError):  # a second own Restart of one epoch
+        nodes[1].handle(Restart(2, (new[1], 1.0), w2[1]), 6.0)
