@@ -35,6 +35,12 @@ class CapsuleSimConfig:
     offer_timeout_s: float = 3.0
     #: Latency percentiles are also recorded per capsule in capsules.csv when true.
     per_capsule_rows: bool = False
+    #: Trigger simulations (sim/triggers.py): a user event reaches every live node
+    #: uniform in [event_spread_s / 10, event_spread_s] after it was published ...
+    event_spread_s: float = 2.0
+    #: ... and a node keeps the last `event_log` it received for a new lease holder's
+    #: catch-up (the daemon's `[node] event_log` holds every event kind: an upper bound).
+    event_log: int = 1000
 
     def __post_init__(self) -> None:
         if self.k_c < 1:
@@ -51,3 +57,5 @@ class CapsuleSimConfig:
             raise ValueError("notify_nearest must be ≥ k_c and max_candidates ≥ 1")
         if not 0 < self.heartbeat_s * 2 <= self.lease_timeout_s or self.offer_timeout_s <= 0:
             raise ValueError("lease_timeout_s must allow two heartbeats; offer_timeout_s > 0")
+        if self.event_spread_s <= 0 or self.event_log < 1:
+            raise ValueError("event_spread_s must be positive and event_log ≥ 1")

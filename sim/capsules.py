@@ -182,6 +182,28 @@ class CapsuleSimulation(Simulation):
     def _random_live(self) -> int | None:
         return self.live_set.choice(self.rng_work)
 
+    def live_peers(self) -> set[PeerId]:
+        return {n.peer for n in self.world.nodes if n.alive}
+
+    def custody_blocked(self, cid: str, live: set[PeerId]) -> bool:
+        """Whether capsule `cid` is held up by custody that lost a majority for good.
+
+        True when the newest copy of its record (over every node, the dead too: their
+        records are what their disks hold) names a configuration — its own or one it is
+        still joint with, an activation not known committed — a majority of which is
+        dead: custody epochs never act without that majority (docs/capsules.md)."""
+        nodes = self.world.nodes
+        top = None
+        for n in nodes:
+            core = n.core
+            if isinstance(core, CapsuleCore) and (r := core.custody.record(cid)):
+                if top is None or r.order > top.order:
+                    top = r
+        if top is None:
+            return False
+        return any(c and sum(p not in live for p in c) >= len(c) // 2 + 1
+                   for c in (top.config, *top.joint))
+
     # ------------------------------------------------------------ events
 
     def _build_handlers(self) -> None:

@@ -28,7 +28,7 @@ from sim.network import DEFAULT_REGIONS, NetworkConfig, Partition, Region
 
 PROTOCOLS = ("gossip", "dht", "capsule")
 WORKLOADS = ("lookup", "provide", "get_providers", "user_event", "kill", "leave", "fetch",
-             "capsule")  # fmt: skip
+             "capsule", "trigger", "trigger_event")  # fmt: skip
 
 
 class ScenarioError(ConfigError):
@@ -372,7 +372,8 @@ def _churn(src: str, path: str, data: Any) -> ChurnConfig:
 
 
 _NEEDS = {"lookup": "dht", "provide": "dht", "get_providers": "dht", "fetch": "dht",
-          "user_event": "gossip", "capsule": "capsule"}
+          "user_event": "gossip", "capsule": "capsule", "trigger": "capsule",
+          "trigger_event": "capsule"}
 
 
 def _workload(c: _Checker, protocols: list[str]) -> Workload:
@@ -392,7 +393,8 @@ def _workload(c: _Checker, protocols: list[str]) -> Workload:
     payload = c.get("payload_bytes", int, 64, check=lambda v: 0 <= v <= 8192,
                     rule="must be in [0, 8192]")
     limit = c.get("limit", int, 0, check=_nonneg, rule="must be ≥ 0")
-    if kind in ("lookup", "get_providers", "user_event", "fetch", "capsule") and rate == 0 \
+    if kind in ("lookup", "get_providers", "user_event", "fetch", "capsule",
+                "trigger_event") and rate == 0 \
             and "at_s" not in c.data:
         c.fail("rate_per_s", f"workload {kind!r} needs rate_per_s > 0 (or a one-shot at_s)")
     c.finish()

@@ -10,12 +10,15 @@ from sim.capsules import CapsuleSimulation
 from sim.metrics import Metrics
 from sim.runner import Simulation
 from sim.scenario import Scenario
+from sim.triggers import TriggerSimulation, has_triggers
 
 
 def simulation_for(sc: Scenario, *, progress: bool = False) -> Simulation:
-    """A `CapsuleSimulation` when the scenario runs the "capsule" protocol, else the
-    base `Simulation`."""
+    """A `CapsuleSimulation` when the scenario runs the "capsule" protocol (a
+    `TriggerSimulation` when it also has trigger workloads), else the base `Simulation`."""
     if "capsule" in sc.protocols:
+        if has_triggers(sc):
+            return TriggerSimulation(sc, progress=progress)
         return CapsuleSimulation(sc, progress=progress)
     return Simulation(sc, progress=progress)
 

@@ -50,6 +50,8 @@ def _summary_lines(m: Metrics) -> list[str]:
         ("fetch_s", "fetch time (s)"),
         ("capsule_submit_to_running_s", "capsule submit → running (s)"),
         ("capsule_submit_to_finished_s", "capsule submit → finished (s)"),
+        ("trigger_event_to_fired_s", "trigger event → fired (s)"),
+        ("trigger_event_to_running_s", "trigger event → capsule running (s)"),
     ):
         st = d.get(key)
         if st and st.get("count"):
@@ -61,6 +63,13 @@ def _summary_lines(m: Metrics) -> list[str]:
                      f"{m.info['capsule_completion_rate']:.4f}, "
                      f"{m.info['capsule_messages_per_capsule']:.1f} messages per capsule, "
                      f"{c['capsules_accepted_twice']} accepted twice")
+    if "trigger_exactly_once" in m.info:
+        lines.append(f"  triggers: {c['triggers_created']} created, "
+                     f"{c['trigger_events_published']} events, {c['trigger_events_fired']} "
+                     f"fired, {c['trigger_events_missed']} missed "
+                     f"({c['trigger_events_missed_custody_blocked']} behind custody that "
+                     f"lost its majority), {c['trigger_duplicate_firings']} duplicate "
+                     f"firings collapsed, {c['trigger_replacements']} re-placements")
     lines.append(f"  false suspicions {c.get('false_suspicions', 0)}, "
                  f"false failures {c.get('false_failures', 0)}, "
                  f"messages {c.get('net_sent', 0)}")

@@ -9,8 +9,6 @@ majority of the current configuration (docs/capsules.md, "Custody epochs")."""
 
 from pathlib import Path
 
-from overlay.capsule.core import CapsuleCore
-from overlay.capsule.leases import CustodyRecord
 from sim import scenario
 from sim.capsules import CapsuleSimulation
 from sim.simulations import simulation_for
@@ -21,21 +19,12 @@ SEED = 1
 def _unexplained(sim: CapsuleSimulation) -> tuple[list[str], int]:
     """Unfinished capsules whose newest configuration still has a live majority (none
     may be), and the number blocked by a configuration whose majority is dead."""
-    nodes = sim.world.nodes
-    live = {n.peer for n in nodes if n.alive}
+    live = sim.live_peers()
     bad, blocked = [], 0
     for cid in sim.submitted:
         if cid in sim.finished:
             continue
-        recs: list[CustodyRecord] = []
-        for n in nodes:  # the dead too: their records are what their disks hold
-            if isinstance(n.core, CapsuleCore) and (r := n.core.custody.record(cid)):
-                recs.append(r)
-        # The newest copy's configuration and every one it is still joint with (an
-        # activation not known committed): phase 1 needs a majority of each.
-        top = max(recs, key=lambda r: r.order) if recs else None
-        cfgs = (top.config, *top.joint) if top else ()
-        if any(c and sum(p not in live for p in c) >= len(c) // 2 + 1 for c in cfgs):
+        if sim.custody_blocked(cid, live):
             blocked += 1
         else:
             bad.append(cid)

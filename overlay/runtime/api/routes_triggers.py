@@ -19,14 +19,9 @@ import json
 import time
 
 from gossip.messages import UserEvent
-from overlay.capsule.spec import Capsule, CapsuleSpec, Conditions, SpecError
-from overlay.capsule.trigger_def import (
-    TRIGGER_EXECUTOR,
-    TRIGGER_FUNCTION,
-    Origin,
-    TriggerDef,
-    TriggerError,
-)
+from overlay.capsule.spec import Capsule, CapsuleSpec, SpecError
+from overlay.capsule.trigger_def import TRIGGER_FUNCTION, Origin, TriggerDef, TriggerError
+from overlay.capsule.trigger_spec import trigger_spec
 from overlay.core.certs import chain_to_wire
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError
@@ -38,8 +33,6 @@ from overlay.runtime.services.capsule_info import record_json
 from overlay.runtime.services.capsules import CapsuleService
 from overlay.runtime.services.trigger_runs import TriggerRuns
 
-#: A trigger is re-placed after its node dies, as often as it takes.
-TRIGGER_RETRIES = 1000
 DEFINITION_KEYS = ("on", "schedule", "filter", "catchup", "count", "within_s")
 TRIGGER_ROW = obj(("id", "name", "state", "on"), id=STR, name=STR, state=STR, on=STR,
                   schedule=nullable(STR), filter=nullable(STR), template=OBJ,
@@ -62,11 +55,7 @@ def build_trigger(keypair: KeyPair, body: JsonObject, chain_hex: str, now: float
     if chain_hex:
         kw["chain"] = chain_hex
     try:
-        tdef = TriggerDef.from_kwargs(kw)
-        spec = CapsuleSpec(
-            name=str(body.get("name") or ""), function=TRIGGER_FUNCTION,
-            kwargs=tuple(sorted(kw.items())), conditions=Conditions(executor=TRIGGER_EXECUTOR),
-            maxretries=TRIGGER_RETRIES)  # fmt: skip
+        spec, tdef = trigger_spec(str(body.get("name") or ""), kw)
     except (TriggerError, SpecError) as e:
         raise ApiError(400, f"bad trigger: {e}") from None
     cap = Capsule.sign(keypair, spec, now)
