@@ -32,6 +32,8 @@ RUNS: dict[str, tuple[int, float]] = {
     "colony-churn": (60, 60.0),
     "capsule-small": (60, 60.0),
     "capsule-scale": (200, 60.0),
+    "trigger-small": (60, 60.0),
+    "trigger-scale": (200, 60.0),
 }
 
 
