@@ -316,11 +316,30 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _colony_totals(colony: object) -> list[str]:
+    """The push-sum totals of /v1/stats "colony", one line per epoch shown."""
+    if not isinstance(colony, dict):
+        return []
+    lines = []
+    for key, label in (("last", "colony totals"), ("current", "colony (converging)")):
+        t = colony.get(key)
+        if isinstance(t, dict):
+            lines.append(
+                f"{label}, epoch {t.get('epoch')}: {t.get('members', 0):.0f} members, "
+                f"{t.get('cpu_cores', 0):.0f} CPU cores, {t.get('gpus', 0):.0f} GPUs, "
+                f"{_human(int(t.get('mem_free_bytes', 0)))} of "
+                f"{_human(int(t.get('mem_bytes', 0)))} memory free, "
+                f"{_human(int(t.get('disk_free_bytes', 0)))} disk free")
+    return lines or [f"colony totals: none yet (push-sum epochs of {colony.get('epoch_s')} s)"]
+
+
 def _stats(args: argparse.Namespace) -> int:
     stats = _colony(args).stats()
     if args.json or not isinstance(stats, dict):
         _print(stats, True)
         return 0
+    for line in _colony_totals(stats.pop("colony", None)):
+        print(line)
     for group, values in stats.items():
         if not isinstance(values, dict):
             print(f"{group}: {values}")
@@ -424,8 +443,9 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     q = client_cmd("fetch", "fetch a DAG by CID from the colony (resumable)", _fetch)
     q.add_argument("cid")
     q.add_argument("-o", "--output", help="also write the content to this path")
-    client_cmd("stats", "node statistics (driver, dht, gossip, exchange, drops: every frame, "
-               "input or event dropped, by where; store)", _stats)
+    client_cmd("stats", "colony-wide totals (members, CPUs, GPUs, memory, disk: push-sum "
+               "gossip, one epoch old) and node statistics (driver, dht, gossip, exchange, "
+               "drops: every frame, input or event dropped, by where; store)", _stats)
     q = client_cmd("events", "user events: send NAME PAYLOAD | watch", _events)
     q.add_argument("events_cmd", choices=["send", "watch"])
     q.add_argument("name", nargs="?", default="")

@@ -68,6 +68,7 @@ from overlay.runtime.gateway.service import Gateway, GatewayConfig, TrustPolicy
 from overlay.runtime.net.router import Router
 from overlay.runtime.net.transport import Transport, TransportConfig
 from overlay.runtime.process.config import Config, mdns_enabled
+from overlay.runtime.services.aggregate import AggregateService
 from overlay.runtime.services.blocks import BlockService
 from overlay.runtime.services.bootstrap import Bootstrapper
 from overlay.runtime.services.capsules import (
@@ -156,6 +157,8 @@ class Daemon:
                 await n.start(self.driver.run)
                 await n.start(self.topics.driver.run)  # the tier-2 overlay's own loop
                 n.start_soon(self.topics.run)
+                await n.start(self.aggregate.driver.run)  # push-sum totals' own loop
+                n.start_soon(self.aggregate.run)
                 await self.capsules.restore()  # custody records first (overlay/capsule/durable.py)
                 self.api_port = api_port = await n.start(api.serve, host, port)
                 write_api_addr(self.home, host, api_port)
@@ -237,6 +240,8 @@ class Daemon:
         self.triggers.topics = self.topics  # topic triggers follow their topic
         self.handlers.topics = self.topics  # so do topic:NAME handler scripts
         self.capsules.on_outputs = self.federation.on_outputs  # a grantee reads its outputs
+        self.aggregate = AggregateService(self.me, self.membership, t, self.conf["aggregate"])
+        self.aggregate.register()  # /colony/aggregate/1.0.0: colony-wide totals
         self.router = Router(
             t, driver.submit, self.dht_client, gossip_protocol=PROTO_GOSSIP,
             bitswap_protocol=PROTO_BITSWAP, kad_server=self.kad.config.mode != "client",
@@ -264,7 +269,8 @@ class Daemon:
             token, keypair=self.keypair, node=self,
             cores=driver, network=t, membership=self.membership, dht=self.dht_client,
             blocks=self.blocks, events=self.events, spawn=self.spawn,
-            stats=CoreStats(driver, self.kad, self.swim, self.exchange, self._drops),
+            stats=CoreStats(driver, self.kad, self.swim, self.exchange, self._drops,
+                            self.aggregate.totals),
         )
         add_capsule_routes(api, self.capsules, self.keypair, self.blocks)
         add_trigger_routes(api, self.capsules, self.keypair, self.triggers)
@@ -321,6 +327,7 @@ class Daemon:
             "handlers.topic_refused": self.handlers.stats.topic_refused,
         }
         out.update(self.topics.drops())
+        out.update(self.aggregate.drops())
         for proto, n in sorted(t.queue_full_by_protocol.items()):
             out[f"transport.queue_full.{proto}"] = n
         # Inbound streams reset for their peer's fault (bad message, bad request, too

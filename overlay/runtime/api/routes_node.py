@@ -6,7 +6,7 @@ Prometheus metrics.
 | GET  /v1/id       | {id, addrs, api_port}                                     |
 | GET  /v1/members  | [{id, state, incarnation, addrs, rtt_ms, self, coord, ad}] (?all=1) |
 | GET  /v1/peers    | [peer id] connected                                       |
-| GET  /v1/stats    | {id, driver, dht, gossip, exchange, drops, store, connected_peers} |
+| GET  /v1/stats    | {id, driver, dht, gossip, exchange, drops, store, connected_peers, colony} |
 | POST /v1/leave    | {left: true}; the daemon stops a moment later             |
 | GET  /metrics     | Prometheus text                                           |
 
@@ -82,6 +82,8 @@ class CoreStats:
     exchange: Exchange
     #: Every counter of frames, messages or events dropped on purpose, by name.
     drops: Callable[[], dict[str, int]] = dict
+    #: Colony-wide totals (services/aggregate.py), shown as /v1/stats "colony".
+    colony: Callable[[], dict[str, object]] = dict
 
     def driver_stats(self) -> DriverStats:
         return self.driver.stats
@@ -169,6 +171,7 @@ def add_node_routes(
             "drops": stats.drops(),
             "store": dataclasses.asdict(store.stat()),  # slotted: no vars()
             "connected_peers": len(network.connected_peers()),
+            "colony": stats.colony(),
         }
 
     async def leave(req: Request) -> object:
@@ -199,10 +202,11 @@ def add_node_routes(
         body=obj(("addr",), addr=STR),
         response=obj(("id", "addr", "connected"), id=STR, addr=STR, connected=BOOL)))
     api.add("GET", "/v1/stats", stats_route, RouteDoc(
-        "counters of the driver, DHT, gossip, exchange, drops and store", tag="node",
+        "counters of the driver, DHT, gossip, exchange, drops and store; colony-wide "
+        "totals by push-sum (colony)", tag="node",
         response=obj(("id", "driver", "dht", "gossip", "exchange", "drops", "store"),
                      id=STR, driver=OBJ, dht=OBJ, gossip=OBJ, exchange=OBJ, drops=OBJ,
-                     store=OBJ, connected_peers=INT)))
+                     store=OBJ, connected_peers=INT, colony=OBJ)))
     api.add("POST", "/v1/leave", leave, RouteDoc(
         "leave the colony gracefully and stop the daemon", tag="node",
         response=obj(("left",), left=BOOL)))

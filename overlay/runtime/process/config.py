@@ -48,6 +48,8 @@ DEFAULTS: Config = {
     # Tier-2 topics (services/topics.py, docs/gossip.md): roles needed in colony mode;
     # `roles` entries "NAME=PUBLISH/SUBSCRIBE" (NAME may end with *) override per topic.
     "topics": {"publish_role": "submit", "subscribe_role": "member", "roles": []},
+    # Colony-wide totals by push-sum (services/aggregate.py): epoch and round length.
+    "aggregate": {"epoch_s": 30.0, "round_s": 1.0},
     # Trustless HTTP gateway (overlay/runtime/gateway, docs/gateway.md); "" = off.
     "gateway": {"listen": "", "fetch": False, "fetch_timeout_s": 30, "max_connections": 64},
     # NAT traversal (overlay/runtime/edge/dialer.py, docs/edge-nat.md).
@@ -177,6 +179,12 @@ max_connections = 64
 publish_role = "submit"
 subscribe_role = "member"
 roles = []
+
+[aggregate]
+# Colony-wide totals for `colony stats` (members, CPUs, GPUs, memory, disk) by push-sum
+# gossip: restarted every epoch_s seconds of wall clock, one exchange per round_s.
+epoch_s = 30.0
+round_s = 1.0
 
 [capsule]
 # Capsules this node runs at once (0 = never execute; it still keeps custody).

@@ -1,0 +1,26 @@
+"""services/aggregate.py pieces that need no network: the epoch's initiator and the
+values a node puts in."""
+
+from gossip.resources import ResourceAd
+from overlay.core.crypto import KeyPair
+from overlay.runtime.services.aggregate import VALUES, initiator, values_of
+
+
+def test_initiator_is_one_member_the_same_from_every_view_order() -> None:
+    peers = [KeyPair(bytes([i]) * 32).peer_id for i in range(1, 30)]
+    for epoch in range(20):
+        first = initiator(epoch, peers)
+        assert first in peers
+        assert initiator(epoch, list(reversed(peers))) == first
+    # It moves with the epoch (no node is the initiator of every epoch).
+    assert len({initiator(e, peers) for e in range(200)}) > 10
+    assert initiator(5, []) is None
+
+
+def test_values_come_from_the_own_ad_and_count_the_node() -> None:
+    ad = ResourceAd.make(cpu_cores=8, gpus=2, mem_bytes=16 << 30, mem_free_bytes=4 << 30,
+                         disk_free_bytes=100 << 30)
+    vals = dict(zip(VALUES, values_of(ad), strict=True))
+    assert vals == {"members": 1.0, "cpu_cores": 8.0, "gpus": 2.0, "mem_bytes": 16.0 * 2**30,
+                    "mem_free_bytes": 4.0 * 2**30, "disk_free_bytes": 100.0 * 2**30}
+    assert values_of(None) == (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # before the first ad
