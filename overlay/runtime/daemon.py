@@ -319,6 +319,7 @@ class Daemon:
             "dht.refused_client_mode": self.dht_client.refused_client,
             "exchange.want_timeouts": self.exchange.stats.timeouts,
             "dag_stream.failed": self.dag_streams.stats.streams_failed,
+            "dag_stream.stalled": self.dag_streams.stats.streams_stalled,
             "dag_stream.bad_blocks": self.dag_streams.stats.bad_blocks,
             "dag_stream.unexpected_blocks": self.dag_streams.stats.unexpected_blocks,
             "dag_stream.refused": self.dag_streams.stats.served_refused,

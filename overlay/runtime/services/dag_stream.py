@@ -56,6 +56,10 @@ PACE_BYTES = 1 << 20
 STALL_S = 20.0
 
 
+class _Stalled(ColonyError):
+    """The stream delivered nothing for STALL_S."""
+
+
 @dataclass
 class StreamStats:
     served_streams: int = 0
@@ -64,6 +68,8 @@ class StreamStats:
     fetched_blocks: int = 0
     fetched_bytes: int = 0
     streams_failed: int = 0
+    #: Failed streams that delivered nothing for STALL_S (their connection is closed).
+    streams_stalled: int = 0
     bad_blocks: int = 0
     unexpected_blocks: int = 0
     by_peer: dict[str, int] = field(default_factory=dict)
@@ -210,7 +216,7 @@ class DagStreams:
                 with trio.move_on_after(STALL_S) as stall:
                     chunk = await s.receive_some(READ_BYTES)
                 if stall.cancelled_caught:
-                    raise ColonyError(f"no data for {STALL_S:g} s")
+                    raise _Stalled(f"no data for {STALL_S:g} s")
                 if not chunk:
                     raise ColonyError("the stream ended before the DAG did")
                 buf += chunk
@@ -232,6 +238,13 @@ class DagStreams:
         except Exception as e:  # a bad block, a reset, a stall: this stream only
             self.stats.streams_failed += 1
             log.info("dag_stream_failed", peer=str(peer), error=str(e)[:200], blocks=got)
+            if isinstance(e, _Stalled):
+                # A connection that carries nothing for STALL_S while we wait on it is
+                # presumed broken (seen on relayed connections: docs/reliability.md,
+                # Open): close it, so Bitswap's next want dials a fresh one instead of
+                # timing out on the same path.
+                self.stats.streams_stalled += 1
+                self.transport.disconnect_soon(peer, f"dag stream stalled: {e}")
             return got
         finally:
             self.stats.by_peer[str(peer)] = self.stats.by_peer.get(str(peer), 0) + got
