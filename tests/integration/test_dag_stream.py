@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -136,3 +137,36 @@ def test_a_bad_provider_costs_one_stream_and_stores_nothing_unverified(tmp_path:
             trio.run(_pair, tmp, _evil(root, kind, good), body)
         finally:
             good.close()
+
+
+def test_a_silent_provider_stream_closes_its_connection(tmp_path: Path, monkeypatch: Any) -> None:
+    """A provider that sends the root and then nothing, keeping the stream open: after
+    STALL_S the fetcher gives the stream up, keeps the root, and closes the connection
+    (a path that carries nothing is presumed broken; the next want dials afresh)."""
+    import overlay.runtime.services.dag_stream as ds_mod
+
+    monkeypatch.setattr(ds_mod, "STALL_S", 0.5)
+    good = BlockStore(tmp_path / "good")
+    root = _dag(good, 3)
+
+    async def serve(peer: PeerId, s: trio.abc.Stream) -> None:
+        await s.receive_some(4096)
+        with good.reader() as r:
+            block = bytes(r.read(root))
+        cb = root.to_bytes()
+        await s.send_all(encode_varint(len(cb) + len(block)) + cb + block)
+        await trio.sleep_forever()
+
+    async def body(f: DagStreams, peers: list[PeerId], mine: BlockStore) -> None:
+        got = await f.fetch(root, peers)
+        f.writer.flush()
+        assert got == 1 and mine.has(root)
+        assert f.stats.streams_failed == 1 and f.stats.streams_stalled == 1
+        with trio.fail_after(5):
+            while f.transport.is_connected(peers[0]):
+                await trio.sleep(0.05)
+
+    try:
+        trio.run(_pair, tmp_path, serve, body)
+    finally:
+        good.close()
