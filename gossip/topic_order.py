@@ -8,8 +8,9 @@ seen window. Users are promised more (docs/gossip.md "Topics in the daemon"):
   is *held* for at most `reorder_s` (long enough for one Plumtree GRAFT round:
   `graft_timeout_s` 0.5 s plus a round trip) or until `max_held` are waiting; then
   the held ones are delivered in order and the first after each hole carries `gap`,
-  the number of messages skipped. A skipped message that turns up later is refused
-  as `late` (delivering it would break the order just promised).
+  the number of messages skipped. A skipped message that turns up later is `late`:
+  `check` says so and `take_late` lets it through once (the caller delivers it
+  flagged, outside the order: topic_pubsub.py); a second copy is `replayed`.
 - **The first message of a publisher we never heard** is delivered at once when its
   seq is 1; otherwise it is held like one after a hole (we may have joined mid-stream,
   and an earlier message may be right behind it), then delivered with `gap` 0.
@@ -94,6 +95,15 @@ class PublisherOrder(Generic[T]):
         if p.next_seq is not None and seq < p.next_seq:
             return "late" if seq in p.skipped else "replayed"
         return None
+
+    def take_late(self, publisher: PeerId, seq: int) -> bool:
+        """A skipped `seq` arrived: True the first time (deliver it, flagged late);
+        afterwards it is no longer skipped, so another copy checks as `replayed`."""
+        p = self.pubs.get(publisher)
+        if p is None or seq not in p.skipped:
+            return False
+        del p.skipped[seq]
+        return True
 
     def accept(self, publisher: PeerId, epoch: int, seq: int, item: T,
                now: float) -> tuple[list[tuple[T, int]], float | None]:

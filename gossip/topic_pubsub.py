@@ -7,9 +7,13 @@ what users are promised (docs/gossip.md "Topics in the daemon"):
   certificate chain in colony mode (gossip/topic_signed.py);
 - a `Gossip` carrying a payload not seen before is checked *before* Plumtree forwards
   it: signature and fields (`forged`, `malformed`), freshness and replay
-  (`stale`, `future`, `replayed`, `late`; gossip/topic_order.py), and, in colony mode,
+  (`stale`, `future`, `replayed`; gossip/topic_order.py), and, in colony mode,
   that the publisher's chain grants the topic's publish role (`unauthorized`). A
   refused message is counted and goes nowhere: not to the user, not to the neighbours.
+  A *late* message (genuine, but its publisher's order already skipped it after the
+  hold) is not refused: it is forwarded and delivered once, flagged `late` and counted
+  (`late`), so consumers that need every message (triggers, handlers) get it and those
+  promised order (the API's streams) drop it;
   Duplicates of a payload already seen go straight to Plumtree (it prunes the link)
   without another signature check;
 - deliveries are de-duplicated by message id (Plumtree's seen set) and by (epoch,
@@ -108,6 +112,9 @@ class TopicMessage:
     local: bool  # published by this node
     #: The verified message with its signed envelope (triggers carry it as proof).
     signed: SignedMessage | None = None
+    #: Arrived after its publisher's order skipped it (`gap` of a later message
+    #: counted it): delivered once, out of order.
+    late: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +179,8 @@ class _Sub:
 class PubSub:
     """All user topics of one node."""
 
-    __slots__ = ("_incoming", "_order_cfg", "authorizer", "chain", "colony", "core", "counters",
-                 "epoch", "keypair", "me", "subs")
+    __slots__ = ("_incoming", "_late", "_order_cfg", "authorizer", "chain", "colony", "core",
+                 "counters", "epoch", "keypair", "me", "subs")
 
     def __init__(self, keypair: KeyPair, cfg: PubSubConfig, rng: random.Random, *,
                  epoch: int, colony: bytes | None = None, chain: tuple[Envelope, ...] = (),
@@ -188,6 +195,8 @@ class PubSub:
         self._order_cfg = cfg.order
         self.subs: dict[bytes, _Sub] = {}
         self._incoming: dict[bytes, SignedMessage] = {}
+        #: Ids of the payloads in `_incoming` that arrive late (see the module docstring).
+        self._late: set[bytes] = set()
         self.counters: dict[str, int] = dict.fromkeys(REFUSALS, 0)
 
     # ------------------------------------------------------------ entry point
@@ -278,6 +287,7 @@ class PubSub:
             return self._follow(self.core.handle(Received(peer, g), now), now)
         finally:
             self._incoming.pop(g.msg_id, None)
+            self._late.discard(g.msg_id)
 
     def _refusal(self, sub: _Sub, g: Gossip, now: float) -> str | None:
         """Why a new payload must not be delivered nor forwarded (None: it may)."""
@@ -290,7 +300,9 @@ class PubSub:
         if m.publisher == self.me:
             return "own_echo"  # ours, after our seen window: never deliver twice
         reason = sub.order.check(m.publisher, m.epoch, m.seq, m.at, now)
-        if reason is not None:
+        if reason == "late":
+            self._late.add(g.msg_id)
+        elif reason is not None:
             return reason
         if self.authorizer is not None and self.authorizer.authorize(
                 m.publisher, m.chain, sub.publish_role, now) is not None:
@@ -308,10 +320,11 @@ class PubSub:
         return out
 
     @staticmethod
-    def _deliver(sub: _Sub, m: SignedMessage, d: Delivered, gap: int) -> Emit:
+    def _deliver(sub: _Sub, m: SignedMessage, d: Delivered, gap: int,
+                 late: bool = False) -> Emit:
         sub.delivered += 1
         return Emit(TopicMessage(sub.name, d.msg_id, m.publisher, m.epoch, m.seq, m.at, m.data,
-                                 d.hop, gap, False, m))
+                                 d.hop, gap, False, m, late))
 
     def _follow(self, effects: list[Effect], now: float) -> list[Effect]:
         """Replace Plumtree's `Delivered` with ordered `TopicMessage`s."""
@@ -329,6 +342,10 @@ class PubSub:
             m = self._incoming.get(d.msg_id)
             if m is None:
                 continue  # cannot happen: every new payload went through _refusal
+            if d.msg_id in self._late and sub.order.take_late(m.publisher, m.seq):
+                self.counters["late"] += 1
+                out.append(self._deliver(sub, m, d, 0, late=True))
+                continue
             ready, deadline = sub.order.accept(m.publisher, m.epoch, m.seq, (m, d), now)
             for (msg, dd), gap in ready:
                 out.append(self._deliver(sub, msg, dd, gap))

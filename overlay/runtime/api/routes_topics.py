@@ -81,7 +81,8 @@ def add_topic_routes(api: ApiServer, topics: TopicService) -> None:
             async with topics.subscription(name) as rx:
                 yield {"subscribed": True, "topic": name}
                 async for m in rx:
-                    yield message_json(m, b64)
+                    if not m.late:  # the stream promises each publisher's order
+                        yield message_json(m, b64)
 
         return Response(stream=gen())
 

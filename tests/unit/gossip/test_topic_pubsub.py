@@ -133,8 +133,18 @@ def test_out_of_order_is_held_then_released_with_a_gap() -> None:
     net.run_for(1.5)
     got = delivered(net, PEERS[1])
     assert [(m.seq, m.gap) for m in got] == [(1, 0), (2, 0), (3, 0), (5, 1)]
+    # 4 turns up after all: delivered once, flagged late (triggers need it; ordered
+    # API streams drop it), and forwarded; a second copy is a replay.
     p4 = seal_payload(pub, (), "news", 9, 4, net.now, b"4")
-    assert _inject(net, 1, p4) == [] and cores[1].counters["late"] == 1
+    _inject(net, 1, p4)
+    got = delivered(net, PEERS[1])
+    assert [(m.seq, m.late) for m in got][-1] == (4, True) and cores[1].counters["late"] == 1
+    assert [m.late for m in got[:-1]] == [False] * 4
+    net.run_for(1.0)
+    assert any(m.seq == 4 and m.late for m in delivered(net, PEERS[2]))  # forwarded
+    net.run_for(120.0)  # past Plumtree's seen window: the order state refuses a copy
+    assert _inject(net, 1, p4) == [] and cores[1].counters["replayed"] == 1
+    assert sum(m.seq == 4 for m in delivered(net, PEERS[1])) == 1
 
 
 def test_colony_mode_refuses_a_publisher_without_the_role() -> None:
