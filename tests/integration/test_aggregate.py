@@ -1,6 +1,6 @@
 """Colony-wide totals by push-sum on real daemons (services/aggregate.py).
 
-Five `colony daemon` processes on 127.0.0.1 with short epochs (6 s, rounds of 0.3 s).
+Five `colony daemon` processes on 127.0.0.1 with short epochs (4 s, rounds of 0.2 s).
 After membership converges, every node's `/v1/stats` "colony" totals of a completed
 epoch must match the truth within 1 %: 5 members, and the sums of the CPU cores and
 in the members' resource ads as gossip shows them. `colony stats` prints the
@@ -24,7 +24,7 @@ from colony_cluster import Cluster, Node, colony_cmd, wait_for
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 N = 5
-ENV = {"COLONY_AGGREGATE_EPOCH_S": "6", "COLONY_AGGREGATE_ROUND_S": "0.3"}
+ENV = {"COLONY_AGGREGATE_EPOCH_S": "4", "COLONY_AGGREGATE_ROUND_S": "0.2"}
 
 
 def totals(node: Node) -> dict[str, Any] | None:
