@@ -492,7 +492,8 @@ class Capsule:
     A *derived* capsule (launched by a trigger: trigger_def.py) has no envelope of
     its own: `envelope` is its trigger's (so `submitter` is the trigger's creator),
     `derived` holds the trigger capsule and the `Origin`, the wire form is
-    ``[DERIVED_KIND, trigger wire, origin wire]`` and `id` is the CID of that."""
+    ``[DERIVED_KIND, trigger wire, origin wire]`` (plus `member`, the capsule's name,
+    when the trigger launches a workflow) and `id` is the CID of that."""
 
     spec: CapsuleSpec
     submitted_at: float
@@ -501,6 +502,7 @@ class Capsule:
     id: str
     key: int
     derived: tuple[Capsule, Origin] | None = None
+    member: str = ""
 
     @property
     def submitter(self) -> PeerId:
@@ -538,19 +540,23 @@ class Capsule:
     def to_wire(self) -> list[Any]:
         if self.derived is not None:
             trigger, origin = self.derived
-            return [DERIVED_KIND, trigger.to_wire(), origin.to_wire()]
+            return [DERIVED_KIND, trigger.to_wire(), origin.to_wire(), *_opt(self.member)]
         return self.envelope.to_wire()
 
     @classmethod
     def from_wire(cls, obj: Any) -> Capsule:
-        if isinstance(obj, list) and len(obj) == 3 and obj[0] == DERIVED_KIND:
+        if isinstance(obj, list) and len(obj) in (3, 4) and obj[0] == DERIVED_KIND:
             trigger = cls.from_envelope(Envelope.from_wire(obj[1]))  # one level, no nesting
-            return cls.derive(trigger, parse_origin(obj[2]))
+            member = obj[3] if len(obj) == 4 else ""
+            if not isinstance(member, str) or (len(obj) == 4 and not member):
+                raise MalformedFrame("a derived capsule's workflow member must be a name")
+            return cls.derive(trigger, parse_origin(obj[2]), member)
         return cls.from_envelope(Envelope.from_wire(obj))
 
     @classmethod
-    def derive(cls, trigger: Capsule, origin: Origin) -> Capsule:
-        """The capsule `trigger` launches for `origin`; the same on every node.
+    def derive(cls, trigger: Capsule, origin: Origin, member: str = "") -> Capsule:
+        """The capsule `trigger` launches for `origin` (for a workflow template, its
+        capsule named `member`, dependencies as their derived ids); the same everywhere.
 
         Raises MalformedFrame when `trigger` is not a trigger, `origin` could not
         have fired it (a tick off the schedule, an event its filter refuses), or the
@@ -564,14 +570,26 @@ class Capsule:
         why = tdef.accepts(origin, trigger.submitted_at)
         if why:
             raise MalformedFrame(f"trigger {trigger.id}: {why}")
+        if tdef.is_workflow != bool(member):
+            raise MalformedFrame(f"trigger {trigger.id}: a workflow member must be named, "
+                                 "and only for a workflow template")
+        base = [DERIVED_KIND, trigger.to_wire(), origin.to_wire()]
         try:
-            spec = CapsuleSpec.from_dict(tdef.render(trigger.id, trigger.spec.name, origin))
-        except SpecError as e:
+            d = tdef.render(trigger.id, trigger.spec.name, origin, member)
+            if member:  # parents by their derived ids, as Workflow.sign does by signed ids
+                d["dependencies"] = [capsule_cid(cbor_encode([*base, p]))
+                                     for p in d.get("dependencies") or []]
+            spec = CapsuleSpec.from_dict(d)
+        except (SpecError, TriggerError) as e:
             raise MalformedFrame(f"trigger {trigger.id}: its template gives a bad spec: {e}"
                                  ) from None
-        wire = [DERIVED_KIND, trigger.to_wire(), origin.to_wire()]
-        cid = capsule_cid(cbor_encode(wire))
+        cid = capsule_cid(cbor_encode([*base, *_opt(member)]))
         # A tick is the capsule's time; for events, the trigger's creation time: a
         # signed, deterministic time (amnesia.py compares it with a store loss).
         at = float(origin.tick) if origin.tick is not None else trigger.submitted_at
-        return cls(spec, at, 0, trigger.envelope, cid, capsule_key(cid), (trigger, origin))
+        return cls(spec, at, 0, trigger.envelope, cid, capsule_key(cid), (trigger, origin),
+                   member)
+
+
+def _opt(member: str) -> list[str]:
+    return [member] if member else []

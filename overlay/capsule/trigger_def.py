@@ -59,6 +59,8 @@ TRIGGER_EXECUTOR = "trigger"
 MAX_BATCH = 64
 MAX_BATCH_BYTES = 1 << 20
 MAX_TEMPLATE_CHARS = 4096
+#: Capsules one workflow template may launch per firing.
+MAX_WORKFLOW_CAPSULES = 16
 _VAR = re.compile(r"\$(\$|\{([a-z.]+)\})")
 VARIABLES = ("trigger.id", "trigger.name", "event.name", "event.payload", "event.sender",
              "event.lamport", "event.seq", "tick", "tick.iso", "count", "payloads")  # fmt: skip
@@ -152,6 +154,12 @@ class TriggerDef:
     within_s: float
 
     @property
+    def is_workflow(self) -> bool:
+        """The template is a workflow (`{"name", "capsules": [spec…]}`): each firing
+        launches every capsule of it, dependencies resolved to their derived ids."""
+        return "capsules" in self.template
+
+    @property
     def is_generator(self) -> bool:
         return self.count > 1 or self.within_s > 0
 
@@ -189,6 +197,8 @@ class TriggerDef:
         if not isinstance(template, dict):
             raise TriggerError("template must be a capsule spec (a JSON object)")
         _check_variables(template)
+        if "capsules" in template:
+            workflow_members(template)  # names and edges; each spec checked when rendered
         catchup = str(kw.get("catchup", "skip"))
         if catchup not in ("skip", "all"):
             raise TriggerError(f"catchup must be skip or all, not {catchup!r}")
@@ -232,16 +242,72 @@ class TriggerDef:
                         "the trigger")
         return None
 
-    def render(self, trigger_id: str, trigger_name: str, origin: Origin) -> dict[str, Any]:
-        """The capsule spec (as from_dict input) this trigger launches for `origin`."""
+    def members(self, trigger_id: str, trigger_name: str, origin: Origin) -> list[str]:
+        """A workflow template's capsule names for `origin`, parents first (submission
+        order); [""] for a single-capsule template. TriggerError on a cycle."""
+        if not self.is_workflow:
+            return [""]
+        rendered = _substitute(self.template, _variables(trigger_id, trigger_name, origin))
+        assert isinstance(rendered, dict)
+        edges = dict(workflow_members(rendered))
+        out: list[str] = []
+        while len(out) < len(edges):
+            ready = [n for n, deps in edges.items()
+                     if n not in out and all(d in out for d in deps)]
+            if not ready:
+                raise TriggerError("the workflow template's dependencies form a cycle")
+            out.extend(ready)
+        return out
+
+    def render(self, trigger_id: str, trigger_name: str, origin: Origin,
+               member: str = "") -> dict[str, Any]:
+        """The capsule spec (as from_dict input) this trigger launches for `origin`; for
+        a workflow template, that of its capsule named `member` (its `dependencies`
+        still name other members)."""
         values = _variables(trigger_id, trigger_name, origin)
         spec = _substitute(self.template, values)
         assert isinstance(spec, dict)
+        if self.is_workflow:
+            spec = _member(spec, member)
         env = dict(spec.get("env") or {})
         env["COLONY_TRIGGER_ID"] = trigger_id
         env["COLONY_EVENT"] = _event_json(origin)
         spec["env"] = env
         return spec
+
+
+def workflow_members(rendered: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """(name, dependency names) of each capsule of a rendered workflow template, in
+    declaration order; TriggerError when one is unnamed, named twice, not a table, or
+    depends on a name the workflow does not have."""
+    raw = rendered.get("capsules")
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_WORKFLOW_CAPSULES:
+        raise TriggerError(f"a workflow template needs 1..{MAX_WORKFLOW_CAPSULES} capsules")
+    out: list[tuple[str, list[str]]] = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                or not item["name"]:
+            raise TriggerError("every capsule of a workflow template needs a name")
+        deps = item.get("dependencies") or []
+        if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+            raise TriggerError(f"capsule {item['name']!r}: dependencies must be names")
+        out.append((item["name"], list(deps)))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise TriggerError("two capsules of the workflow template have the same name")
+    for name, deps in out:
+        unknown = [d for d in deps if d not in names]
+        if unknown:
+            raise TriggerError(f"capsule {name!r} depends on unknown {unknown[0]!r}")
+    return out
+
+
+def _member(rendered: dict[str, Any], member: str) -> dict[str, Any]:
+    names = [n for n, _ in workflow_members(rendered)]
+    if member not in names:
+        raise TriggerError(f"the workflow template has no capsule named {member!r}")
+    spec = dict(rendered["capsules"][names.index(member)])
+    return spec
 
 
 def _variables(trigger_id: str, trigger_name: str, origin: Origin) -> dict[str, str]:

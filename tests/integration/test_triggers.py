@@ -5,7 +5,8 @@ one capsule per event for events sent from every node, also after the node holdi
 the trigger's lease is killed with SIGKILL mid-stream (the trigger is re-placed and
 catches up from its recent-events log; duplicates collapse by derived id). A cron
 `@every 2s` fires once per tick; a generator of 3 events launches one capsule with
-the three payloads; bad definitions are refused with the reason. Counting is over
+the three payloads, and one of 10 events one workflow of two capsules; bad
+definitions are refused with the reason. Counting is over
 the custody records of every live node: one record per (trigger, event) is the
 exactly-once property.
 """
@@ -152,6 +153,34 @@ def test_generator_launches_one_capsule_per_batch(colony: Cluster) -> None:
         _send(n2, "reading", f"r{i}")
     wait_for(lambda: "batch-3" in _derived(_live(colony), tid), 60, "one batch")
     assert list(_derived(_live(colony), tid)) == ["batch-3"]
+
+
+def test_generator_of_ten_events_launches_one_workflow(colony: Cluster) -> None:
+    """ColonyOS generators: 10 events collected, then one workflow (two capsules, the
+    second depending on the first) whose first capsule has the 10 payloads as input."""
+    n1 = _live(colony)[0]
+    wf = {"name": "batch", "capsules": [
+        {"name": "collect", "command": ["echo", "${payloads}"], "maxexectime_s": 30},
+        {"name": "report", "command": ["true"], "dependencies": ["collect"]}]}
+    row = n1.api(30).call("POST", "/v1/triggers/add",
+                          {"on": "user:sample", "count": 10, "template": wf})
+    tid = row["id"]
+    wait_for(lambda: n1.api(10).call("GET", "/v1/triggers/get", id=tid)["record"]["state"]
+             in ("leased", "running"), 60, "the generator to be leased")
+    for i in range(10):
+        _send(n1, "sample", f"s{i}")
+    live = _live(colony)
+    wait_for(lambda: set(_derived(live, tid)) == {"collect", "report"}, 60, "one workflow")
+    found = _derived(live, tid)
+    assert all(len(ids) == 1 for ids in found.values()), found  # one workflow, once
+    (collect,), (report,) = found["collect"], found["report"]
+    wait_for(lambda: _states(live, tid).get(report) == "succeeded", 90, "the workflow's end")
+    rec = n1.api(10).call("GET", "/v1/capsules/get", id=report)
+    assert rec["dependencies"] == [collect], rec
+    parent = n1.api(10).call("GET", "/v1/capsules/get", id=collect)
+    assert json.loads(parent["command"][1]) == [f"s{i}" for i in range(10)], parent
+    assert _states(live, tid)[collect] == "succeeded"
+    assert rec["started"] >= parent["finished"]  # the child ran after its parent
 
 
 def _publish(node: Any, topic: str, data: str) -> None:

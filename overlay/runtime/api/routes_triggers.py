@@ -73,9 +73,10 @@ def _check_renders(cap: Capsule, tdef: TriggerDef, now: float) -> None:
     else:
         sample = UserEvent.create(KeyPair.generate(), tdef.event_name or "sample", b"", 0, 0)
         origin = Origin(events=(sample,))
-    try:
-        CapsuleSpec.from_dict(tdef.render(cap.id, cap.spec.name, origin))
-    except (SpecError, KeyError) as e:
+    try:  # a workflow template: every capsule of it, and its order (no cycle)
+        for member in tdef.members(cap.id, cap.spec.name, origin):
+            CapsuleSpec.from_dict(tdef.render(cap.id, cap.spec.name, origin, member))
+    except (SpecError, KeyError, TriggerError) as e:
         raise ApiError(400, f"bad trigger: its template gives a bad spec: {e}") from None
 
 

@@ -269,16 +269,19 @@ class TriggerRuns:
                     self._flush(act)
 
     async def _fire(self, act: _Active, origin: Origin) -> None:
+        """Derive and submit the capsule (or a workflow's capsules, parents first)."""
         try:
-            cap = Capsule.derive(act.trigger, origin)
-        except ColonyError as e:
+            members = act.tdef.members(act.trigger.id, act.trigger.spec.name, origin)
+            caps = [Capsule.derive(act.trigger, origin, m) for m in members]
+        except (ColonyError, TriggerError) as e:
             self.stats["fire_failed"] += 1
             log.warning("trigger_fire_failed", trigger=act.trigger.id, error=str(e))
             return
-        await self.cores.submit_wait(SubmitCapsule(cap, act.chain))
+        for cap in caps:
+            await self.cores.submit_wait(SubmitCapsule(cap, act.chain))
         self.stats["fired"] += 1
         tid = act.trigger.id
         if tid in self.fired_by or len(self.fired_by) < 4096:
             self.fired_by[tid] = self.fired_by.get(tid, 0) + 1
-        log.info("trigger_fired", trigger=act.trigger.id, capsule=cap.id,
-                 tick=origin.tick, events=len(origin.items))
+        log.info("trigger_fired", trigger=act.trigger.id, capsule=caps[-1].id,
+                 capsules=len(caps), tick=origin.tick, events=len(origin.items))

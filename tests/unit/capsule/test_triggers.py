@@ -215,3 +215,57 @@ def test_topic_generators_batch_messages() -> None:
 
 def test_executor_kind_constant() -> None:
     assert TRIGGER_EXECUTOR == "trigger"
+
+
+# ------------------------------------------------------------------ workflow templates
+
+WORKFLOW = {"name": "batch", "capsules": [
+    {"name": "report", "command": ["report"], "dependencies": ["collect"]},
+    {"name": "collect", "command": ["collect", "${payloads}"]},
+]}
+
+
+def test_a_generator_launches_one_workflow_with_every_payload() -> None:
+    """ColonyOS generators: 10 events collected, then one workflow of two capsules; the
+    same ids on every node, the child depending on the parent's derived id."""
+    t = trigger(count=10, template=json.dumps(WORKFLOW))
+    tdef = t.trigger_def
+    assert tdef is not None and tdef.is_workflow
+    origin = Origin(events=tuple(event(payload=f"p{i}".encode(), seq=i) for i in range(10)))
+    assert tdef.members(t.id, "t1", origin) == ["collect", "report"]  # parents first
+    collect, report = (Capsule.derive(t, origin, m) for m in ("collect", "report"))
+    assert json.loads(collect.spec.command[1]) == [f"p{i}" for i in range(10)]
+    assert report.spec.dependencies == (collect.id,) and collect.spec.dependencies == ()
+    assert collect.id != report.id and collect.member == "collect"
+    again = Capsule.from_wire(report.to_wire())  # as another node decodes it
+    assert again.id == report.id and again.spec.dependencies == (collect.id,)
+    assert dict(again.spec.env)["COLONY_TRIGGER_ID"] == t.id
+    with pytest.raises(MalformedFrame, match="member must be named"):
+        Capsule.derive(t, origin)  # a workflow template needs the member
+    with pytest.raises(MalformedFrame, match="no capsule named"):
+        Capsule.derive(t, origin, "missing")
+    with pytest.raises(MalformedFrame, match="member must be named"):
+        Capsule.derive(trigger(), Origin(events=(event(),)), "collect")  # not a workflow
+
+
+@pytest.mark.parametrize(("capsules", "reason"), [
+    ([{"name": "a", "command": ["x"], "dependencies": ["b"]}], "depends on unknown 'b'"),
+    ([{"command": ["x"]}], "needs a name"),
+    ([{"name": "a", "command": ["x"]}, {"name": "a", "command": ["y"]}], "same name"),
+    ([], "needs 1..16 capsules"),
+])
+def test_bad_workflow_templates_are_refused(capsules: list[object], reason: str) -> None:
+    with pytest.raises(TriggerError, match=reason):
+        TriggerDef.from_kwargs({"on": "user", "template": json.dumps(
+            {"name": "w", "capsules": capsules})})
+
+
+def test_a_workflow_template_with_a_cycle_cannot_fire() -> None:
+    cyc = {"name": "w", "capsules": [
+        {"name": "a", "command": ["x"], "dependencies": ["b"]},
+        {"name": "b", "command": ["y"], "dependencies": ["a"]}]}
+    t = trigger(template=json.dumps(cyc))
+    tdef = t.trigger_def
+    assert tdef is not None
+    with pytest.raises(TriggerError, match="cycle"):
+        tdef.members(t.id, "t1", Origin(events=(event(),)))
