@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 _FMT = argparse.RawDescriptionHelpFormatter
 
 COMMON_HELP = """\
-SPEC is the capsule spec to launch (TOML or JSON, as for `colony capsule submit`); its
-strings may use variables, replaced for each firing:
+SPEC is the capsule spec to launch (TOML or JSON, as for `colony capsule submit`), or a
+workflow to launch whole, `{"name": …, "capsules": [spec, …]}` with `dependencies` by
+name (a generator's batch then feeds one workflow); its strings may use variables,
+replaced for each firing:
 
   ${event.name} ${event.payload} ${event.sender} ${event.lamport} ${event.seq}
   ${tick} ${tick.iso}             the cron tick (POSIX seconds, ISO 8601 UTC)
