@@ -27,8 +27,10 @@ A node that hears of an epoch before its own `Restart` joins it with its current
 values (weight 1 in average mode, 0 in sum mode); its own `Restart` of that epoch then
 *rebases* (s += x_new − x_joined, w += weight − join weight), which keeps mass
 conserved as if it had started the epoch with the new values (daemons start epochs
-by their clocks, so a peer's first share may come first). A lost share loses mass: the
-epoch's estimates are off until the next epoch.
+by their clocks, so a peer's first share may come first). A `Restart` of an epoch
+older than the one a peer's share already moved the node to is ignored (counted
+`restart_behind`). A lost share loses mass: the epoch's estimates are off until the
+next epoch.
 
 Sans-IO: `handle(inp, now) -> list[Effect]`; the round timer is an effect; the rng
 picks the neighbour. Invariants (property-tested): with no share in flight, Σs and
@@ -138,6 +140,11 @@ class PushSum:
         out: list[Effect] = []
         t = type(inp)
         if t is Restart:
+            if inp.epoch < self.epoch:
+                # A peer's share already moved us to a newer epoch (its clock is ahead,
+                # or its share was queued before this command): ours is over.
+                self.stats["restart_behind"] = self.stats.get("restart_behind", 0) + 1
+                return out
             if inp.epoch == self.epoch and self.own_epoch < inp.epoch:
                 self._rebase(inp.values, inp.weight)
             else:

@@ -97,6 +97,11 @@ def test_stale_epochs_are_dropped_and_newer_ones_joined() -> None:
     assert ps.estimate() == (1.0,) and ps.stats["rebased"] == 1  # (4 + 1 − 3) / 2
     with pytest.raises(LocalProtocolError):
         ps.handle(Restart(6, (1.0,), 1.0), 3.0)
+    # A daemon's clock-driven Restart of an older epoch, after a peer's share moved the
+    # node on (a clock ahead, or a share queued first), is ignored, not a crash.
+    before = (list(ps.sums), ps.weight, ps.epoch)
+    assert ps.handle(Restart(5, (9.0,), 1.0), 4.0) == []
+    assert (list(ps.sums), ps.weight, ps.epoch) == before and ps.stats["restart_behind"] == 1
 
 
 def test_a_lone_node_keeps_its_mass() -> None:
