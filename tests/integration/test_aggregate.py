@@ -82,4 +82,8 @@ def test_push_sum_totals_match_the_colony_and_follow_a_kill(tmp_path: Path) -> N
             return all((t := totals(n)) is not None and abs(t["members"] - (N - 1)) <= 0.04
                        for n in left)
 
-        wait_for(counts_four, 40, f"totals of {N - 1} members on every survivor")
+        try:
+            wait_for(counts_four, 40, f"totals of {N - 1} members on every survivor")
+        except AssertionError:
+            print({n.home.name: n.api(10).call("GET", "/v1/stats")["colony"] for n in left})
+            raise

@@ -24,6 +24,7 @@ import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -347,13 +348,14 @@ class ApiServer:
         clients do not); bytes of a next request are kept by h11 for the next cycle."""
         gone = False
         try:
-            async with trio.open_nursery() as n:
+            async with _client_errors_unwrapped(), trio.open_nursery() as n:
 
                 async def watch_hangup() -> None:
                     nonlocal gone
-                    while data := await stream.receive_some(65536):
-                        conn.receive_data(data)
-                    gone = True
+                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        while data := await stream.receive_some(65536):
+                            conn.receive_data(data)
+                    gone = True  # EOF or a reset: the client is gone either way
                     n.cancel_scope.cancel()
 
                 n.start_soon(watch_hangup)
@@ -381,3 +383,18 @@ class ApiServer:
                     await aclose()
         if gone:
             raise trio.BrokenResourceError("the client closed the connection during a stream")
+
+
+@asynccontextmanager
+async def _client_errors_unwrapped() -> AsyncIterator[None]:
+    """A nursery wraps a client's hang-up (a reset, a write to a closed socket) in an
+    ExceptionGroup, which the per-connection handler's `except BrokenResourceError`
+    does not catch: it reached the daemon's nursery and stopped the daemon. Unwrap a
+    group of only such errors into one BrokenResourceError; anything else stays."""
+    try:
+        yield
+    except BaseExceptionGroup as eg:
+        _, rest = eg.split((trio.BrokenResourceError, trio.ClosedResourceError))
+        if rest is not None:
+            raise
+        raise trio.BrokenResourceError("the client went away during a stream") from None

@@ -113,3 +113,58 @@ def test_a_stream_that_raises_ends_with_an_error_line_and_the_server_lives() -> 
     assert items[0] == {"ok": 1}
     assert items[-1]["error"]["code"] == "internal" and "a bug in a stream" in lines
     assert json.loads(after) == {"fine": 1}
+
+
+def test_a_watch_reset_by_its_client_costs_the_server_nothing() -> None:
+    """A client that resets the connection (RST, as a killed process or a proxy does)
+    during a stream: the reset reached the nursery as an ExceptionGroup, which the
+    per-connection handler did not catch, and stopped the whole server (a daemon died
+    this way in a suite run). Now the stream ends and the server keeps serving."""
+    import struct
+
+    closed = trio.Event()
+
+    async def main() -> None:
+        api = ApiServer(TOKEN)
+
+        @api.route("GET", "/v1/ticks")
+        async def ticks(req: Request) -> Response:
+            async def gen() -> AsyncIterator[Any]:
+                try:
+                    for i in range(10**6):
+                        yield {"i": i, "pad": "x" * 4096}  # keeps the socket busy
+                        await trio.sleep(0)
+                finally:
+                    closed.set()
+
+            return Response(stream=gen())
+
+        @api.route("GET", "/v1/ok")
+        async def ok(req: Request) -> object:
+            return {"ok": True}
+
+        async with trio.open_nursery() as n:
+            port = await n.start(api.serve, "127.0.0.1", 0)
+
+            def reset() -> None:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.sendall(f"GET /v1/ticks HTTP/1.1\r\nHost: x\r\n"
+                          f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
+                s.recv(65536)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()  # RST, with the server mid-stream
+
+            for _ in range(5):
+                await trio.to_thread.run_sync(reset)
+            with trio.fail_after(5):
+                await closed.wait()
+
+            def still_up() -> Any:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                c.request("GET", "/v1/ok", headers={"Authorization": f"Bearer {TOKEN}"})
+                return json.loads(c.getresponse().read())
+
+            assert await trio.to_thread.run_sync(still_up) == {"ok": True}
+            n.cancel_scope.cancel()
+
+    trio.run(main)
