@@ -151,6 +151,18 @@ def test_generated_bad_input_gets_json_4xx(pair: Cluster) -> None:
         _fuzz(api, path, bodies)
 
 
+def test_out_of_range_numbers_are_refused_before_they_reach_a_core(pair: Cluster) -> None:
+    """Found by the fuzz above in a suite run: `/v1/dht/put` with a negative `seq` built
+    an invalid signed record, the DHT core refused it by raising (a local bug, which
+    stops the daemon), and the daemon exited. The API now refuses it with 400."""
+    api = pair.nodes[0].api(30)
+    for seq in (-1, 1 << 63):
+        with pytest.raises(ApiCallFailed) as e:
+            api.call("POST", "/v1/dht/put", {"value": "x", "seq": seq})
+        assert e.value.status == 400 and "seq must be in" in str(e.value)
+    assert api.call("GET", "/v1/id")  # still up
+
+
 def _fuzz(api: Any, path: str, bodies: st.SearchStrategy[Any]) -> None:
     @settings(max_examples=20, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))

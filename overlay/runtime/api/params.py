@@ -15,13 +15,20 @@ def peer_arg(text: object) -> PeerId:
         raise ApiError(400, f"not a peer id: {text!r}") from None
 
 
-def int_field(body: dict[str, object], name: str, default: int) -> int:
-    """An optional integer field of a JSON body (absent or null: `default`)."""
+def int_field(body: dict[str, object], name: str, default: int, *, lo: int = 0,
+              hi: int = 1 << 63) -> int:
+    """An optional integer field of a JSON body in [lo, hi) (absent or null: `default`).
+
+    Bounded by default: such a number goes into signed records whose decoders take
+    unsigned 63-bit integers only, and a core refuses to build an invalid record by
+    raising (a bug of ours, which stops the daemon): the API must refuse it first."""
     v = body.get(name)
     if v is None:
         return default
     if type(v) is not int:
         raise ApiError(400, f"{name} must be an integer, not {v!r:.60}")
+    if not lo <= v < hi:
+        raise ApiError(400, f"{name} must be in [{lo}, {hi}), not {v}")
     return v
 
 
