@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-long lint bench clean system-deps sim-golden faults faults-real
+.PHONY: demo test test-long lint bench clean system-deps sim-golden faults faults-real fuzz-api
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +90,13 @@ faults: $(STAMP)
 ## the suite: tests/integration/test_faults_*.py.
 test-long: $(STAMP) system-deps
 	$(PY) -m pytest -q -m long
+
+## The OpenAPI fuzz of every POST route with many more examples than the suite's 20:
+## a daemon that stops, or a 5xx, fails it (tests/integration/test_api_openapi.py).
+FUZZ_EXAMPLES ?= 500
+fuzz-api: $(STAMP)
+	COLONY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q \
+		tests/integration/test_api_openapi.py -k generated_bad_input
 
 faults-real: $(STAMP) system-deps
 	PYTHONPATH=. $(PY) bench/faults_real.py

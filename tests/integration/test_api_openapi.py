@@ -8,6 +8,7 @@ Two daemons started without bootstrap, so `colony connect` has something to do.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,10 @@ _JSON = st.recursive(
 )
 
 
+#: Examples per route; `make fuzz-api` runs many more (COLONY_FUZZ_EXAMPLES=500).
+FUZZ_EXAMPLES = int(os.environ.get("COLONY_FUZZ_EXAMPLES", "20"))
+
+
 def test_generated_bad_input_gets_json_4xx(pair: Cluster) -> None:
     """Bodies built from each declared request schema's property names, with values of
     any JSON type, plus bodies that are not objects: never a 5xx, always the error shape.
@@ -164,7 +169,7 @@ def test_out_of_range_numbers_are_refused_before_they_reach_a_core(pair: Cluster
 
 
 def _fuzz(api: Any, path: str, bodies: st.SearchStrategy[Any]) -> None:
-    @settings(max_examples=20, deadline=None, database=None,
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(body=bodies)
     def one(body: Any) -> None:
