@@ -306,8 +306,7 @@ def _member(rendered: dict[str, Any], member: str) -> dict[str, Any]:
     names = [n for n, _ in workflow_members(rendered)]
     if member not in names:
         raise TriggerError(f"the workflow template has no capsule named {member!r}")
-    spec = dict(rendered["capsules"][names.index(member)])
-    return spec
+    return dict(rendered["capsules"][names.index(member)])
 
 
 def _variables(trigger_id: str, trigger_name: str, origin: Origin) -> dict[str, str]:

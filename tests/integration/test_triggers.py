@@ -141,14 +141,19 @@ def test_cron_fires_once_per_tick(colony: Cluster) -> None:
     assert (ticks[0] - int(created)) % 2 == 0 and created < ticks[0] and ticks[-1] <= removed
 
 
+def _add_leased_generator(node: Any, on: str, count: int, template: object) -> str:
+    """Add a generator through `node`; its id, once some node holds its lease."""
+    tid: str = node.api(30).call("POST", "/v1/triggers/add",
+                                 {"on": on, "count": count, "template": template})["id"]
+    wait_for(lambda: node.api(10).call("GET", "/v1/triggers/get", id=tid)["record"]["state"]
+             in ("leased", "running"), 60, "the generator to be leased")
+    return tid
+
+
 def test_generator_launches_one_capsule_per_batch(colony: Cluster) -> None:
     n2 = _live(colony)[-1]
     tmpl = {"name": "batch-${count}", "command": ["echo", "${payloads}"]}
-    row = n2.api(30).call("POST", "/v1/triggers/add",
-                          {"on": "user:reading", "count": 3, "template": tmpl})
-    tid = row["id"]
-    wait_for(lambda: n2.api(10).call("GET", "/v1/triggers/get", id=tid)["record"]["state"]
-             in ("leased", "running"), 60, "the generator to be leased")
+    tid = _add_leased_generator(n2, "user:reading", 3, tmpl)
     for i in range(3):
         _send(n2, "reading", f"r{i}")
     wait_for(lambda: "batch-3" in _derived(_live(colony), tid), 60, "one batch")
@@ -162,11 +167,7 @@ def test_generator_of_ten_events_launches_one_workflow(colony: Cluster) -> None:
     wf = {"name": "batch", "capsules": [
         {"name": "collect", "command": ["echo", "${payloads}"], "maxexectime_s": 30},
         {"name": "report", "command": ["true"], "dependencies": ["collect"]}]}
-    row = n1.api(30).call("POST", "/v1/triggers/add",
-                          {"on": "user:sample", "count": 10, "template": wf})
-    tid = row["id"]
-    wait_for(lambda: n1.api(10).call("GET", "/v1/triggers/get", id=tid)["record"]["state"]
-             in ("leased", "running"), 60, "the generator to be leased")
+    tid = _add_leased_generator(n1, "user:sample", 10, wf)
     for i in range(10):
         _send(n1, "sample", f"s{i}")
     live = _live(colony)

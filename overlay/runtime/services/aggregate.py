@@ -153,8 +153,7 @@ class AggregateService:
             live.append(self.me)
         first = initiator(epoch, live) == self.me
         self.stats.epochs_started += 1
-        self.stats.epochs_initiated += first
-        self.driver.submit(SetNeighbors(tuple(p for p in live if p != self.me)))
+        self.stats.epochs_initiated += first  # neighbours: set by `_observe` just before
         values = values_of(self._members.own_ad())
         self.driver.submit(Restart(epoch, values, 1.0 if first else 0.0))
 
