@@ -319,6 +319,8 @@ class Connection:
         self._done = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._pings: dict[int, trio.Event] = {}
+        #: Ciphertext taken from the session and not yet sent, in order.
+        self._unsent: list[bytes | memoryview] = []
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -524,10 +526,15 @@ class Connection:
 
     async def _flush(self) -> None:
         """Send what the session has queued: inline when the socket is free,
-        else leave it to the writer task (and wait while too much is queued)."""
+        else leave it to the writer task (and wait while too much is queued).
+
+        Only a TCP socket is written inline: there a cancelled sender leaves the
+        exact unsent bytes in `_unsent` for the next one. Another stream (a relay
+        circuit, a WebRTC channel) cannot say how much a cancelled `send_all` sent,
+        so only the writer task, cancelled with the connection alone, writes it."""
         if self.closed:
             raise ConnectionClosedError(self.close_reason or "connection closed")
-        if not self._send_lock.locked():
+        if not self._send_lock.locked() and isinstance(self.stream, trio.SocketStream):
             await self._send_pending()
             return
         self._wake_writer()
@@ -542,35 +549,44 @@ class Connection:
         else:
             lock.acquire_nowait()  # no extra checkpoint: the send below is one
         try:
-            while self.session.outbound_bytes and not self.closed:
-                parts = noise.encrypt_pieces(self.ciphers.send, self.session.take_outbound())
-                size = sum(len(p) for p in parts)
+            while (self._unsent or self.session.outbound_bytes) and not self.closed:
+                if not self._unsent:
+                    out = self.session.take_outbound()
+                    self._unsent.extend(noise.encrypt_pieces(self.ciphers.send, out))
                 try:
-                    await self._send_parts(parts)
+                    await self._send_parts(self._unsent)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                     self._shutdown(f"send failed: {e}")
                     raise ConnectionClosedError(f"send failed: {e}") from None
-                self.bytes_out += size
             self._drained.set()
         finally:
             lock.release()
+            if self._unsent and not self.closed:
+                # A sender cancelled mid-frame: the writer task sends the rest (the
+                # peer would otherwise wait forever for the end of a Noise message).
+                self._wake_writer()
 
-    async def _send_parts(self, parts: list[bytes]) -> None:
-        """One vectored send (sendmsg) on a TCP socket: no join of a megabyte of
-        ciphertext into yet another buffer. Other streams get one `send_all`."""
+    async def _send_parts(self, views: list[bytes | memoryview]) -> None:
+        """Send `views` in order, removing what was sent: one vectored send
+        (sendmsg) at a time on a TCP socket, no join of a megabyte of ciphertext
+        into yet another buffer. Other streams get one `send_all`."""
         if not isinstance(self.stream, trio.SocketStream):
-            await self.stream.send_all(b"".join(parts))
+            data = b"".join(views)
+            views.clear()
+            await self.stream.send_all(data)
+            self.bytes_out += len(data)
             return
         sock = self.stream.socket
-        views: list[bytes | memoryview] = list(parts)
-        i = 0
-        while i < len(views):
-            sent = await sock.sendmsg(views[i : i + _IOV_MAX])
+        while views:
+            sent = await sock.sendmsg(views[:_IOV_MAX])
+            self.bytes_out += sent
+            i = 0
             while i < len(views) and sent >= len(views[i]):
                 sent -= len(views[i])
                 i += 1
+            del views[:i]
             if sent:
-                views[i] = memoryview(views[i])[sent:]
+                views[0] = memoryview(views[0])[sent:]
 
     async def _writer(self) -> None:
         while not self.closed:

@@ -204,17 +204,22 @@ class Sender:
                     break
                 batch.append(more)
                 size += len(more.frame)
+            # Until the write returns, the batch has failed: a write cancelled
+            # because the stream ended (its reader saw a reset) sent it only in part.
+            error = "stream ended before the frame was written"
             try:
                 data = item.frame if len(batch) == 1 else b"".join(i.frame for i in batch)
                 await self._writer.write(s, data, len(batch))
+                error = ""
             except StreamError as e:
-                for i in batch:
-                    i.error = f"{type(e).__name__}: {e}"
+                error = f"{type(e).__name__}: {e}"
                 raise
             finally:
                 ch.busy = False
                 self.queued_bytes[ch.peer] = max(0, self.queued_bytes.get(ch.peer, 0) - size)
                 for i in batch:
+                    if error:
+                        i.error = error
                     if i.done is not None:
                         i.done.set()
 
