@@ -264,8 +264,7 @@ class P2PStream:
                 view = view[n:]
                 await conn._flush()
             else:
-                self._writable = trio.Event()
-                await self._writable.wait()
+                await self._writable.wait()  # set and replaced by the window update
 
     async def close(self) -> None:
         """Half-close (FIN): the peer reads EOF; we may still read."""
@@ -484,8 +483,9 @@ class Connection:
                     self.session.consumed(ev.sid, len(ev.data))
             elif isinstance(ev, yamux.SendWindowOpened):
                 s = streams.get(ev.sid)
-                if s is not None:
+                if s is not None:  # wake every writer waiting, then re-arm
                     s._writable.set()
+                    s._writable = trio.Event()
             elif isinstance(ev, yamux.StreamOpened):
                 s = streams[ev.sid] = P2PStream(self, ev.sid)
                 if on_stream is None:
@@ -539,7 +539,8 @@ class Connection:
             return
         self._wake_writer()
         while self.session.outbound_bytes > HIGH_WATER_BYTES and not self.closed:
-            self._drained = trio.Event()
+            # Writers share the event; the sender sets and replaces it (one per waiter
+            # lost all wake-ups but the last: docs/reliability.md, relayed stall).
             await self._drained.wait()
 
     async def _send_pending(self) -> None:
@@ -559,6 +560,7 @@ class Connection:
                     self._shutdown(f"send failed: {e}")
                     raise ConnectionClosedError(f"send failed: {e}") from None
             self._drained.set()
+            self._drained = trio.Event()
         finally:
             lock.release()
             if self._unsent and not self.closed:

@@ -240,6 +240,15 @@ class Session:
             self.go_away_sent = True
             self._frame(TYPE_GO_AWAY, 0, 0, code)
 
+    def flow_state(self, sid: int) -> dict[str, int | bool] | None:
+        """Flow-control state of `sid` for diagnostics (None: gone or never opened)."""
+        st = self._streams.get(sid)
+        if st is None:
+            return None
+        return {"send_window": st.send_window, "recv_left": st.recv_left,
+                "recv_size": st.recv_size, "credit": st.credit,
+                "local_closed": st.local_closed, "remote_closed": st.remote_closed}
+
     @property
     def stream_count(self) -> int:
         return len(self._streams)

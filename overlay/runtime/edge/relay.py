@@ -44,6 +44,7 @@ from overlay.core.errors import RemoteProtocolError, WireError
 from overlay.core.ids import PeerId
 from overlay.core.multiformats import encode_varint
 from overlay.core.wire import cbor_decode, cbor_encode
+from overlay.p2p.diagnose import describe_stream
 from overlay.runtime.net.transport_stream import TransportStream
 from overlay.runtime.process.config import Config
 
@@ -56,6 +57,8 @@ PROTO_RELAY = "/colony/relay/1.0.0"
 HANDSHAKE_MAX_BYTES = 4096
 HANDSHAKE_TIMEOUT_S = 10.0
 SPLICE_CHUNK_BYTES = 64 * 1024
+#: A splice direction blocked this long in one send is logged (once) with its state.
+SPLICE_BLOCKED_LOG_S = 10.0
 
 
 class RelayRefused(RemoteProtocolError):
@@ -432,6 +435,11 @@ class RelayService:
     async def _splice(self, c: Circuit, a: TransportStream, b: TransportStream) -> str:
         reason = "closed"
 
+        # When each direction started a send that has not returned (diagnostics: a
+        # splice blocked on its far side for long is logged once with both streams'
+        # flow-control state).
+        sending: dict[int, float] = {}
+
         async def pump(
             src: TransportStream, dst: TransportStream, cancel: trio.CancelScope
         ) -> None:
@@ -445,17 +453,34 @@ class RelayService:
                     wait = c.account(len(data), trio.current_time())
                     if wait > 0:
                         await trio.sleep(wait)
+                    sending[id(dst)] = trio.current_time()
                     await dst.send_all(data)
+                    del sending[id(dst)]
             except CircuitTerminated as e:
                 reason = e.reason
             except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
                 reason = f"stream_error: {e}"[:100]
             cancel.cancel()
 
+        async def watch() -> None:
+            logged: set[int] = set()
+            while True:
+                await trio.sleep(SPLICE_BLOCKED_LOG_S / 2)
+                now = trio.current_time()
+                for src, dst in ((a, b), (b, a)):
+                    since = sending.get(id(dst))
+                    if since is not None and now - since > SPLICE_BLOCKED_LOG_S \
+                            and id(dst) not in logged:
+                        logged.add(id(dst))
+                        log.info("relay_splice_blocked", id=c.id, bytes=c.bytes,
+                                 seconds=round(now - since, 1), to=dst.peer.short(),
+                                 dst=describe_stream(dst.net), src=describe_stream(src.net))
+
         with trio.move_on_at(c.deadline) as timer:
             async with trio.open_nursery() as n:
                 n.start_soon(pump, a, b, n.cancel_scope)
                 n.start_soon(pump, b, a, n.cancel_scope)
+                n.start_soon(watch)
         if timer.cancelled_caught:
             reason = "max_duration"
         if reason == "eof":

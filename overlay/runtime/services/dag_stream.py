@@ -37,6 +37,7 @@ from overlay.core.errors import ColonyError, WireError
 from overlay.core.ids import PeerId
 from overlay.core.multiformats import decode_varint, encode_varint
 from overlay.core.wire import cbor_decode, cbor_encode
+from overlay.p2p.diagnose import describe_stream
 from overlay.runtime.net.transport import Transport
 from overlay.runtime.services.fetch import BlockWriter, FetchProgress
 from store.blockstore import BlockStore
@@ -123,18 +124,37 @@ class DagStreams:
         only = bool(body.get("only"))  # the roots' own blocks, not their DAGs
         roots = [Cid.from_bytes(r) for r in raw if isinstance(r, bytes)]
         self.stats.served_streams += 1
-        seen: set[bytes] = set()
-        stack = list(reversed(roots))
-        while stack:
-            frames, stack = await trio.to_thread.run_sync(self._read_batch, stack, seen, only)
-            if frames:
+        # Diagnostics: a send blocked for STALL_S / 2 is logged once with the stream's
+        # flow-control state (the fetcher gives up on a stream silent for STALL_S).
+        sending = 0.0
+
+        async def watch() -> None:
+            while True:
+                await trio.sleep(STALL_S / 4)
+                if sending and trio.current_time() - sending > STALL_S / 2:
+                    log.info("dag_stream_send_blocked", peer=str(peer),
+                             state=describe_stream(getattr(s, "net", None)))
+                    return
+
+        async with trio.open_nursery() as watching:
+            watching.start_soon(watch)
+            seen: set[bytes] = set()
+            stack = list(reversed(roots))
+            while stack:
+                frames, stack = await trio.to_thread.run_sync(
+                    self._read_batch, stack, seen, only)
                 # In pieces, so `[network] max_send_rate` paces the stream smoothly.
                 view = memoryview(frames)
                 for i in range(0, len(frames), PACE_BYTES):
                     piece = view[i:i + PACE_BYTES]
                     await self.transport.pace(peer, len(piece))
+                    sending = trio.current_time()
                     await s.send_all(piece)
-        await s.send_all(b"\x00")  # end of the DAG
+                    sending = 0.0
+            sending = trio.current_time()
+            await s.send_all(b"\x00")  # end of the DAG
+            sending = 0.0
+            watching.cancel_scope.cancel()
         await s.aclose()
 
     def _read_batch(self, stack: list[Cid], seen: set[bytes],
@@ -244,6 +264,8 @@ class DagStreams:
                 # Open): close it, so Bitswap's next want dials a fresh one instead of
                 # timing out on the same path.
                 self.stats.streams_stalled += 1
+                log.info("dag_stream_stall_state", peer=str(peer),
+                         state=describe_stream(getattr(s, "net", None)))
                 self.transport.disconnect_soon(peer, f"dag stream stalled: {e}")
             return got
         finally:
