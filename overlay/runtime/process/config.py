@@ -50,6 +50,9 @@ DEFAULTS: Config = {
     "topics": {"publish_role": "submit", "subscribe_role": "member", "roles": []},
     # Colony-wide totals by push-sum (services/aggregate.py): epoch and round length.
     "aggregate": {"epoch_s": 30.0, "round_s": 1.0},
+    # Grants between colonies (docs/federation.md): how often a node looks up the
+    # revocation lists of the colonies it has open sessions with.
+    "federation": {"recheck_s": 10.0},
     # Trustless HTTP gateway (overlay/runtime/gateway, docs/gateway.md); "" = off.
     "gateway": {"listen": "", "fetch": False, "fetch_timeout_s": 30, "max_connections": 64},
     # NAT traversal (overlay/runtime/edge/dialer.py, docs/edge-nat.md).
@@ -185,6 +188,12 @@ roles = []
 # gossip: restarted every epoch_s seconds of wall clock, one exchange per round_s.
 epoch_s = 30.0
 round_s = 1.0
+
+[federation]
+# Grants between colonies (docs/federation.md). Every recheck_s seconds this node
+# looks up the revocation list of each colony whose members hold a session here and
+# ends the sessions of members that colony revoked (bound: recheck_s + one DHT lookup).
+recheck_s = 10.0
 
 [capsule]
 # Capsules this node runs at once (0 = never execute; it still keeps custody).
