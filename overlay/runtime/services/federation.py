@@ -78,7 +78,10 @@ from overlay.runtime.jsontypes import JsonObject
 from overlay.runtime.net.transport import Codec
 from overlay.runtime.services.capsules import CapsuleService
 from overlay.runtime.services.federation_grantee import PROTO_FEDERATION
-from overlay.runtime.services.federation_revocations import FederatedRevocations
+from overlay.runtime.services.federation_revocations import (
+    PROOF_LOOKUP_BUDGET_S,
+    FederatedRevocations,
+)
 from overlay.runtime.services.federation_state import FederationState, grant_json
 from overlay.runtime.services.grant_store import GrantStore
 from overlay.runtime.services.trust import TrustService
@@ -159,12 +162,14 @@ class FederationService:
 
     async def _verify(self, proof: Proof, peer: PeerId, role: str) -> Grant:
         """`verify_proof` with A's revocations and the grantee's as this node knows
-        them (looked up first if older than `recheck_s`, and only for a grant of ours
-        in force: a stranger's made-up colony costs no lookup)."""
+        them (looked up first, for at most `PROOF_LOOKUP_BUDGET_S`, if older than
+        `recheck_s`; only for a grant of ours in force: a stranger's made-up colony
+        costs no lookup)."""
         owner = self.trust.require_colony()
         grantee = proof.grant.grantee
         if self._in_force(proof.grant, time.time()):
-            await self.revs.refresh(grantee)
+            with trio.move_on_after(PROOF_LOOKUP_BUDGET_S):
+                await self.revs.refresh(grantee)
         g = verify_proof(proof, owner, peer, role, time.time(), self.trust.revocations,
                          self.revs.remote.get(grantee))  # fmt: skip
         if self.trust.admission is not None and g.envelope.signer != owner:

@@ -58,7 +58,12 @@ from overlay.runtime.services.trust_state import Trust, colony_id
 log = structlog.get_logger("colony.federation")
 
 MAX_COLONIES = 256
+#: Each DHT get or put here gives up after this long.
 LOOKUP_TIMEOUT_S = 10.0
+#: A proof waits at most this long for a stale list's lookup (the prover's own request
+#: times out after 5 s): past it the lookup is cancelled, the proof is judged on what
+#: this node knows, and the next re-check (`recheck_s`) looks again.
+PROOF_LOOKUP_BUDGET_S = 2.0
 #: A publisher waits this long after a revocation before it publishes (a burst of
 #: revocations becomes one record).
 COALESCE_S = 0.2
@@ -245,7 +250,8 @@ class FederatedRevocations:
         except RemoteProtocolError as e:
             log.warning("federation_revlist_not_signed", reason=str(e))
             return {"published": False, "reason": str(e)}
-        ev = await self.dht.call(lambda rid: PutValue(rid, key, value), timeout_s=60.0)
+        ev = await self.dht.call(lambda rid: PutValue(rid, key, value),
+                                 timeout_s=LOOKUP_TIMEOUT_S)  # fmt: skip
         acks = result_as(ev, Stored).acks
         self.published += 1
         log.info("federation_revlist_published", seq=self._seq, entries=len(live), acks=acks,
