@@ -222,6 +222,8 @@ class FederatedRevocations:
         if who is None:
             return {"published": False, "reason": "this node may not sign for its colony"}
         mine = self._own_revocations(now)
+        if not mine:  # nothing to add (what others published stays theirs to renew)
+            return {"published": False, "reason": "no live revocation held", "entries": 0}
         owner = self.trust.require_colony()
         key = revlist_key(colony_id(owner))
         current: RevListRecord | None = None
@@ -235,7 +237,7 @@ class FederatedRevocations:
         have = {r.envelope.to_bytes(): r for r in (current.revs if current else ())}
         merged = dict(have)
         merged.update((r.envelope.to_bytes(), r) for r in mine)
-        if not merged or (current is not None and merged.keys() == have.keys()
+        if (current is not None and merged.keys() == have.keys()
                           and current.expires - now > RECORD_TTL_S / 2):  # fmt: skip
             return {"published": False, "reason": "the list in the DHT is up to date",
                     "entries": len(merged)}  # fmt: skip
