@@ -181,6 +181,8 @@ class Daemon:
                 n.start_soon(self.reachability.run)
                 n.start_soon(self.federation.run)  # grantees' sessions vs their revocations
                 n.start_soon(self.fed_revocations.run_publisher)  # this colony's, for others
+                if self.capsules.core.executor.config.slots > 0:  # offer to grantors (execute)
+                    n.start_soon(self.grantee.offer_loop, self.capsules.core.executor.ad)
                 n.start_soon(self._signals, n.cancel_scope)
                 await self.bootstrapper.bootstrap(
                     list(self.conf["network"]["bootstrap"]) + self.trust.bootstrap)
@@ -231,10 +233,15 @@ class Daemon:
             recheck_s=float(self.conf["federation"]["recheck_s"]))
         self.federation = FederationService(
             self.trust_service, keypair=self.keypair, network=t, membership=self.membership,
-            dht=self.dht_client, capsules=self.capsules, revocations=self.fed_revocations)
+            dht=self.dht_client, capsules=self.capsules, revocations=self.fed_revocations,
+            guest_executors=bool(self.conf["federation"]["guest_executors"]))
         self.grantee = Grantee(self.trust_service, keypair=self.keypair, network=t,
                                dht=self.dht_client)
         self.federation.proved_to = self.grantee.proved_to
+        # Guest executors (docs/federation.md, execute): at A, an executor's messages
+        # from a current guest; at B, custody's messages from a node that took us.
+        fed, grantee = self.federation, self.grantee
+        self.capsules.guest_ok = lambda p, m: fed.guest_message_ok(p, m) or grantee.host_ok(p, m)
         self.triggers = TriggerRuns(driver, self.spawn, self.events.recent)
         self.capsules.triggers = self.triggers  # a trigger's lease fires, not executes
         self.blocks.hooks = self.grantee  # private marks travel; we prove ourselves to grantors

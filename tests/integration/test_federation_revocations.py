@@ -74,7 +74,9 @@ class World:
             cmd(founder, "cert", "issue", member.peer_id, "--roles", "member", "--expires",
                 "1d", "--bootstrap", founder.addr, "--out", str(tok))  # fmt: skip
             cmd(member, "join", str(tok))
-        env = {"COLONY_FEDERATION_RECHECK_S": str(RECHECK_S)}
+        # A runs no capsule itself and takes guest executors (the execute test).
+        env = {"COLONY_FEDERATION_RECHECK_S": str(RECHECK_S), "COLONY_CAPSULE_SLOTS": "0",
+               "COLONY_FEDERATION_GUEST_EXECUTORS": "true"}
         a0.start(env=env)
         wait_for(a0.up, 60, "a0's API")
         a1.start([a0.addr], env=env)
@@ -90,11 +92,14 @@ class World:
             p.write_bytes(bytes((i * seed) % 251 for i in range(200_000)))
             self.cids[name] = publish(a0, p)
             cmd(a0, "colony", "private", self.cids[name])
-        row = json.loads(cmd(a0, "grant", "issue", self.b_id, "--roles", "read",
+        row = json.loads(cmd(a0, "grant", "issue", self.b_id, "--roles", "execute,read",
                              "--root", self.cids["first"], "--root", self.cids["second"],
-                             "--expires", "1d", "--json"))  # fmt: skip
+                             "--capsules", "5", "--expires", "1d", "--bootstrap", a0.addr,
+                             "--bootstrap", a1.addr, "--json"))  # fmt: skip
+        self.serial = row["serial"]
         (self.root / "grant.token").write_text(row["token"])
-        cmd(b1, "grant", "accept", str(self.root / "grant.token"))
+        for n in (b0, b1):  # b1 (member only) may read; b0 (execute in B) may also execute
+            cmd(n, "grant", "accept", str(self.root / "grant.token"))
 
     def close(self) -> None:
         self.a.close()
@@ -181,3 +186,26 @@ def test_a_forged_list_is_refused_and_counted(world: World) -> None:
     rec = parse_revlist_record(key, reply.record.value, time.time())
     assert rec.seq == 1 and rec.signer == colony_id(b_owner) and len(rec.revs) == 2, rec
     assert a0.api().call("GET", "/v1/stats")["drops"]["federation.revlists_refused"] == 0
+
+
+def test_b_executor_runs_a_capsule_through_an_execute_grant(world: World) -> None:
+    """A runs nothing itself ([capsule] slots = 0) and takes guest executors; b0 holds
+    the grant giving `execute` and B's execute role, offers itself to both A nodes,
+    and runs the capsule a member of A submits; A accepts its receipt and charges the
+    grant's capsule quota."""
+    (a0, a1), (b0, b1) = world.a.nodes, world.b.nodes
+    for n in (a0, a1):
+        wait_for(lambda n=n: log_lines(n, "federation_guest", b0.peer_id), 30,
+                 f"{n.home.name} to take b0 as a guest executor")  # fmt: skip
+    assert not log_lines(a0, "federation_guest", b1.peer_id)  # no execute role in B
+    spec = world.root / "guest.toml"
+    spec.write_text('name = "guest"\ncommand = ["sh", "-c", "echo ran-in-b > out.txt"]\n'
+                    'outputs = ["out.txt"]\nmaxexectime_s = 30\n')  # fmt: skip
+    final = json.loads(cmd(a0, "capsule", "submit", str(spec), "--wait", "--json"))
+    assert final["state"] == "succeeded", final
+    assert final["receipt_executor"] == b0.peer_id, final
+    assert log_lines(b0, "federation_guest_of")
+    assert any(log_lines(n, "federation_guest_lease", final["id"]) for n in (a0, a1))
+    st = json.loads(cmd(a0, "colony", "status", "--json"))
+    (given,) = st["grants"]["given"]
+    assert given["serial"] == world.serial and given["usage"]["capsules"] == 1, given

@@ -55,12 +55,14 @@ from dht.api import GetValue, PutValue, Stored, Value, result_as
 from dht.grants import check_grant_record, grant_key
 from dht.labels import label_key, parse_label_record
 from overlay.capsule.events import RunRequested
+from overlay.capsule.placement import NodeAd
 from overlay.capsule.spec import Capsule, check_capsule_id
 from overlay.core.certs import chain_from_wire, verify_chain
 from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError
 from overlay.core.grants import (
+    EXECUTE,
     READ,
     SUBMIT,
     Grant,
@@ -78,6 +80,7 @@ from overlay.runtime.jsontypes import JsonObject
 from overlay.runtime.net.transport import Codec
 from overlay.runtime.services.capsules import CapsuleService
 from overlay.runtime.services.federation_grantee import PROTO_FEDERATION
+from overlay.runtime.services.federation_guests import Guest, GuestExecutors
 from overlay.runtime.services.federation_revocations import (
     PROOF_LOOKUP_BUDGET_S,
     FederatedRevocations,
@@ -117,6 +120,7 @@ class FederationService:
         dht: DhtCalls,
         capsules: CapsuleService,
         revocations: FederatedRevocations,
+        guest_executors: bool = False,
     ) -> None:
         self.ts = trust_service
         self.trust = trust_service.trust
@@ -130,6 +134,11 @@ class FederationService:
         #: Grantee colonies' revocations (their lists in the DHT) and ours published.
         self.revs = revocations
         self.state = FederationState(self.trust.dir, self.trust)
+        #: Other colonies' executors with a grant giving `execute` (federation_guests.py).
+        self.guests = GuestExecutors(
+            guest_executors, capsules.cores.submit if capsules else (lambda inp: None),
+            lambda: self.state.ledger,
+            capsules.core.custody.record if capsules else (lambda cid: None))
         #: Whether this node proved itself to `peer` (federation_grantee.py; the
         #: daemon wires it): that peer's blocks are answers to our granted wants.
         self.proved_to: Callable[[PeerId], bool] = lambda peer: False
@@ -158,6 +167,8 @@ class FederationService:
             return await self._on_status(peer, obj)
         if op == "usage":
             return await self._on_usage(peer, obj)
+        if op == "offer-executor":
+            return await self._on_offer_executor(peer, obj)
         raise RemoteProtocolError(f"unknown federation op {op!r}")
 
     async def _verify(self, proof: Proof, peer: PeerId, role: str) -> Grant:
@@ -318,6 +329,41 @@ class FederationService:
                 why = self._chain_refused(peer, now)
                 if why is not None:
                     self._end_session(peer, why)
+            self.guests.prune(now, self._guest_refused)
+
+    # ------------------------------------------------------------ A: guest executors
+
+    async def _on_offer_executor(self, peer: PeerId, obj: dict[Any, Any]) -> object:
+        """A node of another colony offers to run this colony's capsules."""
+        try:
+            proof = Proof.from_wire(obj.get("proof"))
+            ad = NodeAd.from_wire(obj.get("ad"))
+        except (RemoteProtocolError, ColonyError) as e:
+            raise RemoteProtocolError(f"bad executor offer: {e}") from None
+        try:
+            g = await self._verify(proof, peer, EXECUTE)
+        except RemoteProtocolError as e:
+            log.warning("federation_refused", peer=str(peer), reason=str(e))
+            return {"accepted": False, "reason": str(e)}
+        why = self.guests.offer(peer, g, proof.chain, ad, time.time())
+        return {"accepted": why is None, "reason": why or ""}
+
+    def _guest_refused(self, peer: PeerId, guest: Guest) -> str | None:
+        """Why a guest's proof no longer holds (grant expired or revoked in A, chain
+        expired or revoked in its colony as this node knows), or None."""
+        now = time.time()
+        if not self._in_force(guest.grant, now):
+            return f"grant {guest.grant.serial[:12]} is no longer in force"
+        owner = guest.chain[0].colony
+        try:
+            verify_chain(guest.chain, owner, peer, "execute", now, self.revs.remote.get(owner))
+        except RemoteProtocolError as e:
+            return str(e)
+        return None
+
+    def guest_message_ok(self, peer: PeerId, msg: object) -> bool:
+        """The capsule service's gate: an executor's messages from a current guest."""
+        return self.guests.message_ok(peer, msg)
 
     def _in_force(self, g: Grant, now: float) -> bool:
         try:
@@ -356,7 +402,10 @@ class FederationService:
 
     def on_event(self, ev: object) -> None:
         """Executor side: remember runs of capsules whose submitter is no member here
-        (another colony's, admitted through a grant)."""
+        (another colony's, admitted through a grant). Custody side: charge and settle
+        guest leases."""
+        if self.guests.on_event(ev, time.time()):
+            self.state.save()
         if isinstance(ev, RunRequested) and self.trust.enabled:
             who = ev.capsule.submitter
             if self.trust.check(who, "member", time.time()) is not None:
@@ -538,6 +587,7 @@ class FederationService:
                      for h in self.grants.held()],
             "sessions": self.state.session_count(),
             "revocation_lists": self.revs.stats(),
+            "guest_executors": self.guests.stats(),
         }  # fmt: skip
 
 

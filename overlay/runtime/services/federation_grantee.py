@@ -10,12 +10,16 @@ using A's grants (docs/federation.md; A's end is services/federation.py).
 - `submit_to` / `record_in`: a capsule signed by this node, run in A through a held
   grant giving `submit`, and its custody record there — sent to the addresses the
   grant token carried (the first that answers).
+- `offer_loop` / `host_ok`: with a held grant giving `execute` (and B's `execute`
+  role), offer this node as a guest executor to every address of the grant's token,
+  every `OFFER_EVERY_S` (federation_guests.py); the nodes that accepted may send this
+  node's executor its leases (`LeaseOffer`, `LeaseRevoked`, `ReceiptReply`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -25,15 +29,18 @@ import trio
 from dht.api import GetValue, Value, result_as
 from dht.labels import label_key, parse_label_record
 from overlay.capsule.leases import CustodyRecord
+from overlay.capsule.messages import LeaseOffer, LeaseRevoked, ReceiptReply
+from overlay.capsule.placement import NodeAd
 from overlay.capsule.spec import Capsule, CapsuleSpec
 from overlay.core.certs import chain_to_wire
 from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError
-from overlay.core.grants import READ, SUBMIT, Grant, Proof
+from overlay.core.grants import EXECUTE, READ, SUBMIT, Grant, Proof
 from overlay.core.ids import PeerId
 from overlay.runtime.context import DhtCalls, Network
 from overlay.runtime.jsontypes import JsonObject
+from overlay.runtime.services.federation_guests import GUEST_TTL_S, OFFER_EVERY_S
 from overlay.runtime.services.federation_state import held_for
 from overlay.runtime.services.grant_store import GrantStore, Held
 from overlay.runtime.services.trust import TrustService
@@ -69,6 +76,8 @@ class Grantee:
         self._granted_fetch: dict[str, None] = {}
         #: a label root (text) → the granting colony's label naming it.
         self._label_of: dict[str, str] = {}
+        #: node of another colony → when it last accepted this node as a guest executor.
+        self._hosts: dict[PeerId, float] = {}
 
     # ------------------------------------------------------------ B: proving, fetching
 
@@ -153,6 +162,51 @@ class Grantee:
             del self._label_of[next(iter(self._label_of))]
         self._label_of[rec.value] = label
         return {"colony": colony, "label": label, "cid": rec.value, "seq": rec.seq}
+
+    # ------------------------------------------------------------ B: guest executor
+
+    def host_ok(self, peer: PeerId, msg: object) -> bool:
+        """The capsule service's gate: a node that took this one as a guest executor
+        (recently) may send it what custody sends an executor."""
+        seen = self._hosts.get(peer)
+        return (seen is not None and time.monotonic() - seen < GUEST_TTL_S
+                and isinstance(msg, (LeaseOffer, LeaseRevoked, ReceiptReply)))  # fmt: skip
+
+    async def offer_loop(self, ad: Callable[[], NodeAd]) -> None:
+        """Every `OFFER_EVERY_S`: offer this node as an executor under each held grant
+        giving `execute`, to every address of its token."""
+        while True:
+            await trio.sleep(OFFER_EVERY_S)
+            now = time.time()
+            if not self.trust.enabled or self.trust.check(self.me, EXECUTE, now) is not None:
+                continue
+            held = [h for h in self.grants.held()
+                    if h.grant.gives(EXECUTE) and h.grant.expires > now]  # fmt: skip
+            async with trio.open_nursery() as n:
+                for h in held:
+                    body = {"op": "offer-executor", "proof": self._proof_wire(h.grant),
+                            "ad": ad().to_wire()}  # fmt: skip
+                    for addr in (h.addrs or ())[:MAX_PROVE]:
+                        n.start_soon(self._offer, addr, body)
+
+    async def _offer(self, addr: str, body: dict[str, Any]) -> None:
+        try:
+            peer = await self.network.connect(addr)
+            reply = await self.network.request(peer, PROTO_FEDERATION, body,
+                                               timeout=REQUEST_TIMEOUT_S)  # fmt: skip
+        except ColonyError as e:
+            log.info("federation_offer_failed", addr=addr, error=str(e))
+            return
+        ok = isinstance(reply, dict) and bool(reply.get("accepted"))
+        if ok:
+            if peer not in self._hosts and len(self._hosts) >= MAX_REMEMBERED:
+                del self._hosts[next(iter(self._hosts))]
+            if peer not in self._hosts:
+                log.info("federation_guest_of", peer=str(peer))
+            self._hosts[peer] = time.monotonic()
+        else:
+            log.info("federation_offer_refused", peer=str(peer),
+                     reason=reply.get("reason") if isinstance(reply, dict) else None)
 
     # ------------------------------------------------------------ B: capsules
 

@@ -1,0 +1,167 @@
+"""Guest executors: colony B's nodes running colony A's capsules through a grant that
+gives `execute` (docs/federation.md, "`execute`: B's executors run A's capsules").
+
+At A (`GuestExecutors`, driven by services/federation.py):
+
+- A node of B offers itself (`{"op": "offer-executor", "proof", "ad"}` on the
+  federation protocol, every `OFFER_EVERY_S`); A's node verifies the proof with role
+  `execute` (B's revocations included) and keeps it as a guest for `GUEST_TTL_S`,
+  with its resource ad labelled `colony=<B id>` — only with `[federation]
+  guest_executors = true`: a capsule placed at B shows its inputs to B, so A's admins
+  decide.
+- The guests go to the capsule core as `GuestsChanged` (overlay/capsule/members.py):
+  placement candidates, never custodians. A guest leaves the set when its offer is not
+  renewed, when its proof no longer holds (expired, revoked by A or by B: the
+  re-check of services/federation.py), or when its grant's quota is used up; the core
+  then loses its leases (the capsule is placed again).
+- Capsule messages from a guest pass the member gate only while it is a guest, and
+  only those an executor sends (`LeaseReply`, `Heartbeat`, `ReceiptMsg`).
+- Quota: the node that leads the capsule charges the grant when a guest's lease starts
+  (capsules +1, CPU-seconds reserved as `max(cpu, 1) × maxexectime_s`) and settles
+  from the receipt; a guest whose grant has no capsule left today is withdrawn. Bound:
+  per leading node, plus the leases that started while the last one was charged.
+
+At B (services/federation_grantee.py `offer_loop`): the node offers itself to every
+address of each held grant giving `execute`, and takes capsule messages an offered-to
+node of A sends to an executor (`LeaseOffer`, `LeaseRevoked`, `ReceiptReply`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from overlay.capsule import events as ev
+from overlay.capsule.leases import CustodyRecord
+from overlay.capsule.members import MAX_GUESTS, GuestsChanged, Member
+from overlay.capsule.messages import Heartbeat, LeaseReply, ReceiptMsg
+from overlay.capsule.placement import NodeAd
+from overlay.core.certs import Certificate
+from overlay.core.grants import Grant
+from overlay.core.ids import PeerId
+from overlay.core.quota import QuotaLedger, cpu_cost
+from overlay.runtime.services.trust_state import colony_id
+
+log = structlog.get_logger("colony.federation")
+
+#: A node of B renews its offer this often; A keeps a guest this long without one.
+OFFER_EVERY_S = 10.0
+GUEST_TTL_S = 3 * OFFER_EVERY_S
+#: What a guest may send on the capsule protocol (an executor's messages).
+GUEST_MESSAGES = (LeaseReply, Heartbeat, ReceiptMsg)
+
+
+@dataclass(slots=True)
+class Guest:
+    grant: Grant
+    chain: tuple[Certificate, ...]
+    ad: NodeAd
+    until: float
+
+
+class GuestExecutors:
+    """A's guest executors and the core's view of them."""
+
+    def __init__(self, enabled: bool, submit: Callable[[object], object],
+                 ledger: Callable[[], QuotaLedger],
+                 record: Callable[[str], CustodyRecord | None]) -> None:  # fmt: skip
+        self.enabled = enabled
+        self.submit = submit
+        self.ledger = ledger
+        self.record = record
+        self.guests: dict[PeerId, Guest] = {}
+        self._given: tuple[Member, ...] = ()
+        #: Capsule id → (grant, guest) for guest leases charged here.
+        self._charged: dict[str, Grant] = {}
+        self.messages_refused = 0
+        self.charged = 0
+
+    def offer(self, peer: PeerId, grant: Grant, chain: tuple[Certificate, ...], ad: NodeAd,
+              now: float) -> str | None:  # fmt: skip
+        """Keep `peer` (its proof verified with role execute) as a guest; the reason
+        if not."""
+        if not self.enabled:
+            return "this colony takes no guest executors ([federation] guest_executors)"
+        why = self.ledger().check_submit(grant, 0.0, now)
+        if why is not None:
+            return why
+        if peer not in self.guests and len(self.guests) >= MAX_GUESTS:
+            return f"this node keeps at most {MAX_GUESTS} guest executors"
+        label = ("colony", str(colony_id(grant.grantee)))
+        ad = dataclasses.replace(ad, labels=tuple(sorted({*ad.labels, label})))
+        new = peer not in self.guests
+        self.guests[peer] = Guest(grant, chain, ad, now + GUEST_TTL_S)
+        if new:
+            log.info("federation_guest", peer=str(peer), grant=grant.serial[:12],
+                     colony=label[1], slots=ad.free_slots)  # fmt: skip
+        self.push(now)
+        return None
+
+    def drop(self, peer: PeerId, why: str) -> None:
+        if self.guests.pop(peer, None) is not None:
+            log.warning("federation_guest_ended", peer=str(peer), reason=why)
+
+    def prune(self, now: float, refused: Callable[[PeerId, Guest], str | None]) -> None:
+        """Forget guests whose offer lapsed or whose proof `refused` names a reason."""
+        for peer, g in list(self.guests.items()):
+            why = "its offer was not renewed" if g.until <= now else refused(peer, g)
+            if why is not None:
+                self.drop(peer, why)
+        self.push(now)
+
+    def push(self, now: float) -> None:
+        """Give the capsule core the guests with quota left (when the set changed)."""
+        ledger = self.ledger()
+        members = tuple(Member(p, g.ad, ("execute",)) for p, g in self.guests.items()
+                        if ledger.check_submit(g.grant, 0.0, now) is None)  # fmt: skip
+        if members != self._given:
+            self._given = members
+            self.submit(GuestsChanged(members))
+
+    def message_ok(self, peer: PeerId, msg: object) -> bool:
+        """May this capsule message from `peer`, no member here, reach the core?"""
+        if peer not in self.guests:
+            return False
+        if isinstance(msg, GUEST_MESSAGES):
+            return True
+        self.messages_refused += 1
+        return False
+
+    def on_event(self, e: object, now: float) -> bool:
+        """Charge a guest lease when it starts, settle it when it ends; True if the
+        ledger changed (to be saved)."""
+        if isinstance(e, ev.CapsuleStarted):
+            g = self.guests.get(e.executor)
+            rec = self.record(e.capsule_id)
+            if g is None or rec is None or e.capsule_id in self._charged:
+                return False
+            spec = rec.capsule.spec
+            cost = cpu_cost(spec.conditions.cpu, spec.maxexectime_s)
+            self.ledger().charge_submit(g.grant, e.capsule_id, cost, now)
+            if len(self._charged) >= 10_000:
+                del self._charged[next(iter(self._charged))]
+            self._charged[e.capsule_id] = g.grant
+            self.charged += 1
+            log.info("federation_guest_lease", capsule=e.capsule_id, executor=str(e.executor),
+                     grant=g.grant.serial[:12], reserved_cpu_s=cost)  # fmt: skip
+            self.push(now)
+            return True
+        if isinstance(e, ev.CapsuleFinished) and e.capsule_id in self._charged:
+            del self._charged[e.capsule_id]
+            rec = self.record(e.capsule_id)
+            r = e.receipt
+            cpu = rec.capsule.spec.conditions.cpu if rec is not None else 1.0
+            used = 0.0 if r is None else cpu_cost(cpu, r.finished - r.started)
+            self.ledger().settle(e.capsule_id, used)
+            return True
+        return False
+
+    def stats(self) -> dict[str, int]:
+        return {"guests": len(self.guests), "leases_charged": self.charged,
+                "messages_refused": self.messages_refused}  # fmt: skip
+
+
+__all__ = ["GUEST_TTL_S", "OFFER_EVERY_S", "Guest", "GuestExecutors"]
