@@ -25,6 +25,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -60,18 +61,19 @@ class World:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.a = Cluster(root / "a", 2)
-        self.b = Cluster(root / "b", 2)
+        self.b = Cluster(root / "b", 3)
         self.cids: dict[str, str] = {}
 
     def start(self) -> None:
-        (a0, a1), (b0, b1) = self.a.nodes, self.b.nodes
+        (a0, a1), (b0, b1, b2) = self.a.nodes, self.b.nodes
         self.a.prepare()
         self.b.prepare()
         self.a_id = json.loads(cmd(a0, "colony", "create", "alpha", "--json"))["colony"]
         self.b_id = json.loads(cmd(b0, "colony", "create", "beta", "--json"))["colony"]
-        for founder, member in ((a0, a1), (b0, b1)):
+        for founder, member, roles in ((a0, a1, "member"), (b0, b1, "member"),
+                                       (b0, b2, "execute,member")):  # fmt: skip
             tok = self.root / f"{member.home.name}-{founder.home.parent.name}.token"
-            cmd(founder, "cert", "issue", member.peer_id, "--roles", "member", "--expires",
+            cmd(founder, "cert", "issue", member.peer_id, "--roles", roles, "--expires",
                 "1d", "--bootstrap", founder.addr, "--out", str(tok))  # fmt: skip
             cmd(member, "join", str(tok))
         # A runs no capsule itself and takes guest executors (the execute test).
@@ -83,7 +85,8 @@ class World:
         b0.start([a0.addr])
         wait_for(b0.up, 60, "b0's API")
         b1.start([b0.addr, a0.addr])
-        for n in (a1, b1):
+        b2.start([b0.addr, a0.addr])
+        for n in (a1, b1, b2):
             wait_for(n.up, 60, f"{n.home.name}'s API")
         self.a.wait_converged(30)
         self.b.wait_converged(30)
@@ -98,7 +101,7 @@ class World:
                              "--bootstrap", a1.addr, "--json"))  # fmt: skip
         self.serial = row["serial"]
         (self.root / "grant.token").write_text(row["token"])
-        for n in (b0, b1):  # b1 (member only) may read; b0 (execute in B) may also execute
+        for n in (b1, b2):  # b1 (member only) may read; b2 (execute in B) may also execute
             cmd(n, "grant", "accept", str(self.root / "grant.token"))
 
     def close(self) -> None:
@@ -117,7 +120,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def test_a_member_b_revoked_loses_access_in_a_within_the_bound(world: World) -> None:
-    (a0, _), (b0, b1) = world.a.nodes, world.b.nodes
+    (a0, _), (b0, b1, _) = world.a.nodes, world.b.nodes
     fetch_ok(b1, world.cids["first"], world.root / "b1-first.bin")
     assert log_lines(a0, "federation_session", b1.peer_id)
     t0 = time.time()
@@ -162,7 +165,7 @@ def _kad(kp: KeyPair, target: Node, msg: KadMessage) -> KadMessage | None:
 
 
 def test_a_forged_list_is_refused_and_counted(world: World) -> None:
-    (a0, _), (b0, b1) = world.a.nodes, world.b.nodes
+    (a0, _), (b0, b1, _) = world.a.nodes, world.b.nodes
     b_owner = parse_colony_id(world.b_id)
     rogue = load_identity(b1.home / KEY_FILE)
     key, forged = make_revlist_record(rogue, colony_id(b_owner), [], 2**40, time.time() + 600,
@@ -188,24 +191,53 @@ def test_a_forged_list_is_refused_and_counted(world: World) -> None:
     assert a0.api().call("GET", "/v1/stats")["drops"]["federation.revlists_refused"] == 0
 
 
+def _guest_spec(root: Path, name: str, command: str) -> Path:
+    p = root / f"{name}.toml"
+    p.write_text(f'name = "{name}"\ncommand = ["sh", "-c", "{command}"]\n'
+                 'outputs = ["out.txt"]\nmaxexectime_s = 120\n')  # fmt: skip
+    return p
+
+
 def test_b_executor_runs_a_capsule_through_an_execute_grant(world: World) -> None:
-    """A runs nothing itself ([capsule] slots = 0) and takes guest executors; b0 holds
+    """A runs nothing itself ([capsule] slots = 0) and takes guest executors; b2 holds
     the grant giving `execute` and B's execute role, offers itself to both A nodes,
     and runs the capsule a member of A submits; A accepts its receipt and charges the
-    grant's capsule quota."""
-    (a0, a1), (b0, b1) = world.a.nodes, world.b.nodes
+    grant's capsule quota. b1 (no execute role in B) is never a guest."""
+    (a0, a1), (_, b1, b2) = world.a.nodes, world.b.nodes
     for n in (a0, a1):
-        wait_for(lambda n=n: log_lines(n, "federation_guest", b0.peer_id), 30,
-                 f"{n.home.name} to take b0 as a guest executor")  # fmt: skip
-    assert not log_lines(a0, "federation_guest", b1.peer_id)  # no execute role in B
-    spec = world.root / "guest.toml"
-    spec.write_text('name = "guest"\ncommand = ["sh", "-c", "echo ran-in-b > out.txt"]\n'
-                    'outputs = ["out.txt"]\nmaxexectime_s = 30\n')  # fmt: skip
+        wait_for(lambda n=n: log_lines(n, "federation_guest", b2.peer_id), 30,
+                 f"{n.home.name} to take b2 as a guest executor")  # fmt: skip
+    assert not log_lines(a0, "federation_guest", b1.peer_id)
+    spec = _guest_spec(world.root, "guest", "echo ran-in-b > out.txt")
     final = json.loads(cmd(a0, "capsule", "submit", str(spec), "--wait", "--json"))
     assert final["state"] == "succeeded", final
-    assert final["receipt_executor"] == b0.peer_id, final
-    assert log_lines(b0, "federation_guest_of")
+    assert final["receipt_executor"] == b2.peer_id, final
+    assert log_lines(b2, "federation_guest_of")
     assert any(log_lines(n, "federation_guest_lease", final["id"]) for n in (a0, a1))
     st = json.loads(cmd(a0, "colony", "status", "--json"))
     (given,) = st["grants"]["given"]
     assert given["serial"] == world.serial and given["usage"]["capsules"] == 1, given
+
+
+def test_a_guest_b_revoked_loses_its_lease_in_a_within_the_bound(world: World) -> None:
+    """b2 runs a long capsule of A; B revokes b2: A's nodes drop it as a guest within
+    the revocation bound, custody loses its lease ("executor left the colony") and
+    revokes it at b2, and the capsule waits again (A has no other executor)."""
+    (a0, a1), (b0, _, b2) = world.a.nodes, world.b.nodes
+    spec = _guest_spec(world.root, "long", "sleep 100; echo done > out.txt")
+    cid = json.loads(cmd(a0, "capsule", "submit", str(spec), "--json"))["id"]
+
+    def state() -> dict[str, Any]:
+        got: dict[str, Any] = json.loads(cmd(a0, "capsule", "get", cid, "--json"))
+        return got
+
+    wait_for(lambda: state()["state"] == "running", 60, "b2 to run A's long capsule")
+    t0 = time.time()
+    cmd(b0, "cert", "revoke", b2.peer_id)
+    wait_for(lambda: state()["state"] != "running", BOUND_S, "A to take the lease back")
+    took = time.time() - t0
+    ended = [ln for n in (a0, a1) for ln in log_lines(n, "federation_guest_ended", b2.peer_id)]
+    print(f"guest revoked in B → its lease lost in A: {took:.2f} s (bound {BOUND_S:g} s)")
+    assert ended and "was revoked" in ended[0], ended
+    assert took <= BOUND_S
+    assert "executor left the colony" in state()["reason"], state()

@@ -80,7 +80,7 @@ from overlay.runtime.jsontypes import JsonObject
 from overlay.runtime.net.transport import Codec
 from overlay.runtime.services.capsules import CapsuleService
 from overlay.runtime.services.federation_grantee import PROTO_FEDERATION
-from overlay.runtime.services.federation_guests import Guest, GuestExecutors
+from overlay.runtime.services.federation_guests import GuestExecutors, guest_refused
 from overlay.runtime.services.federation_revocations import (
     PROOF_LOOKUP_BUDGET_S,
     FederatedRevocations,
@@ -314,13 +314,15 @@ class FederationService:
 
     async def run(self) -> None:
         """Every `recheck_s`: look up the revocation list of each colony with an open
-        session here, then end the sessions whose chain it revokes (the bound in
-        docs/federation.md: `recheck_s` + one lookup)."""
+        session or a guest executor here, then end the sessions and drop the guests
+        whose chain it revokes (the bound in docs/federation.md: `recheck_s` + one
+        lookup)."""
         while True:
             await trio.sleep(self.revs.recheck_s)
             if not self.trust.enabled:
                 continue
-            colonies = list(dict.fromkeys(c[0].colony for c in self.state.chains.values()))
+            chains = [*self.state.chains.values(), *(g.chain for g in self.guests.guests.values())]
+            colonies = list(dict.fromkeys(c[0].colony for c in chains))
             async with trio.open_nursery() as n:
                 for colony in colonies[:MAX_RECHECK_COLONIES]:
                     n.start_soon(partial(self.revs.refresh, colony, force=True))
@@ -329,7 +331,8 @@ class FederationService:
                 why = self._chain_refused(peer, now)
                 if why is not None:
                     self._end_session(peer, why)
-            self.guests.prune(now, self._guest_refused)
+            self.guests.prune(now, partial(guest_refused, in_force=self._in_force,
+                                           revocations=self.revs.remote.get, now=now))
 
     # ------------------------------------------------------------ A: guest executors
 
@@ -344,22 +347,11 @@ class FederationService:
             g = await self._verify(proof, peer, EXECUTE)
         except RemoteProtocolError as e:
             log.warning("federation_refused", peer=str(peer), reason=str(e))
+            self.guests.drop(peer, str(e))
+            self.guests.push(time.time())
             return {"accepted": False, "reason": str(e)}
         why = self.guests.offer(peer, g, proof.chain, ad, time.time())
         return {"accepted": why is None, "reason": why or ""}
-
-    def _guest_refused(self, peer: PeerId, guest: Guest) -> str | None:
-        """Why a guest's proof no longer holds (grant expired or revoked in A, chain
-        expired or revoked in its colony as this node knows), or None."""
-        now = time.time()
-        if not self._in_force(guest.grant, now):
-            return f"grant {guest.grant.serial[:12]} is no longer in force"
-        owner = guest.chain[0].colony
-        try:
-            verify_chain(guest.chain, owner, peer, "execute", now, self.revs.remote.get(owner))
-        except RemoteProtocolError as e:
-            return str(e)
-        return None
 
     def guest_message_ok(self, peer: PeerId, msg: object) -> bool:
         """The capsule service's gate: an executor's messages from a current guest."""

@@ -39,7 +39,8 @@ from overlay.capsule.leases import CustodyRecord
 from overlay.capsule.members import MAX_GUESTS, GuestsChanged, Member
 from overlay.capsule.messages import Heartbeat, LeaseReply, ReceiptMsg
 from overlay.capsule.placement import NodeAd
-from overlay.core.certs import Certificate
+from overlay.core.certs import Certificate, RevocationList, Role, verify_chain
+from overlay.core.errors import RemoteProtocolError
 from overlay.core.grants import Grant
 from overlay.core.ids import PeerId
 from overlay.core.quota import QuotaLedger, cpu_cost
@@ -52,6 +53,7 @@ OFFER_EVERY_S = 10.0
 GUEST_TTL_S = 3 * OFFER_EVERY_S
 #: What a guest may send on the capsule protocol (an executor's messages).
 GUEST_MESSAGES = (LeaseReply, Heartbeat, ReceiptMsg)
+EXECUTE_ROLE = Role.EXECUTE.value
 
 
 @dataclass(slots=True)
@@ -60,6 +62,21 @@ class Guest:
     chain: tuple[Certificate, ...]
     ad: NodeAd
     until: float
+
+
+def guest_refused(peer: PeerId, guest: Guest, *, in_force: Callable[[Grant, float], bool],
+                  revocations: Callable[[bytes], RevocationList | None], now: float
+                  ) -> str | None:  # fmt: skip
+    """Why a guest's proof no longer holds — its grant expired or was revoked in A, its
+    chain expired or was revoked in its colony as this node knows — or None."""
+    if not in_force(guest.grant, now):
+        return f"grant {guest.grant.serial[:12]} is no longer in force"
+    owner = guest.chain[0].colony
+    try:
+        verify_chain(guest.chain, owner, peer, EXECUTE_ROLE, now, revocations(owner))
+    except RemoteProtocolError as e:
+        return str(e)
+    return None
 
 
 class GuestExecutors:
@@ -164,4 +181,4 @@ class GuestExecutors:
                 "messages_refused": self.messages_refused}  # fmt: skip
 
 
-__all__ = ["GUEST_TTL_S", "OFFER_EVERY_S", "Guest", "GuestExecutors"]
+__all__ = ["GUEST_TTL_S", "OFFER_EVERY_S", "Guest", "GuestExecutors", "guest_refused"]
