@@ -238,6 +238,7 @@ class Daemon:
         self.grantee = Grantee(self.trust_service, keypair=self.keypair, network=t,
                                dht=self.dht_client)
         self.federation.proved_to = self.grantee.proved_to
+        self.federation.hosted_by = self.grantee.is_host  # its own capsules' outputs here
         # Guest executors (docs/federation.md, execute): at A, an executor's messages
         # from a current guest; at B, custody's messages from a node that took us.
         fed, grantee = self.federation, self.grantee

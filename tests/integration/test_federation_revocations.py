@@ -201,8 +201,9 @@ def _guest_spec(root: Path, name: str, command: str) -> Path:
 def test_b_executor_runs_a_capsule_through_an_execute_grant(world: World) -> None:
     """A runs nothing itself ([capsule] slots = 0) and takes guest executors; b2 holds
     the grant giving `execute` and B's execute role, offers itself to both A nodes,
-    and runs the capsule a member of A submits; A accepts its receipt and charges the
-    grant's capsule quota. b1 (no execute role in B) is never a guest."""
+    and runs the capsule a member of A submits; A accepts its receipt, its submitter
+    reads the output from b2, and the grant's capsule quota is charged. b1 (no
+    execute role in B) is never a guest."""
     (a0, a1), (_, b1, b2) = world.a.nodes, world.b.nodes
     for n in (a0, a1):
         wait_for(lambda n=n: log_lines(n, "federation_guest", b2.peer_id), 30,
@@ -214,6 +215,11 @@ def test_b_executor_runs_a_capsule_through_an_execute_grant(world: World) -> Non
     assert final["receipt_executor"] == b2.peer_id, final
     assert log_lines(b2, "federation_guest_of")
     assert any(log_lines(n, "federation_guest_lease", final["id"]) for n in (a0, a1))
+    # Its output is private at b2, yet a0, which submitted the capsule, reads it there.
+    out = world.root / "a0-guest-out"
+    wait_for(lambda: fetch_ok(a0, final["outputs"][0], out) or True, 40,
+             "a0 to read its capsule's output from b2")  # fmt: skip
+    assert (out / "out.txt" if out.is_dir() else out).read_text() == "ran-in-b\n"
     st = json.loads(cmd(a0, "colony", "status", "--json"))
     (given,) = st["grants"]["given"]
     assert given["serial"] == world.serial and given["usage"]["capsules"] == 1, given

@@ -55,14 +55,12 @@ from dht.api import GetValue, PutValue, Stored, Value, result_as
 from dht.grants import check_grant_record, grant_key
 from dht.labels import label_key, parse_label_record
 from overlay.capsule.events import RunRequested
-from overlay.capsule.placement import NodeAd
 from overlay.capsule.spec import Capsule, check_capsule_id
 from overlay.core.certs import chain_from_wire, verify_chain
 from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError
 from overlay.core.grants import (
-    EXECUTE,
     READ,
     SUBMIT,
     Grant,
@@ -74,7 +72,7 @@ from overlay.core.grants import (
 )
 from overlay.core.ids import PeerId, key_of_bytes
 from overlay.core.quota import QuotaLedger, cpu_cost
-from overlay.exchange.messages import BitswapMessage
+from overlay.exchange.messages import BitswapMessage, WantEntry
 from overlay.runtime.context import DhtCalls, Membership, Network
 from overlay.runtime.jsontypes import JsonObject
 from overlay.runtime.net.transport import Codec
@@ -142,6 +140,8 @@ class FederationService:
         #: Whether this node proved itself to `peer` (federation_grantee.py; the
         #: daemon wires it): that peer's blocks are answers to our granted wants.
         self.proved_to: Callable[[PeerId], bool] = lambda peer: False
+        #: Whether `peer` took this node as a guest executor (federation_grantee.py).
+        self.hosted_by: Callable[[PeerId], bool] = lambda peer: False
 
     @property
     def ledger(self) -> QuotaLedger:
@@ -168,7 +168,7 @@ class FederationService:
         if op == "usage":
             return await self._on_usage(peer, obj)
         if op == "offer-executor":
-            return await self._on_offer_executor(peer, obj)
+            return await self.guests.on_offer(peer, obj, self._verify)
         raise RemoteProtocolError(f"unknown federation op {op!r}")
 
     async def _verify(self, proof: Proof, peer: PeerId, role: str) -> Grant:
@@ -268,6 +268,8 @@ class FederationService:
         if why is not None:
             self._end_session(peer, why)
         grants = self.state.live_grants(peer, time.time(), self._in_force)
+        if not grants and msg.wants and peer in self.state.outputs and self.hosted_by(peer):
+            return self._own_outputs(peer, msg)
         if not grants or not msg.wants:
             kept = self.ts.filter_bitswap(peer, msg)
             if kept is None and (msg.blocks or msg.presences) and self.proved_to(peer):
@@ -294,6 +296,24 @@ class FederationService:
         if filtered is None:
             return dataclasses.replace(msg, wants=tuple(granted), blocks=(), presences=())
         return dataclasses.replace(filtered, wants=(*filtered.wants, *granted))
+
+    def _own_outputs(self, peer: PeerId, msg: BitswapMessage) -> BitswapMessage | None:
+        """At a guest executor: a node of the colony this one executes for (it took
+        this node as a guest) gets the outputs and log of the capsules *it* submitted
+        that ran here — its own results, private here like every run's outputs."""
+        blocks = self._output_blocks(peer, self.state.outputs[peer])
+        mine: list[WantEntry] = []
+        rest: list[WantEntry] = []
+        for w in msg.wants:
+            try:
+                own = not w.cancel and Cid.from_bytes(w.cid).multihash in blocks
+            except ColonyError:
+                own = False
+            (mine if own else rest).append(w)
+        filtered = self.ts.filter_bitswap(peer, dataclasses.replace(msg, wants=tuple(rest)))
+        if filtered is None:
+            return dataclasses.replace(msg, wants=tuple(mine), blocks=(), presences=())
+        return dataclasses.replace(filtered, wants=(*filtered.wants, *mine))
 
     def _chain_refused(self, peer: PeerId, now: float) -> str | None:
         """Why the chain `peer` proved its session with no longer holds (expired, or
@@ -335,23 +355,6 @@ class FederationService:
                                            revocations=self.revs.remote.get, now=now))
 
     # ------------------------------------------------------------ A: guest executors
-
-    async def _on_offer_executor(self, peer: PeerId, obj: dict[Any, Any]) -> object:
-        """A node of another colony offers to run this colony's capsules."""
-        try:
-            proof = Proof.from_wire(obj.get("proof"))
-            ad = NodeAd.from_wire(obj.get("ad"))
-        except (RemoteProtocolError, ColonyError) as e:
-            raise RemoteProtocolError(f"bad executor offer: {e}") from None
-        try:
-            g = await self._verify(proof, peer, EXECUTE)
-        except RemoteProtocolError as e:
-            log.warning("federation_refused", peer=str(peer), reason=str(e))
-            self.guests.drop(peer, str(e))
-            self.guests.push(time.time())
-            return {"accepted": False, "reason": str(e)}
-        why = self.guests.offer(peer, g, proof.chain, ad, time.time())
-        return {"accepted": why is None, "reason": why or ""}
 
     def guest_message_ok(self, peer: PeerId, msg: object) -> bool:
         """The capsule service's gate: an executor's messages from a current guest."""

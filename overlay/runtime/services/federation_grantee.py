@@ -165,12 +165,15 @@ class Grantee:
 
     # ------------------------------------------------------------ B: guest executor
 
+    def is_host(self, peer: PeerId) -> bool:
+        """Whether `peer` took this node as a guest executor (recently)."""
+        seen = self._hosts.get(peer)
+        return seen is not None and time.monotonic() - seen < GUEST_TTL_S
+
     def host_ok(self, peer: PeerId, msg: object) -> bool:
         """The capsule service's gate: a node that took this one as a guest executor
         (recently) may send it what custody sends an executor."""
-        seen = self._hosts.get(peer)
-        return (seen is not None and time.monotonic() - seen < GUEST_TTL_S
-                and isinstance(msg, (LeaseOffer, LeaseRevoked, ReceiptReply)))  # fmt: skip
+        return self.is_host(peer) and isinstance(msg, (LeaseOffer, LeaseRevoked, ReceiptReply))
 
     async def offer_loop(self, ad: Callable[[], NodeAd]) -> None:
         """Every `OFFER_EVERY_S`: offer this node as an executor under each held grant

@@ -29,8 +29,10 @@ node of A sends to an executor (`LeaseOffer`, `LeaseRevoked`, `ReceiptReply`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -40,8 +42,8 @@ from overlay.capsule.members import MAX_GUESTS, GuestsChanged, Member
 from overlay.capsule.messages import Heartbeat, LeaseReply, ReceiptMsg
 from overlay.capsule.placement import NodeAd
 from overlay.core.certs import Certificate, RevocationList, Role, verify_chain
-from overlay.core.errors import RemoteProtocolError
-from overlay.core.grants import Grant
+from overlay.core.errors import ColonyError, RemoteProtocolError
+from overlay.core.grants import EXECUTE, Grant, Proof
 from overlay.core.ids import PeerId
 from overlay.core.quota import QuotaLedger, cpu_cost
 from overlay.runtime.services.trust_state import colony_id
@@ -116,6 +118,25 @@ class GuestExecutors:
                      colony=label[1], slots=ad.free_slots)  # fmt: skip
         self.push(now)
         return None
+
+    async def on_offer(self, peer: PeerId, obj: dict[Any, Any],
+                       verify: Callable[[Proof, PeerId, str], Awaitable[Grant]]) -> object:
+        """The `offer-executor` op: a node of another colony offers to run this
+        colony's capsules; `verify` is the federation service's proof check."""
+        try:
+            proof = Proof.from_wire(obj.get("proof"))
+            ad = NodeAd.from_wire(obj.get("ad"))
+        except (RemoteProtocolError, ColonyError) as e:
+            raise RemoteProtocolError(f"bad executor offer: {e}") from None
+        try:
+            g = await verify(proof, peer, EXECUTE)
+        except RemoteProtocolError as e:
+            log.warning("federation_refused", peer=str(peer), reason=str(e))
+            self.drop(peer, str(e))
+            self.push(time.time())
+            return {"accepted": False, "reason": str(e)}
+        why = self.offer(peer, g, proof.chain, ad, time.time())
+        return {"accepted": why is None, "reason": why or ""}
 
     def drop(self, peer: PeerId, why: str) -> None:
         if self.guests.pop(peer, None) is not None:
