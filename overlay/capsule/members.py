@@ -209,6 +209,9 @@ class MemberView:
             live.append(Member(self.me))
         self._dir.replace(live)
         self._unreachable = {}
+        # A guest that became a member is a member only (a custodian candidate).
+        for p in [p for p in self.guests if p in self._dir.live]:
+            del self.guests[p]
         self.version += 1
         self._local += 1
 

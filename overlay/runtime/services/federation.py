@@ -24,6 +24,8 @@ colony; federation rides direct connections and the DHT, on one protocol,
     {"op": "usage", "serials"} (A's members) / {"op": "usage", "proof"} (B):
         what this node counted today (quota.py), summed over A's members by the
         asked node for B.
+    {"op": "offer-executor", "proof", "ad"}  B → A: B's node offers to run A's
+        capsules under a grant giving `execute` (federation_guests.py).
 
 Enforcement at A (each A node, `filter_bitswap` replacing the trust service's as the
 router's filter): a peer with a session gets the blocks of the DAGs its grants cover
