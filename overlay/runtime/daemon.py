@@ -272,6 +272,7 @@ class Daemon:
                          self.trust_service.on_event,  # refusal logs, revocations saved
                          self.federation.on_event,  # runs of other colonies' capsules
                          self.fed_revocations.on_event,  # publish this colony's list
+                         self.grantee.on_event,  # a guest lease's inputs: proved for
                          self.peer_book.on_event, self.dht_client.on_event,
                          self.blocks.on_event, self.handlers.on_event,
                          self.triggers.on_event, self._on_event):

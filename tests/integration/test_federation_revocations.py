@@ -191,9 +191,10 @@ def test_a_forged_list_is_refused_and_counted(world: World) -> None:
     assert a0.api().call("GET", "/v1/stats")["drops"]["federation.revlists_refused"] == 0
 
 
-def _guest_spec(root: Path, name: str, command: str) -> Path:
+def _guest_spec(root: Path, name: str, command: str, inputs: list[str] | None = None) -> Path:
     p = root / f"{name}.toml"
     p.write_text(f'name = "{name}"\ncommand = ["sh", "-c", "{command}"]\n'
+                 f'inputs = {json.dumps(inputs or [])}\n'
                  'outputs = ["out.txt"]\nmaxexectime_s = 120\n')  # fmt: skip
     return p
 
@@ -201,15 +202,21 @@ def _guest_spec(root: Path, name: str, command: str) -> Path:
 def test_b_executor_runs_a_capsule_through_an_execute_grant(world: World) -> None:
     """A runs nothing itself ([capsule] slots = 0) and takes guest executors; b2 holds
     the grant giving `execute` and B's execute role, offers itself to both A nodes,
-    and runs the capsule a member of A submits; A accepts its receipt, its submitter
-    reads the output from b2, and the grant's capsule quota is charged. b1 (no
-    execute role in B) is never a guest."""
+    and runs the capsule a member of A submits — its input private in A, read by b2
+    through its lease; A accepts its receipt, its submitter reads the output from b2,
+    and the grant's capsule quota is charged. b1 (no execute role in B) is never a
+    guest."""
     (a0, a1), (_, b1, b2) = world.a.nodes, world.b.nodes
     for n in (a0, a1):
         wait_for(lambda n=n: log_lines(n, "federation_guest", b2.peer_id), 30,
                  f"{n.home.name} to take b2 as a guest executor")  # fmt: skip
     assert not log_lines(a0, "federation_guest", b1.peer_id)
-    spec = _guest_spec(world.root, "guest", "echo ran-in-b > out.txt")
+    # Its input is private in A and under no read grant: b2 reads it through its lease.
+    data = world.root / "input.bin"
+    data.write_bytes(bytes((i * 7) % 253 for i in range(150_000)))
+    cid = publish(a0, data)
+    cmd(a0, "colony", "private", cid)
+    spec = _guest_spec(world.root, "guest", f"cp inputs/{cid} out.txt", inputs=[cid])
     final = json.loads(cmd(a0, "capsule", "submit", str(spec), "--wait", "--json"))
     assert final["state"] == "succeeded", final
     assert final["receipt_executor"] == b2.peer_id, final
@@ -219,7 +226,8 @@ def test_b_executor_runs_a_capsule_through_an_execute_grant(world: World) -> Non
     out = world.root / "a0-guest-out"
     wait_for(lambda: fetch_ok(a0, final["outputs"][0], out) or True, 40,
              "a0 to read its capsule's output from b2")  # fmt: skip
-    assert (out / "out.txt" if out.is_dir() else out).read_text() == "ran-in-b\n"
+    assert (out / "out.txt" if out.is_dir() else out).read_bytes() == data.read_bytes()
+    assert log_lines(a0, "federation_session", b2.peer_id)  # the proof naming the lease
     st = json.loads(cmd(a0, "colony", "status", "--json"))
     (given,) = st["grants"]["given"]
     assert given["serial"] == world.serial and given["usage"]["capsules"] == 1, given

@@ -63,6 +63,7 @@ from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError
 from overlay.core.grants import (
+    EXECUTE,
     READ,
     SUBMIT,
     Grant,
@@ -74,13 +75,17 @@ from overlay.core.grants import (
 )
 from overlay.core.ids import PeerId, key_of_bytes
 from overlay.core.quota import QuotaLedger, cpu_cost
-from overlay.exchange.messages import BitswapMessage, WantEntry
+from overlay.exchange.messages import BitswapMessage
 from overlay.runtime.context import DhtCalls, Membership, Network
 from overlay.runtime.jsontypes import JsonObject
 from overlay.runtime.net.transport import Codec
 from overlay.runtime.services.capsules import CapsuleService
 from overlay.runtime.services.federation_grantee import PROTO_FEDERATION
-from overlay.runtime.services.federation_guests import GuestExecutors, guest_refused
+from overlay.runtime.services.federation_guests import (
+    GuestExecutors,
+    guest_refused,
+    split_wants,
+)
 from overlay.runtime.services.federation_revocations import (
     PROOF_LOOKUP_BUDGET_S,
     FederatedRevocations,
@@ -138,7 +143,8 @@ class FederationService:
         self.guests = GuestExecutors(
             guest_executors, capsules.cores.submit if capsules else (lambda inp: None),
             lambda: self.state.ledger,
-            capsules.core.custody.record if capsules else (lambda cid: None))
+            capsules.core.custody.record if capsules else (lambda cid: None),
+            capsules.find_record if capsules else None)
         #: Whether this node proved itself to `peer` (federation_grantee.py; the
         #: daemon wires it): that peer's blocks are answers to our granted wants.
         self.proved_to: Callable[[PeerId], bool] = lambda peer: False
@@ -217,6 +223,9 @@ class FederationService:
             accepted.append(g)
         labels = obj.get("labels") or []
         roots = await self._resolve_labels(accepted, labels if isinstance(labels, list) else [])
+        if obj.get("capsule") is not None and any(g.gives(EXECUTE) for g in accepted):
+            if (lease := await self.guests.lease_inputs(peer, obj.get("capsule"))) is not None:
+                self.state.note_lease(peer, *lease)  # (note_lease drops the cached set)
         if accepted:
             self.state.open_session(peer, accepted, roots, MAX_SESSIONS, chain)
         for why in refused:
@@ -300,22 +309,9 @@ class FederationService:
         return dataclasses.replace(filtered, wants=(*filtered.wants, *granted))
 
     def _own_outputs(self, peer: PeerId, msg: BitswapMessage) -> BitswapMessage | None:
-        """At a guest executor: a node of the colony this one executes for (it took
-        this node as a guest) gets the outputs and log of the capsules *it* submitted
-        that ran here — its own results, private here like every run's outputs."""
+        """At a guest executor: a host gets its own capsules' outputs and logs here."""
         blocks = self._output_blocks(peer, self.state.outputs[peer])
-        mine: list[WantEntry] = []
-        rest: list[WantEntry] = []
-        for w in msg.wants:
-            try:
-                own = not w.cancel and Cid.from_bytes(w.cid).multihash in blocks
-            except ColonyError:
-                own = False
-            (mine if own else rest).append(w)
-        filtered = self.ts.filter_bitswap(peer, dataclasses.replace(msg, wants=tuple(rest)))
-        if filtered is None:
-            return dataclasses.replace(msg, wants=tuple(mine), blocks=(), presences=())
-        return dataclasses.replace(filtered, wants=(*filtered.wants, *mine))
+        return split_wants(msg, blocks, lambda m: self.ts.filter_bitswap(peer, m))
 
     def _chain_refused(self, peer: PeerId, now: float) -> str | None:
         """Why the chain `peer` proved its session with no longer holds (expired, or
@@ -381,6 +377,11 @@ class FederationService:
         for g in grants:
             if g.gives(READ) and mh in self._blocks_of(g):
                 return g
+        leased = self.state.leases.get(peer)
+        if leased and self.guests.lease_live(peer, leased[0]):
+            for g in grants:
+                if g.gives(EXECUTE) and mh in self._output_blocks(peer, leased[1], "lease"):
+                    return g
         outputs = self.state.outputs.get(peer)
         if outputs:
             for g in grants:
@@ -388,8 +389,9 @@ class FederationService:
                     return g
         return None
 
-    def _output_blocks(self, peer: PeerId, roots: Sequence[str]) -> Collection[bytes]:
-        key = f"outputs:{peer}"
+    def _output_blocks(self, peer: PeerId, roots: Sequence[str],
+                       kind: str = "outputs") -> Collection[bytes]:  # fmt: skip
+        key = f"{kind}:{peer}"
         hit = self.state.blocks.get(key)
         if hit is not None and time.monotonic() - hit[0] < BLOCKS_TTL_S:
             return hit[1]

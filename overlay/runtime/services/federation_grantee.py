@@ -28,6 +28,7 @@ import trio
 
 from dht.api import GetValue, Value, result_as
 from dht.labels import label_key, parse_label_record
+from overlay.capsule.events import RunRequested
 from overlay.capsule.leases import CustodyRecord
 from overlay.capsule.messages import LeaseOffer, LeaseRevoked, ReceiptReply
 from overlay.capsule.placement import NodeAd
@@ -78,6 +79,8 @@ class Grantee:
         self._label_of: dict[str, str] = {}
         #: node of another colony → when it last accepted this node as a guest executor.
         self._hosts: dict[PeerId, float] = {}
+        #: an input root (text) of another colony's capsule leased here → the capsule.
+        self._capsule_of: dict[str, str] = {}
 
     # ------------------------------------------------------------ B: proving, fetching
 
@@ -103,17 +106,19 @@ class Grantee:
         # it refuses); none held: it looks the grant up in the DHT.
         grants = [h.grant.to_bytes() for h in self.grants.held()]
         label = self._label_of.get(str(root))
+        capsule = self._capsule_of.get(str(root))
         accepted: list[bool] = []
 
         async def prove(p: PeerId) -> None:
-            if label is None and now - self._proved.get(p, -1e18) < REPROVE_S:
+            if label is None and capsule is None and now - self._proved.get(p, -1e18) < REPROVE_S:
                 accepted.append(True)
                 return
             try:
                 reply = await self.network.request(
                     p, PROTO_FEDERATION, {"op": "prove", "grants": grants,
                                           "labels": [label] if label else [],
-                                          "chain": chain_to_wire(self.trust.own_chain)},
+                                          "chain": chain_to_wire(self.trust.own_chain),
+                                          **({"capsule": capsule} if capsule else {})},
                     timeout=REQUEST_TIMEOUT_S)  # fmt: skip
             except ColonyError as e:
                 log.info("federation_prove_failed", peer=str(p), error=str(e))
@@ -164,6 +169,16 @@ class Grantee:
         return {"colony": colony, "label": label, "cid": rec.value, "seq": rec.seq}
 
     # ------------------------------------------------------------ B: guest executor
+
+    def on_event(self, e: object) -> None:
+        """A lease of another colony's capsule here: its inputs are fetched with a
+        proof naming the capsule (the granting colony's providers then serve them)."""
+        if isinstance(e, RunRequested) and self.trust.enabled and self._hosts and \
+                self.trust.check(e.capsule.submitter, "member", time.time()) is not None:
+            for cid in e.input_cids:
+                if len(self._capsule_of) >= MAX_REMEMBERED:
+                    del self._capsule_of[next(iter(self._capsule_of))]
+                self._capsule_of[cid] = e.capsule.id
 
     def is_host(self, peer: PeerId) -> bool:
         """Whether `peer` took this node as a guest executor (recently)."""

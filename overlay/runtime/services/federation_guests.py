@@ -30,22 +30,25 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from overlay.capsule import events as ev
-from overlay.capsule.leases import CustodyRecord
+from overlay.capsule.leases import LIVE, CustodyRecord
 from overlay.capsule.members import MAX_GUESTS, GuestsChanged, Member
 from overlay.capsule.messages import Heartbeat, LeaseReply, ReceiptMsg
 from overlay.capsule.placement import NodeAd
+from overlay.capsule.spec import check_capsule_id
 from overlay.core.certs import Certificate, RevocationList, Role, verify_chain
+from overlay.core.cid import Cid
 from overlay.core.errors import ColonyError, RemoteProtocolError
 from overlay.core.grants import EXECUTE, Grant, Proof
 from overlay.core.ids import PeerId
 from overlay.core.quota import QuotaLedger, cpu_cost
+from overlay.exchange.messages import BitswapMessage, WantEntry
 from overlay.runtime.services.trust_state import colony_id
 
 log = structlog.get_logger("colony.federation")
@@ -81,14 +84,35 @@ def guest_refused(peer: PeerId, guest: Guest, *, in_force: Callable[[Grant, floa
     return None
 
 
+def split_wants(msg: BitswapMessage, allowed: Collection[bytes],
+                rest: Callable[[BitswapMessage], BitswapMessage | None]) -> BitswapMessage | None:
+    """`msg` with its wants for blocks in `allowed` (multihashes) kept and every other
+    want judged by `rest` (the trust service's filter)."""
+    mine: list[WantEntry] = []
+    others: list[WantEntry] = []
+    for w in msg.wants:
+        try:
+            own = not w.cancel and Cid.from_bytes(w.cid).multihash in allowed
+        except ColonyError:
+            own = False
+        (mine if own else others).append(w)
+    filtered = rest(dataclasses.replace(msg, wants=tuple(others)))
+    if filtered is None:
+        return dataclasses.replace(msg, wants=tuple(mine), blocks=(), presences=())
+    return dataclasses.replace(filtered, wants=(*filtered.wants, *mine))
+
+
 class GuestExecutors:
     """A's guest executors and the core's view of them."""
 
     def __init__(self, enabled: bool, submit: Callable[[object], object],
                  ledger: Callable[[], QuotaLedger],
-                 record: Callable[[str], CustodyRecord | None]) -> None:  # fmt: skip
+                 record: Callable[[str], CustodyRecord | None],
+                 find_record: Callable[[str], Awaitable[CustodyRecord | None]] | None = None,
+                 ) -> None:  # fmt: skip
         self.enabled = enabled
         self.submit = submit
+        self.find_record = find_record
         self.ledger = ledger
         self.record = record
         self.guests: dict[PeerId, Guest] = {}
@@ -137,6 +161,32 @@ class GuestExecutors:
             return {"accepted": False, "reason": str(e)}
         why = self.offer(peer, g, proof.chain, ad, time.time())
         return {"accepted": why is None, "reason": why or ""}
+
+    async def lease_inputs(self, peer: PeerId, raw: object) -> tuple[str, list[str]] | None:
+        """A guest fetching a capsule's inputs named the capsule: if custody says it
+        holds that capsule's live lease, (capsule id, its input and parent-output
+        roots), which it may then read, private or not, until the lease ends."""
+        if self.find_record is None:
+            return None
+        try:
+            rec = await self.find_record(check_capsule_id(raw))
+        except (ColonyError, RemoteProtocolError) as e:
+            log.info("federation_lease_inputs_refused", peer=str(peer), error=str(e))
+            return None
+        if rec is None or rec.executor != peer or rec.state not in LIVE:
+            log.info("federation_lease_inputs_refused", peer=str(peer), capsule=str(raw),
+                     reason="no live lease of that capsule on this peer")  # fmt: skip
+            return None
+        return rec.capsule_id, [*rec.capsule.spec.inputs,
+                                *(p.cid for p in rec.parent_outputs or ())]  # fmt: skip
+
+    def lease_live(self, peer: PeerId, capsule_id: str) -> bool:
+        """Whether `peer` still holds the lease it proved for `capsule_id`: by this
+        node's copy of the custody record when it keeps one, else while it is a guest."""
+        rec = self.record(capsule_id)
+        if rec is None:
+            return peer in self.guests
+        return rec.executor == peer and rec.state in LIVE
 
     def drop(self, peer: PeerId, why: str) -> None:
         if self.guests.pop(peer, None) is not None:
@@ -202,4 +252,5 @@ class GuestExecutors:
                 "messages_refused": self.messages_refused}  # fmt: skip
 
 
-__all__ = ["GUEST_TTL_S", "OFFER_EVERY_S", "Guest", "GuestExecutors", "guest_refused"]
+__all__ = ["GUEST_TTL_S", "OFFER_EVERY_S", "Guest", "GuestExecutors", "guest_refused",
+           "split_wants"]

@@ -84,6 +84,9 @@ class FederationState:
         #: capsules here; then submitter → the output and log roots of its runs.
         self.runs: dict[str, PeerId] = {}
         self.outputs: dict[PeerId, list[str]] = {}
+        #: Guest executor → (capsule id, its input and parent-output roots) of the
+        #: lease it proved (custody side; one lease per guest remembered).
+        self.leases: dict[PeerId, tuple[str, list[str]]] = {}
         self._dirty = False
         self._saved_at = 0.0
 
@@ -138,6 +141,12 @@ class FederationState:
         if len(self.runs) >= MAX_CAPSULES:
             del self.runs[next(iter(self.runs))]
         self.runs[capsule_id] = submitter
+
+    def note_lease(self, peer: PeerId, capsule_id: str, roots: list[str]) -> None:
+        if peer not in self.leases and len(self.leases) >= MAX_CAPSULES:
+            del self.leases[next(iter(self.leases))]
+        self.leases[peer] = (capsule_id, roots[:MAX_OUTPUT_ROOTS])
+        self.blocks.pop(f"lease:{peer}", None)
 
     def note_outputs(self, capsule_id: str, cids: Sequence[str]) -> PeerId | None:
         """The outputs of a run of another colony's capsule: readable by its submitter."""
