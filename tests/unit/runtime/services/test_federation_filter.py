@@ -21,6 +21,8 @@ from helpers.dict_dht import DictDht
 
 from dht.revlists import make_revlist_record, revlist_key
 from gossip.swim import Swim
+from overlay.capsule.leases import CustodyRecord, State
+from overlay.capsule.spec import Capsule, CapsuleSpec
 from overlay.cli.main import main as colony_main
 from overlay.core.certs import Certificate, Revocation, chain_to_wire
 from overlay.core.cid import Cid
@@ -185,3 +187,47 @@ def test_a_member_b_revoked_loses_its_session_in_a(tmp_path: Path) -> None:
         trio.run(lambda: svc.revs.refresh(tb.require_colony(), force=True))
         assert svc.revs.remote.refused == 1 and svc.revs.remote.seq(tb.require_colony()) == 0
         assert "(link 0) was revoked" in prove(b1, b1_cert)["refused"][0]
+
+
+def test_a_guest_reads_its_leased_capsules_private_inputs_only_while_the_lease_lives(
+    tmp_path: Path,
+) -> None:
+    """A guest executor (grant giving execute) names the capsule in its proof; custody
+    says it holds the live lease: it gets that capsule's inputs, private or not, and
+    nothing else; once the lease ends, nothing."""
+    ha, ta = founded(tmp_path, "a")
+    hb, tb = founded(tmp_path, "b")
+    b_node = load_identity(hb / KEY_FILE)
+    a_owner = ta.owner_key
+    assert a_owner is not None
+    with BlockStore(tmp_path / "s") as store:
+        imp = Importer(store, ImportOptions(cid_version=1))
+        inp, other = imp.add_bytes(b"i" * 3000), imp.add_bytes(b"o" * 300)
+        for c in (inp, other):
+            ta.set_private(str(c.cid), True)
+        g = Grant.issue(a_owner, ta.require_colony(), tb.require_colony(), ["execute"], NOW - 5,
+                        NOW + 3600)  # fmt: skip
+        svc = service(ha, store, True)
+        svc.ts.refresh_private()
+        cap = Capsule.sign(a_owner, CapsuleSpec(command=("run",), inputs=(str(inp.cid),)), NOW)
+        rec = CustodyRecord(cap, a_owner.peer_id).advance(
+            State.LEASED, token=9, executor=b_node.peer_id).advance(State.RUNNING)
+        records = {cap.id: rec}
+
+        async def find(cid: str) -> CustodyRecord | None:
+            return records.get(cid)
+
+        svc.guests.find_record, svc.guests.record = find, records.get
+        req = {"op": "prove", "chain": chain_to_wire(tb.own_chain), "labels": [],
+               "grants": [g.to_bytes()], "capsule": cap.id}
+        assert trio.run(svc.on_request, b_node.peer_id, req)["accepted"] == [g.serial]
+        out = svc.filter_bitswap(b_node.peer_id, wants(inp.cid, other.cid))
+        assert out is not None and [w.cid for w in out.wants] == [inp.cid.to_bytes()]
+        records[cap.id] = rec.advance(State.SUCCEEDED)  # the lease ended
+        out = svc.filter_bitswap(b_node.peer_id, wants(inp.cid))
+        assert out is None or not out.wants
+        # A proof naming a capsule leased to someone else opens no input rule.
+        records[cap.id] = rec.advance(State.RUNNING, executor=a_owner.peer_id)
+        assert trio.run(svc.on_request, b_node.peer_id, req)["accepted"] == [g.serial]
+        out = svc.filter_bitswap(b_node.peer_id, wants(inp.cid))
+        assert out is None or not out.wants
