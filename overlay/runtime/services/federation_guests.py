@@ -21,9 +21,15 @@ At A (`GuestExecutors`, driven by services/federation.py):
   from the receipt; a guest whose grant has no capsule left today is withdrawn. Bound:
   per leading node, plus the leases that started while the last one was charged.
 
+- Inputs (`lease_inputs`, `lease_live`): a guest's proof that names a capsule opens
+  that capsule's inputs and parent outputs to it while custody says it holds the
+  capsule's live lease (the federation filter checks at every want).
+
 At B (services/federation_grantee.py `offer_loop`): the node offers itself to every
 address of each held grant giving `execute`, and takes capsule messages an offered-to
-node of A sends to an executor (`LeaseOffer`, `LeaseRevoked`, `ReceiptReply`).
+node of A sends to an executor (`LeaseOffer`, `LeaseRevoked`, `ReceiptReply`); the node
+of A that submitted a capsule run there reads its outputs (`split_wants`, from the
+federation filter).
 """
 
 from __future__ import annotations
@@ -117,7 +123,7 @@ class GuestExecutors:
         self.record = record
         self.guests: dict[PeerId, Guest] = {}
         self._given: tuple[Member, ...] = ()
-        #: Capsule id → (grant, guest) for guest leases charged here.
+        #: Capsule id → the grant charged here for its guest lease (until it ends).
         self._charged: dict[str, Grant] = {}
         self.messages_refused = 0
         self.charged = 0
