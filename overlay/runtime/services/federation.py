@@ -106,8 +106,7 @@ MAX_LABELS = 16
 MAX_SETTLE = 16
 #: Members a usage sum asks (status).
 MAX_USAGE_PEERS = 32
-#: Grantee colonies whose revocation lists one re-check looks up (the sessions of the
-#: others are still checked against what this node knows).
+#: Grantee colonies whose lists one re-check looks up (others: checked on what is known).
 MAX_RECHECK_COLONIES = 64
 
 
@@ -355,8 +354,10 @@ class FederationService:
     # ------------------------------------------------------------ A: guest executors
 
     def guest_message_ok(self, peer: PeerId, msg: object) -> bool:
-        """The capsule service's gate: an executor's messages from a current guest."""
-        return self.guests.message_ok(peer, msg)
+        """The capsule service's gate: an executor's messages from a current guest (a
+        receipt only while its proof holds, role execute)."""
+        return self.guests.message_ok(peer, msg, partial(guest_refused, now=time.time(),
+                                      in_force=self._in_force, revocations=self.revs.remote.get))
 
     def _in_force(self, g: Grant, now: float) -> bool:
         try:

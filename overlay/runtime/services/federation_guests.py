@@ -215,13 +215,24 @@ class GuestExecutors:
             self._given = members
             self.submit(GuestsChanged(members))
 
-    def message_ok(self, peer: PeerId, msg: object) -> bool:
-        """May this capsule message from `peer`, no member here, reach the core?"""
-        if peer not in self.guests:
+    def message_ok(self, peer: PeerId, msg: object,
+                   refused: Callable[[PeerId, Guest], str | None] | None = None) -> bool:
+        """May this capsule message from `peer`, no member here, reach the core? A
+        receipt is taken only if the guest's proof holds now (`refused`: the grant in
+        force, the chain with `execute` and not revoked — `verify_proof` with role
+        execute); else the guest is dropped (its lease is lost, the capsule placed
+        again)."""
+        g = self.guests.get(peer)
+        if g is None:
             return False
-        if isinstance(msg, GUEST_MESSAGES):
+        why = None if not isinstance(msg, GUEST_MESSAGES) else (
+            refused(peer, g) if refused is not None and isinstance(msg, ReceiptMsg) else None)
+        if isinstance(msg, GUEST_MESSAGES) and why is None:
             return True
         self.messages_refused += 1
+        if why is not None:
+            self.drop(peer, why)
+            self.push(time.time())
         return False
 
     def on_event(self, e: object, now: float) -> bool:

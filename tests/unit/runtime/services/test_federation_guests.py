@@ -8,7 +8,7 @@ from overlay.capsule import events as ev
 from overlay.capsule.executor import ExecutorConfig
 from overlay.capsule.leases import CustodyRecord, LeaseTiming
 from overlay.capsule.members import GuestsChanged
-from overlay.capsule.messages import Heartbeat, LeaseOffer, StatusQuery
+from overlay.capsule.messages import Heartbeat, LeaseOffer, ReceiptMsg, StatusQuery
 from overlay.capsule.receipts import Receipt
 from overlay.capsule.spec import Capsule, CapsuleSpec, Conditions
 from overlay.core.certs import Certificate, Revocation, RevocationList
@@ -104,3 +104,13 @@ def test_offer_wire_for_a_guest_names_custodians() -> None:
     cap = Capsule.sign(A_OWNER, CapsuleSpec(command=("run",)), NOW)
     offer = LeaseOffer(cap, 3, LeaseTiming(), (), (A_OWNER.peer_id,))
     assert LeaseOffer.from_wire(offer.to_wire()).custodians == (A_OWNER.peer_id,)
+
+
+def test_a_receipt_is_taken_only_while_the_guests_proof_holds() -> None:
+    w = World()
+    w.g.offer(B_NODE.peer_id, GRANT, CHAIN, AD, NOW)
+    cap = Capsule.sign(A_OWNER, CapsuleSpec(command=("run",)), NOW)
+    msg = ReceiptMsg(Receipt.sign(B_NODE, cap.id, 7, 0, (), "", NOW, NOW + 1))
+    assert w.g.message_ok(B_NODE.peer_id, msg, lambda peer, g: None)
+    assert not w.g.message_ok(B_NODE.peer_id, msg, lambda peer, g: "revoked in B")
+    assert w.g.guests == {} and w.sent[-1] == GuestsChanged(())  # the lease will be lost
