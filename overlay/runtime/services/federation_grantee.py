@@ -57,6 +57,8 @@ REPROVE_S = 30.0
 #: Providers proved to at once before one fetch; peers and label roots remembered.
 MAX_PROVE = 8
 MAX_REMEMBERED = 1024
+#: After a refused executor offer, the next to that address waits this long.
+OFFER_REFUSED_BACKOFF_S = 60.0
 
 
 class Grantee:
@@ -81,6 +83,8 @@ class Grantee:
         self._hosts: dict[PeerId, float] = {}
         #: an input root (text) of another colony's capsule leased here → the capsule.
         self._capsule_of: dict[str, str] = {}
+        #: address → until when not to offer there again (it refused the last offer).
+        self._refused_until: dict[str, float] = {}
 
     # ------------------------------------------------------------ B: proving, fetching
 
@@ -205,7 +209,8 @@ class Grantee:
                     body = {"op": "offer-executor", "proof": self._proof_wire(h.grant),
                             "ad": ad().to_wire()}  # fmt: skip
                     for addr in (h.addrs or ())[:MAX_PROVE]:
-                        n.start_soon(self._offer, addr, body)
+                        if self._refused_until.get(addr, 0.0) <= time.monotonic():
+                            n.start_soon(self._offer, addr, body)
 
     async def _offer(self, addr: str, body: dict[str, Any]) -> None:
         try:
@@ -222,7 +227,10 @@ class Grantee:
             if peer not in self._hosts:
                 log.info("federation_guest_of", peer=str(peer))
             self._hosts[peer] = time.monotonic()
-        else:
+        else:  # (not opted in, over quota, proof refused): ask again in a while
+            if addr not in self._refused_until and len(self._refused_until) >= MAX_REMEMBERED:
+                del self._refused_until[next(iter(self._refused_until))]
+            self._refused_until[addr] = time.monotonic() + OFFER_REFUSED_BACKOFF_S
             log.info("federation_offer_refused", peer=str(peer),
                      reason=reply.get("reason") if isinstance(reply, dict) else None)
 
