@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from dht.grants import GRANT_PREFIX, GrantValidator
 from dht.records import UnknownNamespace, Validators, ValidRecord
+from dht.revlists import REVLIST_PREFIX, RevListValidator
 from overlay.core.certs import (
     Certificate,
     NotAuthorized,
@@ -150,8 +151,10 @@ class LabelValidator:
 
 
 def default_validators() -> Validators:
-    """Every namespace a node serves: names, revocations, labels and grants."""
+    """Every namespace a node serves: names, revocations, labels, grants and colonies'
+    revocation lists."""
     v = Validators()
     v.register(LABEL_PREFIX, LabelValidator())
     v.register(GRANT_PREFIX, GrantValidator())
+    v.register(REVLIST_PREFIX, RevListValidator())
     return v

@@ -5,6 +5,8 @@
 Commands from the node / control API
     `MembersChanged(members)`      the live set with ads and roles (from gossip)
     `ViewRefreshed()`              a shared `Directory` changed in place (simulators)
+    `GuestsChanged(guests)`        other colonies' executors with a grant giving
+                                   `execute`: placement candidates, never custodians
     `SubmitCapsule(capsule, chain)` submit through this node (retried until acked)
     `CancelCapsule(capsule_id)`    ask the custodians to cancel (origin/submitter only)
     `QueryCapsule(capsule_id)`     ask the leader; answered by a `CapsuleStatusKnown`
@@ -38,7 +40,13 @@ from overlay.capsule import events as ev
 from overlay.capsule.custody import Custody, CustodyConfig, LocalityHint
 from overlay.capsule.executor import CapsuleExited, Executor, ExecutorConfig
 from overlay.capsule.leases import TERMINAL
-from overlay.capsule.members import Directory, MembersChanged, MemberView, ViewRefreshed
+from overlay.capsule.members import (
+    Directory,
+    GuestsChanged,
+    MembersChanged,
+    MemberView,
+    ViewRefreshed,
+)
 from overlay.capsule.messages import (
     CancelRequest,
     Heartbeat,
@@ -301,6 +309,8 @@ class CapsuleCore:
         if isinstance(inp, ViewRefreshed):
             self.view.refreshed()
             return c.on_members_changed(now)
+        if isinstance(inp, GuestsChanged):
+            return c.on_members_changed(now) if self.view.set_guests(inp.guests) else []
         if isinstance(inp, PeerUnreachable):
             self.view.expire(now)
             if self.view.mark_unreachable(inp.peer, now):
@@ -345,5 +355,5 @@ _RECEIVE: dict[type, Any] = {
 #: Command types the node composition routes to this core.
 COMMAND_TYPES: tuple[type, ...] = (
     MembersChanged, SubmitCapsule, CancelCapsule, QueryCapsule, LocalityHint, CapsuleExited,
-    ViewRefreshed,
+    ViewRefreshed, GuestsChanged,
 )  # fmt: skip

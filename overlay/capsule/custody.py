@@ -325,7 +325,8 @@ class Custody:
                     # switch of the set a majority is counted in.
                     count(self.stats, "reconfigurations")
                     out.extend(self.takeover.start_sync(e, now))
-                elif rec.state in LIVE and rec.executor and not self.view.is_live(rec.executor):
+                elif rec.state in LIVE and rec.executor and not (
+                        self.view.is_live(rec.executor) or self.view.is_guest(rec.executor)):
                     out.extend(self.leasing.lease_lost(e, "executor left the colony", now))
                 else:
                     out.extend(self.replicator.replicate(e, now))

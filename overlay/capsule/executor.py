@@ -93,6 +93,9 @@ class _Run:
     token: int
     heartbeat_s: float
     lease_timeout_s: float = 6.0
+    #: A lease of another colony's capsule (a guest lease): the custodians its offer
+    #: named; empty for our own colony's (custodians come from our view).
+    custodians: tuple[PeerId, ...] = ()
 
 
 @dataclass(slots=True)
@@ -104,6 +107,7 @@ class _Unsettled:
     since: float
     interval: float
     max_interval: float
+    custodians: tuple[PeerId, ...] = ()
 
 
 class Executor:
@@ -135,8 +139,10 @@ class Executor:
     def ad(self) -> NodeAd:
         return self.config.ad(len(self._working()))
 
-    def _custodians(self, key: int) -> list[PeerId]:
-        return self.view.closest(key, self.k_c)
+    def _custodians(self, key: int, named: tuple[PeerId, ...] = ()) -> list[PeerId]:
+        """Where heartbeats and receipts go, and who may revoke: the custodians a guest
+        lease's offer named, else the k_c closest members of our view."""
+        return list(named) if named else self.view.closest(key, self.k_c)
 
     def _remember(self, cid: str, token: int) -> None:
         self._highest.pop(cid, None)
@@ -196,7 +202,8 @@ class Executor:
         if old is not None:  # custody re-leased it: our attempt is fenced off
             out += self._stop(cid, old.token, f"superseded by lease {msg.token}")
         self._remember(cid, msg.token)
-        self.running[cid] = _Run(cap, msg.token, msg.timing.heartbeat_s, msg.timing.lease_timeout_s)
+        self.running[cid] = _Run(cap, msg.token, msg.timing.heartbeat_s,
+                                 msg.timing.lease_timeout_s, msg.custodians)  # fmt: skip
         self._count("offers_accepted")
         out.append(Send(peer, LeaseReply(cid, msg.token, True)))
         out.append(Emit(ev.RunRequested(cap, msg.token, cap.spec.maxexectime_s,
@@ -210,7 +217,7 @@ class Executor:
         run = self.running.get(msg.capsule_id)
         if run is None or run.token != msg.token:
             return self._revoked_receipt(peer, msg)
-        if peer not in self._custodians(run.capsule.key):
+        if peer not in self._custodians(run.capsule.key, run.custodians):
             self._count("revoke_from_non_custodian")
             return []
         del self.running[msg.capsule_id]
@@ -222,7 +229,7 @@ class Executor:
         item = self._outbox.get(msg.capsule_id)
         if item is None or item.receipt.token != msg.token:
             return []
-        if peer not in self._custodians(item.key):
+        if peer not in self._custodians(item.key, item.custodians):
             self._count("revoke_from_non_custodian")
             return []
         del self._outbox[msg.capsule_id]
@@ -258,14 +265,14 @@ class Executor:
             out.append(Emit(ev.ReceiptSettled(victim, old.receipt.token, False, why)))
         cap = max(run.heartbeat_s, run.lease_timeout_s - run.heartbeat_s)
         first = min(self.config.receipt_retry_s, cap)
-        item = _Unsettled(receipt, run.capsule.key, now, first, cap)
+        item = _Unsettled(receipt, run.capsule.key, now, first, cap, run.custodians)
         self._outbox[cmd.capsule_id] = item
         out += self._send_receipt(item, now)
         return out
 
     def _send_receipt(self, item: _Unsettled, now: float) -> list[Effect]:
         msg = ReceiptMsg(item.receipt)
-        out: list[Effect] = [Send(p, msg) for p in self._custodians(item.key)]
+        out: list[Effect] = [Send(p, msg) for p in self._custodians(item.key, item.custodians)]
         out.append(SetTimer(("x.receipt", item.receipt.capsule_id), now + item.interval))
         item.interval = min(item.interval * 2, item.max_interval)
         return out
@@ -288,7 +295,8 @@ class Executor:
             if run is None:
                 return []
             hb = Heartbeat(cid, run.token)
-            out: list[Effect] = [Send(p, hb) for p in self._custodians(run.capsule.key)]
+            out: list[Effect] = [Send(p, hb)
+                                 for p in self._custodians(run.capsule.key, run.custodians)]
             out.append(SetTimer(("x.hb", cid), now + run.heartbeat_s))
             return out
         if kind == "x.kill":

@@ -39,6 +39,7 @@ from overlay.capsule.custody_table import (
     count,
     status_reply,
 )
+from overlay.capsule.dataflow import ParentOutput
 from overlay.capsule.leases import EPOCH_SHIFT, LIVE, LeaseTiming, State
 from overlay.capsule.members import MemberView
 from overlay.capsule.messages import (
@@ -53,6 +54,7 @@ from overlay.capsule.messages import (
 from overlay.capsule.placement import place
 from overlay.capsule.receipts import Receipt, ReceiptRejected, check_receipt
 from overlay.capsule.replication import Replicator
+from overlay.capsule.spec import Capsule
 from overlay.core.effects import CancelTimer, Effect, Emit, Send, SetTimer
 from overlay.core.ids import PeerId
 
@@ -105,7 +107,10 @@ class Leasing:
         spec = rec.capsule.spec
         cands = []
         rtt: dict[PeerId, float] = {}
-        for m in self.view.candidates(self.rng, self.max_candidates):
+        # Guests (executors of other colonies with a grant giving `execute`) compete
+        # with members on the same score; the runtime gives them only when A opts in.
+        for m in [*self.view.candidates(self.rng, self.max_candidates),
+                  *self.view.guests.values()]:  # fmt: skip
             if "execute" in m.roles:
                 cands.append((m.peer, m.ad))
                 if m.rtt_s is not None:
@@ -133,7 +138,7 @@ class Leasing:
         token = max(rec.token, e.max_token, rec.epoch << EPOCH_SHIFT) + 1
         self._count("offers")
         new = rec.advance(State.LEASED, token=token, executor=executor)
-        offer = LeaseOffer(rec.capsule, token, self.timing, rec.parent_outputs or ())
+        offer = self._offer(rec.capsule, token, executor, rec.parent_outputs or ())
         out = self.replicator.change(e, new, now, [Send(executor, offer),
                                      Emit(ev.CapsuleLeased(cid, token, executor))])  # fmt: skip
         # The offer clock runs from now; commit takes a round trip, so allow for it.
@@ -146,9 +151,16 @@ class Leasing:
         heartbeat period: an accept and two heartbeats may arrive) to answer."""
         rec = e.record
         assert rec.executor is not None
-        offer = LeaseOffer(rec.capsule, rec.token, self.timing, rec.parent_outputs or ())
+        offer = self._offer(rec.capsule, rec.token, rec.executor, rec.parent_outputs or ())
         at = now + self.timing.offer_timeout_s + self.timing.heartbeat_s
         return [Send(rec.executor, offer), SetTimer(("c.offer", rec.capsule_id, rec.token, 1), at)]
+
+    def _offer(self, capsule: Capsule, token: int, executor: PeerId,
+               parents: tuple[ParentOutput, ...]) -> LeaseOffer:  # fmt: skip
+        """A guest executor cannot compute this colony's custodians from its own view:
+        its offer names them (heartbeats and the receipt go there; only they revoke)."""
+        custodians = self.replicator.config(capsule.key) if self.view.is_guest(executor) else ()
+        return LeaseOffer(capsule, token, self.timing, parents, custodians)
 
     def refused(self, e: Entry, peer: PeerId, reason: str, now: float) -> list[Effect]:
         if len(e.refused) < self.max_refused:

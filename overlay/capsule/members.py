@@ -34,6 +34,8 @@ MAX_CLOSEST_CACHE = 4096
 #: Keys added or removed that a directory remembers, so cached answers can be checked
 #: against the changes since they were computed instead of being recomputed.
 MAX_CHANGE_LOG = 4096
+#: Guest executors a view holds (the runtime gives at most this many; more are dropped).
+MAX_GUESTS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,16 @@ class MembersChanged:
     """Command: the complete set of live members (including this node) and their ads."""
 
     members: tuple[Member, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GuestsChanged:
+    """Command: the complete set of *guest executors* — nodes of other colonies that may
+    take leases here through a grant giving `execute` (docs/federation.md) — with their
+    ads. Guests are placement candidates only: never custodians, leaders or counted in
+    `closest`; a lease on a guest is lost when the guest leaves this set."""
+
+    guests: tuple[Member, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +178,7 @@ class Directory:
 
 
 class MemberView:
-    __slots__ = ("_cache", "_cache_epoch", "_dir", "_local", "_unreachable", "me",
+    __slots__ = ("_cache", "_cache_epoch", "_dir", "_local", "_unreachable", "guests", "me",
                  "unreachable_ttl_s", "version")  # fmt: skip
 
     def __init__(
@@ -184,6 +196,8 @@ class MemberView:
         self._cache: dict[tuple[int, int], tuple[list[PeerId], int, int]] = {}
         self._cache_epoch = 0
         self._local = 0
+        #: Guest executors (`GuestsChanged`), in the order given; apart from members.
+        self.guests: dict[PeerId, Member] = {}
 
     @property
     def directory(self) -> Directory:
@@ -195,6 +209,9 @@ class MemberView:
             live.append(Member(self.me))
         self._dir.replace(live)
         self._unreachable = {}
+        # A guest that became a member is a member only (a custodian candidate).
+        for p in [p for p in self.guests if p in self._dir.live]:
+            del self.guests[p]
         self.version += 1
         self._local += 1
 
@@ -231,6 +248,22 @@ class MemberView:
         if gone:
             self.version += 1
             self._local += 1
+
+    def set_guests(self, guests: Iterable[Member]) -> bool:
+        """Replace the guest executors (members and this node are never guests); True
+        if the set or an ad changed."""
+        new: dict[PeerId, Member] = {}
+        for m in guests:
+            if m.peer != self.me and m.peer not in self._dir.live and len(new) < MAX_GUESTS:
+                new[m.peer] = m
+        if new == self.guests:
+            return False
+        self.guests = new
+        self.version += 1
+        return True
+
+    def is_guest(self, peer: PeerId) -> bool:
+        return peer in self.guests
 
     def is_live(self, peer: PeerId) -> bool:
         return peer in self._dir.live and peer not in self._unreachable

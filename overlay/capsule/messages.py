@@ -254,26 +254,42 @@ class SyncReply:
 
 @dataclass(frozen=True, slots=True)
 class LeaseOffer:
-    """`parent_outputs`: the finished parents' outputs this capsule takes as inputs."""
+    """`parent_outputs`: the finished parents' outputs this capsule takes as inputs.
+    `custodians`: set only in an offer to a guest executor of another colony
+    (docs/federation.md), which cannot compute them from its own view: its heartbeats
+    and receipt go to them, and only they may revoke the lease. On the wire a sixth
+    element, present only when set."""
 
     TAG: ClassVar[str] = "c.offer"
     capsule: Capsule
     token: int
     timing: LeaseTiming
     parent_outputs: tuple[ParentOutput, ...] = ()
+    custodians: tuple[PeerId, ...] = ()
 
     def to_wire(self) -> list[Any]:
         t = self.timing
-        return [
+        out = [
             self.TAG,
             self.capsule.to_wire(),
             self.token,
             [t.lease_timeout_s, t.heartbeat_s, t.offer_timeout_s],
             parent_outputs_to_wire(self.parent_outputs),
         ]
+        if self.custodians:
+            out.append([p.raw for p in self.custodians])
+        return out
 
     @classmethod
     def from_wire(cls, obj: Any) -> LeaseOffer:
+        custodians: tuple[PeerId, ...] = ()
+        if isinstance(obj, list) and len(obj) == 6:
+            raw = obj[5]
+            if (not isinstance(raw, list) or not 0 < len(raw) <= MAX_CONFIG
+                    or not all(isinstance(p, bytes) for p in raw)):  # fmt: skip
+                raise MalformedFrame(f"offer custodians must be 1..{MAX_CONFIG} peer ids")
+            custodians = tuple(dict.fromkeys(PeerId.from_bytes(p) for p in raw))
+            obj = obj[:5]
         _, cap, token, timing, parents = _shape(obj, cls.TAG, 5)
         if not isinstance(timing, list) or len(timing) != 3:
             raise MalformedFrame("lease timing must be [lease, heartbeat, offer]")
@@ -287,7 +303,7 @@ class LeaseOffer:
         if token == 0:
             raise MalformedFrame("lease tokens start at 1")
         outs = parent_outputs_from_wire(parents, optional=False) or ()
-        return cls(Capsule.from_wire(cap), token, lt, outs)
+        return cls(Capsule.from_wire(cap), token, lt, outs, custodians)
 
 
 @dataclass(frozen=True, slots=True)

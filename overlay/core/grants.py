@@ -61,7 +61,13 @@ from overlay.core.certs import (
 )
 from overlay.core.cid import Cid
 from overlay.core.crypto import Envelope, KeyPair, PublicKey
-from overlay.core.errors import BadSignature, ColonyError, MalformedFrame, RemoteProtocolError
+from overlay.core.errors import (
+    BadSignature,
+    ColonyError,
+    LocalProtocolError,
+    MalformedFrame,
+    RemoteProtocolError,
+)
 from overlay.core.ids import PeerId
 from overlay.core.multiformats import multihash_sha256
 from overlay.core.wire import cbor_decode, cbor_encode
@@ -359,17 +365,23 @@ def verify_proof(
     role: str,
     now: float,
     revocations: RevocationList | None = None,
+    grantee_revocations: RevocationList | None = None,
 ) -> Grant:
     """Check that `peer`, a member of the grantee colony by `proof.chain` (B's owner
     as root, the role of `GRANTEE_ROLE`), may act with grant role `role` in colony
     `colony_owner` through `proof.grant`. Returns the grant or raises with the reason.
-    `revocations` are A's (B's own revocations do not reach A by gossip)."""
+    `revocations` are A's, checked against the grant; `grantee_revocations` are B's
+    as A learned them (B's gossip does not reach A: they come from B's list in the
+    DHT, dht/revlists.py), checked against the chain."""
     grant = verify_grant(proof.grant, colony_owner, now, revocations)
     if not grant.gives(role):
         raise NotAuthorized(f"grant {grant.serial[:12]} to colony "
                             f"{colony_name(grant.grantee)} does not give {role}")  # fmt: skip
+    if grantee_revocations is not None and grantee_revocations.colony != grant.grantee:
+        raise LocalProtocolError("grantee_revocations are another colony's")
     try:
-        verify_chain(proof.chain, grant.grantee, peer, GRANTEE_ROLE[role], now)
+        verify_chain(proof.chain, grant.grantee, peer, GRANTEE_ROLE[role], now,
+                     grantee_revocations)
     except RemoteProtocolError as e:
         raise NotAuthorized(f"{_short(peer)} is not a member of colony "
                             f"{colony_name(grant.grantee)} able to {role}: {e}") from None

@@ -82,6 +82,7 @@ from overlay.runtime.services.dht_client import DhtClient
 from overlay.runtime.services.events import EventBus
 from overlay.runtime.services.federation import FederationService
 from overlay.runtime.services.federation_grantee import Grantee
+from overlay.runtime.services.federation_revocations import FederatedRevocations
 from overlay.runtime.services.handlers import EventHandlers
 from overlay.runtime.services.host_ad import (
     PROTO_BITSWAP,
@@ -178,6 +179,10 @@ class Daemon:
                 n.start_soon(self.blocks.writer.run)  # commits fetched blocks off the loop
                 n.start_soon(self.peer_book.save_tick)
                 n.start_soon(self.reachability.run)
+                n.start_soon(self.federation.run)  # grantees' sessions vs their revocations
+                n.start_soon(self.fed_revocations.run_publisher)  # this colony's, for others
+                if self.capsules.core.executor.config.slots > 0:  # offer to grantors (execute)
+                    n.start_soon(self.grantee.offer_loop, self.capsules.core.executor.ad)
                 n.start_soon(self._signals, n.cancel_scope)
                 await self.bootstrapper.bootstrap(
                     list(self.conf["network"]["bootstrap"]) + self.trust.bootstrap)
@@ -222,12 +227,22 @@ class Daemon:
             cores=driver, dht=self.dht_client, keypair=self.keypair, network=t)
         # Grants between colonies (docs/federation.md): wraps the trust service's fetch
         # hook and Bitswap filter with the grantees' sessions.
+        # B's revocations reach A through B's list in the DHT (federation_revocations.py).
+        self.fed_revocations = FederatedRevocations(
+            self.trust, keypair=self.keypair, dht=self.dht_client,
+            recheck_s=float(self.conf["federation"]["recheck_s"]))
         self.federation = FederationService(
             self.trust_service, keypair=self.keypair, network=t, membership=self.membership,
-            dht=self.dht_client, capsules=self.capsules)
+            dht=self.dht_client, capsules=self.capsules, revocations=self.fed_revocations,
+            guest_executors=bool(self.conf["federation"]["guest_executors"]))
         self.grantee = Grantee(self.trust_service, keypair=self.keypair, network=t,
                                dht=self.dht_client)
         self.federation.proved_to = self.grantee.proved_to
+        self.federation.hosted_by = self.grantee.is_host  # its own capsules' outputs here
+        # Guest executors (docs/federation.md, execute): at A, an executor's messages
+        # from a current guest; at B, custody's messages from a node that took us.
+        fed, grantee = self.federation, self.grantee
+        self.capsules.guest_ok = lambda p, m: fed.guest_message_ok(p, m) or grantee.host_ok(p, m)
         self.triggers = TriggerRuns(driver, self.spawn, self.events.recent)
         self.capsules.triggers = self.triggers  # a trigger's lease fires, not executes
         self.blocks.hooks = self.grantee  # private marks travel; we prove ourselves to grantors
@@ -256,6 +271,8 @@ class Daemon:
         for on_event in (self.capsules.on_event,  # runs, kills, custody persistence
                          self.trust_service.on_event,  # refusal logs, revocations saved
                          self.federation.on_event,  # runs of other colonies' capsules
+                         self.fed_revocations.on_event,  # publish this colony's list
+                         self.grantee.on_event,  # a guest lease's inputs: proved for
                          self.peer_book.on_event, self.dht_client.on_event,
                          self.blocks.on_event, self.handlers.on_event,
                          self.triggers.on_event, self._on_event):
@@ -326,6 +343,8 @@ class Daemon:
             "handlers.queue_full": self.handlers.stats.queue_full,
             "handlers.timed_out": self.handlers.stats.timed_out,
             "handlers.topic_refused": self.handlers.stats.topic_refused,
+            # Other colonies' revocation lists that did not verify (a forged list).
+            "federation.revlists_refused": self.fed_revocations.remote.refused,
         }
         out.update(self.topics.drops())
         out.update(self.aggregate.drops())

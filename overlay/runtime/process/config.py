@@ -50,6 +50,10 @@ DEFAULTS: Config = {
     "topics": {"publish_role": "submit", "subscribe_role": "member", "roles": []},
     # Colony-wide totals by push-sum (services/aggregate.py): epoch and round length.
     "aggregate": {"epoch_s": 30.0, "round_s": 1.0},
+    # Grants between colonies (docs/federation.md): how often a node looks up the
+    # revocation lists of the colonies it has open sessions with; whether other
+    # colonies' executors (grants giving `execute`) may run this colony's capsules.
+    "federation": {"recheck_s": 10.0, "guest_executors": False},
     # Trustless HTTP gateway (overlay/runtime/gateway, docs/gateway.md); "" = off.
     "gateway": {"listen": "", "fetch": False, "fetch_timeout_s": 30, "max_connections": 64},
     # NAT traversal (overlay/runtime/edge/dialer.py, docs/edge-nat.md).
@@ -185,6 +189,16 @@ roles = []
 # gossip: restarted every epoch_s seconds of wall clock, one exchange per round_s.
 epoch_s = 30.0
 round_s = 1.0
+
+[federation]
+# Grants between colonies (docs/federation.md). Every recheck_s seconds this node
+# looks up the revocation list of each colony whose members hold a session here and
+# ends the sessions of members that colony revoked (bound: recheck_s + one DHT lookup).
+recheck_s = 10.0
+# Let other colonies' nodes that hold a grant of this colony giving `execute` run this
+# colony's capsules (they then see the capsules' inputs): placement offers them leases
+# like members' executors. Off: the grants' `execute` is not used here.
+guest_executors = false
 
 [capsule]
 # Capsules this node runs at once (0 = never execute; it still keeps custody).

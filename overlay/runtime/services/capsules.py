@@ -236,6 +236,10 @@ class CapsuleService:
         self.on_outputs: Callable[[str, Sequence[str]], None] | None = None
         #: Triggers leased to this node (services/trigger_runs.py), set by the daemon.
         self.triggers: TriggerRuns | None = None
+        #: Whether a capsule message from a peer that is no member may reach the core
+        #: anyway: guest executors of another colony and, at a guest, the nodes of the
+        #: colony it executes for (docs/federation.md); set by the daemon.
+        self.guest_ok: Callable[[PeerId, object], bool] = lambda peer, msg: False
 
     # ------------------------------------------------------------ wiring
 
@@ -246,11 +250,17 @@ class CapsuleService:
                         codec=Codec.CBOR)  # fmt: skip
 
     def on_message(self, peer: PeerId, obj: object) -> None:
-        self.gate.check(peer)
+        member_error = None
+        try:
+            self.gate.check(peer)
+        except RemoteProtocolError as e:
+            member_error = e
         try:
             msg = decode_message(obj)
         except WireError as e:
             raise RemoteProtocolError(f"bad capsule message: {e}") from None
+        if member_error is not None and not self.guest_ok(peer, msg):
+            raise member_error
         self.cores.submit(Received(peer, msg))
 
     def send(self, peer: PeerId, msg: object) -> None:

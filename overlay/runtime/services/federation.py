@@ -10,8 +10,10 @@ colony; federation rides direct connections and the DHT, on one protocol,
         to B's owner and the grants it holds (none: A looks the grant up in the DHT
         under /colony/grant/<A>/<B>). A's node verifies each (`read`, else the role
         it gives) and
-        remembers (peer → grants) in `sessions` — until the grant expires or is
-        revoked, checked at every use. Labels under a grant's prefix are resolved
+        remembers (peer → grants, chain) in `sessions` — until the grant expires or is
+        revoked (A's revocations), or the chain expires or is revoked (B's, from B's
+        list in the DHT: federation_revocations.py), checked at every use and, for
+        B's, every `recheck_s` (`run`). Labels under a grant's prefix are resolved
         (DHT) and their current roots readable too.
         → {"accepted": [serial…], "refused": [reason…]}
     {"op": "submit", "proof", "capsule"}   B → A: run a capsule in A.
@@ -22,6 +24,8 @@ colony; federation rides direct connections and the DHT, on one protocol,
     {"op": "usage", "serials"} (A's members) / {"op": "usage", "proof"} (B):
         what this node counted today (quota.py), summed over A's members by the
         asked node for B.
+    {"op": "offer-executor", "proof", "ad"}  B → A: B's node offers to run A's
+        capsules under a grant giving `execute` (federation_guests.py).
 
 Enforcement at A (each A node, `filter_bitswap` replacing the trust service's as the
 router's filter): a peer with a session gets the blocks of the DAGs its grants cover
@@ -54,11 +58,12 @@ from dht.grants import check_grant_record, grant_key
 from dht.labels import label_key, parse_label_record
 from overlay.capsule.events import RunRequested
 from overlay.capsule.spec import Capsule, check_capsule_id
-from overlay.core.certs import chain_from_wire
+from overlay.core.certs import chain_from_wire, verify_chain
 from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError
 from overlay.core.grants import (
+    EXECUTE,
     READ,
     SUBMIT,
     Grant,
@@ -76,6 +81,15 @@ from overlay.runtime.jsontypes import JsonObject
 from overlay.runtime.net.transport import Codec
 from overlay.runtime.services.capsules import CapsuleService
 from overlay.runtime.services.federation_grantee import PROTO_FEDERATION
+from overlay.runtime.services.federation_guests import (
+    GuestExecutors,
+    guest_refused,
+    split_wants,
+)
+from overlay.runtime.services.federation_revocations import (
+    PROOF_LOOKUP_BUDGET_S,
+    FederatedRevocations,
+)
 from overlay.runtime.services.federation_state import FederationState, grant_json
 from overlay.runtime.services.grant_store import GrantStore
 from overlay.runtime.services.trust import TrustService
@@ -92,6 +106,8 @@ MAX_LABELS = 16
 MAX_SETTLE = 16
 #: Members a usage sum asks (status).
 MAX_USAGE_PEERS = 32
+#: Grantee colonies whose lists one re-check looks up (others: checked on what is known).
+MAX_RECHECK_COLONIES = 64
 
 
 class FederationService:
@@ -107,6 +123,8 @@ class FederationService:
         membership: Membership,
         dht: DhtCalls,
         capsules: CapsuleService,
+        revocations: FederatedRevocations,
+        guest_executors: bool = False,
     ) -> None:
         self.ts = trust_service
         self.trust = trust_service.trust
@@ -117,10 +135,20 @@ class FederationService:
         self.membership = membership
         self.dht = dht
         self.capsules = capsules
+        #: Grantee colonies' revocations (their lists in the DHT) and ours published.
+        self.revs = revocations
         self.state = FederationState(self.trust.dir, self.trust)
+        #: Other colonies' executors with a grant giving `execute` (federation_guests.py).
+        self.guests = GuestExecutors(
+            guest_executors, capsules.cores.submit if capsules else (lambda inp: None),
+            lambda: self.state.ledger,
+            capsules.core.custody.record if capsules else (lambda cid: None),
+            capsules.find_record if capsules else None)
         #: Whether this node proved itself to `peer` (federation_grantee.py; the
         #: daemon wires it): that peer's blocks are answers to our granted wants.
         self.proved_to: Callable[[PeerId], bool] = lambda peer: False
+        #: Whether `peer` took this node as a guest executor (federation_grantee.py).
+        self.hosted_by: Callable[[PeerId], bool] = lambda peer: False
 
     @property
     def ledger(self) -> QuotaLedger:
@@ -146,11 +174,22 @@ class FederationService:
             return await self._on_status(peer, obj)
         if op == "usage":
             return await self._on_usage(peer, obj)
+        if op == "offer-executor":
+            return await self.guests.on_offer(peer, obj, self._verify)
         raise RemoteProtocolError(f"unknown federation op {op!r}")
 
-    def _verify(self, proof: Proof, peer: PeerId, role: str) -> Grant:
+    async def _verify(self, proof: Proof, peer: PeerId, role: str) -> Grant:
+        """`verify_proof` with A's revocations and the grantee's as this node knows
+        them (looked up first, for at most `PROOF_LOOKUP_BUDGET_S`, if older than
+        `recheck_s`; only for a grant of ours in force: a stranger's made-up colony
+        costs no lookup)."""
         owner = self.trust.require_colony()
-        g = verify_proof(proof, owner, peer, role, time.time(), self.trust.revocations)
+        grantee = proof.grant.grantee
+        if self._in_force(proof.grant, time.time()):
+            with trio.move_on_after(PROOF_LOOKUP_BUDGET_S):
+                await self.revs.refresh(grantee)
+        g = verify_proof(proof, owner, peer, role, time.time(), self.trust.revocations,
+                         self.revs.remote.get(grantee))  # fmt: skip
         if self.trust.admission is not None and g.envelope.signer != owner:
             # A revocation by the grant's delegate signer is then taken from peers too.
             self.trust.admission.note_authority(g.grant_id, revocation_authority(g))
@@ -176,15 +215,18 @@ class FederationService:
         accepted = []
         for g in grants:
             try:  # read: the DAGs it covers; submit: the outputs of B's own capsules
-                self._verify(Proof(chain, g), peer, _some_role(g))
+                await self._verify(Proof(chain, g), peer, _some_role(g))
             except RemoteProtocolError as e:
                 refused.append(str(e))
                 continue
             accepted.append(g)
         labels = obj.get("labels") or []
         roots = await self._resolve_labels(accepted, labels if isinstance(labels, list) else [])
+        if obj.get("capsule") is not None and any(g.gives(EXECUTE) for g in accepted):
+            if (lease := await self.guests.lease_inputs(peer, obj.get("capsule"))) is not None:
+                self.state.note_lease(peer, *lease)  # (note_lease drops the cached set)
         if accepted:
-            self.state.open_session(peer, accepted, roots, MAX_SESSIONS)
+            self.state.open_session(peer, accepted, roots, MAX_SESSIONS, chain)
         for why in refused:
             log.warning("federation_refused", peer=str(peer), reason=why)
         if accepted:
@@ -232,7 +274,12 @@ class FederationService:
         """The router's filter: a peer with a verified session gets the blocks its
         grants cover (within the byte quota); every other want goes through the trust
         service's rule (members: all; outsiders: public only, or nothing)."""
+        why = self._chain_refused(peer, time.time())
+        if why is not None:
+            self._end_session(peer, why)
         grants = self.state.live_grants(peer, time.time(), self._in_force)
+        if not grants and msg.wants and peer in self.state.outputs and self.hosted_by(peer):
+            return self._own_outputs(peer, msg)
         if not grants or not msg.wants:
             kept = self.ts.filter_bitswap(peer, msg)
             if kept is None and (msg.blocks or msg.presences) and self.proved_to(peer):
@@ -260,6 +307,58 @@ class FederationService:
             return dataclasses.replace(msg, wants=tuple(granted), blocks=(), presences=())
         return dataclasses.replace(filtered, wants=(*filtered.wants, *granted))
 
+    def _own_outputs(self, peer: PeerId, msg: BitswapMessage) -> BitswapMessage | None:
+        """At a guest executor: a host gets its own capsules' outputs and logs here."""
+        blocks = self._output_blocks(peer, self.state.outputs[peer])
+        return split_wants(msg, blocks, lambda m: self.ts.filter_bitswap(peer, m))
+
+    def _chain_refused(self, peer: PeerId, now: float) -> str | None:
+        """Why the chain `peer` proved its session with no longer holds (expired, or
+        revoked by its colony as far as this node knows), or None."""
+        chain = self.state.chains.get(peer)
+        if chain is None:
+            return None
+        owner = chain[0].colony
+        try:
+            verify_chain(chain, owner, peer, chain[-1].roles[0], now, self.revs.remote.get(owner))
+        except RemoteProtocolError as e:
+            return str(e)
+        return None
+
+    def _end_session(self, peer: PeerId, why: str) -> None:
+        if self.state.end_session(peer):
+            log.warning("federation_session_ended", peer=str(peer), reason=why)
+
+    async def run(self) -> None:
+        """Every `recheck_s`: look up the revocation list of each colony with an open
+        session or a guest executor here, then end the sessions and drop the guests
+        whose chain it revokes (the bound in docs/federation.md: `recheck_s` + one
+        lookup)."""
+        while True:
+            await trio.sleep(self.revs.recheck_s)
+            if not self.trust.enabled:
+                continue
+            chains = [*self.state.chains.values(), *(g.chain for g in self.guests.guests.values())]
+            colonies = list(dict.fromkeys(c[0].colony for c in chains))
+            async with trio.open_nursery() as n:
+                for colony in colonies[:MAX_RECHECK_COLONIES]:
+                    n.start_soon(partial(self.revs.refresh, colony, force=True))
+            now = time.time()
+            for peer in list(self.state.chains):
+                why = self._chain_refused(peer, now)
+                if why is not None:
+                    self._end_session(peer, why)
+            self.guests.prune(now, partial(guest_refused, in_force=self._in_force,
+                                           revocations=self.revs.remote.get, now=now))
+
+    # ------------------------------------------------------------ A: guest executors
+
+    def guest_message_ok(self, peer: PeerId, msg: object) -> bool:
+        """The capsule service's gate: an executor's messages from a current guest (a
+        receipt only while its proof holds, role execute)."""
+        return self.guests.message_ok(peer, msg, partial(guest_refused, now=time.time(),
+                                      in_force=self._in_force, revocations=self.revs.remote.get))
+
     def _in_force(self, g: Grant, now: float) -> bool:
         try:
             verify_grant(g, self.trust.require_colony(), now, self.trust.revocations)
@@ -279,6 +378,11 @@ class FederationService:
         for g in grants:
             if g.gives(READ) and mh in self._blocks_of(g):
                 return g
+        leased = self.state.leases.get(peer)
+        if leased and self.guests.lease_live(peer, leased[0]):
+            for g in grants:
+                if g.gives(EXECUTE) and mh in self._output_blocks(peer, leased[1], "lease"):
+                    return g
         outputs = self.state.outputs.get(peer)
         if outputs:
             for g in grants:
@@ -286,8 +390,9 @@ class FederationService:
                     return g
         return None
 
-    def _output_blocks(self, peer: PeerId, roots: Sequence[str]) -> Collection[bytes]:
-        key = f"outputs:{peer}"
+    def _output_blocks(self, peer: PeerId, roots: Sequence[str],
+                       kind: str = "outputs") -> Collection[bytes]:  # fmt: skip
+        key = f"{kind}:{peer}"
         hit = self.state.blocks.get(key)
         if hit is not None and time.monotonic() - hit[0] < BLOCKS_TTL_S:
             return hit[1]
@@ -297,7 +402,10 @@ class FederationService:
 
     def on_event(self, ev: object) -> None:
         """Executor side: remember runs of capsules whose submitter is no member here
-        (another colony's, admitted through a grant)."""
+        (another colony's, admitted through a grant). Custody side: charge and settle
+        guest leases."""
+        if self.guests.on_event(ev, time.time()):
+            self.state.save()
         if isinstance(ev, RunRequested) and self.trust.enabled:
             who = ev.capsule.submitter
             if self.trust.check(who, "member", time.time()) is not None:
@@ -340,7 +448,7 @@ class FederationService:
         if op == "admit" and not self.membership.is_member(peer):
             raise RemoteProtocolError(f"{peer.short()} is not a member of this colony")
         try:
-            g = self._verify(proof, capsule.submitter, SUBMIT)
+            g = await self._verify(proof, capsule.submitter, SUBMIT)
         except RemoteProtocolError as e:
             log.warning("federation_submit_refused", peer=str(peer), reason=str(e))
             return {"accepted": False, "id": capsule.id, "state": "rejected", "reason": str(e)}
@@ -396,7 +504,7 @@ class FederationService:
             cid = check_capsule_id(obj.get("id"))
         except (RemoteProtocolError, ColonyError) as e:
             raise RemoteProtocolError(f"bad status request: {e}") from None
-        g = self._verify(proof, peer, _some_role(proof.grant))
+        g = await self._verify(proof, peer, _some_role(proof.grant))
         rec = await self.capsules.find_record(cid)
         if rec is None:
             return {"record": None}
@@ -417,7 +525,7 @@ class FederationService:
             proof = Proof.from_wire(obj.get("proof"))
         except RemoteProtocolError as e:
             raise RemoteProtocolError(f"bad usage request: {e}") from None
-        g = self._verify(proof, peer, _some_role(proof.grant))
+        g = await self._verify(proof, peer, _some_role(proof.grant))
         return {"usage": {g.serial: (await self.usage([g.serial]))[g.serial]}}
 
     async def usage(self, serials: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -478,6 +586,8 @@ class FederationService:
             "held": [{**grant_json(h.grant, self.trust, now), "addrs": list(h.addrs)}
                      for h in self.grants.held()],
             "sessions": self.state.session_count(),
+            "revocation_lists": self.revs.stats(),
+            "guest_executors": self.guests.stats(),
         }  # fmt: skip
 
 

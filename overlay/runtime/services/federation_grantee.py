@@ -10,12 +10,16 @@ using A's grants (docs/federation.md; A's end is services/federation.py).
 - `submit_to` / `record_in`: a capsule signed by this node, run in A through a held
   grant giving `submit`, and its custody record there — sent to the addresses the
   grant token carried (the first that answers).
+- `offer_loop` / `host_ok`: with a held grant giving `execute` (and B's `execute`
+  role), offer this node as a guest executor to every address of the grant's token,
+  every `OFFER_EVERY_S` (federation_guests.py); the nodes that accepted may send this
+  node's executor its leases (`LeaseOffer`, `LeaseRevoked`, `ReceiptReply`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -24,16 +28,20 @@ import trio
 
 from dht.api import GetValue, Value, result_as
 from dht.labels import label_key, parse_label_record
+from overlay.capsule.events import RunRequested
 from overlay.capsule.leases import CustodyRecord
+from overlay.capsule.messages import LeaseOffer, LeaseRevoked, ReceiptReply
+from overlay.capsule.placement import NodeAd
 from overlay.capsule.spec import Capsule, CapsuleSpec
 from overlay.core.certs import chain_to_wire
 from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError
-from overlay.core.grants import READ, SUBMIT, Grant, Proof
+from overlay.core.grants import EXECUTE, READ, SUBMIT, Grant, Proof
 from overlay.core.ids import PeerId
 from overlay.runtime.context import DhtCalls, Network
 from overlay.runtime.jsontypes import JsonObject
+from overlay.runtime.services.federation_guests import GUEST_TTL_S, OFFER_EVERY_S
 from overlay.runtime.services.federation_state import held_for
 from overlay.runtime.services.grant_store import GrantStore, Held
 from overlay.runtime.services.trust import TrustService
@@ -49,6 +57,8 @@ REPROVE_S = 30.0
 #: Providers proved to at once before one fetch; peers and label roots remembered.
 MAX_PROVE = 8
 MAX_REMEMBERED = 1024
+#: After a refused executor offer, the next to that address waits this long.
+OFFER_REFUSED_BACKOFF_S = 60.0
 
 
 class Grantee:
@@ -69,6 +79,12 @@ class Grantee:
         self._granted_fetch: dict[str, None] = {}
         #: a label root (text) → the granting colony's label naming it.
         self._label_of: dict[str, str] = {}
+        #: node of another colony → when it last accepted this node as a guest executor.
+        self._hosts: dict[PeerId, float] = {}
+        #: an input root (text) of another colony's capsule leased here → the capsule.
+        self._capsule_of: dict[str, str] = {}
+        #: address → until when not to offer there again (it refused the last offer).
+        self._refused_until: dict[str, float] = {}
 
     # ------------------------------------------------------------ B: proving, fetching
 
@@ -94,17 +110,19 @@ class Grantee:
         # it refuses); none held: it looks the grant up in the DHT.
         grants = [h.grant.to_bytes() for h in self.grants.held()]
         label = self._label_of.get(str(root))
+        capsule = self._capsule_of.get(str(root))
         accepted: list[bool] = []
 
         async def prove(p: PeerId) -> None:
-            if label is None and now - self._proved.get(p, -1e18) < REPROVE_S:
+            if label is None and capsule is None and now - self._proved.get(p, -1e18) < REPROVE_S:
                 accepted.append(True)
                 return
             try:
                 reply = await self.network.request(
                     p, PROTO_FEDERATION, {"op": "prove", "grants": grants,
                                           "labels": [label] if label else [],
-                                          "chain": chain_to_wire(self.trust.own_chain)},
+                                          "chain": chain_to_wire(self.trust.own_chain),
+                                          **({"capsule": capsule} if capsule else {})},
                     timeout=REQUEST_TIMEOUT_S)  # fmt: skip
             except ColonyError as e:
                 log.info("federation_prove_failed", peer=str(p), error=str(e))
@@ -153,6 +171,68 @@ class Grantee:
             del self._label_of[next(iter(self._label_of))]
         self._label_of[rec.value] = label
         return {"colony": colony, "label": label, "cid": rec.value, "seq": rec.seq}
+
+    # ------------------------------------------------------------ B: guest executor
+
+    def on_event(self, e: object) -> None:
+        """A lease of another colony's capsule here: its inputs are fetched with a
+        proof naming the capsule (the granting colony's providers then serve them)."""
+        if isinstance(e, RunRequested) and self.trust.enabled and self._hosts and \
+                self.trust.check(e.capsule.submitter, "member", time.time()) is not None:
+            for cid in e.input_cids:
+                if len(self._capsule_of) >= MAX_REMEMBERED:
+                    del self._capsule_of[next(iter(self._capsule_of))]
+                self._capsule_of[cid] = e.capsule.id
+
+    def is_host(self, peer: PeerId) -> bool:
+        """Whether `peer` took this node as a guest executor (recently)."""
+        seen = self._hosts.get(peer)
+        return seen is not None and time.monotonic() - seen < GUEST_TTL_S
+
+    def host_ok(self, peer: PeerId, msg: object) -> bool:
+        """The capsule service's gate: a node that took this one as a guest executor
+        (recently) may send it what custody sends an executor."""
+        return self.is_host(peer) and isinstance(msg, (LeaseOffer, LeaseRevoked, ReceiptReply))
+
+    async def offer_loop(self, ad: Callable[[], NodeAd]) -> None:
+        """Every `OFFER_EVERY_S`: offer this node as an executor under each held grant
+        giving `execute`, to every address of its token."""
+        while True:
+            await trio.sleep(OFFER_EVERY_S)
+            now = time.time()
+            if not self.trust.enabled or self.trust.check(self.me, EXECUTE, now) is not None:
+                continue
+            held = [h for h in self.grants.held()
+                    if h.grant.gives(EXECUTE) and h.grant.expires > now]  # fmt: skip
+            async with trio.open_nursery() as n:
+                for h in held:
+                    body = {"op": "offer-executor", "proof": self._proof_wire(h.grant),
+                            "ad": ad().to_wire()}  # fmt: skip
+                    for addr in (h.addrs or ())[:MAX_PROVE]:
+                        if self._refused_until.get(addr, 0.0) <= time.monotonic():
+                            n.start_soon(self._offer, addr, body)
+
+    async def _offer(self, addr: str, body: dict[str, Any]) -> None:
+        try:
+            peer = await self.network.connect(addr)
+            reply = await self.network.request(peer, PROTO_FEDERATION, body,
+                                               timeout=REQUEST_TIMEOUT_S)  # fmt: skip
+        except ColonyError as e:
+            log.info("federation_offer_failed", addr=addr, error=str(e))
+            return
+        ok = isinstance(reply, dict) and bool(reply.get("accepted"))
+        if ok:
+            if peer not in self._hosts and len(self._hosts) >= MAX_REMEMBERED:
+                del self._hosts[next(iter(self._hosts))]
+            if peer not in self._hosts:
+                log.info("federation_guest_of", peer=str(peer))
+            self._hosts[peer] = time.monotonic()
+        else:  # (not opted in, over quota, proof refused): ask again in a while
+            if addr not in self._refused_until and len(self._refused_until) >= MAX_REMEMBERED:
+                del self._refused_until[next(iter(self._refused_until))]
+            self._refused_until[addr] = time.monotonic() + OFFER_REFUSED_BACKOFF_S
+            log.info("federation_offer_refused", peer=str(peer),
+                     reason=reply.get("reason") if isinstance(reply, dict) else None)
 
     # ------------------------------------------------------------ B: capsules
 

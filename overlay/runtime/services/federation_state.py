@@ -1,8 +1,10 @@
 """What a node remembers for federation (services/federation.py, docs/federation.md).
 
 - `sessions`: peer of another colony → the grants it proved (verified once, when it
-  presented them); each use re-checks expiry and revocation (`live_grants`), so a
-  revoked grant stops working at the first message after its revocation arrived.
+  presented them) and `chains`: the chain it proved itself with; each use re-checks
+  the grants' expiry and revocation (`live_grants`) and the chain against its
+  colony's revocations as this node knows them, so a revoked grant or member stops
+  working at the first message after the revocation arrived.
   At most `max_sessions` peers (oldest forgotten: it proves itself again).
 - `label_roots`: grant serial → the current roots of labels under its prefix that a
   grantee asked for; `blocks`: grant serial → (when computed, block multihashes of
@@ -24,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from overlay.core.certs import Certificate
 from overlay.core.cid import Cid
 from overlay.core.errors import ConfigError
 from overlay.core.grants import Grant
@@ -71,6 +74,9 @@ class FederationState:
             except (OSError, ValueError):
                 self.ledger = QuotaLedger()  # counts restart at zero: said in the docs
         self.sessions: dict[PeerId, dict[str, Grant]] = {}
+        #: The chain each session's peer proved itself with (re-checked against its
+        #: colony's revocations: services/federation_revocations.py).
+        self.chains: dict[PeerId, tuple[Certificate, ...]] = {}
         self.label_roots: dict[str, list[Cid]] = {}
         self.blocks: dict[str, tuple[float, frozenset[bytes]]] = {}
         self.capsules: dict[str, bytes] = {}
@@ -78,18 +84,22 @@ class FederationState:
         #: capsules here; then submitter → the output and log roots of its runs.
         self.runs: dict[str, PeerId] = {}
         self.outputs: dict[PeerId, list[str]] = {}
+        #: Guest executor → (capsule id, its input and parent-output roots) of the
+        #: lease it proved (custody side; one lease per guest remembered).
+        self.leases: dict[PeerId, tuple[str, list[str]]] = {}
         self._dirty = False
         self._saved_at = 0.0
 
     # ------------------------------------------------------------ sessions
 
-    def open_session(self, peer: PeerId, grants: Sequence[Grant],
-                     roots: dict[str, list[Cid]], max_sessions: int) -> None:  # fmt: skip
+    def open_session(self, peer: PeerId, grants: Sequence[Grant], roots: dict[str, list[Cid]],
+                     max_sessions: int, chain: Sequence[Certificate]) -> None:  # fmt: skip
         s = self.sessions.pop(peer, {})
         s.update({g.serial: g for g in grants})
         while len(self.sessions) >= max_sessions:
-            del self.sessions[next(iter(self.sessions))]
+            self.end_session(next(iter(self.sessions)))
         self.sessions[peer] = s
+        self.chains[peer] = tuple(chain)
         for serial, cids in roots.items():
             known = self.label_roots.setdefault(serial, [])
             known.extend(c for c in cids if c not in known)
@@ -106,8 +116,13 @@ class FederationState:
         for serial in [k for k, g in s.items() if not in_force(g, now)]:
             del s[serial]
         if not s:
-            del self.sessions[peer]
+            self.end_session(peer)
         return list(s.values())
+
+    def end_session(self, peer: PeerId) -> bool:
+        """Forget `peer`'s session (it proves itself again); whether it had one."""
+        self.chains.pop(peer, None)
+        return self.sessions.pop(peer, None) is not None
 
     def session_count(self) -> int:
         return len(self.sessions)
@@ -126,6 +141,12 @@ class FederationState:
         if len(self.runs) >= MAX_CAPSULES:
             del self.runs[next(iter(self.runs))]
         self.runs[capsule_id] = submitter
+
+    def note_lease(self, peer: PeerId, capsule_id: str, roots: list[str]) -> None:
+        if peer not in self.leases and len(self.leases) >= MAX_CAPSULES:
+            del self.leases[next(iter(self.leases))]
+        self.leases[peer] = (capsule_id, roots[:MAX_OUTPUT_ROOTS])
+        self.blocks.pop(f"lease:{peer}", None)
 
     def note_outputs(self, capsule_id: str, cids: Sequence[str]) -> PeerId | None:
         """The outputs of a run of another colony's capsule: readable by its submitter."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from overlay.core.certs import Certificate, NotAuthorized, RevocationList, Revoked
+from overlay.core.certs import Certificate, NotAuthorized, Revocation, RevocationList, Revoked
 from overlay.core.cid import RAW, Cid
 from overlay.core.crypto import Envelope, KeyPair
-from overlay.core.errors import BadSignature, ExpiredError, MalformedFrame
+from overlay.core.errors import BadSignature, ExpiredError, LocalProtocolError, MalformedFrame
 from overlay.core.grants import (
     GRANT_KIND,
     Grant,
@@ -141,6 +141,29 @@ def test_proof_needs_the_role_and_a_chain_to_the_grantee() -> None:
     c_chain = (cert(C_OWNER, B_NODE, ("member", "submit")),)
     with pytest.raises(NotAuthorized, match="another colony"):
         verify_proof(Proof(c_chain, g), A_OWNER.public, B_NODE.peer_id, "read", NOW)
+
+
+def test_proof_checks_the_chain_against_the_grantees_revocations() -> None:
+    """B's revocations, as A learned them from B's list (dht/revlists.py), end a B
+    member's proofs: the revoker needs authority over the link, as inside B."""
+    g = grant(roles=("read",))
+    b_revs = RevocationList(B_OWNER.public)
+    assert verify_proof(Proof(B_CHAIN, g), A_OWNER.public, B_NODE.peer_id, "read", NOW,
+                        grantee_revocations=b_revs) == g  # fmt: skip
+    b_revs.add(Revocation.issue(B_READER, B_CHAIN[0], NOW), NOW)  # no authority over it
+    assert verify_proof(Proof(B_CHAIN, g), A_OWNER.public, B_NODE.peer_id, "read", NOW,
+                        grantee_revocations=b_revs) == g  # fmt: skip
+    b_revs.add(Revocation.issue(B_OWNER, B_CHAIN[0], NOW), NOW)
+    with pytest.raises(NotAuthorized, match=r"able to read: .*\(link 0\) was revoked"):
+        verify_proof(Proof(B_CHAIN, g), A_OWNER.public, B_NODE.peer_id, "read", NOW,
+                     grantee_revocations=b_revs)  # fmt: skip
+    # A's own revocations do not count against B's chain, and B's list is B's only.
+    a_revs = RevocationList(A_OWNER.public)
+    a_revs.add(Revocation.issue(B_OWNER, B_CHAIN[0], NOW), NOW)  # wrong colony: not kept
+    assert verify_proof(Proof(B_CHAIN, g), A_OWNER.public, B_NODE.peer_id, "read", NOW, a_revs)
+    with pytest.raises(LocalProtocolError, match="another colony"):
+        verify_proof(Proof(B_CHAIN, g), A_OWNER.public, B_NODE.peer_id, "read", NOW,
+                     grantee_revocations=a_revs)  # fmt: skip
 
 
 def test_submit_through_a_grant_needs_submit_in_the_grantee_colony() -> None:

@@ -150,8 +150,8 @@ def test_federation_state_sessions_end_with_the_grant_and_are_bounded(tmp_path: 
     st = FederationState(t.dir, t)
     peers = [KeyPair(bytes([40 + i]) * 32).peer_id for i in range(3)]
     for p in peers:
-        st.open_session(p, [g], {}, max_sessions=2)
-    assert list(st.sessions) == peers[1:]  # the oldest forgotten
+        st.open_session(p, [g], {}, max_sessions=2, chain=t.own_chain)
+    assert list(st.sessions) == peers[1:] == list(st.chains)  # the oldest forgotten
     alive = [True]
     assert st.live_grants(peers[2], NOW, lambda g, now: alive[0]) == [g]
     alive[0] = False  # revoked or expired: the session ends at its next use
