@@ -340,6 +340,10 @@ def _stats(args: argparse.Namespace) -> int:
         return 0
     for line in _colony_totals(stats.pop("colony", None)):
         print(line)
+    cells = stats.get("cells")
+    if isinstance(cells, dict) and "count" in cells:
+        print(f"cells: {cells['count']} known, {cells.get('members', 0)} members in them; "
+              f"this node in {cells.get('cell')}")
     for group, values in stats.items():
         if not isinstance(values, dict):
             print(f"{group}: {values}")

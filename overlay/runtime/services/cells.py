@@ -1,0 +1,359 @@
+"""Cells in the daemon: the tier-1 cell this node gossips in, and the other cells' digests.
+
+The gossip part of the node is a `gossip.cell_node.CellNode` (SWIM + `CellCore`): the
+cell core splits a cell whose live count stayed above `[cell] cap` for `hold_s`, SWIM
+then keeps only the new cell's members. This service does the I/O around it
+(docs/gossip.md "Cells in the daemon"):
+
+- start: the cell saved in `<home>/cell.json` (a restarted node rejoins its cell; its
+  saved peers are members of it), else the site's root; `StartCells` goes in before
+  bootstrap's `Join`. Every `CellChanged` is saved.
+- publish: every `digest_interval_s` (jittered), the cell's *publisher* (smallest
+  sha256(peer id) among its live members, gossip/cell_directory.py) provides the
+  site's rendezvous key in the DHT; a member that stops being publisher stops
+  providing. Answering `/colony/cells/1.0.0` requests, any member sends its own cell's
+  `CellReport` (digest from its SWIM view's ads, and up to four members with addresses).
+- read: the same round looks the rendezvous key up, asks every provider (at most
+  `MAX_READ`, concurrently, `REQUEST_TIMEOUT_S` each) for its report, validates it
+  (the responder and seeds must be in the reported cell; in colony mode the
+  responder's certificate chain must make it a member) and keeps it in the directory.
+  A sibling's report goes to the cell core as `SiblingSize` (merge evidence).
+- move: on the first reading after start, a node whose cell is an ancestor of the
+  leaf `choose_cell` picks (a joiner at the root, a node that missed a split) goes
+  there, and a node alone in its cell goes to the current cell holding its key; it
+  joins through that cell's seeds. After a merge it joins through the sibling's seeds.
+
+Bounds: `MAX_READ` providers asked per round, the directory holds ≤ 1,024 cells, a
+report ≤ 32 classes and 4 seeds. Failures are counted in `stats` (/v1/stats "cells").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import trio
+
+from dht.api import GetProviders, Provide, Providers, StopProviding, result_as
+from gossip.cell_digest import CellDigest
+from gossip.cell_directory import (
+    MAX_ADDRS,
+    MAX_SEEDS,
+    CellDirectory,
+    CellReport,
+    Seed,
+    cell_to_adopt,
+    is_publisher,
+)
+from gossip.cells import CellChanged, CellConfig, CellId, SiblingSize, StartCells, cell_key
+from gossip.events import Join
+from overlay.core.certs import chain_from_wire, chain_to_wire
+from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError, WireError
+from overlay.runtime.net.transport_types import Codec
+from overlay.runtime.services.host_ad import str_addrs
+from overlay.runtime.services.trust_state import colony_id
+
+if TYPE_CHECKING:
+    from overlay.core.ids import PeerId
+    from overlay.runtime.context import Cores, DhtCalls, Membership, Network, Spawn
+    from overlay.runtime.services.trust_state import Trust
+
+log = structlog.get_logger("colony.cells")
+
+PROTO_CELLS = "/colony/cells/1.0.0"
+CELL_FILE = "cell.json"
+#: Providers asked for their report per round.
+MAX_READ = 64
+REQUEST_TIMEOUT_S = 5.0
+DHT_TIMEOUT_S = 30.0
+DIAL_TIMEOUT_S = 10.0
+#: A report is current for this many digest intervals after it was heard.
+TTL_INTERVALS = 3.0
+#: The first round runs this soon after start (bootstrap has joined the DHT by then).
+FIRST_ROUND_S = 1.0
+
+
+def cell_config(conf: dict[str, Any]) -> CellConfig:
+    try:
+        return CellConfig(cap=int(conf["cap"]), merge_below=float(conf["merge_below"]),
+                          hold_s=float(conf["hold_s"]),
+                          check_interval_s=float(conf["check_interval_s"]),
+                          digest_ttl_s=TTL_INTERVALS * float(conf["digest_interval_s"]))
+    except ValueError as e:
+        raise ConfigError(f"[cell] {e}") from None
+
+
+def rendezvous_key(colony: str, site: str) -> bytes:
+    """The DHT key a site's cell publishers provide: a sha2-256 multihash of its name."""
+    return b"\x12\x20" + hashlib.sha256(f"/colony/cells/{colony}/{site}".encode()).digest()
+
+
+@dataclass
+class CellStats:
+    rounds: int = 0
+    published: int = 0
+    lookups_failed: int = 0
+    requests_failed: int = 0
+    reports_bad: int = 0
+    reports_refused: int = 0
+    served: int = 0
+    moves: int = 0
+    joins_failed: int = 0
+
+
+class CellService:
+    def __init__(self, me: PeerId, home: Path, conf: dict[str, Any], *, cores: Cores,
+                 network: Network, membership: Membership, dht: DhtCalls, trust: Trust,
+                 spawn: Spawn, rng: random.Random | None = None) -> None:
+        self.me = me
+        self.key = cell_key(me)
+        self.config = cell_config(conf)
+        self.site = str(conf["site"])
+        self.interval_s = float(conf["digest_interval_s"])
+        if self.interval_s <= 0:
+            raise ConfigError("[cell] digest_interval_s must be positive")
+        try:
+            root = CellId(self.site)
+        except ValueError as e:
+            raise ConfigError(f"[cell] {e}") from None
+        self._file = home / CELL_FILE
+        self._cores, self._net, self._members, self._dht = cores, network, membership, dht
+        self._trust, self._spawn = trust, spawn
+        self._rng = rng or random.Random()
+        self.cell = self._saved() or root
+        self.directory = CellDirectory(self.site, TTL_INTERVALS * self.interval_s)
+        self.stats = CellStats()
+        self._providing = False
+        self._placed = False
+
+    # ------------------------------------------------------------ start and events
+
+    def _saved(self) -> CellId | None:
+        try:
+            cell = CellId.parse(json.loads(self._file.read_text())["cell"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return cell if cell.site == self.site and cell.contains(self.key) else None
+
+    def _save(self) -> None:
+        tmp = self._file.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({"cell": self.cell.name()}))
+            os.replace(tmp, self._file)
+        except OSError as e:  # the next change saves again; a restart may re-place us
+            log.warning("cell_not_saved", error=str(e))
+
+    def register(self) -> None:
+        self._net.set_handler(PROTO_CELLS, on_request=self._serve, codec=Codec.CBOR)
+
+    async def start(self) -> None:
+        """Put the gossip core in its cell (before bootstrap joins anyone)."""
+        await self._cores.submit_wait(StartCells(self.cell))
+        log.info("cell_started", cell=self.cell.name(), cap=self.config.cap)
+
+    def on_event(self, ev: object) -> None:
+        if isinstance(ev, CellChanged):
+            self.cell = ev.new
+            self._save()
+            log.info("cell_changed", old=ev.old.name(), new=ev.new.name(), reason=ev.reason)
+            if ev.reason == "merge":
+                self.directory.forget_under(ev.new)
+                sib = ev.old.sibling()
+                rep = self.directory.report(sib, trio.current_time()) if sib else None
+                if rep is not None:
+                    self._spawn(self._join, rep.seeds)
+
+    # ------------------------------------------------------------ serving
+
+    def own_report(self) -> CellReport:
+        live = self._members.list_members()  # self first; SWIM keeps only this cell
+        digest = CellDigest.of(self.cell, [m.ad for m in live], time.time())
+        others = [m for m in live if not m.is_self and m.addrs]
+        picked = self._rng.sample(others, min(MAX_SEEDS - 1, len(others)))
+        seeds = [Seed(self.me, tuple(self._net.addrs[:MAX_ADDRS]))]
+        seeds += [Seed(m.peer, tuple(m.addrs[:MAX_ADDRS])) for m in picked]
+        return CellReport(digest, tuple(seeds))
+
+    async def _serve(self, peer: PeerId, obj: object) -> object:
+        self._check_peer(peer, obj)
+        self.stats.served += 1
+        out: dict[str, object] = {"report": self.own_report().to_wire()}
+        if self._trust.own_chain:
+            out["chain"] = chain_to_wire(self._trust.own_chain)
+        return out
+
+    def _check_peer(self, peer: PeerId, obj: object) -> None:
+        """Colony mode: `peer` must show a chain making it a member (open mode: anyone)."""
+        if self._trust.colony_owner is None:
+            return
+        raw = obj.get("chain") if isinstance(obj, dict) else None
+        now = time.time()
+        try:
+            reason = self._trust.learn(peer, chain_from_wire(raw), now) if raw else None
+        except WireError as e:
+            reason = str(e)
+        reason = reason or self._trust.check(peer, "member", now)
+        if reason is not None:
+            self.stats.reports_refused += 1
+            raise RemoteProtocolError(f"cells: {reason}")
+
+    # ------------------------------------------------------------ rounds
+
+    async def run(self) -> None:
+        await trio.sleep(FIRST_ROUND_S)
+        while True:
+            self.stats.rounds += 1
+            try:
+                await self.round()
+            except ColonyError as e:  # a round that failed is retried next interval
+                log.info("cells_round_failed", error=str(e))
+            await trio.sleep(self.interval_s * (0.8 + 0.4 * self._rng.random()))
+
+    def _rendezvous(self) -> bytes:
+        owner = self._trust.colony_owner
+        return rendezvous_key(colony_id(owner).to_base58() if owner else "open", self.site)
+
+    async def round(self) -> None:
+        """Read the other cells, feed the core, move if needed, publish if publisher."""
+        key = self._rendezvous()
+        now = trio.current_time()
+        self.directory.heard(self.own_report(), self.me, now)
+        found, heard_others = await self._read(key)
+        now = trio.current_time()
+        sib = self.cell.sibling()
+        rep = self.directory.report(sib, now) if sib is not None else None
+        if rep is not None:
+            await self._cores.submit_wait(SiblingSize(rep.cell, rep.digest.members))
+        leaves = [r.cell for r in self.directory.leaves(now)]
+        new = cell_to_adopt(self.cell, self.key, leaves, first=not self._placed,
+                            alone=len(self._members.list_members()) <= 1)
+        if heard_others:
+            self._placed = True
+        if new is not None:
+            await self._move(new, now)
+        # Publish once placed (a node that has just started is alone in its view and
+        # would provide for nothing), or when no cell of the site is published at all.
+        live = self._members.list_members()
+        publisher = is_publisher(self.me, [m.peer for m in live]) and (
+            self._placed or not found)
+        if publisher != self._providing:
+            if publisher:  # a failed Provide raises: retried next round
+                await self._dht.call(lambda rid: Provide(rid, (key,)), DHT_TIMEOUT_S)
+                self.stats.published += 1
+                log.info("cell_publishing", cell=self.cell.name())
+            else:
+                await self._cores.submit_wait(StopProviding((key,)))
+            self._providing = publisher
+
+    async def _read(self, key: bytes) -> tuple[int, bool]:
+        """(providers found, whether another node's report was heard)."""
+        try:
+            ev = await self._dht.call(lambda rid: GetProviders(rid, key, MAX_READ),
+                                      DHT_TIMEOUT_S)
+            providers = result_as(ev, Providers).providers
+        except ColonyError as e:
+            self.stats.lookups_failed += 1
+            log.debug("cells_lookup_failed", error=str(e))
+            return 0, False
+        heard = [False]
+
+        async def ask(peer: PeerId) -> None:
+            if await self._ask(peer):
+                heard[0] = True
+
+        async with trio.open_nursery() as n:
+            for info in providers[:MAX_READ]:
+                if info.peer == self.me:
+                    continue
+                if info.addrs:
+                    self._net.add_addrs(info.peer, str_addrs(info.addrs))
+                n.start_soon(ask, info.peer)
+        return len(providers), heard[0]
+
+    async def _ask(self, peer: PeerId) -> bool:
+        req: dict[str, object] = {}
+        if self._trust.own_chain:
+            req["chain"] = chain_to_wire(self._trust.own_chain)
+        try:
+            reply = await self._net.request(peer, PROTO_CELLS, req, timeout=REQUEST_TIMEOUT_S)
+        except (ColonyError, OSError, trio.TooSlowError) as e:
+            self.stats.requests_failed += 1
+            log.debug("cells_request_failed", peer=str(peer), error=str(e))
+            return False
+        try:
+            if not isinstance(reply, dict):
+                raise RemoteProtocolError("cells reply must be a map")
+            self._check_peer(peer, reply)
+            report = CellReport.from_wire(reply.get("report"), peer)
+        except (WireError, RemoteProtocolError) as e:
+            self.stats.reports_bad += 1
+            log.info("cells_report_refused", peer=str(peer), error=str(e))
+            return False
+        self.directory.heard(report, peer, trio.current_time())
+        return True
+
+    async def _move(self, new: CellId, now: float) -> None:
+        old, self.cell = self.cell, new
+        self.stats.moves += 1
+        await self._cores.submit_wait(StartCells(new))
+        self._save()
+        log.info("cell_moved", old=old.name(), new=new.name())
+        rep = self.directory.report(new, now)
+        if rep is not None:
+            await self._join(rep.seeds)
+
+    async def _join(self, seeds: tuple[Seed, ...]) -> None:
+        peers: list[PeerId] = []
+        for s in seeds:
+            if s.peer == self.me:
+                continue
+            self._net.add_addrs(s.peer, s.addrs)
+            try:
+                with trio.fail_after(DIAL_TIMEOUT_S):
+                    await self._net.connect(s.peer)
+            except (ColonyError, OSError, trio.TooSlowError) as e:
+                log.info("cell_seed_unreachable", peer=str(s.peer), error=str(e))
+                continue
+            peers.append(s.peer)
+        if peers:
+            await self._cores.submit_wait(Join(tuple(peers)))
+        else:
+            self.stats.joins_failed += 1
+
+    # ------------------------------------------------------------ reading
+
+    def cells_json(self) -> dict[str, Any]:
+        """`GET /v1/cells`: this node's cell and the current cells it knows of."""
+        now = trio.current_time()
+        self.directory.heard(self.own_report(), self.me, now)
+        leaves = {r.cell for r in self.directory.leaves(now)}
+        cells = []
+        for rep, age, source in self.directory.fresh(now):
+            if rep.cell not in leaves:
+                continue
+            d = rep.digest
+            cells.append({
+                "cell": d.cell.name(), "site": d.cell.site, "depth": d.cell.depth,
+                "members": d.members, "age_s": round(age, 1), "source": str(source),
+                "mine": d.cell == self.cell,
+                "classes": {c.name: {"members": c.members, "free": round(c.free, 3)}
+                            for c in d.classes},
+            })
+        return {"cell": self.cell.name(), "site": self.site, "cap": self.config.cap,
+                "publisher": self._providing, "cells": cells}
+
+    def stats_json(self) -> dict[str, Any]:
+        """`/v1/stats` "cells": this node's cell, the count of current cells, counters."""
+        now = trio.current_time()
+        leaves = self.directory.leaves(now)
+        if not any(r.cell == self.cell for r in leaves):
+            leaves.append(self.own_report())
+        return {"cell": self.cell.name(), "count": len(leaves),
+                "members": sum(r.digest.members for r in leaves), **asdict(self.stats)}

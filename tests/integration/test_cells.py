@@ -1,0 +1,96 @@
+"""Tier-1 cells on real daemons (services/cells.py, docs/gossip.md "Cells in the daemon").
+
+Nine `colony daemon` processes on 127.0.0.1 with `[cell] cap = 4` and short hold,
+check and digest intervals. All start in the root cell (they bootstrap through node
+0); the cell is over the cap, so it splits by key prefix until every cell holds at
+most 4 members. Then:
+
+- every node's live member list is exactly its cell (the nodes whose
+  `/v1/cells` names the same cell), and there are at least 2 cells;
+- `colony cells --json` on every node lists every cell with its right member count,
+  and `colony stats` shows the cell count;
+- a node killed with SIGKILL and restarted (bootstrapping through node 0, which may be
+  in another cell) comes back in its saved cell, and the member lists are again
+  exactly the cells.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from colony_cluster import Cluster, Node, colony_cmd, wait_for
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+
+N = 9
+CAP = 4
+ENV = {"COLONY_CELL_CAP": str(CAP), "COLONY_CELL_HOLD_S": "2",
+       "COLONY_CELL_CHECK_INTERVAL_S": "0.5", "COLONY_CELL_DIGEST_INTERVAL_S": "1.5"}
+
+
+def cell_of(node: Node) -> str:
+    return str(node.api(10).call("GET", "/v1/cells")["cell"])
+
+
+def cells_state(c: Cluster) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(cell → peer ids of the nodes in it, peer id → its live member list)."""
+    cells: dict[str, set[str]] = defaultdict(set)
+    views: dict[str, set[str]] = {}
+    for node in c.nodes:
+        cells[cell_of(node)].add(node.peer_id)
+        views[node.peer_id] = {r["id"] for r in node.members() if r["state"] == "alive"}
+    return cells, views
+
+
+def views_are_cells(c: Cluster) -> dict[str, set[str]] | None:
+    cells, views = cells_state(c)
+    if len(cells) < 2 or any(len(m) > CAP for m in cells.values()):
+        return None
+    for members in cells.values():
+        for p in members:
+            if views[p] != members:
+                return None
+    return cells
+
+
+def listed(node: Node) -> dict[str, int]:
+    out: dict[str, Any] = json.loads(colony_cmd(node.home, "cells", "--json").stdout)
+    return {str(x["cell"]): int(x["members"]) for x in out["cells"]}
+
+
+def test_cells_split_at_the_cap_and_list_each_other(tmp_path: Path) -> None:
+    with Cluster(tmp_path / "c", N, env=ENV) as c:
+        try:
+            cells = wait_for(lambda: views_are_cells(c), 60,
+                             "every node's member list to be exactly its cell", every=0.5)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; cells and views: {cells_state(c)}") from None
+        want = {cell: len(m) for cell, m in cells.items()}
+        # Every node lists every cell with its member count (digests through the DHT).
+        wait_for(lambda: all(listed(n) == want for n in c.nodes), 30,
+                 f"`colony cells` on every node to list {want}", every=0.5)
+        stats = c.nodes[0].api(10).call("GET", "/v1/stats")["cells"]
+        assert stats["count"] == len(want) and stats["members"] == N, stats
+        out = colony_cmd(c.nodes[0].home, "stats").stdout
+        assert f"cells: {len(want)} known" in out, out
+
+        # A restarted node comes back into its saved cell, joining through saved peers.
+        victim = next(n for n in c.nodes[1:] if len(cells[cell_of(n)]) > 1)
+        before = cell_of(victim)
+        victim.kill()
+        victim.start([c.nodes[0].addr], env=ENV)
+        wait_for(victim.up, 60, "the restarted daemon's API")
+        assert cell_of(victim) == before
+        try:
+            after = wait_for(lambda: views_are_cells(c), 60,
+                             "member lists to be the cells again after the restart", every=0.5)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; cells and views: {cells_state(c)}") from None
+        assert {cell: len(m) for cell, m in after.items()} == want
