@@ -342,8 +342,10 @@ def _stats(args: argparse.Namespace) -> int:
         print(line)
     cells = stats.get("cells")
     if isinstance(cells, dict) and "count" in cells:
-        print(f"cells: {cells['count']} known, {cells.get('members', 0)} members in them; "
-              f"this node in {cells.get('cell')}")
+        free = cells.get("free") or {}
+        print(f"cells: {cells['count']} known, {cells.get('members', 0)} members in them "
+              f"({free.get('cpu', 0):g} CPUs, {_human(int(free.get('mem', 0)))} memory free, "
+              f"by their digests); this node in {cells.get('cell')}")
     for group, values in stats.items():
         if not isinstance(values, dict):
             print(f"{group}: {values}")

@@ -11,7 +11,9 @@ most 4 members. Then:
   and `colony stats` shows the cell count;
 - a node killed with SIGKILL and restarted (bootstrapping through node 0, which may be
   in another cell) comes back in its saved cell, and the member lists are again
-  exactly the cells.
+  exactly the cells;
+- a new node that joins through node 0 picks its cell from the digests
+  (`choose_cell`): it ends in the cell holding its key, its member list that cell.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from colony_cluster import Cluster, Node, colony_cmd, wait_for
+
+from gossip.cells import CellId, cell_key
+from overlay.core.ids import PeerId
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
@@ -94,3 +99,22 @@ def test_cells_split_at_the_cap_and_list_each_other(tmp_path: Path) -> None:
         except AssertionError as e:
             raise AssertionError(f"{e}; cells and views: {cells_state(c)}") from None
         assert {cell: len(m) for cell, m in after.items()} == want
+
+        # A new node joins through node 0 and picks its cell from the digests.
+        joiner = Node(tmp_path / "c" / "joiner")
+        colony_cmd(joiner.home, "init")
+        joiner.peer_id = colony_cmd(joiner.home, "id").stdout.strip()
+        joiner.init_config()
+        c.nodes.append(joiner)  # killed with the others
+        joiner.start([c.nodes[0].addr], env=ENV)
+        wait_for(joiner.up, 60, "the joiner's API")
+        key = cell_key(PeerId.from_base58(joiner.peer_id))
+        home = next(cell for cell in want if CellId.parse(cell).contains(key))
+        try:
+            final = wait_for(lambda: views_are_cells(c), 60,
+                             "member lists to be the cells with the joiner", every=0.5)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; cells and views: {cells_state(c)}") from None
+        mine = cell_of(joiner)
+        assert CellId.parse(home).is_ancestor_of(CellId.parse(mine)), (home, mine)
+        assert joiner.peer_id in final[mine] and sum(map(len, final.values())) == N + 1

@@ -346,14 +346,22 @@ class CellService:
                 "classes": {c.name: {"members": c.members, "free": round(c.free, 3)}
                             for c in d.classes},
             })
+        cells.sort(key=lambda c: str(c["cell"]))
         return {"cell": self.cell.name(), "site": self.site, "cap": self.config.cap,
                 "publisher": self._providing, "cells": cells}
 
     def stats_json(self) -> dict[str, Any]:
-        """`/v1/stats` "cells": this node's cell, the count of current cells, counters."""
+        """`/v1/stats` "cells": this node's cell, the current cells' count and their
+        digests summed (colony-wide members and free capacity by class), counters."""
         now = trio.current_time()
         leaves = self.directory.leaves(now)
         if not any(r.cell == self.cell for r in leaves):
             leaves.append(self.own_report())
+        free: dict[str, float] = {}
+        for r in leaves:
+            for c in r.digest.classes:
+                free[c.name] = free.get(c.name, 0.0) + c.free
         return {"cell": self.cell.name(), "count": len(leaves),
-                "members": sum(r.digest.members for r in leaves), **asdict(self.stats)}
+                "members": sum(r.digest.members for r in leaves),
+                "free": {k: round(v, 3) for k, v in sorted(free.items())},
+                **asdict(self.stats)}
