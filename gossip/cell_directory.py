@@ -157,6 +157,11 @@ class CellDirectory:
         return [r for r in fresh
                 if not any(c != r.cell and r.cell.is_ancestor_of(c) for c in cells)]
 
+    def source(self, cell: CellId, now: float) -> PeerId | None:
+        """Who the current report of `cell` came from (None: none fresh)."""
+        e = self._cells.get(cell)
+        return e.source if e is not None and now - e.heard <= self.ttl_s else None
+
     def report(self, cell: CellId, now: float) -> CellReport | None:
         e = self._cells.get(cell)
         return e.report if e is not None and now - e.heard <= self.ttl_s else None

@@ -246,12 +246,13 @@ class Daemon:
         self.triggers.topics = self.topics  # topic triggers follow their topic
         self.handlers.topics = self.topics  # so do topic:NAME handler scripts
         self.capsules.on_outputs = self.federation.on_outputs  # a grantee reads its outputs
-        self.aggregate = AggregateService(self.me, self.membership, t, self.conf["aggregate"])
-        self.aggregate.register()  # /colony/aggregate/1.0.0: colony-wide totals
         self.cells = CellService(self.me, self.home, self.conf["cell"], cores=driver, network=t,
                                  membership=self.membership, dht=self.dht_client,
                                  trust=self.trust, spawn=self.spawn)
         self.cells.register()  # /colony/cells/1.0.0: this cell's report
+        self.aggregate = AggregateService(self.me, self.membership, t, self.conf["aggregate"],
+                                          bridges=self.cells)  # across cells: its publishers
+        self.aggregate.register()  # /colony/aggregate/1.0.0: colony-wide totals
         self.router = Router(
             t, driver.submit, self.dht_client, gossip_protocol=PROTO_GOSSIP,
             bitswap_protocol=PROTO_BITSWAP, kad_server=self.kad.config.mode != "client",

@@ -8,7 +8,8 @@ most 4 members. Then:
 - every node's live member list is exactly its cell (the nodes whose
   `/v1/cells` names the same cell), and there are at least 2 cells;
 - `colony cells --json` on every node lists every cell with its right member count,
-  and `colony stats` shows the cell count;
+  and `colony stats` shows the cell count; push-sum's colony totals (epochs of 4 s)
+  count every member of every cell, within 1 %, on every node;
 - a node killed with SIGKILL and restarted (bootstrapping through node 0, which may be
   in another cell) comes back in its saved cell, and the member lists are again
   exactly the cells;
@@ -37,7 +38,8 @@ pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 N = 9
 CAP = 4
 ENV = {"COLONY_CELL_CAP": str(CAP), "COLONY_CELL_HOLD_S": "2",
-       "COLONY_CELL_CHECK_INTERVAL_S": "0.5", "COLONY_CELL_DIGEST_INTERVAL_S": "1.5"}
+       "COLONY_CELL_CHECK_INTERVAL_S": "0.5", "COLONY_CELL_DIGEST_INTERVAL_S": "1.5",
+       "COLONY_AGGREGATE_EPOCH_S": "4", "COLONY_AGGREGATE_ROUND_S": "0.2"}
 
 
 def cell_of(node: Node) -> str:
@@ -65,6 +67,11 @@ def views_are_cells(c: Cluster) -> dict[str, set[str]] | None:
     return cells
 
 
+def colony_members(node: Node) -> float:
+    last = node.api(10).call("GET", "/v1/stats")["colony"].get("last") or {}
+    return float(last.get("members", -1.0))
+
+
 def listed(node: Node) -> dict[str, int]:
     out: dict[str, Any] = json.loads(colony_cmd(node.home, "cells", "--json").stdout)
     return {str(x["cell"]): int(x["members"]) for x in out["cells"]}
@@ -85,6 +92,10 @@ def test_cells_split_at_the_cap_and_list_each_other(tmp_path: Path) -> None:
         assert stats["count"] == len(want) and stats["members"] == N, stats
         out = colony_cmd(c.nodes[0].home, "stats").stdout
         assert f"cells: {len(want)} known" in out, out
+        # Push-sum crosses cells through their publishers: colony-wide totals, one
+        # initiator (in the cell holding the epoch's key), within 1 % everywhere.
+        wait_for(lambda: all(abs(colony_members(n) - N) <= 0.01 * N for n in c.nodes), 40,
+                 f"push-sum totals of {N} members on every node", every=0.5)
 
         # A restarted node comes back into its saved cell, joining through saved peers.
         victim = next(n for n in c.nodes[1:] if len(cells[cell_of(n)]) > 1)

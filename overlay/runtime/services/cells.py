@@ -12,7 +12,8 @@ then keeps only the new cell's members. This service does the I/O around it
   sha256(peer id) among its live members, gossip/cell_directory.py) provides the
   site's rendezvous key in the DHT; a member that stops being publisher stops
   providing. Answering `/colony/cells/1.0.0` requests, any member sends its own cell's
-  `CellReport` (digest from its SWIM view's ads, and up to four members with addresses).
+  `CellReport` (digest from its SWIM view's ads, and its four smallest-ranked members
+  with addresses: joiners dial them, push-sum bridges cells through them).
 - read: the same round looks the rendezvous key up, asks every provider (at most
   `MAX_READ`, concurrently, `REQUEST_TIMEOUT_S` each) for its report, validates it
   (the responder and seeds must be in the reported cell; in colony mode the
@@ -51,6 +52,7 @@ from gossip.cell_directory import (
     Seed,
     cell_to_adopt,
     is_publisher,
+    publisher_rank,
 )
 from gossip.cells import CellChanged, CellConfig, CellId, SiblingSize, StartCells, cell_key
 from gossip.events import Join
@@ -61,6 +63,7 @@ from overlay.runtime.services.host_ad import str_addrs
 from overlay.runtime.services.trust_state import colony_id
 
 if TYPE_CHECKING:
+    from gossip.members import MemberInfo
     from overlay.core.ids import PeerId
     from overlay.runtime.context import Cores, DhtCalls, Membership, Network, Spawn
     from overlay.runtime.services.trust_state import Trust
@@ -81,7 +84,11 @@ FIRST_ROUND_S = 1.0
 
 
 def cell_config(conf: dict[str, Any]) -> CellConfig:
+    """`[cell]` as the cell core's config; a bad value is a `ConfigError` naming it."""
     try:
+        CellId(str(conf["site"]))  # the site label's rules (no '/', ≤ 64 characters)
+        if float(conf["digest_interval_s"]) <= 0:
+            raise ValueError("digest_interval_s must be positive")
         return CellConfig(cap=int(conf["cap"]), merge_below=float(conf["merge_below"]),
                           hold_s=float(conf["hold_s"]),
                           check_interval_s=float(conf["check_interval_s"]),
@@ -117,12 +124,7 @@ class CellService:
         self.config = cell_config(conf)
         self.site = str(conf["site"])
         self.interval_s = float(conf["digest_interval_s"])
-        if self.interval_s <= 0:
-            raise ConfigError("[cell] digest_interval_s must be positive")
-        try:
-            root = CellId(self.site)
-        except ValueError as e:
-            raise ConfigError(f"[cell] {e}") from None
+        root = CellId(self.site)
         self._file = home / CELL_FILE
         self._cores, self._net, self._members, self._dht = cores, network, membership, dht
         self._trust, self._spawn = trust, spawn
@@ -175,11 +177,16 @@ class CellService:
     def own_report(self) -> CellReport:
         live = self._members.list_members()  # self first; SWIM keeps only this cell
         digest = CellDigest.of(self.cell, [m.ad for m in live], time.time())
-        others = [m for m in live if not m.is_self and m.addrs]
-        picked = self._rng.sample(others, min(MAX_SEEDS - 1, len(others)))
-        seeds = [Seed(self.me, tuple(self._net.addrs[:MAX_ADDRS]))]
-        seeds += [Seed(m.peer, tuple(m.addrs[:MAX_ADDRS])) for m in picked]
-        return CellReport(digest, tuple(seeds))
+        return CellReport(digest, tuple(self._seeds(live)))
+
+    def _seeds(self, live: list[MemberInfo]) -> list[Seed]:
+        """The cell's `MAX_SEEDS` smallest-ranked members: deterministic, so every
+        member reports the same ones (they are also push-sum's bridges)."""
+        out = []
+        for m in sorted(live, key=lambda m: publisher_rank(m.peer))[:MAX_SEEDS]:
+            addrs = self._net.addrs if m.is_self else list(m.addrs)
+            out.append(Seed(m.peer, tuple(addrs[:MAX_ADDRS])))
+        return out
 
     async def _serve(self, peer: PeerId, obj: object) -> object:
         self._check_peer(peer, obj)
@@ -326,6 +333,33 @@ class CellService:
             await self._cores.submit_wait(Join(tuple(peers)))
         else:
             self.stats.joins_failed += 1
+
+    # ------------------------------------------------------------ push-sum bridges
+
+    def _other_bridges(self) -> set[PeerId]:
+        """Seeds and sources of the other current cells' reports."""
+        now = trio.current_time()
+        out: set[PeerId] = set()
+        for r in self.directory.leaves(now):
+            if r.cell != self.cell:
+                out.update(s.peer for s in r.seeds)
+                out.add(self.directory.source(r.cell, now) or self.me)
+        out.discard(self.me)
+        return out
+
+    def bridges(self) -> list[PeerId]:
+        """Push-sum neighbours in other cells: their seeds, if this node is a seed of
+        its own cell (the `MAX_SEEDS` smallest-ranked members)."""
+        if not any(s.peer == self.me for s in self._seeds(self._members.list_members())):
+            return []
+        return sorted(self._other_bridges(), key=publisher_rank)
+
+    def accepts(self, peer: PeerId) -> bool:
+        """A push-sum share from another cell: from one of its seeds or its source."""
+        return peer in self._other_bridges()
+
+    def holds(self, key: int) -> bool:
+        return self.cell.contains(key)
 
     # ------------------------------------------------------------ reading
 
