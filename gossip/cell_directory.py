@@ -18,13 +18,16 @@ Rules, and why:
   that has not split yet still reports the parent for a few check intervals; the
   descendants win. After a merge the children's reports age out within `ttl_s` (the
   members that merged drop them at once: `forget_under`).
-- Moving (`cell_to_adopt`): split and merge are the cell core's decisions
-  (gossip/cells.py). The directory moves a node only when its own view cannot: on the
-  first reading after start (a joiner started at the root, or a restarted node whose
-  saved cell was split while it was away: it goes down to `choose_cell`'s leaf), or
-  when it is alone in its cell (its cell merged or emptied while it was away). Moving
-  down is safe by the cover invariant; moving a node with live cell-mates is not (a
-  stale report would undo a merge).
+- Moving (`cell_to_adopt`, from the other nodes' reports): split and merge are the
+  cell core's decisions (gossip/cells.py). The directory moves a node only when its
+  own view cannot: down to `choose_cell`'s leaf on the first reading after start (a
+  joiner started at the root, a restarted node whose saved cell was split while it was
+  away), or once *settled* (no change of its own for the caller's grace time: a member
+  that decided to split later than the others can see its count fall below the cap as
+  the others leave it, and never split); and anywhere when it is alone in its cell (its
+  cell merged or emptied while it was away). Moving down is safe by the cover
+  invariant once reports from before a merge have aged out (the grace time); moving
+  up a node with live cell-mates is not (a stale report would undo a merge).
 
 Bounds: at most `MAX_CELLS` cells are remembered (the oldest heard is dropped), a
 report carries at most `MAX_SEEDS` seeds of at most `MAX_ADDRS` addresses each.
@@ -150,9 +153,10 @@ class CellDirectory:
         return [(e.report, now - e.heard, e.source) for c, e in sorted(self._cells.items())
                 if now - e.heard <= self.ttl_s]
 
-    def leaves(self, now: float) -> list[CellReport]:
-        """The current cells: fresh, with no fresh strict descendant."""
-        fresh = [r for r, _, _ in self.fresh(now)]
+    def leaves(self, now: float, exclude: PeerId | None = None) -> list[CellReport]:
+        """The current cells: fresh, with no fresh strict descendant (not counting the
+        reports `exclude` gave: a node's own report must not hide the others')."""
+        fresh = [r for r, _, src in self.fresh(now) if src != exclude]
         cells = [r.cell for r in fresh]
         return [r for r in fresh
                 if not any(c != r.cell and r.cell.is_ancestor_of(c) for c in cells)]
@@ -168,15 +172,16 @@ class CellDirectory:
 
 
 def cell_to_adopt(current: CellId, key: int, leaves: list[CellId], *, first: bool,
-                  alone: bool) -> CellId | None:
-    """The cell to move to, or None (see the module docstring, "Moving")."""
+                  settled: bool, alone: bool) -> CellId | None:
+    """The cell to move to, or None (see the module docstring, "Moving"). `leaves`:
+    the current cells as the *other* nodes report them."""
     mine = [c for c in leaves if c.site == current.site]
     if not mine:
         return None
     chosen = choose_cell(key, current.site, mine)
     if chosen == current:
         return None
-    if first and current.is_ancestor_of(chosen):
+    if (first or settled) and current.is_ancestor_of(chosen):
         return chosen
     if alone and any(c.contains(key) for c in mine):
         return chosen

@@ -14,12 +14,16 @@ most 4 members. Then:
   in another cell) comes back in its saved cell, and the member lists are again
   exactly the cells;
 - a new node that joins through node 0 picks its cell from the digests
-  (`choose_cell`): it ends in the cell holding its key, its member list that cell.
+  (`choose_cell`): it ends in the cell holding its key, its member list that cell;
+- stopping members of two sibling cells (SIGTERM: a graceful leave) until they hold 3
+  together (< 0.8 × cap) merges them: the survivors end in the parent cell, each
+  listing exactly the others.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -39,6 +43,8 @@ N = 9
 CAP = 4
 ENV = {"COLONY_CELL_CAP": str(CAP), "COLONY_CELL_HOLD_S": "2",
        "COLONY_CELL_CHECK_INTERVAL_S": "0.5", "COLONY_CELL_DIGEST_INTERVAL_S": "1.5",
+       # Merge when a cell and its sibling hold < 3.2 together (a split leaves ≥ 5).
+       "COLONY_CELL_MERGE_BELOW": "0.8",
        "COLONY_AGGREGATE_EPOCH_S": "4", "COLONY_AGGREGATE_ROUND_S": "0.2"}
 
 
@@ -46,18 +52,20 @@ def cell_of(node: Node) -> str:
     return str(node.api(10).call("GET", "/v1/cells")["cell"])
 
 
-def cells_state(c: Cluster) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+def cells_state(c: Cluster, nodes: list[Node] | None = None
+                ) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     """(cell → peer ids of the nodes in it, peer id → its live member list)."""
     cells: dict[str, set[str]] = defaultdict(set)
     views: dict[str, set[str]] = {}
-    for node in c.nodes:
+    for node in nodes or c.nodes:
         cells[cell_of(node)].add(node.peer_id)
         views[node.peer_id] = {r["id"] for r in node.members() if r["state"] == "alive"}
     return cells, views
 
 
-def views_are_cells(c: Cluster) -> dict[str, set[str]] | None:
-    cells, views = cells_state(c)
+def views_are_cells(c: Cluster, nodes: list[Node] | None = None
+                    ) -> dict[str, set[str]] | None:
+    cells, views = cells_state(c, nodes)
     if len(cells) < 2 or any(len(m) > CAP for m in cells.values()):
         return None
     for members in cells.values():
@@ -129,3 +137,30 @@ def test_cells_split_at_the_cap_and_list_each_other(tmp_path: Path) -> None:
         mine = cell_of(joiner)
         assert CellId.parse(home).is_ancestor_of(CellId.parse(mine)), (home, mine)
         assert joiner.peer_id in final[mine] and sum(map(len, final.values())) == N + 1
+
+        # Two sibling cells that shrink below merge_below × cap merge into their parent.
+        nodes = {n.peer_id: n for n in c.nodes}
+        deepest = max(map(CellId.parse, final), key=lambda x: x.depth)
+        sib = deepest.sibling()
+        assert sib is not None and sib.name() in final, final
+        pair = [sorted(final[deepest.name()]), sorted(final[sib.name()])]
+        victims = []
+        while sum(map(len, pair)) > 3:
+            big = max(pair, key=len)
+            victims.append(nodes[big.pop()])
+        for v in victims:  # a graceful leave: SWIM drops them at once (a SIGKILL
+            v.kill(signal.SIGTERM)  # costs the suspicion timeout, ~15 s in a cell of 3)
+        survivors = [n for n in c.nodes if n not in victims]
+        parent = deepest.parent()
+        assert parent is not None
+        want_merged = {p for half in pair for p in half}
+
+        def merged() -> bool:
+            cells = views_are_cells(c, survivors)
+            return cells is not None and cells.get(parent.name()) == want_merged
+
+        try:
+            wait_for(merged, 60, f"the two sibling cells to merge into {parent.name()}",
+                     every=0.5)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; cells and views: {cells_state(c, survivors)}") from None

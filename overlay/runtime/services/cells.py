@@ -8,21 +8,25 @@ then keeps only the new cell's members. This service does the I/O around it
 - start: the cell saved in `<home>/cell.json` (a restarted node rejoins its cell; its
   saved peers are members of it), else the site's root; `StartCells` goes in before
   bootstrap's `Join`. Every `CellChanged` is saved.
-- publish: every `digest_interval_s` (jittered), the cell's *publisher* (smallest
+- publish: every `digest_interval_s` (jittered, in a loop of its own: DHT lookups
+  can take long while dead peers time out), the cell's *publisher* (smallest
   sha256(peer id) among its live members, gossip/cell_directory.py) provides the
   site's rendezvous key in the DHT; a member that stops being publisher stops
   providing. Answering `/colony/cells/1.0.0` requests, any member sends its own cell's
   `CellReport` (digest from its SWIM view's ads, and its four smallest-ranked members
   with addresses: joiners dial them, push-sum bridges cells through them).
-- read: the same round looks the rendezvous key up, asks every provider (at most
+- read: the same loop looks the rendezvous key up, asks every provider (at most
   `MAX_READ`, concurrently, `REQUEST_TIMEOUT_S` each) for its report, validates it
   (the responder and seeds must be in the reported cell; in colony mode the
   responder's certificate chain must make it a member) and keeps it in the directory.
-  A sibling's report goes to the cell core as `SiblingSize` (merge evidence).
-- move: on the first reading after start, a node whose cell is an ancestor of the
-  leaf `choose_cell` picks (a joiner at the root, a node that missed a split) goes
-  there, and a node alone in its cell goes to the current cell holding its key; it
-  joins through that cell's seeds. After a merge it joins through the sibling's seeds.
+  Every `digest_interval_s` a tick gives the cell core the sibling's size from the
+  directory (`SiblingSize`, merge evidence) and decides moves.
+- move (gossip/cell_directory.py, "Moving"): on the first reading after start, or
+  when it has not changed cell for `hold_s` + 3 digest intervals, a node whose cell is
+  an ancestor of the leaf `choose_cell` picks from the other nodes' reports (a joiner
+  at the root, a node that missed a split) goes there, and a node alone in its cell
+  goes to the current cell holding its key; it joins through that cell's seeds. After
+  a merge it joins through the sibling's seeds.
 
 Bounds: `MAX_READ` providers asked per round, the directory holds ≤ 1,024 cells, a
 report ≤ 32 classes and 4 seeds. Failures are counted in `stats` (/v1/stats "cells").
@@ -134,6 +138,14 @@ class CellService:
         self.stats = CellStats()
         self._providing = False
         self._placed = False
+        #: Providers the last lookup found (None: no lookup yet); whether any other
+        #: node's report was ever heard (the first reading that places a joiner).
+        self._found: int | None = None
+        self._heard_others = False
+        #: When this node last changed cell (trio time); moving down waits this long
+        #: after a change: the hold time, plus reports from before it age out.
+        self._changed_at = trio.current_time()
+        self._grace_s = self.config.hold_s + TTL_INTERVALS * self.interval_s
 
     # ------------------------------------------------------------ start and events
 
@@ -162,13 +174,13 @@ class CellService:
 
     def on_event(self, ev: object) -> None:
         if isinstance(ev, CellChanged):
-            self.cell = ev.new
+            self.cell, self._changed_at = ev.new, trio.current_time()
             self._save()
             log.info("cell_changed", old=ev.old.name(), new=ev.new.name(), reason=ev.reason)
-            if ev.reason == "merge":
-                self.directory.forget_under(ev.new)
+            if ev.reason == "merge":  # join the sibling's members through its seeds
                 sib = ev.old.sibling()
                 rep = self.directory.report(sib, trio.current_time()) if sib else None
+                self.directory.forget_under(ev.new)
                 if rep is not None:
                     self._spawn(self._join, rep.seeds)
 
@@ -214,50 +226,72 @@ class CellService:
     # ------------------------------------------------------------ rounds
 
     async def run(self) -> None:
-        await trio.sleep(FIRST_ROUND_S)
-        while True:
-            self.stats.rounds += 1
-            try:
-                await self.round()
-            except ColonyError as e:  # a round that failed is retried next interval
-                log.info("cells_round_failed", error=str(e))
-            await trio.sleep(self.interval_s * (0.8 + 0.4 * self._rng.random()))
+        """Two loops: the DHT side (publish, read: lookups may take long while dead
+        peers time out) and the tick (feed the core, move), so a slow lookup never
+        starves the cell core of its sibling's size."""
+        async with trio.open_nursery() as n:
+            n.start_soon(self._dht_loop)
+            await trio.sleep(FIRST_ROUND_S)
+            while True:
+                self.stats.rounds += 1
+                try:
+                    await self.tick()
+                except ColonyError as e:  # retried next interval
+                    log.info("cells_tick_failed", error=str(e))
+                await trio.sleep(self._jittered())
+
+    def _jittered(self) -> float:
+        return self.interval_s * (0.8 + 0.4 * self._rng.random())
 
     def _rendezvous(self) -> bytes:
         owner = self._trust.colony_owner
         return rendezvous_key(colony_id(owner).to_base58() if owner else "open", self.site)
 
-    async def round(self) -> None:
-        """Read the other cells, feed the core, move if needed, publish if publisher."""
-        key = self._rendezvous()
+    async def tick(self) -> None:
+        """Feed the core the sibling's size; move if the directory says so."""
         now = trio.current_time()
         self.directory.heard(self.own_report(), self.me, now)
-        found, heard_others = await self._read(key)
-        now = trio.current_time()
         sib = self.cell.sibling()
         rep = self.directory.report(sib, now) if sib is not None else None
         if rep is not None:
             await self._cores.submit_wait(SiblingSize(rep.cell, rep.digest.members))
-        leaves = [r.cell for r in self.directory.leaves(now)]
+        leaves = [r.cell for r in self.directory.leaves(now, exclude=self.me)]
         new = cell_to_adopt(self.cell, self.key, leaves, first=not self._placed,
+                            settled=now - self._changed_at > self._grace_s,
                             alone=len(self._members.list_members()) <= 1)
-        if heard_others:
+        if self._heard_others:
             self._placed = True
         if new is not None:
             await self._move(new, now)
-        # Publish once placed (a node that has just started is alone in its view and
-        # would provide for nothing), or when no cell of the site is published at all.
+
+    async def _dht_loop(self) -> None:
+        await trio.sleep(FIRST_ROUND_S)
+        while True:
+            key = self._rendezvous()
+            try:
+                await self._publish(key)
+            except ColonyError as e:  # a failed Provide is retried next round
+                log.info("cells_publish_failed", error=str(e))
+            self._found, heard = await self._read(key)
+            self._heard_others = self._heard_others or heard
+            await trio.sleep(self._jittered())
+
+    async def _publish(self, key: bytes) -> None:
+        """Provide the key while this node is its cell's publisher. Only once placed
+        (a node that has just started is alone in its view and would provide for
+        nothing), or when the last lookup found no cell of the site published at all."""
         live = self._members.list_members()
         publisher = is_publisher(self.me, [m.peer for m in live]) and (
-            self._placed or not found)
-        if publisher != self._providing:
-            if publisher:  # a failed Provide raises: retried next round
-                await self._dht.call(lambda rid: Provide(rid, (key,)), DHT_TIMEOUT_S)
-                self.stats.published += 1
-                log.info("cell_publishing", cell=self.cell.name())
-            else:
-                await self._cores.submit_wait(StopProviding((key,)))
-            self._providing = publisher
+            self._placed or self._found == 0)
+        if publisher == self._providing:
+            return
+        if publisher:
+            await self._dht.call(lambda rid: Provide(rid, (key,)), DHT_TIMEOUT_S)
+            self.stats.published += 1
+            log.info("cell_publishing", cell=self.cell.name())
+        else:
+            await self._cores.submit_wait(StopProviding((key,)))
+        self._providing = publisher
 
     async def _read(self, key: bytes) -> tuple[int, bool]:
         """(providers found, whether another node's report was heard)."""
@@ -307,7 +341,7 @@ class CellService:
         return True
 
     async def _move(self, new: CellId, now: float) -> None:
-        old, self.cell = self.cell, new
+        old, self.cell, self._changed_at = self.cell, new, now
         self.stats.moves += 1
         await self._cores.submit_wait(StartCells(new))
         self._save()

@@ -90,17 +90,33 @@ def test_the_publisher_is_the_smallest_hash_in_every_view() -> None:
     assert is_publisher(best, peers) and is_publisher(best, [best])
 
 
-def test_a_node_moves_down_once_or_when_alone_never_with_cell_mates() -> None:
+def test_a_node_moves_down_when_placed_or_settled_up_only_when_alone() -> None:
     key = 0b10 << 62  # in /1 and /10
     a10, a11 = A1.children()
     leaves = [A0, a10, a11]
     # A joiner at the root (first reading): down to the leaf holding its key.
-    assert cell_to_adopt(ROOT, key, leaves, first=True, alone=False) == a10
-    # Later, with cell-mates, a stale view must not move it (it could undo a merge).
-    assert cell_to_adopt(ROOT, key, leaves, first=False, alone=False) is None
+    assert cell_to_adopt(ROOT, key, leaves, first=True, settled=False, alone=False) == a10
+    # Just after a change of its own (e.g. a merge), reports may be stale: stay.
+    assert cell_to_adopt(ROOT, key, leaves, first=False, settled=False, alone=False) is None
+    # Settled and still above the leaves: it missed a split; go down.
+    assert cell_to_adopt(A1, key, leaves, first=False, settled=True, alone=False) == a10
+    # With cell-mates it never moves up, settled or not.
+    assert cell_to_adopt(a10, key, [A0, A1], first=False, settled=True, alone=False) is None
     # Its cell merged while it was away: alone, it goes to the cell holding its key.
-    assert cell_to_adopt(a10, key, [A0, A1], first=False, alone=True) == A1
-    assert cell_to_adopt(a10, key, leaves, first=True, alone=True) is None  # already there
+    assert cell_to_adopt(a10, key, [A0, A1], first=False, settled=False, alone=True) == A1
+    assert cell_to_adopt(a10, key, leaves, first=True, settled=True, alone=True) is None
+    # Alone in a cell nobody else reports, next to known leaves: it stays.
+    assert cell_to_adopt(a10, key, [A0, a11], first=False, settled=True, alone=True) is None
     # Only the leaf it cannot see: the cover invariant gives the depth.
-    assert cell_to_adopt(ROOT, key, [A0], first=True, alone=False) == A1
-    assert cell_to_adopt(ROOT, key, [], first=True, alone=True) is None
+    assert cell_to_adopt(ROOT, key, [A0], first=True, settled=False, alone=False) == A1
+    assert cell_to_adopt(ROOT, key, [], first=True, settled=True, alone=True) is None
+
+
+def test_own_reports_do_not_hide_the_others() -> None:
+    rng = random.Random(5)
+    me, other = _peer_in(A0.child(1), rng), _peer_in(A0, rng)
+    d = CellDirectory("", ttl_s=10.0)
+    d.heard(_report(A0, 3, 1.0), other, now=0.0)  # merged
+    d.heard(_report(A0.child(1), 1, 1.0), me, now=0.0)  # we are still in the child
+    assert [r.cell for r in d.leaves(1.0)] == [A0.child(1)]
+    assert [r.cell for r in d.leaves(1.0, exclude=me)] == [A0]
