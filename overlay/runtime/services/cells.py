@@ -83,6 +83,8 @@ DHT_TIMEOUT_S = 30.0
 DIAL_TIMEOUT_S = 10.0
 #: A report is current for this many digest intervals after it was heard.
 TTL_INTERVALS = 3.0
+#: A report served is at most this old (trio seconds).
+REPORT_CACHE_S = 1.0
 #: The first round runs this soon after start (bootstrap has joined the DHT by then).
 FIRST_ROUND_S = 1.0
 
@@ -142,6 +144,8 @@ class CellService:
         #: node's report was ever heard (the first reading that places a joiner).
         self._found: int | None = None
         self._heard_others = False
+        self._report: tuple[float, CellReport] | None = None
+        self._rejoined_at = -1e9
         #: When this node last changed cell (trio time); moving down waits this long
         #: after a change: the hold time, plus reports from before it age out.
         self._changed_at = trio.current_time()
@@ -187,9 +191,19 @@ class CellService:
     # ------------------------------------------------------------ serving
 
     def own_report(self) -> CellReport:
+        """This cell's report from this node's view, computed at most once per
+        `REPORT_CACHE_S` (every reader of the site asks the publisher each interval,
+        and a digest costs one pass over the cell's ads)."""
+        now = trio.current_time()
+        cached = self._report
+        if cached is not None and cached[1].cell == self.cell \
+                and now - cached[0] < REPORT_CACHE_S:
+            return cached[1]
         live = self._members.list_members()  # self first; SWIM keeps only this cell
         digest = CellDigest.of(self.cell, [m.ad for m in live], time.time())
-        return CellReport(digest, tuple(self._seeds(live)))
+        report = CellReport(digest, tuple(self._seeds(live)))
+        self._report = (now, report)
+        return report
 
     def _seeds(self, live: list[MemberInfo]) -> list[Seed]:
         """The cell's `MAX_SEEDS` smallest-ranked members: deterministic, so every
@@ -250,19 +264,25 @@ class CellService:
     async def tick(self) -> None:
         """Feed the core the sibling's size; move if the directory says so."""
         now = trio.current_time()
-        self.directory.heard(self.own_report(), self.me, now)
         sib = self.cell.sibling()
         rep = self.directory.report(sib, now) if sib is not None else None
         if rep is not None:
             await self._cores.submit_wait(SiblingSize(rep.cell, rep.digest.members))
-        leaves = [r.cell for r in self.directory.leaves(now, exclude=self.me)]
+        leaves = [r.cell for r in self.directory.leaves(now)]
+        alone = len(self._members.list_members()) <= 1
         new = cell_to_adopt(self.cell, self.key, leaves, first=not self._placed,
-                            settled=now - self._changed_at > self._grace_s,
-                            alone=len(self._members.list_members()) <= 1)
+                            settled=now - self._changed_at > self._grace_s, alone=alone)
         if self._heard_others:
             self._placed = True
         if new is not None:
             await self._move(new, now)
+        elif alone and now - self._rejoined_at > self.directory.ttl_s:
+            # Alone in a cell others report (e.g. a joiner that split from a view of
+            # another cell, or whose saved peers are gone): join through its seeds.
+            rep = self.directory.report(self.cell, now)
+            if rep is not None:
+                self._rejoined_at = now
+                await self._join(rep.seeds)
 
     async def _dht_loop(self) -> None:
         await trio.sleep(FIRST_ROUND_S)
@@ -397,15 +417,19 @@ class CellService:
 
     # ------------------------------------------------------------ reading
 
+    def _current(self) -> list[tuple[CellReport, float, PeerId]]:
+        """The current cells (report, age, source): the directory's, with this node's
+        own report for its own cell (the freshest), leaves only."""
+        now = trio.current_time()
+        known = {r.cell: (r, age, src) for r, age, src in self.directory.fresh(now)}
+        known[self.cell] = (self.own_report(), 0.0, self.me)
+        return [known[c] for c in sorted(known, key=lambda c: c.name())
+                if not any(o != c and c.is_ancestor_of(o) for o in known)]
+
     def cells_json(self) -> dict[str, Any]:
         """`GET /v1/cells`: this node's cell and the current cells it knows of."""
-        now = trio.current_time()
-        self.directory.heard(self.own_report(), self.me, now)
-        leaves = {r.cell for r in self.directory.leaves(now)}
         cells = []
-        for rep, age, source in self.directory.fresh(now):
-            if rep.cell not in leaves:
-                continue
+        for rep, age, source in self._current():
             d = rep.digest
             cells.append({
                 "cell": d.cell.name(), "site": d.cell.site, "depth": d.cell.depth,
@@ -414,17 +438,13 @@ class CellService:
                 "classes": {c.name: {"members": c.members, "free": round(c.free, 3)}
                             for c in d.classes},
             })
-        cells.sort(key=lambda c: str(c["cell"]))
         return {"cell": self.cell.name(), "site": self.site, "cap": self.config.cap,
                 "publisher": self._providing, "cells": cells}
 
     def stats_json(self) -> dict[str, Any]:
         """`/v1/stats` "cells": this node's cell, the current cells' count and their
         digests summed (colony-wide members and free capacity by class), counters."""
-        now = trio.current_time()
-        leaves = self.directory.leaves(now)
-        if not any(r.cell == self.cell for r in leaves):
-            leaves.append(self.own_report())
+        leaves = [r for r, _, _ in self._current()]
         free: dict[str, float] = {}
         for r in leaves:
             for c in r.digest.classes:
