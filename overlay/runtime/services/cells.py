@@ -6,8 +6,12 @@ then keeps only the new cell's members. This service does the I/O around it
 (docs/gossip.md "Cells in the daemon"):
 
 - start: the cell saved in `<home>/cell.json` (a restarted node rejoins its cell; its
-  saved peers are members of it), else the site's root; `StartCells` goes in before
-  bootstrap's `Join`. Every `CellChanged` is saved.
+  saved peers are members of it): `StartCells` goes in before bootstrap's `Join`. A new
+  node gossips unrestricted (as in the root cell) with its cell core not yet running
+  until its first reading of the other cells: then it starts in `choose_cell`'s cell
+  (the root when none is published) and joins through that cell's seeds, so it never
+  splits from a view of the cell its bootstrap seed happens to be in. Every
+  `CellChanged` is saved.
 - publish: every `digest_interval_s` (jittered, in a loop of its own: DHT lookups
   can take long while dead peers time out), the cell's *publisher* (smallest
   sha256(peer id) among its live members, gossip/cell_directory.py) provides the
@@ -58,7 +62,15 @@ from gossip.cell_directory import (
     is_publisher,
     publisher_rank,
 )
-from gossip.cells import CellChanged, CellConfig, CellId, SiblingSize, StartCells, cell_key
+from gossip.cells import (
+    CellChanged,
+    CellConfig,
+    CellId,
+    SiblingSize,
+    StartCells,
+    cell_key,
+    choose_cell,
+)
 from gossip.events import Join
 from overlay.core.certs import chain_from_wire, chain_to_wire
 from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError, WireError
@@ -135,7 +147,12 @@ class CellService:
         self._cores, self._net, self._members, self._dht = cores, network, membership, dht
         self._trust, self._spawn = trust, spawn
         self._rng = rng or random.Random()
-        self.cell = self._saved() or root
+        saved = self._saved()
+        self.cell = saved or root
+        #: The cell core runs (StartCells sent): at once for a node with a saved cell;
+        #: a new node first reads the other cells, so it never splits (or counts) from
+        #: a view of the cell its bootstrap seed happens to be in.
+        self._cell_started = saved is not None
         self.directory = CellDirectory(self.site, TTL_INTERVALS * self.interval_s)
         self.stats = CellStats()
         self._providing = False
@@ -172,9 +189,24 @@ class CellService:
         self._net.set_handler(PROTO_CELLS, on_request=self._serve, codec=Codec.CBOR)
 
     async def start(self) -> None:
-        """Put the gossip core in its cell (before bootstrap joins anyone)."""
-        await self._cores.submit_wait(StartCells(self.cell))
-        log.info("cell_started", cell=self.cell.name(), cap=self.config.cap)
+        """Put the gossip core in its saved cell (before bootstrap joins anyone)."""
+        if self._cell_started:
+            await self._cores.submit_wait(StartCells(self.cell))
+            log.info("cell_started", cell=self.cell.name(), cap=self.config.cap)
+
+    async def _place(self, now: float) -> None:
+        """A new node's first cell: `choose_cell` over the cells others report, or the
+        root when the lookup found no cell published at all."""
+        leaves = [r.cell for r in self.directory.leaves(now)]
+        cell = choose_cell(self.key, self.site, leaves)
+        self._cell_started, self._placed = True, True
+        self.cell, self._changed_at = cell, now
+        await self._cores.submit_wait(StartCells(cell))
+        self._save()
+        log.info("cell_started", cell=cell.name(), cap=self.config.cap, known=len(leaves))
+        rep = self.directory.report(cell, now)
+        if rep is not None:
+            await self._join(rep.seeds)
 
     def on_event(self, ev: object) -> None:
         if isinstance(ev, CellChanged):
@@ -264,6 +296,10 @@ class CellService:
     async def tick(self) -> None:
         """Feed the core the sibling's size; move if the directory says so."""
         now = trio.current_time()
+        if not self._cell_started:
+            if self._heard_others or self._found == 0:
+                await self._place(now)
+            return
         sib = self.cell.sibling()
         rep = self.directory.report(sib, now) if sib is not None else None
         if rep is not None:
