@@ -15,6 +15,8 @@ most 4 members. Then:
   exactly the cells;
 - a new node that joins through node 0 picks its cell from the digests
   (`choose_cell`): it ends in the cell holding its key, its member list that cell;
+- in colony mode (a second, smaller test), reports cross cells only with a member's
+  certificate chain both ways, and every member still lists every cell;
 - stopping members of two sibling cells (SIGTERM: a graceful leave) until they hold 3
   together (< 0.8 × cap) merges them: the survivors end in the parent cell, each
   listing exactly the others.
@@ -22,6 +24,8 @@ most 4 members. Then:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import signal
 import sys
@@ -35,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from colony_cluster import Cluster, Node, colony_cmd, wait_for
 
 from gossip.cells import CellId, cell_key
+from overlay.cli.main import main as colony_main
 from overlay.core.ids import PeerId
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
@@ -164,3 +169,47 @@ def test_cells_split_at_the_cap_and_list_each_other(tmp_path: Path) -> None:
                      every=0.5)
         except AssertionError as e:
             raise AssertionError(f"{e}; cells and views: {cells_state(c, survivors)}") from None
+
+
+def cli(home: Path, *args: str) -> str:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
+        rc = colony_main(["--home", str(home), *args])
+    assert rc == 0, f"colony {' '.join(args)} failed: {buf.getvalue()}"
+    return buf.getvalue()
+
+
+def test_cells_in_colony_mode_exchange_reports_with_member_chains(tmp_path: Path) -> None:
+    env = {**ENV, "COLONY_CELL_CAP": "2"}
+    c = Cluster(tmp_path / "c", 5, env=env)
+    try:
+        c.prepare()
+        founder, *others = c.nodes
+        cli(founder.home, "colony", "create", "lab")
+        for node in others:
+            tok = node.home.parent / f"{node.home.name}.token"
+            cli(founder.home, "cert", "issue", node.peer_id, "--roles", "member",
+                "--expires", "1d", "--bootstrap", founder.addr, "--out", str(tok))
+            cli(node.home, "join", str(tok))
+        c.launch()
+        try:
+            cells = wait_for(lambda: views_are_cells_capped(c, 2), 60,
+                             "every member list to be exactly its cell (cap 2)", every=0.5)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; cells and views: {cells_state(c)}") from None
+        want = {cell: len(m) for cell, m in cells.items()}
+        wait_for(lambda: all(listed(n) == want for n in c.nodes), 30,
+                 f"`colony cells` on every member to list {want}", every=0.5)
+        for n in c.nodes:
+            st = n.api(10).call("GET", "/v1/stats")["cells"]
+            assert st["reports_refused"] == 0 and st["reports_bad"] == 0, st
+    finally:
+        c.close()
+
+
+def views_are_cells_capped(c: Cluster, cap: int) -> dict[str, set[str]] | None:
+    cells, views = cells_state(c)
+    if len(cells) < 2 or any(len(m) > cap for m in cells.values()):
+        return None
+    ok = all(views[p] == members for members in cells.values() for p in members)
+    return cells if ok else None
