@@ -122,7 +122,7 @@ def rendezvous_key(colony: str, site: str) -> bytes:
 
 @dataclass
 class CellStats:
-    rounds: int = 0
+    ticks: int = 0
     published: int = 0
     lookups_failed: int = 0
     requests_failed: int = 0
@@ -279,7 +279,7 @@ class CellService:
             n.start_soon(self._dht_loop)
             await trio.sleep(FIRST_ROUND_S)
             while True:
-                self.stats.rounds += 1
+                self.stats.ticks += 1
                 try:
                     await self.tick()
                 except ColonyError as e:  # retried next interval
