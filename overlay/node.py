@@ -35,6 +35,8 @@ from dht.api import AddPeer, KadConfig
 from dht.core import Kademlia
 from dht.wire import DhtRequest, DhtResponse
 from gossip.admission import Admission
+from gossip.cell_node import CellNode
+from gossip.cells import CellConfig, CellCore, SiblingSize, StartCells
 from gossip.claim_verifier import Verifier
 from gossip.events import COMMAND_TYPES as GOSSIP_COMMANDS
 from gossip.events import (
@@ -42,6 +44,7 @@ from gossip.events import (
     MemberFailed,
     MemberJoined,
     MemberLeft,
+    MemberLeftCell,
     MemberReaped,
     MemberUpdated,
 )
@@ -171,6 +174,7 @@ class Node:
 #: Gossip events after which the capsule core is given the whole live set again.
 _MEMBERSHIP_EVENTS: tuple[type, ...] = (
     MemberJoined, MemberUpdated, MemberFailed, MemberLeft, MemberReaped, MemberExpelled,
+    MemberLeftCell,
 )
 
 
@@ -184,6 +188,15 @@ class GossipSetup:
     verifier: Verifier | None = None
     admission: Admission | None = None
     chain: tuple[Envelope, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CellSetup:
+    """Tier-1 cells (gossip/cells.py): SWIM runs inside a cell of `site`; the cell to
+    start in arrives later as the `StartCells` command (the driver picks it)."""
+
+    config: CellConfig
+    site: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +216,8 @@ class NodeParts:
     kad: Kademlia | None
     exchange: Exchange | None
     capsule: CapsulePart | None
+    #: The gossip part when it runs in cells (`swim` is its SWIM core).
+    cell_node: CellNode | None = None
 
 
 def build_node(
@@ -214,23 +229,34 @@ def build_node(
     blocks: BlockSource | None = None,
     capsule: CapsuleCore | None = None,
     dht_from_gossip: bool = True,
+    cells: CellSetup | None = None,
 ) -> NodeParts:
     """Compose the cores named into one `Node` (see the module docstring).
 
     `blocks` adds the Bitswap exchange, serving from that source; `capsule` needs gossip
     (its members come from gossip's live set). With `dht_from_gossip`, a member gossip
     vouches for (signed alive claim) is offered to the DHT as a contact worth probing.
+    With `cells`, the gossip part is a `CellNode` (SWIM inside a cell); its cell core's
+    rng is drawn last, so a node without cells draws exactly as before.
     """
     me = keypair.peer_id
     node = Node(me)
-    swim = kad = exchange = part = None
+    swim = kad = exchange = part = cell_node = None
+    if cells is not None and gossip is None:
+        raise LocalProtocolError("cells need gossip (a cell is a SWIM pool)")
     if gossip is not None:
         swim = Swim(
             keypair, gossip.config, rng=random.Random(rng.getrandbits(64)),
             ad=gossip.ad, addrs=gossip.addrs, verifier=gossip.verifier,
             admission=gossip.admission, chain=gossip.chain,
         )
-        node.add_part("gossip", swim, messages=GOSSIP_MESSAGES, commands=GOSSIP_COMMANDS)
+        if cells is None:
+            node.add_part("gossip", swim, messages=GOSSIP_MESSAGES, commands=GOSSIP_COMMANDS)
+        else:  # the cell core's rng comes after every other draw (see the docstring)
+            cell_node = CellNode(swim, CellCore(me, cells.config, random.Random(),
+                                                site=cells.site))
+            node.add_part("gossip", cell_node, messages=GOSSIP_MESSAGES,
+                          commands=(*GOSSIP_COMMANDS, StartCells, SiblingSize))
     if dht is not None:
         kad = Kademlia(me, dht.config, rng=random.Random(rng.getrandbits(64)), addrs=dht.addrs)
         node.add_part("dht", kad, messages=(DhtRequest, DhtResponse), commands=DHT_COMMANDS)
@@ -249,4 +275,6 @@ def build_node(
         # The capsule core takes the whole live set (with ads) on every change.
         for ev_type in _MEMBERSHIP_EVENTS:
             node.wire(ev_type, lambda ev: [("capsule", members_changed(gossip_core))])
-    return NodeParts(node, swim, kad, exchange, part)
+    if cell_node is not None:
+        cell_node.cells.rng.seed(rng.getrandbits(64))
+    return NodeParts(node, swim, kad, exchange, part, cell_node)

@@ -340,6 +340,12 @@ def _stats(args: argparse.Namespace) -> int:
         return 0
     for line in _colony_totals(stats.pop("colony", None)):
         print(line)
+    cells = stats.get("cells")
+    if isinstance(cells, dict) and "count" in cells:
+        free = cells.get("free") or {}
+        print(f"cells: {cells['count']} known, {cells.get('members', 0)} members in them "
+              f"({free.get('cpu', 0):g} CPUs, {_human(int(free.get('mem', 0)))} memory free, "
+              f"by their digests); this node in {cells.get('cell')}")
     for group, values in stats.items():
         if not isinstance(values, dict):
             print(f"{group}: {values}")

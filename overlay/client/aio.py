@@ -94,6 +94,9 @@ class AsyncColony:
     async def stats(self) -> JsonDict:
         return await _run(self.sync.stats)
 
+    async def cells(self) -> JsonDict:
+        return await _run(self.sync.cells)
+
     async def doctor(self) -> JsonDict:
         return await _run(self.sync.doctor)
 

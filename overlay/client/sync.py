@@ -88,6 +88,10 @@ class Colony:
     def stats(self) -> JsonDict:
         return dict(self.api.call("GET", "/v1/stats"))
 
+    def cells(self) -> JsonDict:
+        """This node's gossip cell and the cells it knows (members, free capacity)."""
+        return dict(self.api.call("GET", "/v1/cells"))
+
     def doctor(self, *, timeout_s: float | None = None) -> JsonDict:
         return dict(self._with(timeout_s).call("GET", "/v1/doctor"))
 

@@ -16,6 +16,7 @@ them and runs them in one nursery; it holds no protocol logic. The pieces:
 | services/capsules, trust | capsules; colony trust (docs/trust.md)                   |
 | services/handlers        | `[handlers]` scripts on member and user events (serf's)  |
 | services/topics          | tier-2 topics (HyParView + Plumtree), its own driver     |
+| services/cells           | tier-1 cell: start/save, digests through the DHT, moves  |
 | edge/dialback, dialer    | reachability; NAT traversal (WebRTC, relay)              |
 | api/routes               | the control API                                          |
 | gateway/service          | HTTP gateway, if `[gateway] listen` (docs/gateway.md)    |
@@ -42,9 +43,10 @@ from dht.api import KadConfig
 from gossip.events import Leave, LeftColony
 from gossip.profiles import profile
 from overlay.core.crypto import KeyPair
-from overlay.node import DhtSetup, GossipSetup, build_node
+from overlay.node import CellSetup, DhtSetup, GossipSetup, build_node
 from overlay.runtime.api.routes import build_api
 from overlay.runtime.api.routes_capsules import add_capsule_routes
+from overlay.runtime.api.routes_cells import add_cell_routes
 from overlay.runtime.api.routes_doctor import DoctorSources, add_doctor_routes
 from overlay.runtime.api.routes_grants import add_grant_routes
 from overlay.runtime.api.routes_labels import add_label_routes
@@ -77,6 +79,7 @@ from overlay.runtime.services.capsules import (
     CapsuleSetup,
     prepare_capsules,
 )
+from overlay.runtime.services.cells import CellService, cell_config
 from overlay.runtime.services.dag_stream import DagStreams
 from overlay.runtime.services.dht_client import DhtClient
 from overlay.runtime.services.events import EventBus
@@ -146,6 +149,7 @@ class Daemon:
                 dht=DhtSetup(KadConfig(mode=dconf["mode"], k=dconf["k"], alpha=dconf["alpha"]),
                              addrs=bin_addrs(addrs)),
                 blocks=StoreSource(self.store), capsule=caps.core,
+                cells=CellSetup(cell_config(self.conf["cell"]), site=self.conf["cell"]["site"]),
             )
             assert built.swim is not None and built.kad is not None
             assert built.exchange is not None
@@ -160,6 +164,7 @@ class Daemon:
                 n.start_soon(self.topics.run)
                 await n.start(self.aggregate.driver.run)  # push-sum totals' own loop
                 n.start_soon(self.aggregate.run)
+                await self.cells.start()  # gossip in its cell before bootstrap joins anyone
                 await self.capsules.restore()  # custody records first (overlay/capsule/durable.py)
                 self.api_port = api_port = await n.start(api.serve, host, port)
                 write_api_addr(self.home, host, api_port)
@@ -186,6 +191,7 @@ class Daemon:
                 n.start_soon(self._signals, n.cancel_scope)
                 await self.bootstrapper.bootstrap(
                     list(self.conf["network"]["bootstrap"]) + self.trust.bootstrap)
+                n.start_soon(self.cells.run)  # digests through the DHT; joiners pick a cell
                 if mdns_enabled(self.conf):  # LAN discovery, `[discovery] mdns`
                     n.start_soon(self.bootstrapper.run_mdns, lambda: list(t.addrs))
                 log.info("daemon_started", peer=str(self.me), addrs=t.addrs, api=self.api_port)
@@ -255,7 +261,12 @@ class Daemon:
         self.triggers.topics = self.topics  # topic triggers follow their topic
         self.handlers.topics = self.topics  # so do topic:NAME handler scripts
         self.capsules.on_outputs = self.federation.on_outputs  # a grantee reads its outputs
-        self.aggregate = AggregateService(self.me, self.membership, t, self.conf["aggregate"])
+        self.cells = CellService(self.me, self.home, self.conf["cell"], cores=driver, network=t,
+                                 membership=self.membership, dht=self.dht_client,
+                                 trust=self.trust, spawn=self.spawn)
+        self.cells.register()  # /colony/cells/1.0.0: this cell's report
+        self.aggregate = AggregateService(self.me, self.membership, t, self.conf["aggregate"],
+                                          bridges=self.cells)  # across cells: its publishers
         self.aggregate.register()  # /colony/aggregate/1.0.0: colony-wide totals
         self.router = Router(
             t, driver.submit, self.dht_client, gossip_protocol=PROTO_GOSSIP,
@@ -275,7 +286,7 @@ class Daemon:
                          self.grantee.on_event,  # a guest lease's inputs: proved for
                          self.peer_book.on_event, self.dht_client.on_event,
                          self.blocks.on_event, self.handlers.on_event,
-                         self.triggers.on_event, self._on_event):
+                         self.triggers.on_event, self.cells.on_event, self._on_event):
             self.events.subscribe(on_event)
         self.reachability = ReachabilityService(  # /colony/dialback, STUN
             t, self.membership, driver, me=self.me,
@@ -287,7 +298,7 @@ class Daemon:
             cores=driver, network=t, membership=self.membership, dht=self.dht_client,
             blocks=self.blocks, events=self.events, spawn=self.spawn,
             stats=CoreStats(driver, self.kad, self.swim, self.exchange, self._drops,
-                            self.aggregate.totals),
+                            self.aggregate.totals, self.cells.stats_json),
         )
         add_capsule_routes(api, self.capsules, self.keypair, self.blocks)
         add_trigger_routes(api, self.capsules, self.keypair, self.triggers)
@@ -304,6 +315,7 @@ class Daemon:
             lambda: getattr(self, "dialer", None)))  # the dialer starts after the API
         add_trust_routes(api, self.trust_service)
         add_label_routes(api, self.node_labels)
+        add_cell_routes(api, self.cells)
         add_topic_routes(api, self.topics)
         add_grant_routes(api, self.federation, self.grantee)
         gconf = GatewayConfig.from_config(self.conf)

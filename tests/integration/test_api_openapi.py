@@ -77,7 +77,7 @@ def test_document_is_openapi_31_and_real_responses_match(pair: Cluster, tmp_path
     assert r.returncode != 0 and "KEY=VALUE" in r.stderr
     api = n1.api(60)
     for path in ["/v1/id", "/v1/members", "/v1/peers", "/v1/stats", "/v1/capsules",
-                 "/v1/capsules/stats", "/v1/trust", "/v1/openapi.json"]:
+                 "/v1/capsules/stats", "/v1/trust", "/v1/cells", "/v1/openapi.json"]:
         _check(doc, "GET", path, api.call("GET", path))
     _check(doc, "POST", "/v1/events/send",
            api.call("POST", "/v1/events/send", {"name": "t", "payload": "x"}))

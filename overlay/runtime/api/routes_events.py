@@ -15,6 +15,7 @@ import base64
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from gossip.cells import CellId
 from gossip.events import SendUserEvent
 from gossip.messages import check_event
 from overlay.core.errors import ColonyError
@@ -33,6 +34,8 @@ def event_json(t: float, ev: object) -> dict[str, object]:
         v = getattr(ev, name)
         if isinstance(v, PeerId):
             v = str(v)
+        elif isinstance(v, CellId):  # CellChanged, MemberLeftCell: "site/0110"
+            v = v.name()
         elif isinstance(v, bytes):
             v = v.decode("utf-8", "replace") if name == "payload" else v.hex()
         elif not isinstance(v, (int, float, str, bool, type(None))):

@@ -84,6 +84,8 @@ class CoreStats:
     drops: Callable[[], dict[str, int]] = dict
     #: Colony-wide totals (services/aggregate.py), shown as /v1/stats "colony".
     colony: Callable[[], dict[str, object]] = dict
+    #: Tier-1 cells (services/cells.py), shown as /v1/stats "cells".
+    cells: Callable[[], dict[str, object]] = dict
 
     def driver_stats(self) -> DriverStats:
         return self.driver.stats
@@ -172,6 +174,7 @@ def add_node_routes(
             "store": dataclasses.asdict(store.stat()),  # slotted: no vars()
             "connected_peers": len(network.connected_peers()),
             "colony": stats.colony(),
+            "cells": stats.cells(),
         }
 
     async def leave(req: Request) -> object:
@@ -203,10 +206,11 @@ def add_node_routes(
         response=obj(("id", "addr", "connected"), id=STR, addr=STR, connected=BOOL)))
     api.add("GET", "/v1/stats", stats_route, RouteDoc(
         "counters of the driver, DHT, gossip, exchange, drops and store; colony-wide "
-        "totals by push-sum (colony)", tag="node",
+        "totals by push-sum (colony); this node's cell and the cells known (cells)",
+        tag="node",
         response=obj(("id", "driver", "dht", "gossip", "exchange", "drops", "store"),
                      id=STR, driver=OBJ, dht=OBJ, gossip=OBJ, exchange=OBJ, drops=OBJ,
-                     store=OBJ, connected_peers=INT, colony=OBJ)))
+                     store=OBJ, connected_peers=INT, colony=OBJ, cells=OBJ)))
     api.add("POST", "/v1/leave", leave, RouteDoc(
         "leave the colony gracefully and stop the daemon", tag="node",
         response=obj(("left",), left=BOOL)))

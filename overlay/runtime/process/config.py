@@ -54,6 +54,10 @@ DEFAULTS: Config = {
     # revocation lists of the colonies it has open sessions with; whether other
     # colonies' executors (grants giving `execute`) may run this colony's capsules.
     "federation": {"recheck_s": 10.0, "guest_executors": False},
+    # Tier-1 cells (gossip/cells.py, services/cells.py, docs/gossip.md "Cells in the
+    # daemon"): SWIM pools split by key prefix above `cap` live members.
+    "cell": {"cap": 5000, "site": "", "hold_s": 60.0, "check_interval_s": 10.0,
+             "merge_below": 0.5, "digest_interval_s": 30.0},
     # Trustless HTTP gateway (overlay/runtime/gateway, docs/gateway.md); "" = off.
     "gateway": {"listen": "", "fetch": False, "fetch_timeout_s": 30, "max_connections": 64},
     # NAT traversal (overlay/runtime/edge/dialer.py, docs/edge-nat.md).
@@ -200,6 +204,23 @@ recheck_s = 10.0
 # like members' executors. Off: the grants' `execute` is not used here.
 guest_executors = false
 
+[cell]
+# Gossip membership is full inside a *cell* (SWIM); a cell whose live members stayed
+# above `cap` for hold_s seconds splits in two by the members' key prefix, and two
+# sibling cells that together fell below merge_below × cap merge back (docs/gossip.md
+# "Cells in the daemon"). A colony under the cap is one cell: nothing changes.
+cap = 5000
+# Cells are split within a site: nodes with different site labels never share a cell
+# and publish their digests under their own rendezvous key. "" = the one default site.
+site = ""
+hold_s = 60.0
+# How often each node compares its cell's live count with the cap.
+check_interval_s = 10.0
+merge_below = 0.5
+# How often this node publishes its cell's digest (when it is one of the cell's
+# publishers) and reads the other cells' digests through the DHT.
+digest_interval_s = 30.0
+
 [capsule]
 # Capsules this node runs at once (0 = never execute; it still keeps custody).
 slots = 4
@@ -289,6 +310,10 @@ def default_home() -> Path:
 
 def _check_type(section: str, key: str, value: object, default: object) -> object:
     where = f"[{section}] {key}"
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, not {value!r}")
+        return float(value)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, not {value!r}")
@@ -305,6 +330,11 @@ def _check_type(section: str, key: str, value: object, default: object) -> objec
 
 
 def _from_env(raw: str, default: object) -> object:
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            return raw  # reported by _check_type with the key's name
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if isinstance(default, int):

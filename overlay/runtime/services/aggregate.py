@@ -23,6 +23,17 @@ current one while it converges. A share this node cannot post (no route, a full
 queue) comes back to itself, so mass is conserved; a share lost after it was posted
 loses its mass for the rest of the epoch (the next epoch starts clean).
 
+Cells (services/cells.py): the SWIM view is the node's cell, so on its own push-sum
+would sum each cell apart. Two hooks make it colony-wide: `Bridges.bridges()` — a
+cell's *seeds* (its four smallest-ranked members, the same in every member's report)
+add the other current cells' seeds to their neighbours, so mass crosses cells — and
+`Bridges.holds(key)`: only the cell holding the epoch's key (`epoch_key`) has an
+initiator, so the colony has one. A share from another cell is taken only from one of
+that cell's seeds (`Bridges.accepts`): both ends agree on who the seeds are. With one
+cell (the root holds every key, no other cell) this is exactly the single-pool
+behaviour. Mixing across cells goes through four bridges per cell, so a colony of
+large cells needs more rounds per epoch.
+
 Trust: push-sum is not Byzantine-tolerant (a member that lies moves the totals): only
 live members' shares are taken (others are dropped and counted), malformed ones cost
 the sender its stream.
@@ -35,7 +46,7 @@ import hashlib
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 import trio
@@ -56,6 +67,22 @@ log = structlog.get_logger("colony.aggregate")
 PROTO_AGGREGATE = "/colony/aggregate/1.0.0"
 #: What each node adds in, in this order on the wire (≤ pushsum.MAX_VALUES).
 VALUES = ("members", "cpu_cores", "gpus", "mem_bytes", "mem_free_bytes", "disk_free_bytes")
+
+
+class Bridges(Protocol):
+    """What the cell service tells push-sum (see the module docstring, "Cells")."""
+
+    def bridges(self) -> list[PeerId]: ...
+
+    def accepts(self, peer: PeerId) -> bool: ...
+
+    def holds(self, key: int) -> bool: ...
+
+
+def epoch_key(epoch: int) -> int:
+    """The 64-bit cell key of an epoch: the cell holding it has the epoch's initiator."""
+    return int.from_bytes(hashlib.sha256(b"colony/aggregate\0" + epoch.to_bytes(8, "big"))
+                          .digest()[:8], "big")
 
 
 def initiator(epoch: int, peers: list[PeerId]) -> PeerId | None:
@@ -94,8 +121,10 @@ class AggregateService:
     """Owns the push-sum core and its driver; `totals()` is what `/v1/stats` shows."""
 
     def __init__(self, me: PeerId, membership: Membership, network: Network,
-                 conf: dict[str, Any], rng: random.Random | None = None) -> None:
+                 conf: dict[str, Any], rng: random.Random | None = None,
+                 bridges: Bridges | None = None) -> None:
         self.me = me
+        self._bridges = bridges
         self._members = membership
         self._net = network
         self.epoch_s = float(conf.get("epoch_s", 30.0))
@@ -115,7 +144,8 @@ class AggregateService:
     # ------------------------------------------------------------ network
 
     def _on_frame(self, peer: PeerId, obj: object) -> None:
-        if not self._members.is_member(peer):
+        if not self._members.is_member(peer) and not (
+                self._bridges is not None and self._bridges.accepts(peer)):
             self.stats.shares_not_member += 1
             return
         try:
@@ -151,7 +181,8 @@ class AggregateService:
         live = self._live()
         if self.me not in live:
             live.append(self.me)
-        first = initiator(epoch, live) == self.me
+        first = initiator(epoch, live) == self.me and (
+            self._bridges is None or self._bridges.holds(epoch_key(epoch)))
         self.stats.epochs_started += 1
         self.stats.epochs_initiated += first  # neighbours: set by `_observe` just before
         values = values_of(self._members.own_ad())
@@ -159,7 +190,10 @@ class AggregateService:
 
     def _observe(self) -> None:
         """Remember the current estimate; when the epoch moved on, the last one stands."""
-        self.driver.submit(SetNeighbors(tuple(p for p in self._live() if p != self.me)))
+        near = [p for p in self._live() if p != self.me]
+        if self._bridges is not None:
+            near += [p for p in self._bridges.bridges() if p != self.me and p not in near]
+        self.driver.submit(SetNeighbors(tuple(near)))
         core = self.core
         if self._seen is not None and core.epoch != self._seen.epoch:
             self.last = self._seen

@@ -157,3 +157,26 @@ def test_build_node_only_what_is_named() -> None:
     assert list(built.node.parts) == ["dht"] and built.swim is None and built.exchange is None
     with pytest.raises(LocalProtocolError, match="needs gossip"):
         build_node(kp, random.Random(1), capsule=CapsuleCore(kp.peer_id, kp))
+
+
+def test_build_node_with_cells_keeps_swims_draws_and_takes_cell_commands() -> None:
+    """Cells wrap gossip in a `CellNode`; SWIM and the DHT draw as without cells."""
+    from gossip.cell_node import CellNode
+    from gossip.cells import CellConfig, CellId, StartCells
+    from overlay.node import CellSetup
+
+    kp = KeyPair(b"\x07" * 32)
+
+    def make(cells: CellSetup | None) -> NodeParts:
+        return build_node(kp, random.Random(5), gossip=GossipSetup(profile("lan")),
+                          dht=DhtSetup(KadConfig()), cells=cells)
+
+    plain, celled = make(None), make(CellSetup(CellConfig(cap=4)))
+    assert isinstance(celled.node.parts["gossip"], CellNode) and celled.cell_node is not None
+    assert celled.cell_node.swim is celled.swim and plain.cell_node is None
+    assert plain.node.handle(Join(), 0.0) == celled.node.handle(Join(), 0.0)
+    out = celled.node.handle(StartCells(CellId()), 0.0)
+    assert any(isinstance(e, SetTimer) and e.timer == ("gossip", ("cells", "check"))
+               for e in out)
+    with pytest.raises(LocalProtocolError, match="need gossip"):
+        build_node(kp, random.Random(1), cells=CellSetup(CellConfig()))

@@ -24,3 +24,18 @@ def test_values_come_from_the_own_ad_and_count_the_node() -> None:
     assert vals == {"members": 1.0, "cpu_cores": 8.0, "gpus": 2.0, "mem_bytes": 16.0 * 2**30,
                     "mem_free_bytes": 4.0 * 2**30, "disk_free_bytes": 100.0 * 2**30}
     assert values_of(None) == (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # before the first ad
+
+
+def test_exactly_one_cell_of_a_split_colony_holds_each_epochs_key() -> None:
+    """Cells: only the cell holding `epoch_key` has an initiator, so a colony of
+    cells (a prefix-free cover of the key space) has one per epoch."""
+    from gossip.cells import CellMap
+    from overlay.runtime.services.aggregate import epoch_key
+
+    m = CellMap()
+    a, _ = m.split(m.leaves()[0])
+    m.split(a)
+    leaves = m.leaves()
+    keys = [epoch_key(e) for e in range(200)]
+    assert all(sum(c.contains(k) for c in leaves) == 1 for k in keys)
+    assert len({next(c for c in leaves if c.contains(k)) for k in keys}) == len(leaves)

@@ -56,6 +56,8 @@ def test_template_parses_to_defaults(tmp_path: Path) -> None:
         ("[nope]\n", "unknown section"),
         ("[api]\nport = 1\n", "unknown key 'port'"),
         ("[dht]\nk = 'twenty'\n", r"\[dht\] k must be an integer"),
+        ("[cell]\nhold_s = 'soon'\n", r"\[cell\] hold_s must be a number"),
+        ("[cell]\nhold_s = true\n", r"\[cell\] hold_s must be a number"),
         ("[api\n", "config.toml"),
     ],
 )
@@ -68,3 +70,12 @@ def test_config_errors_name_the_problem(tmp_path: Path, text: str, match: str) -
 def test_env_type_error_names_variable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="COLONY_DHT_K"):
         cfg.load(tmp_path, env={"COLONY_DHT_K": "many"})
+
+
+def test_number_keys_take_integers_and_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("[cell]\nhold_s = 5\ncap = 40\n")
+    conf = cfg.load(tmp_path, env={"COLONY_CELL_CHECK_INTERVAL_S": "0.5"})
+    assert conf["cell"]["hold_s"] == 5.0 and isinstance(conf["cell"]["hold_s"], float)
+    assert conf["cell"]["check_interval_s"] == 0.5 and conf["cell"]["cap"] == 40
+    with pytest.raises(ConfigError, match="COLONY_CELL_HOLD_S"):
+        cfg.load(tmp_path, env={"COLONY_CELL_HOLD_S": "later"})

@@ -1,0 +1,122 @@
+"""The cell directory (gossip/cell_directory.py): report validation, current cells,
+publisher choice and when a node moves."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from gossip.cell_digest import CellDigest
+from gossip.cell_directory import (
+    MAX_SEEDS,
+    CellDirectory,
+    CellReport,
+    Seed,
+    cell_to_adopt,
+    is_publisher,
+    publisher_rank,
+)
+from gossip.cells import CellId, cell_key
+from gossip.resources import ResourceAd
+from overlay.core.errors import WireError
+from overlay.core.ids import PeerId
+
+ROOT = CellId()
+A0, A1 = ROOT.children()
+
+
+def _peer_in(cell: CellId, rng: random.Random) -> PeerId:
+    while True:
+        p = PeerId.from_ed25519(rng.randbytes(32))
+        if cell.contains(cell_key(p)):
+            return p
+
+
+def _report(cell: CellId, members: int, issued: float, seeds: tuple[Seed, ...] = ()) -> CellReport:
+    return CellReport(CellDigest(cell, issued, members), seeds)
+
+
+def test_report_round_trips_and_speaks_only_for_the_responders_cell() -> None:
+    rng = random.Random(1)
+    me, seed = _peer_in(A0, rng), _peer_in(A0, rng)
+    ads = [ResourceAd.make(cpu_cores=4), None]
+    rep = CellReport(CellDigest.of(A0, ads, 10.0), (Seed(seed, ("/ip4/127.0.0.1/tcp/1",)),))
+    assert CellReport.from_wire(rep.to_wire(), me) == rep
+    with pytest.raises(WireError, match="another cell"):
+        CellReport.from_wire(rep.to_wire(), _peer_in(A1, rng))
+    outsider = CellReport(rep.digest, (Seed(_peer_in(A1, rng), ()),))
+    with pytest.raises(WireError, match="outside the reported cell"):
+        CellReport.from_wire(outsider.to_wire(), me)
+
+
+@pytest.mark.parametrize("wire", [
+    None, [], [42], [41, [], []], [42, "x", []],
+    [42, [41, "/0", 1.0, 1, []], "seeds"],
+    [42, [41, "/0", 1.0, 1, []], [[b"junk", []]]],
+    [42, [41, "/0", 1.0, 1, []], [["text", []]]],
+    [42, [41, "/0", 1.0, 1, []], [[b"", []]] * (MAX_SEEDS + 1)],
+])
+def test_malformed_reports_raise_wire_errors(wire: object) -> None:
+    me = _peer_in(A0, random.Random(2))
+    with pytest.raises(WireError):
+        CellReport.from_wire(wire, me)
+
+
+def test_leaves_prefer_descendants_and_reports_age_out() -> None:
+    rng = random.Random(3)
+    d = CellDirectory("", ttl_s=10.0)
+    src = _peer_in(ROOT, rng)
+    assert d.heard(_report(ROOT, 9, 1.0), src, now=0.0)  # a member that has not split yet
+    d.heard(_report(A0, 4, 0.5), src, now=1.0)
+    d.heard(_report(A1, 5, 0.5), src, now=1.0)
+    assert [r.cell for r in d.leaves(2.0)] == [A0, A1]
+    assert not d.heard(_report(A0, 3, 0.1), src, now=2.0)  # older than the one held
+    assert d.report(A0, 2.0) is not None and d.report(A0, 2.0).digest.members == 4  # type: ignore[union-attr]
+    assert not d.heard(_report(CellId("eu"), 3, 5.0), src, now=2.0)  # another site's
+    assert [r.cell for r in d.leaves(10.5)] == [A0, A1]  # the root aged out first
+    assert d.leaves(11.5) == []
+    d.heard(_report(ROOT, 6, 20.0), src, now=12.0)  # merged
+    d.heard(_report(A0, 3, 19.0), src, now=12.0)
+    d.forget_under(ROOT)
+    assert [r.cell for r in d.leaves(12.0)] == [ROOT]
+
+
+def test_the_publisher_is_the_smallest_hash_in_every_view() -> None:
+    rng = random.Random(4)
+    peers = [_peer_in(ROOT, rng) for _ in range(6)]
+    best = min(peers, key=publisher_rank)
+    assert [is_publisher(p, peers) for p in peers].count(True) == 1
+    assert is_publisher(best, peers) and is_publisher(best, [best])
+
+
+def test_a_node_moves_down_when_placed_or_settled_up_only_when_alone() -> None:
+    key = 0b10 << 62  # in /1 and /10
+    a10, a11 = A1.children()
+    leaves = [A0, a10, a11]
+    # A joiner at the root (first reading): down to the leaf holding its key.
+    assert cell_to_adopt(ROOT, key, leaves, first=True, settled=False, alone=False) == a10
+    # Just after a change of its own (e.g. a merge), reports may be stale: stay.
+    assert cell_to_adopt(ROOT, key, leaves, first=False, settled=False, alone=False) is None
+    # Settled and still above the leaves: it missed a split; go down.
+    assert cell_to_adopt(A1, key, leaves, first=False, settled=True, alone=False) == a10
+    # With cell-mates it never moves up, settled or not.
+    assert cell_to_adopt(a10, key, [A0, A1], first=False, settled=True, alone=False) is None
+    # Its cell merged while it was away: alone, it goes to the cell holding its key.
+    assert cell_to_adopt(a10, key, [A0, A1], first=False, settled=False, alone=True) == A1
+    assert cell_to_adopt(a10, key, leaves, first=True, settled=True, alone=True) is None
+    # Alone in a cell nobody else reports, next to known leaves: it stays.
+    assert cell_to_adopt(a10, key, [A0, a11], first=False, settled=True, alone=True) is None
+    # Only the leaf it cannot see: the cover invariant gives the depth.
+    assert cell_to_adopt(ROOT, key, [A0], first=True, settled=False, alone=False) == A1
+    assert cell_to_adopt(ROOT, key, [], first=True, settled=True, alone=True) is None
+
+
+def test_own_reports_do_not_hide_the_others() -> None:
+    rng = random.Random(5)
+    me, other = _peer_in(A0.child(1), rng), _peer_in(A0, rng)
+    d = CellDirectory("", ttl_s=10.0)
+    d.heard(_report(A0, 3, 1.0), other, now=0.0)  # merged
+    d.heard(_report(A0.child(1), 1, 1.0), me, now=0.0)  # we are still in the child
+    assert [r.cell for r in d.leaves(1.0)] == [A0.child(1)]
+    assert [r.cell for r in d.leaves(1.0, exclude=me)] == [A0]
