@@ -230,6 +230,23 @@ class P2PStream:
         self.conn._consumed(self.sid, len(out))
         return out
 
+    def read_nowait(self, max_bytes: int) -> bytes | memoryview:
+        """What `read` would return without waiting: b"" when nothing is buffered
+        (also at EOF or after a reset, which the next `read` reports). Lets a bulk
+        reader take every piece already received in one go, not one per wakeup."""
+        if not self._buf:
+            return b""
+        first = self._buf[0]
+        if len(first) <= max_bytes:
+            self._buf.popleft()
+            out = first
+        else:
+            out = first[:max_bytes]
+            self._buf[0] = first[max_bytes:]
+        self._buffered -= len(out)
+        self.conn._consumed(self.sid, len(out))
+        return out
+
     async def read_exact(self, n: int) -> bytes:
         parts: list[bytes | memoryview] = []
         need = n

@@ -40,7 +40,7 @@ from overlay.core.wire import cbor_decode, cbor_encode
 from overlay.runtime.net.transport import Transport
 from overlay.runtime.services.fetch import BlockWriter, FetchProgress
 from store.blockstore import BlockStore
-from store.car import CarError, _cid_length, verify_section
+from store.car import MAX_CID, CarError, _cid_length, verify_section
 from store.unixfs import link_cids
 
 log = structlog.get_logger("colony.dag_stream")
@@ -213,20 +213,24 @@ class DagStreams:
             buf = bytearray()
             pos = 0
             while True:
+                n = 0
                 with trio.move_on_after(STALL_S) as stall:
-                    chunk = await s.receive_some(READ_BYTES)
+                    n = await s.receive_into(buf, READ_BYTES)
                 if stall.cancelled_caught:
                     raise _Stalled(f"no data for {STALL_S:g} s")
-                if not chunk:
+                if not n:
                     raise ColonyError("the stream ended before the DAG did")
-                buf += chunk
-                pos, done, sections = self._split(buf, pos, only_root)
+                try:
+                    pos, done, sections = self._split(buf, pos, only_root)
+                    cids = (await trio.to_thread.run_sync(_verify_all, sections)
+                            if sections else [])
+                except CarError:
+                    self.stats.bad_blocks += 1
+                    raise
                 if sections:
-                    try:
-                        cids = await trio.to_thread.run_sync(_verify_all, sections)
-                    except CarError:
-                        self.stats.bad_blocks += 1
-                        raise
+                    # Back-pressure without stalling the loop: wait for the commit
+                    # thread rather than commit here (BlockWriter.wait_room).
+                    await self.writer.wait_room(sum(len(b) for _, b in sections))
                     got += self._accept(sections, cids, expected, key, progress)
                 if done:
                     break
@@ -252,9 +256,10 @@ class DagStreams:
                 await s.aclose()
 
     def _split(self, buf: bytearray, pos: int,
-               only_root: bool) -> tuple[int, bool, list[bytes]]:
-        """Whole sections from `buf[pos:]`: (new pos, finished, sections)."""
-        out: list[bytes] = []
+               only_root: bool) -> tuple[int, bool, list[tuple[bytes, bytes]]]:
+        """Whole sections from `buf[pos:]`: (new pos, finished, [(cid, block)]).
+        Each block is copied out of `buf` once (it is stored as it is)."""
+        out: list[tuple[bytes, bytes]] = []
         mv = memoryview(buf)
         try:
             while True:
@@ -270,25 +275,28 @@ class DagStreams:
                     raise ColonyError(f"section of {n} bytes")
                 if len(buf) - pos < i + n:
                     return pos, False, out
-                out.append(bytes(mv[pos + i:pos + i + n]))
+                start = pos + i
+                clen = _cid_length(bytes(mv[start:start + min(n, 2 * MAX_CID)]), start)
+                if clen > n:
+                    raise CarError(f"malformed stream: the CID runs past section {start}")
+                out.append((bytes(mv[start:start + clen]), bytes(mv[start + clen:start + n])))
                 pos += i + n
                 if only_root:
                     return pos, True, out
         finally:
             mv.release()
 
-    def _accept(self, sections: list[bytes], cids: list[Cid | None], expected: set[bytes],
-                peer_key: str, p: FetchProgress) -> int:
+    def _accept(self, sections: list[tuple[bytes, bytes]], cids: list[Cid | None],
+                expected: set[bytes], peer_key: str, p: FetchProgress) -> int:
         """Take verified sections that belong to the DAG, in order (parents first)."""
         taken = 0
-        for section, cid in zip(sections, cids, strict=True):
+        for (_, block), cid in zip(sections, cids, strict=True):
             if cid is None:
                 continue  # identity: nothing to store
             if cid.multihash not in expected:
                 self.stats.unexpected_blocks += 1
                 raise ColonyError(f"{cid} is not part of the requested DAG")
             expected.discard(cid.multihash)
-            block = section[_cid_length(section, 0):]
             links = link_cids(block) if cid.codec == DAG_PB else []
             expected.update(Cid.from_bytes(c).multihash for c in links)
             if not self.writer.has(cid):
@@ -302,11 +310,7 @@ class DagStreams:
         return taken
 
 
-def _verify_all(sections: list[bytes]) -> list[Cid | None]:
-    """Hash-check each section against its CID (on a worker thread: hashlib releases
+def _verify_all(sections: list[tuple[bytes, bytes]]) -> list[Cid | None]:
+    """Hash-check each block against its CID (on a worker thread: hashlib releases
     the GIL, so the event loop keeps receiving meanwhile)."""
-    out = []
-    for section in sections:
-        clen = _cid_length(section, 0)
-        out.append(verify_section(section[:clen], section[clen:]))
-    return out
+    return [verify_section(cid, block) for cid, block in sections]
