@@ -11,9 +11,12 @@ Prints, in one run, each with its limit and ratio:
   * the same with every daemon's send rate capped at 20 MB/s
     (`[network] max_send_rate`, as WAN peers would be): 3 providers vs 1
     (goal: ≥ 2.5×);
-  * CPU seconds per GiB fetched, of the fetching daemon and of all providers together
-    (utime + stime of every thread, from /proc): steadier than MB/s on a shared
-    machine, and what the fetch path costs whatever the other load.
+  * CPU seconds per GiB fetched, of the fetching daemon (also split into user and
+    system time) and of all providers together (utime + stime of every thread, from
+    /proc): steadier than MB/s on a shared machine, and what the fetch path costs
+    whatever the other load;
+  * the write limits of the same run: buffered writes to a new file (no fsync, the
+    page cache) and fsync'd LMDB batches of 64 blocks into a fresh store.
 
 Run: .venv/bin/python bench/fetch.py [--mib 64] [--stack native|py-libp2p]
 
@@ -58,11 +61,17 @@ from transport import (  # noqa: E402
 RATE_LIMIT = 20_000_000  # bytes/s per provider
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) a process has used so far."""
+def cpu_us(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds, all threads, a process has used so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far."""
+    return sum(cpu_us(pid))
 
 
 def timed_fetch(
@@ -71,6 +80,7 @@ def timed_fetch(
     """(MB/s, final progress); the progress also gets `cpu_s_per_gib` of the fetcher
     and of `providers` together."""
     provs = providers or []
+    u0 = cpu_us(node.pid)
     c0 = cpu_s(node.pid), sum(cpu_s(p.pid) for p in provs)
     t0 = time.perf_counter()
     final: dict[str, object] = {}
@@ -80,7 +90,13 @@ def timed_fetch(
     assert final.get("done") and not final.get("error"), final
     gib = int(final["bytes_fetched"]) / 2**30  # type: ignore[call-overload]
     c1 = cpu_s(node.pid), sum(cpu_s(p.pid) for p in provs)
+    u1 = cpu_us(node.pid)
+    # The fetcher's system time is mostly the kernel copying blocks into page-cache
+    # pages (perf: copy_folio_from_iter_atomic), which on this VM is slow for pages
+    # it has not used lately: shown apart from user time.
     final["cpu_s_per_gib"] = {"fetcher": round((c1[0] - c0[0]) / gib, 2),
+                              "fetcher_user": round((u1[0] - u0[0]) / gib, 2),
+                              "fetcher_sys": round((u1[1] - u0[1]) / gib, 2),
                               "providers": round((c1[1] - c0[1]) / gib, 2)}
     return int(final["bytes_fetched"]) / dt / 1e6, final  # type: ignore[call-overload]
 
@@ -107,6 +123,20 @@ def durable_write_rate(tmp: Path, size: int) -> float:
             store.put_many(batch)
         dt = time.perf_counter() - t0
     return len(batches) * 64 * block / dt / 1e6
+
+
+def buffered_write_rate(tmp: Path, size: int) -> float:
+    """MB/s of writing `size` bytes to a new file in 1 MiB writes, no fsync: how fast
+    the kernel takes new page-cache pages. Every stored block goes through such pages,
+    so nothing durable is faster; on this VM it ranged 131–3,300 MB/s (slow for pages
+    the host has to back again). The file is kept (its pages stay in use) so the
+    fetches after it do not reuse them."""
+    chunk = os.urandom(1 << 20)
+    t0 = time.perf_counter()
+    with open(tmp / "page-cache-limit.bin", "wb", buffering=0) as f:
+        for _ in range(size >> 20):
+            f.write(chunk)
+    return size / (time.perf_counter() - t0) / 1e6
 
 
 def wait_providers(node: Node, cid: str, want: set[str]) -> None:
@@ -209,6 +239,8 @@ def main() -> None:
 
     limit = bare[args.stack]
     with tempfile.TemporaryDirectory() as tmp:
+        cache = buffered_write_rate(Path(tmp), size)
+        line("buffered writes to a new file (no fsync)", cache, "MB/s")
         disk = durable_write_rate(Path(tmp), size)
         line("durable block writes on this disk (64-block fsync'd batches)", disk, "MB/s")
         one, three = fetch_run(Path(tmp), size, args.stack, 0)

@@ -33,28 +33,31 @@ class TransportStream(trio.abc.Stream):
         except StreamError as e:
             raise trio.BrokenResourceError(str(e)) from None
 
-    async def receive_into(self, buf: bytearray, max_bytes: int) -> int:
-        """Append up to `max_bytes` to `buf`: waits for the first piece, then takes
-        whatever else is already received without waiting (on the native stack; one
-        piece on py-libp2p). Returns the bytes appended, 0 at EOF. For bulk readers:
-        one copy per byte (into `buf`) and one wakeup per batch of Noise messages,
-        where `receive_some` copies each ≤ 64 KiB message and wakes once per message."""
+    async def receive_pieces(self, max_bytes: int) -> list[bytes | memoryview]:
+        """Up to `max_bytes` as the pieces received, uncopied: waits for the first,
+        then takes whatever else is already received without waiting (on the native
+        stack: read-only views of decrypted Noise messages, which stay valid; one
+        piece on py-libp2p). [] at EOF. For bulk readers, which copy each byte once
+        into what they keep, where `receive_some` copies every ≤ 64 KiB message and
+        wakes the reader once per message."""
         if self._closed:
             raise trio.ClosedResourceError("stream closed")
         try:
             piece = await self.net.read(max_bytes)
+            if not piece:
+                return []
+            out = [piece]
             n = len(piece)
-            buf += piece
             more = getattr(self.net, "read_nowait", None)
-            while more is not None and 0 < n < max_bytes:
+            while more is not None and n < max_bytes:
                 piece = more(max_bytes - n)
                 if not piece:
                     break
-                buf += piece
+                out.append(piece)
                 n += len(piece)
         except StreamError as e:
             raise trio.BrokenResourceError(str(e)) from None
-        return n
+        return out
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:

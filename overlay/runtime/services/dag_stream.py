@@ -26,6 +26,7 @@ on a worker thread; the fetcher's buffered blocks go through `BlockWriter`'s bou
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -50,7 +51,7 @@ MAX_ROOTS = 1024
 MAX_REQUEST = 64 * 1024
 MAX_SECTION = 4 * 1024 * 1024 + 1024
 BATCH_BYTES = 8 * 1024 * 1024
-READ_BYTES = 1 << 20
+READ_BYTES = 4 << 20
 PACE_BYTES = 1 << 20
 #: A stream that delivers nothing for this long is given up (Bitswap takes over).
 STALL_S = 20.0
@@ -210,18 +211,18 @@ class DagStreams:
             return 0
         try:
             await s.send_all(_request(roots, only_root))
-            buf = bytearray()
-            pos = 0
+            frames = _Sections()
             while True:
-                n = 0
+                pieces: list[bytes | memoryview] = []
                 with trio.move_on_after(STALL_S) as stall:
-                    n = await s.receive_into(buf, READ_BYTES)
+                    pieces = await s.receive_pieces(READ_BYTES)
                 if stall.cancelled_caught:
                     raise _Stalled(f"no data for {STALL_S:g} s")
-                if not n:
+                if not pieces:
                     raise ColonyError("the stream ended before the DAG did")
+                frames.feed(pieces)
                 try:
-                    pos, done, sections = self._split(buf, pos, only_root)
+                    done, sections = frames.split(only_root)
                     cids = (await trio.to_thread.run_sync(_verify_all, sections)
                             if sections else [])
                 except CarError:
@@ -234,9 +235,6 @@ class DagStreams:
                     got += self._accept(sections, cids, expected, key, progress)
                 if done:
                     break
-                if pos > READ_BYTES:
-                    del buf[:pos]
-                    pos = 0
             self.writer.commit_soon()
             return got
         except Exception as e:  # a bad block, a reset, a stall: this stream only
@@ -254,37 +252,6 @@ class DagStreams:
             self.stats.by_peer[str(peer)] = self.stats.by_peer.get(str(peer), 0) + got
             with trio.CancelScope(shield=True):
                 await s.aclose()
-
-    def _split(self, buf: bytearray, pos: int,
-               only_root: bool) -> tuple[int, bool, list[tuple[bytes, bytes]]]:
-        """Whole sections from `buf[pos:]`: (new pos, finished, [(cid, block)]).
-        Each block is copied out of `buf` once (it is stored as it is)."""
-        out: list[tuple[bytes, bytes]] = []
-        mv = memoryview(buf)
-        try:
-            while True:
-                try:
-                    n, i = decode_varint(bytes(mv[pos:pos + 10]))
-                except WireError:
-                    if len(buf) - pos >= 10:
-                        raise
-                    return pos, False, out
-                if n == 0:
-                    return pos + i, True, out
-                if n > MAX_SECTION:
-                    raise ColonyError(f"section of {n} bytes")
-                if len(buf) - pos < i + n:
-                    return pos, False, out
-                start = pos + i
-                clen = _cid_length(bytes(mv[start:start + min(n, 2 * MAX_CID)]), start)
-                if clen > n:
-                    raise CarError(f"malformed stream: the CID runs past section {start}")
-                out.append((bytes(mv[start:start + clen]), bytes(mv[start + clen:start + n])))
-                pos += i + n
-                if only_root:
-                    return pos, True, out
-        finally:
-            mv.release()
 
     def _accept(self, sections: list[tuple[bytes, bytes]], cids: list[Cid | None],
                 expected: set[bytes], peer_key: str, p: FetchProgress) -> int:
@@ -308,6 +275,82 @@ class DagStreams:
                 p.by_peer[peer_key] = p.by_peer.get(peer_key, 0) + 1
             taken += 1
         return taken
+
+
+class _Sections:
+    """CAR sections reassembled from the received pieces. Each block is copied once,
+    from the pieces into the bytes that are verified and stored; only a section's
+    few header bytes are copied twice."""
+
+    def __init__(self) -> None:
+        self._parts: deque[memoryview] = deque()
+        self._avail = 0
+
+    def feed(self, pieces: list[bytes | memoryview]) -> None:
+        for p in pieces:
+            if len(p):
+                self._parts.append(memoryview(p))
+                self._avail += len(p)
+
+    def _take(self, n: int, consume: bool = True) -> bytes:
+        """The next `n` (≤ available) bytes as one bytes object."""
+        if not n:
+            return b""
+        first = self._parts[0]
+        if len(first) >= n:
+            out = bytes(first[:n])
+            if consume:
+                self._drop(n)
+            return out
+        chunks: list[memoryview] = []
+        need = n
+        for p in self._parts:
+            chunks.append(p[:need])
+            need -= len(chunks[-1])
+            if not need:
+                break
+        out = b"".join(chunks)
+        if consume:
+            self._drop(n)
+        return out
+
+    def _drop(self, n: int) -> None:
+        self._avail -= n
+        parts = self._parts
+        while n:
+            first = parts[0]
+            if len(first) > n:
+                parts[0] = first[n:]
+                return
+            n -= len(first)
+            parts.popleft()
+
+    def split(self, only_root: bool) -> tuple[bool, list[tuple[bytes, bytes]]]:
+        """(finished, [(cid, block)]) for every whole section now available."""
+        out: list[tuple[bytes, bytes]] = []
+        while self._avail:
+            head = self._take(min(self._avail, 10 + 2 * MAX_CID), consume=False)
+            try:
+                n, i = decode_varint(head)
+            except WireError:
+                if len(head) >= 10:
+                    raise
+                return False, out
+            if n == 0:
+                self._drop(i)
+                return True, out
+            if n > MAX_SECTION:
+                raise ColonyError(f"section of {n} bytes")
+            if self._avail < i + n:
+                return False, out
+            clen = _cid_length(head[i:i + min(n, 2 * MAX_CID)], 0)
+            if clen > n:
+                raise CarError("malformed stream: a CID runs past its section")
+            self._drop(i + clen)
+            out.append((head[i:i + clen], self._take(n - clen)))
+            if only_root:
+                return True, out
+        return False, out
 
 
 def _verify_all(sections: list[tuple[bytes, bytes]]) -> list[Cid | None]:
