@@ -20,6 +20,10 @@ Prints, in one run, each with its limit and ratio:
 
 Run: .venv/bin/python bench/fetch.py [--mib 64] [--stack native|py-libp2p]
 
+`--durability N` instead compares, in N interleaved rounds, the ways fetched blocks
+could be committed (synced batches as kept, metasync=False, sync=False with one sync
+at the end, bigger batches): the measurement behind docs/store.md's choice.
+
 `--repeat N` instead fetches one dataset N times in a row between two daemons (the
 fetcher's copy is removed by `colony gc` before each fetch) and reports the stalls
 (fetches slower than 5x the median), the slowest fetch and every drop counter of both
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -139,6 +144,55 @@ def buffered_write_rate(tmp: Path, size: int) -> float:
     return size / (time.perf_counter() - t0) / 1e6
 
 
+#: The commit policies compared by `--durability`: (name, blocks a batch, lmdb.open
+#: flags, one env.sync(True) at the end).
+MODES: list[tuple[str, int, dict[str, bool], bool]] = [
+    ("synced 64-block batches (kept)", 64, {}, False),
+    ("metasync=False, 64-block batches", 64, {"metasync": False}, True),
+    ("sync=False, one sync at the end", 64, {"sync": False}, True),
+    ("synced 256-block batches", 256, {}, False),
+]
+
+
+def durability_modes(tmp: Path, size: int, rounds: int) -> None:
+    """MB/s and CPU s/GiB of committing `size` bytes of 256 KiB blocks to a fresh store
+    under each of MODES, interleaved `rounds` times (the disk's rate drifts; compare
+    within a round). The kept policy is the first; docs/store.md has the argument."""
+    import resource
+
+    import lmdb
+
+    from overlay.core.cid import RAW, Cid
+    from store.blockstore import BlockStore
+
+    block = 256 * 1024
+    blobs = [os.urandom(block) for _ in range(64)]
+    items = []
+    for i in range(size // block):
+        data = blobs[i % 64][:-8] + i.to_bytes(8, "big")
+        items.append((Cid.of(RAW, data), data, None))
+    real_open = lmdb.open
+    for r in range(rounds):
+        for m, (name, per, flags, end_sync) in enumerate(MODES):
+            lmdb.open = lambda *a, _f=flags, **k: real_open(*a, **{**k, **_f})  # type: ignore[assignment]
+            try:
+                with BlockStore(tmp / f"mode-{m}") as store:
+                    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+                    t0 = time.perf_counter()
+                    for j in range(0, len(items), per):
+                        store.put_many(items[j:j + per])
+                    if end_sync:
+                        store.env.sync(True)
+                    dt = time.perf_counter() - t0
+                    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+            finally:
+                lmdb.open = real_open
+                shutil.rmtree(tmp / f"mode-{m}", ignore_errors=True)
+            cpu = (ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime) / (size / 2**30)
+            print(f"  round {r + 1}: {name:36s} {size / dt / 1e6:8,.0f} MB/s  "
+                  f"CPU {cpu:.2f} s/GiB", flush=True)
+
+
 def wait_providers(node: Node, cid: str, want: set[str]) -> None:
     def ok() -> bool:
         r = node.api(60).call("POST", "/v1/dht/findprovs", {"cid": cid})
@@ -212,8 +266,14 @@ def main() -> None:
                     help="network stack of the daemons")
     ap.add_argument("--repeat", type=int, default=0, metavar="N",
                     help="only fetch the dataset N times in a row; report stalls and drops")
+    ap.add_argument("--durability", type=int, default=0, metavar="ROUNDS",
+                    help="only compare commit policies for fetched blocks, ROUNDS times")
     args = ap.parse_args()
     size = args.mib * MiB
+    if args.durability:
+        with tempfile.TemporaryDirectory() as tmp:
+            durability_modes(Path(tmp), size, args.durability)
+        return
     if args.repeat:
         with tempfile.TemporaryDirectory() as tmp:
             res = repeat_run(Path(tmp), size, args.stack, args.repeat)

@@ -549,7 +549,12 @@ class Connection:
             return
         self._wake_writer()
         while self.session.outbound_bytes > HIGH_WATER_BYTES and not self.closed:
-            self._drained = trio.Event()
+            # One event for every task waiting here: replacing it per waiter lost the
+            # wakeup of all but the last (a bulk stream's sender then waited for ever
+            # while a small send on the same connection went on: a 20 s DAG stream
+            # stall, tests/unit/p2p/test_connection_drain.py).
+            if self._drained.is_set():
+                self._drained = trio.Event()
             await self._drained.wait()
 
     async def _send_pending(self) -> None:
