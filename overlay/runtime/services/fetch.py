@@ -12,10 +12,12 @@ after an interruption therefore only asks for what is still missing.
 inside LMDB calls), so receiving, hashing and the next batch overlap the fsync of the
 previous one; profiled, the commit on the event loop was a third of the fetcher's time.
 
-Invariants: one commit in flight at a time, in order; `flush()` returns True only when
-every block added so far is committed (a fetch is acknowledged after it); buffered
-bytes are bounded by `MAX_BUFFERED_BYTES` plus the batch being committed — beyond it
-`add` commits synchronously, which is the back-pressure on the network.
+Invariants: one commit in flight at a time, in order; `flush()` and `drain()` return
+True only when every block added so far is committed (a fetch is acknowledged after
+them); buffered bytes are bounded by `MAX_BUFFERED_BYTES` plus the batch being
+committed. The bulk stream (services/dag_stream.py) waits for room (`wait_room`) and
+commits nothing on the event loop; beyond the bound `add` commits synchronously, which
+is the back-pressure for Bitswap's blocks.
 
 A commit the store refuses (a full disk: `DiskFull`) drops that batch, counts it in
 `failures` and keeps `last_error`; every session that had blocks in it sees the count
