@@ -219,23 +219,15 @@ class P2PStream:
                 return b""
             self._readable = trio.Event()
             await self._readable.wait()
-        first = self._buf[0]
-        if len(first) <= max_bytes:
-            self._buf.popleft()
-            out = first
-        else:
-            out = first[:max_bytes]
-            self._buf[0] = first[max_bytes:]
-        self._buffered -= len(out)
-        self.conn._consumed(self.sid, len(out))
-        return out
+        return self._take(max_bytes)
 
     def read_nowait(self, max_bytes: int) -> bytes | memoryview:
         """What `read` would return without waiting: b"" when nothing is buffered
         (also at EOF or after a reset, which the next `read` reports). Lets a bulk
         reader take every piece already received in one go, not one per wakeup."""
-        if not self._buf:
-            return b""
+        return self._take(max_bytes) if self._buf else b""
+
+    def _take(self, max_bytes: int) -> bytes | memoryview:
         first = self._buf[0]
         if len(first) <= max_bytes:
             self._buf.popleft()
@@ -549,10 +541,8 @@ class Connection:
             return
         self._wake_writer()
         while self.session.outbound_bytes > HIGH_WATER_BYTES and not self.closed:
-            # One event for every task waiting here: replacing it per waiter lost the
-            # wakeup of all but the last (a bulk stream's sender then waited for ever
-            # while a small send on the same connection went on: a 20 s DAG stream
-            # stall, tests/unit/p2p/test_connection_drain.py).
+            # One event for all waiters: one each lost all wakeups but the last (a DAG
+            # stream's sender stalled: tests/unit/p2p/test_connection_drain.py).
             if self._drained.is_set():
                 self._drained = trio.Event()
             await self._drained.wait()
