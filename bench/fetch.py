@@ -11,11 +11,18 @@ Prints, in one run, each with its limit and ratio:
   * the same with every daemon's send rate capped at 20 MB/s
     (`[network] max_send_rate`, as WAN peers would be): 3 providers vs 1
     (goal: ≥ 2.5×);
-  * CPU seconds per GiB fetched, of the fetching daemon and of all providers together
-    (utime + stime of every thread, from /proc): steadier than MB/s on a shared
-    machine, and what the fetch path costs whatever the other load.
+  * CPU seconds per GiB fetched, of the fetching daemon (also split into user and
+    system time) and of all providers together (utime + stime of every thread, from
+    /proc): steadier than MB/s on a shared machine, and what the fetch path costs
+    whatever the other load;
+  * the write limits of the same run: buffered writes to a new file (no fsync, the
+    page cache) and fsync'd LMDB batches of 64 blocks into a fresh store.
 
 Run: .venv/bin/python bench/fetch.py [--mib 64] [--stack native|py-libp2p]
+
+`--durability N` instead compares, in N interleaved rounds, the ways fetched blocks
+could be committed (synced batches as kept, metasync=False, sync=False with one sync
+at the end, bigger batches): the measurement behind docs/store.md's choice.
 
 `--repeat N` instead fetches one dataset N times in a row between two daemons (the
 fetcher's copy is removed by `colony gc` before each fetch) and reports the stalls
@@ -29,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -58,11 +66,17 @@ from transport import (  # noqa: E402
 RATE_LIMIT = 20_000_000  # bytes/s per provider
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) a process has used so far."""
+def cpu_us(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds, all threads, a process has used so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far."""
+    return sum(cpu_us(pid))
 
 
 def timed_fetch(
@@ -71,6 +85,7 @@ def timed_fetch(
     """(MB/s, final progress); the progress also gets `cpu_s_per_gib` of the fetcher
     and of `providers` together."""
     provs = providers or []
+    u0 = cpu_us(node.pid)
     c0 = cpu_s(node.pid), sum(cpu_s(p.pid) for p in provs)
     t0 = time.perf_counter()
     final: dict[str, object] = {}
@@ -80,7 +95,13 @@ def timed_fetch(
     assert final.get("done") and not final.get("error"), final
     gib = int(final["bytes_fetched"]) / 2**30  # type: ignore[call-overload]
     c1 = cpu_s(node.pid), sum(cpu_s(p.pid) for p in provs)
+    u1 = cpu_us(node.pid)
+    # The fetcher's system time is mostly the kernel copying blocks into page-cache
+    # pages (perf: copy_folio_from_iter_atomic), which on this VM is slow for pages
+    # it has not used lately: shown apart from user time.
     final["cpu_s_per_gib"] = {"fetcher": round((c1[0] - c0[0]) / gib, 2),
+                              "fetcher_user": round((u1[0] - u0[0]) / gib, 2),
+                              "fetcher_sys": round((u1[1] - u0[1]) / gib, 2),
                               "providers": round((c1[1] - c0[1]) / gib, 2)}
     return int(final["bytes_fetched"]) / dt / 1e6, final  # type: ignore[call-overload]
 
@@ -107,6 +128,73 @@ def durable_write_rate(tmp: Path, size: int) -> float:
             store.put_many(batch)
         dt = time.perf_counter() - t0
     return len(batches) * 64 * block / dt / 1e6
+
+
+def buffered_write_rate(tmp: Path, size: int) -> float:
+    """MB/s of writing `size` bytes to a new file in 1 MiB writes, no fsync: how fast
+    the kernel takes new page-cache pages. Every stored block goes through such pages,
+    so nothing durable is faster; on this VM it ranged 131–3,300 MB/s (slow for pages
+    the host has to back again). The file is kept (its pages stay in use) so the
+    fetches after it do not reuse them."""
+    chunk = os.urandom(1 << 20)
+    t0 = time.perf_counter()
+    with open(tmp / "page-cache-limit.bin", "wb", buffering=0) as f:
+        for _ in range(size >> 20):
+            f.write(chunk)
+    return size / (time.perf_counter() - t0) / 1e6
+
+
+#: The commit policies compared by `--durability`: (name, blocks a batch, lmdb.open
+#: flags, one env.sync(True) at the end).
+MODES: list[tuple[str, int, dict[str, bool], bool]] = [
+    ("synced 64-block batches (kept)", 64, {}, False),
+    ("metasync=False, 64-block batches", 64, {"metasync": False}, True),
+    ("sync=False, one sync at the end", 64, {"sync": False}, True),
+    ("synced 256-block batches", 256, {}, False),
+]
+
+
+def durability_modes(tmp: Path, size: int, rounds: int) -> None:
+    """MB/s and CPU s/GiB of committing `size` bytes of 256 KiB blocks to a fresh store
+    under each of MODES, interleaved `rounds` times in a rotating order (the disk's
+    rate drifts; compare within a round). The kept policy is the first of MODES;
+    docs/store.md has the argument."""
+    import resource
+
+    import lmdb
+
+    from overlay.core.cid import RAW, Cid
+    from store.blockstore import BlockStore
+
+    block = 256 * 1024
+    blobs = [os.urandom(block) for _ in range(64)]
+    items = []
+    for i in range(size // block):
+        data = blobs[i % 64][:-8] + i.to_bytes(8, "big")
+        items.append((Cid.of(RAW, data), data, None))
+    real_open = lmdb.open
+    for r in range(rounds):
+        # Rotated each round: the first store of a round writes into page-cache pages
+        # the kernel has not used lately, which are slow on this VM (docs/store.md).
+        for m in [(r + k) % len(MODES) for k in range(len(MODES))]:
+            name, per, flags, end_sync = MODES[m]
+            lmdb.open = lambda *a, _f=flags, **k: real_open(*a, **{**k, **_f})  # type: ignore[assignment]
+            try:
+                with BlockStore(tmp / f"mode-{m}") as store:
+                    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+                    t0 = time.perf_counter()
+                    for j in range(0, len(items), per):
+                        store.put_many(items[j:j + per])
+                    if end_sync:
+                        store.env.sync(True)
+                    dt = time.perf_counter() - t0
+                    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+            finally:
+                lmdb.open = real_open
+                shutil.rmtree(tmp / f"mode-{m}", ignore_errors=True)
+            cpu = (ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime) / (size / 2**30)
+            print(f"  round {r + 1}: {name:36s} {size / dt / 1e6:8,.0f} MB/s  "
+                  f"CPU {cpu:.2f} s/GiB", flush=True)
 
 
 def wait_providers(node: Node, cid: str, want: set[str]) -> None:
@@ -182,8 +270,14 @@ def main() -> None:
                     help="network stack of the daemons")
     ap.add_argument("--repeat", type=int, default=0, metavar="N",
                     help="only fetch the dataset N times in a row; report stalls and drops")
+    ap.add_argument("--durability", type=int, default=0, metavar="ROUNDS",
+                    help="only compare commit policies for fetched blocks, ROUNDS times")
     args = ap.parse_args()
     size = args.mib * MiB
+    if args.durability:
+        with tempfile.TemporaryDirectory() as tmp:
+            durability_modes(Path(tmp), size, args.durability)
+        return
     if args.repeat:
         with tempfile.TemporaryDirectory() as tmp:
             res = repeat_run(Path(tmp), size, args.stack, args.repeat)
@@ -209,6 +303,8 @@ def main() -> None:
 
     limit = bare[args.stack]
     with tempfile.TemporaryDirectory() as tmp:
+        cache = buffered_write_rate(Path(tmp), size)
+        line("buffered writes to a new file (no fsync)", cache, "MB/s")
         disk = durable_write_rate(Path(tmp), size)
         line("durable block writes on this disk (64-block fsync'd batches)", disk, "MB/s")
         one, three = fetch_run(Path(tmp), size, args.stack, 0)

@@ -289,6 +289,18 @@ class BlockStore:
             raise StoreError(f"block store {self.path} reached the {MAX_MAP_SIZE} byte limit")
         self.env.set_mapsize(cur * 2)
 
+    def reserve(self, nbytes: int) -> None:
+        """Grow the map (doubling, through the gate) until `nbytes` fit beyond the
+        pages in use, so a write of that size will not need a resize mid-transaction.
+        Call it with no transaction open on this thread (else StoreError)."""
+        for _ in range(64):
+            info = self.env.info()
+            used = (info["last_pgno"] + 1) * self.env.stat()["psize"]
+            if used + nbytes <= info["map_size"]:
+                return
+            self._resize(functools.partial(self._grow, info["map_size"]))
+        raise StoreError(f"block store {self.path}: could not grow the map")
+
     def _write(self, fn: Callable[[Any], T]) -> T:
         """Run `fn(txn)` in one write transaction, growing the map as needed."""
         for _ in range(64):  # doubling 64 times exceeds any address space

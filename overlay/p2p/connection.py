@@ -42,70 +42,15 @@ from overlay.p2p.errors import (
     StreamClosedError,
     StreamResetError,
 )
+from overlay.p2p.negotiation_io import RECV_BYTES, BufferedIO, NoiseIO
 
 log = structlog.get_logger("colony.p2p")
 
-RECV_BYTES = 256 * 1024
 #: A writer waits while more than this is queued for the socket on its connection.
 HIGH_WATER_BYTES = 4 * 1024 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0
 #: Buffers per sendmsg call (Linux IOV_MAX is 1024).
 _IOV_MAX = 512
-
-
-class BufferedIO:
-    """`read_exact`/`write` over a trio stream, for the negotiation phase."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.buf = bytearray()
-
-    async def read_exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            chunk = await self.stream.receive_some(RECV_BYTES)
-            if not chunk:
-                raise NegotiationError("connection closed during negotiation")
-            self.buf += chunk
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    async def write(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    def take_leftover(self) -> bytes:
-        out = bytes(self.buf)
-        self.buf.clear()
-        return out
-
-
-class _NoiseIO:
-    """Plaintext `read_exact`/`write` over the Noise channel (for the muxer's
-    multistream-select); hands over its leftovers to the connection."""
-
-    def __init__(self, io: BufferedIO, ciphers: noise.CipherPair) -> None:
-        self.io = io
-        self.ciphers = ciphers
-        self.reader = noise.FrameReader(ciphers.recv)
-        self.plain = bytearray()
-        self.leftover = io.take_leftover()
-
-    async def read_exact(self, n: int) -> bytes:
-        while len(self.plain) < n:
-            if self.leftover:
-                chunk, self.leftover = self.leftover, b""
-            else:
-                chunk = await self.io.stream.receive_some(RECV_BYTES)
-                if not chunk:
-                    raise NegotiationError("connection closed during muxer negotiation")
-            for p in self.reader.feed_and_decrypt(chunk):
-                self.plain += p
-        out = bytes(self.plain[:n])
-        del self.plain[:n]
-        return out
-
-    async def write(self, data: bytes) -> None:
-        await self.io.stream.send_all(noise.encrypt_frames(self.ciphers.send, data))
 
 
 async def _close_quietly(stream: trio.abc.Stream) -> None:
@@ -153,7 +98,7 @@ async def upgrade(
                 await io.write(hs.write_message())
                 hs.read_message(await _read_noise_message(io))
             peer, ciphers = hs.result()
-            nio = _NoiseIO(io, ciphers)
+            nio = NoiseIO(io, ciphers)
             if initiator:
                 await multistream.select_dialer(nio, [yamux.PROTOCOL_ID])
             else:
@@ -219,6 +164,15 @@ class P2PStream:
                 return b""
             self._readable = trio.Event()
             await self._readable.wait()
+        return self._take(max_bytes)
+
+    def read_nowait(self, max_bytes: int) -> bytes | memoryview:
+        """What `read` would return without waiting: b"" when nothing is buffered
+        (also at EOF or after a reset, which the next `read` reports). Lets a bulk
+        reader take every piece already received in one go, not one per wakeup."""
+        return self._take(max_bytes) if self._buf else b""
+
+    def _take(self, max_bytes: int) -> bytes | memoryview:
         first = self._buf[0]
         if len(first) <= max_bytes:
             self._buf.popleft()
@@ -540,7 +494,8 @@ class Connection:
         self._wake_writer()
         while self.session.outbound_bytes > HIGH_WATER_BYTES and not self.closed:
             # Writers share the event; the sender sets and replaces it (one per waiter
-            # lost all wake-ups but the last: docs/reliability.md, relayed stall).
+            # lost all wake-ups but the last: docs/reliability.md, relayed stall;
+            # tests/unit/p2p/test_connection_drain.py, test_p2p_connection_writers.py).
             await self._drained.wait()
 
     async def _send_pending(self) -> None:

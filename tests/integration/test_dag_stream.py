@@ -170,3 +170,29 @@ def test_a_silent_provider_stream_closes_its_connection(tmp_path: Path, monkeypa
         trio.run(_pair, tmp_path, serve, body)
     finally:
         good.close()
+
+
+def test_with_the_commit_thread_the_stream_waits_for_it_and_drain_acknowledges(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """As in the daemon: the commit task runs, the buffer bound is small, so the stream
+    waits for the thread (nothing is committed on the event loop) and `drain` returns
+    when every block is in the store."""
+    import overlay.runtime.services.fetch as fetch_mod
+
+    monkeypatch.setattr(fetch_mod, "MAX_BUFFERED_BYTES", 1024 * 1024)
+    with BlockStore(tmp_path / "p0") as s0:
+        root = _dag(s0, 4)
+
+    async def body(f: DagStreams, peers: list[PeerId], mine: BlockStore) -> None:
+        async with trio.open_nursery() as n:
+            await n.start(f.writer.run)
+            got = await f.fetch(root, peers)
+            assert await f.writer.drain()
+            n.cancel_scope.cancel()
+        assert got == 13 and f.stats.streams_failed == 0
+        assert f.writer.commits == f.writer.background_commits >= 3
+        from store.exporter import Exporter
+        assert Exporter(mine).read_all(root) == random.Random(4).randbytes(3 * 1024 * 1024)
+
+    trio.run(_pair, tmp_path, None, body)

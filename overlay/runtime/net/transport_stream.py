@@ -33,6 +33,32 @@ class TransportStream(trio.abc.Stream):
         except StreamError as e:
             raise trio.BrokenResourceError(str(e)) from None
 
+    async def receive_pieces(self, max_bytes: int) -> list[bytes | memoryview]:
+        """Up to `max_bytes` as the pieces received, uncopied: waits for the first,
+        then takes whatever else is already received without waiting (on the native
+        stack: read-only views of decrypted Noise messages, which stay valid; one
+        piece on py-libp2p). [] at EOF. For bulk readers, which copy each byte once
+        into what they keep, where `receive_some` copies every ≤ 64 KiB message and
+        wakes the reader once per message."""
+        if self._closed:
+            raise trio.ClosedResourceError("stream closed")
+        try:
+            piece = await self.net.read(max_bytes)
+            if not piece:
+                return []
+            out = [piece]
+            n = len(piece)
+            more = getattr(self.net, "read_nowait", None)
+            while more is not None and n < max_bytes:
+                piece = more(max_bytes - n)
+                if not piece:
+                    break
+                out.append(piece)
+                n += len(piece)
+        except StreamError as e:
+            raise trio.BrokenResourceError(str(e)) from None
+        return out
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
             raise trio.ClosedResourceError("stream closed")

@@ -157,6 +157,9 @@ class BlockService:
         `progress` counts what arrives. Whatever it misses `begin` fetches."""
         if self.streams is not None:
             await self.streams.fetch(root, providers[:MAX_PROVIDERS], progress)
+            # Commit what it buffered on the commit thread now, so the acknowledging
+            # flush after `begin` finds nothing left to write on the event loop.
+            await self.writer.drain()
 
     async def fetch_dag(
         self,

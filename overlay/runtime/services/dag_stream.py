@@ -26,6 +26,7 @@ on a worker thread; the fetcher's buffered blocks go through `BlockWriter`'s bou
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -41,7 +42,7 @@ from overlay.p2p.diagnose import describe_stream
 from overlay.runtime.net.transport import Transport
 from overlay.runtime.services.fetch import BlockWriter, FetchProgress
 from store.blockstore import BlockStore
-from store.car import CarError, _cid_length, verify_section
+from store.car import MAX_CID, CarError, _cid_length, verify_section
 from store.unixfs import link_cids
 
 log = structlog.get_logger("colony.dag_stream")
@@ -51,7 +52,7 @@ MAX_ROOTS = 1024
 MAX_REQUEST = 64 * 1024
 MAX_SECTION = 4 * 1024 * 1024 + 1024
 BATCH_BYTES = 8 * 1024 * 1024
-READ_BYTES = 1 << 20
+READ_BYTES = 4 << 20
 PACE_BYTES = 1 << 20
 #: A stream that delivers nothing for this long is given up (Bitswap takes over).
 STALL_S = 20.0
@@ -230,29 +231,30 @@ class DagStreams:
             return 0
         try:
             await s.send_all(_request(roots, only_root))
-            buf = bytearray()
-            pos = 0
+            frames = _Sections()
             while True:
+                pieces: list[bytes | memoryview] = []
                 with trio.move_on_after(STALL_S) as stall:
-                    chunk = await s.receive_some(READ_BYTES)
+                    pieces = await s.receive_pieces(READ_BYTES)
                 if stall.cancelled_caught:
                     raise _Stalled(f"no data for {STALL_S:g} s")
-                if not chunk:
+                if not pieces:
                     raise ColonyError("the stream ended before the DAG did")
-                buf += chunk
-                pos, done, sections = self._split(buf, pos, only_root)
+                frames.feed(pieces)
+                try:
+                    done, sections = frames.split(only_root)
+                    cids = (await trio.to_thread.run_sync(_verify_all, sections)
+                            if sections else [])
+                except CarError:
+                    self.stats.bad_blocks += 1
+                    raise
                 if sections:
-                    try:
-                        cids = await trio.to_thread.run_sync(_verify_all, sections)
-                    except CarError:
-                        self.stats.bad_blocks += 1
-                        raise
+                    # Back-pressure without stalling the loop: wait for the commit
+                    # thread rather than commit here (BlockWriter.wait_room).
+                    await self.writer.wait_room(sum(len(b) for _, b in sections))
                     got += self._accept(sections, cids, expected, key, progress)
                 if done:
                     break
-                if pos > READ_BYTES:
-                    del buf[:pos]
-                    pos = 0
             self.writer.commit_soon()
             return got
         except Exception as e:  # a bad block, a reset, a stall: this stream only
@@ -273,44 +275,17 @@ class DagStreams:
             with trio.CancelScope(shield=True):
                 await s.aclose()
 
-    def _split(self, buf: bytearray, pos: int,
-               only_root: bool) -> tuple[int, bool, list[bytes]]:
-        """Whole sections from `buf[pos:]`: (new pos, finished, sections)."""
-        out: list[bytes] = []
-        mv = memoryview(buf)
-        try:
-            while True:
-                try:
-                    n, i = decode_varint(bytes(mv[pos:pos + 10]))
-                except WireError:
-                    if len(buf) - pos >= 10:
-                        raise
-                    return pos, False, out
-                if n == 0:
-                    return pos + i, True, out
-                if n > MAX_SECTION:
-                    raise ColonyError(f"section of {n} bytes")
-                if len(buf) - pos < i + n:
-                    return pos, False, out
-                out.append(bytes(mv[pos + i:pos + i + n]))
-                pos += i + n
-                if only_root:
-                    return pos, True, out
-        finally:
-            mv.release()
-
-    def _accept(self, sections: list[bytes], cids: list[Cid | None], expected: set[bytes],
-                peer_key: str, p: FetchProgress) -> int:
+    def _accept(self, sections: list[tuple[bytes, bytes]], cids: list[Cid | None],
+                expected: set[bytes], peer_key: str, p: FetchProgress) -> int:
         """Take verified sections that belong to the DAG, in order (parents first)."""
         taken = 0
-        for section, cid in zip(sections, cids, strict=True):
+        for (_, block), cid in zip(sections, cids, strict=True):
             if cid is None:
                 continue  # identity: nothing to store
             if cid.multihash not in expected:
                 self.stats.unexpected_blocks += 1
                 raise ColonyError(f"{cid} is not part of the requested DAG")
             expected.discard(cid.multihash)
-            block = section[_cid_length(section, 0):]
             links = link_cids(block) if cid.codec == DAG_PB else []
             expected.update(Cid.from_bytes(c).multihash for c in links)
             if not self.writer.has(cid):
@@ -324,11 +299,83 @@ class DagStreams:
         return taken
 
 
-def _verify_all(sections: list[bytes]) -> list[Cid | None]:
-    """Hash-check each section against its CID (on a worker thread: hashlib releases
+class _Sections:
+    """CAR sections reassembled from the received pieces. Each block is copied once,
+    from the pieces into the bytes that are verified and stored; only a section's
+    few header bytes are copied twice."""
+
+    def __init__(self) -> None:
+        self._parts: deque[memoryview] = deque()
+        self._avail = 0
+
+    def feed(self, pieces: list[bytes | memoryview]) -> None:
+        for p in pieces:
+            if len(p):
+                self._parts.append(memoryview(p))
+                self._avail += len(p)
+
+    def _take(self, n: int, consume: bool = True) -> bytes:
+        """The next `n` (≤ available) bytes as one bytes object."""
+        if not n:
+            return b""
+        first = self._parts[0]
+        if len(first) >= n:
+            out = bytes(first[:n])
+            if consume:
+                self._drop(n)
+            return out
+        chunks: list[memoryview] = []
+        need = n
+        for p in self._parts:
+            chunks.append(p[:need])
+            need -= len(chunks[-1])
+            if not need:
+                break
+        out = b"".join(chunks)
+        if consume:
+            self._drop(n)
+        return out
+
+    def _drop(self, n: int) -> None:
+        self._avail -= n
+        parts = self._parts
+        while n:
+            first = parts[0]
+            if len(first) > n:
+                parts[0] = first[n:]
+                return
+            n -= len(first)
+            parts.popleft()
+
+    def split(self, only_root: bool) -> tuple[bool, list[tuple[bytes, bytes]]]:
+        """(finished, [(cid, block)]) for every whole section now available."""
+        out: list[tuple[bytes, bytes]] = []
+        while self._avail:
+            head = self._take(min(self._avail, 10 + 2 * MAX_CID), consume=False)
+            try:
+                n, i = decode_varint(head)
+            except WireError:
+                if len(head) >= 10:
+                    raise
+                return False, out
+            if n == 0:
+                self._drop(i)
+                return True, out
+            if n > MAX_SECTION:
+                raise ColonyError(f"section of {n} bytes")
+            if self._avail < i + n:
+                return False, out
+            clen = _cid_length(head[i:i + min(n, 2 * MAX_CID)], 0)
+            if clen > n:
+                raise CarError("malformed stream: a CID runs past its section")
+            self._drop(i + clen)
+            out.append((head[i:i + clen], self._take(n - clen)))
+            if only_root:
+                return True, out
+        return False, out
+
+
+def _verify_all(sections: list[tuple[bytes, bytes]]) -> list[Cid | None]:
+    """Hash-check each block against its CID (on a worker thread: hashlib releases
     the GIL, so the event loop keeps receiving meanwhile)."""
-    out = []
-    for section in sections:
-        clen = _cid_length(section, 0)
-        out.append(verify_section(section[:clen], section[clen:]))
-    return out
+    return [verify_section(cid, block) for cid, block in sections]

@@ -12,10 +12,12 @@ after an interruption therefore only asks for what is still missing.
 inside LMDB calls), so receiving, hashing and the next batch overlap the fsync of the
 previous one; profiled, the commit on the event loop was a third of the fetcher's time.
 
-Invariants: one commit in flight at a time, in order; `flush()` returns True only when
-every block added so far is committed (a fetch is acknowledged after it); buffered
-bytes are bounded by `MAX_BUFFERED_BYTES` plus the batch being committed — beyond it
-`add` commits synchronously, which is the back-pressure on the network.
+Invariants: one commit in flight at a time, in order; `flush()` and `drain()` return
+True only when every block added so far is committed (a fetch is acknowledged after
+them); buffered bytes are bounded by `MAX_BUFFERED_BYTES` plus the batch being
+committed. The bulk stream (services/dag_stream.py) waits for room (`wait_room`) and
+commits nothing on the event loop; beyond the bound `add` commits synchronously, which
+is the back-pressure for Bitswap's blocks.
 
 A commit the store refuses (a full disk: `DiskFull`) drops that batch, counts it in
 `failures` and keeps `last_error`; every session that had blocks in it sees the count
@@ -63,6 +65,8 @@ class BlockWriter:
         self._committing: dict[bytes, _Entry] = {}
         self._bytes = 0
         self._wake = trio.Event()
+        #: Set (and replaced) after every background commit, and when `run` ends.
+        self._committed = trio.Event()
         self._running = False
         self.commits = 0
         self.background_commits = 0
@@ -109,6 +113,26 @@ class BlockWriter:
             else:
                 self.flush()
 
+    async def wait_room(self, nbytes: int) -> None:
+        """Wait, without blocking the event loop, until `nbytes` more fit under
+        `MAX_BUFFERED_BYTES`: the bulk stream's back-pressure (its provider waits on
+        the stream's window meanwhile). `add` beyond the bound commits on the calling
+        thread instead, which would stall every other task of the daemon."""
+        while self._running and self._pending and self._bytes + nbytes >= MAX_BUFFERED_BYTES:
+            ev = self._committed
+            self._wake.set()
+            await ev.wait()
+
+    async def drain(self) -> bool:
+        """Commit everything added so far and wait for it, on the commit thread while it
+        runs (the event loop keeps serving), inline otherwise; then `flush()` (a no-op
+        if nothing is left). True when all of it is durable, as for `flush`."""
+        while self._running and (self._pending or self._committing):
+            ev = self._committed
+            self._wake.set()
+            await ev.wait()
+        return self.flush()
+
     def flush(self) -> bool:
         """Commit everything added so far before returning (on the calling thread);
         False when the store refused it (the blocks are dropped, see `failures`).
@@ -137,14 +161,28 @@ class BlockWriter:
                     await self._commit_one()
         finally:
             self._running = False
+            self._committed.set()  # waiters see `_running` False and commit inline
 
     async def _commit_one(self) -> None:
         batch, nbytes = self._pending, self._bytes
         self._pending, self._bytes = {}, 0
+        try:
+            await self._commit_batch(batch, nbytes)
+        finally:
+            self._committed.set()
+            self._committed = trio.Event()
+
+    async def _commit_batch(self, batch: dict[bytes, _Entry], nbytes: int) -> None:
         if not self._has_room(nbytes):
-            # Near a full map: commit here rather than have the thread wait for readers.
-            self.commits += self._put(list(batch.values()))
-            return
+            # Near a full map: grow it here, where no transaction of ours is open, then
+            # commit on the thread as usual (a resize on the thread could wait for a
+            # reader the event loop holds). Profiled: committing such batches here
+            # instead stalled the loop for a whole fsync'd batch each time.
+            try:
+                self.store.reserve(2 * nbytes + MAP_SLACK_BYTES)
+            except StoreError as e:
+                self._failed(e, len(batch))
+                return
         self._committing = batch
         try:
             await trio.to_thread.run_sync(self.store.put_many, list(batch.values()))

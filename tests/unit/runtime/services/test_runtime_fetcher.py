@@ -114,3 +114,48 @@ def test_a_failed_background_commit_keeps_the_blocks(
             n.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_wait_room_and_drain_commit_on_the_thread_and_grow_the_map_ahead(
+    store: BlockStore, monkeypatch: Any
+) -> None:
+    """The bulk stream's path: back-pressure waits for the commit thread instead of
+    committing on the event loop, a batch near the end of the map grows the map first
+    and still commits on the thread, and `drain` returns only when all is committed."""
+    monkeypatch.setattr(fetcher, "MAX_BUFFERED_BYTES", 3 * fetcher.FLUSH_BYTES // 16)
+    size = 64 * 1024  # 64 blocks = 4 MiB a batch; the 16 MiB map needs to grow
+    blocks = [block(i, size) for i in range(6 * fetcher.FLUSH_BLOCKS)]
+    reserved: list[int] = []
+    real_reserve = store.reserve
+    monkeypatch.setattr(store, "reserve", lambda n: (reserved.append(n), real_reserve(n)))
+
+    async def main() -> None:
+        w = BlockWriter(store)
+        resizes = store.gate.resizes
+        async with trio.open_nursery() as n:
+            await n.start(w.run)
+            for cid, data in blocks:
+                await w.wait_room(len(data))
+                assert w._bytes + len(data) < fetcher.MAX_BUFFERED_BYTES
+                w.add(cid, data, None)
+            assert w.commits == w.background_commits  # nothing committed inline
+            assert await w.drain()
+            assert not w._pending and not w._committing
+            assert all(store.has(c) for c, _ in blocks)
+            assert w.commits == w.background_commits >= 6
+            assert reserved and store.gate.resizes > resizes  # grown ahead, on the loop
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_drain_without_the_commit_task_commits_inline(store: BlockStore) -> None:
+    w = BlockWriter(store)
+    cid, data = block(1)
+    w.add(cid, data, None)
+
+    async def main() -> None:
+        assert await w.drain()
+
+    trio.run(main)
+    assert store.has(cid) and w.commits == 1 and w.background_commits == 0

@@ -1,0 +1,68 @@
+"""The bulk stream's section reassembly (services/dag_stream.py `_Sections`): whatever
+the pieces the transport hands over (1 byte, a header split in two, several sections in
+one), the (cid, block) pairs come out whole and in order, and malformed framing raises."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from overlay.core.cid import DAG_PB, RAW, Cid
+from overlay.core.errors import ColonyError
+from overlay.core.multiformats import encode_varint
+from overlay.runtime.services.dag_stream import MAX_SECTION, _Sections
+from store.car import CarError
+
+
+def _stream(rng: random.Random) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    want = []
+    out = b""
+    for _ in range(40):
+        block = rng.randbytes(rng.choice([0, 1, 100, 70_000, 262_144]))
+        cid = Cid.of(rng.choice([RAW, DAG_PB]), block).to_bytes()
+        if rng.random() < 0.2:
+            cid = cid[2:]  # a CIDv0 (bare multihash), as kubo's DAGs have
+        want.append((cid, block))
+        out += encode_varint(len(cid) + len(block)) + cid + block
+    return out + b"\x00", want
+
+
+def test_sections_come_out_whole_whatever_the_pieces() -> None:
+    rng = random.Random(16)
+    data, want = _stream(rng)
+    for _ in range(30):
+        s = _Sections()
+        got: list[tuple[bytes, bytes]] = []
+        i = 0
+        done = False
+        while not done:
+            assert i < len(data), "ran past the end marker"
+            pieces = []
+            for _ in range(rng.randint(1, 3)):
+                k = rng.choice([1, 2, 7, 1000, 65_519, 300_000])
+                pieces.append(memoryview(data[i:i + k]))
+                i += k
+            s.feed(pieces)
+            done, out = s.split(only_root=False)
+            got += out
+        assert got == want
+
+
+def test_only_root_stops_after_one_section() -> None:
+    data, want = _stream(random.Random(1))
+    s = _Sections()
+    s.feed([data])
+    assert s.split(only_root=True) == (True, want[:1])
+
+
+@pytest.mark.parametrize("bad, error", [
+    (encode_varint(MAX_SECTION + 1), ColonyError),  # an absurd section length
+    (encode_varint(10) + b"\x01\x55\x12\x20" + b"\x00" * 6, CarError),  # CID past the end
+    (b"\xff" * 10, ColonyError),  # a varint that never ends
+])
+def test_malformed_framing_raises(bad: bytes, error: type[Exception]) -> None:
+    s = _Sections()
+    s.feed([bad])
+    with pytest.raises(error):
+        s.split(only_root=False)
