@@ -46,9 +46,11 @@ A_MEMBER_ROLES = "member,submit,execute"
 B_MEMBER_ROLES = "member"
 
 
-def run(n: Daemon, *args: str, timeout: float = 120.0) -> tuple[int, str, str]:
-    """`colony ARGS` on n's home: (exit code, stdout, stderr)."""
-    if isinstance(n, NsDaemon):
+def run(n: Daemon, *args: str, timeout: float = 120.0, local: bool = False
+        ) -> tuple[int, str, str]:  # fmt: skip
+    """`colony ARGS` on n's home: (exit code, stdout, stderr). `local`: a command that
+    only reads and writes the home (no daemon), run in this process for any node."""
+    if isinstance(n, NsDaemon) and not local:
         r = n.topo.run(n.ns, sys.executable, "-m", "overlay.cli.main", "--home", str(n.home),
                        *args, check=False, timeout=timeout)  # fmt: skip
         return r.returncode, r.stdout, r.stderr
@@ -58,8 +60,8 @@ def run(n: Daemon, *args: str, timeout: float = 120.0) -> tuple[int, str, str]:
     return rc, out.getvalue(), err.getvalue()
 
 
-def cmd(n: Daemon, *args: str) -> str:
-    rc, out, err = run(n, *args)
+def cmd(n: Daemon, *args: str, local: bool = False) -> str:
+    rc, out, err = run(n, *args, local=local)
     assert rc == 0, f"colony {' '.join(args)} failed: {err[-2000:]}"
     return out
 
@@ -135,15 +137,18 @@ class FederationWorld:
     def start(self) -> None:
         self.prepare()
         a0, b0 = self.a[0], self.b[0]
-        self.a_id = json.loads(cmd(a0, "colony", "create", "alpha", "--json"))["colony"]
-        self.b_id = json.loads(cmd(b0, "colony", "create", "beta", "--json"))["colony"]
+        # No daemon runs yet: these only write the homes.
+        self.a_id = json.loads(cmd(a0, "colony", "create", "alpha", "--json", local=True))[
+            "colony"]
+        self.b_id = json.loads(cmd(b0, "colony", "create", "beta", "--json", local=True))[
+            "colony"]
         for founder, members, roles in ((a0, self.a[1:], A_MEMBER_ROLES),
                                         (b0, self.b[1:], B_MEMBER_ROLES)):  # fmt: skip
             for member in members:
                 tok = self.root / f"{name_of(member).replace('/', '-')}.token"
                 cmd(founder, "cert", "issue", member.peer_id, "--roles", roles, "--expires",
-                    "1d", "--bootstrap", founder.addr, "--out", str(tok))  # fmt: skip
-                cmd(member, "join", str(tok))
+                    "1d", "--bootstrap", founder.addr, "--out", str(tok), local=True)  # fmt: skip
+                cmd(member, "join", str(tok), local=True)
         self.launch()
         for name, seed in (("secret", 1), ("other", 2), ("later", 3)):
             p = self.root / f"{name}.bin"

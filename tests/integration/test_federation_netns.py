@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from colony_cluster import REPO, colony_cmd
+from colony_cluster import REPO, Node
 from federation_helpers import (
     REVOCATION_BOUND_S,
     FederationWorld,
@@ -137,13 +137,13 @@ class NetnsWorld(FederationWorld):
     def start(self) -> None:
         super().start()
         # The probe: a member of B (B's owner signs its certificate) without a daemon.
-        self.probe_home.parent.mkdir(parents=True, exist_ok=True)
-        colony_cmd(self.probe_home, "init")
-        peer = colony_cmd(self.probe_home, "id").stdout.strip()
+        probe = Node(self.probe_home)
+        cmd(probe, "init")
+        peer = cmd(probe, "id").strip()
         tok = self.root / "bx.token"
         cmd(self.b[0], "cert", "issue", peer, "--roles", "member", "--expires", "1d",
-            "--out", str(tok))  # fmt: skip
-        colony_cmd(self.probe_home, "join", str(tok))
+            "--bootstrap", self.b[0].addr, "--out", str(tok), local=True)  # fmt: skip
+        cmd(probe, "join", str(tok))
 
     def close(self) -> None:
         self.topo.close()
