@@ -74,11 +74,12 @@ def _close_all() -> None:
 atexit.register(_close_all)
 
 
-def skip_reason() -> str | None:
-    """Why namespaces cannot be built here, or None when they can."""
+def skip_reason(tools: tuple[str, ...] = TOOLS) -> str | None:
+    """Why namespaces cannot be built here, or None when they can (`tools`: the
+    programs the caller's topology needs; by default the NAT topology's)."""
     if os.geteuid() != 0:
-        return "network namespaces need root (ip netns add); run the NAT tests as root"
-    missing = [t for t in TOOLS if shutil.which(t) is None]
+        return "network namespaces need root (ip netns add); run these tests as root"
+    missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         return (f"missing {', '.join(missing)}: install with `make system-deps` "
                 "(apt: iptables nftables coturn ethtool iproute2)")

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import trio
 from colony_cluster import Cluster, Node, wait_for
-from test_federation import cmd, fetch_ok, fetch_refused, log_lines, publish, run
+from federation_helpers import cmd, fetch_ok, fetch_refused, log_lines, publish, run
 
 from dht.revlists import make_revlist_record, parse_revlist_record, revlist_key
 from dht.wire import KadMessage, MessageType, Record
