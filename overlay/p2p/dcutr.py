@@ -173,22 +173,27 @@ class DcutrConfig:
 @dataclass
 class PunchGuard:
     """Admission of punches, both roles: per-peer rate and a global concurrency cap.
-    `refusals` counts each reason; `admit` returns the reason or None."""
+    `refusals` counts each reason; `admit` returns the reason or None.
+
+    One punch per (peer, role) at a time: when both ends dial at once, each is the
+    inbound side of one circuit and initiates; refusing the other's exchange while
+    ours runs would make both fail, so the two run side by side (their dials meet
+    on the same 4-tuple, and the first connection wins)."""
 
     config: DcutrConfig = field(default_factory=DcutrConfig)
     recent: dict[PeerId, deque[float]] = field(default_factory=dict)
-    active: dict[PeerId, int] = field(default_factory=dict)
+    active: dict[tuple[PeerId, str], int] = field(default_factory=dict)
     refusals: dict[str, int] = field(default_factory=dict)
 
     def refuse(self, reason: str) -> str:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
         return reason
 
-    def admit(self, peer: PeerId, now: float) -> str | None:
+    def admit(self, peer: PeerId, now: float, role: str = "responder") -> str | None:
         c = self.config
         if sum(self.active.values()) >= c.max_concurrent:
             return self.refuse("too_many_punches")
-        if self.active.get(peer, 0) > 0:
+        if self.active.get((peer, role), 0) > 0:
             return self.refuse("punch_in_progress")
         times = self.recent.get(peer)
         if times is None:
@@ -200,15 +205,15 @@ class PunchGuard:
         if len(times) >= c.per_peer:
             return self.refuse("rate_limited")
         times.append(now)
-        self.active[peer] = self.active.get(peer, 0) + 1
+        self.active[peer, role] = self.active.get((peer, role), 0) + 1
         return None
 
-    def release(self, peer: PeerId) -> None:
-        n = self.active.get(peer, 0) - 1
+    def release(self, peer: PeerId, role: str = "responder") -> None:
+        n = self.active.get((peer, role), 0) - 1
         if n > 0:
-            self.active[peer] = n
+            self.active[peer, role] = n
         else:
-            self.active.pop(peer, None)
+            self.active.pop((peer, role), None)
 
 
 # ---------------------------------------------------------------- one punch

@@ -374,6 +374,13 @@ class Dialer:
             self._record(peer, PeerPath(DIRECT, via=via, detail=detail, since=time.time()))
         elif old is not None and old.kind == RELAYED:
             detail = f"holepunch failed: {rec.reason}"[:300]
+            sym = [who for who, r in (("ours", self.reachability_of(None)),
+                                      ("theirs", self.reachability_of(peer)))
+                   if r.endswith("/symmetric")]
+            if sym:  # the likely why, from the STUN mapping probes
+                detail = (f"{' and '.join(sym)} NAT is symmetric: a new public port per "
+                          f"connection, so the punched address cannot be predicted; "
+                          f"{detail}")[:400]
             self._record(peer, PeerPath(RELAYED, via=via, detail=detail, since=old.since))
 
     async def _via_relay(self, peer: PeerId) -> PeerPath:

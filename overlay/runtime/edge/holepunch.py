@@ -156,7 +156,7 @@ class HolePunchService:
         if host.direct_connection(peer) is not None:
             return self._record(peer, relay, Role.INITIATOR,
                                 PunchFinished(True, "", 0, None), 0.0)
-        refused = self.guard.admit(peer, trio.current_time())
+        refused = self.guard.admit(peer, trio.current_time(), Role.INITIATOR.value)
         if refused is not None:
             return self._record(peer, relay, Role.INITIATOR,
                                 PunchFinished(False, f"refused: {refused}", 0, None), 0.0)
@@ -171,14 +171,14 @@ class HolePunchService:
                 punch = Punch(Role.INITIATOR, own, self.config)
                 done = await self._drive(peer, s, punch, host, Start())
         finally:
-            self.guard.release(peer)
+            self.guard.release(peer, Role.INITIATOR.value)
         return await self._finish(peer, relay, Role.INITIATOR, done, started, host)
 
     # ------------------------------------------------------------ A: responder
 
     async def _handle(self, peer: PeerId, s: TransportStream) -> None:
         host = self.t.native_host()
-        refused = self.guard.admit(peer, trio.current_time())
+        refused = self.guard.admit(peer, trio.current_time(), Role.RESPONDER.value)
         if refused is not None or host is None:
             log.info("holepunch_refused", peer=str(peer), reason=refused)
             await s.reset()
@@ -189,7 +189,7 @@ class HolePunchService:
             punch = Punch(Role.RESPONDER, own, self.config)
             done = await self._drive(peer, s, punch, host, None)
         finally:
-            self.guard.release(peer)
+            self.guard.release(peer, Role.RESPONDER.value)
         await self._finish(peer, None, Role.RESPONDER, done, started, host)
 
     # ------------------------------------------------------------ the driver loop

@@ -194,6 +194,8 @@ def test_guard_rate_limits_one_peer_and_caps_concurrency() -> None:
     assert results.count(None) == 3 and g.refusals == {"rate_limited": 97}
     assert g.admit(storm, 61.0) is None  # the window moved on
     assert g.admit(storm, 61.1) == "punch_in_progress"
+    assert g.admit(storm, 61.15, "initiator") is None  # both ends initiated at once
+    g.release(storm, "initiator")
     assert g.admit(other, 61.2) is None
     assert g.admit(third, 61.3) == "too_many_punches"
     g.release(storm)
