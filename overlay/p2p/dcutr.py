@@ -325,7 +325,8 @@ class Punch:
                 return self._finish(True, "")
             return self._dial_failed(inp.error or "dial_failed", now)
         if isinstance(inp, StreamEnded):
-            return self._finish(False, f"stream_ended: {inp.reason}"[:200])
+            last = f"; last dial: {self.last_error}" if self.last_error else ""
+            return self._finish(False, f"stream_ended: {inp.reason}{last}"[:300])
         if isinstance(inp, TimerFired):
             if inp.timer != ("deadline", self.attempt):
                 return []  # stale
