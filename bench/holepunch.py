@@ -117,6 +117,8 @@ async def node(role: str, d: Path, ip: str, names: list[str], attempts: list[int
                                          "reached the dialler in 25 s")
                 except Exception as e:  # a failed relay dial counts as a failed attempt
                     row["reason"] = f"dial: {type(e).__name__}: {e}"[:200]
+                row["i"] = len(rows)
+                row["wall"] = round(wall0, 3)
                 rows.append(row)
                 await t.disconnect(peer)
                 dialer._backoff.pop(peer, None)
@@ -133,6 +135,7 @@ def main() -> None:
     ap.add_argument("--attempts", type=int, default=50, help="cone <-> cone punches")
     ap.add_argument("--attempts-symmetric", type=int, default=10,
                     help="cone <-> symmetric punches (each failure costs ~10 s)")
+    ap.add_argument("--logs", default="", help="keep every node's log in this directory")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "tests" / "integration"))
     from netns_topology import Topology, skip_reason
@@ -162,6 +165,12 @@ def main() -> None:
                      "c", "b", str(args.attempts), str(args.attempts_symmetric),
                      timeout=60 + 5 * args.attempts + 40 * args.attempts_symmetric)
         wall = time.monotonic() - started
+        if args.logs:
+            keep = Path(args.logs)
+            keep.mkdir(parents=True, exist_ok=True)
+            for f in d.glob("*.log"):
+                (keep / f.name).write_bytes(f.read_bytes())
+            (keep / "dialler.log").write_text(r.stdout + r.stderr)
     pairs = {"c": "cone <-> cone (a -> c)", "b": "cone -> symmetric (a -> b)"}
     for out in (ln for ln in r.stdout.splitlines() if ln.startswith("{")):
         got = json.loads(out)
@@ -173,7 +182,7 @@ def main() -> None:
         reasons: dict[str, int] = {}
         for x in rows:
             if not x["ok"]:
-                key = str(x.get("reason", "?"))[:90]
+                key = str(x.get("reason") or "(no reason recorded)")[:90]
                 reasons[key] = reasons.get(key, 0) + 1
         name = pairs.get(got["target"], got["target"])
         print(f"{name}: punch success {len(ok)}/{len(rows)} = {rate:.0%}"

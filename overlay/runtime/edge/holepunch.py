@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypedDict
@@ -204,30 +205,31 @@ class HolePunchService:
         result: PunchFinished | None = None
         async with trio.open_nursery() as n:
             n.start_soon(self._reader, s, tx)
-            effects = punch.handle(first, trio.current_time()) if first else []
+            pending = deque(punch.handle(first, trio.current_time()) if first else [])
             while result is None:
-                for e in effects:
-                    if isinstance(e, SendMsg):
-                        try:
-                            await s.send_all(e.msg.frame())
-                        except (trio.BrokenResourceError, trio.ClosedResourceError) as err:
-                            tx.send_nowait(StreamEnded(str(err)[:100]))
-                    elif isinstance(e, DialAt):
-                        n.start_soon(self._dial, peer, host, e, tx)
-                    elif isinstance(e, SetTimer):
-                        timers[e.timer] = e.at
-                    elif isinstance(e, Emit) and isinstance(e.event, PunchFinished):
-                        result = e.event
-                if result is not None:
-                    break
-                inp: dcutr.Input | None = None
-                with trio.move_on_at(min(timers.values(), default=math.inf)):
-                    inp = await rx.receive()
-                if inp is None:
-                    timer = min(timers, key=lambda k: timers[k])
-                    del timers[timer]
-                    inp = TimerFired(timer)
-                effects = punch.handle(inp, trio.current_time())
+                if not pending:
+                    inp: dcutr.Input | None = None
+                    with trio.move_on_at(min(timers.values(), default=math.inf)):
+                        inp = await rx.receive()
+                    if inp is None:
+                        timer = min(timers, key=lambda k: timers[k])
+                        del timers[timer]
+                        inp = TimerFired(timer)
+                    pending.extend(punch.handle(inp, trio.current_time()))
+                    continue
+                e = pending.popleft()
+                if isinstance(e, SendMsg):
+                    try:
+                        await s.send_all(e.msg.frame())
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as err:
+                        pending.extend(punch.handle(StreamEnded(str(err)[:100]),
+                                                    trio.current_time()))
+                elif isinstance(e, DialAt):
+                    n.start_soon(self._dial, peer, host, e, tx)
+                elif isinstance(e, SetTimer):
+                    timers[e.timer] = e.at
+                elif isinstance(e, Emit) and isinstance(e.event, PunchFinished):
+                    result = e.event
             n.cancel_scope.cancel()
         with trio.CancelScope(shield=True), trio.move_on_after(2.0):
             await s.aclose()
