@@ -72,7 +72,7 @@ async def node(role: str, d: Path, ip: str, names: list[str], attempts: list[int
     from overlay.runtime.net.transport import Transport
 
     kp = KeyPair.generate()
-    edge = {"holepunch_grace_s": 0.2, "dial_order": ["holepunch"], "webrtc": False}
+    edge = {"holepunch_grace_s": 0.0, "dial_order": ["holepunch"], "webrtc": False}
     conf = _conf(edge=edge, relay={"enabled": role == "relay", "max_rate": 0})
     async with Transport.open(kp, [f"/ip4/{ip}/tcp/{PORT}"]) as t, \
             open_edge(t, kp, conf, lambda p: True) as dialer:

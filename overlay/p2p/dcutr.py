@@ -302,6 +302,8 @@ class Punch:
         self.rtt_s: float | None = None
         self.targets: tuple[tuple[str, int], ...] = ()
         self.last_error = ""
+        #: Why the stream ended while our dial was in flight (then no retry).
+        self.stream_ended = ""
 
     @property
     def done(self) -> bool:
@@ -325,6 +327,12 @@ class Punch:
                 return self._finish(True, "")
             return self._dial_failed(inp.error or "dial_failed", now)
         if isinstance(inp, StreamEnded):
+            if self.phase is Phase.DIALLING and not self.stream_ended:
+                # The other side closes the stream as soon as *its* dial succeeded,
+                # which may be before ours reports: our dial is the same connection
+                # (mid-handshake), so let it finish instead of abandoning it.
+                self.stream_ended = inp.reason[:100] or "ended"
+                return []
             last = f"; last dial: {self.last_error}" if self.last_error else ""
             return self._finish(False, f"stream_ended: {inp.reason}{last}"[:300])
         if isinstance(inp, TimerFired):
@@ -364,6 +372,9 @@ class Punch:
 
     def _dial_failed(self, error: str, now: float) -> list[Effect]:
         self.last_error = error
+        if self.stream_ended:
+            return self._finish(False, f"stream_ended: {self.stream_ended}; last dial: {error}"
+                                [:300])
         if self.role is Role.INITIATOR and self.attempt < self.config.max_attempts:
             return self._send_connect(now)  # the spec: retry on the same stream
         if self.role is Role.RESPONDER:

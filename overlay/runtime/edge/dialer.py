@@ -372,7 +372,7 @@ class Dialer:
             rtt = f", relay rtt {rec.rtt_s * 1000:.0f} ms" if rec.rtt_s is not None else ""
             detail = f"holepunch ({rec.role}, {rec.attempts} attempt(s){rtt})"
             self._record(peer, PeerPath(DIRECT, via=via, detail=detail, since=time.time()))
-        elif old is not None and old.kind == RELAYED:
+        elif old is not None and (old.kind == RELAYED or old.detail.startswith("holepunch")):
             detail = f"holepunch failed: {rec.reason}"[:300]
             sym = [who for who, r in (("ours", self.reachability_of(None)),
                                       ("theirs", self.reachability_of(peer)))
@@ -381,7 +381,7 @@ class Dialer:
                 detail = (f"{' and '.join(sym)} NAT is symmetric: a new public port per "
                           f"connection, so the punched address cannot be predicted; "
                           f"{detail}")[:400]
-            self._record(peer, PeerPath(RELAYED, via=via, detail=detail, since=old.since))
+            self._record(peer, PeerPath(RELAYED, via=via, detail=detail, since=time.time()))
 
     async def _via_relay(self, peer: PeerId) -> PeerPath:
         reasons = []

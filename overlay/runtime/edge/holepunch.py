@@ -314,8 +314,9 @@ class HolePunchService:
             # the stream on its success before our own dial reported: it worked.
             done = PunchFinished(True, "", done.attempts, done.rtt_s)
         rec = self._record(peer, relay, role, done, trio.current_time() - started)
-        if done.ok and self.grace_s >= 0 and self.nursery is not None:
-            self.nursery.start_soon(self._retire_relayed, peer, host)
+        direct = host.direct_connection(peer)
+        if done.ok and direct is not None and self.nursery is not None:
+            self.nursery.start_soon(self._retire_relayed, peer, relay, role, rec, host, direct)
         return rec
 
     def _record(self, peer: PeerId, relay: PeerId | None, role: Role, done: PunchFinished,
@@ -338,11 +339,20 @@ class HolePunchService:
             self.on_result(peer, relay, rec)
         return rec
 
-    async def _retire_relayed(self, peer: PeerId, host: Host) -> None:
+    async def _retire_relayed(self, peer: PeerId, relay: PeerId | None, role: Role,
+                              rec: PunchRecord, host: Host, direct: Connection) -> None:
         """After the grace period, close the peer's non-TCP connections (the circuit),
-        so long-lived streams are reopened on the direct connection."""
-        await trio.sleep(self.grace_s)
-        if host.direct_connection(peer) is None:
+        so long-lived streams are reopened on the direct connection. If the punched
+        connection died meanwhile, the punch is recorded as failed, with its reason,
+        and the circuit stays."""
+        await trio.sleep(max(0.0, self.grace_s))
+        if direct.closed:
+            why = f"direct_lost: the punched connection closed ({direct.close_reason})"
+            log.warning("holepunch_direct_lost", peer=str(peer), reason=direct.close_reason)
+            self.stats.successes -= 1  # counted again below, as a failure
+            self.stats.attempts -= 1
+            self._record(peer, relay, role, PunchFinished(False, why[:300], rec.attempts,
+                                                          rec.rtt_s), rec.seconds)
             return
         for conn in host.connections(peer):
             if isinstance(conn, Connection) and not isinstance(conn.stream, trio.SocketStream):

@@ -142,6 +142,24 @@ def test_initiator_retries_twice_on_the_same_stream_then_gives_up() -> None:
     assert done.reason.startswith("dial_failed after 3 attempts")
 
 
+def test_a_stream_closed_mid_dial_lets_the_dial_finish() -> None:
+    """A closes the stream the moment its own dial succeeded; B's dial is the same
+    connection, still in its handshake: B must wait for it, not give up."""
+    b, a = pair()
+    out = b.handle(Start(), 0.0)
+    out = b.handle(MessageIn(sent(a.handle(MessageIn(sent(out)[0]), 0.05))[0]), 0.1)
+    assert any(isinstance(e, DialAt) for e in out)
+    assert b.handle(StreamEnded("eof"), 0.2) == []
+    done = finished(b.handle(DialResult(True), 0.3))
+    assert done is not None and done.ok
+    b2, a2 = pair()
+    out = b2.handle(Start(), 0.0)
+    b2.handle(MessageIn(sent(a2.handle(MessageIn(sent(out)[0]), 0.05))[0]), 0.1)
+    b2.handle(StreamEnded("eof"), 0.2)
+    done = finished(b2.handle(DialResult(False, "refused"), 0.3))  # no retry: no stream
+    assert done is not None and done.reason == "stream_ended: eof; last dial: refused"
+
+
 def test_timeouts_and_stale_timers() -> None:
     b, _ = pair(DcutrConfig(exchange_timeout_s=5.0))
     out = b.handle(Start(), 0.0)
