@@ -283,9 +283,13 @@ class Host:
             raise HostDialError("; ".join(errors) or "no TCP connection in time")
         peername = stream.socket.getpeername()
         try:
-            conn = await self.attach(stream, initiator=client, expected_peer=peer,
-                                     remote_addr=multiaddr.from_sockaddr(peername[0],
-                                                                         peername[1]))
+            # Shielded (the handshake has its own timeout): the caller may be cancelled
+            # the moment this connection joins the host (its watcher sees it), and a
+            # cancel inside `attach`'s nursery.start would tear the new connection down.
+            with trio.CancelScope(shield=True):
+                conn = await self.attach(stream, initiator=client, expected_peer=peer,
+                                         remote_addr=multiaddr.from_sockaddr(peername[0],
+                                                                             peername[1]))
         except (WireError, trio.TooSlowError) as e:
             with trio.CancelScope(shield=True), suppress(Exception):
                 await stream.aclose()
