@@ -315,6 +315,8 @@ class HolePunchService:
             done = PunchFinished(True, "", done.attempts, done.rtt_s)
         rec = self._record(peer, relay, role, done, trio.current_time() - started)
         direct = host.direct_connection(peer)
+        if done.ok and direct is not None:
+            log.info("holepunch_direct", peer=str(peer), remote=direct.remote_addr)
         if done.ok and direct is not None and self.nursery is not None:
             self.nursery.start_soon(self._retire_relayed, peer, relay, role, rec, host, direct)
         return rec
