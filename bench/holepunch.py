@@ -175,6 +175,8 @@ def main() -> None:
     for out in (ln for ln in r.stdout.splitlines() if ln.startswith("{")):
         got = json.loads(out)
         rows = got["rows"]
+        if not rows:
+            continue
         ok = [x for x in rows if x["ok"]]
         rate = len(ok) / len(rows) if rows else 0.0
         direct = _p50([x["direct_s"] for x in ok])
