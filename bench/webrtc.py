@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.runtime.edge.dialer import open_edge
+from overlay.runtime.edge.stack import open_edge
 from overlay.runtime.edge.webrtc_bridge import WebRtcEndpoint, connect_pair, open_bridge
 from overlay.runtime.net.stream_attach import attach_stream
 from overlay.runtime.net.transport import Codec, Transport

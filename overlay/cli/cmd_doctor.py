@@ -109,7 +109,14 @@ def _render(report: dict[str, Any], home: Path) -> None:
         print("  connections:")
         for peer, info in conns["peers"].items():
             extra = info.get("remote") or info.get("via") or info.get("detail") or ""
+            if str(info.get("detail", "")).startswith("holepunch"):
+                extra = f"{extra}  {info['detail']}" if extra != info["detail"] else extra
             print(f"    {peer}  {info.get('kind', '?'):<8} {extra}")
+    punch = (conns or {}).get("holepunch")
+    if punch and punch.get("attempts"):
+        print(f"  hole punching (DCUtR): {punch['successes']}/{punch['attempts']} succeeded"
+              + (f"; failures {punch['failures']}" if punch.get("failures") else "")
+              + (f"; refused {punch['refusals']}" if punch.get("refusals") else ""))
 
 
 def _doctor(args: argparse.Namespace) -> int:

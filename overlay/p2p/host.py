@@ -18,6 +18,7 @@ closed at once, so a flood of half-open TCP connections costs sockets, not memor
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
@@ -30,7 +31,7 @@ from overlay.core.crypto import KeyPair
 from overlay.core.errors import MalformedFrame, WireError
 from overlay.core.ids import PeerId
 from overlay.core.multiformats import decode_varint, encode_varint
-from overlay.p2p import identify, multiaddr, multistream, yamux
+from overlay.p2p import identify, multiaddr, multistream, punch_socket, yamux
 from overlay.p2p.connection import Connection, P2PStream, upgrade
 from overlay.p2p.errors import NegotiationError, ProtobufError, StreamError
 from overlay.p2p.quic import QuicConn, QuicEndpoint
@@ -58,6 +59,16 @@ class HostListenError(HostError):
 
 class HostDialError(HostError):
     pass
+
+
+async def _tcp_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """IP literals get SO_REUSEPORT listeners (hole punching dials from their port);
+    names are resolved and bound by trio as before."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return list(await trio.open_tcp_listeners(port, host=host))
+    return await punch_socket.open_listeners(host, port)
 
 
 class Host:
@@ -90,6 +101,12 @@ class Host:
         self._quic: QuicEndpoint | None = None
         self._nursery: trio.Nursery | None = None
         self.listen_addrs: list[str] = []
+        #: (ip, port) of each TCP listener: hole-punch dials leave from one of them.
+        self.tcp_listen: list[tuple[str, int]] = []
+        #: Hole punches in progress (overlay.runtime.edge.holepunch): a connection
+        #: accepted from one of these (ip, port) until the deadline is the punch, and
+        #: we run its handshake as the client (the DCUtR initiator's role).
+        self._punch_expected: dict[tuple[str, int], tuple[PeerId, float]] = {}
         self.handshakes_failed = 0
 
     # ------------------------------------------------------------ lifecycle
@@ -110,13 +127,14 @@ class Host:
                         self.listen_addrs.append(ep.multiaddr)
                         continue
                     host, port = multiaddr.tcp_host_port(addr)
-                    bound = await trio.open_tcp_listeners(port, host=host)
+                    bound = await _tcp_listeners(host, port)
                 except (OSError, MalformedFrame) as e:
                     raise HostListenError(f"could not listen on {addr}: {e}") from None
                 listeners.extend(bound)
                 for sl in bound:
                     name = sl.socket.getsockname()
                     self.listen_addrs.append(multiaddr.from_sockaddr(name[0], name[1]))
+                    self.tcp_listen.append((name[0], name[1]))
             async with trio.open_nursery() as n:
                 self._nursery = n
                 for sl in listeners:
@@ -178,10 +196,12 @@ class Host:
             remote = multiaddr.from_sockaddr(peername[0], peername[1])
         except (OSError, ValueError):
             remote = None
+        punch = self._punch_for(peername) if remote is not None else None
         try:
             try:
                 conn = await upgrade(
-                    stream, self.keypair, initiator=False, remote_addr=remote,
+                    stream, self.keypair, initiator=punch is not None, expected_peer=punch,
+                    remote_addr=remote,
                     max_window=self.max_window, timeout_s=self.handshake_timeout_s,
                 )
             finally:
@@ -193,6 +213,91 @@ class Host:
                 await stream.aclose()
             return
         await self._run_connection(conn)
+
+    def _punch_for(self, peername: Any) -> PeerId | None:
+        """The peer whose hole punch this inbound connection is, if any."""
+        hit = self._punch_expected.get((str(peername[0]), int(peername[1])))
+        if hit is None or hit[1] < trio.current_time():
+            return None
+        return hit[0]
+
+    def expect_punch(self, peer: PeerId, targets: Iterable[tuple[str, int]],
+                     until: float) -> None:
+        """While we punch to `peer` as the client: its SYN may reach our listener
+        instead of our dialling socket; accept that as the punch (we stay client)."""
+        now = trio.current_time()
+        for key in [k for k, (_, t) in self._punch_expected.items() if t < now]:
+            del self._punch_expected[key]
+        for t in list(targets)[:16]:
+            if len(self._punch_expected) < 256:
+                self._punch_expected[t] = (peer, until)
+
+    def direct_connection(self, peer: PeerId) -> Connection | None:
+        """An open TCP connection to `peer` (not a relay circuit or data channel)."""
+        for conn in reversed(self._conns.get(peer, ())):
+            if (isinstance(conn, Connection) and not conn.closed
+                    and isinstance(conn.stream, trio.SocketStream)):
+                return conn
+        return None
+
+    async def dial_punched(self, peer: PeerId, targets: list[tuple[str, int]], *,
+                           client: bool, deadline: float) -> Connection:
+        """Dial every target at once from our listen port (TCP simultaneous open);
+        the first socket that connects is secured, with us as the handshake's client
+        when `client` (the DCUtR initiator) and its server otherwise. HostDialError
+        when none connects by `deadline` or the handshake fails."""
+        local = next((a for a in self.tcp_listen if ":" not in a[0]), None)
+        if local is None or not targets:
+            raise HostDialError("no IPv4 TCP listener to punch from" if local is None
+                                else "no address to punch to")
+        won: trio.MemorySendChannel[trio.SocketStream]
+        won, first = trio.open_memory_channel[trio.SocketStream](len(targets))
+        errors: list[str] = []
+
+        async def one(target: tuple[str, int]) -> None:
+            try:
+                won.send_nowait(await punch_socket.connect_from(local, target, deadline))
+            except (OSError, trio.TooSlowError) as e:
+                errors.append(f"{target[0]}:{target[1]}: {type(e).__name__}: {e}"[:160])
+
+        stream: trio.SocketStream | None = None
+        async with trio.open_nursery() as n:
+            for t in targets:
+                n.start_soon(one, t)
+
+            async def take() -> None:
+                nonlocal stream
+                with trio.move_on_at(deadline):
+                    stream = await first.receive()
+                n.cancel_scope.cancel()
+
+            n.start_soon(take)
+        while True:  # connects that won after the first: not needed
+            try:
+                extra = first.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            with trio.CancelScope(shield=True), suppress(Exception):
+                await extra.aclose()
+        if stream is None:
+            raise HostDialError("; ".join(errors) or "no TCP connection in time")
+        peername = stream.socket.getpeername()
+        try:
+            # Shielded (the handshake has its own timeout): the caller may be cancelled
+            # the moment this connection joins the host (its watcher sees it), and a
+            # cancel inside `attach`'s nursery.start would tear the new connection down.
+            with trio.CancelScope(shield=True):
+                conn = await self.attach(stream, initiator=client, expected_peer=peer,
+                                         remote_addr=multiaddr.from_sockaddr(peername[0],
+                                                                             peername[1]))
+        except (WireError, trio.TooSlowError) as e:
+            with trio.CancelScope(shield=True), suppress(Exception):
+                await stream.aclose()
+            raise HostDialError(f"handshake on the punched connection: {e}") from None
+        if conn.remote_peer != peer:
+            await conn.close("punched connection reached another peer")
+            raise HostDialError(f"punched connection reached {conn.remote_peer}, not {peer}")
+        return conn
 
     async def _run_connection(
         self, conn: AnyConn, task_status: Any = trio.TASK_STATUS_IGNORED

@@ -65,7 +65,7 @@ from overlay.runtime.api.server import (
 from overlay.runtime.dashboard.routes import add_dashboard_routes
 from overlay.runtime.driver import Driver
 from overlay.runtime.edge.dialback import ReachabilityService
-from overlay.runtime.edge.dialer import run_edge
+from overlay.runtime.edge.stack import run_edge
 from overlay.runtime.gateway.service import Gateway, GatewayConfig, TrustPolicy
 from overlay.runtime.net.router import Router
 from overlay.runtime.net.transport import Transport, TransportConfig

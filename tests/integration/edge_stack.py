@@ -12,7 +12,8 @@ from typing import Any
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
-from overlay.runtime.edge.dialer import Dialer, open_edge
+from overlay.runtime.edge.dialer import Dialer
+from overlay.runtime.edge.stack import open_edge
 from overlay.runtime.net.transport import Transport, TransportConfig
 from overlay.runtime.process.config import DEFAULTS
 

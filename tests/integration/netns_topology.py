@@ -133,6 +133,10 @@ class Topology:
     delay_ms: float = 20.0
     loss_pct: int = 1
     rate_mbit: int = 40
+    #: (label, NAT) of each NAT'd site; site k gets 10.0.k.0/24 and wan 198.18.0.(20+k).
+    #: The hole-punch test adds a second endpoint-independent site "c" (cone ↔ cone).
+    site_nats: tuple[tuple[str, str], ...] = (("a", "endpoint-independent"),
+                                              ("b", "symmetric"))
     tag: str = field(default_factory=lambda: f"cy{os.getpid()}x{secrets.token_hex(2)}")
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
@@ -228,8 +232,7 @@ class Topology:
             self.ip(ns, "addr", "add", f"{PUBLIC_NET}.{1 + i}/24", "dev", "eth0")
             self.ip(ns, "link", "set", "eth0", "up")
             self.public[ns] = f"{PUBLIC_NET}.{1 + i}"
-        for k, (label, nat) in enumerate((("a", "endpoint-independent"), ("b", "symmetric")),
-                                         start=1):
+        for k, (label, nat) in enumerate(self.site_nats, start=1):
             self._build_site(k, label, nat)
         self._start_coturn()
 

@@ -60,6 +60,10 @@ def configure(d: NsDaemon, topo: Topology, *, relay: bool, nat: bool) -> None:
     text = set_key(text, "edge", "stun", stun)
     if relay:
         text = set_key(text, "relay", "enabled", "true")
+    # This test is about WebRTC and the relay as they were before hole punching
+    # (test_edge_holepunch_nat.py tests DCUtR): no punch, no holepunch dial method.
+    text = set_key(text, "edge", "holepunch", "false")
+    text = set_key(text, "edge", "dial_order", '["direct", "webrtc", "relay"]')
     if nat:  # as an edge device's operator would: don't wait for reachability
         text = set_key(text, "edge", "keep_reservations", "1")
         # No outbound TCP to members other than the seed (dialled directly while

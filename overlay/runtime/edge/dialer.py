@@ -1,8 +1,13 @@
-"""How the daemon reaches a peer: direct TCP → WebRTC via signalling → relay.
+"""How the daemon reaches a peer: direct TCP → hole punch → WebRTC → relay.
 
 `Dialer.connect(peer)` tries, in `[edge] dial_order` order:
 
 * `direct`: the transport's own dial (TCP to the peer's known addresses);
+* `holepunch`: a relay circuit (as `relay` below) that the peer, on the circuit's
+  inbound side, upgrades to a direct TCP connection with DCUtR
+  (overlay.runtime.edge.holepunch) in the background; the path is `relayed` until
+  the punch succeeds, then `direct` with detail "holepunch" (or stays `relayed`
+  with the punch's failure reason). Connected this way, WebRTC is not tried;
 * `webrtc`: an offer through a member connected to both (`/colony/signal/1.0.0`,
   overlay.runtime.edge.signalling), an aiortc data channel with ICE (host, STUN-reflexive and
   TURN candidates), and the libp2p stack attached over it;
@@ -26,29 +31,23 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 import structlog
 import trio
 
-from overlay.core.crypto import KeyPair
 from overlay.core.errors import ColonyError, ConfigError
 from overlay.core.ids import PeerId
-from overlay.runtime.context import Membership
-from overlay.runtime.edge.dialback import ReachabilityService
+from overlay.runtime.edge.holepunch import HolePunchService, HolePunchStatus, PunchRecord
 from overlay.runtime.edge.relay import RelayRefused, RelayService, RelayStatus
 from overlay.runtime.edge.signalling import SignalRefused, SignalService
 from overlay.runtime.net.stream_attach import AttachError, attach_stream
 from overlay.runtime.net.transport import DialError, Transport
 from overlay.runtime.process.config import Config
-from overlay.runtime.services.trust_state import Trust
 
 if TYPE_CHECKING:
-    from trio_typing import TaskStatus
-
     from overlay.runtime.edge.webrtc_bridge import DataChannelStream
 
 log = structlog.get_logger("colony.dialer")
@@ -56,7 +55,7 @@ log = structlog.get_logger("colony.dialer")
 DIRECT = "direct"
 WEBRTC = "webrtc"
 RELAYED = "relayed"
-METHODS = ("direct", "webrtc", "relay")
+METHODS = ("direct", "holepunch", "webrtc", "relay")
 BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 60.0
 #: Peers whose failed dial (back-off, last error) we remember at most.
@@ -121,6 +120,7 @@ class DialerStatus(TypedDict):
     relay: RelayStatus
     dials: DialCounts
     signal_refusals: dict[str, int]
+    holepunch: HolePunchStatus | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +199,8 @@ class Dialer:
         self.is_nat = is_nat or (lambda: False)
         self.signal = signal
         self.relay = relay
+        #: DCUtR over relayed connections (set by open_edge; None: no punching).
+        self.holepunch: HolePunchService | None = None
         self.config = config or DialConfig()
         self.nursery = nursery
         self.paths: dict[PeerId, PeerPath] = {}
@@ -356,6 +358,31 @@ class Dialer:
             "no forwarder passed the offer: " + ("; ".join(reasons) or "none connected")
         )
 
+    async def _via_holepunch(self, peer: PeerId) -> PeerPath:
+        if self.holepunch is None or not self.holepunch.enabled:
+            raise DialFailed("hole punching is off (or needs the native stack)")
+        path = await self._via_relay(peer)  # the peer punches from the inbound side
+        return PeerPath(RELAYED, via=path.via, detail="holepunch pending", since=path.since)
+
+    def punch_result(self, peer: PeerId, relay: PeerId | None, rec: PunchRecord) -> None:
+        """HolePunchService's outcome: how `peer` is reached now (for `colony doctor`)."""
+        old = self.paths.get(peer)
+        via = relay or (old.via if old else None)
+        if rec.ok:
+            rtt = f", relay rtt {rec.rtt_s * 1000:.0f} ms" if rec.rtt_s is not None else ""
+            detail = f"holepunch ({rec.role}, {rec.attempts} attempt(s){rtt})"
+            self._record(peer, PeerPath(DIRECT, via=via, detail=detail, since=time.time()))
+        elif old is not None and (old.kind == RELAYED or old.detail.startswith("holepunch")):
+            detail = f"holepunch failed: {rec.reason}"[:300]
+            sym = [who for who, r in (("ours", self.reachability_of(None)),
+                                      ("theirs", self.reachability_of(peer)))
+                   if r.endswith("/symmetric")]
+            if sym:  # the likely why, from the STUN mapping probes
+                detail = (f"{' and '.join(sym)} NAT is symmetric: a new public port per "
+                          f"connection, so the punched address cannot be predicted; "
+                          f"{detail}")[:400]
+            self._record(peer, PeerPath(RELAYED, via=via, detail=detail, since=time.time()))
+
     async def _via_relay(self, peer: PeerId) -> PeerPath:
         reasons = []
         for via in self._via_candidates(peer):
@@ -387,10 +414,14 @@ class Dialer:
         await self._accept(stream, src, PeerPath(WEBRTC, detail=stream.path, since=time.time()))
 
     async def accept_circuit(self, relay: PeerId, src: PeerId, stream: trio.abc.Stream) -> None:
-        """RelayService hands us a circuit from `src` through `relay`."""
+        """RelayService hands us a circuit from `src` through `relay`; we are the
+        inbound side, so we start the DCUtR upgrade (the spec's B)."""
         await self._accept(
             stream, src, PeerPath(RELAYED, via=relay, since=time.time()), relayed=True
         )
+        hp = self.holepunch
+        if hp is not None and hp.enabled and self.nursery is not None and src in self.paths:
+            self.nursery.start_soon(hp.initiate, src, relay)
 
     async def _accept(
         self, stream: trio.abc.Stream, src: PeerId, path: PeerPath, relayed: bool = False
@@ -487,108 +518,5 @@ class Dialer:
                 "failures": dict(self.stats.failures),
             },
             "signal_refusals": dict(self.signal.guard.refusals) if self.signal else {},
+            "holepunch": self.holepunch.status() if self.holepunch else None,
         }
-
-
-@asynccontextmanager
-async def open_edge(
-    transport: Transport,
-    keypair: KeyPair,
-    conf: Config,
-    is_member: Callable[[PeerId], bool],
-    is_nat: Callable[[], bool] | None = None,
-    reachability_of: Callable[[PeerId | None], str] | None = None,
-) -> AsyncIterator[Dialer]:
-    """Compose the edge stack on a running transport: the asyncio bridge and WebRTC
-    endpoint (when `[edge] webrtc`), the signal and relay protocols, the dialer, and
-    the reservation keeper. Everything stops when the block exits."""
-    from overlay.runtime.edge.relay import RelayLimits
-    from overlay.runtime.edge.signalling import SignalConfig
-
-    edge = conf.get("edge", {})
-    dial_cfg = DialConfig.from_config(conf)
-    async with trio.open_nursery() as nursery:
-        endpoint = None
-        if edge.get("webrtc", True):
-            from overlay.runtime.edge.webrtc_bridge import IceConfig, LazyEndpoint
-
-            endpoint = LazyEndpoint(IceConfig.from_config(conf))
-        relay = RelayService(transport, RelayLimits.from_config(conf), is_member)
-        dialer = Dialer(
-            transport,
-            signal=None,
-            relay=relay,
-            config=dial_cfg,
-            nursery=nursery,
-            is_nat=is_nat,
-            reachability_of=reachability_of,
-        )
-        signal = SignalService(
-            transport,
-            keypair,
-            endpoint,
-            is_member,
-            nursery,
-            dialer.accept_webrtc,
-            SignalConfig(),
-        )
-        dialer.signal = signal
-        relay.on_inbound_circuit = dialer.accept_circuit
-        signal.register()
-        relay.register()
-        nursery.start_soon(
-            dialer.keep_reservations, lambda: dialer._via_candidates(transport.peer_id)
-        )
-        if hasattr(transport, "dial_hook"):
-            transport.dial_hook = dialer.connect  # every dial: direct, WebRTC or relay
-        try:
-            yield dialer
-        finally:
-            if hasattr(transport, "dial_hook"):
-                transport.dial_hook = None
-            nursery.cancel_scope.cancel()
-            if endpoint is not None:
-                endpoint.close()
-
-
-async def run_edge(
-    transport: Transport,
-    keypair: KeyPair,
-    conf: Config,
-    *,
-    trust: Trust,
-    membership: Membership,
-    reachability: ReachabilityService,
-    task_status: TaskStatus[Dialer] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """The daemon's edge stack: compose it on `transport`, report the Dialer through
-    `task_status`, run until cancelled.
-
-    Membership: with a colony owner key (`trust.enabled`) a member is a peer with a
-    valid certificate; in an open colony, a peer gossip lists as alive or suspect.
-    NAT'd: what the reachability service (overlay/runtime/edge/dialback.py) concluded.
-    """
-    from gossip.members import MemberState
-
-    live = (MemberState.ALIVE, MemberState.SUSPECT)
-
-    def is_member(peer: PeerId) -> bool:
-        if trust.enabled:
-            return bool(trust.is_member(peer, time.time()))
-        m = membership.member(peer)
-        return m is not None and m.state in live
-
-    def is_nat() -> bool:
-        return reachability.core.status.value == "nat"
-
-    def reachability_of(peer: PeerId | None) -> str:
-        if peer is None:
-            return str(reachability.core.snapshot().get("ad_value", ""))
-        m = membership.member(peer)
-        if m is None or not (m.is_self or m.state in live) or m.ad is None:
-            return ""
-        return str(m.ad.reachability or "")
-
-    async with open_edge(transport, keypair, conf, is_member, is_nat, reachability_of) as dialer:
-        task_status.started(dialer)
-        await trio.sleep_forever()

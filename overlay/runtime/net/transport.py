@@ -41,6 +41,7 @@ import trio
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ConfigError, LocalProtocolError
 from overlay.core.ids import PeerId
+from overlay.p2p.host import Host
 from overlay.runtime.net.framing import (
     Kind,
     encode_envelope,
@@ -306,6 +307,12 @@ class Transport:
 
     def connected_peers(self) -> list[PeerId]:
         return self._backend.connected_peers()
+
+    def native_host(self) -> Host | None:
+        """The overlay.p2p Host under the native stack (None under py-libp2p): hole
+        punching (overlay.runtime.edge.holepunch) needs its sockets."""
+        host = getattr(self._backend, "host", None)
+        return host if isinstance(host, Host) else None
 
     def is_connected(self, peer: PeerId) -> bool:
         return self._backend.is_connected(peer)

@@ -67,9 +67,11 @@ DEFAULTS: Config = {
         "turn": [],
         "turn_username": "",
         "turn_password": "",
-        "dial_order": ["direct", "webrtc", "relay"],
+        "dial_order": ["direct", "holepunch", "webrtc", "relay"],
         "relays": [],
         "keep_reservations": 0,
+        "holepunch": True,
+        "holepunch_grace_s": 5.0,
     },
     # Relaying for others (overlay/runtime/edge/relay.py): off unless this node agrees.
     "relay": {
@@ -246,9 +248,10 @@ queue = 256
 
 [edge]
 # Reaching peers behind NATs (docs/edge-nat.md). Try in this order: "direct" (TCP),
+# "holepunch" (a relay circuit the peer upgrades to direct TCP with DCUtR),
 # "webrtc" (a data channel; offer/answer forwarded by a member both reach),
 # "relay" (a circuit through a member with [relay] enabled; end-to-end encrypted).
-dial_order = ["direct", "webrtc", "relay"]
+dial_order = ["direct", "holepunch", "webrtc", "relay"]
 # Accept and make WebRTC connections (aiortc; a thread with its own asyncio loop).
 webrtc = true
 # ICE servers: STUN urls ("stun:host:3478") add server-reflexive candidates (the
@@ -261,6 +264,10 @@ turn_password = ""
 # Relay reservations to keep (a NAT'd node: 2), and peer ids to reserve at first.
 keep_reservations = 0
 relays = []
+# DCUtR (/libp2p/dcutr) on relayed connections: punch a direct TCP path (native
+# stack), then close the circuit this many seconds later.
+holepunch = true
+holepunch_grace_s = 5.0
 
 [relay]
 # Relay circuits for other members (this node must be reachable). Each circuit is

@@ -1,0 +1,208 @@
+"""DCUtR hole punching over TCP through real NATs: success rate and time to a direct path.
+
+Root only: builds tests/integration/netns_topology.py with three NAT'd sites (a and
+c endpoint-independent, b symmetric), 20 ms delay lines, 1 % loss, 40 Mbit/s on every
+WAN link, and runs one process per node (each a Transport with the daemon's edge
+stack, overlay.runtime.edge.stack.open_edge): a relay on pub1, punch targets in c and
+b holding a reservation there, and a dialler in a. For each target the dialler, N
+times: reaches it through the relay (`dial_order = ["holepunch"]`), waits for the
+target's DCUtR to give a direct TCP connection (or to give up), records the times,
+and disconnects.
+
+Prints per NAT pair, with the limit in the same line:
+  * punch success rate vs the public-network figure (70 %, Trautwein et al., "Challenging
+    Tribal Knowledge", arXiv 2510.27500: 4.4 M attempts; TCP and QUIC alike);
+  * time to the direct path p50 (from the start of the dial) vs the time to the relayed
+    connection p50 in the same run (what the punch costs on top of the relay).
+
+Re-punching the same peer from the same ports within seconds needs the old 4-tuple
+out of TIME_WAIT: `net.ipv4.tcp_tw_reuse = 1` is set in the NAT'd hosts' namespaces
+(a daemon re-punches a peer rarely; the bench does it N times a minute).
+
+Run: .venv/bin/python bench/holepunch.py [--attempts 50] [--attempts-symmetric 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PUBLIC_FIGURE = 0.70
+PORT = 4001
+
+
+def _conf(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    from overlay.runtime.process.config import DEFAULTS
+
+    c = copy.deepcopy(DEFAULTS)
+    for k, v in sections.items():
+        c[k].update(v)
+    return c
+
+
+async def _wait_file(p: Path, timeout: float = 60.0) -> str:
+    with trio.fail_after(timeout):
+        while not p.exists():
+            await trio.sleep(0.05)
+    return p.read_text()
+
+
+def _put(p: Path, text: str) -> None:
+    p.with_suffix(".tmp").write_text(text)
+    p.with_suffix(".tmp").rename(p)
+
+
+async def node(role: str, d: Path, ip: str, names: list[str], attempts: list[int]) -> None:
+    """One process of the bench, inside its namespace."""
+    from overlay.core.crypto import KeyPair
+    from overlay.p2p.dcutr import DcutrConfig, PunchGuard
+    from overlay.runtime.edge.stack import open_edge
+    from overlay.runtime.net.transport import Transport
+
+    kp = KeyPair.generate()
+    edge = {"holepunch_grace_s": 0.0, "dial_order": ["holepunch"], "webrtc": False}
+    conf = _conf(edge=edge, relay={"enabled": role == "relay", "max_rate": 0})
+    async with Transport.open(kp, [f"/ip4/{ip}/tcp/{PORT}"]) as t, \
+            open_edge(t, kp, conf, lambda p: True) as dialer:
+        hp = dialer.holepunch
+        assert hp is not None
+        # The bench punches one peer N times a minute: lift the per-peer rate limit.
+        hp.config = DcutrConfig(per_peer=100_000)
+        hp.guard = PunchGuard(hp.config)
+        if role == "relay":
+            _put(d / "relay.addr", t.addrs[0])
+            await trio.sleep_forever()
+        relay = await t.connect(await _wait_file(d / "relay.addr"))
+        if role == "target":
+            await dialer.relay.reserve(relay)
+            _put(d / f"{names[0]}.id", str(t.peer_id))
+            while True:  # renew well before the 300 s ttl
+                await trio.sleep(60)
+                await dialer.relay.reserve(relay)
+        from overlay.core.ids import PeerId
+
+        host = t.native_host()
+        assert host is not None
+        for name, n in zip(names, attempts, strict=True):
+            peer = PeerId.from_base58(await _wait_file(d / f"{name}.id"))
+            rows = []
+            for _ in range(n):
+                t0 = trio.current_time()
+                wall0 = time.time()
+                row: dict[str, Any] = {"ok": False}
+                try:
+                    await dialer.connect(peer)
+                    row["relayed_s"] = trio.current_time() - t0
+                    with trio.move_on_after(25):
+                        while host.direct_connection(peer) is None:
+                            await trio.sleep(0.005)
+                        row["ok"] = True
+                        row["direct_s"] = trio.current_time() - t0
+                    if not row["ok"]:
+                        rec = hp.results.get(peer)  # a's own (responder) outcome
+                        row["reason"] = (rec.reason if rec and rec.at >= wall0 else
+                                         "no direct connection and no DCUtR exchange "
+                                         "reached the dialler in 25 s")
+                except Exception as e:  # a failed relay dial counts as a failed attempt
+                    row["reason"] = f"dial: {type(e).__name__}: {e}"[:200]
+                row["i"] = len(rows)
+                row["wall"] = round(wall0, 3)
+                rows.append(row)
+                await t.disconnect(peer)
+                dialer._backoff.pop(peer, None)
+                await trio.sleep(1.2)  # TIME_WAIT reuse needs a newer TCP timestamp
+            print(json.dumps({"target": name, "rows": rows}), flush=True)
+
+
+def _p50(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--attempts", type=int, default=50, help="cone <-> cone punches")
+    ap.add_argument("--attempts-symmetric", type=int, default=10,
+                    help="cone <-> symmetric punches (each failure costs ~10 s)")
+    ap.add_argument("--logs", default="", help="keep every node's log in this directory")
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "tests" / "integration"))
+    from netns_topology import Topology, skip_reason
+
+    why = skip_reason()
+    if why:
+        raise SystemExit(why)
+    me = str(Path(__file__).resolve())
+    with tempfile.TemporaryDirectory() as tmp, Topology(
+        Path(tmp) / "net", delay_ms=20, loss_pct=1, rate_mbit=40,
+        site_nats=(("a", "endpoint-independent"), ("b", "symmetric"),
+                   ("c", "endpoint-independent")),
+    ) as topo:
+        d = Path(tmp)
+        for s in topo.sites.values():
+            topo.run(s.host_ns, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
+        pub_ns, pub_ip = next(iter(topo.public.items()))
+        topo.popen(pub_ns, [sys.executable, me, "node", "relay", tmp, pub_ip],
+                   log=d / "relay.log")
+        for label in ("c", "b"):
+            s = topo.sites[label]
+            topo.popen(s.host_ns, [sys.executable, me, "node", "target", tmp, s.host_ip, label],
+                       log=d / f"{label}.log")
+        a = topo.sites["a"]
+        started = time.monotonic()
+        r = topo.run(a.host_ns, sys.executable, me, "node", "dialler", tmp, a.host_ip,
+                     "c", "b", str(args.attempts), str(args.attempts_symmetric),
+                     timeout=60 + 5 * args.attempts + 40 * args.attempts_symmetric)
+        wall = time.monotonic() - started
+        if args.logs:
+            keep = Path(args.logs)
+            keep.mkdir(parents=True, exist_ok=True)
+            for f in d.glob("*.log"):
+                (keep / f.name).write_bytes(f.read_bytes())
+            (keep / "dialler.log").write_text(r.stdout + r.stderr)
+    pairs = {"c": "cone <-> cone (a -> c)", "b": "cone -> symmetric (a -> b)"}
+    for out in (ln for ln in r.stdout.splitlines() if ln.startswith("{")):
+        got = json.loads(out)
+        rows = got["rows"]
+        if not rows:
+            continue
+        ok = [x for x in rows if x["ok"]]
+        rate = len(ok) / len(rows) if rows else 0.0
+        direct = _p50([x["direct_s"] for x in ok])
+        relayed = _p50([x["relayed_s"] for x in rows if "relayed_s" in x])
+        reasons: dict[str, int] = {}
+        for x in rows:
+            if not x["ok"]:
+                key = str(x.get("reason") or "(no reason recorded)")[:90]
+                reasons[key] = reasons.get(key, 0) + 1
+        name = pairs.get(got["target"], got["target"])
+        print(f"{name}: punch success {len(ok)}/{len(rows)} = {rate:.0%}"
+              f"  ratio {rate / PUBLIC_FIGURE:.2f} of the public-network {PUBLIC_FIGURE:.0%}")
+        if ok:
+            print(f"{name}: time to direct p50 {direct * 1000:.0f} ms"
+                  f"  ratio {direct / relayed:.2f} of the relayed connection p50"
+                  f" ({relayed * 1000:.0f} ms)")
+        for reason, n in reasons.items():
+            print(f"    {n} x {reason}")
+    print(f"(wall {wall:.0f} s; 20 ms each way per WAN link, 1 % loss, 40 Mbit/s)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "node":
+        role, tmpdir, ip_, *rest = sys.argv[2:]
+        names_ = [x for x in rest if not x.isdigit()]
+        counts = [int(x) for x in rest if x.isdigit()]
+        trio.run(node, role, Path(tmpdir), ip_, names_, counts)
+    else:
+        main()

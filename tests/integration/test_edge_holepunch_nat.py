@@ -1,0 +1,140 @@
+"""DCUtR hole punching through real NATs, in network namespaces.
+
+Topology (tests/integration/netns_topology.py) with a third site: pub1 (public, seed,
+relays), site a and site c each behind an endpoint-independent ("cone") NAT, site b
+behind a symmetric NAT (`--random-fully`); 20 ms delay lines, 1 % loss and a rate
+limit on every WAN link. Four real `colony daemon` processes; the NAT'd ones dial
+with `dial_order = ["holepunch", "relay"]` and keep a reservation at pub1.
+
+Asserted:
+* a ↔ c (cone ↔ cone): the relay circuit is upgraded to a direct TCP connection by
+  DCUtR (simultaneous open through both NATs); `/v1/doctor` on both says `direct`,
+  "holepunch"; a dataset published on c is fetched by a byte-identical while pub1
+  relays (almost) nothing more;
+* b ↔ a (symmetric ↔ cone): the punch fails, the connection stays relayed, and
+  `/v1/doctor` says why (the symmetric NAT, the punch's own failure reason) — or,
+  rarely and unexplained so far, the punch gets through (accepted, and printed).
+
+Bad input and the punch storm are tested on 127.0.0.1 (test_edge_holepunch.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from netns_topology import NsDaemon, Topology, skip_reason, wait_until
+from test_edge_webrtc_nat import edge_events, set_key
+
+pytestmark = pytest.mark.slow
+
+_SKIP = skip_reason()
+DATASET = 4 * 1024 * 1024
+EI, SYM = "endpoint-independent", "symmetric"
+
+
+def configure(d: NsDaemon, topo: Topology, *, relay: bool, nat: bool) -> None:
+    conf = d.home / "config.toml"
+    text = conf.read_text()
+    text = set_key(text, "edge", "stun", json.dumps([f"stun:{s}" for s in topo.stun_servers]))
+    text = set_key(text, "edge", "holepunch_grace_s", "2.0")
+    if relay:
+        text = set_key(text, "relay", "enabled", "true")
+    if nat:
+        text = set_key(text, "edge", "keep_reservations", "1")
+        text = set_key(text, "edge", "dial_order", '["holepunch", "relay"]')
+    conf.write_text(text)
+
+
+def paths(d: NsDaemon) -> dict[str, Any]:
+    """peer id → the doctor's path record (kind, via, detail)."""
+    return dict(d.api("GET", "/v1/doctor")["connections"]["peers"])
+
+
+def test_holepunch_cone_to_cone_and_symmetric_falls_back(tmp_path: Path) -> None:
+    if _SKIP:
+        pytest.skip(_SKIP)
+    t0 = time.monotonic()
+
+    def phase(what: str) -> None:
+        print(f"{time.monotonic() - t0:6.1f} s  {what}")
+
+    with Topology(tmp_path / "net", delay_ms=20, loss_pct=1, rate_mbit=40,
+                  site_nats=(("a", EI), ("b", SYM), ("c", EI))) as topo:
+        ns1, ip1 = next(iter(topo.public.items()))
+        nodes = {"pub1": NsDaemon(topo, ns1, ip1, tmp_path / "pub1" / "home", "pub1")}
+        for label, site in topo.sites.items():
+            nodes[label] = NsDaemon(topo, site.host_ns, site.host_ip,
+                                    tmp_path / label / "home", label)
+        try:
+            _scenario(topo, nodes, tmp_path, phase)
+        except BaseException:
+            print(edge_events(nodes))
+            raise
+
+
+def _scenario(topo: Topology, nodes: dict[str, NsDaemon], tmp_path: Path, phase: Any) -> None:
+    for name, d in nodes.items():
+        d.home.parent.mkdir(parents=True)
+        d.init()
+        configure(d, topo, relay=name == "pub1", nat=name != "pub1")
+    pub1, a, b, c = nodes["pub1"], nodes["a"], nodes["b"], nodes["c"]
+    pub1.start()
+    wait_until(lambda: pub1.api("GET", "/v1/id"), 30, "pub1's API")
+    for d in (a, b, c):
+        d.start([pub1.addr])
+    ids = {d.peer_id for d in nodes.values()}
+    for name, d in nodes.items():
+        wait_until(lambda d=d: d.alive_ids() >= ids, 90, f"{name} to see all four alive")
+    phase("all four alive everywhere")
+
+    def punched(x: NsDaemon, y: NsDaemon) -> bool:
+        p = paths(x).get(y.peer_id) or {}
+        return p.get("kind") == "direct" and str(p.get("detail", "")).startswith("holepunch")
+
+    wait_until(lambda: punched(a, c) and punched(c, a), 90, "a <-> c punched to direct")
+    phase("a <-> c direct through both cone NATs")
+    detail = paths(a)[c.peer_id]["detail"] + " / " + paths(c)[a.peer_id]["detail"]
+    assert "initiator" in detail and "responder" in detail, detail
+
+    def fell_back(x: NsDaemon, y: NsDaemon) -> str:
+        p = paths(x).get(y.peer_id) or {}
+        text = str(p.get("detail", ""))
+        return text if p.get("kind") == "relayed" and "holepunch failed" in text else ""
+
+    def outcome() -> str:
+        if punched(a, b) or punched(b, a):
+            return "punched"
+        return fell_back(a, b) or fell_back(b, a)
+
+    why = wait_until(outcome, 120, "a <-> b: the punch to fail and say why")
+    if why == "punched":
+        # --random-fully should defeat this; bench/holepunch.py saw 1 punch in 10 get
+        # through all the same (unexplained, docs/edge-nat.md "Known limits").
+        phase("a <-> b: a lucky punch through the symmetric NAT (no fallback to check)")
+    else:
+        phase(f"a <-> b relayed: {why}")
+        assert "symmetric" in why, why
+
+    # A dataset from c to a over the punched path: pub1 relays (almost) none of it.
+    relayed_before = pub1.api("GET", "/v1/doctor")["connections"]["relay"]["relaying"]
+    data = os.urandom(DATASET)
+    src = tmp_path / "dataset.bin"
+    src.write_bytes(data)
+    pub = json.loads(c.colony("publish", str(src), "--json", timeout=120))
+    out = tmp_path / "fetched.bin"
+    got = json.loads(a.colony("fetch", pub["cid"], "-o", str(out), "--json", timeout=180))
+    assert got["done"] and not got.get("error"), got
+    assert out.read_bytes() == data
+    relayed_after = pub1.api("GET", "/v1/doctor")["connections"]["relay"]["relaying"]
+    grew = relayed_after["bytes_relayed"] - relayed_before["bytes_relayed"]
+    assert grew < DATASET // 4, (grew, relayed_after)
+    assert punched(a, c)
+    phase(f"{DATASET >> 20} MiB c -> a byte-identical over the punched path "
+          f"(relay carried {grew} B meanwhile)")
+    punch = a.api("GET", "/v1/doctor")["connections"]["holepunch"]
+    assert punch["successes"] >= 1, punch
