@@ -6,6 +6,9 @@ epoch must match the truth within 1 %: 5 members, and the sums of the CPU cores 
 in the members' resource ads as gossip shows them. `colony stats` prints the
 same totals. Then one daemon is killed (SIGKILL): once the others see it dead, a
 later epoch's totals count 4 members (the next epoch repairs what the kill cost).
+
+`make test-long` (out of the default suite for time): test_cells.py checks the same
+totals on every node of a colony split into cells, within 1 %.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from colony_cluster import Cluster, Node, colony_cmd, wait_for
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow, pytest.mark.long]
 
 N = 5
 ENV = {"COLONY_AGGREGATE_EPOCH_S": "4", "COLONY_AGGREGATE_ROUND_S": "0.2"}

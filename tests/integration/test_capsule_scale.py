@@ -4,6 +4,10 @@ one finishes with exactly one accepted receipt.
 "Exactly one" is checked two ways: the custody cores' own counters of accepted
 receipts summed over the colony equal the number of capsules, and no capsule shows
 up in more than one `ReceiptAccepted` event on any node's event stream.
+
+A scale run (`make test-long`, out of the default suite for time): the suite's shorter
+cousins are test_capsule_colony.py (capsules from random nodes of a real colony) and
+the partition and kill -9 fault runs, which check one receipt per capsule too.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import pytest
 from capsule_helpers import EventLog, get, submit
 from colony_cluster import Cluster, colony_cmd, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 NODES = 10
 CAPSULES = 200
