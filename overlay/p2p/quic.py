@@ -42,7 +42,6 @@ import trio
 from aioquic._buffer import Buffer
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import (
     QuicPacketType,
     QuicProtocolVersion,
@@ -55,11 +54,11 @@ from overlay.core.errors import WireError
 from overlay.core.ids import PeerId
 from overlay.p2p import multistream, quic_stream, quic_tls
 from overlay.p2p.errors import ConnectionClosedError, HandshakeError, NegotiationError
+from overlay.p2p.quic_credit import STREAM_WINDOW, Libp2pQuicConnection
 from overlay.p2p.quic_stream import QuicStream
 
 log = structlog.get_logger("colony.p2p.quic")
 
-STREAM_WINDOW = 4 * 1024 * 1024
 CONNECTION_WINDOW = 16 * 1024 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 30.0
@@ -76,40 +75,11 @@ _ERR_HANDSHAKE = 0x1
 OnQuicStream = Callable[[QuicStream], Awaitable[None]]
 
 
-class _Libp2pQuicConnection(QuicConnection):
-    """aioquic's connection with the two libp2p needs it has no option for: the
-    server requests the client's certificate, and stream credit follows reads."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.consumed: dict[int, int] = {}
-        super().__init__(*args, **kwargs)
-
-    def _initialize(self, peer_cid: bytes) -> None:
-        super()._initialize(peer_cid)
-        self.tls._request_client_certificate = True
-
-    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
-        consumed = self.consumed.get(stream.stream_id)
-        if consumed is not None and stream.max_stream_data_local:
-            target = consumed + STREAM_WINDOW
-            if target - stream.max_stream_data_local >= STREAM_WINDOW // 4:
-                stream.max_stream_data_local = target
-            # Neutralise the doubling in the base class (it only triggers above half).
-            saved = stream.receiver.highest_offset
-            stream.receiver.highest_offset = 0
-            try:
-                super()._write_stream_limits(builder, space, stream)
-            finally:
-                stream.receiver.highest_offset = saved
-            return
-        super()._write_stream_limits(builder, space, stream)
-
-
 class QuicConn:
     """One QUIC connection to a peer; streams are `QuicStream`s."""
 
     def __init__(
-        self, endpoint: QuicEndpoint, quic: _Libp2pQuicConnection, addr: tuple[str, int],
+        self, endpoint: QuicEndpoint, quic: Libp2pQuicConnection, addr: tuple[str, int],
         *, initiator: bool, expected_peer: PeerId | None,
     ) -> None:
         self.endpoint = endpoint
@@ -457,7 +427,7 @@ class QuicEndpoint:
         if pending >= self.max_pending_handshakes:
             self.drops["too_many_handshakes"] += 1
             return None
-        quic = _Libp2pQuicConnection(
+        quic = Libp2pQuicConnection(
             configuration=self._config(client=False),
             original_destination_connection_id=header.destination_cid,
         )
@@ -587,7 +557,7 @@ class QuicEndpoint:
         """A verified connection to the peer at `addr`; HandshakeError otherwise."""
         if self._raw is None:
             raise RuntimeError("endpoint is not running")
-        quic = _Libp2pQuicConnection(configuration=self._config(client=True))
+        quic = Libp2pQuicConnection(configuration=self._config(client=True))
         c = QuicConn(self, quic, addr, initiator=True, expected_peer=expected_peer)
         self._register(c)
         quic.connect(addr, now=trio.current_time())
