@@ -415,7 +415,8 @@ class Host:
         target = multiaddr.quic_host_port(addr)
         ep = await self._quic_endpoint()
         conn = await ep.dial(target, peer, timeout_s=self.dial_timeout_s)
-        await self._spawn_connection().start(self._run_connection, conn)
+        with trio.CancelScope(shield=True):  # established: run it (see `attach`)
+            await self._spawn_connection().start(self._run_connection, conn)
         return conn
 
     async def attach(
@@ -438,7 +439,12 @@ class Host:
             remote_addr=remote_addr, max_window=self.max_window,
             timeout_s=self.handshake_timeout_s,
         )
-        await nursery.start(self._run_connection, conn)
+        # The handshake is done and the peer holds a connection: it must run, even if
+        # our caller is being cancelled (which then lands at its next checkpoint).
+        # Cancelled here, it would be neither served nor closed. Bounded: the start
+        # reaches `started()` without blocking.
+        with trio.CancelScope(shield=True):
+            await nursery.start(self._run_connection, conn)
         return conn
 
     async def new_stream(self, peer: PeerId, protocols: Iterable[str]) -> AnyStream:
