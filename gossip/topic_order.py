@@ -128,12 +128,15 @@ class PublisherOrder(Generic[T]):
             p.next_seq = seq + 1
             self._release_run(p, out)
         else:
-            if len(p.held) >= self.cfg.max_held:
-                self.counters["held_overflow"] += 1
-                self._release_all(p, out)
+            # Held first, then released with the others on overflow: with the base
+            # unknown, the newcomer may be the lowest seq (releasing the others first
+            # and holding it after them delivered it out of order, with a negative gap).
             p.held[seq] = item
             self.counters["held"] += 1
-            if p.next_seq is not None and p.held and min(p.held) == p.next_seq:
+            if len(p.held) > self.cfg.max_held:
+                self.counters["held_overflow"] += 1
+                self._release_all(p, out)
+            elif p.next_seq is not None and min(p.held) == p.next_seq:
                 self._release_run(p, out)
         if p.held and p.deadline is None:
             p.deadline = now + self.cfg.reorder_s

@@ -61,3 +61,16 @@ def test_publishers_are_bounded_and_idle_ones_forgotten() -> None:
     o.accept(C, 1, 2, "c2", 17.0)  # B silent for > 15 s: forgotten, not evicted
     assert list(o.pubs) == [C] and o.counters["publishers_evicted"] == 1
     assert o.entries() == 1
+
+
+def test_overflow_with_the_base_unknown_keeps_the_newcomer_in_order() -> None:
+    # Found by the property test: seqs 2..5 of a publisher never heard fill the hold
+    # (base unknown), then seq 1 arrives. It used to be held *after* the overflow
+    # released 2..5, and came out last with gap -5.
+    o: PublisherOrder[int] = PublisherOrder(OrderConfig(max_held=4))
+    for seq in (2, 3, 4, 5):
+        assert o.accept(A, 2, seq, seq, 0.0)[0] == []
+    ready, deadline = o.accept(A, 2, 1, 1, 0.0)
+    assert ready == [(1, 0), (2, 0), (3, 0), (4, 0), (5, 0)] and deadline is None
+    assert o.counters["held_overflow"] == 1 and o.counters["gaps"] == 0
+    assert o.check(A, 2, 3, 0.0, 0.0) == "replayed"
