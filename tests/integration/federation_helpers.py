@@ -22,6 +22,7 @@ import json
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ def spec_file(root: Path, name: str) -> Path:
     return p
 
 
-class FederationWorld:
+class FederationWorld(ABC):
     """The two colonies and A's grant to B (module docstring); subclasses place them."""
 
     def __init__(self, root: Path) -> None:
@@ -123,16 +124,17 @@ class FederationWorld:
     def a0(self) -> Daemon:
         return self.a[0]
 
+    @abstractmethod
     def prepare(self) -> None:
         """Fill `a` and `b` with nodes whose homes exist (`colony init` done)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def launch(self) -> None:
         """Start every daemon, B's entering the DHT through A's; return converged."""
-        raise NotImplementedError
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Stop every daemon and remove what the world built."""
 
     def start(self) -> None:
         self.prepare()
