@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from overlay.cli.main import main as colony_main
 from overlay.client import ApiClient
 from overlay.runtime.net.ports import free_port
 
@@ -55,6 +57,15 @@ def colony_cmd(home: Path, *args: str, timeout: float = 120.0,
     if check and r.returncode != 0:
         raise AssertionError(f"colony {' '.join(args)} failed ({r.returncode}): {r.stderr[-2000:]}")
     return r
+
+
+def cli(home: Path, *args: str) -> str:
+    """Run `colony --home HOME ARGS` in this process; its stdout (fails on a non-zero exit)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
+        rc = colony_main(["--home", str(home), *args])
+    assert rc == 0, f"colony {' '.join(args)} failed: {buf.getvalue()}"
+    return buf.getvalue()
 
 
 class DaemonExited(RuntimeError):

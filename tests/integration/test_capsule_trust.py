@@ -14,30 +14,19 @@ Three daemons: n0 founds the colony (every role); n1 is certified `member,execut
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import pytest
 import trio
 from capsule_helpers import submit, wait_done
-from colony_cluster import Cluster, colony_cmd
+from colony_cluster import Cluster, cli, colony_cmd
 
-from overlay.cli.main import main as colony_main
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
 from overlay.runtime.net.transport import Transport, TransportConfig, TransportError
 from overlay.runtime.services.capsule_info import PROTO_CAPSULE_INFO
 
 pytestmark = pytest.mark.slow
-
-
-def cli(home: Path, *args: str) -> str:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
-        rc = colony_main(["--home", str(home), *args])
-    assert rc == 0, f"colony {' '.join(args)} failed: {buf.getvalue()}"
-    return buf.getvalue()
 
 
 def test_roles_decide_who_submits_and_who_executes(tmp_path: Path) -> None:

@@ -24,8 +24,6 @@ most 4 members. Then:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import signal
 import sys
@@ -36,10 +34,9 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from colony_cluster import Cluster, Node, colony_cmd, wait_for
+from colony_cluster import Cluster, Node, cli, colony_cmd, wait_for
 
 from gossip.cells import CellId, cell_key
-from overlay.cli.main import main as colony_main
 from overlay.core.ids import PeerId
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
@@ -169,14 +166,6 @@ def test_cells_split_at_the_cap_and_list_each_other(tmp_path: Path) -> None:
                      every=0.5)
         except AssertionError as e:
             raise AssertionError(f"{e}; cells and views: {cells_state(c, survivors)}") from None
-
-
-def cli(home: Path, *args: str) -> str:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
-        rc = colony_main(["--home", str(home), *args])
-    assert rc == 0, f"colony {' '.join(args)} failed: {buf.getvalue()}"
-    return buf.getvalue()
 
 
 def test_cells_in_colony_mode_exchange_reports_with_member_chains(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 from netns_topology import NsDaemon, Topology, skip_reason, wait_until
-from test_edge_webrtc_nat import edge_events, set_key
+from test_edge_webrtc_nat import edge_events, set_key, start_through_seed
 
 pytestmark = pytest.mark.slow
 
@@ -83,13 +83,7 @@ def _scenario(topo: Topology, nodes: dict[str, NsDaemon], tmp_path: Path, phase:
         d.init()
         configure(d, topo, relay=name == "pub1", nat=name != "pub1")
     pub1, a, b, c = nodes["pub1"], nodes["a"], nodes["b"], nodes["c"]
-    pub1.start()
-    wait_until(lambda: pub1.api("GET", "/v1/id"), 30, "pub1's API")
-    for d in (a, b, c):
-        d.start([pub1.addr])
-    ids = {d.peer_id for d in nodes.values()}
-    for name, d in nodes.items():
-        wait_until(lambda d=d: d.alive_ids() >= ids, 90, f"{name} to see all four alive")
+    start_through_seed(nodes, "pub1")
     phase("all four alive everywhere")
 
     def punched(x: NsDaemon, y: NsDaemon) -> bool:

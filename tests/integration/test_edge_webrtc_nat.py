@@ -73,6 +73,20 @@ def configure(d: NsDaemon, topo: Topology, *, relay: bool, nat: bool) -> None:
     conf.write_text(text)
 
 
+def start_through_seed(nodes: dict[str, NsDaemon], seed: str, timeout: float = 90) -> None:
+    """Start `nodes[seed]`, then every other node bootstrapping through it; return
+    once every node sees every node alive."""
+    first = nodes[seed]
+    first.start()
+    wait_until(lambda: first.api("GET", "/v1/id"), 30, f"{seed}'s API")
+    for name, d in nodes.items():
+        if name != seed:
+            d.start([first.addr])
+    ids = {d.peer_id for d in nodes.values()}
+    for name, d in nodes.items():
+        wait_until(lambda d=d: d.alive_ids() >= ids, timeout, f"{name} to see all alive")
+
+
 EDGE_EVENTS = (
     "peer_reached",
     "peer_accepted",
@@ -199,13 +213,7 @@ def _scenario(topo: Topology, nodes: dict[str, NsDaemon], tmp_path: Path, phase:
         configure(d, topo, relay=(name == "pub1"), nat=name in ("a", "b"))
     phase("topology built, homes initialised")
     pub1, pub2, na, nb = nodes["pub1"], nodes["pub2"], nodes["a"], nodes["b"]
-    pub1.start()
-    wait_until(lambda: pub1.api("GET", "/v1/id"), 30, "pub1's API")
-    for d in (pub2, na, nb):
-        d.start([pub1.addr])
-    ids = {d.peer_id for d in nodes.values()}
-    for name, d in nodes.items():
-        wait_until(lambda d=d: d.alive_ids() >= ids, 90, f"{name} to see all four alive")
+    start_through_seed(nodes, "pub1")
 
     phase("all four alive everywhere")
     # pub2 → a and pub2 → b: WebRTC (signalled via pub1); a ↔ b: relayed via pub1.

@@ -13,8 +13,6 @@ bootstraps through n0 like the others. Then:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import sys
 import time
@@ -24,9 +22,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from colony_cluster import Cluster, Node, colony_cmd, wait_for
-
-from overlay.cli.main import main as colony_main
+from colony_cluster import Cluster, Node, cli, colony_cmd, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -35,14 +31,6 @@ SHORT_EXPIRY_S = 30
 
 def live_ids(n: Node) -> set[str]:
     return {r["id"] for r in n.members() if r["state"] in ("alive", "suspect")}
-
-
-def cli(home: Path, *args: str) -> str:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
-        rc = colony_main(["--home", str(home), *args])
-    assert rc == 0, f"colony {' '.join(args)} failed: {buf.getvalue()}"
-    return buf.getvalue()
 
 
 def log_events(n: Node, event: str) -> list[dict[str, Any]]:

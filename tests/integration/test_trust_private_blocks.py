@@ -15,8 +15,6 @@ fetched flows from n1 to n2.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -26,19 +24,9 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from colony_cluster import Cluster, Node, colony_cmd, deterministic_bytes, wait_for
-
-from overlay.cli.main import main as colony_main
+from colony_cluster import Cluster, Node, cli, colony_cmd, deterministic_bytes, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-
-
-def cli(home: Path, *args: str) -> str:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
-        rc = colony_main(["--home", str(home), *args])
-    assert rc == 0, f"colony {' '.join(args)} failed: {buf.getvalue()}"
-    return buf.getvalue()
 
 
 def publish(n: Node, path: Path) -> str:
