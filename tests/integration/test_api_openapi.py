@@ -180,3 +180,15 @@ def _fuzz(api: Any, path: str, bodies: st.SearchStrategy[Any]) -> None:
             assert e.code != "api_error" and str(e), (path, body)
 
     one()
+
+
+def test_a_malformed_sync_label_is_the_callers_error(pair: Cluster) -> None:
+    """Found by the fuzz above in a suite run: `/v1/sync/pull` with the label ":"
+    answered 502 (as if the DHT had failed); a bad name is a 400, on every sync route."""
+    api = pair.nodes[0].api(30)
+    for method, path, body in (("POST", "/v1/sync/pull", {"label": ":", "dir": "/nonexistent/x"}),
+                               ("POST", "/v1/sync/push", {"label": ":", "dir": "/"}),
+                               ("GET", "/v1/sync/status?label=%3A", None)):
+        with pytest.raises(ApiCallFailed) as e:
+            api.call(method, path, body)
+        assert e.value.status == 400 and "a label is" in str(e.value), (path, e.value)

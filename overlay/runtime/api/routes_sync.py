@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from overlay.core.errors import ColonyError
+from dht.labels import check_label
+from overlay.core.errors import ColonyError, WireError
 from overlay.runtime.api.openapi import INT, STR, RouteDoc, nullable, obj
 from overlay.runtime.api.server import ApiError, ApiServer, Reply, Request
 from overlay.runtime.jsontypes import JsonObject
@@ -32,9 +33,14 @@ def _path(body: JsonObject, key: str = "dir") -> Path:
 
 
 def _label(v: object) -> str:
+    """A well-formed label name, else 400 (a bad name is the caller's input, not a
+    failure of the DHT behind the route, which answered 502 before)."""
     if not isinstance(v, str) or not v:
         raise ApiError(400, "label is required")
-    return v
+    try:
+        return check_label(v)
+    except WireError as e:
+        raise ApiError(400, str(e)) from None
 
 
 def add_sync_routes(api: ApiServer, sync: SyncService) -> None:
