@@ -50,8 +50,9 @@ MAX_MESSAGE_BYTES = 4096
 MAX_ADDRS = 32
 MAX_ADDR_BYTES = 256
 VOUCHER_DOMAIN = b"libp2p-relay-rsvp"
-#: Multicodec 0x0302 (`libp2p-relay-rsvp`) as an unsigned varint.
-VOUCHER_PAYLOAD_TYPE = encode_varint(0x0302)
+#: Multicodec 0x0302 (`libp2p-relay-rsvp`) as go-libp2p and js-libp2p write it: the two
+#: big-endian bytes, not a varint (found by the js interop test: a varint is refused).
+VOUCHER_PAYLOAD_TYPE = b"\x03\x02"
 
 
 class Status(IntEnum):

@@ -57,6 +57,9 @@ def test_round_trips() -> None:
 def test_voucher_verifies_and_names_relay_and_peer() -> None:
     v = make_voucher(RELAY.seed, RELAY.peer_id, B.peer_id, 1_900_000_123)
     assert open_voucher(v, RELAY.peer_id, B.peer_id) == 1_900_000_123
+    # The payload type is multicodec 0x0302 as go- and js-libp2p write it: two raw
+    # bytes (a varint 0x82 0x06 is what js refused until the interop test said so).
+    assert pb.get_bytes(pb.decode(v), 2) == b"\x03\x02"
     for relay, peer in ((A.peer_id, B.peer_id), (RELAY.peer_id, A.peer_id)):
         with pytest.raises(CircuitV2Error, match="bad_voucher"):
             open_voucher(v, relay, peer)
