@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 import trio
-from edge_stack import ECHO, edge_node
+from edge_stack import ECHO, STACKS, edge_node
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
@@ -101,19 +101,20 @@ async def _circuit() -> None:
             assert r.dialer.relay.status()["relaying"]["circuits_opened"] == 2
 
 
-def test_v2_bad_input_is_refused_and_counted() -> None:
-    trio.run(_bad_input)
+@pytest.mark.parametrize("stack", STACKS)
+def test_v2_bad_input_is_refused_and_counted(stack: str) -> None:
+    trio.run(_bad_input, stack)
 
 
-async def _bad_input() -> None:
+async def _bad_input(stack: str) -> None:
     ka, kr, kb, kc = (KeyPair.generate() for _ in range(4))
     members = {k.peer_id for k in (ka, kr, kb)}  # C is not a member
     with trio.fail_after(60):
         async with (
-            edge_node(members, kr, relay={**RELAY_ON, "max_circuits": 1}) as r,
-            edge_node(members, ka, edge={"holepunch": False}) as a,
-            edge_node(members, kb, edge={"holepunch": False}) as b,
-            edge_node(members, kc) as c,
+            edge_node(members, kr, relay={**RELAY_ON, "max_circuits": 1}, stack=stack) as r,
+            edge_node(members, ka, edge={"holepunch": False}, stack=stack) as a,
+            edge_node(members, kb, edge={"holepunch": False}, stack=stack) as b,
+            edge_node(members, kc, stack=stack) as c,
         ):
             for n in (a, b, c):
                 await n.t.connect(r.t.addrs[0])
