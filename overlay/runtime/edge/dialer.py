@@ -414,9 +414,9 @@ class Dialer:
             try:
                 return await connect(via, peer)
             except (RelayRefused, TransportError, WireError, trio.TooSlowError) as e:
+                # Even when the relay speaks ours and said no, v2 may say yes: ours
+                # admits members only, v2 any peer with `serve_non_members`.
                 reasons.append(f"{name}: {e}"[:200])
-                if isinstance(e, RelayRefused) and name == "colony":
-                    break  # the relay speaks ours and said no: v2 would say the same
         raise RelayRefused("relay_failed", "; ".join(reasons))
 
     async def connect_circuit(self, addr: str) -> PeerId:
