@@ -63,13 +63,13 @@ async def _relayed(stack: str) -> None:
                 await n.t.connect(r.t.addrs[0])
             # Everything R splices passes a tap: R must see only Noise ciphertext.
             seen = bytearray()
-            splice: Any = r.dialer.relay._splice
+            splice: Any = r.dialer.relay.splice
 
             async def tapped(circuit: Any, x: Any, y: Any) -> str:
                 reason: str = await splice(circuit, Tap(x, seen), Tap(y, seen))
                 return reason
 
-            setattr(r.dialer.relay, "_splice", tapped)  # noqa: B010 (a spy, not a stub)
+            setattr(r.dialer.relay, "splice", tapped)  # noqa: B010 (a spy, not a stub)
             # Before B reserves, R refuses to connect anyone to it.
             with pytest.raises(RelayRefused, match="no_reservation"):
                 await a.dialer.relay.connect(r.peer, b.peer)

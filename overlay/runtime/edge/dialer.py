@@ -12,8 +12,9 @@
   overlay.runtime.edge.signalling), an aiortc data channel with ICE (host, STUN-reflexive and
   TURN candidates), and the libp2p stack attached over it;
 * `relay`: a circuit through a member that relays and where the peer holds a
-  reservation (`/colony/relay/1.0.0`, overlay.runtime.edge.relay), the libp2p stack
-  attached over it (end-to-end Noise).
+  reservation (`/colony/relay/1.0.0`, overlay.runtime.edge.relay; a relay that does
+  not speak it is asked in standard circuit relay v2, overlay.runtime.edge.relay_v2),
+  the libp2p stack attached over it (end-to-end Noise).
 
 Once attached, the peer is an ordinary connection of the transport: gossip, DHT,
 Bitswap and capsules run over it without knowing. The dialer records for each peer
@@ -31,20 +32,21 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 import structlog
 import trio
 
-from overlay.core.errors import ColonyError, ConfigError
+from overlay.core.errors import ColonyError, ConfigError, WireError
 from overlay.core.ids import PeerId
 from overlay.runtime.edge.holepunch import HolePunchService, HolePunchStatus, PunchRecord
 from overlay.runtime.edge.relay import RelayRefused, RelayService, RelayStatus
+from overlay.runtime.edge.relay_v2 import RelayV2Service, RelayV2Status
 from overlay.runtime.edge.signalling import SignalRefused, SignalService
 from overlay.runtime.net.stream_attach import AttachError, attach_stream
-from overlay.runtime.net.transport import DialError, Transport
+from overlay.runtime.net.transport import DialError, Transport, TransportError
 from overlay.runtime.process.config import Config
 
 if TYPE_CHECKING:
@@ -118,6 +120,7 @@ class DialerStatus(TypedDict):
     counts: dict[str, int]
     relays_in_use: list[str]
     relay: RelayStatus
+    relay_v2: RelayV2Status | None
     dials: DialCounts
     signal_refusals: dict[str, int]
     holepunch: HolePunchStatus | None
@@ -201,6 +204,8 @@ class Dialer:
         self.relay = relay
         #: DCUtR over relayed connections (set by open_edge; None: no punching).
         self.holepunch: HolePunchService | None = None
+        #: Standard circuit relay v2 (set by open_edge), tried where ours is not spoken.
+        self.relay_v2: RelayV2Service | None = None
         self.config = config or DialConfig()
         self.nursery = nursery
         self.paths: dict[PeerId, PeerPath] = {}
@@ -387,13 +392,57 @@ class Dialer:
         reasons = []
         for via in self._via_candidates(peer):
             try:
-                circuit = await self.relay.connect(via, peer)
+                circuit = await self._circuit(via, peer)
             except RelayRefused as e:
                 reasons.append(f"{via.short()}: {e}")
                 continue
             await attach_stream(self.t, circuit, initiator=True, peer=peer, relayed=True)
             return PeerPath(RELAYED, via=via, since=time.time())
         raise DialFailed("no relay connected us: " + ("; ".join(reasons) or "none connected"))
+
+    async def _circuit(self, via: PeerId, peer: PeerId, v2_first: bool = False) -> trio.abc.Stream:
+        """A circuit to `peer` through `via`: in our protocol, and where `via` does not
+        speak it (a js-libp2p, go-libp2p or rust-libp2p relay) in circuit relay v2.
+        RelayRefused with both reasons when neither worked."""
+        ways: list[tuple[str, Callable[[PeerId, PeerId], Awaitable[trio.abc.Stream]]]] = [
+            ("colony", self.relay.connect)
+        ]
+        if self.relay_v2 is not None:
+            ways.insert(0 if v2_first else 1, ("v2", self.relay_v2.connect))
+        reasons = []
+        for name, connect in ways:
+            try:
+                return await connect(via, peer)
+            except (RelayRefused, TransportError, WireError, trio.TooSlowError) as e:
+                # Even when the relay speaks ours and said no, v2 may say yes: ours
+                # admits members only, v2 any peer with `serve_non_members`.
+                reasons.append(f"{name}: {e}"[:200])
+        raise RelayRefused("relay_failed", "; ".join(reasons))
+
+    async def connect_circuit(self, addr: str) -> PeerId:
+        """Dial `…/p2p/<relay>/p2p-circuit/p2p/<peer>` (what libp2p nodes announce when
+        they hold a reservation): reach the relay (dialling its address if given), ask
+        it in circuit relay v2 (then ours), attach the libp2p stack over the circuit."""
+        head, sep, tail = addr.partition("/p2p-circuit")
+        if not sep or not tail.startswith("/p2p/") or "/p2p/" not in head:
+            raise DialFailed(f"{addr!r} is not …/p2p/<relay>/p2p-circuit/p2p/<peer>")
+        try:
+            peer = PeerId.from_base58(tail[len("/p2p/"):])
+            relay = PeerId.from_base58(head.rsplit("/p2p/", 1)[1])
+        except (ColonyError, ValueError) as e:
+            raise DialFailed(f"{addr!r}: {e}") from None
+        if self.t.is_connected(peer):
+            return peer
+        if not self.t.is_connected(relay):
+            await self.t.connect(head if head.startswith("/ip") or head.startswith("/dns")
+                                 else relay)
+        try:
+            circuit = await self._circuit(relay, peer, v2_first=True)
+        except RelayRefused as e:
+            raise DialFailed(f"through {relay.short()}: {e}") from None
+        await attach_stream(self.t, circuit, initiator=True, peer=peer, relayed=True)
+        self._record(peer, PeerPath(RELAYED, via=relay, since=time.time()))
+        return peer
 
     def _via_candidates(self, peer: PeerId) -> list[PeerId]:
         out: list[PeerId] = []
@@ -463,7 +512,7 @@ class Dialer:
                     continue
                 tried.add(relay)
                 try:
-                    ttl_of[relay] = await self.relay.reserve(relay)
+                    ttl_of[relay] = await self._reserve(relay)
                 except (Exception, trio.TooSlowError) as e:
                     self.relay.reservations.pop(relay, None)
                     log.debug("relay_reserve_failed", relay=str(relay), error=str(e)[:200])
@@ -482,6 +531,16 @@ class Dialer:
             elif want == 0:
                 next_s = min(next_s, 5.0)  # reachability may find us NAT'd any moment
             await trio.sleep(max(1.0, next_s))
+
+    async def _reserve(self, relay: PeerId) -> float:
+        """Reserve at `relay` in our protocol or, where it is not spoken, in circuit
+        relay v2; return the ttl. Both kinds are kept in `relay.reservations`."""
+        try:
+            return await self.relay.reserve(relay)
+        except (TransportError, WireError, trio.TooSlowError):
+            if self.relay_v2 is None:
+                raise
+        return await self.relay_v2.reserve(relay)
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -512,6 +571,7 @@ class Dialer:
             "counts": counts,
             "relays_in_use": relays_in_use,
             "relay": self.relay.status(),
+            "relay_v2": self.relay_v2.status() if self.relay_v2 else None,
             "dials": {
                 "attempts": dict(self.stats.attempts),
                 "successes": dict(self.stats.successes),

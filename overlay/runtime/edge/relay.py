@@ -161,29 +161,36 @@ class RelayBook:
     def __init__(self, limits: RelayLimits) -> None:
         self.limits = limits
         self.reservations: dict[PeerId, float] = {}  # peer → expiry
+        #: peer → the protocol it reserved with ("colony" or "v2": circuit relay v2),
+        #: so a circuit to it is stopped in the protocol it speaks.
+        self.kinds: dict[PeerId, str] = {}
         self.circuits: dict[int, Circuit] = {}
         self._ids = itertools.count(1)
         self.stats = RelayStats()
 
-    def _refuse(self, reason: str, detail: str = "") -> RelayRefused:
+    def refuse(self, reason: str, detail: str = "") -> RelayRefused:
         self.stats.refusals[reason] = self.stats.refusals.get(reason, 0) + 1
         return RelayRefused(reason, detail)
 
     def _expire(self, now: float) -> None:
         for peer in [p for p, until in self.reservations.items() if until <= now]:
             del self.reservations[peer]
+            self.kinds.pop(peer, None)
 
-    def reserve(self, peer: PeerId, now: float, is_member: Callable[[PeerId], bool]) -> float:
+    def reserve(
+        self, peer: PeerId, now: float, is_member: Callable[[PeerId], bool], kind: str = "colony"
+    ) -> float:
         """Grant or renew `peer`'s reservation; return its expiry."""
         if not self.limits.enabled:
-            raise self._refuse("relay_disabled", "this node does not relay")
+            raise self.refuse("relay_disabled", "this node does not relay")
         if not is_member(peer):
-            raise self._refuse("not_a_member", "reservations are for colony members")
+            raise self.refuse("not_a_member", "reservations are for colony members")
         self._expire(now)
         if peer not in self.reservations and len(self.reservations) >= self.limits.max_reservations:
-            raise self._refuse("too_many_reservations", f"limit {self.limits.max_reservations}")
+            raise self.refuse("too_many_reservations", f"limit {self.limits.max_reservations}")
         until = now + self.limits.reservation_ttl_s
         self.reservations[peer] = until
+        self.kinds[peer] = kind
         self.stats.reservations_granted += 1
         return until
 
@@ -191,23 +198,23 @@ class RelayBook:
         self, src: PeerId, dst: PeerId, now: float, is_member: Callable[[PeerId], bool]
     ) -> Circuit:
         if not self.limits.enabled:
-            raise self._refuse("relay_disabled", "this node does not relay")
+            raise self.refuse("relay_disabled", "this node does not relay")
         if not is_member(src):
-            raise self._refuse("not_a_member", f"{src.short()} is not a member")
+            raise self.refuse("not_a_member", f"{src.short()} is not a member")
         if src == dst:
-            raise self._refuse("bad_request", "a circuit to oneself")
+            raise self.refuse("bad_request", "a circuit to oneself")
         self._expire(now)
         if dst not in self.reservations:
-            raise self._refuse("no_reservation", f"{dst.short()} has no reservation here")
+            raise self.refuse("no_reservation", f"{dst.short()} has no reservation here")
         if not is_member(dst):
-            raise self._refuse("unknown_peer", f"{dst.short()} is not a member")
+            raise self.refuse("unknown_peer", f"{dst.short()} is not a member")
         if len(self.circuits) >= self.limits.max_circuits:
-            raise self._refuse("too_many_circuits", f"limit {self.limits.max_circuits}")
+            raise self.refuse("too_many_circuits", f"limit {self.limits.max_circuits}")
         per_peer = sum(
             1 for c in self.circuits.values() if src in (c.src, c.dst) or dst in (c.src, c.dst)
         )
         if per_peer >= self.limits.max_circuits_per_peer:
-            raise self._refuse(
+            raise self.refuse(
                 "too_many_circuits_for_peer", f"limit {self.limits.max_circuits_per_peer}"
             )
         c = Circuit(
@@ -325,6 +332,9 @@ class RelayService:
         self.on_inbound_circuit = on_inbound_circuit
         #: relays where we hold a reservation → its expiry (wall clock).
         self.reservations: dict[PeerId, float] = {}
+        #: Stop in circuit relay v2 (src, dst) → the accepted stop stream; set by
+        #: overlay.runtime.edge.relay_v2 so both protocols' circuits reach either end.
+        self.stop_v2: Callable[[PeerId, PeerId], Awaitable[TransportStream]] | None = None
 
     def register(self) -> None:
         set_raw_handler(self.t, PROTO_RELAY, self._handle)
@@ -402,26 +412,10 @@ class RelayService:
         reason = "closed"
         b: TransportStream | None = None
         try:
-            if not self.t.is_connected(dst):
-                raise RelayRefused("target_not_connected", f"{dst.short()} is not connected")
-            try:
-                b = await open_raw_stream(self.t, dst, PROTO_RELAY)
-                with trio.fail_after(HANDSHAKE_TIMEOUT_S):
-                    await b.send_all(
-                        encode_handshake(
-                            {"op": "stop", "src": src.raw, "limits": self.book.limits.advertised()}
-                        )
-                    )
-                    resp = await read_handshake(b)
-            except (WireError, trio.TooSlowError, Exception) as e:
-                if isinstance(e, RelayRefused):
-                    raise
-                raise RelayRefused("target_failed", f"{type(e).__name__}: {e}") from None
-            if resp.get("ok") is not True:
-                raise RelayRefused("target_refused", str(resp.get("reason", "")))
+            b = await self.open_stop(src, dst)
             await _answer(a, True, limits=self.book.limits.advertised())
             log.info("relay_circuit_opened", id=circuit.id, src=str(src), dst=str(dst))
-            reason = await self._splice(circuit, a, b)
+            reason = await self.splice(circuit, a, b)
         except RelayRefused:
             reason = "refused"
             if b is not None:
@@ -432,7 +426,41 @@ class RelayService:
             if reason != "refused":
                 log.info("relay_circuit_closed", id=circuit.id, reason=reason, bytes=circuit.bytes)
 
-    async def _splice(self, c: Circuit, a: TransportStream, b: TransportStream) -> str:
+    async def open_stop(self, src: PeerId, dst: PeerId) -> TransportStream:
+        """The relay's stop stream to `dst`, accepted, for a circuit from `src`: in our
+        protocol, or in circuit relay v2 when `dst` reserved with it (a js-libp2p or
+        go-libp2p node) or `src` is not a member, whichever protocol `src` used to
+        ask. RelayRefused (counted) if not."""
+        if not self.t.is_connected(dst):
+            raise self.book.refuse("target_not_connected", f"{dst.short()} is not connected")
+        if self.stop_v2 is not None and (
+            self.book.kinds.get(dst) == "v2" or not self.is_member(src)
+        ):
+            # Our stop would refuse a non-member source; v2's accepts any peer (as a
+            # TCP listener does: Noise proves who it is), and every daemon speaks it.
+            return await self.stop_v2(src, dst)
+        b: TransportStream | None = None
+        try:
+            b = await open_raw_stream(self.t, dst, PROTO_RELAY)
+            with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+                await b.send_all(
+                    encode_handshake(
+                        {"op": "stop", "src": src.raw, "limits": self.book.limits.advertised()}
+                    )
+                )
+                resp = await read_handshake(b)
+        except (WireError, trio.TooSlowError, Exception) as e:
+            if b is not None:
+                await b.reset()
+            raise self.book.refuse("target_failed", f"{type(e).__name__}: {e}") from None
+        if resp.get("ok") is not True:
+            await b.reset()
+            raise self.book.refuse("target_refused", str(resp.get("reason", "")))
+        return b
+
+    async def splice(self, c: Circuit, a: TransportStream, b: TransportStream) -> str:
+        """Pass bytes both ways between `a` and `b` within `c`'s limits; return why it
+        ended. Both protocols' circuits run through here."""
         reason = "closed"
 
         # When each direction started a send that has not returned (diagnostics: a

@@ -19,6 +19,7 @@ from overlay.runtime.edge.dialback import ReachabilityService
 from overlay.runtime.edge.dialer import DialConfig, Dialer
 from overlay.runtime.edge.holepunch import HolePunchService
 from overlay.runtime.edge.relay import RelayService
+from overlay.runtime.edge.relay_v2 import RelayV2Service
 from overlay.runtime.edge.signalling import SignalService
 from overlay.runtime.net.transport import Transport
 from overlay.runtime.process.config import Config
@@ -71,6 +72,13 @@ async def open_edge(
         )
         dialer.signal = signal
         relay.on_inbound_circuit = dialer.accept_circuit
+        relay_v2 = RelayV2Service(
+            transport,
+            keypair,
+            relay,
+            serve_non_members=bool(conf.get("relay", {}).get("serve_non_members", False)),
+        )
+        dialer.relay_v2 = relay_v2
         dialer.holepunch = HolePunchService(
             transport,
             DcutrConfig(),
@@ -81,17 +89,20 @@ async def open_edge(
         )
         signal.register()
         relay.register()
+        relay_v2.register()
         dialer.holepunch.register()
         nursery.start_soon(
             dialer.keep_reservations, lambda: dialer._via_candidates(transport.peer_id)
         )
         if hasattr(transport, "dial_hook"):
             transport.dial_hook = dialer.connect  # every dial: direct, WebRTC or relay
+            transport.circuit_hook = dialer.connect_circuit  # …/p2p-circuit/p2p/<peer>
         try:
             yield dialer
         finally:
             if hasattr(transport, "dial_hook"):
                 transport.dial_hook = None
+                transport.circuit_hook = None
             nursery.cancel_scope.cancel()
             if endpoint is not None:
                 endpoint.close()

@@ -136,6 +136,8 @@ class Transport:
         #: When set (overlay/runtime/edge/dialer.py), every dial goes through it: it may
         #: connect by WebRTC or a relay instead of TCP; it raises DialError on failure.
         self.dial_hook: Callable[[PeerId], Awaitable[object]] | None = None
+        #: Dials a `…/p2p/<relay>/p2p-circuit/p2p/<peer>` address (the edge dialer).
+        self.circuit_hook: Callable[[str], Awaitable[PeerId]] | None = None
         self._writer = FrameWriter(self.config, self.stats)
         self._receiver = Receiver(self.config, self.stats, self._handlers, self._pending,
                                   self._writer)  # fmt: skip
@@ -296,6 +298,10 @@ class Transport:
 
     async def connect(self, addr_or_peer: str | PeerId) -> PeerId:
         """Dial `…/p2p/12D3…` (or a peer whose addresses we know); return its id."""
+        if isinstance(addr_or_peer, str) and "/p2p-circuit" in addr_or_peer:
+            if self.circuit_hook is None:
+                raise DialError(f"{addr_or_peer}: relayed addresses need the edge dialer")
+            return await self.circuit_hook(addr_or_peer)
         if isinstance(addr_or_peer, str):
             peer, base = split_p2p_addr(addr_or_peer)
             self.add_addrs(peer, [base])

@@ -83,6 +83,9 @@ DEFAULTS: Config = {
         "max_duration_s": 600,
         "max_rate": 4 * 1024 * 1024,
         "reservation_ttl_s": 300,
+        # Circuit relay v2 (/libp2p/circuit/relay/0.2.0/hop) for any libp2p peer, not
+        # only members (overlay/runtime/edge/relay_v2.py); within the same limits.
+        "serve_non_members": False,
     },
 }
 
@@ -280,6 +283,9 @@ max_bytes = 268435456
 max_duration_s = 600
 max_rate = 4194304
 reservation_ttl_s = 300
+# Also relay for libp2p peers that are not members (standard circuit relay v2:
+# js-libp2p, kubo, rust-libp2p nodes), within the same limits.
+serve_non_members = false
 
 [log]
 # debug, info, warning, error
