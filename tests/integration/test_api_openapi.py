@@ -165,6 +165,12 @@ def test_out_of_range_numbers_are_refused_before_they_reach_a_core(pair: Cluster
         with pytest.raises(ApiCallFailed) as e:
             api.call("POST", "/v1/dht/put", {"value": "x", "seq": seq})
         assert e.value.status == 400 and "seq must be in" in str(e.value)
+    # A value whose record exceeds what the DHT's wire carries (64 KiB) was stored
+    # locally and answered 200, though every peer would refuse the PUT_VALUE.
+    with pytest.raises(ApiCallFailed) as e:
+        api.call("POST", "/v1/dht/put", {"value": "x" * 70_000})
+    assert e.value.status == 413 and "at most 65536" in str(e.value)
+    assert api.call("POST", "/v1/dht/put", {"value": "x" * 60_000})["seq"] > 0
     assert api.call("GET", "/v1/id")  # still up
 
 

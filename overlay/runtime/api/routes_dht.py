@@ -25,9 +25,10 @@ from dht.api import (
     result_as,
 )
 from dht.records import make_name_record, name_key
+from dht.wire import MAX_VALUE_BYTES
 from overlay.runtime.api.openapi import BOOL, INT, STR, RouteDoc, arr, nullable, obj
 from overlay.runtime.api.params import cid_arg, int_field, peer_arg
-from overlay.runtime.api.server import ApiServer, Request
+from overlay.runtime.api.server import ApiError, ApiServer, Request
 
 if TYPE_CHECKING:
     from overlay.core.crypto import KeyPair
@@ -60,6 +61,11 @@ def add_dht_routes(api: ApiServer, dht: DhtCalls, keypair: KeyPair) -> None:
         value = str(body.get("value", "")).encode()
         seq = int_field(body, "seq", int(time.time() * 1000))
         key, record = make_name_record(keypair, value, seq, time.time() + NAME_RECORD_TTL_S)
+        if len(record) > MAX_VALUE_BYTES:
+            # Every peer would refuse it as a malformed frame: stored here only, it
+            # would look published and reach no one.
+            raise ApiError(413, f"value of {len(value)} bytes makes a {len(record)}-byte "
+                                f"record; the DHT carries at most {MAX_VALUE_BYTES}")
         ev = await dht.call(lambda rid: PutValue(rid, key, record))
         return {"key": "/colony/name/" + str(me), "seq": seq,
                 "acks": result_as(ev, Stored).acks,
