@@ -96,13 +96,16 @@ def add_capsule_routes(
 ) -> None:
     me = keypair.peer_id
 
-    async def submit_one(cap: Capsule) -> JsonObject:
-        k = await svc.submit(cap)
+    async def submit_one(cap: Capsule, *, cross_cell: bool = True) -> JsonObject:
+        k = await svc.submit(cap, cross_cell=cross_cell)
         if k.state == "rejected":
             raise ApiError(422, f"capsule {cap.id} rejected: {k.reason}")
         hint = placement_hint(svc, cap.spec)  # after submit: the capsule layer is up
-        return {"id": cap.id, "name": cap.spec.name, "state": k.state, "reason": k.reason,
-                "placement": hint}  # fmt: skip
+        out: JsonObject = {"id": cap.id, "name": cap.spec.name, "state": k.state,
+                           "reason": k.reason, "placement": hint}  # fmt: skip
+        if k.cell:  # forwarded to another cell (services/cell_forward.py)
+            out["cell"] = k.cell
+        return out
 
     async def submit(req: Request) -> Reply:
         body = req.json()
@@ -127,7 +130,8 @@ def add_capsule_routes(
         out: list[Json] = []
         ids: JsonObject = {}
         for name, cap in zip(names, caps, strict=True):
-            item = await submit_one(cap)  # parents first: custody polls them by id
+            # Parents first: custody polls them by id, in this cell (no forwarding).
+            item = await submit_one(cap, cross_cell=False)
             item["name"] = name
             ids[name] = cap.id
             out.append(item)
@@ -287,6 +291,8 @@ def add_capsule_routes(
             "origin": dict(core.origin.stats), "attempts": dict(svc.attempts.stats),
             "service": dict(svc.stats), "custody_store_writes": svc.custody_store.writes,
             "executors": list(svc.kinds),
+            # Placement across cells (services/cell_forward.py): plans, probes, forwards.
+            "cross_cell": svc.cross.stats_json() if svc.cross is not None else {},
         }
 
     id_q = {"id": STR}
