@@ -16,7 +16,11 @@ most 4 members. Then:
 - a new node that joins through node 0 picks its cell from the digests
   (`choose_cell`): it ends in the cell holding its key, its member list that cell;
 - in colony mode (a second, smaller test), reports cross cells only with a member's
-  certificate chain both ways, and every member still lists every cell;
+  certificate chain both ways, and every member still lists every cell; a topic
+  message published in one cell reaches the subscribers of every cell (neighbours of
+  other cells swap chains first); a capsule submitted in one cell whose label only a
+  node of another cell has runs there, and the submitter's `colony capsule get`
+  shows its final state and receipt (cross_cell.py);
 - stopping members of two sibling cells (SIGTERM: a graceful leave) until they hold 3
   together (< 0.8 × cap) merges them: the survivors end in the parent cell, each
   listing exactly the others.
@@ -35,6 +39,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from colony_cluster import Cluster, Node, cli, colony_cmd, wait_for
+from cross_cell import capsule_runs_in_other_cell, topic_reaches_all
 
 from gossip.cells import CellId, cell_key
 from overlay.core.ids import PeerId
@@ -177,7 +182,7 @@ def test_cells_in_colony_mode_exchange_reports_with_member_chains(tmp_path: Path
         cli(founder.home, "colony", "create", "lab")
         for node in others:
             tok = node.home.parent / f"{node.home.name}.token"
-            cli(founder.home, "cert", "issue", node.peer_id, "--roles", "member",
+            cli(founder.home, "cert", "issue", node.peer_id, "--roles", "member,execute",
                 "--expires", "1d", "--bootstrap", founder.addr, "--out", str(tok))
             cli(node.home, "join", str(tok))
         c.launch()
@@ -192,6 +197,15 @@ def test_cells_in_colony_mode_exchange_reports_with_member_chains(tmp_path: Path
         for n in c.nodes:
             st = n.api(10).call("GET", "/v1/stats")["cells"]
             assert st["reports_refused"] == 0 and st["reports_bad"] == 0, st
+        # A topic spans the cells: members of other cells swap chains, then relay.
+        took = topic_reaches_all(founder, c.nodes, "across")
+        print(f"topic message on all {len(c.nodes)} subscribers in {len(want)} cells "
+              f"after {took:.2f} s")
+        # A capsule only another cell can run is forwarded there and followed here.
+        home = cell_of(founder)
+        target = next(n for n in others if cell_of(n) != home)
+        figures = capsule_runs_in_other_cell(founder, target)
+        print(f"capsule placed across cells: {figures}")
     finally:
         c.close()
 

@@ -1,0 +1,110 @@
+"""Checks that span cells on real daemons (test_cells.py, test_cells_long.py).
+
+- `topic_reaches_all`: every node subscribes to a topic (one SDK stream each), one
+  publishes; the message must reach every subscriber exactly once, whatever its cell.
+- `capsule_runs_in_other_cell`: a node of another cell than the submitter's gets a
+  label no node of the submitter's cell has; a capsule asking for it, submitted to the
+  submitter, runs on that node (forwarded across cells), and the submitter's
+  `colony capsule get` shows the final state and the receipt.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from capsule_helpers import wait_done
+from colony_cluster import Node, cli, wait_for
+
+from overlay.client import Colony
+
+
+class TopicSub(threading.Thread):
+    """One SDK subscription stream; collects the messages' data."""
+
+    def __init__(self, node: Node, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.node, self.topic = node, topic
+        self.ready = threading.Event()
+        self.got: list[str] = []
+
+    def run(self) -> None:
+        try:
+            for item in Colony.for_home(self.node.home).topic_subscribe(self.topic):
+                if item.get("subscribed"):
+                    self.ready.set()
+                else:
+                    self.got.append(str(item["data"]))
+        except Exception:  # the daemon was stopped: the stream ends
+            return
+
+
+def topic_reaches_all(publisher: Node, nodes: list[Node], topic: str,
+                      timeout_s: float = 30.0) -> float:
+    """Subscribe on every node of `nodes`, publish once from `publisher`; seconds from
+    the publish until the last subscriber had it."""
+    subs = [TopicSub(n, topic) for n in nodes]
+    for s in subs:
+        s.start()
+    for s in subs:
+        assert s.ready.wait(30), f"{s.node.home.name} did not subscribe"
+    text = f"across cells {time.time()}"
+    t0 = time.monotonic()
+    # A first publish may go out before every swarm link across cells is up; the
+    # subscribers take each message once, so publish again until all have one.
+    deadline = t0 + timeout_s
+    while True:
+        Colony.for_home(publisher.home).topic_publish(topic, text)
+        try:
+            wait_for(lambda: all(text in s.got for s in subs), 5,
+                     "the message on every subscriber", every=0.1)
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                missing = [s.node.home.name for s in subs if text not in s.got]
+                raise AssertionError(f"topic message missing on {missing}") from None
+    took = time.monotonic() - t0
+    for s in subs:
+        assert s.got.count(text) == 1, (s.node.home.name, s.got)  # exactly once
+    return took
+
+
+def cell_of(node: Node) -> str:
+    return str(node.api(10).call("GET", "/v1/cells")["cell"])
+
+
+def capsule_runs_in_other_cell(submitter: Node, target: Node, label: str = "zone",
+                               timeout_s: float = 90.0) -> dict[str, Any]:
+    """`target` (in another cell) gets `label=b`; a capsule asking for it, submitted to
+    `submitter`, must run on `target`. Returns figures: seconds to submit (plan,
+    probe, forward, remote custody's ack) and to finish, and the cell."""
+    mine, theirs = cell_of(submitter), cell_of(target)
+    assert mine != theirs, (mine, theirs)
+    target.api(10).call("POST", "/v1/labels", {"set": {label: "b"}})
+    want = f"label:{label}=b"
+
+    def seen() -> bool:
+        cells = submitter.api(10).call("GET", "/v1/cells")["cells"]
+        return any(c["cell"] == theirs and want in c["classes"] for c in cells)
+
+    wait_for(seen, 40, f"the submitter to read {want} in {theirs}'s digest", every=0.3)
+    spec = {"name": "cross", "command": ["sh", "-c", "echo far > far.txt"],
+            "outputs": ["far.txt"], "conditions": {"labels": {label: "b"}}}
+    t0 = time.monotonic()
+    r = submitter.api(60).call("POST", "/v1/capsules/submit", {"spec": spec})
+    submit_s = time.monotonic() - t0
+    assert r.get("cell") == theirs, r  # forwarded, and the answer says where
+    cid = str(r["id"])
+    final = wait_done(submitter, cid, timeout_s)
+    done_s = time.monotonic() - t0
+    assert final["state"] == "succeeded", final
+    assert final["executor"] == target.peer_id, (final["executor"], target.peer_id)
+    assert final["receipt_executor"] == target.peer_id and final["outputs"], final
+    # `colony capsule get` on the submitting node: the final state and the receipt.
+    row = json.loads(cli(submitter.home, "capsule", "get", cid, "--json"))
+    assert row["state"] == "succeeded" and row["outputs"] == final["outputs"], row
+    st = submitter.api(10).call("GET", "/v1/capsules/stats")["cross_cell"]
+    assert st.get("forwards", 0) >= 1 and st.get("forwarded", 0) >= 1, st
+    return {"submit_s": submit_s, "done_s": done_s, "cell": theirs, "stats": st}
