@@ -2,7 +2,7 @@
 
 | method, path                 | body / query               | result                         |
 |------------------------------|----------------------------|--------------------------------|
-| POST /v1/capsules/submit     | {spec, nonce?}             | {id, state, reason, placement} |
+| POST /v1/capsules/submit     | {spec, nonce?}             | {id, state, reason, placement, cell?} |
 | GET  /v1/capsules            |                            | [{id, name, state, …}]  (ps)   |
 | GET  /v1/capsules/get        | ?id=                       | the custody record as JSON     |
 | GET  /v1/capsules/wait       | ?id=&timeout=              | NDJSON states, last {done}     |
@@ -13,7 +13,9 @@
 
 Specs are signed here with the node's key (the node's user is the submitter) and go
 to custody through the capsule core. Reads ask this node and the capsule's custodians
-(`CapsuleService.find_record`), so `get`, `wait` and `logs` work from any node.
+(`CapsuleService.find_record`), so `get`, `wait` and `logs` work from any node; a
+capsule placed in another cell (services/cell_forward.py; `cell` in the submit
+answer) is read through the member of that cell that took it.
 The routes use the capsule service, the node's key and `Blocks`, not the daemon.
 """
 
@@ -47,7 +49,7 @@ LOG_POLL_S = 0.5
 PS_REFRESH = 64
 MAX_WAIT_S = 7 * 24 * 3600.0
 SUBMITTED = obj(("id", "state"), id=STR, name=nullable(STR), state=STR, reason=ANY,
-                placement=nullable(STR))
+                placement=nullable(STR), cell=STR)
 RECORD = obj(("id", "state"), id=STR, name=nullable(STR), state=STR, reason=ANY,
              executor=nullable(STR), exit_status=nullable(INT), role=STR)
 #: Custody states as ColonyOS counts them (waiting = not yet running).
