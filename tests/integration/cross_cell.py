@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import defaultdict
 from typing import Any
 
 from capsule_helpers import wait_done
-from colony_cluster import Node, cli, wait_for
+from colony_cluster import Cluster, Node, cli, colony_cmd, wait_for
 
 from overlay.client import Colony
 
@@ -73,6 +74,39 @@ def topic_reaches_all(publisher: Node, nodes: list[Node], topic: str,
 
 def cell_of(node: Node) -> str:
     return str(node.api(10).call("GET", "/v1/cells")["cell"])
+
+
+def cells_state(c: Cluster, nodes: list[Node] | None = None
+                ) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(cell → peer ids of the nodes in it, peer id → its live member list)."""
+    cells: dict[str, set[str]] = defaultdict(set)
+    views: dict[str, set[str]] = {}
+    for node in nodes or c.nodes:
+        cells[cell_of(node)].add(node.peer_id)
+        views[node.peer_id] = {r["id"] for r in node.members() if r["state"] == "alive"}
+    return cells, views
+
+
+def views_are_cells_capped(c: Cluster, cap: int) -> dict[str, set[str]] | None:
+    """The cells, once every node's live member list is exactly its cell (≥ 2 cells,
+    none above `cap`); else None."""
+    cells, views = cells_state(c)
+    if len(cells) < 2 or any(len(m) > cap for m in cells.values()):
+        return None
+    ok = all(views[p] == members for members in cells.values() for p in members)
+    return cells if ok else None
+
+
+def colony_members(node: Node) -> float:
+    """Push-sum's colony-wide member count on `node` (the last epoch's)."""
+    last = node.api(10).call("GET", "/v1/stats")["colony"].get("last") or {}
+    return float(last.get("members", -1.0))
+
+
+def listed(node: Node) -> dict[str, int]:
+    """`colony cells --json` on `node`: cell → member count."""
+    out: dict[str, Any] = json.loads(colony_cmd(node.home, "cells", "--json").stdout)
+    return {str(x["cell"]): int(x["members"]) for x in out["cells"]}
 
 
 def capsule_runs_in_other_cell(submitter: Node, target: Node, label: str = "zone",

@@ -28,18 +28,23 @@ most 4 members. Then:
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from colony_cluster import Cluster, Node, cli, colony_cmd, wait_for
-from cross_cell import capsule_runs_in_other_cell, topic_reaches_all
+from cross_cell import (
+    capsule_runs_in_other_cell,
+    cell_of,
+    cells_state,
+    colony_members,
+    listed,
+    topic_reaches_all,
+    views_are_cells_capped,
+)
 
 from gossip.cells import CellId, cell_key
 from overlay.core.ids import PeerId
@@ -55,21 +60,6 @@ ENV = {"COLONY_CELL_CAP": str(CAP), "COLONY_CELL_HOLD_S": "2",
        "COLONY_AGGREGATE_EPOCH_S": "4", "COLONY_AGGREGATE_ROUND_S": "0.2"}
 
 
-def cell_of(node: Node) -> str:
-    return str(node.api(10).call("GET", "/v1/cells")["cell"])
-
-
-def cells_state(c: Cluster, nodes: list[Node] | None = None
-                ) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """(cell → peer ids of the nodes in it, peer id → its live member list)."""
-    cells: dict[str, set[str]] = defaultdict(set)
-    views: dict[str, set[str]] = {}
-    for node in nodes or c.nodes:
-        cells[cell_of(node)].add(node.peer_id)
-        views[node.peer_id] = {r["id"] for r in node.members() if r["state"] == "alive"}
-    return cells, views
-
-
 def views_are_cells(c: Cluster, nodes: list[Node] | None = None
                     ) -> dict[str, set[str]] | None:
     cells, views = cells_state(c, nodes)
@@ -80,16 +70,6 @@ def views_are_cells(c: Cluster, nodes: list[Node] | None = None
             if views[p] != members:
                 return None
     return cells
-
-
-def colony_members(node: Node) -> float:
-    last = node.api(10).call("GET", "/v1/stats")["colony"].get("last") or {}
-    return float(last.get("members", -1.0))
-
-
-def listed(node: Node) -> dict[str, int]:
-    out: dict[str, Any] = json.loads(colony_cmd(node.home, "cells", "--json").stdout)
-    return {str(x["cell"]): int(x["members"]) for x in out["cells"]}
 
 
 def test_cells_split_at_the_cap_and_list_each_other(tmp_path: Path) -> None:
@@ -208,11 +188,3 @@ def test_cells_in_colony_mode_exchange_reports_with_member_chains(tmp_path: Path
         print(f"capsule placed across cells: {figures}")
     finally:
         c.close()
-
-
-def views_are_cells_capped(c: Cluster, cap: int) -> dict[str, set[str]] | None:
-    cells, views = cells_state(c)
-    if len(cells) < 2 or any(len(m) > cap for m in cells.values()):
-        return None
-    ok = all(views[p] == members for members in cells.values() for p in members)
-    return cells if ok else None
