@@ -2,7 +2,7 @@
 
 | method, path                 | body / query               | result                         |
 |------------------------------|----------------------------|--------------------------------|
-| POST /v1/capsules/submit     | {spec, nonce?}             | {id, state, reason, placement, cell?} |
+| POST /v1/capsules/submit     | {spec, nonce?}             | {id, state, reason, placement, cell?}
 | GET  /v1/capsules            |                            | [{id, name, state, …}]  (ps)   |
 | GET  /v1/capsules/get        | ?id=                       | the custody record as JSON     |
 | GET  /v1/capsules/wait       | ?id=&timeout=              | NDJSON states, last {done}     |
