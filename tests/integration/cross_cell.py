@@ -130,6 +130,7 @@ def capsule_runs_in_other_cell(submitter: Node, target: Node, label: str = "zone
     r = submitter.api(60).call("POST", "/v1/capsules/submit", {"spec": spec})
     submit_s = time.monotonic() - t0
     assert r.get("cell") == theirs, r  # forwarded, and the answer says where
+    assert r["placement"] == "", r  # no "no node with label …" from this cell's view
     cid = str(r["id"])
     final = wait_done(submitter, cid, timeout_s)
     done_s = time.monotonic() - t0

@@ -75,8 +75,11 @@ def _nonce(body: JsonObject) -> int:
     return n
 
 
-def placement_hint(svc: CapsuleService, spec: CapsuleSpec) -> str:
-    """Why no member this node knows of could run `spec` now ("" when some could)."""
+def placement_hint(svc: CapsuleService, spec: CapsuleSpec, capsule_id: str = "") -> str:
+    """Why no member this node knows of could run `spec` now ("" when some could, or
+    when the capsule was placed in another cell: this node's members do not matter)."""
+    if capsule_id in svc.reads.remote:
+        return ""
     cands = [(m.peer, m.ad) for m in svc.core.view.members() if "execute" in m.roles]
     result = place(spec.conditions, cands, inputs=spec.inputs)
     return "" if result.ok else result.reason
@@ -102,7 +105,7 @@ def add_capsule_routes(
         k = await svc.submit(cap, cross_cell=cross_cell)
         if k.state == "rejected":
             raise ApiError(422, f"capsule {cap.id} rejected: {k.reason}")
-        hint = placement_hint(svc, cap.spec)  # after submit: the capsule layer is up
+        hint = placement_hint(svc, cap.spec, cap.id)  # after submit: the capsule layer is up
         out: JsonObject = {"id": cap.id, "name": cap.spec.name, "state": k.state,
                            "reason": k.reason, "placement": hint}  # fmt: skip
         if k.cell:  # forwarded to another cell (services/cell_forward.py)
@@ -170,7 +173,7 @@ def add_capsule_routes(
         if out["state"] == State.SUBMITTED.value:
             rec = await svc.find_record(cid)
             assert rec is not None
-            out["placement"] = placement_hint(svc, rec.capsule.spec)
+            out["placement"] = placement_hint(svc, rec.capsule.spec, rec.capsule_id)
         return out
 
     async def wait(req: Request) -> Response:
@@ -196,7 +199,7 @@ def add_capsule_routes(
                 if key != last:
                     last = key
                     if row["state"] == State.SUBMITTED.value:
-                        row["placement"] = placement_hint(svc, rec.capsule.spec)
+                        row["placement"] = placement_hint(svc, rec.capsule.spec, rec.capsule_id)
                     yield row
                 if trio.current_time() >= deadline:
                     raise ColonyError(f"capsule {cid} still {row['state']} after {timeout:g} s")
