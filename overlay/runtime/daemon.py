@@ -270,7 +270,7 @@ class Daemon:
         self.cells.register()  # /colony/cells/1.0.0: this cell's report
         capsules, trust = self.capsules, self.trust
         self.cross = CrossCell(CellPlacer(random.Random()), self.cells, t, trust,
-                               capsules.submit_forwarded)
+                               capsules.submit_forwarded, capsules.cancel_forwarded)
         self.cross.register()  # /colony/capsule-forward/1.0.0: capsules of other cells
         capsules.cross = self.cross
         # Status reads from members of other cells that forwarded a capsule here.

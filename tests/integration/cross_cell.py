@@ -5,7 +5,8 @@
 - `capsule_runs_in_other_cell`: a node of another cell than the submitter's gets a
   label no node of the submitter's cell has; a capsule asking for it, submitted to the
   submitter, runs on that node (forwarded across cells), and the submitter's
-  `colony capsule get` shows the final state and the receipt.
+  `colony capsule get` shows the final state and the receipt; a second one, still
+  running there, is cancelled by `colony capsule cancel` on the submitter.
 """
 
 from __future__ import annotations
@@ -140,6 +141,15 @@ def capsule_runs_in_other_cell(submitter: Node, target: Node, label: str = "zone
     # `colony capsule get` on the submitting node: the final state and the receipt.
     row = json.loads(cli(submitter.home, "capsule", "get", cid, "--json"))
     assert row["state"] == "succeeded" and row["outputs"] == final["outputs"], row
+    # `colony capsule cancel` on the submitting node reaches a capsule running there.
+    slow = {**spec, "name": "cross-slow", "command": ["sh", "-c", "sleep 60"],
+            "outputs": []}
+    sid = str(submitter.api(60).call("POST", "/v1/capsules/submit", {"spec": slow})["id"])
+    wait_for(lambda: submitter.api(10).call("GET", "/v1/capsules/get", id=sid)["state"]
+             == "running", 60, "the slow capsule to run in the other cell", every=0.3)
+    out = json.loads(cli(submitter.home, "capsule", "cancel", sid, "--json"))
+    assert out["state"] == "cancelled", out
     st = submitter.api(10).call("GET", "/v1/capsules/stats")["cross_cell"]
-    assert st.get("forwards", 0) >= 1 and st.get("forwarded", 0) >= 1, st
+    assert st.get("forwards", 0) >= 2 and st.get("forwarded", 0) >= 2, st
+    assert "cancel_failed" not in st, st
     return {"submit_s": submit_s, "done_s": done_s, "cell": theirs, "stats": st}

@@ -466,7 +466,21 @@ class CapsuleService:
         return await self.submit(capsule, timeout_s, chain=chain, cross_cell=False)
 
     async def cancel(self, capsule_id: str, reason: str) -> None:
+        via = self.reads.remote.get(capsule_id)
+        if via is not None and self.cross is not None:  # placed in another cell
+            await self.cross.cancel(via, capsule_id, reason)
+            return
         await self.cores.submit_wait(CancelCapsule(capsule_id, reason))
+
+    async def cancel_forwarded(self, peer: PeerId, capsule_id: str, reason: str) -> str | None:
+        """`peer` asks to cancel a capsule it forwarded here; the reason it may not."""
+        k = self.known.get(capsule_id)
+        if k is None:
+            return f"capsule {capsule_id} was not forwarded here"
+        if k.capsule.submitter != peer:
+            return "only its submitter may cancel a forwarded capsule"
+        await self.cancel(capsule_id, reason)
+        return None
 
     # ------------------------------------------------------------ reading state
 

@@ -19,6 +19,8 @@ service does their I/O (docs/gossip.md "Capsules across cells"):
 - serving: only the submitter may forward its own capsule (the signer is the
   requester); in colony mode its chain must make it a member (learned, so its later
   status reads are answered); at most `MAX_SERVING` forwarded submissions at once.
+- cancelling: `{"cancel": id, "reason"}` on the same protocol, from the submitter to
+  the seed that took its capsule; the seed cancels it as its origin in that cell.
 
 Every refusal and failure is counted (`stats`, /v1/stats "capsules" "cross_cell")
 and logged with its reason. A forward that no seed accepts falls back to this cell,
@@ -75,6 +77,8 @@ class Cells(Protocol):
 
 #: Submit a capsule in this node's cell: (capsule, chain, timeout) → what became of it.
 SubmitHere = Callable[[Capsule, Sequence[Certificate], float], Awaitable["Known"]]
+#: Cancel a capsule forwarded here: (requester, capsule id, reason) → refusal or None.
+CancelHere = Callable[["PeerId", str, str], Awaitable[str | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +93,13 @@ class Routed:
 
 class CrossCell:
     def __init__(self, placer: CellPlacer, cells: Cells, network: Network, trust: Trust,
-                 submit_here: SubmitHere) -> None:
+                 submit_here: SubmitHere, cancel_here: CancelHere) -> None:
         self.placer = placer
         self.cells = cells
         self.net = network
         self.trust = trust
         self.submit_here = submit_here
+        self.cancel_here = cancel_here
         self.stats: dict[str, int] = {}
         self._serving = 0
 
@@ -169,9 +174,26 @@ class CrossCell:
                     reason="no seed of the chosen cell took the capsule")
         return None
 
+    async def cancel(self, via: PeerId, capsule_id: str, reason: str) -> None:
+        """Ask `via`, which took our capsule into its cell, to cancel it there (it is
+        the capsule's origin in that cell; it retries until the capsule ended)."""
+        try:
+            reply = await self.net.request(via, PROTO_CAPSULE_FORWARD,
+                                           {"cancel": capsule_id, "reason": reason},
+                                           timeout=FORWARD_TIMEOUT_S)
+            why = reply.get("refused") if isinstance(reply, dict) else "bad reply"
+        except (ColonyError, OSError, trio.TooSlowError) as e:
+            why = str(e) or type(e).__name__
+        if why:
+            self._count("cancel_failed")
+            log.warning("capsule_forward_cancel_failed", capsule=capsule_id, via=str(via),
+                        reason=str(why))  # fmt: skip
+
     # ------------------------------------------------------------ the receiving side
 
     async def _serve(self, peer: PeerId, obj: object) -> object:
+        if isinstance(obj, dict) and "cancel" in obj:
+            return await self._serve_cancel(peer, obj)
         try:
             if not isinstance(obj, dict):
                 raise RemoteProtocolError("capsule forward must be a map")
@@ -195,6 +217,20 @@ class CrossCell:
         self._count("served")
         log.info("capsule_forward_taken", capsule=capsule.id, peer=str(peer), state=k.state)
         return {"state": k.state, "reason": k.reason, "cell": self.cells.cell.name()}
+
+    async def _serve_cancel(self, peer: PeerId, obj: dict[object, object]) -> object:
+        cid, reason = obj.get("cancel"), obj.get("reason", "")
+        if not isinstance(cid, str) or not isinstance(reason, str) or len(cid) > 128:
+            self._count("refused_malformed")
+            raise RemoteProtocolError("capsule forward cancel must be {cancel: id, reason}")
+        why = await self.cancel_here(peer, cid, reason[:200])
+        if why is not None:
+            self._count("cancel_refused")
+            log.warning("capsule_forward_cancel_refused", capsule=cid, peer=str(peer),
+                        reason=why)  # fmt: skip
+            return {"refused": why}
+        self._count("cancels_served")
+        return {}
 
     def _refusal(self, peer: PeerId, capsule: Capsule,
                  chain: Sequence[Certificate]) -> str | None:
