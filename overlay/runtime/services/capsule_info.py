@@ -3,6 +3,7 @@
 Request/response (canonical CBOR) between members:
 
     {"op": "status", "id": capsule id}                → {"record": custody record | None}
+    {"op": "find", "id": capsule id}                  → the same, searched in this cell
     {"op": "log", "id", "token": n, "offset": bytes}  → {"data": bytes, "gone": bool}
 
 "status" answers this node's copy of the capsule's custody record; "log" answers
@@ -11,10 +12,12 @@ once the run directory no longer exists (the attempt ended; its log is in the st
 These are reads of state the capsule core already keeps; they change nothing.
 `CapsuleReads.find_record` asks this node and the capsule's custodians (k_c closest
 live members, plus `READ_EXTRA` since views differ during churn) and keeps the
-newest version.
+newest version; for a capsule it forwarded to another cell (services/cell_forward.py)
+it also asks the member that took it to "find" it among its own cell's custodians.
 
 Who may read (docs/trust.md, "Private data"): colony mode, members gossip admitted
-only (`MemberGate`), and a run's stored log and outputs are private DAGs (the
+only (`MemberGate`; "status" and "find" also from members of other cells whose chain
+this node learned), and a run's stored log and outputs are private DAGs (the
 executor marks them); open mode, anyone — there is no privacy without a colony.
 """
 
@@ -229,8 +232,9 @@ class CapsuleReads:
         if op == "status":
             rec = self.local_record(cid)
             return {"record": rec.to_wire() if rec else None}
-        if op == "find" and cid not in self.remote:  # not forwarded on: no loops
-            rec = await self.find_record(cid)
+        if op == "find":  # a capsule it forwarded here: search this cell's custodians
+            # (one that this node forwarded on is not followed further: no loops)
+            rec = self.local_record(cid) if cid in self.remote else await self.find_record(cid)
             return {"record": rec.to_wire() if rec else None}
         if op == "log":
             token, offset = _uint(obj.get("token")), _uint(obj.get("offset"))
