@@ -98,6 +98,9 @@ class ChainExchange:
         dropped; HyParView and Plumtree repeat what matters)."""
         if self._nursery is not None and peer not in self._held \
                 and not self._recently_failed(peer):
+            if len(self._held) >= MAX_PEERS:  # exchanges in flight are bounded too
+                self.stats.held_dropped += 1
+                return
             self._held[peer] = []
             self._nursery.start_soon(self._exchange_then_post, peer)
 
