@@ -8,6 +8,8 @@ per *resource class*, how many live members offer it and how much of it is free:
     gpu          members with GPUs;             free = Σ GPUs (ads carry no GPU usage)
     gpu:<kind>   the same per GPU kind (the first kind of each ad)
     exec:<kind>  members running that executor; free = free CPUs of those members
+    label:<k>=<v> members carrying that label;  free = free CPUs of those members
+    loc:<where>  members at that location;      free = free CPUs of those members
 
 Placement across cells reads digests to find candidate cells (then probes two of them,
 power of two choices); push-sum (gossip/pushsum.py) gives colony-wide totals. A digest
@@ -77,6 +79,12 @@ class CellDigest:
                     add(f"gpu:{ad.gpu_kinds[0]}", float(ad.gpus))
             for ex in ad.executors:
                 add(f"exec:{ex}", ad.free_cpu)
+            # Labels and location: what capsule conditions pin (placement across cells
+            # keeps only the cells that have them, overlay/capsule/cell_placement.py).
+            for k, v in ad.labels:
+                add(f"label:{k}={v}", ad.free_cpu)
+            if ad.location:
+                add(f"loc:{ad.location}", ad.free_cpu)
         ranked = sorted(acc.items(), key=lambda kv: (-kv[1][0], kv[0]))[:MAX_CLASSES]
         classes = tuple(ClassCapacity(k, int(v[0]), v[1]) for k, v in sorted(ranked))
         return cls(cell, issued, members, classes)

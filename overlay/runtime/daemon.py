@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import random
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -42,6 +43,7 @@ import trio
 from dht.api import KadConfig
 from gossip.events import Leave, LeftColony
 from gossip.profiles import profile
+from overlay.capsule.cell_placement import CellPlacer
 from overlay.core.crypto import KeyPair
 from overlay.node import CellSetup, DhtSetup, GossipSetup, build_node
 from overlay.runtime.api.routes import build_api
@@ -79,6 +81,7 @@ from overlay.runtime.services.capsules import (
     CapsuleSetup,
     prepare_capsules,
 )
+from overlay.runtime.services.cell_forward import CrossCell
 from overlay.runtime.services.cells import CellService, cell_config
 from overlay.runtime.services.dag_stream import DagStreams
 from overlay.runtime.services.dht_client import DhtClient
@@ -265,6 +268,13 @@ class Daemon:
                                  membership=self.membership, dht=self.dht_client,
                                  trust=self.trust, spawn=self.spawn)
         self.cells.register()  # /colony/cells/1.0.0: this cell's report
+        capsules, trust = self.capsules, self.trust
+        self.cross = CrossCell(CellPlacer(random.Random()), self.cells, t, trust,
+                               capsules.submit_forwarded, capsules.cancel_forwarded)
+        self.cross.register()  # /colony/capsule-forward/1.0.0: capsules of other cells
+        capsules.cross = self.cross
+        # Status reads from members of other cells that forwarded a capsule here.
+        capsules.gate.reads_ok = lambda p: trust.check(p, "member", time.time()) is None
         self.aggregate = AggregateService(self.me, self.membership, t, self.conf["aggregate"],
                                           bridges=self.cells)  # across cells: its publishers
         self.aggregate.register()  # /colony/aggregate/1.0.0: colony-wide totals

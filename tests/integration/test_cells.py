@@ -16,7 +16,11 @@ most 4 members. Then:
 - a new node that joins through node 0 picks its cell from the digests
   (`choose_cell`): it ends in the cell holding its key, its member list that cell;
 - in colony mode (a second, smaller test), reports cross cells only with a member's
-  certificate chain both ways, and every member still lists every cell;
+  certificate chain both ways, and every member still lists every cell; a topic
+  message published in one cell reaches the subscribers of every cell (neighbours of
+  other cells swap chains first); a capsule submitted in one cell whose label only a
+  node of another cell has runs there, and the submitter's `colony capsule get`
+  shows its final state and receipt (cross_cell.py);
 - stopping members of two sibling cells (SIGTERM: a graceful leave) until they hold 3
   together (< 0.8 × cap) merges them: the survivors end in the parent cell, each
   listing exactly the others.
@@ -24,17 +28,23 @@ most 4 members. Then:
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from colony_cluster import Cluster, Node, cli, colony_cmd, wait_for
+from cross_cell import (
+    capsule_runs_in_other_cell,
+    cell_of,
+    cells_state,
+    colony_members,
+    listed,
+    topic_reaches_all,
+    views_are_cells_capped,
+)
 
 from gossip.cells import CellId, cell_key
 from overlay.core.ids import PeerId
@@ -50,21 +60,6 @@ ENV = {"COLONY_CELL_CAP": str(CAP), "COLONY_CELL_HOLD_S": "2",
        "COLONY_AGGREGATE_EPOCH_S": "4", "COLONY_AGGREGATE_ROUND_S": "0.2"}
 
 
-def cell_of(node: Node) -> str:
-    return str(node.api(10).call("GET", "/v1/cells")["cell"])
-
-
-def cells_state(c: Cluster, nodes: list[Node] | None = None
-                ) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """(cell → peer ids of the nodes in it, peer id → its live member list)."""
-    cells: dict[str, set[str]] = defaultdict(set)
-    views: dict[str, set[str]] = {}
-    for node in nodes or c.nodes:
-        cells[cell_of(node)].add(node.peer_id)
-        views[node.peer_id] = {r["id"] for r in node.members() if r["state"] == "alive"}
-    return cells, views
-
-
 def views_are_cells(c: Cluster, nodes: list[Node] | None = None
                     ) -> dict[str, set[str]] | None:
     cells, views = cells_state(c, nodes)
@@ -75,16 +70,6 @@ def views_are_cells(c: Cluster, nodes: list[Node] | None = None
             if views[p] != members:
                 return None
     return cells
-
-
-def colony_members(node: Node) -> float:
-    last = node.api(10).call("GET", "/v1/stats")["colony"].get("last") or {}
-    return float(last.get("members", -1.0))
-
-
-def listed(node: Node) -> dict[str, int]:
-    out: dict[str, Any] = json.loads(colony_cmd(node.home, "cells", "--json").stdout)
-    return {str(x["cell"]): int(x["members"]) for x in out["cells"]}
 
 
 def test_cells_split_at_the_cap_and_list_each_other(tmp_path: Path) -> None:
@@ -177,7 +162,7 @@ def test_cells_in_colony_mode_exchange_reports_with_member_chains(tmp_path: Path
         cli(founder.home, "colony", "create", "lab")
         for node in others:
             tok = node.home.parent / f"{node.home.name}.token"
-            cli(founder.home, "cert", "issue", node.peer_id, "--roles", "member",
+            cli(founder.home, "cert", "issue", node.peer_id, "--roles", "member,execute",
                 "--expires", "1d", "--bootstrap", founder.addr, "--out", str(tok))
             cli(node.home, "join", str(tok))
         c.launch()
@@ -192,13 +177,14 @@ def test_cells_in_colony_mode_exchange_reports_with_member_chains(tmp_path: Path
         for n in c.nodes:
             st = n.api(10).call("GET", "/v1/stats")["cells"]
             assert st["reports_refused"] == 0 and st["reports_bad"] == 0, st
+        # A topic spans the cells: members of other cells swap chains, then relay.
+        took = topic_reaches_all(founder, c.nodes, "across")
+        print(f"topic message on all {len(c.nodes)} subscribers in {len(want)} cells "
+              f"after {took:.2f} s")
+        # A capsule only another cell can run is forwarded there and followed here.
+        home = cell_of(founder)
+        target = next(n for n in others if cell_of(n) != home)
+        figures = capsule_runs_in_other_cell(founder, target)
+        print(f"capsule placed across cells: {figures}")
     finally:
         c.close()
-
-
-def views_are_cells_capped(c: Cluster, cap: int) -> dict[str, set[str]] | None:
-    cells, views = cells_state(c)
-    if len(cells) < 2 or any(len(m) > cap for m in cells.values()):
-        return None
-    ok = all(views[p] == members for members in cells.values() for p in members)
-    return cells if ok else None

@@ -2,7 +2,7 @@
 
 | method, path                 | body / query               | result                         |
 |------------------------------|----------------------------|--------------------------------|
-| POST /v1/capsules/submit     | {spec, nonce?}             | {id, state, reason, placement} |
+| POST /v1/capsules/submit     | {spec, nonce?}             | {id, state, reason, placement, cell?}
 | GET  /v1/capsules            |                            | [{id, name, state, …}]  (ps)   |
 | GET  /v1/capsules/get        | ?id=                       | the custody record as JSON     |
 | GET  /v1/capsules/wait       | ?id=&timeout=              | NDJSON states, last {done}     |
@@ -13,7 +13,9 @@
 
 Specs are signed here with the node's key (the node's user is the submitter) and go
 to custody through the capsule core. Reads ask this node and the capsule's custodians
-(`CapsuleService.find_record`), so `get`, `wait` and `logs` work from any node.
+(`CapsuleService.find_record`), so `get`, `wait` and `logs` work from any node; a
+capsule placed in another cell (services/cell_forward.py; `cell` in the submit
+answer) is read through the member of that cell that took it.
 The routes use the capsule service, the node's key and `Blocks`, not the daemon.
 """
 
@@ -47,7 +49,7 @@ LOG_POLL_S = 0.5
 PS_REFRESH = 64
 MAX_WAIT_S = 7 * 24 * 3600.0
 SUBMITTED = obj(("id", "state"), id=STR, name=nullable(STR), state=STR, reason=ANY,
-                placement=nullable(STR))
+                placement=nullable(STR), cell=STR)
 RECORD = obj(("id", "state"), id=STR, name=nullable(STR), state=STR, reason=ANY,
              executor=nullable(STR), exit_status=nullable(INT), role=STR)
 #: Custody states as ColonyOS counts them (waiting = not yet running).
@@ -73,8 +75,11 @@ def _nonce(body: JsonObject) -> int:
     return n
 
 
-def placement_hint(svc: CapsuleService, spec: CapsuleSpec) -> str:
-    """Why no member this node knows of could run `spec` now ("" when some could)."""
+def placement_hint(svc: CapsuleService, spec: CapsuleSpec, capsule_id: str = "") -> str:
+    """Why no member this node knows of could run `spec` now ("" when some could, or
+    when the capsule was placed in another cell: this node's members do not matter)."""
+    if capsule_id in svc.reads.remote:
+        return ""
     cands = [(m.peer, m.ad) for m in svc.core.view.members() if "execute" in m.roles]
     result = place(spec.conditions, cands, inputs=spec.inputs)
     return "" if result.ok else result.reason
@@ -96,13 +101,16 @@ def add_capsule_routes(
 ) -> None:
     me = keypair.peer_id
 
-    async def submit_one(cap: Capsule) -> JsonObject:
-        k = await svc.submit(cap)
+    async def submit_one(cap: Capsule, *, cross_cell: bool = True) -> JsonObject:
+        k = await svc.submit(cap, cross_cell=cross_cell)
         if k.state == "rejected":
             raise ApiError(422, f"capsule {cap.id} rejected: {k.reason}")
-        hint = placement_hint(svc, cap.spec)  # after submit: the capsule layer is up
-        return {"id": cap.id, "name": cap.spec.name, "state": k.state, "reason": k.reason,
-                "placement": hint}  # fmt: skip
+        hint = placement_hint(svc, cap.spec, cap.id)  # after submit: the capsule layer is up
+        out: JsonObject = {"id": cap.id, "name": cap.spec.name, "state": k.state,
+                           "reason": k.reason, "placement": hint}  # fmt: skip
+        if k.cell:  # forwarded to another cell (services/cell_forward.py)
+            out["cell"] = k.cell
+        return out
 
     async def submit(req: Request) -> Reply:
         body = req.json()
@@ -127,7 +135,8 @@ def add_capsule_routes(
         out: list[Json] = []
         ids: JsonObject = {}
         for name, cap in zip(names, caps, strict=True):
-            item = await submit_one(cap)  # parents first: custody polls them by id
+            # Parents first: custody polls them by id, in this cell (no forwarding).
+            item = await submit_one(cap, cross_cell=False)
             item["name"] = name
             ids[name] = cap.id
             out.append(item)
@@ -164,7 +173,7 @@ def add_capsule_routes(
         if out["state"] == State.SUBMITTED.value:
             rec = await svc.find_record(cid)
             assert rec is not None
-            out["placement"] = placement_hint(svc, rec.capsule.spec)
+            out["placement"] = placement_hint(svc, rec.capsule.spec, rec.capsule_id)
         return out
 
     async def wait(req: Request) -> Response:
@@ -190,7 +199,7 @@ def add_capsule_routes(
                 if key != last:
                     last = key
                     if row["state"] == State.SUBMITTED.value:
-                        row["placement"] = placement_hint(svc, rec.capsule.spec)
+                        row["placement"] = placement_hint(svc, rec.capsule.spec, rec.capsule_id)
                     yield row
                 if trio.current_time() >= deadline:
                     raise ColonyError(f"capsule {cid} still {row['state']} after {timeout:g} s")
@@ -287,6 +296,8 @@ def add_capsule_routes(
             "origin": dict(core.origin.stats), "attempts": dict(svc.attempts.stats),
             "service": dict(svc.stats), "custody_store_writes": svc.custody_store.writes,
             "executors": list(svc.kinds),
+            # Placement across cells (services/cell_forward.py): plans, probes, forwards.
+            "cross_cell": svc.cross.stats_json() if svc.cross is not None else {},
         }
 
     id_q = {"id": STR}

@@ -3,6 +3,7 @@
 Request/response (canonical CBOR) between members:
 
     {"op": "status", "id": capsule id}                → {"record": custody record | None}
+    {"op": "find", "id": capsule id}                  → the same, searched in this cell
     {"op": "log", "id", "token": n, "offset": bytes}  → {"data": bytes, "gone": bool}
 
 "status" answers this node's copy of the capsule's custody record; "log" answers
@@ -11,15 +12,18 @@ once the run directory no longer exists (the attempt ended; its log is in the st
 These are reads of state the capsule core already keeps; they change nothing.
 `CapsuleReads.find_record` asks this node and the capsule's custodians (k_c closest
 live members, plus `READ_EXTRA` since views differ during churn) and keeps the
-newest version.
+newest version; for a capsule it forwarded to another cell (services/cell_forward.py)
+it also asks the member that took it to "find" it among its own cell's custodians.
 
 Who may read (docs/trust.md, "Private data"): colony mode, members gossip admitted
-only (`MemberGate`), and a run's stored log and outputs are private DAGs (the
+only (`MemberGate`; "status" and "find" also from members of other cells whose chain
+this node learned), and a run's stored log and outputs are private DAGs (the
 executor marks them); open mode, anyone — there is no privacy without a colony.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +48,8 @@ INFO_TIMEOUT_S = 3.0
 READ_EXTRA = 2
 #: Largest log piece one info request returns (well under the 4 MiB frame limit).
 LOG_CHUNK_BYTES = 256 * 1024
+#: Forwarded capsules whose reads this node follows into their cell.
+MAX_REMOTE = 10_000
 
 
 def record_json(rec: CustodyRecord) -> JsonObject:
@@ -96,18 +102,25 @@ class Known:
     reason: str = ""
     outputs: tuple[str, ...] = ()
     exit_status: int | None = None
+    #: The cell it was forwarded to (placement across cells), "" when placed here.
+    cell: str = ""
 
     def as_json(self) -> JsonObject:
-        return {"id": self.capsule.id, "name": self.capsule.spec.name, "state": self.state,
-                "reason": self.reason, "outputs": list(self.outputs),
-                "exit_status": self.exit_status,
-                "submitted_at": self.capsule.submitted_at}  # fmt: skip
+        out: JsonObject = {"id": self.capsule.id, "name": self.capsule.spec.name,
+                           "state": self.state, "reason": self.reason,
+                           "outputs": list(self.outputs), "exit_status": self.exit_status,
+                           "submitted_at": self.capsule.submitted_at}  # fmt: skip
+        if self.cell:
+            out["cell"] = self.cell
+        return out
 
 
 class MemberGate:
     """Colony mode: capsule traffic only from members gossip admitted (DESIGN §3).
     Open mode (`colony_owner` None): anyone; the core still verifies every signature
-    and fencing token. Refusals are counted in `stats["refused_non_member"]`."""
+    and fencing token. Refusals are counted in `stats["refused_non_member"]`.
+    `reads_ok` also admits status reads from members of other cells whose chain this
+    node learned (a submitter that forwarded a capsule here, services/cell_forward.py)."""
 
     def __init__(
         self, colony_owner: bytes | None, membership: Membership, stats: dict[str, int]
@@ -115,9 +128,12 @@ class MemberGate:
         self.colony_owner = colony_owner
         self.membership = membership
         self.stats = stats
+        self.reads_ok: Callable[[PeerId], bool] = lambda peer: False
 
-    def check(self, peer: PeerId) -> None:
+    def check(self, peer: PeerId, *, read: bool = False) -> None:
         if self.colony_owner is None:
+            return
+        if read and self.reads_ok(peer):
             return
         if not self.membership.is_member(peer):
             self.stats["refused_non_member"] = self.stats.get("refused_non_member", 0) + 1
@@ -141,6 +157,14 @@ class CapsuleReads:
         self.gate = gate
         self.runs_dir = runs_dir
         self.me = core.me
+        #: Capsules this node forwarded to another cell → the member that took them
+        #: (services/cell_forward.py); reads go through it. Oldest forgotten.
+        self.remote: dict[str, PeerId] = {}
+
+    def follow(self, capsule_id: str, via: PeerId) -> None:
+        while len(self.remote) >= MAX_REMOTE:
+            del self.remote[next(iter(self.remote))]
+        self.remote[capsule_id] = via
 
     def local_record(self, capsule_id: str) -> CustodyRecord | None:
         return self.core.custody.record(capsule_id)
@@ -155,12 +179,16 @@ class CapsuleReads:
                       key=lambda p: p.key ^ key)  # fmt: skip
         peers = [p for p in live[: self.core.custody.config.k_c + READ_EXTRA] if p != self.me]
         found: list[CustodyRecord] = []
+        via = self.remote.get(capsule_id)
 
         async def ask(peer: PeerId) -> None:
+            # The member of another cell that took a forwarded capsule searches its
+            # own cell's custodians ("find"); a custodian here answers its copy.
+            op = "find" if peer == via else "status"
             try:
                 reply = await self.network.request(
-                    peer, PROTO_CAPSULE_INFO, {"op": "status", "id": capsule_id},
-                    timeout=INFO_TIMEOUT_S,
+                    peer, PROTO_CAPSULE_INFO, {"op": op, "id": capsule_id},
+                    timeout=INFO_TIMEOUT_S * (2 if op == "find" else 1),
                 )
                 if isinstance(reply, dict) and reply.get("record") is not None:
                     rec = CustodyRecord.from_wire(reply["record"])
@@ -170,7 +198,7 @@ class CapsuleReads:
                 log.debug("capsule_info_failed", peer=str(peer), error=str(e))
 
         async with trio.open_nursery() as n:
-            for p in peers:
+            for p in peers if via is None else [*peers, via]:
                 n.start_soon(ask, p)
         for rec in found:
             if best is None or rec.version > best.version:
@@ -193,16 +221,20 @@ class CapsuleReads:
         return reply["data"], bool(reply.get("gone"))
 
     async def on_info_request(self, peer: PeerId, obj: object) -> object:
-        self.gate.check(peer)
+        op = obj.get("op") if isinstance(obj, dict) else None
+        self.gate.check(peer, read=op in ("status", "find"))
         if not isinstance(obj, dict):
             raise RemoteProtocolError("capsule info request must be a map")
-        op = obj.get("op")
         try:
             cid = check_capsule_id(obj.get("id"))
         except WireError as e:
             raise RemoteProtocolError(str(e)) from None
         if op == "status":
             rec = self.local_record(cid)
+            return {"record": rec.to_wire() if rec else None}
+        if op == "find":  # a capsule it forwarded here: search this cell's custodians
+            # (one that this node forwarded on is not followed further: no loops)
+            rec = self.local_record(cid) if cid in self.remote else await self.find_record(cid)
             return {"record": rec.to_wire() if rec else None}
         if op == "log":
             token, offset = _uint(obj.get("token")), _uint(obj.get("offset"))

@@ -65,6 +65,7 @@ from overlay.runtime.services.capsule_info import (
     MemberGate,
 )
 from overlay.runtime.services.capsule_runs import Runs
+from overlay.runtime.services.cell_forward import CrossCell
 from overlay.runtime.services.node_labels import stored_labels
 from overlay.runtime.services.trigger_runs import TriggerRuns
 from store.custody_store import CustodyStore, amnesia_since
@@ -234,6 +235,8 @@ class CapsuleService:
         #: Told (capsule id, outputs and log) of every run here (services/federation.py:
         #: another colony's submitter may read its own capsule's outputs).
         self.on_outputs: Callable[[str, Sequence[str]], None] | None = None
+        #: Placement across cells (services/cell_forward.py), set by the daemon.
+        self.cross: CrossCell | None = None
         #: Triggers leased to this node (services/trigger_runs.py), set by the daemon.
         self.triggers: TriggerRuns | None = None
         #: Whether a capsule message from a peer that is no member may reach the core
@@ -426,16 +429,28 @@ class CapsuleService:
         return k
 
     async def submit(self, capsule: Capsule, timeout_s: float = 40.0, *,
-                     chain: Sequence[Certificate] | None = None, grant: bytes = b"") -> Known:
+                     chain: Sequence[Certificate] | None = None, grant: bytes = b"",
+                     cross_cell: bool = True) -> Known:
         """Submit through this node; return once custody acknowledged or refused it.
         Another colony's capsule carries its submitter's `chain` and this colony's
-        `grant` to it (services/federation.py); our own carry this node's chain."""
+        `grant` to it (services/federation.py); our own carry this node's chain, and
+        may be placed in another cell (`cross`; not when `cross_cell` is False: a
+        workflow's capsules stay where their custodians poll each other)."""
         with trio.move_on_after(timeout_s):
             await self.activated.wait()
         k = self.remember(capsule)
         if k.state in ("submitting", "rejected"):
             k.state, k.reason = "submitting", ""
             own = self.authority.chain if chain is None else tuple(chain)
+            routed = None
+            if self.cross is not None and cross_cell and chain is None and not grant \
+                    and _may_cross(capsule):
+                routed = await self.cross.route(capsule, own)
+            if routed is not None:  # placed in another cell (services/cell_forward.py)
+                k.state, k.reason, k.cell = routed.state, routed.reason, routed.cell
+                self.reads.follow(capsule.id, routed.via)
+                self._wake()
+                return k
             await self.cores.submit_wait(SubmitCapsule(capsule, own, grant))
         with trio.move_on_after(timeout_s):
             while k.state == "submitting":
@@ -444,8 +459,28 @@ class CapsuleService:
             k.state, k.reason = "rejected", f"no custodian answered within {timeout_s:g} s"
         return k
 
+    async def submit_forwarded(self, capsule: Capsule, chain: Sequence[Certificate],
+                               timeout_s: float) -> Known:
+        """A capsule another cell's member forwarded here (services/cell_forward.py):
+        submitted in this cell with its submitter's chain, never forwarded again."""
+        return await self.submit(capsule, timeout_s, chain=chain, cross_cell=False)
+
     async def cancel(self, capsule_id: str, reason: str) -> None:
+        via = self.reads.remote.get(capsule_id)
+        if via is not None and self.cross is not None:  # placed in another cell
+            await self.cross.cancel(via, capsule_id, reason)
+            return
         await self.cores.submit_wait(CancelCapsule(capsule_id, reason))
+
+    async def cancel_forwarded(self, peer: PeerId, capsule_id: str, reason: str) -> str | None:
+        """`peer` asks to cancel a capsule it forwarded here; the reason it may not."""
+        k = self.known.get(capsule_id)
+        if k is None:
+            return f"capsule {capsule_id} was not forwarded here"
+        if k.capsule.submitter != peer:
+            return "only its submitter may cancel a forwarded capsule"
+        await self.cancel(capsule_id, reason)
+        return None
 
     # ------------------------------------------------------------ reading state
 
@@ -464,6 +499,13 @@ class CapsuleService:
 
 # ---------------------------------------------------------------- helpers
 
+
+def _may_cross(capsule: Capsule) -> bool:
+    """Own plain capsules only: a trigger fires where it is leased, a workflow member's
+    custodians poll its parents in their own cell."""
+    spec = capsule.spec
+    return capsule.derived is None and not spec.dependencies \
+        and spec.function != TRIGGER_FUNCTION
 
 def _ad_moved(old: ResourceAd, new: ResourceAd) -> bool:
     if abs(new.cpu_load - old.cpu_load) >= AD_LOAD_STEP:

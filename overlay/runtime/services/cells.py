@@ -131,6 +131,8 @@ class CellStats:
     served: int = 0
     moves: int = 0
     joins_failed: int = 0
+    #: Placement across cells: probes of another cell that no seed answered.
+    probes_failed: int = 0
 
 
 class CellService:
@@ -362,7 +364,7 @@ class CellService:
         heard = [False]
 
         async def ask(peer: PeerId) -> None:
-            if await self._ask(peer):
+            if await self._ask(peer) is not None:
                 heard[0] = True
 
         async with trio.open_nursery() as n:
@@ -374,16 +376,17 @@ class CellService:
                 n.start_soon(ask, info.peer)
         return len(providers), heard[0]
 
-    async def _ask(self, peer: PeerId) -> bool:
+    async def _ask(self, peer: PeerId, timeout_s: float = REQUEST_TIMEOUT_S
+                   ) -> CellReport | None:
         req: dict[str, object] = {}
         if self._trust.own_chain:
             req["chain"] = chain_to_wire(self._trust.own_chain)
         try:
-            reply = await self._net.request(peer, PROTO_CELLS, req, timeout=REQUEST_TIMEOUT_S)
+            reply = await self._net.request(peer, PROTO_CELLS, req, timeout=timeout_s)
         except (ColonyError, OSError, trio.TooSlowError) as e:
             self.stats.requests_failed += 1
             log.debug("cells_request_failed", peer=str(peer), error=str(e))
-            return False
+            return None
         try:
             if not isinstance(reply, dict):
                 raise RemoteProtocolError("cells reply must be a map")
@@ -392,9 +395,32 @@ class CellService:
         except (WireError, RemoteProtocolError) as e:
             self.stats.reports_bad += 1
             log.info("cells_report_refused", peer=str(peer), error=str(e))
-            return False
+            return None
         self.directory.heard(report, peer, trio.current_time())
-        return True
+        return report
+
+    # ------------------------------------------------------------ placement across cells
+
+    def current_reports(self) -> list[CellReport]:
+        """The current cells (leaves), this node's own with its fresh report."""
+        return [r for r, _, _ in self._current()]
+
+    async def probe(self, rep: CellReport, timeout_s: float) -> CellDigest | None:
+        """`rep`'s cell's digest now (late binding for placement across cells): this
+        node's own, or the first of (at most two of) its seeds that answers a
+        `/colony/cells/1.0.0` request within `timeout_s`; None if none does."""
+        if rep.cell == self.cell:
+            return self.own_report().digest
+        with trio.move_on_after(timeout_s):
+            for seed in rep.seeds[:2]:
+                if seed.peer == self.me:
+                    continue
+                self._net.add_addrs(seed.peer, seed.addrs)
+                fresh = await self._ask(seed.peer, timeout_s)
+                if fresh is not None:
+                    return fresh.digest
+        self.stats.probes_failed += 1
+        return None
 
     async def _move(self, new: CellId, now: float) -> None:
         old, self.cell, self._changed_at = self.cell, new, now

@@ -18,7 +18,8 @@ traffic has its own bounded inbox and never delays SWIM, the DHT or capsules, an
   formed apart;
 - in colony mode, takes topic frames only from peers holding the topic's subscribe
   role (`trust.check`: peers known from gossip or from a chain they showed), and
-  publishes or subscribes locally only with this node's own role;
+  publishes or subscribes locally only with this node's own role; peers of other
+  cells swap chains first (services/topic_chains.py), so a swarm spans cells;
 - fans delivered messages out to local subscribers (the API's streams), each a
   bounded channel: a slow subscriber loses messages (counted), never stalls the node;
 - leaves a topic `LINGER_S` after its last local subscriber left and its last publish.
@@ -63,6 +64,7 @@ from overlay.core.errors import ColonyError, ConfigError, RemoteProtocolError, W
 from overlay.runtime.driver import Driver
 from overlay.runtime.net.transport_types import Codec
 from overlay.runtime.services.host_ad import str_addrs
+from overlay.runtime.services.topic_chains import ChainExchange
 
 if TYPE_CHECKING:
     from overlay.core.crypto import KeyPair
@@ -85,6 +87,8 @@ JOIN_WAIT_S = 5.0
 #: Messages buffered per local subscriber stream.
 SUBSCRIBER_BUFFER = 1024
 DHT_TIMEOUT_S = 10.0
+#: Chain exchanges with providers of unknown chain per rendezvous lookup.
+MAX_EXCHANGES = 16
 
 
 class TopicRefused(ColonyError):
@@ -174,6 +178,8 @@ class TopicService:
                            epoch=int(time.time() * 1000), colony=trust.colony_owner,
                            chain=trust.chain_envelopes, authorizer=authorizer)
         self.driver = Driver(self.core, send=self._send, emit=self._on_event)
+        #: Chains of neighbours in other cells (services/topic_chains.py).
+        self.chains = ChainExchange(trust, network, self._post)
         self.joined: dict[str, _Joined] = {}
         self._by_tid: dict[bytes, _Joined] = {}
         self._refs = itertools.count(1)
@@ -183,6 +189,7 @@ class TopicService:
 
     def register(self) -> None:
         self._net.set_handler(PROTO_TOPICS, on_message=self._on_frame, codec=Codec.CBOR)
+        self.chains.register()  # /colony/topic-chain/1.0.0
 
     # ------------------------------------------------------------ network
 
@@ -197,11 +204,16 @@ class TopicService:
                 peer, joined.roles.subscribe, self.driver.now()) is not None:
             # Colony mode: only holders of the topic's subscribe role are neighbours.
             self.stats.frames_unauthorized += 1
+            if self._trust.chain_of(peer) is None:  # another cell's member, maybe
+                self.chains.heard_unknown(peer)
             return
         self.driver.submit(Received(peer, msg))
 
     def _send(self, peer: PeerId, msg: object) -> None:
-        self._net.post(peer, PROTO_TOPICS, msg.to_wire())  # type: ignore[attr-defined]
+        self.chains.send(peer, msg.to_wire())  # type: ignore[attr-defined]
+
+    def _post(self, peer: PeerId, frame: object) -> None:
+        self._net.post(peer, PROTO_TOPICS, frame)
 
     def connectivity(self, inp: object) -> bool:
         """The router's `Disconnected` / `PeerUnreachable` inputs, for HyParView."""
@@ -296,15 +308,22 @@ class TopicService:
             self.stats.rendezvous_failed += 1
             log.info("topic_rendezvous_failed", topic=joined.name, error=str(e))
             return ()
-        now = self.driver.now()
-        peers = []
-        for info in result_as(ev, Providers).providers:
-            if info.peer == self.me:
-                continue
-            if self._trust.check(info.peer, joined.roles.subscribe, now) is not None:
-                continue
+        found = [i for i in result_as(ev, Providers).providers if i.peer != self.me]
+        for info in found:
             if info.addrs:
                 self._net.add_addrs(info.peer, str_addrs(info.addrs))
+        # Providers of other cells: learn their chains first (both ways).
+        unknown = [i.peer for i in found if self._trust.colony_owner is not None
+                   and self._trust.chain_of(i.peer) is None][:MAX_EXCHANGES]
+        if unknown:
+            async with trio.open_nursery() as n:
+                for p in unknown:
+                    n.start_soon(self.chains.exchange, p)
+        now = self.driver.now()
+        peers = []
+        for info in found:
+            if self._trust.check(info.peer, joined.roles.subscribe, now) is not None:
+                continue
             peers.append(info.peer)
         random.shuffle(peers)  # not always the same contact for everyone
         return tuple(peers)
@@ -322,11 +341,13 @@ class TopicService:
         log.info("topic_left", topic=joined.name)
 
     async def run(self) -> None:
-        """Rendezvous refresh and idle leave, twice a second."""
-        while True:
-            await trio.sleep(0.5)
-            for joined in list(self.joined.values()):
-                await self._tick(joined, self.driver.now())
+        """Rendezvous refresh and idle leave, twice a second; chain exchanges."""
+        async with trio.open_nursery() as n:
+            n.start_soon(self.chains.run)
+            while True:
+                await trio.sleep(0.5)
+                for joined in list(self.joined.values()):
+                    await self._tick(joined, self.driver.now())
 
     async def _tick(self, joined: _Joined, now: float) -> None:
         if (not joined.subscribers and now - joined.idle_since > LINGER_S
@@ -416,6 +437,9 @@ class TopicService:
         out["topics.subscriber_slow"] = self.stats.subscriber_slow
         out["topics.inbox_full"] = self.driver.stats.inputs_dropped
         out["topics.unknown_topic"] = self.core.core.counters["unknown_topic"]
+        out["topics.chain_exchange_failed"] = self.chains.stats.exchange_failed
+        out["topics.chain_refused"] = self.chains.stats.refused
+        out["topics.chain_held_dropped"] = self.chains.stats.held_dropped
         totals: dict[str, int] = {}
         for topic in self.core.core.topics.values():
             for k in ("bad_id", "cache_evicted", "seen_evicted", "missing_evicted",

@@ -39,3 +39,48 @@ def test_exactly_one_cell_of_a_split_colony_holds_each_epochs_key() -> None:
     keys = [epoch_key(e) for e in range(200)]
     assert all(sum(c.contains(k) for c in leaves) == 1 for k in keys)
     assert len({next(c for c in leaves if c.contains(k)) for k in keys}) == len(leaves)
+
+
+class _Alone:
+    """A node alone in its view (Membership) with a transport that sends nothing."""
+
+    def list_members(self, *, include_gone: bool = False) -> list[object]:
+        return []
+
+    def own_ad(self) -> None:
+        return None
+
+    def is_member(self, peer: object) -> bool:
+        return False
+
+    def set_handler(self, *a: object, **kw: object) -> None:
+        pass
+
+    def post(self, *a: object) -> bool:
+        return False
+
+
+def test_an_epoch_is_started_once_even_while_the_driver_lags() -> None:
+    """The epoch loop ran again before the driver had handled its Restart (a loaded
+    machine): it used to queue a second Restart of the same epoch, which the core
+    refuses as a caller error, and the exception killed the daemon."""
+    import trio
+    import trio.testing
+
+    from overlay.runtime.services.aggregate import AggregateService
+
+    alone = _Alone()
+    me = KeyPair(bytes([7]) * 32).peer_id
+    svc = AggregateService(me, alone, alone, {"epoch_s": 1e9, "round_s": 0.2})  # type: ignore[arg-type]
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            n.start_soon(svc.run)  # the driver is not running yet: Restarts queue up
+            await trio.sleep(1.0)  # five loops inside one epoch
+            await n.start(svc.driver.run)
+            await trio.sleep(1.0)
+            n.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert svc.stats.epochs_started == 1
+    assert svc.core.own_epoch == svc.core.epoch >= 1
