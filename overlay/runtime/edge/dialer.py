@@ -370,7 +370,8 @@ class Dialer:
         via = relay or (old.via if old else None)
         if rec.ok:
             rtt = f", relay rtt {rec.rtt_s * 1000:.0f} ms" if rec.rtt_s is not None else ""
-            detail = f"holepunch ({rec.role}, {rec.attempts} attempt(s){rtt})"
+            over = f"{rec.transport}, " if rec.transport else ""
+            detail = f"holepunch ({rec.role}, {over}{rec.attempts} attempt(s){rtt})"
             self._record(peer, PeerPath(DIRECT, via=via, detail=detail, since=time.time()))
         elif old is not None and (old.kind == RELAYED or old.detail.startswith("holepunch")):
             detail = f"holepunch failed: {rec.reason}"[:300]

@@ -73,7 +73,9 @@ async def open_edge(
         relay.on_inbound_circuit = dialer.accept_circuit
         dialer.holepunch = HolePunchService(
             transport,
-            DcutrConfig(),
+            DcutrConfig(transports=tuple(
+                str(x) for x in edge.get("holepunch_transports", ("tcp", "quic"))
+                if str(x) in ("tcp", "quic"))),
             enabled=bool(edge.get("holepunch", True)),
             grace_s=float(edge.get("holepunch_grace_s", 5.0)),
             nursery=nursery,

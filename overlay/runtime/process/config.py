@@ -72,6 +72,7 @@ DEFAULTS: Config = {
         "keep_reservations": 0,
         "holepunch": True,
         "holepunch_grace_s": 5.0,
+        "holepunch_transports": ["tcp", "quic"],
     },
     # Relaying for others (overlay/runtime/edge/relay.py): off unless this node agrees.
     "relay": {
@@ -268,6 +269,9 @@ relays = []
 # stack), then close the circuit this many seconds later.
 holepunch = true
 holepunch_grace_s = 5.0
+# Punch over these at once; the first direct connection wins. QUIC needs a
+# "/ip4/…/udp/…/quic-v1" address in [network] listen (the punch leaves from it).
+holepunch_transports = ["tcp", "quic"]
 
 [relay]
 # Relay circuits for other members (this node must be reachable). Each circuit is
