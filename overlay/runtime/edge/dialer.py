@@ -487,6 +487,14 @@ class Dialer:
     # ------------------------------------------------------------ bookkeeping
 
     def _record(self, peer: PeerId, path: PeerPath) -> PeerPath:
+        old = self.paths.get(peer)
+        host = self.t.native_host()
+        if (path.kind == RELAYED and old is not None and old.kind == DIRECT
+                and old.detail.startswith("holepunch") and host is not None
+                and host.punched_connection(peer) is not None):
+            # A circuit of ours that completed after the punch (both sides dialled):
+            # the punched path stands (the punch retires circuits after its grace).
+            return old
         self.paths[peer] = path
         return path
 

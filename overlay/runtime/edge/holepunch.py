@@ -164,9 +164,9 @@ class HolePunchService:
         if not self.enabled or host is None:
             return self._record(peer, relay, Role.INITIATOR, PunchFinished(
                 False, "disabled", 0, None), 0.0)
-        if host.punched_connection(peer) is not None:
+        if (have := host.punched_connection(peer)) is not None:
             return self._record(peer, relay, Role.INITIATOR,
-                                PunchFinished(True, "", 0, None), 0.0)
+                                PunchFinished(True, "", 0, None, _transport_of(have)), 0.0)
         refused = self.guard.admit(peer, trio.current_time(), Role.INITIATOR.value)
         if refused is not None:
             return self._record(peer, relay, Role.INITIATOR,
