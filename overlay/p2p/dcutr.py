@@ -16,6 +16,12 @@ the relayed connection) is the **initiator** here:
 4. on failure B retries from step 1 on the same stream, at most `max_attempts`
    times (the spec: 3 in total).
 
+Over QUIC (`/udp/…/quic-v1` addresses in the CONNECTs; `DialAt.quic`), as the spec
+says: A dials B's QUIC addresses (A is QUIC's client) while B sends UDP packets of
+random bytes to A's, opening B's NAT mapping for A's Initial; both from the
+listening UDP endpoint. This runs beside the TCP punch; the first direct connection
+wins (`DialResult.transport`, `PunchFinished.transport`).
+
 Who runs the security handshake as initiator on the punched TCP connection: B (it
 dials as the client), A acts as server although it dialled too. That is go-libp2p's
 rule (`WithSimultaneousConnect(isClient)`: the DCUtR initiator is the client) and
