@@ -322,13 +322,6 @@ class DialAt:
     attempt: int
     client: bool
     quic: tuple[tuple[str, int], ...] = ()
-    #: The initiator's first punch packet: RTT/4 after `at`. A's NAT must have sent
-    #: A's Initial before B's packet reaches it: Linux conntrack keeps an entry for
-    #: the unsolicited early packet, and MASQUERADE then maps A's port elsewhere
-    #: (the punch fails for as long as B's packets refresh that entry). A's Initial
-    #: costs it a QUIC connection set-up in Python first; RTT/4 stays well inside
-    #: the RTT/2 before A's Initial reaches B's NAT. 0: at `at`.
-    quic_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,8 +420,7 @@ class Punch:
         self.phase = Phase.DIALLING
         return [
             SendMsg(HolePunchMsg(MsgType.SYNC)),
-            DialAt(self.targets, at, self.attempt, client=True, quic=self.quic,
-                   quic_at=at + self.rtt_s / 4),
+            DialAt(self.targets, at, self.attempt, client=True, quic=self.quic),
             SetTimer(("deadline", self.attempt), at + self.config.dial_timeout_s),
         ]
 

@@ -307,9 +307,7 @@ class HolePunchService:
 
                 async def quic() -> None:
                     # A (not the handshake client) dials: it is QUIC's client; B sends
-                    # punch packets (from d.quic_at) until A's connection arrives.
-                    if d.client and d.quic_at > trio.current_time():
-                        await trio.sleep_until(d.quic_at)
+                    # punch packets until A's connection reaches its listener.
                     try:
                         c = await host.punch_quic(peer, list(d.quic), dial=not d.client,
                                                   deadline=give_up if d.client else connect_by)

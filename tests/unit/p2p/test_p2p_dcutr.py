@@ -140,8 +140,6 @@ def test_quic_targets_reach_both_dials_capped_and_filtered_by_config() -> None:
     out = b.handle(MessageIn(HolePunchMsg(MsgType.CONNECT, quic[:1])), 0.1)
     dial_b = next(e for e in out if isinstance(e, DialAt))  # QUIC alone is enough
     assert dial_b.targets == () and dial_b.quic == (("198.18.0.23", 4000),)
-    # RTT 0.1 s: B dials TCP at RTT/2, its punch packets start RTT/4 later.
-    assert dial_b.at == pytest.approx(0.15) and dial_b.quic_at == pytest.approx(0.175)
     done = finished(b.handle(DialResult(True, transport="quic"), 0.3))
     assert done is not None and done.ok and done.transport == "quic"
     # TCP punching off: the peer's TCP addresses are ignored; nothing else: no punch.
