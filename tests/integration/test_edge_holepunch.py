@@ -1,4 +1,5 @@
-"""DCUtR on 127.0.0.1: a relayed connection upgraded to a direct TCP connection.
+"""DCUtR on 127.0.0.1: a relayed connection upgraded to a direct TCP connection,
+and (TCP punching off) to a direct QUIC connection.
 
 Three real transports with the edge stack as the daemon composes it (edge_stack.py):
 R relays, B holds a reservation at R, A dials B with `dial_order = ["holepunch"]`.
