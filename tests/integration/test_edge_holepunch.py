@@ -139,6 +139,37 @@ async def _upgrade_quic() -> None:
             assert hb._quic is not None and hb._quic.drops["punch_packets_sent"] >= 1
 
 
+def test_a_failed_punch_is_tried_once_more_after_retry_s() -> None:
+    """B punches over QUIC only and A has no QUIC address: every exchange fails
+    (no_usable_addrs). B tries once more `holepunch_retry_s` later, and only once."""
+    trio.run(_retry)
+
+
+async def _retry() -> None:
+    ka, kr, kb = (KeyPair.generate() for _ in range(3))
+    members = {k.peer_id for k in (ka, kr, kb)}
+    with trio.fail_after(60):
+        async with (
+            edge_node(members, kr, relay=RELAY_ON) as r,
+            edge_node(members, ka, edge={"dial_order": ["holepunch"]}) as a,
+            edge_node(members, kb, listen=("/ip4/127.0.0.1/tcp/0",
+                                           "/ip4/127.0.0.1/udp/0/quic-v1"),
+                      edge={"holepunch_transports": ["quic"], "holepunch_retry_s": 0.5}) as b,
+        ):
+            for n in (a, b):
+                await n.t.connect(r.t.addrs[0])
+            await b.dialer.relay.reserve(r.peer)
+            await a.dialer.connect(b.peer)
+            hp = b.dialer.holepunch
+            assert hp is not None
+            await wait_for(lambda: hp.stats.attempts == 2, "the second exchange")
+            await trio.sleep(1.5)  # three retry periods: no third exchange
+            assert hp.stats.attempts == 2 and hp.stats.failures == {"no_usable_addrs": 2}
+            detail = b.dialer.status()["peers"][str(a.peer)]["detail"]
+            assert detail.startswith("holepunch failed: no_usable_addrs"), detail
+            assert await a.t.request(b.peer, ECHO, 1) == ["echo", 1]  # still relayed
+
+
 def test_hostile_dcutr_input_is_refused_and_counted() -> None:
     trio.run(_hostile)
 

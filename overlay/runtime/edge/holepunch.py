@@ -138,6 +138,7 @@ class HolePunchService:
         *,
         enabled: bool = True,
         grace_s: float = 5.0,
+        retry_s: float = 40.0,
         nursery: trio.Nursery | None = None,
         on_result: OnResult | None = None,
     ) -> None:
@@ -147,6 +148,10 @@ class HolePunchService:
         self.guard = PunchGuard(self.config)
         self.enabled = enabled and transport.native_host() is not None
         self.grace_s = grace_s
+        #: A failed exchange is tried once more this much later while the peer is
+        #: still relayed (0: never). Longer than Linux's 30 s UDP conntrack timeout: a
+        #: NAT state that spoilt the first exchange is gone by then.
+        self.retry_s = retry_s
         self.on_result = on_result
         self.stats = HolePunchStats()
         self.results: dict[PeerId, PunchRecord] = {}
@@ -158,8 +163,10 @@ class HolePunchService:
 
     # ------------------------------------------------------------ B: initiator
 
-    async def initiate(self, peer: PeerId, relay: PeerId | None = None) -> PunchRecord:
-        """Upgrade our relayed connection to `peer` (we accepted its circuit)."""
+    async def initiate(self, peer: PeerId, relay: PeerId | None = None, *,
+                       retry: bool = True) -> PunchRecord:
+        """Upgrade our relayed connection to `peer` (we accepted its circuit); if the
+        exchange fails, once more `retry_s` later (`retry`)."""
         host = self.t.native_host()
         if not self.enabled or host is None:
             return self._record(peer, relay, Role.INITIATOR, PunchFinished(
@@ -183,7 +190,18 @@ class HolePunchService:
                 done = await self._drive(peer, s, punch, host, Start())
         finally:
             self.guard.release(peer, Role.INITIATOR.value)
-        return await self._finish(peer, relay, Role.INITIATOR, done, started, host)
+        rec = await self._finish(peer, relay, Role.INITIATOR, done, started, host)
+        if not rec.ok and rec.attempts and retry and self.retry_s > 0 and self.nursery:
+            self.nursery.start_soon(self._retry_later, peer, relay)
+        return rec
+
+    async def _retry_later(self, peer: PeerId, relay: PeerId | None) -> None:
+        await trio.sleep(self.retry_s)
+        host = self.t.native_host()
+        if (host is not None and host.punched_connection(peer) is None
+                and self.t.is_connected(peer)):
+            log.info("holepunch_retry", peer=str(peer), after_s=self.retry_s)
+            await self.initiate(peer, relay, retry=False)
 
     # ------------------------------------------------------------ A: responder
 

@@ -78,6 +78,7 @@ async def open_edge(
                 if str(x) in ("tcp", "quic"))),
             enabled=bool(edge.get("holepunch", True)),
             grace_s=float(edge.get("holepunch_grace_s", 5.0)),
+            retry_s=float(edge.get("holepunch_retry_s", 40.0)),
             nursery=nursery,
             on_result=dialer.punch_result,
         )
