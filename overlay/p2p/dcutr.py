@@ -16,6 +16,12 @@ the relayed connection) is the **initiator** here:
 4. on failure B retries from step 1 on the same stream, at most `max_attempts`
    times (the spec: 3 in total).
 
+Over QUIC (`/udp/…/quic-v1` addresses in the CONNECTs; `DialAt.quic`), as the spec
+says: A dials B's QUIC addresses (A is QUIC's client) while B sends UDP packets of
+random bytes to A's, opening B's NAT mapping for A's Initial; both from the
+listening UDP endpoint. This runs beside the TCP punch; the first direct connection
+wins (`DialResult.transport`, `PunchFinished.transport`).
+
 Who runs the security handshake as initiator on the punched TCP connection: B (it
 dials as the client), A acts as server although it dialled too. That is go-libp2p's
 rule (`WithSimultaneousConnect(isClient)`: the DCUtR initiator is the client) and
@@ -105,11 +111,7 @@ class HolePunchMsg:
         return cls(MsgType(kind), tuple(addrs))
 
 
-def tcp_targets(addrs: tuple[bytes, ...]) -> tuple[tuple[str, int], ...]:
-    """The (ip, port) pairs worth a TCP dial among binary multiaddrs, in order, without
-    duplicates: `/ip4|ip6/X/tcp/P[/p2p/…]`. Relayed (`/p2p-circuit`), unparseable,
-    unspecified (0.0.0.0), multicast and port-0 addresses are skipped: a peer's list
-    must not make us dial something that cannot be it."""
+def _targets(addrs: tuple[bytes, ...], transport: str) -> tuple[tuple[str, int], ...]:
     out: list[tuple[str, int]] = []
     for raw in addrs:
         try:
@@ -117,9 +119,13 @@ def tcp_targets(addrs: tuple[bytes, ...]) -> tuple[tuple[str, int], ...]:
         except (MalformedFrame, WireError):
             continue
         parts = text.split("/")
-        if len(parts) < 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
+        if len(parts) < 5 or parts[1] not in ("ip4", "ip6") or "p2p-circuit" in parts:
             continue
-        if "p2p-circuit" in parts or (len(parts) > 5 and parts[5] not in ("p2p",)):
+        if transport == "tcp":
+            if parts[3] != "tcp" or (len(parts) > 5 and parts[5] != "p2p"):
+                continue
+        elif (parts[3] != "udp" or len(parts) < 6 or parts[5] != "quic-v1"
+              or (len(parts) > 6 and parts[6] != "p2p")):
             continue
         try:
             ip, port = ipaddress.ip_address(parts[2]), int(parts[4])
@@ -132,22 +138,54 @@ def tcp_targets(addrs: tuple[bytes, ...]) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
-def predicted_addrs(observed: list[str], listen_port: int, limit: int = 8) -> list[str]:
+def tcp_targets(addrs: tuple[bytes, ...]) -> tuple[tuple[str, int], ...]:
+    """The (ip, port) pairs worth a TCP dial among binary multiaddrs, in order, without
+    duplicates: `/ip4|ip6/X/tcp/P[/p2p/…]`. Relayed (`/p2p-circuit`), unparseable,
+    unspecified (0.0.0.0), multicast and port-0 addresses are skipped: a peer's list
+    must not make us dial something that cannot be it."""
+    return _targets(addrs, "tcp")
+
+
+def quic_targets(addrs: tuple[bytes, ...]) -> tuple[tuple[str, int], ...]:
+    """Likewise for QUIC: `/ip4|ip6/X/udp/P/quic-v1[/p2p/…]` (the same filters)."""
+    return _targets(addrs, "quic")
+
+
+def predicted_addrs(observed: list[str], listen_port: int, limit: int = 8, *,
+                    quic_port: int = 0) -> list[str]:
     """Our addresses to send in CONNECT, from what other peers observed (identify).
 
     An observed address carries the NAT's port for that one outbound connection, which
     came from an ephemeral port. The punch dials from our *listen* port (SO_REUSEPORT),
     and a NAT that preserves ports when it can (Linux MASQUERADE, most home routers)
     maps it to the same public port: so `observed ip : listen port` comes first, then
-    the observed address itself (right for a NAT that keeps one mapping per host)."""
-    out: list[str] = []
+    the observed address itself (right for a NAT that keeps one mapping per host).
+
+    QUIC (`quic_port` > 0, our listening UDP endpoint, which is also where our QUIC
+    dials and punch packets leave from): `observed ip : quic port /quic-v1` for each
+    observed ip, and an observed `/udp/…/quic-v1` address itself. TCP and QUIC
+    candidates are interleaved so `limit` keeps some of each. `listen_port` 0: no TCP."""
+    tcp: list[str] = []
+    quic: list[str] = []
     for addr in observed:
         parts = addr.split("/")
-        if len(parts) < 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
+        if len(parts) < 5 or parts[1] not in ("ip4", "ip6"):
             continue
-        for cand in (f"/{parts[1]}/{parts[2]}/tcp/{listen_port}", "/".join(parts[:5])):
-            if cand not in out:
-                out.append(cand)
+        cands: list[str] = []
+        if parts[3] == "tcp" and listen_port:
+            cands = [f"/{parts[1]}/{parts[2]}/tcp/{listen_port}", "/".join(parts[:5])]
+        for cand in cands:
+            if cand not in tcp:
+                tcp.append(cand)
+        qc: list[str] = [f"/{parts[1]}/{parts[2]}/udp/{quic_port}/quic-v1"] if quic_port else []
+        if quic_port and parts[3] == "udp" and parts[5:6] == ["quic-v1"]:
+            qc.append("/".join(parts[:6]))
+        for cand in qc:
+            if cand not in quic:
+                quic.append(cand)
+    out: list[str] = []
+    for i in range(max(len(tcp), len(quic))):
+        out += tcp[i:i + 1] + quic[i:i + 1]
     return out[:limit]
 
 
@@ -165,6 +203,12 @@ class DcutrConfig:
     max_concurrent: int = 16
     #: Peers whose recent punches we remember (the oldest is forgotten first).
     max_tracked_peers: int = 4096
+    #: Transports we punch on ("tcp", "quic"): the peer's addresses of any other are
+    #: ignored, and we send none of ours (`[edge] holepunch_transports`).
+    transports: tuple[str, ...] = ("tcp", "quic")
+    #: QUIC targets per attempt: the initiator sends each a train of punch packets,
+    #: so a peer's address list must not aim more than a few at third parties.
+    max_quic_targets: int = 4
 
 
 # ---------------------------------------------------------------- admission
@@ -248,6 +292,8 @@ class DialResult:
 
     ok: bool
     error: str = ""
+    #: Which transport's connection won ("tcp" or "quic"), when ok.
+    transport: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,13 +311,17 @@ class SendMsg:
 
 @dataclass(frozen=True, slots=True)
 class DialAt:
-    """Dial `targets` from our listen port at absolute time `at`; report DialResult.
-    `client`: run the security handshake as its initiator (the DCUtR initiator)."""
+    """Dial `targets` (TCP) from our listen port at absolute time `at`; report
+    DialResult. `client`: run the security handshake as its initiator (the DCUtR
+    initiator). `quic`: the peer's QUIC (ip, port)s; per the spec the responder (A)
+    dials them (it is the QUIC client) while the initiator (B) sends them random UDP
+    packets from its listening endpoint, opening its NAT's mapping for A's Initial."""
 
     targets: tuple[tuple[str, int], ...]
     at: float
     attempt: int
     client: bool
+    quic: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +330,8 @@ class PunchFinished:
     reason: str  # "" on success
     attempts: int
     rtt_s: float | None
+    #: The transport that punched ("tcp", "quic"; "" when it failed or is unknown).
+    transport: str = ""
 
 
 Effect = SendMsg | DialAt | SetTimer | Emit
@@ -301,6 +353,7 @@ class Punch:
         self.sent_at = 0.0
         self.rtt_s: float | None = None
         self.targets: tuple[tuple[str, int], ...] = ()
+        self.quic: tuple[tuple[str, int], ...] = ()
         self.last_error = ""
         #: Why the stream ended while our dial was in flight (then no retry).
         self.stream_ended = ""
@@ -324,7 +377,7 @@ class Punch:
             if self.phase is not Phase.DIALLING:
                 return []  # late result of an attempt already given up
             if inp.ok:
-                return self._finish(True, "")
+                return self._finish(True, "", inp.transport)
             return self._dial_failed(inp.error or "dial_failed", now)
         if isinstance(inp, StreamEnded):
             if self.phase is Phase.DIALLING and not self.stream_ended:
@@ -358,15 +411,16 @@ class Punch:
     def _initiator_msg(self, msg: HolePunchMsg, now: float) -> list[Effect]:
         if self.phase is not Phase.AWAIT_CONNECT or msg.type is not MsgType.CONNECT:
             return self._finish(False, f"unexpected_message: {msg.type.name} in {self.phase.value}")
-        self.targets = tcp_targets(msg.addrs)
-        if not self.targets:
-            return self._finish(False, "no_usable_addrs: the peer sent no dialable TCP address")
+        self._take_targets(msg.addrs)
+        if not self.targets and not self.quic:
+            return self._finish(False, "no_usable_addrs: the peer sent no dialable "
+                                f"address ({' or '.join(self.config.transports)})")
         self.rtt_s = max(0.0, now - self.sent_at)
         at = now + self.rtt_s / 2
         self.phase = Phase.DIALLING
         return [
             SendMsg(HolePunchMsg(MsgType.SYNC)),
-            DialAt(self.targets, at, self.attempt, client=True),
+            DialAt(self.targets, at, self.attempt, client=True, quic=self.quic),
             SetTimer(("deadline", self.attempt), at + self.config.dial_timeout_s),
         ]
 
@@ -390,23 +444,28 @@ class Punch:
             if self.attempt >= self.config.max_attempts:
                 return self._finish(False, "too_many_attempts")
             self.attempt += 1
-            self.targets = tcp_targets(msg.addrs)
+            self._take_targets(msg.addrs)
             self.phase = Phase.AWAIT_SYNC
             return [
                 SendMsg(HolePunchMsg(MsgType.CONNECT, self.own)),
                 SetTimer(("deadline", self.attempt), now + self.config.exchange_timeout_s),
             ]
         if msg.type is MsgType.SYNC and self.phase is Phase.AWAIT_SYNC:
-            if not self.targets:
+            if not self.targets and not self.quic:
                 # Nothing to dial, but B may still reach us: wait for its dial.
                 self.last_error = "no_usable_addrs"
             self.phase = Phase.DIALLING
             return [
-                DialAt(self.targets, now, self.attempt, client=False),
+                DialAt(self.targets, now, self.attempt, client=False, quic=self.quic),
                 SetTimer(("deadline", self.attempt), now + self.config.dial_timeout_s),
             ]
         return self._finish(False, f"unexpected_message: {msg.type.name} in {self.phase.value}")
 
-    def _finish(self, ok: bool, reason: str) -> list[Effect]:
+    def _take_targets(self, addrs: tuple[bytes, ...]) -> None:
+        t = self.config.transports
+        self.targets = tcp_targets(addrs) if "tcp" in t else ()
+        self.quic = quic_targets(addrs)[: self.config.max_quic_targets] if "quic" in t else ()
+
+    def _finish(self, ok: bool, reason: str, transport: str = "") -> list[Effect]:
         self.phase = Phase.DONE
-        return [Emit(PunchFinished(ok, reason, self.attempt, self.rtt_s))]
+        return [Emit(PunchFinished(ok, reason, self.attempt, self.rtt_s, transport))]

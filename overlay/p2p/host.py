@@ -42,6 +42,9 @@ log = structlog.get_logger("colony.p2p")
 PING_PROTOCOL = "/ipfs/ping/1.0.0"
 PING_PAYLOAD_BYTES = 32
 DEFAULT_AGENT = "colony/0.1.0"
+#: QUIC punch packets (DCUtR's initiator): first gap, doubling up to the cap.
+PUNCH_FIRST_GAP_S = 0.05
+PUNCH_MAX_GAP_S = 0.5
 
 AnyStream = P2PStream | QuicStream
 AnyConn = Connection | QuicConn
@@ -103,6 +106,8 @@ class Host:
         self.listen_addrs: list[str] = []
         #: (ip, port) of each TCP listener: hole-punch dials leave from one of them.
         self.tcp_listen: list[tuple[str, int]] = []
+        #: (ip, port) of the listening QUIC endpoint: QUIC dials and punches leave from it.
+        self.quic_listen: tuple[str, int] | None = None
         #: Hole punches in progress (overlay.runtime.edge.holepunch): a connection
         #: accepted from one of these (ip, port) until the deadline is the punch, and
         #: we run its handshake as the client (the DCUtR initiator's role).
@@ -125,6 +130,7 @@ class Host:
                         await ep.bind(multiaddr.quic_host_port(addr))
                         endpoints.append(ep)
                         self.listen_addrs.append(ep.multiaddr)
+                        self.quic_listen = self.quic_listen or ep.local_addr
                         continue
                     host, port = multiaddr.tcp_host_port(addr)
                     bound = await _tcp_listeners(host, port)
@@ -239,6 +245,61 @@ class Host:
                     and isinstance(conn.stream, trio.SocketStream)):
                 return conn
         return None
+
+    def punched_connection(self, peer: PeerId) -> AnyConn | None:
+        """A direct connection to `peer`: TCP (as `direct_connection`), else QUIC."""
+        tcp = self.direct_connection(peer)
+        if tcp is not None:
+            return tcp
+        for conn in reversed(self._conns.get(peer, ())):
+            if isinstance(conn, QuicConn) and not conn.closed:
+                return conn
+        return None
+
+    async def punch_quic(self, peer: PeerId, targets: list[tuple[str, int]], *,
+                         dial: bool, deadline: float) -> QuicConn | None:
+        """QUIC's half of a hole punch, from the listening endpoint (the port the peer
+        was told). `dial` (DCUtR's A, the QUIC client): dial every target at once and
+        keep the first verified connection. Otherwise (B): send punch packets to every
+        target, at growing gaps, until the deadline or cancellation (the caller
+        watches for A's connection arriving at our listener); returns None.
+        HostDialError when there is no QUIC listener or nothing connected."""
+        ep = self._quic if self.quic_listen is not None else None
+        if ep is None or not targets:
+            raise HostDialError("no QUIC listener to punch from" if ep is None
+                                else "no QUIC address to punch to")
+        if not dial:
+            gap = PUNCH_FIRST_GAP_S
+            while trio.current_time() < deadline:
+                for t in targets:
+                    ep.send_punch(t)
+                await trio.sleep(min(gap, max(0.0, deadline - trio.current_time())))
+                gap = min(PUNCH_MAX_GAP_S, gap * 2)
+            raise HostDialError("QUIC: no connection from the peer in time")
+        won: QuicConn | None = None
+        errors: list[str] = []
+
+        async def one(target: tuple[str, int], n: trio.Nursery) -> None:
+            nonlocal won
+            try:
+                c = await ep.dial(target, peer, timeout_s=max(0.1, deadline - trio.current_time()))
+            except (OSError, WireError) as e:
+                errors.append(f"quic {target[0]}:{target[1]}: {e}"[:160])
+                return
+            with trio.CancelScope(shield=True):  # established: run it (see `attach`)
+                if won is None:
+                    won = c
+                    await self._spawn_connection().start(self._run_connection, c)
+                    n.cancel_scope.cancel()
+                else:
+                    await c.close("a second punched QUIC connection")
+
+        async with trio.open_nursery() as n:
+            for t in targets:
+                n.start_soon(one, t, n)
+        if won is None:
+            raise HostDialError("; ".join(errors) or "QUIC: no connection in time")
+        return won
 
     async def dial_punched(self, peer: PeerId, targets: list[tuple[str, int]], *,
                            client: bool, deadline: float) -> Connection:

@@ -30,6 +30,7 @@ synchronous non-blocking `sendto`s with a queue for when the kernel buffer is fu
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket as stdsocket
 import time
 from collections import Counter, deque
@@ -69,6 +70,10 @@ MAX_DATAGRAM_SIZE = 1200
 _CID_LENGTH = 8
 _MIN_INITIAL_BYTES = 1200
 _RECV_BYTES = 65536
+#: aioquic's default; bench/holepunch.py compares "cubic" on the lossy WAN path.
+CONGESTION_CONTROL = "reno"
+#: A hole-punch packet (DCUtR over QUIC: "UDP packets filled with random bytes").
+PUNCH_PACKET_BYTES = 64
 #: Application error code we close with when the peer's certificate is refused.
 _ERR_HANDSHAKE = 0x1
 
@@ -271,6 +276,8 @@ class QuicEndpoint:
             # Above 16 KiB is untested (a 65,000-byte setting stalled on loopback).
             raise ValueError(f"max_datagram_size {max_datagram_size} not in 1200..16384")
         self.max_datagram_size = max_datagram_size
+        #: aioquic's congestion controller for new connections ("reno", "cubic").
+        self.congestion_control = CONGESTION_CONTROL
         self.keypair = keypair
         self.on_stream = on_stream
         self.on_connection = on_connection
@@ -301,6 +308,7 @@ class QuicEndpoint:
             verify_mode=0,  # ssl.CERT_NONE: libp2p verifies the certificate itself
             supported_versions=[QuicProtocolVersion.VERSION_1],
             max_datagram_size=self.max_datagram_size,
+            congestion_control_algorithm=self.congestion_control,
         )
         cfg.certificate = self.certificate
         cfg.private_key = self.private_key
@@ -496,6 +504,16 @@ class QuicEndpoint:
         for data, addr in out:
             self._send(data, addr)
         self._timer_wake.set()
+
+    def send_punch(self, addr: tuple[str, int]) -> None:
+        """Random bytes to `addr` from our socket: it opens our NAT's mapping toward
+        the peer, whose QUIC Initial then gets in (DCUtR for QUIC). The fixed bit and
+        the long-header bit are clear, so no QUIC stack takes it for a packet: the
+        peer's endpoint drops it (counted there as `malformed_header`)."""
+        data = bytearray(os.urandom(PUNCH_PACKET_BYTES))
+        data[0] &= 0x3F
+        self.drops["punch_packets_sent"] += 1
+        self._send(bytes(data), addr)
 
     def _send(self, data: bytes, addr: tuple[str, int]) -> None:
         if self._raw is None:

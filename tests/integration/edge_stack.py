@@ -59,10 +59,11 @@ async def edge_node(
     members: set[PeerId],
     keypair: KeyPair | None = None,
     stack: str = "native",
+    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",),
     **sections: dict[str, Any],
 ) -> AsyncIterator[EdgeNode]:
     kp = keypair or KeyPair.generate()
-    async with Transport.open(kp, ["/ip4/127.0.0.1/tcp/0"], TransportConfig(stack=stack)) as t:
+    async with Transport.open(kp, list(listen), TransportConfig(stack=stack)) as t:
 
         async def echo(peer: PeerId, obj: Any) -> Any:
             return ["echo", obj]

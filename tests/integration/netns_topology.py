@@ -134,7 +134,8 @@ class Topology:
     loss_pct: int = 1
     rate_mbit: int = 40
     #: (label, NAT) of each NAT'd site; site k gets 10.0.k.0/24 and wan 198.18.0.(20+k).
-    #: The hole-punch test adds a second endpoint-independent site "c" (cone ↔ cone).
+    #: The hole-punch test adds endpoint-independent sites "c" and "d" (cone ↔ cone
+    #: over TCP and over QUIC).
     site_nats: tuple[tuple[str, str], ...] = (("a", "endpoint-independent"),
                                               ("b", "symmetric"))
     tag: str = field(default_factory=lambda: f"cy{os.getpid()}x{secrets.token_hex(2)}")

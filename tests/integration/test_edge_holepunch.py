@@ -1,4 +1,5 @@
-"""DCUtR on 127.0.0.1: a relayed connection upgraded to a direct TCP connection.
+"""DCUtR on 127.0.0.1: a relayed connection upgraded to a direct TCP connection,
+and (TCP punching off) to a direct QUIC connection.
 
 Three real transports with the edge stack as the daemon composes it (edge_stack.py):
 R relays, B holds a reservation at R, A dials B with `dial_order = ["holepunch"]`.
@@ -23,6 +24,7 @@ from overlay.core.crypto import KeyPair
 from overlay.core.multiformats import encode_varint
 from overlay.p2p import dcutr, pb
 from overlay.p2p.connection import Connection
+from overlay.p2p.quic import QuicConn
 from overlay.runtime.net.transport import ListenError, Transport
 
 pytestmark = pytest.mark.slow
@@ -88,6 +90,84 @@ async def _upgrade() -> None:
                 assert await a.t.request(b.peer, ECHO, i) == ["echo", i]
                 assert await b.t.request(a.peer, ECHO, b"z" * 50_000) == ["echo", b"z" * 50_000]
             assert a.t.is_connected(b.peer) and b.t.is_connected(a.peer)
+
+
+def test_relayed_connection_is_upgraded_to_direct_quic() -> None:
+    """TCP punching off (`holepunch_transports = ["quic"]`), both listen on UDP too:
+    CONNECT carries our `/quic-v1` addresses (observed ip : listening UDP port), A
+    dials B's over QUIC from its listening endpoint while B sends punch packets; the
+    path becomes direct over QUIC and the circuit is retired."""
+    trio.run(_upgrade_quic)
+
+
+async def _upgrade_quic() -> None:
+    ka, kr, kb = (KeyPair.generate() for _ in range(3))
+    members = {k.peer_id for k in (ka, kr, kb)}
+    edge = {"holepunch_grace_s": 0.5, "holepunch_transports": ["quic"]}
+    both = ("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1")
+    with trio.fail_after(60):
+        async with (
+            edge_node(members, kr, relay=RELAY_ON) as r,
+            edge_node(members, ka, listen=both, edge={**edge, "dial_order": ["holepunch"]}) as a,
+            edge_node(members, kb, listen=both, edge=edge) as b,
+        ):
+            for n in (a, b):
+                await n.t.connect(r.t.addrs[0])
+            await b.dialer.relay.reserve(r.peer)
+            await a.dialer.connect(b.peer)
+            ha, hb = a.t.native_host(), b.t.native_host()
+            assert ha is not None and hb is not None and hb.quic_listen is not None
+            await wait_for(lambda: b.dialer.status()["peers"][str(a.peer)]["kind"] == "direct"
+                           and a.dialer.status()["peers"][str(b.peer)]["kind"] == "direct",
+                           "both paths to turn direct")
+            assert ha.direct_connection(b.peer) is None  # no TCP punch: it is off
+            direct = ha.punched_connection(b.peer)
+            assert isinstance(direct, QuicConn) and direct.remote_addr is not None
+            assert direct.remote_addr.endswith(f"/udp/{hb.quic_listen[1]}/quic-v1")
+            sa, sb = a.dialer.status(), b.dialer.status()
+            assert sa["peers"][str(b.peer)]["detail"].startswith("holepunch (responder, quic")
+            assert sb["peers"][str(a.peer)]["detail"].startswith("holepunch (initiator, quic")
+            hp = sb["holepunch"]
+            assert hp is not None and hp["by_transport"] == {"quic": 1}, hp
+            assert hp["peers"][str(a.peer)]["transport"] == "quic"
+            await wait_for(lambda: not r.dialer.relay.book.circuits, "relay to see it end")
+            for i in range(5):  # the transport's streams were reopened over QUIC
+                assert await a.t.request(b.peer, ECHO, i) == ["echo", i]
+                assert await b.t.request(a.peer, ECHO, b"q" * 50_000) == ["echo", b"q" * 50_000]
+            assert all(isinstance(c, QuicConn) for c in ha.connections(b.peer) if not c.closed)
+            # B's punch packets reached A's endpoint and were dropped there, counted.
+            assert hb._quic is not None and hb._quic.drops["punch_packets_sent"] >= 1
+
+
+def test_a_failed_punch_is_tried_once_more_after_retry_s() -> None:
+    """B punches over QUIC only and A has no QUIC address: every exchange fails
+    (no_usable_addrs). B tries once more `holepunch_retry_s` later, and only once."""
+    trio.run(_retry)
+
+
+async def _retry() -> None:
+    ka, kr, kb = (KeyPair.generate() for _ in range(3))
+    members = {k.peer_id for k in (ka, kr, kb)}
+    with trio.fail_after(60):
+        async with (
+            edge_node(members, kr, relay=RELAY_ON) as r,
+            edge_node(members, ka, edge={"dial_order": ["holepunch"]}) as a,
+            edge_node(members, kb, listen=("/ip4/127.0.0.1/tcp/0",
+                                           "/ip4/127.0.0.1/udp/0/quic-v1"),
+                      edge={"holepunch_transports": ["quic"], "holepunch_retry_s": 0.5}) as b,
+        ):
+            for n in (a, b):
+                await n.t.connect(r.t.addrs[0])
+            await b.dialer.relay.reserve(r.peer)
+            await a.dialer.connect(b.peer)
+            hp = b.dialer.holepunch
+            assert hp is not None
+            await wait_for(lambda: hp.stats.attempts == 2, "the second exchange")
+            await trio.sleep(1.5)  # three retry periods: no third exchange
+            assert hp.stats.attempts == 2 and hp.stats.failures == {"no_usable_addrs": 2}
+            detail = b.dialer.status()["peers"][str(a.peer)]["detail"]
+            assert detail.startswith("holepunch failed: no_usable_addrs"), detail
+            assert await a.t.request(b.peer, ECHO, 1) == ["echo", 1]  # still relayed
 
 
 def test_hostile_dcutr_input_is_refused_and_counted() -> None:

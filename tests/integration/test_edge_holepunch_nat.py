@@ -2,15 +2,20 @@
 
 Topology (tests/integration/netns_topology.py) with a third site: pub1 (public, seed,
 relays), site a and site c each behind an endpoint-independent ("cone") NAT, site b
-behind a symmetric NAT (`--random-fully`); 20 ms delay lines, 1 % loss and a rate
-limit on every WAN link. Four real `colony daemon` processes; the NAT'd ones dial
-with `dial_order = ["holepunch", "relay"]` and keep a reservation at pub1.
+behind a symmetric NAT (`--random-fully`), site d behind a fourth cone NAT; 20 ms
+delay lines, 1 % loss and a rate limit on every WAN link. Five real `colony daemon`
+processes; the NAT'd ones dial with `dial_order = ["holepunch", "relay"]` and keep a
+reservation at pub1. c and d also listen on QUIC (`/udp/4001/quic-v1`); d punches
+over QUIC only (`holepunch_transports = ["quic"]`), a has no QUIC listener.
 
 Asserted:
 * a ↔ c (cone ↔ cone): the relay circuit is upgraded to a direct TCP connection by
   DCUtR (simultaneous open through both NATs); `/v1/doctor` on both says `direct`,
   "holepunch"; a dataset published on c is fetched by a byte-identical while pub1
   relays (almost) nothing more;
+* c ↔ d (cone ↔ cone, QUIC): the circuit is upgraded to a direct QUIC connection (A
+  dials, B sends punch packets through its NAT); the doctor says "quic"; a dataset
+  published on d is fetched by c byte-identical over it;
 * b ↔ a (symmetric ↔ cone): the punch fails, the connection stays relayed, and
   `/v1/doctor` says why (the symmetric NAT, the punch's own failure reason) — or,
   rarely and unexplained so far, the punch gets through (accepted, and printed).
@@ -34,16 +39,27 @@ pytestmark = pytest.mark.slow
 
 _SKIP = skip_reason()
 DATASET = 4 * 1024 * 1024
+QUIC_DATASET = 1024 * 1024
 EI, SYM = "endpoint-independent", "symmetric"
 
 
-def configure(d: NsDaemon, topo: Topology, *, relay: bool, nat: bool) -> None:
+def configure(d: NsDaemon, topo: Topology, *, relay: bool, nat: bool,
+              quic: tuple[str, ...] = ()) -> None:
+    """`quic`: listen on UDP too and punch over these transports."""
     conf = d.home / "config.toml"
     text = conf.read_text()
+    if quic:
+        text = set_key(text, "network", "listen", json.dumps(
+            [f"/ip4/{d.ip}/tcp/{d.P2P_PORT}", f"/ip4/{d.ip}/udp/{d.P2P_PORT}/quic-v1"]))
+        text = set_key(text, "edge", "holepunch_transports", json.dumps(list(quic)))
     text = set_key(text, "edge", "stun", json.dumps([f"stun:{s}" for s in topo.stun_servers]))
     text = set_key(text, "edge", "holepunch_grace_s", "2.0")
     if relay:
         text = set_key(text, "relay", "enabled", "true")
+        # Four NAT'd members: up to 6 circuits per member (both ways to 3 others, the
+        # failed punches keep theirs); the default 4 per peer would refuse some.
+        text = set_key(text, "relay", "max_circuits_per_peer", "8")
+        text = set_key(text, "relay", "max_circuits", "32")
     if nat:
         text = set_key(text, "edge", "keep_reservations", "1")
         text = set_key(text, "edge", "dial_order", '["holepunch", "relay"]')
@@ -64,7 +80,7 @@ def test_holepunch_cone_to_cone_and_symmetric_falls_back(tmp_path: Path) -> None
         print(f"{time.monotonic() - t0:6.1f} s  {what}")
 
     with Topology(tmp_path / "net", delay_ms=20, loss_pct=1, rate_mbit=40,
-                  site_nats=(("a", EI), ("b", SYM), ("c", EI))) as topo:
+                  site_nats=(("a", EI), ("b", SYM), ("c", EI), ("d", EI))) as topo:
         ns1, ip1 = next(iter(topo.public.items()))
         nodes = {"pub1": NsDaemon(topo, ns1, ip1, tmp_path / "pub1" / "home", "pub1")}
         for label, site in topo.sites.items():
@@ -81,8 +97,9 @@ def _scenario(topo: Topology, nodes: dict[str, NsDaemon], tmp_path: Path, phase:
     for name, d in nodes.items():
         d.home.parent.mkdir(parents=True)
         d.init()
-        configure(d, topo, relay=name == "pub1", nat=name != "pub1")
-    pub1, a, b, c = nodes["pub1"], nodes["a"], nodes["b"], nodes["c"]
+        quic = {"c": ("tcp", "quic"), "d": ("quic",)}.get(name, ())
+        configure(d, topo, relay=name == "pub1", nat=name != "pub1", quic=quic)
+    pub1, a, b, c, d = nodes["pub1"], nodes["a"], nodes["b"], nodes["c"], nodes["d"]
     start_through_seed(nodes, "pub1")
     phase("all four alive everywhere")
 
@@ -94,6 +111,11 @@ def _scenario(topo: Topology, nodes: dict[str, NsDaemon], tmp_path: Path, phase:
     phase("a <-> c direct through both cone NATs")
     detail = paths(a)[c.peer_id]["detail"] + " / " + paths(c)[a.peer_id]["detail"]
     assert "initiator" in detail and "responder" in detail, detail
+    assert detail.count("tcp") == 2, detail  # a has no QUIC listener: TCP punched
+    wait_until(lambda: punched(c, d) and punched(d, c), 90, "c <-> d punched to direct")
+    detail = paths(c)[d.peer_id]["detail"] + " / " + paths(d)[c.peer_id]["detail"]
+    assert detail.count("quic") == 2 and "tcp" not in detail, detail
+    phase(f"c <-> d direct over QUIC through both cone NATs ({detail})")
 
     def fell_back(x: NsDaemon, y: NsDaemon) -> str:
         p = paths(x).get(y.peer_id) or {}
@@ -132,3 +154,17 @@ def _scenario(topo: Topology, nodes: dict[str, NsDaemon], tmp_path: Path, phase:
           f"(relay carried {grew} B meanwhile)")
     punch = a.api("GET", "/v1/doctor")["connections"]["holepunch"]
     assert punch["successes"] >= 1, punch
+
+    # A dataset from d to c over the punched QUIC path.
+    data = os.urandom(QUIC_DATASET)
+    src = tmp_path / "dataset-quic.bin"
+    src.write_bytes(data)
+    pub = json.loads(d.colony("publish", str(src), "--json", timeout=120))
+    out = tmp_path / "fetched-quic.bin"
+    got = json.loads(c.colony("fetch", pub["cid"], "-o", str(out), "--json", timeout=180))
+    assert got["done"] and not got.get("error"), got
+    assert out.read_bytes() == data
+    assert punched(c, d)
+    punch = d.api("GET", "/v1/doctor")["connections"]["holepunch"]
+    assert punch["by_transport"].get("quic", 0) >= 1 and "tcp" not in punch["by_transport"]
+    phase(f"{QUIC_DATASET >> 20} MiB d -> c byte-identical over the punched QUIC path")

@@ -375,7 +375,8 @@ class Dialer:
         via = relay or (old.via if old else None)
         if rec.ok:
             rtt = f", relay rtt {rec.rtt_s * 1000:.0f} ms" if rec.rtt_s is not None else ""
-            detail = f"holepunch ({rec.role}, {rec.attempts} attempt(s){rtt})"
+            over = f"{rec.transport}, " if rec.transport else ""
+            detail = f"holepunch ({rec.role}, {over}{rec.attempts} attempt(s){rtt})"
             self._record(peer, PeerPath(DIRECT, via=via, detail=detail, since=time.time()))
         elif old is not None and (old.kind == RELAYED or old.detail.startswith("holepunch")):
             detail = f"holepunch failed: {rec.reason}"[:300]
@@ -545,6 +546,14 @@ class Dialer:
     # ------------------------------------------------------------ bookkeeping
 
     def _record(self, peer: PeerId, path: PeerPath) -> PeerPath:
+        old = self.paths.get(peer)
+        host = self.t.native_host()
+        if (path.kind == RELAYED and old is not None and old.kind == DIRECT
+                and old.detail.startswith("holepunch") and host is not None
+                and host.punched_connection(peer) is not None):
+            # A circuit of ours that completed after the punch (both sides dialled):
+            # the punched path stands (the punch retires circuits after its grace).
+            return old
         self.paths[peer] = path
         return path
 

@@ -4,8 +4,11 @@ When a relay circuit to a NAT'd member is attached (overlay.runtime.edge.relay),
 member on the circuit's *inbound* side (B, the one holding the reservation) starts
 `/libp2p/dcutr` on it: CONNECT with its addresses, the peer's CONNECT back, SYNC,
 then both sides dial each other from their listen ports at the same moment
-(overlay.p2p.host.Host.dial_punched: TCP simultaneous open). On success the
-peer has a direct TCP connection, which the host prefers for every new stream;
+(overlay.p2p.host.Host.dial_punched: TCP simultaneous open) and, beside it, over
+QUIC (Host.punch_quic, from the listening UDP endpoint: A dials, B sends punch
+packets, as the spec has it). The first direct connection, TCP or QUIC, wins; it is
+recorded with the punch (`transport`). On success the peer has a direct connection,
+which the host prefers for every new stream (TCP over QUIC when both formed);
 the relayed connection is closed after `grace_s` (the spec: "the relay connection
 should be closed after a grace period"), so the transport's long-lived streams are
 reopened on the direct one. On failure the relayed connection stays, and the reason
@@ -52,7 +55,8 @@ from overlay.p2p.dcutr import (
     Start,
     StreamEnded,
 )
-from overlay.p2p.host import Host, HostDialError
+from overlay.p2p.host import AnyConn, Host, HostDialError
+from overlay.p2p.quic import QuicConn
 from overlay.runtime.net.transport import Transport, TransportError
 from overlay.runtime.net.transport_stream import TransportStream
 
@@ -69,6 +73,7 @@ class PunchRecordJson(TypedDict):
     ok: bool
     reason: str
     role: str
+    transport: str
     attempts: int
     rtt_ms: float | None
     seconds: float
@@ -79,6 +84,8 @@ class HolePunchStatus(TypedDict):
     enabled: bool
     attempts: int
     successes: int
+    #: Successes by the transport that punched first ("tcp", "quic").
+    by_transport: dict[str, int]
     failures: dict[str, int]
     refusals: dict[str, int]
     peers: dict[str, PunchRecordJson]
@@ -93,12 +100,14 @@ class PunchRecord:
     rtt_s: float | None
     seconds: float
     at: float  # wall clock
+    transport: str = ""
 
     def to_json(self) -> PunchRecordJson:
         return {
             "ok": self.ok,
             "reason": self.reason,
             "role": self.role,
+            "transport": self.transport,
             "attempts": self.attempts,
             "rtt_ms": None if self.rtt_s is None else round(self.rtt_s * 1000, 1),
             "seconds": round(self.seconds, 3),
@@ -110,6 +119,7 @@ class PunchRecord:
 class HolePunchStats:
     attempts: int = 0
     successes: int = 0
+    by_transport: dict[str, int] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
 
 
@@ -128,6 +138,7 @@ class HolePunchService:
         *,
         enabled: bool = True,
         grace_s: float = 5.0,
+        retry_s: float = 40.0,
         nursery: trio.Nursery | None = None,
         on_result: OnResult | None = None,
     ) -> None:
@@ -137,6 +148,10 @@ class HolePunchService:
         self.guard = PunchGuard(self.config)
         self.enabled = enabled and transport.native_host() is not None
         self.grace_s = grace_s
+        #: A failed exchange is tried once more this much later while the peer is
+        #: still relayed (0: never). Longer than Linux's 30 s UDP conntrack timeout: a
+        #: NAT state that spoilt the first exchange is gone by then.
+        self.retry_s = retry_s
         self.on_result = on_result
         self.stats = HolePunchStats()
         self.results: dict[PeerId, PunchRecord] = {}
@@ -148,15 +163,17 @@ class HolePunchService:
 
     # ------------------------------------------------------------ B: initiator
 
-    async def initiate(self, peer: PeerId, relay: PeerId | None = None) -> PunchRecord:
-        """Upgrade our relayed connection to `peer` (we accepted its circuit)."""
+    async def initiate(self, peer: PeerId, relay: PeerId | None = None, *,
+                       retry: bool = True) -> PunchRecord:
+        """Upgrade our relayed connection to `peer` (we accepted its circuit); if the
+        exchange fails, once more `retry_s` later (`retry`)."""
         host = self.t.native_host()
         if not self.enabled or host is None:
             return self._record(peer, relay, Role.INITIATOR, PunchFinished(
                 False, "disabled", 0, None), 0.0)
-        if host.direct_connection(peer) is not None:
+        if (have := host.punched_connection(peer)) is not None:
             return self._record(peer, relay, Role.INITIATOR,
-                                PunchFinished(True, "", 0, None), 0.0)
+                                PunchFinished(True, "", 0, None, _transport_of(have)), 0.0)
         refused = self.guard.admit(peer, trio.current_time(), Role.INITIATOR.value)
         if refused is not None:
             return self._record(peer, relay, Role.INITIATOR,
@@ -173,7 +190,18 @@ class HolePunchService:
                 done = await self._drive(peer, s, punch, host, Start())
         finally:
             self.guard.release(peer, Role.INITIATOR.value)
-        return await self._finish(peer, relay, Role.INITIATOR, done, started, host)
+        rec = await self._finish(peer, relay, Role.INITIATOR, done, started, host)
+        if not rec.ok and rec.attempts and retry and self.retry_s > 0 and self.nursery:
+            self.nursery.start_soon(self._retry_later, peer, relay)
+        return rec
+
+    async def _retry_later(self, peer: PeerId, relay: PeerId | None) -> None:
+        await trio.sleep(self.retry_s)
+        host = self.t.native_host()
+        if (host is not None and host.punched_connection(peer) is None
+                and self.t.is_connected(peer)):
+            log.info("holepunch_retry", peer=str(peer), after_s=self.retry_s)
+            await self.initiate(peer, relay, retry=False)
 
     # ------------------------------------------------------------ A: responder
 
@@ -267,54 +295,75 @@ class HolePunchService:
 
     async def _dial(self, peer: PeerId, host: Host, d: DialAt,
                     tx: trio.MemorySendChannel[dcutr.Input]) -> None:
-        """At `d.at`, dial `d.targets` from our listen port, while watching for the
-        peer's SYN reaching our listener instead; report one DialResult."""
+        """At `d.at`, dial `d.targets` over TCP from our listen port and punch
+        `d.quic` over QUIC from our UDP endpoint, while watching for the peer's
+        connection reaching our listeners instead; report one DialResult, naming the
+        transport of the first direct connection."""
         connect_by = d.at + max(0.2, self.config.dial_timeout_s - HANDSHAKE_MARGIN_S)
         give_up = d.at + self.config.dial_timeout_s - 0.05
-        if d.client:  # before we sleep: the peer's SYN may come first
+        if d.client and d.targets:  # before we sleep: the peer's SYN may come first
             host.expect_punch(peer, d.targets, give_up)
         await trio.sleep_until(d.at)
-        error = "no connection"
-        ok = False
+        errors: dict[str, str] = {}
+        won = ""
         with trio.move_on_at(give_up):
             async with trio.open_nursery() as n:
 
-                async def dial() -> None:
-                    nonlocal ok, error
-                    if not d.targets:
-                        error = "no address to dial: waiting for the peer's SYN"
-                        return
+                def win(transport: str) -> None:
+                    nonlocal won
+                    won = won or transport
+                    n.cancel_scope.cancel()
+
+                async def tcp() -> None:
                     try:
                         await host.dial_punched(peer, list(d.targets), client=d.client,
                                                 deadline=connect_by)
                     except HostDialError as e:
-                        error = str(e)[:300]
+                        errors["tcp"] = str(e)[:300]
                         return
-                    ok = True
-                    n.cancel_scope.cancel()
+                    win("tcp")
 
-                async def watch() -> None:  # the accept path (Host._accept_one)
-                    nonlocal ok
-                    while host.direct_connection(peer) is None:
+                async def quic() -> None:
+                    # A (not the handshake client) dials: it is QUIC's client; B sends
+                    # punch packets until A's connection reaches its listener.
+                    try:
+                        c = await host.punch_quic(peer, list(d.quic), dial=not d.client,
+                                                  deadline=give_up if d.client else connect_by)
+                    except HostDialError as e:
+                        errors["quic"] = str(e)[:300]
+                        return
+                    if c is not None:
+                        win("quic")
+
+                async def watch() -> None:  # the accept paths (Host._accept_one, QUIC's)
+                    while (c := host.punched_connection(peer)) is None:
                         await trio.sleep(0.02)
-                    ok = True
-                    n.cancel_scope.cancel()
+                    win(_transport_of(c))
 
-                n.start_soon(dial)
+                if d.targets:
+                    n.start_soon(tcp)
+                if d.quic and host.quic_listen is not None:
+                    n.start_soon(quic)
+                elif d.quic:
+                    errors["quic"] = "no QUIC listener to punch from"
+                if not d.targets and not d.quic:
+                    errors["none"] = "no address to dial: waiting for the peer's SYN"
                 n.start_soon(watch)
-        ok = ok or host.direct_connection(peer) is not None
-        await tx.send(DialResult(ok, "" if ok else error))
+        if not won and (c := host.punched_connection(peer)) is not None:
+            won = _transport_of(c)
+        error = "; ".join(f"{k}: {v}" if k != "none" else v for k, v in errors.items())
+        await tx.send(DialResult(bool(won), "" if won else error or "no connection", won))
 
     # ------------------------------------------------------------ outcome
 
     async def _finish(self, peer: PeerId, relay: PeerId | None, role: Role,
                       done: PunchFinished, started: float, host: Host) -> PunchRecord:
-        if not done.ok and done.attempts > 0 and host.direct_connection(peer) is not None:
+        direct = host.punched_connection(peer)
+        if not done.ok and done.attempts > 0 and direct is not None:
             # The other side's dial won after our last attempt timed out, or B closed
             # the stream on its success before our own dial reported: it worked.
-            done = PunchFinished(True, "", done.attempts, done.rtt_s)
+            done = PunchFinished(True, "", done.attempts, done.rtt_s, _transport_of(direct))
         rec = self._record(peer, relay, role, done, trio.current_time() - started)
-        direct = host.direct_connection(peer)
         if done.ok and direct is not None:
             log.info("holepunch_direct", peer=str(peer), remote=direct.remote_addr)
         if done.ok and direct is not None and self.nursery is not None:
@@ -324,11 +373,13 @@ class HolePunchService:
     def _record(self, peer: PeerId, relay: PeerId | None, role: Role, done: PunchFinished,
                 seconds: float) -> PunchRecord:
         rec = PunchRecord(done.ok, done.reason, role.value, done.attempts, done.rtt_s,
-                          seconds, time.time())
+                          seconds, time.time(), done.transport)
         if done.attempts or done.reason.startswith("refused"):
             self.stats.attempts += 1
             if done.ok:
                 self.stats.successes += 1
+                by = self.stats.by_transport
+                by[done.transport or "?"] = by.get(done.transport or "?", 0) + 1
             else:
                 key = done.reason.split(":", 1)[0].split(" ", 1)[0]
                 self.stats.failures[key] = self.stats.failures.get(key, 0) + 1
@@ -342,7 +393,7 @@ class HolePunchService:
         return rec
 
     async def _retire_relayed(self, peer: PeerId, relay: PeerId | None, role: Role,
-                              rec: PunchRecord, host: Host, direct: Connection) -> None:
+                              rec: PunchRecord, host: Host, direct: AnyConn) -> None:
         """After the grace period, close the peer's non-TCP connections (the circuit),
         so long-lived streams are reopened on the direct connection. If the punched
         connection died meanwhile, the punch is recorded as failed, with its reason,
@@ -353,6 +404,8 @@ class HolePunchService:
             log.warning("holepunch_direct_lost", peer=str(peer), reason=direct.close_reason)
             self.stats.successes -= 1  # counted again below, as a failure
             self.stats.attempts -= 1
+            key = rec.transport or "?"
+            self.stats.by_transport[key] = self.stats.by_transport.get(key, 1) - 1
             self._record(peer, relay, role, PunchFinished(False, why[:300], rec.attempts,
                                                           rec.rtt_s), rec.seconds)
             return
@@ -367,7 +420,7 @@ class HolePunchService:
         at, observed = self._observed
         if host is not None and trio.current_time() - at > OBSERVED_TTL_S:
             seen: list[str] = []
-            peers = [p for p in self.t.connected_peers() if host.direct_connection(p)]
+            peers = [p for p in self.t.connected_peers() if host.punched_connection(p)]
             peers.sort(key=lambda p: (p != prefer, p.raw))
             for p in peers[:2]:
                 try:
@@ -378,9 +431,12 @@ class HolePunchService:
                     seen.append(info.observed_addr)
             observed = seen
             self._observed = (trio.current_time(), seen)
+        kinds = self.config.transports
         port = host.tcp_listen[0][1] if host is not None and host.tcp_listen else 0
+        quic = host.quic_listen[1] if host is not None and host.quic_listen else 0
         out = []
-        for a in dcutr.predicted_addrs(observed, port):
+        for a in dcutr.predicted_addrs(observed, port if "tcp" in kinds else 0,
+                                       quic_port=quic if "quic" in kinds else 0):
             try:
                 out.append(multiaddr.to_bytes(a))
             except MalformedFrame:
@@ -392,7 +448,12 @@ class HolePunchService:
             "enabled": self.enabled,
             "attempts": self.stats.attempts,
             "successes": self.stats.successes,
+            "by_transport": dict(self.stats.by_transport),
             "failures": dict(self.stats.failures),
             "refusals": dict(self.guard.refusals),
             "peers": {str(p): r.to_json() for p, r in self.results.items()},
         }
+
+
+def _transport_of(conn: AnyConn) -> str:
+    return "quic" if isinstance(conn, QuicConn) else "tcp"

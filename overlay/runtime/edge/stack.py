@@ -81,9 +81,12 @@ async def open_edge(
         dialer.relay_v2 = relay_v2
         dialer.holepunch = HolePunchService(
             transport,
-            DcutrConfig(),
+            DcutrConfig(transports=tuple(
+                str(x) for x in edge.get("holepunch_transports", ("tcp", "quic"))
+                if str(x) in ("tcp", "quic"))),
             enabled=bool(edge.get("holepunch", True)),
             grace_s=float(edge.get("holepunch_grace_s", 5.0)),
+            retry_s=float(edge.get("holepunch_retry_s", 40.0)),
             nursery=nursery,
             on_result=dialer.punch_result,
         )

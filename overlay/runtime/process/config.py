@@ -72,6 +72,8 @@ DEFAULTS: Config = {
         "keep_reservations": 0,
         "holepunch": True,
         "holepunch_grace_s": 5.0,
+        "holepunch_transports": ["tcp", "quic"],
+        "holepunch_retry_s": 40.0,
     },
     # Relaying for others (overlay/runtime/edge/relay.py): off unless this node agrees.
     "relay": {
@@ -271,6 +273,11 @@ relays = []
 # stack), then close the circuit this many seconds later.
 holepunch = true
 holepunch_grace_s = 5.0
+# Punch over these at once; the first direct connection wins. QUIC needs a
+# "/ip4/…/udp/…/quic-v1" address in [network] listen (the punch leaves from it).
+holepunch_transports = ["tcp", "quic"]
+# A failed punch is tried once more this many seconds later (0: never).
+holepunch_retry_s = 40.0
 
 [relay]
 # Relay circuits for other members (this node must be reachable). Each circuit is

@@ -28,6 +28,7 @@ from overlay.p2p.dcutr import (
     Start,
     StreamEnded,
     predicted_addrs,
+    quic_targets,
     tcp_targets,
 )
 
@@ -94,6 +95,58 @@ def test_predicted_addrs_put_the_listen_port_first() -> None:
                            "/ip4/198.18.0.21/udp/1/quic-v1"], 4001)
     assert got == ["/ip4/198.18.0.21/tcp/4001", "/ip4/198.18.0.21/tcp/50123",
                    "/ip4/198.18.0.21/tcp/50999"]
+
+
+def test_quic_targets_keep_only_dialable_quic_v1() -> None:
+    pid = KeyPair.generate().peer_id
+    addrs = (
+        multiaddr.to_bytes("/ip4/1.2.3.4/udp/4001/quic-v1"),
+        multiaddr.to_bytes("/ip4/1.2.3.4/udp/4001/quic-v1"),  # duplicate
+        multiaddr.to_bytes(f"/ip4/5.6.7.8/udp/9/quic-v1/p2p/{pid}"),
+        multiaddr.to_bytes("/ip4/1.2.3.4/udp/4002/quic"),  # draft-29 QUIC: not ours
+        multiaddr.to_bytes("/ip4/1.2.3.4/udp/4003"),  # bare UDP
+        multiaddr.to_bytes("/ip4/0.0.0.0/udp/4001/quic-v1"),  # unspecified
+        multiaddr.to_bytes("/ip4/1.2.3.4/udp/0/quic-v1"),  # port 0
+        multiaddr.to_bytes("/ip4/1.2.3.4/tcp/4001"),  # TCP
+        b"\xff\xff\xff",  # garbage
+    )
+    assert quic_targets(addrs) == (("1.2.3.4", 4001), ("5.6.7.8", 9))
+
+
+def test_predicted_addrs_with_quic_interleave_both_transports() -> None:
+    got = predicted_addrs(["/ip4/198.18.0.21/tcp/50123", "/ip4/198.18.0.21/udp/61000/quic-v1"],
+                          4001, quic_port=4002)
+    assert got == ["/ip4/198.18.0.21/tcp/4001", "/ip4/198.18.0.21/udp/4002/quic-v1",
+                   "/ip4/198.18.0.21/tcp/50123", "/ip4/198.18.0.21/udp/61000/quic-v1"]
+    # TCP punching off (listen port 0): QUIC only; a limit keeps the first ones.
+    assert predicted_addrs(["/ip4/198.18.0.21/tcp/50123"], 0, quic_port=4002) == [
+        "/ip4/198.18.0.21/udp/4002/quic-v1"]
+    assert len(predicted_addrs([f"/ip4/10.0.0.{i}/tcp/1" for i in range(20)], 4001,
+                               quic_port=4002)) == 8
+
+
+def test_quic_targets_reach_both_dials_capped_and_filtered_by_config() -> None:
+    quic = tuple(multiaddr.to_bytes(f"/ip4/198.18.0.23/udp/{4000 + i}/quic-v1")
+                 for i in range(12))
+    b, a = pair()
+    b.handle(Start(), 0.0)
+    connect = HolePunchMsg(MsgType.CONNECT, B_ADDRS + quic)
+    a.handle(MessageIn(connect), 0.05)
+    dial_a = next(e for e in a.handle(MessageIn(HolePunchMsg(MsgType.SYNC)), 0.15)
+                  if isinstance(e, DialAt))
+    # A punch packet train per QUIC target: a peer's list aims at most 4 of them.
+    assert dial_a.quic == tuple(("198.18.0.23", 4000 + i) for i in range(4))
+    assert len(dial_a.targets) == 2
+    out = b.handle(MessageIn(HolePunchMsg(MsgType.CONNECT, quic[:1])), 0.1)
+    dial_b = next(e for e in out if isinstance(e, DialAt))  # QUIC alone is enough
+    assert dial_b.targets == () and dial_b.quic == (("198.18.0.23", 4000),)
+    done = finished(b.handle(DialResult(True, transport="quic"), 0.3))
+    assert done is not None and done.ok and done.transport == "quic"
+    # TCP punching off: the peer's TCP addresses are ignored; nothing else: no punch.
+    b2, _ = pair(DcutrConfig(transports=("quic",)))
+    b2.handle(Start(), 0.0)
+    done = finished(b2.handle(MessageIn(HolePunchMsg(MsgType.CONNECT, A_ADDRS)), 0.1))
+    assert done is not None and done.reason.startswith("no_usable_addrs"), done
 
 
 def pair(config: DcutrConfig | None = None) -> tuple[Punch, Punch]:
