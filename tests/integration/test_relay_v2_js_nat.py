@@ -31,7 +31,9 @@ from netns_topology import NsDaemon, Topology, skip_reason, wait_until
 from test_edge_webrtc_nat import edge_events, set_key, start_through_seed
 from test_relay_v2_js_interop import _install
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+# `long` (make test-long): ~40 s of namespaces, NATs and three processes; the suite keeps
+# its loopback cousin (test_relay_v2_js_interop.py: the same js peer, both relay roles).
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(300)]
 
 _SKIP = skip_reason()
 EI = "endpoint-independent"
