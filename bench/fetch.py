@@ -151,6 +151,7 @@ MODES: list[tuple[str, int, dict[str, bool], bool]] = [
     ("metasync=False, 64-block batches", 64, {"metasync": False}, True),
     ("sync=False, one sync at the end", 64, {"sync": False}, True),
     ("synced 256-block batches", 256, {}, False),
+    ("writemap, synced 64-block batches", 64, {"writemap": True}, False),
 ]
 
 
