@@ -284,6 +284,7 @@ class Daemon:
             bitswap_filter=self.federation.filter_bitswap,  # members; grantees; outsiders
             routes=[(CAPSULE_MESSAGES, self.capsules.send)],
             listeners=[self.topics.connectivity],  # HyParView's failure signal
+            bitswap_admit=self.blocks.writer.wait_room,  # blocks wait for the commit thread
         )
         self.router.register()
         self.capsules.register()

@@ -178,9 +178,13 @@ def test_with_the_commit_thread_the_stream_waits_for_it_and_drain_acknowledges(
     """As in the daemon: the commit task runs, the buffer bound is small, so the stream
     waits for the thread (nothing is committed on the event loop) and `drain` returns
     when every block is in the store."""
+    import overlay.runtime.services.dag_stream as ds_mod
     import overlay.runtime.services.fetch as fetch_mod
 
     monkeypatch.setattr(fetch_mod, "MAX_BUFFERED_BYTES", 1024 * 1024)
+    # Verified (and handed to the writer) a block or two at a time, so the 3 MiB DAG
+    # meets the 1 MiB bound several times.
+    monkeypatch.setattr(ds_mod, "VERIFY_BYTES", 256 * 1024)
     with BlockStore(tmp_path / "p0") as s0:
         root = _dag(s0, 4)
 

@@ -165,6 +165,49 @@ def test_send_rate_limit_holds_the_average() -> None:
     run(main)
 
 
+def test_admit_holds_large_one_way_frames_in_order_and_lets_small_ones_through() -> None:
+    """`set_handler(admit=…)` (how Bitswap's blocks wait for the commit thread): a RAW
+    one-way frame of ADMIT_MIN_BYTES or more is delivered only once `admit` returns,
+    and the frames behind it on its stream wait too (the stream is not read); a
+    smaller frame on its own stream is delivered meanwhile, without asking."""
+    from overlay.runtime.net.transport_types import ADMIT_MIN_BYTES
+
+    async def main() -> None:
+        async with two("native", "native") as (a, b):
+            room = trio.Event()
+            asked: list[int] = []
+            got: list[int] = []
+
+            async def admit(n: int) -> None:
+                asked.append(n)
+                await room.wait()
+
+            def on_message(peer: PeerId, body: bytes) -> None:
+                got.append(len(body))
+
+            b.set_handler(RAW, on_message=on_message, codec=Codec.RAW, admit=admit)
+            a.codec_for(RAW, Codec.RAW)
+            other = "/colony/test-raw-small/1.0.0"
+            a.codec_for(other, Codec.RAW)
+            b.set_handler(other, on_message=on_message, codec=Codec.RAW, admit=admit)
+            a.add_addrs(b.peer_id, b.listen_addrs)
+            await a.connect(b.peer_id)
+            big = ADMIT_MIN_BYTES + 1
+            await a.send(b.peer_id, RAW, bytes(big))
+            await a.send(b.peer_id, RAW, bytes(10))  # behind the big one
+            await a.send(b.peer_id, other, bytes(20))  # another stream, small
+            while not (asked and got):
+                await trio.sleep(0.01)
+            await trio.sleep(0.2)
+            assert asked == [big] and got == [20]
+            room.set()
+            while len(got) < 3:
+                await trio.sleep(0.01)
+            assert got == [20, big, 10] and asked == [big]
+
+    run(main)
+
+
 def test_yamux_garbage_after_the_handshake_costs_only_that_connection() -> None:
     async def main() -> None:
         async with two("native", "native") as (a, b):

@@ -31,7 +31,13 @@ from gossip.messages import decode_message as decode_gossip
 from overlay.core.effects import Connected, Disconnected, PeerUnreachable, Received
 from overlay.core.errors import RemoteProtocolError, WireError
 from overlay.exchange.messages import BitswapMessage
-from overlay.runtime.net.transport_types import Codec, PeerConnected, PeerDisconnected, SendFailed
+from overlay.runtime.net.transport_types import (
+    Admit,
+    Codec,
+    PeerConnected,
+    PeerDisconnected,
+    SendFailed,
+)
 
 if TYPE_CHECKING:
     from gossip.messages import Message as GossipMessage
@@ -73,7 +79,7 @@ class Router:
         self, transport: Transport, submit: Submit, kad: KadEndpoint, *,
         gossip_protocol: str, bitswap_protocol: str, kad_server: bool,
         bitswap_filter: BitswapFilter, routes: Sequence[Route] = (),
-        listeners: Sequence[Submit] = (),
+        listeners: Sequence[Submit] = (), bitswap_admit: Admit | None = None,
     ) -> None:
         self._t = transport
         self._submit = submit
@@ -82,6 +88,9 @@ class Router:
         self._bitswap = bitswap_protocol
         self._kad_server = kad_server
         self._filter = bitswap_filter
+        #: Awaited before a Bitswap message carrying blocks is taken (the block
+        #: writer's room): the peer's stream waits, not our event loop.
+        self._bitswap_admit = bitswap_admit
         self._routes = tuple(routes)
         self._listeners = tuple(listeners)
         #: Inbound Bitswap messages the trust filter dropped whole (non-members).
@@ -92,7 +101,8 @@ class Router:
     def register(self) -> None:
         t = self._t
         t.set_handler(self._gossip, on_message=self._on_gossip, codec=Codec.CBOR)
-        t.set_handler(self._bitswap, on_message=self._on_bitswap, codec=Codec.RAW)
+        t.set_handler(self._bitswap, on_message=self._on_bitswap, codec=Codec.RAW,
+                      admit=self._bitswap_admit)
         if self._kad_server:
             t.set_handler(self._kad.protocol, on_request=self._kad.serve, codec=Codec.RAW)
         else:  # a DHT client only dials kad: it answers no kad requests (docs/dht.md)

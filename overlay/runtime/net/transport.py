@@ -63,6 +63,7 @@ from overlay.runtime.net.transport_stream import TransportStream
 from overlay.runtime.net.transport_types import (
     STACK_NATIVE,
     STACK_PYLIBP2P,
+    Admit,
     AttachError,
     Codec,
     DialError,
@@ -203,6 +204,7 @@ class Transport:
         on_message: OnMessage | None = None,
         on_request: OnRequest | None = None,
         codec: Codec = Codec.CBOR,
+        admit: Admit | None = None,
     ) -> None:
         """Accept streams for `protocol`.
 
@@ -210,9 +212,12 @@ class Transport:
         the input to the driver). `await on_request(peer, obj)` answers a request:
         its return value is the response; a RemoteProtocolError it raises becomes a
         refusal. In RAW mode obj is bytes, every inbound frame is a request when
-        `on_request` is set, and a None result sends no response.
+        `on_request` is set, and a None result sends no response. `await admit(n)`,
+        if given, runs before a RAW one-way frame of n ≥ ADMIT_MIN_BYTES bytes is
+        handed to `on_message`; the stream is not read meanwhile, so the sender is
+        held by its flow-control window (Bitswap's blocks wait for the commit thread).
         """
-        reg = Registration(protocol, codec, on_message, on_request)
+        reg = Registration(protocol, codec, on_message, on_request, admit)
         self._handlers[protocol] = reg
 
         async def handler(net: BackendStream, peer: PeerId) -> None:

@@ -19,6 +19,7 @@ from overlay.core.ids import PeerId
 from overlay.runtime.net.rate_limit import TokenBucket
 from overlay.runtime.net.transport_backend import BackendStream
 from overlay.runtime.net.transport_types import (
+    Admit,
     Codec,
     OnMessage,
     OnRequest,
@@ -33,6 +34,9 @@ class Registration:
     codec: Codec
     on_message: OnMessage | None
     on_request: OnRequest | None
+    #: Awaited with a one-way frame's size before it is delivered (RAW frames of at
+    #: least ADMIT_MIN_BYTES): the stream is not read meanwhile (back-pressure).
+    admit: Admit | None = None
 
 
 class Item:

@@ -40,7 +40,12 @@ from overlay.runtime.net.transport_channels import (
     reset_stream,
     wire_reason,
 )
-from overlay.runtime.net.transport_types import Codec, TransportConfig, TransportStats
+from overlay.runtime.net.transport_types import (
+    ADMIT_MIN_BYTES,
+    Codec,
+    TransportConfig,
+    TransportStats,
+)
 
 log = structlog.get_logger("colony.transport")
 
@@ -138,6 +143,8 @@ class Receiver:
             elif reg is not None and reg.on_request is not None and not s.outbound:
                 await self._serve(s, reg, 0, body)  # in order: responses match by position
             else:
+                if reg is not None and reg.admit is not None and len(body) >= ADMIT_MIN_BYTES:
+                    await reg.admit(len(body))
                 self._deliver(s, reg, body)
             return
         env = decode_envelope(cbor_decode(body))

@@ -82,6 +82,10 @@ TransportEvent = PeerConnected | PeerDisconnected | SendFailed
 #: values; bytes for RAW) but not validated: `object`, which each handler narrows.
 OnMessage = Callable[[PeerId, object], None]
 OnRequest = Callable[[PeerId, object], Awaitable[object]]
+#: Waits until a one-way frame of this many bytes may be delivered (back-pressure).
+Admit = Callable[[int], Awaitable[None]]
+#: Smaller frames are delivered without asking `Admit` (wants, presences: no blocks).
+ADMIT_MIN_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)

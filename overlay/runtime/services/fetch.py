@@ -14,10 +14,11 @@ previous one; profiled, the commit on the event loop was a third of the fetcher'
 
 Invariants: one commit in flight at a time, in order; `flush()` and `drain()` return
 True only when every block added so far is committed (a fetch is acknowledged after
-them); buffered bytes are bounded by `MAX_BUFFERED_BYTES` plus the batch being
-committed. The bulk stream (services/dag_stream.py) waits for room (`wait_room`) and
-commits nothing on the event loop; beyond the bound `add` commits synchronously, which
-is the back-pressure for Bitswap's blocks.
+them); buffered bytes are bounded by `MAX_BUFFERED_BYTES` plus what one wait admits,
+plus the batch being committed. The bulk stream (services/dag_stream.py) and every
+inbound Bitswap message that carries blocks (the router's `bitswap_admit`) wait for
+room (`wait_room`) without blocking the event loop, so nothing is committed on it;
+only beyond `HARD_BUFFERED_FACTOR` times the bound does `add` commit synchronously.
 
 A commit the store refuses (a full disk: `DiskFull`) drops that batch, counts it in
 `failures` and keeps `last_error`; every session that had blocks in it sees the count
@@ -48,8 +49,12 @@ log = structlog.get_logger("colony.fetch")
 #: Commit when this many blocks or bytes are buffered (or the daemon's flush tick).
 FLUSH_BLOCKS = 64
 FLUSH_BYTES = 16 * 1024 * 1024
-#: Buffered (not yet handed to the commit thread) bytes before `add` commits inline.
+#: Buffered (not yet handed to the commit thread) bytes that `wait_room` keeps to.
 MAX_BUFFERED_BYTES = 3 * FLUSH_BYTES
+#: Buffered bytes, as a multiple of MAX_BUFFERED_BYTES, beyond which `add` commits on
+#: the calling thread (the event loop) even while the commit thread runs: the last
+#: resort for adders that did not wait (the bulk stream and Bitswap's messages wait).
+HARD_BUFFERED_FACTOR = 2
 #: Map headroom a background batch needs beyond twice its size; with less, the batch
 #: is committed on the event loop, where growing the map is safe (no other txn open).
 MAP_SLACK_BYTES = 8 * 1024 * 1024
@@ -92,7 +97,7 @@ class BlockWriter:
         self._pending[cid.multihash] = (cid, data, links)
         self._bytes += len(data)
         if len(self._pending) >= FLUSH_BLOCKS or self._bytes >= FLUSH_BYTES:
-            if self._running and self._bytes < MAX_BUFFERED_BYTES:
+            if self._running and self._bytes < HARD_BUFFERED_FACTOR * MAX_BUFFERED_BYTES:
                 self._wake.set()
             else:
                 self.flush()
@@ -100,6 +105,17 @@ class BlockWriter:
     def has(self, cid: Cid) -> bool:
         mh = cid.multihash
         return mh in self._pending or mh in self._committing or self.store.has(cid)
+
+    def have(self, cids: list[Cid]) -> set[bytes]:
+        """The multihashes of `cids` that are buffered, being committed or stored (one
+        read transaction for all of them)."""
+        out = {c.multihash for c in cids
+               if c.multihash in self._pending or c.multihash in self._committing}
+        rest = [c for c in cids if c.multihash not in out]
+        if rest:
+            with self.store.reader() as r:
+                out.update(c.multihash for c in rest if r.has(c))
+        return out
 
     def pending_block(self, mh: bytes) -> bytes | None:
         entry = self._pending.get(mh) or self._committing.get(mh)

@@ -51,6 +51,40 @@ def test_large_writes_become_few_max_size_messages() -> None:
     assert reader.buffered_bytes == 0
 
 
+def test_yamux_frames_are_sealed_without_copying_their_payload_twice() -> None:
+    """Header + 256 KiB frames, as a bulk Yamux sender queues them: the few gathered
+    bytes before each payload go out as a short message of their own, the payload
+    as full messages straight from its memory; the peer reads the same bytes."""
+    a, b = KeyPair.generate(), KeyPair.generate()
+    init, resp = noise.Handshake(True, a.seed), noise.Handshake(False, b.seed)
+    _run(init, resp)
+    _, ca = init.result()
+    _, cb = resp.result()
+    frame = 256 * 1024
+    pieces: list[bytes | memoryview] = []
+    for i in range(3):
+        pieces.append(bytes([i]) * 12)  # a Yamux header
+        pieces.append(memoryview(bytes(range(256)) * (frame // 256)))
+    pieces.append(b"\x09" * 12)  # small pieces only: gathered as before
+    pieces.append(b"\x0a" * 100)
+    parts = noise.encrypt_pieces(ca.send, pieces)
+    plain_sizes = [len(c) - noise.TAG_BYTES for c in parts[1::2]]
+    full = frame // noise.MAX_PLAINTEXT_BYTES
+    tail = frame - full * noise.MAX_PLAINTEXT_BYTES
+    assert plain_sizes == ([12] + [noise.MAX_PLAINTEXT_BYTES] * full
+                           + [tail + 12] + [noise.MAX_PLAINTEXT_BYTES] * full
+                           + [tail + 12] + [noise.MAX_PLAINTEXT_BYTES] * full
+                           + [tail + 112])
+    got = noise.FrameReader(cb.recv).feed_and_decrypt(b"".join(parts))
+    assert b"".join(got) == b"".join(bytes(p) for p in pieces)
+    # A gathered run above SMALL_SEAL_BYTES is still topped up to a full message.
+    big_head = bytes(noise.SMALL_SEAL_BYTES + 1)
+    parts = noise.encrypt_pieces(ca.send, [big_head, bytes(frame)])
+    assert len(parts[1]) - noise.TAG_BYTES == noise.MAX_PLAINTEXT_BYTES
+    got = noise.FrameReader(cb.recv).feed_and_decrypt(b"".join(parts))
+    assert b"".join(got) == big_head + bytes(frame)
+
+
 def test_wrong_expected_peer_is_refused() -> None:
     a, b, c = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
     init = noise.Handshake(True, a.seed, expected_peer=c.peer_id)

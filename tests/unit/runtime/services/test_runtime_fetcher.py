@@ -76,15 +76,18 @@ def test_flush_also_commits_the_batch_still_on_the_thread(store: BlockStore) -> 
 
 
 def test_buffer_beyond_the_limit_commits_inline(store: BlockStore, monkeypatch: Any) -> None:
+    """Beyond HARD_BUFFERED_FACTOR x the bound `wait_room` keeps to, an adder that
+    did not wait commits on its own thread."""
     monkeypatch.setattr(fetcher, "FLUSH_BLOCKS", 2)
     monkeypatch.setattr(fetcher, "MAX_BUFFERED_BYTES", 3 * 1024)
+    hard = fetcher.HARD_BUFFERED_FACTOR * 3  # blocks of 1 KiB
     w = BlockWriter(store)
     w._running = True  # a commit task that is busy (never takes the batch)
-    for i in range(2):
+    for i in range(hard - 1):
         w.add(*block(i), None)
     assert w.commits == 0  # handed to the (busy) task
-    w.add(*block(2), None)
-    assert w.commits == 1 and all(store.has(block(i)[0]) for i in range(3))
+    w.add(*block(hard - 1), None)
+    assert w.commits == 1 and all(store.has(block(i)[0]) for i in range(hard))
 
 
 def test_a_failed_background_commit_keeps_the_blocks(
