@@ -15,6 +15,7 @@ import atexit
 import contextlib
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -116,8 +117,8 @@ class Node:
         self.p2p_port, self.api_port = free_port(), free_port()
         conf = self.home / "config.toml"
         text = conf.read_text()
-        text = text.replace('listen = ["/ip4/0.0.0.0/tcp/4001"]',
-                            f'listen = ["/ip4/127.0.0.1/tcp/{self.p2p_port}"]')
+        text = re.sub(r'(?m)^listen = \[[^\]]*\]',
+                      f'listen = ["/ip4/127.0.0.1/tcp/{self.p2p_port}"]', text, count=1)
         text = text.replace('listen = "127.0.0.1:5101"', f'listen = "127.0.0.1:{self.api_port}"')
         text = text.replace('format = "auto"', 'format = "json"')
         conf.write_text(text)

@@ -482,7 +482,7 @@ class NsDaemon:
         self.peer_id = self.colony("id").strip()
         conf = self.home / "config.toml"
         text = conf.read_text()
-        text = re.sub(r'(?m)^listen = \["[^"]*"\]',
+        text = re.sub(r'(?m)^listen = \[[^\]]*\]',
                       f'listen = ["/ip4/{self.ip}/tcp/{self.P2P_PORT}"]', text, count=1)
         text = re.sub(r'(?m)^format = "auto"', 'format = "json"', text, count=1)
         for (section, key), value in (settings or {}).items():

@@ -177,8 +177,14 @@ class PyLibp2pBackend:
 
     @asynccontextmanager
     async def serve(self, listen_addrs: Iterable[str]) -> AsyncIterator[None]:
+        listen_addrs = list(listen_addrs)
+        quic = [a for a in listen_addrs if "/quic" in a]
+        if quic:
+            # The default listen list has a QUIC address; this stack serves TCP only
+            # (its QUIC transport is not wired here), so it skips them and says so.
+            log.warning("pylibp2p_quic_listen_skipped", addrs=quic)
         try:
-            wanted = [multiaddr.Multiaddr(a) for a in listen_addrs]
+            wanted = [multiaddr.Multiaddr(a) for a in listen_addrs if a not in quic]
         except Exception as e:
             raise ListenError(f"bad listen address: {e}") from None
         failed: list[str] = []

@@ -26,7 +26,9 @@ Config = dict[str, dict[str, Any]]
 DEFAULTS: Config = {
     "node": {"profile": "lan", "event_log": 1000, "max_known_peers": 256},
     "network": {
-        "listen": ["/ip4/0.0.0.0/tcp/4001"],
+        # TCP and, beside it on the same port number, QUIC (UDP): the path a hole
+        # punch takes where a NAT treats UDP more kindly than TCP (docs/edge-nat.md).
+        "listen": ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"],
         "bootstrap": [],
         "mdns": False,  # deprecated: read as [discovery] mdns (old config files)
         "max_frame_bytes": 4 * 1024 * 1024,
@@ -124,8 +126,9 @@ profile = "lan"
 # max_known_peers = 256              # preset: lan/wan 256, edge 64
 
 [network]
-# Multiaddrs to listen on (libp2p TCP; Noise and Yamux are always on).
-listen = ["/ip4/0.0.0.0/tcp/4001"]
+# Multiaddrs to listen on: libp2p over TCP (Noise and Yamux are always on) and over
+# QUIC v1 on UDP (TLS 1.3; hole punching uses both).
+listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
 # Peers to contact at start-up, as full multiaddrs ending in /p2p/<peer id>.
 bootstrap = []
 # Largest frame a peer may send us on a Colony protocol (bytes).
