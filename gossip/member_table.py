@@ -191,6 +191,25 @@ class MemberTable(Mapping[PeerId, Member]):
         i = self._slot.get(peer)
         return None if i is None else _STATES[self._cols.state[i]]
 
+    def records(self) -> list[MemberRecord]:
+        """Every member's push-pull record in table order (what `m.record()` gives for
+        each value, read straight from the columns: push-pull sends the whole table)."""
+        c = self._cols
+        alive, accuse, ad_full, ad_deltas = c.alive, c.accuse, c.ad_full, c.ad_deltas
+        out: list[MemberRecord] = []
+        append = out.append
+        for i in self._slot.values():
+            full = ad_full[i]
+            a = alive[i]
+            assert a is not None
+            append(MemberRecord(a, accuse[i], () if full is None else (full, *ad_deltas[i])))
+        return out
+
+    def alive_of(self, peer: PeerId) -> Alive | None:
+        """`peer`'s current alive claim, without building a view (hot paths)."""
+        i = self._slot.get(peer)
+        return None if i is None else self._cols.alive[i]
+
     @property
     def n_live(self) -> int:
         """Live members (alive or suspect), this node included."""
