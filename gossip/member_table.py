@@ -94,8 +94,12 @@ class FloatColumn:
             self._extra[peer] = value
             return
         w = self.width
-        self._n += math.isnan(self._data[i * w])
-        self._data[i * w : i * w + w] = array("d", value)
+        data = self._data
+        self._n += math.isnan(data[i * w])
+        if w == 1:  # the RTT column, set on every probe ack
+            data[i] = value[0]
+        else:
+            data[i * w : i * w + w] = array("d", value)
 
     def pop(self, peer: PeerId) -> None:
         i = self._table._slot.get(peer)

@@ -203,10 +203,10 @@ class Prober:
         self.rtt.pop(peer)
 
     def _observe_rtt(self, peer: PeerId, rtt_s: float, coord: Coord | None) -> None:
-        if peer not in self.rtt and len(self.rtt) >= self.config.max_coords:
+        old = self.rtt.first(peer)  # None: not in the column (its `in`, one lookup)
+        if old is None and len(self.rtt) >= self.config.max_coords:
             count(self.stats, "rtt_dropped")
             return
-        old = self.rtt.first(peer)
         self.rtt.set(peer, (rtt_s if old is None else old + RTT_ALPHA * (rtt_s - old),))
         if coord is not None:
             self.coord = coordinates.update(self.coord, coord, rtt_s, self.rng)

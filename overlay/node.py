@@ -166,16 +166,16 @@ class Node:
         return None if quick is None else quick(timer[1], now)
 
     def _run(self, name: str, inp: Any, now: float, out: list[Effect], depth: int) -> None:
-        # Exact type tests for the frequent effects; isinstance for the rest, as before.
+        # Sends first (the most frequent effect; the effect types are disjoint, so the
+        # order of the tests changes nothing else).
         append = out.append
         for eff in self.parts[name].handle(inp, now):
-            t = type(eff)
-            if t is Send:
+            if isinstance(eff, Send):
                 append(eff)
-            elif t is SetTimer or isinstance(eff, SetTimer):
-                append(SetTimer((name, eff.timer), eff.at))  # type: ignore[attr-defined]
-            elif t is CancelTimer or isinstance(eff, CancelTimer):
-                append(CancelTimer((name, eff.timer)))  # type: ignore[attr-defined]
+            elif isinstance(eff, SetTimer):
+                append(SetTimer((name, eff.timer), eff.at))
+            elif isinstance(eff, CancelTimer):
+                append(CancelTimer((name, eff.timer)))
             elif isinstance(eff, Emit):
                 append(eff)
                 self._cascade(eff.event, now, out, depth)

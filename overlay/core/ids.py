@@ -45,7 +45,7 @@ class PeerId:
         if other is self:
             return True
         if other.__class__ is self.__class__:
-            return self.raw == other.raw  # type: ignore[attr-defined, no-any-return]
+            return self.raw == other.raw
         return NotImplemented
 
     def __hash__(self) -> int:
