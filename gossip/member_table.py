@@ -38,7 +38,7 @@ from array import array
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 
 from gossip.members import LIVE, Member, MemberColumns, MemberState, slot_int
-from gossip.messages import Alive, MemberRecord
+from gossip.messages import Accuse, Alive, MemberRecord
 from overlay.core.ids import PeerId
 
 #: Reaped members remembered (about 1 KiB each, more with a colony certificate chain).
@@ -208,6 +208,11 @@ class MemberTable(Mapping[PeerId, Member]):
             assert a is not None
             append(MemberRecord(a, accuse[i], () if full is None else (full, *ad_deltas[i])))
         return out
+
+    def accuse_of(self, peer: PeerId) -> Accuse | None:
+        """The accusation against `peer` we hold, if any, without building a view."""
+        i = self._slot.get(peer)
+        return None if i is None else self._cols.accuse[i]
 
     def alive_of(self, peer: PeerId) -> Alive | None:
         """`peer`'s current alive claim, without building a view (hot paths)."""

@@ -96,7 +96,7 @@ class Prober:
         if target is None:
             return
         probe = self.probe = ProbeRound(self._next_seq(), target, now)
-        buddy = self.table[target].accuse if c.lifeguard else None
+        buddy = self.table.accuse_of(target) if c.lifeguard else None
         updates = self.gate.introduce(target, self.spread.piggyback(c.piggyback_bytes, buddy))
         out.append(Send(target, Ping(probe.seq, target, updates, self.coord)))
         out.append(SetTimer("probe-timeout", now + self.awareness.scale(c.probe_timeout_s)))
