@@ -18,7 +18,9 @@ Prints, for each figure, the measured value and its ratio to the limit it is jud
    member entry after a join-like fill and one probe pass, before and after the
    broadcast queue drained; one 10^4 cell and 10^5 nodes in cells extrapolated.
 6. Steady-state CPU of one cell (`--cell-wall-nodes`), fitted against the push-pull
-   record rate and extrapolated to 10^4 nodes in cells of 5,000 for one hour.
+   record rate and extrapolated to 10^4 nodes in cells of 5,000 for one hour; its
+   events per CPU second against a bare heapq loop run in the same child process
+   right after (goal ≥ 0.1).
 
 Flags shrink everything (`--quick`). Run: .venv/bin/python bench/sim.py [--quick]
 """
