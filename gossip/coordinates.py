@@ -35,7 +35,9 @@ class Coord:
     error: float = MAX_ERROR
 
     def distance_s(self, other: Coord) -> float:
-        d = math.sqrt(sum((a - b) ** 2 for a, b in zip(self.vec, other.vec, strict=True)))
+        # sum() over a list, not a generator: the same additions in the same order
+        # (identical floats), without a generator frame per call (every probe ack).
+        d = math.sqrt(sum([(a - b) ** 2 for a, b in zip(self.vec, other.vec, strict=True)]))
         return d + self.height + other.height
 
     def to_wire(self) -> list[Any]:
@@ -67,7 +69,7 @@ def update(me: Coord, other: Coord, rtt_s: float, rng: random.Random) -> Coord:
     error = min(MAX_ERROR, max(1e-3, rel_err * CE * weight + me.error * (1.0 - CE * weight)))
     force = CC * weight * (rtt_s - dist)
     diff = [a - b for a, b in zip(me.vec, other.vec, strict=True)]
-    mag = math.sqrt(sum(d * d for d in diff))
+    mag = math.sqrt(sum([d * d for d in diff]))
     if mag < 1e-9:  # coincident points: push in a random direction
         unit = [rng.uniform(-1.0, 1.0) for _ in diff]
         norm = math.sqrt(sum(u * u for u in unit)) or 1.0
@@ -75,7 +77,7 @@ def update(me: Coord, other: Coord, rtt_s: float, rng: random.Random) -> Coord:
         mag = 0.0
     else:
         unit = [d / mag for d in diff]
-    vec = tuple(a + force * u for a, u in zip(me.vec, unit, strict=True))
+    vec = tuple([a + force * u for a, u in zip(me.vec, unit, strict=True)])
     height = me.height
     if mag > 0:
         height = max(

@@ -53,6 +53,8 @@ class Dissemination:
 
     def piggyback(self, budget: int, first: Update | None = None) -> tuple[Update, ...]:
         """Updates for one message of `budget` bytes; `first` (a suspicion) leads."""
+        if not (len(self.bq) or len(self.uq)):  # the steady state: nothing to piggyback
+            return () if first is None else (first,)
         c = self.config
         taken = take_split(self.bq, self.uq, budget, c.user_share, self.retransmit_limit())
         if first is not None:  # buddy system: the suspicion rides first

@@ -38,7 +38,7 @@ from array import array
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 
 from gossip.members import LIVE, Member, MemberColumns, MemberState, slot_int
-from gossip.messages import Alive, MemberRecord
+from gossip.messages import Accuse, Alive, MemberRecord
 from overlay.core.ids import PeerId
 
 #: Reaped members remembered (about 1 KiB each, more with a colony certificate chain).
@@ -94,8 +94,12 @@ class FloatColumn:
             self._extra[peer] = value
             return
         w = self.width
-        self._n += math.isnan(self._data[i * w])
-        self._data[i * w : i * w + w] = array("d", value)
+        data = self._data
+        self._n += math.isnan(data[i * w])
+        if w == 1:  # the RTT column, set on every probe ack
+            data[i] = value[0]
+        else:
+            data[i * w : i * w + w] = array("d", value)
 
     def pop(self, peer: PeerId) -> None:
         i = self._table._slot.get(peer)
@@ -190,6 +194,30 @@ class MemberTable(Mapping[PeerId, Member]):
         """`peer`'s state, without building a view (hot paths)."""
         i = self._slot.get(peer)
         return None if i is None else _STATES[self._cols.state[i]]
+
+    def records(self) -> list[MemberRecord]:
+        """Every member's push-pull record in table order (what `m.record()` gives for
+        each value, read straight from the columns: push-pull sends the whole table)."""
+        c = self._cols
+        alive, accuse, ad_full, ad_deltas = c.alive, c.accuse, c.ad_full, c.ad_deltas
+        out: list[MemberRecord] = []
+        append = out.append
+        for i in self._slot.values():
+            full = ad_full[i]
+            a = alive[i]
+            assert a is not None
+            append(MemberRecord(a, accuse[i], () if full is None else (full, *ad_deltas[i])))
+        return out
+
+    def accuse_of(self, peer: PeerId) -> Accuse | None:
+        """The accusation against `peer` we hold, if any, without building a view."""
+        i = self._slot.get(peer)
+        return None if i is None else self._cols.accuse[i]
+
+    def alive_of(self, peer: PeerId) -> Alive | None:
+        """`peer`'s current alive claim, without building a view (hot paths)."""
+        i = self._slot.get(peer)
+        return None if i is None else self._cols.alive[i]
 
     @property
     def n_live(self) -> int:

@@ -96,7 +96,7 @@ class Prober:
         if target is None:
             return
         probe = self.probe = ProbeRound(self._next_seq(), target, now)
-        buddy = self.table[target].accuse if c.lifeguard else None
+        buddy = self.table.accuse_of(target) if c.lifeguard else None
         updates = self.gate.introduce(target, self.spread.piggyback(c.piggyback_bytes, buddy))
         out.append(Send(target, Ping(probe.seq, target, updates, self.coord)))
         out.append(SetTimer("probe-timeout", now + self.awareness.scale(c.probe_timeout_s)))
@@ -203,10 +203,10 @@ class Prober:
         self.rtt.pop(peer)
 
     def _observe_rtt(self, peer: PeerId, rtt_s: float, coord: Coord | None) -> None:
-        if peer not in self.rtt and len(self.rtt) >= self.config.max_coords:
+        old = self.rtt.first(peer)  # None: not in the column (its `in`, one lookup)
+        if old is None and len(self.rtt) >= self.config.max_coords:
             count(self.stats, "rtt_dropped")
             return
-        old = self.rtt.first(peer)
         self.rtt.set(peer, (rtt_s if old is None else old + RTT_ALPHA * (rtt_s - old),))
         if coord is not None:
             self.coord = coordinates.update(self.coord, coord, rtt_s, self.rng)

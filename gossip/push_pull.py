@@ -73,7 +73,7 @@ class AntiEntropy:
     def records(self) -> list[MemberRecord]:
         """Our own record first, then every member's, in table order."""
         recs = [self.local.record()]
-        recs.extend(m.record() for m in self.table.values())
+        recs.extend(self.table.records())
         return recs
 
     def send(self, peer: PeerId, *, reply: bool, join: bool, out: list[Effect]) -> None:

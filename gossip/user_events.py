@@ -129,6 +129,10 @@ class EventOrderer:
                 out.extend(self._skip_gap(s))
         return out
 
+    def has_held(self) -> bool:
+        """Is any event held back (so that `expire` may deliver something)?"""
+        return any(s.held for s in self._senders.values())
+
     def held_count(self) -> int:
         return sum(len(s.held) for s in self._senders.values())
 

@@ -37,6 +37,20 @@ class PeerId:
                 self, "_key", int.from_bytes(hashlib.sha256(self.raw).digest(), "big")
             )
 
+    # Hand-written eq/hash (same meaning as the generated ones: by `raw` only): peer ids
+    # are the keys of every member table, probe order and routing table, and the
+    # generated methods build a tuple per call. `hash(raw)` is cached by the bytes
+    # object; no output depends on hash values (bytes hashing is salted per process).
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        if other.__class__ is self.__class__:
+            return self.raw == other.raw
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
     @classmethod
     def from_ed25519(cls, public_key: bytes) -> PeerId:
         if len(public_key) != 32:

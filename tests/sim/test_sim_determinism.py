@@ -32,6 +32,19 @@ def test_same_seed_identical_files_different_seed_differs(tmp_path: Path) -> Non
     assert one["lookups.csv"] != other["lookups.csv"]
 
 
+def test_idle_tick_fast_path_changes_no_output(tmp_path: Path) -> None:
+    """The world's `quick_tick` fast path (idle gossip ticks re-armed without building
+    inputs and effects) gives the same files as handing every tick to the core."""
+    runs = {}
+    for quick in (True, False):
+        sim = simulation_for(_small(SEED).with_(nodes=20, duration_s=30.0))
+        sim.world.quick_ticks = quick
+        out = tmp_path / str(quick)
+        sim.run().write(out)
+        runs[quick] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    assert runs[True] == runs[False], f"seed={SEED}: the fast path changed the output"
+
+
 def test_cli_run_writes_metrics_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                            ) -> None:
     text = scenario.resolve("smoke").read_text()

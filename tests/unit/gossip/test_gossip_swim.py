@@ -42,7 +42,7 @@ from gossip.profiles import LAN, SwimConfig
 from gossip.resources import ResourceAd, parse_query
 from gossip.swim import Swim
 from overlay.core.crypto import Envelope, KeyPair
-from overlay.core.effects import Received, TimerFired
+from overlay.core.effects import Received, Send, SetTimer, TimerFired
 from overlay.core.errors import LocalProtocolError
 from overlay.core.ids import PeerId
 from overlay.core.wire import cbor_encode
@@ -430,3 +430,31 @@ def test_member_entry_memory() -> None:
     assert per <= 175  # 161 measured: dict slot ~37, 5 reference columns 45, coords + RTT 60
     m = table[alives[7].peer]
     assert m.alive is alives[7] and m.since == 19.5 and m.state is MemberState.ALIVE
+
+
+def test_quick_tick_answers_exactly_when_the_gossip_tick_is_idle() -> None:
+    """`quick_tick` (the simulator's fast path) gives a deadline only when firing the
+    gossip timer would do nothing but re-arm it at that deadline, and None otherwise."""
+    w = Wire(n=3)
+    w.join_all()
+    core = w.cores[A]
+    assert len(core.spread.bq) > 0  # fresh claims queued by the joins: not idle
+    assert core.quick_tick("gossip", 1.0) is None
+    now = 1.0
+    effects = core.handle(TimerFired("gossip"), now)
+    assert any(isinstance(e, Send) for e in effects)  # a busy tick sends
+    for _ in range(100):  # gossip until the queue has drained
+        if not len(core.spread.bq):
+            break
+        now += LAN.gossip_interval_s
+        core.handle(TimerFired("gossip"), now)
+    assert not len(core.spread.bq)
+    now += LAN.gossip_interval_s
+    at = core.quick_tick("gossip", now)
+    assert at == now + LAN.gossip_interval_s
+    before = (dict(core.stats), core.rng.getstate())
+    assert core.handle(TimerFired("gossip"), now) == [SetTimer("gossip", at)]
+    assert (dict(core.stats), core.rng.getstate()) == before  # nothing else changed
+    assert core.quick_tick("probe", now) is None  # only the gossip tick has a fast path
+    core.handle(SendUserEvent("deploy", b"v1"), now)  # a queued user event: busy again
+    assert core.quick_tick("gossip", now) is None

@@ -180,3 +180,19 @@ def test_build_node_with_cells_keeps_swims_draws_and_takes_cell_commands() -> No
                for e in out)
     with pytest.raises(LocalProtocolError, match="need gossip"):
         build_node(kp, random.Random(1), cells=CellSetup(CellConfig()))
+
+
+def test_quick_tick_is_routed_to_the_owning_part_and_matches_handle() -> None:
+    """`Node.quick_tick` asks the part that owns the timer (gossip's idle tick) and
+    answers None for parts without a fast path and for foreign timer ids."""
+    parts = _full(3)
+    node = parts.node
+    at = node.quick_tick(("gossip", "gossip"), 5.0)  # never joined: queues are empty
+    assert at == 5.0 + profile("lan").gossip_interval_s
+    assert node.handle(TimerFired(("gossip", "gossip")), 5.0) == [
+        SetTimer(("gossip", "gossip"), at)
+    ]
+    assert node.quick_tick(("gossip", "probe"), 5.0) is None
+    assert node.quick_tick(("dht", "refresh"), 5.0) is None  # no fast path in the DHT
+    assert node.quick_tick("gossip", 5.0) is None  # not a namespaced timer id
+    assert node.unrouted == 0
