@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import structlog
@@ -24,6 +23,7 @@ HAVE_PYLIBP2P = importlib.util.find_spec("libp2p") is not None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _one_worker_for_integration(items)
     if HAVE_PYLIBP2P:
         return
     skip = pytest.mark.skip(
@@ -35,37 +35,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-try:
-    from xdist.scheduler import LoadScopeScheduling
-except ImportError:  # pytest-xdist is a dev dependency; plain pytest runs without it
-    LoadScopeScheduling = None
-
-
-def _scope(nodeid: str) -> str:
-    """The work unit a test belongs to under `make test`'s `--dist loadgroup`: every
-    integration test in one unit, so they run on one worker, one at a time and in file
-    order, as without xdist (they start daemons, bind ports, build network namespaces
-    and bound their waits for a machine running one of them at a time); any other test
-    in its file's unit (module fixtures are built once), those units spread over the
-    workers beside the integration one."""
-    path = nodeid.split("::", 1)[0]
-    return "integration" if "/integration/" in "/" + path else path
-
-
-if LoadScopeScheduling is not None:
-
-    class _IntegrationOnOneWorker(LoadScopeScheduling):  # type: ignore[misc]
-        def _split_scope(self, nodeid: str) -> str:
-            return _scope(nodeid)
-
-    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-        """Our grouping for `--dist loadgroup`. xdist's own reads `xdist_group` marks by
-        renaming `item._nodeid`, which pytest 9.2 no longer reads (node ids moved to
-        `_id`): the marks were silently ignored and integration tests ran two at a
-        time. The scheduler hook is public API; the grouping comes from the path."""
-        if config.getvalue("dist") != "loadgroup":
-            return None
-        return _IntegrationOnOneWorker(config, log)
+def _one_worker_for_integration(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist with `--dist loadgroup` (`make test`), every integration test
+    runs on the same worker, one at a time and in file order, as without xdist: they
+    start daemons, bind ports, build network namespaces and bound their waits for a
+    machine running one of them at a time. The unit, property and simulation tests
+    (CPU-bound, no shared state) spread over the workers beside them. Without xdist
+    the marker does nothing."""
+    group = pytest.mark.xdist_group("integration")
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(group)
 
 
 @pytest.fixture(autouse=True)
