@@ -23,7 +23,6 @@ HAVE_PYLIBP2P = importlib.util.find_spec("libp2p") is not None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    _one_worker_for_integration(items)
     if HAVE_PYLIBP2P:
         return
     skip = pytest.mark.skip(
@@ -33,19 +32,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "py-libp2p" in callspec.params.values():
             item.add_marker(skip)
-
-
-def _one_worker_for_integration(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist with `--dist loadgroup` (`make test`), every integration test
-    runs on the same worker, one at a time and in file order, as without xdist: they
-    start daemons, bind ports, build network namespaces and bound their waits for a
-    machine running one of them at a time. The unit, property and simulation tests
-    (CPU-bound, no shared state) spread over the workers beside them. Without xdist
-    the marker does nothing."""
-    group = pytest.mark.xdist_group("integration")
-    for item in items:
-        if "integration" in item.path.parts:
-            item.add_marker(group)
 
 
 @pytest.fixture(autouse=True)
