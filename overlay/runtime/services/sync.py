@@ -195,6 +195,13 @@ class SyncService:
             ev = await self.dht.call(lambda rid: PutValue(rid, key, record), timeout_s=60)
             if result_as(ev, Stored).acks > 0:
                 return
+            # A peer acknowledges only a record better than the one it holds: no acks
+            # may mean a racing writer's record of the same seq won there. The caller's
+            # read-back sees the winner and applies the conflict rule.
+            cur = await self.resolve(label)
+            if cur is not None and cur.seq >= seq and cur.writer != self.keypair.peer_id:
+                log.info("label_write_lost_race", label=label, seq=seq, winner=cur.value)
+                return
             if delay:
                 await trio.sleep(delay)
         raise ColonyError(f"label {label}: no DHT node stored the record "
