@@ -19,8 +19,9 @@ The receipt checker (`ReceiptCheck`) reuses the simulator campaign's invariant
 definitions (sim/campaign_check.Checker): it is fed snapshots of every reachable
 node's custody records (`GET /v1/capsules`), polled during the run, so
 `token_increase` sees every (token, executor) lease a snapshot caught, and
-`one_receipt` sees every receipt any custodian holds. A snapshot cannot see a lease
-that came and went between two polls: the check is as fine as the polling.
+`one_receipt` sees every receipt a majority of its configuration holds (committed:
+`committed_receipts`). A snapshot cannot see a lease that came and went between two
+polls: the check is as fine as the polling.
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ class ReceiptCheck:
     t0: float = field(default_factory=time.monotonic)
     snapshots: int = 0
     unreachable: int = 0
+    #: (node, capsule id) → the newest custody row that node served.
+    latest: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.checker = Checker(self.members)
@@ -168,22 +171,43 @@ class ReceiptCheck:
                     now, r["id"], int(r["token"]), PeerId.from_base58(r["executor"])
                 )
         for node, r in rows:
-            if r.get("receipt_executor"):
-                self.checker.on_receipt(
-                    now,
-                    PeerId.from_base58(node),
-                    r["id"],
-                    int(r["token"] or 0),
-                    PeerId.from_base58(r["receipt_executor"]),
-                )
+            self.latest[(node, r["id"])] = r
             if r["state"] in END_STATES:
                 self.checker.on_finished(now, r["id"], r["state"])
+        for cid, node, token, executor in committed_receipts(self.latest):
+            self.checker.on_receipt(now, PeerId.from_base58(node), cid, token,
+                                    PeerId.from_base58(executor))
 
     def unfinished(self) -> list[str]:
         return [c for c in self.checker.acked if c not in self.checker.finished]
 
     def violations(self) -> list[str]:
         return [v.line() for v in self.checker.violations]
+
+
+def committed_receipts(
+    latest: dict[tuple[str, str], dict[str, Any]],
+) -> list[tuple[str, str, int, str]]:
+    """(capsule, a custodian holding it, token, executor) of every receipt that a
+    majority of the configuration that wrote it holds, in that configuration's epoch:
+    the receipts custody accepted. A leader applies a receipt to its own copy first and
+    acts on it (acknowledges, reports) only once a majority holds it
+    (overlay/capsule/replication.py); a copy that never got further, like a minority
+    leader's during a partition, is not an accepted receipt, and a later epoch may run
+    the capsule again (docs/capsules.md, "Custody epochs"). `latest` keeps each node's
+    newest row, so a commit seen across several polls still counts."""
+    holders: dict[tuple[str, int, str, int, str], set[str]] = {}
+    configs: dict[tuple[str, int, str, int, str], list[str]] = {}
+    for (node, cid), r in latest.items():
+        if not r.get("receipt_executor") or not r.get("custodians"):
+            continue
+        key = (cid, int(r.get("epoch") or 0), r["custodians"][0], int(r["token"] or 0),
+               r["receipt_executor"])
+        configs[key] = r["custodians"]
+        if node in r["custodians"]:
+            holders.setdefault(key, set()).add(node)
+    return [(key[0], sorted(nodes)[0], key[3], key[4]) for key, nodes in holders.items()
+            if len(nodes) > len(configs[key]) // 2]
 
 
 @dataclass

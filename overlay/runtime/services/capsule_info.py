@@ -93,6 +93,19 @@ def record_json(rec: CustodyRecord) -> JsonObject:
     }
 
 
+def newest_copy(local: CustodyRecord | None,
+                found: list[CustodyRecord]) -> CustodyRecord | None:
+    """The copy of highest `order` (epoch, leader, version), the order custodians keep
+    (overlay/capsule/leases.py). By version alone, a copy a superseded leader wrote
+    and never committed (a minority's during a partition) could beat the epoch that
+    replaced it."""
+    best = local
+    for rec in found:
+        if best is None or rec.order > best.order:
+            best = rec
+    return best
+
+
 @dataclass
 class Known:
     """What this node knows of a capsule submitted through it (for `ps`)."""
@@ -200,10 +213,7 @@ class CapsuleReads:
         async with trio.open_nursery() as n:
             for p in peers if via is None else [*peers, via]:
                 n.start_soon(ask, p)
-        for rec in found:
-            if best is None or rec.version > best.version:
-                best = rec
-        return best
+        return newest_copy(best, found)
 
     async def read_log(self, executor: PeerId, capsule_id: str, token: int,
                        offset: int) -> tuple[bytes, bool]:  # fmt: skip
