@@ -94,8 +94,7 @@ class BridgeColony:
             nd.init()
         seed = self.nodes[0]
         seed.start()
-        wait_until(lambda: seed.api("GET", "/v1/id"), 60, "the seed's API")
-        for nd in self.nodes[1:]:
+        for nd in self.nodes[1:]:  # at once: a node retries its bootstrap dial after 1 s
             nd.start([seed.addr])
         for nd in self.nodes:
             wait_until(lambda nd=nd: nd.api("GET", "/v1/id"), 90, f"{nd.name}'s API")

@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from overlay.cli.cmd_node import init_home
+
 REPO = Path(__file__).resolve().parents[2]
 PUBLIC_NET = "198.18.0"
 STUN_IPS = ("198.18.0.10", "198.18.0.11")
@@ -477,9 +479,9 @@ class NsDaemon:
              settings: dict[tuple[str, str], str] | None = None) -> None:
         """`colony init` (with `--profile` when not lan), then fixed ports, JSON logs,
         `settings` ((section, key) → TOML value) and `extra` text appended."""
-        args = ["init"] if profile == "lan" else ["init", "--profile", profile]
-        self.colony(*args)
-        self.peer_id = self.colony("id").strip()
+        # What `colony init [--profile]` does, in this process: no network is involved,
+        # and two CLI subprocesses per node (init, id) were seconds per topology.
+        self.peer_id = str(init_home(self.home, quiet=True, profile=profile).peer_id)
         conf = self.home / "config.toml"
         text = conf.read_text()
         text = re.sub(r'(?m)^listen = \[[^\]]*\]',
@@ -550,8 +552,7 @@ def start_edge_colony(topo: Topology, root: Path, profile: str = "edge",
         n.init(profile, extra, settings)
     seed = nodes["pub1"]
     seed.start()
-    wait_until(lambda: seed.api("GET", "/v1/id"), 60, "the seed's API")
-    for n in nodes.values():
+    for n in nodes.values():  # at once: a node retries its bootstrap dial after 1 s
         if n is not seed:
             n.start([seed.addr])
     for n in nodes.values():
