@@ -47,7 +47,9 @@ from overlay.core.ids import PeerId
 
 #: The source of inputs that name no peer (our own: API, services).
 LOCAL: Final = None
-Source = PeerId | None
+#: A peer's source is its id's bytes: `bytes` caches its hash, `PeerId` hashes in
+#: Python (a third of the inbox's cost per input when keyed by `PeerId`).
+Source = bytes | None
 
 
 @dataclass
@@ -56,17 +58,21 @@ class InboxStats:
     full: int = 0
     #: `Received` refused because its peer held more than its share above high water.
     over_share: int = 0
-    #: Drops by peers beyond `max_tracked` (not named in `dropped_by_peer`).
+    #: Drops by peers beyond `max_tracked` (not named in `by_peer`).
     untracked_drops: int = 0
-    #: Per-peer drops (both kinds), for at most `max_tracked` peers.
-    dropped_by_peer: dict[PeerId, int] = field(default_factory=dict)
+    #: Per-peer drops (both kinds) by peer id bytes, for at most `max_tracked` peers.
+    by_peer: dict[bytes, int] = field(default_factory=dict)
+
+    @property
+    def dropped_by_peer(self) -> dict[PeerId, int]:
+        return {PeerId(raw): n for raw, n in self.by_peer.items()}
 
 
 def source_of(inp: object) -> Source:
     if type(inp) is Received:  # the hot path: most inputs are frames from peers
-        return inp.peer
+        return inp.peer.raw
     peer = getattr(inp, "peer", None)
-    return peer if isinstance(peer, PeerId) else LOCAL
+    return peer.raw if isinstance(peer, PeerId) else LOCAL
 
 
 class FairInbox:
@@ -97,20 +103,27 @@ class FairInbox:
 
     def offer(self, inp: object) -> bool:
         """Queue `inp` if admitted (module docstring); False if refused (counted)."""
-        src = source_of(inp)
-        q = self._queues.get(src)
+        # Inlined (source_of, _append): this runs once per frame from the network.
+        frame = type(inp) is Received
+        src: Source = inp.peer.raw if frame else source_of(inp)  # type: ignore[attr-defined]
+        queues = self._queues
+        q = queues.get(src)
         total = self._total
         if total >= self.capacity or self.local_waiting:
             self._count_drop(src, over_share=False)
             return False
-        if total >= self.high_water and q and src is not LOCAL and type(inp) is Received:
-            local = self._queues.get(LOCAL)
+        if q is None:
+            q = queues[src] = deque()
+            self._ring.append(src)
+        elif frame and total >= self.high_water and src is not LOCAL:
+            local = queues.get(LOCAL)
             peer_queued = total - (len(local) if local else 0)
-            active = len(self._queues) - (1 if local else 0)
+            active = len(queues) - (1 if local else 0)
             if len(q) * active >= peer_queued:  # at or above the mean of active peers
                 self._count_drop(src, over_share=True)
                 return False
-        self._append(src, q, inp)
+        q.append(inp)
+        self._total = total + 1
         return True
 
     def put(self, inp: object) -> None:
@@ -136,7 +149,8 @@ class FairInbox:
 
     def top_droppers(self, n: int = 5) -> list[tuple[PeerId, int]]:
         """The peers with the most inputs dropped (read on a stats request, not per input)."""
-        return heapq.nlargest(n, self.stats.dropped_by_peer.items(), key=lambda kv: kv[1])
+        top = heapq.nlargest(n, self.stats.by_peer.items(), key=lambda kv: kv[1])
+        return [(PeerId(raw), k) for raw, k in top]
 
     def _append(self, src: Source, q: deque[object] | None, inp: object) -> None:
         if q is None:
@@ -153,7 +167,7 @@ class FairInbox:
             st.full += 1
         if src is LOCAL:
             return
-        by_peer = st.dropped_by_peer
+        by_peer = st.by_peer
         n = by_peer.get(src)
         if n is not None:
             by_peer[src] = n + 1

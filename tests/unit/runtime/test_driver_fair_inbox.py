@@ -162,6 +162,6 @@ def test_per_peer_drop_counts_are_bounded() -> None:
 
 
 def test_sources() -> None:
-    assert source_of(Received(GOOD, 1)) == GOOD
-    assert source_of(Connected(GOOD)) == GOOD
+    assert source_of(Received(GOOD, 1)) == GOOD.raw
+    assert source_of(Connected(GOOD)) == GOOD.raw
     assert source_of(Cmd(1)) is LOCAL
