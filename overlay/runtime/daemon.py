@@ -350,7 +350,10 @@ class Daemon:
             "transport.send_failed": t.frames_dropped_send_failed,
             "transport.events": t.events_dropped,
             "transport.handler_error": t.handler_errors,
+            # All inputs the inbox refused; of them, a heavy peer's refused above the
+            # high-water mark (the flood's cost to itself, runtime/inbox.py).
             "driver.inbox_full": self.driver.stats.inputs_dropped,
+            "driver.inbox_over_share": self.driver.stats.inputs_over_share,
             "router.bitswap_filtered": self.router.bitswap_filtered,
             "router.unroutable": self.router.unroutable,
             "events.slow_watcher": self.events.watcher_drops,
@@ -371,6 +374,9 @@ class Daemon:
         }
         out.update(self.topics.drops())
         out.update(self.aggregate.drops())
+        # The peers whose inputs the inbox refused most: who is flooding us.
+        for peer, n in self.driver.top_droppers(5):
+            out[f"driver.inbox_dropped.{peer}"] = n
         for proto, n in sorted(t.queue_full_by_protocol.items()):
             out[f"transport.queue_full.{proto}"] = n
         # Inbound streams reset for their peer's fault (bad message, bad request, too

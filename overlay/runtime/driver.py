@@ -1,7 +1,9 @@
 """The trio driver: runs one sans-IO core (the composed node) on a real clock.
 
-Readers (transport handlers, the control API) push inputs into a bounded memory
-channel; one loop takes the next input or wakes at the next timer deadline, calls
+Readers (transport handlers, the control API) push inputs into a bounded inbox
+shared fairly between peers (inbox.py: a flooding peer loses its own excess inputs,
+never a good peer's, and is served one input per turn like any other source); one
+loop takes the next input or wakes at the next timer deadline, calls
 `core.handle(inp, now)` and carries out the effects. No protocol logic lives here
 (STYLE.md: "a driver that is ~30 lines: send what is pending, re-arm the timer").
 
@@ -39,6 +41,7 @@ from overlay.core.effects import (
 )
 from overlay.core.errors import LocalProtocolError
 from overlay.core.ids import PeerId
+from overlay.runtime.inbox import FairInbox
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -55,7 +58,10 @@ class Core(Protocol):
 @dataclass
 class DriverStats:
     inputs: int = 0
+    #: Every input refused by the inbox (`inputs_over_share` included).
     inputs_dropped: int = 0
+    #: Of those, a heavy peer's inputs refused above the inbox's high-water mark.
+    inputs_over_share: int = 0
     timers_fired: int = 0
     sends: int = 0
     emits: int = 0
@@ -75,13 +81,16 @@ class Driver:
         emit: Callable[[object], None] = lambda event: None,
         disconnect: Callable[[PeerId, str], None] = lambda peer, reason: None,
         inbox_size: int = 4096,
+        inbox_high_water: int | None = None,
         wall_offset: float | None = None,
     ) -> None:
         self.core = core
         self._send = send
         self._emit = emit
         self._disconnect = disconnect
-        self._tx, self._rx = trio.open_memory_channel[object](inbox_size)
+        self.inbox = FairInbox(inbox_size, inbox_high_water)
+        self._ready = trio.lowlevel.ParkingLot()  # the loop, waiting for an input
+        self._room = trio.lowlevel.ParkingLot()  # `submit_wait` callers, waiting for room
         self._timers: dict[TimerId, float] = {}
         self._heap: list[tuple[float, int, TimerId]] = []
         self._seq = itertools.count()
@@ -97,28 +106,50 @@ class Driver:
         return trio.current_time() + self._offset
 
     def submit(self, inp: object) -> bool:
-        """Queue an input without waiting; False (and counted) if the inbox is full.
+        """Queue an input without waiting; False (and counted) if the inbox refuses it.
 
         Network readers use this: a flood from one peer then costs that peer's
-        messages, never the loop's memory.
+        messages (refused above the inbox's high-water mark while it holds more than
+        its share), never the loop's memory nor another peer's messages.
         """
-        try:
-            self._tx.send_nowait(inp)
+        if self.inbox.offer(inp):
+            if self._ready:
+                self._ready.unpark()
             return True
-        except trio.WouldBlock:
-            self.stats.inputs_dropped += 1
-            now = trio.current_time()
-            if now - self._drop_logged_at >= 1.0:  # rate-limited: a flood is many drops
-                self._drop_logged_at = now
-                peer = getattr(inp, "peer", None)
-                log.debug("input_dropped_inbox_full", input=type(inp).__name__,
-                          peer=str(peer) if peer is not None else None,
-                          total=self.stats.inputs_dropped)
-            return False
+        st = self.stats
+        st.inputs_dropped += 1
+        st.inputs_over_share = self.inbox.stats.over_share
+        now = trio.current_time()
+        if now - self._drop_logged_at >= 1.0:  # rate-limited: a flood is many drops
+            self._drop_logged_at = now
+            peer = getattr(inp, "peer", None)
+            log.debug("input_dropped_inbox_full", input=type(inp).__name__,
+                      peer=str(peer) if peer is not None else None,
+                      total=st.inputs_dropped, over_share=st.inputs_over_share)
+        return False
 
     async def submit_wait(self, inp: object) -> None:
-        """Queue an input, waiting for room (local commands must not be dropped)."""
-        await self._tx.send(inp)
+        """Queue an input, waiting for room (local commands must not be dropped).
+
+        While a caller waits, inputs offered by `submit` are refused, so the room
+        freed by the loop goes to the waiting local command first.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        inbox = self.inbox
+        inbox.local_waiting += 1
+        try:
+            while not inbox.has_room():
+                await self._room.park()
+        finally:
+            inbox.local_waiting -= 1
+        inbox.put(inp)
+        if self._ready:
+            self._ready.unpark()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def top_droppers(self, n: int = 5) -> list[tuple[PeerId, int]]:
+        """The peers whose inputs the inbox refused most (for /v1/stats drops)."""
+        return self.inbox.top_droppers(n)
 
     def handle_now(self, inp: object) -> list[Effect]:
         """Run one input synchronously inside the trio thread (for the control API's
@@ -131,10 +162,16 @@ class Driver:
         task_status.started()
         while True:
             deadline = self._next_deadline()
-            inp: object | None = None
-            with trio.move_on_at(self._to_trio(deadline) if deadline is not None else float("inf")):
-                inp = await self._rx.receive()
+            if self.inbox:
+                await trio.lowlevel.checkpoint()  # let readers run between inputs
+            else:
+                with trio.move_on_at(self._to_trio(deadline) if deadline is not None
+                                     else float("inf")):
+                    await self._ready.park()  # `submit` unparks us
+            inp = self.inbox.take()  # None: woken by the deadline
             if inp is not None:
+                if self._room:
+                    self._room.unpark()
                 self._run(inp)
             self._fire_due()
 

@@ -10,7 +10,11 @@ the offered rate is what the target must absorb.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import trio
@@ -69,3 +73,45 @@ async def flood(target: PeerId, addr: str, rate: int, seconds: float,
                 report.offered += 1
                 report.posted += bool(t.post(target, proto, body))
             await trio.sleep(tick)
+
+
+#: A busy loop that stops by itself after argv[1] seconds (a leaked one still ends).
+_HOG = ("import sys, time\nt = time.monotonic() + float(sys.argv[1])\n"
+        "while time.monotonic() < t: pass")
+
+
+def _pin(pid: int, cpus: set[int], nice: int | None) -> None:
+    """Pin every thread of `pid` to `cpus`, at niceness `nice` if given (both are per
+    thread on Linux: the threads that exist now; the ones started later inherit)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(tid), cpus)
+            if nice is not None:
+                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+
+
+@contextlib.contextmanager
+def starved(pid: int, seconds: float, *, hogs: int = 2, nice: int = 5) -> Iterator[int]:
+    """Starve process `pid` of CPU for at most `seconds`: pin it to one core beside
+    `hogs` busy loops pinned to the same core, itself `nice`r than them (so it gets
+    about 1/(1 + 3 * hogs) of that core: niceness 5 weighs 335 against 1024).
+
+    This is the failure's condition made deterministic: a daemon that cannot keep
+    up with a flood, whatever else the machine runs. Yields the core used. The busy
+    loops end by themselves after `seconds`, and are killed on exit before that.
+    """
+    every = os.sched_getaffinity(pid)
+    cpu = max(every)
+    procs = [subprocess.Popen([sys.executable, "-c", _HOG, str(seconds)])
+             for _ in range(hogs)]
+    try:
+        for p in procs:
+            os.sched_setaffinity(p.pid, {cpu})
+        _pin(pid, {cpu}, nice)
+        yield cpu
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+            _pin(pid, every, None)  # all cores again (niceness cannot be lowered back)

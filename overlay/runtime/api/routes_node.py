@@ -231,6 +231,9 @@ def _metrics(
               lambda: stats.driver_stats().inputs)
     c.counter("driver_inputs_dropped", "inputs dropped: inbox full",
               lambda: stats.driver_stats().inputs_dropped)
+    c.counter("driver_inputs_over_share", "of the inputs dropped, a heavy peer's frames "
+              "refused above the inbox's high-water mark",
+              lambda: stats.driver_stats().inputs_over_share)
     c.counter("exchange_blocks_received", "blocks received by bitswap",
               lambda: stats.exchange_stats().blocks_received)
     c.counter("exchange_blocks_served", "blocks served by bitswap",
