@@ -125,15 +125,31 @@ class _Split:
 
     def __init__(self, roots: list[Cid]) -> None:
         self.roots = roots
+        #: A root's CID bytes (as sections carry them) → its first index.
         self.index: dict[bytes, int] = {}
         for i, c in enumerate(roots):
-            self.index.setdefault(c.multihash, i)
+            self.index.setdefault(c.to_bytes(), i)
         self.ranges: list[_Range] = []
 
     def deal(self, k: int) -> list[_Range]:
         n = len(self.roots)
         self.ranges = [_Range(i * n // k, (i + 1) * n // k) for i in range(k)]
         return list(self.ranges)
+
+    def track(self, sections: list[tuple[bytes, bytes]],
+              rng: _Range) -> list[tuple[bytes, bytes]]:
+        """Advance `rng.at` over the sections just parsed (before they are verified,
+        so a thief sees how far the stream really is); cut them at the first root
+        past `rng.stop` (stolen: `rng.cut`)."""
+        for j, (cb, _) in enumerate(sections):
+            i = self.index.get(cb)
+            if i is not None and i >= rng.start:
+                if i >= rng.stop:
+                    rng.cut = True
+                    rng.at = rng.stop - 1  # depth-first: all before it is in
+                    return sections[:j]
+                rng.at = max(rng.at, i)
+        return sections
 
     def steal(self) -> _Range | None:
         """A new range: the second half of the unstarted roots of the range with the
@@ -406,7 +422,7 @@ class DagStreams:
                 # Back-pressure without stalling the loop: wait for the commit
                 # thread rather than commit here (BlockWriter.wait_room).
                 await self.writer.wait_room(sum(len(b) for _, b in sections))
-                return self._accept(sections, cids, expected, key, progress, split, rng)
+                return self._accept(sections, cids, expected, key, progress)
 
             held_bytes = 0
             while True:
@@ -426,12 +442,15 @@ class DagStreams:
                     self.stats.bad_blocks += 1
                     got += await take_held() if held else 0  # the whole ones before it
                     raise
+                if split is not None and rng is not None and sections:
+                    sections = split.track(sections, rng)
+                    done = done or rng.cut
                 held += sections
                 held_bytes += sum(len(b) for _, b in sections)
                 if held and (done or held_bytes >= VERIFY_BYTES):
                     held_bytes = 0
                     got += await take_held()
-                if done or (rng is not None and rng.cut):
+                if done:
                     break
             if rng is not None and rng.cut:
                 # Reset, not close: a closed stream's provider would send the rest of
@@ -461,24 +480,14 @@ class DagStreams:
                 await s.aclose()
 
     def _accept(self, sections: list[tuple[bytes, bytes]], cids: list[Cid | None],
-                expected: set[bytes], peer_key: str, p: FetchProgress,
-                split: _Split | None = None, rng: _Range | None = None) -> int:
-        """Take verified sections that belong to the DAG, in order (parents first);
-        with a range, only up to its first stolen root (then `rng.cut`)."""
+                expected: set[bytes], peer_key: str, p: FetchProgress) -> int:
+        """Take verified sections that belong to the DAG, in order (parents first)."""
         taken = 0
         # One read transaction for the whole batch, not one per block (profiled).
         have = self.writer.have([c for c in cids if c is not None])
         for (_, block), cid in zip(sections, cids, strict=True):
             if cid is None:
                 continue  # identity: nothing to store
-            if split is not None and rng is not None:
-                i = split.index.get(cid.multihash)
-                if i is not None and i >= rng.start:
-                    if i >= rng.stop:
-                        rng.cut = True  # the rest of this stream was stolen
-                        rng.at = rng.stop - 1  # depth-first: all before it is in
-                        break
-                    rng.at = max(rng.at, i)
             if cid.multihash not in expected:
                 self.stats.unexpected_blocks += 1
                 raise ColonyError(f"{cid} is not part of the requested DAG")
