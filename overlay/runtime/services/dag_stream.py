@@ -305,6 +305,8 @@ class DagStreams:
                                      only_root=True)
             if not self.writer.has(root):
                 return taken
+        if root.codec != DAG_PB:
+            return taken  # a single block
         frontier, got = await self._frontier(root, providers[0], prog)
         taken += got
         if not frontier:
@@ -329,8 +331,10 @@ class DagStreams:
 
         async with trio.open_nursery() as outer:
             async with trio.open_nursery() as workers:
-                k = min(len(providers), len(frontier))
-                for peer, rng in zip(providers, split.deal(k), strict=False):
+                ranges: list[_Range | None] = [
+                    *split.deal(min(len(providers), len(frontier)))]
+                ranges += [None] * (len(providers) - len(ranges))  # they steal
+                for peer, rng in zip(providers, ranges, strict=True):
                     workers.start_soon(work, peer, rng)
                 if more is not None:
                     outer.start_soon(arrivals, workers)
@@ -402,6 +406,8 @@ class DagStreams:
             s = await self.transport.open_stream(peer, PROTO_DAG, timeout=10.0)
         except Exception as e:  # not a colony peer (helia, kubo), or unreachable: Bitswap
             log.debug("dag_stream_unavailable", peer=str(peer), error=repr(e)[:200])
+            if rng is not None:
+                rng.dead = True  # the other providers take its roots
             return 0
         try:
             await s.send_all(_request(roots, only_root))
