@@ -106,8 +106,9 @@ def timed_fetch(
                               "fetcher_user": round((u1[0] - u0[0]) / gib, 2),
                               "fetcher_sys": round((u1[1] - u0[1]) / gib, 2),
                               "providers": round((c1[1] - c0[1]) / gib, 2)}
-    # The providers the fetch's own DHT lookup found: "3 providers" is a fetch from
-    # fewer when the lookup misses one (seen: 2 of 3 right after `wait_providers` saw 3).
+    # The providers the fetch's own DHT lookup found when its walk ended; those whose
+    # answer came later (a busy provider) join the fetch as they appear and are in
+    # the final line's "providers_late" (docs/dht.md, issue #16).
     final["providers_found"] = len(found)
     return int(final["bytes_fetched"]) / dt / 1e6, final  # type: ignore[call-overload]
 
@@ -230,7 +231,8 @@ def fetch_run(tmp: Path, size: int, stack: str, rate: int) -> tuple[float, float
         wait_providers(n3, cid, {n0.peer_id, n1.peer_id, n2.peer_id})
         three, f3 = timed_fetch(n3, cid, [n0, n1, n2])
         for name, f in (("1 provider", f1), ("3 providers", f3)):
-            print(f"  [{tag}] blocks by provider, {name} ({f['providers_found']} found): "
+            print(f"  [{tag}] blocks by provider, {name} ({f['providers_found']} found, "
+                  f"{f.get('providers_late', 0)} late): "
                   f"{sorted(f['providers'].values(), reverse=True)}; "  # type: ignore[attr-defined]
                   f"CPU s/GiB {f['cpu_s_per_gib']}")
         return one, three

@@ -237,6 +237,22 @@ def result_as(ev: LookupDone, kind: type[R]) -> R:
 
 
 @dataclass(frozen=True, slots=True)
+class ProvidersFound:
+    """Providers a GetProviders command learned, as they arrive (kubo's
+    FindProvidersAsync): the ones the core already knows when the command starts, each
+    new one an answer brings during the walk, and those in answers that come after the
+    walk ended (`LookupDone`) from queries that had passed their soft timeout. Every
+    provider appears in at most one event of a command, and every GetProviders command
+    ends with exactly one event with `last` set, after its `LookupDone`: no answer that
+    could add a provider is outstanding any more (at most `rpc_timeout_s` after the
+    walk ended)."""
+
+    request_id: int
+    providers: tuple[PeerInfo, ...]
+    last: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ProvideDone:
     """A sweep (first announcement or reprovide) finished."""
 

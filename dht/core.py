@@ -42,6 +42,7 @@ from dht.api import (
     PeerAddressesLearned,
     PeerRoleLearned,
     Provide,
+    ProvidersFound,
     PutValue,
     ReachabilityLearned,
     RequestFailed,
@@ -188,13 +189,17 @@ class Kademlia:
         if not is_provider_key(cmd.key):
             raise LocalProtocolError("GetProviders key must be a multihash")
         op = self.lookups.start(ProvidersOp, cmd.request_id, cmd.key, now, out, defer=True)
-        if op is not None:
-            op.count = cmd.count or self.config.get_providers_count
-            if cmd.key in self.provided:
-                op.found[self.me] = PeerInfo(self.me, self.addrs)
-            for info in self.providers.get(cmd.key, now, op.count):
-                op.found.setdefault(info.peer, info)
-            self.lookups.advance(op, now, out)
+        if op is None:  # refused ("busy"): its LookupDone is out; nothing will follow
+            out.append(Emit(ProvidersFound(cmd.request_id, (), last=True)))
+            return
+        op.count = cmd.count or self.config.get_providers_count
+        if cmd.key in self.provided:
+            op.found[self.me] = PeerInfo(self.me, self.addrs)
+        for info in self.providers.get(cmd.key, now, op.count):
+            op.found.setdefault(info.peer, info)
+        if op.found:  # what we know already, at once: a fetch can start with it
+            out.append(Emit(ProvidersFound(cmd.request_id, tuple(op.found.values()))))
+        self.lookups.advance(op, now, out)
 
     def _get_value(self, cmd: GetValue, now: float, out: list[Effect]) -> None:
         op = self.lookups.start(GetOp, cmd.request_id, cmd.key, now, out, defer=True)

@@ -175,6 +175,10 @@ class Lookup:
     def waiting(self) -> list[PeerId]:
         return [p for _, p in self._order if self._info[p] & 7 == WAITING]
 
+    def outstanding(self) -> int:
+        """Queries still unanswered, waiting or stalled: answers that may yet come."""
+        return sum(1 for i in self._info.values() if i & 7 in (WAITING, STALLED))
+
     # ------------------------------------------------------------------ results
 
     def closest(self, n: int | None = None) -> list[PeerId]:
@@ -260,6 +264,9 @@ class DisjointLookup:
     @property
     def inflight(self) -> int:
         return sum(lk.inflight for lk in self.paths)
+
+    def outstanding(self) -> int:
+        return sum(lk.outstanding() for lk in self.paths)
 
     @property
     def queried(self) -> int:

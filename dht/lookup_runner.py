@@ -8,6 +8,16 @@ at the k closest peers and emits once all have answered; a bootstrap emits
 `BootstrapDone` and refreshes every bucket; a region lookup hands its peers to the
 reprovide sweep.
 
+GET_PROVIDERS streams what it finds (kubo's FindProvidersAsync): `ProvidersFound` for
+every new provider as its answer arrives. Its walk ends by the paper's rule, which no
+longer waits for a query past its soft timeout; a provider that is slow to answer (a
+busy node: the one that just fetched the data and is announcing it) would be lost. So
+an op that ends its walk with queries unanswered and fewer providers than asked
+*waits* (`waiting`, no new queries) until each is answered or fails at its hard
+timeout, and reports the providers those late answers bring; then the command's last
+`ProvidersFound(last=True)`. The caller has its `LookupDone` when the walk ends, as
+before, and can start with what it has.
+
 Rules (libp2p kad-dht spec; docs/dht.md):
 - Untrusted lists are cut to k and self-referrals dropped, each counted in `DhtStats`;
   records are validated before they count towards a quorum.
@@ -15,7 +25,9 @@ Rules (libp2p kad-dht spec; docs/dht.md):
 - Bucket refresh (Kademlia §2.3): a lookup for a key in each stale bucket; the only
   randomness in the core (`_key_in_bucket`), drawn from the injected rng.
 
-Bounded: at most `max_lookups` ops at once; a command beyond it fails with "busy".
+Bounded: at most `max_lookups` ops at once; a command beyond it fails with "busy". At
+most `max_lookups` provider ops wait for late answers, each at most `rpc_timeout_s`
+after its last query left; beyond that bound one ends at once (counted).
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ from dht.api import (
     LookupDone,
     PeerAddressesLearned,
     Providers,
+    ProvidersFound,
     Result,
     Stored,
     Value,
@@ -64,7 +77,7 @@ class LookupRunner:
     """The ops under way, by id (see the module docstring)."""
 
     __slots__ = ("_next_id", "config", "me", "ops", "rng", "rpcs", "stats", "table",
-                 "validators")
+                 "validators", "waiting")
 
     def __init__(self, me: PeerId, config: KadConfig, *, table: RoutingTable,
                  rpcs: RpcTable, stats: DhtStats, validators: Validators,
@@ -77,6 +90,8 @@ class LookupRunner:
         self.validators = validators
         self.rng = rng
         self.ops: dict[int, Op] = {}
+        #: Provider ops whose walk ended, waiting for answers past their soft timeout.
+        self.waiting: dict[int, ProvidersOp] = {}
         self._next_id = 1
 
     def __len__(self) -> int:
@@ -147,6 +162,11 @@ class LookupRunner:
         """`peer` answered a query of op `op_id` (type already checked)."""
         op = self.ops.get(op_id)
         if op is None:
+            late = self.waiting.get(op_id)
+            if late is not None and late.lookup.state(peer) is not None:
+                self.stats.late_providers += self._take_providers(late, msg, out)
+                late.lookup.on_answer(peer, ())  # no more walking: closer peers unused
+                self._end_wait_if_over(late, out)
             return
         if isinstance(op, PutOp) and op.putting:
             if msg.type == MessageType.PUT_VALUE:
@@ -171,7 +191,12 @@ class LookupRunner:
     def on_stall(self, op_id: int, peer: PeerId, now: float, out: list[Effect]) -> None:
         """A query of op `op_id` to `peer` passed its soft timeout: walk on without it."""
         op = self.ops.get(op_id)
-        if op is None or (isinstance(op, PutOp) and op.putting):
+        if op is None:
+            late = self.waiting.get(op_id)
+            if late is not None:  # a query beyond the window when the walk ended
+                late.lookup.on_stall(peer)
+            return
+        if isinstance(op, PutOp) and op.putting:
             return
         if op.lookup.on_stall(peer):
             self.advance(op, now, out)
@@ -180,6 +205,9 @@ class LookupRunner:
         """A query of op `op_id` to `peer` timed out, was refused or went unanswered."""
         op = self.ops.get(op_id)
         if op is None:
+            late = self.waiting.get(op_id)
+            if late is not None and late.lookup.on_failure(peer):
+                self._end_wait_if_over(late, out)
             return
         if isinstance(op, PutOp) and op.putting:
             op.pending -= 1
@@ -210,18 +238,40 @@ class LookupRunner:
             peers.append(p)
         return peers
 
-    def _take_providers(self, op: ProvidersOp, msg: KadMessage, out: list[Effect]) -> None:
+    def _take_providers(self, op: ProvidersOp, msg: KadMessage, out: list[Effect]) -> int:
+        """Take the answer's new providers (up to the op's count) and report them in
+        one `ProvidersFound`; how many were new."""
         infos = msg.provider_peers
         if len(infos) > self.config.k:
             self.stats.peer_lists_truncated += 1
             infos = infos[: self.config.k]
+        new: list[PeerInfo] = []
         for info in infos:
             if len(op.found) >= op.count:
                 break
             if info.peer not in op.found:
                 op.found[info.peer] = info
+                new.append(info)
                 if info.addrs:
                     out.append(Emit(PeerAddressesLearned(info.peer, info.addrs)))
+        if new:
+            out.append(Emit(ProvidersFound(op.request_id, tuple(new))))
+        return len(new)
+
+    def _wait_late(self, op: ProvidersOp, out: list[Effect]) -> None:
+        """The walk ended: wait for its unanswered queries if they may add providers."""
+        if op.satisfied() or op.lookup.outstanding() == 0:
+            out.append(Emit(ProvidersFound(op.request_id, (), last=True)))
+        elif len(self.waiting) >= self.config.max_lookups:
+            self.stats.provider_waits_refused += 1
+            out.append(Emit(ProvidersFound(op.request_id, (), last=True)))
+        else:
+            self.waiting[op.id] = op
+
+    def _end_wait_if_over(self, op: ProvidersOp, out: list[Effect]) -> None:
+        if op.satisfied() or op.lookup.outstanding() == 0:
+            del self.waiting[op.id]
+            out.append(Emit(ProvidersFound(op.request_id, (), last=True)))
 
     def _take_record(self, op: GetOp, peer: PeerId, msg: KadMessage, now: float) -> None:
         r = msg.record
@@ -259,6 +309,7 @@ class LookupRunner:
                          None if closest else "no peers answered")
         elif isinstance(op, ProvidersOp):
             self._finish(op, Providers(tuple(op.found.values())[: op.count], closest), out)
+            self._wait_late(op, out)
         elif isinstance(op, GetOp):
             self._finish_get(op, now, out)
         elif isinstance(op, BootstrapOp):

@@ -49,6 +49,12 @@ class DhtStats:
     #: limiter buckets dropped to keep its table bounded.
     requests_rate_limited: int = 0
     rate_limit_buckets_dropped: int = 0
+    #: Providers learned from answers that came after their lookup's walk had ended
+    #: (queries past their soft timeout: `ProvidersFound` after `LookupDone`), and
+    #: provider lookups that could not wait for such answers (`max_lookups` lookups
+    #: were waiting already).
+    late_providers: int = 0
+    provider_waits_refused: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -219,6 +219,7 @@ class Daemon:
         self.blocks = BlockService(self.store, driver, t, self.dht_client, self.me)
         self.dag_streams = DagStreams(t, self.store, self.blocks.writer)  # bulk, members
         self.blocks.streams = self.dag_streams
+        self.blocks.provider_search = self.dht_client.providers  # late providers join
         self.peer_book = PeerBook(self.home, self.me, t, self.kad, driver.now,
                                   max_known_peers=self.conf["node"]["max_known_peers"])
         self.membership = SwimMembership(self.swim)

@@ -200,3 +200,42 @@ def test_with_the_commit_thread_the_stream_waits_for_it_and_drain_acknowledges(
         assert Exporter(mine).read_all(root) == random.Random(4).randbytes(3 * 1024 * 1024)
 
     trio.run(_pair, tmp_path, None, body)
+
+
+def test_a_provider_that_arrives_late_takes_a_share_of_a_narrow_dag(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Two providers to start with, a third that appears once the fetch runs (as a DHT
+    answer that came after the lookup's walk): it steals the second half of a range's
+    unstarted roots, and the range's stream stops at the first stolen root. The DAG's
+    root has only 2 children (max_links 16, 24 leaves), so the fetcher splits the
+    level below it. Whole, verified, every provider delivered, nothing failed."""
+    import overlay.runtime.services.dag_stream as ds_mod
+
+    # Verified (and so checked against the range) a block or two at a time, so a
+    # stream is cut before its provider has sent all of its range.
+    monkeypatch.setattr(ds_mod, "VERIFY_BYTES", 64 * 1024)
+    data = random.Random(5).randbytes(24 * 64 * 1024)
+    opts = ImportOptions(cid_version=1, chunk_size=64 * 1024, max_links=16)
+    roots = []
+    for i in range(3):
+        with BlockStore(tmp_path / f"p{i}") as s:
+            roots.append(Importer(s, opts).add_bytes(data).cid)
+    root = roots[0]
+    assert roots == [root] * 3
+
+    async def body(f: DagStreams, peers: list[PeerId], mine: BlockStore) -> None:
+        progress = FetchProgress(str(root))
+        send, more = trio.open_memory_channel[PeerId](4)
+        await send.send(peers[2])
+        await send.send(peers[0])  # already fetching: ignored
+        async with send:
+            got = await f.fetch(root, peers[:2], progress, more)
+        f.writer.flush()
+        assert got == progress.blocks_fetched == 24 + 2 + 1  # leaves, inner, root
+        assert f.stats.streams_failed == 0 and f.stats.steals >= 1
+        assert len(progress.by_peer) == 3, progress.by_peer
+        from store.exporter import Exporter
+        assert Exporter(mine).read_all(root) == data
+
+    trio.run(_pair, tmp_path, None, body, 3)

@@ -98,32 +98,38 @@ def add_block_routes(api: ApiServer, blocks: BlockService, dht: DhtCalls, spawn:
         cid = cid_arg(body.get("cid"))
 
         async def gen() -> AsyncIterator[object]:
-            providers = await blocks.find_providers(cid)
-            if not providers and not blocks.store.has(cid):
-                raise ApiError(404, f"no providers found for {cid} and no peers connected")
-            yield {"phase": "providers", "providers": [str(p) for p in providers]}
-            await blocks.before_fetch(cid, providers)  # colony mode: learn its private mark
-            try:
-                streamed = FetchProgress(str(cid))
-                async with trio.open_nursery() as n:  # bulk stream from colony peers first
-                    done = trio.Event()
+            # Providers whose answer comes after the lookup's walk join the bulk stream
+            # while it runs (services/blocks.py, `search`).
+            async with blocks.search(cid) as found:
+                providers = found.providers
+                if not providers and not blocks.store.has(cid):
+                    raise ApiError(404, f"no providers found for {cid} and no peers connected")
+                yield {"phase": "providers", "providers": [str(p) for p in providers]}
+                await blocks.before_fetch(cid, providers)  # colony mode: its private mark
+                try:
+                    streamed = FetchProgress(str(cid), providers_found=found.found)
+                    async with trio.open_nursery() as n:  # bulk stream from colony peers first
+                        done = trio.Event()
 
-                    async def stream() -> None:
-                        await blocks.stream(cid, providers, streamed)
-                        done.set()
+                        async def stream() -> None:
+                            await blocks.stream(cid, list(providers), streamed, found.more)
+                            done.set()
 
-                    n.start_soon(stream)
-                    while not done.is_set():
-                        yield streamed.as_dict()
-                        with trio.move_on_after(PROGRESS_INTERVAL_S):
-                            await done.wait()
-                fetching = blocks.begin(cid, providers, streamed)
-                while not fetching.progress.done:
-                    yield fetching.progress.as_dict()
-                    await fetching.wait(PROGRESS_INTERVAL_S)
-                final = fetching.finish().as_dict()
-            finally:
-                blocks.after_fetch(cid)
+                        n.start_soon(stream)
+                        while not done.is_set():
+                            streamed.providers_late = found.late
+                            yield streamed.as_dict()
+                            with trio.move_on_after(PROGRESS_INTERVAL_S):
+                                await done.wait()
+                    fetching = blocks.begin(cid, providers, streamed)
+                    while not fetching.progress.done:
+                        yield fetching.progress.as_dict()
+                        await fetching.wait(PROGRESS_INTERVAL_S)
+                    result = fetching.finish()
+                    result.providers_late = found.late
+                    final = result.as_dict()
+                finally:
+                    blocks.after_fetch(cid)
             spawn(_provide_quietly, dht, tuple(blocks.dag_multihashes(cid)))
             yield final
 
@@ -137,5 +143,6 @@ def add_block_routes(api: ApiServer, blocks: BlockService, dht: DhtCalls, spawn:
     api.add("POST", "/v1/fetch", fetch, RouteDoc(
         "fetch a DAG by CID from its providers (resumable), with progress", tag="data",
         body=obj(("cid",), cid=STR),
-        response=obj((), phase=STR, providers=ANY, done=BOOL, blocks_fetched=INT,
-                     bytes_fetched=INT, blocks_local=INT), stream=True))
+        response=obj((), phase=STR, providers=ANY, providers_found=INT, providers_late=INT,
+                     done=BOOL, blocks_fetched=INT, bytes_fetched=INT, blocks_local=INT),
+        stream=True))

@@ -2,11 +2,16 @@
 (context.Blocks).
 
 A fetch finds providers (DHT provider records, else the connected peers, as Bitswap
-broadcasts wants), starts a `FetchSession` (services/fetch.py: walks what is stored,
-asks the exchange for the rest, commits what arrives) and watches it: a fetch that
-gets no new block for `STALL_TIMEOUT_S` is cancelled and fails (what it got stays
-stored, so running it again resumes). `fetch_dag` is that whole loop for services;
-the API's fetch route drives the same `DagFetch` to stream progress.
+broadcasts wants) with `search`: it starts with those the lookup's walk found and keeps
+listening while it runs, so a provider whose answer comes late (a busy node; the
+walk's termination rule does not wait for a query past its soft timeout) joins the
+bulk stream when it appears (`ProviderSearch.more`; services/dag_stream.py steals it
+a share) instead of being missed. Then it starts a `FetchSession` (services/fetch.py:
+walks what is stored, asks the exchange for the rest, commits what arrives) and
+watches it: a fetch that gets no new block for `STALL_TIMEOUT_S` is cancelled and
+fails (what it got stays stored, so running it again resumes). `fetch_dag` is that
+whole loop for services; the API's fetch route drives the same `DagFetch` to stream
+progress.
 
 Sessions: the exchange reports `BlockReceived` / `BlockUnavailable` per CID; `on_event`
 hands each to the sessions waiting for that CID. Cancelling a session withdraws the
@@ -19,7 +24,9 @@ DAG is committed to the store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -27,6 +34,7 @@ import trio
 from dht.api import GetProviders, Providers, result_as
 from overlay.core.cid import Cid
 from overlay.core.errors import ColonyError
+from overlay.core.ids import PeerId
 from overlay.exchange.engine import (
     BlockReceived,
     BlockUnavailable,
@@ -39,8 +47,9 @@ from overlay.runtime.services.fetch import BlockWriter, FetchProgress, FetchSess
 from overlay.runtime.services.host_ad import str_addrs
 
 if TYPE_CHECKING:
-    from overlay.core.ids import PeerId
+    from dht.wire import PeerInfo
     from overlay.runtime.context import Cores, DhtCalls, Network
+    from overlay.runtime.services.dht_client import ProviderFeed
     from store.blockstore import BlockStore
 
 #: Providers one fetch asks at most.
@@ -68,6 +77,21 @@ class FetchHooks(Protocol):
     async def before_fetch(self, root: Cid, providers: Sequence[PeerId]) -> None: ...
 
     def after_fetch(self, root: Cid) -> None: ...
+
+
+@dataclass
+class ProviderSearch:
+    """The providers of one fetch: `providers` (at most MAX_PROVIDERS, the first ones
+    those the lookup's walk found) grows while the search runs; each one added later
+    is also sent on `more` (None without a streaming lookup) and counted in `late`."""
+
+    providers: list[PeerId]
+    more: trio.MemoryReceiveChannel[PeerId] | None = None
+    late: int = 0
+    found: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.found = len(self.providers)
 
 
 class DagFetch:
@@ -127,6 +151,10 @@ class BlockService:
         self.hooks: FetchHooks | None = None
         #: The bulk stream between colony peers (services/dag_stream.py), set by the daemon.
         self.streams: DagStreams | None = None
+        #: The DHT's streaming provider lookup (DhtClient.providers), set by the daemon;
+        #: without it `search` is the one-shot `find_providers`.
+        self.provider_search: Callable[
+            [bytes], AbstractAsyncContextManager[ProviderFeed]] | None = None
 
     @property
     def store(self) -> BlockStore:
@@ -137,14 +165,55 @@ class BlockService:
     async def find_providers(self, root: Cid, timeout_s: float = 60.0) -> list[PeerId]:
         """Up to MAX_PROVIDERS peers to fetch `root` from; their addresses are noted."""
         ev = await self._dht.call(lambda rid: GetProviders(rid, root.multihash), timeout_s)
-        found = result_as(ev, Providers).providers
-        providers = [p.peer for p in found if p.peer != self._me]
-        for p in found:
-            if p.addrs and p.peer != self._me:
-                self._net.add_addrs(p.peer, str_addrs(p.addrs))
+        providers = self._others(result_as(ev, Providers).providers)
         if not providers:  # ask connected members, as Bitswap broadcasts wants
             providers = [p for p in self._net.connected_peers() if p != self._me]
         return providers[:MAX_PROVIDERS]
+
+    def _others(self, found: Sequence[PeerInfo]) -> list[PeerId]:
+        """The providers in `found` other than us; their addresses are noted."""
+        for p in found:
+            if p.addrs and p.peer != self._me:
+                self._net.add_addrs(p.peer, str_addrs(p.addrs))
+        return [p.peer for p in found if p.peer != self._me]
+
+    @asynccontextmanager
+    async def search(self, root: Cid, timeout_s: float = 60.0
+                     ) -> AsyncIterator[ProviderSearch]:
+        """The providers of `root`: those found when the lookup's walk ends (else the
+        connected peers), then, while the context lasts, those that answer later."""
+        if self.provider_search is None:
+            yield ProviderSearch(await self.find_providers(root, timeout_s))
+            return
+        async with self.provider_search(root.multihash) as feed, \
+                trio.open_nursery() as n:
+            with trio.move_on_after(timeout_s):
+                await feed.wait_walked()
+            providers = self._others(feed.found)
+            if not providers:  # ask connected members, as Bitswap broadcasts wants
+                providers = [p for p in self._net.connected_peers() if p != self._me]
+            send, more = trio.open_memory_channel[PeerId](MAX_PROVIDERS)
+            found = ProviderSearch(providers[:MAX_PROVIDERS], more)
+            n.start_soon(self._late_providers, feed, found, send)
+            try:
+                yield found
+            finally:
+                n.cancel_scope.cancel()
+
+    async def _late_providers(self, feed: ProviderFeed, found: ProviderSearch,
+                              send: trio.MemorySendChannel[PeerId]) -> None:
+        """Pass on each provider the feed reports after the search began. At most
+        MAX_PROVIDERS in all, so the channel (of that size) never blocks."""
+        seen = len(feed.found)
+        async with send:
+            while await feed.wait_more(seen):
+                new = self._others(feed.found[seen:])
+                seen = len(feed.found)
+                for p in new:
+                    if p not in found.providers and len(found.providers) < MAX_PROVIDERS:
+                        found.providers.append(p)
+                        found.late += 1
+                        send.send_nowait(p)
 
     def begin(self, root: Cid, providers: Sequence[PeerId],
               progress: FetchProgress | None = None) -> DagFetch:
@@ -152,11 +221,13 @@ class BlockService:
         return DagFetch(self, self.start_fetch(root, list(providers), progress))
 
     async def stream(self, root: Cid, providers: Sequence[PeerId],
-                     progress: FetchProgress) -> None:
-        """The bulk phase: stream the DAG from colony providers (services/dag_stream.py);
-        `progress` counts what arrives. Whatever it misses `begin` fetches."""
+                     progress: FetchProgress,
+                     more: trio.MemoryReceiveChannel[PeerId] | None = None) -> None:
+        """The bulk phase: stream the DAG from colony providers (services/dag_stream.py),
+        and from those `more` brings while it runs; `progress` counts what arrives.
+        Whatever it misses `begin` fetches."""
         if self.streams is not None:
-            await self.streams.fetch(root, providers[:MAX_PROVIDERS], progress)
+            await self.streams.fetch(root, providers[:MAX_PROVIDERS], progress, more)
             # Commit what it buffered on the commit thread now, so the acknowledging
             # flush after `begin` finds nothing left to write on the event loop.
             await self.writer.drain()
@@ -170,20 +241,27 @@ class BlockService:
         """Fetch every missing block of `root`'s DAG (from its providers, found when none
         are given); committed when it returns, ColonyError when it cannot.
         `progress(blocks fetched, blocks outstanding)` is called every `POLL_S`."""
-        if not providers:
-            providers = await self.find_providers(root, FIND_PROVIDERS_TIMEOUT_S)
-            if not providers:
+        if providers:
+            await self._fetch_from(root, ProviderSearch(list(providers)), progress)
+            return
+        async with self.search(root, FIND_PROVIDERS_TIMEOUT_S) as found:
+            if not found.providers:
                 raise ColonyError(f"no providers for {root} and no peers connected")
+            await self._fetch_from(root, found, progress)
+
+    async def _fetch_from(self, root: Cid, found: ProviderSearch,
+                          progress: Callable[[int, int], None] | None) -> None:
+        providers = found.providers
         await self.before_fetch(root, providers[:MAX_PROVIDERS])
         try:
-            streamed = FetchProgress(str(root))
-            await self.stream(root, providers, streamed)
+            streamed = FetchProgress(str(root), providers_found=found.found)
+            await self.stream(root, list(providers), streamed, found.more)
             fetch = self.begin(root, providers[:MAX_PROVIDERS], streamed)
             while not fetch.progress.done:
                 await fetch.wait(POLL_S)
                 if progress is not None:
                     progress(fetch.progress.blocks_fetched, fetch.progress.outstanding)
-            fetch.finish()
+            fetch.finish().providers_late = found.late
         finally:
             self.after_fetch(root)
 

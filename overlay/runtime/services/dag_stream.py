@@ -6,7 +6,17 @@ one request, `varint(len) CBOR {"roots": [CID bytes…]}`; the provider answers 
 the DAG under each root, depth-first, each block once, as CAR sections
 (`varint(len(cid) + len(block)) cid block`, store/car.py's framing) and ends with a
 zero-length section. Several providers split one DAG: the fetcher gets the root
-block first, then asks each provider for a contiguous range of the root's children.
+block first (and, while the root has fewer than `MIN_UNITS` children, the next level's
+inner blocks: a 64 MiB file's root has only 2), then asks each provider for a
+contiguous range of those sub-DAG roots (the *frontier*).
+
+Providers come and go during a fetch: one found late (a DHT answer that came after the
+lookup's walk ended) and one that finished its range *steal* the second half of the
+not yet started roots of the busiest range; the range's stream stops when the first
+stolen root's block arrives on it (depth-first order: everything before it is in), so
+a late provider costs at most the few MiB in flight, and a fast provider is never idle
+while a slow one still has roots queued. A failed stream's unstarted roots are stolen
+whole by the others.
 
 Trust: the fetcher verifies every block on arrival — sha2-256 against its CID
 (`store.car.verify_section`) — and takes only blocks it expects: a requested root,
@@ -19,7 +29,8 @@ way in; the fetcher verifies anyway) and serves only peers `may_serve` admits: e
 peer in open mode, members in a colony (outsiders use Bitswap, whose filter keeps
 private DAGs private).
 
-Bounded: a request holds at most `MAX_ROOTS` roots; a section at most
+Bounded: a request holds at most `MAX_ROOTS` roots (a longer range is asked for in
+several requests, one after the other); a section at most
 `MAX_SECTION` bytes; the provider reads `BATCH_BYTES` of blocks at a time from LMDB
 on a worker thread; the fetcher's buffered blocks go through `BlockWriter`'s bound.
 """
@@ -58,6 +69,11 @@ VERIFY_BYTES = 4 << 20
 PACE_BYTES = 1 << 20
 #: A stream that delivers nothing for this long is given up (Bitswap takes over).
 STALL_S = 20.0
+#: Expand the frontier (the sub-DAG roots providers split) while it has fewer roots
+#: than this: enough for 8 providers to share and to steal from.
+MIN_UNITS = 16
+#: Levels expanded at most (each costs one round trip for a few inner blocks).
+MAX_EXPAND = 2
 
 
 class _Stalled(ColonyError):
@@ -76,7 +92,80 @@ class StreamStats:
     streams_stalled: int = 0
     bad_blocks: int = 0
     unexpected_blocks: int = 0
+    #: Ranges split to give roots to a provider found late or idle, and streams
+    #: stopped because their remaining roots were taken.
+    steals: int = 0
+    streams_cut: int = 0
     by_peer: dict[str, int] = field(default_factory=dict)
+
+
+class _Range:
+    """Frontier roots [start, stop) of one stream: `at` the last root whose block
+    arrived, `next` the first not yet requested. `stop` shrinks when roots are stolen;
+    the stream is then `cut` when a root at or past it arrives."""
+
+    __slots__ = ("at", "cut", "dead", "next", "start", "stop")
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.start = self.next = start
+        self.at = start - 1
+        self.stop = stop
+        self.cut = False
+        #: Its stream failed: no worker runs it; the others take what is left.
+        self.dead = False
+
+    def unstarted(self) -> int:
+        return max(0, self.stop - self.at - 1)
+
+
+class _Split:
+    """The frontier and its ranges (one per stream, stolen ones included)."""
+
+    __slots__ = ("index", "ranges", "roots")
+
+    def __init__(self, roots: list[Cid]) -> None:
+        self.roots = roots
+        #: A root's CID bytes (as sections carry them) → its first index.
+        self.index: dict[bytes, int] = {}
+        for i, c in enumerate(roots):
+            self.index.setdefault(c.to_bytes(), i)
+        self.ranges: list[_Range] = []
+
+    def deal(self, k: int) -> list[_Range]:
+        n = len(self.roots)
+        self.ranges = [_Range(i * n // k, (i + 1) * n // k) for i in range(k)]
+        return list(self.ranges)
+
+    def track(self, sections: list[tuple[bytes, bytes]],
+              rng: _Range) -> list[tuple[bytes, bytes]]:
+        """Advance `rng.at` over the sections just parsed (before they are verified,
+        so a thief sees how far the stream really is); cut them at the first root
+        past `rng.stop` (stolen: `rng.cut`)."""
+        for j, (cb, _) in enumerate(sections):
+            i = self.index.get(cb)
+            if i is not None and i >= rng.start:
+                if i >= rng.stop:
+                    rng.cut = True
+                    rng.at = rng.stop - 1  # depth-first: all before it is in
+                    return sections[:j]
+                rng.at = max(rng.at, i)
+        return sections
+
+    def steal(self) -> _Range | None:
+        """A new range: the second half of the unstarted roots of the range with the
+        most (all of a dead one's); None when no range has two (one if dead)."""
+        best: _Range | None = None
+        for r in self.ranges:
+            need = 1 if r.dead else 2
+            if r.unstarted() >= need and (best is None or r.unstarted() > best.unstarted()):
+                best = r
+        if best is None:
+            return None
+        u = best.unstarted()
+        thief = _Range(best.stop - (u if best.dead else u // 2), best.stop)
+        best.stop = thief.start
+        self.ranges.append(thief)
+        return thief
 
 
 def _request(roots: Sequence[Cid], only: bool = False) -> bytes:
@@ -199,51 +288,126 @@ class DagStreams:
     # ------------------------------------------------------------ fetcher
 
     async def fetch(self, root: Cid, providers: Sequence[PeerId],
-                    progress: FetchProgress | None = None) -> int:
+                    progress: FetchProgress | None = None,
+                    more: trio.MemoryReceiveChannel[PeerId] | None = None) -> int:
         """Stream `root`'s DAG from `providers` into the store; the blocks taken.
         Never raises for a provider's fault: what is missing is left to Bitswap.
-        `progress` (a fetch's) counts the blocks, bytes and providers as they come."""
+        `progress` (a fetch's) counts the blocks, bytes and providers as they come.
+        Providers received from `more` while it runs join it (they steal roots)."""
         prog = progress or FetchProgress(str(root))
         if not providers:
             return 0
         taken = 0
         if not self.writer.has(root):
-            if len(providers) == 1:
+            if len(providers) == 1 and more is None:
                 return await self._one(providers[0], [root], {root.multihash}, prog)
             taken += await self._one(providers[0], [root], {root.multihash}, prog,
                                      only_root=True)
             if not self.writer.has(root):
                 return taken
-        block = self.writer.pending_block(root.multihash)
-        if block is None:
-            with self.store.reader() as r:
-                block = bytes(r.read(root, verify=False))
-        children = ([Cid.from_bytes(c) for c in link_cids(block)]
-                    if root.codec == DAG_PB else [])
-        if not children:
+        if root.codec != DAG_PB:
+            return taken  # a single block
+        frontier, got = await self._frontier(root, providers[0], prog)
+        taken += got
+        if not frontier:
             return taken
-        k = min(len(providers), len(children))
-        parts = [children[i * len(children) // k:(i + 1) * len(children) // k]
-                 for i in range(k)]
+        split = _Split(frontier)
+        used = set(providers)
         counts: list[int] = []
 
-        async def run(peer: PeerId, part: list[Cid]) -> None:
-            counts.append(await self._one(peer, part, {c.multihash for c in part}, prog))
+        async def work(peer: PeerId, rng: _Range | None) -> None:
+            counts.append(await self._worker(peer, split, rng, prog))
 
-        async with trio.open_nursery() as n:
-            for peer, part in zip(providers, parts, strict=False):
-                n.start_soon(run, peer, part)
+        async def arrivals(workers: trio.Nursery) -> None:
+            assert more is not None
+            async for peer in more:
+                if peer in used:
+                    continue
+                used.add(peer)
+                try:
+                    workers.start_soon(work, peer, None)
+                except RuntimeError:  # every range is done: the fetch is ending
+                    return
+
+        async with trio.open_nursery() as outer:
+            async with trio.open_nursery() as workers:
+                ranges: list[_Range | None] = [
+                    *split.deal(min(len(providers), len(frontier)))]
+                ranges += [None] * (len(providers) - len(ranges))  # they steal
+                for peer, rng in zip(providers, ranges, strict=True):
+                    workers.start_soon(work, peer, rng)
+                if more is not None:
+                    outer.start_soon(arrivals, workers)
+            outer.cancel_scope.cancel()
         return taken + sum(counts)
 
+    async def _frontier(self, root: Cid, peer: PeerId,
+                        prog: FetchProgress) -> tuple[list[Cid], int]:
+        """The sub-DAG roots to split: the root's children, expanded level by level
+        (their inner blocks fetched from `peer`) while fewer than MIN_UNITS."""
+        frontier, taken = [root], 0
+        for level in range(MAX_EXPAND + 1):
+            inner = [c for c in frontier if c.codec == DAG_PB]
+            missing = [c for c in inner if not self.writer.has(c)]
+            if missing and len(missing) <= MAX_ROOTS:
+                taken += await self._one(peer, missing, {c.multihash for c in missing},
+                                         prog, only_root=True)
+            nxt: list[Cid] = []
+            for c in frontier:
+                block = self._block(c) if c.codec == DAG_PB else None
+                if block is None:
+                    nxt.append(c)  # a leaf, or not here: streamed whole
+                else:
+                    nxt.extend(Cid.from_bytes(x) for x in link_cids(block))
+            frontier = nxt
+            if len(frontier) >= MIN_UNITS or level == MAX_EXPAND or not any(
+                    c.codec == DAG_PB for c in frontier):
+                break
+        return frontier, taken
+
+    def _block(self, cid: Cid) -> bytes | None:
+        block = self.writer.pending_block(cid.multihash)
+        if block is None and self.writer.has(cid):
+            with self.store.reader() as r:
+                block = bytes(r.read(cid, verify=False))
+        return block
+
+    async def _worker(self, peer: PeerId, split: _Split, rng: _Range | None,
+                      prog: FetchProgress) -> int:
+        """Stream `rng` from `peer`, then roots stolen from the others, until none is
+        left or a stream fails; the blocks taken."""
+        got = 0
+        while True:
+            if rng is None or rng.next >= rng.stop or rng.cut:
+                rng = split.steal()
+                if rng is None:
+                    return got
+                self.stats.steals += 1
+            while rng.next < rng.stop and not rng.cut:
+                end = min(rng.stop, rng.next + MAX_ROOTS)
+                part = split.roots[rng.next:end]
+                rng.next = end
+                got += await self._one(peer, part, {c.multihash for c in part}, prog,
+                                       split=split, rng=rng)
+                if rng.dead:
+                    return got
+                if not rng.cut:
+                    rng.at = max(rng.at, end - 1)  # that request is complete
+
     async def _one(self, peer: PeerId, roots: list[Cid], expected: set[bytes],
-                   progress: FetchProgress, only_root: bool = False) -> int:
-        """One stream from `peer`; the blocks taken. Failures are logged and counted."""
+                   progress: FetchProgress, only_root: bool = False,
+                   split: _Split | None = None, rng: _Range | None = None) -> int:
+        """One stream from `peer`; the blocks taken. Failures are logged and counted
+        (and mark `rng` dead). With `rng`, the stream stops once a root past its
+        `stop` arrives (those were stolen)."""
         got = 0
         key = str(peer)  # base58 once, not per block
         try:
             s = await self.transport.open_stream(peer, PROTO_DAG, timeout=10.0)
         except Exception as e:  # not a colony peer (helia, kubo), or unreachable: Bitswap
             log.debug("dag_stream_unavailable", peer=str(peer), error=repr(e)[:200])
+            if rng is not None:
+                rng.dead = True  # the other providers take its roots
             return 0
         try:
             await s.send_all(_request(roots, only_root))
@@ -279,11 +443,14 @@ class DagStreams:
                     raise ColonyError("the stream ended before the DAG did")
                 frames.feed(pieces)
                 try:
-                    done, sections = frames.split(only_root)
+                    done, sections = frames.split(only_root and len(roots) == 1)
                 except CarError:
                     self.stats.bad_blocks += 1
                     got += await take_held() if held else 0  # the whole ones before it
                     raise
+                if split is not None and rng is not None and sections:
+                    sections = split.track(sections, rng)
+                    done = done or rng.cut
                 held += sections
                 held_bytes += sum(len(b) for _, b in sections)
                 if held and (done or held_bytes >= VERIFY_BYTES):
@@ -291,10 +458,17 @@ class DagStreams:
                     got += await take_held()
                 if done:
                     break
+            if rng is not None and rng.cut:
+                # Reset, not close: a closed stream's provider would send the rest of
+                # the range anyway (our FIN only says we send nothing more).
+                self.stats.streams_cut += 1
+                await s.reset()
             self.writer.commit_soon()
             return got
         except Exception as e:  # a bad block, a reset, a stall: this stream only
             self.stats.streams_failed += 1
+            if rng is not None:
+                rng.dead = True
             log.info("dag_stream_failed", peer=str(peer), error=str(e)[:200], blocks=got)
             if isinstance(e, _Stalled):
                 # A connection that carries nothing for STALL_S while we wait on it is

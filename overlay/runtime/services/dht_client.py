@@ -4,7 +4,9 @@ Three paths, all carrying the core's own messages (dht/wire.py) and no protocol
 logic (the core decides what to send and when a lookup ends):
 
 - commands: `call(make)` gives a command a fresh request id, submits it and waits for
-  the `LookupDone` / `ProvideDone` event with that id (`on_event`);
+  the `LookupDone` / `ProvideDone` event with that id (`on_event`); `providers(key)`
+  runs a GetProviders whose providers arrive in a `ProviderFeed` as the core reports
+  them (`ProvidersFound`, kubo's FindProvidersAsync), late answers included;
 - inbound kad requests (`serve`, a request handler on the kad protocol): the request
   goes to the core under a fresh id, and its `DhtResponse` (routed back to `answer`)
   becomes the reply, or no reply after `KAD_SERVE_TIMEOUT_S`; ADD_PROVIDER has no
@@ -17,14 +19,16 @@ logic (the core decides what to send and when a lookup ends):
   next reprovide repairs it).
 
 One counter numbers both command and inbound ids, so they never collide in the core.
-Bounds: waiters exist only while their caller waits (`timeout_s`, `KAD_SERVE_TIMEOUT_S`)
-and are removed when it stops waiting, answered or not.
+Bounds: waiters and feeds exist only while their caller waits (`timeout_s`,
+`KAD_SERVE_TIMEOUT_S`, the `providers` context) and are removed when it stops, answered
+or not; a feed holds at most the command's count of providers (the core's bound).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
 import structlog
@@ -38,10 +42,11 @@ from dht.api import (
     ModeChanged,
     Provide,
     ProvideDone,
+    ProvidersFound,
     PutValue,
     RequestFailed,
 )
-from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType
+from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType, PeerInfo
 from overlay.core.effects import Received
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
 from overlay.runtime.net.transport import TransportError
@@ -69,6 +74,41 @@ class _Waiter(Generic[T]):
         self.value: T | None = None
 
 
+class ProviderFeed:
+    """The providers of one GetProviders command, in the order the core found them.
+
+    `walked` once the lookup's walk ended (its `LookupDone`: what a one-shot lookup
+    would have returned is in `found` by then); `ended` once nothing more can come
+    (the core's last `ProvidersFound`). `changed` is replaced after every update."""
+
+    __slots__ = ("changed", "ended", "found", "walked")
+
+    def __init__(self) -> None:
+        self.found: list[PeerInfo] = []
+        self.walked = False
+        self.ended = False
+        self.changed = trio.Event()
+
+    def update(self, providers: tuple[PeerInfo, ...] = (), *, walked: bool = False,
+                ended: bool = False) -> None:
+        known = {i.peer for i in self.found}
+        self.found += [i for i in providers if i.peer not in known]
+        self.walked |= walked or ended
+        self.ended |= ended
+        ev, self.changed = self.changed, trio.Event()
+        ev.set()
+
+    async def wait_walked(self) -> None:
+        while not self.walked:
+            await self.changed.wait()
+
+    async def wait_more(self, have: int) -> bool:
+        """Wait until more than `have` providers are known (True) or none can come."""
+        while len(self.found) <= have and not self.ended:
+            await self.changed.wait()
+        return len(self.found) > have
+
+
 class DhtClient:
     def __init__(
         self, cores: Cores, network: Network, spawn: Spawn, *, protocol: str,
@@ -81,6 +121,7 @@ class DhtClient:
         self._rpc_timeout_s = rpc_timeout_s
         self._ids = itertools.count(1)
         self._waiters: dict[int, _Waiter[LookupDone | ProvideDone]] = {}
+        self._feeds: dict[int, ProviderFeed] = {}
         self._inbound: dict[int, _Waiter[KadMessage]] = {}
         self._reposting = 0
         #: ADD_PROVIDERs dropped (queue full) and still dropped after every repost.
@@ -122,7 +163,29 @@ class DhtClient:
         assert w.value is not None  # set before the event
         return w.value
 
+    @asynccontextmanager
+    async def providers(self, key: bytes, count: int = 0) -> AsyncIterator[ProviderFeed]:
+        """Look up the providers of multihash `key`; they arrive in the feed yielded
+        while the lookup runs and after its walk (late answers), until the context
+        ends. Bounded in time by the core (its RPC timeouts)."""
+        rid = next(self._ids)
+        feed = ProviderFeed()
+        self._feeds[rid] = feed
+        try:
+            await self._cores.submit_wait(GetProviders(rid, key, count))
+            yield feed
+        finally:
+            self._feeds.pop(rid, None)
+
     def on_event(self, ev: object) -> None:
+        if isinstance(ev, ProvidersFound):
+            feed = self._feeds.get(ev.request_id)
+            if feed is not None:
+                feed.update(ev.providers, ended=ev.last)
+            return
+        if isinstance(ev, LookupDone) and ev.request_id in self._feeds:
+            self._feeds[ev.request_id].update(walked=True)
+            return
         if isinstance(ev, ModeChanged):
             self.serving = ev.server
             log.info("dht_mode_changed", mode="server" if ev.server else "client")

@@ -231,6 +231,10 @@ class FetchProgress:
     blocks_local: int = 0
     outstanding: int = 0
     by_peer: dict[str, int] = field(default_factory=dict)
+    #: Providers the fetch started with, and those that joined it later (their DHT
+    #: answer came after the lookup's walk ended).
+    providers_found: int = 0
+    providers_late: int = 0
     started: float = field(default_factory=time.monotonic)
     done: bool = False
     error: str | None = None
@@ -246,6 +250,8 @@ class FetchProgress:
             "blocks_local": self.blocks_local,
             "outstanding": self.outstanding,
             "providers": dict(sorted(self.by_peer.items())),
+            "providers_found": self.providers_found,
+            "providers_late": self.providers_late,
             "rate_bps": round(self.rate_bps()),
             "done": self.done,
             "error": self.error,
