@@ -71,6 +71,8 @@ def test_demo_interrupted_stops_every_daemon(tmp_path: Path) -> None:
             break
     p.send_signal(signal.SIGINT)
     rest, stderr = p.communicate(timeout=60)
-    assert p.returncode == 130, stderr.decode()[-2000:]
+    # Failed once under load with 0 (the demo ran to its end): the output says where
+    # the interrupt landed, if it was seen at all.
+    assert p.returncode == 130, (rest.decode()[-2000:], stderr.decode()[-2000:])
     assert b"demo stopped early: stopped the 5 daemon(s)" in rest, rest
     assert not _daemons_alive(tmp_path)

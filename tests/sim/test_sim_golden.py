@@ -23,7 +23,7 @@ from sim import scenario
 from sim.simulations import simulation_for
 
 SUMS = Path(__file__).with_name("golden_sums.json")
-#: scenario → (nodes, duration_s): small enough for the suite (~20 s in all).
+#: scenario → (nodes, duration_s): small enough for the suite (the 200-node ones: long).
 RUNS: dict[str, tuple[int, float]] = {
     "smoke": (60, 60.0),
     "gossip-failures": (60, 60.0),
@@ -53,7 +53,13 @@ def pinned() -> dict[str, dict[str, str]]:
     return data
 
 
-@pytest.mark.parametrize("name", sorted(RUNS))
+#: The 200-node runs are the scale cousins of capsule-small and trigger-small (same
+#: cores, same code paths): `make test-long` checks them; the suite keeps its time.
+SCALE = ("capsule-scale", "trigger-scale")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.long) if n in SCALE else n
+                                  for n in sorted(RUNS)])
 def test_scenario_output_is_byte_identical_to_pinned(name: str) -> None:
     nodes, duration_s = RUNS[name]
     assert digests(name) == pinned()[name], (

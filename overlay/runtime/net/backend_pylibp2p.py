@@ -222,8 +222,19 @@ class PyLibp2pBackend:
         self._host.set_stream_handler(protocol, self._guard(protocol, on_stream))  # type: ignore[arg-type]
 
     async def new_stream(self, peer: PeerId, protocol: str) -> BackendStream:
-        net = await self._host.new_stream(ID(peer.raw), [protocol])  # type: ignore[list-item]
-        return Libp2pStream(net)
+        return Libp2pStream(await self._open(peer, protocol))
+
+    async def _open(self, peer: PeerId, protocol: str) -> INetStream:
+        """py-libp2p's new_stream, its failures as our TransportError (as the native
+        backend does): its StreamFailure escaped the dial-back service's identify and
+        stopped a daemon once (test_bitswap_js_interop, py-libp2p backend)."""
+        try:
+            return await self._host.new_stream(ID(peer.raw), [protocol])  # type: ignore[list-item]
+        except TransportError:
+            raise
+        except Exception as e:  # py-libp2p raises many kinds; cancellation passes through
+            raise TransportError(
+                f"stream to {peer.short()} on {protocol}: {type(e).__name__}: {e}") from None
 
     def is_connected(self, peer: PeerId) -> bool:
         return bool(self._network.get_connections(ID(peer.raw)))
@@ -265,7 +276,7 @@ class PyLibp2pBackend:
         stores protocols and addresses but drops the agent version.
         """
         pid = ID(peer.raw)
-        net = await self._host.new_stream(pid, [IDENTIFY_PROTOCOL])
+        net = await self._open(peer, IDENTIFY_PROTOCOL)
         try:
             data = await read_length_prefixed_protobuf(
                 net, use_varint_format=True, max_length=self.config.max_frame_bytes
@@ -297,7 +308,7 @@ class PyLibp2pBackend:
 
     async def ping(self, peer: PeerId, count: int) -> list[float]:
         rtts: list[float] = []
-        net = await self._host.new_stream(ID(peer.raw), [PING_PROTOCOL])
+        net = await self._open(peer, PING_PROTOCOL)
         try:
             for _ in range(count):
                 payload = os.urandom(PING_PAYLOAD_BYTES)
