@@ -66,7 +66,7 @@ system-deps:
 ## Install what the tests need and run the whole suite (unit, property, sim, integration).
 test: $(STAMP) system-deps
 	$(PY) -m compileall -q -j 2 overlay gossip dht store sim > /dev/null
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 ## ruff, mypy --strict (files in pyproject's [tool.mypy]) and the import-linter contracts
 ## of DESIGN §1 ([tool.importlinter]); CI runs this before the tests.
