@@ -64,7 +64,8 @@ class SimNode:
         self.up_since = now
         self.uptime_s = 0.0
         #: A parked idle tick (see `World.park_idle`): [timer, next deadline, interval,
-        #: seq of the parking point, whether that deadline is the first after it].
+        #: seq of the parking point, whether that deadline is the first after it,
+        #: the `quick_tick` to ask and the timer id to ask it with].
         self.park: list[Any] | None = None
 
 
@@ -299,7 +300,12 @@ class World:
                     # `quick(timer, 0.0)` is the interval (`quick_tick`'s contract:
                     # the deadline is `now + interval` while idle), so `d + interval`
                     # gives the very floats the heap would have held.
-                    n.park = [timer, again, quick(timer, 0.0), self._park_seq(), True]
+                    owner = getattr(core, "quick_owner", None)
+                    ask = owner(timer) if owner is not None else None
+                    if ask is None:
+                        ask = (quick, timer)
+                    n.park = [timer, again, quick(timer, 0.0), self._park_seq(), True,
+                              ask[0], ask[1]]
                     self.parks += 1
                     return
                 self._arm(n, timer, again)
@@ -364,7 +370,8 @@ class World:
         its pending deadline on the heap (to be run by the core as usual)."""
         p = n.park
         assert p is not None
-        if not n.alive or n.core.quick_tick(p[0], p[1]) is None:  # type: ignore[attr-defined]
+        # p[5](p[6], ·): the owning part's `quick_tick` (one call instead of two).
+        if not n.alive or p[5](p[6], p[1]) is None:
             self._unpark(n)
 
     def _unpark(self, n: SimNode) -> None:
