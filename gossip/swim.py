@@ -191,7 +191,9 @@ class Swim:
         events) is idle whenever both broadcast queues are empty and no user event is
         held back: `handle` would only re-arm it. This lets a driver skip building
         the input and effect objects; state, rng draws and counters are exactly those
-        of `handle` (it changes nothing on such a tick)."""
+        of `handle` (it changes nothing on such a tick). While idle the answer is
+        `now + gossip_interval_s`, a constant interval: the simulator's parked ticks
+        (sim/world.py) rely on that to compute the deadlines they skip."""
         if (
             timer != "gossip"
             or self.stopped

@@ -131,7 +131,10 @@ class EventOrderer:
 
     def has_held(self) -> bool:
         """Is any event held back (so that `expire` may deliver something)?"""
-        return any(s.held for s in self._senders.values())
+        # Asked after every input to a node whose gossip tick is parked (sim/world.py):
+        # no generator when there is no sender at all (no user events yet).
+        senders = self._senders
+        return bool(senders) and any(s.held for s in senders.values())
 
     def held_count(self) -> int:
         return sum(len(s.held) for s in self._senders.values())

@@ -165,6 +165,15 @@ class Node:
         quick = self._quick.get(timer[0])
         return None if quick is None else quick(timer[1], now)
 
+    def quick_owner(self, timer: Any) -> tuple[Callable[[Any, float], float | None], Any] | None:
+        """The owning part's `quick_tick` and the part's own timer id, so that a driver
+        asking the same question again and again (the simulator's parked ticks) can
+        ask the part directly: `fn(inner, now)` answers as `quick_tick(timer, now)`."""
+        if not (isinstance(timer, tuple) and len(timer) == 2):
+            return None
+        quick = self._quick.get(timer[0])
+        return None if quick is None else (quick, timer[1])
+
     def _run(self, name: str, inp: Any, now: float, out: list[Effect], depth: int) -> None:
         # Sends first (the most frequent effect; the effect types are disjoint, so the
         # order of the tests changes nothing else).

@@ -15,13 +15,22 @@ from typing import Any
 class Engine:
     """A virtual clock with an event heap."""
 
-    __slots__ = ("_heap", "_seq", "events_run", "now")
+    __slots__ = ("_heap", "_seq", "events_run", "now", "on_pause", "seq_now")
 
     def __init__(self, start: float = 0.0) -> None:
-        self._heap: list[tuple[float, int, Callable[[Any], None], Any]] = []
+        # `seq` is an int for every entry pushed here; the world may push a float
+        # between two ints to put an entry back where it would have been (parked ticks).
+        self._heap: list[tuple[float, float, Callable[[Any], None], Any]] = []
         self._seq = 0
         self.now = start
         self.events_run = 0
+        #: Sequence number of the event being run: with `now` it places the running
+        #: event among equal times (the world's parked ticks need it to order ties).
+        self.seq_now: float = 0
+        #: Called with `done` when `run_until` returns (True: every event due at or
+        #: before `until` ran): the world settles its parked ticks so `events_run` and
+        #: its counters read as if every tick had been a heap event.
+        self.on_pause: Callable[[bool], None] | None = None
 
     def at(self, when: float, fn: Callable[[Any], None], arg: Any = None) -> None:
         """Run `fn(arg)` at virtual time `when` (never earlier than now)."""
@@ -44,16 +53,21 @@ class Engine:
         heap = self._heap
         pop = heapq.heappop
         ran = 0
+        done = True
         while heap and heap[0][0] <= until:
-            when, _, fn, arg = pop(heap)
+            when, seq, fn, arg = pop(heap)
             self.now = when
+            self.seq_now = seq
             fn(arg)
             ran += 1
             if max_events is not None and ran >= max_events:
+                done = False
                 break
         else:
             self.now = max(self.now, until)
         self.events_run += ran
+        if self.on_pause is not None:
+            self.on_pause(done)
         return ran
 
     def run(self, max_events: int | None = None) -> int:

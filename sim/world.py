@@ -51,7 +51,8 @@ class Core(Protocol):
 
 
 class SimNode:
-    __slots__ = ("alive", "core", "epoch", "idx", "peer", "timers", "up_since", "uptime_s")
+    __slots__ = ("alive", "core", "epoch", "idx", "park", "peer", "timers", "up_since",
+                 "uptime_s")
 
     def __init__(self, idx: int, peer: PeerId, core: Core, now: float) -> None:
         self.idx = idx
@@ -62,6 +63,10 @@ class SimNode:
         self.timers: dict[Any, float] = {}
         self.up_since = now
         self.uptime_s = 0.0
+        #: A parked idle tick (see `World.park_idle`): [timer, next deadline, interval,
+        #: seq of the parking point, whether that deadline is the first after it,
+        #: the `quick_tick` to ask and the timer id to ask it with].
+        self.park: list[Any] | None = None
 
 
 class World:
@@ -83,6 +88,22 @@ class World:
         #: re-arm itself, and skip building the input and effects if so. Same results
         #: either way (tests/sim/test_sim_determinism.py compares); off only to check it.
         self.quick_ticks = True
+        #: Take idle ticks off the heap (needs `quick_ticks`): a tick that would only
+        #: re-arm itself is parked on its node instead of pushed, and the firings it
+        #: skips are counted (`events`, `timers_fired`) when the node next gets an input
+        #: and whenever the engine pauses (`settle`). Same output: a node's state only
+        #: changes through its inputs, so an idle tick stays idle until the next one.
+        #: Off by default: a driver turning it on must let the engine call `settle`
+        #: (`enable_parking`). Timers on the lockstep grid are never parked (their
+        #: deadlines tie with other timers' by construction).
+        self.park_idle = False
+        #: Ties at exactly equal times that the parking could not order as the heap
+        #: would have (see `_catch_up`); diagnostics only, not in any output.
+        self.park_ties = 0
+        #: How many times a tick was parked (diagnostics, not in any output).
+        self.parks = 0
+        self._park_base = -1
+        self._park_k = 0
         #: (receiver, message) → True if the receiver refuses the stream at once.
         self.refuse: Callable[[int, Any], bool] | None = None
         self.on_emit: Callable[[int, Any], None] | None = None
@@ -113,11 +134,21 @@ class World:
         self.received.append(0)
         return idx
 
+    def enable_parking(self) -> None:
+        """Park idle ticks (`park_idle`) and settle them whenever the engine pauses."""
+        self.park_idle = True
+        self.engine.on_pause = self.settle
+
     def crash(self, idx: int) -> None:
         """Stop a node at once: no more inputs, its pending timers are void."""
         n = self.nodes[idx]
         if not n.alive:
             return
+        if n.park is not None:
+            # The pending tick stays on the heap as a void entry, as without parking
+            # (it still counts as an event when popped).
+            self._catch_up(n)
+            self._unpark(n)
         n.alive = False
         n.epoch += 1
         n.timers = {}
@@ -126,6 +157,9 @@ class World:
     def restart(self, idx: int, core: Core) -> None:
         """Bring a slot back with a fresh core (state lost, as after a process exit)."""
         n = self.nodes[idx]
+        if n.park is not None:
+            self._catch_up(n)
+            self._unpark(n)
         n.core = core
         n.alive = True
         n.epoch += 1
@@ -140,7 +174,11 @@ class World:
         """Hand a command to a live node now and carry out its effects."""
         n = self.nodes[idx]
         if n.alive:
+            if n.park is not None:
+                self._catch_up(n)
             self.apply(n, n.core.handle(inp, self.engine.now))
+            if n.park is not None:
+                self._recheck(n)
 
     # ------------------------------------------------------------ effects
 
@@ -149,10 +187,14 @@ class World:
         for eff in effects:
             t = type(eff)
             if t is SetTimer:
+                if n.park is not None and n.park[0] == eff.timer:  # type: ignore[union-attr]
+                    self._unpark(n)  # the parked entry becomes void, as on the heap
                 self._arm(n, eff.timer, eff.at)  # type: ignore[union-attr]
             elif t is Send:
                 self._send(n, eff.peer, eff.msg)  # type: ignore[union-attr]
             elif t is CancelTimer:
+                if n.park is not None and n.park[0] == eff.timer:  # type: ignore[union-attr]
+                    self._unpark(n)
                 n.timers.pop(eff.timer, None)  # type: ignore[union-attr]
             elif t is Emit:
                 if self.on_emit is not None:
@@ -209,7 +251,11 @@ class World:
             return
         self.stats["delivered"] += 1
         self.received[d] += 1
+        if n.park is not None:
+            self._catch_up(n)
         self.apply(n, n.core.handle(Received(src, msg), self.engine.now))
+        if n.park is not None:
+            self._recheck(n)
 
     def _refused(self, src: PeerId, d: int) -> None:
         """The receiver refused the stream (no handler for the protocol, as a DHT client
@@ -225,7 +271,11 @@ class World:
     def _unreachable(self, arg: tuple[SimNode, int, PeerId]) -> None:
         n, epoch, peer = arg
         if n.alive and n.epoch == epoch:
+            if n.park is not None:
+                self._catch_up(n)
             self.apply(n, n.core.handle(PeerUnreachable(peer), self.engine.now))
+            if n.park is not None:
+                self._recheck(n)
 
     def _fire(self, arg: tuple[SimNode, int, Any, float]) -> None:
         n, epoch, timer, at = arg
@@ -236,15 +286,134 @@ class World:
         self.stats["timers_fired"] += 1
         core = n.core
         now = self.engine.now
+        parked = n.park is not None
+        if parked:
+            self._catch_up(n)
         quick = getattr(core, "quick_tick", None) if self.quick_ticks else None
         if quick is not None:
             # A tick that would only re-arm itself (the idle gossip tick): re-arm it
             # here, exactly as `apply` would carry out its one SetTimer.
             again = quick(timer, now)
             if again is not None:
+                if self.park_idle and not parked and timer not in self.timer_grid:
+                    # Park it instead: no heap entry until the node gets an input.
+                    # `quick(timer, 0.0)` is the interval (`quick_tick`'s contract:
+                    # the deadline is `now + interval` while idle), so `d + interval`
+                    # gives the very floats the heap would have held.
+                    owner = getattr(core, "quick_owner", None)
+                    ask = owner(timer) if owner is not None else None
+                    if ask is None:
+                        ask = (quick, timer)
+                    n.park = [timer, again, quick(timer, 0.0), self._park_seq(), True,
+                              ask[0], ask[1]]
+                    self.parks += 1
+                    return
                 self._arm(n, timer, again)
+                if parked:
+                    self._recheck(n)
                 return
         self.apply(n, core.handle(TimerFired(timer), now))
+        if n.park is not None:
+            self._recheck(n)
+
+    # ------------------------------------------------------------ parked ticks
+
+    def _park_seq(self) -> float:
+        """Where the skipped re-arm would have gone in push order: after seq `_seq`,
+        before `_seq + 1` (the next entry actually pushed). Several ticks parked with
+        no push between them get increasing fractions, in the order they parked
+        (their pushes' order). `_seq` stays below 2^32, so 2^-20 steps stay exact."""
+        base = self.engine._seq
+        if base != self._park_base:
+            self._park_base, self._park_k = base, 0
+        self._park_k += 1
+        return base + self._park_k * 2.0 ** -20
+
+    def _catch_up(self, n: SimNode) -> None:
+        """Before an input to `n` (or a crash) at `now`: count the parked ticks that
+        would have fired before it (idle, as the node's state has not changed since
+        it parked), so its next deadline is the first at or after the input.
+
+        Ties (a parked deadline exactly at `now`): the heap orders equal times by push
+        order. The first deadline after the parking point was pushed right then (seq
+        `park[3]`, see `_park_seq`), so the running event (`engine.seq_now`) went first
+        iff it was pushed earlier; that one is exact. A later deadline was pushed by a skipped
+        firing whose seq was never drawn: such a tie (an exact float coincidence of
+        two independent times; timers on the lockstep grid are never parked) is
+        counted in `park_ties` and ordered tick first."""
+        p = n.park
+        assert p is not None
+        now = self.engine.now
+        d, g = p[1], p[2]
+        count = 0
+        while d < now:
+            count += 1
+            d += g
+        first = p[4] and count == 0
+        if d == now:
+            if first:
+                tick_first = self.engine.seq_now > p[3]
+            else:
+                self.park_ties += 1
+                tick_first = True
+            if tick_first:
+                count += 1
+                d += g
+                first = False
+        if count:
+            p[1], p[4] = d, first
+            self.engine.events_run += count
+            self.stats["timers_fired"] += count
+
+    def _recheck(self, n: SimNode) -> None:
+        """After an input to `n`: keep its tick parked while it is still idle, else put
+        its pending deadline on the heap (to be run by the core as usual)."""
+        p = n.park
+        assert p is not None
+        # p[5](p[6], ·): the owning part's `quick_tick` (one call instead of two).
+        if not n.alive or p[5](p[6], p[1]) is None:
+            self._unpark(n)
+
+    def _unpark(self, n: SimNode) -> None:
+        """Put the parked tick's pending deadline on the heap as the entry the heap
+        would hold. The first deadline after the parking point goes exactly where it
+        would have been (seq `park[3]`, between the two ints around it); a later
+        one goes after the entries already pushed (the same order unless another
+        entry has exactly that time: the coincidence `_catch_up` describes)."""
+        p = n.park
+        assert p is not None
+        n.park = None
+        timer, d = p[0], p[1]
+        n.timers[timer] = d
+        engine = self.engine
+        if p[4]:
+            seq: float = p[3]
+        else:
+            engine._seq += 1
+            seq = engine._seq
+        heappush(engine._heap, (d if d >= engine.now else engine.now, seq, self._fire,
+                                (n, n.epoch, timer, d)))
+
+    def settle(self, done: bool = True) -> None:
+        """Count the parked ticks due by now (`Engine.on_pause`): after `run_until`
+        every event at or before `until` ran (`done`), so deadlines equal to `now`
+        count too; after a `max_events` stop only earlier ones."""
+        now = self.engine.now
+        total = 0
+        for n in self.nodes:
+            p = n.park
+            if p is None:
+                continue
+            d, g = p[1], p[2]
+            count = 0
+            while d < now or (done and d == now):
+                count += 1
+                d += g
+            if count:
+                p[1], p[4] = d, False
+                total += count
+        self.engine.events_run += total
+        self.stats["timers_fired"] += total
 
     # ------------------------------------------------------------ queries
 

@@ -13,17 +13,44 @@ rather than an error, because drivers may race with cancellation.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, TypeVar
 
 from overlay.core.ids import PeerId
 
 TimerId = Hashable
 
+_T = TypeVar("_T")
+
+
+def _quick_init(cls: type[_T]) -> type[_T]:
+    """Give a frozen slots dataclass a faster `__init__`.
+
+    The generated one stores each field with `object.__setattr__` (≈ 0.25 µs per field,
+    it looks the attribute up by name); this one calls each slot's descriptor directly,
+    about twice as fast. Same parameters (positional or keyword, no defaults), same
+    resulting object, still frozen afterwards (`__setattr__` still raises). Inputs and
+    effects are built for every message and timer by every driver and core, so this is
+    on the simulator's hottest path (docs/simulation.md, "Speed-up")."""
+    fs = fields(cls)  # type: ignore[arg-type]
+    if any(f.default is not MISSING or f.default_factory is not MISSING for f in fs) or hasattr(
+        cls, "__post_init__"
+    ):
+        raise TypeError(f"{cls.__name__}: _quick_init takes fields without defaults only")
+    names = [f.name for f in fs]
+    ns: dict[str, Any] = {f"_s{i}": cls.__dict__[n].__set__ for i, n in enumerate(names)}
+    body = "".join(f"    _s{i}(self, {n})\n" for i, n in enumerate(names))
+    exec(f"def __init__(self, {', '.join(names)}):\n{body}", ns)  # as dataclasses build theirs
+    init = ns["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
+
 
 # ---------------------------------------------------------------- inputs
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class Received:
     """A decoded message from `peer`."""
@@ -32,11 +59,13 @@ class Received:
     msg: Any
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class TimerFired:
     timer: TimerId
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class PeerUnreachable:
     """The driver could not deliver to `peer` (dial failed, stream reset)."""
@@ -61,6 +90,7 @@ class Disconnected:
 # ---------------------------------------------------------------- effects
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class Send:
     """Deliver `msg` to `peer`. The driver resolves the peer to a connection."""
@@ -69,17 +99,20 @@ class Send:
     msg: Any
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class SetTimer:
     timer: TimerId
     at: float
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class CancelTimer:
     timer: TimerId
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class Emit:
     """Hand an event (a core-specific frozen dataclass) up to the node."""
