@@ -86,7 +86,11 @@ def run_demo(home: Path, out: TextIO | None = None, *, kept: bool = True, nodes:
     from store.importer import Importer, ImportOptions
     from store.pins import Pins
 
-    say = (lambda *a: print(*a, file=out)) if out is not None else print
+    # Flushed: through a pipe (`colony demo | tee`, a test) each step shows as it
+    # happens, not in 8 KiB blocks at the end.
+    def say(*a: object) -> None:
+        print(*a, file=out, flush=True)
+
     say(f"1. creating a node in {home}")
     kp = init_home(home, quiet=True)
     say(f"   peer id {kp.peer_id}")

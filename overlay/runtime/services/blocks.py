@@ -185,6 +185,10 @@ class BlockService:
         if self.provider_search is None:
             yield ProviderSearch(await self.find_providers(root, timeout_s))
             return
+        # The caller's error is kept and raised outside the nursery: raised through it,
+        # it came out as an ExceptionGroup that `except ColonyError` misses (the
+        # gateway answered a failed fetch with a 500).
+        failed: Exception | None = None
         async with self.provider_search(root.multihash) as feed, \
                 trio.open_nursery() as n:
             with trio.move_on_after(timeout_s):
@@ -197,8 +201,12 @@ class BlockService:
             n.start_soon(self._late_providers, feed, found, send)
             try:
                 yield found
+            except Exception as e:
+                failed = e
             finally:
                 n.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
 
     async def _late_providers(self, feed: ProviderFeed, found: ProviderSearch,
                               send: trio.MemorySendChannel[PeerId]) -> None:
