@@ -17,10 +17,16 @@ pytestmark = pytest.mark.slow
 
 def _demo(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "COLONY_HOME": str(tmp_path / "unused")}
+    # SIGINT back to its default in the child: a suite started as a background job of
+    # a non-interactive shell (`make test &`) has SIGINT ignored, children inherit
+    # that, and a Python started with SIGINT ignored keeps ignoring it, so the
+    # interrupt test's Ctrl-C did nothing (the demo ran to its end; seen twice). A
+    # user's terminal starts the demo with the default.
     return subprocess.Popen(
         [sys.executable, "-m", "overlay.cli.main", "demo", "--home", str(tmp_path / "demo"),
          *args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

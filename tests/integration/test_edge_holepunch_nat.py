@@ -134,7 +134,13 @@ def _scenario(topo: Topology, nodes: dict[str, NsDaemon], tmp_path: Path, phase:
         phase("a <-> b: a lucky punch through the symmetric NAT (no fallback to check)")
     else:
         phase(f"a <-> b relayed: {why}")
-        assert "symmetric" in why, why
+        if "symmetric" not in why:
+            # The punch's verdict came before b's STUN probes had named its NAT (seen
+            # once on a loaded machine): the reason is then the punch's own, and the
+            # doctor names the symmetric NAT once the probes have.
+            assert "holepunch failed: " in why, why
+            wait_until(lambda: b.api("GET", "/v1/doctor")["reachability"]["nat_type"]
+                       == "symmetric", 60, "b's doctor to name its NAT symmetric")
 
     # A dataset from c to a over the punched path: pub1 relays (almost) none of it.
     relayed_before = pub1.api("GET", "/v1/doctor")["connections"]["relay"]["relaying"]
