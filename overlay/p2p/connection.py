@@ -220,6 +220,13 @@ class P2PStream:
             else:
                 await self._writable.wait()  # set and replaced by the window update
 
+    @property
+    def gone(self) -> bool:
+        """Nothing can be written any more: the stream was reset or its connection
+        closed. The transport checks this before reusing a stream, so that a request
+        goes on a new stream instead of failing on a connection known to be dead."""
+        return self.reset_reason is not None or self.conn.closed
+
     async def close(self) -> None:
         """Half-close (FIN): the peer reads EOF; we may still read."""
         if self.reset_reason is None and not self.conn.closed:

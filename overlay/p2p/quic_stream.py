@@ -112,6 +112,11 @@ class QuicStream:
 
     # -- writing
 
+    @property
+    def gone(self) -> bool:
+        """Nothing can be written any more (reset, or the connection closed)."""
+        return self.reset_reason is not None or self.conn.closed
+
     def _check_writable(self) -> None:
         if self.reset_reason is not None:
             raise StreamResetError(self.reset_reason)

@@ -313,3 +313,29 @@ def test_lazy_dialer_sending_yamux_frames_with_the_negotiation() -> None:
         assert got == [b"hello"]
 
     run(main)
+
+
+def test_a_request_after_the_connection_closed_under_a_half_closed_stream_reopens() -> None:
+    """The js relay interop run of 2026-12-06: the peer half-closed our request
+    stream (its reader ended at EOF, the channel kept writing, as helia needs), then
+    the connection under it closed (a relayed circuit replaced by a direct
+    connection). The next request must go on a new stream, not fail on the dead one."""
+
+    async def main() -> None:
+        async with two("native", "native") as (a, b):
+            a.add_addrs(b.peer_id, b.listen_addrs)
+            assert (await a.request(b.peer_id, P, 1))["echo"] == 1
+            hb = b.native_host()
+            assert hb is not None
+            (conn_b,) = hb.connections(a.peer_id)
+            inbound = [s for s in conn_b.streams.values() if s.protocol == P]
+            assert len(inbound) == 1
+            await inbound[0].close()  # FIN: a's reader of this stream ends at EOF
+            await trio.sleep(0.2)
+            ha = a.native_host()
+            assert ha is not None
+            (conn_a,) = ha.connections(b.peer_id)
+            await conn_a.close()
+            assert (await a.request(b.peer_id, P, 2))["echo"] == 2
+
+    run(main)

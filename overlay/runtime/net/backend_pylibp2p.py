@@ -95,6 +95,11 @@ class Libp2pStream:
         except Libp2pStreamError as e:
             raise StreamError(f"{type(e).__name__}: {e}") from None
 
+    @property
+    def gone(self) -> bool:
+        # py-libp2p does not say before a write; a write to a dead stream then fails.
+        return False
+
     async def close(self) -> None:
         await self.net.close()
 

@@ -92,6 +92,13 @@ class Sender:
         """The open channel to (peer, protocol), or a new one whose stream opens now."""
         key = (peer, protocol)
         ch = self.channels.get(key)
+        if ch is not None and not ch.closed and ch.stream is not None and ch.stream.net.gone:
+            # Its connection closed under it (a relayed circuit replaced by a direct
+            # connection, say) while the reader had already ended at the peer's EOF:
+            # end it (its run fails what still waits on it) and open a new stream
+            # rather than fail this frame on the dead one.
+            ch.closed = True
+            ch.tx.close()
         if ch is None or ch.closed:
             ch = Outbound(peer, protocol, codec, self.config.queue_frames)
             self.channels[key] = ch
