@@ -122,9 +122,14 @@ def add_block_routes(api: ApiServer, blocks: BlockService, dht: DhtCalls, spawn:
                             with trio.move_on_after(PROGRESS_INTERVAL_S):
                                 await done.wait()
                     fetching = blocks.begin(cid, providers, streamed)
-                    while not fetching.progress.done:
-                        yield fetching.progress.as_dict()
-                        await fetching.wait(PROGRESS_INTERVAL_S)
+                    try:
+                        while not fetching.progress.done:
+                            yield fetching.progress.as_dict()
+                            await fetching.wait(PROGRESS_INTERVAL_S)
+                    finally:
+                        # The client went away (the server closes this generator) or
+                        # the fetch failed: withdraw its wants, as kubo does.
+                        fetching.abandon()
                     result = fetching.finish()
                     result.providers_late = found.late
                     final = result.as_dict()

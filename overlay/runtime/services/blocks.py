@@ -103,6 +103,7 @@ class DagFetch:
         self.session = session
         self._last = -1
         self._last_change = trio.current_time()
+        self._abandoned = False
 
     @property
     def progress(self) -> FetchProgress:
@@ -117,11 +118,20 @@ class DagFetch:
         if p.blocks_fetched != self._last:
             self._last, self._last_change = p.blocks_fetched, trio.current_time()
         elif trio.current_time() - self._last_change > STALL_TIMEOUT_S:
-            self._blocks.cancel_fetch(self.session)
+            self.abandon()
             raise ColonyError(
                 f"fetch of {self.session.root} stalled: no block for {STALL_TIMEOUT_S:.0f} s "
                 f"({p.outstanding} outstanding); run it again to resume"
             )
+
+    def abandon(self) -> None:
+        """Withdraw the wants still out when the caller leaves before the fetch is done
+        (its API client went away, or it was cancelled), as kubo cancels a fetch with
+        its request: no block arrives for nobody afterwards. What arrived is kept
+        (verified blocks). Idempotent; nothing to do once done."""
+        if not self.session.progress.done and not self._abandoned:
+            self._abandoned = True
+            self._blocks.cancel_fetch(self.session)
 
     def finish(self) -> FetchProgress:
         """Commit what arrived; ColonyError when a block was unavailable or the store
@@ -265,10 +275,13 @@ class BlockService:
             streamed = FetchProgress(str(root), providers_found=found.found)
             await self.stream(root, list(providers), streamed, found.more)
             fetch = self.begin(root, providers[:MAX_PROVIDERS], streamed)
-            while not fetch.progress.done:
-                await fetch.wait(POLL_S)
-                if progress is not None:
-                    progress(fetch.progress.blocks_fetched, fetch.progress.outstanding)
+            try:
+                while not fetch.progress.done:
+                    await fetch.wait(POLL_S)
+                    if progress is not None:
+                        progress(fetch.progress.blocks_fetched, fetch.progress.outstanding)
+            finally:
+                fetch.abandon()  # cancelled or failed before done: withdraw its wants
             fetch.finish().providers_late = found.late
         finally:
             self.after_fetch(root)

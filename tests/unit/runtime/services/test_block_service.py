@@ -100,3 +100,40 @@ def test_an_unavailable_block_fails_the_fetch(store: BlockStore) -> None:
 def test_a_stored_dag_is_walked_root_first(store: BlockStore) -> None:
     store.put_many([(CID, DATA, None)])
     assert _service(store, Exchange()).dag_multihashes(CID) == [CID.multihash]
+
+
+def test_a_fetch_whose_caller_leaves_withdraws_its_wants(store: BlockStore) -> None:
+    """Its API client went away (the route's generator is closed, so the wait is
+    cancelled): the wants still out are withdrawn, and a block arriving later is not
+    stored for nobody. Before: the fetch ran on in the daemon (docs/store.md)."""
+    cores = Exchange()
+    svc = _service(store, cores)
+
+    async def main() -> None:
+        with trio.move_on_after(2.0):
+            await svc.fetch_dag(CID, [PEER])
+        assert cores.inputs == [Fetch((CID.to_bytes(),), (PEER,)),
+                                CancelFetch((CID.to_bytes(),))]
+        assert svc.sessions == {}
+        svc.on_event(BlockReceived(CID.to_bytes(), DATA, PEER))  # late: nobody wants it
+        svc.writer.flush()
+        assert not store.has(CID)
+
+    _run(main)
+
+
+def test_a_leaving_caller_keeps_the_wants_another_fetch_shares(store: BlockStore) -> None:
+    cores = Exchange()
+    svc = _service(store, cores)
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            n.start_soon(svc.fetch_dag, CID, [PEER])
+            with trio.move_on_after(1.0):
+                await svc.fetch_dag(CID, [PEER])
+            # The other fetch still wants the block: no CancelFetch names it.
+            assert not any(isinstance(i, CancelFetch) and i.cids for i in cores.inputs)
+            svc.on_event(BlockReceived(CID.to_bytes(), DATA, PEER))
+        assert store.has(CID)
+
+    _run(main)
