@@ -29,6 +29,7 @@ bounded by `LEAVE_TIMEOUT_S`).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import signal
 import time
@@ -310,7 +311,8 @@ class Daemon:
             cores=driver, network=t, membership=self.membership, dht=self.dht_client,
             blocks=self.blocks, events=self.events, spawn=self.spawn,
             stats=CoreStats(driver, self.kad, self.swim, self.exchange, self._drops,
-                            self.aggregate.totals, self.cells.stats_json),
+                            self.aggregate.totals, self.cells.stats_json,
+                            lambda: dataclasses.asdict(self.dag_streams.stats)),
         )
         add_capsule_routes(api, self.capsules, self.keypair, self.blocks)
         add_trigger_routes(api, self.capsules, self.keypair, self.triggers)

@@ -111,6 +111,10 @@ def test_fetch_byte_identical_from_several_providers(
     # splits the level below it. Issue #16.
     assert len(third["providers"]) == 3, third  # type: ignore[arg-type]
     assert third["providers_found"] + third["providers_late"] == 3, third  # type: ignore[operator]
+    # /v1/stats shows the bulk stream's counters: blocks came from holders only.
+    streamed = colony.nodes[13].api(10).call("GET", "/v1/stats")["dag_stream"]
+    assert streamed["fetched_blocks"] > 0, streamed
+    assert set(streamed["by_peer"]) <= holders | {colony.nodes[9].peer_id}, streamed
 
 
 def test_every_drop_counter_is_shown_by_stats(colony: Cluster) -> None:

@@ -6,7 +6,8 @@ Prometheus metrics.
 | GET  /v1/id       | {id, addrs, api_port}                                     |
 | GET  /v1/members  | [{id, state, incarnation, addrs, rtt_ms, self, coord, ad}] (?all=1) |
 | GET  /v1/peers    | [peer id] connected                                       |
-| GET  /v1/stats    | {id, driver, dht, gossip, exchange, drops, store, connected_peers, colony} |
+| GET  /v1/stats    | {id, driver, dht, gossip, exchange, drops, store, connected_peers, |
+|                   |  colony, cells, dag_stream}                                |
 | POST /v1/leave    | {left: true}; the daemon stops a moment later             |
 | GET  /metrics     | Prometheus text                                           |
 
@@ -86,6 +87,9 @@ class CoreStats:
     colony: Callable[[], dict[str, object]] = dict
     #: Tier-1 cells (services/cells.py), shown as /v1/stats "cells".
     cells: Callable[[], dict[str, object]] = dict
+    #: The bulk DAG stream's counters (services/dag_stream.py), /v1/stats "dag_stream":
+    #: served and fetched blocks, ranges stolen for late or idle providers, streams cut.
+    dag_stream: Callable[[], dict[str, object]] = dict
 
     def driver_stats(self) -> DriverStats:
         return self.driver.stats
@@ -175,6 +179,7 @@ def add_node_routes(
             "connected_peers": len(network.connected_peers()),
             "colony": stats.colony(),
             "cells": stats.cells(),
+            "dag_stream": stats.dag_stream(),
         }
 
     async def leave(req: Request) -> object:
@@ -206,11 +211,13 @@ def add_node_routes(
         response=obj(("id", "addr", "connected"), id=STR, addr=STR, connected=BOOL)))
     api.add("GET", "/v1/stats", stats_route, RouteDoc(
         "counters of the driver, DHT, gossip, exchange, drops and store; colony-wide "
-        "totals by push-sum (colony); this node's cell and the cells known (cells)",
+        "totals by push-sum (colony); this node's cell and the cells known (cells); the "
+        "bulk DAG stream's blocks, steals and cut streams (dag_stream)",
         tag="node",
         response=obj(("id", "driver", "dht", "gossip", "exchange", "drops", "store"),
                      id=STR, driver=OBJ, dht=OBJ, gossip=OBJ, exchange=OBJ, drops=OBJ,
-                     store=OBJ, connected_peers=INT, colony=OBJ, cells=OBJ)))
+                     store=OBJ, connected_peers=INT, colony=OBJ, cells=OBJ,
+                     dag_stream=OBJ)))
     api.add("POST", "/v1/leave", leave, RouteDoc(
         "leave the colony gracefully and stop the daemon", tag="node",
         response=obj(("left",), left=BOOL)))
