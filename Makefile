@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-long lint bench clean system-deps sim-golden faults faults-real fuzz-api
+.PHONY: demo test test-long lint bench clean system-deps js-deps sim-golden faults faults-real fuzz-api
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,8 +63,14 @@ system-deps:
 	    || echo "warning: apt-get install chromium chromium-driver failed: dashboard browser tests will skip" >&2; \
 	fi
 
+## npm packages of the JS interop tests (js-libp2p, helia, @ipld/car…), all at once
+## (tests/integration/js_deps.py). Warns and goes on without node/npm or a registry:
+## each test then installs what is missing itself, or skips.
+js-deps:
+	$(PYTHON) tests/integration/js_deps.py
+
 ## Install what the tests need and run the whole suite (unit, property, sim, integration).
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps js-deps
 	$(PY) -m compileall -q -j 2 overlay gossip dht store sim > /dev/null
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
