@@ -141,13 +141,17 @@ def test_unanswered_late_and_changed_probes_fall_back() -> None:
 
 def test_two_choices_spread_load_better_than_one() -> None:
     """Balls into bins with the core's own choices: 8 equal cells, 800 capsules, each
-    probe sees the current load; two choices keep the most loaded cell within 2 of
-    the mean (one random choice would be ~ +25 here, a few standard deviations)."""
+    probe sees the current load, each capsule submitted in a random cell (members
+    submit alike; the probe is that cell and one other); two choices keep the most
+    loaded cell within 2 of the mean (one random choice would be ~ +25 here, a few
+    standard deviations). sim/placement_quality.py runs the same core on a trace with
+    departures against an omniscient placer."""
     cells = [CellId.parse(f"/{i:03b}") for i in range(8)]
     free = dict.fromkeys(cells, 1000.0)
     p = CellPlacer(random.Random(5))
-    own = cells[0]
+    origin = random.Random(6)
     for i in range(800):
+        own = cells[origin.randrange(8)]
         reps = [CellReport(CellDigest(c, 0.0, 1, (ClassCapacity("cpu", 1, free[c]),)),
                            (Seed(PeerId.from_ed25519(bytes(32)), ()),)) for c in cells]
         plan = p.plan(f"c{i}", Conditions(), own, reps, float(i))
