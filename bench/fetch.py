@@ -28,6 +28,12 @@ at the end, bigger batches): the measurement behind docs/store.md's choice.
 fetcher's copy is removed by `colony gc` before each fetch) and reports the stalls
 (fetches slower than 5x the median), the slowest fetch and every drop counter of both
 daemons (/v1/stats "drops"), e.g. `bench/fetch.py --repeat 300 --mib 64`.
+
+`--cpu N` instead fetches one dataset N times between two daemons (a fresh store,
+then after `colony gc`) and prints each fetch's CPU s/GiB of the fetcher (user and
+system) and of the provider, with the bare native stream measured before and after;
+`--profile DIR` adds py-spy recordings of both daemons (issue #16), e.g.
+`bench/fetch.py --cpu 4 --mib 256 --profile /tmp/prof`.
 Loopback on a shared 2-core machine is noisy; all daemons and the client share it.
 """
 
@@ -272,6 +278,71 @@ def repeat_run(tmp: Path, size: int, stack: str, n: int) -> dict[str, object]:
             "drops": drops}
 
 
+def cpu_run(tmp: Path, size: int, stack: str, n: int, profile: str | None,
+            profiler: str | None = None) -> None:
+    """`n` fetches of one dataset between two daemons (the first into a fresh store,
+    the rest after `colony gc`), each with the fetcher's and the provider's CPU s/GiB;
+    the bare native stream before and after them (the wall-time limit of the same run).
+    With `profile`, `profiler` (py-spy, py-spy:gil for what holds the interpreter, or
+    perf for native code and the kernel; if on PATH) samples both daemons during the
+    fetches and writes its files into that directory. py-spy counts a thread that
+    is runnable but not running as busy, so on loaded cores its shares are wall
+    time; perf's are CPU time."""
+    import subprocess
+
+    bare0 = trio.run(best(2, lambda: two_process(stack, 128 * MiB, True))) * MiB / 1e6
+    line("bare native Noise+Yamux stream (before the fetches)", bare0, "MB/s")
+    env = {"COLONY_NETWORK_STACK": stack}
+    with Cluster(tmp / f"cpu-{stack}", 2, env=env) as c:
+        c.wait_converged(60)
+        data = tmp / "cpu.bin"
+        data.write_bytes(deterministic_bytes(size, seed=66))
+        r = colony_cmd(c.nodes[0].home, "publish", str(data), "--json", timeout=300)
+        cid = json.loads(r.stdout)["cid"]
+        provider, fetcher = c.nodes
+        # What the daemons burn doing nothing (gossip, DHT upkeep) over 5 s: part of
+        # every fetch's CPU figure, and the bigger part the slower the fetch.
+        idle0 = cpu_s(fetcher.pid), cpu_s(provider.pid)
+        time.sleep(5.0)
+        print(f"  idle CPU s per s: fetcher {(cpu_s(fetcher.pid) - idle0[0]) / 5:.3f}, "
+              f"provider {(cpu_s(provider.pid) - idle0[1]) / 5:.3f}", flush=True)
+        spies: list[subprocess.Popen[bytes]] = []
+        tool = (profiler or "").split(":")[0]
+        if profile and tool and shutil.which(tool):
+            Path(profile).mkdir(parents=True, exist_ok=True)
+            for role, node in (("fetcher", fetcher), ("provider", provider)):
+                out = str(Path(profile) / role)
+                argv = (["perf", "record", "-F", "499", "-p", str(node.pid), "-o",
+                         out + ".perf.data"] if tool == "perf" else
+                        ["py-spy", "record", "--pid", str(node.pid), "--rate", "200",
+                         "--threads", "--format", "speedscope", "--nonblocking",
+                         *(["--gil"] if profiler == "py-spy:gil" else []),
+                         "-o", out + ".json"])
+                spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL))
+            time.sleep(1.0)
+        rates: list[float] = []
+        try:
+            for i in range(n):
+                if i:
+                    colony_cmd(fetcher.home, "gc", "--json", timeout=300)
+                mbs, final = timed_fetch(fetcher, cid, [provider])
+                rates.append(mbs)
+                print(f"  fetch {i + 1}/{n} ({'fresh store' if not i else 'after gc'}): "
+                      f"{mbs:,.1f} MB/s, of stream {mbs / bare0:.3f}; "
+                      f"CPU s/GiB {final['cpu_s_per_gib']}", flush=True)
+        finally:
+            for spy in spies:
+                spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
+            for spy in spies:
+                spy.wait(60)
+    bare1 = trio.run(best(2, lambda: two_process(stack, 128 * MiB, True))) * MiB / 1e6
+    line("bare native Noise+Yamux stream (after the fetches)", bare1, "MB/s")
+    med = sorted(rates)[len(rates) // 2]
+    line(f"fetch {size // MiB} MiB, median of {n}", med, "MB/s", max(bare0, bare1),
+         "bare stream (best of before/after)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mib", type=int, default=64, help="dataset size (MiB)")
@@ -281,8 +352,18 @@ def main() -> None:
                     help="only fetch the dataset N times in a row; report stalls and drops")
     ap.add_argument("--durability", type=int, default=0, metavar="ROUNDS",
                     help="only compare commit policies for fetched blocks, ROUNDS times")
+    ap.add_argument("--cpu", type=int, default=0, metavar="N",
+                    help="only fetch N times between two daemons; CPU s/GiB of both ends")
+    ap.add_argument("--profile", metavar="DIR",
+                    help="with --cpu: profile both daemons, files into DIR")
+    ap.add_argument("--profiler", default="py-spy", choices=("py-spy", "py-spy:gil", "perf"),
+                    help="with --profile: the sampler")
     args = ap.parse_args()
     size = args.mib * MiB
+    if args.cpu:
+        with tempfile.TemporaryDirectory() as tmp:
+            cpu_run(Path(tmp), size, args.stack, args.cpu, args.profile, args.profiler)
+        return
     if args.durability:
         with tempfile.TemporaryDirectory() as tmp:
             durability_modes(Path(tmp), size, args.durability)

@@ -522,6 +522,12 @@ class Reader:
         mv: memoryview = val
         return mv
 
+    def stored(self, mh: bytes) -> memoryview | None:
+        """The stored block under sha2-256 multihash `mh`, unverified (None: absent):
+        for the bulk provider, which keys its walk by multihash (no `Cid` per block)."""
+        val: memoryview | None = self.txn.get(mh, db=self.store._blocks)
+        return val
+
     def size(self, cid: Cid) -> int | None:
         if cid.is_identity:
             return len(cid.digest)

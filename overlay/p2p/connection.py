@@ -49,6 +49,10 @@ log = structlog.get_logger("colony.p2p")
 #: A writer waits while more than this is queued for the socket on its connection.
 HIGH_WATER_BYTES = 4 * 1024 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0
+#: A received piece shorter than this is copied rather than kept as a view of the
+#: (up to 1 MiB) plaintext of its socket read: a view keeps all of it alive, and
+#: a bulk stream's pieces are mostly whole Yamux frames of 256 KiB.
+SMALL_PIECE_BYTES = 64 * 1024
 #: Buffers per sendmsg call (Linux IOV_MAX is 1024).
 _IOV_MAX = 512
 
@@ -391,15 +395,18 @@ class Connection:
             if self._leftover:
                 self._handle(self.session.receive_data(self._leftover), nursery, on_stream)
                 self._leftover = b""
-            decrypt = self.reader.feed_and_decrypt
-            receive = self._receiver()
-            while True:
-                data = await receive()
-                if not data:
-                    break
-                self.bytes_in += len(data)
-                for plain in decrypt(data):
-                    self._handle(self.session.receive_data(plain), nursery, on_stream)
+            if isinstance(self.stream, trio.SocketStream):
+                await self._read_socket(self.stream.socket, nursery, on_stream)
+            else:
+                decrypt = self.reader.feed_and_decrypt
+                receive = self._receiver()
+                while True:
+                    data = await receive()
+                    if not data:
+                        break
+                    self.bytes_in += len(data)
+                    for plain in decrypt(data):
+                        self._handle(self.session.receive_data(plain), nursery, on_stream)
         except WireError as e:
             reason = f"{type(e).__name__}: {e}"
             log.info("connection_dropped", peer=str(self.remote_peer), reason=reason[:200])
@@ -410,6 +417,20 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             reason = f"connection lost: {e}"
         self._shutdown(reason)
+
+    async def _read_socket(self, sock: trio.socket.SocketType, nursery: trio.Nursery,
+                           on_stream: OnStream | None) -> None:
+        """The TCP path: read into the Noise reader's ring, decrypt what arrived whole
+        into one buffer, parse it as Yamux in one call (`FrameReader.recv_buffer`)."""
+        reader = self.reader
+        while True:
+            n = await sock.recv_into(reader.recv_buffer())
+            if not n:
+                return
+            self.bytes_in += n
+            plain = reader.decrypt_received(n)
+            if plain is not None:
+                self._handle(self.session.receive_data(plain), nursery, on_stream)
 
     def _receiver(self) -> Callable[[], Awaitable[bytes | memoryview]]:
         """`receive_some`, or on a TCP socket `recv_into` one reused buffer: a
@@ -439,7 +460,11 @@ class Connection:
             if isinstance(ev, yamux.DataReceived):
                 s = streams.get(ev.sid)
                 if s is not None:
-                    s._deliver(ev.data)
+                    # A piece is a view of everything one socket read decrypted (up
+                    # to 1 MiB): a small one is copied, so a reader that leaves it
+                    # unread does not keep the whole buffer alive.
+                    data = ev.data
+                    s._deliver(data if len(data) >= SMALL_PIECE_BYTES else bytes(data))
                 else:  # nobody will read it: give the window back at once
                     self.session.consumed(ev.sid, len(ev.data))
             elif isinstance(ev, yamux.SendWindowOpened):

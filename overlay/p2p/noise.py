@@ -91,6 +91,13 @@ class CipherState:
         except InvalidTag:
             raise DecryptError("Noise message failed authentication") from None
 
+    def decrypt_into(self, ciphertext: bytes | memoryview, out: memoryview) -> None:
+        """Decrypt into `out`, exactly `len(ciphertext) - TAG_BYTES` long."""
+        try:
+            self._aead.decrypt_into(self._nonce(), ciphertext, None, out)
+        except InvalidTag:
+            raise DecryptError("Noise message failed authentication") from None
+
 
 @dataclass(frozen=True, slots=True)
 class CipherPair:
@@ -338,18 +345,79 @@ def encrypt_pieces(
     return out
 
 
+#: The receive ring of `FrameReader.recv_buffer`, and the least free space a read
+#: into it gets (the partial message left is moved to the front below that).
+RING_BYTES = 1 << 20
+MIN_RECV_BYTES = 256 << 10
+
+
 class FrameReader:
     """Splits a received byte stream into Noise messages and decrypts them.
 
-    `feed(data)` then `decrypt_available()` → plaintext chunks. Holds at most one
-    partial message (≤ 65,537 bytes) beyond what was fed in one call.
+    Two ways in. `feed_and_decrypt(data)` → one plaintext per whole message; holds at
+    most one partial message (≤ 65,537 bytes) beyond what was fed in one call. Or,
+    for a connection's socket, `recv_buffer()` (read into it) then
+    `decrypt_received(n)` → the plaintext of every whole message as one buffer.
+
+    The second is the bulk path (issue #16, profiled on a fetcher): the socket is
+    read into a 1 MiB ring, so the partial message at the end of a read is not
+    copied out and back (it is moved to the front only when less than 256 KiB is
+    free, once per ~1 MiB), and the messages of one read are decrypted into one
+    buffer (`decrypt_into`), so a 256 KiB Yamux frame in one read is one piece for
+    the layers above instead of four or five, each with its events and wakeups.
     """
 
-    __slots__ = ("_buf", "_cipher")
+    __slots__ = ("_buf", "_cipher", "_hi", "_lo", "_ring")
 
     def __init__(self, cipher: CipherState) -> None:
         self._cipher = cipher
         self._buf = bytearray()
+        self._ring: memoryview | None = None
+        self._lo = self._hi = 0  # the received bytes not yet decrypted: ring[lo:hi]
+
+    def recv_buffer(self) -> memoryview:
+        """Where the next socket read goes (then call `decrypt_received`)."""
+        ring = self._ring
+        if ring is None:  # first use: take over what `feed_and_decrypt` held
+            ring = self._ring = memoryview(bytearray(RING_BYTES))
+            self._hi = len(self._buf)
+            ring[: self._hi] = self._buf
+            self._buf = bytearray()
+        if len(ring) - self._hi < MIN_RECV_BYTES:
+            n = self._hi - self._lo  # one partial message: at most 65,537 bytes
+            ring[:n] = ring[self._lo : self._hi]
+            self._lo, self._hi = 0, n
+        return ring[self._hi :]
+
+    def decrypt_received(self, n: int) -> memoryview | None:
+        """Decrypt the whole messages among what is held after `n` more bytes were
+        read into `recv_buffer()`: their plaintexts, concatenated, as a read-only
+        view of a new buffer nothing else refers to (None: no whole message yet)."""
+        ring = self._ring
+        assert ring is not None, "recv_buffer() first"
+        pos, end = self._lo, self._hi + n
+        spans: list[tuple[int, int]] = []
+        total = 0
+        while end - pos >= 2:
+            length = ring[pos] << 8 | ring[pos + 1]
+            if end - pos - 2 < length:
+                break
+            if length < TAG_BYTES:
+                raise DecryptError(f"Noise message of {length} bytes is shorter than its tag")
+            spans.append((pos + 2, length))
+            total += length - TAG_BYTES
+            pos += 2 + length
+        out: memoryview | None = None
+        if spans:
+            out = memoryview(bytearray(total))
+            at = 0
+            for start, length in spans:
+                k = length - TAG_BYTES
+                self._cipher.decrypt_into(ring[start : start + length], out[at : at + k])
+                at += k
+            out = out.toreadonly()
+        self._lo, self._hi = (0, 0) if pos == end else (pos, end)
+        return out
 
     def feed_and_decrypt(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Decrypt every whole message now available. `data` may be a reused

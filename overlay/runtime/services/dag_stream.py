@@ -30,30 +30,31 @@ peer in open mode, members in a colony (outsiders use Bitswap, whose filter keep
 private DAGs private).
 
 Bounded: a request holds at most `MAX_ROOTS` roots (a longer range is asked for in
-several requests, one after the other); a section at most
-`MAX_SECTION` bytes; the provider reads `BATCH_BYTES` of blocks at a time from LMDB
-on a worker thread; the fetcher's buffered blocks go through `BlockWriter`'s bound.
+several requests, one after the other); a section at most `MAX_SECTION` bytes
+(services/dag_sections.py, which reassembles and hash-checks them); the provider
+reads `BATCH_BYTES` of blocks at a time from LMDB on a worker thread; the fetcher's
+buffered blocks go through `BlockWriter`'s bound.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 import trio
 
-from overlay.core.cid import DAG_PB, Cid
+from overlay.core.cid import DAG_PB, Cid, sha256_multihash
 from overlay.core.errors import ColonyError, WireError
 from overlay.core.ids import PeerId
 from overlay.core.multiformats import decode_varint, encode_varint
 from overlay.core.wire import cbor_decode, cbor_encode
 from overlay.p2p.diagnose import describe_stream
 from overlay.runtime.net.transport import Transport
+from overlay.runtime.services.dag_sections import Sections, verify_all
 from overlay.runtime.services.fetch import BlockWriter, FetchProgress
 from store.blockstore import BlockStore
-from store.car import MAX_CID, CarError, _cid_length, verify_section
+from store.car import CarError
 from store.unixfs import link_cids
 
 log = structlog.get_logger("colony.dag_stream")
@@ -61,7 +62,6 @@ log = structlog.get_logger("colony.dag_stream")
 PROTO_DAG = "/colony/dag/1.0.0"
 MAX_ROOTS = 1024
 MAX_REQUEST = 64 * 1024
-MAX_SECTION = 4 * 1024 * 1024 + 1024
 BATCH_BYTES = 8 * 1024 * 1024
 READ_BYTES = 4 << 20
 #: Received blocks are hash-checked on a worker thread this many bytes at a time.
@@ -214,7 +214,8 @@ class DagStreams:
         if not isinstance(raw, list) or not 0 < len(raw) <= MAX_ROOTS:
             raise ColonyError(f"a request names 1..{MAX_ROOTS} roots")
         only = bool(body.get("only"))  # the roots' own blocks, not their DAGs
-        roots = [Cid.from_bytes(r) for r in raw if isinstance(r, bytes)]
+        # Validated here; walked as CID bytes (no `Cid` per block: `_read_batch`).
+        roots = [Cid.from_bytes(r).to_bytes() for r in raw if isinstance(r, bytes)]
         self.stats.served_streams += 1
         # Diagnostics: a send blocked for STALL_S / 2 is logged once with the stream's
         # flow-control state (the fetcher gives up on a stream silent for STALL_S).
@@ -248,28 +249,38 @@ class DagStreams:
             watching.cancel_scope.cancel()
         await s.aclose()
 
-    def _read_batch(self, stack: list[Cid], seen: set[bytes],
-                    only: bool = False) -> tuple[list[bytes], list[Cid]]:
+    def _read_batch(self, stack: list[bytes], seen: set[bytes],
+                    only: bool = False) -> tuple[list[bytes], list[bytes]]:
         """Up to BATCH_BYTES of frames, depth-first from `stack`, as pieces of about
         PACE_BYTES; what is left to do.
 
         Each block is copied once: from its zero-copy view into the LMDB map straight
         into the piece that is sent (profiled, the provider copied every block four
         times on its way to the encryption: out of the map, into its section, into
-        the batch, and once more in `send_all` for a memoryview)."""
+        the batch, and once more in `send_all` for a memoryview).
+
+        The walk holds CID bytes, as requests and the reference index carry them:
+        a sha2-256 CID's multihash is a slice of them (`sha256_multihash`), so no
+        `Cid` is built per block; anything else takes the general path."""
         pieces: list[bytes] = []
         parts: list[bytes | memoryview] = []
         held = 0
         size = 0
         with self.store.reader() as r:
             while stack and size < BATCH_BYTES:
-                cid = stack.pop()
-                mh = cid.multihash
+                cb = stack.pop()
+                mh = sha256_multihash(cb)
+                if mh is None:
+                    cid = Cid.from_bytes(cb)  # identity or another hash: general path
+                    mh = cid.multihash
                 if mh in seen:
                     continue
                 seen.add(mh)
-                block = r.read(cid, verify=False)  # verified when it was stored
-                cb = cid.to_bytes()
+                # Not re-hashed: every way into the store hashes or hash-checks a
+                # block first (import, fetch, Bitswap, CAR), and the fetcher verifies.
+                block = r.stored(mh)
+                if block is None:
+                    block = r.read(Cid.from_bytes(cb), verify=False)  # identity; or raises
                 parts.append(encode_varint(len(cb) + len(block)) + cb)
                 parts.append(block)
                 held += len(block)
@@ -279,8 +290,7 @@ class DagStreams:
                     parts, held = [], 0
                 self.stats.served_blocks += 1
                 if not only:
-                    children = r.links(mh) or []
-                    stack.extend(Cid.from_bytes(c) for c in reversed(children))
+                    stack.extend(reversed(r.links(mh) or []))
             if parts:
                 pieces.append(b"".join(parts))
         return pieces, stack
@@ -411,7 +421,7 @@ class DagStreams:
             return 0
         try:
             await s.send_all(_request(roots, only_root))
-            frames = _Sections()
+            frames = Sections()
             held: list[tuple[bytes, bytes]] = []  # whole sections not yet verified
 
             async def take_held() -> int:
@@ -421,7 +431,7 @@ class DagStreams:
                 sections = held[:]
                 held.clear()
                 try:
-                    cids = await trio.to_thread.run_sync(_verify_all, sections)
+                    cids = await trio.to_thread.run_sync(verify_all, sections)
                 except CarError:
                     self.stats.bad_blocks += 1
                     raise
@@ -499,7 +509,8 @@ class DagStreams:
                 raise ColonyError(f"{cid} is not part of the requested DAG")
             expected.discard(cid.multihash)
             links = link_cids(block) if cid.codec == DAG_PB else []
-            expected.update(Cid.from_bytes(c).multihash for c in links)
+            expected.update(sha256_multihash(c) or Cid.from_bytes(c).multihash
+                            for c in links)
             if cid.multihash not in have:
                 have.add(cid.multihash)  # the same block twice in one batch
                 self.writer.add(cid, block, links)
@@ -510,85 +521,3 @@ class DagStreams:
                 p.by_peer[peer_key] = p.by_peer.get(peer_key, 0) + 1
             taken += 1
         return taken
-
-
-class _Sections:
-    """CAR sections reassembled from the received pieces. Each block is copied once,
-    from the pieces into the bytes that are verified and stored; only a section's
-    few header bytes are copied twice."""
-
-    def __init__(self) -> None:
-        self._parts: deque[memoryview] = deque()
-        self._avail = 0
-
-    def feed(self, pieces: list[bytes | memoryview]) -> None:
-        for p in pieces:
-            if len(p):
-                self._parts.append(memoryview(p))
-                self._avail += len(p)
-
-    def _take(self, n: int, consume: bool = True) -> bytes:
-        """The next `n` (≤ available) bytes as one bytes object."""
-        if not n:
-            return b""
-        first = self._parts[0]
-        if len(first) >= n:
-            out = bytes(first[:n])
-            if consume:
-                self._drop(n)
-            return out
-        chunks: list[memoryview] = []
-        need = n
-        for p in self._parts:
-            chunks.append(p[:need])
-            need -= len(chunks[-1])
-            if not need:
-                break
-        out = b"".join(chunks)
-        if consume:
-            self._drop(n)
-        return out
-
-    def _drop(self, n: int) -> None:
-        self._avail -= n
-        parts = self._parts
-        while n:
-            first = parts[0]
-            if len(first) > n:
-                parts[0] = first[n:]
-                return
-            n -= len(first)
-            parts.popleft()
-
-    def split(self, only_root: bool) -> tuple[bool, list[tuple[bytes, bytes]]]:
-        """(finished, [(cid, block)]) for every whole section now available."""
-        out: list[tuple[bytes, bytes]] = []
-        while self._avail:
-            head = self._take(min(self._avail, 10 + 2 * MAX_CID), consume=False)
-            try:
-                n, i = decode_varint(head)
-            except WireError:
-                if len(head) >= 10:
-                    raise
-                return False, out
-            if n == 0:
-                self._drop(i)
-                return True, out
-            if n > MAX_SECTION:
-                raise ColonyError(f"section of {n} bytes")
-            if self._avail < i + n:
-                return False, out
-            clen = _cid_length(head[i:i + min(n, 2 * MAX_CID)], 0)
-            if clen > n:
-                raise CarError("malformed stream: a CID runs past its section")
-            self._drop(i + clen)
-            out.append((head[i:i + clen], self._take(n - clen)))
-            if only_root:
-                return True, out
-        return False, out
-
-
-def _verify_all(sections: list[tuple[bytes, bytes]]) -> list[Cid | None]:
-    """Hash-check each block against its CID (on a worker thread: hashlib releases
-    the GIL, so the event loop keeps receiving meanwhile)."""
-    return [verify_section(cid, block) for cid, block in sections]

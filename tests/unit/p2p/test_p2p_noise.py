@@ -131,3 +131,58 @@ def test_out_of_order_use_is_an_error() -> None:
         init.read_message(b"\x00" * 32)
     with pytest.raises(HandshakeError):
         init.result()
+
+
+def _recv_ring(reader: noise.FrameReader, wire: bytes, step: int) -> bytes:
+    """Feed `wire` to the ring path in reads of at most `step` bytes, as a socket
+    would (`recv_into` fills at most the free space it is given)."""
+    out = bytearray()
+    pos = 0
+    while pos < len(wire):
+        buf = reader.recv_buffer()
+        n = min(step, len(buf), len(wire) - pos)
+        buf[:n] = wire[pos : pos + n]
+        pos += n
+        plain = reader.decrypt_received(n)
+        if plain is not None:
+            assert plain.readonly
+            out += plain
+    return bytes(out)
+
+
+@pytest.mark.parametrize(("step", "size"), [
+    (1, 140_000), (7777, 3 << 20), (65_537, 3 << 20), (300_000, 3 << 20), (1 << 20, 3 << 20)])
+def test_ring_reads_give_the_same_plaintext_whatever_the_segmentation(
+        step: int, size: int) -> None:
+    """The connection's socket path (`recv_buffer` / `decrypt_received`): 3 MiB of
+    messages through the 1 MiB ring, wrapping it several times, with a message
+    split at every kind of boundary (byte by byte: a smaller stream); nothing left
+    over at the end."""
+    a, b = KeyPair.generate(), KeyPair.generate()
+    init, resp = noise.Handshake(True, a.seed), noise.Handshake(False, b.seed)
+    _run(init, resp)
+    _, ca = init.result()
+    _, cb = resp.result()
+    data = (bytes(range(251)) * (size // 251 + 1))[:size]  # not a multiple of a message
+    wire = b"".join([noise.encrypt_frames(ca.send, b""),  # an empty message too
+                     noise.encrypt_frames(ca.send, data)])
+    reader = noise.FrameReader(cb.recv)
+    # A partial message held by `feed_and_decrypt` (the handshake's leftover) is
+    # taken over by the ring.
+    head = reader.feed_and_decrypt(wire[:5])
+    assert head == [] and reader.buffered_bytes == 5
+    assert _recv_ring(reader, wire[5:], step) == data
+
+
+def test_ring_refuses_a_tampered_or_short_message() -> None:
+    a, b = KeyPair.generate(), KeyPair.generate()
+    init, resp = noise.Handshake(True, a.seed), noise.Handshake(False, b.seed)
+    _run(init, resp)
+    _, ca = init.result()
+    _, cb = resp.result()
+    wire = bytearray(noise.encrypt_frames(ca.send, b"x" * 1000))
+    wire[500] ^= 1
+    with pytest.raises(DecryptError):
+        _recv_ring(noise.FrameReader(cb.recv), bytes(wire), 4096)
+    with pytest.raises(DecryptError):  # a length below the tag's 16 bytes
+        _recv_ring(noise.FrameReader(cb.recv), b"\x00\x05hello", 4096)

@@ -19,6 +19,7 @@ from overlay.core.cid import (
     RAW,
     Cid,
     UnverifiableHash,
+    sha256_multihash,
 )
 from overlay.core.errors import InvalidCid
 from overlay.core.multiformats import IDENTITY, SHA2_256, b58encode
@@ -144,3 +145,23 @@ def test_round_trip_property(dh: tuple[bytes, int], codec: int, base: str) -> No
     assert Cid.parse(c.encode(base)) == c
     assert Cid.from_bytes(c.to_bytes()) == c
     assert Cid.from_multihash(c.multihash, codec) == c
+
+
+@pytest.mark.parametrize(("text", "fast"), [
+    ("QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN", True),  # v0
+    (HELLO_V1, True),  # v1 raw sha2-256
+    (HELLO_CBOR_CID, False),  # dag-cbor: the general path
+    (HELLO_IDENTITY, False),  # identity
+    (EMPTY_IDENTITY, False),
+    (K51_B32, False),  # libp2p-key, identity
+])
+def test_sha256_multihash_fast_lane_agrees_with_cid(text: str, fast: bool) -> None:
+    """The bulk paths' shortcut gives the store key `Cid` gives, or None (general path)."""
+    cid = Cid.parse(text)
+    got = sha256_multihash(cid.to_bytes())
+    assert got == (cid.multihash if fast else None)
+    v1_pb = Cid(1, DAG_PB, bytes(range(32)))
+    assert sha256_multihash(v1_pb.to_bytes()) == v1_pb.multihash
+    # A 36-byte v1 CID of another codec, and a 34-byte non-v0 string: not taken.
+    assert sha256_multihash(Cid(1, DAG_CBOR, bytes(32)).to_bytes()) is None
+    assert sha256_multihash(b"\x13\x20" + bytes(32)) is None

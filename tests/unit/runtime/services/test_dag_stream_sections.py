@@ -1,4 +1,4 @@
-"""The bulk stream's section reassembly (services/dag_stream.py `_Sections`): whatever
+"""The bulk stream's section reassembly (services/dag_sections.py `Sections`): whatever
 the pieces the transport hands over (1 byte, a header split in two, several sections in
 one), the (cid, block) pairs come out whole and in order, and malformed framing raises."""
 
@@ -11,7 +11,7 @@ import pytest
 from overlay.core.cid import DAG_PB, RAW, Cid
 from overlay.core.errors import ColonyError
 from overlay.core.multiformats import encode_varint
-from overlay.runtime.services.dag_stream import MAX_SECTION, _Sections
+from overlay.runtime.services.dag_sections import MAX_SECTION, Sections
 from store.car import CarError
 
 
@@ -32,7 +32,7 @@ def test_sections_come_out_whole_whatever_the_pieces() -> None:
     rng = random.Random(16)
     data, want = _stream(rng)
     for _ in range(30):
-        s = _Sections()
+        s = Sections()
         got: list[tuple[bytes, bytes]] = []
         i = 0
         done = False
@@ -51,7 +51,7 @@ def test_sections_come_out_whole_whatever_the_pieces() -> None:
 
 def test_only_root_stops_after_one_section() -> None:
     data, want = _stream(random.Random(1))
-    s = _Sections()
+    s = Sections()
     s.feed([data])
     assert s.split(only_root=True) == (True, want[:1])
 
@@ -62,7 +62,7 @@ def test_only_root_stops_after_one_section() -> None:
     (b"\xff" * 10, ColonyError),  # a varint that never ends
 ])
 def test_malformed_framing_raises(bad: bytes, error: type[Exception]) -> None:
-    s = _Sections()
+    s = Sections()
     s.feed([bad])
     with pytest.raises(error):
         s.split(only_root=False)
