@@ -25,12 +25,14 @@ BBR instead estimates the path:
 Loss: an isolated loss is not congestion here, so it changes nothing but bytes in
 flight (Linux BBRv1 holds cwnd to packet conservation for a round; we do not, since on
 a randomly lossy path that round repeats every few RTTs). Congestion shows as slower
-delivery (the max filter forgets the old rate within 10 rounds) and, when a round
-loses more than LOSS_THRESH of its packets (a policer or an overflowing queue: the
-spirit of tcp_bbr.c's long-term "lt_bw" policer mode, threshold 50/256), the
-bandwidth filter restarts from that round's delivery rate and cwnd from what the
-round delivered. Persistent congestion (RFC 9002 §7.6) drops cwnd to the minimum,
-like an RTO in Linux; it regrows at one ACKed byte per byte up to the model's target.
+delivery (the max filter forgets the old rate within 10 rounds) and, when a loss
+sample (at least one round and LOSS_SAMPLE_PACKETS packets) loses more than
+LOSS_THRESH of its bytes (a policer or an overflowing queue: the spirit of
+tcp_bbr.c's long-term "lt_bw" policer mode, threshold 50/256), the bandwidth filter
+restarts from the sample's delivery rate and cwnd from what it delivered per round.
+The BDP uses an RTT of at least MIN_RTT_FLOOR_S (why: at that constant). Persistent
+congestion (RFC 9002 §7.6) drops cwnd to the minimum, like an RTO in Linux; it
+regrows at one ACKed byte per byte up to the model's target.
 
 Invariants: MIN_CWND_PACKETS × datagram ≤ cwnd ≤ MAX_CWND_BYTES; pacing_rate > 0 once
 an RTT is known; per-packet state is dropped on every exit aioquic reports (acked,
@@ -68,8 +70,12 @@ MIN_CWND_PACKETS = 4
 MAX_CWND_BYTES = 16 * 1024 * 1024
 #: A round losing more than this share of its bytes is congestion (tcp_bbr.c 50/256).
 LOSS_THRESH = 50 / 256
-#: Below one timer tick an RTT is noise: the BDP uses at least this.
-MIN_RTT_FLOOR_S = 0.001
+#: The BDP uses at least this RTT. Below it the path is not what bounds a flight: our
+#: sender and receiver are Python event loops on shared cores, descheduled for ms at a
+#: time, so a cwnd of 2 x BtlBw x (0.2 ms loopback RTT) stalls the sender (loopback
+#: bench: 1 ms floor 0.5-0.6 of NewReno's rate, 20 ms on a par). Costs BBR's small
+#: queue on paths shorter than this: up to 2 x BtlBw x 20 ms in flight.
+MIN_RTT_FLOOR_S = 0.020
 #: ... judged over at least one round and this many packets (2 % random loss almost
 #: never reaches 20 % of 64 packets: P < 1e-6 per sample).
 LOSS_SAMPLE_PACKETS = 64
