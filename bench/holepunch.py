@@ -66,7 +66,8 @@ def _put(p: Path, text: str) -> None:
 
 SINK = "/colony-bench/sink/1.0.0"
 #: Modes of the throughput phase: the punch's transport (and QUIC's congestion control).
-MODES = (("tcp", "tcp", ""), ("quic (reno)", "quic", "reno"), ("quic (cubic)", "quic", "cubic"))
+MODES = (("tcp", "tcp", ""), ("quic (reno)", "quic", "reno"), ("quic (cubic)", "quic", "cubic"),
+         ("quic (bbr)", "quic", "bbr"))
 
 
 async def _sink(s: Any) -> None:
@@ -201,7 +202,12 @@ async def node(role: str, d: Path, ip: str, names: list[str], attempts: list[int
                 except Exception as e:
                     print(json.dumps({"throughput": label, "error": repr(e)[:200]}), flush=True)
                 else:
-                    print(json.dumps({"throughput": label, "bps": rate}), flush=True)
+                    got: dict[str, Any] = {"throughput": label, "bps": rate}
+                    q = getattr(host.punched_connection(peers["c"]), "quic", None)
+                    if kind == "quic" and q is not None:  # the controller's end state
+                        got["cc"] = {k: v for k, v in q._loss._cc.get_log_data().items()
+                                     if isinstance(v, (int, float, str))}
+                    print(json.dumps(got), flush=True)
                 await drop(peers["c"], kind)
 
 
@@ -257,7 +263,7 @@ def main() -> None:
         r = topo.run(a.host_ns, sys.executable, me, "node", "dialler", tmp, a.host_ip,
                      opts(names=["c", "b"], attempts=[args.attempts, args.attempts_symmetric]),
                      timeout=60 + n * (8 * args.attempts + 40 * args.attempts_symmetric)
-                     + args.rounds * (60 + 3 * 200 * args.mib))
+                     + args.rounds * (60 + len(MODES) * 200 * args.mib))
         wall = time.monotonic() - started
         if args.logs:
             keep = Path(args.logs)
@@ -272,6 +278,9 @@ def main() -> None:
         if "throughput" in got:
             if "bps" in got:
                 rates.setdefault(got["throughput"], []).append(got["bps"])
+                if "cc" in got:
+                    print(f"  {got['throughput']} {got['bps'] / 1e6:.2f} MB/s, controller at "
+                          f"the end: {got['cc']}")
             else:
                 print(f"throughput {got['throughput']}: failed: {got['error']}")
             continue

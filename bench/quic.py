@@ -7,10 +7,12 @@ negotiated stream (multistream-select; QUIC: libp2p TLS + a QUIC stream; TCP:
 Noise XX + Yamux, overlay/p2p) and times until the answer. Best of `--runs`.
 QUIC is measured at 1200-byte datagrams (what we send on every path: no path-MTU
 discovery yet) and at 16 KiB (loopback only: shows the per-packet cost of pure-Python
-aioquic). Also prints the connection set-up time of each (dial to verified peer), and the
-load average, since the machine's two cores are shared.
+aioquic). Each of `--cc` congestion controllers (the sender's; default: aioquic's
+reno and cubic, and ours, bbr) is measured at both sizes. Also prints the connection
+set-up time of each (dial to verified peer), and the load average, since the
+machine's two cores are shared.
 
-Run: .venv/bin/python bench/quic.py [--mib 64] [--runs 3]
+Run: .venv/bin/python bench/quic.py [--mib 64] [--runs 3] [--cc reno,cubic,bbr]
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ async def _push(s: Any, total: int) -> float:
     return total / (time.perf_counter() - t0) / MiB
 
 
-async def measure(kind: str, total: int, dgram: int = 1200) -> tuple[float, float]:
+async def measure(kind: str, total: int, dgram: int = 1200,
+                  cc: str = "") -> tuple[float, float]:
     """(MB/s of one stream, connection set-up ms) against a sink in another process."""
     proc = await trio.lowlevel.open_process(
         [sys.executable, __file__, "--serve", kind, "--dgram", str(dgram)],
@@ -98,6 +101,7 @@ async def measure(kind: str, total: int, dgram: int = 1200) -> tuple[float, floa
         peer = PeerId.from_base58(peer_text)
         if kind == "quic":
             ep = QuicEndpoint(KeyPair.generate(), max_datagram_size=dgram)
+            ep.congestion_control = cc or ep.congestion_control
             async with trio.open_nursery() as n:
                 await n.start(ep.run, ("127.0.0.1", 0))
                 parts = addr.split("/")
@@ -121,25 +125,28 @@ async def measure(kind: str, total: int, dgram: int = 1200) -> tuple[float, floa
         await proc.wait()
 
 
-async def main(mib: int, runs: int) -> None:
+async def main(mib: int, runs: int, ccs: list[str]) -> None:
     total = mib * MiB
     print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
           f"{os.getloadavg()[2]:.2f} (2 shared cores)")
-    results: dict[str, list[tuple[float, float]]] = {"quic": [], "tcp": [], "quic16k": []}
+    results: dict[str, list[tuple[float, float]]] = {"tcp": []}
     for _ in range(runs):  # interleaved, so all see the same background load
         results["tcp"].append(await measure("tcp", total))
-        results["quic"].append(await measure("quic", total))
-        results["quic16k"].append(await measure("quic", total, 16384))
+        for cc in ccs:
+            results.setdefault(f"quic {cc}", []).append(await measure("quic", total, cc=cc))
+            results.setdefault(f"quic16k {cc}", []).append(
+                await measure("quic", total, 16384, cc=cc))
     tcp = max(r[0] for r in results["tcp"])
-    quic = max(r[0] for r in results["quic"])
-    quic16k = max(r[0] for r in results["quic16k"])
     tcp_setup = min(r[1] for r in results["tcp"])
-    quic_setup = min(r[1] for r in results["quic"])
+    quic_setup = min(r[1] for r in results[f"quic {ccs[0]}"])
     print(f"{'TCP+Noise+Yamux stream, 2 processes (limit)':<50} {tcp:8.1f} MB/s")
-    print(f"{'QUIC stream, 1200-byte datagrams (any path)':<50} {quic:8.1f} MB/s"
-          f"  ratio {quic / tcp:.3f} of TCP (goal ≥ 0.3)")
-    print(f"{'QUIC stream, 16 KiB datagrams (loopback only)':<50} {quic16k:8.1f} MB/s"
-          f"  ratio {quic16k / tcp:.3f} of TCP (goal ≥ 0.3)")
+    for cc in ccs:
+        quic = max(r[0] for r in results[f"quic {cc}"])
+        quic16k = max(r[0] for r in results[f"quic16k {cc}"])
+        print(f"{f'QUIC stream, 1200-byte datagrams, {cc}':<50} {quic:8.1f} MB/s"
+              f"  ratio {quic / tcp:.3f} of TCP (goal ≥ 0.3)")
+        print(f"{f'QUIC stream, 16 KiB datagrams (loopback), {cc}':<50} {quic16k:8.1f} MB/s"
+              f"  ratio {quic16k / tcp:.3f} of TCP (goal ≥ 0.3)")
     print(f"{'connection set-up TCP+Noise+Yamux':<50} {tcp_setup:8.1f} ms")
     print(f"{'connection set-up QUIC (1-RTT + libp2p TLS)':<50} {quic_setup:8.1f} ms"
           f"  ratio {quic_setup / tcp_setup:.3f} of TCP")
@@ -153,6 +160,8 @@ if __name__ == "__main__":
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--serve", choices=("quic", "tcp"))
     ap.add_argument("--dgram", type=int, default=1200)
+    ap.add_argument("--cc", default="reno,cubic,bbr",
+                    help="the sender's QUIC congestion controllers, comma-separated")
     args = ap.parse_args()
     logging.disable(logging.CRITICAL)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -161,4 +170,4 @@ if __name__ == "__main__":
     elif args.serve == "tcp":
         trio.run(_serve_tcp)
     else:
-        trio.run(main, args.mib, args.runs)
+        trio.run(main, args.mib, args.runs, args.cc.split(","))

@@ -70,8 +70,8 @@ MAX_DATAGRAM_SIZE = 1200
 _CID_LENGTH = 8
 _MIN_INITIAL_BYTES = 1200
 _RECV_BYTES = 65536
-#: aioquic's default; bench/holepunch.py compares "cubic" on the lossy WAN path.
-CONGESTION_CONTROL = "reno"
+#: Ours (quic_bbr.py); aioquic's "reno"/"cubic" sit at the Mathis bound on lossy paths.
+CONGESTION_CONTROL = "bbr"
 #: A hole-punch packet (DCUtR over QUIC: "UDP packets filled with random bytes").
 PUNCH_PACKET_BYTES = 64
 #: Application error code we close with when the peer's certificate is refused.
@@ -276,7 +276,7 @@ class QuicEndpoint:
             # Above 16 KiB is untested (a 65,000-byte setting stalled on loopback).
             raise ValueError(f"max_datagram_size {max_datagram_size} not in 1200..16384")
         self.max_datagram_size = max_datagram_size
-        #: aioquic's congestion controller for new connections ("reno", "cubic").
+        #: Congestion controller for new connections ("bbr", "reno", "cubic").
         self.congestion_control = CONGESTION_CONTROL
         self.keypair = keypair
         self.on_stream = on_stream
