@@ -151,8 +151,10 @@ class Prober:
         if msg.target is not None and msg.target != self.local.me:
             count(self.stats, "ping_misdirected")
             return
-        if msg.coord is not None and peer in self.table:
-            self._remember_coord(peer, msg.coord)
+        coord = msg.coord
+        if coord is not None:  # members only (their coordinates are table columns)
+            self.coords.put(peer, (*coord.vec, coord.height, coord.error),
+                            self.config.max_coords, members_only=True)
         updates = self.spread.piggyback(self.config.piggyback_bytes)
         out.append(Send(peer, Ack(msg.seq, updates, self.coord)))
 
@@ -203,15 +205,11 @@ class Prober:
         self.rtt.pop(peer)
 
     def _observe_rtt(self, peer: PeerId, rtt_s: float, coord: Coord | None) -> None:
-        old = self.rtt.first(peer)  # None: not in the column (its `in`, one lookup)
-        if old is None and len(self.rtt) >= self.config.max_coords:
+        # One slot lookup for "no RTT yet and the column is full" and the EWMA step.
+        if not self.rtt.blend(peer, rtt_s, RTT_ALPHA, self.config.max_coords):
             count(self.stats, "rtt_dropped")
             return
-        self.rtt.set(peer, (rtt_s if old is None else old + RTT_ALPHA * (rtt_s - old),))
         if coord is not None:
             self.coord = coordinates.update(self.coord, coord, rtt_s, self.rng)
-            self._remember_coord(peer, coord)
-
-    def _remember_coord(self, peer: PeerId, coord: Coord) -> None:
-        if peer in self.coords or len(self.coords) < self.config.max_coords:
-            self.coords.set(peer, (*coord.vec, coord.height, coord.error))
+            self.coords.put(peer, (*coord.vec, coord.height, coord.error),
+                            self.config.max_coords)

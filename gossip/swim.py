@@ -152,6 +152,10 @@ class Swim:
         self.ads = Ads(local, table, spread.bq, config, self.verifier, stats)
         self.user_events = UserEventGossip(local, table, spread.uq, config, self.verifier, stats)
         self.anti_entropy = AntiEntropy(cell)
+        # The broadcast queues' key → item dicts (never replaced), for `quick_tick`.
+        self._bq_index = spread.bq._index
+        self._uq_index = spread.uq._index
+        self._has_held = self.user_events.orderer.has_held
 
     # ================================================================ entry point
 
@@ -194,12 +198,14 @@ class Swim:
         of `handle` (it changes nothing on such a tick). While idle the answer is
         `now + gossip_interval_s`, a constant interval: the simulator's parked ticks
         (sim/world.py) rely on that to compute the deadlines they skip."""
+        # Asked after every input to a node whose tick is parked: the queues' index
+        # dicts are read directly (`len()` on the queue is a Python call each).
         if (
             timer != "gossip"
             or self.stopped
-            or len(self.spread.bq)
-            or len(self.spread.uq)
-            or self.user_events.orderer.has_held()
+            or self._bq_index
+            or self._uq_index
+            or self._has_held()
         ):
             return None
         return now + self.config.gossip_interval_s
@@ -329,6 +335,8 @@ class Swim:
         # reachability) arrived newest first, the newer was dropped as a gap, and every
         # member kept the older ad until push-pull (60 s in the edge profile). Last
         # also puts an ad after its owner's alive claim, as push-pull merges them.
+        if not updates:  # most pings and acks of a settled cell carry none
+            return
         ads = sorted((u for u in updates if isinstance(u, AdUpdate)), key=lambda u: u.version)
         for u in updates:
             if not isinstance(u, AdUpdate):
