@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import random
 from array import array
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 
 from gossip.members import LIVE, Member, MemberColumns, MemberState, slot_int
 from gossip.messages import Accuse, Alive, MemberRecord
@@ -257,6 +257,13 @@ class MemberTable(Mapping[PeerId, Member]):
         """The accusation against `peer` we hold, if any, without building a view."""
         i = self._slot.get(peer)
         return None if i is None else self._cols.accuse[i]
+
+    def alive_lookup(self) -> tuple[Callable[[PeerId], int | None], list[Alive | None]]:
+        """(slot of a peer, the alive column): `col[i]` for `i = slot(peer)` (not None)
+        is `alive_of(peer)`, without a call per claim, for loops over a whole table's
+        claims (push-pull merges). Both stay valid as the table changes (the dict and
+        the list are never replaced)."""
+        return self._slot.get, self._cols.alive
 
     def alive_of(self, peer: PeerId) -> Alive | None:
         """`peer`'s current alive claim, without building a view (hot paths)."""

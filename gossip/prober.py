@@ -89,7 +89,8 @@ class Prober:
     def start_round(self, now: float, out: list[Effect]) -> None:
         """Re-arm the probe timer and ping the next member in probe order."""
         c = self.config
-        out.append(SetTimer("probe", now + self.awareness.scale(c.probe_interval_s)))
+        scale = self.awareness.scale
+        out.append(SetTimer("probe", now + scale(c.probe_interval_s)))
         if self.local.leaving:
             return
         target = self.table.next_probe_target(self.rng)
@@ -97,9 +98,11 @@ class Prober:
             return
         probe = self.probe = ProbeRound(self._next_seq(), target, now)
         buddy = self.table.accuse_of(target) if c.lifeguard else None
-        updates = self.gate.introduce(target, self.spread.piggyback(c.piggyback_bytes, buddy))
+        updates = self.spread.piggyback(c.piggyback_bytes, buddy)
+        if self.gate.admission is not None:  # colony mode (`introduce` is a no-op else)
+            updates = self.gate.introduce(target, updates)
         out.append(Send(target, Ping(probe.seq, target, updates, self.coord)))
-        out.append(SetTimer("probe-timeout", now + self.awareness.scale(c.probe_timeout_s)))
+        out.append(SetTimer("probe-timeout", now + scale(c.probe_timeout_s)))
 
     def probe_timeout(self, out: list[Effect]) -> None:
         """No direct ack yet: ask `indirect_checks` alive members to probe (ping-req)."""

@@ -369,14 +369,25 @@ class Swim:
         for rv in msg.revocations:  # before the claims they may invalidate
             self._on_revoke(rv, now, out)
         ae = self.anti_entropy
-        alive_of, stats = self.table.alive_of, self.stats
+        slot_of, alive_col = self.table.alive_lookup()
+        stats = self.stats
+        stale = 0
         for u in ae.merge_order(msg):
             # Most records of a steady-state exchange carry the very alive claim we
             # hold: `Transitions.on_alive`'s stale path, taken here without the calls.
-            if type(u) is Alive and alive_of(u.peer) is u:
-                stats["stale_alive"] = stats.get("stale_alive", 0) + 1
-                continue
+            # Counted in bulk, added before anything else can touch `stats` (so its
+            # keys keep the order one count at a time would give them).
+            if type(u) is Alive:
+                i = slot_of(u.peer)
+                if i is not None and alive_col[i] is u:
+                    stale += 1
+                    continue
+            if stale:
+                stats["stale_alive"] = stats.get("stale_alive", 0) + stale
+                stale = 0
             self._apply_update(u, now, out, merge=True)
+        if stale:
+            stats["stale_alive"] = stats.get("stale_alive", 0) + stale
         if ae.should_reply(peer, msg):
             ae.send(peer, reply=False, join=False, out=out)
 
