@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import random
 from array import array
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 
 from gossip.members import LIVE, Member, MemberColumns, MemberState, slot_int
 from gossip.messages import Accuse, Alive, MemberRecord
@@ -100,6 +100,50 @@ class FloatColumn:
             data[i] = value[0]
         else:
             data[i * w : i * w + w] = array("d", value)
+
+    # The prober writes a coordinate row on every ping and ack and an RTT on every ack:
+    # these two do the `in` / `len` / `set` sequence it needs with one slot lookup (each
+    # lookup hashes a PeerId in Python), with the same outcome as that sequence.
+
+    def put(self, peer: PeerId, value: tuple[float, ...], cap: int, *,
+            members_only: bool = False) -> bool:
+        """`set(peer, value)` if `peer` has a value already or fewer than `cap` peers
+        do; with `members_only`, only for a peer in the table. False: not stored."""
+        i = self._table._slot.get(peer)
+        if i is None:
+            if members_only or (peer not in self._extra and self._n >= cap):
+                return False
+            self.set(peer, value)
+            return True
+        w = self.width
+        if len(value) != w or value[0] != value[0]:  # NaN marks an empty slot
+            raise ValueError("a column value has the column's width and is not NaN")
+        data, j = self._data, i * w
+        if data[j] != data[j]:  # no value yet
+            if self._n >= cap:
+                return False
+            self._n += 1
+        data[j : j + w] = array("d", value)
+        return True
+
+    def blend(self, peer: PeerId, sample: float, alpha: float, cap: int) -> bool:
+        """Width 1: an EWMA step, `old + alpha * (sample - old)`, or `sample` if `peer`
+        has no value yet (then only while fewer than `cap` peers have one). False: not
+        stored."""
+        i = self._table._slot.get(peer)
+        data = self._data
+        if i is None or self.width != 1 or data[i] != data[i]:  # not a filled slot
+            old = self.first(peer)
+            if old is None and self._n >= cap:
+                return False
+            self.set(peer, (sample if old is None else old + alpha * (sample - old),))
+            return True
+        old = data[i]
+        new = old + alpha * (sample - old)
+        if new != new:
+            raise ValueError("a column value is not NaN")
+        data[i] = new
+        return True
 
     def pop(self, peer: PeerId) -> None:
         i = self._table._slot.get(peer)
@@ -213,6 +257,13 @@ class MemberTable(Mapping[PeerId, Member]):
         """The accusation against `peer` we hold, if any, without building a view."""
         i = self._slot.get(peer)
         return None if i is None else self._cols.accuse[i]
+
+    def alive_lookup(self) -> tuple[Callable[[PeerId], int | None], list[Alive | None]]:
+        """(slot of a peer, the alive column): `col[i]` for `i = slot(peer)` (not None)
+        is `alive_of(peer)`, without a call per claim, for loops over a whole table's
+        claims (push-pull merges). Both stay valid as the table changes (the dict and
+        the list are never replaced)."""
+        return self._slot.get, self._cols.alive
 
     def alive_of(self, peer: PeerId) -> Alive | None:
         """`peer`'s current alive claim, without building a view (hot paths)."""

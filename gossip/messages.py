@@ -46,6 +46,7 @@ from gossip.coordinates import Coord
 from gossip.resources import ResourceAd
 from overlay.core.certs import CERT_KIND, MAX_CHAIN_DEPTH, REVOCATION_KIND
 from overlay.core.crypto import Envelope, KeyPair
+from overlay.core.effects import quick_init
 from overlay.core.errors import MalformedFrame, WireError
 from overlay.core.ids import PeerId
 from overlay.core.validate import uint
@@ -349,6 +350,7 @@ def _coord(obj: Any) -> Coord | None:
 # ------------------------------------------------------------------ messages
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Ping:
     seq: int
@@ -374,6 +376,7 @@ class Ping:
         return cls(_uint(f[1], "seq"), target, _updates_from_wire(f[3]), _coord(f[4]))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Ack:
     seq: int
@@ -396,6 +399,7 @@ class Ack:
         return cls(_uint(f[1], "seq"), _updates_from_wire(f[2]), _coord(f[3]))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Nack:
     seq: int
@@ -411,6 +415,7 @@ class Nack:
         return cls(_uint(f[1], "seq"))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PingReq:
     seq: int
@@ -428,6 +433,7 @@ class PingReq:
         return cls(_uint(f[1], "seq"), _peer(f[2], "ping-req target"), _updates_from_wire(f[3]))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Gossip:
     updates: tuple[Update, ...]
@@ -443,6 +449,7 @@ class Gossip:
         return cls(_updates_from_wire(f[1]))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class MemberRecord:
     """One member's full state in a push-pull: its alive, accusation and ad chain."""
@@ -477,6 +484,7 @@ class MemberRecord:
         return cls(alive, accuse, ads)  # type: ignore[arg-type]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PushPull:
     states: tuple[MemberRecord, ...]

@@ -89,7 +89,8 @@ class Prober:
     def start_round(self, now: float, out: list[Effect]) -> None:
         """Re-arm the probe timer and ping the next member in probe order."""
         c = self.config
-        out.append(SetTimer("probe", now + self.awareness.scale(c.probe_interval_s)))
+        scale = self.awareness.scale
+        out.append(SetTimer("probe", now + scale(c.probe_interval_s)))
         if self.local.leaving:
             return
         target = self.table.next_probe_target(self.rng)
@@ -97,9 +98,11 @@ class Prober:
             return
         probe = self.probe = ProbeRound(self._next_seq(), target, now)
         buddy = self.table.accuse_of(target) if c.lifeguard else None
-        updates = self.gate.introduce(target, self.spread.piggyback(c.piggyback_bytes, buddy))
+        updates = self.spread.piggyback(c.piggyback_bytes, buddy)
+        if self.gate.admission is not None:  # colony mode (`introduce` is a no-op else)
+            updates = self.gate.introduce(target, updates)
         out.append(Send(target, Ping(probe.seq, target, updates, self.coord)))
-        out.append(SetTimer("probe-timeout", now + self.awareness.scale(c.probe_timeout_s)))
+        out.append(SetTimer("probe-timeout", now + scale(c.probe_timeout_s)))
 
     def probe_timeout(self, out: list[Effect]) -> None:
         """No direct ack yet: ask `indirect_checks` alive members to probe (ping-req)."""
@@ -151,8 +154,10 @@ class Prober:
         if msg.target is not None and msg.target != self.local.me:
             count(self.stats, "ping_misdirected")
             return
-        if msg.coord is not None and peer in self.table:
-            self._remember_coord(peer, msg.coord)
+        coord = msg.coord
+        if coord is not None:  # members only (their coordinates are table columns)
+            self.coords.put(peer, (*coord.vec, coord.height, coord.error),
+                            self.config.max_coords, members_only=True)
         updates = self.spread.piggyback(self.config.piggyback_bytes)
         out.append(Send(peer, Ack(msg.seq, updates, self.coord)))
 
@@ -203,15 +208,11 @@ class Prober:
         self.rtt.pop(peer)
 
     def _observe_rtt(self, peer: PeerId, rtt_s: float, coord: Coord | None) -> None:
-        old = self.rtt.first(peer)  # None: not in the column (its `in`, one lookup)
-        if old is None and len(self.rtt) >= self.config.max_coords:
+        # One slot lookup for "no RTT yet and the column is full" and the EWMA step.
+        if not self.rtt.blend(peer, rtt_s, RTT_ALPHA, self.config.max_coords):
             count(self.stats, "rtt_dropped")
             return
-        self.rtt.set(peer, (rtt_s if old is None else old + RTT_ALPHA * (rtt_s - old),))
         if coord is not None:
             self.coord = coordinates.update(self.coord, coord, rtt_s, self.rng)
-            self._remember_coord(peer, coord)
-
-    def _remember_coord(self, peer: PeerId, coord: Coord) -> None:
-        if peer in self.coords or len(self.coords) < self.config.max_coords:
-            self.coords.set(peer, (*coord.vec, coord.height, coord.error))
+            self.coords.put(peer, (*coord.vec, coord.height, coord.error),
+                            self.config.max_coords)

@@ -152,6 +152,10 @@ class Swim:
         self.ads = Ads(local, table, spread.bq, config, self.verifier, stats)
         self.user_events = UserEventGossip(local, table, spread.uq, config, self.verifier, stats)
         self.anti_entropy = AntiEntropy(cell)
+        # The broadcast queues' key → item dicts (never replaced), for `quick_tick`.
+        self._bq_index = spread.bq._index
+        self._uq_index = spread.uq._index
+        self._has_held = self.user_events.orderer.has_held
 
     # ================================================================ entry point
 
@@ -194,12 +198,14 @@ class Swim:
         of `handle` (it changes nothing on such a tick). While idle the answer is
         `now + gossip_interval_s`, a constant interval: the simulator's parked ticks
         (sim/world.py) rely on that to compute the deadlines they skip."""
+        # Asked after every input to a node whose tick is parked: the queues' index
+        # dicts are read directly (`len()` on the queue is a Python call each).
         if (
             timer != "gossip"
             or self.stopped
-            or len(self.spread.bq)
-            or len(self.spread.uq)
-            or self.user_events.orderer.has_held()
+            or self._bq_index
+            or self._uq_index
+            or self._has_held()
         ):
             return None
         return now + self.config.gossip_interval_s
@@ -329,6 +335,8 @@ class Swim:
         # reachability) arrived newest first, the newer was dropped as a gap, and every
         # member kept the older ad until push-pull (60 s in the edge profile). Last
         # also puts an ad after its owner's alive claim, as push-pull merges them.
+        if not updates:  # most pings and acks of a settled cell carry none
+            return
         ads = sorted((u for u in updates if isinstance(u, AdUpdate)), key=lambda u: u.version)
         for u in updates:
             if not isinstance(u, AdUpdate):
@@ -361,14 +369,25 @@ class Swim:
         for rv in msg.revocations:  # before the claims they may invalidate
             self._on_revoke(rv, now, out)
         ae = self.anti_entropy
-        alive_of, stats = self.table.alive_of, self.stats
+        slot_of, alive_col = self.table.alive_lookup()
+        stats = self.stats
+        stale = 0
         for u in ae.merge_order(msg):
             # Most records of a steady-state exchange carry the very alive claim we
             # hold: `Transitions.on_alive`'s stale path, taken here without the calls.
-            if type(u) is Alive and alive_of(u.peer) is u:
-                stats["stale_alive"] = stats.get("stale_alive", 0) + 1
-                continue
+            # Counted in bulk, added before anything else can touch `stats` (so its
+            # keys keep the order one count at a time would give them).
+            if type(u) is Alive:
+                i = slot_of(u.peer)
+                if i is not None and alive_col[i] is u:
+                    stale += 1
+                    continue
+            if stale:
+                stats["stale_alive"] = stats.get("stale_alive", 0) + stale
+                stale = 0
             self._apply_update(u, now, out, merge=True)
+        if stale:
+            stats["stale_alive"] = stats.get("stale_alive", 0) + stale
         if ae.should_reply(peer, msg):
             ae.send(peer, reply=False, join=False, out=out)
 

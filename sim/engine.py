@@ -54,17 +54,27 @@ class Engine:
         pop = heapq.heappop
         ran = 0
         done = True
-        while heap and heap[0][0] <= until:
-            when, seq, fn, arg = pop(heap)
-            self.now = when
-            self.seq_now = seq
-            fn(arg)
-            ran += 1
-            if max_events is not None and ran >= max_events:
-                done = False
-                break
-        else:
+        if max_events is None:
+            # The loop every simulation runs, without the `max_events` test per event.
+            while heap and heap[0][0] <= until:
+                when, seq, fn, arg = pop(heap)
+                self.now = when
+                self.seq_now = seq
+                fn(arg)
+                ran += 1
             self.now = max(self.now, until)
+        else:
+            while heap and heap[0][0] <= until:
+                when, seq, fn, arg = pop(heap)
+                self.now = when
+                self.seq_now = seq
+                fn(arg)
+                ran += 1
+                if ran >= max_events:
+                    done = False
+                    break
+            else:
+                self.now = max(self.now, until)
         self.events_run += ran
         if self.on_pause is not None:
             self.on_pause(done)

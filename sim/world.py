@@ -104,6 +104,10 @@ class World:
         self.parks = 0
         self._park_base = -1
         self._park_k = 0
+        # The heap callbacks, bound once: a bound method is built on every attribute
+        # read, and every message and timer pushes one (subclasses' overrides included).
+        self._fire_cb = self._fire
+        self._deliver_cb = self._deliver
         #: (receiver, message) → True if the receiver refuses the stream at once.
         self.refuse: Callable[[int, Any], bool] | None = None
         self.on_emit: Callable[[int, Any], None] | None = None
@@ -213,7 +217,7 @@ class World:
         engine = self.engine
         engine._seq += 1
         heappush(engine._heap,
-                 (at if at >= engine.now else engine.now, engine._seq, self._fire,
+                 (at if at >= engine.now else engine.now, engine._seq, self._fire_cb,
                   (n, n.epoch, timer, at)))
 
     def _send(self, n: SimNode, dst: PeerId, msg: Any) -> None:
@@ -238,7 +242,12 @@ class World:
         delay = net.delay(src, d)
         if delay is None:
             return
-        self.engine.at(now + delay, self._deliver, (n.peer, d, msg))
+        # `Engine.at` inlined, as in `_arm`: same clamp, same sequence.
+        at = now + delay
+        engine = self.engine
+        engine._seq += 1
+        heappush(engine._heap, (at if at >= now else now, engine._seq, self._deliver_cb,
+                                (n.peer, d, msg)))
 
     def _deliver(self, arg: tuple[PeerId, int, Any]) -> None:
         src, d, msg = arg
@@ -391,7 +400,7 @@ class World:
         else:
             engine._seq += 1
             seq = engine._seq
-        heappush(engine._heap, (d if d >= engine.now else engine.now, seq, self._fire,
+        heappush(engine._heap, (d if d >= engine.now else engine.now, seq, self._fire_cb,
                                 (n, n.epoch, timer, d)))
 
     def settle(self, done: bool = True) -> None:

@@ -28,23 +28,38 @@ def _quick_init(cls: type[_T]) -> type[_T]:
 
     The generated one stores each field with `object.__setattr__` (≈ 0.25 µs per field,
     it looks the attribute up by name); this one calls each slot's descriptor directly,
-    about twice as fast. Same parameters (positional or keyword, no defaults), same
-    resulting object, still frozen afterwards (`__setattr__` still raises). Inputs and
-    effects are built for every message and timer by every driver and core, so this is
-    on the simulator's hottest path (docs/simulation.md, "Speed-up")."""
+    about twice as fast. Same parameters (positional or keyword, the same plain
+    defaults; no `default_factory`, no keyword-only fields, no `__post_init__`), same
+    resulting object, still frozen afterwards (`__setattr__` still raises). Inputs,
+    effects and the gossip messages are built for every message and timer by every
+    driver and core, so this is on the simulator's hottest path (docs/simulation.md,
+    "Speed-up")."""
     fs = fields(cls)  # type: ignore[arg-type]
-    if any(f.default is not MISSING or f.default_factory is not MISSING for f in fs) or hasattr(
-        cls, "__post_init__"
+    if (
+        any(f.default_factory is not MISSING or f.kw_only is True for f in fs)
+        or hasattr(cls, "__post_init__")
+        or not all(f.init for f in fs)
     ):
-        raise TypeError(f"{cls.__name__}: _quick_init takes fields without defaults only")
+        raise TypeError(f"{cls.__name__}: _quick_init takes plain init fields only")
     names = [f.name for f in fs]
     ns: dict[str, Any] = {f"_s{i}": cls.__dict__[n].__set__ for i, n in enumerate(names)}
+    params = []
+    for i, f in enumerate(fs):
+        if f.default is MISSING:
+            params.append(f.name)
+        else:  # the very default object, as the generated __init__ uses
+            ns[f"_d{i}"] = f.default
+            params.append(f"{f.name}=_d{i}")
     body = "".join(f"    _s{i}(self, {n})\n" for i, n in enumerate(names))
-    exec(f"def __init__(self, {', '.join(names)}):\n{body}", ns)  # as dataclasses build theirs
+    exec(f"def __init__(self, {', '.join(params)}):\n{body}", ns)  # as dataclasses build theirs
     init = ns["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     cls.__init__ = init  # type: ignore[method-assign]
     return cls
+
+
+#: Public name for the other sans-IO packages' hot message types (gossip/messages.py).
+quick_init = _quick_init
 
 
 # ---------------------------------------------------------------- inputs

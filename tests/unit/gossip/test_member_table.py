@@ -1,6 +1,7 @@
 """MemberTable keeps its books: live count, probe order, membership, under any sequence
 of add / suspect / dead / left / refute / remove / reap / probe / sample."""
 
+import math
 import random
 from typing import Any
 
@@ -159,3 +160,48 @@ TestTableMachine.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_column_put_and_blend_match_the_in_len_set_sequence(seed: int) -> None:
+    # `put` / `blend` (one slot lookup, the prober's hot path) against the sequence
+    # they replace, on twin columns of one table, members coming and going (values of
+    # peers outside the table live in the side dict), with a cap that bites.
+    t = MemberTable()
+    rng = random.Random(seed)
+    ref2, new2, ref1, new1 = t.column(2), t.column(2), t.column(1), t.column(1)
+    cap = 4
+    for step in range(400):
+        p = rng.choice(PEERS)
+        op = rng.randrange(5)
+        if op == 0:
+            if p in t:
+                t.remove(p)
+            else:
+                t.add(ALIVES[p], float(step), rng)
+        elif op in (1, 2):  # a coordinate row; op 2: members only (on_ping)
+            row = (rng.uniform(-1, 1), rng.uniform(0, 1))
+            members_only = op == 2
+            if (not members_only or p in t) and (p in ref2 or len(ref2) < cap):
+                ref2.set(p, row)
+                expected = True
+            else:
+                expected = False
+            assert new2.put(p, row, cap, members_only=members_only) is expected
+        else:  # an RTT sample (EWMA)
+            sample = rng.uniform(0.001, 0.2)
+            old = ref1.first(p)
+            expected = not (old is None and len(ref1) >= cap)
+            if expected:
+                ref1.set(p, (sample if old is None else old + 0.2 * (sample - old),))
+            assert new1.blend(p, sample, 0.2, cap) is expected
+        assert len(ref2) == len(new2) and len(ref1) == len(new1)
+        for q in PEERS:
+            assert ref2.get(q) == new2.get(q) and ref1.get(q) == new1.get(q)
+    t.check_invariants()
+    fresh = MemberTable()
+    fresh.add(ALIVES[PEERS[0]], 0.0, rng)
+    with pytest.raises(ValueError):  # as `set`: the column's width, not NaN
+        fresh.column(2).put(PEERS[0], (1.0,), cap)
+    with pytest.raises(ValueError):
+        fresh.column(1).put(PEERS[0], (math.nan,), cap)
