@@ -126,7 +126,8 @@ def test_cron_fires_once_per_tick(colony: Cluster) -> None:
     row = n1.api(30).call("POST", "/v1/triggers/add",
                           {"on": "cron", "schedule": "@every 2s", "template": tmpl})
     tid, created = row["id"], float(row["created"])
-    time.sleep(12)
+    wait_for(lambda: len(_derived(_live(colony), tid)) >= 3, 60, "three ticks' capsules",
+             every=0.5)
     n1.api(30).call("POST", "/v1/triggers/rm", {"id": tid})
     removed = time.time()
     live = _live(colony)
