@@ -211,7 +211,8 @@ class Dialer:
         self.paths: dict[PeerId, PeerPath] = {}
         self.stats = DialStats()
         self._inflight: dict[PeerId, trio.Event] = {}
-        self._backoff: dict[PeerId, tuple[float, float]] = {}  # peer → (until, delay)
+        #: peer → (until, delay, the transport's addresses of it when the dial failed)
+        self._backoff: dict[PeerId, tuple[float, float, tuple[str, ...]]] = {}
         self.last_errors: dict[PeerId, str] = {}
 
     # ------------------------------------------------------------ dialling
@@ -227,10 +228,10 @@ class Dialer:
             return self.paths.get(peer) or self._record(peer, PeerPath(DIRECT, since=time.time()))
         running = self._inflight.get(peer)
         if running is None:
-            until, _ = self._backoff.get(peer, (0.0, 0.0))
-            if time.monotonic() < until:
+            wait_s = self._backing_off(peer)
+            if wait_s > 0:
                 raise DialFailed(
-                    f"backing off {peer.short()} for {until - time.monotonic():.1f} s more: "
+                    f"backing off {peer.short()} for {wait_s:.1f} s more: "
                     + self.last_errors.get(peer, "")
                 )
             running = self._inflight[peer] = trio.Event()
@@ -252,6 +253,7 @@ class Dialer:
 
     async def _dial(self, peer: PeerId, done: trio.Event) -> None:
         errors: list[str] = []
+        tried = self._addrs_of(peer)  # any address learned from now on lifts the back-off
         methods = plan(
             self.config.order,
             self.reachability_of(peer),
@@ -304,9 +306,9 @@ class Dialer:
                 self._record(peer, path)
                 return
             self.last_errors[peer] = "; ".join(errors) or "no dial method configured"
-            _, last = self._backoff.get(peer, (0.0, 0.0))
+            _, last, _ = self._backoff.get(peer, (0.0, 0.0, ()))
             delay = min(max(last * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
-            self._backoff[peer] = (time.monotonic() + delay, delay)
+            self._backoff[peer] = (time.monotonic() + delay, delay, tried)
             for table in (self._backoff, self.last_errors):  # bounded: oldest go first
                 while len(table) > MAX_FAILED_PEERS:
                     del table[next(iter(table))]
@@ -324,11 +326,18 @@ class Dialer:
         """Background dial after a failed send (deduplicated, with back-off)."""
         if self.nursery is None or peer in self._inflight or self.t.is_connected(peer):
             return
-        now = time.monotonic()
-        until, _ = self._backoff.get(peer, (0.0, 0.0))
-        if now < until:
-            return
-        self.nursery.start_soon(self._ensure, peer)
+        if self._backing_off(peer) <= 0:
+            self.nursery.start_soon(self._ensure, peer)
+
+    def _addrs_of(self, peer: PeerId) -> tuple[str, ...]:
+        return tuple(self.t.known_addrs(peer))
+
+    def _backing_off(self, peer: PeerId) -> float:
+        """Seconds `peer`'s back-off has left; 0 once the transport knows an address the
+        failed dial did not (as the transport's own back-off: a peer first named
+        without addresses, e.g. by a DHT answer, stays reachable once they arrive)."""
+        until, _, tried = self._backoff.get(peer, (0.0, 0.0, ()))
+        return until - time.monotonic() if self._addrs_of(peer) == tried else 0.0
 
     async def _ensure(self, peer: PeerId) -> None:
         with contextlib.suppress(DialFailed):
