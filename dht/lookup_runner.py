@@ -247,13 +247,20 @@ class LookupRunner:
             infos = infos[: self.config.k]
         new: list[PeerInfo] = []
         for info in infos:
+            had = op.found.get(info.peer)
+            if had is not None:
+                if info.addrs and not had.addrs:
+                    # Known without addresses (our store's record of a peer that sent
+                    # none): keep the ones this answer brings, or nobody can dial it.
+                    op.found[info.peer] = info
+                    out.append(Emit(PeerAddressesLearned(info.peer, info.addrs)))
+                continue
             if len(op.found) >= op.count:
                 break
-            if info.peer not in op.found:
-                op.found[info.peer] = info
-                new.append(info)
-                if info.addrs:
-                    out.append(Emit(PeerAddressesLearned(info.peer, info.addrs)))
+            op.found[info.peer] = info
+            new.append(info)
+            if info.addrs:
+                out.append(Emit(PeerAddressesLearned(info.peer, info.addrs)))
         if new:
             out.append(Emit(ProvidersFound(op.request_id, tuple(new))))
         return len(new)

@@ -7,7 +7,15 @@ from __future__ import annotations
 import hashlib
 import random
 
-from dht import GetProviders, KadConfig, Kademlia, LookupDone, Providers, ProvidersFound
+from dht import (
+    GetProviders,
+    KadConfig,
+    Kademlia,
+    LookupDone,
+    PeerAddressesLearned,
+    Providers,
+    ProvidersFound,
+)
 from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType, PeerInfo
 from overlay.core.effects import Effect, Emit, Received, Send, TimerFired
 from overlay.core.ids import PeerId
@@ -120,3 +128,24 @@ def test_a_refused_command_ends_its_stream_too() -> None:
     (ld,) = done(eff)
     assert ld.error == "busy"
     assert found(eff) == [ProvidersFound(2, (), last=True)]
+
+
+def test_addresses_of_a_provider_known_without_them_are_kept() -> None:
+    """Our store holds N0's record without addresses (N0 announced none). An answer
+    naming N0 with addresses must not be dropped as "nothing new": the addresses are
+    learned (the peer book hands them to the transport) and the result carries them."""
+    core, _, asked = colony_of_four()
+    addrs = (b"\x04\x7f\x00\x00\x01\x06\x10\x00",)  # /ip4/127.0.0.1/tcp/4096
+    req = asked[N1].msg
+    assert isinstance(req, DhtRequest)
+    msg = KadMessage(MessageType.GET_PROVIDERS, KEY,
+                     provider_peers=(PeerInfo(N0, addrs), PeerInfo(N1)))
+    eff = core.handle(Received(N1, DhtResponse(req.rid, msg)), 1.01)
+    learned = [e.event for e in eff
+               if isinstance(e, Emit) and isinstance(e.event, PeerAddressesLearned)]
+    assert learned == [PeerAddressesLearned(N0, addrs)]
+    assert found(eff) == []  # no new provider: N0 and N1 were reported at once
+    eff = reply(core, asked[N0], [], 1.02) + reply(core, asked[N2], [], 1.03)
+    (ld,) = done(eff)
+    assert isinstance(ld.result, Providers)
+    assert {i.peer: i.addrs for i in ld.result.providers} == {N0: addrs, N1: ()}
