@@ -287,6 +287,14 @@ class MessageIn:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnAddrs:
+    """Our addresses for the CONNECTs we send from now on (the driver gives a retry
+    a fresh QUIC port: see `Punch`); capped at `max_addrs` like the first ones."""
+
+    addrs: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class DialResult:
     """The simultaneous dial ended (ok: a direct, authenticated connection exists)."""
 
@@ -301,7 +309,7 @@ class StreamEnded:
     reason: str
 
 
-Input = Start | MessageIn | DialResult | StreamEnded | TimerFired
+Input = Start | MessageIn | OwnAddrs | DialResult | StreamEnded | TimerFired
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +350,12 @@ class Punch:
 
     Invariants: at most `max_attempts` CONNECTs are sent or accepted; exactly one
     `PunchFinished` is emitted, after which every input is ignored; at most one
-    `DialAt` per attempt."""
+    `DialAt` per attempt.
+
+    `OwnAddrs` replaces the addresses our next CONNECT carries. The driver uses it on
+    A's retries: a UDP punch that lost the race leaves a NAT entry behind (Linux
+    conntrack, 30 s) that spoils every later punch between the same two ports, so a
+    retry dials QUIC from a fresh port and says so in its CONNECT."""
 
     def __init__(self, role: Role, own_addrs: tuple[bytes, ...], config: DcutrConfig) -> None:
         self.role = role
@@ -369,6 +382,9 @@ class Punch:
             if self.role is not Role.INITIATOR or self.phase is not Phase.IDLE:
                 raise LocalProtocolError("Start is for a fresh initiator only")
             return self._send_connect(now)
+        if isinstance(inp, OwnAddrs):
+            self.own = inp.addrs[: self.config.max_addrs]
+            return []
         if isinstance(inp, MessageIn):
             if self.role is Role.INITIATOR:
                 return self._initiator_msg(inp.msg, now)
