@@ -19,8 +19,8 @@ the relayed connection) is the **initiator** here:
 Over QUIC (`/udp/…/quic-v1` addresses in the CONNECTs; `DialAt.quic`), as the spec
 says: A dials B's QUIC addresses (A is QUIC's client) while B sends UDP packets of
 random bytes to A's, opening B's NAT mapping for A's Initial; both from the
-listening UDP endpoint. This runs beside the TCP punch; the first direct connection
-wins (`DialResult.transport`, `PunchFinished.transport`).
+listening UDP endpoint (a retry: from fresh ports, `OwnAddrs`). This runs beside
+the TCP punch; the first direct connection wins (`DialResult.transport`, `PunchFinished.transport`).
 
 Who runs the security handshake as initiator on the punched TCP connection: B (it
 dials as the client), A acts as server although it dialled too. That is go-libp2p's
@@ -352,10 +352,11 @@ class Punch:
     `PunchFinished` is emitted, after which every input is ignored; at most one
     `DialAt` per attempt.
 
-    `OwnAddrs` replaces the addresses our next CONNECT carries. The driver uses it on
-    A's retries: a UDP punch that lost the race leaves a NAT entry behind (Linux
-    conntrack, 30 s) that spoils every later punch between the same two ports, so a
-    retry dials QUIC from a fresh port and says so in its CONNECT."""
+    `OwnAddrs` replaces the addresses our next CONNECT carries. The driver uses it
+    for retries (`readdress_before`): a UDP punch that lost the race leaves NAT
+    state behind (Linux conntrack, 30 s) that spoils every later punch from the same
+    sockets, so each side's retry punches QUIC from a fresh port and says so in its
+    CONNECT."""
 
     def __init__(self, role: Role, own_addrs: tuple[bytes, ...], config: DcutrConfig) -> None:
         self.role = role
@@ -374,6 +375,18 @@ class Punch:
     @property
     def done(self) -> bool:
         return self.phase is Phase.DONE
+
+    def readdress_before(self, inp: Input) -> bool:
+        """Whether `inp` makes us send a retry's CONNECT (B: its dial failed; A: B's
+        next CONNECT came): the driver gives that attempt a fresh QUIC port first."""
+        if self.role is Role.RESPONDER:
+            return (isinstance(inp, MessageIn) and inp.msg.type is MsgType.CONNECT
+                    and self.attempt >= 1 and self.attempt < self.config.max_attempts
+                    and self.phase in (Phase.AWAIT_CONNECT, Phase.DIALLING))
+        failed = (isinstance(inp, DialResult) and not inp.ok) or (
+            isinstance(inp, TimerFired) and inp.timer == ("deadline", self.attempt))
+        return (failed and self.phase is Phase.DIALLING and not self.stream_ended
+                and self.attempt < self.config.max_attempts)
 
     def handle(self, inp: Input, now: float) -> list[Effect]:
         if self.done:

@@ -141,9 +141,10 @@ async def _upgrade_quic() -> None:
 
 def test_a_quic_retry_dials_from_a_fresh_port() -> None:
     """Attempt 1 fails (B's endpoint takes no new handshake: A's Initials are
-    dropped, as a spoilt NAT entry would). A's retry CONNECT names a fresh UDP port
-    and dials from it, so the punch succeeds on attempt 2 from a port other than
-    A's listener (issue #21: a lost UDP race spoils that 4-tuple at the NAT)."""
+    dropped, as a spoilt NAT entry would). Each side's retry CONNECT names a fresh
+    UDP port and punches from it, so the punch succeeds on attempt 2 between ports
+    other than the listeners (issue #21: a lost UDP race spoils the listeners'
+    NAT state)."""
     trio.run(_fresh_port_retry)
 
 
@@ -175,9 +176,17 @@ async def _fresh_port_retry() -> None:
             assert isinstance(direct, QuicConn)
             port = direct.endpoint.local_addr[1]
             assert direct.endpoint is not qa and port != ha.quic_listen[1]
+            # B's retry punched from a new port too (B adopts a flight after A).
+            await wait_for(lambda: hb.punched_connection(a.peer) is not None, "B's side")
+            theirs = hb.punched_connection(a.peer)
+            assert isinstance(theirs, QuicConn) and theirs.endpoint is not hb._quic
+            assert hb.quic_listen and theirs.endpoint.local_addr[1] != hb.quic_listen[1]
             assert hb._quic.drops["too_many_handshakes"] >= 1
-            rec = b.dialer.holepunch.results[a.peer] if b.dialer.holepunch else None
-            assert rec is not None and rec.ok and rec.attempts == 2, rec
+            hp = b.dialer.holepunch
+            assert hp is not None
+            await wait_for(lambda: a.peer in hp.results, "B's record of the punch")
+            rec = hp.results[a.peer]
+            assert rec.ok and rec.attempts == 2 and rec.transport == "quic", rec
             assert await b.t.request(a.peer, ECHO, 1) == ["echo", 1]
 
 

@@ -6,7 +6,8 @@ member on the circuit's *inbound* side (B, the one holding the reservation) star
 then both sides dial each other from their listen ports at the same moment
 (overlay.p2p.host.Host.dial_punched: TCP simultaneous open) and, beside it, over
 QUIC (Host.punch_quic, from the listening UDP endpoint: A dials, B sends punch
-packets, as the spec has it). The first direct connection, TCP or QUIC, wins; it is
+packets, as the spec has it; a retry from fresh UDP ports on both sides, see
+`_readdress`). The first direct connection, TCP or QUIC, wins; it is
 recorded with the punch (`transport`). On success the peer has a direct connection,
 which the host prefers for every new stream (TCP over QUIC when both formed);
 the relayed connection is closed after `grace_s` (the spec: "the relay connection
@@ -47,7 +48,6 @@ from overlay.p2p.dcutr import (
     DialResult,
     HolePunchMsg,
     MessageIn,
-    MsgType,
     OwnAddrs,
     Punch,
     PunchFinished,
@@ -236,7 +236,7 @@ class HolePunchService:
         tx, rx = trio.open_memory_channel[dcutr.Input](8)
         timers: dict[object, float] = {}
         result: PunchFinished | None = None
-        #: A's QUIC endpoint per retried attempt (a fresh port: `_readdress`).
+        #: Our QUIC endpoint per retried attempt (a fresh port: `_readdress`).
         via: dict[int, QuicEndpoint] = {}
         async with trio.open_nursery() as n:
             n.start_soon(self._reader, s, tx)
@@ -250,8 +250,7 @@ class HolePunchService:
                         timer = min(timers, key=lambda k: timers[k])
                         del timers[timer]
                         inp = TimerFired(timer)
-                    if (isinstance(inp, MessageIn) and inp.msg.type is MsgType.CONNECT
-                            and punch.role is Role.RESPONDER and punch.attempt >= 1):
+                    if punch.readdress_before(inp):
                         pending.extend(await self._readdress(punch, host, via))
                     pending.extend(punch.handle(inp, trio.current_time()))
                     continue
@@ -305,17 +304,20 @@ class HolePunchService:
 
     async def _readdress(self, punch: Punch, host: Host,
                          via: dict[int, QuicEndpoint]) -> list[dcutr.Effect]:
-        """A's retry (a second or third CONNECT): QUIC from a fresh UDP port.
+        """A retry (B's after a failed dial, A's on B's next CONNECT): QUIC from a
+        fresh UDP port, named in the CONNECT.
 
         Why: when the two sides' first UDP packets are further apart than the one-way
         delay, the early one reaches the other NAT before that NAT's own mapping
         exists; Linux conntrack records it as traffic to the router itself, and that
         entry takes the punch's 4-tuple: the late side's packets then leave with
-        another public port, which the peer's NAT filters. Each packet of the retry
-        refreshes the entry (30 s timeout), so every retry between the same two ports
-        failed too (issue #21: 5 QUIC punches in 50, all 3 attempts each). A new
-        port on A's side is a new 4-tuple at both NATs. TCP does not need it: a
-        SYN answered by RST leaves a closing entry that the next SYN replaces."""
+        another public port, which the peer's NAT filters. Retransmits and punch
+        trains refresh the entry (30 s timeout), and MASQUERADE keeps giving the
+        late side's socket that other port for new destinations too (it reuses a
+        socket's existing mapping), so every retry from the same sockets failed too
+        (issue #21: 4-5 QUIC punches in 50, all 3 attempts each). Fresh sockets on
+        both sides make each retry an independent try. TCP does not need it: a SYN
+        answered by RST leaves a closing entry that the next SYN replaces."""
         if (self.nursery is None or host.quic_listen is None
                 or "quic" not in self.config.transports):
             return []

@@ -270,6 +270,24 @@ def test_a_retry_connect_carries_the_readdressed_quic_port() -> None:
     assert dial[0].quic == (("198.18.0.21", 40123),)
 
 
+def test_readdress_before_marks_exactly_the_inputs_that_lead_to_a_retry_connect() -> None:
+    b, a = pair(DcutrConfig(max_attempts=2))
+    out = b.handle(Start(), 0.0)
+    connect = sent(out)[0]
+    assert not a.readdress_before(MessageIn(connect))  # attempt 1: the listen port
+    out = b.handle(MessageIn(sent(a.handle(MessageIn(connect), 0.05))[0]), 0.1)
+    a.handle(MessageIn(sent(out)[0]), 0.15)
+    fail = DialResult(False, "quic: handshake timed out")
+    assert b.readdress_before(fail) and b.readdress_before(TimerFired(("deadline", 1)))
+    assert not b.readdress_before(TimerFired(("deadline", 0)))  # stale
+    assert not b.readdress_before(DialResult(True, transport="quic"))
+    out = b.handle(fail, 5.0)
+    assert a.readdress_before(MessageIn(sent(out)[0]))  # B's retry CONNECT
+    a.handle(MessageIn(sent(out)[0]), 5.05)
+    assert not b.readdress_before(fail)  # B awaits CONNECT, not dialling
+    assert not a.readdress_before(MessageIn(sent(out)[0]))  # max_attempts reached
+
+
 def test_initiator_without_usable_addresses_says_so() -> None:
     b, _ = pair()
     b.handle(Start(), 0.0)
