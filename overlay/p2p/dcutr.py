@@ -20,7 +20,8 @@ Over QUIC (`/udp/…/quic-v1` addresses in the CONNECTs; `DialAt.quic`), as the 
 says: A dials B's QUIC addresses (A is QUIC's client) while B sends UDP packets of
 random bytes to A's, opening B's NAT mapping for A's Initial; both from the
 listening UDP endpoint (a retry: from fresh ports, `OwnAddrs`). This runs beside
-the TCP punch; the first direct connection wins (`DialResult.transport`, `PunchFinished.transport`).
+the TCP punch; the first direct connection wins (`DialResult.transport`,
+`PunchFinished.transport`).
 
 Who runs the security handshake as initiator on the punched TCP connection: B (it
 dials as the client), A acts as server although it dialled too. That is go-libp2p's
