@@ -19,8 +19,9 @@ the relayed connection) is the **initiator** here:
 Over QUIC (`/udp/…/quic-v1` addresses in the CONNECTs; `DialAt.quic`), as the spec
 says: A dials B's QUIC addresses (A is QUIC's client) while B sends UDP packets of
 random bytes to A's, opening B's NAT mapping for A's Initial; both from the
-listening UDP endpoint. This runs beside the TCP punch; the first direct connection
-wins (`DialResult.transport`, `PunchFinished.transport`).
+listening UDP endpoint (a retry: from fresh ports, `OwnAddrs`). This runs beside
+the TCP punch; the first direct connection wins (`DialResult.transport`,
+`PunchFinished.transport`).
 
 Who runs the security handshake as initiator on the punched TCP connection: B (it
 dials as the client), A acts as server although it dialled too. That is go-libp2p's
@@ -287,6 +288,14 @@ class MessageIn:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnAddrs:
+    """Our addresses for the CONNECTs we send from now on (the driver gives a retry
+    a fresh QUIC port: see `Punch`); capped at `max_addrs` like the first ones."""
+
+    addrs: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class DialResult:
     """The simultaneous dial ended (ok: a direct, authenticated connection exists)."""
 
@@ -301,7 +310,7 @@ class StreamEnded:
     reason: str
 
 
-Input = Start | MessageIn | DialResult | StreamEnded | TimerFired
+Input = Start | MessageIn | OwnAddrs | DialResult | StreamEnded | TimerFired
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +351,13 @@ class Punch:
 
     Invariants: at most `max_attempts` CONNECTs are sent or accepted; exactly one
     `PunchFinished` is emitted, after which every input is ignored; at most one
-    `DialAt` per attempt."""
+    `DialAt` per attempt.
+
+    `OwnAddrs` replaces the addresses our next CONNECT carries. The driver uses it
+    for retries (`readdress_before`): a UDP punch that lost the race leaves NAT
+    state behind (Linux conntrack, 30 s) that spoils every later punch from the same
+    sockets, so each side's retry punches QUIC from a fresh port and says so in its
+    CONNECT."""
 
     def __init__(self, role: Role, own_addrs: tuple[bytes, ...], config: DcutrConfig) -> None:
         self.role = role
@@ -362,6 +377,18 @@ class Punch:
     def done(self) -> bool:
         return self.phase is Phase.DONE
 
+    def readdress_before(self, inp: Input) -> bool:
+        """Whether `inp` makes us send a retry's CONNECT (B: its dial failed; A: B's
+        next CONNECT came): the driver gives that attempt a fresh QUIC port first."""
+        if self.role is Role.RESPONDER:
+            return (isinstance(inp, MessageIn) and inp.msg.type is MsgType.CONNECT
+                    and self.attempt >= 1 and self.attempt < self.config.max_attempts
+                    and self.phase in (Phase.AWAIT_CONNECT, Phase.DIALLING))
+        failed = (isinstance(inp, DialResult) and not inp.ok) or (
+            isinstance(inp, TimerFired) and inp.timer == ("deadline", self.attempt))
+        return (failed and self.phase is Phase.DIALLING and not self.stream_ended
+                and self.attempt < self.config.max_attempts)
+
     def handle(self, inp: Input, now: float) -> list[Effect]:
         if self.done:
             return []
@@ -369,6 +396,9 @@ class Punch:
             if self.role is not Role.INITIATOR or self.phase is not Phase.IDLE:
                 raise LocalProtocolError("Start is for a fresh initiator only")
             return self._send_connect(now)
+        if isinstance(inp, OwnAddrs):
+            self.own = inp.addrs[: self.config.max_addrs]
+            return []
         if isinstance(inp, MessageIn):
             if self.role is Role.INITIATOR:
                 return self._initiator_msg(inp.msg, now)

@@ -166,6 +166,14 @@ class Host:
         return QuicEndpoint(self.keypair, on_stream=self._on_stream,
                             on_connection=self._adopt_quic)
 
+    async def punch_endpoint(self, nursery: trio.Nursery) -> QuicEndpoint:
+        """A running QUIC endpoint on a fresh UDP port of our QUIC listen address, in
+        `nursery` (the caller ends it), for a punch retry to dial from."""
+        ep = self._new_quic_endpoint()
+        await ep.bind((self.quic_listen[0] if self.quic_listen else "0.0.0.0", 0))
+        await nursery.start(ep.run)
+        return ep
+
     def _adopt_quic(self, conn: QuicConn) -> None:
         """An inbound QUIC connection whose peer is verified: serve it like TCP's."""
         if self._nursery is not None:
@@ -257,14 +265,16 @@ class Host:
         return None
 
     async def punch_quic(self, peer: PeerId, targets: list[tuple[str, int]], *,
-                         dial: bool, deadline: float) -> QuicConn | None:
+                         dial: bool, deadline: float,
+                         via: QuicEndpoint | None = None) -> QuicConn | None:
         """QUIC's half of a hole punch, from the listening endpoint (the port the peer
         was told). `dial` (DCUtR's A, the QUIC client): dial every target at once and
         keep the first verified connection. Otherwise (B): send punch packets to every
         target, at growing gaps, until the deadline or cancellation (the caller
         watches for A's connection arriving at our listener); returns None.
+        `via`: dial from that endpoint instead (a retry's fresh port, `punch_endpoint`).
         HostDialError when there is no QUIC listener or nothing connected."""
-        ep = self._quic if self.quic_listen is not None else None
+        ep = via or (self._quic if self.quic_listen is not None else None)
         if ep is None or not targets:
             raise HostDialError("no QUIC listener to punch from" if ep is None
                                 else "no QUIC address to punch to")
@@ -276,6 +286,8 @@ class Host:
                 await trio.sleep(min(gap, max(0.0, deadline - trio.current_time())))
                 gap = min(PUNCH_MAX_GAP_S, gap * 2)
             raise HostDialError("QUIC: no connection from the peer in time")
+        for t in targets:  # open our NAT's mapping now, before aioquic builds its Initial
+            ep.send_punch(t)
         won: QuicConn | None = None
         errors: list[str] = []
 

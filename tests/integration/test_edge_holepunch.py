@@ -139,6 +139,57 @@ async def _upgrade_quic() -> None:
             assert hb._quic is not None and hb._quic.drops["punch_packets_sent"] >= 1
 
 
+def test_a_quic_retry_dials_from_a_fresh_port() -> None:
+    """Attempt 1 fails (B's endpoint takes no new handshake: A's Initials are
+    dropped, as a spoilt NAT entry would). Each side's retry CONNECT names a fresh
+    UDP port and punches from it, so the punch succeeds on attempt 2 between ports
+    other than the listeners (issue #21: a lost UDP race spoils the listeners'
+    NAT state)."""
+    trio.run(_fresh_port_retry)
+
+
+async def _fresh_port_retry() -> None:
+    ka, kr, kb = (KeyPair.generate() for _ in range(3))
+    members = {k.peer_id for k in (ka, kr, kb)}
+    edge = {"holepunch_grace_s": 0.5, "holepunch_transports": ["quic"]}
+    both = ("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1")
+    with trio.fail_after(60):
+        async with (
+            edge_node(members, kr, relay=RELAY_ON) as r,
+            edge_node(members, ka, listen=both, edge={**edge, "dial_order": ["holepunch"]}) as a,
+            edge_node(members, kb, listen=both, edge=edge) as b,
+        ):
+            ha, hb = a.t.native_host(), b.t.native_host()
+            assert ha is not None and hb is not None
+            assert ha._quic is not None and hb._quic is not None and ha.quic_listen
+            hb._quic.max_pending_handshakes = 0
+            for n in (a, b):
+                await n.t.connect(r.t.addrs[0])
+            await b.dialer.relay.reserve(r.peer)
+            await a.dialer.connect(b.peer)
+            qa = ha._quic
+            await wait_for(lambda: qa.drops["connection_failed"] >= 1, "attempt 1 to fail")
+            hb._quic.max_pending_handshakes = 64
+            await wait_for(lambda: isinstance(ha.punched_connection(b.peer), QuicConn),
+                           "the punched QUIC connection")
+            direct = ha.punched_connection(b.peer)
+            assert isinstance(direct, QuicConn)
+            port = direct.endpoint.local_addr[1]
+            assert direct.endpoint is not qa and port != ha.quic_listen[1]
+            # B's retry punched from a new port too (B adopts a flight after A).
+            await wait_for(lambda: hb.punched_connection(a.peer) is not None, "B's side")
+            theirs = hb.punched_connection(a.peer)
+            assert isinstance(theirs, QuicConn) and theirs.endpoint is not hb._quic
+            assert hb.quic_listen and theirs.endpoint.local_addr[1] != hb.quic_listen[1]
+            assert hb._quic.drops["too_many_handshakes"] >= 1
+            hp = b.dialer.holepunch
+            assert hp is not None
+            await wait_for(lambda: a.peer in hp.results, "B's record of the punch")
+            rec = hp.results[a.peer]
+            assert rec.ok and rec.attempts == 2 and rec.transport == "quic", rec
+            assert await b.t.request(a.peer, ECHO, 1) == ["echo", 1]
+
+
 def test_a_failed_punch_is_tried_once_more_after_retry_s() -> None:
     """B punches over QUIC only and A has no QUIC address: every exchange fails
     (no_usable_addrs). B tries once more `holepunch_retry_s` later, and only once."""

@@ -6,7 +6,8 @@ member on the circuit's *inbound* side (B, the one holding the reservation) star
 then both sides dial each other from their listen ports at the same moment
 (overlay.p2p.host.Host.dial_punched: TCP simultaneous open) and, beside it, over
 QUIC (Host.punch_quic, from the listening UDP endpoint: A dials, B sends punch
-packets, as the spec has it). The first direct connection, TCP or QUIC, wins; it is
+packets, as the spec has it; a retry from fresh UDP ports on both sides, see
+`_readdress`). The first direct connection, TCP or QUIC, wins; it is
 recorded with the punch (`transport`). On success the peer has a direct connection,
 which the host prefers for every new stream (TCP over QUIC when both formed);
 the relayed connection is closed after `grace_s` (the spec: "the relay connection
@@ -29,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import structlog
 import trio
@@ -47,6 +48,7 @@ from overlay.p2p.dcutr import (
     DialResult,
     HolePunchMsg,
     MessageIn,
+    OwnAddrs,
     Punch,
     PunchFinished,
     PunchGuard,
@@ -56,9 +58,12 @@ from overlay.p2p.dcutr import (
     StreamEnded,
 )
 from overlay.p2p.host import AnyConn, Host, HostDialError
-from overlay.p2p.quic import QuicConn
+from overlay.p2p.quic import QuicConn, QuicEndpoint
 from overlay.runtime.net.transport import Transport, TransportError
 from overlay.runtime.net.transport_stream import TransportStream
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
 
 log = structlog.get_logger("colony.holepunch")
 
@@ -231,6 +236,8 @@ class HolePunchService:
         tx, rx = trio.open_memory_channel[dcutr.Input](8)
         timers: dict[object, float] = {}
         result: PunchFinished | None = None
+        #: Our QUIC endpoint per retried attempt (a fresh port: `_readdress`).
+        via: dict[int, QuicEndpoint] = {}
         async with trio.open_nursery() as n:
             n.start_soon(self._reader, s, tx)
             pending = deque(punch.handle(first, trio.current_time()) if first else [])
@@ -243,6 +250,8 @@ class HolePunchService:
                         timer = min(timers, key=lambda k: timers[k])
                         del timers[timer]
                         inp = TimerFired(timer)
+                    if punch.readdress_before(inp):
+                        pending.extend(await self._readdress(punch, host, via))
                     pending.extend(punch.handle(inp, trio.current_time()))
                     continue
                 e = pending.popleft()
@@ -253,7 +262,7 @@ class HolePunchService:
                         pending.extend(punch.handle(StreamEnded(str(err)[:100]),
                                                     trio.current_time()))
                 elif isinstance(e, DialAt):
-                    n.start_soon(self._dial, peer, host, e, tx)
+                    n.start_soon(self._dial, peer, host, e, tx, via.get(e.attempt))
                 elif isinstance(e, SetTimer):
                     timers[e.timer] = e.at
                 elif isinstance(e, Emit) and isinstance(e.event, PunchFinished):
@@ -293,8 +302,51 @@ class HolePunchService:
         except (trio.BrokenResourceError, trio.ClosedResourceError, WireError) as e:
             await tx.send(StreamEnded(str(e)[:100] or "reset"))
 
+    async def _readdress(self, punch: Punch, host: Host,
+                         via: dict[int, QuicEndpoint]) -> list[dcutr.Effect]:
+        """A retry (B's after a failed dial, A's on B's next CONNECT): QUIC from a
+        fresh UDP port, named in the CONNECT.
+
+        Why: when the two sides' first UDP packets are further apart than the one-way
+        delay, the early one reaches the other NAT before that NAT's own mapping
+        exists; Linux conntrack records it as traffic to the router itself, and that
+        entry takes the punch's 4-tuple: the late side's packets then leave with
+        another public port, which the peer's NAT filters. Retransmits and punch
+        trains refresh the entry (30 s timeout), and MASQUERADE keeps giving the
+        late side's socket that other port for new destinations too (it reuses a
+        socket's existing mapping), so every retry from the same sockets failed too
+        (issue #21: 4-5 QUIC punches in 50, all 3 attempts each). Fresh sockets on
+        both sides make each retry an independent try. TCP does not need it: a SYN
+        answered by RST leaves a closing entry that the next SYN replaces."""
+        if (self.nursery is None or host.quic_listen is None
+                or "quic" not in self.config.transports):
+            return []
+        try:
+            ep = await self.nursery.start(self._serve_endpoint, host,
+                                          trio.current_time() + 2 * self.config.dial_timeout_s
+                                          + self.config.exchange_timeout_s)
+        except OSError as e:
+            log.info("holepunch_fresh_port_failed", error=str(e)[:100])
+            return []
+        via[punch.attempt + 1] = ep
+        own = await self._own_addrs(None, quic_port=ep.local_addr[1])
+        return punch.handle(OwnAddrs(own), trio.current_time())
+
+    @staticmethod
+    async def _serve_endpoint(host: Host, until: float,
+                              task_status: TaskStatus[QuicEndpoint]) -> None:
+        """Run a retry's endpoint until `until`, then while it carries a connection."""
+        async with trio.open_nursery() as n:
+            ep = await host.punch_endpoint(n)
+            task_status.started(ep)
+            await trio.sleep_until(until)
+            while ep.connections:
+                await trio.sleep(1.0)
+            n.cancel_scope.cancel()
+
     async def _dial(self, peer: PeerId, host: Host, d: DialAt,
-                    tx: trio.MemorySendChannel[dcutr.Input]) -> None:
+                    tx: trio.MemorySendChannel[dcutr.Input],
+                    via: QuicEndpoint | None = None) -> None:
         """At `d.at`, dial `d.targets` over TCP from our listen port and punch
         `d.quic` over QUIC from our UDP endpoint, while watching for the peer's
         connection reaching our listeners instead; report one DialResult, naming the
@@ -328,7 +380,8 @@ class HolePunchService:
                     # punch packets until A's connection reaches its listener.
                     try:
                         c = await host.punch_quic(peer, list(d.quic), dial=not d.client,
-                                                  deadline=give_up if d.client else connect_by)
+                                                  deadline=give_up if d.client else connect_by,
+                                                  via=via)
                     except HostDialError as e:
                         errors["quic"] = str(e)[:300]
                         return
@@ -413,9 +466,11 @@ class HolePunchService:
             if isinstance(conn, Connection) and not isinstance(conn.stream, trio.SocketStream):
                 await conn.close("upgraded to a direct connection (DCUtR)")
 
-    async def _own_addrs(self, prefer: PeerId | None) -> tuple[bytes, ...]:
+    async def _own_addrs(self, prefer: PeerId | None, *,
+                         quic_port: int = 0) -> tuple[bytes, ...]:
         """Our addresses as directly connected peers observe them (identify), mapped
-        onto our listen port; at most two identify round trips per OBSERVED_TTL_S."""
+        onto our listen port (QUIC: onto `quic_port` when given, a retry's fresh
+        port); at most two identify round trips per OBSERVED_TTL_S."""
         host = self.t.native_host()
         at, observed = self._observed
         if host is not None and trio.current_time() - at > OBSERVED_TTL_S:
@@ -434,6 +489,9 @@ class HolePunchService:
         kinds = self.config.transports
         port = host.tcp_listen[0][1] if host is not None and host.tcp_listen else 0
         quic = host.quic_listen[1] if host is not None and host.quic_listen else 0
+        if quic_port:  # an observed /quic-v1 address is the listen port's mapping
+            quic = quic_port
+            observed = [a for a in observed if "/quic-v1" not in a]
         out = []
         for a in dcutr.predicted_addrs(observed, port if "tcp" in kinds else 0,
                                        quic_port=quic if "quic" in kinds else 0):

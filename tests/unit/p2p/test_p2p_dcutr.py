@@ -20,6 +20,7 @@ from overlay.p2p.dcutr import (
     HolePunchMsg,
     MessageIn,
     MsgType,
+    OwnAddrs,
     Punch,
     PunchFinished,
     PunchGuard,
@@ -243,6 +244,48 @@ def test_responder_bounds_connects_per_stream() -> None:
     a.handle(MessageIn(HolePunchMsg(MsgType.SYNC)), 0.3)
     done = finished(a.handle(MessageIn(connect), 0.4))
     assert done is not None and done.reason == "too_many_attempts"
+
+
+def test_a_retry_connect_carries_the_readdressed_quic_port() -> None:
+    """The driver gives A's retry a fresh UDP port (a lost UDP race leaves a NAT
+    entry that spoils the old 4-tuple): the next CONNECT carries the new addresses,
+    B's QUIC targets follow, and the address cap still holds."""
+    b, a = pair(DcutrConfig(max_addrs=2))
+    first = (multiaddr.to_bytes("/ip4/198.18.0.21/udp/4001/quic-v1"),)
+    fresh = (multiaddr.to_bytes("/ip4/198.18.0.21/udp/40123/quic-v1"),) * 3
+    a.handle(OwnAddrs(first), 0.0)
+    out = b.handle(Start(), 0.0)
+    reply = sent(a.handle(MessageIn(sent(out)[0]), 0.05))[0]
+    assert reply.addrs == first
+    out = b.handle(MessageIn(reply), 0.1)
+    dial = [e for e in out if isinstance(e, DialAt)]
+    assert dial[0].quic == (("198.18.0.21", 4001),)
+    a.handle(MessageIn(sent(out)[0]), 0.15)  # SYNC
+    a.handle(DialResult(False, "quic: handshake timed out"), 5.0)
+    out = b.handle(DialResult(False, "quic: handshake timed out"), 5.0)  # retry
+    assert a.handle(OwnAddrs(fresh), 5.0) == []
+    reply = sent(a.handle(MessageIn(sent(out)[0]), 5.05))[0]
+    assert reply.addrs == fresh[:2]
+    dial = [e for e in b.handle(MessageIn(reply), 5.1) if isinstance(e, DialAt)]
+    assert dial[0].quic == (("198.18.0.21", 40123),)
+
+
+def test_readdress_before_marks_exactly_the_inputs_that_lead_to_a_retry_connect() -> None:
+    b, a = pair(DcutrConfig(max_attempts=2))
+    out = b.handle(Start(), 0.0)
+    connect = sent(out)[0]
+    assert not a.readdress_before(MessageIn(connect))  # attempt 1: the listen port
+    out = b.handle(MessageIn(sent(a.handle(MessageIn(connect), 0.05))[0]), 0.1)
+    a.handle(MessageIn(sent(out)[0]), 0.15)
+    fail = DialResult(False, "quic: handshake timed out")
+    assert b.readdress_before(fail) and b.readdress_before(TimerFired(("deadline", 1)))
+    assert not b.readdress_before(TimerFired(("deadline", 0)))  # stale
+    assert not b.readdress_before(DialResult(True, transport="quic"))
+    out = b.handle(fail, 5.0)
+    assert a.readdress_before(MessageIn(sent(out)[0]))  # B's retry CONNECT
+    a.handle(MessageIn(sent(out)[0]), 5.05)
+    assert not b.readdress_before(fail)  # B awaits CONNECT, not dialling
+    assert not a.readdress_before(MessageIn(sent(out)[0]))  # max_attempts reached
 
 
 def test_initiator_without_usable_addresses_says_so() -> None:
