@@ -153,7 +153,8 @@ def run_policy(run: PlacementRun, policy: str) -> PolicyFigures:
         cells[c].busy += 1
         heapq.heappush(ends, (now + trace[i][2], c))
 
-    for k, (t, origin, _) in enumerate(trace):
+    def finish_until(t: float) -> None:
+        """End the services due by `t`; each frees a slot for its cell's next queued."""
         while ends and ends[0][0] <= t:
             done, c = heapq.heappop(ends)
             cells[c].busy -= 1
@@ -161,6 +162,9 @@ def run_policy(run: PlacementRun, policy: str) -> PolicyFigures:
                 arrived, i = cells[c].queue.popleft()
                 waits[i] = done - arrived
                 start(i, c, done)
+
+    for k, (t, origin, _) in enumerate(trace):
+        finish_until(t)
         c = placer.choose(k, origin, t)
         forwarded += c != origin
         if cells[c].busy < cells[c].slots:
@@ -168,13 +172,7 @@ def run_policy(run: PlacementRun, policy: str) -> PolicyFigures:
         else:
             cells[c].queue.append((t, k))
             max_queue = max(max_queue, len(cells[c].queue))
-    while ends:  # drain: the queued capsules' waits
-        done, c = heapq.heappop(ends)
-        cells[c].busy -= 1
-        if cells[c].queue:
-            arrived, i = cells[c].queue.popleft()
-            waits[i] = done - arrived
-            start(i, c, done)
+    finish_until(math.inf)  # drain: the queued capsules' waits
     ordered = sorted(waits)
     n = len(ordered)
     return PolicyFigures(policy, sum(ordered) / n, ordered[min(n - 1, int(0.99 * n))],
