@@ -26,8 +26,15 @@ Rules, and why:
   that decided to split later than the others can see its count fall below the cap as
   the others leave it, and never split); and anywhere when it is alone in its cell (its
   cell merged or emptied while it was away). Moving down is safe by the cover
-  invariant once reports from before a merge have aged out (the grace time); moving
-  up a node with live cell-mates is not (a stale report would undo a merge).
+  invariant once reports from before a merge have aged out (the grace time).
+  A settled node with live cell-mates moves *up* only when the others report a cell
+  above its own holding its key and its cell count (with nothing reported beside it)
+  is below the merge threshold: its sibling merged into the parent without it (the
+  sibling's digest expired before this node's hold time ran out; seen in a 9-daemon
+  run, the node then stayed in the child for good). The same threshold keeps the
+  parent's members from moving down into such a child, so the two rules never pull
+  in opposite directions: a pair of siblings holding fewer than `merge_at` members
+  (reported) belongs in the parent, a pair holding more in the children.
 
 Bounds: at most `MAX_CELLS` cells are remembered (the oldest heard is dropped), a
 report carries at most `MAX_SEEDS` seeds of at most `MAX_ADDRS` addresses each.
@@ -36,6 +43,7 @@ report carries at most `MAX_SEEDS` seeds of at most `MAX_ADDRS` addresses each.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,9 +180,12 @@ class CellDirectory:
 
 
 def cell_to_adopt(current: CellId, key: int, leaves: list[CellId], *, first: bool,
-                  settled: bool, alone: bool) -> CellId | None:
+                  settled: bool, alone: bool, sizes: Mapping[CellId, int] | None = None,
+                  live: int = 1, merge_at: float = 0.0) -> CellId | None:
     """The cell to move to, or None (see the module docstring, "Moving"). `leaves`:
-    the current cells as the *other* nodes report them."""
+    the current cells as the *other* nodes report them; `sizes`: their reported member
+    counts; `live`: this node's own cell count; `merge_at`: `merge_below × cap` (0:
+    never up with cell-mates, always down)."""
     mine = [c for c in leaves if c.site == current.site]
     if not mine:
         return None
@@ -182,7 +193,12 @@ def cell_to_adopt(current: CellId, key: int, leaves: list[CellId], *, first: boo
     if chosen == current:
         return None
     if (first or settled) and current.is_ancestor_of(chosen):
-        return chosen
+        under = sum((sizes or {}).get(c, 0) for c in mine if current.is_ancestor_of(c))
+        # Into children that hold fewer than the merge threshold together: no; they
+        # are merging into this very cell.
+        return chosen if sizes is None or under >= merge_at else None
     if alone and any(c.contains(key) for c in mine):
         return chosen
+    if settled and chosen.is_ancestor_of(current) and live < merge_at:
+        return chosen  # the others merged into `chosen` without this node
     return None

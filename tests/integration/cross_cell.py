@@ -88,12 +88,13 @@ def cells_state(c: Cluster, nodes: list[Node] | None = None
     return cells, views
 
 
-def views_are_cells_capped(c: Cluster, cap: int) -> dict[str, set[str]] | None:
+def views_are_cells_capped(c: Cluster, cap: int, nodes: list[Node] | None = None
+                           ) -> dict[str, set[str]] | None:
     """The cells, once every node's live member list is exactly its cell (≥ 2 cells,
     none above `cap`, none inside another); else None. A cell inside another is a split
     still under way (seen: /01 with 1 member beside /010 with 2, the third not yet
     moved to /011), not a state to compare later listings with."""
-    cells, views = cells_state(c)
+    cells, views = cells_state(c, nodes)
     if len(cells) < 2 or any(len(m) > cap for m in cells.values()):
         return None
     if any(a != b and b.startswith(a) for a in cells for b in cells):

@@ -62,14 +62,9 @@ ENV = {"COLONY_CELL_CAP": str(CAP), "COLONY_CELL_HOLD_S": "2",
 
 def views_are_cells(c: Cluster, nodes: list[Node] | None = None
                     ) -> dict[str, set[str]] | None:
-    cells, views = cells_state(c, nodes)
-    if len(cells) < 2 or any(len(m) > CAP for m in cells.values()):
-        return None
-    for members in cells.values():
-        for p in members:
-            if views[p] != members:
-                return None
-    return cells
+    # No cell inside another: a joiner seen alone in /01 beside /011 {x, y}, its view
+    # only itself, was a split under way, not the final cells (seen in CI, stop 30).
+    return views_are_cells_capped(c, CAP, nodes)
 
 
 def test_cells_split_at_the_cap_and_list_each_other(tmp_path: Path) -> None:

@@ -306,10 +306,14 @@ class CellService:
         rep = self.directory.report(sib, now) if sib is not None else None
         if rep is not None:
             await self._cores.submit_wait(SiblingSize(rep.cell, rep.digest.members))
-        leaves = [r.cell for r in self.directory.leaves(now)]
-        alone = len(self._members.list_members()) <= 1
-        new = cell_to_adopt(self.cell, self.key, leaves, first=not self._placed,
-                            settled=now - self._changed_at > self._grace_s, alone=alone)
+        reports = self.directory.leaves(now)
+        live = len(self._members.list_members())
+        alone = live <= 1
+        new = cell_to_adopt(self.cell, self.key, [r.cell for r in reports],
+                            first=not self._placed,
+                            settled=now - self._changed_at > self._grace_s, alone=alone,
+                            sizes={r.cell: r.digest.members for r in reports}, live=live,
+                            merge_at=self.config.merge_below * self.config.cap)
         if self._heard_others:
             self._placed = True
         if new is not None:

@@ -112,6 +112,34 @@ def test_a_node_moves_down_when_placed_or_settled_up_only_when_alone() -> None:
     assert cell_to_adopt(ROOT, key, [], first=True, settled=True, alone=True) is None
 
 
+def test_a_node_left_in_a_merged_child_follows_its_cell_mates_up() -> None:
+    """Seen in a 9-daemon run: of three survivors of /00 and /01 two merged into /0;
+    the third's sibling digest expired before its hold time ran out, and it stayed in
+    /00 (still listing one cell-mate, now in /0) for good."""
+    key = 0b001 << 61  # in /0 and /00
+    a00, a01 = A0.children()
+    merge_at = 0.8 * 4
+    # The others report /0; its own cell (2 live) is below the threshold: up.
+    assert cell_to_adopt(a00, key, [A0, A1], first=False, settled=True, alone=False,
+                         sizes={A0: 3, A1: 4}, live=2, merge_at=merge_at) == A0
+    # Not before it settled (a stale parent report from before a split), nor when its
+    # own cell is big enough to stand on its own (a split it took part in).
+    assert cell_to_adopt(a00, key, [A0, A1], first=False, settled=False, alone=False,
+                         sizes={A0: 3, A1: 4}, live=2, merge_at=merge_at) is None
+    assert cell_to_adopt(a00, key, [A0, A1], first=False, settled=True, alone=False,
+                         sizes={A0: 5, A1: 4}, live=4, merge_at=merge_at) is None
+    # Several levels up at once: nothing is reported under /0.
+    assert cell_to_adopt(a00.child(1), key, [A0], first=False, settled=True,
+                         alone=False, sizes={A0: 3}, live=1, merge_at=merge_at) == A0
+    # A member of /0 does not move down into a child holding fewer than the threshold
+    # (it is merging into /0), so the two nodes never swap places...
+    assert cell_to_adopt(A0, key, [a00, A1], first=False, settled=True, alone=False,
+                         sizes={a00: 2, A1: 4}, live=3, merge_at=merge_at) is None
+    # ...but it does into children that together hold more (a split it missed).
+    assert cell_to_adopt(A0, key, [a00, a01, A1], first=False, settled=True, alone=False,
+                         sizes={a00: 3, a01: 2, A1: 4}, live=5, merge_at=merge_at) == a00
+
+
 def test_own_reports_do_not_hide_the_others() -> None:
     rng = random.Random(5)
     me, other = _peer_in(A0.child(1), rng), _peer_in(A0, rng)
