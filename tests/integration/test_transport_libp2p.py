@@ -450,6 +450,20 @@ def test_unreachable_peer_bounded_queue_and_send_failed_event() -> None:
     run(main)
 
 
+def test_a_dial_waiting_for_addresses_ends_when_the_peer_dials_in() -> None:
+    """b has no address for a and waits its grace for one; a dials b meanwhile: b's
+    connect returns on that connection instead of failing "no known address"."""
+    async def main() -> None:
+        async with pair() as (a, b):
+            async with trio.open_nursery() as n:
+                n.start_soon(b.connect, a.peer_id)
+                await trio.sleep(0.1)
+                await a.connect(b.peer_id)
+            assert b.is_connected(a.peer_id) and b.stats.dials == 0
+
+    run(main)
+
+
 def test_disconnect_events_ping_and_identify() -> None:
     async def main() -> None:
         async with pair() as (a, b):

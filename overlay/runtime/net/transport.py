@@ -371,10 +371,13 @@ class Transport:
             # Gossip's MemberJoined is wired to a DHT PING, whose send can start a
             # moment before the same event hands us the member's addresses: wait
             # briefly rather than fail (a failed PING keeps the peer out of the
-            # routing table until the next refresh).
+            # routing table until the next refresh). The peer may also dial us
+            # meanwhile: then there is nothing left to dial.
             with trio.move_on_after(ADDR_GRACE_S):
-                while not self._addrs.get(peer):
+                while not self._addrs.get(peer) and not self._backend.is_connected(peer):
                     await trio.sleep(0.02)
+            if self._backend.is_connected(peer):
+                return
             addrs = self._addrs.get(peer)
             if not addrs:
                 raise DialError(f"no known address for {peer}")
