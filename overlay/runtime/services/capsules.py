@@ -508,7 +508,8 @@ def _may_cross(capsule: Capsule) -> bool:
         and spec.function != TRIGGER_FUNCTION
 
 def _ad_moved(old: ResourceAd, new: ResourceAd) -> bool:
-    if abs(new.cpu_load - old.cpu_load) >= AD_LOAD_STEP:
+    # The ad's load is in cores; the step is per core.
+    if abs(new.cpu_load - old.cpu_load) >= AD_LOAD_STEP * max(1, new.cpu_cores):
         return True
     base = max(old.mem_free_bytes, 1)
     return abs(new.mem_free_bytes - old.mem_free_bytes) / base >= AD_MEM_STEP

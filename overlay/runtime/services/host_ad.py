@@ -85,7 +85,9 @@ def local_ad(
     are the capsule executor kinds that really work here (executors.available_kinds)."""
     cores = os.cpu_count() or 1
     try:
-        load = os.getloadavg()[0] / cores
+        # In cores, as every reader takes it (free CPUs = cores - load in digests and
+        # placement): a per-core fraction made a busy 64-core node look 63 cores free.
+        load = os.getloadavg()[0]
     except OSError:
         load = 0.0
     page, pages = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_PHYS_PAGES")

@@ -7,6 +7,7 @@ block store and an unopened transport)."""
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,7 @@ from overlay.runtime.services.capsules import (
     CapsuleSetup,
     _ad_moved,
 )
+from overlay.runtime.services.host_ad import local_ad
 from overlay.runtime.services.membership import SwimMembership
 from store.blockstore import BlockStore
 from store.custody_store import CustodyStore
@@ -145,10 +147,22 @@ def test_workflow_child_runs_with_parent_outputs_as_inputs() -> None:
 
 
 def test_ad_is_re_gossiped_only_on_a_real_change() -> None:
+    # Load in cores, moved by 0.25 per core (1 core of 4) to count.
     base = ResourceAd.make(cpu_cores=4, cpu_load=0.5, mem_free_bytes=1000)
-    assert not _ad_moved(base, ResourceAd.make(cpu_cores=4, cpu_load=0.6, mem_free_bytes=1100))
-    assert _ad_moved(base, ResourceAd.make(cpu_cores=4, cpu_load=0.8, mem_free_bytes=1000))
+    assert not _ad_moved(base, ResourceAd.make(cpu_cores=4, cpu_load=1.4, mem_free_bytes=1100))
+    assert _ad_moved(base, ResourceAd.make(cpu_cores=4, cpu_load=1.5, mem_free_bytes=1000))
     assert _ad_moved(base, ResourceAd.make(cpu_cores=4, cpu_load=0.5, mem_free_bytes=700))
+
+
+def test_the_local_ad_gives_the_load_in_cores(tmp_path: Path) -> None:
+    """Readers take free CPUs as cores - load (digests, placement's idle share): the
+    ad must carry the load average in cores, not per core (a busy 64-core node then
+    looked 63 cores free)."""
+    ad = local_ad(tmp_path)
+    one_minute = os.getloadavg()[0]
+    assert ad.cpu_cores == os.cpu_count()
+    assert abs(ad.cpu_load - one_minute) <= 0.25 * max(1.0, one_minute)
+    assert ad.free_cpu == max(0.0, ad.cpu_cores - ad.cpu_load)
 
 
 class _NoDht:
