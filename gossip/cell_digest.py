@@ -11,11 +11,16 @@ per *resource class*, how many live members offer it and how much of it is free:
     label:<k>=<v> members carrying that label;  free = free CPUs of those members
     loc:<where>  members at that location;      free = free CPUs of those members
 
+and the cell's *backlog*: capsules its members lead that wait for an executor (Σ of
+the ads' `queued`). Free capacity alone cannot tell two saturated cells apart (both
+show 0 free); the backlog can.
+
 Placement across cells reads digests to find candidate cells (then probes two of them,
 power of two choices); push-sum (gossip/pushsum.py) gives colony-wide totals. A digest
 is O(classes), never O(members): at most `MAX_CLASSES` classes (the largest by member
 count are kept, ties by name). Wire: `[41, cell name, issued, members,
-[[class, members, free]…]]`, decoded with full validation (`WireError` only).
+[[class, members, free]…]]`, then the backlog when it is not 0 (so digests of cells
+with none keep their old form), decoded with full validation (`WireError` only).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from overlay.core.validate import finite
 TAG = 41
 MAX_CLASSES = 32
 MAX_CLASS_CHARS = 64
+#: A backlog above this is reported as this (a digest stays small and bounded).
+MAX_BACKLOG = 2**32 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,8 @@ class CellDigest:
     issued: float
     members: int
     classes: tuple[ClassCapacity, ...] = ()
+    #: Capsules the cell's members lead that wait for an executor.
+    backlog: int = 0
 
     def capacity(self, name: str) -> ClassCapacity | None:
         for c in self.classes:
@@ -57,7 +66,7 @@ class CellDigest:
     @classmethod
     def of(cls, cell: CellId, ads: Iterable[ResourceAd | None], issued: float) -> CellDigest:
         """The digest of `cell` from its live members' ads (None: no ad yet)."""
-        members = 0
+        members = backlog = 0
         acc: dict[str, list[float]] = {}
 
         def add(name: str, free: float) -> None:
@@ -69,6 +78,7 @@ class CellDigest:
             members += 1
             if ad is None:
                 continue
+            backlog += ad.queued
             if ad.cpu_cores:
                 add("cpu", ad.free_cpu)
             if ad.mem_bytes:
@@ -87,17 +97,24 @@ class CellDigest:
                 add(f"loc:{ad.location}", ad.free_cpu)
         ranked = sorted(acc.items(), key=lambda kv: (-kv[1][0], kv[0]))[:MAX_CLASSES]
         classes = tuple(ClassCapacity(k, int(v[0]), v[1]) for k, v in sorted(ranked))
-        return cls(cell, issued, members, classes)
+        return cls(cell, issued, members, classes, min(backlog, MAX_BACKLOG))
 
     def to_wire(self) -> list[Any]:
-        return [TAG, self.cell.name(), self.issued, self.members,
-                [[c.name, c.members, c.free] for c in self.classes]]  # fmt: skip
+        out = [TAG, self.cell.name(), self.issued, self.members,
+               [[c.name, c.members, c.free] for c in self.classes]]  # fmt: skip
+        if self.backlog:
+            out.append(self.backlog)
+        return out
 
     @classmethod
     def from_wire(cls, obj: Any) -> CellDigest:
-        if not (isinstance(obj, list) and len(obj) == 5 and obj[0] == TAG):
-            raise MalformedFrame("cell digest must be [41, cell, issued, members, classes]")
-        _, name, issued, members, classes = obj
+        if not (isinstance(obj, list) and len(obj) in (5, 6) and obj[0] == TAG):
+            raise MalformedFrame(
+                "cell digest must be [41, cell, issued, members, classes(, backlog)]")
+        _, name, issued, members, classes = obj[:5]
+        backlog = obj[5] if len(obj) == 6 else 0
+        if type(backlog) is not int or not 0 <= backlog <= MAX_BACKLOG:
+            raise MalformedFrame(f"cell digest backlog must be an integer in 0..{MAX_BACKLOG}")
         if not isinstance(name, str) or len(name) > 128:
             raise MalformedFrame("cell digest names its cell")
         try:
@@ -120,4 +137,4 @@ class CellDigest:
             out.append(ClassCapacity(c[0], c[1], float(c[2])))
         if len({c.name for c in out}) != len(out):
             raise MalformedFrame("cell digest classes must be distinct")
-        return cls(cell, float(issued), members, tuple(out))
+        return cls(cell, float(issued), members, tuple(out), backlog)

@@ -40,6 +40,8 @@ _KEYS: dict[str, str] = {
     "t": "tags",
     # "public", "nat", "nat/<mapping>" or absent (unknown): overlay/p2p/reachability.py
     "r": "reachability",
+    # Capsules this node leads that wait for a slot (cell digests sum it: backlog).
+    "q": "queued",
 }
 _ATTRS = {v: k for k, v in _KEYS.items()}
 
@@ -95,6 +97,9 @@ class ResourceAd:
     #: How peers can reach this node: "public", "nat[/endpoint-independent|/symmetric]",
     #: "" while unknown (decided by dial-back checks and STUN probes).
     reachability: str = ""
+    #: Capsules this node leads as custodian that wait for an executor (placement
+    #: across cells reads the cell's sum: free capacity alone hides a queue).
+    queued: int = 0
 
     @classmethod
     def make(cls, *, labels: dict[str, str] | None = None, **kw: Any) -> ResourceAd:

@@ -16,8 +16,9 @@ stream at `load` × total slots / mean service, each submitted in a cell drawn i
 proportion to its slots (members submit alike, so every cell alone runs at `load`) and
 needing one slot for an exponential service time; a cell runs at most `slots` at once
 and queues the rest FIFO. A digest carries what the daemon's digest carries: the
-cell's free CPU slots (`slots − busy`, never negative: a queue does not show), as
-`ClassCapacity("cpu")`. The same arrivals (time, origin, service) go to every policy.
+cell's free CPU slots (`slots − busy`, never negative), as `ClassCapacity("cpu")`,
+and its backlog (the queue's length: the ads' `queued` summed). The same arrivals
+(time, origin, service) go to every policy.
 
 Figures per policy: mean and p99 wait for a slot, capsules that waited, the longest
 queue. The quality figure is the mean wait against the omniscient placer's, both on
@@ -87,7 +88,8 @@ def cell_ids(n: int) -> list[CellId]:
 
 def _digest(cell: CellId, c: _Cell, now: float) -> CellDigest:
     free = float(max(0, c.slots - c.busy))
-    return CellDigest(cell, now, c.slots, (ClassCapacity("cpu", c.slots, free),))
+    return CellDigest(cell, now, c.slots, (ClassCapacity("cpu", c.slots, free),),
+                      backlog=len(c.queue))
 
 
 def _trace(run: PlacementRun) -> tuple[list[int], list[tuple[float, int, float]]]:

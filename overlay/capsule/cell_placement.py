@@ -14,8 +14,9 @@ per resource class how many members offer it and how much of it is free:
    the origin is itself random, so own-plus-one is still two random choices).
 2. the runtime asks a seed of each probed cell for its report *now* (late binding: the
    digests read are up to three digest intervals old), and calls `probed`, which keeps
-   the cell with more free capacity of the capsule's main class (`score`); a tie or an
-   unanswered probe keeps this node's own cell, else the one that answered.
+   the cell with more free capacity of the capsule's main class less its backlog
+   (`score`); a tie or an unanswered probe keeps this node's own cell, else the one
+   that answered.
 3. `Forward(cell, seeds)`: the runtime hands the signed capsule to a seed of that cell
    (in the order given, randomised), which submits it there; its custodians then rank
    with full knowledge of that cell. `Local`: submit in this node's own cell.
@@ -113,11 +114,17 @@ def meets(digest: CellDigest, cond: Conditions) -> bool:
 
 
 def score(digest: CellDigest, cond: Conditions) -> float:
-    """Free capacity of the capsule's main class: its executor's free CPUs, else free
-    GPUs when it asks for any, else free CPUs. Higher is better."""
+    """Free capacity of the capsule's main class (its executor's free CPUs, else free
+    GPUs when it asks for any, else free CPUs) less the capsules already waiting in
+    the cell: between two saturated cells (0 free each) the shorter queue wins.
+    Higher is better."""
     name = f"exec:{cond.executor}" if cond.executor else ("gpu" if cond.gpu else "cpu")
     cap = digest.capacity(name[:MAX_CLASS_CHARS])
-    return cap.free if cap is not None else 0.0
+    net = (cap.free if cap is not None else 0.0) - digest.backlog
+    if net > 0:
+        return net  # room after its queue: the more, the better
+    # Saturated: the queue per member drains at about one capsule per member.
+    return net / max(1, cap.members if cap is not None else 1)
 
 
 @dataclass(slots=True)

@@ -171,6 +171,11 @@ class Custody:
         e = self._entries.get(capsule_id)
         return bool(e and e.leading and not e.syncing)
 
+    def waiting_led(self) -> int:
+        """Capsules this node leads that wait for an executor (the ad's `queued`)."""
+        return sum(1 for e in self._entries.values()
+                   if e.leading and not e.syncing and e.record.state is State.SUBMITTED)
+
     # ------------------------------------------------------------ durability
 
     def take_durable(self) -> list[Effect]:

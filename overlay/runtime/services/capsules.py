@@ -314,13 +314,15 @@ class CapsuleService:
             await trio.sleep(AD_REFRESH_S)
             old = self.membership.own_ad()
             machine = local_ad(self.home, **self.setup.ad_fields())
-            if old is None or not _ad_moved(old, machine):
+            # Capsules waiting here: cell digests sum them (placement across cells).
+            queued = self.core.custody.waiting_led()
+            if old is None or not (_ad_moved(old, machine) or queued != old.queued):
                 continue
             # Only the machine's changing state: every other field of the ad (e.g. the
             # reachability that its own service publishes) is kept as it is.
             fresh = replace(old, cpu_load=machine.cpu_load,
                             mem_free_bytes=machine.mem_free_bytes,
-                            disk_free_bytes=machine.disk_free_bytes)  # fmt: skip
+                            disk_free_bytes=machine.disk_free_bytes, queued=queued)  # fmt: skip
             # Read-modify-write with no checkpoint in between (handle_now, not a queued
             # submit): a queued update built from an older ad would undo the
             # reachability service's field, and vice versa.

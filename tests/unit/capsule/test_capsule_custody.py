@@ -208,6 +208,21 @@ def test_maxwaittime_fails_with_the_cannot_place_reason() -> None:
     assert m.events(ev.CapsuleStatusKnown, m.peers[0])[-1].state == "failed"
 
 
+def test_only_the_leader_counts_a_waiting_capsule_for_its_ad() -> None:
+    """`waiting_led` is the ad's `queued` (cell digests sum it): each waiting capsule
+    once, at its leader, until it leases or ends."""
+    m = Mini()
+    stuck = m.capsule(conditions=Conditions(gpu=1), maxwaittime_s=10)
+    m.submit(stuck)
+    m.run(2)
+    lead = m.leader(stuck)
+    assert {p: c.custody.waiting_led() for p, c in m.cores.items()} == \
+        {p: int(p == lead) for p in m.peers}
+    m.run(10)  # maxwaittime: failed, no longer waiting
+    assert m.record(stuck).state is State.FAILED
+    assert sum(c.custody.waiting_led() for c in m.cores.values()) == 0
+
+
 def test_maxretries_exhausted_fails_the_capsule() -> None:
     m = Mini()
     cap = m.capsule(maxretries=1)

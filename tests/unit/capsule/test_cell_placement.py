@@ -59,6 +59,19 @@ def test_needs_names_the_classes_a_digest_carries() -> None:
     assert score(d, Conditions(gpu=1)) == 2.0 and score(d, Conditions()) == 4.0
 
 
+def test_score_subtracts_the_backlog_and_ranks_saturated_cells_by_queue_per_member() -> None:
+    def digest(members: int, free: float, backlog: int) -> CellDigest:
+        return CellDigest(A, 0.0, members, (ClassCapacity("cpu", members, free),), backlog)
+
+    assert score(digest(4, 3.0, 1), Conditions()) == 2.0  # room after its queue
+    # Two saturated cells (0 free each): free capacity alone tied them.
+    small, big = digest(4, 0.0, 4), digest(32, 0.0, 8)
+    assert score(small, Conditions()) == -1.0 and score(big, Conditions()) == -0.25
+    assert score(big, Conditions()) > score(small, Conditions())
+    assert score(digest(4, 1.0, 0), Conditions()) > score(digest(4, 0.0, 0), Conditions()) \
+        > score(digest(4, 0.0, 1), Conditions())
+
+
 def test_a_full_digest_may_have_dropped_a_rare_label() -> None:
     classes = tuple(ClassCapacity(f"label:k{i}=v", 1, 1.0) for i in range(MAX_CLASSES))
     full = CellDigest(A, 0.0, 1, classes)

@@ -166,9 +166,24 @@ def test_digest_counts_classes_and_round_trips() -> None:
     assert CellDigest.from_wire(d.to_wire()) == d
     for bad in ([41, "eu/101", 1.0, 1, [["cpu", 2, 1.0]]],  # more members than the cell
                 [41, "eu/1x", 1.0, 1, []], [41, "/", -1.0, 1, []], [40], "x",
-                [41, "/", 1.0, 2, [["cpu", 1, 1.0], ["cpu", 1, 1.0]]]):
+                [41, "/", 1.0, 2, [["cpu", 1, 1.0], ["cpu", 1, 1.0]]],
+                [41, "/", 1.0, 1, [], -1], [41, "/", 1.0, 1, [], 2**32],  # backlog
+                [41, "/", 1.0, 1, [], 1.5], [41, "/", 1.0, 1, [], 1, 2]):
         with pytest.raises(WireError):
             CellDigest.from_wire(bad)
+
+
+def test_digest_sums_the_members_queued_capsules_as_its_backlog() -> None:
+    ads = [ResourceAd.make(cpu_cores=2, queued=3), ResourceAd.make(cpu_cores=2, queued=1),
+           ResourceAd.make(cpu_cores=2)]
+    d = CellDigest.of(CellId("", 1, 0), ads, 5.0)
+    assert d.backlog == 4 and CellDigest.from_wire(d.to_wire()) == d
+    # A cell with no backlog keeps the digest's old wire form (5 elements).
+    calm = CellDigest.of(CellId("", 1, 0), ads[2:], 5.0)
+    assert calm.backlog == 0 and len(calm.to_wire()) == 5
+    assert ResourceAd.from_body(ads[0].to_body()) == ads[0]
+    with pytest.raises(WireError):
+        ResourceAd.from_body({"q": -1})
 
 
 def test_swim_keeps_only_its_cell_after_a_split() -> None:
