@@ -14,7 +14,9 @@ The NAT cases (cone ↔ cone, symmetric ↔ cone) are in test_edge_holepunch_nat
 
 from __future__ import annotations
 
-from contextlib import suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 import pytest
 import trio
@@ -30,6 +32,27 @@ from overlay.runtime.net.transport import ListenError, Transport
 pytestmark = pytest.mark.slow
 
 RELAY_ON = {"enabled": True, "max_rate": 0}
+TCP = ("/ip4/127.0.0.1/tcp/0",)
+BOTH = ("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1")
+
+
+@asynccontextmanager
+async def relayed_trio(*, edge_a: dict[str, Any], edge_b: dict[str, Any],
+                       listen_a: tuple[str, ...] = TCP, listen_b: tuple[str, ...] = TCP,
+                       ) -> AsyncIterator[tuple[Any, Any, Any]]:
+    """R relays, A and B connect to it and B reserves there: (r, a, b), before A
+    dials B (each test's punch starts with `a.dialer.connect(b.peer)`)."""
+    ka, kr, kb = (KeyPair.generate() for _ in range(3))
+    members = {k.peer_id for k in (ka, kr, kb)}
+    async with (
+        edge_node(members, kr, relay=RELAY_ON) as r,
+        edge_node(members, ka, listen=listen_a, edge=edge_a) as a,
+        edge_node(members, kb, listen=listen_b, edge=edge_b) as b,
+    ):
+        for n in (a, b):
+            await n.t.connect(r.t.addrs[0])
+        await b.dialer.relay.reserve(r.peer)
+        yield r, a, b
 
 
 async def wait_for(pred: object, what: str, timeout: float = 15.0) -> None:
@@ -45,18 +68,10 @@ def test_relayed_connection_is_upgraded_to_direct_tcp() -> None:
 
 
 async def _upgrade() -> None:
-    ka, kr, kb = (KeyPair.generate() for _ in range(3))
-    members = {k.peer_id for k in (ka, kr, kb)}
     edge = {"holepunch_grace_s": 0.5}
     with trio.fail_after(60):
-        async with (
-            edge_node(members, kr, relay=RELAY_ON) as r,
-            edge_node(members, ka, edge={**edge, "dial_order": ["holepunch"]}) as a,
-            edge_node(members, kb, edge=edge) as b,
-        ):
-            for n in (a, b):
-                await n.t.connect(r.t.addrs[0])
-            await b.dialer.relay.reserve(r.peer)
+        async with relayed_trio(edge_a={**edge, "dial_order": ["holepunch"]},
+                                edge_b=edge) as (r, a, b):
             path = await a.dialer.connect(b.peer)
             assert path.kind == "relayed" and path.detail == "holepunch pending"
             ha, hb = a.t.native_host(), b.t.native_host()
@@ -101,19 +116,10 @@ def test_relayed_connection_is_upgraded_to_direct_quic() -> None:
 
 
 async def _upgrade_quic() -> None:
-    ka, kr, kb = (KeyPair.generate() for _ in range(3))
-    members = {k.peer_id for k in (ka, kr, kb)}
     edge = {"holepunch_grace_s": 0.5, "holepunch_transports": ["quic"]}
-    both = ("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1")
     with trio.fail_after(60):
-        async with (
-            edge_node(members, kr, relay=RELAY_ON) as r,
-            edge_node(members, ka, listen=both, edge={**edge, "dial_order": ["holepunch"]}) as a,
-            edge_node(members, kb, listen=both, edge=edge) as b,
-        ):
-            for n in (a, b):
-                await n.t.connect(r.t.addrs[0])
-            await b.dialer.relay.reserve(r.peer)
+        async with relayed_trio(edge_a={**edge, "dial_order": ["holepunch"]}, edge_b=edge,
+                                listen_a=BOTH, listen_b=BOTH) as (r, a, b):
             await a.dialer.connect(b.peer)
             ha, hb = a.t.native_host(), b.t.native_host()
             assert ha is not None and hb is not None and hb.quic_listen is not None
@@ -149,23 +155,14 @@ def test_a_quic_retry_dials_from_a_fresh_port() -> None:
 
 
 async def _fresh_port_retry() -> None:
-    ka, kr, kb = (KeyPair.generate() for _ in range(3))
-    members = {k.peer_id for k in (ka, kr, kb)}
     edge = {"holepunch_grace_s": 0.5, "holepunch_transports": ["quic"]}
-    both = ("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1")
     with trio.fail_after(60):
-        async with (
-            edge_node(members, kr, relay=RELAY_ON) as r,
-            edge_node(members, ka, listen=both, edge={**edge, "dial_order": ["holepunch"]}) as a,
-            edge_node(members, kb, listen=both, edge=edge) as b,
-        ):
+        async with relayed_trio(edge_a={**edge, "dial_order": ["holepunch"]}, edge_b=edge,
+                                listen_a=BOTH, listen_b=BOTH) as (_, a, b):
             ha, hb = a.t.native_host(), b.t.native_host()
             assert ha is not None and hb is not None
             assert ha._quic is not None and hb._quic is not None and ha.quic_listen
             hb._quic.max_pending_handshakes = 0
-            for n in (a, b):
-                await n.t.connect(r.t.addrs[0])
-            await b.dialer.relay.reserve(r.peer)
             await a.dialer.connect(b.peer)
             qa = ha._quic
             await wait_for(lambda: qa.drops["connection_failed"] >= 1, "attempt 1 to fail")
@@ -197,19 +194,10 @@ def test_a_failed_punch_is_tried_once_more_after_retry_s() -> None:
 
 
 async def _retry() -> None:
-    ka, kr, kb = (KeyPair.generate() for _ in range(3))
-    members = {k.peer_id for k in (ka, kr, kb)}
     with trio.fail_after(60):
-        async with (
-            edge_node(members, kr, relay=RELAY_ON) as r,
-            edge_node(members, ka, edge={"dial_order": ["holepunch"]}) as a,
-            edge_node(members, kb, listen=("/ip4/127.0.0.1/tcp/0",
-                                           "/ip4/127.0.0.1/udp/0/quic-v1"),
-                      edge={"holepunch_transports": ["quic"], "holepunch_retry_s": 0.5}) as b,
-        ):
-            for n in (a, b):
-                await n.t.connect(r.t.addrs[0])
-            await b.dialer.relay.reserve(r.peer)
+        async with relayed_trio(edge_a={"dial_order": ["holepunch"]}, listen_b=BOTH,
+                                edge_b={"holepunch_transports": ["quic"],
+                                        "holepunch_retry_s": 0.5}) as (_, a, b):
             await a.dialer.connect(b.peer)
             hp = b.dialer.holepunch
             assert hp is not None
