@@ -216,7 +216,7 @@ class Daemon:
         self.events = EventBus(driver.now, self.conf["node"]["event_log"])
         self.dht_client = DhtClient(driver, t, self.spawn, protocol=self.conf["dht"]["protocol"],
                                     rpc_timeout_s=self.kad.config.rpc_timeout_s,
-                                    serving=self.kad.serving)
+                                    serving=self.kad.serving, remote_addr=t.remote_addr)
         self.blocks = BlockService(self.store, driver, t, self.dht_client, self.me)
         self.dag_streams = DagStreams(t, self.store, self.blocks.writer)  # bulk, members
         self.blocks.streams = self.dag_streams
@@ -363,6 +363,11 @@ class Daemon:
             "exchange.want_queue_full": self.exchange.stats.want_drops,
             "dht.announces_lost": self.dht_client.announces_lost,
             "dht.refused_client_mode": self.dht_client.refused_client,
+            # Addresses in DHT answers we could not use (services/dht_addrs.py), and
+            # peer addresses the transport refused (not a multiaddr, another peer's).
+            "dht.answer_addrs_dropped": self.dht_client.addr_stats.dropped,
+            "dht.answer_addrs_capped": self.dht_client.addr_stats.capped,
+            "transport.addrs_refused": t.addrs_refused,
             "exchange.want_timeouts": self.exchange.stats.timeouts,
             "dag_stream.failed": self.dag_streams.stats.streams_failed,
             "dag_stream.stalled": self.dag_streams.stats.streams_stalled,

@@ -282,21 +282,36 @@ class Transport:
     # ------------------------------------------------------------ peers and dialling
 
     def add_addrs(self, peer: PeerId, addrs: Iterable[str]) -> None:
-        """Remember dialable addresses (`/ip4/…/tcp/N`, with or without /p2p/)."""
+        """Remember dialable addresses (`/ip4/…/tcp/N`, with or without /p2p/).
+
+        Addresses mostly come from other peers (gossip, DHT answers and provider
+        records), so one that names another peer or is no multiaddr is skipped and
+        counted (`addrs_refused`), never raised: this runs on the driver's task, where
+        an exception would stop the daemon."""
         known = self._addrs.get(peer)
         if known is None:
             if len(self._addrs) >= self.config.max_known_peers:
                 self._addrs.pop(next(iter(self._addrs)))  # forget the oldest entry
             known = self._addrs[peer] = []
+        new = False
         for a in addrs:
             if "/p2p/" in a:
-                pid, a = split_p2p_addr(a)
+                try:
+                    pid, a = split_p2p_addr(a)
+                except LocalProtocolError:
+                    pid = None
                 if pid != peer:
-                    raise LocalProtocolError(f"address {a!r} names another peer {pid}")
+                    self.stats.addrs_refused += 1
+                    log.debug("peer_addr_refused", peer=str(peer), addr=a[:200])
+                    continue
             if a not in known:
                 known.insert(0, a)  # newest first
+                new = True
         del known[self.config.max_addrs_per_peer :]
-        self._backoff.pop(peer, None)  # new addresses deserve a prompt try
+        if new:
+            # New addresses deserve a prompt try; the same ones again (every DHT answer
+            # that names the peer repeats them) are no reason to dial a dead peer again.
+            self._backoff.pop(peer, None)
 
     def known_addrs(self, peer: PeerId) -> list[str]:
         return list(self._addrs.get(peer, ()))
@@ -312,7 +327,7 @@ class Transport:
             self.add_addrs(peer, [base])
         else:
             peer = addr_or_peer
-            self._backoff.pop(peer, None)
+        self._backoff.pop(peer, None)  # asked for explicitly: try now
         await self._ensure_connected(peer)
         return peer
 

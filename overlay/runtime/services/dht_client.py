@@ -18,6 +18,11 @@ logic (the core decides what to send and when a lookup ends):
   `MAX_REPOSTING` at a time); one still dropped is counted in `announces_lost` (the
   next reprovide repairs it).
 
+Addresses (services/dht_addrs.py): an answer we send names each closer or provider
+peer with the addresses our address book holds for it (the core's table keeps none),
+scoped to the requester; an answer we receive keeps only addresses we may dial, at
+most a few a peer, before the core sees it.
+
 One counter numbers both command and inbound ids, so they never collide in the core.
 Bounds: waiters and feeds exist only while their caller waits (`timeout_s`,
 `KAD_SERVE_TIMEOUT_S`, the `providers` context) and are removed when it stops, answered
@@ -50,6 +55,7 @@ from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType, PeerInfo
 from overlay.core.effects import Received
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
 from overlay.runtime.net.transport import TransportError
+from overlay.runtime.services.dht_addrs import AddrStats, attach, clean, peer_scope
 
 if TYPE_CHECKING:
     from overlay.core.ids import PeerId
@@ -113,6 +119,7 @@ class DhtClient:
     def __init__(
         self, cores: Cores, network: Network, spawn: Spawn, *, protocol: str,
         rpc_timeout_s: float, serving: bool = True,
+        remote_addr: Callable[[PeerId], tuple[str, int] | None] | None = None,
     ) -> None:
         self._cores = cores
         self._net = network
@@ -130,6 +137,10 @@ class DhtClient:
         #: `ModeChanged`), and the inbound requests refused while it did not.
         self.serving = serving
         self.refused_client = 0
+        #: Where a peer's end of our TCP connection is (Transport.remote_addr): the
+        #: scope of the addresses we give it and take from it. Unknown: public.
+        self._remote_addr = remote_addr or (lambda peer: None)
+        self.addr_stats = AddrStats()
 
     @property
     def pending(self) -> int:
@@ -221,7 +232,14 @@ class DhtClient:
         finally:
             self._inbound.pop(rid, None)
         reply = w.value
-        return reply.to_wire() if reply is not None else None
+        if reply is None:
+            return None
+        # The core names closer peers without addresses (its table keeps none here):
+        # give those our address book holds, as go-libp2p-kad-dht gives its peerstore's.
+        reply = attach(reply, peer_scope(self._remote_addr(peer)),
+                       lambda p: self._net.known_addrs(p), lambda p: self._net.is_connected(p),
+                       self.addr_stats)
+        return reply.to_wire()
 
     def answer(self, resp: DhtResponse) -> None:
         """The core's answer to an inbound request `serve` is waiting on."""
@@ -263,6 +281,9 @@ class DhtClient:
             if not isinstance(raw, (bytes, bytearray, memoryview)):  # RAW: bytes-like
                 raise WireError(f"kad reply is {type(raw).__name__}, not bytes")
             reply = KadMessage.from_wire(bytes(raw))
+            # Before the core sees it: its PeerAddressesLearned reach the address book
+            # ahead of the lookup's next queries, so these must be fit to dial.
+            reply = clean(reply, peer_scope(self._remote_addr(peer)), self.addr_stats)
         except (TransportError, WireError) as e:
             # This RPC only: a refusal (a DHT client) or a bad reply says nothing about
             # the peer's other protocols. A lost connection reaches every core as
