@@ -9,7 +9,8 @@ backed off, and n1 stayed unreachable until a provider record happened to name i
 (docs/reliability.md, test_trust_private_blocks). Now n0's answer carries n1's
 addresses and n2 reaches n1 in the same lookup: a FIND_NODE for n1 finds it (n1 is
 among the lookup's closest peers only if it answered), and n2 never logs a dial of
-n1 without an address.
+n1 without an address. And n0, which knew n2 only from n2's own connection, asked it
+for its addresses (identify), so its answers name n2 with them as well.
 """
 
 from __future__ import annotations
@@ -65,5 +66,11 @@ def test_an_outsider_reaches_a_member_named_only_in_a_dht_answer(tmp_path: Path)
         assert n1.peer_id in n2.api(10).call("GET", "/v1/peers")
         drops = n2.api(10).call("GET", "/v1/stats")["drops"]
         assert drops["dht.answer_addrs_dropped"] == 0, drops  # loopback: all in scope
+
+        # The other way: n0 knew n2 only from n2's own (inbound) connection, and asked
+        # it for its addresses (identify), so n0's answers name n2 with them too. The
+        # peer book saves only table entries with an address (a bare one is no use
+        # after a restart): n2 appears there once n0 knows one.
+        wait_for(lambda: n2.peer_id in saved_table(n0), 30, "n2 in n0's saved table")
     finally:
         c.close()

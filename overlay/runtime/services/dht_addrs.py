@@ -25,6 +25,9 @@ addresses it receives to its peerstore before it dials; the DHT client
   core then emits `PeerAddressesLearned` with what is left, the peer book hands it to
   the transport, and only then do the lookup's next queries go out: the driver carries
   out a core's effects in order, and that Emit precedes the Sends.
+- a requester we know no address for (it only ever dialled us: no gossip, no provider
+  record) would be named bare in our answers; the DHT client asks it once (identify,
+  as go-libp2p asks every new connection) and keeps `own_addrs` of what it announces.
 
 Pure functions of their arguments (no trio): table-tested in
 tests/unit/runtime/services/test_dht_addrs.py.
@@ -73,6 +76,12 @@ class AddrStats:
     dropped: int = 0
     #: Cut from answers: beyond `MAX_TAKEN_ADDRS` for one peer.
     capped: int = 0
+    #: Requesters without a known address asked for theirs (identify), and of those
+    #: that gave some we keep, that failed, that were not asked (too many at once).
+    identify_asked: int = 0
+    identify_learned: int = 0
+    identify_failed: int = 0
+    identify_skipped: int = 0
 
 
 def host_scope(host: str) -> Scope:
@@ -129,6 +138,19 @@ def answer_addrs(known: Iterable[str], requester: Scope) -> tuple[bytes, ...]:
             if len(out) == MAX_ANSWER_ADDRS:
                 break
     return tuple(out)
+
+
+def own_addrs(announced: Iterable[str], seen_from: Scope) -> list[str]:
+    """What we keep of the listen addresses a peer announces for itself (identify): ones
+    we dial, of the scope we see it from or wider, at most `MAX_ANSWER_ADDRS`."""
+    out: list[str] = []
+    for a in announced:
+        scope = dialable_scope(a)
+        if scope is not None and scope >= seen_from and a not in out:
+            out.append(a)
+            if len(out) == MAX_ANSWER_ADDRS:
+                break
+    return out
 
 
 def attach(msg: KadMessage, requester: Scope, known: _Book, connected: _Connected,

@@ -17,6 +17,7 @@ from overlay.core.errors import ColonyError
 from overlay.p2p import multiaddr
 from overlay.runtime.driver import Driver
 from overlay.runtime.net.transport import TransportError
+from overlay.runtime.net.transport_types import PeerInfo as IdentifyInfo
 from overlay.runtime.services import dht_client
 from overlay.runtime.services.dht_client import DhtClient
 
@@ -253,3 +254,66 @@ def test_an_answers_addresses_are_cleaned_before_the_core_sees_them() -> None:
         assert client.addr_stats.dropped == 3 and client.addr_stats.taken == 1
 
     run(test, core, net)  # remote address unknown: the responder counts as public
+
+
+class Identified:
+    """Transport.identify: A announces a wildcard, a loopback and a public address."""
+
+    def __init__(self) -> None:
+        self.asked: list[Any] = []
+
+    async def __call__(self, peer: Any, timeout: float) -> IdentifyInfo:
+        self.asked.append(peer)
+        await trio.sleep(0.1)
+        return IdentifyInfo(peer, (), None, ("/ip4/0.0.0.0/tcp/1", LO, PUB))
+
+
+class LearningNet(BookNet):
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.learned: dict[Any, list[str]] = {}
+
+    def add_addrs(self, peer: Any, addrs: Any) -> None:
+        self.learned.setdefault(peer, []).extend(addrs)
+
+    def known_addrs(self, peer: Any) -> list[str]:
+        return self.learned.get(peer, []) or super().known_addrs(peer)
+
+
+def test_a_requester_we_know_no_address_for_is_asked_once_for_its_own() -> None:
+    ident, net = Identified(), LearningNet()
+
+    async def test(client: DhtClient, driver: Driver) -> None:
+        ask = KadMessage(MessageType.FIND_NODE, key=b"x").to_wire()
+        await client.serve(A, ask)
+        await trio.sleep(1.0)
+        # Seen from a public address: its public address only (never the wildcard).
+        assert net.learned == {A: [PUB]} and ident.asked == [A]
+        await client.serve(A, ask)  # known now: not asked again
+        await client.serve(B, ask)  # B is in the address book: not asked
+        await trio.sleep(1.0)
+        assert ident.asked == [A]
+        assert client.addr_stats.identify_learned == 1
+
+    run(test, NamingKad(), net, remote_addr=lambda p: ("8.8.8.8", 1234), identify=ident)
+
+
+def test_a_failed_ask_costs_only_itself_and_is_not_repeated_at_once() -> None:
+    asked: list[Any] = []
+
+    async def refuse(peer: Any, timeout: float) -> IdentifyInfo:
+        asked.append(peer)
+        raise TransportError("identify of A failed: stream reset")
+
+    async def test(client: DhtClient, driver: Driver) -> None:
+        ask = KadMessage(MessageType.FIND_NODE, key=b"x").to_wire()
+        for _ in range(3):
+            assert await client.serve(A, ask) is not None  # answered all the same
+        await trio.sleep(1.0)
+        assert asked == [A] and client.addr_stats.identify_failed == 1
+        await trio.sleep(dht_client.IDENTIFY_RETRY_S)
+        await client.serve(A, ask)
+        await trio.sleep(1.0)
+        assert asked == [A, A]
+
+    run(test, NamingKad(), LearningNet(), identify=refuse)
