@@ -337,6 +337,11 @@ class Daemon:
         self.gateway = Gateway(self.store, TrustPolicy(self.trust_service), gconf,
                                fetch=self.blocks.fetch_dag) if gconf.listen else None
         add_dashboard_routes(api, token, self.store)  # pages + session cookie, same port
+        api.metrics.counter(
+            "dht_addrs", "addresses in DHT answers (attached to ours, taken from others', "
+            "dropped, capped) and identify of address-less requesters (identify_asked, "
+            "_learned, _failed, _skipped)",
+            lambda: dataclasses.asdict(self.dht_client.addr_stats))
         if self.gateway is not None:
             api.metrics.counter("gateway", "trustless gateway: requests, bytes_sent, "
                                 "streams_broken, busy (503s), refused (blocks), fetched (roots)",

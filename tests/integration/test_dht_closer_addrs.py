@@ -33,6 +33,14 @@ def saved_table(node: Node) -> set[str]:
     return {str(r["id"]) for r in rows}
 
 
+def addr_counts(node: Node) -> dict[str, float]:
+    """The `colony_dht_addrs` counters (services/dht_addrs.AddrStats) from /metrics."""
+    text = node.api(10).call("GET", "/metrics").decode()
+    prefix = 'colony_dht_addrs_total{kind="'
+    return {ln[len(prefix):].split('"')[0]: float(ln.split()[-1])
+            for ln in text.splitlines() if ln.startswith(prefix)}
+
+
 def test_an_outsider_reaches_a_member_named_only_in_a_dht_answer(tmp_path: Path) -> None:
     c = Cluster(tmp_path / "c", 3)
     try:
@@ -66,11 +74,13 @@ def test_an_outsider_reaches_a_member_named_only_in_a_dht_answer(tmp_path: Path)
         assert n1.peer_id in n2.api(10).call("GET", "/v1/peers")
         drops = n2.api(10).call("GET", "/v1/stats")["drops"]
         assert drops["dht.answer_addrs_dropped"] == 0, drops  # loopback: all in scope
+        assert addr_counts(n0)["attached"] >= 1 and addr_counts(n2)["taken"] >= 1
 
         # The other way: n0 knew n2 only from n2's own (inbound) connection, and asked
         # it for its addresses (identify), so n0's answers name n2 with them too. The
         # peer book saves only table entries with an address (a bare one is no use
         # after a restart): n2 appears there once n0 knows one.
         wait_for(lambda: n2.peer_id in saved_table(n0), 30, "n2 in n0's saved table")
+        assert addr_counts(n0)["identify_learned"] >= 1
     finally:
         c.close()

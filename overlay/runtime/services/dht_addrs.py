@@ -66,7 +66,8 @@ class Scope(IntEnum):
 
 @dataclass(slots=True)
 class AddrStats:
-    """Counters of the DHT client's address handling (/v1/stats "drops")."""
+    """Counters of the DHT client's address handling (Prometheus `colony_dht_addrs`;
+    `dropped` and `capped` also in /v1/stats "drops")."""
 
     #: Addresses we put in our answers for peers the core named without any.
     attached: int = 0
