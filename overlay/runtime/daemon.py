@@ -216,7 +216,7 @@ class Daemon:
         self.events = EventBus(driver.now, self.conf["node"]["event_log"])
         self.dht_client = DhtClient(driver, t, self.spawn, protocol=self.conf["dht"]["protocol"],
                                     rpc_timeout_s=self.kad.config.rpc_timeout_s,
-                                    serving=self.kad.serving, remote_addr=t.remote_addr,
+                                    serving=self.kad.serving, remote_ip=t.remote_ip,
                                     identify=t.identify)
         self.blocks = BlockService(self.store, driver, t, self.dht_client, self.me)
         self.dag_streams = DagStreams(t, self.store, self.blocks.writer)  # bulk, members

@@ -348,6 +348,20 @@ class Transport:
         observe it (None when there is none, e.g. only WebRTC or a relay)."""
         return self._backend.remote_addr(peer)
 
+    def remote_ip(self, peer: PeerId) -> str | None:
+        """The IP of `peer`'s end of our newest open TCP or QUIC connection (None when
+        there is none: only WebRTC or a relay). Which addresses the DHT gives the peer
+        and takes from it depends on it (services/dht_addrs.py)."""
+        host = self.native_host()
+        if host is None:  # py-libp2p: TCP only
+            got = self._backend.remote_addr(peer)
+            return got[0] if got is not None else None
+        for conn in reversed(host.connections(peer)):
+            parts = (conn.remote_addr or "").split("/")
+            if not conn.closed and len(parts) >= 5 and parts[1] in ("ip4", "ip6"):
+                return parts[2]
+        return None
+
     async def disconnect(self, peer: PeerId, reason: str = "") -> None:
         log.info("peer_disconnect", peer=str(peer), reason=reason)
         self._sender.close_peer(peer)

@@ -15,7 +15,7 @@ addresses it receives to its peerstore before it dials; the DHT client
   `MAX_ANSWER_ADDRS`, and none of a narrower scope than the requester's own address
   (a loopback address goes to a requester on loopback only, a private one to a
   requester on a private or loopback address: js-libp2p's LAN/WAN split, decided per
-  requester). A requester whose address we cannot see (WebRTC, relay, QUIC) counts as
+  requester). A requester whose address we cannot see (WebRTC, relay) counts as
   public. `connection` says whether we are connected to the peer, as in go.
 - taking an answer, `clean`: every peer keeps at most `MAX_TAKEN_ADDRS` addresses our
   transports dial, of the responder's scope or wider (a public peer cannot make us
@@ -117,10 +117,10 @@ def dialable_scope(addr: str) -> Scope | None:
     return host_scope(host)
 
 
-def peer_scope(remote: tuple[str, int] | None) -> Scope:
-    """The scope of a peer seen at `remote` (its end of our TCP connection); a peer we
-    cannot see (WebRTC, relay, QUIC) counts as public: it gets public addresses only."""
-    return Scope.PUBLIC if remote is None else host_scope(remote[0])
+def peer_scope(remote_ip: str | None) -> Scope:
+    """The scope of a peer seen at `remote_ip` (its end of our TCP or QUIC connection);
+    a peer we cannot see (WebRTC, relay) counts as public: public addresses only."""
+    return Scope.PUBLIC if remote_ip is None else host_scope(remote_ip)
 
 
 def answer_addrs(known: Iterable[str], requester: Scope) -> tuple[bytes, ...]:

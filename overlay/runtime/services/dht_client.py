@@ -128,7 +128,7 @@ class DhtClient:
     def __init__(
         self, cores: Cores, network: Network, spawn: Spawn, *, protocol: str,
         rpc_timeout_s: float, serving: bool = True,
-        remote_addr: Callable[[PeerId], tuple[str, int] | None] | None = None,
+        remote_ip: Callable[[PeerId], str | None] | None = None,
         identify: Callable[[PeerId, float], Awaitable[IdentifyInfo]] | None = None,
     ) -> None:
         self._cores = cores
@@ -147,9 +147,9 @@ class DhtClient:
         #: `ModeChanged`), and the inbound requests refused while it did not.
         self.serving = serving
         self.refused_client = 0
-        #: Where a peer's end of our TCP connection is (Transport.remote_addr): the
-        #: scope of the addresses we give it and take from it. Unknown: public.
-        self._remote_addr = remote_addr or (lambda peer: None)
+        #: Where a peer's end of our TCP or QUIC connection is (Transport.remote_ip):
+        #: the scope of the addresses we give it and take from it. Unknown: public.
+        self._remote_ip = remote_ip or (lambda peer: None)
         self.addr_stats = AddrStats()
         #: Transport.identify, to learn an address-less requester's own addresses; the
         #: peers asked (→ when, oldest first) and how many asks are running.
@@ -253,7 +253,7 @@ class DhtClient:
             return None
         # The core names closer peers without addresses (its table keeps none here):
         # give those our address book holds, as go-libp2p-kad-dht gives its peerstore's.
-        reply = attach(reply, peer_scope(self._remote_addr(peer)),
+        reply = attach(reply, peer_scope(self._remote_ip(peer)),
                        lambda p: self._net.known_addrs(p), lambda p: self._net.is_connected(p),
                        self.addr_stats)
         return reply.to_wire()
@@ -288,7 +288,7 @@ class DhtClient:
             return
         finally:
             self._identifying -= 1
-        addrs = own_addrs(info.addrs, peer_scope(self._remote_addr(peer)))
+        addrs = own_addrs(info.addrs, peer_scope(self._remote_ip(peer)))
         if addrs:
             self._net.add_addrs(peer, addrs)
             self.addr_stats.identify_learned += 1
@@ -335,7 +335,7 @@ class DhtClient:
             reply = KadMessage.from_wire(bytes(raw))
             # Before the core sees it: its PeerAddressesLearned reach the address book
             # ahead of the lookup's next queries, so these must be fit to dial.
-            reply = clean(reply, peer_scope(self._remote_addr(peer)), self.addr_stats)
+            reply = clean(reply, peer_scope(self._remote_ip(peer)), self.addr_stats)
         except (TransportError, WireError) as e:
             # This RPC only: a refusal (a DHT client) or a bad reply says nothing about
             # the peer's other protocols. A lost connection reaches every core as

@@ -71,8 +71,8 @@ def test_dialable_scope(addr: str, scope: Scope | None) -> None:
 
 def test_requester_scope_is_public_when_its_address_is_unknown() -> None:
     assert peer_scope(None) == Scope.PUBLIC
-    assert peer_scope(("127.0.0.1", 5)) == Scope.LOOPBACK
-    assert peer_scope(("::ffff:10.0.0.1", 5)) == Scope.PRIVATE
+    assert peer_scope("127.0.0.1") == Scope.LOOPBACK
+    assert peer_scope("::ffff:10.0.0.1") == Scope.PRIVATE
     assert host_scope("8.8.8.8") == Scope.PUBLIC
 
 

@@ -231,11 +231,11 @@ def test_answers_name_closer_peers_with_the_address_book_scoped_to_the_requester
         raw = await client.serve(A, ask)
         assert raw is not None
         (b,) = KadMessage.from_wire(raw).closer_peers
-        # A asks from a public address (remote_addr below): B's loopback one stays here.
+        # A asks from a public address (remote_ip below): B's loopback one stays here.
         assert b == PeerInfo(B, (multiaddr.to_bytes(PUB),), ConnectionType.CONNECTED)
         assert client.addr_stats.attached == 1
 
-    run(test, NamingKad(), BookNet(None), remote_addr=lambda p: ("8.8.8.8", 1234))
+    run(test, NamingKad(), BookNet(None), remote_ip=lambda p: "8.8.8.8")
 
 
 def test_an_answers_addresses_are_cleaned_before_the_core_sees_them() -> None:
@@ -295,7 +295,7 @@ def test_a_requester_we_know_no_address_for_is_asked_once_for_its_own() -> None:
         assert ident.asked == [A]
         assert client.addr_stats.identify_learned == 1
 
-    run(test, NamingKad(), net, remote_addr=lambda p: ("8.8.8.8", 1234), identify=ident)
+    run(test, NamingKad(), net, remote_ip=lambda p: "8.8.8.8", identify=ident)
 
 
 def test_a_failed_ask_costs_only_itself_and_is_not_repeated_at_once() -> None:
