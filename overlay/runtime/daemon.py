@@ -216,7 +216,8 @@ class Daemon:
         self.events = EventBus(driver.now, self.conf["node"]["event_log"])
         self.dht_client = DhtClient(driver, t, self.spawn, protocol=self.conf["dht"]["protocol"],
                                     rpc_timeout_s=self.kad.config.rpc_timeout_s,
-                                    serving=self.kad.serving)
+                                    serving=self.kad.serving, remote_ip=t.remote_ip,
+                                    identify=t.identify)
         self.blocks = BlockService(self.store, driver, t, self.dht_client, self.me)
         self.dag_streams = DagStreams(t, self.store, self.blocks.writer)  # bulk, members
         self.blocks.streams = self.dag_streams
@@ -336,6 +337,11 @@ class Daemon:
         self.gateway = Gateway(self.store, TrustPolicy(self.trust_service), gconf,
                                fetch=self.blocks.fetch_dag) if gconf.listen else None
         add_dashboard_routes(api, token, self.store)  # pages + session cookie, same port
+        api.metrics.counter(
+            "dht_addrs", "addresses in DHT answers (attached to ours, taken from others', "
+            "dropped, capped) and identify of address-less requesters (identify_asked, "
+            "_learned, _failed, _skipped)",
+            lambda: dataclasses.asdict(self.dht_client.addr_stats))
         if self.gateway is not None:
             api.metrics.counter("gateway", "trustless gateway: requests, bytes_sent, "
                                 "streams_broken, busy (503s), refused (blocks), fetched (roots)",
@@ -363,6 +369,11 @@ class Daemon:
             "exchange.want_queue_full": self.exchange.stats.want_drops,
             "dht.announces_lost": self.dht_client.announces_lost,
             "dht.refused_client_mode": self.dht_client.refused_client,
+            # Addresses in DHT answers we could not use (services/dht_addrs.py), and
+            # peer addresses the transport refused (not a multiaddr, another peer's).
+            "dht.answer_addrs_dropped": self.dht_client.addr_stats.dropped,
+            "dht.answer_addrs_capped": self.dht_client.addr_stats.capped,
+            "transport.addrs_refused": t.addrs_refused,
             "exchange.want_timeouts": self.exchange.stats.timeouts,
             "dag_stream.failed": self.dag_streams.stats.streams_failed,
             "dag_stream.stalled": self.dag_streams.stats.streams_stalled,

@@ -339,3 +339,28 @@ def test_a_request_after_the_connection_closed_under_a_half_closed_stream_reopen
             assert (await a.request(b.peer_id, P, 2))["echo"] == 2
 
     run(main)
+
+
+def test_remote_ip_sees_tcp_and_quic_peers() -> None:
+    """`remote_ip` (the scope of DHT answers' addresses, services/dht_addrs.py) knows
+    a peer connected over QUIC, where `remote_addr` (TCP only) does not."""
+    quic = "/ip4/127.0.0.1/udp/0/quic-v1"
+
+    async def main() -> None:
+        async with AsyncExitStack() as st:
+            a, b, c = [await st.enter_async_context(
+                Transport.open(KeyPair.generate(), [LOOP, quic], TransportConfig()))
+                for _ in range(3)]
+            for t in (b, c):
+                t.set_handler(P, on_request=echo)
+            a.add_addrs(b.peer_id, [x for x in b.listen_addrs if "quic" in x])
+            a.add_addrs(c.peer_id, [x for x in c.listen_addrs if "/tcp/" in x])
+            await a.request(b.peer_id, P, "over quic")
+            await a.request(c.peer_id, P, "over tcp")
+            assert a.remote_addr(b.peer_id) is None  # TCP only
+            assert a.remote_ip(b.peer_id) == "127.0.0.1"
+            assert b.remote_ip(a.peer_id) == "127.0.0.1"
+            assert a.remote_ip(c.peer_id) == "127.0.0.1" == c.remote_ip(a.peer_id)
+            assert a.remote_ip(KeyPair.generate().peer_id) is None
+
+    run(main)

@@ -282,21 +282,36 @@ class Transport:
     # ------------------------------------------------------------ peers and dialling
 
     def add_addrs(self, peer: PeerId, addrs: Iterable[str]) -> None:
-        """Remember dialable addresses (`/ip4/…/tcp/N`, with or without /p2p/)."""
+        """Remember dialable addresses (`/ip4/…/tcp/N`, with or without /p2p/).
+
+        Addresses mostly come from other peers (gossip, DHT answers and provider
+        records), so one that names another peer or is no multiaddr is skipped and
+        counted (`addrs_refused`), never raised: this runs on the driver's task, where
+        an exception would stop the daemon."""
         known = self._addrs.get(peer)
         if known is None:
             if len(self._addrs) >= self.config.max_known_peers:
                 self._addrs.pop(next(iter(self._addrs)))  # forget the oldest entry
             known = self._addrs[peer] = []
+        new = False
         for a in addrs:
             if "/p2p/" in a:
-                pid, a = split_p2p_addr(a)
+                try:
+                    pid, a = split_p2p_addr(a)
+                except LocalProtocolError:
+                    pid = None
                 if pid != peer:
-                    raise LocalProtocolError(f"address {a!r} names another peer {pid}")
+                    self.stats.addrs_refused += 1
+                    log.debug("peer_addr_refused", peer=str(peer), addr=a[:200])
+                    continue
             if a not in known:
                 known.insert(0, a)  # newest first
+                new = True
         del known[self.config.max_addrs_per_peer :]
-        self._backoff.pop(peer, None)  # new addresses deserve a prompt try
+        if new:
+            # New addresses deserve a prompt try; the same ones again (every DHT answer
+            # that names the peer repeats them) are no reason to dial a dead peer again.
+            self._backoff.pop(peer, None)
 
     def known_addrs(self, peer: PeerId) -> list[str]:
         return list(self._addrs.get(peer, ()))
@@ -312,7 +327,7 @@ class Transport:
             self.add_addrs(peer, [base])
         else:
             peer = addr_or_peer
-            self._backoff.pop(peer, None)
+        self._backoff.pop(peer, None)  # asked for explicitly: try now
         await self._ensure_connected(peer)
         return peer
 
@@ -332,6 +347,20 @@ class Transport:
         """(ip, port) of `peer`'s end of our newest open TCP connection: where we
         observe it (None when there is none, e.g. only WebRTC or a relay)."""
         return self._backend.remote_addr(peer)
+
+    def remote_ip(self, peer: PeerId) -> str | None:
+        """The IP of `peer`'s end of our newest open TCP or QUIC connection (None when
+        there is none: only WebRTC or a relay). Which addresses the DHT gives the peer
+        and takes from it depends on it (services/dht_addrs.py)."""
+        host = self.native_host()
+        if host is None:  # py-libp2p: TCP only
+            got = self._backend.remote_addr(peer)
+            return got[0] if got is not None else None
+        for conn in reversed(host.connections(peer)):
+            parts = (conn.remote_addr or "").split("/")
+            if not conn.closed and len(parts) >= 5 and parts[1] in ("ip4", "ip6"):
+                return parts[2]
+        return None
 
     async def disconnect(self, peer: PeerId, reason: str = "") -> None:
         log.info("peer_disconnect", peer=str(peer), reason=reason)

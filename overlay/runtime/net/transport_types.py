@@ -170,6 +170,8 @@ class TransportStats:
     rate_limited_s: float = 0.0
     #: Streams closed by us because of the peer or a handler, by reason.
     streams_dropped: dict[str, int] = field(default_factory=dict)
+    #: Addresses `add_addrs` skipped: not a multiaddr, or naming another peer.
+    addrs_refused: int = 0
 
 
 def split_p2p_addr(addr: str) -> tuple[PeerId, str]:

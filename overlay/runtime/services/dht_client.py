@@ -18,6 +18,14 @@ logic (the core decides what to send and when a lookup ends):
   `MAX_REPOSTING` at a time); one still dropped is counted in `announces_lost` (the
   next reprovide repairs it).
 
+Addresses (services/dht_addrs.py): an answer we send names each closer or provider
+peer with the addresses our address book holds for it (the core's table keeps none),
+scoped to the requester; an answer we receive keeps only addresses we may dial, at
+most a few a peer, before the core sees it. A requester we know no address for is
+asked for its own (identify) in the background, so later answers can name it: at
+most `MAX_IDENTIFYING` at a time, each peer at most once per `IDENTIFY_RETRY_S`
+(`MAX_IDENTIFY_TRACKED` peers remembered).
+
 One counter numbers both command and inbound ids, so they never collide in the core.
 Bounds: waiters and feeds exist only while their caller waits (`timeout_s`,
 `KAD_SERVE_TIMEOUT_S`, the `providers` context) and are removed when it stops, answered
@@ -27,7 +35,7 @@ or not; a feed holds at most the command's count of providers (the core's bound)
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
@@ -50,10 +58,12 @@ from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType, PeerInfo
 from overlay.core.effects import Received
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
 from overlay.runtime.net.transport import TransportError
+from overlay.runtime.services.dht_addrs import AddrStats, attach, clean, own_addrs, peer_scope
 
 if TYPE_CHECKING:
     from overlay.core.ids import PeerId
     from overlay.runtime.context import Cores, Network, Spawn
+    from overlay.runtime.net.transport_types import PeerInfo as IdentifyInfo
 
 log = structlog.get_logger("colony.daemon")
 T = TypeVar("T")
@@ -64,6 +74,11 @@ KAD_SERVE_TIMEOUT_S = 10.0
 REPOST_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 #: ADD_PROVIDERs waiting to be posted again at most (more are counted as lost).
 MAX_REPOSTING = 4096
+#: Identify of requesters we know no address for: at once, per peer, remembered, limit.
+MAX_IDENTIFYING = 8
+IDENTIFY_RETRY_S = 600.0
+MAX_IDENTIFY_TRACKED = 4096
+IDENTIFY_TIMEOUT_S = 5.0
 
 
 class _Waiter(Generic[T]):
@@ -113,6 +128,8 @@ class DhtClient:
     def __init__(
         self, cores: Cores, network: Network, spawn: Spawn, *, protocol: str,
         rpc_timeout_s: float, serving: bool = True,
+        remote_ip: Callable[[PeerId], str | None] | None = None,
+        identify: Callable[[PeerId, float], Awaitable[IdentifyInfo]] | None = None,
     ) -> None:
         self._cores = cores
         self._net = network
@@ -130,6 +147,15 @@ class DhtClient:
         #: `ModeChanged`), and the inbound requests refused while it did not.
         self.serving = serving
         self.refused_client = 0
+        #: Where a peer's end of our TCP or QUIC connection is (Transport.remote_ip):
+        #: the scope of the addresses we give it and take from it. Unknown: public.
+        self._remote_ip = remote_ip or (lambda peer: None)
+        self.addr_stats = AddrStats()
+        #: Transport.identify, to learn an address-less requester's own addresses; the
+        #: peers asked (→ when, oldest first) and how many asks are running.
+        self._identify = identify
+        self._asked: dict[PeerId, float] = {}
+        self._identifying = 0
 
     @property
     def pending(self) -> int:
@@ -209,6 +235,8 @@ class DhtClient:
             msg = KadMessage.from_wire(bytes(raw))
         except WireError as e:
             raise RemoteProtocolError(f"bad kad message: {e}") from None
+        if self._identify is not None and not self._net.known_addrs(peer):
+            self._ask_addrs_soon(peer)
         rid = next(self._ids)
         self._cores.submit(Received(peer, DhtRequest(rid, msg)))
         if msg.type == MessageType.ADD_PROVIDER:
@@ -221,7 +249,49 @@ class DhtClient:
         finally:
             self._inbound.pop(rid, None)
         reply = w.value
-        return reply.to_wire() if reply is not None else None
+        if reply is None:
+            return None
+        # The core names closer peers without addresses (its table keeps none here):
+        # give those our address book holds, as go-libp2p-kad-dht gives its peerstore's.
+        reply = attach(reply, peer_scope(self._remote_ip(peer)),
+                       lambda p: self._net.known_addrs(p), lambda p: self._net.is_connected(p),
+                       self.addr_stats)
+        return reply.to_wire()
+
+    def _ask_addrs_soon(self, peer: PeerId) -> None:
+        """Ask `peer` (a requester we know no address for) for its own addresses, so
+        our answers stop naming it bare; bounded (module docstring)."""
+        now = trio.current_time()
+        last = self._asked.get(peer)
+        if last is not None and now - last < IDENTIFY_RETRY_S:
+            return
+        if self._identifying >= MAX_IDENTIFYING:
+            self.addr_stats.identify_skipped += 1
+            return
+        self._asked.pop(peer, None)
+        self._asked[peer] = now
+        while len(self._asked) > MAX_IDENTIFY_TRACKED:
+            del self._asked[next(iter(self._asked))]
+        self._identifying += 1
+        self.addr_stats.identify_asked += 1
+        self._spawn(self._ask_addrs, peer)
+
+    async def _ask_addrs(self, peer: PeerId) -> None:
+        assert self._identify is not None
+        try:
+            info = await self._identify(peer, IDENTIFY_TIMEOUT_S)
+        except (ColonyError, trio.TooSlowError, trio.BrokenResourceError, OSError) as e:
+            # A background ask: whatever the peer or the connection does costs this
+            # ask only (an exception here would reach the daemon's nursery).
+            self.addr_stats.identify_failed += 1
+            log.debug("kad_requester_identify_failed", peer=str(peer), error=str(e))
+            return
+        finally:
+            self._identifying -= 1
+        addrs = own_addrs(info.addrs, peer_scope(self._remote_ip(peer)))
+        if addrs:
+            self._net.add_addrs(peer, addrs)
+            self.addr_stats.identify_learned += 1
 
     def answer(self, resp: DhtResponse) -> None:
         """The core's answer to an inbound request `serve` is waiting on."""
@@ -263,6 +333,9 @@ class DhtClient:
             if not isinstance(raw, (bytes, bytearray, memoryview)):  # RAW: bytes-like
                 raise WireError(f"kad reply is {type(raw).__name__}, not bytes")
             reply = KadMessage.from_wire(bytes(raw))
+            # Before the core sees it: its PeerAddressesLearned reach the address book
+            # ahead of the lookup's next queries, so these must be fit to dial.
+            reply = clean(reply, peer_scope(self._remote_ip(peer)), self.addr_stats)
         except (TransportError, WireError) as e:
             # This RPC only: a refusal (a DHT client) or a bad reply says nothing about
             # the peer's other protocols. A lost connection reaches every core as

@@ -10,12 +10,14 @@ import trio
 import trio.testing
 
 from dht.api import ClosestPeers, FindNode, LookupDone, RequestFailed
-from dht.wire import DhtRequest, DhtResponse, KadMessage, MessageType
+from dht.wire import ConnectionType, DhtRequest, DhtResponse, KadMessage, MessageType, PeerInfo
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import Effect, Emit, PeerUnreachable, Received, Send, SetTimer, TimerFired
 from overlay.core.errors import ColonyError
+from overlay.p2p import multiaddr
 from overlay.runtime.driver import Driver
 from overlay.runtime.net.transport import TransportError
+from overlay.runtime.net.transport_types import PeerInfo as IdentifyInfo
 from overlay.runtime.services import dht_client
 from overlay.runtime.services.dht_client import DhtClient
 
@@ -64,7 +66,7 @@ class Net:
         return self.reply
 
 
-def run(test: Any, core: SlowKad, net: Net) -> None:
+def run(test: Any, core: SlowKad, net: Net, **kw: Any) -> None:
     async def main() -> None:
         async with trio.open_nursery() as n:
             client: DhtClient
@@ -74,7 +76,7 @@ def run(test: Any, core: SlowKad, net: Net) -> None:
 
             driver = Driver(core, send=send, emit=lambda ev: client.on_event(ev))
             client = DhtClient(driver, net, n.start_soon,  # type: ignore[arg-type]
-                               protocol=PROTO, rpc_timeout_s=5.0)
+                               protocol=PROTO, rpc_timeout_s=5.0, **kw)
             await n.start(driver.run)
             await test(client, driver)
             n.cancel_scope.cancel()
@@ -195,3 +197,123 @@ def test_an_add_provider_dropped_at_a_full_queue_is_posted_again() -> None:
 
     net = FullNet(2)
     run(test, SlowKad(), net)
+
+
+B = KeyPair(b"\x02" * 32).peer_id
+LO, PUB = "/ip4/127.0.0.1/tcp/4001", "/ip4/8.8.8.8/tcp/4001"
+
+
+class NamingKad(SlowKad):
+    """Answers FIND_NODE naming B as a closer peer, without addresses (as the core does
+    in the daemon: its table keeps none)."""
+
+    def handle(self, inp: Any, now: float) -> list[Effect]:
+        if isinstance(inp, Received) and isinstance(inp.msg, DhtRequest):
+            self.inputs.append(inp)
+            reply = KadMessage(MessageType.FIND_NODE, closer_peers=(PeerInfo(B),))
+            return [Send(inp.peer, DhtResponse(inp.msg.rid, reply))]
+        return super().handle(inp, now)
+
+
+class BookNet(Net):
+    """The address book knows B on loopback and on a public address."""
+
+    def known_addrs(self, peer: Any) -> list[str]:
+        return [LO, PUB] if peer == B else []
+
+    def is_connected(self, peer: Any) -> bool:
+        return peer == B
+
+
+def test_answers_name_closer_peers_with_the_address_book_scoped_to_the_requester() -> None:
+    async def test(client: DhtClient, driver: Driver) -> None:
+        ask = KadMessage(MessageType.FIND_NODE, key=b"x").to_wire()
+        raw = await client.serve(A, ask)
+        assert raw is not None
+        (b,) = KadMessage.from_wire(raw).closer_peers
+        # A asks from a public address (remote_ip below): B's loopback one stays here.
+        assert b == PeerInfo(B, (multiaddr.to_bytes(PUB),), ConnectionType.CONNECTED)
+        assert client.addr_stats.attached == 1
+
+    run(test, NamingKad(), BookNet(None), remote_ip=lambda p: "8.8.8.8")
+
+
+def test_an_answers_addresses_are_cleaned_before_the_core_sees_them() -> None:
+    core = SlowKad()
+    junk = (multiaddr.to_bytes(f"{PUB}/p2p/{A}"), multiaddr.to_bytes(LO), b"\xff")
+    answer = KadMessage(MessageType.FIND_NODE, closer_peers=(
+        PeerInfo(B, (*junk, multiaddr.to_bytes(f"{PUB}/p2p/{B}"))),))
+    net = Net(answer.to_wire())
+
+    async def test(client: DhtClient, driver: Driver) -> None:
+        client.send(A, DhtRequest(3, KadMessage(MessageType.FIND_NODE, key=b"k")))
+        await trio.sleep(1.0)
+        got = [i.msg.msg for i in core.inputs if isinstance(i, Received)]
+        assert got == [KadMessage(MessageType.FIND_NODE, closer_peers=(
+            PeerInfo(B, (multiaddr.to_bytes(PUB),)),))]
+        assert client.addr_stats.dropped == 3 and client.addr_stats.taken == 1
+
+    run(test, core, net)  # remote address unknown: the responder counts as public
+
+
+class Identified:
+    """Transport.identify: A announces a wildcard, a loopback and a public address."""
+
+    def __init__(self) -> None:
+        self.asked: list[Any] = []
+
+    async def __call__(self, peer: Any, timeout: float) -> IdentifyInfo:
+        self.asked.append(peer)
+        await trio.sleep(0.1)
+        return IdentifyInfo(peer, (), None, ("/ip4/0.0.0.0/tcp/1", LO, PUB))
+
+
+class LearningNet(BookNet):
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.learned: dict[Any, list[str]] = {}
+
+    def add_addrs(self, peer: Any, addrs: Any) -> None:
+        self.learned.setdefault(peer, []).extend(addrs)
+
+    def known_addrs(self, peer: Any) -> list[str]:
+        return self.learned.get(peer, []) or super().known_addrs(peer)
+
+
+def test_a_requester_we_know_no_address_for_is_asked_once_for_its_own() -> None:
+    ident, net = Identified(), LearningNet()
+
+    async def test(client: DhtClient, driver: Driver) -> None:
+        ask = KadMessage(MessageType.FIND_NODE, key=b"x").to_wire()
+        await client.serve(A, ask)
+        await trio.sleep(1.0)
+        # Seen from a public address: its public address only (never the wildcard).
+        assert net.learned == {A: [PUB]} and ident.asked == [A]
+        await client.serve(A, ask)  # known now: not asked again
+        await client.serve(B, ask)  # B is in the address book: not asked
+        await trio.sleep(1.0)
+        assert ident.asked == [A]
+        assert client.addr_stats.identify_learned == 1
+
+    run(test, NamingKad(), net, remote_ip=lambda p: "8.8.8.8", identify=ident)
+
+
+def test_a_failed_ask_costs_only_itself_and_is_not_repeated_at_once() -> None:
+    asked: list[Any] = []
+
+    async def refuse(peer: Any, timeout: float) -> IdentifyInfo:
+        asked.append(peer)
+        raise TransportError("identify of A failed: stream reset")
+
+    async def test(client: DhtClient, driver: Driver) -> None:
+        ask = KadMessage(MessageType.FIND_NODE, key=b"x").to_wire()
+        for _ in range(3):
+            assert await client.serve(A, ask) is not None  # answered all the same
+        await trio.sleep(1.0)
+        assert asked == [A] and client.addr_stats.identify_failed == 1
+        await trio.sleep(dht_client.IDENTIFY_RETRY_S)
+        await client.serve(A, ask)
+        await trio.sleep(1.0)
+        assert asked == [A, A]
+
+    run(test, NamingKad(), LearningNet(), identify=refuse)
