@@ -52,7 +52,8 @@ SHARED_INTEGRATION = frozenset(
     f"tests/integration/test_{name}.py"
     for name in (
         "api_openapi", "capsule_bad_input", "capsule_trust", "cli_node",
-        "daemon_api_addr", "daemon_bad_input", "daemon_detach", "dag_stream", "dialer_backoff",
+        "daemon_api_addr", "daemon_bad_input", "daemon_detach", "dag_stream", "dht_closer_addrs",
+        "dialer_backoff",
         "edge_doctor", "edge_holepunch", "executor_function", "executor_subprocess",
         "fetch_durable", "receipt_check", "relay_circuit", "relay_v2", "sdk_docs",
         "store_car_interop", "store_cid_interop", "store_cli", "store_crash_memory",
