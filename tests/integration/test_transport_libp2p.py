@@ -450,6 +450,25 @@ def test_unreachable_peer_bounded_queue_and_send_failed_event() -> None:
     run(main)
 
 
+def test_hearsay_addresses_never_push_first_hand_ones_out_or_ahead() -> None:
+    """A hostile DHT answer naming 32 dead addresses for a peer: they go after the
+    addresses its signed gossip gave and are the first dropped at the cap."""
+    async def main() -> None:
+        async with pair() as (a, b):
+            real = list(b.listen_addrs)
+            junk = [f"/ip4/10.9.9.{i}/tcp/4001" for i in range(32)]
+            a.add_addrs(b.peer_id, junk, hearsay=True)
+            a.add_addrs(b.peer_id, real)
+            a.add_addrs(b.peer_id, junk[::-1], hearsay=True)
+            known = a.known_addrs(b.peer_id)
+            assert known[:len(real)] == real[::-1] or known[:len(real)] == real
+            assert len(known) == a.config.max_addrs_per_peer
+            if STACK == "native":  # py-libp2p's peerstore orders addresses its own way
+                await a.connect(b.peer_id)  # the real address is tried first
+
+    run(main)
+
+
 def test_a_dial_waiting_for_addresses_ends_when_the_peer_dials_in() -> None:
     """b has no address for a and waits its grace for one; a dials b meanwhile: b's
     connect returns on that connection instead of failing "no known address"."""

@@ -281,13 +281,17 @@ class Transport:
 
     # ------------------------------------------------------------ peers and dialling
 
-    def add_addrs(self, peer: PeerId, addrs: Iterable[str]) -> None:
+    def add_addrs(self, peer: PeerId, addrs: Iterable[str], *, hearsay: bool = False) -> None:
         """Remember dialable addresses (`/ip4/…/tcp/N`, with or without /p2p/).
 
         Addresses mostly come from other peers (gossip, DHT answers and provider
         records), so one that names another peer or is no multiaddr is skipped and
         counted (`addrs_refused`), never raised: this runs on the driver's task, where
-        an exception would stop the daemon."""
+        an exception would stop the daemon. First-hand addresses (the peer's signed
+        gossip, its identify, our config) go first; `hearsay` ones (a third party's DHT
+        answer or provider record) go after those already known, so the trim to
+        `max_addrs_per_peer` drops hearsay first and a hostile answer cannot push a
+        peer's real addresses out or ahead."""
         known = self._addrs.get(peer)
         if known is None:
             if len(self._addrs) >= self.config.max_known_peers:
@@ -305,7 +309,10 @@ class Transport:
                     log.debug("peer_addr_refused", peer=str(peer), addr=a[:200])
                     continue
             if a not in known:
-                known.insert(0, a)  # newest first
+                if hearsay:
+                    known.append(a)
+                else:
+                    known.insert(0, a)  # newest first
                 new = True
         del known[self.config.max_addrs_per_peer :]
         if new:

@@ -184,7 +184,7 @@ class BlockService:
         """The providers in `found` other than us; their addresses are noted."""
         for p in found:
             if p.addrs and p.peer != self._me:
-                self._net.add_addrs(p.peer, str_addrs(p.addrs))
+                self._net.add_addrs(p.peer, str_addrs(p.addrs), hearsay=True)
         return [p.peer for p in found if p.peer != self._me]
 
     @asynccontextmanager

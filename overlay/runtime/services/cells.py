@@ -376,7 +376,7 @@ class CellService:
                 if info.peer == self.me:
                     continue
                 if info.addrs:
-                    self._net.add_addrs(info.peer, str_addrs(info.addrs))
+                    self._net.add_addrs(info.peer, str_addrs(info.addrs), hearsay=True)
                 n.start_soon(ask, info.peer)
         return len(providers), heard[0]
 

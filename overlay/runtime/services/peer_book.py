@@ -76,7 +76,7 @@ class PeerBook:
         elif isinstance(ev, PeerAddressesLearned):
             addrs = str_addrs(ev.addrs)
             if addrs and ev.peer != self._me:
-                self._net.add_addrs(ev.peer, addrs)
+                self._net.add_addrs(ev.peer, addrs, hearsay=True)  # a DHT answer's
 
     def remember(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
         key = str(peer)

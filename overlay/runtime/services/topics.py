@@ -311,7 +311,7 @@ class TopicService:
         found = [i for i in result_as(ev, Providers).providers if i.peer != self.me]
         for info in found:
             if info.addrs:
-                self._net.add_addrs(info.peer, str_addrs(info.addrs))
+                self._net.add_addrs(info.peer, str_addrs(info.addrs), hearsay=True)
         # Providers of other cells: learn their chains first (both ways).
         unknown = [i.peer for i in found if self._trust.colony_owner is not None
                    and self._trust.chain_of(i.peer) is None][:MAX_EXCHANGES]

@@ -273,7 +273,7 @@ class LearningNet(BookNet):
         super().__init__(None)
         self.learned: dict[Any, list[str]] = {}
 
-    def add_addrs(self, peer: Any, addrs: Any) -> None:
+    def add_addrs(self, peer: Any, addrs: Any, *, hearsay: bool = False) -> None:
         self.learned.setdefault(peer, []).extend(addrs)
 
     def known_addrs(self, peer: Any) -> list[str]:

@@ -25,9 +25,12 @@ class AddressBook:
 
     def __init__(self) -> None:
         self.addrs: dict[PeerId, list[str]] = {}
+        self.hearsay: set[str] = set()
 
-    def add_addrs(self, peer: PeerId, addrs: Any) -> None:
+    def add_addrs(self, peer: PeerId, addrs: Any, *, hearsay: bool = False) -> None:
         self.addrs.setdefault(peer, []).extend(addrs)
+        if hearsay:
+            self.hearsay.update(addrs)
 
     def known_addrs(self, peer: PeerId) -> list[str]:
         return self.addrs.get(peer, [])
@@ -93,4 +96,5 @@ def test_dht_addresses_reach_the_network_except_our_own() -> None:
     book.on_event(PeerAddressesLearned(PEERS[0], bin_addrs([_addr(1)])))
     book.on_event(PeerAddressesLearned(ME, bin_addrs([_addr(2)])))
     assert net.addrs == {PEERS[0]: [_addr(1)]}
+    assert net.hearsay == {_addr(1)}  # a third party's word: after first-hand addresses
     assert book.known_peers == {}  # DHT peers are not members
