@@ -145,7 +145,8 @@ class Libp2pQuicConnection(QuicConnection):
                 or self._close_pending or not self._network_paths[0].is_validated:
             return []
         size = pmtud.probe_size(now)
-        if size is None or self._version is None or self._loss.congestion_window - self._loss.bytes_in_flight < size:
+        if size is None or self._version is None \
+                or self._loss.congestion_window - self._loss.bytes_in_flight < size:
             return []
         builder = QuicPacketBuilder(
             host_cid=self.host_cid, is_client=self._is_client, max_datagram_size=size,
