@@ -73,6 +73,8 @@ MAX_PENDING_HANDSHAKES = 64
 #: to carry it: loopback, a LAN with jumbo frames).
 MAX_DATAGRAM_SIZE = 1200
 PMTUD_MAX_BYTES = DEFAULT_MAX_BYTES
+#: Path MTU discovery for new endpoints (default on); an endpoint's own `pmtud` wins.
+PMTUD = True
 _CID_LENGTH = 8
 _MIN_INITIAL_BYTES = 1200
 _RECV_BYTES = 65536
@@ -98,10 +100,11 @@ class QuicEndpoint:
         max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
         max_datagram_size: int = MAX_DATAGRAM_SIZE,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
-        pmtud: bool = True,
+        pmtud: bool | None = None,
         pmtud_max_bytes: int = PMTUD_MAX_BYTES,
     ) -> None:
         self.handshake_timeout_s = handshake_timeout_s
+        pmtud = PMTUD if pmtud is None else pmtud
         cap = max(pmtud_max_bytes, max_datagram_size) if not pmtud else pmtud_max_bytes
         if not 1200 <= max_datagram_size <= cap <= 16384:
             # Above 16 KiB is untested (a 65,000-byte setting stalled on loopback).
