@@ -107,7 +107,8 @@ class QuicEndpoint:
         pmtud = PMTUD if pmtud is None else pmtud
         cap = max(pmtud_max_bytes, max_datagram_size) if not pmtud else pmtud_max_bytes
         if not 1200 <= max_datagram_size <= cap <= 16384:
-            # Above 16 KiB is untested (a 65,000-byte setting stalled on loopback).
+            # aioquic encodes STREAM/CRYPTO frame lengths in 2 bytes (< 16384): larger
+            # datagrams corrupt frames (quic_pmtud.DEFAULT_MAX_BYTES).
             raise ValueError(f"datagram sizes {max_datagram_size}..{pmtud_max_bytes} "
                              "not within 1200..16384")
         #: Start size (fixed without `pmtud`); `pmtud_max_bytes` caps the search.

@@ -37,8 +37,9 @@ import enum
 BASE_PLPMTU = 1200
 #: The largest UDP payload (RFC 9000 §18.2 max_udp_payload_size default, 65527).
 MAX_UDP_PAYLOAD = 65527
-#: Default configured maximum: above 16 KiB is untested with aioquic (a 65,000-byte
-#: setting stalled on loopback), and 16 KiB already gives most of the per-packet gain.
+#: Default configured maximum, and aioquic's hard one: it writes STREAM and CRYPTO
+#: frame lengths as 2-byte varints (< 16384), so a larger datagram corrupts frames
+#: (a 32 KiB one fails the connection with "Unknown frame type").
 DEFAULT_MAX_BYTES = 16384
 MAX_PROBES = 3
 SEARCH_MIN_STEP_BYTES = 20
