@@ -67,8 +67,9 @@ def _put(p: Path, text: str) -> None:
 
 SINK = "/colony-bench/sink/1.0.0"
 #: Modes of the throughput phase: the punch's transport (and QUIC's congestion control).
+#: "no pmtud": the dialler's datagrams stay at 1200 bytes (path-MTU discovery off).
 MODES = (("tcp", "tcp", ""), ("quic (reno)", "quic", "reno"), ("quic (cubic)", "quic", "cubic"),
-         ("quic (bbr)", "quic", "bbr"))
+         ("quic (bbr)", "quic", "bbr"), ("quic (bbr, no pmtud)", "quic", "bbr"))
 
 
 async def _sink(s: Any) -> None:
@@ -196,8 +197,10 @@ async def node(role: str, d: Path, ip: str, names: list[str], attempts: list[int
             for label, kind, cc in MODES:
                 use((kind,))
                 quic.CONGESTION_CONTROL = cc or "reno"
+                quic.PMTUD = "no pmtud" not in label
                 if host._quic is not None:
                     host._quic.congestion_control = cc or "reno"
+                    host._quic.pmtud = quic.PMTUD
                 for _try in range(3):
                     row = await punch(peers["c"], kind)
                     if row["ok"] and row.get("transport") == kind:
@@ -218,6 +221,7 @@ async def node(role: str, d: Path, ip: str, names: list[str], attempts: list[int
                     if kind == "quic" and q is not None:  # the controller's end state
                         got["cc"] = {k: v for k, v in q._loss._cc.get_log_data().items()
                                      if isinstance(v, (int, float, str))}
+                        got["cc"]["datagram"] = q.max_datagram_size
                     print(json.dumps(got), flush=True)
                 await drop(peers["c"], kind)
 

@@ -5,12 +5,13 @@ Each measure: a sink in another process (`--serve quic|tcp`) reads one stream to
 end and answers b"k"; this process writes `--mib` MiB in 256 KiB writes on one
 negotiated stream (multistream-select; QUIC: libp2p TLS + a QUIC stream; TCP:
 Noise XX + Yamux, overlay/p2p) and times until the answer. Best of `--runs`.
-QUIC is measured at 1200-byte datagrams (what we send on every path: no path-MTU
-discovery yet) and at 16 KiB (loopback only: shows the per-packet cost of pure-Python
-aioquic). Each of `--cc` congestion controllers (the sender's; default: aioquic's
-reno and cubic, and ours, bbr) is measured at both sizes. Also prints the connection
-set-up time of each (dial to verified peer), and the load average, since the
-machine's two cores are shared.
+QUIC is measured three ways: fixed 1200-byte datagrams (path-MTU discovery off: what
+every path got before it), with path-MTU discovery (the default: both ends start at
+1200 and probe up to 16 KiB; the size reached is printed), and fixed 16 KiB (the
+ceiling of the search; loopback only). Each of `--cc` congestion controllers (the
+sender's; default: aioquic's reno and cubic, and ours, bbr) is measured all three ways.
+Also prints the connection set-up time of each (dial to verified peer), and the load
+average, since the machine's two cores are shared.
 
 Run: .venv/bin/python bench/quic.py [--mib 64] [--runs 3] [--cc reno,cubic,bbr]
 """
@@ -49,7 +50,7 @@ class _Sink:
         await s.close()
 
 
-async def _serve_quic(dgram: int) -> None:
+async def _serve_quic(dgram: int, pmtud: bool) -> None:
     sink = _Sink()
 
     async def on_stream(s: Any) -> None:
@@ -57,7 +58,7 @@ async def _serve_quic(dgram: int) -> None:
         await sink(s)
 
     kp = KeyPair.generate()
-    ep = QuicEndpoint(kp, on_stream=on_stream, max_datagram_size=dgram)
+    ep = QuicEndpoint(kp, on_stream=on_stream, max_datagram_size=dgram, pmtud=pmtud)
     async with trio.open_nursery() as n:
         await n.start(ep.run, ("127.0.0.1", 0))
         print(ep.multiaddr, kp.peer_id.to_base58(), flush=True)
@@ -84,11 +85,13 @@ async def _push(s: Any, total: int) -> float:
     return total / (time.perf_counter() - t0) / MiB
 
 
-async def measure(kind: str, total: int, dgram: int = 1200,
-                  cc: str = "") -> tuple[float, float]:
-    """(MB/s of one stream, connection set-up ms) against a sink in another process."""
+async def measure(kind: str, total: int, dgram: int = 1200, cc: str = "",
+                  pmtud: bool = False) -> tuple[float, float, int]:
+    """(MB/s of one stream, connection set-up ms, datagram size at the end) against a
+    sink in another process."""
     proc = await trio.lowlevel.open_process(
-        [sys.executable, __file__, "--serve", kind, "--dgram", str(dgram)],
+        [sys.executable, __file__, "--serve", kind, "--dgram", str(dgram)]
+        + (["--pmtud"] if pmtud else []),
         stdout=subprocess.PIPE,
     )
     try:
@@ -100,7 +103,7 @@ async def measure(kind: str, total: int, dgram: int = 1200,
         addr, peer_text = buf.split(b"\n", 1)[0].decode().split()
         peer = PeerId.from_base58(peer_text)
         if kind == "quic":
-            ep = QuicEndpoint(KeyPair.generate(), max_datagram_size=dgram)
+            ep = QuicEndpoint(KeyPair.generate(), max_datagram_size=dgram, pmtud=pmtud)
             ep.congestion_control = cc or ep.congestion_control
             async with trio.open_nursery() as n:
                 await n.start(ep.run, ("127.0.0.1", 0))
@@ -109,9 +112,10 @@ async def measure(kind: str, total: int, dgram: int = 1200,
                 conn = await ep.dial((parts[2], int(parts[4])), peer)
                 setup_ms = (time.perf_counter() - t0) * 1000
                 mb_s = await _push(await conn.open_stream([PROTO]), total)
+                size = conn.quic.max_datagram_size
                 await conn.close()
                 n.cancel_scope.cancel()
-            return mb_s, setup_ms
+            return mb_s, setup_ms, size
         host = Host(KeyPair.generate())
         async with host.serve([]):
             t0 = time.perf_counter()
@@ -119,7 +123,7 @@ async def measure(kind: str, total: int, dgram: int = 1200,
             setup_ms = (time.perf_counter() - t0) * 1000
             mb_s = await _push(await host.new_stream(peer, [PROTO]), total)
             await host.disconnect(peer)
-        return mb_s, setup_ms
+        return mb_s, setup_ms, 0
     finally:
         proc.kill()
         await proc.wait()
@@ -129,11 +133,13 @@ async def main(mib: int, runs: int, ccs: list[str]) -> None:
     total = mib * MiB
     print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
           f"{os.getloadavg()[2]:.2f} (2 shared cores)")
-    results: dict[str, list[tuple[float, float]]] = {"tcp": []}
+    results: dict[str, list[tuple[float, float, int]]] = {"tcp": []}
     for _ in range(runs):  # interleaved, so all see the same background load
         results["tcp"].append(await measure("tcp", total))
         for cc in ccs:
             results.setdefault(f"quic {cc}", []).append(await measure("quic", total, cc=cc))
+            results.setdefault(f"quicpmtud {cc}", []).append(
+                await measure("quic", total, cc=cc, pmtud=True))
             results.setdefault(f"quic16k {cc}", []).append(
                 await measure("quic", total, 16384, cc=cc))
     tcp = max(r[0] for r in results["tcp"])
@@ -143,8 +149,13 @@ async def main(mib: int, runs: int, ccs: list[str]) -> None:
     for cc in ccs:
         quic = max(r[0] for r in results[f"quic {cc}"])
         quic16k = max(r[0] for r in results[f"quic16k {cc}"])
+        pm = results[f"quicpmtud {cc}"]
+        quicpm = max(r[0] for r in pm)
+        sizes = sorted({r[2] for r in pm})
         print(f"{f'QUIC stream, 1200-byte datagrams, {cc}':<50} {quic:8.1f} MB/s"
               f"  ratio {quic / tcp:.3f} of TCP (goal ≥ 0.3)")
+        print(f"{f'QUIC stream, path-MTU discovery, {cc}':<50} {quicpm:8.1f} MB/s"
+              f"  ratio {quicpm / tcp:.3f} of TCP (goal ≥ 0.3); reached {sizes} bytes")
         print(f"{f'QUIC stream, 16 KiB datagrams (loopback), {cc}':<50} {quic16k:8.1f} MB/s"
               f"  ratio {quic16k / tcp:.3f} of TCP (goal ≥ 0.3)")
     print(f"{'connection set-up TCP+Noise+Yamux':<50} {tcp_setup:8.1f} ms")
@@ -160,13 +171,14 @@ if __name__ == "__main__":
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--serve", choices=("quic", "tcp"))
     ap.add_argument("--dgram", type=int, default=1200)
+    ap.add_argument("--pmtud", action="store_true", help="(--serve) path-MTU discovery")
     ap.add_argument("--cc", default="reno,cubic,bbr",
                     help="the sender's QUIC congestion controllers, comma-separated")
     args = ap.parse_args()
     logging.disable(logging.CRITICAL)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if args.serve == "quic":
-        trio.run(_serve_quic, args.dgram)
+        trio.run(_serve_quic, args.dgram, args.pmtud)
     elif args.serve == "tcp":
         trio.run(_serve_tcp)
     else:

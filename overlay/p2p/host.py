@@ -86,8 +86,11 @@ class Host:
         max_pending_handshakes: int = 64,
         on_connected: PeerCallback | None = None,
         on_disconnected: PeerCallback | None = None,
+        quic_pmtud: bool = True,
+        quic_max_datagram_bytes: int = 16384,
     ) -> None:
         self.keypair = keypair
+        self.quic_pmtud, self.quic_max_datagram_bytes = quic_pmtud, quic_max_datagram_bytes
         self.peer_id = keypair.peer_id
         self.agent_version = agent_version
         self.dial_timeout_s = dial_timeout_s
@@ -164,7 +167,8 @@ class Host:
 
     def _new_quic_endpoint(self) -> QuicEndpoint:
         return QuicEndpoint(self.keypair, on_stream=self._on_stream,
-                            on_connection=self._adopt_quic)
+                            on_connection=self._adopt_quic, pmtud=self.quic_pmtud,
+                            pmtud_max_bytes=self.quic_max_datagram_bytes)
 
     async def punch_endpoint(self, nursery: trio.Nursery) -> QuicEndpoint:
         """A running QUIC endpoint on a fresh UDP port of our QUIC listen address, in

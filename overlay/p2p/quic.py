@@ -51,12 +51,15 @@ from aioquic.quic.packet import (
 )
 
 from overlay.core.crypto import KeyPair
-from overlay.core.errors import WireError
 from overlay.core.ids import PeerId
-from overlay.p2p import multistream, quic_stream, quic_tls
-from overlay.p2p.errors import ConnectionClosedError, HandshakeError, NegotiationError
+from overlay.p2p import multistream, quic_path, quic_stream, quic_tls
+from overlay.p2p.errors import HandshakeError, NegotiationError
+from overlay.p2p.quic_conn import ERR_HANDSHAKE, QuicConn
 from overlay.p2p.quic_credit import STREAM_WINDOW, Libp2pQuicConnection
+from overlay.p2p.quic_pmtud import DEFAULT_MAX_BYTES, Pmtud
 from overlay.p2p.quic_stream import QuicStream
+
+__all__ = ["QuicConn", "QuicEndpoint", "negotiate_inbound"]
 
 log = structlog.get_logger("colony.p2p.quic")
 
@@ -64,9 +67,14 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 30.0
 MAX_PENDING_HANDSHAKES = 64
-#: QUIC's safe minimum path MTU payload; we do no path-MTU discovery (yet), so larger
-#: datagrams are only for paths known to carry them (loopback, a LAN with jumbo frames).
+#: QUIC's safe minimum path MTU payload: where every connection starts. With `pmtud`
+#: (default) the search (quic_pmtud.py) raises it per connection to what the path
+#: carries, up to PMTUD_MAX_BYTES; without, it stays (then set it only for paths known
+#: to carry it: loopback, a LAN with jumbo frames).
 MAX_DATAGRAM_SIZE = 1200
+PMTUD_MAX_BYTES = DEFAULT_MAX_BYTES
+#: Path MTU discovery for new endpoints (default on); an endpoint's own `pmtud` wins.
+PMTUD = True
 _CID_LENGTH = 8
 _MIN_INITIAL_BYTES = 1200
 _RECV_BYTES = 65536
@@ -74,186 +82,8 @@ _RECV_BYTES = 65536
 CONGESTION_CONTROL = "bbr"
 #: A hole-punch packet (DCUtR over QUIC: "UDP packets filled with random bytes").
 PUNCH_PACKET_BYTES = 64
-#: Application error code we close with when the peer's certificate is refused.
-_ERR_HANDSHAKE = 0x1
 
 OnQuicStream = Callable[[QuicStream], Awaitable[None]]
-
-
-class QuicConn:
-    """One QUIC connection to a peer; streams are `QuicStream`s."""
-
-    def __init__(
-        self, endpoint: QuicEndpoint, quic: Libp2pQuicConnection, addr: tuple[str, int],
-        *, initiator: bool, expected_peer: PeerId | None,
-    ) -> None:
-        self.endpoint = endpoint
-        self.quic = quic
-        self.addr = addr
-        self.initiator = initiator
-        self.expected_peer = expected_peer
-        self.local_peer = endpoint.keypair.peer_id
-        self.remote_peer: PeerId = expected_peer or self.local_peer  # set on handshake
-        self.remote_addr: str | None = f"/ip4/{addr[0]}/udp/{addr[1]}/quic-v1"
-        self.streams: dict[int, QuicStream] = {}
-        self.verified = False
-        self.closed = False
-        self.close_reason: str | None = None
-        self.ready = trio.Event()
-        self.progress = trio.Event()
-        self._done = trio.Event()
-        self._early: list[events.QuicEvent] = []
-        self._max_inbound_sid = -1
-        self.bytes_in = 0
-        self.bytes_out = 0
-
-    # ------------------------------------------------------------ streams
-
-    async def open_stream(self, protocols: Iterable[str]) -> QuicStream:
-        """A new bidirectional stream negotiated to the first of `protocols` accepted."""
-        if self.closed:
-            raise ConnectionClosedError(self.close_reason or "connection closed")
-        sid = self.quic.get_next_available_stream_id()
-        s = self._add_stream(sid)
-        try:
-            s.protocol = await multistream.select_dialer(s, protocols)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await s.reset()
-            raise
-        return s
-
-    def _add_stream(self, sid: int) -> QuicStream:
-        s = self.streams[sid] = QuicStream(self, sid)
-        self.quic.consumed[sid] = 0
-        return s
-
-    # -- what QuicStream calls
-
-    def send(self, sid: int, data: bytes, end: bool = False) -> None:
-        self.quic.send_stream_data(sid, data, end)
-        self.bytes_out += len(data)
-        self.endpoint.transmit(self)
-
-    def unacked(self, sid: int) -> int:
-        stream = self.quic._streams.get(sid)
-        if stream is None:
-            return 0
-        sender = stream.sender
-        return int(sender._buffer_stop - sender._buffer_start)
-
-    def consumed(self, sid: int, n: int) -> None:
-        if sid in self.quic.consumed:
-            before = self.quic.consumed[sid]
-            self.quic.consumed[sid] = before + n
-            if (before + n) // (STREAM_WINDOW // 4) != before // (STREAM_WINDOW // 4):
-                self.endpoint.transmit(self)
-
-    def reset_stream(self, sid: int) -> None:
-        # Either half may be finished already in aioquic (it then raises): best effort.
-        with suppress(Exception):
-            self.quic.reset_stream(sid, 0)
-        with suppress(Exception):
-            self.quic.stop_stream(sid, 0)
-        self.forget(sid)
-        self.endpoint.transmit(self)
-
-    def forget(self, sid: int) -> None:
-        self.streams.pop(sid, None)
-        self.quic.consumed.pop(sid, None)
-
-    def _locally_initiated(self, sid: int) -> bool:
-        return (sid & 1) == (0 if self.initiator else 1)
-
-    # ------------------------------------------------------------ lifecycle
-
-    async def close(self, reason: str = "closed") -> None:
-        if not self.closed:
-            self.quic.close(error_code=0, reason_phrase=reason[:100])
-            self.endpoint.transmit(self)
-            self._shutdown(reason)
-
-    async def wait_closed(self) -> None:
-        await self._done.wait()
-
-    async def wait_progress(self) -> None:
-        """Until the next batch of datagrams or timer (ACKs free the send buffer)."""
-        if self.progress.is_set():
-            self.progress = trio.Event()
-        await self.progress.wait()
-
-    def _shutdown(self, reason: str) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.close_reason = reason
-        for s in list(self.streams.values()):
-            s._kill(f"connection closed: {reason}")
-        self.streams.clear()
-        self.ready.set()
-        self.progress.set()
-        self._done.set()
-
-    # ------------------------------------------------------------ events
-
-    def handle(self, ev: events.QuicEvent) -> None:
-        if isinstance(ev, events.HandshakeCompleted):
-            self._verify(ev)
-        elif isinstance(ev, events.ConnectionTerminated):
-            self._shutdown(ev.reason_phrase or f"terminated (code {ev.error_code})")
-        elif isinstance(ev, events.StreamDataReceived | events.StreamReset):
-            if not self.verified:
-                self._early.append(ev)  # 1-RTT data can overtake the client's Finished
-            else:
-                self._stream_event(ev)
-
-    def _verify(self, ev: events.HandshakeCompleted) -> None:
-        try:
-            if ev.alpn_protocol != quic_tls.ALPN:
-                raise HandshakeError(f"ALPN {ev.alpn_protocol!r}, not {quic_tls.ALPN!r}")
-            tls = self.quic.tls
-            cert = tls._peer_certificate
-            chain = ([cert] if cert is not None else []) + list(tls._peer_certificate_chain)
-            now = dt.datetime.fromtimestamp(self.endpoint.wall_clock(), dt.UTC)
-            self.remote_peer = quic_tls.verify_chain(chain, now, self.expected_peer)
-        except WireError as e:
-            self.endpoint.drops["handshake_refused"] += 1
-            log.info("quic_handshake_refused", addr=self.remote_addr, reason=str(e)[:200])
-            self.quic.close(error_code=_ERR_HANDSHAKE, reason_phrase=str(e)[:100])
-            self.endpoint.transmit(self)
-            self._shutdown(f"{type(e).__name__}: {e}")
-            return
-        self.verified = True
-        self.ready.set()
-        early, self._early = self._early, []
-        for queued in early:
-            self._stream_event(queued)
-
-    def _stream_event(self, ev: events.QuicEvent) -> None:
-        if isinstance(ev, events.StreamReset):
-            s = self.streams.pop(ev.stream_id, None)
-            if s is not None:
-                s._kill("reset by peer")
-            return
-        assert isinstance(ev, events.StreamDataReceived)
-        sid = ev.stream_id
-        s = self.streams.get(sid)
-        if s is None:
-            if self._locally_initiated(sid) or sid & 2:
-                # Data on a stream we closed, or a unidirectional stream (libp2p uses none).
-                if sid & 2:
-                    self.endpoint.drops["unidirectional_stream"] += 1
-                return
-            if sid <= self._max_inbound_sid:  # one we reset and forgot: late data
-                return
-            self._max_inbound_sid = sid
-            s = self._add_stream(sid)
-            self.endpoint.spawn_stream(s)
-        self.bytes_in += len(ev.data)
-        if ev.data:
-            s._deliver(ev.data)
-        if ev.end_stream:
-            s._end()
 
 
 class QuicEndpoint:
@@ -270,12 +100,21 @@ class QuicEndpoint:
         max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
         max_datagram_size: int = MAX_DATAGRAM_SIZE,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
+        pmtud: bool | None = None,
+        pmtud_max_bytes: int = PMTUD_MAX_BYTES,
     ) -> None:
         self.handshake_timeout_s = handshake_timeout_s
-        if not 1200 <= max_datagram_size <= 16384:
-            # Above 16 KiB is untested (a 65,000-byte setting stalled on loopback).
-            raise ValueError(f"max_datagram_size {max_datagram_size} not in 1200..16384")
+        pmtud = PMTUD if pmtud is None else pmtud
+        cap = max(pmtud_max_bytes, max_datagram_size) if not pmtud else pmtud_max_bytes
+        if not 1200 <= max_datagram_size <= cap <= 16384:
+            # aioquic encodes STREAM/CRYPTO frame lengths in 2 bytes (< 16384): larger
+            # datagrams corrupt frames (quic_pmtud.DEFAULT_MAX_BYTES).
+            raise ValueError(f"datagram sizes {max_datagram_size}..{pmtud_max_bytes} "
+                             "not within 1200..16384")
+        #: Start size (fixed without `pmtud`); `pmtud_max_bytes` caps the search.
         self.max_datagram_size = max_datagram_size
+        self.pmtud = pmtud
+        self.pmtud_max_bytes = pmtud_max_bytes
         #: Congestion controller for new connections ("bbr", "reno", "cubic").
         self.congestion_control = CONGESTION_CONTROL
         self.keypair = keypair
@@ -314,6 +153,17 @@ class QuicEndpoint:
         cfg.private_key = self.private_key
         return cfg
 
+    def _connection(self, client: bool, addr: tuple[str, int],
+                    **kwargs: Any) -> Libp2pQuicConnection:
+        search = None
+        if self.pmtud:
+            search = Pmtud(start=self.max_datagram_size, max_bytes=self.pmtud_max_bytes,
+                           now=trio.current_time())
+            if (route := quic_path.route_payload_limit(addr)) is not None:
+                search.limit(route)
+        return Libp2pQuicConnection(configuration=self._config(client), pmtud=search,
+                                    **kwargs)
+
     @property
     def multiaddr(self) -> str:
         return f"/ip4/{self.local_addr[0]}/udp/{self.local_addr[1]}/quic-v1"
@@ -327,6 +177,8 @@ class QuicEndpoint:
             for opt in (stdsocket.SO_RCVBUF, stdsocket.SO_SNDBUF):
                 with suppress(OSError):
                     sock.setsockopt(stdsocket.SOL_SOCKET, opt, 4 * 1024 * 1024)
+            if self.pmtud:
+                quic_path.set_dont_fragment(sock)
             await sock.bind(addr)
         except BaseException:
             sock.close()
@@ -435,10 +287,8 @@ class QuicEndpoint:
         if pending >= self.max_pending_handshakes:
             self.drops["too_many_handshakes"] += 1
             return None
-        quic = Libp2pQuicConnection(
-            configuration=self._config(client=False),
-            original_destination_connection_id=header.destination_cid,
-        )
+        quic = self._connection(
+            False, addr, original_destination_connection_id=header.destination_cid)
         c = QuicConn(self, quic, addr, initiator=False, expected_peer=None)
         self._register(c, header.destination_cid)
         return c
@@ -466,7 +316,7 @@ class QuicEndpoint:
         log.info("quic_connection_failed", addr=c.remote_addr, reason=reason)
         self.drops["connection_failed"] += 1
         with suppress(Exception):
-            c.quic.close(error_code=_ERR_HANDSHAKE, reason_phrase=reason[:100])
+            c.quic.close(error_code=ERR_HANDSHAKE, reason_phrase=reason[:100])
             self.transmit(c)
         c._shutdown(reason)
         self._forget(c)
@@ -575,7 +425,7 @@ class QuicEndpoint:
         """A verified connection to the peer at `addr`; HandshakeError otherwise."""
         if self._raw is None:
             raise RuntimeError("endpoint is not running")
-        quic = Libp2pQuicConnection(configuration=self._config(client=True))
+        quic = self._connection(True, addr)
         c = QuicConn(self, quic, addr, initiator=True, expected_peer=expected_peer)
         self._register(c)
         quic.connect(addr, now=trio.current_time())

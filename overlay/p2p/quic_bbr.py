@@ -204,6 +204,15 @@ class BbrCongestionControl(QuicCongestionControl):
             return 0.0
         return HIGH_GAIN * self.congestion_window / max(rtt, MIN_RTT_FLOOR_S)
 
+    def set_max_datagram_size(self, size: int) -> None:
+        """Path MTU discovery changed the datagram size (overlay/p2p/quic_pmtud.py).
+        The model is in bytes, so only the packet-counted bounds follow; the window
+        is never left below the new minimum (RFC 9002 §7.2: it is in datagrams)."""
+        self.mds = size
+        self.min_cwnd = MIN_CWND_PACKETS * size
+        self.initial_cwnd = K_INITIAL_WINDOW * size
+        self.congestion_window = self._clamp(self.congestion_window)
+
     def _clamp(self, cwnd: float) -> int:
         return int(min(max(cwnd, self.min_cwnd), MAX_CWND_BYTES))
 

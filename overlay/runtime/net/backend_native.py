@@ -52,6 +52,8 @@ class NativeBackend:
             handshake_timeout_s=config.stream_open_timeout_s,
             on_connected=self._connected,
             on_disconnected=self._disconnected,
+            quic_pmtud=config.quic_pmtud,
+            quic_max_datagram_bytes=config.quic_max_datagram_bytes,
         )
 
     def _connected(self, peer: PeerId) -> None:

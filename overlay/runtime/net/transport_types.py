@@ -124,22 +124,35 @@ class TransportConfig:
     max_addrs_per_peer: int = 16
     max_known_peers: int = 100_000
     event_queue: int = 4096
+    #: `[quic] pmtud`: QUIC path MTU discovery (else 1200-byte datagrams throughout).
+    quic_pmtud: bool = True
+    #: `[quic] max_datagram_bytes`: the ceiling of the search.
+    quic_max_datagram_bytes: int = 16384
 
     def __post_init__(self) -> None:
         if self.stack not in STACKS:
             raise ConfigError(f"[network] stack {self.stack!r} is not one of {STACKS}")
         if self.max_send_rate < 0:
             raise ConfigError("[network] max_send_rate must be >= 0 (0 = unlimited)")
+        if not 1200 <= self.quic_max_datagram_bytes <= 16384:
+            raise ConfigError(f"[quic] max_datagram_bytes {self.quic_max_datagram_bytes} "
+                              "is not within 1200..16384")
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Mapping[str, Any]], **overrides: Any) -> TransportConfig:
-        """From the node configuration (`[network] max_frame_bytes, stack, max_send_rate`)."""
+        """From the node configuration (`[network] max_frame_bytes, stack, max_send_rate`,
+        `[quic] pmtud, max_datagram_bytes`)."""
         net = cfg["network"]
         values: dict[str, Any] = {"max_frame_bytes": int(net["max_frame_bytes"])}
         if "stack" in net:
             values["stack"] = str(net["stack"])
         if "max_send_rate" in net:
             values["max_send_rate"] = int(net["max_send_rate"])
+        quic = cfg.get("quic", {})
+        if "pmtud" in quic:
+            values["quic_pmtud"] = bool(quic["pmtud"])
+        if "max_datagram_bytes" in quic:
+            values["quic_max_datagram_bytes"] = int(quic["max_datagram_bytes"])
         values.update(overrides)
         return cls(**values)
 

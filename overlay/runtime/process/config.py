@@ -37,6 +37,10 @@ DEFAULTS: Config = {
         # Bytes/s we send to any one peer (token bucket); 0 = unlimited.
         "max_send_rate": 0,
     },
+    # QUIC path MTU discovery (overlay/p2p/quic_pmtud.py, docs/transport.md): datagrams
+    # start at 1200 bytes and grow to what the path carries, up to max_datagram_bytes
+    # (1200..16384; aioquic's frame encoding stops at 16 KiB).
+    "quic": {"pmtud": True, "max_datagram_bytes": 16384},
     "discovery": {"mdns": False},
     "api": {"listen": "127.0.0.1:5101"},
     "store": {"cid_version": 1, "initial_map_size_mib": 256},
@@ -139,6 +143,13 @@ max_frame_bytes = 4194304
 stack = "native"
 # Send-rate limit per peer in bytes/s (a token bucket, as a WAN uplink); 0 = none.
 max_send_rate = 0
+
+[quic]
+# Path MTU discovery: datagrams start at 1200 bytes (safe on any path) and grow to
+# what the path carries (probes; 1472 on Ethernet, the maximum on loopback).
+pmtud = true
+# Its ceiling, 1200..16384 (aioquic cannot frame larger datagrams).
+max_datagram_bytes = 16384
 
 [discovery]
 # Find peers on the local network by multicast DNS (the libp2p mDNS spec, so

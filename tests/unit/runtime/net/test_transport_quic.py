@@ -52,3 +52,36 @@ def test_transport_listens_and_dials_on_quic_only() -> None:
                 assert b.is_connected(a.peer_id)
 
     trio.run(main)
+
+
+def test_quic_section_sets_path_mtu_discovery_and_its_ceiling() -> None:
+    import pytest
+
+    from overlay.core.errors import ConfigError
+    from overlay.p2p.quic import QuicConn
+    from overlay.runtime.process.config import DEFAULTS
+
+    with pytest.raises(ConfigError, match="max_datagram_bytes"):
+        TransportConfig.from_config({**DEFAULTS, "quic": {"max_datagram_bytes": 20000}})
+    sizes: dict[bool, int] = {}
+
+    async def main(pmtud: bool) -> None:
+        cfg = TransportConfig.from_config(
+            {**DEFAULTS, "quic": {"pmtud": pmtud, "max_datagram_bytes": 4000}})
+        with trio.fail_after(30):
+            async with Transport.open(KeyPair.generate(), [QUIC], cfg) as a, \
+                    Transport.open(KeyPair.generate(), [QUIC], cfg) as b:
+                b.set_handler("/colony/test-msg/1.0.0", on_message=lambda p, body: None)
+                peer = await a.connect(b.addrs[0])
+                for _ in range(20):  # traffic after the handshake carries the probe
+                    await a.send(peer, "/colony/test-msg/1.0.0", {"x": b"y" * 50_000})
+                conns = a._backend.host.connections(peer)  # type: ignore[attr-defined]
+                quic = [c for c in conns if isinstance(c, QuicConn)]
+                assert quic
+                while pmtud and quic[0].quic.max_datagram_size == 1200:
+                    await trio.sleep(0.01)  # the probe's ACK may still be on its way
+                sizes[pmtud] = quic[0].quic.max_datagram_size
+
+    trio.run(main, True)
+    trio.run(main, False)
+    assert sizes == {True: 4000, False: 1200}
