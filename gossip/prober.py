@@ -151,7 +151,9 @@ class Prober:
             count(self.stats, "nack_unexpected")
 
     def on_ping(self, peer: PeerId, msg: Ping, out: list[Effect]) -> None:
-        if msg.target is not None and msg.target != self.local.me:
+        target = msg.target
+        # `is` first: a ping names the very PeerId object we are known by (no call).
+        if target is not None and target is not self.local.me and target != self.local.me:
             count(self.stats, "ping_misdirected")
             return
         coord = msg.coord

@@ -233,7 +233,11 @@ class World:
             return
         net = self.net
         now = self.engine.now
-        if not self.nodes[d].alive or not net.reachable(src, d, now):
+        nat = net.nat
+        # `reachable` is True and records nothing without partitions and NAT: no call.
+        if not self.nodes[d].alive or (
+            (net.cuts or nat[src] or nat[d]) and not net.reachable(src, d, now)
+        ):
             stats["unreachable"] += 1
             after = net.cfg.unreachable_after_s
             if after > 0:
