@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, ClassVar
 
 from gossip.admission import Admission
 from gossip.awareness import Awareness
@@ -117,6 +117,9 @@ __all__ = ["Swim"]
 
 class Swim:
     """The gossip core. `handle(inp, now) -> list[Effect]`; see docs/gossip.md."""
+
+    #: The timers `quick_tick` may answer for (None for any other).
+    QUICK_TIMERS: ClassVar[tuple[str, ...]] = ("gossip",)
 
     def __init__(
         self,
