@@ -122,22 +122,30 @@ class AntiEntropy:
         stale = 0
         later: list[MemberRecord] = []  # records with an accusation or ads
         for r in msg.states:
-            a, acc = r.alive, r.accuse
-            if acc is not None or r.ads:
-                later.append(r)
-                if (
-                    acc is not None
-                    and acc.kind is not AccuseKind.SUSPECT
-                    and acc.incarnation >= a.incarnation
-                    and a.peer not in table
-                    and a.peer != me  # our past life: we refute it
-                ):
-                    continue  # do not learn (or resurrect after reaping) a dead member
-            if type(a) is Alive:
+            a = r.alive
+            if type(a) is Alive and r is a.record_cache:
+                # The claim's shared plain record (no accusation, no ads): most records.
                 i = slot_of(a.peer)
                 if i is not None and alive_col[i] is a:
                     stale += 1
                     continue
+            else:
+                acc = r.accuse
+                if acc is not None or r.ads:
+                    later.append(r)
+                    if (
+                        acc is not None
+                        and acc.kind is not AccuseKind.SUSPECT
+                        and acc.incarnation >= a.incarnation
+                        and a.peer not in table
+                        and a.peer != me  # our past life: we refute it
+                    ):
+                        continue  # do not learn (or resurrect after reaping) a dead member
+                if type(a) is Alive:
+                    i = slot_of(a.peer)
+                    if i is not None and alive_col[i] is a:
+                        stale += 1
+                        continue
             if stale:
                 stats["stale_alive"] = stats.get("stale_alive", 0) + stale
                 stale = 0
