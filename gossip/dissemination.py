@@ -37,7 +37,7 @@ from overlay.core.validate import counter_step_ok
 class Dissemination:
     """The two broadcast queues, piggybacking and gossip rounds."""
 
-    __slots__ = ("bq", "config", "rng", "table", "uq")
+    __slots__ = ("_bq_index", "_uq_index", "bq", "config", "rng", "table", "uq")
 
     def __init__(self, config: SwimConfig, table: MemberTable, rng: random.Random) -> None:
         self.config = config
@@ -47,13 +47,17 @@ class Dissemination:
         self.bq = BroadcastQueue(config.max_broadcasts)
         #: User events: oldest first, first claim on `user_share` of every message.
         self.uq = BroadcastQueue(config.max_user_events_queued, newest_first=False)
+        # The queues' key → item dicts (never replaced): every ping and ack asks
+        # whether both queues are empty, and `len()` on a queue is a Python call.
+        self._bq_index = self.bq._index
+        self._uq_index = self.uq._index
 
     def retransmit_limit(self) -> int:
         return retransmit_limit(self.config.retransmit_mult, self.table.n_live)
 
     def piggyback(self, budget: int, first: Update | None = None) -> tuple[Update, ...]:
         """Updates for one message of `budget` bytes; `first` (a suspicion) leads."""
-        if not (len(self.bq) or len(self.uq)):  # the steady state: nothing to piggyback
+        if not (self._bq_index or self._uq_index):  # the steady state: nothing to piggyback
             return () if first is None else (first,)
         c = self.config
         taken = take_split(self.bq, self.uq, budget, c.user_share, self.retransmit_limit())
@@ -64,7 +68,7 @@ class Dissemination:
     def gossip_round(self, now: float, out: list[Effect]) -> None:
         """Send queued updates to `gossip_nodes` random live (or recently dead) members."""
         c = self.config
-        if not (len(self.bq) or len(self.uq)):
+        if not (self._bq_index or self._uq_index):
             return
         limit = self.retransmit_limit()
         targets = self.table.sample(

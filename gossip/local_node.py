@@ -63,6 +63,8 @@ class LocalNode:
 
     def record(self) -> MemberRecord:
         """Our own push-pull record: alive claim, leave notice, ad chain."""
+        if self.ad_full is None and self.left is None:
+            return self.alive.plain_record()
         ads: tuple[AdUpdate, ...] = ()
         if self.ad_full is not None:
             ads = (self.ad_full, *self.ad_deltas)

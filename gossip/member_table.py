@@ -132,13 +132,21 @@ class FloatColumn:
         stored."""
         i = self._table._slot.get(peer)
         data = self._data
-        if i is None or self.width != 1 or data[i] != data[i]:  # not a filled slot
+        if i is None or self.width != 1:
             old = self.first(peer)
             if old is None and self._n >= cap:
                 return False
             self.set(peer, (sample if old is None else old + alpha * (sample - old),))
             return True
         old = data[i]
+        if old != old:  # an empty slot (NaN): the first sample, as `set` stores it
+            if self._n >= cap:
+                return False
+            if sample != sample:
+                raise ValueError("a column value has the column's width and is not NaN")
+            self._n += 1
+            data[i] = sample
+            return True
         new = old + alpha * (sample - old)
         if new != new:
             raise ValueError("a column value is not NaN")
@@ -247,10 +255,16 @@ class MemberTable(Mapping[PeerId, Member]):
         out: list[MemberRecord] = []
         append = out.append
         for i in self._slot.values():
-            full = ad_full[i]
             a = alive[i]
             assert a is not None
-            append(MemberRecord(a, accuse[i], () if full is None else (full, *ad_deltas[i])))
+            acc, full = accuse[i], ad_full[i]
+            if acc is None and full is None:
+                # A member known by its alive claim alone (most of a settled table):
+                # the claim's shared record, not a new object per member per exchange.
+                r = a.record_cache
+                append(a.plain_record() if r is None else r)
+            else:
+                append(MemberRecord(a, acc, () if full is None else (full, *ad_deltas[i])))
         return out
 
     def accuse_of(self, peer: PeerId) -> Accuse | None:
@@ -334,6 +348,8 @@ class MemberTable(Mapping[PeerId, Member]):
     def reap(self, horizon: float) -> list[PeerId]:
         """Drop members DEAD or LEFT since `horizon` or earlier; returns them in table
         order. They are not live, so the live count stays."""
+        if self._n_live == len(self._slot) + 1:
+            return []  # every member is live (the invariant above): nothing to scan for
         cols = self._cols
         state, since = cols.state, cols.since
         dead, left = MemberState.DEAD, MemberState.LEFT

@@ -120,8 +120,25 @@ class Alive:
     incarnation: int
     addrs: tuple[str, ...] = ()
     chain: tuple[Envelope, ...] = ()
+    #: `plain_record()`, built on first use (not compared, not an `__init__` parameter,
+    #: so `dataclasses.replace` never carries it over to another claim).
+    record_cache: MemberRecord | None = field(
+        default=None, init=False, compare=False, repr=False
+    )
 
     TAG = 1
+
+    def plain_record(self) -> MemberRecord:
+        """`MemberRecord(self)`: the push-pull record of a member known by this claim
+        alone (no accusation, no ads), built once per claim and shared. Push-pull sends
+        every member's record every exchange; in a settled cell almost all are plain,
+        and building one per member per exchange was most of a push-pull's cost (the
+        claim, and so its record, is the same object at every node of a simulation)."""
+        r = self.record_cache
+        if r is None:
+            r = MemberRecord(self)
+            object.__setattr__(self, "record_cache", r)
+        return r
 
     @classmethod
     def create(

@@ -22,7 +22,7 @@ from gossip.coordinates import Coord
 from gossip.counters import count
 from gossip.dissemination import Dissemination
 from gossip.members import MemberState
-from gossip.messages import Ack, Nack, Ping, PingReq
+from gossip.messages import Ack, Nack, Ping, PingReq, Update
 from overlay.core.effects import CancelTimer, Effect, Send, SetTimer
 from overlay.core.ids import PeerId
 
@@ -48,14 +48,18 @@ class ProbeRound:
 class Prober:
     """The probe cycle, the ping / ack / nack / ping-req handlers, RTT and coordinates."""
 
-    __slots__ = ("awareness", "config", "coord", "coords", "gate", "local", "probe", "relays",
-                 "rng", "rtt", "seq", "spread", "stats", "table")  # fmt: skip
+    __slots__ = ("_bq_index", "_uq_index", "awareness", "config", "coord", "coords", "gate",
+                 "local", "probe", "relays", "rng", "rtt", "seq", "spread", "stats",
+                 "table")  # fmt: skip
 
     def __init__(self, cell: Cell, *, spread: Dissemination, awareness: Awareness) -> None:
         self.local, self.table = cell.local, cell.table
         self.gate = cell.gate  # colony mode: introduce ourselves, never probe outsiders
         self.config, self.rng, self.stats = cell.config, cell.rng, cell.stats
         self.spread = spread  # what rides on our pings and acks
+        # The broadcast queues' dicts (never replaced): a ping or ack asks whether both
+        # are empty before calling `piggyback` (the steady state: they are).
+        self._bq_index, self._uq_index = spread.bq._index, spread.uq._index
         self.awareness = awareness
         self.probe: ProbeRound | None = None
         self.seq = 0
@@ -89,20 +93,26 @@ class Prober:
     def start_round(self, now: float, out: list[Effect]) -> None:
         """Re-arm the probe timer and ping the next member in probe order."""
         c = self.config
-        scale = self.awareness.scale
-        out.append(SetTimer("probe", now + scale(c.probe_interval_s)))
+        # `Awareness.scale` written out (the same product), as is `_next_seq` below:
+        # this runs once a probe interval at every node.
+        mult = self.awareness.score + 1
+        out.append(SetTimer("probe", now + c.probe_interval_s * mult))
         if self.local.leaving:
             return
         target = self.table.next_probe_target(self.rng)
         if target is None:
             return
-        probe = self.probe = ProbeRound(self._next_seq(), target, now)
+        seq = self.seq = (self.seq + 1) & 0xFFFFFFFF
+        self.probe = ProbeRound(seq, target, now)
         buddy = self.table.accuse_of(target) if c.lifeguard else None
-        updates = self.spread.piggyback(c.piggyback_bytes, buddy)
+        if buddy is None and not (self._bq_index or self._uq_index):
+            updates: tuple[Update, ...] = ()  # what `piggyback` gives with both queues empty
+        else:
+            updates = self.spread.piggyback(c.piggyback_bytes, buddy)
         if self.gate.admission is not None:  # colony mode (`introduce` is a no-op else)
             updates = self.gate.introduce(target, updates)
-        out.append(Send(target, Ping(probe.seq, target, updates, self.coord)))
-        out.append(SetTimer("probe-timeout", now + scale(c.probe_timeout_s)))
+        out.append(Send(target, Ping(seq, target, updates, self.coord)))
+        out.append(SetTimer("probe-timeout", now + c.probe_timeout_s * mult))
 
     def probe_timeout(self, out: list[Effect]) -> None:
         """No direct ack yet: ask `indirect_checks` alive members to probe (ping-req)."""
@@ -129,7 +139,8 @@ class Prober:
         if probe is not None and msg.seq == probe.seq and not probe.acked:
             if peer == probe.target:
                 probe.acked = True
-                self.awareness.apply_delta(-1)
+                if self.awareness.score:  # at 0 (the usual), -1 changes nothing
+                    self.awareness.apply_delta(-1)
                 self._observe_rtt(peer, now - probe.sent, msg.coord)
             elif peer in probe.helpers:
                 probe.acked = True
@@ -151,15 +162,20 @@ class Prober:
             count(self.stats, "nack_unexpected")
 
     def on_ping(self, peer: PeerId, msg: Ping, out: list[Effect]) -> None:
-        if msg.target is not None and msg.target != self.local.me:
+        target = msg.target
+        # `is` first: a ping names the very PeerId object we are known by (no call).
+        if target is not None and target is not self.local.me and target != self.local.me:
             count(self.stats, "ping_misdirected")
             return
         coord = msg.coord
         if coord is not None:  # members only (their coordinates are table columns)
             self.coords.put(peer, (*coord.vec, coord.height, coord.error),
                             self.config.max_coords, members_only=True)
-        updates = self.spread.piggyback(self.config.piggyback_bytes)
-        out.append(Send(peer, Ack(msg.seq, updates, self.coord)))
+        if self._bq_index or self._uq_index:
+            out.append(Send(peer, Ack(msg.seq, self.spread.piggyback(self.config.piggyback_bytes),
+                                      self.coord)))
+        else:  # both queues empty: no updates to piggyback (`piggyback` would give ())
+            out.append(Send(peer, Ack(msg.seq, (), self.coord)))
 
     def on_ping_req(self, peer: PeerId, msg: PingReq, now: float, out: list[Effect]) -> None:
         if msg.target == self.local.me:

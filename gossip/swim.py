@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, ClassVar
 
 from gossip.admission import Admission
 from gossip.awareness import Awareness
@@ -118,6 +118,9 @@ __all__ = ["Swim"]
 class Swim:
     """The gossip core. `handle(inp, now) -> list[Effect]`; see docs/gossip.md."""
 
+    #: The timers `quick_tick` may answer for (None for any other).
+    QUICK_TIMERS: ClassVar[tuple[str, ...]] = ("gossip",)
+
     def __init__(
         self,
         keys: KeyPair,
@@ -156,6 +159,8 @@ class Swim:
         self._bq_index = spread.bq._index
         self._uq_index = spread.uq._index
         self._has_held = self.user_events.orderer.has_held
+        #: The orderer's sender dict (never replaced): no sender, nothing held.
+        self._event_senders = self.user_events.orderer._senders
 
     # ================================================================ entry point
 
@@ -205,7 +210,7 @@ class Swim:
             or self.stopped
             or self._bq_index
             or self._uq_index
-            or self._has_held()
+            or (self._event_senders and self._has_held())
         ):
             return None
         return now + self.config.gossip_interval_s
@@ -299,11 +304,14 @@ class Swim:
                 return
             gate.heard.add(peer)
         prober = self.prober
+        # Most pings and acks of a settled cell carry no updates: no call for those.
         if isinstance(msg, Ping):
-            self._apply_updates(msg.updates, now, out)
+            if msg.updates:
+                self._apply_updates(msg.updates, now, out)
             prober.on_ping(peer, msg, out)
         elif isinstance(msg, Ack):
-            self._apply_updates(msg.updates, now, out)
+            if msg.updates:
+                self._apply_updates(msg.updates, now, out)
             prober.on_ack(peer, msg, now, out)
         elif isinstance(msg, Nack):
             prober.on_nack(peer, msg)
@@ -369,25 +377,7 @@ class Swim:
         for rv in msg.revocations:  # before the claims they may invalidate
             self._on_revoke(rv, now, out)
         ae = self.anti_entropy
-        slot_of, alive_col = self.table.alive_lookup()
-        stats = self.stats
-        stale = 0
-        for u in ae.merge_order(msg):
-            # Most records of a steady-state exchange carry the very alive claim we
-            # hold: `Transitions.on_alive`'s stale path, taken here without the calls.
-            # Counted in bulk, added before anything else can touch `stats` (so its
-            # keys keep the order one count at a time would give them).
-            if type(u) is Alive:
-                i = slot_of(u.peer)
-                if i is not None and alive_col[i] is u:
-                    stale += 1
-                    continue
-            if stale:
-                stats["stale_alive"] = stats.get("stale_alive", 0) + stale
-                stale = 0
-            self._apply_update(u, now, out, merge=True)
-        if stale:
-            stats["stale_alive"] = stats.get("stale_alive", 0) + stale
+        ae.merge(msg, lambda u: self._apply_update(u, now, out, merge=True))
         if ae.should_reply(peer, msg):
             ae.send(peer, reply=False, join=False, out=out)
 

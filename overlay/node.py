@@ -90,6 +90,10 @@ class Node:
         self._wiring: dict[type, list[Wiring]] = {}
         #: Parts with a `quick_tick(timer, now)` fast path (see `Node.quick_tick`).
         self._quick: dict[str, Callable[[Any, float], float | None]] = {}
+        #: The node's timer ids `quick_tick` may answer for (it says None for any
+        #: other), from each such part's `QUICK_TIMERS`; None if a part names none. A
+        #: driver asking after every timer (the simulator) skips the rest.
+        self.quick_timers: set[tuple[str, Any]] | None = set()
         self.unrouted = 0
 
     # ------------------------------------------------------------ assembly
@@ -108,6 +112,11 @@ class Node:
         quick = getattr(part, "quick_tick", None)
         if quick is not None:
             self._quick[name] = quick
+            named = getattr(part, "QUICK_TIMERS", None)
+            if named is None:
+                self.quick_timers = None
+            elif self.quick_timers is not None:
+                self.quick_timers.update((name, t) for t in named)
         for t in messages:
             self._register(self._msg_route, t, name, "message")
         for t in commands:

@@ -101,10 +101,10 @@ class Network:
 
     __slots__ = (
         "_active",
-        "_cut",
-        "_dialed",
+                "_dialed",
         "access",
         "cfg",
+        "cuts",
         "down_bps",
         "flows_in",
         "flows_out",
@@ -139,8 +139,11 @@ class Network:
         #: NAT'd node -> {peer it dialled: last activity}. Insertion-ordered.
         self._dialed: dict[int, dict[int, float]] = {}
         self._active: list[Partition] = []
-        #: Group of each node under each active partition (recomputed on change).
-        self._cut: list[list[int]] = []
+        #: Group of each node under each active partition (recomputed on change). The
+        #: list is never replaced: the world reads it to skip `reachable` when no
+        #: partition is active and neither end is NAT'd (then it is True, and records
+        #: nothing).
+        self.cuts: list[list[int]] = []
         self.stats: dict[str, int] = {
             "lost": 0,
             "partitioned": 0,
@@ -171,7 +174,7 @@ class Network:
         self.flows_out.append(0)
         self.flows_in.append(0)
         for i, p in enumerate(self._active):
-            self._cut[i].append(self._group(p, idx))
+            self.cuts[i].append(self._group(p, idx))
         return idx
 
     def base_delay_s(self, src: int, dst: int) -> float:
@@ -183,7 +186,7 @@ class Network:
 
     def reachable(self, src: int, dst: int, now: float) -> bool:
         """Can `src` open (or use) a path to `dst` right now? Records NAT mappings."""
-        for cut in self._cut:
+        for cut in self.cuts:
             if cut[src] != cut[dst]:
                 self.stats["partitioned"] += 1
                 return False
@@ -207,7 +210,7 @@ class Network:
     def fresh_dial_ok(self, src: int, dst: int) -> bool:
         """Would a *new* connection from `src` to `dst`'s listen address get through (a
         dial-back, AutoNAT's test)? No NAT mapping helps it; nothing is recorded."""
-        if any(cut[src] != cut[dst] for cut in self._cut):
+        if any(cut[src] != cut[dst] for cut in self.cuts):
             return False
         return not self.nat[dst]
 
@@ -245,12 +248,12 @@ class Network:
     def start_partition(self, p: Partition) -> None:
         p.region_group = {name: g for g, names in enumerate(p.groups) for name in names}
         self._active.append(p)
-        self._cut.append([self._group(p, i) for i in range(len(self.x))])
+        self.cuts.append([self._group(p, i) for i in range(len(self.x))])
 
     def heal_partition(self, p: Partition) -> None:
         i = self._active.index(p)
         del self._active[i]
-        del self._cut[i]
+        del self.cuts[i]
 
     def partitioned(self) -> bool:
         return bool(self._active)

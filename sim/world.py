@@ -233,7 +233,11 @@ class World:
             return
         net = self.net
         now = self.engine.now
-        if not self.nodes[d].alive or not net.reachable(src, d, now):
+        nat = net.nat
+        # `reachable` is True and records nothing without partitions and NAT: no call.
+        if not self.nodes[d].alive or (
+            (net.cuts or nat[src] or nat[d]) and not net.reachable(src, d, now)
+        ):
             stats["unreachable"] += 1
             after = net.cfg.unreachable_after_s
             if after > 0:
@@ -260,9 +264,11 @@ class World:
             return
         self.stats["delivered"] += 1
         self.received[d] += 1
-        if n.park is not None:
+        now = self.engine.now
+        p = n.park
+        if p is not None and p[1] <= now:  # a parked deadline passed: count it
             self._catch_up(n)
-        self.apply(n, n.core.handle(Received(src, msg), self.engine.now))
+        self.apply(n, n.core.handle(Received(src, msg), now))
         if n.park is not None:
             self._recheck(n)
 
@@ -295,10 +301,17 @@ class World:
         self.stats["timers_fired"] += 1
         core = n.core
         now = self.engine.now
-        parked = n.park is not None
-        if parked:
+        p = n.park
+        parked = p is not None
+        if p is not None and p[1] <= now:  # else nothing to count
             self._catch_up(n)
-        quick = getattr(core, "quick_tick", None) if self.quick_ticks else None
+        quick = None
+        if self.quick_ticks:
+            # A core that names the timers its `quick_tick` may answer for (a `Node`:
+            # the gossip tick) is not asked about the others (it would say None).
+            only = getattr(core, "quick_timers", None)
+            if only is None or timer in only:
+                quick = getattr(core, "quick_tick", None)
         if quick is not None:
             # A tick that would only re-arm itself (the idle gossip tick): re-arm it
             # here, exactly as `apply` would carry out its one SetTimer.
@@ -341,7 +354,8 @@ class World:
     def _catch_up(self, n: SimNode) -> None:
         """Before an input to `n` (or a crash) at `now`: count the parked ticks that
         would have fired before it (idle, as the node's state has not changed since
-        it parked), so its next deadline is the first at or after the input.
+        it parked), so its next deadline is the first at or after the input. Callers
+        may skip it while that deadline is after `now` (then there is nothing to do).
 
         Ties (a parked deadline exactly at `now`): the heap orders equal times by push
         order. The first deadline after the parking point was pushed right then (seq
