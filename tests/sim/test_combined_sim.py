@@ -1,0 +1,48 @@
+"""Cells + tier 2 on every node at once, with churn (sim/combined_run.py, issue #17).
+
+Seed 1, 200 nodes, cap 50: the figures docs/simulation.md publishes ("Cells and tier 2
+together"). Real `CellNode` (SWIM + cells) and `TopicsCore` (HyParView + Plumtree) per
+node on one engine and network model; the cell directory is an oracle. About 20 s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gossip.cells import CellId
+from sim.combined_run import CombinedRun, run_combined, suite_run, to_json
+
+
+def test_both_tiers_with_a_crash_and_churn() -> None:
+    rep = run_combined(suite_run(1))
+    run = rep.run
+    # Stable: every broadcast reaches every live node, in every cell.
+    assert rep.worst("first") == 1.0 and rep.worst("stable") == 1.0
+    assert all(got == total for got, total in rep.cells_reached)
+    assert rep.mean("stable", "rmr") < 0.5
+    # 20 % crash at once: the broadcast right after it, and after churn and repair.
+    assert rep.crashed == 40
+    assert rep.worst("during-failure") >= 0.95
+    assert rep.worst("repaired") == 1.0
+    assert rep.joined_churn == rep.left_churn == 15
+    for label in ("stable", "repaired"):
+        t2 = rep.tier2_views[label]
+        assert t2.components == 1 and t2.isolated == 0 and t2.asymmetric_links == 0
+        cv = rep.cell_views[label]
+        # Every live node's SWIM view is exactly its cell's live members.
+        assert cv.accuracy_min == 1.0 and cv.inexact == 0 and cv.foreign_max == 0
+        assert max(cv.cells.values()) <= run.cap and len(cv.cells) >= 4
+        cells = [CellId.parse(n) for n in cv.cells]
+        assert not any(a != b and a.is_ancestor_of(b) for a in cells for b in cells)
+        assert cv.max_members <= run.cap  # bounded by the cap, not by N
+    assert rep.cell_views["repaired"].live == 200 - 40 + 15 - 15
+    assert rep.splits > 0
+    assert rep.max_tier2_entries <= 60  # the tier-2 state does not grow with N
+
+
+def test_same_seed_same_report() -> None:
+    small = replace(CombinedRun(), nodes=60, cap=20, join_spacing_s=0.25, hold_s=10.0,
+                    warmup_s=40.0, broadcasts=2, churn_s=10.0, repair_s=20.0, seed=7)
+    a, b = to_json(run_combined(small)), to_json(run_combined(small))
+    assert a == b
+    assert to_json(run_combined(replace(small, seed=8))) != a
