@@ -7,9 +7,14 @@ node on one engine and network model; the cell directory is an oracle. About 20 
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from gossip.cells import CellId
+from overlay.cli.main import main
 from sim.combined_run import CombinedRun, run_combined, suite_run, to_json
 
 
@@ -46,3 +51,14 @@ def test_same_seed_same_report() -> None:
     a, b = to_json(run_combined(small)), to_json(run_combined(small))
     assert a == b
     assert to_json(run_combined(replace(small, seed=8))) != a
+
+
+def test_cli_prints_and_writes_the_report(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "combined.json"
+    assert main(["sim", "combined", "--suite", "--nodes", "40", "--cap", "20", "--seed", "3",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "combined: N=40, cap 20, seed 3" in text and "cells repaired:" in text
+    data = json.loads(out.read_text())
+    assert data["run"]["nodes"] == 40 and data["cell_views"]["repaired"][0] == 40 - 8
