@@ -340,7 +340,7 @@ def run_combined(run: CombinedRun) -> CombinedReport:
 
 def suite_run(seed: int = 1) -> CombinedRun:
     """The size the test suite runs (tests/sim/test_combined_sim.py; ≈ 20 CPU s)."""
-    return replace(CombinedRun(), nodes=200, cap=50, seed=seed, join_spacing_s=0.25,
+    return replace(CombinedRun(), nodes=160, cap=40, seed=seed, join_spacing_s=0.25,
                    hold_s=20.0, warmup_s=100.0, broadcasts=3, churn_s=30.0, repair_s=60.0)
 
 
