@@ -338,8 +338,8 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "directory is an oracle (no DHT). Timings: bench/combined.py.",
     )
     co.add_argument("--seed", type=int, default=1)
-    co.add_argument("--nodes", type=int, default=None, help="default 2,000 (--suite: 200)")
-    co.add_argument("--cap", type=int, default=None, help="cell cap; default 250 (--suite: 50)")
+    co.add_argument("--nodes", type=int, default=None, help="default 1,000 (--suite: 160)")
+    co.add_argument("--cap", type=int, default=None, help="cell cap; default 100 (--suite: 40)")
     co.add_argument("--crash", type=float, default=None, metavar="FRACTION",
                     help="share of live nodes that crash at once (default 0.2)")
     co.add_argument("--suite", action="store_true",
