@@ -47,6 +47,7 @@ from gossip.members import LIVE
 from gossip.plumtree import Delivered
 from gossip.topics import JoinTopic, LeaveTopic, TopicsCore
 from overlay.core.crypto import KeyPair
+from overlay.core.errors import ConfigError
 from sim.cells_run import CellsRun, CellsSim
 from sim.network import Network, NetworkConfig
 from sim.tier2_run import TOPIC, OverlayRun, OverlaySim, Round, ViewReport
@@ -76,6 +77,17 @@ class CombinedRun:
     leave_after_s: float = 2.0
     repair_s: float = 60.0
     network: NetworkConfig = field(default_factory=NetworkConfig)
+
+    def __post_init__(self) -> None:
+        if self.nodes < 2 or self.cap < 2 or self.broadcasts < 1:
+            raise ConfigError("combined run: nodes ≥ 2, cap ≥ 2 and broadcasts ≥ 1")
+        if not 0.0 <= self.crash_fraction < 1.0:
+            raise ConfigError("combined run: crash fraction in [0, 1)")
+        if min(self.join_spacing_s, self.churn_every_s, self.leave_after_s,
+               self.hold_s, self.check_interval_s, self.digest_interval_s) <= 0:
+            raise ConfigError("combined run: intervals must be positive")
+        if min(self.warmup_s, self.churn_s, self.repair_s) < 0:
+            raise ConfigError("combined run: phase lengths must not be negative")
 
     def churn_events(self) -> int:
         return int(self.churn_s / self.churn_every_s)

@@ -16,6 +16,7 @@ import pytest
 
 from gossip.cells import CellId
 from overlay.cli.main import main
+from overlay.core.errors import ConfigError
 from sim.combined_run import CombinedRun, run_combined, suite_run, to_json
 
 
@@ -66,3 +67,9 @@ def test_cli_prints_and_writes_the_report(tmp_path: Path,
     assert "combined: N=40, cap 20, seed 3" in text and "cells repaired:" in text
     data = json.loads(out.read_text())
     assert data["run"]["nodes"] == 40 and data["cell_views"]["repaired"][0] == 40 - 8
+
+
+def test_bad_sizes_are_clear_errors() -> None:
+    for bad in ({"nodes": 1}, {"cap": 1}, {"crash_fraction": 1.0}, {"churn_every_s": 0.0}):
+        with pytest.raises(ConfigError):
+            replace(CombinedRun(), **bad)
