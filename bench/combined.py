@@ -18,6 +18,7 @@ node; the DHT is *not* run, the cell directory is an oracle) and extrapolates:
   the join cost per node × 10^4, at the measured cap.
 
 Run: PYTHONPATH=. .venv/bin/python bench/combined.py [--nodes 1000 --cap 100] [--quick]
+(the default size took ≈ 38 min wall on a loaded 2-core machine, --quick ≈ 6 min).
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ def main() -> None:
     print(f"  tracemalloc after joins + warm-up: cap {cap // 2}: {b_lo:,.0f} B/node at "
           f"{e_lo:.1f} entries/node; cap {cap}: {b_hi:,.0f} B/node at {e_hi:.1f} entries/node")
     print(f"  → {slope:,.0f} B per member entry, {fixed:,.0f} B fixed per node (tier 2, "
-          f"SWIM's fixed part, simulator slot)")
+          f"SWIM's fixed part, simulator slot; it grows with N in this schedule: member-"
+          f"table columns keep the root cell's high-water size, docs/simulation.md)")
     fill = e_hi / cap  # entries per node as a share of the cap, as measured
     print(f"EXTRAPOLATED (not run), from the figures above; entries per node = "
           f"{fill:.2f} × cap as measured:")
