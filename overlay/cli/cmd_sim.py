@@ -1,4 +1,5 @@
-"""`colony sim run|list|check|fidelity|campaign|overlay|cells|aggregate`: the simulator from
+"""`colony sim run|list|check|fidelity|campaign|overlay|cells|combined|aggregate`: the
+simulator from
 the command line.
 
 Thin: parse, load the scenario, run `sim.runner`, write metrics (JSON, CSV) and plots
@@ -168,6 +169,24 @@ def _cells(args: argparse.Namespace) -> int:
     return 0
 
 
+def _combined(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+
+    from sim.combined_run import CombinedRun, run_combined, suite_run, summary_lines, to_json
+
+    run = suite_run(args.seed) if args.suite else CombinedRun(seed=args.seed)
+    over = {k: v for k, v in (("nodes", args.nodes), ("cap", args.cap),
+                              ("crash_fraction", args.crash)) if v is not None}
+    rep = run_combined(replace(run, **over))
+    for line in summary_lines(rep):
+        print(line)
+    if args.out is not None:
+        args.out.write_text(json.dumps(to_json(rep), indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _aggregate(args: argparse.Namespace) -> int:
     from sim.aggregation import AggregationRun, run_aggregation
     from sim.aggregation import summary_lines as agg_lines
@@ -307,6 +326,26 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     ce.add_argument("--cap", type=int, default=100, help="cell size cap (daemon: 5,000)")
     ce.add_argument("--settle", type=float, default=240.0, help="simulated s after the joins")
     ce.set_defaults(func=_cells)
+
+    co = s.add_parser(
+        "combined", parents=[common],
+        help="cells + tier 2 on every node, a 20 %% crash and churn (issue #17)",
+        description="Every node runs its cell's SWIM + cell core and the tier-2 overlay "
+        "(HyParView + Plumtree) on one engine and network model. Joins (cells split at "
+        "the cap), warm-up, broadcasts, a crash of a share of nodes at once, churn "
+        "(joins and graceful leaves), repair; prints tier-2 delivery/RMR/LDH per phase "
+        "and whether every live node's SWIM view is exactly its cell. The cell "
+        "directory is an oracle (no DHT). Timings: bench/combined.py.",
+    )
+    co.add_argument("--seed", type=int, default=1)
+    co.add_argument("--nodes", type=int, default=None, help="default 1,000 (--suite: 160)")
+    co.add_argument("--cap", type=int, default=None, help="cell cap; default 100 (--suite: 40)")
+    co.add_argument("--crash", type=float, default=None, metavar="FRACTION",
+                    help="share of live nodes that crash at once (default 0.2)")
+    co.add_argument("--suite", action="store_true",
+                    help="the test suite's size (tests/sim/test_combined_sim.py)")
+    co.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
+    co.set_defaults(func=_combined)
 
     ag = s.add_parser(
         "aggregate", parents=[common],
