@@ -28,10 +28,12 @@ Rules, and why:
   cell merged or emptied while it was away). Moving down is safe by the cover
   invariant once reports from before a merge have aged out (the grace time).
   A settled node with live cell-mates moves *up* only when the others report a cell
-  above its own holding its key and its cell count (with nothing reported beside it)
-  is below the merge threshold: its sibling merged into the parent without it (the
-  sibling's digest expired before this node's hold time ran out; seen in a 9-daemon
-  run, the node then stayed in the child for good). The same threshold keeps the
+  above its own holding its key and its cell count plus everything else reported
+  under that cell is below the merge threshold: its sibling merged into the parent
+  without it (the sibling's digest expired before this node's hold time ran out; seen
+  in a 9-daemon run, the node then stayed in the child for good; the combined
+  simulation stranded 3 nodes so after a 70 % crash). Reports of its own cell by
+  stranded cell-mates do not hold it back. The same threshold keeps the
   parent's members from moving down into such a child, so the two rules never pull
   in opposite directions: a pair of siblings holding fewer than `merge_at` members
   (reported) belongs in the parent, a pair holding more in the children.
@@ -183,9 +185,12 @@ def cell_to_adopt(current: CellId, key: int, leaves: list[CellId], *, first: boo
                   settled: bool, alone: bool, sizes: Mapping[CellId, int] | None = None,
                   live: int = 1, merge_at: float = 0.0) -> CellId | None:
     """The cell to move to, or None (see the module docstring, "Moving"). `leaves`:
-    the current cells as the *other* nodes report them; `sizes`: their reported member
-    counts; `live`: this node's own cell count; `merge_at`: `merge_below × cap` (0:
-    never up with cell-mates, always down)."""
+    the current cells as the *other* nodes report them; `sizes`: the member counts of
+    every fresh report from the others (leaves or not); `live`: this node's own cell
+    count; `merge_at`: `merge_below × cap` (0: never up with cell-mates, always down)."""
+    up = _merged_into(current, key, sizes or {}, live, merge_at) if settled else None
+    if up is not None:
+        return up
     mine = [c for c in leaves if c.site == current.site]
     if not mine:
         return None
@@ -199,6 +204,22 @@ def cell_to_adopt(current: CellId, key: int, leaves: list[CellId], *, first: boo
         return chosen if sizes is None or under >= merge_at else None
     if alone and any(c.contains(key) for c in mine):
         return chosen
-    if settled and chosen.is_ancestor_of(current) and live < merge_at:
-        return chosen  # the others merged into `chosen` without this node
     return None
+
+
+def _merged_into(current: CellId, key: int, sizes: Mapping[CellId, int], live: int,
+                 merge_at: float) -> CellId | None:
+    """The deepest reported cell above `current` when it and everything reported under
+    it, this node's cell counted as `live`, hold fewer than `merge_at` members: the
+    others merged into it without this node. Reports of `current` itself (cell-mates
+    stranded alike, or providers that once published it) do not hide it, unlike in
+    `leaves`: stranded nodes must not hold each other back."""
+    above = [c for c in sizes if c != current and c.is_ancestor_of(current)]
+    if not above or live >= merge_at:
+        return None
+    parent = max(above, key=lambda c: c.depth)
+    if not parent.contains(key):
+        return None
+    rest = sum(n for c, n in sizes.items()
+               if c != parent and parent.is_ancestor_of(c) and not current.is_ancestor_of(c))
+    return parent if live + rest < merge_at else None

@@ -312,7 +312,8 @@ class CellService:
         new = cell_to_adopt(self.cell, self.key, [r.cell for r in reports],
                             first=not self._placed,
                             settled=now - self._changed_at > self._grace_s, alone=alone,
-                            sizes={r.cell: r.digest.members for r in reports}, live=live,
+                            sizes={r.cell: r.digest.members
+                                   for r, _, _ in self.directory.fresh(now)}, live=live,
                             merge_at=self.config.merge_below * self.config.cap)
         if self._heard_others:
             self._placed = True

@@ -128,6 +128,15 @@ def test_a_node_left_in_a_merged_child_follows_its_cell_mates_up() -> None:
                          sizes={A0: 3, A1: 4}, live=2, merge_at=merge_at) is None
     assert cell_to_adopt(a00, key, [A0, A1], first=False, settled=True, alone=False,
                          sizes={A0: 5, A1: 4}, live=4, merge_at=merge_at) is None
+    # Its stranded cell-mates (or a provider that once published /00) still report
+    # /00: that does not hold it back (each would hide /0 from the other for good).
+    assert cell_to_adopt(a00, key, [a00, A1], first=False, settled=True, alone=False,
+                         sizes={A0: 3, a00: 2, A1: 4}, live=2, merge_at=merge_at) == A0
+    # But a reported sibling that makes the pair big enough keeps it (a split, not a
+    # merge, left /0's report behind).
+    assert cell_to_adopt(a00, key, [a00, a01, A1], first=False, settled=True,
+                         alone=False, sizes={A0: 5, a00: 2, a01: 3, A1: 4}, live=2,
+                         merge_at=merge_at) is None
     # Several levels up at once: nothing is reported under /0.
     assert cell_to_adopt(a00.child(1), key, [A0], first=False, settled=True,
                          alone=False, sizes={A0: 3}, live=1, merge_at=merge_at) == A0
