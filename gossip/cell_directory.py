@@ -188,7 +188,7 @@ def cell_to_adopt(current: CellId, key: int, leaves: list[CellId], *, first: boo
     the current cells as the *other* nodes report them; `sizes`: the member counts of
     every fresh report from the others (leaves or not); `live`: this node's own cell
     count; `merge_at`: `merge_below × cap` (0: never up with cell-mates, always down)."""
-    up = _merged_into(current, key, sizes or {}, live, merge_at) if settled else None
+    up = merged_into(current, key, sizes or {}, live, merge_at) if settled else None
     if up is not None:
         return up
     mine = [c for c in leaves if c.site == current.site]
@@ -207,7 +207,7 @@ def cell_to_adopt(current: CellId, key: int, leaves: list[CellId], *, first: boo
     return None
 
 
-def _merged_into(current: CellId, key: int, sizes: Mapping[CellId, int], live: int,
+def merged_into(current: CellId, key: int, sizes: Mapping[CellId, int], live: int,
                  merge_at: float) -> CellId | None:
     """The deepest reported cell above `current` when it and everything reported under
     it, this node's cell counted as `live`, hold fewer than `merge_at` members: the

@@ -10,7 +10,13 @@ Each node is a `gossip.cell_node.CellNode` (the real `Swim` and `CellCore`) on
   it in the directory at once;
 - *sibling digests* arrive every `digest_interval_s` with the directory's count of the
   sibling cell (tier 2 carries digests; here it is not simulated), with a few sibling
-  members as `merge_seeds`.
+  members as `merge_seeds`;
+- at the same interval a node settled in its cell (no change for `hold_s` + 3 digest
+  intervals, as the daemon's grace) applies the daemon's directory rules
+  (`gossip.cell_directory.cell_to_adopt`, with the directory's cells as the reports):
+  up into the parent its sibling merged into without it, down into the children of
+  a split it missed (both seen after a 70 % crash), joining through members of the
+  new cell (`strays_moved`).
 
 Measured at the end (and in `timeline`): the cells and their sizes, splits and
 merges, and per node whether its SWIM view is its cell: *accuracy* = share of its
@@ -25,6 +31,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from gossip.cell_directory import cell_to_adopt
 from gossip.cell_node import CellNode
 from gossip.cells import (
     CellChanged,
@@ -74,6 +81,8 @@ class CellsReport:
     foreign_max: int = 0
     max_members: int = 0
     outside_cell_refused: int = 0
+    #: Nodes the directory rule moved up into a cell their sibling had merged into.
+    strays_moved: int = 0
     #: (time, number of cells, largest cell) every `digest_interval_s`.
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
     events: int = 0
@@ -98,6 +107,8 @@ class CellsSim:
         #: The directory oracle: cell → its members (node slots, join order).
         self.directory: dict[CellId, dict[int, None]] = {}
         self.cell_of: dict[int, CellId] = {}
+        #: When each node last changed cell (the directory rule waits a grace after).
+        self.changed_at: dict[int, float] = {}
         self.report = CellsReport(run)
 
     # ------------------------------------------------------------ building
@@ -138,6 +149,7 @@ class CellsSim:
                 del self.directory[old]
         self.directory.setdefault(cell, {})[idx] = None
         self.cell_of[idx] = cell
+        self.changed_at[idx] = self.engine.now
 
     def _on_emit(self, idx: int, ev: Any) -> None:
         if type(ev) is CellChanged:
@@ -159,9 +171,45 @@ class CellsSim:
             assert isinstance(core, CellNode)
             core.merge_seeds = tuple(self.keys[m].peer_id for m in members[:3])
             self.world.inject(idx, SiblingSize(sib, len(members)))
+        self._strays()
         sizes = [len(m) for m in self.directory.values()]
         self.report.timeline.append((self.engine.now, len(sizes), max(sizes, default=0)))
         self.engine.at(self.engine.now + self.cfg.digest_interval_s, self._digests, None)
+
+    def _strays(self) -> None:
+        """The daemon's directory rules (services/cells.py tick, `cell_to_adopt`) for a
+        node settled in a cell the others left: up into the parent its sibling merged
+        into without it, or down into the children of a split it missed. The other
+        nodes' reports are the directory's cells (a node's own cell counts only when
+        it has cell-mates: nobody else reports it otherwise)."""
+        cfg, now = self.cfg, self.engine.now
+        grace = cfg.hold_s + 3 * cfg.digest_interval_s
+        merge_at = self.cell_cfg.merge_below * self.cell_cfg.cap
+        sizes = {c: len(m) for c, m in self.directory.items()}
+        leaves = [c for c in sizes if not any(d != c and c.is_ancestor_of(d) for d in sizes)]
+        for idx, cell in list(self.cell_of.items()):
+            node = self.world.nodes[idx]
+            if not node.alive or now - self.changed_at.get(idx, now) <= grace:
+                continue
+            core = node.core
+            assert isinstance(core, CellNode)
+            live = core.swim.table.n_live
+            mine, known = leaves, sizes
+            if sizes.get(cell) == 1:  # alone in it: only its own report names it
+                known = {c: n for c, n in sizes.items() if c != cell}
+                mine = [c for c in known
+                        if not any(d != c and c.is_ancestor_of(d) for d in known)]
+            new = cell_to_adopt(cell, cell_key(self.keys[idx].peer_id), mine, first=False,
+                                settled=True, alone=live <= 1, sizes=known, live=live,
+                                merge_at=merge_at)
+            if new is None:
+                continue
+            members = [m for m in self.directory.get(new, ()) if m != idx]
+            seeds = self.rng_work.sample(members, min(3, len(members)))
+            self._move(idx, new)
+            self.report.strays_moved += 1
+            self.world.inject(idx, StartCells(new))
+            self.world.inject(idx, Join(tuple(self.keys[s].peer_id for s in seeds)))
 
     # ------------------------------------------------------------ measuring
 

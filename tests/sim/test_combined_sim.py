@@ -50,6 +50,22 @@ def test_both_tiers_with_a_crash_and_churn() -> None:
     assert rep.max_tier2_entries <= 60  # the tier-2 state does not grow with N
 
 
+@pytest.mark.parametrize(("seed", "cap"), [(5, 50), (7, 40)])
+def test_a_70_percent_crash_leaves_no_cell_inside_another(seed: int, cap: int) -> None:
+    """200 nodes, 70 % crashed at once. Before the daemon's directory rules ran here
+    (`cell_to_adopt`, sim/cells_run.py `_strays`), seed 5 left 2 nodes in /10 after the
+    rest of /1 had merged (a node listed up to 13 foreign members), and seed 7 left 2 nodes in
+    /1 above /10, /110 and /111 (a split they missed; 6 foreign)."""
+    rep = run_combined(CombinedRun(nodes=200, cap=cap, crash_fraction=0.7, warmup_s=150.0,
+                                   repair_s=240.0, seed=seed))
+    cv = rep.cell_views["repaired"]
+    assert cv.live == 60 and cv.accuracy_min == 1.0 and cv.inexact == 0
+    assert cv.foreign_max == 0, cv
+    cells = [CellId.parse(n) for n in cv.cells]
+    assert not any(a != b and a.is_ancestor_of(b) for a in cells for b in cells), cv.cells
+    assert rep.worst("repaired") == 1.0
+
+
 def test_same_seed_same_report() -> None:
     small = replace(CombinedRun(), nodes=60, cap=20, join_spacing_s=0.25, hold_s=10.0,
                     warmup_s=40.0, broadcasts=2, churn_s=10.0, repair_s=20.0, seed=7)
