@@ -31,12 +31,19 @@ async def echo(s: QuicStream) -> None:
     await s.close()
 
 
-def run_pair(
-    body: Callable[[QuicEndpoint, QuicEndpoint, tuple[str, int]], Awaitable[None]],
-    on_stream: Callable[[QuicStream], Awaitable[None]] = echo,
-) -> tuple[QuicEndpoint, QuicEndpoint]:
+Body = Callable[[QuicEndpoint, QuicEndpoint, tuple[str, int]], Awaitable[None]]
+
+
+def run_pair(body: Body, on_stream: Callable[[QuicStream], Awaitable[None]] = echo,
+             ) -> tuple[QuicEndpoint, QuicEndpoint]:
     a = QuicEndpoint(KeyPair.from_rng_seed(b"a" * 32), on_stream=on_stream)
     b = QuicEndpoint(KeyPair.from_rng_seed(b"b" * 32))
+    run_endpoints(a, b, body)
+    return a, b
+
+
+def run_endpoints(a: QuicEndpoint, b: QuicEndpoint, body: Body) -> None:
+    """Run `a` and `b` on 127.0.0.1 and `body(a, b, a's address)`, then stop both."""
 
     async def main() -> None:
         # A bound, not a timing: 3 MiB each way through aioquic's per-packet Python in
@@ -49,7 +56,6 @@ def run_pair(
                 n.cancel_scope.cancel()
 
     trio.run(main)
-    return a, b
 
 
 async def roundtrip(conn: QuicConn, payload: bytes) -> bytes:

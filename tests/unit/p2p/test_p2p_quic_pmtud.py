@@ -22,7 +22,7 @@ from overlay.p2p.quic_pmtud import (
     Pmtud,
     State,
 )
-from tests.unit.p2p.test_p2p_quic import echo, roundtrip, run_pair
+from tests.unit.p2p.test_p2p_quic import echo, roundtrip, run_endpoints, run_pair
 
 
 def search(p: Pmtud, mtu: int, now: float = 0.0, lose_first: int = 0) -> list[int]:
@@ -153,20 +153,14 @@ def test_loopback_connection_reaches_the_ceiling_and_keeps_working() -> None:
 
 
 def test_pmtud_off_keeps_the_configured_size() -> None:
-    async def main() -> None:
-        a = QuicEndpoint(KeyPair.from_rng_seed(b"a" * 32), on_stream=echo, pmtud=False)
-        b = QuicEndpoint(KeyPair.from_rng_seed(b"b" * 32), pmtud=False)
-        with trio.fail_after(60):
-            async with trio.open_nursery() as n:
-                addr = await n.start(a.run, ("127.0.0.1", 0))
-                await n.start(b.run, ("127.0.0.1", 0))
-                conn = await b.dial(addr, a.keypair.peer_id)
-                payload = b"z" * 300_000
-                assert await roundtrip(conn, payload) == payload
-                assert conn.quic.max_datagram_size == 1200 and conn.quic.pmtud is None
-                n.cancel_scope.cancel()
+    async def body(a: QuicEndpoint, b: QuicEndpoint, addr: tuple[str, int]) -> None:
+        conn = await b.dial(addr, a.keypair.peer_id)
+        payload = b"z" * 300_000
+        assert await roundtrip(conn, payload) == payload
+        assert conn.quic.max_datagram_size == 1200 and conn.quic.pmtud is None
 
-    trio.run(main)
+    run_endpoints(QuicEndpoint(KeyPair.from_rng_seed(b"a" * 32), on_stream=echo, pmtud=False),
+                  QuicEndpoint(KeyPair.from_rng_seed(b"b" * 32), pmtud=False), body)
 
 
 def _advertise(ep: QuicEndpoint, max_udp_payload_size: int) -> None:
@@ -203,35 +197,19 @@ def test_peer_max_udp_payload_size_caps_the_search() -> None:
 
     a = QuicEndpoint(KeyPair.from_rng_seed(b"a" * 32), on_stream=echo)
     _advertise(a, 4000)
-    b = QuicEndpoint(KeyPair.from_rng_seed(b"b" * 32))
-
-    async def main() -> None:
-        with trio.fail_after(60):
-            async with trio.open_nursery() as n:
-                addr = await n.start(a.run, ("127.0.0.1", 0))
-                await n.start(b.run, ("127.0.0.1", 0))
-                await body(a, b, addr)
-                n.cancel_scope.cancel()
-
-    trio.run(main)
+    run_endpoints(a, QuicEndpoint(KeyPair.from_rng_seed(b"b" * 32)), body)
     assert sizes == [4000]
 
 
 def test_peer_max_udp_payload_size_below_1200_fails_the_handshake_only() -> None:
     a = QuicEndpoint(KeyPair.from_rng_seed(b"a" * 32), on_stream=echo)
     _advertise(a, 1000)
-    b = QuicEndpoint(KeyPair.from_rng_seed(b"b" * 32))
 
-    async def main() -> None:
-        with trio.fail_after(60):
-            async with trio.open_nursery() as n:
-                addr = await n.start(a.run, ("127.0.0.1", 0))
-                await n.start(b.run, ("127.0.0.1", 0))
-                with pytest.raises(HandshakeError, match="max_udp_payload_size"):
-                    await b.dial(addr, a.keypair.peer_id, timeout_s=10)
-                n.cancel_scope.cancel()
+    async def body(a: QuicEndpoint, b: QuicEndpoint, addr: tuple[str, int]) -> None:
+        with pytest.raises(HandshakeError, match="max_udp_payload_size"):
+            await b.dial(addr, a.keypair.peer_id, timeout_s=10)
 
-    trio.run(main)
+    run_endpoints(a, QuicEndpoint(KeyPair.from_rng_seed(b"b" * 32)), body)
 
 
 class Relay:
