@@ -323,7 +323,12 @@ def test_a_real_quic_pair_runs_bbr_with_its_pacer() -> None:
                 await s.write(payload)
                 await s.close()
                 assert await s.read() == b""
-                assert cc.btl_bw() > 0 and cc.delivered >= len(payload)
+                # The peer's close can reach us before the ACK of the last data packet;
+                # with PMTUD's 16 KiB packets, headers no longer make up for one packet
+                # (seen in CI: 2,094,865 of 2,097,152 delivered at this point).
+                while cc.delivered < len(payload):
+                    await trio.sleep(0.01)
+                assert cc.btl_bw() > 0
                 n.cancel_scope.cancel()
 
     trio.run(main)
