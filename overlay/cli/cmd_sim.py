@@ -141,7 +141,6 @@ def _fidelity(args: argparse.Namespace) -> int:
 
 
 def _overlay(args: argparse.Namespace) -> int:
-    import json
     from dataclasses import replace
 
     from sim.tier2_run import OverlayRun, run_overlay, summary_lines, to_json
@@ -151,11 +150,18 @@ def _overlay(args: argparse.Namespace) -> int:
     if args.active:
         run = replace(run, active_size=args.active, passive_size=6 * args.active)
     rep = run_overlay(run)
-    for line in summary_lines(rep):
+    return _print_report(summary_lines(rep), to_json(rep), args.out)
+
+
+def _print_report(lines: list[str], data: object, out: Path | None) -> int:
+    """Print a run's summary lines; with `--out`, also write its JSON report there."""
+    import json
+
+    for line in lines:
         print(line)
-    if args.out is not None:
-        args.out.write_text(json.dumps(to_json(rep), indent=1) + "\n")
-        print(f"wrote {args.out}")
+    if out is not None:
+        out.write_text(json.dumps(data, indent=1) + "\n")
+        print(f"wrote {out}")
     return 0
 
 
@@ -170,7 +176,6 @@ def _cells(args: argparse.Namespace) -> int:
 
 
 def _combined(args: argparse.Namespace) -> int:
-    import json
     from dataclasses import replace
 
     from sim.combined_run import CombinedRun, run_combined, suite_run, summary_lines, to_json
@@ -179,12 +184,7 @@ def _combined(args: argparse.Namespace) -> int:
     over = {k: v for k, v in (("nodes", args.nodes), ("cap", args.cap),
                               ("crash_fraction", args.crash)) if v is not None}
     rep = run_combined(replace(run, **over))
-    for line in summary_lines(rep):
-        print(line)
-    if args.out is not None:
-        args.out.write_text(json.dumps(to_json(rep), indent=1) + "\n")
-        print(f"wrote {args.out}")
-    return 0
+    return _print_report(summary_lines(rep), to_json(rep), args.out)
 
 
 def _aggregate(args: argparse.Namespace) -> int:
