@@ -33,6 +33,18 @@ DIRS: dict[str, str | None] = {
     "js_gateway": None,  # test_gateway (@helia/verified-fetch)
 }
 TIMEOUT_S = 600
+#: JS directories installed with `npm install` from their lock instead of `npm ci`:
+#: @chainsafe/libp2p-quic lists one optional native package per platform, of which
+#: the registry holds only some (linux-x64-gnu; darwin, win32, arm64 and musl 2.1.1
+#: answer 404), so npm cannot put the others in the lock and `npm ci` refuses the
+#: lock as "out of sync". `npm install` installs the same locked versions.
+NPM_INSTALL = {"js_relay"}
+
+
+def npm_args(name: str) -> list[str]:
+    """The npm command line that installs the JS directory `name` from its lock."""
+    verb = ["install", "--no-save"] if name in NPM_INSTALL else ["ci"]
+    return [*verb, "--no-audit", "--no-fund", "--loglevel=error"]
 
 
 def target(name: str) -> Path:
@@ -65,8 +77,8 @@ def main() -> int:
         if where != HERE / name:
             for f in ("package.json", "package-lock.json"):
                 shutil.copyfile(HERE / name / f, where / f)
-        proc = subprocess.Popen([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                                cwd=where, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen([npm, *npm_args(name)], cwd=where,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         started[name] = (proc, time.monotonic())
     for name, (proc, t0) in started.items():
         try:
@@ -74,7 +86,7 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            print(f"warning: npm ci for {name} timed out: its tests install it again or skip",
+            print(f"warning: npm for {name} timed out: its tests install it again or skip",
                   file=sys.stderr)
             continue
         took = time.monotonic() - t0
@@ -82,7 +94,7 @@ def main() -> int:
             print(f"js-deps: {name} installed in {took:.0f} s")
         else:
             tail = err.decode(errors="replace").strip()[-300:]
-            print(f"warning: npm ci for {name} failed ({proc.returncode}): {tail}: its tests "
+            print(f"warning: npm for {name} failed ({proc.returncode}): {tail}: its tests "
                   "install it again or skip", file=sys.stderr)
     if not started:
         print("js-deps: all installed")

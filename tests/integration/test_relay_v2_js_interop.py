@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 import trio
 from edge_stack import ECHO, edge_node
+from js_deps import npm_args
 
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
@@ -60,11 +61,11 @@ def _install() -> Path:
             shutil.copyfile(JS_DIR / name, cache / name)
         try:
             subprocess.run(
-                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                [npm, *npm_args("js_relay")],
                 cwd=cache, check=True, timeout=180, capture_output=True,
             )
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-            pytest.skip(f"npm ci of the js-libp2p relay peer failed (no registry?): {e}")
+            pytest.skip(f"npm install of the js-libp2p relay peer failed (no registry?): {e}")
     shutil.copyfile(JS_DIR / "relay_peer.mjs", cache / "relay_peer.mjs")
     return cache
 

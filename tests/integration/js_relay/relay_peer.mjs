@@ -2,12 +2,19 @@
 // server) and DCUtR, driven over stdin/stdout by test_relay_v2_js_interop.py.
 //
 // argv[2] is a JSON object: {"listen": [multiaddr…], "relayServer": bool,
-// "announce": [multiaddr…]}. A listen address ending in /p2p-circuit makes a
+// "announce": [multiaddr…], "quic": bool}. With "quic", the node also runs
+// @chainsafe/libp2p-quic (rust-libp2p's QUIC through napi: quinn + rustls with
+// the libp2p TLS extension), so /udp/…/quic-v1 addresses listen and dial. A
+// listen address ending in /p2p-circuit makes a
 // reservation on that relay. Prints {"event":"ready","peerId":…,"addrs":[…]} once
 // listening (and, with a /p2p-circuit listen address, once the reservation holds),
 // then answers one JSON command per stdin line with one JSON line:
 //   {"cmd":"dial_ping","addr":"…"}       dial (a /p2p-circuit address goes through
 //                                         the relay), ping on that connection
+//   {"cmd":"dial_echo","addr":"…","protocol":"…","bytes":N}
+//                                         dial, send N random bytes on a new stream of
+//                                         that protocol, close writing, read the echo
+//                                         back and compare (sha256)
 //   {"cmd":"connections","peerId":"…"}   our connections to that peer
 //   {"cmd":"relay_stats"}                the relay server's reservations
 //   {"cmd":"stop"}                       shut down and exit 0
@@ -32,19 +39,34 @@ const { dcutr } = await import('@libp2p/dcutr')
 const { circuitRelayTransport, circuitRelayServer } = await import('@libp2p/circuit-relay-v2')
 const { multiaddr } = await import('@multiformats/multiaddr')
 const readline = await import('node:readline')
+const { createHash, randomBytes } = await import('node:crypto')
 
 const opts = JSON.parse(process.argv[2] ?? '{}')
 const services = { identify: identify(), ping: ping(), dcutr: dcutr() }
 if (opts.relayServer) {
   services.relay = circuitRelayServer({ reservations: { maxReservations: 16 } })
 }
+const transports = [tcp(), circuitRelayTransport()]
+if (opts.quic) {
+  // Imported only when asked: the other tests do not depend on its native module.
+  const { quic } = await import('@chainsafe/libp2p-quic')
+  transports.push(quic())
+}
 const node = await createLibp2p({
   addresses: { listen: opts.listen ?? ['/ip4/127.0.0.1/tcp/0'], announce: opts.announce ?? [] },
-  transports: [tcp(), circuitRelayTransport()],
+  transports,
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
   services
 })
+
+// /test/echo/1.0.0 (as tests/integration/edge_stack.py): every byte back, then close.
+await node.handle('/test/echo/1.0.0', async (stream) => {
+  for await (const buf of stream) {
+    if (!stream.send(buf)) await stream.onDrain()
+  }
+  await stream.close()
+}, { runOnLimitedConnection: true })
 
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -81,6 +103,31 @@ async function pingOn (conn) {
   return Date.now() - started
 }
 
+async function echoOn (conn, protocol, bytes) {
+  const stream = await conn.newStream(protocol, { runOnLimitedConnection: true })
+  const payload = randomBytes(bytes)
+  const got = createHash('sha256')
+  let n = 0
+  const done = new Promise((resolve, reject) => {
+    stream.addEventListener('message', (evt) => {
+      const chunk = evt.data.subarray()
+      got.update(chunk)
+      n += chunk.byteLength
+    })
+    stream.addEventListener('remoteCloseWrite', () => resolve())
+    stream.addEventListener('close', () => (n >= bytes ? resolve() : reject(new Error(`closed after ${n} of ${bytes} bytes`))))
+  })
+  const started = Date.now()
+  for (let off = 0; off < bytes; off += 65536) {
+    if (!stream.send(payload.subarray(off, off + 65536))) await stream.onDrain()
+  }
+  await stream.close()
+  await done
+  const ms = Date.now() - started
+  const same = got.digest('hex') === createHash('sha256').update(payload).digest('hex')
+  return { echoed: n, same, ms }
+}
+
 async function handle (line) {
   const msg = JSON.parse(line)
   if (msg.cmd === 'dial_ping') {
@@ -89,6 +136,11 @@ async function handle (line) {
     // js-libp2p prefers dialling anew to reusing a limited (relayed) connection.
     const rttMs = await pingOn(conn)
     return { ok: true, remotePeer: conn.remotePeer.toString(), rttMs, conn: describe(conn) }
+  }
+  if (msg.cmd === 'dial_echo') {
+    const conn = await node.dial(multiaddr(msg.addr), { signal: AbortSignal.timeout(20000) })
+    const r = await echoOn(conn, msg.protocol, msg.bytes)
+    return { ok: true, remotePeer: conn.remotePeer.toString(), conn: describe(conn), ...r }
   }
   if (msg.cmd === 'connections') {
     const conns = node.getConnections().filter((c) => c.remotePeer.toString() === msg.peerId)
