@@ -14,6 +14,7 @@ colonies) configures before any function-scoped fixture could save the state.
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,16 +42,28 @@ except ImportError:  # pytest-xdist is a dev dependency; plain pytest runs witho
     LoadScopeScheduling = None
 
 
-#: Integration files that may run beside one other integration test: at most one or
-#: two daemons or in-process transports on 127.0.0.1 with ports picked free, no
-#: network namespace, no fixed port, no CPU starvation, no wait sized for an idle
-#: machine. They are their own work units, handed out after everything else (see
+#: Integration files that may run beside one other integration test: daemons (five at
+#: most) or in-process transports on 127.0.0.1 with ports picked free, no network
+#: namespace, no fixed port, no CPU starvation, no wait sized for an idle machine. They
+#: are their own work units, handed out after everything else (see
 #: `_IntegrationOnOneWorker`), so the worker that ends its share first runs them while
 #: the other is still in the integration unit: in the CI run of stop 29 the integration
-#: worker ran ~3.5 min past the other's last test.
-SHARED_INTEGRATION = frozenset(
+#: worker ran ~3.5 min past the other's last test; in stop 31's (14:13) it was again the
+#: long pole. Listed in the order they are handed out, longest first (seconds of one
+#: run under load, stop 32), so the last ones to go are short and both workers end
+#: close together.
+SHARED_ORDER = tuple(
     f"tests/integration/test_{name}.py"
     for name in (
+        # Moved from the integration unit in stop 32 (one to five daemons each on
+        # 127.0.0.1; the mean of two runs under load, seconds): 156, 123, 62, 59, 50,
+        # 46, 45, 44, 42, 38, 32, 32, 32, 29, 25, 19, 18, 10, 10, 4.
+        "capsule_colony", "faults_kill9", "gateway", "trust_private_blocks", "sync_labels",
+        "triggers", "demo", "bitswap_js_interop", "federation_revocations",
+        "capsule_custody_restart", "trust_colony", "federation", "store_full_disk",
+        "faults_clock_skew", "node_labels", "daemon_persist", "event_handlers",
+        "dht_client_mode", "daemon_bootstrap", "edge_dialback",
+        # One or two daemons or in-process transports each (stop 30).
         "api_openapi", "capsule_bad_input", "capsule_trust", "cli_node",
         "daemon_api_addr", "daemon_bad_input", "daemon_detach", "dag_stream", "dht_closer_addrs",
         "dialer_backoff",
@@ -61,6 +74,7 @@ SHARED_INTEGRATION = frozenset(
         "transport_quic", "transport_quic_interop", "webrtc_bridge", "webrtc_signal",
     )
 )
+SHARED_INTEGRATION = frozenset(SHARED_ORDER)
 
 
 def _scope(nodeid: str) -> str:
@@ -83,11 +97,11 @@ if LoadScopeScheduling is not None:
             return _scope(nodeid)
 
         def _assign_work_unit(self, node: Any) -> None:
-            # Shared integration files go last: whichever worker runs dry first takes
-            # them, beside the other worker's integration unit.
+            # Shared integration files go last, longest first: whichever worker runs
+            # dry first takes them, beside the other worker's integration unit.
             # The integration unit goes first, so it starts at once on the first worker.
             queue = self.workqueue
-            for scope in [s for s in queue if s in SHARED_INTEGRATION]:
+            for scope in [s for s in SHARED_ORDER if s in queue]:
                 queue.move_to_end(scope)
             if "integration" in queue:
                 queue.move_to_end("integration", last=False)
@@ -101,6 +115,39 @@ if LoadScopeScheduling is not None:
         if config.getvalue("dist") != "loadgroup":
             return None
         return _IntegrationOnOneWorker(config, log)
+
+
+#: Under xdist, on the controller: worker → [seconds in tests, tests, seconds in the
+#: integration unit, seconds in shared integration files, seconds since the session
+#: started when its last report came].
+_BY_WORKER: dict[str, list[float]] = {}
+_SESSION_T0 = time.monotonic()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    node = getattr(report, "node", None)  # set by xdist on reports it forwards
+    if node is None:
+        return
+    row = _BY_WORKER.setdefault(str(node.gateway.id), [0.0, 0, 0.0, 0.0, 0.0])
+    row[0] += report.duration
+    row[1] += report.when == "call"
+    scope = _scope(report.nodeid)
+    if scope == "integration":
+        row[2] += report.duration
+    elif scope in SHARED_INTEGRATION:
+        row[3] += report.duration
+    row[4] = time.monotonic() - _SESSION_T0
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How long each worker was busy and when it ran dry: the figures for balancing
+    the integration unit against the rest (`SHARED_INTEGRATION`)."""
+    for worker, (busy, tests, integ, shared, last) in sorted(_BY_WORKER.items()):
+        terminalreporter.write_line(
+            f"worker {worker}: {busy:.0f} s in {tests:.0f} tests (integration unit "
+            f"{integ:.0f} s, shared integration files {shared:.0f} s), last test ended "
+            f"{last:.0f} s into the session"
+        )
 
 
 @pytest.fixture(autouse=True)
