@@ -49,30 +49,31 @@ except ImportError:  # pytest-xdist is a dev dependency; plain pytest runs witho
 #: `_IntegrationOnOneWorker`), so the worker that ends its share first runs them while
 #: the other is still in the integration unit: in the CI run of stop 29 the integration
 #: worker ran ~3.5 min past the other's last test; in stop 31's (14:13) it was again the
-#: long pole. Listed in the order they are handed out, longest first (seconds of one
-#: run under load, stop 32), so the last ones to go are short and both workers end
-#: close together.
+#: long pole. Each with the seconds it took here under load (stop 32; only the order
+#: matters): they are handed out longest first, so the last units to go are short and
+#: both workers end close together. A new file: its seconds from one run beside another.
+_SHARED_SECONDS = {
+    # Moved from the integration unit in stop 32 (one to five daemons each on 127.0.0.1).
+    "capsule_colony": 156, "faults_kill9": 123, "gateway": 62, "trust_private_blocks": 59,
+    "sync_labels": 50, "triggers": 46, "demo": 45, "bitswap_js_interop": 44,
+    "federation_revocations": 42, "capsule_custody_restart": 38, "trust_colony": 32,
+    "federation": 32, "store_full_disk": 32, "faults_clock_skew": 29, "node_labels": 25,
+    "daemon_persist": 19, "event_handlers": 18, "dht_client_mode": 10,
+    "daemon_bootstrap": 10, "edge_dialback": 4,
+    # One or two daemons or in-process transports each (stop 30).
+    "store_cli": 153, "daemon_detach": 68, "store_cid_interop": 63,
+    "store_crash_memory": 61, "store_car_interop": 59, "api_openapi": 37,
+    "daemon_bad_input": 25, "transport_libp2p": 22, "dht_closer_addrs": 19,
+    "capsule_trust": 17, "edge_doctor": 16, "daemon_api_addr": 16, "transport_quic": 15,
+    "transport_js_interop": 13, "capsule_bad_input": 13, "webrtc_signal": 12,
+    "fetch_durable": 11, "transport_native": 10, "edge_holepunch": 9, "cli_node": 7,
+    "executor_function": 7, "sdk_docs": 7, "executor_subprocess": 5, "topic_chains": 5,
+    "dag_stream": 5, "relay_circuit": 4, "relay_v2": 3, "webrtc_bridge": 3,
+    "dialer_backoff": 1, "transport_quic_interop": 1, "receipt_check": 0,
+}
 SHARED_ORDER = tuple(
     f"tests/integration/test_{name}.py"
-    for name in (
-        # Moved from the integration unit in stop 32 (one to five daemons each on
-        # 127.0.0.1; the mean of two runs under load, seconds): 156, 123, 62, 59, 50,
-        # 46, 45, 44, 42, 38, 32, 32, 32, 29, 25, 19, 18, 10, 10, 4.
-        "capsule_colony", "faults_kill9", "gateway", "trust_private_blocks", "sync_labels",
-        "triggers", "demo", "bitswap_js_interop", "federation_revocations",
-        "capsule_custody_restart", "trust_colony", "federation", "store_full_disk",
-        "faults_clock_skew", "node_labels", "daemon_persist", "event_handlers",
-        "dht_client_mode", "daemon_bootstrap", "edge_dialback",
-        # One or two daemons or in-process transports each (stop 30).
-        "api_openapi", "capsule_bad_input", "capsule_trust", "cli_node",
-        "daemon_api_addr", "daemon_bad_input", "daemon_detach", "dag_stream", "dht_closer_addrs",
-        "dialer_backoff",
-        "edge_doctor", "edge_holepunch", "executor_function", "executor_subprocess",
-        "fetch_durable", "receipt_check", "relay_circuit", "relay_v2", "sdk_docs",
-        "store_car_interop", "store_cid_interop", "store_cli", "store_crash_memory",
-        "topic_chains", "transport_js_interop", "transport_libp2p", "transport_native",
-        "transport_quic", "transport_quic_interop", "webrtc_bridge", "webrtc_signal",
-    )
+    for name, _ in sorted(_SHARED_SECONDS.items(), key=lambda kv: -kv[1])
 )
 SHARED_INTEGRATION = frozenset(SHARED_ORDER)
 
