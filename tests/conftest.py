@@ -55,11 +55,13 @@ except ImportError:  # pytest-xdist is a dev dependency; plain pytest runs witho
 _SHARED_SECONDS = {
     # Moved from the integration unit in stop 32 (one to five daemons each on 127.0.0.1).
     "capsule_colony": 156, "faults_kill9": 123, "gateway": 62, "trust_private_blocks": 59,
-    "sync_labels": 50, "triggers": 46, "demo": 45, "bitswap_js_interop": 44,
-    "federation_revocations": 42, "capsule_custody_restart": 38, "trust_colony": 32,
-    "federation": 32, "store_full_disk": 32, "faults_clock_skew": 29, "node_labels": 25,
+    "sync_labels": 50, "triggers": 46, "demo": 45, "federation_revocations": 42,
+    "capsule_custody_restart": 38, "trust_colony": 32, "federation": 32,
+    "store_full_disk": 32, "faults_clock_skew": 29, "node_labels": 25,
     "daemon_persist": 19, "event_handlers": 18, "dht_client_mode": 10,
     "daemon_bootstrap": 10, "edge_dialback": 4,
+    # Not test_bitswap_js_interop: test_mdns (namespaces: integration unit) runs its
+    # helia peers from the same cache directory, copying peer.mjs in place on start.
     # One or two daemons or in-process transports each (stop 30).
     "store_cli": 153, "daemon_detach": 68, "store_cid_interop": 63,
     "store_crash_memory": 61, "store_car_interop": 59, "api_openapi": 37,
