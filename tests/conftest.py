@@ -14,6 +14,7 @@ colonies) configures before any function-scoped fixture could save the state.
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,26 +42,42 @@ except ImportError:  # pytest-xdist is a dev dependency; plain pytest runs witho
     LoadScopeScheduling = None
 
 
-#: Integration files that may run beside one other integration test: at most one or
-#: two daemons or in-process transports on 127.0.0.1 with ports picked free, no
-#: network namespace, no fixed port, no CPU starvation, no wait sized for an idle
-#: machine. They are their own work units, handed out after everything else (see
+#: Integration files that may run beside one other integration test: daemons (five at
+#: most) or in-process transports on 127.0.0.1 with ports picked free, no network
+#: namespace, no fixed port, no CPU starvation, no wait sized for an idle machine. They
+#: are their own work units, handed out after everything else (see
 #: `_IntegrationOnOneWorker`), so the worker that ends its share first runs them while
 #: the other is still in the integration unit: in the CI run of stop 29 the integration
-#: worker ran ~3.5 min past the other's last test.
-SHARED_INTEGRATION = frozenset(
+#: worker ran ~3.5 min past the other's last test; in stop 31's (14:13) it was again the
+#: long pole. Each with the seconds it took here under load (stop 32; only the order
+#: matters): they are handed out longest first, so the last units to go are short and
+#: both workers end close together. A new file: its seconds from one run beside another.
+_SHARED_SECONDS = {
+    # Moved from the integration unit in stop 32 (one to five daemons each on 127.0.0.1).
+    "capsule_colony": 156, "faults_kill9": 123, "gateway": 62, "trust_private_blocks": 59,
+    "sync_labels": 50, "triggers": 46, "demo": 45, "federation_revocations": 42,
+    "capsule_custody_restart": 38, "trust_colony": 32, "federation": 32,
+    "store_full_disk": 32, "faults_clock_skew": 29, "node_labels": 25,
+    "daemon_persist": 19, "event_handlers": 18, "dht_client_mode": 10,
+    "daemon_bootstrap": 10, "edge_dialback": 4,
+    # Not test_bitswap_js_interop: test_mdns (namespaces: integration unit) runs its
+    # helia peers from the same cache directory, copying peer.mjs in place on start.
+    # One or two daemons or in-process transports each (stop 30).
+    "store_cli": 153, "daemon_detach": 68, "store_cid_interop": 63,
+    "store_crash_memory": 61, "store_car_interop": 59, "api_openapi": 37,
+    "daemon_bad_input": 25, "transport_libp2p": 22, "dht_closer_addrs": 19,
+    "capsule_trust": 17, "edge_doctor": 16, "daemon_api_addr": 16, "transport_quic": 15,
+    "transport_js_interop": 13, "capsule_bad_input": 13, "webrtc_signal": 12,
+    "fetch_durable": 11, "transport_native": 10, "edge_holepunch": 9, "cli_node": 7,
+    "executor_function": 7, "sdk_docs": 7, "executor_subprocess": 5, "topic_chains": 5,
+    "dag_stream": 5, "relay_circuit": 4, "relay_v2": 3, "webrtc_bridge": 3,
+    "dialer_backoff": 1, "transport_quic_interop": 1, "receipt_check": 0,
+}
+SHARED_ORDER = tuple(
     f"tests/integration/test_{name}.py"
-    for name in (
-        "api_openapi", "capsule_bad_input", "capsule_trust", "cli_node",
-        "daemon_api_addr", "daemon_bad_input", "daemon_detach", "dag_stream", "dht_closer_addrs",
-        "dialer_backoff",
-        "edge_doctor", "edge_holepunch", "executor_function", "executor_subprocess",
-        "fetch_durable", "receipt_check", "relay_circuit", "relay_v2", "sdk_docs",
-        "store_car_interop", "store_cid_interop", "store_cli", "store_crash_memory",
-        "topic_chains", "transport_js_interop", "transport_libp2p", "transport_native",
-        "transport_quic", "transport_quic_interop", "webrtc_bridge", "webrtc_signal",
-    )
+    for name, _ in sorted(_SHARED_SECONDS.items(), key=lambda kv: -kv[1])
 )
+SHARED_INTEGRATION = frozenset(SHARED_ORDER)
 
 
 def _scope(nodeid: str) -> str:
@@ -83,11 +100,11 @@ if LoadScopeScheduling is not None:
             return _scope(nodeid)
 
         def _assign_work_unit(self, node: Any) -> None:
-            # Shared integration files go last: whichever worker runs dry first takes
-            # them, beside the other worker's integration unit.
+            # Shared integration files go last, longest first: whichever worker runs
+            # dry first takes them, beside the other worker's integration unit.
             # The integration unit goes first, so it starts at once on the first worker.
             queue = self.workqueue
-            for scope in [s for s in queue if s in SHARED_INTEGRATION]:
+            for scope in [s for s in SHARED_ORDER if s in queue]:
                 queue.move_to_end(scope)
             if "integration" in queue:
                 queue.move_to_end("integration", last=False)
@@ -101,6 +118,39 @@ if LoadScopeScheduling is not None:
         if config.getvalue("dist") != "loadgroup":
             return None
         return _IntegrationOnOneWorker(config, log)
+
+
+#: Under xdist, on the controller: worker → [seconds in tests, tests, seconds in the
+#: integration unit, seconds in shared integration files, seconds since the session
+#: started when its last report came].
+_BY_WORKER: dict[str, list[float]] = {}
+_SESSION_T0 = time.monotonic()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    node = getattr(report, "node", None)  # set by xdist on reports it forwards
+    if node is None:
+        return
+    row = _BY_WORKER.setdefault(str(node.gateway.id), [0.0, 0, 0.0, 0.0, 0.0])
+    row[0] += report.duration
+    row[1] += report.when == "call"
+    scope = _scope(report.nodeid)
+    if scope == "integration":
+        row[2] += report.duration
+    elif scope in SHARED_INTEGRATION:
+        row[3] += report.duration
+    row[4] = time.monotonic() - _SESSION_T0
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How long each worker was busy and when it ran dry: the figures for balancing
+    the integration unit against the rest (`SHARED_INTEGRATION`)."""
+    for worker, (busy, tests, integ, shared, last) in sorted(_BY_WORKER.items()):
+        terminalreporter.write_line(
+            f"worker {worker}: {busy:.0f} s in {tests:.0f} tests (integration unit "
+            f"{integ:.0f} s, shared integration files {shared:.0f} s), last test ended "
+            f"{last:.0f} s into the session"
+        )
 
 
 @pytest.fixture(autouse=True)
