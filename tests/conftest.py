@@ -60,6 +60,8 @@ _SHARED_SECONDS = {
     "store_full_disk": 32, "faults_clock_skew": 29, "node_labels": 25,
     "daemon_persist": 19, "event_handlers": 18, "dht_client_mode": 10,
     "daemon_bootstrap": 10, "edge_dialback": 4,
+    # js-libp2p QUIC on 127.0.0.1 (stop 32); its js peer file is replaced atomically.
+    "transport_quic_js_interop": 14,
     # Not test_bitswap_js_interop: test_mdns (namespaces: integration unit) runs its
     # helia peers from the same cache directory, copying peer.mjs in place on start.
     # One or two daemons or in-process transports each (stop 30).

@@ -15,7 +15,7 @@ on 127.0.0.1.
 js's own DCUtR cannot punch on loopback: it sends and accepts only public addresses
 (`isPublicAndDialable`), so the hole punch with a js node needs public addresses
 (see docs/edge-nat.md, Known limits). The js peer (js_relay/relay_peer.mjs) is
-installed with `npm ci` from the committed lock file into a cache directory keyed by
+installed with `npm install` from the committed lock file into a cache directory keyed by
 its hash; skipped, with the reason, when node or npm is missing or the install fails
 (no registry).
 """
@@ -66,7 +66,11 @@ def _install() -> Path:
             )
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
             pytest.skip(f"npm install of the js-libp2p relay peer failed (no registry?): {e}")
-    shutil.copyfile(JS_DIR / "relay_peer.mjs", cache / "relay_peer.mjs")
+    # Atomically (a copy, then a rename): a test of another worker may be starting
+    # node on this file at this moment (test_transport_quic_js_interop is shared).
+    tmp = cache / f"relay_peer.mjs.{os.getpid()}"
+    shutil.copyfile(JS_DIR / "relay_peer.mjs", tmp)
+    os.replace(tmp, cache / "relay_peer.mjs")
     return cache
 
 
