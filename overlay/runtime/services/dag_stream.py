@@ -32,9 +32,8 @@ private DAGs private).
 Bounded: a request holds at most `MAX_ROOTS` roots (a longer range is asked for in
 several requests, one after the other); a section at most `MAX_SECTION` bytes
 (services/dag_sections.py, which reassembles and hash-checks them); the provider
-reads `BATCH_BYTES` of blocks at a time from LMDB on a worker thread, one batch
-ahead of the one it sends; the fetcher's buffered blocks go through `BlockWriter`'s
-bound.
+reads `BATCH_BYTES` of blocks at a time from LMDB on a worker thread; the fetcher's
+buffered blocks go through `BlockWriter`'s bound.
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ log = structlog.get_logger("colony.dag_stream")
 PROTO_DAG = "/colony/dag/1.0.0"
 MAX_ROOTS = 1024
 MAX_REQUEST = 64 * 1024
-BATCH_BYTES = 4 * 1024 * 1024
+BATCH_BYTES = 8 * 1024 * 1024
 READ_BYTES = 4 << 20
 #: Received blocks are hash-checked on a worker thread this many bytes at a time.
 VERIFY_BYTES = 4 << 20
@@ -229,23 +228,13 @@ class DagStreams:
                              state=describe_stream(getattr(s, "net", None)))
                     return
 
-        # The next batch is read while this one is sent (one batch ahead: at most
-        # three in memory): read in turn, the socket drained while LMDB was read.
-        batches, ready = trio.open_memory_channel[list[bytes]](1)
-
-        async def read_ahead() -> None:
-            async with batches:
-                seen: set[bytes] = set()
-                stack = list(reversed(roots))
-                while stack:
-                    pieces, stack = await trio.to_thread.run_sync(
-                        self._read_batch, stack, seen, only)
-                    await batches.send(pieces)
-
         async with trio.open_nursery() as watching:
             watching.start_soon(watch)
-            watching.start_soon(read_ahead)
-            async for pieces in ready:
+            seen: set[bytes] = set()
+            stack = list(reversed(roots))
+            while stack:
+                pieces, stack = await trio.to_thread.run_sync(
+                    self._read_batch, stack, seen, only)
                 # In ~PACE_BYTES pieces, so `[network] max_send_rate` paces the stream
                 # smoothly; each is `bytes`, which the send path queues uncopied.
                 for piece in pieces:
