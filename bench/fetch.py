@@ -211,6 +211,22 @@ def durability_modes(tmp: Path, size: int, rounds: int) -> None:
                   f"CPU {cpu:.2f} s/GiB", flush=True)
 
 
+def settle(nodes: list[Node], limit_s: float = 15.0) -> float:
+    """Wait (at most `limit_s`) until every daemon is about idle (< 0.15 CPU s per s
+    over 0.5 s); the seconds waited. A fetch announces its DAG's blocks in the DHT
+    when it ends (≈ 0.3 CPU s on the fetcher and 0.15 on each other daemon for
+    1,031 blocks, issue #16): without this, the 3-provider fetch started while the
+    fetcher before it was still announcing, on the same 2 cores, and the 1-provider
+    fetch never did."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit_s:
+        c0 = [cpu_s(n.pid) for n in nodes]
+        time.sleep(0.5)
+        if all(cpu_s(n.pid) - c < 0.075 for n, c in zip(nodes, c0, strict=True)):
+            break
+    return time.perf_counter() - t0
+
+
 def wait_providers(node: Node, cid: str, want: set[str]) -> None:
     def ok() -> bool:
         r = node.api(60).call("POST", "/v1/dht/findprovs", {"cid": cid})
@@ -231,11 +247,15 @@ def fetch_run(tmp: Path, size: int, stack: str, rate: int) -> tuple[float, float
         r = colony_cmd(c.nodes[0].home, "publish", str(data), "--json", timeout=300)
         cid = json.loads(r.stdout)["cid"]
         n0, n1, n2, n3 = c.nodes
+        settled = [settle(c.nodes)]
         one, f1 = timed_fetch(n1, cid, [n0])
         wait_providers(n2, cid, {n0.peer_id, n1.peer_id})
         timed_fetch(n2, cid)
         wait_providers(n3, cid, {n0.peer_id, n1.peer_id, n2.peer_id})
+        settled.append(settle(c.nodes))
         three, f3 = timed_fetch(n3, cid, [n0, n1, n2])
+        print(f"  [{tag}] waited for idle daemons before the 1- and 3-provider fetches: "
+              f"{settled[0]:.1f} s, {settled[1]:.1f} s")
         for name, f in (("1 provider", f1), ("3 providers", f3)):
             print(f"  [{tag}] blocks by provider, {name} ({f['providers_found']} found, "
                   f"{f.get('providers_late', 0)} late): "

@@ -157,7 +157,7 @@ def _cid_length(section: bytes, at: int) -> int:
     return i + length
 
 
-def verify_section(cid_bytes: bytes, block: bytes, at: int = 0) -> Cid | None:
+def verify_section(cid_bytes: bytes, block: bytes | memoryview, at: int = 0) -> Cid | None:
     """Check `block` against `cid_bytes`; the storable `Cid`, or None for identity blocks.
 
     Raises `CarError` when the bytes do not match or the CID cannot be verified/stored.

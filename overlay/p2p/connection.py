@@ -53,6 +53,8 @@ HANDSHAKE_TIMEOUT_S = 10.0
 #: (up to 1 MiB) plaintext of its socket read: a view keeps all of it alive, and
 #: a bulk stream's pieces are mostly whole Yamux frames of 256 KiB.
 SMALL_PIECE_BYTES = 64 * 1024
+#: The largest seal buffer a connection keeps between sends (`Connection._seal`).
+SEAL_KEEP_BYTES = 8 * 1024 * 1024
 #: Buffers per sendmsg call (Linux IOV_MAX is 1024).
 _IOV_MAX = 512
 
@@ -285,6 +287,7 @@ class Connection:
         self._pings: dict[int, trio.Event] = {}
         #: Ciphertext taken from the session and not yet sent, in order.
         self._unsent: list[bytes | memoryview] = []
+        self._sealbuf = bytearray()
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -539,8 +542,7 @@ class Connection:
         try:
             while (self._unsent or self.session.outbound_bytes) and not self.closed:
                 if not self._unsent:
-                    out = self.session.take_outbound()
-                    self._unsent.extend(noise.encrypt_pieces(self.ciphers.send, out))
+                    self._unsent.append(self._seal(self.session.take_outbound()))
                 try:
                     await self._send_parts(self._unsent)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
@@ -554,6 +556,17 @@ class Connection:
                 # A sender cancelled mid-frame: the writer task sends the rest (the
                 # peer would otherwise wait forever for the end of a Noise message).
                 self._wake_writer()
+
+    def _seal(self, out: list[bytes | memoryview]) -> memoryview:
+        """`out` sealed into the connection's buffer (`noise.seal_into`); called only
+        with `_unsent` empty, i.e. when nothing refers to the buffer's bytes."""
+        need = noise.sealed_bytes_max(out)
+        buf = self._sealbuf
+        if len(buf) < need:
+            buf = bytearray(need)
+            self._sealbuf = buf if need <= SEAL_KEEP_BYTES else bytearray()
+        n = noise.seal_into(self.ciphers.send, out, buf)
+        return memoryview(buf)[:n]
 
     async def _send_parts(self, views: list[bytes | memoryview]) -> None:
         """Send `views` in order, removing what was sent: one vectored send

@@ -19,10 +19,18 @@ from store.car import MAX_CID, CarError, _cid_length, verify_section
 MAX_SECTION = 4 * 1024 * 1024 + 1024
 
 
+#: A section: its CID bytes and its block, a view of the received plaintext when
+#: it lies whole in one piece, else the one copy joining its parts.
+Section = tuple[bytes, "bytes | memoryview"]
+
+
 class Sections:
-    """CAR sections reassembled from the received pieces. Each block is copied once,
-    from the pieces into the bytes that are verified and stored; only a section's
-    few header bytes are copied twice."""
+    """CAR sections reassembled from the received pieces. A block that lies whole in
+    one piece is not copied at all: it stays a read-only view of that piece (the
+    decrypted plaintext of one socket read, which nothing else writes) through the
+    hash check into LMDB's `put`; one that spans pieces is copied once, into the
+    bytes that are verified and stored (profiled on a fetcher: these copies were
+    ≈ 9 % of its event loop). Only a section's few header bytes are copied twice."""
 
     def __init__(self) -> None:
         self._parts: deque[memoryview] = deque()
@@ -33,6 +41,15 @@ class Sections:
             if len(p):
                 self._parts.append(memoryview(p))
                 self._avail += len(p)
+
+    def _take_block(self, n: int) -> bytes | memoryview:
+        """The next `n` (≤ available) bytes: an uncopied view when they lie in one
+        piece, else one bytes object."""
+        first = self._parts[0]
+        if not n or len(first) < n:
+            return self._take(n)
+        self._drop(n)
+        return first[:n]
 
     def _take(self, n: int, consume: bool = True) -> bytes:
         """The next `n` (≤ available) bytes as one bytes object."""
@@ -67,9 +84,9 @@ class Sections:
             n -= len(first)
             parts.popleft()
 
-    def split(self, only_root: bool) -> tuple[bool, list[tuple[bytes, bytes]]]:
+    def split(self, only_root: bool) -> tuple[bool, list[Section]]:
         """(finished, [(cid, block)]) for every whole section now available."""
-        out: list[tuple[bytes, bytes]] = []
+        out: list[Section] = []
         while self._avail:
             head = self._take(min(self._avail, 10 + 2 * MAX_CID), consume=False)
             try:
@@ -89,13 +106,13 @@ class Sections:
             if clen > n:
                 raise CarError("malformed stream: a CID runs past its section")
             self._drop(i + clen)
-            out.append((head[i:i + clen], self._take(n - clen)))
+            out.append((head[i:i + clen], self._take_block(n - clen)))
             if only_root:
                 return True, out
         return False, out
 
 
-def verify_all(sections: list[tuple[bytes, bytes]]) -> list[Cid | None]:
+def verify_all(sections: list[Section]) -> list[Cid | None]:
     """Hash-check each block against its CID (on a worker thread: hashlib releases
     the GIL, so the event loop keeps receiving meanwhile)."""
     return [verify_section(cid, block) for cid, block in sections]

@@ -51,7 +51,7 @@ from overlay.core.multiformats import decode_varint, encode_varint
 from overlay.core.wire import cbor_decode, cbor_encode
 from overlay.p2p.diagnose import describe_stream
 from overlay.runtime.net.transport import Transport
-from overlay.runtime.services.dag_sections import Sections, verify_all
+from overlay.runtime.services.dag_sections import Section, Sections, verify_all
 from overlay.runtime.services.fetch import BlockWriter, FetchProgress
 from store.blockstore import BlockStore
 from store.car import CarError
@@ -136,8 +136,7 @@ class _Split:
         self.ranges = [_Range(i * n // k, (i + 1) * n // k) for i in range(k)]
         return list(self.ranges)
 
-    def track(self, sections: list[tuple[bytes, bytes]],
-              rng: _Range) -> list[tuple[bytes, bytes]]:
+    def track(self, sections: list[Section], rng: _Range) -> list[Section]:
         """Advance `rng.at` over the sections just parsed (before they are verified,
         so a thief sees how far the stream really is); cut them at the first root
         past `rng.stop` (stolen: `rng.cut`)."""
@@ -375,7 +374,7 @@ class DagStreams:
                 break
         return frontier, taken
 
-    def _block(self, cid: Cid) -> bytes | None:
+    def _block(self, cid: Cid) -> bytes | memoryview | None:
         block = self.writer.pending_block(cid.multihash)
         if block is None and self.writer.has(cid):
             with self.store.reader() as r:
@@ -422,7 +421,7 @@ class DagStreams:
         try:
             await s.send_all(_request(roots, only_root))
             frames = Sections()
-            held: list[tuple[bytes, bytes]] = []  # whole sections not yet verified
+            held: list[Section] = []  # whole sections not yet verified
 
             async def take_held() -> int:
                 # Verified VERIFY_BYTES at a time: profiled, handing each wakeup's one
@@ -495,7 +494,7 @@ class DagStreams:
             with trio.CancelScope(shield=True):
                 await s.aclose()
 
-    def _accept(self, sections: list[tuple[bytes, bytes]], cids: list[Cid | None],
+    def _accept(self, sections: list[Section], cids: list[Cid | None],
                 expected: set[bytes], peer_key: str, p: FetchProgress) -> int:
         """Take verified sections that belong to the DAG, in order (parents first)."""
         taken = 0
@@ -508,7 +507,12 @@ class DagStreams:
                 self.stats.unexpected_blocks += 1
                 raise ColonyError(f"{cid} is not part of the requested DAG")
             expected.discard(cid.multihash)
-            links = link_cids(block) if cid.codec == DAG_PB else []
+            links: list[bytes] = []
+            if cid.codec == DAG_PB:
+                # Inner blocks are small and read back (links, `pending_block`):
+                # bytes; raw leaves may stay views of the received plaintext.
+                block = bytes(block)
+                links = link_cids(block)
             expected.update(sha256_multihash(c) or Cid.from_bytes(c).multihash
                             for c in links)
             if cid.multihash not in have:

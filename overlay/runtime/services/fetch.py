@@ -59,7 +59,9 @@ HARD_BUFFERED_FACTOR = 2
 #: is committed on the event loop, where growing the map is safe (no other txn open).
 MAP_SLACK_BYTES = 8 * 1024 * 1024
 
-_Entry = tuple[Cid, bytes, "list[bytes] | None"]
+#: (cid, block, links); a raw leaf from the bulk stream may be a read-only view of
+#: the received plaintext (services/dag_sections.py), which LMDB's put copies.
+_Entry = tuple[Cid, "bytes | memoryview", "list[bytes] | None"]
 
 
 class BlockWriter:
@@ -93,7 +95,7 @@ class BlockWriter:
         self.last_error = e
         log.error("block_commit_failed", error=str(e), blocks=blocks)
 
-    def add(self, cid: Cid, data: bytes, links: list[bytes] | None) -> None:
+    def add(self, cid: Cid, data: bytes | memoryview, links: list[bytes] | None) -> None:
         self._pending[cid.multihash] = (cid, data, links)
         self._bytes += len(data)
         if len(self._pending) >= FLUSH_BLOCKS or self._bytes >= FLUSH_BYTES:
@@ -123,7 +125,7 @@ class BlockWriter:
                 out.update(c.multihash for c in rest if r.has(c))
         return out
 
-    def pending_block(self, mh: bytes) -> bytes | None:
+    def pending_block(self, mh: bytes) -> bytes | memoryview | None:
         entry = self._pending.get(mh) or self._committing.get(mh)
         return entry[1] if entry else None
 

@@ -85,6 +85,29 @@ def test_yamux_frames_are_sealed_without_copying_their_payload_twice() -> None:
     assert b"".join(got) == big_head + bytes(frame)
 
 
+
+@pytest.mark.parametrize("sizes", [[], [0], [5], [12, 256 * 1024, 12, 256 * 1024, 12, 100],
+                                   [noise.SMALL_SEAL_BYTES + 1, 256 * 1024],
+                                   [noise.MAX_PLAINTEXT_BYTES], [noise.MAX_PLAINTEXT_BYTES + 1],
+                                   [3] * 40 + [70_000, 1, 2 * noise.MAX_PLAINTEXT_BYTES]])
+def test_seal_into_writes_the_same_wire_as_encrypt_pieces(sizes: list[int]) -> None:
+    """The send path seals into a reused buffer (`seal_into`): byte for byte the
+    messages `encrypt_pieces` makes, within `sealed_bytes_max`, and the buffer may
+    be reused for the next batch (stale bytes past the end are never sent)."""
+    key = bytes(range(32))
+    pieces: list[bytes | memoryview] = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    a, b = noise.CipherState(key), noise.CipherState(key)
+    buf = bytearray(b"\xee" * (noise.sealed_bytes_max(pieces) + 7))
+    for _ in range(2):  # the second batch reuses the buffer, with the next nonces
+        start = b.n
+        n = noise.seal_into(b, pieces, buf)
+        assert n <= noise.sealed_bytes_max(pieces)
+        assert bytes(buf[:n]) == b"".join(noise.encrypt_pieces(a, pieces))
+    c = noise.CipherState(key)
+    c.n = start
+    got = noise.FrameReader(c).feed_and_decrypt(bytes(buf[:n]))
+    assert b"".join(got) == b"".join(bytes(p) for p in pieces)
+
 def test_wrong_expected_peer_is_refused() -> None:
     a, b, c = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
     init = noise.Handshake(True, a.seed, expected_peer=c.peer_id)

@@ -5,13 +5,15 @@ one), the (cid, block) pairs come out whole and in order, and malformed framing 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
 from overlay.core.cid import DAG_PB, RAW, Cid
 from overlay.core.errors import ColonyError
 from overlay.core.multiformats import encode_varint
-from overlay.runtime.services.dag_sections import MAX_SECTION, Sections
+from overlay.runtime.services.dag_sections import MAX_SECTION, Sections, verify_all
+from store.blockstore import BlockStore
 from store.car import CarError
 
 
@@ -66,3 +68,28 @@ def test_malformed_framing_raises(bad: bytes, error: type[Exception]) -> None:
     s.feed([bad])
     with pytest.raises(error):
         s.split(only_root=False)
+
+
+def test_a_block_inside_one_piece_is_not_copied_and_stores_as_bytes(tmp_path: Path) -> None:
+    """A block that lies whole in one received piece comes out as a view of that piece
+    (no copy on the event loop); one spanning pieces as bytes. Both verify and are
+    stored byte for byte (LMDB's put copies a view)."""
+    inside, spanning = bytes(range(256)) * 40, bytes(reversed(range(256))) * 40
+    framed = []
+    for block in (inside, spanning):
+        cid = Cid.of(RAW, block).to_bytes()
+        framed.append(encode_varint(len(cid) + len(block)) + cid + block)
+    cut = len(framed[0]) + 100  # the second block spans the two pieces
+    data = b"".join(framed) + b"\x00"
+    plain = memoryview(bytearray(data)).toreadonly()  # as a decrypted socket read
+    s = Sections()
+    s.feed([plain[:cut], plain[cut:]])
+    done, sections = s.split(False)
+    assert done and [bytes(b) for _, b in sections] == [inside, spanning]
+    assert isinstance(sections[0][1], memoryview) and isinstance(sections[1][1], bytes)
+    cids = verify_all(sections)
+    with BlockStore(tmp_path / "s") as store:
+        store.put_many([(c, b, None) for c, (_, b) in zip(cids, sections, strict=True)
+                        if c is not None])
+        with store.reader() as r:
+            assert [bytes(r.read(c)) for c in cids if c is not None] == [inside, spanning]
