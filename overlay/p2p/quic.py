@@ -56,7 +56,7 @@ from overlay.p2p import multistream, quic_path, quic_stream, quic_tls
 from overlay.p2p.errors import HandshakeError, NegotiationError
 from overlay.p2p.quic_conn import ERR_HANDSHAKE, QuicConn
 from overlay.p2p.quic_credit import STREAM_WINDOW, Libp2pQuicConnection
-from overlay.p2p.quic_pmtud import DEFAULT_MAX_BYTES, Pmtud
+from overlay.p2p.quic_pmtud import DEFAULT_MAX_BYTES, MAX_UDP_PAYLOAD, Pmtud
 from overlay.p2p.quic_stream import QuicStream
 
 __all__ = ["QuicConn", "QuicEndpoint", "negotiate_inbound"]
@@ -73,6 +73,9 @@ MAX_PENDING_HANDSHAKES = 64
 #: to carry it: loopback, a LAN with jumbo frames).
 MAX_DATAGRAM_SIZE = 1200
 PMTUD_MAX_BYTES = DEFAULT_MAX_BYTES
+#: The largest start (and fixed) size: handshake packets' length field (aioquic's,
+#: 2 bytes) holds < 16384.
+MAX_START_BYTES = 16384
 #: Path MTU discovery for new endpoints (default on); an endpoint's own `pmtud` wins.
 PMTUD = True
 _CID_LENGTH = 8
@@ -106,11 +109,14 @@ class QuicEndpoint:
         self.handshake_timeout_s = handshake_timeout_s
         pmtud = PMTUD if pmtud is None else pmtud
         cap = max(pmtud_max_bytes, max_datagram_size) if not pmtud else pmtud_max_bytes
-        if not 1200 <= max_datagram_size <= cap <= 16384:
-            # aioquic encodes STREAM/CRYPTO frame lengths in 2 bytes (< 16384): larger
-            # datagrams corrupt frames (quic_pmtud.DEFAULT_MAX_BYTES).
-            raise ValueError(f"datagram sizes {max_datagram_size}..{pmtud_max_bytes} "
-                             "not within 1200..16384")
+        if not 1200 <= max_datagram_size <= MAX_START_BYTES \
+                or not max_datagram_size <= cap <= MAX_UDP_PAYLOAD:
+            # Handshake packets have long headers, whose 2-byte length field aioquic
+            # fills with the packet's (< 16384): the start size is bounded by that.
+            # After the handshake only short headers: the search may go to 65527.
+            raise ValueError(f"datagram sizes {max_datagram_size}..{pmtud_max_bytes}: the "
+                             f"start not within 1200..{MAX_START_BYTES} or the ceiling "
+                             f"not within it..{MAX_UDP_PAYLOAD}")
         #: Start size (fixed without `pmtud`); `pmtud_max_bytes` caps the search.
         self.max_datagram_size = max_datagram_size
         self.pmtud = pmtud

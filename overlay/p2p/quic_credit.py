@@ -24,9 +24,15 @@ from typing import Any
 
 from aioquic import tls
 from aioquic._buffer import Buffer
+from aioquic.buffer import size_uint_var
 from aioquic.quic.connection import END_STATES, NetworkAddress, QuicConnection
 from aioquic.quic.packet import QuicFrameType, QuicPacketType, pull_quic_transport_parameters
-from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder, QuicSentPacket
+from aioquic.quic.packet_builder import (
+    QuicDeliveryState,
+    QuicPacketBuilder,
+    QuicPacketBuilderStop,
+    QuicSentPacket,
+)
 from aioquic.quic.recovery import QuicPacketRecovery, QuicPacketSpace
 from aioquic.quic.stream import QuicStream
 
@@ -35,6 +41,12 @@ from overlay.p2p.quic_pmtud import BASE_PLPMTU, Pmtud
 
 #: Unread bytes a stream may hold: its receive window beyond what was read.
 STREAM_WINDOW = 4 * 1024 * 1024
+#: aioquic writes a STREAM or CRYPTO frame's length as a 2-byte varint: at most this
+#: many data bytes per frame. Larger datagrams carry several frames (see
+#: `_write_stream_frame`).
+MAX_FRAME_DATA = 16383
+#: Another frame in the same packet only with at least this much room (header ≤ 19).
+_MIN_FRAME_ROOM = 64
 #: Stream writes smaller than this are gathered into one chunk of a SendBuffer.
 COALESCE_BYTES = 64 * 1024
 
@@ -87,7 +99,9 @@ class SendBuffer:
         return self
 
     def __getitem__(self, key: slice) -> bytes | memoryview:
-        start, stop, _ = key.indices(len(self))
+        # aioquic asks for [a:b] with 0 <= a <= b <= len: no slice.indices needed.
+        start = key.start or 0
+        stop = len(self) if key.stop is None else min(key.stop, len(self))
         if stop <= start:
             return b""
         a, b = self._start + start, self._start + stop
@@ -233,8 +247,13 @@ class Libp2pQuicConnection(QuicConnection):
                 or self._close_pending or not self._network_paths[0].is_validated:
             return []
         size = pmtud.probe_size(now)
-        if size is None or self._version is None \
-                or self._loss.congestion_window - self._loss.bytes_in_flight < size:
+        # The probe needs room in the window; one larger than the whole window (a slow
+        # path's, with a 64 KiB ceiling) goes alone when nothing else is in flight, or
+        # the search would never end.
+        loss = self._loss
+        if size is None or self._version is None or (
+                loss.congestion_window - loss.bytes_in_flight < size
+                and (loss.bytes_in_flight or size <= loss.congestion_window)):
             return []
         builder = QuicPacketBuilder(
             host_cid=self.host_cid, is_client=self._is_client, max_datagram_size=size,
@@ -311,6 +330,42 @@ class Libp2pQuicConnection(QuicConnection):
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
         self.tls._request_client_certificate = True
+
+    def _write_stream_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
+                            stream: QuicStream, max_offset: int) -> int:
+        # aioquic writes one STREAM frame per stream per packet, its length in 2 bytes:
+        # so datagrams above 16 KiB corrupted frames. Here each frame stops at
+        # MAX_FRAME_DATA and frames follow one another while the packet has room, so a
+        # datagram of up to 64 KiB carries several (fewer packets: aioquic's cost is
+        # per packet). Returns the new bytes sent, as aioquic's does (its caller
+        # charges them to the connection's flow-control credit).
+        sender = stream.sender
+        used = 0
+        while True:
+            room = builder.remaining_buffer_space
+            cap = min(max_offset, sender.next_offset + MAX_FRAME_DATA)
+            try:
+                used += super()._write_stream_frame(builder, space, stream, cap)
+            except QuicPacketBuilderStop:
+                if used or room != builder.remaining_buffer_space:
+                    return used
+                raise
+            if room == builder.remaining_buffer_space or sender.buffer_is_empty \
+                    or builder.remaining_flight_space < _MIN_FRAME_ROOM:
+                return used
+
+    def _write_crypto_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
+                            stream: QuicStream) -> bool:
+        # One frame of at most MAX_FRAME_DATA (aioquic sizes it to the packet's room).
+        excess = builder.remaining_flight_space - MAX_FRAME_DATA - 3 \
+            - size_uint_var(stream.sender.next_offset)
+        if excess <= 0:
+            return bool(super()._write_crypto_frame(builder, space, stream))
+        builder._flight_capacity -= excess
+        try:
+            return bool(super()._write_crypto_frame(builder, space, stream))
+        finally:
+            builder._flight_capacity += excess
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         consumed = self.consumed.get(stream.stream_id)
