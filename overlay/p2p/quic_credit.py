@@ -342,6 +342,9 @@ class Libp2pQuicConnection(QuicConnection):
         sender = stream.sender
         used = 0
         while True:
+            last = self._write_last_stream_frame(builder, stream, max_offset)
+            if last is not None:
+                return used + last
             room = builder.remaining_buffer_space
             cap = min(max_offset, sender.next_offset + MAX_FRAME_DATA)
             try:
@@ -353,6 +356,37 @@ class Libp2pQuicConnection(QuicConnection):
             if room == builder.remaining_buffer_space or sender.buffer_is_empty \
                     or builder.remaining_flight_space < _MIN_FRAME_ROOM:
                 return used
+
+    def _write_last_stream_frame(self, builder: QuicPacketBuilder, stream: QuicStream,
+                                 max_offset: int) -> int | None:
+        """One STREAM frame without a length field (RFC 9000 §19.8: it runs to the
+        packet's end) filling the rest of the packet, when that is more than a framed
+        one may carry and the stream can fill all of it now; else None. One frame per
+        64 KiB packet instead of four: aioquic's cost is per frame too. Filling the
+        packet exactly is what makes it safe: nothing (another frame, PADDING) can
+        follow it. Returns the new bytes sent, like `_write_stream_frame`."""
+        sender, sid = stream.sender, stream.stream_id
+        assert sid is not None
+        start = sender.next_offset
+        overhead = 1 + size_uint_var(sid) + (size_uint_var(start) if start else 0)
+        room = builder.remaining_flight_space - overhead
+        if room <= MAX_FRAME_DATA or builder.remaining_buffer_space < room + overhead:
+            return None
+        pending = sender._pending
+        if not len(pending) or min(pending[0].stop, max_offset) - pending[0].start < room:
+            return None  # less than the packet's room to send now: framed ones do
+        before = sender.highest_offset
+        frame = sender.get_frame(room, max_offset)
+        assert frame is not None and len(frame.data) == room and frame.offset == start
+        frame_type = QuicFrameType.STREAM_BASE | (4 if start else 0) | (1 if frame.fin else 0)
+        buf = builder.start_frame(frame_type, capacity=overhead,
+                                  handler=sender.on_data_delivery,
+                                  handler_args=(start, start + room, frame.fin))
+        buf.push_uint_var(sid)
+        if start:
+            buf.push_uint_var(start)
+        buf.push_bytes(frame.data)
+        return int(sender.highest_offset - before)
 
     def _write_crypto_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
                             stream: QuicStream) -> bool:
