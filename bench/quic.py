@@ -5,11 +5,13 @@ Each measure: a sink in another process (`--serve quic|tcp`) reads one stream to
 end and answers b"k"; this process writes `--mib` MiB in 256 KiB writes on one
 negotiated stream (multistream-select; QUIC: libp2p TLS + a QUIC stream; TCP:
 Noise XX + Yamux, overlay/p2p) and times until the answer. Best of `--runs`.
-QUIC is measured three ways: fixed 1200-byte datagrams (path-MTU discovery off: what
-every path got before it), with path-MTU discovery (the default: both ends start at
-1200 and probe up to 16 KiB; the size reached is printed), and fixed 16 KiB (the
-ceiling of the search; loopback only). Each of `--cc` congestion controllers (the
-sender's; default: aioquic's reno and cubic, and ours, bbr) is measured all three ways.
+QUIC is measured three ways (`--modes`): fixed 1200-byte datagrams (path-MTU discovery
+off: what every path got before it), with path-MTU discovery (the default: both ends
+start at 1200 and probe up to the route's MTU, 65,507 bytes on loopback; the size
+reached is printed), and fixed 16 KiB (the largest fixed size; loopback only).
+Per-round ratios (QUIC over the TCP run of the same round) show the spread. Each of
+`--cc` congestion controllers (the sender's; default: aioquic's reno and cubic, and
+ours, bbr) is measured all three ways.
 Also prints the connection set-up time of each (dial to verified peer), and the load
 average, since the machine's two cores are shared.
 
