@@ -30,6 +30,7 @@ synchronous non-blocking `sendto`s with a queue for when the kernel buffer is fu
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import socket as stdsocket
 import time
@@ -140,6 +141,9 @@ class QuicEndpoint:
         self._outq: deque[tuple[bytes, tuple[str, int]]] = deque()
         self._out_wake = trio.Event()
         self._timer_wake = trio.Event()
+        #: The deadline the timer task sleeps until (-inf while it runs timers): only
+        #: an earlier one wakes it (a wake per receive batch cost a task switch).
+        self._timer_at = -math.inf
         self._nursery: trio.Nursery | None = None
 
     def _config(self, client: bool) -> QuicConfiguration:
@@ -249,10 +253,9 @@ class QuicEndpoint:
                 if c is not None:
                     touched.add(c)
             for c in touched:
-                self.transmit(c)
+                self.transmit(c)  # wakes the timer task if c's timer is now earlier
                 c.progress.set()
             touched.clear()
-            self._timer_wake.set()
             await trio.lowlevel.checkpoint()
 
     def _datagram(self, data: bytes, addr: tuple[str, int], now: float) -> QuicConn | None:
@@ -366,7 +369,9 @@ class QuicEndpoint:
             return
         for data, addr in out:
             self._send(data, addr)
-        self._timer_wake.set()
+        t = c.quic.get_timer()
+        if t is not None and t < self._timer_at:
+            self._timer_wake.set()
 
     def send_punch(self, addr: tuple[str, int]) -> None:
         """Random bytes to `addr` from our socket: it opens our NAT's mapping toward
@@ -413,9 +418,11 @@ class QuicEndpoint:
                 (t for c in self.connections if (t := c.quic.get_timer()) is not None),
                 default=trio.current_time() + 1.0,
             )
+            self._timer_at = deadline
             with trio.move_on_at(deadline):
                 await self._timer_wake.wait()
             self._timer_wake = trio.Event()
+            self._timer_at = -math.inf  # this pass recomputes the deadline anyway
             now = trio.current_time()
             for c in list(self.connections):
                 t = c.quic.get_timer()
