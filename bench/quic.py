@@ -5,15 +5,18 @@ Each measure: a sink in another process (`--serve quic|tcp`) reads one stream to
 end and answers b"k"; this process writes `--mib` MiB in 256 KiB writes on one
 negotiated stream (multistream-select; QUIC: libp2p TLS + a QUIC stream; TCP:
 Noise XX + Yamux, overlay/p2p) and times until the answer. Best of `--runs`.
-QUIC is measured three ways: fixed 1200-byte datagrams (path-MTU discovery off: what
-every path got before it), with path-MTU discovery (the default: both ends start at
-1200 and probe up to 16 KiB; the size reached is printed), and fixed 16 KiB (the
-ceiling of the search; loopback only). Each of `--cc` congestion controllers (the
-sender's; default: aioquic's reno and cubic, and ours, bbr) is measured all three ways.
+QUIC is measured three ways (`--modes`): fixed 1200-byte datagrams (path-MTU discovery
+off: what every path got before it), with path-MTU discovery (the default: both ends
+start at 1200 and probe up to the route's MTU, 65,507 bytes on loopback; the size
+reached is printed), and fixed 16 KiB (the largest fixed size; loopback only).
+Per-round ratios (QUIC over the TCP run of the same round) show the spread. Each of
+`--cc` congestion controllers (the sender's; default: aioquic's reno and cubic, and
+ours, bbr) is measured all three ways.
 Also prints the connection set-up time of each (dial to verified peer), and the load
 average, since the machine's two cores are shared.
 
 Run: .venv/bin/python bench/quic.py [--mib 64] [--runs 3] [--cc reno,cubic,bbr]
+                                    [--modes 1200,pmtud,16k]
 """
 
 from __future__ import annotations
@@ -129,7 +132,7 @@ async def measure(kind: str, total: int, dgram: int = 1200, cc: str = "",
         await proc.wait()
 
 
-async def main(mib: int, runs: int, ccs: list[str]) -> None:
+async def main(mib: int, runs: int, ccs: list[str], modes: list[str]) -> None:
     total = mib * MiB
     print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
           f"{os.getloadavg()[2]:.2f} (2 shared cores)")
@@ -137,32 +140,42 @@ async def main(mib: int, runs: int, ccs: list[str]) -> None:
     for _ in range(runs):  # interleaved, so all see the same background load
         results["tcp"].append(await measure("tcp", total))
         for cc in ccs:
-            results.setdefault(f"quic {cc}", []).append(await measure("quic", total, cc=cc))
-            results.setdefault(f"quicpmtud {cc}", []).append(
-                await measure("quic", total, cc=cc, pmtud=True))
-            results.setdefault(f"quic16k {cc}", []).append(
-                await measure("quic", total, 16384, cc=cc))
+            for mode in modes:
+                dgram, pmtud = _MODES[mode]
+                results.setdefault(f"{mode} {cc}", []).append(
+                    await measure("quic", total, dgram, cc=cc, pmtud=pmtud))
     tcp = max(r[0] for r in results["tcp"])
     tcp_setup = min(r[1] for r in results["tcp"])
-    quic_setup = min(r[1] for r in results[f"quic {ccs[0]}"])
-    print(f"{'TCP+Noise+Yamux stream, 2 processes (limit)':<50} {tcp:8.1f} MB/s")
+    print(f"{'TCP+Noise+Yamux stream, 2 processes (limit)':<50} {tcp:8.1f} MB/s"
+          f"  runs {_runs(results['tcp'])}")
     for cc in ccs:
-        quic = max(r[0] for r in results[f"quic {cc}"])
-        quic16k = max(r[0] for r in results[f"quic16k {cc}"])
-        pm = results[f"quicpmtud {cc}"]
-        quicpm = max(r[0] for r in pm)
-        sizes = sorted({r[2] for r in pm})
-        print(f"{f'QUIC stream, 1200-byte datagrams, {cc}':<50} {quic:8.1f} MB/s"
-              f"  ratio {quic / tcp:.3f} of TCP (goal ≥ 0.3)")
-        print(f"{f'QUIC stream, path-MTU discovery, {cc}':<50} {quicpm:8.1f} MB/s"
-              f"  ratio {quicpm / tcp:.3f} of TCP (goal ≥ 0.3); reached {sizes} bytes")
-        print(f"{f'QUIC stream, 16 KiB datagrams (loopback), {cc}':<50} {quic16k:8.1f} MB/s"
-              f"  ratio {quic16k / tcp:.3f} of TCP (goal ≥ 0.3)")
+        for mode in modes:
+            rs = results[f"{mode} {cc}"]
+            quic = max(r[0] for r in rs)
+            # Per run: the ratio to the TCP run of the same round (same background load).
+            per = ", ".join(f"{q[0] / t[0]:.3f}" for q, t in zip(rs, results["tcp"],
+                                                                   strict=True))
+            reached = f"; reached {sorted({r[2] for r in rs})} bytes" if mode == "pmtud" else ""
+            print(f"{f'QUIC stream, {_LABELS[mode]}, {cc}':<50} {quic:8.1f} MB/s"
+                  f"  ratio {quic / tcp:.3f} of TCP (goal ≥ 0.3){reached}")
+            print(f"{'':<50} runs {_runs(rs)}; per-round ratios {per}")
     print(f"{'connection set-up TCP+Noise+Yamux':<50} {tcp_setup:8.1f} ms")
-    print(f"{'connection set-up QUIC (1-RTT + libp2p TLS)':<50} {quic_setup:8.1f} ms"
-          f"  ratio {quic_setup / tcp_setup:.3f} of TCP")
+    if modes:
+        quic_setup = min(r[1] for r in results[f"{modes[0]} {ccs[0]}"])
+        print(f"{'connection set-up QUIC (1-RTT + libp2p TLS)':<50} {quic_setup:8.1f} ms"
+              f"  ratio {quic_setup / tcp_setup:.3f} of TCP")
     print(f"{mib} MiB per run, best of {runs}; load average after: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+#: QUIC modes: (start datagram size, path-MTU discovery).
+_MODES = {"1200": (1200, False), "pmtud": (1200, True), "16k": (16384, False)}
+_LABELS = {"1200": "1200-byte datagrams", "pmtud": "path-MTU discovery",
+           "16k": "16 KiB datagrams (loopback)"}
+
+
+def _runs(rs: list[tuple[float, float, int]]) -> str:
+    return "[" + ", ".join(f"{r[0]:.1f}" for r in rs) + "] MB/s"
 
 
 if __name__ == "__main__":
@@ -174,6 +187,8 @@ if __name__ == "__main__":
     ap.add_argument("--pmtud", action="store_true", help="(--serve) path-MTU discovery")
     ap.add_argument("--cc", default="reno,cubic,bbr",
                     help="the sender's QUIC congestion controllers, comma-separated")
+    ap.add_argument("--modes", default="1200,pmtud,16k",
+                    help="QUIC modes, comma-separated: 1200, pmtud, 16k")
     args = ap.parse_args()
     logging.disable(logging.CRITICAL)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -182,4 +197,5 @@ if __name__ == "__main__":
     elif args.serve == "tcp":
         trio.run(_serve_tcp)
     else:
-        trio.run(main, args.mib, args.runs, args.cc.split(","))
+        trio.run(main, args.mib, args.runs, args.cc.split(","),
+                 [m for m in args.modes.split(",") if m])

@@ -87,7 +87,7 @@ class Host:
         on_connected: PeerCallback | None = None,
         on_disconnected: PeerCallback | None = None,
         quic_pmtud: bool = True,
-        quic_max_datagram_bytes: int = 16384,
+        quic_max_datagram_bytes: int = 65527,
     ) -> None:
         self.keypair = keypair
         self.quic_pmtud, self.quic_max_datagram_bytes = quic_pmtud, quic_max_datagram_bytes

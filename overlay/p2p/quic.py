@@ -30,6 +30,7 @@ synchronous non-blocking `sendto`s with a queue for when the kernel buffer is fu
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import socket as stdsocket
 import time
@@ -56,7 +57,7 @@ from overlay.p2p import multistream, quic_path, quic_stream, quic_tls
 from overlay.p2p.errors import HandshakeError, NegotiationError
 from overlay.p2p.quic_conn import ERR_HANDSHAKE, QuicConn
 from overlay.p2p.quic_credit import STREAM_WINDOW, Libp2pQuicConnection
-from overlay.p2p.quic_pmtud import DEFAULT_MAX_BYTES, Pmtud
+from overlay.p2p.quic_pmtud import DEFAULT_MAX_BYTES, MAX_UDP_PAYLOAD, Pmtud
 from overlay.p2p.quic_stream import QuicStream
 
 __all__ = ["QuicConn", "QuicEndpoint", "negotiate_inbound"]
@@ -73,6 +74,9 @@ MAX_PENDING_HANDSHAKES = 64
 #: to carry it: loopback, a LAN with jumbo frames).
 MAX_DATAGRAM_SIZE = 1200
 PMTUD_MAX_BYTES = DEFAULT_MAX_BYTES
+#: The largest start (and fixed) size: handshake packets' length field (aioquic's,
+#: 2 bytes) holds < 16384.
+MAX_START_BYTES = 16384
 #: Path MTU discovery for new endpoints (default on); an endpoint's own `pmtud` wins.
 PMTUD = True
 _CID_LENGTH = 8
@@ -106,11 +110,14 @@ class QuicEndpoint:
         self.handshake_timeout_s = handshake_timeout_s
         pmtud = PMTUD if pmtud is None else pmtud
         cap = max(pmtud_max_bytes, max_datagram_size) if not pmtud else pmtud_max_bytes
-        if not 1200 <= max_datagram_size <= cap <= 16384:
-            # aioquic encodes STREAM/CRYPTO frame lengths in 2 bytes (< 16384): larger
-            # datagrams corrupt frames (quic_pmtud.DEFAULT_MAX_BYTES).
-            raise ValueError(f"datagram sizes {max_datagram_size}..{pmtud_max_bytes} "
-                             "not within 1200..16384")
+        if not 1200 <= max_datagram_size <= MAX_START_BYTES \
+                or not max_datagram_size <= cap <= MAX_UDP_PAYLOAD:
+            # Handshake packets have long headers, whose 2-byte length field aioquic
+            # fills with the packet's (< 16384): the start size is bounded by that.
+            # After the handshake only short headers: the search may go to 65527.
+            raise ValueError(f"datagram sizes {max_datagram_size}..{pmtud_max_bytes}: the "
+                             f"start not within 1200..{MAX_START_BYTES} or the ceiling "
+                             f"not within it..{MAX_UDP_PAYLOAD}")
         #: Start size (fixed without `pmtud`); `pmtud_max_bytes` caps the search.
         self.max_datagram_size = max_datagram_size
         self.pmtud = pmtud
@@ -134,6 +141,9 @@ class QuicEndpoint:
         self._outq: deque[tuple[bytes, tuple[str, int]]] = deque()
         self._out_wake = trio.Event()
         self._timer_wake = trio.Event()
+        #: The deadline the timer task sleeps until (-inf while it runs timers): only
+        #: an earlier one wakes it (a wake per receive batch cost a task switch).
+        self._timer_at = -math.inf
         self._nursery: trio.Nursery | None = None
 
     def _config(self, client: bool) -> QuicConfiguration:
@@ -230,6 +240,8 @@ class QuicEndpoint:
         touched: set[QuicConn] = set()
         while True:
             await trio.lowlevel.wait_readable(raw.fileno())
+            # One clock read per batch: the batch is received within microseconds.
+            now = trio.current_time()
             for _ in range(256):  # bounded batch, then let other tasks run
                 try:
                     data, addr = raw.recvfrom(_RECV_BYTES)
@@ -237,30 +249,34 @@ class QuicEndpoint:
                     break
                 except OSError:  # ICMP errors surface here on Linux: ignore
                     continue
-                c = self._datagram(data, addr[:2])
+                c = self._datagram(data, addr[:2], now)
                 if c is not None:
                     touched.add(c)
             for c in touched:
-                self.transmit(c)
+                self.transmit(c)  # wakes the timer task if c's timer is now earlier
                 c.progress.set()
             touched.clear()
-            self._timer_wake.set()
             await trio.lowlevel.checkpoint()
 
-    def _datagram(self, data: bytes, addr: tuple[str, int]) -> QuicConn | None:
-        try:
-            header = pull_quic_header(Buffer(data=data), host_cid_length=_CID_LENGTH)
-        except ValueError as e:
-            self.drops["malformed_header"] += 1
-            log.debug("quic_datagram_dropped", addr=addr, reason=str(e)[:100])
-            return None
-        c = self.conns.get(header.destination_cid)
+    def _datagram(self, data: bytes, addr: tuple[str, int], now: float) -> QuicConn | None:
+        # A short-header (1-RTT) packet of a known connection, nearly every datagram
+        # of a stream: its destination connection id sits at bytes 1..8, so the demux
+        # needs no header parse (aioquic parses it again anyway).
+        c = self.conns.get(data[1:1 + _CID_LENGTH]) if data and not data[0] & 0x80 else None
         if c is None:
-            c = self._accept(data, header, addr)
-            if c is None:
+            try:
+                header = pull_quic_header(Buffer(data=data), host_cid_length=_CID_LENGTH)
+            except ValueError as e:
+                self.drops["malformed_header"] += 1
+                log.debug("quic_datagram_dropped", addr=addr, reason=str(e)[:100])
                 return None
+            c = self.conns.get(header.destination_cid)
+            if c is None:
+                c = self._accept(data, header, addr)
+                if c is None:
+                    return None
         try:
-            c.quic.receive_datagram(data, addr, now=trio.current_time())
+            c.quic.receive_datagram(data, addr, now=now)
         except Exception as e:  # a bug or a hostile packet inside aioquic: this conn only
             self._fail(c, f"aioquic: {e!r}"[:200])
             return None
@@ -353,7 +369,9 @@ class QuicEndpoint:
             return
         for data, addr in out:
             self._send(data, addr)
-        self._timer_wake.set()
+        t = c.quic.get_timer()
+        if t is not None and t < self._timer_at:
+            self._timer_wake.set()
 
     def send_punch(self, addr: tuple[str, int]) -> None:
         """Random bytes to `addr` from our socket: it opens our NAT's mapping toward
@@ -400,9 +418,11 @@ class QuicEndpoint:
                 (t for c in self.connections if (t := c.quic.get_timer()) is not None),
                 default=trio.current_time() + 1.0,
             )
+            self._timer_at = deadline
             with trio.move_on_at(deadline):
                 await self._timer_wake.wait()
             self._timer_wake = trio.Event()
+            self._timer_at = -math.inf  # this pass recomputes the deadline anyway
             now = trio.current_time()
             for c in list(self.connections):
                 t = c.quic.get_timer()

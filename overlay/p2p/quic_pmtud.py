@@ -10,7 +10,8 @@ on an Ethernet path 1452..1472-byte datagrams carry ~20 % more per packet.
 * Search (RFC 8899 §5.3): from the current size (BASE_PLPMTU or the configured start)
   up to `upper` = min(configured maximum, local route MTU - IP/UDP headers, the peer's
   `max_udp_payload_size`). The first probe is `upper` itself (on loopback and LANs the
-  search ends in one round trip); if it fails, binary search, ending when the interval
+  search ends in one round trip; above FIRST_PROBE_BYTES, two: that size first, then
+  `upper`); if it fails, binary search, ending when the interval
   is under SEARCH_MIN_STEP_BYTES. A size fails after MAX_PROBES lost probes (RFC 8899
   MAX_PROBES = 3), so a random loss does not lower the ceiling.
 * A probe is ack-eliciting and in flight (congestion controlled, RFC 8899 §3 item 7)
@@ -37,10 +38,16 @@ import enum
 BASE_PLPMTU = 1200
 #: The largest UDP payload (RFC 9000 §18.2 max_udp_payload_size default, 65527).
 MAX_UDP_PAYLOAD = 65527
-#: Default configured maximum, and aioquic's hard one: it writes STREAM and CRYPTO
-#: frame lengths as 2-byte varints (< 16384), so a larger datagram corrupts frames
-#: (a 32 KiB one fails the connection with "Unknown frame type").
-DEFAULT_MAX_BYTES = 16384
+#: Default configured maximum: any size the path carries (the route's MTU bounds the
+#: search: 1472 on Ethernet, 65508 on loopback). aioquic writes STREAM and CRYPTO frame
+#: lengths as 2-byte varints (< 16384); above 16 KiB our connection writes several
+#: frames per packet (quic_credit.Libp2pQuicConnection._write_stream_frame).
+DEFAULT_MAX_BYTES = MAX_UDP_PAYLOAD
+#: The first probe of a search is at most this; once it is acknowledged the next tries
+#: the ceiling itself. Why: a probe waits for room in the congestion window (RFC 8899
+#: §3 item 7), and a slow path's window may never hold a 64 KiB probe, so a search
+#: from a 64 KiB ceiling could stall where one from 16 KiB finishes.
+FIRST_PROBE_BYTES = 16384
 MAX_PROBES = 3
 SEARCH_MIN_STEP_BYTES = 20
 REPROBE_INTERVAL_S = 600.0
@@ -106,7 +113,8 @@ class Pmtud:
             self._complete(now)
             return None
         if self._first:
-            return self._high
+            return FIRST_PROBE_BYTES if self._low < FIRST_PROBE_BYTES < self._high \
+                else self._high
         return (self._low + self._high + 1) // 2
 
     def on_probe_sent(self, pn: int, size: int) -> None:
@@ -120,7 +128,8 @@ class Pmtud:
         size = self.in_flight[1]
         self.in_flight = None
         self._failures = 0
-        self._first = False
+        # The FIRST_PROBE_BYTES stage passed: the next probe tries the ceiling.
+        self._first = size == FIRST_PROBE_BYTES < self._high
         self._low = max(self._low, size)
         self.current = max(self.current, size)
         self._large_acked_pn = max(self._large_acked_pn, pn)

@@ -127,16 +127,16 @@ class TransportConfig:
     #: `[quic] pmtud`: QUIC path MTU discovery (else 1200-byte datagrams throughout).
     quic_pmtud: bool = True
     #: `[quic] max_datagram_bytes`: the ceiling of the search.
-    quic_max_datagram_bytes: int = 16384
+    quic_max_datagram_bytes: int = 65527
 
     def __post_init__(self) -> None:
         if self.stack not in STACKS:
             raise ConfigError(f"[network] stack {self.stack!r} is not one of {STACKS}")
         if self.max_send_rate < 0:
             raise ConfigError("[network] max_send_rate must be >= 0 (0 = unlimited)")
-        if not 1200 <= self.quic_max_datagram_bytes <= 16384:
+        if not 1200 <= self.quic_max_datagram_bytes <= 65527:
             raise ConfigError(f"[quic] max_datagram_bytes {self.quic_max_datagram_bytes} "
-                              "is not within 1200..16384")
+                              "is not within 1200..65527")
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Mapping[str, Any]], **overrides: Any) -> TransportConfig:

@@ -39,8 +39,8 @@ DEFAULTS: Config = {
     },
     # QUIC path MTU discovery (overlay/p2p/quic_pmtud.py, docs/transport.md): datagrams
     # start at 1200 bytes and grow to what the path carries, up to max_datagram_bytes
-    # (1200..16384; aioquic's frame encoding stops at 16 KiB).
-    "quic": {"pmtud": True, "max_datagram_bytes": 16384},
+    # (1200..65527; the route's MTU bounds it: 1472 on Ethernet, 65508 on loopback).
+    "quic": {"pmtud": True, "max_datagram_bytes": 65527},
     "discovery": {"mdns": False},
     "api": {"listen": "127.0.0.1:5101"},
     "store": {"cid_version": 1, "initial_map_size_mib": 256},
@@ -148,8 +148,8 @@ max_send_rate = 0
 # Path MTU discovery: datagrams start at 1200 bytes (safe on any path) and grow to
 # what the path carries (probes; 1472 on Ethernet, the maximum on loopback).
 pmtud = true
-# Its ceiling, 1200..16384 (aioquic cannot frame larger datagrams).
-max_datagram_bytes = 16384
+# Its ceiling, 1200..65527 (the route's MTU bounds the search below it).
+max_datagram_bytes = 65527
 
 [discovery]
 # Find peers on the local network by multicast DNS (the libp2p mDNS spec, so

@@ -11,11 +11,13 @@ from aioquic._buffer import Buffer
 from aioquic.quic.packet import pull_quic_transport_parameters, push_quic_transport_parameters
 
 from overlay.core.crypto import KeyPair
+from overlay.p2p import quic_path
 from overlay.p2p.errors import HandshakeError
 from overlay.p2p.quic import QuicConn, QuicEndpoint
 from overlay.p2p.quic_pmtud import (
     BASE_PLPMTU,
     BLACK_HOLE_BURSTS,
+    FIRST_PROBE_BYTES,
     MAX_PROBES,
     REPROBE_INTERVAL_S,
     SEARCH_MIN_STEP_BYTES,
@@ -53,6 +55,19 @@ def test_search_ends_within_step_of_the_path_mtu_and_never_above(mtu: int) -> No
     assert max(probed) <= 16384
     # Each size too large costs MAX_PROBES probes; binary search: ~log2(15184/20) sizes.
     assert len(probed) <= 1 + 11 * MAX_PROBES
+
+
+@pytest.mark.parametrize("mtu", [1472, 16384, 30000, 65508])
+def test_default_ceiling_probes_16k_first_then_the_ceiling(mtu: int) -> None:
+    p = Pmtud()  # ceiling 65527 (the route bounds it in a connection)
+    probed = search(p, mtu)
+    assert probed[0] == FIRST_PROBE_BYTES
+    assert p.state is State.COMPLETE
+    assert mtu - SEARCH_MIN_STEP_BYTES < p.current <= mtu
+    if mtu >= FIRST_PROBE_BYTES:
+        assert probed[1] == 65527  # then the ceiling itself
+    if mtu == 65508:
+        assert len(probed) <= 2 + MAX_PROBES + 12 * MAX_PROBES
 
 
 def test_first_probe_is_the_ceiling_so_a_capable_path_takes_one_round_trip() -> None:
@@ -149,7 +164,10 @@ def test_loopback_connection_reaches_the_ceiling_and_keeps_working() -> None:
         assert await roundtrip(conn, payload) == payload  # at the raised size
 
     run_pair(body)
-    assert sizes == [16384, 16384]
+    # The default ceiling is any size: loopback's route MTU (65536 - headers) bounds it.
+    route = quic_path.route_payload_limit(("127.0.0.1", 1))
+    assert route is not None and route > 16384
+    assert sizes == [route, route]
 
 
 def test_pmtud_off_keeps_the_configured_size() -> None:
@@ -277,7 +295,7 @@ def test_search_finds_a_1500_byte_path_by_probing_and_carries_data() -> None:
                 await trio.sleep(0.05)
         assert pm.state is State.COMPLETE
         assert 1472 - SEARCH_MIN_STEP_BYTES < conn.quic.max_datagram_size <= 1472
-        assert relay.dropped >= MAX_PROBES  # the 16 KiB probes, not the data
+        assert relay.dropped >= MAX_PROBES  # the large probes, not the data
         assert await roundtrip(conn, payload) == payload
 
     run_relayed(1472, body)
@@ -287,11 +305,15 @@ def test_black_hole_mid_connection_falls_back_to_1200_and_data_still_arrives() -
     async def body(relay: Relay, conn: QuicConn) -> None:
         payload = bytes(range(256)) * 4096
         assert await roundtrip(conn, payload) == payload
-        assert conn.quic.max_datagram_size == 16384
+        with trio.move_on_after(20):  # the search's second step (16 KiB, then 64 KiB)
+            while conn.quic.max_datagram_size <= 16384:
+                await trio.sleep(0.05)
+        assert conn.quic.max_datagram_size > 16384  # several STREAM frames per packet
+        assert await roundtrip(conn, payload) == payload
         relay.mtu = 1200  # the route changed: large datagrams vanish
         assert await roundtrip(conn, payload) == payload
         pm = conn.quic.pmtud
         assert pm is not None and pm.black_holes >= 1
         assert conn.quic.max_datagram_size == 1200
 
-    run_relayed(65507, body)
+    run_relayed(70_000, body)

@@ -62,7 +62,7 @@ def test_quic_section_sets_path_mtu_discovery_and_its_ceiling() -> None:
     from overlay.runtime.process.config import DEFAULTS
 
     with pytest.raises(ConfigError, match="max_datagram_bytes"):
-        TransportConfig.from_config({**DEFAULTS, "quic": {"max_datagram_bytes": 20000}})
+        TransportConfig.from_config({**DEFAULTS, "quic": {"max_datagram_bytes": 70000}})
     sizes: dict[bool, int] = {}
 
     async def main(pmtud: bool) -> None:
