@@ -23,6 +23,13 @@ order as the calls, so a seeded core replays exactly. Read access is a mapping
 (`table[peer]`, `peer in table`, `table.items()`, …) in insertion order; the values are
 `Member` views of the column store (gossip/members.py), fresh per lookup.
 
+The slot dict is keyed by the peer id's bytes (`PeerId.raw`), not the `PeerId`:
+a bytes key is hashed in C (and its hash cached), a `PeerId` through a Python
+`__hash__` call; every probe, column write and push-pull record looks a member up.
+Equal bytes ⟺ equal peer ids, and dicts keep insertion order, so the table's order
+and contents are those a `PeerId`-keyed dict would have. Keys are given back as
+`PeerId`s (each member's alive claim names it).
+
 Per-member floats that other parts keep (the prober's RTT EWMA and Vivaldi
 coordinates) live in `FloatColumn`s attached to the table's slots, so they cost 8
 bytes per float instead of a dict entry and boxed floats. A column behaves like a
@@ -69,7 +76,7 @@ class FloatColumn:
         return self.first(peer) is not None
 
     def get(self, peer: PeerId) -> tuple[float, ...] | None:
-        i = self._table._slot.get(peer)
+        i = self._table._slot.get(peer.raw)
         if i is None:
             return self._extra.get(peer)
         w = self.width
@@ -78,7 +85,7 @@ class FloatColumn:
 
     def first(self, peer: PeerId) -> float | None:
         """The first float of `peer`'s value (a width-1 column's value) or None."""
-        i = self._table._slot.get(peer)
+        i = self._table._slot.get(peer.raw)
         if i is None:
             v = self._extra.get(peer)
             return None if v is None else v[0]
@@ -88,7 +95,7 @@ class FloatColumn:
     def set(self, peer: PeerId, value: tuple[float, ...]) -> None:
         if len(value) != self.width or math.isnan(value[0]):
             raise ValueError("a column value has the column's width and is not NaN")
-        i = self._table._slot.get(peer)
+        i = self._table._slot.get(peer.raw)
         if i is None:
             self._n += peer not in self._extra
             self._extra[peer] = value
@@ -109,7 +116,7 @@ class FloatColumn:
             members_only: bool = False) -> bool:
         """`set(peer, value)` if `peer` has a value already or fewer than `cap` peers
         do; with `members_only`, only for a peer in the table. False: not stored."""
-        i = self._table._slot.get(peer)
+        i = self._table._slot.get(peer.raw)
         if i is None:
             if members_only or (peer not in self._extra and self._n >= cap):
                 return False
@@ -123,14 +130,19 @@ class FloatColumn:
             if self._n >= cap:
                 return False
             self._n += 1
-        data[j : j + w] = array("d", value)
+        if w == 6:  # the coordinate row (4-D vector, height, error), twice per probe:
+            # six stores convert each float as `array("d", value)` does, without
+            # building an array per write (the width was checked above).
+            data[j], data[j + 1], data[j + 2], data[j + 3], data[j + 4], data[j + 5] = value
+        else:
+            data[j : j + w] = array("d", value)
         return True
 
     def blend(self, peer: PeerId, sample: float, alpha: float, cap: int) -> bool:
         """Width 1: an EWMA step, `old + alpha * (sample - old)`, or `sample` if `peer`
         has no value yet (then only while fewer than `cap` peers have one). False: not
         stored."""
-        i = self._table._slot.get(peer)
+        i = self._table._slot.get(peer.raw)
         data = self._data
         if i is None or self.width != 1:
             old = self.first(peer)
@@ -154,7 +166,7 @@ class FloatColumn:
         return True
 
     def pop(self, peer: PeerId) -> None:
-        i = self._table._slot.get(peer)
+        i = self._table._slot.get(peer.raw)
         if i is None:
             self._n -= self._extra.pop(peer, None) is not None
             return
@@ -197,7 +209,7 @@ class MemberTable(Mapping[PeerId, Member]):
                  "max_tombstones", "tombstones_dropped")  # fmt: skip
 
     def __init__(self, max_tombstones: int = MAX_TOMBSTONES) -> None:
-        self._slot: dict[PeerId, int] = {}  # peer → its slot in `_cols`, table order
+        self._slot: dict[bytes, int] = {}  # peer.raw → its slot in `_cols`, table order
         self._cols = MemberColumns()
         self._columns: list[FloatColumn] = []
         self._order: list[PeerId] = []  # every member once: probe order and sampling
@@ -218,19 +230,27 @@ class MemberTable(Mapping[PeerId, Member]):
     # ------------------------------------------------------------ mapping (read only)
 
     def __getitem__(self, peer: PeerId) -> Member:
-        return Member(self._cols, self._slot[peer])
+        i = self._slot.get(peer.raw)
+        if i is None:
+            raise KeyError(peer)
+        return Member(self._cols, i)
 
     def __contains__(self, peer: object) -> bool:
-        return peer in self._slot
+        return isinstance(peer, PeerId) and peer.raw in self._slot
 
     def __iter__(self) -> Iterator[PeerId]:
-        return iter(self._slot)
+        # Each member's alive claim names it: the table's keys, in table order.
+        alive = self._cols.alive
+        for i in self._slot.values():
+            a = alive[i]
+            assert a is not None
+            yield a.peer
 
     def __len__(self) -> int:
         return len(self._slot)
 
     def get(self, peer: PeerId, default: Member | None = None) -> Member | None:  # type: ignore[override]
-        i = self._slot.get(peer)
+        i = self._slot.get(peer.raw)
         return default if i is None else Member(self._cols, i)
 
     def items(self) -> ItemsView[PeerId, Member]:
@@ -240,11 +260,11 @@ class MemberTable(Mapping[PeerId, Member]):
         return _Values(self)
 
     def keys(self) -> KeysView[PeerId]:
-        return self._slot.keys()
+        return KeysView(self)
 
     def state_of(self, peer: PeerId) -> MemberState | None:
         """`peer`'s state, without building a view (hot paths)."""
-        i = self._slot.get(peer)
+        i = self._slot.get(peer.raw)
         return None if i is None else _STATES[self._cols.state[i]]
 
     def records(self) -> list[MemberRecord]:
@@ -269,19 +289,19 @@ class MemberTable(Mapping[PeerId, Member]):
 
     def accuse_of(self, peer: PeerId) -> Accuse | None:
         """The accusation against `peer` we hold, if any, without building a view."""
-        i = self._slot.get(peer)
+        i = self._slot.get(peer.raw)
         return None if i is None else self._cols.accuse[i]
 
-    def alive_lookup(self) -> tuple[Callable[[PeerId], int | None], list[Alive | None]]:
-        """(slot of a peer, the alive column): `col[i]` for `i = slot(peer)` (not None)
-        is `alive_of(peer)`, without a call per claim, for loops over a whole table's
+    def alive_lookup(self) -> tuple[Callable[[bytes], int | None], list[Alive | None]]:
+        """(slot of a peer's bytes, the alive column): `col[i]` for `i = slot(peer.raw)`
+        (not None) is `alive_of(peer)`, without a call per claim, for loops over a whole table's
         claims (push-pull merges). Both stay valid as the table changes (the dict and
         the list are never replaced)."""
         return self._slot.get, self._cols.alive
 
     def alive_of(self, peer: PeerId) -> Alive | None:
         """`peer`'s current alive claim, without building a view (hot paths)."""
-        i = self._slot.get(peer)
+        i = self._slot.get(peer.raw)
         return None if i is None else self._cols.alive[i]
 
     @property
@@ -307,9 +327,9 @@ class MemberTable(Mapping[PeerId, Member]):
         not-yet-probed one (memberlist does the same): otherwise every node would probe
         newcomers in the same order."""
         peer = alive.peer
-        if peer in self._slot:
+        if peer.raw in self._slot:
             raise ValueError("member already known")
-        i = self._slot[peer] = slot_int(self._cols.new(alive, now))
+        i = self._slot[peer.raw] = slot_int(self._cols.new(alive, now))
         for col in self._columns:
             col._enter(peer, i)
         self._tombs.pop(peer, None)
@@ -329,7 +349,7 @@ class MemberTable(Mapping[PeerId, Member]):
 
     def _free(self, peer: PeerId) -> MemberRecord:
         """Take `peer` out of the slots; returns its record."""
-        i = self._slot.pop(peer)
+        i = self._slot.pop(peer.raw)
         rec = Member(self._cols, i).record()
         for col in self._columns:
             col._leave(peer, i)
@@ -351,11 +371,11 @@ class MemberTable(Mapping[PeerId, Member]):
         if self._n_live == len(self._slot) + 1:
             return []  # every member is live (the invariant above): nothing to scan for
         cols = self._cols
-        state, since = cols.state, cols.since
+        state, since, alive = cols.state, cols.since, cols.alive
         dead, left = MemberState.DEAD, MemberState.LEFT
         gone = [
-            p
-            for p, i in self._slot.items()
+            alive[i].peer  # type: ignore[union-attr]  # a used slot holds a claim
+            for i in self._slot.values()
             if (state[i] == dead or state[i] == left) and since[i] <= horizon
         ]
         if not gone:
@@ -398,7 +418,7 @@ class MemberTable(Mapping[PeerId, Member]):
                 reshuffled = True
             peer = order[self._probe_idx]
             self._probe_idx += 1
-            if state[slot[peer]] <= suspect:  # ALIVE or SUSPECT
+            if state[slot[peer.raw]] <= suspect:  # ALIVE or SUSPECT
                 return peer
         return None
 
@@ -421,7 +441,7 @@ class MemberTable(Mapping[PeerId, Member]):
             peer = order[rng.randrange(len(order))]
             if peer == exclude or peer in chosen:
                 continue
-            i = self._slot[peer]
+            i = self._slot[peer.raw]
             st = _STATES[self._cols.state[i]]
             if st in states or (
                 dead_since is not None and st is MemberState.DEAD
@@ -437,18 +457,19 @@ class MemberTable(Mapping[PeerId, Member]):
         live = sum(1 for i in self._slot.values() if _STATES[self._cols.state[i]] in LIVE)
         assert self._n_live == 1 + live, (self._n_live, live)
         assert len(self._order) == len(self._slot)
-        assert set(self._order) == set(self._slot)
+        assert {p.raw for p in self._order} == set(self._slot)
+        assert all(p.raw == raw for p, raw in zip(self, self._slot, strict=True))
         used = sorted(self._slot.values())
         assert len(set(used)) == len(used)
         assert not set(used) & set(self._cols.free)
         assert len(used) + len(self._cols.free) == len(self._cols.alive)
         assert 0 <= self._probe_idx <= len(self._order)
         assert len(self._tombs) <= self.max_tombstones
-        assert not self._tombs.keys() & self._slot.keys()
+        assert not {p.raw for p in self._tombs} & self._slot.keys()
         for col in self._columns:
             n_in = sum(1 for i in used if not math.isnan(col._data[i * col.width]))
             assert col._n == n_in + len(col._extra), (col._n, n_in, len(col._extra))
-            assert not col._extra.keys() & self._slot.keys()
+            assert not {p.raw for p in col._extra} & self._slot.keys()
 
 
 _STATES = tuple(MemberState)
@@ -461,8 +482,11 @@ class _Items(ItemsView[PeerId, Member]):
 
     def __iter__(self) -> Iterator[tuple[PeerId, Member]]:
         cols = self._mapping._cols
-        for p, i in self._mapping._slot.items():
-            yield p, Member(cols, i)
+        alive = cols.alive
+        for i in self._mapping._slot.values():
+            a = alive[i]
+            assert a is not None
+            yield a.peer, Member(cols, i)
 
 
 class _Values(ValuesView[Member]):

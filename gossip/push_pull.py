@@ -125,7 +125,7 @@ class AntiEntropy:
             a = r.alive
             if type(a) is Alive and r is a.record_cache:
                 # The claim's shared plain record (no accusation, no ads): most records.
-                i = slot_of(a.peer)
+                i = slot_of(a.peer.raw)
                 if i is not None and alive_col[i] is a:
                     stale += 1
                     continue
@@ -142,7 +142,7 @@ class AntiEntropy:
                     ):
                         continue  # do not learn (or resurrect after reaping) a dead member
                 if type(a) is Alive:
-                    i = slot_of(a.peer)
+                    i = slot_of(a.peer.raw)
                     if i is not None and alive_col[i] is a:
                         stale += 1
                         continue

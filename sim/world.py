@@ -83,6 +83,9 @@ class World:
         self.net = net
         self.nodes: list[SimNode] = []
         self.index: dict[PeerId, int] = {}
+        #: `index` keyed by the peer id's bytes: every send looks its destination up,
+        #: and a bytes key is hashed in C (a `PeerId` through a Python `__hash__`).
+        self._index_raw: dict[bytes, int] = {}
         self.timer_grid = timer_grid or {}
         #: Ask cores with a `quick_tick` (overlay/node.py) whether a timer would only
         #: re-arm itself, and skip building the input and effects if so. Same results
@@ -134,6 +137,7 @@ class World:
         assert idx == len(self.nodes)
         self.nodes.append(SimNode(idx, peer, core, self.engine.now))
         self.index[peer] = idx
+        self._index_raw[peer.raw] = idx
         self.sent.append(0)
         self.received.append(0)
         return idx
@@ -227,7 +231,7 @@ class World:
         self.sent[src] += 1
         name = type(msg).__name__
         self.by_type[name] = self.by_type.get(name, 0) + 1
-        d = self.index.get(dst)
+        d = self._index_raw.get(dst.raw)
         if d is None:
             stats["unknown_peer"] += 1
             return
