@@ -31,7 +31,8 @@ from sim.campaign import (
 from sim.campaign_check import INVARIANTS
 
 SEEDS = 10
-STRICT = ("membership", "member_only", "liveness", "one_receipt", "token_increase")
+STRICT = ("membership", "member_only", "liveness", "one_receipt", "token_increase",
+          "reported_outcome", "stale_copy")
 #: invariant → a seed of the default campaign that violates it today.
 KNOWN: dict[str, int] = {}
 #: Seeds of the default campaign that broke an invariant before a fix (the fix named):
