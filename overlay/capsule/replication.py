@@ -161,6 +161,7 @@ class Replicator:
             return []
         out: list[Effect] = []
         before = e.committed
+        targets = self.followers(e)  # before an activation's commit retires `joint`
         while e.actions:
             version, acts = e.actions[0]
             if not self.committed_by(e, version):
@@ -179,7 +180,7 @@ class Replicator:
                 # No later Replicate will carry this commit point: tell the holders, so
                 # each may report the outcome (and a deposed copy's holder learns it).
                 notice = Committed(rec.capsule_id, e.ballot, rec.version)
-                out.extend(Send(p, notice) for p in self.followers(e))
+                out.extend(Send(p, notice) for p in targets)
         return out
 
 
