@@ -364,6 +364,8 @@ class Custody:
             return []
         if kind == "c.sync":
             return self.takeover.retry_sync(e, now) if e.leading and e.syncing else []
+        if kind == "c.settle":
+            return self.takeover.retry_settle(e, now)
         if not e.leading or e.syncing:
             return []
         rec = e.record

@@ -56,8 +56,8 @@ class Entry:
     __slots__ = (
         "acks", "actions", "ballot", "chain", "committed", "dep_outputs", "deps", "joint",
         "last_hb", "last_reason", "leading", "max_token", "max_version", "need",
-        "pending_receipt", "promise", "promised", "recent", "record", "refused", "settled",
-        "sync_tries", "syncing", "wait_start",
+        "pending_receipt", "promise", "promised", "recent", "record", "refused", "settle_at",
+        "settled", "sync_tries", "syncing", "wait_start",
     )  # fmt: skip
 
     def __init__(self, record: CustodyRecord, now: float) -> None:
@@ -93,6 +93,8 @@ class Entry:
         #: of the record's ballot between it and `record`, oldest first.
         self.settled: CustodyRecord | None = None
         self.recent: tuple[CustodyRecord, ...] = ()
+        #: When this follower next hands a finished, unsettled copy over (0: not armed).
+        self.settle_at = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,8 @@ from overlay.core.ids import PeerId
 
 #: Re-arm a record's timers and act on its state (custody.Custody._resume).
 Resume = Callable[[Entry, float], list[Effect]]
+#: Longest wait between two handoffs of a finished copy not known committed.
+SETTLE_RETRY_MAX_S = 60.0
 
 
 class Replicator:
@@ -237,7 +239,32 @@ class Takeover:
                 out.append(Send(leader, Replicate(e.record, commit_point(e))))
                 if e.pending_receipt is not None:
                     out.append(Send(leader, ReceiptMsg(e.pending_receipt)))
+            out.extend(self.watch_settle(e, now))
         return out
+
+    def watch_settle(self, e: Entry, now: float) -> list[Effect]:
+        """A follower holding a finished copy not known committed hands it to the
+        leader again, backing off to `SETTLE_RETRY_MAX_S`, until a commit point or a
+        newer copy settles it. Its view-change handoff is not enough: the leader may
+        have acked that version under a ballot it has since left (a deposed
+        configuration's follower, found by campaign seed 27), or the handoff was lost."""
+        if e.leading or not e.record.terminal or e.settled is e.record or e.settle_at > now:
+            return []  # (an armed timer is not pushed back: views change every few s)
+        delay = min(SETTLE_RETRY_MAX_S, self.sync_timeout_s * (1 << min(e.sync_tries, 5)))
+        e.settle_at = now + delay
+        return [SetTimer(("c.settle", e.record.capsule_id), e.settle_at)]
+
+    def retry_settle(self, e: Entry, now: float) -> list[Effect]:
+        e.settle_at = 0.0
+        if e.leading or not e.record.terminal or e.settled is e.record:
+            return []
+        out: list[Effect] = []
+        leader = self.view.leader(e.record.capsule.key, self.k_c)
+        if leader != self.me:
+            count(self.table.stats, "settle_handoffs")
+            out.append(Send(leader, Replicate(e.record, commit_point(e))))
+        e.sync_tries += 1
+        return out + self.watch_settle(e, now)
 
     def _stop(self, e: Entry) -> list[Effect]:
         """Stop acting on `e` (held effects dropped, timers cancelled)."""
@@ -441,6 +468,7 @@ class Takeover:
             # missed ours, or the executor cannot reach it): tell it.
             count(self.table.stats, "receipts_forwarded")
             out.append(Send(peer, ReceiptMsg(r)))
+        out.extend(self.watch_settle(e, now))
         return out
 
     def on_replicate_ack(self, peer: PeerId, msg: ReplicateAck, now: float) -> list[Effect]:
