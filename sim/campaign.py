@@ -52,13 +52,14 @@ from overlay.capsule.custody import CustodyConfig
 from overlay.capsule.executor import CapsuleExited, ExecutorConfig
 from overlay.capsule.leases import LeaseTiming
 from overlay.capsule.part import Activate, CapsulePart, RefreshMembers, RestoreCustody
+from overlay.capsule.receipts import Receipt
 from overlay.capsule.spec import Capsule, CapsuleSpec, capsule_cid
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import Effect, SetTimer
 from overlay.core.ids import PeerId
 from overlay.node import GossipSetup, Node, build_node
 from sim import faults as F
-from sim.campaign_check import Checker
+from sim.campaign_check import REPORT_EVERY_S, Checker, Outcome
 from sim.engine import Engine
 from sim.network import Network, NetworkConfig
 from sim.world import SimNode, World
@@ -418,11 +419,38 @@ class Campaign:
         elif isinstance(e, ev.ReceiptAccepted):
             c.on_receipt(t, me, e.capsule_id, e.token, e.receipt.executor)
         elif isinstance(e, ev.CapsuleFinished):
-            c.on_finished(t, e.capsule_id, e.state)
+            c.on_finished(t, e.capsule_id, e.state, _outcome_of(e.state, e.receipt))
         elif isinstance(e, ev.RunRequested):
             self._on_run(idx, e)
         elif isinstance(e, ev.KillRequested):
             self._on_kill(idx, e)
+
+    # ------------------------------------------------------------ reports
+
+    def _check_reports(self, _: Any = None) -> None:
+        """`reported_outcome`: what every live node would report (`Custody.report`)."""
+        t, w = self.engine.now, self.world
+        for i in range(self.cfg.nodes):
+            if not w.nodes[i].alive:
+                continue
+            for rep in self.capsule_core(i).custody.reports():
+                rec = rep.record
+                if rec is not None and rec.terminal:
+                    self.checker.check_reports(t, w.nodes[i].peer, rec.capsule_id,
+                                               _outcome_of(rec.state.value, rec.receipt))
+        if t + REPORT_EVERY_S <= self.cfg.duration_s:
+            self.engine.after(REPORT_EVERY_S, self._check_reports)
+
+    def _check_held(self, _: Any = None) -> None:
+        """`stale_copy`: no live node still holds a finished copy never committed."""
+        t, w = self.engine.now, self.world
+        for i in range(self.cfg.nodes):
+            if not w.nodes[i].alive:
+                continue
+            for rec in self.capsule_core(i).custody.records():
+                if rec.terminal:
+                    self.checker.check_held(t, w.nodes[i].peer, rec.capsule_id,
+                                            _outcome_of(rec.state.value, rec.receipt))
 
     # ------------------------------------------------------------ convergence
 
@@ -468,6 +496,8 @@ class Campaign:
         self.engine.at(cfg.quiet_at + cfg.liveness_bound_s,
                        lambda _: self.checker.check_liveness(self.engine.now,
                                                              cfg.liveness_bound_s))  # fmt: skip
+        self.engine.at(cfg.quiet_at + cfg.liveness_bound_s, self._check_held)
+        self.engine.at(REPORT_EVERY_S, self._check_reports)
 
     def run(self) -> SeedResult:
         self.build()
@@ -477,6 +507,10 @@ class Campaign:
         c = self.checker
         stats.update(submitted=len(c.submitted), acked=len(c.acked), finished=len(c.finished))
         return SeedResult(self.seed, self.schedule, c, self.engine.events_run, stats)
+
+
+def _outcome_of(state: str, receipt: Receipt | None) -> Outcome:
+    return (state, receipt.token, receipt.executor) if receipt else (state, 0, None)
 
 
 def run_seed(seed: int, cfg: CampaignConfig | None = None) -> SeedResult:

@@ -13,6 +13,14 @@ step of the simulation; liveness and convergence at their stated deadlines:
   failed or cancelled) by `quiet_at + liveness_bound_s`.
 - `membership`: every live node's gossip view equals the set of live nodes by
   `quiet_at + converge_bound_s` (all nodes are up after `quiet_at`).
+- `reported_outcome`: every outcome a live node reports (`Custody.report`: the copy it
+  knows committed) is one custody committed: its state a `CapsuleFinished` of the
+  capsule, its receipt an accepted (or, after a takeover, re-announced) one. Checked
+  every `REPORT_EVERY_S` (a deposed leader's own run must never be reported;
+  docs/capsules.md, "Deposed copies").
+- `stale_copy`: by `quiet_at + liveness_bound_s`, no live node still *holds* a
+  finished copy whose outcome custody never committed (a deposed leader's copy left
+  unrepaired after the heal).
 - `member_only`: every accepted submission and receipt was signed by a member of the
   colony. The campaign runs in open mode, where every node with a key is a member:
   the check is the trivial one (signers are campaign nodes), kept so colony mode
@@ -25,7 +33,12 @@ from dataclasses import dataclass, field
 
 from overlay.core.ids import PeerId
 
-INVARIANTS = ("one_receipt", "token_increase", "liveness", "membership", "member_only")
+INVARIANTS = ("one_receipt", "token_increase", "liveness", "membership", "member_only",
+              "reported_outcome", "stale_copy")
+#: Seconds of simulated time between two `reported_outcome` checks.
+REPORT_EVERY_S = 2.0
+#: An outcome: (state, receipt token, receipt executor); no receipt: (state, 0, None).
+Outcome = tuple[str, int, PeerId | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +61,9 @@ class Checker:
     receipts: dict[str, dict[tuple[int, PeerId], None]] = field(default_factory=dict)
     leases: dict[str, dict[tuple[int, PeerId], None]] = field(default_factory=dict)
     max_token: dict[str, int] = field(default_factory=dict)
+    #: Committed outcomes per capsule (every CapsuleFinished: a leader's commit of the
+    #: end, and a takeover's of a finished record).
+    outcomes: dict[str, dict[Outcome, None]] = field(default_factory=dict)
     converged_at: float | None = None
     #: Violations per kind are capped (a broken invariant repeats; the first few tell).
     cap: int = 5
@@ -91,9 +107,30 @@ class Checker:
             self._fail("one_receipt", t, f"capsule {cid[:16]}: {len(got)} receipts accepted "
                        f"({runs}); the last by custodian {node}")  # fmt: skip
 
-    def on_finished(self, t: float, cid: str, state: str) -> None:
+    def on_finished(self, t: float, cid: str, state: str,
+                    outcome: Outcome | None = None) -> None:  # fmt: skip
+        if outcome is not None:
+            self.outcomes.setdefault(cid, {})[outcome] = None
         if cid in self.submitted and cid not in self.finished:
             self.finished[cid] = (t, state)
+
+    def committed(self, cid: str, outcome: Outcome) -> bool:
+        """Custody committed this outcome of `cid` (a CapsuleFinished said it)."""
+        return outcome in self.outcomes.get(cid, {})
+
+    def check_reports(self, t: float, node: PeerId, cid: str, outcome: Outcome) -> None:
+        """`node` reports `outcome` as the capsule's (its copy known committed)."""
+        if not self.committed(cid, outcome):
+            state, token, ex = outcome
+            self._fail("reported_outcome", t, f"node {node} reports capsule {cid[:16]} "
+                       f"{state} (token {token} by {ex}), an outcome never committed")
+
+    def check_held(self, t: float, node: PeerId, cid: str, outcome: Outcome) -> None:
+        """At the deadline: `node` still holds this finished copy (committed or not)."""
+        if not self.committed(cid, outcome):
+            state, token, ex = outcome
+            self._fail("stale_copy", t, f"node {node} still holds capsule {cid[:16]} "
+                       f"{state} (token {token} by {ex}), never committed, after the heal")
 
     # ------------------------------------------------------------ deadlines
 

@@ -96,6 +96,9 @@ class CapsuleSimulation(Simulation):
         self.finished: dict[str, tuple[float, str]] = {}
         self.accepted: dict[str, int] = {}
         self.last_token: dict[str, int] = {}
+        #: When each capsule was last leased or taken over (tests explain unfinished
+        #: capsules by it; not written to the metrics).
+        self.leased_at: dict[str, float] = {}
         self._nonce = 0
         self._limits: dict[int, int] = {}
         self._initial = False
@@ -215,7 +218,7 @@ class CapsuleSimulation(Simulation):
             ev.CapsuleLeased: self._on_leased,
             ev.CustodyRecordChanged: self._on_persist,
             ev.SubmissionRejected: lambda i, e: self.metrics.count("capsule_submissions_rejected"),
-            ev.CustodyTakenOver: lambda i, e: self.metrics.count("capsule_takeovers"),
+            ev.CustodyTakenOver: self._on_taken_over,
             ev.CapsuleRequeued: lambda i, e: self.metrics.count("capsule_requeued"),
             ev.KillRequested: self._on_kill,
         }
@@ -281,6 +284,12 @@ class CapsuleSimulation(Simulation):
         if e.token <= self.last_token.get(e.capsule_id, 0):
             self.metrics.count("capsule_token_not_increasing")
         self.last_token[e.capsule_id] = max(e.token, self.last_token.get(e.capsule_id, 0))
+        self.leased_at[e.capsule_id] = self.engine.now
+
+    def _on_taken_over(self, idx: int, e: ev.CustodyTakenOver) -> None:
+        self.metrics.count("capsule_takeovers")
+        # A takeover gives a live lease a fresh lease period (replication.finish_sync).
+        self.leased_at[e.capsule_id] = self.engine.now
 
     # ------------------------------------------------------------ workload
 

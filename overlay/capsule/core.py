@@ -49,6 +49,7 @@ from overlay.capsule.members import (
 )
 from overlay.capsule.messages import (
     CancelRequest,
+    Committed,
     Heartbeat,
     LeaseOffer,
     LeaseReply,
@@ -350,6 +351,7 @@ _RECEIVE: dict[type, Any] = {
     StatusQuery: lambda k, p, m, n: k.custody.on_status_query(p, m, n),
     StatusReply: _status,
     CancelRequest: lambda k, p, m, n: k.custody.on_cancel(p, m, n),
+    Committed: lambda k, p, m, n: k.custody.on_committed(p, m, n),
 }
 
 #: Command types the node composition routes to this core.

@@ -60,7 +60,7 @@ from typing import Any
 
 from overlay.capsule import events as ev
 from overlay.capsule.amnesia import Amnesia
-from overlay.capsule.custody_table import CustodyTable, Entry, count, status_reply
+from overlay.capsule.custody_table import CustodyTable, Entry, Report, count, report, status_reply
 from overlay.capsule.durable import load_stored
 from overlay.capsule.leases import LIVE, CustodyRecord, LeaseTiming, State
 from overlay.capsule.leasing import Leasing
@@ -68,6 +68,7 @@ from overlay.capsule.members import MemberView
 from overlay.capsule.messages import (
     UNKNOWN,
     CancelRequest,
+    Committed,
     Heartbeat,
     LeaseReply,
     ReceiptMsg,
@@ -165,7 +166,17 @@ class Custody:
         return e.record if e else None
 
     def records(self) -> list[CustodyRecord]:
+        """The copies held, committed or not (internal state: reads use `report`)."""
         return [e.record for e in self._entries.values()]
+
+    def report(self, capsule_id: str) -> Report | None:
+        """What this node may report of a capsule: the newest copy it knows committed,
+        and a newer held copy only as pending (docs/capsules.md, "Deposed copies")."""
+        e = self._entries.get(capsule_id)
+        return report(e) if e else None
+
+    def reports(self) -> list[Report]:
+        return [report(e) for e in self._entries.values()]
 
     def is_leading(self, capsule_id: str) -> bool:
         e = self._entries.get(capsule_id)
@@ -308,8 +319,14 @@ class Custody:
         return self.leasing.on_cancel(peer, msg, now)
 
     def on_status_query(self, peer: PeerId, msg: StatusQuery, now: float) -> list[Effect]:
+        # Only a committed copy's outcome: an uncommitted finished copy (a deposed
+        # leader's run) must not feed a child its outputs or tell an origin it ended.
         e = self._entries.get(msg.capsule_id)
-        return [Send(peer, status_reply(e.record) if e else StatusReply(msg.capsule_id, UNKNOWN))]
+        rec = None if e is None else e.settled if e.record.terminal else e.record
+        return [Send(peer, status_reply(rec) if rec else StatusReply(msg.capsule_id, UNKNOWN))]
+
+    def on_committed(self, peer: PeerId, msg: Committed, now: float) -> list[Effect]:
+        return self.takeover.on_committed(peer, msg, now)
 
     def on_status_reply(self, peer: PeerId, msg: StatusReply, now: float) -> list[Effect]:
         """A dependency's state, answering our poll."""
@@ -347,6 +364,8 @@ class Custody:
             return []
         if kind == "c.sync":
             return self.takeover.retry_sync(e, now) if e.leading and e.syncing else []
+        if kind == "c.settle":
+            return self.takeover.retry_settle(e, now)
         if not e.leading or e.syncing:
             return []
         rec = e.record

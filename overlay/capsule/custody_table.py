@@ -13,6 +13,14 @@ concern modules (replication.py, leasing.py, workflow.py) change a record only t
 - `waiters`: parent capsule id → children waiting for it (workflow dependencies);
 - `dirty`: capsule ids changed since the last `take_durable` (durable.py, DESIGN §9).
 
+Reports (docs/capsules.md, "Deposed copies"): a holder may apply a version that never
+commits (a leader cut off from its configuration applies a receipt to its own copy), so
+an entry also keeps `settled`, the newest copy it *knows* a majority held (its own
+commit as leader; the commit point a `Replicate`, `ReplicateAck` or `Committed` names
+for that ballot), and `recent`, the held copies of the current ballot newer than it
+(at most `MAX_RECENT`; the commit point usually names the version before the one
+held). `report` gives the two: reads show `settled`, and the held copy only as pending.
+
 Invariants: `len(entries) <= max_records`; to admit one more, the oldest finished
 record with no pending effects is evicted (counted), else admission is refused
 (counted). `Entry.max_token >= record.token` always (offers use `max_token + 1`).
@@ -22,6 +30,8 @@ Timer ids of a record's leader are `("c.<kind>", capsule_id[, token])`;
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from overlay.capsule.dataflow import ParentOutput, named_outputs, parent_label
 from overlay.capsule.durable import DurableRecord, changed_events
 from overlay.capsule.leases import LIVE, NO_BALLOT, Ballot, CustodyRecord, State
@@ -30,6 +40,10 @@ from overlay.capsule.receipts import Receipt
 from overlay.core.certs import Certificate
 from overlay.core.effects import CancelTimer, Effect
 from overlay.core.ids import PeerId
+
+#: Held copies of one ballot kept until a commit point names them (a follower learns
+#: version v committed with v+1; a leader's acks may lag a few changes).
+MAX_RECENT = 4
 
 
 def count(stats: dict[str, int], name: str, n: int = 1) -> None:
@@ -42,8 +56,8 @@ class Entry:
     __slots__ = (
         "acks", "actions", "ballot", "chain", "committed", "dep_outputs", "deps", "joint",
         "last_hb", "last_reason", "leading", "max_token", "max_version", "need",
-        "pending_receipt", "promise", "promised", "record", "refused", "sync_tries",
-        "syncing", "wait_start",
+        "pending_receipt", "promise", "promised", "recent", "record", "refused", "settle_at",
+        "settled", "sync_tries", "syncing", "wait_start",
     )  # fmt: skip
 
     def __init__(self, record: CustodyRecord, now: float) -> None:
@@ -75,6 +89,44 @@ class Entry:
         self.last_reason = ""
         self.max_token = record.token
         self.chain: tuple[Certificate, ...] = ()
+        #: The newest copy known committed (None: none known yet), and the held copies
+        #: of the record's ballot between it and `record`, oldest first.
+        self.settled: CustodyRecord | None = None
+        self.recent: tuple[CustodyRecord, ...] = ()
+        #: When this follower next hands a finished, unsettled copy over (0: not armed).
+        self.settle_at = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What a node may say about a capsule: `record`, the newest copy it knows a
+    majority of its configuration held (None: none known), and `pending`, a newer
+    copy it holds that is not known committed (None: it holds `record`). A pending
+    copy may be one a deposed leader wrote and a later epoch replaced: never report
+    its outcome as the capsule's."""
+
+    record: CustodyRecord | None
+    pending: CustodyRecord | None
+
+    @property
+    def newest(self) -> CustodyRecord:
+        rec = self.pending or self.record
+        assert rec is not None
+        return rec
+
+
+def report(e: Entry) -> Report:
+    settled = e.settled
+    return Report(settled, None if e.record is settled else e.record)
+
+
+def commit_point(e: Entry) -> int:
+    """The highest version of the held copy's ballot this node knows committed."""
+    rec, settled = e.record, e.settled
+    point = settled.version if settled is not None and settled.ballot == rec.ballot else 0
+    if e.leading and e.ballot == rec.ballot:
+        point = max(point, e.committed)
+    return point
 
 
 def cancel_timers(e: Entry) -> list[Effect]:
@@ -120,6 +172,11 @@ class CustodyTable:
                 self.reserved.pop(old.executor, None)
         if rec.state in LIVE and rec.executor is not None:
             self.reserved[rec.executor] = self.reserved.get(rec.executor, 0) + 1
+        if rec is not old:
+            if old.ballot != rec.ballot:
+                e.recent = ()
+            elif rec.version > old.version and old is not e.settled:
+                e.recent = (*e.recent[1 - MAX_RECENT:], old)
         e.record = rec
         if rec.ballot > e.promise:
             e.promise = rec.ballot
@@ -127,6 +184,20 @@ class CustodyTable:
             e.max_token = rec.token
         if self.durable:
             self.dirty[rec.capsule_id] = None
+
+    def note_committed(self, e: Entry, ballot: Ballot, version: int) -> None:
+        """Versions up to `version` of `ballot` are held by a majority: the newest held
+        copy among them becomes `settled` (what reads report)."""
+        if version <= 0:
+            return
+        best = None
+        for rec in (*e.recent, e.record):  # oldest first
+            if rec.ballot == ballot and rec.version <= version:
+                best = rec
+        if best is None or (e.settled is not None and best.order <= e.settled.order):
+            return
+        e.settled = best
+        e.recent = tuple(r for r in e.recent if r.order > best.order)
 
     def saw_token(self, e: Entry, token: int) -> None:
         """Another custodian's copy holds `token`: never offer it (or below) again."""

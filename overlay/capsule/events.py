@@ -10,6 +10,8 @@ Origin (the node a user submitted through): `SubmissionAccepted`, `SubmissionRej
 Persistence (every custodian, see overlay/capsule/durable.py): `CustodyRecordChanged`
 comes before any effect that acts on the change; the runtime writes it to disk while
 carrying out the Emit. `CustodyRecordSkipped`: `restore` refused a stored record.
+`OutcomeSuperseded`: a finished copy this node held, never known committed, was
+replaced by a later epoch's copy (a deposed leader's run; docs/capsules.md).
 """
 
 from __future__ import annotations
@@ -159,3 +161,17 @@ class CustodyRecordSkipped:
 
     capsule_id: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeSuperseded:
+    """A finished copy this node held but never knew committed (`state`, lease `token`,
+    written in `epoch`) was replaced by the copy of a later epoch (`by_epoch`, now in
+    `by_state`): its outcome was never the capsule's (a deposed leader's run)."""
+
+    capsule_id: str
+    state: str
+    token: int
+    epoch: int
+    by_epoch: int
+    by_state: str

@@ -12,7 +12,8 @@ Who sends what (C = custodian, L = leading custodian, X = executor, O = origin):
     L→C  Replicate         the whole custody record at a new version (also: handoff
                            from any holder to a new leader)
     C→L  ReplicateAck      the version the custodian now holds, its ballot, and the
-                           custodian's promise
+                           custodian's promise (both carry the commit point known)
+    L→C  Committed         a finished version is held by a majority (commit point)
     L→C  SyncRequest       phase 1 of an epoch (ballot + the sender's copy): "promise
                            it, send me your record"  C→L SyncReply (promised or
                            refused with the higher promise, + the receipt it holds)
@@ -148,16 +149,25 @@ class SubmitAck:
 
 @dataclass(frozen=True, slots=True)
 class Replicate:
+    """A copy of the record. `committed`: the highest version of the copy's ballot the
+    sender knows a majority holds (0: none known; Raft's leaderCommit), so a receiver
+    learns which of its copies it may report (docs/capsules.md, "Deposed copies")."""
+
     TAG: ClassVar[str] = "c.replicate"
     record: CustodyRecord
+    committed: int = 0
 
     def to_wire(self) -> list[Any]:
-        return [self.TAG, self.record.to_wire()]
+        if not self.committed:
+            return [self.TAG, self.record.to_wire()]
+        return [self.TAG, self.record.to_wire(), self.committed]
 
     @classmethod
     def from_wire(cls, obj: Any) -> Replicate:
-        _, rec = _shape(obj, cls.TAG, 2)
-        return cls(CustodyRecord.from_wire(rec))
+        if isinstance(obj, list) and len(obj) == 2:  # a peer from before commit points
+            obj = [*obj, 0]
+        _, rec, committed = _shape(obj, cls.TAG, 3)
+        return cls(CustodyRecord.from_wire(rec), uint(committed, "committed version"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,18 +180,45 @@ class ReplicateAck:
     version: int
     ballot: Ballot = NO_BALLOT
     promise: Ballot = NO_BALLOT
+    #: The highest version of `ballot` the sender knows committed (0: none known).
+    committed: int = 0
 
     def to_wire(self) -> list[Any]:
-        return [self.TAG, self.capsule_id, self.version, *self.ballot, *self.promise]
+        out = [self.TAG, self.capsule_id, self.version, *self.ballot, *self.promise]
+        return [*out, self.committed] if self.committed else out
 
     @classmethod
     def from_wire(cls, obj: Any) -> ReplicateAck:
         if isinstance(obj, list) and len(obj) == 3:  # a peer from before custody epochs
             obj = [*obj, 0, b"", 0, b""]
-        _, cid, version, be, bl, pe, pl = _shape(obj, cls.TAG, 7)
+        if isinstance(obj, list) and len(obj) == 7:  # a peer from before commit points
+            obj = [*obj, 0]
+        _, cid, version, be, bl, pe, pl, committed = _shape(obj, cls.TAG, 8)
         ballot = ballot_from_wire(be, bl, "ack")
         promise = ballot_from_wire(pe, pl, "ack promise")
-        return cls(check_capsule_id(cid), uint(version, "version"), ballot, promise)
+        return cls(check_capsule_id(cid), uint(version, "version"), ballot, promise,
+                   uint(committed, "committed version"))
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """The leader's notice that `version` of ballot `ballot` is held by a majority
+    (sent to the configuration when a finished version commits: no later `Replicate`
+    would carry its commit point), so a follower may report that outcome."""
+
+    TAG: ClassVar[str] = "c.committed"
+    capsule_id: str
+    ballot: Ballot
+    version: int
+
+    def to_wire(self) -> list[Any]:
+        return [self.TAG, self.capsule_id, *self.ballot, self.version]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Committed:
+        _, cid, be, bl, version = _shape(obj, cls.TAG, 5)
+        return cls(check_capsule_id(cid), ballot_from_wire(be, bl, "committed"),
+                   uint(version, "committed version"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,13 +516,13 @@ class CancelRequest:
 Message = (
     Submit | SubmitAck | Replicate | ReplicateAck | SyncRequest | SyncReply | LeaseOffer
     | LeaseReply | Heartbeat | LeaseRevoked | ReceiptMsg | ReceiptReply | StatusQuery
-    | StatusReply | CancelRequest
+    | StatusReply | CancelRequest | Committed
 )  # fmt: skip
 
 MESSAGE_TYPES: tuple[type[Message], ...] = (
     Submit, SubmitAck, Replicate, ReplicateAck, SyncRequest, SyncReply, LeaseOffer,
     LeaseReply, Heartbeat, LeaseRevoked, ReceiptMsg, ReceiptReply, StatusQuery,
-    StatusReply, CancelRequest,
+    StatusReply, CancelRequest, Committed,
 )  # fmt: skip
 _BY_TAG: dict[str, type[Message]] = {t.TAG: t for t in MESSAGE_TYPES}
 

@@ -55,12 +55,14 @@ from overlay.capsule.custody_table import (
     CustodyTable,
     Entry,
     cancel_timers,
+    commit_point,
     count,
     status_reply,
 )
 from overlay.capsule.leases import LIVE, MAX_JOINT, NO_BALLOT, CustodyRecord, State
 from overlay.capsule.members import MemberView
 from overlay.capsule.messages import (
+    Committed,
     ReceiptMsg,
     Replicate,
     ReplicateAck,
@@ -73,6 +75,8 @@ from overlay.core.ids import PeerId
 
 #: Re-arm a record's timers and act on its state (custody.Custody._resume).
 Resume = Callable[[Entry, float], list[Effect]]
+#: Longest wait between two handoffs of a finished copy not known committed.
+SETTLE_RETRY_MAX_S = 60.0
 
 
 class Replicator:
@@ -143,7 +147,7 @@ class Replicator:
         out: list[Effect] = []
         if not e.leading or e.syncing:
             return out
-        msg = Replicate(e.record)
+        msg = Replicate(e.record, commit_point(e))
         lagging = False
         for p in self.followers(e):
             if e.acks.get(p, 0) < e.record.version:
@@ -158,6 +162,8 @@ class Replicator:
         if not e.leading or e.syncing:
             return []
         out: list[Effect] = []
+        before = e.committed
+        targets = self.followers(e)  # before an activation's commit retires `joint`
         while e.actions:
             version, acts = e.actions[0]
             if not self.committed_by(e, version):
@@ -167,7 +173,16 @@ class Replicator:
             out.extend(acts)
         if e.joint and self.committed_by(e, e.record.version):
             e.joint = ()  # activated: later versions need a majority of this epoch only
-            e.committed = max(e.committed, e.record.version)
+        rec = e.record
+        if e.committed < rec.version and self.committed_by(e, rec.version):
+            e.committed = rec.version
+        if e.committed > before and rec.ballot == e.ballot:
+            self.table.note_committed(e, e.ballot, e.committed)
+            if rec.terminal and e.committed >= rec.version:
+                # No later Replicate will carry this commit point: tell the holders, so
+                # each may report the outcome (and a deposed copy's holder learns it).
+                notice = Committed(rec.capsule_id, e.ballot, rec.version)
+                out.extend(Send(p, notice) for p in targets)
         return out
 
 
@@ -221,10 +236,35 @@ class Takeover:
             # executor's receipt we hold (it may never have reached that leader).
             # Re-sent on every view change until that leader acks a copy as new.
             if e.acks.get(leader, 0) < e.record.version:
-                out.append(Send(leader, Replicate(e.record)))
+                out.append(Send(leader, Replicate(e.record, commit_point(e))))
                 if e.pending_receipt is not None:
                     out.append(Send(leader, ReceiptMsg(e.pending_receipt)))
+            out.extend(self.watch_settle(e, now))
         return out
+
+    def watch_settle(self, e: Entry, now: float) -> list[Effect]:
+        """A follower holding a finished copy not known committed hands it to the
+        leader again, backing off to `SETTLE_RETRY_MAX_S`, until a commit point or a
+        newer copy settles it. Its view-change handoff is not enough: the leader may
+        have acked that version under a ballot it has since left (a deposed
+        configuration's follower, found by campaign seed 27), or the handoff was lost."""
+        if e.leading or not e.record.terminal or e.settled is e.record or e.settle_at > now:
+            return []  # (an armed timer is not pushed back: views change every few s)
+        delay = min(SETTLE_RETRY_MAX_S, self.sync_timeout_s * (1 << min(e.sync_tries, 5)))
+        e.settle_at = now + delay
+        return [SetTimer(("c.settle", e.record.capsule_id), e.settle_at)]
+
+    def retry_settle(self, e: Entry, now: float) -> list[Effect]:
+        e.settle_at = 0.0
+        if e.leading or not e.record.terminal or e.settled is e.record:
+            return []
+        out: list[Effect] = []
+        leader = self.view.leader(e.record.capsule.key, self.k_c)
+        if leader != self.me:
+            count(self.table.stats, "settle_handoffs")
+            out.append(Send(leader, Replicate(e.record, commit_point(e))))
+        e.sync_tries += 1
+        return out + self.watch_settle(e, now)
 
     def _stop(self, e: Entry) -> list[Effect]:
         """Stop acting on `e` (held effects dropped, timers cancelled)."""
@@ -300,13 +340,22 @@ class Takeover:
                 return []
         return self.finish_sync(e, now)
 
-    def _learn(self, e: Entry, rec: CustodyRecord, now: float) -> None:
+    def _learn(self, e: Entry, rec: CustodyRecord, now: float) -> list[Effect]:
         """A copy from another custodian: keep it if newer; a leader in phase 1 also
         chases a newer epoch's configuration."""
         self.table.saw_token(e, rec.token)
         e.max_version = max(e.max_version, rec.version)
-        if rec.order <= e.record.order:
-            return
+        old = e.record
+        if rec.order <= old.order:
+            return []
+        out: list[Effect] = []
+        if old.terminal and old is not e.settled and (rec.state, rec.token) != (old.state,
+                                                                                 old.token):
+            # An outcome this node held but never knew committed, replaced by a later
+            # epoch's copy: a deposed leader's run (docs/capsules.md, "Deposed copies").
+            count(self.table.stats, "outcomes_superseded")
+            out.append(Emit(ev.OutcomeSuperseded(old.capsule_id, old.state.value, old.token,
+                                                 old.epoch, rec.epoch, rec.state.value)))
         if e.leading and rec.ballot != e.record.ballot:
             e.actions = [(v, _keep_on_adopt(a)) for v, a in e.actions]
         self.table.set_record(e, rec)
@@ -317,6 +366,19 @@ class Takeover:
             for cfg in (rec.config, *rec.joint):
                 if cfg and cfg not in e.need:
                     e.need.append(cfg)
+        return out
+
+    def _take_newer(self, e: Entry, rec: CustodyRecord, committed: int,
+                    now: float) -> list[Effect]:  # fmt: skip
+        """Any holder's copy (and the commit point it names for its ballot): keep it if
+        newer; a leader whose ballot it supersedes steps aside (Raft: a higher term
+        deposes the leader that hears of it)."""
+        newer = rec.order > e.record.order
+        out = self._learn(e, rec, now)
+        self.table.note_committed(e, rec.ballot, committed)
+        if newer and e.leading and not e.syncing and e.ballot != rec.ballot:
+            out.extend(self.step_aside(e, now))
+        return out
 
     def finish_sync(self, e: Entry, now: float) -> list[Effect]:
         """Activation: the adopted record in our epoch and configuration, replicated to
@@ -380,20 +442,25 @@ class Takeover:
             e = self._admit(peer, rec, now)
             if e is None:
                 return []
+            self.table.note_committed(e, rec.ballot, msg.committed)
             out.extend(self.ensure_leading(e, now))
         else:
-            newer, n_need = rec.order > e.record.order, len(e.need)
-            self._learn(e, rec, now)
-            if newer and e.leading and not e.syncing and e.ballot != rec.ballot:
-                # Another leader activated a higher ballot: ours no longer commits.
-                out.extend(self.step_aside(e, now))
-            elif e.leading and e.syncing and len(e.need) > n_need:
+            n_need = len(e.need)
+            # Another leader activated a higher ballot: ours no longer commits.
+            out.extend(self._take_newer(e, rec, msg.committed, now))
+            if e.leading and e.syncing and len(e.need) > n_need:
                 out.extend(self._ask(e, now))  # a handoff from a newer epoch: chase it
         # An amnesiac custodian acks (so a handoff stops) but names no promise: a leader
         # counts only acks whose promise is its ballot.
         promise = NO_BALLOT if self.amnesia.abstains(e.record) else e.promise
         out.append(Send(peer, ReplicateAck(rec.capsule_id, e.record.version, e.record.ballot,
-                                           promise)))  # fmt: skip
+                                           promise, commit_point(e))))  # fmt: skip
+        if rec.order < e.record.order:
+            # Read repair: the sender holds an older copy (a handoff from a deposed
+            # leader or a custodian left out of the new configuration, a lagging
+            # follower): give it ours, so it stops reporting and acting on its own.
+            count(self.table.stats, "copies_repaired")
+            out.append(Send(peer, Replicate(e.record, commit_point(e))))
         r = e.pending_receipt
         if (r is not None and not e.leading and rec.state in LIVE and r.token == rec.token
                 and r.executor == rec.executor):  # fmt: skip
@@ -401,12 +468,14 @@ class Takeover:
             # missed ours, or the executor cannot reach it): tell it.
             count(self.table.stats, "receipts_forwarded")
             out.append(Send(peer, ReceiptMsg(r)))
+        out.extend(self.watch_settle(e, now))
         return out
 
     def on_replicate_ack(self, peer: PeerId, msg: ReplicateAck, now: float) -> list[Effect]:
         e = self.table.entries.get(msg.capsule_id)
         if e is None:
             return []
+        self.table.note_committed(e, msg.ballot, msg.committed)
         if not e.leading:
             if msg.version > e.acks.get(peer, 0):
                 e.acks[peer] = msg.version  # our handoff arrived (or it holds newer)
@@ -445,15 +514,20 @@ class Takeover:
 
     def on_sync_reply(self, peer: PeerId, msg: SyncReply, now: float) -> list[Effect]:
         e = self.table.entries.get(msg.capsule_id)
-        if e is None or not e.leading:
+        if e is None:
             return []
+        if not e.leading or not e.syncing or msg.ballot != e.ballot:
+            if e.leading and msg.promise > e.promise:
+                self.table.promise(e, msg.promise)  # refused: retry_sync outbids it
+            # A late or refused reply still carries the replier's copy: a newer one
+            # replaces ours (read repair; a leader's phase 1 chases its configuration).
+            return [] if msg.record is None else self._take_newer(e, msg.record, 0, now)
         if msg.promise > e.promise:
             self.table.promise(e, msg.promise)  # refused: retry_sync outbids it
-        if not e.syncing or msg.ballot != e.ballot:
-            return []
         n_need = len(e.need)
+        out: list[Effect] = []
         if msg.record is not None:
-            self._learn(e, msg.record, now)
+            out = self._learn(e, msg.record, now)
         held = e.pending_receipt
         if msg.receipt is not None and (held is None or msg.receipt.token > held.token):
             # Handed over: `resume` settles the capsule with it if it matches the lease.
@@ -462,5 +536,12 @@ class Takeover:
         if msg.promised:
             e.promised[peer] = None
         if len(e.need) > n_need:
-            return self._ask(e, now)  # chase the newer epoch's configuration
-        return self._maybe_finish(e, now)
+            return out + self._ask(e, now)  # chase the newer epoch's configuration
+        return out + self._maybe_finish(e, now)
+
+    def on_committed(self, peer: PeerId, msg: Committed, now: float) -> list[Effect]:
+        """The leader's commit point for a finished version: report it from now on."""
+        e = self.table.entries.get(msg.capsule_id)
+        if e is not None:
+            self.table.note_committed(e, msg.ballot, msg.version)
+        return []

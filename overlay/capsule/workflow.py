@@ -67,12 +67,9 @@ class Dependencies:
         cid = e.record.capsule_id
         for dep in list(e.deps):
             local = self.table.entries.get(dep)
-            if (
-                local is not None
-                and local.record.terminal
-                and local.committed >= local.record.version
-            ):
-                out.extend(self.done(e, status_reply(local.record), now))
+            settled = local.settled if local is not None else None
+            if settled is not None and settled.terminal:
+                out.extend(self.done(e, status_reply(settled), now))
                 if e.record.terminal or not e.deps:
                     return out
                 continue

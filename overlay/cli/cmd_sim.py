@@ -226,7 +226,7 @@ def _campaign(args: argparse.Namespace) -> int:
           f"{s.seeds_per_minute:.1f} seeds/minute")
     for kind in INVARIANTS:
         seeds = s.failing(kind)
-        line = f"  {kind:<15} violated on {counts.get(kind, 0)} seeds"
+        line = f"  {kind:<16} violated on {counts.get(kind, 0)} seeds"
         if seeds:
             line += f"; replay: {C.replay_command(seeds[0], cfg)}"
         print(line)
@@ -240,7 +240,9 @@ flapping; crashes with and without disk loss; graceful leaves and restarts; loss
 runs on each node's own gossip view. Invariants (checked after every step):
 one_receipt, token_increase, liveness (acknowledged capsules finish within 150 s
 after faults stop), membership (views converge within 60 s after heal),
-member_only. Exit status 1 if any was violated. See docs/simulation.md.
+member_only; every 2 s: reported_outcome (no node reports an outcome custody
+never committed); 150 s after faults stop: stale_copy (no node still holds one).
+Exit status 1 if any was violated. See docs/simulation.md.
 
 examples:
   colony sim campaign --seeds 100

@@ -374,6 +374,7 @@ class Daemon:
             "dht.answer_addrs_dropped": self.dht_client.addr_stats.dropped,
             "dht.answer_addrs_capped": self.dht_client.addr_stats.capped,
             "transport.addrs_refused": t.addrs_refused,
+            "transport.addrs_expired": self.t.addrs_expired,
             "exchange.want_timeouts": self.exchange.stats.timeouts,
             "dag_stream.failed": self.dag_streams.stats.streams_failed,
             "dag_stream.stalled": self.dag_streams.stats.streams_stalled,

@@ -21,7 +21,10 @@ node's custody records (`GET /v1/capsules`), polled during the run, so
 `token_increase` sees every (token, executor) lease a snapshot caught, and
 `one_receipt` sees every receipt a majority of its configuration holds (committed:
 `committed_receipts`). A snapshot cannot see a lease that came and went between two
-polls: the check is as fine as the polling.
+polls: the check is as fine as the polling. At the end, `violations` also lists every
+finished outcome a node *reports* (its committed copy) that no majority holds
+(`uncommitted_outcomes`): a deposed leader's own run must never be shown as the
+capsule's (docs/capsules.md, "Deposed copies").
 """
 
 from __future__ import annotations
@@ -181,7 +184,13 @@ class ReceiptCheck:
         return [c for c in self.checker.acked if c not in self.checker.finished]
 
     def violations(self) -> list[str]:
-        return [v.line() for v in self.checker.violations]
+        """The checker's, and every outcome reported without a majority holding it
+        (judged on each node's latest rows: call it once the capsules ended)."""
+        out = [v.line() for v in self.checker.violations]
+        out += [f"reported_outcome: node {node} reports capsule {cid[:16]} finished by "
+                f"{ex} (token {token}), held by no majority"
+                for node, cid, token, ex in uncommitted_outcomes(self.latest)]
+        return out
 
 
 def committed_receipts(
@@ -197,16 +206,30 @@ def committed_receipts(
     newest row, so a commit seen across several polls still counts."""
     holders: dict[tuple[str, int, str, int, str], set[str]] = {}
     configs: dict[tuple[str, int, str, int, str], list[str]] = {}
-    for (node, cid), r in latest.items():
-        if not r.get("receipt_executor") or not r.get("custodians"):
-            continue
-        key = (cid, int(r.get("epoch") or 0), r["custodians"][0], int(r["token"] or 0),
-               r["receipt_executor"])
-        configs[key] = r["custodians"]
-        if node in r["custodians"]:
-            holders.setdefault(key, set()).add(node)
+    for (node, cid), row in latest.items():
+        # The copy shown (committed) and a newer one held but not known committed.
+        for r in (row, row.get("pending") or {}):
+            if not r.get("receipt_executor") or not r.get("custodians"):
+                continue
+            key = (cid, int(r.get("epoch") or 0), r["custodians"][0], int(r["token"] or 0),
+                   r["receipt_executor"])
+            configs[key] = r["custodians"]
+            if node in r["custodians"]:
+                holders.setdefault(key, set()).add(node)
     return [(key[0], sorted(nodes)[0], key[3], key[4]) for key, nodes in holders.items()
             if len(nodes) > len(configs[key]) // 2]
+
+
+def uncommitted_outcomes(
+    latest: dict[tuple[str, str], dict[str, Any]],
+) -> list[tuple[str, str, int, str]]:
+    """(node, capsule, token, executor) of every finished outcome a node reports that
+    no majority of its configuration holds (`committed_receipts`)."""
+    ok = {(cid, token, ex) for cid, _, token, ex in committed_receipts(latest)}
+    return sorted((node, cid, int(r["token"] or 0), r["receipt_executor"])
+                  for (node, cid), r in latest.items()
+                  if r.get("state") in END_STATES and r.get("receipt_executor")
+                  and (cid, int(r["token"] or 0), r["receipt_executor"]) not in ok)
 
 
 @dataclass

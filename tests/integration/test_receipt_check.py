@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fault_colony import committed_receipts
+from fault_colony import committed_receipts, uncommitted_outcomes
 
 CID = "bafkreiht5sacsmo"
 E1, E2 = 1796517668, 1796517669
@@ -49,3 +49,25 @@ def test_two_receipts_each_on_a_majority_are_both_reported() -> None:
 def test_holders_outside_the_configuration_do_not_make_a_majority() -> None:
     latest = {(n, CID): row(E1, C1, "succeeded", T1, "n0") for n in ("n0", "n1", "n3")}
     assert committed_receipts(latest) == []
+
+
+def test_a_reported_uncommitted_outcome_is_flagged_and_a_pending_one_is_not() -> None:
+    """What n0 showed in that run (its own run as its copy's state) is a violation
+    now that reads report committed copies; what it reports since (the committed lease,
+    its run only as `pending`) is not, and a pending copy counts as held."""
+    latest = {(n, CID): row(E2, C2, "succeeded", T2, "n2") for n in ("n2", "n3", "n4")}
+    before = latest | {("n0", CID): row(E1, C1, "succeeded", T1, "n0")}
+    assert uncommitted_outcomes(before) == [("n0", CID, T1, "n0")]
+    pending = {"state": "succeeded", "epoch": E1, "token": T1, "receipt_executor": "n0",
+               "custodians": C1}
+    now = latest | {("n0", CID): {**row(E1, C1, "running", T1, None), "pending": pending}}
+    assert uncommitted_outcomes(now) == []
+    # A follower that learnt the commit reports it while the others still hold it as
+    # pending: the majority counts both.
+    split = {("n2", CID): row(E2, C2, "succeeded", T2, "n2")}
+    split |= {(n, CID): {**row(E2, C2, "running", T2 - 1, None),
+                         "pending": {"state": "succeeded", "epoch": E2, "token": T2,
+                                     "receipt_executor": "n2", "custodians": C2}}
+              for n in ("n3", "n4")}
+    assert committed_receipts(split) == [(CID, "n2", T2, "n2")]
+    assert uncommitted_outcomes(split) == []

@@ -14,6 +14,9 @@ Invariants after every step:
   restarts;
 - at most one receipt is accepted per capsule, across all nodes;
 - a finished record's receipt token equals its record token;
+- every outcome a live node reports (`Custody.report`: the copy it knows committed) is
+  one custody committed (`CapsuleFinished`, its receipt accepted or finished): a
+  deposed leader's own run is never reported (docs/capsules.md, "Deposed copies");
 - every live node's disk holds exactly its in-memory custody records (write-ahead:
   nothing a node acted on is missing from its disk), and a restarted node's records
   equal what it held when it crashed.
@@ -222,6 +225,32 @@ class CustodyMachine(RuleBasedStateMachine):
                 self.token_seen[k] = max_token
                 if rec.receipt is not None:
                     assert rec.receipt.token == rec.token
+
+    @invariant()
+    def reported_outcomes_are_committed(self) -> None:
+        finished: set[tuple[str, str]] = set()
+        accepted: set[tuple[str, int, PeerId]] = set()
+        for _, _, e in self.router.emitted:
+            if isinstance(e, ev.CapsuleFinished):
+                # A takeover of a finished record commits it again and says so with
+                # CapsuleFinished only (its receipt was accepted before, maybe never
+                # announced: the old leader died between committing and announcing).
+                finished.add((e.capsule_id, e.state))
+                if e.receipt is not None:
+                    accepted.add((e.capsule_id, e.receipt.token, e.receipt.executor))
+            elif isinstance(e, ev.ReceiptAccepted):
+                accepted.add((e.capsule_id, e.receipt.token, e.receipt.executor))
+        for p in self.live():
+            for rep in self.wrappers[p].core.custody.reports():
+                rec = rep.record
+                if rec is None or not rec.terminal:
+                    continue
+                cid = rec.capsule_id
+                assert (cid, rec.state.value) in finished, f"{p.short()} reports {cid} " \
+                    f"{rec.state.value}, never committed"
+                r = rec.receipt
+                assert r is None or (cid, r.token, r.executor) in accepted, \
+                    f"{p.short()} reports a receipt of {cid} custody never accepted"
 
     @invariant()
     def at_most_one_accepted_receipt(self) -> None:

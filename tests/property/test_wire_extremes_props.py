@@ -287,7 +287,10 @@ CAPSULE_SEEDS = [
         capsule.Submit(CAP, (CERT,), C, 2),
         capsule.SubmitAck(CAP.id, True, "ok"),
         capsule.Replicate(RECORD),
+        capsule.Replicate(RECORD, 4),  # with a commit point
         capsule.ReplicateAck(CAP.id, 5),
+        capsule.ReplicateAck(CAP.id, 5, (3, B.raw), (3, B.raw), 4),
+        capsule.Committed(CAP.id, (3, B.raw), 5),
         capsule.SyncRequest(CAP.id),
         capsule.SyncReply(CAP.id, RECORD),
         capsule.LeaseOffer(CAP, 4, LeaseTiming(30.0, 1.0, 5.0), ()),

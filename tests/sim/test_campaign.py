@@ -12,7 +12,10 @@ Invariants split in two:
   configuration until its activation committed (an activation that never committed
   retired its predecessor, so the next phase 1 missed a live epoch). Before: 17 of
   40 seeds with two receipts, 1 with a token reuse (docs/capsules.md, "Custody
-  epochs"; docs/reliability.md).
+  epochs"; docs/reliability.md). `reported_outcome` and `stale_copy` (a deposed
+  leader's uncommitted outcome reported, or still held after the heal) are strict from
+  the start: without read repair, seeds 6 and 9 (both run here) and 19 kept a stale
+  copy; with it but without the follower's repeated handoff, seed 27.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from sim.campaign import (
 from sim.campaign_check import INVARIANTS
 
 SEEDS = 10
-STRICT = ("membership", "member_only", "liveness", "one_receipt", "token_increase")
+STRICT = ("membership", "member_only", "liveness", "one_receipt", "token_increase",
+          "reported_outcome", "stale_copy")
 #: invariant → a seed of the default campaign that violates it today.
 KNOWN: dict[str, int] = {}
 #: Seeds of the default campaign that broke an invariant before a fix (the fix named):

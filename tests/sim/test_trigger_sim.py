@@ -69,6 +69,15 @@ def test_trigger_sim_more_seeds_explain_every_miss(tmp_path: Path) -> None:
         assert c["trigger_events_missed_other"] == 0, f"seed={seed}: {c}"
         assert c["capsule_token_not_increasing"] == 0, f"seed={seed}: {c}"
         assert c["capsules_accepted_twice"] == 0, f"seed={seed}: {c}"
+        # Also leased or taken over (a fresh lease period) too late to finish: custody
+        # blocked for most of the run, a custodian back near the end (seeds 2 and 7
+        # since commit points and read repair changed the timing).
+        cc, live = sim.cc, sim.live_peers()
+        late = sim.engine.now - (cc.run_max_s + cc.lease_timeout_s + cc.offer_timeout_s
+                                 + cc.detect_s)  # fmt: skip
+        leased_late = sum(1 for cid in sim.submitted if cid not in sim.finished
+                          and not sim.custody_blocked(cid, live) and sim.submitted[cid] < late
+                          and sim.leased_at.get(cid, 0.0) >= late)  # fmt: skip
         assert c["capsules_unfinished"] == (c["capsules_unfinished_custody_blocked"]
-                                            + c["capsules_unfinished_fired_late"]), \
-            f"seed={seed}: {c}"
+                                            + c["capsules_unfinished_fired_late"]
+                                            + leased_late), f"seed={seed}: {c}"

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 
 import trio
 
+from overlay.capsule.custody_table import Report
 from overlay.capsule.leases import CustodyRecord, State
 from overlay.capsule.placement import place
 from overlay.capsule.spec import Capsule, CapsuleSpec, SpecError, check_capsule_id
@@ -39,7 +40,7 @@ from overlay.runtime.api.openapi import ANY, BOOL, INT, OBJ, STR, RouteDoc, arr,
 from overlay.runtime.api.server import ApiError, ApiServer, Reply, Request, Response
 from overlay.runtime.context import Blocks
 from overlay.runtime.jsontypes import Json, JsonObject
-from overlay.runtime.services.capsule_info import record_json
+from overlay.runtime.services.capsule_info import report_json
 from overlay.runtime.services.capsules import CapsuleService
 from store.exporter import Exporter
 
@@ -50,8 +51,11 @@ PS_REFRESH = 64
 MAX_WAIT_S = 7 * 24 * 3600.0
 SUBMITTED = obj(("id", "state"), id=STR, name=nullable(STR), state=STR, reason=ANY,
                 placement=nullable(STR), cell=STR)
+#: `committed`: the copy shown is known held by a majority of its configuration;
+#: `pending`: a newer copy not known committed (docs/capsules.md, "Deposed copies").
 RECORD = obj(("id", "state"), id=STR, name=nullable(STR), state=STR, reason=ANY,
-             executor=nullable(STR), exit_status=nullable(INT), role=STR)
+             executor=nullable(STR), exit_status=nullable(INT), role=STR,
+             committed=BOOL, pending=nullable(OBJ))
 #: Custody states as ColonyOS counts them (waiting = not yet running).
 _COLONYOS_STATE = {
     State.SUBMITTED: "waiting", State.LEASED: "waiting", State.RUNNING: "running",
@@ -85,10 +89,10 @@ def placement_hint(svc: CapsuleService, spec: CapsuleSpec, capsule_id: str = "")
     return "" if result.ok else result.reason
 
 
-def _record_or_404(rec: CustodyRecord | None, cid: str) -> JsonObject:
+def _record_or_404(rec: CustodyRecord | Report | None, cid: str) -> JsonObject:
     if rec is None:
         raise ApiError(404, f"capsule {cid} is unknown to this node and its custodians")
-    return record_json(rec)
+    return report_json(rec if isinstance(rec, Report) else Report(rec, None))
 
 
 def _submitted_at(row: JsonObject) -> float:
@@ -144,10 +148,12 @@ def add_capsule_routes(
 
     async def ps(req: Request) -> Reply:
         rows: dict[str, JsonObject] = {}
-        for rec in svc.core.custody.records():
-            row = record_json(rec)
-            row["role"] = "leader" if svc.core.custody.is_leading(rec.capsule_id) else "custodian"
-            rows[rec.capsule_id] = row
+        for rep in svc.core.custody.reports():
+            # The copy known committed; a newer uncommitted one only as "pending".
+            row = report_json(rep)
+            cid = rep.newest.capsule_id
+            row["role"] = "leader" if svc.core.custody.is_leading(cid) else "custodian"
+            rows[cid] = row
         stale = []
         for cid, k in svc.known.items():
             if cid in rows:
@@ -158,9 +164,9 @@ def add_capsule_routes(
                 stale.append(cid)
 
         async def refresh(cid: str) -> None:
-            rec = await svc.find_record(cid)
-            if rec is not None:
-                rows[cid] = {**record_json(rec), "role": "origin"}
+            rep = await svc.find_report(cid)
+            if rep is not None:
+                rows[cid] = {**report_json(rep), "role": "origin"}
 
         async with trio.open_nursery() as n:
             for cid in stale[-PS_REFRESH:]:
@@ -169,11 +175,11 @@ def add_capsule_routes(
 
     async def get(req: Request) -> Reply:
         cid = _id(req.arg("id"))
-        out = _record_or_404(await svc.find_record(cid), cid)
-        if out["state"] == State.SUBMITTED.value:
-            rec = await svc.find_record(cid)
-            assert rec is not None
-            out["placement"] = placement_hint(svc, rec.capsule.spec, rec.capsule_id)
+        rep = await svc.find_report(cid)
+        out = _record_or_404(rep, cid)
+        if out["state"] == State.SUBMITTED.value and rep is not None:
+            spec = rep.newest.capsule.spec
+            out["placement"] = placement_hint(svc, spec, cid)
         return out
 
     async def wait(req: Request) -> Response:
@@ -182,29 +188,29 @@ def add_capsule_routes(
             timeout = float(req.arg("timeout") or MAX_WAIT_S)
         except ValueError:
             raise ApiError(400, "timeout must be a number of seconds") from None
-        first = await svc.find_record(cid)
+        first = await svc.find_report(cid)
         _record_or_404(first, cid)
 
         async def gen() -> AsyncIterator[Json]:
-            rec = first
+            rep = first
             last = None
             deadline = trio.current_time() + timeout
             while True:
-                assert rec is not None
-                row = record_json(rec)
+                assert rep is not None
+                row = report_json(rep)
                 key = (row["state"], row["token"])
-                if rec.terminal:
+                if rep.record is not None and rep.record.terminal:  # committed: the outcome
                     yield {**row, "done": True}
                     return
                 if key != last:
                     last = key
                     if row["state"] == State.SUBMITTED.value:
-                        row["placement"] = placement_hint(svc, rec.capsule.spec, rec.capsule_id)
+                        row["placement"] = placement_hint(svc, rep.newest.capsule.spec, cid)
                     yield row
                 if trio.current_time() >= deadline:
                     raise ColonyError(f"capsule {cid} still {row['state']} after {timeout:g} s")
                 await svc.changed(POLL_S)
-                rec = await svc.find_record(cid) or rec
+                rep = await svc.find_report(cid) or rep
 
         return Response(stream=gen())
 
@@ -278,8 +284,9 @@ def add_capsule_routes(
         """Capsules this node leads, by ColonyOS state and executor kind: each capsule
         has one leader, so summing the series over a colony's nodes counts it once."""
         out: dict[tuple[str, ...], float] = {}
-        for rec in svc.core.custody.records():
-            if svc.core.custody.is_leading(rec.capsule_id):
+        for rep in svc.core.custody.reports():
+            rec = rep.record  # committed states only
+            if rec is not None and svc.core.custody.is_leading(rec.capsule_id):
                 key = (_COLONYOS_STATE[rec.state], rec.capsule.spec.conditions.executor or "any")
                 out[key] = out.get(key, 0) + 1
         return out

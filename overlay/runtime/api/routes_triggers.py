@@ -29,7 +29,7 @@ from overlay.core.wire import cbor_encode
 from overlay.runtime.api.openapi import INT, NUM, OBJ, STR, RouteDoc, arr, nullable, obj
 from overlay.runtime.api.server import ApiError, ApiServer, Reply, Request
 from overlay.runtime.jsontypes import JsonObject
-from overlay.runtime.services.capsule_info import record_json
+from overlay.runtime.services.capsule_info import record_json, reported_state
 from overlay.runtime.services.capsules import CapsuleService
 from overlay.runtime.services.trigger_runs import TriggerRuns
 
@@ -122,9 +122,10 @@ def add_trigger_routes(api: ApiServer, svc: CapsuleService, keypair: KeyPair,
 
     async def ls(req: Request) -> Reply:
         rows: dict[str, JsonObject] = {}
-        for rec in svc.core.custody.records():
+        for rep in svc.core.custody.reports():
+            rec = rep.newest
             if rec.capsule.spec.function == TRIGGER_FUNCTION:
-                rows[rec.capsule_id] = trigger_row(rec.capsule, rec.state.value,
+                rows[rec.capsule_id] = trigger_row(rec.capsule, reported_state(rep),
                                                    fired(rec.capsule_id), time.time())
         for cid, k in svc.known.items():
             if cid not in rows and k.capsule.spec.function == TRIGGER_FUNCTION:

@@ -42,6 +42,7 @@ from overlay.core.crypto import KeyPair
 from overlay.core.errors import ConfigError, LocalProtocolError
 from overlay.core.ids import PeerId
 from overlay.p2p.host import Host
+from overlay.runtime.net.addr_book import AddrBook
 from overlay.runtime.net.framing import (
     Kind,
     encode_envelope,
@@ -127,7 +128,9 @@ class Transport:
         self._pending: dict[int, Pending] = {}
         self._rids = itertools.count(1)
         self._drop_logged_at = float("-inf")
-        self._addrs: dict[PeerId, list[str]] = {}
+        self._book = AddrBook(max_peers=self.config.max_known_peers,
+                              max_per_peer=self.config.max_addrs_per_peer,
+                              hearsay_ttl_s=self.config.hearsay_addr_ttl_s)  # fmt: skip
         self._backoff: dict[PeerId, tuple[float, float]] = {}  # peer → (until, last delay)
         self._connected: set[PeerId] = set()
         self._events_tx, self.events = trio.open_memory_channel[TransportEvent](
@@ -291,13 +294,9 @@ class Transport:
         gossip, its identify, our config) go first; `hearsay` ones (a third party's DHT
         answer or provider record) go after those already known, so the trim to
         `max_addrs_per_peer` drops hearsay first and a hostile answer cannot push a
-        peer's real addresses out or ahead."""
-        known = self._addrs.get(peer)
-        if known is None:
-            if len(self._addrs) >= self.config.max_known_peers:
-                self._addrs.pop(next(iter(self._addrs)))  # forget the oldest entry
-            known = self._addrs[peer] = []
-        new = False
+        peer's real addresses out or ahead; hearsay expires `hearsay_addr_ttl_s` after
+        it was last heard, unless the peer is connected (addr_book.py)."""
+        ok: list[str] = []
         for a in addrs:
             if "/p2p/" in a:
                 try:
@@ -308,20 +307,19 @@ class Transport:
                     self.stats.addrs_refused += 1
                     log.debug("peer_addr_refused", peer=str(peer), addr=a[:200])
                     continue
-            if a not in known:
-                if hearsay:
-                    known.append(a)
-                else:
-                    known.insert(0, a)  # newest first
-                new = True
-        del known[self.config.max_addrs_per_peer :]
-        if new:
+            ok.append(a)
+        if self._book.add(peer, ok, trio.current_time(), hearsay=hearsay):
             # New addresses deserve a prompt try; the same ones again (every DHT answer
             # that names the peer repeats them) are no reason to dial a dead peer again.
             self._backoff.pop(peer, None)
 
     def known_addrs(self, peer: PeerId) -> list[str]:
-        return list(self._addrs.get(peer, ()))
+        return self._book.addrs(peer, trio.current_time())
+
+    @property
+    def addrs_expired(self) -> int:
+        """Hearsay addresses the address book dropped as expired."""
+        return self._book.expired
 
     async def connect(self, addr_or_peer: str | PeerId) -> PeerId:
         """Dial `…/p2p/12D3…` (or a peer whose addresses we know); return its id."""
@@ -402,7 +400,7 @@ class Transport:
         until, _ = self._backoff.get(peer, (0.0, 0.0))
         if now < until:
             raise DialError(f"backing off {peer.short()} for {until - now:.1f} s more")
-        addrs = self._addrs.get(peer)
+        addrs = self.known_addrs(peer)
         if not addrs:
             # Gossip's MemberJoined is wired to a DHT PING, whose send can start a
             # moment before the same event hands us the member's addresses: wait
@@ -410,11 +408,11 @@ class Transport:
             # routing table until the next refresh). The peer may also dial us
             # meanwhile: then there is nothing left to dial.
             with trio.move_on_after(ADDR_GRACE_S):
-                while not self._addrs.get(peer) and not self._backend.is_connected(peer):
+                while not self.known_addrs(peer) and not self._backend.is_connected(peer):
                     await trio.sleep(0.02)
             if self._backend.is_connected(peer):
                 return
-            addrs = self._addrs.get(peer)
+            addrs = self.known_addrs(peer)
             if not addrs:
                 raise DialError(f"no known address for {peer}")
         self.stats.dials += 1
@@ -435,11 +433,13 @@ class Transport:
         self._backoff.pop(peer, None)
         if peer not in self._connected:
             self._connected.add(peer)
+            self._book.connected(peer)
             self._emit(PeerConnected(peer))
 
     def _on_disconnected(self, peer: PeerId) -> None:
         if peer in self._connected and not self._backend.is_connected(peer):
             self._connected.discard(peer)
+            self._book.disconnected(peer, trio.current_time())
             self._writer.forget(peer)
             self._emit(PeerDisconnected(peer))
 

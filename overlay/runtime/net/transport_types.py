@@ -123,6 +123,10 @@ class TransportConfig:
     dial_backoff_max_s: float = 30.0
     max_addrs_per_peer: int = 16
     max_known_peers: int = 100_000
+    #: Seconds a hearsay address (a DHT answer's, a provider record's) is kept after it
+    #: was last heard, or after the peer's last connection ended (addr_book.py;
+    #: go-libp2p's ProviderAddrTTL).
+    hearsay_addr_ttl_s: float = 30 * 60.0
     event_queue: int = 4096
     #: `[quic] pmtud`: QUIC path MTU discovery (else 1200-byte datagrams throughout).
     quic_pmtud: bool = True
@@ -132,6 +136,8 @@ class TransportConfig:
     def __post_init__(self) -> None:
         if self.stack not in STACKS:
             raise ConfigError(f"[network] stack {self.stack!r} is not one of {STACKS}")
+        if self.hearsay_addr_ttl_s <= 0:
+            raise ConfigError("hearsay_addr_ttl_s must be positive")
         if self.max_send_rate < 0:
             raise ConfigError("[network] max_send_rate must be >= 0 (0 = unlimited)")
         if not 1200 <= self.quic_max_datagram_bytes <= 65527:

@@ -2,18 +2,24 @@
 
 Request/response (canonical CBOR) between members:
 
-    {"op": "status", "id": capsule id}                → {"record": custody record | None}
-    {"op": "find", "id": capsule id}                  → the same, searched in this cell
+    {"op": "status", "id": capsule id}   → {"record": custody record | None,
+                                            "pending": custody record | None}
+    {"op": "find", "id": capsule id}     → the same, searched in this cell
     {"op": "log", "id", "token": n, "offset": bytes}  → {"data": bytes, "gone": bool}
 
-"status" answers this node's copy of the capsule's custody record; "log" answers
+"status" answers this node's report of the capsule (`Custody.report`): "record" the
+newest copy it knows committed, "pending" a newer copy it holds that is not known
+committed (a deposed leader's own run may be one: docs/capsules.md, "Deposed copies");
+an answer without "pending" (an older node) is taken as committed. "log" answers
 bytes of a running attempt's log from `offset` (at most `LOG_CHUNK_BYTES`), `gone`
 once the run directory no longer exists (the attempt ended; its log is in the store).
 These are reads of state the capsule core already keeps; they change nothing.
-`CapsuleReads.find_record` asks this node and the capsule's custodians (k_c closest
+`CapsuleReads.find_report` asks this node and the capsule's custodians (k_c closest
 live members, plus `READ_EXTRA` since views differ during churn) and keeps the
-newest version; for a capsule it forwarded to another cell (services/cell_forward.py)
-it also asks the member that took it to "find" it among its own cell's custodians.
+newest committed copy, and the newest pending one if it is newer still; `find_record`
+is the copy to act on (committed, else a pending one that has not finished). For a
+capsule it forwarded to another cell (services/cell_forward.py) it also asks the
+member that took it to "find" it among its own cell's custodians.
 
 Who may read (docs/trust.md, "Private data"): colony mode, members gossip admitted
 only (`MemberGate`; "status" and "find" also from members of other cells whose chain
@@ -31,6 +37,7 @@ import structlog
 import trio
 
 from overlay.capsule.core import CapsuleCore
+from overlay.capsule.custody_table import Report
 from overlay.capsule.leases import CustodyRecord
 from overlay.capsule.spec import Capsule, capsule_key, check_capsule_id
 from overlay.core.errors import ColonyError, RemoteProtocolError, WireError
@@ -93,6 +100,50 @@ def record_json(rec: CustodyRecord) -> JsonObject:
     }
 
 
+#: `state` of a report whose only copy finished but is not known committed: its
+#: outcome is not the capsule's until a majority holds it (it may never be).
+UNCONFIRMED = "unconfirmed"
+
+
+def report_json(rep: Report) -> JsonObject:
+    """A report as the API shows it: the committed copy (`committed` true), or the
+    newest held copy when none is known committed, with a finished one's outcome
+    withheld (`state` "unconfirmed"); `pending` summarises a newer uncommitted copy."""
+    out = record_json(rep.record or rep.newest)
+    out["committed"] = rep.record is not None
+    if rep.record is None and rep.newest.terminal:
+        out.update(state=UNCONFIRMED, exit_status=None, outputs=[], log_cid=None,
+                   receipt_executor=None, started=None, finished=None)  # fmt: skip
+    p = rep.pending
+    out["pending"] = None if p is None else {
+        "state": p.state.value, "epoch": p.epoch, "version": p.version, "token": p.token,
+        "leader": str(p.config[0]) if p.config else None,
+        "custodians": [str(q) for q in p.config],
+        "executor": str(p.executor) if p.executor else None,
+        "receipt_executor": str(p.receipt.executor) if p.receipt else None,
+        "exit_status": p.receipt.exit_status if p.receipt else None,
+    }
+    return out
+
+
+def reported_state(rep: Report) -> str:
+    """The state a report shows (`report_json`'s "state")."""
+    if rep.record is not None:
+        return rep.record.state.value
+    return UNCONFIRMED if rep.newest.terminal else rep.newest.state.value
+
+
+def acted_on(rep: Report | None) -> CustodyRecord | None:
+    """The copy a read acts on: the committed one, else a pending copy that has not
+    finished (a capsule whose first version is not yet committed); never an
+    uncommitted outcome."""
+    if rep is None:
+        return None
+    if rep.record is not None:
+        return rep.record
+    return None if rep.newest.terminal else rep.newest
+
+
 def newest_copy(local: CustodyRecord | None,
                 found: list[CustodyRecord]) -> CustodyRecord | None:
     """The copy of highest `order` (epoch, leader, version), the order custodians keep
@@ -104,6 +155,40 @@ def newest_copy(local: CustodyRecord | None,
         if best is None or rec.order > best.order:
             best = rec
     return best
+
+
+def merge_reports(reports: list[Report]) -> Report | None:
+    """One report from several nodes': the newest committed copy (committed copies of
+    later epochs succeed earlier ones), and the newest pending copy if newer still."""
+    settled = newest_copy(None, [r.record for r in reports if r.record is not None])
+    pending = newest_copy(None, [r.pending for r in reports if r.pending is not None])
+    if pending is not None and settled is not None and pending.order <= settled.order:
+        pending = None
+    if settled is None and pending is None:
+        return None
+    return Report(settled, pending)
+
+
+def report_to_wire(rep: Report | None) -> dict[str, object]:
+    if rep is None:
+        return {"record": None, "pending": None}
+    return {"record": rep.record.to_wire() if rep.record else None,
+            "pending": rep.pending.to_wire() if rep.pending else None}  # fmt: skip
+
+
+def report_from_wire(reply: object, capsule_id: str) -> Report | None:
+    """A "status"/"find" answer; one without "pending" (an older node) holds its copy
+    as committed, as it did before. Raises the WireError family on a bad record."""
+    if not isinstance(reply, dict):
+        return None
+    raw, raw_p = reply.get("record"), reply.get("pending")
+    rec = None if raw is None else CustodyRecord.from_wire(raw)
+    pending = None if raw_p is None else CustodyRecord.from_wire(raw_p)
+    if rec is not None and rec.capsule_id != capsule_id:
+        rec = None
+    if pending is not None and pending.capsule_id != capsule_id:
+        pending = None
+    return None if rec is None and pending is None else Report(rec, pending)
 
 
 @dataclass
@@ -179,19 +264,29 @@ class CapsuleReads:
             del self.remote[next(iter(self.remote))]
         self.remote[capsule_id] = via
 
+    def local_report(self, capsule_id: str) -> Report | None:
+        return self.core.custody.report(capsule_id)
+
     def local_record(self, capsule_id: str) -> CustodyRecord | None:
-        return self.core.custody.record(capsule_id)
+        """This node's copy to act on (`acted_on`: never an uncommitted outcome)."""
+        return acted_on(self.local_report(capsule_id))
 
     async def find_record(self, capsule_id: str) -> CustodyRecord | None:
-        """The newest custody record among this node and the capsule's custodians."""
-        best = self.local_record(capsule_id)
+        """The copy to act on among this node and the capsule's custodians: the newest
+        committed one, else a pending one that has not finished (`acted_on`)."""
+        return acted_on(await self.find_report(capsule_id))
+
+    async def find_report(self, capsule_id: str) -> Report | None:
+        """The newest committed copy among this node and the capsule's custodians, and
+        a newer pending copy if one holds it (`merge_reports`)."""
+        local = self.local_report(capsule_id)
         # Ask beyond the custodians of our own view: the core hides a peer for a while
         # after a dropped connection, and views differ while membership settles.
         key = capsule_key(capsule_id)
         live = sorted((m.peer for m in self.membership.list_members()),
                       key=lambda p: p.key ^ key)  # fmt: skip
         peers = [p for p in live[: self.core.custody.config.k_c + READ_EXTRA] if p != self.me]
-        found: list[CustodyRecord] = []
+        found: list[Report] = [] if local is None else [local]
         via = self.remote.get(capsule_id)
 
         async def ask(peer: PeerId) -> None:
@@ -203,17 +298,16 @@ class CapsuleReads:
                     peer, PROTO_CAPSULE_INFO, {"op": op, "id": capsule_id},
                     timeout=INFO_TIMEOUT_S * (2 if op == "find" else 1),
                 )
-                if isinstance(reply, dict) and reply.get("record") is not None:
-                    rec = CustodyRecord.from_wire(reply["record"])
-                    if rec.capsule_id == capsule_id:
-                        found.append(rec)
+                rep = report_from_wire(reply, capsule_id)
+                if rep is not None:
+                    found.append(rep)
             except (ColonyError, KeyError, TypeError) as e:
                 log.debug("capsule_info_failed", peer=str(peer), error=str(e))
 
         async with trio.open_nursery() as n:
             for p in peers if via is None else [*peers, via]:
                 n.start_soon(ask, p)
-        return newest_copy(best, found)
+        return merge_reports(found)
 
     async def read_log(self, executor: PeerId, capsule_id: str, token: int,
                        offset: int) -> tuple[bytes, bool]:  # fmt: skip
@@ -240,12 +334,11 @@ class CapsuleReads:
         except WireError as e:
             raise RemoteProtocolError(str(e)) from None
         if op == "status":
-            rec = self.local_record(cid)
-            return {"record": rec.to_wire() if rec else None}
+            return report_to_wire(self.local_report(cid))
         if op == "find":  # a capsule it forwarded here: search this cell's custodians
             # (one that this node forwarded on is not followed further: no loops)
-            rec = self.local_record(cid) if cid in self.remote else await self.find_record(cid)
-            return {"record": rec.to_wire() if rec else None}
+            rep = self.local_report(cid) if cid in self.remote else await self.find_report(cid)
+            return report_to_wire(rep)
         if op == "log":
             token, offset = _uint(obj.get("token")), _uint(obj.get("offset"))
             data, gone = read_run_log(self.runs_dir, cid, token, offset)

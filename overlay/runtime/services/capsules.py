@@ -42,6 +42,7 @@ from overlay.capsule import events as cev
 from overlay.capsule.amnesia import Amnesia
 from overlay.capsule.core import CancelCapsule, CapsuleCore, SubmitCapsule
 from overlay.capsule.custody import CustodyConfig, LocalityHint
+from overlay.capsule.custody_table import Report
 from overlay.capsule.executor import CapsuleExited, ExecutorConfig
 from overlay.capsule.leases import TERMINAL, CustodyRecord
 from overlay.capsule.messages import MESSAGE_TYPES, decode_message
@@ -490,8 +491,13 @@ class CapsuleService:
         return self.reads.local_record(capsule_id)
 
     async def find_record(self, capsule_id: str) -> CustodyRecord | None:
-        """The newest custody record among this node and the capsule's custodians."""
+        """The copy to act on among this node and the capsule's custodians: the newest
+        committed one (never an uncommitted outcome; capsule_info.acted_on)."""
         return await self.reads.find_record(capsule_id)
+
+    async def find_report(self, capsule_id: str) -> Report | None:
+        """The newest committed copy and a newer pending one (capsule_info.py)."""
+        return await self.reads.find_report(capsule_id)
 
     async def read_log(self, executor: PeerId, capsule_id: str, token: int,
                        offset: int) -> tuple[bytes, bool]:  # fmt: skip
@@ -534,6 +540,10 @@ def _log_event(ev: object) -> None:
     elif isinstance(ev, cev.ReceiptSettled) and not ev.accepted:
         log.warning("capsule_receipt_not_accepted", capsule=ev.capsule_id, token=ev.token,
                     reason=ev.reason)  # fmt: skip
+    elif isinstance(ev, cev.OutcomeSuperseded):
+        log.warning("capsule_outcome_superseded", capsule=ev.capsule_id, state=ev.state,
+                    token=ev.token, epoch=ev.epoch, by_epoch=ev.by_epoch,
+                    by_state=ev.by_state)  # fmt: skip
     elif type(ev).__name__ == "CustodyRecordSkipped":
         log.warning("custody_record_skipped", capsule=str(getattr(ev, "capsule_id", "")),
                     reason=str(getattr(ev, "reason", "")))  # fmt: skip

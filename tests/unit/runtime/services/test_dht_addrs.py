@@ -154,13 +154,19 @@ def test_what_clean_leaves_is_what_the_core_reports_for_the_address_book() -> No
 
 
 def test_transport_skips_and_counts_addresses_it_cannot_keep() -> None:
-    t = Transport(KeyPair(b"\x05" * 32))
-    t.add_addrs(A, [f"{PUB}/p2p/{B}", f"{PUB}/p2p/{B}/p2p-circuit", f"{LAN}/p2p/{A}", PUB])
-    assert t.known_addrs(A) == [PUB, LAN]
-    assert t.stats.addrs_refused == 2
-    # The same addresses again do not lift a back-off; a new one does.
-    t._backoff[A] = (1e9, 1.0)
-    t.add_addrs(A, [PUB, LAN])
-    assert A in t._backoff
-    t.add_addrs(A, [PUB6])
-    assert A not in t._backoff
+    import trio
+
+    async def main() -> None:  # the address book takes trio's clock (addr_book.py)
+        t = Transport(KeyPair(b"\x05" * 32))
+        t.add_addrs(A, [f"{PUB}/p2p/{B}", f"{PUB}/p2p/{B}/p2p-circuit", f"{LAN}/p2p/{A}",
+                        PUB])  # fmt: skip
+        assert t.known_addrs(A) == [PUB, LAN]
+        assert t.stats.addrs_refused == 2
+        # The same addresses again do not lift a back-off; a new one does.
+        t._backoff[A] = (1e9, 1.0)
+        t.add_addrs(A, [PUB, LAN])
+        assert A in t._backoff
+        t.add_addrs(A, [PUB6])
+        assert A not in t._backoff
+
+    trio.run(main)
