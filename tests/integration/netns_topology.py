@@ -589,8 +589,7 @@ if __name__ == "__main__":
         with contextlib.suppress(KeyboardInterrupt):
             delay_line(sys.argv[2], sys.argv[3], float(sys.argv[4]))
     elif len(sys.argv) == 2 and sys.argv[1] == "demo":
-        # Build the topology, print what it measures, tear it down.
-        import tempfile
+        import tempfile  # build the topology, print what it measures, tear it down
 
         with tempfile.TemporaryDirectory() as d, topology(Path(d)) as t:
             for ns in [*t.public, *(s.host_ns for s in t.sites.values())]:
@@ -598,5 +597,4 @@ if __name__ == "__main__":
             for s in t.sites.values():
                 print(f"rtt {s.host_ns} -> 198.18.0.2: {t.rtt_ms(s.host_ns, '198.18.0.2'):.1f} ms")
     else:
-        print("usage: netns_topology.py demo | delay-line IF_A IF_B DELAY_MS", file=sys.stderr)
-        sys.exit(2)
+        sys.exit("usage: netns_topology.py demo | delay-line IF_A IF_B DELAY_MS")
