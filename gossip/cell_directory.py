@@ -60,6 +60,16 @@ MAX_CELLS = 1024
 MAX_SEEDS = 4
 MAX_ADDRS = 4
 MAX_ADDR_CHARS = 256
+#: Providers of the rendezvous key a reader asks for their report per round (the
+#: daemon, overlay/runtime/services/cells.py, and the simulator, sim/cells_rdv.py).
+MAX_READ = 64
+#: A report is current for this many digest intervals after it was heard.
+TTL_INTERVALS = 3.0
+
+
+def rendezvous_key(colony: str, site: str) -> bytes:
+    """The DHT key a site's cell publishers provide: a sha2-256 multihash of its name."""
+    return b"\x12\x20" + hashlib.sha256(f"/colony/cells/{colony}/{site}".encode()).digest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ from gossip.plumtree import Delivered
 from gossip.topics import JoinTopic, LeaveTopic, TopicsCore
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ConfigError
+from sim.cells_rdv import cells_sim
 from sim.cells_run import CellsRun, CellsSim
 from sim.network import Network, NetworkConfig
 from sim.tier2_run import TOPIC, OverlayRun, OverlaySim, Round, ViewReport
@@ -77,6 +78,8 @@ class CombinedRun:
     leave_after_s: float = 2.0
     repair_s: float = 60.0
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    #: "oracle" or "dht" (each node's own DHT rendezvous: sim/cells_rdv.py).
+    rendezvous: str = "oracle"
 
     def __post_init__(self) -> None:
         if self.nodes < 2 or self.cap < 2 or self.broadcasts < 1:
@@ -181,8 +184,8 @@ class CombinedSim:
                              join_spacing_s=run.join_spacing_s, hold_s=run.hold_s,
                              check_interval_s=run.check_interval_s,
                              digest_interval_s=run.digest_interval_s, profile=run.profile,
-                             network=run.network)
-        self.cells = CellsSim(cells_run)
+                             network=run.network, rendezvous=run.rendezvous)
+        self.cells = cells_sim(cells_run)
         t2_run = OverlayRun(nodes=run.nodes, seed=master.getrandbits(32),
                             active_size=run.active_size, passive_size=run.passive_size,
                             join_spacing_s=run.join_spacing_s, broadcasts=run.broadcasts,

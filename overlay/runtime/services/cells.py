@@ -38,7 +38,6 @@ report ≤ 32 classes and 4 seeds. Failures are counted in `stats` (/v1/stats "c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -54,13 +53,16 @@ from dht.api import GetProviders, Provide, Providers, StopProviding, result_as
 from gossip.cell_digest import CellDigest
 from gossip.cell_directory import (
     MAX_ADDRS,
+    MAX_READ,
     MAX_SEEDS,
+    TTL_INTERVALS,
     CellDirectory,
     CellReport,
     Seed,
     cell_to_adopt,
     is_publisher,
     publisher_rank,
+    rendezvous_key,
 )
 from gossip.cells import (
     CellChanged,
@@ -88,13 +90,9 @@ log = structlog.get_logger("colony.cells")
 
 PROTO_CELLS = "/colony/cells/1.0.0"
 CELL_FILE = "cell.json"
-#: Providers asked for their report per round.
-MAX_READ = 64
 REQUEST_TIMEOUT_S = 5.0
 DHT_TIMEOUT_S = 30.0
 DIAL_TIMEOUT_S = 10.0
-#: A report is current for this many digest intervals after it was heard.
-TTL_INTERVALS = 3.0
 #: A report served is at most this old (trio seconds).
 REPORT_CACHE_S = 1.0
 #: The first round runs this soon after start (bootstrap has joined the DHT by then).
@@ -113,11 +111,6 @@ def cell_config(conf: dict[str, Any]) -> CellConfig:
                           digest_ttl_s=TTL_INTERVALS * float(conf["digest_interval_s"]))
     except ValueError as e:
         raise ConfigError(f"[cell] {e}") from None
-
-
-def rendezvous_key(colony: str, site: str) -> bytes:
-    """The DHT key a site's cell publishers provide: a sha2-256 multihash of its name."""
-    return b"\x12\x20" + hashlib.sha256(f"/colony/cells/{colony}/{site}".encode()).digest()
 
 
 @dataclass
