@@ -128,6 +128,24 @@ def is_publisher(me: PeerId, cell_members: list[PeerId]) -> bool:
     return all(publisher_rank(me) <= publisher_rank(p) for p in cell_members)
 
 
+def should_publish(me: PeerId, cell_members: list[PeerId], *, placed: bool,
+                   found: int | None, unreported: int) -> bool:
+    """Does `me` provide its cell's rendezvous record this round? The publisher (smallest
+    rank in its view) does once placed (or, unplaced, when the last lookup found no
+    provider at all). A placed member ranked `pos`-th also does once its cell has gone
+    `pos` + 1 rounds without a fresh report from anyone else (`unreported`): the members
+    ranked before it may be unplaced joiners in its view (they publish only once
+    placed, and they are placed only by a report they hear) or crashed, and the records
+    of crashed publishers linger 48 h, so without this a cell whose publisher crashed
+    stays unreported and new joiners never find a report to join by
+    (sim/cells_rdv.py, `colony sim combined --nodes 40 --cap 20 --rendezvous dht`)."""
+    mine = publisher_rank(me)
+    pos = sum(1 for p in cell_members if p != me and publisher_rank(p) < mine)
+    if not placed:
+        return pos == 0 and found == 0
+    return pos == 0 or unreported > pos
+
+
 @dataclass(slots=True)
 class _Entry:
     report: CellReport

@@ -14,7 +14,7 @@ sans-IO pieces (gossip/cell_directory.py):
   it: it answers nothing, lookups through it time out, and the provider records it
   stored or that name it stay until their TTL (48 h), as in the daemon.
 - every `digest_interval_s` (×0.8–1.2, the daemon's jitter) a node's *DHT round*: the
-  cell's publisher (`is_publisher` over its own SWIM view) `Provide`s the site's
+  cell's publisher (`should_publish` over its own SWIM view) `Provide`s the site's
   rendezvous key, a node that stops being it `StopProviding`; then `GetProviders(key,
   MAX_READ)` and one report request per provider found (at most `MAX_READ`). A request
   is modelled as reading the provider's own report (`CellDigest.of` its SWIM view, its
@@ -52,9 +52,9 @@ from gossip.cell_directory import (
     CellReport,
     Seed,
     cell_to_adopt,
-    is_publisher,
     publisher_rank,
     rendezvous_key,
+    should_publish,
 )
 from gossip.cell_node import CellNode
 from gossip.cells import CellChanged, CellId, SiblingSize, StartCells, cell_key, choose_cell
@@ -137,6 +137,8 @@ class _Node:
     report: tuple[float, CellReport] | None = None
     #: Reports heard in the running round (`heard` of the daemon's `_read`).
     round_heard: int = 0
+    #: Rounds since a fresh report of its cell from another node (`should_publish`).
+    unreported: int = 0
 
 
 class _DhtRouter(Router):
@@ -263,7 +265,8 @@ class RdvCellsSim(CellsSim):
         if not self._alive(idx):
             return
         st = self.rdv[idx]
-        publisher = is_publisher(st.peer, self._live(idx)) and (st.placed or st.found == 0)
+        publisher = should_publish(st.peer, self._live(idx), placed=st.placed,
+                                   found=st.found, unreported=st.unreported)
         if publisher != st.providing:
             st.providing = publisher
             if publisher:
@@ -339,6 +342,8 @@ class RdvCellsSim(CellsSim):
         st = self.rdv[idx]
         st.found = found
         st.heard_others = st.heard_others or st.round_heard > 0
+        src = st.directory.source(st.cell, self.engine.now)
+        st.unreported = 0 if src not in (None, st.peer) else st.unreported + 1
         self.engine.at(self.engine.now + self._jittered(), self._dht_round, idx)
 
     def _rank(self, p: PeerId) -> bytes:

@@ -18,6 +18,9 @@ Each node is a `gossip.cell_node.CellNode` (the real `Swim` and `CellCore`) on
   a split it missed (both seen after a 70 % crash), joining through members of the
   new cell (`strays_moved`).
 
+`rendezvous="dht"` (sim/cells_rdv.py) replaces the oracle's three uses above by each
+node's own DHT rendezvous, as the daemon; the oracle then only measures.
+
 Measured at the end (and in `timeline`): the cells and their sizes, splits and
 merges, and per node whether its SWIM view is its cell: *accuracy* = share of its
 cell's live members it lists as live, *foreign* = members it lists that are in

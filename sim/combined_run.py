@@ -10,9 +10,11 @@ and one network model. Composed, not forked:
   `sim.tier2_world.LinkWorld` built on the *same* engine and the *same* `Network`: node
   slot i is one node in both worlds (same peer id, same place in the latency plane, one
   shared rng for every message's fate);
-- the DHT is not run: the directory oracle answers "which cell, which members" and
-  tier-2 bootstraps are random live nodes (what a rendezvous lookup returns). A crashed
-  or departed node leaves the oracle at once (a DHT record would linger until its TTL).
+- by default the DHT is not run: the directory oracle answers "which cell, which
+  members" and tier-2 bootstraps are random live nodes (what a rendezvous lookup
+  returns). A crashed or departed node leaves the oracle at once (a DHT record would
+  linger until its TTL). With `rendezvous="dht"` tier 1 is `sim.cells_rdv.RdvCellsSim`:
+  each node's own DHT rendezvous, as the daemon; the oracle then only measures.
 
 The scenario, all from one seed (same seed → identical report):
 

@@ -60,9 +60,9 @@ from gossip.cell_directory import (
     CellReport,
     Seed,
     cell_to_adopt,
-    is_publisher,
     publisher_rank,
     rendezvous_key,
+    should_publish,
 )
 from gossip.cells import (
     CellChanged,
@@ -156,6 +156,7 @@ class CellService:
         #: node's report was ever heard (the first reading that places a joiner).
         self._found: int | None = None
         self._heard_others = False
+        self._unreported = 0
         self._report: tuple[float, CellReport] | None = None
         self._rejoined_at = -1e9
         #: When this node last changed cell (trio time); moving down waits this long
@@ -330,15 +331,20 @@ class CellService:
                 log.info("cells_publish_failed", error=str(e))
             self._found, heard = await self._read(key)
             self._heard_others = self._heard_others or heard
+            # Rounds without a fresh report of our cell from another node (`should_publish`).
+            src = self.directory.source(self.cell, trio.current_time())
+            self._unreported = 0 if src not in (None, self.me) else self._unreported + 1
             await trio.sleep(self._jittered())
 
     async def _publish(self, key: bytes) -> None:
         """Provide the key while this node is its cell's publisher. Only once placed
         (a node that has just started is alone in its view and would provide for
-        nothing), or when the last lookup found no cell of the site published at all."""
+        nothing), or when the last lookup found no cell of the site published at all;
+        a lower-ranked member also provides once its cell went unreported for longer
+        than its rank (`should_publish`)."""
         live = self._members.list_members()
-        publisher = is_publisher(self.me, [m.peer for m in live]) and (
-            self._placed or self._found == 0)
+        publisher = should_publish(self.me, [m.peer for m in live], placed=self._placed,
+                                   found=self._found, unreported=self._unreported)
         if publisher == self._providing:
             return
         if publisher:
