@@ -67,8 +67,11 @@ class KadConfig:
     #: Regions are sized to hold this many times k peers (see providers.region_bits).
     region_peers_per_k: float = 1.0
     max_record_bytes: int = 64 * 1024
-    #: Maximum providers returned in one GET_PROVIDERS answer.
-    max_providers_per_answer: int = 20
+    #: Maximum providers returned in one GET_PROVIDERS answer: every record a server
+    #: may hold for a key (`ProviderLimits.max_per_key`), as kubo returns all it has.
+    #: Was 20: a cell rendezvous key with more than 20 providers (cells of a site, or
+    #: providers that stopped) hid the newest from every reader (sim/cells_rdv.py).
+    max_providers_per_answer: int = 64
     #: Server/client verdicts on requesters remembered (oldest dropped), and how long.
     max_role_checks: int = 4096
     role_check_ttl_s: float = 600.0

@@ -242,9 +242,12 @@ class LookupRunner:
         """Take the answer's new providers (up to the op's count) and report them in
         one `ProvidersFound`; how many were new."""
         infos = msg.provider_peers
-        if len(infos) > self.config.k:
+        # As many as we would answer ourselves (every record a server may hold for a
+        # key), at least k.
+        cap = max(self.config.k, self.config.max_providers_per_answer)
+        if len(infos) > cap:
             self.stats.peer_lists_truncated += 1
-            infos = infos[: self.config.k]
+            infos = infos[:cap]
         new: list[PeerInfo] = []
         for info in infos:
             had = op.found.get(info.peer)

@@ -1,7 +1,8 @@
 """Provider records and the batched ("sweep") reprovide plan.
 
-Provider store: multihash → {provider peer → expiry}. Records live 48 h and are
-republished every 22 h, like kubo (go-libp2p-kad-dht `providers.ProvideValidity`,
+Provider store: multihash → {provider peer → expiry}, each key's records in the order
+of their latest announcement (an answer lists the freshest first). Records live 48 h
+and are republished every 22 h, like kubo (go-libp2p-kad-dht `providers.ProvideValidity`,
 `amino.DefaultReprovideInterval`). The store is bounded in total, per key and per
 providing peer; a record over a limit is refused (the caller counts it).
 
@@ -70,6 +71,9 @@ class ProviderStore:
         provs = self._by_key.get(key)
         until = now + self.limits.ttl_s
         if provs is not None and peer in provs:
+            # Re-insert: a key's records stay ordered by their latest announcement, and
+            # `get` answers the freshest first.
+            del provs[peer]
             provs[peer] = until
             if addrs:
                 self._addrs[peer] = addrs
@@ -102,7 +106,10 @@ class ProviderStore:
         if not provs:
             return []
         out: list[PeerInfo] = []
-        for p, t in provs.items():
+        # Freshest announcement first: with more records than an answer holds, the
+        # providers still announcing win over those that stopped (a crashed provider's
+        # record lingers for the TTL; docs/dht.md "Providers").
+        for p, t in reversed(provs.items()):
             if t > now:
                 out.append(PeerInfo(p, self._addrs.get(p, ())))
                 if len(out) >= n:

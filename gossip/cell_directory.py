@@ -60,6 +60,16 @@ MAX_CELLS = 1024
 MAX_SEEDS = 4
 MAX_ADDRS = 4
 MAX_ADDR_CHARS = 256
+#: Providers of the rendezvous key a reader asks for their report per round (the
+#: daemon, overlay/runtime/services/cells.py, and the simulator, sim/cells_rdv.py).
+MAX_READ = 64
+#: A report is current for this many digest intervals after it was heard.
+TTL_INTERVALS = 3.0
+
+
+def rendezvous_key(colony: str, site: str) -> bytes:
+    """The DHT key a site's cell publishers provide: a sha2-256 multihash of its name."""
+    return b"\x12\x20" + hashlib.sha256(f"/colony/cells/{colony}/{site}".encode()).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +126,24 @@ def publisher_rank(peer: PeerId) -> bytes:
 def is_publisher(me: PeerId, cell_members: list[PeerId]) -> bool:
     """Is `me` the publisher of its cell, as its own view of the members says?"""
     return all(publisher_rank(me) <= publisher_rank(p) for p in cell_members)
+
+
+def should_publish(me: PeerId, cell_members: list[PeerId], *, placed: bool,
+                   found: int | None, unreported: int) -> bool:
+    """Does `me` provide its cell's rendezvous record this round? The publisher (smallest
+    rank in its view) does once placed (or, unplaced, when the last lookup found no
+    provider at all). A placed member ranked `pos`-th also does once its cell has gone
+    `pos` + 1 rounds without a fresh report from anyone else (`unreported`): the members
+    ranked before it may be unplaced joiners in its view (they publish only once
+    placed, and they are placed only by a report they hear) or crashed, and the records
+    of crashed publishers linger 48 h, so without this a cell whose publisher crashed
+    stays unreported and new joiners never find a report to join by
+    (sim/cells_rdv.py, `colony sim combined --nodes 40 --cap 20 --rendezvous dht`)."""
+    mine = publisher_rank(me)
+    pos = sum(1 for p in cell_members if p != me and publisher_rank(p) < mine)
+    if not placed:
+        return pos == 0 and found == 0
+    return pos == 0 or unreported > pos
 
 
 @dataclass(slots=True)

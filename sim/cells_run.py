@@ -18,6 +18,9 @@ Each node is a `gossip.cell_node.CellNode` (the real `Swim` and `CellCore`) on
   a split it missed (both seen after a 70 % crash), joining through members of the
   new cell (`strays_moved`).
 
+`rendezvous="dht"` (sim/cells_rdv.py) replaces the oracle's three uses above by each
+node's own DHT rendezvous, as the daemon; the oracle then only measures.
+
 Measured at the end (and in `timeline`): the cells and their sizes, splits and
 merges, and per node whether its SWIM view is its cell: *accuracy* = share of its
 cell's live members it lists as live, *foreign* = members it lists that are in
@@ -50,6 +53,7 @@ from gossip.profiles import profile
 from gossip.resources import ResourceAd
 from gossip.swim import Swim
 from overlay.core.crypto import KeyPair
+from overlay.core.errors import ConfigError
 from sim.engine import Engine
 from sim.network import Network, NetworkConfig
 from sim.world import World
@@ -68,6 +72,9 @@ class CellsRun:
     digest_interval_s: float = 10.0
     profile: str = "lan"
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    #: Where nodes learn the other cells: "oracle" (the directory, below) or "dht" (each
+    #: node's own DHT rendezvous, as the daemon: sim/cells_rdv.py).
+    rendezvous: str = "oracle"
 
 
 @dataclass(slots=True)
@@ -240,6 +247,9 @@ class CellsSim:
 
 
 def run_cells(run: CellsRun) -> CellsReport:
+    """The oracle run (`rendezvous="dht"`: `sim.cells_rdv.cells_sim`, built on this)."""
+    if run.rendezvous != "oracle":
+        raise ConfigError("run_cells runs the oracle; use sim.cells_rdv.cells_sim")
     return CellsSim(run).run()
 
 

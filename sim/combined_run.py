@@ -10,9 +10,11 @@ and one network model. Composed, not forked:
   `sim.tier2_world.LinkWorld` built on the *same* engine and the *same* `Network`: node
   slot i is one node in both worlds (same peer id, same place in the latency plane, one
   shared rng for every message's fate);
-- the DHT is not run: the directory oracle answers "which cell, which members" and
-  tier-2 bootstraps are random live nodes (what a rendezvous lookup returns). A crashed
-  or departed node leaves the oracle at once (a DHT record would linger until its TTL).
+- by default the DHT is not run: the directory oracle answers "which cell, which
+  members" and tier-2 bootstraps are random live nodes (what a rendezvous lookup
+  returns). A crashed or departed node leaves the oracle at once (a DHT record would
+  linger until its TTL). With `rendezvous="dht"` tier 1 is `sim.cells_rdv.RdvCellsSim`:
+  each node's own DHT rendezvous, as the daemon; the oracle then only measures.
 
 The scenario, all from one seed (same seed → identical report):
 
@@ -48,6 +50,7 @@ from gossip.plumtree import Delivered
 from gossip.topics import JoinTopic, LeaveTopic, TopicsCore
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import ConfigError
+from sim.cells_rdv import cells_sim
 from sim.cells_run import CellsRun, CellsSim
 from sim.network import Network, NetworkConfig
 from sim.tier2_run import TOPIC, OverlayRun, OverlaySim, Round, ViewReport
@@ -77,6 +80,8 @@ class CombinedRun:
     leave_after_s: float = 2.0
     repair_s: float = 60.0
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    #: "oracle" or "dht" (each node's own DHT rendezvous: sim/cells_rdv.py).
+    rendezvous: str = "oracle"
 
     def __post_init__(self) -> None:
         if self.nodes < 2 or self.cap < 2 or self.broadcasts < 1:
@@ -181,8 +186,8 @@ class CombinedSim:
                              join_spacing_s=run.join_spacing_s, hold_s=run.hold_s,
                              check_interval_s=run.check_interval_s,
                              digest_interval_s=run.digest_interval_s, profile=run.profile,
-                             network=run.network)
-        self.cells = CellsSim(cells_run)
+                             network=run.network, rendezvous=run.rendezvous)
+        self.cells = cells_sim(cells_run)
         t2_run = OverlayRun(nodes=run.nodes, seed=master.getrandbits(32),
                             active_size=run.active_size, passive_size=run.passive_size,
                             join_spacing_s=run.join_spacing_s, broadcasts=run.broadcasts,

@@ -166,11 +166,14 @@ def _print_report(lines: list[str], data: object, out: Path | None) -> int:
 
 
 def _cells(args: argparse.Namespace) -> int:
-    from sim.cells_run import CellsRun, run_cells, summary_lines
+    from sim.cells_rdv import RdvCellsSim, cells_sim, rdv_lines
+    from sim.cells_run import CellsRun, summary_lines
 
-    rep = run_cells(CellsRun(nodes=args.nodes, seed=args.seed, cap=args.cap,
-                             settle_s=args.settle))  # fmt: skip
-    for line in summary_lines(rep):
+    sim = cells_sim(CellsRun(nodes=args.nodes, seed=args.seed, cap=args.cap,
+                             settle_s=args.settle, rendezvous=args.rendezvous))
+    rep = sim.run()
+    for line in summary_lines(rep) + (
+            rdv_lines(sim.rdv_stats) if isinstance(sim, RdvCellsSim) else []):
         print(line)
     return 0
 
@@ -178,13 +181,16 @@ def _cells(args: argparse.Namespace) -> int:
 def _combined(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from sim.combined_run import CombinedRun, run_combined, suite_run, summary_lines, to_json
+    from sim.cells_rdv import RdvCellsSim, rdv_lines
+    from sim.combined_run import CombinedRun, CombinedSim, suite_run, summary_lines, to_json
 
     run = suite_run(args.seed) if args.suite else CombinedRun(seed=args.seed)
     over = {k: v for k, v in (("nodes", args.nodes), ("cap", args.cap),
                               ("crash_fraction", args.crash)) if v is not None}
-    rep = run_combined(replace(run, **over))
-    return _print_report(summary_lines(rep), to_json(rep), args.out)
+    sim = CombinedSim(replace(run, rendezvous=args.rendezvous, **over))
+    rep = sim.run()
+    extra = rdv_lines(sim.cells.finish_rdv()) if isinstance(sim.cells, RdvCellsSim) else []
+    return _print_report(summary_lines(rep) + extra, to_json(rep), args.out)
 
 
 def _aggregate(args: argparse.Namespace) -> int:
@@ -327,6 +333,9 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     ce.add_argument("--seed", type=int, default=1)
     ce.add_argument("--cap", type=int, default=100, help="cell size cap (daemon: 5,000)")
     ce.add_argument("--settle", type=float, default=240.0, help="simulated s after the joins")
+    ce.add_argument("--rendezvous", choices=("oracle", "dht"), default="oracle",
+                    help="how nodes find the other cells: a directory oracle (default) or "
+                    "each node's own DHT rendezvous, as the daemon (sim/cells_rdv.py)")
     ce.set_defaults(func=_cells)
 
     co = s.add_parser(
@@ -337,7 +346,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "the cap), warm-up, broadcasts, a crash of a share of nodes at once, churn "
         "(joins and graceful leaves), repair; prints tier-2 delivery/RMR/LDH per phase "
         "and whether every live node's SWIM view is exactly its cell. The cell "
-        "directory is an oracle (no DHT). Timings: bench/combined.py.",
+        "directory is an oracle unless --rendezvous dht. Timings: bench/combined.py.",
     )
     co.add_argument("--seed", type=int, default=1)
     co.add_argument("--nodes", type=int, default=None, help="default 1,000 (--suite: 160)")
@@ -346,6 +355,9 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                     help="share of live nodes that crash at once (default 0.2)")
     co.add_argument("--suite", action="store_true",
                     help="the test suite's size (tests/sim/test_combined_sim.py)")
+    co.add_argument("--rendezvous", choices=("oracle", "dht"), default="oracle",
+                    help="cell directory: an oracle (default) or each node's own DHT "
+                    "rendezvous with real Kademlia cores (sim/cells_rdv.py)")
     co.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
     co.set_defaults(func=_combined)
 

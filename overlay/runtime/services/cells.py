@@ -38,7 +38,6 @@ report ≤ 32 classes and 4 seeds. Failures are counted in `stats` (/v1/stats "c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -54,13 +53,16 @@ from dht.api import GetProviders, Provide, Providers, StopProviding, result_as
 from gossip.cell_digest import CellDigest
 from gossip.cell_directory import (
     MAX_ADDRS,
+    MAX_READ,
     MAX_SEEDS,
+    TTL_INTERVALS,
     CellDirectory,
     CellReport,
     Seed,
     cell_to_adopt,
-    is_publisher,
     publisher_rank,
+    rendezvous_key,
+    should_publish,
 )
 from gossip.cells import (
     CellChanged,
@@ -88,13 +90,9 @@ log = structlog.get_logger("colony.cells")
 
 PROTO_CELLS = "/colony/cells/1.0.0"
 CELL_FILE = "cell.json"
-#: Providers asked for their report per round.
-MAX_READ = 64
 REQUEST_TIMEOUT_S = 5.0
 DHT_TIMEOUT_S = 30.0
 DIAL_TIMEOUT_S = 10.0
-#: A report is current for this many digest intervals after it was heard.
-TTL_INTERVALS = 3.0
 #: A report served is at most this old (trio seconds).
 REPORT_CACHE_S = 1.0
 #: The first round runs this soon after start (bootstrap has joined the DHT by then).
@@ -113,11 +111,6 @@ def cell_config(conf: dict[str, Any]) -> CellConfig:
                           digest_ttl_s=TTL_INTERVALS * float(conf["digest_interval_s"]))
     except ValueError as e:
         raise ConfigError(f"[cell] {e}") from None
-
-
-def rendezvous_key(colony: str, site: str) -> bytes:
-    """The DHT key a site's cell publishers provide: a sha2-256 multihash of its name."""
-    return b"\x12\x20" + hashlib.sha256(f"/colony/cells/{colony}/{site}".encode()).digest()
 
 
 @dataclass
@@ -163,6 +156,7 @@ class CellService:
         #: node's report was ever heard (the first reading that places a joiner).
         self._found: int | None = None
         self._heard_others = False
+        self._unreported = 0
         self._report: tuple[float, CellReport] | None = None
         self._rejoined_at = -1e9
         #: When this node last changed cell (trio time); moving down waits this long
@@ -337,15 +331,20 @@ class CellService:
                 log.info("cells_publish_failed", error=str(e))
             self._found, heard = await self._read(key)
             self._heard_others = self._heard_others or heard
+            # Rounds without a fresh report of our cell from another node (`should_publish`).
+            src = self.directory.source(self.cell, trio.current_time())
+            self._unreported = 0 if src not in (None, self.me) else self._unreported + 1
             await trio.sleep(self._jittered())
 
     async def _publish(self, key: bytes) -> None:
         """Provide the key while this node is its cell's publisher. Only once placed
         (a node that has just started is alone in its view and would provide for
-        nothing), or when the last lookup found no cell of the site published at all."""
+        nothing), or when the last lookup found no cell of the site published at all;
+        a lower-ranked member also provides once its cell went unreported for longer
+        than its rank (`should_publish`)."""
         live = self._members.list_members()
-        publisher = is_publisher(self.me, [m.peer for m in live]) and (
-            self._placed or self._found == 0)
+        publisher = should_publish(self.me, [m.peer for m in live], placed=self._placed,
+                                   found=self._found, unreported=self._unreported)
         if publisher == self._providing:
             return
         if publisher:

@@ -73,7 +73,7 @@ def test_known_providers_at_once_and_a_late_answer_still_reported() -> None:
     core, eff, asked = colony_of_four()
     # What the core knows is reported at once, before any answer: a fetch can start.
     (first,) = found(eff)
-    assert [i.peer for i in first.providers] == [N0, N1] and not first.last
+    assert [i.peer for i in first.providers] == [N1, N0] and not first.last  # freshest first
     assert set(asked) == {N0, N1, N2}
     eff = reply(core, asked[N0], [N0, N1], 1.01) + reply(core, asked[N1], [N0, N1], 1.02)
     assert found(eff) == [] and done(eff) == []  # nothing new; N2 still awaited

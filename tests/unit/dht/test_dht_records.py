@@ -119,7 +119,11 @@ def test_provider_store_limits_and_expiry() -> None:
     assert s.add(mh(5), pid(5), (), 0.0) == "full"
     s.check_invariants()
     got = s.get(mh(1), 5.0, 10)
-    assert [i.peer for i in got] == [pid(1), pid(2)] and got[0].addrs == (b"\x04addr",)
+    # Freshest announcement first (pid(2) was announced after pid(1)'s refresh).
+    assert [i.peer for i in got] == [pid(2), pid(1)] and got[1].addrs == (b"\x04addr",)
+    assert s.add(mh(1), pid(1), (), 1.0) == "refreshed"  # moves it to the front
+    assert [i.peer for i in s.get(mh(1), 5.0, 10)] == [pid(1), pid(2)]
+    assert [i.peer for i in s.get(mh(1), 5.0, 1)] == [pid(1)]
     assert s.get(mh(1), 10.5, 10)[0].peer == pid(1)  # refreshed at t=1
     assert s.expire(10.5) == 4
     s.check_invariants()

@@ -141,5 +141,6 @@ def test_provider_answer_is_capped_and_lists_stored_providers_first() -> None:
         st.providers.add(MH_OURS, pid(i), (), 0.0)
     out = serve(REQUESTER, KadMessage(T.GET_PROVIDERS, MH_OURS), NOW, st)
     assert out is not None
-    # two stored records fill max_providers_per_answer = 2: we are not added
-    assert [p.peer for p in out.provider_peers] == [pid(7), pid(8)]
+    # two stored records fill max_providers_per_answer = 2: we are not added; the
+    # freshest announcement comes first
+    assert [p.peer for p in out.provider_peers] == [pid(8), pid(7)]

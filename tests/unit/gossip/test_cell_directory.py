@@ -16,6 +16,7 @@ from gossip.cell_directory import (
     cell_to_adopt,
     is_publisher,
     publisher_rank,
+    should_publish,
 )
 from gossip.cells import CellId, cell_key
 from gossip.resources import ResourceAd
@@ -88,6 +89,27 @@ def test_the_publisher_is_the_smallest_hash_in_every_view() -> None:
     best = min(peers, key=publisher_rank)
     assert [is_publisher(p, peers) for p in peers].count(True) == 1
     assert is_publisher(best, peers) and is_publisher(best, [best])
+
+
+def test_a_lower_ranked_member_publishes_once_its_cell_went_unreported_long_enough() -> None:
+    """The wedge sim/cells_rdv.py found: the top-ranked member of a view is an unplaced
+    joiner (it publishes only once placed, by a report) and the old publisher crashed
+    (its record lingers): the next members take over, one more round per rank."""
+    rng = random.Random(5)
+    peers = sorted((_peer_in(ROOT, rng) for _ in range(4)), key=publisher_rank)
+    top, second, third = peers[0], peers[1], peers[2]
+
+    def pub(p: PeerId, *, placed: bool = True, found: int | None = 1, unreported: int = 0
+            ) -> bool:
+        return should_publish(p, peers, placed=placed, found=found, unreported=unreported)
+
+    assert pub(top) and not pub(second) and not pub(third)
+    # Unplaced: only the top-ranked, and only when nothing at all is published.
+    assert pub(top, placed=False, found=0) and not pub(top, placed=False, found=2)
+    assert not pub(second, placed=False, found=0, unreported=9)
+    # Unreported for longer than its rank: rank 1 after 2 rounds, rank 2 after 3.
+    assert not pub(second, unreported=1) and pub(second, unreported=2)
+    assert not pub(third, unreported=2) and pub(third, unreported=3)
 
 
 def test_a_node_moves_down_when_placed_or_settled_up_only_when_alone() -> None:
