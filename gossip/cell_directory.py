@@ -146,6 +146,18 @@ def should_publish(me: PeerId, cell_members: list[PeerId], *, placed: bool,
     return pos == 0 or unreported > pos
 
 
+def found_after(previous: int | None, reading: int | None) -> int | None:
+    """Providers found, for `should_publish` and first placement, after a round whose
+    lookup found `reading` (None: the lookup failed). A failed lookup says nothing
+    about what is published: it keeps the previous count, so a node whose DHT
+    queries time out (30 s) does not read "no cell published" and place itself at the
+    root or publish there. Before any reading, a failure counts as 0 as before: a
+    lone first node's lookups may have no one to ask."""
+    if reading is not None:
+        return reading
+    return 0 if previous is None else previous
+
+
 @dataclass(slots=True)
 class _Entry:
     report: CellReport

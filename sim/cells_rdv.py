@@ -52,6 +52,7 @@ from gossip.cell_directory import (
     CellReport,
     Seed,
     cell_to_adopt,
+    found_after,
     publisher_rank,
     rendezvous_key,
     should_publish,
@@ -320,7 +321,8 @@ class RdvCellsSim(CellsSim):
             else:
                 s.requests_failed += 1
                 end = max(end, now + REQUEST_TIMEOUT_S)
-        self.engine.at(end, self._round_end, (idx, len(providers)))
+        failed = not isinstance(res, Providers) or ev.error is not None
+        self.engine.at(end, self._round_end, (idx, None if failed else len(providers)))
 
     def _answer(self, arg: tuple[int, int]) -> None:
         idx, j = arg
@@ -335,12 +337,12 @@ class RdvCellsSim(CellsSim):
         st.directory.heard(report, self.rdv[j].peer, now)
         st.round_heard += 1
 
-    def _round_end(self, arg: tuple[int, int]) -> None:
+    def _round_end(self, arg: tuple[int, int | None]) -> None:
         idx, found = arg
         if not self._alive(idx):
             return
         st = self.rdv[idx]
-        st.found = found
+        st.found = found_after(st.found, found)
         st.heard_others = st.heard_others or st.round_heard > 0
         src = st.directory.source(st.cell, self.engine.now)
         st.unreported = 0 if src not in (None, st.peer) else st.unreported + 1

@@ -60,6 +60,7 @@ from gossip.cell_directory import (
     CellReport,
     Seed,
     cell_to_adopt,
+    found_after,
     publisher_rank,
     rendezvous_key,
     should_publish,
@@ -329,7 +330,8 @@ class CellService:
                 await self._publish(key)
             except ColonyError as e:  # a failed Provide is retried next round
                 log.info("cells_publish_failed", error=str(e))
-            self._found, heard = await self._read(key)
+            reading, heard = await self._read(key)
+            self._found = found_after(self._found, reading)
             self._heard_others = self._heard_others or heard
             # Rounds without a fresh report of our cell from another node (`should_publish`).
             src = self.directory.source(self.cell, trio.current_time())
@@ -355,8 +357,9 @@ class CellService:
             await self._cores.submit_wait(StopProviding((key,)))
         self._providing = publisher
 
-    async def _read(self, key: bytes) -> tuple[int, bool]:
-        """(providers found, whether another node's report was heard)."""
+    async def _read(self, key: bytes) -> tuple[int | None, bool]:
+        """(providers found, None if the lookup failed; whether another node's report
+        was heard)."""
         try:
             ev = await self._dht.call(lambda rid: GetProviders(rid, key, MAX_READ),
                                       DHT_TIMEOUT_S)
@@ -364,7 +367,7 @@ class CellService:
         except ColonyError as e:
             self.stats.lookups_failed += 1
             log.debug("cells_lookup_failed", error=str(e))
-            return 0, False
+            return None, False
         heard = [False]
 
         async def ask(peer: PeerId) -> None:

@@ -14,6 +14,7 @@ from gossip.cell_directory import (
     CellReport,
     Seed,
     cell_to_adopt,
+    found_after,
     is_publisher,
     publisher_rank,
     should_publish,
@@ -179,3 +180,14 @@ def test_own_reports_do_not_hide_the_others() -> None:
     d.heard(_report(A0.child(1), 1, 1.0), me, now=0.0)  # we are still in the child
     assert [r.cell for r in d.leaves(1.0)] == [A0.child(1)]
     assert [r.cell for r in d.leaves(1.0, exclude=me)] == [A0]
+
+
+def test_a_failed_lookup_keeps_the_providers_found_before() -> None:
+    # A DHT call that timed out says nothing about what is published: a node that
+    # found 3 providers must not read "none published" (and place or publish at the
+    # root) because its next lookup failed.
+    assert found_after(3, None) == 3
+    assert found_after(3, 0) == 0  # a lookup that answered "none" is believed
+    assert found_after(None, 5) == 5
+    assert found_after(None, None) == 0  # before any reading, as a lone first node
+    assert found_after(0, None) == 0
