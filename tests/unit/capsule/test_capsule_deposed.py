@@ -194,9 +194,9 @@ def test_commit_points_on_the_wire() -> None:
     assert len(ReplicateAck(cap.id, 3).to_wire()) == 7
 
 
-def test_every_custodian_reports_the_outcome_once_the_leader_commits_it() -> None:
-    """Followers learn commit points from the leader (`Replicate` names the one before,
-    `Committed` the finished version), with no view change to trigger a handoff."""
+def _one_capsule_running() -> tuple[Colony, Capsule, list[PeerId], ev.RunRequested, PeerId]:
+    """Four nodes, every one an executor; one capsule submitted and leased: (colony,
+    capsule, nodes, its RunRequested, the node running it)."""
     c = Colony(4)
     cap = Capsule.sign(c.keys[0], CapsuleSpec(command=("x",)), 0.0, 0)
     everyone = list(c.cores)
@@ -205,6 +205,13 @@ def test_every_custodian_reports_the_outcome_once_the_leader_commits_it() -> Non
     c.net.run_for(1.0)
     (run,) = [e for _, _, e in c.net.emitted if isinstance(e, ev.RunRequested)]
     runner = next(p for _, p, e in c.net.emitted if e is run)
+    return c, cap, everyone, run, runner
+
+
+def test_every_custodian_reports_the_outcome_once_the_leader_commits_it() -> None:
+    """Followers learn commit points from the leader (`Replicate` names the one before,
+    `Committed` the finished version), with no view change to trigger a handoff."""
+    c, cap, everyone, run, runner = _one_capsule_running()
     holders = [p for p in everyone if c.cores[p].custody.record(cap.id) is not None]
     assert len(holders) == 3
     for p in holders:  # the lease is committed and every holder knows it (or the one before)
@@ -223,14 +230,7 @@ def test_a_restored_copy_is_pending_until_a_commit_point_names_it() -> None:
     copy as pending until its handoff to the leader is answered with the commit point."""
     from overlay.capsule.durable import DurableRecord
 
-    c = Colony(4)
-    cap = Capsule.sign(c.keys[0], CapsuleSpec(command=("x",)), 0.0, 0)
-    everyone = list(c.cores)
-    c.view(everyone, executors=everyone)
-    c.net.inject(everyone[0], SubmitCapsule(cap))
-    c.net.run_for(1.0)
-    (run,) = [e for _, _, e in c.net.emitted if isinstance(e, ev.RunRequested)]
-    runner = next(p for _, p, e in c.net.emitted if e is run)
+    c, cap, everyone, run, runner = _one_capsule_running()
     c.net.inject(runner, CapsuleExited(cap.id, run.token, 0))
     c.net.run_for(1.0)
     lead = c.cores[everyone[0]].view.leader(cap.key, 3)
