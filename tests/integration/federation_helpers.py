@@ -4,8 +4,9 @@ federation worlds run (docs/federation.md): test_federation.py places the daemon
 
 The world (`FederationWorld.start`): colony A (a[0] founder; its other members with
 member, submit, execute: no admit) and colony B (b[0] founder; members only). a[0]
-publishes three private DAGs ("secret", "other", "later") and gives B a grant: read
-of "secret" and "later" and of labels under `shared-`, submit, 2 capsules a day;
+publishes four private DAGs ("secret", "other", "later", "guarded") and gives B a
+grant: read of "secret", "later" and "guarded" and of labels under `shared-`, submit,
+2 capsules a day;
 b[0] accepts it. A subclass makes the homes (`prepare`), starts the daemons so that
 B's enter the shared DHT through A's (`launch`) and stops them (`close`).
 
@@ -152,13 +153,14 @@ class FederationWorld(ABC):
                     "1d", "--bootstrap", founder.addr, "--out", str(tok), local=True)  # fmt: skip
                 cmd(member, "join", str(tok), local=True)
         self.launch()
-        for name, seed in (("secret", 1), ("other", 2), ("later", 3)):
+        for name, seed in (("secret", 1), ("other", 2), ("later", 3), ("guarded", 4)):
             p = self.root / f"{name}.bin"
             p.write_bytes(deterministic_bytes(300_000, seed=seed))
             self.files[name], self.cids[name] = p, publish(a0, p)
             cmd(a0, "colony", "private", self.cids[name])
         out = cmd(a0, "grant", "issue", self.b_id, "--roles", "read,submit",
                   "--root", self.cids["secret"], "--root", self.cids["later"],
+                  "--root", self.cids["guarded"],
                   "--prefix", "shared-", "--capsules", "2", "--expires", "1d",
                   "--json")  # fmt: skip
         row = json.loads(out)
@@ -205,17 +207,17 @@ def check_label_under_the_prefix_read(w: FederationWorld) -> None:
 
 def bad_grants(w: FederationWorld) -> dict[str, Grant]:
     """A grant of A to B signed by a1 (a member without admit) and one expired an hour
-    ago (signed by A's owner), both for the "secret" DAG."""
+    ago (signed by A's owner), both for the "guarded" DAG."""
     a0, a1 = w.a[0], w.a[1]
     now = time.time()
     a_owner, b_owner = parse_colony_id(w.a_id), parse_colony_id(w.b_id)
-    secret = [Cid.parse(w.cids["secret"])]
+    guarded = [Cid.parse(w.cids["guarded"])]
     non_admit = Grant.issue(load_identity(a1.home / KEY_FILE), a_owner, b_owner, ["read"], now,
-                            now + 3600, roots=secret, chain=Trust(a1.home).own_chain)  # fmt: skip
+                            now + 3600, roots=guarded, chain=Trust(a1.home).own_chain)  # fmt: skip
     owner_key = Trust(a0.home).owner_key
     assert owner_key is not None
     expired = Grant.issue(owner_key, a_owner, b_owner, ["read"], now - 7200, now - 3600,
-                          roots=secret)  # fmt: skip
+                          roots=guarded)  # fmt: skip
     return {"non-admit": non_admit, "expired": expired}
 
 
@@ -226,10 +228,13 @@ def check_bad_grants_refused_then_the_dht_grant_works(w: FederationWorld) -> Non
     bad = bad_grants(w)
     held = b1.home / "trust" / HELD_FILE
     held.write_bytes(cbor_encode([{"g": g.to_bytes(), "a": []} for g in bad.values()]))
-    # "secret", which b1 reads next: a fetch whose client gave up keeps running in the
-    # daemon (services/blocks.py), and one of "later" here completed once the DHT grant
-    # let b1 in, so the revocation check's read of "later" found it local.
-    fetch_refused(b1, w.cids["secret"], w.root / "b1-bad.bin")
+    # "guarded": held by A alone. Not "secret": b0 read it in the first check, and b0
+    # serves its colony-mate b1 (B's copy is private to B's members), so whether b1's
+    # fetch failed depended on which provider it asked first (the DHT answers the
+    # freshest record first since stop 32: b0's). Not "later": a fetch whose client
+    # gave up keeps running in the daemon (services/blocks.py) and completes once the
+    # DHT grant lets b1 in, and the revocation check reads "later" as refused.
+    fetch_refused(b1, w.cids["guarded"], w.root / "b1-bad.bin")
     refused = wait_for(lambda: log_lines(a0, "federation_refused", b1.peer_id), 10,
                        "a0 to log why it refused b1's grants")  # fmt: skip
     text = "\n".join(refused)
@@ -237,10 +242,10 @@ def check_bad_grants_refused_then_the_dht_grant_works(w: FederationWorld) -> Non
     assert f"grant {bad['expired'].serial[:12]} expired at" in text, text
     held.unlink()
     # No grant held: a0 finds the one it gave B in the DHT.
-    wait_for(lambda: fetch_ok(b1, w.cids["secret"], w.root / "b1-secret.bin") or True,
+    # ("guarded" again: only a0 can serve it, so the read proves a0 let b1 in.)
+    wait_for(lambda: fetch_ok(b1, w.cids["guarded"], w.root / "b1-guarded.bin") or True,
              40, "b1 to read the granted DAG through the DHT grant")  # fmt: skip
-    assert (w.root / "b1-secret.bin").read_bytes() == w.files["secret"].read_bytes()
-    # (b0, a member of B, may have served the blocks: the proof went to a0 first.)
+    assert (w.root / "b1-guarded.bin").read_bytes() == w.files["guarded"].read_bytes()
     assert log_lines(a0, "federation_session", b1.peer_id)
 
 

@@ -4,6 +4,7 @@ every other one, and what it keeps never makes `Transport.add_addrs` refuse or r
 
 from __future__ import annotations
 
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,14 +61,18 @@ def test_clean_bounds_and_counts_every_address(msg: KadMessage, responder: Scope
     assert stats.taken == sum(len(p.addrs) for p in kept)
     assert stats.taken + stats.dropped + stats.capped <= total  # the rest: duplicates
     t = Transport(KeyPair(b"\x09" * 32))
-    for p in kept:
-        assert len(p.addrs) <= MAX_TAKEN_ADDRS and len(set(p.addrs)) == len(p.addrs)
-        texts = str_addrs(p.addrs)
-        assert len(texts) == len(p.addrs)
-        for a in texts:
-            scope = dialable_scope(a)
-            assert scope is not None and scope >= responder
-            assert "/p2p" not in a
-        t.add_addrs(p.peer, texts)
-        assert t.known_addrs(p.peer) == list(reversed(texts))  # newest first
+
+    async def into_the_book() -> None:  # the address book reads trio's clock (TTLs)
+        for p in kept:
+            assert len(p.addrs) <= MAX_TAKEN_ADDRS and len(set(p.addrs)) == len(p.addrs)
+            texts = str_addrs(p.addrs)
+            assert len(texts) == len(p.addrs)
+            for a in texts:
+                scope = dialable_scope(a)
+                assert scope is not None and scope >= responder
+                assert "/p2p" not in a
+            t.add_addrs(p.peer, texts)
+            assert t.known_addrs(p.peer) == list(reversed(texts))  # newest first
+
+    trio.run(into_the_book)
     assert t.stats.addrs_refused == 0
