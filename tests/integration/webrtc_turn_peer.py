@@ -9,6 +9,7 @@ went through the channel and back unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -55,7 +56,14 @@ async def main(role: str, d: Path, url: str, user: str, password: str, *stun: st
                 got += await stream.receive_some(65536)
             if role == "answer":
                 await stream.send_all(got)
-                await trio.sleep(1.0)  # let the echo drain before closing
+        if role == "answer":
+            # Keep the channel open until the offer end has the echo and closes: over
+            # TURN with 1 % loss, SCTP's retransmissions can take longer than the 1 s
+            # this waited before, and closing dropped the rest (the offer end then
+            # timed out; seen once, 2026-12-06).
+            with trio.move_on_after(25), contextlib.suppress(trio.BrokenResourceError):
+                while await stream.receive_some(65536):
+                    pass  # until EOF: the offer end closed (or reset) the channel
         print(json.dumps({"path": stream.path, "echoed": got == PAYLOAD}), flush=True)
         await stream.aclose()
 
