@@ -67,6 +67,24 @@ def test_bytes_both_ways_order_and_close_semantics() -> None:
     trio.run(main)
 
 
+def test_a_send_after_the_bridge_stopped_breaks_the_stream() -> None:
+    """At daemon shutdown the bridge stops before the connections' writers end: a late
+    send must read as a broken stream (the connection closes), not a WebRtcError that
+    escapes the transport (CI, stop 32). Whether the channel's close callback reached
+    trio first ("closed by peer") or not ("bridge has stopped") is a race; both break."""
+
+    async def main() -> None:
+        async with open_bridge() as br:
+            with trio.fail_after(30):
+                a, _b = await connect_pair(WebRtcEndpoint(br), WebRtcEndpoint(br))
+        assert br.stopped
+        with pytest.raises(trio.BrokenResourceError, match=r"closed by peer|stopped"):
+            await a.send_all(b"late")
+        await a.aclose()
+
+    trio.run(main)
+
+
 def test_receive_buffer_bound_breaks_only_that_stream() -> None:
     """A peer that sends past our receive bound (ignoring flow control) costs its
     channel; the bridge and other channels carry on."""

@@ -8,13 +8,11 @@ touched only there. Crossing the line:
   `asyncio.run_coroutine_threadsafe` and waits on a trio Event that the future's
   done-callback sets via `TrioToken.run_sync_soon`. Cancelling the trio caller
   cancels the asyncio task.
-* asyncio → trio: data-channel callbacks (`message`, `close`) hand bytes to trio with
-  `TrioToken.run_sync_soon` (no task switch in trio per message beyond one wake-up).
+* asyncio → trio: data-channel callbacks hand bytes to trio with `run_sync_soon`.
 
-Why a thread and not trio-asyncio: trio-asyncio must wrap the whole trio run and
-changes how the daemon's loop is started; a thread keeps the daemon untouched and
-costs one cross-thread hop per `send_all` and per received message (figures in
-docs/edge-nat.md, measured by bench/webrtc.py).
+Why a thread and not trio-asyncio: trio-asyncio must wrap the whole trio run; a
+thread keeps the daemon untouched and costs one cross-thread hop per `send_all` and
+per received message (figures in docs/edge-nat.md, measured by bench/webrtc.py).
 
 `DataChannelStream` is a `trio.abc.Stream` over one ordered, reliable data channel:
 the libp2p wire stack (multistream-select, Noise, Yamux) runs over it exactly as
@@ -26,8 +24,8 @@ over a TCP socket. Invariants:
 * receive buffer bounded by `max_receive_buffer_bytes`: the peer's Yamux windows
   keep it far below that; a peer that overruns it breaks the stream (its fault, it
   costs that connection only);
-* `aclose` closes the channel and its peer connection; after the remote closes,
-  `receive_some` returns b"" once buffered data is drained.
+* `aclose` closes the channel and its peer connection; after the remote closes, reads
+  drain then return b""; a send on a gone channel or bridge breaks the stream.
 
 ICE: host candidates, server-reflexive ones from the configured STUN servers and
 relayed ones from configured TURN servers; candidates are gathered fully before
@@ -150,7 +148,7 @@ class AsyncioBridge:
         return self._token
 
     def to_trio(self, fn: Callable[[*Args], object], *args: *Args) -> None:
-        """From the asyncio thread: run `fn(*args)` in trio soon (sync, non-blocking)."""
+        """From the asyncio thread: run `fn(*args)` in trio soon (non-blocking)."""
         with contextlib.suppress(trio.RunFinishedError):
             self.token.run_sync_soon(fn, *args)
 
@@ -287,7 +285,10 @@ class DataChannelStream(trio.abc.Stream):
             ]
             if not chunks:
                 return
-            ok = await self._bridge.call(_send_chunks, self._channel, chunks)
+            try:  # a bridge stopped under us (daemon shutdown) is a broken channel too
+                ok = await self._bridge.call(_send_chunks, self._channel, chunks)
+            except WebRtcError as e:
+                ok, self._broken = False, self._broken or str(e)
             if not ok:
                 self._broken = self._broken or "data channel closed while sending"
                 raise trio.BrokenResourceError(self._broken)
