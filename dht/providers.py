@@ -4,7 +4,8 @@ Provider store: multihash → {provider peer → expiry}, each key's records in 
 of their latest announcement (an answer lists the freshest first). Records live 48 h
 and are republished every 22 h, like kubo (go-libp2p-kad-dht `providers.ProvideValidity`,
 `amino.DefaultReprovideInterval`). The store is bounded in total, per key and per
-providing peer; a record over a limit is refused (the caller counts it).
+providing peer; a record over a limit is refused (the caller counts it), except that a
+new provider of a full key takes the place of its stalest record.
 
 Sweep: with the wire's one key per ADD_PROVIDER, batching means one *exploration* per
 key region rather than one lookup per CID (kubo's sweeping reprovider). Keys are grouped
@@ -67,7 +68,8 @@ class ProviderStore:
         return len(self._by_key)
 
     def add(self, key: bytes, peer: PeerId, addrs: tuple[bytes, ...], now: float) -> str:
-        """Returns "stored", "refreshed", "key-full", "peer-limit" or "full"."""
+        """Returns "stored", "evicted" (stored in place of the key's stalest record),
+        "refreshed", "peer-limit" or "full"."""
         provs = self._by_key.get(key)
         until = now + self.limits.ttl_s
         if provs is not None and peer in provs:
@@ -78,15 +80,18 @@ class ProviderStore:
             if addrs:
                 self._addrs[peer] = addrs
             return "refreshed"
-        if provs is not None and len(provs) >= self.limits.max_per_key:
-            # Make room only by dropping an expired record.
-            dead = [p for p, t in provs.items() if t <= now]
-            if not dead:
-                return "key-full"
-            self._remove(key, dead[0])
-            provs = self._by_key.get(key)
         if self._per_peer.get(peer, 0) >= self.limits.max_per_peer:
             return "peer-limit"
+        evicted = False
+        if provs is not None and len(provs) >= self.limits.max_per_key:
+            # Make room: an expired record if there is one, else the stalest announcement
+            # (first in order). Refusing instead kept a key's newest providers out for up
+            # to a TTL (48 h) once former and crashed ones filled it, while answers list
+            # the freshest first anyway; nim-libp2p's provider manager evicts the oldest too.
+            dead = next((p for p, t in provs.items() if t <= now), None)
+            evicted = dead is None
+            self._remove(key, next(iter(provs)) if dead is None else dead)
+            provs = self._by_key.get(key)
         if self._total >= self.limits.max_records:
             self.expire(now)
             if self._total >= self.limits.max_records:
@@ -99,7 +104,7 @@ class ProviderStore:
         if addrs:
             self._addrs[peer] = addrs
         self._total += 1
-        return "stored"
+        return "evicted" if evicted else "stored"
 
     def get(self, key: bytes, now: float, n: int) -> list[PeerInfo]:
         provs = self._by_key.get(key)

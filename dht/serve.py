@@ -90,8 +90,9 @@ def _add_provider(peer: PeerId, m: KadMessage, now: float, st: ServeState) -> No
             st.stats.provider_sender_mismatch += 1
             continue
         res = st.providers.add(m.key, peer, info.addrs, now)
-        if res in ("stored", "refreshed"):
+        if res in ("stored", "refreshed", "evicted"):
             st.stats.providers_stored += 1
+            st.stats.provider_evictions += res == "evicted"
         else:
             st.stats.provider_refusals += 1
 

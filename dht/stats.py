@@ -26,6 +26,8 @@ class DhtStats:
     record_store_refusals: int = 0
     providers_stored: int = 0
     provider_refusals: int = 0
+    #: Provider records dropped to make room for a new provider of a full key (its stalest).
+    provider_evictions: int = 0
     provider_sender_mismatch: int = 0
     bad_keys: int = 0
     lookups_refused_busy: int = 0

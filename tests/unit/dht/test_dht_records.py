@@ -111,7 +111,6 @@ def test_provider_store_limits_and_expiry() -> None:
     assert s.add(mh(1), pid(1), (b"\x04addr",), 0.0) == "stored"
     assert s.add(mh(1), pid(1), (), 1.0) == "refreshed"
     assert s.add(mh(1), pid(2), (), 0.0) == "stored"
-    assert s.add(mh(1), pid(3), (), 0.0) == "key-full"
     assert s.add(mh(2), pid(1), (), 0.0) == "stored"
     assert s.add(mh(3), pid(1), (), 0.0) == "stored"
     assert s.add(mh(4), pid(1), (), 0.0) == "peer-limit"
@@ -128,6 +127,20 @@ def test_provider_store_limits_and_expiry() -> None:
     assert s.expire(10.5) == 4
     s.check_invariants()
     assert s.expire(11.0) == 1 and len(s) == 0
+    s.check_invariants()
+
+
+def test_a_new_provider_of_a_full_key_replaces_an_expired_else_the_stalest_record() -> None:
+    s = ProviderStore(ProviderLimits(max_records=100, max_per_key=3, max_per_peer=3, ttl_s=10.0))
+    for i in (1, 2, 3):
+        assert s.add(mh(1), pid(i), (), float(i)) == "stored"
+    assert s.add(mh(1), pid(1), (), 4.0) == "refreshed"  # announcement order: 2, 3, 1
+    assert s.add(mh(1), pid(4), (), 5.0) == "evicted"  # pid(2), the stalest, goes
+    assert [i.peer for i in s.get(mh(1), 5.0, 10)] == [pid(4), pid(1), pid(3)]
+    # At t=13.5 pid(3)'s record (until 13) has expired: it makes room, nothing is evicted.
+    assert s.add(mh(1), pid(5), (), 13.5) == "stored"
+    assert [i.peer for i in s.get(mh(1), 13.5, 10)] == [pid(5), pid(4), pid(1)]
+    assert len(s) == 3 and pid(2) not in {i.peer for i in s.get(mh(1), 0.0, 10)}
     s.check_invariants()
 
 
