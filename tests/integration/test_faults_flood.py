@@ -45,19 +45,21 @@ def _bad_frames(stats: dict[str, object]) -> int:
 
 
 def test_a_flooding_peer_costs_only_itself(tmp_path: Path) -> None:
-    data = tmp_path / "d.bin"
-    data.write_bytes(deterministic_bytes(16 * 1024 * 1024, seed=9))
+    # Two datasets: the flood runs again, with the second fetch, in the rare run where the
+    # starved target kept up with the first (the condition under test did not happen:
+    # on a loaded machine the flooder's own queue can fill first; seen twice in ~20 runs).
+    datas = [tmp_path / f"d{i}.bin" for i in range(2)]
+    for i, d in enumerate(datas):
+        d.write_bytes(deterministic_bytes(16 * 1024 * 1024, seed=9 + i))
     with Cluster(tmp_path / "c", 2) as c:
         target, good = c.nodes
         c.wait_converged(60)
-        cid = json.loads(colony_cmd(target.home, "publish", str(data), "--json",
-                                    timeout=120).stdout)["cid"]
+        cids = [json.loads(colony_cmd(target.home, "publish", str(d), "--json",
+                                      timeout=120).stdout)["cid"] for d in datas]
         rss0 = target.rss_kib()
         before = target.api().call("GET", "/v1/stats")
-        report = FloodReport()
-        out = tmp_path / "got.bin"
 
-        async def main() -> None:
+        async def main(cid: str, out: Path, report: FloodReport) -> None:
             async with trio.open_nursery() as n:
                 n.start_soon(flood, PeerId.from_base58(target.peer_id), target.addr,
                              10_000, 8.0, report)
@@ -65,20 +67,25 @@ def test_a_flooding_peer_costs_only_itself(tmp_path: Path) -> None:
                 await trio.to_thread.run_sync(lambda: colony_cmd(
                     good.home, "fetch", cid, "-o", str(out), timeout=120))
 
-        # Three busy loops (the target gets ~1/10 of its core): with two, the target kept
-        # up once while the suite's other xdist worker held the other core.
-        with starved(target.pid, 30.0, hogs=3):
-            trio.run(main)
-        assert target.proc is not None and target.proc.poll() is None, "the target died"
-        assert out.read_bytes() == data.read_bytes()
-        after = target.api().call("GET", "/v1/stats")
-        drops = after["drops"]
-        print(f"flood: offered {report.offered}, posted {report.posted}, reconnects "
-              f"{report.reconnects}; target drops {({k: v for k, v in drops.items() if v})}; "
-              f"gossip {after['gossip']}")
-        assert report.offered > 20_000  # the flood ran at its rate
+        for data, cid in zip(datas, cids, strict=True):
+            report = FloodReport()
+            out = data.with_suffix(".got")
+            # Three busy loops (the target gets ~1/10 of its core): with two, the target
+            # kept up once while the suite's other xdist worker held the other core.
+            with starved(target.pid, 30.0, hogs=3):
+                trio.run(main, cid, out, report)
+            assert target.proc is not None and target.proc.poll() is None, "the target died"
+            assert out.read_bytes() == data.read_bytes()
+            after = target.api().call("GET", "/v1/stats")
+            drops = after["drops"]
+            print(f"flood: offered {report.offered}, posted {report.posted}, reconnects "
+                  f"{report.reconnects}; target drops {({k: v for k, v in drops.items() if v})}; "
+                  f"gossip {after['gossip']}")
+            assert report.offered > 20_000  # the flood ran at its rate
+            if drops["driver.inbox_over_share"] > 0:
+                break
         # The condition under test happened: the starved target could not keep up.
-        assert drops["driver.inbox_over_share"] > 0, "the target kept up: not starved"
+        assert drops["driver.inbox_over_share"] > 0, "the target kept up twice: not starved"
         # What the inbox dropped was the flooder's, counted against it; none of the
         # good peer's, and none of its acks came too late.
         assert f"driver.inbox_dropped.{good.peer_id}" not in drops
