@@ -180,11 +180,15 @@ class FloatColumn:
     def _grow(self, slots: int) -> None:
         missing = slots * self.width - len(self._data)
         if missing > 0:
-            self._data.extend(_nans(missing))
+            # One slot at a time as members join (a join adds thousands): the NaN
+            # row of that width is built once, not per call.
+            self._data.extend(_NAN_ROWS[missing] if missing < len(_NAN_ROWS) else _nans(missing))
 
     def _enter(self, peer: PeerId, i: int) -> None:
         """`peer` took slot `i` (empty): bring its value from the side dict."""
         self._grow(i + 1)
+        if not self._extra:  # almost always: no `PeerId` hash for an empty dict
+            return
         v = self._extra.pop(peer, None)
         if v is not None:
             w = self.width
@@ -200,6 +204,10 @@ class FloatColumn:
 
 def _nans(n: int) -> array[float]:
     return array("d", (math.nan,)) * n
+
+
+#: `_nans(n)` for small n, built once (read only: `extend` copies it).
+_NAN_ROWS = tuple(_nans(n) for n in range(9))
 
 
 class MemberTable(Mapping[PeerId, Member]):
