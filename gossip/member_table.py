@@ -323,7 +323,9 @@ class MemberTable(Mapping[PeerId, Member]):
 
     def tombstone(self, peer: PeerId) -> MemberRecord | None:
         """The record `peer` had when it was reaped, if we still remember it."""
-        return self._tombs.get(peer)
+        tombs = self._tombs
+        # Empty in a cell that reaped nobody: no `PeerId` hash (every new member asks).
+        return tombs.get(peer) if tombs else None
 
     def tombstone_count(self) -> int:
         return len(self._tombs)
@@ -340,7 +342,8 @@ class MemberTable(Mapping[PeerId, Member]):
         i = self._slot[peer.raw] = slot_int(self._cols.new(alive, now))
         for col in self._columns:
             col._enter(peer, i)
-        self._tombs.pop(peer, None)
+        if self._tombs:  # empty unless members were reaped: no `PeerId` hash then
+            self._tombs.pop(peer, None)
         order = self._order
         order.append(peer)
         j = rng.randint(min(self._probe_idx, len(order) - 1), len(order) - 1)
