@@ -31,9 +31,9 @@ from typing import Any
 
 from gossip.messages import Update, UserEvent, update_size
 
-
 #: No update is smaller: `update_size` is `len(body) + len(kind) + 111` and a kind is
-#: never empty (each is checked against a named kind, or made here with one).
+#: never empty (a received update is verified against a named kind; our own are
+#: signed with one).
 MIN_UPDATE_SIZE = 112
 
 
