@@ -272,14 +272,16 @@ def cell_wall_rows(sizes: list[int]) -> None:
           f"(extrapolated: {a * 1e6:.1f} µs + {b * 1e6:.2f} µs per push-pull record merged "
           f"per s, {per * 1e6:.0f} µs per node·sim-s at 5,000; limit 1 h: ratio "
           f"{est / 3600:.2f}; linear in n instead: {lin / 3600:.2f} h; joins not included)")
-    # Joining a cell is O(n²) (every member learns every join; each joiner merges the
-    # whole cell), so the join + warm-up CPU per node grows about linearly with n:
-    # scaled from the larger measured size to 5,000, for 10^4 nodes (extrapolated).
-    jn, jper = joins[-1]
-    jest = jper * 5000 / jn * 1e4
+    # Joining a cell is O(n²) or a little more (every member learns every join and
+    # relays it ~log n times; each joiner merges the whole cell), so the join + warm-up
+    # CPU per node grows as n^k with k ≥ 1: k fitted through the two sizes (at least
+    # 1), then scaled from the larger size to 5,000, for 10^4 nodes (extrapolated).
+    (jn1, jp1), (jn, jper) = joins[0], joins[-1]
+    k = max(1.0, math.log(jper / jp1) / math.log(jn / jn1)) if jn > jn1 else 1.0
+    jest = jper * (5000 / jn) ** k * 1e4
     print(f"  joins + warm-up of 10^4 nodes in cells of 5,000 ≈ {jest / 3600:.2f} h CPU "
-          f"(extrapolated: {jper * 1e3:.1f} ms per node at N={jn} × 5,000/{jn}); with the "
-          f"steady hour ≈ {(est + jest) / 3600:.2f} h (limit 1 h)")
+          f"(extrapolated: {jper * 1e3:.1f} ms per node at N={jn} × (5,000/{jn})^{k:.2f}); "
+          f"with the steady hour ≈ {(est + jest) / 3600:.2f} h (limit 1 h)")
 
 
 def _steady_rate(n: int) -> float:
