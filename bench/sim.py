@@ -232,12 +232,14 @@ def cell_wall_rows(sizes: list[int]) -> None:
     extrapolated to 10^4 nodes in cells of 5,000 for one simulated hour at the
     steady-state record rate there (stated as extrapolated)."""
     pts = []
+    joins: list[tuple[int, float]] = []  # (n, join + warm-up CPU s per node)
     for n in sizes:
         r = _child(["cellwall", str(n), "120", "120"])
         sim_s = float(r["sim_s"])  # type: ignore[arg-type]
         per = float(r["steady_cpu_s"]) / (n * sim_s)  # type: ignore[arg-type]
         rec = float(r["push_pull_records"]) / (n * sim_s)  # type: ignore[arg-type]
         pts.append((n, per, rec))
+        joins.append((n, float(r["join_cpu_s"]) / n))  # type: ignore[arg-type]
         eps = float(r["events"]) / float(r["steady_cpu_s"])  # type: ignore[arg-type]
         bare = float(r["bare_events_per_cpu_s"])  # type: ignore[arg-type]
         print(f"cell CPU N={n:<6} steady {per * 1e6:7.1f} µs per node·sim-s "
@@ -270,6 +272,16 @@ def cell_wall_rows(sizes: list[int]) -> None:
           f"(extrapolated: {a * 1e6:.1f} µs + {b * 1e6:.2f} µs per push-pull record merged "
           f"per s, {per * 1e6:.0f} µs per node·sim-s at 5,000; limit 1 h: ratio "
           f"{est / 3600:.2f}; linear in n instead: {lin / 3600:.2f} h; joins not included)")
+    # Joining a cell is O(n²) or a little more (every member learns every join and
+    # relays it ~log n times; each joiner merges the whole cell), so the join + warm-up
+    # CPU per node grows as n^k with k ≥ 1: k fitted through the two sizes (at least
+    # 1), then scaled from the larger size to 5,000, for 10^4 nodes (extrapolated).
+    (jn1, jp1), (jn, jper) = joins[0], joins[-1]
+    k = max(1.0, math.log(jper / jp1) / math.log(jn / jn1)) if jn > jn1 else 1.0
+    jest = jper * (5000 / jn) ** k * 1e4
+    print(f"  joins + warm-up of 10^4 nodes in cells of 5,000 ≈ {jest / 3600:.2f} h CPU "
+          f"(extrapolated: {jper * 1e3:.1f} ms per node at N={jn} × (5,000/{jn})^{k:.2f}); "
+          f"with the steady hour ≈ {(est + jest) / 3600:.2f} h (limit 1 h)")
 
 
 def _steady_rate(n: int) -> float:

@@ -14,6 +14,13 @@ Two queues, one budget (`take_split`): user events get first claim on `user_shar
 every message and membership on the rest; whatever one side leaves unused, the other
 may fill. memberlist lets membership churn starve user broadcasts at ~1,000 nodes; this
 split cannot.
+
+Cost: `take` stops scanning once the budget left is below the smallest possible
+update (`MIN_UPDATE_SIZE`), so a message costs O(updates taken), not O(queue) (a
+joiner queues every member it learns, thousands of claims). The buckets are keyed by
+the item objects themselves (identity hash, in C), not the update keys (tuples
+holding a `PeerId`, hashed through a Python `__hash__` per lookup); the key → item
+index is touched once per queue, invalidation and retirement.
 """
 
 from __future__ import annotations
@@ -23,6 +30,11 @@ from collections.abc import Hashable
 from typing import Any
 
 from gossip.messages import Update, UserEvent, update_size
+
+#: No update is smaller: `update_size` is `len(body) + len(kind) + 111` and a kind is
+#: never empty (a received update is verified against a named kind; our own are
+#: signed with one).
+MIN_UPDATE_SIZE = 112
 
 
 def retransmit_limit(mult: int, n_members: int) -> int:
@@ -47,8 +59,9 @@ class BroadcastQueue:
         #: Membership: newest first (memberlist). User events: oldest first, so one
         #: sender's events tend to arrive in order.
         self.newest_first = newest_first
-        #: transmits -> {key: item}, each bucket in insertion order.
-        self._buckets: dict[int, dict[Hashable, _Item]] = {}
+        #: transmits -> {item: None}, each bucket in insertion order (items hash by
+        #: identity: a bucket lookup never hashes the update's key).
+        self._buckets: dict[int, dict[_Item, None]] = {}
         self._index: dict[Hashable, _Item] = {}
         self.dropped = 0
 
@@ -66,7 +79,7 @@ class BroadcastQueue:
             self._drop_one()
         item = _Item(key, update, update_size(update.env))
         self._index[key] = item
-        self._buckets.setdefault(0, {})[key] = item
+        self._buckets.setdefault(0, {})[item] = None
 
     def invalidate(self, key: Hashable) -> None:
         old = self._index.pop(key, None)
@@ -75,14 +88,15 @@ class BroadcastQueue:
 
     def _remove_from_bucket(self, item: _Item) -> None:
         bucket = self._buckets[item.transmits]
-        del bucket[item.key]
+        del bucket[item]
         if not bucket:
             del self._buckets[item.transmits]
 
     def _drop_one(self) -> None:
         worst = max(self._buckets)
-        key = next(iter(self._buckets[worst]))
-        self._remove_from_bucket(self._index.pop(key))
+        item = next(iter(self._buckets[worst]))
+        del self._index[item.key]
+        self._remove_from_bucket(item)
         self.dropped += 1
 
     def take(
@@ -101,21 +115,38 @@ class BroadcastQueue:
         """
         used = 0
         taken: list[_Item] = []
-        for t in sorted(self._buckets):
-            bucket = self._buckets[t].values()
+        buckets = self._buckets
+        if budget < MIN_UPDATE_SIZE:
+            return used  # nothing fits
+        full = False
+        for t in sorted(buckets):
+            bucket = buckets[t]
             for item in reversed(bucket) if self.newest_first else bucket:
                 if used + item.size <= budget and (skip is None or item.key not in skip):
                     taken.append(item)
                     used += item.size
-            if budget - used < 112:  # smaller than any envelope
+                    if budget - used < MIN_UPDATE_SIZE:
+                        full = True  # no further update can fit: stop scanning
+                        break
+            if full or budget - used < MIN_UPDATE_SIZE:
                 break
+        index = self._index
         for item in taken:
-            self._remove_from_bucket(item)
-            item.transmits += 1
-            if item.transmits >= limit:
-                del self._index[item.key]
+            t = item.transmits
+            bucket = buckets[t]
+            del bucket[item]
+            if not bucket:
+                del buckets[t]
+            t += 1
+            item.transmits = t
+            if t >= limit:
+                del index[item.key]
             else:
-                self._buckets.setdefault(item.transmits, {})[item.key] = item
+                nxt = buckets.get(t)
+                if nxt is None:
+                    buckets[t] = {item: None}
+                else:
+                    nxt[item] = None
             out.append(item.update)
         return used
 
@@ -137,7 +168,7 @@ def take_split(
     n_user = len(out)
     if len(members):
         used += members.take(budget - used, limit, out)
-    if len(users) and budget - used >= 112:
+    if len(users) and budget - used >= MIN_UPDATE_SIZE:
         skip = {(u.sender, u.seq) for u in out[:n_user] if isinstance(u, UserEvent)}
         users.take(budget - used, limit, out, skip={("ev", *k) for k in skip})
     return out

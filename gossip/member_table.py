@@ -180,11 +180,15 @@ class FloatColumn:
     def _grow(self, slots: int) -> None:
         missing = slots * self.width - len(self._data)
         if missing > 0:
-            self._data.extend(_nans(missing))
+            # One slot at a time as members join (a join adds thousands): the NaN
+            # row of that width is built once, not per call.
+            self._data.extend(_NAN_ROWS[missing] if missing < len(_NAN_ROWS) else _nans(missing))
 
     def _enter(self, peer: PeerId, i: int) -> None:
         """`peer` took slot `i` (empty): bring its value from the side dict."""
         self._grow(i + 1)
+        if not self._extra:  # almost always: no `PeerId` hash for an empty dict
+            return
         v = self._extra.pop(peer, None)
         if v is not None:
             w = self.width
@@ -200,6 +204,10 @@ class FloatColumn:
 
 def _nans(n: int) -> array[float]:
     return array("d", (math.nan,)) * n
+
+
+#: `_nans(n)` for small n, built once (read only: `extend` copies it).
+_NAN_ROWS = tuple(_nans(n) for n in range(9))
 
 
 class MemberTable(Mapping[PeerId, Member]):
@@ -315,7 +323,9 @@ class MemberTable(Mapping[PeerId, Member]):
 
     def tombstone(self, peer: PeerId) -> MemberRecord | None:
         """The record `peer` had when it was reaped, if we still remember it."""
-        return self._tombs.get(peer)
+        tombs = self._tombs
+        # Empty in a cell that reaped nobody: no `PeerId` hash (every new member asks).
+        return tombs.get(peer) if tombs else None
 
     def tombstone_count(self) -> int:
         return len(self._tombs)
@@ -332,7 +342,8 @@ class MemberTable(Mapping[PeerId, Member]):
         i = self._slot[peer.raw] = slot_int(self._cols.new(alive, now))
         for col in self._columns:
             col._enter(peer, i)
-        self._tombs.pop(peer, None)
+        if self._tombs:  # empty unless members were reaped: no `PeerId` hash then
+            self._tombs.pop(peer, None)
         order = self._order
         order.append(peer)
         j = rng.randint(min(self._probe_idx, len(order) - 1), len(order) - 1)

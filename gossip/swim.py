@@ -343,14 +343,42 @@ class Swim:
         # reachability) arrived newest first, the newer was dropped as a gap, and every
         # member kept the older ad until push-pull (60 s in the edge profile). Last
         # also puts an ad after its owner's alive claim, as push-pull merges them.
+        #
+        # Stale alive claims (the very object the table holds: the simulator passes
+        # claims by reference) are `Transitions.on_alive`'s first, stale path, taken
+        # here without the calls: after a join every member relays the joiner's claim
+        # `retransmit_limit` times, so most updates a cell receives are these. Their
+        # count is added to `stats` before anything else can touch it (the key order
+        # one count at a time gives), as `AntiEntropy.merge` does.
         if not updates:  # most pings and acks of a settled cell carry none
             return
-        ads = sorted((u for u in updates if isinstance(u, AdUpdate)), key=lambda u: u.version)
+        slot_of, alive_col = self.table.alive_lookup()
+        stats = self.stats
+        stale = 0
+        ads: list[AdUpdate] | None = None
         for u in updates:
-            if not isinstance(u, AdUpdate):
-                self._apply_update(u, now, out, merge=False)
-        for u in ads:
+            t = type(u)
+            if t is Alive:
+                i = slot_of(u.peer.raw)  # type: ignore[union-attr]
+                if i is not None and alive_col[i] is u:
+                    stale += 1
+                    continue
+            elif t is AdUpdate or isinstance(u, AdUpdate):
+                if ads is None:
+                    ads = [u]  # type: ignore[list-item]
+                else:
+                    ads.append(u)  # type: ignore[arg-type]
+                continue
+            if stale:
+                stats["stale_alive"] = stats.get("stale_alive", 0) + stale
+                stale = 0
             self._apply_update(u, now, out, merge=False)
+        if stale:
+            stats["stale_alive"] = stats.get("stale_alive", 0) + stale
+        if ads is not None:
+            ads.sort(key=lambda u: u.version)  # stable, as `sorted` was
+            for u in ads:
+                self._apply_update(u, now, out, merge=False)
 
     def _apply_update(self, u: Any, now: float, out: list[Effect], *, merge: bool) -> None:
         """Apply one signed update (alive, accusation, ad, user event, revocation)."""

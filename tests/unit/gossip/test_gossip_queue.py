@@ -64,3 +64,53 @@ def test_large_event_uses_leftover_budget() -> None:
     members.queue(("m", 1), alive(1))
     out = take_split(members, users, budget=72 * 1024, user_share=0.4, limit=3)
     assert big in out and alive(1) in out
+
+
+def _reference_take(queue: list[list[object]], budget: int, limit: int) -> list[Update]:
+    """The queue discipline spelled out on a plain list of [key, update, size, transmits,
+    order] (fewest sent first, newest first within a count), scanning every entry: what
+    `BroadcastQueue.take` must give, although it stops scanning once nothing can fit."""
+    used, taken = 0, []
+    for t in sorted({e[3] for e in queue}):  # type: ignore[type-var]
+        for e in sorted((e for e in queue if e[3] == t), key=lambda e: -e[4]):  # type: ignore[operator]
+            if used + e[2] <= budget:  # type: ignore[operator]
+                taken.append(e)
+                used += e[2]  # type: ignore[assignment, operator]
+        if budget - used < 112:
+            break
+    out: list[Update] = []
+    for e in taken:
+        e[3] += 1  # type: ignore[operator]
+        e[4] = max(x[4] for x in queue) + 1  # type: ignore[type-var, operator]
+        if e[3] >= limit:
+            queue.remove(e)
+        out.append(e[1])  # type: ignore[arg-type]
+    return out
+
+
+def test_take_matches_a_full_scan_of_the_queue() -> None:
+    """`take` stops at the first entry once the budget left is below any update's size;
+    random queues of claims of different sizes (addresses) and random budgets give the
+    same updates, in the same order, as scanning every entry, over many rounds."""
+    import random
+
+    rng = random.Random(7)
+    claims = [Alive.create(KEYS[i], 0, tuple(f"/ip4/10.0.0.{j}/udp/1" for j in range(i % 9)))
+              for i in range(40)]
+    for _ in range(30):
+        q = BroadcastQueue(1000)
+        ref: list[list[object]] = []
+        order = 0
+        for _step in range(60):
+            if rng.random() < 0.4:
+                i = rng.randrange(40)
+                q.queue(("m", i), claims[i])
+                ref = [e for e in ref if e[0] != ("m", i)]
+                order += 1
+                ref.append([("m", i), claims[i], update_size(claims[i].env), 0, order])
+            budget = rng.choice([50, 111, 112, 300, 500, 1400, 3000])
+            limit = rng.randint(1, 4)
+            out: list[Update] = []
+            q.take(budget, limit, out)
+            assert out == _reference_take(ref, budget, limit)
+            assert sorted(map(repr, q.keys())) == sorted(repr(e[0]) for e in ref)
