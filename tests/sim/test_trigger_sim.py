@@ -9,8 +9,8 @@ firings submit the same derived capsule id and custody collapses them. The only 
 allowed to go unfired are those of a trigger whose custody lost a majority for good
 (two of its three custodians died before they handed over, none returned): custody
 epochs never act without that majority (docs/capsules.md). One seed gives
-byte-identical output; a failing seed replays with `colony sim run trigger-small
---seed N`.
+byte-identical output (test_sim_golden pins it); a failing seed replays with `colony
+sim run trigger-small --seed N`.
 """
 
 from pathlib import Path
@@ -30,9 +30,12 @@ def _run(out: Path, seed: int = SEED) -> tuple[dict[str, bytes], TriggerSimulati
 
 
 def test_trigger_sim_fires_each_event_once_under_churn(tmp_path: Path) -> None:
+    # One run: that a seed gives byte-identical output is test_sim_golden's
+    # `trigger-small` (the same scenario, 60 nodes and 60 s: churn, triggers, re-placed
+    # holders catching up), pinned across processes; a second 150-node run here cost
+    # ~7 CPU s for a weaker, same-process comparison.
     one, sim = _run(tmp_path / "one")
-    two, _ = _run(tmp_path / "two")
-    assert one == two, f"seed={SEED}: runs differ"
+    assert {"metrics.json", "timeseries.csv"} <= set(one), sorted(one)
     c = sim.metrics.counters
     assert c["triggers_created"] == 20 and c["trigger_events_published"] == 1500, c
     # At most once: duplicate firings happened and every one collapsed.
