@@ -132,7 +132,7 @@ def test_bootstrap_join_then_accurate_lookups_through_the_codec() -> None:
 
 
 def test_signed_values_quorum_and_newest_seq_wins() -> None:
-    net = Net(120, SEED + 1, KadConfig())
+    net = Net(100, SEED + 1, KadConfig())  # 120 until stop 33
     net.join_all()
     owner = net.ids[0]
     kp = net.keys[owner]
