@@ -85,7 +85,7 @@ lint: $(STAMP)
 sim-golden: $(STAMP)
 	PYTHONPATH=. $(PY) tests/sim/test_sim_golden.py --update
 
-## The simulated fault campaign, long version (tests/sim/test_campaign.py runs 10 seeds):
+## The simulated fault campaign, long version (tests/sim/test_campaign.py runs 9 seeds):
 ## random fault schedules over a capsule workload, invariants checked after every step.
 ## Prints seeds/minute, violations per invariant and a replay command per failure.
 FAULT_SEEDS ?= 500

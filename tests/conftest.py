@@ -49,31 +49,33 @@ except ImportError:  # pytest-xdist is a dev dependency; plain pytest runs witho
 #: `_IntegrationOnOneWorker`), so the worker that ends its share first runs them while
 #: the other is still in the integration unit: in the CI run of stop 29 the integration
 #: worker ran ~3.5 min past the other's last test; in stop 31's (14:13) it was again the
-#: long pole. Each with the seconds it took here under load (stop 32; only the order
-#: matters): they are handed out longest first, so the last units to go are short and
-#: both workers end close together. A new file: its seconds from one run beside another.
+#: long pole. Each with the seconds its tests took in the full `-n 2` run of stop 33,
+#: under load (only the order matters; stop 30-32's figures, from runs beside one
+#: other file, were up to 10x those and no longer ranked them): they are handed out
+#: longest first, so the last units to go are short and both workers end close
+#: together. A new file: its seconds from one run beside another.
 _SHARED_SECONDS = {
     # Moved from the integration unit in stop 32 (one to five daemons each on 127.0.0.1).
-    "capsule_colony": 156, "faults_kill9": 123, "gateway": 62, "trust_private_blocks": 59,
-    "sync_labels": 50, "triggers": 46, "demo": 45, "federation_revocations": 42,
-    "capsule_custody_restart": 38, "trust_colony": 32, "federation": 32,
-    "store_full_disk": 32, "faults_clock_skew": 29, "node_labels": 25,
-    "daemon_persist": 19, "event_handlers": 18, "dht_client_mode": 10,
-    "daemon_bootstrap": 10, "edge_dialback": 4,
+    "capsule_colony": 39, "faults_kill9": 24, "gateway": 12, "trust_private_blocks": 29,
+    "sync_labels": 12, "triggers": 25, "demo": 17, "federation_revocations": 18,
+    "capsule_custody_restart": 19, "trust_colony": 31, "federation": 18,
+    "store_full_disk": 8, "faults_clock_skew": 6, "node_labels": 6,
+    "daemon_persist": 9, "event_handlers": 9, "dht_client_mode": 3,
+    "daemon_bootstrap": 6, "edge_dialback": 1,
     # js-libp2p QUIC on 127.0.0.1 (stop 32); its js peer file is replaced atomically.
-    "transport_quic_js_interop": 14,
+    "transport_quic_js_interop": 5,
     # Not test_bitswap_js_interop: test_mdns (namespaces: integration unit) runs its
     # helia peers from the same cache directory, copying peer.mjs in place on start.
     # One or two daemons or in-process transports each (stop 30).
-    "store_cli": 153, "daemon_detach": 68, "store_cid_interop": 63,
-    "store_crash_memory": 61, "store_car_interop": 59, "api_openapi": 37,
-    "daemon_bad_input": 25, "transport_libp2p": 22, "dht_closer_addrs": 19,
-    "capsule_trust": 17, "edge_doctor": 16, "daemon_api_addr": 16, "transport_quic": 15,
-    "transport_js_interop": 13, "capsule_bad_input": 13, "webrtc_signal": 12,
-    "fetch_durable": 11, "transport_native": 10, "edge_holepunch": 9, "cli_node": 7,
-    "executor_function": 7, "sdk_docs": 7, "executor_subprocess": 5, "topic_chains": 5,
-    "dag_stream": 5, "relay_circuit": 4, "relay_v2": 3, "webrtc_bridge": 3,
-    "dialer_backoff": 1, "transport_quic_interop": 1, "receipt_check": 0,
+    "store_cli": 13, "daemon_detach": 14, "store_cid_interop": 9,
+    "store_crash_memory": 9, "store_car_interop": 8, "api_openapi": 9,
+    "daemon_bad_input": 4, "transport_libp2p": 6, "dht_closer_addrs": 6,
+    "capsule_trust": 5, "edge_doctor": 2, "daemon_api_addr": 4, "transport_quic": 2,
+    "transport_js_interop": 2, "capsule_bad_input": 7, "webrtc_signal": 2,
+    "fetch_durable": 4, "transport_native": 3, "edge_holepunch": 8, "cli_node": 1,
+    "executor_function": 2, "sdk_docs": 3, "executor_subprocess": 4, "topic_chains": 0,
+    "dag_stream": 1, "relay_circuit": 1, "relay_v2": 1, "webrtc_bridge": 0,
+    "dialer_backoff": 1, "transport_quic_interop": 0, "receipt_check": 0,
 }
 SHARED_ORDER = tuple(
     f"tests/integration/test_{name}.py"

@@ -113,7 +113,9 @@ class Net:
 
 
 def test_bootstrap_join_then_accurate_lookups_through_the_codec() -> None:
-    net = Net(150, SEED, KadConfig(), wire=True)
+    # 100 nodes (was 150 until stop 33: a third fewer messages through the codec, ~60 000
+    # of them): every table still spans several buckets (k = 20; the smallest held 44).
+    net = Net(100, SEED, KadConfig(), wire=True)
     net.join_all()
     sizes = [len(c.table) for c in net.cores.values()]
     assert min(sizes) >= 20, f"seed {SEED}: a node joined with {min(sizes)} peers"
@@ -125,12 +127,12 @@ def test_bootstrap_join_then_accurate_lookups_through_the_codec() -> None:
         t = key_of_bytes(key)
         truth = set(sorted((p for p in net.ids if p != src), key=lambda p: p.key ^ t)[:20])
         hits.append(len(truth & set(ld.result.peers)))
-    print(f"\njoin N=150 seed={SEED}: mean hits {statistics.mean(hits):.2f}, min {min(hits)}")
+    print(f"\njoin N=100 seed={SEED}: mean hits {statistics.mean(hits):.2f}, min {min(hits)}")
     assert min(hits) >= 19
 
 
 def test_signed_values_quorum_and_newest_seq_wins() -> None:
-    net = Net(120, SEED + 1, KadConfig())
+    net = Net(100, SEED + 1, KadConfig())  # 120 until stop 33
     net.join_all()
     owner = net.ids[0]
     kp = net.keys[owner]
@@ -192,7 +194,7 @@ def test_reprovide_keeps_records_alive_past_their_ttl() -> None:
 
 
 def test_hostile_self_promoters_do_not_break_lookups() -> None:
-    net = Net(150, SEED + 4, KadConfig(rpc_timeout_s=1.0), hostile=15)
+    net = Net(100, SEED + 4, KadConfig(rpc_timeout_s=1.0), hostile=10)  # 150/15 until stop 33
     net.join_all()
     hits = []
     for _ in range(30):

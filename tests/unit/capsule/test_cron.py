@@ -72,9 +72,14 @@ def test_every_is_anchored() -> None:
 
 
 def _brute(s: Schedule, t: int) -> int | None:
+    """The first minute after `t` that `matches`, by trying every minute of 62 days.
+    A minute whose UTC minute or hour is outside the schedule's sets cannot match
+    (`matches` requires both): integer arithmetic skips those without the datetime
+    `matches` builds, ~8x fewer calls (it took ~12 s for 150 examples)."""
     m = (t // 60 + 1) * 60
+    minutes, hours = s.minutes, s.hours
     for _ in range(60 * 24 * 62):
-        if s.matches(m):
+        if (m // 60) % 60 in minutes and (m // 3600) % 24 in hours and s.matches(m):
             return m
         m += 60
     return None

@@ -121,10 +121,13 @@ def test_tagged_cbor_is_refused_naming_the_tag(entry: str, tag: int, body: bytes
 def test_no_tag_number_gets_through() -> None:
     # cbor2 decodes some tags itself: every number must still meet our refusal, also
     # any tag a later cbor2 starts decoding (wire._BUILTIN_TAGS would then be stale).
+    # The message compared as a string, not as `pytest.raises(match=...)`: a pattern per
+    # number meant 65,540 regex compiles (~9 of the test's ~10 s).
     numbers = [*range(1 << 16), 1 << 16, (1 << 32) - 1, 1 << 32, (1 << 64) - 1]
     for n in numbers:
-        with pytest.raises(MalformedFrame, match=f"^CBOR tag {n} is not allowed$"):
+        with pytest.raises(MalformedFrame) as e:
             cbor_decode(cbor2.dumps(cbor2.CBORTag(n, 0)))
+        assert str(e.value) == f"CBOR tag {n} is not allowed", (n, str(e.value))
 
 
 def test_car_header_with_a_foreign_tag_names_it() -> None:
