@@ -299,7 +299,7 @@ def repeat_run(tmp: Path, size: int, stack: str, n: int) -> dict[str, object]:
 
 
 def cpu_run(tmp: Path, size: int, stack: str, n: int, profile: str | None,
-            profiler: str | None = None) -> None:
+            profiler: str | None = None, cipher: str = "auto") -> None:
     """`n` fetches of one dataset between two daemons (the first into a fresh store,
     the rest after `colony gc`), each with the fetcher's and the provider's CPU s/GiB;
     the bare native stream before and after them (the wall-time limit of the same run).
@@ -310,10 +310,11 @@ def cpu_run(tmp: Path, size: int, stack: str, n: int, profile: str | None,
     time; perf's are CPU time."""
     import subprocess
 
-    bare0 = trio.run(best(2, lambda: two_process(stack, 128 * MiB, True))) * MiB / 1e6
-    line("bare native Noise+Yamux stream (before the fetches)", bare0, "MB/s")
-    env = {"COLONY_NETWORK_STACK": stack}
-    with Cluster(tmp / f"cpu-{stack}", 2, env=env) as c:
+    tmp.mkdir(parents=True, exist_ok=True)
+    bare0 = trio.run(best(2, lambda: two_process(stack, 128 * MiB, True, cipher))) * MiB / 1e6
+    line(f"bare native Noise+Yamux stream, {cipher} (before the fetches)", bare0, "MB/s")
+    env = {"COLONY_NETWORK_STACK": stack, "COLONY_NETWORK_NOISE_CIPHER": cipher}
+    with Cluster(tmp / f"cpu-{stack}-{cipher}", 2, env=env) as c:
         c.wait_converged(60)
         data = tmp / "cpu.bin"
         data.write_bytes(deterministic_bytes(size, seed=66))
@@ -356,8 +357,8 @@ def cpu_run(tmp: Path, size: int, stack: str, n: int, profile: str | None,
                 spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
             for spy in spies:
                 spy.wait(60)
-    bare1 = trio.run(best(2, lambda: two_process(stack, 128 * MiB, True))) * MiB / 1e6
-    line("bare native Noise+Yamux stream (after the fetches)", bare1, "MB/s")
+    bare1 = trio.run(best(2, lambda: two_process(stack, 128 * MiB, True, cipher))) * MiB / 1e6
+    line(f"bare native Noise+Yamux stream, {cipher} (after the fetches)", bare1, "MB/s")
     med = sorted(rates)[len(rates) // 2]
     line(f"fetch {size // MiB} MiB, median of {n}", med, "MB/s", max(bare0, bare1),
          "bare stream (best of before/after)")
@@ -376,13 +377,19 @@ def main() -> None:
                     help="only fetch N times between two daemons; CPU s/GiB of both ends")
     ap.add_argument("--profile", metavar="DIR",
                     help="with --cpu: profile both daemons, files into DIR")
+    ap.add_argument("--cipher", default="auto",
+                    help="with --cpu: [network] noise_cipher of both daemons and the bare "
+                         "stream; comma-separated values run in turn (e.g. chacha,aesgcm)")
     ap.add_argument("--profiler", default="py-spy", choices=("py-spy", "py-spy:gil", "perf"),
                     help="with --profile: the sampler")
     args = ap.parse_args()
     size = args.mib * MiB
     if args.cpu:
         with tempfile.TemporaryDirectory() as tmp:
-            cpu_run(Path(tmp), size, args.stack, args.cpu, args.profile, args.profiler)
+            for i, cipher in enumerate(args.cipher.split(",")):
+                print(f"-- noise_cipher = {cipher}", flush=True)
+                cpu_run(Path(tmp) / str(i), size, args.stack, args.cpu, args.profile,
+                        args.profiler, cipher)
         return
     if args.durability:
         with tempfile.TemporaryDirectory() as tmp:

@@ -216,7 +216,7 @@ async def sink(peer, s):
     await s.send_all(b"k")
     await s.aclose()
 async def main():
-    cfg = TransportConfig(stack={stack!r})
+    cfg = TransportConfig(stack={stack!r}, noise_cipher={cipher!r})
     async with Transport.open(KeyPair.generate(), ["/ip4/127.0.0.1/tcp/0"], cfg) as t:
         got = 0
         def on_message(peer, body):
@@ -235,15 +235,17 @@ trio.run(main)
 class Server:
     """A transport in another process: a RAW-frame counter and a bare-stream sink."""
 
-    def __init__(self, stack: str, total: int) -> None:
+    def __init__(self, stack: str, total: int, cipher: str = "auto") -> None:
         self.stack = stack
+        self.cipher = cipher
         self.total = total
         self.proc: trio.Process | None = None
         self.buf = b""
 
     async def __aenter__(self) -> str:
         root = str(Path(__file__).resolve().parent.parent)
-        code = SERVE.format(root=root, total=self.total, stack=self.stack, bulk=BULK, bare=BARE)
+        code = SERVE.format(root=root, total=self.total, stack=self.stack, bulk=BULK, bare=BARE,
+                           cipher=self.cipher)
         self.proc = await trio.lowlevel.open_process(
             [sys.executable, "-c", code], stdout=subprocess.PIPE
         )
@@ -262,10 +264,11 @@ class Server:
         await self.proc.wait()
 
 
-async def two_process(stack: str, total: int, bare: bool) -> float:
-    server = Server(stack, total + CHUNK)
+async def two_process(stack: str, total: int, bare: bool, cipher: str = "auto") -> float:
+    """MiB/s between two processes; `cipher`: both ends' `[network] noise_cipher`."""
+    server = Server(stack, total + CHUNK, cipher)
     async with server as addr:
-        cfg = TransportConfig(stack=stack)
+        cfg = TransportConfig(stack=stack, noise_cipher=cipher)
         async with Transport.open(KeyPair.generate(), [LOOP], cfg) as a:
             peer = await a.connect(addr)
             if bare:

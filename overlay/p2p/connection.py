@@ -42,7 +42,7 @@ from overlay.p2p.errors import (
     StreamClosedError,
     StreamResetError,
 )
-from overlay.p2p.negotiation_io import RECV_BYTES, BufferedIO, NoiseIO
+from overlay.p2p.negotiation_io import RECV_BYTES, BufferedIO, NoiseIO, secure
 
 log = structlog.get_logger("colony.p2p")
 
@@ -66,11 +66,6 @@ async def _close_quietly(stream: trio.abc.Stream) -> None:
         await stream.aclose()
 
 
-async def _read_noise_message(io: BufferedIO) -> bytes:
-    header = await io.read_exact(2)
-    return await io.read_exact(int.from_bytes(header, "big"))
-
-
 async def upgrade(
     stream: trio.abc.Stream,
     keypair: KeyPair,
@@ -80,8 +75,10 @@ async def upgrade(
     remote_addr: str | None = None,
     max_window: int = yamux.DEFAULT_MAX_WINDOW,
     timeout_s: float = HANDSHAKE_TIMEOUT_S,
+    suites: tuple[noise.NoiseSuite, ...] = (noise.CHACHA,),
 ) -> Connection:
-    """Secure (Noise XX) and multiplex (Yamux) `stream`; return the connection.
+    """Secure (Noise XX in the first of `suites` both ends speak) and multiplex
+    (Yamux) `stream`; return the connection.
 
     The dialler (`initiator=True`) should name the peer it wants: a different
     peer answering is a HandshakeError. Raises only WireError subclasses (the
@@ -90,20 +87,8 @@ async def upgrade(
     io = BufferedIO(stream)
     with trio.fail_after(timeout_s):
         try:
-            if initiator:
-                await multistream.select_dialer(io, [noise.PROTOCOL_ID])
-            else:
-                await multistream.select_listener(io, [noise.PROTOCOL_ID])
-            hs = noise.Handshake(initiator, keypair.seed, expected_peer)
-            if initiator:
-                await io.write(hs.write_message())
-                hs.read_message(await _read_noise_message(io))
-                await io.write(hs.write_message())
-            else:
-                hs.read_message(await _read_noise_message(io))
-                await io.write(hs.write_message())
-                hs.read_message(await _read_noise_message(io))
-            peer, ciphers = hs.result()
+            peer, ciphers, suite = await secure(io, keypair.seed, initiator=initiator,
+                                                expected_peer=expected_peer, suites=suites)
             nio = NoiseIO(io, ciphers)
             if initiator:
                 await multistream.select_dialer(nio, [yamux.PROTOCOL_ID])
@@ -117,6 +102,7 @@ async def upgrade(
     return Connection(
         stream, ciphers, nio.reader, leftover, peer, keypair.peer_id,
         initiator=initiator, remote_addr=remote_addr, max_window=max_window,
+        security=suite.protocol_id,
     )
 
 
@@ -266,8 +252,11 @@ class Connection:
         initiator: bool,
         remote_addr: str | None,
         max_window: int,
+        security: str = noise.PROTOCOL_ID,
     ) -> None:
         self.stream = stream
+        #: The Noise suite's multistream id (`/noise` or `/colony/noise-aesgcm/1.0.0`).
+        self.security = security
         self.ciphers = ciphers
         self.reader = reader
         self._leftover = leftover_plaintext
@@ -279,6 +268,8 @@ class Connection:
         self.streams: dict[int, P2PStream] = {}
         self.closed = False
         self.close_reason: str | None = None
+        #: Why the peer's bytes were refused (a bad Noise tag, a bad Yamux frame), if so.
+        self.protocol_error: str | None = None
         self._send_lock = trio.Lock()
         self._writer_wake = trio.Event()
         self._drained = trio.Event()
@@ -411,7 +402,7 @@ class Connection:
                     for plain in decrypt(data):
                         self._handle(self.session.receive_data(plain), nursery, on_stream)
         except WireError as e:
-            reason = f"{type(e).__name__}: {e}"
+            reason = self.protocol_error = f"{type(e).__name__}: {e}"
             log.info("connection_dropped", peer=str(self.remote_peer), reason=reason[:200])
             code = yamux.GO_AWAY_PROTOCOL_ERROR
             self.session.go_away(code)

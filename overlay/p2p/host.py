@@ -18,7 +18,6 @@ closed at once, so a flood of half-open TCP connections costs sockets, not memor
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
@@ -31,7 +30,7 @@ from overlay.core.crypto import KeyPair
 from overlay.core.errors import MalformedFrame, WireError
 from overlay.core.ids import PeerId
 from overlay.core.multiformats import decode_varint, encode_varint
-from overlay.p2p import identify, multiaddr, multistream, punch_socket, yamux
+from overlay.p2p import identify, multiaddr, multistream, noise_cipher, punch_socket, yamux
 from overlay.p2p.connection import Connection, P2PStream, upgrade
 from overlay.p2p.errors import NegotiationError, ProtobufError, StreamError
 from overlay.p2p.quic import QuicConn, QuicEndpoint
@@ -64,16 +63,6 @@ class HostDialError(HostError):
     pass
 
 
-async def _tcp_listeners(host: str, port: int) -> list[trio.SocketListener]:
-    """IP literals get SO_REUSEPORT listeners (hole punching dials from their port);
-    names are resolved and bound by trio as before."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return list(await trio.open_tcp_listeners(port, host=host))
-    return await punch_socket.open_listeners(host, port)
-
-
 class Host:
     def __init__(
         self,
@@ -88,6 +77,7 @@ class Host:
         on_disconnected: PeerCallback | None = None,
         quic_pmtud: bool = True,
         quic_max_datagram_bytes: int = 65527,
+        noise_suites: tuple[noise_cipher.NoiseSuite, ...] = (noise_cipher.CHACHA,),
     ) -> None:
         self.keypair = keypair
         self.quic_pmtud, self.quic_max_datagram_bytes = quic_pmtud, quic_max_datagram_bytes
@@ -95,7 +85,8 @@ class Host:
         self.agent_version = agent_version
         self.dial_timeout_s = dial_timeout_s
         self.handshake_timeout_s = handshake_timeout_s
-        self.max_window = max_window
+        #: Noise suites offered first to last as dialer, accepted as listener.
+        self.max_window, self.noise_suites = max_window, noise_suites
         self._handshakes = trio.Semaphore(max_pending_handshakes)
         self.on_connected = on_connected
         self.on_disconnected = on_disconnected
@@ -115,7 +106,9 @@ class Host:
         #: accepted from one of these (ip, port) until the deadline is the punch, and
         #: we run its handshake as the client (the DCUtR initiator's role).
         self._punch_expected: dict[tuple[str, int], tuple[PeerId, float]] = {}
-        self.handshakes_failed = 0
+        #: Inbound handshakes that failed; connections dropped for a peer's protocol
+        #: error after it (a bad Noise tag, a bad Yamux frame).
+        self.handshakes_failed = self.protocol_errors = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -136,7 +129,7 @@ class Host:
                         self.quic_listen = self.quic_listen or ep.local_addr
                         continue
                     host, port = multiaddr.tcp_host_port(addr)
-                    bound = await _tcp_listeners(host, port)
+                    bound = await punch_socket.open_tcp_listeners(host, port)
                 except (OSError, MalformedFrame) as e:
                     raise HostListenError(f"could not listen on {addr}: {e}") from None
                 listeners.extend(bound)
@@ -219,8 +212,8 @@ class Host:
             try:
                 conn = await upgrade(
                     stream, self.keypair, initiator=punch is not None, expected_peer=punch,
-                    remote_addr=remote,
-                    max_window=self.max_window, timeout_s=self.handshake_timeout_s,
+                    remote_addr=remote, max_window=self.max_window,
+                    timeout_s=self.handshake_timeout_s, suites=self.noise_suites,
                 )
             finally:
                 self._handshakes.release()
@@ -396,6 +389,7 @@ class Host:
                 if first and self.on_connected is not None:
                     self.on_connected(peer)
         finally:
+            self.protocol_errors += isinstance(conn, Connection) and bool(conn.protocol_error)
             conns = self._conns.get(peer, [])
             if conn in conns:
                 conns.remove(conn)
@@ -514,7 +508,7 @@ class Host:
         conn = await upgrade(
             stream, self.keypair, initiator=initiator, expected_peer=expected_peer,
             remote_addr=remote_addr, max_window=self.max_window,
-            timeout_s=self.handshake_timeout_s,
+            timeout_s=self.handshake_timeout_s, suites=self.noise_suites,
         )
         # The handshake is done and the peer holds a connection: it must run, even if
         # our caller is being cancelled (which then lands at its next checkpoint).

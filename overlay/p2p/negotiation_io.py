@@ -1,7 +1,8 @@
 """Byte I/O for a connection's negotiation phase, before the muxer runs.
 
 `BufferedIO` reads exact counts from the raw stream (multistream-select, the Noise
-handshake); `NoiseIO` does the same over the Noise channel for the muxer's
+handshake); `secure` negotiates the Noise suite and runs the handshake over it;
+`NoiseIO` does the same over the Noise channel for the muxer's
 multistream-select and hands what it read past the negotiation to the connection.
 """
 
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import trio
 
-from overlay.p2p import noise
+from overlay.core.ids import PeerId
+from overlay.p2p import multistream, noise, noise_cipher
 from overlay.p2p.errors import NegotiationError
 
 #: Bytes per socket read (the connection's reader reuses one buffer of this size).
@@ -40,6 +42,45 @@ class BufferedIO:
         out = bytes(self.buf)
         self.buf.clear()
         return out
+
+
+async def _read_noise_message(io: BufferedIO) -> bytes:
+    header = await io.read_exact(2)
+    return await io.read_exact(int.from_bytes(header, "big"))
+
+
+async def secure(
+    io: BufferedIO,
+    identity_seed: bytes,
+    *,
+    initiator: bool,
+    expected_peer: PeerId | None,
+    suites: tuple[noise.NoiseSuite, ...],
+) -> tuple[PeerId, noise.CipherPair, noise.NoiseSuite]:
+    """multistream-select a Noise suite (the dialer offers `suites` in order, the
+    listener accepts any of them), then the XX handshake in it.
+
+    The choice is not authenticated (multistream-select is plaintext, and neither
+    suite's handshake covers the list offered): someone on the path can answer `na`
+    to AES-GCM and get `/noise` — still an authenticated, encrypted session, only a
+    slower one (docs/transport.md, Known limits)."""
+    ids = [s.protocol_id for s in suites]
+    if initiator:
+        chosen = await multistream.select_dialer(io, ids)
+    else:
+        chosen = await multistream.select_listener(io, ids)
+    suite = noise_cipher.suite_of(chosen, suites)
+    hs = noise.Handshake(initiator, identity_seed, expected_peer, suite=suite)
+    if initiator:
+        await io.write(hs.write_message())
+        hs.read_message(await _read_noise_message(io))
+        await io.write(hs.write_message())
+    else:
+        hs.read_message(await _read_noise_message(io))
+        await io.write(hs.write_message())
+        hs.read_message(await _read_noise_message(io))
+    peer, ciphers = hs.result()
+    return peer, ciphers, suite
 
 
 class NoiseIO:

@@ -1,6 +1,9 @@
 """Noise XX with the libp2p handshake payload (libp2p noise spec), sans-IO.
 
-Protocol `Noise_XX_25519_ChaChaPoly_SHA256`, empty prologue:
+Protocol `Noise_XX_25519_ChaChaPoly_SHA256` (libp2p's `/noise`) or, between colony
+peers whose CPUs have AES instructions, `Noise_XX_25519_AESGCM_SHA256`
+(`/colony/noise-aesgcm/1.0.0`; the suites and their CipherStates are in
+noise_cipher.py), empty prologue:
 
     -> e
     <- e, ee, s, es     payload: responder's NoiseHandshakePayload
@@ -16,8 +19,9 @@ dialled, fails with HandshakeError before any application byte is exchanged.
 `Handshake` is a plain state machine: `write_message()` returns the next framed
 message to send, `read_message(msg)` takes the next one received (without its
 length prefix). After three messages, `result()` gives the remote peer id and a
-`CipherPair`. X25519 comes from libsodium (pynacl), ChaCha20-Poly1305 from
-pyca/cryptography (≈3.2 GB/s here vs ≈1.2 GB/s through pynacl), HKDF from hmac.
+`CipherPair`. X25519 comes from libsodium (pynacl), ChaCha20-Poly1305 and AES-GCM
+from pyca/cryptography (ChaCha ≈3.2 GB/s here vs ≈1.2 GB/s through pynacl), HKDF
+from hmac.
 """
 
 from __future__ import annotations
@@ -29,22 +33,26 @@ from dataclasses import dataclass
 
 import nacl.bindings
 import nacl.signing
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from overlay.core.ids import PeerId
 from overlay.p2p import keys, pb
 from overlay.p2p.errors import DecryptError, HandshakeError
+from overlay.p2p.noise_cipher import AESGCM_SUITE as AESGCM_SUITE
+from overlay.p2p.noise_cipher import CHACHA as CHACHA
+from overlay.p2p.noise_cipher import TAG_BYTES as TAG_BYTES
+from overlay.p2p.noise_cipher import AesGcmCipherState as AesGcmCipherState
+from overlay.p2p.noise_cipher import CipherState as CipherState
+from overlay.p2p.noise_cipher import NoiseSuite as NoiseSuite
 
-PROTOCOL_ID = "/noise"
-PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_SHA256"
+#: libp2p's `/noise` (ChaCha20-Poly1305); noise_cipher.AESGCM_SUITE is the other suite.
+PROTOCOL_ID = CHACHA.protocol_id
+PROTOCOL_NAME = CHACHA.name
 SIGNATURE_PREFIX = b"noise-libp2p-static-key:"
 MAX_MESSAGE_BYTES = 65535
-TAG_BYTES = 16
+HASH_BYTES = 32
 #: Plaintext per transport message: the 65535-byte limit minus the AEAD tag.
 MAX_PLAINTEXT_BYTES = MAX_MESSAGE_BYTES - TAG_BYTES
 DH_BYTES = 32
-_MAX_NONCE = 2**64 - 1
 
 
 def _hkdf2(chaining_key: bytes, ikm: bytes) -> tuple[bytes, bytes]:
@@ -64,45 +72,6 @@ def _dh(secret: bytes, public: bytes) -> bytes:
     return bytes(shared)
 
 
-class CipherState:
-    """A ChaCha20-Poly1305 key with its 64-bit message counter (Noise §5.1)."""
-
-    __slots__ = ("_aead", "n")
-
-    def __init__(self, key: bytes) -> None:
-        self._aead = ChaCha20Poly1305(key)
-        self.n = 0
-
-    def _nonce(self) -> bytes:
-        if self.n >= _MAX_NONCE:
-            raise DecryptError("Noise nonce exhausted; the session must be rekeyed")
-        nonce = b"\0\0\0\0" + self.n.to_bytes(8, "little")
-        self.n += 1
-        return nonce
-
-    def encrypt(
-        self, plaintext: bytes | bytearray | memoryview, ad: bytes | None = None
-    ) -> bytes:
-        return self._aead.encrypt(self._nonce(), plaintext, ad)
-
-    def encrypt_into(self, plaintext: bytes | bytearray | memoryview, out: memoryview) -> None:
-        """Encrypt into `out`, exactly `len(plaintext) + TAG_BYTES` long."""
-        self._aead.encrypt_into(self._nonce(), plaintext, None, out)
-
-    def decrypt(self, ciphertext: bytes | memoryview, ad: bytes | None = None) -> bytes:
-        try:
-            return self._aead.decrypt(self._nonce(), ciphertext, ad)
-        except InvalidTag:
-            raise DecryptError("Noise message failed authentication") from None
-
-    def decrypt_into(self, ciphertext: bytes | memoryview, out: memoryview) -> None:
-        """Decrypt into `out`, exactly `len(ciphertext) - TAG_BYTES` long."""
-        try:
-            self._aead.decrypt_into(self._nonce(), ciphertext, None, out)
-        except InvalidTag:
-            raise DecryptError("Noise message failed authentication") from None
-
-
 @dataclass(frozen=True, slots=True)
 class CipherPair:
     """The transport keys after the handshake: one per direction."""
@@ -114,10 +83,14 @@ class CipherPair:
 class _Symmetric:
     """Noise SymmetricState: chaining key, handshake hash, optional cipher."""
 
-    def __init__(self) -> None:
-        # The protocol name is exactly HASHLEN (32) bytes: h = name, unhashed.
-        self.h = PROTOCOL_NAME
-        self.ck = PROTOCOL_NAME
+    def __init__(self, suite: NoiseSuite) -> None:
+        # Noise §5.2: a name of at most HASHLEN bytes is h itself, zero-padded
+        # (ChaChaPoly's is exactly 32, AESGCM's 28); a longer one is hashed.
+        name = suite.name
+        self.h = name.ljust(HASH_BYTES, b"\0") if len(name) <= HASH_BYTES else (
+            hashlib.sha256(name).digest())
+        self.ck = self.h
+        self.suite = suite
         self.cipher: CipherState | None = None
         self.mix_hash(b"")  # empty prologue
 
@@ -126,7 +99,7 @@ class _Symmetric:
 
     def mix_key(self, ikm: bytes) -> None:
         self.ck, key = _hkdf2(self.ck, ikm)
-        self.cipher = CipherState(key)
+        self.cipher = self.suite.cipher(key)
 
     def encrypt_and_hash(self, plaintext: bytes) -> bytes:
         out = plaintext if self.cipher is None else self.cipher.encrypt(plaintext, self.h)
@@ -146,7 +119,7 @@ class _Symmetric:
 
     def split(self) -> tuple[CipherState, CipherState]:
         k1, k2 = _hkdf2(self.ck, b"")
-        return CipherState(k1), CipherState(k2)
+        return self.suite.cipher(k1), self.suite.cipher(k2)
 
 
 def _x25519_keypair() -> tuple[bytes, bytes]:
@@ -189,10 +162,12 @@ class Handshake:
         *,
         static_secret: bytes | None = None,
         ephemeral_secret: bytes | None = None,
+        suite: NoiseSuite = CHACHA,
     ) -> None:
         self.initiator = initiator
         self.expected_peer = expected_peer
-        self._sym = _Symmetric()
+        self.suite = suite
+        self._sym = _Symmetric(suite)
         if static_secret is None:
             self._s, self._s_pub = _x25519_keypair()
         else:

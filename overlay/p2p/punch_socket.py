@@ -19,6 +19,7 @@ RST there (or dropped); the next try, a few tens of ms later, finds the mapping.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket as stdsocket
 
 import trio
@@ -68,6 +69,16 @@ async def open_listeners(host: str, port: int, backlog: int = 128) -> list[trio.
         sock.close()
         raise
     return [trio.SocketListener(sock)]
+
+
+async def open_tcp_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """The host's TCP listeners: IP literals get SO_REUSEPORT listeners (hole punching
+    dials from their port); names are resolved and bound by trio as before."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return list(await trio.open_tcp_listeners(port, host=host))
+    return await open_listeners(host, port)
 
 
 async def connect_from(

@@ -1,6 +1,7 @@
 """The native stack (overlay/p2p) behind the transport: interop with py-libp2p hosts
 in both directions, attach_stream over a foreign byte stream, the send-rate limit,
-a peer breaking Yamux after the handshake, and no libp2p import in native mode.
+a peer breaking Yamux after the handshake, no libp2p import in native mode, and
+`[network] noise_cipher` choosing the Noise suite (AES-GCM or /noise).
 Real sockets on 127.0.0.1; every wait bounded.
 """
 
@@ -362,5 +363,55 @@ def test_remote_ip_sees_tcp_and_quic_peers() -> None:
             assert b.remote_ip(a.peer_id) == "127.0.0.1"
             assert a.remote_ip(c.peer_id) == "127.0.0.1" == c.remote_ip(a.peer_id)
             assert a.remote_ip(KeyPair.generate().peer_id) is None
+
+    run(main)
+
+
+@pytest.mark.parametrize(("cipher_a", "cipher_b", "chosen"), [
+    ("aesgcm", "aesgcm", "/colony/noise-aesgcm/1.0.0"),
+    ("aesgcm", "chacha", "/noise"),  # b only speaks libp2p's /noise: a falls back
+    ("chacha", "aesgcm", "/noise"),
+])
+def test_noise_cipher_setting_negotiates_the_suite(cipher_a: str, cipher_b: str,
+                                                   chosen: str) -> None:
+    """`[network] noise_cipher` between two transports: AES-GCM only when both take
+    it; a request and a 2 MiB body either way. Then a hostile dialer's message with
+    a bad AES-GCM tag costs only its own connection, counted by b's host."""
+    from overlay.p2p.noise_cipher import AESGCM_SUITE, CHACHA
+
+    async def main() -> None:
+        async with AsyncExitStack() as st:
+            a, b = [await st.enter_async_context(Transport.open(
+                KeyPair.generate(), [LOOP], TransportConfig(noise_cipher=c)))
+                for c in (cipher_a, cipher_b)]
+            for t in (a, b):
+                t.set_handler(RAW, on_request=reverse, codec=Codec.RAW)
+            a.add_addrs(b.peer_id, b.listen_addrs)
+            big = bytes(range(256)) * 8192
+            assert await a.request(b.peer_id, RAW, big) == big[::-1]
+            assert await b.request(a.peer_id, RAW, b"back") == b"kcab"
+            host_a = a._backend.host  # type: ignore[attr-defined]
+            host_b = b._backend.host  # type: ignore[attr-defined]
+            assert host_a.connection(b.peer_id).security == chosen
+            assert host_b.connection(a.peer_id).security == chosen
+            if chosen == "/noise":
+                return
+            port = int(b.listen_addrs[0].rsplit("/", 1)[1])
+            evil = KeyPair.generate()
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            conn = await upgrade(stream, evil, initiator=True, expected_peer=b.peer_id,
+                                 suites=(AESGCM_SUITE, CHACHA))
+            assert conn.security == AESGCM_SUITE.protocol_id
+            wire = bytearray(noise.encrypt_frames(conn.ciphers.send, bytes(12)))
+            wire[-1] ^= 1  # the tag
+            await stream.send_all(bytes(wire))
+            with trio.fail_after(10):
+                while await stream.receive_some(65536):
+                    pass  # b answers with GoAway and closes: we read EOF
+            with trio.fail_after(5):
+                while host_b.protocol_errors < 1:
+                    await trio.sleep(0.01)
+            assert not b.is_connected(evil.peer_id)
+            assert await a.request(b.peer_id, RAW, b"still") == b"llits"
 
     run(main)

@@ -16,6 +16,7 @@ from overlay.core.errors import WireError
 from overlay.core.ids import PeerId
 from overlay.p2p.errors import StreamError
 from overlay.p2p.host import AnyStream, Host, HostDialError, HostListenError
+from overlay.runtime.net.noise_choice import noise_suites
 from overlay.runtime.net.transport_backend import BackendStream, PeerCallback, StreamHandler
 from overlay.runtime.net.transport_types import (
     AttachError,
@@ -54,6 +55,7 @@ class NativeBackend:
             on_disconnected=self._disconnected,
             quic_pmtud=config.quic_pmtud,
             quic_max_datagram_bytes=config.quic_max_datagram_bytes,
+            noise_suites=noise_suites(config.noise_cipher),
         )
 
     def _connected(self, peer: PeerId) -> None:

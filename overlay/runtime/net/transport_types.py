@@ -15,7 +15,7 @@ from typing import Any
 from overlay.core.errors import ColonyError, ConfigError, LocalProtocolError, WireError
 from overlay.core.ids import PeerId
 from overlay.core.wire import DEFAULT_MAX_FRAME_BYTES
-from overlay.p2p import multiaddr
+from overlay.p2p import multiaddr, noise_cipher
 
 #: The network stacks `[network] stack` may name.
 STACK_NATIVE = "native"
@@ -107,6 +107,9 @@ class TransportConfig:
     stack: str = STACK_NATIVE
     #: Bytes per second we send to one peer (token bucket); 0 = unlimited.
     max_send_rate: int = 0
+    #: `[network] noise_cipher`: "auto" (AES-GCM first between colony peers where the
+    #: CPU has AES instructions), "aesgcm" or "chacha" (`/noise` only); native stack.
+    noise_cipher: str = "auto"
     #: Frames waiting per outbound (peer, protocol) stream.
     queue_frames: int = 256
     #: Bytes that `post` may leave queued for one peer across its protocols.
@@ -136,6 +139,9 @@ class TransportConfig:
     def __post_init__(self) -> None:
         if self.stack not in STACKS:
             raise ConfigError(f"[network] stack {self.stack!r} is not one of {STACKS}")
+        if self.noise_cipher not in noise_cipher.SETTINGS:
+            raise ConfigError(f"[network] noise_cipher {self.noise_cipher!r} is not one of "
+                              f"{noise_cipher.SETTINGS}")
         if self.hearsay_addr_ttl_s <= 0:
             raise ConfigError("hearsay_addr_ttl_s must be positive")
         if self.max_send_rate < 0:
@@ -146,14 +152,16 @@ class TransportConfig:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Mapping[str, Any]], **overrides: Any) -> TransportConfig:
-        """From the node configuration (`[network] max_frame_bytes, stack, max_send_rate`,
-        `[quic] pmtud, max_datagram_bytes`)."""
+        """From the node configuration (`[network] max_frame_bytes, stack, max_send_rate,
+        noise_cipher`, `[quic] pmtud, max_datagram_bytes`)."""
         net = cfg["network"]
         values: dict[str, Any] = {"max_frame_bytes": int(net["max_frame_bytes"])}
         if "stack" in net:
             values["stack"] = str(net["stack"])
         if "max_send_rate" in net:
             values["max_send_rate"] = int(net["max_send_rate"])
+        if "noise_cipher" in net:
+            values["noise_cipher"] = str(net["noise_cipher"])
         quic = cfg.get("quic", {})
         if "pmtud" in quic:
             values["quic_pmtud"] = bool(quic["pmtud"])

@@ -36,6 +36,9 @@ DEFAULTS: Config = {
         "stack": "native",
         # Bytes/s we send to any one peer (token bucket); 0 = unlimited.
         "max_send_rate": 0,
+        # Noise cipher between colony peers: "auto" (AES-GCM where the CPU has AES
+        # instructions), "aesgcm" or "chacha"; other libp2p peers always get /noise.
+        "noise_cipher": "auto",
     },
     # QUIC path MTU discovery (overlay/p2p/quic_pmtud.py, docs/transport.md): datagrams
     # start at 1200 bytes and grow to what the path carries, up to max_datagram_bytes
@@ -143,6 +146,11 @@ max_frame_bytes = 4194304
 stack = "native"
 # Send-rate limit per peer in bytes/s (a token bucket, as a WAN uplink); 0 = none.
 max_send_rate = 0
+# Noise cipher offered to colony peers: "auto" offers AES-256-GCM first when this
+# CPU has AES instructions (x86 AES-NI, ARMv8 crypto extensions: ~3x faster there)
+# and ChaCha20-Poly1305 otherwise (faster on ARM boards without them); "aesgcm"
+# always offers it, "chacha" never. js/go/rust libp2p peers always get "/noise".
+noise_cipher = "auto"
 
 [quic]
 # Path MTU discovery: datagrams start at 1200 bytes (safe on any path) and grow to
