@@ -398,6 +398,8 @@ class Daemon:
         # many streams…): the frames still on them are lost with them.
         for reason, n in sorted(t.streams_dropped.items()):
             out[f"transport.stream_dropped.{reason}"] = n
+        for reason, n in sorted(self.t.connection_drops().items()):
+            out[f"transport.connection_dropped.{reason}"] = n
         return out
 
     # ------------------------------------------------------------ lifecycle

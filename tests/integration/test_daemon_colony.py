@@ -123,7 +123,8 @@ def test_every_drop_counter_is_shown_by_stats(colony: Cluster) -> None:
     home = colony.nodes[13].home
     drops = json.loads(colony_cmd(home, "stats", "--json").stdout)["drops"]
     for name in ("transport.queue_full", "transport.send_failed", "driver.inbox_full",
-                 "router.unroutable", "events.slow_watcher", "exchange.want_timeouts"):
+                 "router.unroutable", "events.slow_watcher", "exchange.want_timeouts",
+                 "transport.connection_dropped.protocol_error"):
         assert isinstance(drops[name], int), name
     human = colony_cmd(home, "stats").stdout
     assert "drops:" in human and "transport.queue_full" in human

@@ -412,6 +412,7 @@ def test_noise_cipher_setting_negotiates_the_suite(cipher_a: str, cipher_b: str,
                 while host_b.protocol_errors < 1:
                     await trio.sleep(0.01)
             assert not b.is_connected(evil.peer_id)
+            assert b.connection_drops()["protocol_error"] >= 1  # /v1/stats shows it
             assert await a.request(b.peer_id, RAW, b"still") == b"llits"
 
     run(main)

@@ -93,6 +93,11 @@ class NativeBackend:
     def is_connected(self, peer: PeerId) -> bool:
         return self.host.is_connected(peer)
 
+    def connection_drops(self) -> dict[str, int]:
+        # Failed inbound handshakes, and connections cut for a bad Noise tag or Yamux frame.
+        return {"handshake_failed": self.host.handshakes_failed,
+                "protocol_error": self.host.protocol_errors}
+
     def connected_peers(self) -> list[PeerId]:
         return self.host.connected_peers()
 

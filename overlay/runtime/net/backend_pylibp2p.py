@@ -241,6 +241,9 @@ class PyLibp2pBackend:
             raise TransportError(
                 f"stream to {peer.short()} on {protocol}: {type(e).__name__}: {e}") from None
 
+    def connection_drops(self) -> dict[str, int]:
+        return {}  # py-libp2p keeps no such counts
+
     def is_connected(self, peer: PeerId) -> bool:
         return bool(self._network.get_connections(ID(peer.raw)))
 

@@ -316,6 +316,10 @@ class Transport:
     def known_addrs(self, peer: PeerId) -> list[str]:
         return self._book.addrs(peer, trio.current_time())
 
+    def connection_drops(self) -> dict[str, int]:
+        """Connections refused or dropped for their peer's fault, by reason (backend's)."""
+        return self._backend.connection_drops()
+
     @property
     def addrs_expired(self) -> int:
         """Hearsay addresses the address book dropped as expired."""
