@@ -48,6 +48,7 @@ from overlay.runtime.net.framing import (
     encode_envelope,
     encode_raw_frame,
 )
+from overlay.runtime.net.noise_choice import noise_suites
 from overlay.runtime.net.transport_backend import Backend, BackendStream
 from overlay.runtime.net.transport_channels import (
     FrameWriter,
@@ -176,7 +177,9 @@ class Transport:
             async with t._backend.serve(list(listen_addrs)), trio.open_nursery() as nursery:
                 t._nursery = nursery
                 log.info("transport_started", peer=str(t.peer_id), addrs=t.listen_addrs,
-                         network_stack=t.stack)
+                         network_stack=t.stack, noise=[s.protocol_id for s in (  # offer order
+                             noise_suites(t.config.noise_cipher) if t.stack == "native" else ())]
+                         or ["/noise"])
                 try:
                     yield t
                 finally:
