@@ -184,11 +184,19 @@ class Node:
         return None if quick is None else (quick, timer[1])
 
     def _run(self, name: str, inp: Any, now: float, out: list[Effect], depth: int) -> None:
+        self.wrap(name, self.parts[name].handle(inp, now), now, out, depth)
+
+    def wrap(self, name: str, effects: list[Effect], now: float, out: list[Effect],
+             depth: int = 0) -> None:
+        """Append part `name`'s `effects` to `out` as `handle` gives them: its timers
+        named `(name, timer)`, its events' wiring run. A driver that hands an input
+        to the part itself (the simulator: `parts[name].handle`, routed as `handle`
+        routes it) calls this for any effect it does not name the timers of itself."""
         # Sends first (the most frequent effect; the effect types are disjoint, so the
         # order of the tests changes nothing else). Exact type tests for the effects
         # every core builds, the isinstance chain after them for any subclass.
         append = out.append
-        for eff in self.parts[name].handle(inp, now):
+        for eff in effects:
             t = type(eff)
             if t is Send:
                 append(eff)

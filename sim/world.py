@@ -42,6 +42,7 @@ from overlay.core.effects import (
     TimerFired,
 )
 from overlay.core.ids import PeerId
+from overlay.node import Node
 from sim.engine import Engine
 from sim.network import Network
 
@@ -210,6 +211,33 @@ class World:
             elif t is Disconnect:
                 self.stats["disconnects"] += 1
 
+    def _handle_part(self, n: SimNode, core: Node, name: str, inp: Any, now: float) -> None:
+        """Hand `inp` to part `name` of `n`'s `Node` as `Node.handle` would route it,
+        and carry out its effects as `apply` would carry out `Node.handle`'s: the
+        part's timers keyed `(name, timer)`, as the node names them, but without a new
+        `SetTimer`/`CancelTimer` per effect and the node's second pass over them.
+        Effects other than sends and timers (events and their wiring) go through
+        `Node.wrap`, before any effect is carried out, as in `Node.handle`."""
+        effects = core.parts[name].handle(inp, now)
+        for eff in effects:
+            t = type(eff)
+            if t is not Send and t is not SetTimer and t is not CancelTimer:
+                out: list[Effect] = []
+                core.wrap(name, effects, now, out)
+                self.apply(n, out)
+                return
+        for eff in effects:
+            if type(eff) is Send:
+                self._send(n, eff.peer, eff.msg)
+                continue
+            key = (name, eff.timer)  # type: ignore[union-attr]
+            if n.park is not None and n.park[0] == key:
+                self._unpark(n)  # the parked entry becomes void, as on the heap
+            if type(eff) is SetTimer:
+                self._arm(n, key, eff.at)
+            else:
+                n.timers.pop(key, None)
+
     def _arm(self, n: SimNode, timer: Any, at: float) -> None:
         if self.timer_grid:
             g = self.timer_grid.get(timer)
@@ -272,7 +300,12 @@ class World:
         p = n.park
         if p is not None and p[1] <= now:  # a parked deadline passed: count it
             self._catch_up(n)
-        self.apply(n, n.core.handle(Received(src, msg), now))
+        core = n.core
+        name = core.part_for_message(msg) if type(core) is Node else None
+        if name is not None:
+            self._handle_part(n, core, name, Received(src, msg), now)  # type: ignore[arg-type]
+        else:
+            self.apply(n, core.handle(Received(src, msg), now))
         if n.park is not None:
             self._recheck(n)
 
@@ -338,7 +371,12 @@ class World:
                 if parked:
                     self._recheck(n)
                 return
-        self.apply(n, core.handle(TimerFired(timer), now))
+        if (type(core) is Node and type(timer) is tuple and len(timer) == 2
+                and timer[0] in core.parts):
+            # As `Node.handle` routes a timer, without its re-wrapping.
+            self._handle_part(n, core, timer[0], TimerFired(timer[1]), now)
+        else:
+            self.apply(n, core.handle(TimerFired(timer), now))
         if n.park is not None:
             self._recheck(n)
 
