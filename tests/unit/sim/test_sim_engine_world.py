@@ -88,3 +88,73 @@ def test_lockstep_grid_rounds_deadlines_up() -> None:
     w.apply(w.nodes[0], [SetTimer("probe", 2.3), SetTimer("other", 2.3)])
     w.engine.run_until(5.0)
     assert [(t, i.timer) for t, i in a.inputs] == [(2.3, "other"), (3.0, "probe")]
+
+
+class _Ping:
+    """A message routed to the "echo" part."""
+
+    def __init__(self, hops: int) -> None:
+        self.hops = hops
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Ping) and other.hops == self.hops
+
+    def __hash__(self) -> int:
+        return self.hops
+
+
+class _Echo:
+    """A part answering a ping with sends, timers (set, re-set, cancelled) and, every
+    third hop, an event: every kind of effect a real part gives."""
+
+    def __init__(self, peers: list[Any], log: list[Any], me: int) -> None:
+        self.peers, self.log, self.me = peers, log, me
+
+    def handle(self, inp: Any, now: float) -> list[Effect]:
+        self.log.append((self.me, now, inp))
+        if isinstance(inp, TimerFired):
+            return [SetTimer("late", now + 0.7)] if inp.timer == "tick" else []
+        hops = inp.msg.hops
+        if hops >= 12:
+            return []
+        out: list[Effect] = [Send(self.peers[(self.me + 1) % len(self.peers)], _Ping(hops + 1)),
+                             SetTimer("tick", now + 0.25), SetTimer("gone", now + 0.1),
+                             CancelTimer("gone")]
+        if hops % 3 == 0:
+            out.append(Emit(("hop", hops)))
+        return out
+
+
+class _ViaNodeHandle(World):
+    """The world as before the direct dispatch: every input through `Node.handle`."""
+
+    def _handle_part(self, n: Any, core: Any, name: str, inp: Any, now: float) -> None:
+        if isinstance(inp, TimerFired):
+            inp = TimerFired((name, inp.timer))
+        self.apply(n, core.handle(inp, now))
+
+
+def _echo_run(world_cls: type[World]) -> list[Any]:
+    from overlay.node import Node
+
+    w = world_cls(Engine(), Network(NetworkConfig(), random.Random(3)))
+    log: list[Any] = []
+    w.on_emit = lambda idx, ev: log.append(("emit", idx, w.engine.now, ev))
+    keys = [KeyPair.from_rng_seed(bytes([i + 1]) * 32).peer_id for i in range(3)]
+    for i, peer in enumerate(keys):
+        node = Node(peer)
+        node.add_part("echo", _Echo(keys, log, i), messages=[_Ping])
+        w.add(peer, node, region="europe")
+    w.inject(0, Received(keys[2], _Ping(0)))
+    w.engine.run_until(30.0)
+    return log
+
+
+def test_direct_part_dispatch_matches_node_handle() -> None:
+    """sim/world.py hands a `Node`'s inputs straight to the routed part and keys its
+    timers itself (docs/simulation.md, Performance "Seventh"): the same inputs at the
+    same times, the same events, as through `Node.handle`."""
+    direct = _echo_run(World)
+    assert direct == _echo_run(_ViaNodeHandle)
+    kinds = {type(e[2]).__name__ for e in direct if e[0] != "emit"}
+    assert {"Received", "TimerFired"} <= kinds and any(e[0] == "emit" for e in direct)
