@@ -268,60 +268,17 @@ class Handshake:
 
 
 def encrypt_frames(cipher: CipherState, data: bytes | bytearray | memoryview) -> bytes:
-    """`data` as consecutive framed Noise transport messages, joined for one send."""
-    return b"".join(encrypt_pieces(cipher, [data]))
-
-
-def _seal(out: list[bytes], cipher: CipherState, plain: bytes | bytearray | memoryview) -> None:
-    ct = cipher.encrypt(plain)
-    out.append(len(ct).to_bytes(2, "big"))
-    out.append(ct)
+    """`data` as consecutive framed Noise transport messages, joined for one send
+    (the negotiation phase and tests; a connection seals into its own buffer)."""
+    pieces: list[bytes | memoryview] = [memoryview(data)]
+    buf = bytearray(sealed_bytes_max(pieces))
+    return bytes(memoryview(buf)[: seal_into(cipher, pieces, buf)])
 
 
 #: A gathered run of small pieces (Yamux headers, the tail of a frame) at most this
 #: long is sealed as its own message when a large piece follows, instead of filling
 #: that message with a copy of the large piece's first bytes.
 SMALL_SEAL_BYTES = 1024
-
-
-def encrypt_pieces(
-    cipher: CipherState, pieces: list[bytes | memoryview] | list[bytes | bytearray | memoryview]
-) -> list[bytes]:
-    """The concatenation of `pieces` as framed Noise messages: a list of
-    `length, ciphertext, length, ciphertext, …` parts ready for one vectored send.
-
-    Messages carry up to 65,519 plaintext bytes each (the 65,535-byte limit minus
-    the tag), so a 1 MiB write costs 17 AEAD calls. Small pieces (Yamux headers)
-    are gathered into the next message; large ones are encrypted straight from
-    their memory, so the only full copy of the payload is the encryption itself.
-    A few gathered bytes before a large piece go out as a short message of their
-    own: topping them up from the large piece copied up to 64 KiB of every 256 KiB
-    Yamux frame once more (profiled on a bulk sender). Message boundaries carry no
-    meaning to the peer (Noise is a byte stream to libp2p), so the wire is as valid.
-    """
-    out: list[bytes] = []
-    pending = bytearray()
-    for piece in pieces:
-        view = memoryview(piece)
-        if len(pending) + len(view) <= MAX_PLAINTEXT_BYTES:
-            pending += view
-            continue
-        if pending:
-            if len(pending) <= SMALL_SEAL_BYTES and len(view) >= MAX_PLAINTEXT_BYTES:
-                _seal(out, cipher, pending)
-            else:
-                take = MAX_PLAINTEXT_BYTES - len(pending)
-                pending += view[:take]
-                view = view[take:]
-                _seal(out, cipher, pending)
-            pending = bytearray()
-        while len(view) >= MAX_PLAINTEXT_BYTES:
-            _seal(out, cipher, view[:MAX_PLAINTEXT_BYTES])
-            view = view[MAX_PLAINTEXT_BYTES:]
-        pending += view
-    if pending or not out:
-        _seal(out, cipher, pending)
-    return out
 
 
 def sealed_bytes_max(pieces: list[bytes | memoryview]) -> int:
@@ -333,14 +290,23 @@ def sealed_bytes_max(pieces: list[bytes | memoryview]) -> int:
 
 
 def seal_into(cipher: CipherState, pieces: list[bytes | memoryview], buf: bytearray) -> int:
-    """`encrypt_pieces` written into `buf` (at least `sealed_bytes_max(pieces)`
-    long) instead of into new objects; the bytes written, to send as one buffer.
+    """The concatenation of `pieces` as framed Noise messages (`length, ciphertext,
+    …`) written into `buf` (at least `sealed_bytes_max(pieces)` long); returns the
+    bytes written, to send as one buffer.
 
-    The same messages as `encrypt_pieces` (so the same wire), but each is encrypted
-    straight into a buffer the caller reuses: profiled on a bulk sender, every new
-    ciphertext object was zero-filled before the cipher wrote it (pyo3) and
-    allocated and freed per 64 KiB, and each message and its 2-byte length were
-    two buffers of the vectored send."""
+    Messages carry up to 65,519 plaintext bytes each (the 65,535-byte limit minus
+    the tag), so a 1 MiB write costs 17 AEAD calls. Small pieces (Yamux headers)
+    are gathered into the next message; large ones are encrypted straight from
+    their memory, so the only full copy of the payload is the encryption itself.
+    A few gathered bytes before a large piece go out as a short message of their
+    own: topping them up from the large piece copied up to 64 KiB of every 256 KiB
+    Yamux frame once more (profiled on a bulk sender). Message boundaries carry no
+    meaning to the peer (Noise is a byte stream to libp2p), so the wire is as valid.
+
+    Each message is encrypted straight into the buffer the caller reuses: profiled
+    on a bulk sender, a new ciphertext object per message was zero-filled before
+    the cipher wrote it (pyo3) and allocated and freed per 64 KiB, and each message
+    and its 2-byte length were two buffers of the vectored send."""
     view = memoryview(buf)
     at = 0
 

@@ -51,6 +51,43 @@ def test_large_writes_become_few_max_size_messages() -> None:
     assert reader.buffered_bytes == 0
 
 
+def _seal(cipher: noise.CipherState, pieces: list[bytes | memoryview]) -> bytes:
+    buf = bytearray(noise.sealed_bytes_max(pieces))
+    return bytes(buf[: noise.seal_into(cipher, pieces, buf)])
+
+
+def _plain_sizes(wire: bytes) -> list[int]:
+    """The plaintext size of each framed message on `wire`."""
+    out, at = [], 0
+    while at < len(wire):
+        n = int.from_bytes(wire[at : at + 2], "big")
+        out.append(n - noise.TAG_BYTES)
+        at += 2 + n
+    return out
+
+
+def _expected_sizes(sizes: list[int]) -> list[int]:
+    """The packing rule on sizes alone: small pieces gather into the next message; a
+    gathered run of at most SMALL_SEAL_BYTES before a piece of a full message or more
+    goes out alone, a larger one is topped up from that piece; full messages straight
+    from a piece; at least one message."""
+    full, out, pending = noise.MAX_PLAINTEXT_BYTES, [], 0
+    for n in sizes:
+        if pending + n <= full:
+            pending += n
+            continue
+        if pending:
+            if pending <= noise.SMALL_SEAL_BYTES and n >= full:
+                out.append(pending)
+            else:
+                out.append(full)
+                n -= full - pending
+            pending = 0
+        out += [full] * (n // full)
+        pending = n % full
+    return [*out, pending] if pending or not out else out
+
+
 def test_yamux_frames_are_sealed_without_copying_their_payload_twice() -> None:
     """Header + 256 KiB frames, as a bulk Yamux sender queues them: the few gathered
     bytes before each payload go out as a short message of their own, the payload
@@ -67,21 +104,21 @@ def test_yamux_frames_are_sealed_without_copying_their_payload_twice() -> None:
         pieces.append(memoryview(bytes(range(256)) * (frame // 256)))
     pieces.append(b"\x09" * 12)  # small pieces only: gathered as before
     pieces.append(b"\x0a" * 100)
-    parts = noise.encrypt_pieces(ca.send, pieces)
-    plain_sizes = [len(c) - noise.TAG_BYTES for c in parts[1::2]]
+    wire = _seal(ca.send, pieces)
+    plain_sizes = _plain_sizes(wire)
     full = frame // noise.MAX_PLAINTEXT_BYTES
     tail = frame - full * noise.MAX_PLAINTEXT_BYTES
     assert plain_sizes == ([12] + [noise.MAX_PLAINTEXT_BYTES] * full
                            + [tail + 12] + [noise.MAX_PLAINTEXT_BYTES] * full
                            + [tail + 12] + [noise.MAX_PLAINTEXT_BYTES] * full
                            + [tail + 112])
-    got = noise.FrameReader(cb.recv).feed_and_decrypt(b"".join(parts))
+    got = noise.FrameReader(cb.recv).feed_and_decrypt(wire)
     assert b"".join(got) == b"".join(bytes(p) for p in pieces)
     # A gathered run above SMALL_SEAL_BYTES is still topped up to a full message.
     big_head = bytes(noise.SMALL_SEAL_BYTES + 1)
-    parts = noise.encrypt_pieces(ca.send, [big_head, bytes(frame)])
-    assert len(parts[1]) - noise.TAG_BYTES == noise.MAX_PLAINTEXT_BYTES
-    got = noise.FrameReader(cb.recv).feed_and_decrypt(b"".join(parts))
+    wire = _seal(ca.send, [big_head, bytes(frame)])
+    assert _plain_sizes(wire)[0] == noise.MAX_PLAINTEXT_BYTES
+    got = noise.FrameReader(cb.recv).feed_and_decrypt(wire)
     assert b"".join(got) == big_head + bytes(frame)
 
 
@@ -90,10 +127,12 @@ def test_yamux_frames_are_sealed_without_copying_their_payload_twice() -> None:
                                    [noise.SMALL_SEAL_BYTES + 1, 256 * 1024],
                                    [noise.MAX_PLAINTEXT_BYTES], [noise.MAX_PLAINTEXT_BYTES + 1],
                                    [3] * 40 + [70_000, 1, 2 * noise.MAX_PLAINTEXT_BYTES]])
-def test_seal_into_writes_the_same_wire_as_encrypt_pieces(sizes: list[int]) -> None:
-    """The send path seals into a reused buffer (`seal_into`): byte for byte the
-    messages `encrypt_pieces` makes, within `sealed_bytes_max`, and the buffer may
-    be reused for the next batch (stale bytes past the end are never sent)."""
+def test_seal_into_packs_by_the_rule_and_a_reused_buffer_changes_nothing(
+        sizes: list[int]) -> None:
+    """The send path seals into a reused buffer (`seal_into`): messages of the sizes
+    the packing rule gives (`_expected_sizes`), within `sealed_bytes_max`, byte for
+    byte what a fresh buffer gets at the same nonces (stale bytes past the end are
+    never sent), and the peer reads the pieces back."""
     key = bytes(range(32))
     pieces: list[bytes | memoryview] = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
     a, b = noise.CipherState(key), noise.CipherState(key)
@@ -102,7 +141,8 @@ def test_seal_into_writes_the_same_wire_as_encrypt_pieces(sizes: list[int]) -> N
         start = b.n
         n = noise.seal_into(b, pieces, buf)
         assert n <= noise.sealed_bytes_max(pieces)
-        assert bytes(buf[:n]) == b"".join(noise.encrypt_pieces(a, pieces))
+        assert bytes(buf[:n]) == _seal(a, pieces)
+        assert _plain_sizes(bytes(buf[:n])) == _expected_sizes(sizes)
     c = noise.CipherState(key)
     c.n = start
     got = noise.FrameReader(c).feed_and_decrypt(bytes(buf[:n]))
