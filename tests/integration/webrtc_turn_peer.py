@@ -62,8 +62,9 @@ async def main(role: str, d: Path, url: str, user: str, password: str, *stun: st
             # this waited before, and closing dropped the rest (the offer end then
             # timed out; seen once, 2026-12-06).
             with trio.move_on_after(25), contextlib.suppress(trio.BrokenResourceError):
-                while await stream.receive_some(65536):
-                    pass  # until EOF: the offer end closed (or reset) the channel
+                # Until EOF: the offer end closed (or reset) the channel.
+                while (await stream.receive_some(65536)) != b"":
+                    continue
         print(json.dumps({"path": stream.path, "echoed": got == PAYLOAD}), flush=True)
         await stream.aclose()
 
