@@ -26,13 +26,15 @@ from overlay.core.cid import DAG_PB, RAW, Cid
 from overlay.core.errors import ColonyError, InvalidCid, WireError
 from overlay.core.multiformats import SHA2_256
 from store import hamt
-from store.blockstore import BlockStore, Reader
+from store.blockstore import BlockStore, Reader, view_address
 from store.importer import MAX_DIR_DEPTH
 from store.unixfs import DataType, PBLink, PBNode, UnixFSData, decode_pbnode, decode_unixfs
 from store.verify_ahead import VERIFY_AHEAD_BYTES, RawLeaf, verified_ahead
 
 #: Bytes streamed between releases of mapped LMDB pages (bounds RSS; see blockstore).
 RELEASE_EVERY_BYTES = 16 * 1024 * 1024
+#: Every this many releases, all of the map is released (see `Exporter._stream`).
+FULL_RELEASE_EVERY = 8
 
 
 class BadDag(ColonyError):
@@ -214,22 +216,37 @@ class Exporter:
 
     def _stream(self, r: Reader, cid: Cid, write: Callable[[memoryview], Any],
                 progress: Callable[[int], None] | None) -> int:
-        """Write the file's pieces, unmapping the pages read every
-        RELEASE_EVERY_BYTES so RSS stays flat however large the file."""
+        """Write the file's pieces, unmapping the pages written every
+        RELEASE_EVERY_BYTES so RSS stays flat however large the file.
+
+        Only the address span of what was written is unmapped while it is about that
+        size (a file's blocks lie in file order when it was imported), so the pages
+        the walk read ahead stay mapped; a scattered span, and every
+        FULL_RELEASE_EVERY-th release, unmap the whole map (what the kernel mapped
+        around the faults, too)."""
         n = 0
         since = 0
+        releases = 0
+        lo, hi = -1, -1  # address span of the pieces written since the last release
         # closing(): the verifying threads must be done before the transaction ends,
         # also when `write` raises (a traceback would keep the generator alive).
         with contextlib.closing(self.iter_file(r, cid, verify_ahead=self.verify_ahead)) as it:
             for piece in it:
                 write(piece)
-                n += len(piece)
-                since += len(piece)
+                size = len(piece)
+                n += size
+                since += size
+                at = view_address(piece)
+                lo = at if lo < 0 else min(lo, at)
+                hi = max(hi, at + size)
                 if since >= RELEASE_EVERY_BYTES:
-                    self.store.release_mapped_pages()
+                    releases += 1
+                    whole = releases % FULL_RELEASE_EVERY == 0 or hi - lo > 2 * since
+                    self.store.release_mapped_pages(None if whole else (lo, hi))
                     since = 0
+                    lo, hi = -1, -1
                 if progress is not None:
-                    progress(len(piece))
+                    progress(size)
         self.store.release_mapped_pages()
         return n
 
