@@ -20,6 +20,10 @@ One run on generated data (1 GiB by default, `--size-mib` to shrink) prints:
   the verified flat read. The order of the reads rotates from round to round. The page
   cache is dropped before each read with /proc/sys/vm/drop_caches (as root), otherwise
   posix_fadvise(DONTNEED) on data.mdb and the flat file; the header says which;
+  with each read's CPU time per GiB (all threads of the process: on a loaded machine
+  a verified read is CPU-bound, and this figure moves far less with the load). `cat`
+  writes its views of the map to /dev/null (nothing copied); the flat reads copy into
+  the process (read()): the zero-copy read is part of what `cat` is measured on;
 - warm reads: `cat` vs the flat file with everything cached;
 - `--nordahead`: also a cold `cat` with LMDB opened with MDB_NORDAHEAD (slow);
 - the load average next to the figures (the machine is shared).
@@ -264,12 +268,15 @@ def reads(src: Path, store_dir: Path, cid: Cid, size: int, rounds: int,
     }
     names = list(readers)
     runs: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}  # CPU s per GiB, all threads
     how = ""
     lo = os.getloadavg()[0]
     for i in range(rounds):
         for name in names[i % len(names):] + names[:i % len(names)]:  # rotate the order
             how = drop_caches(*files)
+            c = time.process_time()
             runs[name].append(readers[name]())
+            cpu[name].append((time.process_time() - c) / (size / 2**30))
     hi = os.getloadavg()[0]
     print(f"cold reads, {rounds} rounds, page cache dropped with {how} (load {lo:.1f}→{hi:.1f});"
           f" ratios are medians of the per-round ratios")
@@ -278,7 +285,8 @@ def reads(src: Path, store_dir: Path, cid: Cid, size: int, rounds: int,
         ratios = [statistics.median(a / b for a, b in zip(runs[name], runs[ref], strict=True))
                   for ref in (flat, flat_v)]
         print(f"  {name:<44} {med:8.0f} MB/s   {ratios[0]:5.2f} of flat, {ratios[1]:5.2f} of "
-              f"verified flat (rounds: {' '.join(f'{x:.0f}' for x in runs[name])})")
+              f"verified flat, {statistics.median(cpu[name]):.2f} CPU s/GiB "
+              f"(rounds: {' '.join(f'{x:.0f}' for x in runs[name])})")
     if nordahead:
         drop_caches(*files)
         rate, _ = cat_rate(store_dir, cid, readahead=False)
