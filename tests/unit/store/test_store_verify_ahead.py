@@ -131,8 +131,8 @@ def test_v0_dag_pb_leaves_read_ahead_and_corrupt_one_reported(tmp_path: Path,
 
 
 def test_bad_dag_found_ahead_is_raised_after_the_pieces_before_it(tmp_path: Path) -> None:
-    """A parent whose blocksizes lie is met by the walk thread long before the writer
-    gets there; the writer still receives every byte before that parent's subtree."""
+    """A parent whose links and blocksizes disagree is met by the walk thread long before
+    the writer gets there; the writer still receives every byte before that subtree."""
     with BlockStore(tmp_path) as s:
         root, _ = _add(s)
         with s.reader() as r:
