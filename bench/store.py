@@ -12,14 +12,23 @@ One run on generated data (1 GiB by default, `--size-mib` to shrink) prints:
   ratios within a round);
 - cold reads, in `--rounds` interleaved rounds (this VM's disk scatters 2-3× between
   consecutive reads, so each figure is a median and ratios are taken within a round):
-  the same bytes read from a flat file, the flat file read and sha256-hashed (the work
-  of a verified read), and `cat` through the exporter with and without hashing ahead
-  on threads (`Exporter(verify_ahead=...)`). The page cache is dropped before each
-  read with /proc/sys/vm/drop_caches (as root), otherwise posix_fadvise(DONTNEED) on
-  data.mdb and the flat file; the header says which;
+  the same bytes read from a flat file, the flat file read and sha256-hashed on one
+  thread, the flat file read and hashed on `VERIFY_THREADS` threads as `cat` hashes
+  (the verified read of a flat file: the fair reference for a verified `cat`), and
+  `cat` through the exporter with and without reading and hashing ahead on threads
+  (`Exporter(verify_ahead=...)`); `cat` is printed as a ratio to both the plain and
+  the verified flat read. The order of the reads rotates from round to round. The page
+  cache is dropped before each read with /proc/sys/vm/drop_caches (as root), otherwise
+  posix_fadvise(DONTNEED) on data.mdb and the flat file; the header says which;
+  with each read's CPU time per GiB (all threads of the process: on a loaded machine
+  a verified read is CPU-bound, and this figure moves far less with the load). `cat`
+  writes its views of the map to /dev/null (nothing copied); the flat reads copy into
+  the process (read()): the zero-copy read is part of what `cat` is measured on;
 - warm reads: `cat` vs the flat file with everything cached;
 - `--nordahead`: also a cold `cat` with LMDB opened with MDB_NORDAHEAD (slow);
 - the load average next to the figures (the machine is shared).
+
+`--reads-only` imports the file once (in-process) and measures only the reads.
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -43,6 +55,7 @@ from overlay.core.cid import RAW, Cid
 from store.blockstore import BlockStore
 from store.exporter import VERIFY_AHEAD_BYTES, Exporter
 from store.importer import Importer, ImportOptions
+from store.verify_ahead import VERIFY_THREADS
 
 MB = 1e6
 CHUNK = 262144
@@ -125,6 +138,30 @@ def flat_rate(src: Path, *, hashed: bool) -> float:
         for b in iter(lambda: f.read(CHUNK), b""):
             if hashed:
                 hashlib.sha256(b).digest()
+    return src.stat().st_size / (time.perf_counter() - t) / MB
+
+
+def _hash_chunk(buf: bytes) -> None:
+    mv = memoryview(buf)
+    for off in range(0, len(buf), CHUNK):
+        hashlib.sha256(mv[off:off + CHUNK]).digest()
+
+
+def flat_threads_rate(src: Path, threads: int = VERIFY_THREADS,
+                      window: int = VERIFY_AHEAD_BYTES) -> float:
+    """Read `src` in 1 MiB reads and sha256 each 256 KiB on `threads` threads, at most
+    `window` bytes read ahead of the hashing: a verified flat-file read done as `cat`
+    does it (same threads, same window, same hash-task size)."""
+    step = 1 << 20
+    t = time.perf_counter()
+    queued: deque[Future[None]] = deque()
+    with ThreadPoolExecutor(threads) as pool, open(src, "rb", buffering=0) as f:
+        for b in iter(lambda: f.read(step), b""):
+            queued.append(pool.submit(_hash_chunk, b))
+            while len(queued) * step > window:
+                queued.popleft().result()
+        for fut in queued:
+            fut.result()
     return src.stat().st_size / (time.perf_counter() - t) / MB
 
 
@@ -215,28 +252,40 @@ def reads(src: Path, store_dir: Path, cid: Cid, size: int, rounds: int,
           nordahead: bool) -> None:
     """Cold reads in interleaved rounds (medians, ratios within a round), then warm."""
     files = (src, store_dir / "data.mdb")
-    names = ("flat file", "flat file + sha256", "cat, verify ahead", "cat, no verify ahead")
-    runs: dict[str, list[float]] = {n: [] for n in names}
-    how = ""
-    lo = os.getloadavg()[0]
-    for _ in range(rounds):
-        how = drop_caches(*files)
-        runs[names[0]].append(flat_rate(src, hashed=False))
-        drop_caches(*files)
-        runs[names[1]].append(flat_rate(src, hashed=True))
-        drop_caches(*files)
+    flat, flat_v = "flat file", f"flat file + sha256, {VERIFY_THREADS} threads"
+
+    def cat_ahead() -> float:
         rate, n = cat_rate(store_dir, cid)
         assert n == size
-        runs[names[2]].append(rate)
-        drop_caches(*files)
-        runs[names[3]].append(cat_rate(store_dir, cid, ahead=0)[0])
+        return rate
+
+    readers: dict[str, Callable[[], float]] = {
+        flat: lambda: flat_rate(src, hashed=False),
+        "flat file + sha256, 1 thread": lambda: flat_rate(src, hashed=True),
+        flat_v: lambda: flat_threads_rate(src),
+        "cat, verify ahead": cat_ahead,
+        "cat, no verify ahead": lambda: cat_rate(store_dir, cid, ahead=0)[0],
+    }
+    names = list(readers)
+    runs: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}  # CPU s per GiB, all threads
+    how = ""
+    lo = os.getloadavg()[0]
+    for i in range(rounds):
+        for name in names[i % len(names):] + names[:i % len(names)]:  # rotate the order
+            how = drop_caches(*files)
+            c = time.process_time()
+            runs[name].append(readers[name]())
+            cpu[name].append((time.process_time() - c) / (size / 2**30))
     hi = os.getloadavg()[0]
-    print(f"cold reads, {rounds} rounds, page cache dropped with {how} (load {lo:.1f}→{hi:.1f})")
-    flat = runs[names[0]]
+    print(f"cold reads, {rounds} rounds, page cache dropped with {how} (load {lo:.1f}→{hi:.1f});"
+          f" ratios are medians of the per-round ratios")
     for name in names:
         med = statistics.median(runs[name])
-        ratios = [a / b for a, b in zip(runs[name], flat, strict=True)]
-        print(f"  {name:<44} {med:8.0f} MB/s   {statistics.median(ratios):5.2f} of flat file "
+        ratios = [statistics.median(a / b for a, b in zip(runs[name], runs[ref], strict=True))
+                  for ref in (flat, flat_v)]
+        print(f"  {name:<44} {med:8.0f} MB/s   {ratios[0]:5.2f} of flat, {ratios[1]:5.2f} of "
+              f"verified flat, {statistics.median(cpu[name]):.2f} CPU s/GiB "
               f"(rounds: {' '.join(f'{x:.0f}' for x in runs[name])})")
     if nordahead:
         drop_caches(*files)
@@ -259,6 +308,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--nordahead", action="store_true", help="also cat with MDB_NORDAHEAD")
     ap.add_argument("--dir", type=Path, default=None, help="work dir (default: a temp dir)")
+    ap.add_argument("--reads-only", action="store_true",
+                    help="import once in-process, measure only the reads")
     args = ap.parse_args()
     size = args.size_mib << 20
     tmp = Path(tempfile.mkdtemp(prefix="colony-bench-store-", dir=args.dir))
@@ -266,7 +317,10 @@ def main() -> int:
         src = tmp / "data.bin"
         make_file(src, size)
         print(f"store benchmark: {args.size_mib} MiB, 256 KiB chunks")
-        cid = imports(tmp, src, size, args.rounds)
+        if args.reads_only:
+            cid = add_inproc(src, tmp / "inproc", 1)[2]
+        else:
+            cid = imports(tmp, src, size, args.rounds)
         reads(src, tmp / "inproc", cid, size, args.rounds, args.nordahead)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

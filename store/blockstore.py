@@ -39,6 +39,7 @@ import ctypes.util
 import fcntl
 import functools
 import hashlib
+import mmap
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -59,6 +60,7 @@ _U64 = struct.Struct("<Q")
 T = TypeVar("T")
 
 _MADV_DONTNEED = 4
+_PAGE = mmap.PAGESIZE
 try:
     _libc: Any = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
@@ -75,6 +77,40 @@ if _libc is not None and hasattr(_libc, "mallopt"):
     # buffers be reused. Process-wide, but only raises two glibc thresholds.
     _libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
     _libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024 * 1024)
+
+
+class _PyBuffer(ctypes.Structure):
+    """CPython's ``Py_buffer`` (the stable buffer protocol struct)."""
+
+    _fields_ = (("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p),
+                ("len", ctypes.c_ssize_t), ("itemsize", ctypes.c_ssize_t),
+                ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p),
+                ("strides", ctypes.c_void_p), ("suboffsets", ctypes.c_void_p),
+                ("internal", ctypes.c_void_p))
+
+
+# A private handle (what ctypes.pythonapi is), so these argtypes are ours alone.
+_pyapi = ctypes.PyDLL(None)
+_get_buffer = _pyapi.PyObject_GetBuffer
+_get_buffer.argtypes = (ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int)
+_get_buffer.restype = ctypes.c_int
+_release_buffer = _pyapi.PyBuffer_Release
+_release_buffer.argtypes = (ctypes.POINTER(_PyBuffer),)
+
+
+def view_address(view: memoryview) -> int:
+    """The address of a (read-only) view's first byte: where a zero-copy read lies in
+    the map, for `BlockStore.release_mapped_pages(span)`. ctypes cannot take the
+    address of a read-only buffer, the buffer protocol can."""
+    buf = _PyBuffer()
+    if _get_buffer(view, ctypes.byref(buf), 0) != 0:
+        raise TypeError("not a buffer")  # not reached: a memoryview is one
+    try:
+        return int(buf.buf or 0)
+    finally:
+        _release_buffer(ctypes.byref(buf))
+
 
 #: Free bytes below which a failed commit is reported as a full disk (LMDB needs room
 #: for a batch's pages plus its B-tree copies; 4 MiB is one import batch's order).
@@ -232,15 +268,18 @@ class BlockStore:
         finally:
             os.close(fd)
 
-    def release_mapped_pages(self) -> None:
-        """Unmap this process's view of data.mdb pages (``madvise(MADV_DONTNEED)``).
+    def release_mapped_pages(self, span: tuple[int, int] | None = None) -> None:
+        """Unmap this process's view of data.mdb pages (``madvise(MADV_DONTNEED)``):
+        all of it, or only the addresses `span` = (lo, hi) of it (from `view_address`).
 
         Zero-copy reads fault file pages into the LMDB map, and the kernel also maps
         neighbouring cached pages (fault-around); all of it counts towards the process's
         RSS even though it is reclaimable page cache. Streaming a 2 GiB file would
         therefore show ~2 GiB of RSS. The map is read-only and shared (no MDB_WRITEMAP),
         so dropping the mappings loses nothing: a later access faults the page in again
-        from the page cache. Streaming loops call this every few tens of MiB.
+        from the page cache. Streaming loops call this every few tens of MiB; a span
+        spares the pages a reader has looked up ahead and not used yet (unmapping them
+        costs a fault per 64 KiB again when they are used).
         """
         if _libc is None:
             return
@@ -252,7 +291,11 @@ class BlockStore:
             if self._mapped is None or self._mapped[0] != key:
                 self._mapped = (key, self._map_ranges())
             for lo, hi in self._mapped[1]:
-                _libc.madvise(lo, hi - lo, _MADV_DONTNEED)
+                if span is not None:  # page-aligned, within this mapping
+                    lo = max(lo, span[0] & ~(_PAGE - 1))
+                    hi = min(hi, (span[1] + _PAGE - 1) & ~(_PAGE - 1))
+                if lo < hi:
+                    _libc.madvise(lo, hi - lo, _MADV_DONTNEED)
 
     def _map_ranges(self) -> list[tuple[int, int]]:
         """Address ranges of this process's mappings of data.mdb."""

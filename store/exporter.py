@@ -16,124 +16,25 @@ can never write outside its target directory.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-from collections import deque
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from overlay.core.cid import DAG_PB, RAW, Cid
 from overlay.core.errors import ColonyError, InvalidCid, WireError
 from overlay.core.multiformats import SHA2_256
 from store import hamt
-from store.blockstore import BlockStore, CorruptBlock, Reader
+from store.blockstore import BlockStore, Reader, view_address
 from store.importer import MAX_DIR_DEPTH
 from store.unixfs import DataType, PBLink, PBNode, UnixFSData, decode_pbnode, decode_unixfs
+from store.verify_ahead import VERIFY_AHEAD_BYTES, RawLeaf, verified_ahead
 
 #: Bytes streamed between releases of mapped LMDB pages (bounds RSS; see blockstore).
 RELEASE_EVERY_BYTES = 16 * 1024 * 1024
-#: How far ahead of the writer `cat`/`get` look up and hash raw leaves. Looking a block
-#: up faults in its first page, and the kernel's read-around brings in the rest while
-#: earlier blocks are hashed: cold reads keep the disk busy. Measured in docs/store.md.
-VERIFY_AHEAD_BYTES = 32 * 1024 * 1024
-#: Threads hashing leaves ahead (hashlib releases the GIL on large buffers).
-VERIFY_THREADS = 2
-#: Bytes of leaves per hashing task: a hand-off between threads costs ~20 µs, a few
-#: per cent of a 256 KiB block's hash; one per MiB is noise.
-VERIFY_GROUP_BYTES = 1 << 20
-
-
-class _RawLeaf(NamedTuple):
-    """A sha2-256 raw leaf looked up but not hash-checked yet (a view into the map)."""
-
-    cid: Cid
-    view: memoryview
-    ctx: str
-
-
-class _Group:
-    """Raw leaves hashed by one thread task; `fut` gives the index of the first that
-    does not match its CID, or -1."""
-
-    __slots__ = ("fut", "leaves", "size")
-
-    def __init__(self) -> None:
-        self.leaves: list[_RawLeaf] = []
-        self.size = 0
-        self.fut: Future[int] | None = None
-
-
-def _first_bad(leaves: list[_RawLeaf]) -> int:
-    for i, leaf in enumerate(leaves):
-        if hashlib.sha256(leaf.view).digest() != leaf.cid.digest:
-            return i
-    return -1
-
-
-def _verified_ahead(items: Iterator[memoryview | _RawLeaf], window: int) -> Iterator[memoryview]:
-    """Yield `items` in order, hash-checking raw leaves on `VERIFY_THREADS` threads (in
-    groups of about `VERIFY_GROUP_BYTES`) while the walk runs up to `window` bytes ahead
-    of what has been yielded.
-
-    Order is kept exactly: a piece is yielded only after every earlier one, a corrupt
-    leaf raises `CorruptBlock` in its place, and an error of the walk itself (missing
-    block, bad DAG) is raised after the pieces before it. Closing the generator waits
-    for the threads, so no view is read after the caller's transaction ends."""
-    pending: deque[tuple[memoryview, _Group | None, int]] = deque()
-    ahead = 0
-    group: _Group | None = None  # being filled, not submitted yet
-    pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="colony-verify")
-
-    def submit(g: _Group) -> None:
-        nonlocal group
-        g.fut = pool.submit(_first_bad, g.leaves)
-        if g is group:
-            group = None
-
-    def pop() -> memoryview:
-        nonlocal ahead
-        view, g, i = pending.popleft()
-        if g is not None:
-            if g.fut is None:
-                submit(g)
-            assert g.fut is not None
-            ahead -= len(view)
-            if g.fut.result() == i:
-                raise CorruptBlock(g.leaves[i].cid, g.leaves[i].ctx)
-        return view
-
-    try:
-        walk_error: ColonyError | None = None
-        while walk_error is None:
-            try:
-                item = next(items)
-            except StopIteration:
-                break
-            except ColonyError as e:  # raised once the pieces before it are out
-                walk_error = e
-                break
-            if isinstance(item, memoryview):
-                pending.append((item, None, 0))
-            else:
-                if group is None:
-                    group = _Group()
-                pending.append((item.view, group, len(group.leaves)))
-                group.leaves.append(item)
-                group.size += len(item.view)
-                ahead += len(item.view)
-                if group.size >= VERIFY_GROUP_BYTES:
-                    submit(group)
-            while ahead > window or (pending and pending[0][1] is None):
-                yield pop()
-        while pending:
-            yield pop()
-        if walk_error is not None:
-            raise walk_error
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+#: Every this many releases, all of the map is released (see `Exporter._stream`).
+FULL_RELEASE_EVERY = 8
 
 
 class BadDag(ColonyError):
@@ -215,19 +116,20 @@ class Exporter:
                   verify_ahead: int = 0) -> Generator[memoryview, None, None]:
         """Yield the file's bytes as views valid while `r` is open, each hash-checked.
 
-        With `verify_ahead` > 0, raw leaves up to that many bytes ahead of the one being
-        yielded are looked up and hashed by a small thread pool (see `_verified_ahead`);
-        the caller must then close the iterator before `r` ends (`_stream` does)."""
+        With `verify_ahead` > 0, the walk runs on its own thread up to that many bytes
+        ahead of the piece being yielded and raw leaves are hashed by a small thread pool
+        (store/verify_ahead.py); the caller must then close the iterator before `r` ends
+        (`_stream` does)."""
         items = self._walk(r, root)
         if verify_ahead <= 0:
             for item in items:
                 yield item if isinstance(item, memoryview) else r.read(item.cid, context=item.ctx)
             return
-        yield from _verified_ahead(items, verify_ahead)
+        yield from verified_ahead(items, verify_ahead)
 
-    def _walk(self, r: Reader, root: Cid) -> Iterator[memoryview | _RawLeaf]:
+    def _walk(self, r: Reader, root: Cid) -> Iterator[memoryview | RawLeaf]:
         """The file's pieces in order: verified views, and sha2-256 raw leaves whose
-        hash is not checked yet (`_RawLeaf`; the caller checks before using a byte)."""
+        hash is not checked yet (`RawLeaf`; the caller checks before using a byte)."""
         _, node, u = self._node(r, root, root)
         if node is None:
             yield r.read(root, verify=False)  # already verified by _node
@@ -272,7 +174,7 @@ class Exporter:
                 if child.hash_code == SHA2_256:
                     block = r.read(child, verify=False, context=ctx)
                     total += len(block)
-                    yield _RawLeaf(child, block, ctx)
+                    yield RawLeaf(child, block, ctx)
                 else:
                     block = r.read(child, context=ctx)
                     total += len(block)
@@ -314,22 +216,37 @@ class Exporter:
 
     def _stream(self, r: Reader, cid: Cid, write: Callable[[memoryview], Any],
                 progress: Callable[[int], None] | None) -> int:
-        """Write the file's pieces, unmapping the pages read every
-        RELEASE_EVERY_BYTES so RSS stays flat however large the file."""
+        """Write the file's pieces, unmapping the pages written every
+        RELEASE_EVERY_BYTES so RSS stays flat however large the file.
+
+        Only the address span of what was written is unmapped while it is about that
+        size (a file's blocks lie in file order when it was imported), so the pages
+        the walk read ahead stay mapped; a scattered span, and every
+        FULL_RELEASE_EVERY-th release, unmap the whole map (what the kernel mapped
+        around the faults, too)."""
         n = 0
         since = 0
+        releases = 0
+        lo, hi = -1, -1  # address span of the pieces written since the last release
         # closing(): the verifying threads must be done before the transaction ends,
         # also when `write` raises (a traceback would keep the generator alive).
         with contextlib.closing(self.iter_file(r, cid, verify_ahead=self.verify_ahead)) as it:
             for piece in it:
                 write(piece)
-                n += len(piece)
-                since += len(piece)
+                size = len(piece)
+                n += size
+                since += size
+                at = view_address(piece)
+                lo = at if lo < 0 else min(lo, at)
+                hi = max(hi, at + size)
                 if since >= RELEASE_EVERY_BYTES:
-                    self.store.release_mapped_pages()
+                    releases += 1
+                    whole = releases % FULL_RELEASE_EVERY == 0 or hi - lo > 2 * since
+                    self.store.release_mapped_pages(None if whole else (lo, hi))
                     since = 0
+                    lo, hi = -1, -1
                 if progress is not None:
-                    progress(len(piece))
+                    progress(size)
         self.store.release_mapped_pages()
         return n
 
@@ -403,4 +320,5 @@ class Exporter:
             self._stream(r, cid, f.write, progress)
 
 
-__all__ = ["DAG_PB", "BadDag", "DirEntry", "Exporter", "NodeInfo", "NotAFile"]
+__all__ = ["DAG_PB", "VERIFY_AHEAD_BYTES", "BadDag", "DirEntry", "Exporter", "NodeInfo",
+           "NotAFile"]

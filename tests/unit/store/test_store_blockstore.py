@@ -8,7 +8,7 @@ import pytest
 
 from overlay.core.cid import DAG_PB, RAW, Cid
 from store import gc
-from store.blockstore import BlockNotFound, BlockStore, CorruptBlock, StoreBusy
+from store.blockstore import BlockNotFound, BlockStore, CorruptBlock, StoreBusy, view_address
 from store.exporter import Exporter
 from store.importer import Importer, ImportOptions
 from store.pins import NotPinned, PinMode, Pins
@@ -138,3 +138,37 @@ def test_readonly_open_of_missing_store_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no block store"):
         BlockStore(tmp_path / "nope", readonly=True)
     assert lmdb.version()  # the binding is the real one
+
+
+def _mapped_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of `path` (/proc/self/smaps)."""
+    target, total, inside = str(path.resolve()), 0, False
+    with open("/proc/self/smaps") as f:
+        for ln in f:
+            if "-" in ln.split(" ", 1)[0]:  # a mapping's header line
+                inside = ln.rstrip("\n").endswith(target)
+            elif inside and ln.startswith("Rss:"):
+                total += int(ln.split()[1])
+    return total
+
+
+def test_release_of_a_span_unmaps_only_that_span(tmp_path: Path) -> None:
+    """`cat` releases what it wrote and keeps what it read ahead mapped."""
+    rng = random.Random(5)
+    a, b = rng.randbytes(1 << 20), rng.randbytes(1 << 20)
+    with BlockStore(tmp_path) as s:
+        ca, cb = Cid.of(RAW, a), Cid.of(RAW, b)
+        s.put_many([(ca, a, None), (cb, b, None)])
+        s.release_mapped_pages()
+        with s.reader() as r:
+            va, vb = r.read(ca), r.read(cb)  # hash-checked: every page touched
+            assert bytes(va) == a and bytes(vb) == b
+            both = _mapped_kib(tmp_path / "data.mdb")
+            assert both >= 2048
+            lo = view_address(va)
+            s.release_mapped_pages((lo, lo + len(va)))
+            left = _mapped_kib(tmp_path / "data.mdb")
+            assert both - left >= 1020 and left >= 1024  # a's pages gone, b's kept
+            assert bytes(vb) == b and bytes(va) == a  # unmapped pages fault back in
+            s.release_mapped_pages()
+            assert _mapped_kib(tmp_path / "data.mdb") < 64

@@ -1,14 +1,16 @@
 """`cat` hashing raw leaves ahead on threads: same bytes, same errors, in the same order."""
 
 import random
+import threading
 from pathlib import Path
 
 import pytest
 
-from overlay.core.cid import Cid
+from overlay.core.cid import DAG_PB, Cid
 from store.blockstore import BlockNotFound, BlockStore, CorruptBlock
-from store.exporter import Exporter
+from store.exporter import BadDag, Exporter
 from store.importer import Importer, ImportOptions
+from store.unixfs import PBLink, PBNode, decode_pbnode, encode_pbnode
 
 CHUNK = 1024
 DATA = random.Random(7).randbytes(300 * CHUNK + 17)  # 301 leaves, two levels of parents
@@ -99,3 +101,68 @@ def test_writer_error_stops_the_threads_and_the_store_stays_usable(tmp_path: Pat
             Exporter(s, verify_ahead=1 << 20).cat(root, sink)
         Importer(s).add_bytes(random.Random(8).randbytes(3 << 20))  # forces a resize
         assert Exporter(s).read_all(root) == DATA
+
+
+def _reader_threads() -> list[str]:
+    return [t.name for t in threading.enumerate()
+            if t.name.startswith(("colony-walk", "colony-verify"))]
+
+
+@pytest.mark.parametrize("ahead", [0, 8 * CHUNK, 1 << 30])
+def test_v0_dag_pb_leaves_read_ahead_and_corrupt_one_reported(tmp_path: Path,
+                                                               ahead: int) -> None:
+    """v0 leaves are dag-pb, checked by the walk itself (on the walk thread when reading
+    ahead): same bytes, and a corrupt leaf stops the output exactly before it."""
+    with BlockStore(tmp_path) as s:
+        imp = Importer(s, ImportOptions(cid_version=0, chunk_size=CHUNK, max_links=16))
+        root = imp.add_bytes(DATA).cid
+        out, err = _collect(s, root, ahead)
+        assert err is None and bytes(out) == DATA
+        with s.reader() as r:  # leaf 30 (from 0): root → 1st → its 2nd parent → 15th link
+            node = root
+            for i in (0, 1, 14):
+                node = Cid.from_bytes(decode_pbnode(r.read(node)).links[i].hash)
+            leaf = node
+        with s.env.begin(write=True) as txn:
+            txn.put(leaf.multihash, b"z" * 40, db=s._blocks)
+        out, err = _collect(s, root, ahead)
+        assert isinstance(err, CorruptBlock) and err.cid == leaf
+        assert bytes(out) == DATA[: 30 * CHUNK]
+
+
+def test_bad_dag_found_ahead_is_raised_after_the_pieces_before_it(tmp_path: Path) -> None:
+    """A parent whose links and blocksizes disagree is met by the walk thread long before
+    the writer gets there; the writer still receives every byte before that subtree."""
+    with BlockStore(tmp_path) as s:
+        root, _ = _add(s)
+        with s.reader() as r:
+            top = decode_pbnode(r.read(root))
+            second = decode_pbnode(r.read(Cid.from_bytes(top.links[1].hash)))
+        # The 2nd subtree (leaves 256..300) without its last leaf, under a new root:
+        # its links and blocksizes disagree (BadDag), and its blocks all verify.
+        sub = encode_pbnode(PBNode(links=second.links[:-1], data=second.data))
+        sub_cid = Cid.of(DAG_PB, sub)
+        s.put(sub_cid, sub)
+        top_links = (top.links[0], PBLink(sub_cid.to_bytes(), top.links[1].name, None))
+        bad_root = encode_pbnode(PBNode(links=top_links, data=top.data))
+        root = Cid.of(DAG_PB, bad_root)
+        s.put(root, bad_root)
+        out = bytearray()
+        with pytest.raises(BadDag):
+            Exporter(s, verify_ahead=1 << 30).cat(root, out.extend)
+        assert bytes(out) == DATA[: 256 * CHUNK]
+        assert _reader_threads() == []
+
+
+def test_threads_are_gone_when_cat_returns_or_the_sink_fails(tmp_path: Path) -> None:
+    with BlockStore(tmp_path) as s:
+        root, _ = _add(s)
+        assert Exporter(s, verify_ahead=8 * CHUNK).read_all(root) == DATA
+        assert _reader_threads() == []
+
+        def sink(mv: memoryview) -> None:
+            raise OSError("broken pipe")
+
+        with pytest.raises(OSError, match="broken pipe"):
+            Exporter(s, verify_ahead=8 * CHUNK).cat(root, sink)
+        assert _reader_threads() == []
