@@ -4,22 +4,25 @@
 build directory outside the package tree (`.build/mypyc/` by default, git-ignored) and
 compiles the modules in `MODULES` there with mypyc, in place in that copy: each gets a
 C extension (`<module>.cpython-311-…so`) beside its `.py`, which the import system
-prefers. Running with `PYTHONPATH=.build/mypyc` then uses the compiled modules; the
+prefers. Running with `PYTHONPATH=$PWD/.build/mypyc` then uses the compiled modules; the
 normal tree stays pure Python, and neither CI nor the suite compiles anything.
 
 Why these modules: they hold the time of a gossip cell's joins and steady state
-(profiled: the member table, broadcast queue, transitions, prober, Vivaldi, SWIM and
-the world, engine and network of the simulator; docs/simulation.md, Performance,
-"Eighth"). Left out on purpose: the frozen dataclasses of inputs, effects, messages and
-peer ids (`overlay/core/effects.py`, `gossip/messages.py`, `overlay/core/ids.py`) whose
-`_quick_init` and slot-descriptor tricks are interpreted-class tricks, and everything
-that subclasses or is subclassed across the boundary.
+(profiled: the member table, broadcast queue, transitions, prober, Vivaldi, SWIM, the
+peer id's hash and equality, and the world, engine and network of the simulator;
+docs/simulation.md, Performance, "Eighth"). Left out on purpose: the frozen dataclasses
+of inputs, effects and messages (`overlay/core/effects.py`, `gossip/messages.py`), whose
+`_quick_init` builds an `__init__` over slot descriptors (an interpreted-class trick).
+An interpreted class cannot subclass a compiled one, so a subclass of a listed class
+must be listed too (tests/unit/sim/test_compiled_build.py checks the packages for that).
+The copy is a snapshot: rebuild it after any source change.
 
-The output must stay byte-identical: `--check` runs the golden and determinism tests
-in the copy with `tests/helpers/compiled_probe.py`, which fails the session unless
+The output must stay byte-identical: `--check` runs the golden, determinism and
+campaign tests in the copy with `tests/helpers/compiled_probe.py`, which fails unless
 every module of `MODULES` was imported from its compiled extension. mypyc stores a
-value declared `float` as a C double, so an `int` put there becomes a `float`; the
-sources avoid that wherever the value is kept or printed (sim/world.py, sim/engine.py).
+value declared `float` as a C double, so an `int` put there becomes a `float`: mypyc
+refused two such spots (sim/world.py, sim/engine.py), now written so that the pure
+types stay as they were; the golden digests show that no written value changed.
 """
 
 from __future__ import annotations
