@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-long lint bench clean system-deps js-deps sim-golden faults faults-real fuzz-api
+.PHONY: demo test test-long lint bench clean system-deps js-deps sim-golden sim-compiled faults faults-real fuzz-api
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +85,14 @@ lint: $(STAMP)
 sim-golden: $(STAMP)
 	PYTHONPATH=. $(PY) tests/sim/test_sim_golden.py --update
 
+## Opt-in mypyc-compiled copy of the simulator's hot path (sim/compiled_build.py): copies
+## the packages to .build/mypyc/ (git-ignored), compiles its modules there, then runs the
+## golden and determinism tests in the copy and checks the compiled code was imported.
+## Use it with PYTHONPATH=.build/mypyc; `bench/sim.py --compiled` compares it with pure
+## Python. The tree stays pure Python; CI and `make test` compile nothing.
+sim-compiled: $(STAMP)
+	PYTHONPATH=. $(PY) -m sim.compiled_build --check
+
 ## The simulated fault campaign, long version (tests/sim/test_campaign.py runs 9 seeds):
 ## random fault schedules over a capsule workload, invariants checked after every step.
 ## Prints seeds/minute, violations per invariant and a replay command per failure.
@@ -116,4 +124,4 @@ bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build .build *.egg-info .pytest_cache .mypy_cache .ruff_cache

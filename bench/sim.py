@@ -23,6 +23,10 @@ Prints, for each figure, the measured value and its ratio to the limit it is jud
    events per CPU second against a bare heapq loop run in the same child process
    right after (goal ≥ 0.1).
 
+7. `--compiled [BUILD]`: only item 6, each size run pure and in the mypyc-compiled copy
+   (`make sim-compiled`, sim/compiled_build.py), interleaved pairs of fresh children,
+   with the ratios and both extrapolations.
+
 Flags shrink everything (`--quick`). Run: .venv/bin/python bench/sim.py [--quick]
 """
 
@@ -45,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sim.engine import Engine
 
+ROOT = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
 #: Per-node state of the tier-2 overlay at 10^4 nodes (bench/overlay.py, docs/simulation.md).
 TIER2_NODE_BYTES = 18_300
@@ -219,56 +224,71 @@ def child_cell_wall(n: int, warm_s: float, sim_s: float) -> dict[str, float]:
     pp = sim.world.by_type.get("PushPull", 0) - pp0
     # The bare heapq loop in the same process, right after, by the same (CPU) clock.
     bare = max(bare_hold(300_000, 10_000, s, time.process_time) for s in range(2))
+    compiled = sum(1 for m in list(sys.modules.values())
+                   if str(getattr(m, "__file__", "")).endswith(".so")
+                   and m.__name__.split(".")[0] in ("gossip", "sim", "overlay", "dht"))
     return {"n": n, "join_cpu_s": c1 - c0, "steady_cpu_s": c2 - c1, "sim_s": sim_s,
+            "compiled_modules": compiled,
             "events": sim.engine.events_run - e0, "peak_gib": _peak_rss() / GIB,
             "bare_events_per_cpu_s": bare, "push_pull_msgs": pp,
             # every member's record and the sender's own, in pages of `push_pull_page`
             "push_pull_records": pp * n / -(-n // page)}
 
 
-def cell_wall_rows(sizes: list[int]) -> None:
-    """Steady-state CPU per node·simulated s of one cell at two sizes, fitted as
-    a + b·(push-pull records merged per node·s, as measured in the window) and
-    extrapolated to 10^4 nodes in cells of 5,000 for one simulated hour at the
-    steady-state record rate there (stated as extrapolated)."""
-    pts = []
-    joins: list[tuple[int, float]] = []  # (n, join + warm-up CPU s per node)
-    for n in sizes:
-        r = _child(["cellwall", str(n), "120", "120"])
-        sim_s = float(r["sim_s"])  # type: ignore[arg-type]
-        per = float(r["steady_cpu_s"]) / (n * sim_s)  # type: ignore[arg-type]
-        rec = float(r["push_pull_records"]) / (n * sim_s)  # type: ignore[arg-type]
-        pts.append((n, per, rec))
-        joins.append((n, float(r["join_cpu_s"]) / n))  # type: ignore[arg-type]
-        eps = float(r["events"]) / float(r["steady_cpu_s"])  # type: ignore[arg-type]
-        bare = float(r["bare_events_per_cpu_s"])  # type: ignore[arg-type]
-        print(f"cell CPU N={n:<6} steady {per * 1e6:7.1f} µs per node·sim-s "
-              f"({r['events']:,} events in {float(r['steady_cpu_s']):.1f} s CPU for "  # type: ignore[arg-type]
-              f"{sim_s:g} sim-s; {rec:.1f} push-pull records merged per node·s, steady "
-              f"state {_steady_rate(n):.1f}); join + 120 s warm-up "
-              f"{float(r['join_cpu_s']):.1f} s CPU; peak RSS {float(r['peak_gib']):.2f} GiB")  # type: ignore[arg-type]
-        print(f"  {eps:,.0f} events per CPU s; bare heapq loop in the same process "
-              f"{bare:,.0f}: ratio {eps / bare:.3f} (goal ≥ 0.1: "
-              f"{'met' if eps / bare >= 0.1 else 'NOT met'})")
+def _cell_wall_point(n: int, root: Path | None, label: str) -> tuple[float, float, float]:
+    """One fresh child of `n` (`root`: the tree whose bench/sim.py runs it, and so whose
+    modules it imports; None: this one). Prints its rows; returns (n, steady CPU s per
+    node·sim-s, push-pull records merged per node·s) and, through `_JOINS`, the join +
+    warm-up CPU per node."""
+    load = os.getloadavg()[0]
+    r = _child(["cellwall", str(n), "120", "120"], root)
+    sim_s = float(r["sim_s"])  # type: ignore[arg-type]
+    per = float(r["steady_cpu_s"]) / (n * sim_s)  # type: ignore[arg-type]
+    rec = float(r["push_pull_records"]) / (n * sim_s)  # type: ignore[arg-type]
+    _JOINS[label] = float(r["join_cpu_s"]) / n  # type: ignore[arg-type]
+    eps = float(r["events"]) / float(r["steady_cpu_s"])  # type: ignore[arg-type]
+    bare = float(r["bare_events_per_cpu_s"])  # type: ignore[arg-type]
+    tag = f"{label:<9}" if label else ""
+    print(f"cell CPU {tag}N={n:<6} steady {per * 1e6:7.1f} µs per node·sim-s "
+          f"({r['events']:,} events in {float(r['steady_cpu_s']):.1f} s CPU for "  # type: ignore[arg-type]
+          f"{sim_s:g} sim-s; {rec:.1f} push-pull records merged per node·s, steady "
+          f"state {_steady_rate(n):.1f}); join + 120 s warm-up "
+          f"{float(r['join_cpu_s']):.1f} s CPU; peak RSS {float(r['peak_gib']):.2f} GiB; "  # type: ignore[arg-type]
+          f"load average {load:.1f}; {r['compiled_modules']} compiled modules")
+    print(f"  {eps:,.0f} events per CPU s; bare heapq loop in the same process "
+          f"{bare:,.0f}: ratio {eps / bare:.3f} (goal ≥ 0.1: "
+          f"{'met' if eps / bare >= 0.1 else 'NOT met'})")
+    return n, per, rec
+
+
+#: Join + warm-up CPU s per node of the last child run under each label (see above).
+_JOINS: dict[str, float] = {}
+
+
+def _extrapolate(pts: list[tuple[float, float, float]], joins: list[tuple[float, float]],
+                 label: str = "") -> tuple[float, float]:
+    """Prints and returns (steady hour, joins) in CPU s for 10^4 nodes in cells of
+    5,000, fitted through the first and last of `pts` / `joins` (extrapolated)."""
     # Per node and simulated second: a fixed part (probe and gossip ticks) plus the
     # push-pull records merged. The window after the warm-up holds more exchanges
     # than the steady state (the first exchange timers were armed at join time, with
     # the small cell's shorter interval), so the fit uses the records counted in it
     # and the extrapolation the steady rate, 2·n / interval(n) (memberlist's scaled
     # interval: each node starts one exchange and answers one per interval).
+    tag = f"{label}: " if label else ""
     (n1, p1, r1), (n2, p2, r2) = pts[0], pts[-1]
     if r2 <= r1:
         # Above ≈ 1,500 nodes the window holds almost no exchange (they fall after
         # 240 s): the slope cannot be read from these two windows.
-        print(f"  push-pull slope NOT measured: the larger cell's window merged "
+        print(f"  {tag}push-pull slope NOT measured: the larger cell's window merged "
               f"{r2:.1f} records per node·s, the smaller's {r1:.1f}; the estimate "
               f"below has no push-pull growth (a lower bound)")
     b = max(0.0, (p2 - p1) / (r2 - r1)) if r2 > r1 else 0.0
     a = p1 - b * r1
     per = a + b * _steady_rate(5000)
     est = per * 1e4 * 3600
-    lin = (p1 + (p2 - p1) / (n2 - n1) * (5000 - n1)) * 1e4 * 3600
-    print(f"  10^4 nodes in cells of 5,000 × 1 simulated hour ≈ {est / 3600:.2f} h CPU "
+    lin = (p1 + (p2 - p1) / (n2 - n1) * (5000 - n1)) * 1e4 * 3600 if n2 > n1 else est
+    print(f"  {tag}10^4 nodes in cells of 5,000 × 1 simulated hour ≈ {est / 3600:.2f} h CPU "
           f"(extrapolated: {a * 1e6:.1f} µs + {b * 1e6:.2f} µs per push-pull record merged "
           f"per s, {per * 1e6:.0f} µs per node·sim-s at 5,000; limit 1 h: ratio "
           f"{est / 3600:.2f}; linear in n instead: {lin / 3600:.2f} h; joins not included)")
@@ -279,9 +299,58 @@ def cell_wall_rows(sizes: list[int]) -> None:
     (jn1, jp1), (jn, jper) = joins[0], joins[-1]
     k = max(1.0, math.log(jper / jp1) / math.log(jn / jn1)) if jn > jn1 else 1.0
     jest = jper * (5000 / jn) ** k * 1e4
-    print(f"  joins + warm-up of 10^4 nodes in cells of 5,000 ≈ {jest / 3600:.2f} h CPU "
-          f"(extrapolated: {jper * 1e3:.1f} ms per node at N={jn} × (5,000/{jn})^{k:.2f}); "
-          f"with the steady hour ≈ {(est + jest) / 3600:.2f} h (limit 1 h)")
+    print(f"  {tag}joins + warm-up of 10^4 nodes in cells of 5,000 ≈ {jest / 3600:.2f} h CPU "
+          f"(extrapolated: {jper * 1e3:.1f} ms per node at N={jn:.0f} × (5,000/{jn:.0f})^"
+          f"{k:.2f}); with the steady hour ≈ {(est + jest) / 3600:.2f} h (limit 1 h)")
+    return est, jest
+
+
+def cell_wall_rows(sizes: list[int]) -> None:
+    """Steady-state CPU per node·simulated s of one cell at two sizes, fitted as
+    a + b·(push-pull records merged per node·s, as measured in the window) and
+    extrapolated to 10^4 nodes in cells of 5,000 for one simulated hour at the
+    steady-state record rate there (stated as extrapolated)."""
+    pts, joins = [], []
+    for n in sizes:
+        pts.append(_cell_wall_point(n, None, ""))
+        joins.append((float(n), _JOINS[""]))
+    _extrapolate(pts, joins)
+
+
+def cell_wall_compiled(sizes: list[int], build: Path, pairs: int) -> None:
+    """The cell rows twice per size, pure Python (this tree) and the mypyc-compiled
+    copy in `build` (sim/compiled_build.py), each in a fresh child, interleaved (the
+    order flips every pair, the load moves), with the ratios and each variant's
+    10^4 × 1 h extrapolation, fitted the same way per pair."""
+    if not (build / "bench" / "sim.py").is_file():
+        raise SystemExit(f"no compiled copy in {build}: run `make sim-compiled` first")
+    for pair in range(pairs):
+        order: list[tuple[str, Path | None]] = [("pure", None), ("compiled", build)]
+        if pair % 2:
+            order.reverse()
+        got: dict[str, tuple[list[tuple[float, float, float]], list[tuple[float, float]]]] = {
+            "pure": ([], []), "compiled": ([], [])}
+        print(f"pair {pair + 1} ({' first, '.join(lbl for lbl, _ in order)} second)")
+        for n in sizes:
+            for label, root in order:
+                got[label][0].append(_cell_wall_point(n, root, label))
+                got[label][1].append((float(n), _JOINS[label]))
+            (_, pp, _), (_, pc, _) = got["pure"][0][-1], got["compiled"][0][-1]
+            jp, jc = got["pure"][1][-1][1], got["compiled"][1][-1][1]
+            print(f"  N={n}: compiled/pure steady {pc / pp:.2f} ({pp / pc:.2f}× faster), "
+                  f"join + warm-up {jc / jp:.2f} ({jp / jc:.2f}× faster)")
+        est = {lbl: _extrapolate(*got[lbl], label=lbl) for lbl in ("pure", "compiled")}
+        (sp, jp), (sc, jc) = est["pure"], est["compiled"]
+        print(f"  10^4 × 1 h (extrapolated, each fitted on its own): pure "
+              f"{(sp + jp) / 3600:.2f} h, compiled {(sc + jc) / 3600:.2f} h CPU (ratio "
+              f"{(sc + jc) / (sp + jp):.2f}; limit 1 h)")
+        # A two-point slope moves a lot with a few % of noise at either size; the
+        # ratio at the largest size, applied to the pure fit, moves less.
+        rs = got["compiled"][0][-1][1] / got["pure"][0][-1][1]
+        rj = got["compiled"][1][-1][1] / got["pure"][1][-1][1]
+        print(f"  10^4 × 1 h (extrapolated, the pure fit scaled by the ratios at N="
+              f"{sizes[-1]}): compiled {sp * rs / 3600:.2f} h steady + {jp * rj / 3600:.2f} h "
+              f"joins = {(sp * rs + jp * rj) / 3600:.2f} h CPU (limit 1 h)")
 
 
 def _steady_rate(n: int) -> float:
@@ -329,8 +398,11 @@ def child_wall(n: int, warm_s: float, sim_s: float) -> dict[str, float]:
             "crypto_share": crypto / total}
 
 
-def _child(args: list[str]) -> dict[str, object]:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], check=True,
+def _child(args: list[str], root: Path | None = None) -> dict[str, object]:
+    """Run this script's `--child` in a fresh process; `root`: a copy of the tree
+    (the compiled one) whose bench/sim.py runs instead, so its modules are imported."""
+    script = Path(__file__).resolve() if root is None else root / "bench" / "sim.py"
+    out = subprocess.run([sys.executable, str(script), "--child", *args], check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -382,6 +454,13 @@ def main() -> int:
     ap.add_argument("--cell-wall-nodes", type=int, nargs="*", default=(250, 500),
                     help="cell sizes for the steady-state CPU rows")
     ap.add_argument("--only-cell", action="store_true", help="only the cell rows")
+    ap.add_argument("--compiled", type=Path, nargs="?", const=ROOT / ".build" / "mypyc",
+                    metavar="BUILD",
+                    help="only the steady-state CPU rows, pure Python against the "
+                         "mypyc-compiled copy in BUILD (default .build/mypyc; `make "
+                         "sim-compiled` builds it), interleaved in fresh children")
+    ap.add_argument("--pairs", type=int, default=2,
+                    help="interleaved pure/compiled pairs for --compiled (default 2)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -396,6 +475,9 @@ def main() -> int:
         else:
             res = child_wall(int(a.child[1]), float(a.child[2]), float(a.child[3]))
         print(json.dumps(res))
+        return 0
+    if a.compiled is not None:
+        cell_wall_compiled(a.cell_wall_nodes, a.compiled.resolve(), a.pairs)
         return 0
     if a.quick:
         a.events, a.mem_nodes, a.wall_nodes, a.wall_sim_s = 300_000, (200, 400), 300, 30.0

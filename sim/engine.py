@@ -26,7 +26,7 @@ class Engine:
         self.events_run = 0
         #: Sequence number of the event being run: with `now` it places the running
         #: event among equal times (the world's parked ticks need it to order ties).
-        self.seq_now: float = 0
+        self.seq_now = 0.0
         #: Called with `done` when `run_until` returns (True: every event due at or
         #: before `until` ran): the world settles its parked ticks so `events_run` and
         #: its counters read as if every tick had been a heap event.

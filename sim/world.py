@@ -451,13 +451,14 @@ class World:
         timer, d = p[0], p[1]
         n.timers[timer] = d
         engine = self.engine
+        when = d if d >= engine.now else engine.now
+        # Two pushes rather than one `seq: float` variable: compiled (mypyc), an int
+        # stored in a float variable becomes a float; this keeps the int seq as it is.
         if p[4]:
-            seq: float = p[3]
+            heappush(engine._heap, (when, p[3], self._fire_cb, (n, n.epoch, timer, d)))
         else:
             engine._seq += 1
-            seq = engine._seq
-        heappush(engine._heap, (d if d >= engine.now else engine.now, seq, self._fire_cb,
-                                (n, n.epoch, timer, d)))
+            heappush(engine._heap, (when, engine._seq, self._fire_cb, (n, n.epoch, timer, d)))
 
     def settle(self, done: bool = True) -> None:
         """Count the parked ticks due by now (`Engine.on_pause`): after `run_until`
