@@ -210,6 +210,22 @@ def _nans(n: int) -> array[float]:
 _NAN_ROWS = tuple(_nans(n) for n in range(9))
 
 
+
+def randbelow(rng: random.Random, n: int) -> int:
+    """`rng.randrange(n)` for n > 0, drawn exactly as CPython's `Random` draws it
+    (`_randbelow_with_getrandbits`: k-bit draws until one is below n), so seeded runs
+    keep their output. The stdlib goes through three Python frames per draw (randint
+    → randrange → _randbelow) and its argument checks: ≈ 15 % of a cell's joins when
+    the cores are compiled (docs/simulation.md, "Ninth"), one draw per member added.
+    For `random.Random` and `SystemRandom`, whose `_randbelow` is that method (a
+    subclass overriding `random()` alone would draw otherwise; none exists here).
+    tests/unit/gossip/test_member_table_draws.py compares the draws with the stdlib's."""
+    k = n.bit_length()
+    r = rng.getrandbits(k)
+    while r >= n:
+        r = rng.getrandbits(k)
+    return r
+
 class MemberTable(Mapping[PeerId, Member]):
     """Known members (never this node) and their probe order; see the module docstring."""
 
@@ -346,7 +362,8 @@ class MemberTable(Mapping[PeerId, Member]):
             self._tombs.pop(peer, None)
         order = self._order
         order.append(peer)
-        j = rng.randint(min(self._probe_idx, len(order) - 1), len(order) - 1)
+        start = min(self._probe_idx, len(order) - 1)
+        j = start + randbelow(rng, len(order) - start)  # rng.randint(start, len - 1)
         order[-1], order[j] = order[j], order[-1]
         self._n_live += 1
         return Member(self._cols, i)
@@ -449,7 +466,7 @@ class MemberTable(Mapping[PeerId, Member]):
             return []
         chosen: dict[PeerId, None] = {}
         for _ in range(4 * k + 8):
-            peer = order[rng.randrange(len(order))]
+            peer = order[randbelow(rng, len(order))]  # rng.randrange(len(order))
             if peer == exclude or peer in chosen:
                 continue
             i = self._slot[peer.raw]
