@@ -216,7 +216,8 @@ def randbelow(rng: random.Random, n: int) -> int:
     (`_randbelow_with_getrandbits`: k-bit draws until one is below n), so seeded runs
     keep their output. The stdlib goes through three Python frames per draw (randint
     → randrange → _randbelow) and its argument checks: ≈ 15 % of a cell's joins when
-    the cores are compiled (docs/simulation.md, "Ninth"), one draw per member added.
+    the cores are compiled (docs/simulation.md, Performance, "Eighth"), one draw per
+    member added.
     For `random.Random` and `SystemRandom`, whose `_randbelow` is that method (a
     subclass overriding `random()` alone would draw otherwise; none exists here).
     tests/unit/gossip/test_member_table_draws.py compares the draws with the stdlib's."""
@@ -225,6 +226,7 @@ def randbelow(rng: random.Random, n: int) -> int:
     while r >= n:
         r = rng.getrandbits(k)
     return r
+
 
 class MemberTable(Mapping[PeerId, Member]):
     """Known members (never this node) and their probe order; see the module docstring."""
