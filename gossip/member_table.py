@@ -215,9 +215,10 @@ def randbelow(rng: random.Random, n: int) -> int:
     """`rng.randrange(n)` for n > 0, drawn exactly as CPython's `Random` draws it
     (`_randbelow_with_getrandbits`: k-bit draws until one is below n), so seeded runs
     keep their output. The stdlib goes through three Python frames per draw (randint
-    → randrange → _randbelow) and its argument checks: ≈ 15 % of a cell's joins when
-    the cores are compiled (docs/simulation.md, Performance, "Eighth"), one draw per
-    member added.
+    → randrange → _randbelow) and its argument checks, one draw per member added:
+    1.04 → 0.69 µs per draw pure. cProfile blamed it for ≈ 15 % of a compiled cell's
+    joins, but measured compiled joins moved only within their noise (docs/
+    simulation.md, Performance, "Eighth").
     For `random.Random` and `SystemRandom`, whose `_randbelow` is that method (a
     subclass overriding `random()` alone would draw otherwise; none exists here).
     tests/unit/gossip/test_member_table_draws.py compares the draws with the stdlib's."""
