@@ -371,6 +371,10 @@ def cpu_run(tmp: Path, size: int, stack: str, n: int, profile: str | None,
                       f"{(cpu_s(fetcher.pid) - a0[0] - idle[0] * dt) / gib:.2f}, provider "
                       f"{(cpu_s(provider.pid) - a0[1] - idle[1] * dt) / gib:.2f} "
                       f"({dt:.1f} s)", flush=True)
+                ds = fetcher.api().call("GET", "/v1/stats")["dag_stream"]
+                print(f"    blocks copied out of the received pieces (spanning two), all "
+                      f"fetches so far: {ds.get('fetched_joined', '-')} of "
+                      f"{ds['fetched_blocks']}", flush=True)
                 cpu = final["cpu_s_per_gib"]["fetcher"]  # type: ignore[index]
                 print(f"    vs the floor: {fetch_floor.versus(floor, cpu, mbs, bool(i))}",
                       flush=True)
