@@ -16,7 +16,10 @@ Prints, in one run, each with its limit and ratio:
     /proc): steadier than MB/s on a shared machine, and what the fetch path costs
     whatever the other load;
   * the write limits of the same run: buffered writes to a new file (no fsync, the
-    page cache) and fsync'd LMDB batches of 64 blocks into a fresh store.
+    page cache) and fsync'd LMDB batches of 64 blocks into a fresh store;
+  * the fetcher's floor (bench/fetch_floor.py): CPU s/GiB and MB/s of receiving the
+    bare stream, sha2-256 and synced LMDB puts, their sum, and the fetch's CPU ÷ that
+    floor and MB/s ÷ min(stream, puts) (also with `--cpu`, per fetch).
 
 Run: .venv/bin/python bench/fetch.py [--mib 64] [--stack native|py-libp2p]
 
@@ -58,6 +61,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.append(str(ROOT / "bench"))
 
+import fetch_floor  # noqa: E402
 from colony_cluster import Cluster, Node, colony_cmd, deterministic_bytes, wait_for  # noqa: E402
 from transport import (  # noqa: E402
     MiB,
@@ -235,8 +239,10 @@ def wait_providers(node: Node, cid: str, want: set[str]) -> None:
     wait_for(ok, 60, f"{len(want)} providers of {cid}")
 
 
-def fetch_run(tmp: Path, size: int, stack: str, rate: int) -> tuple[float, float]:
-    """(MB/s from 1 provider, MB/s from 3 providers) on a fresh 4-daemon colony."""
+def fetch_run(tmp: Path, size: int, stack: str,
+              rate: int) -> tuple[float, float, dict[str, float]]:
+    """(MB/s from 1 provider, MB/s from 3 providers, the 1-provider fetch's CPU s/GiB)
+    on a fresh 4-daemon colony."""
     env = {"COLONY_NETWORK_STACK": stack, "COLONY_NETWORK_MAX_SEND_RATE": str(rate)}
     tag = f"{stack}-{rate}"
     with Cluster(tmp / f"c-{tag}", 4, env=env) as c:
@@ -261,7 +267,7 @@ def fetch_run(tmp: Path, size: int, stack: str, rate: int) -> tuple[float, float
                   f"{f.get('providers_late', 0)} late): "
                   f"{sorted(f['providers'].values(), reverse=True)}; "  # type: ignore[attr-defined]
                   f"CPU s/GiB {f['cpu_s_per_gib']}")
-        return one, three
+        return one, three, f1["cpu_s_per_gib"]  # type: ignore[return-value]
 
 
 STALL_FACTOR = 5.0
@@ -313,6 +319,8 @@ def cpu_run(tmp: Path, size: int, stack: str, n: int, profile: str | None,
     tmp.mkdir(parents=True, exist_ok=True)
     bare0 = trio.run(best(2, lambda: two_process(stack, 128 * MiB, True, cipher))) * MiB / 1e6
     line(f"bare native Noise+Yamux stream, {cipher} (before the fetches)", bare0, "MB/s")
+    floor = fetch_floor.measure(tmp, size, stack, cipher)
+    fetch_floor.report(floor)
     env = {"COLONY_NETWORK_STACK": stack, "COLONY_NETWORK_NOISE_CIPHER": cipher}
     with Cluster(tmp / f"cpu-{stack}-{cipher}", 2, env=env) as c:
         c.wait_converged(60)
@@ -325,8 +333,8 @@ def cpu_run(tmp: Path, size: int, stack: str, n: int, profile: str | None,
         # every fetch's CPU figure, and the bigger part the slower the fetch.
         idle0 = cpu_s(fetcher.pid), cpu_s(provider.pid)
         time.sleep(5.0)
-        print(f"  idle CPU s per s: fetcher {(cpu_s(fetcher.pid) - idle0[0]) / 5:.3f}, "
-              f"provider {(cpu_s(provider.pid) - idle0[1]) / 5:.3f}", flush=True)
+        idle = (cpu_s(fetcher.pid) - idle0[0]) / 5, (cpu_s(provider.pid) - idle0[1]) / 5
+        print(f"  idle CPU s per s: fetcher {idle[0]:.3f}, provider {idle[1]:.3f}", flush=True)
         spies: list[subprocess.Popen[bytes]] = []
         tool = (profiler or "").split(":")[0]
         if profile and tool and shutil.which(tool):
@@ -352,6 +360,24 @@ def cpu_run(tmp: Path, size: int, stack: str, n: int, profile: str | None,
                 print(f"  fetch {i + 1}/{n} ({'fresh store' if not i else 'after gc'}): "
                       f"{mbs:,.1f} MB/s, of stream {mbs / bare0:.3f}; "
                       f"CPU s/GiB {final['cpu_s_per_gib']}", flush=True)
+                # What the fetch costs after it is acknowledged (the fetcher announces
+                # the DAG in the DHT): CPU until both daemons are idle again, less
+                # their idle rate, per GiB fetched.
+                a0, t0 = (cpu_s(fetcher.pid), cpu_s(provider.pid)), time.perf_counter()
+                settle([fetcher, provider])
+                dt = time.perf_counter() - t0
+                gib = int(final["bytes_fetched"]) / 2**30  # type: ignore[call-overload]
+                print(f"    after it (DHT announcement), CPU s/GiB: fetcher "
+                      f"{(cpu_s(fetcher.pid) - a0[0] - idle[0] * dt) / gib:.2f}, provider "
+                      f"{(cpu_s(provider.pid) - a0[1] - idle[1] * dt) / gib:.2f} "
+                      f"({dt:.1f} s)", flush=True)
+                ds = fetcher.api().call("GET", "/v1/stats")["dag_stream"]
+                print(f"    blocks copied out of the received pieces (spanning two), all "
+                      f"fetches so far: {ds.get('fetched_joined', '-')} of "
+                      f"{ds['fetched_blocks']}", flush=True)
+                cpu = final["cpu_s_per_gib"]["fetcher"]  # type: ignore[index]
+                print(f"    vs the floor: {fetch_floor.versus(floor, cpu, mbs, bool(i))}",
+                      flush=True)
         finally:
             for spy in spies:
                 spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
@@ -424,14 +450,18 @@ def main() -> None:
         line("buffered writes to a new file (no fsync)", cache, "MB/s")
         disk = durable_write_rate(Path(tmp), size)
         line("durable block writes on this disk (64-block fsync'd batches)", disk, "MB/s")
-        one, three = fetch_run(Path(tmp), size, args.stack, 0)
+        floor = fetch_floor.measure(Path(tmp), size, args.stack, "auto")
+        fetch_floor.report(floor)
+        one, three, cpu1 = fetch_run(Path(tmp), size, args.stack, 0)
+        print(f"  fetch from 1 provider (fresh store) vs the floor: "
+              f"{fetch_floor.versus(floor, cpu1['fetcher'], one, False)}", flush=True)
         line(f"fetch {args.mib} MiB from 1 provider vs the disk", one, "MB/s", disk,
              "durable writes")
         line(f"fetch {args.mib} MiB from 1 provider ({args.stack})", one, "MB/s", limit,
              "bare stream")
         line(f"fetch {args.mib} MiB from 3 providers ({args.stack})", three, "MB/s", limit,
              "bare stream")
-        one_l, three_l = fetch_run(Path(tmp), size, args.stack, RATE_LIMIT)
+        one_l, three_l, _ = fetch_run(Path(tmp), size, args.stack, RATE_LIMIT)
         line("fetch, providers capped at 20 MB/s: 1 provider", one_l, "MB/s", RATE_LIMIT / 1e6,
              "the cap")
         line("fetch, providers capped at 20 MB/s: 3 providers", three_l, "MB/s", one_l,

@@ -156,8 +156,9 @@ class Blocks(Protocol):
         fetched, blocks outstanding)` is called as the fetch goes."""
         ...
 
-    def dag_multihashes(self, root: Cid) -> list[bytes]:
-        """Multihashes of every block of a locally complete DAG (for providing)."""
+    def dag_multihashes(self, root: Cid, *, inner_only: bool = False) -> list[bytes]:
+        """Multihashes of every block of a locally complete DAG (for providing); with
+        `inner_only`, of the root and the blocks that link to others."""
         ...
 
 

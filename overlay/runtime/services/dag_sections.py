@@ -35,6 +35,8 @@ class Sections:
     def __init__(self) -> None:
         self._parts: deque[memoryview] = deque()
         self._avail = 0
+        #: Blocks copied because they spanned pieces (StreamStats.fetched_joined).
+        self.joined = 0
 
     def feed(self, pieces: list[bytes | memoryview]) -> None:
         for p in pieces:
@@ -47,6 +49,7 @@ class Sections:
         piece, else one bytes object."""
         first = self._parts[0]
         if not n or len(first) < n:
+            self.joined += n > 0
             return self._take(n)
         self._drop(n)
         return first[:n]

@@ -50,7 +50,9 @@ from overlay.core.ids import PeerId
 from overlay.core.multiformats import decode_varint, encode_varint
 from overlay.core.wire import cbor_decode, cbor_encode
 from overlay.p2p.diagnose import describe_stream
+from overlay.p2p.yamux import MAX_DATA_FRAME as FRAME
 from overlay.runtime.net.transport import Transport
+from overlay.runtime.net.transport_stream import TransportStream
 from overlay.runtime.services.dag_sections import Section, Sections, verify_all
 from overlay.runtime.services.fetch import BlockWriter, FetchProgress
 from store.blockstore import BlockStore
@@ -96,6 +98,9 @@ class StreamStats:
     #: stopped because their remaining roots were taken.
     steals: int = 0
     streams_cut: int = 0
+    #: Fetched blocks copied out of the received pieces because they spanned two
+    #: (frames or socket reads); the others were stored from a view, uncopied.
+    fetched_joined: int = 0
     by_peer: dict[str, int] = field(default_factory=dict)
 
 
@@ -235,13 +240,24 @@ class DagStreams:
             while stack:
                 pieces, stack = await trio.to_thread.run_sync(
                     self._read_batch, stack, seen, only)
-                # In ~PACE_BYTES pieces, so `[network] max_send_rate` paces the stream
-                # smoothly; each is `bytes`, which the send path queues uncopied.
-                for piece in pieces:
-                    await self.transport.pace(peer, len(piece))
+                # In groups of ~PACE_BYTES, so `[network] max_send_rate` paces the
+                # stream smoothly; each piece is `bytes`, which the send path queues
+                # uncopied, and starts a Yamux frame (`_read_batch`); one flush a group.
+                i = 0
+                while i < len(pieces):
+                    j, nbytes = i, 0
+                    while j < len(pieces) and nbytes < PACE_BYTES:
+                        nbytes += len(pieces[j])
+                        j += 1
+                    await self.transport.pace(peer, nbytes)
                     sending = trio.current_time()
-                    await s.send_all(piece)
+                    if isinstance(s, TransportStream):
+                        await s.send_pieces(pieces[i:j])
+                    else:
+                        for piece in pieces[i:j]:
+                            await s.send_all(piece)
                     sending = 0.0
+                    i = j
             sending = trio.current_time()
             await s.send_all(b"\x00")  # end of the DAG
             sending = 0.0
@@ -263,7 +279,7 @@ class DagStreams:
         `Cid` is built per block; anything else takes the general path."""
         pieces: list[bytes] = []
         parts: list[bytes | memoryview] = []
-        held = 0
+        held = 0  # bytes in `parts`, the piece being built
         size = 0
         with self.store.reader() as r:
             while stack and size < BATCH_BYTES:
@@ -280,13 +296,23 @@ class DagStreams:
                 block = r.stored(mh)
                 if block is None:
                     block = r.read(Cid.from_bytes(cb), verify=False)  # identity; or raises
-                parts.append(encode_varint(len(cb) + len(block)) + cb)
-                parts.append(block)
-                held += len(block)
-                size += len(block)
-                if held >= PACE_BYTES:
+                head = encode_varint(len(cb) + len(block)) + cb
+                start = held + len(head)
+                if held >= PACE_BYTES or start // FRAME != (start + len(block) - 1) // FRAME:
+                    # Frame alignment: the send path cuts a piece into Yamux frames
+                    # every FRAME bytes from its start, so a block that would cross a
+                    # cut here starts the next piece instead, and this piece ends with
+                    # its section's head. A 256 KiB block is then one frame, and the
+                    # fetcher takes it without copying it when that frame arrived in
+                    # one read (services/dag_sections.py); behind a 40-byte head it
+                    # always crossed a cut and was copied on the fetcher's loop.
+                    parts.append(head)
                     pieces.append(b"".join(parts))  # inside the txn: the views are valid
-                    parts, held = [], 0
+                    parts, held = [block], len(block)
+                else:
+                    parts += (head, block)
+                    held = start + len(block)
+                size += len(block)
                 self.stats.served_blocks += 1
                 if not only:
                     stack.extend(reversed(r.links(mh) or []))
@@ -411,6 +437,7 @@ class DagStreams:
         `stop` arrives (those were stolen)."""
         got = 0
         key = str(peer)  # base58 once, not per block
+        frames = Sections()
         try:
             s = await self.transport.open_stream(peer, PROTO_DAG, timeout=10.0)
         except Exception as e:  # not a colony peer (helia, kubo), or unreachable: Bitswap
@@ -420,7 +447,6 @@ class DagStreams:
             return 0
         try:
             await s.send_all(_request(roots, only_root))
-            frames = Sections()
             held: list[Section] = []  # whole sections not yet verified
 
             async def take_held() -> int:
@@ -491,6 +517,7 @@ class DagStreams:
             return got
         finally:
             self.stats.by_peer[str(peer)] = self.stats.by_peer.get(str(peer), 0) + got
+            self.stats.fetched_joined += frames.joined
             with trio.CancelScope(shield=True):
                 await s.aclose()
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
-from overlay.core.cid import DAG_PB, Cid
+from overlay.core.cid import DAG_PB, Cid, sha256_multihash
 from overlay.core.ids import PeerId
 from store.blockstore import BlockStore, Reader, StoreError
 from store.unixfs import link_cids
@@ -113,6 +113,10 @@ class BlockWriter:
         one per block: profiled, a few % of the fetcher's interpreter time)."""
         mh = cid.multihash
         return mh in self._pending or mh in self._committing or r.has(cid)
+
+    def held_sha256(self, mh: bytes, r: Reader) -> bool:
+        """`held` for a sha2-256 multihash (no `Cid` needed)."""
+        return mh in self._pending or mh in self._committing or r.stored(mh) is not None
 
     def have(self, cids: list[Cid]) -> set[bytes]:
         """The multihashes of `cids` that are buffered, being committed or stored (one
@@ -292,31 +296,48 @@ class FetchSession:
         return True
 
     def start(self) -> None:
-        self._expand([self.root])
+        self._expand([self.root.to_bytes()])
         # Blocks a stream fetched are "fetched", not "already local".
         self.progress.blocks_local = max(0, self.progress.blocks_local - self._streamed)
 
-    def _expand(self, cids: list[Cid]) -> None:
-        """Walk what we already hold; ask for the rest. Iterative: DAGs can be deep."""
+    def _expand(self, cids: list[bytes]) -> None:
+        """Walk what we already hold; ask for the rest. Iterative: DAGs can be deep.
+
+        Walked as CID bytes: a sha2-256 v0/v1 raw/dag-pb CID's multihash and codec
+        are read off its bytes (`sha256_multihash`), anything else is parsed. After
+        a bulk stream this walks the whole DAG before the fetch is acknowledged:
+        with a `Cid` per block it took ≈ 50 ms per 1,031 blocks on this machine
+        (≈ 0.2 CPU s per GiB fetched, issue #16)."""
         stack = list(cids)
         missing: list[bytes] = []
-        with self.writer.store.reader() as r:
+        w = self.writer
+        with w.store.reader() as r:
             while stack:
-                cid = stack.pop()
-                raw = cid.to_bytes()
-                if raw in self.outstanding:
-                    continue
-                if not self.writer.held(cid, r):
+                raw = stack.pop()
+                mh = sha256_multihash(raw)
+                if mh is not None:
+                    if raw in self.outstanding:
+                        continue
+                    held = w.held_sha256(mh, r)
+                    pb = len(raw) == 34 or raw[1] == DAG_PB
+                else:  # identity, another hash or a non-minimal encoding: parse
+                    cid = Cid.from_bytes(raw)
+                    raw, mh = cid.to_bytes(), cid.multihash
+                    if raw in self.outstanding:
+                        continue
+                    held = w.held(cid, r)
+                    pb = cid.codec == DAG_PB
+                if not held:
                     self.outstanding[raw] = None
                     missing.append(raw)
                     continue
                 self.progress.blocks_local += 1
-                if cid.codec == DAG_PB:
-                    links = r.links(cid.multihash)
+                if pb:
+                    links = r.links(mh)
                     if links is None:  # buffered, not yet committed: parse it
-                        block = self.writer.pending_block(cid.multihash)
+                        block = w.pending_block(mh)
                         links = link_cids(block) if block is not None else []
-                    stack.extend(Cid.from_bytes(c) for c in links)
+                    stack.extend(links)
         self.progress.outstanding = len(self.outstanding)
         if missing:
             self.want(missing)
@@ -338,7 +359,7 @@ class FetchSession:
         key = str(peer)
         p.by_peer[key] = p.by_peer.get(key, 0) + 1
         if links:
-            self._expand([Cid.from_bytes(c) for c in links])
+            self._expand(links)
         p.outstanding = len(self.outstanding)
         if not self.outstanding:
             self._finish()

@@ -102,6 +102,29 @@ def test_a_stored_dag_is_walked_root_first(store: BlockStore) -> None:
     assert _service(store, Exchange()).dag_multihashes(CID) == [CID.multihash]
 
 
+@pytest.mark.parametrize("version", [0, 1])
+def test_after_a_fetch_only_the_root_and_inner_blocks_are_announced(
+        store: BlockStore, version: int) -> None:
+    """`inner_only` (what a fetcher provides, issue #16): the root and every block with
+    links, none of the leaves (raw in CIDv1, dag-pb without links in CIDv0); the
+    publisher's full walk is unchanged."""
+    from store.importer import Importer, ImportOptions
+
+    opts = ImportOptions(cid_version=version, chunk_size=1024, max_links=4)
+    imp = Importer(store, opts)
+    data = b"".join(hashlib.sha256(bytes([i])).digest() * 32 for i in range(20))
+    root = imp.add_bytes(data).cid  # 20 distinct leaves of 1 KiB, 4 links a node
+    imp.flush()
+    svc = _service(store, Exchange())
+    every = svc.dag_multihashes(root)
+    inner = svc.dag_multihashes(root, inner_only=True)
+    with store.reader() as r:
+        linked = [mh for mh in every if r.links(mh)]
+    assert inner[0] == every[0] == root.multihash
+    assert inner == linked and len(every) - len(inner) == 20
+    assert len(set(every)) == len(every) and set(inner) < set(every)
+
+
 def test_a_fetch_whose_caller_leaves_withdraws_its_wants(store: BlockStore) -> None:
     """Its API client went away (the route's generator is closed, so the wait is
     cancelled): the wants still out are withdrawn, and a block arriving later is not

@@ -93,3 +93,38 @@ def test_a_block_inside_one_piece_is_not_copied_and_stores_as_bytes(tmp_path: Pa
                         if c is not None])
         with store.reader() as r:
             assert [bytes(r.read(c)) for c in cids if c is not None] == [inside, spanning]
+
+
+def test_the_provider_puts_each_256k_block_in_one_frame(tmp_path: Path) -> None:
+    """The provider's pieces (`DagStreams._read_batch`), cut into Yamux frames as the
+    send path cuts them (every MAX_DATA_FRAME bytes from a piece's start) and fed one
+    frame a piece: every 256 KiB block lies whole in one frame, so the fetcher takes it
+    uncopied (`Sections.joined` stays 0); the bytes are the plain CAR sections of the
+    DAG, depth-first, as before. Small blocks (a 1 KiB-chunk file) still share pieces."""
+    from overlay.p2p.yamux import MAX_DATA_FRAME
+    from overlay.runtime.services.dag_stream import DagStreams
+    from overlay.runtime.services.fetch import BlockWriter
+    from store.importer import Importer, ImportOptions
+
+    rng = random.Random(7)
+    with BlockStore(tmp_path / "p") as store:
+        big = Importer(store, ImportOptions(cid_version=1)).add_bytes(
+            rng.randbytes(40 * 262_144 + 1000)).cid
+        small = Importer(store, ImportOptions(cid_version=1, chunk_size=1024)).add_bytes(
+            rng.randbytes(300 * 1024)).cid
+        ds = DagStreams(None, store, BlockWriter(store))  # type: ignore[arg-type]
+        for root, blocks in ((big, 42), (small, 303)):  # leaves + inner nodes
+            stack, pieces = [root.to_bytes()], []
+            while stack:
+                batch, stack = ds._read_batch(stack, set())
+                pieces += batch
+            s = Sections()
+            for p in pieces:
+                s.feed([p[i:i + MAX_DATA_FRAME] for i in range(0, len(p), MAX_DATA_FRAME)])
+            s.feed([b"\x00"])
+            done, sections = s.split(False)
+            assert done and len(sections) == blocks and s.joined == 0
+            assert all(c is not None for c in verify_all(sections))
+            assert sum(len(b) for _, b in sections if len(b) == 262_144) == (
+                40 * 262_144 if root == big else 0)
+        assert len(pieces) < 303 / 4  # small blocks: ~1 MiB pieces, not one per block
