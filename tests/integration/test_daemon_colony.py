@@ -43,10 +43,19 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_membership_converges(colony: Cluster) -> None:
     colony.wait_converged(timeout=120)
-    for n in colony.nodes:
-        alive = [r for r in n.members() if r["state"] == "alive"]
-        assert len(alive) == N
-        assert sum(r["self"] for r in alive) == 1
+
+    # Every node lists exactly the N daemons alive, itself once. Polled, not read once:
+    # with 20 daemons on 2 shared cores a probe can time out and SWIM briefly suspects
+    # a member (Lifeguard refutes it), which is the protocol working, not divergence.
+    def exact() -> bool:
+        for n in colony.nodes:
+            alive = [r for r in n.members() if r["state"] == "alive"]
+            assert sum(r["self"] for r in alive) <= 1, alive
+            if len(alive) != N or sum(r["self"] for r in alive) != 1:
+                return False
+        return True
+
+    wait_for(exact, 60, f"every node to list the {N} daemons alive, itself once", every=0.5)
 
 
 @pytest.fixture(scope="module")
