@@ -191,35 +191,26 @@ class P2PStream:
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue all of `data` (waiting for window and socket room as needed)."""
-        # bytes: the session keeps a view until it is sent
-        await self.write_pieces([data if isinstance(data, bytes) else bytes(data)])
-
-    async def write_pieces(self, pieces: list[bytes]) -> None:
-        """`write` each piece, flushing once for all of them (and whenever the window
-        is used up): Yamux cuts a frame every MAX_DATA_FRAME bytes from each piece's
-        start, so a writer can align records to frames without a flush per piece
-        (the bulk DAG stream: one 256 KiB block a frame, services/dag_stream.py)."""
+        if not isinstance(data, bytes):
+            data = bytes(data)  # the session keeps a view until it is sent
+        view = memoryview(data)
         conn = self.conn
-        for data in pieces:
-            view = memoryview(data)
-            while view:
+        while view:
+            if self.reset_reason is not None:
+                raise StreamResetError(self.reset_reason)
+            if conn.closed:
+                raise ConnectionClosedError(conn.close_reason or "connection closed")
+            try:
+                n = conn.session.send(self.sid, view)
+            except MuxerError:
                 if self.reset_reason is not None:
-                    raise StreamResetError(self.reset_reason)
-                if conn.closed:
-                    raise ConnectionClosedError(conn.close_reason or "connection closed")
-                try:
-                    n = conn.session.send(self.sid, view)
-                except MuxerError:
-                    if self.reset_reason is not None:
-                        raise StreamResetError(self.reset_reason) from None
-                    raise StreamClosedError(f"stream {self.sid} is closed for writing") from None
-                if n:
-                    view = view[n:]
-                else:  # send what is queued, then wait for the window update (its
-                    writable = self._writable  # event first: it may come in the flush)
-                    await conn._flush()
-                    await writable.wait()
-        await conn._flush()
+                    raise StreamResetError(self.reset_reason) from None
+                raise StreamClosedError(f"stream {self.sid} is closed for writing") from None
+            if n:
+                view = view[n:]
+                await conn._flush()
+            else:
+                await self._writable.wait()  # set and replaced by the window update
 
     @property
     def gone(self) -> bool:

@@ -239,36 +239,3 @@ def test_a_provider_that_arrives_late_takes_a_share_of_a_narrow_dag(
         assert Exporter(mine).read_all(root) == data
 
     trio.run(_pair, tmp_path, None, body, 3)
-
-
-def test_send_pieces_delivers_every_piece_in_order_past_the_window() -> None:
-    """`TransportStream.send_pieces` (the provider's send: several pieces, one flush,
-    each piece starting a Yamux frame) delivers every byte in order when the pieces
-    outgrow the stream's window while the reader is slow: what it queued is sent
-    before it waits for a window update (else the reader could never grant one), and
-    an update that comes during that flush is not lost."""
-    pieces = [bytes([i]) * n for i, n in enumerate(
-        [40, 262_144, 40, 262_144, 1, 300_000, 70_000, 262_144 + 40, 5] * 4)]
-    got: list[bytes] = []
-
-    async def main() -> None:
-        async with Transport.open(KeyPair.generate(), LOCAL) as a, \
-                Transport.open(KeyPair.generate(), LOCAL) as b:
-            done = trio.Event()
-
-            async def sink(peer: PeerId, s: trio.abc.Stream) -> None:
-                while chunk := await s.receive_some(65536):
-                    got.append(chunk)
-                    await trio.sleep(0.001)  # a slow reader: the window fills up
-                done.set()
-
-            b.set_stream_handler("/test/pieces/1", sink)
-            a.add_addrs(b.peer_id, b.addrs)
-            s = await a.open_stream(b.peer_id, "/test/pieces/1", timeout=10.0)
-            with trio.fail_after(30):
-                await s.send_pieces(pieces)
-                await s.send_eof()
-                await done.wait()
-
-    trio.run(main)
-    assert b"".join(got) == b"".join(pieces)

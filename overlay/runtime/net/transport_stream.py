@@ -67,21 +67,6 @@ class TransportStream(trio.abc.Stream):
         except StreamError as e:
             raise trio.BrokenResourceError(str(e)) from None
 
-    async def send_pieces(self, pieces: list[bytes]) -> None:
-        """`send_all` of each piece; on the native stack with one flush for all and
-        Yamux's frame cuts restarting at each piece (`P2PStream.write_pieces`)."""
-        if self._closed:
-            raise trio.ClosedResourceError("stream closed")
-        many = getattr(self.net, "write_pieces", None)
-        try:
-            if many is not None:
-                await many(pieces)
-            else:
-                for p in pieces:
-                    await self.net.write(p)
-        except StreamError as e:
-            raise trio.BrokenResourceError(str(e)) from None
-
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.checkpoint()
 

@@ -52,7 +52,6 @@ from overlay.core.wire import cbor_decode, cbor_encode
 from overlay.p2p.diagnose import describe_stream
 from overlay.p2p.yamux import MAX_DATA_FRAME as FRAME
 from overlay.runtime.net.transport import Transport
-from overlay.runtime.net.transport_stream import TransportStream
 from overlay.runtime.services.dag_sections import Section, Sections, verify_all
 from overlay.runtime.services.fetch import BlockWriter, FetchProgress
 from store.blockstore import BlockStore
@@ -240,24 +239,14 @@ class DagStreams:
             while stack:
                 pieces, stack = await trio.to_thread.run_sync(
                     self._read_batch, stack, seen, only)
-                # In groups of ~PACE_BYTES, so `[network] max_send_rate` paces the
-                # stream smoothly; each piece is `bytes`, which the send path queues
-                # uncopied, and starts a Yamux frame (`_read_batch`); one flush a group.
-                i = 0
-                while i < len(pieces):
-                    j, nbytes = i, 0
-                    while j < len(pieces) and nbytes < PACE_BYTES:
-                        nbytes += len(pieces[j])
-                        j += 1
-                    await self.transport.pace(peer, nbytes)
+                # In ~PACE_BYTES pieces, so `[network] max_send_rate` paces the stream
+                # smoothly; each is `bytes`, which the send path queues uncopied, and
+                # starts a Yamux frame (one write each: `_read_batch` aligns blocks).
+                for piece in pieces:
+                    await self.transport.pace(peer, len(piece))
                     sending = trio.current_time()
-                    if isinstance(s, TransportStream):
-                        await s.send_pieces(pieces[i:j])
-                    else:
-                        for piece in pieces[i:j]:
-                            await s.send_all(piece)
+                    await s.send_all(piece)
                     sending = 0.0
-                    i = j
             sending = trio.current_time()
             await s.send_all(b"\x00")  # end of the DAG
             sending = 0.0

@@ -153,34 +153,3 @@ def test_every_writer_waiting_for_the_socket_wakes() -> None:
             n.cancel_scope.cancel()
 
     trio.run(main)
-
-
-def test_write_pieces_past_the_window_loses_no_window_update() -> None:
-    """`P2PStream.write_pieces` (the bulk DAG stream's send: several pieces, one flush,
-    each starting a Yamux frame) outgrowing the stream's 256 KiB window: it sends what
-    it queued, then waits for the window update. That update can arrive during the
-    flush and replace the stream's `_writable` event; waiting on the new one lost it
-    and the writer stopped for good after the first window (here every time)."""
-
-    async def main() -> None:
-        got = 0
-        pieces = [bytes([i]) * n for i, n in enumerate(
-            [40, 262_144, 40, 262_144, 1, 300_000, 70_000, 262_144 + 40, 5])]
-        total = sum(map(len, pieces))
-
-        async def on_stream(s: P2PStream) -> None:
-            nonlocal got
-            s.protocol = await multistream.select_listener(s, [PROTO])
-            while chunk := await s.read():
-                got += len(chunk)
-
-        with trio.fail_after(20):
-            async with trio.open_nursery() as n:
-                sender, _ = await _pair(n, on_stream)
-                s = await sender.open_stream([PROTO])
-                await s.write_pieces(pieces)
-                while got < total:
-                    await trio.sleep(0.01)
-                n.cancel_scope.cancel()
-
-    trio.run(main)
