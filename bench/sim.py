@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import heapq
 import json
 import math
@@ -102,7 +103,8 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _scenario(n: int, protocols: tuple[str, ...], duration: float, traffic: bool) -> object:
+def _scenario(n: int, protocols: tuple[str, ...], duration: float, traffic: bool,
+              seed: int = 1) -> object:
     from sim.scenario import Scenario, Workload
 
     work: tuple[Workload, ...] = ()
@@ -114,7 +116,7 @@ def _scenario(n: int, protocols: tuple[str, ...], duration: float, traffic: bool
         )
         if "gossip" in protocols:
             work += (Workload("user_event", rate_per_s=0.05, start_s=duration / 4),)
-    return Scenario(name=f"bench-{n}", description="", duration_s=duration, seed=1, nodes=n,
+    return Scenario(name=f"bench-{n}", description="", duration_s=duration, seed=seed, nodes=n,
                     protocols=protocols, join_spread_s=min(60.0, n / 50), seeds=3,
                     workloads=work, view_sample=16, sample_interval_s=60.0)
 
@@ -204,15 +206,18 @@ def child_cell(n: int, max_broadcasts: int) -> dict[str, float]:
             "verified": verifier.verified, "max_broadcasts": max_broadcasts}
 
 
-def child_cell_wall(n: int, warm_s: float, sim_s: float) -> dict[str, float]:
+def child_cell_wall(n: int, warm_s: float, sim_s: float, seed: int = 1) -> dict[str, object]:
     """CPU seconds of one gossip-only cell of `n` (the runner's joins, then `sim_s`
     simulated seconds of steady state: probes, gossip, push-pull), and the push-pull
-    records merged in that window (each message carries a page of records)."""
+    records merged in that window (each message carries a page of records). `digest`
+    names the run's outcome (messages by type, events, members each node lists): the
+    same seed gives the same digest wherever it runs (bench/sim_colony.py checks)."""
     from gossip.profiles import profile
     from sim.runner import Simulation
 
     page = profile("lan").push_pull_page
-    sim = Simulation(_scenario(n, ("gossip",), warm_s + sim_s, traffic=False))  # type: ignore[arg-type]
+    sim = Simulation(_scenario(n, ("gossip",), warm_s + sim_s, traffic=False,  # type: ignore[arg-type]
+                               seed=seed))
     c0 = time.process_time()
     sim.build()
     sim.engine.run_until(warm_s)
@@ -227,12 +232,21 @@ def child_cell_wall(n: int, warm_s: float, sim_s: float) -> dict[str, float]:
     compiled = sum(1 for m in list(sys.modules.values())
                    if str(getattr(m, "__file__", "")).endswith(".so")
                    and m.__name__.split(".")[0] in ("gossip", "sim", "overlay", "dht"))
+    outcome = repr((sorted(sim.world.by_type.items()), sim.engine.events_run,
+                    [_members_listed(x.core) for x in sim.world.nodes]))
     return {"n": n, "join_cpu_s": c1 - c0, "steady_cpu_s": c2 - c1, "sim_s": sim_s,
-            "compiled_modules": compiled,
+            "compiled_modules": compiled, "seed": seed,
+            "digest": hashlib.sha256(outcome.encode()).hexdigest()[:16],
             "events": sim.engine.events_run - e0, "peak_gib": _peak_rss() / GIB,
             "bare_events_per_cpu_s": bare, "push_pull_msgs": pp,
             # every member's record and the sender's own, in pages of `push_pull_page`
             "push_pull_records": pp * n / -(-n // page)}
+
+
+def _members_listed(core: object) -> int:
+    """Members a simulated node's gossip part lists (-1 without one)."""
+    g = getattr(core, "parts", {}).get("gossip")
+    return int(g.num_members()) if g is not None else -1
 
 
 def _cell_wall_point(n: int, root: Path | None, label: str) -> tuple[float, float, float]:
@@ -468,7 +482,8 @@ def main() -> int:
         if kind == "cell":
             res = child_cell(int(a.child[1]), int(a.child[2]))
         elif kind == "cellwall":
-            res = child_cell_wall(int(a.child[1]), float(a.child[2]), float(a.child[3]))
+            res = child_cell_wall(int(a.child[1]), float(a.child[2]), float(a.child[3]),
+                                  *(int(x) for x in a.child[4:5]))
         elif kind == "mem":
             res = child_memory(int(a.child[1]), tuple(a.child[2].split("+")),
                                float(a.child[3]))
