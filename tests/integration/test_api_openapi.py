@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from overlay.client import ApiCallFailed, BadRequest, Colony, NotFound, Progress
-from tests.helpers.json_schema import check_openapi, errors
+from helpers.json_schema import check_openapi, errors
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

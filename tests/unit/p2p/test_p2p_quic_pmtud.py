@@ -24,7 +24,7 @@ from overlay.p2p.quic_pmtud import (
     Pmtud,
     State,
 )
-from tests.unit.p2p.test_p2p_quic import echo, roundtrip, run_endpoints, run_pair
+from unit.p2p.test_p2p_quic import echo, roundtrip, run_endpoints, run_pair
 
 
 def search(p: Pmtud, mtu: int, now: float = 0.0, lose_first: int = 0) -> list[int]:
