@@ -5,10 +5,13 @@ max_udp_payload_size caps it, a too-small one is a protocol error)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 import trio
 from aioquic._buffer import Buffer
 from aioquic.quic.packet import pull_quic_transport_parameters, push_quic_transport_parameters
+from unit.p2p.test_p2p_quic import echo, roundtrip, run_endpoints, run_pair
 
 from overlay.core.crypto import KeyPair
 from overlay.p2p import quic_path
@@ -24,7 +27,9 @@ from overlay.p2p.quic_pmtud import (
     Pmtud,
     State,
 )
-from unit.p2p.test_p2p_quic import echo, roundtrip, run_endpoints, run_pair
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
 
 
 def search(p: Pmtud, mtu: int, now: float = 0.0, lose_first: int = 0) -> list[int]:
@@ -197,7 +202,8 @@ def _advertise(ep: QuicEndpoint, max_udp_payload_size: int) -> None:
             push_quic_transport_parameters(buf, params)
             return buf.data
 
-        quic._serialize_transport_parameters = patched
+        # aioquic has no hook for its transport parameters: replace its private method.
+        quic._serialize_transport_parameters = patched  # type: ignore[method-assign]
         return quic
 
     ep._connection = connection  # type: ignore[method-assign]
@@ -240,7 +246,7 @@ class Relay:
         self.mtu = mtu
         self.dropped = 0
 
-    async def run(self, task_status: trio.TaskStatus[tuple[str, int]]) -> None:
+    async def run(self, task_status: TaskStatus[tuple[str, int]]) -> None:
         front = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         back = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         with front, back:
