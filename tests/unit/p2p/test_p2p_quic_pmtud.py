@@ -17,6 +17,7 @@ from overlay.core.crypto import KeyPair
 from overlay.p2p import quic_path
 from overlay.p2p.errors import HandshakeError
 from overlay.p2p.quic import QuicConn, QuicEndpoint
+from overlay.p2p.quic_credit import Libp2pQuicConnection
 from overlay.p2p.quic_pmtud import (
     BASE_PLPMTU,
     BLACK_HOLE_BURSTS,
@@ -191,7 +192,7 @@ def _advertise(ep: QuicEndpoint, max_udp_payload_size: int) -> None:
     would; ours leaves it at the default, 65527)."""
     make = ep._connection
 
-    def connection(client: bool, addr: tuple[str, int], **kw: object):  # type: ignore[no-untyped-def]
+    def connection(client: bool, addr: tuple[str, int], **kw: object) -> Libp2pQuicConnection:
         quic = make(client, addr, **kw)
         serialize = quic._serialize_transport_parameters
 
