@@ -74,8 +74,9 @@ test: $(STAMP) system-deps js-deps
 	$(PY) -m compileall -q -j 2 overlay gossip dht store sim > /dev/null
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
-## ruff, mypy --strict (files in pyproject's [tool.mypy]) and the import-linter contracts
-## of DESIGN §1 ([tool.importlinter]); CI runs this before the tests.
+## ruff, mypy --strict on the whole tree (packages, tests/ and bench/: [tool.mypy]'s
+## files, mypy_path and explicit_package_bases) and the import-linter contracts of
+## DESIGN §1 ([tool.importlinter]); CI runs this before the tests.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

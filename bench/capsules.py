@@ -94,8 +94,11 @@ def main() -> None:
             t_submit = time.time()
             cid = submit(node, spec)
             acc.append(time.time() - t_submit)
-            wait_for(lambda cid=cid: events.count("CapsuleFinished")[cid] >= 1, 30,
-                     "capsule to finish", every=0.01)  # fmt: skip
+
+            def finished(cid: str = cid) -> bool:
+                return events.count("CapsuleFinished")[cid] >= 1
+
+            wait_for(finished, 30, "capsule to finish", every=0.01)
             lat.append(events.first_time("CapsuleStarted")[cid] - t_submit)
 
         # Throughput: a burst from random nodes at once.

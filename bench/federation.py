@@ -57,8 +57,11 @@ def spread(nodes: list[Node], revoke: list[str], owner: Node) -> float:
     t = time.perf_counter()
     cli(owner, *revoke)
     for n, k in zip(nodes, before, strict=True):
-        wait_for(lambda n=n, k=k: revocations(n) > k, 60, f"{n.home.name} to learn it",
-                 every=0.01)  # fmt: skip
+
+        def learnt(n: Node = n, k: int = k) -> bool:
+            return revocations(n) > k
+
+        wait_for(learnt, 60, f"{n.home.name} to learn it", every=0.01)
     return time.perf_counter() - t
 
 

@@ -49,21 +49,23 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, bench/ is sys.path[0] and its modules named like packages
-# (bench/store.py) would shadow them: the repository root first, bench/ last.
+# (bench/store.py) would shadow them: the repository root first.
 if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path[0] = str(ROOT)
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
-sys.path.append(str(ROOT / "bench"))
 
-import fetch_floor  # noqa: E402
 from colony_cluster import Cluster, Node, colony_cmd, deterministic_bytes, wait_for  # noqa: E402
-from transport import (  # noqa: E402
+
+# Siblings as `bench.…` (the root is on sys.path), so mypy resolves them too.
+from bench import fetch_floor  # noqa: E402
+from bench.transport import (  # noqa: E402
     MiB,
     _pair_run,
     best,
@@ -102,7 +104,7 @@ def timed_fetch(
     found: list[str] = []
     for item in node.api(600).stream("POST", "/v1/fetch", {"cid": cid}):
         if item.get("phase") == "providers":
-            found = list(item["providers"])  # type: ignore[call-overload]
+            found = list(item["providers"])
         final = item
     dt = time.perf_counter() - t0
     assert final.get("done") and not final.get("error"), final
@@ -433,14 +435,14 @@ def main() -> None:
     line("raw trio TCP loopback", tcp, "MB/s")
     bare: dict[str, float] = {}
     for stack in ("py-libp2p", "native"):
-        bare[stack] = trio.run(best(2, lambda st=stack: two_process(st, bulk, True))) * MiB / 1e6
+        bare[stack] = trio.run(best(2, partial(two_process, stack, bulk, True))) * MiB / 1e6
         line(f"bare {stack} Noise+Yamux stream (two processes)", bare[stack], "MB/s", tcp,
              "raw TCP")
     line("bare stream: native", bare["native"], "MB/s", bare["py-libp2p"], "py-libp2p")
     rps: dict[str, float] = {}
     for stack in ("py-libp2p", "native"):
-        rps[stack] = trio.run(best(2, lambda st=stack: _pair_run(
-            lambda a, b: long_lived_rps(a, b, 1000), st)))
+        rps[stack] = trio.run(best(2, partial(
+            _pair_run, lambda a, b: long_lived_rps(a, b, 1000), stack)))
         line(f"{stack}: 1 KiB requests on one long-lived stream", rps[stack], "req/s")
     line("1 KiB requests: native", rps["native"], "req/s", rps["py-libp2p"], "py-libp2p")
 

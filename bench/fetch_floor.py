@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trio
-from transport import BARE, LOOP, SERVE, WRITE, MiB, Server
 
+from bench.transport import BARE, LOOP, SERVE, WRITE, MiB, Server
 from overlay.core.crypto import KeyPair
 from overlay.runtime.net.transport import Transport, TransportConfig
 

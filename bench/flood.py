@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--mib", type=int, default=64)
     ap.add_argument("--rate", type=int, default=10_000)
     args = ap.parse_args()
+    mib: int = args.mib
     with tempfile.TemporaryDirectory() as tmp, Cluster(Path(tmp) / "c", 2) as c:
         target, good = c.nodes
         c.wait_converged(60)
@@ -45,7 +46,7 @@ def main() -> None:
             colony_cmd(good.home, "gc", timeout=300)
             t = time.perf_counter()
             colony_cmd(good.home, "fetch", cid, "-o", str(Path(tmp) / tag), timeout=600)
-            return (args.mib << 20) / (time.perf_counter() - t) / 1e6
+            return (mib << 20) / (time.perf_counter() - t) / 1e6
 
         calm = fetch("calm")
         rss0 = target.rss_kib()

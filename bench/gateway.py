@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,7 +128,7 @@ def main() -> None:
             cpu: dict[str, float] = {}
             peak = rss0
             for _ in range(args.runs):
-                runs = {
+                runs: dict[str, Callable[[], tuple[float, int, float]]] = {
                     "colony cat": lambda: timed_cat(node, cid, size),
                     "gateway file": lambda: timed_curl(f"{base}/{cid}", size, node.pid),
                     "gateway CAR": lambda: timed_curl(f"{base}/{cid}?format=car", None,

@@ -47,7 +47,7 @@ def per_call_us(fn: Callable[[], object], calls: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=200)
-    calls = ap.parse_args().calls
+    calls: int = ap.parse_args().calls
     with tempfile.TemporaryDirectory() as tmp, cluster(Path(tmp), 1) as c:
         colony = Colony.for_home(c.nodes[0].home)
         host, port, token = colony.api.host, colony.api.port, colony.api.token
@@ -80,14 +80,15 @@ def main() -> None:
         # them alike; each figure is the median of its rounds.
         samples: dict[str, list[float]] = {}
         for _ in range(ROUNDS):
-            for name, measure in [
+            variants: list[tuple[str, Callable[[], float]]] = [
                 ("bare http.client GET /v1/id", lambda: per_call_us(bare, calls)),
                 ("Colony.id()", lambda: per_call_us(colony.id, calls)),
                 ("AsyncColony.id() under trio", lambda: trio.run(async_calls)),
                 ("bare400", lambda: per_call_us(lambda: bare("/v1/capsules/get?id=bad"),
                                                 calls)),
                 ("sdk400", lambda: per_call_us(sdk_error, calls)),
-            ]:
+            ]
+            for name, measure in variants:
                 samples.setdefault(name, []).append(measure())
         med = {k: statistics.median(v) for k, v in samples.items()}
         rows = [(k, v) for k, v in med.items() if not k.endswith("400")]

@@ -43,8 +43,9 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -256,18 +257,18 @@ def _cell_wall_point(n: int, root: Path | None, label: str) -> tuple[float, floa
     warm-up CPU per node."""
     load = os.getloadavg()[0]
     r = _child(["cellwall", str(n), "120", "120"], root)
-    sim_s = float(r["sim_s"])  # type: ignore[arg-type]
-    per = float(r["steady_cpu_s"]) / (n * sim_s)  # type: ignore[arg-type]
-    rec = float(r["push_pull_records"]) / (n * sim_s)  # type: ignore[arg-type]
-    _JOINS[label] = float(r["join_cpu_s"]) / n  # type: ignore[arg-type]
-    eps = float(r["events"]) / float(r["steady_cpu_s"])  # type: ignore[arg-type]
-    bare = float(r["bare_events_per_cpu_s"])  # type: ignore[arg-type]
+    sim_s = float(r["sim_s"])
+    per = float(r["steady_cpu_s"]) / (n * sim_s)
+    rec = float(r["push_pull_records"]) / (n * sim_s)
+    _JOINS[label] = float(r["join_cpu_s"]) / n
+    eps = float(r["events"]) / float(r["steady_cpu_s"])
+    bare = float(r["bare_events_per_cpu_s"])
     tag = f"{label:<9}" if label else ""
     print(f"cell CPU {tag}N={n:<6} steady {per * 1e6:7.1f} µs per node·sim-s "
-          f"({r['events']:,} events in {float(r['steady_cpu_s']):.1f} s CPU for "  # type: ignore[arg-type]
+          f"({r['events']:,} events in {float(r['steady_cpu_s']):.1f} s CPU for "
           f"{sim_s:g} sim-s; {rec:.1f} push-pull records merged per node·s, steady "
           f"state {_steady_rate(n):.1f}); join + 120 s warm-up "
-          f"{float(r['join_cpu_s']):.1f} s CPU; peak RSS {float(r['peak_gib']):.2f} GiB; "  # type: ignore[arg-type]
+          f"{float(r['join_cpu_s']):.1f} s CPU; peak RSS {float(r['peak_gib']):.2f} GiB; "
           f"load average {load:.1f}; {r['compiled_modules']} compiled modules")
     print(f"  {eps:,.0f} events per CPU s; bare heapq loop in the same process "
           f"{bare:,.0f}: ratio {eps / bare:.3f} (goal ≥ 0.1: "
@@ -375,7 +376,7 @@ def _steady_rate(n: int) -> float:
     return 2 * n / push_pull_scale(profile("lan").push_pull_interval_s, n)
 
 
-def child_wall(n: int, warm_s: float, sim_s: float) -> dict[str, float]:
+def child_wall(n: int, warm_s: float, sim_s: float) -> dict[str, object]:
     import cProfile
     import pstats
 
@@ -412,7 +413,7 @@ def child_wall(n: int, warm_s: float, sim_s: float) -> dict[str, float]:
             "crypto_share": crypto / total}
 
 
-def _child(args: list[str], root: Path | None = None) -> dict[str, object]:
+def _child(args: list[str], root: Path | None = None) -> dict[str, Any]:
     """Run this script's `--child` in a fresh process; `root`: a copy of the tree
     (the compiled one) whose bench/sim.py runs instead, so its modules are imported."""
     script = Path(__file__).resolve() if root is None else root / "bench" / "sim.py"
@@ -431,14 +432,14 @@ def cell_rows(sizes: list[int]) -> None:
             r = _child(["cell", str(n), str(mb)])
             rows.append(r)
             print(f"cell memory N={n:<6} max_broadcasts={mb:<5} "
-                  f"{float(r['entry_bytes']):6.0f} B/member entry (limit {limit:.0f} B: "  # type: ignore[arg-type]
-                  f"ratio {float(r['entry_bytes']) / limit:.2f}), "  # type: ignore[arg-type]
-                  f"{float(r['node_bytes']) / 1024:.1f} KiB/node fixed, total "  # type: ignore[arg-type]
-                  f"{float(r['total_gib']):.2f} GiB, peak RSS {float(r['peak_gib']):.2f} GiB, "  # type: ignore[arg-type]
+                  f"{float(r['entry_bytes']):6.0f} B/member entry (limit {limit:.0f} B: "
+                  f"ratio {float(r['entry_bytes']) / limit:.2f}), "
+                  f"{float(r['node_bytes']) / 1024:.1f} KiB/node fixed, total "
+                  f"{float(r['total_gib']):.2f} GiB, peak RSS {float(r['peak_gib']):.2f} GiB, "
                   f"merge {float(r['wall_s']):.0f} s wall, {r['verified']:,} signatures verified")
     settled = [r for r in rows if r["max_broadcasts"] == 16]
-    big = max(settled, key=lambda r: float(r["n"]))  # type: ignore[arg-type]
-    e, nb = float(big["entry_bytes"]), float(big["node_bytes"])  # type: ignore[arg-type]
+    big = max(settled, key=lambda r: float(r["n"]))
+    e, nb = float(big["entry_bytes"]), float(big["node_bytes"])
     est = (e * 1e4 * (1e4 - 1) + nb * 1e4) / GIB
     print(f"  one cell of 10^4 nodes ≈ {est:.1f} GiB (extrapolated from N={big['n']}: "
           f"{e:.0f} B/entry, {nb / 1024:.1f} KiB/node; limit 20 GiB: ratio {est / 20:.2f}; "
@@ -479,6 +480,7 @@ def main() -> int:
     a = ap.parse_args()
     if a.child:
         kind = a.child[0]
+        res: Mapping[str, object]
         if kind == "cell":
             res = child_cell(int(a.child[1]), int(a.child[2]))
         elif kind == "cellwall":
@@ -519,7 +521,7 @@ def main() -> int:
             print(f"memory {protos:<10} N={p['n']:<6} {p['bytes_per_node'] / 1024:8.1f} KiB/node "
                   f"(join + {warm:g} s warm-up took {p['wall_s']:.1f} s wall, "
                   f"{p['events']:,} events)")
-        (n1, m1), (n2, m2) = ((float(p["n"]), float(p["bytes_per_node"])) for p in pts)  # type: ignore[arg-type]
+        (n1, m1), (n2, m2) = ((float(p["n"]), float(p["bytes_per_node"])) for p in pts)
         if protos == "dht":
             # Marginal bytes per node between the two sizes (fixed costs cancel).
             per = (m2 * n2 - m1 * n1) / (n2 - n1)
@@ -542,15 +544,15 @@ def main() -> int:
 
     # 2 + 4. wall time of a real run, extrapolated
     w = _child(["wall", str(a.wall_nodes), "60", str(a.wall_sim_s)])
-    per_node_s = float(w["steady_wall_s"]) / (float(w["n"]) * float(w["sim_s"]))  # type: ignore[arg-type]
+    per_node_s = float(w["steady_wall_s"]) / (float(w["n"]) * float(w["sim_s"]))
     print(f"real run gossip+dht N={w['n']}: {w['events_per_s']:,.0f} events/s "
           f"({float(w['events_per_s']) / bare:.3f} of the bare loop); "
           f"{w['sim_s']:g} simulated s took {float(w['steady_wall_s']):.1f} s wall "
           f"(join + 60 s warm-up {float(w['warm_wall_s']):.1f} s: joining is the expensive "
           f"part, gossip push-pull of full state is O(N) per join)")
     print("  time by package (profiled slice): " + ", ".join(
-        f"{k} {v:.0%}" for k, v in w["share"].items())  # type: ignore[union-attr]
-        + f"; Ed25519 sign/verify {float(w['crypto_share']):.1%}")  # type: ignore[arg-type]
+        f"{k} {v:.0%}" for k, v in w["share"].items())
+        + f"; Ed25519 sign/verify {float(w['crypto_share']):.1%}")
     est = per_node_s * 1e4 * 3600
     print(f"  10^4 nodes × 1 simulated hour ≈ {est / 3600:.1f} h wall (linear extrapolation "
           f"of {per_node_s * 1e3:.2f} ms per node per simulated s at N={w['n']}; a lower "

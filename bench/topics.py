@@ -79,8 +79,11 @@ def one_at_a_time(streams: list[Stream], send: Any, key: str, n: int, tag: str) 
         text = f"{tag}{i}"
         t0 = time.time()
         send(text)
-        wait_for(lambda text=text: all(s.arrival(key, text) for s in streams), 30,
-                 f"{tag} {i} everywhere", every=0.005)  # fmt: skip
+
+        def everywhere(text: str = text) -> bool:
+            return all(s.arrival(key, text) for s in streams)
+
+        wait_for(everywhere, 30, f"{tag} {i} everywhere", every=0.005)
         lat += [s.arrival(key, text) - t0 for s in streams]  # type: ignore[operator]
     return lat
 

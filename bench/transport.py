@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -338,12 +339,12 @@ async def main(quick: bool, profile: bool, stacks: tuple[str, ...]) -> None:
         r = results[stack] = {}
         print(f"-- {stack}")
         r["bare1"] = await best(
-            reps, lambda st=stack: _pair_run(lambda a, b: bare_stream_mb_s(a, b, bulk), st))()
+            reps, partial(_pair_run, lambda a, b: bare_stream_mb_s(a, b, bulk), stack))()
         line(f"{stack}: bare Noise+Yamux stream (one process)", r["bare1"], "MB/s", raw,
              "raw TCP")
-        r["bare2"] = await best(reps, lambda st=stack: two_process(st, bulk, True))()
+        r["bare2"] = await best(reps, partial(two_process, stack, bulk, True))()
         line(f"{stack}: bare stream (two processes)", r["bare2"], "MB/s", raw, "raw TCP")
-        r["adapter2"] = await best(reps, lambda st=stack: two_process(st, bulk, False))()
+        r["adapter2"] = await best(reps, partial(two_process, stack, bulk, False))()
         line(f"{stack}: adapter RAW 256 KiB frames (two processes)", r["adapter2"], "MB/s",
              r["bare2"], "bare stream")
         # CPU time (both ends in this process, kernel included) is steadier than
@@ -358,11 +359,11 @@ async def main(quick: bool, profile: bool, stacks: tuple[str, ...]) -> None:
         r["req_cpu"] = (time.process_time() - c0) / rpc * 1e6
         line(f"{stack}: CPU per 1 KiB request round trip (both ends)", r["req_cpu"], "us")
         r["rps"] = await best(
-            reps, lambda st=stack: _pair_run(lambda a, b: long_lived_rps(a, b, rpc), st))()
+            reps, partial(_pair_run, lambda a, b: long_lived_rps(a, b, rpc), stack))()
         line(f"{stack}: request on one long-lived stream (1 KiB)", r["rps"], "req/s", raw_rps,
              "raw TCP")
         per = await best(
-            reps, lambda st=stack: _pair_run(lambda a, b: stream_per_request_rps(a, b, rpc), st))()
+            reps, partial(_pair_run, lambda a, b: stream_per_request_rps(a, b, rpc), stack))()
         line(f"{stack}: new stream per request (1 KiB)", per, "req/s", r["rps"], "long-lived")
         conn = min([await connect_ms(stack) for _ in range(reps)])
         line(f"{stack}: connection set-up (TCP+Noise+Yamux)", conn, "ms")

@@ -110,8 +110,11 @@ def main() -> None:
         for _ in range(args.latency):
             t = time.time()
             cid = submit(c.nodes[rng.randrange(args.nodes)], spec)
-            wait_for(lambda cid=cid: events.count("CapsuleFinished")[cid] >= 1, 30,
-                     "capsule", every=0.01)  # fmt: skip
+
+            def finished(cid: str = cid) -> bool:
+                return events.count("CapsuleFinished")[cid] >= 1
+
+            wait_for(finished, 30, "capsule", every=0.01)
             plain.append(events.first_time("CapsuleStarted")[cid] - t)
 
         sent: dict[str, float] = {}

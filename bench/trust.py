@@ -204,7 +204,7 @@ def simultaneous_join(n: int) -> None:
         for p in ids[1:]:
             sim.feed(p, Join((ids[0],)), T0)
         cores = list(sim.cores.values())
-        end = sim.run_until(T0 + 120, stop=lambda cores=cores: all(  # type: ignore[misc]
+        end = sim.run_until(T0 + 120, stop=lambda cores=cores: all(
             c.num_members() == n for c in cores))
         sim.run_until(end + 5)
         suspected = sum(1 for _, _, e in sim.events if isinstance(e, MemberSuspected))

@@ -11,8 +11,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import overload
 
-from dht.api import GetValue, LookupDone, PutValue, Stored, Value
+from dht.api import (
+    FindNode,
+    GetProviders,
+    GetValue,
+    LookupDone,
+    Provide,
+    ProvideDone,
+    PutValue,
+    Stored,
+    Value,
+)
 from dht.labels import default_validators
 from dht.records import ValidRecord
 
@@ -25,7 +36,17 @@ class DictDht:
         self.gets = 0
         self.puts = 0
 
-    async def call(self, make: Callable[[int], object], timeout_s: float = 60.0) -> LookupDone:
+    # The overloads of `DhtCalls.call`, so a DictDht is one (it never runs a Provide).
+    @overload
+    async def call(self, make: Callable[[int], Provide], timeout_s: float = ...
+                   ) -> ProvideDone: ...
+
+    @overload
+    async def call(self, make: Callable[[int], FindNode | GetProviders | GetValue | PutValue],
+                   timeout_s: float = ...) -> LookupDone: ...
+
+    async def call(self, make: Callable[[int], object], timeout_s: float = 60.0
+                   ) -> LookupDone | ProvideDone:
         cmd = make(1)
         if isinstance(cmd, GetValue):
             self.gets += 1

@@ -20,7 +20,7 @@ class EventLog:
         self.kinds = kinds
         self.events: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
-        self._threads = []
+        self._threads: list[threading.Thread] = []
         for n in nodes:
             self.watch(n)
 

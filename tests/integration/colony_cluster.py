@@ -230,13 +230,13 @@ class Cluster:
         try:
             wait_for(converged, timeout, f"{len(nodes)} nodes to see each other alive", every=0.5)
         except AssertionError as e:
-            seen = []
+            seen: list[int | str] = []
             for n in nodes:
                 try:
                     seen.append(sum(r["state"] == "alive" and r["id"] in want
                                     for r in n.members()))
                 except Exception as x:
-                    seen.append(repr(x))  # type: ignore[arg-type]
+                    seen.append(repr(x))
             raise AssertionError(f"{e}; alive counts per node: {seen}") from None
 
     def close(self) -> None:

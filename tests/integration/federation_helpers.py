@@ -83,9 +83,11 @@ def publish(n: Daemon, path: Path) -> str:
     return str(json.loads(cmd(n, "publish", str(path), "--json"))["cid"])
 
 
-def fetch_ok(n: Daemon, cid: str, out: Path) -> None:
+def fetch_ok(n: Daemon, cid: str, out: Path) -> bool:
+    """True once the fetch completed (a `wait_for` predicate); raises otherwise."""
     got = json.loads(cmd(n, "fetch", cid, "-o", str(out), "--json"))
     assert got["done"] and not got["error"], got
+    return True
 
 
 def fetch_refused(n: Daemon, cid: str, out: Path) -> None:
@@ -243,7 +245,7 @@ def check_bad_grants_refused_then_the_dht_grant_works(w: FederationWorld) -> Non
     held.unlink()
     # No grant held: a0 finds the one it gave B in the DHT.
     # ("guarded" again: only a0 can serve it, so the read proves a0 let b1 in.)
-    wait_for(lambda: fetch_ok(b1, w.cids["guarded"], w.root / "b1-guarded.bin") or True,
+    wait_for(lambda: fetch_ok(b1, w.cids["guarded"], w.root / "b1-guarded.bin"),
              40, "b1 to read the granted DAG through the DHT grant")  # fmt: skip
     assert (w.root / "b1-guarded.bin").read_bytes() == w.files["guarded"].read_bytes()
     assert log_lines(a0, "federation_session", b1.peer_id)
@@ -268,7 +270,7 @@ def check_capsule_runs_in_a_then_quota_refused(w: FederationWorld) -> None:
     # Its output is private in A, yet its submitter reads it from the executor.
     assert any(log_lines(n, "federation_outputs", first["id"]) for n in w.a)
     out = w.root / "b0-out"
-    wait_for(lambda: fetch_ok(b0, rec["outputs"][0], out) or True, 40,
+    wait_for(lambda: fetch_ok(b0, rec["outputs"][0], out), 40,
              "b0 to read its output (once the executor's provider record is in the DHT)")
     assert (out / "out.txt" if out.is_dir() else out).read_text() == "one\n"
     cmd(b0, "grant", "submit", w.a_id, str(spec_file(w.root, "two")))
@@ -300,8 +302,11 @@ def revoke_everywhere(w: FederationWorld) -> tuple[float, float]:
     t0_wall, t0 = time.time(), time.monotonic()
     cmd(w.a[0], "grant", "revoke", w.serial[:12])
     for n, k in zip(w.a, before, strict=True):
-        wait_for(lambda n=n, k=k: api(n, "GET", "/v1/trust")["revocations"] > k,
-                 REVOCATION_BOUND_S, f"{name_of(n)} to hold the revocation")  # fmt: skip
+
+        def held(n: Daemon = n, k: int = k) -> bool:
+            return bool(api(n, "GET", "/v1/trust")["revocations"] > k)
+
+        wait_for(held, REVOCATION_BOUND_S, f"{name_of(n)} to hold the revocation")
     took = time.monotonic() - t0
     print(f"grant revocation held by every node of A ({len(w.a)}): {took:.2f} s "
           f"(bound {REVOCATION_BOUND_S:g} s)")

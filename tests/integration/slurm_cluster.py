@@ -232,7 +232,9 @@ def _wait_idle(cluster: SlurmCluster) -> None:
     while time.monotonic() < deadline:
         for p in cluster.procs:
             if p.poll() is not None:
-                raise ClusterError(f"{p.args[0]} exited with {p.returncode}\n{cluster.log_tail()}")
+                argv = p.args
+                assert isinstance(argv, list), argv  # started from an argument list
+                raise ClusterError(f"{argv[0]} exited with {p.returncode}\n{cluster.log_tail()}")
         r = subprocess.run(
             ["sinfo", "-h", "-N", "-o", "%t"],
             env=cluster.env, capture_output=True, text=True, timeout=15,

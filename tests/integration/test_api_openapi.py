@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from colony_cluster import Cluster, colony_cmd, deterministic_bytes, wait_for
+from helpers.json_schema import check_openapi, errors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from overlay.client import ApiCallFailed, BadRequest, Colony, NotFound, Progress
-from tests.helpers.json_schema import check_openapi, errors
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -64,10 +64,10 @@ async def _attack(targets: list[tuple[PeerId, str]], capsule_id: str, token: int
                     out["answers"].append(str(e))
             someone_else = Capsule.sign(KeyPair.generate(), CapsuleSpec.from_dict(
                 {"command": ["true"]}), 1.0)
-            for req in ({"capsule": 1}, None, ["x"], {"capsule": ["junk"]},
+            for fwd in ({"capsule": 1}, None, ["x"], {"capsule": ["junk"]},
                         {"capsule": someone_else.to_wire()}):
                 try:
-                    out["forward"].append(await t.request(peer, PROTO_CAPSULE_FORWARD, req,
+                    out["forward"].append(await t.request(peer, PROTO_CAPSULE_FORWARD, fwd,
                                                           timeout=10))  # fmt: skip
                 except TransportError as e:
                     out["refused"] += 1
@@ -76,9 +76,9 @@ async def _attack(targets: list[tuple[PeerId, str]], capsule_id: str, token: int
         for peer, addr in targets:
             await t.disconnect(peer)
             await t.connect(addr)
-            for body in (os.urandom(500), b"\xff" * 40):
+            for junk in (os.urandom(500), b"\xff" * 40):
                 try:
-                    await t.send(peer, PROTO_CAPSULE, body, timeout=10)
+                    await t.send(peer, PROTO_CAPSULE, junk, timeout=10)
                 except TransportError:
                     out["refused"] += 1
     return out

@@ -10,6 +10,7 @@ with exactly one accepted receipt.
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import pytest
 from capsule_helpers import EventLog, submit, wait_done, wait_state
@@ -18,7 +19,7 @@ from colony_cluster import Cluster, wait_for
 pytestmark = pytest.mark.slow
 
 
-def test_all_custodians_killed_and_restarted_finish_the_capsule(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_all_custodians_killed_and_restarted_finish_the_capsule(tmp_path: Path) -> None:
     with Cluster(tmp_path / "c", 3) as c:
         c.wait_converged(60)
         seed = c.nodes[0]

@@ -106,9 +106,9 @@ async def _attack(t: Transport, target: PeerId, addr: str, port: int) -> dict[st
             for _attempt in range(2):
                 try:
                     with trio.fail_after(10):
-                        s = await t.open_stream(target, proto)
-                        await s.send_all(encode_varint(1000) + b"x" * 10)
-                    streams.append(s)
+                        held = await t.open_stream(target, proto)
+                        await held.send_all(encode_varint(1000) + b"x" * 10)
+                    streams.append(held)
                     break
                 except Exception as e:
                     out["stream_errors"].append(f"{type(e).__name__}: {e}")

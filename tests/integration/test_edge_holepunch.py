@@ -26,7 +26,8 @@ from overlay.core.crypto import KeyPair
 from overlay.core.multiformats import encode_varint
 from overlay.p2p import dcutr, pb
 from overlay.p2p.connection import Connection
-from overlay.p2p.quic import QuicConn
+from overlay.p2p.host import Host
+from overlay.p2p.quic import QuicConn, QuicEndpoint
 from overlay.runtime.net.transport import ListenError, Transport
 
 pytestmark = pytest.mark.slow
@@ -90,8 +91,8 @@ async def _upgrade() -> None:
             # New streams go over the direct connection; the circuit closes after the grace.
             assert await a.t.request(b.peer, ECHO, {"n": 1}) == ["echo", {"n": 1}]
 
-            def circuits(h: object) -> int:
-                return sum(1 for c in h.connections(b.peer if h is ha else a.peer)  # type: ignore[attr-defined]
+            def circuits(h: Host) -> int:
+                return sum(1 for c in h.connections(b.peer if h is ha else a.peer)
                            if isinstance(c, Connection)
                            and not isinstance(c.stream, trio.SocketStream) and not c.closed)
 
@@ -170,13 +171,14 @@ async def _fresh_port_retry() -> None:
             await wait_for(lambda: isinstance(ha.punched_connection(b.peer), QuicConn),
                            "the punched QUIC connection")
             direct = ha.punched_connection(b.peer)
-            assert isinstance(direct, QuicConn)
+            assert isinstance(direct, QuicConn) and isinstance(direct.endpoint, QuicEndpoint)
             port = direct.endpoint.local_addr[1]
             assert direct.endpoint is not qa and port != ha.quic_listen[1]
             # B's retry punched from a new port too (B adopts a flight after A).
             await wait_for(lambda: hb.punched_connection(a.peer) is not None, "B's side")
             theirs = hb.punched_connection(a.peer)
             assert isinstance(theirs, QuicConn) and theirs.endpoint is not hb._quic
+            assert isinstance(theirs.endpoint, QuicEndpoint)
             assert hb.quic_listen and theirs.endpoint.local_addr[1] != hb.quic_listen[1]
             assert hb._quic.drops["too_many_handshakes"] >= 1
             hp = b.dialer.holepunch

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ _SKIP = skip_reason()
 
 
 @pytest.fixture(scope="module")
-def topo(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     if _SKIP:
         pytest.skip(_SKIP)
     with Topology(tmp_path_factory.mktemp("netns"), delay_ms=20, loss_pct=1,

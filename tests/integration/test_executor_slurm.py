@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sc.SlurmCluster]:
     why = sc.missing_packages()
     if why is not None:
         pytest.skip(why)
@@ -56,22 +56,22 @@ def executor() -> SlurmExecutor:
     return SlurmExecutor(poll_s=0.2, cancel_wait_s=20.0)
 
 
-def scontrol_job(cluster: object, reason: str) -> str:
+def scontrol_job(cluster: sc.SlurmCluster, reason: str) -> str:
     """`scontrol show job` of the job a result's reason names ("Slurm job 5 cancelled")."""
     m = re.search(r"Slurm job (\d+) cancelled", reason)
     assert m is not None, reason
     r = subprocess.run(["scontrol", "show", "-o", "job", m.group(1)],
-                       env=cluster.env,  # type: ignore[attr-defined]
+                       env=cluster.env,
                        capture_output=True, text=True, timeout=15, check=True)  # fmt: skip
     return r.stdout
 
 
-def test_slurm_is_detected_as_available(slurm: object) -> None:
+def test_slurm_is_detected_as_available(slurm: sc.SlurmCluster) -> None:
     assert trio.run(available_kinds) == ("subprocess", "function", "slurm")
     assert isinstance(executor_for("slurm"), SlurmExecutor)
 
 
-def test_no_accounting_is_detected(slurm: object) -> None:
+def test_no_accounting_is_detected(slurm: sc.SlurmCluster) -> None:
     ex = executor()
     assert trio.run(ex.accounting) is False
     # A job id slurmctld never had: without sacct the executor can only say "gone".
@@ -103,7 +103,7 @@ def test_job_runs_and_its_output_comes_back_as_a_cid(
     assert "job " in h.log_text(ctx, res)
 
 
-def test_failing_job_exit_code_maps(slurm: object, tmp_path: Path) -> None:
+def test_failing_job_exit_code_maps(slurm: sc.SlurmCluster, tmp_path: Path) -> None:
     ctx = h.make_ctx(tmp_path)
     res = h.run(executor(), CapsuleSpec(command=("sh", "-c", "echo bad >&2; exit 7")), ctx)
     assert res.exit_status == 7 and res.reason == "exit status 7"
@@ -112,7 +112,7 @@ def test_failing_job_exit_code_maps(slurm: object, tmp_path: Path) -> None:
     assert res.exit_status == 128 + 9
 
 
-def test_kill_scancels_the_job(slurm: object, tmp_path: Path) -> None:
+def test_kill_scancels_the_job(slurm: sc.SlurmCluster, tmp_path: Path) -> None:
     ctx = h.make_ctx(tmp_path)
     marker = tmp_path / "started"
     spec = CapsuleSpec(command=("sh", "-c", 'echo up > "$MARKER"; exec sleep 1000'),
@@ -129,13 +129,13 @@ def test_kill_scancels_the_job(slurm: object, tmp_path: Path) -> None:
     assert "CANCELLED" in h.log_text(ctx, res)  # slurmstepd's note in the job's log
 
 
-def test_maxexectime_scancels_the_job(slurm: object, tmp_path: Path) -> None:
+def test_maxexectime_scancels_the_job(slurm: sc.SlurmCluster, tmp_path: Path) -> None:
     ctx = h.make_ctx(tmp_path)
     res = h.run(executor(), CapsuleSpec(command=("sleep", "1000")), ctx, maxexectime_s=2.0)
     assert res.exit_status == EXIT_TIMEOUT and "maxexectime 2s exceeded" in res.reason
 
 
-def test_function_capsule_runs_under_slurm(slurm: object, tmp_path: Path) -> None:
+def test_function_capsule_runs_under_slurm(slurm: sc.SlurmCluster, tmp_path: Path) -> None:
     mods = tmp_path / "mods"
     mods.mkdir()
     (mods / "colony_slurm_fn.py").write_text("def square(x):\n    return x * x\n")

@@ -174,8 +174,11 @@ def test_a_forged_list_is_refused_and_counted(world: World) -> None:
     for n in world.a.nodes:
         before = n.api().call("GET", "/v1/stats")["dht"]["records_rejected"]
         _kad(rogue, n, KadMessage(MessageType.PUT_VALUE, key, Record(key, forged)))
-        wait_for(lambda n=n, k=before: n.api().call("GET", "/v1/stats")["dht"]
-                 ["records_rejected"] > k, 10, f"{n.home.name} to count the forged list")
+
+        def counted(n: Node = n, k: int = before) -> bool:
+            return bool(n.api().call("GET", "/v1/stats")["dht"]["records_rejected"] > k)
+
+        wait_for(counted, 10, f"{n.home.name} to count the forged list")
     # The genuine list still wins: b0 revokes another certificate and publishes seq 1,
     # and that is what A's DHT node answers.
     other = KeyPair.generate().peer_id
@@ -208,8 +211,11 @@ def test_b_executor_runs_a_capsule_through_an_execute_grant(world: World) -> Non
     guest."""
     (a0, a1), (_, b1, b2) = world.a.nodes, world.b.nodes
     for n in (a0, a1):
-        wait_for(lambda n=n: log_lines(n, "federation_guest", b2.peer_id), 30,
-                 f"{n.home.name} to take b2 as a guest executor")  # fmt: skip
+
+        def guest(n: Node = n) -> list[str]:
+            return log_lines(n, "federation_guest", b2.peer_id)
+
+        wait_for(guest, 30, f"{n.home.name} to take b2 as a guest executor")
     assert not log_lines(a0, "federation_guest", b1.peer_id)
     # Its input is private in A and under no read grant: b2 reads it through its lease.
     data = world.root / "input.bin"
@@ -224,7 +230,7 @@ def test_b_executor_runs_a_capsule_through_an_execute_grant(world: World) -> Non
     assert any(log_lines(n, "federation_guest_lease", final["id"]) for n in (a0, a1))
     # Its output is private at b2, yet a0, which submitted the capsule, reads it there.
     out = world.root / "a0-guest-out"
-    wait_for(lambda: fetch_ok(a0, final["outputs"][0], out) or True, 40,
+    wait_for(lambda: fetch_ok(a0, final["outputs"][0], out), 40,
              "a0 to read its capsule's output from b2")  # fmt: skip
     assert (out / "out.txt" if out.is_dir() else out).read_bytes() == data.read_bytes()
     assert log_lines(a0, "federation_session", b2.peer_id)  # the proof naming the lease

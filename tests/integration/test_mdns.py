@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from colony_cluster import REPO, colony_cmd, wait_for
@@ -184,7 +185,7 @@ def test_js_libp2p_and_a_daemon_find_each_other_by_mdns(tmp_path: Path) -> None:
                                   start_new_session=True)
         procs.append(js)
 
-        def events() -> list[dict[str, object]]:
+        def events() -> list[dict[str, Any]]:
             if js.poll() is not None:
                 raise AssertionError("js peer exited: " + (tmp_path / "js.err").read_text())
             return [json.loads(line) for line in js_out.read_text().splitlines()]

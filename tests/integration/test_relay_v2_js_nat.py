@@ -19,6 +19,7 @@ daemons is test_edge_holepunch_nat.py.
 
 from __future__ import annotations
 
+import io
 import json
 import select
 import subprocess
@@ -53,7 +54,8 @@ class NsJsPeer:
         self.ready = self.line(60)
 
     def line(self, timeout: float = 40) -> dict[str, Any]:
-        assert self.p.stdout is not None
+        # stdout=PIPE, buffered: a BufferedReader (read1 returns what one read gives).
+        assert isinstance(self.p.stdout, io.BufferedReader)
         deadline = time.monotonic() + timeout
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()

@@ -123,10 +123,13 @@ def test_corrupt_blocks_are_named_and_all_listed(node: Path, tmp_path: Path) -> 
     from store.blockstore import decode_links
 
     with env.begin(write=True) as txn:
-        leaves = [Cid.from_bytes(c) for c in decode_links(txn.get(Cid.parse(root).multihash,
-                                                                    db=refs))]
+        links = txn.get(Cid.parse(root).multihash, db=refs)
+        assert links is not None
+        leaves = [Cid.from_bytes(c) for c in decode_links(links)]
         for c in leaves[1:3]:
-            val = bytearray(txn.get(c.multihash, db=blocks))
+            block = txn.get(c.multihash, db=blocks)
+            assert block is not None
+            val = bytearray(block)
             val[100] ^= 0xFF
             txn.put(c.multihash, bytes(val), db=blocks)
     env.close()

@@ -63,7 +63,7 @@ def test_push_pull_and_conflicts(colony: Cluster, tmp_path: Path) -> None:
     # a pushes from its stale base: each rule decides
     (src / "c.txt").write_text("from a\n")
     refused = sync(a, "push", "results", str(src), "--conflict", "fail", check=False)
-    assert "moved from" in str(refused["error"]) and second["cid"] in str(refused["error"])
+    assert "moved from" in str(refused["error"]) and str(second["cid"]) in str(refused["error"])
     both = sync(a, "push", "results", str(src), "--conflict", "both")
     assert both["conflict"] == "both" and both["seq"] == 2
     merged = tmp_path / "merged"

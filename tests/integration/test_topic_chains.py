@@ -70,8 +70,15 @@ def test_first_frame_waits_for_the_chain_exchange_and_outsiders_are_refused(
 
             tb.set_handler(PROTO_TOPICS, on_message=on_frame, codec=Codec.CBOR)
             ta.codec_for(PROTO_TOPICS, Codec.CBOR)
-            ca = ChainExchange(trust_a, ta, lambda p, f: ta.post(p, PROTO_TOPICS, f))
-            cb = ChainExchange(trust_b, tb, lambda p, f: tb.post(p, PROTO_TOPICS, f))
+
+            def send_a(p: PeerId, f: object) -> None:
+                ta.post(p, PROTO_TOPICS, f)
+
+            def send_b(p: PeerId, f: object) -> None:
+                tb.post(p, PROTO_TOPICS, f)
+
+            ca = ChainExchange(trust_a, ta, send_a)
+            cb = ChainExchange(trust_b, tb, send_b)
             ca.register()
             cb.register()
             n.start_soon(ca.run)

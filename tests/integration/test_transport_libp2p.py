@@ -51,7 +51,8 @@ STACK = "native"
 def stack(request: pytest.FixtureRequest) -> str:
     """Run every test on both stacks; `cfg()` builds configs for the current one."""
     global STACK
-    STACK = request.param
+    param: str = request.param
+    STACK = param
     return STACK
 
 
@@ -113,6 +114,13 @@ async def echo(peer: PeerId, obj: Any) -> Any:
     return {"from": peer.raw, "echo": obj}
 
 
+async def echoed(t: Transport, peer: PeerId, obj: object) -> object:
+    """The "echo" field of `peer`'s `echo` handler's answer to `obj` on P."""
+    reply = await t.request(peer, P, obj)
+    assert isinstance(reply, dict), reply
+    return reply["echo"]
+
+
 # ---------------------------------------------------------------- identity, addresses
 
 
@@ -135,7 +143,7 @@ def test_identity_addresses_and_one_connection_per_peer() -> None:
             assert (await next_event(b, PeerConnected)).peer == a.peer_id
             assert a.stats.dials == 1
             if STACK == "py-libp2p":
-                network = a._backend._network  # type: ignore[attr-defined]
+                network = a._backend._network
                 # py-libp2p's default of 3 connections per peer makes every dial wait
                 # out its 250 ms happy-eyeballs timer; at 1 it stops at the first.
                 assert network.connection_config.max_connections_per_peer == 1
@@ -143,7 +151,7 @@ def test_identity_addresses_and_one_connection_per_peer() -> None:
                 # The auto-connector would dial every stored peer by itself.
                 assert not network.auto_connector._started
             else:
-                assert len(a._backend.host._conns[b.peer_id]) == 1  # type: ignore[attr-defined]
+                assert len(a._backend.host._conns[b.peer_id]) == 1
 
     run(main)
 
@@ -269,7 +277,8 @@ def test_raw_protocol_responses_match_in_order() -> None:
         async with pair() as (a, b):
             served: list[bytes] = []
 
-            async def reverse(peer: PeerId, body: bytes) -> bytes | None:
+            async def reverse(peer: PeerId, body: object) -> bytes | None:
+                assert isinstance(body, bytes)  # RAW delivers bytes
                 served.append(body)
                 if body == b"no-reply":
                     return None
@@ -279,7 +288,7 @@ def test_raw_protocol_responses_match_in_order() -> None:
             inbox = Inbox()
             b.set_handler(RAW, on_request=reverse, codec=Codec.RAW)
             a.set_handler(RAW, on_message=inbox, codec=Codec.RAW)
-            results: dict[int, bytes] = {}
+            results: dict[int, object] = {}
 
             async def one(i: int) -> None:
                 results[i] = await a.request(b.peer_id, RAW, f"q{i:03}".encode())
@@ -291,7 +300,7 @@ def test_raw_protocol_responses_match_in_order() -> None:
             await a.send(b.peer_id, RAW, b"no-reply")
             assert await a.request(b.peer_id, RAW, b"abc") == b"cba"
             with pytest.raises(LocalProtocolError):
-                await a.send(b.peer_id, RAW, "text is not bytes")  # type: ignore[arg-type]
+                await a.send(b.peer_id, RAW, "text is not bytes")
 
     run(main)
 
@@ -321,7 +330,7 @@ def test_handler_exception_costs_the_stream_not_the_host() -> None:
             with trio.fail_after(10):
                 while True:
                     try:
-                        assert (await a.request(b.peer_id, P, "after"))["echo"] == "after"
+                        assert await echoed(a, b.peer_id, "after") == "after"
                         break
                     except SendError:
                         await trio.sleep(0.01)  # our side had not seen the reset yet
@@ -365,7 +374,7 @@ def test_garbage_frames_drop_the_stream_with_a_logged_reason(body: bytes, reason
             assert inbox.items == []
             # b keeps serving: a well-behaved peer is answered.
             good.add_addrs(b.peer_id, b.listen_addrs)
-            assert (await good.request(b.peer_id, P, "still alive"))["echo"] == "still alive"
+            assert await echoed(good, b.peer_id, "still alive") == "still alive"
 
     run(main)
 
@@ -381,7 +390,7 @@ def test_tcp_garbage_and_aborted_handshakes_do_not_stop_the_host() -> None:
                 stream = await trio.open_tcp_stream("127.0.0.1", port)
                 await stream.send_all(payload)
                 await stream.aclose()
-            assert (await a.request(b.peer_id, P, 1))["echo"] == 1
+            assert await echoed(a, b.peer_id, 1) == 1
 
     run(main)
 
@@ -502,6 +511,6 @@ def test_disconnect_events_ping_and_identify() -> None:
             assert (await next_event(b, PeerDisconnected)).peer == a.peer_id
             assert (await next_event(a, PeerDisconnected)).peer == b.peer_id
             # Reconnects on demand.
-            assert (await a.request(b.peer_id, P, 2))["echo"] == 2
+            assert await echoed(a, b.peer_id, 2) == 2
 
     run(main)

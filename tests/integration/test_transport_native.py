@@ -46,7 +46,15 @@ async def echo(peer: PeerId, obj: Any) -> Any:
     return {"from": peer.raw, "echo": obj}
 
 
-async def reverse(peer: PeerId, body: bytes) -> bytes:
+async def echoed(t: Transport, peer: PeerId, obj: object) -> object:
+    """The "echo" field of `peer`'s `echo` handler's answer to `obj` on P."""
+    reply = await t.request(peer, P, obj)
+    assert isinstance(reply, dict), reply
+    return reply["echo"]
+
+
+async def reverse(peer: PeerId, body: object) -> bytes:
+    assert isinstance(body, bytes)  # RAW delivers bytes
     return body[::-1]
 
 
@@ -140,8 +148,9 @@ def test_send_rate_limit_holds_the_average() -> None:
             got = trio.Event()
             total = 0
 
-            def on_message(peer: PeerId, body: bytes) -> None:
+            def on_message(peer: PeerId, body: object) -> None:
                 nonlocal total
+                assert isinstance(body, bytes)  # RAW delivers bytes
                 total += len(body)
                 if total >= 6_000_000:
                     got.set()
@@ -183,7 +192,8 @@ def test_admit_holds_large_one_way_frames_in_order_and_lets_small_ones_through()
                 asked.append(n)
                 await room.wait()
 
-            def on_message(peer: PeerId, body: bytes) -> None:
+            def on_message(peer: PeerId, body: object) -> None:
+                assert isinstance(body, bytes)  # RAW delivers bytes
                 got.append(len(body))
 
             b.set_handler(RAW, on_message=on_message, codec=Codec.RAW, admit=admit)
@@ -225,7 +235,7 @@ def test_yamux_garbage_after_the_handshake_costs_only_that_connection() -> None:
                         break
             assert not b.is_connected(evil_key.peer_id)
             a.add_addrs(b.peer_id, b.listen_addrs)
-            assert (await a.request(b.peer_id, P, 1))["echo"] == 1
+            assert await echoed(a, b.peer_id, 1) == 1
 
     run(main)
 
@@ -263,7 +273,7 @@ def test_new_streams_prefer_tcp_over_a_later_attached_connection() -> None:
             host = a._backend.host  # type: ignore[attr-defined]
             assert len(host._conns[b.peer_id]) == 2
             assert isinstance(host.connection(b.peer_id).stream, trio.SocketStream)
-            assert (await a.request(b.peer_id, P, "x"))["echo"] == "x"
+            assert await echoed(a, b.peer_id, "x") == "x"
 
     run(main)
 
@@ -272,7 +282,8 @@ def test_lazy_dialer_sending_yamux_frames_with_the_negotiation() -> None:
     """A dialer may send its first Yamux frames right behind its muxer proposal,
     before our answer (lazy multistream-select): they must not be lost."""
     from overlay.p2p import multistream, yamux
-    from overlay.p2p.connection import BufferedIO, P2PStream
+    from overlay.p2p.connection import P2PStream
+    from overlay.p2p.negotiation_io import BufferedIO
 
     async def main() -> None:
         kp_a, kp_b = KeyPair.generate(), KeyPair.generate()
@@ -325,7 +336,7 @@ def test_a_request_after_the_connection_closed_under_a_half_closed_stream_reopen
     async def main() -> None:
         async with two("native", "native") as (a, b):
             a.add_addrs(b.peer_id, b.listen_addrs)
-            assert (await a.request(b.peer_id, P, 1))["echo"] == 1
+            assert await echoed(a, b.peer_id, 1) == 1
             hb = b.native_host()
             assert hb is not None
             (conn_b,) = hb.connections(a.peer_id)
@@ -337,7 +348,7 @@ def test_a_request_after_the_connection_closed_under_a_half_closed_stream_reopen
             assert ha is not None
             (conn_a,) = ha.connections(b.peer_id)
             await conn_a.close()
-            assert (await a.request(b.peer_id, P, 2))["echo"] == 2
+            assert await echoed(a, b.peer_id, 2) == 2
 
     run(main)
 

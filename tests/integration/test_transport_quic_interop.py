@@ -45,7 +45,8 @@ def test_we_dial_py_libp2p_over_quic() -> None:
             async with ours.serve([]):
                 with trio.fail_after(20):
                     conn = await ours.dial(pid, addrs)
-                    assert conn.remote_peer == pid and conn.remote_addr.endswith("/quic-v1")
+                    assert conn.remote_peer == pid and conn.remote_addr is not None \
+                        and conn.remote_addr.endswith("/quic-v1")
                     s = await ours.new_stream(pid, [ECHO])
                     await s.write(b"interop!")
                     await s.close()

@@ -87,8 +87,11 @@ def test_colony_admits_only_certified_daemons(tmp_path: Path) -> None:
         out = colony_cmd(n0.home, "cert", "revoke", n2.peer_id).stdout
         assert "gossiped to the colony" in out and "/colony/revoke/" in out
         for n in (n0, n1, n3):
-            wait_for(lambda n=n: n2.peer_id not in live_ids(n), 45,
-                     f"{n.home.name} to drop revoked n2")  # fmt: skip
+
+            def dropped(n: Node = n) -> bool:
+                return n2.peer_id not in live_ids(n)
+
+            wait_for(dropped, 45, f"{n.home.name} to drop revoked n2")
         revoke_s = time.monotonic() - t0
         expelled = [r for r in log_events(n1, "member_expelled") if r["peer"] == n2.peer_id]
         assert expelled and "revoked" in expelled[0]["reason"]

@@ -146,9 +146,12 @@ def test_private_dag_is_served_to_members_only(tmp_path: Path) -> None:
         # n1 becomes the only holder (once the DHT names it, as it provides what it
         # fetched). The outsider gets the public DAG from n1 ...
         for cid in (other_cid, secret_cid):
-            wait_for(lambda cid=cid: n1.peer_id in colony_cmd(
-                n2.home, "dht", "findprovs", cid, check=False, timeout=30).stdout,
-                60, "the DHT to name n1 a provider")  # fmt: skip
+
+            def named(cid: str = cid) -> bool:
+                return n1.peer_id in colony_cmd(
+                    n2.home, "dht", "findprovs", cid, check=False, timeout=30).stdout
+
+            wait_for(named, 60, "the DHT to name n1 a provider")
         n0.kill()
         got = fetch(n2, other_cid, tmp_path / "o2.bin", timeout=90)
         assert got["done"] and not got["error"]

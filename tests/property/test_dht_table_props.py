@@ -52,8 +52,9 @@ class TableMachine(RuleBasedStateMachine):
         self.t.remove(POOL[i])
         assert POOL[i] not in self.t
 
+    # Not named `invariants`: RuleBasedStateMachine keeps its list of invariants there.
     @invariant()
-    def invariants(self) -> None:
+    def table_holds(self) -> None:
         self.t.check_invariants()
         assert ME not in self.t
         assert len(self.t) <= self.t.k * (KEY_BITS + 1)

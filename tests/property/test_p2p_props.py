@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from overlay.core.crypto import KeyPair
 from overlay.core.errors import WireError
 from overlay.p2p import identify, multiaddr, multistream, noise, pb, yamux
-from overlay.p2p.errors import DecryptError, MuxerError
+from overlay.p2p.errors import DecryptError, MuxerError, NegotiationError
 
 SETTINGS = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -161,7 +161,7 @@ class _Bytes:
 
     async def read_exact(self, n: int) -> bytes:
         if len(self.data) < n:
-            raise multistream.NegotiationError("eof")
+            raise NegotiationError("eof")
         out, self.data = self.data[:n], self.data[n:]
         await trio.lowlevel.checkpoint()
         return out

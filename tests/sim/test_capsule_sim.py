@@ -248,7 +248,7 @@ def test_killed_leaders_hand_custody_to_another_custodian(seed: int) -> None:
         assert c.leader_of(x) not in victims
 
 
-PIPELINE = {
+PIPELINE: dict[str, Any] = {
     "name": "pipeline",
     "capsules": [
         {"name": "e", "command": ["report"], "dependencies": ["c", "d"], "outputs": ["report.md"]},
@@ -286,7 +286,7 @@ def test_five_step_workflow_passes_outputs_to_inputs_in_dependency_order(seed: i
         want = []
         for p in parents:
             r = c.receipts[ids[p]].receipt
-            spec = next(x for x in PIPELINE["capsules"] if x["name"] == p)  # type: ignore[index]
+            spec = next(x for x in PIPELINE["capsules"] if x["name"] == p)
             names = (["result.json"] if "function" in spec else []) + spec["outputs"]
             assert len(r.outputs) == len(names), f"seed={seed}"
             pairs = zip(names, r.outputs, strict=True)

@@ -102,12 +102,12 @@ def test_reprovide_spreads_regions_over_the_interval() -> None:
     # ≤ 2 lookups per region: ≤ 2·2^p ≤ 2N̂/k per sweep, whatever the number of keys.
     assert again.lookups <= 2 * regions <= 2 * cores[ids[0]].table.estimate_network_size() / 20
     # Each key announced once this cycle, to its true 20 closest.
-    per_key = Counter(e.msg.msg.key for _, e in cycle)  # type: ignore[attr-defined]
+    per_key = Counter(e.msg.msg.key for _, e in cycle)
     assert set(per_key.values()) == {20}
     for mh in mhs[:40]:
         t = key_of_bytes(mh)
         truth = set(sorted(ids[1:], key=lambda p: p.key ^ t)[:20])
-        sent_to = {e.peer for _, e in cycle if e.msg.msg.key == mh}  # type: ignore[attr-defined]
+        sent_to = {e.peer for _, e in cycle if e.msg.msg.key == mh}
         assert len(truth & sent_to) >= 19, f"seed {SEED}: {mh.hex()}"
 
 
@@ -126,7 +126,7 @@ def test_keys_added_or_stopped_mid_cycle() -> None:
     assert reprov.request_id == 0
     bits = region_bits(cores[ids[0]])
     half = (1 << bits) // 2
-    cycle_keys = Counter(e.msg.msg.key  # type: ignore[attr-defined]
+    cycle_keys = Counter(e.msg.msg.key
                          for _, e in rec.between(mid + 60.0, 2 * INTERVAL,
                                                  MessageType.ADD_PROVIDER))
     # Late keys whose region was still ahead joined this cycle; the others wait a cycle.

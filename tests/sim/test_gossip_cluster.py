@@ -39,7 +39,11 @@ class Cluster:
         seed_peer = self.ids[0]
         for i, p in enumerate(self.ids):
             seeds = (seed_peer,) if p != seed_peer else ()
-            self.router.engine.at(i * 0.01, lambda p, s=seeds: self.router.inject(p, Join(s)), p)
+
+            def join(p: PeerId, s: tuple[PeerId, ...] = seeds) -> None:
+                self.router.inject(p, Join(s))
+
+            self.router.engine.at(i * 0.01, join, p)
 
     def run(self, until: float) -> None:
         self.router.run_until(until)

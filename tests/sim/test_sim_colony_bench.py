@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
 
-import sim_colony  # noqa: E402
+from bench import sim_colony  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,7 +17,7 @@ from overlay.capsule.custody import CustodyConfig
 from overlay.capsule.executor import CapsuleExited, ExecutorConfig
 from overlay.capsule.leases import EPOCH_SHIFT, CustodyRecord, LeaseTiming, State
 from overlay.capsule.members import Member, MembersChanged
-from overlay.capsule.messages import Heartbeat, LeaseOffer, LeaseRevoked, ReceiptMsg
+from overlay.capsule.messages import Heartbeat, LeaseOffer, LeaseReply, LeaseRevoked, ReceiptMsg
 from overlay.capsule.spec import Capsule, CapsuleSpec, Conditions
 from overlay.core.certs import Certificate
 from overlay.core.crypto import KeyPair
@@ -321,25 +321,33 @@ def test_leader_death_hands_over_running_capsule_without_rerun() -> None:
     assert m.record(cap).state is State.SUCCEEDED and len(m.events(ev.ReceiptAccepted)) == 1
 
 
+def _reply(out: list[Effect]) -> LeaseReply:
+    """The executor's answer to an offer: its first effect, a `Send` of a `LeaseReply`."""
+    send = out[0]
+    assert isinstance(send, Send) and isinstance(send.msg, LeaseReply), send
+    return send.msg
+
+
 def test_executor_refuses_what_does_not_fit_and_stale_tokens() -> None:
     m = Mini(slots=1)
     ex = m.cores[m.peers[0]].executor
     timing = LeaseTiming()
     big = m.capsule(conditions=Conditions(gpu=1))
     out = ex.on_offer(m.peers[1], LeaseOffer(big, 1, timing), 0.0)
-    assert out[0].msg.accepted is False and out[0].msg.reason == "only 0 of 1 gpu free"  # type: ignore[union-attr]
+    assert _reply(out).accepted is False and _reply(out).reason == "only 0 of 1 gpu free"
     a, b = m.capsule(), m.capsule(via=1)
-    assert ex.on_offer(m.peers[1], LeaseOffer(a, 2, timing), 0.0)[0].msg.accepted  # type: ignore[union-attr]
-    busy = ex.on_offer(m.peers[1], LeaseOffer(b, 1, timing), 0.0)[0].msg
-    assert busy.reason == "all 1 slots busy"  # type: ignore[union-attr]
+    assert _reply(ex.on_offer(m.peers[1], LeaseOffer(a, 2, timing), 0.0)).accepted
+    busy = _reply(ex.on_offer(m.peers[1], LeaseOffer(b, 1, timing), 0.0))
+    assert busy.reason == "all 1 slots busy"
     # the leader repeating the offer of the lease we run hears "accepted" again
     again = ex.on_offer(m.peers[1], LeaseOffer(a, 2, timing), 0.0)
-    assert len(again) == 1 and again[0].msg.accepted  # type: ignore[union-attr]
-    stale = ex.on_offer(m.peers[1], LeaseOffer(a, 1, timing), 0.0)[0].msg
-    assert stale.reason == "stale token"  # type: ignore[union-attr]
+    assert len(again) == 1 and _reply(again).accepted
+    stale = _reply(ex.on_offer(m.peers[1], LeaseOffer(a, 1, timing), 0.0))
+    assert stale.reason == "stale token"
     # a higher token for the same capsule supersedes our own attempt
     out = ex.on_offer(m.peers[1], LeaseOffer(a, 3, timing), 0.0)
-    assert any(isinstance(e, Send) and e.msg.accepted for e in out)  # type: ignore[union-attr]
+    assert any(isinstance(e, Send) and isinstance(e.msg, LeaseReply) and e.msg.accepted
+               for e in out)
     assert ex.running[a.id].token == 3
     # revocation from a non-custodian is ignored
     assert ex.on_revoked(KeyPair(b"\x99" * 32).peer_id, LeaseRevoked(a.id, 3), 0.0) == []

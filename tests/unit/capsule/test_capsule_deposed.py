@@ -41,6 +41,7 @@ from overlay.capsule.messages import (
 )
 from overlay.capsule.spec import Capsule, CapsuleSpec
 from overlay.core.crypto import KeyPair
+from overlay.core.effects import Send
 from overlay.core.ids import PeerId
 
 
@@ -86,7 +87,7 @@ def _status_answer(c: Colony, asker: PeerId, holder: PeerId, cid: str) -> Status
     """What `holder` answers a `StatusQuery` (a child's leader, an origin)."""
     out = c.cores[holder].custody.on_status_query(asker, StatusQuery(cid), c.net.now)
     (send,) = out
-    assert isinstance(send.msg, StatusReply)
+    assert isinstance(send, Send) and isinstance(send.msg, StatusReply)
     return send.msg
 
 

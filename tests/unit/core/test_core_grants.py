@@ -221,6 +221,7 @@ def test_cpu_quota_reserves_then_settles() -> None:
     led.charge_submit(g, "a", cost, NOW)
     led.charge_submit(g, "b", cost, NOW)
     why = led.check_submit(g, 60, NOW)
+    assert why is not None
     assert why == (f"quota exceeded: colony {why.split('colony ')[1].split(' ')[0]} used 3,600 "
                    f"of 3,600 CPU-s today under grant {g.serial[:12]}; this request asks 60 more")
     assert led.unsettled(g.serial) == ["a", "b"]

@@ -8,6 +8,7 @@ static servers plus 20 client cores on the in-memory router (virtual time).
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ ME, ASKER, OTHER = random_peer_ids(3, random.Random(SEED))
 MH = multihash_sha256(b"data")
 
 
-def sends(effects: list[object]) -> list[Send]:
+def sends(effects: Sequence[object]) -> list[Send]:
     return [e for e in effects if isinstance(e, Send)]
 
 

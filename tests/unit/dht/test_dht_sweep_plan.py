@@ -72,7 +72,8 @@ def test_a_sweep_refused_for_busy_lookups_retries_on_its_timer() -> None:
         c.table.seen(p, 0.0)
     c.handle(FindNode(1, b"busy"), 1.0)  # holds one of the two lookup slots
     out = c.handle(Provide(2, (multihash_sha256(b"x"),)), 1.0)
-    (retry,) = [e for e in out if isinstance(e, SetTimer) and e.timer[0] == "sweep"]
+    (retry,) = [e for e in out
+              if isinstance(e, SetTimer) and isinstance(e.timer, tuple) and e.timer[0] == "sweep"]
     assert retry.at == 1.0 + cfg.rpc_timeout_s
     assert not [e for e in out if isinstance(e, Send)]  # nothing started yet
     for _ in range(len(ids)):  # the FindNode fails at every peer it asks, and ends

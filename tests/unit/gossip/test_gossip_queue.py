@@ -1,5 +1,7 @@
 """Broadcast queue: fewest-sent-first, invalidation, limits, user share."""
 
+from typing import Any
+
 from gossip.broadcast_queue import BroadcastQueue, take_split
 from gossip.messages import Alive, Update, UserEvent, update_size
 from overlay.core.crypto import KeyPair
@@ -66,25 +68,25 @@ def test_large_event_uses_leftover_budget() -> None:
     assert big in out and alive(1) in out
 
 
-def _reference_take(queue: list[list[object]], budget: int, limit: int) -> list[Update]:
+def _reference_take(queue: list[list[Any]], budget: int, limit: int) -> list[Update]:
     """The queue discipline spelled out on a plain list of [key, update, size, transmits,
     order] (fewest sent first, newest first within a count), scanning every entry: what
     `BroadcastQueue.take` must give, although it stops scanning once nothing can fit."""
     used, taken = 0, []
-    for t in sorted({e[3] for e in queue}):  # type: ignore[type-var]
-        for e in sorted((e for e in queue if e[3] == t), key=lambda e: -e[4]):  # type: ignore[operator]
-            if used + e[2] <= budget:  # type: ignore[operator]
+    for t in sorted({e[3] for e in queue}):
+        for e in sorted((e for e in queue if e[3] == t), key=lambda e: -e[4]):
+            if used + e[2] <= budget:
                 taken.append(e)
-                used += e[2]  # type: ignore[assignment, operator]
+                used += e[2]
         if budget - used < 112:
             break
     out: list[Update] = []
     for e in taken:
-        e[3] += 1  # type: ignore[operator]
-        e[4] = max(x[4] for x in queue) + 1  # type: ignore[type-var, operator]
+        e[3] += 1
+        e[4] = max(x[4] for x in queue) + 1
         if e[3] >= limit:
             queue.remove(e)
-        out.append(e[1])  # type: ignore[arg-type]
+        out.append(e[1])
     return out
 
 
@@ -99,7 +101,7 @@ def test_take_matches_a_full_scan_of_the_queue() -> None:
               for i in range(40)]
     for _ in range(30):
         q = BroadcastQueue(1000)
-        ref: list[list[object]] = []
+        ref: list[list[Any]] = []
         order = 0
         for _step in range(60):
             if rng.random() < 0.4:

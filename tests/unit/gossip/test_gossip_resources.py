@@ -1,5 +1,7 @@
 """Resource ads: wire form, deltas, queries."""
 
+from typing import Any
+
 import pytest
 
 from gossip.resources import Query, ResourceAd, parse_query
@@ -33,7 +35,7 @@ def test_delta_applies_only_changed_fields() -> None:
     assert AD.apply(delta) == new
 
 
-def _kw(ad: ResourceAd) -> dict[str, object]:
+def _kw(ad: ResourceAd) -> dict[str, Any]:
     kw = {f: getattr(ad, f) for f in ad.__dataclass_fields__}
     kw["labels"] = dict(ad.labels)
     return kw

@@ -71,7 +71,8 @@ class Wire(CoreNet):
 
 
 def state(w: Wire, at: PeerId, of: PeerId) -> MemberState:
-    return w.cores[at].members[of].state
+    core: Swim = w.cores[at]
+    return core.members[of].state
 
 
 def test_join_by_push_pull_learns_everyone() -> None:
@@ -356,7 +357,7 @@ def test_forged_ad_is_rejected() -> None:
     w.join_all()
     good = UpdateAd(ResourceAd(cpu_cores=2))
     w.feed(B, good, 1.0)
-    env = w.cores[B].local.ad_full.env  # type: ignore[union-attr]
+    env = w.cores[B].local.ad_full.env
     forged = Envelope(env.kind, cbor_encode({"v": 7, "r": {"c": 999}}), env.signer, env.signature)
     from gossip.messages import AdUpdate
 

@@ -54,7 +54,8 @@ def test_lazy_peers_get_batched_ihaves_after_the_delay() -> None:
     t = tree(P[1:3])
     t.on_message(P[2], Prune(TOPIC), 0.0)
     out = t.broadcast(b"a", 0.0) + t.broadcast(b"b", 0.01)
-    timers = [e for e in out if isinstance(e, SetTimer) and e.timer[2] == "ihave"]
+    timers = [e for e in out
+              if isinstance(e, SetTimer) and isinstance(e.timer, tuple) and e.timer[2] == "ihave"]
     assert len(timers) == 1 and timers[0].at == 0.05
     out = t.on_timer(("pt", TOPIC, "ihave"), 0.05)
     assert sends(out) == [(P[2], IHave(TOPIC, ((message_id(b"a"), 0), (message_id(b"b"), 0))))]

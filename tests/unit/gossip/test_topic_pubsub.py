@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 
+from helpers.core_net import CoreNet
+
 from gossip.admission import Admission
 from gossip.plumtree import message_id
 from gossip.topic_messages import Gossip
@@ -26,7 +28,6 @@ from overlay.core.crypto import Envelope, KeyPair
 from overlay.core.effects import Received, Send
 from overlay.core.ids import PeerId
 from overlay.core.wire import cbor_decode, cbor_encode
-from tests.helpers.core_net import CoreNet
 
 KEYS = [KeyPair.from_rng_seed(bytes([i + 1]) * 32) for i in range(8)]
 PEERS = [k.peer_id for k in KEYS]

@@ -5,15 +5,19 @@ max_udp_payload_size caps it, a too-small one is a protocol error)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 import trio
 from aioquic._buffer import Buffer
 from aioquic.quic.packet import pull_quic_transport_parameters, push_quic_transport_parameters
+from unit.p2p.test_p2p_quic import echo, roundtrip, run_endpoints, run_pair
 
 from overlay.core.crypto import KeyPair
 from overlay.p2p import quic_path
 from overlay.p2p.errors import HandshakeError
 from overlay.p2p.quic import QuicConn, QuicEndpoint
+from overlay.p2p.quic_credit import Libp2pQuicConnection
 from overlay.p2p.quic_pmtud import (
     BASE_PLPMTU,
     BLACK_HOLE_BURSTS,
@@ -24,7 +28,9 @@ from overlay.p2p.quic_pmtud import (
     Pmtud,
     State,
 )
-from tests.unit.p2p.test_p2p_quic import echo, roundtrip, run_endpoints, run_pair
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
 
 
 def search(p: Pmtud, mtu: int, now: float = 0.0, lose_first: int = 0) -> list[int]:
@@ -186,7 +192,7 @@ def _advertise(ep: QuicEndpoint, max_udp_payload_size: int) -> None:
     would; ours leaves it at the default, 65527)."""
     make = ep._connection
 
-    def connection(client: bool, addr: tuple[str, int], **kw: object):  # type: ignore[no-untyped-def]
+    def connection(client: bool, addr: tuple[str, int], **kw: object) -> Libp2pQuicConnection:
         quic = make(client, addr, **kw)
         serialize = quic._serialize_transport_parameters
 
@@ -197,7 +203,8 @@ def _advertise(ep: QuicEndpoint, max_udp_payload_size: int) -> None:
             push_quic_transport_parameters(buf, params)
             return buf.data
 
-        quic._serialize_transport_parameters = patched
+        # aioquic has no hook for its transport parameters: replace its private method.
+        quic._serialize_transport_parameters = patched  # type: ignore[method-assign]
         return quic
 
     ep._connection = connection  # type: ignore[method-assign]
@@ -240,7 +247,7 @@ class Relay:
         self.mtu = mtu
         self.dropped = 0
 
-    async def run(self, task_status: trio.TaskStatus[tuple[str, int]]) -> None:
+    async def run(self, task_status: TaskStatus[tuple[str, int]]) -> None:
         front = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         back = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         with front, back:

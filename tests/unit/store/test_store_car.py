@@ -4,6 +4,7 @@ import hashlib
 import io
 import random
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def _v2(payload: bytes, pad: int = 0) -> bytes:
 
 
 @pytest.fixture
-def src(tmp_path: Path) -> tuple[BlockStore, Cid]:
+def src(tmp_path: Path) -> Iterator[tuple[BlockStore, Cid]]:
     store = BlockStore(tmp_path / "src")
     root = Importer(store, ImportOptions(cid_version=1)).add_bytes(DATA).cid
     yield store, root
@@ -48,7 +49,7 @@ def src(tmp_path: Path) -> tuple[BlockStore, Cid]:
 
 
 @pytest.fixture
-def dst(tmp_path: Path) -> BlockStore:
+def dst(tmp_path: Path) -> Iterator[BlockStore]:
     with BlockStore(tmp_path / "dst") as s:
         yield s
 

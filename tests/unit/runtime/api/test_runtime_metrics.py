@@ -6,7 +6,9 @@ from overlay.runtime.api.metrics import StatsCollector, render
 
 
 def test_render_reads_current_values() -> None:
-    state = {"frames": 3, "peers": 2, "drops": {"oversize": 1, "malformed": 4}}
+    state: dict[str, float | dict[str, float]] = {
+        "frames": 3, "peers": 2, "drops": {"oversize": 1, "malformed": 4}
+    }
     c = StatsCollector()
     c.counter("frames_in", "frames received", lambda: state["frames"])
     c.gauge("peers", "connected peers", lambda: state["peers"])

@@ -6,6 +6,7 @@ order the copies right)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 from overlay.capsule.leases import CustodyRecord, State
@@ -67,7 +68,9 @@ def test_a_deposed_leaders_uncommitted_outcome_is_never_the_reads_answer() -> No
     assert alone is not None and acted_on(alone) is leased
     row = report_json(alone)
     assert row["state"] == "running" and row["committed"] is True
-    assert row["exit_status"] is None and row["pending"]["state"] == "succeeded"
+    pending = row["pending"]
+    assert isinstance(pending, Mapping)
+    assert row["exit_status"] is None and pending["state"] == "succeeded"
     # Healed (or asked the others): the later epoch's committed run wins.
     both = merge_reports([n0, Report(theirs, None)])
     assert both is not None and both.record is theirs and both.pending is None

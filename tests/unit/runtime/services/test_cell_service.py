@@ -7,9 +7,10 @@ import copy
 
 import pytest
 
+from gossip.cell_directory import TTL_INTERVALS, rendezvous_key
 from overlay.core.errors import ConfigError
 from overlay.runtime.process.config import DEFAULTS
-from overlay.runtime.services.cells import TTL_INTERVALS, cell_config, rendezvous_key
+from overlay.runtime.services.cells import cell_config
 
 
 def test_cell_config_from_the_defaults() -> None:

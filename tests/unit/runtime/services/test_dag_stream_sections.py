@@ -35,12 +35,12 @@ def test_sections_come_out_whole_whatever_the_pieces() -> None:
     data, want = _stream(rng)
     for _ in range(30):
         s = Sections()
-        got: list[tuple[bytes, bytes]] = []
+        got: list[tuple[bytes, bytes | memoryview]] = []
         i = 0
         done = False
         while not done:
             assert i < len(data), "ran past the end marker"
-            pieces = []
+            pieces: list[bytes | memoryview] = []
             for _ in range(rng.randint(1, 3)):
                 k = rng.choice([1, 2, 7, 1000, 65_519, 300_000])
                 pieces.append(memoryview(data[i:i + k]))

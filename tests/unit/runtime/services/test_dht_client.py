@@ -14,6 +14,7 @@ from dht.wire import ConnectionType, DhtRequest, DhtResponse, KadMessage, Messag
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import Effect, Emit, PeerUnreachable, Received, Send, SetTimer, TimerFired
 from overlay.core.errors import ColonyError
+from overlay.core.ids import PeerId
 from overlay.p2p import multiaddr
 from overlay.runtime.driver import Driver
 from overlay.runtime.net.transport import TransportError
@@ -221,7 +222,7 @@ class BookNet(Net):
     def known_addrs(self, peer: Any) -> list[str]:
         return [LO, PUB] if peer == B else []
 
-    def is_connected(self, peer: Any) -> bool:
+    def is_connected(self, peer: PeerId) -> bool:
         return peer == B
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from overlay.core.certs import Certificate, Revocation, chain_to_wire
 from overlay.core.cid import Cid
 from overlay.core.crypto import KeyPair
 from overlay.core.grants import Grant, revoke_grant
+from overlay.core.ids import PeerId
 from overlay.exchange.messages import BitswapMessage, Block, WantEntry
 from overlay.runtime.driver import Driver
 from overlay.runtime.process.identity import KEY_FILE, load_identity
@@ -63,6 +65,13 @@ def service(ha: Path, store: BlockStore, serve_public: bool,
                              dht=dht, capsules=None, revocations=revs)  # type: ignore[arg-type]
 
 
+def prove(svc: FederationService, peer: PeerId, req: Mapping[str, object]) -> dict[str, Any]:
+    """`svc`'s answer to a request (`on_request` returns the wire object: a dict)."""
+    reply = trio.run(svc.on_request, peer, req)
+    assert isinstance(reply, dict), reply
+    return reply
+
+
 def wants(*cids: Any) -> BitswapMessage:
     return BitswapMessage(wants=tuple(WantEntry(c.to_bytes()) for c in cids))
 
@@ -96,7 +105,7 @@ def test_session_serves_the_granted_dag_within_quota_until_revoked(
         svc.ts.refresh_private()
         req = {"op": "prove", "chain": chain_to_wire(tb.own_chain), "labels": [],
                "grants": [g.to_bytes(), expired.to_bytes(), b"\x00junk"]}
-        reply = trio.run(svc.on_request, b_node, req)
+        reply = prove(svc, b_node, req)
         assert reply["accepted"] == [g.serial]
         reasons = "\n".join(reply["refused"])
         assert f"grant {expired.serial[:12]} expired at" in reasons
@@ -220,7 +229,7 @@ def test_a_guest_reads_its_leased_capsules_private_inputs_only_while_the_lease_l
         svc.guests.find_record, svc.guests.record = find, records.get
         req = {"op": "prove", "chain": chain_to_wire(tb.own_chain), "labels": [],
                "grants": [g.to_bytes()], "capsule": cap.id}
-        assert trio.run(svc.on_request, b_node.peer_id, req)["accepted"] == [g.serial]
+        assert prove(svc, b_node.peer_id, req)["accepted"] == [g.serial]
         out = svc.filter_bitswap(b_node.peer_id, wants(inp.cid, other.cid))
         assert out is not None and [w.cid for w in out.wants] == [inp.cid.to_bytes()]
         records[cap.id] = rec.advance(State.SUCCEEDED)  # the lease ended
@@ -228,6 +237,6 @@ def test_a_guest_reads_its_leased_capsules_private_inputs_only_while_the_lease_l
         assert out is None or not out.wants
         # A proof naming a capsule leased to someone else opens no input rule.
         records[cap.id] = rec.advance(State.RUNNING, executor=a_owner.peer_id)
-        assert trio.run(svc.on_request, b_node.peer_id, req)["accepted"] == [g.serial]
+        assert prove(svc, b_node.peer_id, req)["accepted"] == [g.serial]
         out = svc.filter_bitswap(b_node.peer_id, wants(inp.cid))
         assert out is None or not out.wants

@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import trio
@@ -113,7 +113,7 @@ def test_forged_and_non_member_marks_are_refused(colony: Colony) -> None:
 
 
 class NoDht:
-    async def call(self, make: object, timeout_s: float = 60.0) -> object:
+    async def call(self, make: object, timeout_s: float = 60.0) -> NoReturn:
         raise AssertionError("private marks need no DHT")
 
 

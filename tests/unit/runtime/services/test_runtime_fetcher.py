@@ -130,7 +130,12 @@ def test_wait_room_and_drain_commit_on_the_thread_and_grow_the_map_ahead(
     blocks = [block(i, size) for i in range(6 * fetcher.FLUSH_BLOCKS)]
     reserved: list[int] = []
     real_reserve = store.reserve
-    monkeypatch.setattr(store, "reserve", lambda n: (reserved.append(n), real_reserve(n)))
+
+    def reserve(nbytes: int) -> None:
+        reserved.append(nbytes)
+        real_reserve(nbytes)
+
+    monkeypatch.setattr(store, "reserve", reserve)
 
     async def main() -> None:
         w = BlockWriter(store)

@@ -10,6 +10,7 @@ import json
 import stat
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -297,7 +298,7 @@ def test_bitswap_policy_members_outsiders_and_serve_public(
     from store.importer import Importer
 
     class NoDht:
-        async def call(self, make: object, timeout_s: float = 60.0) -> object:
+        async def call(self, make: object, timeout_s: float = 60.0) -> NoReturn:
             raise AssertionError("filter_bitswap needs no DHT")
 
     ha, ka = node(tmp_path, "a")
