@@ -5,9 +5,10 @@ Issue #17 asks for 10^4 nodes × 1 simulated hour in ≤ 1 h of wall time. A col
 + Lifeguard with full membership inside each cell) two cells exchange nothing: every
 message of a cell stays in it. So the cells can run in separate processes, each a
 complete `bench/sim.py --child cellwall` run of its own seed, and the colony's wall
-time is the slowest worker's. This bench runs `--cells` cells of `--cap` nodes (seeds
-1…K) on `--workers` processes at a time and prints, per cell, its join + warm-up and
-steady-state CPU, its events and its outcome digest; then the colony's wall time, the
+time is the slowest worker's. This bench splits `--nodes` into cells of at most
+`--cap` (seeds 1…K), runs `--workers` of them at a time and prints, per cell, its
+join + warm-up and steady-state CPU, its events and its outcome digest; then the
+colony's wall time, the
 sum of the cells' CPU, the parallel speed-up (CPU ÷ wall) and the wall time against
 the limit. Each cell's outcome depends only on its seed, so its digest is the same
 whatever the number of workers (`--check` runs the cells again one at a time and
@@ -18,7 +19,7 @@ cells; a combined run (`colony sim combined`) keeps its cells in one process. Ru
 those in parallel needs a conservative engine (windows of the minimum cross-cell
 latency, messages exchanged between windows); docs/simulation.md "Known gaps".
 
-Run: .venv/bin/python bench/sim_colony.py --cells 2 --cap 5000 --sim-s 3600 --workers 2
+Run: .venv/bin/python bench/sim_colony.py --nodes 10000 --cap 5000 --sim-s 3480 --workers 2
 (with `--build .build/mypyc` the cells run in the mypyc-compiled copy from
 `make sim-compiled`).
 """
@@ -118,8 +119,9 @@ def main() -> int:
           f"{procs_cpu:.1f} s (imports, bare heapq reference loop); speed-up "
           f"{procs_cpu / wall:.2f} on {a.workers} workers (parallel efficiency "
           f"{procs_cpu / wall / a.workers:.2f})")
-    if a.sim_s >= 3600 and a.nodes >= 10_000:
-        print(f"  {a.nodes:,} nodes × {a.sim_s:g} simulated s: {wall:.0f} s wall "
+    if a.warm_s + a.sim_s >= 3600 and a.nodes >= 10_000:
+        print(f"  {a.nodes:,} nodes × {a.warm_s + a.sim_s:g} simulated s (joins and "
+              f"warm-up included): {wall:.0f} s wall "
               f"(limit {LIMIT_WALL_S:.0f} s: ratio {wall / LIMIT_WALL_S:.2f})")
     else:
         # Stated as an extrapolation: the window's CPU scaled to one simulated hour and
