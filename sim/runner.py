@@ -32,6 +32,7 @@ from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
 from overlay.node import DhtSetup, GossipSetup, Node, build_node
 from sim.engine import Engine
+from sim.hugepages import HugePages
 from sim.metrics import Metrics
 from sim.network import Network, schedule_partitions
 from sim.reachability import SimAutoNat
@@ -82,6 +83,7 @@ class Simulation:
         # Idle gossip ticks off the heap (same output; docs/simulation.md "Speed-up").
         self.world.enable_parking()
         self.world.on_emit = self._on_emit
+        self.huge_pages = HugePages()
         self.keys: list[KeyPair] = []
         self._deaths: dict[PeerId, _Death] = {}
         self._death_log: list[_Death] = []
@@ -344,6 +346,9 @@ class Simulation:
     # ------------------------------------------------------------ sampling
 
     def _sample(self, _: Any = None) -> None:
+        # Huge pages for the member tables as they grow (sim/hugepages.py): nothing
+        # the simulation can observe changes, a large cell's events get cheaper.
+        self.huge_pages.maybe_collapse()
         w, m = self.world, self.metrics
         live = w.live()
         row: dict[str, Any] = {

@@ -43,8 +43,11 @@ from overlay.core.effects import (
 )
 from overlay.core.ids import PeerId
 from overlay.node import Node
-from sim.engine import Engine
+from sim.engine import Engine, Lane
 from sim.network import Network
+
+#: Lanes of named timers at most (more names than this go to the heap as before).
+MAX_LANES = 64
 
 
 class Core(Protocol):
@@ -112,6 +115,8 @@ class World:
         # read, and every message and timer pushes one (subclasses' overrides included).
         self._fire_cb = self._fire
         self._deliver_cb = self._deliver
+        #: Timer id → the engine lane its entries wait in (see `_arm`).
+        self._lanes: dict[Any, Lane] = {}
         #: (receiver, message) → True if the receiver refuses the stream at once.
         self.refuse: Callable[[int, Any], bool] | None = None
         self.on_emit: Callable[[int, Any], None] | None = None
@@ -245,8 +250,20 @@ class World:
                 # Round up to the grid; the 1e-9 keeps exact multiples in place.
                 at = math.ceil(at / g - 1e-9) * g
         n.timers[timer] = at
-        # `Engine.at` inlined (one call less per timer): same clamp, same sequence.
         engine = self.engine
+        lane = self._lanes.get(timer)
+        if lane is None and len(self._lanes) < MAX_LANES and (
+            type(timer) is str
+            or (type(timer) is tuple and len(timer) == 2 and type(timer[1]) is str)
+        ):
+            # A named timer (`"probe"`, `("gossip", "probe")`: a fixed set of names,
+            # unlike `("relay", seq)`), armed at `now + interval` by every node: its
+            # deadlines come in time order, so they wait in a lane (sim/engine.py).
+            lane = self._lanes[timer] = engine.lane()
+        if lane is not None:
+            engine.push_lane(lane, at, self._fire_cb, (n, n.epoch, timer, at))
+            return
+        # `Engine.at` inlined (one call less per timer): same clamp, same sequence.
         engine._seq += 1
         heappush(engine._heap,
                  (at if at >= engine.now else engine.now, engine._seq, self._fire_cb,
