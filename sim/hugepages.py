@@ -57,7 +57,10 @@ class HugePages:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled and sys.platform == "linux"
         self._page = os.sysconf("SC_PAGE_SIZE") if self.enabled else 4096
-        self._last_rss = 0
+        # Growth counts from here: a process that already holds much (a test worker
+        # running many small simulations) collapses only what a large simulation adds,
+        # not everything it held before, once per `Simulation`.
+        self._last_rss = self.rss() if self.enabled else 0
         #: Bytes the kernel collapsed (or found collapsed), over all calls.
         self.collapsed = 0
         self._madvise = None
