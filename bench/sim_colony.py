@@ -83,6 +83,12 @@ def _f(r: dict[str, object], key: str) -> float:
     return float(r[key])  # type: ignore[arg-type]
 
 
+def _ratio(r: dict[str, object]) -> float:
+    """A cell's steady-state events per CPU second ÷ the bare heapq loop's, both timed
+    by the process clock in the cell's own process (issue #17's ≥ 0.1)."""
+    return _f(r, "events") / _f(r, "steady_cpu_s") / _f(r, "bare_events_per_cpu_s")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", type=int, default=2_000, help="colony size (default 2,000)")
@@ -112,7 +118,10 @@ def main() -> int:
         print(f"  cell {i + 1} (seed {r['seed']}, N={r['n']}): join + warm-up "
               f"{_f(r, 'join_cpu_s'):.1f} s CPU, window {_f(r, 'steady_cpu_s'):.1f} s CPU "
               f"({_f(r, 'steady_cpu_s') / (_f(r, 'n') * a.sim_s) * 1e6:.1f} µs per "
-              f"node·sim-s), {r['events']:,} events, process wall {_f(r, 'wall_s'):.1f} s, "
+              f"node·sim-s), {r['events']:,} events ({_f(r, 'events') / _f(r, 'steady_cpu_s'):,.0f}"
+              f" per CPU s, {_ratio(r):.3f} of the bare heapq loop's "
+              f"{_f(r, 'bare_events_per_cpu_s'):,.0f} in the same process), process wall "
+              f"{_f(r, 'wall_s'):.1f} s, "
               f"peak RSS {_f(r, 'peak_gib'):.2f} GiB, digest {r['digest']}")
     cpu = sum(_f(r, "join_cpu_s") + _f(r, "steady_cpu_s") for r in res)
     print(f"  wall {wall:.1f} s; the cells' simulation CPU {cpu:.1f} s, their processes' "
