@@ -142,7 +142,7 @@ class _Node:
     unreported: int = 0
 
 
-class _DhtRouter(Router):
+class DhtRouter(Router):
     """The DHT cores' network: the world's liveness (a crashed node's core is dead
     too), the network model's one-way delay without jitter or loss."""
 
@@ -180,7 +180,7 @@ class RdvCellsSim(CellsSim):
         super().__init__(run)
         # Streams of their own: the oracle run's rngs draw exactly as without this mode.
         self.rng_rdv = random.Random(f"rdv/{run.seed}")
-        self.router = _DhtRouter(self.engine, self.world)
+        self.router = DhtRouter(self.engine, self.world)
         self.router.on_emit = self._dht_emit
         self.kad_cfg = KadConfig()
         self.rdv: dict[int, _Node] = {}

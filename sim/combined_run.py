@@ -222,6 +222,10 @@ class CombinedSim:
         """Tier 1 through `CellsSim._join` (directory oracle); tier 2 through up to three
         random live nodes that joined before (a rendezvous lookup's answer)."""
         self.cells._join(idx)
+        self._join_tier2(idx)
+
+    def _join_tier2(self, idx: int) -> None:
+        """Tier 2's half of `_join` (sim/scale_state.py joins tier 2 alone first)."""
         w2 = self.t2.world
         # Tier-2 slots are added at join (a `LinkWorld` slot is live from `add`, and
         # joins come in slot order, so slot i is node i in both worlds).

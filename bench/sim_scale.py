@@ -1,0 +1,146 @@
+"""10^5 simulated nodes with both gossip tiers and the DHT: memory and time per phase.
+
+Issue #17 asks for 10^5 nodes with cells, HyParView + Plumtree and the DHT in ≤ 20 GiB.
+This bench runs `sim/scale_state.py` (the colony built at its converged state with the
+real cores, then run for a window, then checked) in a fresh child process and prints,
+per phase, the CPU seconds and the RSS it added per node: tier 2's joins (with every
+node's slot, keys and unstarted tier-1 cores), the cells' member tables, the DHT cores
+and their tables, the window; then the peak RSS against the limit, the window's cost
+per node·simulated second and its events per CPU second against a bare heapq loop timed
+in the same process, and the run's checks (cell views, tier-2 delivery, DHT recall).
+What it does not measure: join costs and the split cascade (bench/combined.py,
+bench/sim_colony.py) and the DHT rendezvous reads (the directory oracle answers them).
+
+Run: .venv/bin/python bench/sim_scale.py --nodes 100000 --cap 500
+(`--build .build/mypyc` runs the child in the mypyc-compiled copy from `make sim-compiled`.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+GIB = 1 << 30
+#: Issue #17: 10^5 nodes with all of it in at most this much memory.
+LIMIT_BYTES = 20 * GIB
+PHASES = ("tier2", "cells", "dht", "window", "checks")
+LABELS = {
+    "tier2": "tier 2 joins + settle (slots, keys, tier-1 cores unstarted, TopicsCore)",
+    "cells": "cells: start, merge the cell's push-pull (member tables)",
+    "dht": "DHT: a Kademlia core per node, converged tables, provides",
+    "window": "window: everything running",
+    "checks": "checks: views, broadcasts, lookups' recall",
+}
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def child(nodes: int, cap: int, window_s: float, seed: int) -> dict[str, Any]:
+    from bench.sim import bare_hold
+    from sim.scale_state import ScaleRun, ScaleSim, summary_lines, to_json
+
+    gc.collect()
+    base = _rss()
+    sim = ScaleSim(ScaleRun(nodes=nodes, cap=cap, window_s=window_s, seed=seed))
+    steps: dict[str, Callable[[], object]] = {
+        "tier2": sim.phase_tier2, "cells": sim.phase_cells, "dht": sim.phase_dht,
+        "window": sim.phase_window, "checks": sim.phase_checks}
+    phases: dict[str, dict[str, float]] = {}
+    for name in PHASES:
+        c0, before = time.process_time(), _rss()
+        steps[name]()
+        cpu = time.process_time() - c0
+        gc.collect()
+        phases[name] = {"cpu_s": cpu, "rss_added": _rss() - before, "rss": _rss() - base}
+    bare = max(bare_hold(300_000, 10_000, s, time.process_time) for s in range(2))
+    return {"nodes": nodes, "cap": cap, "seed": seed, "window_s": window_s, "phases": phases,
+            "peak_bytes": _peak() - base, "bare_events_per_cpu_s": bare,
+            "lines": summary_lines(sim.out), "report": to_json(sim.out),
+            "compiled": sum(1 for m in list(sys.modules.values())
+                            if str(getattr(m, "__file__", "")).endswith(".so")
+                            and m.__name__.split(".")[0] in ("gossip", "sim", "overlay", "dht"))}
+
+
+def run_child(nodes: int, cap: int, window_s: float, seed: int,
+              build: Path | None) -> dict[str, Any]:
+    root = build or ROOT
+    out = subprocess.run(
+        [sys.executable, str(root / "bench" / "sim_scale.py"), "--child", str(nodes), str(cap),
+         str(window_s), str(seed)], check=True, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(root)})
+    res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return res
+
+
+def report(r: dict[str, Any], wall: float, load0: float) -> list[str]:
+    n = int(r["nodes"])
+    ph = r["phases"]
+    lines = [f"scale (sim/scale_state.py): N = {n:,}, cells of ≤ {r['cap']:,}, seed "
+             f"{r['seed']}, window {r['window_s']:g} simulated s; "
+             f"{'compiled modules ' + str(r['compiled']) if r['compiled'] else 'pure Python'}; "
+             f"load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
+             f"wall {wall:.0f} s"]
+    for name in PHASES:
+        p = ph[name]
+        lines.append(f"  {LABELS[name]:<72} CPU {p['cpu_s']:8.1f} s  RSS "
+                     f"+{p['rss_added'] / n:9,.0f} B/node  (total {p['rss'] / GIB:6.2f} GiB)")
+    ev = int(r["report"]["counts"][-3])
+    w = ph["window"]["cpu_s"]
+    rate = ev / w if w else 0.0
+    lines.append(f"  window: {ev:,} events in {w:.1f} s CPU = {w / (n * r['window_s']) * 1e6:.1f} "
+                 f"µs per node·sim-s; {rate:,.0f} events per CPU s, "
+                 f"{rate / r['bare_events_per_cpu_s']:.3f} of the bare heapq loop's "
+                 f"{r['bare_events_per_cpu_s']:,.0f} (same process)")
+    peak = int(r["peak_bytes"])
+    total = int(ph["checks"]["rss"])
+    lines.append(f"  memory: {total / GIB:.2f} GiB at the end, peak {peak / GIB:.2f} GiB "
+                 f"({peak / n:,.0f} B per node) — limit 20 GiB: ratio {peak / LIMIT_BYTES:.2f} "
+                 f"{'(met)' if peak <= LIMIT_BYTES else '(NOT met)'}")
+    lines += r["lines"]
+    return lines
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        n, cap, window_s, seed = sys.argv[2:6]
+        sys.path.insert(0, str(ROOT))
+        print(json.dumps(child(int(n), int(cap), float(window_s), int(seed))))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nodes", type=int, default=10_000, help="colony size (default 10,000)")
+    ap.add_argument("--cap", type=int, default=500, help="cell cap (default 500)")
+    ap.add_argument("--window-s", type=float, default=10.0,
+                    help="simulated seconds with everything running (default 10)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--build", type=Path, default=None,
+                    help="run the child in this copy of the tree (e.g. .build/mypyc)")
+    a = ap.parse_args()
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    r = run_child(a.nodes, a.cap, a.window_s, a.seed, a.build)
+    print("\n".join(report(r, time.perf_counter() - t0, load0)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
