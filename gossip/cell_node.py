@@ -15,7 +15,7 @@ first `StartCells` on).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from gossip.cells import CHECK_TIMER, CellChanged, CellCore, CellSize, SiblingSize, StartCells
 from gossip.events import Join, KeepCell
@@ -28,6 +28,11 @@ class CellNode:
     """SWIM inside a cell; see the module docstring."""
 
     __slots__ = ("cells", "merge_seeds", "swim")
+
+    #: The timers `quick_tick` answers for: SWIM's gossip tick (`overlay.node.Node` reads
+    #: this from its parts; `sim.world.World` reads `quick_timers` from a bare core).
+    QUICK_TIMERS: ClassVar[tuple[str, ...]] = Swim.QUICK_TIMERS
+    quick_timers: ClassVar[frozenset[str]] = frozenset(QUICK_TIMERS)
 
     def __init__(self, swim: Swim, cells: CellCore) -> None:
         self.swim = swim
@@ -47,6 +52,11 @@ class CellNode:
         if t is SiblingSize:
             return self.cells.handle(inp, now)
         return self.swim.handle(inp, now)
+
+    def quick_tick(self, timer: Any, now: float) -> float | None:
+        """`Swim.quick_tick`: SWIM's timers reach SWIM unchanged through `handle`, so an
+        idle gossip tick of SWIM is an idle tick of this node (a driver may skip it)."""
+        return self.swim.quick_tick(timer, now) if timer in self.quick_timers else None
 
     def _after_cells(self, effects: list[Effect], now: float) -> list[Effect]:
         out: list[Effect] = []

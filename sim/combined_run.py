@@ -82,6 +82,8 @@ class CombinedRun:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     #: "oracle" or "dht" (each node's own DHT rendezvous: sim/cells_rdv.py).
     rendezvous: str = "oracle"
+    #: Tier 1's idle gossip ticks off the heap (same output: `CellsRun.park_idle`).
+    park_idle: bool = True
 
     def __post_init__(self) -> None:
         if self.nodes < 2 or self.cap < 2 or self.broadcasts < 1:
@@ -186,7 +188,8 @@ class CombinedSim:
                              join_spacing_s=run.join_spacing_s, hold_s=run.hold_s,
                              check_interval_s=run.check_interval_s,
                              digest_interval_s=run.digest_interval_s, profile=run.profile,
-                             network=run.network, rendezvous=run.rendezvous)
+                             network=run.network, rendezvous=run.rendezvous,
+                             park_idle=run.park_idle)
         self.cells = cells_sim(cells_run)
         t2_run = OverlayRun(nodes=run.nodes, seed=master.getrandbits(32),
                             active_size=run.active_size, passive_size=run.passive_size,

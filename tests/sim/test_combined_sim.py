@@ -17,7 +17,7 @@ import pytest
 from gossip.cells import CellId
 from overlay.cli.main import main
 from overlay.core.errors import ConfigError
-from sim.combined_run import CombinedRun, run_combined, suite_run, to_json
+from sim.combined_run import CombinedRun, CombinedSim, run_combined, suite_run, to_json
 
 
 def test_both_tiers_with_a_crash_and_churn() -> None:
@@ -72,6 +72,19 @@ def test_same_seed_same_report() -> None:
     a, b = to_json(run_combined(small)), to_json(run_combined(small))
     assert a == b
     assert to_json(run_combined(replace(small, seed=8))) != a
+
+
+@pytest.mark.parametrize("rendezvous", ["oracle", "dht"])
+def test_parked_idle_ticks_change_no_output(rendezvous: str) -> None:
+    """Tier 1's idle gossip ticks parked off the heap (`CellsRun.park_idle`, the
+    default) give the very report of firing each one, event counts included."""
+    small = replace(CombinedRun(), nodes=60, cap=20, join_spacing_s=0.25, hold_s=10.0,
+                    warmup_s=40.0, broadcasts=2, churn_s=10.0, repair_s=20.0, seed=5,
+                    rendezvous=rendezvous)
+    sim = CombinedSim(small)
+    parked = sim.run()
+    assert sim.cells.world.parks > 0  # it did park (else this compares nothing)
+    assert to_json(parked) == to_json(run_combined(replace(small, park_idle=False)))
 
 
 def test_cli_prints_and_writes_the_report(tmp_path: Path,
