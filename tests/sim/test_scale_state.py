@@ -10,6 +10,7 @@ publisher provided the rendezvous key, and one seed gives one report.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,19 @@ def test_dht_lookups_and_rendezvous(ran: tuple[ScaleSim, dict[str, object]]) -> 
 def test_one_seed_gives_one_report(ran: tuple[ScaleSim, dict[str, object]]) -> None:
     _, first = ran
     assert to_json(ScaleSim(RUN).run_all()) == first
+
+
+def test_cli_prints_the_checks_and_writes_json(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from overlay.cli.main import main
+
+    out = tmp_path / "scale.json"
+    assert main(["sim", "scale", "--nodes", "120", "--cap", "40", "--window", "2",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "accuracy mean 1.0000 min 1.0000" in printed.out
+    assert "checks …" in printed.err  # progress per phase
+    assert json.loads(out.read_text())["run"] == [120, 1, 40, 2.0]
 
 
 def test_the_bench_runs_its_child() -> None:
