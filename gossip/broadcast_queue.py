@@ -85,6 +85,15 @@ class BroadcastQueue:
         old = self._index.pop(key, None)
         if old is not None:
             self._remove_from_bucket(old)
+            if not self._index:
+                self._release()
+
+    def _release(self) -> None:
+        """Free an emptied index's table: a dict never shrinks on deletion, so one that
+        held a join's burst of claims would keep that table for the life of the node
+        (≈ 18 KB for 250 claims, ≈ 300 KB for 4,096); `clear()` frees it. The same
+        dict object stays: `Swim` reads it directly (`_bq_index`)."""
+        self._index.clear()
 
     def _remove_from_bucket(self, item: _Item) -> None:
         bucket = self._buckets[item.transmits]
@@ -148,6 +157,8 @@ class BroadcastQueue:
                 else:
                     nxt[item] = None
             out.append(item.update)
+        if taken and not index:
+            self._release()
         return used
 
     def keys(self) -> list[Any]:

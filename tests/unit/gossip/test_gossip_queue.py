@@ -116,3 +116,32 @@ def test_take_matches_a_full_scan_of_the_queue() -> None:
             q.take(budget, limit, out)
             assert out == _reference_take(ref, budget, limit)
             assert sorted(map(repr, q.keys())) == sorted(repr(e[0]) for e in ref)
+
+
+def test_an_emptied_queue_frees_its_index_table_and_keeps_the_dict() -> None:
+    """After a join's burst drains, the index dict (read directly by `Swim`, the prober
+    and the dissemination) is the same object, but no longer holds a table sized for
+    the burst: a dict never shrinks on deletion by itself."""
+    import sys
+
+    for drain in ("take", "invalidate"):
+        q = BroadcastQueue(4096)
+        index = q._index
+        empty = sys.getsizeof(index)
+        for i in range(40):
+            for inc in range(25):  # 1,000 distinct keys, 40 signed claims reused
+                q.queue(("m", i, inc), alive(i))
+        assert sys.getsizeof(index) > 20 * empty
+        if drain == "take":
+            out: list[Update] = []
+            while len(q):
+                q.take(100_000, limit=1, out=out)
+            assert len(out) == 1000
+        else:
+            keys = q.keys()  # a list: the walk does not see the invalidations
+            for key in keys:
+                q.invalidate(key)
+        assert q._index is index and len(q) == 0
+        assert sys.getsizeof(index) == empty, drain
+        q.queue(("m", 0), alive(0))  # and it still works
+        assert len(q) == 1
