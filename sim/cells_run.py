@@ -76,7 +76,7 @@ class CellsRun:
     #: node's own DHT rendezvous, as the daemon: sim/cells_rdv.py).
     rendezvous: str = "oracle"
     #: Idle gossip ticks off the heap (`World.enable_parking`: same output, fewer events
-    #: to pop; tests/sim/test_cells_sim.py compares both).
+    #: to pop; tests/sim/test_combined_sim.py compares both).
     park_idle: bool = True
 
 
