@@ -64,16 +64,29 @@ def child(nodes: int, cap: int, window_s: float, seed: int) -> dict[str, Any]:
     gc.collect()
     base = _rss()
     sim = ScaleSim(ScaleRun(nodes=nodes, cap=cap, window_s=window_s, seed=seed))
+    c_window = 0.0
+
+    def progress(sim_s: float, events: int) -> None:
+        """A long window's progress on stderr (the parent passes it through)."""
+        cpu = time.process_time() - c_window
+        print(json.dumps({"window_sim_s": sim_s, "events": events, "cpu_s": round(cpu, 1),
+                          "us_per_node_sim_s": round(cpu / (nodes * sim_s) * 1e6, 2),
+                          "rss_gib": round(_rss() / GIB, 3)}), file=sys.stderr, flush=True)
+
     steps: dict[str, Callable[[], object]] = {
         "tier2": sim.phase_tier2, "cells": sim.phase_cells, "dht": sim.phase_dht,
-        "window": sim.phase_window, "checks": sim.phase_checks}
+        "window": lambda: sim.phase_window(min(60.0, window_s), progress),
+        "checks": sim.phase_checks}
     phases: dict[str, dict[str, float]] = {}
     for name in PHASES:
-        c0, before = time.process_time(), _rss()
+        c0 = c_window = time.process_time()
+        before = _rss()
         steps[name]()
         cpu = time.process_time() - c0
         gc.collect()
         phases[name] = {"cpu_s": cpu, "rss_added": _rss() - before, "rss": _rss() - base}
+        print(json.dumps({"phase": name, **phases[name], "peak": _peak() - base}),
+              file=sys.stderr, flush=True)
     bare = max(bare_hold(300_000, 10_000, s, time.process_time) for s in range(2))
     return {"nodes": nodes, "cap": cap, "seed": seed, "window_s": window_s, "phases": phases,
             "peak_bytes": _peak() - base, "bare_events_per_cpu_s": bare,
@@ -88,8 +101,8 @@ def run_child(nodes: int, cap: int, window_s: float, seed: int,
     root = build or ROOT
     out = subprocess.run(
         [sys.executable, str(root / "bench" / "sim_scale.py"), "--child", str(nodes), str(cap),
-         str(window_s), str(seed)], check=True, capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": str(root)})
+         str(window_s), str(seed)], check=True, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(root)})  # progress: the child's stderr
     res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return res
 

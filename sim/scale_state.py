@@ -38,6 +38,7 @@ bench's (bench/sim_scale.py); this report has only counts, so one seed gives one
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,9 +233,19 @@ class ScaleSim(CombinedSim):
 
     # ------------------------------------------------------------ 4. window, checks
 
-    def phase_window(self) -> None:
-        self._window_start, self._events0 = self.engine.now, self.engine.events_run
-        self.engine.run_until(self.engine.now + self.scale.window_s)
+    def phase_window(self, chunk_s: float | None = None,
+                     on_chunk: Callable[[float, int], None] | None = None) -> None:
+        """Run the window, in pieces of `chunk_s` with `on_chunk(simulated s so far,
+        events so far)` after each (a long run's progress; pausing the engine changes
+        no outcome)."""
+        start = self._window_start = self.engine.now
+        self._events0 = self.engine.events_run
+        end = start + self.scale.window_s
+        step = chunk_s or self.scale.window_s
+        while self.engine.now < end:
+            self.engine.run_until(min(end, self.engine.now + step))
+            if on_chunk is not None:
+                on_chunk(self.engine.now - start, self.engine.events_run - self._events0)
         self.out.window_events = self.engine.events_run - self._events0
 
     def phase_checks(self, recall_checked: int = 20) -> ScaleReport:
