@@ -90,8 +90,8 @@ class ScaleReport:
     cell_views: CellViews | None = None
     tier2_views: ViewReport | None = None
     rounds: list[Round] = field(default_factory=list)
-    #: Per-node state: member-table entries (sum), tier-2 view entries (max), DHT table
-    #: entries (sum).
+    #: Member-table entries and DHT routing-table entries, summed over the nodes (the
+    #: largest tier-2 state is in `tier2_views`).
     member_entries: int = 0
     dht_entries: int = 0
     #: Cells whose publisher provided the rendezvous key, sweeps done, and the most
@@ -107,7 +107,7 @@ class ScaleReport:
     messages_tier1: int = 0
     messages_tier2: int = 0
     messages_dht: int = 0
-    #: Events and simulated seconds of the window alone (the bench's rate), and in all.
+    #: Events of the window alone (the bench's rate), events and simulated seconds in all.
     window_events: int = 0
     events: int = 0
     sim_s: float = 0.0
@@ -316,7 +316,7 @@ def summary_lines(rep: ScaleReport) -> list[str]:
         f"  DHT: rendezvous key provided by {rep.provides} cell publishers "
         f"({rep.provides_done} sweeps done; at most {rep.key_records_max} records of it on "
         f"one server); lookups {rep.lookups_done} done, "
-        f"{rep.lookups_failed} failed, true-{20} recall {rep.lookup_recall:.3f}, hops mean "
+        f"{rep.lookups_failed} failed, true-20 recall {rep.lookup_recall:.3f}, hops mean "
         f"{rep.lookup_hops_mean:.2f}")
     lines.append(f"  messages: tier 1 {rep.messages_tier1:,}, tier 2 {rep.messages_tier2:,}, "
                  f"DHT {rep.messages_dht:,}")
