@@ -44,21 +44,9 @@ LABELS = {
 }
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def child(nodes: int, cap: int, window_s: float, seed: int) -> dict[str, Any]:
-    from bench.sim import bare_hold
+    from bench.sim import _peak_rss as _peak
+    from bench.sim import _rss, bare_hold
     from sim.scale_state import ScaleRun, ScaleSim, summary_lines, to_json
 
     gc.collect()
