@@ -24,7 +24,9 @@ node's custody records (`GET /v1/capsules`), polled during the run, so
 polls: the check is as fine as the polling. At the end, `violations` also lists every
 finished outcome a node *reports* (its committed copy) that no majority holds
 (`uncommitted_outcomes`): a deposed leader's own run must never be shown as the
-capsule's (docs/capsules.md, "Deposed copies").
+capsule's (docs/capsules.md, "Deposed copies"). That judgement needs one consistent
+state of all nodes, not rows read while custody still moves: `settle` polls until two
+reads in a row agree.
 """
 
 from __future__ import annotations
@@ -140,6 +142,11 @@ class ReceiptCheck:
     unreachable: int = 0
     #: (node, capsule id) → the newest custody row that node served.
     latest: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    #: node → the last snapshot it answered; the reads that failed (for diagnosis).
+    answered: dict[str, int] = field(default_factory=dict)
+    failed_reads: list[str] = field(default_factory=list)
+    #: Whether `settle` found a consistent state (None: not called).
+    settled: bool | None = None
 
     def __post_init__(self) -> None:
         self.checker = Checker(self.members)
@@ -149,19 +156,25 @@ class ReceiptCheck:
         self.checker.submitted[cid] = now
         self.checker.acked[cid] = now
 
-    def snapshot(self, nodes: Sequence[Any]) -> None:
+    def snapshot(self, nodes: Sequence[Any]) -> dict[str, list[dict[str, Any]]] | None:
         """Feed every reachable node's custody records to the checker (`nodes`:
-        NsDaemon, or colony_cluster.Node on 127.0.0.1)."""
+        NsDaemon, or colony_cluster.Node on 127.0.0.1); returns each node's rows, or
+        None if a node did not answer."""
         now = time.monotonic() - self.t0
         self.snapshots += 1
         rows: list[tuple[str, dict[str, Any]]] = []
+        answered = 0
         for nd in nodes:
             try:
                 got = (nd.api("GET", "/v1/capsules", timeout=30) if isinstance(nd, NsDaemon)
                        else nd.api(30).call("GET", "/v1/capsules"))
-            except Exception:
+            except Exception as e:
                 self.unreachable += 1
+                self.failed_reads.append(
+                    f"snap={self.snapshots} node={nd.peer_id[-6:]}: {e!r}"[:160])
                 continue
+            self.answered[nd.peer_id] = self.snapshots
+            answered += 1
             rows += [
                 (nd.peer_id, r) for r in got if "leader" in r["role"] or "custodian" in r["role"]
             ]
@@ -173,12 +186,42 @@ class ReceiptCheck:
                     now, r["id"], int(r["token"]), PeerId.from_base58(r["executor"])
                 )
         for node, r in rows:
-            self.latest[(node, r["id"])] = r
+            self.latest[(node, r["id"])] = {**r, "_snap": self.snapshots}
             if r["state"] in END_STATES:
                 self.checker.on_finished(now, r["id"], r["state"])
         for cid, node, token, executor in committed_receipts(self.latest):
             self.checker.on_receipt(now, PeerId.from_base58(node), cid, token,
                                     PeerId.from_base58(executor))
+        if answered < len(nodes):
+            return None
+        by_node: dict[str, list[dict[str, Any]]] = {nd.peer_id: [] for nd in nodes}
+        for node, r in rows:
+            by_node[node].append(r)
+        return by_node
+
+    def settle(self, nodes: Sequence[Any], timeout: float = 30.0) -> bool:
+        """Snapshot until two in a row read the same rows from every node, so the
+        end-of-run judgement (`violations`) sees one consistent state of the colony;
+        True if that happened within `timeout`.
+
+        One snapshot reads the nodes one after another, so while custody still moves
+        (a takeover after heal), it can read a new configuration's members before they
+        received the record and its other holders after it committed: a receipt held
+        by a majority, seen held by none. Found 2026-12-07 (docs/reliability.md): the
+        nodes of the healed minority, polled first, took over right after their read.
+        Rows only move forward (versions, epochs), so two identical reads of each node
+        mean none changed in between: every node held what was read at one instant."""
+        end = time.monotonic() + timeout
+        last = self.snapshot(nodes)
+        while time.monotonic() < end:
+            time.sleep(1.0)
+            now = self.snapshot(nodes)
+            if now is not None and now == last:
+                self.settled = True
+                return True
+            last = now
+        self.settled = False
+        return False
 
     def unfinished(self) -> list[str]:
         return [c for c in self.checker.acked if c not in self.checker.finished]
@@ -187,10 +230,28 @@ class ReceiptCheck:
         """The checker's, and every outcome reported without a majority holding it
         (judged on each node's latest rows: call it once the capsules ended)."""
         out = [v.line() for v in self.checker.violations]
+        bad = uncommitted_outcomes(self.latest)
         out += [f"reported_outcome: node {node} reports capsule {cid[:16]} finished by "
                 f"{ex} (token {token}), held by no majority"
-                for node, cid, token, ex in uncommitted_outcomes(self.latest)]
+                for node, cid, token, ex in bad]
+        # Every node's latest row of each such capsule, so one failure explains itself.
+        out += [f"  row {cid[:16]} {line}" for cid in sorted({b[1] for b in bad})
+                for line in self.rows_of(cid)]
+        if bad:
+            out.append(f"  settled: {self.settled}")
+            out += [f"  answered {n[-6:]}: snap {k}" for n, k in sorted(self.answered.items())]
+            out += [f"  failed read {x}" for x in self.failed_reads[-10:]]
         return out
+
+    def rows_of(self, cid: str) -> list[str]:
+        """Each node's latest custody row of `cid`, in short (for failure messages)."""
+        def short(r: dict[str, Any]) -> str:
+            return (f"state={r.get('state')} epoch={r.get('epoch')} v={r.get('version')} "
+                    f"token={r.get('token')} rx={str(r.get('receipt_executor'))[-6:]} "
+                    f"cust={[str(p)[-6:] for p in r.get('custodians') or []]}")
+        return [f"node={node[-6:]} snap={r['_snap']} {short(r)} committed={r.get('committed')} "
+                f"pending={short(r['pending']) if r.get('pending') else None}"
+                for (node, c), r in sorted(self.latest.items()) if c == cid]
 
 
 def committed_receipts(
@@ -286,7 +347,7 @@ def run_partition(
     while check.unfinished() and time.monotonic() < healed + complete_bound_s:
         check.snapshot(c.nodes)
         time.sleep(1.0)
-    check.snapshot(c.nodes)
+    check.settle(c.nodes)
     # Completion is judged from custody records; also ask each origin, which finds
     # the record by the DHT when its own copy is not a custodian's.
     left = [cid for cid in check.unfinished() if not _ended_somewhere(c, cid)]

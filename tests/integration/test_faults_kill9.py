@@ -92,7 +92,8 @@ def test_kill9_loop_loses_no_acknowledged_block_and_keeps_one_receipt(tmp_path: 
             stuck = ""
         except AssertionError as e:
             stuck = f"{e}; " + _describe(c.nodes, check.unfinished())
-        # Safety first, whatever liveness did.
+        # Safety first, whatever liveness did (judged on one consistent state).
+        check.settle(c.nodes)
         assert check.violations() == [], f"{check.violations()} {where}"
         assert check.checker.acked, "no capsule was acknowledged: the loop tested nothing"
         assert len(kills) == ROUNDS
