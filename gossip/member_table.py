@@ -45,7 +45,7 @@ from array import array
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 
 from gossip.members import LIVE, Member, MemberColumns, MemberState, slot_int
-from gossip.messages import Accuse, Alive, MemberRecord
+from gossip.messages import Accuse, AdUpdate, Alive, MemberRecord
 from overlay.core.ids import PeerId
 
 #: Reaped members remembered (about 1 KiB each, more with a colony certificate chain).
@@ -310,6 +310,9 @@ class MemberTable(Mapping[PeerId, Member]):
                 # the claim's shared record, not a new object per member per exchange.
                 r = a.record_cache
                 append(a.plain_record() if r is None else r)
+            elif acc is None and not ad_deltas[i]:
+                assert full is not None
+                append(a.ad_record(full))  # shared as the plain record is
             else:
                 append(MemberRecord(a, acc, () if full is None else (full, *ad_deltas[i])))
         return out
@@ -325,6 +328,12 @@ class MemberTable(Mapping[PeerId, Member]):
         claims (push-pull merges). Both stay valid as the table changes (the dict and
         the list are never replaced)."""
         return self._slot.get, self._cols.alive
+
+    def ad_columns(self) -> tuple[list[AdUpdate | None], list[tuple[AdUpdate, ...]], bytearray]:
+        """(ad_full, ad_deltas, state) columns, indexed by `alive_lookup`'s slots, for
+        push-pull merges to recognise the very ad chain they hold (never replaced)."""
+        c = self._cols
+        return c.ad_full, c.ad_deltas, c.state
 
     def alive_of(self, peer: PeerId) -> Alive | None:
         """`peer`'s current alive claim, without building a view (hot paths)."""

@@ -125,6 +125,11 @@ class Alive:
     record_cache: MemberRecord | None = field(
         default=None, init=False, compare=False, repr=False
     )
+    #: `ad_record(full)`'s last answer, as (full, record): built on first use, like
+    #: `record_cache`.
+    ad_record_cache: tuple[AdUpdate, MemberRecord] | None = field(
+        default=None, init=False, compare=False, repr=False
+    )
 
     TAG = 1
 
@@ -138,6 +143,17 @@ class Alive:
         if r is None:
             r = MemberRecord(self)
             object.__setattr__(self, "record_cache", r)
+        return r
+
+    def ad_record(self, full: AdUpdate) -> MemberRecord:
+        """`MemberRecord(self, None, (full,))`: a member known by this claim and one
+        full ad (no accusation, no delta), kept for the last `full` asked for (a
+        settled cell's members all have an ad: `plain_record`'s saving for them)."""
+        c = self.ad_record_cache
+        if c is not None and c[0] is full:
+            return c[1]
+        r = MemberRecord(self, None, (full,))
+        object.__setattr__(self, "ad_record_cache", (full, r))
         return r
 
     @classmethod

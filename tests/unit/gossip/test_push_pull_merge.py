@@ -6,7 +6,8 @@ each record's accusation and ads, in record order. An alive claim that is the ve
 object the table holds is stale: counted in `stale_alive`, not applied. `merge` takes
 shortcuts for the claims' shared plain records (`Alive.plain_record`); this checks it
 against that definition written out as two plain passes, on a message that mixes
-every kind of record.
+every kind of record; and the second pass's shortcut for ad chains the table holds
+(object for object) against the long way, `Ads.on_ad` for each ad of a decoded copy.
 """
 
 from __future__ import annotations
@@ -92,3 +93,48 @@ def test_plain_record_is_built_once_per_claim_and_not_copied_by_replace() -> Non
     b = dataclasses.replace(a, incarnation=4)  # another claim: its own record
     assert b.record_cache is None and b.plain_record().alive is b
     assert a == dataclasses.replace(a)  # the cache takes no part in equality
+
+
+def _with_ads(core: Swim, n: int) -> list[MemberRecord]:
+    """Teach `core` members 1..n, each with a full ad and members 1..2 with a delta on
+    top; returns the records it was taught (the objects its table now holds)."""
+    recs = []
+    for i in range(1, n + 1):
+        full = AdUpdate.create(KEYS[i], 1, ResourceAd.make(cpu_cores=i, mem_bytes=1 << 30)
+                               .to_body())
+        chain: tuple[AdUpdate, ...] = (full,)
+        if i <= 2:
+            chain += (AdUpdate.create(KEYS[i], 2, {"c": i + 1}, 1),)
+        recs.append(MemberRecord(Alive.create(KEYS[i], 0), None, chain))
+    core.handle(Received(IDS[1], PushPull(tuple(recs))), 1.0)
+    return recs
+
+
+def test_held_ad_chains_are_stale_exactly_as_on_ad_counts_them() -> None:
+    """The second pass's shortcut (the very chain the table holds: counted in
+    `stale_ad`, not applied) gives what `Ads.on_ad` gives for those ads one by one:
+    the same counters, in the same key order, and the same table, whether the message
+    shares the table's objects (the simulator) or is a decoded copy (the wire)."""
+    shared, copied = (Swim(KEYS[0], rng=random.Random(1)) for _ in range(2))
+    for core in (shared, copied):
+        _with_ads(core, 6)
+    # Every held record, plus an ad newer than the held one for member 3.
+    newer = AdUpdate.create(KEYS[3], 5, ResourceAd.make(cpu_cores=9, mem_bytes=1 << 30)
+                            .to_body())
+    recs = [*shared.table.records(), MemberRecord(shared.table.alive_of(IDS[3]), None,
+                                                  (newer,))]  # fmt: skip
+    msg = PushPull(tuple(r for r in recs if r is not None))
+    wire = PushPull(tuple(MemberRecord.from_wire(r.to_wire()) for r in msg.states))
+    assert all(w.ads[0] is not r.ads[0] for w, r in zip(wire.states, msg.states, strict=True))
+    for core, m in ((shared, msg), (copied, wire)):
+        before = dict(core.stats)
+        core.handle(Received(IDS[2], m), 2.0)
+        core.stats["_delta"] = sum(core.stats.values()) - sum(before.values())
+    assert list(shared.stats.items()) == list(copied.stats.items())
+    assert shared.stats["stale_ad"] >= 8  # 6 full ads and 2 deltas held
+    for p in IDS[1:7]:
+        a, b = shared.table.get(p), copied.table.get(p)
+        assert a is not None and b is not None
+        assert (a.ad_version, a.ad) == (b.ad_version, b.ad)
+    held = shared.table.get(IDS[3])
+    assert held is not None and held.ad_version == 5
