@@ -44,14 +44,14 @@ LABELS = {
 }
 
 
-def child(nodes: int, cap: int, window_s: float, seed: int) -> dict[str, Any]:
+def child(nodes: int, cap: int, window_s: float, seed: int, huge: bool = True) -> dict[str, Any]:
     from bench.sim import _peak_rss as _peak
     from bench.sim import _rss, bare_hold
     from sim.scale_state import ScaleRun, ScaleSim, summary_lines, to_json
 
     gc.collect()
     base = _rss()
-    sim = ScaleSim(ScaleRun(nodes=nodes, cap=cap, window_s=window_s, seed=seed))
+    sim = ScaleSim(ScaleRun(nodes=nodes, cap=cap, window_s=window_s, seed=seed), huge_pages=huge)
     c_window = 0.0
 
     def progress(sim_s: float, events: int) -> None:
@@ -77,6 +77,7 @@ def child(nodes: int, cap: int, window_s: float, seed: int) -> dict[str, Any]:
               file=sys.stderr, flush=True)
     bare = max(bare_hold(300_000, 10_000, s, time.process_time) for s in range(2))
     return {"nodes": nodes, "cap": cap, "seed": seed, "window_s": window_s, "phases": phases,
+            "huge_pages": sim.huge_pages.enabled, "collapsed": sim.huge_pages.collapsed,
             "peak_bytes": _peak() - base, "bare_events_per_cpu_s": bare,
             "lines": summary_lines(sim.out), "report": to_json(sim.out),
             "compiled": sum(1 for m in list(sys.modules.values())
@@ -85,11 +86,11 @@ def child(nodes: int, cap: int, window_s: float, seed: int) -> dict[str, Any]:
 
 
 def run_child(nodes: int, cap: int, window_s: float, seed: int,
-              build: Path | None) -> dict[str, Any]:
+              build: Path | None, huge: bool = True) -> dict[str, Any]:
     root = build or ROOT
     out = subprocess.run(
         [sys.executable, str(root / "bench" / "sim_scale.py"), "--child", str(nodes), str(cap),
-         str(window_s), str(seed)], check=True, stdout=subprocess.PIPE, text=True,
+         str(window_s), str(seed), str(int(huge))], check=True, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(root)})  # progress: the child's stderr
     res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return res
@@ -98,11 +99,12 @@ def run_child(nodes: int, cap: int, window_s: float, seed: int,
 def report(r: dict[str, Any], wall: float, load0: float) -> list[str]:
     n = int(r["nodes"])
     ph = r["phases"]
+    huge = f"on: {r['collapsed'] / GIB:.2f} GiB collapsed" if r["huge_pages"] else "off"
     lines = [f"scale (sim/scale_state.py): N = {n:,}, cells of ≤ {r['cap']:,}, seed "
              f"{r['seed']}, window {r['window_s']:g} simulated s; "
              f"{'compiled modules ' + str(r['compiled']) if r['compiled'] else 'pure Python'}; "
              f"load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
-             f"wall {wall:.0f} s"]
+             f"wall {wall:.0f} s; huge pages {huge}"]
     for name in PHASES:
         p = ph[name]
         lines.append(f"  {LABELS[name]:<72} CPU {p['cpu_s']:8.1f} s  RSS "
@@ -139,9 +141,9 @@ def report(r: dict[str, Any], wall: float, load0: float) -> list[str]:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        n, cap, window_s, seed = sys.argv[2:6]
+        n, cap, window_s, seed, huge = sys.argv[2:7]
         sys.path.insert(0, str(ROOT))
-        print(json.dumps(child(int(n), int(cap), float(window_s), int(seed))))
+        print(json.dumps(child(int(n), int(cap), float(window_s), int(seed), huge == "1")))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", type=int, default=10_000, help="colony size (default 10,000)")
@@ -151,10 +153,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--build", type=Path, default=None,
                     help="run the child in this copy of the tree (e.g. .build/mypyc)")
+    ap.add_argument("--no-huge-pages", action="store_true",
+                    help="do not ask for huge pages (sim/hugepages.py), to compare")
     a = ap.parse_args()
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    r = run_child(a.nodes, a.cap, a.window_s, a.seed, a.build)
+    r = run_child(a.nodes, a.cap, a.window_s, a.seed, a.build, not a.no_huge_pages)
     print("\n".join(report(r, time.perf_counter() - t0, load0)))
     return 0
 

@@ -56,6 +56,7 @@ from overlay.core.ids import PeerId, key_of_bytes
 from sim.cells_rdv import DhtRouter
 from sim.combined_run import CellViews, CombinedRun, CombinedSim
 from sim.dht_static import seed_tables
+from sim.hugepages import HugePages
 from sim.tier2_run import Round, ViewReport
 
 #: The open colony's rendezvous key of the (one) site every simulated node is in.
@@ -117,7 +118,7 @@ class ScaleSim(CombinedSim):
     """`CombinedSim`'s worlds, filled at their converged state (module docstring); the
     bench times and measures between the phases, so they are separate calls."""
 
-    def __init__(self, run: ScaleRun) -> None:
+    def __init__(self, run: ScaleRun, huge_pages: bool = True) -> None:
         super().__init__(CombinedRun(nodes=run.nodes, seed=run.seed, cap=run.cap,
                                      join_spacing_s=run.t2_spacing_s,
                                      broadcasts=run.broadcasts, crash_fraction=0.0))
@@ -133,6 +134,10 @@ class ScaleSim(CombinedSim):
         self._lookup_done: dict[int, LookupDone] = {}
         self._window_start = 0.0
         self._events0 = 0
+        # Huge pages for the state as it grows (sim/hugepages.py; asked for after each
+        # phase and each piece of the window): nothing the simulation observes changes,
+        # its events touch fewer page-table entries (the 10^5 run is memory-bound).
+        self.huge_pages = HugePages(huge_pages)
 
     # ------------------------------------------------------------ 1. tier 2
 
@@ -146,6 +151,7 @@ class ScaleSim(CombinedSim):
             c.world.crash(idx)  # tier 1 starts in phase 2
             self.engine.at(i * self.scale.t2_spacing_s, self._join_tier2, idx)
         self.engine.run_until(n * self.scale.t2_spacing_s + self.scale.t2_settle_s)
+        self.huge_pages.maybe_collapse()
 
     # ------------------------------------------------------------ 2. cells
 
@@ -189,6 +195,7 @@ class ScaleSim(CombinedSim):
                     bq.invalidate(key)
                 self.out.member_entries += len(swim.table)
         self.engine.at(now + self.cfg.digest_interval_s, c._digests, None)
+        self.huge_pages.maybe_collapse()
 
     def _node(self, idx: int) -> CellNode:
         core = self.cells.world.nodes[idx].core
@@ -219,6 +226,7 @@ class ScaleSim(CombinedSim):
             target = self.rng_scale.randbytes(32)
             self._lookups[rid] = (src, target)
             self.engine.at(now + self.rng_scale.uniform(0, w / 2), self._lookup, rid)
+        self.huge_pages.maybe_collapse()
 
     def _lookup(self, rid: int) -> None:
         src, target = self._lookups[rid]
@@ -244,6 +252,7 @@ class ScaleSim(CombinedSim):
         step = chunk_s or self.scale.window_s
         while self.engine.now < end:
             self.engine.run_until(min(end, self.engine.now + step))
+            self.huge_pages.maybe_collapse()
             if on_chunk is not None:
                 on_chunk(self.engine.now - start, self.engine.events_run - self._events0)
         self.out.window_events = self.engine.events_run - self._events0
