@@ -12,7 +12,8 @@ What it does not measure: join costs and the split cascade (bench/combined.py,
 bench/sim_colony.py) and the DHT rendezvous reads (the directory oracle answers them).
 
 Run: .venv/bin/python bench/sim_scale.py --nodes 100000 --cap 500
-(`--build .build/mypyc` runs the child in the mypyc-compiled copy from `make sim-compiled`.)
+(`--build .build/mypyc` runs the child in the mypyc-compiled copy from `make sim-compiled`;
+`--no-huge-pages` leaves the memory in 4 KiB pages, to compare: sim/hugepages.py.)
 """
 
 from __future__ import annotations
