@@ -35,8 +35,8 @@ def seed_tables(ids: list[PeerId], cores: dict[PeerId, Kademlia], k: int,
             lo = ((x >> shift) ^ 1) << shift  # the other half at depth c
             a, b = bisect.bisect_left(keys, lo), bisect.bisect_left(keys, lo + (1 << shift))
             # Draw indices, not a slice: the first depths' halves hold N/2, N/4, … ids,
-            # and copying them per node made this O(N²) (492 s at 10^5). `sample` draws
-            # by position only, so the same members come out.
+            # and copying them touched O(N) reference counts per node. `sample` draws by
+            # position only, so the same members come out.
             members = [srt[i] for i in rng.sample(range(a, b), k)] if b - a > k else srt[a:b]
             for m in members:
                 table.seen(m, 0.0)
