@@ -121,9 +121,9 @@ def test_held_ad_chains_are_stale_exactly_as_on_ad_counts_them() -> None:
     # Every held record, plus an ad newer than the held one for member 3.
     newer = AdUpdate.create(KEYS[3], 5, ResourceAd.make(cpu_cores=9, mem_bytes=1 << 30)
                             .to_body())
-    recs = [*shared.table.records(), MemberRecord(shared.table.alive_of(IDS[3]), None,
-                                                  (newer,))]  # fmt: skip
-    msg = PushPull(tuple(r for r in recs if r is not None))
+    alive3 = shared.table.alive_of(IDS[3])
+    assert alive3 is not None
+    msg = PushPull((*shared.table.records(), MemberRecord(alive3, None, (newer,))))
     wire = PushPull(tuple(MemberRecord.from_wire(r.to_wire()) for r in msg.states))
     assert all(w.ads[0] is not r.ads[0] for w, r in zip(wire.states, msg.states, strict=True))
     for core, m in ((shared, msg), (copied, wire)):
