@@ -194,9 +194,9 @@ class AntiEntropy:
         )
 
 
-#: The state column's code of `MemberState.LEFT` (`Ads.on_ad` treats a left member's ad
-#: as from an unknown member, not as stale).
-_LEFT = list(MemberState).index(MemberState.LEFT)
+#: The state column's byte for a left member (`Ads.on_ad` treats its ad as from an
+#: unknown member, not as stale).
+_LEFT = int(MemberState.LEFT)
 
 
 def _same(held: tuple[AdUpdate, ...], ads: tuple[AdUpdate, ...]) -> bool:

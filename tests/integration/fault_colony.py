@@ -215,11 +215,11 @@ class ReceiptCheck:
         last = self.snapshot(nodes)
         while time.monotonic() < end:
             time.sleep(1.0)
-            now = self.snapshot(nodes)
-            if now is not None and now == last:
+            rows = self.snapshot(nodes)
+            if rows is not None and rows == last:
                 self.settled = True
                 return True
-            last = now
+            last = rows
         self.settled = False
         return False
 
