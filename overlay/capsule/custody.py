@@ -342,7 +342,7 @@ class Custody:
             out.extend(self.takeover.ensure_leading(e, now))
             if e.leading and not e.syncing:
                 rec = e.record
-                if rec.config != self.replicator.config(rec.capsule.key):
+                if rec.config != self.replicator.config(rec.capsule.key, rec.config):
                     # The custodian set changed: that is a new epoch, never a silent
                     # switch of the set a majority is counted in.
                     count(self.stats, "reconfigurations")

@@ -268,6 +268,10 @@ class MemberView:
     def is_live(self, peer: PeerId) -> bool:
         return peer in self._dir.live and peer not in self._unreachable
 
+    def is_member(self, peer: PeerId) -> bool:
+        """In the membership, hidden or not (a hidden peer may still answer)."""
+        return peer in self._dir.live
+
     def get(self, peer: PeerId) -> Member | None:
         return self._dir.live.get(peer) if self.is_live(peer) else None
 

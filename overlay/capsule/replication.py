@@ -102,11 +102,24 @@ class Replicator:
     def custodians(self, key: int) -> list[PeerId]:
         return self.view.closest(key, self.k_c)
 
-    def config(self, key: int) -> tuple[PeerId, ...]:
+    def config(self, key: int, current: tuple[PeerId, ...] = ()) -> tuple[PeerId, ...]:
         """The configuration this node would lead with: itself first, then the view's
-        closest (k_c in all)."""
+        closest (k_c in all), padded with the members of `current` (in its order) to
+        `current`'s size if the view holds fewer.
+
+        Never smaller than the configuration it follows: a view may hide every other
+        member for a moment (suspicions, refused dials under load) while they still
+        answer, and a configuration of the leader alone would then commit every later
+        version on one copy, which no one could take over if that node died (phase 1
+        needs a majority of the newest configuration). A shrink buys nothing: the old
+        majority answers phase 1 and the activation anyway. The price is the usual one
+        of majorities: later versions need a majority of the padded configuration, not
+        the leader alone."""
         rest = [p for p in self.custodians(key) if p != self.me]
-        return (self.me, *rest)[: self.k_c]
+        cfg = (self.me, *rest)[: self.k_c]
+        if len(cfg) < len(current):
+            cfg = (*cfg, *(p for p in current if p not in cfg))[: len(current)]
+        return cfg
 
     def followers(self, e: Entry) -> list[PeerId]:
         """Every custodian of the current configuration and, until the activation
@@ -150,7 +163,11 @@ class Replicator:
         msg = Replicate(e.record, commit_point(e))
         lagging = False
         for p in self.followers(e):
-            if e.acks.get(p, 0) < e.record.version:
+            # Not to a peer the membership has dropped: a configuration padded with it
+            # (`config`) would otherwise cost a frame per record per retry for as long
+            # as it stays dead; the view change that brings it back replicates to it
+            # (custody.on_members_changed). A hidden member still gets frames.
+            if e.acks.get(p, 0) < e.record.version and self.view.is_member(p):
                 out.append(Send(p, msg))
                 lagging = True
         if lagging:
@@ -387,7 +404,7 @@ class Takeover:
         e.sync_tries = 0
         cid = e.record.capsule_id
         old = e.record
-        cfg = self.replicator.config(old.capsule.key)
+        cfg = self.replicator.config(old.capsule.key, old.config)
         # Joint with the old configuration and with every one the old copy still
         # names: an activation that never committed does not retire its predecessor.
         joint = tuple(dict.fromkeys(c for c in (old.config, *old.joint) if c and c != cfg))

@@ -1,0 +1,138 @@
+"""A leader whose view hides its peers for a moment must not shrink a configuration.
+
+Seen in a 5-daemon partition run under load (docs/reliability.md): a leader whose view
+held no other reachable member for a moment opened an epoch anyway (the hidden peers
+still answered phase 1) and activated a configuration of itself alone. That step is
+safe (activation is joint with the old configuration), but every later version then
+commits on one copy: when that node died for good, no one could take the capsule over,
+since phase 1 needs a majority of the newest configuration. A configuration is now
+never smaller than the one it follows (`Replicator.config` pads the view's choice with
+the current members), so the old majority can still take over.
+"""
+
+from __future__ import annotations
+
+import random
+
+from helpers.core_net import CoreNet
+
+from overlay.capsule import events as ev
+from overlay.capsule.core import CapsuleCore, SubmitCapsule
+from overlay.capsule.custody import CustodyConfig
+from overlay.capsule.executor import CapsuleExited, ExecutorConfig
+from overlay.capsule.leases import LeaseTiming, State
+from overlay.capsule.members import Member, MembersChanged
+from overlay.capsule.spec import Capsule, CapsuleSpec
+from overlay.core.crypto import KeyPair
+from overlay.core.effects import PeerUnreachable
+from overlay.core.ids import PeerId
+
+ROLES = ("execute", "member", "submit")
+
+
+def _colony() -> tuple[CoreNet, list[KeyPair], dict[PeerId, CapsuleCore], tuple[Member, ...]]:
+    net = CoreNet(delay_s=0.01, max_events=20_000)
+    keys = [KeyPair(bytes([i + 11]) * 32) for i in range(3)]
+    cfg = ExecutorConfig(slots=2)
+    timing = LeaseTiming(lease_timeout_s=6, heartbeat_s=2, offer_timeout_s=3)
+    cores = {}
+    for k in keys:
+        core = CapsuleCore(k.peer_id, k, custody=CustodyConfig(timing=timing), executor=cfg,
+                           rng=random.Random(1))  # fmt: skip
+        cores[k.peer_id] = core
+        net.add(k.peer_id, core)
+    members = tuple(Member(k.peer_id, cfg.ad(), ROLES) for k in keys)
+    for k in keys:
+        net.inject(k.peer_id, MembersChanged(members))
+    return net, keys, cores, members
+
+
+def test_hidden_peers_do_not_shrink_the_configuration_and_the_rest_take_over() -> None:
+    net, keys, cores, members = _colony()
+    cap = Capsule.sign(keys[0], CapsuleSpec(command=("run",)), 0.0, nonce=7)
+    net.inject(keys[0].peer_id, SubmitCapsule(cap))
+    net.run_for(1)
+    (run,) = net.of(ev.RunRequested)
+    leader = next(p for p, c in cores.items() if c.custody.is_leading(cap.id))
+    full = cores[leader].custody.record(cap.id).config  # type: ignore[union-attr]
+    assert len(full) == 3
+    # The leader's view hides both other custodians (refused dials under load), though
+    # the network still carries their frames: they keep answering.
+    for p in cores:
+        if p != leader:
+            net.feed(leader, PeerUnreachable(p))
+    net.run_for(2)
+    for p, core in cores.items():
+        rec = core.custody.record(cap.id)
+        assert rec is not None and len(rec.config) == 3, (p.short(), rec and rec.config)
+    # The leader dies for good; the others learn it from their membership.
+    net.kill(leader)
+    rest = tuple(m for m in members if m.peer != leader)
+    for m in rest:
+        net.inject(m.peer, MembersChanged(rest))
+    net.run_for(10)
+    survivors = [p for p in cores if p != leader]
+    assert any(cores[p].custody.is_leading(cap.id) for p in survivors)
+    # The run goes on (or is leased again, if it ran on the dead leader) and finishes.
+    who = next(p for _, p, e in net.emitted if e is run)
+    runs = [(p, e) for _, p, e in net.emitted if isinstance(e, ev.RunRequested)]
+    live = [(p, e) for p, e in runs if p != leader and (p != who or e is run)]
+    assert live, "no run left on a surviving executor"
+    p, r = live[-1]
+    net.inject(p, CapsuleExited(r.capsule.id, r.token, 0))
+    net.run_for(5)
+    for p in survivors:
+        rec = cores[p].custody.record(cap.id)
+        assert rec is not None and rec.state is State.SUCCEEDED, (p.short(), rec and rec.state)
+
+
+def _alone(net: CoreNet, me: PeerId, members: tuple[Member, ...]) -> None:
+    """`me`'s membership drops every other member (it is cut off)."""
+    net.inject(me, MembersChanged(tuple(m for m in members if m.peer == me)))
+
+
+def test_an_origin_cut_off_from_its_colony_defers_the_submission_until_it_is_back() -> None:
+    # Campaign seed 72: a node partitioned from the rest fixed a capsule's initial
+    # configuration as itself alone, acknowledged it on its own copy, then lost its
+    # disk: an acknowledged capsule gone. Now it waits for a majority of the custodian
+    # set its view offered lately.
+    net, keys, cores, members = _colony()
+    me = keys[0].peer_id
+    _alone(net, me, members)
+    cap = Capsule.sign(keys[0], CapsuleSpec(command=("run",)), 0.0, nonce=8)
+    net.inject(me, SubmitCapsule(cap))
+    net.run_for(5)
+    assert not [m for src, _, m in net.sends if src == me]
+    assert cores[me].origin.stats["submits_deferred"] == 1
+    assert not net.of(ev.SubmissionAccepted) and not net.of(ev.SubmissionRejected)
+    net.inject(me, MembersChanged(members))
+    net.run_for(3)
+    assert [e.capsule_id for e in net.of(ev.SubmissionAccepted)] == [cap.id]
+    leader = next(p for p, c in cores.items() if c.custody.is_leading(cap.id))
+    assert len(cores[leader].custody.record(cap.id).config) == 3  # type: ignore[union-attr]
+
+
+def test_a_deferred_submission_is_rejected_with_the_reason_after_its_tries() -> None:
+    net, keys, cores, members = _colony()
+    me = keys[0].peer_id
+    _alone(net, me, members)
+    cap = Capsule.sign(keys[0], CapsuleSpec(command=("run",)), 0.0, nonce=9)
+    net.inject(me, SubmitCapsule(cap))
+    net.run_for(40)
+    (rej,) = net.of(ev.SubmissionRejected)
+    assert rej.capsule_id == cap.id
+    assert rej.reason == "only 1 of 3 custodians in view for 28 s (cut off from the colony?)"
+    assert cores[me].origin.stats["submits_unplaced"] == 1
+
+
+def test_a_colony_that_really_shrank_is_served_after_the_view_memory() -> None:
+    net, keys, cores, members = _colony()
+    me = keys[0].peer_id
+    _alone(net, me, members)
+    memory = cores[me].origin.config.view_memory_s
+    net.run_for(memory + 1)
+    cap = Capsule.sign(keys[0], CapsuleSpec(command=("run",)), 0.0, nonce=10)
+    net.inject(me, SubmitCapsule(cap))
+    net.run_for(2)
+    assert [e.capsule_id for e in net.of(ev.SubmissionAccepted)] == [cap.id]
+    assert cores[me].custody.record(cap.id).config == (me,)  # type: ignore[union-attr]
