@@ -94,7 +94,7 @@ sim-golden: $(STAMP)
 sim-compiled: $(STAMP)
 	PYTHONPATH=. $(PY) -m sim.compiled_build --check
 
-## The simulated fault campaign, long version (tests/sim/test_campaign.py runs 9 seeds):
+## The simulated fault campaign, long version (tests/sim/test_campaign.py runs 11 seeds):
 ## random fault schedules over a capsule workload, invariants checked after every step.
 ## Prints seeds/minute, violations per invariant and a replay command per failure.
 FAULT_SEEDS ?= 500

@@ -10,7 +10,11 @@ step of the simulation; liveness and convergence at their stated deadlines:
   one, whichever custodian issued it. The same (token, executor) announced again by a
   new leader is the same lease, not a new one.
 - `liveness`: every capsule whose submission custody acknowledged ends (succeeded,
-  failed or cancelled) by `quiet_at + liveness_bound_s`.
+  failed or cancelled) by `quiet_at + liveness_bound_s` — unless a majority of a
+  configuration it needs lost their disks after it was submitted (they abstain:
+  overlay/capsule/amnesia.py), which blocks it by design, as a Raft group that lost a
+  majority; those are counted in `blocked`, not violations (nor is their copy a
+  `stale_copy`).
 - `membership`: every live node's gossip view equals the set of live nodes by
   `quiet_at + converge_bound_s` (all nodes are up after `quiet_at`).
 - `reported_outcome`: every outcome a live node reports (`Custody.report`: the copy it
@@ -29,6 +33,7 @@ step of the simulation; liveness and convergence at their stated deadlines:
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 from overlay.core.ids import PeerId
@@ -65,6 +70,9 @@ class Checker:
     #: end, and a takeover's of a finished record).
     outcomes: dict[str, dict[Outcome, None]] = field(default_factory=dict)
     converged_at: float | None = None
+    #: Acknowledged, unfinished capsules a majority of whose configuration lost their
+    #: disks (exempt from `liveness`): capsule id -> time of the check.
+    blocked: dict[str, float] = field(default_factory=dict)
     #: Violations per kind are capped (a broken invariant repeats; the first few tell).
     cap: int = 5
     _seen: dict[str, int] = field(default_factory=dict)
@@ -134,11 +142,19 @@ class Checker:
 
     # ------------------------------------------------------------ deadlines
 
-    def check_liveness(self, t: float, bound_s: float) -> None:
+    def check_liveness(self, t: float, bound_s: float, held: Container[str] | None = None,
+                       blocked: Container[str] = ()) -> None:  # fmt: skip
+        """`held`: the capsules some live node holds a copy of; one acknowledged but
+        held by none was lost (a durability failure, reported as such). `blocked`:
+        those a majority of whose configuration lost their disks (exempt)."""
         for cid, t0 in self.acked.items():
-            if cid not in self.finished:
+            if cid in blocked and cid not in self.finished:
+                self.blocked[cid] = t
+            elif cid not in self.finished:
+                gone = held is not None and cid not in held
+                lost = "; no live node holds a copy: lost" if gone else ""
                 self._fail("liveness", t, f"capsule {cid[:16]} acknowledged at t={t0:.2f} "
-                           f"not finished {bound_s:g} s after faults stopped")  # fmt: skip
+                           f"not finished {bound_s:g} s after faults stopped{lost}")  # fmt: skip
 
     def check_membership(self, t: float, bound_s: float, wrong: list[str]) -> None:
         if self.converged_at is None:
