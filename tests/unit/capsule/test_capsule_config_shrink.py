@@ -12,38 +12,23 @@ the current members), so the old majority can still take over.
 
 from __future__ import annotations
 
-import random
-
+from helpers.capsule_colony import capsule_colony
 from helpers.core_net import CoreNet
 
 from overlay.capsule import events as ev
 from overlay.capsule.core import CapsuleCore, SubmitCapsule
-from overlay.capsule.custody import CustodyConfig
-from overlay.capsule.executor import CapsuleExited, ExecutorConfig
-from overlay.capsule.leases import LeaseTiming, State
+from overlay.capsule.executor import CapsuleExited
+from overlay.capsule.leases import State
 from overlay.capsule.members import Member, MembersChanged
 from overlay.capsule.spec import Capsule, CapsuleSpec
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import PeerUnreachable
 from overlay.core.ids import PeerId
 
-ROLES = ("execute", "member", "submit")
-
 
 def _colony() -> tuple[CoreNet, list[KeyPair], dict[PeerId, CapsuleCore], tuple[Member, ...]]:
     net = CoreNet(delay_s=0.01, max_events=20_000)
-    keys = [KeyPair(bytes([i + 11]) * 32) for i in range(3)]
-    cfg = ExecutorConfig(slots=2)
-    timing = LeaseTiming(lease_timeout_s=6, heartbeat_s=2, offer_timeout_s=3)
-    cores = {}
-    for k in keys:
-        core = CapsuleCore(k.peer_id, k, custody=CustodyConfig(timing=timing), executor=cfg,
-                           rng=random.Random(1))  # fmt: skip
-        cores[k.peer_id] = core
-        net.add(k.peer_id, core)
-    members = tuple(Member(k.peer_id, cfg.ad(), ROLES) for k in keys)
-    for k in keys:
-        net.inject(k.peer_id, MembersChanged(members))
+    keys, cores, members = capsule_colony(net, key_base=11)
     return net, keys, cores, members
 
 
@@ -86,9 +71,15 @@ def test_hidden_peers_do_not_shrink_the_configuration_and_the_rest_take_over() -
         assert rec is not None and rec.state is State.SUCCEEDED, (p.short(), rec and rec.state)
 
 
-def _alone(net: CoreNet, me: PeerId, members: tuple[Member, ...]) -> None:
-    """`me`'s membership drops every other member (it is cut off)."""
+def _cut_off(nonce: int) -> tuple[CoreNet, dict[PeerId, CapsuleCore], tuple[Member, ...],
+                                  PeerId, Capsule]:  # fmt: skip
+    """A colony whose first node's membership dropped every other member (it is cut
+    off), and a capsule it could submit."""
+    net, keys, cores, members = _colony()
+    me = keys[0].peer_id
     net.inject(me, MembersChanged(tuple(m for m in members if m.peer == me)))
+    cap = Capsule.sign(keys[0], CapsuleSpec(command=("run",)), 0.0, nonce=nonce)
+    return net, cores, members, me, cap
 
 
 def test_an_origin_cut_off_from_its_colony_defers_the_submission_until_it_is_back() -> None:
@@ -96,10 +87,7 @@ def test_an_origin_cut_off_from_its_colony_defers_the_submission_until_it_is_bac
     # configuration as itself alone, acknowledged it on its own copy, then lost its
     # disk: an acknowledged capsule gone. Now it waits for a majority of the custodian
     # set its view offered lately.
-    net, keys, cores, members = _colony()
-    me = keys[0].peer_id
-    _alone(net, me, members)
-    cap = Capsule.sign(keys[0], CapsuleSpec(command=("run",)), 0.0, nonce=8)
+    net, cores, members, me, cap = _cut_off(8)
     net.inject(me, SubmitCapsule(cap))
     net.run_for(5)
     assert not [m for src, _, m in net.sends if src == me]
@@ -113,10 +101,7 @@ def test_an_origin_cut_off_from_its_colony_defers_the_submission_until_it_is_bac
 
 
 def test_a_deferred_submission_is_rejected_with_the_reason_after_its_tries() -> None:
-    net, keys, cores, members = _colony()
-    me = keys[0].peer_id
-    _alone(net, me, members)
-    cap = Capsule.sign(keys[0], CapsuleSpec(command=("run",)), 0.0, nonce=9)
+    net, cores, _, me, cap = _cut_off(9)
     net.inject(me, SubmitCapsule(cap))
     net.run_for(40)
     (rej,) = net.of(ev.SubmissionRejected)
@@ -126,12 +111,8 @@ def test_a_deferred_submission_is_rejected_with_the_reason_after_its_tries() -> 
 
 
 def test_a_colony_that_really_shrank_is_served_after_the_view_memory() -> None:
-    net, keys, cores, members = _colony()
-    me = keys[0].peer_id
-    _alone(net, me, members)
-    memory = cores[me].origin.config.view_memory_s
-    net.run_for(memory + 1)
-    cap = Capsule.sign(keys[0], CapsuleSpec(command=("run",)), 0.0, nonce=10)
+    net, cores, _, me, cap = _cut_off(10)
+    net.run_for(cores[me].origin.config.view_memory_s + 1)
     net.inject(me, SubmitCapsule(cap))
     net.run_for(2)
     assert [e.capsule_id for e in net.of(ev.SubmissionAccepted)] == [cap.id]

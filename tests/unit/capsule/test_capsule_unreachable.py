@@ -11,17 +11,15 @@ the driver's inbox overflowed and dropped inputs (tests/integration/test_faults_
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
+from helpers.capsule_colony import capsule_colony
 from helpers.core_net import CoreNet
 
 from overlay.capsule import events as ev
 from overlay.capsule.core import CapsuleCore, SubmitCapsule
-from overlay.capsule.custody import CustodyConfig
-from overlay.capsule.executor import CapsuleExited, ExecutorConfig
-from overlay.capsule.leases import LeaseTiming, State
-from overlay.capsule.members import Member, MembersChanged
+from overlay.capsule.executor import CapsuleExited
+from overlay.capsule.leases import State
 from overlay.capsule.spec import Capsule, CapsuleSpec
 from overlay.core.crypto import KeyPair
 from overlay.core.effects import PeerUnreachable
@@ -47,20 +45,8 @@ class RefusingNet(CoreNet):
 
 def _colony(n: int = 3) -> tuple[RefusingNet, list[KeyPair], dict[PeerId, CapsuleCore]]:
     net = RefusingNet(delay_s=0.01, max_events=20_000)
-    keys = [KeyPair(bytes([i + 1]) * 32) for i in range(n)]
-    cfg = ExecutorConfig(slots=2)
-    timing = LeaseTiming(lease_timeout_s=6, heartbeat_s=2, offer_timeout_s=3)
-    cores = {}
-    for k in keys:
-        core = CapsuleCore(k.peer_id, k, custody=CustodyConfig(timing=timing), executor=cfg,
-                           rng=random.Random(1))  # fmt: skip
-        cores[k.peer_id] = core
-        net.add(k.peer_id, core)
     # The last node executes nothing: killing it loses no run, only a custodian.
-    members = tuple(Member(k.peer_id, cfg.ad(), ("execute", "member", "submit") if i < n - 1
-                           else ("member",)) for i, k in enumerate(keys))  # fmt: skip
-    for k in keys:
-        net.inject(k.peer_id, MembersChanged(members))
+    keys, cores, _ = capsule_colony(net, n, executors=n - 1)
     return net, keys, cores
 
 
