@@ -45,13 +45,15 @@ def push_pull_scale(interval_s: float, n: int) -> float:
 class AntiEntropy:
     """Push-pull exchanges: whom to send to, what to send, how to merge a reply."""
 
-    __slots__ = ("config", "gate", "local", "rng", "seeds", "stats", "table")
+    __slots__ = ("config", "gate", "joined", "local", "rng", "seeds", "stats", "table")
 
     def __init__(self, cell: Cell) -> None:
         self.local, self.table, self.gate = cell.local, cell.table, cell.gate
         self.config, self.rng, self.stats = cell.config, cell.rng, cell.stats
         #: The seeds of the last `Join` (at most `max_seeds`, never ourselves).
         self.seeds: tuple[PeerId, ...] = ()
+        #: A seed has sent us a push-pull since the last `Join` (it knows we are back).
+        self.joined = False
 
     def interval(self) -> float:
         return push_pull_scale(self.config.push_pull_interval_s, self.table.n_live)
@@ -64,7 +66,12 @@ class AntiEntropy:
         live = self.table.sample(1, (MemberState.ALIVE,), self.rng)
         if live:
             self.send(live[0], reply=True, join=False, out=out)
-        elif self.seeds:  # nobody known yet: keep knocking on the seeds
+        if self.seeds and (not live or not self.joined):
+            # Nobody known yet, or no seed has answered the join: keep knocking. Knowing
+            # someone is not enough: a node whose join push-pulls were all lost, back
+            # after a graceful leave (the others hold it as left, so none probes it),
+            # knew only another rejoining node and the two stayed an island for good
+            # (campaign seed 1202, 23 % loss).
             for seed in self.seeds:
                 self.send(seed, reply=True, join=True, out=out)
         # serf-style reconnect: try one failed member, so healed partitions merge.

@@ -221,6 +221,7 @@ class Swim:
         me, c = self.local, self.config
         ae = self.anti_entropy
         ae.seeds = tuple(s for s in seeds if s != me.me)[: c.max_seeds]
+        ae.joined = False
         if not me.started:
             me.started = True
             out.append(SetTimer("probe", now + self.rng.uniform(0, c.probe_interval_s)))
@@ -402,9 +403,11 @@ class Swim:
 
     def _on_push_pull(self, peer: PeerId, msg: PushPull, now: float, out: list[Effect]) -> None:
         count(self.stats, "push_pull_received")
+        ae = self.anti_entropy
+        if not ae.joined and peer in ae.seeds:
+            ae.joined = True
         for rv in msg.revocations:  # before the claims they may invalidate
             self._on_revoke(rv, now, out)
-        ae = self.anti_entropy
         ae.merge(msg, lambda u: self._apply_update(u, now, out, merge=True))
         if ae.should_reply(peer, msg):
             ae.send(peer, reply=False, join=False, out=out)

@@ -459,3 +459,28 @@ def test_quick_tick_answers_exactly_when_the_gossip_tick_is_idle() -> None:
     assert core.quick_tick("probe", now) is None  # only the gossip tick has a fast path
     core.handle(SendUserEvent("deploy", b"v1"), now)  # a queued user event: busy again
     assert core.quick_tick("gossip", now) is None
+
+
+def test_a_rejoin_whose_push_pulls_were_lost_keeps_knocking_on_its_seeds() -> None:
+    # Campaign seed 1202: C and D left gracefully and came back; C's join push-pull to
+    # its seed was lost, then D joined through C. Knowing D, C stopped knocking on its
+    # seeds, and since the others hold C and D as left (nobody probes them), the two
+    # stayed an island for good.
+    w = Wire(n=4)
+    w.join_all()
+    for p, t in ((C, 1.0), (D, 3.0)):
+        w.feed(p, Leave(), t)
+        w.fire(p, "leave", t + 1.0)
+    w.cores[C] = Swim(KEYS[2], LAN, rng=random.Random(98))
+    w.cores[D] = Swim(KEYS[3], LAN, rng=random.Random(99))
+    w.hold = lambda src, dst, msg: src == C and dst == A
+    w.feed(C, Join((A,)), 10.0)
+    assert w.drop_held() == 1  # the join's push-pull, lost
+    w.hold = None
+    w.feed(D, Join((C,)), 11.0)
+    assert set(w.cores[C].members) == {D}
+    w.fire(C, "pushpull", 40.0)
+    assert {A, B} <= set(w.cores[C].members)
+    for t in (40.2, 40.4, 40.6):
+        w.fire(C, "gossip", t)
+    assert state(w, A, C) is MemberState.ALIVE
