@@ -113,9 +113,6 @@ class OriginConfig:
     submit_max_tries: int = 15
     max_pending: int = 10_000
     max_watched: int = 100_000
-    #: How long the origin remembers the largest custodian set its view offered
-    #: (`Origin.observe`): a view holding fewer than a majority of it defers submissions.
-    view_memory_s: float = 300.0
 
 
 class Origin:
@@ -135,25 +132,8 @@ class Origin:
         self.stats: dict[str, int] = {}
         #: Submissions whose initial configuration is not fixed yet: id -> (cmd, tries).
         self._deferred: dict[str, tuple[SubmitCapsule, int]] = {}
-        # The view's custodian-set size (at most k_c) since the last observation, the
-        # largest seen within `view_memory_s`, and when it was last seen.
-        self._size = 0
-        self._peak = 0
-        self._peak_at = 0.0
-
-    def observe(self, now: float) -> None:
-        """Note the view's size: on every membership change and submission.
-
-        A node cut off from its colony (or whose view hides its peers for a while)
-        would otherwise fix a capsule's initial configuration from the few members it
-        still sees — one, itself, in campaign seed 72 — and acknowledge it once those
-        held it: a later loss of that one disk lost an acknowledged capsule. The peak
-        forgets after `view_memory_s`, so a colony that really shrank is served again."""
-        if self._size >= self._peak:
-            self._peak_at = now  # the view held the peak from the last call until now
-        self._size = min(len(self.view), self.k_c)
-        if self._size >= self._peak or now - self._peak_at > self.config.view_memory_s:
-            self._peak, self._peak_at = self._size, now
+        #: Members gossip holds as failed, not yet reaped (`MembersChanged.failed`).
+        self.failed = 0
 
     def _count(self, name: str) -> None:
         self.stats[name] = self.stats.get(name, 0) + 1
@@ -170,19 +150,25 @@ class Origin:
             self._count("submits_dropped")
             return [Emit(ev.SubmissionRejected(cap.id, "too many submissions in flight"))]
         self._watch(cap.id)
-        self.observe(now)
         return self._fix(cmd, 1, now)
 
     def _fix(self, cmd: SubmitCapsule, tries: int, now: float) -> list[Effect]:
-        """Fix the initial configuration and send, once the view holds a majority of
-        the largest custodian set it offered lately (`observe`); else wait, retrying,
-        and reject after `submit_max_tries`."""
+        """Fix the initial configuration and send, once the view reaches a majority of
+        the custodians it would pick if every member it lost contact with were back
+        (hidden, or failed and not yet reaped); else wait, retrying, and reject after
+        `submit_max_tries`.
+
+        A node cut off from its colony would otherwise fix the configuration from the
+        few members it still reaches — itself alone, in campaign seed 72 — and
+        acknowledge the capsule on that one copy, lost with its disk. Members that left
+        or moved to another cell do not count: a colony that shrank is served."""
         cap = cmd.capsule
         config = tuple(self.view.closest(cap.key, self.k_c))
-        if len(config) < self._peak // 2 + 1:
+        known = min(len(self.view.directory) + self.failed, self.k_c)
+        if len(config) < known // 2 + 1:
             if tries >= self.config.submit_max_tries:
                 self._count("submits_unplaced")
-                why = (f"only {len(config)} of {self._peak} custodians in view for "
+                why = (f"only {len(config)} of {known} custodians reachable for "
                        f"{(tries - 1) * self.config.submit_retry_s:g} s (cut off from the colony?)")
                 return [Emit(ev.SubmissionRejected(cap.id, why))]
             if tries == 1:
@@ -217,7 +203,6 @@ class Origin:
             waiting = self._deferred.pop(timer[1], None)
             if waiting is None:
                 return []
-            self.observe(now)
             return self._fix(waiting[0], waiting[1], now)
         item = self._pending.get(timer[1])
         if item is None:
@@ -355,18 +340,16 @@ class CapsuleCore:
             return []
         if isinstance(inp, MembersChanged):
             self.view.update(inp.members)
-            self.origin.observe(now)
+            self.origin.failed = inp.failed
             return c.on_members_changed(now)
         if isinstance(inp, ViewRefreshed):
             self.view.refreshed()
-            self.origin.observe(now)
             return c.on_members_changed(now)
         if isinstance(inp, GuestsChanged):
             return c.on_members_changed(now) if self.view.set_guests(inp.guests) else []
         if isinstance(inp, PeerUnreachable):
             self.view.expire(now)
             if self.view.mark_unreachable(inp.peer, now):
-                self.origin.observe(now)
                 return c.on_members_changed(now)
             return []
         if isinstance(inp, SubmitCapsule):

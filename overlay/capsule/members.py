@@ -51,6 +51,10 @@ class MembersChanged:
     """Command: the complete set of live members (including this node) and their ads."""
 
     members: tuple[Member, ...]
+    #: Members gossip holds as failed and not yet reaped (lost contact; not left, not
+    #: moved to another cell): an origin whose view is a minority of live + failed is
+    #: likely the one cut off (`Origin`).
+    failed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

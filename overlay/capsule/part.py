@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gossip.members import MemberState
 from gossip.resources import ResourceAd
 from overlay.capsule.core import COMMAND_TYPES, CapsuleCore
 from overlay.capsule.executor import ExecutorConfig
@@ -112,7 +113,9 @@ def members_changed(swim: Swim) -> MembersChanged:
     for m in swim.list_members():
         rtt = None if m.is_self else swim.rtt_estimate(m.peer)
         out.append(Member(m.peer, node_ad(m.ad), _roles(swim, m.peer, m.is_self), rtt))
-    return MembersChanged(tuple(out))
+    dead = MemberState.DEAD
+    failed = sum(1 for _, m in swim.members.items() if m.state is dead)
+    return MembersChanged(tuple(out), failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +210,8 @@ class CapsulePart:
                 del self._hidden[p]
         if not self._hidden:
             return mc
-        return MembersChanged(tuple(m for m in mc.members if m.peer not in self._hidden))
+        kept = tuple(m for m in mc.members if m.peer not in self._hidden)
+        return MembersChanged(kept, mc.failed + len(mc.members) - len(kept))
 
     def handle(self, inp: Any, now: float) -> list[Effect]:
         if isinstance(inp, Connected | Disconnected):
