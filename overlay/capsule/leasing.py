@@ -36,6 +36,7 @@ from overlay.capsule.custody_table import (
     CustodyTable,
     Entry,
     cancel_timers,
+    commit_point,
     count,
     status_reply,
 )
@@ -50,6 +51,7 @@ from overlay.capsule.messages import (
     LeaseRevoked,
     ReceiptMsg,
     ReceiptReply,
+    Replicate,
 )
 from overlay.capsule.placement import place
 from overlay.capsule.receipts import Receipt, ReceiptRejected, check_receipt
@@ -321,8 +323,11 @@ class Leasing:
             # takes over, it settles the capsule without a re-run. It also proves the
             # executor alive, like a heartbeat.
             if r.token == rec.token and r.executor == rec.executor:
+                again = e.pending_receipt is not None and e.pending_receipt.envelope == r.envelope
                 e.pending_receipt = r
                 e.last_hb = now
+                if again and not e.leading:
+                    return self._hand_over(e, r)
             return []
         if rec.receipt is not None and rec.receipt.envelope == r.envelope:
             if e.committed >= rec.version:
@@ -335,6 +340,19 @@ class Leasing:
             self._count("receipts_rejected")
             return [Send(peer, ReceiptReply(r.capsule_id, r.token, False, str(err)))]
         return self.accept_receipt(e, r, now)
+
+    def _hand_over(self, e: Entry, r: Receipt) -> list[Effect]:
+        """The executor sent this receipt again: the leader has not settled it. Hand it
+        our copy with the receipt whatever we believe it holds — it may have come back
+        with an empty store faster than anyone noticed (campaign seed 311 without
+        amnesia: its followers still counted its old ack, so nobody handed the copy
+        over and the capsule stayed running). Costs nothing while receipts settle at
+        the first try."""
+        leader = self.view.leader(e.record.capsule.key, self.replicator.k_c)
+        if leader == self.view.me:
+            return []
+        self._count("receipt_handoffs")
+        return [Send(leader, Replicate(e.record, commit_point(e))), Send(leader, ReceiptMsg(r))]
 
     def on_cancel(self, peer: PeerId, msg: CancelRequest, now: float) -> list[Effect]:
         e = self.table.entries.get(msg.capsule_id)

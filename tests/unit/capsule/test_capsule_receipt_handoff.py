@@ -1,0 +1,55 @@
+"""A leader back with an empty store before anyone noticed gets the copy from its followers.
+
+Campaign seed 311 without amnesia: the leader of a running capsule crashed, lost its
+disk and came back 2.1 s later, faster than failure detection, so no view changed and
+no one took over. Its followers still counted its old ack of the current version, so
+they never handed their copies over again; the executor's receipt reached only nodes
+that do not act on it, and the capsule stayed running. A follower now hands its copy
+and the receipt to the leader when the executor sends that receipt again.
+"""
+
+from __future__ import annotations
+
+import random
+
+from helpers.capsule_colony import capsule_colony
+from helpers.core_net import CoreNet
+
+from overlay.capsule import events as ev
+from overlay.capsule.core import CapsuleCore, SubmitCapsule
+from overlay.capsule.custody import CustodyConfig
+from overlay.capsule.executor import CapsuleExited, ExecutorConfig
+from overlay.capsule.leases import LeaseTiming, State
+from overlay.capsule.members import MembersChanged
+from overlay.capsule.spec import Capsule, CapsuleSpec
+
+
+def test_followers_hand_a_retried_receipt_and_their_copy_to_a_leader_that_forgot() -> None:
+    net = CoreNet(delay_s=0.01, max_events=20_000)
+    # The last node executes nothing; a capsule it leads keeps running through its restart.
+    keys, cores, members = capsule_colony(net, key_base=21, executors=2)
+    last = keys[-1].peer_id
+    cap = next(c for c in (Capsule.sign(keys[0], CapsuleSpec(command=("run",)), 0.0, nonce=n)
+                           for n in range(64))
+               if cores[last].view.leader(c.key, 3) == last)  # fmt: skip
+    net.inject(keys[0].peer_id, SubmitCapsule(cap))
+    net.run_for(1)
+    (run,) = net.of(ev.RunRequested)
+    who = next(p for _, p, e in net.emitted if e is run)
+    leader = next(p for p, c in cores.items() if c.custody.is_leading(cap.id))
+    assert leader == last != who
+    # The leader restarts with an empty store; the others' views never change.
+    k = next(k for k in keys if k.peer_id == leader)
+    timing = LeaseTiming(lease_timeout_s=6, heartbeat_s=2, offer_timeout_s=3)
+    fresh = CapsuleCore(leader, k, custody=CustodyConfig(timing=timing),
+                        executor=ExecutorConfig(slots=2), rng=random.Random(2))  # fmt: skip
+    net.cores[leader] = fresh
+    net.inject(leader, MembersChanged(members))
+    assert fresh.custody.record(cap.id) is None
+    net.inject(who, CapsuleExited(run.capsule.id, run.token, 0))
+    net.run_for(10)
+    followers = [p for p in cores if p != leader]
+    assert sum(cores[p].custody.stats.get("receipt_handoffs", 0) for p in followers) >= 1
+    for core in (fresh, *(cores[p] for p in followers)):
+        rec = core.custody.record(cap.id)
+        assert rec is not None and rec.state is State.SUCCEEDED, rec and rec.state
