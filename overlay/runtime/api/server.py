@@ -171,6 +171,13 @@ class ApiServer:
         self.metrics = StatsCollector()
         self.requests = 0
         self.errors = 0
+        #: Streams ended because a stream their producer read from broke (not the client).
+        self.streams_broken = 0
+        self.metrics.counter("api", "control API: requests, internal errors (handler or "
+                             "stream bugs), streams ended because a source they read "
+                             "from broke", lambda: {"requests": self.requests,
+                                                    "errors": self.errors,
+                                                    "streams_broken": self.streams_broken})
         self.add("GET", "/v1/openapi.json", self._openapi, RouteDoc(
             "this document: OpenAPI 3.1, generated from the route declarations", response=OBJ))
 
@@ -359,22 +366,9 @@ class ApiServer:
                     n.cancel_scope.cancel()
 
                 n.start_soon(watch_hangup)
-                try:
-                    async for item in items:
-                        line = (json.dumps(item) + "\n").encode()
-                        await stream.send_all(conn.send(h11.Data(data=line)))
-                except ColonyError as e:
-                    code = e.code if isinstance(e, ApiError) else "bad_request"
-                    line = (json.dumps(error_body(code, str(e))) + "\n").encode()
-                    await stream.send_all(conn.send(h11.Data(data=line)))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    raise
-                except Exception as e:  # a stream's bug ends that stream, not the daemon
-                    self.errors += 1
-                    log.exception("api_stream_failed")
-                    line = (json.dumps(error_body("internal", f"internal error: {e!r}"[:300]))
-                            + "\n").encode()
-                    await stream.send_all(conn.send(h11.Data(data=line)))
+                last = await self._send_items(conn, stream, items)
+                if last is not None:
+                    await stream.send_all(conn.send(h11.Data(data=last)))
                 n.cancel_scope.cancel()
         finally:
             aclose = getattr(items, "aclose", None)
@@ -383,6 +377,37 @@ class ApiServer:
                     await aclose()
         if gone:
             raise trio.BrokenResourceError("the client closed the connection during a stream")
+
+
+    async def _send_items(
+        self, conn: h11.Connection, stream: trio.SocketStream, items: AsyncIterator[object]
+    ) -> bytes | None:
+        """Send each item as a line; return the error line a failing producer ends with.
+
+        Only a failed write is the client's hang-up. A producer's own stream that broke (a
+        fetch's stream from a peer, an executor's pipe) ends this stream with an error
+        line the client can show: closing quietly reads as "the stream ended before it
+        was done" with no reason."""
+        while True:
+            try:
+                item = await anext(items)
+            except StopAsyncIteration:
+                return None
+            except ColonyError as e:
+                code = e.code if isinstance(e, ApiError) else "bad_request"
+                return (json.dumps(error_body(code, str(e))) + "\n").encode()
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                self.streams_broken += 1
+                log.warning("api_stream_source_broken", error=repr(e))
+                why = f"a stream this request read from broke: {e or type(e).__name__}"
+                return (json.dumps(error_body("unavailable", why)) + "\n").encode()
+            except Exception as e:  # a stream's bug ends that stream, not the daemon
+                self.errors += 1
+                log.exception("api_stream_failed")
+                why = f"internal error: {e!r}"[:300]
+                return (json.dumps(error_body("internal", why)) + "\n").encode()
+            line = (json.dumps(item) + "\n").encode()
+            await stream.send_all(conn.send(h11.Data(data=line)))
 
 
 @asynccontextmanager

@@ -168,3 +168,44 @@ def test_a_watch_reset_by_its_client_costs_the_server_nothing() -> None:
             n.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_a_stream_whose_source_broke_ends_with_the_reason_not_in_silence() -> None:
+    """A producer's own stream breaking (a peer's stream during a fetch) is not the
+    client's hang-up: the client gets an error line it can show, the drop is counted and
+    the connection serves the next request."""
+
+    async def main() -> None:
+        api = ApiServer(TOKEN)
+
+        @api.route("GET", "/v1/broken")
+        async def broken(req: Request) -> Response:
+            async def gen() -> AsyncIterator[Any]:
+                yield {"phase": "fetching"}
+                raise trio.BrokenResourceError("peer reset the block stream")
+
+            return Response(stream=gen())
+
+        async with trio.open_nursery() as n:
+            port = await n.start(api.serve, "127.0.0.1", 0)
+
+            def read_twice() -> list[Any]:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                out = []
+                for _ in range(2):
+                    c.request("GET", "/v1/broken", headers={"Authorization": f"Bearer {TOKEN}"})
+                    out.append([json.loads(x) for x in c.getresponse().read().splitlines()])
+                c.close()
+                return out
+
+            first, second = await trio.to_thread.run_sync(read_twice)
+            assert first == second
+            assert first[0] == {"phase": "fetching"}
+            assert first[1]["error"]["code"] == "unavailable"
+            assert "peer reset the block stream" in first[1]["error"]["message"]
+            assert api.streams_broken == 2 and api.errors == 0
+            text = "\n".join(str(m) for m in api.metrics.collect())
+            assert "streams_broken" in text
+            n.cancel_scope.cancel()
+
+    trio.run(main)
