@@ -312,7 +312,11 @@ class MemberTable(Mapping[PeerId, Member]):
                 append(a.plain_record() if r is None else r)
             elif acc is None and not ad_deltas[i]:
                 assert full is not None
-                append(a.ad_record(full))  # shared as the plain record is
+                # Shared as the plain record is (`Alive.ad_record`, its cache read here:
+                # no call per member).
+                shared = a.ad_record_cache
+                append(shared[1] if shared is not None and shared[0] is full
+                       else a.ad_record(full))
             else:
                 append(MemberRecord(a, acc, () if full is None else (full, *ad_deltas[i])))
         return out

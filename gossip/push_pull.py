@@ -125,14 +125,27 @@ class AntiEntropy:
         time would give them). A record with neither accusation nor ads has nothing
         for the second pass and is not visited again. Likewise in the second pass, a
         record whose ads are, object for object, the chain the table holds for that
-        member (not left, not us): `Ads.on_ad`'s stale path for each of them. Both
-        shortcuts need the very objects, so only the simulator takes them; a decoded
+        member (not left, not us): `Ads.on_ad`'s stale path for each of them; a
+        claim's shared one-ad record that is stale in both passes is settled in the
+        first (below). The shortcuts need the very objects, so only the simulator
+        takes them; a decoded
         message goes the long way to the same counts (tests/unit/gossip/
         test_push_pull_merge.py compares the two)."""
         table, me = self.table, self.local.me
         slot_of, alive_col = table.alive_lookup()
+        ad_full, ad_deltas, state = table.ad_columns()
         stats = self.stats
         stale = 0
+        # A record that is a claim's shared one-ad record (`Alive.ad_record`: no
+        # accusation, the full ad and no delta) holding the very claim and ad we hold is
+        # stale in both passes: counted here for both, and the second pass never visits
+        # it (a settled cell's every record). Open mode only (applying another member's
+        # claim cannot touch this member's slot there), and once `stale_ad` is a key of
+        # `stats` (counted earlier than the second pass would, it must not take a place
+        # in the keys' order).
+        both = self.gate.admission is None and "stale_ad" in stats
+        me_raw = me.raw
+        stale_ads = 0
         later: list[MemberRecord] = []  # records with an accusation or ads
         for r in msg.states:
             a = r.alive
@@ -143,6 +156,16 @@ class AntiEntropy:
                     stale += 1
                     continue
             else:
+                if both and type(a) is Alive:
+                    c = a.ad_record_cache
+                    if c is not None and r is c[1]:
+                        raw = a.peer.raw
+                        i = slot_of(raw)
+                        if (i is not None and alive_col[i] is a and ad_full[i] is c[0]
+                                and not ad_deltas[i] and state[i] != _LEFT and raw != me_raw):
+                            stale += 1
+                            stale_ads += 1
+                            continue
                 acc = r.accuse
                 if acc is not None or r.ads:
                     later.append(r)
@@ -168,7 +191,8 @@ class AntiEntropy:
         # Second pass. Most ads of a steady-state exchange are the very chain we hold for
         # that member (the simulator shares the objects): `Ads.on_ad`'s stale path for
         # each, counted in bulk as above.
-        ad_full, ad_deltas, state = table.ad_columns()
+        if stale_ads:
+            stats["stale_ad"] += stale_ads
         stale = 0
         for r in later:
             if r.accuse is not None:

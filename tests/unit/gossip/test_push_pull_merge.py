@@ -135,3 +135,32 @@ def test_held_ad_chains_are_stale_exactly_as_on_ad_counts_them() -> None:
         assert (a.ad_version, a.ad) == (b.ad_version, b.ad)
     held = shared.table.get(IDS[3])
     assert held is not None and held.ad_version == 5
+
+
+def test_shared_one_ad_records_settled_in_the_first_pass_count_as_the_long_way() -> None:
+    """A claim's shared one-ad record (`Alive.ad_record`) holding the claim and ad the
+    table holds is settled in the first pass once `stale_ad` is a counter: the same
+    counters (key order included) and table as a decoded copy merged the long way."""
+    shared, copied = (Swim(KEYS[0], rng=random.Random(1)) for _ in range(2))
+    for core in (shared, copied):
+        _with_ads(core, 6)
+    newer = AdUpdate.create(KEYS[3], 5, ResourceAd.make(cpu_cores=9, mem_bytes=1 << 30)
+                            .to_body())
+    alive3 = shared.table.alive_of(IDS[3])
+    assert alive3 is not None
+    for t, extra in ((2.0, (MemberRecord(alive3, None, (newer,)),)),
+                     (3.0, (Alive.create(KEYS[7], 0).plain_record(),))):
+        msg = PushPull((*shared.table.records(), *extra))
+        wire = PushPull(tuple(MemberRecord.from_wire(r.to_wire()) for r in msg.states))
+        shortcut = sum(1 for r in msg.states if r.alive.ad_record_cache is not None
+                       and r is r.alive.ad_record_cache[1])
+        assert shortcut >= 4  # members 3..6: one full ad each, shared records
+        for core, m in ((shared, msg), (copied, wire)):
+            core.handle(Received(IDS[2], m), t)
+        assert list(shared.stats.items()) == list(copied.stats.items())
+    assert "stale_ad" in shared.stats
+    for p in IDS[1:8]:
+        a, b = shared.table.get(p), copied.table.get(p)
+        assert a is not None and b is not None
+        assert ((a.alive.incarnation, a.ad_version, a.ad)
+                == (b.alive.incarnation, b.ad_version, b.ad))
