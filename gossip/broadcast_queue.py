@@ -2,12 +2,7 @@
 
 memberlist queue.go keeps a btree ordered by (transmits, -id); we keep one dict per
 transmit count (insertion order; newest first within a count), which gives the same
-fewest-sent-first order with O(1) insert and invalidation. The per-count buckets are
-`OrderedDict`s, not dicts: a full queue drops its oldest entry, and a plain dict
-deleted from the front keeps the holes until it next grows, so `next(iter(bucket))`
-walked them — ≈ 4 µs per drop at 4,096 entries, ≈ 6,000 drops when a joiner merges a
-cell of 5,000 (bench/gossip.py, "join merge"); the linked order finds the first entry
-at once, for ≈ 48 B more per queued entry. Each update is sent at
+fewest-sent-first order with O(1) insert and invalidation. Each update is sent at
 most `retransmit_limit(N) = mult × ceil(log10(N + 1))` times.
 
 Invalidation: an update has a key (e.g. ("m", peer) for membership of `peer`); queuing
@@ -31,7 +26,6 @@ index is touched once per queue, invalidation and retirement.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
@@ -67,7 +61,7 @@ class BroadcastQueue:
         self.newest_first = newest_first
         #: transmits -> {item: None}, each bucket in insertion order (items hash by
         #: identity: a bucket lookup never hashes the update's key).
-        self._buckets: dict[int, OrderedDict[_Item, None]] = {}
+        self._buckets: dict[int, dict[_Item, None]] = {}
         self._index: dict[Hashable, _Item] = {}
         self.dropped = 0
 
@@ -85,10 +79,7 @@ class BroadcastQueue:
             self._drop_one()
         item = _Item(key, update, update_size(update.env))
         self._index[key] = item
-        fresh = self._buckets.get(0)
-        if fresh is None:
-            fresh = self._buckets[0] = OrderedDict()
-        fresh[item] = None
+        self._buckets.setdefault(0, {})[item] = None
 
     def invalidate(self, key: Hashable) -> None:
         old = self._index.pop(key, None)
@@ -162,8 +153,9 @@ class BroadcastQueue:
             else:
                 nxt = buckets.get(t)
                 if nxt is None:
-                    nxt = buckets[t] = OrderedDict()
-                nxt[item] = None
+                    buckets[t] = {item: None}
+                else:
+                    nxt[item] = None
             out.append(item.update)
         if taken and not index:
             self._release()
