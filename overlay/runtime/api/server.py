@@ -378,7 +378,6 @@ class ApiServer:
         if gone:
             raise trio.BrokenResourceError("the client closed the connection during a stream")
 
-
     async def _send_items(
         self, conn: h11.Connection, stream: trio.SocketStream, items: AsyncIterator[object]
     ) -> bytes | None:
@@ -399,7 +398,7 @@ class ApiServer:
             except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
                 self.streams_broken += 1
                 log.warning("api_stream_source_broken", error=repr(e))
-                why = f"a stream this request read from broke: {e or type(e).__name__}"
+                why = f"a stream this request read from broke: {str(e) or type(e).__name__}"
                 return (json.dumps(error_body("unavailable", why)) + "\n").encode()
             except Exception as e:  # a stream's bug ends that stream, not the daemon
                 self.errors += 1
