@@ -109,19 +109,26 @@ def _with_ads(core: Swim, n: int) -> None:
     core.handle(Received(IDS[1], PushPull(tuple(recs))), 1.0)
 
 
+def _twin_cores() -> tuple[Swim, Swim, Alive, AdUpdate]:
+    """Two cores that hold the same members 1..6 with ads; member 3's claim, and an ad
+    of member 3 newer than the one they hold."""
+    shared, copied = (Swim(KEYS[0], rng=random.Random(1)) for _ in range(2))
+    for core in (shared, copied):
+        _with_ads(core, 6)
+    newer = AdUpdate.create(KEYS[3], 5, ResourceAd.make(cpu_cores=9, mem_bytes=1 << 30)
+                            .to_body())
+    alive3 = shared.table.alive_of(IDS[3])
+    assert alive3 is not None
+    return shared, copied, alive3, newer
+
+
 def test_held_ad_chains_are_stale_exactly_as_on_ad_counts_them() -> None:
     """The second pass's shortcut (the very chain the table holds: counted in
     `stale_ad`, not applied) gives what `Ads.on_ad` gives for those ads one by one:
     the same counters, in the same key order, and the same table, whether the message
     shares the table's objects (the simulator) or is a decoded copy (the wire)."""
-    shared, copied = (Swim(KEYS[0], rng=random.Random(1)) for _ in range(2))
-    for core in (shared, copied):
-        _with_ads(core, 6)
+    shared, copied, alive3, newer = _twin_cores()
     # Every held record, plus an ad newer than the held one for member 3.
-    newer = AdUpdate.create(KEYS[3], 5, ResourceAd.make(cpu_cores=9, mem_bytes=1 << 30)
-                            .to_body())
-    alive3 = shared.table.alive_of(IDS[3])
-    assert alive3 is not None
     msg = PushPull((*shared.table.records(), MemberRecord(alive3, None, (newer,))))
     wire = PushPull(tuple(MemberRecord.from_wire(r.to_wire()) for r in msg.states))
     assert all(w.ads[0] is not r.ads[0] for w, r in zip(wire.states, msg.states, strict=True))
@@ -141,13 +148,7 @@ def test_shared_one_ad_records_settled_in_the_first_pass_count_as_the_long_way()
     """A claim's shared one-ad record (`Alive.ad_record`) holding the claim and ad the
     table holds is settled in the first pass once `stale_ad` is a counter: the same
     counters (key order included) and table as a decoded copy merged the long way."""
-    shared, copied = (Swim(KEYS[0], rng=random.Random(1)) for _ in range(2))
-    for core in (shared, copied):
-        _with_ads(core, 6)
-    newer = AdUpdate.create(KEYS[3], 5, ResourceAd.make(cpu_cores=9, mem_bytes=1 << 30)
-                            .to_body())
-    alive3 = shared.table.alive_of(IDS[3])
-    assert alive3 is not None
+    shared, copied, alive3, newer = _twin_cores()
     for t, extra in ((2.0, (MemberRecord(alive3, None, (newer,)),)),
                      (3.0, (Alive.create(KEYS[7], 0).plain_record(),))):
         msg = PushPull((*shared.table.records(), *extra))
