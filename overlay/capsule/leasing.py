@@ -36,7 +36,6 @@ from overlay.capsule.custody_table import (
     CustodyTable,
     Entry,
     cancel_timers,
-    commit_point,
     count,
     status_reply,
 )
@@ -51,7 +50,6 @@ from overlay.capsule.messages import (
     LeaseRevoked,
     ReceiptMsg,
     ReceiptReply,
-    Replicate,
 )
 from overlay.capsule.placement import place
 from overlay.capsule.receipts import Receipt, ReceiptRejected, check_receipt
@@ -327,7 +325,7 @@ class Leasing:
                 e.pending_receipt = r
                 e.last_hb = now
                 if again and not e.leading:
-                    return self._hand_over(e, r)
+                    return self._hand_over(e)
             return []
         if rec.receipt is not None and rec.receipt.envelope == r.envelope:
             if e.committed >= rec.version:
@@ -341,7 +339,7 @@ class Leasing:
             return [Send(peer, ReceiptReply(r.capsule_id, r.token, False, str(err)))]
         return self.accept_receipt(e, r, now)
 
-    def _hand_over(self, e: Entry, r: Receipt) -> list[Effect]:
+    def _hand_over(self, e: Entry) -> list[Effect]:
         """The executor sent this receipt again: the leader has not settled it. Hand it
         our copy with the receipt whatever we believe it holds — it may have come back
         with an empty store faster than anyone noticed (campaign seed 311 without
@@ -352,7 +350,7 @@ class Leasing:
         if leader == self.view.me:
             return []
         self._count("receipt_handoffs")
-        return [Send(leader, Replicate(e.record, commit_point(e))), Send(leader, ReceiptMsg(r))]
+        return self.replicator.hand_over(e, leader)
 
     def on_cancel(self, peer: PeerId, msg: CancelRequest, now: float) -> list[Effect]:
         e = self.table.entries.get(msg.capsule_id)

@@ -156,6 +156,15 @@ class Replicator:
         out.extend(self.commit(e))
         return out
 
+    def hand_over(self, e: Entry, leader: PeerId) -> list[Effect]:
+        """Our copy for `leader`, and the executor's receipt we hold (it may never have
+        reached that leader): after a view change (`ensure_leading`) and when the
+        executor retries a receipt the leader has not settled (`Leasing`)."""
+        out: list[Effect] = [Send(leader, Replicate(e.record, commit_point(e)))]
+        if e.pending_receipt is not None:
+            out.append(Send(leader, ReceiptMsg(e.pending_receipt)))
+        return out
+
     def replicate(self, e: Entry, now: float) -> list[Effect]:
         out: list[Effect] = []
         if not e.leading or e.syncing:
@@ -253,9 +262,7 @@ class Takeover:
             # executor's receipt we hold (it may never have reached that leader).
             # Re-sent on every view change until that leader acks a copy as new.
             if e.acks.get(leader, 0) < e.record.version:
-                out.append(Send(leader, Replicate(e.record, commit_point(e))))
-                if e.pending_receipt is not None:
-                    out.append(Send(leader, ReceiptMsg(e.pending_receipt)))
+                out.extend(self.replicator.hand_over(e, leader))
             out.extend(self.watch_settle(e, now))
         return out
 
