@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import trio
@@ -72,6 +74,21 @@ def test_we_dial_js_libp2p_over_quic_and_echo_4_mib() -> None:
     trio.run(main)
 
 
+@contextmanager
+def _our_side_on_failure(ours: Host) -> Iterator[None]:
+    """A failure's message gains what our endpoint saw (its counted drops, and each
+    connection's handshake state): the js side's error names only its own step."""
+    try:
+        yield
+    except AssertionError as e:
+        ep = ours._quic
+        seen = "no QUIC endpoint" if ep is None else (
+            f"our endpoint's drops {dict(ep.drops)}, connections "
+            + str([(c.remote_addr, "verified" if c.verified else "unverified",
+                    c.close_reason) for c in ep.connections]))
+        raise AssertionError(f"{e}\n{seen}") from e
+
+
 def test_js_libp2p_dials_us_over_quic_and_echoes_4_mib() -> None:
     cache = _install()
 
@@ -86,7 +103,7 @@ def test_js_libp2p_dials_us_over_quic_and_echoes_4_mib() -> None:
         ours.set_stream_handler(ECHO, echo)
         async with ours.serve([QUIC]), js_peer(cache, quic=True, listen=[QUIC]) as js:
             addr = f"{ours.listen_addrs[0]}/p2p/{ours.peer_id}"
-            with trio.fail_after(60):
+            with trio.fail_after(60), _our_side_on_failure(ours):
                 pinged = await js.call(cmd="dial_ping", addr=addr)
                 assert pinged["remotePeer"] == str(ours.peer_id)
                 assert "/quic-v1" in pinged["conn"]["remoteAddr"], pinged

@@ -18,7 +18,8 @@
 //   {"cmd":"connections","peerId":"…"}   our connections to that peer
 //   {"cmd":"relay_stats"}                the relay server's reservations
 //   {"cmd":"stop"}                       shut down and exit 0
-// Every error becomes {"ok":false,"error":…}; the process never exits on one.
+// Every error becomes {"ok":false,"error":"during <step>, <ms> into it: …"}; the process
+// never exits on one.
 
 // Node 20 lacks Promise.withResolvers (added in node 22), which js-libp2p 3.x uses.
 if (typeof Promise.withResolvers !== 'function') {
@@ -128,17 +129,30 @@ async function echoOn (conn, protocol, bytes) {
   return { echoed: n, same, ms }
 }
 
+// What a command is doing, so a failure says which step and how far into it
+// (a timeout's own stack names only node's timer).
+let step = 'idle'
+let stepStarted = Date.now()
+function at (name) {
+  step = name
+  stepStarted = Date.now()
+}
+
 async function handle (line) {
   const msg = JSON.parse(line)
   if (msg.cmd === 'dial_ping') {
+    at('dial')
     const conn = await node.dial(multiaddr(msg.addr), { signal: AbortSignal.timeout(20000) })
     // Ping on *this* connection: ping(peerId) would open another one, since
     // js-libp2p prefers dialling anew to reusing a limited (relayed) connection.
+    at('ping')
     const rttMs = await pingOn(conn)
     return { ok: true, remotePeer: conn.remotePeer.toString(), rttMs, conn: describe(conn) }
   }
   if (msg.cmd === 'dial_echo') {
+    at('dial')
     const conn = await node.dial(multiaddr(msg.addr), { signal: AbortSignal.timeout(20000) })
+    at('echo')
     const r = await echoOn(conn, msg.protocol, msg.bytes)
     return { ok: true, remotePeer: conn.remotePeer.toString(), conn: describe(conn), ...r }
   }
@@ -173,9 +187,11 @@ const rl = readline.createInterface({ input: process.stdin })
 for await (const line of rl) {
   if (line.trim() === '') continue
   try {
+    at('command')
     out(await handle(line))
   } catch (e) {
-    out({ ok: false, error: String(e && e.stack ? e.stack : e) })
+    const where = `during ${step}, ${Date.now() - stepStarted} ms into it: `
+    out({ ok: false, error: where + String(e && e.stack ? e.stack : e) })
   }
 }
 await node.stop()
