@@ -51,10 +51,14 @@ const transports = [tcp(), circuitRelayTransport()]
 if (opts.quic) {
   // Imported only when asked: the other tests do not depend on its native module.
   const { quic } = await import('@chainsafe/libp2p-quic')
-  transports.push(quic())
+  // 15 s for a handshake, not its 5 s: on a loaded 2-core CI machine (the suite's other
+  // worker starting daemons) one dial of ours timed out once; our side allows 10 s.
+  transports.push(quic({ handshakeTimeout: 15_000 }))
 }
 const node = await createLibp2p({
   addresses: { listen: opts.listen ?? ['/ip4/127.0.0.1/tcp/0'], announce: opts.announce ?? [] },
+  // The commands' own 20 s bound the dials, not js-libp2p's 6 s per address.
+  connectionManager: { dialTimeout: 20_000, addressDialTimeout: 20_000 },
   transports,
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
