@@ -272,6 +272,10 @@ class MemberView:
     def is_live(self, peer: PeerId) -> bool:
         return peer in self._dir.live and peer not in self._unreachable
 
+    def can_execute(self, peer: PeerId) -> bool:
+        """A live member or a guest: a lease held by anyone else is lost."""
+        return self.is_live(peer) or peer in self.guests
+
     def is_member(self, peer: PeerId) -> bool:
         """In the membership, hidden or not (a hidden peer may still answer)."""
         return peer in self._dir.live

@@ -266,6 +266,25 @@ class Takeover:
             out.extend(self.watch_settle(e, now))
         return out
 
+    def hand_over_orphan(self, e: Entry) -> list[Effect]:
+        """At a view change, a follower whose live copy's executor is gone from the view
+        hands the leader its copy even though that leader acked it: a leader back with
+        an empty store before anyone noticed still counts as holding it, and with the
+        executor dead no receipt comes to carry the copy (`Leasing._hand_over`), so the
+        capsule stayed running for as long as that leader stayed up. A leader that
+        holds it acks. Only at view changes (custody.on_members_changed), never in
+        answer to a message, so it costs at most one handoff per follower per view
+        change while the executor is gone (the leader re-leases at that change)."""
+        rec = e.record
+        if e.leading or rec.state not in LIVE or rec.executor is None \
+                or self.view.can_execute(rec.executor):
+            return []
+        leader = self.view.leader(rec.capsule.key, self.k_c)
+        if leader == self.me or e.acks.get(leader, 0) < rec.version:
+            return []  # not ours to hand, or `ensure_leading` just handed it over
+        count(self.table.stats, "orphan_handoffs")
+        return self.replicator.hand_over(e, leader)
+
     def watch_settle(self, e: Entry, now: float) -> list[Effect]:
         """A follower holding a finished copy not known committed hands it to the
         leader again, backing off to `SETTLE_RETRY_MAX_S`, until a commit point or a
