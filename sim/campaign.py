@@ -18,20 +18,19 @@ reordering; unreachable destinations (down, cut off) are reported to the sender 
 `PeerUnreachable` after `unreachable_after_s`, like a failed dial. Clock skew wraps a
 node's core (`_Clocked`): the core sees `now + offset` and its timers are moved back.
 
-Timeline of a seed: joins over the first seconds (each node activates its capsule
-part `settle_s` after joining, as the daemon does once membership settled),
-submissions in [submit_from_s, submit_until_s], faults in [20 s, quiet_at], then a
-clean network with every node up. The checker (sim/campaign_check.py) sees every
-event; liveness is checked at `quiet_at + liveness_bound_s`, membership convergence
-every second after `quiet_at` and asserted at `quiet_at + converge_bound_s`.
+Timeline of a seed: joins over the first seconds (each node activates its capsule part
+`settle_s` after joining, as the daemon does once membership settled), submissions in
+[submit_from_s, submit_until_s], faults in [20 s, quiet_at], then a clean network with
+every node up. The checker (sim/campaign_check.py) sees every event; liveness is checked
+at `quiet_at + liveness_bound_s`, membership convergence every second after `quiet_at`
+and asserted at `quiet_at + converge_bound_s`; the run stops at its event budget.
 
-Left out of the fault model: blocks (no block store here, so "no acknowledged block
-lost" is not checked), colony-mode admission (open mode: every key is a member),
-clock *rate* drift (offsets only), disk corruption and partial writes.
+Left out of the fault model: blocks (no block store here, so "no acknowledged block lost"
+is not checked), colony-mode admission (open mode: every key is a member), clock *rate*
+drift (offsets only), disk corruption and partial writes.
 
-Same seed and configuration, same run: every random draw comes from streams split off
-one `random.Random(seed)`, and nothing reads a wall clock except the seeds/minute
-figure.
+Same seed and configuration, same run: every random draw comes from streams split off one
+`random.Random(seed)`, and nothing reads a wall clock except the seeds/minute figure.
 """
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ from overlay.core.effects import Effect, SetTimer
 from overlay.core.ids import PeerId
 from overlay.node import GossipSetup, Node, build_node
 from sim import faults as F
-from sim.campaign_check import REPORT_EVERY_S, Checker, Outcome
+from sim.campaign_check import INVARIANTS, REPORT_EVERY_S, Checker, Outcome
 from sim.engine import Engine
 from sim.network import Network, NetworkConfig
 from sim.world import SimNode, World
@@ -81,12 +80,11 @@ class CampaignConfig:
     #: Every live node's gossip view is the live set this long after the heal.
     converge_bound_s: float = 60.0
     #: Restart a node that lost its disk amnesiac (overlay/capsule/amnesia.py), as the
-    #: daemon does when its custody store is gone but its identity is not. Off, the
-    #: node votes again with an empty store, which no daemon does and which is unsafe:
-    #: seed 1232 then accepts two receipts. (Off by default until configurations stopped
-    #: shrinking: on seed 53 a configuration of two members, one amnesiac, never
-    #: finished.)
+    #: daemon does when its custody store is gone but its identity is not. Off, it votes
+    #: again with an empty store, which no daemon does (unsafe: test_capsule_amnesia.py).
     amnesia: bool = True
+    #: Events a seed may run per node (16 nodes: ~4,000 each); more is a storm (`bounded`).
+    max_events_per_node: int = 200_000
     #: Clocks read at most this far off the true time (`ClockSkew` faults), so one runs
     #: at most twice this ahead of another: the amnesia margin the campaign grants
     #: (`Amnesia.clock_margin_s`, the stated assumption; the daemon's is 600 s, which in
@@ -530,7 +528,10 @@ class Campaign:
 
     def run(self) -> SeedResult:
         self.build()
-        self.engine.run_until(self.cfg.duration_s + 1e-6)
+        budget = self.cfg.max_events_per_node * self.cfg.nodes
+        self.engine.run_until(self.cfg.duration_s + 1e-6, budget)
+        if self.engine.now < self.cfg.duration_s:  # the budget ran out first
+            self.checker.ran_out(self.engine.now, budget, self.world.received)
         stats = dict(self.stats)
         stats.update({f"net_{k}": v for k, v in sorted(self.world.stats.items())})
         c = self.checker
@@ -573,11 +574,8 @@ class Summary:
 
     def counts(self) -> dict[str, int]:
         """Per invariant: the number of seeds that violated it."""
-        out: dict[str, int] = {}
-        for r in self.results:
-            for k, v in r.checker.counts().items():
-                out[k] = out.get(k, 0) + (1 if v else 0)
-        return out
+        per_seed = [r.checker.counts() for r in self.results]
+        return {k: sum(1 for c in per_seed if c.get(k)) for k in INVARIANTS}
 
     def failing(self, kind: str) -> list[int]:
         return [r.seed for r in self.results if r.checker.counts().get(kind)]

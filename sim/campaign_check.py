@@ -25,6 +25,9 @@ step of the simulation; liveness and convergence at their stated deadlines:
 - `stale_copy`: by `quiet_at + liveness_bound_s`, no live node still *holds* a
   finished copy whose outcome custody never committed (a deposed leader's copy left
   unrepaired after the heal).
+- `bounded`: the seed's run ends within `CampaignConfig.max_events_per_node` events per
+  node (a message storm, two custodians handing a receipt back and forth at message
+  speed, otherwise stalls the campaign on that seed without a word: seed 414, stop 40).
 - `member_only`: every accepted submission and receipt was signed by a member of the
   colony. The campaign runs in open mode, where every node with a key is a member:
   the check is the trivial one (signers are campaign nodes), kept so colony mode
@@ -39,7 +42,7 @@ from dataclasses import dataclass, field
 from overlay.core.ids import PeerId
 
 INVARIANTS = ("one_receipt", "token_increase", "liveness", "membership", "member_only",
-              "reported_outcome", "stale_copy")
+              "reported_outcome", "stale_copy", "bounded")
 #: Seconds of simulated time between two `reported_outcome` checks.
 REPORT_EVERY_S = 2.0
 #: An outcome: (state, receipt token, receipt executor); no receipt: (state, 0, None).
@@ -114,6 +117,13 @@ class Checker:
             runs = ", ".join(f"token {tk} by {ex}" for tk, ex in got)
             self._fail("one_receipt", t, f"capsule {cid[:16]}: {len(got)} receipts accepted "
                        f"({runs}); the last by custodian {node}")  # fmt: skip
+
+    def ran_out(self, t: float, events: int, received: list[int]) -> None:
+        """The run used its whole event budget before its end (`bounded`); `received`:
+        messages per node slot, to name the busiest."""
+        top = max(range(len(received)), key=received.__getitem__)
+        self._fail("bounded", t, f"{events:,} events (the budget) by t={t:.2f} s; node {top} "
+                   f"received {received[top]:,} messages")  # fmt: skip
 
     def on_finished(self, t: float, cid: str, state: str,
                     outcome: Outcome | None = None) -> None:  # fmt: skip

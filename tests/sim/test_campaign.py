@@ -40,7 +40,7 @@ from sim.campaign_check import INVARIANTS
 #: 1232 (found at stop 38) made it 11 (`make faults` runs 500).
 SEEDS = (0, 1, 2, 3, 4, 6, 9, 34, 53, 388, 1232)
 STRICT = ("membership", "member_only", "liveness", "one_receipt", "token_increase",
-          "reported_outcome", "stale_copy")
+          "reported_outcome", "stale_copy", "bounded")
 #: invariant → a seed of the default campaign that violates it today.
 KNOWN: dict[str, int] = {}
 #: Seeds of the default campaign that broke an invariant before a fix (the fix named):
@@ -102,6 +102,16 @@ def test_seeds_that_broke_an_invariant_before_a_fix_now_hold(summary: Summary,
     assert seed in SEEDS, f"seed {seed}: add it to SEEDS"
     r = next(r for r in summary.results if r.seed == seed)
     assert r.ok, f"{FOUND[seed]}: " + "; ".join(v.line() for v in r.checker.violations)
+
+
+def test_a_run_that_uses_up_its_event_budget_is_a_finding_not_a_hang() -> None:
+    # Seed 414 at stop 40 stalled the campaign: a receipt handed back and forth at
+    # message speed never let the clock reach the end. A budget far below a seed's
+    # ~65,000 events stands in for such a storm here (16 nodes × 300).
+    r = run_seed(0, CampaignConfig(max_events_per_node=300))
+    (v,) = [v for v in r.checker.violations if v.kind == "bounded"]
+    assert "4,800 events (the budget)" in v.line() and "received" in v.line(), v.line()
+    assert r.events == 4_800 and not r.ok
 
 
 def test_no_violation_without_faults(quiet0: tuple[Campaign, SeedResult]) -> None:
