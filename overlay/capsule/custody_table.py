@@ -56,8 +56,8 @@ class Entry:
     __slots__ = (
         "acks", "actions", "ballot", "chain", "committed", "dep_outputs", "deps", "joint",
         "last_hb", "last_reason", "leading", "max_token", "max_version", "need",
-        "pending_receipt", "promise", "promised", "recent", "record", "refused", "settle_at",
-        "settled", "sync_tries", "syncing", "wait_start",
+        "handoff_at", "pending_receipt", "promise", "promised", "recent", "record", "refused",
+        "settle_at", "settled", "sync_tries", "syncing", "wait_start",
     )  # fmt: skip
 
     def __init__(self, record: CustodyRecord, now: float) -> None:
@@ -95,6 +95,9 @@ class Entry:
         self.recent: tuple[CustodyRecord, ...] = ()
         #: When this follower next hands a finished, unsettled copy over (0: not armed).
         self.settle_at = 0.0
+        #: Before this time a retried receipt does not make this follower hand it over
+        #: again (`Leasing.on_receipt`: one handoff per heartbeat interval).
+        self.handoff_at = 0.0
 
 
 @dataclass(frozen=True, slots=True)

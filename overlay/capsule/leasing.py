@@ -324,13 +324,15 @@ class Leasing:
                 again = e.pending_receipt is not None and e.pending_receipt.envelope == r.envelope
                 e.pending_receipt = r
                 e.last_hb = now
-                # Only the executor's own retry says the leader has not settled it. A
-                # copy another custodian handed over or forwarded does not: a follower
-                # whose computed leader was not leading (views differ) got the receipt
-                # back from it (`receipts_forwarded`), handed it over again, got it back
-                # ... at message speed (campaign seed 414 at stop 40: 10^6 messages in
-                # 0.3 simulated s, once orphan handoffs made the first handoff likely).
-                if again and not e.leading and peer == r.executor:
+                # Only the executor's retry says the leader has not settled it, and at
+                # most once per heartbeat interval (the executor retries every 2-4 s). A
+                # follower whose computed leader was not leading (views differ) got the
+                # receipt back from it (`receipts_forwarded`), handed it over again, got
+                # it back ... at message speed: campaign seed 414 at stop 40 (10^6
+                # messages in 0.3 simulated s) with any custodian's copy; seed 874 even
+                # with only the executor's, when the executor is that custodian.
+                if again and not e.leading and peer == r.executor and now >= e.handoff_at:
+                    e.handoff_at = now + self.timing.heartbeat_s
                     return self._hand_over(e)
             return []
         if rec.receipt is not None and rec.receipt.envelope == r.envelope:
