@@ -271,9 +271,9 @@ are counted as blocked), membership (views converge within 60 s after heal),
 member_only; every 2 s: reported_outcome (no node reports an outcome custody
 never committed); 150 s after faults stop: stale_copy (no node still holds one);
 bounded (a seed ends within 200,000 events per node: a message storm is a
-finding, not a hang). A node that lost its disk restarts amnesiac, as the daemon does (--no-amnesia:
-voting as if it remembered, which is unsafe). Exit status 1 if any invariant
-was violated. See docs/simulation.md and docs/reliability.md.
+finding, not a hang). A node that lost its disk restarts amnesiac, as the daemon
+does (--no-amnesia: voting as if it remembered, which is unsafe). Exit status 1
+if any invariant was violated. See docs/simulation.md and docs/reliability.md.
 
 examples:
   colony sim campaign --seeds 100

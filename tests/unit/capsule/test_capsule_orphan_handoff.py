@@ -3,9 +3,9 @@ copy from its followers, and the capsule runs again elsewhere.
 
 The receipt handoff (test_capsule_receipt_handoff.py) needs a receipt to carry the copy:
 with the executor dead too, none comes. The followers still counted the old leader's
-ack of their version, so no view change made them hand their copies over, the new
-leader never learnt of the capsule, and it stayed running for as long as that leader
-stayed up (docs/reliability.md listed it open on 2026-12-07). A follower now hands its
+ack of their version, so no view change made them hand their copies over, the leader
+never learnt of the capsule, and it stayed running for as long as that leader stayed
+up (docs/reliability.md listed it open on 2026-12-07). A follower now hands its
 copy to the leader on every view change while the copy's executor is gone.
 """
 
