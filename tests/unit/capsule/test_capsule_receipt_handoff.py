@@ -57,13 +57,12 @@ def test_followers_hand_a_retried_receipt_and_their_copy_to_a_leader_that_forgot
         assert rec is not None and rec.state is State.SUCCEEDED, rec and rec.state
 
 
-def test_only_the_executors_retry_makes_a_follower_hand_over_once_per_heartbeat() -> None:
-    """A receipt a custodian forwarded or handed over is not a sign the leader lacks
-    it. Counting it as one, a follower whose computed leader was not leading (views
-    differ) got the receipt back from it (`receipts_forwarded`), handed it over again,
-    got it back… at message speed: campaign seed 414 at stop 40, 10^6 messages in
-    0.3 simulated s; seed 874 the same when the executor itself was that custodian,
-    hence also one handoff per heartbeat interval."""
+def test_a_follower_hands_a_retried_receipt_over_at_most_once_per_heartbeat() -> None:
+    """Unbounded, a follower whose computed leader was not leading (views differ) got
+    the receipt back from it (`receipts_forwarded`), handed it over again, got it back…
+    at message speed: campaign seeds 414 and 874 at stop 40, 10^6 messages in 0.3
+    simulated s. Whoever sends it again (the executor, or a custodian forwarding it:
+    seed 989 needs those), one handoff per heartbeat interval (2 s)."""
     net = CoreNet(delay_s=0.01, max_events=20_000)
     keys, cores, _ = capsule_colony(net, key_base=61)
     cap = Capsule.sign(keys[0], CapsuleSpec(command=("run",)), 0.0, nonce=1)
@@ -78,13 +77,9 @@ def test_only_the_executors_retry_makes_a_follower_hand_over_once_per_heartbeat(
     follower = next(p for p in cores if p not in (leader, who))
     other = next(p for p in cores if p not in (follower, who))
     core = cores[follower]
-    for _ in range(3):  # handed over by another custodian, again and again
-        net.inject(follower, Received(other, ReceiptMsg(receipt)))
-    assert core.custody.stats.get("receipt_handoffs", 0) == 0
-    net.inject(follower, Received(who, ReceiptMsg(receipt)))  # the executor retries
+    for sender in (who, other, who, other):  # the first is news, the rest come again
+        net.inject(follower, Received(sender, ReceiptMsg(receipt)))
     assert core.custody.stats.get("receipt_handoffs", 0) == 1
-    net.inject(follower, Received(who, ReceiptMsg(receipt)))  # again, at once: held back
-    assert core.custody.stats.get("receipt_handoffs", 0) == 1
-    net.run_for(2.1)  # a heartbeat interval (2 s) later
-    net.inject(follower, Received(who, ReceiptMsg(receipt)))
+    net.run_for(2.1)  # a heartbeat interval later
+    net.inject(follower, Received(other, ReceiptMsg(receipt)))
     assert core.custody.stats.get("receipt_handoffs", 0) == 2
