@@ -437,8 +437,8 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     cp.add_argument("--no-amnesia", action="store_true",
                     help="restart a node that lost its disk with its keys and an empty "
                     "custody store, voting as if it remembered (the daemon abstains "
-                    "instead: overlay/capsule/amnesia.py); shows why it must: seed 1232 "
-                    "accepts two receipts")
+                    "instead: overlay/capsule/amnesia.py); shows why it must: seed 281 "
+                    "with --nodes 6 accepts two receipts")
     cp.add_argument("-v", "--verbose", action="store_true",
                     help="print each seed's schedule, counters and violations")
     cp.set_defaults(func=_campaign)

@@ -74,11 +74,13 @@ def test_campaign_with_amnesia_holds_every_invariant_on_a_seed_with_a_disk_loss(
 def test_a_node_that_forgot_but_still_votes_breaks_one_receipt() -> None:
     from sim.campaign import CampaignConfig, replay_command, run_seed
 
-    # Why a custodian that lost its store must abstain: seed 1232 loses node 12's disk
-    # at t=69 s; restarted with its keys and an empty store, voting as if it
-    # remembered (`--no-amnesia`, which no daemon does), it lets a second lineage
-    # accept a receipt. The same seed with amnesia holds (the campaign runs it).
-    cfg = CampaignConfig(amnesia=False)
-    r = run_seed(1232, cfg)
+    # Why a custodian that lost its store must abstain: in a colony of 6, seed 281 loses
+    # a node's disk; restarted with its keys and an empty store, voting as if it
+    # remembered (`--no-amnesia`, which no daemon does), it lets a second lineage accept
+    # a receipt. (Seed 1232 of 16 nodes did until stop 40's handoff changes; no seed of
+    # 0-1499 at 16 nodes does now.) With amnesia the same seed holds.
+    cfg = CampaignConfig(nodes=6, amnesia=False)
+    r = run_seed(281, cfg)
     assert "one_receipt" in {v.kind for v in r.checker.violations}
-    assert replay_command(1232, cfg).endswith("--start 1232 --no-amnesia --verbose")
+    assert replay_command(281, cfg).endswith("--start 281 --nodes 6 --no-amnesia --verbose")
+    assert run_seed(281, CampaignConfig(nodes=6)).ok
