@@ -54,10 +54,10 @@ class Entry:
     """This node's state for one capsule it holds (see the module docstring)."""
 
     __slots__ = (
-        "acks", "actions", "ballot", "chain", "committed", "dep_outputs", "deps", "joint",
-        "last_hb", "last_reason", "leading", "max_token", "max_version", "need",
-        "handoff_at", "pending_receipt", "promise", "promised", "recent", "record", "refused",
-        "settle_at", "settled", "sync_tries", "syncing", "wait_start",
+        "acks", "actions", "ballot", "chain", "committed", "dep_outputs", "deps",
+        "handoff_at", "joint", "last_hb", "last_reason", "leading", "max_token",
+        "max_version", "need", "pending_receipt", "promise", "promised", "recent", "record",
+        "refused", "settle_at", "settled", "sync_tries", "syncing", "wait_start",
     )  # fmt: skip
 
     def __init__(self, record: CustodyRecord, now: float) -> None:
