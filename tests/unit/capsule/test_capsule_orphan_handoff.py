@@ -11,21 +11,19 @@ copy to the leader on every view change while the copy's executor is gone.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any
 
-from helpers.capsule_colony import capsule_colony
+from helpers.capsule_colony import capsule_colony, led_by_last_running_elsewhere, restart_empty
 from helpers.core_net import CoreNet
 
 from overlay.capsule import events as ev
-from overlay.capsule.core import CapsuleCore, SubmitCapsule
-from overlay.capsule.custody import CustodyConfig
-from overlay.capsule.executor import CapsuleExited, ExecutorConfig
-from overlay.capsule.leases import LeaseTiming, State
+from overlay.capsule.core import CapsuleCore
+from overlay.capsule.executor import CapsuleExited
+from overlay.capsule.leases import State
 from overlay.capsule.members import Member, MembersChanged
 from overlay.capsule.messages import Replicate
-from overlay.capsule.spec import Capsule, CapsuleSpec
+from overlay.capsule.spec import Capsule
 from overlay.core.crypto import KeyPair
 from overlay.core.ids import PeerId
 
@@ -46,16 +44,9 @@ def _running_capsule(net: CoreNet) -> Running:
     1 and led by the last; a view change has already made the followers hand their
     copies over once, so each counts the leader's ack of the current version."""
     keys, cores, members = capsule_colony(net, key_base=41, executors=2)
+    cap, _, who = led_by_last_running_elsewhere(net, keys, cores)
     last = keys[-1].peer_id
-    cap = next(c for c in (Capsule.sign(keys[0], CapsuleSpec(command=("run",)), 0.0, nonce=n)
-                           for n in range(64))
-               if cores[last].view.leader(c.key, 3) == last)  # fmt: skip
-    net.inject(keys[0].peer_id, SubmitCapsule(cap))
-    net.run_for(1)
-    (run,) = net.of(ev.RunRequested)
-    who = next(p for _, p, e in net.emitted if e is run)
     other = next(k.peer_id for k in keys[:2] if k.peer_id != who)
-    assert cores[last].custody.is_leading(cap.id) and who != last
     for p in (who, other):  # a view change (a flap): the handoff the leader acks
         net.inject(p, MembersChanged(members))
     net.run_for(0.5)
@@ -78,12 +69,7 @@ def test_followers_hand_an_orphaned_copy_to_a_leader_that_forgot_it() -> None:
     last, who, other = r.leader, r.executor, r.other
 
     # The leader restarts with an empty store before anyone notices ...
-    k = next(k for k in keys if k.peer_id == last)
-    timing = LeaseTiming(lease_timeout_s=6, heartbeat_s=2, offer_timeout_s=3)
-    fresh = CapsuleCore(last, k, custody=CustodyConfig(timing=timing),
-                        executor=ExecutorConfig(slots=2), rng=random.Random(2))  # fmt: skip
-    net.cores[last] = fresh
-    net.inject(last, MembersChanged(members))
+    fresh = restart_empty(net, keys[-1], members)
     assert fresh.custody.record(cap.id) is None
     # ... and the executor dies: no receipt will ever come.
     net.kill(who)

@@ -10,17 +10,13 @@ and the receipt to the leader when the executor sends that receipt again.
 
 from __future__ import annotations
 
-import random
-
-from helpers.capsule_colony import capsule_colony
+from helpers.capsule_colony import capsule_colony, led_by_last_running_elsewhere, restart_empty
 from helpers.core_net import CoreNet
 
 from overlay.capsule import events as ev
-from overlay.capsule.core import CapsuleCore, SubmitCapsule
-from overlay.capsule.custody import CustodyConfig
-from overlay.capsule.executor import CapsuleExited, ExecutorConfig
-from overlay.capsule.leases import LeaseTiming, State
-from overlay.capsule.members import MembersChanged
+from overlay.capsule.core import SubmitCapsule
+from overlay.capsule.executor import CapsuleExited
+from overlay.capsule.leases import State
 from overlay.capsule.messages import ReceiptMsg
 from overlay.capsule.spec import Capsule, CapsuleSpec
 from overlay.core.effects import Received
@@ -30,23 +26,10 @@ def test_followers_hand_a_retried_receipt_and_their_copy_to_a_leader_that_forgot
     net = CoreNet(delay_s=0.01, max_events=20_000)
     # The last node executes nothing; a capsule it leads keeps running through its restart.
     keys, cores, members = capsule_colony(net, key_base=21, executors=2)
-    last = keys[-1].peer_id
-    cap = next(c for c in (Capsule.sign(keys[0], CapsuleSpec(command=("run",)), 0.0, nonce=n)
-                           for n in range(64))
-               if cores[last].view.leader(c.key, 3) == last)  # fmt: skip
-    net.inject(keys[0].peer_id, SubmitCapsule(cap))
-    net.run_for(1)
-    (run,) = net.of(ev.RunRequested)
-    who = next(p for _, p, e in net.emitted if e is run)
-    leader = next(p for p, c in cores.items() if c.custody.is_leading(cap.id))
-    assert leader == last != who
+    cap, run, who = led_by_last_running_elsewhere(net, keys, cores)
+    leader = keys[-1].peer_id
     # The leader restarts with an empty store; the others' views never change.
-    k = next(k for k in keys if k.peer_id == leader)
-    timing = LeaseTiming(lease_timeout_s=6, heartbeat_s=2, offer_timeout_s=3)
-    fresh = CapsuleCore(leader, k, custody=CustodyConfig(timing=timing),
-                        executor=ExecutorConfig(slots=2), rng=random.Random(2))  # fmt: skip
-    net.cores[leader] = fresh
-    net.inject(leader, MembersChanged(members))
+    fresh = restart_empty(net, keys[-1], members)
     assert fresh.custody.record(cap.id) is None
     net.inject(who, CapsuleExited(run.capsule.id, run.token, 0))
     net.run_for(10)
