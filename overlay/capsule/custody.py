@@ -339,8 +339,7 @@ class Custody:
         """Re-evaluate leadership of every record after the view changed."""
         out: list[Effect] = []
         for e in list(self._entries.values()):
-            out.extend(self.takeover.ensure_leading(e, now))
-            out.extend(self.takeover.hand_over_orphan(e))
+            out.extend(self.takeover.ensure_leading(e, now, view_changed=True))
             if e.leading and not e.syncing:
                 rec = e.record
                 if rec.config != self.replicator.config(rec.capsule.key, rec.config):
@@ -348,8 +347,7 @@ class Custody:
                     # switch of the set a majority is counted in.
                     count(self.stats, "reconfigurations")
                     out.extend(self.takeover.start_sync(e, now))
-                elif rec.state in LIVE and rec.executor and not self.view.can_execute(
-                        rec.executor):
+                elif self.takeover.orphaned(rec):
                     out.extend(self.leasing.lease_lost(e, "executor left the colony", now))
                 else:
                     out.extend(self.replicator.replicate(e, now))

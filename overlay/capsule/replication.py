@@ -244,7 +244,11 @@ class Takeover:
         self.index_deps = index_deps
         self.resume = resume
 
-    def ensure_leading(self, e: Entry, now: float) -> list[Effect]:
+    def ensure_leading(self, e: Entry, now: float, *, view_changed: bool = False
+                       ) -> list[Effect]:
+        """Lead `e` if the view makes us its leader, else step down and hand the leader
+        our copy. `view_changed` (custody.on_members_changed only) adds the orphan
+        handoff, which must never answer a message."""
         key = e.record.capsule.key
         leader = self.view.leader(key, self.k_c)
         out: list[Effect] = []
@@ -263,27 +267,22 @@ class Takeover:
             # Re-sent on every view change until that leader acks a copy as new.
             if e.acks.get(leader, 0) < e.record.version:
                 out.extend(self.replicator.hand_over(e, leader))
+            elif view_changed and self.orphaned(e.record):
+                # Acked, but the copy's executor is gone: a leader back with an empty
+                # store before anyone noticed still counts as holding it, and with the
+                # executor dead no receipt comes to carry the copy (`Leasing._hand_over`),
+                # so the capsule stayed running for as long as that leader stayed up. A
+                # leader that holds it acks. Never in answer to a message, so it costs
+                # one handoff per follower per view change while the executor is gone.
+                count(self.table.stats, "orphan_handoffs")
+                out.extend(self.replicator.hand_over(e, leader))
             out.extend(self.watch_settle(e, now))
         return out
 
-    def hand_over_orphan(self, e: Entry) -> list[Effect]:
-        """At a view change, a follower whose live copy's executor is gone from the view
-        hands the leader its copy even though that leader acked it: a leader back with
-        an empty store before anyone noticed still counts as holding it, and with the
-        executor dead no receipt comes to carry the copy (`Leasing._hand_over`), so the
-        capsule stayed running for as long as that leader stayed up. A leader that
-        holds it acks. Only at view changes (custody.on_members_changed), never in
-        answer to a message, so it costs at most one handoff per follower per view
-        change while the executor is gone (the leader re-leases at that change)."""
-        rec = e.record
-        if e.leading or rec.state not in LIVE or rec.executor is None \
-                or self.view.can_execute(rec.executor):
-            return []
-        leader = self.view.leader(rec.capsule.key, self.k_c)
-        if leader == self.me or e.acks.get(leader, 0) < rec.version:
-            return []  # not ours to hand, or `ensure_leading` just handed it over
-        count(self.table.stats, "orphan_handoffs")
-        return self.replicator.hand_over(e, leader)
+    def orphaned(self, rec: CustodyRecord) -> bool:
+        """A live lease whose executor the view no longer holds."""
+        return rec.state in LIVE and rec.executor is not None \
+            and not self.view.can_execute(rec.executor)
 
     def watch_settle(self, e: Entry, now: float) -> list[Effect]:
         """A follower holding a finished copy not known committed hands it to the
